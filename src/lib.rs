@@ -1,0 +1,12 @@
+//! llmux: an LLM interactive proxy.
+//!
+//! Clients speak their protocol to llmux; llmux decodes it into the canonical model
+//! ([`model`]), runs the pipeline, routes to a back-end, and encodes the back-end's event
+//! stream back into the client's protocol. [`Engine`] builds the axum `Router` that the CLI,
+//! the desktop shell and the tests all mount.
+
+pub mod error;
+pub mod model;
+pub mod protocol;
+
+pub use error::Error;

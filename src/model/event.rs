@@ -1,0 +1,86 @@
+//! The canonical response stream.
+//!
+//! Every back-end produces a stream of [`Event`]s, streaming or not; a front-end either
+//! encodes them as its protocol's stream frames or folds them into one body
+//! ([`super::ResponseBuilder`]). Translation is written once per protocol, never per pair.
+
+use super::Extensions;
+use crate::Error;
+
+/// Why the model stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FinishReason {
+    EndTurn,
+    StopSequence,
+    MaxTokens,
+    ToolUse,
+    ContentFilter,
+    Refusal,
+    PauseTurn,
+    ContextWindowExceeded,
+    /// A reason the model does not know, kept verbatim for a same-protocol client.
+    Other(String),
+}
+
+/// Token counts. `input_tokens` includes cached input and `output_tokens` includes
+/// reasoning, as OpenAI counts them; protocols that count otherwise convert.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cached_input_tokens: Option<u64>,
+    pub cache_creation_input_tokens: Option<u64>,
+    pub reasoning_tokens: Option<u64>,
+    pub extensions: Extensions,
+}
+
+impl Usage {
+    pub fn total_tokens(&self) -> u64 {
+        self.input_tokens + self.output_tokens
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// First event of every response.
+    Start {
+        id: String,
+        model: String,
+        /// Unix seconds, when the provider said.
+        created: Option<u64>,
+        extensions: Extensions,
+    },
+    TextDelta(String),
+    RefusalDelta(String),
+    /// Reasoning text; a signature may arrive with the text or alone (empty text).
+    ThinkingDelta {
+        text: String,
+        signature: Option<String>,
+    },
+    /// An opaque, encrypted reasoning block.
+    RedactedThinking(String),
+    /// A tool call opens. `index` orders calls within the response.
+    ToolCallStart {
+        index: u32,
+        id: String,
+        name: String,
+    },
+    /// A fragment of a call's JSON arguments, never parsed on its own.
+    ToolCallArgsDelta {
+        index: u32,
+        arguments: String,
+    },
+    ToolCallEnd {
+        index: u32,
+    },
+    Usage(Usage),
+    Finish {
+        reason: FinishReason,
+        stop_sequence: Option<String>,
+    },
+    /// Fields of an upstream frame the model has no slot for (logprobs, fingerprints,
+    /// provider extras). Only an encoder of the same protocol uses them.
+    Extension(Extensions),
+    /// The response failed; nothing follows.
+    Error(Error),
+}

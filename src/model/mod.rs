@@ -1,0 +1,17 @@
+//! The canonical model: the one shape every wire protocol decodes into and encodes from.
+//!
+//! Nothing here does I/O or knows a wire format. A protocol module (`crate::protocol::*`)
+//! turns its wire types into a [`Request`] and turns a stream of [`Event`]s back into its
+//! own frames. Fields the model has no slot for travel in [`Extensions`], tagged with the
+//! protocol they came from, so a same-protocol round trip loses nothing.
+
+mod event;
+mod fold;
+mod request;
+
+pub use event::{Event, FinishReason, Usage};
+pub use fold::{Response, ResponseBuilder};
+pub use request::{
+    ClientInfo, Extensions, ImageSource, Message, Part, Protocol, Reasoning, ReasoningEffort,
+    Request, ResponseFormat, Role, Sampling, Tool, ToolChoice,
+};

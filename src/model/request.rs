@@ -1,0 +1,379 @@
+//! The canonical request.
+
+use serde_json::{Map, Value};
+
+/// A wire protocol llmux speaks, on either side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    OpenAiChat,
+    OpenAiResponses,
+    Anthropic,
+    Gemini,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::OpenAiChat => "openai_chat",
+            Protocol::OpenAiResponses => "openai_responses",
+            Protocol::Anthropic => "anthropic",
+            Protocol::Gemini => "gemini",
+        }
+    }
+}
+
+/// Wire fields the model has no slot for, kept with the protocol they came from.
+///
+/// Only an encoder of the same protocol reads them back; every other encoder drops
+/// them, because a field of one protocol means nothing (or something else) in another.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Extensions {
+    pub source: Option<Protocol>,
+    pub fields: Map<String, Value>,
+}
+
+impl Extensions {
+    pub fn new(source: Protocol, fields: Map<String, Value>) -> Self {
+        Self {
+            source: if fields.is_empty() { None } else { Some(source) },
+            fields,
+        }
+    }
+
+    /// The fields, if they came from `protocol`.
+    pub fn for_protocol(&self, protocol: Protocol) -> Option<&Map<String, Value>> {
+        (self.source == Some(protocol) && !self.fields.is_empty()).then_some(&self.fields)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    System,
+    /// OpenAI's `developer` role: a system message that newer models weigh differently.
+    Developer,
+    User,
+    Assistant,
+    /// A message that carries tool results (OpenAI `role: tool`).
+    Tool,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::Developer => "developer",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::Tool => "tool",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ImageSource {
+    /// An http(s) URL.
+    Url(String),
+    /// Inline bytes, base64-encoded.
+    Base64 { media_type: String, data: String },
+}
+
+impl ImageSource {
+    /// Reads either form from a URL string (`data:<mime>;base64,<payload>` or a plain URL).
+    pub fn from_url(url: &str) -> Self {
+        if let Some(rest) = url.strip_prefix("data:")
+            && let Some((meta, data)) = rest.split_once(',')
+            && let Some(media_type) = meta.strip_suffix(";base64")
+        {
+            return ImageSource::Base64 {
+                media_type: media_type.to_owned(),
+                data: data.to_owned(),
+            };
+        }
+        ImageSource::Url(url.to_owned())
+    }
+
+    /// The URL form (a `data:` URL for inline bytes).
+    pub fn to_url(&self) -> String {
+        match self {
+            ImageSource::Url(url) => url.clone(),
+            ImageSource::Base64 { media_type, data } => format!("data:{media_type};base64,{data}"),
+        }
+    }
+}
+
+/// One piece of a message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Part {
+    Text {
+        text: String,
+        extensions: Extensions,
+    },
+    Image {
+        source: ImageSource,
+        /// OpenAI's `detail` (`auto`, `low`, `high`).
+        detail: Option<String>,
+        extensions: Extensions,
+    },
+    /// A call the assistant made. `arguments` is JSON text, kept verbatim: Chat and
+    /// Responses carry strings, and parsing fragments is a classic translation bug.
+    ToolCall {
+        id: String,
+        name: String,
+        arguments: String,
+        extensions: Extensions,
+    },
+    /// The result of a tool call, sent back by the client.
+    ToolResult {
+        call_id: String,
+        content: Vec<Part>,
+        is_error: bool,
+        extensions: Extensions,
+    },
+    /// Reasoning text with the provider's signature, kept opaque so it can be replayed.
+    Thinking {
+        text: String,
+        signature: Option<String>,
+        /// True for a redacted block whose `text` holds the opaque payload.
+        redacted: bool,
+        extensions: Extensions,
+    },
+    Refusal {
+        text: String,
+    },
+    /// A part of a kind the model does not know (audio, files, ...), kept whole for its
+    /// own protocol and dropped when translating.
+    Opaque {
+        protocol: Protocol,
+        value: Value,
+    },
+}
+
+impl Part {
+    pub fn text(text: impl Into<String>) -> Self {
+        Part::Text {
+            text: text.into(),
+            extensions: Extensions::default(),
+        }
+    }
+
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            Part::Text { text, .. } => Some(text),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub role: Role,
+    pub parts: Vec<Part>,
+    /// OpenAI's optional participant name.
+    pub name: Option<String>,
+    /// True when the client sent the content as a list of parts even if it is only text;
+    /// encoders send plain text as a string otherwise.
+    pub content_as_parts: bool,
+    pub extensions: Extensions,
+}
+
+impl Message {
+    pub fn new(role: Role, parts: Vec<Part>) -> Self {
+        Self {
+            role,
+            parts,
+            name: None,
+            content_as_parts: false,
+            extensions: Extensions::default(),
+        }
+    }
+
+    /// All text parts joined, for stages that read what was said.
+    pub fn text(&self) -> String {
+        self.parts.iter().filter_map(Part::as_text).collect()
+    }
+}
+
+/// A tool the model may call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Tool {
+    Function {
+        name: String,
+        description: Option<String>,
+        /// JSON Schema of the arguments.
+        parameters: Option<Value>,
+        strict: Option<bool>,
+        extensions: Extensions,
+    },
+    /// A provider-defined tool (web search, code interpreter, ...), kept whole for its
+    /// own protocol.
+    Opaque { protocol: Protocol, value: Value },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ToolChoice {
+    Auto,
+    None,
+    /// The model must call some tool (OpenAI `required`, Anthropic `any`).
+    Required,
+    /// The model must call this tool.
+    Tool(String),
+    Opaque { protocol: Protocol, value: Value },
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Sampling {
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub top_k: Option<u32>,
+    /// The output token cap, whatever the protocol calls it.
+    pub max_tokens: Option<u64>,
+    pub stop: Vec<String>,
+    pub seed: Option<i64>,
+    pub presence_penalty: Option<f64>,
+    pub frequency_penalty: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReasoningEffort {
+    None,
+    Minimal,
+    Low,
+    Medium,
+    High,
+    XHigh,
+}
+
+impl ReasoningEffort {
+    pub fn parse(value: &str) -> Option<Self> {
+        Some(match value {
+            "none" => Self::None,
+            "minimal" => Self::Minimal,
+            "low" => Self::Low,
+            "medium" => Self::Medium,
+            "high" => Self::High,
+            "xhigh" => Self::XHigh,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Minimal => "minimal",
+            Self::Low => "low",
+            Self::Medium => "medium",
+            Self::High => "high",
+            Self::XHigh => "xhigh",
+        }
+    }
+}
+
+/// How hard the model should think: an effort level, a token budget, or both.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reasoning {
+    pub effort: Option<ReasoningEffort>,
+    pub budget_tokens: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ResponseFormat {
+    Text,
+    JsonObject,
+    JsonSchema {
+        name: String,
+        schema: Value,
+        strict: Option<bool>,
+        description: Option<String>,
+    },
+}
+
+/// Who is calling: read by routing, sessions, logs and captures.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClientInfo {
+    pub user_agent: Option<String>,
+    pub session_id: Option<String>,
+    /// The end user as the client names it (OpenAI `user`, Anthropic `metadata.user_id`).
+    pub user: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    /// The model as the client named it; routing resolves it to a back-end and model.
+    pub model: String,
+    /// System instructions, in order. Protocols with a single system slot join them.
+    pub system: Vec<Part>,
+    pub messages: Vec<Message>,
+    pub tools: Vec<Tool>,
+    pub tool_choice: Option<ToolChoice>,
+    pub parallel_tool_calls: Option<bool>,
+    pub sampling: Sampling,
+    pub reasoning: Option<Reasoning>,
+    pub response_format: Option<ResponseFormat>,
+    pub stream: bool,
+    pub client: ClientInfo,
+    pub extensions: Extensions,
+}
+
+impl Request {
+    pub fn new(model: impl Into<String>, messages: Vec<Message>) -> Self {
+        Self {
+            model: model.into(),
+            system: Vec::new(),
+            messages,
+            tools: Vec::new(),
+            tool_choice: None,
+            parallel_tool_calls: None,
+            sampling: Sampling::default(),
+            reasoning: None,
+            response_format: None,
+            stream: false,
+            client: ClientInfo::default(),
+            extensions: Extensions::default(),
+        }
+    }
+
+    /// The text of the last user message, where in-chat commands live.
+    pub fn last_user_text(&self) -> Option<String> {
+        self.messages
+            .iter()
+            .rev()
+            .find(|m| m.role == Role::User)
+            .map(Message::text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_urls_split_into_media_type_and_payload() {
+        let source = ImageSource::from_url("data:image/png;base64,iVBORw0K");
+        assert_eq!(
+            source,
+            ImageSource::Base64 {
+                media_type: "image/png".into(),
+                data: "iVBORw0K".into()
+            }
+        );
+        assert_eq!(source.to_url(), "data:image/png;base64,iVBORw0K");
+        assert_eq!(
+            ImageSource::from_url("https://example.com/a.png"),
+            ImageSource::Url("https://example.com/a.png".into())
+        );
+    }
+
+    #[test]
+    fn extensions_are_only_visible_to_their_protocol() {
+        let mut fields = Map::new();
+        fields.insert("x".into(), Value::Bool(true));
+        let ext = Extensions::new(Protocol::OpenAiChat, fields);
+        assert!(ext.for_protocol(Protocol::OpenAiChat).is_some());
+        assert!(ext.for_protocol(Protocol::Anthropic).is_none());
+        assert!(Extensions::new(Protocol::Gemini, Map::new()).source.is_none());
+    }
+}

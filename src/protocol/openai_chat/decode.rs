@@ -1,0 +1,603 @@
+//! Chat Completions wire -> canonical model.
+
+use serde_json::{Map, Value};
+
+use super::types::{ChatCompletion, ChatMessage, ChatRequest, ChatUsage, Content};
+use crate::Error;
+use crate::model::{
+    Event, Extensions, FinishReason, ImageSource, Message, Part, Protocol, Reasoning,
+    ReasoningEffort, Request, ResponseFormat, Role, Sampling, Tool, ToolChoice, Usage,
+};
+
+const PROTOCOL: Protocol = Protocol::OpenAiChat;
+
+/// Extension key under which a thinking part remembers the field it came in
+/// (`reasoning_content` or `reasoning`), so the same protocol sends it back the same way.
+pub(crate) const REASONING_FIELD: &str = "reasoning_field";
+
+/// What the client asked for that only its own front-end needs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientOptions {
+    /// `stream_options.include_usage`: send a final usage chunk.
+    pub include_usage: bool,
+}
+
+/// Parses a request body. Errors name the offending field.
+pub fn decode_request(body: &[u8]) -> Result<(Request, ClientOptions), Error> {
+    let wire: ChatRequest = parse_json(body)?;
+    request_from_wire(wire)
+}
+
+/// Parses JSON into `T`, turning serde's failure into a 400 that names the field.
+pub(crate) fn parse_json<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, Error> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                Error::invalid_request(format!("request body is not valid JSON: {inner}"))
+            }
+            _ if path == "." => Error::invalid_request(format!("invalid request: {inner}")),
+            _ => Error::invalid_field(
+                path.clone(),
+                format!("invalid value for '{path}': {inner}"),
+            ),
+        }
+    })?;
+    de.end()
+        .map_err(|err| Error::invalid_request(format!("request body is not valid JSON: {err}")))?;
+    Ok(value)
+}
+
+fn request_from_wire(wire: ChatRequest) -> Result<(Request, ClientOptions), Error> {
+    let ChatRequest {
+        model,
+        messages,
+        stream,
+        stream_options,
+        temperature,
+        top_p,
+        max_tokens,
+        max_completion_tokens,
+        stop,
+        seed,
+        presence_penalty,
+        frequency_penalty,
+        tools,
+        tool_choice,
+        parallel_tool_calls,
+        reasoning_effort,
+        response_format,
+        user,
+        mut extra,
+    } = wire;
+
+    if model.is_empty() {
+        return Err(Error::invalid_field("model", "'model' must not be empty"));
+    }
+    if messages.is_empty() {
+        return Err(Error::invalid_field(
+            "messages",
+            "'messages' must hold at least one message",
+        ));
+    }
+
+    let mut options = ClientOptions::default();
+    if let Some(so) = stream_options {
+        options.include_usage = so.include_usage.unwrap_or(false);
+        if !so.extra.is_empty() {
+            extra.insert("stream_options".into(), Value::Object(so.extra));
+        }
+    }
+    // The canonical model has one output cap; remember which name the client used.
+    if let Some(cap) = max_completion_tokens {
+        extra.insert("max_completion_tokens".into(), Value::from(cap));
+    }
+
+    let messages = messages
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| message_from_wire(m, i))
+        .collect::<Result<Vec<_>, _>>()?;
+    let tools = tools
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| tool_from_wire(t, i))
+        .collect::<Result<Vec<_>, _>>()?;
+    let tool_choice = tool_choice.map(tool_choice_from_wire).transpose()?;
+    let response_format = response_format.map(response_format_from_wire).transpose()?;
+    let reasoning = reasoning_effort
+        .map(|effort| {
+            ReasoningEffort::parse(&effort)
+                .map(|e| Reasoning {
+                    effort: Some(e),
+                    budget_tokens: None,
+                })
+                .ok_or_else(|| {
+                    Error::invalid_field(
+                        "reasoning_effort",
+                        format!(
+                            "invalid value for 'reasoning_effort': '{effort}'; expected one of \
+                             none, minimal, low, medium, high, xhigh"
+                        ),
+                    )
+                })
+        })
+        .transpose()?;
+
+    let mut request = Request::new(model, messages);
+    request.tools = tools;
+    request.tool_choice = tool_choice;
+    request.parallel_tool_calls = parallel_tool_calls;
+    request.sampling = Sampling {
+        temperature,
+        top_p,
+        top_k: None,
+        max_tokens: max_completion_tokens.or(max_tokens),
+        stop: stop.map(|s| s.into_vec()).unwrap_or_default(),
+        seed,
+        presence_penalty,
+        frequency_penalty,
+    };
+    request.reasoning = reasoning;
+    request.response_format = response_format;
+    request.stream = stream.unwrap_or(false);
+    request.client.user = user;
+    request.extensions = Extensions::new(PROTOCOL, extra);
+    Ok((request, options))
+}
+
+fn message_from_wire(wire: ChatMessage, index: usize) -> Result<Message, Error> {
+    let path = format!("messages[{index}]");
+    let role = match wire.role.as_str() {
+        "system" => Role::System,
+        "developer" => Role::Developer,
+        "user" => Role::User,
+        "assistant" => Role::Assistant,
+        "tool" => Role::Tool,
+        other => {
+            return Err(Error::invalid_field(
+                format!("{path}.role"),
+                format!(
+                    "invalid value for '{path}.role': '{other}'; expected one of system, \
+                     developer, user, assistant, tool"
+                ),
+            ));
+        }
+    };
+    let content_as_parts = matches!(wire.content, Content::Parts(_));
+    let mut parts = Vec::new();
+
+    if role == Role::Assistant {
+        let (text, field) = match (wire.reasoning_content, wire.reasoning) {
+            (Some(text), _) => (Some(text), "reasoning_content"),
+            (None, Some(text)) => (Some(text), "reasoning"),
+            (None, None) => (None, ""),
+        };
+        if let Some(text) = text {
+            let mut hint = Map::new();
+            hint.insert(REASONING_FIELD.into(), Value::from(field));
+            parts.push(Part::Thinking {
+                text,
+                signature: None,
+                redacted: false,
+                extensions: Extensions::new(PROTOCOL, hint),
+            });
+        }
+    }
+
+    let content = content_parts(wire.content, &format!("{path}.content"))?;
+    if role == Role::Tool {
+        let call_id = wire.tool_call_id.ok_or_else(|| {
+            Error::invalid_field(
+                format!("{path}.tool_call_id"),
+                format!("'{path}.tool_call_id' is required for a message with role 'tool'"),
+            )
+        })?;
+        parts.push(Part::ToolResult {
+            call_id,
+            content,
+            is_error: false,
+            extensions: Extensions::default(),
+        });
+    } else {
+        parts.extend(content);
+    }
+
+    if let Some(refusal) = wire.refusal {
+        parts.push(Part::Refusal { text: refusal });
+    }
+    for call in wire.tool_calls.unwrap_or_default() {
+        let mut fields = call.function.extra;
+        if !call.extra.is_empty() {
+            fields.insert("call".into(), Value::Object(call.extra));
+        }
+        parts.push(Part::ToolCall {
+            id: call.id,
+            name: call.function.name,
+            arguments: call.function.arguments,
+            extensions: Extensions::new(PROTOCOL, fields),
+        });
+    }
+
+    Ok(Message {
+        role,
+        parts,
+        name: wire.name,
+        content_as_parts,
+        extensions: Extensions::new(PROTOCOL, wire.extra),
+    })
+}
+
+fn content_parts(content: Content, path: &str) -> Result<Vec<Part>, Error> {
+    match content {
+        Content::Absent | Content::Null => Ok(Vec::new()),
+        Content::Text(text) => Ok(vec![Part::text(text)]),
+        Content::Parts(parts) => parts
+            .into_iter()
+            .enumerate()
+            .map(|(i, part)| content_part(part, &format!("{path}[{i}]")))
+            .collect(),
+    }
+}
+
+fn content_part(value: Value, path: &str) -> Result<Part, Error> {
+    let Value::Object(mut obj) = value else {
+        return Err(Error::invalid_field(
+            path,
+            format!("'{path}' must be an object with a 'type'"),
+        ));
+    };
+    let kind = match obj.get("type") {
+        Some(Value::String(kind)) => kind.clone(),
+        _ => {
+            return Err(Error::invalid_field(
+                format!("{path}.type"),
+                format!("'{path}.type' must be a string"),
+            ));
+        }
+    };
+    match kind.as_str() {
+        "text" => {
+            obj.remove("type");
+            let text = take_string(&mut obj, "text", path)?;
+            Ok(Part::Text {
+                text,
+                extensions: Extensions::new(PROTOCOL, obj),
+            })
+        }
+        "image_url" => {
+            obj.remove("type");
+            let image = match obj.remove("image_url") {
+                // Some clients send the URL as a bare string.
+                Some(Value::String(url)) => {
+                    let mut image = Map::new();
+                    image.insert("url".into(), Value::String(url));
+                    image
+                }
+                Some(Value::Object(image)) => image,
+                _ => {
+                    return Err(Error::invalid_field(
+                        format!("{path}.image_url"),
+                        format!("'{path}.image_url' must be an object with a 'url'"),
+                    ));
+                }
+            };
+            let mut image = image;
+            let url = take_string(&mut image, "url", &format!("{path}.image_url"))?;
+            let detail = match image.remove("detail") {
+                Some(Value::String(detail)) => Some(detail),
+                _ => None,
+            };
+            if !image.is_empty() {
+                obj.insert("image_url".into(), Value::Object(image));
+            }
+            Ok(Part::Image {
+                source: ImageSource::from_url(&url),
+                detail,
+                extensions: Extensions::new(PROTOCOL, obj),
+            })
+        }
+        "refusal" => {
+            let text = take_string(&mut obj, "refusal", path)?;
+            Ok(Part::Refusal { text })
+        }
+        _ => Ok(Part::Opaque {
+            protocol: PROTOCOL,
+            value: Value::Object(obj),
+        }),
+    }
+}
+
+fn take_string(obj: &mut Map<String, Value>, key: &str, path: &str) -> Result<String, Error> {
+    match obj.remove(key) {
+        Some(Value::String(s)) => Ok(s),
+        _ => Err(Error::invalid_field(
+            format!("{path}.{key}"),
+            format!("'{path}.{key}' must be a string"),
+        )),
+    }
+}
+
+fn tool_from_wire(value: Value, index: usize) -> Result<Tool, Error> {
+    let path = format!("tools[{index}]");
+    let Value::Object(mut obj) = value else {
+        return Err(Error::invalid_field(
+            &path,
+            format!("'{path}' must be an object"),
+        ));
+    };
+    if obj.get("type").and_then(Value::as_str).unwrap_or("function") != "function" {
+        return Ok(Tool::Opaque {
+            protocol: PROTOCOL,
+            value: Value::Object(obj),
+        });
+    }
+    obj.remove("type");
+    let Some(Value::Object(mut function)) = obj.remove("function") else {
+        return Err(Error::invalid_field(
+            format!("{path}.function"),
+            format!("'{path}.function' must be an object with a 'name'"),
+        ));
+    };
+    let name = take_string(&mut function, "name", &format!("{path}.function"))?;
+    let description = match function.remove("description") {
+        Some(Value::String(d)) => Some(d),
+        _ => None,
+    };
+    let parameters = function.remove("parameters").filter(|p| !p.is_null());
+    let strict = function.remove("strict").and_then(|s| s.as_bool());
+    if !obj.is_empty() {
+        function.insert("tool".into(), Value::Object(obj));
+    }
+    Ok(Tool::Function {
+        name,
+        description,
+        parameters,
+        strict,
+        extensions: Extensions::new(PROTOCOL, function),
+    })
+}
+
+fn tool_choice_from_wire(value: Value) -> Result<ToolChoice, Error> {
+    match &value {
+        Value::String(s) => match s.as_str() {
+            "auto" => Ok(ToolChoice::Auto),
+            "none" => Ok(ToolChoice::None),
+            "required" => Ok(ToolChoice::Required),
+            other => Err(Error::invalid_field(
+                "tool_choice",
+                format!(
+                    "invalid value for 'tool_choice': '{other}'; expected auto, none, required \
+                     or an object naming a function"
+                ),
+            )),
+        },
+        Value::Object(obj) => {
+            let name = obj
+                .get("function")
+                .and_then(|f| f.get("name"))
+                .and_then(Value::as_str);
+            match (obj.get("type").and_then(Value::as_str), name) {
+                (Some("function"), Some(name)) if obj.len() == 2 => {
+                    Ok(ToolChoice::Tool(name.to_owned()))
+                }
+                _ => Ok(ToolChoice::Opaque {
+                    protocol: PROTOCOL,
+                    value,
+                }),
+            }
+        }
+        _ => Err(Error::invalid_field(
+            "tool_choice",
+            "'tool_choice' must be a string or an object",
+        )),
+    }
+}
+
+fn response_format_from_wire(value: Value) -> Result<ResponseFormat, Error> {
+    let kind = value.get("type").and_then(Value::as_str).unwrap_or("");
+    match kind {
+        "text" => Ok(ResponseFormat::Text),
+        "json_object" => Ok(ResponseFormat::JsonObject),
+        "json_schema" => {
+            let spec = value.get("json_schema").ok_or_else(|| {
+                Error::invalid_field(
+                    "response_format.json_schema",
+                    "'response_format.json_schema' is required when type is 'json_schema'",
+                )
+            })?;
+            Ok(ResponseFormat::JsonSchema {
+                name: spec
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("response")
+                    .to_owned(),
+                schema: spec.get("schema").cloned().unwrap_or(Value::Object(Map::new())),
+                strict: spec.get("strict").and_then(Value::as_bool),
+                description: spec
+                    .get("description")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+            })
+        }
+        other => Err(Error::invalid_field(
+            "response_format.type",
+            format!(
+                "invalid value for 'response_format.type': '{other}'; expected text, \
+                 json_object or json_schema"
+            ),
+        )),
+    }
+}
+
+/// Maps a wire finish reason to the model's.
+pub fn finish_reason(reason: &str) -> FinishReason {
+    match reason {
+        "stop" => FinishReason::EndTurn,
+        "length" => FinishReason::MaxTokens,
+        "tool_calls" | "function_call" => FinishReason::ToolUse,
+        "content_filter" => FinishReason::ContentFilter,
+        other => FinishReason::Other(other.to_owned()),
+    }
+}
+
+/// Reads a wire usage object, keeping it whole for a same-protocol client.
+pub fn usage(value: Value) -> Option<Usage> {
+    let Value::Object(raw) = value else {
+        return None;
+    };
+    let wire: ChatUsage = serde_json::from_value(Value::Object(raw.clone())).ok()?;
+    let detail = |details: &Option<Map<String, Value>>, key: &str| {
+        details
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .and_then(Value::as_u64)
+    };
+    Some(Usage {
+        input_tokens: wire.prompt_tokens,
+        output_tokens: wire.completion_tokens,
+        cached_input_tokens: detail(&wire.prompt_tokens_details, "cached_tokens"),
+        cache_creation_input_tokens: None,
+        reasoning_tokens: detail(&wire.completion_tokens_details, "reasoning_tokens"),
+        extensions: Extensions::new(PROTOCOL, raw),
+    })
+}
+
+/// Turns a non-streaming upstream response into the event sequence a stream would give.
+pub fn decode_response(body: &[u8]) -> Result<Vec<Event>, String> {
+    let completion: ChatCompletion =
+        serde_json::from_slice(body).map_err(|e| format!("not a chat completion: {e}"))?;
+    let mut events = Vec::with_capacity(8);
+    let mut top = completion.extra;
+    top.remove("object");
+    events.push(Event::Start {
+        id: completion.id,
+        model: completion.model,
+        created: completion.created,
+        extensions: scoped_extensions("top", top),
+    });
+    let mut finish = None;
+    if let Some(choice) = completion.choices.into_iter().next() {
+        let message = choice.message;
+        let mut scoped = Map::new();
+        if !choice.extra.is_empty() {
+            scoped.insert("choice".into(), Value::Object(choice.extra));
+        }
+        if !message.extra.is_empty() {
+            scoped.insert("message".into(), Value::Object(message.extra));
+        }
+        if !scoped.is_empty() {
+            events.push(Event::Extension(Extensions::new(PROTOCOL, scoped)));
+        }
+        if let Some(text) = message.reasoning_content.or(message.reasoning) {
+            events.push(Event::ThinkingDelta {
+                text,
+                signature: None,
+            });
+        }
+        match message.content {
+            Content::Text(text) if !text.is_empty() => events.push(Event::TextDelta(text)),
+            Content::Parts(parts) => {
+                let text: String = parts
+                    .iter()
+                    .filter_map(|p| p.get("text").and_then(Value::as_str))
+                    .collect();
+                if !text.is_empty() {
+                    events.push(Event::TextDelta(text));
+                }
+            }
+            _ => {}
+        }
+        if let Some(refusal) = message.refusal {
+            events.push(Event::RefusalDelta(refusal));
+        }
+        for (index, call) in message.tool_calls.unwrap_or_default().into_iter().enumerate() {
+            let index = index as u32;
+            events.push(Event::ToolCallStart {
+                index,
+                id: call.id,
+                name: call.function.name,
+            });
+            if !call.function.arguments.is_empty() {
+                events.push(Event::ToolCallArgsDelta {
+                    index,
+                    arguments: call.function.arguments,
+                });
+            }
+            events.push(Event::ToolCallEnd { index });
+        }
+        finish = choice.finish_reason.as_deref().map(finish_reason);
+    }
+    if let Some(usage) = completion.usage.and_then(usage) {
+        events.push(Event::Usage(usage));
+    }
+    events.push(Event::Finish {
+        reason: finish.unwrap_or(FinishReason::EndTurn),
+        stop_sequence: None,
+    });
+    Ok(events)
+}
+
+/// Wraps `fields` under `scope` (`top`, `choice`, `message`) as chat extensions.
+pub(crate) fn scoped_extensions(scope: &str, fields: Map<String, Value>) -> Extensions {
+    if fields.is_empty() {
+        return Extensions::default();
+    }
+    let mut scoped = Map::new();
+    scoped.insert(scope.into(), Value::Object(fields));
+    Extensions::new(PROTOCOL, scoped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrong_types_name_the_field() {
+        let err = decode_request(br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":"hot"}"#)
+            .unwrap_err();
+        assert_eq!(err.status(), 400);
+        assert_eq!(err.param(), Some("temperature"));
+        assert!(err.to_string().contains("temperature"), "{err}");
+
+        let err = decode_request(br#"{"model":"m","messages":[{"role":"user","content":5}]}"#)
+            .unwrap_err();
+        assert_eq!(err.param(), Some("messages[0].content"));
+
+        let err = decode_request(br#"{"model":"m","messages":[{"role":"robot","content":"x"}]}"#)
+            .unwrap_err();
+        assert_eq!(err.param(), Some("messages[0].role"));
+    }
+
+    #[test]
+    fn malformed_json_and_missing_fields_are_invalid_requests() {
+        let err = decode_request(b"{not json").unwrap_err();
+        assert!(err.to_string().contains("not valid JSON"), "{err}");
+        let err = decode_request(br#"{"messages":[]}"#).unwrap_err();
+        assert!(err.to_string().contains("model"), "{err}");
+        let err = decode_request(br#"{"model":"m","messages":[]}"#).unwrap_err();
+        assert_eq!(err.param(), Some("messages"));
+    }
+
+    #[test]
+    fn tool_messages_need_their_call_id() {
+        let err = decode_request(br#"{"model":"m","messages":[{"role":"tool","content":"42"}]}"#)
+            .unwrap_err();
+        assert_eq!(err.param(), Some("messages[0].tool_call_id"));
+    }
+
+    #[test]
+    fn stream_options_and_max_completion_tokens_are_read() {
+        let (request, options) = decode_request(
+            br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,
+                "stream_options":{"include_usage":true},"max_completion_tokens":50}"#,
+        )
+        .unwrap();
+        assert!(request.stream);
+        assert!(options.include_usage);
+        assert_eq!(request.sampling.max_tokens, Some(50));
+    }
+}

@@ -1,0 +1,14 @@
+//! OpenAI Chat Completions (`POST /v1/chat/completions`).
+//!
+//! Wire facts: `openai/openai-python` `types/chat/*` (field names), and
+//! ../shared/reference/PROTOCOLS.md §1.2 (stream framing, reasoning fields of
+//! OpenAI-compatible vendors, mid-stream error frames).
+
+pub mod decode;
+pub mod encode;
+pub mod stream;
+pub mod types;
+
+pub use decode::{decode_request, decode_response};
+pub use encode::{encode_request, encode_response, error_body};
+pub use stream::{ChunkDecoder, ChunkEncoder};

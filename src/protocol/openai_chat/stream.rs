@@ -1,0 +1,570 @@
+//! Chat Completions streaming, both ways: upstream chunks -> events, events -> client chunks.
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::decode::{finish_reason, scoped_extensions, usage};
+use super::encode::{error_body, finish_reason as wire_finish_reason, usage as wire_usage};
+use super::types::ChatChunk;
+use crate::Error;
+use crate::model::{Event, Extensions, FinishReason, Protocol, Usage};
+use crate::protocol::sse::data_frame;
+
+const PROTOCOL: Protocol = Protocol::OpenAiChat;
+
+/// Why an upstream stream could not be read.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChunkError {
+    /// Not a chunk (bad JSON, wrong shape).
+    Garbage(String),
+    /// The provider reported an error inside the stream.
+    Upstream {
+        message: String,
+        error_type: Option<String>,
+        code: Option<String>,
+    },
+    /// The stream ended before a finish reason.
+    Truncated,
+}
+
+/// Reads the `data:` payloads of an upstream chat stream into events.
+#[derive(Debug, Default)]
+pub struct ChunkDecoder {
+    started: bool,
+    /// Indices of the tool calls opened so far, in order.
+    calls: Vec<u32>,
+    open_calls: Vec<u32>,
+    finished: bool,
+    done: bool,
+}
+
+impl ChunkDecoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// True once `[DONE]` arrived.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Decodes one SSE `data:` payload, appending events to `out`.
+    pub fn push(&mut self, data: &str, out: &mut Vec<Event>) -> Result<(), ChunkError> {
+        let data = data.trim();
+        if data == "[DONE]" {
+            self.done = true;
+            return Ok(());
+        }
+        if data.is_empty() {
+            return Ok(());
+        }
+        let chunk: ChatChunk = serde_json::from_str(data).map_err(|e| {
+            ChunkError::Garbage(format!("stream frame is not a chat chunk ({e}): {}", preview(data)))
+        })?;
+        // Check for an error before choices: an error frame has none, and skipping
+        // "empty" chunks would turn a failure into an empty success.
+        if let Some(error) = chunk.extra.get("error") {
+            return Err(upstream_error(error));
+        }
+        let ChatChunk {
+            id,
+            created,
+            model,
+            choices,
+            usage: chunk_usage,
+            mut extra,
+        } = chunk;
+        if !self.started {
+            self.started = true;
+            extra.remove("object");
+            extra.remove("obfuscation");
+            extra.retain(|_, v| !v.is_null());
+            out.push(Event::Start {
+                id,
+                model,
+                created,
+                extensions: scoped_extensions("top", extra),
+            });
+        }
+        for choice in choices.into_iter().filter(|c| c.index == 0) {
+            let delta = choice.delta.unwrap_or_default();
+            let mut scoped = Map::new();
+            let mut choice_extra = choice.extra;
+            choice_extra.retain(|_, v| !v.is_null());
+            if !choice_extra.is_empty() {
+                scoped.insert("choice".into(), Value::Object(choice_extra));
+            }
+            let mut delta_extra = delta.extra;
+            delta_extra.retain(|_, v| !v.is_null());
+            if !delta_extra.is_empty() {
+                scoped.insert("message".into(), Value::Object(delta_extra));
+            }
+            if !scoped.is_empty() {
+                out.push(Event::Extension(Extensions::new(PROTOCOL, scoped)));
+            }
+            // Every field of a delta, in order: reasoning, text, refusal, tool calls.
+            if let Some(text) = delta.reasoning_content.or(delta.reasoning)
+                && !text.is_empty()
+            {
+                out.push(Event::ThinkingDelta {
+                    text,
+                    signature: None,
+                });
+            }
+            if let Some(text) = delta.content
+                && !text.is_empty()
+            {
+                out.push(Event::TextDelta(text));
+            }
+            if let Some(text) = delta.refusal
+                && !text.is_empty()
+            {
+                out.push(Event::RefusalDelta(text));
+            }
+            for call in delta.tool_calls {
+                let function = call.function;
+                if !self.calls.contains(&call.index) {
+                    self.calls.push(call.index);
+                    self.open_calls.push(call.index);
+                    out.push(Event::ToolCallStart {
+                        index: call.index,
+                        id: call.id.unwrap_or_else(|| format!("call_{}", call.index)),
+                        name: function
+                            .as_ref()
+                            .and_then(|f| f.name.clone())
+                            .unwrap_or_default(),
+                    });
+                }
+                if let Some(arguments) = function.and_then(|f| f.arguments)
+                    && !arguments.is_empty()
+                {
+                    out.push(Event::ToolCallArgsDelta {
+                        index: call.index,
+                        arguments,
+                    });
+                }
+            }
+            if let Some(reason) = choice.finish_reason {
+                for index in self.open_calls.drain(..) {
+                    out.push(Event::ToolCallEnd { index });
+                }
+                let mut reason = finish_reason(&reason);
+                // Some servers say "stop" after calling tools; what was emitted decides.
+                if reason == FinishReason::EndTurn && !self.calls.is_empty() {
+                    reason = FinishReason::ToolUse;
+                }
+                self.finished = true;
+                out.push(Event::Finish {
+                    reason,
+                    stop_sequence: None,
+                });
+            }
+        }
+        if let Some(u) = chunk_usage.and_then(usage) {
+            out.push(Event::Usage(u));
+        }
+        Ok(())
+    }
+
+    /// Called when the upstream body ends: a stream without a finish reason was cut off.
+    pub fn finish(&mut self) -> Result<(), ChunkError> {
+        if self.finished {
+            Ok(())
+        } else {
+            Err(ChunkError::Truncated)
+        }
+    }
+}
+
+fn upstream_error(error: &Value) -> ChunkError {
+    let field = |key: &str| error.get(key).and_then(Value::as_str).map(str::to_owned);
+    ChunkError::Upstream {
+        message: field("message").unwrap_or_else(|| error.to_string()),
+        error_type: field("type"),
+        code: field("code").or_else(|| error.get("code").map(Value::to_string)),
+    }
+}
+
+fn preview(data: &str) -> String {
+    let mut end = data.len().min(120);
+    while !data.is_char_boundary(end) {
+        end -= 1;
+    }
+    data[..end].to_owned()
+}
+
+#[derive(Serialize)]
+struct ChunkOut<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    #[serde(flatten)]
+    top: &'a Map<String, Value>,
+    choices: Vec<ChoiceOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<Value>,
+}
+
+#[derive(Serialize)]
+struct ChoiceOut<'a> {
+    index: u32,
+    delta: DeltaOut<'a>,
+    #[serde(flatten)]
+    extra: Map<String, Value>,
+    finish_reason: Option<&'a str>,
+}
+
+#[derive(Serialize, Default)]
+struct DeltaOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refusal: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<[ToolCallOut<'a>; 1]>,
+    #[serde(flatten)]
+    extra: Map<String, Value>,
+}
+
+#[derive(Serialize)]
+struct ToolCallOut<'a> {
+    index: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    function: FunctionOut<'a>,
+}
+
+#[derive(Serialize)]
+struct FunctionOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    arguments: &'a str,
+}
+
+/// Encodes events as a client's chat stream: one `data:` frame per event, `[DONE]` last.
+#[derive(Debug)]
+pub struct ChunkEncoder {
+    include_usage: bool,
+    id: String,
+    model: String,
+    created: u64,
+    top: Map<String, Value>,
+    /// Same-protocol fields waiting for the next frame (`choice`, `message` scopes).
+    pending: Option<Map<String, Value>>,
+    usage: Option<Usage>,
+    /// Wire index of each canonical tool-call index, in the order calls opened.
+    calls: Vec<u32>,
+    finished: bool,
+    closed: bool,
+}
+
+impl ChunkEncoder {
+    pub fn new(include_usage: bool) -> Self {
+        Self {
+            include_usage,
+            id: String::new(),
+            model: String::new(),
+            created: 0,
+            top: Map::new(),
+            pending: None,
+            usage: None,
+            calls: Vec::new(),
+            finished: false,
+            closed: false,
+        }
+    }
+
+    fn frame(&mut self, delta: DeltaOut<'_>, finish_reason: Option<&str>) -> Bytes {
+        let mut scopes = self.pending.take().unwrap_or_default();
+        let mut delta = delta;
+        if let Some(Value::Object(message)) = scopes.remove("message") {
+            delta.extra = message;
+        }
+        let extra = match scopes.remove("choice") {
+            Some(Value::Object(choice)) => choice,
+            _ => Map::new(),
+        };
+        data_frame(&ChunkOut {
+            id: &self.id,
+            object: "chat.completion.chunk",
+            created: self.created,
+            model: &self.model,
+            top: &self.top,
+            choices: vec![ChoiceOut {
+                index: 0,
+                delta,
+                extra,
+                finish_reason,
+            }],
+            usage: None,
+        })
+    }
+
+    fn wire_index(&self, index: u32) -> u32 {
+        self.calls
+            .iter()
+            .position(|i| *i == index)
+            .unwrap_or(self.calls.len()) as u32
+    }
+
+    /// Encodes one event; most events become exactly one frame.
+    pub fn push(&mut self, event: Event, out: &mut Vec<Bytes>) {
+        if self.closed {
+            return;
+        }
+        match event {
+            Event::Start {
+                id,
+                model,
+                created,
+                extensions,
+            } => {
+                self.id = id;
+                self.model = model;
+                self.created = created.unwrap_or_else(unix_now);
+                if let Some(Value::Object(top)) = extensions
+                    .for_protocol(PROTOCOL)
+                    .and_then(|e| e.get("top"))
+                {
+                    self.top = top.clone();
+                }
+                let delta = DeltaOut {
+                    role: Some("assistant"),
+                    content: Some(""),
+                    ..DeltaOut::default()
+                };
+                out.push(self.frame(delta, None));
+            }
+            Event::TextDelta(text) => {
+                let delta = DeltaOut {
+                    content: Some(&text),
+                    ..DeltaOut::default()
+                };
+                out.push(self.frame(delta, None));
+            }
+            Event::ThinkingDelta { text, .. } => {
+                if !text.is_empty() {
+                    let delta = DeltaOut {
+                        reasoning_content: Some(&text),
+                        ..DeltaOut::default()
+                    };
+                    out.push(self.frame(delta, None));
+                }
+            }
+            Event::RefusalDelta(text) => {
+                let delta = DeltaOut {
+                    refusal: Some(&text),
+                    ..DeltaOut::default()
+                };
+                out.push(self.frame(delta, None));
+            }
+            Event::RedactedThinking(_) | Event::ToolCallEnd { .. } => {}
+            Event::ToolCallStart { index, id, name } => {
+                let wire = self.wire_index(index);
+                self.calls.push(index);
+                let delta = DeltaOut {
+                    tool_calls: Some([ToolCallOut {
+                        index: wire,
+                        id: Some(&id),
+                        kind: Some("function"),
+                        function: FunctionOut {
+                            name: Some(&name),
+                            arguments: "",
+                        },
+                    }]),
+                    ..DeltaOut::default()
+                };
+                out.push(self.frame(delta, None));
+            }
+            Event::ToolCallArgsDelta { index, arguments } => {
+                let wire = self.wire_index(index);
+                let delta = DeltaOut {
+                    tool_calls: Some([ToolCallOut {
+                        index: wire,
+                        id: None,
+                        kind: None,
+                        function: FunctionOut {
+                            name: None,
+                            arguments: &arguments,
+                        },
+                    }]),
+                    ..DeltaOut::default()
+                };
+                out.push(self.frame(delta, None));
+            }
+            Event::Usage(usage) => self.usage = Some(usage),
+            Event::Finish { reason, .. } => {
+                self.finished = true;
+                let reason = if reason == FinishReason::EndTurn && !self.calls.is_empty() {
+                    FinishReason::ToolUse
+                } else {
+                    reason
+                };
+                let frame = self.frame(DeltaOut::default(), Some(wire_finish_reason(&reason)));
+                out.push(frame);
+            }
+            Event::Extension(extensions) => {
+                if let Some(fields) = extensions.for_protocol(PROTOCOL) {
+                    if self.pending.is_some() {
+                        let frame = self.frame(DeltaOut::default(), None);
+                        out.push(frame);
+                    }
+                    self.pending = Some(fields.clone());
+                }
+            }
+            Event::Error(error) => {
+                self.closed = true;
+                out.push(data_frame(&error_body(&error)));
+            }
+        }
+    }
+
+    /// Ends the stream: the usage chunk if asked for, then `[DONE]`. A stream that never
+    /// finished ends with an error frame instead, so a cut-off answer never looks whole.
+    pub fn finish(&mut self, out: &mut Vec<Bytes>) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        if !self.finished {
+            let error = Error::internal("the response ended without a finish reason");
+            out.push(data_frame(&error_body(&error)));
+            return;
+        }
+        if self.pending.is_some() {
+            let frame = self.frame(DeltaOut::default(), None);
+            out.push(frame);
+        }
+        if self.include_usage {
+            let usage = self.usage.as_ref().map(wire_usage).unwrap_or_else(|| {
+                serde_json::json!({"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0})
+            });
+            out.push(data_frame(&ChunkOut {
+                id: &self.id,
+                object: "chat.completion.chunk",
+                created: self.created,
+                model: &self.model,
+                top: &self.top,
+                choices: Vec::new(),
+                usage: Some(usage),
+            }));
+        }
+        out.push(Bytes::from_static(b"data: [DONE]\n\n"));
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(frames: &[&str]) -> (Vec<Event>, Result<(), ChunkError>) {
+        let mut decoder = ChunkDecoder::new();
+        let mut events = Vec::new();
+        for frame in frames {
+            if let Err(e) = decoder.push(frame, &mut events) {
+                return (events, Err(e));
+            }
+        }
+        let end = decoder.finish();
+        (events, end)
+    }
+
+    #[test]
+    fn an_error_frame_is_an_error_not_an_empty_chunk() {
+        let (_, result) = decode(&[r#"{"error":{"message":"upstream overloaded","type":"server_error","code":null}}"#]);
+        assert!(matches!(result, Err(ChunkError::Upstream { message, .. }) if message == "upstream overloaded"));
+    }
+
+    #[test]
+    fn a_stream_without_finish_reason_is_truncated() {
+        let (_, result) = decode(&[
+            r#"{"id":"c1","model":"m","choices":[{"index":0,"delta":{"content":"Hel"}}]}"#,
+        ]);
+        assert_eq!(result, Err(ChunkError::Truncated));
+    }
+
+    #[test]
+    fn garbage_is_reported_with_a_preview() {
+        let (_, result) = decode(&["this is not json"]);
+        assert!(matches!(result, Err(ChunkError::Garbage(m)) if m.contains("this is not json")));
+    }
+
+    #[test]
+    fn text_and_tool_call_in_one_chunk_both_survive() {
+        let (events, result) = decode(&[
+            r#"{"id":"c1","model":"m","choices":[{"index":0,"delta":{"content":"Checking.","tool_calls":[{"index":0,"id":"call_A","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"}}]}}]}"#,
+            r#"{"id":"c1","model":"m","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+            "[DONE]",
+        ]);
+        result.unwrap();
+        assert!(matches!(&events[1], Event::TextDelta(t) if t == "Checking."));
+        assert!(matches!(&events[2], Event::ToolCallStart { name, .. } if name == "get_weather"));
+        assert!(matches!(&events[3], Event::ToolCallArgsDelta { arguments, .. } if arguments == "{\"city\":\"Paris\"}"));
+        assert!(matches!(&events[5], Event::Finish { reason: FinishReason::ToolUse, .. }));
+    }
+
+    #[test]
+    fn encoder_ends_with_usage_when_asked_and_done() {
+        let mut encoder = ChunkEncoder::new(true);
+        let mut out = Vec::new();
+        encoder.push(
+            Event::Start {
+                id: "c1".into(),
+                model: "m".into(),
+                created: Some(1),
+                extensions: Extensions::default(),
+            },
+            &mut out,
+        );
+        encoder.push(Event::TextDelta("hi".into()), &mut out);
+        encoder.push(
+            Event::Usage(Usage {
+                input_tokens: 3,
+                output_tokens: 1,
+                ..Usage::default()
+            }),
+            &mut out,
+        );
+        encoder.push(
+            Event::Finish {
+                reason: FinishReason::EndTurn,
+                stop_sequence: None,
+            },
+            &mut out,
+        );
+        encoder.finish(&mut out);
+        let text: Vec<String> = out
+            .iter()
+            .map(|b| String::from_utf8(b.to_vec()).unwrap())
+            .collect();
+        assert_eq!(text.len(), 5);
+        assert!(text[2].contains(r#""finish_reason":"stop""#));
+        assert!(text[3].contains(r#""choices":[]"#) && text[3].contains(r#""total_tokens":4"#));
+        assert_eq!(text[4], "data: [DONE]\n\n");
+    }
+
+    #[test]
+    fn encoder_never_sends_done_after_an_error() {
+        let mut encoder = ChunkEncoder::new(false);
+        let mut out = Vec::new();
+        encoder.push(Event::Error(Error::internal("boom")), &mut out);
+        encoder.finish(&mut out);
+        assert_eq!(out.len(), 1);
+        assert!(String::from_utf8(out[0].to_vec()).unwrap().contains("boom"));
+    }
+}
