@@ -10,3 +10,9 @@ pub mod model;
 pub mod protocol;
 
 pub use error::Error;
+pub mod config;
+pub mod backend;
+pub mod credentials;
+pub mod auth;
+pub mod pipeline;
+pub mod router;

@@ -2,6 +2,7 @@
 
 use serde_json::{Map, Value};
 
+use super::stream::{ChunkError, upstream_error};
 use super::types::{ChatCompletion, ChatMessage, ChatRequest, ChatUsage, Content};
 use crate::Error;
 use crate::model::{
@@ -467,9 +468,12 @@ pub fn usage(value: Value) -> Option<Usage> {
 }
 
 /// Turns a non-streaming upstream response into the event sequence a stream would give.
-pub fn decode_response(body: &[u8]) -> Result<Vec<Event>, String> {
-    let completion: ChatCompletion =
-        serde_json::from_slice(body).map_err(|e| format!("not a chat completion: {e}"))?;
+pub fn decode_response(body: &[u8]) -> Result<Vec<Event>, ChunkError> {
+    let completion: ChatCompletion = serde_json::from_slice(body)
+        .map_err(|e| ChunkError::Garbage(format!("the response is not a chat completion: {e}")))?;
+    if let Some(error) = completion.extra.get("error") {
+        return Err(upstream_error(error));
+    }
     let mut events = Vec::with_capacity(8);
     let mut top = completion.extra;
     top.remove("object");

@@ -105,16 +105,26 @@ fn encode_messages(request: &Request) -> Vec<Value> {
 fn encode_message(message: &Message, out: &mut Vec<Value>) {
     // Tool results become `role: tool` messages of their own, whatever role carried them
     // (Anthropic puts them in user messages), and they come before the rest.
+    // A chat `role: tool` message also keeps its own unknown fields, name and content shape.
+    let own = message.role == Role::Tool;
     for part in &message.parts {
         if let Part::ToolResult {
             call_id, content, ..
         } = part
         {
-            out.push(json!({
-                "role": "tool",
-                "tool_call_id": call_id,
-                "content": tool_result_content(content),
-            }));
+            let mut obj = if own {
+                ext_or_empty(&message.extensions)
+            } else {
+                Map::new()
+            };
+            obj.insert("role".into(), Value::from("tool"));
+            obj.insert("tool_call_id".into(), Value::from(call_id.as_str()));
+            if let Some(name) = message.name.as_ref().filter(|_| own) {
+                obj.insert("name".into(), Value::from(name.as_str()));
+            }
+            let as_parts = own && message.content_as_parts;
+            obj.insert("content".into(), tool_result_content(content, as_parts));
+            out.push(Value::Object(obj));
         }
     }
     if message.role == Role::Tool {
@@ -278,9 +288,9 @@ fn ext_or_empty(extensions: &Extensions) -> Map<String, Value> {
     extensions.for_protocol(PROTOCOL).cloned().unwrap_or_default()
 }
 
-fn tool_result_content(content: &[Part]) -> Value {
+fn tool_result_content(content: &[Part], as_parts: bool) -> Value {
     let refs: Vec<&Part> = content.iter().collect();
-    encode_content(&refs, false).unwrap_or_else(|| Value::from(""))
+    encode_content(&refs, as_parts).unwrap_or_else(|| Value::from(""))
 }
 
 fn encode_tool(tool: &Tool) -> Option<Value> {

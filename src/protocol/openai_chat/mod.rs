@@ -11,4 +11,5 @@ pub mod types;
 
 pub use decode::{decode_request, decode_response};
 pub use encode::{encode_request, encode_response, error_body};
-pub use stream::{ChunkDecoder, ChunkEncoder};
+pub use decode::ClientOptions;
+pub use stream::{ChunkDecoder, ChunkEncoder, ChunkError};

@@ -4,7 +4,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::decode::{finish_reason, scoped_extensions, usage};
+use super::decode::{finish_reason, usage};
 use super::encode::{error_body, finish_reason as wire_finish_reason, usage as wire_usage};
 use super::types::ChatChunk;
 use crate::Error;
@@ -71,7 +71,7 @@ impl ChunkDecoder {
             id,
             created,
             model,
-            choices,
+            mut choices,
             usage: chunk_usage,
             mut extra,
         } = chunk;
@@ -80,26 +80,30 @@ impl ChunkDecoder {
             extra.remove("object");
             extra.remove("obfuscation");
             extra.retain(|_, v| !v.is_null());
+            let mut scoped = Map::new();
+            if !extra.is_empty() {
+                scoped.insert("top".into(), Value::Object(extra));
+            }
+            // The first choice's own fields (the role chunk's empty `logprobs`) belong to
+            // the first frame, which encoders build from the start event.
+            if let Some(choice) = choices.iter_mut().find(|c| c.index == 0) {
+                let delta_extra = choice
+                    .delta
+                    .as_mut()
+                    .map(|d| std::mem::take(&mut d.extra))
+                    .unwrap_or_default();
+                scoped.extend(choice_scopes(std::mem::take(&mut choice.extra), delta_extra));
+            }
             out.push(Event::Start {
                 id,
                 model,
                 created,
-                extensions: scoped_extensions("top", extra),
+                extensions: Extensions::new(PROTOCOL, scoped),
             });
         }
         for choice in choices.into_iter().filter(|c| c.index == 0) {
             let delta = choice.delta.unwrap_or_default();
-            let mut scoped = Map::new();
-            let mut choice_extra = choice.extra;
-            choice_extra.retain(|_, v| !v.is_null());
-            if !choice_extra.is_empty() {
-                scoped.insert("choice".into(), Value::Object(choice_extra));
-            }
-            let mut delta_extra = delta.extra;
-            delta_extra.retain(|_, v| !v.is_null());
-            if !delta_extra.is_empty() {
-                scoped.insert("message".into(), Value::Object(delta_extra));
-            }
+            let scoped = choice_scopes(choice.extra, delta.extra);
             if !scoped.is_empty() {
                 out.push(Event::Extension(Extensions::new(PROTOCOL, scoped)));
             }
@@ -177,7 +181,24 @@ impl ChunkDecoder {
     }
 }
 
-fn upstream_error(error: &Value) -> ChunkError {
+/// A choice's and its delta's unknown fields as `choice` and `message` scopes, nulls dropped.
+fn choice_scopes(
+    mut choice: Map<String, Value>,
+    mut delta: Map<String, Value>,
+) -> Map<String, Value> {
+    let mut scoped = Map::new();
+    choice.retain(|_, v| !v.is_null());
+    if !choice.is_empty() {
+        scoped.insert("choice".into(), Value::Object(choice));
+    }
+    delta.retain(|_, v| !v.is_null());
+    if !delta.is_empty() {
+        scoped.insert("message".into(), Value::Object(delta));
+    }
+    scoped
+}
+
+pub(crate) fn upstream_error(error: &Value) -> ChunkError {
     let field = |key: &str| error.get(key).and_then(Value::as_str).map(str::to_owned);
     ChunkError::Upstream {
         message: field("message").unwrap_or_else(|| error.to_string()),
@@ -330,11 +351,15 @@ impl ChunkEncoder {
                 self.id = id;
                 self.model = model;
                 self.created = created.unwrap_or_else(unix_now);
-                if let Some(Value::Object(top)) = extensions
-                    .for_protocol(PROTOCOL)
-                    .and_then(|e| e.get("top"))
-                {
-                    self.top = top.clone();
+                if let Some(fields) = extensions.for_protocol(PROTOCOL) {
+                    let mut first = fields.clone();
+                    if let Some(Value::Object(top)) = first.remove("top") {
+                        self.top = top;
+                    }
+                    // The first choice's own fields ride on the first frame.
+                    if !first.is_empty() {
+                        self.pending = Some(first);
+                    }
                 }
                 let delta = DeltaOut {
                     role: Some("assistant"),

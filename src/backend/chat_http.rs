@@ -1,0 +1,544 @@
+//! The HTTP client for back-ends that speak OpenAI Chat Completions.
+//!
+//! Timeouts, in the order they can fire: `connect` (TCP/TLS), `first_byte` (from sending
+//! until the first decoded event), `idle` (between body chunks once the stream has
+//! started). The first event is awaited before `send` returns, so a failure that arrives
+//! before any data is still an error with a status, which failover can act on.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use eventsource_stream::{EventStreamError, Eventsource};
+use futures::{Stream, StreamExt};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use serde_json::Value;
+
+use super::{Backend, EventStream};
+use crate::config::BackendConfig;
+use crate::credentials::NamedKey;
+use crate::error::{ErrorKind, TimeoutPhase};
+use crate::model::{Event, Request};
+use crate::protocol::openai_chat::{ChunkDecoder, ChunkError, decode_response, encode_request};
+use crate::Error;
+
+/// What differs between providers that share this client.
+#[derive(Clone, Copy)]
+pub struct Profile {
+    /// Headers that identify the app to the provider (OpenRouter attribution).
+    pub identity_headers: fn(&BackendConfig) -> Vec<(&'static str, String)>,
+}
+
+/// Upper bound on how much of an error body is read.
+const ERROR_BODY_LIMIT: usize = 64 * 1024;
+/// How long a failed model-list fetch is remembered before trying again.
+const MODELS_FAILURE_CACHE: Duration = Duration::from_secs(60);
+
+pub struct ChatBackend {
+    config: BackendConfig,
+    client: reqwest::Client,
+    key: Option<NamedKey>,
+    headers: HeaderMap,
+    chat_url: String,
+    models_url: String,
+    models_cache: Mutex<Option<(Instant, Option<Vec<String>>)>>,
+    errors: ErrorMapper,
+}
+
+impl ChatBackend {
+    pub fn new(config: BackendConfig, keys: Vec<NamedKey>, profile: Profile) -> Result<Self, Error> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(config.timeouts.connect)
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .user_agent(concat!("llmux/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::internal(format!("cannot build the HTTP client: {e}")))?;
+        let key = keys.into_iter().next();
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        for (name, value) in (profile.identity_headers)(&config) {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                headers.insert(HeaderName::from_static(name), value);
+            }
+        }
+        for (name, value) in &config.headers {
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
+                headers.insert(name, value);
+            }
+        }
+        if let Some(key) = &key {
+            let mut value = HeaderValue::from_str(&format!("Bearer {}", key.secret.expose()))
+                .map_err(|_| {
+                    Error::from(ErrorKind::BackendNotConfigured {
+                        backend: config.id.clone(),
+                        message: format!("the key in {} is not a valid header value", key.name),
+                    })
+                })?;
+            value.set_sensitive(true);
+            headers.insert(AUTHORIZATION, value);
+        }
+        let errors = ErrorMapper {
+            backend: config.id.clone(),
+            key: key.clone(),
+            idle: config.timeouts.idle,
+        };
+        Ok(Self {
+            errors,
+            chat_url: format!("{}/chat/completions", config.base_url),
+            models_url: format!("{}/models", config.base_url),
+            config,
+            client,
+            key,
+            headers,
+            models_cache: Mutex::new(None),
+        })
+    }
+
+    fn require_key(&self) -> Result<(), Error> {
+        if self.key.is_none() && self.config.kind.requires_key() {
+            let var = self.config.api_key_env.as_deref().unwrap_or("its key variable");
+            return Err(ErrorKind::BackendNotConfigured {
+                backend: self.config.id.clone(),
+                message: format!("no API key; set {var}"),
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Removes the provider key from text that may echo it.
+    fn scrub(&self, text: &str) -> String {
+        self.errors.scrub(text.to_owned())
+    }
+
+    fn timeout(&self, phase: TimeoutPhase) -> Error {
+        let after = match phase {
+            TimeoutPhase::Connect => self.config.timeouts.connect,
+            TimeoutPhase::FirstByte => self.config.timeouts.first_byte,
+            TimeoutPhase::Idle => self.config.timeouts.idle,
+        };
+        ErrorKind::Timeout {
+            backend: self.config.id.clone(),
+            phase,
+            after,
+        }
+        .into()
+    }
+
+    fn transport_error(&self, err: &reqwest::Error) -> Error {
+        if err.is_timeout() {
+            return self.timeout(TimeoutPhase::Connect);
+        }
+        let mut message = err.to_string();
+        let mut source = std::error::Error::source(err);
+        while let Some(inner) = source {
+            message = format!("{message}: {inner}");
+            source = inner.source();
+        }
+        ErrorKind::BackendUnreachable {
+            backend: self.config.id.clone(),
+            message: self.scrub(&message),
+        }
+        .into()
+    }
+
+    /// Reads a non-2xx answer into an error that keeps the provider's status and message.
+    async fn status_error(&self, response: reqwest::Response, deadline: tokio::time::Instant) -> Error {
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body = match tokio::time::timeout_at(deadline, read_limited(response, ERROR_BODY_LIMIT)).await {
+            Ok(body) => body,
+            Err(_) => Vec::new(),
+        };
+        let (message, error_type, code) = parse_error_body(&body);
+        ErrorKind::Upstream {
+            backend: self.config.id.clone(),
+            status,
+            message: self.scrub(&message),
+            error_type,
+            code,
+            retry_after,
+        }
+        .into()
+    }
+
+    async fn stream_events(
+        &self,
+        response: reqwest::Response,
+        deadline: tokio::time::Instant,
+    ) -> Result<EventStream, Error> {
+        let bytes = idle_guard(Box::pin(response.bytes_stream()), self.config.timeouts.idle);
+        let mut frames = Box::pin(bytes.eventsource());
+        let mut decoder = ChunkDecoder::new();
+        let mut first = Vec::new();
+        while first.is_empty() {
+            match tokio::time::timeout_at(deadline, frames.next()).await {
+                Err(_) => return Err(self.timeout(TimeoutPhase::FirstByte)),
+                Ok(None) => return Err(self.errors.chunk(ChunkError::Truncated)),
+                Ok(Some(Err(err))) => return Err(self.errors.sse(err)),
+                Ok(Some(Ok(frame))) => decoder
+                    .push(&frame.data, &mut first)
+                    .map_err(|e| self.errors.chunk(e))?,
+            }
+            if decoder.is_done() && first.is_empty() {
+                return Err(self.errors.chunk(ChunkError::Truncated));
+            }
+        }
+
+        let errors = self.errors.clone();
+        let stream = async_stream::stream! {
+            for event in first {
+                yield event;
+            }
+            let mut batch = Vec::new();
+            loop {
+                if decoder.is_done() {
+                    if let Err(err) = decoder.finish() {
+                        yield Event::Error(errors.chunk(err));
+                    }
+                    break;
+                }
+                match frames.next().await {
+                    None => {
+                        if let Err(err) = decoder.finish() {
+                            yield Event::Error(errors.chunk(err));
+                        }
+                        break;
+                    }
+                    Some(Err(err)) => {
+                        yield Event::Error(errors.sse(err));
+                        break;
+                    }
+                    Some(Ok(frame)) => {
+                        let result = decoder.push(&frame.data, &mut batch);
+                        for event in batch.drain(..) {
+                            yield event;
+                        }
+                        if let Err(err) = result {
+                            yield Event::Error(errors.chunk(err));
+                            break;
+                        }
+                    }
+                }
+            }
+        };
+        Ok(Box::pin(stream))
+    }
+
+    async fn fetch_models(&self) -> Result<Vec<String>, Error> {
+        let response = self
+            .client
+            .get(&self.models_url)
+            .headers(self.headers.clone())
+            .timeout(self.config.timeouts.first_byte.min(Duration::from_secs(15)))
+            .send()
+            .await
+            .map_err(|e| self.transport_error(&e))?;
+        if !response.status().is_success() {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            return Err(self.status_error(response, deadline).await);
+        }
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| self.transport_error(&e))?;
+        let body: Value = serde_json::from_slice(&body).map_err(|e| {
+            Error::from(ErrorKind::UpstreamProtocol {
+                backend: self.config.id.clone(),
+                message: format!("model list is not JSON: {e}"),
+            })
+        })?;
+        let ids = body
+            .get("data")
+            .and_then(Value::as_array)
+            .map(|models| {
+                models
+                    .iter()
+                    .filter_map(|m| m.get("id").and_then(Value::as_str).map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(ids)
+    }
+}
+
+/// Maps upstream failures to engine errors with the key scrubbed; cloned into streams,
+/// which outlive the back-end borrow.
+#[derive(Clone)]
+struct ErrorMapper {
+    backend: String,
+    key: Option<NamedKey>,
+    idle: Duration,
+}
+
+impl ErrorMapper {
+    fn scrub(&self, text: String) -> String {
+        match &self.key {
+            Some(key) => text.replace(key.secret.expose(), "****"),
+            None => text,
+        }
+    }
+
+    fn chunk(&self, err: ChunkError) -> Error {
+        let backend = self.backend.clone();
+        match err {
+            ChunkError::Garbage(message) => ErrorKind::UpstreamProtocol {
+                backend,
+                message: self.scrub(message),
+            },
+            ChunkError::Upstream {
+                message,
+                error_type,
+                code,
+            } => ErrorKind::Upstream {
+                backend,
+                status: 502,
+                message: self.scrub(message),
+                error_type,
+                code,
+                retry_after: None,
+            },
+            ChunkError::Truncated => ErrorKind::StreamInterrupted {
+                backend,
+                message: "the stream ended before a finish reason".into(),
+            },
+        }
+        .into()
+    }
+
+    fn sse(&self, err: EventStreamError<TransportError>) -> Error {
+        let backend = self.backend.clone();
+        match err {
+            EventStreamError::Transport(TransportError::Idle) => ErrorKind::Timeout {
+                backend,
+                phase: TimeoutPhase::Idle,
+                after: self.idle,
+            },
+            EventStreamError::Transport(TransportError::Http(message)) => {
+                ErrorKind::StreamInterrupted {
+                    backend,
+                    message: self.scrub(message),
+                }
+            }
+            other => ErrorKind::UpstreamProtocol {
+                backend,
+                message: format!("unreadable event stream: {other}"),
+            },
+        }
+        .into()
+    }
+}
+
+#[derive(Debug)]
+enum TransportError {
+    Idle,
+    Http(String),
+}
+
+impl std::fmt::Display for TransportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TransportError::Idle => f.write_str("no data within the idle timeout"),
+            TransportError::Http(message) => f.write_str(message),
+        }
+    }
+}
+
+/// Passes body chunks through, failing when the gap between two chunks exceeds `idle`.
+/// The wait for the first chunk is bounded by the caller's first-byte deadline instead.
+fn idle_guard<S>(mut inner: S, idle: Duration) -> impl Stream<Item = Result<Bytes, TransportError>>
+where
+    S: Stream<Item = reqwest::Result<Bytes>> + Send + Unpin,
+{
+    async_stream::stream! {
+        let mut started = false;
+        loop {
+            let next = if started {
+                match tokio::time::timeout(idle, inner.next()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        yield Err(TransportError::Idle);
+                        break;
+                    }
+                }
+            } else {
+                inner.next().await
+            };
+            match next {
+                None => break,
+                Some(Ok(bytes)) => {
+                    started = true;
+                    yield Ok(bytes);
+                }
+                Some(Err(err)) => {
+                    let mut message = err.to_string();
+                    let mut source = std::error::Error::source(&err);
+                    while let Some(inner) = source {
+                        message = format!("{message}: {inner}");
+                        source = inner.source();
+                    }
+                    yield Err(TransportError::Http(message));
+                    break;
+                }
+            }
+        }
+    }
+}
+
+async fn read_limited(response: reqwest::Response, limit: usize) -> Vec<u8> {
+    let mut body = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(Ok(chunk)) = stream.next().await {
+        let room = limit.saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= limit {
+            break;
+        }
+    }
+    body
+}
+
+/// Reads the message, type and code out of the error bodies providers send:
+/// `{"error":{"message",...}}`, `{"error":"text"}`, `{"message":...}`, `{"detail":...}`.
+fn parse_error_body(body: &[u8]) -> (String, Option<String>, Option<String>) {
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    if let Ok(value) = serde_json::from_slice::<Value>(body) {
+        let error = value.get("error").unwrap_or(&value);
+        if let Some(message) = error
+            .get("message")
+            .or_else(|| error.get("detail"))
+            .map(text)
+            .or_else(|| error.as_str().map(str::to_owned))
+        {
+            let field = |key: &str| error.get(key).filter(|v| !v.is_null()).map(text);
+            return (message, field("type"), field("code"));
+        }
+    }
+    let raw = String::from_utf8_lossy(body);
+    let raw = raw.trim();
+    let mut end = raw.len().min(500);
+    while !raw.is_char_boundary(end) {
+        end -= 1;
+    }
+    let message = if raw.is_empty() {
+        "no error message".to_owned()
+    } else {
+        raw[..end].to_owned()
+    };
+    (message, None, None)
+}
+
+#[async_trait]
+impl Backend for ChatBackend {
+    fn config(&self) -> &BackendConfig {
+        &self.config
+    }
+
+    fn key_name(&self) -> Option<&str> {
+        self.key.as_ref().map(|k| k.name.as_str())
+    }
+
+    async fn models(&self) -> Result<Vec<String>, Error> {
+        if let Some(models) = &self.config.models {
+            return Ok(models.clone());
+        }
+        self.require_key()?;
+        if let Ok(cache) = self.models_cache.lock()
+            && let Some((at, models)) = cache.as_ref()
+        {
+            let ttl = if models.is_some() {
+                self.config.models_cache
+            } else {
+                MODELS_FAILURE_CACHE
+            };
+            if at.elapsed() < ttl {
+                return models.clone().ok_or_else(|| {
+                    ErrorKind::BackendUnreachable {
+                        backend: self.config.id.clone(),
+                        message: "the model list could not be fetched recently".into(),
+                    }
+                    .into()
+                });
+            }
+        }
+        let fetched = self.fetch_models().await;
+        if let Ok(mut cache) = self.models_cache.lock() {
+            *cache = Some((Instant::now(), fetched.as_ref().ok().cloned()));
+        }
+        fetched
+    }
+
+    async fn send(&self, request: &Request, model: &str) -> Result<EventStream, Error> {
+        self.require_key()?;
+        let body = serde_json::to_vec(&encode_request(request, model))
+            .map_err(|e| Error::internal(format!("cannot encode the upstream request: {e}")))?;
+        let deadline = tokio::time::Instant::now() + self.config.timeouts.first_byte;
+        let accept = if request.stream {
+            "text/event-stream"
+        } else {
+            "application/json"
+        };
+        let send = self
+            .client
+            .post(&self.chat_url)
+            .headers(self.headers.clone())
+            .header(ACCEPT, accept)
+            .body(body)
+            .send();
+        let response = match tokio::time::timeout_at(deadline, send).await {
+            Err(_) => return Err(self.timeout(TimeoutPhase::FirstByte)),
+            Ok(Err(err)) => return Err(self.transport_error(&err)),
+            Ok(Ok(response)) => response,
+        };
+        if !response.status().is_success() {
+            return Err(self.status_error(response, deadline).await);
+        }
+        let is_sse = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if is_sse {
+            return self.stream_events(response, deadline).await;
+        }
+        let body = match tokio::time::timeout_at(deadline, response.bytes()).await {
+            Err(_) => return Err(self.timeout(TimeoutPhase::FirstByte)),
+            Ok(Err(err)) => return Err(self.transport_error(&err)),
+            Ok(Ok(body)) => body,
+        };
+        let events = decode_response(&body).map_err(|e| self.errors.chunk(e))?;
+        Ok(Box::pin(futures::stream::iter(events)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_bodies_of_every_common_shape_give_a_message() {
+        let (m, t, c) = parse_error_body(
+            br#"{"error":{"message":"Incorrect API key","type":"invalid_request_error","code":"invalid_api_key"}}"#,
+        );
+        assert_eq!(m, "Incorrect API key");
+        assert_eq!(t.as_deref(), Some("invalid_request_error"));
+        assert_eq!(c.as_deref(), Some("invalid_api_key"));
+        assert_eq!(parse_error_body(br#"{"error":"model not found"}"#).0, "model not found");
+        assert_eq!(parse_error_body(br#"{"detail":"Not Found"}"#).0, "Not Found");
+        assert_eq!(parse_error_body(b"Bad Gateway").0, "Bad Gateway");
+        assert_eq!(parse_error_body(b"").0, "no error message");
+    }
+}

@@ -1,0 +1,82 @@
+//! Back-ends: the providers llmux calls.
+//!
+//! Each provider is one file saying where it lives, how it authenticates, which protocol it
+//! speaks and what quirks it has. Providers that speak OpenAI chat share the HTTP client in
+//! [`chat_http`]. Every back-end turns its answer into a stream of [`Event`]s.
+
+pub mod chat_http;
+pub mod mock;
+pub mod openai;
+pub mod openai_compatible;
+pub mod openrouter;
+pub mod zai;
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::Stream;
+
+use crate::Error;
+use crate::config::{BackendConfig, BackendKind, Config};
+use crate::credentials::SecretSource;
+use crate::model::{Event, Request};
+
+/// A response as a stream of events. It ends after `Finish` (and maybe `Usage`), or after
+/// one `Error`. Dropping it cancels the upstream request.
+pub type EventStream = Pin<Box<dyn Stream<Item = Event> + Send>>;
+
+#[async_trait]
+pub trait Backend: Send + Sync {
+    fn config(&self) -> &BackendConfig;
+
+    fn id(&self) -> &str {
+        &self.config().id
+    }
+
+    /// The models this back-end serves, from configuration or from the provider.
+    async fn models(&self) -> Result<Vec<String>, Error>;
+
+    /// Sends `request` for `model`. Resolves once the provider has answered with its first
+    /// event, so an early failure is still an `Err` the front-end can turn into a status.
+    async fn send(&self, request: &Request, model: &str) -> Result<EventStream, Error>;
+
+    /// The configured model list, when requests for other models should be refused.
+    fn known_models(&self) -> Option<&[String]> {
+        self.config().models.as_deref()
+    }
+
+    /// The name of the key in use (never the key), for logs and captures.
+    fn key_name(&self) -> Option<&str> {
+        None
+    }
+}
+
+/// Builds every configured back-end.
+pub fn build_all(
+    config: &Config,
+    secrets: &dyn SecretSource,
+) -> Result<BTreeMap<String, Arc<dyn Backend>>, Error> {
+    let mut backends: BTreeMap<String, Arc<dyn Backend>> = BTreeMap::new();
+    for (id, backend) in &config.backends {
+        let built: Arc<dyn Backend> = match backend.kind {
+            BackendKind::Mock => Arc::new(mock::MockBackend::new(backend.clone())),
+            kind => {
+                let profile = match kind {
+                    BackendKind::OpenAi => openai::profile(),
+                    BackendKind::OpenRouter => openrouter::profile(),
+                    BackendKind::Zai => zai::profile(),
+                    _ => openai_compatible::profile(),
+                };
+                Arc::new(chat_http::ChatBackend::new(
+                    backend.clone(),
+                    secrets.keys(backend),
+                    profile,
+                )?)
+            }
+        };
+        backends.insert(id.clone(), built);
+    }
+    Ok(backends)
+}

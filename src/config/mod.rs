@@ -1,0 +1,684 @@
+//! Configuration: defaults < TOML file < environment < CLI, validated into [`Config`].
+//!
+//! Reading happens in two steps (STYLE rule 8): the layers merge into one TOML table that
+//! serde reads as [`raw::RawConfig`] (unknown keys rejected, errors carry the key path),
+//! then [`validate`] turns it into the runtime [`Config`], naming the key, the bad value
+//! and where it came from for every problem.
+
+mod layers;
+mod print;
+pub mod raw;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+pub use layers::{ENV_KEYS, EnvKind, Layered, Source};
+use raw::{RawBackend, RawConfig};
+
+/// The back-end kinds llmux knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    OpenAi,
+    OpenRouter,
+    Zai,
+    OpenAiCompatible,
+    Mock,
+}
+
+impl BackendKind {
+    pub const ALL: [BackendKind; 5] = [
+        BackendKind::OpenAi,
+        BackendKind::OpenRouter,
+        BackendKind::Zai,
+        BackendKind::OpenAiCompatible,
+        BackendKind::Mock,
+    ];
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::OpenAi => "openai",
+            BackendKind::OpenRouter => "openrouter",
+            BackendKind::Zai => "zai",
+            BackendKind::OpenAiCompatible => "openai-compatible",
+            BackendKind::Mock => "mock",
+        }
+    }
+
+    /// The provider's API root, when the kind has a fixed provider.
+    pub fn default_base_url(self) -> Option<&'static str> {
+        match self {
+            BackendKind::OpenAi => Some("https://api.openai.com/v1"),
+            BackendKind::OpenRouter => Some("https://openrouter.ai/api/v1"),
+            // The seed's default; international accounts use https://api.z.ai/api/paas/v4.
+            BackendKind::Zai => Some("https://open.bigmodel.cn/api/paas/v4"),
+            BackendKind::OpenAiCompatible | BackendKind::Mock => None,
+        }
+    }
+
+    /// The environment variable that holds the provider key by default.
+    pub fn default_key_env(self) -> Option<&'static str> {
+        match self {
+            BackendKind::OpenAi => Some("OPENAI_API_KEY"),
+            BackendKind::OpenRouter => Some("OPENROUTER_API_KEY"),
+            BackendKind::Zai => Some("ZAI_API_KEY"),
+            BackendKind::OpenAiCompatible | BackendKind::Mock => None,
+        }
+    }
+
+    /// Whether requests fail without a key.
+    pub fn requires_key(self) -> bool {
+        matches!(
+            self,
+            BackendKind::OpenAi | BackendKind::OpenRouter | BackendKind::Zai
+        )
+    }
+
+    fn names() -> String {
+        Self::ALL.map(Self::name).join(", ")
+    }
+}
+
+/// Back-ends that exist without configuration, each of the kind of its name.
+pub const BUILTIN_BACKENDS: [&str; 4] = ["openai", "openrouter", "zai", "mock"];
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub first_byte: Duration,
+    pub idle: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MockConfig {
+    pub response_text: String,
+    pub chunks: u32,
+    pub chunk_delay: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendConfig {
+    pub id: String,
+    pub kind: BackendKind,
+    /// API root without a trailing slash (`.../v1`); empty for `mock`.
+    pub base_url: String,
+    pub api_key_env: Option<String>,
+    pub models: Option<Vec<String>>,
+    pub headers: Vec<(String, String)>,
+    pub timeouts: Timeouts,
+    pub models_cache: Duration,
+    pub app_url: String,
+    pub app_title: String,
+    pub mock: MockConfig,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BruteForceConfig {
+    pub enabled: bool,
+    pub max_failed_attempts: u32,
+    pub ttl: Duration,
+    pub initial_block: Duration,
+    pub multiplier: f64,
+    pub max_block: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthConfig {
+    /// Client keys; empty means no auth (allowed on loopback only).
+    pub api_keys: Vec<String>,
+    pub trusted: Vec<IpNet>,
+    pub brute_force: BruteForceConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub host: IpAddr,
+    pub port: u16,
+    pub max_body_bytes: usize,
+    pub shutdown_timeout: Duration,
+    pub default_backend: String,
+    pub auth: AuthConfig,
+    pub log_level: String,
+    pub log_format: LogFormat,
+    pub backends: BTreeMap<String, BackendConfig>,
+}
+
+impl Config {
+    /// A config with built-in defaults only, as if no file, environment or flag were set.
+    pub fn defaults() -> Result<Self, ConfigError> {
+        Ok(ConfigLoader::new().env(|_| None).load()?.config)
+    }
+}
+
+/// Every problem found while loading, each naming the key, value and source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, problem) in self.problems.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "- {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The effective config with what produced it, for `config print`.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub raw: RawConfig,
+    pub layered: Layered,
+    /// Notes worth a log line (an adjusted value, a file that was read).
+    pub notes: Vec<String>,
+}
+
+impl Loaded {
+    /// The effective config as TOML lines, each with its source; secrets masked.
+    pub fn print(&self) -> String {
+        print::render(self)
+    }
+}
+
+type EnvLookup = Box<dyn Fn(&str) -> Option<String>>;
+
+/// Builds a config from its layers.
+pub struct ConfigLoader {
+    file: Option<(PathBuf, bool)>,
+    env: EnvLookup,
+    overrides: Vec<(String, toml::Value, String)>,
+}
+
+impl Default for ConfigLoader {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ConfigLoader {
+    pub fn new() -> Self {
+        Self {
+            file: None,
+            env: Box::new(|name| std::env::var(name).ok()),
+            overrides: Vec::new(),
+        }
+    }
+
+    /// A config file; `required` makes a missing file an error (an explicit `--config`).
+    pub fn file(mut self, path: impl Into<PathBuf>, required: bool) -> Self {
+        self.file = Some((path.into(), required));
+        self
+    }
+
+    /// Where environment variables are read from (the process environment by default).
+    pub fn env(mut self, lookup: impl Fn(&str) -> Option<String> + 'static) -> Self {
+        self.env = Box::new(lookup);
+        self
+    }
+
+    /// A command-line value for `key`, set by `flag`.
+    pub fn set(mut self, key: &str, value: impl Into<toml::Value>, flag: &str) -> Self {
+        self.overrides
+            .push((key.to_owned(), value.into(), flag.to_owned()));
+        self
+    }
+
+    pub fn load(self) -> Result<Loaded, ConfigError> {
+        let mut problems = Vec::new();
+        let mut notes = Vec::new();
+        let mut layered = Layered::default();
+
+        if let Some((path, required)) = &self.file {
+            match read_file(path, *required) {
+                Ok(Some(table)) => {
+                    layered.merge_table(table, &Source::File(path.clone()));
+                    notes.push(format!("read config file {}", path.display()));
+                }
+                Ok(None) => {}
+                Err(problem) => problems.push(problem),
+            }
+        }
+        for (name, key, kind) in ENV_KEYS {
+            if let Some(text) = (self.env)(name) {
+                match layers::parse_env(name, &text, *kind) {
+                    Ok(value) => layered.set(key, value, Source::Env((*name).to_owned())),
+                    Err(problem) => problems.push(format!("{problem} (sets {key})")),
+                }
+            }
+        }
+        for (key, value, flag) in self.overrides {
+            layered.set(&key, value, Source::Cli(flag));
+        }
+        if !problems.is_empty() {
+            return Err(ConfigError { problems });
+        }
+
+        let mut raw: RawConfig = {
+            let value = toml::Value::Table(layered.table.clone());
+            serde_path_to_error::deserialize(value).map_err(|err| {
+                let path = err.path().to_string();
+                let source = layered.source_of(&path);
+                ConfigError {
+                    problems: vec![describe_serde_error(&path, err.inner(), &source)],
+                }
+            })?
+        };
+        for id in BUILTIN_BACKENDS {
+            raw.backends.entry(id.to_owned()).or_default();
+        }
+        let config = validate(&raw, &layered, &mut problems, &mut notes);
+        match config {
+            Some(config) if problems.is_empty() => Ok(Loaded {
+                config,
+                raw,
+                layered,
+                notes,
+            }),
+            _ => Err(ConfigError { problems }),
+        }
+    }
+}
+
+fn read_file(path: &Path, required: bool) -> Result<Option<toml::Table>, String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound && !required => return Ok(None),
+        Err(err) => return Err(format!("cannot read config file {}: {err}", path.display())),
+    };
+    text.parse::<toml::Table>()
+        .map(Some)
+        .map_err(|err| format!("config file {} is not valid TOML: {err}", path.display()))
+}
+
+fn describe_serde_error(path: &str, err: &toml::de::Error, source: &Source) -> String {
+    let message = err.message().trim_end_matches('.').to_owned();
+    if path == "." || path.is_empty() {
+        format!("{message} (from {source})")
+    } else {
+        format!("{path}: {message} (from {source})")
+    }
+}
+
+/// A problem with the value at `key`, in the one format every check uses.
+fn bad(layered: &Layered, key: &str, value: impl fmt::Display, why: impl fmt::Display) -> String {
+    format!(
+        "{key} = {value} (from {}): {why}",
+        layered.source_of(key)
+    )
+}
+
+fn validate(
+    raw: &RawConfig,
+    layered: &Layered,
+    problems: &mut Vec<String>,
+    notes: &mut Vec<String>,
+) -> Option<Config> {
+    let mut host = match raw.proxy.host.as_str() {
+        "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        text => match text.parse::<IpAddr>() {
+            Ok(ip) => ip,
+            Err(_) => {
+                problems.push(bad(
+                    layered,
+                    "proxy.host",
+                    format!("'{text}'"),
+                    "not an IP address (use 127.0.0.1, 0.0.0.0, ::1 or localhost)",
+                ));
+                IpAddr::V4(Ipv4Addr::LOCALHOST)
+            }
+        },
+    };
+
+    let api_keys: Vec<String> = if raw.auth.disable_auth {
+        Vec::new()
+    } else {
+        raw.auth
+            .api_keys
+            .iter()
+            .map(|k| k.trim().to_owned())
+            .filter(|k| !k.is_empty())
+            .collect()
+    };
+    if raw.auth.disable_auth && !host.is_loopback() {
+        notes.push(format!(
+            "auth is disabled, so llmux listens on 127.0.0.1 instead of {host}"
+        ));
+        host = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    }
+    if api_keys.is_empty() && !raw.auth.disable_auth && !host.is_loopback() {
+        problems.push(bad(
+            layered,
+            "proxy.host",
+            format!("'{host}'"),
+            "refusing to listen on a non-loopback address without an API key; set \
+             LLM_INTERACTIVE_PROXY_API_KEY (or auth.api_keys) or listen on 127.0.0.1",
+        ));
+    }
+
+    let mut trusted = Vec::new();
+    for (i, text) in raw.auth.trusted_ips.iter().enumerate() {
+        let parsed = text
+            .parse::<IpNet>()
+            .or_else(|_| text.parse::<IpAddr>().map(IpNet::from));
+        match parsed {
+            Ok(net) => trusted.push(net),
+            Err(_) => problems.push(bad(
+                layered,
+                &format!("auth.trusted_ips[{i}]"),
+                format!("'{text}'"),
+                "not an IP address or CIDR range",
+            )),
+        }
+    }
+
+    let bf = &raw.auth.brute_force_protection;
+    if bf.block_multiplier < 1.0 || !bf.block_multiplier.is_finite() {
+        problems.push(bad(
+            layered,
+            "auth.brute_force_protection.block_multiplier",
+            bf.block_multiplier,
+            "must be a number of at least 1.0",
+        ));
+    }
+    for (key, value) in [
+        ("max_failed_attempts", u64::from(bf.max_failed_attempts)),
+        ("ttl_seconds", bf.ttl_seconds),
+        ("initial_block_seconds", bf.initial_block_seconds),
+        ("max_block_seconds", bf.max_block_seconds),
+    ] {
+        if value == 0 {
+            problems.push(bad(
+                layered,
+                &format!("auth.brute_force_protection.{key}"),
+                value,
+                "must be at least 1",
+            ));
+        }
+    }
+
+    let log_format = match raw.logging.format.as_str() {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            problems.push(bad(
+                layered,
+                "logging.format",
+                format!("'{other}'"),
+                "expected 'text' or 'json'",
+            ));
+            LogFormat::Text
+        }
+    };
+    if let Err(err) = tracing_subscriber::EnvFilter::try_new(&raw.logging.level) {
+        problems.push(bad(
+            layered,
+            "logging.level",
+            format!("'{}'", raw.logging.level),
+            format!("not a log level or filter ({err}); use error, warn, info, debug or trace"),
+        ));
+    }
+    if raw.proxy.max_body_bytes == 0 {
+        problems.push(bad(layered, "proxy.max_body_bytes", 0, "must be at least 1"));
+    }
+
+    let mut backends = BTreeMap::new();
+    for (id, backend) in &raw.backends {
+        if let Some(config) = validate_backend(id, backend, layered, problems) {
+            backends.insert(id.clone(), config);
+        }
+    }
+    if !raw.backends.contains_key(&raw.default_backend) {
+        problems.push(bad(
+            layered,
+            "default_backend",
+            format!("'{}'", raw.default_backend),
+            format!(
+                "not a configured back-end; known: {}",
+                raw.backends.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    }
+
+    Some(Config {
+        host,
+        port: raw.proxy.port,
+        max_body_bytes: usize::try_from(raw.proxy.max_body_bytes).unwrap_or(usize::MAX),
+        shutdown_timeout: Duration::from_secs(raw.proxy.shutdown_timeout_seconds),
+        default_backend: raw.default_backend.clone(),
+        auth: AuthConfig {
+            api_keys,
+            trusted,
+            brute_force: BruteForceConfig {
+                enabled: bf.enabled,
+                max_failed_attempts: bf.max_failed_attempts.max(1),
+                ttl: Duration::from_secs(bf.ttl_seconds.max(1)),
+                initial_block: Duration::from_secs(bf.initial_block_seconds.max(1)),
+                multiplier: bf.block_multiplier.max(1.0),
+                max_block: Duration::from_secs(bf.max_block_seconds.max(1)),
+            },
+        },
+        log_level: raw.logging.level.clone(),
+        log_format,
+        backends,
+    })
+}
+
+fn validate_backend(
+    id: &str,
+    raw: &RawBackend,
+    layered: &Layered,
+    problems: &mut Vec<String>,
+) -> Option<BackendConfig> {
+    let key = |field: &str| format!("backends.{id}.{field}");
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_".contains(c)) {
+        problems.push(format!(
+            "backends.{id} (from {}): a back-end id may only hold letters, digits, '-' and '_'",
+            layered.source_of(&format!("backends.{id}"))
+        ));
+        return None;
+    }
+    let kind_name = raw.kind.clone().unwrap_or_else(|| id.to_owned());
+    let Some(kind) = BackendKind::parse(&kind_name) else {
+        let why = format!("unknown back-end type; expected one of {}", BackendKind::names());
+        problems.push(match &raw.kind {
+            Some(kind) => bad(layered, &key("type"), format!("'{kind}'"), why),
+            None => format!(
+                "backends.{id}.type is missing (from {}): {why}",
+                layered.source_of(&format!("backends.{id}"))
+            ),
+        });
+        return None;
+    };
+
+    let base_url = match (&raw.base_url, kind.default_base_url()) {
+        (Some(url), _) => url.trim_end_matches('/').to_owned(),
+        (None, Some(default)) => default.to_owned(),
+        (None, None) if kind == BackendKind::Mock => String::new(),
+        (None, None) => {
+            problems.push(format!(
+                "backends.{id}.base_url is missing: a back-end of type '{}' needs the server's \
+                 API root, e.g. http://127.0.0.1:11434/v1",
+                kind.name()
+            ));
+            String::new()
+        }
+    };
+    if kind != BackendKind::Mock
+        && !base_url.is_empty()
+        && !(base_url.starts_with("http://") || base_url.starts_with("https://"))
+    {
+        problems.push(bad(
+            layered,
+            &key("base_url"),
+            format!("'{base_url}'"),
+            "must start with http:// or https://",
+        ));
+    }
+
+    let mut timeout = |field: &str, value: Option<f64>, default: f64| -> Duration {
+        let seconds = value.unwrap_or(default);
+        if !(seconds > 0.0 && seconds.is_finite()) {
+            problems.push(bad(layered, &key(field), seconds, "must be a positive number of seconds"));
+            return Duration::from_secs_f64(default);
+        }
+        Duration::from_secs_f64(seconds)
+    };
+    let timeouts = Timeouts {
+        connect: timeout("connect_timeout_seconds", raw.connect_timeout_seconds, 10.0),
+        first_byte: timeout("first_byte_timeout_seconds", raw.first_byte_timeout_seconds, 300.0),
+        idle: timeout("idle_timeout_seconds", raw.idle_timeout_seconds, 120.0),
+    };
+
+    let only_for = |field: &str, set: bool, allowed: BackendKind, problems: &mut Vec<String>| {
+        if set && kind != allowed {
+            problems.push(format!(
+                "{} (from {}): only applies to back-ends of type '{}', not '{}'",
+                key(field),
+                layered.source_of(&key(field)),
+                allowed.name(),
+                kind.name()
+            ));
+        }
+    };
+    only_for("response_text", raw.response_text.is_some(), BackendKind::Mock, problems);
+    only_for("chunks", raw.chunks.is_some(), BackendKind::Mock, problems);
+    only_for("chunk_delay_ms", raw.chunk_delay_ms.is_some(), BackendKind::Mock, problems);
+    only_for("app_url", raw.app_url.is_some(), BackendKind::OpenRouter, problems);
+    only_for("app_title", raw.app_title.is_some(), BackendKind::OpenRouter, problems);
+    if raw.chunks == Some(0) {
+        problems.push(bad(layered, &key("chunks"), 0, "must be at least 1"));
+    }
+
+    let api_key_env = raw
+        .api_key_env
+        .clone()
+        .or_else(|| kind.default_key_env().map(str::to_owned));
+    if let Some(name) = &api_key_env
+        && (name.is_empty() || name.contains('='))
+    {
+        problems.push(bad(
+            layered,
+            &key("api_key_env"),
+            format!("'{name}'"),
+            "must be the name of an environment variable",
+        ));
+    }
+
+    let mut headers = Vec::new();
+    for (name, value) in raw.headers.iter().flatten() {
+        if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err()
+            || reqwest::header::HeaderValue::from_str(value).is_err()
+        {
+            problems.push(bad(
+                layered,
+                &key(&format!("headers.{name}")),
+                format!("'{value}'"),
+                "not a valid HTTP header",
+            ));
+        } else {
+            headers.push((name.clone(), value.clone()));
+        }
+    }
+
+    Some(BackendConfig {
+        id: id.to_owned(),
+        kind,
+        base_url,
+        api_key_env,
+        models: raw.models.clone(),
+        headers,
+        timeouts,
+        models_cache: Duration::from_secs(raw.models_cache_seconds.unwrap_or(300)),
+        app_url: raw
+            .app_url
+            .clone()
+            .unwrap_or_else(|| "https://github.com/llmux/llmux".into()),
+        app_title: raw.app_title.clone().unwrap_or_else(|| "llmux".into()),
+        mock: MockConfig {
+            response_text: raw
+                .response_text
+                .clone()
+                .unwrap_or_else(|| "Hello from the llmux mock back-end.".into()),
+            chunks: raw.chunks.unwrap_or(4).max(1),
+            chunk_delay: Duration::from_millis(raw.chunk_delay_ms.unwrap_or(0)),
+        },
+    })
+}
+
+/// Where llmux looks for a config file when `--config` is not given.
+pub fn default_config_path() -> Option<PathBuf> {
+    directories::ProjectDirs::from("", "", "llmux").map(|d| d.config_dir().join("llmux.toml"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn defaults_listen_on_loopback_8000_with_builtin_backends() {
+        let config = Config::defaults().unwrap();
+        assert_eq!(config.host, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_eq!(config.port, 8000);
+        assert_eq!(config.default_backend, "openai");
+        assert_eq!(config.max_body_bytes, 32 * 1024 * 1024);
+        for id in BUILTIN_BACKENDS {
+            assert!(config.backends.contains_key(id), "{id}");
+        }
+        assert_eq!(config.auth.brute_force.max_failed_attempts, 5);
+        assert_eq!(config.auth.brute_force.initial_block, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn non_loopback_without_key_is_refused_and_disable_auth_forces_loopback() {
+        let err = ConfigLoader::new()
+            .env(no_env)
+            .set("proxy.host", "0.0.0.0", "--host")
+            .load()
+            .unwrap_err();
+        assert!(err.to_string().contains("proxy.host = '0.0.0.0' (from command line --host)"), "{err}");
+
+        let loaded = ConfigLoader::new()
+            .env(no_env)
+            .set("proxy.host", "0.0.0.0", "--host")
+            .set("auth.disable_auth", true, "--disable-auth")
+            .load()
+            .unwrap();
+        assert!(loaded.config.host.is_loopback());
+    }
+
+    #[test]
+    fn unknown_backend_type_names_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[backends.x]\ntype = \"nope\"\n").unwrap();
+        let err = ConfigLoader::new().env(no_env).file(&path, true).load().unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("backends.x.type = 'nope'"), "{text}");
+        assert!(text.contains(&path.display().to_string()), "{text}");
+    }
+}

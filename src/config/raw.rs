@@ -1,0 +1,188 @@
+//! The config file's shape, as serde reads it: every key, its default, nothing validated.
+//!
+//! `deny_unknown_fields` everywhere so a typo is an error naming the key, not a silent
+//! default. `config/llmux.example.toml` documents every key here.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default = "default_backend")]
+    pub default_backend: String,
+    #[serde(default)]
+    pub proxy: RawProxy,
+    #[serde(default)]
+    pub auth: RawAuth,
+    #[serde(default)]
+    pub logging: RawLogging,
+    #[serde(default)]
+    pub backends: BTreeMap<String, RawBackend>,
+}
+
+fn default_backend() -> String {
+    "openai".into()
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProxy {
+    #[serde(default = "default_host")]
+    pub host: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Request bodies above this many bytes get a 413.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: u64,
+    /// On SIGINT/SIGTERM, how long running streams may take to finish.
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout_seconds: u64,
+}
+
+fn default_host() -> String {
+    "127.0.0.1".into()
+}
+fn default_port() -> u16 {
+    8000
+}
+fn default_max_body_bytes() -> u64 {
+    32 * 1024 * 1024
+}
+fn default_shutdown_timeout() -> u64 {
+    30
+}
+
+impl Default for RawProxy {
+    fn default() -> Self {
+        Self {
+            host: default_host(),
+            port: default_port(),
+            max_body_bytes: default_max_body_bytes(),
+            shutdown_timeout_seconds: default_shutdown_timeout(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    #[serde(default)]
+    pub disable_auth: bool,
+    /// Keys clients must present. Prefer LLM_INTERACTIVE_PROXY_API_KEY over the file.
+    #[serde(default)]
+    pub api_keys: Vec<String>,
+    /// Addresses or CIDR ranges that skip auth.
+    #[serde(default)]
+    pub trusted_ips: Vec<String>,
+    #[serde(default)]
+    pub brute_force_protection: RawBruteForce,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBruteForce {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default = "default_max_failed")]
+    pub max_failed_attempts: u32,
+    #[serde(default = "default_ttl")]
+    pub ttl_seconds: u64,
+    #[serde(default = "default_initial_block")]
+    pub initial_block_seconds: u64,
+    #[serde(default = "default_multiplier")]
+    pub block_multiplier: f64,
+    #[serde(default = "default_max_block")]
+    pub max_block_seconds: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_max_failed() -> u32 {
+    5
+}
+fn default_ttl() -> u64 {
+    900
+}
+fn default_initial_block() -> u64 {
+    30
+}
+fn default_multiplier() -> f64 {
+    2.0
+}
+fn default_max_block() -> u64 {
+    3600
+}
+
+impl Default for RawBruteForce {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_failed_attempts: default_max_failed(),
+            ttl_seconds: default_ttl(),
+            initial_block_seconds: default_initial_block(),
+            block_multiplier: default_multiplier(),
+            max_block_seconds: default_max_block(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLogging {
+    /// A level (`info`) or a full filter (`llmux=debug,hyper=warn`); RUST_LOG wins.
+    #[serde(default = "default_level")]
+    pub level: String,
+    /// `text` or `json`.
+    #[serde(default = "default_format")]
+    pub format: String,
+}
+
+fn default_level() -> String {
+    "info".into()
+}
+fn default_format() -> String {
+    "text".into()
+}
+
+impl Default for RawLogging {
+    fn default() -> Self {
+        Self {
+            level: default_level(),
+            format: default_format(),
+        }
+    }
+}
+
+/// One `[backends.<id>]` table. Keys that only make sense for some kinds are checked
+/// in validation, so the error can say which kind accepts them.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackend {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub base_url: Option<String>,
+    /// The environment variable holding the provider key.
+    pub api_key_env: Option<String>,
+    /// The models this back-end serves; when set, requests for others get a 404.
+    pub models: Option<Vec<String>>,
+    /// Extra headers on every upstream request.
+    pub headers: Option<BTreeMap<String, String>>,
+    pub connect_timeout_seconds: Option<f64>,
+    pub first_byte_timeout_seconds: Option<f64>,
+    pub idle_timeout_seconds: Option<f64>,
+    /// How long a model list fetched from the provider is reused.
+    pub models_cache_seconds: Option<u64>,
+    /// OpenRouter attribution: sent as HTTP-Referer.
+    pub app_url: Option<String>,
+    /// OpenRouter attribution: sent as X-Title and X-OpenRouter-Title.
+    pub app_title: Option<String>,
+    /// mock: the text it answers.
+    pub response_text: Option<String>,
+    /// mock: how many stream chunks the text is cut into.
+    pub chunks: Option<u32>,
+    /// mock: delay before each chunk, in milliseconds.
+    pub chunk_delay_ms: Option<u64>,
+}

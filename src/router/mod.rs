@@ -1,0 +1,128 @@
+//! Routing: which back-end and model serve a request.
+//!
+//! A `backend:model` string names both when the part before the first `:` is a configured
+//! back-end id; anything else is a model of the default back-end (model names may hold
+//! colons: `llama3:8b`, `qwen/qwen3-coder:free`). Failover, key rotation and rate limits
+//! build on this.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::Error;
+use crate::backend::Backend;
+
+/// Where a request goes.
+#[derive(Clone)]
+pub struct Target {
+    pub backend: Arc<dyn Backend>,
+    pub model: String,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.backend.id(), self.model)
+    }
+}
+
+pub struct Router {
+    backends: BTreeMap<String, Arc<dyn Backend>>,
+    default_backend: String,
+}
+
+impl Router {
+    pub fn new(backends: BTreeMap<String, Arc<dyn Backend>>, default_backend: String) -> Self {
+        Self {
+            backends,
+            default_backend,
+        }
+    }
+
+    pub fn backends(&self) -> &BTreeMap<String, Arc<dyn Backend>> {
+        &self.backends
+    }
+
+    pub fn default_backend(&self) -> &str {
+        &self.default_backend
+    }
+
+    pub fn backend(&self, id: &str) -> Result<&Arc<dyn Backend>, Error> {
+        self.backends.get(id).ok_or_else(|| {
+            Error::not_found(format!(
+                "unknown back-end '{id}'; configured back-ends: {}",
+                self.backend_list()
+            ))
+        })
+    }
+
+    fn backend_list(&self) -> String {
+        self.backends.keys().cloned().collect::<Vec<_>>().join(", ")
+    }
+
+    /// Resolves the client's model string to a target.
+    pub fn resolve(&self, model: &str) -> Result<Target, Error> {
+        let (backend, model) = match model.split_once(':') {
+            Some((id, rest)) if self.backends.contains_key(id) && !rest.is_empty() => {
+                (self.backend(id)?, rest)
+            }
+            _ => (self.backend(&self.default_backend)?, model),
+        };
+        if let Some(known) = backend.known_models()
+            && !known.iter().any(|m| m == model)
+        {
+            return Err(Error::not_found(format!(
+                "unknown model '{model}' for back-end '{}'; its models: {}; name another \
+                 back-end as 'backend:model' (back-ends: {})",
+                backend.id(),
+                known.join(", "),
+                self.backend_list()
+            )));
+        }
+        Ok(Target {
+            backend: backend.clone(),
+            model: model.to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::build_all;
+    use crate::config::ConfigLoader;
+    use crate::credentials::EnvSecrets;
+
+    fn router(models: Option<&str>) -> Router {
+        let mut loader = ConfigLoader::new()
+            .env(|_| None)
+            .set("default_backend", "mock", "--default-backend");
+        if let Some(models) = models {
+            loader = loader.set(
+                "backends.mock.models",
+                toml::Value::Array(vec![models.into()]),
+                "test",
+            );
+        }
+        let config = loader.load().unwrap().config;
+        let backends = build_all(&config, &EnvSecrets::new(|_| None)).unwrap();
+        Router::new(backends, config.default_backend)
+    }
+
+    #[test]
+    fn backend_prefix_names_the_backend_and_other_colons_stay_in_the_model() {
+        let router = router(None);
+        let target = router.resolve("openai:gpt-4o").unwrap();
+        assert_eq!((target.backend.id(), target.model.as_str()), ("openai", "gpt-4o"));
+        let target = router.resolve("llama3:8b").unwrap();
+        assert_eq!((target.backend.id(), target.model.as_str()), ("mock", "llama3:8b"));
+    }
+
+    #[test]
+    fn configured_model_lists_refuse_other_models_and_list_the_valid_ones() {
+        let router = router(Some("m1"));
+        assert!(router.resolve("m1").is_ok());
+        let err = router.resolve("m2").unwrap_err();
+        assert_eq!(err.status(), 404);
+        assert!(err.to_string().contains("m1"), "{err}");
+        assert!(err.to_string().contains("openrouter"), "{err}");
+    }
+}
