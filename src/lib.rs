@@ -16,3 +16,9 @@ pub mod credentials;
 pub mod auth;
 pub mod pipeline;
 pub mod router;
+pub mod engine;
+pub mod frontend;
+
+pub use config::Config;
+pub use engine::Engine;
+pub mod server;

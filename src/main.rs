@@ -1,1 +1,277 @@
-fn main() {}
+//! The `llmux` command line: `llmux [serve]`, `llmux config check`, `llmux config print`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use llmux::config::{ConfigLoader, Loaded, LogFormat, default_config_path};
+use llmux::credentials::EnvSecrets;
+use llmux::{Config, Engine};
+
+#[derive(Parser)]
+#[command(name = "llmux", version, about = "LLM interactive proxy", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    options: Options,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy (the default).
+    Serve,
+    /// Inspect the effective configuration.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Validate the configuration; exits non-zero with every problem found.
+    Check,
+    /// Print the effective configuration with the source of each value (secrets masked).
+    Print,
+}
+
+/// Flags override the environment, which overrides the config file.
+#[derive(Args)]
+struct Options {
+    /// Config file (TOML). Default: llmux.toml in the user config directory, if present.
+    #[arg(long, global = true, env = "LLMUX_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on [proxy.host, APP_HOST].
+    #[arg(long, global = true)]
+    host: Option<String>,
+    /// Port to listen on [proxy.port, APP_PORT].
+    #[arg(long, global = true)]
+    port: Option<u16>,
+    /// Back-end for models without a `backend:` prefix [default_backend, LLM_BACKEND].
+    #[arg(long, global = true, value_name = "NAME")]
+    default_backend: Option<String>,
+    /// Turn proxy auth off; forces host 127.0.0.1 [auth.disable_auth, DISABLE_AUTH].
+    #[arg(long, global = true)]
+    disable_auth: bool,
+    /// Log level or filter, e.g. debug or llmux=debug,hyper=warn [logging.level, LOG_LEVEL].
+    #[arg(long, global = true, value_name = "LEVEL")]
+    log_level: Option<String>,
+    /// Log format: text or json [logging.format].
+    #[arg(long, global = true, value_name = "FORMAT")]
+    log_format: Option<String>,
+    /// An IP or CIDR range that skips auth; repeatable [auth.trusted_ips, TRUSTED_IPS].
+    #[arg(long = "trusted-ip", global = true, value_name = "IP_OR_CIDR")]
+    trusted_ips: Vec<String>,
+    /// Request bodies above this many bytes get 413 [proxy.max_body_bytes].
+    #[arg(long, global = true, value_name = "BYTES")]
+    max_body_bytes: Option<u64>,
+    /// Turn brute-force protection on [auth.brute_force_protection.enabled].
+    #[arg(long, global = true, conflicts_with = "disable_brute_force_protection")]
+    enable_brute_force_protection: bool,
+    /// Turn brute-force protection off [BRUTE_FORCE_PROTECTION_ENABLED=false].
+    #[arg(long, global = true)]
+    disable_brute_force_protection: bool,
+    /// Invalid keys allowed per IP within the window [BRUTE_FORCE_MAX_FAILED_ATTEMPTS].
+    #[arg(long, global = true, value_name = "N")]
+    auth_max_failed_attempts: Option<u32>,
+    /// Window for counting invalid keys, seconds [BRUTE_FORCE_TTL_SECONDS].
+    #[arg(long, global = true, value_name = "SECONDS")]
+    auth_brute_force_ttl: Option<u64>,
+    /// First block, seconds [BRUTE_FORCE_INITIAL_BLOCK_SECONDS].
+    #[arg(long, global = true, value_name = "SECONDS")]
+    auth_brute_force_initial_block: Option<u64>,
+    /// Growth of each further block [BRUTE_FORCE_BLOCK_MULTIPLIER].
+    #[arg(long, global = true, value_name = "FACTOR")]
+    auth_brute_force_multiplier: Option<f64>,
+    /// Longest block, seconds [BRUTE_FORCE_MAX_BLOCK_SECONDS].
+    #[arg(long, global = true, value_name = "SECONDS")]
+    auth_brute_force_max_block: Option<u64>,
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("llmux: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    let loaded = load_config(&cli.options);
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Config {
+            action: ConfigAction::Check,
+        } => Ok(check(loaded)),
+        Command::Config {
+            action: ConfigAction::Print,
+        } => match loaded {
+            Ok(loaded) => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(loaded.print().as_bytes())?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(err) => Ok(report_invalid(&err)),
+        },
+        Command::Serve => match loaded {
+            Ok(loaded) => serve(loaded),
+            Err(err) => Ok(report_invalid(&err)),
+        },
+    }
+}
+
+fn report_invalid(err: &llmux::config::ConfigError) -> ExitCode {
+    eprintln!("llmux: invalid configuration:\n{err}");
+    ExitCode::from(2)
+}
+
+fn check(loaded: Result<Loaded, llmux::config::ConfigError>) -> ExitCode {
+    match loaded {
+        Ok(loaded) => {
+            for note in &loaded.notes {
+                eprintln!("note: {note}");
+            }
+            eprintln!("configuration is valid");
+            ExitCode::SUCCESS
+        }
+        Err(err) => report_invalid(&err),
+    }
+}
+
+fn load_config(options: &Options) -> Result<Loaded, llmux::config::ConfigError> {
+    let mut loader = ConfigLoader::new();
+    match &options.config {
+        Some(path) => loader = loader.file(path, true),
+        None => {
+            if let Some(path) = default_config_path() {
+                loader = loader.file(path, false);
+            }
+        }
+    }
+    let int = |v: u64| toml::Value::Integer(i64::try_from(v).unwrap_or(i64::MAX));
+    if let Some(host) = &options.host {
+        loader = loader.set("proxy.host", host.as_str(), "--host");
+    }
+    if let Some(port) = options.port {
+        loader = loader.set("proxy.port", int(port.into()), "--port");
+    }
+    if let Some(backend) = &options.default_backend {
+        loader = loader.set("default_backend", backend.as_str(), "--default-backend");
+    }
+    if options.disable_auth {
+        loader = loader.set("auth.disable_auth", true, "--disable-auth");
+    }
+    if let Some(level) = &options.log_level {
+        loader = loader.set("logging.level", level.as_str(), "--log-level");
+    }
+    if let Some(format) = &options.log_format {
+        loader = loader.set("logging.format", format.as_str(), "--log-format");
+    }
+    if !options.trusted_ips.is_empty() {
+        let list: Vec<toml::Value> = options.trusted_ips.iter().map(|s| s.as_str().into()).collect();
+        loader = loader.set("auth.trusted_ips", toml::Value::Array(list), "--trusted-ip");
+    }
+    if let Some(bytes) = options.max_body_bytes {
+        loader = loader.set("proxy.max_body_bytes", int(bytes), "--max-body-bytes");
+    }
+    let bf = "auth.brute_force_protection";
+    if options.enable_brute_force_protection {
+        loader = loader.set(&format!("{bf}.enabled"), true, "--enable-brute-force-protection");
+    }
+    if options.disable_brute_force_protection {
+        loader = loader.set(&format!("{bf}.enabled"), false, "--disable-brute-force-protection");
+    }
+    if let Some(n) = options.auth_max_failed_attempts {
+        loader = loader.set(&format!("{bf}.max_failed_attempts"), int(n.into()), "--auth-max-failed-attempts");
+    }
+    if let Some(s) = options.auth_brute_force_ttl {
+        loader = loader.set(&format!("{bf}.ttl_seconds"), int(s), "--auth-brute-force-ttl");
+    }
+    if let Some(s) = options.auth_brute_force_initial_block {
+        loader = loader.set(&format!("{bf}.initial_block_seconds"), int(s), "--auth-brute-force-initial-block");
+    }
+    if let Some(f) = options.auth_brute_force_multiplier {
+        loader = loader.set(&format!("{bf}.block_multiplier"), f, "--auth-brute-force-multiplier");
+    }
+    if let Some(s) = options.auth_brute_force_max_block {
+        loader = loader.set(&format!("{bf}.max_block_seconds"), int(s), "--auth-brute-force-max-block");
+    }
+    loader.load()
+}
+
+fn init_logging(config: &Config) {
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok())
+        .or_else(|| tracing_subscriber::EnvFilter::try_new(&config.log_level).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn serve(loaded: Loaded) -> anyhow::Result<ExitCode> {
+    let config = loaded.config;
+    init_logging(&config);
+    for note in &loaded.notes {
+        tracing::info!("{note}");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let secrets = EnvSecrets::from_process();
+        let engine = Engine::new(config.clone(), &secrets).context("cannot start the engine")?;
+        let addr = std::net::SocketAddr::new(config.host, config.port);
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot listen on {addr} (is another llmux running? choose another --port)")
+        })?;
+        let local = listener.local_addr().unwrap_or(addr);
+        describe_startup(&engine, local);
+        llmux::server::serve(
+            engine,
+            listener,
+            llmux::server::shutdown_signal(),
+            config.shutdown_timeout,
+        )
+        .await
+        .context("server failed")?;
+        tracing::info!("stopped");
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn describe_startup(engine: &Engine, local: std::net::SocketAddr) {
+    let config = engine.config();
+    let auth = if engine.auth().enabled() {
+        "on"
+    } else {
+        "off (loopback only)"
+    };
+    tracing::info!(
+        "llmux {} listening on http://{local} (OpenAI: http://{local}/v1; default back-end: {}; auth: {auth})",
+        env!("CARGO_PKG_VERSION"),
+        config.default_backend
+    );
+    if let Ok(backend) = engine.routes().backend(&config.default_backend) {
+        let c = backend.config();
+        if c.kind.requires_key() && backend.key_name().is_none() {
+            tracing::warn!(
+                "default back-end '{}' has no API key: set {} (or try the keyless mock: model \"mock:mock-model\")",
+                c.id,
+                c.api_key_env.as_deref().unwrap_or("its key variable")
+            );
+        }
+    }
+}

@@ -3,12 +3,12 @@
 use serde_json::{Map, Value, json};
 
 use super::decode::REASONING_FIELD;
+use crate::Error;
 use crate::error::ErrorKind;
 use crate::model::{
     Extensions, FinishReason, Message, Part, Protocol, Request, Response, ResponseFormat, Role,
     Tool, ToolChoice, Usage,
 };
-use crate::Error;
 
 const PROTOCOL: Protocol = Protocol::OpenAiChat;
 
@@ -57,7 +57,11 @@ pub fn encode_request(request: &Request, model: &str) -> Value {
     if let Some(choice) = request.tool_choice.as_ref().and_then(encode_tool_choice) {
         body.insert("tool_choice".into(), choice);
     }
-    insert_opt(&mut body, "parallel_tool_calls", request.parallel_tool_calls);
+    insert_opt(
+        &mut body,
+        "parallel_tool_calls",
+        request.parallel_tool_calls,
+    );
     if let Some(effort) = request.reasoning.as_ref().and_then(|r| r.effort) {
         body.insert("reasoning_effort".into(), Value::from(effort.as_str()));
     }
@@ -179,7 +183,11 @@ fn encode_message(message: &Message, out: &mut Vec<Value>) {
     }
     if message.role == Role::User && obj.get("content") == Some(&Value::from("")) {
         // A user message that only carried tool results has nothing left to say.
-        if message.parts.iter().all(|p| matches!(p, Part::ToolResult { .. })) {
+        if message
+            .parts
+            .iter()
+            .all(|p| matches!(p, Part::ToolResult { .. }))
+        {
             return;
         }
     }
@@ -285,7 +293,10 @@ fn encode_part(part: &Part) -> Option<Value> {
 }
 
 fn ext_or_empty(extensions: &Extensions) -> Map<String, Value> {
-    extensions.for_protocol(PROTOCOL).cloned().unwrap_or_default()
+    extensions
+        .for_protocol(PROTOCOL)
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn tool_result_content(content: &[Part], as_parts: bool) -> Value {
@@ -389,7 +400,11 @@ pub fn usage(usage: &Usage) -> Value {
             }
         }
     };
-    set_detail("prompt_tokens_details", "cached_tokens", usage.cached_input_tokens);
+    set_detail(
+        "prompt_tokens_details",
+        "cached_tokens",
+        usage.cached_input_tokens,
+    );
     set_detail(
         "completion_tokens_details",
         "reasoning_tokens",
@@ -406,11 +421,15 @@ pub(crate) fn merged_scopes(extensions: &[Extensions]) -> Map<String, Value> {
             continue;
         };
         for (scope, value) in fields {
-            let Value::Object(value) = value else { continue };
+            let Value::Object(value) = value else {
+                continue;
+            };
             let target = merged
                 .entry(scope.clone())
                 .or_insert_with(|| Value::Object(Map::new()));
-            let Value::Object(target) = target else { continue };
+            let Value::Object(target) = target else {
+                continue;
+            };
             for (key, v) in value {
                 match (key.as_str(), target.get_mut(key), v) {
                     // Streamed logprobs arrive chunk by chunk; a folded body holds them all.
@@ -488,11 +507,14 @@ pub fn encode_response(response: &Response) -> Value {
         message.insert("tool_calls".into(), Value::Array(calls));
     }
 
-    let finish = response.finish.clone().unwrap_or(if response.has_tool_calls() {
-        FinishReason::ToolUse
-    } else {
-        FinishReason::EndTurn
-    });
+    let finish = response
+        .finish
+        .clone()
+        .unwrap_or(if response.has_tool_calls() {
+            FinishReason::ToolUse
+        } else {
+            FinishReason::EndTurn
+        });
     let mut choice = take_scope(&mut scopes, "choice");
     choice.insert("index".into(), Value::from(0));
     choice.insert("message".into(), Value::Object(message));

@@ -32,6 +32,8 @@ pub enum ChunkError {
 #[derive(Debug, Default)]
 pub struct ChunkDecoder {
     started: bool,
+    /// Top-level fields of choice-less chunks before the first real one.
+    preamble: Map<String, Value>,
     /// Indices of the tool calls opened so far, in order.
     calls: Vec<u32>,
     open_calls: Vec<u32>,
@@ -60,7 +62,10 @@ impl ChunkDecoder {
             return Ok(());
         }
         let chunk: ChatChunk = serde_json::from_str(data).map_err(|e| {
-            ChunkError::Garbage(format!("stream frame is not a chat chunk ({e}): {}", preview(data)))
+            ChunkError::Garbage(format!(
+                "stream frame is not a chat chunk ({e}): {}",
+                preview(data)
+            ))
         })?;
         // Check for an error before choices: an error frame has none, and skipping
         // "empty" chunks would turn a failure into an empty success.
@@ -75,14 +80,24 @@ impl ChunkDecoder {
             usage: chunk_usage,
             mut extra,
         } = chunk;
+        // Azure opens with a chunk that has no choices, an empty id and model, and only
+        // `prompt_filter_results`: the response starts with the next chunk, which keeps them.
+        if !self.started && choices.is_empty() && chunk_usage.is_none() {
+            extra.remove("object");
+            extra.retain(|_, v| !v.is_null());
+            self.preamble.extend(extra);
+            return Ok(());
+        }
         if !self.started {
             self.started = true;
             extra.remove("object");
             extra.remove("obfuscation");
             extra.retain(|_, v| !v.is_null());
+            let mut top = std::mem::take(&mut self.preamble);
+            top.extend(extra);
             let mut scoped = Map::new();
-            if !extra.is_empty() {
-                scoped.insert("top".into(), Value::Object(extra));
+            if !top.is_empty() {
+                scoped.insert("top".into(), Value::Object(top));
             }
             // The first choice's own fields (the role chunk's empty `logprobs`) belong to
             // the first frame, which encoders build from the start event.
@@ -92,7 +107,10 @@ impl ChunkDecoder {
                     .as_mut()
                     .map(|d| std::mem::take(&mut d.extra))
                     .unwrap_or_default();
-                scoped.extend(choice_scopes(std::mem::take(&mut choice.extra), delta_extra));
+                scoped.extend(choice_scopes(
+                    std::mem::take(&mut choice.extra),
+                    delta_extra,
+                ));
             }
             out.push(Event::Start {
                 id,
@@ -325,7 +343,8 @@ impl ChunkEncoder {
                 extra,
                 finish_reason,
             }],
-            usage: None,
+            // With `include_usage`, every chunk but the last carries `"usage": null`.
+            usage: self.include_usage.then_some(Value::Null),
         })
     }
 
@@ -511,8 +530,12 @@ mod tests {
 
     #[test]
     fn an_error_frame_is_an_error_not_an_empty_chunk() {
-        let (_, result) = decode(&[r#"{"error":{"message":"upstream overloaded","type":"server_error","code":null}}"#]);
-        assert!(matches!(result, Err(ChunkError::Upstream { message, .. }) if message == "upstream overloaded"));
+        let (_, result) = decode(&[
+            r#"{"error":{"message":"upstream overloaded","type":"server_error","code":null}}"#,
+        ]);
+        assert!(
+            matches!(result, Err(ChunkError::Upstream { message, .. }) if message == "upstream overloaded")
+        );
     }
 
     #[test]
@@ -539,8 +562,16 @@ mod tests {
         result.unwrap();
         assert!(matches!(&events[1], Event::TextDelta(t) if t == "Checking."));
         assert!(matches!(&events[2], Event::ToolCallStart { name, .. } if name == "get_weather"));
-        assert!(matches!(&events[3], Event::ToolCallArgsDelta { arguments, .. } if arguments == "{\"city\":\"Paris\"}"));
-        assert!(matches!(&events[5], Event::Finish { reason: FinishReason::ToolUse, .. }));
+        assert!(
+            matches!(&events[3], Event::ToolCallArgsDelta { arguments, .. } if arguments == "{\"city\":\"Paris\"}")
+        );
+        assert!(matches!(
+            &events[5],
+            Event::Finish {
+                reason: FinishReason::ToolUse,
+                ..
+            }
+        ));
     }
 
     #[test]

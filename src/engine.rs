@@ -1,0 +1,138 @@
+//! The engine: config, back-ends, router, pipeline and auth, and the HTTP app over them.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+
+use crate::Error;
+use crate::auth::Auth;
+use crate::backend::{self, EventStream};
+use crate::config::Config;
+use crate::credentials::SecretSource;
+use crate::model::Request;
+use crate::pipeline::{Flow, Pipeline, RequestContext, apply_filters, end_filters};
+use crate::router::Router;
+
+/// The proxy engine. Cheap to clone; every clone shares the same state.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    router: Router,
+    pipeline: Pipeline,
+    auth: Auth,
+}
+
+impl Engine {
+    /// Builds the engine with the standard pipeline.
+    pub fn new(config: Config, secrets: &dyn SecretSource) -> Result<Self, Error> {
+        Self::with_pipeline(config, secrets, Pipeline::standard())
+    }
+
+    pub fn with_pipeline(
+        config: Config,
+        secrets: &dyn SecretSource,
+        pipeline: Pipeline,
+    ) -> Result<Self, Error> {
+        let backends = backend::build_all(&config, secrets)?;
+        let router = Router::new(backends, config.default_backend.clone());
+        let auth = Auth::new(&config.auth);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                router,
+                pipeline,
+                auth,
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    pub fn routes(&self) -> &Router {
+        &self.inner.router
+    }
+
+    pub fn auth(&self) -> &Auth {
+        &self.inner.auth
+    }
+
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.inner.pipeline
+    }
+
+    /// The axum app serving every front-end.
+    pub fn router(&self) -> axum::Router {
+        crate::frontend::app(self.clone())
+    }
+
+    /// Runs a decoded request through the pipeline and its back-end, returning the
+    /// response events. Errors before the first event come back as `Err`.
+    pub async fn respond(
+        &self,
+        ctx: &mut RequestContext,
+        mut request: Request,
+    ) -> Result<EventStream, Error> {
+        let pipeline = &self.inner.pipeline;
+        if let Flow::Respond(events) = pipeline.on_request(ctx, &mut request).await? {
+            ctx.backend = Some("llmux".into());
+            return Ok(Box::pin(futures::stream::iter(events)));
+        }
+        let target = self.inner.router.resolve(&request.model)?;
+        ctx.backend = Some(target.backend.id().to_owned());
+        ctx.model = Some(target.model.clone());
+        ctx.key_name = target.backend.key_name().map(str::to_owned);
+        let events = target.backend.send(&request, &target.model).await?;
+
+        let mut filters = pipeline.response_filters(ctx);
+        if filters.is_empty() {
+            return Ok(events);
+        }
+        let filtered = async_stream::stream! {
+            let mut events = events;
+            let mut out = Vec::new();
+            while let Some(event) = events.next().await {
+                apply_filters(&mut filters, event, &mut out);
+                for event in out.drain(..) {
+                    yield event;
+                }
+            }
+            end_filters(&mut filters, &mut out);
+            for event in out.drain(..) {
+                yield event;
+            }
+        };
+        Ok(Box::pin(filtered))
+    }
+
+    /// Every back-end's models, fetched concurrently; back-ends that cannot list are
+    /// skipped (and logged at debug level).
+    pub async fn models(&self) -> Vec<(String, Vec<String>)> {
+        let backends = self.inner.router.backends();
+        let fetches = backends.values().map(|backend| async move {
+            let models = tokio::time::timeout(std::time::Duration::from_secs(10), backend.models()).await;
+            match models {
+                Ok(Ok(models)) => Some((backend.id().to_owned(), models)),
+                Ok(Err(err)) => {
+                    tracing::debug!(backend = backend.id(), error = %err, "model list unavailable");
+                    None
+                }
+                Err(_) => {
+                    tracing::debug!(backend = backend.id(), "model list timed out");
+                    None
+                }
+            }
+        });
+        futures::future::join_all(fetches)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+}
+

@@ -1,0 +1,165 @@
+//! What every front-end shares: reading bodies, error responses, the per-request context
+//! and the one log line per request.
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+
+use crate::Error;
+use crate::error::ErrorKind;
+use crate::model::{Event, Protocol, Usage};
+use crate::pipeline::RequestContext;
+use crate::protocol::openai_chat;
+
+/// The client's socket address, for hosts that serve without axum's `ConnectInfo`.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// The error response a client of `protocol` expects.
+pub fn error_response(protocol: Protocol, error: &Error) -> Response {
+    let body = match protocol {
+        // Other protocols plug their error bodies in here as their front-ends land.
+        _ => openai_chat::error_body(error),
+    };
+    let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut response = (status, axum::Json(body)).into_response();
+    if let Some(wait) = error.retry_after() {
+        let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
+}
+
+/// The context of a request, from its connection and headers.
+pub fn request_context(protocol: Protocol, request: &Request) -> RequestContext {
+    let mut ctx = RequestContext::new(protocol);
+    ctx.client_ip = request
+        .extensions()
+        .get::<ClientAddr>()
+        .map(|c| c.0.ip())
+        .or_else(|| {
+            request
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip())
+        });
+    ctx.user_agent = header_string(request.headers(), "user-agent");
+    ctx
+}
+
+pub fn header_string(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// Reads the whole body, refusing more than `limit` bytes with a 413.
+pub async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, Error> {
+    let too_large = || Error::from(ErrorKind::PayloadTooLarge { limit });
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|err| {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&err);
+        while let Some(inner) = source {
+            if inner.is::<http_body_util::LengthLimitError>() {
+                return too_large();
+            }
+            source = inner.source();
+        }
+        Error::invalid_request(format!("could not read the request body: {err}"))
+    })
+}
+
+/// Writes the one log line of a request when it ends, however it ends.
+pub struct RequestLog {
+    ctx: RequestContext,
+    stream: bool,
+    status: u16,
+    usage: Option<Usage>,
+    error: Option<String>,
+    done: bool,
+}
+
+impl RequestLog {
+    pub fn new(ctx: &RequestContext, stream: bool) -> Self {
+        Self {
+            ctx: ctx.clone(),
+            stream,
+            status: 200,
+            usage: None,
+            error: None,
+            done: false,
+        }
+    }
+
+    /// Notes what an event says about the outcome.
+    pub fn observe(&mut self, event: &Event) {
+        match event {
+            Event::Usage(usage) => self.usage = Some(usage.clone()),
+            Event::Error(err) => {
+                self.status = err.status();
+                self.error = Some(err.to_string());
+            }
+            _ => {}
+        }
+    }
+
+    pub fn fail(mut self, err: &Error) {
+        self.status = err.status();
+        self.error = Some(err.to_string());
+        self.finish();
+    }
+
+    pub fn finish(mut self) {
+        self.done = true;
+        self.write("done");
+    }
+
+    fn write(&self, outcome: &str) {
+        let ctx = &self.ctx;
+        let latency_ms = ctx.started.elapsed().as_secs_f64() * 1000.0;
+        let (input, output) = self
+            .usage
+            .as_ref()
+            .map_or((0, 0), |u| (u.input_tokens, u.output_tokens));
+        let client = ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
+        tracing::info!(
+            request_id = %ctx.request_id,
+            client = %client,
+            frontend = ctx.frontend.as_str(),
+            backend = ctx.backend.as_deref().unwrap_or("-"),
+            model = ctx.model.as_deref().unwrap_or("-"),
+            key = ctx.key_name.as_deref().unwrap_or("-"),
+            stream = self.stream,
+            status = self.status,
+            latency_ms = format_args!("{latency_ms:.1}"),
+            input_tokens = input,
+            output_tokens = output,
+            outcome,
+            error = self.error.as_deref().unwrap_or(""),
+            "request"
+        );
+    }
+}
+
+impl Drop for RequestLog {
+    fn drop(&mut self) {
+        if !self.done {
+            // The client went away before the response ended; the upstream call was
+            // cancelled with it.
+            self.write("client disconnected");
+        }
+    }
+}
