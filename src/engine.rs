@@ -115,7 +115,8 @@ impl Engine {
     pub async fn models(&self) -> Vec<(String, Vec<String>)> {
         let backends = self.inner.router.backends();
         let fetches = backends.values().map(|backend| async move {
-            let models = tokio::time::timeout(std::time::Duration::from_secs(10), backend.models()).await;
+            let models =
+                tokio::time::timeout(std::time::Duration::from_secs(10), backend.models()).await;
             match models {
                 Ok(Ok(models)) => Some((backend.id().to_owned(), models)),
                 Ok(Err(err)) => {
@@ -135,4 +136,3 @@ impl Engine {
             .collect()
     }
 }
-

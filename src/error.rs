@@ -196,9 +196,8 @@ impl Error {
 
     pub fn retry_after(&self) -> Option<Duration> {
         match self.kind() {
-            ErrorKind::RateLimited { retry_after, .. } | ErrorKind::Upstream { retry_after, .. } => {
-                *retry_after
-            }
+            ErrorKind::RateLimited { retry_after, .. }
+            | ErrorKind::Upstream { retry_after, .. } => *retry_after,
             _ => None,
         }
     }

@@ -10,14 +10,14 @@ pub mod model;
 pub mod protocol;
 
 pub use error::Error;
-pub mod config;
-pub mod backend;
-pub mod credentials;
 pub mod auth;
-pub mod pipeline;
-pub mod router;
+pub mod backend;
+pub mod config;
+pub mod credentials;
 pub mod engine;
 pub mod frontend;
+pub mod pipeline;
+pub mod router;
 
 pub use config::Config;
 pub use engine::Engine;

@@ -173,7 +173,11 @@ fn load_config(options: &Options) -> Result<Loaded, llmux::config::ConfigError> 
         loader = loader.set("logging.format", format.as_str(), "--log-format");
     }
     if !options.trusted_ips.is_empty() {
-        let list: Vec<toml::Value> = options.trusted_ips.iter().map(|s| s.as_str().into()).collect();
+        let list: Vec<toml::Value> = options
+            .trusted_ips
+            .iter()
+            .map(|s| s.as_str().into())
+            .collect();
         loader = loader.set("auth.trusted_ips", toml::Value::Array(list), "--trusted-ip");
     }
     if let Some(bytes) = options.max_body_bytes {
@@ -181,25 +185,53 @@ fn load_config(options: &Options) -> Result<Loaded, llmux::config::ConfigError> 
     }
     let bf = "auth.brute_force_protection";
     if options.enable_brute_force_protection {
-        loader = loader.set(&format!("{bf}.enabled"), true, "--enable-brute-force-protection");
+        loader = loader.set(
+            &format!("{bf}.enabled"),
+            true,
+            "--enable-brute-force-protection",
+        );
     }
     if options.disable_brute_force_protection {
-        loader = loader.set(&format!("{bf}.enabled"), false, "--disable-brute-force-protection");
+        loader = loader.set(
+            &format!("{bf}.enabled"),
+            false,
+            "--disable-brute-force-protection",
+        );
     }
     if let Some(n) = options.auth_max_failed_attempts {
-        loader = loader.set(&format!("{bf}.max_failed_attempts"), int(n.into()), "--auth-max-failed-attempts");
+        loader = loader.set(
+            &format!("{bf}.max_failed_attempts"),
+            int(n.into()),
+            "--auth-max-failed-attempts",
+        );
     }
     if let Some(s) = options.auth_brute_force_ttl {
-        loader = loader.set(&format!("{bf}.ttl_seconds"), int(s), "--auth-brute-force-ttl");
+        loader = loader.set(
+            &format!("{bf}.ttl_seconds"),
+            int(s),
+            "--auth-brute-force-ttl",
+        );
     }
     if let Some(s) = options.auth_brute_force_initial_block {
-        loader = loader.set(&format!("{bf}.initial_block_seconds"), int(s), "--auth-brute-force-initial-block");
+        loader = loader.set(
+            &format!("{bf}.initial_block_seconds"),
+            int(s),
+            "--auth-brute-force-initial-block",
+        );
     }
     if let Some(f) = options.auth_brute_force_multiplier {
-        loader = loader.set(&format!("{bf}.block_multiplier"), f, "--auth-brute-force-multiplier");
+        loader = loader.set(
+            &format!("{bf}.block_multiplier"),
+            f,
+            "--auth-brute-force-multiplier",
+        );
     }
     if let Some(s) = options.auth_brute_force_max_block {
-        loader = loader.set(&format!("{bf}.max_block_seconds"), int(s), "--auth-brute-force-max-block");
+        loader = loader.set(
+            &format!("{bf}.max_block_seconds"),
+            int(s),
+            "--auth-brute-force-max-block",
+        );
     }
     loader.load()
 }

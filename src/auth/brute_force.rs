@@ -104,9 +104,9 @@ impl BruteForce {
         if !due && state.records.len() < MAX_RECORDS {
             return;
         }
-        state.records.retain(|_, r| {
-            r.expires_at > now || r.blocked_until.is_some_and(|until| until > now)
-        });
+        state
+            .records
+            .retain(|_, r| r.expires_at > now || r.blocked_until.is_some_and(|until| until > now));
         if state.records.len() >= MAX_RECORDS {
             state
                 .records
@@ -191,7 +191,10 @@ mod tests {
         let bf = BruteForce::new(seed_defaults());
         let t0 = Instant::now();
         bf.failure(IP, t0);
-        bf.failure(IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 8)), t0 + Duration::from_secs(1000));
+        bf.failure(
+            IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 8)),
+            t0 + Duration::from_secs(1000),
+        );
         assert_eq!(bf.len(), 1, "the expired record was cleaned up");
     }
 }

@@ -31,7 +31,11 @@ pub struct Auth {
 impl Auth {
     pub fn new(config: &AuthConfig) -> Self {
         Self {
-            keys: config.api_keys.iter().map(|k| k.as_bytes().to_vec()).collect(),
+            keys: config
+                .api_keys
+                .iter()
+                .map(|k| k.as_bytes().to_vec())
+                .collect(),
             trusted: config.trusted.clone(),
             brute_force: config
                 .brute_force
@@ -86,9 +90,9 @@ impl Auth {
 
     fn matches(&self, presented: &[u8]) -> bool {
         // Compare against every key so the time taken does not say which one was close.
-        self.keys
-            .iter()
-            .fold(false, |found, key| found | bool::from(key.as_slice().ct_eq(presented)))
+        self.keys.iter().fold(false, |found, key| {
+            found | bool::from(key.as_slice().ct_eq(presented))
+        })
     }
 }
 
@@ -150,22 +154,54 @@ mod tests {
     #[test]
     fn bearer_and_x_api_key_are_accepted() {
         let auth = auth_with(&["k1", "k2"], &[]);
-        assert!(auth.check("/v1/models", CLIENT, &headers(&[("authorization", "Bearer k2")]), None).is_ok());
-        assert!(auth.check("/v1/models", CLIENT, &headers(&[("x-api-key", "k1")]), None).is_ok());
-        assert!(auth.check("/v1/models", CLIENT, &HeaderMap::new(), Some("key=k1")).is_ok());
-        let err = auth.check("/v1/models", CLIENT, &headers(&[("authorization", "Bearer nope")]), None).unwrap_err();
+        assert!(
+            auth.check(
+                "/v1/models",
+                CLIENT,
+                &headers(&[("authorization", "Bearer k2")]),
+                None
+            )
+            .is_ok()
+        );
+        assert!(
+            auth.check("/v1/models", CLIENT, &headers(&[("x-api-key", "k1")]), None)
+                .is_ok()
+        );
+        assert!(
+            auth.check("/v1/models", CLIENT, &HeaderMap::new(), Some("key=k1"))
+                .is_ok()
+        );
+        let err = auth
+            .check(
+                "/v1/models",
+                CLIENT,
+                &headers(&[("authorization", "Bearer nope")]),
+                None,
+            )
+            .unwrap_err();
         assert_eq!(err.status(), 401);
-        let err = auth.check("/v1/models", CLIENT, &HeaderMap::new(), None).unwrap_err();
+        let err = auth
+            .check("/v1/models", CLIENT, &HeaderMap::new(), None)
+            .unwrap_err();
         assert!(err.to_string().contains("missing API key"));
     }
 
     #[test]
     fn trusted_networks_and_bypass_paths_skip_auth() {
         let auth = auth_with(&["k1"], &["192.168.1.0/24"]);
-        assert!(auth.check("/v1/models", CLIENT, &HeaderMap::new(), None).is_ok());
+        assert!(
+            auth.check("/v1/models", CLIENT, &HeaderMap::new(), None)
+                .is_ok()
+        );
         let auth = auth_with(&["k1"], &["10.0.0.1/32"]);
-        assert!(auth.check("/v1/models", CLIENT, &HeaderMap::new(), None).is_err());
-        assert!(auth.check("/health", CLIENT, &HeaderMap::new(), None).is_ok());
+        assert!(
+            auth.check("/v1/models", CLIENT, &HeaderMap::new(), None)
+                .is_err()
+        );
+        assert!(
+            auth.check("/health", CLIENT, &HeaderMap::new(), None)
+                .is_ok()
+        );
     }
 
     #[test]
@@ -173,7 +209,12 @@ mod tests {
         let auth = auth_with(&["k1"], &[]);
         let bad = headers(&[("authorization", "Bearer wrong")]);
         for _ in 0..5 {
-            assert_eq!(auth.check("/v1/models", CLIENT, &bad, None).unwrap_err().status(), 401);
+            assert_eq!(
+                auth.check("/v1/models", CLIENT, &bad, None)
+                    .unwrap_err()
+                    .status(),
+                401
+            );
         }
         let good = headers(&[("authorization", "Bearer k1")]);
         let err = auth.check("/v1/models", CLIENT, &good, None).unwrap_err();

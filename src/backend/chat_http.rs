@@ -16,12 +16,12 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName
 use serde_json::Value;
 
 use super::{Backend, EventStream};
+use crate::Error;
 use crate::config::BackendConfig;
 use crate::credentials::NamedKey;
 use crate::error::{ErrorKind, TimeoutPhase};
 use crate::model::{Event, Request};
 use crate::protocol::openai_chat::{ChunkDecoder, ChunkError, decode_response, encode_request};
-use crate::Error;
 
 /// What differs between providers that share this client.
 #[derive(Clone, Copy)]
@@ -47,7 +47,11 @@ pub struct ChatBackend {
 }
 
 impl ChatBackend {
-    pub fn new(config: BackendConfig, keys: Vec<NamedKey>, profile: Profile) -> Result<Self, Error> {
+    pub fn new(
+        config: BackendConfig,
+        keys: Vec<NamedKey>,
+        profile: Profile,
+    ) -> Result<Self, Error> {
         let client = reqwest::Client::builder()
             .connect_timeout(config.timeouts.connect)
             .tcp_nodelay(true)
@@ -101,7 +105,11 @@ impl ChatBackend {
 
     fn require_key(&self) -> Result<(), Error> {
         if self.key.is_none() && self.config.kind.requires_key() {
-            let var = self.config.api_key_env.as_deref().unwrap_or("its key variable");
+            let var = self
+                .config
+                .api_key_env
+                .as_deref()
+                .unwrap_or("its key variable");
             return Err(ErrorKind::BackendNotConfigured {
                 backend: self.config.id.clone(),
                 message: format!("no API key; set {var}"),
@@ -148,7 +156,11 @@ impl ChatBackend {
     }
 
     /// Reads a non-2xx answer into an error that keeps the provider's status and message.
-    async fn status_error(&self, response: reqwest::Response, deadline: tokio::time::Instant) -> Error {
+    async fn status_error(
+        &self,
+        response: reqwest::Response,
+        deadline: tokio::time::Instant,
+    ) -> Error {
         let status = response.status().as_u16();
         let retry_after = response
             .headers()
@@ -156,7 +168,9 @@ impl ChatBackend {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let body = match tokio::time::timeout_at(deadline, read_limited(response, ERROR_BODY_LIMIT)).await {
+        let body = match tokio::time::timeout_at(deadline, read_limited(response, ERROR_BODY_LIMIT))
+            .await
+        {
             Ok(body) => body,
             Err(_) => Vec::new(),
         };
@@ -536,8 +550,14 @@ mod tests {
         assert_eq!(m, "Incorrect API key");
         assert_eq!(t.as_deref(), Some("invalid_request_error"));
         assert_eq!(c.as_deref(), Some("invalid_api_key"));
-        assert_eq!(parse_error_body(br#"{"error":"model not found"}"#).0, "model not found");
-        assert_eq!(parse_error_body(br#"{"detail":"Not Found"}"#).0, "Not Found");
+        assert_eq!(
+            parse_error_body(br#"{"error":"model not found"}"#).0,
+            "model not found"
+        );
+        assert_eq!(
+            parse_error_body(br#"{"detail":"Not Found"}"#).0,
+            "Not Found"
+        );
         assert_eq!(parse_error_body(b"Bad Gateway").0, "Bad Gateway");
         assert_eq!(parse_error_body(b"").0, "no error message");
     }

@@ -89,7 +89,13 @@ impl Backend for MockBackend {
             .messages
             .iter()
             .map(|m| m.text().len())
-            .chain(request.system.iter().filter_map(|p| p.as_text()).map(str::len))
+            .chain(
+                request
+                    .system
+                    .iter()
+                    .filter_map(|p| p.as_text())
+                    .map(str::len),
+            )
             .sum();
         let mut events = vec![Event::Start {
             id: format!("chatcmpl-mock-{n}"),

@@ -10,9 +10,7 @@ use super::chat_http::Profile;
 use crate::config::BackendConfig;
 
 pub fn profile() -> Profile {
-    Profile {
-        identity_headers,
-    }
+    Profile { identity_headers }
 }
 
 fn identity_headers(config: &BackendConfig) -> Vec<(&'static str, String)> {

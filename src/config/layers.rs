@@ -46,7 +46,11 @@ pub const ENV_KEYS: &[(&str, &str, EnvKind)] = &[
     ("APP_HOST", "proxy.host", EnvKind::Str),
     ("APP_PORT", "proxy.port", EnvKind::Int),
     ("LLM_BACKEND", "default_backend", EnvKind::Str),
-    ("LLM_INTERACTIVE_PROXY_API_KEY", "auth.api_keys", EnvKind::List),
+    (
+        "LLM_INTERACTIVE_PROXY_API_KEY",
+        "auth.api_keys",
+        EnvKind::List,
+    ),
     ("DISABLE_AUTH", "auth.disable_auth", EnvKind::Bool),
     ("TRUSTED_IPS", "auth.trusted_ips", EnvKind::List),
     ("LOG_LEVEL", "logging.level", EnvKind::Str),
@@ -80,7 +84,11 @@ pub const ENV_KEYS: &[(&str, &str, EnvKind)] = &[
         "auth.brute_force_protection.max_block_seconds",
         EnvKind::Int,
     ),
-    ("OPENAI_API_BASE_URL", "backends.openai.base_url", EnvKind::Str),
+    (
+        "OPENAI_API_BASE_URL",
+        "backends.openai.base_url",
+        EnvKind::Str,
+    ),
     (
         "OPENROUTER_API_BASE_URL",
         "backends.openrouter.base_url",
@@ -133,11 +141,9 @@ impl Layered {
                 return source.clone();
             }
             // A key inside a recorded array or table inherits its source.
-            if let Some(found) = self
-                .sources
-                .iter()
-                .find(|(k, _)| path.starts_with(k.as_str()) && path[k.len()..].starts_with(['.', '[']))
-            {
+            if let Some(found) = self.sources.iter().find(|(k, _)| {
+                path.starts_with(k.as_str()) && path[k.len()..].starts_with(['.', '['])
+            }) {
                 return found.1.clone();
             }
             match path.rfind(['.', '[']) {
@@ -229,9 +235,11 @@ mod tests {
             parse_env("APP_PORT", "80", EnvKind::Int),
             Ok(Value::Integer(80))
         );
-        assert!(parse_env("APP_PORT", "eighty", EnvKind::Int)
-            .unwrap_err()
-            .contains("APP_PORT='eighty'"));
+        assert!(
+            parse_env("APP_PORT", "eighty", EnvKind::Int)
+                .unwrap_err()
+                .contains("APP_PORT='eighty'")
+        );
         assert_eq!(
             parse_env("K", "a, b,,", EnvKind::List),
             Ok(Value::Array(vec!["a".into(), "b".into()]))

@@ -322,10 +322,7 @@ fn describe_serde_error(path: &str, err: &toml::de::Error, source: &Source) -> S
 
 /// A problem with the value at `key`, in the one format every check uses.
 fn bad(layered: &Layered, key: &str, value: impl fmt::Display, why: impl fmt::Display) -> String {
-    format!(
-        "{key} = {value} (from {}): {why}",
-        layered.source_of(key)
-    )
+    format!("{key} = {value} (from {}): {why}", layered.source_of(key))
 }
 
 fn validate(
@@ -439,7 +436,12 @@ fn validate(
         ));
     }
     if raw.proxy.max_body_bytes == 0 {
-        problems.push(bad(layered, "proxy.max_body_bytes", 0, "must be at least 1"));
+        problems.push(bad(
+            layered,
+            "proxy.max_body_bytes",
+            0,
+            "must be at least 1",
+        ));
     }
 
     let mut backends = BTreeMap::new();
@@ -491,7 +493,11 @@ fn validate_backend(
     problems: &mut Vec<String>,
 ) -> Option<BackendConfig> {
     let key = |field: &str| format!("backends.{id}.{field}");
-    if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_".contains(c)) {
+    if id.is_empty()
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c))
+    {
         problems.push(format!(
             "backends.{id} (from {}): a back-end id may only hold letters, digits, '-' and '_'",
             layered.source_of(&format!("backends.{id}"))
@@ -500,7 +506,10 @@ fn validate_backend(
     }
     let kind_name = raw.kind.clone().unwrap_or_else(|| id.to_owned());
     let Some(kind) = BackendKind::parse(&kind_name) else {
-        let why = format!("unknown back-end type; expected one of {}", BackendKind::names());
+        let why = format!(
+            "unknown back-end type; expected one of {}",
+            BackendKind::names()
+        );
         problems.push(match &raw.kind {
             Some(kind) => bad(layered, &key("type"), format!("'{kind}'"), why),
             None => format!(
@@ -539,14 +548,23 @@ fn validate_backend(
     let mut timeout = |field: &str, value: Option<f64>, default: f64| -> Duration {
         let seconds = value.unwrap_or(default);
         if !(seconds > 0.0 && seconds.is_finite()) {
-            problems.push(bad(layered, &key(field), seconds, "must be a positive number of seconds"));
+            problems.push(bad(
+                layered,
+                &key(field),
+                seconds,
+                "must be a positive number of seconds",
+            ));
             return Duration::from_secs_f64(default);
         }
         Duration::from_secs_f64(seconds)
     };
     let timeouts = Timeouts {
         connect: timeout("connect_timeout_seconds", raw.connect_timeout_seconds, 10.0),
-        first_byte: timeout("first_byte_timeout_seconds", raw.first_byte_timeout_seconds, 300.0),
+        first_byte: timeout(
+            "first_byte_timeout_seconds",
+            raw.first_byte_timeout_seconds,
+            300.0,
+        ),
         idle: timeout("idle_timeout_seconds", raw.idle_timeout_seconds, 120.0),
     };
 
@@ -561,11 +579,31 @@ fn validate_backend(
             ));
         }
     };
-    only_for("response_text", raw.response_text.is_some(), BackendKind::Mock, problems);
+    only_for(
+        "response_text",
+        raw.response_text.is_some(),
+        BackendKind::Mock,
+        problems,
+    );
     only_for("chunks", raw.chunks.is_some(), BackendKind::Mock, problems);
-    only_for("chunk_delay_ms", raw.chunk_delay_ms.is_some(), BackendKind::Mock, problems);
-    only_for("app_url", raw.app_url.is_some(), BackendKind::OpenRouter, problems);
-    only_for("app_title", raw.app_title.is_some(), BackendKind::OpenRouter, problems);
+    only_for(
+        "chunk_delay_ms",
+        raw.chunk_delay_ms.is_some(),
+        BackendKind::Mock,
+        problems,
+    );
+    only_for(
+        "app_url",
+        raw.app_url.is_some(),
+        BackendKind::OpenRouter,
+        problems,
+    );
+    only_for(
+        "app_title",
+        raw.app_title.is_some(),
+        BackendKind::OpenRouter,
+        problems,
+    );
     if raw.chunks == Some(0) {
         problems.push(bad(layered, &key("chunks"), 0, "must be at least 1"));
     }
@@ -650,7 +688,10 @@ mod tests {
             assert!(config.backends.contains_key(id), "{id}");
         }
         assert_eq!(config.auth.brute_force.max_failed_attempts, 5);
-        assert_eq!(config.auth.brute_force.initial_block, Duration::from_secs(30));
+        assert_eq!(
+            config.auth.brute_force.initial_block,
+            Duration::from_secs(30)
+        );
     }
 
     #[test]
@@ -660,7 +701,11 @@ mod tests {
             .set("proxy.host", "0.0.0.0", "--host")
             .load()
             .unwrap_err();
-        assert!(err.to_string().contains("proxy.host = '0.0.0.0' (from command line --host)"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("proxy.host = '0.0.0.0' (from command line --host)"),
+            "{err}"
+        );
 
         let loaded = ConfigLoader::new()
             .env(no_env)
@@ -676,7 +721,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
         std::fs::write(&path, "[backends.x]\ntype = \"nope\"\n").unwrap();
-        let err = ConfigLoader::new().env(no_env).file(&path, true).load().unwrap_err();
+        let err = ConfigLoader::new()
+            .env(no_env)
+            .file(&path, true)
+            .load()
+            .unwrap_err();
         let text = err.to_string();
         assert!(text.contains("backends.x.type = 'nope'"), "{text}");
         assert!(text.contains(&path.display().to_string()), "{text}");

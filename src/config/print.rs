@@ -41,8 +41,7 @@ fn walk(prefix: String, value: &toml::Value, out: &mut Vec<(String, toml::Value)
     match value {
         toml::Value::Table(table) => {
             // Plain keys first, then sub-tables, as TOML wants them.
-            let (tables, plain): (Vec<_>, Vec<_>) =
-                table.iter().partition(|(_, v)| v.is_table());
+            let (tables, plain): (Vec<_>, Vec<_>) = table.iter().partition(|(_, v)| v.is_table());
             for (key, value) in plain.into_iter().chain(tables) {
                 let path = if prefix.is_empty() {
                     key.clone()

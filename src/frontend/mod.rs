@@ -22,11 +22,10 @@ use crate::model::Protocol;
 
 /// The whole app: every front-end plus health, info and a protocol-shaped 404.
 pub fn app(engine: Engine) -> axum::Router {
-    let api = openai_chat::routes()
-        .route_layer(middleware::from_fn_with_state(
-            (engine.clone(), Protocol::OpenAiChat),
-            require_auth,
-        ));
+    let api = openai_chat::routes().route_layer(middleware::from_fn_with_state(
+        (engine.clone(), Protocol::OpenAiChat),
+        require_auth,
+    ));
     axum::Router::new()
         .route("/health", get(health))
         .route("/", get(info))
@@ -40,12 +39,16 @@ async fn require_auth(
     request: Request,
     next: Next,
 ) -> Response {
-    let client = request.extensions().get::<ClientAddr>().map(|c| c.0.ip()).or_else(|| {
-        request
-            .extensions()
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|c| c.0.ip())
-    });
+    let client = request
+        .extensions()
+        .get::<ClientAddr>()
+        .map(|c| c.0.ip())
+        .or_else(|| {
+            request
+                .extensions()
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip())
+        });
     let checked = engine.auth().check(
         request.uri().path(),
         client,
@@ -108,4 +111,3 @@ async fn not_found(method: Method, request: Request) -> Response {
     }
     response
 }
-

@@ -116,7 +116,9 @@ async fn models(State(engine): State<Engine>) -> Response {
     for (backend, models) in &listed {
         if *backend == default {
             for model in models {
-                data.push(json!({"id": model, "object": "model", "created": 0, "owned_by": backend}));
+                data.push(
+                    json!({"id": model, "object": "model", "created": 0, "owned_by": backend}),
+                );
             }
         }
     }

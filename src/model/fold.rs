@@ -24,7 +24,9 @@ impl Response {
     }
 
     pub fn has_tool_calls(&self) -> bool {
-        self.parts.iter().any(|p| matches!(p, Part::ToolCall { .. }))
+        self.parts
+            .iter()
+            .any(|p| matches!(p, Part::ToolCall { .. }))
     }
 }
 
@@ -104,8 +106,9 @@ impl ResponseBuilder {
                     .rev()
                     .find(|(i, _)| *i == index)
                     .map(|(_, p)| *p);
-                if let Some(Part::ToolCall { arguments: so_far, .. }) =
-                    position.and_then(|p| response.parts.get_mut(p))
+                if let Some(Part::ToolCall {
+                    arguments: so_far, ..
+                }) = position.and_then(|p| response.parts.get_mut(p))
                 {
                     so_far.push_str(&arguments);
                 }

@@ -35,7 +35,11 @@ pub struct Extensions {
 impl Extensions {
     pub fn new(source: Protocol, fields: Map<String, Value>) -> Self {
         Self {
-            source: if fields.is_empty() { None } else { Some(source) },
+            source: if fields.is_empty() {
+                None
+            } else {
+                Some(source)
+            },
             fields,
         }
     }
@@ -221,7 +225,10 @@ pub enum ToolChoice {
     Required,
     /// The model must call this tool.
     Tool(String),
-    Opaque { protocol: Protocol, value: Value },
+    Opaque {
+        protocol: Protocol,
+        value: Value,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -374,6 +381,10 @@ mod tests {
         let ext = Extensions::new(Protocol::OpenAiChat, fields);
         assert!(ext.for_protocol(Protocol::OpenAiChat).is_some());
         assert!(ext.for_protocol(Protocol::Anthropic).is_none());
-        assert!(Extensions::new(Protocol::Gemini, Map::new()).source.is_none());
+        assert!(
+            Extensions::new(Protocol::Gemini, Map::new())
+                .source
+                .is_none()
+        );
     }
 }

@@ -92,9 +92,10 @@ mod tests {
     use crate::credentials::EnvSecrets;
 
     fn router(models: Option<&str>) -> Router {
-        let mut loader = ConfigLoader::new()
-            .env(|_| None)
-            .set("default_backend", "mock", "--default-backend");
+        let mut loader =
+            ConfigLoader::new()
+                .env(|_| None)
+                .set("default_backend", "mock", "--default-backend");
         if let Some(models) = models {
             loader = loader.set(
                 "backends.mock.models",
@@ -111,9 +112,15 @@ mod tests {
     fn backend_prefix_names_the_backend_and_other_colons_stay_in_the_model() {
         let router = router(None);
         let target = router.resolve("openai:gpt-4o").unwrap();
-        assert_eq!((target.backend.id(), target.model.as_str()), ("openai", "gpt-4o"));
+        assert_eq!(
+            (target.backend.id(), target.model.as_str()),
+            ("openai", "gpt-4o")
+        );
         let target = router.resolve("llama3:8b").unwrap();
-        assert_eq!((target.backend.id(), target.model.as_str()), ("mock", "llama3:8b"));
+        assert_eq!(
+            (target.backend.id(), target.model.as_str()),
+            ("mock", "llama3:8b")
+        );
     }
 
     #[test]

@@ -40,10 +40,7 @@ pub(crate) fn parse_json<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Resul
                 Error::invalid_request(format!("request body is not valid JSON: {inner}"))
             }
             _ if path == "." => Error::invalid_request(format!("invalid request: {inner}")),
-            _ => Error::invalid_field(
-                path.clone(),
-                format!("invalid value for '{path}': {inner}"),
-            ),
+            _ => Error::invalid_field(path.clone(), format!("invalid value for '{path}': {inner}")),
         }
     })?;
     de.end()
@@ -330,7 +327,12 @@ fn tool_from_wire(value: Value, index: usize) -> Result<Tool, Error> {
             format!("'{path}' must be an object"),
         ));
     };
-    if obj.get("type").and_then(Value::as_str).unwrap_or("function") != "function" {
+    if obj
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("function")
+        != "function"
+    {
         return Ok(Tool::Opaque {
             protocol: PROTOCOL,
             value: Value::Object(obj),
@@ -416,7 +418,10 @@ fn response_format_from_wire(value: Value) -> Result<ResponseFormat, Error> {
                     .and_then(Value::as_str)
                     .unwrap_or("response")
                     .to_owned(),
-                schema: spec.get("schema").cloned().unwrap_or(Value::Object(Map::new())),
+                schema: spec
+                    .get("schema")
+                    .cloned()
+                    .unwrap_or(Value::Object(Map::new())),
                 strict: spec.get("strict").and_then(Value::as_bool),
                 description: spec
                     .get("description")
@@ -518,7 +523,12 @@ pub fn decode_response(body: &[u8]) -> Result<Vec<Event>, ChunkError> {
         if let Some(refusal) = message.refusal {
             events.push(Event::RefusalDelta(refusal));
         }
-        for (index, call) in message.tool_calls.unwrap_or_default().into_iter().enumerate() {
+        for (index, call) in message
+            .tool_calls
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
             let index = index as u32;
             events.push(Event::ToolCallStart {
                 index,
@@ -561,8 +571,10 @@ mod tests {
 
     #[test]
     fn wrong_types_name_the_field() {
-        let err = decode_request(br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":"hot"}"#)
-            .unwrap_err();
+        let err = decode_request(
+            br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":"hot"}"#,
+        )
+        .unwrap_err();
         assert_eq!(err.status(), 400);
         assert_eq!(err.param(), Some("temperature"));
         assert!(err.to_string().contains("temperature"), "{err}");

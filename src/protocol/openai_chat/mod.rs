@@ -9,7 +9,7 @@ pub mod encode;
 pub mod stream;
 pub mod types;
 
+pub use decode::ClientOptions;
 pub use decode::{decode_request, decode_response};
 pub use encode::{encode_request, encode_response, error_body};
-pub use decode::ClientOptions;
 pub use stream::{ChunkDecoder, ChunkEncoder, ChunkError};

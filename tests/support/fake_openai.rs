@@ -1,0 +1,314 @@
+//! A fake OpenAI Chat Completions provider speaking the real wire format (shapes from
+//! OpenAI's API reference), with failure modes for the tests.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+/// How the fake answers chat requests.
+#[derive(Clone, Debug)]
+pub enum Mode {
+    /// Text (split in chunks when streaming); calls the first tool when tools are offered.
+    Normal,
+    /// Reasoning (`reasoning_content`) before the text.
+    Reasoning,
+    /// An error status with an OpenAI error body (and Retry-After for 429).
+    Status(u16),
+    /// Waits before sending the response headers.
+    SlowFirstByte(Duration),
+    /// Sends two chunks, then nothing, forever.
+    StallMidStream,
+    /// Sends two chunks, then breaks the connection.
+    DropMidStream,
+    /// Sends frames that are not JSON.
+    Garbage,
+    /// Sends a chunk every 50 ms, forever (until the client goes away).
+    Endless,
+}
+
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+#[derive(Clone)]
+struct Shared {
+    mode: Mode,
+    hits: Arc<AtomicUsize>,
+    requests: Arc<Mutex<Vec<Recorded>>>,
+    disconnected: Arc<AtomicBool>,
+}
+
+pub struct FakeOpenAi {
+    pub base_url: String,
+    pub hits: Arc<AtomicUsize>,
+    pub requests: Arc<Mutex<Vec<Recorded>>>,
+    /// Set when a client dropped a stream before it ended.
+    pub disconnected: Arc<AtomicBool>,
+}
+
+impl FakeOpenAi {
+    pub async fn start(mode: Mode) -> Self {
+        let shared = Shared {
+            mode,
+            hits: Arc::default(),
+            requests: Arc::default(),
+            disconnected: Arc::default(),
+        };
+        let app = axum::Router::new()
+            .route("/v1/chat/completions", post(chat))
+            .route("/v1/models", get(models))
+            .with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            base_url: format!("http://{addr}/v1"),
+            hits: shared.hits,
+            requests: shared.requests,
+            disconnected: shared.disconnected,
+        }
+    }
+
+    pub fn last_request(&self) -> Recorded {
+        self.requests
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("no request reached the fake")
+    }
+
+    pub fn hit_count(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+async fn models() -> impl IntoResponse {
+    axum::Json(json!({
+        "object": "list",
+        "data": [
+            {"id": "fake-small", "object": "model", "created": 1700000000, "owned_by": "fake"},
+            {"id": "fake-large", "object": "model", "created": 1700000000, "owned_by": "fake"},
+        ]
+    }))
+}
+
+fn chunk(model: &str, delta: Value, finish: Option<&str>) -> String {
+    let frame = json!({
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": 1700000000,
+        "model": model,
+        "system_fingerprint": "fp_fake",
+        "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+    });
+    format!("data: {frame}\n\n")
+}
+
+fn first_tool(body: &Value) -> Option<String> {
+    body["tools"][0]["function"]["name"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+struct DropFlag(Arc<AtomicBool>, bool);
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        if !self.1 {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+fn sse(
+    stream: impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+) -> Response {
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(Body::from_stream(stream))
+        .unwrap()
+}
+
+async fn chat(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    shared.hits.fetch_add(1, Ordering::SeqCst);
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    shared.requests.lock().unwrap().push(Recorded {
+        headers: headers.clone(),
+        body: body.clone(),
+    });
+    let model = body["model"].as_str().unwrap_or("fake").to_owned();
+    let stream = body["stream"].as_bool().unwrap_or(false);
+    let tool = first_tool(&body).filter(|_| {
+        body["messages"]
+            .as_array()
+            .and_then(|m| m.last())
+            .map(|m| m["role"] == "user")
+            == Some(true)
+    });
+
+    match shared.mode.clone() {
+        Mode::Status(status) => {
+            let (kind, code) = match status {
+                401 => ("invalid_request_error", "invalid_api_key"),
+                429 => ("requests", "rate_limit_exceeded"),
+                400 => ("invalid_request_error", "invalid_value"),
+                _ => ("server_error", "server_error"),
+            };
+            let body = json!({"error": {
+                "message": format!("fake says {status}"),
+                "type": kind, "param": null, "code": code}});
+            let mut response =
+                (StatusCode::from_u16(status).unwrap(), axum::Json(body)).into_response();
+            if status == 429 {
+                response
+                    .headers_mut()
+                    .insert("retry-after", "7".parse().unwrap());
+            }
+            return response;
+        }
+        Mode::SlowFirstByte(wait) => tokio::time::sleep(wait).await,
+        _ => {}
+    }
+
+    let reasoning = matches!(shared.mode, Mode::Reasoning);
+    if !stream {
+        let mut message = json!({"role": "assistant", "content": "Hello from fake.", "refusal": null, "annotations": []});
+        if reasoning {
+            message["reasoning_content"] = json!("Thinking it over.");
+        }
+        let mut finish = "stop";
+        if let Some(name) = &tool {
+            message["content"] = Value::Null;
+            message["tool_calls"] = json!([{"id": "call_fake_1", "type": "function",
+                "function": {"name": name, "arguments": "{\"city\":\"Paris\"}"}}]);
+            finish = "tool_calls";
+        }
+        return axum::Json(json!({
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": 1700000000,
+            "model": model,
+            "system_fingerprint": "fp_fake",
+            "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish}],
+            "usage": {"prompt_tokens": 12, "completion_tokens": 4, "total_tokens": 16,
+                      "prompt_tokens_details": {"cached_tokens": 0},
+                      "completion_tokens_details": {"reasoning_tokens": 0}},
+        }))
+        .into_response();
+    }
+
+    let mut frames = vec![chunk(
+        &model,
+        json!({"role": "assistant", "content": ""}),
+        None,
+    )];
+    match shared.mode {
+        Mode::Garbage => {
+            return sse(futures::stream::iter(vec![Ok(Bytes::from(
+                "data: this is not json\n\n",
+            ))]));
+        }
+        Mode::StallMidStream | Mode::DropMidStream => {
+            frames.push(chunk(&model, json!({"content": "Hel"}), None));
+            let stall = matches!(shared.mode, Mode::StallMidStream);
+            let flag = DropFlag(shared.disconnected.clone(), false);
+            let stream = async_stream::stream! {
+                let _flag = flag;
+                for frame in frames {
+                    yield Ok::<_, std::io::Error>(Bytes::from(frame));
+                }
+                if stall {
+                    futures::future::pending::<()>().await;
+                } else {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    yield Err(std::io::Error::other("connection dropped by the fake"));
+                }
+            };
+            return sse(stream);
+        }
+        Mode::Endless => {
+            let flag = DropFlag(shared.disconnected.clone(), false);
+            let stream = async_stream::stream! {
+                let _flag = flag;
+                for frame in frames {
+                    yield Ok::<_, std::io::Error>(Bytes::from(frame));
+                }
+                // Bounded so a broken test cannot run forever: 10 minutes at most.
+                for _ in 0..12_000 {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    yield Ok(Bytes::from(chunk(&model, json!({"content": "."}), None)));
+                }
+            };
+            return sse(stream);
+        }
+        _ => {}
+    }
+    if reasoning {
+        frames.push(chunk(
+            &model,
+            json!({"reasoning_content": "Thinking"}),
+            None,
+        ));
+        frames.push(chunk(
+            &model,
+            json!({"reasoning_content": " it over."}),
+            None,
+        ));
+    }
+    let finish = match &tool {
+        Some(name) => {
+            frames.push(chunk(
+                &model,
+                json!({"tool_calls": [{"index": 0, "id": "call_fake_1", "type": "function",
+                "function": {"name": name, "arguments": ""}}]}),
+                None,
+            ));
+            for piece in ["{\"ci", "ty\":\"Pa", "ris\"}"] {
+                frames.push(chunk(
+                    &model,
+                    json!({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}),
+                    None,
+                ));
+            }
+            "tool_calls"
+        }
+        None => {
+            for piece in ["Hello", " from", " fake."] {
+                frames.push(chunk(&model, json!({"content": piece}), None));
+            }
+            "stop"
+        }
+    };
+    frames.push(chunk(&model, json!({}), Some(finish)));
+    if body["stream_options"]["include_usage"] == true {
+        let usage = json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1700000000,
+            "model": model, "choices": [],
+            "usage": {"prompt_tokens": 12, "completion_tokens": 4, "total_tokens": 16}});
+        frames.push(format!("data: {usage}\n\n"));
+    }
+    frames.push("data: [DONE]\n\n".into());
+    let flag = DropFlag(shared.disconnected.clone(), true);
+    let stream = async_stream::stream! {
+        let _flag = flag;
+        for frame in frames {
+            yield Ok::<_, Infallible>(Bytes::from(frame));
+        }
+    };
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(Body::from_stream(stream))
+        .unwrap()
+}

@@ -1,0 +1,127 @@
+//! Test support: a fake OpenAI-compatible provider and an llmux instance, both on
+//! loopback ports picked by the OS.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+pub mod fake_openai;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use llmux::config::ConfigLoader;
+use llmux::credentials::EnvSecrets;
+use llmux::{Config, Engine};
+
+/// A running llmux, stopped when dropped.
+pub struct Llmux {
+    pub addr: SocketAddr,
+    pub engine: Engine,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Llmux {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Asks the server to stop, as SIGTERM would.
+    pub fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl Drop for Llmux {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Loads a config from TOML text and an environment map (the process environment is
+/// never read, so tests can run in parallel).
+pub fn config(toml_text: &str, env: &[(&str, &str)]) -> Config {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("llmux.toml");
+    std::fs::write(&path, toml_text).unwrap();
+    let env: HashMap<String, String> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    ConfigLoader::new()
+        .file(&path, true)
+        .env(move |name| env.get(name).cloned())
+        .load()
+        .unwrap_or_else(|e| panic!("test config is invalid:\n{e}"))
+        .config
+}
+
+/// Starts llmux with `config`, provider keys taken from `secrets`.
+pub async fn start(config: Config, secrets: &[(&str, &str)]) -> Llmux {
+    let secrets = EnvSecrets::from_map(
+        secrets
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    );
+    let engine = Engine::new(config.clone(), &secrets).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(llmux::server::serve(
+        engine.clone(),
+        listener,
+        async move {
+            let _ = stopped.await;
+        },
+        config.shutdown_timeout,
+    ));
+    Llmux {
+        addr,
+        engine,
+        stop: Some(stop),
+        task,
+    }
+}
+
+/// A TOML config with one openai-compatible back-end `fake` at `base_url`, the default.
+pub fn fake_backend_config(base_url: &str, extra: &str) -> String {
+    format!(
+        r#"default_backend = "fake"
+[backends.fake]
+type = "openai-compatible"
+base_url = "{base_url}"
+api_key_env = "FAKE_API_KEY"
+{extra}
+"#
+    )
+}
+
+/// The `data:` payloads of an SSE body, in order.
+pub fn sse_data(body: &str) -> Vec<String> {
+    body.split("\n\n")
+        .filter_map(|frame| {
+            frame
+                .lines()
+                .find_map(|line| line.strip_prefix("data: ").map(str::to_owned))
+        })
+        .collect()
+}
+
+/// Joins the `delta.content` of chat chunks.
+pub fn streamed_text(frames: &[String]) -> String {
+    frames
+        .iter()
+        .filter(|f| *f != "[DONE]")
+        .filter_map(|f| serde_json::from_str::<serde_json::Value>(f).ok())
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().build().unwrap()
+}
