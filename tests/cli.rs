@@ -1,0 +1,182 @@
+//! The `llmux` binary: config precedence, `config check|print`, and refusing unsafe binds.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn llmux(args: &[&str], env: &[(&str, &str)], dir: &Path) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_llmux"));
+    command.args(args).current_dir(dir).env_clear();
+    // A home with no llmux.toml, so the user's own config never leaks in.
+    command.env("HOME", dir).env("XDG_CONFIG_HOME", dir.join("xdg"));
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.output().unwrap()
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn line_for<'a>(printed: &'a str, key: &str) -> &'a str {
+    printed
+        .lines()
+        .find(|l| l.starts_with(&format!("{key} = ")))
+        .unwrap_or_else(|| panic!("{key} not printed:\n{printed}"))
+}
+
+#[test]
+fn cli_beats_env_beats_file_beats_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("llmux.toml");
+    std::fs::write(&file, "[proxy]\nport = 9001\n").unwrap();
+    let file = file.to_str().unwrap();
+
+    let out = llmux(&["config", "print", "--config", file], &[], dir.path());
+    assert!(out.status.success(), "{}", text(&out));
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert!(line_for(&printed, "port").contains("9001  # file"), "{printed}");
+    assert!(line_for(&printed, "host").contains("\"127.0.0.1\"  # default"));
+
+    let out = llmux(&["config", "print", "--config", file], &[("APP_PORT", "9002")], dir.path());
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert!(line_for(&printed, "port").contains("9002  # environment APP_PORT"), "{printed}");
+
+    let out = llmux(
+        &["config", "print", "--config", file, "--port", "9003"],
+        &[("APP_PORT", "9002")],
+        dir.path(),
+    );
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert!(line_for(&printed, "port").contains("9003  # command line --port"), "{printed}");
+}
+
+#[test]
+fn config_print_masks_proxy_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = llmux(
+        &["config", "print"],
+        &[("LLM_INTERACTIVE_PROXY_API_KEY", "super-secret-proxy-key")],
+        dir.path(),
+    );
+    let printed = text(&out);
+    assert!(out.status.success(), "{printed}");
+    assert!(!printed.contains("super-secret-proxy-key"), "{printed}");
+    assert!(line_for(&printed, "api_keys").contains("\"****\""), "{printed}");
+}
+
+#[test]
+fn invalid_toml_and_values_name_the_key_the_value_and_the_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+
+    std::fs::write(&file, "[proxy\nport = 1").unwrap();
+    let out = llmux(&["config", "check", "--config", file.to_str().unwrap()], &[], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("not valid TOML"), "{}", text(&out));
+
+    std::fs::write(&file, "[proxy]\nport = \"eighty\"\n").unwrap();
+    let out = llmux(&["config", "check", "--config", file.to_str().unwrap()], &[], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    let message = text(&out);
+    assert!(message.contains("proxy.port") && message.contains("bad.toml"), "{message}");
+
+    std::fs::write(&file, "[proxy]\nprot = 8000\n").unwrap();
+    let out = llmux(&["config", "check", "--config", file.to_str().unwrap()], &[], dir.path());
+    assert!(text(&out).contains("prot"), "unknown keys are named: {}", text(&out));
+
+    std::fs::write(&file, "[backends.local]\ntype = \"openai-compatible\"\nbase_url = \"localhost:11434\"\n").unwrap();
+    let out = llmux(&["config", "check", "--config", file.to_str().unwrap()], &[], dir.path());
+    let message = text(&out);
+    assert!(
+        message.contains("backends.local.base_url = 'localhost:11434' (from file"),
+        "{message}"
+    );
+
+    let out = llmux(&["config", "check"], &[("APP_PORT", "many")], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("APP_PORT='many'"), "{}", text(&out));
+
+    let out = llmux(&["config", "check", "--default-backend", "nope"], &[], dir.path());
+    let message = text(&out);
+    assert!(message.contains("default_backend = 'nope' (from command line --default-backend)"), "{message}");
+    assert!(message.contains("mock, openai, openrouter, zai"), "{message}");
+
+    let out = llmux(&["config", "check", "--config", "/nonexistent/llmux.toml"], &[], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("/nonexistent/llmux.toml"));
+}
+
+#[test]
+fn serving_a_public_address_without_a_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = llmux(&["--host", "0.0.0.0", "--port", "0"], &[], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    let message = text(&out);
+    assert!(message.contains("non-loopback"), "{message}");
+    assert!(message.contains("LLM_INTERACTIVE_PROXY_API_KEY"), "{message}");
+}
+
+#[test]
+fn the_example_config_is_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/llmux.example.toml");
+    let out = llmux(&["config", "check", "--config", example.to_str().unwrap()], &[], dir.path());
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn the_example_config_documents_every_key() {
+    use llmux::config::raw::{RawBackend, RawConfig};
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/llmux.example.toml"),
+    )
+    .unwrap();
+    let mut keys = Vec::new();
+    let defaults: RawConfig = toml::from_str("").unwrap();
+    collect_keys(&toml::Value::try_from(&defaults).unwrap(), &mut keys);
+    let every_backend_key = RawBackend {
+        kind: Some(String::new()),
+        base_url: Some(String::new()),
+        api_key_env: Some(String::new()),
+        models: Some(Vec::new()),
+        headers: Some(Default::default()),
+        connect_timeout_seconds: Some(1.0),
+        first_byte_timeout_seconds: Some(1.0),
+        idle_timeout_seconds: Some(1.0),
+        models_cache_seconds: Some(1),
+        app_url: Some(String::new()),
+        app_title: Some(String::new()),
+        response_text: Some(String::new()),
+        chunks: Some(1),
+        chunk_delay_ms: Some(1),
+    };
+    collect_keys(&toml::Value::try_from(&every_backend_key).unwrap(), &mut keys);
+    for key in keys {
+        let documented = example.lines().any(|line| {
+            let line = line.trim_start_matches(['#', ' ']);
+            line.starts_with(&format!("{key} ="))
+        });
+        assert!(documented, "config/llmux.example.toml does not document '{key}'");
+    }
+}
+
+fn collect_keys(value: &toml::Value, out: &mut Vec<String>) {
+    if let toml::Value::Table(table) = value {
+        for (key, value) in table {
+            if key == "backends" {
+                continue; // a map of ids, checked through RawBackend
+            }
+            if value.is_table() && !value.as_table().unwrap().is_empty() {
+                collect_keys(value, out);
+            } else {
+                out.push(key.clone());
+            }
+        }
+    }
+}
