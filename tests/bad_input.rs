@@ -40,18 +40,36 @@ async fn invalid_json_is_a_400() {
 async fn wrong_types_name_the_field() {
     let llmux = mock_llmux("", &[]).await;
     let cases = [
-        (json!({"model": "mock-model", "messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}), "temperature"),
+        (
+            json!({"model": "mock-model", "messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}),
+            "temperature",
+        ),
         (json!({"model": "mock-model", "messages": "hi"}), "messages"),
-        (json!({"model": "mock-model", "messages": [{"role": "user", "content": 42}]}), "messages[0].content"),
-        (json!({"model": "mock-model", "messages": [{"role": "wizard", "content": "hi"}]}), "messages[0].role"),
+        (
+            json!({"model": "mock-model", "messages": [{"role": "user", "content": 42}]}),
+            "messages[0].content",
+        ),
+        (
+            json!({"model": "mock-model", "messages": [{"role": "wizard", "content": "hi"}]}),
+            "messages[0].role",
+        ),
         (json!({"model": 7, "messages": []}), "model"),
-        (json!({"messages": [{"role": "user", "content": "hi"}]}), "model"),
-        (json!({"model": "mock-model", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}), "messages[0].content[0].image_url"),
+        (
+            json!({"messages": [{"role": "user", "content": "hi"}]}),
+            "model",
+        ),
+        (
+            json!({"model": "mock-model", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}),
+            "messages[0].content[0].image_url",
+        ),
     ];
     for (request, field) in cases {
         let (status, body) = post_raw(&llmux, request.to_string()).await;
         assert_eq!(status, 400, "{request}");
-        assert!(message(&body).contains(field), "{field} not named in {body}");
+        assert!(
+            message(&body).contains(field),
+            "{field} not named in {body}"
+        );
     }
 }
 
@@ -65,9 +83,15 @@ async fn a_body_over_the_limit_is_a_413() {
     assert!(message(&body).contains("4096"), "{body}");
 
     // Without a Content-Length the limit still holds.
-    let chunks: Vec<Result<String, std::io::Error>> =
-        vec![Ok(request.to_string()[..5000].to_owned()), Ok(request.to_string()[5000..].to_owned())];
-    let (status, _) = post_raw(&llmux, reqwest::Body::wrap_stream(futures::stream::iter(chunks))).await;
+    let chunks: Vec<Result<String, std::io::Error>> = vec![
+        Ok(request.to_string()[..5000].to_owned()),
+        Ok(request.to_string()[5000..].to_owned()),
+    ];
+    let (status, _) = post_raw(
+        &llmux,
+        reqwest::Body::wrap_stream(futures::stream::iter(chunks)),
+    )
+    .await;
     assert_eq!(status, 413);
 }
 
@@ -76,7 +100,9 @@ async fn the_default_32_mib_limit_applies() {
     let llmux = mock_llmux("", &[]).await;
     assert_eq!(llmux.engine.config().max_body_bytes, 32 * 1024 * 1024);
     let big = "x".repeat(33 * 1024 * 1024);
-    let request = format!("{{\"model\":\"mock-model\",\"messages\":[{{\"role\":\"user\",\"content\":\"{big}\"}}]}}");
+    let request = format!(
+        "{{\"model\":\"mock-model\",\"messages\":[{{\"role\":\"user\",\"content\":\"{big}\"}}]}}"
+    );
     let (status, _) = post_raw(&llmux, request).await;
     assert_eq!(status, 413);
 }
@@ -102,9 +128,15 @@ async fn missing_and_invalid_keys_are_401s() {
     let llmux = mock_llmux("", &[("LLM_INTERACTIVE_PROXY_API_KEY", "proxy-key")]).await;
     let request = json!({"model": "mock-model", "messages": [{"role": "user", "content": "hi"}]});
     let send = |key: Option<&'static str>, header: &'static str| {
-        let mut builder = client().post(llmux.url("/v1/chat/completions")).json(&request);
+        let mut builder = client()
+            .post(llmux.url("/v1/chat/completions"))
+            .json(&request);
         if let Some(key) = key {
-            let value = if header == "authorization" { format!("Bearer {key}") } else { key.to_owned() };
+            let value = if header == "authorization" {
+                format!("Bearer {key}")
+            } else {
+                key.to_owned()
+            };
             builder = builder.header(header, value);
         }
         builder.send()
@@ -115,10 +147,27 @@ async fn missing_and_invalid_keys_are_401s() {
     assert!(message(&body).contains("missing API key"));
     let response = send(Some("wrong"), "authorization").await.unwrap();
     assert_eq!(response.status(), 401);
-    assert_eq!(send(Some("proxy-key"), "authorization").await.unwrap().status(), 200);
-    assert_eq!(send(Some("proxy-key"), "x-api-key").await.unwrap().status(), 200);
+    assert_eq!(
+        send(Some("proxy-key"), "authorization")
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        send(Some("proxy-key"), "x-api-key").await.unwrap().status(),
+        200
+    );
     // Health stays open for load balancers.
-    assert_eq!(client().get(llmux.url("/health")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        client()
+            .get(llmux.url("/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 }
 
 #[tokio::test]

@@ -8,7 +8,9 @@ fn llmux(args: &[&str], env: &[(&str, &str)], dir: &Path) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_llmux"));
     command.args(args).current_dir(dir).env_clear();
     // A home with no llmux.toml, so the user's own config never leaks in.
-    command.env("HOME", dir).env("XDG_CONFIG_HOME", dir.join("xdg"));
+    command
+        .env("HOME", dir)
+        .env("XDG_CONFIG_HOME", dir.join("xdg"));
     for (name, value) in env {
         command.env(name, value);
     }
@@ -40,12 +42,22 @@ fn cli_beats_env_beats_file_beats_defaults() {
     let out = llmux(&["config", "print", "--config", file], &[], dir.path());
     assert!(out.status.success(), "{}", text(&out));
     let printed = String::from_utf8(out.stdout).unwrap();
-    assert!(line_for(&printed, "port").contains("9001  # file"), "{printed}");
+    assert!(
+        line_for(&printed, "port").contains("9001  # file"),
+        "{printed}"
+    );
     assert!(line_for(&printed, "host").contains("\"127.0.0.1\"  # default"));
 
-    let out = llmux(&["config", "print", "--config", file], &[("APP_PORT", "9002")], dir.path());
+    let out = llmux(
+        &["config", "print", "--config", file],
+        &[("APP_PORT", "9002")],
+        dir.path(),
+    );
     let printed = String::from_utf8(out.stdout).unwrap();
-    assert!(line_for(&printed, "port").contains("9002  # environment APP_PORT"), "{printed}");
+    assert!(
+        line_for(&printed, "port").contains("9002  # environment APP_PORT"),
+        "{printed}"
+    );
 
     let out = llmux(
         &["config", "print", "--config", file, "--port", "9003"],
@@ -53,7 +65,10 @@ fn cli_beats_env_beats_file_beats_defaults() {
         dir.path(),
     );
     let printed = String::from_utf8(out.stdout).unwrap();
-    assert!(line_for(&printed, "port").contains("9003  # command line --port"), "{printed}");
+    assert!(
+        line_for(&printed, "port").contains("9003  # command line --port"),
+        "{printed}"
+    );
 }
 
 #[test]
@@ -67,7 +82,10 @@ fn config_print_masks_proxy_keys() {
     let printed = text(&out);
     assert!(out.status.success(), "{printed}");
     assert!(!printed.contains("super-secret-proxy-key"), "{printed}");
-    assert!(line_for(&printed, "api_keys").contains("\"****\""), "{printed}");
+    assert!(
+        line_for(&printed, "api_keys").contains("\"****\""),
+        "{printed}"
+    );
 }
 
 #[test]
@@ -76,22 +94,49 @@ fn invalid_toml_and_values_name_the_key_the_value_and_the_source() {
     let file = dir.path().join("bad.toml");
 
     std::fs::write(&file, "[proxy\nport = 1").unwrap();
-    let out = llmux(&["config", "check", "--config", file.to_str().unwrap()], &[], dir.path());
+    let out = llmux(
+        &["config", "check", "--config", file.to_str().unwrap()],
+        &[],
+        dir.path(),
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("not valid TOML"), "{}", text(&out));
 
     std::fs::write(&file, "[proxy]\nport = \"eighty\"\n").unwrap();
-    let out = llmux(&["config", "check", "--config", file.to_str().unwrap()], &[], dir.path());
+    let out = llmux(
+        &["config", "check", "--config", file.to_str().unwrap()],
+        &[],
+        dir.path(),
+    );
     assert_eq!(out.status.code(), Some(2));
     let message = text(&out);
-    assert!(message.contains("proxy.port") && message.contains("bad.toml"), "{message}");
+    assert!(
+        message.contains("proxy.port") && message.contains("bad.toml"),
+        "{message}"
+    );
 
     std::fs::write(&file, "[proxy]\nprot = 8000\n").unwrap();
-    let out = llmux(&["config", "check", "--config", file.to_str().unwrap()], &[], dir.path());
-    assert!(text(&out).contains("prot"), "unknown keys are named: {}", text(&out));
+    let out = llmux(
+        &["config", "check", "--config", file.to_str().unwrap()],
+        &[],
+        dir.path(),
+    );
+    assert!(
+        text(&out).contains("prot"),
+        "unknown keys are named: {}",
+        text(&out)
+    );
 
-    std::fs::write(&file, "[backends.local]\ntype = \"openai-compatible\"\nbase_url = \"localhost:11434\"\n").unwrap();
-    let out = llmux(&["config", "check", "--config", file.to_str().unwrap()], &[], dir.path());
+    std::fs::write(
+        &file,
+        "[backends.local]\ntype = \"openai-compatible\"\nbase_url = \"localhost:11434\"\n",
+    )
+    .unwrap();
+    let out = llmux(
+        &["config", "check", "--config", file.to_str().unwrap()],
+        &[],
+        dir.path(),
+    );
     let message = text(&out);
     assert!(
         message.contains("backends.local.base_url = 'localhost:11434' (from file"),
@@ -102,12 +147,26 @@ fn invalid_toml_and_values_name_the_key_the_value_and_the_source() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("APP_PORT='many'"), "{}", text(&out));
 
-    let out = llmux(&["config", "check", "--default-backend", "nope"], &[], dir.path());
+    let out = llmux(
+        &["config", "check", "--default-backend", "nope"],
+        &[],
+        dir.path(),
+    );
     let message = text(&out);
-    assert!(message.contains("default_backend = 'nope' (from command line --default-backend)"), "{message}");
-    assert!(message.contains("mock, openai, openrouter, zai"), "{message}");
+    assert!(
+        message.contains("default_backend = 'nope' (from command line --default-backend)"),
+        "{message}"
+    );
+    assert!(
+        message.contains("mock, openai, openrouter, zai"),
+        "{message}"
+    );
 
-    let out = llmux(&["config", "check", "--config", "/nonexistent/llmux.toml"], &[], dir.path());
+    let out = llmux(
+        &["config", "check", "--config", "/nonexistent/llmux.toml"],
+        &[],
+        dir.path(),
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("/nonexistent/llmux.toml"));
 }
@@ -119,14 +178,21 @@ fn serving_a_public_address_without_a_key_is_refused() {
     assert_eq!(out.status.code(), Some(2));
     let message = text(&out);
     assert!(message.contains("non-loopback"), "{message}");
-    assert!(message.contains("LLM_INTERACTIVE_PROXY_API_KEY"), "{message}");
+    assert!(
+        message.contains("LLM_INTERACTIVE_PROXY_API_KEY"),
+        "{message}"
+    );
 }
 
 #[test]
 fn the_example_config_is_valid() {
     let dir = tempfile::tempdir().unwrap();
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/llmux.example.toml");
-    let out = llmux(&["config", "check", "--config", example.to_str().unwrap()], &[], dir.path());
+    let out = llmux(
+        &["config", "check", "--config", example.to_str().unwrap()],
+        &[],
+        dir.path(),
+    );
     assert!(out.status.success(), "{}", text(&out));
 }
 
@@ -156,13 +222,19 @@ fn the_example_config_documents_every_key() {
         chunks: Some(1),
         chunk_delay_ms: Some(1),
     };
-    collect_keys(&toml::Value::try_from(&every_backend_key).unwrap(), &mut keys);
+    collect_keys(
+        &toml::Value::try_from(&every_backend_key).unwrap(),
+        &mut keys,
+    );
     for key in keys {
         let documented = example.lines().any(|line| {
             let line = line.trim_start_matches(['#', ' ']);
             line.starts_with(&format!("{key} ="))
         });
-        assert!(documented, "config/llmux.example.toml does not document '{key}'");
+        assert!(
+            documented,
+            "config/llmux.example.toml does not document '{key}'"
+        );
     }
 }
 

@@ -1,0 +1,100 @@
+//! The official `openai` Python SDK (installed into .venv by scripts/setup) driving llmux,
+//! which forwards to the fake provider: chat, stream, tools, models list.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use support::fake_openai::{FakeOpenAi, Mode};
+use support::{config, fake_backend_config, start};
+
+fn python() -> PathBuf {
+    let path = std::env::var_os("LLMUX_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/setup to create the test venv with the OpenAI SDK",
+        path.display()
+    );
+    path
+}
+
+async fn run_client(args: Vec<String>) -> (bool, String) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/openai_sdk_client.py");
+    let output = tokio::process::Command::new(python())
+        .arg(script)
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+#[tokio::test]
+async fn the_openai_python_sdk_chats_streams_calls_tools_and_lists_models() {
+    let fake = FakeOpenAi::start(Mode::Normal).await;
+    let config = config(
+        &fake_backend_config(&fake.base_url, ""),
+        &[("LLM_INTERACTIVE_PROXY_API_KEY", "sdk-proxy-key")],
+    );
+    let llmux = start(config, &[("FAKE_API_KEY", "sk-upstream")]).await;
+    let (ok, output) = run_client(vec![
+        "--base-url".into(),
+        llmux.url("/v1"),
+        "--api-key".into(),
+        "sdk-proxy-key".into(),
+        "--model".into(),
+        "fake-small".into(),
+        "--expect-model".into(),
+        "fake-small".into(),
+        "--expect-model".into(),
+        "fake:fake-large".into(),
+    ])
+    .await;
+    assert!(ok, "the SDK client failed:\n{output}");
+    for check in [
+        "chat",
+        "chat_stream",
+        "tool_call",
+        "tool_call_stream",
+        "tool_result",
+        "models_list",
+    ] {
+        assert!(
+            output.contains(&format!("ok {check}")),
+            "{check} did not pass:\n{output}"
+        );
+    }
+    assert!(fake.hit_count() >= 5);
+}
+
+#[tokio::test]
+async fn the_sdk_sees_a_wrong_proxy_key_as_an_authentication_error() {
+    let fake = FakeOpenAi::start(Mode::Normal).await;
+    let config = config(
+        &fake_backend_config(&fake.base_url, ""),
+        &[("LLM_INTERACTIVE_PROXY_API_KEY", "sdk-proxy-key")],
+    );
+    let llmux = start(config, &[]).await;
+    let (ok, output) = run_client(vec![
+        "--base-url".into(),
+        llmux.url("/v1"),
+        "--api-key".into(),
+        "wrong".into(),
+        "--model".into(),
+        "fake-small".into(),
+        "--only".into(),
+        "chat".into(),
+    ])
+    .await;
+    assert!(!ok);
+    assert!(output.contains("401"), "{output}");
+    assert_eq!(fake.hit_count(), 0);
+}
