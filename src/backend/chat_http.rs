@@ -168,12 +168,9 @@ impl ChatBackend {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let body = match tokio::time::timeout_at(deadline, read_limited(response, ERROR_BODY_LIMIT))
+        let body = tokio::time::timeout_at(deadline, read_limited(response, ERROR_BODY_LIMIT))
             .await
-        {
-            Ok(body) => body,
-            Err(_) => Vec::new(),
-        };
+            .unwrap_or_default();
         let (message, error_type, code) = parse_error_body(&body);
         ErrorKind::Upstream {
             backend: self.config.id.clone(),

@@ -52,8 +52,10 @@ pub trait SecretSource: Send + Sync {
 /// Reads `api_key_env` and its numbered variants (`NAME_1` .. `NAME_20`, the seed's way of
 /// listing several keys for rotation) from an environment.
 pub struct EnvSecrets {
-    lookup: Box<dyn Fn(&str) -> Option<String> + Send + Sync>,
+    lookup: Box<EnvLookup>,
 }
+
+type EnvLookup = dyn Fn(&str) -> Option<String> + Send + Sync;
 
 impl EnvSecrets {
     /// The process environment.
