@@ -465,3 +465,73 @@ async fn running_streams_finish_after_shutdown_starts() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn model_lists_are_fetched_once_and_cached() {
+    let fake = FakeOpenAi::start(Mode::Normal).await;
+    let llmux = llmux_for(&fake, "").await;
+    for _ in 0..3 {
+        let response = client().get(llmux.url("/v1/models")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    assert_eq!(fake.model_list_hits.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        fake.requests.lock().unwrap().len(),
+        0,
+        "listing models sends no chat request"
+    );
+}
+
+#[tokio::test]
+async fn openrouter_sends_attribution_and_configured_headers() {
+    let fake = FakeOpenAi::start(Mode::Normal).await;
+    let toml = format!(
+        r#"default_backend = "openrouter"
+[backends.openrouter]
+base_url = "{}"
+app_url = "https://example.org/my-app"
+app_title = "My App"
+headers = {{ "X-Custom" = "yes" }}
+"#,
+        fake.base_url
+    );
+    let llmux = start(config(&toml, &[]), &[("OPENROUTER_API_KEY", "sk-or-test")]).await;
+    let response = client()
+        .post(llmux.url("/v1/chat/completions"))
+        .json(&chat("qwen/qwen3-coder:free", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let upstream = fake.last_request();
+    assert_eq!(upstream.body["model"], "qwen/qwen3-coder:free");
+    assert_eq!(
+        upstream.headers["http-referer"],
+        "https://example.org/my-app"
+    );
+    assert_eq!(upstream.headers["x-title"], "My App");
+    assert_eq!(upstream.headers["x-openrouter-title"], "My App");
+    assert_eq!(upstream.headers["x-custom"], "yes");
+    assert_eq!(upstream.headers["authorization"], "Bearer sk-or-test");
+}
+
+#[tokio::test]
+async fn unknown_request_fields_reach_a_same_protocol_backend() {
+    let fake = FakeOpenAi::start(Mode::Normal).await;
+    let llmux = llmux_for(&fake, "").await;
+    let mut request = chat("fake-small", false);
+    request["metadata"] = json!({"run": "42"});
+    request["prediction"] = json!({"type": "content", "content": "Hello"});
+    request["messages"][1]["x_vendor_hint"] = json!(true);
+    let response = client()
+        .post(llmux.url("/v1/chat/completions"))
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let upstream = fake.last_request().body;
+    assert_eq!(upstream["metadata"], request["metadata"]);
+    assert_eq!(upstream["prediction"], request["prediction"]);
+    assert_eq!(upstream["messages"][1]["x_vendor_hint"], true);
+}

@@ -44,6 +44,7 @@ pub struct Recorded {
 #[derive(Clone)]
 struct Shared {
     mode: Mode,
+    model_list_hits: Arc<AtomicUsize>,
     hits: Arc<AtomicUsize>,
     requests: Arc<Mutex<Vec<Recorded>>>,
     disconnected: Arc<AtomicBool>,
@@ -51,6 +52,9 @@ struct Shared {
 
 pub struct FakeOpenAi {
     pub base_url: String,
+    /// Requests to `GET /v1/models`.
+    pub model_list_hits: Arc<AtomicUsize>,
+    /// Requests to `POST /v1/chat/completions`.
     pub hits: Arc<AtomicUsize>,
     pub requests: Arc<Mutex<Vec<Recorded>>>,
     /// Set when a client dropped a stream before it ended.
@@ -61,6 +65,7 @@ impl FakeOpenAi {
     pub async fn start(mode: Mode) -> Self {
         let shared = Shared {
             mode,
+            model_list_hits: Arc::default(),
             hits: Arc::default(),
             requests: Arc::default(),
             disconnected: Arc::default(),
@@ -76,6 +81,7 @@ impl FakeOpenAi {
         });
         Self {
             base_url: format!("http://{addr}/v1"),
+            model_list_hits: shared.model_list_hits,
             hits: shared.hits,
             requests: shared.requests,
             disconnected: shared.disconnected,
@@ -96,7 +102,8 @@ impl FakeOpenAi {
     }
 }
 
-async fn models() -> impl IntoResponse {
+async fn models(State(shared): State<Shared>) -> impl IntoResponse {
+    shared.model_list_hits.fetch_add(1, Ordering::SeqCst);
     axum::Json(json!({
         "object": "list",
         "data": [

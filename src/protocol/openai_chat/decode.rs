@@ -106,24 +106,21 @@ fn request_from_wire(wire: ChatRequest) -> Result<(Request, ClientOptions), Erro
         .collect::<Result<Vec<_>, _>>()?;
     let tool_choice = tool_choice.map(tool_choice_from_wire).transpose()?;
     let response_format = response_format.map(response_format_from_wire).transpose()?;
-    let reasoning = reasoning_effort
-        .map(|effort| {
-            ReasoningEffort::parse(&effort)
-                .map(|e| Reasoning {
-                    effort: Some(e),
-                    budget_tokens: None,
-                })
-                .ok_or_else(|| {
-                    Error::invalid_field(
-                        "reasoning_effort",
-                        format!(
-                            "invalid value for 'reasoning_effort': '{effort}'; expected one of \
-                             none, minimal, low, medium, high, xhigh"
-                        ),
-                    )
-                })
-        })
-        .transpose()?;
+    // An effort level the model does not know (a newer one) still reaches a back-end of
+    // this protocol, which decides whether it is valid.
+    let reasoning = match reasoning_effort {
+        Some(effort) => match ReasoningEffort::parse(&effort) {
+            Some(effort) => Some(Reasoning {
+                effort: Some(effort),
+                budget_tokens: None,
+            }),
+            None => {
+                extra.insert("reasoning_effort".into(), Value::String(effort));
+                None
+            }
+        },
+        None => None,
+    };
 
     let mut request = Request::new(model, messages);
     request.tools = tools;
@@ -596,6 +593,17 @@ mod tests {
         assert!(err.to_string().contains("model"), "{err}");
         let err = decode_request(br#"{"model":"m","messages":[]}"#).unwrap_err();
         assert_eq!(err.param(), Some("messages"));
+    }
+
+    #[test]
+    fn an_unknown_reasoning_effort_passes_through_for_this_protocol() {
+        let (request, _) = decode_request(
+            br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"reasoning_effort":"ultra"}"#,
+        )
+        .unwrap();
+        assert!(request.reasoning.is_none());
+        let upstream = crate::protocol::openai_chat::encode_request(&request, "m");
+        assert_eq!(upstream["reasoning_effort"], "ultra");
     }
 
     #[test]

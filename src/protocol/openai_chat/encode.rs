@@ -524,7 +524,10 @@ pub fn encode_response(response: &Response) -> Value {
     let mut body = take_scope(&mut scopes, "top");
     body.insert("id".into(), Value::from(response.id.as_str()));
     body.insert("object".into(), Value::from("chat.completion"));
-    body.insert("created".into(), Value::from(response.created.unwrap_or(0)));
+    body.insert(
+        "created".into(),
+        Value::from(response.created.unwrap_or_else(super::stream::unix_now)),
+    );
     body.insert("model".into(), Value::from(response.model.as_str()));
     body.insert("choices".into(), json!([choice]));
     if let Some(u) = &response.usage {
