@@ -252,3 +252,83 @@ fn collect_keys(value: &toml::Value, out: &mut Vec<String>) {
         }
     }
 }
+
+/// Starts the real binary, makes one request through it, stops it with SIGTERM, and
+/// returns its exit status and everything it logged.
+#[cfg(unix)]
+#[test]
+fn the_binary_serves_logs_one_line_per_request_without_secrets_and_stops_on_sigterm() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpStream;
+    use std::process::Stdio;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_llmux"))
+        .args(["--port", "0", "--default-backend", "mock"])
+        .current_dir(dir.path())
+        .env_clear()
+        .env("HOME", dir.path())
+        .env("LLM_INTERACTIVE_PROXY_API_KEY", "proxy-secret-123")
+        .env("OPENAI_API_KEY", "sk-upstream-secret-456")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut log = String::new();
+    let addr = loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "llmux exited:\n{log}"
+        );
+        log.push_str(&line);
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+
+    let body = r#"{"model":"mock-model","messages":[{"role":"user","content":"hi"}]}"#;
+    let mut stream = TcpStream::connect(&addr).unwrap();
+    write!(
+        stream,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer proxy-secret-123\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("Hello from the llmux mock back-end."));
+
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = child.wait().unwrap();
+    stderr.read_to_string(&mut log).unwrap();
+    assert!(status.success(), "exit {status}:\n{log}");
+    let request_lines: Vec<&str> = log.lines().filter(|l| l.contains(" request ")).collect();
+    assert_eq!(request_lines.len(), 1, "{log}");
+    let line = request_lines[0];
+    for field in [
+        "request_id=",
+        "client=127.0.0.1",
+        "backend=\"mock\"",
+        "model=\"mock-model\"",
+        "status=200",
+        "latency_ms=",
+        "output_tokens=",
+    ] {
+        assert!(line.contains(field), "{field} missing from: {line}");
+    }
+    assert!(log.contains("stopped"), "{log}");
+    assert!(
+        !log.contains("proxy-secret-123") && !log.contains("sk-upstream-secret-456"),
+        "{log}"
+    );
+}
