@@ -3,17 +3,121 @@
 
 use std::net::SocketAddr;
 
+use std::convert::Infallible;
+use std::time::Duration;
+
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use futures::StreamExt;
 
 use crate::Error;
+use crate::backend::EventStream;
 use crate::error::ErrorKind;
-use crate::model::{Event, Protocol, Usage};
+use crate::model::{self, Event, Protocol, ResponseBuilder, Usage};
 use crate::pipeline::RequestContext;
 use crate::protocol::openai_chat;
+
+/// How often a quiet stream gets a keep-alive frame, so proxies and clients with read
+/// timeouts do not drop a model that is thinking.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
+
+/// Turns events into a client protocol's stream frames.
+pub trait StreamEncoder: Send + 'static {
+    /// Encodes one event into zero or more frames.
+    fn push(&mut self, event: Event, out: &mut Vec<Bytes>);
+    /// Ends the stream with the protocol's terminator (or an error frame if it never
+    /// finished).
+    fn finish(&mut self, out: &mut Vec<Bytes>);
+    /// A frame to send when the stream has been quiet for a while, if the protocol has one.
+    fn keepalive(&self) -> Option<Bytes> {
+        None
+    }
+    /// The response's content type.
+    fn content_type(&self) -> &'static str {
+        "text/event-stream"
+    }
+}
+
+/// A streamed response: frames go out as events arrive, keep-alives fill long silences, and
+/// the request's log line is written when the stream ends or the client leaves.
+pub fn stream_response(
+    events: EventStream,
+    encoder: impl StreamEncoder,
+    log: RequestLog,
+) -> Response {
+    let content_type = encoder.content_type();
+    let body = async_stream::stream! {
+        let mut events = events;
+        let mut log = log;
+        let mut encoder = encoder;
+        let mut frames = Vec::with_capacity(2);
+        loop {
+            let next = match encoder.keepalive() {
+                Some(ping) => match tokio::time::timeout(KEEPALIVE_INTERVAL, events.next()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        yield Ok::<Bytes, Infallible>(ping);
+                        continue;
+                    }
+                },
+                None => events.next().await,
+            };
+            let Some(event) = next else { break };
+            log.observe(&event);
+            encoder.push(event, &mut frames);
+            for frame in frames.drain(..) {
+                yield Ok(frame);
+            }
+        }
+        encoder.finish(&mut frames);
+        for frame in frames.drain(..) {
+            yield Ok(frame);
+        }
+        log.finish();
+    };
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response()
+}
+
+/// Folds the events of a non-streaming response; the error of an error event ends it.
+pub async fn fold_response(
+    mut events: EventStream,
+    mut log: RequestLog,
+) -> Result<model::Response, Error> {
+    let mut builder = ResponseBuilder::new();
+    while let Some(event) = events.next().await {
+        log.observe(&event);
+        if let Err(err) = builder.push(event) {
+            log.fail(&err);
+            return Err(err);
+        }
+    }
+    log.finish();
+    Ok(builder.finish())
+}
+
+pub fn with_request_id(response: &mut Response, ctx: &RequestContext) {
+    if let Ok(id) = HeaderValue::from_str(&ctx.request_id) {
+        response.headers_mut().insert("x-request-id", id);
+    }
+}
+
+/// Logs a request that failed before any event and answers with its error.
+pub fn failed(protocol: Protocol, ctx: &RequestContext, stream: bool, err: &Error) -> Response {
+    RequestLog::new(ctx, stream).fail(err);
+    let mut response = error_response(protocol, err);
+    with_request_id(&mut response, ctx);
+    response
+}
 
 /// The client's socket address, for hosts that serve without axum's `ConnectInfo`.
 #[derive(Debug, Clone, Copy)]

@@ -1,22 +1,21 @@
 //! The OpenAI Chat Completions front-end: `POST /v1/chat/completions`, `GET /v1/models`.
 
-use std::convert::Infallible;
-
 use axum::Json;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, header};
+
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
-use futures::StreamExt;
 use serde_json::json;
 
-use super::common::{RequestLog, error_response, header_string, read_body, request_context};
+use super::common::{
+    RequestLog, StreamEncoder, error_response, failed, fold_response, header_string, read_body,
+    request_context, stream_response, with_request_id,
+};
 use crate::backend::EventStream;
 use crate::engine::Engine;
-use crate::model::{Protocol, ResponseBuilder};
-use crate::pipeline::RequestContext;
-use crate::protocol::openai_chat::{ChunkEncoder, ClientOptions, decode_request, encode_response};
+use crate::model::{Event, Protocol};
+use crate::protocol::openai_chat::{ChunkEncoder, decode_request, encode_response};
 
 const PROTOCOL: Protocol = Protocol::OpenAiChat;
 
@@ -35,18 +34,18 @@ async fn chat_completions(State(engine): State<Engine>, request: Request) -> Res
     };
     let (mut chat, options) = match decoded {
         Ok(decoded) => decoded,
-        Err(err) => return failed(&ctx, false, &err),
+        Err(err) => return failed(PROTOCOL, &ctx, false, &err),
     };
     chat.client.user_agent = ctx.user_agent.clone();
     chat.client.session_id = header_string(&parts.headers, "x-session-id");
     let stream = chat.stream;
     let events = match engine.respond(&mut ctx, chat).await {
         Ok(events) => events,
-        Err(err) => return failed(&ctx, stream, &err),
+        Err(err) => return failed(PROTOCOL, &ctx, stream, &err),
     };
     let log = RequestLog::new(&ctx, stream);
     let mut response = if stream {
-        stream_response(events, options, log)
+        stream_response(events, ChunkEncoder::new(options.include_usage), log)
     } else {
         json_response(events, log).await
     };
@@ -54,59 +53,26 @@ async fn chat_completions(State(engine): State<Engine>, request: Request) -> Res
     response
 }
 
-fn with_request_id(response: &mut Response, ctx: &RequestContext) {
-    if let Ok(id) = HeaderValue::from_str(&ctx.request_id) {
-        response.headers_mut().insert("x-request-id", id);
+impl StreamEncoder for ChunkEncoder {
+    fn push(&mut self, event: Event, out: &mut Vec<Bytes>) {
+        ChunkEncoder::push(self, event, out);
+    }
+
+    fn finish(&mut self, out: &mut Vec<Bytes>) {
+        ChunkEncoder::finish(self, out);
+    }
+
+    fn keepalive(&self) -> Option<Bytes> {
+        // An SSE comment: every SSE parser skips it.
+        Some(Bytes::from_static(b": keep-alive\n\n"))
     }
 }
 
-fn failed(ctx: &RequestContext, stream: bool, err: &crate::Error) -> Response {
-    RequestLog::new(ctx, stream).fail(err);
-    let mut response = error_response(PROTOCOL, err);
-    with_request_id(&mut response, ctx);
-    response
-}
-
-fn stream_response(events: EventStream, options: ClientOptions, log: RequestLog) -> Response {
-    let body = async_stream::stream! {
-        let mut events = events;
-        let mut log = log;
-        let mut encoder = ChunkEncoder::new(options.include_usage);
-        let mut frames = Vec::with_capacity(2);
-        while let Some(event) = events.next().await {
-            log.observe(&event);
-            encoder.push(event, &mut frames);
-            for frame in frames.drain(..) {
-                yield Ok::<Bytes, Infallible>(frame);
-            }
-        }
-        encoder.finish(&mut frames);
-        for frame in frames.drain(..) {
-            yield Ok(frame);
-        }
-        log.finish();
-    };
-    (
-        [
-            (header::CONTENT_TYPE, "text/event-stream"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        axum::body::Body::from_stream(body),
-    )
-        .into_response()
-}
-
-async fn json_response(mut events: EventStream, mut log: RequestLog) -> Response {
-    let mut builder = ResponseBuilder::new();
-    while let Some(event) = events.next().await {
-        log.observe(&event);
-        if let Err(err) = builder.push(event) {
-            log.fail(&err);
-            return error_response(PROTOCOL, &err);
-        }
+async fn json_response(events: EventStream, log: RequestLog) -> Response {
+    match fold_response(events, log).await {
+        Ok(response) => Json(encode_response(&response)).into_response(),
+        Err(err) => error_response(PROTOCOL, &err),
     }
-    log.finish();
-    Json(encode_response(&builder.finish())).into_response()
 }
 
 async fn models(State(engine): State<Engine>) -> Response {
