@@ -1,10 +1,11 @@
 //! Back-ends: the providers llmux calls.
 //!
 //! Each provider is one file saying where it lives, how it authenticates, which protocol it
-//! speaks and what quirks it has. Providers that speak OpenAI chat share the HTTP client in
-//! [`chat_http`]. Every back-end turns its answer into a stream of [`Event`]s.
+//! speaks and what quirks it has. Network back-ends share the HTTP client in [`http`],
+//! parameterised by the wire protocol they speak. Every back-end turns its answer into a
+//! stream of [`Event`]s.
 
-pub mod chat_http;
+pub mod http;
 pub mod mock;
 pub mod openai;
 pub mod openai_compatible;
@@ -62,19 +63,20 @@ pub fn build_all(
     for (id, backend) in &config.backends {
         let built: Arc<dyn Backend> = match backend.kind {
             BackendKind::Mock => Arc::new(mock::MockBackend::new(backend.clone())),
-            kind => {
-                let profile = match kind {
-                    BackendKind::OpenAi => openai::profile(),
-                    BackendKind::OpenRouter => openrouter::profile(),
-                    BackendKind::Zai => zai::profile(),
-                    _ => openai_compatible::profile(),
-                };
-                Arc::new(chat_http::ChatBackend::new(
+            BackendKind::OpenAi | BackendKind::Zai | BackendKind::OpenAiCompatible => {
+                Arc::new(http::HttpBackend::new(
                     backend.clone(),
+                    openai::ChatWire,
                     secrets.keys(backend),
-                    profile,
+                    Vec::new(),
                 )?)
             }
+            BackendKind::OpenRouter => Arc::new(http::HttpBackend::new(
+                backend.clone(),
+                openai::ChatWire,
+                secrets.keys(backend),
+                openrouter::identity_headers(backend),
+            )?),
         };
         backends.insert(id.clone(), built);
     }

@@ -1,12 +1,44 @@
 //! `openai`: OpenAI's own API (https://api.openai.com/v1), key in OPENAI_API_KEY.
 //!
-//! Speaks Chat Completions. OpenAI rejects unknown request fields, which is why the chat
-//! encoder only sends reasoning text back to servers that sent it in that field.
+//! Speaks Chat Completions ([`ChatWire`], shared by every OpenAI-chat provider). OpenAI
+//! rejects unknown request fields, which is why the chat encoder only sends reasoning text
+//! back to servers that sent it in that field.
 
-use super::chat_http::Profile;
+use reqwest::header::{AUTHORIZATION, HeaderName};
+use serde_json::Value;
 
-pub fn profile() -> Profile {
-    Profile {
-        identity_headers: |_| Vec::new(),
+use super::http::Wire;
+use crate::model::{Event, Request};
+use crate::protocol::ChunkError;
+use crate::protocol::openai_chat::{ChunkDecoder, decode_response, encode_request};
+
+/// The OpenAI Chat Completions wire: `POST {base}/chat/completions`, Bearer auth.
+pub struct ChatWire;
+
+impl Wire for ChatWire {
+    type Decoder = ChunkDecoder;
+
+    fn generate_url(&self, base_url: &str, _model: &str, _stream: bool) -> String {
+        format!("{base_url}/chat/completions")
+    }
+
+    fn models_url(&self, base_url: &str) -> String {
+        format!("{base_url}/models")
+    }
+
+    fn encode(&self, request: &Request, model: &str) -> Value {
+        encode_request(request, model)
+    }
+
+    fn decode_body(&self, body: &[u8]) -> Result<Vec<Event>, ChunkError> {
+        decode_response(body)
+    }
+
+    fn stream_decoder(&self) -> ChunkDecoder {
+        ChunkDecoder::new()
+    }
+
+    fn auth_headers(&self, key: &str) -> Vec<(HeaderName, String)> {
+        vec![(AUTHORIZATION, format!("Bearer {key}"))]
     }
 }

@@ -6,14 +6,10 @@
 //! OpenRouter streams reasoning as `delta.reasoning` and sends `:` keep-alive comments,
 //! which the SSE reader skips.
 
-use super::chat_http::Profile;
 use crate::config::BackendConfig;
 
-pub fn profile() -> Profile {
-    Profile { identity_headers }
-}
-
-fn identity_headers(config: &BackendConfig) -> Vec<(&'static str, String)> {
+/// Attribution headers sent on every request.
+pub fn identity_headers(config: &BackendConfig) -> Vec<(&'static str, String)> {
     vec![
         ("http-referer", config.app_url.clone()),
         ("x-title", config.app_title.clone()),

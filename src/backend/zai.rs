@@ -3,11 +3,3 @@
 //! Default base is the seed's `https://open.bigmodel.cn/api/paas/v4`; international
 //! accounts use `https://api.z.ai/api/paas/v4` (set `base_url` or ZAI_API_BASE_URL).
 //! Streams reasoning as `delta.reasoning_content`, which the chat decoder reads.
-
-use super::chat_http::Profile;
-
-pub fn profile() -> Profile {
-    Profile {
-        identity_headers: |_| Vec::new(),
-    }
-}

@@ -13,20 +13,7 @@ use crate::protocol::sse::data_frame;
 
 const PROTOCOL: Protocol = Protocol::OpenAiChat;
 
-/// Why an upstream stream could not be read.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ChunkError {
-    /// Not a chunk (bad JSON, wrong shape).
-    Garbage(String),
-    /// The provider reported an error inside the stream.
-    Upstream {
-        message: String,
-        error_type: Option<String>,
-        code: Option<String>,
-    },
-    /// The stream ended before a finish reason.
-    Truncated,
-}
+pub use crate::protocol::ChunkError;
 
 /// Reads the `data:` payloads of an upstream chat stream into events.
 #[derive(Debug, Default)]
@@ -214,6 +201,20 @@ fn choice_scopes(
         scoped.insert("message".into(), Value::Object(delta));
     }
     scoped
+}
+
+impl crate::protocol::StreamDecoder for ChunkDecoder {
+    fn push(&mut self, _event: &str, data: &str, out: &mut Vec<Event>) -> Result<(), ChunkError> {
+        ChunkDecoder::push(self, data, out)
+    }
+
+    fn is_done(&self) -> bool {
+        self.done
+    }
+
+    fn finish(&mut self) -> Result<(), ChunkError> {
+        ChunkDecoder::finish(self)
+    }
 }
 
 pub(crate) fn upstream_error(error: &Value) -> ChunkError {

@@ -1,4 +1,6 @@
-//! The HTTP client for back-ends that speak OpenAI Chat Completions.
+//! The HTTP client every network back-end shares, generic over the wire protocol it
+//! speaks ([`Wire`]): URLs, auth headers, encoding and decoding come from the protocol;
+//! connection reuse, timeouts, error mapping and key scrubbing live here once.
 //!
 //! Timeouts, in the order they can fire: `connect` (TCP/TLS), `first_byte` (from sending
 //! until the first decoded event), `idle` (between body chunks once the stream has
@@ -12,7 +14,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use eventsource_stream::{EventStreamError, Eventsource};
 use futures::{Stream, StreamExt};
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
 use super::{Backend, EventStream};
@@ -21,13 +23,44 @@ use crate::config::BackendConfig;
 use crate::credentials::NamedKey;
 use crate::error::{ErrorKind, TimeoutPhase};
 use crate::model::{Event, Request};
-use crate::protocol::openai_chat::{ChunkDecoder, ChunkError, decode_response, encode_request};
+use crate::protocol::{ChunkError, StreamDecoder};
 
-/// What differs between providers that share this client.
-#[derive(Clone, Copy)]
-pub struct Profile {
-    /// Headers that identify the app to the provider (OpenRouter attribution).
-    pub identity_headers: fn(&BackendConfig) -> Vec<(&'static str, String)>,
+/// What a wire protocol contributes to an HTTP back-end.
+pub trait Wire: Send + Sync + 'static {
+    type Decoder: StreamDecoder + 'static;
+
+    /// The HTTP status of an error the provider reported inside a 200 body or stream,
+    /// from its error type.
+    const STATUS_OF_ERROR_TYPE: fn(Option<&str>) -> u16 = |_| 502;
+
+    /// The URL of a generation request.
+    fn generate_url(&self, base_url: &str, model: &str, stream: bool) -> String;
+    /// The URL that lists models.
+    fn models_url(&self, base_url: &str) -> String;
+    /// The request body for `model`.
+    fn encode(&self, request: &Request, model: &str) -> Value;
+    /// A whole (non-streamed) response body as events.
+    fn decode_body(&self, body: &[u8]) -> Result<Vec<Event>, ChunkError>;
+    /// A fresh decoder for a streamed response.
+    fn stream_decoder(&self) -> Self::Decoder;
+    /// The headers that carry the provider key.
+    fn auth_headers(&self, key: &str) -> Vec<(HeaderName, String)>;
+    /// Headers from the client request that this protocol forwards.
+    fn forwarded_headers(&self, _request: &Request) -> Vec<(HeaderName, String)> {
+        Vec::new()
+    }
+    /// Model ids out of a model-list body (`{"data":[{"id":...}]}` by default).
+    fn model_ids(&self, body: &Value) -> Vec<String> {
+        body.get("data")
+            .and_then(Value::as_array)
+            .map(|models| {
+                models
+                    .iter()
+                    .filter_map(|m| m.get("id").and_then(Value::as_str).map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }
 
 /// Upper bound on how much of an error body is read.
@@ -35,22 +68,24 @@ const ERROR_BODY_LIMIT: usize = 64 * 1024;
 /// How long a failed model-list fetch is remembered before trying again.
 const MODELS_FAILURE_CACHE: Duration = Duration::from_secs(60);
 
-pub struct ChatBackend {
+pub struct HttpBackend<W: Wire> {
     config: BackendConfig,
+    wire: W,
     client: reqwest::Client,
     key: Option<NamedKey>,
     headers: HeaderMap,
-    chat_url: String,
     models_url: String,
     models_cache: Mutex<Option<(Instant, Option<Vec<String>>)>>,
     errors: ErrorMapper,
 }
 
-impl ChatBackend {
+impl<W: Wire> HttpBackend<W> {
+    /// `identity` are headers that identify the app to the provider (OpenRouter attribution).
     pub fn new(
         config: BackendConfig,
+        wire: W,
         keys: Vec<NamedKey>,
-        profile: Profile,
+        identity: Vec<(&'static str, String)>,
     ) -> Result<Self, Error> {
         let client = reqwest::Client::builder()
             .connect_timeout(config.timeouts.connect)
@@ -62,7 +97,7 @@ impl ChatBackend {
         let key = keys.into_iter().next();
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        for (name, value) in (profile.identity_headers)(&config) {
+        for (name, value) in identity {
             if let Ok(value) = HeaderValue::from_str(&value) {
                 headers.insert(HeaderName::from_static(name), value);
             }
@@ -76,25 +111,27 @@ impl ChatBackend {
             }
         }
         if let Some(key) = &key {
-            let mut value = HeaderValue::from_str(&format!("Bearer {}", key.secret.expose()))
-                .map_err(|_| {
+            for (name, value) in wire.auth_headers(key.secret.expose()) {
+                let mut value = HeaderValue::from_str(&value).map_err(|_| {
                     Error::from(ErrorKind::BackendNotConfigured {
                         backend: config.id.clone(),
                         message: format!("the key in {} is not a valid header value", key.name),
                     })
                 })?;
-            value.set_sensitive(true);
-            headers.insert(AUTHORIZATION, value);
+                value.set_sensitive(true);
+                headers.insert(name, value);
+            }
         }
         let errors = ErrorMapper {
             backend: config.id.clone(),
             key: key.clone(),
             idle: config.timeouts.idle,
+            status_of: W::STATUS_OF_ERROR_TYPE,
         };
         Ok(Self {
             errors,
-            chat_url: format!("{}/chat/completions", config.base_url),
-            models_url: format!("{}/models", config.base_url),
+            models_url: wire.models_url(&config.base_url),
+            wire,
             config,
             client,
             key,
@@ -190,7 +227,7 @@ impl ChatBackend {
     ) -> Result<EventStream, Error> {
         let bytes = idle_guard(Box::pin(response.bytes_stream()), self.config.timeouts.idle);
         let mut frames = Box::pin(bytes.eventsource());
-        let mut decoder = ChunkDecoder::new();
+        let mut decoder = self.wire.stream_decoder();
         let mut first = Vec::new();
         while first.is_empty() {
             match tokio::time::timeout_at(deadline, frames.next()).await {
@@ -198,7 +235,7 @@ impl ChatBackend {
                 Ok(None) => return Err(self.errors.chunk(ChunkError::Truncated)),
                 Ok(Some(Err(err))) => return Err(self.errors.sse(err)),
                 Ok(Some(Ok(frame))) => decoder
-                    .push(&frame.data, &mut first)
+                    .push(&frame.event, &frame.data, &mut first)
                     .map_err(|e| self.errors.chunk(e))?,
             }
             if decoder.is_done() && first.is_empty() {
@@ -231,7 +268,7 @@ impl ChatBackend {
                         break;
                     }
                     Some(Ok(frame)) => {
-                        let result = decoder.push(&frame.data, &mut batch);
+                        let result = decoder.push(&frame.event, &frame.data, &mut batch);
                         for event in batch.drain(..) {
                             yield event;
                         }
@@ -269,16 +306,7 @@ impl ChatBackend {
                 message: format!("model list is not JSON: {e}"),
             })
         })?;
-        let ids = body
-            .get("data")
-            .and_then(Value::as_array)
-            .map(|models| {
-                models
-                    .iter()
-                    .filter_map(|m| m.get("id").and_then(Value::as_str).map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let ids = self.wire.model_ids(&body);
         Ok(ids)
     }
 }
@@ -290,6 +318,7 @@ struct ErrorMapper {
     backend: String,
     key: Option<NamedKey>,
     idle: Duration,
+    status_of: fn(Option<&str>) -> u16,
 }
 
 impl ErrorMapper {
@@ -313,7 +342,7 @@ impl ErrorMapper {
                 code,
             } => ErrorKind::Upstream {
                 backend,
-                status: 502,
+                status: (self.status_of)(error_type.as_deref()),
                 message: self.scrub(message),
                 error_type,
                 code,
@@ -453,7 +482,7 @@ fn parse_error_body(body: &[u8]) -> (String, Option<String>, Option<String>) {
 }
 
 #[async_trait]
-impl Backend for ChatBackend {
+impl<W: Wire> Backend for HttpBackend<W> {
     fn config(&self) -> &BackendConfig {
         &self.config
     }
@@ -494,21 +523,26 @@ impl Backend for ChatBackend {
 
     async fn send(&self, request: &Request, model: &str) -> Result<EventStream, Error> {
         self.require_key()?;
-        let body = serde_json::to_vec(&encode_request(request, model))
+        let body = serde_json::to_vec(&self.wire.encode(request, model))
             .map_err(|e| Error::internal(format!("cannot encode the upstream request: {e}")))?;
+        let url = self
+            .wire
+            .generate_url(&self.config.base_url, model, request.stream);
         let deadline = tokio::time::Instant::now() + self.config.timeouts.first_byte;
         let accept = if request.stream {
             "text/event-stream"
         } else {
             "application/json"
         };
-        let send = self
+        let mut upstream = self
             .client
-            .post(&self.chat_url)
+            .post(url)
             .headers(self.headers.clone())
-            .header(ACCEPT, accept)
-            .body(body)
-            .send();
+            .header(ACCEPT, accept);
+        for (name, value) in self.wire.forwarded_headers(request) {
+            upstream = upstream.header(name, value);
+        }
+        let send = upstream.body(body).send();
         let response = match tokio::time::timeout_at(deadline, send).await {
             Err(_) => return Err(self.timeout(TimeoutPhase::FirstByte)),
             Ok(Err(err)) => return Err(self.transport_error(&err)),
@@ -530,7 +564,10 @@ impl Backend for ChatBackend {
             Ok(Err(err)) => return Err(self.transport_error(&err)),
             Ok(Ok(body)) => body,
         };
-        let events = decode_response(&body).map_err(|e| self.errors.chunk(e))?;
+        let events = self
+            .wire
+            .decode_body(&body)
+            .map_err(|e| self.errors.chunk(e))?;
         Ok(Box::pin(futures::stream::iter(events)))
     }
 }
