@@ -66,9 +66,14 @@ impl Engine {
         &self.inner.pipeline
     }
 
-    /// The axum app serving every front-end.
+    /// The axum app serving every front-end on the main port.
     pub fn router(&self) -> axum::Router {
         crate::frontend::app(self.clone())
+    }
+
+    /// The axum app of the dedicated Anthropic port.
+    pub fn anthropic_router(&self) -> axum::Router {
+        crate::frontend::anthropic_app(self.clone())
     }
 
     /// Runs a decoded request through the pipeline and its back-end, returning the

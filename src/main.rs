@@ -50,6 +50,9 @@ struct Options {
     /// Port to listen on [proxy.port, APP_PORT].
     #[arg(long, global = true)]
     port: Option<u16>,
+    /// Dedicated Anthropic port; default port + 1, 0 disables [proxy.anthropic_port, ANTHROPIC_PORT].
+    #[arg(long, global = true)]
+    anthropic_port: Option<u16>,
     /// Back-end for models without a `backend:` prefix [default_backend, LLM_BACKEND].
     #[arg(long, global = true, value_name = "NAME")]
     default_backend: Option<String>,
@@ -160,6 +163,9 @@ fn load_config(options: &Options) -> Result<Loaded, llmux::config::ConfigError> 
     if let Some(port) = options.port {
         loader = loader.set("proxy.port", int(port.into()), "--port");
     }
+    if let Some(port) = options.anthropic_port {
+        loader = loader.set("proxy.anthropic_port", int(port.into()), "--anthropic-port");
+    }
     if let Some(backend) = &options.default_backend {
         loader = loader.set("default_backend", backend.as_str(), "--default-backend");
     }
@@ -268,14 +274,22 @@ fn serve(loaded: Loaded) -> anyhow::Result<ExitCode> {
         let secrets = EnvSecrets::from_process();
         let engine = Engine::new(config.clone(), &secrets).context("cannot start the engine")?;
         let addr = std::net::SocketAddr::new(config.host, config.port);
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
-            format!("cannot listen on {addr} (is another llmux running? choose another --port)")
-        })?;
+        let listener = bind(addr).await?;
         let local = listener.local_addr().unwrap_or(addr);
-        describe_startup(&engine, local);
-        llmux::server::serve(
-            engine,
-            listener,
+        let mut apps = vec![(listener, engine.router())];
+        let mut anthropic_local = None;
+        if let Some(port) = config.anthropic_port {
+            let addr = std::net::SocketAddr::new(config.host, port);
+            let listener = bind(addr).await.context(
+                "the dedicated Anthropic port is main port + 1 by default; \
+                 choose another with --anthropic-port, or 0 to disable it",
+            )?;
+            anthropic_local = Some(listener.local_addr().unwrap_or(addr));
+            apps.push((listener, engine.anthropic_router()));
+        }
+        describe_startup(&engine, local, anthropic_local);
+        llmux::server::serve_apps(
+            apps,
             llmux::server::shutdown_signal(),
             config.shutdown_timeout,
         )
@@ -287,7 +301,17 @@ fn serve(loaded: Loaded) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn describe_startup(engine: &Engine, local: std::net::SocketAddr) {
+async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot listen on {addr} (is another llmux running? choose another port)")
+    })
+}
+
+fn describe_startup(
+    engine: &Engine,
+    local: std::net::SocketAddr,
+    anthropic: Option<std::net::SocketAddr>,
+) {
     let config = engine.config();
     let auth = if engine.auth().enabled() {
         "on"
@@ -299,6 +323,12 @@ fn describe_startup(engine: &Engine, local: std::net::SocketAddr) {
         env!("CARGO_PKG_VERSION"),
         config.default_backend
     );
+    match anthropic {
+        Some(addr) => tracing::info!(
+            "Anthropic clients: ANTHROPIC_BASE_URL=http://{addr} (also http://{local}/anthropic)"
+        ),
+        None => tracing::info!("Anthropic clients: ANTHROPIC_BASE_URL=http://{local}/anthropic"),
+    }
     if let Ok(backend) = engine.routes().backend(&config.default_backend) {
         let c = backend.config();
         if c.kind.requires_key() && backend.key_name().is_none() {

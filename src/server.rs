@@ -1,4 +1,4 @@
-//! Serving the engine on a socket, with graceful shutdown.
+//! Serving the engine on sockets, with graceful shutdown.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -8,24 +8,42 @@ use tokio::net::TcpListener;
 
 use crate::engine::Engine;
 
-/// Serves `engine` on `listener` until `shutdown` resolves, then lets running requests
-/// (streams included) finish for up to `grace` before returning.
+/// Serves `engine`'s main app on `listener`; see [`serve_apps`].
 pub async fn serve(
     engine: Engine,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> std::io::Result<()> {
-    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let app = engine
-        .router()
-        .into_make_service_with_connect_info::<SocketAddr>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    serve_apps(vec![(listener, engine.router())], shutdown, grace).await
+}
+
+/// Serves each app on its listener until `shutdown` resolves, then lets running requests
+/// (streams included) finish for up to `grace` before returning.
+pub async fn serve_apps(
+    apps: Vec<(TcpListener, axum::Router)>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
         shutdown.await;
-        let _ = stopping_tx.send(());
+        let _ = stop_tx.send(true);
     });
+    let servers = apps.into_iter().map(|(listener, app)| {
+        let mut stopped = stop_rx.clone();
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
+        async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                })
+                .await
+        }
+    });
+    let mut stopping = stop_rx.clone();
     let deadline = async move {
-        if stopping_rx.await.is_ok() {
+        if stopping.wait_for(|stop| *stop).await.is_ok() {
             tracing::info!(
                 "shutting down; waiting up to {}s for running requests",
                 grace.as_secs()
@@ -36,7 +54,9 @@ pub async fn serve(
         }
     };
     tokio::select! {
-        result = server => result,
+        results = futures::future::join_all(servers) => {
+            results.into_iter().collect::<std::io::Result<Vec<()>>>().map(|_| ())
+        }
         () = deadline => {
             tracing::warn!("requests still running after {}s; closing them", grace.as_secs());
             Ok(())

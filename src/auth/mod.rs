@@ -20,7 +20,16 @@ use crate::config::AuthConfig;
 use crate::error::ErrorKind;
 
 /// Paths that never need a key (the seed's bypass list, plus health and info).
-pub const BYPASS_PATHS: &[&str] = &["/", "/health", "/docs", "/openapi.json", "/redoc"];
+pub const BYPASS_PATHS: &[&str] = &[
+    "/",
+    "/health",
+    "/info",
+    "/anthropic/health",
+    "/anthropic/info",
+    "/docs",
+    "/openapi.json",
+    "/redoc",
+];
 
 pub struct Auth {
     keys: Vec<Vec<u8>>,

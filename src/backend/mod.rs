@@ -5,6 +5,7 @@
 //! parameterised by the wire protocol they speak. Every back-end turns its answer into a
 //! stream of [`Event`]s.
 
+pub mod anthropic;
 pub mod http;
 pub mod mock;
 pub mod openai;
@@ -71,6 +72,14 @@ pub fn build_all(
                     Vec::new(),
                 )?)
             }
+            BackendKind::Anthropic
+            | BackendKind::AnthropicCompatible
+            | BackendKind::ZaiCodingPlan => Arc::new(http::HttpBackend::new(
+                backend.clone(),
+                anthropic::AnthropicWire,
+                secrets.keys(backend),
+                Vec::new(),
+            )?),
             BackendKind::OpenRouter => Arc::new(http::HttpBackend::new(
                 backend.clone(),
                 openai::ChatWire,

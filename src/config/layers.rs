@@ -45,6 +45,7 @@ pub enum EnvKind {
 pub const ENV_KEYS: &[(&str, &str, EnvKind)] = &[
     ("APP_HOST", "proxy.host", EnvKind::Str),
     ("APP_PORT", "proxy.port", EnvKind::Int),
+    ("ANTHROPIC_PORT", "proxy.anthropic_port", EnvKind::Int),
     ("LLM_BACKEND", "default_backend", EnvKind::Str),
     (
         "LLM_INTERACTIVE_PROXY_API_KEY",

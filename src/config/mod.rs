@@ -27,15 +27,21 @@ pub enum BackendKind {
     OpenRouter,
     Zai,
     OpenAiCompatible,
+    Anthropic,
+    AnthropicCompatible,
+    ZaiCodingPlan,
     Mock,
 }
 
 impl BackendKind {
-    pub const ALL: [BackendKind; 5] = [
+    pub const ALL: [BackendKind; 8] = [
         BackendKind::OpenAi,
         BackendKind::OpenRouter,
         BackendKind::Zai,
         BackendKind::OpenAiCompatible,
+        BackendKind::Anthropic,
+        BackendKind::AnthropicCompatible,
+        BackendKind::ZaiCodingPlan,
         BackendKind::Mock,
     ];
 
@@ -49,7 +55,25 @@ impl BackendKind {
             BackendKind::OpenRouter => "openrouter",
             BackendKind::Zai => "zai",
             BackendKind::OpenAiCompatible => "openai-compatible",
+            BackendKind::Anthropic => "anthropic",
+            BackendKind::AnthropicCompatible => "anthropic-compatible",
+            BackendKind::ZaiCodingPlan => "zai-coding-plan",
             BackendKind::Mock => "mock",
+        }
+    }
+
+    /// The protocol the kind's provider speaks (`None` for the mock, which speaks none).
+    pub fn protocol(self) -> Option<crate::model::Protocol> {
+        use crate::model::Protocol;
+        match self {
+            BackendKind::OpenAi
+            | BackendKind::OpenRouter
+            | BackendKind::Zai
+            | BackendKind::OpenAiCompatible => Some(Protocol::OpenAiChat),
+            BackendKind::Anthropic
+            | BackendKind::AnthropicCompatible
+            | BackendKind::ZaiCodingPlan => Some(Protocol::Anthropic),
+            BackendKind::Mock => None,
         }
     }
 
@@ -60,7 +84,13 @@ impl BackendKind {
             BackendKind::OpenRouter => Some("https://openrouter.ai/api/v1"),
             // The seed's default; international accounts use https://api.z.ai/api/paas/v4.
             BackendKind::Zai => Some("https://open.bigmodel.cn/api/paas/v4"),
-            BackendKind::OpenAiCompatible | BackendKind::Mock => None,
+            // Anthropic-protocol bases are host roots, as in the Anthropic SDKs: llmux
+            // appends /v1/messages.
+            BackendKind::Anthropic => Some("https://api.anthropic.com"),
+            BackendKind::ZaiCodingPlan => Some("https://api.z.ai/api/anthropic"),
+            BackendKind::OpenAiCompatible
+            | BackendKind::AnthropicCompatible
+            | BackendKind::Mock => None,
         }
     }
 
@@ -69,8 +99,11 @@ impl BackendKind {
         match self {
             BackendKind::OpenAi => Some("OPENAI_API_KEY"),
             BackendKind::OpenRouter => Some("OPENROUTER_API_KEY"),
-            BackendKind::Zai => Some("ZAI_API_KEY"),
-            BackendKind::OpenAiCompatible | BackendKind::Mock => None,
+            BackendKind::Zai | BackendKind::ZaiCodingPlan => Some("ZAI_API_KEY"),
+            BackendKind::Anthropic => Some("ANTHROPIC_API_KEY"),
+            BackendKind::OpenAiCompatible
+            | BackendKind::AnthropicCompatible
+            | BackendKind::Mock => None,
         }
     }
 
@@ -78,7 +111,11 @@ impl BackendKind {
     pub fn requires_key(self) -> bool {
         matches!(
             self,
-            BackendKind::OpenAi | BackendKind::OpenRouter | BackendKind::Zai
+            BackendKind::OpenAi
+                | BackendKind::OpenRouter
+                | BackendKind::Zai
+                | BackendKind::Anthropic
+                | BackendKind::ZaiCodingPlan
         )
     }
 
@@ -88,7 +125,14 @@ impl BackendKind {
 }
 
 /// Back-ends that exist without configuration, each of the kind of its name.
-pub const BUILTIN_BACKENDS: [&str; 4] = ["openai", "openrouter", "zai", "mock"];
+pub const BUILTIN_BACKENDS: [&str; 6] = [
+    "openai",
+    "openrouter",
+    "zai",
+    "anthropic",
+    "zai-coding-plan",
+    "mock",
+];
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Timeouts {
@@ -148,6 +192,8 @@ pub enum LogFormat {
 pub struct Config {
     pub host: IpAddr,
     pub port: u16,
+    /// The dedicated Anthropic port; `None` when disabled.
+    pub anthropic_port: Option<u16>,
     pub max_body_bytes: usize,
     pub shutdown_timeout: Duration,
     pub default_backend: String,
@@ -462,9 +508,29 @@ fn validate(
         ));
     }
 
+    // Main port + 1 by default, as in the seed; 0 disables it (and so does an ephemeral
+    // main port, which has no "next" port).
+    let anthropic_port = match raw.proxy.anthropic_port {
+        Some(0) => None,
+        Some(port) => Some(port),
+        None => match raw.proxy.port {
+            0 | u16::MAX => None,
+            port => Some(port + 1),
+        },
+    };
+    if anthropic_port.is_some() && anthropic_port == Some(raw.proxy.port) {
+        problems.push(bad(
+            layered,
+            "proxy.anthropic_port",
+            raw.proxy.port,
+            "must differ from proxy.port (0 disables the dedicated Anthropic port)",
+        ));
+    }
+
     Some(Config {
         host,
         port: raw.proxy.port,
+        anthropic_port,
         max_body_bytes: usize::try_from(raw.proxy.max_body_bytes).unwrap_or(usize::MAX),
         shutdown_timeout: Duration::from_secs(raw.proxy.shutdown_timeout_seconds),
         default_backend: raw.default_backend.clone(),

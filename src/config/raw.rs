@@ -33,6 +33,9 @@ pub struct RawProxy {
     pub host: String,
     #[serde(default = "default_port")]
     pub port: u16,
+    /// The dedicated Anthropic port: main port + 1 when unset, 0 disables it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anthropic_port: Option<u16>,
     /// Request bodies above this many bytes get a 413.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: u64,
@@ -59,6 +62,7 @@ impl Default for RawProxy {
         Self {
             host: default_host(),
             port: default_port(),
+            anthropic_port: None,
             max_body_bytes: default_max_body_bytes(),
             shutdown_timeout_seconds: default_shutdown_timeout(),
         }

@@ -127,10 +127,10 @@ pub struct ClientAddr(pub SocketAddr);
 pub fn error_response(protocol: Protocol, error: &Error) -> Response {
     let body = match protocol {
         // Other protocols plug their error bodies in here as their front-ends land.
-        Protocol::OpenAiChat
-        | Protocol::OpenAiResponses
-        | Protocol::Anthropic
-        | Protocol::Gemini => openai_chat::error_body(error),
+        Protocol::Anthropic => crate::protocol::anthropic::error_body(error),
+        Protocol::OpenAiChat | Protocol::OpenAiResponses | Protocol::Gemini => {
+            openai_chat::error_body(error)
+        }
     };
     let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut response = (status, axum::Json(body)).into_response();

@@ -4,6 +4,7 @@
 //! events. Everything protocol-independent about serving lives here: auth, body limits,
 //! error responses, the request log line, health and info.
 
+pub mod anthropic;
 mod common;
 pub mod openai_chat;
 
@@ -20,18 +21,33 @@ pub use common::{ClientAddr, error_response};
 use crate::engine::Engine;
 use crate::model::Protocol;
 
-/// The whole app: every front-end plus health, info and a protocol-shaped 404.
+/// The whole app on the main port: every front-end plus health, info and a 404 in the
+/// OpenAI shape.
 pub fn app(engine: Engine) -> axum::Router {
-    let api = openai_chat::routes().route_layer(middleware::from_fn_with_state(
-        (engine.clone(), Protocol::OpenAiChat),
-        require_auth,
-    ));
+    let auth = |protocol| middleware::from_fn_with_state((engine.clone(), protocol), require_auth);
     axum::Router::new()
         .route("/health", get(health))
         .route("/", get(info))
-        .merge(api)
+        .merge(anthropic::public_routes())
+        .merge(openai_chat::routes().route_layer(auth(Protocol::OpenAiChat)))
+        .merge(anthropic::routes().route_layer(auth(Protocol::Anthropic)))
         .fallback(not_found)
         .with_state(engine)
+}
+
+/// The dedicated Anthropic port: the Anthropic routes at the root, errors in its shape.
+pub fn anthropic_app(engine: Engine) -> axum::Router {
+    let auth = middleware::from_fn_with_state((engine.clone(), Protocol::Anthropic), require_auth);
+    axum::Router::new()
+        .merge(anthropic::dedicated_public_routes())
+        .merge(anthropic::dedicated_routes().route_layer(auth))
+        .fallback(anthropic_not_found)
+        .with_state(engine)
+}
+
+async fn anthropic_not_found(method: Method, request: Request) -> Response {
+    let err = crate::Error::not_found(format!("no route for {method} {}", request.uri().path()));
+    error_response(Protocol::Anthropic, &err)
 }
 
 async fn require_auth(
@@ -94,6 +110,9 @@ async fn info(State(engine): State<Engine>) -> impl IntoResponse {
         "version": env!("CARGO_PKG_VERSION"),
         "frontends": [
             {"protocol": "openai_chat", "paths": ["/v1/chat/completions", "/v1/models"]},
+            {"protocol": "anthropic", "paths": ["/v1/messages", "/anthropic/v1/messages",
+                "/anthropic/v1/messages/count_tokens", "/anthropic/v1/models"],
+             "port": config.anthropic_port},
         ],
         "default_backend": config.default_backend,
         "backends": backends,

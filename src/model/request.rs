@@ -286,6 +286,36 @@ pub struct Reasoning {
     pub budget_tokens: Option<u64>,
 }
 
+impl Reasoning {
+    /// The effort level, derived from the budget when only a budget was given
+    /// (≤ 1,024 low, ≤ 4,096 medium, else high; 0 is none).
+    pub fn effective_effort(&self) -> Option<ReasoningEffort> {
+        self.effort.or_else(|| {
+            self.budget_tokens.map(|budget| match budget {
+                0 => ReasoningEffort::None,
+                1..=1024 => ReasoningEffort::Low,
+                1025..=4096 => ReasoningEffort::Medium,
+                _ => ReasoningEffort::High,
+            })
+        })
+    }
+
+    /// The token budget, derived from the effort when only an effort was given
+    /// (minimal 1,024, low 1,024, medium 2,048, high 4,096, xhigh 16,384, none 0: the
+    /// defaults litellm uses, from ../shared/reference/PROTOCOLS.md §3.4).
+    pub fn effective_budget(&self) -> Option<u64> {
+        self.budget_tokens.or_else(|| {
+            self.effort.map(|effort| match effort {
+                ReasoningEffort::None => 0,
+                ReasoningEffort::Minimal | ReasoningEffort::Low => 1024,
+                ReasoningEffort::Medium => 2048,
+                ReasoningEffort::High => 4096,
+                ReasoningEffort::XHigh => 16384,
+            })
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum ResponseFormat {
     Text,
@@ -305,6 +335,9 @@ pub struct ClientInfo {
     pub session_id: Option<String>,
     /// The end user as the client names it (OpenAI `user`, Anthropic `metadata.user_id`).
     pub user: Option<String>,
+    /// Protocol-specific request headers (`anthropic-version`, `anthropic-beta`), forwarded
+    /// unchanged to back-ends of that protocol and to no others.
+    pub protocol_headers: Option<(Protocol, Vec<(String, String)>)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -341,6 +374,49 @@ impl Request {
             client: ClientInfo::default(),
             extensions: Extensions::default(),
         }
+    }
+
+    /// A rough count of input tokens (four characters a token, a flat 1,000 per image),
+    /// for protocols that must report input usage before the provider has, and for
+    /// limits checked before sending. Never zero.
+    pub fn estimated_input_tokens(&self) -> u64 {
+        fn part_chars(part: &Part) -> usize {
+            match part {
+                Part::Text { text, .. } | Part::Refusal { text } => text.len(),
+                Part::Thinking { text, .. } => text.len(),
+                Part::Image { .. } => 4_000,
+                Part::ToolCall {
+                    name, arguments, ..
+                } => name.len() + arguments.len(),
+                Part::ToolResult { content, .. } => content.iter().map(part_chars).sum(),
+                Part::Opaque { value, .. } => value.to_string().len(),
+            }
+        }
+        let messages: usize = self
+            .messages
+            .iter()
+            .flat_map(|m| m.parts.iter())
+            .chain(self.system.iter())
+            .map(part_chars)
+            .sum();
+        let tools: usize = self
+            .tools
+            .iter()
+            .map(|tool| match tool {
+                Tool::Function {
+                    name,
+                    description,
+                    parameters,
+                    ..
+                } => {
+                    name.len()
+                        + description.as_ref().map_or(0, String::len)
+                        + parameters.as_ref().map_or(0, |p| p.to_string().len())
+                }
+                Tool::Opaque { value, .. } => value.to_string().len(),
+            })
+            .sum();
+        ((messages + tools) as u64).div_ceil(4).max(1)
     }
 
     /// The text of the last user message, where in-chat commands live.

@@ -3,6 +3,7 @@
 //! that serves it and every back-end that speaks it. There are no pairwise translators:
 //! Anthropic-to-OpenAI is Anthropic decode followed by OpenAI encode.
 
+pub mod anthropic;
 pub mod openai_chat;
 pub mod sse;
 

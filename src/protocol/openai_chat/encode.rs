@@ -62,7 +62,11 @@ pub fn encode_request(request: &Request, model: &str) -> Value {
         "parallel_tool_calls",
         request.parallel_tool_calls,
     );
-    if let Some(effort) = request.reasoning.as_ref().and_then(|r| r.effort) {
+    if let Some(effort) = request
+        .reasoning
+        .as_ref()
+        .and_then(|r| r.effective_effort())
+    {
         body.insert("reasoning_effort".into(), Value::from(effort.as_str()));
     }
     if let Some(format) = &request.response_format {

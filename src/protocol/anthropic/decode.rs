@@ -1,0 +1,613 @@
+//! Anthropic Messages wire -> canonical model.
+
+use serde_json::{Map, Value};
+
+use super::types::{MessagesRequest, MessagesResponse, TextOrBlocks, WireMessage, WireUsage};
+use crate::Error;
+use crate::model::{
+    Event, Extensions, FinishReason, ImageSource, Message, Part, Protocol, Reasoning, Request,
+    Role, Sampling, Tool, ToolChoice, Usage,
+};
+use crate::protocol::ChunkError;
+use crate::protocol::openai_chat::decode::parse_json;
+
+const PROTOCOL: Protocol = Protocol::Anthropic;
+
+/// Extensions that always carry their source, even when empty: a thinking block's
+/// signature is only valid for the provider that made it.
+fn anthropic_ext(fields: Map<String, Value>) -> Extensions {
+    Extensions {
+        source: Some(PROTOCOL),
+        fields,
+    }
+}
+
+/// Parses a Messages request. Errors name the offending field.
+pub fn decode_request(body: &[u8]) -> Result<Request, Error> {
+    let wire: MessagesRequest = parse_json(body)?;
+    request_from_wire(wire)
+}
+
+/// The input tokens of a request, as `count_tokens` reports them (an estimate).
+pub fn estimate_input_tokens(request: &Request) -> u64 {
+    request.estimated_input_tokens()
+}
+
+fn request_from_wire(wire: MessagesRequest) -> Result<Request, Error> {
+    let MessagesRequest {
+        model,
+        messages,
+        max_tokens,
+        system,
+        tools,
+        tool_choice,
+        thinking,
+        stop_sequences,
+        temperature,
+        top_p,
+        top_k,
+        metadata,
+        stream,
+        mut extra,
+    } = wire;
+    if model.is_empty() {
+        return Err(Error::invalid_field("model", "model: must not be empty"));
+    }
+    let Some(max_tokens) = max_tokens else {
+        return Err(Error::invalid_field(
+            "max_tokens",
+            "max_tokens: Field required",
+        ));
+    };
+    let messages = decode_messages(messages)?;
+    let mut request = Request::new(model, messages);
+    request.system = match system {
+        None => Vec::new(),
+        Some(TextOrBlocks::Text(text)) => vec![Part::text(text)],
+        Some(TextOrBlocks::Blocks(blocks)) => blocks
+            .into_iter()
+            .enumerate()
+            .map(|(i, block)| decode_block(block, &format!("system[{i}]"), Role::System))
+            .collect::<Result<_, _>>()?,
+    };
+    request.tools = tools
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(i, tool)| decode_tool(tool, i))
+        .collect::<Result<_, _>>()?;
+    if let Some(choice) = tool_choice {
+        let (choice, parallel) = decode_tool_choice(choice)?;
+        request.tool_choice = choice;
+        request.parallel_tool_calls = parallel;
+    }
+    if let Some(thinking) = thinking {
+        match thinking.get("type").and_then(Value::as_str) {
+            Some("enabled") => {
+                request.reasoning = Some(Reasoning {
+                    effort: None,
+                    budget_tokens: thinking.get("budget_tokens").and_then(Value::as_u64),
+                });
+            }
+            Some("disabled") => {
+                request.reasoning = Some(Reasoning {
+                    effort: Some(crate::model::ReasoningEffort::None),
+                    budget_tokens: None,
+                });
+            }
+            // Adaptive thinking and anything newer reach Anthropic back-ends unchanged.
+            _ => {
+                extra.insert("thinking".into(), thinking);
+            }
+        }
+    }
+    request.sampling = Sampling {
+        temperature,
+        top_p,
+        top_k,
+        max_tokens: Some(max_tokens),
+        stop: stop_sequences.unwrap_or_default(),
+        ..Sampling::default()
+    };
+    if let Some(mut metadata) = metadata {
+        if let Some(Value::String(user)) = metadata.remove("user_id") {
+            request.client.user = Some(user);
+        }
+        if !metadata.is_empty() {
+            extra.insert("metadata".into(), Value::Object(metadata));
+        }
+    }
+    request.stream = stream.unwrap_or(false);
+    request.extensions = Extensions::new(PROTOCOL, extra);
+    Ok(request)
+}
+
+fn decode_messages(messages: Vec<WireMessage>) -> Result<Vec<Message>, Error> {
+    let mut out = Vec::with_capacity(messages.len());
+    let mut tool_use_ids: Vec<String> = Vec::new();
+    for (i, message) in messages.into_iter().enumerate() {
+        let path = format!("messages[{i}]");
+        let role = match message.role.as_str() {
+            "user" => Role::User,
+            "assistant" => Role::Assistant,
+            other => {
+                return Err(Error::invalid_field(
+                    format!("{path}.role"),
+                    format!("{path}.role: Input should be 'user' or 'assistant', not '{other}'"),
+                ));
+            }
+        };
+        let (parts, as_parts) = match message.content {
+            TextOrBlocks::Text(text) => (vec![Part::text(text)], false),
+            TextOrBlocks::Blocks(blocks) => (
+                blocks
+                    .into_iter()
+                    .enumerate()
+                    .map(|(j, block)| decode_block(block, &format!("{path}.content[{j}]"), role))
+                    .collect::<Result<Vec<_>, _>>()?,
+                true,
+            ),
+        };
+        for (j, part) in parts.iter().enumerate() {
+            match part {
+                Part::ToolCall { id, .. } => tool_use_ids.push(id.clone()),
+                Part::ToolResult { call_id, .. } if !tool_use_ids.contains(call_id) => {
+                    return Err(Error::invalid_field(
+                        format!("{path}.content[{j}].tool_use_id"),
+                        format!(
+                            "{path}.content[{j}]: unexpected `tool_use_id` found in \
+                             `tool_result` blocks: {call_id}. Each `tool_result` block must \
+                             have a corresponding `tool_use` block in an earlier message."
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        out.push(Message {
+            role,
+            parts,
+            name: None,
+            content_as_parts: as_parts,
+            extensions: Extensions::new(PROTOCOL, message.extra),
+        });
+    }
+    Ok(out)
+}
+
+fn take_str(obj: &mut Map<String, Value>, key: &str, path: &str) -> Result<String, Error> {
+    match obj.remove(key) {
+        Some(Value::String(s)) => Ok(s),
+        _ => Err(Error::invalid_field(
+            format!("{path}.{key}"),
+            format!("{path}.{key}: Field required (a string)"),
+        )),
+    }
+}
+
+/// Reads one content block. Blocks of kinds the model does not know are kept whole for
+/// Anthropic back-ends; blocks in the wrong role are errors.
+fn decode_block(block: Value, path: &str, role: Role) -> Result<Part, Error> {
+    let Value::Object(mut obj) = block else {
+        return Err(Error::invalid_field(
+            path,
+            format!("{path}: Input should be an object with a 'type'"),
+        ));
+    };
+    let Some(Value::String(kind)) = obj.remove("type") else {
+        return Err(Error::invalid_field(
+            format!("{path}.type"),
+            format!("{path}.type: Field required"),
+        ));
+    };
+    let wrong_role = |allowed: &str| {
+        Error::invalid_field(
+            format!("{path}.type"),
+            format!("{path}: a '{kind}' block is only allowed in {allowed} messages"),
+        )
+    };
+    match kind.as_str() {
+        "text" => {
+            let text = take_str(&mut obj, "text", path)?;
+            Ok(Part::Text {
+                text,
+                extensions: Extensions::new(PROTOCOL, obj),
+            })
+        }
+        "image" => match decode_source(&mut obj, path)? {
+            Some(source) => Ok(Part::Image {
+                source,
+                detail: None,
+                extensions: Extensions::new(PROTOCOL, obj),
+            }),
+            // A Files API reference or a newer source kind: kept whole.
+            None => {
+                obj.insert("type".into(), Value::String(kind));
+                Ok(Part::Opaque {
+                    protocol: PROTOCOL,
+                    value: Value::Object(obj),
+                })
+            }
+        },
+        "tool_use" => {
+            if role != Role::Assistant {
+                return Err(wrong_role("assistant"));
+            }
+            let id = take_str(&mut obj, "id", path)?;
+            let name = take_str(&mut obj, "name", path)?;
+            let input = obj.remove("input").unwrap_or(Value::Object(Map::new()));
+            Ok(Part::ToolCall {
+                id,
+                name,
+                arguments: input.to_string(),
+                extensions: Extensions::new(PROTOCOL, obj),
+            })
+        }
+        "tool_result" => {
+            if role != Role::User {
+                return Err(wrong_role("user"));
+            }
+            let call_id = take_str(&mut obj, "tool_use_id", path)?;
+            let is_error = obj
+                .remove("is_error")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false);
+            let content = match obj.remove("content") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::String(text)) => vec![Part::text(text)],
+                Some(Value::Array(blocks)) => blocks
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, b)| decode_block(b, &format!("{path}.content[{i}]"), role))
+                    .collect::<Result<_, _>>()?,
+                Some(_) => {
+                    return Err(Error::invalid_field(
+                        format!("{path}.content"),
+                        format!("{path}.content: Input should be a string or a list of blocks"),
+                    ));
+                }
+            };
+            Ok(Part::ToolResult {
+                call_id,
+                content,
+                is_error,
+                extensions: Extensions::new(PROTOCOL, obj),
+            })
+        }
+        "thinking" => {
+            let text = take_str(&mut obj, "thinking", path)?;
+            let signature = match obj.remove("signature") {
+                Some(Value::String(s)) => Some(s),
+                _ => None,
+            };
+            Ok(Part::Thinking {
+                text,
+                signature,
+                redacted: false,
+                extensions: anthropic_ext(obj),
+            })
+        }
+        "redacted_thinking" => {
+            let data = take_str(&mut obj, "data", path)?;
+            Ok(Part::Thinking {
+                text: data,
+                signature: None,
+                redacted: true,
+                extensions: anthropic_ext(obj),
+            })
+        }
+        _ => {
+            obj.insert("type".into(), Value::String(kind));
+            Ok(Part::Opaque {
+                protocol: PROTOCOL,
+                value: Value::Object(obj),
+            })
+        }
+    }
+}
+
+/// An image source, or `None` for kinds the model has no slot for (left in `obj`).
+fn decode_source(obj: &mut Map<String, Value>, path: &str) -> Result<Option<ImageSource>, Error> {
+    let Some(Value::Object(mut source)) = obj.remove("source") else {
+        return Err(Error::invalid_field(
+            format!("{path}.source"),
+            format!("{path}.source: Field required"),
+        ));
+    };
+    let spath = format!("{path}.source");
+    match source.get("type").and_then(Value::as_str) {
+        Some("base64") => Ok(Some(ImageSource::Base64 {
+            media_type: take_str(&mut source, "media_type", &spath)?,
+            data: take_str(&mut source, "data", &spath)?,
+        })),
+        Some("url") => Ok(Some(ImageSource::Url(take_str(
+            &mut source,
+            "url",
+            &spath,
+        )?))),
+        _ => {
+            obj.insert("source".into(), Value::Object(source));
+            Ok(None)
+        }
+    }
+}
+
+fn decode_tool(tool: Value, index: usize) -> Result<Tool, Error> {
+    let path = format!("tools[{index}]");
+    let Value::Object(mut obj) = tool else {
+        return Err(Error::invalid_field(
+            &path,
+            format!("{path}: Input should be an object"),
+        ));
+    };
+    // Server tools (web search, bash, text editor, ...) have a versioned `type`.
+    if obj
+        .get("type")
+        .and_then(Value::as_str)
+        .is_some_and(|t| t != "custom")
+    {
+        return Ok(Tool::Opaque {
+            protocol: PROTOCOL,
+            value: Value::Object(obj),
+        });
+    }
+    let name = take_str(&mut obj, "name", &path)?;
+    let description = match obj.remove("description") {
+        Some(Value::String(d)) => Some(d),
+        _ => None,
+    };
+    let parameters = obj.remove("input_schema");
+    if parameters.is_none() {
+        return Err(Error::invalid_field(
+            format!("{path}.input_schema"),
+            format!("{path}.input_schema: Field required"),
+        ));
+    }
+    Ok(Tool::Function {
+        name,
+        description,
+        parameters,
+        strict: None,
+        extensions: Extensions::new(PROTOCOL, obj),
+    })
+}
+
+fn decode_tool_choice(value: Value) -> Result<(Option<ToolChoice>, Option<bool>), Error> {
+    let parallel = value
+        .get("disable_parallel_tool_use")
+        .and_then(Value::as_bool)
+        .map(|disabled| !disabled);
+    let choice = match value.get("type").and_then(Value::as_str) {
+        Some("auto") => ToolChoice::Auto,
+        Some("any") => ToolChoice::Required,
+        Some("none") => ToolChoice::None,
+        Some("tool") => match value.get("name").and_then(Value::as_str) {
+            Some(name) => ToolChoice::Tool(name.to_owned()),
+            None => {
+                return Err(Error::invalid_field(
+                    "tool_choice.name",
+                    "tool_choice.name: Field required when type is 'tool'",
+                ));
+            }
+        },
+        _ => {
+            return Err(Error::invalid_field(
+                "tool_choice.type",
+                "tool_choice.type: Input should be 'auto', 'any', 'tool' or 'none'",
+            ));
+        }
+    };
+    Ok((Some(choice), parallel))
+}
+
+/// Maps a wire stop reason to the model's.
+pub fn stop_reason(reason: &str) -> FinishReason {
+    match reason {
+        "end_turn" => FinishReason::EndTurn,
+        "max_tokens" => FinishReason::MaxTokens,
+        "stop_sequence" => FinishReason::StopSequence,
+        "tool_use" => FinishReason::ToolUse,
+        "pause_turn" => FinishReason::PauseTurn,
+        "refusal" => FinishReason::Refusal,
+        "model_context_window_exceeded" => FinishReason::ContextWindowExceeded,
+        other => FinishReason::Other(other.to_owned()),
+    }
+}
+
+/// Anthropic usage -> the model's (input there excludes cache reads and writes).
+pub fn usage(value: Value) -> Option<Usage> {
+    let Value::Object(raw) = value else {
+        return None;
+    };
+    let wire: WireUsage = serde_json::from_value(Value::Object(raw.clone())).ok()?;
+    let read = wire.cache_read_input_tokens.unwrap_or(0);
+    let written = wire.cache_creation_input_tokens.unwrap_or(0);
+    Some(Usage {
+        input_tokens: wire.input_tokens + read + written,
+        output_tokens: wire.output_tokens,
+        cached_input_tokens: wire.cache_read_input_tokens,
+        cache_creation_input_tokens: wire.cache_creation_input_tokens,
+        reasoning_tokens: None,
+        extensions: Extensions::new(PROTOCOL, raw),
+    })
+}
+
+/// The error a provider reported in an `{"type":"error","error":{...}}` body or event.
+pub(crate) fn wire_error(value: &Value) -> ChunkError {
+    let error = value.get("error").unwrap_or(value);
+    let field = |key: &str| error.get(key).and_then(Value::as_str).map(str::to_owned);
+    ChunkError::Upstream {
+        message: field("message").unwrap_or_else(|| error.to_string()),
+        error_type: field("type"),
+        code: None,
+    }
+}
+
+/// Turns one content block of a response into events.
+pub(crate) fn block_events(block: Value, index: &mut u32, out: &mut Vec<Event>) {
+    let Value::Object(mut obj) = block else {
+        return;
+    };
+    let kind = obj
+        .remove("type")
+        .and_then(|t| t.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let text = |obj: &mut Map<String, Value>, key: &str| match obj.remove(key) {
+        Some(Value::String(s)) => s,
+        _ => String::new(),
+    };
+    match kind.as_str() {
+        "text" => out.push(Event::TextDelta(text(&mut obj, "text"))),
+        "thinking" => {
+            let thinking = text(&mut obj, "thinking");
+            let signature = match obj.remove("signature") {
+                Some(Value::String(s)) => Some(s),
+                _ => None,
+            };
+            out.push(Event::ThinkingDelta {
+                text: thinking,
+                signature,
+            });
+        }
+        "redacted_thinking" => out.push(Event::RedactedThinking(text(&mut obj, "data"))),
+        "tool_use" => {
+            let call = *index;
+            *index += 1;
+            out.push(Event::ToolCallStart {
+                index: call,
+                id: text(&mut obj, "id"),
+                name: text(&mut obj, "name"),
+            });
+            let input = obj.remove("input").unwrap_or(Value::Object(Map::new()));
+            out.push(Event::ToolCallArgsDelta {
+                index: call,
+                arguments: input.to_string(),
+            });
+            out.push(Event::ToolCallEnd { index: call });
+        }
+        _ => {
+            // Server tool blocks and newer kinds: kept whole for an Anthropic client.
+            obj.insert("type".into(), Value::String(kind));
+            let mut fields = Map::new();
+            fields.insert("block".into(), Value::Object(obj));
+            out.push(Event::Extension(Extensions::new(PROTOCOL, fields)));
+        }
+    }
+}
+
+/// Turns a non-streaming response into the event sequence a stream would give.
+pub fn decode_response(body: &[u8]) -> Result<Vec<Event>, ChunkError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ChunkError::Garbage(format!("the response is not JSON: {e}")))?;
+    if value.get("type").and_then(Value::as_str) == Some("error") {
+        return Err(wire_error(&value));
+    }
+    let response: MessagesResponse = serde_json::from_value(value)
+        .map_err(|e| ChunkError::Garbage(format!("the response is not a message: {e}")))?;
+    let mut top = response.extra;
+    for known in ["type", "role"] {
+        top.remove(known);
+    }
+    let mut scoped = Map::new();
+    if !top.is_empty() {
+        scoped.insert("top".into(), Value::Object(top));
+    }
+    let mut events = vec![Event::Start {
+        id: response.id,
+        model: response.model,
+        created: None,
+        extensions: Extensions::new(PROTOCOL, scoped),
+    }];
+    let mut index = 0;
+    for block in response.content {
+        block_events(block, &mut index, &mut events);
+    }
+    if let Some(u) = response.usage.and_then(usage) {
+        events.push(Event::Usage(u));
+    }
+    events.push(Event::Finish {
+        reason: response
+            .stop_reason
+            .as_deref()
+            .map(stop_reason)
+            .unwrap_or(FinishReason::EndTurn),
+        stop_sequence: response.stop_sequence,
+    });
+    Ok(events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(json: &str) -> Result<Request, Error> {
+        decode_request(json.as_bytes())
+    }
+
+    #[test]
+    fn max_tokens_is_required() {
+        let err =
+            decode(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).unwrap_err();
+        assert_eq!(err.param(), Some("max_tokens"));
+    }
+
+    #[test]
+    fn tool_results_need_an_earlier_tool_use() {
+        let err = decode(
+            r#"{"model":"m","max_tokens":10,"messages":[{"role":"user","content":[
+                {"type":"tool_result","tool_use_id":"toolu_x","content":"42"}]}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(err.param(), Some("messages[0].content[0].tool_use_id"));
+        assert!(err.to_string().contains("toolu_x"));
+    }
+
+    #[test]
+    fn blocks_in_the_wrong_role_or_without_a_type_are_rejected() {
+        let err = decode(
+            r#"{"model":"m","max_tokens":10,"messages":[{"role":"user","content":[
+                {"type":"tool_use","id":"t","name":"f","input":{}}]}]}"#,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("only allowed in assistant"),
+            "{err}"
+        );
+        let err = decode(r#"{"model":"m","max_tokens":10,"messages":[{"role":"user","content":[{"text":"x"}]}]}"#)
+            .unwrap_err();
+        assert_eq!(err.param(), Some("messages[0].content[0].type"));
+        let err =
+            decode(r#"{"model":"m","max_tokens":10,"messages":[{"role":"user","content":7}]}"#)
+                .unwrap_err();
+        assert_eq!(err.param(), Some("messages[0].content"));
+    }
+
+    #[test]
+    fn thinking_tool_choice_and_metadata_are_read() {
+        let request = decode(
+            r#"{"model":"m","max_tokens":2000,"thinking":{"type":"enabled","budget_tokens":1500},
+                "tool_choice":{"type":"any","disable_parallel_tool_use":true},
+                "metadata":{"user_id":"u1"},"stop_sequences":["END"],"top_k":5,
+                "messages":[{"role":"user","content":"hi"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(request.reasoning.unwrap().budget_tokens, Some(1500));
+        assert_eq!(request.tool_choice, Some(ToolChoice::Required));
+        assert_eq!(request.parallel_tool_calls, Some(false));
+        assert_eq!(request.client.user.as_deref(), Some("u1"));
+        assert_eq!(request.sampling.top_k, Some(5));
+        assert_eq!(request.sampling.stop, ["END"]);
+    }
+
+    #[test]
+    fn usage_counts_cache_reads_and_writes_as_input() {
+        let u = usage(
+            serde_json::json!({"input_tokens": 10, "cache_read_input_tokens": 100,
+            "cache_creation_input_tokens": 5, "output_tokens": 7}),
+        )
+        .unwrap();
+        assert_eq!(u.input_tokens, 115);
+        assert_eq!(u.cached_input_tokens, Some(100));
+        assert_eq!(u.cache_creation_input_tokens, Some(5));
+    }
+}

@@ -1,0 +1,591 @@
+//! Anthropic streaming, both ways: upstream events -> model events, model events -> the
+//! client's `event:`/`data:` frames in the exact order Anthropic documents.
+
+use bytes::Bytes;
+use serde_json::{Map, Value, json};
+
+use super::SYNTHETIC_SIGNATURE;
+use super::decode::{stop_reason, usage, wire_error};
+use super::encode::{
+    effective_stop, error_body, message_id, stop_reason as wire_stop, usage as wire_usage,
+};
+use crate::Error;
+use crate::model::{Event, Extensions, FinishReason, Protocol, Usage};
+use crate::protocol::sse::named_frame;
+use crate::protocol::{ChunkError, StreamDecoder};
+
+const PROTOCOL: Protocol = Protocol::Anthropic;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Block {
+    Text,
+    Thinking,
+    Tool(u32),
+    Other,
+}
+
+/// Reads an upstream Anthropic stream into events.
+#[derive(Debug, Default)]
+pub struct EventDecoder {
+    started: bool,
+    /// Usage so far: `message_start`'s, overlaid by each cumulative `message_delta`.
+    usage: Map<String, Value>,
+    /// Kind of each open block, by wire index.
+    blocks: Vec<(u64, Block)>,
+    tools: u32,
+    finished: bool,
+    done: bool,
+}
+
+impl EventDecoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn block(&self, index: u64) -> Option<Block> {
+        self.blocks
+            .iter()
+            .rev()
+            .find(|(i, _)| *i == index)
+            .map(|(_, b)| *b)
+    }
+
+    fn start(&mut self, data: &Value, out: &mut Vec<Event>) {
+        self.started = true;
+        let mut top = data
+            .get("message")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        if let Some(Value::Object(usage)) = top.remove("usage") {
+            self.usage = usage;
+        }
+        let mut text = |key: &str| match top.remove(key) {
+            Some(Value::String(s)) => s,
+            _ => String::new(),
+        };
+        let (id, model) = (text("id"), text("model"));
+        for known in ["type", "role", "content", "stop_reason", "stop_sequence"] {
+            top.remove(known);
+        }
+        let mut scoped = Map::new();
+        if !top.is_empty() {
+            scoped.insert("top".into(), Value::Object(top));
+        }
+        if !self.usage.is_empty() {
+            scoped.insert("start_usage".into(), Value::Object(self.usage.clone()));
+        }
+        out.push(Event::Start {
+            id,
+            model,
+            created: None,
+            extensions: Extensions::new(PROTOCOL, scoped),
+        });
+    }
+
+    fn passthrough(key: &str, value: Value, out: &mut Vec<Event>) {
+        let mut fields = Map::new();
+        fields.insert(key.into(), value);
+        out.push(Event::Extension(Extensions::new(PROTOCOL, fields)));
+    }
+}
+
+impl StreamDecoder for EventDecoder {
+    fn push(&mut self, event: &str, data: &str, out: &mut Vec<Event>) -> Result<(), ChunkError> {
+        let data = data.trim();
+        if data.is_empty() {
+            return Ok(());
+        }
+        let value: Value = serde_json::from_str(data).map_err(|e| {
+            ChunkError::Garbage(format!("stream event is not JSON ({e}): {}", preview(data)))
+        })?;
+        let kind = value
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or(event)
+            .to_owned();
+        if kind == "error" {
+            return Err(wire_error(&value));
+        }
+        if !self.started && kind != "ping" {
+            if kind != "message_start" {
+                return Err(ChunkError::Garbage(format!(
+                    "the stream began with '{kind}' instead of message_start"
+                )));
+            }
+            self.start(&value, out);
+            return Ok(());
+        }
+        let index = value.get("index").and_then(Value::as_u64).unwrap_or(0);
+        match kind.as_str() {
+            "content_block_start" => {
+                let block = value.get("content_block").cloned().unwrap_or(Value::Null);
+                let text = |key: &str| {
+                    block
+                        .get(key)
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_owned()
+                };
+                let kind = match block.get("type").and_then(Value::as_str) {
+                    Some("text") => {
+                        let t = text("text");
+                        if !t.is_empty() {
+                            out.push(Event::TextDelta(t));
+                        }
+                        Block::Text
+                    }
+                    Some("thinking") => {
+                        let t = text("thinking");
+                        if !t.is_empty() {
+                            out.push(Event::ThinkingDelta {
+                                text: t,
+                                signature: None,
+                            });
+                        }
+                        Block::Thinking
+                    }
+                    Some("redacted_thinking") => {
+                        out.push(Event::RedactedThinking(text("data")));
+                        Block::Other
+                    }
+                    Some("tool_use") => {
+                        let call = self.tools;
+                        self.tools += 1;
+                        out.push(Event::ToolCallStart {
+                            index: call,
+                            id: text("id"),
+                            name: text("name"),
+                        });
+                        if let Some(Value::Object(input)) = block.get("input")
+                            && !input.is_empty()
+                        {
+                            out.push(Event::ToolCallArgsDelta {
+                                index: call,
+                                arguments: Value::Object(input.clone()).to_string(),
+                            });
+                        }
+                        Block::Tool(call)
+                    }
+                    _ => {
+                        Self::passthrough("block_start", block.clone(), out);
+                        Block::Other
+                    }
+                };
+                self.blocks.push((index, kind));
+            }
+            "content_block_delta" => {
+                let delta = value.get("delta").cloned().unwrap_or(Value::Null);
+                let text = |key: &str| {
+                    delta
+                        .get(key)
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_owned()
+                };
+                match (delta.get("type").and_then(Value::as_str), self.block(index)) {
+                    (Some("text_delta"), _) => out.push(Event::TextDelta(text("text"))),
+                    (Some("thinking_delta"), _) => out.push(Event::ThinkingDelta {
+                        text: text("thinking"),
+                        signature: None,
+                    }),
+                    (Some("signature_delta"), _) => out.push(Event::ThinkingDelta {
+                        text: String::new(),
+                        signature: Some(text("signature")),
+                    }),
+                    (Some("input_json_delta"), Some(Block::Tool(call))) => {
+                        let fragment = text("partial_json");
+                        if !fragment.is_empty() {
+                            out.push(Event::ToolCallArgsDelta {
+                                index: call,
+                                arguments: fragment,
+                            });
+                        }
+                    }
+                    _ => Self::passthrough("block_delta", delta.clone(), out),
+                }
+            }
+            "content_block_stop" => match self.block(index) {
+                Some(Block::Tool(call)) => out.push(Event::ToolCallEnd { index: call }),
+                Some(Block::Other) => Self::passthrough("block_stop", Value::Bool(true), out),
+                _ => {}
+            },
+            "message_delta" => {
+                if let Some(Value::Object(delta_usage)) = value.get("usage") {
+                    for (k, v) in delta_usage {
+                        if !v.is_null() {
+                            self.usage.insert(k.clone(), v.clone());
+                        }
+                    }
+                }
+                if let Some(u) = usage(Value::Object(self.usage.clone())) {
+                    out.push(Event::Usage(u));
+                }
+                let delta = value.get("delta").cloned().unwrap_or(Value::Null);
+                if let Some(reason) = delta.get("stop_reason").and_then(Value::as_str) {
+                    self.finished = true;
+                    out.push(Event::Finish {
+                        reason: stop_reason(reason),
+                        stop_sequence: delta
+                            .get("stop_sequence")
+                            .and_then(Value::as_str)
+                            .map(str::to_owned),
+                    });
+                }
+            }
+            "message_stop" => self.done = true,
+            // ping, and event types newer than this code: Anthropic asks clients to
+            // tolerate them.
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn is_done(&self) -> bool {
+        self.done
+    }
+
+    fn finish(&mut self) -> Result<(), ChunkError> {
+        if self.finished {
+            Ok(())
+        } else {
+            Err(ChunkError::Truncated)
+        }
+    }
+}
+
+fn preview(data: &str) -> String {
+    let mut end = data.len().min(120);
+    while !data.is_char_boundary(end) {
+        end -= 1;
+    }
+    data[..end].to_owned()
+}
+
+/// A tool call waiting for the open block to close: Anthropic never interleaves blocks,
+/// while OpenAI-style sources interleave parallel calls.
+#[derive(Debug)]
+struct Queued {
+    index: u32,
+    id: String,
+    name: String,
+    arguments: String,
+    ended: bool,
+}
+
+/// Encodes events as an Anthropic client stream.
+#[derive(Debug)]
+pub struct EventEncoder {
+    estimated_input: u64,
+    started: bool,
+    next_index: u32,
+    open: Option<(u32, Block)>,
+    thinking_signed: bool,
+    queue: Vec<Queued>,
+    called_tools: bool,
+    usage: Option<Usage>,
+    finish: Option<(FinishReason, Option<String>)>,
+    closed: bool,
+}
+
+impl EventEncoder {
+    /// `estimated_input` fills `message_start.usage.input_tokens` when the upstream reports
+    /// usage only at the end: Claude Code reads it from there and breaks on zeros.
+    pub fn new(estimated_input: u64) -> Self {
+        Self {
+            estimated_input,
+            started: false,
+            next_index: 0,
+            open: None,
+            thinking_signed: false,
+            queue: Vec::new(),
+            called_tools: false,
+            usage: None,
+            finish: None,
+            closed: false,
+        }
+    }
+
+    fn frame(name: &str, value: Value, out: &mut Vec<Bytes>) {
+        out.push(named_frame(name, &value));
+    }
+
+    fn start(&mut self, id: &str, model: &str, extensions: &Extensions, out: &mut Vec<Bytes>) {
+        self.started = true;
+        let ext = extensions.for_protocol(PROTOCOL);
+        let usage = match ext.and_then(|e| e.get("start_usage")) {
+            Some(Value::Object(u)) => Value::Object(u.clone()),
+            _ => json!({
+                "input_tokens": self.estimated_input,
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 0,
+                "output_tokens": 1,
+            }),
+        };
+        let mut message = match ext.and_then(|e| e.get("top")) {
+            Some(Value::Object(top)) => top.clone(),
+            _ => Map::new(),
+        };
+        message.insert("id".into(), Value::from(message_id(id)));
+        message.insert("type".into(), Value::from("message"));
+        message.insert("role".into(), Value::from("assistant"));
+        message.insert("model".into(), Value::from(model));
+        message.insert("content".into(), json!([]));
+        message.insert("stop_reason".into(), Value::Null);
+        message.insert("stop_sequence".into(), Value::Null);
+        message.insert("usage".into(), usage);
+        Self::frame(
+            "message_start",
+            json!({"type": "message_start", "message": message}),
+            out,
+        );
+        Self::frame("ping", json!({"type": "ping"}), out);
+    }
+
+    fn ensure_started(&mut self, out: &mut Vec<Bytes>) {
+        if !self.started {
+            self.start("", "", &Extensions::default(), out);
+        }
+    }
+
+    fn open_block(&mut self, block: Block, content_block: Value, out: &mut Vec<Bytes>) -> u32 {
+        self.close_block(out);
+        let index = self.next_index;
+        self.next_index += 1;
+        self.open = Some((index, block));
+        self.thinking_signed = false;
+        Self::frame(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": index, "content_block": content_block}),
+            out,
+        );
+        index
+    }
+
+    fn delta(&self, delta: Value, out: &mut Vec<Bytes>) {
+        if let Some((index, _)) = self.open {
+            Self::frame(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": index, "delta": delta}),
+                out,
+            );
+        }
+    }
+
+    fn close_block(&mut self, out: &mut Vec<Bytes>) {
+        let Some((index, block)) = self.open.take() else {
+            return;
+        };
+        if block == Block::Thinking && !self.thinking_signed {
+            // Claude Code drops thinking blocks without a signature.
+            Self::frame(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": index,
+                       "delta": {"type": "signature_delta", "signature": SYNTHETIC_SIGNATURE}}),
+                out,
+            );
+        }
+        Self::frame(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": index}),
+            out,
+        );
+    }
+
+    fn open_tool(&mut self, index: u32, id: &str, name: &str, out: &mut Vec<Bytes>) {
+        self.called_tools = true;
+        self.open_block(
+            Block::Tool(index),
+            json!({"type": "tool_use", "id": id, "name": name, "input": {}}),
+            out,
+        );
+    }
+
+    /// Opens queued calls in order once the open block is done with.
+    fn flush_queue(&mut self, out: &mut Vec<Bytes>) {
+        while !self.queue.is_empty() {
+            if matches!(self.open, Some((_, Block::Tool(_)))) {
+                return;
+            }
+            let next = self.queue.remove(0);
+            self.open_tool(next.index, &next.id, &next.name, out);
+            if !next.arguments.is_empty() {
+                self.delta(
+                    json!({"type": "input_json_delta", "partial_json": next.arguments}),
+                    out,
+                );
+            }
+            if next.ended {
+                self.close_block(out);
+            }
+        }
+    }
+
+    fn close_all(&mut self, out: &mut Vec<Bytes>) {
+        loop {
+            self.close_block(out);
+            if self.queue.is_empty() {
+                return;
+            }
+            for queued in &mut self.queue {
+                queued.ended = true;
+            }
+            self.flush_queue(out);
+        }
+    }
+
+    pub fn push(&mut self, event: Event, out: &mut Vec<Bytes>) {
+        if self.closed {
+            return;
+        }
+        if !self.started && !matches!(event, Event::Start { .. } | Event::Error(_)) {
+            self.ensure_started(out);
+        }
+        match event {
+            Event::Start {
+                id,
+                model,
+                extensions,
+                ..
+            } => {
+                if !self.started {
+                    self.start(&id, &model, &extensions, out);
+                }
+            }
+            Event::TextDelta(text) | Event::RefusalDelta(text) => {
+                if text.is_empty() {
+                    return;
+                }
+                if !matches!(self.open, Some((_, Block::Text))) {
+                    self.close_all(out);
+                    self.open_block(Block::Text, json!({"type": "text", "text": ""}), out);
+                }
+                self.delta(json!({"type": "text_delta", "text": text}), out);
+            }
+            Event::ThinkingDelta { text, signature } => {
+                if !matches!(self.open, Some((_, Block::Thinking))) || self.thinking_signed {
+                    if text.is_empty() && signature.is_none() {
+                        return;
+                    }
+                    self.close_all(out);
+                    self.open_block(
+                        Block::Thinking,
+                        json!({"type": "thinking", "thinking": ""}),
+                        out,
+                    );
+                }
+                if !text.is_empty() {
+                    self.delta(json!({"type": "thinking_delta", "thinking": text}), out);
+                }
+                if let Some(signature) = signature {
+                    self.delta(
+                        json!({"type": "signature_delta", "signature": signature}),
+                        out,
+                    );
+                    self.thinking_signed = true;
+                }
+            }
+            Event::RedactedThinking(data) => {
+                self.close_all(out);
+                self.open_block(
+                    Block::Other,
+                    json!({"type": "redacted_thinking", "data": data}),
+                    out,
+                );
+                self.close_block(out);
+            }
+            Event::ToolCallStart { index, id, name } => {
+                if matches!(self.open, Some((_, Block::Tool(_)))) || !self.queue.is_empty() {
+                    self.queue.push(Queued {
+                        index,
+                        id,
+                        name,
+                        arguments: String::new(),
+                        ended: false,
+                    });
+                } else {
+                    self.open_tool(index, &id, &name, out);
+                }
+            }
+            Event::ToolCallArgsDelta { index, arguments } => {
+                if matches!(self.open, Some((_, Block::Tool(open))) if open == index) {
+                    self.delta(
+                        json!({"type": "input_json_delta", "partial_json": arguments}),
+                        out,
+                    );
+                } else if let Some(queued) = self.queue.iter_mut().find(|q| q.index == index) {
+                    queued.arguments.push_str(&arguments);
+                }
+            }
+            Event::ToolCallEnd { index } => {
+                if matches!(self.open, Some((_, Block::Tool(open))) if open == index) {
+                    self.close_block(out);
+                    self.flush_queue(out);
+                } else if let Some(queued) = self.queue.iter_mut().find(|q| q.index == index) {
+                    queued.ended = true;
+                }
+            }
+            Event::Usage(usage) => self.usage = Some(usage),
+            Event::Finish {
+                reason,
+                stop_sequence,
+            } => {
+                self.close_all(out);
+                self.finish = Some((reason, stop_sequence));
+            }
+            Event::Extension(extensions) => {
+                let Some(fields) = extensions.for_protocol(PROTOCOL) else {
+                    return;
+                };
+                if let Some(block) = fields.get("block_start") {
+                    self.close_all(out);
+                    self.open_block(Block::Other, block.clone(), out);
+                } else if let Some(delta) = fields.get("block_delta") {
+                    self.delta(delta.clone(), out);
+                } else if fields.contains_key("block_stop") {
+                    self.close_block(out);
+                } else if let Some(block) = fields.get("block") {
+                    // A whole block from a non-streamed Anthropic response.
+                    self.close_all(out);
+                    self.open_block(Block::Other, block.clone(), out);
+                    self.close_block(out);
+                }
+            }
+            Event::Error(error) => {
+                self.closed = true;
+                Self::frame("error", error_body(&error), out);
+            }
+        }
+    }
+
+    /// Ends the stream: `message_delta` with the stop reason and usage, then
+    /// `message_stop`; or an error event if the response never finished.
+    pub fn finish(&mut self, out: &mut Vec<Bytes>) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        let Some((reason, stop_sequence)) = self.finish.take() else {
+            let error = Error::internal("the response ended without a stop reason");
+            Self::frame("error", error_body(&error), out);
+            return;
+        };
+        self.ensure_started(out);
+        self.close_all(out);
+        let stop = effective_stop(Some(&reason), self.called_tools);
+        let usage = match &self.usage {
+            Some(u) => wire_usage(u),
+            None => json!({"output_tokens": 0}),
+        };
+        Self::frame(
+            "message_delta",
+            json!({
+                "type": "message_delta",
+                "delta": {"stop_reason": wire_stop(&stop), "stop_sequence": stop_sequence},
+                "usage": usage,
+            }),
+            out,
+        );
+        Self::frame("message_stop", json!({"type": "message_stop"}), out);
+    }
+}
