@@ -178,9 +178,10 @@ pub struct Message {
     pub parts: Vec<Part>,
     /// OpenAI's optional participant name.
     pub name: Option<String>,
-    /// True when the client sent the content as a list of parts even if it is only text;
-    /// encoders send plain text as a string otherwise.
-    pub content_as_parts: bool,
+    /// The protocol whose client sent the content as a list of parts even though it is
+    /// only text. That protocol's encoder sends it back as parts; every encoder sends plain
+    /// text as a string otherwise.
+    pub content_as_parts: Option<Protocol>,
     pub extensions: Extensions,
 }
 
@@ -190,7 +191,7 @@ impl Message {
             role,
             parts,
             name: None,
-            content_as_parts: false,
+            content_as_parts: None,
             extensions: Extensions::default(),
         }
     }

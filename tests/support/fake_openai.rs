@@ -158,12 +158,11 @@ async fn chat(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> 
     });
     let model = body["model"].as_str().unwrap_or("fake").to_owned();
     let stream = body["stream"].as_bool().unwrap_or(false);
+    // Calls the first offered tool until the conversation holds a tool result.
     let tool = first_tool(&body).filter(|_| {
         body["messages"]
             .as_array()
-            .and_then(|m| m.last())
-            .map(|m| m["role"] == "user")
-            == Some(true)
+            .is_some_and(|m| !m.iter().any(|m| m["role"] == "tool"))
     });
 
     match shared.mode.clone() {
@@ -277,13 +276,16 @@ async fn chat(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> 
     }
     let finish = match &tool {
         Some(name) => {
+            // Text, then the call whose first chunk already carries an argument fragment:
+            // the transition where other gateways lose data.
+            frames.push(chunk(&model, json!({"content": "Let me check."}), None));
             frames.push(chunk(
                 &model,
                 json!({"tool_calls": [{"index": 0, "id": "call_fake_1", "type": "function",
-                "function": {"name": name, "arguments": ""}}]}),
+                "function": {"name": name, "arguments": "{\"ci"}}]}),
                 None,
             ));
-            for piece in ["{\"ci", "ty\":\"Pa", "ris\"}"] {
+            for piece in ["ty\":\"Pa", "ris\"}"] {
                 frames.push(chunk(
                     &model,
                     json!({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}),

@@ -2,6 +2,7 @@
 //! loopback ports picked by the OS.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod fake_anthropic;
 pub mod fake_openai;
 
 use std::collections::HashMap;
@@ -14,6 +15,8 @@ use llmux::{Config, Engine};
 /// A running llmux, stopped when dropped.
 pub struct Llmux {
     pub addr: SocketAddr,
+    /// The dedicated Anthropic port.
+    pub anthropic_addr: SocketAddr,
     pub engine: Engine,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     pub task: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -22,6 +25,11 @@ pub struct Llmux {
 impl Llmux {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// A URL on the dedicated Anthropic port.
+    pub fn anthropic_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.anthropic_addr, path)
     }
 
     /// Asks the server to stop, as SIGTERM would.
@@ -67,10 +75,14 @@ pub async fn start(config: Config, secrets: &[(&str, &str)]) -> Llmux {
     let engine = Engine::new(config.clone(), &secrets).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let anthropic = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let anthropic_addr = anthropic.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(llmux::server::serve(
-        engine.clone(),
-        listener,
+    let task = tokio::spawn(llmux::server::serve_apps(
+        vec![
+            (listener, engine.router()),
+            (anthropic, engine.anthropic_router()),
+        ],
         async move {
             let _ = stopped.await;
         },
@@ -78,6 +90,7 @@ pub async fn start(config: Config, secrets: &[(&str, &str)]) -> Llmux {
     ));
     Llmux {
         addr,
+        anthropic_addr,
         engine,
         stop: Some(stop),
         task,

@@ -168,7 +168,7 @@ fn decode_messages(messages: Vec<WireMessage>) -> Result<Vec<Message>, Error> {
             role,
             parts,
             name: None,
-            content_as_parts: as_parts,
+            content_as_parts: as_parts.then_some(PROTOCOL),
             extensions: Extensions::new(PROTOCOL, message.extra),
         });
     }

@@ -148,7 +148,7 @@ fn encode_messages(request: &Request) -> Vec<Value> {
                 role,
                 blocks,
                 ext_or_empty(&message.extensions),
-                !message.content_as_parts && message.role != Role::Tool,
+                message.content_as_parts != Some(PROTOCOL) && message.role != Role::Tool,
             )),
         }
     }

@@ -162,7 +162,7 @@ fn message_from_wire(wire: ChatMessage, index: usize) -> Result<Message, Error> 
             ));
         }
     };
-    let content_as_parts = matches!(wire.content, Content::Parts(_));
+    let content_as_parts = matches!(wire.content, Content::Parts(_)).then_some(PROTOCOL);
     let mut parts = Vec::new();
 
     if role == Role::Assistant {

@@ -130,7 +130,7 @@ fn encode_message(message: &Message, out: &mut Vec<Value>) {
             if let Some(name) = message.name.as_ref().filter(|_| own) {
                 obj.insert("name".into(), Value::from(name.as_str()));
             }
-            let as_parts = own && message.content_as_parts;
+            let as_parts = own && message.content_as_parts == Some(PROTOCOL);
             obj.insert("content".into(), tool_result_content(content, as_parts));
             out.push(Value::Object(obj));
         }
@@ -168,7 +168,7 @@ fn encode_message(message: &Message, out: &mut Vec<Value>) {
     if message.role == Role::Assistant {
         encode_assistant_extras(message, &mut obj);
         let has_calls = obj.contains_key("tool_calls");
-        let content = encode_content(&content_parts, message.content_as_parts);
+        let content = encode_content(&content_parts, message.content_as_parts == Some(PROTOCOL));
         match content {
             Some(content) => {
                 obj.insert("content".into(), content);
@@ -181,7 +181,7 @@ fn encode_message(message: &Message, out: &mut Vec<Value>) {
             }
         }
     } else {
-        let content = encode_content(&content_parts, message.content_as_parts)
+        let content = encode_content(&content_parts, message.content_as_parts == Some(PROTOCOL))
             .unwrap_or_else(|| Value::from(""));
         obj.insert("content".into(), content);
     }
