@@ -1,11 +1,12 @@
-//! The official `openai` Python SDK (installed into .venv by scripts/setup) driving llmux,
-//! which forwards to the fake provider: chat, stream, tools, models list.
+//! The official `openai` and `anthropic` Python SDKs (installed into .venv by
+//! scripts/setup) driving llmux, which forwards to the fake providers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
 use std::path::{Path, PathBuf};
 
+use support::fake_anthropic::{self, FakeAnthropic};
 use support::fake_openai::{FakeOpenAi, Mode};
 use support::{config, fake_backend_config, start};
 
@@ -22,7 +23,13 @@ fn python() -> PathBuf {
 }
 
 async fn run_client(args: Vec<String>) -> (bool, String) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/openai_sdk_client.py");
+    run_script("openai_sdk_client.py", args).await
+}
+
+async fn run_script(name: &str, args: Vec<String>) -> (bool, String) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(name);
     let output = tokio::process::Command::new(python())
         .arg(script)
         .args(args)
@@ -97,4 +104,75 @@ async fn the_sdk_sees_a_wrong_proxy_key_as_an_authentication_error() {
     assert!(!ok);
     assert!(output.contains("401"), "{output}");
     assert_eq!(fake.hit_count(), 0);
+}
+
+#[tokio::test]
+async fn the_anthropic_python_sdk_works_through_anthropic_and_the_dedicated_port() {
+    let fake = FakeAnthropic::start(fake_anthropic::Mode::Normal).await;
+    let toml = format!(
+        "default_backend = \"claude\"\n[backends.claude]\ntype = \"anthropic-compatible\"\nbase_url = \"{}\"\n",
+        fake.base_url
+    );
+    let llmux = start(
+        config(&toml, &[("LLM_INTERACTIVE_PROXY_API_KEY", "sdk-proxy-key")]),
+        &[],
+    )
+    .await;
+    for base in [llmux.url("/anthropic"), llmux.anthropic_url("")] {
+        let (ok, output) = run_script(
+            "anthropic_sdk_client.py",
+            vec![
+                "--base-url".into(),
+                base.clone(),
+                "--api-key".into(),
+                "sdk-proxy-key".into(),
+                "--model".into(),
+                "claude-fake-1".into(),
+                "--expect-model".into(),
+                "claude:claude-fake-1".into(),
+            ],
+        )
+        .await;
+        assert!(ok, "the Anthropic SDK client failed at {base}:\n{output}");
+        for check in [
+            "create",
+            "stream",
+            "tool_use",
+            "count_tokens",
+            "models_list",
+        ] {
+            assert!(
+                output.contains(&format!("ok {check}")),
+                "{check} at {base}:\n{output}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_anthropic_python_sdk_works_against_an_openai_backend() {
+    let fake = FakeOpenAi::start(Mode::Normal).await;
+    let llmux = start(
+        config(&fake_backend_config(&fake.base_url, ""), &[]),
+        &[("FAKE_API_KEY", "k")],
+    )
+    .await;
+    let (ok, output) = run_script(
+        "anthropic_sdk_client.py",
+        vec![
+            "--base-url".into(),
+            llmux.anthropic_url(""),
+            "--api-key".into(),
+            "unused".into(),
+            "--model".into(),
+            "fake-small".into(),
+            "--expect-model".into(),
+            "fake:fake-small".into(),
+        ],
+    )
+    .await;
+    assert!(
+        ok,
+        "the Anthropic SDK client failed over an OpenAI back-end:\n{output}"
+    );
 }
