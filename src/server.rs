@@ -4,6 +4,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use crate::engine::Engine;
@@ -33,6 +34,11 @@ pub async fn serve_apps(
     let servers = apps.into_iter().map(|(listener, app)| {
         let mut stopped = stop_rx.clone();
         let app = app.into_make_service_with_connect_info::<SocketAddr>();
+        // Without TCP_NODELAY, small stream frames wait on Nagle's algorithm and the
+        // client's delayed ACK: about 40 ms per frame.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
