@@ -130,10 +130,15 @@ fn decode_messages(messages: Vec<WireMessage>) -> Result<Vec<Message>, Error> {
         let role = match message.role.as_str() {
             "user" => Role::User,
             "assistant" => Role::Assistant,
+            // Mid-conversation system messages (Claude Code sends them with the
+            // `mid-conversation-system-*` beta).
+            "system" => Role::System,
             other => {
                 return Err(Error::invalid_field(
                     format!("{path}.role"),
-                    format!("{path}.role: Input should be 'user' or 'assistant', not '{other}'"),
+                    format!(
+                        "{path}.role: Input should be 'user', 'assistant' or 'system', not '{other}'"
+                    ),
                 ));
             }
         };

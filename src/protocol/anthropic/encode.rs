@@ -103,14 +103,31 @@ pub fn encode_request(request: &Request, model: &str) -> Value {
     Value::Object(body)
 }
 
+/// Whether the client opted into system messages in the middle of the conversation
+/// (Claude Code's `mid-conversation-system-*` beta); without it Anthropic accepts system
+/// text only in `system`.
+fn keeps_system_messages(request: &Request) -> bool {
+    match &request.client.protocol_headers {
+        Some((PROTOCOL, headers)) => headers.iter().any(|(name, value)| {
+            name == "anthropic-beta"
+                && value
+                    .split(',')
+                    .any(|beta| beta.trim().starts_with("mid-conversation-system"))
+        }),
+        _ => false,
+    }
+}
+
 /// System text from the request's system parts and any system or developer messages
-/// (Anthropic has one system slot, so messages in the middle move to the front).
+/// (Anthropic has one system slot, so messages in the middle move to the front unless the
+/// client opted into keeping them in place).
 fn encode_system(request: &Request) -> Vec<Value> {
+    let hoist = !keeps_system_messages(request);
     let parts = request.system.iter().chain(
         request
             .messages
             .iter()
-            .filter(|m| matches!(m.role, Role::System | Role::Developer))
+            .filter(|m| hoist && matches!(m.role, Role::System | Role::Developer))
             .flat_map(|m| m.parts.iter()),
     );
     parts
@@ -127,9 +144,11 @@ fn encode_system(request: &Request) -> Vec<Value> {
 }
 
 fn encode_messages(request: &Request) -> Vec<Value> {
+    let keep_system = keeps_system_messages(request);
     let mut out: Vec<(Role, Vec<Value>, Map<String, Value>, bool)> = Vec::new();
     for message in &request.messages {
         let role = match message.role {
+            Role::System | Role::Developer if keep_system => Role::System,
             Role::System | Role::Developer => continue,
             Role::User | Role::Tool => Role::User,
             Role::Assistant => Role::Assistant,
@@ -160,14 +179,12 @@ fn encode_messages(request: &Request) -> Vec<Value> {
             let only_plain_text = blocks.len() == 1
                 && blocks[0].get("type") == Some(&Value::from("text"))
                 && blocks[0].as_object().is_some_and(|b| b.len() == 2);
-            obj.insert(
-                "role".into(),
-                Value::from(if role == Role::User {
-                    "user"
-                } else {
-                    "assistant"
-                }),
-            );
+            let role = match role {
+                Role::User => "user",
+                Role::System => "system",
+                _ => "assistant",
+            };
+            obj.insert("role".into(), Value::from(role));
             let content = if as_string && only_plain_text {
                 blocks[0]["text"].clone()
             } else {
