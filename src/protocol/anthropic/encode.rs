@@ -143,9 +143,44 @@ fn encode_system(request: &Request) -> Vec<Value> {
         .collect()
 }
 
+/// One wire message being assembled: consecutive turns of a role merge into one.
+struct Turn {
+    role: Role,
+    blocks: Vec<Value>,
+    fields: Map<String, Value>,
+    /// Plain text may go out as a string (the client did not send blocks).
+    as_string: bool,
+}
+
+impl Turn {
+    fn into_wire(mut self) -> Value {
+        if self.role == Role::User {
+            // Anthropic wants every tool_use answered at the start of the next user turn.
+            self.blocks
+                .sort_by_key(|b| b.get("type") != Some(&Value::from("tool_result")));
+        }
+        let only_plain_text = self.blocks.len() == 1
+            && self.blocks[0].get("type") == Some(&Value::from("text"))
+            && self.blocks[0].as_object().is_some_and(|b| b.len() == 2);
+        let role = match self.role {
+            Role::User => "user",
+            Role::System => "system",
+            _ => "assistant",
+        };
+        self.fields.insert("role".into(), Value::from(role));
+        let content = if self.as_string && only_plain_text {
+            self.blocks[0]["text"].clone()
+        } else {
+            Value::Array(self.blocks)
+        };
+        self.fields.insert("content".into(), content);
+        Value::Object(self.fields)
+    }
+}
+
 fn encode_messages(request: &Request) -> Vec<Value> {
     let keep_system = keeps_system_messages(request);
-    let mut out: Vec<(Role, Vec<Value>, Map<String, Value>, bool)> = Vec::new();
+    let mut turns: Vec<Turn> = Vec::new();
     for message in &request.messages {
         let role = match message.role {
             Role::System | Role::Developer if keep_system => Role::System,
@@ -157,43 +192,17 @@ fn encode_messages(request: &Request) -> Vec<Value> {
         if blocks.is_empty() {
             continue;
         }
-        // Consecutive turns of one role become one message, tool results first, as
-        // Anthropic wants every tool_use answered at the start of the next user turn.
-        match out.last_mut() {
-            Some((last_role, last_blocks, _, _)) if *last_role == role => {
-                last_blocks.extend(blocks);
-            }
-            _ => out.push((
+        match turns.last_mut() {
+            Some(last) if last.role == role => last.blocks.extend(blocks),
+            _ => turns.push(Turn {
                 role,
                 blocks,
-                ext_or_empty(&message.extensions),
-                message.content_as_parts != Some(PROTOCOL) && message.role != Role::Tool,
-            )),
+                fields: ext_or_empty(&message.extensions),
+                as_string: message.content_as_parts != Some(PROTOCOL) && message.role != Role::Tool,
+            }),
         }
     }
-    out.into_iter()
-        .map(|(role, mut blocks, mut obj, as_string)| {
-            if role == Role::User {
-                blocks.sort_by_key(|b| b.get("type") != Some(&Value::from("tool_result")));
-            }
-            let only_plain_text = blocks.len() == 1
-                && blocks[0].get("type") == Some(&Value::from("text"))
-                && blocks[0].as_object().is_some_and(|b| b.len() == 2);
-            let role = match role {
-                Role::User => "user",
-                Role::System => "system",
-                _ => "assistant",
-            };
-            obj.insert("role".into(), Value::from(role));
-            let content = if as_string && only_plain_text {
-                blocks[0]["text"].clone()
-            } else {
-                Value::Array(blocks)
-            };
-            obj.insert("content".into(), content);
-            Value::Object(obj)
-        })
-        .collect()
+    turns.into_iter().map(Turn::into_wire).collect()
 }
 
 fn encode_blocks(message: &Message) -> Vec<Value> {
