@@ -1,0 +1,356 @@
+//! A minimal, fast OpenAI-compatible provider for load benchmarks.
+//!
+//! - `POST /v1/chat/completions`: reads the whole request body, then answers a fixed small
+//!   `chat.completion`, or, when the body has `"stream": true`, a 64-chunk SSE stream (role chunk,
+//!   64 content chunks of one word each, a finish chunk, a usage chunk when the body asks for
+//!   `include_usage`, then `data: [DONE]`), every frame prebuilt and sent as fast as possible.
+//! - `GET /v1/models`: a fixed model list; `GET /health`: 200.
+//!
+//! Only loopback addresses can be bound. With `--port 0` the OS picks a port; the first line on
+//! stdout is always `listening on 127.0.0.1:PORT`.
+#![allow(
+    clippy::print_stdout,
+    reason = "a command-line tool: printing the bound address is its interface"
+)]
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use clap::Parser;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+/// Number of content chunks in a streamed answer.
+const STREAM_WORDS: usize = 64;
+
+#[derive(Parser, Debug)]
+#[command(about = "Fast fake OpenAI-compatible provider (loopback only)")]
+struct Args {
+    /// Port to listen on; 0 picks a free one.
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Loopback address to bind.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: IpAddr,
+    /// Tokio worker threads; 1 runs a single-threaded runtime.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+}
+
+/// Prebuilt response bodies, shared by all connections.
+struct Canned {
+    completion: Bytes,
+    models: Bytes,
+    /// Stream frames without the usage chunk.
+    stream: Arc<[Bytes]>,
+    /// Stream frames with the usage chunk before `[DONE]`.
+    stream_usage: Arc<[Bytes]>,
+}
+
+const WORDS: [&str; 16] = [
+    "The", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog", "while", "the", "proxy",
+    "forwards", "every", "chunk", "fast",
+];
+
+fn chunk_frame(delta: &str, finish: &str) -> Bytes {
+    Bytes::from(format!(
+        "data: {{\"id\":\"chatcmpl-fake\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\
+         \"model\":\"fake-model\",\"system_fingerprint\":\"fp_fake\",\"choices\":[{{\"index\":0,\
+         \"delta\":{delta},\"logprobs\":null,\"finish_reason\":{finish}}}]}}\n\n"
+    ))
+}
+
+impl Canned {
+    fn new() -> Self {
+        let completion = Bytes::from_static(
+            br#"{"id":"chatcmpl-fake","object":"chat.completion","created":1700000000,"model":"fake-model","system_fingerprint":"fp_fake","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! This is a fixed answer from the fake provider.","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":512,"completion_tokens":12,"total_tokens":524}}"#,
+        );
+        let models = Bytes::from_static(
+            br#"{"object":"list","data":[{"id":"fake-model","object":"model","created":1700000000,"owned_by":"fake"},{"id":"gpt-4o-mini","object":"model","created":1700000000,"owned_by":"fake"}]}"#,
+        );
+        let mut frames = Vec::with_capacity(STREAM_WORDS + 4);
+        frames.push(chunk_frame(
+            r#"{"role":"assistant","content":"","refusal":null}"#,
+            "null",
+        ));
+        for i in 0..STREAM_WORDS {
+            let word = WORDS[i % WORDS.len()];
+            let sep = if i == 0 { "" } else { " " };
+            frames.push(chunk_frame(
+                &format!(r#"{{"content":"{sep}{word}"}}"#),
+                "null",
+            ));
+        }
+        frames.push(chunk_frame("{}", r#""stop""#));
+        let done = Bytes::from_static(b"data: [DONE]\n\n");
+        let usage = Bytes::from_static(
+            br#"data: {"id":"chatcmpl-fake","object":"chat.completion.chunk","created":1700000000,"model":"fake-model","system_fingerprint":"fp_fake","choices":[],"usage":{"prompt_tokens":512,"completion_tokens":64,"total_tokens":576}}
+
+"#,
+        );
+        let mut with_usage = frames.clone();
+        with_usage.push(usage);
+        with_usage.push(done.clone());
+        frames.push(done);
+        Self {
+            completion,
+            models,
+            stream: frames.into(),
+            stream_usage: with_usage.into(),
+        }
+    }
+}
+
+/// A response body that yields prebuilt frames one by one, each immediately ready.
+struct FramesBody {
+    frames: Arc<[Bytes]>,
+    next: usize,
+}
+
+impl Body for FramesBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let i = self.next;
+        match self.frames.get(i).cloned() {
+            Some(b) => {
+                self.next = i + 1;
+                Poll::Ready(Some(Ok(Frame::data(b))))
+            }
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.next >= self.frames.len()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        // Unknown total on purpose: a stream is sent with chunked transfer encoding.
+        SizeHint::default()
+    }
+}
+
+/// Either a full body or a stream of frames.
+enum Reply {
+    Full(Full<Bytes>),
+    Frames(FramesBody),
+}
+
+impl Body for Reply {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            Reply::Full(b) => Pin::new(b).poll_frame(cx),
+            Reply::Frames(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Reply::Full(b) => b.is_end_stream(),
+            Reply::Frames(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Reply::Full(b) => b.size_hint(),
+            Reply::Frames(b) => b.size_hint(),
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// True when the JSON body has `"stream"` followed by `: true` (whitespace allowed). No parsing.
+fn wants_stream(body: &[u8]) -> bool {
+    let key = b"\"stream\"";
+    let mut rest = body;
+    while let Some(pos) = find(rest, key) {
+        rest = &rest[pos + key.len()..];
+        let after = rest.trim_ascii_start();
+        if let Some(v) = after.strip_prefix(b":") {
+            return v.trim_ascii_start().starts_with(b"true");
+        }
+    }
+    false
+}
+
+fn respond(status: StatusCode, content_type: &'static str, body: Reply) -> Response<Reply> {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+fn error(status: StatusCode, message: &'static str) -> Response<Reply> {
+    respond(
+        status,
+        "application/json",
+        Reply::Full(Full::new(Bytes::from(format!(
+            r#"{{"error":{{"message":"{message}","type":"invalid_request_error","code":null}}}}"#
+        )))),
+    )
+}
+
+async fn handle(
+    canned: Arc<Canned>,
+    req: Request<Incoming>,
+) -> Result<Response<Reply>, Infallible> {
+    let path = req.uri().path();
+    let path = path.strip_prefix("/v1").unwrap_or(path);
+    match (req.method(), path) {
+        (&Method::POST, "/chat/completions") => {
+            let body = match req.into_body().collect().await {
+                Ok(c) => c.to_bytes(),
+                Err(_) => return Ok(error(StatusCode::BAD_REQUEST, "unreadable body")),
+            };
+            if wants_stream(&body) {
+                let frames = if find(&body, b"include_usage").is_some() {
+                    canned.stream_usage.clone()
+                } else {
+                    canned.stream.clone()
+                };
+                let mut resp = respond(
+                    StatusCode::OK,
+                    "text/event-stream",
+                    Reply::Frames(FramesBody { frames, next: 0 }),
+                );
+                resp.headers_mut()
+                    .insert("cache-control", HeaderValue::from_static("no-cache"));
+                Ok(resp)
+            } else {
+                Ok(respond(
+                    StatusCode::OK,
+                    "application/json",
+                    Reply::Full(Full::new(canned.completion.clone())),
+                ))
+            }
+        }
+        (&Method::GET, "/health") => Ok(respond(
+            StatusCode::OK,
+            "application/json",
+            Reply::Full(Full::new(Bytes::from_static(br#"{"status":"ok"}"#))),
+        )),
+        (&Method::GET, "/models") => Ok(respond(
+            StatusCode::OK,
+            "application/json",
+            Reply::Full(Full::new(canned.models.clone())),
+        )),
+        _ => Ok(error(StatusCode::NOT_FOUND, "not found")),
+    }
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
+    if !args.host.is_loopback() {
+        bail!(
+            "refusing to bind {}: only loopback addresses are allowed",
+            args.host
+        );
+    }
+    let listener = TcpListener::bind(SocketAddr::new(args.host, args.port))
+        .await
+        .with_context(|| format!("binding {}:{}", args.host, args.port))?;
+    let local = listener.local_addr()?;
+    println!("listening on {local}");
+    let canned = Arc::new(Canned::new());
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        };
+        let (stream, _) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("accept: {e}");
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let canned = canned.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| handle(canned.clone(), req));
+            let _ = http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let rt = if args.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.threads)
+            .enable_all()
+            .build()?
+    };
+    rt.block_on(serve(args))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_stream_flag() {
+        assert!(wants_stream(br#"{"model":"m","stream":true}"#));
+        assert!(wants_stream(br#"{"stream" :  true,"x":1}"#));
+        assert!(!wants_stream(br#"{"stream":false}"#));
+        assert!(!wants_stream(
+            br#"{"stream_options":{"include_usage":true}}"#
+        ));
+        assert!(!wants_stream(br#"{"model":"m"}"#));
+    }
+
+    #[test]
+    fn stream_has_64_words_usage_and_done() {
+        let c = Canned::new();
+        // role + 64 words + finish + usage + [DONE]
+        assert_eq!(c.stream_usage.len(), STREAM_WORDS + 4);
+        assert_eq!(c.stream.len(), STREAM_WORDS + 3);
+        assert!(c.stream_usage.iter().all(|f| f.starts_with(b"data: ")));
+        assert_eq!(
+            c.stream_usage.last().map(|b| &b[..]),
+            Some(&b"data: [DONE]\n\n"[..])
+        );
+        for f in c
+            .stream_usage
+            .iter()
+            .filter(|f| !f.ends_with(b"[DONE]\n\n"))
+        {
+            let json = &f[6..f.len() - 2];
+            assert!(serde_json::from_slice::<serde_json::Value>(json).is_ok());
+        }
+        assert!(serde_json::from_slice::<serde_json::Value>(&c.completion).is_ok());
+    }
+}
