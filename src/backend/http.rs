@@ -33,6 +33,10 @@ pub trait Wire: Send + Sync + 'static {
     /// from its error type.
     const STATUS_OF_ERROR_TYPE: fn(Option<&str>) -> u16 = |_| 502;
 
+    /// Whether the generation URL depends on the model or on streaming (Gemini's does);
+    /// when not, it is parsed once.
+    const URL_VARIES: bool = false;
+
     /// The URL of a generation request.
     fn generate_url(&self, base_url: &str, model: &str, stream: bool) -> String;
     /// The URL that lists models.
@@ -75,6 +79,8 @@ pub struct HttpBackend<W: Wire> {
     key: Option<NamedKey>,
     headers: HeaderMap,
     models_url: String,
+    /// The generation URL, parsed once when it is the same for every request.
+    fixed_url: Option<reqwest::Url>,
     models_cache: Mutex<Option<(Instant, Option<Vec<String>>)>>,
     errors: ErrorMapper,
 }
@@ -128,8 +134,14 @@ impl<W: Wire> HttpBackend<W> {
             idle: config.timeouts.idle,
             status_of: W::STATUS_OF_ERROR_TYPE,
         };
+        let fixed_url = if W::URL_VARIES {
+            None
+        } else {
+            reqwest::Url::parse(&wire.generate_url(&config.base_url, "", false)).ok()
+        };
         Ok(Self {
             errors,
+            fixed_url,
             models_url: wire.models_url(&config.base_url),
             wire,
             config,
@@ -525,9 +537,20 @@ impl<W: Wire> Backend for HttpBackend<W> {
         self.require_key()?;
         let body = serde_json::to_vec(&self.wire.encode(request, model))
             .map_err(|e| Error::internal(format!("cannot encode the upstream request: {e}")))?;
-        let url = self
-            .wire
-            .generate_url(&self.config.base_url, model, request.stream);
+        let url = match &self.fixed_url {
+            Some(url) => url.clone(),
+            None => {
+                let url = self
+                    .wire
+                    .generate_url(&self.config.base_url, model, request.stream);
+                reqwest::Url::parse(&url).map_err(|e| {
+                    Error::from(ErrorKind::BackendNotConfigured {
+                        backend: self.config.id.clone(),
+                        message: format!("invalid URL {url}: {e}"),
+                    })
+                })?
+            }
+        };
         let deadline = tokio::time::Instant::now() + self.config.timeouts.first_byte;
         let accept = if request.stream {
             "text/event-stream"

@@ -11,7 +11,7 @@ use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 
 use crate::Error;
 use crate::backend::EventStream;
@@ -23,6 +23,21 @@ use crate::protocol::openai_chat;
 /// How often a quiet stream gets a keep-alive frame, so proxies and clients with read
 /// timeouts do not drop a model that is thinking.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
+
+/// At most this many already-waiting events are encoded into one write.
+const MAX_BATCH: usize = 64;
+
+/// Joins frames into one buffer (no copy for a single frame).
+fn concat(frames: &mut Vec<Bytes>) -> Bytes {
+    if frames.len() == 1 {
+        return frames.pop().unwrap_or_default();
+    }
+    let mut joined = bytes::BytesMut::with_capacity(frames.iter().map(Bytes::len).sum());
+    for frame in frames.drain(..) {
+        joined.extend_from_slice(&frame);
+    }
+    joined.freeze()
+}
 
 /// Turns events into a client protocol's stream frames.
 pub trait StreamEncoder: Send + 'static {
@@ -68,13 +83,32 @@ pub fn stream_response(
             let Some(event) = next else { break };
             log.observe(&event);
             encoder.push(event, &mut frames);
-            for frame in frames.drain(..) {
-                yield Ok(frame);
+            // Events that are already waiting go out in the same write: one syscall and
+            // one wake-up for a burst instead of one per event.
+            let mut ended = false;
+            for _ in 0..MAX_BATCH {
+                match events.next().now_or_never() {
+                    Some(Some(event)) => {
+                        log.observe(&event);
+                        encoder.push(event, &mut frames);
+                    }
+                    Some(None) => {
+                        ended = true;
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            if ended {
+                break;
+            }
+            if !frames.is_empty() {
+                yield Ok(concat(&mut frames));
             }
         }
         encoder.finish(&mut frames);
-        for frame in frames.drain(..) {
-            yield Ok(frame);
+        if !frames.is_empty() {
+            yield Ok(concat(&mut frames));
         }
         log.finish();
     };
