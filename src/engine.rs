@@ -10,8 +10,12 @@ use crate::backend::{self, EventStream};
 use crate::config::Config;
 use crate::credentials::SecretSource;
 use crate::model::Request;
-use crate::pipeline::{Flow, Pipeline, RequestContext, apply_filters, end_filters};
+use crate::pipeline::commands::CommandSettings;
+use crate::pipeline::{
+    Flow, Pipeline, RequestContext, apply_filters, derive_session_id, end_filters,
+};
 use crate::router::Router;
+use crate::state::{MemoryStore, StateStore};
 
 /// The proxy engine. Cheap to clone; every clone shares the same state.
 #[derive(Clone)]
@@ -27,9 +31,19 @@ struct Inner {
 }
 
 impl Engine {
-    /// Builds the engine with the standard pipeline.
+    /// Builds the engine with the standard pipeline and in-memory state.
     pub fn new(config: Config, secrets: &dyn SecretSource) -> Result<Self, Error> {
-        Self::with_pipeline(config, secrets, Pipeline::standard())
+        let state: Arc<dyn StateStore> = Arc::new(MemoryStore::new(config.session_max_age));
+        let pipeline = Pipeline::standard(
+            CommandSettings {
+                prefix: config.command_prefix.clone(),
+                strict: config.strict_command_detection,
+            },
+            state,
+            config.backends.keys().cloned().collect(),
+            config.default_backend.clone(),
+        )?;
+        Self::with_pipeline(config, secrets, pipeline)
     }
 
     pub fn with_pipeline(
@@ -84,6 +98,10 @@ impl Engine {
         mut request: Request,
     ) -> Result<EventStream, Error> {
         let pipeline = &self.inner.pipeline;
+        ctx.session_id = match &request.client.session_id {
+            Some(id) if !id.is_empty() => id.clone(),
+            _ => derive_session_id(&request),
+        };
         if let Flow::Respond(events) = pipeline.on_request(ctx, &mut request).await? {
             ctx.backend = Some("llmux".into());
             return Ok(Box::pin(futures::stream::iter(events)));

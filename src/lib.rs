@@ -22,3 +22,4 @@ pub mod router;
 pub use config::Config;
 pub use engine::Engine;
 pub mod server;
+pub mod state;

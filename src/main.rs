@@ -56,6 +56,13 @@ struct Options {
     /// Back-end for models without a `backend:` prefix [default_backend, LLM_BACKEND].
     #[arg(long, global = true, value_name = "NAME")]
     default_backend: Option<String>,
+    /// Only commands on the last non-blank line of a message count
+    /// [strict_command_detection, STRICT_COMMAND_DETECTION].
+    #[arg(long, global = true)]
+    strict_command_detection: bool,
+    /// What starts an in-chat command (default "!/") [command_prefix, COMMAND_PREFIX].
+    #[arg(long, global = true, value_name = "PREFIX")]
+    command_prefix: Option<String>,
     /// Turn proxy auth off; forces host 127.0.0.1 [auth.disable_auth, DISABLE_AUTH].
     #[arg(long, global = true)]
     disable_auth: bool,
@@ -168,6 +175,16 @@ fn load_config(options: &Options) -> Result<Loaded, llmux::config::ConfigError> 
     }
     if let Some(backend) = &options.default_backend {
         loader = loader.set("default_backend", backend.as_str(), "--default-backend");
+    }
+    if options.strict_command_detection {
+        loader = loader.set(
+            "strict_command_detection",
+            true,
+            "--strict-command-detection",
+        );
+    }
+    if let Some(prefix) = &options.command_prefix {
+        loader = loader.set("command_prefix", prefix.as_str(), "--command-prefix");
     }
     if options.disable_auth {
         loader = loader.set("auth.disable_auth", true, "--disable-auth");

@@ -47,6 +47,13 @@ pub const ENV_KEYS: &[(&str, &str, EnvKind)] = &[
     ("APP_PORT", "proxy.port", EnvKind::Int),
     ("ANTHROPIC_PORT", "proxy.anthropic_port", EnvKind::Int),
     ("LLM_BACKEND", "default_backend", EnvKind::Str),
+    ("COMMAND_PREFIX", "command_prefix", EnvKind::Str),
+    (
+        "STRICT_COMMAND_DETECTION",
+        "strict_command_detection",
+        EnvKind::Bool,
+    ),
+    ("SESSION_MAX_AGE", "session.max_age", EnvKind::Int),
     (
         "LLM_INTERACTIVE_PROXY_API_KEY",
         "auth.api_keys",

@@ -201,6 +201,10 @@ pub struct Config {
     pub log_level: String,
     pub log_format: LogFormat,
     pub backends: BTreeMap<String, BackendConfig>,
+    pub command_prefix: String,
+    pub strict_command_detection: bool,
+    /// Sessions idle this long are forgotten.
+    pub session_max_age: Duration,
 }
 
 impl Config {
@@ -481,6 +485,22 @@ fn validate(
             format!("not a log level or filter ({err}); use error, warn, info, debug or trace"),
         ));
     }
+    if raw.command_prefix.trim().is_empty() || raw.command_prefix.chars().any(char::is_whitespace) {
+        problems.push(bad(
+            layered,
+            "command_prefix",
+            format!("'{}'", raw.command_prefix),
+            "must be non-empty and hold no spaces",
+        ));
+    }
+    if raw.session.max_age == 0 {
+        problems.push(bad(
+            layered,
+            "session.max_age",
+            0,
+            "must be at least 1 second",
+        ));
+    }
     if raw.proxy.max_body_bytes == 0 {
         problems.push(bad(
             layered,
@@ -549,6 +569,9 @@ fn validate(
         log_level: raw.logging.level.clone(),
         log_format,
         backends,
+        command_prefix: raw.command_prefix.clone(),
+        strict_command_detection: raw.strict_command_detection,
+        session_max_age: Duration::from_secs(raw.session.max_age),
     })
 }
 

@@ -12,6 +12,14 @@ use serde::{Deserialize, Serialize};
 pub struct RawConfig {
     #[serde(default = "default_backend")]
     pub default_backend: String,
+    /// What starts an in-chat command.
+    #[serde(default = "default_command_prefix")]
+    pub command_prefix: String,
+    /// Only commands on the last non-blank line of a message count.
+    #[serde(default)]
+    pub strict_command_detection: bool,
+    #[serde(default)]
+    pub session: RawSession,
     #[serde(default)]
     pub proxy: RawProxy,
     #[serde(default)]
@@ -24,6 +32,30 @@ pub struct RawConfig {
 
 fn default_backend() -> String {
     "openai".into()
+}
+
+fn default_command_prefix() -> String {
+    "!/".into()
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSession {
+    /// A session idle for this many seconds is forgotten.
+    #[serde(default = "default_session_max_age")]
+    pub max_age: u64,
+}
+
+fn default_session_max_age() -> u64 {
+    86400
+}
+
+impl Default for RawSession {
+    fn default() -> Self {
+        Self {
+            max_age: default_session_max_age(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

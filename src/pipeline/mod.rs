@@ -12,6 +12,9 @@
 //! 3. `response_filter` of every stage, in list order; each event then passes through the
 //!    filters in that order before the front-end encodes it.
 
+pub mod commands;
+pub mod routing;
+
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,6 +23,7 @@ use async_trait::async_trait;
 
 use crate::Error;
 use crate::model::{Event, Protocol, Request};
+use crate::state::StateStore;
 
 /// What the pipeline knows about one request, shared by every stage.
 #[derive(Debug, Clone)]
@@ -35,6 +39,8 @@ pub struct RequestContext {
     pub model: Option<String>,
     /// The name (never the value) of the provider key used.
     pub key_name: Option<String>,
+    /// The session: the client's `x-session-id`, else derived (see [`derive_session_id`]).
+    pub session_id: String,
 }
 
 impl RequestContext {
@@ -48,8 +54,40 @@ impl RequestContext {
             backend: None,
             model: None,
             key_name: None,
+            session_id: String::new(),
         }
     }
+}
+
+/// A session id for clients that send no `x-session-id`: a hash of the user agent and the
+/// first user message, which stay the same for every request of one conversation.
+pub fn derive_session_id(request: &Request) -> String {
+    // FNV-1a: stable across processes and releases, so instances sharing state agree.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |bytes: &[u8]| {
+        for byte in bytes {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        hash ^= 0xff;
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    };
+    feed(
+        request
+            .client
+            .user_agent
+            .as_deref()
+            .unwrap_or("")
+            .as_bytes(),
+    );
+    if let Some(first) = request
+        .messages
+        .iter()
+        .find(|m| m.role == crate::model::Role::User)
+    {
+        feed(first.text().as_bytes());
+    }
+    format!("auto-{hash:016x}")
 }
 
 /// A short random id for logs and the `x-request-id` header.
@@ -101,8 +139,25 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// The stages llmux runs, in order. Later features add their stage here.
-    pub fn standard() -> Self {
-        Self { stages: Vec::new() }
+    pub fn standard(
+        commands: commands::CommandSettings,
+        state: Arc<dyn StateStore>,
+        backends: Vec<String>,
+        default_backend: String,
+    ) -> Result<Self, Error> {
+        Ok(Self {
+            stages: vec![
+                // In-chat commands change the session (and may answer locally)...
+                Arc::new(commands::Commands::new(
+                    commands,
+                    state.clone(),
+                    backends,
+                    default_backend,
+                )?),
+                // ...which then decides where the request goes.
+                Arc::new(routing::SessionRouting::new(state)),
+            ],
+        })
     }
 
     /// A pipeline of the given stages (tests and embedders).

@@ -500,6 +500,29 @@ pub(crate) fn block_events(block: Value, index: &mut u32, out: &mut Vec<Event>) 
     }
 }
 
+/// True when folding `content` into model parts and back gives the same blocks: only
+/// text, thinking and tool_use blocks without extra fields, and no two text blocks in a
+/// row (the fold joins them).
+fn content_fits_the_model(content: &[Value]) -> bool {
+    let mut previous_text = false;
+    content.iter().all(|block| {
+        let Some(obj) = block.as_object() else {
+            return false;
+        };
+        let known: &[&str] = match obj.get("type").and_then(Value::as_str) {
+            Some("text") => &["type", "text"],
+            Some("thinking") => &["type", "thinking", "signature"],
+            Some("redacted_thinking") => &["type", "data"],
+            Some("tool_use") => &["type", "id", "name", "input"],
+            _ => return false,
+        };
+        let is_text = obj.get("type").and_then(Value::as_str) == Some("text");
+        let fits = obj.keys().all(|k| known.contains(&k.as_str())) && !(is_text && previous_text);
+        previous_text = is_text;
+        fits
+    })
+}
+
 /// Turns a non-streaming response into the event sequence a stream would give.
 pub fn decode_response(body: &[u8]) -> Result<Vec<Event>, ChunkError> {
     let value: Value = serde_json::from_slice(body)
@@ -516,6 +539,12 @@ pub fn decode_response(body: &[u8]) -> Result<Vec<Event>, ChunkError> {
     let mut scoped = Map::new();
     if !top.is_empty() {
         scoped.insert("top".into(), Value::Object(top));
+    }
+    // Block fields the model has no slot for (citations, server tool blocks in their
+    // place, text split into several blocks) would be lost in the fold: keep the content
+    // whole for an Anthropic client, which gets it back if nothing changed it.
+    if !content_fits_the_model(&response.content) {
+        scoped.insert("content".into(), Value::Array(response.content.clone()));
     }
     let mut events = vec![Event::Start {
         id: response.id,

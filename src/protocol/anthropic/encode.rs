@@ -5,8 +5,8 @@ use serde_json::{Map, Value, json};
 use super::SYNTHETIC_SIGNATURE;
 use crate::Error;
 use crate::model::{
-    Extensions, FinishReason, ImageSource, Message, Part, Protocol, Request, Response, Role, Tool,
-    ToolChoice, Usage,
+    Extensions, FinishReason, ImageSource, Message, Part, Protocol, Request, Response,
+    ResponseBuilder, Role, Tool, ToolChoice, Usage,
 };
 
 const PROTOCOL: Protocol = Protocol::Anthropic;
@@ -250,22 +250,17 @@ fn encode_block(part: &Part) -> Option<Value> {
             let mut block = ext_or_empty(extensions);
             block.insert("type".into(), Value::from("tool_result"));
             block.insert("tool_use_id".into(), Value::from(call_id.as_str()));
-            let inner: Vec<Value> = content.iter().filter_map(encode_block).collect();
-            let only_text = inner.iter().all(|b| {
-                b.get("type") == Some(&Value::from("text"))
-                    && b.as_object().is_some_and(|b| b.len() == 2)
-            });
-            let value = if only_text {
-                Value::from(
-                    inner
-                        .iter()
-                        .filter_map(|b| b["text"].as_str())
-                        .collect::<String>(),
-                )
-            } else {
-                Value::Array(inner)
-            };
-            block.insert("content".into(), value);
+            let mut inner: Vec<Value> = content.iter().filter_map(encode_block).collect();
+            // One plain text block is sent as a string; several stay blocks, so their
+            // boundaries survive. No content at all stays absent.
+            let plain_text = inner.len() == 1
+                && inner[0].get("type") == Some(&Value::from("text"))
+                && inner[0].as_object().is_some_and(|b| b.len() == 2);
+            if plain_text {
+                block.insert("content".into(), inner.remove(0)["text"].take());
+            } else if !inner.is_empty() {
+                block.insert("content".into(), Value::Array(inner));
+            }
             if *is_error {
                 block.insert("is_error".into(), Value::Bool(true));
             }
@@ -423,8 +418,72 @@ pub fn encode_response(response: &Response, estimated_input: u64) -> Value {
             body.extend(top.clone());
         }
     }
+    let rebuilt = content_from_parts(&response.parts);
+    let content = match original_content(response) {
+        // The upstream's own blocks, fields and order, when the model's view is unchanged.
+        Some(original) if content_from_parts(&fold_blocks(original)) == rebuilt => original.clone(),
+        _ => {
+            let mut content = rebuilt;
+            for ext in &response.extensions {
+                if let Some(block) = ext.for_protocol(PROTOCOL).and_then(|e| e.get("block")) {
+                    content.push(block.clone());
+                }
+            }
+            content
+        }
+    };
+    let stop = effective_stop(response.finish.as_ref(), response.has_tool_calls());
+    let usage_value = match &response.usage {
+        Some(u) => usage(u),
+        None => json!({"input_tokens": estimated_input, "output_tokens": 0,
+                       "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}),
+    };
+    body.insert("id".into(), Value::from(message_id(&response.id)));
+    body.insert("type".into(), Value::from("message"));
+    body.insert("role".into(), Value::from("assistant"));
+    body.insert("model".into(), Value::from(response.model.as_str()));
+    body.insert("content".into(), Value::Array(content));
+    body.insert("stop_reason".into(), Value::from(stop_reason(&stop)));
+    body.insert(
+        "stop_sequence".into(),
+        response
+            .stop_sequence
+            .as_deref()
+            .map_or(Value::Null, Value::from),
+    );
+    body.insert("usage".into(), usage_value);
+    Value::Object(body)
+}
+
+/// The content array of a same-protocol upstream response, kept by `decode_response`
+/// when folding it into parts would lose something.
+fn original_content(response: &Response) -> Option<&Vec<Value>> {
+    response
+        .extensions
+        .iter()
+        .find_map(|ext| ext.for_protocol(PROTOCOL)?.get("content")?.as_array())
+}
+
+/// The parts an upstream content array folds into.
+fn fold_blocks(content: &[Value]) -> Vec<Part> {
+    let mut events = Vec::new();
+    let mut index = 0;
+    for block in content {
+        super::decode::block_events(block.clone(), &mut index, &mut events);
+    }
+    let mut builder = ResponseBuilder::new();
+    for event in events {
+        if builder.push(event).is_err() {
+            return Vec::new();
+        }
+    }
+    builder.finish().parts
+}
+
+/// Content blocks built from the model's parts.
+fn content_from_parts(parts: &[Part]) -> Vec<Value> {
     let mut content = Vec::new();
-    for part in &response.parts {
+    for part in parts {
         match part {
             Part::Thinking {
                 text,
@@ -456,32 +515,7 @@ pub fn encode_response(response: &Response, estimated_input: u64) -> Value {
             _ => {}
         }
     }
-    for ext in &response.extensions {
-        if let Some(block) = ext.for_protocol(PROTOCOL).and_then(|e| e.get("block")) {
-            content.push(block.clone());
-        }
-    }
-    let stop = effective_stop(response.finish.as_ref(), response.has_tool_calls());
-    let usage_value = match &response.usage {
-        Some(u) => usage(u),
-        None => json!({"input_tokens": estimated_input, "output_tokens": 0,
-                       "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}),
-    };
-    body.insert("id".into(), Value::from(message_id(&response.id)));
-    body.insert("type".into(), Value::from("message"));
-    body.insert("role".into(), Value::from("assistant"));
-    body.insert("model".into(), Value::from(response.model.as_str()));
-    body.insert("content".into(), Value::Array(content));
-    body.insert("stop_reason".into(), Value::from(stop_reason(&stop)));
-    body.insert(
-        "stop_sequence".into(),
-        response
-            .stop_sequence
-            .as_deref()
-            .map_or(Value::Null, Value::from),
-    );
-    body.insert("usage".into(), usage_value);
-    Value::Object(body)
+    content
 }
 
 /// Anthropic ids start with `msg_`; ids from other providers get the prefix.

@@ -129,6 +129,9 @@ impl StreamDecoder for EventDecoder {
                 };
                 let kind = match block.get("type").and_then(Value::as_str) {
                     Some("text") => {
+                        // The block as sent (fields such as `citations` included), so an
+                        // Anthropic client gets the same block boundaries and fields.
+                        Self::passthrough("text_start", block.clone(), out);
                         let t = text("text");
                         if !t.is_empty() {
                             out.push(Event::TextDelta(t));
@@ -136,6 +139,7 @@ impl StreamDecoder for EventDecoder {
                         Block::Text
                     }
                     Some("thinking") => {
+                        Self::passthrough("thinking_start", block.clone(), out);
                         let t = text("thinking");
                         if !t.is_empty() {
                             out.push(Event::ThinkingDelta {
@@ -150,6 +154,13 @@ impl StreamDecoder for EventDecoder {
                         Block::Other
                     }
                     Some("tool_use") => {
+                        let mut extra = block.as_object().cloned().unwrap_or_default();
+                        for known in ["type", "id", "name", "input"] {
+                            extra.remove(known);
+                        }
+                        if !extra.is_empty() {
+                            Self::passthrough("tool_fields", Value::Object(extra), out);
+                        }
                         let call = self.tools;
                         self.tools += 1;
                         out.push(Event::ToolCallStart {
@@ -207,8 +218,10 @@ impl StreamDecoder for EventDecoder {
             }
             "content_block_stop" => match self.block(index) {
                 Some(Block::Tool(call)) => out.push(Event::ToolCallEnd { index: call }),
-                Some(Block::Other) => Self::passthrough("block_stop", Value::Bool(true), out),
-                _ => {}
+                Some(Block::Other | Block::Text | Block::Thinking) => {
+                    Self::passthrough("block_stop", Value::Bool(true), out);
+                }
+                None => {}
             },
             "message_delta" => {
                 if let Some(Value::Object(delta_usage)) = value.get("usage") {
@@ -222,6 +235,23 @@ impl StreamDecoder for EventDecoder {
                     out.push(Event::Usage(u));
                 }
                 let delta = value.get("delta").cloned().unwrap_or(Value::Null);
+                // Fields beside the stop reason and usage (`context_management`,
+                // `delta.container`, ...) travel to an Anthropic client's message_delta.
+                let mut top = value.as_object().cloned().unwrap_or_default();
+                for known in ["type", "delta", "usage"] {
+                    top.remove(known);
+                }
+                let mut delta_extra = delta.as_object().cloned().unwrap_or_default();
+                for known in ["stop_reason", "stop_sequence"] {
+                    delta_extra.remove(known);
+                }
+                if !top.is_empty() || !delta_extra.is_empty() {
+                    Self::passthrough(
+                        "message_delta",
+                        json!({"top": top, "delta": delta_extra}),
+                        out,
+                    );
+                }
                 if let Some(reason) = delta.get("stop_reason").and_then(Value::as_str) {
                     self.finished = true;
                     out.push(Event::Finish {
@@ -269,6 +299,8 @@ struct Queued {
     index: u32,
     id: String,
     name: String,
+    /// Same-protocol fields of the block beside `id`, `name` and `input`.
+    fields: Map<String, Value>,
     arguments: String,
     ended: bool,
 }
@@ -285,6 +317,10 @@ pub struct EventEncoder {
     called_tools: bool,
     usage: Option<Usage>,
     finish: Option<(FinishReason, Option<String>)>,
+    /// Same-protocol fields for the next tool_use block.
+    tool_fields: Option<Map<String, Value>>,
+    /// Same-protocol fields of the upstream message_delta: its top level and its delta.
+    message_delta: Option<(Map<String, Value>, Map<String, Value>)>,
     closed: bool,
 }
 
@@ -302,6 +338,8 @@ impl EventEncoder {
             called_tools: false,
             usage: None,
             finish: None,
+            tool_fields: None,
+            message_delta: None,
             closed: false,
         }
     }
@@ -314,7 +352,22 @@ impl EventEncoder {
         self.started = true;
         let ext = extensions.for_protocol(PROTOCOL);
         let usage = match ext.and_then(|e| e.get("start_usage")) {
-            Some(Value::Object(u)) => Value::Object(u.clone()),
+            Some(Value::Object(u)) => {
+                // Anthropic-compatible servers that count only at the end send zeros here;
+                // Claude Code reads input usage from message_start and breaks on zeros.
+                let mut u = u.clone();
+                let counted = [
+                    "input_tokens",
+                    "cache_creation_input_tokens",
+                    "cache_read_input_tokens",
+                ]
+                .iter()
+                .any(|key| u.get(*key).and_then(Value::as_u64).unwrap_or(0) > 0);
+                if !counted {
+                    u.insert("input_tokens".into(), Value::from(self.estimated_input));
+                }
+                Value::Object(u)
+            }
             _ => json!({
                 "input_tokens": self.estimated_input,
                 "cache_creation_input_tokens": 0,
@@ -392,13 +445,20 @@ impl EventEncoder {
         );
     }
 
-    fn open_tool(&mut self, index: u32, id: &str, name: &str, out: &mut Vec<Bytes>) {
+    fn open_tool(
+        &mut self,
+        index: u32,
+        id: &str,
+        name: &str,
+        mut fields: Map<String, Value>,
+        out: &mut Vec<Bytes>,
+    ) {
         self.called_tools = true;
-        self.open_block(
-            Block::Tool(index),
-            json!({"type": "tool_use", "id": id, "name": name, "input": {}}),
-            out,
-        );
+        fields.insert("type".into(), Value::from("tool_use"));
+        fields.insert("id".into(), Value::from(id));
+        fields.insert("name".into(), Value::from(name));
+        fields.insert("input".into(), json!({}));
+        self.open_block(Block::Tool(index), Value::Object(fields), out);
     }
 
     /// Opens queued calls in order once the open block is done with.
@@ -408,7 +468,7 @@ impl EventEncoder {
                 return;
             }
             let next = self.queue.remove(0);
-            self.open_tool(next.index, &next.id, &next.name, out);
+            self.open_tool(next.index, &next.id, &next.name, next.fields, out);
             if !next.arguments.is_empty() {
                 self.delta(
                     json!({"type": "input_json_delta", "partial_json": next.arguments}),
@@ -495,16 +555,18 @@ impl EventEncoder {
                 self.close_block(out);
             }
             Event::ToolCallStart { index, id, name } => {
+                let fields = self.tool_fields.take().unwrap_or_default();
                 if matches!(self.open, Some((_, Block::Tool(_)))) || !self.queue.is_empty() {
                     self.queue.push(Queued {
                         index,
                         id,
                         name,
+                        fields,
                         arguments: String::new(),
                         ended: false,
                     });
                 } else {
-                    self.open_tool(index, &id, &name, out);
+                    self.open_tool(index, &id, &name, fields, out);
                 }
             }
             Event::ToolCallArgsDelta { index, arguments } => {
@@ -540,6 +602,26 @@ impl EventEncoder {
                 if let Some(block) = fields.get("block_start") {
                     self.close_all(out);
                     self.open_block(Block::Other, block.clone(), out);
+                } else if let Some(Value::Object(block)) = fields.get("text_start") {
+                    // The upstream opened a text block: open it here too, with its fields,
+                    // so blocks keep their boundaries (a citation belongs to one block).
+                    let mut block = block.clone();
+                    block.insert("text".into(), Value::from(""));
+                    self.close_all(out);
+                    self.open_block(Block::Text, Value::Object(block), out);
+                } else if let Some(Value::Object(block)) = fields.get("thinking_start") {
+                    let mut block = block.clone();
+                    block.insert("thinking".into(), Value::from(""));
+                    self.close_all(out);
+                    self.open_block(Block::Thinking, Value::Object(block), out);
+                } else if let Some(Value::Object(extra)) = fields.get("tool_fields") {
+                    self.tool_fields = Some(extra.clone());
+                } else if let Some(message_delta) = fields.get("message_delta") {
+                    let part = |key: &str| match message_delta.get(key) {
+                        Some(Value::Object(obj)) => obj.clone(),
+                        _ => Map::new(),
+                    };
+                    self.message_delta = Some((part("top"), part("delta")));
                 } else if let Some(delta) = fields.get("block_delta") {
                     self.delta(delta.clone(), out);
                 } else if fields.contains_key("block_stop") {
@@ -577,15 +659,16 @@ impl EventEncoder {
             Some(u) => wire_usage(u),
             None => json!({"output_tokens": 0}),
         };
-        Self::frame(
-            "message_delta",
-            json!({
-                "type": "message_delta",
-                "delta": {"stop_reason": wire_stop(&stop), "stop_sequence": stop_sequence},
-                "usage": usage,
-            }),
-            out,
+        let (mut frame, mut delta) = self.message_delta.take().unwrap_or_default();
+        delta.insert("stop_reason".into(), Value::from(wire_stop(&stop)));
+        delta.insert(
+            "stop_sequence".into(),
+            stop_sequence.map_or(Value::Null, Value::from),
         );
+        frame.insert("type".into(), Value::from("message_delta"));
+        frame.insert("delta".into(), Value::Object(delta));
+        frame.insert("usage".into(), usage);
+        Self::frame("message_delta", Value::Object(frame), out);
         Self::frame("message_stop", json!({"type": "message_stop"}), out);
     }
 }

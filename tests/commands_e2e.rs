@@ -1,0 +1,228 @@
+//! In-chat commands end to end: local answers in each front-end's protocol, session
+//! overrides and their isolation, one-off routes, strict detection.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use serde_json::{Value, json};
+use support::fake_openai::{FakeOpenAi, Mode};
+use support::{client, config, fake_backend_config, sse_data, start, streamed_text};
+
+const MOCK_TEXT: &str = "Hello from the llmux mock back-end.";
+
+async fn setup(extra: &str) -> (FakeOpenAi, support::Llmux) {
+    let fake = FakeOpenAi::start(Mode::Normal).await;
+    let toml = format!("{extra}\n{}", fake_backend_config(&fake.base_url, ""));
+    let llmux = start(config(&toml, &[]), &[("FAKE_API_KEY", "k")]).await;
+    (fake, llmux)
+}
+
+async fn chat(llmux: &support::Llmux, session: &str, text: &str, stream: bool) -> String {
+    let request = json!({"model": "fake-small", "stream": stream,
+        "messages": [{"role": "user", "content": "first message"}, {"role": "assistant", "content": "ok"},
+                     {"role": "user", "content": text}]});
+    let response = client()
+        .post(llmux.url("/v1/chat/completions"))
+        .header("x-session-id", session)
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.text().await.unwrap();
+    if stream {
+        streamed_text(&sse_data(&body))
+    } else {
+        let value: Value = serde_json::from_str(&body).unwrap();
+        value["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    }
+}
+
+#[tokio::test]
+async fn a_command_only_message_is_answered_locally_streaming_and_not() {
+    let (fake, llmux) = setup("").await;
+    let answer = chat(&llmux, "s1", "!/backend(mock)", false).await;
+    assert_eq!(answer, "back-end set to mock");
+    let answer = chat(&llmux, "s1", "!/max", true).await;
+    assert_eq!(answer, "reasoning effort set to high");
+    assert_eq!(fake.hit_count(), 0, "nothing reached a back-end");
+    // The session now goes to the mock; another session still goes to the fake.
+    assert_eq!(chat(&llmux, "s1", "hello", false).await, MOCK_TEXT);
+    assert_eq!(chat(&llmux, "s2", "hello", false).await, "Hello from fake.");
+    assert_eq!(fake.hit_count(), 1);
+}
+
+#[tokio::test]
+async fn commands_are_stripped_and_the_rest_is_forwarded_with_overrides() {
+    let (fake, llmux) = setup("").await;
+    let answer = chat(
+        &llmux,
+        "s1",
+        "!/set(temperature=0.3, reasoning=low) Say hi",
+        false,
+    )
+    .await;
+    assert_eq!(answer, "Hello from fake.");
+    let upstream = fake.last_request().body;
+    assert_eq!(upstream["messages"][2]["content"], "Say hi");
+    assert_eq!(upstream["temperature"], 0.3);
+    assert_eq!(upstream["reasoning_effort"], "low");
+    // Earlier messages' commands are history, never re-applied or stripped.
+    let request = json!({"model": "fake-small", "messages": [
+        {"role": "user", "content": "!/backend(mock)"}, {"role": "assistant", "content": "ok"},
+        {"role": "user", "content": "again"}]});
+    let response = client()
+        .post(llmux.url("/v1/chat/completions"))
+        .header("x-session-id", "s3")
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"], "Hello from fake.");
+    assert_eq!(
+        fake.last_request().body["messages"][0]["content"],
+        "!/backend(mock)"
+    );
+}
+
+#[tokio::test]
+async fn oneoff_applies_to_the_next_request_only() {
+    let (fake, llmux) = setup("").await;
+    assert_eq!(
+        chat(&llmux, "s", "!/oneoff(mock/mock-model)", false).await,
+        "the next request goes to mock:mock-model"
+    );
+    assert_eq!(chat(&llmux, "s", "hi", false).await, MOCK_TEXT);
+    assert_eq!(chat(&llmux, "s", "hi", false).await, "Hello from fake.");
+    assert_eq!(fake.hit_count(), 1);
+}
+
+#[tokio::test]
+async fn unknown_commands_and_bad_arguments_are_answered_locally_and_nothing_is_forwarded() {
+    let (fake, llmux) = setup("").await;
+    let answer = chat(&llmux, "s", "!/frobnicate please do it", false).await;
+    assert!(answer.contains("unknown command !/frobnicate"), "{answer}");
+    let answer = chat(&llmux, "s", "!/backend(nope)", false).await;
+    assert!(
+        answer.contains("unknown back-end 'nope'") && answer.contains("mock"),
+        "{answer}"
+    );
+    let answer = chat(&llmux, "s", "!/set(temperature=hot)", false).await;
+    assert!(answer.contains("temperature must be a number"), "{answer}");
+    let answer = chat(&llmux, "s", "!/project-dir(/definitely/not/here)", false).await;
+    assert!(answer.contains("not a directory"), "{answer}");
+    assert_eq!(fake.hit_count(), 0);
+    // A failed command changes nothing.
+    assert_eq!(chat(&llmux, "s", "hi", false).await, "Hello from fake.");
+}
+
+#[tokio::test]
+async fn help_and_status_describe_the_commands_and_the_next_request() {
+    let (_fake, llmux) = setup("").await;
+    let help = chat(&llmux, "s", "!/help", false).await;
+    for command in [
+        "!/backend(name)",
+        "!/model(name)",
+        "!/oneoff(",
+        "!/set(",
+        "!/unset(",
+        "!/max",
+        "!/no-think",
+        "!/project-dir(",
+        "!/status",
+        "!/help",
+    ] {
+        assert!(
+            help.contains(command),
+            "{command} missing from help:\n{help}"
+        );
+    }
+    chat(&llmux, "s", "!/model(mock:mock-model)", false).await;
+    let status = chat(&llmux, "s", "!/status", false).await;
+    assert!(
+        status.contains("back-end mock, model mock-model"),
+        "{status}"
+    );
+    chat(&llmux, "s", "!/unset(model)", false).await;
+    let status = chat(&llmux, "s", "!/status", false).await;
+    assert!(
+        status.contains("back-end fake, model fake-small"),
+        "{status}"
+    );
+}
+
+#[tokio::test]
+async fn strict_mode_only_takes_a_last_line_of_commands() {
+    let (fake, llmux) = setup("strict_command_detection = true").await;
+    let answer = chat(&llmux, "s", "I tried !/help but it didn't work", false).await;
+    assert_eq!(answer, "Hello from fake.");
+    assert_eq!(
+        fake.last_request().body["messages"][2]["content"],
+        "I tried !/help but it didn't work"
+    );
+    let answer = chat(&llmux, "s", "Some context\n!/backend(mock)", false).await;
+    assert_eq!(answer, MOCK_TEXT, "the context went on to the new back-end");
+}
+
+#[tokio::test]
+async fn clients_without_a_session_header_get_one_from_their_conversation() {
+    let (fake, llmux) = setup("").await;
+    let send = |first: &'static str, last: &'static str| {
+        let request = json!({"model": "fake-small", "messages": [
+            {"role": "user", "content": first}, {"role": "assistant", "content": "ok"},
+            {"role": "user", "content": last}]});
+        client()
+            .post(llmux.url("/v1/chat/completions"))
+            .json(&request)
+            .send()
+    };
+    let body: Value = send("task A", "!/backend(mock)")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "back-end set to mock"
+    );
+    let body: Value = send("task A", "go").await.unwrap().json().await.unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"], MOCK_TEXT);
+    let body: Value = send("task B", "go").await.unwrap().json().await.unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"], "Hello from fake.");
+    assert_eq!(fake.hit_count(), 1);
+}
+
+#[tokio::test]
+async fn anthropic_clients_get_local_answers_in_their_protocol() {
+    let (fake, llmux) = setup("").await;
+    for stream in [false, true] {
+        let request = json!({"model": "fake-small", "max_tokens": 100, "stream": stream,
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "!/low"}]}]});
+        let response = client()
+            .post(llmux.anthropic_url("/v1/messages"))
+            .header("x-session-id", "a")
+            .json(&request)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let body = response.text().await.unwrap();
+        if stream {
+            assert!(
+                body.contains("event: message_start") && body.contains("event: message_stop"),
+                "{body}"
+            );
+            assert!(body.contains("reasoning effort set to low"), "{body}");
+        } else {
+            let value: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(value["content"][0]["text"], "reasoning effort set to low");
+            assert_eq!(value["stop_reason"], "end_turn");
+        }
+    }
+    assert_eq!(fake.hit_count(), 0);
+}
