@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::credentials::SecretSource;
 use crate::model::Request;
 use crate::pipeline::commands::CommandSettings;
+use crate::pipeline::routing::RoutingRules;
 use crate::pipeline::{
     Flow, Pipeline, RequestContext, apply_filters, derive_session_id, end_filters,
 };
@@ -39,6 +40,7 @@ impl Engine {
                 prefix: config.command_prefix.clone(),
                 strict: config.strict_command_detection,
             },
+            RoutingRules::from_config(&config)?,
             state,
             config.backends.keys().cloned().collect(),
             config.default_backend.clone(),

@@ -56,6 +56,20 @@ struct Options {
     /// Back-end for models without a `backend:` prefix [default_backend, LLM_BACKEND].
     #[arg(long, global = true, value_name = "NAME")]
     default_backend: Option<String>,
+    /// Send every request to BACKEND:MODEL (session overrides still win) [static_route, STATIC_ROUTE].
+    #[arg(long, global = true, value_name = "BACKEND:MODEL")]
+    static_route: Option<String>,
+    /// Replace every client's model with MODEL [force_model, FORCE_MODEL].
+    #[arg(long, global = true, value_name = "MODEL")]
+    force_model: Option<String>,
+    /// Rewrite model names: "PATTERN=REPLACEMENT", regex with \1 groups; repeatable, first
+    /// match wins [model_aliases, MODEL_ALIASES].
+    #[arg(
+        long = "model-alias",
+        global = true,
+        value_name = "PATTERN=REPLACEMENT"
+    )]
+    model_aliases: Vec<String>,
     /// Only commands on the last non-blank line of a message count
     /// [strict_command_detection, STRICT_COMMAND_DETECTION].
     #[arg(long, global = true)]
@@ -175,6 +189,24 @@ fn load_config(options: &Options) -> Result<Loaded, llmux::config::ConfigError> 
     }
     if let Some(backend) = &options.default_backend {
         loader = loader.set("default_backend", backend.as_str(), "--default-backend");
+    }
+    if let Some(route) = &options.static_route {
+        loader = loader.set("static_route", route.as_str(), "--static-route");
+    }
+    if let Some(model) = &options.force_model {
+        loader = loader.set("force_model", model.as_str(), "--force-model");
+    }
+    if !options.model_aliases.is_empty() {
+        let mut list = Vec::new();
+        for alias in &options.model_aliases {
+            // Split at the last '=': patterns may hold one, replacements rarely do.
+            let (pattern, replacement) = alias.rsplit_once('=').unwrap_or((alias.as_str(), ""));
+            let mut table = toml::Table::new();
+            table.insert("pattern".into(), pattern.into());
+            table.insert("replacement".into(), replacement.into());
+            list.push(toml::Value::Table(table));
+        }
+        loader = loader.set("model_aliases", toml::Value::Array(list), "--model-alias");
     }
     if options.strict_command_detection {
         loader = loader.set(

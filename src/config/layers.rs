@@ -54,6 +54,8 @@ pub const ENV_KEYS: &[(&str, &str, EnvKind)] = &[
         EnvKind::Bool,
     ),
     ("SESSION_MAX_AGE", "session.max_age", EnvKind::Int),
+    ("STATIC_ROUTE", "static_route", EnvKind::Str),
+    ("FORCE_MODEL", "force_model", EnvKind::Str),
     (
         "LLM_INTERACTIVE_PROXY_API_KEY",
         "auth.api_keys",

@@ -203,6 +203,12 @@ pub struct Config {
     pub backends: BTreeMap<String, BackendConfig>,
     pub command_prefix: String,
     pub strict_command_detection: bool,
+    /// `backend:model` every request goes to, below session overrides.
+    pub static_route: Option<String>,
+    /// The model that replaces every client's model.
+    pub force_model: Option<String>,
+    /// Model rewrites (pattern, replacement), checked to compile.
+    pub model_aliases: Vec<(String, String)>,
     /// Sessions idle this long are forgotten.
     pub session_max_age: Duration,
 }
@@ -317,6 +323,13 @@ impl ConfigLoader {
                 }
             }
         }
+        // MODEL_ALIASES is a JSON list; as in the seed, a malformed one is a warning.
+        if let Some(text) = (self.env)("MODEL_ALIASES") {
+            match aliases_from_json(&text) {
+                Ok(list) => layered.set("model_aliases", list, Source::Env("MODEL_ALIASES".into())),
+                Err(why) => notes.push(format!("ignoring MODEL_ALIASES: {why}")),
+            }
+        }
         for (key, value, flag) in self.overrides {
             layered.set(&key, value, Source::Cli(flag));
         }
@@ -348,6 +361,30 @@ impl ConfigLoader {
             _ => Err(ConfigError { problems }),
         }
     }
+}
+
+/// `[{"pattern": ..., "replacement": ...}, ...]` as a TOML array of tables.
+fn aliases_from_json(text: &str) -> Result<toml::Value, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("not valid JSON ({e})"))?;
+    let items = value.as_array().ok_or("not a JSON list")?;
+    let mut list = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let field = |key: &str| {
+            item.get(key)
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| format!("item {i} has no string '{key}'"))
+        };
+        let mut table = toml::Table::new();
+        table.insert("pattern".into(), toml::Value::String(field("pattern")?));
+        table.insert(
+            "replacement".into(),
+            toml::Value::String(field("replacement")?),
+        );
+        list.push(toml::Value::Table(table));
+    }
+    Ok(toml::Value::Array(list))
 }
 
 fn read_file(path: &Path, required: bool) -> Result<Option<toml::Table>, String> {
@@ -493,6 +530,39 @@ fn validate(
             "must be non-empty and hold no spaces",
         ));
     }
+    let mut model_aliases = Vec::new();
+    for (i, alias) in raw.model_aliases.iter().enumerate() {
+        match crate::pipeline::model_aliases::AliasRule::new(&alias.pattern, &alias.replacement) {
+            Ok(_) => model_aliases.push((alias.pattern.clone(), alias.replacement.clone())),
+            Err(why) => problems.push(format!(
+                "model_aliases[{i}] (from {}): {why}",
+                layered.source_of(&format!("model_aliases[{i}]"))
+            )),
+        }
+    }
+    if let Some(route) = &raw.static_route {
+        let known = route
+            .split_once(':')
+            .is_some_and(|(b, m)| !m.is_empty() && raw.backends.contains_key(b));
+        if !known {
+            problems.push(bad(
+                layered,
+                "static_route",
+                format!("'{route}'"),
+                format!(
+                    "expected backend:model with a configured back-end ({})",
+                    raw.backends.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+    }
+    if raw
+        .force_model
+        .as_deref()
+        .is_some_and(|m| m.trim().is_empty())
+    {
+        problems.push(bad(layered, "force_model", "''", "must name a model"));
+    }
     if raw.session.max_age == 0 {
         problems.push(bad(
             layered,
@@ -570,6 +640,9 @@ fn validate(
         log_format,
         backends,
         command_prefix: raw.command_prefix.clone(),
+        static_route: raw.static_route.clone(),
+        force_model: raw.force_model.clone(),
+        model_aliases,
         strict_command_detection: raw.strict_command_detection,
         session_max_age: Duration::from_secs(raw.session.max_age),
     })

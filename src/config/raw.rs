@@ -20,6 +20,15 @@ pub struct RawConfig {
     pub strict_command_detection: bool,
     #[serde(default)]
     pub session: RawSession,
+    /// Send every request here (`backend:model`), unless a session override says otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub static_route: Option<String>,
+    /// Replace every client's model with this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force_model: Option<String>,
+    /// Regex rewrites of model names, first match wins.
+    #[serde(default)]
+    pub model_aliases: Vec<RawAlias>,
     #[serde(default)]
     pub proxy: RawProxy,
     #[serde(default)]
@@ -32,6 +41,13 @@ pub struct RawConfig {
 
 fn default_backend() -> String {
     "openai".into()
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlias {
+    pub pattern: String,
+    pub replacement: String,
 }
 
 fn default_command_prefix() -> String {

@@ -13,6 +13,7 @@
 //!    filters in that order before the front-end encodes it.
 
 pub mod commands;
+pub mod model_aliases;
 pub mod routing;
 
 use std::net::IpAddr;
@@ -141,6 +142,7 @@ impl Pipeline {
     /// The stages llmux runs, in order. Later features add their stage here.
     pub fn standard(
         commands: commands::CommandSettings,
+        rules: routing::RoutingRules,
         state: Arc<dyn StateStore>,
         backends: Vec<String>,
         default_backend: String,
@@ -154,8 +156,8 @@ impl Pipeline {
                     backends,
                     default_backend,
                 )?),
-                // ...which then decides where the request goes.
-                Arc::new(routing::SessionRouting::new(state)),
+                // ...which, with the routing rules, decides where the request goes.
+                Arc::new(routing::Routing::new(rules, state)),
             ],
         })
     }

@@ -1,19 +1,65 @@
-//! Session routing: what the user chose with in-chat commands decides where the request
-//! goes, and with which temperature and reasoning.
+//! Routing rules: where a request goes, and with which temperature and reasoning.
 //!
 //! Precedence, strongest first (DESIGN.md): one-off `!/oneoff` > session `!/backend` and
-//! `!/model` > `--static-route` > `--force-model` > model aliases > planning phase > the
-//! client's model on the default back-end. This stage covers the first two; the later
-//! rules are stages of their own.
+//! `!/model` (through the aliases) > `--static-route` > `--force-model` > model aliases >
+//! planning phase (not built yet) > the client's model on the default back-end.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use super::model_aliases::{AliasRule, rewrite};
 use super::{Flow, RequestContext, Stage};
 use crate::Error;
 use crate::model::Request;
 use crate::state::{Session, StateStore};
+
+/// The configured rules (`--static-route`, `--force-model`, `--model-alias`).
+#[derive(Debug, Clone, Default)]
+pub struct RoutingRules {
+    pub static_route: Option<String>,
+    pub force_model: Option<String>,
+    pub aliases: Vec<AliasRule>,
+}
+
+impl RoutingRules {
+    /// Compiles the configured aliases (already checked by config validation).
+    pub fn from_config(config: &crate::Config) -> Result<Self, Error> {
+        let aliases = config
+            .model_aliases
+            .iter()
+            .map(|(p, r)| AliasRule::new(p, r).map_err(Error::internal))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            static_route: config.static_route.clone(),
+            force_model: config.force_model.clone(),
+            aliases,
+        })
+    }
+
+    /// The model string the request goes to, from the session and the rules.
+    pub fn route(&self, session: &Session, client_model: &str) -> String {
+        if let Some(route) = &session.oneoff {
+            return route.clone();
+        }
+        if let Some(mut route) = session_route(session, client_model) {
+            // A session model goes through the aliases, as `!/model(...)` does in the seed.
+            if session.model.is_some()
+                && let Some(rewritten) = rewrite(&self.aliases, &route)
+            {
+                route = rewritten;
+            }
+            return route;
+        }
+        if let Some(route) = &self.static_route {
+            return route.clone();
+        }
+        if let Some(model) = &self.force_model {
+            return model.clone();
+        }
+        rewrite(&self.aliases, client_model).unwrap_or_else(|| client_model.to_owned())
+    }
+}
 
 /// The model string the session sends `client_model` to, if it overrides it.
 pub fn session_route(session: &Session, client_model: &str) -> Option<String> {
@@ -35,20 +81,21 @@ pub fn session_route(session: &Session, client_model: &str) -> Option<String> {
     }
 }
 
-pub struct SessionRouting {
+pub struct Routing {
+    rules: RoutingRules,
     state: Arc<dyn StateStore>,
 }
 
-impl SessionRouting {
-    pub fn new(state: Arc<dyn StateStore>) -> Self {
-        Self { state }
+impl Routing {
+    pub fn new(rules: RoutingRules, state: Arc<dyn StateStore>) -> Self {
+        Self { rules, state }
     }
 }
 
 #[async_trait]
-impl Stage for SessionRouting {
+impl Stage for Routing {
     fn name(&self) -> &'static str {
-        "session-routing"
+        "routing"
     }
 
     async fn on_request(
@@ -63,9 +110,7 @@ impl Stage for SessionRouting {
             // A one-off route is used once.
             s.oneoff = None;
         });
-        if let Some(route) = session_route(&session, &request.model) {
-            request.model = route;
-        }
+        request.model = self.rules.route(&session, &request.model);
         if let Some(t) = session.temperature {
             request.sampling.temperature = Some(t);
         }
@@ -79,6 +124,48 @@ impl Stage for SessionRouting {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One row of the precedence table each: the strongest rule present wins.
+    #[test]
+    fn precedence_table() {
+        let rules = RoutingRules {
+            static_route: Some("zai:glm-static".into()),
+            force_model: Some("forced".into()),
+            aliases: vec![AliasRule::new("^gpt-(.*)", "openrouter:openai/gpt-\\1").unwrap()],
+        };
+        let none = Session::default();
+        let session_model = Session {
+            model: Some("gpt-5".into()),
+            ..Session::default()
+        };
+        let oneoff = Session {
+            oneoff: Some("mock:once".into()),
+            ..session_model.clone()
+        };
+        // one-off > session
+        assert_eq!(rules.route(&oneoff, "gpt-4o"), "mock:once");
+        // session (through aliases) > static route
+        assert_eq!(
+            rules.route(&session_model, "gpt-4o"),
+            "openrouter:openai/gpt-5"
+        );
+        // static route > force model
+        assert_eq!(rules.route(&none, "gpt-4o"), "zai:glm-static");
+        // force model > aliases
+        let forced = RoutingRules {
+            static_route: None,
+            ..rules.clone()
+        };
+        assert_eq!(forced.route(&none, "gpt-4o"), "forced");
+        // aliases > the client's model
+        let aliased = RoutingRules {
+            force_model: None,
+            ..forced.clone()
+        };
+        assert_eq!(aliased.route(&none, "gpt-4o"), "openrouter:openai/gpt-4o");
+        // the client's model when nothing applies
+        assert_eq!(aliased.route(&none, "claude-x"), "claude-x");
+    }
 
     #[test]
     fn oneoff_beats_session_model_which_beats_session_backend() {
