@@ -190,9 +190,11 @@ async fn non_streaming_anthropic_over_openai_with_tool_round_trip() {
     );
     assert_eq!(messages[3]["role"], "tool");
     assert_eq!(messages[3]["tool_call_id"], tool_use["id"]);
-    // The image in the tool result survives as an image part.
-    assert_eq!(messages[3]["content"][1]["type"], "image_url");
-    assert_eq!(messages[4], json!({"role": "user", "content": "Thanks!"}));
+    assert_eq!(messages[3]["content"], "Sunny, 21C");
+    // OpenAI takes only text in tool messages: the image follows in a user message.
+    assert_eq!(messages[4]["role"], "user");
+    assert_eq!(messages[4]["content"][1]["type"], "image_url");
+    assert_eq!(messages[5], json!({"role": "user", "content": "Thanks!"}));
 }
 
 #[tokio::test]

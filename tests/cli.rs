@@ -332,3 +332,61 @@ fn the_binary_serves_logs_one_line_per_request_without_secrets_and_stops_on_sigt
         "{log}"
     );
 }
+
+#[test]
+fn invalid_alias_patterns_are_rejected_and_malformed_model_aliases_is_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = llmux(
+        &["config", "check", "--model-alias", "^gpt-(=openai:x"],
+        &[],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let message = text(&out);
+    assert!(
+        message.contains("model_aliases[0]") && message.contains("invalid regex '^gpt-('"),
+        "{message}"
+    );
+    assert!(
+        message.contains("--model-alias"),
+        "names the source: {message}"
+    );
+
+    let out = llmux(
+        &["config", "check"],
+        &[("MODEL_ALIASES", "[not json")],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("ignoring MODEL_ALIASES"),
+        "{}",
+        text(&out)
+    );
+
+    let out = llmux(
+        &["config", "print"],
+        &[(
+            "MODEL_ALIASES",
+            r#"[{"pattern": "^a$", "replacement": "mock:b"}]"#,
+        )],
+        dir.path(),
+    );
+    assert!(
+        text(&out).contains("environment MODEL_ALIASES"),
+        "{}",
+        text(&out)
+    );
+
+    let out = llmux(
+        &["config", "check", "--static-route", "nowhere:model"],
+        &[],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).contains("static_route = 'nowhere:model'"),
+        "{}",
+        text(&out)
+    );
+}

@@ -226,3 +226,47 @@ async fn anthropic_clients_get_local_answers_in_their_protocol() {
     }
     assert_eq!(fake.hit_count(), 0);
 }
+
+#[tokio::test]
+async fn aliases_force_model_and_static_route_route_requests() {
+    // An alias sends gpt-* to the mock; other models stay on the fake.
+    let (fake, llmux) =
+        setup("model_aliases = [{ pattern = \"^gpt-(.*)\", replacement = \"mock:mock-\\\\1\" }]")
+            .await;
+    let request =
+        |model: &str| json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+    let body: Value = client()
+        .post(llmux.url("/v1/chat/completions"))
+        .json(&request("gpt-4o"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"], MOCK_TEXT);
+    assert_eq!(body["model"], "mock-4o");
+    let body: Value = client()
+        .post(llmux.url("/v1/chat/completions"))
+        .json(&request("fake-small"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"], "Hello from fake.");
+    assert_eq!(fake.hit_count(), 1);
+
+    // --force-model replaces every model; a session override still wins over it.
+    let (fake, llmux) = setup("force_model = \"fake-large\"").await;
+    assert_eq!(chat(&llmux, "s", "hi", false).await, "Hello from fake.");
+    assert_eq!(fake.last_request().body["model"], "fake-large");
+    chat(&llmux, "s", "!/model(mock:mock-model)", false).await;
+    assert_eq!(chat(&llmux, "s", "hi", false).await, MOCK_TEXT);
+
+    // --static-route sends everything to one back-end and model.
+    let (fake, llmux) = setup("static_route = \"mock:mock-model\"").await;
+    assert_eq!(chat(&llmux, "s", "hi", false).await, MOCK_TEXT);
+    assert_eq!(fake.hit_count(), 0);
+}

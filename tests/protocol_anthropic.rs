@@ -2139,8 +2139,6 @@ fn interleaved_parallel_tool_call_deltas_become_sequential_blocks() {
 }
 
 #[test]
-#[ignore = "openai_chat::encode_request puts image parts inside the `tool` message; OpenAI \
-            accepts only text parts there (openai-python ChatCompletionToolMessageParam)"]
 fn tool_result_images_reach_openai_outside_the_tool_message() {
     // Zoo-Code #1705, PROTOCOLS.md §2.3: tool results may carry images (screenshots).
     let request = anthropic_request(json!({

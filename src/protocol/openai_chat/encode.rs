@@ -115,11 +115,33 @@ fn encode_message(message: &Message, out: &mut Vec<Value>) {
     // (Anthropic puts them in user messages), and they come before the rest.
     // A chat `role: tool` message also keeps its own unknown fields, name and content shape.
     let own = message.role == Role::Tool;
+    // OpenAI takes only text in a tool message: images a tool returned (Anthropic allows
+    // them) follow the tool messages in a user message of their own.
+    let mut images: Vec<Value> = Vec::new();
     for part in &message.parts {
         if let Part::ToolResult {
             call_id, content, ..
         } = part
         {
+            let (content, moved): (Vec<Part>, Vec<&Part>) = if own {
+                (content.clone(), Vec::new())
+            } else {
+                let moved: Vec<&Part> = content
+                    .iter()
+                    .filter(|p| matches!(p, Part::Image { .. }))
+                    .collect();
+                let kept = content
+                    .iter()
+                    .filter(|p| !matches!(p, Part::Image { .. }))
+                    .cloned()
+                    .collect();
+                (kept, moved)
+            };
+            if !moved.is_empty() {
+                images.push(json!({"type": "text", "text": format!("Images returned by tool call {call_id}:")}));
+                images.extend(moved.into_iter().filter_map(encode_part));
+            }
+            let content = &content;
             let mut obj = if own {
                 ext_or_empty(&message.extensions)
             } else {
@@ -134,6 +156,9 @@ fn encode_message(message: &Message, out: &mut Vec<Value>) {
             obj.insert("content".into(), tool_result_content(content, as_parts));
             out.push(Value::Object(obj));
         }
+    }
+    if !images.is_empty() {
+        out.push(json!({"role": "user", "content": images}));
     }
     if message.role == Role::Tool {
         return;
