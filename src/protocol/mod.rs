@@ -3,5 +3,6 @@
 //! that serves it and every back-end that speaks it. There are no pairwise translators:
 //! Anthropic-to-OpenAI is Anthropic decode followed by OpenAI encode.
 
+pub mod gemini;
 pub mod openai_chat;
 pub mod sse;
