@@ -201,9 +201,15 @@ fn message_from_wire(
     calls: &mut CallBook,
 ) -> Result<Message, Error> {
     let path = format!("contents[{index}]");
+    let mut leftovers = content.extra;
     let role = match content.role.as_deref() {
         Some("user") | None => Role::User,
         Some("model") => Role::Assistant,
+        // Function results in the role older Gemini docs used; kept for the same protocol.
+        Some("function") => {
+            leftovers.insert("role".into(), Value::from("function"));
+            Role::User
+        }
         Some(other) => {
             return Err(Error::invalid_field(
                 format!("{path}.role"),
@@ -228,7 +234,7 @@ fn message_from_wire(
         parts.push(part_from_wire(part, &part_path, Some(synthetic), calls)?);
     }
     let mut message = Message::new(role, parts);
-    message.extensions = Extensions::new(PROTOCOL, content.extra);
+    message.extensions = Extensions::new(PROTOCOL, leftovers);
     Ok(message)
 }
 

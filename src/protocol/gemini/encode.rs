@@ -29,7 +29,9 @@ use serde_json::{Map, Value, json};
 use super::PROTOCOL;
 use super::decode::{RESPONSE_KEY_HINT, SYNTHETIC_ID_PREFIX};
 use super::schema::{SchemaError, to_gemini, to_gemini_parameters};
-use super::thinking::{budget_for_effort, effort_for_level, level_for_effort, uses_levels};
+use super::thinking::{
+    budget_for_effort, effort_for_level, fit_budget, level_for_effort, uses_levels,
+};
 use crate::Error;
 use crate::error::ErrorKind;
 use crate::model::{
@@ -195,7 +197,9 @@ fn encode_contents(request: &Request, model: &str) -> Result<(Vec<Value>, Vec<Va
         .into_iter()
         .map(|turn| {
             let mut content = turn.extensions;
-            content.insert("role".into(), Value::from(turn.role));
+            content
+                .entry("role")
+                .or_insert_with(|| Value::from(turn.role));
             content.insert("parts".into(), Value::Array(turn.parts));
             Value::Object(content)
         })
@@ -334,7 +338,14 @@ pub(crate) fn arguments_object(arguments: &str) -> Value {
 fn request_part(part: &Part) -> Result<Option<Value>, Error> {
     Ok(Some(match part {
         Part::Text { text, extensions } => {
-            let mut obj = skeleton(extensions).unwrap_or_default();
+            let own = skeleton(extensions);
+            // Gemini rejects an empty text part ("empty text parameter"); OpenAI clients
+            // send `content: ""` beside tool calls. A Gemini client's own empty part
+            // (carrying a signature) goes back as it came.
+            if text.is_empty() && own.is_none() {
+                return Ok(None);
+            }
+            let mut obj = own.unwrap_or_default();
             obj.insert("text".into(), Value::from(text.as_str()));
             Value::Object(obj)
         }
@@ -585,6 +596,13 @@ fn encode_thinking(
         match (reasoning.budget_tokens, reasoning.effort) {
             (Some(budget), _) => {
                 thinking.remove("thinkingLevel");
+                // A Gemini client's budget is its own business; another protocol's is
+                // fitted to what the model accepts.
+                let budget = if own {
+                    budget as i64
+                } else {
+                    fit_budget(budget as i64, model)
+                };
                 thinking.insert("thinkingBudget".into(), Value::from(budget));
             }
             (None, Some(effort)) => {
@@ -601,10 +619,8 @@ fn encode_thinking(
                         Value::from(level_for_effort(effort, model)),
                     );
                 } else {
-                    thinking.insert(
-                        "thinkingBudget".into(),
-                        Value::from(budget_for_effort(effort)),
-                    );
+                    let budget = fit_budget(budget_for_effort(effort), model);
+                    thinking.insert("thinkingBudget".into(), Value::from(budget));
                 }
             }
             (None, None) => {}

@@ -28,7 +28,8 @@
 //!
 //! The other direction, [`to_json_schema`], reads a Gemini client's `parameters` into
 //! plain JSON Schema for the canonical model: upper-case `type` names (`OBJECT`, as the
-//! Google SDKs send them) become lower-case and `nullable: true` becomes a `null` type.
+//! Google SDKs send them) become lower-case, `nullable: true` becomes a `null` type (and
+//! a `null` enum value), and Gemini-only keywords (`propertyOrdering`, `format: enum`) go.
 
 use serde_json::{Map, Value};
 
@@ -594,6 +595,9 @@ pub fn to_json_schema(schema: &Value) -> Value {
             "items" => {
                 out.insert(key.clone(), to_json_schema(value));
             }
+            // Gemini-only keywords other protocols do not know.
+            "propertyOrdering" => {}
+            "format" if value == "enum" => {}
             "anyOf" => match value {
                 Value::Array(members) => {
                     out.insert(
@@ -611,6 +615,12 @@ pub fn to_json_schema(schema: &Value) -> Value {
         }
     }
     if nullable {
+        // JSON Schema's enum is exhaustive: a nullable enum must list null.
+        if let Some(Value::Array(values)) = out.get_mut("enum")
+            && !values.contains(&Value::Null)
+        {
+            values.push(Value::Null);
+        }
         match out.get_mut("type") {
             Some(Value::String(kind)) => {
                 let kind = std::mem::take(kind);
@@ -885,6 +895,7 @@ mod tests {
                 "type": "OBJECT",
                 "properties": {
                     "city": {"type": "STRING", "nullable": true},
+                    "unit": {"type": "STRING", "format": "enum", "enum": ["C", "F"], "nullable": true},
                     "days": {"type": "ARRAY", "items": {"type": "INTEGER", "format": "int32"}},
                     "either": {"anyOf": [{"type": "STRING"}], "nullable": true},
                 },
@@ -895,11 +906,11 @@ mod tests {
                 "type": "object",
                 "properties": {
                     "city": {"type": ["string", "null"]},
+                    "unit": {"type": ["string", "null"], "enum": ["C", "F", null]},
                     "days": {"type": "array", "items": {"type": "integer", "format": "int32"}},
                     "either": {"anyOf": [{"type": "string"}, {"type": "null"}]},
                 },
                 "required": ["city"],
-                "propertyOrdering": ["city", "days"],
             })
         );
     }

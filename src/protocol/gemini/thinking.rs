@@ -18,6 +18,9 @@
 //! Gemini far below what it does on its own. Gemini 3 cannot turn thinking off, so
 //! `none` asks for the least thinking it offers.
 //!
+//! Budgets from other protocols are fitted to the model ([`fit_budget`]): 2.5 Pro takes
+//! 128..=32768 (it cannot turn thinking off), other models 0..=24576.
+//!
 //! Budgets read back as efforts by thresholds around the same table: `0` none,
 //! `1..=512` minimal, `..=2048` low, `..=12288` medium, above that high. `-1` (dynamic)
 //! has no effort: it is the model's default.
@@ -45,6 +48,18 @@ pub fn effort_for_budget(budget: i64) -> Option<ReasoningEffort> {
         2049..=12288 => ReasoningEffort::Medium,
         _ => ReasoningEffort::High,
     })
+}
+
+/// A budget fitted to what `model` accepts: 2.5 Pro cannot turn thinking off (its
+/// minimum is 128) and goes up to 32768; other models go up to 24576. `-1` (dynamic)
+/// passes.
+pub fn fit_budget(budget: i64, model: &str) -> i64 {
+    if budget < 0 {
+        return -1;
+    }
+    let pro = model.contains("-pro");
+    let (min, max) = if pro { (128, 32768) } else { (0, 24576) };
+    budget.clamp(min, max)
 }
 
 /// Whether `model` takes thinking levels (Gemini 3 and later).
@@ -101,6 +116,15 @@ mod tests {
         assert_eq!(effort_for_budget(-1), None);
         assert_eq!(effort_for_budget(4096), Some(ReasoningEffort::Medium));
         assert_eq!(effort_for_budget(32768), Some(ReasoningEffort::High));
+    }
+
+    #[test]
+    fn budgets_fit_the_model() {
+        assert_eq!(fit_budget(0, "gemini-2.5-pro"), 128);
+        assert_eq!(fit_budget(0, "gemini-2.5-flash"), 0);
+        assert_eq!(fit_budget(64000, "gemini-2.5-flash"), 24576);
+        assert_eq!(fit_budget(64000, "gemini-2.5-pro"), 32768);
+        assert_eq!(fit_budget(-1, "gemini-2.5-pro"), -1);
     }
 
     #[test]
