@@ -256,8 +256,30 @@ fn part_from_wire(
             ),
         ));
     }
-    let raw = serde_json::to_value(&part)
-        .map_err(|e| Error::internal(format!("re-encoding {path}: {e}")))?;
+    // Parts the model cannot hold travel whole, as the client sent them.
+    let is_image = |mime: Option<&str>| mime.is_some_and(|m| m.starts_with("image/"));
+    let keep_whole = match (&part.inline_data, &part.file_data) {
+        (Some(blob), _) => !is_image(Some(&blob.mime_type)),
+        (None, Some(file)) => !is_image(file.mime_type.as_deref()) || file.file_uri.is_empty(),
+        (None, None) => {
+            !data.is_empty()
+                && part.text.is_none()
+                && part.function_call.is_none()
+                && part.function_response.is_none()
+        }
+    };
+    if keep_whole {
+        let raw = serde_json::to_value(&part)
+            .map_err(|e| Error::internal(format!("re-encoding {path}: {e}")))?;
+        return Ok(opaque(raw));
+    }
+    let mut found: Vec<String> = part.extra.keys().cloned().collect();
+    found.extend(part.thought.map(|_| "thought".to_owned()));
+    found.extend(
+        part.thought_signature
+            .as_ref()
+            .map(|_| "thoughtSignature".to_owned()),
+    );
     let WirePart {
         text,
         inline_data,
@@ -268,7 +290,9 @@ fn part_from_wire(
         thought_signature,
         extra,
     } = part;
-    let is_thought = thought == Some(true);
+    // Thought text (or a thought that carries only a signature); `thought` on any other
+    // kind of part is just a flag the skeleton keeps.
+    let is_thought = thought == Some(true) && data.iter().all(|d| *d == "text");
 
     // The part's own fields the model has no slot for.
     let mut skeleton = extra;
@@ -295,9 +319,6 @@ fn part_from_wire(
         });
     }
     if let Some(blob) = inline_data {
-        if !blob.mime_type.starts_with("image/") {
-            return Ok(opaque(raw));
-        }
         if !blob.extra.is_empty() {
             skeleton.insert("inlineData".into(), Value::Object(blob.extra));
         }
@@ -311,13 +332,6 @@ fn part_from_wire(
         });
     }
     if let Some(file) = file_data {
-        let is_image = file
-            .mime_type
-            .as_deref()
-            .is_some_and(|m| m.starts_with("image/"));
-        if !is_image || file.file_uri.is_empty() {
-            return Ok(opaque(raw));
-        }
         let mut leftovers = file.extra;
         if let Some(mime) = file.mime_type {
             leftovers.insert("mimeType".into(), Value::String(mime));
@@ -338,7 +352,7 @@ fn part_from_wire(
         }
         let arguments = match &call.args {
             None | Some(Value::Null) => "{}".to_owned(),
-            Some(Value::Object(args)) => Value::Object(args.clone()).to_string(),
+            Some(args @ Value::Object(_)) => args.to_string(),
             Some(_) => {
                 return Err(Error::invalid_field(
                     format!("{path}.functionCall.args"),
@@ -396,10 +410,6 @@ fn part_from_wire(
             extensions: Extensions::new(PROTOCOL, skeleton),
         });
     }
-    if !data.is_empty() {
-        // executableCode / codeExecutionResult: valid Gemini parts the model cannot hold.
-        return Ok(opaque(raw));
-    }
     if is_thought || thinking_signature.is_some() || skeleton.contains_key("thoughtSignature") {
         // A thought part that carries only a signature.
         let signature = thinking_signature.or_else(|| {
@@ -410,10 +420,6 @@ fn part_from_wire(
         skeleton.insert("thought".into(), Value::Bool(true));
         return Ok(thinking(String::new(), signature, skeleton));
     }
-    let found: Vec<&str> = raw
-        .as_object()
-        .map(|o| o.keys().map(String::as_str).collect())
-        .unwrap_or_default();
     Err(Error::invalid_field(
         path,
         format!(
@@ -827,6 +833,19 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.param(), Some("contents[1].parts[0].functionResponse"));
         assert!(err.to_string().contains("named 'b'"), "{err}");
+    }
+
+    #[test]
+    fn function_role_results_round_trip() {
+        let body = serde_json::json!({"contents": [
+            {"role": "model", "parts": [{"functionCall": {"name": "a", "args": {"x": 1}}}]},
+            {"role": "function", "parts": [{"functionResponse": {"name": "a", "response": {"ok": true}}}]},
+        ]});
+        let request = decode(body.clone()).unwrap();
+        assert_eq!(request.messages[1].role, Role::User);
+        let upstream =
+            crate::protocol::gemini::encode_request(&request, "gemini-2.5-flash").unwrap();
+        assert_eq!(upstream["contents"], body["contents"]);
     }
 
     #[test]

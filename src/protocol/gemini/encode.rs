@@ -146,15 +146,9 @@ fn encode_contents(request: &Request, model: &str) -> Result<(Vec<Value>, Vec<Va
             system.push(part);
         }
     }
-    // Every call's name by id: results from other protocols only name the call's id.
+    // Every call's name by id, as of the message being encoded: results from other
+    // protocols only name the call's id, and some clients reuse ids across turns.
     let mut names = std::collections::HashMap::new();
-    for message in &request.messages {
-        for part in &message.parts {
-            if let Part::ToolCall { id, name, .. } = part {
-                names.insert(id.as_str(), name.as_str());
-            }
-        }
-    }
     let validates_signatures = !predates_signatures(model);
 
     let mut turns: Vec<Turn> = Vec::with_capacity(request.messages.len());
@@ -171,6 +165,11 @@ fn encode_contents(request: &Request, model: &str) -> Result<(Vec<Value>, Vec<Va
             Role::User | Role::Tool => "user",
             Role::Assistant => "model",
         };
+        for part in &message.parts {
+            if let Part::ToolCall { id, name, .. } = part {
+                names.insert(id.as_str(), name.as_str());
+            }
+        }
         let parts = message_parts(message, i, &names, validates_signatures)?;
         if parts.is_empty() {
             continue;
@@ -909,7 +908,8 @@ pub fn status_name(error: &Error) -> String {
         429 => "RESOURCE_EXHAUSTED",
         499 => "CANCELLED",
         501 => "UNIMPLEMENTED",
-        502 | 503 => "UNAVAILABLE",
+        // 529: Anthropic's "overloaded".
+        502 | 503 | 529 => "UNAVAILABLE",
         504 | 408 => "DEADLINE_EXCEEDED",
         400..=499 => "FAILED_PRECONDITION",
         _ => "INTERNAL",
@@ -1051,6 +1051,44 @@ mod tests {
             body["contents"][1]["parts"][0]
                 .get("thoughtSignature")
                 .is_none()
+        );
+    }
+
+    #[test]
+    fn reused_ids_name_the_latest_call_and_empty_text_is_skipped() {
+        let call = |name: &str| Part::ToolCall {
+            id: "call_0".into(),
+            name: name.into(),
+            arguments: "{}".into(),
+            extensions: Extensions::default(),
+        };
+        let result = || Part::ToolResult {
+            call_id: "call_0".into(),
+            content: vec![Part::text("done")],
+            is_error: false,
+            extensions: Extensions::default(),
+        };
+        let request = Request::new(
+            "m",
+            vec![
+                Message::new(Role::Assistant, vec![Part::text(""), call("first")]),
+                Message::new(Role::Tool, vec![result()]),
+                Message::new(Role::Assistant, vec![call("second")]),
+                Message::new(Role::Tool, vec![result()]),
+            ],
+        );
+        let body = encode_request(&request, "gemini-2.5-flash").unwrap();
+        assert_eq!(
+            body["contents"][0]["parts"],
+            json!([{"functionCall": {"name": "first", "args": {}}}])
+        );
+        assert_eq!(
+            body["contents"][1]["parts"][0]["functionResponse"]["name"],
+            "first"
+        );
+        assert_eq!(
+            body["contents"][3]["parts"][0]["functionResponse"]["name"],
+            "second"
         );
     }
 

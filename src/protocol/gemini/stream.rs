@@ -203,17 +203,15 @@ impl ChunkDecoder {
         let candidate = candidates.into_iter().find(|c| c.index.unwrap_or(0) == 0);
         if let Some(candidate) = candidate {
             finish = self.candidate(candidate, out);
-        } else if let Some(reason) = blocked {
+        } else if blocked.is_some() {
             // The prompt was blocked: no candidates at all.
-            if !is_content_filter(&reason) || reason != "SAFETY" {
-                out.push(scoped("finishReason", Value::String(reason)));
-            }
             finish = Some(FinishReason::ContentFilter);
         }
         if let Some(u) = usage_metadata.as_ref().and_then(usage) {
             out.push(Event::Usage(u));
         }
-        if let Some(reason) = finish {
+        // Once: some servers repeat the finish reason on trailing records.
+        if let Some(reason) = finish.filter(|_| !self.finished) {
             self.finished = true;
             out.push(Event::Finish {
                 reason,
@@ -252,7 +250,7 @@ impl ChunkDecoder {
     }
 
     fn part(&mut self, part: WirePart, out: &mut Vec<Event>) {
-        let is_thought = part.thought == Some(true);
+        let is_thought = part.thought == Some(true) && part.function_call.is_none();
         let modelled = part.inline_data.is_none()
             && part.file_data.is_none()
             && part.function_response.is_none()
@@ -379,6 +377,7 @@ impl StreamFormat {
     }
 }
 
+#[derive(Debug)]
 struct OpenCall {
     index: u32,
     id: String,
@@ -398,6 +397,7 @@ struct OpenCall {
 /// part (carrying a trailing signature when there is one), as Gemini's own last records
 /// often are. A stream that never finished ends with an error record instead, so a
 /// cut-off answer never looks whole (Gemini CLI insists on a final finish reason).
+#[derive(Debug)]
 pub struct ChunkEncoder {
     format: StreamFormat,
     id: String,
@@ -796,6 +796,96 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn a_repeated_finish_reason_finishes_once() {
+        let (events, end) = decode(&[
+            r#"{"candidates":[{"content":{"parts":[{"text":"a"}]},"finishReason":"STOP"}]}"#,
+            r#"{"candidates":[{"content":{"parts":[{"text":""}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":1,"candidatesTokenCount":1,"totalTokenCount":2}}"#,
+        ]);
+        end.unwrap();
+        let finishes = events
+            .iter()
+            .filter(|e| matches!(e, Event::Finish { .. }))
+            .count();
+        assert_eq!(finishes, 1);
+        assert!(events.iter().any(|e| matches!(e, Event::Usage(_))));
+    }
+
+    #[test]
+    fn a_call_flagged_as_thought_is_still_a_call() {
+        let (events, _) = decode(&[
+            r#"{"candidates":[{"content":{"parts":[{"functionCall":{"name":"f","args":{}},"thought":true,"thoughtSignature":"s"}]},"finishReason":"STOP"}],"responseId":"r"}"#,
+        ]);
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, Event::ToolCallStart { name, .. } if name == "f"))
+        );
+    }
+
+    #[test]
+    fn foreign_signatures_go_on_the_next_part_or_stand_alone() {
+        // Anthropic-style: thinking text, then its signature alone, then a second
+        // thinking block, then a call.
+        let mut encoder = ChunkEncoder::new(StreamFormat::Sse);
+        let mut out = Vec::new();
+        for event in [
+            Event::ThinkingDelta {
+                text: "one".into(),
+                signature: None,
+            },
+            Event::ThinkingDelta {
+                text: String::new(),
+                signature: Some("sig1".into()),
+            },
+            Event::ThinkingDelta {
+                text: "two".into(),
+                signature: None,
+            },
+            Event::ThinkingDelta {
+                text: String::new(),
+                signature: Some("sig2".into()),
+            },
+            Event::ToolCallStart {
+                index: 0,
+                id: "toolu_1".into(),
+                name: "f".into(),
+            },
+            Event::ToolCallArgsDelta {
+                index: 0,
+                arguments: "{\"a\":1}".into(),
+            },
+            Event::ToolCallEnd { index: 0 },
+            Event::Finish {
+                reason: FinishReason::ToolUse,
+                stop_sequence: None,
+            },
+        ] {
+            encoder.push(event, &mut out);
+        }
+        encoder.finish(&mut out);
+        let parts: Vec<Value> = out
+            .iter()
+            .map(|frame| {
+                let text = std::str::from_utf8(frame).unwrap();
+                let record: Value =
+                    serde_json::from_str(text.strip_prefix("data: ").unwrap().trim()).unwrap();
+                record["candidates"][0]["content"]["parts"][0].clone()
+            })
+            .collect();
+        assert_eq!(
+            parts,
+            [
+                json!({"text": "one", "thought": true}),
+                json!({"thought": true, "thoughtSignature": "sig1"}),
+                json!({"text": "two", "thought": true}),
+                json!({"functionCall": {"name": "f", "args": {"a": 1}, "id": "toolu_1"},
+                       "thoughtSignature": "sig2"}),
+                json!({"text": ""}),
+            ]
+        );
     }
 
     #[test]
