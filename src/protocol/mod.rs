@@ -4,6 +4,7 @@
 //! Anthropic-to-OpenAI is Anthropic decode followed by OpenAI encode.
 
 pub mod anthropic;
+pub mod gemini;
 pub mod openai_chat;
 pub mod sse;
 
