@@ -11,6 +11,7 @@ use reqwest::header::HeaderName;
 use serde_json::Value;
 
 use super::http::Wire;
+use crate::Error;
 use crate::model::{Event, Protocol, Request};
 use crate::protocol::ChunkError;
 use crate::protocol::anthropic::{DEFAULT_VERSION, EventDecoder, decode_response, encode_request};
@@ -47,8 +48,8 @@ impl Wire for AnthropicWire {
         format!("{base_url}/v1/models")
     }
 
-    fn encode(&self, request: &Request, model: &str) -> Value {
-        encode_request(request, model)
+    fn encode(&self, request: &Request, model: &str) -> Result<Value, Error> {
+        Ok(encode_request(request, model))
     }
 
     fn decode_body(&self, body: &[u8]) -> Result<Vec<Event>, ChunkError> {

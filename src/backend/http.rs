@@ -42,7 +42,7 @@ pub trait Wire: Send + Sync + 'static {
     /// The URL that lists models.
     fn models_url(&self, base_url: &str) -> String;
     /// The request body for `model`.
-    fn encode(&self, request: &Request, model: &str) -> Value;
+    fn encode(&self, request: &Request, model: &str) -> Result<Value, Error>;
     /// A whole (non-streamed) response body as events.
     fn decode_body(&self, body: &[u8]) -> Result<Vec<Event>, ChunkError>;
     /// A fresh decoder for a streamed response.
@@ -535,7 +535,7 @@ impl<W: Wire> Backend for HttpBackend<W> {
 
     async fn send(&self, request: &Request, model: &str) -> Result<EventStream, Error> {
         self.require_key()?;
-        let body = serde_json::to_vec(&self.wire.encode(request, model))
+        let body = serde_json::to_vec(&self.wire.encode(request, model)?)
             .map_err(|e| Error::internal(format!("cannot encode the upstream request: {e}")))?;
         let url = match &self.fixed_url {
             Some(url) => url.clone(),

@@ -6,6 +6,7 @@
 //! stream of [`Event`]s.
 
 pub mod anthropic;
+pub mod gemini;
 pub mod http;
 pub mod mock;
 pub mod openai;
@@ -77,6 +78,12 @@ pub fn build_all(
             | BackendKind::ZaiCodingPlan => Arc::new(http::HttpBackend::new(
                 backend.clone(),
                 anthropic::AnthropicWire,
+                secrets.keys(backend),
+                Vec::new(),
+            )?),
+            BackendKind::Gemini => Arc::new(http::HttpBackend::new(
+                backend.clone(),
+                gemini::GeminiWire,
                 secrets.keys(backend),
                 Vec::new(),
             )?),

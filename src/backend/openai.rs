@@ -8,6 +8,7 @@ use reqwest::header::{AUTHORIZATION, HeaderName};
 use serde_json::Value;
 
 use super::http::Wire;
+use crate::Error;
 use crate::model::{Event, Request};
 use crate::protocol::ChunkError;
 use crate::protocol::openai_chat::{ChunkDecoder, decode_response, encode_request};
@@ -26,8 +27,8 @@ impl Wire for ChatWire {
         format!("{base_url}/models")
     }
 
-    fn encode(&self, request: &Request, model: &str) -> Value {
-        encode_request(request, model)
+    fn encode(&self, request: &Request, model: &str) -> Result<Value, Error> {
+        Ok(encode_request(request, model))
     }
 
     fn decode_body(&self, body: &[u8]) -> Result<Vec<Event>, ChunkError> {

@@ -30,11 +30,12 @@ pub enum BackendKind {
     Anthropic,
     AnthropicCompatible,
     ZaiCodingPlan,
+    Gemini,
     Mock,
 }
 
 impl BackendKind {
-    pub const ALL: [BackendKind; 8] = [
+    pub const ALL: [BackendKind; 9] = [
         BackendKind::OpenAi,
         BackendKind::OpenRouter,
         BackendKind::Zai,
@@ -42,6 +43,7 @@ impl BackendKind {
         BackendKind::Anthropic,
         BackendKind::AnthropicCompatible,
         BackendKind::ZaiCodingPlan,
+        BackendKind::Gemini,
         BackendKind::Mock,
     ];
 
@@ -58,6 +60,7 @@ impl BackendKind {
             BackendKind::Anthropic => "anthropic",
             BackendKind::AnthropicCompatible => "anthropic-compatible",
             BackendKind::ZaiCodingPlan => "zai-coding-plan",
+            BackendKind::Gemini => "gemini",
             BackendKind::Mock => "mock",
         }
     }
@@ -73,6 +76,7 @@ impl BackendKind {
             BackendKind::Anthropic
             | BackendKind::AnthropicCompatible
             | BackendKind::ZaiCodingPlan => Some(Protocol::Anthropic),
+            BackendKind::Gemini => Some(Protocol::Gemini),
             BackendKind::Mock => None,
         }
     }
@@ -88,6 +92,8 @@ impl BackendKind {
             // appends /v1/messages.
             BackendKind::Anthropic => Some("https://api.anthropic.com"),
             BackendKind::ZaiCodingPlan => Some("https://api.z.ai/api/anthropic"),
+            // The google-genai convention: the host root; llmux appends /v1beta/models/...
+            BackendKind::Gemini => Some("https://generativelanguage.googleapis.com"),
             BackendKind::OpenAiCompatible
             | BackendKind::AnthropicCompatible
             | BackendKind::Mock => None,
@@ -101,6 +107,7 @@ impl BackendKind {
             BackendKind::OpenRouter => Some("OPENROUTER_API_KEY"),
             BackendKind::Zai | BackendKind::ZaiCodingPlan => Some("ZAI_API_KEY"),
             BackendKind::Anthropic => Some("ANTHROPIC_API_KEY"),
+            BackendKind::Gemini => Some("GEMINI_API_KEY"),
             BackendKind::OpenAiCompatible
             | BackendKind::AnthropicCompatible
             | BackendKind::Mock => None,
@@ -116,6 +123,7 @@ impl BackendKind {
                 | BackendKind::Zai
                 | BackendKind::Anthropic
                 | BackendKind::ZaiCodingPlan
+                | BackendKind::Gemini
         )
     }
 
@@ -125,12 +133,13 @@ impl BackendKind {
 }
 
 /// Back-ends that exist without configuration, each of the kind of its name.
-pub const BUILTIN_BACKENDS: [&str; 6] = [
+pub const BUILTIN_BACKENDS: [&str; 7] = [
     "openai",
     "openrouter",
     "zai",
     "anthropic",
     "zai-coding-plan",
+    "gemini",
     "mock",
 ];
 

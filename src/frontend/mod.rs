@@ -6,6 +6,7 @@
 
 pub mod anthropic;
 mod common;
+pub mod gemini;
 pub mod openai_chat;
 
 use axum::Json;
@@ -31,6 +32,7 @@ pub fn app(engine: Engine) -> axum::Router {
         .merge(anthropic::public_routes())
         .merge(openai_chat::routes().route_layer(auth(Protocol::OpenAiChat)))
         .merge(anthropic::routes().route_layer(auth(Protocol::Anthropic)))
+        .merge(gemini::routes().route_layer(auth(Protocol::Gemini)))
         .fallback(not_found)
         .with_state(engine)
 }
@@ -113,6 +115,8 @@ async fn info(State(engine): State<Engine>) -> impl IntoResponse {
             {"protocol": "anthropic", "paths": ["/v1/messages", "/anthropic/v1/messages",
                 "/anthropic/v1/messages/count_tokens", "/anthropic/v1/models"],
              "port": config.anthropic_port},
+            {"protocol": "gemini", "paths": ["/v1beta/models", "/v1beta/models/{model}:generateContent",
+                "/v1beta/models/{model}:streamGenerateContent", "/v1beta/models/{model}:countTokens"]},
         ],
         "default_backend": config.default_backend,
         "backends": backends,

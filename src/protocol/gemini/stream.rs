@@ -418,6 +418,11 @@ pub struct ChunkEncoder {
 }
 
 impl ChunkEncoder {
+    /// The format this encoder writes.
+    pub fn format(&self) -> StreamFormat {
+        self.format
+    }
+
     pub fn new(format: StreamFormat) -> Self {
         Self {
             format,
