@@ -42,6 +42,8 @@ pub struct RequestContext {
     pub key_name: Option<String>,
     /// The session: the client's `x-session-id`, else derived (see [`derive_session_id`]).
     pub session_id: String,
+    /// The routing rule that chose the route (set by the routing stage).
+    pub route_source: Option<routing::RouteSource>,
 }
 
 impl RequestContext {
@@ -56,6 +58,7 @@ impl RequestContext {
             model: None,
             key_name: None,
             session_id: String::new(),
+            route_source: None,
         }
     }
 }

@@ -14,6 +14,18 @@ use crate::Error;
 use crate::model::Request;
 use crate::state::{Session, StateStore};
 
+/// Which rule chose a request's route; later rules (the planning phase) only act on
+/// requests no stronger rule claimed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteSource {
+    OneOff,
+    Session,
+    StaticRoute,
+    ForceModel,
+    Alias,
+    Client,
+}
+
 /// The configured rules (`--static-route`, `--force-model`, `--model-alias`).
 #[derive(Debug, Clone, Default)]
 pub struct RoutingRules {
@@ -39,8 +51,13 @@ impl RoutingRules {
 
     /// The model string the request goes to, from the session and the rules.
     pub fn route(&self, session: &Session, client_model: &str) -> String {
+        self.decide(session, client_model).0
+    }
+
+    /// The route and the rule that chose it.
+    pub fn decide(&self, session: &Session, client_model: &str) -> (String, RouteSource) {
         if let Some(route) = &session.oneoff {
-            return route.clone();
+            return (route.clone(), RouteSource::OneOff);
         }
         if let Some(mut route) = session_route(session, client_model) {
             // A session model goes through the aliases, as `!/model(...)` does in the seed.
@@ -49,15 +66,18 @@ impl RoutingRules {
             {
                 route = rewritten;
             }
-            return route;
+            return (route, RouteSource::Session);
         }
         if let Some(route) = &self.static_route {
-            return route.clone();
+            return (route.clone(), RouteSource::StaticRoute);
         }
         if let Some(model) = &self.force_model {
-            return model.clone();
+            return (model.clone(), RouteSource::ForceModel);
         }
-        rewrite(&self.aliases, client_model).unwrap_or_else(|| client_model.to_owned())
+        match rewrite(&self.aliases, client_model) {
+            Some(route) => (route, RouteSource::Alias),
+            None => (client_model.to_owned(), RouteSource::Client),
+        }
     }
 }
 
@@ -110,7 +130,9 @@ impl Stage for Routing {
             // A one-off route is used once.
             s.oneoff = None;
         });
-        request.model = self.rules.route(&session, &request.model);
+        let (route, source) = self.rules.decide(&session, &request.model);
+        request.model = route;
+        ctx.route_source = Some(source);
         if let Some(t) = session.temperature {
             request.sampling.temperature = Some(t);
         }

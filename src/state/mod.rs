@@ -30,6 +30,10 @@ pub struct Session {
     pub project_dir: Option<PathBuf>,
     /// Requests seen in this session.
     pub turns: u64,
+    /// Requests the planning phase sent to the strong model.
+    pub planning_turns: u64,
+    /// File-writing tool calls the model made (they end the planning phase).
+    pub file_writes: u64,
 }
 
 pub trait StateStore: Send + Sync {
