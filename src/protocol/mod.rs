@@ -4,4 +4,5 @@
 //! Anthropic-to-OpenAI is Anthropic decode followed by OpenAI encode.
 
 pub mod openai_chat;
+pub mod openai_responses;
 pub mod sse;
