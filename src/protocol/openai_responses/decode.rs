@@ -746,6 +746,25 @@ pub(crate) fn item_fields(mut item: Map<String, Value>, said: &[&str]) -> Map<St
     item
 }
 
+/// What separates two summary parts in the one thinking text the model keeps per item.
+pub(crate) const SUMMARY_SEPARATOR: &str = "\n\n";
+
+/// Ends a summary part after `said` bytes of the item's thinking text: a `summary_part`
+/// extension (where the next part starts, so an encoder of this protocol can split the
+/// parts again) and the separator every other encoder shows. Returns the bytes added.
+pub(crate) fn summary_break(output_index: u32, said: usize, out: &mut Vec<Event>) -> usize {
+    let at = said + SUMMARY_SEPARATOR.len();
+    let mut fields = Map::new();
+    fields.insert("output_index".into(), Value::from(output_index));
+    fields.insert("at".into(), Value::from(at));
+    out.push(Event::Extension(scoped("summary_part", fields)));
+    out.push(Event::ThinkingDelta {
+        text: SUMMARY_SEPARATOR.into(),
+        signature: None,
+    });
+    SUMMARY_SEPARATOR.len()
+}
+
 /// Turns whole output items into events, numbering tool calls as they come.
 #[derive(Debug, Default)]
 pub(crate) struct ItemEvents {
@@ -843,21 +862,18 @@ impl ItemEvents {
                 } else {
                     item.summary
                 };
-                let mut said = false;
+                let mut said = 0;
                 for part in parts.into_iter().filter(|p| !p.text.is_empty()) {
-                    if said {
-                        out.push(Event::ThinkingDelta {
-                            text: "\n\n".into(),
-                            signature: None,
-                        });
+                    if said > 0 {
+                        said += summary_break(output_index, said, out);
                     }
-                    said = true;
+                    said += part.text.len();
                     out.push(Event::ThinkingDelta {
                         text: part.text,
                         signature: None,
                     });
                 }
-                if item.encrypted_content.is_some() || !said {
+                if item.encrypted_content.is_some() || said == 0 {
                     out.push(Event::ThinkingDelta {
                         text: String::new(),
                         signature: item.encrypted_content,

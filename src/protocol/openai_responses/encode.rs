@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::decode::{ClientOptions, ITEM, REASONING_PART};
+use super::decode::{ClientOptions, ITEM, REASONING_PART, SUMMARY_SEPARATOR};
 use crate::Error;
 use crate::error::ErrorKind;
 use crate::model::{
@@ -582,6 +582,9 @@ pub(crate) struct Layout {
     pub parts: Vec<(usize, usize, Map<String, Value>)>,
     /// `(output_index, item)`, in order.
     pub opaque: Vec<(usize, Value)>,
+    /// `(output_index, at)`: a reasoning item's next summary part starts at byte `at` of
+    /// its thinking text, after a separator.
+    pub summary_breaks: Vec<(usize, usize)>,
 }
 
 fn index_of(obj: &mut Map<String, Value>, key: &str) -> usize {
@@ -619,6 +622,11 @@ impl Layout {
                         self.opaque.push((index, item));
                     }
                 }
+                "summary_part" => {
+                    let index = index_of(&mut value, "output_index");
+                    let at = index_of(&mut value, "at");
+                    self.summary_breaks.push((index, at));
+                }
                 _ => {}
             }
         }
@@ -630,6 +638,33 @@ impl Layout {
             .rev()
             .find(|(i, k, _)| *i == index && k == kind)
             .map(|(_, _, f)| f)
+    }
+
+    /// A reasoning item's thinking text split into its summary parts again (one part when
+    /// the text no longer has the separators where the upstream put them).
+    fn summary_parts<'t>(&self, index: usize, text: &'t str) -> Vec<&'t str> {
+        let mut breaks: Vec<usize> = self
+            .summary_breaks
+            .iter()
+            .filter(|(i, _)| *i == index)
+            .map(|(_, at)| *at)
+            .collect();
+        breaks.sort_unstable();
+        let separator = SUMMARY_SEPARATOR.len();
+        let mut parts = Vec::new();
+        let mut start = 0;
+        for at in breaks {
+            let Some(end) = at.checked_sub(separator) else {
+                continue;
+            };
+            if end >= start && text.get(end..at) == Some(SUMMARY_SEPARATOR) {
+                parts.push(&text[start..end]);
+                start = at;
+            }
+        }
+        parts.push(&text[start..]);
+        parts.retain(|p| !p.is_empty());
+        parts
     }
 
     fn part_fields(&self, index: usize, content_index: usize) -> Option<&Map<String, Value>> {
@@ -763,11 +798,11 @@ pub fn encode_response(response: &Response, options: &ClientOptions) -> Value {
                 obj.insert("content".into(), Value::Array(content));
             }
             Derived::Reasoning { text, encrypted } => {
-                let summary = if text.is_empty() {
-                    Vec::new()
-                } else {
-                    vec![json!({"type": "summary_text", "text": text})]
-                };
+                let summary: Vec<Value> = layout
+                    .summary_parts(index, &text)
+                    .into_iter()
+                    .map(|text| json!({"type": "summary_text", "text": text}))
+                    .collect();
                 obj.insert("summary".into(), Value::Array(summary));
                 if let Some(encrypted) = encrypted {
                     obj.insert("encrypted_content".into(), Value::from(encrypted));

@@ -26,7 +26,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::decode::{
-    ItemEvents, item_extension, item_fields, opaque_item_extension, part_extension, part_fields,
+    ItemEvents, SUMMARY_SEPARATOR, item_extension, summary_break, item_fields, opaque_item_extension, part_extension, part_fields,
     response_error, scoped, start_event, top_fields, usage,
 };
 use super::encode::{Layout, Snapshot, item_id, status, stream_error, usage as wire_usage};
@@ -63,8 +63,8 @@ struct UpItem {
     /// Text said so far, per `(list, index)`: list 0 = content, 1 = summary, 2 = reasoning
     /// content. Used to fill in what an upstream only said in a `.done` event.
     texts: Vec<(u8, u32, String)>,
-    /// Some thinking was emitted for this reasoning item.
-    thought: bool,
+    /// Bytes of thinking text emitted for this reasoning item.
+    thought: usize,
     ended: bool,
 }
 
@@ -226,12 +226,8 @@ impl EventDecoder {
             "response.reasoning_summary_part.added" => {
                 if let Some(i) = self.find(event.item_id.as_deref(), event.output_index) {
                     let item = &mut self.items[i];
-                    // Summary parts read as paragraphs of one reasoning text.
-                    if event.summary_index.unwrap_or(0) > 0 && item.thought {
-                        out.push(Event::ThinkingDelta {
-                            text: "\n\n".into(),
-                            signature: None,
-                        });
+                    if event.summary_index.unwrap_or(0) > 0 && item.thought > 0 {
+                        item.thought += summary_break(item.output_index, item.thought, out);
                     }
                 }
             }
@@ -245,7 +241,7 @@ impl EventDecoder {
                 if let Some(i) = self.find(event.item_id.as_deref(), event.output_index) {
                     let item = &mut self.items[i];
                     item.text(list, index).push_str(&delta);
-                    item.thought |= !delta.is_empty();
+                    item.thought += delta.len();
                 }
                 if !delta.is_empty() {
                     out.push(Event::ThinkingDelta {
@@ -267,7 +263,7 @@ impl EventDecoder {
                     let item = &mut self.items[i];
                     let rest = remainder(item.text(list, index), &full);
                     if !rest.is_empty() {
-                        item.thought = true;
+                        item.thought += rest.len();
                         out.push(Event::ThinkingDelta {
                             text: rest,
                             signature: None,
@@ -341,7 +337,7 @@ impl EventDecoder {
             tool_index: 0,
             arguments: String::new(),
             texts: Vec::new(),
-            thought: false,
+            thought: 0,
             ended: false,
         };
         match kind {
@@ -417,7 +413,7 @@ impl EventDecoder {
                 tool_index: 0,
                 arguments: String::new(),
                 texts: Vec::new(),
-                thought: false,
+                thought: 0,
                 ended: true,
             });
             return;
@@ -464,13 +460,10 @@ impl EventDecoder {
                         let item = &mut self.items[i];
                         let rest = remainder(item.text(list, index as u32), full);
                         if !rest.is_empty() {
-                            if item.thought && index > 0 {
-                                out.push(Event::ThinkingDelta {
-                                    text: "\n\n".into(),
-                                    signature: None,
-                                });
+                            if item.thought > 0 && index > 0 {
+                                item.thought += summary_break(item.output_index, item.thought, out);
                             }
-                            item.thought = true;
+                            item.thought += rest.len();
                             out.push(Event::ThinkingDelta {
                                 text: rest,
                                 signature: None,
@@ -483,7 +476,7 @@ impl EventDecoder {
                     .and_then(Value::as_str)
                     .map(str::to_owned);
                 // An item with nothing to say still exists (its id may be replayed).
-                if encrypted.is_some() || !self.items[i].thought {
+                if encrypted.is_some() || self.items[i].thought == 0 {
                     out.push(Event::ThinkingDelta {
                         text: String::new(),
                         signature: encrypted,
@@ -575,6 +568,15 @@ fn preview(data: &str) -> String {
 // ---------------------------------------------------------------------------------------
 // Model events -> client events
 
+fn summary_list(parts: Vec<String>) -> Value {
+    Value::Array(
+        parts
+            .into_iter()
+            .map(|text| json!({"type": "summary_text", "text": text}))
+            .collect(),
+    )
+}
+
 /// The delta events, serialized without building maps on the hot path.
 #[derive(Serialize)]
 struct Delta<'a> {
@@ -654,19 +656,30 @@ impl Open {
     }
 }
 
+/// A function call. Calls reach the client one after another: a call that starts while
+/// another is still streaming waits (its arguments accumulate) until that one is done,
+/// because parallel calls from a Chat upstream may interleave their fragments.
 #[derive(Debug)]
 struct Call {
     index: u32,
-    output_index: usize,
+    /// Set when the call is announced to the client (`output_item.added`).
+    output_index: Option<usize>,
     item_id: String,
     call_id: String,
     name: String,
     arguments: String,
     fields: Map<String, Value>,
-    open: bool,
+    /// The upstream said the call is complete.
+    ended: bool,
+    /// The client got `output_item.done`.
+    closed: bool,
 }
 
 impl Call {
+    fn live(&self) -> bool {
+        self.output_index.is_some() && !self.closed
+    }
+
     fn item(&self, status: &str) -> Value {
         let mut obj = Map::new();
         obj.insert("id".into(), Value::from(self.item_id.as_str()));
@@ -699,6 +712,9 @@ pub struct EventEncoder {
     pending: Option<(String, Map<String, Value>)>,
     usage: Option<Usage>,
     finish: Option<FinishReason>,
+    /// A same-protocol upstream ended a summary part: the separator delta that follows is
+    /// not text of the next part.
+    separator: bool,
     closed: bool,
 }
 
@@ -720,6 +736,7 @@ impl EventEncoder {
             pending: None,
             usage: None,
             finish: None,
+            separator: false,
             closed: false,
         }
     }
@@ -798,9 +815,18 @@ impl EventEncoder {
 
     /// An id for the next item: the upstream's when it sent one, else a deterministic one.
     fn new_item(&mut self, kind: &str, prefix: &str) -> (usize, String, Map<String, Value>) {
+        let fields = self.take_pending(kind);
+        self.allocate(prefix, fields)
+    }
+
+    /// Reserves the next output index for an item with `fields` (which may hold its id).
+    fn allocate(
+        &mut self,
+        prefix: &str,
+        mut fields: Map<String, Value>,
+    ) -> (usize, String, Map<String, Value>) {
         let output_index = self.output.len();
         self.output.push(None);
-        let mut fields = self.take_pending(kind);
         let id = match fields.remove("id") {
             Some(Value::String(id)) if !id.is_empty() => id,
             _ => item_id(prefix, &self.id, output_index),
@@ -974,6 +1000,10 @@ impl EventEncoder {
 
     fn thinking(&mut self, text: &str, signature: Option<String>, out: &mut Vec<Bytes>) {
         self.start(out);
+        if std::mem::take(&mut self.separator) && text == SUMMARY_SEPARATOR && signature.is_none()
+        {
+            return;
+        }
         let continues = matches!(
             &self.open,
             Some(Open::Reasoning {
@@ -1066,8 +1096,44 @@ impl EventEncoder {
     }
 
     /// Closes the open message or reasoning item with its `.done` events.
+    /// Closes the open summary part of the open reasoning item.
+    fn close_summary_part(&mut self, out: &mut Vec<Bytes>) {
+        let Some(Open::Reasoning {
+            output_index,
+            id,
+            summary,
+            part_open,
+            ..
+        }) = self.open.as_mut()
+        else {
+            return;
+        };
+        if !std::mem::take(part_open) {
+            return;
+        }
+        let Some(text) = summary.last() else { return };
+        let index = summary.len() - 1;
+        let text_done = json!({
+            "item_id": id.as_str(),
+            "output_index": *output_index,
+            "summary_index": index,
+            "text": text,
+        });
+        let part_done = json!({
+            "item_id": id.as_str(),
+            "output_index": *output_index,
+            "summary_index": index,
+            "part": {"type": "summary_text", "text": text},
+        });
+        self.frame("response.reasoning_summary_text.done", text_done, out);
+        self.frame("response.reasoning_summary_part.done", part_done, out);
+    }
+
+    /// Closes the open message or reasoning item with its `.done` events.
     fn close_open(&mut self, out: &mut Vec<Bytes>) {
         self.close_part(out);
+        self.close_summary_part(out);
+        self.separator = false;
         let status = self.item_status();
         let Some(open) = self.open.take() else { return };
         match open {
@@ -1095,39 +1161,14 @@ impl EventEncoder {
                 id,
                 fields,
                 summary,
-                part_open,
                 encrypted,
+                ..
             } => {
-                if part_open && let Some(text) = summary.last() {
-                    let index = summary.len() - 1;
-                    let text_done = json!({
-                        "item_id": id.as_str(),
-                        "output_index": output_index,
-                        "summary_index": index,
-                        "text": text,
-                    });
-                    let part_done = json!({
-                        "item_id": id.as_str(),
-                        "output_index": output_index,
-                        "summary_index": index,
-                        "part": {"type": "summary_text", "text": text},
-                    });
-                    self.frame("response.reasoning_summary_text.done", text_done, out);
-                    self.frame("response.reasoning_summary_part.done", part_done, out);
-                }
                 let mut item = Map::new();
                 item.insert("id".into(), Value::from(id));
                 item.insert("type".into(), Value::from("reasoning"));
                 item.extend(fields);
-                item.insert(
-                    "summary".into(),
-                    Value::Array(
-                        summary
-                            .into_iter()
-                            .map(|text| json!({"type": "summary_text", "text": text}))
-                            .collect(),
-                    ),
-                );
+                item.insert("summary".into(), summary_list(summary));
                 if let Some(encrypted) = encrypted {
                     item.insert("encrypted_content".into(), Value::from(encrypted));
                 }
@@ -1150,26 +1191,83 @@ impl EventEncoder {
     fn close_call(&mut self, position: usize, out: &mut Vec<Bytes>) {
         let status = self.item_status();
         let call = &mut self.calls[position];
-        if !call.open {
+        let Some(output_index) = call.output_index.filter(|_| !call.closed) else {
             return;
-        }
-        call.open = false;
+        };
+        call.closed = true;
         let done = json!({
             "item_id": call.item_id,
-            "output_index": call.output_index,
+            "output_index": output_index,
             "arguments": call.arguments,
             "name": call.name,
         });
-        let (output_index, item) = (call.output_index, call.item(status));
+        let item = call.item(status);
         self.frame("response.function_call_arguments.done", done, out);
         self.item_done(output_index, item, out);
     }
 
+    /// Announces waiting calls while none is streaming; a call already complete is sent
+    /// whole at once.
+    fn pump_calls(&mut self, out: &mut Vec<Bytes>) {
+        while !self.calls.iter().any(Call::live) {
+            let Some(position) = self.calls.iter().position(|c| c.output_index.is_none()) else {
+                return;
+            };
+            let fields = std::mem::take(&mut self.calls[position].fields);
+            let (output_index, item_id, fields) = self.allocate("fc", fields);
+            let call = &mut self.calls[position];
+            call.output_index = Some(output_index);
+            call.item_id = item_id;
+            call.fields = fields;
+            // Announced empty, like every call; what accumulated follows as one delta.
+            let mut item = call.item("in_progress");
+            item["arguments"] = Value::from("");
+            let (item_id, arguments) = (call.item_id.clone(), call.arguments.clone());
+            self.frame(
+                "response.output_item.added",
+                json!({"output_index": output_index, "item": item}),
+                out,
+            );
+            if !arguments.is_empty() {
+                self.arguments_delta(&item_id, output_index, &arguments, out);
+            }
+            if self.calls[position].ended {
+                self.close_call(position, out);
+            }
+        }
+    }
+
+    fn arguments_delta(
+        &mut self,
+        item_id: &str,
+        output_index: usize,
+        arguments: &str,
+        out: &mut Vec<Bytes>,
+    ) {
+        self.delta(
+            Delta {
+                kind: "response.function_call_arguments.delta",
+                sequence_number: 0,
+                item_id,
+                output_index,
+                content_index: None,
+                summary_index: None,
+                delta: arguments,
+                logprobs: None,
+            },
+            out,
+        );
+    }
+
     fn close_all(&mut self, out: &mut Vec<Bytes>) {
         self.close_open(out);
-        for position in 0..self.calls.len() {
+        for call in &mut self.calls {
+            call.ended = true;
+        }
+        if let Some(position) = self.calls.iter().position(Call::live) {
             self.close_call(position, out);
         }
+        self.pump_calls(out);
     }
 
     /// Encodes one event into zero or more frames.
@@ -1216,59 +1314,49 @@ impl EventEncoder {
                 self.item_done(output_index, Value::Object(item), out);
             }
             Event::ToolCallStart { index, id, name } => {
-                if self.calls.iter().any(|c| c.index == index && c.open) {
+                if self.calls.iter().any(|c| c.index == index && !c.ended) {
                     return;
                 }
                 self.start(out);
                 self.close_open(out);
-                let (output_index, item_id, fields) = self.new_item("function_call", "fc");
-                let call = Call {
+                let fields = self.take_pending("function_call");
+                self.calls.push(Call {
                     index,
-                    output_index,
-                    item_id,
+                    output_index: None,
+                    item_id: String::new(),
                     call_id: id,
                     name,
                     arguments: String::new(),
                     fields,
-                    open: true,
-                };
-                let item = call.item("in_progress");
-                self.calls.push(call);
-                self.frame(
-                    "response.output_item.added",
-                    json!({"output_index": output_index, "item": item}),
-                    out,
-                );
+                    ended: false,
+                    closed: false,
+                });
+                self.pump_calls(out);
             }
             Event::ToolCallArgsDelta { index, arguments } => {
                 let Some(call) = self
                     .calls
                     .iter_mut()
                     .rev()
-                    .find(|c| c.index == index && c.open)
+                    .find(|c| c.index == index && !c.ended)
                 else {
                     return;
                 };
                 call.arguments.push_str(&arguments);
-                let (item_id, output_index) = (call.item_id.clone(), call.output_index);
-                self.delta(
-                    Delta {
-                        kind: "response.function_call_arguments.delta",
-                        sequence_number: 0,
-                        item_id: &item_id,
-                        output_index,
-                        content_index: None,
-                        summary_index: None,
-                        delta: &arguments,
-                        logprobs: None,
-                    },
-                    out,
-                );
+                if let (true, Some(output_index)) = (call.live(), call.output_index) {
+                    let item_id = call.item_id.clone();
+                    self.arguments_delta(&item_id, output_index, &arguments, out);
+                }
             }
             Event::ToolCallEnd { index } => {
-                if let Some(position) = self.calls.iter().rposition(|c| c.index == index && c.open)
+                if let Some(position) = self
+                    .calls
+                    .iter()
+                    .rposition(|c| c.index == index && !c.ended)
                 {
+                    self.calls[position].ended = true;
                     self.close_call(position, out);
+                    self.pump_calls(out);
                 }
             }
             Event::Usage(usage) => self.usage = Some(usage),
@@ -1313,6 +1401,12 @@ impl EventEncoder {
                         fields.remove("output_index");
                         fields.remove("content_index");
                         part.fields.extend(fields);
+                    }
+                }
+                "summary_part" => {
+                    if matches!(self.open, Some(Open::Reasoning { part_open: true, .. })) {
+                        self.close_summary_part(out);
+                        self.separator = true;
                     }
                 }
                 "opaque_item" => {

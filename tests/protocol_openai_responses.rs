@@ -1,0 +1,850 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Fixture tests for the OpenAI Responses protocol (`src/protocol/openai_responses`), and
+//! golden cross-protocol tests between Responses and Chat Completions.
+//!
+//! `tests/fixtures/openai_responses/<case>/` holds a Responses client's exchanges (see the
+//! README there). Each optional file pair is one check:
+//! - `request.json` -> `decode_request` -> `encode_request` == `upstream_request.json`
+//!   (Responses back-end) and -> `openai_chat::encode_request` == `chat_upstream_request.json`
+//! - `response.json` (Responses upstream) -> fold -> `encode_response` == `expected_response.json`;
+//!   `chat_response.json` (Chat upstream) -> fold -> `encode_response` == `expected_from_chat_response.json`
+//! - `upstream.sse` -> `EventDecoder` -> `EventEncoder` == `expected.sse`;
+//!   `chat_upstream.sse` -> `openai_chat::ChunkDecoder` -> `EventEncoder` == `expected_from_chat.sse`
+//!
+//! `tests/fixtures/openai_chat_to_responses/<case>/` holds a Chat client's exchanges with a
+//! Responses back-end:
+//! - `request.json` (Chat) -> `openai_chat::decode_request` -> `encode_request` == `upstream_request.json`
+//! - `response.json` (Responses) -> fold -> `openai_chat::encode_response` == `expected_response.json`
+//! - `upstream.sse` (Responses) -> `EventDecoder` -> `openai_chat::ChunkEncoder` == `expected.sse`
+//!
+//! JSON is compared as values; a failure names the case and each differing path. Every
+//! Responses stream a client gets is also checked against the rules the official SDK and
+//! Codex CLI rely on (`check_client_stream`), and read back: it must fold to what the
+//! upstream said.
+//!
+//! `LLMUX_BLESS=1 cargo test --test protocol_openai_responses` writes missing or differing
+//! expected files from the actual output, for review with `git diff`.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use llmux::Error;
+use llmux::error::ErrorKind;
+use llmux::model::{Event, FinishReason, Part, Response, ResponseBuilder};
+use llmux::protocol::openai_chat;
+use llmux::protocol::openai_responses::{
+    ChunkError, ClientOptions, EventDecoder, EventEncoder, decode_request, decode_response,
+    encode_request, encode_response,
+};
+use serde_json::{Value, json};
+
+fn fixtures(dir: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(dir)
+}
+
+fn case_dirs(dir: &str) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = fs::read_dir(fixtures(dir))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.is_dir())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+fn bless() -> bool {
+    std::env::var_os("LLMUX_BLESS").is_some()
+}
+
+fn read_json(path: &Path) -> Result<Option<Value>, String> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| format!("{} is not valid JSON: {e}", path.display()))
+}
+
+// ---------------------------------------------------------------------------------------
+// SSE
+
+/// One SSE frame: its `event:` name (if any) and its `data:` payload.
+#[derive(Debug, Clone, PartialEq)]
+struct Frame {
+    event: Option<String>,
+    data: Data,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Data {
+    Json(Value),
+    Literal(String),
+}
+
+impl Frame {
+    fn show(&self) -> String {
+        let data = match &self.data {
+            Data::Json(value) => value.to_string(),
+            Data::Literal(text) => text.clone(),
+        };
+        match &self.event {
+            Some(event) => format!("event: {event}\ndata: {data}\n"),
+            None => format!("data: {data}\n"),
+        }
+    }
+
+    fn payload(&self) -> String {
+        match &self.data {
+            Data::Json(value) => value.to_string(),
+            Data::Literal(text) => text.clone(),
+        }
+    }
+
+    fn json(&self) -> &Value {
+        match &self.data {
+            Data::Json(value) => value,
+            Data::Literal(_) => &Value::Null,
+        }
+    }
+}
+
+/// Parses SSE text: frames end at a blank line; comment lines (`:`) are skipped.
+fn parse_sse(text: &str) -> Vec<Frame> {
+    let mut frames = Vec::new();
+    let mut event = None;
+    let mut data: Option<String> = None;
+    let mut flush = |event: &mut Option<String>, data: &mut Option<String>| {
+        if let Some(payload) = data.take() {
+            let data = match serde_json::from_str(&payload) {
+                Ok(value) => Data::Json(value),
+                Err(_) => Data::Literal(payload),
+            };
+            frames.push(Frame {
+                event: event.take(),
+                data,
+            });
+        }
+        *event = None;
+    };
+    for line in text.lines() {
+        if line.is_empty() {
+            flush(&mut event, &mut data);
+        } else if let Some(name) = line.strip_prefix("event:") {
+            event = Some(name.trim().to_owned());
+        } else if let Some(payload) = line.strip_prefix("data:") {
+            let payload = payload.trim();
+            match &mut data {
+                Some(so_far) => {
+                    so_far.push('\n');
+                    so_far.push_str(payload);
+                }
+                None => data = Some(payload.to_owned()),
+            }
+        }
+    }
+    flush(&mut event, &mut data);
+    frames
+}
+
+fn read_sse(path: &Path) -> Result<Option<Vec<Frame>>, String> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(Some(parse_sse(&text)))
+}
+
+fn frames_of(out: &[bytes::Bytes]) -> Vec<Frame> {
+    let text: String = out
+        .iter()
+        .map(|b| std::str::from_utf8(b).unwrap().to_owned())
+        .collect();
+    for chunk in &text.split_inclusive("\n\n").collect::<Vec<_>>() {
+        assert!(chunk.ends_with("\n\n"), "frame not ended by a blank line: {chunk:?}");
+    }
+    parse_sse(&text)
+}
+
+fn sse_text(frames: &[Frame]) -> String {
+    frames.iter().map(|f| format!("{}\n", f.show())).collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Diff-friendly comparison
+
+fn diff(path: &str, expected: &Value, actual: &Value, out: &mut Vec<String>) {
+    match (expected, actual) {
+        (Value::Object(e), Value::Object(a)) => {
+            for (key, ev) in e {
+                let sub = format!("{path}.{key}");
+                match a.get(key) {
+                    Some(av) => diff(&sub, ev, av, out),
+                    None => out.push(format!("{sub}: missing (expected {ev})")),
+                }
+            }
+            for (key, av) in a {
+                if !e.contains_key(key) {
+                    out.push(format!("{path}.{key}: unexpected {av}"));
+                }
+            }
+        }
+        (Value::Array(e), Value::Array(a)) => {
+            for (i, (ev, av)) in e.iter().zip(a).enumerate() {
+                diff(&format!("{path}[{i}]"), ev, av, out);
+            }
+            if e.len() != a.len() {
+                out.push(format!(
+                    "{path}: expected {} items, got {}",
+                    e.len(),
+                    a.len()
+                ));
+            }
+        }
+        _ if expected != actual => out.push(format!("{path}: expected {expected}, got {actual}")),
+        _ => {}
+    }
+}
+
+/// Compares `actual` with the JSON in `file`; in bless mode, writes it there instead.
+fn check_json(case: &Path, file: &str, actual: &Value) -> Result<(), String> {
+    let path = case.join(file);
+    let expected = read_json(&path)?;
+    if let Some(expected) = &expected {
+        let mut differences = Vec::new();
+        diff("$", expected, actual, &mut differences);
+        if differences.is_empty() {
+            return Ok(());
+        }
+        if !bless() {
+            return Err(format!(
+                "{file} differs:\n  {}\nactual:\n{}",
+                differences.join("\n  "),
+                serde_json::to_string_pretty(actual).unwrap()
+            ));
+        }
+    } else if !bless() {
+        return Err(format!("missing {file}"));
+    }
+    fs::write(&path, serde_json::to_string_pretty(actual).unwrap() + "\n").unwrap();
+    Ok(())
+}
+
+fn check_frames(case: &Path, file: &str, actual: &[Frame]) -> Result<(), String> {
+    let path = case.join(file);
+    let expected = read_sse(&path)?;
+    if let Some(expected) = &expected {
+        let mut differences = Vec::new();
+        for (i, (e, a)) in expected.iter().zip(actual).enumerate() {
+            if e.event != a.event {
+                differences.push(format!(
+                    "frame[{i}]: expected event {:?}, got {:?}",
+                    e.event, a.event
+                ));
+            }
+            match (&e.data, &a.data) {
+                (Data::Json(e), Data::Json(a)) => {
+                    diff(&format!("frame[{i}]"), e, a, &mut differences)
+                }
+                (e, a) if e != a => {
+                    differences.push(format!("frame[{i}]: expected {e:?}, got {a:?}"))
+                }
+                _ => {}
+            }
+        }
+        if expected.len() != actual.len() {
+            differences.push(format!(
+                "expected {} frames, got {}",
+                expected.len(),
+                actual.len()
+            ));
+        }
+        if differences.is_empty() {
+            return Ok(());
+        }
+        if !bless() {
+            return Err(format!(
+                "{file} differs:\n  {}\nactual stream:\n{}",
+                differences.join("\n  "),
+                sse_text(actual)
+            ));
+        }
+    } else if !bless() {
+        return Err(format!("missing {file}"));
+    }
+    fs::write(&path, sse_text(actual)).unwrap();
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Relays: upstream frames -> events -> client frames, as the proxy does
+
+fn upstream_error(err: ChunkError) -> Error {
+    match err {
+        ChunkError::Garbage(message) => ErrorKind::UpstreamProtocol {
+            backend: "upstream".into(),
+            message,
+        },
+        ChunkError::Upstream {
+            message,
+            error_type,
+            code,
+        } => ErrorKind::Upstream {
+            backend: "upstream".into(),
+            status: 502,
+            message,
+            error_type,
+            code,
+            retry_after: None,
+        },
+        ChunkError::Truncated => ErrorKind::StreamInterrupted {
+            backend: "upstream".into(),
+            message: "the stream ended before it finished".into(),
+        },
+    }
+    .into()
+}
+
+/// Upstream events, as a back-end yields them: an upstream failure becomes an error event.
+fn upstream_events(
+    frames: &[Frame],
+    mut push: impl FnMut(&str, &mut Vec<Event>) -> Result<(), ChunkError>,
+    finish: impl FnOnce() -> Result<(), ChunkError>,
+) -> Vec<Event> {
+    let mut events = Vec::new();
+    for frame in frames {
+        if let Err(err) = push(&frame.payload(), &mut events) {
+            events.push(Event::Error(upstream_error(err)));
+            return events;
+        }
+    }
+    if let Err(err) = finish() {
+        events.push(Event::Error(upstream_error(err)));
+    }
+    events
+}
+
+fn responses_upstream(frames: &[Frame]) -> Vec<Event> {
+    let decoder = std::cell::RefCell::new(EventDecoder::new());
+    upstream_events(
+        frames,
+        |data, out| decoder.borrow_mut().push(data, out),
+        || decoder.borrow_mut().finish(),
+    )
+}
+
+fn chat_upstream(frames: &[Frame]) -> Vec<Event> {
+    let decoder = std::cell::RefCell::new(openai_chat::ChunkDecoder::new());
+    upstream_events(
+        frames,
+        |data, out| {
+            decoder
+                .borrow_mut()
+                .push(data, out)
+                .map_err(|e| match e {
+                    openai_chat::ChunkError::Garbage(m) => ChunkError::Garbage(m),
+                    openai_chat::ChunkError::Upstream {
+                        message,
+                        error_type,
+                        code,
+                    } => ChunkError::Upstream {
+                        message,
+                        error_type,
+                        code,
+                    },
+                    openai_chat::ChunkError::Truncated => ChunkError::Truncated,
+                })
+        },
+        || decoder.borrow_mut().finish(),
+    )
+}
+
+fn to_responses_client(events: &[Event], options: &ClientOptions) -> Vec<Frame> {
+    let mut encoder = EventEncoder::new(options.clone());
+    let mut out = Vec::new();
+    for event in events {
+        encoder.push(event.clone(), &mut out);
+    }
+    encoder.finish(&mut out);
+    frames_of(&out)
+}
+
+fn to_chat_client(events: &[Event], include_usage: bool) -> Vec<Frame> {
+    let mut encoder = openai_chat::ChunkEncoder::new(include_usage);
+    let mut out = Vec::new();
+    for event in events {
+        encoder.push(event.clone(), &mut out);
+    }
+    encoder.finish(&mut out);
+    frames_of(&out)
+}
+
+fn fold(events: &[Event]) -> Result<Response, Error> {
+    let mut builder = ResponseBuilder::new();
+    for event in events {
+        builder.push(event.clone())?;
+    }
+    Ok(builder.finish())
+}
+
+// ---------------------------------------------------------------------------------------
+// What SDK and Codex clients rely on in a Responses stream
+
+const TERMINAL: [&str; 3] = [
+    "response.completed",
+    "response.incomplete",
+    "response.failed",
+];
+
+/// Checks the event order and fields the OpenAI SDK's stream accumulator and Codex CLI
+/// need (PROTOCOLS.md §1.4, §4.2).
+fn check_client_stream(frames: &[Frame]) -> Result<(), String> {
+    #[derive(Default)]
+    struct Item {
+        id: String,
+        kind: String,
+        done: bool,
+        parts: HashMap<u64, String>,
+        summaries: HashMap<u64, String>,
+        arguments: String,
+    }
+    let mut items: HashMap<u64, Item> = HashMap::new();
+    let mut done_items: Vec<(u64, Value)> = Vec::new();
+    let fail = |i: usize, why: String| Err(format!("client frame {i}: {why}"));
+    let Some(last) = frames.last() else {
+        return Err("empty client stream".into());
+    };
+    let last_type = last.json()["type"].as_str().unwrap_or_default();
+    if !TERMINAL.contains(&last_type) {
+        return Err(format!("the stream ends with {last_type}, not a terminal event"));
+    }
+    for (i, frame) in frames.iter().enumerate() {
+        let data = frame.json();
+        let kind = data["type"].as_str().unwrap_or_default();
+        if frame.event.as_deref() != Some(kind) {
+            return fail(i, format!("`event: {:?}` but type {kind}", frame.event));
+        }
+        if data["sequence_number"] != json!(i) {
+            return fail(i, format!("sequence_number {}", data["sequence_number"]));
+        }
+        // The SDK raises on a frame with a top-level `error` key.
+        if data.get("error").is_some_and(|e| !e.is_null()) {
+            return fail(i, "a top-level `error` key".into());
+        }
+        if TERMINAL.contains(&kind) && i + 1 != frames.len() {
+            return fail(i, format!("{kind} before the end"));
+        }
+        if kind == "response.failed" {
+            let before = frames.get(i.wrapping_sub(1)).map(|f| f.json()["type"].clone());
+            if before != Some(json!("error")) {
+                return fail(i, "response.failed without an error event before it".into());
+            }
+            let error = &data["response"]["error"];
+            if !error["code"].is_string() || !error["message"].is_string() {
+                return fail(i, format!("response.error is {error}"));
+            }
+            continue;
+        }
+        if kind == "error" {
+            if !data["message"].is_string() {
+                return fail(i, "error without a message".into());
+            }
+            continue;
+        }
+        match (i, kind) {
+            (0, "response.created") | (1, "response.in_progress") => {
+                if data["response"]["status"] != "in_progress" {
+                    return fail(i, "the first responses must be in_progress".into());
+                }
+                continue;
+            }
+            (0 | 1, _) => return fail(i, format!("{kind} before created/in_progress")),
+            _ => {}
+        }
+        let output_index = data["output_index"].as_u64();
+        if kind == "response.output_item.added" {
+            let index = output_index.ok_or("added without output_index")?;
+            if index != items.len() as u64 {
+                return fail(i, format!("item added at {index}, expected {}", items.len()));
+            }
+            // Items come one after another, as the API sends them.
+            if let Some(open) = items.values().find(|x| !x.done) {
+                return fail(i, format!("item added while {} is still open", open.id));
+            }
+            let item = &data["item"];
+            let id = item["id"].as_str().unwrap_or_default();
+            if id.is_empty() {
+                return fail(i, "an item without an id".into());
+            }
+            items.insert(
+                index,
+                Item {
+                    id: id.to_owned(),
+                    kind: item["type"].as_str().unwrap_or_default().to_owned(),
+                    ..Item::default()
+                },
+            );
+            continue;
+        }
+        if TERMINAL.contains(&kind) {
+            let open: Vec<&String> = items.values().filter(|x| !x.done).map(|x| &x.id).collect();
+            if !open.is_empty() {
+                return fail(i, format!("items still open at the end: {open:?}"));
+            }
+            let response = &data["response"];
+            done_items.sort_by_key(|(index, _)| *index);
+            let output: Vec<Value> = done_items.iter().map(|(_, item)| item.clone()).collect();
+            if response["output"] != json!(output) {
+                return fail(i, "response.output is not the items that were done".into());
+            }
+            let usage = &response["usage"];
+            if !usage["input_tokens_details"].is_object()
+                || !usage["output_tokens_details"].is_object()
+                || !usage["total_tokens"].is_u64()
+            {
+                return fail(i, format!("usage is {usage}"));
+            }
+            let status = response["status"].as_str().unwrap_or_default();
+            let expected = if kind == "response.incomplete" {
+                "incomplete"
+            } else {
+                "completed"
+            };
+            if status != expected {
+                return fail(i, format!("{kind} with status {status}"));
+            }
+            continue;
+        }
+        let Some(index) = output_index else {
+            continue;
+        };
+        let Some(item) = items.get_mut(&index) else {
+            return fail(i, format!("{kind} for output_index {index} before it was added"));
+        };
+        if item.done {
+            return fail(i, format!("{kind} after output_item.done"));
+        }
+        if kind != "response.output_item.done" && data["item_id"] != json!(item.id) {
+            return fail(i, format!("item_id {} is not {}", data["item_id"], item.id));
+        }
+        let content_index = data["content_index"].as_u64().unwrap_or(0);
+        let summary_index = data["summary_index"].as_u64().unwrap_or(0);
+        let delta = data["delta"].as_str().unwrap_or_default();
+        match kind {
+            "response.content_part.added" => {
+                if item.parts.insert(content_index, String::new()).is_some() {
+                    return fail(i, "content part added twice".into());
+                }
+            }
+            "response.output_text.delta" | "response.refusal.delta" => {
+                let Some(text) = item.parts.get_mut(&content_index) else {
+                    return fail(i, format!("{kind} before content_part.added"));
+                };
+                text.push_str(delta);
+                if kind == "response.output_text.delta" && !data["logprobs"].is_array() {
+                    return fail(i, "output_text.delta without logprobs".into());
+                }
+            }
+            "response.output_text.done" | "response.refusal.done" => {
+                let key = if kind == "response.output_text.done" {
+                    "text"
+                } else {
+                    "refusal"
+                };
+                if item.parts.get(&content_index).map(String::as_str) != data[key].as_str() {
+                    return fail(i, format!("{kind} text is not the deltas"));
+                }
+            }
+            "response.reasoning_summary_part.added" => {
+                if item.kind != "reasoning" {
+                    return fail(i, "a summary part on a non-reasoning item".into());
+                }
+                item.summaries.insert(summary_index, String::new());
+            }
+            "response.reasoning_summary_text.delta" => {
+                let Some(text) = item.summaries.get_mut(&summary_index) else {
+                    return fail(i, "summary delta before reasoning_summary_part.added".into());
+                };
+                text.push_str(delta);
+            }
+            "response.reasoning_summary_text.done" => {
+                if item.summaries.get(&summary_index).map(String::as_str)
+                    != data["text"].as_str()
+                {
+                    return fail(i, "summary text is not the deltas".into());
+                }
+            }
+            "response.function_call_arguments.delta" => item.arguments.push_str(delta),
+            "response.function_call_arguments.done" => {
+                if data["arguments"].as_str() != Some(item.arguments.as_str()) {
+                    return fail(i, "arguments.done is not the deltas".into());
+                }
+            }
+            "response.output_item.done" => {
+                item.done = true;
+                let done = &data["item"];
+                if done["id"] != json!(item.id) || done["type"] != json!(item.kind) {
+                    return fail(i, "output_item.done names another item".into());
+                }
+                match item.kind.as_str() {
+                    "message" => {
+                        for (index, part) in done["content"].as_array().unwrap().iter().enumerate()
+                        {
+                            let text = part["text"].as_str().or(part["refusal"].as_str());
+                            if text != item.parts.get(&(index as u64)).map(String::as_str) {
+                                return fail(i, "message item text is not the deltas".into());
+                            }
+                        }
+                    }
+                    "function_call" => {
+                        if done["arguments"].as_str() != Some(item.arguments.as_str())
+                            || !done["call_id"].is_string()
+                            || !done["name"].is_string()
+                        {
+                            return fail(i, "function_call item is not complete".into());
+                        }
+                    }
+                    "reasoning" => {
+                        if !done["summary"].is_array() {
+                            return fail(i, "reasoning item without summary".into());
+                        }
+                    }
+                    _ => {}
+                }
+                done_items.push((index, done.clone()));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn same_response(upstream: &Response, client: &Response) -> Result<(), String> {
+    let check = |what: &str, same: bool| {
+        if same {
+            Ok(())
+        } else {
+            Err(format!(
+                "the client stream folds to a different {what}:\n{upstream:#?}\nvs\n{client:#?}"
+            ))
+        }
+    };
+    check("id", upstream.id == client.id)?;
+    check("model", upstream.model == client.model)?;
+    check("text", upstream.text() == client.text())?;
+    let calls = |r: &Response| -> Vec<(String, String, String)> {
+        r.parts
+            .iter()
+            .filter_map(|p| match p {
+                Part::ToolCall {
+                    id,
+                    name,
+                    arguments,
+                    ..
+                } => Some((id.clone(), name.clone(), arguments.clone())),
+                _ => None,
+            })
+            .collect()
+    };
+    check("tool calls", calls(upstream) == calls(client))?;
+    let thinking = |r: &Response| -> Vec<(String, Option<String>)> {
+        r.parts
+            .iter()
+            .filter_map(|p| match p {
+                Part::Thinking {
+                    text, signature, ..
+                } => Some((text.clone(), signature.clone())),
+                _ => None,
+            })
+            .collect()
+    };
+    check("thinking", thinking(upstream) == thinking(client))?;
+    let finish = |r: &Response| match r.finish.clone() {
+        // Responses says tool use through the items, and stop sequences not at all.
+        Some(FinishReason::StopSequence | FinishReason::PauseTurn) | None => {
+            Some(FinishReason::EndTurn)
+        }
+        other => other,
+    };
+    check("finish", finish(upstream) == finish(client))?;
+    let usage = |r: &Response| {
+        r.usage
+            .as_ref()
+            .map(|u| (u.input_tokens, u.output_tokens, u.reasoning_tokens.unwrap_or(0)))
+    };
+    check("usage", usage(upstream) == usage(client) || upstream.usage.is_none())
+}
+
+/// A Responses client stream checked, then read back and folded.
+fn check_responses_client(
+    case: &Path,
+    file: &str,
+    events: &[Event],
+    options: &ClientOptions,
+) -> Result<(), String> {
+    let frames = to_responses_client(events, options);
+    check_frames(case, file, &frames)?;
+    check_client_stream(&frames)?;
+    let failed = events.iter().any(|e| matches!(e, Event::Error(_)));
+    let client_events = responses_upstream(&frames);
+    if failed {
+        let error = client_events.iter().any(|e| matches!(e, Event::Error(_)));
+        return if error {
+            Ok(())
+        } else {
+            Err("an upstream failure reads back as a success".into())
+        };
+    }
+    let upstream = fold(events).map_err(|e| format!("fold: {e}"))?;
+    let client = fold(&client_events).map_err(|e| format!("client stream fold: {e}"))?;
+    same_response(&upstream, &client)
+}
+
+// ---------------------------------------------------------------------------------------
+// The checks of a Responses client's case
+
+fn client_request(case: &Path) -> Result<Option<(llmux::model::Request, ClientOptions)>, String> {
+    let Some(request) = read_json(&case.join("request.json"))? else {
+        return Ok(None);
+    };
+    let body = serde_json::to_vec(&request).unwrap();
+    decode_request(&body)
+        .map(Some)
+        .map_err(|e| format!("decode_request failed: {e}"))
+}
+
+fn options(case: &Path) -> Result<ClientOptions, String> {
+    Ok(client_request(case)?.map(|(_, o)| o).unwrap_or_default())
+}
+
+fn responses_case(case: &Path) -> Result<usize, String> {
+    let mut checked = 0;
+    if let Some((request, _)) = client_request(case)? {
+        check_json(
+            case,
+            "upstream_request.json",
+            &encode_request(&request, &request.model),
+        )?;
+        checked += 1;
+        if case.join("chat_upstream_request.json").exists() || bless() {
+            check_json(
+                case,
+                "chat_upstream_request.json",
+                &openai_chat::encode_request(&request, &request.model),
+            )?;
+            checked += 1;
+        }
+    }
+    let options = options(case)?;
+    if let Some(response) = read_json(&case.join("response.json"))? {
+        let events = decode_response(&serde_json::to_vec(&response).unwrap())
+            .map_err(|e| format!("decode_response failed: {e:?}"))?;
+        let folded = fold(&events).map_err(|e| format!("fold: {e}"))?;
+        check_json(
+            case,
+            "expected_response.json",
+            &encode_response(&folded, &options),
+        )?;
+        checked += 1;
+    }
+    if let Some(response) = read_json(&case.join("chat_response.json"))? {
+        let events = openai_chat::decode_response(&serde_json::to_vec(&response).unwrap())
+            .map_err(|e| format!("openai_chat::decode_response failed: {e:?}"))?;
+        let folded = fold(&events).map_err(|e| format!("fold: {e}"))?;
+        check_json(
+            case,
+            "expected_from_chat_response.json",
+            &encode_response(&folded, &options),
+        )?;
+        checked += 1;
+    }
+    if let Some(upstream) = read_sse(&case.join("upstream.sse"))? {
+        let events = responses_upstream(&upstream);
+        check_responses_client(case, "expected.sse", &events, &options)?;
+        checked += 1;
+    }
+    if let Some(upstream) = read_sse(&case.join("chat_upstream.sse"))? {
+        let events = chat_upstream(&upstream);
+        check_responses_client(case, "expected_from_chat.sse", &events, &options)?;
+        checked += 1;
+    }
+    Ok(checked)
+}
+
+// ---------------------------------------------------------------------------------------
+// The checks of a Chat client's case with a Responses back-end
+
+fn chat_to_responses_case(case: &Path) -> Result<usize, String> {
+    let mut checked = 0;
+    let mut include_usage = false;
+    if let Some(request) = read_json(&case.join("request.json"))? {
+        let body = serde_json::to_vec(&request).unwrap();
+        let (decoded, options) = openai_chat::decode_request(&body)
+            .map_err(|e| format!("openai_chat::decode_request failed: {e}"))?;
+        include_usage = options.include_usage;
+        check_json(
+            case,
+            "upstream_request.json",
+            &encode_request(&decoded, &decoded.model),
+        )?;
+        checked += 1;
+    }
+    if let Some(response) = read_json(&case.join("response.json"))? {
+        let events = decode_response(&serde_json::to_vec(&response).unwrap())
+            .map_err(|e| format!("decode_response failed: {e:?}"))?;
+        let folded = fold(&events).map_err(|e| format!("fold: {e}"))?;
+        check_json(
+            case,
+            "expected_response.json",
+            &openai_chat::encode_response(&folded),
+        )?;
+        checked += 1;
+    }
+    if let Some(upstream) = read_sse(&case.join("upstream.sse"))? {
+        let events = responses_upstream(&upstream);
+        let frames = to_chat_client(&events, include_usage);
+        check_frames(case, "expected.sse", &frames)?;
+        if frames.iter().any(|f| f.event.is_some()) {
+            return Err("a chat stream has `event:` lines".into());
+        }
+        checked += 1;
+    }
+    Ok(checked)
+}
+
+fn walk(dir: &str, min_cases: usize, check: fn(&Path) -> Result<usize, String>) {
+    let cases = case_dirs(dir);
+    assert!(
+        cases.len() >= min_cases || bless(),
+        "expected at least {min_cases} cases under {}",
+        fixtures(dir).display()
+    );
+    let mut failures = Vec::new();
+    for case in &cases {
+        let name = case.file_name().unwrap().to_string_lossy().into_owned();
+        match check(case) {
+            Ok(0) => failures.push(format!("=== case `{name}` ===\nholds nothing to check")),
+            Ok(_) => {}
+            Err(e) => failures.push(format!("=== case `{name}` ===\n{e}")),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} fixture failure(s):\n\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
+}
+
+#[test]
+fn responses_client_cases() {
+    walk("openai_responses", 10, responses_case);
+}
+
+#[test]
+fn chat_client_to_responses_backend_cases() {
+    walk("openai_chat_to_responses", 5, chat_to_responses_case);
+}
