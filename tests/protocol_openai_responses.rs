@@ -164,7 +164,10 @@ fn frames_of(out: &[bytes::Bytes]) -> Vec<Frame> {
         .map(|b| std::str::from_utf8(b).unwrap().to_owned())
         .collect();
     for chunk in &text.split_inclusive("\n\n").collect::<Vec<_>>() {
-        assert!(chunk.ends_with("\n\n"), "frame not ended by a blank line: {chunk:?}");
+        assert!(
+            chunk.ends_with("\n\n"),
+            "frame not ended by a blank line: {chunk:?}"
+        );
     }
     parse_sse(&text)
 }
@@ -341,22 +344,19 @@ fn chat_upstream(frames: &[Frame]) -> Vec<Event> {
     upstream_events(
         frames,
         |data, out| {
-            decoder
-                .borrow_mut()
-                .push(data, out)
-                .map_err(|e| match e {
-                    openai_chat::ChunkError::Garbage(m) => ChunkError::Garbage(m),
-                    openai_chat::ChunkError::Upstream {
-                        message,
-                        error_type,
-                        code,
-                    } => ChunkError::Upstream {
-                        message,
-                        error_type,
-                        code,
-                    },
-                    openai_chat::ChunkError::Truncated => ChunkError::Truncated,
-                })
+            decoder.borrow_mut().push(data, out).map_err(|e| match e {
+                openai_chat::ChunkError::Garbage(m) => ChunkError::Garbage(m),
+                openai_chat::ChunkError::Upstream {
+                    message,
+                    error_type,
+                    code,
+                } => ChunkError::Upstream {
+                    message,
+                    error_type,
+                    code,
+                },
+                openai_chat::ChunkError::Truncated => ChunkError::Truncated,
+            })
         },
         || decoder.borrow_mut().finish(),
     )
@@ -393,6 +393,17 @@ fn fold(events: &[Event]) -> Result<Response, Error> {
 // ---------------------------------------------------------------------------------------
 // What SDK and Codex clients rely on in a Responses stream
 
+/// What a client learned of one output item from the events so far.
+#[derive(Default)]
+struct StreamItem {
+    id: String,
+    kind: String,
+    done: bool,
+    parts: HashMap<u64, String>,
+    summaries: HashMap<u64, String>,
+    arguments: String,
+}
+
 const TERMINAL: [&str; 3] = [
     "response.completed",
     "response.incomplete",
@@ -402,16 +413,7 @@ const TERMINAL: [&str; 3] = [
 /// Checks the event order and fields the OpenAI SDK's stream accumulator and Codex CLI
 /// need (PROTOCOLS.md §1.4, §4.2).
 fn check_client_stream(frames: &[Frame]) -> Result<(), String> {
-    #[derive(Default)]
-    struct Item {
-        id: String,
-        kind: String,
-        done: bool,
-        parts: HashMap<u64, String>,
-        summaries: HashMap<u64, String>,
-        arguments: String,
-    }
-    let mut items: HashMap<u64, Item> = HashMap::new();
+    let mut items: HashMap<u64, StreamItem> = HashMap::new();
     let mut done_items: Vec<(u64, Value)> = Vec::new();
     let fail = |i: usize, why: String| Err(format!("client frame {i}: {why}"));
     let Some(last) = frames.last() else {
@@ -419,7 +421,9 @@ fn check_client_stream(frames: &[Frame]) -> Result<(), String> {
     };
     let last_type = last.json()["type"].as_str().unwrap_or_default();
     if !TERMINAL.contains(&last_type) {
-        return Err(format!("the stream ends with {last_type}, not a terminal event"));
+        return Err(format!(
+            "the stream ends with {last_type}, not a terminal event"
+        ));
     }
     for (i, frame) in frames.iter().enumerate() {
         let data = frame.json();
@@ -438,7 +442,9 @@ fn check_client_stream(frames: &[Frame]) -> Result<(), String> {
             return fail(i, format!("{kind} before the end"));
         }
         if kind == "response.failed" {
-            let before = frames.get(i.wrapping_sub(1)).map(|f| f.json()["type"].clone());
+            let before = frames
+                .get(i.wrapping_sub(1))
+                .map(|f| f.json()["type"].clone());
             if before != Some(json!("error")) {
                 return fail(i, "response.failed without an error event before it".into());
             }
@@ -468,7 +474,10 @@ fn check_client_stream(frames: &[Frame]) -> Result<(), String> {
         if kind == "response.output_item.added" {
             let index = output_index.ok_or("added without output_index")?;
             if index != items.len() as u64 {
-                return fail(i, format!("item added at {index}, expected {}", items.len()));
+                return fail(
+                    i,
+                    format!("item added at {index}, expected {}", items.len()),
+                );
             }
             // Items come one after another, as the API sends them.
             if let Some(open) = items.values().find(|x| !x.done) {
@@ -481,10 +490,10 @@ fn check_client_stream(frames: &[Frame]) -> Result<(), String> {
             }
             items.insert(
                 index,
-                Item {
+                StreamItem {
                     id: id.to_owned(),
                     kind: item["type"].as_str().unwrap_or_default().to_owned(),
-                    ..Item::default()
+                    ..StreamItem::default()
                 },
             );
             continue;
@@ -522,7 +531,10 @@ fn check_client_stream(frames: &[Frame]) -> Result<(), String> {
             continue;
         };
         let Some(item) = items.get_mut(&index) else {
-            return fail(i, format!("{kind} for output_index {index} before it was added"));
+            return fail(
+                i,
+                format!("{kind} for output_index {index} before it was added"),
+            );
         };
         if item.done {
             return fail(i, format!("{kind} after output_item.done"));
@@ -533,93 +545,96 @@ fn check_client_stream(frames: &[Frame]) -> Result<(), String> {
         let content_index = data["content_index"].as_u64().unwrap_or(0);
         let summary_index = data["summary_index"].as_u64().unwrap_or(0);
         let delta = data["delta"].as_str().unwrap_or_default();
-        match kind {
-            "response.content_part.added" => {
-                if item.parts.insert(content_index, String::new()).is_some() {
-                    return fail(i, "content part added twice".into());
-                }
-            }
+        let text_of = |map: &HashMap<u64, String>, index: u64| map.get(&index).cloned();
+        let problem: Option<String> = match kind {
+            "response.content_part.added" => item
+                .parts
+                .insert(content_index, String::new())
+                .map(|_| "content part added twice".into()),
             "response.output_text.delta" | "response.refusal.delta" => {
-                let Some(text) = item.parts.get_mut(&content_index) else {
-                    return fail(i, format!("{kind} before content_part.added"));
-                };
-                text.push_str(delta);
-                if kind == "response.output_text.delta" && !data["logprobs"].is_array() {
-                    return fail(i, "output_text.delta without logprobs".into());
+                match item.parts.get_mut(&content_index) {
+                    None => Some(format!("{kind} before content_part.added")),
+                    Some(text) => {
+                        text.push_str(delta);
+                        (kind == "response.output_text.delta" && !data["logprobs"].is_array())
+                            .then(|| "output_text.delta without logprobs".into())
+                    }
                 }
             }
-            "response.output_text.done" | "response.refusal.done" => {
-                let key = if kind == "response.output_text.done" {
-                    "text"
-                } else {
-                    "refusal"
-                };
-                if item.parts.get(&content_index).map(String::as_str) != data[key].as_str() {
-                    return fail(i, format!("{kind} text is not the deltas"));
-                }
-            }
+            "response.output_text.done" => (text_of(&item.parts, content_index).as_deref()
+                != data["text"].as_str())
+            .then(|| format!("{kind} text is not the deltas")),
+            "response.refusal.done" => (text_of(&item.parts, content_index).as_deref()
+                != data["refusal"].as_str())
+            .then(|| format!("{kind} text is not the deltas")),
             "response.reasoning_summary_part.added" => {
-                if item.kind != "reasoning" {
-                    return fail(i, "a summary part on a non-reasoning item".into());
-                }
                 item.summaries.insert(summary_index, String::new());
+                (item.kind != "reasoning").then(|| "a summary part on a non-reasoning item".into())
             }
             "response.reasoning_summary_text.delta" => {
-                let Some(text) = item.summaries.get_mut(&summary_index) else {
-                    return fail(i, "summary delta before reasoning_summary_part.added".into());
-                };
-                text.push_str(delta);
+                match item.summaries.get_mut(&summary_index) {
+                    None => Some("summary delta before reasoning_summary_part.added".into()),
+                    Some(text) => {
+                        text.push_str(delta);
+                        None
+                    }
+                }
             }
             "response.reasoning_summary_text.done" => {
-                if item.summaries.get(&summary_index).map(String::as_str)
-                    != data["text"].as_str()
-                {
-                    return fail(i, "summary text is not the deltas".into());
-                }
+                (text_of(&item.summaries, summary_index).as_deref() != data["text"].as_str())
+                    .then(|| "summary text is not the deltas".into())
             }
-            "response.function_call_arguments.delta" => item.arguments.push_str(delta),
-            "response.function_call_arguments.done" => {
-                if data["arguments"].as_str() != Some(item.arguments.as_str()) {
-                    return fail(i, "arguments.done is not the deltas".into());
-                }
+            "response.function_call_arguments.delta" => {
+                item.arguments.push_str(delta);
+                None
             }
+            "response.function_call_arguments.done" => (data["arguments"].as_str()
+                != Some(item.arguments.as_str()))
+            .then(|| "arguments.done is not the deltas".into()),
             "response.output_item.done" => {
                 item.done = true;
                 let done = &data["item"];
-                if done["id"] != json!(item.id) || done["type"] != json!(item.kind) {
-                    return fail(i, "output_item.done names another item".into());
-                }
-                match item.kind.as_str() {
-                    "message" => {
-                        for (index, part) in done["content"].as_array().unwrap().iter().enumerate()
-                        {
-                            let text = part["text"].as_str().or(part["refusal"].as_str());
-                            if text != item.parts.get(&(index as u64)).map(String::as_str) {
-                                return fail(i, "message item text is not the deltas".into());
-                            }
-                        }
-                    }
-                    "function_call" => {
-                        if done["arguments"].as_str() != Some(item.arguments.as_str())
-                            || !done["call_id"].is_string()
-                            || !done["name"].is_string()
-                        {
-                            return fail(i, "function_call item is not complete".into());
-                        }
-                    }
-                    "reasoning" => {
-                        if !done["summary"].is_array() {
-                            return fail(i, "reasoning item without summary".into());
-                        }
-                    }
-                    _ => {}
-                }
                 done_items.push((index, done.clone()));
+                item_done_problem(item, done)
             }
-            _ => {}
+            _ => None,
+        };
+        if let Some(problem) = problem {
+            return fail(i, problem);
         }
     }
     Ok(())
+}
+
+/// What is wrong with a finished item, given what its events said.
+fn item_done_problem(item: &StreamItem, done: &Value) -> Option<String> {
+    if done["id"] != json!(item.id) || done["type"] != json!(item.kind) {
+        return Some("output_item.done names another item".into());
+    }
+    let complete = match item.kind.as_str() {
+        "message" => done["content"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+            .all(|(index, part)| {
+                let text = part["text"].as_str().or(part["refusal"].as_str());
+                text == item.parts.get(&(index as u64)).map(String::as_str)
+            }),
+        "function_call" => {
+            done["arguments"].as_str() == Some(item.arguments.as_str())
+                && done["call_id"].is_string()
+                && done["name"].is_string()
+        }
+        "reasoning" => done["summary"].is_array(),
+        _ => true,
+    };
+    (!complete).then(|| {
+        format!(
+            "the finished {} item is not what its events said",
+            item.kind
+        )
+    })
 }
 
 fn same_response(upstream: &Response, client: &Response) -> Result<(), String> {
@@ -671,11 +686,18 @@ fn same_response(upstream: &Response, client: &Response) -> Result<(), String> {
     };
     check("finish", finish(upstream) == finish(client))?;
     let usage = |r: &Response| {
-        r.usage
-            .as_ref()
-            .map(|u| (u.input_tokens, u.output_tokens, u.reasoning_tokens.unwrap_or(0)))
+        r.usage.as_ref().map(|u| {
+            (
+                u.input_tokens,
+                u.output_tokens,
+                u.reasoning_tokens.unwrap_or(0),
+            )
+        })
     };
-    check("usage", usage(upstream) == usage(client) || upstream.usage.is_none())
+    check(
+        "usage",
+        usage(upstream) == usage(client) || upstream.usage.is_none(),
+    )
 }
 
 /// A Responses client stream checked, then read back and folded.

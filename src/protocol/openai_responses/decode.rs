@@ -716,11 +716,15 @@ pub(crate) fn part_extension(
     Some(Event::Extension(scoped("part", part)))
 }
 
-/// An output item of a type the model does not know, whole.
-pub(crate) fn opaque_item_extension(output_index: u32, item: Value) -> Event {
+/// An output item of a type the model does not know (built-in tool calls, ...), whole:
+/// as it starts (`added`, so a client can show it running) or as it is done.
+pub(crate) fn opaque_item_extension(output_index: u32, item: Value, added: bool) -> Event {
     let mut opaque = Map::new();
     opaque.insert("output_index".into(), Value::from(output_index));
     opaque.insert("item".into(), item);
+    if added {
+        opaque.insert("added".into(), Value::Bool(true));
+    }
     Event::Extension(scoped("opaque_item", opaque))
 }
 
@@ -880,7 +884,11 @@ impl ItemEvents {
                     });
                 }
             }
-            _ => out.push(opaque_item_extension(output_index, Value::Object(obj))),
+            _ => out.push(opaque_item_extension(
+                output_index,
+                Value::Object(obj),
+                false,
+            )),
         }
     }
 }

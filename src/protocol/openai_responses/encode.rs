@@ -616,7 +616,8 @@ impl Layout {
                     let content = index_of(&mut value, "content_index");
                     self.parts.push((index, content, value));
                 }
-                "opaque_item" => {
+                // The finished item; its announcement carries nothing more.
+                "opaque_item" if value.get("added").is_none() => {
                     let index = index_of(&mut value, "output_index");
                     if let Some(item) = value.remove("item") {
                         self.opaque.push((index, item));

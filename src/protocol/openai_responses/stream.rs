@@ -26,8 +26,9 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::decode::{
-    ItemEvents, SUMMARY_SEPARATOR, item_extension, summary_break, item_fields, opaque_item_extension, part_extension, part_fields,
-    response_error, scoped, start_event, top_fields, usage,
+    ItemEvents, SUMMARY_SEPARATOR, item_extension, item_fields, opaque_item_extension,
+    part_extension, part_fields, response_error, scoped, start_event, summary_break, top_fields,
+    usage,
 };
 use super::encode::{Layout, Snapshot, item_id, status, stream_error, usage as wire_usage};
 use super::types::{FunctionCallItem, ResponseObject, StreamEvent};
@@ -42,6 +43,12 @@ const PROTOCOL: Protocol = Protocol::OpenAiResponses;
 
 // ---------------------------------------------------------------------------------------
 // Upstream events -> model events
+
+/// Events whose content the decoder takes from other events.
+const SILENT: [&str; 2] = [
+    "response.content_part.added",
+    "response.reasoning_summary_part.done",
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -311,6 +318,14 @@ impl EventDecoder {
                     nested.unwrap_or_else(|| json!({"code": event.code, "message": event.message}));
                 return Err(response_error(Some(&error), "the upstream stream failed"));
             }
+            // Progress of built-in tools, annotations, events newer than this code: only
+            // a client of this protocol can use them, so they travel whole to its encoder.
+            kind if !SILENT.contains(&kind) && kind.starts_with("response.") => {
+                if let Ok(Value::Object(mut raw)) = serde_json::from_str::<Value>(data) {
+                    raw.remove("sequence_number");
+                    out.push(Event::Extension(scoped("event", raw)));
+                }
+            }
             _ => {}
         }
         Ok(())
@@ -383,8 +398,12 @@ impl EventDecoder {
                     up.arguments = call.arguments;
                 }
             }
-            // Built-in tool calls and other items are sent whole once they are done.
-            Kind::Other => {}
+            // Built-in tool calls and other items travel whole.
+            Kind::Other => out.push(opaque_item_extension(
+                output_index,
+                Value::Object(obj),
+                true,
+            )),
         }
         self.items.push(up);
     }
@@ -487,6 +506,7 @@ impl EventDecoder {
                 out.push(opaque_item_extension(
                     self.items[i].output_index,
                     Value::Object(obj),
+                    false,
                 ));
             }
         }
@@ -712,6 +732,8 @@ pub struct EventEncoder {
     pending: Option<(String, Map<String, Value>)>,
     usage: Option<Usage>,
     finish: Option<FinishReason>,
+    /// A same-protocol item announced but not done yet: `(output_index, id, item)`.
+    open_opaque: Option<(usize, String, Value)>,
     /// A same-protocol upstream ended a summary part: the separator delta that follows is
     /// not text of the next part.
     separator: bool,
@@ -736,6 +758,7 @@ impl EventEncoder {
             pending: None,
             usage: None,
             finish: None,
+            open_opaque: None,
             separator: false,
             closed: false,
         }
@@ -1000,8 +1023,7 @@ impl EventEncoder {
 
     fn thinking(&mut self, text: &str, signature: Option<String>, out: &mut Vec<Bytes>) {
         self.start(out);
-        if std::mem::take(&mut self.separator) && text == SUMMARY_SEPARATOR && signature.is_none()
-        {
+        if std::mem::take(&mut self.separator) && text == SUMMARY_SEPARATOR && signature.is_none() {
             return;
         }
         let continues = matches!(
@@ -1261,6 +1283,10 @@ impl EventEncoder {
 
     fn close_all(&mut self, out: &mut Vec<Bytes>) {
         self.close_open(out);
+        // An item the upstream announced and never finished ends as it was announced.
+        if let Some((output_index, _, item)) = self.open_opaque.take() {
+            self.item_done(output_index, item, out);
+        }
         for call in &mut self.calls {
             call.ended = true;
         }
@@ -1404,27 +1430,109 @@ impl EventEncoder {
                     }
                 }
                 "summary_part" => {
-                    if matches!(self.open, Some(Open::Reasoning { part_open: true, .. })) {
+                    if matches!(
+                        self.open,
+                        Some(Open::Reasoning {
+                            part_open: true,
+                            ..
+                        })
+                    ) {
                         self.close_summary_part(out);
                         self.separator = true;
                     }
                 }
                 "opaque_item" => {
                     if let Some(item) = value.get("item") {
-                        self.start(out);
-                        self.close_open(out);
-                        let output_index = self.output.len();
-                        self.output.push(None);
-                        self.frame(
-                            "response.output_item.added",
-                            json!({"output_index": output_index, "item": item}),
-                            out,
-                        );
-                        self.item_done(output_index, item.clone(), out);
+                        let added = value.get("added") == Some(&Value::Bool(true));
+                        self.opaque_item(item, added, out);
                     }
                 }
+                "event" => self.forward(value.clone(), out),
                 _ => {}
             }
+        }
+    }
+
+    /// An upstream event of this protocol the model has no shape for, re-sent in this
+    /// stream's numbering. One about an item this stream does not have is dropped.
+    fn forward(&mut self, mut event: Map<String, Value>, out: &mut Vec<Bytes>) {
+        let Some(kind) = event.get("type").and_then(Value::as_str).map(str::to_owned) else {
+            return;
+        };
+        self.start(out);
+        if let Some(id) = event.get("item_id").and_then(Value::as_str) {
+            let Some(output_index) = self.index_of_item(id) else {
+                return;
+            };
+            if event.contains_key("output_index") {
+                event.insert("output_index".into(), Value::from(output_index));
+            }
+        } else if event.contains_key("output_index") {
+            return;
+        }
+        event.remove("type");
+        self.frame(&kind, Value::Object(event), out);
+    }
+
+    /// The output index of the item with this id, open or done.
+    fn index_of_item(&self, id: &str) -> Option<usize> {
+        if let Some(open) = &self.open
+            && open.id() == id
+        {
+            return Some(match open {
+                Open::Message { output_index, .. } | Open::Reasoning { output_index, .. } => {
+                    *output_index
+                }
+            });
+        }
+        if let Some((index, open_id, _)) = &self.open_opaque
+            && open_id == id
+        {
+            return Some(*index);
+        }
+        if let Some(call) = self.calls.iter().find(|c| c.item_id == id) {
+            return call.output_index;
+        }
+        self.output.iter().position(|item| {
+            item.as_ref()
+                .and_then(|i| i.get("id"))
+                .and_then(Value::as_str)
+                == Some(id)
+        })
+    }
+
+    /// An item the model has no shape for, from an upstream of this protocol: announced
+    /// when it starts, finished when it is done.
+    fn opaque_item(&mut self, item: &Value, added: bool, out: &mut Vec<Bytes>) {
+        self.start(out);
+        let id = item.get("id").and_then(Value::as_str).unwrap_or_default();
+        let waiting = match &self.open_opaque {
+            Some((index, open_id, _)) if open_id == id => Some(*index),
+            _ => None,
+        };
+        let output_index = match waiting {
+            Some(index) => index,
+            None => {
+                self.close_open(out);
+                let output_index = self.output.len();
+                self.output.push(None);
+                let mut announced = item.clone();
+                if !added && let Some(status) = announced.get_mut("status") {
+                    *status = Value::from("in_progress");
+                }
+                self.frame(
+                    "response.output_item.added",
+                    json!({"output_index": output_index, "item": announced}),
+                    out,
+                );
+                output_index
+            }
+        };
+        if added {
+            self.open_opaque = Some((output_index, id.to_owned(), item.clone()));
+        } else {
+            self.open_opaque = None;
+            self.item_done(output_index, item.clone(), out);
         }
     }
 
