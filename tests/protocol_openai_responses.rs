@@ -870,3 +870,504 @@ fn responses_client_cases() {
 fn chat_client_to_responses_backend_cases() {
     walk("openai_chat_to_responses", 5, chat_to_responses_case);
 }
+
+// ---------------------------------------------------------------------------------------
+// Bad input
+
+#[test]
+fn bad_requests_name_the_field() {
+    let cases = [
+        (
+            json!({"model": "m", "input": [{"type": "function_call_output", "output": "42"}]}),
+            "input[0].call_id",
+        ),
+        (
+            json!({"model": "m", "input": [
+                {"role": "user", "content": "hi"},
+                {"type": "function_call", "name": "f", "arguments": "{}"}
+            ]}),
+            "input[1].call_id",
+        ),
+        (
+            json!({"model": "m", "input": [{"type": ["message"], "role": "user", "content": "x"}]}),
+            "input[0].type",
+        ),
+        (json!({"model": "m", "input": ["hello"]}), "input[0]"),
+        (
+            json!({"model": "m", "input": [{"role": "tool", "content": "x"}]}),
+            "input[0].role",
+        ),
+        (
+            json!({"model": "m", "input": [{"role": "user", "content": [{"type": "input_text", "text": 7}]}]}),
+            "input[0].content[0].text",
+        ),
+        (
+            json!({"model": "m", "input": [{"type": "reasoning", "summary": "thinking"}]}),
+            "input[0].summary",
+        ),
+        (
+            json!({"model": "m", "input": [{"type": "function_call_output", "call_id": "c", "output": 5}]}),
+            "input[0].output",
+        ),
+        (
+            json!({"model": "m", "input": "x", "tools": [{"type": "function", "name": 3}]}),
+            "tools[0].name",
+        ),
+        (
+            json!({"model": "m", "input": "x", "text": {"format": {"type": "json_schema", "name": "n", "schema": "{}"}}}),
+            "text.format.schema",
+        ),
+        (
+            json!({"model": "m", "input": "x", "reasoning": {"effort": 3}}),
+            "reasoning.effort",
+        ),
+        (
+            json!({"model": "m", "input": "x", "stream": "yes"}),
+            "stream",
+        ),
+        (json!({"model": "", "input": "x"}), "model"),
+    ];
+    for (body, param) in cases {
+        let err = decode_request(body.to_string().as_bytes()).unwrap_err();
+        assert_eq!(err.status(), 400, "{body}");
+        assert_eq!(err.param(), Some(param), "{body}: {err}");
+        assert!(err.to_string().contains(param), "{body}: {err}");
+        // Responses clients get the OpenAI error envelope, naming the field.
+        let envelope = llmux::protocol::openai_responses::error_body(&err);
+        assert_eq!(envelope["error"]["param"], param, "{envelope}");
+        assert_eq!(envelope["error"]["type"], "invalid_request_error");
+    }
+}
+
+#[test]
+fn invalid_json_is_an_invalid_request() {
+    let cases: [(&[u8], &str); 4] = [
+        (b"{\"model\": \"m\", \"input\": [", "not valid JSON"),
+        (b"", "not valid JSON"),
+        (b"[]", "invalid request"),
+        (b"{\"input\": \"hi\"}", "missing field `model`"),
+    ];
+    for (body, says) in cases {
+        let err = decode_request(body).unwrap_err();
+        assert_eq!(err.status(), 400);
+        assert!(err.to_string().contains(says), "{err}");
+    }
+}
+
+#[test]
+fn garbage_from_a_responses_upstream_is_an_error_not_a_success() {
+    let frames = parse_sse(
+        "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"id\":\"r\",\"model\":\"m\"}}\n\n\
+         data: {not json}\n\n",
+    );
+    let events = responses_upstream(&frames);
+    assert!(matches!(events.last(), Some(Event::Error(_))), "{events:?}");
+    let client = to_responses_client(&events, &ClientOptions::default());
+    check_client_stream(&client).unwrap();
+    assert_eq!(client.last().unwrap().json()["type"], "response.failed");
+}
+
+// ---------------------------------------------------------------------------------------
+// The stream checker itself: it must catch what clients trip on
+
+fn fixture_client_stream(case: &str) -> Vec<Frame> {
+    read_sse(&fixtures("openai_responses").join(case).join("expected.sse"))
+        .unwrap()
+        .unwrap()
+}
+
+fn renumber(frames: &mut [Frame]) {
+    for (i, frame) in frames.iter_mut().enumerate() {
+        if let Data::Json(value) = &mut frame.data {
+            value["sequence_number"] = json!(i);
+        }
+    }
+}
+
+#[test]
+fn the_stream_checker_catches_broken_streams() {
+    let good = fixture_client_stream("function_calling_stream");
+    check_client_stream(&good).unwrap();
+
+    let mut no_terminal = good.clone();
+    no_terminal.pop();
+    assert!(check_client_stream(&no_terminal).is_err());
+
+    let mut with_done = good.clone();
+    with_done.push(Frame {
+        event: None,
+        data: Data::Literal("[DONE]".into()),
+    });
+    assert!(check_client_stream(&with_done).is_err());
+
+    let mut gap = good.clone();
+    gap.remove(4);
+    assert!(check_client_stream(&gap).is_err(), "sequence gap");
+
+    // A delta before its item is announced.
+    let mut early = good.clone();
+    let added = early
+        .iter()
+        .position(|f| f.json()["type"] == "response.output_item.added")
+        .unwrap();
+    let frame = early.remove(added);
+    early.insert(added + 2, frame);
+    renumber(&mut early);
+    assert!(check_client_stream(&early).is_err(), "delta before added");
+
+    // A function call whose finished arguments differ from its deltas.
+    let mut wrong = good.clone();
+    let done = wrong
+        .iter()
+        .rposition(|f| f.json()["type"] == "response.function_call_arguments.done")
+        .unwrap();
+    if let Data::Json(value) = &mut wrong[done].data {
+        value["arguments"] = json!("{}");
+    }
+    assert!(check_client_stream(&wrong).is_err(), "arguments mismatch");
+
+    // The event name must match the payload's type.
+    let mut renamed = good.clone();
+    renamed[3].event = Some("response.output_text.delta".into());
+    assert!(check_client_stream(&renamed).is_err(), "event name");
+
+    // response.completed must list what was done.
+    let mut lost = good;
+    let last = lost.len() - 1;
+    if let Data::Json(value) = &mut lost[last].data {
+        value["response"]["output"] = json!([]);
+    }
+    assert!(check_client_stream(&lost).is_err(), "output missing");
+}
+
+// ---------------------------------------------------------------------------------------
+// Upstream robustness
+
+fn event(kind: &str, fields: Value) -> Frame {
+    let mut data = json!({"type": kind});
+    data.as_object_mut()
+        .unwrap()
+        .extend(fields.as_object().unwrap().clone());
+    Frame {
+        event: Some(kind.to_owned()),
+        data: Data::Json(data),
+    }
+}
+
+fn created(id: &str) -> Frame {
+    event(
+        "response.created",
+        json!({"response": {"id": id, "object": "response", "created_at": 1, "status": "in_progress", "model": "m", "output": []}}),
+    )
+}
+
+fn completed(id: &str, output: Value) -> Frame {
+    event(
+        "response.completed",
+        json!({"response": {"id": id, "object": "response", "created_at": 1, "status": "completed", "model": "m", "output": output,
+               "usage": {"input_tokens": 5, "output_tokens": 7, "total_tokens": 12}}}),
+    )
+}
+
+/// Streams `text` and `calls` the way the Responses API does, every string split at random
+/// points.
+fn random_responses_stream(
+    rng: &mut fastrand::Rng,
+    text: &str,
+    calls: &[(&str, &str, &str)],
+) -> Vec<Frame> {
+    let mut frames = vec![created("resp_r")];
+    let mut output = Vec::new();
+    let msg = json!({"id": "msg_r", "type": "message", "role": "assistant", "status": "completed",
+                     "content": [{"type": "output_text", "text": text, "annotations": []}]});
+    frames.push(event(
+        "response.output_item.added",
+        json!({"output_index": 0, "item": {"id": "msg_r", "type": "message", "role": "assistant", "status": "in_progress", "content": []}}),
+    ));
+    frames.push(event(
+        "response.content_part.added",
+        json!({"item_id": "msg_r", "output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}}),
+    ));
+    for piece in split_anywhere(rng, text, 8) {
+        frames.push(event(
+            "response.output_text.delta",
+            json!({"item_id": "msg_r", "output_index": 0, "content_index": 0, "delta": piece}),
+        ));
+    }
+    frames.push(event(
+        "response.output_item.done",
+        json!({"output_index": 0, "item": msg}),
+    ));
+    output.push(msg);
+    for (i, (call_id, name, arguments)) in calls.iter().enumerate() {
+        let index = i + 1;
+        let id = format!("fc_r{index}");
+        frames.push(event(
+            "response.output_item.added",
+            json!({"output_index": index, "item": {"id": id, "type": "function_call", "status": "in_progress", "call_id": call_id, "name": name, "arguments": ""}}),
+        ));
+        for piece in split_anywhere(rng, arguments, 10) {
+            frames.push(event(
+                "response.function_call_arguments.delta",
+                json!({"item_id": id, "output_index": index, "delta": piece}),
+            ));
+        }
+        let item = json!({"id": id, "type": "function_call", "status": "completed", "call_id": call_id, "name": name, "arguments": arguments});
+        frames.push(event(
+            "response.output_item.done",
+            json!({"output_index": index, "item": item}),
+        ));
+        output.push(item);
+    }
+    frames.push(completed("resp_r", Value::Array(output)));
+    frames
+}
+
+fn split_anywhere(rng: &mut fastrand::Rng, text: &str, max_pieces: usize) -> Vec<String> {
+    let boundaries: Vec<usize> = (1..text.len())
+        .filter(|i| text.is_char_boundary(*i))
+        .collect();
+    let mut cuts: Vec<usize> = if boundaries.is_empty() {
+        Vec::new()
+    } else {
+        (0..rng.usize(0..max_pieces))
+            .map(|_| boundaries[rng.usize(..boundaries.len())])
+            .collect()
+    };
+    cuts.sort_unstable();
+    cuts.dedup();
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    for cut in cuts {
+        pieces.push(text[start..cut].to_owned());
+        start = cut;
+    }
+    pieces.push(text[start..].to_owned());
+    pieces
+}
+
+const TEXT: &str = "Vérifions la météo — Paris, Bogotá 🌦, puis un courriel.";
+const CALLS: [(&str, &str, &str); 2] = [
+    (
+        "call_paris",
+        "get_weather",
+        r#"{"location":"Paris, France","note":"quote \" and \\ and \n newline"}"#,
+    ),
+    (
+        "call_mail",
+        "send_email",
+        r#"{"to":"bob@example.com","body":"Grüße 👋 {\"a\":[1,2]}"}"#,
+    ),
+];
+
+fn calls_of(response: &Response) -> Vec<(String, String, String)> {
+    response
+        .parts
+        .iter()
+        .filter_map(|p| match p {
+            Part::ToolCall {
+                id,
+                name,
+                arguments,
+                ..
+            } => Some((id.clone(), name.clone(), arguments.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn expected_calls() -> Vec<(String, String, String)> {
+    CALLS
+        .iter()
+        .map(|(id, name, args)| (id.to_string(), name.to_string(), args.to_string()))
+        .collect()
+}
+
+#[test]
+fn split_responses_deltas_fold_to_the_same_answer_for_every_client() {
+    for seed in 0..200 {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let frames = random_responses_stream(&mut rng, TEXT, &CALLS);
+        let events = responses_upstream(&frames);
+        let folded = fold(&events).unwrap();
+        assert_eq!(folded.text(), TEXT, "seed {seed}");
+        assert_eq!(calls_of(&folded), expected_calls(), "seed {seed}");
+        assert_eq!(folded.finish, Some(FinishReason::ToolUse), "seed {seed}");
+
+        // A Responses client gets a valid stream that reads back the same.
+        let client = to_responses_client(&events, &ClientOptions::default());
+        check_client_stream(&client).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let again = fold(&responses_upstream(&client)).unwrap();
+        same_response(&folded, &again).unwrap();
+
+        // A Chat client gets the same calls, each under its own index.
+        let chat = to_chat_client(&events, true);
+        let mut decoder = openai_chat::ChunkDecoder::new();
+        let mut chat_events = Vec::new();
+        for frame in &chat {
+            decoder.push(&frame.payload(), &mut chat_events).unwrap();
+        }
+        decoder.finish().unwrap();
+        let chat_folded = fold(&chat_events).unwrap();
+        assert_eq!(chat_folded.text(), TEXT, "seed {seed}");
+        assert_eq!(calls_of(&chat_folded), expected_calls(), "seed {seed}");
+        assert_eq!(chat_folded.usage.unwrap().total_tokens(), 12);
+    }
+}
+
+/// Chat chunks for `TEXT` then `CALLS`, fragments interleaved at random.
+fn random_chat_stream(rng: &mut fastrand::Rng) -> Vec<Frame> {
+    let chunk = |delta: Value, finish: Option<&str>| Frame {
+        event: None,
+        data: Data::Json(json!({
+            "id": "chatcmpl-r", "object": "chat.completion.chunk", "created": 1, "model": "m",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        })),
+    };
+    let mut frames = vec![chunk(json!({"role": "assistant", "content": ""}), None)];
+    for piece in split_anywhere(rng, TEXT, 6) {
+        frames.push(chunk(json!({ "content": piece }), None));
+    }
+    let mut queues: Vec<Vec<Value>> = CALLS
+        .iter()
+        .enumerate()
+        .map(|(index, (id, name, arguments))| {
+            let mut fragments = vec![json!({"index": index, "id": id, "type": "function",
+                                              "function": {"name": name, "arguments": ""}})];
+            fragments.extend(
+                split_anywhere(rng, arguments, 10)
+                    .into_iter()
+                    .map(|piece| json!({"index": index, "function": {"arguments": piece}})),
+            );
+            fragments
+        })
+        .collect();
+    while queues.iter().any(|q| !q.is_empty()) {
+        let open: Vec<usize> = (0..queues.len())
+            .filter(|i| !queues[*i].is_empty())
+            .collect();
+        let pick = open[rng.usize(..open.len())];
+        let fragment = queues[pick].remove(0);
+        frames.push(chunk(json!({ "tool_calls": [fragment] }), None));
+    }
+    frames.push(chunk(json!({}), Some("tool_calls")));
+    frames.push(Frame {
+        event: None,
+        data: Data::Literal("[DONE]".into()),
+    });
+    frames
+}
+
+#[test]
+fn interleaved_chat_tool_calls_reach_a_responses_client_one_after_another() {
+    for seed in 0..200 {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let frames = random_chat_stream(&mut rng);
+        let events = chat_upstream(&frames);
+        let upstream = fold(&events).unwrap();
+        let mut calls = calls_of(&upstream);
+        calls.sort();
+        let mut expected = expected_calls();
+        expected.sort();
+        assert_eq!(calls, expected, "seed {seed}");
+
+        let client = to_responses_client(&events, &ClientOptions::default());
+        check_client_stream(&client).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let again = fold(&responses_upstream(&client)).unwrap();
+        assert_eq!(calls_of(&again), calls_of(&upstream), "seed {seed}");
+        assert_eq!(again.text(), TEXT, "seed {seed}");
+    }
+}
+
+#[test]
+fn a_lax_upstream_that_skips_deltas_or_items_says_everything_once() {
+    let msg = json!({"id": "msg_1", "type": "message", "role": "assistant", "status": "completed",
+                     "content": [{"type": "output_text", "text": "Hello there", "annotations": []}]});
+    let call = json!({"id": "fc_1", "type": "function_call", "status": "completed",
+                      "call_id": "call_1", "name": "f", "arguments": "{\"a\":1}"});
+    // Only finished items, no deltas.
+    let only_done = vec![
+        created("resp_1"),
+        event(
+            "response.output_item.done",
+            json!({"output_index": 0, "item": msg}),
+        ),
+        event(
+            "response.output_item.done",
+            json!({"output_index": 1, "item": call}),
+        ),
+        completed("resp_1", json!([msg, call])),
+    ];
+    // Deltas for an item never announced, then its finished form.
+    let unannounced = vec![
+        created("resp_1"),
+        event(
+            "response.output_text.delta",
+            json!({"item_id": "msg_1", "output_index": 0, "content_index": 0, "delta": "Hello "}),
+        ),
+        event(
+            "response.output_text.delta",
+            json!({"item_id": "msg_1", "output_index": 0, "content_index": 0, "delta": "there"}),
+        ),
+        event(
+            "response.output_item.done",
+            json!({"output_index": 0, "item": msg}),
+        ),
+        event(
+            "response.output_item.done",
+            json!({"output_index": 1, "item": call}),
+        ),
+        completed("resp_1", json!([msg, call])),
+    ];
+    // Nothing streamed at all: everything is in the final response, which some servers
+    // send as `response.done`, followed by a `[DONE]` line.
+    let mut only_final = vec![created("resp_1"), completed("resp_1", json!([msg, call]))];
+    if let Data::Json(value) = &mut only_final[1].data {
+        value["type"] = json!("response.done");
+    }
+    only_final.push(Frame {
+        event: None,
+        data: Data::Literal("[DONE]".into()),
+    });
+    for (what, frames) in [
+        ("only done", only_done),
+        ("unannounced", unannounced),
+        ("only final", only_final),
+    ] {
+        let events = responses_upstream(&frames);
+        let folded = fold(&events).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(folded.text(), "Hello there", "{what}");
+        assert_eq!(
+            calls_of(&folded),
+            vec![("call_1".into(), "f".into(), "{\"a\":1}".into())],
+            "{what}"
+        );
+        assert_eq!(folded.finish, Some(FinishReason::ToolUse), "{what}");
+        let client = to_responses_client(&events, &ClientOptions::default());
+        check_client_stream(&client).unwrap_or_else(|e| panic!("{what}: {e}"));
+    }
+}
+
+#[test]
+fn an_error_before_anything_else_still_ends_with_response_failed() {
+    let error: Error = ErrorKind::Upstream {
+        backend: "openai".into(),
+        status: 400,
+        message: "maximum context length exceeded".into(),
+        error_type: Some("invalid_request_error".into()),
+        code: Some("context_length_exceeded".into()),
+        retry_after: None,
+    }
+    .into();
+    let client = to_responses_client(&[Event::Error(error)], &ClientOptions::default());
+    check_client_stream(&client).unwrap();
+    let names: Vec<&str> = client
+        .iter()
+        .map(|f| f.json()["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["error", "response.failed"]);
+    let failed = &client[1].json()["response"];
+    // Codex reads this code to tell a full context window from other failures.
+    assert_eq!(failed["error"]["code"], "context_length_exceeded");
+    assert!(failed["id"].as_str().unwrap().starts_with("resp_"));
+}

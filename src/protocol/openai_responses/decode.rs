@@ -941,13 +941,29 @@ pub(crate) fn response_error(error: Option<&Value>, fallback: &str) -> ChunkErro
     let parsed: ResponseError = error
         .and_then(|e| serde_json::from_value(e.clone()).ok())
         .unwrap_or_default();
+    let code = parsed.code.and_then(|c| match c {
+        Value::String(s) => Some(s),
+        Value::Null => None,
+        other => Some(other.to_string()),
+    });
+    // Responses errors carry a code but rarely a type; the OpenAI error envelope wants both.
+    let error_type = parsed
+        .kind
+        .or_else(|| code.as_deref().map(|c| error_type_for(c).to_owned()));
     ChunkError::Upstream {
         message: parsed.message.unwrap_or_else(|| fallback.to_owned()),
-        error_type: parsed.kind,
-        code: parsed.code.map(|c| match c {
-            Value::String(s) => s,
-            other => other.to_string(),
-        }),
+        error_type,
+        code,
+    }
+}
+
+/// The OpenAI error `type` that goes with a Responses error `code`.
+fn error_type_for(code: &str) -> &'static str {
+    match code {
+        "rate_limit_exceeded" => "rate_limit_error",
+        "insufficient_quota" => "insufficient_quota",
+        "server_error" | "vector_store_timeout" => "server_error",
+        _ => "invalid_request_error",
     }
 }
 
@@ -1116,7 +1132,7 @@ mod tests {
             err,
             ChunkError::Upstream {
                 message: "slow down".into(),
-                error_type: None,
+                error_type: Some("rate_limit_error".into()),
                 code: Some("rate_limit_exceeded".into()),
             }
         );

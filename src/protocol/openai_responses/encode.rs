@@ -525,6 +525,16 @@ pub(crate) fn item_id(prefix: &str, response_id: &str, output_index: usize) -> S
     format!("{prefix}_{base}_{output_index}")
 }
 
+/// The response's id, or a fresh one when the upstream gave none (some compatible servers
+/// do not): clients key their state on it, and item ids derive from it.
+pub(crate) fn response_id(id: &str) -> String {
+    if id.is_empty() {
+        format!("resp_{:016x}{:08x}", fastrand::u64(..), fastrand::u32(..))
+    } else {
+        id.to_owned()
+    }
+}
+
 /// The top-level fields of a Response object at some point of its life.
 pub(crate) struct Snapshot<'a> {
     pub id: &'a str,
@@ -747,6 +757,7 @@ fn derive_items(parts: &[Part]) -> Vec<Derived> {
 
 /// Builds a non-streaming Response object for a client of this protocol.
 pub fn encode_response(response: &Response, options: &ClientOptions) -> Value {
+    let id = response_id(&response.id);
     let mut layout = Layout::default();
     for ext in &response.extensions {
         layout.read(ext);
@@ -777,10 +788,7 @@ pub fn encode_response(response: &Response, options: &ClientOptions) -> Value {
             Derived::Call { .. } => ("function_call", "fc"),
         };
         let mut obj = Map::new();
-        obj.insert(
-            "id".into(),
-            Value::from(item_id(prefix, &response.id, index)),
-        );
+        obj.insert("id".into(), Value::from(item_id(prefix, &id, index)));
         obj.insert("type".into(), Value::from(kind));
         if let Some(fields) = layout.item_fields(index, kind) {
             obj.extend(fields.clone());
@@ -824,7 +832,7 @@ pub fn encode_response(response: &Response, options: &ClientOptions) -> Value {
     }
 
     Snapshot {
-        id: &response.id,
+        id: &id,
         created_at: response
             .created
             .unwrap_or_else(crate::protocol::openai_chat::stream::unix_now),

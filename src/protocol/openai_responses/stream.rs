@@ -30,7 +30,9 @@ use super::decode::{
     part_extension, part_fields, response_error, scoped, start_event, summary_break, top_fields,
     usage,
 };
-use super::encode::{Layout, Snapshot, item_id, status, stream_error, usage as wire_usage};
+use super::encode::{
+    Layout, Snapshot, item_id, response_id, status, stream_error, usage as wire_usage,
+};
 use super::types::{FunctionCallItem, ResponseObject, StreamEvent};
 use crate::Error;
 use crate::model::{Event, FinishReason, Protocol, Usage};
@@ -132,6 +134,23 @@ impl EventDecoder {
         })
     }
 
+    /// The item a delta belongs to; one a lax server never announced is announced now, so
+    /// its finished form later does not say the text again.
+    fn find_or_add(
+        &mut self,
+        item_id: Option<String>,
+        output_index: Option<u32>,
+        kind: &str,
+        out: &mut Vec<Event>,
+    ) -> usize {
+        if let Some(i) = self.find(item_id.as_deref(), output_index) {
+            return i;
+        }
+        let item = json!({"id": item_id.unwrap_or_default(), "type": kind});
+        self.item_added(output_index, item, out);
+        self.items.len() - 1
+    }
+
     /// Decodes one SSE `data:` payload, appending events to `out`.
     pub fn push(&mut self, data: &str, out: &mut Vec<Event>) -> Result<(), ChunkError> {
         let data = data.trim();
@@ -157,10 +176,9 @@ impl EventDecoder {
             }
             "response.output_text.delta" | "response.refusal.delta" => {
                 let delta = event.delta.unwrap_or_default();
-                if let Some(i) = self.find(event.item_id.as_deref(), event.output_index) {
-                    let index = event.content_index.unwrap_or(0);
-                    self.items[i].text(0, index).push_str(&delta);
-                }
+                let i = self.find_or_add(event.item_id, event.output_index, "message", out);
+                let index = event.content_index.unwrap_or(0);
+                self.items[i].text(0, index).push_str(&delta);
                 if !delta.is_empty() {
                     out.push(if event.kind == "response.output_text.delta" {
                         Event::TextDelta(delta)
@@ -245,11 +263,10 @@ impl EventDecoder {
                 } else {
                     (1, event.summary_index.unwrap_or(0))
                 };
-                if let Some(i) = self.find(event.item_id.as_deref(), event.output_index) {
-                    let item = &mut self.items[i];
-                    item.text(list, index).push_str(&delta);
-                    item.thought += delta.len();
-                }
+                let i = self.find_or_add(event.item_id, event.output_index, "reasoning", out);
+                let item = &mut self.items[i];
+                item.text(list, index).push_str(&delta);
+                item.thought += delta.len();
                 if !delta.is_empty() {
                     out.push(Event::ThinkingDelta {
                         text: delta,
@@ -812,6 +829,7 @@ impl EventEncoder {
             return;
         }
         self.started = true;
+        self.id = response_id(&self.id);
         if self.created_at == 0 {
             self.created_at = unix_now();
         }
@@ -1539,6 +1557,7 @@ impl EventEncoder {
     /// Ends the stream with an `error` event and `response.failed`; nothing follows.
     fn fail(&mut self, error: &Error, out: &mut Vec<Bytes>) {
         self.closed = true;
+        self.id = response_id(&self.id);
         if self.created_at == 0 {
             self.created_at = unix_now();
         }
