@@ -441,6 +441,17 @@ fn check_client_stream(frames: &[Frame]) -> Result<(), String> {
         if TERMINAL.contains(&kind) && i + 1 != frames.len() {
             return fail(i, format!("{kind} before the end"));
         }
+        // The SDK's stream helper needs `response.created` first.
+        match (i, kind) {
+            (0, "response.created") | (1, "response.in_progress") => {
+                if data["response"]["status"] != "in_progress" {
+                    return fail(i, "the first responses must be in_progress".into());
+                }
+                continue;
+            }
+            (0 | 1, _) => return fail(i, format!("{kind} before created/in_progress")),
+            _ => {}
+        }
         if kind == "response.failed" {
             let before = frames
                 .get(i.wrapping_sub(1))
@@ -459,16 +470,6 @@ fn check_client_stream(frames: &[Frame]) -> Result<(), String> {
                 return fail(i, "error without a message".into());
             }
             continue;
-        }
-        match (i, kind) {
-            (0, "response.created") | (1, "response.in_progress") => {
-                if data["response"]["status"] != "in_progress" {
-                    return fail(i, "the first responses must be in_progress".into());
-                }
-                continue;
-            }
-            (0 | 1, _) => return fail(i, format!("{kind} before created/in_progress")),
-            _ => {}
         }
         let output_index = data["output_index"].as_u64();
         if kind == "response.output_item.added" {
@@ -1365,8 +1366,16 @@ fn an_error_before_anything_else_still_ends_with_response_failed() {
         .iter()
         .map(|f| f.json()["type"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["error", "response.failed"]);
-    let failed = &client[1].json()["response"];
+    assert_eq!(
+        names,
+        [
+            "response.created",
+            "response.in_progress",
+            "error",
+            "response.failed"
+        ]
+    );
+    let failed = &client[3].json()["response"];
     // Codex reads this code to tell a full context window from other failures.
     assert_eq!(failed["error"]["code"], "context_length_exceeded");
     assert!(failed["id"].as_str().unwrap().starts_with("resp_"));

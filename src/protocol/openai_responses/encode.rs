@@ -497,9 +497,10 @@ pub fn usage(usage: &Usage) -> Value {
         "cached_tokens".into(),
         Value::from(usage.cached_input_tokens.unwrap_or(0)),
     );
-    if let Some(written) = usage.cache_creation_input_tokens {
-        input_details.insert("cache_write_tokens".into(), Value::from(written));
-    }
+    input_details.insert(
+        "cache_write_tokens".into(),
+        Value::from(usage.cache_creation_input_tokens.unwrap_or(0)),
+    );
     obj.insert("input_tokens_details".into(), Value::Object(input_details));
     obj.insert("output_tokens".into(), Value::from(usage.output_tokens));
     let mut output_details = match obj.remove("output_tokens_details") {

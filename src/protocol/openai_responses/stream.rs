@@ -1556,11 +1556,9 @@ impl EventEncoder {
 
     /// Ends the stream with an `error` event and `response.failed`; nothing follows.
     fn fail(&mut self, error: &Error, out: &mut Vec<Bytes>) {
+        // The SDK's stream helper insists on `response.created` before anything else.
+        self.start(out);
         self.closed = true;
-        self.id = response_id(&self.id);
-        if self.created_at == 0 {
-            self.created_at = unix_now();
-        }
         let (code, message) = stream_error(error);
         self.frame(
             "error",
