@@ -1380,3 +1380,108 @@ fn an_error_before_anything_else_still_ends_with_response_failed() {
     assert_eq!(failed["error"]["code"], "context_length_exceeded");
     assert!(failed["id"].as_str().unwrap().starts_with("resp_"));
 }
+
+#[test]
+fn text_after_a_chat_tool_call_ends_the_call_first() {
+    let chunk = |delta: Value, finish: Option<&str>| Frame {
+        event: None,
+        data: Data::Json(json!({
+            "id": "chatcmpl-t", "object": "chat.completion.chunk", "created": 1, "model": "m",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        })),
+    };
+    let frames = vec![
+        chunk(json!({"role": "assistant", "content": "Calling."}), None),
+        chunk(
+            json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                                      "function": {"name": "f", "arguments": "{\"a\":1}"}}]}),
+            None,
+        ),
+        chunk(json!({"content": " Done."}), None),
+        chunk(json!({}), Some("tool_calls")),
+    ];
+    let events = chat_upstream(&frames);
+    let client = to_responses_client(&events, &ClientOptions::default());
+    check_client_stream(&client).unwrap();
+    let done: Vec<String> = client
+        .iter()
+        .filter(|f| f.json()["type"] == "response.output_item.done")
+        .map(|f| f.json()["item"]["type"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(done, ["message", "function_call", "message"]);
+}
+
+/// Events as an Anthropic back-end gives them: signed thinking, redacted thinking, text,
+/// then calls that each end before the next starts.
+#[test]
+fn signed_and_redacted_thinking_reach_a_responses_client_as_reasoning_items() {
+    let events = vec![
+        Event::Start {
+            id: "msg_01A".into(),
+            model: "claude-sonnet-4-5".into(),
+            created: Some(1),
+            extensions: Default::default(),
+        },
+        Event::ThinkingDelta {
+            text: "Let me think.".into(),
+            signature: None,
+        },
+        Event::ThinkingDelta {
+            text: String::new(),
+            signature: Some("EqQBCkgIARABGAIiQL".into()),
+        },
+        Event::RedactedThinking("EmwKAhgBEgy3va".into()),
+        Event::TextDelta("Checking.".into()),
+        Event::ToolCallStart {
+            index: 0,
+            id: "toolu_01".into(),
+            name: "get_weather".into(),
+        },
+        Event::ToolCallArgsDelta {
+            index: 0,
+            arguments: "{\"city\":\"Paris\"}".into(),
+        },
+        Event::ToolCallEnd { index: 0 },
+        Event::Usage(llmux::model::Usage {
+            input_tokens: 10,
+            output_tokens: 20,
+            cache_creation_input_tokens: Some(4),
+            ..Default::default()
+        }),
+        Event::Finish {
+            reason: FinishReason::ToolUse,
+            stop_sequence: None,
+        },
+    ];
+    let client = to_responses_client(&events, &ClientOptions::default());
+    check_client_stream(&client).unwrap();
+    let completed = &client.last().unwrap().json()["response"];
+    let output = completed["output"].as_array().unwrap();
+    assert_eq!(output.len(), 4);
+    assert_eq!(output[0]["type"], "reasoning");
+    assert_eq!(output[0]["summary"][0]["text"], "Let me think.");
+    assert_eq!(output[0]["encrypted_content"], "EqQBCkgIARABGAIiQL");
+    assert_eq!(output[1]["encrypted_content"], "EmwKAhgBEgy3va");
+    assert_eq!(output[1]["summary"], json!([]));
+    assert_eq!(output[3]["call_id"], "toolu_01");
+    assert_eq!(output[3]["id"], "fc_msg_01A_3");
+    assert_eq!(
+        completed["usage"]["input_tokens_details"]["cache_write_tokens"],
+        4
+    );
+
+    // Codex sends the items back next turn; the signature returns as the thinking part's.
+    let replay = json!({"model": "m", "input": [
+        {"role": "user", "content": "weather?"},
+        output[0].clone(), output[2].clone(), output[3].clone(),
+        {"type": "function_call_output", "call_id": "toolu_01", "output": "sunny"},
+    ]});
+    let (request, _) = decode_request(replay.to_string().as_bytes()).unwrap();
+    assert!(matches!(
+        &request.messages[1].parts[0],
+        Part::Thinking { text, signature: Some(s), .. } if text == "Let me think." && s == "EqQBCkgIARABGAIiQL"
+    ));
+    let folded = fold(&events).unwrap();
+    let body = encode_response(&folded, &ClientOptions::default());
+    assert_eq!(body["output"], completed["output"]);
+}

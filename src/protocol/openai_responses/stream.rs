@@ -898,6 +898,7 @@ impl EventEncoder {
             return;
         }
         self.close_open(out);
+        self.end_calls(out);
         let (output_index, id, fields) = self.new_item("message", "msg");
         let mut item = Map::new();
         item.insert("id".into(), Value::from(id.as_str()));
@@ -1053,6 +1054,7 @@ impl EventEncoder {
         ) && !self.pending_replaces("reasoning");
         if !continues {
             self.close_open(out);
+            self.end_calls(out);
             let (output_index, id, fields) = self.new_item("reasoning", "rs");
             let mut item = Map::new();
             item.insert("id".into(), Value::from(id.as_str()));
@@ -1299,11 +1301,12 @@ impl EventEncoder {
         );
     }
 
-    fn close_all(&mut self, out: &mut Vec<Bytes>) {
-        self.close_open(out);
-        // An item the upstream announced and never finished ends as it was announced.
-        if let Some((output_index, _, item)) = self.open_opaque.take() {
-            self.item_done(output_index, item, out);
+    /// Ends every call: the one streaming, then the waiting ones, whole. Items come one
+    /// after another, so a new item after calls means the calls are complete (a Chat
+    /// upstream only says so at its finish reason).
+    fn end_calls(&mut self, out: &mut Vec<Bytes>) {
+        if self.calls.iter().all(|c| c.closed) {
+            return;
         }
         for call in &mut self.calls {
             call.ended = true;
@@ -1312,6 +1315,15 @@ impl EventEncoder {
             self.close_call(position, out);
         }
         self.pump_calls(out);
+    }
+
+    fn close_all(&mut self, out: &mut Vec<Bytes>) {
+        self.close_open(out);
+        // An item the upstream announced and never finished ends as it was announced.
+        if let Some((output_index, _, item)) = self.open_opaque.take() {
+            self.item_done(output_index, item, out);
+        }
+        self.end_calls(out);
     }
 
     /// Encodes one event into zero or more frames.
@@ -1343,6 +1355,7 @@ impl EventEncoder {
             Event::RedactedThinking(data) => {
                 self.start(out);
                 self.close_open(out);
+                self.end_calls(out);
                 let (output_index, id, fields) = self.new_item("reasoning", "rs");
                 let mut item = Map::new();
                 item.insert("id".into(), Value::from(id));
@@ -1532,6 +1545,7 @@ impl EventEncoder {
             Some(index) => index,
             None => {
                 self.close_open(out);
+                self.end_calls(out);
                 let output_index = self.output.len();
                 self.output.push(None);
                 let mut announced = item.clone();
