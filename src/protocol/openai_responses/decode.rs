@@ -13,11 +13,11 @@
 //! - A `function_call_output` becomes a `tool` message with one [`Part::ToolResult`].
 //! - A `reasoning` item becomes one [`Part::Thinking`] per summary (or `reasoning_text`)
 //!   part; the last one carries `encrypted_content` as its signature. Every thinking part
-//!   of this protocol carries [`REASONING_PART`] in its extensions, and the first part of
-//!   each item carries [`ITEM`], so the encoder can rebuild the items exactly.
+//!   of this protocol carries `REASONING_PART` in its extensions, and the first part of
+//!   each item carries `ITEM`, so the encoder can rebuild the items exactly.
 //!
 //! A Response object (non-streaming upstream answer) decodes into the same events a
-//! stream gives, through the shared [`ItemEvents`] helper.
+//! stream gives, through the shared `ItemEvents` helper.
 
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};

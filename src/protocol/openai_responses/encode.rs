@@ -388,9 +388,7 @@ fn encode_assistant(message: &Message, items: &mut Vec<Value>) {
 
 fn extensions_of(part: &Part) -> Option<&Map<String, Value>> {
     match part {
-        Part::Text { extensions, .. } | Part::Image { extensions, .. } => {
-            extensions.for_protocol(PROTOCOL)
-        }
+        Part::Text { extensions, .. } => extensions.for_protocol(PROTOCOL),
         _ => None,
     }
 }
