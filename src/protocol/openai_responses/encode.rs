@@ -875,3 +875,101 @@ pub(crate) fn stream_error(error: &Error) -> (String, String) {
     };
     (code, error.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Message, Part};
+
+    #[test]
+    fn finish_reasons_map_to_status_and_incomplete_reason() {
+        assert_eq!(status(Some(&FinishReason::EndTurn)), ("completed", None));
+        assert_eq!(status(Some(&FinishReason::ToolUse)), ("completed", None));
+        assert_eq!(status(None), ("completed", None));
+        assert_eq!(
+            status(Some(&FinishReason::MaxTokens)),
+            ("incomplete", Some("max_output_tokens"))
+        );
+        assert_eq!(
+            status(Some(&FinishReason::ContextWindowExceeded)),
+            ("incomplete", Some("max_output_tokens"))
+        );
+        assert_eq!(
+            status(Some(&FinishReason::Refusal)),
+            ("incomplete", Some("content_filter"))
+        );
+    }
+
+    #[test]
+    fn usage_always_has_both_detail_objects() {
+        let wire = usage(&Usage {
+            input_tokens: 10,
+            output_tokens: 5,
+            reasoning_tokens: Some(3),
+            ..Usage::default()
+        });
+        assert_eq!(
+            wire,
+            json!({
+                "input_tokens": 10,
+                "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+                "output_tokens": 5,
+                "output_tokens_details": {"reasoning_tokens": 3},
+                "total_tokens": 15,
+            })
+        );
+    }
+
+    #[test]
+    fn item_ids_are_deterministic_and_prefixed() {
+        assert_eq!(item_id("fc", "resp_abc", 2), "fc_abc_2");
+        assert_eq!(item_id("msg", "chatcmpl-1", 0), "msg_chatcmpl-1_0");
+        assert!(response_id("").starts_with("resp_"));
+        assert_eq!(response_id("resp_x"), "resp_x");
+    }
+
+    #[test]
+    fn summary_parts_split_only_where_the_separator_still_is() {
+        let mut layout = Layout::default();
+        layout.summary_breaks.push((0, 3));
+        assert_eq!(layout.summary_parts(0, "A\n\nB"), ["A", "B"]);
+        // A stage changed the text: the break no longer falls on a separator.
+        assert_eq!(layout.summary_parts(0, "AB\n\nC"), ["AB\n\nC"]);
+        assert_eq!(layout.summary_parts(1, "A\n\nB"), ["A\n\nB"]);
+    }
+
+    #[test]
+    fn foreign_reasoning_is_not_sent_and_foreign_tools_are_not_strict() {
+        let mut request = Request::new(
+            "m",
+            vec![Message::new(
+                Role::Assistant,
+                vec![
+                    Part::Thinking {
+                        text: "from another provider".into(),
+                        signature: Some("sig".into()),
+                        redacted: false,
+                        extensions: Extensions::default(),
+                    },
+                    Part::text("Hi"),
+                ],
+            )],
+        );
+        request.tools.push(Tool::Function {
+            name: "f".into(),
+            description: None,
+            parameters: None,
+            strict: None,
+            extensions: Extensions::default(),
+        });
+        let body = encode_request(&request, "m");
+        assert_eq!(
+            body["input"],
+            json!([{"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Hi"}]}])
+        );
+        assert_eq!(
+            body["tools"],
+            json!([{"type": "function", "name": "f", "strict": false}])
+        );
+    }
+}

@@ -157,12 +157,22 @@ impl EventDecoder {
         if data.is_empty() || data == "[DONE]" {
             return Ok(());
         }
-        let event: StreamEvent = serde_json::from_str(data).map_err(|e| {
-            ChunkError::Garbage(format!(
-                "stream event is not a Responses event ({e}): {}",
-                preview(data)
-            ))
-        })?;
+        let event: StreamEvent = match serde_json::from_str(data) {
+            Ok(event) => event,
+            Err(e) => {
+                // A bare `{"error": {...}}` frame, as Chat-style gateways send, is still
+                // the upstream's error, not garbage.
+                if let Ok(Value::Object(frame)) = serde_json::from_str::<Value>(data)
+                    && let Some(error) = frame.get("error").filter(|e| e.is_object())
+                {
+                    return Err(response_error(Some(error), "the upstream stream failed"));
+                }
+                return Err(ChunkError::Garbage(format!(
+                    "stream event is not a Responses event ({e}): {}",
+                    preview(data)
+                )));
+            }
+        };
         match event.kind.as_str() {
             "response.created" | "response.in_progress" | "response.queued" => {
                 if let Some(response) = parse_response(event.response)? {
@@ -1680,6 +1690,16 @@ mod tests {
             )
             .unwrap_err();
         assert!(matches!(err, ChunkError::Upstream { ref message, .. } if message == "boom"));
+        let err = EventDecoder::new()
+            .push(
+                r#"{"error":{"message":"quota","type":"insufficient_quota","code":"insufficient_quota"}}"#,
+                &mut events,
+            )
+            .unwrap_err();
+        assert!(
+            matches!(err, ChunkError::Upstream { ref code, .. } if code.as_deref() == Some("insufficient_quota")),
+            "{err:?}"
+        );
     }
 
     #[test]
