@@ -6,6 +6,7 @@
 pub mod anthropic;
 pub mod gemini;
 pub mod openai_chat;
+pub mod openai_responses;
 pub mod sse;
 
 use crate::model::Event;
