@@ -860,7 +860,7 @@ fn golden_anthropic_request_to_openai_plain_system_stop_and_sampling() {
                 {"role": "system", "content": "You are a terse assistant.\n\nAnswer in English."},
                 {"role": "user", "content": "Hello."},
                 {"role": "assistant", "content": "Hi."},
-                {"role": "user", "content": [{"type": "text", "text": "Name a colour."}]}
+                {"role": "user", "content": "Name a colour."}
             ],
             "temperature": 0.5,
             "top_p": 0.9,

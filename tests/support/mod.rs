@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod fake_anthropic;
+pub mod fake_gemini;
 pub mod fake_openai;
 
 use std::collections::HashMap;

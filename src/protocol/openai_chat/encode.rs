@@ -183,10 +183,9 @@ fn encode_message(message: &Message, out: &mut Vec<Value>) {
         .parts
         .iter()
         .filter(|p| {
-            matches!(
-                p,
-                Part::Text { .. } | Part::Image { .. } | Part::Opaque { .. }
-            ) || (message.role != Role::Assistant && matches!(p, Part::Refusal { .. }))
+            matches!(p, Part::Text { .. } | Part::Image { .. })
+                || matches!(p, Part::Opaque { protocol, .. } if *protocol == PROTOCOL)
+                || (message.role != Role::Assistant && matches!(p, Part::Refusal { .. }))
         })
         .collect();
 
@@ -280,7 +279,7 @@ fn encode_content(parts: &[&Part], as_parts: bool) -> Option<Value> {
     }
     let only_text = parts
         .iter()
-        .all(|p| matches!(p, Part::Text { extensions, .. } if extensions.is_empty()));
+        .all(|p| matches!(p, Part::Text { extensions, .. } if extensions.for_protocol(PROTOCOL).is_none()));
     if only_text && !as_parts {
         let text: String = parts.iter().filter_map(|p| p.as_text()).collect();
         return Some(Value::from(text));

@@ -325,7 +325,7 @@ impl InputItems {
                         extensions: Extensions::default(),
                     }],
                 );
-                message.content_as_parts = as_parts;
+                message.content_as_parts = as_parts.then_some(PROTOCOL);
                 message.extensions = Extensions::new(PROTOCOL, output.extra);
                 self.push(message);
                 Ok(())
@@ -386,7 +386,7 @@ impl InputItems {
             self.push_assistant(parts);
         } else {
             let mut message = Message::new(role, std::mem::take(&mut parts));
-            message.content_as_parts = as_parts;
+            message.content_as_parts = as_parts.then_some(PROTOCOL);
             message.extensions = Extensions::new(PROTOCOL, item.extra);
             self.push(message);
         }

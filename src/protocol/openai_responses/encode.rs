@@ -129,7 +129,7 @@ fn encode_message(message: &Message, items: &mut Vec<Value>) {
                 };
                 item.insert("type".into(), Value::from("function_call_output"));
                 item.insert("call_id".into(), Value::from(call_id.as_str()));
-                let as_parts = own_tool && message.content_as_parts;
+                let as_parts = own_tool && message.content_as_parts == Some(PROTOCOL);
                 item.insert("output".into(), encode_content(result, as_parts, false));
                 items.push(Value::Object(item));
             }
@@ -154,7 +154,7 @@ fn encode_message(message: &Message, items: &mut Vec<Value>) {
     let parts: Vec<Part> = content.into_iter().cloned().collect();
     item.insert(
         "content".into(),
-        encode_content(&parts, message.content_as_parts, false),
+        encode_content(&parts, message.content_as_parts == Some(PROTOCOL), false),
     );
     item.extend(ext_or_empty(&message.extensions));
     items.push(Value::Object(item));
