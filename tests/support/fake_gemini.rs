@@ -302,7 +302,9 @@ fn validate(body: &Value, model: &str) -> Result<(), String> {
     }
     if let Some(system) = body.get("systemInstruction") {
         if system["parts"].as_array().is_none_or(Vec::is_empty) {
-            return Err("* GenerateContentRequest.system_instruction.parts: must not be empty".into());
+            return Err(
+                "* GenerateContentRequest.system_instruction.parts: must not be empty".into(),
+            );
         }
     }
     let validates_signatures = model.starts_with("gemini-3");
@@ -324,15 +326,25 @@ fn validate(body: &Value, model: &str) -> Result<(), String> {
         let mut responses = Vec::new();
         for (p, part) in parts.iter().enumerate() {
             let path = format!("contents[{c}].parts[{p}]");
-            let data = ["text", "inlineData", "fileData", "functionCall", "functionResponse"]
-                .iter()
-                .filter(|k| part.get(**k).is_some())
-                .count();
+            let data = [
+                "text",
+                "inlineData",
+                "fileData",
+                "functionCall",
+                "functionResponse",
+            ]
+            .iter()
+            .filter(|k| part.get(**k).is_some())
+            .count();
             if data > 1 {
-                return Err(format!("* GenerateContentRequest.{path}.data: oneof field 'data' is already set"));
+                return Err(format!(
+                    "* GenerateContentRequest.{path}.data: oneof field 'data' is already set"
+                ));
             }
             if data == 0 && part.get("thoughtSignature").is_none() {
-                return Err(format!("* GenerateContentRequest.{path}.data: required oneof field 'data' must have one initialized field"));
+                return Err(format!(
+                    "* GenerateContentRequest.{path}.data: required oneof field 'data' must have one initialized field"
+                ));
             }
             if part.get("text").is_some_and(|t| t == "")
                 && part.get("thoughtSignature").is_none()
@@ -347,7 +359,9 @@ fn validate(body: &Value, model: &str) -> Result<(), String> {
                     return Err(format!("{path}: a functionCall must be in a model turn"));
                 }
                 if !call["args"].is_object() && !call["args"].is_null() {
-                    return Err(format!("* GenerateContentRequest.{path}.function_call.args: Proto field is not repeating, cannot start list."));
+                    return Err(format!(
+                        "* GenerateContentRequest.{path}.function_call.args: Proto field is not repeating, cannot start list."
+                    ));
                 }
                 if let Some(id) = call["id"].as_str() {
                     // The fake never issues ids; an id here was made up by a translator.
@@ -355,7 +369,9 @@ fn validate(body: &Value, model: &str) -> Result<(), String> {
                         "{path}.functionCall.id '{id}' does not name a call this API made"
                     ));
                 }
-                if validates_signatures && calls.is_empty() && part.get("thoughtSignature").is_none()
+                if validates_signatures
+                    && calls.is_empty()
+                    && part.get("thoughtSignature").is_none()
                 {
                     return Err(format!(
                         "Function call is missing a thought_signature in functionCall parts. This \
@@ -370,7 +386,9 @@ fn validate(body: &Value, model: &str) -> Result<(), String> {
             }
             if let Some(response) = part.get("functionResponse") {
                 if !response["response"].is_object() {
-                    return Err(format!("* GenerateContentRequest.{path}.function_response.response: Starting an object on a scalar field"));
+                    return Err(format!(
+                        "* GenerateContentRequest.{path}.function_response.response: Starting an object on a scalar field"
+                    ));
                 }
                 if let Some(id) = response["id"].as_str() {
                     return Err(format!(
@@ -493,9 +511,10 @@ async fn generate(
     }
 
     let thinking = body["generationConfig"]["thinkingConfig"]["includeThoughts"] == true;
-    let answered = body["contents"]
-        .as_array()
-        .is_some_and(|c| c.iter().any(|c| c.to_string().contains("\"functionResponse\"")));
+    let answered = body["contents"].as_array().is_some_and(|c| {
+        c.iter()
+            .any(|c| c.to_string().contains("\"functionResponse\""))
+    });
     let tool = body["tools"]
         .as_array()
         .into_iter()
@@ -512,8 +531,10 @@ async fn generate(
     match &tool {
         Some(name) => {
             parts.push(json!({"text": "Let me check."}));
-            parts.push(json!({"functionCall": {"name": name, "args": {"city": "Paris"}},
-                              "thoughtSignature": CALL_SIGNATURE}));
+            parts.push(
+                json!({"functionCall": {"name": name, "args": {"city": "Paris"}},
+                              "thoughtSignature": CALL_SIGNATURE}),
+            );
         }
         None => {
             for piece in TEXT_PIECES {
