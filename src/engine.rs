@@ -41,6 +41,7 @@ impl Engine {
                 strict: config.strict_command_detection,
             },
             RoutingRules::from_config(&config)?,
+            config.planning.clone(),
             state,
             config.backends.keys().cloned().collect(),
             config.default_backend.clone(),

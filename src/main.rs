@@ -70,6 +70,31 @@ struct Options {
         value_name = "PATTERN=REPLACEMENT"
     )]
     model_aliases: Vec<String>,
+    /// Route the first turns of a session to a strong model [session.planning_phase.enabled,
+    /// PLANNING_PHASE_ENABLED].
+    #[arg(long, global = true)]
+    enable_planning_phase: bool,
+    /// The planning phase's model [PLANNING_PHASE_STRONG_MODEL].
+    #[arg(long, global = true, value_name = "BACKEND:MODEL")]
+    planning_phase_strong_model: Option<String>,
+    /// Planning turns before switching back [PLANNING_PHASE_MAX_TURNS].
+    #[arg(long, global = true, value_name = "N")]
+    planning_phase_max_turns: Option<u64>,
+    /// File-writing tool calls that end the planning phase [PLANNING_PHASE_MAX_FILE_WRITES].
+    #[arg(long, global = true, value_name = "N")]
+    planning_phase_max_file_writes: Option<u64>,
+    /// Temperature during planning [PLANNING_PHASE_TEMPERATURE].
+    #[arg(long, global = true, value_name = "FLOAT")]
+    planning_phase_temperature: Option<f64>,
+    /// top_p during planning [PLANNING_PHASE_TOP_P].
+    #[arg(long, global = true, value_name = "FLOAT")]
+    planning_phase_top_p: Option<f64>,
+    /// Reasoning effort during planning [PLANNING_PHASE_REASONING_EFFORT].
+    #[arg(long, global = true, value_name = "EFFORT")]
+    planning_phase_reasoning_effort: Option<String>,
+    /// Thinking budget during planning [PLANNING_PHASE_THINKING_BUDGET].
+    #[arg(long, global = true, value_name = "TOKENS")]
+    planning_phase_thinking_budget: Option<u64>,
     /// Only commands on the last non-blank line of a message count
     /// [strict_command_detection, STRICT_COMMAND_DETECTION].
     #[arg(long, global = true)]
@@ -207,6 +232,59 @@ fn load_config(options: &Options) -> Result<Loaded, llmux::config::ConfigError> 
             list.push(toml::Value::Table(table));
         }
         loader = loader.set("model_aliases", toml::Value::Array(list), "--model-alias");
+    }
+    let pp = "session.planning_phase";
+    if options.enable_planning_phase {
+        loader = loader.set(&format!("{pp}.enabled"), true, "--enable-planning-phase");
+    }
+    if let Some(model) = &options.planning_phase_strong_model {
+        loader = loader.set(
+            &format!("{pp}.strong_model"),
+            model.as_str(),
+            "--planning-phase-strong-model",
+        );
+    }
+    if let Some(n) = options.planning_phase_max_turns {
+        loader = loader.set(
+            &format!("{pp}.max_turns"),
+            int(n),
+            "--planning-phase-max-turns",
+        );
+    }
+    if let Some(n) = options.planning_phase_max_file_writes {
+        loader = loader.set(
+            &format!("{pp}.max_file_writes"),
+            int(n),
+            "--planning-phase-max-file-writes",
+        );
+    }
+    if let Some(t) = options.planning_phase_temperature {
+        loader = loader.set(
+            &format!("{pp}.overrides.temperature"),
+            t,
+            "--planning-phase-temperature",
+        );
+    }
+    if let Some(p) = options.planning_phase_top_p {
+        loader = loader.set(
+            &format!("{pp}.overrides.top_p"),
+            p,
+            "--planning-phase-top-p",
+        );
+    }
+    if let Some(effort) = &options.planning_phase_reasoning_effort {
+        loader = loader.set(
+            &format!("{pp}.overrides.reasoning_effort"),
+            effort.as_str(),
+            "--planning-phase-reasoning-effort",
+        );
+    }
+    if let Some(n) = options.planning_phase_thinking_budget {
+        loader = loader.set(
+            &format!("{pp}.overrides.thinking_budget"),
+            int(n),
+            "--planning-phase-thinking-budget",
+        );
     }
     if options.strict_command_detection {
         loader = loader.set(

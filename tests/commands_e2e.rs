@@ -270,3 +270,33 @@ async fn aliases_force_model_and_static_route_route_requests() {
     assert_eq!(chat(&llmux, "s", "hi", false).await, MOCK_TEXT);
     assert_eq!(fake.hit_count(), 0);
 }
+
+#[tokio::test]
+async fn the_planning_phase_routes_early_turns_to_the_strong_model_until_a_file_write() {
+    let (fake, llmux) = setup(
+        "session.planning_phase = { enabled = true, strong_model = \"fake:fake-large\", max_turns = 3, \
+         overrides = { temperature = 0.2 } }",
+    )
+    .await;
+    // The fake calls the first offered tool: offering `Write` makes the model write a file.
+    let send = |tools: Value| {
+        let request = json!({"model": "fake-small", "tools": tools,
+            "messages": [{"role": "user", "content": "plan the work"}]});
+        client()
+            .post(llmux.url("/v1/chat/completions"))
+            .header("x-session-id", "plan")
+            .json(&request)
+            .send()
+    };
+    let read_tool = json!([{"type": "function", "function": {"name": "Read", "parameters": {"type": "object"}}}]);
+    let write_tool = json!([{"type": "function", "function": {"name": "Write", "parameters": {"type": "object"}}}]);
+    send(read_tool.clone()).await.unwrap().text().await.unwrap();
+    assert_eq!(fake.last_request().body["model"], "fake-large");
+    assert_eq!(fake.last_request().body["temperature"], 0.2);
+    send(write_tool).await.unwrap().text().await.unwrap();
+    assert_eq!(fake.last_request().body["model"], "fake-large");
+    // The model wrote a file: planning is over although turns remain.
+    send(read_tool).await.unwrap().text().await.unwrap();
+    assert_eq!(fake.last_request().body["model"], "fake-small");
+    assert!(fake.last_request().body.get("temperature").is_none());
+}

@@ -55,6 +55,46 @@ pub const ENV_KEYS: &[(&str, &str, EnvKind)] = &[
     ),
     ("SESSION_MAX_AGE", "session.max_age", EnvKind::Int),
     ("STATIC_ROUTE", "static_route", EnvKind::Str),
+    (
+        "PLANNING_PHASE_ENABLED",
+        "session.planning_phase.enabled",
+        EnvKind::Bool,
+    ),
+    (
+        "PLANNING_PHASE_STRONG_MODEL",
+        "session.planning_phase.strong_model",
+        EnvKind::Str,
+    ),
+    (
+        "PLANNING_PHASE_MAX_TURNS",
+        "session.planning_phase.max_turns",
+        EnvKind::Int,
+    ),
+    (
+        "PLANNING_PHASE_MAX_FILE_WRITES",
+        "session.planning_phase.max_file_writes",
+        EnvKind::Int,
+    ),
+    (
+        "PLANNING_PHASE_TEMPERATURE",
+        "session.planning_phase.overrides.temperature",
+        EnvKind::Float,
+    ),
+    (
+        "PLANNING_PHASE_TOP_P",
+        "session.planning_phase.overrides.top_p",
+        EnvKind::Float,
+    ),
+    (
+        "PLANNING_PHASE_REASONING_EFFORT",
+        "session.planning_phase.overrides.reasoning_effort",
+        EnvKind::Str,
+    ),
+    (
+        "PLANNING_PHASE_THINKING_BUDGET",
+        "session.planning_phase.overrides.thinking_budget",
+        EnvKind::Int,
+    ),
     ("FORCE_MODEL", "force_model", EnvKind::Str),
     (
         "LLM_INTERACTIVE_PROXY_API_KEY",

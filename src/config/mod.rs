@@ -218,6 +218,7 @@ pub struct Config {
     pub force_model: Option<String>,
     /// Model rewrites (pattern, replacement), checked to compile.
     pub model_aliases: Vec<(String, String)>,
+    pub planning: crate::pipeline::planning::PlanningSettings,
     /// Sessions idle this long are forgotten.
     pub session_max_age: Duration,
 }
@@ -572,6 +573,45 @@ fn validate(
     {
         problems.push(bad(layered, "force_model", "''", "must name a model"));
     }
+    let planning_raw = &raw.session.planning_phase;
+    let reasoning_effort = match planning_raw.overrides.reasoning_effort.as_deref() {
+        None => None,
+        Some(text) => match crate::model::ReasoningEffort::parse(text) {
+            Some(effort) => Some(effort),
+            None => {
+                problems.push(bad(
+                    layered,
+                    "session.planning_phase.overrides.reasoning_effort",
+                    format!("'{text}'"),
+                    "expected none, minimal, low, medium, high or xhigh",
+                ));
+                None
+            }
+        },
+    };
+    if planning_raw.enabled
+        && planning_raw
+            .strong_model
+            .as_deref()
+            .is_none_or(str::is_empty)
+    {
+        problems.push(bad(
+            layered,
+            "session.planning_phase.enabled",
+            true,
+            "the planning phase needs session.planning_phase.strong_model (backend:model)",
+        ));
+    }
+    let planning = crate::pipeline::planning::PlanningSettings {
+        enabled: planning_raw.enabled,
+        strong_model: planning_raw.strong_model.clone(),
+        max_turns: planning_raw.max_turns,
+        max_file_writes: planning_raw.max_file_writes,
+        temperature: planning_raw.overrides.temperature,
+        top_p: planning_raw.overrides.top_p,
+        reasoning_effort,
+        thinking_budget: planning_raw.overrides.thinking_budget,
+    };
     if raw.session.max_age == 0 {
         problems.push(bad(
             layered,
@@ -652,6 +692,7 @@ fn validate(
         static_route: raw.static_route.clone(),
         force_model: raw.force_model.clone(),
         model_aliases,
+        planning,
         strict_command_detection: raw.strict_command_detection,
         session_max_age: Duration::from_secs(raw.session.max_age),
     })

@@ -60,6 +60,56 @@ pub struct RawSession {
     /// A session idle for this many seconds is forgotten.
     #[serde(default = "default_session_max_age")]
     pub max_age: u64,
+    #[serde(default)]
+    pub planning_phase: RawPlanning,
+}
+
+/// `[session.planning_phase]`: the seed's "Planning-Phase Strong Model Overrides".
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPlanning {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strong_model: Option<String>,
+    #[serde(default = "default_planning_turns")]
+    pub max_turns: u64,
+    #[serde(default = "default_planning_writes")]
+    pub max_file_writes: u64,
+    #[serde(default)]
+    pub overrides: RawPlanningOverrides,
+}
+
+fn default_planning_turns() -> u64 {
+    10
+}
+fn default_planning_writes() -> u64 {
+    1
+}
+
+impl Default for RawPlanning {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            strong_model: None,
+            max_turns: default_planning_turns(),
+            max_file_writes: default_planning_writes(),
+            overrides: RawPlanningOverrides::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPlanningOverrides {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_effort: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thinking_budget: Option<u64>,
 }
 
 fn default_session_max_age() -> u64 {
@@ -70,6 +120,7 @@ impl Default for RawSession {
     fn default() -> Self {
         Self {
             max_age: default_session_max_age(),
+            planning_phase: RawPlanning::default(),
         }
     }
 }

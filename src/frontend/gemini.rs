@@ -18,12 +18,13 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::common::{
-    RequestLog, StreamEncoder, error_response, failed, fold_response, header_string, read_body,
+    RequestLog, StreamEncoder, fold_response, header_string, read_body,
     request_context, stream_response, with_request_id,
 };
 use crate::Error;
 use crate::engine::Engine;
 use crate::model::{Event, Protocol};
+use crate::pipeline::RequestContext;
 use crate::protocol::gemini::{
     ChunkEncoder, StreamFormat, decode_count_tokens_request, decode_request,
     encode_count_tokens_response, encode_response,
@@ -52,6 +53,26 @@ impl StreamEncoder for ChunkEncoder {
     fn content_type(&self) -> &'static str {
         self.format().content_type()
     }
+}
+
+/// An error response with Google's HTTP status for its status name (Anthropic's 529
+/// becomes 503 `UNAVAILABLE`, as the body says).
+fn google_status(mut response: Response, err: &Error) -> Response {
+    let status = crate::protocol::gemini::http_status(err);
+    if status != response.status().as_u16()
+        && let Ok(status) = axum::http::StatusCode::from_u16(status)
+    {
+        *response.status_mut() = status;
+    }
+    response
+}
+
+fn failed(protocol: Protocol, ctx: &RequestContext, stream: bool, err: &Error) -> Response {
+    google_status(super::common::failed(protocol, ctx, stream, err), err)
+}
+
+fn error_response(protocol: Protocol, err: &Error) -> Response {
+    google_status(super::common::error_response(protocol, err), err)
 }
 
 /// `model:action` from the last path segment (the model may hold colons itself).

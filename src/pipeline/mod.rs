@@ -14,6 +14,7 @@
 
 pub mod commands;
 pub mod model_aliases;
+pub mod planning;
 pub mod routing;
 
 use std::net::IpAddr;
@@ -146,6 +147,7 @@ impl Pipeline {
     pub fn standard(
         commands: commands::CommandSettings,
         rules: routing::RoutingRules,
+        planning: planning::PlanningSettings,
         state: Arc<dyn StateStore>,
         backends: Vec<String>,
         default_backend: String,
@@ -159,8 +161,10 @@ impl Pipeline {
                     backends,
                     default_backend,
                 )?),
-                // ...which, with the routing rules, decides where the request goes.
-                Arc::new(routing::Routing::new(rules, state)),
+                // ...which, with the routing rules, decides where the request goes...
+                Arc::new(routing::Routing::new(rules, state.clone())),
+                // ...unless it is early in the session and the planning phase claims it.
+                Arc::new(planning::Planning::new(planning, state)),
             ],
         })
     }

@@ -871,7 +871,7 @@ pub fn encode_count_tokens_response(total_tokens: u64) -> Value {
 /// The error body Gemini clients expect: `{"error":{"code","message","status"}}`, with a
 /// `BadRequest` field violation when the error names a field.
 pub fn error_body(error: &Error) -> Value {
-    let code = error.status();
+    let code = http_status(error);
     let mut detail = Map::new();
     detail.insert("code".into(), Value::from(code));
     detail.insert("message".into(), Value::from(error.to_string()));
@@ -886,6 +886,15 @@ pub fn error_body(error: &Error) -> Value {
         );
     }
     json!({ "error": detail })
+}
+
+/// The HTTP status a Gemini client gets for an error: Google's for the status name, so
+/// Anthropic's 529 "overloaded" is 503 `UNAVAILABLE` (PROTOCOLS.md §3.6).
+pub fn http_status(error: &Error) -> u16 {
+    match error.status() {
+        529 => 503,
+        status => status,
+    }
 }
 
 /// Google's RPC status name for an error: an upstream Gemini error keeps its own.

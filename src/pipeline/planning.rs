@@ -1,0 +1,269 @@
+//! Planning phase: the first turns of a session go to a stronger model, with its own
+//! sampling and reasoning overrides, until `max_turns` requests have gone there or the
+//! model has made `max_file_writes` file-writing tool calls (the seed's
+//! "Planning-Phase Strong Model Overrides").
+//!
+//! It sits below every other routing rule: a request that a one-off, a session override,
+//! the static route, a forced model or an alias already routed is left alone. No override
+//! applies when the client already asked for the strong model.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::routing::RouteSource;
+use super::{EventFilter, Flow, RequestContext, Stage};
+use crate::Error;
+use crate::model::{Event, Reasoning, ReasoningEffort, Request};
+use crate::state::StateStore;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanningSettings {
+    pub enabled: bool,
+    /// `backend:model` (or a model of the default back-end).
+    pub strong_model: Option<String>,
+    pub max_turns: u64,
+    pub max_file_writes: u64,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub reasoning_effort: Option<ReasoningEffort>,
+    pub thinking_budget: Option<u64>,
+}
+
+impl Default for PlanningSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            strong_model: None,
+            max_turns: 10,
+            max_file_writes: 1,
+            temperature: None,
+            top_p: None,
+            reasoning_effort: None,
+            thinking_budget: None,
+        }
+    }
+}
+
+/// Tool names that write files, in the tools of the agents people run through llmux
+/// (Claude Code, Codex, Cline, Roo, aider-style tools); compared without case.
+const FILE_WRITING_TOOLS: &[&str] = &[
+    "write",
+    "edit",
+    "multiedit",
+    "write_file",
+    "edit_file",
+    "create_file",
+    "apply_diff",
+    "apply_patch",
+    "patch",
+    "write_to_file",
+    "replace_in_file",
+    "insert_content",
+    "search_and_replace",
+    "str_replace_editor",
+    "str_replace_based_edit_tool",
+    "notebookedit",
+];
+
+/// Whether a tool call by this name writes files.
+pub fn writes_files(tool: &str) -> bool {
+    let name = tool.to_ascii_lowercase();
+    FILE_WRITING_TOOLS.contains(&name.as_str())
+}
+
+pub struct Planning {
+    settings: PlanningSettings,
+    state: Arc<dyn StateStore>,
+}
+
+impl Planning {
+    pub fn new(settings: PlanningSettings, state: Arc<dyn StateStore>) -> Self {
+        Self { settings, state }
+    }
+
+    fn active(&self) -> Option<&str> {
+        self.settings
+            .strong_model
+            .as_deref()
+            .filter(|_| self.settings.enabled)
+    }
+}
+
+#[async_trait]
+impl Stage for Planning {
+    fn name(&self) -> &'static str {
+        "planning-phase"
+    }
+
+    async fn on_request(
+        &self,
+        ctx: &mut RequestContext,
+        request: &mut Request,
+    ) -> Result<Flow, Error> {
+        let Some(strong) = self.active() else {
+            return Ok(Flow::Continue);
+        };
+        if ctx.route_source != Some(RouteSource::Client) || request.model == strong {
+            return Ok(Flow::Continue);
+        }
+        let settings = &self.settings;
+        let mut planning = false;
+        self.state.update(&ctx.session_id, &mut |s| {
+            planning =
+                s.planning_turns < settings.max_turns && s.file_writes < settings.max_file_writes;
+            if planning {
+                s.planning_turns += 1;
+            }
+        });
+        if !planning {
+            return Ok(Flow::Continue);
+        }
+        request.model = strong.to_owned();
+        if let Some(t) = settings.temperature {
+            request.sampling.temperature = Some(t);
+        }
+        if let Some(p) = settings.top_p {
+            request.sampling.top_p = Some(p);
+        }
+        if settings.reasoning_effort.is_some() || settings.thinking_budget.is_some() {
+            request.reasoning = Some(Reasoning {
+                effort: settings.reasoning_effort,
+                budget_tokens: settings.thinking_budget,
+            });
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn response_filter(&self, ctx: &RequestContext) -> Option<Box<dyn EventFilter>> {
+        self.active()?;
+        Some(Box::new(FileWriteCounter {
+            state: self.state.clone(),
+            session: ctx.session_id.clone(),
+        }))
+    }
+}
+
+/// Counts the file-writing tool calls of a response into the session.
+struct FileWriteCounter {
+    state: Arc<dyn StateStore>,
+    session: String,
+}
+
+impl EventFilter for FileWriteCounter {
+    fn on_event(&mut self, event: Event, out: &mut Vec<Event>) {
+        if let Event::ToolCallStart { name, .. } = &event
+            && writes_files(name)
+        {
+            self.state
+                .update(&self.session, &mut |s| s.file_writes += 1);
+        }
+        out.push(event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Message, Part, Role};
+    use crate::pipeline::RequestContext;
+    use crate::state::MemoryStore;
+    use std::time::Duration;
+
+    fn stage(max_turns: u64) -> (Planning, Arc<dyn StateStore>) {
+        let state: Arc<dyn StateStore> = Arc::new(MemoryStore::new(Duration::from_secs(60)));
+        let settings = PlanningSettings {
+            enabled: true,
+            strong_model: Some("openai:o3".into()),
+            max_turns,
+            max_file_writes: 1,
+            temperature: Some(0.2),
+            reasoning_effort: Some(ReasoningEffort::High),
+            ..PlanningSettings::default()
+        };
+        (Planning::new(settings, state.clone()), state)
+    }
+
+    async fn route(stage: &Planning, source: RouteSource) -> Request {
+        let mut ctx = RequestContext::new(crate::model::Protocol::OpenAiChat);
+        ctx.session_id = "s".into();
+        ctx.route_source = Some(source);
+        let mut request = Request::new(
+            "gpt-4o-mini",
+            vec![Message::new(Role::User, vec![Part::text("plan it")])],
+        );
+        stage.on_request(&mut ctx, &mut request).await.unwrap();
+        request
+    }
+
+    #[tokio::test]
+    async fn the_first_turns_go_to_the_strong_model_with_overrides() {
+        let (stage, _) = stage(2);
+        for _ in 0..2 {
+            let request = route(&stage, RouteSource::Client).await;
+            assert_eq!(request.model, "openai:o3");
+            assert_eq!(request.sampling.temperature, Some(0.2));
+            assert_eq!(
+                request.reasoning.unwrap().effort,
+                Some(ReasoningEffort::High)
+            );
+        }
+        assert_eq!(
+            route(&stage, RouteSource::Client).await.model,
+            "gpt-4o-mini"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_file_write_ends_the_phase() {
+        let (stage, _) = stage(10);
+        assert_eq!(route(&stage, RouteSource::Client).await.model, "openai:o3");
+        let mut ctx = RequestContext::new(crate::model::Protocol::OpenAiChat);
+        ctx.session_id = "s".into();
+        let mut filter = stage.response_filter(&ctx).unwrap();
+        let mut out = Vec::new();
+        filter.on_event(
+            Event::ToolCallStart {
+                index: 0,
+                id: "c".into(),
+                name: "Write".into(),
+            },
+            &mut out,
+        );
+        assert_eq!(out.len(), 1, "events pass through");
+        assert_eq!(
+            route(&stage, RouteSource::Client).await.model,
+            "gpt-4o-mini"
+        );
+    }
+
+    #[tokio::test]
+    async fn stronger_rules_win_over_the_planning_phase() {
+        let (stage, state) = stage(10);
+        for source in [
+            RouteSource::Alias,
+            RouteSource::Session,
+            RouteSource::ForceModel,
+        ] {
+            assert_eq!(route(&stage, source).await.model, "gpt-4o-mini");
+        }
+        assert_eq!(state.session("s").planning_turns, 0);
+    }
+
+    #[test]
+    fn file_writing_tools_are_recognised() {
+        for name in [
+            "Write",
+            "Edit",
+            "MultiEdit",
+            "apply_patch",
+            "write_to_file",
+            "str_replace_based_edit_tool",
+        ] {
+            assert!(writes_files(name), "{name}");
+        }
+        for name in ["Read", "Bash", "Grep", "list_files"] {
+            assert!(!writes_files(name), "{name}");
+        }
+    }
+}
