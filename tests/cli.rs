@@ -208,6 +208,7 @@ fn the_example_config_documents_every_key() {
     collect_keys(&toml::Value::try_from(&defaults).unwrap(), &mut keys);
     let every_backend_key = RawBackend {
         kind: Some(String::new()),
+        api: Some(String::new()),
         base_url: Some(String::new()),
         api_key_env: Some(String::new()),
         models: Some(Vec::new()),

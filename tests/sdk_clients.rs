@@ -176,3 +176,40 @@ async fn the_anthropic_python_sdk_works_against_an_openai_backend() {
         "the Anthropic SDK client failed over an OpenAI back-end:\n{output}"
     );
 }
+
+#[tokio::test]
+async fn the_openai_sdk_responses_api_works_over_chat_and_responses_backends() {
+    for api in ["chat", "responses"] {
+        let fake = FakeOpenAi::start(Mode::Normal).await;
+        let llmux = start(
+            config(
+                &fake_backend_config(&fake.base_url, &format!("api = \"{api}\"")),
+                &[],
+            ),
+            &[("FAKE_API_KEY", "k")],
+        )
+        .await;
+        let (ok, output) = run_script(
+            "responses_sdk_client.py",
+            vec![
+                "--base-url".into(),
+                llmux.url("/v1"),
+                "--api-key".into(),
+                "unused".into(),
+                "--model".into(),
+                "fake-small".into(),
+                "--only".into(),
+                "create".into(),
+                "--only".into(),
+                "stream".into(),
+                "--only".into(),
+                "tool_call".into(),
+            ],
+        )
+        .await;
+        assert!(
+            ok,
+            "the Responses SDK client failed over a {api} back-end:\n{output}"
+        );
+    }
+}

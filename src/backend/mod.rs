@@ -65,6 +65,16 @@ pub fn build_all(
     for (id, backend) in &config.backends {
         let built: Arc<dyn Backend> = match backend.kind {
             BackendKind::Mock => Arc::new(mock::MockBackend::new(backend.clone())),
+            BackendKind::OpenAi | BackendKind::OpenAiCompatible
+                if backend.api == crate::config::OpenAiApi::Responses =>
+            {
+                Arc::new(http::HttpBackend::new(
+                    backend.clone(),
+                    openai::ResponsesWire,
+                    secrets.keys(backend),
+                    Vec::new(),
+                )?)
+            }
             BackendKind::OpenAi | BackendKind::Zai | BackendKind::OpenAiCompatible => {
                 Arc::new(http::HttpBackend::new(
                     backend.clone(),

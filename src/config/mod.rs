@@ -157,10 +157,18 @@ pub struct MockConfig {
     pub chunk_delay: Duration,
 }
 
+/// Which OpenAI API an OpenAI-protocol back-end is called with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenAiApi {
+    Chat,
+    Responses,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackendConfig {
     pub id: String,
     pub kind: BackendKind,
+    pub api: OpenAiApi,
     /// API root without a trailing slash (`.../v1`); empty for `mock`.
     pub base_url: String,
     pub api_key_env: Option<String>,
@@ -816,6 +824,35 @@ fn validate_backend(
         BackendKind::OpenRouter,
         problems,
     );
+    let api = match raw.api.as_deref() {
+        None | Some("chat") => OpenAiApi::Chat,
+        Some("responses")
+            if matches!(kind, BackendKind::OpenAi | BackendKind::OpenAiCompatible) =>
+        {
+            OpenAiApi::Responses
+        }
+        Some("responses") => {
+            problems.push(bad(
+                layered,
+                &key("api"),
+                "'responses'",
+                format!(
+                    "only back-ends of type openai or openai-compatible speak the Responses API, not '{}'",
+                    kind.name()
+                ),
+            ));
+            OpenAiApi::Chat
+        }
+        Some(other) => {
+            problems.push(bad(
+                layered,
+                &key("api"),
+                format!("'{other}'"),
+                "expected 'chat' or 'responses'",
+            ));
+            OpenAiApi::Chat
+        }
+    };
     if raw.chunks == Some(0) {
         problems.push(bad(layered, &key("chunks"), 0, "must be at least 1"));
     }
@@ -854,6 +891,7 @@ fn validate_backend(
     Some(BackendConfig {
         id: id.to_owned(),
         kind,
+        api,
         base_url,
         api_key_env,
         models: raw.models.clone(),

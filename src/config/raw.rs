@@ -266,6 +266,8 @@ impl Default for RawLogging {
 pub struct RawBackend {
     #[serde(rename = "type")]
     pub kind: Option<String>,
+    /// `chat` or `responses`: which OpenAI API the back-end is called with.
+    pub api: Option<String>,
     pub base_url: Option<String>,
     /// The environment variable holding the provider key.
     pub api_key_env: Option<String>,

@@ -163,7 +163,8 @@ pub fn error_response(protocol: Protocol, error: &Error) -> Response {
         // Other protocols plug their error bodies in here as their front-ends land.
         Protocol::Anthropic => crate::protocol::anthropic::error_body(error),
         Protocol::Gemini => crate::protocol::gemini::error_body(error),
-        Protocol::OpenAiChat | Protocol::OpenAiResponses => openai_chat::error_body(error),
+        Protocol::OpenAiResponses => crate::protocol::openai_responses::error_body(error),
+        Protocol::OpenAiChat => openai_chat::error_body(error),
     };
     let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut response = (status, axum::Json(body)).into_response();

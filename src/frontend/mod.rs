@@ -8,6 +8,7 @@ pub mod anthropic;
 mod common;
 pub mod gemini;
 pub mod openai_chat;
+pub mod openai_responses;
 
 use axum::Json;
 use axum::extract::{Request, State};
@@ -31,6 +32,7 @@ pub fn app(engine: Engine) -> axum::Router {
         .route("/", get(info))
         .merge(anthropic::public_routes())
         .merge(openai_chat::routes().route_layer(auth(Protocol::OpenAiChat)))
+        .merge(openai_responses::routes().route_layer(auth(Protocol::OpenAiResponses)))
         .merge(anthropic::routes().route_layer(auth(Protocol::Anthropic)))
         .merge(gemini::routes().route_layer(auth(Protocol::Gemini)))
         .fallback(not_found)
@@ -112,6 +114,7 @@ async fn info(State(engine): State<Engine>) -> impl IntoResponse {
         "version": env!("CARGO_PKG_VERSION"),
         "frontends": [
             {"protocol": "openai_chat", "paths": ["/v1/chat/completions", "/v1/models"]},
+            {"protocol": "openai_responses", "paths": ["/v1/responses"]},
             {"protocol": "anthropic", "paths": ["/v1/messages", "/anthropic/v1/messages",
                 "/anthropic/v1/messages/count_tokens", "/anthropic/v1/models"],
              "port": config.anthropic_port},

@@ -72,6 +72,7 @@ impl FakeOpenAi {
         };
         let app = axum::Router::new()
             .route("/v1/chat/completions", post(chat))
+            .route("/v1/responses", post(responses))
             .route("/v1/models", get(models))
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -319,5 +320,124 @@ async fn chat(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> 
     Response::builder()
         .header("content-type", "text/event-stream")
         .body(Body::from_stream(stream))
+        .unwrap()
+}
+
+/// The Responses API (`POST /v1/responses`): text, or a function call when tools are
+/// offered and the input holds no function_call_output yet.
+async fn responses(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    shared.hits.fetch_add(1, Ordering::SeqCst);
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    shared.requests.lock().unwrap().push(Recorded {
+        headers,
+        body: body.clone(),
+    });
+    let model = body["model"].as_str().unwrap_or("fake").to_owned();
+    let answered = body["input"].to_string().contains("function_call_output");
+    let tool = body["tools"][0]["name"]
+        .as_str()
+        .filter(|_| !answered)
+        .map(str::to_owned);
+    let item = match &tool {
+        Some(name) => json!({"type": "function_call", "id": "fc_fake_1", "call_id": "call_fake_1",
+            "name": name, "arguments": "{\"city\":\"Paris\"}", "status": "completed"}),
+        None => {
+            json!({"type": "message", "id": "msg_fake_1", "status": "completed", "role": "assistant",
+            "content": [{"type": "output_text", "text": "Hello from fake Responses.", "annotations": []}]})
+        }
+    };
+    let usage = json!({"input_tokens": 12, "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": 5, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 17});
+    let done = json!({"id": "resp_fake", "object": "response", "created_at": 1700000000, "status": "completed",
+        "model": model, "output": [item.clone()], "usage": usage});
+    if body["stream"] != true {
+        return axum::Json(done).into_response();
+    }
+    let mut started = done.clone();
+    started["status"] = json!("in_progress");
+    started["output"] = json!([]);
+    started["usage"] = Value::Null;
+    let mut events = vec![
+        json!({"type": "response.created", "sequence_number": 0, "response": started.clone()}),
+        json!({"type": "response.in_progress", "sequence_number": 1, "response": started}),
+    ];
+    let mut seq = 2;
+    let mut push = |mut event: Value, events: &mut Vec<Value>| {
+        event["sequence_number"] = json!(seq);
+        seq += 1;
+        events.push(event);
+    };
+    match &tool {
+        Some(_) => {
+            let mut added = item.clone();
+            added["arguments"] = json!("");
+            added["status"] = json!("in_progress");
+            push(
+                json!({"type": "response.output_item.added", "output_index": 0, "item": added}),
+                &mut events,
+            );
+            for piece in ["{\"city\":", "\"Paris\"}"] {
+                push(
+                    json!({"type": "response.function_call_arguments.delta", "item_id": "fc_fake_1",
+                    "output_index": 0, "delta": piece}),
+                    &mut events,
+                );
+            }
+            push(
+                json!({"type": "response.function_call_arguments.done", "item_id": "fc_fake_1",
+                "output_index": 0, "arguments": "{\"city\":\"Paris\"}"}),
+                &mut events,
+            );
+        }
+        None => {
+            push(
+                json!({"type": "response.output_item.added", "output_index": 0, "item":
+                {"type": "message", "id": "msg_fake_1", "status": "in_progress", "role": "assistant", "content": []}}),
+                &mut events,
+            );
+            push(
+                json!({"type": "response.content_part.added", "item_id": "msg_fake_1", "output_index": 0,
+                "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}}),
+                &mut events,
+            );
+            for piece in ["Hello", " from fake", " Responses."] {
+                push(
+                    json!({"type": "response.output_text.delta", "item_id": "msg_fake_1", "output_index": 0,
+                    "content_index": 0, "delta": piece}),
+                    &mut events,
+                );
+            }
+            push(
+                json!({"type": "response.output_text.done", "item_id": "msg_fake_1", "output_index": 0,
+                "content_index": 0, "text": "Hello from fake Responses."}),
+                &mut events,
+            );
+            push(
+                json!({"type": "response.content_part.done", "item_id": "msg_fake_1", "output_index": 0,
+                "content_index": 0, "part": {"type": "output_text", "text": "Hello from fake Responses.", "annotations": []}}),
+                &mut events,
+            );
+        }
+    }
+    push(
+        json!({"type": "response.output_item.done", "output_index": 0, "item": item}),
+        &mut events,
+    );
+    push(
+        json!({"type": "response.completed", "response": done}),
+        &mut events,
+    );
+    let frames: Vec<Result<Bytes, Infallible>> = events
+        .into_iter()
+        .map(|e| {
+            Ok(Bytes::from(format!(
+                "event: {}\ndata: {e}\n\n",
+                e["type"].as_str().unwrap_or("")
+            )))
+        })
+        .collect();
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(Body::from_stream(futures::stream::iter(frames)))
         .unwrap()
 }

@@ -1,0 +1,222 @@
+//! The Responses front-end and the `api = "responses"` back-end end to end over loopback.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use serde_json::{Value, json};
+use support::fake_openai::{FakeOpenAi, Mode};
+use support::{client, config, fake_backend_config, start};
+
+fn events(body: &str) -> Vec<Value> {
+    support::sse_data(body)
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect()
+}
+
+fn types(events: &[Value]) -> Vec<&str> {
+    events.iter().map(|e| e["type"].as_str().unwrap()).collect()
+}
+
+async fn post(llmux: &support::Llmux, path: &str, body: &Value) -> reqwest::Response {
+    client()
+        .post(llmux.url(path))
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_responses_client_over_an_openai_chat_backend() {
+    let fake = FakeOpenAi::start(Mode::Normal).await;
+    let llmux = start(
+        config(&fake_backend_config(&fake.base_url, ""), &[]),
+        &[("FAKE_API_KEY", "k")],
+    )
+    .await;
+    let request =
+        json!({"model": "fake-small", "instructions": "Be terse.", "input": "Say hello."});
+    let body: Value = post(&llmux, "/v1/responses", &request)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["object"], "response");
+    assert_eq!(body["status"], "completed");
+    assert_eq!(body["output"][0]["type"], "message");
+    assert_eq!(body["output"][0]["content"][0]["text"], "Hello from fake.");
+    assert_eq!(body["usage"]["total_tokens"], 16);
+    let upstream = fake.last_request().body;
+    assert_eq!(
+        upstream["messages"][0],
+        json!({"role": "system", "content": "Be terse."})
+    );
+    assert_eq!(
+        upstream["messages"][1],
+        json!({"role": "user", "content": "Say hello."})
+    );
+
+    // Streaming, with the event order Codex and the SDK expect, ending in response.completed.
+    let mut streamed = request.clone();
+    streamed["stream"] = json!(true);
+    let text = post(&llmux, "/v1/responses", &streamed)
+        .await
+        .text()
+        .await
+        .unwrap();
+    let events = events(&text);
+    let kinds = types(&events);
+    assert_eq!(kinds.first(), Some(&"response.created"));
+    assert_eq!(kinds.last(), Some(&"response.completed"));
+    assert!(!text.contains("[DONE]"));
+    let deltas: String = events
+        .iter()
+        .filter(|e| e["type"] == "response.output_text.delta")
+        .map(|e| e["delta"].as_str().unwrap())
+        .collect();
+    assert_eq!(deltas, "Hello from fake.");
+    let sequence: Vec<u64> = events
+        .iter()
+        .map(|e| e["sequence_number"].as_u64().unwrap())
+        .collect();
+    assert!(
+        sequence.windows(2).all(|w| w[1] == w[0] + 1),
+        "{sequence:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_function_call_round_trip_keeps_the_call_id() {
+    let fake = FakeOpenAi::start(Mode::Normal).await;
+    let llmux = start(
+        config(&fake_backend_config(&fake.base_url, ""), &[]),
+        &[("FAKE_API_KEY", "k")],
+    )
+    .await;
+    let tools = json!([{"type": "function", "name": "get_weather", "description": "Weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}, "strict": false}]);
+    let request = json!({"model": "fake-small", "input": "Weather in Paris?", "tools": tools});
+    let body: Value = post(&llmux, "/v1/responses", &request)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let call = body["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["type"] == "function_call")
+        .unwrap()
+        .clone();
+    assert_eq!(call["call_id"], "call_fake_1");
+    assert_eq!(call["name"], "get_weather");
+    assert_eq!(
+        serde_json::from_str::<Value>(call["arguments"].as_str().unwrap()).unwrap(),
+        json!({"city": "Paris"})
+    );
+    assert_eq!(
+        fake.last_request().body["tools"][0]["function"]["name"],
+        "get_weather"
+    );
+
+    let followup = json!({"model": "fake-small", "tools": tools, "input": [
+        {"role": "user", "content": "Weather in Paris?"},
+        call,
+        {"type": "function_call_output", "call_id": "call_fake_1", "output": "Sunny"}
+    ]});
+    let body: Value = post(&llmux, "/v1/responses", &followup)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        body["output"][0]["content"][0]["text"], "Hello from fake.",
+        "{body}"
+    );
+    let messages = fake.last_request().body["messages"].clone();
+    assert_eq!(messages[1]["tool_calls"][0]["id"], "call_fake_1");
+    assert_eq!(
+        messages[2],
+        json!({"role": "tool", "tool_call_id": "call_fake_1", "content": "Sunny"})
+    );
+}
+
+#[tokio::test]
+async fn chat_and_responses_clients_reach_a_responses_backend() {
+    let fake = FakeOpenAi::start(Mode::Normal).await;
+    let llmux = start(
+        config(
+            &fake_backend_config(&fake.base_url, "api = \"responses\""),
+            &[],
+        ),
+        &[("FAKE_API_KEY", "k")],
+    )
+    .await;
+    // A chat client, translated to Responses upstream.
+    let chat = json!({"model": "fake-small", "messages": [{"role": "user", "content": "hi"}]});
+    let body: Value = post(&llmux, "/v1/chat/completions", &chat)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "Hello from fake Responses."
+    );
+    let upstream = fake.last_request();
+    assert_eq!(upstream.body["input"][0]["role"], "user");
+    assert_eq!(upstream.headers["authorization"], "Bearer k");
+    let mut chat_stream = chat.clone();
+    chat_stream["stream"] = json!(true);
+    let text = post(&llmux, "/v1/chat/completions", &chat_stream)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        support::streamed_text(&support::sse_data(&text)),
+        "Hello from fake Responses."
+    );
+    assert!(text.ends_with("data: [DONE]\n\n"));
+
+    // A Responses client on a Responses back-end: same protocol, fields pass through.
+    let request = json!({"model": "fake-small", "input": "hi", "store": false, "metadata": {"run": "7"},
+        "include": ["reasoning.encrypted_content"]});
+    let body: Value = post(&llmux, "/v1/responses", &request)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        body["output"][0]["content"][0]["text"],
+        "Hello from fake Responses."
+    );
+    let sent = fake.last_request().body;
+    assert_eq!(sent["store"], false);
+    assert_eq!(sent["metadata"], json!({"run": "7"}));
+    assert_eq!(sent["include"], json!(["reasoning.encrypted_content"]));
+}
+
+#[tokio::test]
+async fn bad_responses_requests_are_400s_naming_the_field() {
+    let fake = FakeOpenAi::start(Mode::Normal).await;
+    let llmux = start(config(&fake_backend_config(&fake.base_url, ""), &[]), &[]).await;
+    for (request, needle) in [
+        (
+            json!({"model": "fake-small", "input": [{"type": "function_call_output", "output": "x"}]}),
+            "call_id",
+        ),
+        (json!({"model": "fake-small", "input": 5}), "input"),
+        (json!({"input": "hi"}), "model"),
+    ] {
+        let response = post(&llmux, "/v1/responses", &request).await;
+        assert_eq!(response.status(), 400, "{request}");
+        let body: Value = response.json().await.unwrap();
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(needle),
+            "{needle}: {body}"
+        );
+    }
+    assert_eq!(fake.hit_count(), 0);
+}
