@@ -42,6 +42,7 @@ impl Engine {
             },
             RoutingRules::from_config(&config)?,
             config.planning.clone(),
+            config.edit_precision.clone(),
             state,
             config.backends.keys().cloned().collect(),
             config.default_backend.clone(),

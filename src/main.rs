@@ -95,6 +95,30 @@ struct Options {
     /// Thinking budget during planning [PLANNING_PHASE_THINKING_BUDGET].
     #[arg(long, global = true, value_name = "TOKENS")]
     planning_phase_thinking_budget: Option<u64>,
+    /// Lower temperature after a failed file edit (on by default) [edit_precision.enabled,
+    /// EDIT_PRECISION_ENABLED].
+    #[arg(long, global = true, conflicts_with = "disable_edit_precision")]
+    enable_edit_precision: bool,
+    /// Turn edit-precision tuning off.
+    #[arg(long, global = true)]
+    disable_edit_precision: bool,
+    /// Temperature after a failed edit (default 0.1) [EDIT_PRECISION_TEMPERATURE].
+    #[arg(long, global = true, value_name = "FLOAT")]
+    edit_precision_temperature: Option<f64>,
+    /// top_p cap after a failed edit, with --edit-precision-override-top-p (default 0.3)
+    /// [EDIT_PRECISION_MIN_TOP_P].
+    #[arg(long, global = true, value_name = "FLOAT")]
+    edit_precision_min_top_p: Option<f64>,
+    /// Also cap top_p after a failed edit [EDIT_PRECISION_OVERRIDE_TOP_P].
+    #[arg(long, global = true)]
+    edit_precision_override_top_p: bool,
+    /// User agents edit-precision tuning never applies to [EDIT_PRECISION_EXCLUDE_AGENTS_REGEX].
+    #[arg(
+        long = "edit-precision-exclude-agents",
+        global = true,
+        value_name = "REGEX"
+    )]
+    edit_precision_exclude_agents: Option<String>,
     /// Only commands on the last non-blank line of a message count
     /// [strict_command_detection, STRICT_COMMAND_DETECTION].
     #[arg(long, global = true)]
@@ -232,6 +256,36 @@ fn load_config(options: &Options) -> Result<Loaded, llmux::config::ConfigError> 
             list.push(toml::Value::Table(table));
         }
         loader = loader.set("model_aliases", toml::Value::Array(list), "--model-alias");
+    }
+    if options.enable_edit_precision {
+        loader = loader.set("edit_precision.enabled", true, "--enable-edit-precision");
+    }
+    if options.disable_edit_precision {
+        loader = loader.set("edit_precision.enabled", false, "--disable-edit-precision");
+    }
+    if let Some(t) = options.edit_precision_temperature {
+        loader = loader.set(
+            "edit_precision.temperature",
+            t,
+            "--edit-precision-temperature",
+        );
+    }
+    if let Some(p) = options.edit_precision_min_top_p {
+        loader = loader.set("edit_precision.min_top_p", p, "--edit-precision-min-top-p");
+    }
+    if options.edit_precision_override_top_p {
+        loader = loader.set(
+            "edit_precision.override_top_p",
+            true,
+            "--edit-precision-override-top-p",
+        );
+    }
+    if let Some(regex) = &options.edit_precision_exclude_agents {
+        loader = loader.set(
+            "edit_precision.exclude_agents_regex",
+            regex.as_str(),
+            "--edit-precision-exclude-agents",
+        );
     }
     let pp = "session.planning_phase";
     if options.enable_planning_phase {

@@ -300,3 +300,38 @@ async fn the_planning_phase_routes_early_turns_to_the_strong_model_until_a_file_
     assert_eq!(fake.last_request().body["model"], "fake-small");
     assert!(fake.last_request().body.get("temperature").is_none());
 }
+
+#[tokio::test]
+async fn a_failed_edit_makes_the_next_request_precise() {
+    let (fake, llmux) = setup("edit_precision = { override_top_p = true }").await;
+    let request = json!({"model": "fake-small", "max_tokens": 100, "temperature": 0.8,
+    "messages": [
+        {"role": "user", "content": "Fix the typo."},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "Edit",
+            "input": {"file_path": "a.txt", "old_string": "teh", "new_string": "the"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "is_error": true,
+            "content": "<tool_use_error>String to replace not found in file.</tool_use_error>"}]}
+    ]});
+    let response = client()
+        .post(llmux.anthropic_url("/v1/messages"))
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let sent = fake.last_request().body;
+    assert_eq!(sent["temperature"], 0.1);
+    assert_eq!(sent["top_p"], 0.3);
+
+    // A successful edit leaves sampling alone.
+    let mut fine = request.clone();
+    fine["messages"][2]["content"][0]["content"] = json!("The file a.txt has been updated.");
+    fine["messages"][2]["content"][0]["is_error"] = json!(false);
+    client()
+        .post(llmux.anthropic_url("/v1/messages"))
+        .json(&fine)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fake.last_request().body["temperature"], 0.8);
+}

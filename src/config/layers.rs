@@ -56,6 +56,31 @@ pub const ENV_KEYS: &[(&str, &str, EnvKind)] = &[
     ("SESSION_MAX_AGE", "session.max_age", EnvKind::Int),
     ("STATIC_ROUTE", "static_route", EnvKind::Str),
     (
+        "EDIT_PRECISION_ENABLED",
+        "edit_precision.enabled",
+        EnvKind::Bool,
+    ),
+    (
+        "EDIT_PRECISION_TEMPERATURE",
+        "edit_precision.temperature",
+        EnvKind::Float,
+    ),
+    (
+        "EDIT_PRECISION_MIN_TOP_P",
+        "edit_precision.min_top_p",
+        EnvKind::Float,
+    ),
+    (
+        "EDIT_PRECISION_OVERRIDE_TOP_P",
+        "edit_precision.override_top_p",
+        EnvKind::Bool,
+    ),
+    (
+        "EDIT_PRECISION_EXCLUDE_AGENTS_REGEX",
+        "edit_precision.exclude_agents_regex",
+        EnvKind::Str,
+    ),
+    (
         "PLANNING_PHASE_ENABLED",
         "session.planning_phase.enabled",
         EnvKind::Bool,

@@ -227,6 +227,7 @@ pub struct Config {
     /// Model rewrites (pattern, replacement), checked to compile.
     pub model_aliases: Vec<(String, String)>,
     pub planning: crate::pipeline::planning::PlanningSettings,
+    pub edit_precision: crate::pipeline::edit_precision::EditPrecisionSettings,
     /// Sessions idle this long are forgotten.
     pub session_max_age: Duration,
 }
@@ -620,6 +621,55 @@ fn validate(
         reasoning_effort,
         thinking_budget: planning_raw.overrides.thinking_budget,
     };
+    let ep = &raw.edit_precision;
+    let patterns_text = match &ep.patterns_file {
+        None => Ok(crate::pipeline::edit_precision::DEFAULT_PATTERNS.to_owned()),
+        Some(path) => std::fs::read_to_string(path).map_err(|e| format!("cannot read it: {e}")),
+    };
+    let patterns =
+        match patterns_text.and_then(|t| crate::pipeline::edit_precision::parse_patterns(&t)) {
+            Ok(patterns) => patterns,
+            Err(why) => {
+                problems.push(bad(
+                    layered,
+                    "edit_precision.patterns_file",
+                    format!(
+                        "'{}'",
+                        ep.patterns_file.as_deref().unwrap_or("(shipped patterns)")
+                    ),
+                    why,
+                ));
+                Vec::new()
+            }
+        };
+    if let Some(pattern) = &ep.exclude_agents_regex
+        && let Err(e) = regex::Regex::new(pattern)
+    {
+        problems.push(bad(
+            layered,
+            "edit_precision.exclude_agents_regex",
+            format!("'{pattern}'"),
+            format!("invalid regex: {e}"),
+        ));
+    }
+    for (key, value) in [("temperature", ep.temperature), ("min_top_p", ep.min_top_p)] {
+        if !(0.0..=2.0).contains(&value) {
+            problems.push(bad(
+                layered,
+                &format!("edit_precision.{key}"),
+                value,
+                "must be between 0 and 2",
+            ));
+        }
+    }
+    let edit_precision = crate::pipeline::edit_precision::EditPrecisionSettings {
+        enabled: ep.enabled,
+        temperature: ep.temperature,
+        min_top_p: ep.min_top_p,
+        override_top_p: ep.override_top_p,
+        exclude_agents_regex: ep.exclude_agents_regex.clone(),
+        patterns,
+    };
     if raw.session.max_age == 0 {
         problems.push(bad(
             layered,
@@ -701,6 +751,7 @@ fn validate(
         force_model: raw.force_model.clone(),
         model_aliases,
         planning,
+        edit_precision,
         strict_command_detection: raw.strict_command_detection,
         session_max_age: Duration::from_secs(raw.session.max_age),
     })

@@ -30,6 +30,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub model_aliases: Vec<RawAlias>,
     #[serde(default)]
+    pub edit_precision: RawEditPrecision,
+    #[serde(default)]
     pub proxy: RawProxy,
     #[serde(default)]
     pub auth: RawAuth,
@@ -48,6 +50,46 @@ fn default_backend() -> String {
 pub struct RawAlias {
     pub pattern: String,
     pub replacement: String,
+}
+
+/// `[edit_precision]`: the seed's "Automated Model Tuning for Precision".
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEditPrecision {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default = "default_edit_temperature")]
+    pub temperature: f64,
+    #[serde(default = "default_edit_min_top_p")]
+    pub min_top_p: f64,
+    #[serde(default)]
+    pub override_top_p: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclude_agents_regex: Option<String>,
+    /// A file of failed-edit patterns; the shipped config/edit_precision_patterns.toml
+    /// when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patterns_file: Option<String>,
+}
+
+fn default_edit_temperature() -> f64 {
+    0.1
+}
+fn default_edit_min_top_p() -> f64 {
+    0.3
+}
+
+impl Default for RawEditPrecision {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            temperature: default_edit_temperature(),
+            min_top_p: default_edit_min_top_p(),
+            override_top_p: false,
+            exclude_agents_regex: None,
+            patterns_file: None,
+        }
+    }
 }
 
 fn default_command_prefix() -> String {

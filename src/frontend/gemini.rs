@@ -18,8 +18,8 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::common::{
-    RequestLog, StreamEncoder, fold_response, header_string, read_body,
-    request_context, stream_response, with_request_id,
+    RequestLog, StreamEncoder, fold_response, header_string, read_body, request_context,
+    stream_response, with_request_id,
 };
 use crate::Error;
 use crate::engine::Engine;
@@ -164,7 +164,21 @@ fn model_entry(id: &str) -> Value {
     })
 }
 
-async fn models(State(engine): State<Engine>) -> Response {
+/// Whether a request on a path both protocols use (`GET /v1/models`: google-genai 2 and
+/// later default to the `v1` API) comes from a Gemini client: it names a Google client
+/// library in `x-goog-api-client`, or presents its key as `x-goog-api-key` or `?key=`,
+/// and sends no `Authorization` header.
+pub fn is_gemini_client(headers: &axum::http::HeaderMap, query: Option<&str>) -> bool {
+    if headers.contains_key(axum::http::header::AUTHORIZATION) {
+        return false;
+    }
+    headers.contains_key("x-goog-api-client")
+        || headers.contains_key("x-goog-api-key")
+        || query.is_some_and(|q| q.split('&').any(|p| p.starts_with("key=")))
+}
+
+/// `GET /v1beta/models`: the default back-end's models, then every back-end's prefixed.
+pub async fn models(State(engine): State<Engine>) -> Response {
     let default = engine.config().default_backend.clone();
     let listed = engine.models().await;
     let mut ids = Vec::new();

@@ -13,6 +13,7 @@
 //!    filters in that order before the front-end encodes it.
 
 pub mod commands;
+pub mod edit_precision;
 pub mod model_aliases;
 pub mod planning;
 pub mod routing;
@@ -148,6 +149,7 @@ impl Pipeline {
         commands: commands::CommandSettings,
         rules: routing::RoutingRules,
         planning: planning::PlanningSettings,
+        edit_precision: edit_precision::EditPrecisionSettings,
         state: Arc<dyn StateStore>,
         backends: Vec<String>,
         default_backend: String,
@@ -165,6 +167,8 @@ impl Pipeline {
                 Arc::new(routing::Routing::new(rules, state.clone())),
                 // ...unless it is early in the session and the planning phase claims it.
                 Arc::new(planning::Planning::new(planning, state)),
+                // A request that reports a failed file edit gets precise sampling.
+                Arc::new(edit_precision::EditPrecision::new(edit_precision)?),
             ],
         })
     }

@@ -1,0 +1,227 @@
+//! Edit-precision tuning (the seed's "Automated Model Tuning for Precision"): when the
+//! newest tool results or user message of a request say a file edit failed (patterns in
+//! config/edit_precision_patterns.toml), that request goes out with a low temperature and,
+//! if enabled, a capped top_p, so the model's next edit attempt is more precise.
+
+use async_trait::async_trait;
+use regex::{Regex, RegexBuilder};
+
+use super::{Flow, RequestContext, Stage};
+use crate::Error;
+use crate::model::{Part, Request, Role};
+
+/// The patterns shipped with llmux.
+pub const DEFAULT_PATTERNS: &str = include_str!("../../config/edit_precision_patterns.toml");
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EditPrecisionSettings {
+    pub enabled: bool,
+    pub temperature: f64,
+    pub min_top_p: f64,
+    pub override_top_p: bool,
+    /// Agents (user agents) this never applies to.
+    pub exclude_agents_regex: Option<String>,
+    /// The patterns file's text (`patterns = [...]`).
+    pub patterns: Vec<String>,
+}
+
+/// Reads `patterns = [...]` from a patterns file's text.
+pub fn parse_patterns(text: &str) -> Result<Vec<String>, String> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct File {
+        patterns: Vec<String>,
+    }
+    let file: File = toml::from_str(text).map_err(|e| e.message().to_owned())?;
+    for pattern in &file.patterns {
+        RegexBuilder::new(pattern)
+            .case_insensitive(true)
+            .build()
+            .map_err(|e| format!("invalid regex '{pattern}': {e}"))?;
+    }
+    Ok(file.patterns)
+}
+
+pub struct EditPrecision {
+    settings: EditPrecisionSettings,
+    patterns: Vec<Regex>,
+    exclude: Option<Regex>,
+}
+
+impl EditPrecision {
+    pub fn new(settings: EditPrecisionSettings) -> Result<Self, Error> {
+        let patterns = settings
+            .patterns
+            .iter()
+            .map(|p| RegexBuilder::new(p).case_insensitive(true).build())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Error::internal(format!("edit-precision pattern: {e}")))?;
+        let exclude = settings
+            .exclude_agents_regex
+            .as_deref()
+            .map(Regex::new)
+            .transpose()
+            .map_err(|e| Error::internal(format!("edit_precision.exclude_agents_regex: {e}")))?;
+        Ok(Self {
+            settings,
+            patterns,
+            exclude,
+        })
+    }
+
+    /// Text of what came back since the model last spoke: tool results and user text.
+    fn newest_feedback(request: &Request) -> String {
+        let mut text = String::new();
+        for message in request.messages.iter().rev() {
+            if message.role == Role::Assistant {
+                break;
+            }
+            for part in &message.parts {
+                match part {
+                    Part::Text { text: t, .. } => text.push_str(t),
+                    Part::ToolResult { content, .. } => {
+                        for inner in content {
+                            if let Some(t) = inner.as_text() {
+                                text.push_str(t);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+                text.push('\n');
+            }
+        }
+        text
+    }
+
+    /// Whether the request reports a failed edit.
+    pub fn detects_failure(&self, request: &Request) -> bool {
+        let feedback = Self::newest_feedback(request);
+        !feedback.is_empty() && self.patterns.iter().any(|p| p.is_match(&feedback))
+    }
+}
+
+#[async_trait]
+impl Stage for EditPrecision {
+    fn name(&self) -> &'static str {
+        "edit-precision"
+    }
+
+    async fn on_request(
+        &self,
+        ctx: &mut RequestContext,
+        request: &mut Request,
+    ) -> Result<Flow, Error> {
+        if !self.settings.enabled {
+            return Ok(Flow::Continue);
+        }
+        if let (Some(exclude), Some(agent)) = (&self.exclude, &ctx.user_agent)
+            && exclude.is_match(agent)
+        {
+            return Ok(Flow::Continue);
+        }
+        if !self.detects_failure(request) {
+            return Ok(Flow::Continue);
+        }
+        let sampling = &mut request.sampling;
+        let target = self.settings.temperature;
+        sampling.temperature = Some(sampling.temperature.map_or(target, |t| t.min(target)));
+        if self.settings.override_top_p {
+            let cap = self.settings.min_top_p;
+            sampling.top_p = Some(sampling.top_p.map_or(cap, |p| p.min(cap)));
+        }
+        tracing::debug!(request_id = %ctx.request_id, "edit failure detected; lowering temperature");
+        Ok(Flow::Continue)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Extensions, Message};
+
+    fn settings() -> EditPrecisionSettings {
+        EditPrecisionSettings {
+            enabled: true,
+            temperature: 0.1,
+            min_top_p: 0.3,
+            override_top_p: true,
+            exclude_agents_regex: Some("^test-agent".into()),
+            patterns: parse_patterns(DEFAULT_PATTERNS).unwrap(),
+        }
+    }
+
+    fn request_after(result: &str) -> Request {
+        let mut request = Request::new(
+            "m",
+            vec![
+                Message::new(Role::User, vec![Part::text("fix it")]),
+                Message::new(
+                    Role::Assistant,
+                    vec![Part::ToolCall {
+                        id: "c".into(),
+                        name: "Edit".into(),
+                        arguments: "{}".into(),
+                        extensions: Extensions::default(),
+                    }],
+                ),
+                Message::new(
+                    Role::Tool,
+                    vec![Part::ToolResult {
+                        call_id: "c".into(),
+                        content: vec![Part::text(result)],
+                        is_error: true,
+                        extensions: Extensions::default(),
+                    }],
+                ),
+            ],
+        );
+        request.sampling.temperature = Some(0.7);
+        request
+    }
+
+    async fn run(stage: &EditPrecision, request: &mut Request, agent: Option<&str>) {
+        let mut ctx = RequestContext::new(crate::model::Protocol::OpenAiChat);
+        ctx.user_agent = agent.map(str::to_owned);
+        stage.on_request(&mut ctx, request).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failed_edit_lowers_temperature_and_top_p() {
+        let stage = EditPrecision::new(settings()).unwrap();
+        let mut request = request_after("Error: String to replace not found in file.");
+        run(&stage, &mut request, Some("claude-cli/2.1")).await;
+        assert_eq!(request.sampling.temperature, Some(0.1));
+        assert_eq!(request.sampling.top_p, Some(0.3));
+    }
+
+    #[tokio::test]
+    async fn other_results_excluded_agents_and_old_failures_change_nothing() {
+        let stage = EditPrecision::new(settings()).unwrap();
+        let mut request = request_after("File written.");
+        run(&stage, &mut request, None).await;
+        assert_eq!(request.sampling.temperature, Some(0.7));
+
+        let mut request = request_after("SEARCH block didn't match the file");
+        run(&stage, &mut request, Some("test-agent/1")).await;
+        assert_eq!(request.sampling.temperature, Some(0.7), "excluded agent");
+
+        // The failure was answered already: the model spoke after it.
+        let mut request = request_after("patch does not apply");
+        request
+            .messages
+            .push(Message::new(Role::Assistant, vec![Part::text("retrying")]));
+        request
+            .messages
+            .push(Message::new(Role::User, vec![Part::text("go on")]));
+        run(&stage, &mut request, None).await;
+        assert_eq!(request.sampling.temperature, Some(0.7));
+    }
+
+    #[test]
+    fn the_shipped_patterns_parse_and_bad_ones_are_named() {
+        assert!(parse_patterns(DEFAULT_PATTERNS).unwrap().len() > 5);
+        let err = parse_patterns("patterns = [\"(\"]").unwrap_err();
+        assert!(err.contains("invalid regex '('"), "{err}");
+    }
+}
