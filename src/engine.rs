@@ -12,6 +12,7 @@ use crate::credentials::SecretSource;
 use crate::model::Request;
 use crate::pipeline::commands::CommandSettings;
 use crate::pipeline::routing::RoutingRules;
+use crate::pipeline::structured_output;
 use crate::pipeline::{
     Flow, Pipeline, RequestContext, apply_filters, derive_session_id, end_filters,
 };
@@ -114,7 +115,20 @@ impl Engine {
         ctx.backend = Some(target.backend.id().to_owned());
         ctx.model = Some(target.model.clone());
         ctx.key_name = target.backend.key_name().map(str::to_owned);
-        let events = target.backend.send(&request, &target.model).await?;
+        let config = &self.inner.config;
+        let events = if config.validate_structured_output
+            && structured_output::requested_schema(&request).is_some()
+        {
+            let (backend, model) = (&target.backend, target.model.as_str());
+            structured_output::respond(
+                &request,
+                config.retry_structured_output,
+                |request| async move { backend.send(&request, model).await },
+            )
+            .await?
+        } else {
+            target.backend.send(&request, &target.model).await?
+        };
 
         let mut filters = pipeline.response_filters(ctx);
         if filters.is_empty() {

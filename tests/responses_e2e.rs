@@ -220,3 +220,102 @@ async fn bad_responses_requests_are_400s_naming_the_field() {
     }
     assert_eq!(fake.hit_count(), 0);
 }
+
+fn json_schema_request(stream: bool) -> Value {
+    json!({"model": "fake-small", "input": "Who?", "stream": stream,
+        "text": {"format": {"type": "json_schema", "name": "person", "strict": true, "schema": {
+            "type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+            "required": ["name", "age"], "additionalProperties": false}}}})
+}
+
+#[tokio::test]
+async fn structured_output_is_repaired_when_it_can_be() {
+    let fake = FakeOpenAi::start(Mode::Answer(
+        "Here you go:\n```json\n{'name': 'Ada', 'age': 36,}\n```",
+    ))
+    .await;
+    let llmux = start(
+        config(&fake_backend_config(&fake.base_url, ""), &[]),
+        &[("FAKE_API_KEY", "k")],
+    )
+    .await;
+    let body: Value = post(&llmux, "/v1/responses", &json_schema_request(false))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["status"], "completed", "{body}");
+    let text = body["output"][0]["content"][0]["text"].as_str().unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(text).unwrap(),
+        json!({"name": "Ada", "age": 36})
+    );
+    // The schema reached the provider as its response_format.
+    assert_eq!(
+        fake.last_request().body["response_format"]["type"],
+        "json_schema"
+    );
+    assert_eq!(fake.hit_count(), 1);
+
+    // Streaming clients get the checked answer too.
+    let text = post(&llmux, "/v1/responses", &json_schema_request(true))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let deltas: String = events(&text)
+        .iter()
+        .filter(|e| e["type"] == "response.output_text.delta")
+        .map(|e| e["delta"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        serde_json::from_str::<Value>(&deltas).unwrap(),
+        json!({"name": "Ada", "age": 36})
+    );
+}
+
+#[tokio::test]
+async fn a_repeated_schema_violation_is_incomplete_with_its_reason() {
+    let fake = FakeOpenAi::start(Mode::Answer("{\"name\": \"Ada\", \"age\": \"old\"}")).await;
+    let llmux = start(
+        config(&fake_backend_config(&fake.base_url, ""), &[]),
+        &[("FAKE_API_KEY", "k")],
+    )
+    .await;
+    let body: Value = post(&llmux, "/v1/responses", &json_schema_request(false))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["status"], "incomplete", "{body}");
+    assert_eq!(body["incomplete_details"]["reason"], "json_schema_mismatch");
+    // It asked once more, telling the model what was wrong.
+    assert_eq!(fake.hit_count(), 2);
+    let retry = fake.last_request().body;
+    let feedback = retry["messages"].as_array().unwrap().last().unwrap()["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(feedback.contains("/age"), "{feedback}");
+}
+
+#[tokio::test]
+async fn a_valid_structured_answer_passes_untouched() {
+    let fake = FakeOpenAi::start(Mode::Answer("{\"name\":\"Ada\",\"age\":36}")).await;
+    let llmux = start(
+        config(&fake_backend_config(&fake.base_url, ""), &[]),
+        &[("FAKE_API_KEY", "k")],
+    )
+    .await;
+    let body: Value = post(&llmux, "/v1/responses", &json_schema_request(false))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["status"], "completed");
+    assert_eq!(
+        body["output"][0]["content"][0]["text"],
+        "{\"name\":\"Ada\",\"age\":36}"
+    );
+    assert_eq!(fake.hit_count(), 1);
+}

@@ -228,6 +228,10 @@ pub struct Config {
     pub model_aliases: Vec<(String, String)>,
     pub planning: crate::pipeline::planning::PlanningSettings,
     pub edit_precision: crate::pipeline::edit_precision::EditPrecisionSettings,
+    /// Check answers against a requested JSON schema.
+    pub validate_structured_output: bool,
+    /// Ask once more when a checked answer cannot be repaired.
+    pub retry_structured_output: bool,
     /// Sessions idle this long are forgotten.
     pub session_max_age: Duration,
 }
@@ -752,6 +756,8 @@ fn validate(
         model_aliases,
         planning,
         edit_precision,
+        validate_structured_output: raw.structured_output.validate,
+        retry_structured_output: raw.structured_output.retry,
         strict_command_detection: raw.strict_command_detection,
         session_max_age: Duration::from_secs(raw.session.max_age),
     })

@@ -32,6 +32,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub edit_precision: RawEditPrecision,
     #[serde(default)]
+    pub structured_output: RawStructuredOutput,
+    #[serde(default)]
     pub proxy: RawProxy,
     #[serde(default)]
     pub auth: RawAuth,
@@ -50,6 +52,27 @@ fn default_backend() -> String {
 pub struct RawAlias {
     pub pattern: String,
     pub replacement: String,
+}
+
+/// `[structured_output]`: checking answers against a requested JSON schema.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStructuredOutput {
+    /// Check (and repair) answers against the schema the client asked for.
+    #[serde(default = "yes")]
+    pub validate: bool,
+    /// Ask the back-end once more, with the errors, when repair is not enough.
+    #[serde(default = "yes")]
+    pub retry: bool,
+}
+
+impl Default for RawStructuredOutput {
+    fn default() -> Self {
+        Self {
+            validate: true,
+            retry: true,
+        }
+    }
 }
 
 /// `[edit_precision]`: the seed's "Automated Model Tuning for Precision".

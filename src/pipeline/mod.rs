@@ -17,6 +17,7 @@ pub mod edit_precision;
 pub mod model_aliases;
 pub mod planning;
 pub mod routing;
+pub mod structured_output;
 
 use std::net::IpAddr;
 use std::sync::Arc;

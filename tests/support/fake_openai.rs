@@ -33,6 +33,8 @@ pub enum Mode {
     Garbage,
     /// Sends a chunk every 50 ms, forever (until the client goes away).
     Endless,
+    /// Answers chat requests with this text (in one piece).
+    Answer(&'static str),
 }
 
 #[derive(Clone, Debug)]
@@ -191,8 +193,13 @@ async fn chat(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> 
     }
 
     let reasoning = matches!(shared.mode, Mode::Reasoning);
+    let answer = match shared.mode {
+        Mode::Answer(text) => text,
+        _ => "Hello from fake.",
+    };
     if !stream {
-        let mut message = json!({"role": "assistant", "content": "Hello from fake.", "refusal": null, "annotations": []});
+        let mut message =
+            json!({"role": "assistant", "content": answer, "refusal": null, "annotations": []});
         if reasoning {
             message["reasoning_content"] = json!("Thinking it over.");
         }
@@ -296,8 +303,12 @@ async fn chat(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> 
             "tool_calls"
         }
         None => {
-            for piece in ["Hello", " from", " fake."] {
-                frames.push(chunk(&model, json!({"content": piece}), None));
+            if let Mode::Answer(text) = shared.mode {
+                frames.push(chunk(&model, json!({"content": text}), None));
+            } else {
+                for piece in ["Hello", " from", " fake."] {
+                    frames.push(chunk(&model, json!({"content": piece}), None));
+                }
             }
             "stop"
         }

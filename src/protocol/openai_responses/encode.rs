@@ -478,6 +478,14 @@ pub(crate) fn status(reason: Option<&FinishReason>) -> (&'static str, Option<&'s
         Some(FinishReason::ContentFilter | FinishReason::Refusal) => {
             ("incomplete", Some("content_filter"))
         }
+        Some(FinishReason::Other(reason))
+            if reason == crate::pipeline::structured_output::MISMATCH =>
+        {
+            (
+                "incomplete",
+                Some(crate::pipeline::structured_output::MISMATCH),
+            )
+        }
         _ => ("completed", None),
     }
 }
