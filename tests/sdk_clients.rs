@@ -213,3 +213,29 @@ async fn the_openai_sdk_responses_api_works_over_chat_and_responses_backends() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_openai_sdk_parses_structured_output_repaired_by_llmux() {
+    // The model wraps its JSON in a code fence with a trailing comma; llmux repairs it.
+    let fake = FakeOpenAi::start(Mode::Answer("```json\n{\"greeting\": \"hello\",}\n```")).await;
+    let llmux = start(
+        config(&fake_backend_config(&fake.base_url, ""), &[]),
+        &[("FAKE_API_KEY", "k")],
+    )
+    .await;
+    let (ok, output) = run_script(
+        "responses_sdk_client.py",
+        vec![
+            "--base-url".into(),
+            llmux.url("/v1"),
+            "--api-key".into(),
+            "unused".into(),
+            "--model".into(),
+            "fake-small".into(),
+            "--only".into(),
+            "parse".into(),
+        ],
+    )
+    .await;
+    assert!(ok, "responses.parse failed:\n{output}");
+}
