@@ -75,7 +75,12 @@ async fn json_response(events: EventStream, log: RequestLog) -> Response {
     }
 }
 
-async fn models(State(engine): State<Engine>) -> Response {
+/// `GET /v1/models`. google-genai SDKs call the same path on the `v1` API; they get the
+/// Gemini shape.
+async fn models(State(engine): State<Engine>, request: Request) -> Response {
+    if super::gemini::is_gemini_client(request.headers(), request.uri().query()) {
+        return super::gemini::models(State(engine)).await;
+    }
     let default = engine.config().default_backend.clone();
     let mut data = Vec::new();
     let listed = engine.models().await;
