@@ -319,3 +319,44 @@ async fn a_valid_structured_answer_passes_untouched() {
     );
     assert_eq!(fake.hit_count(), 1);
 }
+
+#[tokio::test]
+async fn structured_output_reaches_anthropic_backends_as_a_forced_tool() {
+    let fake =
+        support::fake_anthropic::FakeAnthropic::start(support::fake_anthropic::Mode::Normal).await;
+    let toml = format!(
+        "default_backend = \"claude\"\n[backends.claude]\ntype = \"anthropic-compatible\"\nbase_url = \"{}\"\n",
+        fake.base_url
+    );
+    let llmux = start(config(&toml, &[]), &[]).await;
+    let request = json!({"model": "claude-fake-1", "input": "Where?",
+        "text": {"format": {"type": "json_schema", "name": "place", "strict": true, "schema": {
+            "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}});
+    let body: Value = post(&llmux, "/v1/responses", &request)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["status"], "completed", "{body}");
+    let message = body["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["type"] == "message")
+        .unwrap();
+    let text = message["content"][0]["text"].as_str().unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(text).unwrap(),
+        json!({"city": "Paris"})
+    );
+    let sent = fake.last_request().body;
+    assert_eq!(sent["tools"][0]["name"], "llmux_json_response");
+    assert_eq!(
+        sent["tools"][0]["input_schema"]["required"],
+        json!(["city"])
+    );
+    assert_eq!(
+        sent["tool_choice"],
+        json!({"type": "tool", "name": "llmux_json_response"})
+    );
+}

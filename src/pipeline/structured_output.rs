@@ -21,6 +21,7 @@ use crate::backend::EventStream;
 use crate::model::{
     Event, FinishReason, Message, Part, Request, Response, ResponseBuilder, ResponseFormat, Role,
 };
+use crate::protocol::anthropic::encode::JSON_RESPONSE_TOOL;
 
 /// The finish reason of an answer that does not follow its schema.
 pub const MISMATCH: &str = "json_schema_mismatch";
@@ -153,12 +154,51 @@ pub fn valid_text(schema: &Value, text: &str) -> Result<String, Vec<String>> {
 async fn collect(events: EventStream) -> Result<(Vec<Event>, Response), Error> {
     let mut events = events;
     let mut kept = Vec::new();
-    let mut builder = ResponseBuilder::new();
     while let Some(event) = events.next().await {
-        builder.push(event.clone())?;
+        if let Event::Error(error) = event {
+            return Err(error);
+        }
         kept.push(event);
     }
-    Ok((kept, builder.finish()))
+    let kept = answer_tool_as_text(kept);
+    let mut folded = ResponseBuilder::new();
+    for event in &kept {
+        folded.push(event.clone())?;
+    }
+    Ok((kept, folded.finish()))
+}
+
+/// Back-ends without a response schema (Anthropic) answer through a tool named
+/// [`JSON_RESPONSE_TOOL`]; its arguments are the answer.
+fn answer_tool_as_text(events: Vec<Event>) -> Vec<Event> {
+    let Some(index) = events.iter().find_map(|e| match e {
+        Event::ToolCallStart { index, name, .. } if name == JSON_RESPONSE_TOOL => Some(*index),
+        _ => None,
+    }) else {
+        return events;
+    };
+    let mut out = Vec::with_capacity(events.len());
+    for event in events {
+        match event {
+            Event::ToolCallStart { index: i, .. } | Event::ToolCallEnd { index: i }
+                if i == index => {}
+            Event::ToolCallArgsDelta {
+                index: i,
+                arguments,
+            } if i == index => {
+                out.push(Event::TextDelta(arguments));
+            }
+            Event::Finish {
+                reason: FinishReason::ToolUse,
+                stop_sequence,
+            } => out.push(Event::Finish {
+                reason: FinishReason::EndTurn,
+                stop_sequence,
+            }),
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// The events of `events` with their text replaced by `text` (one delta, where the first

@@ -6,10 +6,13 @@ use super::SYNTHETIC_SIGNATURE;
 use crate::Error;
 use crate::model::{
     Extensions, FinishReason, ImageSource, Message, Part, Protocol, Request, Response,
-    ResponseBuilder, Role, Tool, ToolChoice, Usage,
+    ResponseBuilder, ResponseFormat, Role, Tool, ToolChoice, Usage,
 };
 
 const PROTOCOL: Protocol = Protocol::Anthropic;
+
+/// The tool an Anthropic back-end answers a JSON-schema request with.
+pub const JSON_RESPONSE_TOOL: &str = "llmux_json_response";
 
 /// The output cap sent when the client named none: Anthropic requires one.
 pub const DEFAULT_MAX_TOKENS: u64 = 8192;
@@ -80,11 +83,34 @@ pub fn encode_request(request: &Request, model: &str) -> Value {
         body.insert("stop_sequences".into(), Value::from(sampling.stop.clone()));
     }
 
-    let tools: Vec<Value> = request.tools.iter().filter_map(encode_tool).collect();
+    let mut tools: Vec<Value> = request.tools.iter().filter_map(encode_tool).collect();
+    let mut tool_choice = encode_tool_choice(request);
+    // Anthropic has no response schema: a JSON answer is asked for as a call to a tool
+    // whose input schema is the requested one (structured output turns the call back into
+    // text). Thinking forbids forcing a tool, so then the tool is only offered.
+    if let Some(ResponseFormat::JsonSchema {
+        schema,
+        description,
+        ..
+    }) = &request.response_format
+    {
+        tools.push(json!({
+            "name": JSON_RESPONSE_TOOL,
+            "description": description.clone().unwrap_or_else(|| {
+                "Give the final answer as this tool's input.".to_owned()
+            }),
+            "input_schema": schema,
+        }));
+        tool_choice = Some(if budget.is_some() {
+            json!({"type": "auto"})
+        } else {
+            json!({"type": "tool", "name": JSON_RESPONSE_TOOL})
+        });
+    }
     if !tools.is_empty() {
         body.insert("tools".into(), Value::Array(tools));
     }
-    if let Some(choice) = encode_tool_choice(request) {
+    if let Some(choice) = tool_choice {
         body.insert("tool_choice".into(), choice);
     }
     if let Some(user) = &request.client.user {
