@@ -17,6 +17,7 @@ use crate::pipeline::{
     Flow, Pipeline, RequestContext, apply_filters, derive_session_id, end_filters,
 };
 use crate::router::Router;
+use crate::state::responses::ResponseStore;
 use crate::state::{MemoryStore, StateStore};
 
 /// The proxy engine. Cheap to clone; every clone shares the same state.
@@ -26,6 +27,7 @@ pub struct Engine {
 }
 
 struct Inner {
+    responses: ResponseStore,
     config: Config,
     router: Router,
     pipeline: Pipeline,
@@ -61,6 +63,10 @@ impl Engine {
         let auth = Auth::new(&config.auth);
         Ok(Self {
             inner: Arc::new(Inner {
+                responses: ResponseStore::new(
+                    config.responses_max_stored,
+                    config.responses_retention,
+                ),
                 config,
                 router,
                 pipeline,
@@ -83,6 +89,11 @@ impl Engine {
 
     pub fn pipeline(&self) -> &Pipeline {
         &self.inner.pipeline
+    }
+
+    /// Stored Responses-API answers.
+    pub fn responses(&self) -> &ResponseStore {
+        &self.inner.responses
     }
 
     /// The axum app serving every front-end on the main port.

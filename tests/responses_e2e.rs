@@ -360,3 +360,124 @@ async fn structured_output_reaches_anthropic_backends_as_a_forced_tool() {
         json!({"type": "tool", "name": "llmux_json_response"})
     );
 }
+
+#[tokio::test]
+async fn previous_response_id_continues_on_a_chat_backend_and_responses_can_be_fetched_and_deleted()
+{
+    let fake = FakeOpenAi::start(Mode::Normal).await;
+    let llmux = start(
+        config(&fake_backend_config(&fake.base_url, ""), &[]),
+        &[("FAKE_API_KEY", "k")],
+    )
+    .await;
+    let first: Value = post(
+        &llmux,
+        "/v1/responses",
+        &json!({"model": "fake-small", "instructions": "Be terse.", "input": "My name is Ada."}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let id = first["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("resp_"), "{id}");
+
+    // Streamed answers are stored too.
+    let text = post(
+        &llmux,
+        "/v1/responses",
+        &json!({"model": "fake-small", "input": "Say hi.", "stream": true}),
+    )
+    .await
+    .text()
+    .await
+    .unwrap();
+    let streamed_id = events(&text)[0]["response"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let fetched: Value = client()
+        .get(llmux.url(&format!("/v1/responses/{streamed_id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        fetched["output"][0]["content"][0]["text"],
+        "Hello from fake."
+    );
+
+    let second: Value = post(
+        &llmux,
+        "/v1/responses",
+        &json!({"model": "fake-small", "previous_response_id": id, "input": "What is my name?"}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(second["status"], "completed", "{second}");
+    let messages = fake.last_request().body["messages"].clone();
+    assert_eq!(
+        messages[0],
+        json!({"role": "system", "content": "Be terse."})
+    );
+    assert_eq!(
+        messages[1],
+        json!({"role": "user", "content": "My name is Ada."})
+    );
+    assert_eq!(messages[2]["role"], "assistant");
+    assert_eq!(messages[2]["content"], "Hello from fake.");
+    assert_eq!(
+        messages[3],
+        json!({"role": "user", "content": "What is my name?"})
+    );
+    assert!(
+        fake.last_request()
+            .body
+            .get("previous_response_id")
+            .is_none()
+    );
+
+    let fetched: Value = client()
+        .get(llmux.url(&format!("/v1/responses/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(fetched["id"], id);
+    assert_eq!(fetched["instructions"], "Be terse.");
+    let deleted: Value = client()
+        .delete(llmux.url(&format!("/v1/responses/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(deleted["deleted"], true);
+    let gone = client()
+        .get(llmux.url(&format!("/v1/responses/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404);
+    let response = post(
+        &llmux,
+        "/v1/responses",
+        &json!({"model": "fake-small", "previous_response_id": "resp_nope", "input": "hi"}),
+    )
+    .await;
+    assert_eq!(response.status(), 404);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("resp_nope")
+    );
+}

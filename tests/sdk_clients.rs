@@ -204,6 +204,8 @@ async fn the_openai_sdk_responses_api_works_over_chat_and_responses_backends() {
                 "stream".into(),
                 "--only".into(),
                 "tool_call".into(),
+                "--only".into(),
+                "previous".into(),
             ],
         )
         .await;

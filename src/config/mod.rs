@@ -232,6 +232,9 @@ pub struct Config {
     pub validate_structured_output: bool,
     /// Ask once more when a checked answer cannot be repaired.
     pub retry_structured_output: bool,
+    /// Stored Responses answers: how many, and for how long.
+    pub responses_max_stored: usize,
+    pub responses_retention: Duration,
     /// Sessions idle this long are forgotten.
     pub session_max_age: Duration,
 }
@@ -758,6 +761,8 @@ fn validate(
         edit_precision,
         validate_structured_output: raw.structured_output.validate,
         retry_structured_output: raw.structured_output.retry,
+        responses_max_stored: usize::try_from(raw.responses.max_stored).unwrap_or(usize::MAX),
+        responses_retention: Duration::from_secs(raw.responses.retention_seconds),
         strict_command_detection: raw.strict_command_detection,
         session_max_age: Duration::from_secs(raw.session.max_age),
     })

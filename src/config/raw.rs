@@ -34,6 +34,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub structured_output: RawStructuredOutput,
     #[serde(default)]
+    pub responses: RawResponses,
+    #[serde(default)]
     pub proxy: RawProxy,
     #[serde(default)]
     pub auth: RawAuth,
@@ -52,6 +54,34 @@ fn default_backend() -> String {
 pub struct RawAlias {
     pub pattern: String,
     pub replacement: String,
+}
+
+/// `[responses]`: stored Responses-API answers (for `previous_response_id`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawResponses {
+    /// How many answers are kept (0 keeps none).
+    #[serde(default = "default_max_stored")]
+    pub max_stored: u64,
+    /// How long an answer is kept, in seconds.
+    #[serde(default = "default_retention")]
+    pub retention_seconds: u64,
+}
+
+fn default_max_stored() -> u64 {
+    1000
+}
+fn default_retention() -> u64 {
+    86400
+}
+
+impl Default for RawResponses {
+    fn default() -> Self {
+        Self {
+            max_stored: default_max_stored(),
+            retention_seconds: default_retention(),
+        }
+    }
 }
 
 /// `[structured_output]`: checking answers against a requested JSON schema.

@@ -1,25 +1,37 @@
-//! The OpenAI Responses front-end: `POST /v1/responses`, for Codex CLI and newer OpenAI SDK
-//! code. Streams end with `response.completed` (or `response.failed` /
-//! `response.incomplete`), never `[DONE]`.
+//! The OpenAI Responses front-end: `POST /v1/responses`, `GET` and `DELETE
+//! /v1/responses/{id}`, for Codex CLI and newer OpenAI SDK code. Streams end with
+//! `response.completed` (or `response.failed` / `response.incomplete`), never `[DONE]`.
+//!
+//! Answers are stored (bounded, see `[responses]`), so `previous_response_id` continues a
+//! conversation on any back-end: llmux puts the stored turn back in front of the new input.
 
 use axum::Json;
-use axum::extract::{Request, State};
+use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::json;
 
 use super::common::{
     RequestLog, StreamEncoder, error_response, failed, fold_response, header_string, read_body,
     request_context, stream_response, with_request_id,
 };
+use crate::Error;
+use crate::backend::EventStream;
 use crate::engine::Engine;
-use crate::model::{Event, Protocol};
-use crate::protocol::openai_responses::{EventEncoder, decode_request, encode_response};
+use crate::model::{Event, Message, Protocol, Request as ModelRequest, ResponseBuilder, Role};
+use crate::protocol::openai_responses::{
+    ClientOptions, EventEncoder, decode_request, encode_response,
+};
+use crate::state::responses::StoredResponse;
 
 const PROTOCOL: Protocol = Protocol::OpenAiResponses;
 
 pub fn routes() -> axum::Router<Engine> {
-    axum::Router::new().route("/v1/responses", post(create))
+    axum::Router::new()
+        .route("/v1/responses", post(create))
+        .route("/v1/responses/{id}", get(retrieve).delete(delete))
 }
 
 impl StreamEncoder for EventEncoder {
@@ -47,6 +59,10 @@ async fn create(State(engine): State<Engine>, request: Request) -> Response {
         Ok(decoded) => decoded,
         Err(err) => return failed(PROTOCOL, &ctx, false, &err),
     };
+    if let Err(err) = continue_previous(&engine, &mut responses) {
+        return failed(PROTOCOL, &ctx, responses.stream, &err);
+    }
+    let (system, messages) = (responses.system.clone(), responses.messages.clone());
     responses.client.user_agent = ctx.user_agent.clone();
     responses.client.session_id = header_string(&parts.headers, "x-session-id");
     let stream = responses.stream;
@@ -54,6 +70,7 @@ async fn create(State(engine): State<Engine>, request: Request) -> Response {
         Ok(events) => events,
         Err(err) => return failed(PROTOCOL, &ctx, stream, &err),
     };
+    let events = record(engine.clone(), events, system, messages, options.clone());
     let log = RequestLog::new(&ctx, stream);
     let mut response = if stream {
         stream_response(events, EventEncoder::new(options), log)
@@ -65,4 +82,100 @@ async fn create(State(engine): State<Engine>, request: Request) -> Response {
     };
     with_request_id(&mut response, &ctx);
     response
+}
+
+/// Puts the stored turn named by `previous_response_id` in front of the new input.
+fn continue_previous(engine: &Engine, request: &mut ModelRequest) -> Result<(), Error> {
+    let Some(fields) = request
+        .extensions
+        .fields
+        .get("previous_response_id")
+        .filter(|_| request.extensions.source == Some(PROTOCOL))
+    else {
+        return Ok(());
+    };
+    let Some(id) = fields.as_str().map(str::to_owned) else {
+        return Err(Error::invalid_field(
+            "previous_response_id",
+            "'previous_response_id' must be a string",
+        ));
+    };
+    let stored = engine.responses().get(&id).ok_or_else(|| {
+        Error::not_found(format!(
+            "previous response '{id}' is not stored by llmux (answers are kept for \
+             [responses] retention_seconds, max_stored of them)"
+        ))
+    })?;
+    request.extensions.fields.remove("previous_response_id");
+    let mut messages = stored.messages;
+    messages.push(Message::new(Role::Assistant, stored.response.parts));
+    messages.append(&mut request.messages);
+    request.messages = messages;
+    if request.system.is_empty() {
+        request.system = stored.system;
+    }
+    Ok(())
+}
+
+/// A fresh `resp_` id for answers from back-ends that do not speak Responses.
+fn fresh_id() -> String {
+    format!("resp_{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}
+
+/// Passes the events on, giving the answer a Responses id and storing it when it ends.
+fn record(
+    engine: Engine,
+    events: EventStream,
+    system: Vec<crate::model::Part>,
+    messages: Vec<Message>,
+    options: ClientOptions,
+) -> EventStream {
+    Box::pin(async_stream::stream! {
+        let mut events = events;
+        let mut builder = ResponseBuilder::new();
+        let mut failed = false;
+        while let Some(event) = events.next().await {
+            let event = match event {
+                Event::Start { id, model, created, extensions } if !id.starts_with("resp_") => {
+                    Event::Start { id: fresh_id(), model, created, extensions }
+                }
+                other => other,
+            };
+            if builder.push(event.clone()).is_err() {
+                failed = true;
+            }
+            yield event;
+        }
+        if !failed {
+            let response = builder.finish();
+            let id = response.id.clone();
+            engine.responses().put(
+                &id,
+                StoredResponse { system, messages, response, echo: options.echo },
+            );
+        }
+    })
+}
+
+async fn retrieve(State(engine): State<Engine>, Path(id): Path<String>) -> Response {
+    match engine.responses().get(&id) {
+        Some(stored) => {
+            let options = ClientOptions { echo: stored.echo };
+            Json(encode_response(&stored.response, &options)).into_response()
+        }
+        None => not_stored(&id),
+    }
+}
+
+async fn delete(State(engine): State<Engine>, Path(id): Path<String>) -> Response {
+    if engine.responses().remove(&id) {
+        Json(json!({"id": id, "object": "response", "deleted": true})).into_response()
+    } else {
+        not_stored(&id)
+    }
+}
+
+fn not_stored(id: &str) -> Response {
+    let err = Error::not_found(format!("no stored response with id '{id}'"));
+    error_response(PROTOCOL, &err)
 }

@@ -165,3 +165,4 @@ mod tests {
         assert_eq!(session.turns, 1);
     }
 }
+pub mod responses;

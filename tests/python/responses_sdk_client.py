@@ -7,6 +7,7 @@ Checks, each printing "ok <name>" or "FAIL <name>: <why>" (exit code 1 if any fa
   stream       responses.stream yields text deltas and a completed response with usage
   tool_call    a function tool is called; its function_call_output gets a text answer
   parse        responses.parse with a pydantic model returns a parsed object
+  previous     previous_response_id continues a conversation; responses.retrieve finds it
 """
 
 from __future__ import annotations
@@ -80,6 +81,14 @@ def check_tool_call(client: OpenAI, model: str) -> None:
     expect(bool(second.output_text), f"no answer after the tool output: {second.output!r}")
 
 
+def check_previous(client: OpenAI, model: str) -> None:
+    first = client.responses.create(model=model, input="My name is Ada.")
+    second = client.responses.create(model=model, previous_response_id=first.id, input="Who am I?")
+    expect(bool(second.output_text), "no answer to the continued conversation")
+    fetched = client.responses.retrieve(first.id)
+    expect(fetched.id == first.id, f"retrieved {fetched.id!r}, expected {first.id!r}")
+
+
 class Greeting(BaseModel):
     greeting: str
 
@@ -94,6 +103,7 @@ CHECKS: dict[str, Callable[[OpenAI, str], None]] = {
     "stream": check_stream,
     "tool_call": check_tool_call,
     "parse": check_parse,
+    "previous": check_previous,
 }
 
 

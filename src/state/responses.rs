@@ -1,0 +1,120 @@
+//! Stored Responses-API answers, so `previous_response_id` can continue a conversation on
+//! any back-end (llmux replays the stored turn), and `GET`/`DELETE /v1/responses/{id}`
+//! work. Bounded by count and age: the oldest answers go first.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::model::{Message, Part, Response};
+
+/// One stored exchange: what was asked (the whole conversation) and the answer.
+#[derive(Debug, Clone)]
+pub struct StoredResponse {
+    pub system: Vec<Part>,
+    pub messages: Vec<Message>,
+    pub response: Response,
+    /// What the client asked to have echoed back in the Response object.
+    pub echo: serde_json::Map<String, serde_json::Value>,
+}
+
+pub struct ResponseStore {
+    max: usize,
+    retention: Duration,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    entries: HashMap<String, (StoredResponse, Instant)>,
+    order: VecDeque<String>,
+}
+
+impl ResponseStore {
+    pub fn new(max: usize, retention: Duration) -> Self {
+        Self {
+            max,
+            retention,
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    pub fn put(&self, id: &str, stored: StoredResponse) {
+        if self.max == 0 {
+            return;
+        }
+        let Ok(mut inner) = self.inner.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        if inner.entries.insert(id.to_owned(), (stored, now)).is_none() {
+            inner.order.push_back(id.to_owned());
+        }
+        // Oldest first: by count, then by age.
+        while inner.order.len() > self.max
+            || inner.order.front().is_some_and(|oldest| {
+                inner
+                    .entries
+                    .get(oldest)
+                    .is_none_or(|(_, at)| now.saturating_duration_since(*at) > self.retention)
+            })
+        {
+            if let Some(oldest) = inner.order.pop_front() {
+                inner.entries.remove(&oldest);
+            }
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Option<StoredResponse> {
+        let inner = self.inner.lock().ok()?;
+        let (stored, at) = inner.entries.get(id)?;
+        (at.elapsed() <= self.retention).then(|| stored.clone())
+    }
+
+    pub fn remove(&self, id: &str) -> bool {
+        let Ok(mut inner) = self.inner.lock() else {
+            return false;
+        };
+        let removed = inner.entries.remove(id).is_some();
+        if removed {
+            inner.order.retain(|k| k != id);
+        }
+        removed
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.lock().map(|i| i.entries.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored() -> StoredResponse {
+        StoredResponse {
+            system: Vec::new(),
+            messages: Vec::new(),
+            response: Response::default(),
+            echo: serde_json::Map::new(),
+        }
+    }
+
+    #[test]
+    fn the_store_is_bounded_by_count_and_forgets_the_oldest() {
+        let store = ResponseStore::new(3, Duration::from_secs(60));
+        for i in 0..5 {
+            store.put(&format!("resp_{i}"), stored());
+        }
+        assert_eq!(store.len(), 3);
+        assert!(store.get("resp_0").is_none());
+        assert!(store.get("resp_4").is_some());
+        assert!(store.remove("resp_4"));
+        assert!(!store.remove("resp_4"));
+        assert_eq!(store.len(), 2);
+    }
+}
