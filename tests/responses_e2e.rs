@@ -481,3 +481,76 @@ async fn previous_response_id_continues_on_a_chat_backend_and_responses_can_be_f
             .contains("resp_nope")
     );
 }
+
+#[tokio::test]
+async fn responses_clients_reach_anthropic_and_gemini_backends_with_tools() {
+    let tools = json!([{"type": "function", "name": "get_weather", "description": "Weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]);
+
+    // Anthropic, streamed: the tool call arrives as a function_call item with its call_id.
+    let claude =
+        support::fake_anthropic::FakeAnthropic::start(support::fake_anthropic::Mode::Normal).await;
+    let toml = format!(
+        "default_backend = \"claude\"\n[backends.claude]\ntype = \"anthropic-compatible\"\nbase_url = \"{}\"\n",
+        claude.base_url
+    );
+    let llmux = start(config(&toml, &[]), &[]).await;
+    let request = json!({"model": "claude-fake-1", "input": "Weather in Paris?", "tools": tools, "stream": true});
+    let text = post(&llmux, "/v1/responses", &request)
+        .await
+        .text()
+        .await
+        .unwrap();
+    let events = events(&text);
+    assert_eq!(types(&events).last(), Some(&"response.completed"));
+    let done = events
+        .iter()
+        .find(|e| e["type"] == "response.output_item.done" && e["item"]["type"] == "function_call")
+        .unwrap();
+    assert_eq!(done["item"]["call_id"], "toolu_fake_1");
+    assert_eq!(
+        serde_json::from_str::<Value>(done["item"]["arguments"].as_str().unwrap()).unwrap(),
+        json!({"city": "Paris"})
+    );
+    assert_eq!(
+        claude.last_request().body["tools"][0]["name"],
+        "get_weather"
+    );
+
+    // Gemini, not streamed.
+    let gemini = support::fake_gemini::FakeGemini::start(support::fake_gemini::Mode::Normal).await;
+    let toml = format!(
+        "default_backend = \"g\"\n[backends.g]\ntype = \"gemini\"\nbase_url = \"{}\"\napi_key_env = \"G_KEY\"\n",
+        gemini.base_url
+    );
+    let llmux = start(config(&toml, &[]), &[("G_KEY", "g-key")]).await;
+    let body: Value = post(
+        &llmux,
+        "/v1/responses",
+        &json!({"model": "gemini-2.5-flash", "input": "Say hello."}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(body["status"], "completed", "{body}");
+    assert_eq!(
+        body["output"][0]["content"][0]["text"],
+        "Hello from fake Gemini."
+    );
+    let request =
+        json!({"model": "gemini-2.5-flash", "input": "Weather in Paris?", "tools": tools});
+    let body: Value = post(&llmux, "/v1/responses", &request)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let call = body["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["type"] == "function_call")
+        .unwrap();
+    assert_eq!(call["name"], "get_weather");
+    assert!(!call["call_id"].as_str().unwrap().is_empty());
+}
