@@ -46,6 +46,7 @@ impl Engine {
             RoutingRules::from_config(&config)?,
             config.planning.clone(),
             config.edit_precision.clone(),
+            config.reasoning_modes.clone(),
             state,
             config.backends.keys().cloned().collect(),
             config.default_backend.clone(),

@@ -335,3 +335,33 @@ async fn a_failed_edit_makes_the_next_request_precise() {
         .unwrap();
     assert_eq!(fake.last_request().body["temperature"], 0.8);
 }
+
+#[tokio::test]
+async fn reasoning_aliases_apply_per_model_settings_from_their_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("reasoning_aliases.toml");
+    std::fs::write(
+        &file,
+        "[[models]]\npattern = \"^fake-\"\n[models.max]\ntemperature = 0.6\nmax_tokens = 4000\n\
+         prompt_prefix = \"Think step by step.\"\n",
+    )
+    .unwrap();
+    let (fake, llmux) = setup(&format!("reasoning_aliases_file = \"{}\"", file.display())).await;
+    assert_eq!(
+        chat(&llmux, "s", "!/max", false).await,
+        "reasoning effort set to high"
+    );
+    chat(&llmux, "s", "hello", false).await;
+    let sent = fake.last_request().body;
+    assert_eq!(sent["temperature"], 0.6);
+    assert_eq!(sent["max_tokens"], 4000);
+    assert_eq!(sent["reasoning_effort"], "high");
+    let last = sent["messages"].as_array().unwrap().last().unwrap().clone();
+    assert!(
+        last["content"].to_string().contains("Think step by step."),
+        "{last}"
+    );
+    // Without the alias nothing changes.
+    chat(&llmux, "other", "hello", false).await;
+    assert!(fake.last_request().body.get("temperature").is_none());
+}

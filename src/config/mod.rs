@@ -228,6 +228,7 @@ pub struct Config {
     pub model_aliases: Vec<(String, String)>,
     pub planning: crate::pipeline::planning::PlanningSettings,
     pub edit_precision: crate::pipeline::edit_precision::EditPrecisionSettings,
+    pub reasoning_modes: Vec<crate::pipeline::reasoning_modes::ModelModes>,
     /// Check answers against a requested JSON schema.
     pub validate_structured_output: bool,
     /// Ask once more when a checked answer cannot be repaired.
@@ -677,6 +678,28 @@ fn validate(
         exclude_agents_regex: ep.exclude_agents_regex.clone(),
         patterns,
     };
+    let modes_text = match &raw.reasoning_aliases_file {
+        None => Ok(crate::pipeline::reasoning_modes::DEFAULT_FILE.to_owned()),
+        Some(path) => std::fs::read_to_string(path).map_err(|e| format!("cannot read it: {e}")),
+    };
+    let reasoning_modes = match modes_text.and_then(|t| crate::pipeline::reasoning_modes::parse(&t))
+    {
+        Ok(modes) => modes,
+        Err(why) => {
+            problems.push(bad(
+                layered,
+                "reasoning_aliases_file",
+                format!(
+                    "'{}'",
+                    raw.reasoning_aliases_file
+                        .as_deref()
+                        .unwrap_or("(shipped file)")
+                ),
+                why,
+            ));
+            Vec::new()
+        }
+    };
     if raw.session.max_age == 0 {
         problems.push(bad(
             layered,
@@ -759,6 +782,7 @@ fn validate(
         model_aliases,
         planning,
         edit_precision,
+        reasoning_modes,
         validate_structured_output: raw.structured_output.validate,
         retry_structured_output: raw.structured_output.retry,
         responses_max_stored: usize::try_from(raw.responses.max_stored).unwrap_or(usize::MAX),

@@ -35,6 +35,9 @@ pub struct RawConfig {
     pub structured_output: RawStructuredOutput,
     #[serde(default)]
     pub responses: RawResponses,
+    /// Per-model settings of the reasoning aliases (config/reasoning_aliases.toml format).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_aliases_file: Option<String>,
     #[serde(default)]
     pub proxy: RawProxy,
     #[serde(default)]

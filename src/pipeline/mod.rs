@@ -16,6 +16,7 @@ pub mod commands;
 pub mod edit_precision;
 pub mod model_aliases;
 pub mod planning;
+pub mod reasoning_modes;
 pub mod routing;
 pub mod structured_output;
 
@@ -151,6 +152,7 @@ impl Pipeline {
         rules: routing::RoutingRules,
         planning: planning::PlanningSettings,
         edit_precision: edit_precision::EditPrecisionSettings,
+        reasoning_modes: Vec<reasoning_modes::ModelModes>,
         state: Arc<dyn StateStore>,
         backends: Vec<String>,
         default_backend: String,
@@ -167,7 +169,9 @@ impl Pipeline {
                 // ...which, with the routing rules, decides where the request goes...
                 Arc::new(routing::Routing::new(rules, state.clone())),
                 // ...unless it is early in the session and the planning phase claims it.
-                Arc::new(planning::Planning::new(planning, state)),
+                Arc::new(planning::Planning::new(planning, state.clone())),
+                // What !/max, !/low, ... mean for the model it goes to.
+                Arc::new(reasoning_modes::ReasoningModes::new(reasoning_modes, state)),
                 // A request that reports a failed file edit gets precise sampling.
                 Arc::new(edit_precision::EditPrecision::new(edit_precision)?),
             ],
