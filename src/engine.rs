@@ -10,8 +10,6 @@ use crate::backend::{self, EventStream};
 use crate::config::Config;
 use crate::credentials::SecretSource;
 use crate::model::Request;
-use crate::pipeline::commands::CommandSettings;
-use crate::pipeline::routing::RoutingRules;
 use crate::pipeline::structured_output;
 use crate::pipeline::{
     Flow, Pipeline, RequestContext, apply_filters, derive_session_id, end_filters,
@@ -38,19 +36,7 @@ impl Engine {
     /// Builds the engine with the standard pipeline and in-memory state.
     pub fn new(config: Config, secrets: &dyn SecretSource) -> Result<Self, Error> {
         let state: Arc<dyn StateStore> = Arc::new(MemoryStore::new(config.session_max_age));
-        let pipeline = Pipeline::standard(
-            CommandSettings {
-                prefix: config.command_prefix.clone(),
-                strict: config.strict_command_detection,
-            },
-            RoutingRules::from_config(&config)?,
-            config.planning.clone(),
-            config.edit_precision.clone(),
-            config.reasoning_modes.clone(),
-            state,
-            config.backends.keys().cloned().collect(),
-            config.default_backend.clone(),
-        )?;
+        let pipeline = Pipeline::standard(&config, state)?;
         Self::with_pipeline(config, secrets, pipeline)
     }
 

@@ -147,33 +147,39 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// The stages llmux runs, in order. Later features add their stage here.
-    pub fn standard(
-        commands: commands::CommandSettings,
-        rules: routing::RoutingRules,
-        planning: planning::PlanningSettings,
-        edit_precision: edit_precision::EditPrecisionSettings,
-        reasoning_modes: Vec<reasoning_modes::ModelModes>,
-        state: Arc<dyn StateStore>,
-        backends: Vec<String>,
-        default_backend: String,
-    ) -> Result<Self, Error> {
+    pub fn standard(config: &crate::Config, state: Arc<dyn StateStore>) -> Result<Self, Error> {
+        let commands = commands::CommandSettings {
+            prefix: config.command_prefix.clone(),
+            strict: config.strict_command_detection,
+        };
         Ok(Self {
             stages: vec![
                 // In-chat commands change the session (and may answer locally)...
                 Arc::new(commands::Commands::new(
                     commands,
                     state.clone(),
-                    backends,
-                    default_backend,
+                    config.backends.keys().cloned().collect(),
+                    config.default_backend.clone(),
                 )?),
                 // ...which, with the routing rules, decides where the request goes...
-                Arc::new(routing::Routing::new(rules, state.clone())),
+                Arc::new(routing::Routing::new(
+                    routing::RoutingRules::from_config(config)?,
+                    state.clone(),
+                )),
                 // ...unless it is early in the session and the planning phase claims it.
-                Arc::new(planning::Planning::new(planning, state.clone())),
+                Arc::new(planning::Planning::new(
+                    config.planning.clone(),
+                    state.clone(),
+                )),
                 // What !/max, !/low, ... mean for the model it goes to.
-                Arc::new(reasoning_modes::ReasoningModes::new(reasoning_modes, state)),
+                Arc::new(reasoning_modes::ReasoningModes::new(
+                    config.reasoning_modes.clone(),
+                    state,
+                )),
                 // A request that reports a failed file edit gets precise sampling.
-                Arc::new(edit_precision::EditPrecision::new(edit_precision)?),
+                Arc::new(edit_precision::EditPrecision::new(
+                    config.edit_precision.clone(),
+                )?),
             ],
         })
     }
