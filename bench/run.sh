@@ -6,10 +6,15 @@
 #   SKIP_BUILD=1     use the binaries already in $CARGO_TARGET_DIR/release
 #   LLMUX_BIN=path   benchmark another llmux binary (same CLI: --config FILE --log-level LEVEL)
 #   REQUESTS=3000 WARMUP=300 ROUNDS=6 HIGH_C=32 HIGH_SECONDS=4
-#   KINDS=nonstream,stream,anthropic-nonstream,anthropic-stream
-#                    anthropic-*: Anthropic requests to llmux's /v1/messages, compared with the
-#                    OpenAI request of the same size and stream flag sent straight to the fake
-# Writes bench/results/latest.md and bench/results/latest.json.
+#   KINDS=nonstream,stream,anthropic-nonstream,anthropic-stream,gemini-nonstream,gemini-stream,
+#         responses-nonstream,responses-stream
+#                    anthropic-*: Anthropic requests to llmux's /v1/messages; gemini-*: Gemini
+#                    requests to /v1beta/models/fake-model:generateContent (stream:
+#                    :streamGenerateContent?alt=sse); responses-*: OpenAI Responses requests to
+#                    /v1/responses. Each is compared with the OpenAI request of the same size and
+#                    stream flag sent straight to the fake.
+# Writes bench/results/latest.md and bench/results/latest.json. Ends within 5 minutes after the
+# build (BUDGET=290 seconds: start-up, probes and warm-ups, then `loadgen compare` gets the rest).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -25,7 +30,8 @@ WARMUP="${WARMUP:-300}"
 ROUNDS="${ROUNDS:-6}"
 HIGH_C="${HIGH_C:-32}"
 HIGH_SECONDS="${HIGH_SECONDS:-4}"
-KINDS="${KINDS:-nonstream,stream,anthropic-nonstream,anthropic-stream}"
+KINDS="${KINDS:-nonstream,stream,anthropic-nonstream,anthropic-stream,gemini-nonstream,gemini-stream,responses-nonstream,responses-stream}"
+BUDGET="${BUDGET:-290}"
 results="$here/results"
 mkdir -p "$results"
 
@@ -36,6 +42,8 @@ fi
 for b in "$LLMUX_BIN" "$bin/fake-provider" "$bin/loadgen"; do
     [[ -x "$b" ]] || { echo "missing $b" >&2; exit 1; }
 done
+# Everything below counts against BUDGET (bash's SECONDS: seconds since the script started).
+run_start=$SECONDS
 
 pin_proxy=()
 pin_load=()
@@ -110,7 +118,7 @@ EOF
 llmux_pid=$!
 
 ready=0
-for _ in $(seq 200); do
+while (( SECONDS - run_start < 25 )); do
     if curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$port/health" 2>/dev/null; then
         ready=1
         break
@@ -124,31 +132,53 @@ if [[ "$ready" != 1 ]]; then
     exit 1
 fi
 
-# The Anthropic kinds need /v1/messages. A target without that route (the A/A stand-in, an old
-# llmux) answers 404: skip those kinds with a note. Any other failure is left to the load generator,
-# which reports it.
-kinds_note=""
-if [[ "$KINDS" == *anthropic* ]]; then
+# The Anthropic, Gemini and Responses kinds need their routes. A target without one (the A/A
+# stand-in, an older llmux) answers 404: skip those kinds with a note. Any other failure is left to
+# the load generator, which reports it.
+# probe PREFIX NAME PATH BODY [CURL ARGS...]: skips the PREFIX-* kinds when PATH answers 404.
+note_args=()
+probe() {
+    local prefix="$1" name="$2" path="$3" body="$4" code kept dropped note
+    shift 4
+    [[ ",$KINDS" == *",$prefix-"* ]] || return 0
     code="$(curl -sS -o /dev/null -w '%{http_code}' --max-time 5 \
-        -H 'content-type: application/json' -H 'anthropic-version: 2023-06-01' \
-        -d '{"model":"gpt-4o-mini","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}' \
-        "http://127.0.0.1:$port/v1/messages" || true)"
+        -H 'content-type: application/json' "$@" -d "$body" \
+        "http://127.0.0.1:$port$path" || true)"
     if [[ "$code" == 404 ]]; then
-        kept="$(tr ',' '\n' <<<"$KINDS" | grep -v '^anthropic' | paste -sd, - || true)"
-        kinds_note="$LLMUX_BIN has no /v1/messages (HTTP 404): skipped the Anthropic kinds of $KINDS"
-        echo "$kinds_note" >&2
-        [[ -n "$kept" ]] || { echo "no kinds left to measure" >&2; exit 1; }
+        kept="$(tr ',' '\n' <<<"$KINDS" | grep -v "^$prefix-" | paste -sd, - || true)"
+        dropped="$(tr ',' '\n' <<<"$KINDS" | grep "^$prefix-" | paste -sd, - || true)"
+        note="$LLMUX_BIN has no $path (HTTP 404): skipped the $name kinds ($dropped)"
+        echo "$note" >&2
+        note_args+=(--note "$note")
         KINDS="$kept"
     fi
-fi
+}
+probe anthropic Anthropic /v1/messages \
+    '{"model":"gpt-4o-mini","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}' \
+    -H 'anthropic-version: 2023-06-01'
+probe gemini Gemini /v1beta/models/fake-model:generateContent \
+    '{"contents":[{"role":"user","parts":[{"text":"hi"}]}]}'
+probe responses Responses /v1/responses '{"model":"gpt-4o-mini","input":"hi"}'
+[[ -n "$KINDS" ]] || { echo "no kinds left to measure" >&2; exit 1; }
 
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 startup_rss="$(rss_kb "$llmux_pid")"
 
 # Warm-up through the proxy (lazy initialisation, pooled connection), then let it settle.
+# A kind whose warm-up gets no answer at all stops the run here, with the load generator's output.
 for k in ${KINDS//,/ }; do
-    timeout 15 "${pin_load[@]}" "$bin/loadgen" run --url "http://127.0.0.1:$port/v1" --kind "$k" \
-        -n 200 --warmup 0 --max-seconds 5 >/dev/null
+    rc=0
+    timeout 8 "${pin_load[@]}" "$bin/loadgen" run --url "http://127.0.0.1:$port/v1" \
+        --kind "$k" -n 200 --warmup 0 --max-seconds 3 >"$tmp/warmup.out" 2>&1 || rc=$?
+    if [[ "$rc" != 0 ]]; then
+        if [[ "$rc" == 124 ]]; then
+            echo "warm-up of $k through llmux did not end within 8 s" >&2
+        else
+            echo "warm-up of $k through llmux failed:" >&2
+        fi
+        cat "$tmp/warmup.out" >&2
+        exit 1
+    fi
 done
 sleep 1
 idle_rss="$(rss_kb "$llmux_pid")"
@@ -168,19 +198,22 @@ if (( busy_pct > 15 )); then
     echo "$busy_note" >&2
 fi
 
-# Bounded: at most 4 x 15 s of warm-up above plus 210 s here, under 5 minutes with the start-up.
-timeout 210 "${pin_load[@]}" "$bin/loadgen" compare \
+# Bounded: whatever is left of BUDGET. The load generator starts no further kind 30 s before that
+# (it names the skipped kinds in the report); `timeout` is the backstop.
+left=$(( BUDGET - (SECONDS - run_start) ))
+(( left > 40 )) || { echo "only ${left} s of the ${BUDGET} s budget left for the measurement" >&2; exit 1; }
+timeout "$left" "${pin_load[@]}" "$bin/loadgen" compare \
     --direct "http://$fake_addr/v1" \
     --proxied "http://127.0.0.1:$port/v1" \
     --proxy-pid "$llmux_pid" --clk-tck "$clk_tck" \
     --kinds "$KINDS" --requests "$REQUESTS" --warmup "$WARMUP" --rounds "$ROUNDS" \
-    --high-concurrency "$HIGH_C" --high-seconds "$HIGH_SECONDS" \
+    --high-concurrency "$HIGH_C" --high-seconds "$HIGH_SECONDS" --budget-seconds "$(( left - 30 ))" \
     --startup-rss-kb "$startup_rss" --idle-rss-kb "$idle_rss" \
     --note "$(date -u +%Y-%m-%dT%H:%M:%SZ), llmux $rev, $(nproc) CPUs ($(uname -sr)), llmux threads at idle: $llmux_threads" \
     --note "$busy_note" \
     --note "pinning: $PIN$([[ "$PIN" == split ]] && echo ' (llmux on CPU 1; fake provider and load generator on CPU 0)')$([[ "$PIN" == same ]] && echo ' (llmux, fake provider and load generator all on CPU 0)')" \
     --note "load generator: 1 thread, one keep-alive HTTP/1.1 connection per worker; fake provider: 1 thread" \
-    ${kinds_note:+--note "$kinds_note"} \
+    "${note_args[@]}" \
     --out "$results/latest.md" --json-out "$results/latest.json"
 
 if [[ -s "$tmp/llmux.err" ]]; then

@@ -554,3 +554,30 @@ async fn responses_clients_reach_anthropic_and_gemini_backends_with_tools() {
     assert_eq!(call["name"], "get_weather");
     assert!(!call["call_id"].as_str().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn store_false_answers_are_not_kept() {
+    let fake = FakeOpenAi::start(Mode::Normal).await;
+    let llmux = start(
+        config(&fake_backend_config(&fake.base_url, ""), &[]),
+        &[("FAKE_API_KEY", "k")],
+    )
+    .await;
+    let body: Value = post(
+        &llmux,
+        "/v1/responses",
+        &json!({"model": "fake-small", "input": "hi", "store": false}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let id = body["id"].as_str().unwrap();
+    let response = client()
+        .get(llmux.url(&format!("/v1/responses/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    assert_eq!(llmux.engine.responses().len(), 0);
+}

@@ -2,8 +2,9 @@
 //! /v1/responses/{id}`, for Codex CLI and newer OpenAI SDK code. Streams end with
 //! `response.completed` (or `response.failed` / `response.incomplete`), never `[DONE]`.
 //!
-//! Answers are stored (bounded, see `[responses]`), so `previous_response_id` continues a
-//! conversation on any back-end: llmux puts the stored turn back in front of the new input.
+//! Answers are stored (bounded, see `[responses]`; not when the request says
+//! `store: false`), so `previous_response_id` continues a conversation on any back-end:
+//! llmux puts the stored turn back in front of the new input.
 
 use axum::Json;
 use axum::extract::{Path, Request, State};
@@ -146,7 +147,9 @@ fn record(
             }
             yield event;
         }
-        if !failed {
+        // `store: false` (what Codex sends) means the client keeps the state itself.
+        let store = options.echo.get("store") != Some(&serde_json::Value::Bool(false));
+        if !failed && store {
             let response = builder.finish();
             let id = response.id.clone();
             engine.responses().put(
