@@ -4,7 +4,7 @@
 //! if enabled, a capped top_p, so the model's next edit attempt is more precise.
 
 use async_trait::async_trait;
-use regex::{Regex, RegexBuilder};
+use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 
 use super::{Flow, RequestContext, Stage};
 use crate::Error;
@@ -44,17 +44,16 @@ pub fn parse_patterns(text: &str) -> Result<Vec<String>, String> {
 
 pub struct EditPrecision {
     settings: EditPrecisionSettings,
-    patterns: Vec<Regex>,
+    /// All patterns in one automaton: one pass over the text, however many patterns.
+    patterns: RegexSet,
     exclude: Option<Regex>,
 }
 
 impl EditPrecision {
     pub fn new(settings: EditPrecisionSettings) -> Result<Self, Error> {
-        let patterns = settings
-            .patterns
-            .iter()
-            .map(|p| RegexBuilder::new(p).case_insensitive(true).build())
-            .collect::<Result<Vec<_>, _>>()
+        let patterns = RegexSetBuilder::new(&settings.patterns)
+            .case_insensitive(true)
+            .build()
             .map_err(|e| Error::internal(format!("edit-precision pattern: {e}")))?;
         let exclude = settings
             .exclude_agents_regex
@@ -97,7 +96,7 @@ impl EditPrecision {
     /// Whether the request reports a failed edit.
     pub fn detects_failure(&self, request: &Request) -> bool {
         let feedback = Self::newest_feedback(request);
-        !feedback.is_empty() && self.patterns.iter().any(|p| p.is_match(&feedback))
+        !feedback.is_empty() && self.patterns.is_match(&feedback)
     }
 }
 
