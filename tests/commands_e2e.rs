@@ -365,3 +365,59 @@ async fn reasoning_aliases_apply_per_model_settings_from_their_file() {
     chat(&llmux, "other", "hello", false).await;
     assert!(fake.last_request().body.get("temperature").is_none());
 }
+
+#[tokio::test]
+async fn gemini_and_responses_clients_get_local_answers_in_their_protocol() {
+    let (fake, llmux) = setup("").await;
+    // Gemini, not streamed and streamed as SSE.
+    let request = json!({"contents": [{"role": "user", "parts": [{"text": "!/medium"}]}]});
+    let body: Value = client()
+        .post(llmux.url("/v1beta/models/fake-small:generateContent"))
+        .header("x-session-id", "g")
+        .json(&request)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        body["candidates"][0]["content"]["parts"][0]["text"],
+        "reasoning effort set to medium"
+    );
+    let text = client()
+        .post(llmux.url("/v1beta/models/fake-small:streamGenerateContent?alt=sse"))
+        .header("x-session-id", "g")
+        .json(&request)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("reasoning effort set to medium")
+            && text.contains("\"finishReason\":\"STOP\""),
+        "{text}"
+    );
+
+    // Responses, not streamed and streamed.
+    for stream in [false, true] {
+        let request = json!({"model": "fake-small", "input": "!/no-think", "stream": stream});
+        let text = client()
+            .post(llmux.url("/v1/responses"))
+            .header("x-session-id", "r")
+            .json(&request)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(text.contains("reasoning effort set to none"), "{text}");
+        if stream {
+            assert!(text.contains("response.completed"), "{text}");
+        }
+    }
+    assert_eq!(fake.hit_count(), 0);
+}
