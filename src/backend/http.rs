@@ -221,6 +221,7 @@ impl<W: Wire> HttpBackend<W> {
             .await
             .unwrap_or_default();
         let (message, error_type, code) = parse_error_body(&body);
+        let retry_after = retry_after.or_else(|| retry_delay_in_body(&body));
         ErrorKind::Upstream {
             backend: self.config.id.clone(),
             status,
@@ -460,6 +461,31 @@ async fn read_limited(response: reqwest::Response, limit: usize) -> Vec<u8> {
     body
 }
 
+/// Google puts the wait in the error body instead of a Retry-After header:
+/// `{"error":{"details":[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"30s"}]}}`.
+fn retry_delay_in_body(body: &[u8]) -> Option<Duration> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    value
+        .get("error")?
+        .get("details")?
+        .as_array()?
+        .iter()
+        .filter(|d| {
+            d.get("@type")
+                .and_then(Value::as_str)
+                .is_some_and(|t| t.ends_with("RetryInfo"))
+        })
+        .find_map(|d| {
+            d.get("retryDelay")?
+                .as_str()?
+                .strip_suffix('s')?
+                .parse::<f64>()
+                .ok()
+        })
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(|s| Duration::from_secs_f64(s.ceil()))
+}
+
 /// Reads the message, type and code out of the error bodies providers send:
 /// `{"error":{"message",...}}`, `{"error":"text"}`, `{"message":...}`, `{"detail":...}`.
 fn parse_error_body(body: &[u8]) -> (String, Option<String>, Option<String>) {
@@ -598,6 +624,15 @@ impl<W: Wire> Backend for HttpBackend<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn google_retry_info_gives_the_wait() {
+        let body =
+            br#"{"error":{"code":429,"message":"Quota","status":"RESOURCE_EXHAUSTED","details":[
+            {"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"12.3s"}]}}"#;
+        assert_eq!(retry_delay_in_body(body), Some(Duration::from_secs(13)));
+        assert_eq!(retry_delay_in_body(br#"{"error":{"message":"x"}}"#), None);
+    }
 
     #[test]
     fn error_bodies_of_every_common_shape_give_a_message() {
