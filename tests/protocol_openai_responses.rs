@@ -39,6 +39,10 @@ use llmux::protocol::openai_responses::{
 };
 use serde_json::{Value, json};
 
+#[path = "support/json_diff.rs"]
+mod json_diff;
+use json_diff::diff;
+
 fn fixtures(dir: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
@@ -178,39 +182,6 @@ fn sse_text(frames: &[Frame]) -> String {
 
 // ---------------------------------------------------------------------------------------
 // Diff-friendly comparison
-
-fn diff(path: &str, expected: &Value, actual: &Value, out: &mut Vec<String>) {
-    match (expected, actual) {
-        (Value::Object(e), Value::Object(a)) => {
-            for (key, ev) in e {
-                let sub = format!("{path}.{key}");
-                match a.get(key) {
-                    Some(av) => diff(&sub, ev, av, out),
-                    None => out.push(format!("{sub}: missing (expected {ev})")),
-                }
-            }
-            for (key, av) in a {
-                if !e.contains_key(key) {
-                    out.push(format!("{path}.{key}: unexpected {av}"));
-                }
-            }
-        }
-        (Value::Array(e), Value::Array(a)) => {
-            for (i, (ev, av)) in e.iter().zip(a).enumerate() {
-                diff(&format!("{path}[{i}]"), ev, av, out);
-            }
-            if e.len() != a.len() {
-                out.push(format!(
-                    "{path}: expected {} items, got {}",
-                    e.len(),
-                    a.len()
-                ));
-            }
-        }
-        _ if expected != actual => out.push(format!("{path}: expected {expected}, got {actual}")),
-        _ => {}
-    }
-}
 
 /// Compares `actual` with the JSON in `file`; in bless mode, writes it there instead.
 fn check_json(case: &Path, file: &str, actual: &Value) -> Result<(), String> {
