@@ -7,6 +7,7 @@ use futures::StreamExt;
 use crate::Error;
 use crate::auth::Auth;
 use crate::backend::{self, EventStream};
+use crate::capture::{Capture, Tap, TapInfo};
 use crate::config::Config;
 use crate::credentials::SecretSource;
 use crate::model::Request;
@@ -26,6 +27,7 @@ pub struct Engine {
 
 struct Inner {
     responses: ResponseStore,
+    capture: Option<Arc<Capture>>,
     config: Config,
     router: Router,
     pipeline: Pipeline,
@@ -50,6 +52,17 @@ impl Engine {
         let auth = Auth::new(&config.auth);
         Ok(Self {
             inner: Arc::new(Inner {
+                capture: match &config.capture {
+                    Some(settings) => {
+                        Some(Arc::new(Capture::start(settings.clone()).map_err(|e| {
+                            Error::internal(format!(
+                                "cannot open the capture file {}: {e}",
+                                settings.file.display()
+                            ))
+                        })?))
+                    }
+                    None => None,
+                },
                 responses: ResponseStore::new(
                     config.responses_max_stored,
                     config.responses_retention,
@@ -76,6 +89,11 @@ impl Engine {
 
     pub fn pipeline(&self) -> &Pipeline {
         &self.inner.pipeline
+    }
+
+    /// The wire capture, when it is on.
+    pub fn capture(&self) -> Option<&Arc<Capture>> {
+        self.inner.capture.as_ref()
     }
 
     /// Stored Responses-API answers.
@@ -113,6 +131,21 @@ impl Engine {
         ctx.backend = Some(target.backend.id().to_owned());
         ctx.model = Some(target.model.clone());
         ctx.key_name = target.backend.key_name().map(str::to_owned);
+        let tap = self.inner.capture.as_ref().map(|capture| {
+            Tap::new(
+                capture.clone(),
+                TapInfo {
+                    request_id: ctx.request_id.clone(),
+                    session_id: ctx.session_id.clone(),
+                    client_host: ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                    user_agent: ctx.user_agent.clone().unwrap_or_default(),
+                    backend: target.backend.id().to_owned(),
+                    model: target.model.clone(),
+                    key_name: ctx.key_name.clone(),
+                },
+            )
+        });
+        let tap = tap.as_ref();
         let config = &self.inner.config;
         let events = if config.validate_structured_output
             && structured_output::requested_schema(&request).is_some()
@@ -121,11 +154,11 @@ impl Engine {
             structured_output::respond(
                 &request,
                 config.retry_structured_output,
-                |request| async move { backend.send(&request, model).await },
+                |request| async move { backend.send(&request, model, tap).await },
             )
             .await?
         } else {
-            target.backend.send(&request, &target.model).await?
+            target.backend.send(&request, &target.model, tap).await?
         };
 
         let mut filters = pipeline.response_filters(ctx);

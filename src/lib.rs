@@ -21,5 +21,6 @@ pub mod router;
 
 pub use config::Config;
 pub use engine::Engine;
+pub mod capture;
 pub mod server;
 pub mod state;

@@ -119,6 +119,28 @@ struct Options {
         value_name = "REGEX"
     )]
     edit_precision_exclude_agents: Option<String>,
+    /// Write the provider traffic to FILE as JSON Lines (the seed's format) [capture.file,
+    /// CAPTURE_FILE].
+    #[arg(long, global = true, value_name = "FILE")]
+    capture_file: Option<String>,
+    /// Capture bytes buffered before a write (default 65536) [CAPTURE_BUFFER_SIZE].
+    #[arg(long, global = true, value_name = "BYTES")]
+    capture_buffer_size: Option<u64>,
+    /// Seconds a capture record may wait in the buffer (default 1.0) [CAPTURE_FLUSH_INTERVAL].
+    #[arg(long, global = true, value_name = "SECONDS")]
+    capture_flush_interval: Option<f64>,
+    /// Capture records per write at most (default 100) [CAPTURE_MAX_ENTRIES_PER_FLUSH].
+    #[arg(long, global = true, value_name = "N")]
+    capture_max_entries_per_flush: Option<u64>,
+    /// Capture file size that triggers rotation (default 100 MB) [CAPTURE_MAX_BYTES].
+    #[arg(long, global = true, value_name = "BYTES")]
+    capture_max_bytes: Option<u64>,
+    /// Rotated capture files kept (default 5) [CAPTURE_MAX_FILES].
+    #[arg(long, global = true, value_name = "N")]
+    capture_max_files: Option<u64>,
+    /// All capture files together at most (default 500 MB) [CAPTURE_TOTAL_MAX_BYTES].
+    #[arg(long, global = true, value_name = "BYTES")]
+    capture_total_max_bytes: Option<u64>,
     /// Only commands on the last non-blank line of a message count
     /// [strict_command_detection, STRICT_COMMAND_DETECTION].
     #[arg(long, global = true)]
@@ -285,6 +307,47 @@ fn load_config(options: &Options) -> Result<Loaded, llmux::config::ConfigError> 
             "edit_precision.exclude_agents_regex",
             regex.as_str(),
             "--edit-precision-exclude-agents",
+        );
+    }
+    if let Some(file) = &options.capture_file {
+        loader = loader.set("capture.file", file.as_str(), "--capture-file");
+    }
+    for (key, value, flag) in [
+        (
+            "buffer_size",
+            options.capture_buffer_size,
+            "--capture-buffer-size",
+        ),
+        (
+            "max_entries_per_flush",
+            options.capture_max_entries_per_flush,
+            "--capture-max-entries-per-flush",
+        ),
+        (
+            "max_bytes",
+            options.capture_max_bytes,
+            "--capture-max-bytes",
+        ),
+        (
+            "max_files",
+            options.capture_max_files,
+            "--capture-max-files",
+        ),
+        (
+            "total_max_bytes",
+            options.capture_total_max_bytes,
+            "--capture-total-max-bytes",
+        ),
+    ] {
+        if let Some(value) = value {
+            loader = loader.set(&format!("capture.{key}"), int(value), flag);
+        }
+    }
+    if let Some(seconds) = options.capture_flush_interval {
+        loader = loader.set(
+            "capture.flush_interval",
+            seconds,
+            "--capture-flush-interval",
         );
     }
     let pp = "session.planning_phase";
@@ -476,6 +539,15 @@ fn serve(loaded: Loaded) -> anyhow::Result<ExitCode> {
         )
         .await
         .context("server failed")?;
+        if let Some(capture) = engine.capture() {
+            capture.flush(std::time::Duration::from_secs(5));
+            if capture.dropped() > 0 {
+                tracing::warn!(
+                    "{} capture records were dropped (the writer fell behind)",
+                    capture.dropped()
+                );
+            }
+        }
         tracing::info!("stopped");
         Ok::<_, anyhow::Error>(())
     })?;

@@ -19,6 +19,7 @@ use serde_json::Value;
 
 use super::{Backend, EventStream};
 use crate::Error;
+use crate::capture::{Direction, Payload, Tap};
 use crate::config::BackendConfig;
 use crate::credentials::NamedKey;
 use crate::error::{ErrorKind, TimeoutPhase};
@@ -209,6 +210,7 @@ impl<W: Wire> HttpBackend<W> {
         &self,
         response: reqwest::Response,
         deadline: tokio::time::Instant,
+        tap: Option<&Tap>,
     ) -> Error {
         let status = response.status().as_u16();
         let retry_after = response
@@ -220,6 +222,9 @@ impl<W: Wire> HttpBackend<W> {
         let body = tokio::time::timeout_at(deadline, read_limited(response, ERROR_BODY_LIMIT))
             .await
             .unwrap_or_default();
+        if let Some(tap) = tap {
+            tap.record(Direction::InboundResponse, Payload::Json(&body));
+        }
         let (message, error_type, code) = parse_error_body(&body);
         let retry_after = retry_after.or_else(|| retry_delay_in_body(&body));
         ErrorKind::Upstream {
@@ -237,7 +242,11 @@ impl<W: Wire> HttpBackend<W> {
         &self,
         response: reqwest::Response,
         deadline: tokio::time::Instant,
+        tap: Option<Tap>,
     ) -> Result<EventStream, Error> {
+        if let Some(tap) = &tap {
+            tap.record(Direction::StreamStart, Payload::None);
+        }
         let bytes = idle_guard(Box::pin(response.bytes_stream()), self.config.timeouts.idle);
         let mut frames = Box::pin(bytes.eventsource());
         let mut decoder = self.wire.stream_decoder();
@@ -247,9 +256,14 @@ impl<W: Wire> HttpBackend<W> {
                 Err(_) => return Err(self.timeout(TimeoutPhase::FirstByte)),
                 Ok(None) => return Err(self.errors.chunk(ChunkError::Truncated)),
                 Ok(Some(Err(err))) => return Err(self.errors.sse(err)),
-                Ok(Some(Ok(frame))) => decoder
-                    .push(&frame.event, &frame.data, &mut first)
-                    .map_err(|e| self.errors.chunk(e))?,
+                Ok(Some(Ok(frame))) => {
+                    if let Some(tap) = &tap {
+                        tap.record(Direction::StreamChunk, Payload::Text(&frame.data));
+                    }
+                    decoder
+                        .push(&frame.event, &frame.data, &mut first)
+                        .map_err(|e| self.errors.chunk(e))?
+                }
             }
             if decoder.is_done() && first.is_empty() {
                 return Err(self.errors.chunk(ChunkError::Truncated));
@@ -281,6 +295,9 @@ impl<W: Wire> HttpBackend<W> {
                         break;
                     }
                     Some(Ok(frame)) => {
+                        if let Some(tap) = &tap {
+                            tap.record(Direction::StreamChunk, Payload::Text(&frame.data));
+                        }
                         let result = decoder.push(&frame.event, &frame.data, &mut batch);
                         for event in batch.drain(..) {
                             yield event;
@@ -291,6 +308,9 @@ impl<W: Wire> HttpBackend<W> {
                         }
                     }
                 }
+            }
+            if let Some(tap) = &tap {
+                tap.record(Direction::StreamEnd, Payload::None);
             }
         };
         Ok(Box::pin(stream))
@@ -307,7 +327,7 @@ impl<W: Wire> HttpBackend<W> {
             .map_err(|e| self.transport_error(&e))?;
         if !response.status().is_success() {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-            return Err(self.status_error(response, deadline).await);
+            return Err(self.status_error(response, deadline, None).await);
         }
         let body = response
             .bytes()
@@ -559,10 +579,18 @@ impl<W: Wire> Backend for HttpBackend<W> {
         fetched
     }
 
-    async fn send(&self, request: &Request, model: &str) -> Result<EventStream, Error> {
+    async fn send(
+        &self,
+        request: &Request,
+        model: &str,
+        tap: Option<&Tap>,
+    ) -> Result<EventStream, Error> {
         self.require_key()?;
         let body = serde_json::to_vec(&self.wire.encode(request, model)?)
             .map_err(|e| Error::internal(format!("cannot encode the upstream request: {e}")))?;
+        if let Some(tap) = tap {
+            tap.record(Direction::OutboundRequest, Payload::Json(&body));
+        }
         let url = match &self.fixed_url {
             Some(url) => url.clone(),
             None => {
@@ -598,7 +626,7 @@ impl<W: Wire> Backend for HttpBackend<W> {
             Ok(Ok(response)) => response,
         };
         if !response.status().is_success() {
-            return Err(self.status_error(response, deadline).await);
+            return Err(self.status_error(response, deadline, tap).await);
         }
         let is_sse = response
             .headers()
@@ -606,13 +634,16 @@ impl<W: Wire> Backend for HttpBackend<W> {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/event-stream"));
         if is_sse {
-            return self.stream_events(response, deadline).await;
+            return self.stream_events(response, deadline, tap.cloned()).await;
         }
         let body = match tokio::time::timeout_at(deadline, response.bytes()).await {
             Err(_) => return Err(self.timeout(TimeoutPhase::FirstByte)),
             Ok(Err(err)) => return Err(self.transport_error(&err)),
             Ok(Ok(body)) => body,
         };
+        if let Some(tap) = tap {
+            tap.record(Direction::InboundResponse, Payload::Json(&body));
+        }
         let events = self
             .wire
             .decode_body(&body)

@@ -83,7 +83,12 @@ impl Backend for MockBackend {
             .unwrap_or_else(|| vec![DEFAULT_MODEL.to_owned()]))
     }
 
-    async fn send(&self, request: &Request, model: &str) -> Result<EventStream, Error> {
+    async fn send(
+        &self,
+        request: &Request,
+        model: &str,
+        _tap: Option<&crate::capture::Tap>,
+    ) -> Result<EventStream, Error> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let input_chars: usize = request
             .messages

@@ -22,6 +22,7 @@ use async_trait::async_trait;
 use futures::Stream;
 
 use crate::Error;
+use crate::capture::Tap;
 use crate::config::{BackendConfig, BackendKind, Config};
 use crate::credentials::SecretSource;
 use crate::model::{Event, Request};
@@ -43,7 +44,13 @@ pub trait Backend: Send + Sync {
 
     /// Sends `request` for `model`. Resolves once the provider has answered with its first
     /// event, so an early failure is still an `Err` the front-end can turn into a status.
-    async fn send(&self, request: &Request, model: &str) -> Result<EventStream, Error>;
+    /// `tap`, when capture is on, receives the wire traffic.
+    async fn send(
+        &self,
+        request: &Request,
+        model: &str,
+        tap: Option<&Tap>,
+    ) -> Result<EventStream, Error>;
 
     /// The configured model list, when requests for other models should be refused.
     fn known_models(&self) -> Option<&[String]> {

@@ -55,6 +55,25 @@ pub const ENV_KEYS: &[(&str, &str, EnvKind)] = &[
     ),
     ("SESSION_MAX_AGE", "session.max_age", EnvKind::Int),
     ("STATIC_ROUTE", "static_route", EnvKind::Str),
+    ("CAPTURE_FILE", "capture.file", EnvKind::Str),
+    ("CAPTURE_BUFFER_SIZE", "capture.buffer_size", EnvKind::Int),
+    (
+        "CAPTURE_FLUSH_INTERVAL",
+        "capture.flush_interval",
+        EnvKind::Float,
+    ),
+    (
+        "CAPTURE_MAX_ENTRIES_PER_FLUSH",
+        "capture.max_entries_per_flush",
+        EnvKind::Int,
+    ),
+    ("CAPTURE_MAX_BYTES", "capture.max_bytes", EnvKind::Int),
+    ("CAPTURE_MAX_FILES", "capture.max_files", EnvKind::Int),
+    (
+        "CAPTURE_TOTAL_MAX_BYTES",
+        "capture.total_max_bytes",
+        EnvKind::Int,
+    ),
     (
         "EDIT_PRECISION_ENABLED",
         "edit_precision.enabled",

@@ -235,6 +235,8 @@ pub struct Config {
     pub retry_structured_output: bool,
     /// Stored Responses answers: how many, and for how long.
     pub responses_max_stored: usize,
+    /// Wire capture; `None` when off.
+    pub capture: Option<crate::capture::CaptureSettings>,
     pub responses_retention: Duration,
     /// Sessions idle this long are forgotten.
     pub session_max_age: Duration,
@@ -700,6 +702,42 @@ fn validate(
             Vec::new()
         }
     };
+    let cap = &raw.capture;
+    if !(cap.flush_interval > 0.0 && cap.flush_interval.is_finite()) {
+        problems.push(bad(
+            layered,
+            "capture.flush_interval",
+            cap.flush_interval,
+            "must be a positive number of seconds",
+        ));
+    }
+    for (key, value) in [
+        ("max_bytes", cap.max_bytes),
+        ("max_entries_per_flush", cap.max_entries_per_flush),
+    ] {
+        if value == 0 {
+            problems.push(bad(
+                layered,
+                &format!("capture.{key}"),
+                value,
+                "must be at least 1",
+            ));
+        }
+    }
+    let capture =
+        cap.file
+            .as_ref()
+            .filter(|f| !f.is_empty())
+            .map(|file| crate::capture::CaptureSettings {
+                file: PathBuf::from(file),
+                buffer_size: usize::try_from(cap.buffer_size).unwrap_or(usize::MAX),
+                flush_interval: Duration::from_secs_f64(cap.flush_interval.max(0.001)),
+                max_entries_per_flush: usize::try_from(cap.max_entries_per_flush.max(1))
+                    .unwrap_or(usize::MAX),
+                max_bytes: cap.max_bytes.max(1),
+                max_files: usize::try_from(cap.max_files).unwrap_or(usize::MAX),
+                total_max_bytes: cap.total_max_bytes,
+            });
     if raw.session.max_age == 0 {
         problems.push(bad(
             layered,
@@ -785,6 +823,7 @@ fn validate(
         reasoning_modes,
         validate_structured_output: raw.structured_output.validate,
         retry_structured_output: raw.structured_output.retry,
+        capture,
         responses_max_stored: usize::try_from(raw.responses.max_stored).unwrap_or(usize::MAX),
         responses_retention: Duration::from_secs(raw.responses.retention_seconds),
         strict_command_detection: raw.strict_command_detection,

@@ -35,6 +35,8 @@ pub struct RawConfig {
     pub structured_output: RawStructuredOutput,
     #[serde(default)]
     pub responses: RawResponses,
+    #[serde(default)]
+    pub capture: RawCapture,
     /// Per-model settings of the reasoning aliases (config/reasoning_aliases.toml format).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reasoning_aliases_file: Option<String>,
@@ -57,6 +59,60 @@ fn default_backend() -> String {
 pub struct RawAlias {
     pub pattern: String,
     pub replacement: String,
+}
+
+/// `[capture]`: the seed's wire capture (its `logging.capture_*` keys).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCapture {
+    /// The JSONL file; capture is off when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    #[serde(default = "default_capture_buffer")]
+    pub buffer_size: u64,
+    #[serde(default = "default_capture_flush")]
+    pub flush_interval: f64,
+    #[serde(default = "default_capture_entries")]
+    pub max_entries_per_flush: u64,
+    #[serde(default = "default_capture_max_bytes")]
+    pub max_bytes: u64,
+    #[serde(default = "default_capture_max_files")]
+    pub max_files: u64,
+    #[serde(default = "default_capture_total")]
+    pub total_max_bytes: u64,
+}
+
+fn default_capture_buffer() -> u64 {
+    65536
+}
+fn default_capture_flush() -> f64 {
+    1.0
+}
+fn default_capture_entries() -> u64 {
+    100
+}
+fn default_capture_max_bytes() -> u64 {
+    104_857_600
+}
+fn default_capture_max_files() -> u64 {
+    5
+}
+fn default_capture_total() -> u64 {
+    524_288_000
+}
+
+impl Default for RawCapture {
+    fn default() -> Self {
+        Self {
+            file: None,
+            buffer_size: default_capture_buffer(),
+            flush_interval: default_capture_flush(),
+            max_entries_per_flush: default_capture_entries(),
+            max_bytes: default_capture_max_bytes(),
+            max_files: default_capture_max_files(),
+            total_max_bytes: default_capture_total(),
+        }
+    }
 }
 
 /// `[responses]`: stored Responses-API answers (for `previous_response_id`).

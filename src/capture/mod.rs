@@ -1,0 +1,345 @@
+//! Wire capture: the provider leg of every request, written as JSON Lines in the seed's
+//! "Buffered JSON Lines" format (fields `timestamp_iso`, `timestamp_unix`, `direction`,
+//! `source`, `destination`, `session_id`, `backend`, `model`, `key_name`, `content_type`,
+//! `content_length`, `payload`, `metadata`; directions `outbound_request`,
+//! `inbound_response`, `stream_start`, `stream_chunk`, `stream_end`), so the seed's jq
+//! recipes work on our files.
+//!
+//! Taps never wait: records go over a bounded channel to a writer thread, and when it is
+//! full they are dropped and counted ([`Capture::dropped`]). The writer buffers, flushes on
+//! an interval or when the buffer fills, rotates the file by size (`file.1` … `file.N`) and
+//! deletes the oldest rotated files to stay under the total cap. `key_name` is the key's
+//! name, never the key: keys travel in headers, which are not captured.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+/// Records waiting for the writer at most; beyond this they are dropped and counted.
+const QUEUE: usize = 8192;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaptureSettings {
+    pub file: PathBuf,
+    /// Bytes buffered before a write (`capture_buffer_size`, 64 KiB).
+    pub buffer_size: usize,
+    /// The longest a record waits in the buffer (`capture_flush_interval`, 1 s).
+    pub flush_interval: Duration,
+    /// Records written per flush at most (`capture_max_entries_per_flush`, 100).
+    pub max_entries_per_flush: usize,
+    /// Size at which the file is rotated (`capture_max_bytes`, 100 MB).
+    pub max_bytes: u64,
+    /// Rotated files kept (`capture_max_files`, 5).
+    pub max_files: usize,
+    /// All capture files together at most (`capture_total_max_bytes`, 500 MB).
+    pub total_max_bytes: u64,
+}
+
+/// Where a record was tapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    OutboundRequest,
+    InboundResponse,
+    StreamStart,
+    StreamChunk,
+    StreamEnd,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::OutboundRequest => "outbound_request",
+            Direction::InboundResponse => "inbound_response",
+            Direction::StreamStart => "stream_start",
+            Direction::StreamChunk => "stream_chunk",
+            Direction::StreamEnd => "stream_end",
+        }
+    }
+}
+
+/// Who and what a request is, shared by all its records.
+#[derive(Debug, Clone, Default)]
+pub struct TapInfo {
+    pub request_id: String,
+    pub session_id: String,
+    pub client_host: String,
+    pub user_agent: String,
+    pub backend: String,
+    pub model: String,
+    pub key_name: Option<String>,
+}
+
+enum Message {
+    Record(String),
+    Flush(SyncSender<()>),
+}
+
+/// The capture handle taps write to. Cheap to share.
+pub struct Capture {
+    tx: SyncSender<Message>,
+    dropped: AtomicU64,
+}
+
+impl Capture {
+    /// Starts the writer thread.
+    pub fn start(settings: CaptureSettings) -> std::io::Result<Self> {
+        if let Some(dir) = settings.file.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = open_append(&settings.file)?;
+        let (tx, rx) = sync_channel(QUEUE);
+        std::thread::Builder::new()
+            .name("llmux-capture".into())
+            .spawn(move || Writer::new(settings, file).run(rx))?;
+        Ok(Self {
+            tx,
+            dropped: AtomicU64::new(0),
+        })
+    }
+
+    /// Records dropped because the writer could not keep up.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Queues one record; never blocks.
+    pub fn record(&self, tap: &TapInfo, direction: Direction, payload: Payload<'_>) {
+        let line = line(tap, direction, payload);
+        match self.tx.try_send(Message::Record(line)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Writes everything queued so far (waiting at most `timeout`).
+    pub fn flush(&self, timeout: Duration) {
+        let (done_tx, done_rx) = sync_channel(1);
+        if self.tx.send(Message::Flush(done_tx)).is_ok() {
+            let _ = done_rx.recv_timeout(timeout);
+        }
+    }
+}
+
+/// What a record carries.
+pub enum Payload<'a> {
+    /// A JSON body.
+    Json(&'a [u8]),
+    /// Stream text (one SSE frame's data, or nothing).
+    Text(&'a str),
+    None,
+}
+
+fn line(tap: &TapInfo, direction: Direction, payload: Payload<'_>) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let (content_type, content_length, payload) = match payload {
+        Payload::Json(bytes) => (
+            "json",
+            bytes.len(),
+            serde_json::from_slice::<Value>(bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned())),
+        ),
+        Payload::Text(text) => (
+            "text",
+            text.len(),
+            serde_json::from_str::<Value>(text).unwrap_or_else(|_| Value::String(text.to_owned())),
+        ),
+        Payload::None => ("none", 0, Value::Null),
+    };
+    let source = if tap.user_agent.is_empty() {
+        tap.client_host.clone()
+    } else {
+        format!("{}({})", tap.client_host, tap.user_agent)
+    };
+    let record = json!({
+        "timestamp_iso": iso8601(now),
+        "timestamp_unix": now.as_secs_f64(),
+        "direction": direction.as_str(),
+        "source": source,
+        "destination": tap.backend,
+        "session_id": tap.session_id,
+        "backend": tap.backend,
+        "model": tap.model,
+        "key_name": tap.key_name,
+        "content_type": content_type,
+        "content_length": content_length,
+        "payload": payload,
+        "metadata": {
+            "client_host": tap.client_host,
+            "user_agent": tap.user_agent,
+            "request_id": tap.request_id,
+        },
+    });
+    let mut line = record.to_string();
+    line.push('\n');
+    line
+}
+
+/// `2025-01-10T15:58:41.039145+00:00` from a time since the epoch (UTC).
+fn iso8601(since_epoch: Duration) -> String {
+    let secs = since_epoch.as_secs();
+    let micros = since_epoch.subsec_micros();
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}+00:00",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+fn open_append(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+struct Writer {
+    settings: CaptureSettings,
+    file: File,
+    written: u64,
+    buffer: String,
+    entries: usize,
+}
+
+impl Writer {
+    fn new(settings: CaptureSettings, file: File) -> Self {
+        let written = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Self {
+            settings,
+            file,
+            written,
+            buffer: String::new(),
+            entries: 0,
+        }
+    }
+
+    fn run(mut self, rx: Receiver<Message>) {
+        loop {
+            match rx.recv_timeout(self.settings.flush_interval) {
+                Ok(Message::Record(line)) => {
+                    self.buffer.push_str(&line);
+                    self.entries += 1;
+                    if self.buffer.len() >= self.settings.buffer_size
+                        || self.entries >= self.settings.max_entries_per_flush
+                    {
+                        self.flush();
+                    }
+                }
+                Ok(Message::Flush(done)) => {
+                    self.flush();
+                    let _ = done.send(());
+                }
+                Err(RecvTimeoutError::Timeout) => self.flush(),
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.flush();
+                    return;
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.buffer.is_empty() {
+            return;
+        }
+        if self.written > 0 && self.written + self.buffer.len() as u64 > self.settings.max_bytes {
+            self.rotate();
+        }
+        if self.file.write_all(self.buffer.as_bytes()).is_ok() {
+            self.written += self.buffer.len() as u64;
+            let _ = self.file.flush();
+        }
+        self.buffer.clear();
+        self.entries = 0;
+    }
+
+    fn rotated(&self, n: usize) -> PathBuf {
+        let mut name = self.settings.file.as_os_str().to_owned();
+        name.push(format!(".{n}"));
+        PathBuf::from(name)
+    }
+
+    /// `file` -> `file.1` -> `file.2` …, keeping `max_files` rotated files and the total
+    /// under `total_max_bytes`.
+    fn rotate(&mut self) {
+        let keep = self.settings.max_files;
+        let _ = std::fs::remove_file(self.rotated(keep.max(1)));
+        for n in (1..keep.max(1)).rev() {
+            let _ = std::fs::rename(self.rotated(n), self.rotated(n + 1));
+        }
+        if keep == 0 {
+            let _ = std::fs::remove_file(&self.settings.file);
+        } else {
+            let _ = std::fs::rename(&self.settings.file, self.rotated(1));
+        }
+        // Oldest rotated files go first while the total is over the cap.
+        let mut total: u64 = (1..=keep)
+            .filter_map(|n| std::fs::metadata(self.rotated(n)).ok())
+            .map(|m| m.len())
+            .sum();
+        let mut n = keep;
+        while total + self.settings.max_bytes > self.settings.total_max_bytes && n > 0 {
+            if let Ok(meta) = std::fs::metadata(self.rotated(n)) {
+                total = total.saturating_sub(meta.len());
+                let _ = std::fs::remove_file(self.rotated(n));
+            }
+            n -= 1;
+        }
+        if let Ok(file) = open_append(&self.settings.file) {
+            self.file = file;
+            self.written = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_iso8601_utc() {
+        assert_eq!(
+            iso8601(Duration::from_micros(1_736_524_721_039_145)),
+            "2025-01-10T15:58:41.039145+00:00"
+        );
+        assert_eq!(iso8601(Duration::ZERO), "1970-01-01T00:00:00.000000+00:00");
+    }
+}
+
+/// One request's taps: the capture and who the request is.
+#[derive(Clone)]
+pub struct Tap {
+    capture: std::sync::Arc<Capture>,
+    info: std::sync::Arc<TapInfo>,
+}
+
+impl Tap {
+    pub fn new(capture: std::sync::Arc<Capture>, info: TapInfo) -> Self {
+        Self {
+            capture,
+            info: std::sync::Arc::new(info),
+        }
+    }
+
+    pub fn record(&self, direction: Direction, payload: Payload<'_>) {
+        self.capture.record(&self.info, direction, payload);
+    }
+}
