@@ -19,6 +19,17 @@ use crate::router::Router;
 use crate::state::responses::ResponseStore;
 use crate::state::{MemoryStore, StateStore};
 
+/// Every secret llmux knows, for masking: provider keys and proxy keys.
+fn secrets_of(config: &Config, secrets: &dyn SecretSource) -> Vec<String> {
+    config
+        .backends
+        .values()
+        .flat_map(|backend| secrets.keys(backend))
+        .map(|key| key.secret.expose().to_owned())
+        .chain(config.auth.api_keys.iter().cloned())
+        .collect()
+}
+
 /// The proxy engine. Cheap to clone; every clone shares the same state.
 #[derive(Clone)]
 pub struct Engine {
@@ -53,14 +64,16 @@ impl Engine {
         Ok(Self {
             inner: Arc::new(Inner {
                 capture: match &config.capture {
-                    Some(settings) => {
-                        Some(Arc::new(Capture::start(settings.clone()).map_err(|e| {
-                            Error::internal(format!(
-                                "cannot open the capture file {}: {e}",
-                                settings.file.display()
-                            ))
-                        })?))
-                    }
+                    Some(settings) => Some(Arc::new(
+                        Capture::start(settings.clone(), secrets_of(&config, secrets)).map_err(
+                            |e| {
+                                Error::internal(format!(
+                                    "cannot open the capture file {}: {e}",
+                                    settings.file.display()
+                                ))
+                            },
+                        )?,
+                    )),
                     None => None,
                 },
                 responses: ResponseStore::new(

@@ -201,3 +201,42 @@ async fn files_rotate_and_stay_under_their_caps() {
         }
     }
 }
+
+#[tokio::test]
+async fn keys_pasted_into_prompts_are_masked_in_the_capture() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("wire.jsonl");
+    let fake = FakeOpenAi::start(Mode::Normal).await;
+    let toml = format!(
+        "capture = {{ file = \"{}\", flush_interval = 0.05 }}\n{}",
+        file.display(),
+        fake_backend_config(&fake.base_url, "")
+    );
+    let proxy_key = "proxy-key-abcdef-987";
+    let llmux = start(
+        config(&toml, &[("LLM_INTERACTIVE_PROXY_API_KEY", proxy_key)]),
+        &[("FAKE_API_KEY", KEY)],
+    )
+    .await;
+    let request = json!({"model": "fake-small", "messages": [{"role": "user",
+        "content": format!("my keys are {KEY} and {proxy_key}, keep them safe")}]});
+    let response = client()
+        .post(llmux.url("/v1/chat/completions"))
+        .bearer_auth(proxy_key)
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    llmux
+        .engine
+        .capture()
+        .unwrap()
+        .flush(Duration::from_secs(5));
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        text.contains("my keys are **** and ****, keep them safe"),
+        "{text}"
+    );
+    assert!(!text.contains(KEY) && !text.contains(proxy_key));
+}

@@ -83,11 +83,18 @@ enum Message {
 pub struct Capture {
     tx: SyncSender<Message>,
     dropped: AtomicU64,
+    /// Strings masked in every record before it is queued: provider and proxy keys.
+    secrets: Vec<String>,
 }
 
+/// What a masked secret becomes.
+const MASK: &str = "****";
+
 impl Capture {
-    /// Starts the writer thread.
-    pub fn start(settings: CaptureSettings) -> std::io::Result<Self> {
+    /// Starts the writer thread. `secrets` are masked wherever they appear in a record
+    /// (a user may paste a key into a prompt); strings shorter than 8 characters are not
+    /// treated as secrets.
+    pub fn start(settings: CaptureSettings, secrets: Vec<String>) -> std::io::Result<Self> {
         if let Some(dir) = settings.file.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
@@ -96,9 +103,14 @@ impl Capture {
         std::thread::Builder::new()
             .name("llmux-capture".into())
             .spawn(move || Writer::new(settings, file).run(rx))?;
+        let mut secrets: Vec<String> = secrets.into_iter().filter(|s| s.len() >= 8).collect();
+        // Longest first, so a key that contains another is masked whole.
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets.dedup();
         Ok(Self {
             tx,
             dropped: AtomicU64::new(0),
+            secrets,
         })
     }
 
@@ -109,7 +121,12 @@ impl Capture {
 
     /// Queues one record; never blocks.
     pub fn record(&self, tap: &TapInfo, direction: Direction, payload: Payload<'_>) {
-        let line = line(tap, direction, payload);
+        let mut line = line(tap, direction, payload);
+        for secret in &self.secrets {
+            if line.contains(secret.as_str()) {
+                line = line.replace(secret.as_str(), MASK);
+            }
+        }
         match self.tx.try_send(Message::Record(line)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
