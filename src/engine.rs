@@ -7,6 +7,7 @@ use futures::StreamExt;
 use crate::Error;
 use crate::auth::Auth;
 use crate::backend::{self, EventStream};
+use crate::capture::store::{Recorder, Store};
 use crate::capture::{Capture, Tap, TapInfo};
 use crate::config::Config;
 use crate::credentials::SecretSource;
@@ -37,6 +38,7 @@ pub struct Engine {
 }
 
 struct Inner {
+    store: Option<Arc<Store>>,
     responses: ResponseStore,
     capture: Option<Arc<Capture>>,
     config: Config,
@@ -63,6 +65,22 @@ impl Engine {
         let auth = Auth::new(&config.auth);
         Ok(Self {
             inner: Arc::new(Inner {
+                store: match &config.capture_db {
+                    Some(path) => Some(Arc::new(
+                        Store::open(
+                            path,
+                            config.capture_flush_interval,
+                            secrets_of(&config, secrets),
+                        )
+                        .map_err(|e| {
+                            Error::internal(format!(
+                                "cannot open the capture store {}: {e}",
+                                path.display()
+                            ))
+                        })?,
+                    )),
+                    None => None,
+                },
                 capture: match &config.capture {
                     Some(settings) => Some(Arc::new(
                         Capture::start(settings.clone(), secrets_of(&config, secrets)).map_err(
@@ -102,6 +120,26 @@ impl Engine {
 
     pub fn pipeline(&self) -> &Pipeline {
         &self.inner.pipeline
+    }
+
+    /// The SQLite capture store, when it is on.
+    pub fn store(&self) -> Option<&Arc<Store>> {
+        self.inner.store.as_ref()
+    }
+
+    /// Starts this request's row in the capture store, when the store is on.
+    pub fn begin_capture(&self, ctx: &mut RequestContext, body: &[u8], request: &Request) {
+        if let Some(store) = &self.inner.store {
+            let recorder = Recorder::new(store.clone());
+            recorder.client_request(body);
+            let prompt = request.last_user_text().unwrap_or_default();
+            let model = request.model.clone();
+            recorder.update(|row| {
+                row.prompt_text = prompt;
+                row.model_requested = model;
+            });
+            ctx.recorder = Some(Arc::new(recorder));
+        }
     }
 
     /// The wire capture, when it is on.
@@ -144,9 +182,10 @@ impl Engine {
         ctx.backend = Some(target.backend.id().to_owned());
         ctx.model = Some(target.model.clone());
         ctx.key_name = target.backend.key_name().map(str::to_owned);
-        let tap = self.inner.capture.as_ref().map(|capture| {
+        let tap = (self.inner.capture.is_some() || ctx.recorder.is_some()).then(|| {
             Tap::new(
-                capture.clone(),
+                self.inner.capture.clone(),
+                ctx.recorder.clone(),
                 TapInfo {
                     request_id: ctx.request_id.clone(),
                     session_id: ctx.session_id.clone(),

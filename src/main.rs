@@ -123,6 +123,10 @@ struct Options {
     /// CAPTURE_FILE].
     #[arg(long, global = true, value_name = "FILE")]
     capture_file: Option<String>,
+    /// Record every request (prompt, answer, both wire legs, status, tokens) in the SQLite
+    /// file FILE, browsable from the admin API [capture.db, CAPTURE_DB].
+    #[arg(long, global = true, value_name = "FILE")]
+    capture_db: Option<String>,
     /// Capture bytes buffered before a write (default 65536) [CAPTURE_BUFFER_SIZE].
     #[arg(long, global = true, value_name = "BYTES")]
     capture_buffer_size: Option<u64>,
@@ -311,6 +315,9 @@ fn load_config(options: &Options) -> Result<Loaded, llmux::config::ConfigError> 
     }
     if let Some(file) = &options.capture_file {
         loader = loader.set("capture.file", file.as_str(), "--capture-file");
+    }
+    if let Some(file) = &options.capture_db {
+        loader = loader.set("capture.db", file.as_str(), "--capture-db");
     }
     for (key, value, flag) in [
         (
@@ -545,6 +552,15 @@ fn serve(loaded: Loaded) -> anyhow::Result<ExitCode> {
                 tracing::warn!(
                     "{} capture records were dropped (the writer fell behind)",
                     capture.dropped()
+                );
+            }
+        }
+        if let Some(store) = engine.store() {
+            store.flush(std::time::Duration::from_secs(5));
+            if store.dropped() > 0 {
+                tracing::warn!(
+                    "{} requests were not recorded in the capture store (the writer fell behind)",
+                    store.dropped()
                 );
             }
         }

@@ -20,6 +20,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
+pub mod store;
+
 /// Records waiting for the writer at most; beyond this they are dropped and counted.
 const QUEUE: usize = 8192;
 
@@ -341,22 +343,44 @@ mod tests {
     }
 }
 
-/// One request's taps: the capture and who the request is.
+/// One request's taps: the JSONL capture and the store's row, whichever are on.
 #[derive(Clone)]
 pub struct Tap {
-    capture: std::sync::Arc<Capture>,
+    capture: Option<std::sync::Arc<Capture>>,
+    recorder: Option<std::sync::Arc<store::Recorder>>,
     info: std::sync::Arc<TapInfo>,
 }
 
 impl Tap {
-    pub fn new(capture: std::sync::Arc<Capture>, info: TapInfo) -> Self {
+    pub fn new(
+        capture: Option<std::sync::Arc<Capture>>,
+        recorder: Option<std::sync::Arc<store::Recorder>>,
+        info: TapInfo,
+    ) -> Self {
         Self {
             capture,
+            recorder,
             info: std::sync::Arc::new(info),
         }
     }
 
     pub fn record(&self, direction: Direction, payload: Payload<'_>) {
-        self.capture.record(&self.info, direction, payload);
+        if let Some(recorder) = &self.recorder {
+            match (direction, &payload) {
+                (Direction::OutboundRequest, Payload::Json(body)) => {
+                    recorder.upstream_request(body)
+                }
+                (Direction::InboundResponse, Payload::Json(body)) => {
+                    recorder.upstream_response(&String::from_utf8_lossy(body), false);
+                }
+                (Direction::StreamChunk, Payload::Text(data)) => {
+                    recorder.upstream_response(data, true);
+                }
+                _ => {}
+            }
+        }
+        if let Some(capture) = &self.capture {
+            capture.record(&self.info, direction, payload);
+        }
     }
 }

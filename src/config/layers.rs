@@ -56,6 +56,7 @@ pub const ENV_KEYS: &[(&str, &str, EnvKind)] = &[
     ("SESSION_MAX_AGE", "session.max_age", EnvKind::Int),
     ("STATIC_ROUTE", "static_route", EnvKind::Str),
     ("CAPTURE_FILE", "capture.file", EnvKind::Str),
+    ("CAPTURE_DB", "capture.db", EnvKind::Str),
     ("CAPTURE_BUFFER_SIZE", "capture.buffer_size", EnvKind::Int),
     (
         "CAPTURE_FLUSH_INTERVAL",

@@ -237,6 +237,10 @@ pub struct Config {
     pub responses_max_stored: usize,
     /// Wire capture; `None` when off.
     pub capture: Option<crate::capture::CaptureSettings>,
+    /// The SQLite capture store; `None` when off.
+    pub capture_db: Option<PathBuf>,
+    /// How long capture writers may hold records before writing.
+    pub capture_flush_interval: Duration,
     pub responses_retention: Duration,
     /// Sessions idle this long are forgotten.
     pub session_max_age: Duration,
@@ -824,6 +828,13 @@ fn validate(
         validate_structured_output: raw.structured_output.validate,
         retry_structured_output: raw.structured_output.retry,
         capture,
+        capture_db: raw
+            .capture
+            .db
+            .as_ref()
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from),
+        capture_flush_interval: Duration::from_secs_f64(raw.capture.flush_interval.max(0.001)),
         responses_max_stored: usize::try_from(raw.responses.max_stored).unwrap_or(usize::MAX),
         responses_retention: Duration::from_secs(raw.responses.retention_seconds),
         strict_command_detection: raw.strict_command_detection,

@@ -68,6 +68,9 @@ pub struct RawCapture {
     /// The JSONL file; capture is off when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
+    /// The SQLite capture store; off when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db: Option<String>,
     #[serde(default = "default_capture_buffer")]
     pub buffer_size: u64,
     #[serde(default = "default_capture_flush")]
@@ -105,6 +108,7 @@ impl Default for RawCapture {
     fn default() -> Self {
         Self {
             file: None,
+            db: None,
             buffer_size: default_capture_buffer(),
             flush_interval: default_capture_flush(),
             max_entries_per_flush: default_capture_entries(),

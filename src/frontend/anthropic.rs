@@ -85,17 +85,18 @@ fn protocol_headers(headers: &HeaderMap) -> Vec<(String, String)> {
 async fn messages(State(engine): State<Engine>, request: Request) -> Response {
     let mut ctx = request_context(PROTOCOL, &request);
     let (parts, body) = request.into_parts();
-    let decoded = match read_body(body, &parts.headers, engine.config().max_body_bytes).await {
-        Ok(body) => decode_request(&body),
-        Err(err) => Err(err),
+    let body = match read_body(body, &parts.headers, engine.config().max_body_bytes).await {
+        Ok(body) => body,
+        Err(err) => return failed(PROTOCOL, &ctx, false, &err),
     };
-    let mut message = match decoded {
+    let mut message = match decode_request(&body) {
         Ok(message) => message,
         Err(err) => return failed(PROTOCOL, &ctx, false, &err),
     };
     message.client.user_agent = ctx.user_agent.clone();
     message.client.session_id = header_string(&parts.headers, "x-session-id");
     message.client.protocol_headers = Some((PROTOCOL, protocol_headers(&parts.headers)));
+    engine.begin_capture(&mut ctx, &body, &message);
     let stream = message.stream;
     let estimated_input = estimate_input_tokens(&message);
     let events = match engine.respond(&mut ctx, message).await {

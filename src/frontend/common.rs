@@ -230,6 +230,8 @@ pub struct RequestLog {
     status: u16,
     usage: Option<Usage>,
     error: Option<String>,
+    /// The answer's text, kept only when the capture store records this request.
+    response_text: Option<String>,
     done: bool,
 }
 
@@ -241,6 +243,7 @@ impl RequestLog {
             status: 200,
             usage: None,
             error: None,
+            response_text: ctx.recorder.as_ref().map(|_| String::new()),
             done: false,
         }
     }
@@ -249,6 +252,11 @@ impl RequestLog {
     pub fn observe(&mut self, event: &Event) {
         match event {
             Event::Usage(usage) => self.usage = Some(usage.clone()),
+            Event::TextDelta(text) | Event::RefusalDelta(text) => {
+                if let Some(answer) = &mut self.response_text {
+                    answer.push_str(text);
+                }
+            }
             Event::Error(err) => {
                 self.status = err.status();
                 self.error = Some(err.to_string());
@@ -292,6 +300,41 @@ impl RequestLog {
             error = self.error.as_deref().unwrap_or(""),
             "request"
         );
+        self.record(outcome, latency_ms, input, output);
+    }
+
+    /// Completes this request's row in the capture store.
+    fn record(&self, outcome: &str, latency_ms: f64, input: u64, output: u64) {
+        let Some(recorder) = &self.ctx.recorder else {
+            return;
+        };
+        let ctx = &self.ctx;
+        let started_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |now| now.as_secs_f64() - latency_ms / 1000.0);
+        let error = match (&self.error, outcome) {
+            (Some(error), _) => error.clone(),
+            (None, "done") => String::new(),
+            (None, outcome) => outcome.to_owned(),
+        };
+        recorder.finish(|row| {
+            row.id = ctx.request_id.clone();
+            row.started_at = started_at;
+            row.session_id = ctx.session_id.clone();
+            row.client_host = ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
+            row.user_agent = ctx.user_agent.clone().unwrap_or_default();
+            row.frontend = ctx.frontend.as_str().to_owned();
+            row.backend = ctx.backend.clone().unwrap_or_default();
+            row.model_used = ctx.model.clone().unwrap_or_default();
+            row.key_name = ctx.key_name.clone().unwrap_or_default();
+            row.status = self.status;
+            row.stream = self.stream;
+            row.latency_ms = latency_ms;
+            row.input_tokens = input;
+            row.output_tokens = output;
+            row.error = error;
+            row.response_text = self.response_text.clone().unwrap_or_default();
+        });
     }
 }
 

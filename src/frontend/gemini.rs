@@ -125,15 +125,16 @@ async fn generate(
             return failed(PROTOCOL, &ctx, false, &err);
         }
     };
-    let decoded = match read_body(body, &parts.headers, engine.config().max_body_bytes).await {
-        Ok(body) => decode_request(&body, model),
-        Err(err) => Err(err),
+    let body = match read_body(body, &parts.headers, engine.config().max_body_bytes).await {
+        Ok(body) => body,
+        Err(err) => return failed(PROTOCOL, &ctx, false, &err),
     };
-    let mut generate = match decoded {
+    let mut generate = match decode_request(&body, model) {
         Ok(request) => request,
         Err(err) => return failed(PROTOCOL, &ctx, stream, &err),
     };
     generate.stream = stream;
+    engine.begin_capture(&mut ctx, &body, &generate);
     generate.client.user_agent = ctx.user_agent.clone();
     generate.client.session_id = header_string(&parts.headers, "x-session-id");
     let events = match engine.respond(&mut ctx, generate).await {

@@ -4,6 +4,7 @@
 //! events. Everything protocol-independent about serving lives here: auth, body limits,
 //! error responses, the request log line, health and info.
 
+mod admin;
 pub mod anthropic;
 mod common;
 pub mod gemini;
@@ -35,6 +36,7 @@ pub fn app(engine: Engine) -> axum::Router {
         .merge(openai_responses::routes().route_layer(auth(Protocol::OpenAiResponses)))
         .merge(anthropic::routes().route_layer(auth(Protocol::Anthropic)))
         .merge(gemini::routes().route_layer(auth(Protocol::Gemini)))
+        .merge(admin::routes().route_layer(auth(Protocol::OpenAiChat)))
         .fallback(not_found)
         .with_state(engine)
 }

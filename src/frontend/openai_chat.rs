@@ -28,16 +28,17 @@ pub fn routes() -> axum::Router<Engine> {
 async fn chat_completions(State(engine): State<Engine>, request: Request) -> Response {
     let mut ctx = request_context(PROTOCOL, &request);
     let (parts, body) = request.into_parts();
-    let decoded = match read_body(body, &parts.headers, engine.config().max_body_bytes).await {
-        Ok(body) => decode_request(&body),
-        Err(err) => Err(err),
+    let body = match read_body(body, &parts.headers, engine.config().max_body_bytes).await {
+        Ok(body) => body,
+        Err(err) => return failed(PROTOCOL, &ctx, false, &err),
     };
-    let (mut chat, options) = match decoded {
+    let (mut chat, options) = match decode_request(&body) {
         Ok(decoded) => decoded,
         Err(err) => return failed(PROTOCOL, &ctx, false, &err),
     };
     chat.client.user_agent = ctx.user_agent.clone();
     chat.client.session_id = header_string(&parts.headers, "x-session-id");
+    engine.begin_capture(&mut ctx, &body, &chat);
     let stream = chat.stream;
     let events = match engine.respond(&mut ctx, chat).await {
         Ok(events) => events,

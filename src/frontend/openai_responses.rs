@@ -52,11 +52,11 @@ impl StreamEncoder for EventEncoder {
 async fn create(State(engine): State<Engine>, request: Request) -> Response {
     let mut ctx = request_context(PROTOCOL, &request);
     let (parts, body) = request.into_parts();
-    let decoded = match read_body(body, &parts.headers, engine.config().max_body_bytes).await {
-        Ok(body) => decode_request(&body),
-        Err(err) => Err(err),
+    let body = match read_body(body, &parts.headers, engine.config().max_body_bytes).await {
+        Ok(body) => body,
+        Err(err) => return failed(PROTOCOL, &ctx, false, &err),
     };
-    let (mut responses, options) = match decoded {
+    let (mut responses, options) = match decode_request(&body) {
         Ok(decoded) => decoded,
         Err(err) => return failed(PROTOCOL, &ctx, false, &err),
     };
@@ -66,6 +66,7 @@ async fn create(State(engine): State<Engine>, request: Request) -> Response {
     let (system, messages) = (responses.system.clone(), responses.messages.clone());
     responses.client.user_agent = ctx.user_agent.clone();
     responses.client.session_id = header_string(&parts.headers, "x-session-id");
+    engine.begin_capture(&mut ctx, &body, &responses);
     let stream = responses.stream;
     let events = match engine.respond(&mut ctx, responses).await {
         Ok(events) => events,

@@ -31,7 +31,7 @@ use crate::model::{Event, Protocol, Request};
 use crate::state::StateStore;
 
 /// What the pipeline knows about one request, shared by every stage.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RequestContext {
     pub request_id: String,
     pub client_ip: Option<IpAddr>,
@@ -48,6 +48,8 @@ pub struct RequestContext {
     pub session_id: String,
     /// The routing rule that chose the route (set by the routing stage).
     pub route_source: Option<routing::RouteSource>,
+    /// This request's row in the capture store, when the store is on.
+    pub recorder: Option<Arc<crate::capture::store::Recorder>>,
 }
 
 impl RequestContext {
@@ -63,6 +65,7 @@ impl RequestContext {
             key_name: None,
             session_id: String::new(),
             route_source: None,
+            recorder: None,
         }
     }
 }

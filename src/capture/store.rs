@@ -1,0 +1,534 @@
+//! The capture store: one row per request in an embedded SQLite database (WAL), with
+//! FTS5 over prompt and answer text, for browsing and searching what went through llmux.
+//!
+//! Rows are written by a writer thread from a bounded queue (a request never waits; on
+//! overflow rows are dropped and counted) in one transaction per batch. The schema carries
+//! a version in `PRAGMA user_version`; opening a database of an older version migrates it.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+/// Rows waiting for the writer at most.
+const QUEUE: usize = 4096;
+/// The schema this code writes.
+const SCHEMA_VERSION: i64 = 1;
+
+/// Everything captured about one request.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct RequestRow {
+    pub id: String,
+    /// Unix seconds.
+    pub started_at: f64,
+    pub session_id: String,
+    pub client_host: String,
+    pub user_agent: String,
+    pub frontend: String,
+    pub backend: String,
+    pub model_requested: String,
+    pub model_used: String,
+    pub key_name: String,
+    pub status: u16,
+    pub stream: bool,
+    pub latency_ms: f64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub error: String,
+    /// The client's request body, as received.
+    pub client_request: String,
+    /// The body sent to the provider.
+    pub upstream_request: String,
+    /// The provider's answer: its body, or its stream frames (one per line).
+    pub upstream_response: String,
+    /// The user's text (for search) and the answer's text.
+    pub prompt_text: String,
+    pub response_text: String,
+}
+
+/// A search over stored requests.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Query {
+    pub text: Option<String>,
+    pub session_id: Option<String>,
+    pub backend: Option<String>,
+    pub model: Option<String>,
+    pub status: Option<u16>,
+    pub limit: usize,
+    pub offset: usize,
+}
+
+enum Message {
+    Row(Box<RequestRow>),
+    Flush(SyncSender<()>),
+}
+
+/// The store: a writer thread for rows, a reader connection for queries.
+pub struct Store {
+    /// Masked in every text field before a row is queued.
+    secrets: Vec<String>,
+    tx: SyncSender<Message>,
+    reader: Mutex<Connection>,
+    dropped: AtomicU64,
+    path: PathBuf,
+}
+
+fn open(path: &Path) -> rusqlite::Result<Connection> {
+    let connection = Connection::open(path)?;
+    connection.pragma_update(None, "journal_mode", "WAL")?;
+    connection.pragma_update(None, "synchronous", "NORMAL")?;
+    connection.busy_timeout(Duration::from_secs(5))?;
+    Ok(connection)
+}
+
+fn migrate(connection: &Connection) -> rusqlite::Result<()> {
+    let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(rusqlite::Error::InvalidParameterName(format!(
+            "the capture store has schema {version}, newer than this llmux ({SCHEMA_VERSION})"
+        )));
+    }
+    if version < 1 {
+        connection.execute_batch(
+            "BEGIN;
+             CREATE TABLE IF NOT EXISTS requests (
+                 rowid INTEGER PRIMARY KEY,
+                 id TEXT NOT NULL UNIQUE,
+                 started_at REAL NOT NULL,
+                 session_id TEXT NOT NULL, client_host TEXT NOT NULL, user_agent TEXT NOT NULL,
+                 frontend TEXT NOT NULL, backend TEXT NOT NULL,
+                 model_requested TEXT NOT NULL, model_used TEXT NOT NULL, key_name TEXT NOT NULL,
+                 status INTEGER NOT NULL, stream INTEGER NOT NULL, latency_ms REAL NOT NULL,
+                 input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL, error TEXT NOT NULL,
+                 client_request TEXT NOT NULL, upstream_request TEXT NOT NULL,
+                 upstream_response TEXT NOT NULL, prompt_text TEXT NOT NULL, response_text TEXT NOT NULL
+             );
+             CREATE INDEX IF NOT EXISTS requests_started ON requests(started_at);
+             CREATE INDEX IF NOT EXISTS requests_session ON requests(session_id);
+             CREATE VIRTUAL TABLE IF NOT EXISTS requests_fts USING fts5(prompt_text, response_text);
+             PRAGMA user_version = 1;
+             COMMIT;",
+        )?;
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Opens (creating or migrating) the database and starts its writer.
+    pub fn open(
+        path: impl Into<PathBuf>,
+        flush_interval: Duration,
+        secrets: Vec<String>,
+    ) -> Result<Self, String> {
+        let path = path.into();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        }
+        let writer = open(&path).map_err(|e| e.to_string())?;
+        migrate(&writer).map_err(|e| format!("cannot migrate the capture store: {e}"))?;
+        let reader = open(&path).map_err(|e| e.to_string())?;
+        let (tx, rx) = sync_channel(QUEUE);
+        std::thread::Builder::new()
+            .name("llmux-capture-db".into())
+            .spawn(move || write_rows(writer, rx, flush_interval))
+            .map_err(|e| e.to_string())?;
+        let mut secrets: Vec<String> = secrets.into_iter().filter(|s| s.len() >= 8).collect();
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets.dedup();
+        Ok(Self {
+            secrets,
+            tx,
+            reader: Mutex::new(reader),
+            dropped: AtomicU64::new(0),
+            path,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Queues a row (secrets masked); never blocks.
+    pub fn insert(&self, mut row: RequestRow) {
+        if !self.secrets.is_empty() {
+            for field in [
+                &mut row.client_request,
+                &mut row.upstream_request,
+                &mut row.upstream_response,
+                &mut row.prompt_text,
+                &mut row.response_text,
+                &mut row.error,
+            ] {
+                for secret in &self.secrets {
+                    if field.contains(secret.as_str()) {
+                        *field = field.replace(secret.as_str(), "****");
+                    }
+                }
+            }
+        }
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+            self.tx.try_send(Message::Row(Box::new(row)))
+        {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Rows dropped because the writer fell behind.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Waits (at most `timeout`) until every queued row is written.
+    pub fn flush(&self, timeout: Duration) {
+        let (done_tx, done_rx) = sync_channel(1);
+        if self.tx.send(Message::Flush(done_tx)).is_ok() {
+            let _ = done_rx.recv_timeout(timeout);
+        }
+    }
+
+    /// Requests matching `query`, newest first, without their bodies.
+    pub fn list(&self, query: &Query) -> Result<Vec<RequestRow>, String> {
+        let reader = self
+            .reader
+            .lock()
+            .map_err(|_| "capture store poisoned".to_owned())?;
+        let mut sql = String::from(
+            "SELECT r.id, r.started_at, r.session_id, r.client_host, r.user_agent, r.frontend,
+                    r.backend, r.model_requested, r.model_used, r.key_name, r.status, r.stream,
+                    r.latency_ms, r.input_tokens, r.output_tokens, r.error, r.prompt_text,
+                    r.response_text
+             FROM requests r",
+        );
+        let mut clauses = Vec::new();
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        if let Some(text) = query.text.as_deref().filter(|t| !t.trim().is_empty()) {
+            sql.push_str(" JOIN requests_fts f ON f.rowid = r.rowid");
+            clauses.push("requests_fts MATCH ?".to_owned());
+            // Each word as a quoted term: user text is never FTS syntax.
+            let terms: Vec<String> = text
+                .split_whitespace()
+                .map(|w| format!("\"{}\"", w.replace('"', "\"\"")))
+                .collect();
+            args.push(terms.join(" ").into());
+        }
+        for (column, value) in [
+            ("r.session_id", &query.session_id),
+            ("r.backend", &query.backend),
+            ("r.model_used", &query.model),
+        ] {
+            if let Some(value) = value {
+                clauses.push(format!("{column} = ?"));
+                args.push(value.clone().into());
+            }
+        }
+        if let Some(status) = query.status {
+            clauses.push("r.status = ?".to_owned());
+            args.push(i64::from(status).into());
+        }
+        if !clauses.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&clauses.join(" AND "));
+        }
+        sql.push_str(" ORDER BY r.started_at DESC LIMIT ? OFFSET ?");
+        args.push((query.limit.clamp(1, 1000) as i64).into());
+        args.push((query.offset as i64).into());
+        let mut statement = reader.prepare(&sql).map_err(|e| e.to_string())?;
+        let rows = statement
+            .query_map(rusqlite::params_from_iter(args), |row| {
+                Ok(RequestRow {
+                    id: row.get(0)?,
+                    started_at: row.get(1)?,
+                    session_id: row.get(2)?,
+                    client_host: row.get(3)?,
+                    user_agent: row.get(4)?,
+                    frontend: row.get(5)?,
+                    backend: row.get(6)?,
+                    model_requested: row.get(7)?,
+                    model_used: row.get(8)?,
+                    key_name: row.get(9)?,
+                    status: row.get(10)?,
+                    stream: row.get(11)?,
+                    latency_ms: row.get(12)?,
+                    input_tokens: row.get(13)?,
+                    output_tokens: row.get(14)?,
+                    error: row.get(15)?,
+                    prompt_text: row.get(16)?,
+                    response_text: row.get(17)?,
+                    ..RequestRow::default()
+                })
+            })
+            .map_err(|e| e.to_string())?;
+        rows.collect::<Result<_, _>>().map_err(|e| e.to_string())
+    }
+
+    /// One request with its bodies.
+    pub fn get(&self, id: &str) -> Result<Option<RequestRow>, String> {
+        let reader = self
+            .reader
+            .lock()
+            .map_err(|_| "capture store poisoned".to_owned())?;
+        reader
+            .query_row(
+                "SELECT id, started_at, session_id, client_host, user_agent, frontend, backend,
+                        model_requested, model_used, key_name, status, stream, latency_ms,
+                        input_tokens, output_tokens, error, client_request, upstream_request,
+                        upstream_response, prompt_text, response_text
+                 FROM requests WHERE id = ?",
+                params![id],
+                |row| {
+                    Ok(RequestRow {
+                        id: row.get(0)?,
+                        started_at: row.get(1)?,
+                        session_id: row.get(2)?,
+                        client_host: row.get(3)?,
+                        user_agent: row.get(4)?,
+                        frontend: row.get(5)?,
+                        backend: row.get(6)?,
+                        model_requested: row.get(7)?,
+                        model_used: row.get(8)?,
+                        key_name: row.get(9)?,
+                        status: row.get(10)?,
+                        stream: row.get(11)?,
+                        latency_ms: row.get(12)?,
+                        input_tokens: row.get(13)?,
+                        output_tokens: row.get(14)?,
+                        error: row.get(15)?,
+                        client_request: row.get(16)?,
+                        upstream_request: row.get(17)?,
+                        upstream_response: row.get(18)?,
+                        prompt_text: row.get(19)?,
+                        response_text: row.get(20)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| e.to_string())
+    }
+
+    /// How many requests are stored.
+    pub fn count(&self) -> Result<u64, String> {
+        let reader = self
+            .reader
+            .lock()
+            .map_err(|_| "capture store poisoned".to_owned())?;
+        reader
+            .query_row("SELECT COUNT(*) FROM requests", [], |row| row.get(0))
+            .map_err(|e| e.to_string())
+    }
+}
+
+fn write_rows(mut connection: Connection, rx: Receiver<Message>, flush_interval: Duration) {
+    let mut batch: Vec<RequestRow> = Vec::new();
+    loop {
+        match rx.recv_timeout(flush_interval) {
+            Ok(Message::Row(row)) => {
+                batch.push(*row);
+                if batch.len() >= 256 {
+                    commit(&mut connection, &mut batch);
+                }
+            }
+            Ok(Message::Flush(done)) => {
+                commit(&mut connection, &mut batch);
+                let _ = done.send(());
+            }
+            Err(RecvTimeoutError::Timeout) => commit(&mut connection, &mut batch),
+            Err(RecvTimeoutError::Disconnected) => {
+                commit(&mut connection, &mut batch);
+                return;
+            }
+        }
+    }
+}
+
+fn commit(connection: &mut Connection, batch: &mut Vec<RequestRow>) {
+    if batch.is_empty() {
+        return;
+    }
+    let result = (|| -> rusqlite::Result<()> {
+        let tx = connection.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR REPLACE INTO requests (id, started_at, session_id, client_host, user_agent,
+                    frontend, backend, model_requested, model_used, key_name, status, stream,
+                    latency_ms, input_tokens, output_tokens, error, client_request,
+                    upstream_request, upstream_response, prompt_text, response_text)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                         ?17, ?18, ?19, ?20, ?21)",
+            )?;
+            let mut fts = tx.prepare_cached(
+                "INSERT INTO requests_fts (rowid, prompt_text, response_text) VALUES (?1, ?2, ?3)",
+            )?;
+            for row in batch.iter() {
+                insert.execute(params![
+                    row.id,
+                    row.started_at,
+                    row.session_id,
+                    row.client_host,
+                    row.user_agent,
+                    row.frontend,
+                    row.backend,
+                    row.model_requested,
+                    row.model_used,
+                    row.key_name,
+                    row.status,
+                    row.stream,
+                    row.latency_ms,
+                    row.input_tokens,
+                    row.output_tokens,
+                    row.error,
+                    row.client_request,
+                    row.upstream_request,
+                    row.upstream_response,
+                    row.prompt_text,
+                    row.response_text,
+                ])?;
+                fts.execute(params![
+                    tx.last_insert_rowid(),
+                    row.prompt_text,
+                    row.response_text
+                ])?;
+            }
+        }
+        tx.commit()
+    })();
+    if let Err(err) = result {
+        tracing::warn!("capture store: {} rows not written: {err}", batch.len());
+    }
+    batch.clear();
+}
+
+/// Collects one request's row while it runs; inserted into the store when it ends.
+pub struct Recorder {
+    row: Mutex<RequestRow>,
+    store: Arc<Store>,
+}
+
+/// Bodies longer than this are cut (with a note) so one huge request cannot bloat the store.
+const BODY_LIMIT: usize = 1 << 20;
+
+fn clipped(text: &str) -> String {
+    if text.len() <= BODY_LIMIT {
+        return text.to_owned();
+    }
+    let mut end = BODY_LIMIT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}\n… ({} bytes in all)", &text[..end], text.len())
+}
+
+impl Recorder {
+    pub fn new(store: Arc<Store>) -> Self {
+        Self {
+            row: Mutex::new(RequestRow::default()),
+            store,
+        }
+    }
+
+    /// Changes the row.
+    pub fn update(&self, change: impl FnOnce(&mut RequestRow)) {
+        if let Ok(mut row) = self.row.lock() {
+            change(&mut row);
+        }
+    }
+
+    pub fn client_request(&self, body: &[u8]) {
+        let text = clipped(&String::from_utf8_lossy(body));
+        self.update(|row| row.client_request = text);
+    }
+
+    pub fn upstream_request(&self, body: &[u8]) {
+        let text = clipped(&String::from_utf8_lossy(body));
+        self.update(|row| row.upstream_request = text);
+    }
+
+    /// The provider's whole answer, or one more stream frame.
+    pub fn upstream_response(&self, data: &str, frame: bool) {
+        self.update(|row| {
+            if row.upstream_response.len() >= BODY_LIMIT {
+                return;
+            }
+            row.upstream_response.push_str(data);
+            if frame {
+                row.upstream_response.push('\n');
+            }
+        });
+    }
+
+    /// Hands the finished row to the store.
+    pub fn finish(&self, change: impl FnOnce(&mut RequestRow)) {
+        let Ok(mut row) = self.row.lock() else {
+            return;
+        };
+        change(&mut row);
+        self.store.insert(std::mem::take(&mut *row));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: &str, prompt: &str, backend: &str) -> RequestRow {
+        RequestRow {
+            id: id.into(),
+            started_at: 1.0,
+            backend: backend.into(),
+            model_used: "m".into(),
+            status: 200,
+            prompt_text: prompt.into(),
+            response_text: "an answer".into(),
+            client_request: "{\"a\":1}".into(),
+            ..RequestRow::default()
+        }
+    }
+
+    #[test]
+    fn rows_are_stored_listed_searched_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("capture.db");
+        let store = Store::open(&path, Duration::from_millis(20), Vec::new()).unwrap();
+        store.insert(row("req_1", "how do I sort a vector in rust", "openai"));
+        store.insert(row("req_2", "write a haiku about autumn", "mock"));
+        store.flush(Duration::from_secs(5));
+        assert_eq!(store.count().unwrap(), 2);
+        let found = store
+            .list(&Query {
+                text: Some("haiku".into()),
+                limit: 10,
+                ..Query::default()
+            })
+            .unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].id, "req_2");
+        let by_backend = store
+            .list(&Query {
+                backend: Some("openai".into()),
+                limit: 10,
+                ..Query::default()
+            })
+            .unwrap();
+        assert_eq!(by_backend[0].id, "req_1");
+        assert_eq!(
+            store.get("req_1").unwrap().unwrap().client_request,
+            "{\"a\":1}"
+        );
+        // Odd search text is data, not FTS syntax.
+        assert!(
+            store
+                .list(&Query {
+                    text: Some("\"AND( *".into()),
+                    limit: 5,
+                    ..Query::default()
+                })
+                .is_ok()
+        );
+        drop(store);
+        let reopened = Store::open(&path, Duration::from_millis(20), Vec::new()).unwrap();
+        assert_eq!(reopened.count().unwrap(), 2);
+    }
+}

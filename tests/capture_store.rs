@@ -1,0 +1,196 @@
+//! The SQLite capture store: every request recorded with both wire legs, searchable through
+//! the admin API, kept across restarts, with keys masked.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use llmux::capture::store::{Query, Store};
+use serde_json::{Value, json};
+use support::fake_openai::{FakeOpenAi, Mode};
+use support::{client, config, fake_backend_config, start};
+
+const KEY: &str = "sk-store-secret-key-456";
+const PROXY_KEY: &str = "proxy-store-key";
+
+async fn store_run(mode: Mode, dir: &tempfile::TempDir) -> support::Llmux {
+    let db = dir.path().join("capture.sqlite");
+    let fake = FakeOpenAi::start(mode).await;
+    let toml = format!(
+        "capture = {{ db = \"{}\", flush_interval = 0.02 }}\n{}",
+        db.display(),
+        fake_backend_config(&fake.base_url, "")
+    );
+    start(
+        config(&toml, &[("LLM_INTERACTIVE_PROXY_API_KEY", PROXY_KEY)]),
+        &[("FAKE_API_KEY", KEY)],
+    )
+    .await
+}
+
+async fn chat(llmux: &support::Llmux, prompt: &str, stream: bool) -> u16 {
+    let request = json!({"model": "fake-small", "stream": stream,
+        "messages": [{"role": "user", "content": prompt}]});
+    let response = client()
+        .post(llmux.url("/v1/chat/completions"))
+        .bearer_auth(PROXY_KEY)
+        .header("user-agent", "Cline/1.0")
+        .header("x-session-id", "session-store")
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    response.text().await.unwrap();
+    status
+}
+
+async fn admin(llmux: &support::Llmux, path: &str) -> (u16, Value) {
+    let response = client()
+        .get(llmux.url(path))
+        .bearer_auth(PROXY_KEY)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+fn flush(llmux: &support::Llmux) {
+    llmux.engine.store().unwrap().flush(Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn requests_are_recorded_and_searchable() {
+    let dir = tempfile::tempdir().unwrap();
+    let llmux = store_run(Mode::Normal, &dir).await;
+    assert_eq!(chat(&llmux, "tell me about pelicans", false).await, 200);
+    assert_eq!(chat(&llmux, "and now about herons", true).await, 200);
+    flush(&llmux);
+
+    let (status, listed) = admin(&llmux, "/admin/api/requests").await;
+    assert_eq!(status, 200);
+    let rows = listed["data"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    // Newest first.
+    assert_eq!(rows[0]["prompt_text"], "and now about herons");
+    assert_eq!(rows[0]["stream"], true);
+    assert_eq!(rows[1]["stream"], false);
+    for row in rows {
+        assert_eq!(row["status"], 200);
+        assert_eq!(row["backend"], "fake");
+        assert_eq!(row["model_used"], "fake-small");
+        assert_eq!(row["frontend"], "openai_chat");
+        assert_eq!(row["session_id"], "session-store");
+        assert_eq!(row["user_agent"], "Cline/1.0");
+        assert!(!row["response_text"].as_str().unwrap().is_empty());
+        assert!(row["output_tokens"].as_u64().unwrap() > 0);
+        // The list leaves the bodies out.
+        assert_eq!(row["client_request"], "");
+    }
+
+    let (_, found) = admin(&llmux, "/admin/api/requests?q=herons").await;
+    let found = found["data"].as_array().unwrap();
+    assert_eq!(found.len(), 1);
+    let id = found[0]["id"].as_str().unwrap();
+
+    let (status, row) = admin(&llmux, &format!("/admin/api/requests/{id}")).await;
+    assert_eq!(status, 200);
+    assert!(row["client_request"].as_str().unwrap().contains("herons"));
+    assert!(row["upstream_request"].as_str().unwrap().contains("herons"));
+    // The stream's frames, one per line.
+    assert!(row["upstream_response"].as_str().unwrap().lines().count() > 2);
+    assert!(!row.to_string().contains(KEY));
+    assert!(!row.to_string().contains(PROXY_KEY));
+
+    let (_, none) = admin(&llmux, "/admin/api/requests?q=flamingo").await;
+    assert!(none["data"].as_array().unwrap().is_empty());
+    let (_, filtered) = admin(&llmux, "/admin/api/requests?status=500").await;
+    assert!(filtered["data"].as_array().unwrap().is_empty());
+    let (_, paged) = admin(&llmux, "/admin/api/requests?limit=1&offset=1").await;
+    assert_eq!(paged["data"][0]["prompt_text"], "tell me about pelicans");
+}
+
+#[tokio::test]
+async fn provider_errors_are_recorded_with_their_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let llmux = store_run(Mode::Status(503), &dir).await;
+    assert_eq!(chat(&llmux, "will this fail", false).await, 503);
+    flush(&llmux);
+    let (_, listed) = admin(&llmux, "/admin/api/requests?status=503").await;
+    let rows = listed["data"].as_array().unwrap();
+    assert_eq!(rows.len(), 1);
+    assert!(!rows[0]["error"].as_str().unwrap().is_empty());
+    assert_eq!(rows[0]["prompt_text"], "will this fail");
+}
+
+#[tokio::test]
+async fn recorded_requests_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut llmux = store_run(Mode::Normal, &dir).await;
+    chat(&llmux, "remember this one", false).await;
+    flush(&llmux);
+    llmux.shutdown();
+    drop(llmux);
+
+    let store = Store::open(
+        dir.path().join("capture.sqlite"),
+        Duration::from_millis(20),
+        Vec::new(),
+    )
+    .unwrap();
+    assert_eq!(store.count().unwrap(), 1);
+    let rows = store
+        .list(&Query {
+            text: Some("remember".into()),
+            limit: 10,
+            ..Query::default()
+        })
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+}
+
+#[tokio::test]
+async fn admin_api_errors_are_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let llmux = store_run(Mode::Normal, &dir).await;
+    let (status, body) = admin(&llmux, "/admin/api/requests/no-such-id").await;
+    assert_eq!(status, 404);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no recorded request")
+    );
+    let (status, body) = admin(&llmux, "/admin/api/requests?limit=lots").await;
+    assert_eq!(status, 400);
+    assert!(body["error"]["message"].as_str().unwrap().contains("limit"));
+
+    let response = client()
+        .get(llmux.url("/admin/api/requests"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401, "the admin API needs the proxy key");
+
+    // Without a store the API says how to turn it on.
+    let fake = FakeOpenAi::start(Mode::Normal).await;
+    let plain = start(
+        config(&fake_backend_config(&fake.base_url, ""), &[]),
+        &[("FAKE_API_KEY", KEY)],
+    )
+    .await;
+    let response = client()
+        .get(plain.url("/admin/api/requests"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--capture-db")
+    );
+}
