@@ -67,10 +67,11 @@ impl Engine {
             inner: Arc::new(Inner {
                 store: match &config.capture_db {
                     Some(path) => Some(Arc::new(
-                        Store::open(
+                        Store::open_with(
                             path,
                             config.capture_flush_interval,
                             secrets_of(&config, secrets),
+                            config.capture_db_retention,
                         )
                         .map_err(|e| {
                             Error::internal(format!(

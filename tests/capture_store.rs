@@ -109,6 +109,25 @@ async fn requests_are_recorded_and_searchable() {
     assert!(filtered["data"].as_array().unwrap().is_empty());
     let (_, paged) = admin(&llmux, "/admin/api/requests?limit=1&offset=1").await;
     assert_eq!(paged["data"][0]["prompt_text"], "tell me about pelicans");
+
+    let (status, stats) = admin(&llmux, "/admin/api/stats").await;
+    assert_eq!(status, 200);
+    assert_eq!(stats["requests"], 2);
+    assert_eq!(stats["dropped"], 0);
+    assert_eq!(stats["backends"][0]["backend"], "fake");
+    assert_eq!(stats["backends"][0]["errors"], 0);
+
+    let deleted = client()
+        .delete(llmux.url(&format!("/admin/api/requests/{id}")))
+        .bearer_auth(PROXY_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 200);
+    let (status, _) = admin(&llmux, &format!("/admin/api/requests/{id}")).await;
+    assert_eq!(status, 404);
+    let (_, gone) = admin(&llmux, "/admin/api/requests?q=herons").await;
+    assert!(gone["data"].as_array().unwrap().is_empty());
 }
 
 #[tokio::test]

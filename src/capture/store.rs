@@ -117,12 +117,64 @@ fn migrate(connection: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// How long rows are kept and how large the database may grow.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Retention {
+    /// Rows older than this are deleted; `None` keeps them.
+    pub max_age: Option<Duration>,
+    /// When the pages in use pass this many bytes, the oldest rows go; `None` for no cap.
+    pub max_bytes: Option<u64>,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            max_age: Some(Duration::from_secs(30 * 24 * 3600)),
+            max_bytes: Some(1 << 30),
+        }
+    }
+}
+
+/// Retention is applied at most this often (and at every flush).
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// Totals over the stored requests.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Stats {
+    pub requests: u64,
+    /// Rows dropped since start because the writer fell behind.
+    pub dropped: u64,
+    pub backends: Vec<BackendStats>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct BackendStats {
+    pub backend: String,
+    pub model: String,
+    pub requests: u64,
+    pub errors: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub mean_latency_ms: f64,
+}
+
 impl Store {
-    /// Opens (creating or migrating) the database and starts its writer.
+    /// Opens (creating or migrating) the database and starts its writer, with the default
+    /// retention.
     pub fn open(
         path: impl Into<PathBuf>,
         flush_interval: Duration,
         secrets: Vec<String>,
+    ) -> Result<Self, String> {
+        Self::open_with(path, flush_interval, secrets, Retention::default())
+    }
+
+    /// Opens the database with this retention.
+    pub fn open_with(
+        path: impl Into<PathBuf>,
+        flush_interval: Duration,
+        secrets: Vec<String>,
+        retention: Retention,
     ) -> Result<Self, String> {
         let path = path.into();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -134,7 +186,7 @@ impl Store {
         let (tx, rx) = sync_channel(QUEUE);
         std::thread::Builder::new()
             .name("llmux-capture-db".into())
-            .spawn(move || write_rows(writer, rx, flush_interval))
+            .spawn(move || write_rows(writer, rx, flush_interval, retention))
             .map_err(|e| e.to_string())?;
         let mut secrets: Vec<String> = secrets.into_iter().filter(|s| s.len() >= 8).collect();
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
@@ -319,10 +371,124 @@ impl Store {
             .query_row("SELECT COUNT(*) FROM requests", [], |row| row.get(0))
             .map_err(|e| e.to_string())
     }
+
+    /// Deletes one request; false when there was none with this id.
+    pub fn delete(&self, id: &str) -> Result<bool, String> {
+        let reader = self
+            .reader
+            .lock()
+            .map_err(|_| "capture store poisoned".to_owned())?;
+        delete_where(&reader, "id = ?1", params![id])
+            .map(|deleted| deleted > 0)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Request, error and token totals per back-end and model.
+    pub fn stats(&self) -> Result<Stats, String> {
+        let reader = self
+            .reader
+            .lock()
+            .map_err(|_| "capture store poisoned".to_owned())?;
+        let mut statement = reader
+            .prepare(
+                "SELECT backend, model_used, COUNT(*), SUM(status >= 400), SUM(input_tokens),
+                        SUM(output_tokens), AVG(latency_ms)
+                 FROM requests GROUP BY backend, model_used ORDER BY COUNT(*) DESC",
+            )
+            .map_err(|e| e.to_string())?;
+        let backends: Vec<BackendStats> = statement
+            .query_map([], |row| {
+                Ok(BackendStats {
+                    backend: row.get(0)?,
+                    model: row.get(1)?,
+                    requests: row.get(2)?,
+                    errors: row.get(3)?,
+                    input_tokens: row.get(4)?,
+                    output_tokens: row.get(5)?,
+                    mean_latency_ms: row.get(6)?,
+                })
+            })
+            .and_then(Iterator::collect)
+            .map_err(|e| e.to_string())?;
+        Ok(Stats {
+            requests: backends.iter().map(|b| b.requests).sum(),
+            dropped: self.dropped(),
+            backends,
+        })
+    }
 }
 
-fn write_rows(mut connection: Connection, rx: Receiver<Message>, flush_interval: Duration) {
+/// Deletes the matching requests and their search entries.
+fn delete_where(
+    connection: &Connection,
+    condition: &str,
+    args: impl rusqlite::Params + Copy,
+) -> rusqlite::Result<usize> {
+    connection.execute(
+        &format!(
+            "DELETE FROM requests_fts WHERE rowid IN (SELECT rowid FROM requests WHERE {condition})"
+        ),
+        args,
+    )?;
+    connection.execute(&format!("DELETE FROM requests WHERE {condition}"), args)
+}
+
+/// Bytes of the database's pages in use (freed pages are reused, not counted).
+fn used_bytes(connection: &Connection) -> rusqlite::Result<u64> {
+    let pages: u64 = connection.pragma_query_value(None, "page_count", |row| row.get(0))?;
+    let free: u64 = connection.pragma_query_value(None, "freelist_count", |row| row.get(0))?;
+    let size: u64 = connection.pragma_query_value(None, "page_size", |row| row.get(0))?;
+    Ok(pages.saturating_sub(free) * size)
+}
+
+/// Applies the retention: rows past the age go, then the oldest tenth at a time while the
+/// database is over its size.
+fn prune(connection: &Connection, retention: Retention) -> rusqlite::Result<()> {
+    if let Some(max_age) = retention.max_age {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let cutoff = now - max_age.as_secs_f64();
+        delete_where(connection, "started_at < ?1", params![cutoff])?;
+    }
+    if let Some(max_bytes) = retention.max_bytes {
+        // Bounded: each round removes a tenth of what is left.
+        for _ in 0..64 {
+            if used_bytes(connection)? <= max_bytes {
+                break;
+            }
+            let rows: u64 =
+                connection.query_row("SELECT COUNT(*) FROM requests", [], |r| r.get(0))?;
+            if rows == 0 {
+                break;
+            }
+            let oldest = rows.div_ceil(10);
+            delete_where(
+                connection,
+                "rowid IN (SELECT rowid FROM requests ORDER BY started_at LIMIT ?1)",
+                params![oldest],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn write_rows(
+    mut connection: Connection,
+    rx: Receiver<Message>,
+    flush_interval: Duration,
+    retention: Retention,
+) {
     let mut batch: Vec<RequestRow> = Vec::new();
+    let mut pruned_at: Option<std::time::Instant> = None;
+    let mut apply_retention = |connection: &Connection, now: bool| {
+        if now || pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+            if let Err(err) = prune(connection, retention) {
+                tracing::warn!("capture store: retention not applied: {err}");
+            }
+            pruned_at = Some(std::time::Instant::now());
+        }
+    };
     loop {
         match rx.recv_timeout(flush_interval) {
             Ok(Message::Row(row)) => {
@@ -333,9 +499,13 @@ fn write_rows(mut connection: Connection, rx: Receiver<Message>, flush_interval:
             }
             Ok(Message::Flush(done)) => {
                 commit(&mut connection, &mut batch);
+                apply_retention(&connection, true);
                 let _ = done.send(());
             }
-            Err(RecvTimeoutError::Timeout) => commit(&mut connection, &mut batch),
+            Err(RecvTimeoutError::Timeout) => {
+                commit(&mut connection, &mut batch);
+                apply_retention(&connection, false);
+            }
             Err(RecvTimeoutError::Disconnected) => {
                 commit(&mut connection, &mut batch);
                 return;
@@ -476,7 +646,7 @@ mod tests {
     fn row(id: &str, prompt: &str, backend: &str) -> RequestRow {
         RequestRow {
             id: id.into(),
-            started_at: 1.0,
+            started_at: now(),
             backend: backend.into(),
             model_used: "m".into(),
             status: 200,
@@ -530,5 +700,91 @@ mod tests {
         drop(store);
         let reopened = Store::open(&path, Duration::from_millis(20), Vec::new()).unwrap();
         assert_eq!(reopened.count().unwrap(), 2);
+    }
+
+    fn now() -> f64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    }
+
+    #[test]
+    fn retention_deletes_old_rows_and_keeps_the_size_under_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let retention = Retention {
+            max_age: Some(Duration::from_secs(3600)),
+            max_bytes: Some(256 * 1024),
+        };
+        let store = Store::open_with(
+            dir.path().join("capture.db"),
+            Duration::from_millis(20),
+            Vec::new(),
+            retention,
+        )
+        .unwrap();
+        let mut old = row("old", "from last week", "openai");
+        old.started_at = now() - 7.0 * 24.0 * 3600.0;
+        store.insert(old);
+        for i in 0..200 {
+            let mut recent = row(&format!("req_{i}"), "recent question", "openai");
+            recent.started_at = now() + f64::from(i);
+            recent.upstream_response = "x".repeat(8 * 1024);
+            store.insert(recent);
+        }
+        store.flush(Duration::from_secs(5));
+        let reader = open(store.path()).unwrap();
+        assert!(used_bytes(&reader).unwrap() <= 256 * 1024);
+        assert!(store.get("old").unwrap().is_none(), "past the age");
+        let kept = store.count().unwrap();
+        assert!(kept > 0 && kept < 200, "kept {kept}");
+        // The newest rows are the ones kept, and the search index follows the rows.
+        assert!(store.get("req_199").unwrap().is_some());
+        assert!(store.get("req_0").unwrap().is_none());
+        let fts: u64 = reader
+            .query_row("SELECT COUNT(*) FROM requests_fts", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(fts, kept);
+    }
+
+    #[test]
+    fn delete_and_stats() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            dir.path().join("c.db"),
+            Duration::from_millis(20),
+            Vec::new(),
+        )
+        .unwrap();
+        let mut failed = row("req_1", "a", "openai");
+        failed.status = 429;
+        failed.input_tokens = 10;
+        store.insert(failed);
+        let mut ok = row("req_2", "b", "openai");
+        ok.input_tokens = 5;
+        ok.output_tokens = 7;
+        store.insert(ok);
+        store.insert(row("req_3", "c", "gemini"));
+        store.flush(Duration::from_secs(5));
+        let stats = store.stats().unwrap();
+        assert_eq!(stats.requests, 3);
+        assert_eq!(stats.dropped, 0);
+        let openai = &stats.backends[0];
+        assert_eq!((openai.backend.as_str(), openai.requests), ("openai", 2));
+        assert_eq!(
+            (openai.errors, openai.input_tokens, openai.output_tokens),
+            (1, 15, 7)
+        );
+        assert!(store.delete("req_1").unwrap());
+        assert!(!store.delete("req_1").unwrap());
+        assert_eq!(store.count().unwrap(), 2);
+        let searched = store
+            .list(&Query {
+                text: Some("answer".into()),
+                limit: 10,
+                ..Query::default()
+            })
+            .unwrap();
+        assert_eq!(searched.len(), 2, "the deleted row left the search index");
     }
 }

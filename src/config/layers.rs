@@ -57,6 +57,12 @@ pub const ENV_KEYS: &[(&str, &str, EnvKind)] = &[
     ("STATIC_ROUTE", "static_route", EnvKind::Str),
     ("CAPTURE_FILE", "capture.file", EnvKind::Str),
     ("CAPTURE_DB", "capture.db", EnvKind::Str),
+    (
+        "CAPTURE_DB_RETENTION_DAYS",
+        "capture.db_retention_days",
+        EnvKind::Int,
+    ),
+    ("CAPTURE_DB_MAX_BYTES", "capture.db_max_bytes", EnvKind::Int),
     ("CAPTURE_BUFFER_SIZE", "capture.buffer_size", EnvKind::Int),
     (
         "CAPTURE_FLUSH_INTERVAL",

@@ -241,6 +241,8 @@ pub struct Config {
     pub capture_db: Option<PathBuf>,
     /// How long capture writers may hold records before writing.
     pub capture_flush_interval: Duration,
+    /// How long capture store rows are kept and how large the store may grow.
+    pub capture_db_retention: crate::capture::store::Retention,
     pub responses_retention: Duration,
     /// Sessions idle this long are forgotten.
     pub session_max_age: Duration,
@@ -835,6 +837,11 @@ fn validate(
             .filter(|d| !d.is_empty())
             .map(PathBuf::from),
         capture_flush_interval: Duration::from_secs_f64(raw.capture.flush_interval.max(0.001)),
+        capture_db_retention: crate::capture::store::Retention {
+            max_age: (raw.capture.db_retention_days > 0)
+                .then(|| Duration::from_secs(raw.capture.db_retention_days.saturating_mul(86_400))),
+            max_bytes: (raw.capture.db_max_bytes > 0).then_some(raw.capture.db_max_bytes),
+        },
         responses_max_stored: usize::try_from(raw.responses.max_stored).unwrap_or(usize::MAX),
         responses_retention: Duration::from_secs(raw.responses.retention_seconds),
         strict_command_detection: raw.strict_command_detection,

@@ -83,6 +83,12 @@ pub struct RawCapture {
     pub max_files: u64,
     #[serde(default = "default_capture_total")]
     pub total_max_bytes: u64,
+    /// Capture store rows older than this many days are deleted (0 keeps them).
+    #[serde(default = "default_capture_db_retention_days")]
+    pub db_retention_days: u64,
+    /// The capture store's oldest rows go when it passes this size (0: no cap).
+    #[serde(default = "default_capture_db_max_bytes")]
+    pub db_max_bytes: u64,
 }
 
 fn default_capture_buffer() -> u64 {
@@ -103,6 +109,12 @@ fn default_capture_max_files() -> u64 {
 fn default_capture_total() -> u64 {
     524_288_000
 }
+fn default_capture_db_retention_days() -> u64 {
+    30
+}
+fn default_capture_db_max_bytes() -> u64 {
+    1_073_741_824
+}
 
 impl Default for RawCapture {
     fn default() -> Self {
@@ -115,6 +127,8 @@ impl Default for RawCapture {
             max_bytes: default_capture_max_bytes(),
             max_files: default_capture_max_files(),
             total_max_bytes: default_capture_total(),
+            db_retention_days: default_capture_db_retention_days(),
+            db_max_bytes: default_capture_db_max_bytes(),
         }
     }
 }

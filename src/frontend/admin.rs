@@ -1,10 +1,13 @@
 //! The admin API: browse the requests recorded in the capture store.
 //!
 //! `GET /admin/api/requests` lists requests newest first, without their bodies, filtered by
-//! `q` (full-text over prompt, answer and error), `session`, `backend`, `model`, `status`,
+//! `q` (full-text over prompt and answer), `session`, `backend`, `model`, `status`,
 //! paged by `limit` (default 50, at most 1000) and `offset`.
 //! `GET /admin/api/requests/{id}` returns one request with both wire legs.
-//! Both answer 404 in the OpenAI error shape when the store is off.
+//! `DELETE /admin/api/requests/{id}` forgets one request.
+//! `GET /admin/api/stats` totals requests, errors and tokens per back-end and model, and
+//! counts rows dropped because the writer fell behind.
+//! All answer 404 in the OpenAI error shape when the store is off.
 
 use std::sync::Arc;
 
@@ -28,7 +31,8 @@ const PROTOCOL: Protocol = Protocol::OpenAiChat;
 pub fn routes() -> axum::Router<Engine> {
     axum::Router::new()
         .route("/admin/api/requests", get(list))
-        .route("/admin/api/requests/{id}", get(show))
+        .route("/admin/api/requests/{id}", get(show).delete(remove))
+        .route("/admin/api/stats", get(stats))
 }
 
 #[derive(Debug, Deserialize)]
@@ -103,6 +107,35 @@ async fn show(State(engine): State<Engine>, Path(id): Path<String>) -> Response 
             PROTOCOL,
             &Error::not_found("no recorded request has this id"),
         ),
+        Err(err) => error_response(PROTOCOL, &err),
+    }
+}
+
+async fn remove(State(engine): State<Engine>, Path(id): Path<String>) -> Response {
+    let deleted = match store_of(&engine) {
+        Ok(store) => {
+            let target = id.clone();
+            read(store, move |store| store.delete(&target)).await
+        }
+        Err(err) => Err(err),
+    };
+    match deleted {
+        Ok(true) => Json(json!({ "id": id, "deleted": true })).into_response(),
+        Ok(false) => error_response(
+            PROTOCOL,
+            &Error::not_found("no recorded request has this id"),
+        ),
+        Err(err) => error_response(PROTOCOL, &err),
+    }
+}
+
+async fn stats(State(engine): State<Engine>) -> Response {
+    let totals = match store_of(&engine) {
+        Ok(store) => read(store, Store::stats).await,
+        Err(err) => Err(err),
+    };
+    match totals {
+        Ok(stats) => Json(stats).into_response(),
         Err(err) => error_response(PROTOCOL, &err),
     }
 }
