@@ -85,6 +85,16 @@ async fn requests_are_recorded_and_searchable() {
         assert_eq!(row["user_agent"], "Cline/1.0");
         assert!(!row["response_text"].as_str().unwrap().is_empty());
         assert!(row["output_tokens"].as_u64().unwrap() > 0);
+        let (latency, ttfb, upstream) = (
+            row["latency_ms"].as_f64().unwrap(),
+            row["ttfb_ms"].as_f64().unwrap(),
+            row["upstream_ms"].as_f64().unwrap(),
+        );
+        assert!(
+            ttfb > 0.0 && ttfb <= latency,
+            "ttfb {ttfb} latency {latency}"
+        );
+        assert!(upstream > 0.0 && upstream <= latency, "upstream {upstream}");
         // The list leaves the bodies out.
         assert_eq!(row["client_request"], "");
     }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
@@ -17,7 +17,7 @@ use serde::Serialize;
 /// Rows waiting for the writer at most.
 const QUEUE: usize = 4096;
 /// The schema this code writes.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// Everything captured about one request.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -36,6 +36,10 @@ pub struct RequestRow {
     pub status: u16,
     pub stream: bool,
     pub latency_ms: f64,
+    /// From the request's arrival to the first answer event.
+    pub ttfb_ms: f64,
+    /// From sending to the provider to its last byte; `latency_ms - upstream_ms` is llmux's.
+    pub upstream_ms: f64,
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub error: String,
@@ -85,6 +89,30 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
     Ok(connection)
 }
 
+/// The first schema: requests and their search index.
+fn create_version_1(connection: &Connection) -> rusqlite::Result<()> {
+    connection.execute_batch(
+        "BEGIN;
+         CREATE TABLE IF NOT EXISTS requests (
+             rowid INTEGER PRIMARY KEY,
+             id TEXT NOT NULL UNIQUE,
+             started_at REAL NOT NULL,
+             session_id TEXT NOT NULL, client_host TEXT NOT NULL, user_agent TEXT NOT NULL,
+             frontend TEXT NOT NULL, backend TEXT NOT NULL,
+             model_requested TEXT NOT NULL, model_used TEXT NOT NULL, key_name TEXT NOT NULL,
+             status INTEGER NOT NULL, stream INTEGER NOT NULL, latency_ms REAL NOT NULL,
+             input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL, error TEXT NOT NULL,
+             client_request TEXT NOT NULL, upstream_request TEXT NOT NULL,
+             upstream_response TEXT NOT NULL, prompt_text TEXT NOT NULL, response_text TEXT NOT NULL
+         );
+         CREATE INDEX IF NOT EXISTS requests_started ON requests(started_at);
+         CREATE INDEX IF NOT EXISTS requests_session ON requests(session_id);
+         CREATE VIRTUAL TABLE IF NOT EXISTS requests_fts USING fts5(prompt_text, response_text);
+         PRAGMA user_version = 1;
+         COMMIT;",
+    )
+}
+
 fn migrate(connection: &Connection) -> rusqlite::Result<()> {
     let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
     if version > SCHEMA_VERSION {
@@ -93,24 +121,15 @@ fn migrate(connection: &Connection) -> rusqlite::Result<()> {
         )));
     }
     if version < 1 {
+        create_version_1(connection)?;
+    }
+    if version < 2 {
+        // Version 2: where the time went.
         connection.execute_batch(
             "BEGIN;
-             CREATE TABLE IF NOT EXISTS requests (
-                 rowid INTEGER PRIMARY KEY,
-                 id TEXT NOT NULL UNIQUE,
-                 started_at REAL NOT NULL,
-                 session_id TEXT NOT NULL, client_host TEXT NOT NULL, user_agent TEXT NOT NULL,
-                 frontend TEXT NOT NULL, backend TEXT NOT NULL,
-                 model_requested TEXT NOT NULL, model_used TEXT NOT NULL, key_name TEXT NOT NULL,
-                 status INTEGER NOT NULL, stream INTEGER NOT NULL, latency_ms REAL NOT NULL,
-                 input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL, error TEXT NOT NULL,
-                 client_request TEXT NOT NULL, upstream_request TEXT NOT NULL,
-                 upstream_response TEXT NOT NULL, prompt_text TEXT NOT NULL, response_text TEXT NOT NULL
-             );
-             CREATE INDEX IF NOT EXISTS requests_started ON requests(started_at);
-             CREATE INDEX IF NOT EXISTS requests_session ON requests(session_id);
-             CREATE VIRTUAL TABLE IF NOT EXISTS requests_fts USING fts5(prompt_text, response_text);
-             PRAGMA user_version = 1;
+             ALTER TABLE requests ADD COLUMN ttfb_ms REAL NOT NULL DEFAULT 0;
+             ALTER TABLE requests ADD COLUMN upstream_ms REAL NOT NULL DEFAULT 0;
+             PRAGMA user_version = 2;
              COMMIT;",
         )?;
     }
@@ -248,18 +267,12 @@ impl Store {
             .reader
             .lock()
             .map_err(|_| "capture store poisoned".to_owned())?;
-        let mut sql = String::from(
-            "SELECT r.id, r.started_at, r.session_id, r.client_host, r.user_agent, r.frontend,
-                    r.backend, r.model_requested, r.model_used, r.key_name, r.status, r.stream,
-                    r.latency_ms, r.input_tokens, r.output_tokens, r.error, r.prompt_text,
-                    r.response_text
-             FROM requests r",
-        );
         let mut clauses = Vec::new();
         let mut args: Vec<rusqlite::types::Value> = Vec::new();
         if let Some(text) = query.text.as_deref().filter(|t| !t.trim().is_empty()) {
-            sql.push_str(" JOIN requests_fts f ON f.rowid = r.rowid");
-            clauses.push("requests_fts MATCH ?".to_owned());
+            clauses.push(
+                "rowid IN (SELECT rowid FROM requests_fts WHERE requests_fts MATCH ?)".to_owned(),
+            );
             // Each word as a quoted term: user text is never FTS syntax.
             let terms: Vec<String> = text
                 .split_whitespace()
@@ -268,9 +281,9 @@ impl Store {
             args.push(terms.join(" ").into());
         }
         for (column, value) in [
-            ("r.session_id", &query.session_id),
-            ("r.backend", &query.backend),
-            ("r.model_used", &query.model),
+            ("session_id", &query.session_id),
+            ("backend", &query.backend),
+            ("model_used", &query.model),
         ] {
             if let Some(value) = value {
                 clauses.push(format!("{column} = ?"));
@@ -278,43 +291,22 @@ impl Store {
             }
         }
         if let Some(status) = query.status {
-            clauses.push("r.status = ?".to_owned());
+            clauses.push("status = ?".to_owned());
             args.push(i64::from(status).into());
         }
+        let mut sql = format!("SELECT {SUMMARY_COLUMNS} FROM requests");
         if !clauses.is_empty() {
             sql.push_str(" WHERE ");
             sql.push_str(&clauses.join(" AND "));
         }
-        sql.push_str(" ORDER BY r.started_at DESC LIMIT ? OFFSET ?");
+        sql.push_str(" ORDER BY started_at DESC LIMIT ? OFFSET ?");
         args.push((query.limit.clamp(1, 1000) as i64).into());
         args.push((query.offset as i64).into());
         let mut statement = reader.prepare(&sql).map_err(|e| e.to_string())?;
-        let rows = statement
-            .query_map(rusqlite::params_from_iter(args), |row| {
-                Ok(RequestRow {
-                    id: row.get(0)?,
-                    started_at: row.get(1)?,
-                    session_id: row.get(2)?,
-                    client_host: row.get(3)?,
-                    user_agent: row.get(4)?,
-                    frontend: row.get(5)?,
-                    backend: row.get(6)?,
-                    model_requested: row.get(7)?,
-                    model_used: row.get(8)?,
-                    key_name: row.get(9)?,
-                    status: row.get(10)?,
-                    stream: row.get(11)?,
-                    latency_ms: row.get(12)?,
-                    input_tokens: row.get(13)?,
-                    output_tokens: row.get(14)?,
-                    error: row.get(15)?,
-                    prompt_text: row.get(16)?,
-                    response_text: row.get(17)?,
-                    ..RequestRow::default()
-                })
-            })
-            .map_err(|e| e.to_string())?;
-        rows.collect::<Result<_, _>>().map_err(|e| e.to_string())
+        statement
+            .query_map(rusqlite::params_from_iter(args), summary_of)
+            .and_then(Iterator::collect)
+            .map_err(|e| e.to_string())
     }
 
     /// One request with its bodies.
@@ -325,35 +317,15 @@ impl Store {
             .map_err(|_| "capture store poisoned".to_owned())?;
         reader
             .query_row(
-                "SELECT id, started_at, session_id, client_host, user_agent, frontend, backend,
-                        model_requested, model_used, key_name, status, stream, latency_ms,
-                        input_tokens, output_tokens, error, client_request, upstream_request,
-                        upstream_response, prompt_text, response_text
-                 FROM requests WHERE id = ?",
+                &format!("SELECT {SUMMARY_COLUMNS}, {BODY_COLUMNS} FROM requests WHERE id = ?"),
                 params![id],
                 |row| {
+                    let bodies = SUMMARY_COLUMNS.split(',').count();
                     Ok(RequestRow {
-                        id: row.get(0)?,
-                        started_at: row.get(1)?,
-                        session_id: row.get(2)?,
-                        client_host: row.get(3)?,
-                        user_agent: row.get(4)?,
-                        frontend: row.get(5)?,
-                        backend: row.get(6)?,
-                        model_requested: row.get(7)?,
-                        model_used: row.get(8)?,
-                        key_name: row.get(9)?,
-                        status: row.get(10)?,
-                        stream: row.get(11)?,
-                        latency_ms: row.get(12)?,
-                        input_tokens: row.get(13)?,
-                        output_tokens: row.get(14)?,
-                        error: row.get(15)?,
-                        client_request: row.get(16)?,
-                        upstream_request: row.get(17)?,
-                        upstream_response: row.get(18)?,
-                        prompt_text: row.get(19)?,
-                        response_text: row.get(20)?,
+                        client_request: row.get(bodies)?,
+                        upstream_request: row.get(bodies + 1)?,
+                        upstream_response: row.get(bodies + 2)?,
+                        ..summary_of(row)?
                     })
                 },
             )
@@ -416,6 +388,38 @@ impl Store {
             backends,
         })
     }
+}
+
+/// The columns of a row without its bodies, in the order `summary_of` reads them.
+const SUMMARY_COLUMNS: &str = "id, started_at, session_id, client_host, user_agent, frontend, \
+    backend, model_requested, model_used, key_name, status, stream, latency_ms, ttfb_ms, \
+    upstream_ms, input_tokens, output_tokens, error, prompt_text, response_text";
+const BODY_COLUMNS: &str = "client_request, upstream_request, upstream_response";
+
+fn summary_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<RequestRow> {
+    Ok(RequestRow {
+        id: row.get(0)?,
+        started_at: row.get(1)?,
+        session_id: row.get(2)?,
+        client_host: row.get(3)?,
+        user_agent: row.get(4)?,
+        frontend: row.get(5)?,
+        backend: row.get(6)?,
+        model_requested: row.get(7)?,
+        model_used: row.get(8)?,
+        key_name: row.get(9)?,
+        status: row.get(10)?,
+        stream: row.get(11)?,
+        latency_ms: row.get(12)?,
+        ttfb_ms: row.get(13)?,
+        upstream_ms: row.get(14)?,
+        input_tokens: row.get(15)?,
+        output_tokens: row.get(16)?,
+        error: row.get(17)?,
+        prompt_text: row.get(18)?,
+        response_text: row.get(19)?,
+        ..RequestRow::default()
+    })
 }
 
 /// Deletes the matching requests and their search entries.
@@ -525,9 +529,10 @@ fn commit(connection: &mut Connection, batch: &mut Vec<RequestRow>) {
                 "INSERT OR REPLACE INTO requests (id, started_at, session_id, client_host, user_agent,
                     frontend, backend, model_requested, model_used, key_name, status, stream,
                     latency_ms, input_tokens, output_tokens, error, client_request,
-                    upstream_request, upstream_response, prompt_text, response_text)
+                    upstream_request, upstream_response, prompt_text, response_text, ttfb_ms,
+                    upstream_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                         ?17, ?18, ?19, ?20, ?21)",
+                         ?17, ?18, ?19, ?20, ?21, ?22, ?23)",
             )?;
             let mut fts = tx.prepare_cached(
                 "INSERT INTO requests_fts (rowid, prompt_text, response_text) VALUES (?1, ?2, ?3)",
@@ -555,6 +560,8 @@ fn commit(connection: &mut Connection, batch: &mut Vec<RequestRow>) {
                     row.upstream_response,
                     row.prompt_text,
                     row.response_text,
+                    row.ttfb_ms,
+                    row.upstream_ms,
                 ])?;
                 fts.execute(params![
                     tx.last_insert_rowid(),
@@ -574,6 +581,8 @@ fn commit(connection: &mut Connection, batch: &mut Vec<RequestRow>) {
 /// Collects one request's row while it runs; inserted into the store when it ends.
 pub struct Recorder {
     row: Mutex<RequestRow>,
+    /// When the first provider request went out and the provider's last byte came in.
+    upstream: Mutex<(Option<Instant>, Option<Instant>)>,
     store: Arc<Store>,
 }
 
@@ -595,6 +604,7 @@ impl Recorder {
     pub fn new(store: Arc<Store>) -> Self {
         Self {
             row: Mutex::new(RequestRow::default()),
+            upstream: Mutex::new((None, None)),
             store,
         }
     }
@@ -614,10 +624,16 @@ impl Recorder {
     pub fn upstream_request(&self, body: &[u8]) {
         let text = clipped(&String::from_utf8_lossy(body));
         self.update(|row| row.upstream_request = text);
+        if let Ok(mut upstream) = self.upstream.lock() {
+            upstream.0.get_or_insert_with(Instant::now);
+        }
     }
 
     /// The provider's whole answer, or one more stream frame.
     pub fn upstream_response(&self, data: &str, frame: bool) {
+        if let Ok(mut upstream) = self.upstream.lock() {
+            upstream.1 = Some(Instant::now());
+        }
         self.update(|row| {
             if row.upstream_response.len() >= BODY_LIMIT {
                 return;
@@ -634,6 +650,11 @@ impl Recorder {
         let Ok(mut row) = self.row.lock() else {
             return;
         };
+        if let Ok(upstream) = self.upstream.lock()
+            && let (Some(sent), Some(last)) = *upstream
+        {
+            row.upstream_ms = last.saturating_duration_since(sent).as_secs_f64() * 1000.0;
+        }
         change(&mut row);
         self.store.insert(std::mem::take(&mut *row));
     }
@@ -786,5 +807,70 @@ mod tests {
             })
             .unwrap();
         assert_eq!(searched.len(), 2, "the deleted row left the search index");
+    }
+
+    #[test]
+    fn a_version_1_database_is_migrated_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        {
+            let connection = open(&path).unwrap();
+            create_version_1(&connection).unwrap();
+            connection
+                .execute(
+                    "INSERT INTO requests VALUES (1, 'old_1', ?1, 's', 'h', 'ua', 'openai_chat',
+                     'openai', 'm', 'm', '', 200, 0, 12.5, 3, 4, '', '{}', '{}', '{}',
+                     'kept prompt', 'kept answer')",
+                    params![now()],
+                )
+                .unwrap();
+            connection
+                .execute(
+                    "INSERT INTO requests_fts (rowid, prompt_text, response_text)
+                     VALUES (1, 'kept prompt', 'kept answer')",
+                    [],
+                )
+                .unwrap();
+        }
+        let store = Store::open(&path, Duration::from_millis(20), Vec::new()).unwrap();
+        let version: i64 = open(&path)
+            .unwrap()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let old = store.get("old_1").unwrap().unwrap();
+        assert_eq!(
+            (old.latency_ms, old.ttfb_ms, old.input_tokens),
+            (12.5, 0.0, 3)
+        );
+        let mut new = row("new_1", "fresh prompt", "openai");
+        new.ttfb_ms = 5.0;
+        new.upstream_ms = 9.0;
+        store.insert(new);
+        store.flush(Duration::from_secs(5));
+        let found = store
+            .list(&Query {
+                text: Some("kept".into()),
+                limit: 5,
+                ..Query::default()
+            })
+            .unwrap();
+        assert_eq!(found[0].id, "old_1");
+        let fresh = store.get("new_1").unwrap().unwrap();
+        assert_eq!((fresh.ttfb_ms, fresh.upstream_ms), (5.0, 9.0));
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("future.db");
+        open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        let err = Store::open(&path, Duration::from_millis(20), Vec::new())
+            .err()
+            .unwrap();
+        assert!(err.contains("newer than this llmux"), "{err}");
     }
 }

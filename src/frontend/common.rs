@@ -232,6 +232,8 @@ pub struct RequestLog {
     error: Option<String>,
     /// The answer's text, kept only when the capture store records this request.
     response_text: Option<String>,
+    /// Milliseconds from the request's arrival to the first answer event.
+    ttfb_ms: Option<f64>,
     done: bool,
 }
 
@@ -244,12 +246,16 @@ impl RequestLog {
             usage: None,
             error: None,
             response_text: ctx.recorder.as_ref().map(|_| String::new()),
+            ttfb_ms: None,
             done: false,
         }
     }
 
     /// Notes what an event says about the outcome.
     pub fn observe(&mut self, event: &Event) {
+        if self.ttfb_ms.is_none() {
+            self.ttfb_ms = Some(self.ctx.started.elapsed().as_secs_f64() * 1000.0);
+        }
         match event {
             Event::Usage(usage) => self.usage = Some(usage.clone()),
             Event::TextDelta(text) | Event::RefusalDelta(text) => {
@@ -330,6 +336,7 @@ impl RequestLog {
             row.status = self.status;
             row.stream = self.stream;
             row.latency_ms = latency_ms;
+            row.ttfb_ms = self.ttfb_ms.unwrap_or(latency_ms);
             row.input_tokens = input;
             row.output_tokens = output;
             row.error = error;
