@@ -120,6 +120,44 @@ async fn requests_are_recorded_and_searchable() {
     let (_, paged) = admin(&llmux, "/admin/api/requests?limit=1&offset=1").await;
     assert_eq!(paged["data"][0]["prompt_text"], "tell me about pelicans");
 
+    let export = client()
+        .get(llmux.url("/admin/api/export?q=pelicans"))
+        .bearer_auth(PROXY_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(export.headers()["content-type"], "application/x-ndjson");
+    let exported: Vec<Value> = export
+        .text()
+        .await
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(exported.len(), 1);
+    assert!(
+        exported[0]["client_request"]
+            .as_str()
+            .unwrap()
+            .contains("pelicans")
+    );
+
+    let (status, by_backend) = admin(&llmux, "/admin/api/usage?by=backend").await;
+    assert_eq!(status, 200);
+    assert_eq!(by_backend["data"][0]["group"], "fake");
+    assert_eq!(by_backend["data"][0]["requests"], 2);
+    let (_, by_day) = admin(&llmux, "/admin/api/usage").await;
+    assert_eq!(by_day["by"], "day");
+    assert_eq!(by_day["data"].as_array().unwrap().len(), 1);
+    let (status, bad) = admin(&llmux, "/admin/api/usage?by=weather").await;
+    assert_eq!(status, 400);
+    assert!(
+        bad["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("weather")
+    );
+
     let (status, stats) = admin(&llmux, "/admin/api/stats").await;
     assert_eq!(status, 200);
     assert_eq!(stats["requests"], 2);
@@ -221,5 +259,46 @@ async fn admin_api_errors_are_clear() {
             .as_str()
             .unwrap()
             .contains("--capture-db")
+    );
+}
+
+#[tokio::test]
+async fn a_captured_request_replays_as_a_curl_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let llmux = store_run(Mode::Normal, &dir).await;
+    chat(&llmux, "replay me please", false).await;
+    flush(&llmux);
+    let (_, listed) = admin(&llmux, "/admin/api/requests").await;
+    let id = listed["data"][0]["id"].as_str().unwrap().to_owned();
+    let command = client()
+        .get(llmux.url(&format!("/admin/api/requests/{id}/curl")))
+        .bearer_auth(PROXY_KEY)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(command.starts_with("curl "), "{command}");
+    assert!(
+        !command.contains(PROXY_KEY),
+        "the key stays in the environment"
+    );
+    let output = tokio::process::Command::new("bash")
+        .arg("-c")
+        .arg(&command)
+        .env("LLMUX_API_KEY", PROXY_KEY)
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(answer["object"], "chat.completion");
+    flush(&llmux);
+    let (_, again) = admin(&llmux, "/admin/api/requests?q=replay").await;
+    assert_eq!(
+        again["data"].as_array().unwrap().len(),
+        2,
+        "the replay was recorded too"
     );
 }

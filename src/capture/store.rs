@@ -64,6 +64,51 @@ pub struct Query {
     pub status: Option<u16>,
     pub limit: usize,
     pub offset: usize,
+    /// Include the three bodies (for export).
+    pub with_bodies: bool,
+}
+
+/// What usage is totalled by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageBy {
+    Day,
+    Backend,
+    Model,
+    Key,
+    Session,
+}
+
+impl UsageBy {
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "day" => Self::Day,
+            "backend" => Self::Backend,
+            "model" => Self::Model,
+            "key" => Self::Key,
+            "session" => Self::Session,
+            _ => return None,
+        })
+    }
+
+    fn expression(self) -> &'static str {
+        match self {
+            Self::Day => "date(started_at, 'unixepoch')",
+            Self::Backend => "backend",
+            Self::Model => "model_used",
+            Self::Key => "key_name",
+            Self::Session => "session_id",
+        }
+    }
+}
+
+/// Totals for one day, back-end, model, key or session.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Usage {
+    pub group: String,
+    pub requests: u64,
+    pub errors: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
 }
 
 enum Message {
@@ -294,7 +339,12 @@ impl Store {
             clauses.push("status = ?".to_owned());
             args.push(i64::from(status).into());
         }
-        let mut sql = format!("SELECT {SUMMARY_COLUMNS} FROM requests");
+        let columns = if query.with_bodies {
+            format!("{SUMMARY_COLUMNS}, {BODY_COLUMNS}")
+        } else {
+            SUMMARY_COLUMNS.to_owned()
+        };
+        let mut sql = format!("SELECT {columns} FROM requests");
         if !clauses.is_empty() {
             sql.push_str(" WHERE ");
             sql.push_str(&clauses.join(" AND "));
@@ -303,8 +353,46 @@ impl Store {
         args.push((query.limit.clamp(1, 1000) as i64).into());
         args.push((query.offset as i64).into());
         let mut statement = reader.prepare(&sql).map_err(|e| e.to_string())?;
+        let read = if query.with_bodies {
+            full_row_of
+        } else {
+            summary_of
+        };
         statement
-            .query_map(rusqlite::params_from_iter(args), summary_of)
+            .query_map(rusqlite::params_from_iter(args), read)
+            .and_then(Iterator::collect)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Requests, errors and tokens per day, back-end, model, key or session, largest first.
+    pub fn usage(&self, by: UsageBy) -> Result<Vec<Usage>, String> {
+        let reader = self
+            .reader
+            .lock()
+            .map_err(|_| "capture store poisoned".to_owned())?;
+        let group = by.expression();
+        let order = if by == UsageBy::Day {
+            "1 DESC"
+        } else {
+            "2 DESC"
+        };
+        let mut statement = reader
+            .prepare(&format!(
+                "SELECT {group}, COUNT(*), SUM(status >= 400), SUM(input_tokens),
+                        SUM(output_tokens)
+                 FROM requests GROUP BY 1 ORDER BY {order} LIMIT 1000"
+            ))
+            .map_err(|e| e.to_string())?;
+        statement
+            .query_map([], |row| {
+                Ok(Usage {
+                    group: row.get(0)?,
+                    requests: row.get(1)?,
+                    errors: row.get(2)?,
+                    input_tokens: row.get(3)?,
+                    output_tokens: row.get(4)?,
+                })
+            })
             .and_then(Iterator::collect)
             .map_err(|e| e.to_string())
     }
@@ -319,15 +407,7 @@ impl Store {
             .query_row(
                 &format!("SELECT {SUMMARY_COLUMNS}, {BODY_COLUMNS} FROM requests WHERE id = ?"),
                 params![id],
-                |row| {
-                    let bodies = SUMMARY_COLUMNS.split(',').count();
-                    Ok(RequestRow {
-                        client_request: row.get(bodies)?,
-                        upstream_request: row.get(bodies + 1)?,
-                        upstream_response: row.get(bodies + 2)?,
-                        ..summary_of(row)?
-                    })
-                },
+                full_row_of,
             )
             .optional()
             .map_err(|e| e.to_string())
@@ -419,6 +499,17 @@ fn summary_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<RequestRow> {
         prompt_text: row.get(18)?,
         response_text: row.get(19)?,
         ..RequestRow::default()
+    })
+}
+
+/// A row with its bodies, selected as `SUMMARY_COLUMNS, BODY_COLUMNS`.
+fn full_row_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<RequestRow> {
+    let bodies = SUMMARY_COLUMNS.split(',').count();
+    Ok(RequestRow {
+        client_request: row.get(bodies)?,
+        upstream_request: row.get(bodies + 1)?,
+        upstream_response: row.get(bodies + 2)?,
+        ..summary_of(row)?
     })
 }
 

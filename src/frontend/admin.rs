@@ -4,6 +4,9 @@
 //! `q` (full-text over prompt and answer), `session`, `backend`, `model`, `status`,
 //! paged by `limit` (default 50, at most 1000) and `offset`.
 //! `GET /admin/api/requests/{id}` returns one request with both wire legs.
+//! `GET /admin/api/requests/{id}/curl` is that request as a curl command that replays it.
+//! `GET /admin/api/export` takes the list's filters and answers JSON Lines with the bodies.
+//! `GET /admin/api/usage?by=day|backend|model|key|session` totals requests and tokens.
 //! `DELETE /admin/api/requests/{id}` forgets one request.
 //! `GET /admin/api/stats` totals requests, errors and tokens per back-end and model, and
 //! counts rows dropped because the writer fell behind.
@@ -14,6 +17,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
@@ -32,6 +36,9 @@ pub fn routes() -> axum::Router<Engine> {
     axum::Router::new()
         .route("/admin/api/requests", get(list))
         .route("/admin/api/requests/{id}", get(show).delete(remove))
+        .route("/admin/api/requests/{id}/curl", get(curl))
+        .route("/admin/api/export", get(export))
+        .route("/admin/api/usage", get(usage))
         .route("/admin/api/stats", get(stats))
 }
 
@@ -63,21 +70,18 @@ async fn read<T: Send + 'static>(
         .map_err(|e| Error::internal(format!("capture store read failed: {e}")))
 }
 
-async fn list(
-    State(engine): State<Engine>,
+/// The store query the parameters ask for.
+fn store_query(
     params: Result<Query<ListParams>, QueryRejection>,
-) -> Response {
-    let params = match params {
-        Ok(Query(params)) => params,
-        Err(rejection) => {
-            let err = Error::invalid_request(format!(
-                "bad query ({}); limit, offset and status are non-negative integers",
-                rejection.body_text()
-            ));
-            return error_response(PROTOCOL, &err);
-        }
-    };
-    let query = store::Query {
+    with_bodies: bool,
+) -> Result<store::Query, Error> {
+    let Query(params) = params.map_err(|rejection| {
+        Error::invalid_request(format!(
+            "bad query ({}); limit, offset and status are non-negative integers",
+            rejection.body_text()
+        ))
+    })?;
+    Ok(store::Query {
         text: params.q,
         session_id: params.session,
         backend: params.backend,
@@ -85,13 +89,119 @@ async fn list(
         status: params.status,
         limit: params.limit.unwrap_or(50),
         offset: params.offset.unwrap_or(0),
+        with_bodies,
+    })
+}
+
+async fn matching_rows(
+    engine: &Engine,
+    params: Result<Query<ListParams>, QueryRejection>,
+    with_bodies: bool,
+) -> Result<Vec<store::RequestRow>, Error> {
+    let query = store_query(params, with_bodies)?;
+    read(store_of(engine)?, move |store| store.list(&query)).await
+}
+
+async fn list(
+    State(engine): State<Engine>,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Response {
+    match matching_rows(&engine, params, false).await {
+        Ok(rows) => Json(json!({ "object": "list", "data": rows })).into_response(),
+        Err(err) => error_response(PROTOCOL, &err),
+    }
+}
+
+/// The matching requests with their bodies, one JSON object per line.
+async fn export(
+    State(engine): State<Engine>,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Response {
+    match matching_rows(&engine, params, true).await {
+        Ok(rows) => {
+            let mut lines = String::new();
+            for row in &rows {
+                lines.push_str(&serde_json::to_string(row).unwrap_or_default());
+                lines.push('\n');
+            }
+            ([(header::CONTENT_TYPE, "application/x-ndjson")], lines).into_response()
+        }
+        Err(err) => error_response(PROTOCOL, &err),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct UsageParams {
+    by: Option<String>,
+}
+
+async fn usage(State(engine): State<Engine>, Query(params): Query<UsageParams>) -> Response {
+    let by = params.by.as_deref().unwrap_or("day");
+    let Some(group) = store::UsageBy::parse(by) else {
+        let err = Error::invalid_request(format!(
+            "unknown usage grouping {by:?}; use day, backend, model, key or session"
+        ));
+        return error_response(PROTOCOL, &err);
     };
-    let listed = match store_of(&engine) {
-        Ok(store) => read(store, move |store| store.list(&query)).await,
+    let totals = match store_of(&engine) {
+        Ok(store) => read(store, move |store| store.usage(group)).await,
         Err(err) => Err(err),
     };
-    match listed {
-        Ok(rows) => Json(json!({ "object": "list", "data": rows })).into_response(),
+    match totals {
+        Ok(rows) => Json(json!({ "object": "list", "by": by, "data": rows })).into_response(),
+        Err(err) => error_response(PROTOCOL, &err),
+    }
+}
+
+/// The path a client of this front-end posted to.
+fn client_path(row: &store::RequestRow) -> String {
+    match row.frontend.as_str() {
+        "openai_responses" => "/v1/responses".to_owned(),
+        "anthropic" => "/v1/messages".to_owned(),
+        "gemini" if row.stream => format!(
+            "/v1beta/models/{}:streamGenerateContent?alt=sse",
+            row.model_requested
+        ),
+        "gemini" => format!("/v1beta/models/{}:generateContent", row.model_requested),
+        _ => "/v1/chat/completions".to_owned(),
+    }
+}
+
+/// A shell command that sends the captured client request to llmux again. The proxy key is
+/// read from `$LLMUX_API_KEY`, never written out.
+fn replay_command(row: &store::RequestRow, base_url: &str) -> String {
+    let url = format!("{base_url}{}", client_path(row));
+    format!(
+        "curl -sS '{url}' \\\n  -H 'content-type: application/json' \\\n  \
+         -H \"authorization: Bearer ${{LLMUX_API_KEY:-none}}\" \\\n  \
+         --data-binary @- <<'LLMUX_REQUEST'\n{}\nLLMUX_REQUEST\n",
+        row.client_request
+    )
+}
+
+async fn curl(
+    State(engine): State<Engine>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let found = match store_of(&engine) {
+        Ok(store) => read(store, move |store| store.get(&id)).await,
+        Err(err) => Err(err),
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1:8000");
+    match found {
+        Ok(Some(row)) => (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            replay_command(&row, &format!("http://{host}")),
+        )
+            .into_response(),
+        Ok(None) => error_response(
+            PROTOCOL,
+            &Error::not_found("no recorded request has this id"),
+        ),
         Err(err) => error_response(PROTOCOL, &err),
     }
 }
