@@ -135,7 +135,9 @@ impl Engine {
             recorder.client_request(body);
             let prompt = request.last_user_text().unwrap_or_default();
             let model = request.model.clone();
+            let id = ctx.request_id.clone();
             recorder.update(|row| {
+                row.id = id;
                 row.prompt_text = prompt;
                 row.model_requested = model;
             });

@@ -108,8 +108,27 @@ async fn requests_are_recorded_and_searchable() {
     assert_eq!(status, 200);
     assert!(row["client_request"].as_str().unwrap().contains("herons"));
     assert!(row["upstream_request"].as_str().unwrap().contains("herons"));
-    // The stream's frames, one per line.
-    assert!(row["upstream_response"].as_str().unwrap().lines().count() > 2);
+    // The stream's frames, one per line after their arrival time.
+    let frames: Vec<&str> = row["upstream_response"].as_str().unwrap().lines().collect();
+    assert!(frames.len() > 2);
+    let mut last_ms = 0.0;
+    for frame in &frames {
+        let (ms, data) = frame.split_once('\t').unwrap();
+        let ms: f64 = ms.parse().unwrap();
+        assert!(ms >= last_ms, "arrival times only grow: {frame}");
+        last_ms = ms;
+        assert!(data.starts_with('{') || data == "[DONE]", "{data}");
+    }
+    // The client leg: the SSE the client got, through its end.
+    let sent = row["client_response"].as_str().unwrap();
+    assert!(sent.starts_with("data: {"), "{sent}");
+    assert!(sent.trim_end().ends_with("data: [DONE]"), "{sent}");
+
+    let (_, first) = admin(&llmux, "/admin/api/requests?q=pelicans").await;
+    let first_id = first["data"][0]["id"].as_str().unwrap();
+    let (_, plain) = admin(&llmux, &format!("/admin/api/requests/{first_id}")).await;
+    let sent: Value = serde_json::from_str(plain["client_response"].as_str().unwrap()).unwrap();
+    assert_eq!(sent["object"], "chat.completion");
     assert!(!row.to_string().contains(KEY));
     assert!(!row.to_string().contains(PROXY_KEY));
 
@@ -301,4 +320,38 @@ async fn a_captured_request_replays_as_a_curl_command() {
         2,
         "the replay was recorded too"
     );
+}
+
+#[tokio::test]
+async fn a_stream_the_client_abandons_is_recorded_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let llmux = store_run(Mode::Endless, &dir).await;
+    let request = json!({"model": "fake-small", "stream": true,
+        "messages": [{"role": "user", "content": "never ending story"}]});
+    let mut response = client()
+        .post(llmux.url("/v1/chat/completions"))
+        .bearer_auth(PROXY_KEY)
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
+    // Two chunks arrive, then the client leaves.
+    for _ in 0..2 {
+        response.chunk().await.unwrap().unwrap();
+    }
+    drop(response);
+    // The row is written once the server notices; bounded wait.
+    let mut rows = Vec::new();
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        flush(&llmux);
+        let (_, listed) = admin(&llmux, "/admin/api/requests?q=never").await;
+        rows = listed["data"].as_array().unwrap().clone();
+        if !rows.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(rows.len(), 1, "the abandoned request was recorded");
+    assert_eq!(rows[0]["error"], "client disconnected");
+    assert!(!rows[0]["response_text"].as_str().unwrap().is_empty());
 }

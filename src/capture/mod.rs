@@ -16,7 +16,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
@@ -251,22 +251,33 @@ impl Writer {
     }
 
     fn run(mut self, rx: Receiver<Message>) {
+        let interval = self.settings.flush_interval;
+        // The oldest buffered record is written by this time, however busy the queue stays.
+        let mut deadline: Option<Instant> = None;
         loop {
-            match rx.recv_timeout(self.settings.flush_interval) {
+            let wait = deadline.map_or(interval, |at| at.saturating_duration_since(Instant::now()));
+            match rx.recv_timeout(wait) {
                 Ok(Message::Record(line)) => {
+                    let due = *deadline.get_or_insert_with(|| Instant::now() + interval);
                     self.buffer.push_str(&line);
                     self.entries += 1;
                     if self.buffer.len() >= self.settings.buffer_size
                         || self.entries >= self.settings.max_entries_per_flush
+                        || Instant::now() >= due
                     {
                         self.flush();
+                        deadline = None;
                     }
                 }
                 Ok(Message::Flush(done)) => {
                     self.flush();
+                    deadline = None;
                     let _ = done.send(());
                 }
-                Err(RecvTimeoutError::Timeout) => self.flush(),
+                Err(RecvTimeoutError::Timeout) => {
+                    self.flush();
+                    deadline = None;
+                }
                 Err(RecvTimeoutError::Disconnected) => {
                     self.flush();
                     return;

@@ -47,8 +47,11 @@ pub struct RequestRow {
     pub client_request: String,
     /// The body sent to the provider.
     pub upstream_request: String,
-    /// The provider's answer: its body, or its stream frames (one per line).
+    /// The provider's answer: its body, or its stream frames, one per line, each after its
+    /// arrival time in milliseconds since the provider request and a tab.
     pub upstream_response: String,
+    /// What llmux sent back to the client, as sent.
+    pub client_response: String,
     /// The user's text (for search) and the answer's text.
     pub prompt_text: String,
     pub response_text: String,
@@ -169,11 +172,12 @@ fn migrate(connection: &Connection) -> rusqlite::Result<()> {
         create_version_1(connection)?;
     }
     if version < 2 {
-        // Version 2: where the time went.
+        // Version 2: where the time went, and the client leg's answer.
         connection.execute_batch(
             "BEGIN;
              ALTER TABLE requests ADD COLUMN ttfb_ms REAL NOT NULL DEFAULT 0;
              ALTER TABLE requests ADD COLUMN upstream_ms REAL NOT NULL DEFAULT 0;
+             ALTER TABLE requests ADD COLUMN client_response TEXT NOT NULL DEFAULT '';
              PRAGMA user_version = 2;
              COMMIT;",
         )?;
@@ -275,6 +279,7 @@ impl Store {
                 &mut row.client_request,
                 &mut row.upstream_request,
                 &mut row.upstream_response,
+                &mut row.client_response,
                 &mut row.prompt_text,
                 &mut row.response_text,
                 &mut row.error,
@@ -474,7 +479,7 @@ impl Store {
 const SUMMARY_COLUMNS: &str = "id, started_at, session_id, client_host, user_agent, frontend, \
     backend, model_requested, model_used, key_name, status, stream, latency_ms, ttfb_ms, \
     upstream_ms, input_tokens, output_tokens, error, prompt_text, response_text";
-const BODY_COLUMNS: &str = "client_request, upstream_request, upstream_response";
+const BODY_COLUMNS: &str = "client_request, upstream_request, upstream_response, client_response";
 
 fn summary_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<RequestRow> {
     Ok(RequestRow {
@@ -509,6 +514,7 @@ fn full_row_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<RequestRow> {
         client_request: row.get(bodies)?,
         upstream_request: row.get(bodies + 1)?,
         upstream_response: row.get(bodies + 2)?,
+        client_response: row.get(bodies + 3)?,
         ..summary_of(row)?
     })
 }
@@ -584,21 +590,31 @@ fn write_rows(
             pruned_at = Some(std::time::Instant::now());
         }
     };
+    // The oldest queued row is committed by this time, however busy the queue stays.
+    let mut deadline: Option<Instant> = None;
     loop {
-        match rx.recv_timeout(flush_interval) {
+        let wait = deadline.map_or(flush_interval, |at| {
+            at.saturating_duration_since(Instant::now())
+        });
+        match rx.recv_timeout(wait) {
             Ok(Message::Row(row)) => {
+                let due = *deadline.get_or_insert_with(|| Instant::now() + flush_interval);
                 batch.push(*row);
-                if batch.len() >= 256 {
+                if batch.len() >= 256 || Instant::now() >= due {
                     commit(&mut connection, &mut batch);
+                    deadline = None;
+                    apply_retention(&connection, false);
                 }
             }
             Ok(Message::Flush(done)) => {
                 commit(&mut connection, &mut batch);
+                deadline = None;
                 apply_retention(&connection, true);
                 let _ = done.send(());
             }
             Err(RecvTimeoutError::Timeout) => {
                 commit(&mut connection, &mut batch);
+                deadline = None;
                 apply_retention(&connection, false);
             }
             Err(RecvTimeoutError::Disconnected) => {
@@ -621,9 +637,9 @@ fn commit(connection: &mut Connection, batch: &mut Vec<RequestRow>) {
                     frontend, backend, model_requested, model_used, key_name, status, stream,
                     latency_ms, input_tokens, output_tokens, error, client_request,
                     upstream_request, upstream_response, prompt_text, response_text, ttfb_ms,
-                    upstream_ms)
+                    upstream_ms, client_response)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                         ?17, ?18, ?19, ?20, ?21, ?22, ?23)",
+                         ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
             )?;
             let mut fts = tx.prepare_cached(
                 "INSERT INTO requests_fts (rowid, prompt_text, response_text) VALUES (?1, ?2, ?3)",
@@ -653,6 +669,7 @@ fn commit(connection: &mut Connection, batch: &mut Vec<RequestRow>) {
                     row.response_text,
                     row.ttfb_ms,
                     row.upstream_ms,
+                    row.client_response,
                 ])?;
                 fts.execute(params![
                     tx.last_insert_rowid(),
@@ -722,12 +739,19 @@ impl Recorder {
 
     /// The provider's whole answer, or one more stream frame.
     pub fn upstream_response(&self, data: &str, frame: bool) {
+        let now = Instant::now();
+        let mut since_sent = None;
         if let Ok(mut upstream) = self.upstream.lock() {
-            upstream.1 = Some(Instant::now());
+            upstream.1 = Some(now);
+            since_sent = upstream.0.map(|sent| now.saturating_duration_since(sent));
         }
         self.update(|row| {
             if row.upstream_response.len() >= BODY_LIMIT {
                 return;
+            }
+            if frame {
+                let ms = since_sent.unwrap_or_default().as_secs_f64() * 1000.0;
+                row.upstream_response.push_str(&format!("{ms:.1}\t"));
             }
             row.upstream_response.push_str(data);
             if frame {
@@ -736,18 +760,37 @@ impl Recorder {
         });
     }
 
-    /// Hands the finished row to the store.
+    /// More of the answer sent to the client.
+    pub fn client_response(&self, data: &[u8]) {
+        self.update(|row| {
+            if row.client_response.len() < BODY_LIMIT {
+                row.client_response.push_str(&String::from_utf8_lossy(data));
+            }
+        });
+    }
+
+    /// Completes the row with what the request's end knows. The row goes to the store when
+    /// the last holder of the recorder lets go, so the client leg's last bytes are in it.
     pub fn finish(&self, change: impl FnOnce(&mut RequestRow)) {
-        let Ok(mut row) = self.row.lock() else {
-            return;
-        };
         if let Ok(upstream) = self.upstream.lock()
             && let (Some(sent), Some(last)) = *upstream
         {
-            row.upstream_ms = last.saturating_duration_since(sent).as_secs_f64() * 1000.0;
+            let ms = last.saturating_duration_since(sent).as_secs_f64() * 1000.0;
+            self.update(|row| row.upstream_ms = ms);
         }
-        change(&mut row);
-        self.store.insert(std::mem::take(&mut *row));
+        self.update(change);
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        if let Ok(row) = self.row.get_mut() {
+            let mut row = std::mem::take(row);
+            if row.client_response.len() > BODY_LIMIT {
+                row.client_response = clipped(&row.client_response);
+            }
+            self.store.insert(row);
+        }
     }
 }
 

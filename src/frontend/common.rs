@@ -4,9 +4,10 @@
 use std::net::SocketAddr;
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
+use axum::body::{Body, HttpBody};
 use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -15,6 +16,7 @@ use futures::{FutureExt, StreamExt};
 
 use crate::Error;
 use crate::backend::EventStream;
+use crate::capture::store::Recorder;
 use crate::error::ErrorKind;
 use crate::model::{self, Event, Protocol, ResponseBuilder, Usage};
 use crate::pipeline::RequestContext;
@@ -139,7 +141,38 @@ pub async fn fold_response(
     Ok(builder.finish())
 }
 
+/// Marks a response whose bytes the capture store records (see `record_client_leg`).
+#[derive(Clone)]
+pub struct ClientLeg(Arc<Recorder>);
+
+/// Copies the answer's bytes, as the client gets them, into the request's capture row.
+/// A whole body is read at once (its length stays known); a stream is copied as it goes.
+pub async fn record_client_leg(response: Response) -> Response {
+    let (mut parts, body) = response.into_parts();
+    let Some(ClientLeg(recorder)) = parts.extensions.remove::<ClientLeg>() else {
+        return Response::from_parts(parts, body);
+    };
+    if body.size_hint().exact().is_some() {
+        let bytes = axum::body::to_bytes(body, usize::MAX)
+            .await
+            .unwrap_or_default();
+        recorder.client_response(&bytes);
+        return Response::from_parts(parts, Body::from(bytes));
+    }
+    let copied = body.into_data_stream().inspect(move |chunk| {
+        if let Ok(bytes) = chunk {
+            recorder.client_response(bytes);
+        }
+    });
+    Response::from_parts(parts, Body::from_stream(copied))
+}
+
 pub fn with_request_id(response: &mut Response, ctx: &RequestContext) {
+    if let Some(recorder) = &ctx.recorder {
+        response
+            .extensions_mut()
+            .insert(ClientLeg(recorder.clone()));
+    }
     if let Ok(id) = HeaderValue::from_str(&ctx.request_id) {
         response.headers_mut().insert("x-request-id", id);
     }

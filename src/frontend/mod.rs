@@ -38,6 +38,7 @@ pub fn app(engine: Engine) -> axum::Router {
         .merge(gemini::routes().route_layer(auth(Protocol::Gemini)))
         .merge(admin::routes().route_layer(auth(Protocol::OpenAiChat)))
         .fallback(not_found)
+        .layer(middleware::map_response(common::record_client_leg))
         .with_state(engine)
 }
 
@@ -48,6 +49,7 @@ pub fn anthropic_app(engine: Engine) -> axum::Router {
         .merge(anthropic::dedicated_public_routes())
         .merge(anthropic::dedicated_routes().route_layer(auth))
         .fallback(anthropic_not_found)
+        .layer(middleware::map_response(common::record_client_leg))
         .with_state(engine)
 }
 
