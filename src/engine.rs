@@ -7,8 +7,9 @@ use futures::StreamExt;
 use crate::Error;
 use crate::auth::Auth;
 use crate::backend::{self, EventStream};
+use crate::capture::redact::compile_patterns;
 use crate::capture::store::{Recorder, Store};
-use crate::capture::{Capture, Tap, TapInfo};
+use crate::capture::{Capture, Redactor, Tap, TapInfo};
 use crate::config::Config;
 use crate::credentials::SecretSource;
 use crate::model::Request;
@@ -21,14 +22,18 @@ use crate::state::responses::ResponseStore;
 use crate::state::{MemoryStore, StateStore};
 
 /// Every secret llmux knows, for masking: provider keys and proxy keys.
-fn secrets_of(config: &Config, secrets: &dyn SecretSource) -> Vec<String> {
-    config
+/// What the captures mask: every key llmux knows, and the configured secret patterns.
+fn secrets_of(config: &Config, secrets: &dyn SecretSource) -> Redactor {
+    let keys = config
         .backends
         .values()
         .flat_map(|backend| secrets.keys(backend))
         .map(|key| key.secret.expose().to_owned())
         .chain(config.auth.api_keys.iter().cloned())
-        .collect()
+        .collect();
+    // The patterns were checked when the config loaded.
+    let patterns = compile_patterns(&config.capture_redact_patterns).unwrap_or_default();
+    Redactor::new(keys, patterns)
 }
 
 /// The proxy engine. Cheap to clone; every clone shares the same state.

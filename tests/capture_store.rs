@@ -56,6 +56,16 @@ async fn admin(llmux: &support::Llmux, path: &str) -> (u16, Value) {
     (response.status().as_u16(), response.json().await.unwrap())
 }
 
+async fn delete(llmux: &support::Llmux, id: &str) {
+    let deleted = client()
+        .delete(llmux.url(&format!("/admin/api/requests/{id}")))
+        .bearer_auth(PROXY_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 200);
+}
+
 fn flush(llmux: &support::Llmux) {
     llmux.engine.store().unwrap().flush(Duration::from_secs(5));
 }
@@ -66,7 +76,27 @@ async fn requests_are_recorded_and_searchable() {
     let llmux = store_run(Mode::Normal, &dir).await;
     assert_eq!(chat(&llmux, "tell me about pelicans", false).await, 200);
     assert_eq!(chat(&llmux, "and now about herons", true).await, 200);
+    // A key llmux does not know, pasted into a prompt, is masked by its shape.
+    let pasted = "sk-ant-api03-pastedPastedPASTED0123456789";
+    assert_eq!(
+        chat(&llmux, &format!("why does {pasted} fail"), false).await,
+        200
+    );
     flush(&llmux);
+
+    let (_, masked) = admin(&llmux, "/admin/api/export?q=fail").await;
+    assert!(!masked.to_string().contains("pastedPasted"), "{masked}");
+    let (_, masked) = admin(&llmux, "/admin/api/requests?q=fail").await;
+    let masked_id = masked["data"][0]["id"].as_str().unwrap();
+    let (_, masked) = admin(&llmux, &format!("/admin/api/requests/{masked_id}")).await;
+    assert!(
+        masked["client_request"]
+            .as_str()
+            .unwrap()
+            .contains("why does **** fail")
+    );
+    assert!(!masked.to_string().contains("pastedPasted"));
+    delete(&llmux, masked_id).await;
 
     let (status, listed) = admin(&llmux, "/admin/api/requests").await;
     assert_eq!(status, 200);
@@ -184,13 +214,7 @@ async fn requests_are_recorded_and_searchable() {
     assert_eq!(stats["backends"][0]["backend"], "fake");
     assert_eq!(stats["backends"][0]["errors"], 0);
 
-    let deleted = client()
-        .delete(llmux.url(&format!("/admin/api/requests/{id}")))
-        .bearer_auth(PROXY_KEY)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deleted.status(), 200);
+    delete(&llmux, id).await;
     let (status, _) = admin(&llmux, &format!("/admin/api/requests/{id}")).await;
     assert_eq!(status, 404);
     let (_, gone) = admin(&llmux, "/admin/api/requests?q=herons").await;

@@ -391,3 +391,25 @@ fn invalid_alias_patterns_are_rejected_and_malformed_model_aliases_is_a_warning(
         text(&out)
     );
 }
+
+#[test]
+fn a_bad_redaction_pattern_is_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("llmux.toml");
+    std::fs::write(
+        &file,
+        "[capture]\nredact_patterns = ['ok-[a-z]+', 'key-(']\n",
+    )
+    .unwrap();
+    let out = llmux(
+        &["config", "check", "--config", file.to_str().unwrap()],
+        &[],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let message = text(&out);
+    assert!(
+        message.contains("capture.redact_patterns") && message.contains("key-("),
+        "{message}"
+    );
+}

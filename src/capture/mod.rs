@@ -20,7 +20,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
+pub mod redact;
 pub mod store;
+
+pub use redact::Redactor;
 
 /// Records waiting for the writer at most; beyond this they are dropped and counted.
 const QUEUE: usize = 8192;
@@ -85,18 +88,17 @@ enum Message {
 pub struct Capture {
     tx: SyncSender<Message>,
     dropped: AtomicU64,
-    /// Strings masked in every record before it is queued: provider and proxy keys.
-    secrets: Vec<String>,
+    /// Masks keys and key-shaped text in every record before it is queued.
+    redactor: Redactor,
 }
 
-/// What a masked secret becomes.
-const MASK: &str = "****";
-
 impl Capture {
-    /// Starts the writer thread. `secrets` are masked wherever they appear in a record
-    /// (a user may paste a key into a prompt); strings shorter than 8 characters are not
-    /// treated as secrets.
-    pub fn start(settings: CaptureSettings, secrets: Vec<String>) -> std::io::Result<Self> {
+    /// Starts the writer thread. The redactor masks keys wherever they appear in a record
+    /// (a user may paste a key into a prompt).
+    pub fn start(
+        settings: CaptureSettings,
+        redactor: impl Into<Redactor>,
+    ) -> std::io::Result<Self> {
         if let Some(dir) = settings.file.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
@@ -105,14 +107,10 @@ impl Capture {
         std::thread::Builder::new()
             .name("llmux-capture".into())
             .spawn(move || Writer::new(settings, file).run(rx))?;
-        let mut secrets: Vec<String> = secrets.into_iter().filter(|s| s.len() >= 8).collect();
-        // Longest first, so a key that contains another is masked whole.
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        secrets.dedup();
         Ok(Self {
             tx,
             dropped: AtomicU64::new(0),
-            secrets,
+            redactor: redactor.into(),
         })
     }
 
@@ -124,11 +122,7 @@ impl Capture {
     /// Queues one record; never blocks.
     pub fn record(&self, tap: &TapInfo, direction: Direction, payload: Payload<'_>) {
         let mut line = line(tap, direction, payload);
-        for secret in &self.secrets {
-            if line.contains(secret.as_str()) {
-                line = line.replace(secret.as_str(), MASK);
-            }
-        }
+        self.redactor.redact_in_place(&mut line);
         match self.tx.try_send(Message::Record(line)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {

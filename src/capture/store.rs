@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
+use super::Redactor;
+
 /// Rows waiting for the writer at most.
 const QUEUE: usize = 4096;
 /// The schema this code writes.
@@ -121,8 +123,8 @@ enum Message {
 
 /// The store: a writer thread for rows, a reader connection for queries.
 pub struct Store {
-    /// Masked in every text field before a row is queued.
-    secrets: Vec<String>,
+    /// Masks keys in every text field before a row is queued.
+    redactor: Redactor,
     tx: SyncSender<Message>,
     reader: Mutex<Connection>,
     dropped: AtomicU64,
@@ -232,16 +234,16 @@ impl Store {
     pub fn open(
         path: impl Into<PathBuf>,
         flush_interval: Duration,
-        secrets: Vec<String>,
+        redactor: impl Into<Redactor>,
     ) -> Result<Self, String> {
-        Self::open_with(path, flush_interval, secrets, Retention::default())
+        Self::open_with(path, flush_interval, redactor, Retention::default())
     }
 
     /// Opens the database with this retention.
     pub fn open_with(
         path: impl Into<PathBuf>,
         flush_interval: Duration,
-        secrets: Vec<String>,
+        redactor: impl Into<Redactor>,
         retention: Retention,
     ) -> Result<Self, String> {
         let path = path.into();
@@ -256,11 +258,8 @@ impl Store {
             .name("llmux-capture-db".into())
             .spawn(move || write_rows(writer, rx, flush_interval, retention))
             .map_err(|e| e.to_string())?;
-        let mut secrets: Vec<String> = secrets.into_iter().filter(|s| s.len() >= 8).collect();
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        secrets.dedup();
         Ok(Self {
-            secrets,
+            redactor: redactor.into(),
             tx,
             reader: Mutex::new(reader),
             dropped: AtomicU64::new(0),
@@ -274,7 +273,7 @@ impl Store {
 
     /// Queues a row (secrets masked); never blocks.
     pub fn insert(&self, mut row: RequestRow) {
-        if !self.secrets.is_empty() {
+        {
             for field in [
                 &mut row.client_request,
                 &mut row.upstream_request,
@@ -284,11 +283,7 @@ impl Store {
                 &mut row.response_text,
                 &mut row.error,
             ] {
-                for secret in &self.secrets {
-                    if field.contains(secret.as_str()) {
-                        *field = field.replace(secret.as_str(), "****");
-                    }
-                }
+                self.redactor.redact_in_place(field);
             }
         }
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =

@@ -241,6 +241,8 @@ pub struct Config {
     pub capture_db: Option<PathBuf>,
     /// How long capture writers may hold records before writing.
     pub capture_flush_interval: Duration,
+    /// Regexes of secret-shaped text masked in both captures (checked at load).
+    pub capture_redact_patterns: Vec<String>,
     /// How long capture store rows are kept and how large the store may grow.
     pub capture_db_retention: crate::capture::store::Retention,
     pub responses_retention: Duration,
@@ -493,6 +495,24 @@ fn validate(
             "refusing to listen on a non-loopback address without an API key; set \
              LLM_INTERACTIVE_PROXY_API_KEY (or auth.api_keys) or listen on 127.0.0.1",
         ));
+    }
+
+    let capture_redact_patterns: Vec<String> = match &raw.capture.redact_patterns {
+        Some(patterns) => patterns.clone(),
+        None => crate::capture::redact::DEFAULT_PATTERNS
+            .iter()
+            .map(|p| (*p).to_owned())
+            .collect(),
+    };
+    for pattern in &capture_redact_patterns {
+        if let Err(err) = regex::Regex::new(pattern) {
+            problems.push(bad(
+                layered,
+                "capture.redact_patterns",
+                format!("{pattern:?}"),
+                format!("not a regular expression: {err}"),
+            ));
+        }
     }
 
     let mut trusted = Vec::new();
@@ -837,6 +857,7 @@ fn validate(
             .filter(|d| !d.is_empty())
             .map(PathBuf::from),
         capture_flush_interval: Duration::from_secs_f64(raw.capture.flush_interval.max(0.001)),
+        capture_redact_patterns,
         capture_db_retention: crate::capture::store::Retention {
             max_age: (raw.capture.db_retention_days > 0)
                 .then(|| Duration::from_secs(raw.capture.db_retention_days.saturating_mul(86_400))),
