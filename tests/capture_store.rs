@@ -166,6 +166,23 @@ async fn requests_are_recorded_and_searchable() {
     assert!(none["data"].as_array().unwrap().is_empty());
     let (_, filtered) = admin(&llmux, "/admin/api/requests?status=500").await;
     assert!(filtered["data"].as_array().unwrap().is_empty());
+    let started = rows[1]["started_at"].as_f64().unwrap();
+    let (_, later) = admin(
+        &llmux,
+        &format!("/admin/api/requests?since={}", started + 0.0001),
+    )
+    .await;
+    assert_eq!(
+        later["data"].as_array().unwrap().len(),
+        1,
+        "only the newer one"
+    );
+    let (_, earlier) = admin(
+        &llmux,
+        &format!("/admin/api/requests?until={}", started + 0.0001),
+    )
+    .await;
+    assert_eq!(earlier["data"][0]["prompt_text"], "tell me about pelicans");
     let (_, paged) = admin(&llmux, "/admin/api/requests?limit=1&offset=1").await;
     assert_eq!(paged["data"][0]["prompt_text"], "tell me about pelicans");
 

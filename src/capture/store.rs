@@ -67,6 +67,9 @@ pub struct Query {
     pub backend: Option<String>,
     pub model: Option<String>,
     pub status: Option<u16>,
+    /// Unix seconds: requests started at or after `since` and before `until`.
+    pub since: Option<f64>,
+    pub until: Option<f64>,
     pub limit: usize,
     pub offset: usize,
     /// Include the three bodies (for export).
@@ -338,6 +341,14 @@ impl Store {
         if let Some(status) = query.status {
             clauses.push("status = ?".to_owned());
             args.push(i64::from(status).into());
+        }
+        if let Some(since) = query.since {
+            clauses.push("started_at >= ?".to_owned());
+            args.push(since.into());
+        }
+        if let Some(until) = query.until {
+            clauses.push("started_at < ?".to_owned());
+            args.push(until.into());
         }
         let columns = if query.with_bodies {
             format!("{SUMMARY_COLUMNS}, {BODY_COLUMNS}")

@@ -2,6 +2,7 @@
 //!
 //! `GET /admin/api/requests` lists requests newest first, without their bodies, filtered by
 //! `q` (full-text over prompt and answer), `session`, `backend`, `model`, `status`,
+//! `since` and `until` (Unix seconds),
 //! paged by `limit` (default 50, at most 1000) and `offset`.
 //! `GET /admin/api/requests/{id}` returns one request with both wire legs.
 //! `GET /admin/api/requests/{id}/curl` is that request as a curl command that replays it.
@@ -49,6 +50,8 @@ struct ListParams {
     backend: Option<String>,
     model: Option<String>,
     status: Option<u16>,
+    since: Option<f64>,
+    until: Option<f64>,
     limit: Option<usize>,
     offset: Option<usize>,
 }
@@ -77,7 +80,8 @@ fn store_query(
 ) -> Result<store::Query, Error> {
     let Query(params) = params.map_err(|rejection| {
         Error::invalid_request(format!(
-            "bad query ({}); limit, offset and status are non-negative integers",
+            "bad query ({}); limit, offset and status are non-negative integers, since and \
+             until Unix seconds",
             rejection.body_text()
         ))
     })?;
@@ -87,6 +91,8 @@ fn store_query(
         backend: params.backend,
         model: params.model,
         status: params.status,
+        since: params.since,
+        until: params.until,
         limit: params.limit.unwrap_or(50),
         offset: params.offset.unwrap_or(0),
         with_bodies,
