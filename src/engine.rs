@@ -140,11 +140,15 @@ impl Engine {
             recorder.client_request(body);
             let prompt = request.last_user_text().unwrap_or_default();
             let model = request.model.clone();
+            let estimated_input = request.estimated_input_tokens();
             let id = ctx.request_id.clone();
             recorder.update(|row| {
                 row.id = id;
                 row.prompt_text = prompt;
                 row.model_requested = model;
+                // Replaced by the provider's count when it reports usage.
+                row.input_tokens = estimated_input;
+                row.tokens_estimated = true;
             });
             ctx.recorder = Some(Arc::new(recorder));
         }

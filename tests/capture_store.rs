@@ -115,6 +115,10 @@ async fn requests_are_recorded_and_searchable() {
         assert_eq!(row["user_agent"], "Cline/1.0");
         assert!(!row["response_text"].as_str().unwrap().is_empty());
         assert!(row["output_tokens"].as_u64().unwrap() > 0);
+        assert_eq!(
+            row["tokens_estimated"], false,
+            "the provider reported usage"
+        );
         let (latency, ttfb, upstream) = (
             row["latency_ms"].as_f64().unwrap(),
             row["ttfb_ms"].as_f64().unwrap(),
@@ -395,4 +399,8 @@ async fn a_stream_the_client_abandons_is_recorded_as_such() {
     assert_eq!(rows.len(), 1, "the abandoned request was recorded");
     assert_eq!(rows[0]["error"], "client disconnected");
     assert!(!rows[0]["response_text"].as_str().unwrap().is_empty());
+    // No usage came from the provider: the counts are llmux's estimate, and say so.
+    assert_eq!(rows[0]["tokens_estimated"], true);
+    assert!(rows[0]["input_tokens"].as_u64().unwrap() > 0);
+    assert!(rows[0]["output_tokens"].as_u64().unwrap() > 0);
 }

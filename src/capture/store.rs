@@ -44,6 +44,8 @@ pub struct RequestRow {
     pub upstream_ms: f64,
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// The provider reported no usage; the token counts are llmux's estimate.
+    pub tokens_estimated: bool,
     pub error: String,
     /// The client's request body, as received.
     pub client_request: String,
@@ -183,6 +185,7 @@ fn migrate(connection: &Connection) -> rusqlite::Result<()> {
              ALTER TABLE requests ADD COLUMN ttfb_ms REAL NOT NULL DEFAULT 0;
              ALTER TABLE requests ADD COLUMN upstream_ms REAL NOT NULL DEFAULT 0;
              ALTER TABLE requests ADD COLUMN client_response TEXT NOT NULL DEFAULT '';
+             ALTER TABLE requests ADD COLUMN tokens_estimated INTEGER NOT NULL DEFAULT 0;
              PRAGMA user_version = 2;
              COMMIT;",
         )?;
@@ -484,7 +487,8 @@ impl Store {
 /// The columns of a row without its bodies, in the order `summary_of` reads them.
 const SUMMARY_COLUMNS: &str = "id, started_at, session_id, client_host, user_agent, frontend, \
     backend, model_requested, model_used, key_name, status, stream, latency_ms, ttfb_ms, \
-    upstream_ms, input_tokens, output_tokens, error, prompt_text, response_text";
+    upstream_ms, input_tokens, output_tokens, error, prompt_text, response_text, \
+    tokens_estimated";
 const BODY_COLUMNS: &str = "client_request, upstream_request, upstream_response, client_response";
 
 fn summary_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<RequestRow> {
@@ -509,6 +513,7 @@ fn summary_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<RequestRow> {
         error: row.get(17)?,
         prompt_text: row.get(18)?,
         response_text: row.get(19)?,
+        tokens_estimated: row.get(20)?,
         ..RequestRow::default()
     })
 }
@@ -643,9 +648,9 @@ fn commit(connection: &mut Connection, batch: &mut Vec<RequestRow>) {
                     frontend, backend, model_requested, model_used, key_name, status, stream,
                     latency_ms, input_tokens, output_tokens, error, client_request,
                     upstream_request, upstream_response, prompt_text, response_text, ttfb_ms,
-                    upstream_ms, client_response)
+                    upstream_ms, client_response, tokens_estimated)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                         ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
+                         ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)",
             )?;
             let mut fts = tx.prepare_cached(
                 "INSERT INTO requests_fts (rowid, prompt_text, response_text) VALUES (?1, ?2, ?3)",
@@ -676,6 +681,7 @@ fn commit(connection: &mut Connection, batch: &mut Vec<RequestRow>) {
                     row.ttfb_ms,
                     row.upstream_ms,
                     row.client_response,
+                    row.tokens_estimated,
                 ])?;
                 fts.execute(params![
                     tx.last_insert_rowid(),

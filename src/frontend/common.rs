@@ -370,8 +370,14 @@ impl RequestLog {
             row.stream = self.stream;
             row.latency_ms = latency_ms;
             row.ttfb_ms = self.ttfb_ms.unwrap_or(latency_ms);
-            row.input_tokens = input;
-            row.output_tokens = output;
+            if self.usage.is_some() {
+                row.input_tokens = input;
+                row.output_tokens = output;
+                row.tokens_estimated = false;
+            } else if let Some(answer) = &self.response_text {
+                // About four characters a token, as the estimate of the input.
+                row.output_tokens = (answer.len() as u64).div_ceil(4);
+            }
             row.error = error;
             row.response_text = self.response_text.clone().unwrap_or_default();
         });
