@@ -93,6 +93,16 @@ enum Kind {
     ResponsesStream,
 }
 
+/// What `compare` compares, and so how it reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ReportStyle {
+    /// A provider called directly vs. through the proxy: "added" is the proxy's overhead.
+    Proxy,
+    /// llmux without wire capture ("off", the direct URL) vs. llmux with it ("on", the proxied
+    /// URL): "added" is what capture costs.
+    Capture,
+}
+
 /// The API a kind speaks to its target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Api {
@@ -220,6 +230,20 @@ struct CompareArgs {
     /// Process id of the proxy, for CPU time and RSS from /proc.
     #[arg(long)]
     proxy_pid: Option<u32>,
+    /// Process id behind the direct URL, for its CPU time per request too (`--report capture`
+    /// shows it: the direct side is then an llmux without capture).
+    #[arg(long)]
+    direct_pid: Option<u32>,
+    /// What the two sides are: `proxy` (a provider directly vs. through llmux; the direct side
+    /// sends the OpenAI equivalent of each kind) or `capture` (llmux without wire capture vs.
+    /// llmux with it, both in front of the same provider; both sides send the kind itself, and
+    /// the report shows capture's cost against `--cost-target-pct`).
+    #[arg(long, value_enum, default_value_t = ReportStyle::Proxy)]
+    report: ReportStyle,
+    /// `--report capture`: the largest acceptable cost of capture, in percent (the larger of
+    /// the throughput loss and the p50 latency increase of a row).
+    #[arg(long, default_value_t = 15.0)]
+    cost_target_pct: f64,
     /// Clock ticks per second of /proc/<pid>/stat (`getconf CLK_TCK`).
     #[arg(long, default_value_t = 100)]
     clk_tck: u64,
@@ -852,8 +876,9 @@ impl CpuTotals {
     }
 }
 
-/// Runs a phase against the proxy and measures the proxy's CPU time meanwhile.
-async fn proxied_phase(
+/// Runs a phase against a target and measures the CPU time of process `pid` (the process
+/// behind the target) meanwhile.
+async fn measured_phase(
     target: &Arc<Target>,
     kind: Kind,
     body: &Bytes,
@@ -956,7 +981,10 @@ struct Row {
     concurrency: usize,
     direct: PhaseResult,
     proxied: PhaseResult,
+    /// CPU of the proxy (`--proxy-pid`) over the proxied phases.
     cpu: CpuTally,
+    /// CPU of the direct side's process (`--direct-pid`) over the direct phases.
+    direct_cpu: CpuTally,
 }
 
 async fn compare_kind(
@@ -967,10 +995,15 @@ async fn compare_kind(
 ) -> anyhow::Result<(Row, Row)> {
     // The proxied side sends `kind`; the direct side its OpenAI equivalent (the same for the
     // OpenAI kinds; for the others, the OpenAI request the proxy's translation stands for).
+    // Comparing two llmux instances (capture off / on), both sides send `kind`.
     let body = payload(kind, &args.model);
-    let dkind = kind.openai();
+    let dkind = match args.report {
+        ReportStyle::Proxy => kind.openai(),
+        ReportStyle::Capture => kind,
+    };
     let dbody = payload(dkind, &args.model);
     let pid = args.proxy_pid;
+    let dpid = args.direct_pid;
     // Warm-up on both sides, unmeasured.
     for (t, k, b) in [(direct, dkind, &dbody), (proxied, kind, &body)] {
         let w = run_phase(t, k, b, 1, Stop::Requests(args.warmup, args.round_cap)).await?;
@@ -992,20 +1025,23 @@ async fn compare_kind(
         direct: PhaseResult::new()?,
         proxied: PhaseResult::new()?,
         cpu: CpuTally::default(),
+        direct_cpu: CpuTally::default(),
     };
     for round in 0..rounds {
         let stop = Stop::Requests(per_round, args.round_cap);
         let d_first = round % 2 == 0;
         if d_first {
-            low.direct
-                .merge(&run_phase(direct, dkind, &dbody, 1, stop).await?)?;
+            let (d, cpu) = measured_phase(direct, dkind, &dbody, 1, stop, dpid).await?;
+            low.direct.merge(&d)?;
+            low.direct_cpu.add(cpu);
         }
-        let (p, cpu) = proxied_phase(proxied, kind, &body, 1, stop, pid).await?;
+        let (p, cpu) = measured_phase(proxied, kind, &body, 1, stop, pid).await?;
         low.proxied.merge(&p)?;
         low.cpu.add(cpu);
         if !d_first {
-            low.direct
-                .merge(&run_phase(direct, dkind, &dbody, 1, stop).await?)?;
+            let (d, cpu) = measured_phase(direct, dkind, &dbody, 1, stop, dpid).await?;
+            low.direct.merge(&d)?;
+            low.direct_cpu.add(cpu);
         }
     }
     // High concurrency: two alternating rounds per side, throughput from total time.
@@ -1016,21 +1052,25 @@ async fn compare_kind(
         direct: PhaseResult::new()?,
         proxied: PhaseResult::new()?,
         cpu: CpuTally::default(),
+        direct_cpu: CpuTally::default(),
     };
     let stop = Stop::Seconds(args.high_seconds / 2.0);
     // A short unmeasured burst opens the connections on both sides.
     for (t, k, b) in [(direct, dkind, &dbody), (proxied, kind, &body)] {
         run_phase(t, k, b, c, Stop::Requests(c as u64 * 4, args.round_cap)).await?;
     }
-    high.direct
-        .merge(&run_phase(direct, dkind, &dbody, c, stop).await?)?;
-    for _ in 0..2 {
-        let (p, cpu) = proxied_phase(proxied, kind, &body, c, stop, pid).await?;
-        high.proxied.merge(&p)?;
-        high.cpu.add(cpu);
+    for round in 0..4 {
+        // D P P D
+        if round == 0 || round == 3 {
+            let (d, cpu) = measured_phase(direct, dkind, &dbody, c, stop, dpid).await?;
+            high.direct.merge(&d)?;
+            high.direct_cpu.add(cpu);
+        } else {
+            let (p, cpu) = measured_phase(proxied, kind, &body, c, stop, pid).await?;
+            high.proxied.merge(&p)?;
+            high.cpu.add(cpu);
+        }
     }
-    high.direct
-        .merge(&run_phase(direct, dkind, &dbody, c, stop).await?)?;
     Ok((low, high))
 }
 
@@ -1053,6 +1093,9 @@ fn report(
     end_rss: Option<u64>,
     peak_rss: Option<u64>,
 ) -> anyhow::Result<String> {
+    if args.report == ReportStyle::Capture {
+        return capture_report(args, rows, end_rss, peak_rss);
+    }
     let mut s = String::new();
     writeln!(s, "# llmux overhead: direct vs. proxied\n")?;
     write!(
@@ -1113,11 +1156,7 @@ fn report(
     )?;
     writeln!(s, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")?;
     for r in rows {
-        let ratio = if r.direct.rps() > 0.0 {
-            r.proxied.rps() / r.direct.rps()
-        } else {
-            0.0
-        };
+        let ratio = r.throughput_ratio();
         writeln!(
             s,
             "| {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} | {:.2} | {} | {} |",
@@ -1252,6 +1291,12 @@ fn report(
     }
     writeln!(s)?;
 
+    write_details(&mut s, rows, ("direct", "proxied"))?;
+    Ok(s)
+}
+
+/// The per-side details table and the first error of each phase; `labels` name the two sides.
+fn write_details(s: &mut String, rows: &[Row], labels: (&str, &str)) -> std::fmt::Result {
     writeln!(s, "## Details\n")?;
     writeln!(
         s,
@@ -1259,7 +1304,7 @@ fn report(
     )?;
     writeln!(s, "|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|")?;
     for r in rows {
-        for (side, p) in [("direct", &r.direct), ("proxied", &r.proxied)] {
+        for (side, p) in [(labels.0, &r.direct), (labels.1, &r.proxied)] {
             writeln!(
                 s,
                 "| {} | {} | {side} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} |",
@@ -1279,7 +1324,7 @@ fn report(
     let errors: Vec<String> = rows
         .iter()
         .flat_map(|r| {
-            [("direct", &r.direct), ("proxied", &r.proxied)]
+            [(labels.0, &r.direct), (labels.1, &r.proxied)]
                 .into_iter()
                 .filter_map(move |(side, p)| {
                     p.first_error
@@ -1294,6 +1339,161 @@ fn report(
             writeln!(s, "{e}")?;
         }
     }
+    Ok(())
+}
+
+impl Row {
+    /// Proxied throughput over direct throughput (0 when the direct side served nothing).
+    fn throughput_ratio(&self) -> f64 {
+        if self.direct.rps() > 0.0 {
+            self.proxied.rps() / self.direct.rps()
+        } else {
+            0.0
+        }
+    }
+
+    /// `--report capture`: (throughput loss, p50 latency increase, cost = the larger), in
+    /// percent of the capture-off side.
+    fn capture_cost_pct(&self) -> (f64, f64, f64) {
+        let loss = (1.0 - self.throughput_ratio()) * 100.0;
+        let d50 = self.direct.us(0.5);
+        let slower = if d50 > 0.0 {
+            (self.proxied.us(0.5) / d50 - 1.0) * 100.0
+        } else {
+            0.0
+        };
+        (loss, slower, loss.max(slower))
+    }
+}
+
+/// µs of CPU per request from a tally: schedstat when there is one, else utime+stime.
+fn cpu_us(tally: &CpuTally, clk_tck: u64) -> Option<f64> {
+    tally
+        .us_per_request_sched()
+        .or_else(|| tally.us_per_request_ticks(clk_tck))
+}
+
+/// The report of `--report capture`: llmux without capture ("off") vs. with it ("on").
+fn capture_report(
+    args: &CompareArgs,
+    rows: &[Row],
+    end_rss: Option<u64>,
+    peak_rss: Option<u64>,
+) -> anyhow::Result<String> {
+    let target = args.cost_target_pct;
+    let mut s = String::new();
+    writeln!(s, "# llmux wire capture: off vs. on\n")?;
+    writeln!(
+        s,
+        "off: `{}` (llmux without capture), on: `{}` (llmux with `capture.file`), both in front \
+         of the same provider and sent the same requests. c=1: {} requests per side in {} \
+         alternating rounds after {} warm-up (each round capped at {} s); c={}: {:.1} s per side \
+         in 2 rounds. Latency is send → last body byte; \"added\" is on minus off at the same \
+         percentile, what capture adds to a request. cost = the larger of the throughput loss \
+         (1 − on/off req/s) and the p50 latency increase (on/off p50 − 1); target ≤ {target:.0} %. \
+         llmux CPU µs/req: schedstat of the living threads (the capture writer thread included).\n",
+        args.direct,
+        args.proxied,
+        args.requests,
+        args.rounds,
+        args.warmup,
+        args.round_cap,
+        args.high_concurrency,
+        args.high_seconds
+    )?;
+    for n in &args.note {
+        writeln!(s, "- {n}")?;
+    }
+    if !args.note.is_empty() {
+        writeln!(s)?;
+    }
+    writeln!(
+        s,
+        "| kind | c | off p50 µs | off p99 µs | on p50 µs | on p99 µs | added p50 µs | added p99 µs \
+         | off req/s | on req/s | on/off | cost | CPU off µs/req | CPU on µs/req | CPU added µs/req |"
+    )?;
+    writeln!(
+        s,
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+    )?;
+    for r in rows {
+        let off = cpu_us(&r.direct_cpu, args.clk_tck);
+        let on = cpu_us(&r.cpu, args.clk_tck);
+        writeln!(
+            s,
+            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} | {:.2} | {:.1} % \
+             | {} | {} | {} |",
+            r.kind.name(),
+            r.concurrency,
+            r.direct.us(0.5),
+            r.direct.us(0.99),
+            r.proxied.us(0.5),
+            r.proxied.us(0.99),
+            r.proxied.us(0.5) - r.direct.us(0.5),
+            r.proxied.us(0.99) - r.direct.us(0.99),
+            r.direct.rps(),
+            r.proxied.rps(),
+            r.throughput_ratio(),
+            r.capture_cost_pct().2,
+            fmt_opt(off, 1),
+            fmt_opt(on, 1),
+            fmt_opt(on.zip(off).map(|(a, b)| a - b), 1),
+        )?;
+    }
+    writeln!(s)?;
+    let (mut off, mut on) = (CpuTally::default(), CpuTally::default());
+    for r in rows {
+        off.add(r.direct_cpu);
+        on.add(r.cpu);
+    }
+    if off.requests > 0 && on.requests > 0 {
+        let (a, b) = (cpu_us(&on, args.clk_tck), cpu_us(&off, args.clk_tck));
+        writeln!(
+            s,
+            "llmux CPU over all measured phases: off {} µs/req ({} requests), on {} µs/req ({} \
+             requests): capture adds {} µs/req ({}). utime+stime cross-check: off {} µs/req, on {} \
+             µs/req ({} Hz ticks).",
+            fmt_opt(b, 1),
+            off.requests,
+            fmt_opt(a, 1),
+            on.requests,
+            fmt_opt(a.zip(b).map(|(a, b)| a - b), 1),
+            a.zip(b).filter(|(_, b)| *b > 0.0).map_or_else(
+                || "n/a".into(),
+                |(a, b)| format!("{:+.0} %", (a / b - 1.0) * 100.0)
+            ),
+            fmt_opt(off.us_per_request_ticks(args.clk_tck), 1),
+            fmt_opt(on.us_per_request_ticks(args.clk_tck), 1),
+            args.clk_tck
+        )?;
+    }
+    writeln!(
+        s,
+        "llmux (capture on) RSS: startup {}, idle after warm-up {}, after the load {}, peak {}.\n",
+        fmt_mb(args.startup_rss_kb),
+        fmt_mb(args.idle_rss_kb),
+        fmt_mb(end_rss),
+        fmt_mb(peak_rss)
+    )?;
+
+    writeln!(s, "## Target: capture costs ≤ {target:.0} %\n")?;
+    writeln!(
+        s,
+        "| kind | c | throughput loss | p50 latency increase | cost | verdict |"
+    )?;
+    writeln!(s, "|---|--:|--:|--:|--:|---|")?;
+    for r in rows {
+        let (loss, slower, cost) = r.capture_cost_pct();
+        writeln!(
+            s,
+            "| {} | {} | {loss:.1} % | {slower:.1} % | {cost:.1} % | {} |",
+            r.kind.name(),
+            r.concurrency,
+            verdict(cost <= target)
+        )?;
+    }
+    writeln!(s)?;
+    write_details(&mut s, rows, ("off", "on"))?;
     Ok(s)
 }
 
@@ -1315,15 +1515,29 @@ fn json_report(
     let mut v = serde_json::json!({
         "rows": rows.iter().map(|r| serde_json::json!({
             "kind": r.kind.name(),
-            "direct_kind": r.kind.openai().name(),
+            "direct_kind": match args.report {
+                ReportStyle::Proxy => r.kind.openai().name(),
+                ReportStyle::Capture => r.kind.name(),
+            },
             "concurrency": r.concurrency,
             "direct": side(&r.direct),
             "proxied": side(&r.proxied),
             "added_p50_us": r.proxied.us(0.5) - r.direct.us(0.5),
             "added_p99_us": r.proxied.us(0.99) - r.direct.us(0.99),
+            "throughput_ratio": r.throughput_ratio(),
             "cpu_us_per_req_stat": r.cpu.us_per_request_ticks(args.clk_tck),
             "cpu_us_per_req_schedstat": r.cpu.us_per_request_sched(),
+            "direct_cpu_us_per_req_stat": r.direct_cpu.us_per_request_ticks(args.clk_tck),
+            "direct_cpu_us_per_req_schedstat": r.direct_cpu.us_per_request_sched(),
+            "capture_cost_pct": (args.report == ReportStyle::Capture).then(|| {
+                let (loss, slower, cost) = r.capture_cost_pct();
+                serde_json::json!({"throughput_loss": loss, "p50_increase": slower, "cost": cost})
+            }),
         })).collect::<Vec<_>>(),
+        "report": match args.report {
+            ReportStyle::Proxy => "proxy",
+            ReportStyle::Capture => "capture",
+        },
         "rss_kb": {
             "startup": args.startup_rss_kb,
             "idle": args.idle_rss_kb,

@@ -1,0 +1,188 @@
+# Helpers shared by bench/run.sh and bench/capture.sh; sourced, not run.
+# Expects `set -euo pipefail` and the variables `here` (bench/), `root` (the repository) and, for
+# start_llmux, `run_start`; sets variables the sourcing script reads (SC2034, SC2154).
+# shellcheck shell=bash disable=SC2034,SC2154
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/llmux/target}"
+export RUST_LIB_BACKTRACE=0
+bin="$CARGO_TARGET_DIR/release"
+PIN="${PIN:-same}"
+
+# build_release: release build of llmux and the bench binaries unless SKIP_BUILD=1.
+build_release() {
+    if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
+        echo "building release binaries..." >&2
+        (cd "$root" && cargo build --release -p llmux -p llmux-bench)
+    fi
+}
+
+# require_bins PATH...: exits when one is not an executable.
+require_bins() {
+    local b
+    for b in "$@"; do
+        [[ -x "$b" ]] || { echo "missing $b" >&2; exit 1; }
+    done
+}
+
+# setup_pinning: sets pin_proxy and pin_load (taskset prefixes) from PIN=same|none|split, and
+# pin_note (a line for the report).
+pin_proxy=()
+pin_load=()
+setup_pinning() {
+    case "$PIN" in
+        split)
+            if [[ "$(nproc)" -ge 2 ]] && command -v taskset >/dev/null; then
+                pin_proxy=(taskset -c 1)
+                pin_load=(taskset -c 0)
+            else
+                echo "PIN=split needs taskset and 2 CPUs; running unpinned" >&2
+                PIN=none
+            fi
+            ;;
+        same)
+            if command -v taskset >/dev/null; then
+                pin_proxy=(taskset -c 0)
+                pin_load=(taskset -c 0)
+            else
+                echo "PIN=same needs taskset; running unpinned" >&2
+                PIN=none
+            fi
+            ;;
+        none) ;;
+        *) echo "PIN must be none, split or same" >&2; exit 2 ;;
+    esac
+    pin_note="pinning: $PIN"
+    case "$PIN" in
+        split) pin_note+=" (llmux on CPU 1; fake provider and load generator on CPU 0)" ;;
+        same) pin_note+=" (llmux, fake provider and load generator all on CPU 0)" ;;
+    esac
+}
+
+# A temporary directory and the processes started here, removed and stopped on exit (with any
+# path added to cleanup_paths).
+tmp="$(mktemp -d)"
+bench_pids=()
+cleanup_paths=()
+cleanup() {
+    local p
+    for p in "${bench_pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${bench_pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    rm -rf "$tmp" "${cleanup_paths[@]}"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# stop_pid PID [SECONDS]: SIGTERM, wait at most SECONDS (default 10) for the exit, SIGKILL after
+# that; sets stop_rc to the exit status (137 after SIGKILL). The PID is no longer stopped on exit.
+stop_pid() {
+    local pid="$1" limit="${2:-10}" i p kept=()
+    stop_rc=0
+    kill "$pid" 2>/dev/null || true
+    for (( i = 0; i < limit * 10; i++ )); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null || stop_rc=$?
+    for p in "${bench_pids[@]}"; do [[ "$p" == "$pid" ]] || kept+=("$p"); done
+    bench_pids=("${kept[@]}")
+}
+
+# start_fake: the fake provider on a port it picks; sets fake_pid and fake_addr (HOST:PORT).
+start_fake() {
+    "${pin_load[@]}" "$bin/fake-provider" --port 0 >"$tmp/fake.out" 2>"$tmp/fake.err" &
+    fake_pid=$!
+    bench_pids+=("$fake_pid")
+    fake_addr=""
+    local _
+    for _ in $(seq 100); do
+        fake_addr="$(sed -n 's/^listening on //p' "$tmp/fake.out")"
+        [[ -n "$fake_addr" ]] && break
+        kill -0 "$fake_pid" 2>/dev/null || { cat "$tmp/fake.err" >&2; exit 1; }
+        sleep 0.05
+    done
+    [[ -n "$fake_addr" ]] || { echo "fake provider did not start" >&2; exit 1; }
+}
+
+# write_config FILE PORT [EXTRA TOML]: an llmux config with the fake as its default back-end,
+# listening on 127.0.0.1:PORT; EXTRA is appended (e.g. a [capture] table).
+write_config() {
+    cat >"$1" <<EOF
+default_backend = "fake"
+
+[proxy]
+host = "127.0.0.1"
+port = $2
+# The Anthropic kinds use /v1/messages on the main port; no dedicated port (port + 1 may be taken).
+anthropic_port = 0
+
+[backends.fake]
+type = "openai-compatible"
+base_url = "http://$fake_addr/v1"
+${3:-}
+EOF
+}
+
+# start_llmux NAME CONFIG PORT: starts $LLMUX_BIN (output in $tmp/NAME.out and .err) and waits
+# until GET /health answers on PORT, at most until 25 s after the script started; sets
+# started_pid. Exits with its output when it does not become ready.
+start_llmux() {
+    local name="$1" config="$2" port="$3" ready=0
+    "${pin_proxy[@]}" "$LLMUX_BIN" --config "$config" --log-level warn \
+        >"$tmp/$name.out" 2>"$tmp/$name.err" &
+    started_pid=$!
+    bench_pids+=("$started_pid")
+    while (( SECONDS - run_start < 25 )); do
+        if curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$port/health" 2>/dev/null; then
+            ready=1
+            break
+        fi
+        kill -0 "$started_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if [[ "$ready" != 1 ]]; then
+        echo "llmux ($name) did not become ready on 127.0.0.1:$port; its output:" >&2
+        tail -n 30 "$tmp/$name.out" "$tmp/$name.err" >&2
+        exit 1
+    fi
+}
+
+# warm_up URL KINDS: up to 200 requests of each kind (comma-separated) to URL, 3 s each (8 s
+# hard limit); a kind with no successful answer stops the run with the load generator's output.
+warm_up() {
+    local url="$1" k rc
+    for k in ${2//,/ }; do
+        rc=0
+        timeout 8 "${pin_load[@]}" "$bin/loadgen" run --url "$url" \
+            --kind "$k" -n 200 --warmup 0 --max-seconds 3 >"$tmp/warmup.out" 2>&1 || rc=$?
+        if [[ "$rc" != 0 ]]; then
+            if [[ "$rc" == 124 ]]; then
+                echo "warm-up of $k against $url did not end within 8 s" >&2
+            else
+                echo "warm-up of $k against $url failed:" >&2
+            fi
+            cat "$tmp/warmup.out" >&2
+            exit 1
+        fi
+    done
+}
+
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+
+# machine_notes: sets rev (git revision, +dirty), clk_tck and busy_note (how busy the machine is
+# without us: CPU use over one second while our processes idle; a WARNING above 15 %).
+machine_notes() {
+    local loadavg b0 t0 b1 t1 busy_pct
+    rev="$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    if ! git -C "$root" diff --quiet HEAD 2>/dev/null; then rev="$rev+dirty"; fi
+    clk_tck="$(getconf CLK_TCK)"
+    loadavg="$(cut -d' ' -f1-3 /proc/loadavg)"
+    read -r b0 t0 < <(cpu_busy); sleep 1; read -r b1 t1 < <(cpu_busy)
+    busy_pct=$(( (b1 - b0) * 100 / (t1 - t0 > 0 ? t1 - t0 : 1) ))
+    busy_note="machine CPU busy before the run: ${busy_pct}% (load average $loadavg)"
+    if (( busy_pct > 15 )); then
+        busy_note="WARNING: $busy_note; other work competes for the CPUs, expect noisy p99 and c=32 numbers"
+        echo "$busy_note" >&2
+    fi
+}
+cpu_busy() { awk '/^cpu / {print $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8}' /proc/stat; }
