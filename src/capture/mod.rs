@@ -11,14 +11,20 @@
 //! deletes the oldest rotated files to stay under the total cap. `key_name` is the key's
 //! name, never the key: keys travel in headers, which are not captured.
 
+use std::borrow::Cow;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{
+    Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError, sync_channel,
+};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
+use serde_json::value::RawValue;
 
 pub mod redact;
 pub mod store;
@@ -27,6 +33,8 @@ pub use redact::Redactor;
 
 /// Records waiting for the writer at most; beyond this they are dropped and counted.
 const QUEUE: usize = 8192;
+/// How long the writer lets records gather before taking them, at most.
+const WRITER_TICK: Duration = Duration::from_millis(10);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CaptureSettings {
@@ -80,7 +88,7 @@ pub struct TapInfo {
 }
 
 enum Message {
-    Record(String),
+    Record(Box<Pending>),
     Flush(SyncSender<()>),
 }
 
@@ -88,8 +96,6 @@ enum Message {
 pub struct Capture {
     tx: SyncSender<Message>,
     dropped: AtomicU64,
-    /// Masks keys and key-shaped text in every record before it is queued.
-    redactor: Redactor,
 }
 
 impl Capture {
@@ -104,13 +110,13 @@ impl Capture {
         }
         let file = open_append(&settings.file)?;
         let (tx, rx) = sync_channel(QUEUE);
+        let redactor = redactor.into();
         std::thread::Builder::new()
             .name("llmux-capture".into())
-            .spawn(move || Writer::new(settings, file).run(rx))?;
+            .spawn(move || Writer::new(settings, file, redactor).run(rx))?;
         Ok(Self {
             tx,
             dropped: AtomicU64::new(0),
-            redactor: redactor.into(),
         })
     }
 
@@ -120,10 +126,22 @@ impl Capture {
     }
 
     /// Queues one record; never blocks.
-    pub fn record(&self, tap: &TapInfo, direction: Direction, payload: Payload<'_>) {
-        let mut line = line(tap, direction, payload);
-        self.redactor.redact_in_place(&mut line);
-        match self.tx.try_send(Message::Record(line)) {
+    pub fn record(&self, tap: &Arc<TapInfo>, direction: Direction, payload: Payload<'_>) {
+        let (kind, data) = match payload {
+            Payload::Json(bytes) => (PayloadKind::Json, bytes.to_vec()),
+            Payload::Text(text) => (PayloadKind::Text, text.as_bytes().to_vec()),
+            Payload::None => (PayloadKind::None, Vec::new()),
+        };
+        let pending = Pending {
+            info: tap.clone(),
+            direction,
+            at: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default(),
+            kind,
+            data,
+        };
+        match self.tx.try_send(Message::Record(Box::new(pending))) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -149,49 +167,106 @@ pub enum Payload<'a> {
     None,
 }
 
-fn line(tap: &TapInfo, direction: Direction, payload: Payload<'_>) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let (content_type, content_length, payload) = match payload {
-        Payload::Json(bytes) => (
-            "json",
-            bytes.len(),
-            serde_json::from_slice::<Value>(bytes)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned())),
-        ),
-        Payload::Text(text) => (
-            "text",
-            text.len(),
-            serde_json::from_str::<Value>(text).unwrap_or_else(|_| Value::String(text.to_owned())),
-        ),
-        Payload::None => ("none", 0, Value::Null),
+/// What a tap hands the writer: copied bytes, formatted on the writer thread so the
+/// request path only pays for a copy and a queue push.
+struct Pending {
+    info: Arc<TapInfo>,
+    direction: Direction,
+    at: Duration,
+    kind: PayloadKind,
+    data: Vec<u8>,
+}
+
+#[derive(Clone, Copy)]
+enum PayloadKind {
+    Json,
+    Text,
+    None,
+}
+
+/// A payload as the record carries it: the provider's JSON as it came (when it is one line),
+/// else parsed, else a string.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum PayloadOut<'a> {
+    Raw(&'a RawValue),
+    Parsed(Value),
+    Text(Cow<'a, str>),
+    Null,
+}
+
+fn payload_out(data: &[u8]) -> PayloadOut<'_> {
+    let text = String::from_utf8_lossy(data);
+    if let Cow::Borrowed(text) = text {
+        // JSON Lines: a payload that spans lines is re-serialised onto one.
+        let one_line = !text.contains(['\n', '\r']);
+        if one_line && let Ok(raw) = serde_json::from_str::<&RawValue>(text) {
+            return PayloadOut::Raw(raw);
+        }
+        if !one_line && let Ok(value) = serde_json::from_str::<Value>(text) {
+            return PayloadOut::Parsed(value);
+        }
+        return PayloadOut::Text(Cow::Borrowed(text));
+    }
+    PayloadOut::Text(text)
+}
+
+#[derive(Serialize)]
+struct Record<'a> {
+    timestamp_iso: String,
+    timestamp_unix: f64,
+    direction: &'static str,
+    source: String,
+    destination: &'a str,
+    session_id: &'a str,
+    backend: &'a str,
+    model: &'a str,
+    key_name: &'a Option<String>,
+    content_type: &'static str,
+    content_length: usize,
+    payload: PayloadOut<'a>,
+    metadata: Metadata<'a>,
+}
+
+#[derive(Serialize)]
+struct Metadata<'a> {
+    client_host: &'a str,
+    user_agent: &'a str,
+    request_id: &'a str,
+}
+
+fn line(pending: &Pending) -> String {
+    let tap = &*pending.info;
+    let (content_type, payload) = match pending.kind {
+        PayloadKind::Json => ("json", payload_out(&pending.data)),
+        PayloadKind::Text => ("text", payload_out(&pending.data)),
+        PayloadKind::None => ("none", PayloadOut::Null),
     };
     let source = if tap.user_agent.is_empty() {
         tap.client_host.clone()
     } else {
         format!("{}({})", tap.client_host, tap.user_agent)
     };
-    let record = json!({
-        "timestamp_iso": iso8601(now),
-        "timestamp_unix": now.as_secs_f64(),
-        "direction": direction.as_str(),
-        "source": source,
-        "destination": tap.backend,
-        "session_id": tap.session_id,
-        "backend": tap.backend,
-        "model": tap.model,
-        "key_name": tap.key_name,
-        "content_type": content_type,
-        "content_length": content_length,
-        "payload": payload,
-        "metadata": {
-            "client_host": tap.client_host,
-            "user_agent": tap.user_agent,
-            "request_id": tap.request_id,
+    let record = Record {
+        timestamp_iso: iso8601(pending.at),
+        timestamp_unix: pending.at.as_secs_f64(),
+        direction: pending.direction.as_str(),
+        source,
+        destination: &tap.backend,
+        session_id: &tap.session_id,
+        backend: &tap.backend,
+        model: &tap.model,
+        key_name: &tap.key_name,
+        content_type,
+        content_length: pending.data.len(),
+        payload,
+        metadata: Metadata {
+            client_host: &tap.client_host,
+            user_agent: &tap.user_agent,
+            request_id: &tap.request_id,
         },
-    });
-    let mut line = record.to_string();
+    };
+    let mut line = serde_json::to_string(&record).unwrap_or_default();
     line.push('\n');
     line
 }
@@ -226,6 +301,8 @@ fn open_append(path: &Path) -> std::io::Result<File> {
 
 struct Writer {
     settings: CaptureSettings,
+    /// Masks keys and key-shaped text in every line before it is written.
+    redactor: Redactor,
     file: File,
     written: u64,
     buffer: String,
@@ -233,10 +310,11 @@ struct Writer {
 }
 
 impl Writer {
-    fn new(settings: CaptureSettings, file: File) -> Self {
+    fn new(settings: CaptureSettings, file: File, redactor: Redactor) -> Self {
         let written = file.metadata().map(|m| m.len()).unwrap_or(0);
         Self {
             settings,
+            redactor,
             file,
             written,
             buffer: String::new(),
@@ -244,38 +322,60 @@ impl Writer {
         }
     }
 
+    /// Waits for work, then sleeps a tick and takes everything queued meanwhile: under load
+    /// the writer wakes once a tick, not once a record, and taps never pay for a wake-up.
     fn run(mut self, rx: Receiver<Message>) {
         let interval = self.settings.flush_interval;
+        let tick = interval.min(WRITER_TICK);
         // The oldest buffered record is written by this time, however busy the queue stays.
         let mut deadline: Option<Instant> = None;
         loop {
             let wait = deadline.map_or(interval, |at| at.saturating_duration_since(Instant::now()));
             match rx.recv_timeout(wait) {
-                Ok(Message::Record(line)) => {
-                    let due = *deadline.get_or_insert_with(|| Instant::now() + interval);
-                    self.buffer.push_str(&line);
-                    self.entries += 1;
-                    if self.buffer.len() >= self.settings.buffer_size
-                        || self.entries >= self.settings.max_entries_per_flush
-                        || Instant::now() >= due
-                    {
-                        self.flush();
-                        deadline = None;
-                    }
-                }
-                Ok(Message::Flush(done)) => {
-                    self.flush();
-                    deadline = None;
-                    let _ = done.send(());
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    self.flush();
-                    deadline = None;
-                }
+                Ok(message) => self.take(message, &mut deadline),
+                Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     self.flush();
                     return;
                 }
+            }
+            std::thread::sleep(tick);
+            loop {
+                match rx.try_recv() {
+                    Ok(message) => self.take(message, &mut deadline),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        self.flush();
+                        return;
+                    }
+                }
+            }
+            if deadline.is_some_and(|due| Instant::now() >= due) {
+                self.flush();
+                deadline = None;
+            }
+        }
+    }
+
+    fn take(&mut self, message: Message, deadline: &mut Option<Instant>) {
+        match message {
+            Message::Record(pending) => {
+                deadline.get_or_insert_with(|| Instant::now() + self.settings.flush_interval);
+                let mut line = line(&pending);
+                self.redactor.redact_in_place(&mut line);
+                self.buffer.push_str(&line);
+                self.entries += 1;
+                if self.buffer.len() >= self.settings.buffer_size
+                    || self.entries >= self.settings.max_entries_per_flush
+                {
+                    self.flush();
+                    *deadline = None;
+                }
+            }
+            Message::Flush(done) => {
+                self.flush();
+                *deadline = None;
+                let _ = done.send(());
             }
         }
     }
@@ -337,6 +437,7 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn timestamps_are_iso8601_utc() {
@@ -345,6 +446,37 @@ mod tests {
             "2025-01-10T15:58:41.039145+00:00"
         );
         assert_eq!(iso8601(Duration::ZERO), "1970-01-01T00:00:00.000000+00:00");
+    }
+
+    fn record_of(kind: PayloadKind, data: &[u8]) -> Value {
+        let pending = Pending {
+            info: Arc::new(TapInfo::default()),
+            direction: Direction::InboundResponse,
+            at: Duration::from_secs(1),
+            kind,
+            data: data.to_vec(),
+        };
+        let line = line(&pending);
+        assert_eq!(
+            line.matches('\n').count(),
+            1,
+            "one record, one line: {line:?}"
+        );
+        serde_json::from_str(&line).unwrap()
+    }
+
+    #[test]
+    fn payloads_stay_json_on_one_line() {
+        let kept = record_of(PayloadKind::Json, br#"{"b":1,"a":[true]}"#);
+        assert_eq!(kept["payload"], json!({"b": 1, "a": [true]}));
+        assert_eq!(kept["content_length"], 18);
+        let pretty = record_of(PayloadKind::Json, b"{\n  \"id\": \"x\"\n}\n");
+        assert_eq!(pretty["payload"], json!({"id": "x"}));
+        let text = record_of(PayloadKind::Text, b"[DONE]");
+        assert_eq!(text["payload"], "[DONE]");
+        let broken = record_of(PayloadKind::Text, b"not\njson \xff");
+        assert!(broken["payload"].as_str().unwrap().starts_with("not\njson"));
+        assert_eq!(record_of(PayloadKind::None, b"")["payload"], Value::Null);
     }
 }
 
