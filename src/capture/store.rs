@@ -7,7 +7,9 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{
+    Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError, sync_channel,
+};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,6 +20,8 @@ use super::Redactor;
 
 /// Rows waiting for the writer at most.
 const QUEUE: usize = 4096;
+/// How long the writer lets rows gather before taking them, at most.
+const WRITER_TICK: Duration = Duration::from_millis(10);
 /// The schema this code writes.
 const SCHEMA_VERSION: i64 = 2;
 
@@ -128,8 +132,6 @@ enum Message {
 
 /// The store: a writer thread for rows, a reader connection for queries.
 pub struct Store {
-    /// Masks keys in every text field before a row is queued.
-    redactor: Redactor,
     tx: SyncSender<Message>,
     reader: Mutex<Connection>,
     dropped: AtomicU64,
@@ -260,12 +262,12 @@ impl Store {
         migrate(&writer).map_err(|e| format!("cannot migrate the capture store: {e}"))?;
         let reader = open(&path).map_err(|e| e.to_string())?;
         let (tx, rx) = sync_channel(QUEUE);
+        let redactor = redactor.into();
         std::thread::Builder::new()
             .name("llmux-capture-db".into())
-            .spawn(move || write_rows(writer, rx, flush_interval, retention))
+            .spawn(move || write_rows(writer, rx, flush_interval, retention, redactor))
             .map_err(|e| e.to_string())?;
         Ok(Self {
-            redactor: redactor.into(),
             tx,
             reader: Mutex::new(reader),
             dropped: AtomicU64::new(0),
@@ -277,21 +279,8 @@ impl Store {
         &self.path
     }
 
-    /// Queues a row (secrets masked); never blocks.
-    pub fn insert(&self, mut row: RequestRow) {
-        {
-            for field in [
-                &mut row.client_request,
-                &mut row.upstream_request,
-                &mut row.upstream_response,
-                &mut row.client_response,
-                &mut row.prompt_text,
-                &mut row.response_text,
-                &mut row.error,
-            ] {
-                self.redactor.redact_in_place(field);
-            }
-        }
+    /// Queues a row (the writer masks its secrets); never blocks.
+    pub fn insert(&self, row: RequestRow) {
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
             self.tx.try_send(Message::Row(Box::new(row)))
         {
@@ -585,54 +574,90 @@ fn prune(connection: &Connection, retention: Retention) -> rusqlite::Result<()> 
     Ok(())
 }
 
+/// The writer: waits for work, then sleeps a tick and takes everything queued meanwhile
+/// (under load one wake-up per tick, not per request), masks the rows and commits them in
+/// one transaction once the oldest has waited `flush_interval`, 256 are waiting, or a flush
+/// asks.
 fn write_rows(
     mut connection: Connection,
     rx: Receiver<Message>,
     flush_interval: Duration,
     retention: Retention,
+    redactor: Redactor,
 ) {
+    let tick = flush_interval.min(WRITER_TICK);
     let mut batch: Vec<RequestRow> = Vec::new();
-    let mut pruned_at: Option<std::time::Instant> = None;
-    let mut apply_retention = |connection: &Connection, now: bool| {
-        if now || pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
-            if let Err(err) = prune(connection, retention) {
-                tracing::warn!("capture store: retention not applied: {err}");
-            }
-            pruned_at = Some(std::time::Instant::now());
-        }
-    };
-    // The oldest queued row is committed by this time, however busy the queue stays.
+    let mut pruned_at: Option<Instant> = None;
     let mut deadline: Option<Instant> = None;
     loop {
         let wait = deadline.map_or(flush_interval, |at| {
             at.saturating_duration_since(Instant::now())
         });
+        let mut messages = Vec::new();
+        let mut disconnected = false;
         match rx.recv_timeout(wait) {
-            Ok(Message::Row(row)) => {
-                let due = *deadline.get_or_insert_with(|| Instant::now() + flush_interval);
-                batch.push(*row);
-                if batch.len() >= 256 || Instant::now() >= due {
-                    commit(&mut connection, &mut batch);
-                    deadline = None;
-                    apply_retention(&connection, false);
+            Ok(message) => {
+                messages.push(message);
+                std::thread::sleep(tick);
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => disconnected = true,
+        }
+        loop {
+            match rx.try_recv() {
+                Ok(message) => messages.push(message),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    disconnected = true;
+                    break;
                 }
             }
-            Ok(Message::Flush(done)) => {
-                commit(&mut connection, &mut batch);
-                deadline = None;
-                apply_retention(&connection, true);
-                let _ = done.send(());
-            }
-            Err(RecvTimeoutError::Timeout) => {
-                commit(&mut connection, &mut batch);
-                deadline = None;
-                apply_retention(&connection, false);
-            }
-            Err(RecvTimeoutError::Disconnected) => {
-                commit(&mut connection, &mut batch);
-                return;
+        }
+        let mut waiters = Vec::new();
+        for message in messages {
+            match message {
+                Message::Row(mut row) => {
+                    redact_row(&redactor, &mut row);
+                    deadline.get_or_insert_with(|| Instant::now() + flush_interval);
+                    batch.push(*row);
+                }
+                Message::Flush(done) => waiters.push(done),
             }
         }
+        let due = deadline.is_some_and(|at| Instant::now() >= at);
+        if due || batch.len() >= 256 || !waiters.is_empty() || disconnected {
+            commit(&mut connection, &mut batch);
+            deadline = None;
+        }
+        let prune_now =
+            !waiters.is_empty() || pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY);
+        if prune_now && !disconnected {
+            if let Err(err) = prune(&connection, retention) {
+                tracing::warn!("capture store: retention not applied: {err}");
+            }
+            pruned_at = Some(Instant::now());
+        }
+        for done in waiters {
+            let _ = done.send(());
+        }
+        if disconnected {
+            return;
+        }
+    }
+}
+
+/// Masks keys and key-shaped text in every text field of a row.
+fn redact_row(redactor: &Redactor, row: &mut RequestRow) {
+    for field in [
+        &mut row.client_request,
+        &mut row.upstream_request,
+        &mut row.upstream_response,
+        &mut row.client_response,
+        &mut row.prompt_text,
+        &mut row.response_text,
+        &mut row.error,
+    ] {
+        redactor.redact_in_place(field);
     }
 }
 
