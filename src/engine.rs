@@ -134,10 +134,16 @@ impl Engine {
     }
 
     /// Starts this request's row in the capture store, when the store is on.
-    pub fn begin_capture(&self, ctx: &mut RequestContext, body: &[u8], request: &Request) {
+    pub fn begin_capture(
+        &self,
+        ctx: &mut RequestContext,
+        headers: &axum::http::HeaderMap,
+        body: &[u8],
+        request: &Request,
+    ) {
         if let Some(store) = &self.inner.store {
             let recorder = Recorder::new(store.clone());
-            recorder.client_request(body);
+            recorder.client_request(headers, body);
             let prompt = request.last_user_text().unwrap_or_default();
             let model = request.model.clone();
             let estimated_input = request.estimated_input_tokens();

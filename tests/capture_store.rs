@@ -165,6 +165,13 @@ async fn requests_are_recorded_and_searchable() {
     assert_eq!(sent["object"], "chat.completion");
     assert!(!row.to_string().contains(KEY));
     assert!(!row.to_string().contains(PROXY_KEY));
+    let headers: Value = serde_json::from_str(row["client_headers"].as_str().unwrap()).unwrap();
+    assert_eq!(headers["user-agent"], "Cline/1.0");
+    assert_eq!(headers["x-session-id"], "session-store");
+    assert_eq!(
+        headers["authorization"], "****",
+        "credentials are masked whole"
+    );
 
     let (_, none) = admin(&llmux, "/admin/api/requests?q=flamingo").await;
     assert!(none["data"].as_array().unwrap().is_empty());

@@ -51,6 +51,8 @@ pub struct RequestRow {
     /// The provider reported no usage; the token counts are llmux's estimate.
     pub tokens_estimated: bool,
     pub error: String,
+    /// The client's request headers as a JSON object; credentials masked.
+    pub client_headers: String,
     /// The client's request body, as received.
     pub client_request: String,
     /// The body sent to the provider.
@@ -188,6 +190,7 @@ fn migrate(connection: &Connection) -> rusqlite::Result<()> {
              ALTER TABLE requests ADD COLUMN upstream_ms REAL NOT NULL DEFAULT 0;
              ALTER TABLE requests ADD COLUMN client_response TEXT NOT NULL DEFAULT '';
              ALTER TABLE requests ADD COLUMN tokens_estimated INTEGER NOT NULL DEFAULT 0;
+             ALTER TABLE requests ADD COLUMN client_headers TEXT NOT NULL DEFAULT '';
              PRAGMA user_version = 2;
              COMMIT;",
         )?;
@@ -478,7 +481,8 @@ const SUMMARY_COLUMNS: &str = "id, started_at, session_id, client_host, user_age
     backend, model_requested, model_used, key_name, status, stream, latency_ms, ttfb_ms, \
     upstream_ms, input_tokens, output_tokens, error, prompt_text, response_text, \
     tokens_estimated";
-const BODY_COLUMNS: &str = "client_request, upstream_request, upstream_response, client_response";
+const BODY_COLUMNS: &str =
+    "client_request, upstream_request, upstream_response, client_response, client_headers";
 
 fn summary_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<RequestRow> {
     Ok(RequestRow {
@@ -515,6 +519,7 @@ fn full_row_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<RequestRow> {
         upstream_request: row.get(bodies + 1)?,
         upstream_response: row.get(bodies + 2)?,
         client_response: row.get(bodies + 3)?,
+        client_headers: row.get(bodies + 4)?,
         ..summary_of(row)?
     })
 }
@@ -649,6 +654,7 @@ fn write_rows(
 /// Masks keys and key-shaped text in every text field of a row.
 fn redact_row(redactor: &Redactor, row: &mut RequestRow) {
     for field in [
+        &mut row.client_headers,
         &mut row.client_request,
         &mut row.upstream_request,
         &mut row.upstream_response,
@@ -673,9 +679,9 @@ fn commit(connection: &mut Connection, batch: &mut Vec<RequestRow>) {
                     frontend, backend, model_requested, model_used, key_name, status, stream,
                     latency_ms, input_tokens, output_tokens, error, client_request,
                     upstream_request, upstream_response, prompt_text, response_text, ttfb_ms,
-                    upstream_ms, client_response, tokens_estimated)
+                    upstream_ms, client_response, tokens_estimated, client_headers)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                         ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)",
+                         ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)",
             )?;
             let mut fts = tx.prepare_cached(
                 "INSERT INTO requests_fts (rowid, prompt_text, response_text) VALUES (?1, ?2, ?3)",
@@ -707,6 +713,7 @@ fn commit(connection: &mut Connection, batch: &mut Vec<RequestRow>) {
                     row.upstream_ms,
                     row.client_response,
                     row.tokens_estimated,
+                    row.client_headers,
                 ])?;
                 fts.execute(params![
                     tx.last_insert_rowid(),
@@ -729,6 +736,35 @@ pub struct Recorder {
     /// When the first provider request went out and the provider's last byte came in.
     upstream: Mutex<(Option<Instant>, Option<Instant>)>,
     store: Arc<Store>,
+}
+
+/// Headers whose values are credentials, masked whole whatever they hold.
+const CREDENTIAL_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "x-api-key",
+    "x-goog-api-key",
+    "api-key",
+    "cookie",
+];
+
+/// The headers as a JSON object (repeated names joined by ", "), credentials masked.
+fn headers_json(headers: &axum::http::HeaderMap) -> String {
+    let mut object = serde_json::Map::new();
+    for name in headers.keys() {
+        let value = if CREDENTIAL_HEADERS.contains(&name.as_str()) {
+            super::redact::MASK.to_owned()
+        } else {
+            headers
+                .get_all(name)
+                .iter()
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        object.insert(name.as_str().to_owned(), value.into());
+    }
+    serde_json::Value::Object(object).to_string()
 }
 
 /// Bodies longer than this are cut (with a note) so one huge request cannot bloat the store.
@@ -761,9 +797,13 @@ impl Recorder {
         }
     }
 
-    pub fn client_request(&self, body: &[u8]) {
+    pub fn client_request(&self, headers: &axum::http::HeaderMap, body: &[u8]) {
         let text = clipped(&String::from_utf8_lossy(body));
-        self.update(|row| row.client_request = text);
+        let headers = headers_json(headers);
+        self.update(|row| {
+            row.client_request = text;
+            row.client_headers = headers;
+        });
     }
 
     pub fn upstream_request(&self, body: &[u8]) {

@@ -96,7 +96,7 @@ async fn messages(State(engine): State<Engine>, request: Request) -> Response {
     message.client.user_agent = ctx.user_agent.clone();
     message.client.session_id = header_string(&parts.headers, "x-session-id");
     message.client.protocol_headers = Some((PROTOCOL, protocol_headers(&parts.headers)));
-    engine.begin_capture(&mut ctx, &body, &message);
+    engine.begin_capture(&mut ctx, &parts.headers, &body, &message);
     let stream = message.stream;
     let estimated_input = estimate_input_tokens(&message);
     let events = match engine.respond(&mut ctx, message).await {

@@ -134,7 +134,7 @@ async fn generate(
         Err(err) => return failed(PROTOCOL, &ctx, stream, &err),
     };
     generate.stream = stream;
-    engine.begin_capture(&mut ctx, &body, &generate);
+    engine.begin_capture(&mut ctx, &parts.headers, &body, &generate);
     generate.client.user_agent = ctx.user_agent.clone();
     generate.client.session_id = header_string(&parts.headers, "x-session-id");
     let events = match engine.respond(&mut ctx, generate).await {

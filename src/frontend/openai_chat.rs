@@ -38,7 +38,7 @@ async fn chat_completions(State(engine): State<Engine>, request: Request) -> Res
     };
     chat.client.user_agent = ctx.user_agent.clone();
     chat.client.session_id = header_string(&parts.headers, "x-session-id");
-    engine.begin_capture(&mut ctx, &body, &chat);
+    engine.begin_capture(&mut ctx, &parts.headers, &body, &chat);
     let stream = chat.stream;
     let events = match engine.respond(&mut ctx, chat).await {
         Ok(events) => events,

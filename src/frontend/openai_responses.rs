@@ -66,7 +66,7 @@ async fn create(State(engine): State<Engine>, request: Request) -> Response {
     let (system, messages) = (responses.system.clone(), responses.messages.clone());
     responses.client.user_agent = ctx.user_agent.clone();
     responses.client.session_id = header_string(&parts.headers, "x-session-id");
-    engine.begin_capture(&mut ctx, &body, &responses);
+    engine.begin_capture(&mut ctx, &parts.headers, &body, &responses);
     let stream = responses.stream;
     let events = match engine.respond(&mut ctx, responses).await {
         Ok(events) => events,
