@@ -185,44 +185,35 @@ fn replay_command(row: &store::RequestRow, base_url: &str) -> String {
     )
 }
 
+/// One stored request with its bodies; 404 when there is none with this id.
+async fn find(engine: &Engine, id: String) -> Result<store::RequestRow, Error> {
+    read(store_of(engine)?, move |store| store.get(&id))
+        .await?
+        .ok_or_else(|| Error::not_found("no recorded request has this id"))
+}
+
 async fn curl(
     State(engine): State<Engine>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let found = match store_of(&engine) {
-        Ok(store) => read(store, move |store| store.get(&id)).await,
-        Err(err) => Err(err),
-    };
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("127.0.0.1:8000");
-    match found {
-        Ok(Some(row)) => (
+    match find(&engine, id).await {
+        Ok(row) => (
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
             replay_command(&row, &format!("http://{host}")),
         )
             .into_response(),
-        Ok(None) => error_response(
-            PROTOCOL,
-            &Error::not_found("no recorded request has this id"),
-        ),
         Err(err) => error_response(PROTOCOL, &err),
     }
 }
 
 async fn show(State(engine): State<Engine>, Path(id): Path<String>) -> Response {
-    let found = match store_of(&engine) {
-        Ok(store) => read(store, move |store| store.get(&id)).await,
-        Err(err) => Err(err),
-    };
-    match found {
-        Ok(Some(row)) => Json(row).into_response(),
-        Ok(None) => error_response(
-            PROTOCOL,
-            &Error::not_found("no recorded request has this id"),
-        ),
+    match find(&engine, id).await {
+        Ok(row) => Json(row).into_response(),
         Err(err) => error_response(PROTOCOL, &err),
     }
 }
