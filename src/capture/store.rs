@@ -172,13 +172,19 @@ fn create_version_1(connection: &Connection) -> rusqlite::Result<()> {
     )
 }
 
-fn migrate(connection: &Connection) -> rusqlite::Result<()> {
-    let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
+fn migrate(connection: &Connection) -> Result<(), String> {
+    let version: i64 = connection
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(|e| format!("not a capture store: {e}"))?;
     if version > SCHEMA_VERSION {
-        return Err(rusqlite::Error::InvalidParameterName(format!(
+        return Err(format!(
             "the capture store has schema {version}, newer than this llmux ({SCHEMA_VERSION})"
-        )));
+        ));
     }
+    migrate_from(connection, version).map_err(|e| format!("cannot migrate the capture store: {e}"))
+}
+
+fn migrate_from(connection: &Connection, version: i64) -> rusqlite::Result<()> {
     if version < 1 {
         create_version_1(connection)?;
     }
@@ -262,7 +268,7 @@ impl Store {
             std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
         }
         let writer = open(&path).map_err(|e| e.to_string())?;
-        migrate(&writer).map_err(|e| format!("cannot migrate the capture store: {e}"))?;
+        migrate(&writer)?;
         let reader = open(&path).map_err(|e| e.to_string())?;
         let (tx, rx) = sync_channel(QUEUE);
         let redactor = redactor.into();
