@@ -497,13 +497,7 @@ fn validate(
         ));
     }
 
-    let capture_redact_patterns: Vec<String> = match &raw.capture.redact_patterns {
-        Some(patterns) => patterns.clone(),
-        None => crate::capture::redact::DEFAULT_PATTERNS
-            .iter()
-            .map(|p| (*p).to_owned())
-            .collect(),
-    };
+    let capture_redact_patterns = raw.capture.redact_patterns.clone();
     for pattern in &capture_redact_patterns {
         if let Err(err) = regex::Regex::new(pattern) {
             problems.push(bad(

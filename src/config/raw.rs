@@ -83,9 +83,9 @@ pub struct RawCapture {
     pub max_files: u64,
     #[serde(default = "default_capture_total")]
     pub total_max_bytes: u64,
-    /// Regexes of secret-shaped text masked in both captures; `None` for the defaults.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redact_patterns: Option<Vec<String>>,
+    /// Regexes of secret-shaped text masked in both captures.
+    #[serde(default = "default_redact_patterns")]
+    pub redact_patterns: Vec<String>,
     /// Capture store rows older than this many days are deleted (0 keeps them).
     #[serde(default = "default_capture_db_retention_days")]
     pub db_retention_days: u64,
@@ -112,6 +112,12 @@ fn default_capture_max_files() -> u64 {
 fn default_capture_total() -> u64 {
     524_288_000
 }
+fn default_redact_patterns() -> Vec<String> {
+    crate::capture::redact::DEFAULT_PATTERNS
+        .iter()
+        .map(|p| (*p).to_owned())
+        .collect()
+}
 fn default_capture_db_retention_days() -> u64 {
     30
 }
@@ -130,7 +136,7 @@ impl Default for RawCapture {
             max_bytes: default_capture_max_bytes(),
             max_files: default_capture_max_files(),
             total_max_bytes: default_capture_total(),
-            redact_patterns: None,
+            redact_patterns: default_redact_patterns(),
             db_retention_days: default_capture_db_retention_days(),
             db_max_bytes: default_capture_db_max_bytes(),
         }
