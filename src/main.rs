@@ -557,6 +557,9 @@ fn serve(loaded: Loaded) -> anyhow::Result<ExitCode> {
         }
         if let Some(store) = engine.store() {
             store.flush(std::time::Duration::from_secs(5));
+            if let Err(err) = store.checkpoint() {
+                tracing::warn!("capture store: the write-ahead log was not folded in: {err}");
+            }
             if store.dropped() > 0 {
                 tracing::warn!(
                     "{} requests were not recorded in the capture store (the writer fell behind)",

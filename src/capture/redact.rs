@@ -21,9 +21,11 @@ pub const DEFAULT_PATTERNS: &[&str] = &[
 /// Masks known secrets and secret-shaped text.
 #[derive(Debug, Clone, Default)]
 pub struct Redactor {
-    /// Longest first, so a key that contains another is masked whole.
-    secrets: Vec<String>,
-    patterns: Vec<Regex>,
+    /// The known secrets (as literals, longest first so a key that contains another is
+    /// masked whole) and the patterns as one alternation: one pass over the text.
+    combined: Option<Regex>,
+    /// Used one by one only when the alternation is too large to compile.
+    parts: Vec<Regex>,
 }
 
 impl Redactor {
@@ -32,19 +34,39 @@ impl Redactor {
         let mut secrets: Vec<String> = secrets.into_iter().filter(|s| s.len() >= 8).collect();
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
         secrets.dedup();
-        Self { secrets, patterns }
+        let alternatives: Vec<String> = secrets
+            .iter()
+            .map(|s| regex::escape(s))
+            .chain(patterns.iter().map(|p| format!("(?:{})", p.as_str())))
+            .collect();
+        if alternatives.is_empty() {
+            return Self::default();
+        }
+        // Each part compiles alone; together they can only fail a size limit, and then the
+        // parts are applied one by one rather than masking nothing.
+        match Regex::new(&alternatives.join("|")) {
+            Ok(combined) => Self {
+                combined: Some(combined),
+                parts: Vec::new(),
+            },
+            Err(_) => Self {
+                combined: None,
+                parts: alternatives
+                    .iter()
+                    .filter_map(|part| Regex::new(part).ok())
+                    .collect(),
+            },
+        }
     }
 
     /// The text with every secret masked; borrowed when there was nothing to mask.
     pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
-        let mut text = Cow::Borrowed(text);
-        for secret in &self.secrets {
-            if text.contains(secret.as_str()) {
-                text = Cow::Owned(text.replace(secret.as_str(), MASK));
-            }
+        if let Some(combined) = &self.combined {
+            return combined.replace_all(text, MASK);
         }
-        for pattern in &self.patterns {
-            if let Cow::Owned(masked) = pattern.replace_all(&text, MASK) {
+        let mut text = Cow::Borrowed(text);
+        for part in &self.parts {
+            if let Cow::Owned(masked) = part.replace_all(&text, MASK) {
                 text = Cow::Owned(masked);
             }
         }

@@ -5,6 +5,7 @@
 //! overflow rows are dropped and counted) in one transaction per batch. The schema carries
 //! a version in `PRAGMA user_version`; opening a database of an older version migrates it.
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{
@@ -425,6 +426,18 @@ impl Store {
             .map_err(|e| e.to_string())
     }
 
+    /// Folds the write-ahead log into the database file and empties it (at shutdown, after a
+    /// flush), so a stopped llmux leaves one self-contained file.
+    pub fn checkpoint(&self) -> Result<(), String> {
+        let reader = self
+            .reader
+            .lock()
+            .map_err(|_| "capture store poisoned".to_owned())?;
+        reader
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(|e| e.to_string())
+    }
+
     /// How many requests are stored.
     pub fn count(&self) -> Result<u64, String> {
         let reader = self
@@ -834,7 +847,7 @@ impl Recorder {
             }
             if frame {
                 let ms = since_sent.unwrap_or_default().as_secs_f64() * 1000.0;
-                row.upstream_response.push_str(&format!("{ms:.1}\t"));
+                let _ = write!(row.upstream_response, "{ms:.1}\t");
             }
             row.upstream_response.push_str(data);
             if frame {
@@ -935,6 +948,9 @@ mod tests {
                 })
                 .is_ok()
         );
+        store.checkpoint().unwrap();
+        let wal = std::fs::metadata(path.with_extension("db-wal")).map_or(0, |m| m.len());
+        assert_eq!(wal, 0, "the checkpoint empties the write-ahead log");
         drop(store);
         let reopened = Store::open(&path, Duration::from_millis(20), Vec::new()).unwrap();
         assert_eq!(reopened.count().unwrap(), 2);
