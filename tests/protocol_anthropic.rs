@@ -20,7 +20,7 @@
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use bytes::Bytes;
 use eventsource_stream::Eventsource;
@@ -33,9 +33,15 @@ use llmux::protocol::openai_chat::{self, ChunkDecoder, ChunkEncoder};
 use llmux::protocol::{ChunkError, StreamDecoder};
 use serde_json::{Value, json};
 
+#[path = "support/fixtures.rs"]
+mod fixtures;
 #[path = "support/json_diff.rs"]
 mod json_diff;
+use fixtures::{case_dirs, check_cases, fixtures_dir, read_json, require};
 use json_diff::{compare_json, diff};
+
+/// The fixture set under tests/fixtures.
+const FIXTURES: &str = "anthropic";
 
 // =======================================================================================
 // SSE plumbing, the way `src/backend/http.rs` reads upstream bodies
@@ -472,30 +478,6 @@ fn check_anthropic_stream(frames: &[Frame]) -> Result<(), String> {
 // =======================================================================================
 // Fixture cases
 
-fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/anthropic")
-}
-
-fn case_dirs() -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = fs::read_dir(fixtures_dir())
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.is_dir())
-        .collect();
-    dirs.sort();
-    dirs
-}
-
-fn read_json(path: &Path) -> Result<Option<Value>, String> {
-    if !path.exists() {
-        return Ok(None);
-    }
-    let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    serde_json::from_str(&text)
-        .map(Some)
-        .map_err(|e| format!("{} is not valid JSON: {e}", path.display()))
-}
-
 fn read_bytes(path: &Path) -> Result<Option<Vec<u8>>, String> {
     if !path.exists() {
         return Ok(None);
@@ -503,10 +485,6 @@ fn read_bytes(path: &Path) -> Result<Option<Vec<u8>>, String> {
     fs::read(path)
         .map(Some)
         .map_err(|e| format!("{}: {e}", path.display()))
-}
-
-fn require(case: &Path, file: &str) -> Result<Value, String> {
-    read_json(&case.join(file))?.ok_or_else(|| format!("missing {file}"))
 }
 
 /// What the front-end passes the encoders: the request's input-token estimate.
@@ -605,41 +583,14 @@ fn same_response(a: &Response, b: &Response) -> Result<(), String> {
 
 #[test]
 fn fixture_cases_round_trip() {
-    let cases = case_dirs();
-    assert!(
-        cases.len() >= 20,
-        "expected the anthropic fixture cases under {}",
-        fixtures_dir().display()
-    );
-    let mut failures = Vec::new();
-    for case in &cases {
-        let name = case.file_name().unwrap().to_string_lossy().into_owned();
-        let mut checked = 0;
-        for (what, check) in [
-            (
-                "request",
-                check_request as fn(&Path) -> Result<bool, String>,
-            ),
+    check_cases(
+        FIXTURES,
+        20,
+        &[
+            ("request", check_request),
             ("response", check_response),
             ("stream", check_stream),
-        ] {
-            match check(case) {
-                Ok(true) => checked += 1,
-                Ok(false) => {}
-                Err(e) => failures.push(format!("=== case `{name}` ({what}) ===\n{e}")),
-            }
-        }
-        if checked == 0 && failures.is_empty() {
-            failures.push(format!(
-                "=== case `{name}` ===\nholds no request.json, response.json or upstream.sse"
-            ));
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} fixture failure(s):\n\n{}",
-        failures.len(),
-        failures.join("\n\n")
+        ],
     );
 }
 
@@ -2412,7 +2363,7 @@ fn any_split_of_an_anthropic_upstream_stream_gives_the_same_client_output() {
     let upstream = rich_anthropic_stream();
     assert_split_invariant("anthropic upstream", &upstream, relay_anthropic_chunks);
     // The fixture streams too.
-    for case in case_dirs() {
+    for case in case_dirs(FIXTURES) {
         if let Some(upstream) = read_bytes(&case.join("upstream.sse")).unwrap() {
             let name = case.file_name().unwrap().to_string_lossy().into_owned();
             let reference = relay_anthropic_chunks(vec![upstream.clone()]);
@@ -2482,7 +2433,7 @@ fn a_changed_response_is_never_replaced_by_the_upstream_original() {
     // decode_response keeps the upstream content for a same-protocol client; if a pipeline
     // stage changed what the model sees (here: redaction of one text), the client gets the
     // changed parts, never the original text.
-    let upstream = read_json(&fixtures_dir().join("web_search/response.json"))
+    let upstream = read_json(&fixtures_dir(FIXTURES).join("web_search/response.json"))
         .unwrap()
         .unwrap();
     let events = anthropic::decode_response(&serde_json::to_vec(&upstream).unwrap()).unwrap();

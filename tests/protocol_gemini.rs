@@ -14,8 +14,7 @@
 //! canonical model only, and assert the exact JSON each side gets.
 
 use std::fmt::Write as _;
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use bytes::Bytes;
 use llmux::model::{Event, FinishReason, Part, Response, ResponseBuilder};
@@ -26,56 +25,18 @@ use llmux::protocol::gemini::{
 use llmux::protocol::openai_chat;
 use serde_json::{Value, json};
 
+#[path = "support/fixtures.rs"]
+mod fixtures;
 #[path = "support/json_diff.rs"]
 mod json_diff;
+use fixtures::{check_cases, fixtures_dir, read_json, read_sse_data, require};
 use json_diff::{compare_json, diff};
+
+/// The fixture set under tests/fixtures.
+const FIXTURES: &str = "gemini";
 
 /// The model every fixture request is decoded and encoded for.
 const MODEL: &str = "gemini-2.5-flash";
-
-fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gemini")
-}
-
-fn case_dirs() -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = fs::read_dir(fixtures_dir())
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.is_dir())
-        .collect();
-    dirs.sort();
-    dirs
-}
-
-fn read_json(path: &Path) -> Result<Option<Value>, String> {
-    if !path.exists() {
-        return Ok(None);
-    }
-    let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    serde_json::from_str(&text)
-        .map(Some)
-        .map_err(|e| format!("{} is not valid JSON: {e}", path.display()))
-}
-
-fn require(case: &Path, file: &str) -> Result<Value, String> {
-    read_json(&case.join(file))?.ok_or_else(|| format!("missing {file}"))
-}
-
-/// The payloads of the `data:` lines of an SSE file, in order.
-fn read_sse(path: &Path) -> Result<Option<Vec<String>>, String> {
-    if !path.exists() {
-        return Ok(None);
-    }
-    let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(Some(sse_payloads(&text)))
-}
-
-fn sse_payloads(text: &str) -> Vec<String> {
-    text.lines()
-        .filter_map(|line| line.strip_prefix("data:"))
-        .map(|payload| payload.trim().to_owned())
-        .collect()
-}
 
 // ---------------------------------------------------------------------------------------
 // Diff-friendly comparison
@@ -220,10 +181,10 @@ fn check_response(case: &Path) -> Result<bool, String> {
 }
 
 fn check_stream(case: &Path) -> Result<bool, String> {
-    let Some(upstream) = read_sse(&case.join("upstream.sse"))? else {
+    let Some(upstream) = read_sse_data(&case.join("upstream.sse"))? else {
         return Ok(false);
     };
-    let expected: Vec<Value> = read_sse(&case.join("expected.sse"))?
+    let expected: Vec<Value> = read_sse_data(&case.join("expected.sse"))?
         .ok_or("missing expected.sse")?
         .iter()
         .map(|p| serde_json::from_str(p).map_err(|e| format!("expected.sse: {e}")))
@@ -244,41 +205,14 @@ fn check_stream(case: &Path) -> Result<bool, String> {
 
 #[test]
 fn fixture_cases_round_trip() {
-    let cases = case_dirs();
-    assert!(
-        cases.len() >= 10,
-        "expected the gemini fixture cases under {}",
-        fixtures_dir().display()
-    );
-    let mut failures = Vec::new();
-    for case in &cases {
-        let name = case.file_name().unwrap().to_string_lossy().into_owned();
-        let mut checked = 0;
-        for (what, check) in [
-            (
-                "request",
-                check_request as fn(&Path) -> Result<bool, String>,
-            ),
+    check_cases(
+        FIXTURES,
+        10,
+        &[
+            ("request", check_request),
             ("response", check_response),
             ("stream", check_stream),
-        ] {
-            match check(case) {
-                Ok(true) => checked += 1,
-                Ok(false) => {}
-                Err(e) => failures.push(format!("=== case `{name}` ({what}) ===\n{e}")),
-            }
-        }
-        if checked == 0 && failures.is_empty() {
-            failures.push(format!(
-                "=== case `{name}` ===\nholds no request.json, response.json or upstream.sse"
-            ));
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} fixture failure(s):\n\n{}",
-        failures.len(),
-        failures.join("\n\n")
+        ],
     );
 }
 
@@ -292,7 +226,7 @@ fn array_streams_split_anywhere_fold_to_the_same_response() {
         "function_calling_stream",
         "unknown_fields_stream",
     ] {
-        let upstream = read_sse(&fixtures_dir().join(case).join("upstream.sse"))
+        let upstream = read_sse_data(&fixtures_dir(FIXTURES).join(case).join("upstream.sse"))
             .unwrap()
             .unwrap();
         let events = decode_stream(&upstream).unwrap();
@@ -961,7 +895,7 @@ fn a_truncated_upstream_stream_reaches_the_client_as_an_error_not_a_finish() {
 fn every_fixture_response_keeps_its_finish_reason() {
     // A spot check that the fold keeps what the client must see.
     let response = |case: &str| {
-        let body = read_json(&fixtures_dir().join(case).join("response.json"))
+        let body = read_json(&fixtures_dir(FIXTURES).join(case).join("response.json"))
             .unwrap()
             .unwrap();
         fold(decode_response(body.to_string().as_bytes()).unwrap()).unwrap()

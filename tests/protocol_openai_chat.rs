@@ -16,8 +16,7 @@
 //! neighbours) and check that the folded result does not depend on the chunking.
 
 use std::fmt::Write as _;
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use llmux::model::{Event, FinishReason, Part, Response, ResponseBuilder};
 use llmux::protocol::openai_chat::{
@@ -25,53 +24,15 @@ use llmux::protocol::openai_chat::{
 };
 use serde_json::{Value, json};
 
+#[path = "support/fixtures.rs"]
+mod fixtures;
 #[path = "support/json_diff.rs"]
 mod json_diff;
+use fixtures::{check_cases, read_json, read_sse_data, require};
 use json_diff::{compare_json, diff};
 
-fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/openai_chat")
-}
-
-fn case_dirs() -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = fs::read_dir(fixtures_dir())
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.is_dir())
-        .collect();
-    dirs.sort();
-    dirs
-}
-
-fn read_json(path: &Path) -> Result<Option<Value>, String> {
-    if !path.exists() {
-        return Ok(None);
-    }
-    let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    serde_json::from_str(&text)
-        .map(Some)
-        .map_err(|e| format!("{} is not valid JSON: {e}", path.display()))
-}
-
-/// The payloads of the `data:` lines of an SSE file, in order.
-fn read_sse(path: &Path) -> Result<Option<Vec<String>>, String> {
-    if !path.exists() {
-        return Ok(None);
-    }
-    let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(Some(sse_payloads(&text)))
-}
-
-fn sse_payloads(text: &str) -> Vec<String> {
-    text.lines()
-        .filter_map(|line| line.strip_prefix("data:"))
-        .map(|payload| payload.trim().to_owned())
-        .collect()
-}
-
-fn require(case: &Path, file: &str) -> Result<Value, String> {
-    read_json(&case.join(file))?.ok_or_else(|| format!("missing {file}"))
-}
+/// The fixture set under tests/fixtures.
+const FIXTURES: &str = "openai_chat";
 
 // ---------------------------------------------------------------------------------------
 // Diff-friendly comparison
@@ -218,10 +179,10 @@ fn relay(payloads: &[String], include_usage: bool) -> Result<(Vec<Event>, Vec<Fr
 }
 
 fn check_stream(case: &Path) -> Result<bool, String> {
-    let Some(upstream) = read_sse(&case.join("upstream.sse"))? else {
+    let Some(upstream) = read_sse_data(&case.join("upstream.sse"))? else {
         return Ok(false);
     };
-    let expected: Vec<Frame> = read_sse(&case.join("expected.sse"))?
+    let expected: Vec<Frame> = read_sse_data(&case.join("expected.sse"))?
         .ok_or("missing expected.sse")?
         .iter()
         .map(|p| Frame::parse(p))
@@ -267,41 +228,14 @@ fn same_response(a: &Response, b: &Response, with_usage: bool) -> Result<(), Str
 
 #[test]
 fn fixture_cases_round_trip() {
-    let cases = case_dirs();
-    assert!(
-        cases.len() >= 10,
-        "expected the openai_chat fixture cases under {}",
-        fixtures_dir().display()
-    );
-    let mut failures = Vec::new();
-    for case in &cases {
-        let name = case.file_name().unwrap().to_string_lossy().into_owned();
-        let mut checked = 0;
-        for (what, check) in [
-            (
-                "request",
-                check_request as fn(&Path) -> Result<bool, String>,
-            ),
+    check_cases(
+        FIXTURES,
+        10,
+        &[
+            ("request", check_request),
             ("response", check_response),
             ("stream", check_stream),
-        ] {
-            match check(case) {
-                Ok(true) => checked += 1,
-                Ok(false) => {}
-                Err(e) => failures.push(format!("=== case `{name}` ({what}) ===\n{e}")),
-            }
-        }
-        if checked == 0 && failures.is_empty() {
-            failures.push(format!(
-                "=== case `{name}` ===\nholds no request.json, response.json or upstream.sse"
-            ));
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} fixture failure(s):\n\n{}",
-        failures.len(),
-        failures.join("\n\n")
+        ],
     );
 }
 

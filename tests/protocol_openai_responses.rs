@@ -27,7 +27,7 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use llmux::Error;
 use llmux::error::ErrorKind;
@@ -39,38 +39,15 @@ use llmux::protocol::openai_responses::{
 };
 use serde_json::{Value, json};
 
+#[path = "support/fixtures.rs"]
+mod fixtures;
 #[path = "support/json_diff.rs"]
 mod json_diff;
+use fixtures::{case_dirs, fixtures_dir, read_json, read_text};
 use json_diff::diff;
-
-fn fixtures(dir: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(dir)
-}
-
-fn case_dirs(dir: &str) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = fs::read_dir(fixtures(dir))
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.is_dir())
-        .collect();
-    dirs.sort();
-    dirs
-}
 
 fn bless() -> bool {
     std::env::var_os("LLMUX_BLESS").is_some()
-}
-
-fn read_json(path: &Path) -> Result<Option<Value>, String> {
-    if !path.exists() {
-        return Ok(None);
-    }
-    let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    serde_json::from_str(&text)
-        .map(Some)
-        .map_err(|e| format!("{} is not valid JSON: {e}", path.display()))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -155,11 +132,7 @@ fn parse_sse(text: &str) -> Vec<Frame> {
 }
 
 fn read_sse(path: &Path) -> Result<Option<Vec<Frame>>, String> {
-    if !path.exists() {
-        return Ok(None);
-    }
-    let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(Some(parse_sse(&text)))
+    Ok(read_text(path)?.map(|text| parse_sse(&text)))
 }
 
 fn frames_of(out: &[bytes::Bytes]) -> Vec<Frame> {
@@ -814,7 +787,7 @@ fn walk(dir: &str, min_cases: usize, check: fn(&Path) -> Result<usize, String>) 
     assert!(
         cases.len() >= min_cases || bless(),
         "expected at least {min_cases} cases under {}",
-        fixtures(dir).display()
+        fixtures_dir(dir).display()
     );
     let mut failures = Vec::new();
     for case in &cases {
@@ -943,9 +916,13 @@ fn garbage_from_a_responses_upstream_is_an_error_not_a_success() {
 // The stream checker itself: it must catch what clients trip on
 
 fn fixture_client_stream(case: &str) -> Vec<Frame> {
-    read_sse(&fixtures("openai_responses").join(case).join("expected.sse"))
-        .unwrap()
-        .unwrap()
+    read_sse(
+        &fixtures_dir("openai_responses")
+            .join(case)
+            .join("expected.sse"),
+    )
+    .unwrap()
+    .unwrap()
 }
 
 fn renumber(frames: &mut [Frame]) {
