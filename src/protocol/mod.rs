@@ -9,6 +9,12 @@ pub mod openai_chat;
 pub mod openai_responses;
 pub mod sse;
 
+use std::fmt;
+
+use serde::de::{self, SeqAccess, Unexpected, Visitor};
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+
 use crate::model::Event;
 
 /// Why an upstream response could not be read.
@@ -34,4 +40,63 @@ pub trait StreamDecoder: Send {
     fn is_done(&self) -> bool;
     /// Called when the body ends: errors if the stream was cut off.
     fn finish(&mut self) -> Result<(), ChunkError>;
+}
+
+/// Reads a JSON array that some servers send as `null` (or leave out) as an empty list.
+pub(crate) fn null_as_empty<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+/// A `content` field as the wire has it: a string, a list, or (where allowed) `null`.
+pub(crate) enum TextOrList {
+    Null,
+    Text(String),
+    List(Vec<Value>),
+}
+
+/// Reads a string-or-array `content`, with an error that says `expecting`. `null` is read
+/// only when `null_ok`.
+pub(crate) fn text_or_list<'de, D: Deserializer<'de>>(
+    deserializer: D,
+    expecting: &'static str,
+    null_ok: bool,
+) -> Result<TextOrList, D::Error> {
+    struct TextOrListVisitor {
+        expecting: &'static str,
+        null_ok: bool,
+    }
+    impl<'de> Visitor<'de> for TextOrListVisitor {
+        type Value = TextOrList;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str(self.expecting)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<TextOrList, E> {
+            if self.null_ok {
+                Ok(TextOrList::Null)
+            } else {
+                Err(E::invalid_type(Unexpected::Unit, &self))
+            }
+        }
+        fn visit_none<E: de::Error>(self) -> Result<TextOrList, E> {
+            self.visit_unit()
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<TextOrList, E> {
+            Ok(TextOrList::Text(v.to_owned()))
+        }
+        fn visit_string<E: de::Error>(self, v: String) -> Result<TextOrList, E> {
+            Ok(TextOrList::Text(v))
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<TextOrList, A::Error> {
+            let mut items = Vec::new();
+            while let Some(item) = seq.next_element::<Value>()? {
+                items.push(item);
+            }
+            Ok(TextOrList::List(items))
+        }
+    }
+    deserializer.deserialize_any(TextOrListVisitor { expecting, null_ok })
 }

@@ -3,9 +3,9 @@
 //! Objects keep the fields we do not model in `extra`. Content blocks stay `Value` here and
 //! are read in `decode.rs`, where errors can name the exact block.
 
-use std::fmt;
+use serde::de::{self, Deserializer};
 
-use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use crate::protocol::{TextOrList, text_or_list};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -63,27 +63,15 @@ pub enum TextOrBlocks {
 
 impl<'de> Deserialize<'de> for TextOrBlocks {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct TextOrBlocksVisitor;
-        impl<'de> Visitor<'de> for TextOrBlocksVisitor {
-            type Value = TextOrBlocks;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string or an array of content blocks")
+        let expecting = "a string or an array of content blocks";
+        Ok(match text_or_list(deserializer, expecting, false)? {
+            TextOrList::Text(text) => TextOrBlocks::Text(text),
+            TextOrList::List(blocks) => TextOrBlocks::Blocks(blocks),
+            // Not read when null is refused; kept an error rather than a panic.
+            TextOrList::Null => {
+                return Err(de::Error::invalid_type(de::Unexpected::Unit, &expecting));
             }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<TextOrBlocks, E> {
-                Ok(TextOrBlocks::Text(v.to_owned()))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<TextOrBlocks, E> {
-                Ok(TextOrBlocks::Text(v))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<TextOrBlocks, A::Error> {
-                let mut blocks = Vec::new();
-                while let Some(block) = seq.next_element::<Value>()? {
-                    blocks.push(block);
-                }
-                Ok(TextOrBlocks::Blocks(blocks))
-            }
-        }
-        deserializer.deserialize_any(TextOrBlocksVisitor)
+        })
     }
 }
 

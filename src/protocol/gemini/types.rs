@@ -10,7 +10,7 @@
 //! https://ai.google.dev/api/caching#Content (Content, Part, FunctionCall,
 //! FunctionResponse, Tool, ToolConfig), https://ai.google.dev/api/tokens (countTokens).
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// The body of `POST /v1beta/models/{model}:generateContent` (and of
@@ -57,7 +57,7 @@ pub struct GenerateContentRequest {
 pub struct Content {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
-    #[serde(default, deserialize_with = "null_as_empty")]
+    #[serde(default, deserialize_with = "crate::protocol::null_as_empty")]
     pub parts: Vec<Part>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -372,7 +372,7 @@ pub struct SafetySetting {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GenerateContentResponse {
-    #[serde(default, deserialize_with = "null_as_empty")]
+    #[serde(default, deserialize_with = "crate::protocol::null_as_empty")]
     pub candidates: Vec<Candidate>,
     /// `blockReason` (with no candidates) when the prompt itself was blocked.
     #[serde(
@@ -489,12 +489,4 @@ pub struct ErrorDetail {
     pub status: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub details: Vec<Value>,
-}
-
-fn null_as_empty<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Ok(Option::<Vec<T>>::deserialize(deserializer)?.unwrap_or_default())
 }

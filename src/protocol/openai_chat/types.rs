@@ -6,6 +6,8 @@
 //! the exact field.
 
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
+
+use crate::protocol::{TextOrList, text_or_list};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::fmt;
@@ -149,33 +151,12 @@ impl Serialize for Content {
 
 impl<'de> Deserialize<'de> for Content {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct ContentVisitor;
-        impl<'de> Visitor<'de> for ContentVisitor {
-            type Value = Content;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string, an array of content parts, or null")
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Content, E> {
-                Ok(Content::Null)
-            }
-            fn visit_none<E: de::Error>(self) -> Result<Content, E> {
-                Ok(Content::Null)
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Content, E> {
-                Ok(Content::Text(v.to_owned()))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Content, E> {
-                Ok(Content::Text(v))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Content, A::Error> {
-                let mut parts = Vec::new();
-                while let Some(part) = seq.next_element::<Value>()? {
-                    parts.push(part);
-                }
-                Ok(Content::Parts(parts))
-            }
-        }
-        deserializer.deserialize_any(ContentVisitor)
+        let expecting = "a string, an array of content parts, or null";
+        Ok(match text_or_list(deserializer, expecting, true)? {
+            TextOrList::Null => Content::Null,
+            TextOrList::Text(text) => Content::Text(text),
+            TextOrList::List(parts) => Content::Parts(parts),
+        })
     }
 }
 
@@ -211,7 +192,7 @@ pub struct ChatCompletion {
     pub created: Option<u64>,
     #[serde(default)]
     pub model: String,
-    #[serde(default, deserialize_with = "null_as_empty")]
+    #[serde(default, deserialize_with = "crate::protocol::null_as_empty")]
     pub choices: Vec<ResponseChoice>,
     #[serde(default)]
     pub usage: Option<Value>,
@@ -240,7 +221,7 @@ pub struct ChatChunk {
     #[serde(default)]
     pub model: String,
     /// Some servers (vLLM) send the usage chunk with `choices: null` or none at all.
-    #[serde(default, deserialize_with = "null_as_empty")]
+    #[serde(default, deserialize_with = "crate::protocol::null_as_empty")]
     pub choices: Vec<ChunkChoice>,
     #[serde(default)]
     pub usage: Option<Value>,
@@ -272,7 +253,7 @@ pub struct ChunkDelta {
     pub reasoning_content: Option<String>,
     #[serde(default)]
     pub reasoning: Option<String>,
-    #[serde(default, deserialize_with = "null_as_empty")]
+    #[serde(default, deserialize_with = "crate::protocol::null_as_empty")]
     pub tool_calls: Vec<ChunkToolCall>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -312,12 +293,4 @@ pub struct ChatUsage {
     pub completion_tokens_details: Option<Map<String, Value>>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
-}
-
-fn null_as_empty<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Ok(Option::<Vec<T>>::deserialize(deserializer)?.unwrap_or_default())
 }

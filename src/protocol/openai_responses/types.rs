@@ -8,10 +8,11 @@
 //! in `decode.rs` into the typed items below, so errors can name the exact field
 //! (`input[3].call_id`).
 
-use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::de::{self, Deserializer};
+
+use crate::protocol::{TextOrList, text_or_list};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use std::fmt;
 
 /// `POST /v1/responses` request body.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -97,27 +98,19 @@ impl Serialize for Content {
 
 impl<'de> Deserialize<'de> for Content {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct ContentVisitor;
-        impl<'de> Visitor<'de> for ContentVisitor {
-            type Value = Content;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string or an array")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Content, E> {
-                Ok(Content::Text(v.to_owned()))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Content, E> {
-                Ok(Content::Text(v))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Content, A::Error> {
-                let mut items = Vec::new();
-                while let Some(item) = seq.next_element::<Value>()? {
-                    items.push(item);
+        Ok(
+            match text_or_list(deserializer, "a string or an array", false)? {
+                TextOrList::Text(text) => Content::Text(text),
+                TextOrList::List(items) => Content::List(items),
+                // Not read when null is refused; kept an error rather than a panic.
+                TextOrList::Null => {
+                    return Err(de::Error::invalid_type(
+                        de::Unexpected::Unit,
+                        &"a string or an array",
+                    ));
                 }
-                Ok(Content::List(items))
-            }
-        }
-        deserializer.deserialize_any(ContentVisitor)
+            },
+        )
     }
 }
 
@@ -160,10 +153,10 @@ pub struct FunctionCallOutputItem {
 /// A `reasoning` item. Codex sends them back without `id` but with `encrypted_content`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ReasoningItem {
-    #[serde(default, deserialize_with = "null_as_empty")]
+    #[serde(default, deserialize_with = "crate::protocol::null_as_empty")]
     pub summary: Vec<TextPart>,
     /// Raw reasoning text (`reasoning_text` parts), from open-weight models.
-    #[serde(default, deserialize_with = "null_as_empty")]
+    #[serde(default, deserialize_with = "crate::protocol::null_as_empty")]
     pub content: Vec<TextPart>,
     #[serde(default)]
     pub encrypted_content: Option<String>,
@@ -230,7 +223,7 @@ pub struct ResponseObject {
     pub status: Option<String>,
     #[serde(default)]
     pub model: String,
-    #[serde(default, deserialize_with = "null_as_empty")]
+    #[serde(default, deserialize_with = "crate::protocol::null_as_empty")]
     pub output: Vec<Value>,
     #[serde(default)]
     pub usage: Option<Value>,
@@ -314,12 +307,4 @@ pub struct StreamEvent {
     pub message: Option<String>,
     #[serde(default)]
     pub error: Option<Value>,
-}
-
-fn null_as_empty<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Ok(Option::<Vec<T>>::deserialize(deserializer)?.unwrap_or_default())
 }
