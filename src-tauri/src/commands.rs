@@ -1,0 +1,114 @@
+//! Tauri commands the window calls (through ui/src/api.ts). Thin: each one calls the proxy
+//! controller or the keychain and returns what the UI shows; no command returns a secret.
+
+use std::sync::Arc;
+
+use serde::{Serialize, Serializer};
+use tauri::State;
+
+use crate::keychain::{BackendKeys, KeyError, KeychainSecrets, default_key_name};
+use crate::proxy::{Proxy, Status};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("no back-end named {0:?}")]
+    UnknownBackend(String),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// The UI receives the message.
+impl Serialize for CommandError {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_string())
+    }
+}
+
+type Result<T> = std::result::Result<T, CommandError>;
+
+#[tauri::command]
+pub async fn proxy_status(proxy: State<'_, Arc<Proxy>>) -> Result<Status> {
+    Ok(proxy.status())
+}
+
+/// What the tray's "Proxy enabled" item does.
+#[tauri::command]
+pub async fn set_proxy_enabled(enabled: bool, proxy: State<'_, Arc<Proxy>>) -> Result<Status> {
+    Ok(proxy.set_enabled(enabled).await)
+}
+
+/// The key names of every back-end and where each comes from (keychain or environment).
+#[tauri::command]
+pub async fn list_keys(
+    proxy: State<'_, Arc<Proxy>>,
+    keys: State<'_, Arc<KeychainSecrets>>,
+) -> Result<Vec<BackendKeys>> {
+    let (proxy, keys) = (proxy.inner().clone(), keys.inner().clone());
+    blocking(move || Ok(keys.list(proxy.config().backends.values())?)).await
+}
+
+/// Stores a key in the keychain (name defaults to the back-end's environment variable) and
+/// restarts the listeners when running, so the engine uses it. Returns the new listing.
+#[tauri::command]
+pub async fn save_key(
+    backend: String,
+    name: Option<String>,
+    secret: String,
+    proxy: State<'_, Arc<Proxy>>,
+    keys: State<'_, Arc<KeychainSecrets>>,
+) -> Result<Vec<BackendKeys>> {
+    let (proxy, keys) = (proxy.inner().clone(), keys.inner().clone());
+    let listed = {
+        let proxy = proxy.clone();
+        blocking(move || {
+            let config = proxy.config();
+            let backend = config
+                .backends
+                .get(&backend)
+                .ok_or(CommandError::UnknownBackend(backend.clone()))?;
+            let name = name
+                .filter(|n| !n.trim().is_empty())
+                .unwrap_or_else(|| default_key_name(backend));
+            keys.save(backend, name.trim(), &secret)?;
+            Ok(keys.list(config.backends.values())?)
+        })
+        .await?
+    };
+    proxy.restart_if_running().await;
+    Ok(listed)
+}
+
+/// Removes a key from the keychain; environment keys cannot be removed here.
+#[tauri::command]
+pub async fn delete_key(
+    backend: String,
+    name: String,
+    proxy: State<'_, Arc<Proxy>>,
+    keys: State<'_, Arc<KeychainSecrets>>,
+) -> Result<Vec<BackendKeys>> {
+    let (proxy, keys) = (proxy.inner().clone(), keys.inner().clone());
+    let listed = {
+        let proxy = proxy.clone();
+        blocking(move || {
+            let config = proxy.config();
+            let backend = config
+                .backends
+                .get(&backend)
+                .ok_or(CommandError::UnknownBackend(backend.clone()))?;
+            keys.delete(backend, &name)?;
+            Ok(keys.list(config.backends.values())?)
+        })
+        .await?
+    };
+    proxy.restart_if_running().await;
+    Ok(listed)
+}
+
+/// Keychain calls block (D-Bus, Keychain Services): off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tauri::async_runtime::spawn_blocking(f)
+        .await
+        .map_err(|e| CommandError::Internal(e.to_string()))?
+}

@@ -1,0 +1,307 @@
+//! What the tray menu's items do, apart from any display: the tray (tray.rs) turns a click
+//! into an [`Action`] and [`handle`] carries it out through a [`Shell`] (clipboard, windows,
+//! notifications, exit), so the handlers are unit-tested with a recording shell.
+
+use crate::proxy::{Proxy, State, Status};
+
+/// Which client's base URL to copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Client {
+    OpenAi,
+    Anthropic,
+    Gemini,
+}
+
+/// A page of the app's window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Page {
+    Inspector,
+    Settings,
+}
+
+impl Page {
+    /// The UI's hash route.
+    pub fn route(self) -> &'static str {
+        match self {
+            Page::Inspector => "#/",
+            Page::Settings => "#/settings",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "inspector" => Some(Page::Inspector),
+            "settings" => Some(Page::Settings),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// The "Proxy enabled" check item.
+    ToggleProxy,
+    CopyBaseUrl(Client),
+    Open(Page),
+    Quit,
+}
+
+impl Action {
+    pub const ALL: [Action; 7] = [
+        Action::ToggleProxy,
+        Action::CopyBaseUrl(Client::OpenAi),
+        Action::CopyBaseUrl(Client::Anthropic),
+        Action::CopyBaseUrl(Client::Gemini),
+        Action::Open(Page::Inspector),
+        Action::Open(Page::Settings),
+        Action::Quit,
+    ];
+
+    /// The menu item id.
+    pub fn id(self) -> &'static str {
+        match self {
+            Action::ToggleProxy => "proxy-enabled",
+            Action::CopyBaseUrl(Client::OpenAi) => "copy-openai",
+            Action::CopyBaseUrl(Client::Anthropic) => "copy-anthropic",
+            Action::CopyBaseUrl(Client::Gemini) => "copy-gemini",
+            Action::Open(Page::Inspector) => "inspector",
+            Action::Open(Page::Settings) => "settings",
+            Action::Quit => "quit",
+        }
+    }
+
+    /// The menu item's text.
+    pub fn label(self) -> &'static str {
+        match self {
+            Action::ToggleProxy => "Proxy enabled",
+            Action::CopyBaseUrl(Client::OpenAi) => "Copy base URL for OpenAI clients",
+            Action::CopyBaseUrl(Client::Anthropic) => "Copy base URL for Anthropic clients",
+            Action::CopyBaseUrl(Client::Gemini) => "Copy base URL for Gemini clients",
+            Action::Open(Page::Inspector) => "Inspector…",
+            Action::Open(Page::Settings) => "Settings…",
+            Action::Quit => "Quit llmux",
+        }
+    }
+
+    pub fn from_id(id: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.id() == id)
+    }
+}
+
+/// What the handlers need from the desktop around them.
+pub trait Shell: Send + Sync {
+    fn copy_text(&self, text: &str) -> Result<(), String>;
+    fn open(&self, page: Page);
+    fn notify(&self, title: &str, body: &str);
+    fn quit(&self);
+}
+
+/// Carries out a menu action.
+pub async fn handle(action: Action, proxy: &Proxy, shell: &dyn Shell) {
+    match action {
+        Action::ToggleProxy => {
+            let running = proxy.status().state == State::Running;
+            proxy.set_enabled(!running).await;
+        }
+        Action::CopyBaseUrl(client) => {
+            let status = proxy.status();
+            let url = match client {
+                Client::OpenAi => status.openai_base_url(),
+                Client::Anthropic => status.anthropic_base_url(),
+                Client::Gemini => status.gemini_base_url(),
+            };
+            if let Err(err) = shell.copy_text(&url) {
+                shell.notify("llmux: cannot copy", &err);
+            }
+        }
+        Action::Open(page) => shell.open(page),
+        Action::Quit => {
+            proxy.stop().await;
+            shell.quit();
+        }
+    }
+}
+
+/// Tells the user when the proxy enters the error state (it may be the only sign they get:
+/// the tray icon is easy to miss).
+pub fn on_status_change(before: &Status, after: &Status, shell: &dyn Shell) {
+    if after.state == State::Error && (before.state != State::Error || before.error != after.error)
+    {
+        let reason = after.error.as_deref().unwrap_or("unknown error");
+        shell.notify("llmux: the proxy is not running", reason);
+    }
+}
+
+/// The tray's status line.
+pub fn status_line(status: &Status) -> String {
+    let served = match status.requests_served {
+        1 => "1 request".to_owned(),
+        n => format!("{n} requests"),
+    };
+    match status.state {
+        State::Running => format!(
+            "Running on {} · {} · {served}",
+            status.address, status.default_backend
+        ),
+        State::Stopped => format!("Stopped · {} · {served}", status.default_backend),
+        State::Error => {
+            let reason = status.error.as_deref().unwrap_or("unknown error");
+            let mut line = format!("Error: {reason}");
+            if line.chars().count() > 90 {
+                line = line.chars().take(89).collect::<String>() + "…";
+            }
+            line
+        }
+    }
+}
+
+/// The tray's tooltip.
+pub fn tooltip(status: &Status) -> String {
+    match status.state {
+        State::Running => format!("llmux: running on {}", status.address),
+        State::Stopped => "llmux: stopped".to_owned(),
+        State::Error => "llmux: error".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::tests::{free_port, test_proxy};
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Recorder {
+        events: Mutex<Vec<String>>,
+    }
+
+    impl Recorder {
+        fn events(&self) -> Vec<String> {
+            self.events.lock().unwrap().clone()
+        }
+        fn push(&self, event: String) {
+            self.events.lock().unwrap().push(event);
+        }
+    }
+
+    impl Shell for Recorder {
+        fn copy_text(&self, text: &str) -> Result<(), String> {
+            self.push(format!("copy {text}"));
+            Ok(())
+        }
+        fn open(&self, page: Page) {
+            self.push(format!("open {}", page.route()));
+        }
+        fn notify(&self, title: &str, body: &str) {
+            self.push(format!("notify {title}: {body}"));
+        }
+        fn quit(&self) {
+            self.push("quit".into());
+        }
+    }
+
+    #[test]
+    fn every_action_round_trips_through_its_menu_id() {
+        for action in Action::ALL {
+            assert_eq!(Action::from_id(action.id()), Some(action));
+        }
+        assert_eq!(Action::from_id("nope"), None);
+    }
+
+    #[tokio::test]
+    async fn the_toggle_item_stops_and_starts_the_listeners() {
+        let port = free_port();
+        let proxy = test_proxy(port);
+        let shell = Recorder::default();
+        proxy.start().await;
+
+        handle(Action::ToggleProxy, &proxy, &shell).await;
+        assert_eq!(proxy.status().state, State::Stopped);
+        assert!(
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_err()
+        );
+
+        handle(Action::ToggleProxy, &proxy, &shell).await;
+        assert_eq!(proxy.status().state, State::Running);
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        assert!(shell.events().is_empty());
+        proxy.stop().await;
+    }
+
+    #[tokio::test]
+    async fn copy_items_copy_each_clients_base_url_and_pages_open() {
+        let port = free_port();
+        let proxy = test_proxy(port);
+        let shell = Recorder::default();
+        for client in [Client::OpenAi, Client::Anthropic, Client::Gemini] {
+            handle(Action::CopyBaseUrl(client), &proxy, &shell).await;
+        }
+        handle(Action::Open(Page::Settings), &proxy, &shell).await;
+        handle(Action::Open(Page::Inspector), &proxy, &shell).await;
+        assert_eq!(
+            shell.events(),
+            [
+                format!("copy http://127.0.0.1:{port}/v1"),
+                format!("copy http://127.0.0.1:{port}/anthropic"),
+                format!("copy http://127.0.0.1:{port}"),
+                "open #/settings".to_owned(),
+                "open #/".to_owned(),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_bind_error_from_the_toggle_notifies_once_and_quit_stops_first() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let proxy = test_proxy(port);
+        let shell = Recorder::default();
+        let mut changes = proxy.subscribe();
+        let mut before = changes.borrow_and_update().clone();
+
+        handle(Action::ToggleProxy, &proxy, &shell).await;
+        let after = changes.borrow_and_update().clone();
+        assert_eq!(after.state, State::Error);
+        on_status_change(&before, &after, &shell);
+        // The same error again is not news.
+        on_status_change(&after, &after, &shell);
+        let events = shell.events();
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert!(
+            events[0]
+                .starts_with("notify llmux: the proxy is not running: cannot listen on 127.0.0.1:")
+        );
+        assert!(status_line(&proxy.status()).starts_with("Error: cannot listen on"));
+
+        drop(taken);
+        handle(Action::ToggleProxy, &proxy, &shell).await;
+        before = after;
+        let after = changes.borrow_and_update().clone();
+        assert_eq!(after.state, State::Running);
+        on_status_change(&before, &after, &shell);
+        assert_eq!(shell.events().len(), 1);
+
+        handle(Action::Quit, &proxy, &shell).await;
+        assert_eq!(proxy.status().state, State::Stopped);
+        assert_eq!(shell.events().last().map(String::as_str), Some("quit"));
+    }
+
+    #[test]
+    fn status_lines() {
+        let mut status = test_proxy(8000).status();
+        assert_eq!(status_line(&status), "Stopped · mock · 0 requests");
+        status.state = State::Running;
+        status.requests_served = 1;
+        assert_eq!(
+            status_line(&status),
+            "Running on 127.0.0.1:8000 · mock · 1 request"
+        );
+        status.state = State::Error;
+        status.error = Some("x".repeat(200));
+        assert_eq!(status_line(&status).chars().count(), 90);
+    }
+}

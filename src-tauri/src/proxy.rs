@@ -1,0 +1,445 @@
+//! The proxy controller: starts and stops the engine's listeners inside the app, without
+//! restarting it, and reports the state the tray shows (running, stopped, error).
+//!
+//! One [`Proxy`] owns at most one listener task at a time, plus the channel that shuts it
+//! down. Each start builds a fresh [`Engine`] from the config and the secret source, so keys
+//! saved in the keychain take effect at the next start. A bind error (port in use, address
+//! not available) becomes [`State::Error`] with the reason, never a panic.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use llmux::credentials::SecretSource;
+use llmux::{Config, Engine};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::{Mutex, oneshot, watch};
+use tokio::task::JoinHandle;
+
+/// What the tray icon shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Running,
+    Stopped,
+    Error,
+}
+
+/// The proxy's state with what the tray's status line and the UI show.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Status {
+    pub state: State,
+    /// The main port's address: the bound one when running, else the configured one.
+    pub address: SocketAddr,
+    /// The dedicated Anthropic port, when configured.
+    pub anthropic_address: Option<SocketAddr>,
+    pub default_backend: String,
+    /// Requests served since the app started (both ports, every start).
+    pub requests_served: u64,
+    /// Why the proxy is in the error state.
+    pub error: Option<String>,
+}
+
+impl Status {
+    /// The base URL an OpenAI client uses.
+    pub fn openai_base_url(&self) -> String {
+        format!("http://{}/v1", reachable(self.address))
+    }
+
+    /// The base URL an Anthropic client (Claude Code) uses: the dedicated port when there
+    /// is one, else the main port's `/anthropic` prefix.
+    pub fn anthropic_base_url(&self) -> String {
+        match self.anthropic_address {
+            Some(addr) => format!("http://{}", reachable(addr)),
+            None => format!("http://{}/anthropic", reachable(self.address)),
+        }
+    }
+
+    /// The base URL a Gemini client (Gemini CLI, google-genai) uses.
+    pub fn gemini_base_url(&self) -> String {
+        format!("http://{}", reachable(self.address))
+    }
+}
+
+/// A wildcard listen address is reached through loopback.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), addr.port())
+        }
+        _ => addr,
+    }
+}
+
+struct Listening {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+    engine: Engine,
+}
+
+/// Starts and stops the engine's listeners; see the module docs.
+pub struct Proxy {
+    config: Config,
+    secrets: Arc<dyn SecretSource>,
+    served: Arc<AtomicU64>,
+    listening: Mutex<Option<Listening>>,
+    status: watch::Sender<Status>,
+    /// Why the proxy may not start (an invalid config file), shown as the error state.
+    blocked: Option<String>,
+}
+
+impl Proxy {
+    pub fn new(config: Config, secrets: Arc<dyn SecretSource>) -> Self {
+        let status = Status {
+            state: State::Stopped,
+            address: SocketAddr::new(config.host, config.port),
+            anthropic_address: config
+                .anthropic_port
+                .map(|port| SocketAddr::new(config.host, port)),
+            default_backend: config.default_backend.clone(),
+            requests_served: 0,
+            error: None,
+        };
+        Self {
+            config,
+            secrets,
+            served: Arc::new(AtomicU64::new(0)),
+            listening: Mutex::new(None),
+            status: watch::Sender::new(status),
+            blocked: None,
+        }
+    }
+
+    /// A proxy that cannot start because the configuration is invalid: it stays in the
+    /// error state with `reason` (the app keeps running so the user can fix the settings).
+    pub fn blocked(config: Config, secrets: Arc<dyn SecretSource>, reason: String) -> Self {
+        let mut proxy = Self::new(config, secrets);
+        proxy.status.send_modify(|s| {
+            s.state = State::Error;
+            s.error = Some(reason.clone());
+        });
+        proxy.blocked = Some(reason);
+        proxy
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The current status, with an up-to-date request count.
+    pub fn status(&self) -> Status {
+        let mut status = self.status.borrow().clone();
+        status.requests_served = self.served.load(Ordering::Relaxed);
+        status
+    }
+
+    /// Changes of state (not of the request count, which [`Proxy::status`] reads fresh).
+    pub fn subscribe(&self) -> watch::Receiver<Status> {
+        self.status.subscribe()
+    }
+
+    /// Starts or stops the listeners; returns the status after the change.
+    pub async fn set_enabled(&self, enabled: bool) -> Status {
+        if enabled {
+            self.start().await
+        } else {
+            self.stop().await
+        }
+    }
+
+    /// Binds the listeners and serves the engine on them. Already running: no change.
+    /// A bind or engine error leaves the proxy in [`State::Error`].
+    pub async fn start(&self) -> Status {
+        if let Some(reason) = &self.blocked {
+            return self.set_error(reason.clone());
+        }
+        let mut listening = self.listening.lock().await;
+        if let Some(current) = listening.as_ref() {
+            if !current.task.is_finished() {
+                return self.status();
+            }
+            *listening = None;
+        }
+        match self.bind_and_serve().await {
+            Ok((running, main, anthropic)) => {
+                *listening = Some(running);
+                self.status.send_modify(|s| {
+                    s.state = State::Running;
+                    s.address = main;
+                    s.anthropic_address = anthropic;
+                    s.error = None;
+                });
+                tracing::info!(
+                    "proxy listening on http://{main}{}",
+                    anthropic
+                        .map(|a| format!(" (Anthropic: http://{a})"))
+                        .unwrap_or_default()
+                );
+            }
+            Err(message) => {
+                tracing::error!("proxy not started: {message}");
+                return self.set_error(message);
+            }
+        }
+        self.status()
+    }
+
+    fn set_error(&self, message: String) -> Status {
+        self.status.send_modify(|s| {
+            s.state = State::Error;
+            s.error = Some(message);
+        });
+        self.status()
+    }
+
+    async fn bind_and_serve(&self) -> Result<(Listening, SocketAddr, Option<SocketAddr>), String> {
+        // The secret source may ask the OS keychain (D-Bus on Linux): off the async threads.
+        let (config, secrets) = (self.config.clone(), self.secrets.clone());
+        let engine = tokio::task::spawn_blocking(move || Engine::new(config, secrets.as_ref()))
+            .await
+            .map_err(|e| format!("cannot start the engine: {e}"))?
+            .map_err(|e| format!("cannot start the engine: {e}"))?;
+        let host = self.config.host;
+        let main = bind(SocketAddr::new(host, self.config.port)).await?;
+        let main_addr = main.local_addr().map_err(|e| e.to_string())?;
+        let mut apps = vec![(main, counted(engine.router(), &self.served))];
+        let mut anthropic_addr = None;
+        if let Some(port) = self.config.anthropic_port {
+            let listener = bind(SocketAddr::new(host, port)).await.map_err(|e| {
+                format!("{e}; the Anthropic port is the main port + 1 unless anthropic_port says otherwise")
+            })?;
+            anthropic_addr = Some(listener.local_addr().map_err(|e| e.to_string())?);
+            apps.push((listener, counted(engine.anthropic_router(), &self.served)));
+        }
+        let (stop, stopped) = oneshot::channel::<()>();
+        let grace = self.config.shutdown_timeout;
+        let status = self.status.clone();
+        let task = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            if let Err(err) = llmux::server::serve_apps(apps, shutdown, grace).await {
+                tracing::error!("proxy stopped: {err}");
+                status.send_modify(|s| {
+                    s.state = State::Error;
+                    s.error = Some(format!("the proxy stopped: {err}"));
+                });
+            }
+        });
+        Ok((Listening { stop, task, engine }, main_addr, anthropic_addr))
+    }
+
+    /// Closes the listeners (the port refuses connections once this returns) and lets
+    /// running requests finish for up to the configured shutdown timeout.
+    pub async fn stop(&self) -> Status {
+        let running = self.listening.lock().await.take();
+        if let Some(Listening { stop, task, engine }) = running {
+            // The port refuses connections once the serve task has dropped its listeners.
+            let _ = stop.send(());
+            let limit = self.config.shutdown_timeout + Duration::from_secs(1);
+            if tokio::time::timeout(limit, task).await.is_err() {
+                tracing::warn!("proxy listeners did not stop within {}s", limit.as_secs());
+            }
+            flush_captures(engine).await;
+            tracing::info!("proxy stopped");
+        }
+        self.status.send_modify(|s| {
+            if self.blocked.is_none() {
+                s.state = State::Stopped;
+                s.error = None;
+            }
+            s.address = SocketAddr::new(self.config.host, self.config.port);
+            s.anthropic_address = self
+                .config
+                .anthropic_port
+                .map(|port| SocketAddr::new(self.config.host, port));
+        });
+        self.status()
+    }
+
+    /// Stops and starts again when running (new keys take effect); else no change.
+    pub async fn restart_if_running(&self) -> Status {
+        if self.status.borrow().state == State::Running {
+            self.stop().await;
+            self.start().await
+        } else {
+            self.status()
+        }
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))
+}
+
+/// Counts every request the app answers.
+fn counted(app: axum::Router, served: &Arc<AtomicU64>) -> axum::Router {
+    app.layer(axum::middleware::from_fn_with_state(
+        served.clone(),
+        |axum::extract::State(served): axum::extract::State<Arc<AtomicU64>>,
+         request: axum::extract::Request,
+         next: axum::middleware::Next| async move {
+            served.fetch_add(1, Ordering::Relaxed);
+            next.run(request).await
+        },
+    ))
+}
+
+/// Writes what the captures still hold, as the CLI does at shutdown.
+async fn flush_captures(engine: Engine) {
+    let flushed = tokio::task::spawn_blocking(move || {
+        if let Some(capture) = engine.capture() {
+            capture.flush(Duration::from_secs(5));
+        }
+        if let Some(store) = engine.store() {
+            store.flush(Duration::from_secs(5));
+            if let Err(err) = store.checkpoint() {
+                tracing::warn!("capture store: the write-ahead log was not folded in: {err}");
+            }
+        }
+    })
+    .await;
+    if flushed.is_err() {
+        tracing::warn!("capture flush did not finish");
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use llmux::config::ConfigLoader;
+    use llmux::credentials::EnvSecrets;
+    use std::collections::HashMap;
+
+    /// A config on a free loopback port, no Anthropic port, default back-end `mock`.
+    pub(crate) fn test_config(port: u16) -> Config {
+        let port = i64::from(port);
+        ConfigLoader::new()
+            .env(|_| None)
+            .set("proxy.port", toml::Value::Integer(port), "test")
+            .set("proxy.anthropic_port", toml::Value::Integer(0), "test")
+            .set(
+                "proxy.shutdown_timeout_seconds",
+                toml::Value::Integer(1),
+                "test",
+            )
+            .set("default_backend", "mock", "test")
+            .load()
+            .unwrap()
+            .config
+    }
+
+    pub(crate) fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    pub(crate) fn test_proxy(port: u16) -> Proxy {
+        Proxy::new(
+            test_config(port),
+            Arc::new(EnvSecrets::from_map(HashMap::new())),
+        )
+    }
+
+    async fn chat(port: u16) -> Result<String, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()?;
+        client
+            .post(format!("http://127.0.0.1:{port}/v1/chat/completions"))
+            .json(&serde_json::json!({
+                "model": "mock:mock-model",
+                "messages": [{"role": "user", "content": "hi"}]
+            }))
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await
+    }
+
+    #[tokio::test]
+    async fn toggling_off_closes_the_port_and_on_serves_again() {
+        let port = free_port();
+        let proxy = test_proxy(port);
+        assert_eq!(proxy.status().state, State::Stopped);
+
+        let status = proxy.set_enabled(true).await;
+        assert_eq!(status.state, State::Running, "{status:?}");
+        assert_eq!(status.address.port(), port);
+        let body = chat(port).await.unwrap();
+        assert!(body.contains("mock back-end"), "{body}");
+        assert_eq!(proxy.status().requests_served, 1);
+
+        let status = proxy.set_enabled(false).await;
+        assert_eq!(status.state, State::Stopped);
+        let refused = tokio::net::TcpStream::connect(("127.0.0.1", port)).await;
+        assert!(refused.is_err(), "port {port} still accepts connections");
+        assert!(chat(port).await.is_err());
+
+        let status = proxy.set_enabled(true).await;
+        assert_eq!(status.state, State::Running, "{status:?}");
+        chat(port).await.unwrap();
+        assert_eq!(proxy.status().requests_served, 2);
+        proxy.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_port_in_use_is_the_error_state_and_frees_up_on_retry() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let proxy = test_proxy(port);
+
+        let status = proxy.start().await;
+        assert_eq!(status.state, State::Error);
+        let error = status.error.unwrap();
+        assert!(error.contains(&format!("127.0.0.1:{port}")), "{error}");
+        assert!(error.to_lowercase().contains("in use"), "{error}");
+
+        drop(taken);
+        let status = proxy.start().await;
+        assert_eq!(status.state, State::Running, "{status:?}");
+        assert_eq!(status.error, None);
+        chat(port).await.unwrap();
+        proxy.stop().await;
+    }
+
+    #[tokio::test]
+    async fn start_twice_keeps_one_listener_and_subscribers_see_each_change() {
+        let port = free_port();
+        let proxy = test_proxy(port);
+        let mut changes = proxy.subscribe();
+        proxy.start().await;
+        assert!(changes.has_changed().unwrap());
+        assert_eq!(changes.borrow_and_update().state, State::Running);
+        assert_eq!(proxy.start().await.state, State::Running);
+        chat(port).await.unwrap();
+        proxy.stop().await;
+        assert_eq!(changes.borrow_and_update().state, State::Stopped);
+    }
+
+    #[test]
+    fn base_urls_for_each_client() {
+        let mut status = test_proxy(8000).status();
+        status.address = "0.0.0.0:8000".parse().unwrap();
+        status.anthropic_address = Some("0.0.0.0:8001".parse().unwrap());
+        assert_eq!(status.openai_base_url(), "http://127.0.0.1:8000/v1");
+        assert_eq!(status.anthropic_base_url(), "http://127.0.0.1:8001");
+        assert_eq!(status.gemini_base_url(), "http://127.0.0.1:8000");
+        status.anthropic_address = None;
+        assert_eq!(
+            status.anthropic_base_url(),
+            "http://127.0.0.1:8000/anthropic"
+        );
+    }
+}

@@ -1,0 +1,111 @@
+//! The tray icon and its menu: builds them, shows the proxy's state (icon, check mark,
+//! status line, tooltip) and hands clicks to [`crate::menu::handle`].
+
+use std::sync::Arc;
+
+use tauri::image::Image;
+use tauri::menu::{CheckMenuItem, Menu, MenuItem, PredefinedMenuItem};
+use tauri::tray::{TrayIcon, TrayIconBuilder};
+use tauri::{AppHandle, Manager, Wry};
+
+use crate::menu::{self, Action, Client, Page};
+use crate::proxy::{Proxy, State, Status};
+use crate::shell::AppShell;
+
+const ICON_RUNNING: &[u8] = include_bytes!("../icons/tray-running.png");
+const ICON_STOPPED: &[u8] = include_bytes!("../icons/tray-stopped.png");
+const ICON_ERROR: &[u8] = include_bytes!("../icons/tray-error.png");
+
+pub fn icon(state: State) -> tauri::Result<Image<'static>> {
+    Image::from_bytes(match state {
+        State::Running => ICON_RUNNING,
+        State::Stopped => ICON_STOPPED,
+        State::Error => ICON_ERROR,
+    })
+}
+
+/// The tray's parts that change with the proxy's state.
+pub struct Tray {
+    icon: TrayIcon,
+    toggle: CheckMenuItem<Wry>,
+    status_line: MenuItem<Wry>,
+}
+
+impl Tray {
+    pub fn build(app: &AppHandle, status: &Status) -> tauri::Result<Self> {
+        let status_line = MenuItem::with_id(
+            app,
+            "status",
+            menu::status_line(status),
+            false,
+            None::<&str>,
+        )?;
+        let toggle = CheckMenuItem::with_id(
+            app,
+            Action::ToggleProxy.id(),
+            Action::ToggleProxy.label(),
+            true,
+            status.state == State::Running,
+            None::<&str>,
+        )?;
+        let item = |action: Action| {
+            MenuItem::with_id(app, action.id(), action.label(), true, None::<&str>)
+        };
+        let menu = Menu::with_items(
+            app,
+            &[
+                &status_line,
+                &PredefinedMenuItem::separator(app)?,
+                &toggle,
+                &PredefinedMenuItem::separator(app)?,
+                &item(Action::CopyBaseUrl(Client::OpenAi))?,
+                &item(Action::CopyBaseUrl(Client::Anthropic))?,
+                &item(Action::CopyBaseUrl(Client::Gemini))?,
+                &PredefinedMenuItem::separator(app)?,
+                &item(Action::Open(Page::Inspector))?,
+                &item(Action::Open(Page::Settings))?,
+                &PredefinedMenuItem::separator(app)?,
+                &item(Action::Quit)?,
+            ],
+        )?;
+        let icon = TrayIconBuilder::with_id("llmux")
+            .icon(icon(status.state)?)
+            .tooltip(menu::tooltip(status))
+            .menu(&menu)
+            .show_menu_on_left_click(true)
+            .on_menu_event(|app, event| {
+                let Some(action) = Action::from_id(event.id().as_ref()) else {
+                    return;
+                };
+                let app = app.clone();
+                tauri::async_runtime::spawn(async move {
+                    let proxy = app.state::<Arc<Proxy>>().inner().clone();
+                    menu::handle(action, &proxy, &AppShell(app.clone())).await;
+                    // A check item flips itself on click; show the real state.
+                    if let Some(tray) = app.try_state::<Tray>() {
+                        tray.show(&proxy.status());
+                    }
+                });
+            })
+            .build(app)?;
+        Ok(Self {
+            icon,
+            toggle,
+            status_line,
+        })
+    }
+
+    /// Shows `status`; errors (a tray host gone away) are logged, not fatal.
+    pub fn show(&self, status: &Status) {
+        let result = (|| -> tauri::Result<()> {
+            self.icon.set_icon(Some(icon(status.state)?))?;
+            self.icon.set_tooltip(Some(menu::tooltip(status)))?;
+            self.toggle.set_checked(status.state == State::Running)?;
+            self.status_line.set_text(menu::status_line(status))?;
+            Ok(())
+        })();
+        if let Err(err) = result {
+            tracing::warn!("tray not updated: {err}");
+        }
+    }
+}
