@@ -145,13 +145,25 @@ pub fn status_line(status: &Status) -> String {
         ),
         State::Stopped => format!("Stopped · {} · {served}", status.default_backend),
         State::Error => {
+            // The menu is as wide as its longest line; the notification has the whole text.
             let reason = status.error.as_deref().unwrap_or("unknown error");
+            let reason = strip_os_error(reason);
             let mut line = format!("Error: {reason}");
-            if line.chars().count() > 90 {
-                line = line.chars().take(89).collect::<String>() + "…";
+            if line.chars().count() > STATUS_WIDTH {
+                line = line.chars().take(STATUS_WIDTH - 1).collect::<String>() + "…";
             }
             line
         }
+    }
+}
+
+const STATUS_WIDTH: usize = 64;
+
+/// "Address already in use (os error 98)" reads fine without its number.
+fn strip_os_error(reason: &str) -> &str {
+    match reason.rfind(" (os error ") {
+        Some(at) if reason.ends_with(')') => &reason[..at],
+        _ => reason,
     }
 }
 
@@ -301,7 +313,12 @@ mod tests {
             "Running on 127.0.0.1:8000 · mock · 1 request"
         );
         status.state = State::Error;
+        status.error = Some("cannot listen on 127.0.0.1:8000: Address in use (os error 98)".into());
+        assert_eq!(
+            status_line(&status),
+            "Error: cannot listen on 127.0.0.1:8000: Address in use"
+        );
         status.error = Some("x".repeat(200));
-        assert_eq!(status_line(&status).chars().count(), 90);
+        assert_eq!(status_line(&status).chars().count(), STATUS_WIDTH);
     }
 }

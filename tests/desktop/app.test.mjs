@@ -1,0 +1,323 @@
+// Real-window test of the desktop app: tauri-driver + WebKitWebDriver over plain fetch.
+//
+// Run by tests/desktop/in-session.sh inside `xvfb-run ... dbus-run-session` with an unlocked
+// gnome-keyring and a tray host (trayer); scripts/test-desktop sets that up. Environment:
+//   LLMUX_DESKTOP_BIN   absolute path of the debug app binary
+//   WEBDRIVER_URL       tauri-driver's address (http://127.0.0.1:PORT)
+//   APP_PORT, ANTHROPIC_PORT   free loopback ports the app's proxy listens on
+//   SCREENSHOT_DIR      where screenshots go
+//   HOME                a throwaway home: the app's config, data and log dirs live under it
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
+import { readFileSync, readdirSync, readlinkSync, statSync, mkdirSync, existsSync } from "node:fs";
+import { join } from "node:path";
+import net from "node:net";
+
+const run = promisify(execFile);
+const BIN = need("LLMUX_DESKTOP_BIN");
+const WD = need("WEBDRIVER_URL");
+const PORT = Number(need("APP_PORT"));
+const ANTHROPIC_PORT = Number(need("ANTHROPIC_PORT"));
+const SHOTS = need("SCREENSHOT_DIR");
+const HOME = need("HOME");
+const IDENTIFIER = "dev.llmux.desktop";
+const LOG_FILE = join(HOME, ".local/share", IDENTIFIER, "logs/llmux.log");
+const W3C_ELEMENT = "element-6066-11e4-a52e-4f735466cecf";
+mkdirSync(SHOTS, { recursive: true });
+
+function need(name) {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set (run scripts/test-desktop)`);
+  return value;
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** One WebDriver request; every one has a timeout (a hung webview must not hang the test). */
+async function wd(method, path, body, timeoutMs = 15_000) {
+  const res = await fetch(`${WD}${path}`, {
+    method,
+    headers: body ? { "content-type": "application/json" } : {},
+    body: body ? JSON.stringify(body) : undefined,
+    signal: AbortSignal.timeout(timeoutMs),
+  });
+  const json = await res.json();
+  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${JSON.stringify(json.value)}`);
+  return json.value;
+}
+
+let session;
+const s = (path) => `/session/${session}${path}`;
+
+/** Calls a Tauri command from the webview, as the UI (ui/src/api.ts) does. */
+async function invoke(command, args = {}) {
+  const result = await wd("POST", s("/execute/async"), {
+    script: `const done = arguments[arguments.length - 1];
+      window.__TAURI_INTERNALS__.invoke(arguments[0], arguments[1])
+        .then((value) => done({ ok: value }), (error) => done({ error: String(error) }));`,
+    args: [command, args],
+  });
+  if (result && "error" in result) throw new Error(`${command}: ${result.error}`);
+  return result.ok;
+}
+
+/** Resolves true when the port accepts a TCP connection, false when it refuses. */
+function accepts(port) {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: "127.0.0.1", port });
+    socket.setTimeout(2000);
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once("error", () => resolve(false));
+    socket.once("timeout", () => {
+      socket.destroy();
+      resolve(false);
+    });
+  });
+}
+
+async function waitFor(what, check, timeoutMs = 10_000, stepMs = 50) {
+  const start = Date.now();
+  for (;;) {
+    if (await check()) return Date.now() - start;
+    if (Date.now() - start > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms: ${what}`);
+    await sleep(stepMs);
+  }
+}
+
+/** A chat request to the mock back-end through the proxy; throws when it fails. */
+async function chat(port = PORT, path = "/v1/chat/completions") {
+  const res = await fetch(`http://127.0.0.1:${port}${path}`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ model: "mock:mock-model", messages: [{ role: "user", content: "hi" }] }),
+    signal: AbortSignal.timeout(5000),
+  });
+  assert.equal(res.status, 200, await res.clone().text());
+  return res.json();
+}
+
+async function anthropicMessage(port = ANTHROPIC_PORT) {
+  const res = await fetch(`http://127.0.0.1:${port}/v1/messages`, {
+    method: "POST",
+    headers: { "content-type": "application/json", "anthropic-version": "2023-06-01" },
+    body: JSON.stringify({
+      model: "mock:mock-model",
+      max_tokens: 20,
+      messages: [{ role: "user", content: "hi" }],
+    }),
+    signal: AbortSignal.timeout(5000),
+  });
+  assert.equal(res.status, 200, await res.clone().text());
+  return res.json();
+}
+
+async function screenshot(name) {
+  const file = join(SHOTS, `${name}.png`);
+  await run("import", ["-window", "root", file], { timeout: 15_000 });
+  return file;
+}
+
+/** The app's process: the one whose executable is our binary (started by WebKitWebDriver). */
+function appPid() {
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (readlinkSync(`/proc/${entry}/exe`) === BIN) return Number(entry);
+    } catch {
+      // Not ours, or gone.
+    }
+  }
+  return undefined;
+}
+
+function rssMiB(pid) {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  const kb = Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1]);
+  return Math.round((kb / 1024) * 10) / 10;
+}
+
+/** Every regular file under `dir` whose bytes contain `needle`. */
+function filesContaining(dir, needle) {
+  const found = [];
+  if (!existsSync(dir)) return found;
+  const walk = (d) => {
+    for (const name of readdirSync(d)) {
+      const path = join(d, name);
+      const st = statSync(path, { throwIfNoEntry: false });
+      if (!st) continue;
+      if (st.isDirectory()) walk(path);
+      else if (st.isFile() && readFileSync(path).includes(needle)) found.push(path);
+    }
+  };
+  walk(dir);
+  return found;
+}
+
+async function xdotool(...args) {
+  const { stdout } = await run("xdotool", args, { timeout: 10_000 });
+  return stdout.trim();
+}
+
+before(async () => {
+  await waitFor("tauri-driver up", async () => {
+    try {
+      await wd("GET", "/status", undefined, 2000);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+  assert.equal(await accepts(PORT), false, `port ${PORT} is taken before the app started`);
+  const t0 = Date.now();
+  const created = await wd(
+    "POST",
+    "/session",
+    {
+      capabilities: {
+        alwaysMatch: { "tauri:options": { application: BIN, args: ["--show", "settings"] } },
+      },
+    },
+    60_000,
+  );
+  session = created.sessionId;
+  const listening = await waitFor("proxy listening", () => accepts(PORT));
+  console.log(`# session ${Date.now() - t0} ms; proxy accepted connections ${listening} ms after the session was created`);
+});
+
+after(async () => {
+  if (session) await wd("DELETE", s(""), undefined, 20_000).catch((e) => console.log(`# ${e}`));
+});
+
+test("the app opens its window and serves the proxy on its port", async () => {
+  const title = await wd("GET", s("/title"));
+  assert.match(title, /llmux/);
+  const url = await wd("GET", s("/url"));
+  assert.match(url, /#\/settings$/, url);
+  const body = await chat();
+  assert.equal(body.choices[0].message.content, "Hello from the llmux mock back-end.");
+  const message = await anthropicMessage();
+  assert.equal(message.content[0].text, "Hello from the llmux mock back-end.");
+
+  const log = readFileSync(LOG_FILE, "utf8");
+  const started = /proxy listening (\d+) ms after the app started/.exec(log);
+  assert.ok(started, `no start time in ${LOG_FILE}`);
+  console.log(`# cold start to listening (app's own clock): ${started[1]} ms`);
+  assert.ok(Number(started[1]) <= 1000, `cold start ${started[1]} ms > 1 s`);
+
+  const status = await invoke("proxy_status");
+  assert.equal(status.state, "running");
+  assert.equal(status.address, `127.0.0.1:${PORT}`);
+  assert.equal(status.default_backend, "mock");
+  assert.ok(status.requests_served >= 2, JSON.stringify(status));
+
+  await sleep(2500); // idle
+  const pid = appPid();
+  assert.ok(pid, "app process not found");
+  console.log(`# idle RSS of the app process (pid ${pid}, webview process not counted): ${rssMiB(pid)} MiB`);
+  await screenshot("01-window-settings");
+});
+
+test("toggling the proxy off makes the port refuse; on serves again", async () => {
+  let status = await invoke("set_proxy_enabled", { enabled: false });
+  assert.equal(status.state, "stopped");
+  assert.equal(await accepts(PORT), false, "main port still accepts after toggling off");
+  assert.equal(await accepts(ANTHROPIC_PORT), false, "Anthropic port still accepts after toggling off");
+  await assert.rejects(chat());
+
+  status = await invoke("set_proxy_enabled", { enabled: true });
+  assert.equal(status.state, "running");
+  await chat();
+  await anthropicMessage();
+});
+
+test("the tray menu toggles the proxy (trayer + xdotool)", async () => {
+  const ids = (await xdotool("search", "--classname", "tray-icon tray app")).split("\n").filter(Boolean);
+  assert.ok(ids.length > 0, "no tray icon window on the display");
+  const icon = ids[ids.length - 1];
+  await sleep(2500); // the tray refreshes its status line every 2 s
+  await xdotool("mousemove", "--window", icon, "12", "12", "click", "1");
+  await sleep(700);
+  await screenshot("02-tray-menu-running");
+  // The status line is disabled, so the first item the keyboard reaches is "Proxy enabled".
+  await xdotool("key", "Down", "Return");
+  await waitFor("port refusing after the tray toggle", async () => !(await accepts(PORT)), 5000);
+  assert.equal((await invoke("proxy_status")).state, "stopped");
+  await sleep(300);
+  await xdotool("mousemove", "--window", icon, "12", "12", "click", "1");
+  await sleep(700);
+  await screenshot("03-tray-menu-stopped");
+  await xdotool("key", "Down", "Return");
+  await waitFor("port accepting after the tray toggle", () => accepts(PORT), 5000);
+  await chat();
+});
+
+test("saving a key puts it in the keyring and in no file; listings never show it", async () => {
+  const secret = `sk-desktop-test-${Math.random().toString(36).slice(2)}${Date.now()}`;
+  const listed = await invoke("save_key", { backend: "openai", name: "OPENAI_API_KEY", secret });
+  const openai = listed.find((b) => b.backend === "openai");
+  assert.deepEqual(openai.keys[0], { name: "OPENAI_API_KEY", source: { kind: "keychain" } });
+  assert.ok(!JSON.stringify(listed).includes(secret), "save_key returned the secret");
+
+  const { stdout } = await run(
+    "secret-tool",
+    ["lookup", "service", "llmux", "username", "openai/OPENAI_API_KEY"],
+    { timeout: 10_000 },
+  );
+  assert.equal(stdout, secret);
+
+  // The proxy restarted with the key and still serves.
+  assert.equal((await invoke("proxy_status")).state, "running");
+  await chat();
+
+  const again = await invoke("list_keys");
+  assert.ok(!JSON.stringify(again).includes(secret));
+  assert.equal(again.find((b) => b.backend === "openai").keys[0].source.kind, "keychain");
+
+  // Nowhere in the app's dirs (config, data, logs, cache) nor anywhere else in this HOME
+  // (gnome-keyring's own file is encrypted).
+  const leaks = filesContaining(HOME, Buffer.from(secret));
+  assert.deepEqual(leaks, [], `the key is in plain text in ${leaks.join(", ")}`);
+
+  const after = await invoke("delete_key", { backend: "openai", name: "OPENAI_API_KEY" });
+  assert.ok(!after.find((b) => b.backend === "openai").keys.some((k) => k.source.kind === "keychain"));
+  await assert.rejects(
+    run("secret-tool", ["lookup", "service", "llmux", "username", "openai/OPENAI_API_KEY"], { timeout: 10_000 }),
+  );
+  await screenshot("04-window-after-keys");
+});
+
+test("a port in use is the error state, not a crash; the port freed, the toggle recovers", async () => {
+  await invoke("set_proxy_enabled", { enabled: false });
+  const blocker = net.createServer();
+  await new Promise((resolve, reject) => {
+    blocker.once("error", reject);
+    blocker.listen(PORT, "127.0.0.1", resolve);
+  });
+  try {
+    const status = await invoke("set_proxy_enabled", { enabled: true });
+    assert.equal(status.state, "error");
+    assert.match(status.error, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${PORT}`));
+    assert.ok(appPid(), "the app exited on a bind error");
+    await waitFor(
+      "the error notification",
+      () => readFileSync(LOG_FILE, "utf8").includes("notification: llmux: the proxy is not running: cannot listen on"),
+      5000,
+    );
+    await sleep(2500);
+    const ids = (await xdotool("search", "--classname", "tray-icon tray app")).split("\n").filter(Boolean);
+    await xdotool("mousemove", "--window", ids[ids.length - 1], "12", "12", "click", "1");
+    await sleep(700);
+    await screenshot("05-tray-menu-error");
+    await xdotool("key", "Escape");
+  } finally {
+    await new Promise((resolve) => blocker.close(resolve));
+  }
+  const status = await invoke("set_proxy_enabled", { enabled: true });
+  assert.equal(status.state, "running");
+  await chat();
+});
