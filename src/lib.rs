@@ -10,6 +10,7 @@ pub mod model;
 pub mod protocol;
 
 pub use error::Error;
+pub mod admin;
 pub mod auth;
 pub mod backend;
 pub mod config;

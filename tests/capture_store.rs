@@ -47,13 +47,7 @@ async fn chat(llmux: &support::Llmux, prompt: &str, stream: bool) -> u16 {
 }
 
 async fn admin(llmux: &support::Llmux, path: &str) -> (u16, Value) {
-    let response = client()
-        .get(llmux.url(path))
-        .bearer_auth(PROXY_KEY)
-        .send()
-        .await
-        .unwrap();
-    (response.status().as_u16(), response.json().await.unwrap())
+    support::get_json(llmux, path, PROXY_KEY).await
 }
 
 async fn delete(llmux: &support::Llmux, id: &str) {

@@ -128,6 +128,19 @@ pub struct Usage {
     pub output_tokens: u64,
 }
 
+/// Totals for one time bucket.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct TimelinePoint {
+    /// The bucket's start, Unix seconds.
+    pub start: f64,
+    pub requests: u64,
+    pub errors: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub mean_latency_ms: f64,
+    pub max_latency_ms: f64,
+}
+
 enum Message {
     Row(Box<RequestRow>),
     Flush(SyncSender<()>),
@@ -404,6 +417,36 @@ impl Store {
                     errors: row.get(2)?,
                     input_tokens: row.get(3)?,
                     output_tokens: row.get(4)?,
+                })
+            })
+            .and_then(Iterator::collect)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Requests, errors, tokens and latency per time bucket of `bucket_secs` seconds, from
+    /// `since` (Unix seconds) on, oldest first; empty buckets are left out.
+    pub fn timeline(&self, bucket_secs: f64, since: f64) -> Result<Vec<TimelinePoint>, String> {
+        let reader = self
+            .reader
+            .lock()
+            .map_err(|_| "capture store poisoned".to_owned())?;
+        let mut statement = reader
+            .prepare(
+                "SELECT CAST(started_at / ?1 AS INTEGER) * ?1, COUNT(*), SUM(status >= 400),
+                        SUM(input_tokens), SUM(output_tokens), AVG(latency_ms), MAX(latency_ms)
+                 FROM requests WHERE started_at >= ?2 GROUP BY 1 ORDER BY 1 LIMIT 10000",
+            )
+            .map_err(|e| e.to_string())?;
+        statement
+            .query_map(params![bucket_secs, since], |row| {
+                Ok(TimelinePoint {
+                    start: row.get(0)?,
+                    requests: row.get(1)?,
+                    errors: row.get(2)?,
+                    input_tokens: row.get(3)?,
+                    output_tokens: row.get(4)?,
+                    mean_latency_ms: row.get(5)?,
+                    max_latency_ms: row.get(6)?,
                 })
             })
             .and_then(Iterator::collect)
@@ -906,6 +949,42 @@ mod tests {
             client_request: "{\"a\":1}".into(),
             ..RequestRow::default()
         }
+    }
+
+    #[test]
+    fn timeline_buckets_requests_tokens_and_latency() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            dir.path().join("capture.db"),
+            Duration::from_millis(20),
+            Vec::new(),
+        )
+        .unwrap();
+        let at = |id: &str, started_at: f64, status: u16, latency_ms: f64| RequestRow {
+            started_at,
+            status,
+            latency_ms,
+            input_tokens: 10,
+            output_tokens: 5,
+            ..row(id, "p", "mock")
+        };
+        // A minute boundary ten minutes ago: inside the retention window.
+        let base = (now() / 60.0).floor() * 60.0 - 600.0;
+        store.insert(at("a", base + 1.0, 200, 100.0));
+        store.insert(at("b", base + 30.0, 500, 300.0));
+        store.insert(at("c", base + 125.0, 200, 50.0));
+        store.insert(at("old", base - 1000.0, 200, 1.0));
+        store.flush(Duration::from_secs(5));
+        let points = store.timeline(60.0, base - 10.0).unwrap();
+        assert_eq!(points.len(), 2, "{points:?}");
+        let first = &points[0];
+        assert_eq!(first.start, base);
+        assert_eq!((first.requests, first.errors), (2, 1));
+        assert_eq!((first.input_tokens, first.output_tokens), (20, 10));
+        assert_eq!(first.mean_latency_ms, 200.0);
+        assert_eq!(first.max_latency_ms, 300.0);
+        assert_eq!((points[1].requests, points[1].errors), (1, 0));
+        assert!(points[1].start > first.start);
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod common;
 pub mod gemini;
 pub mod openai_chat;
 pub mod openai_responses;
+mod ui;
 
 use axum::Json;
 use axum::extract::{Request, State};
@@ -37,6 +38,20 @@ pub fn app(engine: Engine) -> axum::Router {
         .merge(anthropic::routes().route_layer(auth(Protocol::Anthropic)))
         .merge(gemini::routes().route_layer(auth(Protocol::Gemini)))
         .merge(admin::routes().route_layer(auth(Protocol::OpenAiChat)))
+        .merge(ui::routes())
+        .fallback(not_found)
+        .layer(middleware::map_response(common::record_client_leg))
+        .with_state(engine)
+}
+
+/// The four protocol front-ends without authentication, for requests llmux makes to itself
+/// on behalf of an already authenticated caller (replay from the admin API).
+pub(crate) fn internal_app(engine: Engine) -> axum::Router {
+    axum::Router::new()
+        .merge(openai_chat::routes())
+        .merge(openai_responses::routes())
+        .merge(anthropic::routes())
+        .merge(gemini::routes())
         .fallback(not_found)
         .layer(middleware::map_response(common::record_client_leg))
         .with_state(engine)

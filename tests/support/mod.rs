@@ -139,3 +139,14 @@ pub fn streamed_text(frames: &[String]) -> String {
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder().build().unwrap()
 }
+
+/// GETs `path` from llmux with the proxy key: the status and the JSON body.
+pub async fn get_json(llmux: &Llmux, path: &str, key: &str) -> (u16, serde_json::Value) {
+    let response = client()
+        .get(llmux.url(path))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}

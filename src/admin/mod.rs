@@ -1,0 +1,408 @@
+//! The admin API: what the inspector and the settings window need from the engine.
+//!
+//! Plain async functions over an [`Engine`]; the headless server exposes them as HTTP
+//! `/admin/api/*` (`crate::frontend::admin`) and the desktop shell as Tauri commands. Both
+//! answer with the same serde types, so the UI sees one API whichever way it talks.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use axum::http::{HeaderValue, Method, header};
+use http_body_util::BodyExt;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tower::ServiceExt;
+
+use crate::Error;
+use crate::capture::store::{self, RequestRow, Stats, Store, TimelinePoint, Usage, UsageBy};
+use crate::engine::Engine;
+
+/// The list's page size when none is asked for.
+const DEFAULT_LIMIT: usize = 50;
+/// The largest replayed answer read back, in bytes.
+const REPLAY_ANSWER_LIMIT: usize = 64 << 20;
+/// How long a replay waits for its own row to be written.
+const REPLAY_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+/// Most buckets a timeline answers with; wider windows get wider buckets.
+const MAX_BUCKETS: f64 = 2000.0;
+
+/// Filters and paging over the captured requests.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ListParams {
+    /// Full-text search over prompt and answer.
+    pub q: Option<String>,
+    pub session: Option<String>,
+    pub backend: Option<String>,
+    pub model: Option<String>,
+    pub status: Option<u16>,
+    /// Unix seconds: requests started at or after `since` and before `until`.
+    pub since: Option<f64>,
+    pub until: Option<f64>,
+    /// Page size (default 50, at most 1000) and start.
+    pub limit: Option<usize>,
+    pub offset: Option<usize>,
+}
+
+impl ListParams {
+    fn query(self, with_bodies: bool) -> store::Query {
+        store::Query {
+            text: self.q,
+            session_id: self.session.filter(|s| !s.is_empty()),
+            backend: self.backend.filter(|s| !s.is_empty()),
+            model: self.model.filter(|s| !s.is_empty()),
+            status: self.status,
+            since: self.since,
+            until: self.until,
+            limit: self.limit.unwrap_or(DEFAULT_LIMIT),
+            offset: self.offset.unwrap_or(0),
+            with_bodies,
+        }
+    }
+}
+
+/// The window and resolution of a timeline.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct TimelineParams {
+    /// Unix seconds; default: one day ago.
+    pub since: Option<f64>,
+    /// Bucket width in seconds; default: the window in about 60 buckets, at least 1 s.
+    pub bucket: Option<f64>,
+}
+
+/// Totals over the stored requests and what capture had to drop.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct AdminStats {
+    #[serde(flatten)]
+    pub store: Stats,
+    /// Records the JSONL wire capture dropped because its writer fell behind.
+    pub wire_capture_dropped: u64,
+}
+
+/// Where to send a replayed request: another back-end, model, or both.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ReplayParams {
+    pub backend: Option<String>,
+    pub model: Option<String>,
+}
+
+/// What a replay got back, as its client would have.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Replayed {
+    pub status: u16,
+    /// The new request's id; it is captured like any other.
+    pub request_id: Option<String>,
+    /// The model string the replay asked for (`backend:model` when a back-end was chosen).
+    pub model: String,
+    /// The answer's body: JSON when it is JSON, else its text.
+    pub body: Value,
+}
+
+fn store_of(engine: &Engine) -> Result<Arc<Store>, Error> {
+    engine.store().cloned().ok_or_else(|| {
+        Error::not_found("the capture store is off; start llmux with --capture-db FILE")
+    })
+}
+
+/// Runs a store call off the async threads: SQLite calls block.
+async fn read<T: Send + 'static>(
+    engine: &Engine,
+    query: impl FnOnce(&Store) -> Result<T, String> + Send + 'static,
+) -> Result<T, Error> {
+    let store = store_of(engine)?;
+    tokio::task::spawn_blocking(move || query(&store))
+        .await
+        .map_err(|e| Error::internal(format!("capture store read failed: {e}")))?
+        .map_err(|e| Error::internal(format!("capture store read failed: {e}")))
+}
+
+/// Captured requests, newest first; without their bodies unless `with_bodies`.
+pub async fn requests(
+    engine: &Engine,
+    params: ListParams,
+    with_bodies: bool,
+) -> Result<Vec<RequestRow>, Error> {
+    let query = params.query(with_bodies);
+    read(engine, move |store| store.list(&query)).await
+}
+
+/// The matching requests with their bodies, one JSON object per line.
+pub async fn export(engine: &Engine, params: ListParams) -> Result<String, Error> {
+    let mut lines = String::new();
+    for row in requests(engine, params, true).await? {
+        lines.push_str(&serde_json::to_string(&row).unwrap_or_default());
+        lines.push('\n');
+    }
+    Ok(lines)
+}
+
+/// One captured request with both wire legs; not found when there is none with this id.
+pub async fn request(engine: &Engine, id: String) -> Result<RequestRow, Error> {
+    read(engine, move |store| store.get(&id))
+        .await?
+        .ok_or_else(|| Error::not_found("no recorded request has this id"))
+}
+
+/// Forgets one request; not found when there is none with this id.
+pub async fn delete_request(engine: &Engine, id: String) -> Result<(), Error> {
+    if read(engine, move |store| store.delete(&id)).await? {
+        Ok(())
+    } else {
+        Err(Error::not_found("no recorded request has this id"))
+    }
+}
+
+/// Requests and tokens totalled by `by`: day, backend, model, key or session.
+pub async fn usage(engine: &Engine, by: &str) -> Result<Vec<Usage>, Error> {
+    let group = UsageBy::parse(by).ok_or_else(|| {
+        Error::invalid_request(format!(
+            "unknown usage grouping {by:?}; use day, backend, model, key or session"
+        ))
+    })?;
+    read(engine, move |store| store.usage(group)).await
+}
+
+/// Totals per time bucket over a window; buckets without requests are left out.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Timeline {
+    /// The window's start and end, Unix seconds.
+    pub since: f64,
+    pub until: f64,
+    /// Bucket width in seconds; each point's `start` is a multiple of it.
+    pub bucket: f64,
+    pub data: Vec<TimelinePoint>,
+}
+
+/// Requests, errors, tokens and latency over time.
+pub async fn timeline(engine: &Engine, params: TimelineParams) -> Result<Timeline, Error> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default();
+    let since = params.since.unwrap_or(now - 86_400.0);
+    let window = (now - since).max(1.0);
+    let bucket = params
+        .bucket
+        .filter(|b| b.is_finite() && *b > 0.0)
+        .unwrap_or((window / 60.0).ceil())
+        .max(window / MAX_BUCKETS)
+        .max(1.0);
+    let data = read(engine, move |store| store.timeline(bucket, since)).await?;
+    Ok(Timeline {
+        since,
+        until: now,
+        bucket,
+        data,
+    })
+}
+
+/// Store totals plus what either capture sink dropped.
+pub async fn stats(engine: &Engine) -> Result<AdminStats, Error> {
+    let store = read(engine, Store::stats).await?;
+    Ok(AdminStats {
+        store,
+        wire_capture_dropped: engine.capture().map_or(0, |c| c.dropped()),
+    })
+}
+
+/// The path a client of the row's front-end posted to; `stream` picks Gemini's method.
+fn client_path(row: &RequestRow, stream: bool) -> String {
+    match row.frontend.as_str() {
+        "openai_responses" => "/v1/responses".to_owned(),
+        "anthropic" => "/v1/messages".to_owned(),
+        "gemini" if stream => format!(
+            "/v1beta/models/{}:streamGenerateContent?alt=sse",
+            row.model_requested
+        ),
+        "gemini" => format!("/v1beta/models/{}:generateContent", row.model_requested),
+        _ => "/v1/chat/completions".to_owned(),
+    }
+}
+
+/// A shell command that sends the captured client request to llmux at `base_url` again.
+/// The proxy key is read from `$LLMUX_API_KEY`, never written out.
+pub fn curl_command(row: &RequestRow, base_url: &str) -> String {
+    let url = format!("{base_url}{}", client_path(row, row.stream));
+    format!(
+        "curl -sS '{url}' \\\n  -H 'content-type: application/json' \\\n  \
+         -H \"authorization: Bearer ${{LLMUX_API_KEY:-none}}\" \\\n  \
+         --data-binary @- <<'LLMUX_REQUEST'\n{}\nLLMUX_REQUEST\n",
+        row.client_request
+    )
+}
+
+/// The model string a replay asks for: `backend:model` names both; a back-end alone keeps
+/// the model the original request was served with.
+fn replay_model(row: &RequestRow, params: &ReplayParams) -> String {
+    fn chosen(s: &Option<String>) -> Option<&str> {
+        s.as_deref().map(str::trim).filter(|s| !s.is_empty())
+    }
+    let original = if row.model_used.is_empty() {
+        &row.model_requested
+    } else {
+        &row.model_used
+    };
+    match (chosen(&params.backend), chosen(&params.model)) {
+        (Some(backend), Some(model)) => format!("{backend}:{model}"),
+        (Some(backend), None) => format!("{backend}:{original}"),
+        (None, Some(model)) => model.to_owned(),
+        (None, None) => row.model_requested.clone(),
+    }
+}
+
+/// Headers of the original request worth sending again: protocol versions and betas, never
+/// credentials (they are masked in the store anyway).
+fn replayed_headers(row: &RequestRow) -> Vec<(String, String)> {
+    const KEEP: [&str; 2] = ["anthropic-version", "anthropic-beta"];
+    let Ok(Value::Object(headers)) = serde_json::from_str::<Value>(&row.client_headers) else {
+        return Vec::new();
+    };
+    headers
+        .into_iter()
+        .filter(|(name, _)| KEEP.contains(&name.to_ascii_lowercase().as_str()))
+        .filter_map(|(name, value)| value.as_str().map(|v| (name, v.to_owned())))
+        .collect()
+}
+
+/// Sends a captured request through llmux again, to another back-end or model, without
+/// streaming, and returns what the client would have received. The replay is captured as
+/// a request of its own, in session `replay-<id>`.
+pub async fn replay(engine: &Engine, id: String, params: ReplayParams) -> Result<Replayed, Error> {
+    let row = request(engine, id).await?;
+    let Ok(Value::Object(mut body)) = serde_json::from_str::<Value>(&row.client_request) else {
+        return Err(Error::invalid_request(
+            "the captured client request is not a JSON object, so it cannot be replayed",
+        ));
+    };
+    if let Some(backend) = params.backend.as_deref().map(str::trim)
+        && !backend.is_empty()
+        && !engine.routes().backends().contains_key(backend)
+    {
+        let mut known: Vec<&str> = engine
+            .routes()
+            .backends()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        known.sort_unstable();
+        return Err(Error::invalid_request(format!(
+            "unknown back-end {backend:?} to replay to; configured: {}",
+            known.join(", ")
+        )));
+    }
+    let model = replay_model(&row, &params);
+    let mut replayed = row.clone();
+    if row.frontend == "gemini" {
+        replayed.model_requested = model.clone();
+    } else {
+        body.insert("model".into(), Value::String(model.clone()));
+        body.insert("stream".into(), Value::Bool(false));
+        body.remove("stream_options");
+    }
+    let mut request = axum::http::Request::builder()
+        .method(Method::POST)
+        .uri(client_path(&replayed, false))
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::USER_AGENT, "llmux-replay")
+        .header("x-session-id", format!("replay-{}", row.id));
+    for (name, value) in replayed_headers(&row) {
+        request = request.header(name, value);
+    }
+    let mut request = request
+        .body(axum::body::Body::from(Value::Object(body).to_string()))
+        .map_err(|e| Error::internal(format!("cannot build the replayed request: {e}")))?;
+    request
+        .extensions_mut()
+        .insert(crate::frontend::ClientAddr(SocketAddr::from((
+            Ipv4Addr::LOCALHOST,
+            0,
+        ))));
+    let response = crate::frontend::internal_app(engine.clone())
+        .oneshot(request)
+        .await
+        .unwrap_or_else(|never| match never {});
+    let status = response.status().as_u16();
+    let request_id = response
+        .headers()
+        .get("x-request-id")
+        .and_then(|v: &HeaderValue| v.to_str().ok())
+        .map(str::to_owned);
+    let bytes = http_body_util::Limited::new(response.into_body(), REPLAY_ANSWER_LIMIT)
+        .collect()
+        .await
+        .map_err(|e| Error::internal(format!("cannot read the replayed answer: {e}")))?
+        .to_bytes();
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    // The answer is read, so the replay's row is queued: write it now, so the caller can
+    // open it as soon as this returns.
+    if let Some(store) = engine.store().cloned() {
+        let _ = tokio::task::spawn_blocking(move || store.flush(REPLAY_FLUSH_TIMEOUT)).await;
+    }
+    Ok(Replayed {
+        status,
+        request_id,
+        model,
+        body,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(frontend: &str) -> RequestRow {
+        RequestRow {
+            id: "req_1".into(),
+            frontend: frontend.into(),
+            model_requested: "fast".into(),
+            model_used: "gpt-4o-mini".into(),
+            client_headers:
+                r#"{"anthropic-version":"2023-06-01","x-api-key":"****","user-agent":"claude-cli"}"#
+                    .into(),
+            ..RequestRow::default()
+        }
+    }
+
+    #[test]
+    fn replay_model_names_backend_and_model() {
+        let r = row("openai_chat");
+        let params = |b: Option<&str>, m: Option<&str>| ReplayParams {
+            backend: b.map(Into::into),
+            model: m.map(Into::into),
+        };
+        assert_eq!(
+            replay_model(&r, &params(Some("anthropic"), Some("claude"))),
+            "anthropic:claude"
+        );
+        assert_eq!(
+            replay_model(&r, &params(Some("mock"), None)),
+            "mock:gpt-4o-mini"
+        );
+        assert_eq!(replay_model(&r, &params(None, Some("o3"))), "o3");
+        assert_eq!(replay_model(&r, &params(Some(" "), Some(""))), "fast");
+    }
+
+    #[test]
+    fn replay_keeps_protocol_headers_but_no_credentials() {
+        let headers = replayed_headers(&row("anthropic"));
+        assert_eq!(
+            headers,
+            vec![("anthropic-version".to_owned(), "2023-06-01".to_owned())]
+        );
+        assert!(replayed_headers(&RequestRow::default()).is_empty());
+    }
+
+    #[test]
+    fn gemini_paths_follow_streaming() {
+        let r = row("gemini");
+        assert_eq!(
+            client_path(&r, false),
+            "/v1beta/models/fast:generateContent"
+        );
+        assert_eq!(
+            client_path(&r, true),
+            "/v1beta/models/fast:streamGenerateContent?alt=sse"
+        );
+        assert_eq!(client_path(&row("anthropic"), true), "/v1/messages");
+    }
+}

@@ -1,0 +1,54 @@
+// Starts the llmux binary for end-to-end tests and stops it again, by PID.
+import { spawn } from "node:child_process";
+import { homedir } from "node:os";
+import path from "node:path";
+
+export const targetDir = process.env.CARGO_TARGET_DIR ?? path.join(homedir(), ".cache/llmux/target");
+
+/** The debug binary scripts/test builds, unless LLMUX_BIN names another. */
+export const llmuxBin = process.env.LLMUX_BIN ?? path.join(targetDir, "debug/llmux");
+
+/**
+ * Runs `llmux serve --port 0 ...args` and resolves once it listens, to
+ * { url, stop, output() }. Rejects if it exits or says nothing within 20 s.
+ */
+export function startLlmux(args, env = {}) {
+  const child = spawn(llmuxBin, ["serve", "--host", "127.0.0.1", "--port", "0", ...args], {
+    env: { ...process.env, NO_COLOR: "1", ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let output = "";
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`llmux did not start within 20 s:\n${output}`));
+    }, 20_000);
+    const onData = (data) => {
+      output += data;
+      const match = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(output);
+      if (match) {
+        clearTimeout(timer);
+        resolve({
+          url: match[1],
+          output: () => output,
+          stop: () =>
+            new Promise((done) => {
+              if (child.exitCode !== null) return done();
+              const force = setTimeout(() => child.kill("SIGKILL"), 10_000);
+              child.once("exit", () => {
+                clearTimeout(force);
+                done();
+              });
+              child.kill("SIGTERM");
+            }),
+        });
+      }
+    };
+    child.stdout.on("data", onData);
+    child.stderr.on("data", onData);
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`llmux exited with ${code} before listening:\n${output}`));
+    });
+  });
+}

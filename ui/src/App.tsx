@@ -1,0 +1,100 @@
+import { useEffect, useState } from "react";
+import { api, ApiError, apiKey, setApiKey } from "./api";
+import { Inspector } from "./Inspector";
+import { UsagePage } from "./Usage";
+import type { ServerInfo } from "./types";
+
+type Page = "inspector" | "usage";
+
+function pageOf(hash: string): Page {
+  return hash.startsWith("#/usage") ? "usage" : "inspector";
+}
+
+/** Asks for the proxy API key when the server answers 401. */
+function KeyPrompt({ onSaved }: { onSaved: () => void }) {
+  const [key, setKey] = useState(apiKey());
+  return (
+    <form
+      className="key-prompt"
+      onSubmit={(e) => {
+        e.preventDefault();
+        setApiKey(key.trim());
+        onSaved();
+      }}
+    >
+      <h2>This llmux needs its API key</h2>
+      <p>
+        The admin API sits behind the proxy key (<code>LLMUX_API_KEY</code> or{" "}
+        <code>--api-key</code>). It is kept in this browser only.
+      </p>
+      <input
+        type="password"
+        aria-label="API key"
+        placeholder="proxy API key"
+        value={key}
+        onChange={(e) => setKey(e.target.value)}
+        autoFocus
+      />
+      <button type="submit">Continue</button>
+    </form>
+  );
+}
+
+export function App() {
+  const [page, setPage] = useState<Page>(pageOf(location.hash));
+  const [info, setInfo] = useState<ServerInfo | null>(null);
+  const [needKey, setNeedKey] = useState(false);
+  const [generation, setGeneration] = useState(0);
+
+  useEffect(() => {
+    const onHash = () => setPage(pageOf(location.hash));
+    window.addEventListener("hashchange", onHash);
+    return () => window.removeEventListener("hashchange", onHash);
+  }, []);
+
+  useEffect(() => {
+    let live = true;
+    api
+      .info()
+      .then((i) => live && setInfo(i))
+      .catch(() => live && setInfo(null));
+    return () => {
+      live = false;
+    };
+  }, [generation]);
+
+  const onAuthError = (err: unknown) => {
+    if (err instanceof ApiError && err.status === 401) setNeedKey(true);
+  };
+
+  return (
+    <div className="app">
+      <header className="topbar">
+        <span className="brand">llmux</span>
+        <nav>
+          <a href="#/" className={page === "inspector" ? "active" : ""}>
+            Inspector
+          </a>
+          <a href="#/usage" className={page === "usage" ? "active" : ""}>
+            Usage
+          </a>
+        </nav>
+        <span className="server">
+          {info ? `v${info.version} · default back-end ${info.default_backend}` : ""}
+        </span>
+      </header>
+      {needKey ? (
+        <KeyPrompt
+          onSaved={() => {
+            setNeedKey(false);
+            setGeneration((g) => g + 1);
+          }}
+        />
+      ) : page === "usage" ? (
+        <UsagePage key={generation} onError={onAuthError} />
+      ) : (
+        <Inspector key={generation} info={info} onError={onAuthError} />
+      )}
+    </div>
+  );
+}

@@ -1,0 +1,130 @@
+// The only place that knows how the UI reaches the engine: Tauri `invoke` inside the
+// desktop app, HTTP `/admin/api` everywhere else. Components import these functions only.
+import type {
+  ListParams,
+  Replayed,
+  ReplayParams,
+  RequestRow,
+  ServerInfo,
+  Stats,
+  Timeline,
+  Usage,
+} from "./types";
+
+/** An error the engine answered with, in its OpenAI shape, or a transport failure. */
+export class ApiError extends Error {
+  constructor(
+    message: string,
+    readonly status: number,
+  ) {
+    super(message);
+    this.name = "ApiError";
+  }
+}
+
+type TauriInternals = { invoke: (cmd: string, args?: Record<string, unknown>) => Promise<unknown> };
+
+function tauri(): TauriInternals | undefined {
+  return (globalThis as { __TAURI_INTERNALS__?: TauriInternals }).__TAURI_INTERNALS__;
+}
+
+const KEY_STORAGE = "llmux.apiKey";
+
+/** The proxy API key the browser sends, when the server asks for one. */
+export function apiKey(): string {
+  return globalThis.localStorage?.getItem(KEY_STORAGE) ?? "";
+}
+
+export function setApiKey(key: string): void {
+  if (key) globalThis.localStorage?.setItem(KEY_STORAGE, key);
+  else globalThis.localStorage?.removeItem(KEY_STORAGE);
+}
+
+/** `path` relative to the server root, whether the page is at /ui/ or elsewhere. */
+function url(path: string, params?: object): string {
+  const query = new URLSearchParams();
+  for (const [name, value] of Object.entries(params ?? {})) {
+    if (value !== undefined && value !== null && value !== "") query.set(name, String(value));
+  }
+  const qs = query.toString();
+  return `${path}${qs ? `?${qs}` : ""}`;
+}
+
+async function http<T>(method: string, path: string, params?: object, body?: unknown): Promise<T> {
+  const headers: Record<string, string> = {};
+  const key = apiKey();
+  if (key) headers.authorization = `Bearer ${key}`;
+  if (body !== undefined) headers["content-type"] = "application/json";
+  let response: Response;
+  try {
+    response = await fetch(url(path, params), {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  } catch (err) {
+    throw new ApiError(`llmux did not answer: ${String(err)}`, 0);
+  }
+  const text = await response.text();
+  if (!response.ok) {
+    let message = text || response.statusText;
+    try {
+      message = (JSON.parse(text) as { error?: { message?: string } }).error?.message ?? message;
+    } catch {
+      // not JSON: keep the text
+    }
+    throw new ApiError(message, response.status);
+  }
+  const type = response.headers.get("content-type") ?? "";
+  return (type.includes("json") && !type.includes("ndjson") ? JSON.parse(text) : text) as T;
+}
+
+/** One admin call: a Tauri command named `admin_<name>` or an HTTP request. */
+async function call<T>(
+  name: string,
+  args: Record<string, unknown>,
+  viaHttp: () => Promise<T>,
+): Promise<T> {
+  const shell = tauri();
+  if (!shell) return viaHttp();
+  try {
+    return (await shell.invoke(`admin_${name}`, args)) as T;
+  } catch (err) {
+    const e = err as { message?: string; status?: number };
+    throw new ApiError(e?.message ?? String(err), e?.status ?? 500);
+  }
+}
+
+export const api = {
+  info: () => call("info", {}, () => http<ServerInfo>("GET", "/")),
+  requests: (params: ListParams) =>
+    call("requests", { params }, () =>
+      http<{ data: RequestRow[] }>("GET", "/admin/api/requests", params).then((r) => r.data),
+    ),
+  request: (id: string) =>
+    call("request", { id }, () =>
+      http<RequestRow>("GET", `/admin/api/requests/${encodeURIComponent(id)}`),
+    ),
+  deleteRequest: (id: string) =>
+    call("delete_request", { id }, () =>
+      http<unknown>("DELETE", `/admin/api/requests/${encodeURIComponent(id)}`).then(() => undefined),
+    ),
+  curl: (id: string) =>
+    call("curl", { id }, () =>
+      http<string>("GET", `/admin/api/requests/${encodeURIComponent(id)}/curl`),
+    ),
+  replay: (id: string, target: ReplayParams) =>
+    call("replay", { id, target }, () =>
+      http<Replayed>("POST", `/admin/api/requests/${encodeURIComponent(id)}/replay`, undefined, target),
+    ),
+  stats: () => call("stats", {}, () => http<Stats>("GET", "/admin/api/stats")),
+  usage: (by: string) =>
+    call("usage", { by }, () =>
+      http<{ data: Usage[] }>("GET", "/admin/api/usage", { by }).then((r) => r.data),
+    ),
+  timeline: (since: number, bucket?: number) =>
+    call("timeline", { since, bucket }, () =>
+      http<Timeline>("GET", "/admin/api/timeline", { since, bucket }),
+    ),
+  exportUrl: (params: ListParams) => url("/admin/api/export", params),
+};
