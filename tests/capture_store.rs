@@ -136,6 +136,17 @@ async fn requests_are_recorded_and_searchable() {
     assert_eq!(status, 200);
     assert!(row["client_request"].as_str().unwrap().contains("herons"));
     assert!(row["upstream_request"].as_str().unwrap().contains("herons"));
+    // The provider's status and headers, credentials masked.
+    let upstream_headers: Value =
+        serde_json::from_str(row["upstream_headers"].as_str().unwrap()).unwrap();
+    assert_eq!(upstream_headers[":status"], 200, "{upstream_headers}");
+    assert!(
+        upstream_headers["content-type"]
+            .as_str()
+            .unwrap()
+            .starts_with("text/event-stream"),
+        "{upstream_headers}"
+    );
     // The stream's frames, one per line after their arrival time.
     let frames: Vec<&str> = row["upstream_response"].as_str().unwrap().lines().collect();
     assert!(frames.len() > 2);

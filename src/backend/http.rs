@@ -625,6 +625,9 @@ impl<W: Wire> Backend for HttpBackend<W> {
             Ok(Err(err)) => return Err(self.transport_error(&err)),
             Ok(Ok(response)) => response,
         };
+        if let Some(tap) = tap {
+            tap.upstream_headers(response.status().as_u16(), response.headers());
+        }
         if !response.status().is_success() {
             return Err(self.status_error(response, deadline, tap).await);
         }

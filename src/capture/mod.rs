@@ -501,6 +501,14 @@ impl Tap {
         }
     }
 
+    /// The provider's answer status and headers, for the store (the JSONL format has no
+    /// place for them).
+    pub fn upstream_headers(&self, status: u16, headers: &axum::http::HeaderMap) {
+        if let Some(recorder) = &self.recorder {
+            recorder.upstream_headers(status, headers);
+        }
+    }
+
     pub fn record(&self, direction: Direction, payload: Payload<'_>) {
         if let Some(recorder) = &self.recorder {
             match (direction, &payload) {

@@ -24,7 +24,7 @@ const QUEUE: usize = 4096;
 /// How long the writer lets rows gather before taking them, at most.
 const WRITER_TICK: Duration = Duration::from_millis(10);
 /// The schema this code writes.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// Everything captured about one request.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -54,6 +54,9 @@ pub struct RequestRow {
     pub error: String,
     /// The client's request headers as a JSON object; credentials masked.
     pub client_headers: String,
+    /// The provider's status line and response headers as a JSON object (`:status` first);
+    /// credentials masked.
+    pub upstream_headers: String,
     /// The client's request body, as received.
     pub client_request: String,
     /// The body sent to the provider.
@@ -212,6 +215,16 @@ fn migrate_from(connection: &Connection, version: i64) -> rusqlite::Result<()> {
              ALTER TABLE requests ADD COLUMN tokens_estimated INTEGER NOT NULL DEFAULT 0;
              ALTER TABLE requests ADD COLUMN client_headers TEXT NOT NULL DEFAULT '';
              PRAGMA user_version = 2;
+             COMMIT;",
+        )?;
+    }
+    if version < 3 {
+        // Version 3: the provider's response headers; bodies may be zstd-compressed BLOBs
+        // (older rows keep TEXT bodies, read as they are), which an older llmux cannot read.
+        connection.execute_batch(
+            "BEGIN;
+             ALTER TABLE requests ADD COLUMN upstream_headers TEXT NOT NULL DEFAULT '';
+             PRAGMA user_version = 3;
              COMMIT;",
         )?;
     }
@@ -543,8 +556,8 @@ const SUMMARY_COLUMNS: &str = "id, started_at, session_id, client_host, user_age
     backend, model_requested, model_used, key_name, status, stream, latency_ms, ttfb_ms, \
     upstream_ms, input_tokens, output_tokens, error, prompt_text, response_text, \
     tokens_estimated";
-const BODY_COLUMNS: &str =
-    "client_request, upstream_request, upstream_response, client_response, client_headers";
+const BODY_COLUMNS: &str = "client_request, upstream_request, upstream_response, \
+    client_response, client_headers, upstream_headers";
 
 fn summary_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<RequestRow> {
     Ok(RequestRow {
@@ -577,13 +590,53 @@ fn summary_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<RequestRow> {
 fn full_row_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<RequestRow> {
     let bodies = SUMMARY_COLUMNS.split(',').count();
     Ok(RequestRow {
-        client_request: row.get(bodies)?,
-        upstream_request: row.get(bodies + 1)?,
-        upstream_response: row.get(bodies + 2)?,
-        client_response: row.get(bodies + 3)?,
+        client_request: unpacked(row, bodies)?,
+        upstream_request: unpacked(row, bodies + 1)?,
+        upstream_response: unpacked(row, bodies + 2)?,
+        client_response: unpacked(row, bodies + 3)?,
         client_headers: row.get(bodies + 4)?,
+        upstream_headers: row.get(bodies + 5)?,
         ..summary_of(row)?
     })
+}
+
+/// Bodies shorter than this are stored as TEXT: compressing them saves next to nothing.
+const COMPRESS_FROM: usize = 512;
+/// zstd's fastest levels already shrink JSON several times; the writer thread must keep up.
+const ZSTD_LEVEL: i32 = 1;
+
+/// A body as stored: TEXT when short, else a zstd-compressed BLOB.
+fn packed(body: &str) -> rusqlite::types::Value {
+    if body.len() >= COMPRESS_FROM
+        && let Ok(compressed) = zstd::bulk::compress(body.as_bytes(), ZSTD_LEVEL)
+        && compressed.len() < body.len()
+    {
+        return rusqlite::types::Value::Blob(compressed);
+    }
+    rusqlite::types::Value::Text(body.to_owned())
+}
+
+/// A stored body back as text, whether it was kept as TEXT or compressed.
+fn unpacked(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<String> {
+    use rusqlite::types::ValueRef;
+    match row.get_ref(index)? {
+        ValueRef::Text(text) => Ok(String::from_utf8_lossy(text).into_owned()),
+        ValueRef::Blob(blob) => zstd::stream::decode_all(blob)
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    index,
+                    rusqlite::types::Type::Blob,
+                    Box::new(e),
+                )
+            }),
+        ValueRef::Null => Ok(String::new()),
+        other => Err(rusqlite::Error::InvalidColumnType(
+            index,
+            "body".to_owned(),
+            other.data_type(),
+        )),
+    }
 }
 
 /// Deletes the matching requests and their search entries.
@@ -741,9 +794,10 @@ fn commit(connection: &mut Connection, batch: &mut Vec<RequestRow>) {
                     frontend, backend, model_requested, model_used, key_name, status, stream,
                     latency_ms, input_tokens, output_tokens, error, client_request,
                     upstream_request, upstream_response, prompt_text, response_text, ttfb_ms,
-                    upstream_ms, client_response, tokens_estimated, client_headers)
+                    upstream_ms, client_response, tokens_estimated, client_headers,
+                    upstream_headers)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                         ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)",
+                         ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)",
             )?;
             let mut fts = tx.prepare_cached(
                 "INSERT INTO requests_fts (rowid, prompt_text, response_text) VALUES (?1, ?2, ?3)",
@@ -766,16 +820,17 @@ fn commit(connection: &mut Connection, batch: &mut Vec<RequestRow>) {
                     row.input_tokens,
                     row.output_tokens,
                     row.error,
-                    row.client_request,
-                    row.upstream_request,
-                    row.upstream_response,
+                    packed(&row.client_request),
+                    packed(&row.upstream_request),
+                    packed(&row.upstream_response),
                     row.prompt_text,
                     row.response_text,
                     row.ttfb_ms,
                     row.upstream_ms,
-                    row.client_response,
+                    packed(&row.client_response),
                     row.tokens_estimated,
                     row.client_headers,
+                    row.upstream_headers,
                 ])?;
                 fts.execute(params![
                     tx.last_insert_rowid(),
@@ -808,6 +863,7 @@ const CREDENTIAL_HEADERS: &[&str] = &[
     "x-goog-api-key",
     "api-key",
     "cookie",
+    "set-cookie",
 ];
 
 /// The headers as a JSON object (repeated names joined by ", "), credentials masked.
@@ -877,6 +933,17 @@ impl Recorder {
     }
 
     /// The provider's whole answer, or one more stream frame.
+    /// The provider's answer status and headers, as soon as they arrive.
+    pub fn upstream_headers(&self, status: u16, headers: &axum::http::HeaderMap) {
+        let mut object = serde_json::Map::new();
+        object.insert(":status".to_owned(), status.into());
+        if let Ok(serde_json::Value::Object(named)) = serde_json::from_str(&headers_json(headers)) {
+            object.extend(named);
+        }
+        let text = serde_json::Value::Object(object).to_string();
+        self.update(|row| row.upstream_headers = text);
+    }
+
     pub fn upstream_response(&self, data: &str, frame: bool) {
         let now = Instant::now();
         let mut since_sent = None;
@@ -949,6 +1016,49 @@ mod tests {
             client_request: "{\"a\":1}".into(),
             ..RequestRow::default()
         }
+    }
+
+    #[test]
+    fn long_bodies_are_stored_compressed_and_read_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("capture.db");
+        let store = Store::open(&path, Duration::from_millis(20), Vec::new()).unwrap();
+        let long = format!(
+            "{{\"messages\":[{}]}}",
+            vec![r#"{"role":"user","content":"the same words again and again"}"#; 200].join(",")
+        );
+        store.insert(RequestRow {
+            client_request: long.clone(),
+            upstream_response: "12.0\tdata one\n".repeat(100),
+            client_response: "short".into(),
+            ..row("req_big", "p", "mock")
+        });
+        store.flush(Duration::from_secs(5));
+        let got = store.get("req_big").unwrap().unwrap();
+        assert_eq!(got.client_request, long);
+        assert_eq!(got.upstream_response, "12.0\tdata one\n".repeat(100));
+        assert_eq!(got.client_response, "short");
+        let (kind, stored): (String, i64) = open(&path)
+            .unwrap()
+            .query_row(
+                "SELECT typeof(client_request), length(client_request) FROM requests",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(kind, "blob");
+        assert!(
+            stored * 10 < long.len() as i64,
+            "{stored} of {}",
+            long.len()
+        );
+        let short_kind: String = open(&path)
+            .unwrap()
+            .query_row("SELECT typeof(client_response) FROM requests", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(short_kind, "text");
     }
 
     #[test]
@@ -1062,7 +1172,8 @@ mod tests {
         for i in 0..200 {
             let mut recent = row(&format!("req_{i}"), "recent question", "openai");
             recent.started_at = now() + f64::from(i);
-            recent.upstream_response = "x".repeat(8 * 1024);
+            // Random text: bodies are compressed, and this must still take room.
+            recent.upstream_response = (0..8 * 1024).map(|_| fastrand::alphanumeric()).collect();
             store.insert(recent);
         }
         store.flush(Duration::from_secs(5));

@@ -115,11 +115,19 @@ test("traffic shows up live, is searchable, and a detail shows what llmux change
   assert.match(diffText, /\+ {3}"model": "gpt-fake"/);
   assert.match(await page.getByTestId("diff-summary").innerText(), /sent to fake/);
   await shot("diff");
+
+  await page.getByRole("tab", { name: "headers" }).click();
+  assert.match(await page.getByTestId("client-headers").innerText(), /"user-agent": "inspector-e2e"/);
+  const upstreamHeaders = await page.getByTestId("upstream-headers").innerText();
+  assert.match(upstreamHeaders, /":status": 200/);
+  assert.match(upstreamHeaders, /"content-type": "application\/json"/);
 });
 
 test("a streamed request shows its provider frames with arrival times", async () => {
   await search("otters", 1);
   await rows().first().click();
+  // The detail keeps the tab it was on; the prompt is on the overview.
+  await page.getByRole("tab", { name: "overview" }).click();
   await page.getByTestId("detail").getByText("Stream a sentence about otters").first().waitFor(WAIT);
   await page.getByRole("tab", { name: "frames" }).click();
   const frames = page.getByTestId("frames");
@@ -137,7 +145,6 @@ test("a streamed request shows its provider frames with arrival times", async ()
 test("replaying a request to another back-end captures the replay as a new request", async () => {
   await search("sorting", 1);
   await rows().first().click();
-  // The detail keeps the tab it was on (frames); the prompt is on the overview.
   await page.getByRole("tab", { name: "overview" }).click();
   await page.getByTestId("detail").getByText("Name three sorting algorithms").first().waitFor(WAIT);
   await page.getByLabel("replay back-end").selectOption("mock");

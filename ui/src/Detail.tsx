@@ -295,7 +295,18 @@ export function Detail({
           </>
         )}
         {tab === "frames" && <Frames row={row} />}
-        {tab === "headers" && <pre className="code">{prettyJson(row.client_headers)}</pre>}
+        {tab === "headers" && (
+          <>
+            <h3>Client request headers</h3>
+            <pre className="code" data-testid="client-headers">
+              {prettyJson(row.client_headers) || "none recorded"}
+            </pre>
+            <h3>Provider response headers</h3>
+            <pre className="code" data-testid="upstream-headers">
+              {prettyJson(row.upstream_headers) || "no provider answer (answered by llmux itself)"}
+            </pre>
+          </>
+        )}
       </div>
     </div>
   );

@@ -24,6 +24,8 @@ export interface RequestRow {
   tokens_estimated: boolean;
   error: string;
   client_headers: string;
+  /** The provider's `:status` and response headers, as JSON text. */
+  upstream_headers: string;
   client_request: string;
   upstream_request: string;
   upstream_response: string;
