@@ -28,6 +28,7 @@ use serde_json::value::RawValue;
 
 pub mod redact;
 pub mod store;
+mod tokens;
 
 pub use redact::Redactor;
 

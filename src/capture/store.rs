@@ -737,6 +737,7 @@ fn write_rows(
         for message in messages {
             match message {
                 Message::Row(mut row) => {
+                    super::tokens::refine(&mut row);
                     redact_row(&redactor, &mut row);
                     deadline.get_or_insert_with(|| Instant::now() + flush_interval);
                     batch.push(*row);
@@ -770,6 +771,7 @@ fn write_rows(
 fn redact_row(redactor: &Redactor, row: &mut RequestRow) {
     for field in [
         &mut row.client_headers,
+        &mut row.upstream_headers,
         &mut row.client_request,
         &mut row.upstream_request,
         &mut row.upstream_response,
