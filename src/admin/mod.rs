@@ -28,6 +28,8 @@ const MAX_BUCKETS: f64 = 2000.0;
 
 /// Filters and paging over the captured requests.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(test, ts(optional_fields))]
 pub struct ListParams {
     /// Full-text search over prompt and answer.
     pub q: Option<String>,
@@ -62,6 +64,8 @@ impl ListParams {
 
 /// The window and resolution of a timeline.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(test, ts(optional_fields))]
 pub struct TimelineParams {
     /// Unix seconds; default: one day ago.
     pub since: Option<f64>,
@@ -71,6 +75,7 @@ pub struct TimelineParams {
 
 /// Totals over the stored requests and what capture had to drop.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct AdminStats {
     #[serde(flatten)]
     pub store: Stats,
@@ -80,6 +85,8 @@ pub struct AdminStats {
 
 /// Where to send a replayed request: another back-end, model, or both.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(test, ts(optional_fields))]
 pub struct ReplayParams {
     pub backend: Option<String>,
     pub model: Option<String>,
@@ -87,6 +94,7 @@ pub struct ReplayParams {
 
 /// What a replay got back, as its client would have.
 #[derive(Debug, Clone, Serialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct Replayed {
     pub status: u16,
     /// The new request's id; it is captured like any other.
@@ -94,6 +102,7 @@ pub struct Replayed {
     /// The model string the replay asked for (`backend:model` when a back-end was chosen).
     pub model: String,
     /// The answer's body: JSON when it is JSON, else its text.
+    #[cfg_attr(test, ts(type = "unknown"))]
     pub body: Value,
 }
 
@@ -163,6 +172,7 @@ pub async fn usage(engine: &Engine, by: &str) -> Result<Vec<Usage>, Error> {
 
 /// Totals per time bucket over a window; buckets without requests are left out.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct Timeline {
     /// The window's start and end, Unix seconds.
     pub since: f64,
@@ -404,5 +414,62 @@ mod tests {
             "/v1beta/models/fast:streamGenerateContent?alt=sse"
         );
         assert_eq!(client_path(&row("anthropic"), true), "/v1/messages");
+    }
+}
+
+/// The admin API's TypeScript types, generated from these Rust types so the UI and the
+/// engine cannot drift apart. `LLMUX_WRITE_TS_TYPES=1 cargo test -p llmux --lib typescript`
+/// rewrites the file after a change.
+#[cfg(test)]
+mod typescript {
+    use ts_rs::{Config, TS};
+
+    use super::*;
+    use crate::capture::store::BackendStats;
+
+    const GENERATED: &str = "ui/src/generated/admin.ts";
+
+    fn declarations() -> String {
+        // u64 counts stay far below 2^53: plain numbers, not bigint.
+        let cfg = Config::new().with_large_int("number");
+        let decls = [
+            RequestRow::decl(&cfg),
+            ListParams::decl(&cfg),
+            BackendStats::decl(&cfg),
+            Stats::decl(&cfg),
+            AdminStats::decl(&cfg),
+            Usage::decl(&cfg),
+            TimelinePoint::decl(&cfg),
+            TimelineParams::decl(&cfg),
+            Timeline::decl(&cfg),
+            ReplayParams::decl(&cfg),
+            Replayed::decl(&cfg),
+        ];
+        let mut out = String::from(
+            "// Generated from the Rust types of the admin API (src/admin, src/capture/store.rs)\n\
+             // by the `typescript` test in src/admin/mod.rs. Do not edit by hand.\n",
+        );
+        for decl in decls {
+            out.push_str("\nexport ");
+            out.push_str(&decl);
+            out.push('\n');
+        }
+        out
+    }
+
+    #[test]
+    fn the_ui_types_match_the_rust_types() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(GENERATED);
+        let generated = declarations();
+        if std::env::var_os("LLMUX_WRITE_TS_TYPES").is_some() {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &generated).unwrap();
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "{GENERATED} is out of date; run LLMUX_WRITE_TS_TYPES=1 cargo test -p llmux --lib \
+             typescript and commit it"
+        );
     }
 }

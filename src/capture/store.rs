@@ -28,6 +28,7 @@ const SCHEMA_VERSION: i64 = 3;
 
 /// Everything captured about one request.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct RequestRow {
     pub id: String,
     /// Unix seconds.
@@ -123,6 +124,7 @@ impl UsageBy {
 
 /// Totals for one day, back-end, model, key or session.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct Usage {
     pub group: String,
     pub requests: u64,
@@ -133,6 +135,7 @@ pub struct Usage {
 
 /// Totals for one time bucket.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct TimelinePoint {
     /// The bucket's start, Unix seconds.
     pub start: f64,
@@ -254,6 +257,7 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// Totals over the stored requests.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct Stats {
     pub requests: u64,
     /// Rows dropped since start because the writer fell behind.
@@ -262,6 +266,7 @@ pub struct Stats {
 }
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct BackendStats {
     pub backend: String,
     pub model: String,

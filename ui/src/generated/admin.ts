@@ -1,0 +1,126 @@
+// Generated from the Rust types of the admin API (src/admin, src/capture/store.rs)
+// by the `typescript` test in src/admin/mod.rs. Do not edit by hand.
+
+export type RequestRow = { id: string, 
+/**
+ * Unix seconds.
+ */
+started_at: number, session_id: string, client_host: string, user_agent: string, frontend: string, backend: string, model_requested: string, model_used: string, key_name: string, status: number, stream: boolean, latency_ms: number, 
+/**
+ * From the request's arrival to the first answer event.
+ */
+ttfb_ms: number, 
+/**
+ * From sending to the provider to its last byte; `latency_ms - upstream_ms` is llmux's.
+ */
+upstream_ms: number, input_tokens: number, output_tokens: number, 
+/**
+ * The provider reported no usage; the token counts are llmux's estimate.
+ */
+tokens_estimated: boolean, error: string, 
+/**
+ * The client's request headers as a JSON object; credentials masked.
+ */
+client_headers: string, 
+/**
+ * The provider's status line and response headers as a JSON object (`:status` first);
+ * credentials masked.
+ */
+upstream_headers: string, 
+/**
+ * The client's request body, as received.
+ */
+client_request: string, 
+/**
+ * The body sent to the provider.
+ */
+upstream_request: string, 
+/**
+ * The provider's answer: its body, or its stream frames, one per line, each after its
+ * arrival time in milliseconds since the provider request and a tab.
+ */
+upstream_response: string, 
+/**
+ * What llmux sent back to the client, as sent.
+ */
+client_response: string, 
+/**
+ * The user's text (for search) and the answer's text.
+ */
+prompt_text: string, response_text: string, };
+
+export type ListParams = { 
+/**
+ * Full-text search over prompt and answer.
+ */
+q?: string, session?: string, backend?: string, model?: string, status?: number, 
+/**
+ * Unix seconds: requests started at or after `since` and before `until`.
+ */
+since?: number, until?: number, 
+/**
+ * Page size (default 50, at most 1000) and start.
+ */
+limit?: number, offset?: number, };
+
+export type BackendStats = { backend: string, model: string, requests: number, errors: number, input_tokens: number, output_tokens: number, mean_latency_ms: number, };
+
+export type Stats = { requests: number, 
+/**
+ * Rows dropped since start because the writer fell behind.
+ */
+dropped: number, backends: Array<BackendStats>, };
+
+export type AdminStats = { 
+/**
+ * Records the JSONL wire capture dropped because its writer fell behind.
+ */
+wire_capture_dropped: number, requests: number, 
+/**
+ * Rows dropped since start because the writer fell behind.
+ */
+dropped: number, backends: Array<BackendStats>, };
+
+export type Usage = { group: string, requests: number, errors: number, input_tokens: number, output_tokens: number, };
+
+export type TimelinePoint = { 
+/**
+ * The bucket's start, Unix seconds.
+ */
+start: number, requests: number, errors: number, input_tokens: number, output_tokens: number, mean_latency_ms: number, max_latency_ms: number, };
+
+export type TimelineParams = { 
+/**
+ * Unix seconds; default: one day ago.
+ */
+since?: number, 
+/**
+ * Bucket width in seconds; default: the window in about 60 buckets, at least 1 s.
+ */
+bucket?: number, };
+
+export type Timeline = { 
+/**
+ * The window's start and end, Unix seconds.
+ */
+since: number, until: number, 
+/**
+ * Bucket width in seconds; each point's `start` is a multiple of it.
+ */
+bucket: number, data: Array<TimelinePoint>, };
+
+export type ReplayParams = { backend?: string, model?: string, };
+
+export type Replayed = { status: number, 
+/**
+ * The new request's id; it is captured like any other.
+ */
+request_id: string | null, 
+/**
+ * The model string the replay asked for (`backend:model` when a back-end was chosen).
+ */
+model: string, 
+/**
+ * The answer's body: JSON when it is JSON, else its text.
+ */
+body: unknown, };
