@@ -1,4 +1,4 @@
-import { useEffect, useState } from "react";
+import { useCallback, useEffect, useState } from "react";
 import { api, ApiError, apiKey, setApiKey } from "./api";
 import { Inspector } from "./Inspector";
 import { UsagePage } from "./Usage";
@@ -11,7 +11,7 @@ function pageOf(hash: string): Page {
 }
 
 /** Asks for the proxy API key when the server answers 401. */
-function KeyPrompt({ onSaved }: { onSaved: () => void }) {
+function KeyPrompt({ refused, onSaved }: { refused: boolean; onSaved: () => void }) {
   const [key, setKey] = useState(apiKey());
   return (
     <form
@@ -24,9 +24,14 @@ function KeyPrompt({ onSaved }: { onSaved: () => void }) {
     >
       <h2>This llmux needs its API key</h2>
       <p>
-        The admin API sits behind the proxy key (<code>LLMUX_API_KEY</code> or{" "}
-        <code>--api-key</code>). It is kept in this browser only.
+        The admin API sits behind the proxy key (<code>LLM_INTERACTIVE_PROXY_API_KEY</code> or{" "}
+        <code>auth.api_keys</code>), the same key clients send. It is kept in this browser only.
       </p>
+      {refused && (
+        <p className="err" role="alert">
+          llmux refused that key. Enter the key its clients use.
+        </p>
+      )}
       <input
         type="password"
         aria-label="API key"
@@ -63,9 +68,9 @@ export function App() {
     };
   }, [generation]);
 
-  const onAuthError = (err: unknown) => {
+  const onAuthError = useCallback((err: unknown) => {
     if (err instanceof ApiError && err.status === 401) setNeedKey(true);
-  };
+  }, []);
 
   return (
     <div className="app">
@@ -85,6 +90,7 @@ export function App() {
       </header>
       {needKey ? (
         <KeyPrompt
+          refused={apiKey() !== ""}
           onSaved={() => {
             setNeedKey(false);
             setGeneration((g) => g + 1);
