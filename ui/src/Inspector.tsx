@@ -10,18 +10,28 @@ const POLL_MS = 1500;
 const ROW_HEIGHT = 54;
 const TYPING_PAUSE_MS = 300;
 
-interface Filters {
+export interface Filters {
   q: string;
   backend: string;
   model: string;
   session: string;
   status: string;
+  /** Seconds back from now; "" for any time. */
+  within: string;
 }
 
-const NO_FILTERS: Filters = { q: "", backend: "", model: "", session: "", status: "" };
+export const NO_FILTERS: Filters = { q: "", backend: "", model: "", session: "", status: "", within: "" };
 
-function listParams(f: Filters, offset = 0): ListParams {
+const TIME_WINDOWS = [
+  { label: "last 15 minutes", seconds: 900 },
+  { label: "last hour", seconds: 3600 },
+  { label: "last day", seconds: 86_400 },
+  { label: "last week", seconds: 7 * 86_400 },
+];
+
+export function listParams(f: Filters, offset = 0): ListParams {
   return {
+    since: f.within ? Date.now() / 1000 - Number(f.within) : undefined,
     q: f.q || undefined,
     backend: f.backend || undefined,
     model: f.model || undefined,
@@ -128,16 +138,20 @@ export function Inspector({
   // A new filter starts over; polling then merges the newest page in.
   useEffect(() => {
     let current = true;
-    const refresh = (replace: boolean) =>
-      Promise.all([api.requests(listParams(filters)), api.stats()])
+    const refresh = (replace: boolean) => {
+      const params = listParams(filters);
+      return Promise.all([api.requests(params), api.stats()])
         .then(([fresh, s]) => {
           if (!current) return;
-          setRows((known) => (replace ? fresh : mergeRows(known, fresh)));
+          // A time window slides: rows that fell out of it leave the list.
+          const inWindow = (r: RequestRow) => !params.since || r.started_at >= params.since;
+          setRows((known) => (replace ? fresh : mergeRows(known, fresh).filter(inWindow)));
           if (replace) setExhausted(fresh.length < PAGE);
           setStats(s);
           setError("");
         })
         .catch((err) => current && report(err));
+    };
     refresh(true);
     const timer = live ? setInterval(() => refresh(false), POLL_MS) : undefined;
     return () => {
@@ -244,6 +258,18 @@ export function Inspector({
             <option value="">any status</option>
             {statuses.map((s) => (
               <option key={s}>{s}</option>
+            ))}
+          </select>
+          <select
+            aria-label="time"
+            value={filters.within}
+            onChange={(e) => set({ within: e.target.value })}
+          >
+            <option value="">any time</option>
+            {TIME_WINDOWS.map((w) => (
+              <option key={w.seconds} value={w.seconds}>
+                {w.label}
+              </option>
             ))}
           </select>
           <input
