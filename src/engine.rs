@@ -141,21 +141,35 @@ impl Engine {
         body: &[u8],
         request: &Request,
     ) {
-        if let Some(store) = &self.inner.store {
-            let recorder = Recorder::new(store.clone());
-            recorder.client_request(headers, body);
+        self.capture_rejected(ctx, headers, body);
+        if let Some(recorder) = &ctx.recorder {
             let prompt = request.last_user_text().unwrap_or_default();
             let model = request.model.clone();
             let estimated_input = request.estimated_input_tokens();
-            let id = ctx.request_id.clone();
             recorder.update(|row| {
-                row.id = id;
                 row.prompt_text = prompt;
                 row.model_requested = model;
                 // Replaced by the provider's count when it reports usage.
                 row.input_tokens = estimated_input;
                 row.tokens_estimated = true;
             });
+        }
+    }
+
+    /// Starts the store's row with what the client sent, before (or without) decoding it:
+    /// a request llmux refuses as unreadable is recorded too, so the inspector shows what
+    /// the client sent and the error it got back.
+    pub fn capture_rejected(
+        &self,
+        ctx: &mut RequestContext,
+        headers: &axum::http::HeaderMap,
+        body: &[u8],
+    ) {
+        if let Some(store) = &self.inner.store {
+            let recorder = Recorder::new(store.clone());
+            recorder.client_request(headers, body);
+            let id = ctx.request_id.clone();
+            recorder.update(|row| row.id = id);
             ctx.recorder = Some(Arc::new(recorder));
         }
     }

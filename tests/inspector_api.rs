@@ -241,3 +241,64 @@ async fn the_ui_is_served_at_ui_without_auth_and_only_its_own_files() {
         .unwrap();
     assert_eq!(stats.status(), 401);
 }
+
+#[tokio::test]
+async fn requests_llmux_cannot_read_are_recorded_with_their_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (llmux, fake) = run(&dir).await;
+    for (path, body) in [
+        (
+            "/v1/chat/completions",
+            "{\"model\": \"fake-small\", \"messages\": ",
+        ),
+        ("/v1/messages", "{\"model\": 5}"),
+        ("/v1beta/models/fake-small:generateContent", "[1, 2]"),
+        ("/v1/responses", "not json at all"),
+    ] {
+        let response = client()
+            .post(llmux.url(path))
+            .bearer_auth(PROXY_KEY)
+            .header("content-type", "application/json")
+            .header("x-session-id", "broken-client")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{path}");
+    }
+    assert_eq!(fake.hit_count(), 0, "nothing reached the provider");
+    llmux.engine.store().unwrap().flush(Duration::from_secs(5));
+
+    let export = client()
+        .get(llmux.url("/admin/api/export?status=400"))
+        .bearer_auth(PROXY_KEY)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let listed: Vec<Value> = export
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(listed.len(), 4, "{listed:?}");
+    let frontends: Vec<&str> = listed
+        .iter()
+        .map(|r| r["frontend"].as_str().unwrap())
+        .collect();
+    for frontend in ["openai_chat", "anthropic", "gemini", "openai_responses"] {
+        assert!(frontends.contains(&frontend), "{frontends:?}");
+    }
+    for row in &listed {
+        assert_eq!(row["status"], 400);
+        assert!(!row["error"].as_str().unwrap().is_empty(), "{row}");
+        assert!(!row["client_request"].as_str().unwrap().is_empty(), "{row}");
+        // What the client got back is there too, in its own protocol's error shape.
+        assert!(
+            row["client_response"].as_str().unwrap().contains("error"),
+            "{row}"
+        );
+        assert_eq!(row["upstream_request"], "");
+    }
+}

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::common::{
     RequestLog, StreamEncoder, error_response, failed, fold_response, header_string, read_body,
-    request_context, stream_response, with_request_id,
+    rejected, request_context, stream_response, with_request_id,
 };
 use crate::Error;
 use crate::engine::Engine;
@@ -87,11 +87,11 @@ async fn messages(State(engine): State<Engine>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let body = match read_body(body, &parts.headers, engine.config().max_body_bytes).await {
         Ok(body) => body,
-        Err(err) => return failed(PROTOCOL, &ctx, false, &err),
+        Err(err) => return rejected(&engine, PROTOCOL, &mut ctx, &parts.headers, b"", &err),
     };
     let mut message = match decode_request(&body) {
         Ok(message) => message,
-        Err(err) => return failed(PROTOCOL, &ctx, false, &err),
+        Err(err) => return rejected(&engine, PROTOCOL, &mut ctx, &parts.headers, &body, &err),
     };
     message.client.user_agent = ctx.user_agent.clone();
     message.client.session_id = header_string(&parts.headers, "x-session-id");

@@ -186,6 +186,20 @@ pub fn failed(protocol: Protocol, ctx: &RequestContext, stream: bool, err: &Erro
     response
 }
 
+/// The error response for a request llmux could not read or decode, recorded in the
+/// capture store (when it is on) with the body as far as it was read.
+pub fn rejected(
+    engine: &crate::engine::Engine,
+    protocol: Protocol,
+    ctx: &mut RequestContext,
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+    err: &Error,
+) -> Response {
+    engine.capture_rejected(ctx, headers, body);
+    failed(protocol, ctx, false, err)
+}
+
 /// The client's socket address, for hosts that serve without axum's `ConnectInfo`.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub SocketAddr);

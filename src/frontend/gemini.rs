@@ -18,7 +18,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::common::{
-    RequestLog, StreamEncoder, fold_response, header_string, read_body, request_context,
+    RequestLog, StreamEncoder, fold_response, header_string, read_body, rejected, request_context,
     stream_response, with_request_id,
 };
 use crate::Error;
@@ -127,11 +127,11 @@ async fn generate(
     };
     let body = match read_body(body, &parts.headers, engine.config().max_body_bytes).await {
         Ok(body) => body,
-        Err(err) => return failed(PROTOCOL, &ctx, false, &err),
+        Err(err) => return rejected(&engine, PROTOCOL, &mut ctx, &parts.headers, b"", &err),
     };
     let mut generate = match decode_request(&body, model) {
         Ok(request) => request,
-        Err(err) => return failed(PROTOCOL, &ctx, stream, &err),
+        Err(err) => return rejected(&engine, PROTOCOL, &mut ctx, &parts.headers, &body, &err),
     };
     generate.stream = stream;
     engine.begin_capture(&mut ctx, &parts.headers, &body, &generate);

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::common::{
     RequestLog, StreamEncoder, error_response, failed, fold_response, header_string, read_body,
-    request_context, stream_response, with_request_id,
+    rejected, request_context, stream_response, with_request_id,
 };
 use crate::backend::EventStream;
 use crate::engine::Engine;
@@ -30,11 +30,11 @@ async fn chat_completions(State(engine): State<Engine>, request: Request) -> Res
     let (parts, body) = request.into_parts();
     let body = match read_body(body, &parts.headers, engine.config().max_body_bytes).await {
         Ok(body) => body,
-        Err(err) => return failed(PROTOCOL, &ctx, false, &err),
+        Err(err) => return rejected(&engine, PROTOCOL, &mut ctx, &parts.headers, b"", &err),
     };
     let (mut chat, options) = match decode_request(&body) {
         Ok(decoded) => decoded,
-        Err(err) => return failed(PROTOCOL, &ctx, false, &err),
+        Err(err) => return rejected(&engine, PROTOCOL, &mut ctx, &parts.headers, &body, &err),
     };
     chat.client.user_agent = ctx.user_agent.clone();
     chat.client.session_id = header_string(&parts.headers, "x-session-id");

@@ -16,7 +16,7 @@ use serde_json::json;
 
 use super::common::{
     RequestLog, StreamEncoder, error_response, failed, fold_response, header_string, read_body,
-    request_context, stream_response, with_request_id,
+    rejected, request_context, stream_response, with_request_id,
 };
 use crate::Error;
 use crate::backend::EventStream;
@@ -54,11 +54,11 @@ async fn create(State(engine): State<Engine>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let body = match read_body(body, &parts.headers, engine.config().max_body_bytes).await {
         Ok(body) => body,
-        Err(err) => return failed(PROTOCOL, &ctx, false, &err),
+        Err(err) => return rejected(&engine, PROTOCOL, &mut ctx, &parts.headers, b"", &err),
     };
     let (mut responses, options) = match decode_request(&body) {
         Ok(decoded) => decoded,
-        Err(err) => return failed(PROTOCOL, &ctx, false, &err),
+        Err(err) => return rejected(&engine, PROTOCOL, &mut ctx, &parts.headers, &body, &err),
     };
     if let Err(err) = continue_previous(&engine, &mut responses) {
         return failed(PROTOCOL, &ctx, responses.stream, &err);
