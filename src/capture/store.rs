@@ -342,12 +342,30 @@ impl Store {
         }
     }
 
+    /// The reading connection (the writer thread has its own).
+    fn reader(&self) -> Result<std::sync::MutexGuard<'_, Connection>, String> {
+        self.reader
+            .lock()
+            .map_err(|_| "capture store poisoned".to_owned())
+    }
+
+    /// Every row `sql` selects with `args`, each read by `read`.
+    fn rows<T>(
+        &self,
+        sql: &str,
+        args: impl rusqlite::Params,
+        read: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, String> {
+        let reader = self.reader()?;
+        let mut statement = reader.prepare(sql).map_err(|e| e.to_string())?;
+        statement
+            .query_map(args, read)
+            .and_then(Iterator::collect)
+            .map_err(|e| e.to_string())
+    }
+
     /// Requests matching `query`, newest first, without their bodies.
     pub fn list(&self, query: &Query) -> Result<Vec<RequestRow>, String> {
-        let reader = self
-            .reader
-            .lock()
-            .map_err(|_| "capture store poisoned".to_owned())?;
         let mut clauses = Vec::new();
         let mut args: Vec<rusqlite::types::Value> = Vec::new();
         if let Some(text) = query.text.as_deref().filter(|t| !t.trim().is_empty()) {
@@ -396,87 +414,59 @@ impl Store {
         sql.push_str(" ORDER BY started_at DESC LIMIT ? OFFSET ?");
         args.push((query.limit.clamp(1, 1000) as i64).into());
         args.push((query.offset as i64).into());
-        let mut statement = reader.prepare(&sql).map_err(|e| e.to_string())?;
         let read = if query.with_bodies {
             full_row_of
         } else {
             summary_of
         };
-        statement
-            .query_map(rusqlite::params_from_iter(args), read)
-            .and_then(Iterator::collect)
-            .map_err(|e| e.to_string())
+        self.rows(&sql, rusqlite::params_from_iter(args), read)
     }
 
     /// Requests, errors and tokens per day, back-end, model, key or session, largest first.
     pub fn usage(&self, by: UsageBy) -> Result<Vec<Usage>, String> {
-        let reader = self
-            .reader
-            .lock()
-            .map_err(|_| "capture store poisoned".to_owned())?;
         let group = by.expression();
         let order = if by == UsageBy::Day {
             "1 DESC"
         } else {
             "2 DESC"
         };
-        let mut statement = reader
-            .prepare(&format!(
-                "SELECT {group}, COUNT(*), SUM(status >= 400), SUM(input_tokens),
-                        SUM(output_tokens)
-                 FROM requests GROUP BY 1 ORDER BY {order} LIMIT 1000"
-            ))
-            .map_err(|e| e.to_string())?;
-        statement
-            .query_map([], |row| {
-                Ok(Usage {
-                    group: row.get(0)?,
-                    requests: row.get(1)?,
-                    errors: row.get(2)?,
-                    input_tokens: row.get(3)?,
-                    output_tokens: row.get(4)?,
-                })
+        let sql = format!(
+            "SELECT {group}, COUNT(*), SUM(status >= 400), SUM(input_tokens), SUM(output_tokens)
+             FROM requests GROUP BY 1 ORDER BY {order} LIMIT 1000"
+        );
+        self.rows(&sql, [], |row| {
+            Ok(Usage {
+                group: row.get(0)?,
+                requests: row.get(1)?,
+                errors: row.get(2)?,
+                input_tokens: row.get(3)?,
+                output_tokens: row.get(4)?,
             })
-            .and_then(Iterator::collect)
-            .map_err(|e| e.to_string())
+        })
     }
 
     /// Requests, errors, tokens and latency per time bucket of `bucket_secs` seconds, from
     /// `since` (Unix seconds) on, oldest first; empty buckets are left out.
     pub fn timeline(&self, bucket_secs: f64, since: f64) -> Result<Vec<TimelinePoint>, String> {
-        let reader = self
-            .reader
-            .lock()
-            .map_err(|_| "capture store poisoned".to_owned())?;
-        let mut statement = reader
-            .prepare(
-                "SELECT CAST(started_at / ?1 AS INTEGER) * ?1, COUNT(*), SUM(status >= 400),
-                        SUM(input_tokens), SUM(output_tokens), AVG(latency_ms), MAX(latency_ms)
-                 FROM requests WHERE started_at >= ?2 GROUP BY 1 ORDER BY 1 LIMIT 10000",
-            )
-            .map_err(|e| e.to_string())?;
-        statement
-            .query_map(params![bucket_secs, since], |row| {
-                Ok(TimelinePoint {
-                    start: row.get(0)?,
-                    requests: row.get(1)?,
-                    errors: row.get(2)?,
-                    input_tokens: row.get(3)?,
-                    output_tokens: row.get(4)?,
-                    mean_latency_ms: row.get(5)?,
-                    max_latency_ms: row.get(6)?,
-                })
+        let sql = "SELECT CAST(started_at / ?1 AS INTEGER) * ?1, COUNT(*), SUM(status >= 400),
+                          SUM(input_tokens), SUM(output_tokens), AVG(latency_ms), MAX(latency_ms)
+                   FROM requests WHERE started_at >= ?2 GROUP BY 1 ORDER BY 1 LIMIT 10000";
+        self.rows(sql, params![bucket_secs, since], |row| {
+            Ok(TimelinePoint {
+                start: row.get(0)?,
+                requests: row.get(1)?,
+                errors: row.get(2)?,
+                input_tokens: row.get(3)?,
+                output_tokens: row.get(4)?,
+                mean_latency_ms: row.get(5)?,
+                max_latency_ms: row.get(6)?,
             })
-            .and_then(Iterator::collect)
-            .map_err(|e| e.to_string())
+        })
     }
 
     /// One request with its bodies.
     pub fn get(&self, id: &str) -> Result<Option<RequestRow>, String> {
-        let reader = self
-            .reader
-            .lock()
-            .map_err(|_| "capture store poisoned".to_owned())?;
+        let reader = self.reader()?;
         reader
             .query_row(
                 &format!("SELECT {SUMMARY_COLUMNS}, {BODY_COLUMNS} FROM requests WHERE id = ?"),
@@ -490,10 +480,7 @@ impl Store {
     /// Folds the write-ahead log into the database file and empties it (at shutdown, after a
     /// flush), so a stopped llmux leaves one self-contained file.
     pub fn checkpoint(&self) -> Result<(), String> {
-        let reader = self
-            .reader
-            .lock()
-            .map_err(|_| "capture store poisoned".to_owned())?;
+        let reader = self.reader()?;
         reader
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
             .map_err(|e| e.to_string())
@@ -501,10 +488,7 @@ impl Store {
 
     /// How many requests are stored.
     pub fn count(&self) -> Result<u64, String> {
-        let reader = self
-            .reader
-            .lock()
-            .map_err(|_| "capture store poisoned".to_owned())?;
+        let reader = self.reader()?;
         reader
             .query_row("SELECT COUNT(*) FROM requests", [], |row| row.get(0))
             .map_err(|e| e.to_string())
@@ -512,10 +496,7 @@ impl Store {
 
     /// Deletes one request; false when there was none with this id.
     pub fn delete(&self, id: &str) -> Result<bool, String> {
-        let reader = self
-            .reader
-            .lock()
-            .map_err(|_| "capture store poisoned".to_owned())?;
+        let reader = self.reader()?;
         delete_where(&reader, "id = ?1", params![id])
             .map(|deleted| deleted > 0)
             .map_err(|e| e.to_string())
@@ -523,31 +504,20 @@ impl Store {
 
     /// Request, error and token totals per back-end and model.
     pub fn stats(&self) -> Result<Stats, String> {
-        let reader = self
-            .reader
-            .lock()
-            .map_err(|_| "capture store poisoned".to_owned())?;
-        let mut statement = reader
-            .prepare(
-                "SELECT backend, model_used, COUNT(*), SUM(status >= 400), SUM(input_tokens),
-                        SUM(output_tokens), AVG(latency_ms)
-                 FROM requests GROUP BY backend, model_used ORDER BY COUNT(*) DESC",
-            )
-            .map_err(|e| e.to_string())?;
-        let backends: Vec<BackendStats> = statement
-            .query_map([], |row| {
-                Ok(BackendStats {
-                    backend: row.get(0)?,
-                    model: row.get(1)?,
-                    requests: row.get(2)?,
-                    errors: row.get(3)?,
-                    input_tokens: row.get(4)?,
-                    output_tokens: row.get(5)?,
-                    mean_latency_ms: row.get(6)?,
-                })
+        let sql = "SELECT backend, model_used, COUNT(*), SUM(status >= 400), SUM(input_tokens),
+                          SUM(output_tokens), AVG(latency_ms)
+                   FROM requests GROUP BY backend, model_used ORDER BY COUNT(*) DESC";
+        let backends = self.rows(sql, [], |row| {
+            Ok(BackendStats {
+                backend: row.get(0)?,
+                model: row.get(1)?,
+                requests: row.get(2)?,
+                errors: row.get(3)?,
+                input_tokens: row.get(4)?,
+                output_tokens: row.get(5)?,
+                mean_latency_ms: row.get(6)?,
             })
-            .and_then(Iterator::collect)
-            .map_err(|e| e.to_string())?;
+        })?;
         Ok(Stats {
             requests: backends.iter().map(|b| b.requests).sum(),
             dropped: self.dropped(),
