@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use llmux::credentials::SecretSource;
+use llmux::config::BackendConfig;
+use llmux::credentials::{NamedKey, SecretSource};
 use llmux::{Config, Engine};
 use serde::Serialize;
 use tokio::net::TcpListener;
@@ -138,6 +139,16 @@ impl Proxy {
         status
     }
 
+    /// The engine serving now, for the admin commands; `None` when stopped.
+    pub async fn engine(&self) -> Option<Engine> {
+        self.listening
+            .lock()
+            .await
+            .as_ref()
+            .filter(|l| !l.task.is_finished())
+            .map(|l| l.engine.clone())
+    }
+
     /// Changes of state (not of the request count, which [`Proxy::status`] reads fresh).
     pub fn subscribe(&self) -> watch::Receiver<Status> {
         self.status.subscribe()
@@ -200,10 +211,17 @@ impl Proxy {
     async fn bind_and_serve(&self) -> Result<(Listening, SocketAddr, Option<SocketAddr>), String> {
         // The secret source may ask the OS keychain (D-Bus on Linux): off the async threads.
         let (config, secrets) = (self.config.clone(), self.secrets.clone());
-        let engine = tokio::task::spawn_blocking(move || Engine::new(config, secrets.as_ref()))
-            .await
-            .map_err(|e| format!("cannot start the engine: {e}"))?
-            .map_err(|e| format!("cannot start the engine: {e}"))?;
+        let engine = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            // The engine asks for each back-end's keys more than once; ask the source once.
+            let snapshot = Snapshot::of(secrets.as_ref(), &config);
+            let engine = Engine::new(config, &snapshot);
+            tracing::info!("engine built in {} ms", started.elapsed().as_millis());
+            engine
+        })
+        .await
+        .map_err(|e| format!("cannot start the engine: {e}"))?
+        .map_err(|e| format!("cannot start the engine: {e}"))?;
         let host = self.config.host;
         let main = bind(SocketAddr::new(host, self.config.port)).await?;
         let main_addr = main.local_addr().map_err(|e| e.to_string())?;
@@ -270,6 +288,27 @@ impl Proxy {
         } else {
             self.status()
         }
+    }
+}
+
+/// Every back-end's keys, read once from a source.
+struct Snapshot(std::collections::HashMap<String, Vec<NamedKey>>);
+
+impl Snapshot {
+    fn of(source: &dyn SecretSource, config: &Config) -> Self {
+        Self(
+            config
+                .backends
+                .values()
+                .map(|backend| (backend.id.clone(), source.keys(backend)))
+                .collect(),
+        )
+    }
+}
+
+impl SecretSource for Snapshot {
+    fn keys(&self, backend: &BackendConfig) -> Vec<NamedKey> {
+        self.0.get(&backend.id).cloned().unwrap_or_default()
     }
 }
 
@@ -380,8 +419,10 @@ pub(crate) mod tests {
         let body = chat(port).await.unwrap();
         assert!(body.contains("mock back-end"), "{body}");
         assert_eq!(proxy.status().requests_served, 1);
+        assert!(proxy.engine().await.is_some());
 
         let status = proxy.set_enabled(false).await;
+        assert!(proxy.engine().await.is_none());
         assert_eq!(status.state, State::Stopped);
         let refused = tokio::net::TcpStream::connect(("127.0.0.1", port)).await;
         assert!(refused.is_err(), "port {port} still accepts connections");
