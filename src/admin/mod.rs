@@ -10,7 +10,7 @@ use std::sync::Arc;
 use axum::http::{HeaderValue, Method, header};
 use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use crate::Error;
@@ -122,6 +122,42 @@ async fn read<T: Send + 'static>(
         .await
         .map_err(|e| Error::internal(format!("capture store read failed: {e}")))?
         .map_err(|e| Error::internal(format!("capture store read failed: {e}")))
+}
+
+/// What llmux serves and with which back-ends (`GET /` and the UI's header).
+pub fn server_info(engine: &Engine) -> Value {
+    let config = engine.config();
+    let backends: Vec<_> = engine
+        .routes()
+        .backends()
+        .values()
+        .map(|backend| {
+            let c = backend.config();
+            json!({
+                "id": c.id,
+                "type": c.kind.name(),
+                "default": c.id == config.default_backend,
+                "usable": !c.kind.requires_key() || backend.key_name().is_some(),
+            })
+        })
+        .collect();
+    json!({
+        "name": "llmux",
+        "version": env!("CARGO_PKG_VERSION"),
+        "frontends": [
+            {"protocol": "openai_chat", "paths": ["/v1/chat/completions", "/v1/models"]},
+            {"protocol": "openai_responses", "paths": ["/v1/responses"]},
+            {"protocol": "anthropic", "paths": ["/v1/messages", "/anthropic/v1/messages",
+                "/anthropic/v1/messages/count_tokens", "/anthropic/v1/models"],
+             "port": config.anthropic_port},
+            {"protocol": "gemini", "paths": ["/v1beta/models", "/v1beta/models/{model}:generateContent",
+                "/v1beta/models/{model}:streamGenerateContent", "/v1beta/models/{model}:countTokens"]},
+        ],
+        "default_backend": config.default_backend,
+        "backends": backends,
+        "auth": engine.auth().enabled(),
+        "pipeline": engine.pipeline().names(),
+    })
 }
 
 /// Captured requests, newest first; without their bodies unless `with_bodies`.

@@ -113,38 +113,7 @@ async fn health() -> impl IntoResponse {
 }
 
 async fn info(State(engine): State<Engine>) -> impl IntoResponse {
-    let config = engine.config();
-    let backends: Vec<_> = engine
-        .routes()
-        .backends()
-        .values()
-        .map(|backend| {
-            let c = backend.config();
-            json!({
-                "id": c.id,
-                "type": c.kind.name(),
-                "default": c.id == config.default_backend,
-                "usable": !c.kind.requires_key() || backend.key_name().is_some(),
-            })
-        })
-        .collect();
-    Json(json!({
-        "name": "llmux",
-        "version": env!("CARGO_PKG_VERSION"),
-        "frontends": [
-            {"protocol": "openai_chat", "paths": ["/v1/chat/completions", "/v1/models"]},
-            {"protocol": "openai_responses", "paths": ["/v1/responses"]},
-            {"protocol": "anthropic", "paths": ["/v1/messages", "/anthropic/v1/messages",
-                "/anthropic/v1/messages/count_tokens", "/anthropic/v1/models"],
-             "port": config.anthropic_port},
-            {"protocol": "gemini", "paths": ["/v1beta/models", "/v1beta/models/{model}:generateContent",
-                "/v1beta/models/{model}:streamGenerateContent", "/v1beta/models/{model}:countTokens"]},
-        ],
-        "default_backend": config.default_backend,
-        "backends": backends,
-        "auth": engine.auth().enabled(),
-        "pipeline": engine.pipeline().names(),
-    }))
+    Json(crate::admin::server_info(&engine))
 }
 
 async fn not_found(method: Method, request: Request) -> Response {

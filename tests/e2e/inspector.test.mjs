@@ -1,7 +1,7 @@
 // The inspector at /ui, end to end: a real llmux binary with its SQLite capture store, a fake
 // OpenAI provider on loopback, and Debian's chromium driven by playwright-core.
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, test } from "node:test";
@@ -161,6 +161,15 @@ test("replaying a request to another back-end captures the replay as a new reque
   // The replay is a captured request like any other: it matches the search too.
   await search("sorting", 2);
   assert.equal(provider.requests.length, 3, "the replay went to the mock, not the provider");
+
+  // Export takes the list's filters: the two "sorting" requests, with their bodies.
+  const [download] = await Promise.all([
+    page.waitForEvent("download", WAIT),
+    page.getByRole("button", { name: "export" }).click(),
+  ]);
+  const lines = readFileSync(await download.path(), "utf8").trim().split("\n").map((l) => JSON.parse(l));
+  assert.equal(lines.length, 2);
+  for (const line of lines) assert.match(line.client_request, /sorting/);
 });
 
 test("the usage page charts requests, tokens and latency and totals per back-end", async () => {

@@ -42,6 +42,14 @@ export function listParams(f: Filters, offset = 0): ListParams {
   };
 }
 
+/** Saves `text` as a file through the browser's (or webview's) download. */
+function download(name: string, text: string) {
+  const url = URL.createObjectURL(new Blob([text], { type: "application/x-ndjson" }));
+  const link = Object.assign(document.createElement("a"), { href: url, download: name });
+  link.click();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}
+
 /** New rows first, then the known ones, newest first, each id once. */
 export function mergeRows(known: RequestRow[], fresh: RequestRow[]): RequestRow[] {
   const byId = new Map(known.map((r) => [r.id, r]));
@@ -288,9 +296,18 @@ export function Inspector({
             <input type="checkbox" checked={live} onChange={(e) => setLive(e.target.checked)} />
             live
           </label>
-          <a className="export" href={api.exportUrl(listParams(filters))} download="llmux.jsonl">
+          <button
+            type="button"
+            className="export link"
+            onClick={() =>
+              api
+                .exportJsonl({ ...listParams(filters), limit: 1000 })
+                .then((lines) => download("llmux-requests.jsonl", lines))
+                .catch(report)
+            }
+          >
             export
-          </a>
+          </button>
         </form>
         <StatsStrip stats={stats} />
         {error && <div className="error-banner">{error}</div>}

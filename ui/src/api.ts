@@ -126,5 +126,7 @@ export const api = {
     call("timeline", { since, bucket }, () =>
       http<Timeline>("GET", "/admin/api/timeline", { since, bucket }),
     ),
-  exportUrl: (params: ListParams) => url("/admin/api/export", params),
+  /** The matching requests with their bodies, as JSON Lines. */
+  exportJsonl: (params: ListParams) =>
+    call("export", { params }, () => http<string>("GET", "/admin/api/export", params)),
 };
