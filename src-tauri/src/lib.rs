@@ -52,6 +52,9 @@ fn load_config() -> Result<(Config, Vec<String>), String> {
         .map_err(|e| e.to_string())
 }
 
+/// The size at which the log file is set aside at start.
+const LOG_LIMIT: u64 = 10 * 1024 * 1024;
+
 /// Logs to `llmux.log` in the user log directory (and stderr), at the config's level.
 fn init_logging(app: &AppHandle, level: &str) -> Option<PathBuf> {
     let filter = std::env::var("RUST_LOG")
@@ -62,6 +65,10 @@ fn init_logging(app: &AppHandle, level: &str) -> Option<PathBuf> {
     let dir = app.path().app_log_dir().ok()?;
     std::fs::create_dir_all(&dir).ok()?;
     let path = dir.join("llmux.log");
+    // One generation kept: llmux.log.1 takes over when the log has grown past the limit.
+    if std::fs::metadata(&path).is_ok_and(|m| m.len() > LOG_LIMIT) {
+        let _ = std::fs::rename(&path, dir.join("llmux.log.1"));
+    }
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -120,6 +127,9 @@ pub fn run() {
 }
 
 fn setup(app: &AppHandle, show: Option<Page>, started: Instant) {
+    // A tray app: no Dock icon on macOS.
+    #[cfg(target_os = "macos")]
+    let _ = app.set_activation_policy(tauri::ActivationPolicy::Accessory);
     let loaded = load_config();
     let level = match &loaded {
         Ok((config, _)) => config.log_level.clone(),

@@ -469,6 +469,29 @@ pub(crate) mod tests {
         assert_eq!(changes.borrow_and_update().state, State::Stopped);
     }
 
+    #[tokio::test]
+    async fn an_invalid_config_keeps_the_error_state_through_toggles() {
+        let port = free_port();
+        let proxy = Proxy::blocked(
+            test_config(port),
+            Arc::new(EnvSecrets::from_map(HashMap::new())),
+            "invalid configuration: proxy.port: bad".into(),
+        );
+        assert_eq!(proxy.status().state, State::Error);
+        let status = proxy.start().await;
+        assert_eq!(status.state, State::Error);
+        assert_eq!(
+            status.error.as_deref(),
+            Some("invalid configuration: proxy.port: bad")
+        );
+        assert!(
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_err()
+        );
+        assert_eq!(proxy.stop().await.state, State::Error);
+    }
+
     #[test]
     fn base_urls_for_each_client() {
         let mut status = test_proxy(8000).status();
