@@ -148,6 +148,7 @@ pub fn status_line(status: &Status) -> String {
             // The menu is as wide as its longest line; the notification has the whole text.
             let reason = status.error.as_deref().unwrap_or("unknown error");
             let reason = strip_os_error(reason);
+            let reason = reason.strip_prefix("cannot listen on ").unwrap_or(reason);
             let mut line = format!("Error: {reason}");
             if line.chars().count() > STATUS_WIDTH {
                 line = line.chars().take(STATUS_WIDTH - 1).collect::<String>() + "…";
@@ -157,7 +158,7 @@ pub fn status_line(status: &Status) -> String {
     }
 }
 
-const STATUS_WIDTH: usize = 64;
+const STATUS_WIDTH: usize = 56;
 
 /// "Address already in use (os error 98)" reads fine without its number.
 fn strip_os_error(reason: &str) -> &str {
@@ -287,7 +288,7 @@ mod tests {
             events[0]
                 .starts_with("notify llmux: the proxy is not running: cannot listen on 127.0.0.1:")
         );
-        assert!(status_line(&proxy.status()).starts_with("Error: cannot listen on"));
+        assert!(status_line(&proxy.status()).starts_with("Error: 127.0.0.1:"));
 
         drop(taken);
         handle(Action::ToggleProxy, &proxy, &shell).await;
@@ -316,7 +317,7 @@ mod tests {
         status.error = Some("cannot listen on 127.0.0.1:8000: Address in use (os error 98)".into());
         assert_eq!(
             status_line(&status),
-            "Error: cannot listen on 127.0.0.1:8000: Address in use"
+            "Error: 127.0.0.1:8000: Address in use"
         );
         status.error = Some("x".repeat(200));
         assert_eq!(status_line(&status).chars().count(), STATUS_WIDTH);

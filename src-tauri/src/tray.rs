@@ -1,7 +1,7 @@
 //! The tray icon and its menu: builds them, shows the proxy's state (icon, check mark,
 //! status line, tooltip) and hands clicks to [`crate::menu::handle`].
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tauri::image::Image;
 use tauri::menu::{CheckMenuItem, Menu, MenuItem, PredefinedMenuItem};
@@ -26,48 +26,64 @@ pub fn icon(state: State) -> tauri::Result<Image<'static>> {
 
 /// The tray's parts that change with the proxy's state.
 pub struct Tray {
+    app: AppHandle,
     icon: TrayIcon,
+    menu: Mutex<Items>,
+}
+
+/// The menu items that show the state, and the state they show.
+struct Items {
+    state: State,
     toggle: CheckMenuItem<Wry>,
     status_line: MenuItem<Wry>,
 }
 
+fn build_menu(app: &AppHandle, status: &Status) -> tauri::Result<(Menu<Wry>, Items)> {
+    let status_line = MenuItem::with_id(
+        app,
+        "status",
+        menu::status_line(status),
+        false,
+        None::<&str>,
+    )?;
+    let toggle = CheckMenuItem::with_id(
+        app,
+        Action::ToggleProxy.id(),
+        Action::ToggleProxy.label(),
+        true,
+        status.state == State::Running,
+        None::<&str>,
+    )?;
+    let item =
+        |action: Action| MenuItem::with_id(app, action.id(), action.label(), true, None::<&str>);
+    let menu = Menu::with_items(
+        app,
+        &[
+            &status_line,
+            &PredefinedMenuItem::separator(app)?,
+            &toggle,
+            &PredefinedMenuItem::separator(app)?,
+            &item(Action::CopyBaseUrl(Client::OpenAi))?,
+            &item(Action::CopyBaseUrl(Client::Anthropic))?,
+            &item(Action::CopyBaseUrl(Client::Gemini))?,
+            &PredefinedMenuItem::separator(app)?,
+            &item(Action::Open(Page::Inspector))?,
+            &item(Action::Open(Page::Settings))?,
+            &PredefinedMenuItem::separator(app)?,
+            &item(Action::Quit)?,
+        ],
+    )?;
+    let items = Items {
+        state: status.state,
+        toggle,
+        status_line,
+    };
+    Ok((menu, items))
+}
+
 impl Tray {
     pub fn build(app: &AppHandle, status: &Status) -> tauri::Result<Self> {
-        let status_line = MenuItem::with_id(
-            app,
-            "status",
-            menu::status_line(status),
-            false,
-            None::<&str>,
-        )?;
-        let toggle = CheckMenuItem::with_id(
-            app,
-            Action::ToggleProxy.id(),
-            Action::ToggleProxy.label(),
-            true,
-            status.state == State::Running,
-            None::<&str>,
-        )?;
-        let item = |action: Action| {
-            MenuItem::with_id(app, action.id(), action.label(), true, None::<&str>)
-        };
-        let menu = Menu::with_items(
-            app,
-            &[
-                &status_line,
-                &PredefinedMenuItem::separator(app)?,
-                &toggle,
-                &PredefinedMenuItem::separator(app)?,
-                &item(Action::CopyBaseUrl(Client::OpenAi))?,
-                &item(Action::CopyBaseUrl(Client::Anthropic))?,
-                &item(Action::CopyBaseUrl(Client::Gemini))?,
-                &PredefinedMenuItem::separator(app)?,
-                &item(Action::Open(Page::Inspector))?,
-                &item(Action::Open(Page::Settings))?,
-                &PredefinedMenuItem::separator(app)?,
-                &item(Action::Quit)?,
-            ],
-        )?;
+        let (menu, items) = build_menu(app, status)?;
         let icon = TrayIconBuilder::with_id("llmux")
             .icon(icon(status.state)?)
             .tooltip(menu::tooltip(status))
@@ -89,9 +105,9 @@ impl Tray {
             })
             .build(app)?;
         Ok(Self {
+            app: app.clone(),
             icon,
-            toggle,
-            status_line,
+            menu: Mutex::new(items),
         })
     }
 
@@ -100,8 +116,20 @@ impl Tray {
         let result = (|| -> tauri::Result<()> {
             self.icon.set_icon(Some(icon(status.state)?))?;
             self.icon.set_tooltip(Some(menu::tooltip(status)))?;
-            self.toggle.set_checked(status.state == State::Running)?;
-            self.status_line.set_text(menu::status_line(status))?;
+            let mut items = self
+                .menu
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if items.state == status.state {
+                items.toggle.set_checked(status.state == State::Running)?;
+                items.status_line.set_text(menu::status_line(status))?;
+            } else {
+                // A new menu on each change of state: GTK places a menu whose text grew
+                // with its old width, partly off the screen.
+                let (menu, new_items) = build_menu(&self.app, status)?;
+                self.icon.set_menu(Some(menu))?;
+                *items = new_items;
+            }
             Ok(())
         })();
         if let Err(err) = result {
