@@ -41,14 +41,17 @@ impl Page {
 pub enum Action {
     /// The "Proxy enabled" check item.
     ToggleProxy,
+    /// The "Start at login" check item.
+    StartAtLogin,
     CopyBaseUrl(Client),
     Open(Page),
     Quit,
 }
 
 impl Action {
-    pub const ALL: [Action; 7] = [
+    pub const ALL: [Action; 8] = [
         Action::ToggleProxy,
+        Action::StartAtLogin,
         Action::CopyBaseUrl(Client::OpenAi),
         Action::CopyBaseUrl(Client::Anthropic),
         Action::CopyBaseUrl(Client::Gemini),
@@ -61,6 +64,7 @@ impl Action {
     pub fn id(self) -> &'static str {
         match self {
             Action::ToggleProxy => "proxy-enabled",
+            Action::StartAtLogin => "start-at-login",
             Action::CopyBaseUrl(Client::OpenAi) => "copy-openai",
             Action::CopyBaseUrl(Client::Anthropic) => "copy-anthropic",
             Action::CopyBaseUrl(Client::Gemini) => "copy-gemini",
@@ -74,6 +78,7 @@ impl Action {
     pub fn label(self) -> &'static str {
         match self {
             Action::ToggleProxy => "Proxy enabled",
+            Action::StartAtLogin => "Start at login",
             Action::CopyBaseUrl(Client::OpenAi) => "Copy base URL for OpenAI clients",
             Action::CopyBaseUrl(Client::Anthropic) => "Copy base URL for Anthropic clients",
             Action::CopyBaseUrl(Client::Gemini) => "Copy base URL for Gemini clients",
@@ -94,6 +99,9 @@ pub trait Shell: Send + Sync {
     fn open(&self, page: Page);
     fn notify(&self, title: &str, body: &str);
     fn quit(&self);
+    /// Whether the app starts when the user logs in.
+    fn starts_at_login(&self) -> Result<bool, String>;
+    fn set_start_at_login(&self, on: bool) -> Result<(), String>;
 }
 
 /// Carries out a menu action.
@@ -112,6 +120,14 @@ pub async fn handle(action: Action, proxy: &Proxy, shell: &dyn Shell) {
             };
             if let Err(err) = shell.copy_text(&url) {
                 shell.notify("llmux: cannot copy", &err);
+            }
+        }
+        Action::StartAtLogin => {
+            let changed = shell
+                .starts_at_login()
+                .and_then(|on| shell.set_start_at_login(!on));
+            if let Err(err) = changed {
+                shell.notify("llmux: cannot change start at login", &err);
             }
         }
         Action::Open(page) => shell.open(page),
@@ -186,6 +202,7 @@ mod tests {
     #[derive(Default)]
     struct Recorder {
         events: Mutex<Vec<String>>,
+        at_login: Mutex<bool>,
     }
 
     impl Recorder {
@@ -211,6 +228,27 @@ mod tests {
         fn quit(&self) {
             self.push("quit".into());
         }
+        fn starts_at_login(&self) -> Result<bool, String> {
+            Ok(*self.at_login.lock().unwrap())
+        }
+        fn set_start_at_login(&self, on: bool) -> Result<(), String> {
+            self.push(format!("start at login {on}"));
+            *self.at_login.lock().unwrap() = on;
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn the_start_at_login_item_flips_the_setting() {
+        let proxy = test_proxy(free_port());
+        let shell = Recorder::default();
+        handle(Action::StartAtLogin, &proxy, &shell).await;
+        handle(Action::StartAtLogin, &proxy, &shell).await;
+        assert_eq!(
+            shell.events(),
+            ["start at login true", "start at login false"]
+        );
+        assert_eq!(proxy.status().state, State::Stopped);
     }
 
     #[test]

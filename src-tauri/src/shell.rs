@@ -1,6 +1,7 @@
 //! The real [`Shell`]: clipboard, the app window, notifications and exit through Tauri.
 
 use tauri::{AppHandle, Manager, WebviewUrl, WebviewWindowBuilder};
+use tauri_plugin_autostart::ManagerExt;
 use tauri_plugin_clipboard_manager::ClipboardExt;
 use tauri_plugin_notification::NotificationExt;
 
@@ -42,6 +43,21 @@ impl Shell for AppShell {
 
     fn quit(&self) {
         self.0.exit(0);
+    }
+
+    fn starts_at_login(&self) -> Result<bool, String> {
+        self.0.autolaunch().is_enabled().map_err(|e| e.to_string())
+    }
+
+    fn set_start_at_login(&self, on: bool) -> Result<(), String> {
+        let launcher = self.0.autolaunch();
+        let result = if on {
+            launcher.enable()
+        } else {
+            launcher.disable()
+        };
+        tracing::info!("start at login: {}", if on { "on" } else { "off" });
+        result.map_err(|e| e.to_string())
     }
 }
 

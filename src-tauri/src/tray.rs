@@ -8,7 +8,7 @@ use tauri::menu::{CheckMenuItem, Menu, MenuItem, PredefinedMenuItem};
 use tauri::tray::{TrayIcon, TrayIconBuilder};
 use tauri::{AppHandle, Manager, Wry};
 
-use crate::menu::{self, Action, Client, Page};
+use crate::menu::{self, Action, Client, Page, Shell};
 use crate::proxy::{Proxy, State, Status};
 use crate::shell::AppShell;
 
@@ -35,7 +35,12 @@ pub struct Tray {
 struct Items {
     state: State,
     toggle: CheckMenuItem<Wry>,
+    at_login: CheckMenuItem<Wry>,
     status_line: MenuItem<Wry>,
+}
+
+fn starts_at_login(app: &AppHandle) -> bool {
+    AppShell(app.clone()).starts_at_login().unwrap_or(false)
 }
 
 fn build_menu(app: &AppHandle, status: &Status) -> tauri::Result<(Menu<Wry>, Items)> {
@@ -54,6 +59,14 @@ fn build_menu(app: &AppHandle, status: &Status) -> tauri::Result<(Menu<Wry>, Ite
         status.state == State::Running,
         None::<&str>,
     )?;
+    let at_login = CheckMenuItem::with_id(
+        app,
+        Action::StartAtLogin.id(),
+        Action::StartAtLogin.label(),
+        true,
+        starts_at_login(app),
+        None::<&str>,
+    )?;
     let item =
         |action: Action| MenuItem::with_id(app, action.id(), action.label(), true, None::<&str>);
     let menu = Menu::with_items(
@@ -62,6 +75,7 @@ fn build_menu(app: &AppHandle, status: &Status) -> tauri::Result<(Menu<Wry>, Ite
             &status_line,
             &PredefinedMenuItem::separator(app)?,
             &toggle,
+            &at_login,
             &PredefinedMenuItem::separator(app)?,
             &item(Action::CopyBaseUrl(Client::OpenAi))?,
             &item(Action::CopyBaseUrl(Client::Anthropic))?,
@@ -76,6 +90,7 @@ fn build_menu(app: &AppHandle, status: &Status) -> tauri::Result<(Menu<Wry>, Ite
     let items = Items {
         state: status.state,
         toggle,
+        at_login,
         status_line,
     };
     Ok((menu, items))
@@ -122,6 +137,7 @@ impl Tray {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             if items.state == status.state {
                 items.toggle.set_checked(status.state == State::Running)?;
+                items.at_login.set_checked(starts_at_login(&self.app))?;
                 items.status_line.set_text(menu::status_line(status))?;
             } else {
                 // A new menu on each change of state: GTK places a menu whose text grew

@@ -235,7 +235,7 @@ test("toggling the proxy off makes the port refuse; on serves again", async () =
   await anthropicMessage();
 });
 
-test("the tray menu toggles the proxy (trayer + xdotool)", async () => {
+test("the tray menu toggles the proxy and start at login (trayer + xdotool)", async () => {
   const ids = (await xdotool("search", "--classname", "tray-icon tray app")).split("\n").filter(Boolean);
   assert.ok(ids.length > 0, "no tray icon window on the display");
   const icon = ids[ids.length - 1];
@@ -254,6 +254,22 @@ test("the tray menu toggles the proxy (trayer + xdotool)", async () => {
   await xdotool("key", "Down", "Return");
   await waitFor("port accepting after the tray toggle", () => accepts(PORT), 5000);
   await chat();
+
+  // "Start at login", the item below: an XDG autostart entry appears, then goes.
+  const entry = join(process.env.XDG_CONFIG_HOME ?? join(HOME, ".config"), "autostart", "llmux.desktop");
+  assert.equal(existsSync(entry), false);
+  await sleep(300);
+  await xdotool("mousemove", "--window", icon, "12", "12", "click", "1");
+  await sleep(700);
+  await xdotool("key", "Down", "Down", "Return");
+  await waitFor("the autostart entry", () => existsSync(entry), 5000);
+  assert.match(readFileSync(entry, "utf8"), new RegExp(`Exec=.*${BIN.split("/").pop()}`));
+  await sleep(300);
+  await xdotool("mousemove", "--window", icon, "12", "12", "click", "1");
+  await sleep(700);
+  await screenshot("03b-tray-menu-start-at-login");
+  await xdotool("key", "Down", "Down", "Return");
+  await waitFor("the autostart entry gone", () => !existsSync(entry), 5000);
 });
 
 test("saving a key puts it in the keyring and in no file; listings never show it", async () => {
