@@ -43,6 +43,8 @@ pub struct Engine {
 }
 
 struct Inner {
+    /// The config file and loader behind this engine, when its host lets it be changed.
+    settings: std::sync::OnceLock<Arc<crate::admin::settings::SettingsSource>>,
     store: Option<Arc<Store>>,
     responses: ResponseStore,
     capture: Option<Arc<Capture>>,
@@ -70,6 +72,7 @@ impl Engine {
         let auth = Auth::new(&config.auth);
         Ok(Self {
             inner: Arc::new(Inner {
+                settings: std::sync::OnceLock::new(),
                 store: match &config.capture_db {
                     Some(path) => Some(Arc::new(
                         Store::open_with(
@@ -172,6 +175,18 @@ impl Engine {
             recorder.update(|row| row.id = id);
             ctx.recorder = Some(Arc::new(recorder));
         }
+    }
+
+    /// Lets the admin API show and change the config this engine came from; set once, by
+    /// whoever serves the engine and restarts it on [`SettingsSource::reloads`].
+    ///
+    /// [`SettingsSource::reloads`]: crate::admin::settings::SettingsSource::reloads
+    pub fn attach_settings(&self, settings: Arc<crate::admin::settings::SettingsSource>) {
+        let _ = self.inner.settings.set(settings);
+    }
+
+    pub fn settings(&self) -> Option<&crate::admin::settings::SettingsSource> {
+        self.inner.settings.get().map(Arc::as_ref)
     }
 
     /// The wire capture, when it is on.

@@ -3,9 +3,11 @@
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use llmux::admin::settings::SettingsSource;
 use llmux::config::{ConfigLoader, Loaded, LogFormat, default_config_path};
 use llmux::credentials::EnvSecrets;
 use llmux::{Config, Engine};
@@ -202,7 +204,8 @@ fn main() -> ExitCode {
 
 fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    let loaded = load_config(&cli.options);
+    let loader = config_loader(&cli.options);
+    let loaded = loader.clone().load();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Config {
             action: ConfigAction::Check,
@@ -218,7 +221,7 @@ fn run() -> anyhow::Result<ExitCode> {
             Err(err) => Ok(report_invalid(&err)),
         },
         Command::Serve => match loaded {
-            Ok(loaded) => serve(loaded),
+            Ok(loaded) => serve(loaded, loader),
             Err(err) => Ok(report_invalid(&err)),
         },
     }
@@ -242,7 +245,9 @@ fn check(loaded: Result<Loaded, llmux::config::ConfigError>) -> ExitCode {
     }
 }
 
-fn load_config(options: &Options) -> Result<Loaded, llmux::config::ConfigError> {
+/// The loader the command line describes: its file, the environment and its flags. Kept by
+/// `serve`, so settings changed at run time are checked against the same layers.
+fn config_loader(options: &Options) -> ConfigLoader {
     let mut loader = ConfigLoader::new();
     match &options.config {
         Some(path) => loader = loader.file(path, true),
@@ -490,7 +495,7 @@ fn load_config(options: &Options) -> Result<Loaded, llmux::config::ConfigError> 
             "--auth-brute-force-max-block",
         );
     }
-    loader.load()
+    loader
 }
 
 fn init_logging(config: &Config) {
@@ -511,7 +516,7 @@ fn init_logging(config: &Config) {
     }
 }
 
-fn serve(loaded: Loaded) -> anyhow::Result<ExitCode> {
+fn serve(loaded: Loaded, loader: ConfigLoader) -> anyhow::Result<ExitCode> {
     let config = loaded.config;
     init_logging(&config);
     for note in &loaded.notes {
@@ -521,56 +526,113 @@ fn serve(loaded: Loaded) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
-        let secrets = EnvSecrets::from_process();
-        let engine = Engine::new(config.clone(), &secrets).context("cannot start the engine")?;
-        let addr = std::net::SocketAddr::new(config.host, config.port);
-        let listener = bind(addr).await?;
-        let local = listener.local_addr().unwrap_or(addr);
-        let mut apps = vec![(listener, engine.router())];
-        let mut anthropic_local = None;
-        if let Some(port) = config.anthropic_port {
-            let addr = std::net::SocketAddr::new(config.host, port);
-            let listener = bind(addr).await.context(
-                "the dedicated Anthropic port is main port + 1 by default; \
-                 choose another with --anthropic-port, or 0 to disable it",
-            )?;
-            anthropic_local = Some(listener.local_addr().unwrap_or(addr));
-            apps.push((listener, engine.anthropic_router()));
-        }
-        describe_startup(&engine, local, anthropic_local);
-        llmux::server::serve_apps(
-            apps,
-            llmux::server::shutdown_signal(),
-            config.shutdown_timeout,
-        )
-        .await
-        .context("server failed")?;
-        if let Some(capture) = engine.capture() {
-            capture.flush(std::time::Duration::from_secs(5));
-            if capture.dropped() > 0 {
-                tracing::warn!(
-                    "{} capture records were dropped (the writer fell behind)",
-                    capture.dropped()
-                );
-            }
-        }
-        if let Some(store) = engine.store() {
-            store.flush(std::time::Duration::from_secs(5));
-            if let Err(err) = store.checkpoint() {
-                tracing::warn!("capture store: the write-ahead log was not folded in: {err}");
-            }
-            if store.dropped() > 0 {
-                tracing::warn!(
-                    "{} requests were not recorded in the capture store (the writer fell behind)",
-                    store.dropped()
-                );
-            }
-        }
-        tracing::info!("stopped");
-        Ok::<_, anyhow::Error>(())
-    })?;
+    runtime.block_on(serve_until_stopped(config, loader))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Serves `config`; when settings are saved from the admin API, stops the listeners (letting
+/// running requests finish) and serves the new config. A new config that cannot start
+/// (its port is taken, its store cannot open) is logged and the previous one serves again.
+async fn serve_until_stopped(config: Config, loader: ConfigLoader) -> anyhow::Result<()> {
+    let secrets = EnvSecrets::from_process();
+    let settings = Arc::new(SettingsSource::new(loader));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        llmux::server::shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let mut config = config;
+    let mut previous: Option<Config> = None;
+    loop {
+        let started = match start(&config, &secrets).await {
+            Ok(started) => started,
+            Err(err) => match previous.take() {
+                Some(last_good) => {
+                    tracing::error!("the changed settings cannot start: {err:#}; going back");
+                    config = last_good;
+                    continue;
+                }
+                None => return Err(err),
+            },
+        };
+        let (engine, apps) = started;
+        engine.attach_settings(settings.clone());
+        let mut reload = settings.reloads();
+        reload.mark_unchanged();
+        let mut stop = stop_rx.clone();
+        let stopping = async move {
+            tokio::select! {
+                _ = stop.wait_for(|stopped| *stopped) => {}
+                _ = reload.changed() => {}
+            }
+        };
+        llmux::server::serve_apps(apps, stopping, config.shutdown_timeout)
+            .await
+            .context("server failed")?;
+        finish(&engine);
+        if *stop_rx.borrow() {
+            break;
+        }
+        match settings.load() {
+            Ok(loaded) => {
+                tracing::info!("settings changed: restarting the listeners");
+                previous = Some(std::mem::replace(&mut config, loaded.config));
+            }
+            Err(err) => {
+                tracing::error!("settings changed but do not load, keeping the last:\n{err}")
+            }
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+type Apps = Vec<(tokio::net::TcpListener, axum::Router)>;
+
+/// Builds the engine and binds its listeners.
+async fn start(config: &Config, secrets: &EnvSecrets) -> anyhow::Result<(Engine, Apps)> {
+    let engine = Engine::new(config.clone(), secrets).context("cannot start the engine")?;
+    let addr = std::net::SocketAddr::new(config.host, config.port);
+    let listener = bind(addr).await?;
+    let local = listener.local_addr().unwrap_or(addr);
+    let mut apps = vec![(listener, engine.router())];
+    let mut anthropic_local = None;
+    if let Some(port) = config.anthropic_port {
+        let addr = std::net::SocketAddr::new(config.host, port);
+        let listener = bind(addr).await.context(
+            "the dedicated Anthropic port is main port + 1 by default; \
+             choose another with --anthropic-port, or 0 to disable it",
+        )?;
+        anthropic_local = Some(listener.local_addr().unwrap_or(addr));
+        apps.push((listener, engine.anthropic_router()));
+    }
+    describe_startup(&engine, local, anthropic_local);
+    Ok((engine, apps))
+}
+
+/// Writes out what the engine's captures still hold.
+fn finish(engine: &Engine) {
+    if let Some(capture) = engine.capture() {
+        capture.flush(std::time::Duration::from_secs(5));
+        if capture.dropped() > 0 {
+            tracing::warn!(
+                "{} capture records were dropped (the writer fell behind)",
+                capture.dropped()
+            );
+        }
+    }
+    if let Some(store) = engine.store() {
+        store.flush(std::time::Duration::from_secs(5));
+        if let Err(err) = store.checkpoint() {
+            tracing::warn!("capture store: the write-ahead log was not folded in: {err}");
+        }
+        if store.dropped() > 0 {
+            tracing::warn!(
+                "{} requests were not recorded in the capture store (the writer fell behind)",
+                store.dropped()
+            );
+        }
+    }
 }
 
 async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {

@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
+pub mod settings;
+
 use crate::Error;
 use crate::capture::store::{self, RequestRow, Stats, Store, TimelinePoint, Usage, UsageBy};
 use crate::engine::Engine;
@@ -480,6 +482,12 @@ mod typescript {
             Timeline::decl(&cfg),
             ReplayParams::decl(&cfg),
             Replayed::decl(&cfg),
+            settings::Settings::decl(&cfg),
+            settings::SettingValue::decl(&cfg),
+            settings::BackendSetting::decl(&cfg),
+            settings::SettingsChange::decl(&cfg),
+            settings::SettingsProblem::decl(&cfg),
+            settings::Saved::decl(&cfg),
         ];
         let mut out = String::from(
             "// Generated from the Rust types of the admin API (src/admin, src/capture/store.rs)\n\

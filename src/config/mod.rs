@@ -18,6 +18,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 pub use layers::{ENV_KEYS, EnvKind, Layered, Source};
+pub use print::Entry;
 use raw::{RawBackend, RawConfig};
 
 /// The back-end kinds llmux knows.
@@ -292,13 +293,21 @@ impl Loaded {
     pub fn print(&self) -> String {
         print::render(self)
     }
+
+    /// Every effective value with its source, secrets masked (what `print` shows).
+    pub fn entries(&self) -> Result<Vec<Entry>, String> {
+        print::entries(self)
+    }
 }
 
-type EnvLookup = Box<dyn Fn(&str) -> Option<String>>;
+type EnvLookup = std::sync::Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
-/// Builds a config from its layers.
+/// Builds a config from its layers. Cloneable, so a running llmux can check a changed
+/// config file against the same environment and flags it started with.
+#[derive(Clone)]
 pub struct ConfigLoader {
-    file: Option<(PathBuf, bool)>,
+    /// The file, whether it must exist, and its text when given instead of read.
+    file: Option<(PathBuf, bool, Option<String>)>,
     env: EnvLookup,
     overrides: Vec<(String, toml::Value, String)>,
 }
@@ -313,20 +322,32 @@ impl ConfigLoader {
     pub fn new() -> Self {
         Self {
             file: None,
-            env: Box::new(|name| std::env::var(name).ok()),
+            env: std::sync::Arc::new(|name| std::env::var(name).ok()),
             overrides: Vec::new(),
         }
     }
 
     /// A config file; `required` makes a missing file an error (an explicit `--config`).
     pub fn file(mut self, path: impl Into<PathBuf>, required: bool) -> Self {
-        self.file = Some((path.into(), required));
+        self.file = Some((path.into(), required, None));
+        self
+    }
+
+    /// The config file's path, when there is one.
+    pub fn file_path(&self) -> Option<&Path> {
+        self.file.as_ref().map(|(path, _, _)| path.as_path())
+    }
+
+    /// Uses `text` as the config file's contents instead of reading it (a change being
+    /// checked before it is saved); sources still name `path`.
+    pub fn file_contents(mut self, path: impl Into<PathBuf>, text: impl Into<String>) -> Self {
+        self.file = Some((path.into(), true, Some(text.into())));
         self
     }
 
     /// Where environment variables are read from (the process environment by default).
-    pub fn env(mut self, lookup: impl Fn(&str) -> Option<String> + 'static) -> Self {
-        self.env = Box::new(lookup);
+    pub fn env(mut self, lookup: impl Fn(&str) -> Option<String> + Send + Sync + 'static) -> Self {
+        self.env = std::sync::Arc::new(lookup);
         self
     }
 
@@ -342,8 +363,12 @@ impl ConfigLoader {
         let mut notes = Vec::new();
         let mut layered = Layered::default();
 
-        if let Some((path, required)) = &self.file {
-            match read_file(path, *required) {
+        if let Some((path, required, contents)) = &self.file {
+            let table = match contents {
+                Some(text) => parse_file(path, text).map(Some),
+                None => read_file(path, *required),
+            };
+            match table {
                 Ok(Some(table)) => {
                     layered.merge_table(table, &Source::File(path.clone()));
                     notes.push(format!("read config file {}", path.display()));
@@ -430,8 +455,11 @@ fn read_file(path: &Path, required: bool) -> Result<Option<toml::Table>, String>
         Err(err) if err.kind() == std::io::ErrorKind::NotFound && !required => return Ok(None),
         Err(err) => return Err(format!("cannot read config file {}: {err}", path.display())),
     };
+    parse_file(path, &text).map(Some)
+}
+
+fn parse_file(path: &Path, text: &str) -> Result<toml::Table, String> {
     text.parse::<toml::Table>()
-        .map(Some)
         .map_err(|err| format!("config file {} is not valid TOML: {err}", path.display()))
 }
 

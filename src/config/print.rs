@@ -7,16 +7,47 @@ use super::Loaded;
 /// Keys whose values are secrets: shown as a count, never as text.
 const SECRET_KEYS: &[&str] = &["auth.api_keys"];
 
+/// One effective value: its dotted key, its value (secrets masked) and where it came from.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub key: String,
+    pub value: toml::Value,
+    pub source: super::layers::Source,
+}
+
+/// Every effective value, tables in TOML order, secrets masked.
+pub fn entries(loaded: &Loaded) -> Result<Vec<Entry>, String> {
+    let value = toml::Value::try_from(&loaded.raw).map_err(|e| e.to_string())?;
+    let mut lines = Vec::new();
+    walk(String::new(), &value, &mut lines);
+    Ok(lines
+        .into_iter()
+        .map(|(key, value)| {
+            let value = if SECRET_KEYS.contains(&key.as_str()) {
+                let count = value.as_array().map(Vec::len).unwrap_or(0);
+                toml::Value::Array(vec![toml::Value::String("****".into()); count])
+            } else {
+                value
+            };
+            let source = loaded.layered.source_of(&key);
+            Entry { key, value, source }
+        })
+        .collect())
+}
+
 pub fn render(loaded: &Loaded) -> String {
-    let value = match toml::Value::try_from(&loaded.raw) {
-        Ok(value) => value,
+    let entries = match entries(loaded) {
+        Ok(entries) => entries,
         Err(err) => return format!("# cannot render the config: {err}\n"),
     };
     let mut out = String::new();
-    let mut lines = Vec::new();
-    walk(String::new(), &value, &mut lines);
     let mut section = String::new();
-    for (path, value) in lines {
+    for Entry {
+        key: path,
+        value,
+        source,
+    } in entries
+    {
         let (table, key) = match path.rfind('.') {
             Some(cut) => (&path[..cut], &path[cut + 1..]),
             None => ("", path.as_str()),
@@ -25,14 +56,7 @@ pub fn render(loaded: &Loaded) -> String {
             let _ = writeln!(out, "\n[{table}]");
             section = table.to_owned();
         }
-        let shown = if SECRET_KEYS.contains(&path.as_str()) {
-            let count = value.as_array().map(Vec::len).unwrap_or(0);
-            format!("[{}]", vec!["\"****\""; count].join(", "))
-        } else {
-            value.to_string()
-        };
-        let source = loaded.layered.source_of(&path);
-        let _ = writeln!(out, "{key} = {shown}  # {source}");
+        let _ = writeln!(out, "{key} = {value}  # {source}");
     }
     out.trim_start().to_owned()
 }

@@ -13,7 +13,9 @@
 //! `DELETE /admin/api/requests/{id}` forgets one request.
 //! `GET /admin/api/stats` totals requests, errors and tokens per back-end and model, and
 //! counts records dropped because a capture writer fell behind.
-//! All answer 404 in the OpenAI error shape when the store is off.
+//! `GET /admin/api/settings` shows the config with every value's source;
+//! `PUT /admin/api/settings` with `{"set": {...}, "remove": [...]}` checks, saves and applies.
+//! The capture calls answer 404 in the OpenAI error shape when the store is off.
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -44,6 +46,50 @@ pub fn routes() -> axum::Router<Engine> {
         .route("/admin/api/usage", get(usage))
         .route("/admin/api/timeline", get(timeline))
         .route("/admin/api/stats", get(stats))
+        .route(
+            "/admin/api/settings",
+            get(show_settings).put(change_settings),
+        )
+}
+
+async fn show_settings(State(engine): State<Engine>) -> Response {
+    answer(admin::settings::settings(&engine).await)
+}
+
+/// Saves a change, or answers 400 with every problem and the key each is about, so a form
+/// can show them beside its fields.
+async fn change_settings(
+    State(engine): State<Engine>,
+    body: Result<Json<admin::settings::SettingsChange>, JsonRejection>,
+) -> Response {
+    let change = match body {
+        Ok(Json(change)) => change,
+        Err(rejection) => {
+            let err = Error::invalid_request(format!(
+                "bad settings change ({}); send {{\"set\": {{\"proxy.port\": 9000}}, \"remove\": []}}",
+                rejection.body_text()
+            ));
+            return error_response(PROTOCOL, &err);
+        }
+    };
+    match admin::settings::change_settings(&engine, change).await {
+        Ok(saved) => Json(saved).into_response(),
+        Err(admin::settings::ChangeError::Other(err)) => error_response(PROTOCOL, &err),
+        Err(admin::settings::ChangeError::Invalid(problems)) => {
+            let message = problems
+                .iter()
+                .map(|p| p.message.as_str())
+                .collect::<Vec<_>>()
+                .join("; ");
+            let body = json!({"error": {
+                "message": format!("the settings were not saved: {message}"),
+                "type": "invalid_request_error",
+                "code": "invalid_settings",
+                "problems": problems,
+            }});
+            (axum::http::StatusCode::BAD_REQUEST, Json(body)).into_response()
+        }
+    }
 }
 
 /// An admin answer as JSON, or its error in the OpenAI shape.

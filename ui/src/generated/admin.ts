@@ -124,3 +124,60 @@ model: string,
  * The answer's body: JSON when it is JSON, else its text.
  */
 body: unknown, };
+
+export type Settings = { 
+/**
+ * The file changes are saved to; `null` when llmux has none (no home directory).
+ */
+file: string | null, 
+/**
+ * Every effective value outside `[backends]`, with its source.
+ */
+values: Array<SettingValue>, backends: Array<BackendSetting>, 
+/**
+ * The back-end types a new back-end can have.
+ */
+backend_types: Array<string>, };
+
+export type SettingValue = { 
+/**
+ * Dotted, as in `llmux config print`: `proxy.port`.
+ */
+key: string, value: unknown, 
+/**
+ * `default`, `file ...`, `environment NAME` or `command line --flag`.
+ */
+source: string, 
+/**
+ * Set by an environment variable or a flag: a value saved in the file does not apply
+ * while that is so.
+ */
+overridden: boolean, };
+
+export type BackendSetting = { id: string, type: string, base_url: string, 
+/**
+ * The environment variable its key is read from.
+ */
+api_key_env: string | null, models: Array<string>, 
+/**
+ * Where the key in use comes from (`environment OPENAI_API_KEY`), or `null`: no key.
+ */
+key_source: string | null, requires_key: boolean, 
+/**
+ * One of the back-ends llmux always has; its file entry can be removed, not it.
+ */
+builtin: boolean, 
+/**
+ * It has a table in the config file.
+ */
+in_file: boolean, };
+
+export type SettingsChange = { set: Record<string, unknown>, remove: Array<string>, };
+
+export type SettingsProblem = { key: string | null, message: string, };
+
+export type Saved = { file: string, 
+/**
+ * Changed keys an environment variable or flag overrides: saved, not in effect.
+ */
+overridden: Array<string>, };
