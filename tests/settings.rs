@@ -175,6 +175,16 @@ async fn changes_are_checked_saved_with_comments_kept_and_served() {
         reqwest::get(format!("http://{addr}/health")).await.is_err(),
         "the old port is closed"
     );
+    let (_, settings) = get(&moved, "/admin/api/settings").await;
+    let local = settings["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["id"] == "local")
+        .unwrap();
+    assert_eq!(local["in_file"], true, "{local}");
+    assert_eq!(local["builtin"], false);
+    assert_eq!(local["models"], json!(["local-model"]));
     let (_, models) = get(&moved, "/v1/models").await;
     assert!(models.to_string().contains("local-model"), "{models}");
 

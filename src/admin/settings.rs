@@ -187,17 +187,13 @@ pub async fn settings(engine: &Engine) -> Result<Settings, Error> {
                     .map(|name| format!("environment {name}")),
                 requires_key: b.kind.requires_key(),
                 builtin: crate::config::BUILTIN_BACKENDS.contains(&b.id.as_str()),
-                in_file: loaded
-                    .layered
-                    .table
-                    .get("backends")
-                    .and_then(|t| t.get(&b.id))
-                    .is_some_and(|_| {
-                        matches!(
-                            loaded.layered.source_of(&format!("backends.{}", b.id)),
-                            Source::File(_)
-                        )
-                    }),
+                in_file: {
+                    let table = format!("backends.{}", b.id);
+                    loaded.layered.sources.iter().any(|(key, source)| {
+                        matches!(source, Source::File(_))
+                            && (*key == table || key.starts_with(&format!("{table}.")))
+                    })
+                },
             }
         })
         .collect();

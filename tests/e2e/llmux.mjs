@@ -9,11 +9,13 @@ export const targetDir = process.env.CARGO_TARGET_DIR ?? path.join(homedir(), ".
 export const llmuxBin = process.env.LLMUX_BIN ?? path.join(targetDir, "debug/llmux");
 
 /**
- * Runs `llmux serve --port 0 ...args` and resolves once it listens, to
+ * Runs `llmux serve --host 127.0.0.1 --port 0 ...args` and resolves once it listens, to
  * { url, stop, output() }. Rejects if it exits or says nothing within 20 s.
+ * `{ port: null }` leaves --host and --port out (the config file's values apply).
  */
-export function startLlmux(args, env = {}) {
-  const child = spawn(llmuxBin, ["serve", "--host", "127.0.0.1", "--port", "0", ...args], {
+export function startLlmux(args, env = {}, { port = 0 } = {}) {
+  const address = port === null ? [] : ["--host", "127.0.0.1", "--port", String(port)];
+  const child = spawn(llmuxBin, ["serve", ...address, ...args], {
     env: { ...process.env, NO_COLOR: "1", ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });

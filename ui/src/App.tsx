@@ -1,13 +1,16 @@
 import { useCallback, useEffect, useState } from "react";
 import { api, ApiError, apiKey, setApiKey } from "./api";
 import { Inspector } from "./Inspector";
+import { SettingsPage } from "./Settings";
 import { UsagePage } from "./Usage";
 import type { ServerInfo } from "./types";
 
-type Page = "inspector" | "usage";
+type Page = "inspector" | "usage" | "settings";
 
 function pageOf(hash: string): Page {
-  return hash.startsWith("#/usage") ? "usage" : "inspector";
+  if (hash.startsWith("#/usage")) return "usage";
+  if (hash.startsWith("#/settings")) return "settings";
+  return "inspector";
 }
 
 /** Asks for the proxy API key when the server answers 401. */
@@ -83,6 +86,9 @@ export function App() {
           <a href="#/usage" className={page === "usage" ? "active" : ""}>
             Usage
           </a>
+          <a href="#/settings" className={page === "settings" ? "active" : ""}>
+            Settings
+          </a>
         </nav>
         <span className="server">
           {info ? `v${info.version} · default back-end ${info.default_backend}` : ""}
@@ -98,6 +104,8 @@ export function App() {
         />
       ) : page === "usage" ? (
         <UsagePage key={generation} onError={onAuthError} />
+      ) : page === "settings" ? (
+        <SettingsPage key={generation} onError={onAuthError} />
       ) : (
         <Inspector key={generation} info={info} onError={onAuthError} />
       )}

@@ -5,7 +5,11 @@ import type {
   Replayed,
   ReplayParams,
   RequestRow,
+  Saved,
   ServerInfo,
+  Settings,
+  SettingsChange,
+  SettingsProblem,
   Stats,
   Timeline,
   Usage,
@@ -16,6 +20,8 @@ export class ApiError extends Error {
   constructor(
     message: string,
     readonly status: number,
+    /** Field-level problems, when the engine names them (a refused settings change). */
+    readonly problems: SettingsProblem[] = [],
   ) {
     super(message);
     this.name = "ApiError";
@@ -68,12 +74,16 @@ async function http<T>(method: string, path: string, params?: object, body?: unk
   const text = await response.text();
   if (!response.ok) {
     let message = text || response.statusText;
+    let problems: SettingsProblem[] = [];
     try {
-      message = (JSON.parse(text) as { error?: { message?: string } }).error?.message ?? message;
+      const error = (JSON.parse(text) as { error?: { message?: string; problems?: SettingsProblem[] } })
+        .error;
+      message = error?.message ?? message;
+      problems = error?.problems ?? [];
     } catch {
       // not JSON: keep the text
     }
-    throw new ApiError(message, response.status);
+    throw new ApiError(message, response.status, problems);
   }
   const type = response.headers.get("content-type") ?? "";
   return (type.includes("json") && !type.includes("ndjson") ? JSON.parse(text) : text) as T;
@@ -90,8 +100,8 @@ async function call<T>(
   try {
     return (await shell.invoke(`admin_${name}`, args)) as T;
   } catch (err) {
-    const e = err as { message?: string; status?: number };
-    throw new ApiError(e?.message ?? String(err), e?.status ?? 500);
+    const e = err as { message?: string; status?: number; problems?: SettingsProblem[] };
+    throw new ApiError(e?.message ?? String(err), e?.status ?? 500, e?.problems ?? []);
   }
 }
 
@@ -126,6 +136,14 @@ export const api = {
     call("timeline", { since, bucket }, () =>
       http<Timeline>("GET", "/admin/api/timeline", { since, bucket }),
     ),
+  settings: () => call("settings", {}, () => http<Settings>("GET", "/admin/api/settings")),
+  /** Checks, saves and applies a change; refused changes throw an ApiError with problems. */
+  changeSettings: (change: SettingsChange) =>
+    call("change_settings", { change }, () =>
+      http<Saved>("PUT", "/admin/api/settings", undefined, change),
+    ),
+  /** Whether keys can be stored from this window (the desktop app's keychain). */
+  canStoreKeys: () => tauri() !== undefined,
   /** The matching requests with their bodies, as JSON Lines. */
   exportJsonl: (params: ListParams) =>
     call("export", { params }, () => http<string>("GET", "/admin/api/export", params)),

@@ -1,0 +1,118 @@
+// The settings page at /ui/#/settings, end to end: the real binary with a config file, a fake
+// OpenAI provider on loopback, Debian's chromium via playwright-core. Add a back-end whose
+// key comes from llmux's environment, see a validation error beside its field, change the
+// port, and see each change take effect.
+import assert from "node:assert/strict";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, before, test } from "node:test";
+import { chromium } from "playwright-core";
+import { startFakeOpenAI } from "./fake-openai.mjs";
+import { startLlmux, targetDir } from "./llmux.mjs";
+
+const WAIT = { timeout: 15_000 };
+const KEY = "sk-local-e2e-key-0123456789";
+let provider;
+let llmux;
+let browser;
+let page;
+let dir;
+let config;
+
+/** A loopback port nobody listens on right now. */
+function freePort() {
+  return new Promise((resolve) => {
+    const server = net.createServer();
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+const shot = (name) => page.screenshot({ path: path.join(targetDir, "screenshots", `settings-${name}.png`), fullPage: true });
+
+before(async () => {
+  mkdirSync(path.join(targetDir, "screenshots"), { recursive: true });
+  dir = mkdtempSync(path.join(tmpdir(), "llmux-settings-"));
+  provider = await startFakeOpenAI();
+  config = path.join(dir, "llmux.toml");
+  writeFileSync(config, '# my llmux\ndefault_backend = "mock"\n\n[proxy]\nanthropic_port = 0\n');
+  // The main port comes from the file from now on: no --port flag, which would override it.
+  const port = await freePort();
+  writeFileSync(config, readFileSync(config, "utf8").replace("[proxy]\n", `[proxy]\nport = ${port}\n`));
+  llmux = await startLlmux(["--config", config], { LOCAL_LLM_KEY: KEY }, { port: null });
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+  });
+  page = await browser.newPage({ viewport: { width: 1300, height: 900 } });
+});
+
+after(async () => {
+  await browser?.close();
+  await llmux?.stop();
+  await provider?.close();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+test("a back-end added with its key from the environment serves requests", async () => {
+  await page.goto(`${llmux.url}/ui/#/settings`);
+  await page.getByTestId("backends").waitFor(WAIT);
+  await page.getByRole("button", { name: "Add a back-end" }).click();
+  await page.getByLabel("back-end name").fill("local");
+  await page.getByLabel("back-end type").selectOption("openai-compatible");
+  await page.getByLabel("base URL").fill(provider.url);
+  await page.getByLabel("key variable").fill("LOCAL_LLM_KEY");
+  await page.getByLabel("models").fill("gpt-fake");
+  await page.getByRole("button", { name: "Save back-end" }).click();
+  await page.getByRole("status").getByText("applied").waitFor(WAIT);
+  const row = page.locator('tr[data-backend="local"]');
+  await row.getByText("key from environment LOCAL_LLM_KEY").waitFor(WAIT);
+  await shot("backend-added");
+
+  const saved = readFileSync(config, "utf8");
+  assert.match(saved, /^# my llmux\n/);
+  assert.match(saved, /\[backends\.local\]/);
+  assert.ok(!saved.includes(KEY), "the key is not written to the file");
+
+  const answer = await fetch(`${llmux.url}/v1/chat/completions`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ model: "local:gpt-fake", messages: [{ role: "user", content: "hi" }] }),
+  });
+  assert.equal(answer.status, 200, await answer.text());
+  assert.equal(provider.requests.at(-1).headers.authorization, `Bearer ${KEY}`);
+});
+
+test("an invalid port shows the engine's message beside the field and saves nothing", async () => {
+  const before = readFileSync(config, "utf8");
+  const port = page.locator('[data-key="proxy.port"]');
+  await port.locator("input").fill("70000");
+  await page.getByRole("button", { name: /Save 1 change/ }).click();
+  const problem = port.getByRole("alert");
+  await problem.waitFor(WAIT);
+  assert.match(await problem.innerText(), /proxy\.port/);
+  assert.match(await problem.innerText(), /70000/);
+  await shot("validation-error");
+  assert.equal(readFileSync(config, "utf8"), before, "nothing was written");
+  await page.getByRole("button", { name: "discard" }).click();
+});
+
+test("a new port takes effect and the page follows llmux there", async () => {
+  const next = await freePort();
+  const port = page.locator('[data-key="proxy.port"]');
+  await port.locator("input").fill(String(next));
+  await page.getByRole("button", { name: /Save 1 change/ }).click();
+  await page.waitForURL(new RegExp(`:${next}/ui/`), WAIT);
+  const moved = page.locator('[data-key="proxy.port"]');
+  await moved.locator("input").waitFor(WAIT);
+  assert.equal(await moved.locator("input").inputValue(), String(next));
+  assert.match(await moved.locator(".source").innerText(), /^file /);
+  await shot("port-changed");
+  const health = await fetch(`http://127.0.0.1:${next}/health`);
+  assert.equal(health.status, 200);
+  await assert.rejects(fetch(`${llmux.url}/health`), "the old port is closed");
+});
