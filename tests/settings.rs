@@ -200,14 +200,21 @@ async fn changes_are_checked_saved_with_comments_kept_and_served() {
 async fn values_an_environment_variable_sets_are_marked_and_a_change_to_them_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("llmux.toml");
-    let port = free_port();
-    std::fs::write(
-        &config,
-        format!("[proxy]\nport = {port}\nanthropic_port = 0\n"),
-    )
-    .unwrap();
-    let llmux = Llmux::start(&config, &[("LLM_BACKEND", "mock")]);
+    let port = free_port().to_string();
+    std::fs::write(&config, "[proxy]\nport = 8000\nanthropic_port = 0\n").unwrap();
+    let llmux = Llmux::start(&config, &[("LLM_BACKEND", "mock"), ("APP_PORT", &port)]);
     let addr = llmux.next_address();
+    assert_eq!(addr, format!("127.0.0.1:{port}"), "APP_PORT beats the file");
+
+    // A bad value under an override is still refused: it would apply once the override goes.
+    let (status, refused) = put(&addr, json!({"set": {"proxy.port": 70000}})).await;
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(refused["error"]["problems"][0]["key"], "proxy.port");
+    assert!(
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .contains("port = 8000")
+    );
 
     let (_, settings) = get(&addr, "/admin/api/settings").await;
     let backend = value_of(&settings, "default_backend");

@@ -5,6 +5,7 @@
 //! keychain ([`keychain`]); the window shows the UI (ui/dist) for settings and the inspector,
 //! which calls the [`commands`].
 
+pub mod admin;
 pub mod commands;
 pub mod keychain;
 pub mod menu;
@@ -12,11 +13,12 @@ pub mod proxy;
 pub mod shell;
 pub mod tray;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use llmux::Config;
+use llmux::admin::settings::SettingsSource;
 use llmux::config::{ConfigLoader, default_config_path};
 use llmux::credentials::EnvSecrets;
 use tauri::{AppHandle, Manager, RunEvent};
@@ -34,9 +36,9 @@ fn page_from_args(args: &[String]) -> Option<Page> {
     args.get(at + 1).and_then(|name| Page::parse(name))
 }
 
-/// The config the CLI would load without flags: `LLMUX_CONFIG` or llmux.toml in the user
+/// The loader the CLI would use without flags: `LLMUX_CONFIG` or llmux.toml in the user
 /// config directory, then the environment.
-fn load_config() -> Result<(Config, Vec<String>), String> {
+fn config_loader() -> ConfigLoader {
     let mut loader = ConfigLoader::new();
     match std::env::var_os("LLMUX_CONFIG") {
         Some(path) => loader = loader.file(PathBuf::from(path), true),
@@ -47,9 +49,61 @@ fn load_config() -> Result<(Config, Vec<String>), String> {
         }
     }
     loader
+}
+
+fn load_config(
+    loader: &ConfigLoader,
+    data_dir: Option<&Path>,
+) -> Result<(Config, Vec<String>), String> {
+    loader
+        .clone()
         .load()
-        .map(|loaded| (loaded.config, loaded.notes))
+        .map(|loaded| {
+            (
+                with_desktop_defaults(loaded.config, &loaded.raw, data_dir),
+                loaded.notes,
+            )
+        })
         .map_err(|e| e.to_string())
+}
+
+/// The file the capture store uses in the app unless the config names one.
+const CAPTURE_DB: &str = "capture.sqlite";
+
+/// The app records traffic for the inspector unless told otherwise: with `capture.db`
+/// unset anywhere, the store lives in the app's data directory (`capture.db = ""` turns it
+/// off, as on the command line).
+fn with_desktop_defaults(
+    mut config: Config,
+    raw: &llmux::config::raw::RawConfig,
+    data_dir: Option<&Path>,
+) -> Config {
+    if raw.capture.db.is_none()
+        && let Some(dir) = data_dir
+    {
+        config.capture_db = Some(dir.join(CAPTURE_DB));
+    }
+    config
+}
+
+/// Applies saved settings: the next config, and a restart of the listeners when they run.
+async fn apply_saved_settings(
+    proxy: Arc<Proxy>,
+    settings: Arc<SettingsSource>,
+    data_dir: Option<PathBuf>,
+) {
+    let mut saved = settings.reloads();
+    while saved.changed().await.is_ok() {
+        match settings.load() {
+            Ok(loaded) => {
+                tracing::info!("settings saved: restarting the proxy with them");
+                let config = with_desktop_defaults(loaded.config, &loaded.raw, data_dir.as_deref());
+                proxy.set_config(config);
+                proxy.restart_if_running().await;
+            }
+            Err(err) => tracing::error!("saved settings do not load:\n{err}"),
+        }
+    }
 }
 
 /// The size at which the log file is set aside at start.
@@ -106,6 +160,18 @@ pub fn run() {
             commands::list_keys,
             commands::save_key,
             commands::delete_key,
+            admin::admin_info,
+            admin::admin_requests,
+            admin::admin_request,
+            admin::admin_delete_request,
+            admin::admin_curl,
+            admin::admin_replay,
+            admin::admin_export,
+            admin::admin_stats,
+            admin::admin_usage,
+            admin::admin_timeline,
+            admin::admin_settings,
+            admin::admin_change_settings,
         ])
         .setup(move |app| {
             setup(app.handle(), show, started);
@@ -134,7 +200,13 @@ fn setup(app: &AppHandle, show: Option<Page>, started: Instant) {
     // A tray app: no Dock icon on macOS.
     #[cfg(target_os = "macos")]
     let _ = app.set_activation_policy(tauri::ActivationPolicy::Accessory);
-    let loaded = load_config();
+    let loader = config_loader();
+    let data_dir = app.path().app_data_dir().ok();
+    if let Some(dir) = &data_dir {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let loaded = load_config(&loader, data_dir.as_deref());
+    let settings = Arc::new(SettingsSource::new(loader));
     let level = match &loaded {
         Ok((config, _)) => config.log_level.clone(),
         Err(_) => "info".to_owned(),
@@ -155,7 +227,7 @@ fn setup(app: &AppHandle, show: Option<Page>, started: Instant) {
             for note in notes {
                 tracing::info!("{note}");
             }
-            Proxy::new(config, secrets.clone())
+            Proxy::new(config, secrets.clone()).with_settings(settings.clone())
         }
         Err(err) => {
             tracing::error!("invalid configuration:\n{err}");
@@ -170,6 +242,7 @@ fn setup(app: &AppHandle, show: Option<Page>, started: Instant) {
         }
     };
     let proxy = Arc::new(proxy);
+    tauri::async_runtime::spawn(apply_saved_settings(proxy.clone(), settings, data_dir));
     app.manage(proxy.clone());
     app.manage(secrets);
 

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use llmux::admin::settings::SettingsSource;
 use llmux::config::BackendConfig;
 use llmux::credentials::{NamedKey, SecretSource};
 use llmux::{Config, Engine};
@@ -85,7 +86,10 @@ struct Listening {
 
 /// Starts and stops the engine's listeners; see the module docs.
 pub struct Proxy {
-    config: Config,
+    /// Replaced when settings are saved; each start serves the config of that moment.
+    config: std::sync::RwLock<Config>,
+    /// The config file and loader behind `config`, for the settings window.
+    settings: Option<Arc<SettingsSource>>,
     secrets: Arc<dyn SecretSource>,
     served: Arc<AtomicU64>,
     listening: Mutex<Option<Listening>>,
@@ -107,7 +111,8 @@ impl Proxy {
             error: None,
         };
         Self {
-            config,
+            config: std::sync::RwLock::new(config),
+            settings: None,
             secrets,
             served: Arc::new(AtomicU64::new(0)),
             listening: Mutex::new(None),
@@ -128,8 +133,31 @@ impl Proxy {
         proxy
     }
 
-    pub fn config(&self) -> &Config {
-        &self.config
+    /// The config the next start serves.
+    pub fn config(&self) -> Config {
+        self.config
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Lets the settings window show and change the config file; see [`Self::set_config`].
+    pub fn with_settings(mut self, settings: Arc<SettingsSource>) -> Self {
+        self.settings = Some(settings);
+        self
+    }
+
+    pub fn settings(&self) -> Option<&Arc<SettingsSource>> {
+        self.settings.as_ref()
+    }
+
+    /// Serves `config` from the next start on (saved settings; [`Self::restart_if_running`]
+    /// applies them now).
+    pub fn set_config(&self, config: Config) {
+        *self
+            .config
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = config;
     }
 
     /// The current status, with an up-to-date request count.
@@ -210,8 +238,10 @@ impl Proxy {
 
     async fn bind_and_serve(&self) -> Result<(Listening, SocketAddr, Option<SocketAddr>), String> {
         // The secret source may ask the OS keychain (D-Bus on Linux): off the async threads.
-        let (config, secrets) = (self.config.clone(), self.secrets.clone());
+        let config = self.config();
+        let (for_engine, secrets) = (config.clone(), self.secrets.clone());
         let engine = tokio::task::spawn_blocking(move || {
+            let config = for_engine;
             let started = std::time::Instant::now();
             // The engine asks for each back-end's keys more than once; ask the source once.
             let snapshot = Snapshot::of(secrets.as_ref(), &config);
@@ -222,12 +252,15 @@ impl Proxy {
         .await
         .map_err(|e| format!("cannot start the engine: {e}"))?
         .map_err(|e| format!("cannot start the engine: {e}"))?;
-        let host = self.config.host;
-        let main = bind(SocketAddr::new(host, self.config.port)).await?;
+        if let Some(settings) = &self.settings {
+            engine.attach_settings(settings.clone());
+        }
+        let host = config.host;
+        let main = bind(SocketAddr::new(host, config.port)).await?;
         let main_addr = main.local_addr().map_err(|e| e.to_string())?;
         let mut apps = vec![(main, counted(engine.router(), &self.served))];
         let mut anthropic_addr = None;
-        if let Some(port) = self.config.anthropic_port {
+        if let Some(port) = config.anthropic_port {
             let listener = bind(SocketAddr::new(host, port)).await.map_err(|e| {
                 format!("{e}; the Anthropic port is the main port + 1 unless anthropic_port says otherwise")
             })?;
@@ -235,7 +268,7 @@ impl Proxy {
             apps.push((listener, counted(engine.anthropic_router(), &self.served)));
         }
         let (stop, stopped) = oneshot::channel::<()>();
-        let grace = self.config.shutdown_timeout;
+        let grace = config.shutdown_timeout;
         let status = self.status.clone();
         let task = tokio::spawn(async move {
             let shutdown = async move {
@@ -259,7 +292,7 @@ impl Proxy {
         if let Some(Listening { stop, task, engine }) = running {
             // The port refuses connections once the serve task has dropped its listeners.
             let _ = stop.send(());
-            let limit = self.config.shutdown_timeout + Duration::from_secs(1);
+            let limit = self.config().shutdown_timeout + Duration::from_secs(1);
             if tokio::time::timeout(limit, task).await.is_err() {
                 tracing::warn!("proxy listeners did not stop within {}s", limit.as_secs());
             }
@@ -271,11 +304,12 @@ impl Proxy {
                 s.state = State::Stopped;
                 s.error = None;
             }
-            s.address = SocketAddr::new(self.config.host, self.config.port);
-            s.anthropic_address = self
-                .config
+            let config = self.config();
+            s.address = SocketAddr::new(config.host, config.port);
+            s.anthropic_address = config
                 .anthropic_port
-                .map(|port| SocketAddr::new(self.config.host, port));
+                .map(|port| SocketAddr::new(config.host, port));
+            s.default_backend = config.default_backend.clone();
         });
         self.status()
     }

@@ -88,7 +88,8 @@ pub struct BackendSetting {
     /// The environment variable its key is read from.
     pub api_key_env: Option<String>,
     pub models: Vec<String>,
-    /// Where the key in use comes from (`environment OPENAI_API_KEY`), or `null`: no key.
+    /// The name of the key in use (its environment variable, or its name in the keychain),
+    /// or `null`: no key.
     pub key_source: Option<String>,
     pub requires_key: bool,
     /// One of the back-ends llmux always has; its file entry can be removed, not it.
@@ -155,7 +156,11 @@ fn overridden(source: &Source) -> bool {
 
 /// The settings as they are now.
 pub async fn settings(engine: &Engine) -> Result<Settings, Error> {
-    let source = source_of(engine)?;
+    settings_of(source_of(engine)?, Some(engine))
+}
+
+/// The settings of `source`; `engine`, when one is serving, tells which keys are in use.
+pub fn settings_of(source: &SettingsSource, engine: Option<&Engine>) -> Result<Settings, Error> {
     let loaded = source
         .load()
         .map_err(|e| Error::internal(format!("the config does not load: {e}")))?;
@@ -175,7 +180,7 @@ pub async fn settings(engine: &Engine) -> Result<Settings, Error> {
         .backends
         .values()
         .map(|b| {
-            let in_use = engine.routes().backends().get(&b.id);
+            let in_use = engine.and_then(|e| e.routes().backends().get(&b.id));
             BackendSetting {
                 id: b.id.clone(),
                 kind: b.kind.name().to_owned(),
@@ -184,7 +189,7 @@ pub async fn settings(engine: &Engine) -> Result<Settings, Error> {
                 models: b.models.clone().unwrap_or_default(),
                 key_source: in_use
                     .and_then(|backend| backend.key_name())
-                    .map(|name| format!("environment {name}")),
+                    .map(str::to_owned),
                 requires_key: b.kind.requires_key(),
                 builtin: crate::config::BUILTIN_BACKENDS.contains(&b.id.as_str()),
                 in_file: {
@@ -339,7 +344,14 @@ pub async fn change_settings(
     engine: &Engine,
     change: SettingsChange,
 ) -> Result<Saved, ChangeError> {
-    let source = source_of(engine)?;
+    change_source(source_of(engine)?, change).await
+}
+
+/// [`change_settings`] for a source with no engine serving it.
+pub async fn change_source(
+    source: &SettingsSource,
+    change: SettingsChange,
+) -> Result<Saved, ChangeError> {
     let path = source
         .path()
         .ok_or_else(|| Error::not_found("llmux has no config file to save settings to"))?;
@@ -358,6 +370,7 @@ pub async fn change_settings(
         .file_contents(&path, text.clone())
         .load()
         .map_err(|err| ChangeError::Invalid(problems_of(err)))?;
+    check_shadowed_values(&path, &text, &change)?;
     write_atomically(&path, &text).await?;
     let overridden = change
         .set
@@ -370,6 +383,39 @@ pub async fn change_settings(
         file: path.display().to_string(),
         overridden,
     })
+}
+
+/// A value an environment variable or flag overrides is not checked by loading the layers
+/// together, yet it is written to the file and applies once the override goes: check the
+/// file with the defaults alone too, and report the problems about the changed keys.
+fn check_shadowed_values(
+    path: &std::path::Path,
+    text: &str,
+    change: &SettingsChange,
+) -> Result<(), ChangeError> {
+    let Err(err) = ConfigLoader::new()
+        .env(|_| None)
+        .file_contents(path, text)
+        .load()
+    else {
+        return Ok(());
+    };
+    let related = |key: &str| {
+        change.set.keys().any(|changed| {
+            key == changed
+                || key.starts_with(&format!("{changed}."))
+                || changed.starts_with(&format!("{key}."))
+        })
+    };
+    let problems: Vec<SettingsProblem> = problems_of(err)
+        .into_iter()
+        .filter(|p| p.key.as_deref().is_some_and(related))
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ChangeError::Invalid(problems))
+    }
 }
 
 /// Writes `text` to a temporary file beside `path`, then renames it over `path`: a crash

@@ -173,7 +173,7 @@ function BackendForm({
 }
 
 function keyNote(b: BackendSetting): string {
-  if (b.key_source) return `key from ${b.key_source}`;
+  if (b.key_source) return `key ${b.key_source}`;
   if (!b.requires_key) return "needs no key";
   return `no key: set ${b.api_key_env ?? "its key variable"} in llmux's environment`;
 }

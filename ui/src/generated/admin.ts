@@ -160,7 +160,8 @@ export type BackendSetting = { id: string, type: string, base_url: string,
  */
 api_key_env: string | null, models: Array<string>, 
 /**
- * Where the key in use comes from (`environment OPENAI_API_KEY`), or `null`: no key.
+ * The name of the key in use (its environment variable, or its name in the keychain),
+ * or `null`: no key.
  */
 key_source: string | null, requires_key: boolean, 
 /**
