@@ -137,10 +137,23 @@ async fn no_key_reaches_a_log_a_capture_or_a_response() {
     let db_bytes = std::fs::read(&db).unwrap();
     let db_text = String::from_utf8_lossy(&db_bytes);
     assert!(db_text.contains("why?"), "the store holds the prompts");
+    // Bodies are stored zstd-compressed: read every row back whole through the store too.
+    let store =
+        llmux::capture::store::Store::open(&db, Duration::from_millis(20), Vec::new()).unwrap();
+    let rows = store
+        .list(&llmux::capture::store::Query {
+            limit: 1000,
+            with_bodies: true,
+            ..Default::default()
+        })
+        .unwrap();
+    let rows_text = serde_json::to_string(&rows).unwrap();
+    assert!(rows_text.contains("my keys are ****"), "{rows_text}");
     for key in [PROVIDER_KEY, BROKEN_KEY, PROXY_KEY] {
         assert!(!log.contains(key), "{key} in the log:\n{log}");
         assert!(!wire_text.contains(key), "{key} in the wire capture");
         assert!(!db_text.contains(key), "{key} in the capture store");
+        assert!(!rows_text.contains(key), "{key} in a stored row");
         for body in &bodies {
             assert!(!body.contains(key), "{key} in a response: {body}");
         }

@@ -580,15 +580,26 @@ const COMPRESS_FROM: usize = 512;
 /// zstd's fastest levels already shrink JSON several times; the writer thread must keep up.
 const ZSTD_LEVEL: i32 = 1;
 
-/// A body as stored: TEXT when short, else a zstd-compressed BLOB.
-fn packed(body: &str) -> rusqlite::types::Value {
-    if body.len() >= COMPRESS_FROM
-        && let Ok(compressed) = zstd::bulk::compress(body.as_bytes(), ZSTD_LEVEL)
-        && compressed.len() < body.len()
-    {
-        return rusqlite::types::Value::Blob(compressed);
+/// Compresses bodies for the writer thread, with one zstd context reused for every body
+/// (a fresh context per call costs more than compressing a small body).
+struct Packer(Option<zstd::bulk::Compressor<'static>>);
+
+impl Packer {
+    fn new() -> Self {
+        Self(zstd::bulk::Compressor::new(ZSTD_LEVEL).ok())
     }
-    rusqlite::types::Value::Text(body.to_owned())
+
+    /// A body as stored: TEXT when short, else a zstd-compressed BLOB.
+    fn pack(&mut self, body: &str) -> rusqlite::types::Value {
+        if body.len() >= COMPRESS_FROM
+            && let Some(compressor) = &mut self.0
+            && let Ok(compressed) = compressor.compress(body.as_bytes())
+            && compressed.len() < body.len()
+        {
+            return rusqlite::types::Value::Blob(compressed);
+        }
+        rusqlite::types::Value::Text(body.to_owned())
+    }
 }
 
 /// A stored body back as text, whether it was kept as TEXT or compressed.
@@ -682,6 +693,7 @@ fn write_rows(
 ) {
     let tick = flush_interval.min(WRITER_TICK);
     let mut batch: Vec<RequestRow> = Vec::new();
+    let mut packer = Packer::new();
     let mut pruned_at: Option<Instant> = None;
     let mut deadline: Option<Instant> = None;
     loop {
@@ -722,7 +734,7 @@ fn write_rows(
         }
         let due = deadline.is_some_and(|at| Instant::now() >= at);
         if due || batch.len() >= 256 || !waiters.is_empty() || disconnected {
-            commit(&mut connection, &mut batch);
+            commit(&mut connection, &mut batch, &mut packer);
             deadline = None;
         }
         let prune_now =
@@ -759,7 +771,7 @@ fn redact_row(redactor: &Redactor, row: &mut RequestRow) {
     }
 }
 
-fn commit(connection: &mut Connection, batch: &mut Vec<RequestRow>) {
+fn commit(connection: &mut Connection, batch: &mut Vec<RequestRow>, packer: &mut Packer) {
     if batch.is_empty() {
         return;
     }
@@ -797,14 +809,14 @@ fn commit(connection: &mut Connection, batch: &mut Vec<RequestRow>) {
                     row.input_tokens,
                     row.output_tokens,
                     row.error,
-                    packed(&row.client_request),
-                    packed(&row.upstream_request),
-                    packed(&row.upstream_response),
+                    packer.pack(&row.client_request),
+                    packer.pack(&row.upstream_request),
+                    packer.pack(&row.upstream_response),
                     row.prompt_text,
                     row.response_text,
                     row.ttfb_ms,
                     row.upstream_ms,
-                    packed(&row.client_response),
+                    packer.pack(&row.client_response),
                     row.tokens_estimated,
                     row.client_headers,
                     row.upstream_headers,
