@@ -1,6 +1,13 @@
 import { useCallback, useEffect, useMemo, useState } from "react";
 import { api, ApiError } from "./api";
-import type { BackendSetting, Settings, SettingsChange, SettingsProblem, SettingValue } from "./types";
+import type {
+  BackendKeys,
+  BackendSetting,
+  Settings,
+  SettingsChange,
+  SettingsProblem,
+  SettingValue,
+} from "./types";
 
 /** The values the "Server" section shows first; every other one is under "All settings". */
 const SERVER_KEYS = ["proxy.host", "proxy.port", "proxy.anthropic_port", "default_backend"];
@@ -39,8 +46,12 @@ function display(value: unknown): string {
   return typeof value === "object" ? JSON.stringify(value) : String(value);
 }
 
-/** Arrays of tables (model aliases) and masked secrets are shown, not edited, here. */
+/** Secrets that must not go into the file from here (the proxy's keys). */
+const SECRET_SETTINGS = new Set(["auth.api_keys"]);
+
+/** Arrays of tables (model aliases) and secrets are shown, not edited, here. */
 function editable(setting: SettingValue): boolean {
+  if (SECRET_SETTINGS.has(setting.key)) return false;
   const v = setting.value;
   if (Array.isArray(v)) return v.every((x) => typeof x === "string" && x !== "****");
   return typeof v !== "object" || v === null;
@@ -176,6 +187,121 @@ function keyNote(b: BackendSetting): string {
   if (b.key_source) return `key ${b.key_source}`;
   if (!b.requires_key) return "needs no key";
   return `no key: set ${b.api_key_env ?? "its key variable"} in llmux's environment`;
+}
+
+/** The desktop app's keys: names and sources per back-end, a form to add one, and delete
+ * for keychain keys. Secrets go in, never come back. */
+function KeysSection({ backends }: { backends: BackendSetting[] }) {
+  const [keys, setKeys] = useState<BackendKeys[]>([]);
+  const [backend, setBackend] = useState(backends.find((b) => b.requires_key)?.id ?? "");
+  const [name, setName] = useState("");
+  const [secret, setSecret] = useState("");
+  const [message, setMessage] = useState("");
+  const [failed, setFailed] = useState(false);
+  useEffect(() => {
+    api
+      .keys()
+      .then(setKeys)
+      .catch((err) => {
+        setFailed(true);
+        setMessage(String(err.message ?? err));
+      });
+  }, []);
+  const done = (text: string) => (listed: BackendKeys[]) => {
+    setKeys(listed);
+    setFailed(false);
+    setMessage(text);
+  };
+  const fail = (err: Error) => {
+    setFailed(true);
+    setMessage(err.message);
+  };
+  const chosen = keys.find((k) => k.backend === backend);
+  return (
+    <>
+      <h2>Keys</h2>
+      <table className="backends" data-testid="keys">
+        <thead>
+          <tr>
+            <th>back-end</th>
+            <th>keys, in rotation order</th>
+          </tr>
+        </thead>
+        <tbody>
+          {keys
+            .filter((k) => k.requires_key || k.keys.length)
+            .map((k) => (
+              <tr key={k.backend} data-keys={k.backend}>
+                <td>{k.backend}</td>
+                <td>
+                  {k.keys.length === 0 && <span className="warn">none: add one below or set {k.key_env}</span>}
+                  {k.keys.map((key) => (
+                    <span key={key.name} className="key-chip">
+                      {key.name}{" "}
+                      <span className="muted">
+                        {key.source.kind === "keychain" ? "keychain" : `environment ${key.source.variable}`}
+                      </span>
+                      {key.source.kind === "keychain" && (
+                        <button
+                          className="link danger"
+                          aria-label={`delete ${k.backend} key ${key.name}`}
+                          onClick={() =>
+                            api.deleteKey(k.backend, key.name).then(done(`Deleted ${key.name}.`)).catch(fail)
+                          }
+                        >
+                          delete
+                        </button>
+                      )}
+                    </span>
+                  ))}
+                </td>
+              </tr>
+            ))}
+        </tbody>
+      </table>
+      <form
+        className="backend-form"
+        aria-label="add a key"
+        onSubmit={(e) => {
+          e.preventDefault();
+          const keyName = name.trim() || chosen?.key_env || "default";
+          api
+            .saveKey(backend, keyName, secret)
+            .then(done(`Saved ${keyName} for ${backend} in the keychain; the proxy uses it now.`))
+            .then(() => setSecret(""))
+            .catch(fail);
+        }}
+      >
+        <select aria-label="key back-end" value={backend} onChange={(e) => setBackend(e.target.value)}>
+          {backends.map((b) => (
+            <option key={b.id}>{b.id}</option>
+          ))}
+        </select>
+        <input
+          aria-label="key name"
+          placeholder={`name (default ${chosen?.key_env ?? "default"})`}
+          value={name}
+          onChange={(e) => setName(e.target.value)}
+        />
+        <input
+          aria-label="key secret"
+          type="password"
+          autoComplete="off"
+          placeholder="the key"
+          value={secret}
+          onChange={(e) => setSecret(e.target.value)}
+        />
+        <button type="submit" disabled={!backend || !secret}>
+          Save key
+        </button>
+      </form>
+      {message && (
+        <p className={failed ? "err" : "ok"} role="status">
+          {message}
+        </p>
+      )}
+    </>
+  );
 }
 
 /** After a port or host change the page follows llmux to its new address. */
@@ -371,10 +497,12 @@ export function SettingsPage({ onError }: { onError: (err: unknown) => void }) {
         <button onClick={() => setEditing(EMPTY_BACKEND)}>Add a back-end</button>
       )}
       <p className="muted">
-        Keys are never written to the file. {api.canStoreKeys()
-          ? "Keys entered in the app go to the OS keychain."
+        Keys are never written to the file.{" "}
+        {api.canStoreKeys()
+          ? "Keys entered below go to the OS keychain; environment variables still work."
           : "Give llmux a back-end's key through the environment variable named above, then restart it."}
       </p>
+      {api.canStoreKeys() && <KeysSection backends={settings.backends} />}
 
       <h2>All settings</h2>
       <div className="all-settings">

@@ -1,6 +1,7 @@
 // The only place that knows how the UI reaches the engine: Tauri `invoke` inside the
 // desktop app, HTTP `/admin/api` everywhere else. Components import these functions only.
 import type {
+  BackendKeys,
   ListParams,
   Replayed,
   ReplayParams,
@@ -105,6 +106,17 @@ async function call<T>(
   }
 }
 
+/** A command only the desktop app has (the keychain). */
+async function desktop<T>(command: string, args: Record<string, unknown>): Promise<T> {
+  const shell = tauri();
+  if (!shell) throw new ApiError("keys are kept by the desktop app; the server reads them from its environment", 404);
+  try {
+    return (await shell.invoke(command, args)) as T;
+  } catch (err) {
+    throw new ApiError(typeof err === "string" ? err : String((err as Error)?.message ?? err), 400);
+  }
+}
+
 export const api = {
   info: () => call("info", {}, () => http<ServerInfo>("GET", "/")),
   requests: (params: ListParams) =>
@@ -144,6 +156,13 @@ export const api = {
     ),
   /** Whether keys can be stored from this window (the desktop app's keychain). */
   canStoreKeys: () => tauri() !== undefined,
+  /** The desktop app's keys per back-end: names and sources, never values. */
+  keys: () => desktop<BackendKeys[]>("list_keys", {}),
+  /** Stores a key in the OS keychain; the proxy restarts with it. */
+  saveKey: (backend: string, name: string, secret: string) =>
+    desktop<BackendKeys[]>("save_key", { backend, name, secret }),
+  deleteKey: (backend: string, name: string) =>
+    desktop<BackendKeys[]>("delete_key", { backend, name }),
   /** The matching requests with their bodies, as JSON Lines. */
   exportJsonl: (params: ListParams) =>
     call("export", { params }, () => http<string>("GET", "/admin/api/export", params)),

@@ -26,3 +26,18 @@ export interface ServerInfo {
   backends: { id: string; type: string; default: boolean; usable: boolean }[];
   auth: boolean;
 }
+
+/** A key's name and where it comes from (the desktop app's `list_keys`); never its value. */
+export interface KeyInfo {
+  name: string;
+  source: { kind: "keychain" } | { kind: "env"; variable: string };
+}
+
+/** The keys of one back-end, in the order the engine rotates them. */
+export interface BackendKeys {
+  backend: string;
+  kind: string;
+  requires_key: boolean;
+  key_env: string | null;
+  keys: KeyInfo[];
+}
