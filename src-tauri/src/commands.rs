@@ -6,8 +6,10 @@ use std::sync::Arc;
 use serde::{Serialize, Serializer};
 use tauri::State;
 
+use crate::DesktopConfig;
 use crate::keychain::{BackendKeys, KeyError, KeychainSecrets, default_key_name};
 use crate::proxy::{Proxy, Status};
+use crate::proxy_key::{self, ProxyKeyStatus};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
@@ -111,4 +113,63 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
     tauri::async_runtime::spawn_blocking(f)
         .await
         .map_err(|e| CommandError::Internal(e.to_string()))?
+}
+
+/// Whether clients must send a key, and whether the app keeps one in the keychain.
+#[tauri::command]
+pub async fn proxy_key_status(
+    proxy: State<'_, Arc<Proxy>>,
+    desktop: State<'_, Arc<DesktopConfig>>,
+) -> Result<ProxyKeyStatus> {
+    let (config, store) = (proxy.config(), desktop.keychain.clone());
+    blocking(move || Ok(proxy_key::status(&config, store.as_ref())?)).await
+}
+
+/// Makes clients send a new random key (kept in the keychain; the old one stops working)
+/// and puts it on the clipboard. The window never receives it.
+#[tauri::command]
+pub async fn generate_proxy_key(
+    app: tauri::AppHandle,
+    proxy: State<'_, Arc<Proxy>>,
+    desktop: State<'_, Arc<DesktopConfig>>,
+) -> Result<ProxyKeyStatus> {
+    let store = desktop.keychain.clone();
+    let key = blocking(move || Ok(proxy_key::generate(store.as_ref())?)).await?;
+    crate::menu::Shell::copy_text(&crate::shell::AppShell(app), &key)
+        .map_err(CommandError::Internal)?;
+    reload(&proxy, &desktop).await
+}
+
+/// Copies the keychain's proxy key to the clipboard, for a client's settings.
+#[tauri::command]
+pub async fn copy_proxy_key(
+    app: tauri::AppHandle,
+    desktop: State<'_, Arc<DesktopConfig>>,
+) -> Result<()> {
+    let store = desktop.keychain.clone();
+    let key = blocking(move || Ok(proxy_key::stored(store.as_ref())?)).await?;
+    let key = key.ok_or_else(|| CommandError::Internal("the app keeps no proxy key".into()))?;
+    crate::menu::Shell::copy_text(&crate::shell::AppShell(app), &key)
+        .map_err(CommandError::Internal)
+}
+
+/// Clients no longer need the app's key (keys from the environment or file still apply).
+#[tauri::command]
+pub async fn remove_proxy_key(
+    proxy: State<'_, Arc<Proxy>>,
+    desktop: State<'_, Arc<DesktopConfig>>,
+) -> Result<ProxyKeyStatus> {
+    let store = desktop.keychain.clone();
+    blocking(move || Ok(proxy_key::remove(store.as_ref())?)).await?;
+    reload(&proxy, &desktop).await
+}
+
+/// Serves the config as it loads now (keychain key included) and answers the key status.
+async fn reload(proxy: &Arc<Proxy>, desktop: &Arc<DesktopConfig>) -> Result<ProxyKeyStatus> {
+    let loader = desktop.clone();
+    let (config, _) = blocking(move || loader.load().map_err(CommandError::Internal)).await?;
+    proxy.set_config(config.clone());
+    proxy.restart_if_running().await;
+    let store = desktop.keychain.clone();
+    blocking(move || Ok(proxy_key::status(&config, store.as_ref())?)).await
 }

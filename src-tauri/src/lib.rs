@@ -10,6 +10,7 @@ pub mod commands;
 pub mod keychain;
 pub mod menu;
 pub mod proxy;
+pub mod proxy_key;
 pub mod shell;
 pub mod tray;
 
@@ -23,7 +24,7 @@ use llmux::config::{ConfigLoader, default_config_path};
 use llmux::credentials::EnvSecrets;
 use tauri::{AppHandle, Manager, RunEvent};
 
-use crate::keychain::{KeychainSecrets, OsKeychain, SERVICE};
+use crate::keychain::{KeyStore, KeychainSecrets, OsKeychain, SERVICE};
 use crate::menu::Page;
 use crate::proxy::{Proxy, State};
 use crate::shell::AppShell;
@@ -51,20 +52,23 @@ fn config_loader() -> ConfigLoader {
     loader
 }
 
-fn load_config(
-    loader: &ConfigLoader,
-    data_dir: Option<&Path>,
-) -> Result<(Config, Vec<String>), String> {
-    loader
-        .clone()
-        .load()
-        .map(|loaded| {
-            (
-                with_desktop_defaults(loaded.config, &loaded.raw, data_dir),
-                loaded.notes,
-            )
-        })
-        .map_err(|e| e.to_string())
+/// How the app turns its config file into the config it serves: the CLI's loader, then the
+/// desktop's defaults and the proxy key from the keychain.
+pub struct DesktopConfig {
+    pub settings: Arc<SettingsSource>,
+    data_dir: Option<PathBuf>,
+    pub keychain: Arc<dyn KeyStore>,
+}
+
+impl DesktopConfig {
+    pub fn load(&self) -> Result<(Config, Vec<String>), String> {
+        let loaded = self.settings.load().map_err(|e| e.to_string())?;
+        let config = with_desktop_defaults(loaded.config, &loaded.raw, self.data_dir.as_deref());
+        Ok((
+            proxy_key::apply(config, self.keychain.as_ref()),
+            loaded.notes,
+        ))
+    }
 }
 
 /// The file the capture store uses in the app unless the config names one.
@@ -87,17 +91,12 @@ fn with_desktop_defaults(
 }
 
 /// Applies saved settings: the next config, and a restart of the listeners when they run.
-async fn apply_saved_settings(
-    proxy: Arc<Proxy>,
-    settings: Arc<SettingsSource>,
-    data_dir: Option<PathBuf>,
-) {
-    let mut saved = settings.reloads();
+async fn apply_saved_settings(proxy: Arc<Proxy>, desktop: Arc<DesktopConfig>) {
+    let mut saved = desktop.settings.reloads();
     while saved.changed().await.is_ok() {
-        match settings.load() {
-            Ok(loaded) => {
+        match desktop.load() {
+            Ok((config, _)) => {
                 tracing::info!("settings saved: restarting the proxy with them");
-                let config = with_desktop_defaults(loaded.config, &loaded.raw, data_dir.as_deref());
                 proxy.set_config(config);
                 proxy.restart_if_running().await;
             }
@@ -160,6 +159,10 @@ pub fn run() {
             commands::list_keys,
             commands::save_key,
             commands::delete_key,
+            commands::proxy_key_status,
+            commands::generate_proxy_key,
+            commands::copy_proxy_key,
+            commands::remove_proxy_key,
             admin::admin_info,
             admin::admin_requests,
             admin::admin_request,
@@ -200,13 +203,18 @@ fn setup(app: &AppHandle, show: Option<Page>, started: Instant) {
     // A tray app: no Dock icon on macOS.
     #[cfg(target_os = "macos")]
     let _ = app.set_activation_policy(tauri::ActivationPolicy::Accessory);
-    let loader = config_loader();
     let data_dir = app.path().app_data_dir().ok();
     if let Some(dir) = &data_dir {
         let _ = std::fs::create_dir_all(dir);
     }
-    let loaded = load_config(&loader, data_dir.as_deref());
-    let settings = Arc::new(SettingsSource::new(loader));
+    let store: Arc<dyn KeyStore> = Arc::new(OsKeychain::new(SERVICE));
+    let desktop = Arc::new(DesktopConfig {
+        settings: Arc::new(SettingsSource::new(config_loader())),
+        data_dir,
+        keychain: store.clone(),
+    });
+    let settings = desktop.settings.clone();
+    let loaded = desktop.load();
     let level = match &loaded {
         Ok((config, _)) => config.log_level.clone(),
         Err(_) => "info".to_owned(),
@@ -220,7 +228,6 @@ fn setup(app: &AppHandle, show: Option<Page>, started: Instant) {
             .map_or_else(|| "none".into(), |p| p.display().to_string())
     );
 
-    let store = Arc::new(OsKeychain::new(SERVICE));
     let secrets = Arc::new(KeychainSecrets::new(store, EnvSecrets::from_process()));
     let proxy = match loaded {
         Ok((config, notes)) => {
@@ -242,7 +249,8 @@ fn setup(app: &AppHandle, show: Option<Page>, started: Instant) {
         }
     };
     let proxy = Arc::new(proxy);
-    tauri::async_runtime::spawn(apply_saved_settings(proxy.clone(), settings, data_dir));
+    tauri::async_runtime::spawn(apply_saved_settings(proxy.clone(), desktop.clone()));
+    app.manage(desktop);
     app.manage(proxy.clone());
     app.manage(secrets);
 

@@ -404,6 +404,51 @@ test("saving a key puts it in the keyring and in no file; listings never show it
   await screenshot("04-window-after-keys");
 });
 
+test("the settings window makes clients need a generated proxy key, kept in the keychain", async () => {
+  await wd("POST", s("/execute/sync"), { script: "location.hash = '#/settings'; return true;", args: [] });
+  const button = async (text) => {
+    let id;
+    await waitFor(`the "${text}" button`, async () => {
+      const found = await wd("POST", s("/elements"), { using: "xpath", value: `//button[text()='${text}']` });
+      id = found[0]?.[W3C_ELEMENT];
+      return Boolean(id);
+    });
+    await wd("POST", s("/execute/sync"), {
+      script: "arguments[0].scrollIntoView({ block: 'center' }); return true;",
+      args: [{ [W3C_ELEMENT]: id }],
+    });
+    await wd("POST", s(`/element/${id}/click`), {});
+  };
+  await button("Require a key");
+  await waitFor("the proxy requiring a key", async () => {
+    const res = await fetch(`http://127.0.0.1:${PORT}/v1/models`, { signal: AbortSignal.timeout(2000) }).catch(() => null);
+    return res?.status === 401;
+  });
+  const { stdout: key } = await run("secret-tool", ["lookup", "service", "llmux", "username", "proxy/api_key"], {
+    timeout: 10_000,
+  });
+  assert.match(key, /^llmux-[0-9a-f]{64}$/);
+  const keyed = await fetch(`http://127.0.0.1:${PORT}/v1/chat/completions`, {
+    method: "POST",
+    headers: { "content-type": "application/json", authorization: `Bearer ${key}` },
+    body: JSON.stringify({ model: "mock:mock-model", messages: [{ role: "user", content: "hi" }] }),
+    signal: AbortSignal.timeout(5000),
+  });
+  assert.equal(keyed.status, 200);
+  assert.deepEqual(filesContaining(HOME, Buffer.from(key)), [], "the proxy key is in no file");
+  const shown = await wd("POST", s("/execute/sync"), { script: "return document.body.innerText;", args: [] });
+  assert.ok(!shown.includes(key), "the window never shows the key");
+  await sleep(500);
+  await screenshot("05-window-proxy-key");
+
+  await button("Stop requiring");
+  await waitFor("the proxy open to loopback clients again", async () => {
+    const res = await fetch(`http://127.0.0.1:${PORT}/v1/models`, { signal: AbortSignal.timeout(2000) }).catch(() => null);
+    return res?.status === 200;
+  });
+  await assert.rejects(run("secret-tool", ["lookup", "service", "llmux", "username", "proxy/api_key"], { timeout: 10_000 }));
+});
+
 test("a port in use is the error state, not a crash; the port freed, the toggle recovers", async () => {
   await invoke("set_proxy_enabled", { enabled: false });
   const blocker = net.createServer();

@@ -3,6 +3,7 @@ import { api, ApiError } from "./api";
 import type {
   BackendKeys,
   BackendSetting,
+  ProxyKeyStatus,
   Settings,
   SettingsChange,
   SettingsProblem,
@@ -186,7 +187,10 @@ function BackendForm({
 function keyNote(b: BackendSetting): string {
   if (b.key_source) return `key ${b.key_source}`;
   if (!b.requires_key) return "needs no key";
-  return `no key: set ${b.api_key_env ?? "its key variable"} in llmux's environment`;
+  const variable = b.api_key_env ?? "its key variable";
+  return api.canStoreKeys()
+    ? `no key: add one under Keys, or set ${variable}`
+    : `no key: set ${variable} in llmux's environment`;
 }
 
 /** The desktop app's keys: names and sources per back-end, a form to add one, and delete
@@ -301,6 +305,61 @@ function KeysSection({ backends }: { backends: BackendSetting[] }) {
         </p>
       )}
     </>
+  );
+}
+
+/** Whether clients must send a key. The desktop app generates one into the keychain and
+ * copies it to the clipboard; the server takes its keys from its environment or file. */
+function ProxyKeyRow({ keysSetting }: { keysSetting?: SettingValue }) {
+  const [status, setStatus] = useState<ProxyKeyStatus | null>(null);
+  const [message, setMessage] = useState("");
+  const inApp = api.canStoreKeys();
+  useEffect(() => {
+    if (inApp) api.proxyKeyStatus().then(setStatus).catch((err) => setMessage(String(err.message ?? err)));
+  }, [inApp]);
+  const act = (call: Promise<ProxyKeyStatus | void>, done: string) =>
+    call
+      .then((s) => {
+        if (s) setStatus(s);
+        setMessage(done);
+      })
+      .catch((err) => setMessage(String(err.message ?? err)));
+  const fromConfig = Array.isArray(keysSetting?.value) ? keysSetting.value.length : 0;
+  const required = status ? status.required : fromConfig > 0;
+  return (
+    <div className="setting" data-key="proxy-key">
+      <label>Proxy API key</label>
+      <span data-testid="proxy-key-state">
+        {required ? "required: clients must send it" : "not required (loopback clients only)"}
+        {status?.in_keychain ? " · kept in the keychain" : ""}
+        {(status?.other_keys ?? fromConfig) > 0 && !status?.in_keychain
+          ? ` · from ${keysSetting?.source ?? "the config"}`
+          : ""}
+      </span>
+      <span className="actions">
+        {inApp && (
+          <>
+            <button onClick={() => act(api.generateProxyKey(), "A new key is on the clipboard: give it to your clients as their API key.")}>
+              {status?.in_keychain ? "New key" : "Require a key"}
+            </button>
+            {status?.in_keychain && (
+              <>
+                <button onClick={() => act(api.copyProxyKey(), "The key is on the clipboard.")}>Copy key</button>
+                <button className="danger" onClick={() => act(api.removeProxyKey(), "Clients no longer need the app's key.")}>
+                  Stop requiring
+                </button>
+              </>
+            )}
+          </>
+        )}
+        {!inApp && <span className="muted">set LLM_INTERACTIVE_PROXY_API_KEY in llmux's environment</span>}
+      </span>
+      {message && (
+        <div className="field-note" role="status">
+          {message}
+        </div>
+      )}
+    </div>
   );
 }
 
@@ -439,6 +498,8 @@ export function SettingsPage({ onError }: { onError: (err: unknown) => void }) {
           )
         );
       })}
+
+      <ProxyKeyRow keysSetting={values.get("auth.api_keys")} />
 
       <h2>Back-ends</h2>
       <table className="backends" data-testid="backends">

@@ -3,6 +3,7 @@
 import type {
   BackendKeys,
   ListParams,
+  ProxyKeyStatus,
   Replayed,
   ReplayParams,
   RequestRow,
@@ -163,6 +164,11 @@ export const api = {
     desktop<BackendKeys[]>("save_key", { backend, name, secret }),
   deleteKey: (backend: string, name: string) =>
     desktop<BackendKeys[]>("delete_key", { backend, name }),
+  proxyKeyStatus: () => desktop<ProxyKeyStatus>("proxy_key_status", {}),
+  /** A new proxy key, kept in the keychain and put on the clipboard (never sent here). */
+  generateProxyKey: () => desktop<ProxyKeyStatus>("generate_proxy_key", {}),
+  copyProxyKey: () => desktop<void>("copy_proxy_key", {}),
+  removeProxyKey: () => desktop<ProxyKeyStatus>("remove_proxy_key", {}),
   /** The matching requests with their bodies, as JSON Lines. */
   exportJsonl: (params: ListParams) =>
     call("export", { params }, () => http<string>("GET", "/admin/api/export", params)),

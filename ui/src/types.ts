@@ -41,3 +41,10 @@ export interface BackendKeys {
   key_env: string | null;
   keys: KeyInfo[];
 }
+
+/** The desktop app's proxy key: whether clients must send one, and where it is kept. */
+export interface ProxyKeyStatus {
+  required: boolean;
+  in_keychain: boolean;
+  other_keys: number;
+}
