@@ -577,7 +577,9 @@ fn full_row_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<RequestRow> {
 
 /// Bodies shorter than this are stored as TEXT: compressing them saves next to nothing.
 const COMPRESS_FROM: usize = 512;
-/// zstd's fastest levels already shrink JSON several times; the writer thread must keep up.
+/// zstd level 1 with a reused context: 3.6 µs for a 2 KB request, 6.3 µs for a 64-frame
+/// stream, shrinking them 8x and 25x. Level -1 was faster alone (1.7 and 4.3 µs) but made no
+/// difference to the writer's 53 µs per row in bench/capture.sh and grew rows 13 %.
 const ZSTD_LEVEL: i32 = 1;
 
 /// Compresses bodies for the writer thread, with one zstd context reused for every body
