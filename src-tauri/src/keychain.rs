@@ -111,6 +111,7 @@ impl KeyStore for MemoryKeyStore {
 
 /// Where a key comes from, as the settings window shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum KeySource {
     Keychain,
@@ -119,6 +120,7 @@ pub enum KeySource {
 
 /// A key's name and origin; never its value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct KeyInfo {
     pub name: String,
     pub source: KeySource,
@@ -126,6 +128,7 @@ pub struct KeyInfo {
 
 /// The keys of one back-end.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct BackendKeys {
     pub backend: String,
     pub kind: String,

@@ -13,6 +13,8 @@ pub mod proxy;
 pub mod proxy_key;
 pub mod shell;
 pub mod tray;
+#[cfg(test)]
+mod typescript;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

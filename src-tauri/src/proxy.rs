@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 
 /// What the tray icon shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(rename_all = "lowercase")]
 pub enum State {
     Running,
@@ -31,11 +32,14 @@ pub enum State {
 
 /// The proxy's state with what the tray's status line and the UI show.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct Status {
     pub state: State,
     /// The main port's address: the bound one when running, else the configured one.
+    #[cfg_attr(test, ts(type = "string"))]
     pub address: SocketAddr,
     /// The dedicated Anthropic port, when configured.
+    #[cfg_attr(test, ts(type = "string | null"))]
     pub anthropic_address: Option<SocketAddr>,
     pub default_backend: String,
     /// Requests served since the app started (both ports, every start).

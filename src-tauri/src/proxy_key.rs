@@ -15,6 +15,7 @@ const PREFIX: &str = "llmux-";
 
 /// What the settings window shows about the proxy key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct ProxyKeyStatus {
     /// Clients must send a key (this one, or one from the environment or the file).
     pub required: bool,

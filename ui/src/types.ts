@@ -27,24 +27,5 @@ export interface ServerInfo {
   auth: boolean;
 }
 
-/** A key's name and where it comes from (the desktop app's `list_keys`); never its value. */
-export interface KeyInfo {
-  name: string;
-  source: { kind: "keychain" } | { kind: "env"; variable: string };
-}
-
-/** The keys of one back-end, in the order the engine rotates them. */
-export interface BackendKeys {
-  backend: string;
-  kind: string;
-  requires_key: boolean;
-  key_env: string | null;
-  keys: KeyInfo[];
-}
-
-/** The desktop app's proxy key: whether clients must send one, and where it is kept. */
-export interface ProxyKeyStatus {
-  required: boolean;
-  in_keychain: boolean;
-  other_keys: number;
-}
+// The desktop app's own commands (keys, proxy key, status), generated from src-tauri's types.
+export type { BackendKeys, KeyInfo, ProxyKeyStatus, Status as ProxyStatus } from "./generated/desktop";

@@ -1,0 +1,50 @@
+// Generated from the desktop app's Rust types (src-tauri) by the `typescript` test in
+// src-tauri/src/typescript.rs. Do not edit by hand.
+
+export type State = "running" | "stopped" | "error";
+
+export type Status = { state: State, 
+/**
+ * The main port's address: the bound one when running, else the configured one.
+ */
+address: string, 
+/**
+ * The dedicated Anthropic port, when configured.
+ */
+anthropic_address: string | null, default_backend: string, 
+/**
+ * Requests served since the app started (both ports, every start).
+ */
+requests_served: number, 
+/**
+ * Why the proxy is in the error state.
+ */
+error: string | null, };
+
+export type KeySource = { "kind": "keychain" } | { "kind": "env", variable: string, };
+
+export type KeyInfo = { name: string, source: KeySource, };
+
+export type BackendKeys = { backend: string, kind: string, requires_key: boolean, 
+/**
+ * The environment variable read for this back-end's keys (and `_1` .. `_20`).
+ */
+key_env: string | null, 
+/**
+ * In the order the engine rotates them: keychain first, then the environment.
+ */
+keys: Array<KeyInfo>, };
+
+export type ProxyKeyStatus = { 
+/**
+ * Clients must send a key (this one, or one from the environment or the file).
+ */
+required: boolean, 
+/**
+ * The app keeps a key in the keychain.
+ */
+in_keychain: boolean, 
+/**
+ * How many keys come from elsewhere (LLM_INTERACTIVE_PROXY_API_KEY, auth.api_keys).
+ */
+other_keys: number, };
