@@ -281,6 +281,23 @@ test("the inspector reads the app's capture store, on by default, through its co
   assert.ok(refused.error, JSON.stringify(refused));
   assert.equal(refused.error.status, 400);
   assert.equal(refused.error.problems[0].key, "proxy.port");
+
+  // A valid change is saved and applied: the proxy restarts with the new back-end.
+  const backends = async () => {
+    const res = await fetch(`http://127.0.0.1:${PORT}/`, { signal: AbortSignal.timeout(2000) }).catch(() => null);
+    return res?.ok ? (await res.json()).backends.map((b) => b.id) : [];
+  };
+  const saved = await invoke("admin_change_settings", {
+    change: { set: { "backends.desktop-extra.type": "mock" }, remove: [] },
+  });
+  assert.match(saved.file, /llmux\.toml$/);
+  await waitFor("the new back-end served", async () => (await backends()).includes("desktop-extra"));
+  assert.match(readFileSync(saved.file, "utf8"), /\[backends\.desktop-extra\]/);
+  await invoke("admin_change_settings", { change: { set: {}, remove: ["backends.desktop-extra"] } });
+  await waitFor("the back-end gone again", async () => {
+    const ids = await backends();
+    return ids.length > 0 && !ids.includes("desktop-extra");
+  });
   await wd("POST", s("/execute/sync"), { script: "location.hash = '#/settings'; return true;", args: [] });
 });
 
