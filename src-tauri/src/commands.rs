@@ -61,25 +61,13 @@ pub async fn save_key(
     proxy: State<'_, Arc<Proxy>>,
     keys: State<'_, Arc<KeychainSecrets>>,
 ) -> Result<Vec<BackendKeys>> {
-    let (proxy, keys) = (proxy.inner().clone(), keys.inner().clone());
-    let listed = {
-        let proxy = proxy.clone();
-        blocking(move || {
-            let config = proxy.config();
-            let backend = config
-                .backends
-                .get(&backend)
-                .ok_or(CommandError::UnknownBackend(backend.clone()))?;
-            let name = name
-                .filter(|n| !n.trim().is_empty())
-                .unwrap_or_else(|| default_key_name(backend));
-            keys.save(backend, name.trim(), &secret)?;
-            Ok(keys.list(config.backends.values())?)
-        })
-        .await?
-    };
-    proxy.restart_if_running().await;
-    Ok(listed)
+    change_keys(&proxy, &keys, backend, move |keys, backend| {
+        let name = name
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or_else(|| default_key_name(backend));
+        keys.save(backend, name.trim(), &secret)
+    })
+    .await
 }
 
 /// Removes a key from the keychain; environment keys cannot be removed here.
@@ -90,20 +78,36 @@ pub async fn delete_key(
     proxy: State<'_, Arc<Proxy>>,
     keys: State<'_, Arc<KeychainSecrets>>,
 ) -> Result<Vec<BackendKeys>> {
-    let (proxy, keys) = (proxy.inner().clone(), keys.inner().clone());
-    let listed = {
-        let proxy = proxy.clone();
-        blocking(move || {
-            let config = proxy.config();
-            let backend = config
-                .backends
-                .get(&backend)
-                .ok_or(CommandError::UnknownBackend(backend.clone()))?;
-            keys.delete(backend, &name)?;
-            Ok(keys.list(config.backends.values())?)
-        })
-        .await?
-    };
+    change_keys(&proxy, &keys, backend, move |keys, backend| {
+        keys.delete(backend, &name)
+    })
+    .await
+}
+
+/// Runs `change` on `backend`'s keys off the async threads, restarts the listeners when
+/// running (so the engine uses the keys now) and answers the new listing.
+async fn change_keys(
+    proxy: &Arc<Proxy>,
+    keys: &Arc<KeychainSecrets>,
+    backend: String,
+    change: impl FnOnce(
+        &KeychainSecrets,
+        &llmux::config::BackendConfig,
+    ) -> std::result::Result<(), KeyError>
+    + Send
+    + 'static,
+) -> Result<Vec<BackendKeys>> {
+    let (for_keys, keys) = (proxy.clone(), keys.clone());
+    let listed = blocking(move || {
+        let config = for_keys.config();
+        let found = config
+            .backends
+            .get(&backend)
+            .ok_or(CommandError::UnknownBackend(backend.clone()))?;
+        change(&keys, found)?;
+        Ok(keys.list(config.backends.values())?)
+    })
+    .await?;
     proxy.restart_if_running().await;
     Ok(listed)
 }
