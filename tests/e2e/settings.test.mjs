@@ -87,6 +87,21 @@ test("a back-end added with its key from the environment serves requests", async
   assert.equal(provider.requests.at(-1).headers.authorization, `Bearer ${KEY}`);
 });
 
+test("a back-end with a bad base URL is refused in its form, and nothing is saved", async () => {
+  const before = readFileSync(config, "utf8");
+  await page.getByRole("button", { name: "Add a back-end" }).click();
+  const form = page.getByRole("form", { name: "back-end" });
+  await form.getByLabel("back-end name").fill("broken");
+  await form.getByLabel("base URL").fill("::not a url::");
+  await form.getByRole("button", { name: "Save back-end" }).click();
+  const problem = form.getByRole("alert");
+  await problem.waitFor(WAIT);
+  assert.match(await problem.innerText(), /backends\.broken\.base_url/);
+  assert.match(await problem.innerText(), /must start with http/);
+  assert.equal(readFileSync(config, "utf8"), before, "nothing was written");
+  assert.equal(await page.locator('tr[data-backend="broken"]').count(), 0);
+});
+
 test("an invalid port shows the engine's message beside the field and saves nothing", async () => {
   const before = readFileSync(config, "utf8");
   const port = page.locator('[data-key="proxy.port"]');
