@@ -302,3 +302,79 @@ async fn requests_llmux_cannot_read_are_recorded_with_their_error() {
         assert_eq!(row["upstream_request"], "");
     }
 }
+
+#[tokio::test]
+async fn anthropic_and_gemini_requests_replay_in_their_own_protocol() {
+    let dir = tempfile::tempdir().unwrap();
+    let (llmux, _fake) = run(&dir).await;
+    let anthropic = client()
+        .post(llmux.url("/v1/messages"))
+        .bearer_auth(PROXY_KEY)
+        .header("anthropic-version", "2023-06-01")
+        .json(
+            &json!({"model": "fake-small", "max_tokens": 50, "stream": true,
+            "messages": [{"role": "user", "content": "replay me, anthropic"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anthropic.status(), 200);
+    anthropic.text().await.unwrap();
+    let gemini = client()
+        .post(llmux.url("/v1beta/models/fake-small:streamGenerateContent?alt=sse"))
+        .bearer_auth(PROXY_KEY)
+        .json(&json!({"contents": [{"role": "user", "parts": [{"text": "replay me, gemini"}]}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gemini.status(), 200);
+    gemini.text().await.unwrap();
+    llmux.engine.store().unwrap().flush(Duration::from_secs(5));
+
+    let id_of = |listed: &Value| listed["data"][0]["id"].as_str().unwrap().to_owned();
+    let (_, listed) = get(&llmux, "/admin/api/requests?q=anthropic").await;
+    let (status, replayed) = replay(
+        &llmux,
+        &id_of(&listed),
+        r#"{"backend": "mock", "model": "mock-model"}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{replayed}");
+    assert_eq!(replayed["status"], 200, "{replayed}");
+    assert_eq!(
+        replayed["body"]["type"], "message",
+        "an Anthropic answer: {replayed}"
+    );
+    let id = replayed["request_id"].as_str().unwrap();
+    let (_, row) = get(&llmux, &format!("/admin/api/requests/{id}")).await;
+    assert_eq!(row["frontend"], "anthropic");
+    assert!(
+        row["client_headers"]
+            .as_str()
+            .unwrap()
+            .contains("2023-06-01"),
+        "the protocol version goes along: {row}"
+    );
+
+    let (_, listed) = get(&llmux, "/admin/api/requests?q=gemini").await;
+    let (status, replayed) = replay(
+        &llmux,
+        &id_of(&listed),
+        r#"{"backend": "mock", "model": "mock-model"}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{replayed}");
+    assert_eq!(replayed["status"], 200, "{replayed}");
+    assert!(
+        replayed["body"]["candidates"].is_array(),
+        "a Gemini answer: {replayed}"
+    );
+    assert_eq!(replayed["model"], "mock:mock-model");
+    let id = replayed["request_id"].as_str().unwrap();
+    let (_, row) = get(&llmux, &format!("/admin/api/requests/{id}")).await;
+    assert_eq!(
+        (row["frontend"].as_str(), row["backend"].as_str()),
+        (Some("gemini"), Some("mock"))
+    );
+    assert_eq!(row["stream"], false);
+}
