@@ -859,6 +859,10 @@ const CREDENTIAL_HEADERS: &[&str] = &[
 
 /// The headers as a JSON object (repeated names joined by ", "), credentials masked.
 fn headers_json(headers: &axum::http::HeaderMap) -> String {
+    serde_json::Value::Object(headers_object(headers)).to_string()
+}
+
+fn headers_object(headers: &axum::http::HeaderMap) -> serde_json::Map<String, serde_json::Value> {
     let mut object = serde_json::Map::new();
     for name in headers.keys() {
         let value = if CREDENTIAL_HEADERS.contains(&name.as_str()) {
@@ -873,7 +877,7 @@ fn headers_json(headers: &axum::http::HeaderMap) -> String {
         };
         object.insert(name.as_str().to_owned(), value.into());
     }
-    serde_json::Value::Object(object).to_string()
+    object
 }
 
 /// Bodies longer than this are cut (with a note) so one huge request cannot bloat the store.
@@ -928,9 +932,7 @@ impl Recorder {
     pub fn upstream_headers(&self, status: u16, headers: &axum::http::HeaderMap) {
         let mut object = serde_json::Map::new();
         object.insert(":status".to_owned(), status.into());
-        if let Ok(serde_json::Value::Object(named)) = serde_json::from_str(&headers_json(headers)) {
-            object.extend(named);
-        }
+        object.extend(headers_object(headers));
         let text = serde_json::Value::Object(object).to_string();
         self.update(|row| row.upstream_headers = text);
     }
