@@ -135,7 +135,8 @@ pub struct BackendKeys {
     pub requires_key: bool,
     /// The environment variable read for this back-end's keys (and `_1` .. `_20`).
     pub key_env: Option<String>,
-    /// In the order the engine rotates them: keychain first, then the environment.
+    /// In the order the engine takes them (keychain first, then the environment); it uses
+    /// the first until key rotation lands.
     pub keys: Vec<KeyInfo>,
 }
 

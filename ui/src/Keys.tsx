@@ -39,7 +39,7 @@ export function KeysSection({ backends }: { backends: BackendSetting[] }) {
         <thead>
           <tr>
             <th>back-end</th>
-            <th>keys, in rotation order</th>
+            <th>keys, in order (the first is used; rotation over the rest comes with failover)</th>
           </tr>
         </thead>
         <tbody>

@@ -31,7 +31,8 @@ export type BackendKeys = { backend: string, kind: string, requires_key: boolean
  */
 key_env: string | null, 
 /**
- * In the order the engine rotates them: keychain first, then the environment.
+ * In the order the engine takes them (keychain first, then the environment); it uses
+ * the first until key rotation lands.
  */
 keys: Array<KeyInfo>, };
 
