@@ -222,10 +222,7 @@ pub struct Timeline {
 
 /// Requests, errors, tokens and latency over time.
 pub async fn timeline(engine: &Engine, params: TimelineParams) -> Result<Timeline, Error> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or_default();
+    let now = store::unix_seconds();
     let since = params.since.unwrap_or(now - 86_400.0);
     let window = (now - since).max(1.0);
     let bucket = params

@@ -650,14 +650,18 @@ fn used_bytes(connection: &Connection) -> rusqlite::Result<u64> {
     Ok(pages.saturating_sub(free) * size)
 }
 
+/// Now, in Unix seconds (0 if the clock is before 1970).
+pub(crate) fn unix_seconds() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
 /// Applies the retention: rows past the age go, then the oldest tenth at a time while the
 /// database is over its size.
 fn prune(connection: &Connection, retention: Retention) -> rusqlite::Result<()> {
     if let Some(max_age) = retention.max_age {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
-        let cutoff = now - max_age.as_secs_f64();
+        let cutoff = unix_seconds() - max_age.as_secs_f64();
         delete_where(connection, "started_at < ?1", params![cutoff])?;
     }
     if let Some(max_bytes) = retention.max_bytes {
@@ -1139,10 +1143,7 @@ mod tests {
     }
 
     fn now() -> f64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs_f64()
+        unix_seconds()
     }
 
     #[test]

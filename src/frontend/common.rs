@@ -362,9 +362,7 @@ impl RequestLog {
             return;
         };
         let ctx = &self.ctx;
-        let started_at = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0.0, |now| now.as_secs_f64() - latency_ms / 1000.0);
+        let started_at = crate::capture::store::unix_seconds() - latency_ms / 1000.0;
         let error = match (&self.error, outcome) {
             (Some(error), _) => error.clone(),
             (None, "done") => String::new(),

@@ -51,6 +51,28 @@ where
     Ok(Option::<Vec<T>>::deserialize(deserializer)?.unwrap_or_default())
 }
 
+/// A content part or item as the wire has it: a JSON object whose `type` is a string. Both
+/// come back, so the caller can match on the type and deserialize the rest; `path` names
+/// the value in the errors.
+pub(crate) fn tagged_object(
+    value: Value,
+    path: &str,
+) -> Result<(String, serde_json::Map<String, Value>), crate::Error> {
+    let Value::Object(obj) = value else {
+        return Err(crate::Error::invalid_field(
+            path,
+            format!("'{path}' must be an object with a 'type'"),
+        ));
+    };
+    match obj.get("type") {
+        Some(Value::String(kind)) => Ok((kind.clone(), obj)),
+        _ => Err(crate::Error::invalid_field(
+            format!("{path}.type"),
+            format!("'{path}.type' must be a string"),
+        )),
+    }
+}
+
 /// A `content` field as the wire has it: a string, a list, or (where allowed) `null`.
 pub(crate) enum TextOrList {
     Null,

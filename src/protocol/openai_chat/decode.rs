@@ -239,21 +239,7 @@ fn content_parts(content: Content, path: &str) -> Result<Vec<Part>, Error> {
 }
 
 fn content_part(value: Value, path: &str) -> Result<Part, Error> {
-    let Value::Object(mut obj) = value else {
-        return Err(Error::invalid_field(
-            path,
-            format!("'{path}' must be an object with a 'type'"),
-        ));
-    };
-    let kind = match obj.get("type") {
-        Some(Value::String(kind)) => kind.clone(),
-        _ => {
-            return Err(Error::invalid_field(
-                format!("{path}.type"),
-                format!("'{path}.type' must be a string"),
-            ));
-        }
-    };
+    let (kind, mut obj) = crate::protocol::tagged_object(value, path)?;
     match kind.as_str() {
         "text" => {
             obj.remove("type");
