@@ -52,6 +52,8 @@ struct Inner {
     router: Router,
     pipeline: Pipeline,
     auth: Auth,
+    /// Requests running per client address, shared by both ports; `None`: no limit.
+    per_ip: Option<Arc<crate::frontend::web_safety::PerIpLimit>>,
 }
 
 impl Engine {
@@ -70,6 +72,17 @@ impl Engine {
         let backends = backend::build_all(&config, secrets)?;
         let router = Router::new(backends, config.default_backend.clone());
         let auth = Auth::new(&config.auth);
+        if config.web.any_host {
+            tracing::warn!(
+                "proxy.allowed_hosts = [\"*\"]: the Host check is off, so any web page can \
+                 reach llmux by rebinding its name to this address; the admin API needs the \
+                 proxy key"
+            );
+        }
+        let per_ip = config
+            .web
+            .max_requests_per_ip
+            .map(|max| Arc::new(crate::frontend::web_safety::PerIpLimit::new(max)));
         Ok(Self {
             inner: Arc::new(Inner {
                 settings: std::sync::OnceLock::new(),
@@ -111,6 +124,7 @@ impl Engine {
                 router,
                 pipeline,
                 auth,
+                per_ip,
             }),
         })
     }
@@ -125,6 +139,11 @@ impl Engine {
 
     pub fn auth(&self) -> &Auth {
         &self.inner.auth
+    }
+
+    /// The per-address limit on running requests, when one is set.
+    pub fn per_ip_limit(&self) -> Option<Arc<crate::frontend::web_safety::PerIpLimit>> {
+        self.inner.per_ip.clone()
     }
 
     pub fn pipeline(&self) -> &Pipeline {

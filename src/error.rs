@@ -48,6 +48,9 @@ pub enum ErrorKind {
     },
     #[error("{message}")]
     Unauthorized { message: String },
+    /// A request llmux will not serve as sent: a Host or Origin it does not answer.
+    #[error("{message}")]
+    Forbidden { message: String },
     #[error("{message}")]
     NotFound { message: String },
     #[error("request body is larger than the limit of {limit} bytes")]
@@ -127,6 +130,13 @@ impl Error {
         .into()
     }
 
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        ErrorKind::Forbidden {
+            message: message.into(),
+        }
+        .into()
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         ErrorKind::Internal {
             message: message.into(),
@@ -138,6 +148,7 @@ impl Error {
         match self.kind() {
             ErrorKind::InvalidRequest { .. } => 400,
             ErrorKind::Unauthorized { .. } => 401,
+            ErrorKind::Forbidden { .. } => 403,
             ErrorKind::NotFound { .. } => 404,
             ErrorKind::PayloadTooLarge { .. } => 413,
             ErrorKind::RateLimited { .. } => 429,
@@ -153,6 +164,7 @@ impl Error {
         match self.kind() {
             ErrorKind::InvalidRequest { .. }
             | ErrorKind::Unauthorized { .. }
+            | ErrorKind::Forbidden { .. }
             | ErrorKind::NotFound { .. }
             | ErrorKind::PayloadTooLarge { .. }
             | ErrorKind::RateLimited { .. } => Side::Client,

@@ -166,6 +166,30 @@ struct Options {
     /// An IP or CIDR range that skips auth; repeatable [auth.trusted_ips, TRUSTED_IPS].
     #[arg(long = "trusted-ip", global = true, value_name = "IP_OR_CIDR")]
     trusted_ips: Vec<String>,
+    /// A host name llmux answers besides loopback names and IP addresses; repeatable;
+    /// "*" turns the Host check off [proxy.allowed_hosts, ALLOWED_HOSTS].
+    #[arg(long = "allowed-host", global = true, value_name = "NAME")]
+    allowed_hosts: Vec<String>,
+    /// A web origin (scheme://host[:port]) allowed to call llmux from a browser, with
+    /// CORS; repeatable [proxy.allowed_origins, ALLOWED_ORIGINS].
+    #[arg(long = "allowed-origin", global = true, value_name = "ORIGIN")]
+    allowed_origins: Vec<String>,
+    /// Seconds a client has to send a whole request head (default 10)
+    /// [proxy.header_read_timeout_seconds, HEADER_READ_TIMEOUT_SECONDS].
+    #[arg(long, global = true, value_name = "SECONDS")]
+    header_read_timeout: Option<f64>,
+    /// Seconds an idle keep-alive connection stays open (default 60)
+    /// [proxy.keep_alive_timeout_seconds, KEEP_ALIVE_TIMEOUT_SECONDS].
+    #[arg(long, global = true, value_name = "SECONDS")]
+    keep_alive_timeout: Option<f64>,
+    /// Open client connections at most; 0 sizes it from the open-file limit (default)
+    /// [proxy.max_connections, MAX_CONNECTIONS].
+    #[arg(long, global = true, value_name = "N")]
+    max_connections: Option<u64>,
+    /// Requests one client address may have running at once; 0 is no limit (default)
+    /// [proxy.max_concurrent_requests_per_ip, MAX_CONCURRENT_REQUESTS_PER_IP].
+    #[arg(long, global = true, value_name = "N")]
+    max_concurrent_requests_per_ip: Option<u64>,
     /// Request bodies above this many bytes get 413 [proxy.max_body_bytes].
     #[arg(long, global = true, value_name = "BYTES")]
     max_body_bytes: Option<u64>,
@@ -442,6 +466,47 @@ fn config_loader(options: &Options) -> ConfigLoader {
             .collect();
         loader = loader.set("auth.trusted_ips", toml::Value::Array(list), "--trusted-ip");
     }
+    for (key, list, flag) in [
+        (
+            "proxy.allowed_hosts",
+            &options.allowed_hosts,
+            "--allowed-host",
+        ),
+        (
+            "proxy.allowed_origins",
+            &options.allowed_origins,
+            "--allowed-origin",
+        ),
+    ] {
+        if !list.is_empty() {
+            let list = list.iter().map(|s| toml::Value::from(s.as_str())).collect();
+            loader = loader.set(key, toml::Value::Array(list), flag);
+        }
+    }
+    if let Some(seconds) = options.header_read_timeout {
+        loader = loader.set(
+            "proxy.header_read_timeout_seconds",
+            seconds,
+            "--header-read-timeout",
+        );
+    }
+    if let Some(seconds) = options.keep_alive_timeout {
+        loader = loader.set(
+            "proxy.keep_alive_timeout_seconds",
+            seconds,
+            "--keep-alive-timeout",
+        );
+    }
+    if let Some(n) = options.max_connections {
+        loader = loader.set("proxy.max_connections", int(n), "--max-connections");
+    }
+    if let Some(n) = options.max_concurrent_requests_per_ip {
+        loader = loader.set(
+            "proxy.max_concurrent_requests_per_ip",
+            int(n),
+            "--max-concurrent-requests-per-ip",
+        );
+    }
     if let Some(bytes) = options.max_body_bytes {
         loader = loader.set("proxy.max_body_bytes", int(bytes), "--max-body-bytes");
     }
@@ -566,7 +631,12 @@ async fn serve_until_stopped(config: Config, loader: ConfigLoader) -> anyhow::Re
                 _ = reload.changed() => {}
             }
         };
-        llmux::server::serve_apps(apps, stopping, config.shutdown_timeout)
+        llmux::server::serve_apps(
+            apps,
+            config.connections.clone(),
+            stopping,
+            config.shutdown_timeout,
+        )
             .await
             .context("server failed")?;
         finish(&engine);

@@ -1,51 +1,129 @@
-//! Serving the engine on sockets, with graceful shutdown.
+//! Serving the engine on sockets: connection limits and timeouts, graceful shutdown.
+//!
+//! A local proxy is reachable by anything on the machine, so a connection that never
+//! finishes its request head, or a flood of connections, must not take llmux down:
+//! - every connection has a watchdog: a request head must arrive whole within
+//!   `header_read_timeout` of its first byte (of the accept, on a new connection), and a
+//!   kept-alive connection with nothing running is closed after `keep_alive_timeout`;
+//! - open connections are capped (both ports together); at the cap llmux stops accepting,
+//!   so new clients wait in the kernel's backlog until one closes, and says so once in the log.
+//!
+//! hyper's own `header_read_timeout` starts when it begins waiting for a head, idle time
+//! included, which would make the keep-alive timeout the header timeout; the watchdog
+//! tells the two apart by counting the connection's running requests.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-use axum::serve::ListenerExt;
-use tokio::net::TcpListener;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
 
 use crate::engine::Engine;
+use crate::frontend::hold_until_done;
 
-/// Serves `engine`'s main app on `listener`; see [`serve_apps`].
+/// The listeners' connection settings (`[proxy]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectionLimits {
+    /// A request head must be complete this long after its first byte.
+    pub header_read_timeout: Duration,
+    /// A kept-alive connection with no request running is closed after this long.
+    pub keep_alive_timeout: Duration,
+    /// Open connections at most; `None`: sized from the process's file-descriptor limit.
+    pub max_connections: Option<usize>,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            keep_alive_timeout: Duration::from_secs(60),
+            max_connections: None,
+        }
+    }
+}
+
+/// Client connections open now, in every server of this process.
+static OPEN_CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
+
+/// Client connections open now (both ports, every running server in this process).
+pub fn open_connections() -> usize {
+    OPEN_CONNECTIONS.load(Ordering::Relaxed)
+}
+
+/// The connection cap when none is configured: half the file descriptors llmux may open
+/// (each proxied request also holds one to the provider), less a reserve for files and
+/// listeners. The soft limit is raised to the hard one first, as servers do.
+pub fn default_max_connections() -> usize {
+    let limit = raise_fd_limit();
+    let reserve = 64;
+    usize::try_from(limit.saturating_sub(reserve) / 2)
+        .unwrap_or(usize::MAX)
+        .max(16)
+}
+
+#[cfg(unix)]
+fn raise_fd_limit() -> u64 {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(err) => {
+            tracing::debug!("cannot read or raise the open-file limit: {err}");
+            1024
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn raise_fd_limit() -> u64 {
+    // Windows sockets are not bounded by a per-process descriptor table.
+    16_384
+}
+
+/// Serves `engine`'s main app on `listener` with default limits; see [`serve_apps`].
 pub async fn serve(
     engine: Engine,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> std::io::Result<()> {
-    serve_apps(vec![(listener, engine.router())], shutdown, grace).await
+    let limits = engine.config().connections.clone();
+    serve_apps(vec![(listener, engine.router())], limits, shutdown, grace).await
 }
 
 /// Serves each app on its listener until `shutdown` resolves, then lets running requests
-/// (streams included) finish for up to `grace` before returning.
+/// (streams included) finish for up to `grace` before closing what is left.
 pub async fn serve_apps(
     apps: Vec<(TcpListener, axum::Router)>,
+    limits: ConnectionLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> std::io::Result<()> {
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
     });
+    let max = limits.max_connections.unwrap_or_else(default_max_connections);
+    let shared = Arc::new(Shared {
+        limits,
+        slots: Arc::new(Semaphore::new(max)),
+        max,
+        cap_logged: AtomicU64::new(0),
+    });
     let servers = apps.into_iter().map(|(listener, app)| {
-        let mut stopped = stop_rx.clone();
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        // Without TCP_NODELAY, small stream frames wait on Nagle's algorithm and the
-        // client's delayed ACK: about 40 ms per frame.
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.wait_for(|stop| *stop).await;
-                })
-                .await
-        }
+        accept_loop(listener, app, shared.clone(), stop_rx.clone())
     });
     let mut stopping = stop_rx.clone();
     let deadline = async move {
@@ -60,13 +138,309 @@ pub async fn serve_apps(
         }
     };
     tokio::select! {
-        results = futures::future::join_all(servers) => {
-            results.into_iter().collect::<std::io::Result<Vec<()>>>().map(|_| ())
-        }
+        _ = futures::future::join_all(servers) => Ok(()),
         () = deadline => {
             tracing::warn!("requests still running after {}s; closing them", grace.as_secs());
             Ok(())
         }
+    }
+}
+
+/// What every listener of one server shares.
+struct Shared {
+    limits: ConnectionLimits,
+    slots: Arc<Semaphore>,
+    max: usize,
+    /// When the cap was last logged (seconds since the Unix epoch), to log it once a minute.
+    cap_logged: AtomicU64,
+}
+
+impl Shared {
+    fn log_cap_reached(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let last = self.cap_logged.load(Ordering::Relaxed);
+        if now >= last + 60
+            && self
+                .cap_logged
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                "connection limit reached: {} client connections are open; new ones wait \
+                 until one closes (proxy.max_connections, --max-connections, MAX_CONNECTIONS)",
+                self.max
+            );
+        }
+    }
+}
+
+/// Accepts connections until `stop`, then waits for the open ones to finish (each is told
+/// to close once its running request is done). Dropping it closes them all.
+async fn accept_loop(
+    listener: TcpListener,
+    app: axum::Router,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        let slot = if let Ok(slot) = shared.slots.clone().try_acquire_owned() {
+            slot
+        } else {
+            shared.log_cap_reached();
+            tokio::select! {
+                slot = shared.slots.clone().acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => break,
+                },
+                _ = stop.wait_for(|s| *s) => break,
+            }
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        // Reap finished connection tasks so the set does not grow.
+        while connections.try_join_next().is_some() {}
+        match accepted {
+            Ok((tcp, remote)) => {
+                // Without TCP_NODELAY, small stream frames wait on Nagle's algorithm and
+                // the client's delayed ACK: about 40 ms per frame.
+                let _ = tcp.set_nodelay(true);
+                let conn = serve_connection(tcp, remote, app.clone(), shared.clone(), stop.clone());
+                connections.spawn(async move {
+                    let _slot = slot;
+                    conn.await;
+                });
+            }
+            Err(err) => {
+                // EMFILE and friends: the listener stays good; wait for descriptors to free.
+                tracing::warn!("cannot accept a connection: {err}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
+}
+
+/// Serves one connection until it closes, its watchdog fires, or the server stops (then
+/// it finishes its running request first).
+async fn serve_connection(
+    tcp: TcpStream,
+    remote: SocketAddr,
+    app: axum::Router,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let _open = OpenConnection::count();
+    let activity = Arc::new(Activity::new());
+    let io = TokioIo::new(Watched {
+        inner: tcp,
+        activity: activity.clone(),
+    });
+    let service = {
+        let activity = activity.clone();
+        hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(remote));
+            let running = activity.request_started();
+            let app = app.clone();
+            async move {
+                let response = tower::ServiceExt::oneshot(app, request.map(Body::new)).await;
+                Ok::<_, Infallible>(match response {
+                    Ok(response) => response.map(|body| hold_until_done(body, running)),
+                    Err(never) => match never {},
+                })
+            }
+        })
+    };
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    let mut conn = pin!(builder.serve_connection(io, service));
+    let mut watchdog = pin!(activity.watchdog(shared.limits.clone()));
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(err) = result {
+                    tracing::debug!(client = %remote, "connection ended: {err}");
+                }
+                return;
+            }
+            reason = &mut watchdog => {
+                tracing::debug!(client = %remote, "closing the connection: {reason}");
+                return;
+            }
+            _ = stop.wait_for(|s| *s), if !stopping => {
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
+/// Counts an open connection for [`open_connections`] while it lives.
+struct OpenConnection;
+
+impl OpenConnection {
+    fn count() -> Self {
+        OPEN_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
+        OpenConnection
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        OPEN_CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What a connection's watchdog knows: its running requests, when a head started
+/// arriving, and when it last went idle. Times are milliseconds since `started`.
+struct Activity {
+    started: Instant,
+    running: AtomicUsize,
+    /// When the first byte of a head not yet complete arrived; `NONE` when none is pending.
+    head_since: AtomicU64,
+    /// When the last request finished (or the connection opened).
+    idle_since: AtomicU64,
+}
+
+const NONE: u64 = u64::MAX;
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            running: AtomicUsize::new(0),
+            // A new connection owes its first head from the start: a client that connects
+            // and sends nothing gets the header timeout, not the keep-alive one.
+            head_since: AtomicU64::new(0),
+            idle_since: AtomicU64::new(0),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(NONE - 1)
+    }
+
+    /// Bytes arrived: while nothing runs they are the start of the next head.
+    fn bytes_read(&self) {
+        if self.running.load(Ordering::Relaxed) == 0
+            && self.head_since.load(Ordering::Relaxed) == NONE
+        {
+            self.head_since.store(self.now(), Ordering::Relaxed);
+        }
+    }
+
+    /// A head arrived whole; the request runs until the returned guard drops (its answer
+    /// has been sent, or abandoned).
+    fn request_started(self: &Arc<Self>) -> Running {
+        self.running.fetch_add(1, Ordering::Relaxed);
+        self.head_since.store(NONE, Ordering::Relaxed);
+        Running(self.clone())
+    }
+
+    /// Resolves, with the reason, when the connection should be closed.
+    async fn watchdog(&self, limits: ConnectionLimits) -> &'static str {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(NONE - 1);
+        let (header, keep_alive) = (
+            ms(limits.header_read_timeout),
+            ms(limits.keep_alive_timeout),
+        );
+        loop {
+            let now = self.now();
+            let wake_at = if self.running.load(Ordering::Relaxed) > 0 {
+                // A request runs: nothing to time here; look again later.
+                now + header.min(keep_alive)
+            } else {
+                let head = self.head_since.load(Ordering::Relaxed);
+                if head != NONE {
+                    if now >= head + header {
+                        return "the request head did not arrive in time";
+                    }
+                    head + header
+                } else {
+                    let idle = self.idle_since.load(Ordering::Relaxed);
+                    if now >= idle + keep_alive {
+                        return "idle keep-alive connection";
+                    }
+                    idle + keep_alive
+                }
+            };
+            tokio::time::sleep(Duration::from_millis(wake_at.saturating_sub(now).max(1))).await;
+        }
+    }
+}
+
+/// One running request on a connection.
+struct Running(Arc<Activity>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let activity = &self.0;
+        activity
+            .idle_since
+            .store(activity.now(), Ordering::Relaxed);
+        activity.running.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The connection's socket, telling its [`Activity`] when bytes arrive.
+struct Watched {
+    inner: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.bytes_read();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

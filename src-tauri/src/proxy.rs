@@ -273,12 +273,13 @@ impl Proxy {
         }
         let (stop, stopped) = oneshot::channel::<()>();
         let grace = config.shutdown_timeout;
+        let limits = config.connections.clone();
         let status = self.status.clone();
         let task = tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stopped.await;
             };
-            if let Err(err) = llmux::server::serve_apps(apps, shutdown, grace).await {
+            if let Err(err) = llmux::server::serve_apps(apps, limits, shutdown, grace).await {
                 tracing::error!("proxy stopped: {err}");
                 status.send_modify(|s| {
                     s.state = State::Error;

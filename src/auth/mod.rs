@@ -31,10 +31,15 @@ pub const BYPASS_PATHS: &[&str] = &[
     "/redoc",
 ];
 
+/// The admin API: captured prompts, settings, replay.
+const ADMIN_PREFIX: &str = "/admin/api/";
+
 pub struct Auth {
     keys: Vec<Vec<u8>>,
     trusted: Vec<IpNet>,
     brute_force: Option<BruteForce>,
+    /// The admin API takes only a key: no trusted network, no keyless loopback.
+    admin_requires_key: bool,
 }
 
 impl Auth {
@@ -50,6 +55,7 @@ impl Auth {
                 .brute_force
                 .enabled
                 .then(|| BruteForce::new(config.brute_force.clone())),
+            admin_requires_key: config.admin_requires_key,
         }
     }
 
@@ -65,10 +71,22 @@ impl Auth {
         headers: &HeaderMap,
         query: Option<&str>,
     ) -> Result<(), Error> {
-        if !self.enabled() || BYPASS_PATHS.contains(&path) {
+        if BYPASS_PATHS.contains(&path) {
+            return Ok(());
+        }
+        let key_only = self.admin_requires_key && is_admin(path);
+        if key_only && !self.enabled() {
+            // Config validation refuses to start this way; never serve prompts keyless.
+            return Err(Error::unauthorized(
+                "the admin API needs a proxy key when llmux answers any host or listens \
+                 beyond loopback; set LLM_INTERACTIVE_PROXY_API_KEY",
+            ));
+        }
+        if !self.enabled() {
             return Ok(());
         }
         if let Some(ip) = client
+            && !key_only
             && self.trusted.iter().any(|net| net.contains(&ip))
         {
             return Ok(());
@@ -103,6 +121,10 @@ impl Auth {
             found | bool::from(key.as_slice().ct_eq(presented))
         })
     }
+}
+
+fn is_admin(path: &str) -> bool {
+    path.starts_with(ADMIN_PREFIX) || path == ADMIN_PREFIX.trim_end_matches('/')
 }
 
 fn blocked(wait: Duration) -> Error {
@@ -211,6 +233,31 @@ mod tests {
             auth.check("/health", CLIENT, &HeaderMap::new(), None)
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn the_admin_api_takes_only_a_key_when_the_host_check_is_off() {
+        let mut config = Config::defaults().unwrap().auth;
+        config.api_keys = vec!["k1".into()];
+        config.trusted = vec!["192.168.1.0/24".parse().unwrap()];
+        config.admin_requires_key = true;
+        let auth = Auth::new(&config);
+        let none = HeaderMap::new();
+        assert!(auth.check("/v1/models", CLIENT, &none, None).is_ok());
+        let err = auth
+            .check("/admin/api/requests", CLIENT, &none, None)
+            .unwrap_err();
+        assert_eq!(err.status(), 401);
+        let key = headers(&[("authorization", "Bearer k1")]);
+        assert!(auth.check("/admin/api/requests", CLIENT, &key, None).is_ok());
+
+        config.api_keys.clear();
+        let keyless = Auth::new(&config);
+        assert!(keyless.check("/v1/models", CLIENT, &none, None).is_ok());
+        let err = keyless
+            .check("/admin/api/settings", CLIENT, &none, None)
+            .unwrap_err();
+        assert!(err.to_string().contains("needs a proxy key"), "{err}");
     }
 
     #[test]

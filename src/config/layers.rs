@@ -46,6 +46,24 @@ pub const ENV_KEYS: &[(&str, &str, EnvKind)] = &[
     ("APP_HOST", "proxy.host", EnvKind::Str),
     ("APP_PORT", "proxy.port", EnvKind::Int),
     ("ANTHROPIC_PORT", "proxy.anthropic_port", EnvKind::Int),
+    ("ALLOWED_HOSTS", "proxy.allowed_hosts", EnvKind::List),
+    ("ALLOWED_ORIGINS", "proxy.allowed_origins", EnvKind::List),
+    (
+        "HEADER_READ_TIMEOUT_SECONDS",
+        "proxy.header_read_timeout_seconds",
+        EnvKind::Float,
+    ),
+    (
+        "KEEP_ALIVE_TIMEOUT_SECONDS",
+        "proxy.keep_alive_timeout_seconds",
+        EnvKind::Float,
+    ),
+    ("MAX_CONNECTIONS", "proxy.max_connections", EnvKind::Int),
+    (
+        "MAX_CONCURRENT_REQUESTS_PER_IP",
+        "proxy.max_concurrent_requests_per_ip",
+        EnvKind::Int,
+    ),
     ("LLM_BACKEND", "default_backend", EnvKind::Str),
     ("COMMAND_PREFIX", "command_prefix", EnvKind::Str),
     (

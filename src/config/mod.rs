@@ -198,6 +198,9 @@ pub struct AuthConfig {
     pub api_keys: Vec<String>,
     pub trusted: Vec<IpNet>,
     pub brute_force: BruteForceConfig,
+    /// The admin API needs a key even from trusted networks: the Host check is off or
+    /// llmux listens beyond loopback.
+    pub admin_requires_key: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,6 +217,10 @@ pub struct Config {
     pub anthropic_port: Option<u16>,
     pub max_body_bytes: usize,
     pub shutdown_timeout: Duration,
+    /// Host, Origin and per-address checks of every request.
+    pub web: crate::frontend::web_safety::WebSafetySettings,
+    /// Connection timeouts and caps of the listeners.
+    pub connections: crate::server::ConnectionLimits,
     pub default_backend: String,
     pub auth: AuthConfig,
     pub log_level: String,
@@ -477,6 +484,82 @@ fn bad(layered: &Layered, key: &str, value: impl fmt::Display, why: impl fmt::Di
     format!("{key} = {value} (from {}): {why}", layered.source_of(key))
 }
 
+/// `proxy.allowed_hosts`, `allowed_origins` and the per-address request limit.
+fn validate_web_safety(
+    proxy: &raw::RawProxy,
+    layered: &Layered,
+    problems: &mut Vec<String>,
+) -> crate::frontend::web_safety::WebSafetySettings {
+    use crate::frontend::web_safety::{HostRule, WebSafetySettings, parse_allowed_origin};
+    let mut web = WebSafetySettings {
+        max_requests_per_ip: usize::try_from(proxy.max_concurrent_requests_per_ip)
+            .ok()
+            .filter(|n| *n > 0),
+        ..WebSafetySettings::default()
+    };
+    for entry in &proxy.allowed_hosts {
+        if entry.trim() == "*" {
+            web.any_host = true;
+            continue;
+        }
+        match HostRule::parse(entry) {
+            Ok(rule) => web.allowed_hosts.push(rule),
+            Err(why) => problems.push(bad(
+                layered,
+                "proxy.allowed_hosts",
+                format!("{entry:?}"),
+                why,
+            )),
+        }
+    }
+    for entry in &proxy.allowed_origins {
+        match parse_allowed_origin(entry) {
+            Ok(origin) => web.allowed_origins.push(origin),
+            Err(why) => problems.push(bad(
+                layered,
+                "proxy.allowed_origins",
+                format!("{entry:?}"),
+                why,
+            )),
+        }
+    }
+    web
+}
+
+/// The listeners' timeouts and connection cap.
+fn validate_connections(
+    proxy: &raw::RawProxy,
+    layered: &Layered,
+    problems: &mut Vec<String>,
+) -> crate::server::ConnectionLimits {
+    let mut seconds = |key: &str, value: f64| {
+        if value.is_finite() && value > 0.0 && value <= 86_400.0 {
+            Duration::from_secs_f64(value)
+        } else {
+            problems.push(bad(
+                layered,
+                &format!("proxy.{key}"),
+                value,
+                "must be more than 0 and at most 86400 seconds",
+            ));
+            Duration::from_secs(10)
+        }
+    };
+    crate::server::ConnectionLimits {
+        header_read_timeout: seconds(
+            "header_read_timeout_seconds",
+            proxy.header_read_timeout_seconds,
+        ),
+        keep_alive_timeout: seconds(
+            "keep_alive_timeout_seconds",
+            proxy.keep_alive_timeout_seconds,
+        ),
+        max_connections: usize::try_from(proxy.max_connections)
+            .ok()
+            .filter(|n| *n > 0),
+    }
+}
+
 fn validate(
     raw: &RawConfig,
     layered: &Layered,
@@ -524,6 +607,21 @@ fn validate(
              LLM_INTERACTIVE_PROXY_API_KEY (or auth.api_keys) or listen on 127.0.0.1",
         ));
     }
+
+    let web = validate_web_safety(&raw.proxy, layered, problems);
+    if web.any_host && api_keys.is_empty() {
+        problems.push(bad(
+            layered,
+            "proxy.allowed_hosts",
+            "[\"*\"]",
+            "turns the Host check off, so any web page can reach llmux by rebinding its \
+             name to this address; the admin API (captured prompts, settings) then needs a \
+             proxy key: set LLM_INTERACTIVE_PROXY_API_KEY (or auth.api_keys), or list the \
+             host names instead of \"*\"",
+        ));
+    }
+    let connections = validate_connections(&raw.proxy, layered, problems);
+    let admin_requires_key = web.any_host || !host.is_loopback();
 
     let capture_redact_patterns = raw.capture.redact_patterns.clone();
     for pattern in &capture_redact_patterns {
@@ -846,6 +944,8 @@ fn validate(
         anthropic_port,
         max_body_bytes: usize::try_from(raw.proxy.max_body_bytes).unwrap_or(usize::MAX),
         shutdown_timeout: Duration::from_secs(raw.proxy.shutdown_timeout_seconds),
+        web,
+        connections,
         default_backend: raw.default_backend.clone(),
         auth: AuthConfig {
             api_keys,
@@ -858,6 +958,7 @@ fn validate(
                 multiplier: bf.block_multiplier.max(1.0),
                 max_block: Duration::from_secs(bf.max_block_seconds.max(1)),
             },
+            admin_requires_key,
         },
         log_level: raw.logging.level.clone(),
         log_format,

@@ -323,6 +323,25 @@ pub struct RawProxy {
     /// On SIGINT/SIGTERM, how long running streams may take to finish.
     #[serde(default = "default_shutdown_timeout")]
     pub shutdown_timeout_seconds: u64,
+    /// Host names llmux answers besides loopback names and IP addresses; `"*"` turns the
+    /// Host check off.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Web origins (`scheme://host[:port]`) allowed to call llmux from a browser, with CORS.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// A client must send a whole request head within this many seconds.
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout_seconds: f64,
+    /// An idle keep-alive connection is closed after this many seconds.
+    #[serde(default = "default_keep_alive_timeout")]
+    pub keep_alive_timeout_seconds: f64,
+    /// Open client connections at most (both ports together); 0: sized from the fd limit.
+    #[serde(default)]
+    pub max_connections: u64,
+    /// Requests one client address may have running at once; 0: no limit.
+    #[serde(default)]
+    pub max_concurrent_requests_per_ip: u64,
 }
 
 fn default_host() -> String {
@@ -337,6 +356,12 @@ fn default_max_body_bytes() -> u64 {
 fn default_shutdown_timeout() -> u64 {
     30
 }
+fn default_header_read_timeout() -> f64 {
+    10.0
+}
+fn default_keep_alive_timeout() -> f64 {
+    60.0
+}
 
 impl Default for RawProxy {
     fn default() -> Self {
@@ -346,6 +371,12 @@ impl Default for RawProxy {
             anthropic_port: None,
             max_body_bytes: default_max_body_bytes(),
             shutdown_timeout_seconds: default_shutdown_timeout(),
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
+            header_read_timeout_seconds: default_header_read_timeout(),
+            keep_alive_timeout_seconds: default_keep_alive_timeout(),
+            max_connections: 0,
+            max_concurrent_requests_per_ip: 0,
         }
     }
 }

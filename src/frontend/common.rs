@@ -224,10 +224,9 @@ pub fn error_response(protocol: Protocol, error: &Error) -> Response {
     response
 }
 
-/// The context of a request, from its connection and headers.
-pub fn request_context(protocol: Protocol, request: &Request) -> RequestContext {
-    let mut ctx = RequestContext::new(protocol);
-    ctx.client_ip = request
+/// The address of the client that sent `request`, when the server recorded it.
+pub fn client_ip(request: &Request) -> Option<std::net::IpAddr> {
+    request
         .extensions()
         .get::<ClientAddr>()
         .map(|c| c.0.ip())
@@ -236,7 +235,13 @@ pub fn request_context(protocol: Protocol, request: &Request) -> RequestContext 
                 .extensions()
                 .get::<ConnectInfo<SocketAddr>>()
                 .map(|c| c.0.ip())
-        });
+        })
+}
+
+/// The context of a request, from its connection and headers.
+pub fn request_context(protocol: Protocol, request: &Request) -> RequestContext {
+    let mut ctx = RequestContext::new(protocol);
+    ctx.client_ip = client_ip(request);
     ctx.user_agent = header_string(request.headers(), "user-agent");
     ctx
 }
@@ -403,5 +408,40 @@ impl Drop for RequestLog {
             // cancelled with it.
             self.write("client disconnected");
         }
+    }
+}
+
+/// `body`, holding `guard` until the body has been sent whole or dropped: what a request
+/// holds (a connection's running count, a per-address slot) lasts as long as its answer,
+/// streams included. Size hints pass through, so a whole body keeps its length.
+pub fn hold_until_done<G: Send + Unpin + 'static>(body: Body, guard: G) -> Body {
+    Body::new(Holding {
+        body,
+        _guard: guard,
+    })
+}
+
+struct Holding<G> {
+    body: Body,
+    _guard: G,
+}
+
+impl<G: Send + Unpin + 'static> HttpBody for Holding<G> {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }

@@ -11,6 +11,7 @@ pub mod gemini;
 pub mod openai_chat;
 pub mod openai_responses;
 mod ui;
+pub mod web_safety;
 
 use axum::Json;
 use axum::extract::{Request, State};
@@ -20,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 
-pub use common::{ClientAddr, error_response};
+pub use common::{ClientAddr, error_response, hold_until_done};
 
 use crate::engine::Engine;
 use crate::model::Protocol;
@@ -29,7 +30,7 @@ use crate::model::Protocol;
 /// OpenAI shape.
 pub fn app(engine: Engine) -> axum::Router {
     let auth = |protocol| middleware::from_fn_with_state((engine.clone(), protocol), require_auth);
-    axum::Router::new()
+    let app = axum::Router::new()
         .route("/health", get(health))
         .route("/", get(info))
         .merge(anthropic::public_routes())
@@ -41,7 +42,14 @@ pub fn app(engine: Engine) -> axum::Router {
         .merge(ui::routes())
         .fallback(not_found)
         .layer(middleware::map_response(common::record_client_leg))
-        .with_state(engine)
+        .with_state(engine.clone());
+    guarded(&engine, app, None)
+}
+
+/// `app` behind the web-safety layers, outermost on every listener.
+fn guarded(engine: &Engine, app: axum::Router, protocol: Option<Protocol>) -> axum::Router {
+    let settings = std::sync::Arc::new(engine.config().web.clone());
+    web_safety::wrap(app, &settings, engine.per_ip_limit(), protocol)
 }
 
 /// The four protocol front-ends without authentication, for requests llmux makes to itself
@@ -60,12 +68,13 @@ pub(crate) fn internal_app(engine: Engine) -> axum::Router {
 /// The dedicated Anthropic port: the Anthropic routes at the root, errors in its shape.
 pub fn anthropic_app(engine: Engine) -> axum::Router {
     let auth = middleware::from_fn_with_state((engine.clone(), Protocol::Anthropic), require_auth);
-    axum::Router::new()
+    let app = axum::Router::new()
         .merge(anthropic::dedicated_public_routes())
         .merge(anthropic::dedicated_routes().route_layer(auth))
         .fallback(anthropic_not_found)
         .layer(middleware::map_response(common::record_client_leg))
-        .with_state(engine)
+        .with_state(engine.clone());
+    guarded(&engine, app, Some(Protocol::Anthropic))
 }
 
 async fn anthropic_not_found(method: Method, request: Request) -> Response {
@@ -78,16 +87,7 @@ async fn require_auth(
     request: Request,
     next: Next,
 ) -> Response {
-    let client = request
-        .extensions()
-        .get::<ClientAddr>()
-        .map(|c| c.0.ip())
-        .or_else(|| {
-            request
-                .extensions()
-                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-                .map(|c| c.0.ip())
-        });
+    let client = common::client_ip(&request);
     let checked = engine.auth().check(
         request.uri().path(),
         client,

@@ -79,11 +79,13 @@ pub async fn start(config: Config, secrets: &[(&str, &str)]) -> Llmux {
     let anthropic = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let anthropic_addr = anthropic.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let limits = config.connections.clone();
     let task = tokio::spawn(llmux::server::serve_apps(
         vec![
             (listener, engine.router()),
             (anthropic, engine.anthropic_router()),
         ],
+        limits,
         async move {
             let _ = stopped.await;
         },
