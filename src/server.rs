@@ -5,8 +5,9 @@
 //! - every connection has a watchdog: a request head must arrive whole within
 //!   `header_read_timeout` of its first byte (of the accept, on a new connection), and a
 //!   kept-alive connection with nothing running is closed after `keep_alive_timeout`;
-//! - open connections are capped (both ports together); at the cap llmux stops accepting,
-//!   so new clients wait in the kernel's backlog until one closes, and says so once in the log.
+//! - served connections are capped (both ports together); at the cap each listener holds
+//!   the one connection it accepted last and accepts no more, so new clients wait in the
+//!   kernel's backlog until one closes, and llmux says so in the log (once a minute).
 //!
 //! hyper's own `header_read_timeout` starts when it begins waiting for a head, idle time
 //! included, which would make the keep-alive timeout the header timeout; the watchdog
@@ -187,6 +188,21 @@ async fn accept_loop(
 ) {
     let mut connections = JoinSet::new();
     loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let (tcp, remote) = match accepted {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                // EMFILE and friends: the listener stays good; wait for descriptors to free.
+                tracing::warn!("cannot accept a connection: {err}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        // At the cap, the connection just accepted waits for a slot and no other is
+        // accepted meanwhile: the rest wait in the kernel's backlog.
         let slot = if let Ok(slot) = shared.slots.clone().try_acquire_owned() {
             slot
         } else {
@@ -199,29 +215,16 @@ async fn accept_loop(
                 _ = stop.wait_for(|s| *s) => break,
             }
         };
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = stop.wait_for(|s| *s) => break,
-        };
         // Reap finished connection tasks so the set does not grow.
         while connections.try_join_next().is_some() {}
-        match accepted {
-            Ok((tcp, remote)) => {
-                // Without TCP_NODELAY, small stream frames wait on Nagle's algorithm and
-                // the client's delayed ACK: about 40 ms per frame.
-                let _ = tcp.set_nodelay(true);
-                let conn = serve_connection(tcp, remote, app.clone(), shared.clone(), stop.clone());
-                connections.spawn(async move {
-                    let _slot = slot;
-                    conn.await;
-                });
-            }
-            Err(err) => {
-                // EMFILE and friends: the listener stays good; wait for descriptors to free.
-                tracing::warn!("cannot accept a connection: {err}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
+        // Without TCP_NODELAY, small stream frames wait on Nagle's algorithm and the
+        // client's delayed ACK: about 40 ms per frame.
+        let _ = tcp.set_nodelay(true);
+        let conn = serve_connection(tcp, remote, app.clone(), shared.clone(), stop.clone());
+        connections.spawn(async move {
+            let _slot = slot;
+            conn.await;
+        });
     }
     drop(listener);
     while connections.join_next().await.is_some() {}

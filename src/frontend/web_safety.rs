@@ -184,6 +184,17 @@ impl WebSafetySettings {
         }
     }
 
+    /// The request comes from an origin in `proxy.allowed_origins`.
+    fn is_listed_origin(&self, headers: &HeaderMap) -> bool {
+        headers
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|origin| {
+                let normal = origin.trim_end_matches('/').to_ascii_lowercase();
+                self.allowed_origins.contains(&normal)
+            })
+    }
+
     /// The request's own host and port when its Host is one llmux answers.
     fn check_host(&self, text: &str) -> Result<(String, Option<u16>), Error> {
         let parsed = split_host_port(text).filter(|(host, _)| !host.is_empty());
@@ -257,6 +268,10 @@ struct Guard {
     /// The dedicated Anthropic port answers every error in Anthropic's shape.
     protocol: Option<Protocol>,
     per_ip: Option<Arc<PerIpLimit>>,
+    /// The app behind CORS, for requests from a listed origin only: tower-http's layer
+    /// adds its method, header and `Vary` headers to every answer and takes every
+    /// `OPTIONS`, and nobody else should see any of that.
+    with_cors: Option<axum::Router>,
 }
 
 /// Wraps `app` in the web-safety layers: Host and Origin checks outermost, then CORS for
@@ -269,17 +284,18 @@ pub fn wrap(
     per_ip: Option<Arc<PerIpLimit>>,
     protocol: Option<Protocol>,
 ) -> axum::Router {
-    let guard = Guard {
+    let mut guard = Guard {
         settings: settings.clone(),
         protocol,
         per_ip,
+        with_cors: None,
     };
     let mut app = app;
     if guard.per_ip.is_some() {
         app = app.layer(middleware::from_fn_with_state(guard.clone(), limit_per_ip));
     }
     if !settings.allowed_origins.is_empty() {
-        app = app.layer(cors(&settings.allowed_origins));
+        guard.with_cors = Some(app.clone().layer(cors(&settings.allowed_origins)));
     }
     app.layer(middleware::from_fn_with_state(guard, check_request))
 }
@@ -313,7 +329,15 @@ async fn check_request(State(guard): State<Guard>, request: Request, next: Next)
         .settings
         .check(request.headers(), request.uri().authority().map(|a| a.as_str()));
     match checked {
-        Ok(()) => next.run(request).await,
+        Ok(()) => match &guard.with_cors {
+            Some(with_cors) if guard.settings.is_listed_origin(request.headers()) => {
+                match tower::ServiceExt::oneshot(with_cors.clone(), request).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                }
+            }
+            _ => next.run(request).await,
+        },
         Err(err) => {
             let path = request.uri().path();
             tracing::warn!(
