@@ -637,8 +637,8 @@ async fn serve_until_stopped(config: Config, loader: ConfigLoader) -> anyhow::Re
             stopping,
             config.shutdown_timeout,
         )
-            .await
-            .context("server failed")?;
+        .await
+        .context("server failed")?;
         finish(&engine);
         if *stop_rx.borrow() {
             break;

@@ -116,16 +116,18 @@ pub async fn serve_apps(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    let max = limits.max_connections.unwrap_or_else(default_max_connections);
+    let max = limits
+        .max_connections
+        .unwrap_or_else(default_max_connections);
     let shared = Arc::new(Shared {
         limits,
         slots: Arc::new(Semaphore::new(max)),
         max,
         cap_logged: AtomicU64::new(0),
     });
-    let servers = apps.into_iter().map(|(listener, app)| {
-        accept_loop(listener, app, shared.clone(), stop_rx.clone())
-    });
+    let servers = apps
+        .into_iter()
+        .map(|(listener, app)| accept_loop(listener, app, shared.clone(), stop_rx.clone()));
     let mut stopping = stop_rx.clone();
     let deadline = async move {
         if stopping.wait_for(|stop| *stop).await.is_ok() {
@@ -386,9 +388,7 @@ struct Running(Arc<Activity>);
 impl Drop for Running {
     fn drop(&mut self) {
         let activity = &self.0;
-        activity
-            .idle_since
-            .store(activity.now(), Ordering::Relaxed);
+        activity.idle_since.store(activity.now(), Ordering::Relaxed);
         activity.running.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -439,10 +439,7 @@ impl AsyncWrite for Watched {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

@@ -28,8 +28,7 @@ struct Answer {
 
 impl Answer {
     fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
 
     fn header(&self, name: &str) -> Option<&str> {
@@ -37,7 +36,9 @@ impl Answer {
     }
 
     fn has_cors_headers(&self) -> bool {
-        self.headers.keys().any(|k| k.starts_with("access-control-"))
+        self.headers
+            .keys()
+            .any(|k| k.starts_with("access-control-"))
     }
 }
 
@@ -72,12 +73,22 @@ async fn send(
 fn parse(raw: &str) -> Answer {
     let (head, body) = raw.split_once("\r\n\r\n").expect("no end of head");
     let mut lines = head.lines();
-    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let headers: HashMap<String, String> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
-    let body = if headers.get("transfer-encoding").is_some_and(|v| v == "chunked") {
+    let body = if headers
+        .get("transfer-encoding")
+        .is_some_and(|v| v == "chunked")
+    {
         dechunk(body)
     } else {
         body.to_owned()
@@ -121,7 +132,10 @@ async fn served(extra: &str, env: &[(&str, &str)]) -> Served {
     let store = dir.path().join("capture.sqlite");
     let text = support::fake_backend_config(
         &provider.base_url,
-        &format!("{extra}\n[capture]\ndb = {:?}\n", store.display().to_string()),
+        &format!(
+            "{extra}\n[capture]\ndb = {:?}\n",
+            store.display().to_string()
+        ),
     );
     std::fs::write(&file, &text).unwrap();
     let env: HashMap<String, String> = env
@@ -163,10 +177,17 @@ async fn a_rebinding_page_cannot_read_prompts_settings_or_change_them() {
     )
     .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
-    s.llmux.engine.store().unwrap().flush(Duration::from_secs(5));
+    s.llmux
+        .engine
+        .store()
+        .unwrap()
+        .flush(Duration::from_secs(5));
     let listed = send(addr, "GET", "/admin/api/requests", &[("host", &own)], "").await;
     assert_eq!(listed.status, 200);
-    assert!(listed.body.contains(SECRET_PROMPT), "the store has the prompt");
+    assert!(
+        listed.body.contains(SECRET_PROMPT),
+        "the store has the prompt"
+    );
 
     // The page, rebound to 127.0.0.1, reads the captured prompts: refused.
     let stolen = send(addr, "GET", "/admin/api/requests", &[("host", &evil)], "").await;
@@ -200,7 +221,11 @@ async fn a_rebinding_page_cannot_read_prompts_settings_or_change_them() {
     )
     .await;
     assert_eq!(changed.status, 403);
-    assert_eq!(std::fs::read(&s.file).unwrap(), before, "the config file changed");
+    assert_eq!(
+        std::fs::read(&s.file).unwrap(),
+        before,
+        "the config file changed"
+    );
 
     // A cross-site form post (text/plain needs no preflight) to spend the user's tokens.
     let hits = s.provider.hit_count();
@@ -333,7 +358,10 @@ async fn a_listed_host_is_answered_and_a_listed_origin_gets_cors() {
         addr,
         "POST",
         "/v1/chat/completions",
-        &[("host", "LLMUX.test:8000"), ("content-type", "application/json")],
+        &[
+            ("host", "LLMUX.test:8000"),
+            ("content-type", "application/json"),
+        ],
         &chat_body("hi"),
     )
     .await;
@@ -366,14 +394,21 @@ async fn a_listed_host_is_answered_and_a_listed_origin_gets_cors() {
         .header("access-control-allow-headers")
         .unwrap()
         .to_ascii_lowercase();
-    assert!(allowed_headers.contains("authorization"), "{allowed_headers}");
+    assert!(
+        allowed_headers.contains("authorization"),
+        "{allowed_headers}"
+    );
     assert!(
         preflight
             .header("access-control-allow-methods")
             .unwrap()
             .contains("POST")
     );
-    assert_eq!(s.provider.hit_count(), 1, "a preflight reached the provider");
+    assert_eq!(
+        s.provider.hit_count(),
+        1,
+        "a preflight reached the provider"
+    );
 
     let posted = send(
         addr,
@@ -516,8 +551,8 @@ async fn closed_within(tcp: &mut TcpStream, within: Duration) -> bool {
 
 #[tokio::test]
 async fn a_half_sent_head_and_an_idle_connection_are_closed_but_a_slow_stream_is_not() {
-    let llmux = mock_llmux("header_read_timeout_seconds = 0.5\nkeep_alive_timeout_seconds = 1.0")
-        .await;
+    let llmux =
+        mock_llmux("header_read_timeout_seconds = 0.5\nkeep_alive_timeout_seconds = 1.0").await;
     let addr = llmux.addr;
 
     // Slowloris: half a head, then nothing.
@@ -576,9 +611,10 @@ async fn at_the_connection_cap_new_clients_wait_until_one_closes() {
     // Give the accept loop a moment to take both.
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    let waiting = tokio::spawn(async move {
-        send(addr, "GET", "/health", &[("host", "127.0.0.1")], "").await
-    });
+    let waiting =
+        tokio::spawn(
+            async move { send(addr, "GET", "/health", &[("host", "127.0.0.1")], "").await },
+        );
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert!(!waiting.is_finished(), "a third connection was served");
     drop(first);

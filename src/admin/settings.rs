@@ -371,6 +371,11 @@ pub async fn change_source(
         .load()
         .map_err(|err| ChangeError::Invalid(problems_of(err)))?;
     check_shadowed_values(&path, &text, &change)?;
+    if let Ok(before) = source.load() {
+        for moved in moved_backends(&before.config, &loaded.config) {
+            tracing::warn!("settings: {moved}");
+        }
+    }
     write_atomically(&path, &text).await?;
     let overridden = change
         .set
@@ -383,6 +388,34 @@ pub async fn change_source(
         file: path.display().to_string(),
         overridden,
     })
+}
+
+/// Back-ends a change sends to another host: the keys of a back-end go wherever its base
+/// URL points, so such a change is worth a line in the log, naming both hosts.
+pub fn moved_backends(before: &crate::Config, after: &crate::Config) -> Vec<String> {
+    let host = |url: &str| {
+        reqwest::Url::parse(url)
+            .ok()
+            .and_then(|u| {
+                u.host_str()
+                    .map(|h| format!("{h}:{}", u.port_or_known_default().unwrap_or(0)))
+            })
+            .unwrap_or_else(|| url.to_owned())
+    };
+    after
+        .backends
+        .values()
+        .filter_map(|new| {
+            let old = before.backends.get(&new.id)?;
+            let (from, to) = (host(&old.base_url), host(&new.base_url));
+            (from != to).then(|| {
+                format!(
+                    "back-end '{}' moves from {from} to {to} (base URL {} -> {}); its key goes there with the next request",
+                    new.id, old.base_url, new.base_url
+                )
+            })
+        })
+        .collect()
 }
 
 /// A value an environment variable or flag overrides is not checked by loading the layers
@@ -475,6 +508,32 @@ mod tests {
         .unwrap();
         assert!(!removed.contains("port ="), "{removed}");
         assert!(!removed.contains("backends.local"), "{removed}");
+    }
+
+    #[test]
+    fn a_back_end_moved_to_another_host_is_named_with_both_hosts() {
+        let load = |toml: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("llmux.toml");
+            std::fs::write(&path, toml).unwrap();
+            ConfigLoader::new()
+                .file(&path, true)
+                .env(|_| None)
+                .load()
+                .unwrap()
+                .config
+        };
+        let before = load("[backends.openai]\nbase_url = \"https://api.openai.com/v1\"\n");
+        let same_host = load("[backends.openai]\nbase_url = \"https://api.openai.com/v2\"\n");
+        assert!(moved_backends(&before, &same_host).is_empty());
+        let moved = load("[backends.openai]\nbase_url = \"http://evil.example/v1\"\n");
+        let lines = moved_backends(&before, &moved);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].contains("'openai' moves from api.openai.com:443 to evil.example:80"),
+            "{}",
+            lines[0]
+        );
     }
 
     #[test]

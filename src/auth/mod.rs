@@ -249,7 +249,10 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.status(), 401);
         let key = headers(&[("authorization", "Bearer k1")]);
-        assert!(auth.check("/admin/api/requests", CLIENT, &key, None).is_ok());
+        assert!(
+            auth.check("/admin/api/requests", CLIENT, &key, None)
+                .is_ok()
+        );
 
         config.api_keys.clear();
         let keyless = Auth::new(&config);

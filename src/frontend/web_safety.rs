@@ -69,7 +69,9 @@ impl HostRule {
             !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         };
         if rest.is_empty() || !rest.split('.').all(label_ok) {
-            return Err("not a host name (letters, digits, '-' and dots; '*.' may start it)".into());
+            return Err(
+                "not a host name (letters, digits, '-' and dots; '*.' may start it)".into(),
+            );
         }
         Ok(rule)
     }
@@ -114,11 +116,7 @@ impl<'a> Origin<'a> {
             return None;
         }
         let (host, port) = split_host_port(authority)?;
-        Some(Origin {
-            scheme,
-            host,
-            port,
-        })
+        Some(Origin { scheme, host, port })
     }
 
     fn default_port(&self) -> Option<u16> {
@@ -244,7 +242,13 @@ impl WebSafetySettings {
 fn printable(text: &str) -> String {
     text.chars()
         .take(200)
-        .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
         .collect()
 }
 
@@ -325,9 +329,10 @@ fn cors(origins: &[String]) -> CorsLayer {
 }
 
 async fn check_request(State(guard): State<Guard>, request: Request, next: Next) -> Response {
-    let checked = guard
-        .settings
-        .check(request.headers(), request.uri().authority().map(|a| a.as_str()));
+    let checked = guard.settings.check(
+        request.headers(),
+        request.uri().authority().map(|a| a.as_str()),
+    );
     match checked {
         Ok(()) => match &guard.with_cors {
             Some(with_cors) if guard.settings.is_listed_origin(request.headers()) => {
@@ -341,7 +346,9 @@ async fn check_request(State(guard): State<Guard>, request: Request, next: Next)
         Err(err) => {
             let path = request.uri().path();
             tracing::warn!(
-                client = client_ip(&request).map(|ip| ip.to_string()).unwrap_or_default(),
+                client = client_ip(&request)
+                    .map(|ip| ip.to_string())
+                    .unwrap_or_default(),
                 path,
                 "refused: {err}"
             );
@@ -562,7 +569,13 @@ mod tests {
             Ok("http://localhost:3000")
         );
         assert_eq!(parse_allowed_origin("null").as_deref(), Ok("null"));
-        for bad in ["*", "localhost:3000", "http://x/path", "http://", "http://x:port"] {
+        for bad in [
+            "*",
+            "localhost:3000",
+            "http://x/path",
+            "http://",
+            "http://x:port",
+        ] {
             assert!(parse_allowed_origin(bad).is_err(), "{bad}");
         }
     }
@@ -581,7 +594,10 @@ mod tests {
         assert_eq!(protocol_of_path("/v1/models/gemini-pro"), Protocol::Gemini);
         assert_eq!(protocol_of_path("/v1/models"), Protocol::OpenAiChat);
         assert_eq!(protocol_of_path("/v1/responses"), Protocol::OpenAiResponses);
-        assert_eq!(protocol_of_path("/admin/api/settings"), Protocol::OpenAiChat);
+        assert_eq!(
+            protocol_of_path("/admin/api/settings"),
+            Protocol::OpenAiChat
+        );
     }
 
     #[test]
