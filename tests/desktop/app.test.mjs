@@ -222,6 +222,46 @@ test("the app opens its window and serves the proxy on its port", async () => {
   await screenshot("01-window-settings");
 });
 
+/** One raw HTTP request to the app's port with exactly these headers: {status, body}. */
+function rawRequest(method, path, headers, body = "") {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(PORT, "127.0.0.1", () => {
+      const lines = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join("");
+      socket.end(`${method} ${path} HTTP/1.1\r\n${lines}content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+    });
+    let raw = "";
+    socket.on("data", (chunk) => (raw += chunk));
+    socket.on("end", () => {
+      const [head, ...rest] = raw.split("\r\n\r\n");
+      resolve({ status: Number(head.split(" ")[1]), head, body: rest.join("\r\n\r\n") });
+    });
+    socket.on("error", reject);
+  });
+}
+
+test("web pages are refused on the app's port, keyless, while its windows keep working", async () => {
+  // A page that rebound its name to 127.0.0.1 reads the captured prompts: refused.
+  const rebound = await rawRequest("GET", "/admin/api/requests", { host: `evil.example:${PORT}` });
+  assert.equal(rebound.status, 403, rebound.body);
+  assert.match(rebound.body, /proxy\.allowed_hosts/);
+  // A cross-site form post spends the user's tokens: refused.
+  const posted = await rawRequest(
+    "POST",
+    "/v1/chat/completions",
+    { host: `127.0.0.1:${PORT}`, origin: "http://evil.example", "content-type": "text/plain" },
+    JSON.stringify({ model: "mock-model", messages: [{ role: "user", content: "spend" }] }),
+  );
+  assert.equal(posted.status, 403, posted.body);
+  assert.ok(!/access-control-/i.test(posted.head), posted.head);
+  // The app itself needs no key: its proxy answers on loopback, its window's commands work,
+  // and its settings window lists the allowed hosts and origins to edit.
+  assert.equal((await chat()).choices[0].message.content, "Hello from the llmux mock back-end.");
+  const settings = await invoke("admin_settings");
+  const keys = settings.values.map((v) => v.key);
+  assert.ok(keys.includes("proxy.allowed_hosts"), keys.join(", "));
+  assert.ok(keys.includes("proxy.allowed_origins"), keys.join(", "));
+});
+
 /** Every element matching `css` in the window, as WebDriver element ids (waits for one). */
 async function findAll(css) {
   let ids = [];

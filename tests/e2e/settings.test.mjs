@@ -4,6 +4,7 @@
 // port, and see each change take effect.
 import assert from "node:assert/strict";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import http from "node:http";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -114,6 +115,35 @@ test("an invalid port shows the engine's message beside the field and saves noth
   await shot("validation-error");
   assert.equal(readFileSync(config, "utf8"), before, "nothing was written");
   await page.getByRole("button", { name: "discard" }).click();
+});
+
+/** GET `path` from llmux with this Host header (fetch cannot set one): the status. */
+function statusWithHost(host, pathname) {
+  return new Promise((resolve, reject) => {
+    const request = http.get({ host: "127.0.0.1", port: new URL(llmux.url).port, path: pathname, headers: { host } }, (res) => {
+      res.resume();
+      res.on("end", () => resolve(res.statusCode));
+    });
+    request.on("error", reject);
+  });
+}
+
+test("a host name added to the allowed hosts on the page is answered after saving", async () => {
+  assert.equal(await statusWithHost("llmux.test", "/v1/models"), 403);
+  const hosts = page.locator('[data-key="proxy.allowed_hosts"]');
+  await hosts.locator("input").fill("llmux.test");
+  await page.getByRole("button", { name: /Save 1 change/ }).click();
+  await page.getByRole("status").getByText("applied").waitFor(WAIT);
+  assert.match(readFileSync(config, "utf8"), /allowed_hosts = \["llmux\.test"\]/);
+  let status;
+  for (let i = 0; i < 50 && status !== 200; i++) {
+    status = await statusWithHost("llmux.test", "/v1/models").catch(() => 0);
+    if (status !== 200) await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.equal(status, 200);
+  assert.equal(await statusWithHost("other.test", "/v1/models"), 403);
+  await page.locator('[data-key="proxy.allowed_origins"]').waitFor(WAIT);
+  await shot("allowed-hosts");
 });
 
 test("a new port takes effect and the page follows llmux there", async () => {
