@@ -142,7 +142,7 @@ test("a host name added to the allowed hosts on the page is answered after savin
   }
   assert.equal(status, 200);
   assert.equal(await statusWithHost("other.test", "/v1/models"), 403);
-  await page.locator('[data-key="proxy.allowed_origins"]').waitFor(WAIT);
+  await page.locator('[data-key="proxy.allowed_origins"]').scrollIntoViewIfNeeded(WAIT);
   await shot("allowed-hosts");
 });
 
