@@ -3,71 +3,10 @@
 //! applied by restarting the listeners.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+mod support;
 
 use serde_json::{Value, json};
-
-/// A loopback port nobody listens on right now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Llmux {
-    child: Child,
-    /// Each "listening on" address, as the binary logs it.
-    listening: mpsc::Receiver<String>,
-}
-
-impl Llmux {
-    fn start(config: &std::path::Path, env: &[(&str, &str)]) -> Self {
-        let home = config.parent().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_llmux"))
-            .args(["serve", "--config", config.to_str().unwrap()])
-            .env_clear()
-            .env("HOME", home)
-            .envs(env.iter().copied())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        let (tx, listening) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on http://").nth(1) {
-                    let addr = rest
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned();
-                    if tx.send(addr).is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-        Self { child, listening }
-    }
-
-    fn next_address(&self) -> String {
-        self.listening
-            .recv_timeout(Duration::from_secs(20))
-            .expect("llmux did not (re)start listening")
-    }
-}
-
-impl Drop for Llmux {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::binary::{Llmux, free_port};
 
 async fn get(addr: &str, path: &str) -> (u16, Value) {
     let response = reqwest::get(format!("http://{addr}{path}")).await.unwrap();

@@ -79,10 +79,43 @@ pub struct TimelineParams {
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 #[cfg_attr(test, derive(ts_rs::TS))]
 pub struct AdminStats {
+    /// The capture store's totals; zeros when it is off (see `capture_store`).
     #[serde(flatten)]
     pub store: Stats,
+    /// Whether the capture store is on.
+    pub capture_store: bool,
     /// Records the JSONL wire capture dropped because its writer fell behind.
     pub wire_capture_dropped: u64,
+    pub process: ProcessStats,
+}
+
+/// What the llmux process holds now: what a leak would grow.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct ProcessStats {
+    /// Client connections open, both ports.
+    pub open_connections: u64,
+    /// File descriptors open (sockets, files); `null` where the OS does not tell.
+    pub open_fds: Option<u64>,
+    /// Tasks alive on the async runtime.
+    pub tokio_tasks: u64,
+}
+
+impl ProcessStats {
+    pub fn now() -> Self {
+        Self {
+            open_connections: crate::server::open_connections() as u64,
+            open_fds: open_fds(),
+            tokio_tasks: tokio::runtime::Handle::try_current()
+                .map_or(0, |h| h.metrics().num_alive_tasks() as u64),
+        }
+    }
+}
+
+/// Entries of /proc/self/fd, less the one the listing itself holds open.
+fn open_fds() -> Option<u64> {
+    let entries = std::fs::read_dir("/proc/self/fd").ok()?;
+    Some((entries.count() as u64).saturating_sub(1))
 }
 
 /// Where to send a replayed request: another back-end, model, or both.
@@ -242,10 +275,15 @@ pub async fn timeline(engine: &Engine, params: TimelineParams) -> Result<Timelin
 
 /// Store totals plus what either capture sink dropped.
 pub async fn stats(engine: &Engine) -> Result<AdminStats, Error> {
-    let store = read(engine, Store::stats).await?;
+    let store = match engine.store() {
+        Some(_) => read(engine, Store::stats).await?,
+        None => Stats::default(),
+    };
     Ok(AdminStats {
         store,
+        capture_store: engine.store().is_some(),
         wire_capture_dropped: engine.capture().map_or(0, |c| c.dropped()),
+        process: ProcessStats::now(),
     })
 }
 
@@ -473,6 +511,7 @@ mod typescript {
             BackendStats::decl(&cfg),
             Stats::decl(&cfg),
             AdminStats::decl(&cfg),
+            ProcessStats::decl(&cfg),
             Usage::decl(&cfg),
             TimelinePoint::decl(&cfg),
             TimelineParams::decl(&cfg),

@@ -15,7 +15,9 @@
 //! counts records dropped because a capture writer fell behind.
 //! `GET /admin/api/settings` shows the config with every value's source;
 //! `PUT /admin/api/settings` with `{"set": {...}, "remove": [...]}` checks, saves and applies.
-//! The capture calls answer 404 in the OpenAI error shape when the store is off.
+//! The capture calls answer 404 in the OpenAI error shape when the store is off; `stats`
+//! answers with zeros and `capture_store: false`, and always with the process's open
+//! connections, file descriptors and async tasks.
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};

@@ -2,6 +2,7 @@
 //! loopback ports picked by the OS.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod binary;
 pub mod fake_anthropic;
 pub mod fake_gemini;
 pub mod fake_openai;

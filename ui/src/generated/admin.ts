@@ -73,13 +73,31 @@ dropped: number, backends: Array<BackendStats>, };
 
 export type AdminStats = { 
 /**
+ * Whether the capture store is on.
+ */
+capture_store: boolean, 
+/**
  * Records the JSONL wire capture dropped because its writer fell behind.
  */
-wire_capture_dropped: number, requests: number, 
+wire_capture_dropped: number, process: ProcessStats, requests: number, 
 /**
  * Rows dropped since start because the writer fell behind.
  */
 dropped: number, backends: Array<BackendStats>, };
+
+export type ProcessStats = { 
+/**
+ * Client connections open, both ports.
+ */
+open_connections: number, 
+/**
+ * File descriptors open (sockets, files); `null` where the OS does not tell.
+ */
+open_fds: number | null, 
+/**
+ * Tasks alive on the async runtime.
+ */
+tokio_tasks: number, };
 
 export type Usage = { group: string, requests: number, errors: number, input_tokens: number, output_tokens: number, };
 
