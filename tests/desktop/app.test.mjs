@@ -227,7 +227,8 @@ function rawRequest(method, path, headers, body = "") {
   return new Promise((resolve, reject) => {
     const socket = net.connect(PORT, "127.0.0.1", () => {
       const lines = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join("");
-      socket.end(`${method} ${path} HTTP/1.1\r\n${lines}content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+      // write, not end: a half-closed socket makes the server drop the request unanswered.
+      socket.write(`${method} ${path} HTTP/1.1\r\n${lines}content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
     });
     let raw = "";
     socket.on("data", (chunk) => (raw += chunk));
