@@ -86,9 +86,14 @@ impl HostRule {
     }
 }
 
+/// An origin as compared: lower case, without a trailing slash.
+fn normal_origin(text: &str) -> String {
+    text.trim().trim_end_matches('/').to_ascii_lowercase()
+}
+
 /// Reads one entry of `proxy.allowed_origins` into its normal form; the error says why not.
 pub fn parse_allowed_origin(text: &str) -> Result<String, String> {
-    let origin = text.trim().trim_end_matches('/').to_ascii_lowercase();
+    let origin = normal_origin(text);
     if origin == "null" {
         // What sandboxed frames and file:// pages send; allowed only when listed.
         return Ok(origin);
@@ -187,10 +192,11 @@ impl WebSafetySettings {
         headers
             .get(header::ORIGIN)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|origin| {
-                let normal = origin.trim_end_matches('/').to_ascii_lowercase();
-                self.allowed_origins.contains(&normal)
-            })
+            .is_some_and(|origin| self.is_listed(&normal_origin(origin)))
+    }
+
+    fn is_listed(&self, normal: &str) -> bool {
+        self.allowed_origins.iter().any(|o| o == normal)
     }
 
     /// The request's own host and port when its Host is one llmux answers.
@@ -214,8 +220,8 @@ impl WebSafetySettings {
     }
 
     fn check_origin(&self, text: &str, own: Option<(String, Option<u16>)>) -> Result<(), Error> {
-        let normal = text.trim_end_matches('/').to_ascii_lowercase();
-        if self.allowed_origins.contains(&normal) {
+        let normal = normal_origin(text);
+        if self.is_listed(&normal) {
             return Ok(());
         }
         if let Some(origin) = Origin::parse(&normal) {
