@@ -4,6 +4,8 @@
 //!   `chat.completion`, or, when the body has `"stream": true`, a 64-chunk SSE stream (role chunk,
 //!   64 content chunks of one word each, a finish chunk, a usage chunk when the body asks for
 //!   `include_usage`, then `data: [DONE]`), every frame prebuilt and sent as fast as possible.
+//!   With `--chunk-interval-ms N` a stream is paced instead: one content chunk every N ms, its
+//!   text `" <index>@<send time in Unix µs>"`, for `streams` to check order and frame delay.
 //! - `GET /v1/models`: a fixed model list; `GET /health`: 200.
 //!
 //! Only loopback addresses can be bound. With `--port 0` the OS picks a port; the first line on
@@ -14,6 +16,7 @@
 )]
 
 use std::convert::Infallible;
+use std::future::Future as _;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -46,6 +49,11 @@ struct Args {
     /// Tokio worker threads; 1 runs a single-threaded runtime.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Pace streamed answers: one content chunk every this many milliseconds, each carrying
+    /// `" <index>@<send time in Unix microseconds>"` as its text, so a client can check the
+    /// order and measure each frame's delay (0: prebuilt words, as fast as possible).
+    #[arg(long, default_value_t = 0)]
+    chunk_interval_ms: u64,
 }
 
 /// Prebuilt response bodies, shared by all connections.
@@ -56,6 +64,8 @@ struct Canned {
     stream: Arc<[Bytes]>,
     /// Stream frames with the usage chunk before `[DONE]`.
     stream_usage: Arc<[Bytes]>,
+    /// `--chunk-interval-ms`: zero sends the prebuilt frames at once.
+    interval: std::time::Duration,
 }
 
 const WORDS: [&str; 16] = [
@@ -72,7 +82,7 @@ fn chunk_frame(delta: &str, finish: &str) -> Bytes {
 }
 
 impl Canned {
-    fn new() -> Self {
+    fn new(interval: std::time::Duration) -> Self {
         let completion = Bytes::from_static(
             br#"{"id":"chatcmpl-fake","object":"chat.completion","created":1700000000,"model":"fake-model","system_fingerprint":"fp_fake","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! This is a fixed answer from the fake provider.","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":512,"completion_tokens":12,"total_tokens":524}}"#,
         );
@@ -108,6 +118,7 @@ impl Canned {
             models,
             stream: frames.into(),
             stream_usage: with_usage.into(),
+            interval,
         }
     }
 }
@@ -146,10 +157,72 @@ impl Body for FramesBody {
     }
 }
 
+/// A paced stream: the role chunk at once, then one stamped content chunk per interval, then
+/// the finish chunk and `[DONE]`.
+struct PacedBody {
+    interval: std::time::Duration,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    /// Frames sent so far: 0 is the role chunk, 1..=64 the content chunks.
+    sent: usize,
+}
+
+impl PacedBody {
+    fn new(interval: std::time::Duration) -> Self {
+        Self {
+            interval,
+            sleep: Box::pin(tokio::time::sleep(interval)),
+            sent: 0,
+        }
+    }
+}
+
+fn unix_micros() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or(0)
+}
+
+impl Body for PacedBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let sent = self.sent;
+        let frame = match sent {
+            0 => chunk_frame(r#"{"role":"assistant","content":""}"#, "null"),
+            n if n <= STREAM_WORDS => {
+                if self.sleep.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                let next = tokio::time::Instant::now() + self.interval;
+                self.sleep.as_mut().reset(next);
+                chunk_frame(
+                    &format!(r#"{{"content":" {}@{}"}}"#, n - 1, unix_micros()),
+                    "null",
+                )
+            }
+            n if n == STREAM_WORDS + 1 => chunk_frame("{}", r#""stop""#),
+            n if n == STREAM_WORDS + 2 => Bytes::from_static(b"data: [DONE]\n\n"),
+            _ => return Poll::Ready(None),
+        };
+        self.sent = sent + 1;
+        Poll::Ready(Some(Ok(Frame::data(frame))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.sent > STREAM_WORDS + 2
+    }
+}
+
 /// Either a full body or a stream of frames.
 enum Reply {
     Full(Full<Bytes>),
     Frames(FramesBody),
+    Paced(PacedBody),
 }
 
 impl Body for Reply {
@@ -163,6 +236,7 @@ impl Body for Reply {
         match self.get_mut() {
             Reply::Full(b) => Pin::new(b).poll_frame(cx),
             Reply::Frames(b) => Pin::new(b).poll_frame(cx),
+            Reply::Paced(b) => Pin::new(b).poll_frame(cx),
         }
     }
 
@@ -170,6 +244,7 @@ impl Body for Reply {
         match self {
             Reply::Full(b) => b.is_end_stream(),
             Reply::Frames(b) => b.is_end_stream(),
+            Reply::Paced(b) => b.is_end_stream(),
         }
     }
 
@@ -177,6 +252,7 @@ impl Body for Reply {
         match self {
             Reply::Full(b) => b.size_hint(),
             Reply::Frames(b) => b.size_hint(),
+            Reply::Paced(b) => b.size_hint(),
         }
     }
 }
@@ -229,7 +305,16 @@ async fn handle(
                 Ok(c) => c.to_bytes(),
                 Err(_) => return Ok(error(StatusCode::BAD_REQUEST, "unreadable body")),
             };
-            if wants_stream(&body) {
+            if wants_stream(&body) && !canned.interval.is_zero() {
+                let mut resp = respond(
+                    StatusCode::OK,
+                    "text/event-stream",
+                    Reply::Paced(PacedBody::new(canned.interval)),
+                );
+                resp.headers_mut()
+                    .insert("cache-control", HeaderValue::from_static("no-cache"));
+                Ok(resp)
+            } else if wants_stream(&body) {
                 let frames = if find(&body, b"include_usage").is_some() {
                     canned.stream_usage.clone()
                 } else {
@@ -277,7 +362,9 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}:{}", args.host, args.port))?;
     let local = listener.local_addr()?;
     println!("listening on {local}");
-    let canned = Arc::new(Canned::new());
+    let canned = Arc::new(Canned::new(std::time::Duration::from_millis(
+        args.chunk_interval_ms,
+    )));
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -332,9 +419,34 @@ mod tests {
         assert!(!wants_stream(br#"{"model":"m"}"#));
     }
 
+    #[tokio::test]
+    async fn paced_streams_stamp_each_chunk_in_order() {
+        let mut body = PacedBody::new(std::time::Duration::from_millis(1));
+        let mut frames = Vec::new();
+        while let Some(frame) = body.frame().await {
+            frames.push(frame.unwrap_or_else(|e| match e {}).into_data().unwrap_or_default());
+        }
+        // role + 64 stamped chunks + finish + [DONE]
+        assert_eq!(frames.len(), STREAM_WORDS + 3);
+        let mut last_stamp = 0u128;
+        for (i, frame) in frames[1..=STREAM_WORDS].iter().enumerate() {
+            let text = String::from_utf8_lossy(frame);
+            let marker = format!("\" {i}@");
+            let at = text.find(&marker).unwrap_or_else(|| panic!("{text}"));
+            let stamp: u128 = text[at + marker.len()..]
+                .split('"')
+                .next()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            assert!(stamp >= last_stamp, "{text}");
+            last_stamp = stamp;
+        }
+        assert_eq!(&frames[STREAM_WORDS + 2][..], b"data: [DONE]\n\n");
+    }
+
     #[test]
     fn stream_has_64_words_usage_and_done() {
-        let c = Canned::new();
+        let c = Canned::new(std::time::Duration::ZERO);
         // role + 64 words + finish + usage + [DONE]
         assert_eq!(c.stream_usage.len(), STREAM_WORDS + 4);
         assert_eq!(c.stream.len(), STREAM_WORDS + 3);
