@@ -88,9 +88,10 @@ stop_pid() {
     bench_pids=("${kept[@]}")
 }
 
-# start_fake: the fake provider on a port it picks; sets fake_pid and fake_addr (HOST:PORT).
+# start_fake [ARGS...]: the fake provider on a port it picks, with ARGS (e.g.
+# --chunk-interval-ms 50); sets fake_pid and fake_addr (HOST:PORT).
 start_fake() {
-    "${pin_load[@]}" "$bin/fake-provider" --port 0 >"$tmp/fake.out" 2>"$tmp/fake.err" &
+    "${pin_load[@]}" "$bin/fake-provider" --port 0 "$@" >"$tmp/fake.out" 2>"$tmp/fake.err" &
     fake_pid=$!
     bench_pids+=("$fake_pid")
     fake_addr=""
