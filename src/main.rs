@@ -706,7 +706,7 @@ fn finish(engine: &Engine) {
 }
 
 async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await.with_context(|| {
+    llmux::server::listen(addr).with_context(|| {
         format!("cannot listen on {addr} (is another llmux running? choose another port)")
     })
 }

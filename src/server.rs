@@ -92,6 +92,24 @@ fn raise_fd_limit() -> u64 {
     16_384
 }
 
+/// Connections the kernel completes and queues before llmux accepts them. Tokio's default is
+/// 1024; a burst beyond the queue makes the kernel answer with SYN cookies, leaving clients a
+/// connection llmux never sees. Linux caps it at `net.core.somaxconn` (4096 by default).
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listener on `addr` (address reuse on, as servers do, so a restart does not wait for
+/// TIME_WAIT sockets) with a deep accept queue.
+pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    #[cfg(not(windows))]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Serves `engine`'s main app on `listener` with default limits; see [`serve_apps`].
 pub async fn serve(
     engine: Engine,

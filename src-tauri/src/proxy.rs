@@ -352,9 +352,7 @@ impl SecretSource for Snapshot {
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))
+    llmux::server::listen(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))
 }
 
 /// Counts every request the app answers.
