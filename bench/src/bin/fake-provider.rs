@@ -424,7 +424,12 @@ mod tests {
         let mut body = PacedBody::new(std::time::Duration::from_millis(1));
         let mut frames = Vec::new();
         while let Some(frame) = body.frame().await {
-            frames.push(frame.unwrap_or_else(|e| match e {}).into_data().unwrap_or_default());
+            frames.push(
+                frame
+                    .unwrap_or_else(|e| match e {})
+                    .into_data()
+                    .unwrap_or_default(),
+            );
         }
         // role + 64 stamped chunks + finish + [DONE]
         assert_eq!(frames.len(), STREAM_WORDS + 3);

@@ -29,7 +29,9 @@ use tokio::net::TcpStream;
 const CHUNKS: u64 = 64;
 
 #[derive(Parser, Debug)]
-#[command(about = "Hold many streams at once; check frame order and per-frame delay (loopback only)")]
+#[command(
+    about = "Hold many streams at once; check frame order and per-frame delay (loopback only)"
+)]
 struct Args {
     /// Base URL of an OpenAI-compatible API on loopback, e.g. http://127.0.0.1:8000/v1.
     #[arg(long)]
@@ -62,10 +64,7 @@ struct Tally {
 impl Tally {
     fn error(&self, message: String) {
         self.errors.fetch_add(1, Ordering::Relaxed);
-        let mut first = self
-            .first_error
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut first = self.first_error.lock().unwrap_or_else(|e| e.into_inner());
         first.get_or_insert(message);
     }
 }
@@ -121,7 +120,9 @@ async fn read_frames(mut body: hyper::body::Incoming, tally: &Tally) -> anyhow::
     let mut expected = 0u64;
     let mut done = false;
     while let Some(frame) = body.frame().await {
-        let Ok(data) = frame?.into_data() else { continue };
+        let Ok(data) = frame?.into_data() else {
+            continue;
+        };
         let arrived = unix_micros();
         pending.push_str(&String::from_utf8_lossy(&data));
         while let Some(end) = pending.find("\n\n") {
@@ -162,7 +163,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let host = url.host().context("--url needs a host")?;
     let ip: std::net::IpAddr = match host {
         "localhost" => std::net::Ipv4Addr::LOCALHOST.into(),
-        other => other.trim_matches(['[', ']']).parse().context("--url host")?,
+        other => other
+            .trim_matches(['[', ']'])
+            .parse()
+            .context("--url host")?,
     };
     if !ip.is_loopback() {
         bail!("refusing {host}: only loopback targets");
