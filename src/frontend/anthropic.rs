@@ -12,13 +12,11 @@ use axum::routing::{get, post};
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use super::common::{
-    RequestLog, StreamEncoder, error_response, failed, fold_response, header_string, read_body,
-    rejected, request_context, stream_response, with_request_id,
-};
+use super::common::{StreamEncoder, header_string, read_body, request_context};
+use super::serve::{self, Frontend};
 use crate::Error;
 use crate::engine::Engine;
-use crate::model::{Event, Protocol};
+use crate::model::{Event, Protocol, Request as ModelRequest, Response as ModelResponse};
 use crate::protocol::anthropic::{
     EventEncoder, decode_request, encode_response, estimate_input_tokens,
 };
@@ -75,45 +73,42 @@ impl StreamEncoder for EventEncoder {
     }
 }
 
-fn protocol_headers(headers: &HeaderMap) -> Vec<(String, String)> {
-    PROTOCOL_HEADERS
-        .iter()
-        .filter_map(|name| header_string(headers, name).map(|v| ((*name).to_owned(), v)))
-        .collect()
+async fn messages(State(engine): State<Engine>, request: Request) -> Response {
+    let ctx = request_context(PROTOCOL, &request);
+    let (parts, body) = request.into_parts();
+    serve::generate::<Messages>(&engine, ctx, &parts.headers, body, ()).await
 }
 
-async fn messages(State(engine): State<Engine>, request: Request) -> Response {
-    let mut ctx = request_context(PROTOCOL, &request);
-    let (parts, body) = request.into_parts();
-    let body = match read_body(body, &parts.headers, engine.config().max_body_bytes).await {
-        Ok(body) => body,
-        Err(err) => return rejected(&engine, PROTOCOL, &mut ctx, &parts.headers, b"", &err),
-    };
-    let mut message = match decode_request(&body) {
-        Ok(message) => message,
-        Err(err) => return rejected(&engine, PROTOCOL, &mut ctx, &parts.headers, &body, &err),
-    };
-    message.client.user_agent = ctx.user_agent.clone();
-    message.client.session_id = header_string(&parts.headers, "x-session-id");
-    message.client.protocol_headers = Some((PROTOCOL, protocol_headers(&parts.headers)));
-    engine.begin_capture(&mut ctx, &parts.headers, &body, &message);
-    let stream = message.stream;
-    let estimated_input = estimate_input_tokens(&message);
-    let events = match engine.respond(&mut ctx, message).await {
-        Ok(events) => events,
-        Err(err) => return failed(PROTOCOL, &ctx, stream, &err),
-    };
-    let log = RequestLog::new(&ctx, stream);
-    let mut response = if stream {
-        stream_response(events, EventEncoder::new(estimated_input), log)
-    } else {
-        match fold_response(events, log).await {
-            Ok(folded) => Json(encode_response(&folded, estimated_input)).into_response(),
-            Err(err) => error_response(PROTOCOL, &err),
-        }
-    };
-    with_request_id(&mut response, &ctx);
-    response
+/// The Anthropic Messages wire.
+struct Messages;
+
+impl Frontend for Messages {
+    const PROTOCOL: Protocol = PROTOCOL;
+    type Call = ();
+    /// The input-token estimate `message_start` and the body report before usage arrives.
+    type Options = u64;
+    type Encoder = EventEncoder;
+
+    fn decode(body: &[u8], (): &()) -> Result<(ModelRequest, u64), Error> {
+        let request = decode_request(body)?;
+        let estimated_input = estimate_input_tokens(&request);
+        Ok((request, estimated_input))
+    }
+
+    fn protocol_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+        PROTOCOL_HEADERS
+            .iter()
+            .filter_map(|name| header_string(headers, name).map(|v| ((*name).to_owned(), v)))
+            .collect()
+    }
+
+    fn stream_encoder(estimated_input: &u64) -> EventEncoder {
+        EventEncoder::new(*estimated_input)
+    }
+
+    fn body(response: &ModelResponse, estimated_input: &u64) -> Value {
+        encode_response(response, *estimated_input)
+    }
 }
 
 /// `count_tokens`: an estimate (four characters a token), never a made-up zero, which
@@ -135,7 +130,7 @@ async fn count_tokens(State(engine): State<Engine>, request: Request) -> Respons
     .await;
     match counted {
         Ok(tokens) => Json(json!({"input_tokens": tokens})).into_response(),
-        Err(err) => failed(PROTOCOL, &ctx, false, &err),
+        Err(err) => serve::failed::<Messages>(&ctx, false, &err),
     }
 }
 

@@ -178,28 +178,6 @@ pub fn with_request_id(response: &mut Response, ctx: &RequestContext) {
     }
 }
 
-/// Logs a request that failed before any event and answers with its error.
-pub fn failed(protocol: Protocol, ctx: &RequestContext, stream: bool, err: &Error) -> Response {
-    RequestLog::new(ctx, stream).fail(err);
-    let mut response = error_response(protocol, err);
-    with_request_id(&mut response, ctx);
-    response
-}
-
-/// The error response for a request llmux could not read or decode, recorded in the
-/// capture store (when it is on) with the body as far as it was read.
-pub fn rejected(
-    engine: &crate::engine::Engine,
-    protocol: Protocol,
-    ctx: &mut RequestContext,
-    headers: &axum::http::HeaderMap,
-    body: &[u8],
-    err: &Error,
-) -> Response {
-    engine.capture_rejected(ctx, headers, body);
-    failed(protocol, ctx, false, err)
-}
-
 /// The client's socket address, for hosts that serve without axum's `ConnectInfo`.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub SocketAddr);

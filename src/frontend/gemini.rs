@@ -17,14 +17,11 @@ use axum::routing::get;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use super::common::{
-    RequestLog, StreamEncoder, fold_response, header_string, read_body, rejected, request_context,
-    stream_response, with_request_id,
-};
+use super::common::{StreamEncoder, read_body, request_context};
+use super::serve::{self, Frontend};
 use crate::Error;
 use crate::engine::Engine;
-use crate::model::{Event, Protocol};
-use crate::pipeline::RequestContext;
+use crate::model::{Event, Protocol, Request as ModelRequest, Response as ModelResponse};
 use crate::protocol::gemini::{
     ChunkEncoder, StreamFormat, decode_count_tokens_request, decode_request,
     encode_count_tokens_response, encode_response,
@@ -67,14 +64,6 @@ fn google_status(mut response: Response, err: &Error) -> Response {
     response
 }
 
-fn failed(protocol: Protocol, ctx: &RequestContext, stream: bool, err: &Error) -> Response {
-    google_status(super::common::failed(protocol, ctx, stream, err), err)
-}
-
-fn error_response(protocol: Protocol, err: &Error) -> Response {
-    google_status(super::common::error_response(protocol, err), err)
-}
-
 /// `model:action` from the last path segment (the model may hold colons itself).
 fn split_target(target: &str) -> Result<(&str, &str), Error> {
     target.rsplit_once(':').ok_or_else(|| {
@@ -90,7 +79,7 @@ async fn generate(
     Path(target): Path<String>,
     request: Request,
 ) -> Response {
-    let mut ctx = request_context(PROTOCOL, &request);
+    let ctx = request_context(PROTOCOL, &request);
     let alt = request
         .uri()
         .query()
@@ -99,7 +88,7 @@ async fn generate(
     let (parts, body) = request.into_parts();
     let (model, action) = match split_target(&target) {
         Ok(split) => split,
-        Err(err) => return failed(PROTOCOL, &ctx, false, &err),
+        Err(err) => return serve::failed::<Gemini>(&ctx, false, &err),
     };
     let stream = match action {
         "generateContent" => false,
@@ -115,44 +104,59 @@ async fn generate(
                     request.estimated_input_tokens(),
                 ))
                 .into_response(),
-                Err(err) => failed(PROTOCOL, &ctx, false, &err),
+                Err(err) => serve::failed::<Gemini>(&ctx, false, &err),
             };
         }
         other => {
             let err = Error::not_found(format!(
                 "unknown method :{other}; expected :generateContent, :streamGenerateContent or :countTokens"
             ));
-            return failed(PROTOCOL, &ctx, false, &err);
+            return serve::failed::<Gemini>(&ctx, false, &err);
         }
     };
-    let body = match read_body(body, &parts.headers, engine.config().max_body_bytes).await {
-        Ok(body) => body,
-        Err(err) => return rejected(&engine, PROTOCOL, &mut ctx, &parts.headers, b"", &err),
+    let call = Call {
+        model: model.to_owned(),
+        stream,
+        format: StreamFormat::from_alt(alt.as_deref()),
     };
-    let mut generate = match decode_request(&body, model) {
-        Ok(request) => request,
-        Err(err) => return rejected(&engine, PROTOCOL, &mut ctx, &parts.headers, &body, &err),
-    };
-    generate.stream = stream;
-    engine.begin_capture(&mut ctx, &parts.headers, &body, &generate);
-    generate.client.user_agent = ctx.user_agent.clone();
-    generate.client.session_id = header_string(&parts.headers, "x-session-id");
-    let events = match engine.respond(&mut ctx, generate).await {
-        Ok(events) => events,
-        Err(err) => return failed(PROTOCOL, &ctx, stream, &err),
-    };
-    let log = RequestLog::new(&ctx, stream);
-    let mut response = if stream {
-        let format = StreamFormat::from_alt(alt.as_deref());
-        stream_response(events, ChunkEncoder::new(format), log)
-    } else {
-        match fold_response(events, log).await {
-            Ok(folded) => Json(encode_response(&folded)).into_response(),
-            Err(err) => error_response(PROTOCOL, &err),
-        }
-    };
-    with_request_id(&mut response, &ctx);
-    response
+    serve::generate::<Gemini>(&engine, ctx, &parts.headers, body, call).await
+}
+
+/// The Gemini wire.
+struct Gemini;
+
+/// What the URL says: the model, and whether and how to stream.
+struct Call {
+    model: String,
+    stream: bool,
+    format: StreamFormat,
+}
+
+impl Frontend for Gemini {
+    const PROTOCOL: Protocol = PROTOCOL;
+    type Call = Call;
+    type Options = StreamFormat;
+    type Encoder = ChunkEncoder;
+
+    fn decode(body: &[u8], call: &Call) -> Result<(ModelRequest, StreamFormat), Error> {
+        let mut request = decode_request(body, &call.model)?;
+        request.stream = call.stream;
+        Ok((request, call.format))
+    }
+
+    fn stream_encoder(format: &StreamFormat) -> ChunkEncoder {
+        ChunkEncoder::new(*format)
+    }
+
+    fn body(response: &ModelResponse, _format: &StreamFormat) -> Value {
+        encode_response(response)
+    }
+
+    /// Google's HTTP status for its status name (Anthropic's 529 becomes 503 `UNAVAILABLE`,
+    /// as the body says).
+    fn error(err: &Error) -> Response {
+        google_status(super::common::error_response(PROTOCOL, err), err)
+    }
 }
 
 fn model_entry(id: &str) -> Value {

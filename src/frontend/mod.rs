@@ -10,6 +10,7 @@ mod common;
 pub mod gemini;
 pub mod openai_chat;
 pub mod openai_responses;
+mod serve;
 mod ui;
 pub mod web_safety;
 

@@ -8,14 +8,12 @@ use axum::routing::{get, post};
 use bytes::Bytes;
 use serde_json::json;
 
-use super::common::{
-    RequestLog, StreamEncoder, error_response, failed, fold_response, header_string, read_body,
-    rejected, request_context, stream_response, with_request_id,
-};
-use crate::backend::EventStream;
+use super::common::{StreamEncoder, request_context};
+use super::serve::{self, Frontend};
+use crate::Error;
 use crate::engine::Engine;
-use crate::model::{Event, Protocol};
-use crate::protocol::openai_chat::{ChunkEncoder, decode_request, encode_response};
+use crate::model::{Event, Protocol, Request as ModelRequest, Response as ModelResponse};
+use crate::protocol::openai_chat::{ChunkEncoder, ClientOptions, decode_request, encode_response};
 
 const PROTOCOL: Protocol = Protocol::OpenAiChat;
 
@@ -26,32 +24,31 @@ pub fn routes() -> axum::Router<Engine> {
 }
 
 async fn chat_completions(State(engine): State<Engine>, request: Request) -> Response {
-    let mut ctx = request_context(PROTOCOL, &request);
+    let ctx = request_context(PROTOCOL, &request);
     let (parts, body) = request.into_parts();
-    let body = match read_body(body, &parts.headers, engine.config().max_body_bytes).await {
-        Ok(body) => body,
-        Err(err) => return rejected(&engine, PROTOCOL, &mut ctx, &parts.headers, b"", &err),
-    };
-    let (mut chat, options) = match decode_request(&body) {
-        Ok(decoded) => decoded,
-        Err(err) => return rejected(&engine, PROTOCOL, &mut ctx, &parts.headers, &body, &err),
-    };
-    chat.client.user_agent = ctx.user_agent.clone();
-    chat.client.session_id = header_string(&parts.headers, "x-session-id");
-    engine.begin_capture(&mut ctx, &parts.headers, &body, &chat);
-    let stream = chat.stream;
-    let events = match engine.respond(&mut ctx, chat).await {
-        Ok(events) => events,
-        Err(err) => return failed(PROTOCOL, &ctx, stream, &err),
-    };
-    let log = RequestLog::new(&ctx, stream);
-    let mut response = if stream {
-        stream_response(events, ChunkEncoder::new(options.include_usage), log)
-    } else {
-        json_response(events, log).await
-    };
-    with_request_id(&mut response, &ctx);
-    response
+    serve::generate::<OpenAiChat>(&engine, ctx, &parts.headers, body, ()).await
+}
+
+/// The OpenAI Chat Completions wire.
+struct OpenAiChat;
+
+impl Frontend for OpenAiChat {
+    const PROTOCOL: Protocol = PROTOCOL;
+    type Call = ();
+    type Options = ClientOptions;
+    type Encoder = ChunkEncoder;
+
+    fn decode(body: &[u8], (): &()) -> Result<(ModelRequest, ClientOptions), Error> {
+        decode_request(body)
+    }
+
+    fn stream_encoder(options: &ClientOptions) -> ChunkEncoder {
+        ChunkEncoder::new(options.include_usage)
+    }
+
+    fn body(response: &ModelResponse, _options: &ClientOptions) -> serde_json::Value {
+        encode_response(response)
+    }
 }
 
 impl StreamEncoder for ChunkEncoder {
@@ -66,13 +63,6 @@ impl StreamEncoder for ChunkEncoder {
     fn keepalive(&self) -> Option<Bytes> {
         // An SSE comment: every SSE parser skips it.
         Some(Bytes::from_static(b": keep-alive\n\n"))
-    }
-}
-
-async fn json_response(events: EventStream, log: RequestLog) -> Response {
-    match fold_response(events, log).await {
-        Ok(response) => Json(encode_response(&response)).into_response(),
-        Err(err) => error_response(PROTOCOL, &err),
     }
 }
 

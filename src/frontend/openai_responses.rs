@@ -14,10 +14,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::json;
 
-use super::common::{
-    RequestLog, StreamEncoder, error_response, failed, fold_response, header_string, read_body,
-    rejected, request_context, stream_response, with_request_id,
-};
+use super::common::{StreamEncoder, error_response, request_context};
+use super::serve::{self, Frontend};
 use crate::Error;
 use crate::backend::EventStream;
 use crate::engine::Engine;
@@ -50,40 +48,67 @@ impl StreamEncoder for EventEncoder {
 }
 
 async fn create(State(engine): State<Engine>, request: Request) -> Response {
-    let mut ctx = request_context(PROTOCOL, &request);
+    let ctx = request_context(PROTOCOL, &request);
     let (parts, body) = request.into_parts();
-    let body = match read_body(body, &parts.headers, engine.config().max_body_bytes).await {
-        Ok(body) => body,
-        Err(err) => return rejected(&engine, PROTOCOL, &mut ctx, &parts.headers, b"", &err),
-    };
-    let (mut responses, options) = match decode_request(&body) {
-        Ok(decoded) => decoded,
-        Err(err) => return rejected(&engine, PROTOCOL, &mut ctx, &parts.headers, &body, &err),
-    };
-    if let Err(err) = continue_previous(&engine, &mut responses) {
-        return failed(PROTOCOL, &ctx, responses.stream, &err);
+    serve::generate::<Responses>(&engine, ctx, &parts.headers, body, ()).await
+}
+
+/// The OpenAI Responses wire.
+struct Responses;
+
+/// What encoding a Responses answer and storing it need.
+struct Options {
+    client: ClientOptions,
+    /// The conversation so far (the stored turn put back in front), kept with the answer
+    /// for the next `previous_response_id`.
+    system: Vec<crate::model::Part>,
+    messages: Vec<Message>,
+}
+
+impl Frontend for Responses {
+    const PROTOCOL: Protocol = PROTOCOL;
+    type Call = ();
+    type Options = Options;
+    type Encoder = EventEncoder;
+
+    fn decode(body: &[u8], (): &()) -> Result<(ModelRequest, Options), Error> {
+        let (request, client) = decode_request(body)?;
+        let options = Options {
+            client,
+            system: Vec::new(),
+            messages: Vec::new(),
+        };
+        Ok((request, options))
     }
-    let (system, messages) = (responses.system.clone(), responses.messages.clone());
-    responses.client.user_agent = ctx.user_agent.clone();
-    responses.client.session_id = header_string(&parts.headers, "x-session-id");
-    engine.begin_capture(&mut ctx, &parts.headers, &body, &responses);
-    let stream = responses.stream;
-    let events = match engine.respond(&mut ctx, responses).await {
-        Ok(events) => events,
-        Err(err) => return failed(PROTOCOL, &ctx, stream, &err),
-    };
-    let events = record(engine.clone(), events, system, messages, options.clone());
-    let log = RequestLog::new(&ctx, stream);
-    let mut response = if stream {
-        stream_response(events, EventEncoder::new(options), log)
-    } else {
-        match fold_response(events, log).await {
-            Ok(folded) => Json(encode_response(&folded, &options)).into_response(),
-            Err(err) => error_response(PROTOCOL, &err),
-        }
-    };
-    with_request_id(&mut response, &ctx);
-    response
+
+    fn before(
+        engine: &Engine,
+        request: &mut ModelRequest,
+        options: &mut Options,
+    ) -> Result<(), Error> {
+        continue_previous(engine, request)?;
+        options.system = request.system.clone();
+        options.messages = request.messages.clone();
+        Ok(())
+    }
+
+    fn events(engine: &Engine, options: &Options, events: EventStream) -> EventStream {
+        record(
+            engine.clone(),
+            events,
+            options.system.clone(),
+            options.messages.clone(),
+            options.client.clone(),
+        )
+    }
+
+    fn stream_encoder(options: &Options) -> EventEncoder {
+        EventEncoder::new(options.client.clone())
+    }
+
+    fn body(response: &crate::model::Response, options: &Options) -> serde_json::Value {
+        encode_response(response, &options.client)
+    }
 }
 
 /// Puts the stored turn named by `previous_response_id` in front of the new input.

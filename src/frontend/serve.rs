@@ -1,0 +1,132 @@
+//! One handler skeleton for the four client protocols.
+//!
+//! Every protocol's generate call is the same sequence: read the body, decode it, stamp what
+//! the client is (user agent, session, protocol headers), start the capture row, run the
+//! engine, then stream the events in the protocol's frames or fold them into one body, with
+//! the request's log line and id. A [`Frontend`] says only what differs: how its wire decodes
+//! and encodes, what it does around the engine (the Responses API's stored turns), and its
+//! error answer. Failures at any step answer in the client's protocol and are logged once.
+
+use axum::Json;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+
+use super::common::{
+    RequestLog, StreamEncoder, error_response, fold_response, header_string, read_body,
+    stream_response, with_request_id,
+};
+use crate::Error;
+use crate::backend::EventStream;
+use crate::engine::Engine;
+use crate::model::{Protocol, Request, Response as ModelResponse};
+use crate::pipeline::RequestContext;
+
+/// A client protocol's part of a generate call.
+pub trait Frontend {
+    const PROTOCOL: Protocol;
+    /// What the route adds to the body (Gemini: the model and method in the URL).
+    type Call: Send;
+    /// What the client asked for that the answer's encoding needs (OpenAI: `include_usage`).
+    type Options: Send + 'static;
+    type Encoder: StreamEncoder;
+
+    /// The body, decoded into the canonical request and the encoding options.
+    fn decode(body: &[u8], call: &Self::Call) -> Result<(Request, Self::Options), Error>;
+
+    /// Headers of this protocol that travel to back-ends of the same protocol only.
+    fn protocol_headers(_headers: &HeaderMap) -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    /// Runs before the engine, after the request is decoded; an error answers the client.
+    fn before(
+        _engine: &Engine,
+        _request: &mut Request,
+        _options: &mut Self::Options,
+    ) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// The answer's events, as the client will get them (a protocol may watch or stamp them).
+    fn events(_engine: &Engine, _options: &Self::Options, events: EventStream) -> EventStream {
+        events
+    }
+
+    fn stream_encoder(options: &Self::Options) -> Self::Encoder;
+
+    /// The whole answer as this protocol's JSON body.
+    fn body(response: &ModelResponse, options: &Self::Options) -> serde_json::Value;
+
+    /// An error as this protocol's answer.
+    fn error(err: &Error) -> Response {
+        error_response(Self::PROTOCOL, err)
+    }
+}
+
+/// Serves one generate call of protocol `F`: `ctx` from the connection, the request's
+/// headers and body, and what its route added.
+pub async fn generate<F: Frontend>(
+    engine: &Engine,
+    mut ctx: RequestContext,
+    headers: &HeaderMap,
+    body: axum::body::Body,
+    call: F::Call,
+) -> Response {
+    let body = match read_body(body, headers, engine.config().max_body_bytes).await {
+        Ok(body) => body,
+        Err(err) => return rejected::<F>(engine, &mut ctx, headers, &Bytes::new(), &err),
+    };
+    let (mut request, mut options) = match F::decode(&body, &call) {
+        Ok(decoded) => decoded,
+        Err(err) => return rejected::<F>(engine, &mut ctx, headers, &body, &err),
+    };
+    request.client.user_agent = ctx.user_agent.clone();
+    request.client.session_id = header_string(headers, "x-session-id");
+    let protocol_headers = F::protocol_headers(headers);
+    if !protocol_headers.is_empty() {
+        request.client.protocol_headers = Some((F::PROTOCOL, protocol_headers));
+    }
+    let stream = request.stream;
+    if let Err(err) = F::before(engine, &mut request, &mut options) {
+        return failed::<F>(&ctx, stream, &err);
+    }
+    engine.begin_capture(&mut ctx, headers, &body, &request);
+    let events = match engine.respond(&mut ctx, request).await {
+        Ok(events) => events,
+        Err(err) => return failed::<F>(&ctx, stream, &err),
+    };
+    let events = F::events(engine, &options, events);
+    let log = RequestLog::new(&ctx, stream);
+    let mut response = if stream {
+        stream_response(events, F::stream_encoder(&options), log)
+    } else {
+        match fold_response(events, log).await {
+            Ok(folded) => Json(F::body(&folded, &options)).into_response(),
+            Err(err) => F::error(&err),
+        }
+    };
+    with_request_id(&mut response, &ctx);
+    response
+}
+
+/// Logs a request that failed before any event and answers with its error.
+pub fn failed<F: Frontend>(ctx: &RequestContext, stream: bool, err: &Error) -> Response {
+    RequestLog::new(ctx, stream).fail(err);
+    let mut response = F::error(err);
+    with_request_id(&mut response, ctx);
+    response
+}
+
+/// The answer to a request llmux could not read or decode, recorded in the capture store
+/// (when it is on) with the body as far as it was read.
+fn rejected<F: Frontend>(
+    engine: &Engine,
+    ctx: &mut RequestContext,
+    headers: &HeaderMap,
+    body: &[u8],
+    err: &Error,
+) -> Response {
+    engine.capture_rejected(ctx, headers, body);
+    failed::<F>(ctx, false, err)
+}
