@@ -361,6 +361,57 @@ async fn structured_output_reaches_anthropic_backends_as_a_forced_tool() {
     );
 }
 
+/// The JSON answer tool is Anthropic's wire for a response schema: with checking off, the
+/// answer must still reach the client as text, never as a call to a tool it did not offer.
+#[tokio::test]
+async fn with_checking_off_an_anthropic_json_answer_is_still_text() {
+    let fake =
+        support::fake_anthropic::FakeAnthropic::start(support::fake_anthropic::Mode::Normal).await;
+    let toml = format!(
+        "default_backend = \"claude\"\n[structured_output]\nvalidate = false\n\
+         [backends.claude]\ntype = \"anthropic-compatible\"\nbase_url = \"{}\"\n",
+        fake.base_url
+    );
+    let llmux = start(config(&toml, &[]), &[]).await;
+    let format = json!({"type": "json_schema", "json_schema": {"name": "place", "strict": true,
+        "schema": {"type": "object", "properties": {"city": {"type": "string"}},
+            "required": ["city"]}}});
+    let ask = |stream: bool| {
+        json!({"model": "claude-fake-1", "stream": stream, "response_format": format,
+            "messages": [{"role": "user", "content": "Where?"}]})
+    };
+    let body: Value = post(&llmux, "/v1/chat/completions", &ask(false))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let message = &body["choices"][0]["message"];
+    assert!(message["tool_calls"].is_null(), "{body}");
+    assert_eq!(body["choices"][0]["finish_reason"], "stop", "{body}");
+    // The fake also says a line of text before the call; unchecked, it stays in front.
+    let json_of = |text: &str| -> Value {
+        let start = text.find('{').unwrap_or_else(|| panic!("no JSON in {text:?}"));
+        serde_json::from_str(&text[start..]).unwrap()
+    };
+    let text = message["content"].as_str().unwrap();
+    assert_eq!(json_of(text), json!({"city": "Paris"}));
+
+    let streamed = post(&llmux, "/v1/chat/completions", &ask(true))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let frames = support::sse_data(&streamed);
+    assert!(!streamed.contains("tool_calls"), "{streamed}");
+    assert!(!streamed.contains("llmux_json_response"), "{streamed}");
+    let text = support::streamed_text(&frames);
+    assert_eq!(json_of(&text), json!({"city": "Paris"}));
+    assert!(
+        streamed.contains("\"finish_reason\":\"stop\""),
+        "{streamed}"
+    );
+}
+
 #[tokio::test]
 async fn previous_response_id_continues_on_a_chat_backend_and_responses_can_be_fetched_and_deleted()
 {

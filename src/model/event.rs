@@ -22,6 +22,17 @@ pub enum FinishReason {
     Other(String),
 }
 
+impl FinishReason {
+    /// The reason of an answer that does not follow the JSON schema its request asked for
+    /// (structured output gave up on it); Responses clients see it as `status: incomplete`.
+    pub const SCHEMA_MISMATCH: &str = "json_schema_mismatch";
+
+    /// [`Self::SCHEMA_MISMATCH`] as a reason.
+    pub fn schema_mismatch() -> Self {
+        FinishReason::Other(Self::SCHEMA_MISMATCH.to_owned())
+    }
+}
+
 /// Token counts. `input_tokens` includes cached input and `output_tokens` includes
 /// reasoning, as OpenAI counts them; protocols that count otherwise convert.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -21,10 +21,6 @@ use crate::backend::EventStream;
 use crate::model::{
     Event, FinishReason, Message, Part, Request, Response, ResponseBuilder, ResponseFormat, Role,
 };
-use crate::protocol::anthropic::encode::JSON_RESPONSE_TOOL;
-
-/// The finish reason of an answer that does not follow its schema.
-pub const MISMATCH: &str = "json_schema_mismatch";
 
 /// The schema a request asks its answer to follow, if any.
 pub fn requested_schema(request: &Request) -> Option<&Value> {
@@ -160,45 +156,11 @@ async fn collect(events: EventStream) -> Result<(Vec<Event>, Response), Error> {
         }
         kept.push(event);
     }
-    let kept = answer_tool_as_text(kept);
     let mut folded = ResponseBuilder::new();
     for event in &kept {
         folded.push(event.clone())?;
     }
     Ok((kept, folded.finish()))
-}
-
-/// Back-ends without a response schema (Anthropic) answer through a tool named
-/// [`JSON_RESPONSE_TOOL`]; its arguments are the answer.
-fn answer_tool_as_text(events: Vec<Event>) -> Vec<Event> {
-    let Some(index) = events.iter().find_map(|e| match e {
-        Event::ToolCallStart { index, name, .. } if name == JSON_RESPONSE_TOOL => Some(*index),
-        _ => None,
-    }) else {
-        return events;
-    };
-    let mut out = Vec::with_capacity(events.len());
-    for event in events {
-        match event {
-            Event::ToolCallStart { index: i, .. } | Event::ToolCallEnd { index: i }
-                if i == index => {}
-            Event::ToolCallArgsDelta {
-                index: i,
-                arguments,
-            } if i == index => {
-                out.push(Event::TextDelta(arguments));
-            }
-            Event::Finish {
-                reason: FinishReason::ToolUse,
-                stop_sequence,
-            } => out.push(Event::Finish {
-                reason: FinishReason::EndTurn,
-                stop_sequence,
-            }),
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 /// The events of `events` with their text replaced by `text` (one delta, where the first
@@ -257,7 +219,7 @@ where
         Err(errors) => errors,
     };
     if !retry {
-        let events = with_finish(events, FinishReason::Other(MISMATCH.into()));
+        let events = with_finish(events, FinishReason::schema_mismatch());
         return Ok(Box::pin(futures::stream::iter(events)));
     }
     tracing::info!("answer does not follow its JSON schema; asking once more");
@@ -276,7 +238,7 @@ where
     let (events, response) = collect(send(again).await?).await?;
     let events = match valid_text(&schema, &response.text()) {
         Ok(valid) => with_text(events, &valid),
-        Err(_) => with_finish(events, FinishReason::Other(MISMATCH.into())),
+        Err(_) => with_finish(events, FinishReason::schema_mismatch()),
     };
     Ok(Box::pin(futures::stream::iter(events)))
 }

@@ -567,7 +567,7 @@ pub fn decode_response(body: &[u8]) -> Result<Vec<Event>, ChunkError> {
             .unwrap_or(FinishReason::EndTurn),
         stop_sequence: response.stop_sequence,
     });
-    Ok(events)
+    Ok(super::json_tool::as_text(events))
 }
 
 #[cfg(test)]

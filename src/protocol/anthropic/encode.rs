@@ -3,6 +3,7 @@
 use serde_json::{Map, Value, json};
 
 use super::SYNTHETIC_SIGNATURE;
+use super::json_tool::JSON_RESPONSE_TOOL;
 use crate::Error;
 use crate::model::{
     Extensions, FinishReason, ImageSource, Message, Part, Protocol, Request, Response,
@@ -10,9 +11,6 @@ use crate::model::{
 };
 
 const PROTOCOL: Protocol = Protocol::Anthropic;
-
-/// The tool an Anthropic back-end answers a JSON-schema request with.
-pub const JSON_RESPONSE_TOOL: &str = "llmux_json_response";
 
 /// The output cap sent when the client named none: Anthropic requires one.
 pub const DEFAULT_MAX_TOKENS: u64 = 8192;

@@ -7,11 +7,13 @@
 
 pub mod decode;
 pub mod encode;
+pub mod json_tool;
 pub mod stream;
 pub mod types;
 
 pub use decode::{decode_request, decode_response, estimate_input_tokens};
 pub use encode::{encode_request, encode_response, error_body};
+pub use json_tool::JSON_RESPONSE_TOOL;
 pub use stream::{EventDecoder, EventEncoder};
 
 /// Marks a thinking signature llmux made up because the upstream had none (OpenAI-style

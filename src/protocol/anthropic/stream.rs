@@ -35,6 +35,8 @@ pub struct EventDecoder {
     tools: u32,
     finished: bool,
     done: bool,
+    /// Turns the JSON answer tool's call back into text.
+    json_tool: super::json_tool::JsonToolAsText,
 }
 
 impl EventDecoder {
@@ -92,6 +94,33 @@ impl EventDecoder {
 
 impl StreamDecoder for EventDecoder {
     fn push(&mut self, event: &str, data: &str, out: &mut Vec<Event>) -> Result<(), ChunkError> {
+        let from = out.len();
+        let pushed = self.push_wire(event, data, out);
+        self.json_tool.rewrite_from(out, from);
+        pushed
+    }
+
+    fn is_done(&self) -> bool {
+        self.done
+    }
+
+    fn finish(&mut self) -> Result<(), ChunkError> {
+        if self.finished {
+            Ok(())
+        } else {
+            Err(ChunkError::Truncated)
+        }
+    }
+}
+
+impl EventDecoder {
+    /// Decodes one frame as the wire says it (the JSON answer tool still a tool call).
+    fn push_wire(
+        &mut self,
+        event: &str,
+        data: &str,
+        out: &mut Vec<Event>,
+    ) -> Result<(), ChunkError> {
         let data = data.trim();
         if data.is_empty() {
             return Ok(());
@@ -269,18 +298,6 @@ impl StreamDecoder for EventDecoder {
             _ => {}
         }
         Ok(())
-    }
-
-    fn is_done(&self) -> bool {
-        self.done
-    }
-
-    fn finish(&mut self) -> Result<(), ChunkError> {
-        if self.finished {
-            Ok(())
-        } else {
-            Err(ChunkError::Truncated)
-        }
     }
 }
 

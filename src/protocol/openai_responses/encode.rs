@@ -478,13 +478,8 @@ pub(crate) fn status(reason: Option<&FinishReason>) -> (&'static str, Option<&'s
         Some(FinishReason::ContentFilter | FinishReason::Refusal) => {
             ("incomplete", Some("content_filter"))
         }
-        Some(FinishReason::Other(reason))
-            if reason == crate::pipeline::structured_output::MISMATCH =>
-        {
-            (
-                "incomplete",
-                Some(crate::pipeline::structured_output::MISMATCH),
-            )
+        Some(FinishReason::Other(reason)) if reason == FinishReason::SCHEMA_MISMATCH => {
+            ("incomplete", Some(FinishReason::SCHEMA_MISMATCH))
         }
         _ => ("completed", None),
     }
