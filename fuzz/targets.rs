@@ -6,7 +6,7 @@
 
 use std::convert::Infallible;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use eventsource_stream::Eventsource;
 use futures::{FutureExt, StreamExt};
@@ -15,7 +15,7 @@ use llmux::model::{Event, Message, Part, Request, Role};
 use llmux::pipeline::commands::{CommandSettings, Commands};
 use llmux::pipeline::{RequestContext, Stage, derive_session_id};
 use llmux::protocol::{StreamDecoder, anthropic, gemini, openai_chat, openai_responses};
-use llmux::state::{MemoryStore, Session, StateStore};
+use llmux::state::{MemoryStore, Session};
 
 /// The model a Gemini request names in its URL.
 const GEMINI_MODEL: &str = "gemini-2.5-flash";
@@ -170,7 +170,7 @@ pub fn commands(data: &[u8]) {
         // The stage never waits; a future that did would not be polled again.
         let _ = stage.on_request(&mut ctx, &mut request).now_or_never();
         // Each input starts from a fresh session.
-        store.update(&ctx.session_id, &mut |s| *s = Session::default());
+        store.update_at(&ctx.session_id, Instant::now(), &|s| *s = Session::default());
     }
 }
 

@@ -293,6 +293,9 @@ impl Engine {
                 }
             }
             end_filters(&mut filters, &mut out);
+            for after in filters.iter_mut().filter_map(|f| f.after()) {
+                after.await;
+            }
             for event in out.drain(..) {
                 yield event;
             }

@@ -499,7 +499,7 @@ impl Stage for Commands {
         let mut said = Vec::new();
         let mut failed = None;
         let mut wants_status = false;
-        let mut session = self.state.session(&ctx.session_id);
+        let mut session = self.state.session(&ctx.session_id).await?;
         for command in &commands {
             match self.apply(command, &mut session) {
                 Ok(text) if command.name == "status" => {
@@ -521,7 +521,8 @@ impl Stage for Commands {
         }
         let updated = session.clone();
         self.state
-            .update(&ctx.session_id, &mut |s| *s = updated.clone());
+            .update(&ctx.session_id, &|s| *s = updated.clone())
+            .await?;
         if wants_status {
             said.push(self.status(&session, request));
         }

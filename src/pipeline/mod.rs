@@ -114,6 +114,10 @@ pub enum Flow {
     Respond(Vec<Event>),
 }
 
+/// Work a filter does once its response has ended (state updates), awaited before the
+/// client's stream ends so the next request sees it.
+pub type AfterResponse = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 /// Changes the events of one response. Created per response, so it may keep state.
 pub trait EventFilter: Send {
     /// Handles one event, pushing what should follow to `out` (nothing drops it).
@@ -121,6 +125,12 @@ pub trait EventFilter: Send {
 
     /// The upstream stream ended; last chance to append events.
     fn on_end(&mut self, _out: &mut Vec<Event>) {}
+
+    /// What to do once the response has ended, if anything (not run when the client left
+    /// before the end).
+    fn after(&mut self) -> Option<AfterResponse> {
+        None
+    }
 }
 
 #[async_trait]

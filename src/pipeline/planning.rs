@@ -12,10 +12,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::routing::RouteSource;
-use super::{EventFilter, Flow, RequestContext, Stage};
+use super::{AfterResponse, EventFilter, Flow, RequestContext, Stage};
 use crate::Error;
 use crate::model::{Event, Reasoning, ReasoningEffort, Request};
-use crate::state::StateStore;
+use crate::state::{Session, StateStore};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlanningSettings {
@@ -108,15 +108,18 @@ impl Stage for Planning {
             return Ok(Flow::Continue);
         }
         let settings = &self.settings;
-        let mut planning = false;
-        self.state.update(&ctx.session_id, &mut |s| {
-            planning =
-                s.planning_turns < settings.max_turns && s.file_writes < settings.max_file_writes;
-            if planning {
-                s.planning_turns += 1;
-            }
-        });
-        if !planning {
+        let (max_turns, max_file_writes) = (settings.max_turns, settings.max_file_writes);
+        let in_phase =
+            move |s: &Session| s.planning_turns < max_turns && s.file_writes < max_file_writes;
+        let updated = self
+            .state
+            .update(&ctx.session_id, &|s| {
+                if in_phase(s) {
+                    s.planning_turns += 1;
+                }
+            })
+            .await?;
+        if !in_phase(&updated.before) {
             return Ok(Flow::Continue);
         }
         request.model = strong.to_owned();
@@ -140,14 +143,16 @@ impl Stage for Planning {
         Some(Box::new(FileWriteCounter {
             state: self.state.clone(),
             session: ctx.session_id.clone(),
+            writes: 0,
         }))
     }
 }
 
-/// Counts the file-writing tool calls of a response into the session.
+/// Counts the file-writing tool calls of a response into the session, once it ended.
 struct FileWriteCounter {
     state: Arc<dyn StateStore>,
     session: String,
+    writes: u64,
 }
 
 impl EventFilter for FileWriteCounter {
@@ -155,10 +160,22 @@ impl EventFilter for FileWriteCounter {
         if let Event::ToolCallStart { name, .. } = &event
             && writes_files(name)
         {
-            self.state
-                .update(&self.session, &mut |s| s.file_writes += 1);
+            self.writes += 1;
         }
         out.push(event);
+    }
+
+    fn after(&mut self) -> Option<AfterResponse> {
+        let writes = std::mem::take(&mut self.writes);
+        if writes == 0 {
+            return None;
+        }
+        let (state, session) = (self.state.clone(), self.session.clone());
+        Some(Box::pin(async move {
+            if let Err(err) = state.update(&session, &|s| s.file_writes += writes).await {
+                tracing::warn!(session, "planning: file writes not counted: {err}");
+            }
+        }))
     }
 }
 
@@ -231,6 +248,7 @@ mod tests {
             &mut out,
         );
         assert_eq!(out.len(), 1, "events pass through");
+        filter.after().expect("a write to count").await;
         assert_eq!(
             route(&stage, RouteSource::Client).await.model,
             "gpt-4o-mini"
@@ -247,7 +265,7 @@ mod tests {
         ] {
             assert_eq!(route(&stage, source).await.model, "gpt-4o-mini");
         }
-        assert_eq!(state.session("s").planning_turns, 0);
+        assert_eq!(state.session("s").await.unwrap().planning_turns, 0);
     }
 
     #[test]

@@ -130,6 +130,7 @@ impl Stage for ReasoningModes {
         let Some(effort) = self
             .state
             .session(&ctx.session_id)
+            .await?
             .reasoning
             .and_then(|r| r.effort)
         else {
@@ -198,12 +199,15 @@ mod tests {
         )
         .unwrap();
         let state: Arc<dyn StateStore> = Arc::new(MemoryStore::new(Duration::from_secs(60)));
-        state.update("s", &mut |s| {
-            s.reasoning = Some(Reasoning {
-                effort: Some(ReasoningEffort::High),
-                budget_tokens: None,
+        state
+            .update("s", &|s| {
+                s.reasoning = Some(Reasoning {
+                    effort: Some(ReasoningEffort::High),
+                    budget_tokens: None,
+                })
             })
-        });
+            .await
+            .unwrap();
         let stage = ReasoningModes::new(models, state);
         let mut ctx = RequestContext::new(crate::model::Protocol::OpenAiChat);
         ctx.session_id = "s".into();

@@ -123,13 +123,19 @@ impl Stage for Routing {
         ctx: &mut RequestContext,
         request: &mut Request,
     ) -> Result<Flow, Error> {
-        let mut session = Session::default();
-        self.state.update(&ctx.session_id, &mut |s| {
-            s.turns += 1;
-            session = s.clone();
-            // A one-off route is used once.
-            s.oneoff = None;
-        });
+        let updated = self
+            .state
+            .update(&ctx.session_id, &|s| {
+                s.turns += 1;
+                // A one-off route is used once.
+                s.oneoff = None;
+            })
+            .await?;
+        // This request still takes the one-off route it used up.
+        let session = Session {
+            oneoff: updated.before.oneoff,
+            ..updated.after
+        };
         let (route, source) = self.rules.decide(&session, &request.model);
         request.model = route;
         ctx.route_source = Some(source);

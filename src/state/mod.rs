@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::Error;
 use crate::model::Reasoning;
 
 /// What one session has asked for.
@@ -36,16 +37,31 @@ pub struct Session {
     pub file_writes: u64,
 }
 
+/// A session's state just before and just after an update.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Updated {
+    pub before: Session,
+    pub after: Session,
+}
+
+/// Where session state lives. Async, so a store may be another process (Redis, for several
+/// llmux instances); every store passes [`conformance::check`].
+#[async_trait::async_trait]
 pub trait StateStore: Send + Sync {
     /// The session's state (a default one if it is new or expired).
-    fn session(&self, id: &str) -> Session;
-    /// Changes the session's state.
-    fn update(&self, id: &str, change: &mut dyn FnMut(&mut Session));
+    async fn session(&self, id: &str) -> Result<Session, Error>;
+
+    /// Changes the session's state as one atomic step and says what it was and became. A
+    /// shared store may run `change` again when another instance changed the session at the
+    /// same moment, so `change` must depend on nothing but the session it is given.
+    async fn update(
+        &self,
+        id: &str,
+        change: &(dyn for<'s> Fn(&'s mut Session) + Send + Sync),
+    ) -> Result<Updated, Error>;
+
     /// How many sessions are held now.
-    fn len(&self) -> usize;
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
+    async fn count(&self) -> Result<usize, Error>;
 }
 
 /// In-process state with idle expiry.
@@ -83,10 +99,13 @@ impl MemoryStore {
     }
 
     /// Like [`StateStore::update`], at a given time (tests).
-    pub fn update_at(&self, id: &str, now: Instant, change: &mut dyn FnMut(&mut Session)) {
-        let Ok(mut inner) = self.inner.lock() else {
-            return;
-        };
+    pub fn update_at(
+        &self,
+        id: &str,
+        now: Instant,
+        change: &(dyn Fn(&mut Session) + Send + Sync + '_),
+    ) -> Updated {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         self.sweep(&mut inner, now);
         let idle = self.idle;
         let entry = inner
@@ -97,14 +116,17 @@ impl MemoryStore {
             entry.0 = Session::default();
         }
         entry.1 = now;
+        let before = entry.0.clone();
         change(&mut entry.0);
+        Updated {
+            before,
+            after: entry.0.clone(),
+        }
     }
 
     /// Like [`StateStore::session`], at a given time (tests).
     pub fn session_at(&self, id: &str, now: Instant) -> Session {
-        let Ok(inner) = self.inner.lock() else {
-            return Session::default();
-        };
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         match inner.sessions.get(id) {
             Some((session, used)) if now.saturating_duration_since(*used) < self.idle => {
                 session.clone()
@@ -114,17 +136,80 @@ impl MemoryStore {
     }
 }
 
+#[async_trait::async_trait]
 impl StateStore for MemoryStore {
-    fn session(&self, id: &str) -> Session {
-        self.session_at(id, Instant::now())
+    async fn session(&self, id: &str) -> Result<Session, Error> {
+        Ok(self.session_at(id, Instant::now()))
     }
 
-    fn update(&self, id: &str, change: &mut dyn FnMut(&mut Session)) {
-        self.update_at(id, Instant::now(), change);
+    async fn update(
+        &self,
+        id: &str,
+        change: &(dyn for<'s> Fn(&'s mut Session) + Send + Sync),
+    ) -> Result<Updated, Error> {
+        Ok(self.update_at(id, Instant::now(), change))
     }
 
-    fn len(&self) -> usize {
-        self.inner.lock().map(|i| i.sessions.len()).unwrap_or(0)
+    async fn count(&self) -> Result<usize, Error> {
+        Ok(self.held())
+    }
+}
+
+impl MemoryStore {
+    /// Sessions held now, expired ones not yet swept included.
+    pub fn held(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .sessions
+            .len()
+    }
+}
+
+/// What every [`StateStore`] must do, as one test any store can run against itself:
+/// `conformance::check(&store).await` (the memory store runs it below; a shared store runs
+/// it against its server). It panics, naming the broken rule, when the store breaks one.
+#[doc(hidden)]
+pub mod conformance {
+    use super::{Session, StateStore};
+
+    pub async fn check(store: &dyn StateStore) {
+        let unique = format!("conformance-{:016x}", fastrand::u64(..));
+        let id = |name: &str| format!("{unique}-{name}");
+
+        let fresh = store.session(&id("new")).await;
+        assert_eq!(
+            fresh.ok(),
+            Some(Session::default()),
+            "a new session is default"
+        );
+
+        let updated = store
+            .update(&id("a"), &|s| s.backend = Some("openai".into()))
+            .await
+            .unwrap_or_default();
+        assert_eq!(
+            updated.before,
+            Session::default(),
+            "before the first update"
+        );
+        assert_eq!(updated.after.backend.as_deref(), Some("openai"), "after it");
+        let read = store.session(&id("a")).await.unwrap_or_default();
+        assert_eq!(read, updated.after, "a read sees the update");
+        let other = store.session(&id("b")).await.unwrap_or_default();
+        assert_eq!(other, Session::default(), "sessions are isolated");
+
+        // Concurrent updates of one session are not lost.
+        let count = id("count");
+        let bump = |s: &mut Session| s.turns += 1;
+        let bumps = (0..50).map(|_| store.update(&count, &bump));
+        let results = futures::future::join_all(bumps).await;
+        assert!(results.iter().all(Result::is_ok), "every update succeeds");
+        let turns = store.session(&id("count")).await.unwrap_or_default().turns;
+        assert_eq!(turns, 50, "concurrent updates are all applied");
+
+        let held = store.count().await.unwrap_or(0);
+        assert!(held >= 2, "count counts the sessions held ({held})");
     }
 }
 
@@ -132,12 +217,9 @@ impl StateStore for MemoryStore {
 mod tests {
     use super::*;
 
-    #[test]
-    fn sessions_are_isolated() {
-        let store = MemoryStore::new(Duration::from_secs(60));
-        store.update("a", &mut |s| s.backend = Some("openai".into()));
-        assert_eq!(store.session("a").backend.as_deref(), Some("openai"));
-        assert_eq!(store.session("b"), Session::default());
+    #[tokio::test]
+    async fn the_memory_store_passes_the_conformance_suite() {
+        conformance::check(&MemoryStore::new(Duration::from_secs(60))).await;
     }
 
     #[test]
@@ -145,12 +227,12 @@ mod tests {
         let store = MemoryStore::new(Duration::from_secs(60));
         let t0 = Instant::now();
         for i in 0..10_000 {
-            store.update_at(&format!("s{i}"), t0, &mut |s| s.turns += 1);
+            store.update_at(&format!("s{i}"), t0, &|s| s.turns += 1);
         }
-        assert_eq!(store.len(), 10_000);
+        assert_eq!(store.held(), 10_000);
         let later = t0 + Duration::from_secs(61);
-        store.update_at("fresh", later, &mut |s| s.turns += 1);
-        assert_eq!(store.len(), 1);
+        store.update_at("fresh", later, &|s| s.turns += 1);
+        assert_eq!(store.held(), 1);
         assert_eq!(store.session_at("s1", later), Session::default());
     }
 
@@ -158,8 +240,13 @@ mod tests {
     fn an_expired_session_starts_over() {
         let store = MemoryStore::new(Duration::from_secs(60));
         let t0 = Instant::now();
-        store.update_at("a", t0, &mut |s| s.model = Some("m".into()));
-        store.update_at("a", t0 + Duration::from_secs(61), &mut |s| s.turns += 1);
+        store.update_at("a", t0, &|s| s.model = Some("m".into()));
+        let updated = store.update_at("a", t0 + Duration::from_secs(61), &|s| s.turns += 1);
+        assert_eq!(
+            updated.before,
+            Session::default(),
+            "expired: starts from nothing"
+        );
         let session = store.session_at("a", t0 + Duration::from_secs(61));
         assert_eq!(session.model, None);
         assert_eq!(session.turns, 1);
