@@ -390,7 +390,9 @@ async fn with_checking_off_an_anthropic_json_answer_is_still_text() {
     assert_eq!(body["choices"][0]["finish_reason"], "stop", "{body}");
     // The fake also says a line of text before the call; unchecked, it stays in front.
     let json_of = |text: &str| -> Value {
-        let start = text.find('{').unwrap_or_else(|| panic!("no JSON in {text:?}"));
+        let start = text
+            .find('{')
+            .unwrap_or_else(|| panic!("no JSON in {text:?}"));
         serde_json::from_str(&text[start..]).unwrap()
     };
     let text = message["content"].as_str().unwrap();
