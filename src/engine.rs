@@ -213,6 +213,34 @@ impl Engine {
         self.inner.capture.as_ref()
     }
 
+    /// Writes out what the captures still hold (each writer gets up to five seconds), folds
+    /// the store's write-ahead log in, and logs what the writers had to drop. Blocking: call
+    /// it off the async threads, once the listeners have stopped.
+    pub fn close(&self) {
+        let wait = std::time::Duration::from_secs(5);
+        if let Some(capture) = self.capture() {
+            capture.flush(wait);
+            if capture.dropped() > 0 {
+                tracing::warn!(
+                    "{} capture records were dropped (the writer fell behind)",
+                    capture.dropped()
+                );
+            }
+        }
+        if let Some(store) = self.store() {
+            store.flush(wait);
+            if let Err(err) = store.checkpoint() {
+                tracing::warn!("capture store: the write-ahead log was not folded in: {err}");
+            }
+            if store.dropped() > 0 {
+                tracing::warn!(
+                    "{} requests were not recorded in the capture store (the writer fell behind)",
+                    store.dropped()
+                );
+            }
+        }
+    }
+
     /// Stored Responses-API answers.
     pub fn responses(&self) -> &ResponseStore {
         &self.inner.responses

@@ -620,7 +620,7 @@ async fn serve_until_stopped(config: Config, loader: ConfigLoader) -> anyhow::Re
                 None => return Err(err),
             },
         };
-        let (engine, apps) = started;
+        let (engine, listeners) = started;
         engine.attach_settings(settings.clone());
         let mut reload = settings.reloads();
         reload.mark_unchanged();
@@ -631,15 +631,18 @@ async fn serve_until_stopped(config: Config, loader: ConfigLoader) -> anyhow::Re
                 _ = reload.changed() => {}
             }
         };
-        llmux::server::serve_apps(
-            apps,
-            config.connections.clone(),
-            stopping,
-            config.shutdown_timeout,
-        )
-        .await
-        .context("server failed")?;
-        finish(&engine);
+        listeners
+            .serve(
+                config.connections.clone(),
+                stopping,
+                config.shutdown_timeout,
+            )
+            .await
+            .context("server failed")?;
+        let closing = engine.clone();
+        tokio::task::spawn_blocking(move || closing.close())
+            .await
+            .context("closing the captures")?;
         if *stop_rx.borrow() {
             break;
         }
@@ -657,58 +660,20 @@ async fn serve_until_stopped(config: Config, loader: ConfigLoader) -> anyhow::Re
     Ok(())
 }
 
-type Apps = Vec<(tokio::net::TcpListener, axum::Router)>;
-
 /// Builds the engine and binds its listeners.
-async fn start(config: &Config, secrets: &EnvSecrets) -> anyhow::Result<(Engine, Apps)> {
+async fn start(
+    config: &Config,
+    secrets: &EnvSecrets,
+) -> anyhow::Result<(Engine, llmux::server::Listeners)> {
     let engine = Engine::new(config.clone(), secrets).context("cannot start the engine")?;
-    let addr = std::net::SocketAddr::new(config.host, config.port);
-    let listener = bind(addr).await?;
-    let local = listener.local_addr().unwrap_or(addr);
-    let mut apps = vec![(listener, engine.router())];
-    let mut anthropic_local = None;
-    if let Some(port) = config.anthropic_port {
-        let addr = std::net::SocketAddr::new(config.host, port);
-        let listener = bind(addr).await.context(
-            "the dedicated Anthropic port is main port + 1 by default; \
-             choose another with --anthropic-port, or 0 to disable it",
-        )?;
-        anthropic_local = Some(listener.local_addr().unwrap_or(addr));
-        apps.push((listener, engine.anthropic_router()));
-    }
-    describe_startup(&engine, local, anthropic_local);
-    Ok((engine, apps))
-}
-
-/// Writes out what the engine's captures still hold.
-fn finish(engine: &Engine) {
-    if let Some(capture) = engine.capture() {
-        capture.flush(std::time::Duration::from_secs(5));
-        if capture.dropped() > 0 {
-            tracing::warn!(
-                "{} capture records were dropped (the writer fell behind)",
-                capture.dropped()
-            );
+    let listeners = llmux::server::Listeners::bind(&engine).map_err(|err| match err {
+        llmux::server::BindError::Main { .. } => {
+            anyhow::anyhow!("{err} (is another llmux running? choose another port)")
         }
-    }
-    if let Some(store) = engine.store() {
-        store.flush(std::time::Duration::from_secs(5));
-        if let Err(err) = store.checkpoint() {
-            tracing::warn!("capture store: the write-ahead log was not folded in: {err}");
-        }
-        if store.dropped() > 0 {
-            tracing::warn!(
-                "{} requests were not recorded in the capture store (the writer fell behind)",
-                store.dropped()
-            );
-        }
-    }
-}
-
-async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
-    llmux::server::listen(addr).with_context(|| {
-        format!("cannot listen on {addr} (is another llmux running? choose another port)")
-    })
+        other => anyhow::Error::new(other),
+    })?;
+    describe_startup(&engine, listeners.main, listeners.anthropic);
+    Ok((engine, listeners))
 }
 
 fn describe_startup(

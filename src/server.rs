@@ -110,15 +110,86 @@ pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// Serves `engine`'s main app on `listener` with default limits; see [`serve_apps`].
-pub async fn serve(
-    engine: Engine,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    grace: Duration,
-) -> std::io::Result<()> {
-    let limits = engine.config().connections.clone();
-    serve_apps(vec![(listener, engine.router())], limits, shutdown, grace).await
+/// The listening sockets of one engine: its main port and, when configured, the dedicated
+/// Anthropic port, each with its app. What the CLI, the desktop shell and the tests start.
+pub struct Listeners {
+    /// Where the main port listens (the OS's port when the config said 0).
+    pub main: SocketAddr,
+    /// Where the dedicated Anthropic port listens, when it is on.
+    pub anthropic: Option<SocketAddr>,
+    apps: Vec<(TcpListener, axum::Router)>,
+}
+
+/// A port that cannot be listened on.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error("cannot listen on {addr}: {source}")]
+    Main {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot listen on {addr} for Anthropic clients: {source}; the dedicated Anthropic port \
+         is the main port + 1 by default: choose another with --anthropic-port (or \
+         proxy.anthropic_port), or 0 to turn it off"
+    )]
+    Anthropic {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+impl Listeners {
+    /// Binds the ports `engine`'s config names.
+    pub fn bind(engine: &Engine) -> Result<Self, BindError> {
+        let config = engine.config();
+        let anthropic = config
+            .anthropic_port
+            .map(|port| SocketAddr::new(config.host, port));
+        Self::bind_at(engine, SocketAddr::new(config.host, config.port), anthropic)
+    }
+
+    /// Binds these addresses instead (tests ask the OS for free ports with port 0).
+    pub fn bind_at(
+        engine: &Engine,
+        main: SocketAddr,
+        anthropic: Option<SocketAddr>,
+    ) -> Result<Self, BindError> {
+        let listener = listen(main).map_err(|source| BindError::Main { addr: main, source })?;
+        let main = listener.local_addr().unwrap_or(main);
+        let mut apps = vec![(listener, engine.router())];
+        let mut anthropic_addr = None;
+        if let Some(addr) = anthropic {
+            let listener = listen(addr).map_err(|source| BindError::Anthropic { addr, source })?;
+            anthropic_addr = Some(listener.local_addr().unwrap_or(addr));
+            apps.push((listener, engine.anthropic_router()));
+        }
+        Ok(Self {
+            main,
+            anthropic: anthropic_addr,
+            apps,
+        })
+    }
+
+    /// Wraps every port's app in `layer` (the desktop shell counts the requests it serves).
+    pub fn layer(mut self, layer: impl Fn(axum::Router) -> axum::Router) -> Self {
+        self.apps = self
+            .apps
+            .into_iter()
+            .map(|(listener, app)| (listener, layer(app)))
+            .collect();
+        self
+    }
+
+    /// Serves until `shutdown`; see [`serve_apps`].
+    pub async fn serve(
+        self,
+        limits: ConnectionLimits,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        grace: Duration,
+    ) -> std::io::Result<()> {
+        serve_apps(self.apps, limits, shutdown, grace).await
+    }
 }
 
 /// Serves each app on its listener until `shutdown` resolves, then lets running requests

@@ -16,7 +16,6 @@ use llmux::config::BackendConfig;
 use llmux::credentials::{NamedKey, SecretSource};
 use llmux::{Config, Engine};
 use serde::Serialize;
-use tokio::net::TcpListener;
 use tokio::sync::{Mutex, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -259,18 +258,11 @@ impl Proxy {
         if let Some(settings) = &self.settings {
             engine.attach_settings(settings.clone());
         }
-        let host = config.host;
-        let main = bind(SocketAddr::new(host, config.port)).await?;
-        let main_addr = main.local_addr().map_err(|e| e.to_string())?;
-        let mut apps = vec![(main, counted(engine.router(), &self.served))];
-        let mut anthropic_addr = None;
-        if let Some(port) = config.anthropic_port {
-            let listener = bind(SocketAddr::new(host, port)).await.map_err(|e| {
-                format!("{e}; the Anthropic port is the main port + 1 unless anthropic_port says otherwise")
-            })?;
-            anthropic_addr = Some(listener.local_addr().map_err(|e| e.to_string())?);
-            apps.push((listener, counted(engine.anthropic_router(), &self.served)));
-        }
+        let served = self.served.clone();
+        let listeners = llmux::server::Listeners::bind(&engine)
+            .map_err(|e| e.to_string())?
+            .layer(|app| counted(app, &served));
+        let (main_addr, anthropic_addr) = (listeners.main, listeners.anthropic);
         let (stop, stopped) = oneshot::channel::<()>();
         let grace = config.shutdown_timeout;
         let limits = config.connections.clone();
@@ -279,7 +271,7 @@ impl Proxy {
             let shutdown = async move {
                 let _ = stopped.await;
             };
-            if let Err(err) = llmux::server::serve_apps(apps, limits, shutdown, grace).await {
+            if let Err(err) = listeners.serve(limits, shutdown, grace).await {
                 tracing::error!("proxy stopped: {err}");
                 status.send_modify(|s| {
                     s.state = State::Error;
@@ -351,10 +343,6 @@ impl SecretSource for Snapshot {
     }
 }
 
-async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
-    llmux::server::listen(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))
-}
-
 /// Counts every request the app answers.
 fn counted(app: axum::Router, served: &Arc<AtomicU64>) -> axum::Router {
     app.layer(axum::middleware::from_fn_with_state(
@@ -370,19 +358,10 @@ fn counted(app: axum::Router, served: &Arc<AtomicU64>) -> axum::Router {
 
 /// Writes what the captures still hold, as the CLI does at shutdown.
 async fn flush_captures(engine: Engine) {
-    let flushed = tokio::task::spawn_blocking(move || {
-        if let Some(capture) = engine.capture() {
-            capture.flush(Duration::from_secs(5));
-        }
-        if let Some(store) = engine.store() {
-            store.flush(Duration::from_secs(5));
-            if let Err(err) = store.checkpoint() {
-                tracing::warn!("capture store: the write-ahead log was not folded in: {err}");
-            }
-        }
-    })
-    .await;
-    if flushed.is_err() {
+    if tokio::task::spawn_blocking(move || engine.close())
+        .await
+        .is_err()
+    {
         tracing::warn!("capture flush did not finish");
     }
 }

@@ -75,18 +75,13 @@ pub async fn start(config: Config, secrets: &[(&str, &str)]) -> Llmux {
             .collect(),
     );
     let engine = Engine::new(config.clone(), &secrets).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let anthropic = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let anthropic_addr = anthropic.local_addr().unwrap();
+    let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
+    let listeners =
+        llmux::server::Listeners::bind_at(&engine, loopback(0), Some(loopback(0))).unwrap();
+    let (addr, anthropic_addr) = (listeners.main, listeners.anthropic.unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let limits = config.connections.clone();
-    let task = tokio::spawn(llmux::server::serve_apps(
-        vec![
-            (listener, engine.router()),
-            (anthropic, engine.anthropic_router()),
-        ],
-        limits,
+    let task = tokio::spawn(listeners.serve(
+        config.connections.clone(),
         async move {
             let _ = stopped.await;
         },
