@@ -1,4 +1,5 @@
-//! The engine: config, back-ends, router, pipeline and auth, and the HTTP app over them.
+//! The engine: config, back-ends, router, pipeline, auth and captures. It knows nothing of
+//! HTTP front-ends: `frontend::apps` builds those over it.
 
 use std::sync::Arc;
 
@@ -52,8 +53,6 @@ struct Inner {
     router: Router,
     pipeline: Pipeline,
     auth: Auth,
-    /// Requests running per client address, shared by both ports; `None`: no limit.
-    per_ip: Option<Arc<crate::frontend::web_safety::PerIpLimit>>,
 }
 
 impl Engine {
@@ -79,10 +78,6 @@ impl Engine {
                  proxy key"
             );
         }
-        let per_ip = config
-            .web
-            .max_requests_per_ip
-            .map(|max| Arc::new(crate::frontend::web_safety::PerIpLimit::new(max)));
         Ok(Self {
             inner: Arc::new(Inner {
                 settings: std::sync::OnceLock::new(),
@@ -124,7 +119,6 @@ impl Engine {
                 router,
                 pipeline,
                 auth,
-                per_ip,
             }),
         })
     }
@@ -139,11 +133,6 @@ impl Engine {
 
     pub fn auth(&self) -> &Auth {
         &self.inner.auth
-    }
-
-    /// The per-address limit on running requests, when one is set.
-    pub fn per_ip_limit(&self) -> Option<Arc<crate::frontend::web_safety::PerIpLimit>> {
-        self.inner.per_ip.clone()
     }
 
     pub fn pipeline(&self) -> &Pipeline {
@@ -244,16 +233,6 @@ impl Engine {
     /// Stored Responses-API answers.
     pub fn responses(&self) -> &ResponseStore {
         &self.inner.responses
-    }
-
-    /// The axum app serving every front-end on the main port.
-    pub fn router(&self) -> axum::Router {
-        crate::frontend::app(self.clone())
-    }
-
-    /// The axum app of the dedicated Anthropic port.
-    pub fn anthropic_router(&self) -> axum::Router {
-        crate::frontend::anthropic_app(self.clone())
     }
 
     /// Runs a decoded request through the pipeline and its back-end, returning the

@@ -2,8 +2,9 @@
 //!
 //! Clients speak their protocol to llmux; llmux decodes it into the canonical model
 //! ([`model`]), runs the pipeline, routes to a back-end, and encodes the back-end's event
-//! stream back into the client's protocol. [`Engine`] builds the axum `Router` that the CLI,
-//! the desktop shell and the tests all mount.
+//! stream back into the client's protocol. [`frontend::apps`] builds the axum apps of an
+//! engine's ports and [`server::Listeners`] serves them: the CLI, the desktop shell and the
+//! tests all start llmux that way.
 
 pub mod error;
 pub mod model;

@@ -157,12 +157,13 @@ impl Listeners {
     ) -> Result<Self, BindError> {
         let listener = listen(main).map_err(|source| BindError::Main { addr: main, source })?;
         let main = listener.local_addr().unwrap_or(main);
-        let mut apps = vec![(listener, engine.router())];
+        let (main_app, anthropic_app) = crate::frontend::apps(engine);
+        let mut apps = vec![(listener, main_app)];
         let mut anthropic_addr = None;
         if let Some(addr) = anthropic {
             let listener = listen(addr).map_err(|source| BindError::Anthropic { addr, source })?;
             anthropic_addr = Some(listener.local_addr().unwrap_or(addr));
-            apps.push((listener, engine.anthropic_router()));
+            apps.push((listener, anthropic_app));
         }
         Ok(Self {
             main,

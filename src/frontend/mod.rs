@@ -27,11 +27,40 @@ pub use common::{ClientAddr, error_response, hold_until_done};
 use crate::engine::Engine;
 use crate::model::Protocol;
 
+/// The apps of one engine's two ports, the main one and the dedicated Anthropic one, each
+/// behind the web-safety layers; they share the per-address request count.
+pub fn apps(engine: &Engine) -> (axum::Router, axum::Router) {
+    let guard = Guard {
+        settings: std::sync::Arc::new(engine.config().web.clone()),
+        per_ip: engine
+            .config()
+            .web
+            .max_requests_per_ip
+            .map(|max| std::sync::Arc::new(web_safety::PerIpLimit::new(max))),
+    };
+    let main = guard.wrap(app(engine.clone()), None);
+    let anthropic = guard.wrap(anthropic_app(engine.clone()), Some(Protocol::Anthropic));
+    (main, anthropic)
+}
+
+/// What the web-safety layers of one engine's ports share.
+struct Guard {
+    settings: std::sync::Arc<web_safety::WebSafetySettings>,
+    per_ip: Option<std::sync::Arc<web_safety::PerIpLimit>>,
+}
+
+impl Guard {
+    /// `app` behind the web-safety layers, outermost on every listener.
+    fn wrap(&self, app: axum::Router, protocol: Option<Protocol>) -> axum::Router {
+        web_safety::wrap(app, &self.settings, self.per_ip.clone(), protocol)
+    }
+}
+
 /// The whole app on the main port: every front-end plus health, info and a 404 in the
 /// OpenAI shape.
-pub fn app(engine: Engine) -> axum::Router {
+fn app(engine: Engine) -> axum::Router {
     let auth = |protocol| middleware::from_fn_with_state((engine.clone(), protocol), require_auth);
-    let app = axum::Router::new()
+    axum::Router::new()
         .route("/health", get(health))
         .route("/", get(info))
         .merge(anthropic::public_routes())
@@ -43,14 +72,7 @@ pub fn app(engine: Engine) -> axum::Router {
         .merge(ui::routes())
         .fallback(not_found)
         .layer(middleware::map_response(common::record_client_leg))
-        .with_state(engine.clone());
-    guarded(&engine, app, None)
-}
-
-/// `app` behind the web-safety layers, outermost on every listener.
-fn guarded(engine: &Engine, app: axum::Router, protocol: Option<Protocol>) -> axum::Router {
-    let settings = std::sync::Arc::new(engine.config().web.clone());
-    web_safety::wrap(app, &settings, engine.per_ip_limit(), protocol)
+        .with_state(engine)
 }
 
 /// The four protocol front-ends without authentication, for requests llmux makes to itself
@@ -67,15 +89,14 @@ pub(crate) fn internal_app(engine: Engine) -> axum::Router {
 }
 
 /// The dedicated Anthropic port: the Anthropic routes at the root, errors in its shape.
-pub fn anthropic_app(engine: Engine) -> axum::Router {
+fn anthropic_app(engine: Engine) -> axum::Router {
     let auth = middleware::from_fn_with_state((engine.clone(), Protocol::Anthropic), require_auth);
-    let app = axum::Router::new()
+    axum::Router::new()
         .merge(anthropic::dedicated_public_routes())
         .merge(anthropic::dedicated_routes().route_layer(auth))
         .fallback(anthropic_not_found)
         .layer(middleware::map_response(common::record_client_leg))
-        .with_state(engine.clone());
-    guarded(&engine, app, Some(Protocol::Anthropic))
+        .with_state(engine)
 }
 
 async fn anthropic_not_found(method: Method, request: Request) -> Response {
