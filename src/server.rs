@@ -353,7 +353,13 @@ async fn serve_connection(
         })
     };
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).keep_alive(true);
+    // hyper's own header timeout (30 s by default once a timer is set) also runs while a
+    // kept-alive connection waits for its next request; the watchdog times both instead.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
     let mut conn = pin!(builder.serve_connection(io, service));
     let mut watchdog = pin!(activity.watchdog(shared.limits.clone()));
