@@ -167,10 +167,17 @@ pub fn commands(data: &[u8]) {
         let parts = text.split('\0').map(Part::text).collect();
         let mut request = Request::new("gpt-4o", vec![Message::new(Role::User, parts)]);
         let mut ctx = RequestContext::new(llmux::model::Protocol::OpenAiChat);
-        // The stage never waits; a future that did would not be polled again.
-        let _ = stage.on_request(&mut ctx, &mut request).now_or_never();
+        // With the memory store the stage never waits; if it ever did, this target would
+        // stop reaching it, so that is a failure of the target.
+        let done = stage.on_request(&mut ctx, &mut request).now_or_never();
+        assert!(
+            done.is_some(),
+            "the commands stage waited; poll it to the end"
+        );
         // Each input starts from a fresh session.
-        store.update_at(&ctx.session_id, Instant::now(), &|s| *s = Session::default());
+        store.update_at(&ctx.session_id, Instant::now(), &|s| {
+            *s = Session::default()
+        });
     }
 }
 
