@@ -3,6 +3,7 @@ import { useVirtualizer } from "@tanstack/react-virtual";
 import { api } from "./api";
 import { Detail } from "./Detail";
 import { formatCount, formatMs, formatTime, preview, statusClass } from "./format";
+import { pollWithoutOverlap } from "./poll";
 import type { ListParams, RequestRow, ServerInfo, Stats } from "./types";
 
 const PAGE = 200;
@@ -161,10 +162,10 @@ export function Inspector({
         .catch((err) => current && report(err));
     };
     refresh(true);
-    const timer = live ? setInterval(() => refresh(false), POLL_MS) : undefined;
+    const stop = live ? pollWithoutOverlap(() => refresh(false), POLL_MS) : undefined;
     return () => {
       current = false;
-      clearInterval(timer);
+      stop?.();
     };
   }, [filters, live, report]);
 

@@ -1,5 +1,6 @@
 // The only place that knows how the UI reaches the engine: Tauri `invoke` inside the
 // desktop app, HTTP `/admin/api` everywhere else. Components import these functions only.
+import { invoke, isTauri } from "@tauri-apps/api/core";
 import type {
   BackendKeys,
   ListParams,
@@ -30,11 +31,6 @@ export class ApiError extends Error {
   }
 }
 
-type TauriInternals = { invoke: (cmd: string, args?: Record<string, unknown>) => Promise<unknown> };
-
-function tauri(): TauriInternals | undefined {
-  return (globalThis as { __TAURI_INTERNALS__?: TauriInternals }).__TAURI_INTERNALS__;
-}
 
 const KEY_STORAGE = "llmux.apiKey";
 
@@ -97,10 +93,9 @@ async function call<T>(
   args: Record<string, unknown>,
   viaHttp: () => Promise<T>,
 ): Promise<T> {
-  const shell = tauri();
-  if (!shell) return viaHttp();
+  if (!isTauri()) return viaHttp();
   try {
-    return (await shell.invoke(`admin_${name}`, args)) as T;
+    return await invoke<T>(`admin_${name}`, args);
   } catch (err) {
     const e = err as { message?: string; status?: number; problems?: SettingsProblem[] };
     throw new ApiError(e?.message ?? String(err), e?.status ?? 500, e?.problems ?? []);
@@ -109,10 +104,9 @@ async function call<T>(
 
 /** A command only the desktop app has (the keychain). */
 async function desktop<T>(command: string, args: Record<string, unknown>): Promise<T> {
-  const shell = tauri();
-  if (!shell) throw new ApiError("keys are kept by the desktop app; the server reads them from its environment", 404);
+  if (!isTauri()) throw new ApiError("keys are kept by the desktop app; the server reads them from its environment", 404);
   try {
-    return (await shell.invoke(command, args)) as T;
+    return await invoke<T>(command, args);
   } catch (err) {
     throw new ApiError(typeof err === "string" ? err : String((err as Error)?.message ?? err), 400);
   }
@@ -156,7 +150,7 @@ export const api = {
       http<Saved>("PUT", "/admin/api/settings", undefined, change),
     ),
   /** Whether keys can be stored from this window (the desktop app's keychain). */
-  canStoreKeys: () => tauri() !== undefined,
+  canStoreKeys: () => isTauri(),
   /** The desktop app's keys per back-end: names and sources, never values. */
   keys: () => desktop<BackendKeys[]>("list_keys", {}),
   /** Stores a key in the OS keychain; the proxy restarts with it. */
