@@ -81,7 +81,7 @@ pub async fn admin_replay(
     target: ReplayParams,
     proxy: State<'_, Arc<Proxy>>,
 ) -> Result<admin::Replayed> {
-    Ok(admin::replay(&engine(&proxy).await?, id, target).await?)
+    Ok(llmux::frontend::replay(&engine(&proxy).await?, id, target).await?)
 }
 
 #[tauri::command]

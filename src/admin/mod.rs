@@ -3,15 +3,15 @@
 //! Plain async functions over an [`Engine`]; the headless server exposes them as HTTP
 //! `/admin/api/*` (`crate::frontend::admin`) and the desktop shell as Tauri commands. Both
 //! answer with the same serde types, so the UI sees one API whichever way it talks.
+//! Replay is prepared and read back here and run by `frontend::replay` through the
+//! request's own front-end; this module never calls the HTTP layer.
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use axum::http::{HeaderValue, Method, header};
+use axum::http::{HeaderValue, header};
 use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 pub mod settings;
 
@@ -346,10 +346,28 @@ fn replayed_headers(row: &RequestRow) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Sends a captured request through llmux again, to another back-end or model, without
-/// streaming, and returns what the client would have received. The replay is captured as
-/// a request of its own, in session `replay-<id>`.
-pub async fn replay(engine: &Engine, id: String, params: ReplayParams) -> Result<Replayed, Error> {
+/// A captured request made ready to be sent again (see `frontend::replay`).
+#[derive(Debug, Clone)]
+pub struct ReplayRequest {
+    /// The front-end the original came through (`openai_chat`, `anthropic`, ...).
+    pub frontend: String,
+    /// The model string the replay asks for.
+    pub model: String,
+    /// The client request, its model replaced (Gemini keeps the model in the path), not
+    /// streaming.
+    pub body: Vec<u8>,
+    /// What the replay sends: a JSON body, user agent `llmux-replay`, session
+    /// `replay-<id>`, and the original's protocol headers (never its credentials).
+    pub headers: axum::http::HeaderMap,
+}
+
+/// Reads a captured request and makes it ready to replay to another back-end or model,
+/// without streaming; an unknown back-end is refused naming the configured ones.
+pub async fn prepare_replay(
+    engine: &Engine,
+    id: String,
+    params: ReplayParams,
+) -> Result<ReplayRequest, Error> {
     let row = request(engine, id).await?;
     let Ok(Value::Object(mut body)) = serde_json::from_str::<Value>(&row.client_request) else {
         return Err(Error::invalid_request(
@@ -373,36 +391,43 @@ pub async fn replay(engine: &Engine, id: String, params: ReplayParams) -> Result
         )));
     }
     let model = replay_model(&row, &params);
-    let mut replayed = row.clone();
-    if row.frontend == "gemini" {
-        replayed.model_requested = model.clone();
-    } else {
+    if row.frontend != "gemini" {
         body.insert("model".into(), Value::String(model.clone()));
         body.insert("stream".into(), Value::Bool(false));
         body.remove("stream_options");
     }
-    let mut request = axum::http::Request::builder()
-        .method(Method::POST)
-        .uri(client_path(&replayed, false))
-        .header(header::CONTENT_TYPE, "application/json")
-        .header(header::USER_AGENT, "llmux-replay")
-        .header("x-session-id", format!("replay-{}", row.id));
-    for (name, value) in replayed_headers(&row) {
-        request = request.header(name, value);
+    let mut headers = axum::http::HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::USER_AGENT, HeaderValue::from_static("llmux-replay"));
+    if let Ok(session) = HeaderValue::from_str(&format!("replay-{}", row.id)) {
+        headers.insert("x-session-id", session);
     }
-    let mut request = request
-        .body(axum::body::Body::from(Value::Object(body).to_string()))
-        .map_err(|e| Error::internal(format!("cannot build the replayed request: {e}")))?;
-    request
-        .extensions_mut()
-        .insert(crate::frontend::ClientAddr(SocketAddr::from((
-            Ipv4Addr::LOCALHOST,
-            0,
-        ))));
-    let response = crate::frontend::internal_app(engine.clone())
-        .oneshot(request)
-        .await
-        .unwrap_or_else(|never| match never {});
+    for (name, value) in replayed_headers(&row) {
+        if let (Ok(name), Ok(value)) = (
+            axum::http::HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            headers.insert(name, value);
+        }
+    }
+    Ok(ReplayRequest {
+        frontend: row.frontend,
+        model,
+        body: Value::Object(body).to_string().into_bytes(),
+        headers,
+    })
+}
+
+/// What a replay got back, from the answer its front-end gave; waits (briefly) for the
+/// replay's own row to be written, so the caller can open it as soon as this returns.
+pub async fn finish_replay(
+    engine: &Engine,
+    model: String,
+    response: axum::response::Response,
+) -> Result<Replayed, Error> {
     let status = response.status().as_u16();
     let request_id = response
         .headers()
@@ -416,8 +441,6 @@ pub async fn replay(engine: &Engine, id: String, params: ReplayParams) -> Result
         .to_bytes();
     let body = serde_json::from_slice(&bytes)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-    // The answer is read, so the replay's row is queued: write it now, so the caller can
-    // open it as soon as this returns.
     if let Some(store) = engine.store().cloned() {
         let _ = tokio::task::spawn_blocking(move || store.flush(REPLAY_FLUSH_TIMEOUT)).await;
     }

@@ -199,7 +199,7 @@ async fn replay(
             return error_response(PROTOCOL, &err);
         }
     };
-    answer(admin::replay(&engine, id, target).await)
+    answer(super::replay(&engine, id, target).await)
 }
 
 async fn show(State(engine): State<Engine>, Path(id): Path<String>) -> Response {

@@ -80,7 +80,7 @@ async fn messages(State(engine): State<Engine>, request: Request) -> Response {
 }
 
 /// The Anthropic Messages wire.
-struct Messages;
+pub(super) struct Messages;
 
 impl Frontend for Messages {
     const PROTOCOL: Protocol = PROTOCOL;

@@ -123,13 +123,24 @@ async fn generate(
 }
 
 /// The Gemini wire.
-struct Gemini;
+pub(super) struct Gemini;
 
 /// What the URL says: the model, and whether and how to stream.
-struct Call {
+pub(super) struct Call {
     model: String,
     stream: bool,
     format: StreamFormat,
+}
+
+impl Call {
+    /// `:generateContent` on `model`: one answer, no stream.
+    pub(super) fn generate(model: &str) -> Self {
+        Self {
+            model: model.to_owned(),
+            stream: false,
+            format: StreamFormat::from_alt(None),
+        }
+    }
 }
 
 impl Frontend for Gemini {

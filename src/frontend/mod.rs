@@ -10,6 +10,7 @@ mod common;
 pub mod gemini;
 pub mod openai_chat;
 pub mod openai_responses;
+mod replay;
 mod serve;
 mod ui;
 pub mod web_safety;
@@ -23,6 +24,7 @@ use axum::routing::get;
 use serde_json::json;
 
 pub use common::{ClientAddr, error_response, hold_until_done};
+pub use replay::replay;
 
 use crate::engine::Engine;
 use crate::model::Protocol;
@@ -70,19 +72,6 @@ fn app(engine: Engine) -> axum::Router {
         .merge(gemini::routes().route_layer(auth(Protocol::Gemini)))
         .merge(admin::routes().route_layer(auth(Protocol::OpenAiChat)))
         .merge(ui::routes())
-        .fallback(not_found)
-        .layer(middleware::map_response(common::record_client_leg))
-        .with_state(engine)
-}
-
-/// The four protocol front-ends without authentication, for requests llmux makes to itself
-/// on behalf of an already authenticated caller (replay from the admin API).
-pub(crate) fn internal_app(engine: Engine) -> axum::Router {
-    axum::Router::new()
-        .merge(openai_chat::routes())
-        .merge(openai_responses::routes())
-        .merge(anthropic::routes())
-        .merge(gemini::routes())
         .fallback(not_found)
         .layer(middleware::map_response(common::record_client_leg))
         .with_state(engine)

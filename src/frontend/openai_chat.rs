@@ -30,7 +30,7 @@ async fn chat_completions(State(engine): State<Engine>, request: Request) -> Res
 }
 
 /// The OpenAI Chat Completions wire.
-struct OpenAiChat;
+pub(super) struct OpenAiChat;
 
 impl Frontend for OpenAiChat {
     const PROTOCOL: Protocol = PROTOCOL;

@@ -54,10 +54,10 @@ async fn create(State(engine): State<Engine>, request: Request) -> Response {
 }
 
 /// The OpenAI Responses wire.
-struct Responses;
+pub(super) struct Responses;
 
 /// What encoding a Responses answer and storing it need.
-struct Options {
+pub(super) struct Options {
     client: ClientOptions,
     /// The conversation so far (the stored turn put back in front), kept with the answer
     /// for the next `previous_response_id`.
