@@ -25,12 +25,13 @@ use std::path::Path;
 use bytes::Bytes;
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
-use llmux::Error;
-use llmux::error::ErrorKind;
+use llmux::backend::anthropic::AnthropicWire;
+use llmux::backend::http::decode_frames;
+use llmux::backend::openai::ChatWire;
 use llmux::model::{Event, FinishReason, Part, Response, ResponseBuilder};
-use llmux::protocol::anthropic::{self, EventDecoder, EventEncoder, SYNTHETIC_SIGNATURE};
-use llmux::protocol::openai_chat::{self, ChunkDecoder, ChunkEncoder};
-use llmux::protocol::{ChunkError, StreamDecoder};
+use llmux::protocol::ChunkError;
+use llmux::protocol::anthropic::{self, EventEncoder, SYNTHETIC_SIGNATURE};
+use llmux::protocol::openai_chat::{self, ChunkEncoder};
 use serde_json::{Value, json};
 
 #[path = "support/fixtures.rs"]
@@ -132,85 +133,15 @@ fn show_stream(frames: &[Frame]) -> String {
         .join("\n")
 }
 
-/// The status the Anthropic back-end gives an error type (`src/backend/anthropic.rs`).
-fn anthropic_status(error_type: Option<&str>) -> u16 {
-    match error_type {
-        Some("invalid_request_error") => 400,
-        Some("authentication_error") => 401,
-        Some("permission_error") => 403,
-        Some("not_found_error") => 404,
-        Some("request_too_large") => 413,
-        Some("rate_limit_error") => 429,
-        Some("api_error") => 500,
-        Some("overloaded_error") => 529,
-        _ => 502,
-    }
-}
-
-fn openai_status(_: Option<&str>) -> u16 {
-    502
-}
-
-/// A decoder failure as the HTTP back-end reports it (`ErrorMapper::chunk`).
-fn upstream_error(backend: &str, err: ChunkError, status_of: fn(Option<&str>) -> u16) -> Error {
-    let backend = backend.to_owned();
-    match err {
-        ChunkError::Garbage(message) => ErrorKind::UpstreamProtocol { backend, message },
-        ChunkError::Upstream {
-            message,
-            error_type,
-            code,
-        } => ErrorKind::Upstream {
-            backend,
-            status: status_of(error_type.as_deref()),
-            message,
-            error_type,
-            code,
-            retry_after: None,
-        },
-        ChunkError::Truncated => ErrorKind::StreamInterrupted {
-            backend,
-            message: "the stream ended before a finish reason".into(),
-        },
-    }
-    .into()
-}
-
-/// Runs upstream frames through a decoder the way the HTTP back-end does: stop reading at
-/// the protocol's terminator, turn a decoder error into a final error event.
-fn decode_frames(
-    decoder: &mut dyn StreamDecoder,
-    frames: &[(String, String)],
-    backend: &str,
-    status_of: fn(Option<&str>) -> u16,
-) -> Vec<Event> {
-    let mut events = Vec::new();
-    for (event, data) in frames {
-        if decoder.is_done() {
-            break;
-        }
-        if let Err(err) = decoder.push(event, data, &mut events) {
-            events.push(Event::Error(upstream_error(backend, err, status_of)));
-            return events;
-        }
-    }
-    if let Err(err) = decoder.finish() {
-        events.push(Event::Error(upstream_error(backend, err, status_of)));
-    }
-    events
-}
-
+/// Upstream Anthropic frames as the Anthropic back-end decodes them (its decoder, its
+/// error statuses, its stop at `message_stop`).
 fn decode_anthropic(frames: &[(String, String)]) -> Vec<Event> {
-    decode_frames(
-        &mut EventDecoder::new(),
-        frames,
-        "anthropic",
-        anthropic_status,
-    )
+    decode_frames(&AnthropicWire, "anthropic", frames)
 }
 
+/// Upstream OpenAI chat frames as the OpenAI back-end decodes them.
 fn decode_openai(frames: &[(String, String)]) -> Vec<Event> {
-    decode_frames(&mut ChunkDecoder::new(), frames, "openai", openai_status)
+    decode_frames(&ChatWire, "openai", frames)
 }
 
 /// The client's Anthropic stream, as bytes.

@@ -249,7 +249,7 @@ impl<W: Wire> HttpBackend<W> {
         }
         let bytes = idle_guard(Box::pin(response.bytes_stream()), self.config.timeouts.idle);
         let mut frames = Box::pin(bytes.eventsource());
-        let mut decoder = self.wire.stream_decoder();
+        let mut decoder = FrameDecoder::new(self.wire.stream_decoder(), self.errors.clone());
         let mut first = Vec::new();
         while first.is_empty() {
             match tokio::time::timeout_at(deadline, frames.next()).await {
@@ -260,9 +260,7 @@ impl<W: Wire> HttpBackend<W> {
                     if let Some(tap) = &tap {
                         tap.record(Direction::StreamChunk, Payload::Text(&frame.data));
                     }
-                    decoder
-                        .push(&frame.event, &frame.data, &mut first)
-                        .map_err(|e| self.errors.chunk(e))?
+                    decoder.push(&frame.event, &frame.data, &mut first)?;
                 }
             }
             if decoder.is_done() && first.is_empty() {
@@ -279,14 +277,14 @@ impl<W: Wire> HttpBackend<W> {
             loop {
                 if decoder.is_done() {
                     if let Err(err) = decoder.finish() {
-                        yield Event::Error(errors.chunk(err));
+                        yield Event::Error(err);
                     }
                     break;
                 }
                 match frames.next().await {
                     None => {
                         if let Err(err) = decoder.finish() {
-                            yield Event::Error(errors.chunk(err));
+                            yield Event::Error(err);
                         }
                         break;
                     }
@@ -303,7 +301,7 @@ impl<W: Wire> HttpBackend<W> {
                             yield event;
                         }
                         if let Err(err) = result {
-                            yield Event::Error(errors.chunk(err));
+                            yield Event::Error(err);
                             break;
                         }
                     }
@@ -346,6 +344,65 @@ impl<W: Wire> HttpBackend<W> {
 
 /// Maps upstream failures to engine errors with the key scrubbed; cloned into streams,
 /// which outlive the back-end borrow.
+/// A wire's stream decoder with its back-end's error mapping: what [`HttpBackend`] runs on
+/// each SSE frame of a provider's stream.
+pub struct FrameDecoder<D: StreamDecoder> {
+    decoder: D,
+    errors: ErrorMapper,
+}
+
+impl<D: StreamDecoder> FrameDecoder<D> {
+    fn new(decoder: D, errors: ErrorMapper) -> Self {
+        Self { decoder, errors }
+    }
+
+    /// Decodes one frame into `out` (events decoded before a failure stay there); an error
+    /// ends the stream.
+    pub fn push(&mut self, event: &str, data: &str, out: &mut Vec<Event>) -> Result<(), Error> {
+        self.decoder
+            .push(event, data, out)
+            .map_err(|e| self.errors.chunk(e))
+    }
+
+    /// The protocol's terminator arrived: read no further.
+    pub fn is_done(&self) -> bool {
+        self.decoder.is_done()
+    }
+
+    /// The body ended: an error if the stream was cut off.
+    pub fn finish(&mut self) -> Result<(), Error> {
+        self.decoder.finish().map_err(|e| self.errors.chunk(e))
+    }
+}
+
+/// Decodes recorded SSE frames (`(event, data)`) exactly as a back-end of `wire` called
+/// `backend` decodes a provider's stream: it stops at the protocol's terminator, and a
+/// failure, with the status the provider's error type maps to, is the last event. For
+/// tests and tools that replay provider streams.
+pub fn decode_frames<W: Wire>(wire: &W, backend: &str, frames: &[(String, String)]) -> Vec<Event> {
+    let errors = ErrorMapper {
+        backend: backend.to_owned(),
+        key: None,
+        idle: Duration::ZERO,
+        status_of: W::STATUS_OF_ERROR_TYPE,
+    };
+    let mut decoder = FrameDecoder::new(wire.stream_decoder(), errors);
+    let mut events = Vec::new();
+    for (event, data) in frames {
+        if decoder.is_done() {
+            break;
+        }
+        if let Err(err) = decoder.push(event, data, &mut events) {
+            events.push(Event::Error(err));
+            return events;
+        }
+    }
+    if let Err(err) = decoder.finish() {
+        events.push(Event::Error(err));
+    }
+    events
+}
+
 #[derive(Clone)]
 struct ErrorMapper {
     backend: String,
