@@ -30,12 +30,13 @@ use std::fs;
 use std::path::Path;
 
 use llmux::Error;
+use llmux::backend::http::decode_frames;
+use llmux::backend::openai::{ChatWire, ResponsesWire};
 use llmux::error::ErrorKind;
 use llmux::model::{Event, FinishReason, Part, Response, ResponseBuilder};
 use llmux::protocol::openai_chat;
 use llmux::protocol::openai_responses::{
-    ChunkError, ClientOptions, EventDecoder, EventEncoder, decode_request, decode_response,
-    encode_request, encode_response,
+    ClientOptions, EventEncoder, decode_request, decode_response, encode_request, encode_response,
 };
 use serde_json::{Value, json};
 
@@ -229,81 +230,23 @@ fn check_frames(case: &Path, file: &str, actual: &[Frame]) -> Result<(), String>
 // ---------------------------------------------------------------------------------------
 // Relays: upstream frames -> events -> client frames, as the proxy does
 
-fn upstream_error(err: ChunkError) -> Error {
-    match err {
-        ChunkError::Garbage(message) => ErrorKind::UpstreamProtocol {
-            backend: "upstream".into(),
-            message,
-        },
-        ChunkError::Upstream {
-            message,
-            error_type,
-            code,
-        } => ErrorKind::Upstream {
-            backend: "upstream".into(),
-            status: 502,
-            message,
-            error_type,
-            code,
-            retry_after: None,
-        },
-        ChunkError::Truncated => ErrorKind::StreamInterrupted {
-            backend: "upstream".into(),
-            message: "the stream ended before it finished".into(),
-        },
-    }
-    .into()
+/// Upstream frames as `(event, data)`, the way the back-end's SSE reader gives them.
+fn wire_frames(frames: &[Frame]) -> Vec<(String, String)> {
+    frames
+        .iter()
+        .map(|f| (f.event.clone().unwrap_or_default(), f.payload()))
+        .collect()
 }
 
-/// Upstream events, as a back-end yields them: an upstream failure becomes an error event.
-fn upstream_events(
-    frames: &[Frame],
-    mut push: impl FnMut(&str, &mut Vec<Event>) -> Result<(), ChunkError>,
-    finish: impl FnOnce() -> Result<(), ChunkError>,
-) -> Vec<Event> {
-    let mut events = Vec::new();
-    for frame in frames {
-        if let Err(err) = push(&frame.payload(), &mut events) {
-            events.push(Event::Error(upstream_error(err)));
-            return events;
-        }
-    }
-    if let Err(err) = finish() {
-        events.push(Event::Error(upstream_error(err)));
-    }
-    events
-}
-
+/// Upstream Responses frames as the Responses back-end decodes them (its decoder, its
+/// error mapping, its stop at the terminator).
 fn responses_upstream(frames: &[Frame]) -> Vec<Event> {
-    let decoder = std::cell::RefCell::new(EventDecoder::new());
-    upstream_events(
-        frames,
-        |data, out| decoder.borrow_mut().push(data, out),
-        || decoder.borrow_mut().finish(),
-    )
+    decode_frames(&ResponsesWire, "upstream", &wire_frames(frames))
 }
 
+/// Upstream chat frames as the OpenAI chat back-end decodes them.
 fn chat_upstream(frames: &[Frame]) -> Vec<Event> {
-    let decoder = std::cell::RefCell::new(openai_chat::ChunkDecoder::new());
-    upstream_events(
-        frames,
-        |data, out| {
-            decoder.borrow_mut().push(data, out).map_err(|e| match e {
-                openai_chat::ChunkError::Garbage(m) => ChunkError::Garbage(m),
-                openai_chat::ChunkError::Upstream {
-                    message,
-                    error_type,
-                    code,
-                } => ChunkError::Upstream {
-                    message,
-                    error_type,
-                    code,
-                },
-                openai_chat::ChunkError::Truncated => ChunkError::Truncated,
-            })
-        },
-        || decoder.borrow_mut().finish(),
-    )
+    decode_frames(&ChatWire, "upstream", &wire_frames(frames))
 }
 
 fn to_responses_client(events: &[Event], options: &ClientOptions) -> Vec<Frame> {
