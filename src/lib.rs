@@ -19,6 +19,7 @@ pub mod credentials;
 pub mod engine;
 pub mod frontend;
 pub mod pipeline;
+pub mod process;
 pub mod router;
 
 pub use config::Config;

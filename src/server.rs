@@ -56,14 +56,6 @@ impl Default for ConnectionLimits {
     }
 }
 
-/// Client connections open now, in every server of this process.
-static OPEN_CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
-
-/// Client connections open now (both ports, every running server in this process).
-pub fn open_connections() -> usize {
-    OPEN_CONNECTIONS.load(Ordering::Relaxed)
-}
-
 /// The connection cap when none is configured: half the file descriptors llmux may open
 /// (each proxied request also holds one to the provider), less a reserve for files and
 /// listeners. The soft limit is raised to the hard one first, as servers do.
@@ -331,7 +323,7 @@ async fn serve_connection(
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let _open = OpenConnection::count();
+    let _open = crate::process::OpenConnection::count();
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(Watched {
         inner: tcp,
@@ -381,22 +373,6 @@ async fn serve_connection(
                 conn.as_mut().graceful_shutdown();
             }
         }
-    }
-}
-
-/// Counts an open connection for [`open_connections`] while it lives.
-struct OpenConnection;
-
-impl OpenConnection {
-    fn count() -> Self {
-        OPEN_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
-        OpenConnection
-    }
-}
-
-impl Drop for OpenConnection {
-    fn drop(&mut self) {
-        OPEN_CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -104,7 +104,7 @@ pub struct ProcessStats {
 impl ProcessStats {
     pub fn now() -> Self {
         Self {
-            open_connections: crate::server::open_connections() as u64,
+            open_connections: crate::process::open_connections() as u64,
             open_fds: open_fds(),
             tokio_tasks: tokio::runtime::Handle::try_current()
                 .map_or(0, |h| h.metrics().num_alive_tasks() as u64),
