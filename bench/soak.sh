@@ -61,16 +61,22 @@ for kind in $KINDS; do
     bench_pids+=("$!")
 done
 
-echo "seconds,rss_kib,open_fds" >"$tmp/samples.csv"
+# One sample: seconds, RSS, its anonymous and file-backed parts (heap vs. mapped files such
+# as SQLite's shared-memory index), open fds.
+sample() {
+    local fds parts
+    fds="$(find "/proc/$llmux_pid/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)"
+    parts="$(awk '/^RssAnon:/ {a=$2} /^RssFile:/ {f=$2} /^RssShmem:/ {m=$2} END {print a "," f+m}' "/proc/$llmux_pid/status")"
+    echo "$(( SECONDS - soak_start )),$(rss_kb "$llmux_pid"),$parts,$fds" >>"$tmp/samples.csv"
+}
+echo "seconds,rss_kib,anon_kib,file_kib,open_fds" >"$tmp/samples.csv"
 while (( SECONDS < end )); do
     kill -0 "$llmux_pid" 2>/dev/null || { echo "llmux exited during the soak" >&2; tail -n 30 "$tmp/llmux.err" >&2; exit 1; }
-    fds="$(find "/proc/$llmux_pid/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)"
-    echo "$(( SECONDS - soak_start )),$(rss_kb "$llmux_pid"),$fds" >>"$tmp/samples.csv"
+    sample
     sleep "$SAMPLE"
 done
 for p in "${loop_pids[@]}"; do wait "$p" 2>/dev/null || true; done
-fds="$(find "/proc/$llmux_pid/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)"
-echo "$(( SECONDS - soak_start )),$(rss_kb "$llmux_pid"),$fds" >>"$tmp/samples.csv"
+sample
 health="$(curl -fsS --max-time 5 "http://127.0.0.1:$port/health" || echo failed)"
 stop_pid "$llmux_pid" 40
 dropped="$(grep -Eo '[0-9]+ (capture records were dropped|requests were not recorded)' "$tmp/llmux.err" | tr '\n' ';' || true)"
@@ -79,8 +85,9 @@ python3 - "$tmp" "$KINDS" "$WARMUP" "$DURATION" "$results" "$rev" "$busy_note" "
 import csv, json, sys
 tmp, kinds, warmup, duration, results, rev, busy, health, stop_rc, dropped = sys.argv[1:11]
 warmup, duration = int(warmup), int(duration)
-samples = [(int(r["seconds"]), int(r["rss_kib"]), int(r["open_fds"]))
-           for r in csv.DictReader(open(f"{tmp}/samples.csv"))]
+rows = list(csv.DictReader(open(f"{tmp}/samples.csv")))
+samples = [(int(r["seconds"]), int(r["rss_kib"]), int(r["open_fds"])) for r in rows]
+parts = {int(r["seconds"]): (int(r["anon_kib"] or 0), int(r["file_kib"] or 0)) for r in rows}
 totals = {}
 for kind in kinds.split():
     ok = errors = 0
@@ -131,8 +138,10 @@ lines = [f"# Soak: {duration} s of mixed load, both captures on", "",
          "![RSS over time](soak.svg)", "",
          "| kind | requests ok | errors | first error |", "|---|---|---|---|"]
 lines += [f"| {k} | {o} | {e} | {f or ''} |" for k, (o, e, f) in totals.items()]
-lines += ["", "| second | RSS MiB | open fds |", "|---|---|---|"]
-lines += [f"| {t} | {mib(kb):.1f} | {fd} |" for t, kb, fd in shown]
+lines += ["", "| second | RSS MiB | of it anonymous (heap) | of it file-backed | open fds |",
+          "|---|---|---|---|---|"]
+lines += [f"| {t} | {mib(kb):.1f} | {mib(parts[t][0]):.1f} | {mib(parts[t][1]):.1f} | {fd} |"
+          for t, kb, fd in shown]
 open(f"{results}/soak.md", "w").write("\n".join(lines) + "\n")
 print("\n".join(lines[:6]))
 sys.exit(0 if passed else 1)
