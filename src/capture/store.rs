@@ -662,6 +662,14 @@ pub(crate) fn unix_seconds() -> f64 {
 /// Applies the retention: rows past the age go, then the oldest tenth at a time while the
 /// database is over its size.
 fn prune(connection: &Connection, retention: Retention) -> rusqlite::Result<()> {
+    // One transaction: the search index writes its delete markers once, as one segment,
+    // instead of one segment per statement that its merges then have to fold together.
+    let tx = connection.unchecked_transaction()?;
+    prune_in(&tx, retention)?;
+    tx.commit()
+}
+
+fn prune_in(connection: &Connection, retention: Retention) -> rusqlite::Result<()> {
     if let Some(max_age) = retention.max_age {
         let cutoff = unix_seconds() - max_age.as_secs_f64();
         delete_where(connection, "started_at < ?1", params![cutoff])?;
