@@ -16,37 +16,36 @@ use crate::pipeline::RequestContext;
 /// and returns what its client would have received. The replay is captured as a request
 /// of its own, in session `replay-<id>`.
 pub async fn replay(engine: &Engine, id: String, params: ReplayParams) -> Result<Replayed, Error> {
-    let prepared = admin::prepare_replay(engine, id, params).await?;
-    let headers = &prepared.headers;
-    let body = || Body::from(prepared.body.clone());
-    let response = match prepared.frontend.as_str() {
-        "openai_responses" => {
-            let ctx = context::<openai_responses::Responses>();
-            serve::generate::<openai_responses::Responses>(engine, ctx, headers, body(), ()).await
-        }
-        "anthropic" => {
-            let ctx = context::<anthropic::Messages>();
-            serve::generate::<anthropic::Messages>(engine, ctx, headers, body(), ()).await
-        }
+    let admin::ReplayRequest {
+        frontend,
+        model,
+        body,
+        headers,
+    } = admin::prepare_replay(engine, id, params).await?;
+    let body = Body::from(body);
+    let response = match frontend.as_str() {
+        "openai_responses" => run::<openai_responses::Responses>(engine, &headers, body, ()).await,
+        "anthropic" => run::<anthropic::Messages>(engine, &headers, body, ()).await,
         "gemini" => {
-            let ctx = context::<gemini::Gemini>();
-            let call = gemini::Call::generate(&prepared.model);
-            serve::generate::<gemini::Gemini>(engine, ctx, headers, body(), call).await
+            let call = gemini::Call::generate(&model);
+            run::<gemini::Gemini>(engine, &headers, body, call).await
         }
-        _ => {
-            let ctx = context::<openai_chat::OpenAiChat>();
-            serve::generate::<openai_chat::OpenAiChat>(engine, ctx, headers, body(), ()).await
-        }
+        _ => run::<openai_chat::OpenAiChat>(engine, &headers, body, ()).await,
     };
     // As for a client: the answer goes into the replay's capture row.
     let response = record_client_leg(response).await;
-    admin::finish_replay(engine, prepared.model, response).await
+    admin::finish_replay(engine, model, response).await
 }
 
-/// A replay's context: from llmux itself, on loopback.
-fn context<F: Frontend>() -> RequestContext {
+/// One replay through front-end `F`, as a request from llmux itself on loopback.
+async fn run<F: Frontend>(
+    engine: &Engine,
+    headers: &axum::http::HeaderMap,
+    body: Body,
+    call: F::Call,
+) -> axum::response::Response {
     let mut ctx = RequestContext::new(F::PROTOCOL);
     ctx.client_ip = Some(std::net::Ipv4Addr::LOCALHOST.into());
     ctx.user_agent = Some("llmux-replay".into());
-    ctx
+    serve::generate::<F>(engine, ctx, headers, body, call).await
 }
