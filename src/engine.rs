@@ -13,14 +13,14 @@ use crate::capture::store::{Recorder, Store};
 use crate::capture::{Capture, Redactor, Tap, TapInfo};
 use crate::config::Config;
 use crate::credentials::SecretSource;
-use crate::model::Request;
-use crate::pipeline::structured_output;
+use crate::model::{Event, Request};
 use crate::pipeline::{
-    Flow, Pipeline, RequestContext, apply_filters, derive_session_id, end_filters,
+    Completion, EventFilter, Flow, Pipeline, RequestContext, Shared, Upstream, apply_filters,
+    end_filters,
 };
 use crate::router::Router;
+use crate::state::MemoryStore;
 use crate::state::responses::ResponseStore;
-use crate::state::{MemoryStore, StateStore};
 
 /// Every secret llmux knows, for masking: provider keys and proxy keys.
 /// What the captures mask: every key llmux knows, and the configured secret patterns.
@@ -47,7 +47,7 @@ struct Inner {
     /// The config file and loader behind this engine, when its host lets it be changed.
     settings: std::sync::OnceLock<Arc<crate::admin::settings::SettingsSource>>,
     store: Option<Arc<Store>>,
-    responses: ResponseStore,
+    responses: Arc<ResponseStore>,
     capture: Option<Arc<Capture>>,
     config: Config,
     router: Router,
@@ -58,15 +58,24 @@ struct Inner {
 impl Engine {
     /// Builds the engine with the standard pipeline and in-memory state.
     pub fn new(config: Config, secrets: &dyn SecretSource) -> Result<Self, Error> {
-        let state: Arc<dyn StateStore> = Arc::new(MemoryStore::new(config.session_max_age));
-        let pipeline = Pipeline::standard(&config, state)?;
-        Self::with_pipeline(config, secrets, pipeline)
+        let shared = Shared {
+            state: Arc::new(MemoryStore::new(config.session_max_age)),
+            responses: Arc::new(ResponseStore::new(
+                config.responses_max_stored,
+                config.responses_retention,
+            )),
+        };
+        let pipeline = Pipeline::standard(&config, &shared)?;
+        Self::with_pipeline(config, secrets, pipeline, shared.responses)
     }
 
+    /// The engine with `pipeline`, whose stages store Responses answers in `responses`
+    /// (which `GET /v1/responses/{id}` reads).
     pub fn with_pipeline(
         config: Config,
         secrets: &dyn SecretSource,
         pipeline: Pipeline,
+        responses: Arc<ResponseStore>,
     ) -> Result<Self, Error> {
         let backends = backend::build_all(&config, secrets)?;
         let router = Router::new(backends, config.default_backend.clone());
@@ -111,10 +120,7 @@ impl Engine {
                     )),
                     None => None,
                 },
-                responses: ResponseStore::new(
-                    config.responses_max_stored,
-                    config.responses_retention,
-                ),
+                responses,
                 config,
                 router,
                 pipeline,
@@ -144,33 +150,10 @@ impl Engine {
         self.inner.store.as_ref()
     }
 
-    /// Starts this request's row in the capture store, when the store is on.
-    pub fn begin_capture(
-        &self,
-        ctx: &mut RequestContext,
-        headers: &axum::http::HeaderMap,
-        body: &[u8],
-        request: &Request,
-    ) {
-        self.capture_rejected(ctx, headers, body);
-        if let Some(recorder) = &ctx.recorder {
-            let prompt = request.last_user_text().unwrap_or_default();
-            let model = request.model.clone();
-            let estimated_input = request.estimated_input_tokens();
-            recorder.update(|row| {
-                row.prompt_text = prompt;
-                row.model_requested = model;
-                // Replaced by the provider's count when it reports usage.
-                row.input_tokens = estimated_input;
-                row.tokens_estimated = true;
-            });
-        }
-    }
-
-    /// Starts the store's row with what the client sent, before (or without) decoding it:
-    /// a request llmux refuses as unreadable is recorded too, so the inspector shows what
-    /// the client sent and the error it got back.
-    pub fn capture_rejected(
+    /// Starts the request's row in the capture store (when the store is on) with what the
+    /// client sent, before decoding it: a request llmux refuses as unreadable is recorded
+    /// too, so the inspector shows what the client sent and the error it got back.
+    pub fn record_request(
         &self,
         ctx: &mut RequestContext,
         headers: &axum::http::HeaderMap,
@@ -183,6 +166,12 @@ impl Engine {
             recorder.update(|row| row.id = id);
             ctx.recorder = Some(Arc::new(recorder));
         }
+    }
+
+    /// Ends a request that failed before it reached [`Engine::respond`] (unreadable,
+    /// undecodable): the pipeline's `on_error` and `on_complete` phases run for it.
+    pub fn fail(&self, ctx: &RequestContext, err: &Error) {
+        Completion::new(ctx, &self.inner.pipeline).fail(err);
     }
 
     /// Lets the admin API show and change the config this engine came from; set once, by
@@ -235,26 +224,44 @@ impl Engine {
         &self.inner.responses
     }
 
-    /// Runs a decoded request through the pipeline and its back-end, returning the
-    /// response events. Errors before the first event come back as `Err`.
+    /// Runs a decoded request through the pipeline's phases and its back-end, returning
+    /// the answer's events. An error before the first event comes back as `Err`. Either
+    /// way the request is completed (`on_error`, `on_complete`) exactly once: at the end of
+    /// the events, at the error, or when the caller drops the events early.
     pub async fn respond(
         &self,
         ctx: &mut RequestContext,
         mut request: Request,
     ) -> Result<EventStream, Error> {
+        ctx.stream = request.stream;
         let pipeline = &self.inner.pipeline;
-        ctx.session_id = match &request.client.session_id {
-            Some(id) if !id.is_empty() => id.clone(),
-            _ => derive_session_id(&request),
+        let events = match self.call(ctx, &mut request).await {
+            Ok(events) => events,
+            Err(err) => {
+                Completion::new(ctx, pipeline).fail(&err);
+                return Err(err);
+            }
         };
-        if let Flow::Respond(events) = pipeline.on_request(ctx, &mut request).await? {
+        let filters = pipeline.response_filters(ctx, &request);
+        Ok(answer(events, filters, Completion::new(ctx, pipeline)))
+    }
+
+    /// Phases 1 to 4: the request, its route, the request for that back-end, and the call.
+    async fn call(
+        &self,
+        ctx: &mut RequestContext,
+        request: &mut Request,
+    ) -> Result<EventStream, Error> {
+        let pipeline = &self.inner.pipeline;
+        if let Flow::Respond(events) = pipeline.on_request(ctx, request).await? {
             ctx.backend = Some("llmux".into());
             return Ok(Box::pin(futures::stream::iter(events)));
         }
-        let target = self.inner.router.resolve(&request.model)?;
+        let target = pipeline.on_route(ctx, request, &self.inner.router).await?;
         ctx.backend = Some(target.backend.id().to_owned());
         ctx.model = Some(target.model.clone());
         ctx.key_name = target.backend.key_name().map(str::to_owned);
+        pipeline.upstream_request(ctx, &target, request).await?;
         let tap = (self.inner.capture.is_some() || ctx.recorder.is_some()).then(|| {
             Tap::new(
                 self.inner.capture.clone(),
@@ -270,44 +277,9 @@ impl Engine {
                 },
             )
         });
-        let tap = tap.as_ref();
-        let config = &self.inner.config;
-        let events = if config.validate_structured_output
-            && structured_output::requested_schema(&request).is_some()
-        {
-            let (backend, model) = (&target.backend, target.model.as_str());
-            structured_output::respond(
-                &request,
-                config.retry_structured_output,
-                |request| async move { backend.send(&request, model, tap).await },
-            )
-            .await?
-        } else {
-            target.backend.send(&request, &target.model, tap).await?
-        };
-
-        let mut filters = pipeline.response_filters(ctx);
-        if filters.is_empty() {
-            return Ok(events);
-        }
-        let filtered = async_stream::stream! {
-            let mut events = events;
-            let mut out = Vec::new();
-            while let Some(event) = events.next().await {
-                apply_filters(&mut filters, event, &mut out);
-                for event in out.drain(..) {
-                    yield event;
-                }
-            }
-            end_filters(&mut filters, &mut out);
-            for after in filters.iter_mut().filter_map(|f| f.after()) {
-                after.await;
-            }
-            for event in out.drain(..) {
-                yield event;
-            }
-        };
-        Ok(Box::pin(filtered))
+        Upstream::new(pipeline.stages(), ctx, &target, tap.as_ref())
+            .send(request)
+            .await
     }
 
     /// Every back-end's models, fetched concurrently; back-ends that cannot list are
@@ -334,5 +306,55 @@ impl Engine {
             .into_iter()
             .flatten()
             .collect()
+    }
+}
+
+/// Phase 5 and the end: the events through the response filters, each event the client
+/// gets noted in `completion`, which completes at the end or at an error event (before that
+/// event goes out: a caller that stops reading at an error never polls the end).
+fn answer(
+    events: EventStream,
+    mut filters: Vec<Box<dyn EventFilter>>,
+    completion: Completion,
+) -> EventStream {
+    Box::pin(async_stream::stream! {
+        let mut events = events;
+        let mut completion = Some(completion);
+        let mut out = Vec::new();
+        while let Some(event) = events.next().await {
+            if filters.is_empty() {
+                note(&mut completion, &event);
+                yield event;
+                continue;
+            }
+            apply_filters(&mut filters, event, &mut out);
+            for event in out.drain(..) {
+                note(&mut completion, &event);
+                yield event;
+            }
+        }
+        end_filters(&mut filters, &mut out);
+        for after in filters.iter_mut().filter_map(|f| f.after()) {
+            after.await;
+        }
+        for event in out.drain(..) {
+            note(&mut completion, &event);
+            yield event;
+        }
+        if let Some(completion) = completion.take() {
+            completion.finish();
+        }
+    })
+}
+
+/// Notes `event` in the completion; an error event completes the request.
+fn note(completion: &mut Option<Completion>, event: &Event) {
+    if let Some(current) = completion {
+        current.observe(event);
+        if matches!(event, Event::Error(_))
+            && let Some(done) = completion.take()
+        {
+            done.finish();
+        }
     }
 }

@@ -130,7 +130,7 @@ async fn count_tokens(State(engine): State<Engine>, request: Request) -> Respons
     .await;
     match counted {
         Ok(tokens) => Json(json!({"input_tokens": tokens})).into_response(),
-        Err(err) => serve::failed::<Messages>(&ctx, false, &err),
+        Err(err) => serve::failed::<Messages>(&engine, &ctx, &err),
     }
 }
 

@@ -1,5 +1,5 @@
-//! What every front-end shares: reading bodies, error responses, the per-request context
-//! and the one log line per request.
+//! What every front-end shares: reading bodies, streaming and folding answers, error
+//! responses and the per-request context.
 
 use std::net::SocketAddr;
 
@@ -18,7 +18,7 @@ use crate::Error;
 use crate::backend::EventStream;
 use crate::capture::store::Recorder;
 use crate::error::ErrorKind;
-use crate::model::{self, Event, Protocol, ResponseBuilder, Usage};
+use crate::model::{self, Event, Protocol, ResponseBuilder};
 use crate::pipeline::RequestContext;
 use crate::protocol::openai_chat;
 
@@ -58,17 +58,11 @@ pub trait StreamEncoder: Send + 'static {
     }
 }
 
-/// A streamed response: frames go out as events arrive, keep-alives fill long silences, and
-/// the request's log line is written when the stream ends or the client leaves.
-pub fn stream_response(
-    events: EventStream,
-    encoder: impl StreamEncoder,
-    log: RequestLog,
-) -> Response {
+/// A streamed response: frames go out as events arrive, and keep-alives fill long silences.
+pub fn stream_response(events: EventStream, encoder: impl StreamEncoder) -> Response {
     let content_type = encoder.content_type();
     let body = async_stream::stream! {
         let mut events = events;
-        let mut log = log;
         let mut encoder = encoder;
         let mut frames = Vec::with_capacity(2);
         loop {
@@ -83,17 +77,13 @@ pub fn stream_response(
                 None => events.next().await,
             };
             let Some(event) = next else { break };
-            log.observe(&event);
             encoder.push(event, &mut frames);
             // Events that are already waiting go out in the same write: one syscall and
             // one wake-up for a burst instead of one per event.
             let mut ended = false;
             for _ in 0..MAX_BATCH {
                 match events.next().now_or_never() {
-                    Some(Some(event)) => {
-                        log.observe(&event);
-                        encoder.push(event, &mut frames);
-                    }
+                    Some(Some(event)) => encoder.push(event, &mut frames),
                     Some(None) => {
                         ended = true;
                         break;
@@ -112,7 +102,6 @@ pub fn stream_response(
         if !frames.is_empty() {
             yield Ok(concat(&mut frames));
         }
-        log.finish();
     };
     (
         [
@@ -125,19 +114,11 @@ pub fn stream_response(
 }
 
 /// Folds the events of a non-streaming response; the error of an error event ends it.
-pub async fn fold_response(
-    mut events: EventStream,
-    mut log: RequestLog,
-) -> Result<model::Response, Error> {
+pub async fn fold_response(mut events: EventStream) -> Result<model::Response, Error> {
     let mut builder = ResponseBuilder::new();
     while let Some(event) = events.next().await {
-        log.observe(&event);
-        if let Err(err) = builder.push(event) {
-            log.fail(&err);
-            return Err(err);
-        }
+        builder.push(event)?;
     }
-    log.finish();
     Ok(builder.finish())
 }
 
@@ -251,142 +232,6 @@ pub async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<
         }
         Error::invalid_request(format!("could not read the request body: {err}"))
     })
-}
-
-/// Writes the one log line of a request when it ends, however it ends.
-pub struct RequestLog {
-    ctx: RequestContext,
-    stream: bool,
-    status: u16,
-    usage: Option<Usage>,
-    error: Option<String>,
-    /// The answer's text, kept only when the capture store records this request.
-    response_text: Option<String>,
-    /// Milliseconds from the request's arrival to the first answer event.
-    ttfb_ms: Option<f64>,
-    done: bool,
-}
-
-impl RequestLog {
-    pub fn new(ctx: &RequestContext, stream: bool) -> Self {
-        Self {
-            ctx: ctx.clone(),
-            stream,
-            status: 200,
-            usage: None,
-            error: None,
-            response_text: ctx.recorder.as_ref().map(|_| String::new()),
-            ttfb_ms: None,
-            done: false,
-        }
-    }
-
-    /// Notes what an event says about the outcome.
-    pub fn observe(&mut self, event: &Event) {
-        if self.ttfb_ms.is_none() {
-            self.ttfb_ms = Some(self.ctx.started.elapsed().as_secs_f64() * 1000.0);
-        }
-        match event {
-            Event::Usage(usage) => self.usage = Some(usage.clone()),
-            Event::TextDelta(text) | Event::RefusalDelta(text) => {
-                if let Some(answer) = &mut self.response_text {
-                    answer.push_str(text);
-                }
-            }
-            Event::Error(err) => {
-                self.status = err.status();
-                self.error = Some(err.to_string());
-            }
-            _ => {}
-        }
-    }
-
-    pub fn fail(mut self, err: &Error) {
-        self.status = err.status();
-        self.error = Some(err.to_string());
-        self.finish();
-    }
-
-    pub fn finish(mut self) {
-        self.done = true;
-        self.write("done");
-    }
-
-    fn write(&self, outcome: &str) {
-        let ctx = &self.ctx;
-        let latency_ms = ctx.started.elapsed().as_secs_f64() * 1000.0;
-        let (input, output) = self
-            .usage
-            .as_ref()
-            .map_or((0, 0), |u| (u.input_tokens, u.output_tokens));
-        let client = ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
-        tracing::info!(
-            request_id = %ctx.request_id,
-            client = %client,
-            frontend = ctx.frontend.as_str(),
-            backend = ctx.backend.as_deref().unwrap_or("-"),
-            model = ctx.model.as_deref().unwrap_or("-"),
-            key = ctx.key_name.as_deref().unwrap_or("-"),
-            stream = self.stream,
-            status = self.status,
-            latency_ms = format_args!("{latency_ms:.1}"),
-            input_tokens = input,
-            output_tokens = output,
-            outcome,
-            error = self.error.as_deref().unwrap_or(""),
-            "request"
-        );
-        self.record(outcome, latency_ms, input, output);
-    }
-
-    /// Completes this request's row in the capture store.
-    fn record(&self, outcome: &str, latency_ms: f64, input: u64, output: u64) {
-        let Some(recorder) = &self.ctx.recorder else {
-            return;
-        };
-        let ctx = &self.ctx;
-        let started_at = crate::capture::store::unix_seconds() - latency_ms / 1000.0;
-        let error = match (&self.error, outcome) {
-            (Some(error), _) => error.clone(),
-            (None, "done") => String::new(),
-            (None, outcome) => outcome.to_owned(),
-        };
-        recorder.finish(|row| {
-            row.id = ctx.request_id.clone();
-            row.started_at = started_at;
-            row.session_id = ctx.session_id.clone();
-            row.client_host = ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
-            row.user_agent = ctx.user_agent.clone().unwrap_or_default();
-            row.frontend = ctx.frontend.as_str().to_owned();
-            row.backend = ctx.backend.clone().unwrap_or_default();
-            row.model_used = ctx.model.clone().unwrap_or_default();
-            row.key_name = ctx.key_name.clone().unwrap_or_default();
-            row.status = self.status;
-            row.stream = self.stream;
-            row.latency_ms = latency_ms;
-            row.ttfb_ms = self.ttfb_ms.unwrap_or(latency_ms);
-            if self.usage.is_some() {
-                row.input_tokens = input;
-                row.output_tokens = output;
-                row.tokens_estimated = false;
-            } else if let Some(answer) = &self.response_text {
-                // About four characters a token, as the estimate of the input.
-                row.output_tokens = (answer.len() as u64).div_ceil(4);
-            }
-            row.error = error;
-            row.response_text = self.response_text.clone().unwrap_or_default();
-        });
-    }
-}
-
-impl Drop for RequestLog {
-    fn drop(&mut self) {
-        if !self.done {
-            // The client went away before the response ended; the upstream call was
-            // cancelled with it.
-            self.write("client disconnected");
-        }
-    }
 }
 
 /// `body`, holding `guard` until the body has been sent whole or dropped: what a request

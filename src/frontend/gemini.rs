@@ -88,7 +88,7 @@ async fn generate(
     let (parts, body) = request.into_parts();
     let (model, action) = match split_target(&target) {
         Ok(split) => split,
-        Err(err) => return serve::failed::<Gemini>(&ctx, false, &err),
+        Err(err) => return serve::failed::<Gemini>(&engine, &ctx, &err),
     };
     let stream = match action {
         "generateContent" => false,
@@ -104,14 +104,14 @@ async fn generate(
                     request.estimated_input_tokens(),
                 ))
                 .into_response(),
-                Err(err) => serve::failed::<Gemini>(&ctx, false, &err),
+                Err(err) => serve::failed::<Gemini>(&engine, &ctx, &err),
             };
         }
         other => {
             let err = Error::not_found(format!(
                 "unknown method :{other}; expected :generateContent, :streamGenerateContent or :countTokens"
             ));
-            return serve::failed::<Gemini>(&ctx, false, &err);
+            return serve::failed::<Gemini>(&engine, &ctx, &err);
         }
     };
     let call = Call {

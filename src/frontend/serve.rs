@@ -3,9 +3,10 @@
 //! Every protocol's generate call is the same sequence: read the body, decode it, stamp what
 //! the client is (user agent, session, protocol headers), start the capture row, run the
 //! engine, then stream the events in the protocol's frames or fold them into one body, with
-//! the request's log line and id. A [`Frontend`] says only what differs: how its wire decodes
-//! and encodes, what it does around the engine (the Responses API's stored turns), and its
-//! error answer. Failures at any step answer in the client's protocol and are logged once.
+//! the request's id. A [`Frontend`] says only what differs: how its wire decodes and
+//! encodes, what the pipeline should know from its options, and its error answer. Failures
+//! at any step answer in the client's protocol; the engine logs and records every request
+//! once (the pipeline's `on_complete` phase), however it ends.
 
 use axum::Json;
 use axum::http::HeaderMap;
@@ -13,11 +14,10 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
 use super::common::{
-    RequestLog, StreamEncoder, error_response, fold_response, header_string, read_body,
-    stream_response, with_request_id,
+    StreamEncoder, error_response, fold_response, header_string, read_body, stream_response,
+    with_request_id,
 };
 use crate::Error;
-use crate::backend::EventStream;
 use crate::engine::Engine;
 use crate::model::{Protocol, Request, Response as ModelResponse};
 use crate::pipeline::RequestContext;
@@ -39,19 +39,9 @@ pub trait Frontend {
         Vec::new()
     }
 
-    /// Runs before the engine, after the request is decoded; an error answers the client.
-    fn before(
-        _engine: &Engine,
-        _request: &mut Request,
-        _options: &mut Self::Options,
-    ) -> Result<(), Error> {
-        Ok(())
-    }
-
-    /// The answer's events, as the client will get them (a protocol may watch or stamp them).
-    fn events(_engine: &Engine, _options: &Self::Options, events: EventStream) -> EventStream {
-        events
-    }
+    /// What the pipeline's stages should know from this protocol's options (the Responses
+    /// API: what a stored answer echoes).
+    fn annotate(_ctx: &mut RequestContext, _options: &Self::Options) {}
 
     fn stream_encoder(options: &Self::Options) -> Self::Encoder;
 
@@ -77,31 +67,27 @@ pub async fn generate<F: Frontend>(
         Ok(body) => body,
         Err(err) => return rejected::<F>(engine, &mut ctx, headers, &Bytes::new(), &err),
     };
-    let (mut request, mut options) = match F::decode(&body, &call) {
+    let (mut request, options) = match F::decode(&body, &call) {
         Ok(decoded) => decoded,
         Err(err) => return rejected::<F>(engine, &mut ctx, headers, &body, &err),
     };
+    engine.record_request(&mut ctx, headers, &body);
     request.client.user_agent = ctx.user_agent.clone();
     request.client.session_id = header_string(headers, "x-session-id");
     let protocol_headers = F::protocol_headers(headers);
     if !protocol_headers.is_empty() {
         request.client.protocol_headers = Some((F::PROTOCOL, protocol_headers));
     }
+    F::annotate(&mut ctx, &options);
     let stream = request.stream;
-    if let Err(err) = F::before(engine, &mut request, &mut options) {
-        return failed::<F>(&ctx, stream, &err);
-    }
-    engine.begin_capture(&mut ctx, headers, &body, &request);
     let events = match engine.respond(&mut ctx, request).await {
         Ok(events) => events,
-        Err(err) => return failed::<F>(&ctx, stream, &err),
+        Err(err) => return answer_error::<F>(&ctx, &err),
     };
-    let events = F::events(engine, &options, events);
-    let log = RequestLog::new(&ctx, stream);
     let mut response = if stream {
-        stream_response(events, F::stream_encoder(&options), log)
+        stream_response(events, F::stream_encoder(&options))
     } else {
-        match fold_response(events, log).await {
+        match fold_response(events).await {
             Ok(folded) => Json(F::body(&folded, &options)).into_response(),
             Err(err) => F::error(&err),
         }
@@ -110,9 +96,14 @@ pub async fn generate<F: Frontend>(
     response
 }
 
-/// Logs a request that failed before any event and answers with its error.
-pub fn failed<F: Frontend>(ctx: &RequestContext, stream: bool, err: &Error) -> Response {
-    RequestLog::new(ctx, stream).fail(err);
+/// Ends a request that failed before the engine took it, and answers with its error.
+pub fn failed<F: Frontend>(engine: &Engine, ctx: &RequestContext, err: &Error) -> Response {
+    engine.fail(ctx, err);
+    answer_error::<F>(ctx, err)
+}
+
+/// The error answer, with the request's id.
+fn answer_error<F: Frontend>(ctx: &RequestContext, err: &Error) -> Response {
     let mut response = F::error(err);
     with_request_id(&mut response, ctx);
     response
@@ -127,6 +118,6 @@ fn rejected<F: Frontend>(
     body: &[u8],
     err: &Error,
 ) -> Response {
-    engine.capture_rejected(ctx, headers, body);
-    failed::<F>(ctx, false, err)
+    engine.record_request(ctx, headers, body);
+    failed::<F>(engine, ctx, err)
 }

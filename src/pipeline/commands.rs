@@ -14,7 +14,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use regex::Regex;
 
-use super::{Flow, RequestContext, Stage};
+use super::{Flow, Reads, RequestContext, Stage};
 use crate::Error;
 use crate::model::{
     Event, Extensions, FinishReason, Part, Reasoning, ReasoningEffort, Request, Role,
@@ -454,6 +454,10 @@ pub fn local_answer(text: &str) -> Vec<Event> {
 impl Stage for Commands {
     fn name(&self) -> &'static str {
         "commands"
+    }
+
+    fn reads(&self) -> Reads {
+        Reads::MESSAGES
     }
 
     async fn on_request(

@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 
-use super::{Flow, RequestContext, Stage};
+use super::{Flow, Reads, RequestContext, Stage};
 use crate::Error;
 use crate::model::{Part, Request, Role};
 
@@ -104,6 +104,10 @@ impl EditPrecision {
 impl Stage for EditPrecision {
     fn name(&self) -> &'static str {
         "edit-precision"
+    }
+
+    fn reads(&self) -> Reads {
+        Reads::MESSAGES
     }
 
     async fn on_request(

@@ -1,24 +1,41 @@
-//! The pipeline: ordered stages that read and change requests and response events.
+//! The pipeline: ordered stages, each one feature in one file, that see a request through
+//! its phases. [`Pipeline::standard`] is the one list of stages: reading it tells you
+//! everything llmux does to a request. docs/pipeline.md draws the phases.
 //!
-//! A stage is one feature in one file with its own config section and tests. On the way
-//! in, a stage may change the request or answer it locally (a command such as `!/help`);
-//! on the way out, it may install a per-response [`EventFilter`] that changes, drops or
-//! appends events. [`Pipeline::standard`] is the one list of stages, in order: reading it
-//! tells you everything llmux can do to a request.
+//! The phases, in the order a request meets them (the [`Stage`] methods):
+//! 1. [`on_request`](Stage::on_request): every stage in list order, until one answers
+//!    locally (an in-chat command);
+//! 2. [`on_route`](Stage::on_route): every stage in list order; together they choose the
+//!    back-end and model, a typed [`Route`];
+//! 3. [`upstream_request`](Stage::upstream_request): every stage in list order, knowing the
+//!    target: the request as that back-end will get it;
+//! 4. [`around_upstream`](Stage::around_upstream): nested, the first stage's call outermost;
+//!    the innermost [`Upstream::send`] calls the back-end;
+//! 5. [`response_filter`](Stage::response_filter), whose [`EventFilter::on_event`] and
+//!    [`EventFilter::on_end`] see the answer's events from the last stage to the first, so
+//!    the first stage in the list sees the answer as the client gets it;
+//! 6. [`on_error`](Stage::on_error): every stage, when the request fails, before or during
+//!    the answer;
+//! 7. [`on_complete`](Stage::on_complete): every stage, once, when the request has ended
+//!    however it ended (finished, failed, or the client left).
 //!
-//! Hook order for one request:
-//! 1. `on_request` of every stage, in list order, until one answers locally;
-//! 2. routing and the back-end call;
-//! 3. `response_filter` of every stage, in list order; each event then passes through the
-//!    filters in that order before the front-end encodes it.
+//! Like a middleware stack, the way in runs in list order and the way out in reverse: a
+//! stage early in the list is outermost.
 
+pub mod capture_row;
 pub mod commands;
 pub mod edit_precision;
 pub mod model_aliases;
+pub mod outcome;
 pub mod planning;
 pub mod reasoning_modes;
+pub mod request_log;
+pub mod responses_store;
+pub mod route;
 pub mod routing;
+pub mod session;
 pub mod structured_output;
+pub mod upstream;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -27,8 +44,15 @@ use std::time::Instant;
 use async_trait::async_trait;
 
 use crate::Error;
+use crate::backend::EventStream;
 use crate::model::{Event, Protocol, Request};
-use crate::state::StateStore;
+use crate::router::Target;
+use crate::state::{Session, StateStore};
+
+pub use outcome::{Completion, Ended, Outcome};
+pub use route::{Route, RouteSource};
+pub use session::derive_session_id;
+pub use upstream::Upstream;
 
 /// What the pipeline knows about one request, shared by every stage.
 #[derive(Clone)]
@@ -38,18 +62,24 @@ pub struct RequestContext {
     pub user_agent: Option<String>,
     /// The protocol the client speaks.
     pub frontend: Protocol,
+    /// Whether the client asked for a streamed answer.
+    pub stream: bool,
     pub started: Instant,
-    /// Filled by routing: the back-end and model the request went to.
+    /// Filled once the route is chosen: the back-end and model the request went to.
     pub backend: Option<String>,
     pub model: Option<String>,
     /// The name (never the value) of the provider key used.
     pub key_name: Option<String>,
     /// The session: the client's `x-session-id`, else derived (see [`derive_session_id`]).
     pub session_id: String,
-    /// The routing rule that chose the route (set by the routing stage).
-    pub route_source: Option<routing::RouteSource>,
+    /// The session's state as this request sees it (set by the routing stage, after the
+    /// in-chat commands of this request changed it).
+    pub session: Session,
     /// This request's row in the capture store, when the store is on.
     pub recorder: Option<Arc<crate::capture::store::Recorder>>,
+    /// Request parameters the client's protocol repeats in a stored answer (the Responses
+    /// API's `instructions`, `tools`, `store`, ...), set by its front-end.
+    pub answer_echo: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
 }
 
 impl RequestContext {
@@ -59,46 +89,17 @@ impl RequestContext {
             client_ip: None,
             user_agent: None,
             frontend,
+            stream: false,
             started: Instant::now(),
             backend: None,
             model: None,
             key_name: None,
             session_id: String::new(),
-            route_source: None,
+            session: Session::default(),
             recorder: None,
+            answer_echo: None,
         }
     }
-}
-
-/// A session id for clients that send no `x-session-id`: a hash of the user agent and the
-/// first user message, which stay the same for every request of one conversation.
-pub fn derive_session_id(request: &Request) -> String {
-    // FNV-1a: stable across processes and releases, so instances sharing state agree.
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut feed = |bytes: &[u8]| {
-        for byte in bytes {
-            hash ^= u64::from(*byte);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-        hash ^= 0xff;
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    };
-    feed(
-        request
-            .client
-            .user_agent
-            .as_deref()
-            .unwrap_or("")
-            .as_bytes(),
-    );
-    if let Some(first) = request
-        .messages
-        .iter()
-        .find(|m| m.role == crate::model::Role::User)
-    {
-        feed(first.text().as_bytes());
-    }
-    format!("auto-{hash:016x}")
 }
 
 /// A short random id for logs and the `x-request-id` header.
@@ -133,11 +134,56 @@ pub trait EventFilter: Send {
     }
 }
 
+/// What of a request a stage looks at beyond its model and headers, so a request that no
+/// stage reads in full can take a faster path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Reads {
+    /// The request's messages (read or changed).
+    pub messages: bool,
+    /// The answer's events.
+    pub events: bool,
+}
+
+impl Reads {
+    pub const NOTHING: Reads = Reads {
+        messages: false,
+        events: false,
+    };
+    pub const MESSAGES: Reads = Reads {
+        messages: true,
+        events: false,
+    };
+    pub const EVENTS: Reads = Reads {
+        messages: false,
+        events: true,
+    };
+    pub const ALL: Reads = Reads {
+        messages: true,
+        events: true,
+    };
+
+    pub fn union(self, other: Reads) -> Reads {
+        Reads {
+            messages: self.messages || other.messages,
+            events: self.events || other.events,
+        }
+    }
+}
+
+/// One feature's part in the request path. Every phase has a default that does nothing,
+/// so a stage implements only the phases it needs.
 #[async_trait]
 pub trait Stage: Send + Sync {
     fn name(&self) -> &'static str;
 
-    /// Runs before routing. May change the request or answer it.
+    /// What this stage reads; a stage that does not say is taken to read everything.
+    fn reads(&self) -> Reads {
+        Reads::ALL
+    }
+
+    /// Phase 1, before anything is decided: may change the request, or answer it locally
+    /// with [`Flow::Respond`] (then no later phase but the response filters, `on_error`
+    /// and `on_complete` runs, and no back-end is called).
     async fn on_request(
         &self,
         _ctx: &mut RequestContext,
@@ -146,72 +192,155 @@ pub trait Stage: Send + Sync {
         Ok(Flow::Continue)
     }
 
-    /// A filter for this response's events, if the stage wants to see them.
-    fn response_filter(&self, _ctx: &RequestContext) -> Option<Box<dyn EventFilter>> {
+    /// Phase 2, choosing the target: may [`Route::choose`] a route (later stages see the
+    /// choice and its [`RouteSource`]) and change what goes with it (sampling). A route
+    /// no stage chose is the client's model.
+    async fn on_route(
+        &self,
+        _ctx: &mut RequestContext,
+        _request: &mut Request,
+        _route: &mut Route<'_>,
+    ) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// Phase 3, the target known: the request as `target` will get it (per-model
+    /// settings). An error answers the client.
+    async fn upstream_request(
+        &self,
+        _ctx: &RequestContext,
+        _target: &Target,
+        _request: &mut Request,
+    ) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// Phase 4, wrapping the back-end call: call `next.send` once, several times (a
+    /// retry), or not at all. Errors before the answer's first event come back as `Err`.
+    async fn around_upstream(
+        &self,
+        _ctx: &RequestContext,
+        request: &Request,
+        next: Upstream<'_>,
+    ) -> Result<EventStream, Error> {
+        next.send(request).await
+    }
+
+    /// Phase 5: a filter for this answer's events, if the stage wants to see or change
+    /// them. Also made for answers given locally in phase 1.
+    fn response_filter(
+        &self,
+        _ctx: &RequestContext,
+        _request: &Request,
+    ) -> Option<Box<dyn EventFilter>> {
         None
     }
+
+    /// Phase 6: the request failed with `err`, before its answer began or in the middle.
+    /// Runs before `on_complete`; must not block.
+    fn on_error(&self, _ctx: &RequestContext, _err: &Error) {}
+
+    /// Phase 7: the request has ended; `outcome` says how. Runs exactly once per request,
+    /// also when the client left mid-answer (from a drop, so it must not block: spawn
+    /// anything slow).
+    fn on_complete(&self, _ctx: &RequestContext, _outcome: &Outcome) {}
 }
 
-/// The ordered stages.
+/// What the standard stages share: session state and the stored Responses answers.
+#[derive(Clone)]
+pub struct Shared {
+    pub state: Arc<dyn StateStore>,
+    pub responses: Arc<crate::state::responses::ResponseStore>,
+}
+
+/// The ordered stages. Cheap to clone.
 #[derive(Clone, Default)]
 pub struct Pipeline {
-    stages: Vec<Arc<dyn Stage>>,
+    stages: Arc<[Arc<dyn Stage>]>,
 }
 
 impl Pipeline {
-    /// The stages llmux runs, in order. Later features add their stage here.
-    pub fn standard(config: &crate::Config, state: Arc<dyn StateStore>) -> Result<Self, Error> {
+    /// The stages llmux runs, in order. A new feature adds its stage here.
+    pub fn standard(config: &crate::Config, shared: &Shared) -> Result<Self, Error> {
+        let state = &shared.state;
         let commands = commands::CommandSettings {
             prefix: config.command_prefix.clone(),
             strict: config.strict_command_detection,
         };
-        Ok(Self {
-            stages: vec![
-                // In-chat commands change the session (and may answer locally)...
-                Arc::new(commands::Commands::new(
-                    commands,
-                    state.clone(),
-                    config.backends.keys().cloned().collect(),
-                    config.default_backend.clone(),
-                )?),
-                // ...which, with the routing rules, decides where the request goes...
-                Arc::new(routing::Routing::new(
-                    routing::RoutingRules::from_config(config)?,
-                    state.clone(),
-                )),
-                // ...unless it is early in the session and the planning phase claims it.
-                Arc::new(planning::Planning::new(
-                    config.planning.clone(),
-                    state.clone(),
-                )),
-                // What !/max, !/low, ... mean for the model it goes to.
-                Arc::new(reasoning_modes::ReasoningModes::new(
-                    config.reasoning_modes.clone(),
-                    state,
-                )),
-                // A request that reports a failed file edit gets precise sampling.
-                Arc::new(edit_precision::EditPrecision::new(
-                    config.edit_precision.clone(),
-                )?),
-            ],
-        })
+        let stages: Vec<Arc<dyn Stage>> = vec![
+            // Outermost: the log line and the capture row see every request and its end.
+            Arc::new(request_log::RequestLogLine),
+            // A Responses request continues its stored turn, and its answer is stored as
+            // the client gets it (this stage sees the answer last).
+            Arc::new(responses_store::ResponsesStore::new(
+                shared.responses.clone(),
+            )),
+            Arc::new(capture_row::CaptureRow),
+            // Which conversation this is.
+            Arc::new(session::SessionId),
+            // In-chat commands change the session (and may answer locally)...
+            Arc::new(commands::Commands::new(
+                commands,
+                state.clone(),
+                config.backends.keys().cloned().collect(),
+                config.default_backend.clone(),
+            )?),
+            // ...which, with the routing rules, decides where the request goes...
+            Arc::new(routing::Routing::new(
+                routing::RoutingRules::from_config(config)?,
+                state.clone(),
+            )),
+            // ...unless it is early in the session and the planning phase claims it.
+            Arc::new(planning::Planning::new(
+                config.planning.clone(),
+                state.clone(),
+            )),
+            // What !/max, !/low, ... mean for the model it goes to.
+            Arc::new(reasoning_modes::ReasoningModes::new(
+                config.reasoning_modes.clone(),
+            )),
+            // A request that reports a failed file edit gets precise sampling.
+            Arc::new(edit_precision::EditPrecision::new(
+                config.edit_precision.clone(),
+            )?),
+            // An answer that must follow a JSON schema is checked, repaired or asked again.
+            Arc::new(structured_output::StructuredOutput::new(
+                config.validate_structured_output,
+                config.retry_structured_output,
+            )),
+        ];
+        Ok(Self::with_stages(stages))
     }
 
     /// A pipeline of the given stages (tests and embedders).
     pub fn with_stages(stages: Vec<Arc<dyn Stage>>) -> Self {
-        Self { stages }
+        Self {
+            stages: stages.into(),
+        }
+    }
+
+    pub fn stages(&self) -> &[Arc<dyn Stage>] {
+        &self.stages
     }
 
     pub fn names(&self) -> Vec<&'static str> {
         self.stages.iter().map(|s| s.name()).collect()
     }
 
+    /// What the stages read, together.
+    pub fn reads(&self) -> Reads {
+        self.stages
+            .iter()
+            .fold(Reads::NOTHING, |all, s| all.union(s.reads()))
+    }
+
+    /// Phase 1: `on_request` of each stage until one answers.
     pub async fn on_request(
         &self,
         ctx: &mut RequestContext,
         request: &mut Request,
     ) -> Result<Flow, Error> {
-        for stage in &self.stages {
+        for stage in self.stages.iter() {
             if let Flow::Respond(events) = stage.on_request(ctx, request).await? {
                 return Ok(Flow::Respond(events));
             }
@@ -219,11 +348,58 @@ impl Pipeline {
         Ok(Flow::Continue)
     }
 
-    pub fn response_filters(&self, ctx: &RequestContext) -> Vec<Box<dyn EventFilter>> {
+    /// Phase 2: the target the stages choose, or the client's model when none does.
+    pub async fn on_route(
+        &self,
+        ctx: &mut RequestContext,
+        request: &mut Request,
+        router: &crate::router::Router,
+    ) -> Result<Target, Error> {
+        let mut route = Route::new(router);
+        for stage in self.stages.iter() {
+            stage.on_route(ctx, request, &mut route).await?;
+        }
+        route.into_target(&request.model)
+    }
+
+    /// Phase 3.
+    pub async fn upstream_request(
+        &self,
+        ctx: &RequestContext,
+        target: &Target,
+        request: &mut Request,
+    ) -> Result<(), Error> {
+        for stage in self.stages.iter() {
+            stage.upstream_request(ctx, target, request).await?;
+        }
+        Ok(())
+    }
+
+    /// Phase 5: the filters, in the order events pass them (last stage first).
+    pub fn response_filters(
+        &self,
+        ctx: &RequestContext,
+        request: &Request,
+    ) -> Vec<Box<dyn EventFilter>> {
         self.stages
             .iter()
-            .filter_map(|s| s.response_filter(ctx))
+            .rev()
+            .filter_map(|s| s.response_filter(ctx, request))
             .collect()
+    }
+
+    /// Phase 6.
+    pub fn on_error(&self, ctx: &RequestContext, err: &Error) {
+        for stage in self.stages.iter().rev() {
+            stage.on_error(ctx, err);
+        }
+    }
+
+    /// Phase 7.
+    pub fn on_complete(&self, ctx: &RequestContext, outcome: &Outcome) {
+        for stage in self.stages.iter().rev() {
+            stage.on_complete(ctx, outcome);
+        }
     }
 }
 

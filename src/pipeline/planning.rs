@@ -11,8 +11,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::routing::RouteSource;
-use super::{AfterResponse, EventFilter, Flow, RequestContext, Stage};
+use super::{AfterResponse, EventFilter, Reads, RequestContext, Route, RouteSource, Stage};
 use crate::Error;
 use crate::model::{Event, Reasoning, ReasoningEffort, Request};
 use crate::state::{Session, StateStore};
@@ -96,16 +95,21 @@ impl Stage for Planning {
         "planning-phase"
     }
 
-    async fn on_request(
+    fn reads(&self) -> Reads {
+        Reads::EVENTS
+    }
+
+    async fn on_route(
         &self,
         ctx: &mut RequestContext,
         request: &mut Request,
-    ) -> Result<Flow, Error> {
+        route: &mut Route<'_>,
+    ) -> Result<(), Error> {
         let Some(strong) = self.active() else {
-            return Ok(Flow::Continue);
+            return Ok(());
         };
-        if ctx.route_source != Some(RouteSource::Client) || request.model == strong {
-            return Ok(Flow::Continue);
+        if route.source() != RouteSource::Client || request.model == strong {
+            return Ok(());
         }
         let settings = &self.settings;
         let (max_turns, max_file_writes) = (settings.max_turns, settings.max_file_writes);
@@ -120,9 +124,9 @@ impl Stage for Planning {
             })
             .await?;
         if !in_phase(&updated.before) {
-            return Ok(Flow::Continue);
+            return Ok(());
         }
-        request.model = strong.to_owned();
+        route.choose(strong, RouteSource::Planning);
         if let Some(t) = settings.temperature {
             request.sampling.temperature = Some(t);
         }
@@ -135,10 +139,14 @@ impl Stage for Planning {
                 budget_tokens: settings.thinking_budget,
             });
         }
-        Ok(Flow::Continue)
+        Ok(())
     }
 
-    fn response_filter(&self, ctx: &RequestContext) -> Option<Box<dyn EventFilter>> {
+    fn response_filter(
+        &self,
+        ctx: &RequestContext,
+        _request: &Request,
+    ) -> Option<Box<dyn EventFilter>> {
         self.active()?;
         Some(Box::new(FileWriteCounter {
             state: self.state.clone(),
@@ -201,24 +209,36 @@ mod tests {
         (Planning::new(settings, state.clone()), state)
     }
 
-    async fn route(stage: &Planning, source: RouteSource) -> Request {
+    /// The request after the planning stage, and where it goes (`backend:model`), when a
+    /// rule `source` chose the client's model before it.
+    async fn route(stage: &Planning, source: RouteSource) -> (Request, String) {
         let mut ctx = RequestContext::new(crate::model::Protocol::OpenAiChat);
         ctx.session_id = "s".into();
-        ctx.route_source = Some(source);
         let mut request = Request::new(
             "gpt-4o-mini",
             vec![Message::new(Role::User, vec![Part::text("plan it")])],
         );
-        stage.on_request(&mut ctx, &mut request).await.unwrap();
-        request
+        let router = crate::router::tests::router(None);
+        let mut route = Route::new(&router);
+        route.choose("openai:gpt-4o-mini", source);
+        stage
+            .on_route(&mut ctx, &mut request, &mut route)
+            .await
+            .unwrap();
+        let target = route.into_target(&request.model).unwrap();
+        (request, format!("{}:{}", target.backend.id(), target.model))
+    }
+
+    async fn routed_to(stage: &Planning, source: RouteSource) -> String {
+        route(stage, source).await.1
     }
 
     #[tokio::test]
     async fn the_first_turns_go_to_the_strong_model_with_overrides() {
         let (stage, _) = stage(2);
         for _ in 0..2 {
-            let request = route(&stage, RouteSource::Client).await;
-            assert_eq!(request.model, "openai:o3");
+            let (request, target) = route(&stage, RouteSource::Client).await;
+            assert_eq!(target, "openai:o3");
             assert_eq!(request.sampling.temperature, Some(0.2));
             assert_eq!(
                 request.reasoning.unwrap().effort,
@@ -226,18 +246,19 @@ mod tests {
             );
         }
         assert_eq!(
-            route(&stage, RouteSource::Client).await.model,
-            "gpt-4o-mini"
+            routed_to(&stage, RouteSource::Client).await,
+            "openai:gpt-4o-mini"
         );
     }
 
     #[tokio::test]
     async fn a_file_write_ends_the_phase() {
         let (stage, _) = stage(10);
-        assert_eq!(route(&stage, RouteSource::Client).await.model, "openai:o3");
+        assert_eq!(routed_to(&stage, RouteSource::Client).await, "openai:o3");
         let mut ctx = RequestContext::new(crate::model::Protocol::OpenAiChat);
         ctx.session_id = "s".into();
-        let mut filter = stage.response_filter(&ctx).unwrap();
+        let request = Request::new("gpt-4o-mini", Vec::new());
+        let mut filter = stage.response_filter(&ctx, &request).unwrap();
         let mut out = Vec::new();
         filter.on_event(
             Event::ToolCallStart {
@@ -250,8 +271,8 @@ mod tests {
         assert_eq!(out.len(), 1, "events pass through");
         filter.after().expect("a write to count").await;
         assert_eq!(
-            route(&stage, RouteSource::Client).await.model,
-            "gpt-4o-mini"
+            routed_to(&stage, RouteSource::Client).await,
+            "openai:gpt-4o-mini"
         );
     }
 
@@ -263,7 +284,7 @@ mod tests {
             RouteSource::Session,
             RouteSource::ForceModel,
         ] {
-            assert_eq!(route(&stage, source).await.model, "gpt-4o-mini");
+            assert_eq!(routed_to(&stage, source).await, "openai:gpt-4o-mini");
         }
         assert_eq!(state.session("s").await.unwrap().planning_turns, 0);
     }

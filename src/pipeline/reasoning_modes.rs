@@ -3,16 +3,14 @@
 //! alias only sets the reasoning effort, which each protocol's encoder maps to its own
 //! control.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use regex::Regex;
 use serde::Deserialize;
 
-use super::{Flow, RequestContext, Stage};
+use super::{Reads, RequestContext, Stage};
 use crate::Error;
 use crate::model::{Part, Reasoning, ReasoningEffort, Request, Role};
-use crate::state::StateStore;
+use crate::router::Target;
 
 /// The shipped file (no entries; it documents the format).
 pub const DEFAULT_FILE: &str = include_str!("../../config/reasoning_aliases.toml");
@@ -104,12 +102,11 @@ fn alias_of(effort: ReasoningEffort) -> &'static str {
 
 pub struct ReasoningModes {
     models: Vec<ModelModes>,
-    state: Arc<dyn StateStore>,
 }
 
 impl ReasoningModes {
-    pub fn new(models: Vec<ModelModes>, state: Arc<dyn StateStore>) -> Self {
-        Self { models, state }
+    pub fn new(models: Vec<ModelModes>) -> Self {
+        Self { models }
     }
 }
 
@@ -119,32 +116,34 @@ impl Stage for ReasoningModes {
         "reasoning-modes"
     }
 
-    async fn on_request(
+    fn reads(&self) -> Reads {
+        Reads::MESSAGES
+    }
+
+    /// The session's reasoning alias, as the model the request goes to defines it. A
+    /// pattern matches the model name or `backend:model`.
+    async fn upstream_request(
         &self,
-        ctx: &mut RequestContext,
+        ctx: &RequestContext,
+        target: &Target,
         request: &mut Request,
-    ) -> Result<Flow, Error> {
+    ) -> Result<(), Error> {
         if self.models.is_empty() {
-            return Ok(Flow::Continue);
+            return Ok(());
         }
-        let Some(effort) = self
-            .state
-            .session(&ctx.session_id)
-            .await?
-            .reasoning
-            .and_then(|r| r.effort)
-        else {
-            return Ok(Flow::Continue);
+        let Some(effort) = ctx.session.reasoning.as_ref().and_then(|r| r.effort) else {
+            return Ok(());
         };
         let alias = alias_of(effort);
+        let route = format!("{}:{}", target.backend.id(), target.model);
         let Some(mode) = self
             .models
             .iter()
-            .find(|m| m.pattern.is_match(&request.model))
+            .find(|m| m.pattern.is_match(&target.model) || m.pattern.is_match(&route))
             .and_then(|m| m.modes.iter().find(|(name, _)| *name == alias))
             .map(|(_, mode)| mode)
         else {
-            return Ok(Flow::Continue);
+            return Ok(());
         };
         if mode.reasoning_effort.is_some() || mode.thinking_budget.is_some() {
             request.reasoning = Some(Reasoning {
@@ -170,7 +169,7 @@ impl Stage for ReasoningModes {
         {
             last.parts.insert(0, Part::text(format!("{prefix}\n")));
         }
-        Ok(Flow::Continue)
+        Ok(())
     }
 }
 
@@ -178,8 +177,6 @@ impl Stage for ReasoningModes {
 mod tests {
     use super::*;
     use crate::model::Message;
-    use crate::state::MemoryStore;
-    use std::time::Duration;
 
     #[test]
     fn the_shipped_file_parses_and_bad_entries_are_named() {
@@ -198,24 +195,22 @@ mod tests {
              prompt_prefix = \"Think step by step.\"\n",
         )
         .unwrap();
-        let state: Arc<dyn StateStore> = Arc::new(MemoryStore::new(Duration::from_secs(60)));
-        state
-            .update("s", &|s| {
-                s.reasoning = Some(Reasoning {
-                    effort: Some(ReasoningEffort::High),
-                    budget_tokens: None,
-                })
-            })
-            .await
-            .unwrap();
-        let stage = ReasoningModes::new(models, state);
+        let stage = ReasoningModes::new(models);
         let mut ctx = RequestContext::new(crate::model::Protocol::OpenAiChat);
-        ctx.session_id = "s".into();
+        ctx.session.reasoning = Some(Reasoning {
+            effort: Some(ReasoningEffort::High),
+            budget_tokens: None,
+        });
+        let router = crate::router::tests::router(None);
         let mut request = Request::new(
-            "openrouter:qwen/qwen3",
+            "ignored",
             vec![Message::new(Role::User, vec![Part::text("hi")])],
         );
-        stage.on_request(&mut ctx, &mut request).await.unwrap();
+        let qwen = router.resolve("openrouter:qwen/qwen3").unwrap();
+        stage
+            .upstream_request(&ctx, &qwen, &mut request)
+            .await
+            .unwrap();
         assert_eq!(request.sampling.temperature, Some(0.6));
         assert_eq!(request.reasoning.unwrap().budget_tokens, Some(9000));
         assert_eq!(request.messages[0].text(), "Think step by step.\nhi");
@@ -224,7 +219,11 @@ mod tests {
             "gpt-4o",
             vec![Message::new(Role::User, vec![Part::text("hi")])],
         );
-        stage.on_request(&mut ctx, &mut other).await.unwrap();
+        let gpt = router.resolve("gpt-4o").unwrap();
+        stage
+            .upstream_request(&ctx, &gpt, &mut other)
+            .await
+            .unwrap();
         assert_eq!(other.sampling.temperature, None);
     }
 }

@@ -9,22 +9,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::model_aliases::{AliasRule, rewrite};
-use super::{Flow, RequestContext, Stage};
+pub use super::route::RouteSource;
+use super::{Flow, Reads, RequestContext, Route, Stage};
 use crate::Error;
 use crate::model::Request;
 use crate::state::{Session, StateStore};
-
-/// Which rule chose a request's route; later rules (the planning phase) only act on
-/// requests no stronger rule claimed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RouteSource {
-    OneOff,
-    Session,
-    StaticRoute,
-    ForceModel,
-    Alias,
-    Client,
-}
 
 /// The configured rules (`--static-route`, `--force-model`, `--model-alias`).
 #[derive(Debug, Clone, Default)]
@@ -118,6 +107,11 @@ impl Stage for Routing {
         "routing"
     }
 
+    fn reads(&self) -> Reads {
+        Reads::NOTHING
+    }
+
+    /// Counts the turn, uses up a one-off route, and applies the session's sampling.
     async fn on_request(
         &self,
         ctx: &mut RequestContext,
@@ -132,20 +126,28 @@ impl Stage for Routing {
             })
             .await?;
         // This request still takes the one-off route it used up.
-        let session = Session {
+        ctx.session = Session {
             oneoff: updated.before.oneoff,
             ..updated.after
         };
-        let (route, source) = self.rules.decide(&session, &request.model);
-        request.model = route;
-        ctx.route_source = Some(source);
-        if let Some(t) = session.temperature {
+        if let Some(t) = ctx.session.temperature {
             request.sampling.temperature = Some(t);
         }
-        if let Some(reasoning) = session.reasoning {
+        if let Some(reasoning) = ctx.session.reasoning.clone() {
             request.reasoning = Some(reasoning);
         }
         Ok(Flow::Continue)
+    }
+
+    async fn on_route(
+        &self,
+        ctx: &mut RequestContext,
+        request: &mut Request,
+        route: &mut Route<'_>,
+    ) -> Result<(), Error> {
+        let (chosen, source) = self.rules.decide(&ctx.session, &request.model);
+        route.choose(&chosen, source);
+        Ok(())
     }
 }
 

@@ -16,6 +16,7 @@ use futures::StreamExt;
 use regex::Regex;
 use serde_json::Value;
 
+use super::{Reads, RequestContext, Stage, Upstream};
 use crate::Error;
 use crate::backend::EventStream;
 use crate::model::{
@@ -241,6 +242,45 @@ where
         Err(_) => with_finish(events, FinishReason::schema_mismatch()),
     };
     Ok(Box::pin(futures::stream::iter(events)))
+}
+
+/// The stage: checks answers of requests that ask for a JSON schema, when
+/// `validate_structured_output` is on, asking once more when `retry_structured_output` is.
+pub struct StructuredOutput {
+    validate: bool,
+    retry: bool,
+}
+
+impl StructuredOutput {
+    pub fn new(validate: bool, retry: bool) -> Self {
+        Self { validate, retry }
+    }
+}
+
+#[async_trait::async_trait]
+impl Stage for StructuredOutput {
+    fn name(&self) -> &'static str {
+        "structured-output"
+    }
+
+    fn reads(&self) -> Reads {
+        Reads::EVENTS
+    }
+
+    async fn around_upstream(
+        &self,
+        _ctx: &RequestContext,
+        request: &Request,
+        next: Upstream<'_>,
+    ) -> Result<EventStream, Error> {
+        if !self.validate || requested_schema(request).is_none() {
+            return next.send(request).await;
+        }
+        respond(request, self.retry, |request| async move {
+            next.send(&request).await
+        })
+        .await
+    }
 }
 
 #[cfg(test)]

@@ -85,13 +85,14 @@ impl Router {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::backend::build_all;
     use crate::config::ConfigLoader;
     use crate::credentials::EnvSecrets;
 
-    fn router(models: Option<&str>) -> Router {
+    /// A router over the default back-ends, `mock` answering only `models` when given.
+    pub(crate) fn router(models: Option<&str>) -> Router {
         let mut loader =
             ConfigLoader::new()
                 .env(|_| None)

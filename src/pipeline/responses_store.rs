@@ -1,0 +1,153 @@
+//! The Responses API's stored answers (`[responses]`): an answer is kept (bounded by count
+//! and age; not when the request says `store: false`), so a later request's
+//! `previous_response_id` continues the conversation on any back-end: this stage puts the
+//! stored turn back in front of the new input. It acts on Responses requests only.
+//!
+//! It is early in the list, so its filter sees the answer last, as the client gets it: that
+//! is what it stores, under a `resp_` id it gives answers from other protocols' back-ends.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::{EventFilter, Flow, Reads, RequestContext, Stage};
+use crate::Error;
+use crate::model::{Event, Message, Part, Protocol, Request, ResponseBuilder, Role};
+use crate::state::responses::{ResponseStore, StoredResponse};
+
+pub struct ResponsesStore {
+    store: Arc<ResponseStore>,
+}
+
+impl ResponsesStore {
+    pub fn new(store: Arc<ResponseStore>) -> Self {
+        Self { store }
+    }
+
+    /// Puts the stored turn named by `previous_response_id` in front of the new input.
+    fn continue_previous(&self, request: &mut Request) -> Result<(), Error> {
+        let Some(field) = request.extensions.fields.get("previous_response_id") else {
+            return Ok(());
+        };
+        let Some(id) = field.as_str().map(str::to_owned) else {
+            return Err(Error::invalid_field(
+                "previous_response_id",
+                "'previous_response_id' must be a string",
+            ));
+        };
+        let stored = self.store.get(&id).ok_or_else(|| {
+            Error::not_found(format!(
+                "previous response '{id}' is not stored by llmux (answers are kept for \
+                 [responses] retention_seconds, max_stored of them)"
+            ))
+        })?;
+        request.extensions.fields.remove("previous_response_id");
+        let mut messages = stored.messages;
+        messages.push(Message::new(Role::Assistant, stored.response.parts));
+        messages.append(&mut request.messages);
+        request.messages = messages;
+        if request.system.is_empty() {
+            request.system = stored.system;
+        }
+        Ok(())
+    }
+}
+
+fn is_responses(ctx: &RequestContext) -> bool {
+    ctx.frontend == Protocol::OpenAiResponses
+}
+
+#[async_trait]
+impl Stage for ResponsesStore {
+    fn name(&self) -> &'static str {
+        "responses-store"
+    }
+
+    fn reads(&self) -> Reads {
+        Reads::ALL
+    }
+
+    async fn on_request(
+        &self,
+        ctx: &mut RequestContext,
+        request: &mut Request,
+    ) -> Result<Flow, Error> {
+        if is_responses(ctx) {
+            self.continue_previous(request)?;
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn response_filter(
+        &self,
+        ctx: &RequestContext,
+        request: &Request,
+    ) -> Option<Box<dyn EventFilter>> {
+        if !is_responses(ctx) {
+            return None;
+        }
+        // `store: false` (what Codex sends) means the client keeps the state itself.
+        let store = request.extensions.fields.get("store") != Some(&serde_json::Value::Bool(false));
+        Some(Box::new(StoreAnswer {
+            store: store.then(|| self.store.clone()),
+            system: request.system.clone(),
+            messages: request.messages.clone(),
+            echo: ctx.answer_echo.as_deref().cloned().unwrap_or_default(),
+            builder: ResponseBuilder::new(),
+            failed: false,
+        }))
+    }
+}
+
+/// Gives the answer a Responses id and stores it, with the conversation, once it ended.
+struct StoreAnswer {
+    store: Option<Arc<ResponseStore>>,
+    system: Vec<Part>,
+    messages: Vec<Message>,
+    echo: serde_json::Map<String, serde_json::Value>,
+    builder: ResponseBuilder,
+    failed: bool,
+}
+
+/// A fresh `resp_` id for answers from back-ends that do not speak Responses.
+fn fresh_id() -> String {
+    format!("resp_{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}
+
+impl EventFilter for StoreAnswer {
+    fn on_event(&mut self, event: Event, out: &mut Vec<Event>) {
+        let event = match event {
+            Event::Start {
+                id,
+                model,
+                created,
+                extensions,
+            } if !id.starts_with("resp_") => Event::Start {
+                id: fresh_id(),
+                model,
+                created,
+                extensions,
+            },
+            other => other,
+        };
+        if self.store.is_some() && !self.failed && self.builder.push(event.clone()).is_err() {
+            self.failed = true;
+        }
+        out.push(event);
+    }
+
+    fn on_end(&mut self, _out: &mut Vec<Event>) {
+        let Some(store) = self.store.take().filter(|_| !self.failed) else {
+            return;
+        };
+        let response = std::mem::take(&mut self.builder).finish();
+        let id = response.id.clone();
+        let stored = StoredResponse {
+            system: std::mem::take(&mut self.system),
+            messages: std::mem::take(&mut self.messages),
+            response,
+            echo: std::mem::take(&mut self.echo),
+        };
+        store.put(&id, stored);
+    }
+}
