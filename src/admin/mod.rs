@@ -543,6 +543,8 @@ mod typescript {
             Replayed::decl(&cfg),
             settings::Settings::decl(&cfg),
             settings::SettingValue::decl(&cfg),
+            crate::config::keys::SettingInfo::decl(&cfg),
+            crate::config::keys::Kind::decl(&cfg),
             settings::BackendSetting::decl(&cfg),
             settings::SettingsChange::decl(&cfg),
             settings::SettingsProblem::decl(&cfg),

@@ -15,7 +15,7 @@ use serde_json::Value;
 use tokio::sync::{Mutex, watch};
 
 use crate::Error;
-use crate::config::{ConfigError, ConfigLoader, Loaded, Source};
+use crate::config::{ConfigError, ConfigLoader, Loaded, Source, keys};
 use crate::engine::Engine;
 
 /// Where a running llmux's config comes from, and how to ask it to apply a saved change.
@@ -76,6 +76,9 @@ pub struct SettingValue {
     /// Set by an environment variable or a flag: a value saved in the file does not apply
     /// while that is so.
     pub overridden: bool,
+    /// What the settings table says of the key (its kind for the editor, help, variable
+    /// and flags), for keys in the table.
+    pub about: Option<crate::config::keys::SettingInfo>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -165,16 +168,33 @@ pub fn settings_of(source: &SettingsSource, engine: Option<&Engine>) -> Result<S
         .load()
         .map_err(|e| Error::internal(format!("the config does not load: {e}")))?;
     let entries = loaded.entries().map_err(Error::internal)?;
-    let values = entries
+    let mut values: Vec<SettingValue> = entries
         .into_iter()
         .filter(|e| !e.key.starts_with("backends."))
         .map(|e| SettingValue {
             value: serde_json::to_value(&e.value).unwrap_or(Value::Null),
             overridden: overridden(&e.source),
             source: e.source.to_string(),
+            about: keys::find(&e.key).map(Into::into),
             key: e.key,
         })
         .collect();
+    // The table's keys that have no value (no default, not set), so they can be set here.
+    for setting in keys::SETTINGS {
+        let unset = !setting.key.starts_with("backends.")
+            && !values
+                .iter()
+                .any(|v| v.key == setting.key || v.key.starts_with(&format!("{}.", setting.key)));
+        if unset {
+            values.push(SettingValue {
+                key: setting.key.to_owned(),
+                value: Value::Null,
+                source: Source::Default.to_string(),
+                overridden: false,
+                about: Some(setting.into()),
+            });
+        }
+    }
     let backends = loaded
         .config
         .backends

@@ -5,6 +5,7 @@
 //! then [`validate`] turns it into the runtime [`Config`], naming the key, the bad value
 //! and where it came from for every problem.
 
+pub mod keys;
 mod layers;
 mod print;
 pub mod raw;
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-pub use layers::{ENV_KEYS, EnvKind, Layered, Source};
+pub use layers::{Layered, Source};
 pub use print::Entry;
 use raw::{RawBackend, RawConfig};
 
@@ -384,19 +385,18 @@ impl ConfigLoader {
                 Err(problem) => problems.push(problem),
             }
         }
-        for (name, key, kind) in ENV_KEYS {
-            if let Some(text) = (self.env)(name) {
-                match layers::parse_env(name, &text, *kind) {
-                    Ok(value) => layered.set(key, value, Source::Env((*name).to_owned())),
-                    Err(problem) => problems.push(format!("{problem} (sets {key})")),
+        for setting in keys::SETTINGS {
+            let Some(name) = setting.env else { continue };
+            let Some(text) = (self.env)(name) else {
+                continue;
+            };
+            match layers::parse_env(name, &text, setting.kind) {
+                Ok(value) => layered.set(setting.key, value, Source::Env(name.to_owned())),
+                // MODEL_ALIASES is JSON; as in the seed, a malformed one is a warning.
+                Err(why) if setting.kind == keys::Kind::Aliases => {
+                    notes.push(format!("ignoring {why}"));
                 }
-            }
-        }
-        // MODEL_ALIASES is a JSON list; as in the seed, a malformed one is a warning.
-        if let Some(text) = (self.env)("MODEL_ALIASES") {
-            match aliases_from_json(&text) {
-                Ok(list) => layered.set("model_aliases", list, Source::Env("MODEL_ALIASES".into())),
-                Err(why) => notes.push(format!("ignoring MODEL_ALIASES: {why}")),
+                Err(problem) => problems.push(format!("{problem} (sets {})", setting.key)),
             }
         }
         for (key, value, flag) in self.overrides {
@@ -430,30 +430,6 @@ impl ConfigLoader {
             _ => Err(ConfigError { problems }),
         }
     }
-}
-
-/// `[{"pattern": ..., "replacement": ...}, ...]` as a TOML array of tables.
-fn aliases_from_json(text: &str) -> Result<toml::Value, String> {
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| format!("not valid JSON ({e})"))?;
-    let items = value.as_array().ok_or("not a JSON list")?;
-    let mut list = Vec::new();
-    for (i, item) in items.iter().enumerate() {
-        let field = |key: &str| {
-            item.get(key)
-                .and_then(serde_json::Value::as_str)
-                .map(str::to_owned)
-                .ok_or_else(|| format!("item {i} has no string '{key}'"))
-        };
-        let mut table = toml::Table::new();
-        table.insert("pattern".into(), toml::Value::String(field("pattern")?));
-        table.insert(
-            "replacement".into(),
-            toml::Value::String(field("replacement")?),
-        );
-        list.push(toml::Value::Table(table));
-    }
-    Ok(toml::Value::Array(list))
 }
 
 fn read_file(path: &Path, required: bool) -> Result<Option<toml::Table>, String> {

@@ -146,6 +146,33 @@ test("a host name added to the allowed hosts on the page is answered after savin
   await shot("allowed-hosts");
 });
 
+test("a setting with no value yet is listed with its help and, once set, routes requests", async () => {
+  const route = page.locator('[data-key="static_route"]');
+  await route.scrollIntoViewIfNeeded(WAIT);
+  assert.match(await route.locator(".help").innerText(), /Send every request to BACKEND:MODEL.*STATIC_ROUTE.*--static-route/);
+  assert.equal(await route.locator("input").inputValue(), "");
+  await route.locator("input").fill("local:gpt-fake");
+  await page.getByRole("button", { name: /Save 1 change/ }).click();
+  await page.getByRole("status").getByText("applied").waitFor(WAIT);
+  assert.match(readFileSync(config, "utf8"), /static_route = "local:gpt-fake"/);
+  const saved = page.locator('[data-key="static_route"]');
+  await saved.locator(".source", { hasText: /^file / }).waitFor(WAIT);
+  assert.equal(await saved.locator("input").inputValue(), "local:gpt-fake");
+  await saved.scrollIntoViewIfNeeded(WAIT);
+  await shot("static-route");
+  let answer;
+  for (let i = 0; i < 50 && answer?.status !== 200; i++) {
+    answer = await fetch(`${llmux.url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ model: "any-model", messages: [{ role: "user", content: "route me" }] }),
+    }).catch(() => undefined);
+    if (answer?.status !== 200) await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.equal(answer.status, 200);
+  assert.equal(provider.requests.at(-1).body.model, "gpt-fake", "the static route sent it to the local back-end");
+});
+
 test("a new port takes effect and the page follows llmux there", async () => {
   const next = await freePort();
   const port = page.locator('[data-key="proxy.port"]');

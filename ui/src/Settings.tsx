@@ -3,6 +3,8 @@ import { api, ApiError } from "./api";
 import { KeysSection, ProxyKeyRow } from "./Keys";
 import type {
   BackendSetting,
+  Kind,
+  SettingInfo,
   Settings,
   SettingsChange,
   SettingsProblem,
@@ -25,19 +27,40 @@ export function problemsFor(problems: SettingsProblem[], key: string): SettingsP
   return problems.filter((p) => p.key === key || p.key?.startsWith(`${key}.`));
 }
 
-/** A draft value back in the type the setting has. */
-export function parseInput(original: unknown, text: string): unknown {
-  if (typeof original === "number") {
+/** The kind of a setting's value: the settings table's word for it, else its value's type. */
+export function kindOf(setting: Pick<SettingValue, "value" | "about">): Kind {
+  if (setting.about) return setting.about.kind;
+  const v = setting.value;
+  if (typeof v === "number") return Number.isInteger(v) ? "integer" : "number";
+  if (typeof v === "boolean") return "bool";
+  if (Array.isArray(v)) return v.every((x) => typeof x === "string") ? "list" : "aliases";
+  return "text";
+}
+
+/**
+ * A draft value back in the type the setting has. An emptied field of a setting that had
+ * no value is `null`: the key is left out of the file again.
+ */
+export function parseInput(setting: Pick<SettingValue, "value" | "about">, text: string): unknown {
+  const kind = kindOf(setting);
+  if (text.trim() === "" && setting.value === null) return null;
+  if (kind === "integer" || kind === "number") {
     const n = Number(text);
     return text.trim() === "" || Number.isNaN(n) ? text : n;
   }
-  if (Array.isArray(original)) {
+  if (kind === "list") {
     return text
       .split(",")
       .map((s) => s.trim())
       .filter(Boolean);
   }
   return text;
+}
+
+/** Where else the value can come from: its environment variable and flags. */
+function overrides(about: SettingInfo | null): string {
+  if (!about) return "";
+  return [about.env, ...about.flags].filter(Boolean).join(", ");
 }
 
 function display(value: unknown): string {
@@ -51,7 +74,7 @@ const SECRET_SETTINGS = new Set(["auth.api_keys"]);
 
 /** Arrays of tables (model aliases) and secrets are shown, not edited, here. */
 function editable(setting: SettingValue): boolean {
-  if (SECRET_SETTINGS.has(setting.key)) return false;
+  if (SECRET_SETTINGS.has(setting.key) || kindOf(setting) === "aliases") return false;
   const v = setting.value;
   if (Array.isArray(v)) return v.every((x) => typeof x === "string" && x !== "****");
   return typeof v !== "object" || v === null;
@@ -93,7 +116,7 @@ function SettingField({
         ))}
       </select>
     );
-  } else if (typeof setting.value === "boolean") {
+  } else if (kindOf(setting) === "bool") {
     input = (
       <input
         id={id}
@@ -108,18 +131,28 @@ function SettingField({
         id={id}
         value={display(value)}
         readOnly={!editable(setting)}
-        onChange={(e) => onChange(setting.key, parseInput(setting.value, e.target.value))}
+        inputMode={kindOf(setting) === "integer" ? "numeric" : kindOf(setting) === "number" ? "decimal" : undefined}
+        placeholder={setting.value === null ? "not set" : undefined}
+        onChange={(e) => onChange(setting.key, parseInput(setting, e.target.value))}
       />
     );
   }
   const mine = problemsFor(problems, setting.key);
   return (
     <div className={`setting ${mine.length ? "invalid" : ""}`} data-key={setting.key}>
-      <label htmlFor={id}>{LABELS[setting.key] ?? setting.key}</label>
+      <label htmlFor={id} title={setting.about?.help}>
+        {LABELS[setting.key] ?? setting.key}
+      </label>
       {input}
       <span className={`source ${setting.overridden ? "warn" : "muted"}`}>
         {setting.overridden ? `set by ${setting.source}: the file's value does not apply` : setting.source}
       </span>
+      {setting.about && (
+        <span className="help muted">
+          {setting.about.help}
+          {overrides(setting.about) && <> ({overrides(setting.about)})</>}
+        </span>
+      )}
       <Problems list={mine} />
     </div>
   );

@@ -12,6 +12,8 @@ export type {
   SettingsChange,
   SettingsProblem,
   SettingValue,
+  SettingInfo,
+  Kind,
   BackendSetting,
   Timeline,
   TimelinePoint,

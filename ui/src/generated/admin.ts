@@ -170,7 +170,16 @@ source: string,
  * Set by an environment variable or a flag: a value saved in the file does not apply
  * while that is so.
  */
-overridden: boolean, };
+overridden: boolean, 
+/**
+ * What the settings table says of the key (its kind for the editor, help, variable
+ * and flags), for keys in the table.
+ */
+about: SettingInfo | null, };
+
+export type SettingInfo = { kind: Kind, help: string, env: string | null, flags: Array<string>, };
+
+export type Kind = "text" | "integer" | "number" | "bool" | "list" | "aliases";
 
 export type BackendSetting = { id: string, type: string, base_url: string, 
 /**
