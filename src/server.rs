@@ -35,26 +35,7 @@ use tokio::task::JoinSet;
 use crate::engine::Engine;
 use crate::frontend::hold_until_done;
 
-/// The listeners' connection settings (`[proxy]`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ConnectionLimits {
-    /// A request head must be complete this long after its first byte.
-    pub header_read_timeout: Duration,
-    /// A kept-alive connection with no request running is closed after this long.
-    pub keep_alive_timeout: Duration,
-    /// Open connections at most; `None`: sized from the process's file-descriptor limit.
-    pub max_connections: Option<usize>,
-}
-
-impl Default for ConnectionLimits {
-    fn default() -> Self {
-        Self {
-            header_read_timeout: Duration::from_secs(10),
-            keep_alive_timeout: Duration::from_secs(60),
-            max_connections: None,
-        }
-    }
-}
+pub use crate::config::proxy::ConnectionLimits;
 
 /// The connection cap when none is configured: half the file descriptors llmux may open
 /// (each proxied request also holds one to the provider), less a reserve for files and

@@ -46,7 +46,8 @@ fn uses(part: &str, forbidden: &[&str]) -> Vec<String> {
 #[test]
 fn nothing_below_the_front_ends_uses_them() {
     for part in [
-        "engine", "admin", "pipeline", "protocol", "backend", "state", "capture", "model", "router",
+        "engine", "admin", "pipeline", "protocol", "backend", "state", "capture", "model",
+        "router", "config",
     ] {
         let found = uses(part, &["crate::frontend", "crate::server"]);
         assert!(
@@ -79,4 +80,33 @@ fn wire_formats_and_the_pipeline_do_not_use_each_other() {
         &["crate::protocol", "crate::pipeline", "crate::engine"],
     );
     assert!(found.is_empty(), "model reaches up:\n{}", found.join("\n"));
+}
+
+#[test]
+fn the_config_uses_nothing_of_the_request_path_but_settings_and_descriptors() {
+    // A stage's settings type lives in the stage's file (one feature, one file), so the
+    // config may name those; nothing else of the request path.
+    let found = uses(
+        "config",
+        &[
+            "crate::engine",
+            "crate::protocol",
+            "crate::admin",
+            "crate::router",
+        ],
+    );
+    assert!(
+        found.is_empty(),
+        "config reaches into the request path:\n{}",
+        found.join("\n")
+    );
+    let backend: Vec<String> = uses("config", &["crate::backend"])
+        .into_iter()
+        .filter(|line| !line.contains("crate::backend::providers"))
+        .collect();
+    assert!(
+        backend.is_empty(),
+        "config uses a back-end beyond its descriptor:\n{}",
+        backend.join("\n")
+    );
 }

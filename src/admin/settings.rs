@@ -211,7 +211,7 @@ pub fn settings_of(source: &SettingsSource, engine: Option<&Engine>) -> Result<S
                     .and_then(|backend| backend.key_name())
                     .map(str::to_owned),
                 requires_key: b.kind.requires_key(),
-                builtin: crate::config::BUILTIN_BACKENDS.contains(&b.id.as_str()),
+                builtin: crate::config::is_builtin_backend(&b.id),
                 in_file: {
                     let table = format!("backends.{}", b.id);
                     loaded.layered.sources.iter().any(|(key, source)| {
@@ -226,8 +226,7 @@ pub fn settings_of(source: &SettingsSource, engine: Option<&Engine>) -> Result<S
         file: source.path().map(|p| p.display().to_string()),
         values,
         backends,
-        backend_types: crate::config::BackendKind::ALL
-            .iter()
+        backend_types: crate::config::BackendKind::all()
             .map(|kind| kind.name().to_owned())
             .collect(),
     })

@@ -12,6 +12,7 @@ pub mod mock;
 pub mod openai;
 pub mod openai_compatible;
 pub mod openrouter;
+pub mod providers;
 pub mod zai;
 
 use std::collections::BTreeMap;
@@ -23,8 +24,9 @@ use futures::Stream;
 
 use crate::Error;
 use crate::capture::Tap;
-use crate::config::{BackendConfig, BackendKind, Config};
+use crate::config::{BackendConfig, Config};
 use crate::credentials::SecretSource;
+use crate::model::Protocol;
 use crate::model::{Event, Request};
 
 /// A response as a stream of events. It ends after `Finish` (and maybe `Usage`), or after
@@ -63,55 +65,52 @@ pub trait Backend: Send + Sync {
     }
 }
 
-/// Builds every configured back-end.
+/// Builds every configured back-end: the wire its kind's descriptor names, with its keys
+/// and identity headers.
 pub fn build_all(
     config: &Config,
     secrets: &dyn SecretSource,
 ) -> Result<BTreeMap<String, Arc<dyn Backend>>, Error> {
     let mut backends: BTreeMap<String, Arc<dyn Backend>> = BTreeMap::new();
     for (id, backend) in &config.backends {
-        let built: Arc<dyn Backend> = match backend.kind {
-            BackendKind::Mock => Arc::new(mock::MockBackend::new(backend.clone())),
-            BackendKind::OpenAi | BackendKind::OpenAiCompatible
-                if backend.api == crate::config::OpenAiApi::Responses =>
-            {
-                Arc::new(http::HttpBackend::new(
-                    backend.clone(),
-                    openai::ResponsesWire,
-                    secrets.keys(backend),
-                    Vec::new(),
-                )?)
-            }
-            BackendKind::OpenAi | BackendKind::Zai | BackendKind::OpenAiCompatible => {
-                Arc::new(http::HttpBackend::new(
-                    backend.clone(),
-                    openai::ChatWire,
-                    secrets.keys(backend),
-                    Vec::new(),
-                )?)
-            }
-            BackendKind::Anthropic
-            | BackendKind::AnthropicCompatible
-            | BackendKind::ZaiCodingPlan => Arc::new(http::HttpBackend::new(
-                backend.clone(),
-                anthropic::AnthropicWire,
-                secrets.keys(backend),
-                Vec::new(),
-            )?),
-            BackendKind::Gemini => Arc::new(http::HttpBackend::new(
-                backend.clone(),
-                gemini::GeminiWire,
-                secrets.keys(backend),
-                Vec::new(),
-            )?),
-            BackendKind::OpenRouter => Arc::new(http::HttpBackend::new(
-                backend.clone(),
-                openai::ChatWire,
-                secrets.keys(backend),
-                openrouter::identity_headers(backend),
-            )?),
-        };
-        backends.insert(id.clone(), built);
+        backends.insert(id.clone(), build(backend, secrets)?);
     }
     Ok(backends)
+}
+
+fn build(backend: &BackendConfig, secrets: &dyn SecretSource) -> Result<Arc<dyn Backend>, Error> {
+    let provider = backend.kind.provider();
+    let (keys, identity) = (secrets.keys(backend), (provider.identity)(backend));
+    let config = backend.clone();
+    Ok(match provider.wire {
+        None => Arc::new(mock::MockBackend::new(config)),
+        Some(Protocol::OpenAiChat | Protocol::OpenAiResponses)
+            if backend.api == crate::config::OpenAiApi::Responses =>
+        {
+            Arc::new(http::HttpBackend::new(
+                config,
+                openai::ResponsesWire,
+                keys,
+                identity,
+            )?)
+        }
+        Some(Protocol::OpenAiChat | Protocol::OpenAiResponses) => Arc::new(http::HttpBackend::new(
+            config,
+            openai::ChatWire,
+            keys,
+            identity,
+        )?),
+        Some(Protocol::Anthropic) => Arc::new(http::HttpBackend::new(
+            config,
+            anthropic::AnthropicWire,
+            keys,
+            identity,
+        )?),
+        Some(Protocol::Gemini) => Arc::new(http::HttpBackend::new(
+            config,
+            gemini::GeminiWire,
+            keys,
+            identity,
+        )?),
+    })
 }

@@ -8,6 +8,7 @@
 pub mod keys;
 mod layers;
 mod print;
+pub mod proxy;
 pub mod raw;
 
 use std::collections::BTreeMap;
@@ -21,6 +22,8 @@ use ipnet::IpNet;
 pub use layers::{Layered, Source};
 pub use print::Entry;
 use raw::{RawBackend, RawConfig};
+
+use crate::backend::providers;
 
 /// The back-end kinds llmux knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,113 +40,53 @@ pub enum BackendKind {
 }
 
 impl BackendKind {
-    pub const ALL: [BackendKind; 9] = [
-        BackendKind::OpenAi,
-        BackendKind::OpenRouter,
-        BackendKind::Zai,
-        BackendKind::OpenAiCompatible,
-        BackendKind::Anthropic,
-        BackendKind::AnthropicCompatible,
-        BackendKind::ZaiCodingPlan,
-        BackendKind::Gemini,
-        BackendKind::Mock,
-    ];
+    /// Every kind, in the order of their descriptors.
+    pub fn all() -> impl Iterator<Item = BackendKind> {
+        providers::PROVIDERS.iter().map(|p| p.kind)
+    }
 
     pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.name() == name)
+        Self::all().find(|k| k.name() == name)
+    }
+
+    /// What llmux knows about this kind (`backend/providers.rs`).
+    pub fn provider(self) -> &'static providers::Provider {
+        providers::of(self)
     }
 
     pub fn name(self) -> &'static str {
-        match self {
-            BackendKind::OpenAi => "openai",
-            BackendKind::OpenRouter => "openrouter",
-            BackendKind::Zai => "zai",
-            BackendKind::OpenAiCompatible => "openai-compatible",
-            BackendKind::Anthropic => "anthropic",
-            BackendKind::AnthropicCompatible => "anthropic-compatible",
-            BackendKind::ZaiCodingPlan => "zai-coding-plan",
-            BackendKind::Gemini => "gemini",
-            BackendKind::Mock => "mock",
-        }
+        self.provider().name
     }
 
     /// The protocol the kind's provider speaks (`None` for the mock, which speaks none).
     pub fn protocol(self) -> Option<crate::model::Protocol> {
-        use crate::model::Protocol;
-        match self {
-            BackendKind::OpenAi
-            | BackendKind::OpenRouter
-            | BackendKind::Zai
-            | BackendKind::OpenAiCompatible => Some(Protocol::OpenAiChat),
-            BackendKind::Anthropic
-            | BackendKind::AnthropicCompatible
-            | BackendKind::ZaiCodingPlan => Some(Protocol::Anthropic),
-            BackendKind::Gemini => Some(Protocol::Gemini),
-            BackendKind::Mock => None,
-        }
+        self.provider().wire
     }
 
     /// The provider's API root, when the kind has a fixed provider.
     pub fn default_base_url(self) -> Option<&'static str> {
-        match self {
-            BackendKind::OpenAi => Some("https://api.openai.com/v1"),
-            BackendKind::OpenRouter => Some("https://openrouter.ai/api/v1"),
-            // The seed's default; international accounts use https://api.z.ai/api/paas/v4.
-            BackendKind::Zai => Some("https://open.bigmodel.cn/api/paas/v4"),
-            // Anthropic-protocol bases are host roots, as in the Anthropic SDKs: llmux
-            // appends /v1/messages.
-            BackendKind::Anthropic => Some("https://api.anthropic.com"),
-            BackendKind::ZaiCodingPlan => Some("https://api.z.ai/api/anthropic"),
-            // The google-genai convention: the host root; llmux appends /v1beta/models/...
-            BackendKind::Gemini => Some("https://generativelanguage.googleapis.com"),
-            BackendKind::OpenAiCompatible
-            | BackendKind::AnthropicCompatible
-            | BackendKind::Mock => None,
-        }
+        self.provider().default_base_url
     }
 
     /// The environment variable that holds the provider key by default.
     pub fn default_key_env(self) -> Option<&'static str> {
-        match self {
-            BackendKind::OpenAi => Some("OPENAI_API_KEY"),
-            BackendKind::OpenRouter => Some("OPENROUTER_API_KEY"),
-            BackendKind::Zai | BackendKind::ZaiCodingPlan => Some("ZAI_API_KEY"),
-            BackendKind::Anthropic => Some("ANTHROPIC_API_KEY"),
-            BackendKind::Gemini => Some("GEMINI_API_KEY"),
-            BackendKind::OpenAiCompatible
-            | BackendKind::AnthropicCompatible
-            | BackendKind::Mock => None,
-        }
+        self.provider().key_env
     }
 
     /// Whether requests fail without a key.
     pub fn requires_key(self) -> bool {
-        matches!(
-            self,
-            BackendKind::OpenAi
-                | BackendKind::OpenRouter
-                | BackendKind::Zai
-                | BackendKind::Anthropic
-                | BackendKind::ZaiCodingPlan
-                | BackendKind::Gemini
-        )
+        self.provider().requires_key
     }
 
     fn names() -> String {
-        Self::ALL.map(Self::name).join(", ")
+        Self::all().map(Self::name).collect::<Vec<_>>().join(", ")
     }
 }
 
-/// Back-ends that exist without configuration, each of the kind of its name.
-pub const BUILTIN_BACKENDS: [&str; 7] = [
-    "openai",
-    "openrouter",
-    "zai",
-    "anthropic",
-    "zai-coding-plan",
-    "gemini",
-    "mock",
-];
+/// Whether `id` is one of the back-ends that exist without configuration.
+pub fn is_builtin_backend(id: &str) -> bool {
+    providers::builtin().any(|builtin| builtin == id)
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Timeouts {
@@ -219,9 +162,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub shutdown_timeout: Duration,
     /// Host, Origin and per-address checks of every request.
-    pub web: crate::frontend::web_safety::WebSafetySettings,
+    pub web: proxy::WebSafetySettings,
     /// Connection timeouts and caps of the listeners.
-    pub connections: crate::server::ConnectionLimits,
+    pub connections: proxy::ConnectionLimits,
     pub default_backend: String,
     pub auth: AuthConfig,
     pub log_level: String,
@@ -416,7 +359,7 @@ impl ConfigLoader {
                 }
             })?
         };
-        for id in BUILTIN_BACKENDS {
+        for id in providers::builtin() {
             raw.backends.entry(id.to_owned()).or_default();
         }
         let config = validate(&raw, &layered, &mut problems, &mut notes);
@@ -465,8 +408,8 @@ fn validate_web_safety(
     proxy: &raw::RawProxy,
     layered: &Layered,
     problems: &mut Vec<String>,
-) -> crate::frontend::web_safety::WebSafetySettings {
-    use crate::frontend::web_safety::{HostRule, WebSafetySettings, parse_allowed_origin};
+) -> proxy::WebSafetySettings {
+    use proxy::{HostRule, WebSafetySettings, parse_allowed_origin};
     let mut web = WebSafetySettings {
         max_requests_per_ip: usize::try_from(proxy.max_concurrent_requests_per_ip)
             .ok()
@@ -507,7 +450,7 @@ fn validate_connections(
     proxy: &raw::RawProxy,
     layered: &Layered,
     problems: &mut Vec<String>,
-) -> crate::server::ConnectionLimits {
+) -> proxy::ConnectionLimits {
     let mut seconds = |key: &str, value: f64| {
         if value.is_finite() && value > 0.0 && value <= 86_400.0 {
             Duration::from_secs_f64(value)
@@ -521,7 +464,7 @@ fn validate_connections(
             Duration::from_secs(10)
         }
     };
-    crate::server::ConnectionLimits {
+    proxy::ConnectionLimits {
         header_read_timeout: seconds(
             "header_read_timeout_seconds",
             proxy.header_read_timeout_seconds,
@@ -1089,11 +1032,7 @@ fn validate_backend(
     );
     let api = match raw.api.as_deref() {
         None | Some("chat") => OpenAiApi::Chat,
-        Some("responses")
-            if matches!(kind, BackendKind::OpenAi | BackendKind::OpenAiCompatible) =>
-        {
-            OpenAiApi::Responses
-        }
+        Some("responses") if kind.provider().responses_api => OpenAiApi::Responses,
         Some("responses") => {
             problems.push(bad(
                 layered,
@@ -1197,9 +1136,10 @@ mod tests {
         assert_eq!(config.port, 8000);
         assert_eq!(config.default_backend, "openai");
         assert_eq!(config.max_body_bytes, 32 * 1024 * 1024);
-        for id in BUILTIN_BACKENDS {
+        for id in providers::builtin() {
             assert!(config.backends.contains_key(id), "{id}");
         }
+        assert_eq!(providers::builtin().count(), 7);
         assert_eq!(config.auth.brute_force.max_failed_attempts, 5);
         assert_eq!(
             config.auth.brute_force.initial_block,

@@ -1,0 +1,175 @@
+//! One descriptor per back-end kind: its name in the config, the wire it speaks, its
+//! provider's API root and key variable, whether it needs a key, whether a back-end of that
+//! kind exists without configuration, and the headers that identify llmux to it. Adding a
+//! provider that speaks a wire llmux already has is one entry here.
+
+use crate::config::{BackendConfig, BackendKind};
+use crate::model::Protocol;
+
+/// What llmux knows about a kind of back-end.
+pub struct Provider {
+    pub kind: BackendKind,
+    /// `type = "..."` in a `[backends.ID]` table.
+    pub name: &'static str,
+    /// The protocol it speaks (`None`: the mock, which answers in process).
+    pub wire: Option<Protocol>,
+    /// The provider's API root, when the kind has a fixed provider.
+    pub default_base_url: Option<&'static str>,
+    /// The environment variable its key is read from by default.
+    pub key_env: Option<&'static str>,
+    /// Requests fail without a key.
+    pub requires_key: bool,
+    /// It may speak the OpenAI Responses API instead of chat completions (`api = "responses"`).
+    pub responses_api: bool,
+    /// A back-end with this kind's name exists without configuration.
+    pub builtin: bool,
+    /// Headers that identify the app to the provider, on every request.
+    pub identity: fn(&BackendConfig) -> Vec<(&'static str, String)>,
+}
+
+fn no_identity(_: &BackendConfig) -> Vec<(&'static str, String)> {
+    Vec::new()
+}
+
+/// Every kind, in the order the settings page offers them.
+pub static PROVIDERS: [Provider; 9] = [
+    Provider {
+        kind: BackendKind::OpenAi,
+        name: "openai",
+        wire: Some(Protocol::OpenAiChat),
+        default_base_url: Some("https://api.openai.com/v1"),
+        key_env: Some("OPENAI_API_KEY"),
+        requires_key: true,
+        responses_api: true,
+        builtin: true,
+        identity: no_identity,
+    },
+    Provider {
+        kind: BackendKind::OpenRouter,
+        name: "openrouter",
+        wire: Some(Protocol::OpenAiChat),
+        default_base_url: Some("https://openrouter.ai/api/v1"),
+        key_env: Some("OPENROUTER_API_KEY"),
+        requires_key: true,
+        responses_api: false,
+        builtin: true,
+        identity: super::openrouter::identity_headers,
+    },
+    Provider {
+        kind: BackendKind::Zai,
+        name: "zai",
+        wire: Some(Protocol::OpenAiChat),
+        // The seed's default; international accounts use https://api.z.ai/api/paas/v4.
+        default_base_url: Some("https://open.bigmodel.cn/api/paas/v4"),
+        key_env: Some("ZAI_API_KEY"),
+        requires_key: true,
+        responses_api: false,
+        builtin: true,
+        identity: no_identity,
+    },
+    Provider {
+        kind: BackendKind::OpenAiCompatible,
+        name: "openai-compatible",
+        wire: Some(Protocol::OpenAiChat),
+        default_base_url: None,
+        key_env: None,
+        requires_key: false,
+        responses_api: true,
+        builtin: false,
+        identity: no_identity,
+    },
+    Provider {
+        kind: BackendKind::Anthropic,
+        name: "anthropic",
+        wire: Some(Protocol::Anthropic),
+        // Anthropic-protocol bases are host roots, as in the Anthropic SDKs: llmux appends
+        // /v1/messages.
+        default_base_url: Some("https://api.anthropic.com"),
+        key_env: Some("ANTHROPIC_API_KEY"),
+        requires_key: true,
+        responses_api: false,
+        builtin: true,
+        identity: no_identity,
+    },
+    Provider {
+        kind: BackendKind::AnthropicCompatible,
+        name: "anthropic-compatible",
+        wire: Some(Protocol::Anthropic),
+        default_base_url: None,
+        key_env: None,
+        requires_key: false,
+        responses_api: false,
+        builtin: false,
+        identity: no_identity,
+    },
+    Provider {
+        kind: BackendKind::ZaiCodingPlan,
+        name: "zai-coding-plan",
+        wire: Some(Protocol::Anthropic),
+        default_base_url: Some("https://api.z.ai/api/anthropic"),
+        key_env: Some("ZAI_API_KEY"),
+        requires_key: true,
+        responses_api: false,
+        builtin: true,
+        identity: no_identity,
+    },
+    Provider {
+        kind: BackendKind::Gemini,
+        name: "gemini",
+        wire: Some(Protocol::Gemini),
+        // The google-genai convention: the host root; llmux appends /v1beta/models/...
+        default_base_url: Some("https://generativelanguage.googleapis.com"),
+        key_env: Some("GEMINI_API_KEY"),
+        requires_key: true,
+        responses_api: false,
+        builtin: true,
+        identity: no_identity,
+    },
+    Provider {
+        kind: BackendKind::Mock,
+        name: "mock",
+        wire: None,
+        default_base_url: None,
+        key_env: None,
+        requires_key: false,
+        responses_api: false,
+        builtin: true,
+        identity: no_identity,
+    },
+];
+
+/// The descriptor of `kind`.
+pub fn of(kind: BackendKind) -> &'static Provider {
+    PROVIDERS
+        .iter()
+        .find(|p| p.kind == kind)
+        .unwrap_or(&PROVIDERS[PROVIDERS.len() - 1])
+}
+
+/// The back-ends that exist without configuration, each named after its kind.
+pub fn builtin() -> impl Iterator<Item = &'static str> {
+    PROVIDERS.iter().filter(|p| p.builtin).map(|p| p.name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_one_descriptor_and_names_are_unique() {
+        for provider in &PROVIDERS {
+            assert!(
+                std::ptr::eq(of(provider.kind), provider),
+                "{}",
+                provider.name
+            );
+            let same_name = PROVIDERS.iter().filter(|p| p.name == provider.name).count();
+            assert_eq!(same_name, 1, "{}", provider.name);
+            assert!(
+                !provider.requires_key || provider.key_env.is_some(),
+                "{} needs a key but names no variable",
+                provider.name
+            );
+        }
+    }
+}
