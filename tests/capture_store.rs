@@ -425,3 +425,83 @@ async fn a_stream_the_client_abandons_is_recorded_as_such() {
         tokenizer.count_ordinary(answer) as u64
     );
 }
+
+/// One request with one function tool, in `frontend`'s wire (path, body), streamed or not.
+fn tool_request(frontend: &str, stream: bool) -> (String, Value) {
+    let schema = json!({"type": "object", "properties": {"path": {"type": "string"}}});
+    let user = "read the file";
+    match frontend {
+        "anthropic" => (
+            "/v1/messages".into(),
+            json!({"model": "mock:mock-model", "max_tokens": 64, "stream": stream,
+                "tools": [{"name": "read_file", "input_schema": schema}],
+                "messages": [{"role": "user", "content": user}]}),
+        ),
+        "openai_responses" => (
+            "/v1/responses".into(),
+            json!({"model": "mock:mock-model", "stream": stream, "input": user,
+                "tools": [{"type": "function", "name": "read_file", "parameters": schema}]}),
+        ),
+        "gemini" => {
+            // Gemini's default stream is one JSON array, which the inspector used to be
+            // unable to read back.
+            let method = if stream {
+                "streamGenerateContent"
+            } else {
+                "generateContent"
+            };
+            (
+                format!("/v1beta/models/mock:mock-model:{method}"),
+                json!({"contents": [{"role": "user", "parts": [{"text": user}]}],
+                    "tools": [{"functionDeclarations": [{"name": "read_file",
+                        "parameters": schema}]}]}),
+            )
+        }
+        _ => (
+            "/v1/chat/completions".into(),
+            json!({"model": "mock:mock-model", "stream": stream,
+                "tools": [{"type": "function", "function": {"name": "read_file",
+                    "parameters": schema}}],
+                "messages": [{"role": "user", "content": user}]}),
+        ),
+    }
+}
+
+#[tokio::test]
+async fn the_answers_tool_calls_are_recorded_whatever_the_client_protocol() {
+    let dir = tempfile::tempdir().unwrap();
+    let llmux = store_run(Mode::Normal, &dir).await;
+    for frontend in ["openai_chat", "openai_responses", "anthropic", "gemini"] {
+        for stream in [false, true] {
+            let (path, body) = tool_request(frontend, stream);
+            let response = client()
+                .post(llmux.url(&path))
+                .bearer_auth(PROXY_KEY)
+                .header("x-api-key", PROXY_KEY)
+                .header("x-session-id", format!("tools-{frontend}-{stream}"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200, "{frontend} stream={stream}");
+            response.text().await.unwrap();
+        }
+    }
+    flush(&llmux);
+    let (status, listed) = admin(&llmux, "/admin/api/requests?limit=20").await;
+    assert_eq!(status, 200);
+    let rows = listed["data"].as_array().unwrap();
+    assert_eq!(rows.len(), 8, "{listed}");
+    for row in rows {
+        let id = row["id"].as_str().unwrap();
+        let (_, full) = admin(&llmux, &format!("/admin/api/requests/{id}")).await;
+        let calls = full["tool_calls"].as_array().unwrap();
+        let what = format!("{} stream={}", full["frontend"], full["stream"]);
+        assert_eq!(calls.len(), 1, "{what}: {full}");
+        assert_eq!(calls[0]["name"], "read_file", "{what}");
+        assert_eq!(
+            calls[0]["arguments"], "{}",
+            "{what}: the mock calls with {{}}"
+        );
+    }
+}

@@ -530,6 +530,7 @@ mod typescript {
         let cfg = Config::new().with_large_int("number");
         let decls = [
             RequestRow::decl(&cfg),
+            crate::capture::store::CapturedToolCall::decl(&cfg),
             ListParams::decl(&cfg),
             BackendStats::decl(&cfg),
             Stats::decl(&cfg),

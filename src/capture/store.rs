@@ -24,7 +24,7 @@ const QUEUE: usize = 4096;
 /// How long the writer lets rows gather before taking them, at most.
 const WRITER_TICK: Duration = Duration::from_millis(10);
 /// The schema this code writes.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// Everything captured about one request.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -70,6 +70,17 @@ pub struct RequestRow {
     /// The user's text (for search) and the answer's text.
     pub prompt_text: String,
     pub response_text: String,
+    /// The tool calls of the answer as the client got it, whatever its protocol.
+    pub tool_calls: Vec<CapturedToolCall>,
+}
+
+/// One tool call of a captured answer.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct CapturedToolCall {
+    pub name: String,
+    /// The arguments as the model wrote them (JSON text, unless the model erred).
+    pub arguments: String,
 }
 
 /// A search over stored requests.
@@ -228,6 +239,16 @@ fn migrate_from(connection: &Connection, version: i64) -> rusqlite::Result<()> {
             "BEGIN;
              ALTER TABLE requests ADD COLUMN upstream_headers TEXT NOT NULL DEFAULT '';
              PRAGMA user_version = 3;
+             COMMIT;",
+        )?;
+    }
+    if version < 4 {
+        // Version 4: the answer's tool calls (JSON), so the inspector need not decode the
+        // four client protocols again. Older rows have none recorded.
+        connection.execute_batch(
+            "BEGIN;
+             ALTER TABLE requests ADD COLUMN tool_calls TEXT NOT NULL DEFAULT '';
+             PRAGMA user_version = 4;
              COMMIT;",
         )?;
     }
@@ -534,7 +555,7 @@ const SUMMARY_COLUMNS: &str = "id, started_at, session_id, client_host, user_age
     upstream_ms, input_tokens, output_tokens, error, prompt_text, response_text, \
     tokens_estimated";
 const BODY_COLUMNS: &str = "client_request, upstream_request, upstream_response, \
-    client_response, client_headers, upstream_headers";
+    client_response, client_headers, upstream_headers, tool_calls";
 
 fn summary_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<RequestRow> {
     Ok(RequestRow {
@@ -573,8 +594,14 @@ fn full_row_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<RequestRow> {
         client_response: unpacked(row, bodies + 3)?,
         client_headers: row.get(bodies + 4)?,
         upstream_headers: row.get(bodies + 5)?,
+        tool_calls: tool_calls_of(&row.get::<_, String>(bodies + 6)?),
         ..summary_of(row)?
     })
+}
+
+/// The stored tool calls; none for rows recorded before they were (or unreadable ones).
+fn tool_calls_of(text: &str) -> Vec<CapturedToolCall> {
+    serde_json::from_str(text).unwrap_or_default()
 }
 
 /// Bodies shorter than this are stored as TEXT: compressing them saves next to nothing.
@@ -792,6 +819,17 @@ fn redact_row(redactor: &Redactor, row: &mut RequestRow) {
     ] {
         redactor.redact_in_place(field);
     }
+    for call in &mut row.tool_calls {
+        redactor.redact_in_place(&mut call.arguments);
+    }
+}
+
+/// The tool calls as stored: JSON, or nothing when there are none.
+fn stored_tool_calls(calls: &[CapturedToolCall]) -> String {
+    if calls.is_empty() {
+        return String::new();
+    }
+    serde_json::to_string(calls).unwrap_or_default()
 }
 
 fn commit(connection: &mut Connection, batch: &mut Vec<RequestRow>, packer: &mut Packer) {
@@ -807,9 +845,9 @@ fn commit(connection: &mut Connection, batch: &mut Vec<RequestRow>, packer: &mut
                     latency_ms, input_tokens, output_tokens, error, client_request,
                     upstream_request, upstream_response, prompt_text, response_text, ttfb_ms,
                     upstream_ms, client_response, tokens_estimated, client_headers,
-                    upstream_headers)
+                    upstream_headers, tool_calls)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                         ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)",
+                         ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)",
             )?;
             let mut fts = tx.prepare_cached(
                 "INSERT INTO requests_fts (rowid, prompt_text, response_text) VALUES (?1, ?2, ?3)",
@@ -843,6 +881,7 @@ fn commit(connection: &mut Connection, batch: &mut Vec<RequestRow>, packer: &mut
                     row.tokens_estimated,
                     row.client_headers,
                     row.upstream_headers,
+                    stored_tool_calls(&row.tool_calls),
                 ])?;
                 fts.execute(params![
                     tx.last_insert_rowid(),

@@ -78,6 +78,11 @@ impl Stage for CaptureRow {
             }
             row.error = error;
             row.response_text = outcome.answer_text.clone().unwrap_or_default();
+            row.tool_calls = outcome
+                .tool_calls
+                .iter()
+                .map(|(_, call)| call.clone())
+                .collect();
         });
     }
 }

@@ -4,6 +4,7 @@
 
 use super::{Pipeline, RequestContext};
 use crate::Error;
+use crate::capture::store::CapturedToolCall;
 use crate::model::{Event, Usage};
 
 /// How the request ended.
@@ -35,6 +36,8 @@ pub struct Outcome {
     pub usage: Option<Usage>,
     /// The answer's text, kept only when the request has a capture row to hold it.
     pub answer_text: Option<String>,
+    /// The answer's tool calls, with their `index`, kept as `answer_text` is.
+    pub tool_calls: Vec<(u32, CapturedToolCall)>,
     /// Milliseconds from arrival to the answer's first event.
     pub ttfb_ms: Option<f64>,
     /// Milliseconds from arrival to the end.
@@ -60,6 +63,7 @@ impl Completion {
                 error: None,
                 usage: None,
                 answer_text: ctx.recorder.as_ref().map(|_| String::new()),
+                tool_calls: Vec::new(),
                 ttfb_ms: None,
                 latency_ms: 0.0,
             },
@@ -78,6 +82,18 @@ impl Completion {
             Event::TextDelta(text) | Event::RefusalDelta(text) => {
                 if let Some(answer) = &mut outcome.answer_text {
                     answer.push_str(text);
+                }
+            }
+            Event::ToolCallStart { index, name, .. } if outcome.answer_text.is_some() => {
+                let call = CapturedToolCall {
+                    name: name.clone(),
+                    arguments: String::new(),
+                };
+                outcome.tool_calls.push((*index, call));
+            }
+            Event::ToolCallArgsDelta { index, arguments } => {
+                if let Some((_, call)) = outcome.tool_calls.iter_mut().find(|(i, _)| i == index) {
+                    call.arguments.push_str(arguments);
                 }
             }
             Event::Error(err) => self.failed(err),

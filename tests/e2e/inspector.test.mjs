@@ -187,3 +187,24 @@ test("the usage page charts requests, tokens and latency and totals per back-end
   await shot("usage");
   assert.deepEqual(pageErrors, []);
 });
+
+test("the tool calls of a Gemini stream show in its answer", async () => {
+  // Gemini's default stream is one JSON array; the answer comes from what llmux recorded.
+  const response = await fetch(`${llmux.url}/v1beta/models/mock:mock-model:streamGenerateContent`, {
+    method: "POST",
+    headers: { "content-type": "application/json", "user-agent": "inspector-e2e" },
+    body: JSON.stringify({
+      contents: [{ role: "user", parts: [{ text: "Look at the gecko file" }] }],
+      tools: [{ functionDeclarations: [{ name: "read_file", parameters: { type: "object" } }] }],
+    }),
+  });
+  assert.equal(response.status, 200, await response.text());
+  await page.goto(`${llmux.url}/ui/`);
+  await search("gecko", 1);
+  await rows().first().click();
+  await page.getByRole("tab", { name: "overview" }).click();
+  const answer = page.getByTestId("answer");
+  await answer.locator(".tool-call .tool-name", { hasText: "read_file" }).waitFor(WAIT);
+  assert.equal(await answer.locator(".tool-call").count(), 1);
+  await shot("tool-call");
+});

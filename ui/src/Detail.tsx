@@ -1,6 +1,5 @@
 import { useEffect, useMemo, useState } from "react";
 import { api } from "./api";
-import { toolCalls } from "./answer";
 import { diffSize, requestDiff } from "./diff";
 import { formatMs, formatTime, parseFrames, prettyJson, statusClass } from "./format";
 import type { Replayed, RequestRow, ServerInfo } from "./types";
@@ -38,11 +37,9 @@ function Timing({ row }: { row: RequestRow }) {
   );
 }
 
+/** The answer as llmux recorded it: its text and tool calls, whatever the client's protocol. */
 function Answer({ row }: { row: RequestRow }) {
-  const calls = useMemo(
-    () => toolCalls(row.frontend, row.client_response, row.stream),
-    [row.frontend, row.client_response, row.stream],
-  );
+  const calls = row.tool_calls;
   return (
     <div className="answer" data-testid="answer">
       {row.error && <div className="error-banner">{row.error}</div>}

@@ -47,7 +47,17 @@ client_response: string,
 /**
  * The user's text (for search) and the answer's text.
  */
-prompt_text: string, response_text: string, };
+prompt_text: string, response_text: string, 
+/**
+ * The tool calls of the answer as the client got it, whatever its protocol.
+ */
+tool_calls: Array<CapturedToolCall>, };
+
+export type CapturedToolCall = { name: string, 
+/**
+ * The arguments as the model wrote them (JSON text, unless the model erred).
+ */
+arguments: string, };
 
 export type ListParams = { 
 /**
