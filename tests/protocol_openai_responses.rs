@@ -44,7 +44,7 @@ use serde_json::{Value, json};
 mod fixtures;
 #[path = "support/json_diff.rs"]
 mod json_diff;
-use fixtures::{case_dirs, fixtures_dir, read_json, read_text};
+use fixtures::{check_cases, fixtures_dir, read_json, read_text};
 use json_diff::diff;
 
 fn bless() -> bool {
@@ -725,38 +725,26 @@ fn chat_to_responses_case(case: &Path) -> Result<usize, String> {
     Ok(checked)
 }
 
-fn walk(dir: &str, min_cases: usize, check: fn(&Path) -> Result<usize, String>) {
-    let cases = case_dirs(dir);
-    assert!(
-        cases.len() >= min_cases || bless(),
-        "expected at least {min_cases} cases under {}",
-        fixtures_dir(dir).display()
-    );
-    let mut failures = Vec::new();
-    for case in &cases {
-        let name = case.file_name().unwrap().to_string_lossy().into_owned();
-        match check(case) {
-            Ok(0) => failures.push(format!("=== case `{name}` ===\nholds nothing to check")),
-            Ok(_) => {}
-            Err(e) => failures.push(format!("=== case `{name}` ===\n{e}")),
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} fixture failure(s):\n\n{}",
-        failures.len(),
-        failures.join("\n\n")
-    );
-}
-
 #[test]
 fn responses_client_cases() {
-    walk("openai_responses", 10, responses_case);
+    check_cases(
+        "openai_responses",
+        10,
+        &[("all", |case| {
+            responses_case(case).map(|checked| checked > 0)
+        })],
+    );
 }
 
 #[test]
 fn chat_client_to_responses_backend_cases() {
-    walk("openai_chat_to_responses", 5, chat_to_responses_case);
+    check_cases(
+        "openai_chat_to_responses",
+        5,
+        &[("all", |case| {
+            chat_to_responses_case(case).map(|checked| checked > 0)
+        })],
+    );
 }
 
 // ---------------------------------------------------------------------------------------
