@@ -15,8 +15,8 @@ use crate::config::Config;
 use crate::credentials::SecretSource;
 use crate::model::{Event, Request};
 use crate::pipeline::{
-    Completion, EventFilter, Flow, Pipeline, RequestContext, Shared, Upstream, apply_filters,
-    end_filters,
+    AfterResponse, Completion, EventFilter, Flow, Pipeline, RequestContext, Shared, Upstream,
+    apply_filters, end_filters,
 };
 use crate::router::Router;
 use crate::state::MemoryStore;
@@ -310,51 +310,108 @@ impl Engine {
 }
 
 /// Phase 5 and the end: the events through the response filters, each event the client
-/// gets noted in `completion`, which completes at the end or at an error event (before that
-/// event goes out: a caller that stops reading at an error never polls the end).
+/// gets noted in the request's [`Completion`], which completes at the end or at an error
+/// event (before that event goes out: a caller that stops reading at an error never polls
+/// the end). A plain `Stream` rather than a generator: it sits on every event of every
+/// answer, and with no filters it only notes and passes each event on.
+struct Answer {
+    events: EventStream,
+    filters: Vec<Box<dyn EventFilter>>,
+    /// Events the filters produced, not yet given out.
+    pending: std::collections::VecDeque<Event>,
+    /// The filters' work after the end (`EventFilter::after`), awaited before the tail.
+    after: Option<AfterResponse>,
+    /// What the filters appended at the end, given out once `after` is done.
+    tail: Vec<Event>,
+    ended: bool,
+    completion: Option<Completion>,
+}
+
 fn answer(
     events: EventStream,
-    mut filters: Vec<Box<dyn EventFilter>>,
+    filters: Vec<Box<dyn EventFilter>>,
     completion: Completion,
 ) -> EventStream {
-    Box::pin(async_stream::stream! {
-        let mut events = events;
-        let mut completion = Some(completion);
-        let mut out = Vec::new();
-        while let Some(event) = events.next().await {
-            if filters.is_empty() {
-                note(&mut completion, &event);
-                yield event;
-                continue;
-            }
-            apply_filters(&mut filters, event, &mut out);
-            for event in out.drain(..) {
-                note(&mut completion, &event);
-                yield event;
-            }
-        }
-        end_filters(&mut filters, &mut out);
-        for after in filters.iter_mut().filter_map(|f| f.after()) {
-            after.await;
-        }
-        for event in out.drain(..) {
-            note(&mut completion, &event);
-            yield event;
-        }
-        if let Some(completion) = completion.take() {
-            completion.finish();
-        }
+    Box::pin(Answer {
+        events,
+        filters,
+        pending: std::collections::VecDeque::new(),
+        after: None,
+        tail: Vec::new(),
+        ended: false,
+        completion: Some(completion),
     })
 }
 
-/// Notes `event` in the completion; an error event completes the request.
-fn note(completion: &mut Option<Completion>, event: &Event) {
-    if let Some(current) = completion {
-        current.observe(event);
-        if matches!(event, Event::Error(_))
-            && let Some(done) = completion.take()
-        {
-            done.finish();
+impl Answer {
+    /// Notes `event`; an error event completes the request.
+    fn note(&mut self, event: &Event) {
+        if let Some(completion) = &mut self.completion {
+            completion.observe(event);
+            if matches!(event, Event::Error(_))
+                && let Some(done) = self.completion.take()
+            {
+                done.finish();
+            }
+        }
+    }
+
+    /// The upstream stream ended: the filters' last events, and their work after the end.
+    fn end(&mut self) {
+        self.ended = true;
+        end_filters(&mut self.filters, &mut self.tail);
+        let afters: Vec<AfterResponse> =
+            self.filters.iter_mut().filter_map(|f| f.after()).collect();
+        if !afters.is_empty() {
+            self.after = Some(Box::pin(async move {
+                for after in afters {
+                    after.await;
+                }
+            }));
+        }
+    }
+}
+
+impl futures::Stream for Answer {
+    type Item = Event;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Event>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        loop {
+            if let Some(event) = this.pending.pop_front() {
+                this.note(&event);
+                return Poll::Ready(Some(event));
+            }
+            if let Some(after) = &mut this.after {
+                futures::ready!(after.as_mut().poll(cx));
+                this.after = None;
+            }
+            if this.ended {
+                if !this.tail.is_empty() {
+                    this.pending.extend(this.tail.drain(..));
+                    continue;
+                }
+                if let Some(completion) = this.completion.take() {
+                    completion.finish();
+                }
+                return Poll::Ready(None);
+            }
+            match futures::ready!(this.events.poll_next_unpin(cx)) {
+                Some(event) if this.filters.is_empty() => {
+                    this.note(&event);
+                    return Poll::Ready(Some(event));
+                }
+                Some(event) => {
+                    let mut out = Vec::new();
+                    apply_filters(&mut this.filters, event, &mut out);
+                    this.pending.extend(out);
+                }
+                None => this.end(),
+            }
         }
     }
 }
