@@ -277,9 +277,14 @@ impl Engine {
                 },
             )
         });
-        Upstream::new(pipeline.stages(), ctx, &target, tap.as_ref())
-            .send(request)
-            .await
+        Upstream::new(
+            pipeline.around_upstream_stages(),
+            ctx,
+            &target,
+            tap.as_ref(),
+        )
+        .send(request)
+        .await
     }
 
     /// Every back-end's models, fetched concurrently; back-ends that cannot list are

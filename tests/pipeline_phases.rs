@@ -13,7 +13,8 @@ use llmux::backend::EventStream;
 use llmux::credentials::EnvSecrets;
 use llmux::model::{Event, Message, Part, Protocol, Request, Role};
 use llmux::pipeline::{
-    EventFilter, Flow, Outcome, Pipeline, RequestContext, Route, RouteSource, Stage, Upstream,
+    EventFilter, Flow, Outcome, Phases, Pipeline, RequestContext, Route, RouteSource, Stage,
+    Upstream,
 };
 use llmux::router::Target;
 use llmux::state::responses::ResponseStore;
@@ -31,6 +32,8 @@ struct Recorder {
     sends: usize,
     /// Choose this route in `on_route`.
     route: Option<&'static str>,
+    /// The phases it says it takes part in.
+    phases: Phases,
 }
 
 impl Recorder {
@@ -41,6 +44,7 @@ impl Recorder {
             answer_locally: false,
             sends: 1,
             route: None,
+            phases: Phases::ALL,
         }
     }
 
@@ -68,6 +72,10 @@ impl EventFilter for Tag {
 impl Stage for Recorder {
     fn name(&self) -> &'static str {
         self.name
+    }
+
+    fn phases(&self) -> Phases {
+        self.phases
     }
 
     async fn on_request(
@@ -327,6 +335,23 @@ async fn a_client_leaving_mid_answer_completes_the_request_once_as_client_discon
     let log = taken(&log);
     let completions: Vec<&String> = log.iter().filter(|l| l.contains("on_complete")).collect();
     assert_eq!(completions, ["a.on_complete(client disconnected, 200)"]);
+}
+
+#[tokio::test]
+async fn a_stage_is_called_only_in_the_phases_it_declares() {
+    let log = Log::default();
+    let mut quiet = Recorder::new("a", &log);
+    quiet.phases = Phases::ON_ROUTE | Phases::ON_COMPLETE;
+    let stages: Vec<Arc<dyn Stage>> = vec![Arc::new(quiet), Arc::new(Recorder::new("b", &log))];
+    let engine = engine(stages, 1, 0);
+    let mut ctx = RequestContext::new(Protocol::OpenAiChat);
+    let events = engine.respond(&mut ctx, request("m1")).await.unwrap();
+    assert_eq!(text_of(events).await, "one two three four<b");
+    let a: Vec<String> = taken(&log)
+        .into_iter()
+        .filter(|line| line.starts_with("a."))
+        .collect();
+    assert_eq!(a, ["a.on_route(Client)", "a.on_complete(done, 200)"]);
 }
 
 #[test]

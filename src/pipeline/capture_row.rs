@@ -5,7 +5,7 @@
 
 use async_trait::async_trait;
 
-use super::{Flow, Outcome, Reads, RequestContext, Stage};
+use super::{Flow, Outcome, Phases, Reads, RequestContext, Stage};
 use crate::Error;
 use crate::model::Request;
 
@@ -19,6 +19,10 @@ impl Stage for CaptureRow {
 
     fn reads(&self) -> Reads {
         Reads::MESSAGES
+    }
+
+    fn phases(&self) -> Phases {
+        Phases::ON_REQUEST | Phases::ON_COMPLETE
     }
 
     async fn on_request(

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use regex::Regex;
 
-use super::{Flow, Reads, RequestContext, Stage};
+use super::{Flow, Phases, Reads, RequestContext, Stage};
 use crate::Error;
 use crate::model::{
     Event, Extensions, FinishReason, Part, Reasoning, ReasoningEffort, Request, Role,
@@ -458,6 +458,10 @@ impl Stage for Commands {
 
     fn reads(&self) -> Reads {
         Reads::MESSAGES
+    }
+
+    fn phases(&self) -> Phases {
+        Phases::ON_REQUEST
     }
 
     async fn on_request(

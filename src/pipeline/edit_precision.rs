@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 
-use super::{Flow, Reads, RequestContext, Stage};
+use super::{Flow, Phases, Reads, RequestContext, Stage};
 use crate::Error;
 use crate::model::{Part, Request, Role};
 
@@ -108,6 +108,10 @@ impl Stage for EditPrecision {
 
     fn reads(&self) -> Reads {
         Reads::MESSAGES
+    }
+
+    fn phases(&self) -> Phases {
+        Phases::ON_REQUEST
     }
 
     async fn on_request(

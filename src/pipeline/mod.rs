@@ -170,6 +170,34 @@ impl Reads {
     }
 }
 
+/// The phases a stage takes part in. The pipeline calls a stage only in the phases it
+/// declares, so a request does not pay for phases a stage leaves at their default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Phases(u8);
+
+impl Phases {
+    pub const ON_REQUEST: Phases = Phases(1);
+    pub const ON_ROUTE: Phases = Phases(1 << 1);
+    pub const UPSTREAM_REQUEST: Phases = Phases(1 << 2);
+    pub const AROUND_UPSTREAM: Phases = Phases(1 << 3);
+    pub const RESPONSE_FILTER: Phases = Phases(1 << 4);
+    pub const ON_ERROR: Phases = Phases(1 << 5);
+    pub const ON_COMPLETE: Phases = Phases(1 << 6);
+    pub const ALL: Phases = Phases(0x7f);
+
+    pub const fn contains(self, other: Phases) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
+impl std::ops::BitOr for Phases {
+    type Output = Phases;
+
+    fn bitor(self, other: Phases) -> Phases {
+        Phases(self.0 | other.0)
+    }
+}
+
 /// One feature's part in the request path. Every phase has a default that does nothing,
 /// so a stage implements only the phases it needs.
 #[async_trait]
@@ -179,6 +207,13 @@ pub trait Stage: Send + Sync {
     /// What this stage reads; a stage that does not say is taken to read everything.
     fn reads(&self) -> Reads {
         Reads::ALL
+    }
+
+    /// The phases this stage implements; a stage that does not say is called in all of
+    /// them. Say it: a phase left out is never called, one put in costs every request a
+    /// call.
+    fn phases(&self) -> Phases {
+        Phases::ALL
     }
 
     /// Phase 1, before anything is decided: may change the request, or answer it locally
@@ -257,6 +292,40 @@ pub struct Shared {
 #[derive(Clone, Default)]
 pub struct Pipeline {
     stages: Arc<[Arc<dyn Stage>]>,
+    by_phase: Arc<ByPhase>,
+}
+
+/// The stages of each phase, in list order.
+#[derive(Default)]
+struct ByPhase {
+    on_request: Vec<Arc<dyn Stage>>,
+    on_route: Vec<Arc<dyn Stage>>,
+    upstream_request: Vec<Arc<dyn Stage>>,
+    around_upstream: Vec<Arc<dyn Stage>>,
+    response_filter: Vec<Arc<dyn Stage>>,
+    on_error: Vec<Arc<dyn Stage>>,
+    on_complete: Vec<Arc<dyn Stage>>,
+}
+
+impl ByPhase {
+    fn of(stages: &[Arc<dyn Stage>]) -> Self {
+        let taking = |phase: Phases| -> Vec<Arc<dyn Stage>> {
+            stages
+                .iter()
+                .filter(|s| s.phases().contains(phase))
+                .cloned()
+                .collect()
+        };
+        Self {
+            on_request: taking(Phases::ON_REQUEST),
+            on_route: taking(Phases::ON_ROUTE),
+            upstream_request: taking(Phases::UPSTREAM_REQUEST),
+            around_upstream: taking(Phases::AROUND_UPSTREAM),
+            response_filter: taking(Phases::RESPONSE_FILTER),
+            on_error: taking(Phases::ON_ERROR),
+            on_complete: taking(Phases::ON_COMPLETE),
+        }
+    }
 }
 
 impl Pipeline {
@@ -315,12 +384,18 @@ impl Pipeline {
     /// A pipeline of the given stages (tests and embedders).
     pub fn with_stages(stages: Vec<Arc<dyn Stage>>) -> Self {
         Self {
+            by_phase: Arc::new(ByPhase::of(&stages)),
             stages: stages.into(),
         }
     }
 
     pub fn stages(&self) -> &[Arc<dyn Stage>] {
         &self.stages
+    }
+
+    /// The stages that wrap the back-end call, outermost first.
+    pub fn around_upstream_stages(&self) -> &[Arc<dyn Stage>] {
+        &self.by_phase.around_upstream
     }
 
     pub fn names(&self) -> Vec<&'static str> {
@@ -340,7 +415,7 @@ impl Pipeline {
         ctx: &mut RequestContext,
         request: &mut Request,
     ) -> Result<Flow, Error> {
-        for stage in self.stages.iter() {
+        for stage in &self.by_phase.on_request {
             if let Flow::Respond(events) = stage.on_request(ctx, request).await? {
                 return Ok(Flow::Respond(events));
             }
@@ -356,7 +431,7 @@ impl Pipeline {
         router: &crate::router::Router,
     ) -> Result<Target, Error> {
         let mut route = Route::new(router);
-        for stage in self.stages.iter() {
+        for stage in &self.by_phase.on_route {
             stage.on_route(ctx, request, &mut route).await?;
         }
         route.into_target(&request.model)
@@ -369,7 +444,7 @@ impl Pipeline {
         target: &Target,
         request: &mut Request,
     ) -> Result<(), Error> {
-        for stage in self.stages.iter() {
+        for stage in &self.by_phase.upstream_request {
             stage.upstream_request(ctx, target, request).await?;
         }
         Ok(())
@@ -381,7 +456,8 @@ impl Pipeline {
         ctx: &RequestContext,
         request: &Request,
     ) -> Vec<Box<dyn EventFilter>> {
-        self.stages
+        self.by_phase
+            .response_filter
             .iter()
             .rev()
             .filter_map(|s| s.response_filter(ctx, request))
@@ -390,14 +466,14 @@ impl Pipeline {
 
     /// Phase 6.
     pub fn on_error(&self, ctx: &RequestContext, err: &Error) {
-        for stage in self.stages.iter().rev() {
+        for stage in self.by_phase.on_error.iter().rev() {
             stage.on_error(ctx, err);
         }
     }
 
     /// Phase 7.
     pub fn on_complete(&self, ctx: &RequestContext, outcome: &Outcome) {
-        for stage in self.stages.iter().rev() {
+        for stage in self.by_phase.on_complete.iter().rev() {
             stage.on_complete(ctx, outcome);
         }
     }

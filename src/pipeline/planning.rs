@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::{AfterResponse, EventFilter, Reads, RequestContext, Route, RouteSource, Stage};
+use super::{AfterResponse, EventFilter, Phases, Reads, RequestContext, Route, RouteSource, Stage};
 use crate::Error;
 use crate::model::{Event, Reasoning, ReasoningEffort, Request};
 use crate::state::{Session, StateStore};
@@ -97,6 +97,10 @@ impl Stage for Planning {
 
     fn reads(&self) -> Reads {
         Reads::EVENTS
+    }
+
+    fn phases(&self) -> Phases {
+        Phases::ON_ROUTE | Phases::RESPONSE_FILTER
     }
 
     async fn on_route(

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use regex::Regex;
 use serde::Deserialize;
 
-use super::{Reads, RequestContext, Stage};
+use super::{Phases, Reads, RequestContext, Stage};
 use crate::Error;
 use crate::model::{Part, Reasoning, ReasoningEffort, Request, Role};
 use crate::router::Target;
@@ -118,6 +118,10 @@ impl Stage for ReasoningModes {
 
     fn reads(&self) -> Reads {
         Reads::MESSAGES
+    }
+
+    fn phases(&self) -> Phases {
+        Phases::UPSTREAM_REQUEST
     }
 
     /// The session's reasoning alias, as the model the request goes to defines it. A

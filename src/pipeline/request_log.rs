@@ -1,7 +1,7 @@
 //! The one log line of every request (target `llmux`, level info), written when it ends
 //! however it ends: who asked, where it went, how long it took, the tokens and the error.
 
-use super::{Outcome, Reads, RequestContext, Stage};
+use super::{Outcome, Phases, Reads, RequestContext, Stage};
 
 pub struct RequestLogLine;
 
@@ -12,6 +12,10 @@ impl Stage for RequestLogLine {
 
     fn reads(&self) -> Reads {
         Reads::NOTHING
+    }
+
+    fn phases(&self) -> Phases {
+        Phases::ON_COMPLETE
     }
 
     fn on_complete(&self, ctx: &RequestContext, outcome: &Outcome) {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::{EventFilter, Flow, Reads, RequestContext, Stage};
+use super::{EventFilter, Flow, Phases, Reads, RequestContext, Stage};
 use crate::Error;
 use crate::model::{Event, Message, Part, Protocol, Request, ResponseBuilder, Role};
 use crate::state::responses::{ResponseStore, StoredResponse};
@@ -65,6 +65,10 @@ impl Stage for ResponsesStore {
 
     fn reads(&self) -> Reads {
         Reads::ALL
+    }
+
+    fn phases(&self) -> Phases {
+        Phases::ON_REQUEST | Phases::RESPONSE_FILTER
     }
 
     async fn on_request(

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 
 use super::model_aliases::{AliasRule, rewrite};
 pub use super::route::RouteSource;
-use super::{Flow, Reads, RequestContext, Route, Stage};
+use super::{Flow, Phases, Reads, RequestContext, Route, Stage};
 use crate::Error;
 use crate::model::Request;
 use crate::state::{Session, StateStore};
@@ -109,6 +109,10 @@ impl Stage for Routing {
 
     fn reads(&self) -> Reads {
         Reads::NOTHING
+    }
+
+    fn phases(&self) -> Phases {
+        Phases::ON_REQUEST | Phases::ON_ROUTE
     }
 
     /// Counts the turn, uses up a one-off route, and applies the session's sampling.

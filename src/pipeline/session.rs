@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 
-use super::{Flow, Reads, RequestContext, Stage};
+use super::{Flow, Phases, Reads, RequestContext, Stage};
 use crate::Error;
 use crate::model::Request;
 
@@ -18,6 +18,10 @@ impl Stage for SessionId {
 
     fn reads(&self) -> Reads {
         Reads::MESSAGES
+    }
+
+    fn phases(&self) -> Phases {
+        Phases::ON_REQUEST
     }
 
     async fn on_request(

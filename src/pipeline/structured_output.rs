@@ -16,7 +16,7 @@ use futures::StreamExt;
 use regex::Regex;
 use serde_json::Value;
 
-use super::{Reads, RequestContext, Stage, Upstream};
+use super::{Phases, Reads, RequestContext, Stage, Upstream};
 use crate::Error;
 use crate::backend::EventStream;
 use crate::model::{
@@ -265,6 +265,10 @@ impl Stage for StructuredOutput {
 
     fn reads(&self) -> Reads {
         Reads::EVENTS
+    }
+
+    fn phases(&self) -> Phases {
+        Phases::AROUND_UPSTREAM
     }
 
     async fn around_upstream(
