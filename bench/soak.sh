@@ -5,8 +5,11 @@
 # CONCURRENCY connections, then a PAUSE, so the load is steady rather than flat out (the capture
 # writers keep up and the machine stays usable). llmux's RSS and open file descriptors are
 # sampled every SAMPLE seconds.
-# Pass: zero errors, and after the warm-up (WARMUP seconds, default a tenth of the run and at
-# least 60) every RSS sample stays within 10 % of the first one after it.
+# Pass: zero errors, and after the warm-up every RSS sample stays within 10 % of the first one
+# after it. The warm-up is WARMUP seconds (default a tenth of the run and at least 60), or, when
+# later, until a minute after the capture store first reached its size cap (CAPTURE_DB_MAX_BYTES,
+# llmux's default 1 GiB): a store still filling up is not yet the steady state, where every
+# minute of appends is also a minute of pruning.
 # Usage: bench/soak.sh
 #   DURATION=1800 SAMPLE=10 WARMUP=180 BATCH=40 CONCURRENCY=2 PAUSE=0.5 SKIP_BUILD=1 LLMUX_BIN=path
 # Writes bench/results/soak.md (the table and the verdict) and bench/results/soak.svg (the plot).
@@ -25,6 +28,7 @@ WARMUP="${WARMUP:-$(( DURATION / 10 > 60 ? DURATION / 10 : 60 ))}"
 BATCH="${BATCH:-40}"
 CONCURRENCY="${CONCURRENCY:-2}"
 PAUSE="${PAUSE:-0.5}"
+DB_CAP="${CAPTURE_DB_MAX_BYTES:-1073741824}"
 KINDS="nonstream stream anthropic-nonstream anthropic-stream gemini-nonstream gemini-stream responses-nonstream responses-stream"
 results="$here/results"
 mkdir -p "$results"
@@ -67,9 +71,10 @@ sample() {
     local fds parts
     fds="$(find "/proc/$llmux_pid/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)"
     parts="$(awk '/^RssAnon:/ {a=$2} /^RssFile:/ {f=$2} /^RssShmem:/ {m=$2} END {print a "," f+m}' "/proc/$llmux_pid/status")"
-    echo "$(( SECONDS - soak_start )),$(rss_kb "$llmux_pid"),$parts,$fds" >>"$tmp/samples.csv"
+    db="$(stat -c %s "$tmp/capture.sqlite" 2>/dev/null || echo 0)"
+    echo "$(( SECONDS - soak_start )),$(rss_kb "$llmux_pid"),$parts,$fds,$db" >>"$tmp/samples.csv"
 }
-echo "seconds,rss_kib,anon_kib,file_kib,open_fds" >"$tmp/samples.csv"
+echo "seconds,rss_kib,anon_kib,file_kib,open_fds,db_bytes" >"$tmp/samples.csv"
 while (( SECONDS < end )); do
     kill -0 "$llmux_pid" 2>/dev/null || { echo "llmux exited during the soak" >&2; tail -n 30 "$tmp/llmux.err" >&2; exit 1; }
     sample
@@ -81,13 +86,25 @@ health="$(curl -fsS --max-time 5 "http://127.0.0.1:$port/health" || echo failed)
 stop_pid "$llmux_pid" 40
 dropped="$(grep -Eo '[0-9]+ (capture records were dropped|requests were not recorded)' "$tmp/llmux.err" | tr '\n' ';' || true)"
 
-python3 - "$tmp" "$KINDS" "$WARMUP" "$DURATION" "$results" "$rev" "$busy_note" "$health" "$stop_rc" "${dropped:-none}" <<'PY'
+python3 - "$tmp" "$KINDS" "$WARMUP" "$DURATION" "$results" "$rev" "$busy_note" "$health" "$stop_rc" "${dropped:-none}" "$DB_CAP" <<'PY'
 import csv, json, sys
-tmp, kinds, warmup, duration, results, rev, busy, health, stop_rc, dropped = sys.argv[1:11]
-warmup, duration = int(warmup), int(duration)
+tmp, kinds, warmup, duration, results, rev, busy, health, stop_rc, dropped, db_cap = sys.argv[1:12]
+warmup, duration, db_cap = int(warmup), int(duration), int(db_cap)
 rows = list(csv.DictReader(open(f"{tmp}/samples.csv")))
+# The store's file grows until its pages in use reach the cap, then stays (pages are reused).
+capped = next((int(r["seconds"]) for r in rows if int(r["db_bytes"] or 0) >= db_cap * 0.98), None)
+warmup_note = f"{warmup} s warm-up"
+if capped is not None and capped + 60 > warmup:
+    warmup = capped + 60
+    warmup_note = f"warm-up until a minute after the store reached its cap at {capped} s"
+elif capped is None:
+    warmup_note += " (the capture store did not reach its cap)"
+if warmup >= duration:
+    warmup = max(0, duration - 60)
+    warmup_note += f"; cut to {warmup} s to leave a minute"
 samples = [(int(r["seconds"]), int(r["rss_kib"]), int(r["open_fds"])) for r in rows]
 parts = {int(r["seconds"]): (int(r["anon_kib"] or 0), int(r["file_kib"] or 0)) for r in rows}
+db_mib = {int(r["seconds"]): int(r["db_bytes"] or 0) / 1048576 for r in rows}
 totals = {}
 for kind in kinds.split():
     ok = errors = 0
@@ -132,15 +149,15 @@ shown = samples[::step] + ([samples[-1]] if (len(samples) - 1) % step else [])
 lines = [f"# Soak: {duration} s of mixed load, both captures on", "",
          f"llmux {rev}; {busy}.", "",
          f"**{'PASS' if passed else 'FAIL'}**: {requests} requests, {errors} errors; RSS after the "
-         f"{warmup} s warm-up between {mib(low):.1f} and {mib(high):.1f} MiB, at most {spread:.1f} % "
+         f"{warmup_note} between {mib(low):.1f} and {mib(high):.1f} MiB, at most {spread:.1f} % "
          f"from {mib(base):.1f} MiB (limit 10 %); /health at the end: {health}; exit status {stop_rc}; "
          f"capture losses logged at exit: {dropped}.", "",
          "![RSS over time](soak.svg)", "",
          "| kind | requests ok | errors | first error |", "|---|---|---|---|"]
 lines += [f"| {k} | {o} | {e} | {f or ''} |" for k, (o, e, f) in totals.items()]
-lines += ["", "| second | RSS MiB | of it anonymous (heap) | of it file-backed | open fds |",
-          "|---|---|---|---|---|"]
-lines += [f"| {t} | {mib(kb):.1f} | {mib(parts[t][0]):.1f} | {mib(parts[t][1]):.1f} | {fd} |"
+lines += ["", "| second | RSS MiB | of it anonymous (heap) | of it file-backed | open fds | store file MiB |",
+          "|---|---|---|---|---|---|"]
+lines += [f"| {t} | {mib(kb):.1f} | {mib(parts[t][0]):.1f} | {mib(parts[t][1]):.1f} | {fd} | {db_mib[t]:.0f} |"
           for t, kb, fd in shown]
 open(f"{results}/soak.md", "w").write("\n".join(lines) + "\n")
 print("\n".join(lines[:6]))

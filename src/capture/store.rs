@@ -273,10 +273,15 @@ impl Default for Retention {
     }
 }
 
-/// Retention is applied at most this often (and at every flush).
-const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// Retention is applied at most this often (and at every flush). Often, so that a store at
+/// its size cap deletes about what a few seconds added each time: a prune's work (and the
+/// memory the search index's delete work takes) stays small however large the store is.
+const PRUNE_EVERY: Duration = Duration::from_secs(5);
 /// Rows retention deletes per statement.
 const PRUNE_CHUNK: u64 = 500;
+/// Statements one prune runs at most; a store far over its cap (a lowered cap) gets there
+/// over several prunes.
+const PRUNE_MAX_CHUNKS: u32 = 400;
 
 /// Totals over the stored requests.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -686,8 +691,8 @@ pub(crate) fn unix_seconds() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// Applies the retention: rows past the age go, then the oldest tenth at a time while the
-/// database is over its size.
+/// Applies the retention: rows past the age go; then, when the database is over its size,
+/// the oldest rows until it is 1 % under it.
 fn prune(connection: &Connection, retention: Retention) -> rusqlite::Result<()> {
     // One transaction: the search index writes its delete markers once, as one segment,
     // instead of one segment per statement that its merges then have to fold together.
@@ -701,30 +706,29 @@ fn prune_in(connection: &Connection, retention: Retention) -> rusqlite::Result<(
         let cutoff = unix_seconds() - max_age.as_secs_f64();
         delete_where(connection, "started_at < ?1", params![cutoff])?;
     }
-    if let Some(max_bytes) = retention.max_bytes {
-        // Bounded: each round removes a tenth of what is left.
-        for _ in 0..64 {
-            if used_bytes(connection)? <= max_bytes {
-                break;
-            }
-            let rows: u64 =
-                connection.query_row("SELECT COUNT(*) FROM requests", [], |r| r.get(0))?;
-            if rows == 0 {
-                break;
-            }
-            // A few hundred rows a statement: deleting a tenth of a full store at once made
-            // the search index's delete work peak at tens of MB, which the allocator kept
-            // (bench/soak.sh: RSS 29 -> 62 MiB once the store reached its cap).
-            let mut left = rows.div_ceil(10);
-            while left > 0 {
-                let chunk = left.min(PRUNE_CHUNK);
-                delete_where(
-                    connection,
-                    "rowid IN (SELECT rowid FROM requests ORDER BY started_at LIMIT ?1)",
-                    params![chunk],
-                )?;
-                left -= chunk;
-            }
+    let Some(max_bytes) = retention.max_bytes else {
+        return Ok(());
+    };
+    if used_bytes(connection)? <= max_bytes {
+        return Ok(());
+    }
+    // A little under the cap, so the next prunes do not come at every flush. Deleting a
+    // tenth of a full store at once made the search index's delete work peak at tens of MB,
+    // which the allocator kept (bench/soak.sh: RSS 29 -> 62 MiB once the store reached its
+    // cap); a few hundred rows a statement, just enough of them, keeps it small.
+    let target = max_bytes - max_bytes / 100;
+    // A hundredth of the rows a statement (at most PRUNE_CHUNK), so a small store is not
+    // emptied by its first statement.
+    let rows: u64 = connection.query_row("SELECT COUNT(*) FROM requests", [], |r| r.get(0))?;
+    let chunk = rows.div_ceil(100).clamp(1, PRUNE_CHUNK);
+    for _ in 0..PRUNE_MAX_CHUNKS {
+        let deleted = delete_where(
+            connection,
+            "rowid IN (SELECT rowid FROM requests ORDER BY started_at LIMIT ?1)",
+            params![chunk],
+        )?;
+        if deleted == 0 || used_bytes(connection)? <= target {
+            break;
         }
     }
     Ok(())
