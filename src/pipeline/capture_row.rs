@@ -9,7 +9,10 @@ use super::{Flow, Outcome, Phases, Reads, RequestContext, Stage};
 use crate::Error;
 use crate::model::Request;
 
-pub struct CaptureRow;
+/// Takes part only when the store is on (`capture.db`): no other request has a row.
+pub struct CaptureRow {
+    pub store_on: bool,
+}
 
 #[async_trait]
 impl Stage for CaptureRow {
@@ -22,7 +25,11 @@ impl Stage for CaptureRow {
     }
 
     fn phases(&self) -> Phases {
-        Phases::ON_REQUEST | Phases::ON_COMPLETE
+        if self.store_on {
+            Phases::ON_REQUEST | Phases::ON_COMPLETE
+        } else {
+            Phases::NONE
+        }
     }
 
     async fn on_request(

@@ -111,7 +111,11 @@ impl Stage for EditPrecision {
     }
 
     fn phases(&self) -> Phases {
-        Phases::ON_REQUEST
+        if self.settings.enabled {
+            Phases::ON_REQUEST
+        } else {
+            Phases::NONE
+        }
     }
 
     async fn on_request(

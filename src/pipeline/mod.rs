@@ -184,6 +184,8 @@ impl Phases {
     pub const ON_ERROR: Phases = Phases(1 << 5);
     pub const ON_COMPLETE: Phases = Phases(1 << 6);
     pub const ALL: Phases = Phases(0x7f);
+    /// A stage that is switched off takes part in nothing.
+    pub const NONE: Phases = Phases(0);
 
     pub const fn contains(self, other: Phases) -> bool {
         self.0 & other.0 == other.0
@@ -344,7 +346,9 @@ impl Pipeline {
             Arc::new(responses_store::ResponsesStore::new(
                 shared.responses.clone(),
             )),
-            Arc::new(capture_row::CaptureRow),
+            Arc::new(capture_row::CaptureRow {
+                store_on: config.capture_db.is_some(),
+            }),
             // Which conversation this is.
             Arc::new(session::SessionId),
             // In-chat commands change the session (and may answer locally)...

@@ -100,7 +100,10 @@ impl Stage for Planning {
     }
 
     fn phases(&self) -> Phases {
-        Phases::ON_ROUTE | Phases::RESPONSE_FILTER
+        match self.active() {
+            Some(_) => Phases::ON_ROUTE | Phases::RESPONSE_FILTER,
+            None => Phases::NONE,
+        }
     }
 
     async fn on_route(

@@ -121,7 +121,11 @@ impl Stage for ReasoningModes {
     }
 
     fn phases(&self) -> Phases {
-        Phases::UPSTREAM_REQUEST
+        if self.models.is_empty() {
+            Phases::NONE
+        } else {
+            Phases::UPSTREAM_REQUEST
+        }
     }
 
     /// The session's reasoning alias, as the model the request goes to defines it. A

@@ -268,7 +268,11 @@ impl Stage for StructuredOutput {
     }
 
     fn phases(&self) -> Phases {
-        Phases::AROUND_UPSTREAM
+        if self.validate {
+            Phases::AROUND_UPSTREAM
+        } else {
+            Phases::NONE
+        }
     }
 
     async fn around_upstream(
