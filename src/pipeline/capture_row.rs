@@ -25,11 +25,7 @@ impl Stage for CaptureRow {
     }
 
     fn phases(&self) -> Phases {
-        if self.store_on {
-            Phases::ON_REQUEST | Phases::ON_COMPLETE
-        } else {
-            Phases::NONE
-        }
+        (Phases::ON_REQUEST | Phases::ON_COMPLETE).when(self.store_on)
     }
 
     async fn on_request(

@@ -111,11 +111,7 @@ impl Stage for EditPrecision {
     }
 
     fn phases(&self) -> Phases {
-        if self.settings.enabled {
-            Phases::ON_REQUEST
-        } else {
-            Phases::NONE
-        }
+        Phases::ON_REQUEST.when(self.settings.enabled)
     }
 
     async fn on_request(

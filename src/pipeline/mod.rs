@@ -190,6 +190,11 @@ impl Phases {
     pub const fn contains(self, other: Phases) -> bool {
         self.0 & other.0 == other.0
     }
+
+    /// These phases when `on`, else none: a stage its settings switch off.
+    pub const fn when(self, on: bool) -> Phases {
+        if on { self } else { Phases::NONE }
+    }
 }
 
 impl std::ops::BitOr for Phases {
@@ -391,10 +396,6 @@ impl Pipeline {
             by_phase: Arc::new(ByPhase::of(&stages)),
             stages: stages.into(),
         }
-    }
-
-    pub fn stages(&self) -> &[Arc<dyn Stage>] {
-        &self.stages
     }
 
     /// The stages that wrap the back-end call, outermost first.

@@ -100,10 +100,7 @@ impl Stage for Planning {
     }
 
     fn phases(&self) -> Phases {
-        match self.active() {
-            Some(_) => Phases::ON_ROUTE | Phases::RESPONSE_FILTER,
-            None => Phases::NONE,
-        }
+        (Phases::ON_ROUTE | Phases::RESPONSE_FILTER).when(self.active().is_some())
     }
 
     async fn on_route(

@@ -121,11 +121,7 @@ impl Stage for ReasoningModes {
     }
 
     fn phases(&self) -> Phases {
-        if self.models.is_empty() {
-            Phases::NONE
-        } else {
-            Phases::UPSTREAM_REQUEST
-        }
+        Phases::UPSTREAM_REQUEST.when(!self.models.is_empty())
     }
 
     /// The session's reasoning alias, as the model the request goes to defines it. A

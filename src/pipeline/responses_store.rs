@@ -91,26 +91,36 @@ impl Stage for ResponsesStore {
             return None;
         }
         // `store: false` (what Codex sends) means the client keeps the state itself.
+        // Only then is the conversation copied.
         let store = request.extensions.fields.get("store") != Some(&serde_json::Value::Bool(false));
-        Some(Box::new(StoreAnswer {
-            store: store.then(|| self.store.clone()),
+        let keep = store.then(|| Keep {
+            store: self.store.clone(),
             system: request.system.clone(),
             messages: request.messages.clone(),
-            echo: ctx.answer_echo.as_deref().cloned().unwrap_or_default(),
+            echo: ctx.answer_echo.clone(),
+        });
+        Some(Box::new(StoreAnswer {
+            keep,
             builder: ResponseBuilder::new(),
             failed: false,
         }))
     }
 }
 
-/// Gives the answer a Responses id and stores it, with the conversation, once it ended.
+/// Gives the answer a Responses id and, when it is kept, stores it with the conversation
+/// once it ended.
 struct StoreAnswer {
-    store: Option<Arc<ResponseStore>>,
-    system: Vec<Part>,
-    messages: Vec<Message>,
-    echo: serde_json::Map<String, serde_json::Value>,
+    keep: Option<Keep>,
     builder: ResponseBuilder,
     failed: bool,
+}
+
+/// What a kept answer is stored with.
+struct Keep {
+    store: Arc<ResponseStore>,
+    system: Vec<Part>,
+    messages: Vec<Message>,
+    echo: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
 }
 
 /// A fresh `resp_` id for answers from back-ends that do not speak Responses.
@@ -134,24 +144,24 @@ impl EventFilter for StoreAnswer {
             },
             other => other,
         };
-        if self.store.is_some() && !self.failed && self.builder.push(event.clone()).is_err() {
+        if self.keep.is_some() && !self.failed && self.builder.push(event.clone()).is_err() {
             self.failed = true;
         }
         out.push(event);
     }
 
     fn on_end(&mut self, _out: &mut Vec<Event>) {
-        let Some(store) = self.store.take().filter(|_| !self.failed) else {
+        let Some(keep) = self.keep.take().filter(|_| !self.failed) else {
             return;
         };
         let response = std::mem::take(&mut self.builder).finish();
         let id = response.id.clone();
         let stored = StoredResponse {
-            system: std::mem::take(&mut self.system),
-            messages: std::mem::take(&mut self.messages),
+            system: keep.system,
+            messages: keep.messages,
             response,
-            echo: std::mem::take(&mut self.echo),
+            echo: keep.echo.as_deref().cloned().unwrap_or_default(),
         };
-        store.put(&id, stored);
+        keep.store.put(&id, stored);
     }
 }

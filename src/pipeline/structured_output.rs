@@ -268,11 +268,7 @@ impl Stage for StructuredOutput {
     }
 
     fn phases(&self) -> Phases {
-        if self.validate {
-            Phases::AROUND_UPSTREAM
-        } else {
-            Phases::NONE
-        }
+        Phases::AROUND_UPSTREAM.when(self.validate)
     }
 
     async fn around_upstream(
