@@ -10,15 +10,16 @@ use crate::auth::Auth;
 use crate::backend::{self, EventStream};
 use crate::capture::redact::compile_patterns;
 use crate::capture::store::{Recorder, Store};
-use crate::capture::{Capture, Redactor, Tap, TapInfo};
+use crate::capture::{Capture, Redactor};
 use crate::config::Config;
 use crate::credentials::SecretSource;
 use crate::model::{Event, Request};
 use crate::pipeline::{
-    AfterResponse, Completion, EventFilter, Flow, Pipeline, RequestContext, Shared, Upstream,
+    AfterResponse, Call, Completion, EventFilter, Flow, Pipeline, RequestContext, Shared, Upstream,
     apply_filters, end_filters,
 };
 use crate::router::Router;
+use crate::router::health::Health;
 use crate::state::MemoryStore;
 use crate::state::responses::ResponseStore;
 
@@ -53,6 +54,7 @@ struct Inner {
     router: Router,
     pipeline: Pipeline,
     auth: Auth,
+    health: Health,
 }
 
 impl Engine {
@@ -78,7 +80,8 @@ impl Engine {
         responses: Arc<ResponseStore>,
     ) -> Result<Self, Error> {
         let backends = backend::build_all(&config, secrets)?;
-        let router = Router::new(backends, config.default_backend.clone());
+        let router =
+            Router::new(backends, config.default_backend.clone()).with_routes(&config.routes);
         let auth = Auth::new(&config.auth);
         if config.web.any_host {
             tracing::warn!(
@@ -125,6 +128,7 @@ impl Engine {
                 router,
                 pipeline,
                 auth,
+                health: Health::new(),
             }),
         })
     }
@@ -143,6 +147,11 @@ impl Engine {
 
     pub fn pipeline(&self) -> &Pipeline {
         &self.inner.pipeline
+    }
+
+    /// What llmux has seen of each back-end and model since it started.
+    pub fn health(&self) -> &Health {
+        &self.inner.health
     }
 
     /// The SQLite capture store, when it is on.
@@ -246,7 +255,8 @@ impl Engine {
         Ok(answer(events, filters, Completion::new(ctx, pipeline)))
     }
 
-    /// Phases 1 to 4: the request, its route, the request for that back-end, and the call.
+    /// Phases 1 to 4: the request, its route, and the call (each attempt prepares the
+    /// request for its back-end, phase 3, inside the chain of phase 4).
     async fn call(
         &self,
         ctx: &mut RequestContext,
@@ -257,34 +267,28 @@ impl Engine {
             ctx.backend = Some("llmux".into());
             return Ok(Box::pin(futures::stream::iter(events)));
         }
-        let target = pipeline.on_route(ctx, request, &self.inner.router).await?;
-        ctx.backend = Some(target.backend.id().to_owned());
-        ctx.model = Some(target.model.clone());
-        ctx.key_name = target.backend.key_name().map(str::to_owned);
-        pipeline.upstream_request(ctx, &target, request).await?;
-        let tap = (self.inner.capture.is_some() || ctx.recorder.is_some()).then(|| {
-            Tap::new(
-                self.inner.capture.clone(),
-                ctx.recorder.clone(),
-                TapInfo {
-                    request_id: ctx.request_id.clone(),
-                    session_id: ctx.session_id.clone(),
-                    client_host: ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
-                    user_agent: ctx.user_agent.clone().unwrap_or_default(),
-                    backend: target.backend.id().to_owned(),
-                    model: target.model.clone(),
-                    key_name: ctx.key_name.clone(),
-                },
-            )
-        });
-        Upstream::new(
-            pipeline.around_upstream_stages(),
+        let plan = pipeline.on_route(ctx, request, &self.inner.router).await?;
+        let first = plan.first();
+        ctx.backend = Some(first.backend.id().to_owned());
+        ctx.model = Some(first.model.clone());
+        ctx.key_name = first.backend.key_name().map(str::to_owned);
+        let call = Call {
             ctx,
-            &target,
-            tap.as_ref(),
-        )
-        .send(request)
-        .await
+            plan: &plan,
+            prepare: pipeline.upstream_request_stages(),
+            capture: self.inner.capture.as_ref(),
+            health: &self.inner.health,
+        };
+        let result = Upstream::new(pipeline.around_upstream_stages(), &call)
+            .send(request)
+            .await;
+        // The leg that answered (or failed last) is where the request went.
+        if let Some(last) = ctx.attempts.last() {
+            ctx.backend = Some(last.backend);
+            ctx.model = Some(last.model);
+            ctx.key_name = last.key_name;
+        }
+        result
     }
 
     /// Every back-end's models, fetched concurrently; back-ends that cannot list are

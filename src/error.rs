@@ -193,6 +193,18 @@ impl Error {
         }
     }
 
+    /// How an attempt at a back-end failed, as the attempt chain shows it: the provider's
+    /// status, or `timeout`, `connect`, `unconfigured`; `502` for a broken or unreadable
+    /// answer.
+    pub fn failure_label(&self) -> std::borrow::Cow<'static, str> {
+        match self.kind() {
+            ErrorKind::Timeout { .. } => "timeout".into(),
+            ErrorKind::BackendUnreachable { .. } => "connect".into(),
+            ErrorKind::BackendNotConfigured { .. } => "unconfigured".into(),
+            _ => self.status().to_string().into(),
+        }
+    }
+
     /// The back-end involved, if any.
     pub fn backend(&self) -> Option<&str> {
         match self.kind() {

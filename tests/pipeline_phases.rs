@@ -217,10 +217,12 @@ async fn phases_run_in_order_way_in_forward_way_out_backward_and_complete_once()
             "b.on_request",
             "a.on_route(Client)",
             "b.on_route(Client)",
-            "a.upstream_request(mock:m1)",
-            "b.upstream_request(mock:m1)",
+            // The request for the target is made inside the chain, once per attempt (a
+            // failover leg gets its own).
             "a.around_upstream",
             "b.around_upstream",
+            "a.upstream_request(mock:m1)",
+            "b.upstream_request(mock:m1)",
             "b.response_filter",
             "a.response_filter",
             "b.on_complete(done, 200)",

@@ -87,6 +87,9 @@ pub struct AdminStats {
     /// Records the JSONL wire capture dropped because its writer fell behind.
     pub wire_capture_dropped: u64,
     pub process: ProcessStats,
+    /// Every back-end and model called since llmux started: attempts, answers and
+    /// failures (failover legs included).
+    pub legs: Vec<crate::router::health::LegStats>,
 }
 
 /// What the llmux process holds now: what a leak would grow.
@@ -284,6 +287,7 @@ pub async fn stats(engine: &Engine) -> Result<AdminStats, Error> {
         capture_store: engine.store().is_some(),
         wire_capture_dropped: engine.capture().map_or(0, |c| c.dropped()),
         process: ProcessStats::now(),
+        legs: engine.health().legs(),
     })
 }
 
@@ -536,6 +540,7 @@ mod typescript {
             Stats::decl(&cfg),
             AdminStats::decl(&cfg),
             ProcessStats::decl(&cfg),
+            crate::router::health::LegStats::decl(&cfg),
             Usage::decl(&cfg),
             TimelinePoint::decl(&cfg),
             TimelineParams::decl(&cfg),

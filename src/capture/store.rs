@@ -24,7 +24,7 @@ const QUEUE: usize = 4096;
 /// How long the writer lets rows gather before taking them, at most.
 const WRITER_TICK: Duration = Duration::from_millis(10);
 /// The schema this code writes.
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 /// Everything captured about one request.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -53,6 +53,9 @@ pub struct RequestRow {
     /// The provider reported no usage; the token counts are llmux's estimate.
     pub tokens_estimated: bool,
     pub error: String,
+    /// Every call to a back-end for this request, `backend:model=status` joined by `; `
+    /// (a failover route's legs; one entry otherwise).
+    pub attempts: String,
     /// The client's request headers as a JSON object; credentials masked.
     pub client_headers: String,
     /// The provider's status line and response headers as a JSON object (`:status` first);
@@ -249,6 +252,15 @@ fn migrate_from(connection: &Connection, version: i64) -> rusqlite::Result<()> {
             "BEGIN;
              ALTER TABLE requests ADD COLUMN tool_calls TEXT NOT NULL DEFAULT '';
              PRAGMA user_version = 4;
+             COMMIT;",
+        )?;
+    }
+    if version < 5 {
+        // Version 5: the attempt chain (failover). Older rows have none recorded.
+        connection.execute_batch(
+            "BEGIN;
+             ALTER TABLE requests ADD COLUMN attempts TEXT NOT NULL DEFAULT '';
+             PRAGMA user_version = 5;
              COMMIT;",
         )?;
     }
@@ -558,7 +570,7 @@ impl Store {
 const SUMMARY_COLUMNS: &str = "id, started_at, session_id, client_host, user_agent, frontend, \
     backend, model_requested, model_used, key_name, status, stream, latency_ms, ttfb_ms, \
     upstream_ms, input_tokens, output_tokens, error, prompt_text, response_text, \
-    tokens_estimated";
+    tokens_estimated, attempts";
 const BODY_COLUMNS: &str = "client_request, upstream_request, upstream_response, \
     client_response, client_headers, upstream_headers, tool_calls";
 
@@ -585,6 +597,7 @@ fn summary_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<RequestRow> {
         prompt_text: row.get(18)?,
         response_text: row.get(19)?,
         tokens_estimated: row.get(20)?,
+        attempts: row.get(21)?,
         ..RequestRow::default()
     })
 }
@@ -849,9 +862,9 @@ fn commit(connection: &mut Connection, batch: &mut Vec<RequestRow>, packer: &mut
                     latency_ms, input_tokens, output_tokens, error, client_request,
                     upstream_request, upstream_response, prompt_text, response_text, ttfb_ms,
                     upstream_ms, client_response, tokens_estimated, client_headers,
-                    upstream_headers, tool_calls)
+                    upstream_headers, tool_calls, attempts)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                         ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)",
+                         ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)",
             )?;
             let mut fts = tx.prepare_cached(
                 "INSERT INTO requests_fts (rowid, prompt_text, response_text) VALUES (?1, ?2, ?3)",
@@ -886,6 +899,7 @@ fn commit(connection: &mut Connection, batch: &mut Vec<RequestRow>, packer: &mut
                     row.client_headers,
                     row.upstream_headers,
                     stored_tool_calls(&row.tool_calls),
+                    row.attempts,
                 ])?;
                 fts.execute(params![
                     tx.last_insert_rowid(),

@@ -10,6 +10,7 @@ mod layers;
 mod print;
 pub mod proxy;
 pub mod raw;
+pub mod routes;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -200,6 +201,8 @@ pub struct Config {
     pub responses_retention: Duration,
     /// Sessions idle this long are forgotten.
     pub session_max_age: Duration,
+    /// Failover routes by name (`[routes.NAME]`).
+    pub routes: BTreeMap<String, routes::FailoverRoute>,
 }
 
 impl Config {
@@ -624,6 +627,8 @@ fn validate(
             "must be non-empty and hold no spaces",
         ));
     }
+    let backend_ids: Vec<&str> = raw.backends.keys().map(String::as_str).collect();
+    let failover_routes = routes::validate(&raw.routes, &backend_ids, layered, problems);
     let mut model_aliases = Vec::new();
     for (i, alias) in raw.model_aliases.iter().enumerate() {
         match crate::pipeline::model_aliases::AliasRule::new(&alias.pattern, &alias.replacement) {
@@ -635,16 +640,19 @@ fn validate(
         }
     }
     if let Some(route) = &raw.static_route {
-        let known = route
-            .split_once(':')
-            .is_some_and(|(b, m)| !m.is_empty() && raw.backends.contains_key(b));
+        let known = match route.split_once(':') {
+            Some(("route", name)) => raw.routes.contains_key(name),
+            Some((b, m)) => !m.is_empty() && raw.backends.contains_key(b),
+            None => false,
+        };
         if !known {
             problems.push(bad(
                 layered,
                 "static_route",
                 format!("'{route}'"),
                 format!(
-                    "expected backend:model with a configured back-end ({})",
+                    "expected backend:model with a configured back-end ({}), or \
+                     route:NAME with a configured failover route",
                     raw.backends.keys().cloned().collect::<Vec<_>>().join(", ")
                 ),
             ));
@@ -909,6 +917,7 @@ fn validate(
         responses_retention: Duration::from_secs(raw.responses.retention_seconds),
         strict_command_detection: raw.strict_command_detection,
         session_max_age: Duration::from_secs(raw.session.max_age),
+        routes: failover_routes,
     })
 }
 

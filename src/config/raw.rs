@@ -48,6 +48,9 @@ pub struct RawConfig {
     pub logging: RawLogging,
     #[serde(default)]
     pub backends: BTreeMap<String, RawBackend>,
+    /// Failover routes by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub routes: BTreeMap<String, super::routes::RawRoute>,
 }
 
 fn default_backend() -> String {

@@ -148,6 +148,7 @@ pub async fn record_client_leg(response: Response) -> Response {
     Response::from_parts(parts, Body::from_stream(copied))
 }
 
+/// Adds the request's id and its attempt chain (`x-llmux-attempts`) to its answer.
 pub fn with_request_id(response: &mut Response, ctx: &RequestContext) {
     if let Some(recorder) = &ctx.recorder {
         response
@@ -156,6 +157,12 @@ pub fn with_request_id(response: &mut Response, ctx: &RequestContext) {
     }
     if let Ok(id) = HeaderValue::from_str(&ctx.request_id) {
         response.headers_mut().insert("x-request-id", id);
+    }
+    let chain = ctx.attempts.chain();
+    if !chain.is_empty()
+        && let Ok(chain) = HeaderValue::from_str(&chain)
+    {
+        response.headers_mut().insert("x-llmux-attempts", chain);
     }
 }
 

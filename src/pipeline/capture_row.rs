@@ -84,6 +84,7 @@ impl Stage for CaptureRow {
                 (None, None) => {}
             }
             row.error = error;
+            row.attempts = ctx.attempts.chain();
             row.response_text = outcome.answer_text.clone().unwrap_or_default();
             row.tool_calls = outcome
                 .tool_calls

@@ -1,6 +1,6 @@
 //! In-chat commands: `!/backend(...)`, `!/model(...)`, `!/oneoff(...)`, `!/set(...)`,
 //! `!/unset(...)`, reasoning aliases (`!/max`, `!/medium`, `!/low`, `!/no-think`),
-//! `!/project-dir(...)`, `!/help` and `!/status`.
+//! `!/project-dir(...)`, `!/failover-route(...)`, `!/help` and `!/status`.
 //!
 //! Commands are read from the last user message only, outside code, and (in strict mode)
 //! only on its last non-blank line. They change the session's state and are removed from
@@ -8,6 +8,7 @@
 //! itself, in the client's protocol, without calling a back-end. A command that is unknown
 //! or has bad arguments is answered locally too, and nothing is forwarded.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use regex::Regex;
 
 use super::{Flow, Phases, Reads, RequestContext, Stage};
 use crate::Error;
+use crate::config::routes::{FailoverRoute, check_leg, check_name};
 use crate::model::{
     Event, Extensions, FinishReason, Part, Reasoning, ReasoningEffort, Request, Role,
 };
@@ -175,6 +177,11 @@ const HELP: &[(&str, &str)] = &[
         "project-dir(path)",
         "the project directory agent back-ends work in (~ allowed)",
     ),
+    (
+        "failover-route(create NAME | append NAME backend:model | prepend NAME backend:model \
+         | clear NAME | delete NAME | list)",
+        "make failover routes for this session; ask for model NAME (or route:NAME) to use one",
+    ),
     ("status", "show what llmux will do with the next request"),
     ("help", "this list"),
 ];
@@ -185,6 +192,8 @@ pub struct Commands {
     state: Arc<dyn StateStore>,
     backends: Vec<String>,
     default_backend: String,
+    /// The configured failover routes, for `!/failover-route(list)`.
+    routes: BTreeMap<String, FailoverRoute>,
 }
 
 impl Commands {
@@ -206,7 +215,14 @@ impl Commands {
             state,
             backends,
             default_backend,
+            routes: BTreeMap::new(),
         })
+    }
+
+    /// With the configured failover routes, which `!/failover-route(list)` shows.
+    pub fn with_routes(mut self, routes: BTreeMap<String, FailoverRoute>) -> Self {
+        self.routes = routes;
+        self
     }
 
     fn check_backend(&self, name: &str) -> Result<(), String> {
@@ -275,6 +291,7 @@ impl Commands {
                 Ok(format!("the next request goes to {route}"))
             }
             "project-dir" => self.set(session, "project-dir", &arg()?),
+            "failover-route" => self.failover_route(session, &arg()?),
             "set" => {
                 let mut said = Vec::new();
                 for pair in arg()?.split(',') {
@@ -297,6 +314,102 @@ impl Commands {
                 self.settings.prefix, self.settings.prefix
             )),
         }
+    }
+
+    /// `!/failover-route(ACTION ...)`: the session's own failover routes.
+    fn failover_route(&self, session: &mut Session, args: &str) -> Result<String, String> {
+        let words: Vec<&str> = args
+            .split(|c: char| c.is_whitespace() || c == ',')
+            .filter(|w| !w.is_empty())
+            .collect();
+        let backends: Vec<&str> = self.backends.iter().map(String::as_str).collect();
+        let routes = &mut session.failover_routes;
+        let usage = || {
+            format!(
+                "use {p}failover-route(create NAME), (append NAME backend:model), (prepend NAME \
+                 backend:model), (clear NAME), (delete NAME) or (list)",
+                p = self.settings.prefix
+            )
+        };
+        let existing = |routes: &BTreeMap<String, Vec<String>>, name: &str| {
+            if routes.contains_key(name) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "no failover route '{name}' in this session; create it first with \
+                     {}failover-route(create {name})",
+                    self.settings.prefix
+                ))
+            }
+        };
+        match words.as_slice() {
+            ["create", name] => {
+                check_name(name, &backends)?;
+                if routes.contains_key(*name) {
+                    return Err(format!("failover route '{name}' exists already"));
+                }
+                routes.insert((*name).to_owned(), Vec::new());
+                Ok(format!(
+                    "failover route '{name}' created; add legs with {}failover-route(append \
+                     {name} backend:model)",
+                    self.settings.prefix
+                ))
+            }
+            [action @ ("append" | "prepend"), name, leg] => {
+                existing(routes, name)?;
+                let leg = self.check_route(leg)?;
+                check_leg(&leg, &backends)?;
+                let legs = routes.entry((*name).to_owned()).or_default();
+                if *action == "append" {
+                    legs.push(leg.clone());
+                } else {
+                    legs.insert(0, leg.clone());
+                }
+                Ok(format!("failover route '{name}': {}", legs.join(" -> ")))
+            }
+            ["clear", name] => {
+                existing(routes, name)?;
+                routes.insert((*name).to_owned(), Vec::new());
+                Ok(format!("failover route '{name}' has no legs now"))
+            }
+            ["delete", name] => {
+                existing(routes, name)?;
+                routes.remove(*name);
+                Ok(format!("failover route '{name}' deleted"))
+            }
+            ["list"] => Ok(self.route_list(routes)),
+            _ => Err(usage()),
+        }
+    }
+
+    /// The session's failover routes, then the configured ones.
+    fn route_list(&self, session_routes: &BTreeMap<String, Vec<String>>) -> String {
+        if session_routes.is_empty() && self.routes.is_empty() {
+            return format!(
+                "no failover routes; make one with {}failover-route(create NAME)",
+                self.settings.prefix
+            );
+        }
+        let mut lines = Vec::new();
+        for (name, legs) in session_routes {
+            let legs = if legs.is_empty() {
+                "(no legs yet)".to_owned()
+            } else {
+                legs.join(" -> ")
+            };
+            lines.push(format!("{name} (this session): {legs}"));
+        }
+        for (name, route) in &self.routes {
+            if !session_routes.contains_key(name) {
+                lines.push(format!(
+                    "{name} (configured): {}; retry on {}, {} attempt(s) per leg",
+                    route.legs.join(" -> "),
+                    route.retry_on,
+                    route.attempts_per_leg
+                ));
+            }
+        }
+        lines.join("\n")
     }
 
     fn set(&self, session: &mut Session, key: &str, value: &str) -> Result<String, String> {

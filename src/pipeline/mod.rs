@@ -25,6 +25,7 @@
 pub mod capture_row;
 pub mod commands;
 pub mod edit_precision;
+pub mod failover;
 pub mod model_aliases;
 pub mod outcome;
 pub mod planning;
@@ -46,13 +47,13 @@ use async_trait::async_trait;
 use crate::Error;
 use crate::backend::EventStream;
 use crate::model::{Event, Protocol, Request};
-use crate::router::Target;
+use crate::router::{Plan, Target};
 use crate::state::{Session, StateStore};
 
 pub use outcome::{Completion, Ended, Outcome};
 pub use route::{Route, RouteSource};
 pub use session::derive_session_id;
-pub use upstream::Upstream;
+pub use upstream::{Attempt, Attempts, Call, Upstream};
 
 /// What the pipeline knows about one request, shared by every stage.
 #[derive(Clone)]
@@ -80,6 +81,8 @@ pub struct RequestContext {
     /// Request parameters the client's protocol repeats in a stored answer (the Responses
     /// API's `instructions`, `tools`, `store`, ...), set by its front-end.
     pub answer_echo: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
+    /// Every call to a back-end made for this request, in order.
+    pub attempts: Attempts,
 }
 
 impl RequestContext {
@@ -98,6 +101,7 @@ impl RequestContext {
             session: Session::default(),
             recorder: None,
             answer_echo: None,
+            attempts: Attempts::default(),
         }
     }
 }
@@ -357,12 +361,15 @@ impl Pipeline {
             // Which conversation this is.
             Arc::new(session::SessionId),
             // In-chat commands change the session (and may answer locally)...
-            Arc::new(commands::Commands::new(
-                commands,
-                state.clone(),
-                config.backends.keys().cloned().collect(),
-                config.default_backend.clone(),
-            )?),
+            Arc::new(
+                commands::Commands::new(
+                    commands,
+                    state.clone(),
+                    config.backends.keys().cloned().collect(),
+                    config.default_backend.clone(),
+                )?
+                .with_routes(config.routes.clone()),
+            ),
             // ...which, with the routing rules, decides where the request goes...
             Arc::new(routing::Routing::new(
                 routing::RoutingRules::from_config(config)?,
@@ -381,6 +388,8 @@ impl Pipeline {
             Arc::new(edit_precision::EditPrecision::new(
                 config.edit_precision.clone(),
             )?),
+            // A failover route's legs are tried in order until one answers.
+            Arc::new(failover::Failover),
             // An answer that must follow a JSON schema is checked, repaired or asked again.
             Arc::new(structured_output::StructuredOutput::new(
                 config.validate_structured_output,
@@ -428,18 +437,24 @@ impl Pipeline {
         Ok(Flow::Continue)
     }
 
-    /// Phase 2: the target the stages choose, or the client's model when none does.
+    /// Phase 2: where the stages send the request, or the client's model when none
+    /// chooses; a failover route's name stands for its legs.
     pub async fn on_route(
         &self,
         ctx: &mut RequestContext,
         request: &mut Request,
         router: &crate::router::Router,
-    ) -> Result<Target, Error> {
+    ) -> Result<Plan, Error> {
         let mut route = Route::new(router);
         for stage in &self.by_phase.on_route {
             stage.on_route(ctx, request, &mut route).await?;
         }
-        route.into_target(&request.model)
+        route.into_plan(&request.model, &ctx.session)
+    }
+
+    /// Phase 3 stages, for the innermost step of the upstream chain.
+    pub fn upstream_request_stages(&self) -> &[Arc<dyn Stage>] {
+        &self.by_phase.upstream_request
     }
 
     /// Phase 3.

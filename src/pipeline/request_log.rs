@@ -1,5 +1,6 @@
 //! The one log line of every request (target `llmux`, level info), written when it ends
-//! however it ends: who asked, where it went, how long it took, the tokens and the error.
+//! however it ends: who asked, where it went (with every attempt, when a failover route
+//! moved it on), how long it took, the tokens and the error.
 
 use super::{Outcome, Phases, Reads, RequestContext, Stage};
 
@@ -38,6 +39,7 @@ impl Stage for RequestLogLine {
             output_tokens = output,
             outcome = outcome.ended.as_str(),
             error = outcome.error.as_deref().unwrap_or(""),
+            attempts = %ctx.attempts.chain(),
             "request"
         );
     }

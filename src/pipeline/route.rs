@@ -1,8 +1,13 @@
 //! The route of a request, as the `on_route` phase chooses it: a typed target (a back-end
-//! and a model), and the rule that chose it, so a weaker rule leaves a stronger one alone.
+//! and a model) or a failover route's legs, and the rule that chose it, so a weaker rule
+//! leaves a stronger one alone.
+
+use std::sync::Arc;
 
 use crate::Error;
-use crate::router::{Router, Target};
+use crate::config::routes::{FailoverRoute, route_name};
+use crate::router::{Plan, Router, Target};
+use crate::state::Session;
 
 /// Which rule chose a request's route; later rules (the planning phase) only act on
 /// requests no stronger rule claimed.
@@ -24,6 +29,8 @@ pub struct Route<'a> {
 }
 
 struct Chosen {
+    /// As the rule wrote it: a failover route's name stands for the route.
+    spec: String,
     /// An unknown back-end or model is an error only if no later stage chooses again.
     target: Result<Target, Error>,
     source: RouteSource,
@@ -41,6 +48,7 @@ impl<'a> Route<'a> {
     /// as rule `source` decided.
     pub fn choose(&mut self, route: &str, source: RouteSource) {
         self.chosen = Some(Chosen {
+            spec: route.to_owned(),
             target: self.router.resolve(route),
             source,
         });
@@ -64,6 +72,29 @@ impl<'a> Route<'a> {
             Some(chosen) => chosen.target,
             None => self.router.resolve(model),
         }
+    }
+
+    /// Where the request goes: the legs of a failover route when the chosen route (or the
+    /// client's `model`) names one, made in `session`'s chat or configured, else the
+    /// chosen target alone.
+    pub fn into_plan(self, model: &str, session: &Session) -> Result<Plan, Error> {
+        let router = self.router;
+        let spec = self.chosen.as_ref().map_or(model, |c| c.spec.as_str());
+        let name = route_name(spec);
+        if let Some(legs) = session.failover_routes.get(name) {
+            let route = FailoverRoute::with_defaults(name, legs.clone());
+            return router.plan(Arc::new(route));
+        }
+        if let Some(route) = router.route(name) {
+            return router.plan(route.clone());
+        }
+        if spec.starts_with("route:") {
+            return Err(Error::not_found(format!(
+                "unknown failover route '{name}'; configure [routes.{name}] or create it in \
+                 chat with !/failover-route(create {name})"
+            )));
+        }
+        self.into_target(model).map(Plan::single)
     }
 }
 

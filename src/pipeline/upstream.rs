@@ -1,36 +1,45 @@
 //! The `around_upstream` phase's chain: each stage gets an [`Upstream`] for the stages
-//! inside it, and the innermost one calls the back-end.
+//! inside it, and the innermost step prepares the request for its target (phase 3,
+//! `upstream_request`), calls the back-end and notes the attempt. A stage may send to
+//! another target of the request's [`Plan`] (failover) with [`Upstream::to`].
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use super::{RequestContext, Stage};
 use crate::Error;
 use crate::backend::EventStream;
-use crate::capture::Tap;
-use crate::router::Target;
+use crate::capture::{Capture, Tap, TapInfo};
+use crate::model::Request;
+use crate::router::health::Health;
+use crate::router::{Plan, Target};
+
+/// What every attempt of one request shares.
+pub struct Call<'a> {
+    pub ctx: &'a RequestContext,
+    pub plan: &'a Plan,
+    /// The `upstream_request` stages, run for each attempt's target.
+    pub prepare: &'a [Arc<dyn Stage>],
+    pub capture: Option<&'a Arc<Capture>>,
+    pub health: &'a Health,
+}
 
 /// The rest of the call: the stages inside this one, then the back-end. Copy, so a stage
-/// may send more than once (a retry).
+/// may send more than once (a retry, or another leg).
 #[derive(Clone, Copy)]
 pub struct Upstream<'a> {
     stages: &'a [Arc<dyn Stage>],
-    ctx: &'a RequestContext,
+    call: &'a Call<'a>,
     target: &'a Target,
-    tap: Option<&'a Tap>,
 }
 
 impl<'a> Upstream<'a> {
-    pub fn new(
-        stages: &'a [Arc<dyn Stage>],
-        ctx: &'a RequestContext,
-        target: &'a Target,
-        tap: Option<&'a Tap>,
-    ) -> Self {
+    /// The chain through `stages` to the plan's first target.
+    pub fn new(stages: &'a [Arc<dyn Stage>], call: &'a Call<'a>) -> Self {
         Self {
             stages,
-            ctx,
-            target,
-            tap,
+            call,
+            target: call.plan.first(),
         }
     }
 
@@ -39,20 +48,151 @@ impl<'a> Upstream<'a> {
         self.target
     }
 
+    /// Every target the request may go to, in order, and the failover route they came
+    /// from.
+    pub fn plan(&self) -> &'a Plan {
+        self.call.plan
+    }
+
+    /// The same chain, to `target` instead.
+    pub fn to(self, target: &'a Target) -> Self {
+        Self { target, ..self }
+    }
+
     /// Sends `request` through the remaining stages to the back-end.
-    pub async fn send(self, request: &crate::model::Request) -> Result<EventStream, Error> {
+    pub async fn send(self, request: &Request) -> Result<EventStream, Error> {
         match self.stages.split_first() {
             Some((stage, inner)) => {
                 let next = Upstream {
                     stages: inner,
                     ..self
                 };
-                stage.around_upstream(self.ctx, request, next).await
+                stage.around_upstream(self.call.ctx, request, next).await
             }
-            None => {
-                let target = self.target;
-                target.backend.send(request, &target.model, self.tap).await
-            }
+            None => self.attempt(request).await,
         }
+    }
+
+    /// The innermost step: the request for this target, the back-end's answer (or its
+    /// failure before the first event), and the attempt noted.
+    async fn attempt(self, request: &Request) -> Result<EventStream, Error> {
+        let Call {
+            ctx,
+            prepare,
+            capture,
+            health,
+            ..
+        } = *self.call;
+        let target = self.target;
+        let prepared;
+        let request = if prepare.is_empty() {
+            request
+        } else {
+            let mut copy = request.clone();
+            for stage in prepare {
+                stage.upstream_request(ctx, target, &mut copy).await?;
+            }
+            prepared = copy;
+            &prepared
+        };
+        let tap = tap(capture, ctx, target);
+        let started = Instant::now();
+        let result = target
+            .backend
+            .send(request, &target.model, tap.as_ref())
+            .await;
+        let label = match &result {
+            Ok(_) => "200".into(),
+            Err(err) => err.failure_label(),
+        };
+        health.record(
+            target.backend.id(),
+            &target.model,
+            result.as_ref().map(|_| ()),
+        );
+        ctx.attempts.push(Attempt {
+            backend: target.backend.id().to_owned(),
+            model: target.model.clone(),
+            key_name: target.backend.key_name().map(str::to_owned),
+            result: label.into_owned(),
+            elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
+        });
+        result
+    }
+}
+
+/// The capture tap of one attempt, when a capture is on.
+fn tap(capture: Option<&Arc<Capture>>, ctx: &RequestContext, target: &Target) -> Option<Tap> {
+    if capture.is_none() && ctx.recorder.is_none() {
+        return None;
+    }
+    Some(Tap::new(
+        capture.cloned(),
+        ctx.recorder.clone(),
+        TapInfo {
+            request_id: ctx.request_id.clone(),
+            session_id: ctx.session_id.clone(),
+            client_host: ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            user_agent: ctx.user_agent.clone().unwrap_or_default(),
+            backend: target.backend.id().to_owned(),
+            model: target.model.clone(),
+            key_name: target.backend.key_name().map(str::to_owned),
+        },
+    ))
+}
+
+/// One call to a back-end on a request's behalf.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attempt {
+    pub backend: String,
+    pub model: String,
+    /// The name (never the value) of the key it used.
+    pub key_name: Option<String>,
+    /// `200` when the back-end answered, else how it failed ([`Error::failure_label`]).
+    pub result: String,
+    pub elapsed_ms: f64,
+}
+
+/// A request's attempts, in order; shared by the clones of its context.
+#[derive(Clone, Default)]
+pub struct Attempts(Arc<Mutex<Vec<Attempt>>>);
+
+impl Attempts {
+    pub fn push(&self, attempt: Attempt) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(attempt);
+    }
+
+    pub fn all(&self) -> Vec<Attempt> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn last(&self) -> Option<Attempt> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last()
+            .cloned()
+    }
+
+    /// The chain as the `x-llmux-attempts` header, the log line and the capture store show
+    /// it: `openrouter:qwen/qwen3-coder=429; zai:glm-4.6=200`. Empty when no back-end was
+    /// called.
+    pub fn chain(&self) -> String {
+        let attempts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut chain = String::new();
+        for (i, attempt) in attempts.iter().enumerate() {
+            if i > 0 {
+                chain.push_str("; ");
+            }
+            chain.push_str(&attempt.backend);
+            chain.push(':');
+            chain.push_str(&attempt.model);
+            chain.push('=');
+            chain.push_str(&attempt.result);
+        }
+        chain
     }
 }

@@ -2,14 +2,17 @@
 //!
 //! A `backend:model` string names both when the part before the first `:` is a configured
 //! back-end id; anything else is a model of the default back-end (model names may hold
-//! colons: `llama3:8b`, `qwen/qwen3-coder:free`). Failover, key rotation and rate limits
-//! build on this.
+//! colons: `llama3:8b`, `qwen/qwen3-coder:free`). A failover route's name (`coder`, or
+//! `route:coder`) stands for its legs, tried in order: a [`Plan`].
+
+pub mod health;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::Error;
 use crate::backend::Backend;
+use crate::config::routes::FailoverRoute;
 
 /// Where a request goes.
 #[derive(Clone)]
@@ -24,9 +27,32 @@ impl std::fmt::Debug for Target {
     }
 }
 
+/// Where a request may go, in order: one target, or the legs of a failover route.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Never empty.
+    pub legs: Vec<Target>,
+    /// The failover route the legs come from: when and how often to move on.
+    pub route: Option<Arc<FailoverRoute>>,
+}
+
+impl Plan {
+    pub fn single(target: Target) -> Self {
+        Self {
+            legs: vec![target],
+            route: None,
+        }
+    }
+
+    pub fn first(&self) -> &Target {
+        &self.legs[0]
+    }
+}
+
 pub struct Router {
     backends: BTreeMap<String, Arc<dyn Backend>>,
     default_backend: String,
+    routes: BTreeMap<String, Arc<FailoverRoute>>,
 }
 
 impl Router {
@@ -34,7 +60,48 @@ impl Router {
         Self {
             backends,
             default_backend,
+            routes: BTreeMap::new(),
         }
+    }
+
+    /// The configured failover routes (`[routes.NAME]`).
+    pub fn with_routes(mut self, routes: &BTreeMap<String, FailoverRoute>) -> Self {
+        self.routes = routes
+            .iter()
+            .map(|(name, route)| (name.clone(), Arc::new(route.clone())))
+            .collect();
+        self
+    }
+
+    /// The configured failover route called `name`.
+    pub fn route(&self, name: &str) -> Option<&Arc<FailoverRoute>> {
+        self.routes.get(name)
+    }
+
+    /// The legs of `route`, each resolved. A leg that does not resolve (a model its
+    /// back-end does not serve) is left out with a warning; when none resolves, the first
+    /// leg's error.
+    pub fn plan(&self, route: Arc<FailoverRoute>) -> Result<Plan, Error> {
+        let mut legs = Vec::with_capacity(route.legs.len());
+        let mut first_error = None;
+        for leg in &route.legs {
+            match self.resolve(leg) {
+                Ok(target) => legs.push(target),
+                Err(err) => {
+                    tracing::warn!(route = %route.name, leg = %leg, "failover leg left out: {err}");
+                    first_error.get_or_insert(err);
+                }
+            }
+        }
+        if legs.is_empty() {
+            return Err(first_error.unwrap_or_else(|| {
+                Error::not_found(format!("failover route '{}' has no legs", route.name))
+            }));
+        }
+        Ok(Plan {
+            legs,
+            route: Some(route),
+        })
     }
 
     pub fn backends(&self) -> &BTreeMap<String, Arc<dyn Backend>> {

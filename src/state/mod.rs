@@ -35,6 +35,9 @@ pub struct Session {
     pub planning_turns: u64,
     /// File-writing tool calls the model made (they end the planning phase).
     pub file_writes: u64,
+    /// Failover routes made in this chat (`!/failover-route(...)`): name to
+    /// `backend:model` legs. They win over configured routes of the same name.
+    pub failover_routes: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// A session's state just before and just after an update.

@@ -56,7 +56,10 @@ before(async () => {
   const config = path.join(dir, "llmux.toml");
   writeFileSync(
     config,
-    `default_backend = "fake"\n\n[backends.fake]\ntype = "openai-compatible"\nbase_url = "${provider.url}"\n`,
+    `default_backend = "fake"\n\n[backends.fake]\ntype = "openai-compatible"\nbase_url = "${provider.url}"\n` +
+      // Nothing listens on port 9: the route's first leg fails to connect, the second answers.
+      `\n[backends.down]\ntype = "openai-compatible"\nbase_url = "http://127.0.0.1:9/v1"\n` +
+      `\n[routes.sturdy]\nlegs = ["down:gpt-fake", "fake:gpt-fake"]\n`,
   );
   llmux = await startLlmux([
     "--config",
@@ -207,4 +210,18 @@ test("the tool calls of a Gemini stream show in its answer", async () => {
   await answer.locator(".tool-call .tool-name", { hasText: "read_file" }).waitFor(WAIT);
   assert.equal(await answer.locator(".tool-call").count(), 1);
   await shot("tool-call");
+});
+
+test("a request that failed over shows each attempt in its overview", async () => {
+  await chat("failover walrus", { model: "sturdy" });
+  await page.goto(`${llmux.url}/ui/`);
+  await search("walrus", 1);
+  await rows().first().click();
+  await page.getByRole("tab", { name: "overview" }).click();
+  const attempts = page.getByTestId("attempts");
+  await attempts.waitFor(WAIT);
+  const items = await attempts.locator("li").allTextContents();
+  assert.deepEqual(items, ["down:gpt-fake connect", "fake:gpt-fake 200"]);
+  assert.equal(await attempts.locator(".status.err").count(), 1);
+  await shot("attempts");
 });

@@ -35,6 +35,11 @@ pub enum Mode {
     Endless,
     /// Answers chat requests with this text (in one piece).
     Answer(&'static str),
+    /// An error status with a Retry-After header of this many seconds.
+    StatusRetryAfter(u16, u64),
+    /// A fault script: the Nth chat request is answered as the Nth mode, every request
+    /// after the script normally.
+    Script(Vec<Mode>),
 }
 
 #[derive(Clone, Debug)]
@@ -152,8 +157,11 @@ fn sse(
         .unwrap()
 }
 
-async fn chat(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    shared.hits.fetch_add(1, Ordering::SeqCst);
+async fn chat(State(mut shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let hit = shared.hits.fetch_add(1, Ordering::SeqCst);
+    if let Mode::Script(steps) = &shared.mode {
+        shared.mode = steps.get(hit).cloned().unwrap_or(Mode::Normal);
+    }
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     shared.requests.lock().unwrap().push(Recorded {
         headers: headers.clone(),
@@ -169,6 +177,16 @@ async fn chat(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> 
     });
 
     match shared.mode.clone() {
+        Mode::StatusRetryAfter(status, seconds) => {
+            let body = json!({"error": {"message": format!("fake says {status}"),
+                "type": "requests", "param": null, "code": "rate_limit_exceeded"}});
+            let mut response =
+                (StatusCode::from_u16(status).unwrap(), axum::Json(body)).into_response();
+            response
+                .headers_mut()
+                .insert("retry-after", seconds.to_string().parse().unwrap());
+            return response;
+        }
         Mode::Status(status) => {
             let (kind, code) = match status {
                 401 => ("invalid_request_error", "invalid_api_key"),

@@ -1,7 +1,15 @@
 import { useEffect, useMemo, useState } from "react";
 import { api } from "./api";
 import { diffSize, requestDiff } from "./diff";
-import { formatMs, formatTime, parseFrames, prettyJson, statusClass } from "./format";
+import {
+  attemptClass,
+  formatMs,
+  formatTime,
+  parseAttempts,
+  parseFrames,
+  prettyJson,
+  statusClass,
+} from "./format";
 import type { Replayed, RequestRow, ServerInfo } from "./types";
 
 const TABS = ["overview", "request", "upstream", "response", "frames", "headers"] as const;
@@ -75,6 +83,18 @@ function Overview({ row }: { row: RequestRow }) {
           {row.model_requested}
           {row.model_used && row.model_used !== row.model_requested && ` → ${row.model_used}`}
         </Field>
+        {row.attempts.includes(";") && (
+          <Field name="attempts">
+            <ol className="attempts" data-testid="attempts">
+              {parseAttempts(row.attempts).map((attempt, i) => (
+                <li key={i}>
+                  {attempt.leg}{" "}
+                  <span className={`status ${attemptClass(attempt.result)}`}>{attempt.result}</span>
+                </li>
+              ))}
+            </ol>
+          </Field>
+        )}
         <Field name="key">{row.key_name}</Field>
         <Field name="status">
           <span className={`status ${statusClass(row.status)}`}>{row.status}</span>

@@ -1,7 +1,28 @@
 import { describe, expect, it } from "vitest";
-import { formatCount, formatMs, formatTime, parseFrames, preview, prettyJson, statusClass } from "./format";
+import {
+  attemptClass,
+  formatCount,
+  formatMs,
+  formatTime,
+  parseAttempts,
+  parseFrames,
+  preview,
+  prettyJson,
+  statusClass,
+} from "./format";
 
 describe("format", () => {
+  it("reads the attempt chain of a failover, model names with = and : included", () => {
+    expect(parseAttempts("")).toEqual([]);
+    expect(parseAttempts("openrouter:qwen/qwen3-coder:free=429; zai:glm=4.6=200")).toEqual([
+      { leg: "openrouter:qwen/qwen3-coder:free", result: "429" },
+      { leg: "zai:glm=4.6", result: "200" },
+    ]);
+    expect(attemptClass("200")).toBe("ok");
+    expect(attemptClass("429")).toBe("warn");
+    expect(attemptClass("timeout")).toBe("err");
+  });
+
   it("shows durations in the unit a person reads", () => {
     expect(formatMs(0)).toBe("–");
     expect(formatMs(0.4)).toBe("<1 ms");

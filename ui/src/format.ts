@@ -62,3 +62,25 @@ export function preview(text: string, max = 120): string {
   const line = text.replace(/\s+/g, " ").trim();
   return line.length > max ? `${line.slice(0, max - 1)}…` : line;
 }
+
+/** One call to a back-end, as the capture row's `attempts` chain lists it. */
+export interface Attempt {
+  leg: string;
+  /** `200`, another HTTP status, or `timeout`, `connect`, `unconfigured`. */
+  result: string;
+}
+
+/** `a:m1=429; b:m2=200` as its attempts, in order; model names may hold `=` or `:`. */
+export function parseAttempts(chain: string): Attempt[] {
+  if (!chain.trim()) return [];
+  return chain.split("; ").map((part) => {
+    const at = part.lastIndexOf("=");
+    return at < 0 ? { leg: part, result: "" } : { leg: part.slice(0, at), result: part.slice(at + 1) };
+  });
+}
+
+/** The status class of an attempt's result (failures that are not statuses are errors). */
+export function attemptClass(result: string): "ok" | "warn" | "err" | "none" {
+  const status = Number(result);
+  return Number.isInteger(status) && status > 0 ? statusClass(status) : "err";
+}

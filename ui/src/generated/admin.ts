@@ -19,6 +19,11 @@ upstream_ms: number, input_tokens: number, output_tokens: number,
  */
 tokens_estimated: boolean, error: string, 
 /**
+ * Every call to a back-end for this request, `backend:model=status` joined by `; `
+ * (a failover route's legs; one entry otherwise).
+ */
+attempts: string, 
+/**
  * The client's request headers as a JSON object; credentials masked.
  */
 client_headers: string, 
@@ -89,7 +94,12 @@ capture_store: boolean,
 /**
  * Records the JSONL wire capture dropped because its writer fell behind.
  */
-wire_capture_dropped: number, process: ProcessStats, requests: number, 
+wire_capture_dropped: number, process: ProcessStats, 
+/**
+ * Every back-end and model called since llmux started: attempts, answers and
+ * failures (failover legs included).
+ */
+legs: Array<LegStats>, requests: number, 
 /**
  * Rows dropped since start because the writer fell behind.
  */
@@ -108,6 +118,24 @@ open_fds: number | null,
  * Tasks alive on the async runtime.
  */
 tokio_tasks: number, };
+
+export type LegStats = { backend: string, model: string, attempts: number, 
+/**
+ * Attempts that got an answer.
+ */
+answered: number, 
+/**
+ * Failed attempts by how they failed (`429`, `503`, `timeout`, `connect`, ...).
+ */
+failed: { [key in string]: number }, 
+/**
+ * Failures since the last answer.
+ */
+consecutive_failures: number, 
+/**
+ * The last failure's message, and when (Unix seconds).
+ */
+last_error: string | null, last_error_at: number | null, };
 
 export type Usage = { group: string, requests: number, errors: number, input_tokens: number, output_tokens: number, };
 

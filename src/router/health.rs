@@ -1,0 +1,125 @@
+//! What llmux has seen of each leg (`backend:model`) since it started: attempts, answers,
+//! failures by class and the last failure. The admin API's stats show it; circuit breakers
+//! read the same record.
+
+use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+/// One leg's record.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct LegStats {
+    pub backend: String,
+    pub model: String,
+    pub attempts: u64,
+    /// Attempts that got an answer.
+    pub answered: u64,
+    /// Failed attempts by how they failed (`429`, `503`, `timeout`, `connect`, ...).
+    pub failed: BTreeMap<String, u64>,
+    /// Failures since the last answer.
+    pub consecutive_failures: u64,
+    /// The last failure's message, and when (Unix seconds).
+    pub last_error: Option<String>,
+    pub last_error_at: Option<f64>,
+}
+
+/// Every leg's record. Cheap to update: one lock, one lookup.
+#[derive(Default)]
+pub struct Health {
+    /// By back-end, then model: a lookup with borrowed names allocates nothing.
+    legs: Mutex<HashMap<String, HashMap<String, LegStats>>>,
+}
+
+impl Health {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Notes an attempt at `backend:model` and its result.
+    pub fn record(&self, backend: &str, model: &str, result: Result<(), &crate::Error>) {
+        let mut legs = self.legs.lock().unwrap_or_else(|e| e.into_inner());
+        if !legs.contains_key(backend) {
+            legs.insert(backend.to_owned(), HashMap::new());
+        }
+        let Some(models) = legs.get_mut(backend) else {
+            return;
+        };
+        if !models.contains_key(model) {
+            let fresh = LegStats {
+                backend: backend.to_owned(),
+                model: model.to_owned(),
+                ..LegStats::default()
+            };
+            models.insert(model.to_owned(), fresh);
+        }
+        let Some(leg) = models.get_mut(model) else {
+            return;
+        };
+        leg.attempts += 1;
+        match result {
+            Ok(()) => {
+                leg.answered += 1;
+                leg.consecutive_failures = 0;
+            }
+            Err(err) => {
+                *leg.failed
+                    .entry(err.failure_label().into_owned())
+                    .or_default() += 1;
+                leg.consecutive_failures += 1;
+                leg.last_error = Some(err.to_string());
+                leg.last_error_at = Some(crate::capture::store::unix_seconds());
+            }
+        }
+    }
+
+    /// Every leg's record, busiest first.
+    pub fn legs(&self) -> Vec<LegStats> {
+        let legs = self.legs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all: Vec<LegStats> = legs.values().flat_map(|m| m.values().cloned()).collect();
+        all.sort_by(|a, b| {
+            b.attempts
+                .cmp(&a.attempts)
+                .then_with(|| (&a.backend, &a.model).cmp(&(&b.backend, &b.model)))
+        });
+        all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    #[test]
+    fn attempts_answers_and_failures_are_counted_per_leg() {
+        let health = Health::new();
+        let limited: crate::Error = ErrorKind::Upstream {
+            backend: "a".into(),
+            status: 429,
+            message: "slow down".into(),
+            error_type: None,
+            code: None,
+            retry_after: None,
+        }
+        .into();
+        health.record("a", "m", Err(&limited));
+        health.record("a", "m", Err(&limited));
+        health.record("b", "n", Ok(()));
+        let legs = health.legs();
+        assert_eq!(legs.len(), 2);
+        let a = &legs[0];
+        assert_eq!((a.attempts, a.answered, a.consecutive_failures), (2, 0, 2));
+        assert_eq!(a.failed.get("429"), Some(&2));
+        assert!(a.last_error.as_deref().unwrap().contains("slow down"));
+        health.record("a", "m", Ok(()));
+        let a = health
+            .legs()
+            .into_iter()
+            .find(|l| l.backend == "a")
+            .unwrap();
+        assert_eq!((a.answered, a.consecutive_failures), (1, 0));
+    }
+}
