@@ -234,6 +234,22 @@ impl Error {
     }
 }
 
+#[cfg(test)]
+impl Error {
+    /// A provider's error answer with `status` (and its Retry-After), for unit tests.
+    pub(crate) fn upstream_status(status: u16, retry_after: Option<Duration>) -> Error {
+        ErrorKind::Upstream {
+            backend: "b".into(),
+            status,
+            message: format!("provider says {status}"),
+            error_type: None,
+            code: None,
+            retry_after,
+        }
+        .into()
+    }
+}
+
 impl From<ErrorKind> for Error {
     fn from(kind: ErrorKind) -> Self {
         Error(Arc::new(kind))

@@ -211,6 +211,8 @@ fn the_example_config_documents_every_key() {
         api: Some(String::new()),
         base_url: Some(String::new()),
         api_key_env: Some(String::new()),
+        api_keys_env: Some(Vec::new()),
+        key_rotation: Some(String::new()),
         models: Some(Vec::new()),
         headers: Some(Default::default()),
         connect_timeout_seconds: Some(1.0),

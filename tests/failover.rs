@@ -59,14 +59,6 @@ async fn route(a: Mode, b: Mode, route: &str) -> (support::Llmux, FakeOpenAi, Fa
     (llmux, a, b)
 }
 
-fn attempts(response: &reqwest::Response) -> String {
-    response
-        .headers()
-        .get("x-llmux-attempts")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default()
-}
-
 #[tokio::test]
 async fn a_rate_limited_leg_passes_the_request_to_the_next_and_says_so() {
     let (llmux, a, b) = route(
@@ -79,7 +71,7 @@ async fn a_rate_limited_leg_passes_the_request_to_the_next_and_says_so() {
         let response = chat(&llmux, model, stream).await;
         assert_eq!(response.status(), 200);
         assert_eq!(
-            attempts(&response),
+            support::attempts_header(&response),
             "a:qwen3-coder=429; b:glm-4.6=200",
             "{model}"
         );
@@ -146,7 +138,10 @@ async fn outages_unreachable_providers_and_slow_ones_fail_over_too() {
         .await;
         let response = chat(&llmux, "coder", false).await;
         assert_eq!(response.status(), 200, "{label}");
-        assert_eq!(attempts(&response), format!("a:m1={label}; b:m2=200"));
+        assert_eq!(
+            support::attempts_header(&response),
+            format!("a:m1={label}; b:m2=200")
+        );
     }
 }
 
@@ -162,7 +157,7 @@ retry_on = ["4xx", "5xx"]"#,
     .await;
     let response = chat(&llmux, "coder", false).await;
     assert_eq!(response.status(), 400);
-    assert_eq!(attempts(&response), "a:m1=400");
+    assert_eq!(support::attempts_header(&response), "a:m1=400");
     let body: Value = response.json().await.unwrap();
     assert!(
         body["error"]["message"]
@@ -184,7 +179,7 @@ retry_on = ["429"]"#,
     .await;
     let response = chat(&llmux, "coder", false).await;
     assert_eq!(response.status(), 503);
-    assert_eq!(attempts(&response), "a:m1=503");
+    assert_eq!(support::attempts_header(&response), "a:m1=503");
     assert_eq!(b.hit_count(), 0);
 }
 
@@ -198,7 +193,7 @@ async fn a_stream_that_breaks_after_its_first_event_is_never_sent_twice() {
     .await;
     let response = chat(&llmux, "coder", true).await;
     assert_eq!(response.status(), 200);
-    assert_eq!(attempts(&response), "a:m1=200");
+    assert_eq!(support::attempts_header(&response), "a:m1=200");
     let body = response.text().await.unwrap();
     let frames = sse_data(&body);
     assert_eq!(streamed_text(&frames), "Hel", "the first leg's text, once");
@@ -220,7 +215,7 @@ attempts_per_leg = 2"#,
     .await;
     let response = chat(&llmux, "coder", false).await;
     assert_eq!(response.status(), 200);
-    assert_eq!(attempts(&response), "a:m1=502; a:m1=200");
+    assert_eq!(support::attempts_header(&response), "a:m1=502; a:m1=200");
     assert_eq!(b.hit_count(), 0);
 
     // Every leg failing: the client gets the last failure, and the whole chain.
@@ -235,7 +230,10 @@ attempts_per_leg = 2"#,
     let response = chat(&llmux, "coder", false).await;
     assert_eq!(response.status(), 429);
     // b asked for 30 s: longer than a retry may wait, so it is not asked twice.
-    assert_eq!(attempts(&response), "a:m1=500; a:m1=500; b:m2=429");
+    assert_eq!(
+        support::attempts_header(&response),
+        "a:m1=500; a:m1=500; b:m2=429"
+    );
     assert!(started.elapsed() < Duration::from_secs(10));
     assert_eq!(
         response
@@ -261,7 +259,7 @@ async fn a_static_route_may_name_a_failover_route() {
     .await;
     let response = chat(&llmux, "whatever-the-client-says", false).await;
     assert_eq!(response.status(), 200);
-    assert_eq!(attempts(&response), "a:m1=429; b:m2=200");
+    assert_eq!(support::attempts_header(&response), "a:m1=429; b:m2=200");
 }
 
 #[tokio::test]
@@ -281,7 +279,7 @@ async fn every_client_protocol_gets_failover() {
         .await
         .unwrap();
     assert_eq!(anthropic.status(), 200);
-    assert_eq!(attempts(&anthropic), "a:m1=429; b:m2=200");
+    assert_eq!(support::attempts_header(&anthropic), "a:m1=429; b:m2=200");
     let body: Value = anthropic.json().await.unwrap();
     assert_eq!(body["content"][0]["text"], "Hello from fake.");
 
@@ -293,7 +291,7 @@ async fn every_client_protocol_gets_failover() {
         .await
         .unwrap();
     assert_eq!(gemini.status(), 200);
-    assert_eq!(attempts(&gemini), "a:m1=429; b:m2=200");
+    assert_eq!(support::attempts_header(&gemini), "a:m1=429; b:m2=200");
 }
 
 #[tokio::test]
@@ -333,7 +331,7 @@ async fn routes_made_in_chat_fail_over_for_their_session_only() {
 
     let response = say("s1", "Say hello.", "mine").await;
     assert_eq!(response.status(), 200);
-    assert_eq!(attempts(&response), "a:m1=503; b:m2=200");
+    assert_eq!(support::attempts_header(&response), "a:m1=503; b:m2=200");
     // Another session does not have the route: `mine` is a model of the default back-end.
     let response = say("s2", "Say hello.", "route:mine").await;
     assert_eq!(response.status(), 404);

@@ -90,6 +90,9 @@ pub struct AdminStats {
     /// Every back-end and model called since llmux started: attempts, answers and
     /// failures (failover legs included).
     pub legs: Vec<crate::router::health::LegStats>,
+    /// Every provider key by back-end, in rotation order: uses, failures, whether it is
+    /// cooling down and its last failure. Names only, never values.
+    pub keys: Vec<crate::backend::keys::KeyHealth>,
 }
 
 /// What the llmux process holds now: what a leak would grow.
@@ -288,6 +291,13 @@ pub async fn stats(engine: &Engine) -> Result<AdminStats, Error> {
         wire_capture_dropped: engine.capture().map_or(0, |c| c.dropped()),
         process: ProcessStats::now(),
         legs: engine.health().legs(),
+        keys: engine
+            .routes()
+            .backends()
+            .values()
+            .filter_map(|backend| backend.keys())
+            .flat_map(|ring| ring.health())
+            .collect(),
     })
 }
 
@@ -541,6 +551,7 @@ mod typescript {
             AdminStats::decl(&cfg),
             ProcessStats::decl(&cfg),
             crate::router::health::LegStats::decl(&cfg),
+            crate::backend::keys::KeyHealth::decl(&cfg),
             Usage::decl(&cfg),
             TimelinePoint::decl(&cfg),
             TimelineParams::decl(&cfg),

@@ -77,7 +77,9 @@ pub struct HttpBackend<W: Wire> {
     config: BackendConfig,
     wire: W,
     client: reqwest::Client,
-    key: Option<NamedKey>,
+    keys: super::keys::KeyRing,
+    /// The auth headers of each key, built once.
+    auth: Vec<Vec<(HeaderName, HeaderValue)>>,
     headers: HeaderMap,
     models_url: String,
     /// The generation URL, parsed once when it is the same for every request.
@@ -101,7 +103,6 @@ impl<W: Wire> HttpBackend<W> {
             .user_agent(concat!("llmux/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Error::internal(format!("cannot build the HTTP client: {e}")))?;
-        let key = keys.into_iter().next();
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         for (name, value) in identity {
@@ -117,7 +118,9 @@ impl<W: Wire> HttpBackend<W> {
                 headers.insert(name, value);
             }
         }
-        if let Some(key) = &key {
+        let mut auth = Vec::with_capacity(keys.len());
+        for key in &keys {
+            let mut key_headers = Vec::new();
             for (name, value) in wire.auth_headers(key.secret.expose()) {
                 let mut value = HeaderValue::from_str(&value).map_err(|_| {
                     Error::from(ErrorKind::BackendNotConfigured {
@@ -126,12 +129,13 @@ impl<W: Wire> HttpBackend<W> {
                     })
                 })?;
                 value.set_sensitive(true);
-                headers.insert(name, value);
+                key_headers.push((name, value));
             }
+            auth.push(key_headers);
         }
         let errors = ErrorMapper {
             backend: config.id.clone(),
-            key: key.clone(),
+            keys: keys.clone().into(),
             idle: config.timeouts.idle,
             status_of: W::STATUS_OF_ERROR_TYPE,
         };
@@ -145,16 +149,17 @@ impl<W: Wire> HttpBackend<W> {
             fixed_url,
             models_url: wire.models_url(&config.base_url),
             wire,
+            keys: super::keys::KeyRing::new(&config.id, keys, config.key_rotation),
+            auth,
             config,
             client,
-            key,
             headers,
             models_cache: Mutex::new(None),
         })
     }
 
     fn require_key(&self) -> Result<(), Error> {
-        if self.key.is_none() && self.config.kind.requires_key() {
+        if self.keys.is_empty() && self.config.kind.requires_key() {
             let var = self
                 .config
                 .api_key_env
@@ -315,14 +320,15 @@ impl<W: Wire> HttpBackend<W> {
     }
 
     async fn fetch_models(&self) -> Result<Vec<String>, Error> {
-        let response = self
+        let mut fetch = self
             .client
             .get(&self.models_url)
             .headers(self.headers.clone())
-            .timeout(self.config.timeouts.first_byte.min(Duration::from_secs(15)))
-            .send()
-            .await
-            .map_err(|e| self.transport_error(&e))?;
+            .timeout(self.config.timeouts.first_byte.min(Duration::from_secs(15)));
+        for (name, value) in self.auth.first().into_iter().flatten() {
+            fetch = fetch.header(name.clone(), value.clone());
+        }
+        let response = fetch.send().await.map_err(|e| self.transport_error(&e))?;
         if !response.status().is_success() {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
             return Err(self.status_error(response, deadline, None).await);
@@ -382,7 +388,7 @@ impl<D: StreamDecoder> FrameDecoder<D> {
 pub fn decode_frames<W: Wire>(wire: &W, backend: &str, frames: &[(String, String)]) -> Vec<Event> {
     let errors = ErrorMapper {
         backend: backend.to_owned(),
-        key: None,
+        keys: Vec::new().into(),
         idle: Duration::ZERO,
         status_of: W::STATUS_OF_ERROR_TYPE,
     };
@@ -406,17 +412,20 @@ pub fn decode_frames<W: Wire>(wire: &W, backend: &str, frames: &[(String, String
 #[derive(Clone)]
 struct ErrorMapper {
     backend: String,
-    key: Option<NamedKey>,
+    /// Every key of the back-end, scrubbed from provider text.
+    keys: std::sync::Arc<[NamedKey]>,
     idle: Duration,
     status_of: fn(Option<&str>) -> u16,
 }
 
 impl ErrorMapper {
-    fn scrub(&self, text: String) -> String {
-        match &self.key {
-            Some(key) => text.replace(key.secret.expose(), "****"),
-            None => text,
+    fn scrub(&self, mut text: String) -> String {
+        for key in self.keys.iter() {
+            if text.contains(key.secret.expose()) {
+                text = text.replace(key.secret.expose(), "****");
+            }
         }
+        text
     }
 
     fn chunk(&self, err: ChunkError) -> Error {
@@ -603,7 +612,11 @@ impl<W: Wire> Backend for HttpBackend<W> {
     }
 
     fn key_name(&self) -> Option<&str> {
-        self.key.as_ref().map(|k| k.name.as_str())
+        self.keys.key(0).map(|k| k.name.as_str())
+    }
+
+    fn keys(&self) -> Option<&super::keys::KeyRing> {
+        Some(&self.keys)
     }
 
     async fn models(&self) -> Result<Vec<String>, Error> {
@@ -642,6 +655,16 @@ impl<W: Wire> Backend for HttpBackend<W> {
         model: &str,
         tap: Option<&Tap>,
     ) -> Result<EventStream, Error> {
+        self.send_with_key(request, model, tap, 0).await
+    }
+
+    async fn send_with_key(
+        &self,
+        request: &Request,
+        model: &str,
+        tap: Option<&Tap>,
+        key: usize,
+    ) -> Result<EventStream, Error> {
         self.require_key()?;
         let body = serde_json::to_vec(&self.wire.encode(request, model)?)
             .map_err(|e| Error::internal(format!("cannot encode the upstream request: {e}")))?;
@@ -673,6 +696,9 @@ impl<W: Wire> Backend for HttpBackend<W> {
             .post(url)
             .headers(self.headers.clone())
             .header(ACCEPT, accept);
+        for (name, value) in self.auth.get(key).into_iter().flatten() {
+            upstream = upstream.header(name.clone(), value.clone());
+        }
         for (name, value) in self.wire.forwarded_headers(request) {
             upstream = upstream.header(name, value);
         }

@@ -8,6 +8,7 @@
 pub mod anthropic;
 pub mod gemini;
 pub mod http;
+pub mod keys;
 pub mod mock;
 pub mod openai;
 pub mod openai_compatible;
@@ -62,6 +63,23 @@ pub trait Backend: Send + Sync {
     /// The name of the key in use (never the key), for logs and captures.
     fn key_name(&self) -> Option<&str> {
         None
+    }
+
+    /// The back-end's keys, when it uses provider keys: the caller picks one per attempt
+    /// (rotation, cool-downs) and sends with [`Backend::send_with_key`].
+    fn keys(&self) -> Option<&keys::KeyRing> {
+        None
+    }
+
+    /// Sends with key `key` of [`Backend::keys`]; [`Backend::send`] uses the first.
+    async fn send_with_key(
+        &self,
+        request: &Request,
+        model: &str,
+        tap: Option<&Tap>,
+        _key: usize,
+    ) -> Result<EventStream, Error> {
+        self.send(request, model, tap).await
     }
 }
 

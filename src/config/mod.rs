@@ -118,6 +118,10 @@ pub struct BackendConfig {
     /// API root without a trailing slash (`.../v1`); empty for `mock`.
     pub base_url: String,
     pub api_key_env: Option<String>,
+    /// More key variables, after `api_key_env` and its numbered variants.
+    pub api_keys_env: Vec<String>,
+    /// How the keys take turns.
+    pub key_rotation: KeyRotation,
     pub models: Option<Vec<String>>,
     pub headers: Vec<(String, String)>,
     pub timeouts: Timeouts,
@@ -125,6 +129,16 @@ pub struct BackendConfig {
     pub app_url: String,
     pub app_title: String,
     pub mock: MockConfig,
+}
+
+/// How a back-end with several keys uses them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KeyRotation {
+    /// The first key that is not cooling down: the next one only after a rate limit.
+    #[default]
+    OnFailure,
+    /// Each request the next key, skipping keys that are cooling down.
+    RoundRobin,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -1083,6 +1097,31 @@ fn validate_backend(
         ));
     }
 
+    let api_keys_env = raw.api_keys_env.clone().unwrap_or_default();
+    for name in &api_keys_env {
+        if name.is_empty() || name.contains('=') {
+            problems.push(bad(
+                layered,
+                &key("api_keys_env"),
+                format!("'{name}'"),
+                "must hold names of environment variables",
+            ));
+        }
+    }
+    let key_rotation = match raw.key_rotation.as_deref() {
+        None | Some("on-failure") => KeyRotation::OnFailure,
+        Some("round-robin") => KeyRotation::RoundRobin,
+        Some(other) => {
+            problems.push(bad(
+                layered,
+                &key("key_rotation"),
+                format!("'{other}'"),
+                "expected 'on-failure' or 'round-robin'",
+            ));
+            KeyRotation::OnFailure
+        }
+    };
+
     let mut headers = Vec::new();
     for (name, value) in raw.headers.iter().flatten() {
         if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err()
@@ -1105,6 +1144,8 @@ fn validate_backend(
         api,
         base_url,
         api_key_env,
+        api_keys_env,
+        key_rotation,
         models: raw.models.clone(),
         headers,
         timeouts,

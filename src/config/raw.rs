@@ -487,6 +487,10 @@ pub struct RawBackend {
     pub base_url: Option<String>,
     /// The environment variable holding the provider key.
     pub api_key_env: Option<String>,
+    /// More variables holding keys of the same provider, for rotation.
+    pub api_keys_env: Option<Vec<String>>,
+    /// `on-failure` (the first key until it is rate limited) or `round-robin`.
+    pub key_rotation: Option<String>,
     /// The models this back-end serves; when set, requests for others get a 404.
     pub models: Option<Vec<String>>,
     /// Extra headers on every upstream request.

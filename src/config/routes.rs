@@ -268,15 +268,7 @@ mod tests {
     use std::time::Duration;
 
     fn upstream(status: u16) -> Error {
-        ErrorKind::Upstream {
-            backend: "b".into(),
-            status,
-            message: "m".into(),
-            error_type: None,
-            code: None,
-            retry_after: None,
-        }
-        .into()
+        Error::upstream_status(status, None)
     }
 
     #[test]

@@ -50,7 +50,8 @@ pub trait SecretSource: Send + Sync {
 }
 
 /// Reads `api_key_env` and its numbered variants (`NAME_1` .. `NAME_20`, the seed's way of
-/// listing several keys for rotation) from an environment.
+/// listing several keys for rotation), then the variables `api_keys_env` names, from an
+/// environment; a variable named twice counts once.
 pub struct EnvSecrets {
     lookup: Box<EnvLookup>,
 }
@@ -77,20 +78,26 @@ impl EnvSecrets {
 
 impl SecretSource for EnvSecrets {
     fn keys(&self, backend: &BackendConfig) -> Vec<NamedKey> {
-        let Some(base) = &backend.api_key_env else {
-            return Vec::new();
-        };
-        let names = std::iter::once(base.clone()).chain((1..=20).map(|i| format!("{base}_{i}")));
-        names
-            .filter_map(|name| {
-                let value = (self.lookup)(&name)?;
-                let value = value.trim();
-                (!value.is_empty()).then(|| NamedKey {
+        let numbered = backend.api_key_env.iter().flat_map(|base| {
+            std::iter::once(base.clone()).chain((1..=20).map(move |i| format!("{base}_{i}")))
+        });
+        let mut keys: Vec<NamedKey> = Vec::new();
+        for name in numbered.chain(backend.api_keys_env.iter().cloned()) {
+            if keys.iter().any(|k| k.name == name) {
+                continue;
+            }
+            let Some(value) = (self.lookup)(&name) else {
+                continue;
+            };
+            let value = value.trim();
+            if !value.is_empty() {
+                keys.push(NamedKey {
                     secret: Secret::new(value),
                     name,
-                })
-            })
-            .collect()
+                });
+            }
+        }
+        keys
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::Instant;
 use super::{RequestContext, Stage};
 use crate::Error;
 use crate::backend::EventStream;
+use crate::backend::keys::KeyRing;
 use crate::capture::{Capture, Tap, TapInfo};
 use crate::model::Request;
 use crate::router::health::Health;
@@ -73,16 +74,12 @@ impl<'a> Upstream<'a> {
         }
     }
 
-    /// The innermost step: the request for this target, the back-end's answer (or its
-    /// failure before the first event), and the attempt noted.
+    /// The innermost step: the request for this target, then the back-end's answer (or
+    /// its failure before the first event). A back-end with several keys is tried with the
+    /// next key when the provider blamed the key (rate limit, refusal); each call is an
+    /// attempt in the chain.
     async fn attempt(self, request: &Request) -> Result<EventStream, Error> {
-        let Call {
-            ctx,
-            prepare,
-            capture,
-            health,
-            ..
-        } = *self.call;
+        let Call { ctx, prepare, .. } = *self.call;
         let target = self.target;
         let prepared;
         let request = if prepare.is_empty() {
@@ -95,34 +92,104 @@ impl<'a> Upstream<'a> {
             prepared = copy;
             &prepared
         };
-        let tap = tap(capture, ctx, target);
+        let ring = target.backend.keys().filter(|ring| !ring.is_empty());
+        let Some(ring) = ring else {
+            return self.call_with(request, None).await;
+        };
+        let mut tried = Vec::new();
+        loop {
+            let key = match ring.pick(&tried) {
+                Ok(Some(key)) => key,
+                Ok(None) => return self.call_with(request, None).await,
+                Err(wait) => {
+                    let err = ring.all_cooling(wait);
+                    self.note(None, false, Err(&err), Instant::now());
+                    return Err(err);
+                }
+            };
+            tried.push(key);
+            match self.call_with(request, Some((ring, key))).await {
+                Err(err) if ring.failed(key, &err) && tried.len() < ring.len() => {
+                    tracing::info!(
+                        request_id = %ctx.request_id,
+                        backend = target.backend.id(),
+                        key = ring.key(key).map_or("-", |k| k.name.as_str()),
+                        failure = %err.failure_label(),
+                        "key cooling down; trying the next key"
+                    );
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// One call to the back-end, with key `key` of `ring` when it has keys.
+    async fn call_with(
+        self,
+        request: &Request,
+        key: Option<(&KeyRing, usize)>,
+    ) -> Result<EventStream, Error> {
+        let Call { ctx, capture, .. } = *self.call;
+        let target = self.target;
+        let key_name = match key {
+            Some((ring, i)) => ring.key(i).map(|k| k.name.as_str()),
+            None => target.backend.key_name(),
+        };
+        let tap = tap(capture, ctx, target, key_name);
         let started = Instant::now();
-        let result = target
-            .backend
-            .send(request, &target.model, tap.as_ref())
-            .await;
-        let label = match &result {
-            Ok(_) => "200".into(),
+        let result = match key {
+            Some((_, i)) => {
+                target
+                    .backend
+                    .send_with_key(request, &target.model, tap.as_ref(), i)
+                    .await
+            }
+            None => {
+                target
+                    .backend
+                    .send(request, &target.model, tap.as_ref())
+                    .await
+            }
+        };
+        let several_keys = key.is_some_and(|(ring, _)| ring.len() > 1);
+        self.note(key_name, several_keys, result.as_ref().map(|_| ()), started);
+        result
+    }
+
+    /// Notes an attempt in the request's chain and the leg's health.
+    fn note(
+        self,
+        key_name: Option<&str>,
+        several_keys: bool,
+        result: Result<(), &Error>,
+        started: Instant,
+    ) {
+        let target = self.target;
+        let label = match result {
+            Ok(()) => "200".into(),
             Err(err) => err.failure_label(),
         };
-        health.record(
-            target.backend.id(),
-            &target.model,
-            result.as_ref().map(|_| ()),
-        );
-        ctx.attempts.push(Attempt {
+        self.call
+            .health
+            .record(target.backend.id(), &target.model, result);
+        self.call.ctx.attempts.push(Attempt {
             backend: target.backend.id().to_owned(),
             model: target.model.clone(),
-            key_name: target.backend.key_name().map(str::to_owned),
+            key_name: key_name.map(str::to_owned),
+            key_in_chain: several_keys,
             result: label.into_owned(),
             elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
         });
-        result
     }
 }
 
 /// The capture tap of one attempt, when a capture is on.
-fn tap(capture: Option<&Arc<Capture>>, ctx: &RequestContext, target: &Target) -> Option<Tap> {
+fn tap(
+    capture: Option<&Arc<Capture>>,
+    ctx: &RequestContext,
+    target: &Target,
+    key_name: Option<&str>,
+) -> Option<Tap> {
     if capture.is_none() && ctx.recorder.is_none() {
         return None;
     }
@@ -136,7 +203,7 @@ fn tap(capture: Option<&Arc<Capture>>, ctx: &RequestContext, target: &Target) ->
             user_agent: ctx.user_agent.clone().unwrap_or_default(),
             backend: target.backend.id().to_owned(),
             model: target.model.clone(),
-            key_name: target.backend.key_name().map(str::to_owned),
+            key_name: key_name.map(str::to_owned),
         },
     ))
 }
@@ -148,6 +215,8 @@ pub struct Attempt {
     pub model: String,
     /// The name (never the value) of the key it used.
     pub key_name: Option<String>,
+    /// Whether the chain names the key: its back-end has several.
+    pub key_in_chain: bool,
     /// `200` when the back-end answered, else how it failed ([`Error::failure_label`]).
     pub result: String,
     pub elapsed_ms: f64,
@@ -178,8 +247,9 @@ impl Attempts {
     }
 
     /// The chain as the `x-llmux-attempts` header, the log line and the capture store show
-    /// it: `openrouter:qwen/qwen3-coder=429; zai:glm-4.6=200`. Empty when no back-end was
-    /// called.
+    /// it: `openrouter:qwen/qwen3-coder=429; zai:glm-4.6=200`, with the key's name in
+    /// brackets when the back-end has several (`openai:gpt-4o[OPENAI_API_KEY_2]=200`). Empty
+    /// when no back-end was called.
     pub fn chain(&self) -> String {
         let attempts = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let mut chain = String::new();
@@ -190,6 +260,13 @@ impl Attempts {
             chain.push_str(&attempt.backend);
             chain.push(':');
             chain.push_str(&attempt.model);
+            if attempt.key_in_chain
+                && let Some(key) = &attempt.key_name
+            {
+                chain.push('[');
+                chain.push_str(key);
+                chain.push(']');
+            }
             chain.push('=');
             chain.push_str(&attempt.result);
         }

@@ -91,20 +91,11 @@ impl Health {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::ErrorKind;
 
     #[test]
     fn attempts_answers_and_failures_are_counted_per_leg() {
         let health = Health::new();
-        let limited: crate::Error = ErrorKind::Upstream {
-            backend: "a".into(),
-            status: 429,
-            message: "slow down".into(),
-            error_type: None,
-            code: None,
-            retry_after: None,
-        }
-        .into();
+        let limited = crate::Error::upstream_status(429, None);
         health.record("a", "m", Err(&limited));
         health.record("a", "m", Err(&limited));
         health.record("b", "n", Ok(()));
@@ -113,7 +104,12 @@ mod tests {
         let a = &legs[0];
         assert_eq!((a.attempts, a.answered, a.consecutive_failures), (2, 0, 2));
         assert_eq!(a.failed.get("429"), Some(&2));
-        assert!(a.last_error.as_deref().unwrap().contains("slow down"));
+        assert!(
+            a.last_error
+                .as_deref()
+                .unwrap()
+                .contains("provider says 429")
+        );
         health.record("a", "m", Ok(()));
         let a = health
             .legs()

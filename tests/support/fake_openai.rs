@@ -37,6 +37,9 @@ pub enum Mode {
     Answer(&'static str),
     /// An error status with a Retry-After header of this many seconds.
     StatusRetryAfter(u16, u64),
+    /// 429 with Retry-After: 30 for requests with these bearer keys, normal answers for
+    /// other keys.
+    LimitKeys(Vec<&'static str>),
     /// A fault script: the Nth chat request is answered as the Nth mode, every request
     /// after the script normally.
     Script(Vec<Mode>),
@@ -161,6 +164,18 @@ async fn chat(State(mut shared): State<Shared>, headers: HeaderMap, body: Bytes)
     let hit = shared.hits.fetch_add(1, Ordering::SeqCst);
     if let Mode::Script(steps) = &shared.mode {
         shared.mode = steps.get(hit).cloned().unwrap_or(Mode::Normal);
+    }
+    if let Mode::LimitKeys(limited) = &shared.mode {
+        let key = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        shared.mode = if limited.contains(&key) {
+            Mode::StatusRetryAfter(429, 30)
+        } else {
+            Mode::Normal
+        };
     }
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     shared.requests.lock().unwrap().push(Recorded {

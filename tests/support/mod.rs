@@ -148,3 +148,12 @@ pub async fn get_json(llmux: &Llmux, path: &str, key: &str) -> (u16, serde_json:
         .unwrap();
     (response.status().as_u16(), response.json().await.unwrap())
 }
+
+/// The `x-llmux-attempts` header of an answer (empty when absent).
+pub fn attempts_header(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get("x-llmux-attempts")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}

@@ -2,18 +2,42 @@
 // own API key. Secrets go in through these forms and never come back.
 import { useEffect, useState } from "react";
 import { api } from "./api";
-import type { BackendKeys, BackendSetting, ProxyKeyStatus, SettingValue } from "./types";
+import { formatTime } from "./format";
+import type { BackendKeys, BackendSetting, KeyHealth, ProxyKeyStatus, SettingValue } from "./types";
+
+/** What the running proxy says of a key: resting until when, and its last failure. */
+function KeyState({ health }: { health?: KeyHealth }) {
+  if (!health) return null;
+  if (health.cooling_until != null) {
+    return (
+      <span className="warn" title={health.last_error ?? ""}>
+        cooling down until {formatTime(health.cooling_until)}
+      </span>
+    );
+  }
+  return (
+    <span className="muted" title={health.last_error ?? ""}>
+      {health.uses} uses{health.failures > 0 && `, ${health.failures} failed`}
+    </span>
+  );
+}
 
 /** The desktop app's keys: names and sources per back-end, a form to add one, and delete
  * for keychain keys. Secrets go in, never come back. */
 export function KeysSection({ backends }: { backends: BackendSetting[] }) {
   const [keys, setKeys] = useState<BackendKeys[]>([]);
+  const [health, setHealth] = useState<KeyHealth[]>([]);
   const [backend, setBackend] = useState(backends.find((b) => b.requires_key)?.id ?? "");
   const [name, setName] = useState("");
   const [secret, setSecret] = useState("");
   const [message, setMessage] = useState("");
   const [failed, setFailed] = useState(false);
   useEffect(() => {
+    // Key health is the proxy's; a proxy that is off has none to show.
+    api
+      .stats()
+      .then((stats) => setHealth(stats.keys))
+      .catch(() => setHealth([]));
     api
       .keys()
       .then(setKeys)
@@ -39,7 +63,7 @@ export function KeysSection({ backends }: { backends: BackendSetting[] }) {
         <thead>
           <tr>
             <th>back-end</th>
-            <th>keys, in order (the first is used; rotation over the rest comes with failover)</th>
+            <th>keys, in rotation order (a rate-limited key cools down and the next one is used)</th>
           </tr>
         </thead>
         <tbody>
@@ -56,6 +80,7 @@ export function KeysSection({ backends }: { backends: BackendSetting[] }) {
                       <span className="muted">
                         {key.source.kind === "keychain" ? "keychain" : `environment ${key.source.variable}`}
                       </span>
+                      <KeyState health={health.find((h) => h.backend === k.backend && h.name === key.name)} />
                       {key.source.kind === "keychain" && (
                         <button
                           className="link danger"

@@ -3,6 +3,8 @@
 export type {
   AdminStats as Stats,
   BackendStats,
+  KeyHealth,
+  LegStats,
   ListParams,
   Replayed,
   ReplayParams,

@@ -99,7 +99,12 @@ wire_capture_dropped: number, process: ProcessStats,
  * Every back-end and model called since llmux started: attempts, answers and
  * failures (failover legs included).
  */
-legs: Array<LegStats>, requests: number, 
+legs: Array<LegStats>, 
+/**
+ * Every provider key by back-end, in rotation order: uses, failures, whether it is
+ * cooling down and its last failure. Names only, never values.
+ */
+keys: Array<KeyHealth>, requests: number, 
 /**
  * Rows dropped since start because the writer fell behind.
  */
@@ -136,6 +141,24 @@ consecutive_failures: number,
  * The last failure's message, and when (Unix seconds).
  */
 last_error: string | null, last_error_at: number | null, };
+
+export type KeyHealth = { backend: string, 
+/**
+ * The key's name (its variable or keychain entry), never its value.
+ */
+name: string, 
+/**
+ * Requests sent with it.
+ */
+uses: number, 
+/**
+ * Failures that made it cool down.
+ */
+failures: number, 
+/**
+ * Unix seconds until which it is left alone; absent when it is usable.
+ */
+cooling_until: number | null, last_error: string | null, };
 
 export type Usage = { group: string, requests: number, errors: number, input_tokens: number, output_tokens: number, };
 
