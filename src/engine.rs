@@ -268,6 +268,7 @@ impl Engine {
             return Ok(Box::pin(futures::stream::iter(events)));
         }
         let plan = pipeline.on_route(ctx, request, &self.inner.router).await?;
+        ctx.failover_route = plan.route.as_ref().map(|route| route.name.clone());
         let first = plan.first();
         ctx.backend = Some(first.backend.id().to_owned());
         ctx.model = Some(first.model.clone());
@@ -283,11 +284,18 @@ impl Engine {
             .send(request)
             .await;
         // The leg that answered (or failed last) is where the request went.
-        if let Some(last) = ctx.attempts.last() {
-            ctx.backend = Some(last.backend);
-            ctx.model = Some(last.model);
-            ctx.key_name = last.key_name;
-        }
+        let attempts = ctx.attempts.clone();
+        attempts.with_last(|last| {
+            if ctx.backend.as_deref() != Some(last.backend.as_str()) {
+                ctx.backend = Some(last.backend.clone());
+            }
+            if ctx.model.as_deref() != Some(last.model.as_str()) {
+                ctx.model = Some(last.model.clone());
+            }
+            if ctx.key_name != last.key_name {
+                ctx.key_name.clone_from(&last.key_name);
+            }
+        });
         result
     }
 

@@ -113,7 +113,7 @@ impl Stage for Recorder {
         &self,
         _ctx: &RequestContext,
         target: &Target,
-        _request: &mut Request,
+        _request: &mut std::borrow::Cow<'_, Request>,
     ) -> Result<(), Error> {
         self.note(format_args!("upstream_request({target:?})"));
         Ok(())

@@ -148,7 +148,8 @@ pub async fn record_client_leg(response: Response) -> Response {
     Response::from_parts(parts, Body::from_stream(copied))
 }
 
-/// Adds the request's id and its attempt chain (`x-llmux-attempts`) to its answer.
+/// Adds the request's id to its answer, and its attempt chain (`x-llmux-attempts`) when it
+/// asked for a failover route or took more than one attempt.
 pub fn with_request_id(response: &mut Response, ctx: &RequestContext) {
     if let Some(recorder) = &ctx.recorder {
         response
@@ -158,9 +159,8 @@ pub fn with_request_id(response: &mut Response, ctx: &RequestContext) {
     if let Ok(id) = HeaderValue::from_str(&ctx.request_id) {
         response.headers_mut().insert("x-request-id", id);
     }
-    let chain = ctx.attempts.chain();
-    if !chain.is_empty()
-        && let Ok(chain) = HeaderValue::from_str(&chain)
+    if (ctx.failover_route.is_some() || ctx.attempts.len() > 1)
+        && let Ok(chain) = HeaderValue::from_str(&ctx.attempts.chain())
     {
         response.headers_mut().insert("x-llmux-attempts", chain);
     }

@@ -83,6 +83,8 @@ pub struct RequestContext {
     pub answer_echo: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
     /// Every call to a back-end made for this request, in order.
     pub attempts: Attempts,
+    /// The failover route the request asked for, if it did.
+    pub failover_route: Option<String>,
 }
 
 impl RequestContext {
@@ -102,6 +104,7 @@ impl RequestContext {
             recorder: None,
             answer_echo: None,
             attempts: Attempts::default(),
+            failover_route: None,
         }
     }
 }
@@ -251,12 +254,15 @@ pub trait Stage: Send + Sync {
     }
 
     /// Phase 3, the target known: the request as `target` will get it (per-model
-    /// settings). An error answers the client.
+    /// settings). Runs for each attempt, inside the `around_upstream` chain, so a failover
+    /// leg gets its own. The request is borrowed until a stage changes it
+    /// (`request.to_mut()` copies it then), so a stage that changes nothing costs nothing.
+    /// An error answers the client.
     async fn upstream_request(
         &self,
         _ctx: &RequestContext,
         _target: &Target,
-        _request: &mut Request,
+        _request: &mut std::borrow::Cow<'_, Request>,
     ) -> Result<(), Error> {
         Ok(())
     }
@@ -455,19 +461,6 @@ impl Pipeline {
     /// Phase 3 stages, for the innermost step of the upstream chain.
     pub fn upstream_request_stages(&self) -> &[Arc<dyn Stage>] {
         &self.by_phase.upstream_request
-    }
-
-    /// Phase 3.
-    pub async fn upstream_request(
-        &self,
-        ctx: &RequestContext,
-        target: &Target,
-        request: &mut Request,
-    ) -> Result<(), Error> {
-        for stage in &self.by_phase.upstream_request {
-            stage.upstream_request(ctx, target, request).await?;
-        }
-        Ok(())
     }
 
     /// Phase 5: the filters, in the order events pass them (last stage first).

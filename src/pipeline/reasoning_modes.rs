@@ -3,6 +3,8 @@
 //! alias only sets the reasoning effort, which each protocol's encoder maps to its own
 //! control.
 
+use std::borrow::Cow;
+
 use async_trait::async_trait;
 use regex::Regex;
 use serde::Deserialize;
@@ -130,7 +132,7 @@ impl Stage for ReasoningModes {
         &self,
         ctx: &RequestContext,
         target: &Target,
-        request: &mut Request,
+        request: &mut Cow<'_, Request>,
     ) -> Result<(), Error> {
         if self.models.is_empty() {
             return Ok(());
@@ -149,6 +151,7 @@ impl Stage for ReasoningModes {
         else {
             return Ok(());
         };
+        let request = request.to_mut();
         if mode.reasoning_effort.is_some() || mode.thinking_budget.is_some() {
             request.reasoning = Some(Reasoning {
                 effort: mode
@@ -206,28 +209,35 @@ mod tests {
             budget_tokens: None,
         });
         let router = crate::router::tests::router(None);
-        let mut request = Request::new(
+        let mut request = Cow::Owned(Request::new(
             "ignored",
             vec![Message::new(Role::User, vec![Part::text("hi")])],
-        );
+        ));
         let qwen = router.resolve("openrouter:qwen/qwen3").unwrap();
         stage
             .upstream_request(&ctx, &qwen, &mut request)
             .await
             .unwrap();
         assert_eq!(request.sampling.temperature, Some(0.6));
-        assert_eq!(request.reasoning.unwrap().budget_tokens, Some(9000));
+        assert_eq!(
+            request.reasoning.as_ref().unwrap().budget_tokens,
+            Some(9000)
+        );
         assert_eq!(request.messages[0].text(), "Think step by step.\nhi");
 
-        let mut other = Request::new(
+        let plain = Request::new(
             "gpt-4o",
             vec![Message::new(Role::User, vec![Part::text("hi")])],
         );
+        let mut other = Cow::Borrowed(&plain);
         let gpt = router.resolve("gpt-4o").unwrap();
         stage
             .upstream_request(&ctx, &gpt, &mut other)
             .await
             .unwrap();
-        assert_eq!(other.sampling.temperature, None);
+        assert!(
+            matches!(other, Cow::Borrowed(_)),
+            "a model without the mode leaves the request uncopied"
+        );
     }
 }

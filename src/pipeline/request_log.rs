@@ -24,10 +24,9 @@ impl Stage for RequestLogLine {
             .usage
             .as_ref()
             .map_or((0, 0), |u| (u.input_tokens, u.output_tokens));
-        let client = ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
         tracing::info!(
             request_id = %ctx.request_id,
-            client = %client,
+            client = %Client(ctx.client_ip),
             frontend = ctx.frontend.as_str(),
             backend = ctx.backend.as_deref().unwrap_or("-"),
             model = ctx.model.as_deref().unwrap_or("-"),
@@ -42,5 +41,18 @@ impl Stage for RequestLogLine {
             attempts = %ctx.attempts.chain(),
             "request"
         );
+    }
+}
+
+/// The client's address as the log shows it (empty when unknown), formatted only when the
+/// line is written.
+struct Client(Option<std::net::IpAddr>);
+
+impl std::fmt::Display for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(ip) => write!(f, "{ip}"),
+            None => Ok(()),
+        }
     }
 }

@@ -81,17 +81,11 @@ impl<'a> Upstream<'a> {
     async fn attempt(self, request: &Request) -> Result<EventStream, Error> {
         let Call { ctx, prepare, .. } = *self.call;
         let target = self.target;
-        let prepared;
-        let request = if prepare.is_empty() {
-            request
-        } else {
-            let mut copy = request.clone();
-            for stage in prepare {
-                stage.upstream_request(ctx, target, &mut copy).await?;
-            }
-            prepared = copy;
-            &prepared
-        };
+        let mut prepared = std::borrow::Cow::Borrowed(request);
+        for stage in prepare {
+            stage.upstream_request(ctx, target, &mut prepared).await?;
+        }
+        let request = prepared.as_ref();
         let ring = target.backend.keys().filter(|ring| !ring.is_empty());
         let Some(ring) = ring else {
             return self.call_with(request, None).await;
@@ -238,12 +232,21 @@ impl Attempts {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    pub fn last(&self) -> Option<Attempt> {
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Runs `f` on the last attempt, if there was one.
+    pub fn with_last<T>(&self, f: impl FnOnce(&Attempt) -> T) -> Option<T> {
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .last()
-            .cloned()
+            .map(f)
     }
 
     /// The chain as the `x-llmux-attempts` header, the log line and the capture store show

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use foldhash::fast::RandomState;
+
 use serde::Serialize;
 
 /// One leg's record.
@@ -26,11 +28,13 @@ pub struct LegStats {
     pub last_error_at: Option<f64>,
 }
 
-/// Every leg's record. Cheap to update: one lock, one lookup.
+type Legs = HashMap<String, HashMap<String, LegStats, RandomState>, RandomState>;
+
+/// Every leg's record. Cheap to update: one lock, two lookups with a fast hasher.
 #[derive(Default)]
 pub struct Health {
     /// By back-end, then model: a lookup with borrowed names allocates nothing.
-    legs: Mutex<HashMap<String, HashMap<String, LegStats>>>,
+    legs: Mutex<Legs>,
 }
 
 impl Health {
@@ -42,7 +46,7 @@ impl Health {
     pub fn record(&self, backend: &str, model: &str, result: Result<(), &crate::Error>) {
         let mut legs = self.legs.lock().unwrap_or_else(|e| e.into_inner());
         if !legs.contains_key(backend) {
-            legs.insert(backend.to_owned(), HashMap::new());
+            legs.insert(backend.to_owned(), HashMap::default());
         }
         let Some(models) = legs.get_mut(backend) else {
             return;
