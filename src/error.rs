@@ -55,6 +55,17 @@ pub enum ErrorKind {
     NotFound { message: String },
     #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// The request holds more input tokens than its model takes (the seed's
+    /// `input_limit_exceeded`); refused before any provider is called.
+    #[error(
+        "Input token limit exceeded: the prompt is too long for model '{model}' ({measured} \
+         tokens > {limit} maximum)"
+    )]
+    InputLimitExceeded {
+        model: String,
+        limit: u64,
+        measured: u64,
+    },
     #[error("{message}")]
     RateLimited {
         message: String,
@@ -146,7 +157,7 @@ impl Error {
 
     pub fn status(&self) -> u16 {
         match self.kind() {
-            ErrorKind::InvalidRequest { .. } => 400,
+            ErrorKind::InvalidRequest { .. } | ErrorKind::InputLimitExceeded { .. } => 400,
             ErrorKind::Unauthorized { .. } => 401,
             ErrorKind::Forbidden { .. } => 403,
             ErrorKind::NotFound { .. } => 404,
@@ -163,6 +174,7 @@ impl Error {
     pub fn side(&self) -> Side {
         match self.kind() {
             ErrorKind::InvalidRequest { .. }
+            | ErrorKind::InputLimitExceeded { .. }
             | ErrorKind::Unauthorized { .. }
             | ErrorKind::Forbidden { .. }
             | ErrorKind::NotFound { .. }
@@ -222,6 +234,24 @@ impl Error {
         match self.kind() {
             ErrorKind::RateLimited { retry_after, .. }
             | ErrorKind::Upstream { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// The seed's machine-readable form of an error it documents (`input_limit_exceeded`):
+    /// `{"code","message","details"}`, which llmux adds to the client's error body as
+    /// `detail` so scripts written for the seed keep working.
+    pub fn seed_detail(&self) -> Option<serde_json::Value> {
+        match self.kind() {
+            ErrorKind::InputLimitExceeded {
+                model,
+                limit,
+                measured,
+            } => Some(serde_json::json!({
+                "code": "input_limit_exceeded",
+                "message": "Input token limit exceeded",
+                "details": {"model": model, "limit": limit, "measured": measured},
+            })),
             _ => None,
         }
     }

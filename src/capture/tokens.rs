@@ -35,11 +35,10 @@ const NOT_TEXT: &[&str] = &[
     "service_tier",
 ];
 
-/// Tokens an image costs, roughly: providers bill a few hundred to a few thousand.
-const IMAGE_TOKENS: u64 = 765;
+use crate::model::tokens::{Encoding, IMAGE_TOKENS};
 
 fn count(text: &str) -> u64 {
-    tiktoken_rs::o200k_base_singleton().count_ordinary(text) as u64
+    Encoding::O200k.count(text)
 }
 
 /// Counts the tokens of the text a model reads in a request body (messages, system prompts,

@@ -208,6 +208,13 @@ pub const SETTINGS: &[Setting] = &[
         "Rewrite model names: PATTERN=REPLACEMENT, a regex with \\1 groups; repeatable, the \
          first match wins",
     ),
+    setting(
+        "force_context_window",
+        Integer,
+        Some("FORCE_CONTEXT_WINDOW"),
+        &[value("force-context-window", "TOKENS")],
+        "Refuse requests of more than TOKENS input tokens, whatever the model's own limit",
+    ),
     // In-chat commands and sessions
     setting(
         "command_prefix",

@@ -7,6 +7,7 @@
 
 pub mod keys;
 mod layers;
+pub mod limits;
 mod print;
 pub mod proxy;
 pub mod raw;
@@ -217,6 +218,8 @@ pub struct Config {
     pub session_max_age: Duration,
     /// Failover routes by name (`[routes.NAME]`).
     pub routes: BTreeMap<String, routes::FailoverRoute>,
+    /// Per-model limits and `force_context_window`.
+    pub limits: limits::Limits,
 }
 
 impl Config {
@@ -643,6 +646,13 @@ fn validate(
     }
     let backend_ids: Vec<&str> = raw.backends.keys().map(String::as_str).collect();
     let failover_routes = routes::validate(&raw.routes, &backend_ids, layered, problems);
+    let model_limits = limits::validate(
+        &raw.models,
+        &raw.model_defaults,
+        raw.force_context_window,
+        layered,
+        problems,
+    );
     let mut model_aliases = Vec::new();
     for (i, alias) in raw.model_aliases.iter().enumerate() {
         match crate::pipeline::model_aliases::AliasRule::new(&alias.pattern, &alias.replacement) {
@@ -932,6 +942,7 @@ fn validate(
         strict_command_detection: raw.strict_command_detection,
         session_max_age: Duration::from_secs(raw.session.max_age),
         routes: failover_routes,
+        limits: model_limits,
     })
 }
 

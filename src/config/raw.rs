@@ -51,6 +51,15 @@ pub struct RawConfig {
     /// Failover routes by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub routes: BTreeMap<String, super::routes::RawRoute>,
+    /// Per-model limits by `backend:model` or model.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub models: BTreeMap<String, super::limits::RawModel>,
+    /// Per-model limits by model, below `models`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub model_defaults: BTreeMap<String, super::limits::RawModel>,
+    /// The input limit of every model, in tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force_context_window: Option<u64>,
 }
 
 fn default_backend() -> String {

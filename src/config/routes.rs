@@ -132,6 +132,8 @@ impl RetryOn {
             ErrorKind::UpstreamProtocol { .. } | ErrorKind::StreamInterrupted { .. } => {
                 self.status(502)
             }
+            // A leg over its own rate limit (`[models.X.limits]`) is a 429 of that leg.
+            ErrorKind::RateLimited { .. } => self.status(429),
             ErrorKind::Timeout { .. } => self.timeout,
             ErrorKind::BackendUnreachable { .. } => self.connect,
             ErrorKind::BackendNotConfigured { .. } => self.unconfigured,

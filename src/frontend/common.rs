@@ -179,6 +179,13 @@ pub fn error_response(protocol: Protocol, error: &Error) -> Response {
         Protocol::OpenAiResponses => crate::protocol::openai_responses::error_body(error),
         Protocol::OpenAiChat => openai_chat::error_body(error),
     };
+    let body = match (body, error.seed_detail()) {
+        (serde_json::Value::Object(mut fields), Some(detail)) => {
+            fields.insert("detail".into(), detail);
+            serde_json::Value::Object(fields)
+        }
+        (body, _) => body,
+    };
     let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut response = (status, axum::Json(body)).into_response();
     if let Some(wait) = error.retry_after() {

@@ -8,6 +8,7 @@
 mod event;
 mod fold;
 mod request;
+pub mod tokens;
 
 pub use event::{Event, FinishReason, Usage};
 pub use fold::{Response, ResponseBuilder};

@@ -26,6 +26,7 @@ pub mod capture_row;
 pub mod commands;
 pub mod edit_precision;
 pub mod failover;
+pub mod limits;
 pub mod model_aliases;
 pub mod outcome;
 pub mod planning;
@@ -394,6 +395,8 @@ impl Pipeline {
             Arc::new(edit_precision::EditPrecision::new(
                 config.edit_precision.clone(),
             )?),
+            // What the target model takes: input tokens, output tokens, rate.
+            Arc::new(limits::ModelLimitsStage::new(config.limits.clone())),
             // A failover route's legs are tried in order until one answers.
             Arc::new(failover::Failover),
             // An answer that must follow a JSON schema is checked, repaired or asked again.

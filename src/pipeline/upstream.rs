@@ -83,7 +83,13 @@ impl<'a> Upstream<'a> {
         let target = self.target;
         let mut prepared = std::borrow::Cow::Borrowed(request);
         for stage in prepare {
-            stage.upstream_request(ctx, target, &mut prepared).await?;
+            let started = Instant::now();
+            if let Err(err) = stage.upstream_request(ctx, target, &mut prepared).await {
+                // Refused for this target before its provider was asked (a limit): still
+                // an attempt, so the chain shows why the request moved on.
+                self.note(None, false, Err(&err), started);
+                return Err(err);
+            }
         }
         let request = prepared.as_ref();
         let ring = target.backend.keys().filter(|ring| !ring.is_empty());

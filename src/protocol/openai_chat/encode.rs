@@ -578,6 +578,12 @@ pub fn error_body(error: &Error) -> Value {
 }
 
 fn error_type_and_code(error: &Error) -> (String, Option<String>) {
+    if let ErrorKind::InputLimitExceeded { .. } = error.kind() {
+        return (
+            "invalid_request_error".into(),
+            Some("input_limit_exceeded".into()),
+        );
+    }
     if let ErrorKind::Upstream {
         error_type, code, ..
     } = error.kind()
