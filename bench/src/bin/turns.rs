@@ -8,6 +8,10 @@
 //!   same request straight to the second leg.
 //!
 //! Loopback only; every loop is bounded by --rounds.
+#![allow(
+    clippy::print_stdout,
+    reason = "a command-line tool: printing the measurements is its job"
+)]
 
 use std::net::SocketAddr;
 use std::time::Instant;
