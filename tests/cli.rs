@@ -221,6 +221,11 @@ fn the_example_config_documents_every_key() {
         models_cache_seconds: Some(1),
         app_url: Some(String::new()),
         app_title: Some(String::new()),
+        identity: Some(llmux::config::raw::RawIdentity {
+            title: Some(String::new()),
+            referer: Some(String::new()),
+            user_agent: Some(String::new()),
+        }),
         response_text: Some(String::new()),
         chunks: Some(1),
         chunk_delay_ms: Some(1),

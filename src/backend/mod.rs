@@ -96,9 +96,34 @@ pub fn build_all(
     Ok(backends)
 }
 
+/// The headers that identify the client to `backend`'s provider: its kind's (OpenRouter
+/// attribution), then `[backends.ID.identity]` over them (the seed's identity override).
+fn identity(backend: &BackendConfig) -> Vec<(&'static str, String)> {
+    let mut headers = (backend.kind.provider().identity)(backend);
+    let own = &backend.identity;
+    let openrouter = backend.kind == crate::config::BackendKind::OpenRouter;
+    let overrides = [
+        ("x-title", own.title.as_ref()),
+        (
+            "x-openrouter-title",
+            own.title.as_ref().filter(|_| openrouter),
+        ),
+        ("http-referer", own.referer.as_ref()),
+        ("referer", own.referer.as_ref()),
+        ("user-agent", own.user_agent.as_ref()),
+    ];
+    for (name, value) in overrides {
+        if let Some(value) = value {
+            headers.retain(|(existing, _)| *existing != name);
+            headers.push((name, value.clone()));
+        }
+    }
+    headers
+}
+
 fn build(backend: &BackendConfig, secrets: &dyn SecretSource) -> Result<Arc<dyn Backend>, Error> {
     let provider = backend.kind.provider();
-    let (keys, identity) = (secrets.keys(backend), (provider.identity)(backend));
+    let (keys, identity) = (secrets.keys(backend), identity(backend));
     let config = backend.clone();
     Ok(match provider.wire {
         None => Arc::new(mock::MockBackend::new(config)),

@@ -129,6 +129,8 @@ pub struct BackendConfig {
     pub models_cache: Duration,
     pub app_url: String,
     pub app_title: String,
+    /// `[backends.ID.identity]`: title, referer and user agent sent instead of llmux's.
+    pub identity: raw::RawIdentity,
     pub mock: MockConfig,
 }
 
@@ -220,6 +222,8 @@ pub struct Config {
     pub routes: BTreeMap<String, routes::FailoverRoute>,
     /// Per-model limits and `force_context_window`.
     pub limits: limits::Limits,
+    /// An empty answer is asked for once more with this prompt, when on.
+    pub empty_response_recovery: Option<String>,
 }
 
 impl Config {
@@ -943,6 +947,10 @@ fn validate(
         session_max_age: Duration::from_secs(raw.session.max_age),
         routes: failover_routes,
         limits: model_limits,
+        empty_response_recovery: raw
+            .empty_response_recovery
+            .enabled
+            .then(|| raw.empty_response_recovery.prompt.clone()),
     })
 }
 
@@ -1133,6 +1141,25 @@ fn validate_backend(
         }
     };
 
+    if let Some(identity) = &raw.identity {
+        for (field, value) in [
+            ("title", &identity.title),
+            ("referer", &identity.referer),
+            ("user_agent", &identity.user_agent),
+        ] {
+            if let Some(value) = value
+                && reqwest::header::HeaderValue::from_str(value).is_err()
+            {
+                problems.push(bad(
+                    layered,
+                    &key(&format!("identity.{field}")),
+                    format!("'{value}'"),
+                    "not a valid HTTP header value",
+                ));
+            }
+        }
+    }
+
     let mut headers = Vec::new();
     for (name, value) in raw.headers.iter().flatten() {
         if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err()
@@ -1166,6 +1193,7 @@ fn validate_backend(
             .clone()
             .unwrap_or_else(|| "https://github.com/llmux/llmux".into()),
         app_title: raw.app_title.clone().unwrap_or_else(|| "llmux".into()),
+        identity: raw.identity.clone().unwrap_or_default(),
         mock: MockConfig {
             response_text: raw
                 .response_text

@@ -34,6 +34,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub structured_output: RawStructuredOutput,
     #[serde(default)]
+    pub empty_response_recovery: RawEmptyResponse,
+    #[serde(default)]
     pub responses: RawResponses,
     #[serde(default)]
     pub capture: RawCapture,
@@ -64,6 +66,45 @@ pub struct RawConfig {
 
 fn default_backend() -> String {
     "openai".into()
+}
+
+/// `[empty_response_recovery]`: an empty answer is asked for once more.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEmptyResponse {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// What the model is told when its answer was empty.
+    #[serde(default = "default_empty_prompt")]
+    pub prompt: String,
+}
+
+impl Default for RawEmptyResponse {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            prompt: default_empty_prompt(),
+        }
+    }
+}
+
+fn default_empty_prompt() -> String {
+    crate::pipeline::empty_response::DEFAULT_PROMPT.to_owned()
+}
+
+/// `[backends.ID.identity]`: the seed's identity header override.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentity {
+    /// Sent as X-Title (and X-OpenRouter-Title to OpenRouter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// Sent as HTTP-Referer and Referer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referer: Option<String>,
+    /// Sent as User-Agent instead of llmux's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -513,6 +554,8 @@ pub struct RawBackend {
     pub app_url: Option<String>,
     /// OpenRouter attribution: sent as X-Title and X-OpenRouter-Title.
     pub app_title: Option<String>,
+    /// Headers that identify the client to the provider, replacing llmux's own.
+    pub identity: Option<RawIdentity>,
     /// mock: the text it answers.
     pub response_text: Option<String>,
     /// mock: how many stream chunks the text is cut into.

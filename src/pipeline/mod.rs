@@ -25,6 +25,7 @@
 pub mod capture_row;
 pub mod commands;
 pub mod edit_precision;
+pub mod empty_response;
 pub mod failover;
 pub mod limits;
 pub mod model_aliases;
@@ -399,6 +400,11 @@ impl Pipeline {
             Arc::new(limits::ModelLimitsStage::new(config.limits.clone())),
             // A failover route's legs are tried in order until one answers.
             Arc::new(failover::Failover),
+            // An answer with no text and no tool call is asked for once more.
+            Arc::new(empty_response::EmptyResponseRecovery::new(
+                config.empty_response_recovery.is_some(),
+                config.empty_response_recovery.clone().unwrap_or_default(),
+            )),
             // An answer that must follow a JSON schema is checked, repaired or asked again.
             Arc::new(structured_output::StructuredOutput::new(
                 config.validate_structured_output,
