@@ -226,6 +226,7 @@ fn the_example_config_documents_every_key() {
             referer: Some(String::new()),
             user_agent: Some(String::new()),
         }),
+        proxy_url: Some(String::new()),
         response_text: Some(String::new()),
         chunks: Some(1),
         chunk_delay_ms: Some(1),

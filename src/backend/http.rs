@@ -96,11 +96,23 @@ impl<W: Wire> HttpBackend<W> {
         keys: Vec<NamedKey>,
         identity: Vec<(&'static str, String)>,
     ) -> Result<Self, Error> {
-        let client = reqwest::Client::builder()
+        let mut client = reqwest::Client::builder()
             .connect_timeout(config.timeouts.connect)
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(90))
-            .user_agent(concat!("llmux/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("llmux/", env!("CARGO_PKG_VERSION")));
+        // Without a proxy of its own, a back-end follows HTTP_PROXY, HTTPS_PROXY, ALL_PROXY
+        // and NO_PROXY (reqwest reads them); with one, NO_PROXY still exempts its hosts.
+        if let Some(url) = &config.proxy_url {
+            let proxy = reqwest::Proxy::all(url).map_err(|e| {
+                Error::from(ErrorKind::BackendNotConfigured {
+                    backend: config.id.clone(),
+                    message: format!("invalid proxy_url: {e}"),
+                })
+            })?;
+            client = client.proxy(proxy.no_proxy(reqwest::NoProxy::from_env()));
+        }
+        let client = client
             .build()
             .map_err(|e| Error::internal(format!("cannot build the HTTP client: {e}")))?;
         let mut headers = HeaderMap::new();

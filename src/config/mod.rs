@@ -131,6 +131,8 @@ pub struct BackendConfig {
     pub app_title: String,
     /// `[backends.ID.identity]`: title, referer and user agent sent instead of llmux's.
     pub identity: raw::RawIdentity,
+    /// The outbound proxy; `None`: the proxy environment variables decide.
+    pub proxy_url: Option<String>,
     pub mock: MockConfig,
 }
 
@@ -1160,6 +1162,20 @@ fn validate_backend(
         }
     }
 
+    if let Some(url) = raw.proxy_url.as_deref().filter(|url| !url.is_empty()) {
+        let scheme_ok = ["http://", "https://", "socks5://", "socks5h://"]
+            .iter()
+            .any(|scheme| url.starts_with(scheme));
+        if !scheme_ok || reqwest::Proxy::all(url).is_err() {
+            problems.push(bad(
+                layered,
+                &key("proxy_url"),
+                format!("'{url}'"),
+                "expected an http://, https://, socks5:// or socks5h:// proxy URL",
+            ));
+        }
+    }
+
     let mut headers = Vec::new();
     for (name, value) in raw.headers.iter().flatten() {
         if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err()
@@ -1194,6 +1210,7 @@ fn validate_backend(
             .unwrap_or_else(|| "https://github.com/llmux/llmux".into()),
         app_title: raw.app_title.clone().unwrap_or_else(|| "llmux".into()),
         identity: raw.identity.clone().unwrap_or_default(),
+        proxy_url: raw.proxy_url.clone().filter(|url| !url.is_empty()),
         mock: MockConfig {
             response_text: raw
                 .response_text

@@ -556,6 +556,10 @@ pub struct RawBackend {
     pub app_title: Option<String>,
     /// Headers that identify the client to the provider, replacing llmux's own.
     pub identity: Option<RawIdentity>,
+    /// An outbound proxy for this back-end: `http://`, `https://`, `socks5://` or
+    /// `socks5h://` (the proxy resolves names); otherwise HTTP_PROXY, HTTPS_PROXY, ALL_PROXY
+    /// and NO_PROXY decide.
+    pub proxy_url: Option<String>,
     /// mock: the text it answers.
     pub response_text: Option<String>,
     /// mock: how many stream chunks the text is cut into.

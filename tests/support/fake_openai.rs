@@ -58,6 +58,7 @@ struct Shared {
     hits: Arc<AtomicUsize>,
     requests: Arc<Mutex<Vec<Recorded>>>,
     disconnected: Arc<AtomicBool>,
+    uris: Arc<Mutex<Vec<String>>>,
 }
 
 pub struct FakeOpenAi {
@@ -69,6 +70,9 @@ pub struct FakeOpenAi {
     pub requests: Arc<Mutex<Vec<Recorded>>>,
     /// Set when a client dropped a stream before it ended.
     pub disconnected: Arc<AtomicBool>,
+    /// The request targets of the chat requests, as sent: an absolute URI means the
+    /// request came through this fake acting as an HTTP proxy.
+    pub uris: Arc<Mutex<Vec<String>>>,
 }
 
 impl FakeOpenAi {
@@ -79,6 +83,7 @@ impl FakeOpenAi {
             hits: Arc::default(),
             requests: Arc::default(),
             disconnected: Arc::default(),
+            uris: Arc::default(),
         };
         let app = axum::Router::new()
             .route("/v1/chat/completions", post(chat))
@@ -96,6 +101,7 @@ impl FakeOpenAi {
             hits: shared.hits,
             requests: shared.requests,
             disconnected: shared.disconnected,
+            uris: shared.uris,
         }
     }
 
@@ -160,7 +166,13 @@ fn sse(
         .unwrap()
 }
 
-async fn chat(State(mut shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+async fn chat(
+    State(mut shared): State<Shared>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    shared.uris.lock().unwrap().push(uri.to_string());
     let hit = shared.hits.fetch_add(1, Ordering::SeqCst);
     if let Mode::Script(steps) = &shared.mode {
         shared.mode = steps.get(hit).cloned().unwrap_or(Mode::Normal);
