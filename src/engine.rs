@@ -82,6 +82,7 @@ impl Engine {
         let backends = backend::build_all(&config, secrets)?;
         let router =
             Router::new(backends, config.default_backend.clone()).with_routes(&config.routes);
+        let config_breaker = config.circuit_breaker;
         let auth = Auth::new(&config.auth);
         if config.web.any_host {
             tracing::warn!(
@@ -128,7 +129,7 @@ impl Engine {
                 router,
                 pipeline,
                 auth,
-                health: Health::new(),
+                health: Health::new(config_breaker),
             }),
         })
     }
@@ -152,6 +153,12 @@ impl Engine {
     /// What llmux has seen of each back-end and model since it started.
     pub fn health(&self) -> &Health {
         &self.inner.health
+    }
+
+    /// Failovers and circuit breakers opening and closing, as they happen (the desktop app
+    /// shows them as notifications).
+    pub fn notices(&self) -> tokio::sync::broadcast::Receiver<crate::router::breaker::Notice> {
+        self.inner.health.subscribe()
     }
 
     /// The SQLite capture store, when it is on.

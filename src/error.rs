@@ -75,6 +75,15 @@ pub enum ErrorKind {
     BackendNotConfigured { backend: String, message: String },
     #[error("back-end '{backend}' is unreachable: {message}")]
     BackendUnreachable { backend: String, message: String },
+    /// The back-end failed too often in a row; its circuit breaker leaves it alone.
+    #[error(
+        "back-end '{backend}' failed too often in a row and is left alone for {retry_after:.0?} \
+         (circuit breaker open)"
+    )]
+    CircuitOpen {
+        backend: String,
+        retry_after: Duration,
+    },
     #[error("back-end '{backend}' timed out {phase} (after {after:?})")]
     Timeout {
         backend: String,
@@ -163,7 +172,9 @@ impl Error {
             ErrorKind::NotFound { .. } => 404,
             ErrorKind::PayloadTooLarge { .. } => 413,
             ErrorKind::RateLimited { .. } => 429,
-            ErrorKind::BackendNotConfigured { .. } | ErrorKind::BackendUnreachable { .. } => 503,
+            ErrorKind::BackendNotConfigured { .. }
+            | ErrorKind::BackendUnreachable { .. }
+            | ErrorKind::CircuitOpen { .. } => 503,
             ErrorKind::Timeout { .. } => 504,
             ErrorKind::Upstream { status, .. } => *status,
             ErrorKind::UpstreamProtocol { .. } | ErrorKind::StreamInterrupted { .. } => 502,
@@ -182,6 +193,7 @@ impl Error {
             | ErrorKind::RateLimited { .. } => Side::Client,
             ErrorKind::BackendNotConfigured { .. }
             | ErrorKind::BackendUnreachable { .. }
+            | ErrorKind::CircuitOpen { .. }
             | ErrorKind::Timeout { .. }
             | ErrorKind::Upstream { .. }
             | ErrorKind::UpstreamProtocol { .. }
@@ -195,6 +207,7 @@ impl Error {
         match self.kind() {
             ErrorKind::BackendNotConfigured { .. }
             | ErrorKind::BackendUnreachable { .. }
+            | ErrorKind::CircuitOpen { .. }
             | ErrorKind::Timeout { .. }
             | ErrorKind::UpstreamProtocol { .. }
             | ErrorKind::StreamInterrupted { .. } => true,
@@ -213,6 +226,7 @@ impl Error {
             ErrorKind::Timeout { .. } => "timeout".into(),
             ErrorKind::BackendUnreachable { .. } => "connect".into(),
             ErrorKind::BackendNotConfigured { .. } => "unconfigured".into(),
+            ErrorKind::CircuitOpen { .. } => "circuit-open".into(),
             _ => self.status().to_string().into(),
         }
     }
@@ -222,6 +236,7 @@ impl Error {
         match self.kind() {
             ErrorKind::BackendNotConfigured { backend, .. }
             | ErrorKind::BackendUnreachable { backend, .. }
+            | ErrorKind::CircuitOpen { backend, .. }
             | ErrorKind::Timeout { backend, .. }
             | ErrorKind::Upstream { backend, .. }
             | ErrorKind::UpstreamProtocol { backend, .. }
@@ -234,6 +249,7 @@ impl Error {
         match self.kind() {
             ErrorKind::RateLimited { retry_after, .. }
             | ErrorKind::Upstream { retry_after, .. } => *retry_after,
+            ErrorKind::CircuitOpen { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }

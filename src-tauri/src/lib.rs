@@ -270,6 +270,8 @@ fn setup(app: &AppHandle, show: Option<Page>, started: Instant) {
     tauri::async_runtime::spawn(async move {
         let shell = AppShell(app.clone());
         let mut changes = proxy.subscribe();
+        let mut notices = proxy.notices();
+        let mut notified = crate::menu::Notices::default();
         let mut before = changes.borrow_and_update().clone();
         // A config error is known before any start.
         crate::menu::on_status_change(
@@ -299,6 +301,13 @@ fn setup(app: &AppHandle, show: Option<Page>, started: Instant) {
                     let after = changes.borrow_and_update().clone();
                     crate::menu::on_status_change(&before, &after, &shell);
                     before = after;
+                }
+                notice = notices.recv() => {
+                    match notice {
+                        Ok(notice) => notified.show(&notice, &shell, std::time::Instant::now()),
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                    }
                 }
                 _ = tick.tick() => {}
             }

@@ -2,6 +2,11 @@
 //! into an [`Action`] and [`handle`] carries it out through a [`Shell`] (clipboard, windows,
 //! notifications, exit), so the handlers are unit-tested with a recording shell.
 
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use llmux::router::breaker::Notice;
+
 use crate::proxy::{Proxy, State, Status};
 
 /// Which client's base URL to copy.
@@ -148,6 +153,58 @@ pub fn on_status_change(before: &Status, after: &Status, shell: &dyn Shell) {
     }
 }
 
+/// How often the same notice (a route failing over from one leg, a back-end's breaker) may
+/// become a notification: an agent sends many requests, each could fail over.
+pub const NOTICE_EVERY: Duration = Duration::from_secs(60);
+
+/// Shows failovers and breakers that open as notifications, each subject at most once per
+/// [`NOTICE_EVERY`]; a breaker closing only goes to the log.
+#[derive(Default)]
+pub struct Notices {
+    last: HashMap<String, Instant>,
+}
+
+impl Notices {
+    pub fn show(&mut self, notice: &Notice, shell: &dyn Shell, now: Instant) {
+        let (subject, title, body) = match notice {
+            Notice::FailedOver {
+                route,
+                from,
+                to,
+                failure,
+            } => (
+                format!("failover {route} {from}"),
+                format!("llmux: route {route} failed over"),
+                format!("{from} failed ({failure}); {to} answered instead"),
+            ),
+            Notice::BreakerOpened {
+                backend,
+                cool_down_seconds,
+                last_error,
+            } => (
+                format!("breaker {backend}"),
+                format!("llmux: back-end {backend} is failing"),
+                format!(
+                    "Left alone for {cool_down_seconds} s after failing in a row: {last_error}"
+                ),
+            ),
+            Notice::BreakerClosed { backend } => {
+                tracing::info!("back-end {backend} answers again");
+                return;
+            }
+        };
+        if self
+            .last
+            .get(&subject)
+            .is_some_and(|at| now.duration_since(*at) < NOTICE_EVERY)
+        {
+            return;
+        }
+        self.last.insert(subject, now);
+        shell.notify(&title, &body);
+    }
+}
+
 /// The tray's status line.
 pub fn status_line(status: &Status) -> String {
     let served = match status.requests_served {
@@ -249,6 +306,46 @@ mod tests {
             ["start at login true", "start at login false"]
         );
         assert_eq!(proxy.status().state, State::Stopped);
+    }
+
+    #[test]
+    fn failovers_and_open_breakers_notify_once_a_minute_each() {
+        let shell = Recorder::default();
+        let mut notices = Notices::default();
+        let failed_over = Notice::FailedOver {
+            route: "coder".into(),
+            from: "openrouter:qwen".into(),
+            to: "zai:glm".into(),
+            failure: "429".into(),
+        };
+        let start = Instant::now();
+        notices.show(&failed_over, &shell, start);
+        notices.show(&failed_over, &shell, start + Duration::from_secs(10));
+        notices.show(
+            &Notice::BreakerOpened {
+                backend: "openrouter".into(),
+                cool_down_seconds: 30,
+                last_error: "answered 503".into(),
+            },
+            &shell,
+            start + Duration::from_secs(11),
+        );
+        notices.show(
+            &Notice::BreakerClosed {
+                backend: "openrouter".into(),
+            },
+            &shell,
+            start + Duration::from_secs(12),
+        );
+        notices.show(&failed_over, &shell, start + Duration::from_secs(61));
+        assert_eq!(
+            shell.events(),
+            [
+                "notify llmux: route coder failed over: openrouter:qwen failed (429); zai:glm answered instead",
+                "notify llmux: back-end openrouter is failing: Left alone for 30 s after failing in a row: answered 503",
+                "notify llmux: route coder failed over: openrouter:qwen failed (429); zai:glm answered instead",
+            ]
+        );
     }
 
     #[test]

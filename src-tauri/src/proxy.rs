@@ -14,6 +14,7 @@ use std::time::Duration;
 use llmux::admin::settings::SettingsSource;
 use llmux::config::BackendConfig;
 use llmux::credentials::{NamedKey, SecretSource};
+use llmux::router::breaker::Notice;
 use llmux::{Config, Engine};
 use serde::Serialize;
 use tokio::sync::{Mutex, oneshot, watch};
@@ -99,6 +100,8 @@ pub struct Proxy {
     status: watch::Sender<Status>,
     /// Why the proxy may not start (an invalid config file), shown as the error state.
     blocked: Option<String>,
+    /// The engine's notices (failovers, circuit breakers), whichever engine is serving.
+    notices: tokio::sync::broadcast::Sender<Notice>,
 }
 
 impl Proxy {
@@ -121,6 +124,7 @@ impl Proxy {
             listening: Mutex::new(None),
             status: watch::Sender::new(status),
             blocked: None,
+            notices: tokio::sync::broadcast::channel(64).0,
         }
     }
 
@@ -168,6 +172,11 @@ impl Proxy {
         let mut status = self.status.borrow().clone();
         status.requests_served = self.served.load(Ordering::Relaxed);
         status
+    }
+
+    /// Failovers and circuit breakers of the engine serving, from now on, across restarts.
+    pub fn notices(&self) -> tokio::sync::broadcast::Receiver<Notice> {
+        self.notices.subscribe()
     }
 
     /// The engine serving now, for the admin commands; `None` when stopped.
@@ -258,6 +267,7 @@ impl Proxy {
         if let Some(settings) = &self.settings {
             engine.attach_settings(settings.clone());
         }
+        forward_notices(&engine, self.notices.clone());
         let served = self.served.clone();
         let listeners = llmux::server::Listeners::bind(&engine)
             .map_err(|e| e.to_string())?
@@ -357,6 +367,24 @@ fn counted(app: axum::Router, served: &Arc<AtomicU64>) -> axum::Router {
 }
 
 /// Writes what the captures still hold, as the CLI does at shutdown.
+/// Passes `engine`'s notices on to the app's channel until the engine is gone.
+fn forward_notices(engine: &Engine, to: tokio::sync::broadcast::Sender<Notice>) {
+    let mut from = engine.notices();
+    tokio::spawn(async move {
+        loop {
+            match from.recv().await {
+                Ok(notice) => {
+                    let _ = to.send(notice);
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!("{missed} notices missed");
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    });
+}
+
 async fn flush_captures(engine: Engine) {
     if tokio::task::spawn_blocking(move || engine.close())
         .await

@@ -93,6 +93,8 @@ pub struct AdminStats {
     /// Every provider key by back-end, in rotation order: uses, failures, whether it is
     /// cooling down and its last failure. Names only, never values.
     pub keys: Vec<crate::backend::keys::KeyHealth>,
+    /// The circuit breaker of every back-end that has failed since llmux started.
+    pub breakers: Vec<crate::router::breaker::BreakerState>,
 }
 
 /// What the llmux process holds now: what a leak would grow.
@@ -298,6 +300,7 @@ pub async fn stats(engine: &Engine) -> Result<AdminStats, Error> {
             .filter_map(|backend| backend.keys())
             .flat_map(|ring| ring.health())
             .collect(),
+        breakers: engine.health().breakers().states(),
     })
 }
 
@@ -552,6 +555,7 @@ mod typescript {
             ProcessStats::decl(&cfg),
             crate::router::health::LegStats::decl(&cfg),
             crate::backend::keys::KeyHealth::decl(&cfg),
+            crate::router::breaker::BreakerState::decl(&cfg),
             Usage::decl(&cfg),
             TimelinePoint::decl(&cfg),
             TimelineParams::decl(&cfg),

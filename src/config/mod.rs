@@ -136,6 +136,26 @@ pub struct BackendConfig {
     pub mock: MockConfig,
 }
 
+/// `[circuit_breaker]`: a back-end that fails too often in a row is left alone a while
+/// (the breakers themselves are in `router::breaker`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BreakerSettings {
+    pub enabled: bool,
+    /// Outages in a row that open the breaker.
+    pub failures: u32,
+    pub cool_down: Duration,
+}
+
+impl Default for BreakerSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            failures: 5,
+            cool_down: Duration::from_secs(30),
+        }
+    }
+}
+
 /// How a back-end with several keys uses them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum KeyRotation {
@@ -226,6 +246,7 @@ pub struct Config {
     pub limits: limits::Limits,
     /// An empty answer is asked for once more with this prompt, when on.
     pub empty_response_recovery: Option<String>,
+    pub circuit_breaker: BreakerSettings,
 }
 
 impl Config {
@@ -650,6 +671,28 @@ fn validate(
             "must be non-empty and hold no spaces",
         ));
     }
+    let breaker = &raw.circuit_breaker;
+    if breaker.failures == 0 {
+        problems.push(bad(
+            layered,
+            "circuit_breaker.failures",
+            0,
+            "must be at least 1",
+        ));
+    }
+    if !(breaker.cool_down_seconds > 0.0 && breaker.cool_down_seconds <= 86_400.0) {
+        problems.push(bad(
+            layered,
+            "circuit_breaker.cool_down_seconds",
+            breaker.cool_down_seconds,
+            "must be more than 0 and at most 86400 seconds",
+        ));
+    }
+    let breaker = BreakerSettings {
+        enabled: breaker.enabled,
+        failures: breaker.failures.max(1),
+        cool_down: Duration::from_secs_f64(breaker.cool_down_seconds.clamp(0.001, 86_400.0)),
+    };
     let backend_ids: Vec<&str> = raw.backends.keys().map(String::as_str).collect();
     let failover_routes = routes::validate(&raw.routes, &backend_ids, layered, problems);
     let model_limits = limits::validate(
@@ -949,6 +992,7 @@ fn validate(
         session_max_age: Duration::from_secs(raw.session.max_age),
         routes: failover_routes,
         limits: model_limits,
+        circuit_breaker: breaker,
         empty_response_recovery: raw
             .empty_response_recovery
             .enabled

@@ -36,6 +36,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub empty_response_recovery: RawEmptyResponse,
     #[serde(default)]
+    pub circuit_breaker: RawCircuitBreaker,
+    #[serde(default)]
     pub responses: RawResponses,
     #[serde(default)]
     pub capture: RawCapture,
@@ -90,6 +92,37 @@ impl Default for RawEmptyResponse {
 
 fn default_empty_prompt() -> String {
     crate::pipeline::empty_response::DEFAULT_PROMPT.to_owned()
+}
+
+/// `[circuit_breaker]`: a back-end that fails too often in a row is left alone a while.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCircuitBreaker {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Outages in a row (5xx, timeouts, unreachable) that open it.
+    #[serde(default = "default_breaker_failures")]
+    pub failures: u32,
+    #[serde(default = "default_breaker_cool_down")]
+    pub cool_down_seconds: f64,
+}
+
+impl Default for RawCircuitBreaker {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            failures: default_breaker_failures(),
+            cool_down_seconds: default_breaker_cool_down(),
+        }
+    }
+}
+
+fn default_breaker_failures() -> u32 {
+    5
+}
+
+fn default_breaker_cool_down() -> f64 {
+    30.0
 }
 
 /// `[backends.ID.identity]`: the seed's identity header override.

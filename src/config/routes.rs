@@ -137,6 +137,8 @@ impl RetryOn {
             ErrorKind::Timeout { .. } => self.timeout,
             ErrorKind::BackendUnreachable { .. } => self.connect,
             ErrorKind::BackendNotConfigured { .. } => self.unconfigured,
+            // A leg its circuit breaker holds open is skipped, whatever the route says.
+            ErrorKind::CircuitOpen { .. } => true,
             _ => false,
         }
     }

@@ -4,7 +4,8 @@
 //! answer's first event: a back-end call resolves once its first event arrived, so a
 //! failure after that reaches the client as the end of the answer, never as a second one.
 //! Every attempt is in the request's attempt chain (`x-llmux-attempts`, the log line, the
-//! capture row).
+//! capture row), and each move to another leg is announced (a desktop notification). Legs
+//! whose back-end's circuit breaker is open are tried last.
 
 use std::time::Duration;
 
@@ -13,7 +14,10 @@ use async_trait::async_trait;
 use super::{Phases, Reads, RequestContext, Stage, Upstream};
 use crate::Error;
 use crate::backend::EventStream;
+use crate::error::ErrorKind;
 use crate::model::Request;
+use crate::router::Target;
+use crate::router::breaker::Notice;
 
 /// The longest wait before trying the same leg again; a leg that asks for longer
 /// (Retry-After) is left for the next one.
@@ -47,8 +51,15 @@ impl Stage for Failover {
         let Some(route) = &plan.route else {
             return next.send(request).await;
         };
+        // Legs whose back-end's breaker is open go last: tried only when the others fail.
+        let breakers = next.health().breakers();
+        let (closed, open): (Vec<&Target>, Vec<&Target>) = plan
+            .legs
+            .iter()
+            .partition(|leg| !breakers.is_open(leg.backend.id()));
+        let legs: Vec<&Target> = closed.into_iter().chain(open).collect();
         let mut last_error = None;
-        for (i, leg) in plan.legs.iter().enumerate() {
+        for (i, leg) in legs.iter().copied().enumerate() {
             for attempt in 1..=route.attempts_per_leg {
                 let err = match next.to(leg).send(request).await {
                     Ok(events) => return Ok(events),
@@ -56,8 +67,22 @@ impl Stage for Failover {
                     Err(err) => return Err(err),
                 };
                 let wait = err.retry_after().unwrap_or(SAME_LEG_WAIT);
-                let same_leg = attempt < route.attempts_per_leg && wait <= MAX_SAME_LEG_WAIT;
-                if same_leg || i + 1 < plan.legs.len() {
+                let circuit_open = matches!(err.kind(), ErrorKind::CircuitOpen { .. });
+                let same_leg =
+                    attempt < route.attempts_per_leg && wait <= MAX_SAME_LEG_WAIT && !circuit_open;
+                // Passing an open leg by is no news: its breaker opening was.
+                if !same_leg
+                    && !circuit_open
+                    && let Some(to) = legs.get(i + 1)
+                {
+                    next.health().notify(Notice::FailedOver {
+                        route: route.name.clone(),
+                        from: format!("{leg:?}"),
+                        to: format!("{to:?}"),
+                        failure: err.failure_label().into_owned(),
+                    });
+                }
+                if same_leg || i + 1 < legs.len() {
                     tracing::info!(
                         request_id = %ctx.request_id,
                         route = %route.name,

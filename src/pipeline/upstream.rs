@@ -55,6 +55,11 @@ impl<'a> Upstream<'a> {
         self.call.plan
     }
 
+    /// What llmux knows of each back-end's health: breakers, and where notices go.
+    pub fn health(&self) -> &'a Health {
+        self.call.health
+    }
+
     /// The same chain, to `target` instead.
     pub fn to(self, target: &'a Target) -> Self {
         Self { target, ..self }
@@ -79,8 +84,18 @@ impl<'a> Upstream<'a> {
     /// next key when the provider blamed the key (rate limit, refusal); each call is an
     /// attempt in the chain.
     async fn attempt(self, request: &Request) -> Result<EventStream, Error> {
-        let Call { ctx, prepare, .. } = *self.call;
+        let Call {
+            ctx,
+            prepare,
+            health,
+            ..
+        } = *self.call;
         let target = self.target;
+        if let Err(wait) = health.breakers().admit(target.backend.id()) {
+            let err = crate::router::breaker::Breakers::open_error(target.backend.id(), wait);
+            self.note(None, false, Err(&err), Instant::now());
+            return Err(err);
+        }
         let mut prepared = std::borrow::Cow::Borrowed(request);
         for stage in prepare {
             let started = Instant::now();

@@ -1,6 +1,6 @@
 //! What llmux has seen of each leg (`backend:model`) since it started: attempts, answers,
-//! failures by class and the last failure. The admin API's stats show it; circuit breakers
-//! read the same record.
+//! failures by class and the last failure, and each back-end's circuit breaker. The admin
+//! API's stats show it; what changes is announced as [`Notice`]s.
 
 use std::collections::BTreeMap;
 use std::collections::HashMap;
@@ -9,6 +9,8 @@ use std::sync::Mutex;
 use foldhash::fast::RandomState;
 
 use serde::Serialize;
+
+use super::breaker::{BreakerSettings, Breakers, Notice};
 
 /// One leg's record.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -31,19 +33,56 @@ pub struct LegStats {
 type Legs = HashMap<String, HashMap<String, LegStats, RandomState>, RandomState>;
 
 /// Every leg's record. Cheap to update: one lock, two lookups with a fast hasher.
-#[derive(Default)]
 pub struct Health {
     /// By back-end, then model: a lookup with borrowed names allocates nothing.
     legs: Mutex<Legs>,
+    breakers: Breakers,
+    notices: tokio::sync::broadcast::Sender<Notice>,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self::new(BreakerSettings::default())
+    }
 }
 
 impl Health {
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(breaker: BreakerSettings) -> Self {
+        Self {
+            legs: Mutex::default(),
+            breakers: Breakers::new(breaker),
+            notices: tokio::sync::broadcast::channel(64).0,
+        }
+    }
+
+    pub fn breakers(&self) -> &Breakers {
+        &self.breakers
+    }
+
+    /// Notices from now on (failovers, breakers opening and closing); a receiver that falls
+    /// more than 64 behind misses the oldest.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Notice> {
+        self.notices.subscribe()
+    }
+
+    /// Announces `notice` to whoever listens (and the log).
+    pub fn notify(&self, notice: Notice) {
+        tracing::warn!(notice = ?notice, "reliability");
+        let _ = self.notices.send(notice);
     }
 
     /// Notes an attempt at `backend:model` and its result.
     pub fn record(&self, backend: &str, model: &str, result: Result<(), &crate::Error>) {
+        // The breaker hears from the provider only: not from a request refused here (a
+        // limit, the breaker itself).
+        let from_provider = result.is_ok()
+            || result.is_err_and(|err| {
+                err.side() == crate::error::Side::Upstream
+                    && !matches!(err.kind(), crate::error::ErrorKind::CircuitOpen { .. })
+            });
+        if from_provider && let Some(notice) = self.breakers.record(backend, result) {
+            self.notify(notice);
+        }
         let mut legs = self.legs.lock().unwrap_or_else(|e| e.into_inner());
         if !legs.contains_key(backend) {
             legs.insert(backend.to_owned(), HashMap::default());
@@ -98,7 +137,7 @@ mod tests {
 
     #[test]
     fn attempts_answers_and_failures_are_counted_per_leg() {
-        let health = Health::new();
+        let health = Health::default();
         let limited = crate::Error::upstream_status(429, None);
         health.record("a", "m", Err(&limited));
         health.record("a", "m", Err(&limited));

@@ -5,6 +5,7 @@
 //! colons: `llama3:8b`, `qwen/qwen3-coder:free`). A failover route's name (`coder`, or
 //! `route:coder`) stands for its legs, tried in order: a [`Plan`].
 
+pub mod breaker;
 pub mod health;
 
 use std::collections::BTreeMap;

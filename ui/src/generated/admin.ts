@@ -104,7 +104,11 @@ legs: Array<LegStats>,
  * Every provider key by back-end, in rotation order: uses, failures, whether it is
  * cooling down and its last failure. Names only, never values.
  */
-keys: Array<KeyHealth>, requests: number, 
+keys: Array<KeyHealth>, 
+/**
+ * The circuit breaker of every back-end that has failed since llmux started.
+ */
+breakers: Array<BreakerState>, requests: number, 
 /**
  * Rows dropped since start because the writer fell behind.
  */
@@ -159,6 +163,20 @@ failures: number,
  * Unix seconds until which it is left alone; absent when it is usable.
  */
 cooling_until: number | null, last_error: string | null, };
+
+export type BreakerState = { backend: string, 
+/**
+ * `closed`, `open` or `probing`.
+ */
+state: string, 
+/**
+ * Outages in a row so far (closed).
+ */
+failures: number, 
+/**
+ * Seconds of cool-down left (open).
+ */
+open_for_seconds: number | null, };
 
 export type Usage = { group: string, requests: number, errors: number, input_tokens: number, output_tokens: number, };
 
