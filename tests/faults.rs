@@ -156,7 +156,10 @@ async fn provider_faults_and_walking_clients_leave_nothing_behind() {
     ]
     .concat();
     // The faults must reach the client every round: no breaker may stand in for them.
-    let suite = start("", &format!("[circuit_breaker]\nenabled = false\n{backends}"));
+    let suite = start(
+        "",
+        &format!("[circuit_breaker]\nenabled = false\n{backends}"),
+    );
 
     let faults = |round: usize| {
         let suite = &suite;

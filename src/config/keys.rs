@@ -215,6 +215,14 @@ pub const SETTINGS: &[Setting] = &[
         &[value("force-context-window", "TOKENS")],
         "Refuse requests of more than TOKENS input tokens, whatever the model's own limit",
     ),
+    setting(
+        "dedup_window_seconds",
+        Number,
+        Some("DEDUP_WINDOW_SECONDS"),
+        &[value("dedup-window", "SECONDS")],
+        "Answer a request identical to one its session sent less than SECONDS ago with that \
+         one's answer (0: off)",
+    ),
     // In-chat commands and sessions
     setting(
         "command_prefix",

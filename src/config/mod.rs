@@ -247,6 +247,8 @@ pub struct Config {
     /// An empty answer is asked for once more with this prompt, when on.
     pub empty_response_recovery: Option<String>,
     pub circuit_breaker: BreakerSettings,
+    /// Identical requests of a session within this window share one answer; zero: off.
+    pub dedup_window: Duration,
 }
 
 impl Config {
@@ -671,6 +673,14 @@ fn validate(
             "must be non-empty and hold no spaces",
         ));
     }
+    if !(0.0..=3600.0).contains(&raw.dedup_window_seconds) {
+        problems.push(bad(
+            layered,
+            "dedup_window_seconds",
+            raw.dedup_window_seconds,
+            "must be 0 (off) to 3600 seconds",
+        ));
+    }
     let breaker = &raw.circuit_breaker;
     if breaker.failures == 0 {
         problems.push(bad(
@@ -993,6 +1003,7 @@ fn validate(
         routes: failover_routes,
         limits: model_limits,
         circuit_breaker: breaker,
+        dedup_window: Duration::from_secs_f64(raw.dedup_window_seconds.clamp(0.0, 3600.0)),
         empty_response_recovery: raw
             .empty_response_recovery
             .enabled

@@ -64,6 +64,10 @@ pub struct RawConfig {
     /// The input limit of every model, in tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force_context_window: Option<u64>,
+    /// A request identical to one its session sent this many seconds ago is answered with
+    /// that one's answer; 0: off.
+    #[serde(default)]
+    pub dedup_window_seconds: f64,
 }
 
 fn default_backend() -> String {

@@ -24,6 +24,7 @@
 
 pub mod capture_row;
 pub mod commands;
+pub mod dedup;
 pub mod edit_precision;
 pub mod empty_response;
 pub mod failover;
@@ -398,6 +399,8 @@ impl Pipeline {
             )?),
             // What the target model takes: input tokens, output tokens, rate.
             Arc::new(limits::ModelLimitsStage::new(config.limits.clone())),
+            // A request identical to one in flight is answered with that one's answer.
+            Arc::new(dedup::Dedup::new(config.dedup_window)),
             // A failover route's legs are tried in order until one answers.
             Arc::new(failover::Failover),
             // An answer with no text and no tool call is asked for once more.
