@@ -427,3 +427,40 @@ attempts_per_leg = 0"#,
     let err = config_error(&hiding_a_backend);
     assert!(err.contains("'a' is a back-end"), "{err}");
 }
+
+#[tokio::test]
+async fn the_request_log_line_lists_every_attempt() {
+    let (a, b) = (
+        FakeOpenAi::start(Mode::Status(429)).await,
+        FakeOpenAi::start(Mode::Normal).await,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("llmux.toml");
+    let port = support::binary::free_port();
+    let toml = two_legs(&a.base_url, &b.base_url, r#"legs = ["a:m1", "b:m2"]"#, "").replacen(
+        "[backends.a]",
+        &format!("[proxy]\nport = {port}\nanthropic_port = 0\n[backends.a]"),
+        1,
+    );
+    std::fs::write(&path, toml).unwrap();
+    let llmux = support::binary::Llmux::start(&path, KEYS);
+    let addr = llmux.next_address();
+    let response = client()
+        .post(format!("http://{addr}/v1/chat/completions"))
+        .json(&json!({"model": "coder", "messages": [{"role": "user", "content": "Hi."}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !llmux.log().contains("attempts=") && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let log = llmux.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("attempts="))
+        .unwrap_or_else(|| panic!("no request line:\n{log}"));
+    assert!(line.contains("attempts=a:m1=429; b:m2=200"), "{line}");
+    assert!(line.contains("backend=\"b\""), "the leg that answered: {line}");
+}
