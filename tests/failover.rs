@@ -462,5 +462,8 @@ async fn the_request_log_line_lists_every_attempt() {
         .find(|l| l.contains("attempts="))
         .unwrap_or_else(|| panic!("no request line:\n{log}"));
     assert!(line.contains("attempts=a:m1=429; b:m2=200"), "{line}");
-    assert!(line.contains("backend=\"b\""), "the leg that answered: {line}");
+    assert!(
+        line.contains("backend=\"b\""),
+        "the leg that answered: {line}"
+    );
 }

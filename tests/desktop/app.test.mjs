@@ -444,6 +444,15 @@ test("saving a key puts it in the keyring and in no file; listings never show it
   // The proxy restarted with the key and still serves.
   assert.equal((await invoke("proxy_status")).state, "running");
   await chat();
+  // The Keys section shows what the running proxy says of the key (uses, cooling down).
+  await waitFor("the key's health beside it", async () => {
+    const shown = await wd("POST", s("/execute/sync"), {
+      script: `return [...document.querySelectorAll('[data-keys="openai"] .key-chip')]
+        .map((chip) => chip.textContent).join(" | ");`,
+      args: [],
+    });
+    return /OPENAI_API_KEY.*\d+ uses/.test(shown);
+  });
 
   const again = await invoke("list_keys");
   assert.ok(!JSON.stringify(again).includes(secret));

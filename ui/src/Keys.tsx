@@ -10,13 +10,13 @@ function KeyState({ health }: { health?: KeyHealth }) {
   if (!health) return null;
   if (health.cooling_until != null) {
     return (
-      <span className="warn" title={health.last_error ?? ""}>
+      <span className="warn key-health" title={health.last_error ?? ""}>
         cooling down until {formatTime(health.cooling_until)}
       </span>
     );
   }
   return (
-    <span className="muted" title={health.last_error ?? ""}>
+    <span className="muted key-health" title={health.last_error ?? ""}>
       {health.uses} uses{health.failures > 0 && `, ${health.failures} failed`}
     </span>
   );
@@ -32,12 +32,14 @@ export function KeysSection({ backends }: { backends: BackendSetting[] }) {
   const [secret, setSecret] = useState("");
   const [message, setMessage] = useState("");
   const [failed, setFailed] = useState(false);
-  useEffect(() => {
-    // Key health is the proxy's; a proxy that is off has none to show.
+  // Key health is the running proxy's; a proxy that is off has none to show.
+  const refreshHealth = () =>
     api
       .stats()
       .then((stats) => setHealth(stats.keys))
       .catch(() => setHealth([]));
+  useEffect(() => {
+    refreshHealth();
     api
       .keys()
       .then(setKeys)
@@ -50,6 +52,8 @@ export function KeysSection({ backends }: { backends: BackendSetting[] }) {
     setKeys(listed);
     setFailed(false);
     setMessage(text);
+    // The proxy restarts with the changed keys: ask it again in a moment.
+    setTimeout(refreshHealth, 1000);
   };
   const fail = (err: Error) => {
     setFailed(true);
