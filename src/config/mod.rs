@@ -249,6 +249,8 @@ pub struct Config {
     pub circuit_breaker: BreakerSettings,
     /// Identical requests of a session within this window share one answer; zero: off.
     pub dedup_window: Duration,
+    /// The rules of dangerous command prevention; empty when it is off.
+    pub dangerous_commands: Vec<crate::pipeline::dangerous_commands::Rule>,
 }
 
 impl Config {
@@ -787,6 +789,30 @@ fn validate(
         reasoning_effort,
         thinking_budget: planning_raw.overrides.thinking_budget,
     };
+    let dc = &raw.dangerous_command_prevention;
+    let dangerous_commands = if dc.enabled {
+        let text = match &dc.rules_file {
+            None => Ok(crate::pipeline::dangerous_commands::DEFAULT_RULES.to_owned()),
+            Some(path) => std::fs::read_to_string(path).map_err(|e| format!("cannot read it: {e}")),
+        };
+        match text.and_then(|t| crate::pipeline::dangerous_commands::parse_rules(&t)) {
+            Ok(rules) => rules,
+            Err(why) => {
+                problems.push(bad(
+                    layered,
+                    "dangerous_command_prevention.rules_file",
+                    format!(
+                        "'{}'",
+                        dc.rules_file.as_deref().unwrap_or("(shipped rules)")
+                    ),
+                    why,
+                ));
+                Vec::new()
+            }
+        }
+    } else {
+        Vec::new()
+    };
     let ep = &raw.edit_precision;
     let patterns_text = match &ep.patterns_file {
         None => Ok(crate::pipeline::edit_precision::DEFAULT_PATTERNS.to_owned()),
@@ -1003,6 +1029,7 @@ fn validate(
         routes: failover_routes,
         limits: model_limits,
         circuit_breaker: breaker,
+        dangerous_commands,
         dedup_window: Duration::from_secs_f64(raw.dedup_window_seconds.clamp(0.0, 3600.0)),
         empty_response_recovery: raw
             .empty_response_recovery

@@ -38,6 +38,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub circuit_breaker: RawCircuitBreaker,
     #[serde(default)]
+    pub dangerous_command_prevention: RawDangerousCommands,
+    #[serde(default)]
     pub responses: RawResponses,
     #[serde(default)]
     pub capture: RawCapture,
@@ -96,6 +98,26 @@ impl Default for RawEmptyResponse {
 
 fn default_empty_prompt() -> String {
     crate::pipeline::empty_response::DEFAULT_PROMPT.to_owned()
+}
+
+/// `[dangerous_command_prevention]`: destructive shell commands in tool calls are stopped.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDangerousCommands {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// A rules file; the shipped config/dangerous_commands.toml when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules_file: Option<String>,
+}
+
+impl Default for RawDangerousCommands {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            rules_file: None,
+        }
+    }
 }
 
 /// `[circuit_breaker]`: a back-end that fails too often in a row is left alone a while.

@@ -24,6 +24,7 @@
 
 pub mod capture_row;
 pub mod commands;
+pub mod dangerous_commands;
 pub mod dedup;
 pub mod edit_precision;
 pub mod empty_response;
@@ -39,6 +40,7 @@ pub mod route;
 pub mod routing;
 pub mod session;
 pub mod structured_output;
+pub mod tool_match;
 pub mod upstream;
 
 use std::net::IpAddr;
@@ -412,6 +414,11 @@ impl Pipeline {
             Arc::new(structured_output::StructuredOutput::new(
                 config.validate_structured_output,
                 config.retry_structured_output,
+            )),
+            // A tool call that would run a destructive shell command becomes a message (its
+            // filter sees the answer first, as the provider sent it).
+            Arc::new(dangerous_commands::DangerousCommands::new(
+                config.dangerous_commands.clone(),
             )),
         ];
         Ok(Self::with_stages(stages))

@@ -44,32 +44,7 @@ impl Default for PlanningSettings {
     }
 }
 
-/// Tool names that write files, in the tools of the agents people run through llmux
-/// (Claude Code, Codex, Cline, Roo, aider-style tools); compared without case.
-const FILE_WRITING_TOOLS: &[&str] = &[
-    "write",
-    "edit",
-    "multiedit",
-    "write_file",
-    "edit_file",
-    "create_file",
-    "apply_diff",
-    "apply_patch",
-    "patch",
-    "write_to_file",
-    "replace_in_file",
-    "insert_content",
-    "search_and_replace",
-    "str_replace_editor",
-    "str_replace_based_edit_tool",
-    "notebookedit",
-];
-
-/// Whether a tool call by this name writes files.
-pub fn writes_files(tool: &str) -> bool {
-    let name = tool.to_ascii_lowercase();
-    FILE_WRITING_TOOLS.contains(&name.as_str())
-}
+pub use super::tool_match::writes_files;
 
 pub struct Planning {
     settings: PlanningSettings,

@@ -40,6 +40,8 @@ pub enum Mode {
     /// 429 with Retry-After: 30 for requests with these bearer keys, normal answers for
     /// other keys.
     LimitKeys(Vec<&'static str>),
+    /// Calls the first offered tool with these JSON arguments (streamed in three pieces).
+    CallWith(&'static str),
     /// A fault script: the Nth chat request is answered as the Nth mode, every request
     /// after the script normally.
     Script(Vec<Mode>),
@@ -140,6 +142,14 @@ fn chunk(model: &str, delta: Value, finish: Option<&str>) -> String {
         "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
     });
     format!("data: {frame}\n\n")
+}
+
+/// The arguments of the fake's tool call.
+fn call_arguments(mode: &Mode) -> &'static str {
+    match mode {
+        Mode::CallWith(arguments) => arguments,
+        _ => "{\"city\":\"Paris\"}",
+    }
 }
 
 fn first_tool(body: &Value) -> Option<String> {
@@ -252,7 +262,7 @@ async fn chat(
         if let Some(name) = &tool {
             message["content"] = Value::Null;
             message["tool_calls"] = json!([{"id": "call_fake_1", "type": "function",
-                "function": {"name": name, "arguments": "{\"city\":\"Paris\"}"}}]);
+                "function": {"name": name, "arguments": call_arguments(&shared.mode)}}]);
             finish = "tool_calls";
         }
         return axum::Json(json!({
@@ -332,13 +342,21 @@ async fn chat(
             // Text, then the call whose first chunk already carries an argument fragment:
             // the transition where other gateways lose data.
             frames.push(chunk(&model, json!({"content": "Let me check."}), None));
+            let arguments = call_arguments(&shared.mode);
+            let cut = |at: usize| {
+                (0..=at.min(arguments.len()))
+                    .rev()
+                    .find(|i| arguments.is_char_boundary(*i))
+                    .unwrap_or(0)
+            };
+            let (one, two) = (cut(4), cut(arguments.len() * 2 / 3).max(cut(4)));
             frames.push(chunk(
                 &model,
                 json!({"tool_calls": [{"index": 0, "id": "call_fake_1", "type": "function",
-                "function": {"name": name, "arguments": "{\"ci"}}]}),
+                "function": {"name": name, "arguments": &arguments[..one]}}]}),
                 None,
             ));
-            for piece in ["ty\":\"Pa", "ris\"}"] {
+            for piece in [&arguments[one..two], &arguments[two..]] {
                 frames.push(chunk(
                     &model,
                     json!({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}),
