@@ -433,6 +433,11 @@ impl futures::Stream for Answer {
                     let mut out = Vec::new();
                     apply_filters(&mut this.filters, event, &mut out);
                     this.pending.extend(out);
+                    if this.filters.iter().any(|f| f.cut()) {
+                        // A filter ended the answer: cancel the upstream call now.
+                        this.events = Box::pin(futures::stream::empty());
+                        this.end();
+                    }
                 }
                 None => this.end(),
             }

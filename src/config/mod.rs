@@ -251,6 +251,7 @@ pub struct Config {
     pub dedup_window: Duration,
     /// The rules of dangerous command prevention; empty when it is off.
     pub dangerous_commands: Vec<crate::pipeline::dangerous_commands::Rule>,
+    pub loop_detection: crate::pipeline::loop_detection::LoopSettings,
 }
 
 impl Config {
@@ -789,6 +790,30 @@ fn validate(
         reasoning_effort,
         thinking_budget: planning_raw.overrides.thinking_budget,
     };
+    let ld = &raw.loop_detection;
+    let mut positive = |field: &str, value: i64| -> usize {
+        if value <= 0 {
+            problems.push(bad(
+                layered,
+                &format!("loop_detection.{field}"),
+                value,
+                "must be a positive number",
+            ));
+            return 1;
+        }
+        usize::try_from(value).unwrap_or(usize::MAX)
+    };
+    let loop_detection = crate::pipeline::loop_detection::LoopSettings {
+        enabled: ld.enabled,
+        buffer_size: positive("buffer_size", ld.buffer_size),
+        max_pattern_length: positive("max_pattern_length", ld.max_pattern_length),
+        analysis_interval: positive("analysis_interval", ld.analysis_interval),
+        chunk_size: positive("chunk_size", ld.chunk_size),
+        threshold: positive("threshold", ld.threshold),
+        long_pattern_length: positive("long_pattern_length", ld.long_pattern_length),
+        long_pattern_repetitions: positive("long_pattern_repetitions", ld.long_pattern_repetitions),
+        tool_call_repetitions: positive("tool_call_repetitions", ld.tool_call_repetitions),
+    };
     let dc = &raw.dangerous_command_prevention;
     let dangerous_commands = if dc.enabled {
         let text = match &dc.rules_file {
@@ -1030,6 +1055,7 @@ fn validate(
         limits: model_limits,
         circuit_breaker: breaker,
         dangerous_commands,
+        loop_detection,
         dedup_window: Duration::from_secs_f64(raw.dedup_window_seconds.clamp(0.0, 3600.0)),
         empty_response_recovery: raw
             .empty_response_recovery

@@ -40,6 +40,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub dangerous_command_prevention: RawDangerousCommands,
     #[serde(default)]
+    pub loop_detection: RawLoopDetection,
+    #[serde(default)]
     pub responses: RawResponses,
     #[serde(default)]
     pub capture: RawCapture,
@@ -98,6 +100,71 @@ impl Default for RawEmptyResponse {
 
 fn default_empty_prompt() -> String {
     crate::pipeline::empty_response::DEFAULT_PROMPT.to_owned()
+}
+
+/// `[loop_detection]`: answers that repeat themselves and tool calls in circles.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLoopDetection {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default = "loop_buffer")]
+    pub buffer_size: i64,
+    #[serde(default = "loop_max_pattern")]
+    pub max_pattern_length: i64,
+    #[serde(default = "loop_interval")]
+    pub analysis_interval: i64,
+    #[serde(default = "loop_chunk")]
+    pub chunk_size: i64,
+    #[serde(default = "loop_threshold")]
+    pub threshold: i64,
+    #[serde(default = "loop_long_length")]
+    pub long_pattern_length: i64,
+    #[serde(default = "loop_long_repetitions")]
+    pub long_pattern_repetitions: i64,
+    #[serde(default = "loop_tool_calls")]
+    pub tool_call_repetitions: i64,
+}
+
+impl Default for RawLoopDetection {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            buffer_size: loop_buffer(),
+            max_pattern_length: loop_max_pattern(),
+            analysis_interval: loop_interval(),
+            chunk_size: loop_chunk(),
+            threshold: loop_threshold(),
+            long_pattern_length: loop_long_length(),
+            long_pattern_repetitions: loop_long_repetitions(),
+            tool_call_repetitions: loop_tool_calls(),
+        }
+    }
+}
+
+fn loop_buffer() -> i64 {
+    16_384
+}
+fn loop_max_pattern() -> i64 {
+    8_192
+}
+fn loop_interval() -> i64 {
+    32
+}
+fn loop_chunk() -> i64 {
+    80
+}
+fn loop_threshold() -> i64 {
+    6
+}
+fn loop_long_length() -> i64 {
+    100
+}
+fn loop_long_repetitions() -> i64 {
+    3
+}
+fn loop_tool_calls() -> i64 {
+    4
 }
 
 /// `[dangerous_command_prevention]`: destructive shell commands in tool calls are stopped.

@@ -182,6 +182,10 @@ const HELP: &[(&str, &str)] = &[
          | clear NAME | delete NAME | list)",
         "make failover routes for this session; ask for model NAME (or route:NAME) to use one",
     ),
+    (
+        "loop-detection(on|off)",
+        "stop answers that repeat themselves and tool calls that go round in circles",
+    ),
     ("status", "show what llmux will do with the next request"),
     ("help", "this list"),
 ];
@@ -292,6 +296,17 @@ impl Commands {
             }
             "project-dir" => self.set(session, "project-dir", &arg()?),
             "failover-route" => self.failover_route(session, &arg()?),
+            "loop-detection" => match arg()?.to_ascii_lowercase().as_str() {
+                "on" | "true" | "yes" => {
+                    session.loop_detection = Some(true);
+                    Ok("loop detection on for this session".into())
+                }
+                "off" | "false" | "no" => {
+                    session.loop_detection = Some(false);
+                    Ok("loop detection off for this session".into())
+                }
+                other => Err(format!("loop-detection takes on or off, not '{other}'")),
+            },
             "set" => {
                 let mut said = Vec::new();
                 for pair in arg()?.split(',') {
@@ -520,6 +535,7 @@ fn unset(session: &mut Session, key: &str) -> Result<String, String> {
         "temperature" => session.temperature = None,
         "reasoning" | "reasoning-effort" | "reasoning_effort" => session.reasoning = None,
         "project-dir" | "project_dir" => session.project_dir = None,
+        "loop-detection" | "loop_detection" => session.loop_detection = None,
         "all" => {
             let turns = session.turns;
             *session = Session {

@@ -30,6 +30,7 @@ pub mod edit_precision;
 pub mod empty_response;
 pub mod failover;
 pub mod limits;
+pub mod loop_detection;
 pub mod model_aliases;
 pub mod outcome;
 pub mod planning;
@@ -143,6 +144,13 @@ pub trait EventFilter: Send {
     /// before the end).
     fn after(&mut self) -> Option<AfterResponse> {
         None
+    }
+
+    /// Whether this filter has ended the answer (it pushed its own closing events): the
+    /// upstream call is then dropped, which cancels it, and the answer ends as if the
+    /// provider had.
+    fn cut(&self) -> bool {
+        false
     }
 }
 
@@ -420,6 +428,8 @@ impl Pipeline {
             Arc::new(dangerous_commands::DangerousCommands::new(
                 config.dangerous_commands.clone(),
             )),
+            // Answers that repeat themselves are cut; tool calls in circles are steered.
+            Arc::new(loop_detection::LoopDetection::new(config.loop_detection)),
         ];
         Ok(Self::with_stages(stages))
     }

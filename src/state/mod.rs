@@ -38,6 +38,8 @@ pub struct Session {
     /// Failover routes made in this chat (`!/failover-route(...)`): name to
     /// `backend:model` legs. They win over configured routes of the same name.
     pub failover_routes: std::collections::BTreeMap<String, Vec<String>>,
+    /// `!/loop-detection(on|off)`: loop detection for this session, over the config.
+    pub loop_detection: Option<bool>,
 }
 
 /// A session's state just before and just after an update.

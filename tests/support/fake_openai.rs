@@ -33,6 +33,9 @@ pub enum Mode {
     Garbage,
     /// Sends a chunk every 50 ms, forever (until the client goes away).
     Endless,
+    /// Streams the same sentence again and again (a model in a loop), a chunk every 2 ms,
+    /// until the client goes away (at most 3,000 chunks).
+    Looping,
     /// Answers chat requests with this text (in one piece).
     Answer(&'static str),
     /// An error status with a Retry-After header of this many seconds.
@@ -304,6 +307,21 @@ async fn chat(
                 } else {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     yield Err(std::io::Error::other("connection dropped by the fake"));
+                }
+            };
+            return sse(stream);
+        }
+        Mode::Looping => {
+            let flag = DropFlag(shared.disconnected.clone(), false);
+            let stream = async_stream::stream! {
+                let _flag = flag;
+                for frame in frames {
+                    yield Ok::<_, std::io::Error>(Bytes::from(frame));
+                }
+                for _ in 0..3_000 {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    let text = "I should read the configuration file again to be completely sure. ";
+                    yield Ok(Bytes::from(chunk(&model, json!({"content": text}), None)));
                 }
             };
             return sse(stream);
