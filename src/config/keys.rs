@@ -245,6 +245,16 @@ pub const SETTINGS: &[Setting] = &[
         &[],
         "Seconds an idle session's state is kept",
     ),
+    setting(
+        "session.pytest_compression_enabled",
+        Bool,
+        Some("PYTEST_COMPRESSION_ENABLED"),
+        &[
+            on("enable-pytest-compression"),
+            off("disable-pytest-compression"),
+        ],
+        "Drop passing tests and timings from pytest output in tool results",
+    ),
     // Planning phase
     setting(
         "session.planning_phase.enabled",

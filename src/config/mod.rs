@@ -252,6 +252,8 @@ pub struct Config {
     /// The rules of dangerous command prevention; empty when it is off.
     pub dangerous_commands: Vec<crate::pipeline::dangerous_commands::Rule>,
     pub loop_detection: crate::pipeline::loop_detection::LoopSettings,
+    /// Tool results that are pytest output are compressed.
+    pub pytest_compression: bool,
 }
 
 impl Config {
@@ -1056,6 +1058,7 @@ fn validate(
         circuit_breaker: breaker,
         dangerous_commands,
         loop_detection,
+        pytest_compression: raw.session.pytest_compression_enabled,
         dedup_window: Duration::from_secs_f64(raw.dedup_window_seconds.clamp(0.0, 3600.0)),
         empty_response_recovery: raw
             .empty_response_recovery

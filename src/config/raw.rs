@@ -423,6 +423,9 @@ pub struct RawSession {
     pub max_age: u64,
     #[serde(default)]
     pub planning_phase: RawPlanning,
+    /// Tool results that are pytest output lose their passing lines and timings.
+    #[serde(default = "yes")]
+    pub pytest_compression_enabled: bool,
 }
 
 /// `[session.planning_phase]`: the seed's "Planning-Phase Strong Model Overrides".
@@ -482,6 +485,7 @@ impl Default for RawSession {
         Self {
             max_age: default_session_max_age(),
             planning_phase: RawPlanning::default(),
+            pytest_compression_enabled: true,
         }
     }
 }

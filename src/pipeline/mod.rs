@@ -34,6 +34,7 @@ pub mod loop_detection;
 pub mod model_aliases;
 pub mod outcome;
 pub mod planning;
+pub mod pytest_output;
 pub mod reasoning_modes;
 pub mod request_log;
 pub mod responses_store;
@@ -403,6 +404,8 @@ impl Pipeline {
             Arc::new(reasoning_modes::ReasoningModes::new(
                 config.reasoning_modes.clone(),
             )),
+            // Pytest output in tool results loses its passing lines and timings.
+            Arc::new(pytest_output::PytestOutput::new(config.pytest_compression)),
             // A request that reports a failed file edit gets precise sampling.
             Arc::new(edit_precision::EditPrecision::new(
                 config.edit_precision.clone(),

@@ -1,0 +1,117 @@
+//! Pytest output compression over real HTTP: a tool result holding pytest's verbose output
+//! reaches the provider without its passing lines, from OpenAI and Anthropic clients alike.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use serde_json::{Value, json};
+use support::fake_openai::{FakeOpenAi, Mode};
+use support::{client, config, fake_backend_config, start};
+
+const KEY: &[(&str, &str)] = &[("FAKE_API_KEY", "sk-fake")];
+
+fn pytest_output() -> String {
+    let mut out = String::from(
+        "============================= test session starts ==============================\n\
+         collected 201 items\n\n",
+    );
+    for i in 0..200 {
+        out.push_str(&format!(
+            "tests/test_api.py::test_case_{i} PASSED                              [ {:>2}%]\n",
+            i / 2
+        ));
+    }
+    out.push_str(
+        "tests/test_api.py::test_broken FAILED                               [100%]\n\n\
+         =================================== FAILURES ===================================\n\
+         E       AssertionError: expected 200, got 500\n\
+         ========================= 1 failed, 200 passed in 9.12s =========================\n",
+    );
+    out
+}
+
+/// The tool result the provider received, in OpenAI chat form.
+fn sent_tool_result(fake: &FakeOpenAi) -> String {
+    let body = fake.last_request().body;
+    body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == "tool")
+        .map(|m| m["content"].as_str().unwrap().to_owned())
+        .expect("a tool message")
+}
+
+#[tokio::test]
+async fn pytest_output_in_a_tool_result_reaches_the_provider_without_its_passes() {
+    let fake = FakeOpenAi::start(Mode::Normal).await;
+    let llmux = start(config(&fake_backend_config(&fake.base_url, ""), &[]), KEY).await;
+    let output = pytest_output();
+    let response = client()
+        .post(llmux.url("/v1/chat/completions"))
+        .json(&json!({"model": "m", "messages": [
+            {"role": "user", "content": "Run the tests."},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1",
+                "type": "function", "function": {"name": "Bash",
+                "arguments": "{\"command\":\"pytest -v\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": output}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let sent = sent_tool_result(&fake);
+    assert!(!sent.contains("test_case_7 PASSED"), "{sent}");
+    assert!(sent.contains("tests/test_api.py::test_broken FAILED"));
+    assert!(sent.contains("AssertionError: expected 200, got 500"));
+    assert!(sent.contains("1 failed, 200 passed in 9.12s"));
+    assert!(sent.contains("[llmux removed 200 lines"));
+    assert!(
+        sent.len() * 5 < output.len(),
+        "{} -> {}",
+        output.len(),
+        sent.len()
+    );
+
+    let anthropic = client()
+        .post(llmux.url("/v1/messages"))
+        .json(&json!({"model": "m", "max_tokens": 100, "messages": [
+            {"role": "user", "content": "Run the tests."},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1",
+                "name": "Bash", "input": {"command": "pytest -v"}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1",
+                "content": output}]}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anthropic.status(), 200);
+    let sent = sent_tool_result(&fake);
+    assert!(!sent.contains("test_case_7 PASSED"));
+    assert!(sent.contains("test_broken FAILED"));
+}
+
+#[tokio::test]
+async fn compression_can_be_turned_off() {
+    let fake = FakeOpenAi::start(Mode::Normal).await;
+    let llmux = start(
+        config(
+            &fake_backend_config(&fake.base_url, ""),
+            &[("PYTEST_COMPRESSION_ENABLED", "false")],
+        ),
+        KEY,
+    )
+    .await;
+    let output = pytest_output();
+    let response = client()
+        .post(llmux.url("/v1/chat/completions"))
+        .json(&json!({"model": "m", "messages": [
+            {"role": "user", "content": "Run the tests."},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1",
+                "type": "function", "function": {"name": "Bash", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": output}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = fake.last_request().body;
+    assert_eq!(body["messages"][2]["content"], output);
+}
