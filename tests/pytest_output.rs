@@ -115,3 +115,54 @@ async fn compression_can_be_turned_off() {
     let body: Value = fake.last_request().body;
     assert_eq!(body["messages"][2]["content"], output);
 }
+
+const WHOLE_SUITE: &str = r#"{"command":"python -m pytest -q"}"#;
+
+async fn run_tests(llmux: &support::Llmux, history: Vec<Value>) -> Value {
+    let mut messages = vec![json!({"role": "user", "content": "Make sure it all works."})];
+    messages.extend(history);
+    let response = client()
+        .post(llmux.url("/v1/chat/completions"))
+        .json(&json!({"model": "m", "messages": messages,
+            "tools": [{"type": "function", "function": {"name": "Bash",
+                "parameters": {"type": "object"}}}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_whole_suite_run_is_steered_once_and_runs_when_asked_again() {
+    let fake = FakeOpenAi::start(Mode::CallWith(WHOLE_SUITE)).await;
+    let toml = fake_backend_config(&fake.base_url, "");
+    let llmux = start(
+        config(&toml, &[("PYTEST_FULL_SUITE_STEERING_ENABLED", "true")]),
+        KEY,
+    )
+    .await;
+    let first = run_tests(&llmux, vec![]).await;
+    let message = &first["choices"][0]["message"];
+    assert!(
+        message.get("tool_calls").is_none_or(Value::is_null),
+        "{first}"
+    );
+    let text = message["content"].as_str().unwrap();
+    assert!(text.contains("would run the whole pytest suite"), "{text}");
+
+    // The model calls it again: now it goes to the client to run.
+    let again = run_tests(
+        &llmux,
+        vec![
+            json!({"role": "assistant", "content": null, "tool_calls": [{"id": "call_1",
+                "type": "function", "function": {"name": "Bash", "arguments": WHOLE_SUITE}}]}),
+            json!({"role": "tool", "tool_call_id": "call_1", "content": text}),
+        ],
+    )
+    .await;
+    assert_eq!(
+        again["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"],
+        WHOLE_SUITE
+    );
+}

@@ -255,6 +255,16 @@ pub const SETTINGS: &[Setting] = &[
         ],
         "Drop passing tests and timings from pytest output in tool results",
     ),
+    setting(
+        "session.pytest_full_suite_steering_enabled",
+        Bool,
+        Some("PYTEST_FULL_SUITE_STEERING_ENABLED"),
+        &[
+            on("enable-pytest-full-suite-steering"),
+            off("disable-pytest-full-suite-steering"),
+        ],
+        "A tool call running the whole pytest suite runs only when made twice",
+    ),
     // Planning phase
     setting(
         "session.planning_phase.enabled",

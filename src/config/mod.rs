@@ -254,6 +254,8 @@ pub struct Config {
     pub loop_detection: crate::pipeline::loop_detection::LoopSettings,
     /// Tool results that are pytest output are compressed.
     pub pytest_compression: bool,
+    /// A call running the whole pytest suite is steered once.
+    pub pytest_full_suite_steering: bool,
 }
 
 impl Config {
@@ -1059,6 +1061,7 @@ fn validate(
         dangerous_commands,
         loop_detection,
         pytest_compression: raw.session.pytest_compression_enabled,
+        pytest_full_suite_steering: raw.session.pytest_full_suite_steering_enabled,
         dedup_window: Duration::from_secs_f64(raw.dedup_window_seconds.clamp(0.0, 3600.0)),
         empty_response_recovery: raw
             .empty_response_recovery

@@ -426,6 +426,9 @@ pub struct RawSession {
     /// Tool results that are pytest output lose their passing lines and timings.
     #[serde(default = "yes")]
     pub pytest_compression_enabled: bool,
+    /// A call running the whole pytest suite needs to be made twice.
+    #[serde(default)]
+    pub pytest_full_suite_steering_enabled: bool,
 }
 
 /// `[session.planning_phase]`: the seed's "Planning-Phase Strong Model Overrides".
@@ -486,6 +489,7 @@ impl Default for RawSession {
             max_age: default_session_max_age(),
             planning_phase: RawPlanning::default(),
             pytest_compression_enabled: true,
+            pytest_full_suite_steering_enabled: false,
         }
     }
 }

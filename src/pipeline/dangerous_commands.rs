@@ -13,8 +13,9 @@
 use serde::Deserialize;
 
 use super::tool_match::{commands, runs_shell, scripts};
+use super::tool_screen::ToolScreen;
 use super::{EventFilter, Phases, Reads, RequestContext, Stage};
-use crate::model::{Event, FinishReason, Request};
+use crate::model::Request;
 
 /// The rules llmux ships (config/dangerous_commands.toml).
 pub const DEFAULT_RULES: &str = include_str!("../../config/dangerous_commands.toml");
@@ -190,124 +191,20 @@ impl Stage for DangerousCommands {
         ctx: &RequestContext,
         _request: &Request,
     ) -> Option<Box<dyn EventFilter>> {
-        Some(Box::new(Guard {
-            rules: self.rules.clone(),
-            request_id: ctx.request_id.clone(),
-            held: None,
-            passed: 0,
-        }))
-    }
-}
-
-/// Holds an answer from its first shell call to its end, then passes it on with each
-/// dangerous call replaced by a message.
-struct Guard {
-    rules: std::sync::Arc<[Rule]>,
-    request_id: String,
-    held: Option<Vec<Event>>,
-    /// Calls passed on before the first shell call (they keep their numbers).
-    passed: u32,
-}
-
-impl EventFilter for Guard {
-    fn on_event(&mut self, event: Event, out: &mut Vec<Event>) {
-        match (&mut self.held, &event) {
-            (Some(held), _) => held.push(event),
-            (None, Event::ToolCallStart { name, .. }) if runs_shell(name) => {
-                self.held = Some(vec![event]);
-            }
-            (None, Event::ToolCallStart { .. }) => {
-                self.passed += 1;
-                out.push(event);
-            }
-            (None, _) => out.push(event),
-        }
-    }
-
-    fn on_end(&mut self, out: &mut Vec<Event>) {
-        if let Some(held) = self.held.take() {
-            out.extend(self.screened(held));
-        }
-    }
-}
-
-impl Guard {
-    /// The held events with dangerous calls replaced by a message, the remaining calls
-    /// numbered from 0 again, and the finish reason `end_turn` when no call is left.
-    fn screened(&self, held: Vec<Event>) -> Vec<Event> {
-        let mut calls: Vec<(u32, String, String)> = Vec::new();
-        for event in &held {
-            match event {
-                Event::ToolCallStart { index, name, .. } => {
-                    calls.push((*index, name.clone(), String::new()))
-                }
-                Event::ToolCallArgsDelta { index, arguments } => {
-                    if let Some(call) = calls.iter_mut().find(|c| c.0 == *index) {
-                        call.2.push_str(arguments);
-                    }
-                }
-                _ => {}
-            }
-        }
-        let mut blocked = Vec::new();
-        for (index, name, arguments) in &calls {
-            if let Some((rule, command)) = check(&self.rules, name, arguments) {
+        let (rules, request_id) = (self.rules.clone(), ctx.request_id.clone());
+        Some(Box::new(ToolScreen::new(std::sync::Arc::new(
+            move |tool: &str, arguments: &str| {
+                let (rule, command) = check(&rules, tool, arguments)?;
                 tracing::warn!(
-                    request_id = %self.request_id,
-                    tool = %name,
+                    request_id = %request_id,
+                    tool,
                     rule = %rule.name,
                     command = %command,
                     "dangerous command stopped"
                 );
-                blocked.push((*index, steering(rule, &command)));
-            }
-        }
-        if blocked.is_empty() {
-            return held;
-        }
-        let kept: Vec<u32> = calls
-            .iter()
-            .map(|c| c.0)
-            .filter(|i| !blocked.iter().any(|(b, _)| b == i))
-            .collect();
-        let passed = self.passed;
-        let renumber = |index: u32| {
-            kept.iter()
-                .position(|k| *k == index)
-                .map(|p| passed + p as u32)
-        };
-        let mut out = Vec::with_capacity(held.len());
-        for event in held {
-            match event {
-                Event::ToolCallStart { index, id, name } => match renumber(index) {
-                    Some(index) => out.push(Event::ToolCallStart { index, id, name }),
-                    None => {
-                        if let Some((_, message)) = blocked.iter().find(|(b, _)| *b == index) {
-                            out.push(Event::TextDelta(message.clone()));
-                        }
-                    }
-                },
-                Event::ToolCallArgsDelta { index, arguments } => {
-                    if let Some(index) = renumber(index) {
-                        out.push(Event::ToolCallArgsDelta { index, arguments });
-                    }
-                }
-                Event::ToolCallEnd { index } => {
-                    if let Some(index) = renumber(index) {
-                        out.push(Event::ToolCallEnd { index });
-                    }
-                }
-                Event::Finish {
-                    reason: FinishReason::ToolUse,
-                    stop_sequence,
-                } if kept.is_empty() && passed == 0 => out.push(Event::Finish {
-                    reason: FinishReason::EndTurn,
-                    stop_sequence,
-                }),
-                other => out.push(other),
-            }
-        }
-        out
+                Some(steering(rule, &command))
+            },
+        ))))
     }
 }
 
@@ -323,6 +220,7 @@ fn steering(rule: &Rule, command: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{Event, FinishReason};
 
     fn rules() -> Vec<Rule> {
         parse_rules(DEFAULT_RULES).unwrap()
@@ -493,12 +391,11 @@ mod tests {
     }
 
     fn run(events: Vec<Event>) -> Vec<Event> {
-        let mut guard = Guard {
-            rules: rules().into(),
-            request_id: "req".into(),
-            held: None,
-            passed: 0,
-        };
+        let stage = DangerousCommands::new(rules());
+        let ctx = RequestContext::new(crate::model::Protocol::OpenAiChat);
+        let mut guard = stage
+            .response_filter(&ctx, &Request::new("m", vec![]))
+            .unwrap();
         let mut out = Vec::new();
         for event in events {
             guard.on_event(event, &mut out);

@@ -35,6 +35,7 @@ pub mod model_aliases;
 pub mod outcome;
 pub mod planning;
 pub mod pytest_output;
+pub mod pytest_steering;
 pub mod reasoning_modes;
 pub mod request_log;
 pub mod responses_store;
@@ -43,6 +44,7 @@ pub mod routing;
 pub mod session;
 pub mod structured_output;
 pub mod tool_match;
+pub mod tool_screen;
 pub mod upstream;
 
 use std::net::IpAddr;
@@ -430,6 +432,10 @@ impl Pipeline {
             // filter sees the answer first, as the provider sent it).
             Arc::new(dangerous_commands::DangerousCommands::new(
                 config.dangerous_commands.clone(),
+            )),
+            // A call running the whole pytest suite is steered once (opt-in).
+            Arc::new(pytest_steering::PytestSteering::new(
+                config.pytest_full_suite_steering,
             )),
             // Answers that repeat themselves are cut; tool calls in circles are steered.
             Arc::new(loop_detection::LoopDetection::new(config.loop_detection)),

@@ -43,7 +43,8 @@ pub enum Mode {
     /// 429 with Retry-After: 30 for requests with these bearer keys, normal answers for
     /// other keys.
     LimitKeys(Vec<&'static str>),
-    /// Calls the first offered tool with these JSON arguments (streamed in three pieces).
+    /// Calls the first offered tool with these JSON arguments (streamed in three pieces),
+    /// on every request, tool results or not.
     CallWith(&'static str),
     /// A fault script: the Nth chat request is answered as the Nth mode, every request
     /// after the script normally.
@@ -210,10 +211,12 @@ async fn chat(
     let model = body["model"].as_str().unwrap_or("fake").to_owned();
     let stream = body["stream"].as_bool().unwrap_or(false);
     // Calls the first offered tool until the conversation holds a tool result.
+    // (CallWith calls it every time: a model that insists.)
     let tool = first_tool(&body).filter(|_| {
-        body["messages"]
-            .as_array()
-            .is_some_and(|m| !m.iter().any(|m| m["role"] == "tool"))
+        matches!(shared.mode, Mode::CallWith(_))
+            || body["messages"]
+                .as_array()
+                .is_some_and(|m| !m.iter().any(|m| m["role"] == "tool"))
     });
 
     match shared.mode.clone() {
