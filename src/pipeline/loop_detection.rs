@@ -168,12 +168,7 @@ fn trailing_calls(request: &Request) -> Repeated {
     last.map(|l| (l, count, steered))
 }
 
-/// Arguments compared as JSON values, so key order and spacing do not matter.
-fn normalized_args(arguments: &str) -> String {
-    serde_json::from_str::<serde_json::Value>(arguments)
-        .map(|v| v.to_string())
-        .unwrap_or_else(|_| arguments.trim().to_owned())
-}
+use super::tool_match::normalized_arguments as normalized_args;
 
 /// Marks llmux's steering text, so a later request knows it was steered already.
 const TOOL_LOOP_MARK: &str = "[llmux: tool-call loop]";

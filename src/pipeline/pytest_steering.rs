@@ -5,7 +5,7 @@
 //! the files at hand; calling the very same command again runs it. Whole suites take
 //! minutes and fill the context with output the model rarely needs.
 
-use super::tool_match::{commands, runs_shell, scripts};
+use super::tool_match::{commands, normalized_arguments as normalized, runs_shell, scripts};
 use super::tool_screen::ToolScreen;
 use super::{EventFilter, Phases, Reads, RequestContext, Stage};
 use crate::model::{Part, Request, Role};
@@ -118,12 +118,6 @@ fn last_call(request: &Request) -> Option<(String, String)> {
         }
     }
     None
-}
-
-fn normalized(arguments: &str) -> String {
-    serde_json::from_str::<serde_json::Value>(arguments)
-        .map(|v| v.to_string())
-        .unwrap_or_else(|_| arguments.trim().to_owned())
 }
 
 pub struct PytestSteering {

@@ -63,6 +63,14 @@ pub fn runs_shell(tool: &str) -> bool {
     SHELL_TOOLS.contains(&normalized(tool).as_str())
 }
 
+/// A call's JSON arguments in one spelling, so key order and spacing do not make two
+/// identical calls look different.
+pub fn normalized_arguments(arguments: &str) -> String {
+    serde_json::from_str::<Value>(arguments)
+        .map(|v| v.to_string())
+        .unwrap_or_else(|_| arguments.trim().to_owned())
+}
+
 /// Argument keys that hold a command to run.
 const COMMAND_KEYS: &[&str] = &["command", "cmd", "commands", "script", "args", "argv"];
 
