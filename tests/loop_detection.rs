@@ -89,3 +89,27 @@ fn non_positive_settings_are_refused_naming_the_key() {
         .to_string();
     assert!(err.contains("loop_detection.threshold"), "{err}");
 }
+
+#[tokio::test]
+async fn think_tags_from_a_model_without_a_reasoning_field_become_reasoning() {
+    let fake = FakeOpenAi::start(Mode::Answer(
+        "<think>The user says hi; answer briefly.</think>\n\nHello!",
+    ))
+    .await;
+    let llmux = start(config(&fake_backend_config(&fake.base_url, ""), &[]), KEY).await;
+    let response = client()
+        .post(llmux.url("/v1/messages"))
+        .json(&json!({"model": "m", "max_tokens": 100,
+            "messages": [{"role": "user", "content": "Hi."}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["content"][0]["type"], "thinking", "{body}");
+    assert_eq!(
+        body["content"][0]["thinking"],
+        "The user says hi; answer briefly."
+    );
+    assert_eq!(body["content"][1]["text"], "Hello!");
+}

@@ -256,6 +256,8 @@ pub struct Config {
     pub pytest_compression: bool,
     /// A call running the whole pytest suite is steered once.
     pub pytest_full_suite_steering: bool,
+    /// `<think>...</think>` opening an answer becomes reasoning.
+    pub think_tags: bool,
 }
 
 impl Config {
@@ -1062,6 +1064,7 @@ fn validate(
         loop_detection,
         pytest_compression: raw.session.pytest_compression_enabled,
         pytest_full_suite_steering: raw.session.pytest_full_suite_steering_enabled,
+        think_tags: raw.think_tags.enabled,
         dedup_window: Duration::from_secs_f64(raw.dedup_window_seconds.clamp(0.0, 3600.0)),
         empty_response_recovery: raw
             .empty_response_recovery

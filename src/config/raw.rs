@@ -42,6 +42,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub loop_detection: RawLoopDetection,
     #[serde(default)]
+    pub think_tags: RawThinkTags,
+    #[serde(default)]
     pub responses: RawResponses,
     #[serde(default)]
     pub capture: RawCapture,
@@ -100,6 +102,20 @@ impl Default for RawEmptyResponse {
 
 fn default_empty_prompt() -> String {
     crate::pipeline::empty_response::DEFAULT_PROMPT.to_owned()
+}
+
+/// `[think_tags]`: `<think>...</think>` at the start of an answer becomes reasoning.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawThinkTags {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+impl Default for RawThinkTags {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
 }
 
 /// `[loop_detection]`: answers that repeat themselves and tool calls in circles.

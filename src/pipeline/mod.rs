@@ -43,6 +43,7 @@ pub mod route;
 pub mod routing;
 pub mod session;
 pub mod structured_output;
+pub mod think_tags;
 pub mod tool_match;
 pub mod tool_screen;
 pub mod upstream;
@@ -439,6 +440,9 @@ impl Pipeline {
             )),
             // Answers that repeat themselves are cut; tool calls in circles are steered.
             Arc::new(loop_detection::LoopDetection::new(config.loop_detection)),
+            // `<think>` text from models without a reasoning field becomes reasoning (its
+            // filter sees the answer first, as the provider sent it).
+            Arc::new(think_tags::ThinkTags::new(config.think_tags)),
         ];
         Ok(Self::with_stages(stages))
     }
