@@ -66,6 +66,9 @@ impl Engine {
                 config.responses_max_stored,
                 config.responses_retention,
             )),
+            prompt_redactor: config
+                .redact_prompts
+                .then(|| Arc::new(secrets_of(&config, secrets))),
         };
         let pipeline = Pipeline::standard(&config, &shared)?;
         Self::with_pipeline(config, secrets, pipeline, shared.responses)

@@ -258,6 +258,8 @@ pub struct Config {
     pub pytest_full_suite_steering: bool,
     /// `<think>...</think>` opening an answer becomes reasoning.
     pub think_tags: bool,
+    /// Known keys and secret patterns are masked in prompts before they go out.
+    pub redact_prompts: bool,
 }
 
 impl Config {
@@ -1065,6 +1067,7 @@ fn validate(
         pytest_compression: raw.session.pytest_compression_enabled,
         pytest_full_suite_steering: raw.session.pytest_full_suite_steering_enabled,
         think_tags: raw.think_tags.enabled,
+        redact_prompts: raw.redaction.prompts,
         dedup_window: Duration::from_secs_f64(raw.dedup_window_seconds.clamp(0.0, 3600.0)),
         empty_response_recovery: raw
             .empty_response_recovery

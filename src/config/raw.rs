@@ -44,6 +44,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub think_tags: RawThinkTags,
     #[serde(default)]
+    pub redaction: RawRedaction,
+    #[serde(default)]
     pub responses: RawResponses,
     #[serde(default)]
     pub capture: RawCapture,
@@ -102,6 +104,14 @@ impl Default for RawEmptyResponse {
 
 fn default_empty_prompt() -> String {
     crate::pipeline::empty_response::DEFAULT_PROMPT.to_owned()
+}
+
+/// `[redaction]`: secrets masked in prompts before they go to a provider.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedaction {
+    #[serde(default)]
+    pub prompts: bool,
 }
 
 /// `[think_tags]`: `<think>...</think>` at the start of an answer becomes reasoning.

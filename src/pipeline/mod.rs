@@ -37,6 +37,7 @@ pub mod planning;
 pub mod pytest_output;
 pub mod pytest_steering;
 pub mod reasoning_modes;
+pub mod redaction;
 pub mod request_log;
 pub mod responses_store;
 pub mod route;
@@ -315,11 +316,13 @@ pub trait Stage: Send + Sync {
     fn on_complete(&self, _ctx: &RequestContext, _outcome: &Outcome) {}
 }
 
-/// What the standard stages share: session state and the stored Responses answers.
+/// What the standard stages share: session state, the stored Responses answers, and the
+/// redactor of prompts when `[redaction] prompts` is on.
 #[derive(Clone)]
 pub struct Shared {
     pub state: Arc<dyn StateStore>,
     pub responses: Arc<crate::state::responses::ResponseStore>,
+    pub prompt_redactor: Option<Arc<crate::capture::Redactor>>,
 }
 
 /// The ordered stages. Cheap to clone.
@@ -383,6 +386,10 @@ impl Pipeline {
             }),
             // Which conversation this is.
             Arc::new(session::SessionId),
+            // Secrets pasted into a prompt are masked before it goes anywhere (opt-in).
+            Arc::new(redaction::PromptRedaction::new(
+                shared.prompt_redactor.clone(),
+            )),
             // In-chat commands change the session (and may answer locally)...
             Arc::new(
                 commands::Commands::new(

@@ -1,0 +1,80 @@
+//! Redaction of prompts (opt-in: `[redaction] prompts = true`): the keys llmux knows
+//! (provider and proxy keys) and secret-shaped text (`capture.redact_patterns`, by default
+//! the shapes of common provider keys and bearer tokens) are masked in what goes to the
+//! provider: system prompts, messages and tool results (a `.env` an agent read, a key pasted
+//! into the chat). The same redactor masks the captures.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::{Flow, Phases, Reads, RequestContext, Stage};
+use crate::Error;
+use crate::capture::Redactor;
+use crate::capture::redact::MASK;
+use crate::model::{Part, Request};
+
+pub struct PromptRedaction {
+    redactor: Option<Arc<Redactor>>,
+}
+
+impl PromptRedaction {
+    /// `None`: prompts go out as they are.
+    pub fn new(redactor: Option<Arc<Redactor>>) -> Self {
+        Self { redactor }
+    }
+}
+
+/// Masks `part`'s text (and a tool result's), counting the masks.
+fn redact_part(redactor: &Redactor, part: &mut Part, masked: &mut usize) {
+    match part {
+        Part::Text { text, .. } => {
+            let before = text.matches(MASK).count();
+            redactor.redact_in_place(text);
+            *masked += text.matches(MASK).count().saturating_sub(before);
+        }
+        Part::ToolResult { content, .. } => {
+            for inner in content {
+                redact_part(redactor, inner, masked);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[async_trait]
+impl Stage for PromptRedaction {
+    fn name(&self) -> &'static str {
+        "prompt-redaction"
+    }
+
+    fn reads(&self) -> Reads {
+        Reads::MESSAGES
+    }
+
+    fn phases(&self) -> Phases {
+        Phases::ON_REQUEST.when(self.redactor.is_some())
+    }
+
+    async fn on_request(
+        &self,
+        ctx: &mut RequestContext,
+        request: &mut Request,
+    ) -> Result<Flow, Error> {
+        let Some(redactor) = &self.redactor else {
+            return Ok(Flow::Continue);
+        };
+        let mut masked = 0;
+        for part in request
+            .system
+            .iter_mut()
+            .chain(request.messages.iter_mut().flat_map(|m| m.parts.iter_mut()))
+        {
+            redact_part(redactor, part, &mut masked);
+        }
+        if masked > 0 {
+            tracing::warn!(request_id = %ctx.request_id, masked, "secrets masked in the prompt");
+        }
+        Ok(Flow::Continue)
+    }
+}
