@@ -238,7 +238,9 @@ fn the_example_config_documents_every_key() {
     for key in keys {
         let documented = example.lines().any(|line| {
             let line = line.trim_start_matches(['#', ' ']);
-            line.starts_with(&format!("{key} =")) || line.ends_with(&format!(".{key}]"))
+            line.starts_with(&format!("{key} ="))
+                || line.ends_with(&format!(".{key}]"))
+                || line == format!("[{key}]")
         });
         assert!(
             documented,

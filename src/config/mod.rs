@@ -260,6 +260,8 @@ pub struct Config {
     pub think_tags: bool,
     /// Known keys and secret patterns are masked in prompts before they go out.
     pub redact_prompts: bool,
+    /// Content rewriting rules; empty when there are none.
+    pub content_rewriting: Vec<crate::pipeline::content_rewriting::Rule>,
 }
 
 impl Config {
@@ -798,6 +800,24 @@ fn validate(
         reasoning_effort,
         thinking_budget: planning_raw.overrides.thinking_budget,
     };
+    let content_rewriting = match &raw.content_rewriting.rules_file {
+        None => Vec::new(),
+        Some(path) => match std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read it: {e}"))
+            .and_then(|t| crate::pipeline::content_rewriting::parse_rules(&t))
+        {
+            Ok(rules) => rules,
+            Err(why) => {
+                problems.push(bad(
+                    layered,
+                    "content_rewriting.rules_file",
+                    format!("'{path}'"),
+                    why,
+                ));
+                Vec::new()
+            }
+        },
+    };
     let ld = &raw.loop_detection;
     let mut positive = |field: &str, value: i64| -> usize {
         if value <= 0 {
@@ -1068,6 +1088,7 @@ fn validate(
         pytest_full_suite_steering: raw.session.pytest_full_suite_steering_enabled,
         think_tags: raw.think_tags.enabled,
         redact_prompts: raw.redaction.prompts,
+        content_rewriting,
         dedup_window: Duration::from_secs_f64(raw.dedup_window_seconds.clamp(0.0, 3600.0)),
         empty_response_recovery: raw
             .empty_response_recovery

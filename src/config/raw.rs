@@ -46,6 +46,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub redaction: RawRedaction,
     #[serde(default)]
+    pub content_rewriting: RawContentRewriting,
+    #[serde(default)]
     pub responses: RawResponses,
     #[serde(default)]
     pub capture: RawCapture,
@@ -104,6 +106,16 @@ impl Default for RawEmptyResponse {
 
 fn default_empty_prompt() -> String {
     crate::pipeline::empty_response::DEFAULT_PROMPT.to_owned()
+}
+
+/// `[content_rewriting]`: REPLACE, PREPEND and APPEND rules (config/content_rewriting.toml
+/// shows the format).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawContentRewriting {
+    /// The rules file; no rewriting when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules_file: Option<String>,
 }
 
 /// `[redaction]`: secrets masked in prompts before they go to a provider.

@@ -24,6 +24,7 @@
 
 pub mod capture_row;
 pub mod commands;
+pub mod content_rewriting;
 pub mod dangerous_commands;
 pub mod dedup;
 pub mod edit_precision;
@@ -420,6 +421,10 @@ impl Pipeline {
             Arc::new(edit_precision::EditPrecision::new(
                 config.edit_precision.clone(),
             )?),
+            // The user's rewriting rules, for the target and the client.
+            Arc::new(content_rewriting::ContentRewriting::new(
+                config.content_rewriting.clone(),
+            )),
             // What the target model takes: input tokens, output tokens, rate.
             Arc::new(limits::ModelLimitsStage::new(config.limits.clone())),
             // A request identical to one in flight is answered with that one's answer.
