@@ -294,8 +294,8 @@ impl Engine {
             .send(request)
             .await;
         // The leg that answered (or failed last) is where the request went.
-        let attempts = ctx.attempts.clone();
-        attempts.with_last(|last| {
+        let trail = ctx.trail.clone();
+        trail.with_last(|last| {
             if ctx.backend.as_deref() != Some(last.backend.as_str()) {
                 ctx.backend = Some(last.backend.clone());
             }

@@ -162,3 +162,46 @@ async fn responses_and_gemini_clients_get_the_message_too() {
     assert!(body.contains("llmux stopped a tool call"), "{body}");
     assert!(body.contains("\"finishReason\":\"STOP\""), "{body}");
 }
+
+#[tokio::test]
+async fn the_capture_store_records_what_the_stage_did() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeOpenAi::start(Mode::CallWith(RESET)).await;
+    let toml = fake_backend_config(
+        &fake.base_url,
+        &format!(
+            "[capture]\ndb = \"{}\"\nflush_interval = 0.02",
+            dir.path().join("capture.sqlite").display()
+        ),
+    );
+    let llmux = start(config(&toml, &[]), KEY).await;
+    let response = client()
+        .post(llmux.url("/v1/chat/completions"))
+        .json(&json!({"model": "m", "tools": bash_tool(),
+            "messages": [{"role": "user", "content": "Start over."}]}))
+        .send()
+        .await
+        .unwrap();
+    let id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    response.text().await.unwrap();
+    llmux
+        .engine
+        .store()
+        .unwrap()
+        .flush(std::time::Duration::from_secs(5));
+    let (status, row) = support::get_json(&llmux, &format!("/admin/api/requests/{id}"), "").await;
+    assert_eq!(status, 200, "{row}");
+    assert_eq!(
+        row["interventions"][0]["stage"], "dangerous-commands",
+        "{row}"
+    );
+    assert!(
+        row["interventions"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("git reset --hard origin/main")
+    );
+}

@@ -556,6 +556,7 @@ mod typescript {
             crate::router::health::LegStats::decl(&cfg),
             crate::backend::keys::KeyHealth::decl(&cfg),
             crate::router::breaker::BreakerState::decl(&cfg),
+            crate::pipeline::Intervention::decl(&cfg),
             Usage::decl(&cfg),
             TimelinePoint::decl(&cfg),
             TimelineParams::decl(&cfg),

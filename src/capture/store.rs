@@ -24,7 +24,7 @@ const QUEUE: usize = 4096;
 /// How long the writer lets rows gather before taking them, at most.
 const WRITER_TICK: Duration = Duration::from_millis(10);
 /// The schema this code writes.
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 /// Everything captured about one request.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -56,6 +56,9 @@ pub struct RequestRow {
     /// Every call to a back-end for this request, `backend:model=status` joined by `; `
     /// (a failover route's legs; one entry otherwise).
     pub attempts: String,
+    /// What llmux's stages did to the request or its answer (a dangerous command stopped,
+    /// pytest output compressed, a loop cut, ...).
+    pub interventions: Vec<crate::pipeline::Intervention>,
     /// The client's request headers as a JSON object; credentials masked.
     pub client_headers: String,
     /// The provider's status line and response headers as a JSON object (`:status` first);
@@ -261,6 +264,15 @@ fn migrate_from(connection: &Connection, version: i64) -> rusqlite::Result<()> {
             "BEGIN;
              ALTER TABLE requests ADD COLUMN attempts TEXT NOT NULL DEFAULT '';
              PRAGMA user_version = 5;
+             COMMIT;",
+        )?;
+    }
+    if version < 6 {
+        // Version 6: what the stages did (JSON). Older rows have nothing recorded.
+        connection.execute_batch(
+            "BEGIN;
+             ALTER TABLE requests ADD COLUMN interventions TEXT NOT NULL DEFAULT '';
+             PRAGMA user_version = 6;
              COMMIT;",
         )?;
     }
@@ -570,7 +582,7 @@ impl Store {
 const SUMMARY_COLUMNS: &str = "id, started_at, session_id, client_host, user_agent, frontend, \
     backend, model_requested, model_used, key_name, status, stream, latency_ms, ttfb_ms, \
     upstream_ms, input_tokens, output_tokens, error, prompt_text, response_text, \
-    tokens_estimated, attempts";
+    tokens_estimated, attempts, interventions";
 const BODY_COLUMNS: &str = "client_request, upstream_request, upstream_response, \
     client_response, client_headers, upstream_headers, tool_calls";
 
@@ -598,6 +610,7 @@ fn summary_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<RequestRow> {
         response_text: row.get(19)?,
         tokens_estimated: row.get(20)?,
         attempts: row.get(21)?,
+        interventions: serde_json::from_str(&row.get::<_, String>(22)?).unwrap_or_default(),
         ..RequestRow::default()
     })
 }
@@ -615,6 +628,14 @@ fn full_row_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<RequestRow> {
         tool_calls: tool_calls_of(&row.get::<_, String>(bodies + 6)?),
         ..summary_of(row)?
     })
+}
+
+/// The interventions as stored: a JSON array, or nothing when there were none.
+fn stored_interventions(interventions: &[crate::pipeline::Intervention]) -> String {
+    if interventions.is_empty() {
+        return String::new();
+    }
+    serde_json::to_string(interventions).unwrap_or_default()
 }
 
 /// The stored tool calls; none for rows recorded before they were (or unreadable ones).
@@ -862,9 +883,9 @@ fn commit(connection: &mut Connection, batch: &mut Vec<RequestRow>, packer: &mut
                     latency_ms, input_tokens, output_tokens, error, client_request,
                     upstream_request, upstream_response, prompt_text, response_text, ttfb_ms,
                     upstream_ms, client_response, tokens_estimated, client_headers,
-                    upstream_headers, tool_calls, attempts)
+                    upstream_headers, tool_calls, attempts, interventions)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                         ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)",
+                         ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)",
             )?;
             let mut fts = tx.prepare_cached(
                 "INSERT INTO requests_fts (rowid, prompt_text, response_text) VALUES (?1, ?2, ?3)",
@@ -900,6 +921,7 @@ fn commit(connection: &mut Connection, batch: &mut Vec<RequestRow>, packer: &mut
                     row.upstream_headers,
                     stored_tool_calls(&row.tool_calls),
                     row.attempts,
+                    stored_interventions(&row.interventions),
                 ])?;
                 fts.execute(params![
                     tx.last_insert_rowid(),

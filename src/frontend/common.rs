@@ -159,8 +159,8 @@ pub fn with_request_id(response: &mut Response, ctx: &RequestContext) {
     if let Ok(id) = HeaderValue::from_str(&ctx.request_id) {
         response.headers_mut().insert("x-request-id", id);
     }
-    if (ctx.failover_route.is_some() || ctx.attempts.len() > 1)
-        && let Ok(chain) = HeaderValue::from_str(&ctx.attempts.chain())
+    if (ctx.failover_route.is_some() || ctx.trail.attempt_count() > 1)
+        && let Ok(chain) = HeaderValue::from_str(&ctx.trail.chain())
     {
         response.headers_mut().insert("x-llmux-attempts", chain);
     }

@@ -84,7 +84,8 @@ impl Stage for CaptureRow {
                 (None, None) => {}
             }
             row.error = error;
-            row.attempts = ctx.attempts.chain();
+            row.attempts = ctx.trail.chain();
+            row.interventions = ctx.trail.interventions();
             row.response_text = outcome.answer_text.clone().unwrap_or_default();
             row.tool_calls = outcome
                 .tool_calls

@@ -144,6 +144,21 @@ impl Rule {
         fits(&self.backend, backend) && fits(&self.model, model) && fits(&self.client, client)
     }
 
+    /// The rule in a few words, for the inspector.
+    fn describe(&self) -> String {
+        let target = match self.target {
+            Where::System => "system prompt",
+            Where::User => "user message",
+            Where::Answer => "answer",
+        };
+        let action = match self.action {
+            Action::Replace => "replaced in",
+            Action::Prepend => "prepended to",
+            Action::Append => "appended to",
+        };
+        format!("text {action} the {target}")
+    }
+
     fn rewrite(&self, text: &str) -> Option<String> {
         match self.action {
             Action::Replace => {
@@ -266,10 +281,15 @@ impl Stage for ContentRewriting {
                 continue;
             }
             // A rule that applies is a rule the user wants: the request is copied for it.
+            let mut changed_any = false;
             for text in texts_of(request.to_mut(), rule) {
                 if let Some(changed) = rule.rewrite(text) {
                     *text = changed;
+                    changed_any = true;
                 }
+            }
+            if changed_any {
+                ctx.trail.intervene("content-rewriting", rule.describe());
             }
         }
         Ok(())

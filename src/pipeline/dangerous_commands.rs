@@ -191,7 +191,11 @@ impl Stage for DangerousCommands {
         ctx: &RequestContext,
         _request: &Request,
     ) -> Option<Box<dyn EventFilter>> {
-        let (rules, request_id) = (self.rules.clone(), ctx.request_id.clone());
+        let (rules, request_id, trail) = (
+            self.rules.clone(),
+            ctx.request_id.clone(),
+            ctx.trail.clone(),
+        );
         Some(Box::new(ToolScreen::new(std::sync::Arc::new(
             move |tool: &str, arguments: &str| {
                 let (rule, command) = check(&rules, tool, arguments)?;
@@ -201,6 +205,10 @@ impl Stage for DangerousCommands {
                     rule = %rule.name,
                     command = %command,
                     "dangerous command stopped"
+                );
+                trail.intervene(
+                    "dangerous-commands",
+                    format!("stopped `{command}` ({})", rule.name),
                 );
                 Some(steering(rule, &command))
             },

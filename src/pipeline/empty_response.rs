@@ -94,6 +94,10 @@ impl Stage for EmptyResponseRecovery {
             leg = ?next.target(),
             "empty answer: asking once more with a steering message"
         );
+        ctx.trail.intervene(
+            "empty-response-recovery",
+            "an empty answer was asked for again",
+        );
         let mut again = request.clone();
         again.messages.push(Message::new(
             Role::User,

@@ -169,7 +169,7 @@ impl Stage for ModelLimitsStage {
 
     async fn upstream_request(
         &self,
-        _ctx: &RequestContext,
+        ctx: &RequestContext,
         target: &Target,
         request: &mut Cow<'_, Request>,
     ) -> Result<(), Error> {
@@ -197,6 +197,10 @@ impl Stage for ModelLimitsStage {
             && request.sampling.max_tokens.is_some_and(|asked| asked > max)
         {
             request.to_mut().sampling.max_tokens = Some(max);
+            ctx.trail.intervene(
+                "model-limits",
+                format!("max_tokens lowered to the model's {max}"),
+            );
         }
         if limits.rate_limited() {
             self.take_turn(target, &limits, tokens).await?;

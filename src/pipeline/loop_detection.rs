@@ -120,6 +120,7 @@ impl Stage for LoopDetection {
         Some(Box::new(Watch {
             settings: self.settings,
             request_id: ctx.request_id.clone(),
+            trail: ctx.trail.clone(),
             text: Vec::new(),
             unchecked: 0,
             cut: false,
@@ -177,6 +178,7 @@ const TOOL_LOOP_MARK: &str = "[llmux: tool-call loop]";
 struct Watch {
     settings: LoopSettings,
     request_id: String,
+    trail: super::Trail,
     /// The answer's text so far (its last `buffer_size` bytes).
     text: Vec<u8>,
     unchecked: usize,
@@ -275,6 +277,10 @@ impl Watch {
                 repetitions = times,
                 "loop detected: the answer is cut"
             );
+            self.trail.intervene(
+                "loop-detection",
+                format!("answer cut: {unit} bytes repeated {times} times"),
+            );
             out.push(Event::TextDelta(TEXT_LOOP_NOTE.to_owned()));
             out.push(Event::Finish {
                 reason: FinishReason::EndTurn,
@@ -322,6 +328,10 @@ impl Watch {
         self.replaced = true;
         let times = count + 1;
         tracing::warn!(request_id = %self.request_id, tool = %name, times, steered = *steered, "tool-call loop");
+        self.trail.intervene(
+            "loop-detection",
+            format!("call {times} in a row of `{name}` with the same arguments not passed on"),
+        );
         let message = if *steered {
             format!(
                 "\n\n{TOOL_LOOP_MARK} This is the {times}th identical call of `{name}` in a row, \
@@ -386,6 +396,7 @@ mod tests {
         Watch {
             settings: settings(),
             request_id: "r".into(),
+            trail: Default::default(),
             text: Vec::new(),
             unchecked: 0,
             cut: false,

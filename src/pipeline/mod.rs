@@ -65,7 +65,7 @@ use crate::state::{Session, StateStore};
 pub use outcome::{Completion, Ended, Outcome};
 pub use route::{Route, RouteSource};
 pub use session::derive_session_id;
-pub use upstream::{Attempt, Attempts, Call, Upstream};
+pub use upstream::{Attempt, Call, Intervention, Trail, Upstream};
 
 /// What the pipeline knows about one request, shared by every stage.
 #[derive(Clone)]
@@ -93,8 +93,8 @@ pub struct RequestContext {
     /// Request parameters the client's protocol repeats in a stored answer (the Responses
     /// API's `instructions`, `tools`, `store`, ...), set by its front-end.
     pub answer_echo: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
-    /// Every call to a back-end made for this request, in order.
-    pub attempts: Attempts,
+    /// Every call to a back-end made for this request, in order, and what stages did.
+    pub trail: Trail,
     /// The failover route the request asked for, if it did.
     pub failover_route: Option<String>,
 }
@@ -115,7 +115,7 @@ impl RequestContext {
             session: Session::default(),
             recorder: None,
             answer_echo: None,
-            attempts: Attempts::default(),
+            trail: Trail::default(),
             failover_route: None,
         }
     }

@@ -124,6 +124,10 @@ impl Stage for PytestOutput {
                 ratio = format_args!("{:.2}", after as f64 / before as f64),
                 "pytest output compressed"
             );
+            ctx.trail.intervene(
+                "pytest-output",
+                format!("pytest output compressed from {before} to {after} bytes"),
+            );
         }
         Ok(Flow::Continue)
     }

@@ -149,7 +149,7 @@ impl Stage for PytestSteering {
         request: &Request,
     ) -> Option<Box<dyn EventFilter>> {
         let previous = last_call(request);
-        let request_id = ctx.request_id.clone();
+        let (request_id, trail) = (ctx.request_id.clone(), ctx.trail.clone());
         Some(Box::new(ToolScreen::new(std::sync::Arc::new(
             move |tool: &str, arguments: &str| {
                 if !whole_suite_call(tool, arguments) {
@@ -162,6 +162,10 @@ impl Stage for PytestSteering {
                     return None;
                 }
                 tracing::info!(request_id = %request_id, tool, "whole pytest suite: steered");
+                trail.intervene(
+                    "pytest-steering",
+                    "a run of the whole suite was not passed on",
+                );
                 Some(format!(
                     "\n\n{MARK} That call would run the whole pytest suite. llmux did not run it. \
                      Run the tests of the files you changed instead (`pytest tests/test_x.py`, \

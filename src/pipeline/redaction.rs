@@ -74,6 +74,10 @@ impl Stage for PromptRedaction {
         }
         if masked > 0 {
             tracing::warn!(request_id = %ctx.request_id, masked, "secrets masked in the prompt");
+            ctx.trail.intervene(
+                "prompt-redaction",
+                format!("{masked} secrets masked in the prompt"),
+            );
         }
         Ok(Flow::Continue)
     }

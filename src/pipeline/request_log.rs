@@ -38,7 +38,7 @@ impl Stage for RequestLogLine {
             output_tokens = output,
             outcome = outcome.ended.as_str(),
             error = outcome.error.as_deref().unwrap_or(""),
-            attempts = %ctx.attempts.chain(),
+            attempts = %ctx.trail.chain(),
             "request"
         );
     }

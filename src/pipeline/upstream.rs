@@ -187,7 +187,7 @@ impl<'a> Upstream<'a> {
         self.call
             .health
             .record(target.backend.id(), &target.model, result);
-        self.call.ctx.attempts.push(Attempt {
+        self.call.ctx.trail.push(Attempt {
             backend: target.backend.id().to_owned(),
             model: target.model.clone(),
             key_name: key_name.map(str::to_owned),
@@ -237,28 +237,70 @@ pub struct Attempt {
     pub elapsed_ms: f64,
 }
 
-/// A request's attempts, in order; shared by the clones of its context.
-#[derive(Clone, Default)]
-pub struct Attempts(Arc<Mutex<Vec<Attempt>>>);
+/// Something a stage did to a request or its answer, for the log, the capture store and
+/// the inspector.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct Intervention {
+    pub stage: String,
+    pub detail: String,
+}
 
-impl Attempts {
+/// A request's trail, shared by the clones of its context: its attempts at back-ends, in
+/// order, and what stages did along the way.
+#[derive(Clone, Default)]
+pub struct Trail(Arc<Mutex<Record>>);
+
+#[derive(Default)]
+struct Record {
+    attempts: Vec<Attempt>,
+    interventions: Vec<Intervention>,
+}
+
+impl Trail {
+    /// Notes what `stage` did.
+    pub fn intervene(&self, stage: &str, detail: impl Into<String>) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .interventions
+            .push(Intervention {
+                stage: stage.to_owned(),
+                detail: detail.into(),
+            });
+    }
+
+    pub fn interventions(&self) -> Vec<Intervention> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .interventions
+            .clone()
+    }
+
     pub fn push(&self, attempt: Attempt) {
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .attempts
             .push(attempt);
     }
 
-    pub fn all(&self) -> Vec<Attempt> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    pub fn attempts(&self) -> Vec<Attempt> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .attempts
+            .clone()
     }
 
-    pub fn len(&self) -> usize {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    /// How many attempts there were.
+    pub fn attempt_count(&self) -> usize {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .attempts
+            .len()
     }
 
     /// Runs `f` on the last attempt, if there was one.
@@ -266,6 +308,7 @@ impl Attempts {
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .attempts
             .last()
             .map(f)
     }
@@ -275,9 +318,9 @@ impl Attempts {
     /// brackets when the back-end has several (`openai:gpt-4o[OPENAI_API_KEY_2]=200`). Empty
     /// when no back-end was called.
     pub fn chain(&self) -> String {
-        let attempts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let record = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let mut chain = String::new();
-        for (i, attempt) in attempts.iter().enumerate() {
+        for (i, attempt) in record.attempts.iter().enumerate() {
             if i > 0 {
                 chain.push_str("; ");
             }

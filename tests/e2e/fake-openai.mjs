@@ -72,6 +72,16 @@ export function startFakeOpenAI() {
         return;
       }
       requests.push({ headers: req.headers, body: parsed });
+      // Offered a Bash tool: answer with a call a careless agent might make.
+      if (parsed.tools?.some((t) => t.function?.name === "Bash")) {
+        const call = { id: "call_1", type: "function",
+          function: { name: "Bash", arguments: JSON.stringify({ command: "git reset --hard" }) } };
+        res.writeHead(200, { "content-type": "application/json" });
+        res.end(JSON.stringify({ ...completion(parsed.model),
+          choices: [{ index: 0, message: { role: "assistant", content: null, tool_calls: [call] },
+            finish_reason: "tool_calls" }] }));
+        return;
+      }
       if (parsed.stream) {
         stream(res, parsed.model, parsed.stream_options?.include_usage);
       } else {

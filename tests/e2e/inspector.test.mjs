@@ -225,3 +225,28 @@ test("a request that failed over shows each attempt in its overview", async () =
   assert.equal(await attempts.locator(".status.err").count(), 1);
   await shot("attempts");
 });
+
+test("what llmux did to a request shows in its overview", async () => {
+  const response = await fetch(`${llmux.url}/v1/chat/completions`, {
+    method: "POST",
+    headers: { "content-type": "application/json", "user-agent": "inspector-e2e" },
+    body: JSON.stringify({
+      model: "fast",
+      messages: [{ role: "user", content: "start over, cormorant" }],
+      tools: [{ type: "function", function: { name: "Bash", parameters: { type: "object" } } }],
+    }),
+  });
+  const body = await response.json();
+  assert.equal(response.status, 200, JSON.stringify(body));
+  assert.match(body.choices[0].message.content, /llmux stopped a tool call/);
+  await page.goto(`${llmux.url}/ui/`);
+  await search("cormorant", 1);
+  await rows().first().click();
+  await page.getByRole("tab", { name: "overview" }).click();
+  const did = page.getByTestId("interventions");
+  await did.waitFor(WAIT);
+  const items = await did.locator("li").allTextContents();
+  assert.equal(items.length, 1);
+  assert.match(items[0], /dangerous-commands.*stopped `git reset --hard`/);
+  await shot("interventions");
+});

@@ -95,6 +95,17 @@ function Overview({ row }: { row: RequestRow }) {
             </ol>
           </Field>
         )}
+        {row.interventions.length > 0 && (
+          <Field name="llmux did">
+            <ul className="interventions" data-testid="interventions">
+              {row.interventions.map((intervention, i) => (
+                <li key={i}>
+                  <span className="muted">{intervention.stage}</span> {intervention.detail}
+                </li>
+              ))}
+            </ul>
+          </Field>
+        )}
         <Field name="key">{row.key_name}</Field>
         <Field name="status">
           <span className={`status ${statusClass(row.status)}`}>{row.status}</span>

@@ -24,6 +24,11 @@ tokens_estimated: boolean, error: string,
  */
 attempts: string, 
 /**
+ * What llmux's stages did to the request or its answer (a dangerous command stopped,
+ * pytest output compressed, a loop cut, ...).
+ */
+interventions: Array<Intervention>, 
+/**
  * The client's request headers as a JSON object; credentials masked.
  */
 client_headers: string, 
@@ -177,6 +182,8 @@ failures: number,
  * Seconds of cool-down left (open).
  */
 open_for_seconds: number | null, };
+
+export type Intervention = { stage: string, detail: string, };
 
 export type Usage = { group: string, requests: number, errors: number, input_tokens: number, output_tokens: number, };
 
