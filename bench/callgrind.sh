@@ -8,6 +8,7 @@
 #   KIND=nonstream|stream|anthropic-nonstream|...   (see `loadgen run --help`)
 #   N=2000          requests counted, after 300 not counted
 #   SKIP_BUILD=1    use the binaries already in $CARGO_TARGET_DIR/release
+#   EXTRA_TOML=...  appended to the config (e.g. a [loop_detection] table to count a stage)
 # Needs valgrind and strace (scripts/setup installs valgrind). Callgrind output files stay in
 # bench/results/callgrind/ for `callgrind_annotate` (self cost by function: --inclusive=no).
 set -euo pipefail
@@ -39,7 +40,7 @@ load() {
 count() {
     local name="$1" llmux="$2" port pid file instructions syscalls
     port="$("$bin/loadgen" free-port)"
-    write_config "$tmp/$name.toml" "$port"
+    write_config "$tmp/$name.toml" "$port" "${EXTRA_TOML:-}"
     # Instructions: zero the counters after the warm-up, dump them after the counted requests.
     valgrind --tool=callgrind --callgrind-out-file="$out/$name.$KIND.cg" \
         "$llmux" --config "$tmp/$name.toml" --log-level warn >"$tmp/$name.vg.out" 2>&1 &
