@@ -16,7 +16,7 @@ use crate::credentials::SecretSource;
 use crate::model::{Event, Request};
 use crate::pipeline::{
     AfterResponse, Call, Completion, EventFilter, Flow, Pipeline, RequestContext, Shared, Upstream,
-    apply_filters, end_filters,
+    apply_filters_with, end_filters,
 };
 use crate::router::Router;
 use crate::router::health::Health;
@@ -344,6 +344,9 @@ impl Engine {
 struct Answer {
     events: EventStream,
     filters: Vec<Box<dyn EventFilter>>,
+    /// The filters' buffers, kept between events, and what they produced from the last one.
+    scratch: Vec<Vec<Event>>,
+    produced: Vec<Event>,
     /// Events the filters produced, not yet given out.
     pending: std::collections::VecDeque<Event>,
     /// The filters' work after the end (`EventFilter::after`), awaited before the tail.
@@ -362,6 +365,8 @@ fn answer(
     Box::pin(Answer {
         events,
         filters,
+        scratch: Vec::new(),
+        produced: Vec::new(),
         pending: std::collections::VecDeque::new(),
         after: None,
         tail: Vec::new(),
@@ -433,9 +438,13 @@ impl futures::Stream for Answer {
                     return Poll::Ready(Some(event));
                 }
                 Some(event) => {
-                    let mut out = Vec::new();
-                    apply_filters(&mut this.filters, event, &mut out);
-                    this.pending.extend(out);
+                    apply_filters_with(
+                        &mut this.filters,
+                        &mut this.scratch,
+                        event,
+                        &mut this.produced,
+                    );
+                    this.pending.extend(this.produced.drain(..));
                     if this.filters.iter().any(|f| f.cut()) {
                         // A filter ended the answer: cancel the upstream call now.
                         this.events = Box::pin(futures::stream::empty());

@@ -548,15 +548,47 @@ impl Pipeline {
 
 /// Runs `event` through `filters` in order, appending the result to `out`.
 pub fn apply_filters(filters: &mut [Box<dyn EventFilter>], event: Event, out: &mut Vec<Event>) {
-    let mut current = vec![event];
-    for filter in filters.iter_mut() {
-        let mut next = Vec::with_capacity(current.len());
-        for event in current {
-            filter.on_event(event, &mut next);
-        }
-        current = next;
+    let mut scratch = Vec::new();
+    apply_filters_with(filters, &mut scratch, event, out);
+}
+
+/// [`apply_filters`] with buffers kept between events (one per filter but the last), so a
+/// stream's events pass its filters without an allocation each: this runs for every chunk
+/// of every answer that has filters.
+pub fn apply_filters_with(
+    filters: &mut [Box<dyn EventFilter>],
+    scratch: &mut Vec<Vec<Event>>,
+    event: Event,
+    out: &mut Vec<Event>,
+) {
+    if scratch.len() + 1 < filters.len() {
+        scratch.resize_with(filters.len() - 1, Vec::new);
     }
-    out.extend(current);
+    pass(filters, scratch, event, out);
+}
+
+fn pass(
+    filters: &mut [Box<dyn EventFilter>],
+    scratch: &mut [Vec<Event>],
+    event: Event,
+    out: &mut Vec<Event>,
+) {
+    let Some((first, rest)) = filters.split_first_mut() else {
+        out.push(event);
+        return;
+    };
+    if rest.is_empty() {
+        first.on_event(event, out);
+        return;
+    }
+    let Some((buffer, more)) = scratch.split_first_mut() else {
+        return;
+    };
+    buffer.clear();
+    first.on_event(event, buffer);
+    for event in buffer.drain(..) {
+        pass(rest, more, event, out);
+    }
 }
 
 /// Lets every filter append events at the end of the stream, passing each filter's
