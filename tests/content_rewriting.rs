@@ -109,21 +109,10 @@ fn the_shipped_examples_parse_and_a_broken_file_is_refused_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let rules = dir.path().join("rules.toml");
     std::fs::write(&rules, "[[rules]]\ndirection = \"inbound\"\ntarget = \"user\"\naction = \"replace\"\ntext = \"x\"\n").unwrap();
-    let path = dir.path().join("llmux.toml");
-    std::fs::write(
-        &path,
-        fake_backend_config(
-            "http://127.0.0.1:9/v1",
-            &format!("[content_rewriting]\nrules_file = \"{}\"", rules.display()),
-        ),
-    )
-    .unwrap();
-    let err = llmux::config::ConfigLoader::new()
-        .file(&path, true)
-        .env(|_| None)
-        .load()
-        .unwrap_err()
-        .to_string();
+    let err = support::config_error(&fake_backend_config(
+        "http://127.0.0.1:9/v1",
+        &format!("[content_rewriting]\nrules_file = \"{}\"", rules.display()),
+    ));
     assert!(err.contains("content_rewriting.rules_file"), "{err}");
     assert!(err.contains("needs a pattern"), "{err}");
 }

@@ -106,24 +106,13 @@ fn a_broken_rules_file_is_refused_at_start_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let rules = dir.path().join("rules.toml");
     std::fs::write(&rules, "[[rules]]\nname = \"x\"\n").unwrap();
-    let path = dir.path().join("llmux.toml");
-    std::fs::write(
-        &path,
-        fake_backend_config(
-            "http://127.0.0.1:9/v1",
-            &format!(
-                "[dangerous_command_prevention]\nrules_file = \"{}\"",
-                rules.display()
-            ),
+    let err = support::config_error(&fake_backend_config(
+        "http://127.0.0.1:9/v1",
+        &format!(
+            "[dangerous_command_prevention]\nrules_file = \"{}\"",
+            rules.display()
         ),
-    )
-    .unwrap();
-    let err = llmux::config::ConfigLoader::new()
-        .file(&path, true)
-        .env(|_| None)
-        .load()
-        .unwrap_err()
-        .to_string();
+    ));
     assert!(
         err.contains("dangerous_command_prevention.rules_file"),
         "{err}"

@@ -387,19 +387,6 @@ async fn the_capture_store_keeps_the_attempt_chain() {
     assert_eq!(list["data"][0]["attempts"], "a:m1=429; b:m2=200", "{list}");
 }
 
-/// The problems a config file has, as llmux reports them at start.
-fn config_error(toml: &str) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("llmux.toml");
-    std::fs::write(&path, toml).unwrap();
-    llmux::config::ConfigLoader::new()
-        .file(&path, true)
-        .env(|_| None)
-        .load()
-        .unwrap_err()
-        .to_string()
-}
-
 #[test]
 fn bad_routes_are_refused_at_start_naming_the_key() {
     let base = "http://127.0.0.1:9/v1";
@@ -417,14 +404,14 @@ attempts_per_leg = 0"#,
             "routes.coder.attempts_per_leg",
         ),
     ] {
-        let err = config_error(&two_legs(base, base, route, ""));
+        let err = support::config_error(&two_legs(base, base, route, ""));
         assert!(err.contains(expected), "{route}: {err}");
     }
     let hiding_a_backend = format!(
         "{}\n[routes.a]\nlegs = [\"b:m\"]\n",
         two_legs(base, base, r#"legs = ["a:m1"]"#, "")
     );
-    let err = config_error(&hiding_a_backend);
+    let err = support::config_error(&hiding_a_backend);
     assert!(err.contains("'a' is a back-end"), "{err}");
 }
 

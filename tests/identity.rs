@@ -51,18 +51,9 @@ user_agent = "my-agent/1.0""#;
 
 #[test]
 fn an_identity_that_is_not_a_header_value_is_refused_naming_the_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("llmux.toml");
-    let toml = fake_backend_config(
+    let err = support::config_error(&fake_backend_config(
         "http://127.0.0.1:9/v1",
         "[backends.fake.identity]\ntitle = \"line\\nbreak\"",
-    );
-    std::fs::write(&path, toml).unwrap();
-    let err = llmux::config::ConfigLoader::new()
-        .file(&path, true)
-        .env(|_| None)
-        .load()
-        .unwrap_err()
-        .to_string();
+    ));
     assert!(err.contains("backends.fake.identity.title"), "{err}");
 }

@@ -173,19 +173,10 @@ key_rotation = "round-robin""#,
 
 #[test]
 fn a_bad_rotation_setting_is_refused_naming_the_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("llmux.toml");
-    std::fs::write(
-        &path,
-        backend("http://127.0.0.1:9/v1", r#"key_rotation = "sometimes""#),
-    )
-    .unwrap();
-    let err = llmux::config::ConfigLoader::new()
-        .file(&path, true)
-        .env(|_| None)
-        .load()
-        .unwrap_err()
-        .to_string();
+    let err = support::config_error(&backend(
+        "http://127.0.0.1:9/v1",
+        r#"key_rotation = "sometimes""#,
+    ));
     assert!(err.contains("backends.fake.key_rotation"), "{err}");
     assert!(err.contains("round-robin"), "{err}");
 }

@@ -9,23 +9,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::fake_openai::{FakeOpenAi, Mode};
-use support::{client, config, start};
-
-/// `fake` as the default back-end with `extra` TOML after it.
-fn with_limits(base_url: &str, extra: &str) -> String {
-    format!(
-        r#"default_backend = "fake"
-[backends.fake]
-type = "openai-compatible"
-base_url = "{base_url}"
-api_key_env = "FAKE_KEY"
-{extra}
-"#
-    )
-}
+use support::{client, config, fake_backend_config, start};
 
 async fn llmux_with(toml: &str, env: &[(&str, &str)]) -> support::Llmux {
-    start(config(toml, env), &[("FAKE_KEY", "sk-fake")]).await
+    start(config(toml, env), &[("FAKE_API_KEY", "sk-fake")]).await
 }
 
 async fn chat(
@@ -58,7 +45,7 @@ fn reference_tokens(text: &str) -> u64 {
 async fn a_request_over_the_input_limit_is_refused_in_each_protocol_before_any_call() {
     let fake = FakeOpenAi::start(Mode::Normal).await;
     let llmux = llmux_with(
-        &with_limits(
+        &fake_backend_config(
             &fake.base_url,
             r#"[models."fake:small".limits]
 max_input_tokens = 40"#,
@@ -132,7 +119,7 @@ async fn force_context_window_limits_every_model_and_model_defaults_fill_in() {
     let fake = FakeOpenAi::start(Mode::Normal).await;
     let text = "one two three four five six seven eight nine ten ".repeat(4);
     let llmux = llmux_with(
-        &with_limits(&fake.base_url, ""),
+        &fake_backend_config(&fake.base_url, ""),
         &[("FORCE_CONTEXT_WINDOW", "20")],
     )
     .await;
@@ -143,7 +130,7 @@ async fn force_context_window_limits_every_model_and_model_defaults_fill_in() {
     assert_eq!(chat(&llmux, "any-model", "Hi.", 10).await.status(), 200);
 
     let llmux = llmux_with(
-        &with_limits(
+        &fake_backend_config(
             &fake.base_url,
             r#"[model_defaults."any-model".limits]
 context_window = 20"#,
@@ -159,7 +146,7 @@ context_window = 20"#,
 async fn a_request_asking_for_more_output_than_the_model_gives_gets_the_limit() {
     let fake = FakeOpenAi::start(Mode::Normal).await;
     let llmux = llmux_with(
-        &with_limits(
+        &fake_backend_config(
             &fake.base_url,
             r#"[models."small".limits]
 max_output_tokens = 100"#,
@@ -177,7 +164,7 @@ max_output_tokens = 100"#,
 async fn requests_per_minute_are_answered_locally_with_the_wait() {
     let fake = FakeOpenAi::start(Mode::Normal).await;
     let llmux = llmux_with(
-        &with_limits(
+        &fake_backend_config(
             &fake.base_url,
             r#"[models."small".limits]
 requests_per_minute = 2"#,
@@ -213,7 +200,7 @@ async fn a_request_over_tokens_per_minute_waits_for_its_turn_within_the_queue_ti
     let fake = FakeOpenAi::start(Mode::Normal).await;
     // 600 tokens a minute: 10 a second.
     let llmux = llmux_with(
-        &with_limits(
+        &fake_backend_config(
             &fake.base_url,
             r#"[models."small".limits]
 tokens_per_minute = 600
@@ -251,7 +238,7 @@ queue_timeout_seconds = 10"#,
 async fn a_failover_route_moves_on_from_a_leg_over_its_rate() {
     let fake = FakeOpenAi::start(Mode::Normal).await;
     let llmux = llmux_with(
-        &with_limits(
+        &fake_backend_config(
             &fake.base_url,
             r#"[models."fake:small".limits]
 requests_per_minute = 1
@@ -294,21 +281,16 @@ fn bad_limits_are_refused_at_start_naming_the_key() {
         ("force_context_window = 0", "force_context_window"),
         ("[models.\"small\".limits]\nwindow = 5", "window"),
     ] {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("llmux.toml");
         // Top-level keys go before the back-end's table.
         let toml = if extra.starts_with('[') {
-            with_limits("http://127.0.0.1:9/v1", extra)
+            fake_backend_config("http://127.0.0.1:9/v1", extra)
         } else {
-            format!("{extra}\n{}", with_limits("http://127.0.0.1:9/v1", ""))
+            format!(
+                "{extra}\n{}",
+                fake_backend_config("http://127.0.0.1:9/v1", "")
+            )
         };
-        std::fs::write(&path, toml).unwrap();
-        let err = llmux::config::ConfigLoader::new()
-            .file(&path, true)
-            .env(|_| None)
-            .load()
-            .unwrap_err()
-            .to_string();
+        let err = support::config_error(&toml);
         assert!(err.contains(expected), "{extra}: {err}");
     }
 }

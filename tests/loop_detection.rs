@@ -74,19 +74,10 @@ async fn an_answer_that_does_not_repeat_is_untouched() {
 
 #[test]
 fn non_positive_settings_are_refused_naming_the_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("llmux.toml");
-    std::fs::write(
-        &path,
-        fake_backend_config("http://127.0.0.1:9/v1", "[loop_detection]\nthreshold = 0"),
-    )
-    .unwrap();
-    let err = llmux::config::ConfigLoader::new()
-        .file(&path, true)
-        .env(|_| None)
-        .load()
-        .unwrap_err()
-        .to_string();
+    let err = support::config_error(&fake_backend_config(
+        "http://127.0.0.1:9/v1",
+        "[loop_detection]\nthreshold = 0",
+    ));
     assert!(err.contains("loop_detection.threshold"), "{err}");
 }
 

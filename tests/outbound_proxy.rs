@@ -175,14 +175,6 @@ async fn http_proxy_and_no_proxy_from_the_environment_are_honoured() {
 
 #[test]
 fn a_proxy_url_of_another_scheme_is_refused_naming_the_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("llmux.toml");
-    std::fs::write(&path, backend("proxy_url = \"ftp://127.0.0.1:21\"")).unwrap();
-    let err = llmux::config::ConfigLoader::new()
-        .file(&path, true)
-        .env(|_| None)
-        .load()
-        .unwrap_err()
-        .to_string();
+    let err = support::config_error(&backend("proxy_url = \"ftp://127.0.0.1:21\""));
     assert!(err.contains("backends.far.proxy_url"), "{err}");
 }

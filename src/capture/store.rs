@@ -248,33 +248,18 @@ fn migrate_from(connection: &Connection, version: i64) -> rusqlite::Result<()> {
              COMMIT;",
         )?;
     }
-    if version < 4 {
-        // Version 4: the answer's tool calls (JSON), so the inspector need not decode the
-        // four client protocols again. Older rows have none recorded.
-        connection.execute_batch(
-            "BEGIN;
-             ALTER TABLE requests ADD COLUMN tool_calls TEXT NOT NULL DEFAULT '';
-             PRAGMA user_version = 4;
-             COMMIT;",
-        )?;
-    }
-    if version < 5 {
-        // Version 5: the attempt chain (failover). Older rows have none recorded.
-        connection.execute_batch(
-            "BEGIN;
-             ALTER TABLE requests ADD COLUMN attempts TEXT NOT NULL DEFAULT '';
-             PRAGMA user_version = 5;
-             COMMIT;",
-        )?;
-    }
-    if version < 6 {
-        // Version 6: what the stages did (JSON). Older rows have nothing recorded.
-        connection.execute_batch(
-            "BEGIN;
-             ALTER TABLE requests ADD COLUMN interventions TEXT NOT NULL DEFAULT '';
-             PRAGMA user_version = 6;
-             COMMIT;",
-        )?;
+    // Version 4: the answer's tool calls (JSON), so the inspector need not decode the four
+    // client protocols again. Version 5: the attempt chain (failover). Version 6: what the
+    // stages did (JSON). Older rows have none recorded.
+    for (to, column) in [(4, "tool_calls"), (5, "attempts"), (6, "interventions")] {
+        if version < to {
+            connection.execute_batch(&format!(
+                "BEGIN;
+                 ALTER TABLE requests ADD COLUMN {column} TEXT NOT NULL DEFAULT '';
+                 PRAGMA user_version = {to};
+                 COMMIT;"
+            ))?;
+        }
     }
     Ok(())
 }

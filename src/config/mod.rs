@@ -465,6 +465,30 @@ fn bad(layered: &Layered, key: &str, value: impl fmt::Display, why: impl fmt::Di
     format!("{key} = {value} (from {}): {why}", layered.source_of(key))
 }
 
+/// A stage's rules file at `key`: the file at `path`, else the `shipped` text, parsed; a
+/// problem naming the key (and an empty list) when it cannot be read or parsed.
+fn rules_file<T>(
+    key: &str,
+    path: Option<&str>,
+    shipped: &str,
+    parse: fn(&str) -> Result<Vec<T>, String>,
+    layered: &Layered,
+    problems: &mut Vec<String>,
+) -> Vec<T> {
+    let text = match path {
+        None => Ok(shipped.to_owned()),
+        Some(path) => std::fs::read_to_string(path).map_err(|e| format!("cannot read it: {e}")),
+    };
+    match text.and_then(|t| parse(&t)) {
+        Ok(rules) => rules,
+        Err(why) => {
+            let shown = path.unwrap_or("(shipped file)");
+            problems.push(bad(layered, key, format!("'{shown}'"), why));
+            Vec::new()
+        }
+    }
+}
+
 /// `proxy.allowed_hosts`, `allowed_origins` and the per-address request limit.
 fn validate_web_safety(
     proxy: &raw::RawProxy,
@@ -800,23 +824,16 @@ fn validate(
         reasoning_effort,
         thinking_budget: planning_raw.overrides.thinking_budget,
     };
-    let content_rewriting = match &raw.content_rewriting.rules_file {
+    let content_rewriting = match raw.content_rewriting.rules_file.as_deref() {
         None => Vec::new(),
-        Some(path) => match std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read it: {e}"))
-            .and_then(|t| crate::pipeline::content_rewriting::parse_rules(&t))
-        {
-            Ok(rules) => rules,
-            Err(why) => {
-                problems.push(bad(
-                    layered,
-                    "content_rewriting.rules_file",
-                    format!("'{path}'"),
-                    why,
-                ));
-                Vec::new()
-            }
-        },
+        path => rules_file(
+            "content_rewriting.rules_file",
+            path,
+            "",
+            crate::pipeline::content_rewriting::parse_rules,
+            layered,
+            problems,
+        ),
     };
     let ld = &raw.loop_detection;
     let mut positive = |field: &str, value: i64| -> usize {
@@ -844,49 +861,26 @@ fn validate(
     };
     let dc = &raw.dangerous_command_prevention;
     let dangerous_commands = if dc.enabled {
-        let text = match &dc.rules_file {
-            None => Ok(crate::pipeline::dangerous_commands::DEFAULT_RULES.to_owned()),
-            Some(path) => std::fs::read_to_string(path).map_err(|e| format!("cannot read it: {e}")),
-        };
-        match text.and_then(|t| crate::pipeline::dangerous_commands::parse_rules(&t)) {
-            Ok(rules) => rules,
-            Err(why) => {
-                problems.push(bad(
-                    layered,
-                    "dangerous_command_prevention.rules_file",
-                    format!(
-                        "'{}'",
-                        dc.rules_file.as_deref().unwrap_or("(shipped rules)")
-                    ),
-                    why,
-                ));
-                Vec::new()
-            }
-        }
+        rules_file(
+            "dangerous_command_prevention.rules_file",
+            dc.rules_file.as_deref(),
+            crate::pipeline::dangerous_commands::DEFAULT_RULES,
+            crate::pipeline::dangerous_commands::parse_rules,
+            layered,
+            problems,
+        )
     } else {
         Vec::new()
     };
     let ep = &raw.edit_precision;
-    let patterns_text = match &ep.patterns_file {
-        None => Ok(crate::pipeline::edit_precision::DEFAULT_PATTERNS.to_owned()),
-        Some(path) => std::fs::read_to_string(path).map_err(|e| format!("cannot read it: {e}")),
-    };
-    let patterns =
-        match patterns_text.and_then(|t| crate::pipeline::edit_precision::parse_patterns(&t)) {
-            Ok(patterns) => patterns,
-            Err(why) => {
-                problems.push(bad(
-                    layered,
-                    "edit_precision.patterns_file",
-                    format!(
-                        "'{}'",
-                        ep.patterns_file.as_deref().unwrap_or("(shipped patterns)")
-                    ),
-                    why,
-                ));
-                Vec::new()
-            }
-        };
+    let patterns = rules_file(
+        "edit_precision.patterns_file",
+        ep.patterns_file.as_deref(),
+        crate::pipeline::edit_precision::DEFAULT_PATTERNS,
+        crate::pipeline::edit_precision::parse_patterns,
+        layered,
+        problems,
+    );
     if let Some(pattern) = &ep.exclude_agents_regex
         && let Err(e) = regex::Regex::new(pattern)
     {

@@ -216,7 +216,7 @@ fn texts_of<'r>(request: &'r mut Request, rule: &Rule) -> Vec<&'r mut String> {
                 .collect();
             match rule.action {
                 Action::Replace => all,
-                Action::Prepend => all.drain(..).take(1).collect(),
+                Action::Prepend => all.into_iter().take(1).collect(),
                 Action::Append => all.pop().into_iter().collect(),
             }
         }

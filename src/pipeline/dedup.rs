@@ -10,6 +10,7 @@
 //! left mid-answer gets what arrived and an error.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -55,7 +56,10 @@ impl Dedup {
     fn fingerprint(&self, ctx: &RequestContext, request: &Request) -> u64 {
         let mut hasher = self.hasher.build_hasher();
         hasher.write(ctx.session_id.as_bytes());
-        let content = format!(
+        // Written straight into the hasher: a megabyte of conversation is not copied into
+        // a string first.
+        let _ = write!(
+            HashWriter(&mut hasher),
             "{:?}",
             (
                 &request.model,
@@ -68,7 +72,6 @@ impl Dedup {
                 &request.response_format,
             )
         );
-        hasher.write(content.as_bytes());
         hasher.finish()
     }
 
@@ -95,6 +98,16 @@ impl Dedup {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&key);
+    }
+}
+
+/// Feeds formatted text to a hasher.
+struct HashWriter<'a, H: Hasher>(&'a mut H);
+
+impl<H: Hasher> std::fmt::Write for HashWriter<'_, H> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.write(s.as_bytes());
+        Ok(())
     }
 }
 

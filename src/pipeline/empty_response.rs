@@ -23,13 +23,13 @@ pub const DEFAULT_PROMPT: &str = "Your previous response was empty: it had no te
      tool call. Continue the task: answer the user, or call the tool you need next.";
 
 pub struct EmptyResponseRecovery {
-    enabled: bool,
-    prompt: String,
+    /// What the model is told; `None`: recovery is off.
+    prompt: Option<String>,
 }
 
 impl EmptyResponseRecovery {
-    pub fn new(enabled: bool, prompt: String) -> Self {
-        Self { enabled, prompt }
+    pub fn new(prompt: Option<String>) -> Self {
+        Self { prompt }
     }
 }
 
@@ -75,7 +75,7 @@ impl Stage for EmptyResponseRecovery {
     }
 
     fn phases(&self) -> Phases {
-        Phases::AROUND_UPSTREAM.when(self.enabled)
+        Phases::AROUND_UPSTREAM.when(self.prompt.is_some())
     }
 
     async fn around_upstream(
@@ -84,6 +84,9 @@ impl Stage for EmptyResponseRecovery {
         request: &Request,
         next: Upstream<'_>,
     ) -> Result<EventStream, Error> {
+        let Some(prompt) = &self.prompt else {
+            return next.send(request).await;
+        };
         let events = next.send(request).await?;
         let empty = match peek(events).await {
             Peeked::Content(events) => return Ok(events),
@@ -99,10 +102,9 @@ impl Stage for EmptyResponseRecovery {
             "an empty answer was asked for again",
         );
         let mut again = request.clone();
-        again.messages.push(Message::new(
-            Role::User,
-            vec![Part::text(self.prompt.clone())],
-        ));
+        again
+            .messages
+            .push(Message::new(Role::User, vec![Part::text(prompt.clone())]));
         match next.send(&again).await {
             Ok(events) => Ok(events),
             // The empty answer is still an answer; the retry's failure is in the log.

@@ -15,7 +15,7 @@
 //! `analysis_interval` bytes of new text.
 
 use super::{EventFilter, Phases, Reads, RequestContext, Stage};
-use crate::model::{Event, FinishReason, Part, Request, Role};
+use crate::model::{Event, FinishReason, Part, Request};
 
 /// `[loop_detection]`, checked.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -117,18 +117,7 @@ impl Stage for LoopDetection {
         if !on {
             return None;
         }
-        Some(Box::new(Watch {
-            settings: self.settings,
-            request_id: ctx.request_id.clone(),
-            trail: ctx.trail.clone(),
-            text: Vec::new(),
-            unchecked: 0,
-            cut: false,
-            repeated_call: trailing_calls(request),
-            calls: Vec::new(),
-            replaced: false,
-            passed_calls: false,
-        }))
+        Some(Box::new(Watch::new(self.settings, ctx, request)))
     }
 }
 
@@ -140,36 +129,29 @@ fn trailing_calls(request: &Request) -> Repeated {
     let mut last: Option<(String, String)> = None;
     let mut count = 0;
     let mut steered = false;
-    for message in request.messages.iter().rev() {
-        let texts_from_user = message.role == Role::User
-            && message.parts.iter().any(|p| matches!(p, Part::Text { .. }));
-        if texts_from_user {
-            break;
-        }
-        for part in message.parts.iter().rev() {
-            match part {
-                Part::ToolCall {
-                    name, arguments, ..
-                } => {
-                    let call = (name.clone(), normalized_args(arguments));
-                    match &last {
-                        None => {
-                            last = Some(call);
-                            count = 1;
-                        }
-                        Some(same) if *same == call => count += 1,
-                        Some(_) => return last.map(|l| (l, count, steered)),
+    for part in since_user_wrote(request) {
+        match part {
+            Part::ToolCall {
+                name, arguments, ..
+            } => {
+                let call = (name.clone(), normalized_args(arguments));
+                match &last {
+                    None => {
+                        last = Some(call);
+                        count = 1;
                     }
+                    Some(same) if *same == call => count += 1,
+                    Some(_) => return last.map(|l| (l, count, steered)),
                 }
-                Part::Text { text, .. } if text.contains(TOOL_LOOP_MARK) => steered = true,
-                _ => {}
             }
+            Part::Text { text, .. } if text.contains(TOOL_LOOP_MARK) => steered = true,
+            _ => {}
         }
     }
     last.map(|l| (l, count, steered))
 }
 
-use super::tool_match::normalized_arguments as normalized_args;
+use super::tool_match::{normalized_arguments as normalized_args, since_user_wrote};
 
 /// Marks llmux's steering text, so a later request knows it was steered already.
 const TOOL_LOOP_MARK: &str = "[llmux: tool-call loop]";
@@ -265,6 +247,21 @@ fn has_calls(events: &[Event]) -> bool {
 }
 
 impl Watch {
+    fn new(settings: LoopSettings, ctx: &RequestContext, request: &Request) -> Self {
+        Self {
+            settings,
+            request_id: ctx.request_id.clone(),
+            trail: ctx.trail.clone(),
+            text: Vec::new(),
+            unchecked: 0,
+            cut: false,
+            repeated_call: trailing_calls(request),
+            calls: Vec::new(),
+            replaced: false,
+            passed_calls: false,
+        }
+    }
+
     fn check_text(&mut self, out: &mut Vec<Event>) {
         let keep = self.settings.buffer_size;
         if self.text.len() > keep {
@@ -393,18 +390,8 @@ mod tests {
     }
 
     fn watch(request: &Request) -> Watch {
-        Watch {
-            settings: settings(),
-            request_id: "r".into(),
-            trail: Default::default(),
-            text: Vec::new(),
-            unchecked: 0,
-            cut: false,
-            repeated_call: trailing_calls(request),
-            calls: Vec::new(),
-            replaced: false,
-            passed_calls: false,
-        }
+        let ctx = RequestContext::new(crate::model::Protocol::OpenAiChat);
+        Watch::new(settings(), &ctx, request)
     }
 
     #[test]
@@ -447,7 +434,7 @@ mod tests {
 
     #[test]
     fn the_repeated_call_is_replaced_after_the_threshold_and_a_new_user_message_resets() {
-        use crate::model::Message;
+        use crate::model::{Message, Role};
         let call = |id: &str| {
             Message::new(
                 Role::Assistant,

@@ -433,8 +433,7 @@ impl Pipeline {
             Arc::new(failover::Failover),
             // An answer with no text and no tool call is asked for once more.
             Arc::new(empty_response::EmptyResponseRecovery::new(
-                config.empty_response_recovery.is_some(),
-                config.empty_response_recovery.clone().unwrap_or_default(),
+                config.empty_response_recovery.clone(),
             )),
             // An answer that must follow a JSON schema is checked, repaired or asked again.
             Arc::new(structured_output::StructuredOutput::new(

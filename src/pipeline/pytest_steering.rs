@@ -5,10 +5,12 @@
 //! the files at hand; calling the very same command again runs it. Whole suites take
 //! minutes and fill the context with output the model rarely needs.
 
-use super::tool_match::{commands, normalized_arguments as normalized, runs_shell, scripts};
+use super::tool_match::{
+    commands, normalized_arguments as normalized, runs_shell, scripts, since_user_wrote,
+};
 use super::tool_screen::ToolScreen;
 use super::{EventFilter, Phases, Reads, RequestContext, Stage};
-use crate::model::{Part, Request, Role};
+use crate::model::{Part, Request};
 
 /// Marks llmux's message, for the tests and the log.
 pub const MARK: &str = "[llmux: whole test suite]";
@@ -102,22 +104,12 @@ pub fn whole_suite_call(tool: &str, arguments: &str) -> bool {
 
 /// The model's last call before this answer, since the user last wrote.
 fn last_call(request: &Request) -> Option<(String, String)> {
-    for message in request.messages.iter().rev() {
-        if message.role == Role::User
-            && message.parts.iter().any(|p| matches!(p, Part::Text { .. }))
-        {
-            return None;
-        }
-        for part in message.parts.iter().rev() {
-            if let Part::ToolCall {
-                name, arguments, ..
-            } = part
-            {
-                return Some((name.clone(), normalized(arguments)));
-            }
-        }
-    }
-    None
+    since_user_wrote(request).find_map(|part| match part {
+        Part::ToolCall {
+            name, arguments, ..
+        } => Some((name.clone(), normalized(arguments))),
+        _ => None,
+    })
 }
 
 pub struct PytestSteering {

@@ -6,6 +6,8 @@
 
 use serde_json::Value;
 
+use crate::model::{Part, Request, Role};
+
 /// Tools that write files, in the agents people run through llmux.
 const FILE_WRITING_TOOLS: &[&str] = &[
     "write",
@@ -69,6 +71,19 @@ pub fn normalized_arguments(arguments: &str) -> String {
     serde_json::from_str::<Value>(arguments)
         .map(|v| v.to_string())
         .unwrap_or_else(|_| arguments.trim().to_owned())
+}
+
+/// The parts of the conversation since the user last wrote (a user message with text, not
+/// only tool results), the latest first: the model's calls and what came back.
+pub fn since_user_wrote(request: &Request) -> impl Iterator<Item = &Part> {
+    request
+        .messages
+        .iter()
+        .rev()
+        .take_while(|m| {
+            !(m.role == Role::User && m.parts.iter().any(|p| matches!(p, Part::Text { .. })))
+        })
+        .flat_map(|m| m.parts.iter().rev())
 }
 
 /// Argument keys that hold a command to run.

@@ -66,6 +66,20 @@ pub fn config(toml_text: &str, env: &[(&str, &str)]) -> Config {
         .config
 }
 
+/// The problems llmux reports at start for a config file of `toml_text` (the process
+/// environment is never read). Panics if the config is valid.
+pub fn config_error(toml_text: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("llmux.toml");
+    std::fs::write(&path, toml_text).unwrap();
+    ConfigLoader::new()
+        .file(&path, true)
+        .env(|_| None)
+        .load()
+        .unwrap_err()
+        .to_string()
+}
+
 /// Starts llmux with `config`, provider keys taken from `secrets`.
 pub async fn start(config: Config, secrets: &[(&str, &str)]) -> Llmux {
     let secrets = EnvSecrets::from_map(
