@@ -171,18 +171,7 @@ async fn the_capture_store_records_what_the_stage_did() {
         .send()
         .await
         .unwrap();
-    let id = response.headers()["x-request-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    response.text().await.unwrap();
-    llmux
-        .engine
-        .store()
-        .unwrap()
-        .flush(std::time::Duration::from_secs(5));
-    let (status, row) = support::get_json(&llmux, &format!("/admin/api/requests/{id}"), "").await;
-    assert_eq!(status, 200, "{row}");
+    let row = support::captured_row(&llmux, response, "").await;
     assert_eq!(
         row["interventions"][0]["stage"], "dangerous-commands",
         "{row}"

@@ -370,15 +370,7 @@ async fn the_capture_store_keeps_the_attempt_chain() {
     ))
     .await;
     let response = chat(&llmux, "coder", false).await;
-    let id = response.headers()["x-request-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    response.text().await.unwrap();
-    llmux.engine.store().unwrap().flush(Duration::from_secs(5));
-    let (status, row) =
-        support::get_json(&llmux, &format!("/admin/api/requests/{id}"), PROXY_KEY).await;
-    assert_eq!(status, 200, "{row}");
+    let row = support::captured_row(&llmux, response, PROXY_KEY).await;
     assert_eq!(row["attempts"], "a:m1=429; b:m2=200");
     assert_eq!(row["backend"], "b", "the leg that answered");
     assert_eq!(row["model_used"], "m2");

@@ -251,6 +251,8 @@ pub struct Config {
     pub dedup_window: Duration,
     /// The rules of dangerous command prevention; empty when it is off.
     pub dangerous_commands: Vec<crate::pipeline::dangerous_commands::Rule>,
+    /// The tool-call reactor's enabled rules, highest priority first; empty when it is off.
+    pub tool_call_reactor: Vec<crate::pipeline::tool_call_reactor::Rule>,
     pub loop_detection: crate::pipeline::loop_detection::LoopSettings,
     /// Tool results that are pytest output are compressed.
     pub pytest_compression: bool,
@@ -872,6 +874,19 @@ fn validate(
     } else {
         Vec::new()
     };
+    let reactor = &raw.tool_call_reactor;
+    let tool_call_reactor = if reactor.enabled {
+        rules_file(
+            "tool_call_reactor.rules_file",
+            reactor.rules_file.as_deref(),
+            crate::pipeline::tool_call_reactor::DEFAULT_RULES,
+            crate::pipeline::tool_call_reactor::parse_rules,
+            layered,
+            problems,
+        )
+    } else {
+        Vec::new()
+    };
     let ep = &raw.edit_precision;
     let patterns = rules_file(
         "edit_precision.patterns_file",
@@ -1077,6 +1092,7 @@ fn validate(
         limits: model_limits,
         circuit_breaker: breaker,
         dangerous_commands,
+        tool_call_reactor,
         loop_detection,
         pytest_compression: raw.session.pytest_compression_enabled,
         pytest_full_suite_steering: raw.session.pytest_full_suite_steering_enabled,

@@ -40,6 +40,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub dangerous_command_prevention: RawDangerousCommands,
     #[serde(default)]
+    pub tool_call_reactor: RawToolCallReactor,
+    #[serde(default)]
     pub loop_detection: RawLoopDetection,
     #[serde(default)]
     pub think_tags: RawThinkTags,
@@ -217,6 +219,28 @@ pub struct RawDangerousCommands {
 }
 
 impl Default for RawDangerousCommands {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            rules_file: None,
+        }
+    }
+}
+
+/// `[tool_call_reactor]`: the user's rules on tool calls (config/tool_call_reactor.toml
+/// shows the format).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawToolCallReactor {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// A rules file; the shipped config/tool_call_reactor.toml (one disabled example) when
+    /// unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules_file: Option<String>,
+}
+
+impl Default for RawToolCallReactor {
     fn default() -> Self {
         Self {
             enabled: true,

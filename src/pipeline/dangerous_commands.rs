@@ -13,7 +13,7 @@
 use serde::Deserialize;
 
 use super::tool_match::{commands, runs_shell, scripts};
-use super::tool_screen::ToolScreen;
+use super::tool_screen::{ToolScreen, Verdict};
 use super::{EventFilter, Phases, Reads, RequestContext, Stage};
 use crate::model::Request;
 
@@ -196,7 +196,7 @@ impl Stage for DangerousCommands {
             ctx.request_id.clone(),
             ctx.trail.clone(),
         );
-        Some(Box::new(ToolScreen::new(std::sync::Arc::new(
+        Some(Box::new(ToolScreen::shell(std::sync::Arc::new(
             move |tool: &str, arguments: &str| {
                 let (rule, command) = check(&rules, tool, arguments)?;
                 tracing::warn!(
@@ -210,7 +210,7 @@ impl Stage for DangerousCommands {
                     "dangerous-commands",
                     format!("stopped `{command}` ({})", rule.name),
                 );
-                Some(steering(rule, &command))
+                Some(Verdict::Replace(steering(rule, &command)))
             },
         ))))
     }

@@ -46,6 +46,7 @@ pub mod routing;
 pub mod session;
 pub mod structured_output;
 pub mod think_tags;
+pub mod tool_call_reactor;
 pub mod tool_match;
 pub mod tool_screen;
 pub mod upstream;
@@ -444,6 +445,11 @@ impl Pipeline {
             // filter sees the answer first, as the provider sent it).
             Arc::new(dangerous_commands::DangerousCommands::new(
                 config.dangerous_commands.clone(),
+            )),
+            // The user's rules on tool calls: steer, block, rate-limit, rewrite (its filter
+            // sees calls before the dangerous-command stage's, so rewrites are checked too).
+            Arc::new(tool_call_reactor::ToolCallReactor::new(
+                config.tool_call_reactor.clone(),
             )),
             // A call running the whole pytest suite is steered once (opt-in).
             Arc::new(pytest_steering::PytestSteering::new(

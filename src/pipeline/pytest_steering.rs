@@ -8,7 +8,7 @@
 use super::tool_match::{
     commands, normalized_arguments as normalized, runs_shell, scripts, since_user_wrote,
 };
-use super::tool_screen::ToolScreen;
+use super::tool_screen::{ToolScreen, Verdict};
 use super::{EventFilter, Phases, Reads, RequestContext, Stage};
 use crate::model::{Part, Request};
 
@@ -142,7 +142,7 @@ impl Stage for PytestSteering {
     ) -> Option<Box<dyn EventFilter>> {
         let previous = last_call(request);
         let (request_id, trail) = (ctx.request_id.clone(), ctx.trail.clone());
-        Some(Box::new(ToolScreen::new(std::sync::Arc::new(
+        Some(Box::new(ToolScreen::shell(std::sync::Arc::new(
             move |tool: &str, arguments: &str| {
                 if !whole_suite_call(tool, arguments) {
                     return None;
@@ -158,12 +158,12 @@ impl Stage for PytestSteering {
                     "pytest-steering",
                     "a run of the whole suite was not passed on",
                 );
-                Some(format!(
+                Some(Verdict::Replace(format!(
                     "\n\n{MARK} That call would run the whole pytest suite. llmux did not run it. \
                      Run the tests of the files you changed instead (`pytest tests/test_x.py`, \
                      or `-k` with a name). If the whole suite is really needed, call the same \
                      command again and it will run."
-                ))
+                )))
             },
         ))))
     }

@@ -48,7 +48,7 @@ const SHELL_TOOLS: &[&str] = &[
 ];
 
 /// A tool's name as compared: lower case, without `_`, `-` and spaces.
-fn normalized(name: &str) -> String {
+pub fn normalized_name(name: &str) -> String {
     name.chars()
         .filter(|c| !matches!(c, '_' | '-' | ' '))
         .flat_map(char::to_lowercase)
@@ -57,12 +57,12 @@ fn normalized(name: &str) -> String {
 
 /// Whether a tool call by this name writes files.
 pub fn writes_files(tool: &str) -> bool {
-    FILE_WRITING_TOOLS.contains(&normalized(tool).as_str())
+    FILE_WRITING_TOOLS.contains(&normalized_name(tool).as_str())
 }
 
 /// Whether a tool call by this name runs shell commands.
 pub fn runs_shell(tool: &str) -> bool {
-    SHELL_TOOLS.contains(&normalized(tool).as_str())
+    SHELL_TOOLS.contains(&normalized_name(tool).as_str())
 }
 
 /// A call's JSON arguments in one spelling, so key order and spacing do not make two

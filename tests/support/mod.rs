@@ -163,6 +163,28 @@ pub async fn get_json(llmux: &Llmux, path: &str, key: &str) -> (u16, serde_json:
     (response.status().as_u16(), response.json().await.unwrap())
 }
 
+/// The capture store's row for an answer (read whole first, then the store flushed), fetched
+/// through the admin API with the proxy key.
+pub async fn captured_row(
+    llmux: &Llmux,
+    response: reqwest::Response,
+    key: &str,
+) -> serde_json::Value {
+    let id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    response.text().await.unwrap();
+    llmux
+        .engine
+        .store()
+        .unwrap()
+        .flush(std::time::Duration::from_secs(5));
+    let (status, row) = get_json(llmux, &format!("/admin/api/requests/{id}"), key).await;
+    assert_eq!(status, 200, "{row}");
+    row
+}
+
 /// The `x-llmux-attempts` header of an answer (empty when absent).
 pub fn attempts_header(response: &reqwest::Response) -> String {
     response
