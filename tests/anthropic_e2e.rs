@@ -94,8 +94,6 @@ async fn claude_style_stream_of_text_then_tool_call_from_an_openai_backend() {
             "content_block_stop",
             "content_block_start",
             "content_block_delta",
-            "content_block_delta",
-            "content_block_delta",
             "content_block_stop",
             "message_delta",
             "message_stop"
@@ -111,21 +109,19 @@ async fn claude_style_stream_of_text_then_tool_call_from_an_openai_backend() {
     // No empty text block before the tool call; the text block is the text.
     assert_eq!(events[2].1["content_block"]["type"], "text");
     assert_eq!(events[3].1["delta"]["text"], "Let me check.");
-    // The tool block: its input arrives whole, including the fragment that came in the
+    // The tool block: its input arrives whole in one delta (tool-call repair checks a
+    // call's arguments once they are complete), including the fragment that came in the
     // chunk that opened the call.
     assert_eq!(events[5].1["content_block"]["type"], "tool_use");
     assert_eq!(events[5].1["content_block"]["name"], "get_weather");
     assert_eq!(events[5].1["content_block"]["id"], "call_fake_1");
-    let input: String = events[6..9]
-        .iter()
-        .map(|(_, e)| e["delta"]["partial_json"].as_str().unwrap())
-        .collect();
+    let input = events[6].1["delta"]["partial_json"].as_str().unwrap();
     assert_eq!(
-        serde_json::from_str::<Value>(&input).unwrap(),
+        serde_json::from_str::<Value>(input).unwrap(),
         json!({"city": "Paris"})
     );
-    assert_eq!(events[10].1["delta"]["stop_reason"], "tool_use");
-    assert_eq!(events[10].1["usage"]["output_tokens"], 4);
+    assert_eq!(events[8].1["delta"]["stop_reason"], "tool_use");
+    assert_eq!(events[8].1["usage"]["output_tokens"], 4);
 
     let upstream = fake.last_request();
     assert_eq!(

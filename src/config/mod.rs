@@ -251,6 +251,7 @@ pub struct Config {
     pub dedup_window: Duration,
     /// The rules of dangerous command prevention; empty when it is off.
     pub dangerous_commands: Vec<crate::pipeline::dangerous_commands::Rule>,
+    pub tool_call_repair: crate::pipeline::tool_call_repair::RepairSettings,
     /// The tool-call reactor's enabled rules, highest priority first; empty when it is off.
     pub tool_call_reactor: Vec<crate::pipeline::tool_call_reactor::Rule>,
     pub loop_detection: crate::pipeline::loop_detection::LoopSettings,
@@ -887,6 +888,19 @@ fn validate(
     } else {
         Vec::new()
     };
+    let repair = &raw.tool_call_repair;
+    if repair.buffer_bytes <= 0 {
+        problems.push(bad(
+            layered,
+            "tool_call_repair.buffer_bytes",
+            repair.buffer_bytes,
+            "must be a positive number",
+        ));
+    }
+    let tool_call_repair = crate::pipeline::tool_call_repair::RepairSettings {
+        enabled: repair.enabled,
+        buffer_bytes: usize::try_from(repair.buffer_bytes.max(1)).unwrap_or(usize::MAX),
+    };
     let ep = &raw.edit_precision;
     let patterns = rules_file(
         "edit_precision.patterns_file",
@@ -1093,6 +1107,7 @@ fn validate(
         circuit_breaker: breaker,
         dangerous_commands,
         tool_call_reactor,
+        tool_call_repair,
         loop_detection,
         pytest_compression: raw.session.pytest_compression_enabled,
         pytest_full_suite_steering: raw.session.pytest_full_suite_steering_enabled,

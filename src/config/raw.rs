@@ -42,6 +42,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub tool_call_reactor: RawToolCallReactor,
     #[serde(default)]
+    pub tool_call_repair: RawToolCallRepair,
+    #[serde(default)]
     pub loop_detection: RawLoopDetection,
     #[serde(default)]
     pub think_tags: RawThinkTags,
@@ -247,6 +249,31 @@ impl Default for RawToolCallReactor {
             rules_file: None,
         }
     }
+}
+
+/// `[tool_call_repair]`: calls written as text become tool calls; malformed arguments are
+/// repaired.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawToolCallRepair {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// The most text held while a possible call written as text is read.
+    #[serde(default = "default_repair_buffer")]
+    pub buffer_bytes: i64,
+}
+
+impl Default for RawToolCallRepair {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            buffer_bytes: default_repair_buffer(),
+        }
+    }
+}
+
+fn default_repair_buffer() -> i64 {
+    65_536
 }
 
 /// `[circuit_breaker]`: a back-end that fails too often in a row is left alone a while.

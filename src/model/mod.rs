@@ -7,6 +7,7 @@
 
 mod event;
 mod fold;
+pub mod json_scan;
 mod request;
 pub mod tokens;
 

@@ -47,6 +47,7 @@ pub mod session;
 pub mod structured_output;
 pub mod think_tags;
 pub mod tool_call_reactor;
+pub mod tool_call_repair;
 pub mod tool_match;
 pub mod tool_screen;
 pub mod upstream;
@@ -457,6 +458,12 @@ impl Pipeline {
             )),
             // Answers that repeat themselves are cut; tool calls in circles are steered.
             Arc::new(loop_detection::LoopDetection::new(config.loop_detection)),
+            // Calls written as text become tool calls, malformed arguments are repaired (its
+            // filter sees the answer right after the `<think>` filter, so the stages above
+            // see the calls the model meant).
+            Arc::new(tool_call_repair::ToolCallRepair::new(
+                config.tool_call_repair,
+            )),
             // `<think>` text from models without a reasoning field becomes reasoning (its
             // filter sees the answer first, as the provider sent it).
             Arc::new(think_tags::ThinkTags::new(config.think_tags)),

@@ -19,6 +19,7 @@ use serde_json::Value;
 use super::{Phases, Reads, RequestContext, Stage, Upstream};
 use crate::Error;
 use crate::backend::EventStream;
+use crate::model::json_scan::{Byte, JsonLexer};
 use crate::model::{
     Event, FinishReason, Message, Part, Request, Response, ResponseBuilder, ResponseFormat, Role,
 };
@@ -101,30 +102,19 @@ pub fn repairs(text: &str) -> Vec<String> {
 /// JSON cut off at the token limit parses.
 fn close_truncated(text: &str) -> String {
     let mut stack = Vec::new();
-    let mut in_string = false;
-    let mut escaped = false;
-    for c in text.chars() {
-        if in_string {
-            match (escaped, c) {
-                (true, _) => escaped = false,
-                (false, '\\') => escaped = true,
-                (false, '"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match c {
-            '"' => in_string = true,
-            '{' => stack.push('}'),
-            '[' => stack.push(']'),
-            '}' | ']' => {
+    let mut lexer = JsonLexer::default();
+    for b in text.bytes() {
+        match lexer.step(b) {
+            Byte::Open(b'{') => stack.push('}'),
+            Byte::Open(_) => stack.push(']'),
+            Byte::Close(_) => {
                 stack.pop();
             }
-            _ => {}
+            Byte::Other => {}
         }
     }
     let mut out = text.to_owned();
-    if in_string {
+    if lexer.in_string() {
         out.push('"');
     }
     let mut out = out.trim_end().trim_end_matches(',').to_owned();

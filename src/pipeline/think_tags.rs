@@ -65,7 +65,7 @@ struct Tags {
 }
 
 /// The length of the longest end of `text` that begins `tag` (a tag split across chunks).
-fn partial_tag_at_end(text: &str, tag: &str) -> usize {
+pub(super) fn partial_tag_at_end(text: &str, tag: &str) -> usize {
     (1..tag.len().min(text.len() + 1))
         .rev()
         .find(|&n| {

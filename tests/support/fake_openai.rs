@@ -38,6 +38,9 @@ pub enum Mode {
     Looping,
     /// Answers chat requests with this text (in one piece).
     Answer(&'static str),
+    /// A model that writes instead of calling: answers with this text even when tools are
+    /// offered, streamed in pieces of 5 bytes.
+    Write(&'static str),
     /// An error status with a Retry-After header of this many seconds.
     StatusRetryAfter(u16, u64),
     /// 429 with Retry-After: 30 for requests with these bearer keys, normal answers for
@@ -213,10 +216,11 @@ async fn chat(
     // Calls the first offered tool until the conversation holds a tool result.
     // (CallWith calls it every time: a model that insists.)
     let tool = first_tool(&body).filter(|_| {
-        matches!(shared.mode, Mode::CallWith(_))
-            || body["messages"]
-                .as_array()
-                .is_some_and(|m| !m.iter().any(|m| m["role"] == "tool"))
+        !matches!(shared.mode, Mode::Write(_))
+            && (matches!(shared.mode, Mode::CallWith(_))
+                || body["messages"]
+                    .as_array()
+                    .is_some_and(|m| !m.iter().any(|m| m["role"] == "tool")))
     });
 
     match shared.mode.clone() {
@@ -255,7 +259,7 @@ async fn chat(
 
     let reasoning = matches!(shared.mode, Mode::Reasoning);
     let answer = match shared.mode {
-        Mode::Answer(text) => text,
+        Mode::Answer(text) | Mode::Write(text) => text,
         _ => "Hello from fake.",
     };
     if !stream {
@@ -389,6 +393,15 @@ async fn chat(
         None => {
             if let Mode::Answer(text) = shared.mode {
                 frames.push(chunk(&model, json!({"content": text}), None));
+            } else if let Mode::Write(text) = shared.mode {
+                let mut rest = text;
+                while !rest.is_empty() {
+                    let cut = (5..=rest.len())
+                        .find(|i| rest.is_char_boundary(*i))
+                        .unwrap_or(rest.len());
+                    frames.push(chunk(&model, json!({"content": &rest[..cut]}), None));
+                    rest = &rest[cut..];
+                }
             } else {
                 for piece in ["Hello", " from", " fake."] {
                     frames.push(chunk(&model, json!({"content": piece}), None));

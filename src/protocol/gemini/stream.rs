@@ -31,6 +31,7 @@ use super::decode::SYNTHETIC_ID_PREFIX;
 use super::encode::{call_part, error_body, finish_reason as wire_finish_reason, usage_metadata};
 use super::types::{Candidate, GenerateContentResponse, Part as WirePart, UsageMetadata};
 use crate::Error;
+use crate::model::json_scan::{Byte, JsonLexer};
 use crate::model::{Event, Extensions, FinishReason, Usage};
 use crate::protocol::openai_chat::ChunkError;
 use crate::protocol::sse::data_frame;
@@ -686,8 +687,7 @@ pub struct JsonArraySplitter {
     /// Where the element being read starts in `buffer`, once its `{` is seen.
     start: Option<usize>,
     depth: u32,
-    in_string: bool,
-    escaped: bool,
+    lexer: JsonLexer,
     opened: bool,
     closed: bool,
 }
@@ -704,19 +704,9 @@ impl JsonArraySplitter {
         for i in from..self.buffer.len() {
             let b = self.buffer[i];
             if let Some(start) = self.start {
-                if self.in_string {
-                    match b {
-                        _ if self.escaped => self.escaped = false,
-                        b'\\' => self.escaped = true,
-                        b'"' => self.in_string = false,
-                        _ => {}
-                    }
-                    continue;
-                }
-                match b {
-                    b'"' => self.in_string = true,
-                    b'{' | b'[' => self.depth += 1,
-                    b'}' | b']' => {
+                match self.lexer.step(b) {
+                    Byte::Open(_) => self.depth += 1,
+                    Byte::Close(_) => {
                         self.depth -= 1;
                         if self.depth == 0 {
                             let element =
