@@ -226,7 +226,7 @@ test("a request that failed over shows each attempt in its overview", async () =
   await shot("attempts");
 });
 
-test("what llmux did to a request shows in its overview", async () => {
+test("what llmux did to a request shows in its overview and beside the upstream diff", async () => {
   const response = await fetch(`${llmux.url}/v1/chat/completions`, {
     method: "POST",
     headers: { "content-type": "application/json", "user-agent": "inspector-e2e" },
@@ -249,4 +249,11 @@ test("what llmux did to a request shows in its overview", async () => {
   assert.equal(items.length, 1);
   assert.match(items[0], /dangerous-commands.*stopped `git reset --hard`/);
   await shot("interventions");
+  // Next to the upstream diff too: what the stages did beside what changed on the wire.
+  await page.getByRole("tab", { name: "upstream" }).click();
+  const beside = page.getByTestId("upstream-interventions");
+  await beside.waitFor(WAIT);
+  assert.match(await beside.textContent(), /dangerous-commands.*stopped `git reset --hard`/);
+  await page.getByTestId("diff").waitFor(WAIT);
+  await shot("upstream-interventions");
 });

@@ -66,6 +66,19 @@ function Answer({ row }: { row: RequestRow }) {
   );
 }
 
+/** What llmux's stages did to the request and its answer, stage by stage. */
+function Interventions({ row, testId }: { row: RequestRow; testId: string }) {
+  return (
+    <ul className="interventions" data-testid={testId}>
+      {row.interventions.map((intervention, i) => (
+        <li key={i}>
+          <span className="muted">{intervention.stage}</span> {intervention.detail}
+        </li>
+      ))}
+    </ul>
+  );
+}
+
 function Overview({ row }: { row: RequestRow }) {
   return (
     <>
@@ -97,13 +110,7 @@ function Overview({ row }: { row: RequestRow }) {
         )}
         {row.interventions.length > 0 && (
           <Field name="llmux did">
-            <ul className="interventions" data-testid="interventions">
-              {row.interventions.map((intervention, i) => (
-                <li key={i}>
-                  <span className="muted">{intervention.stage}</span> {intervention.detail}
-                </li>
-              ))}
-            </ul>
+            <Interventions row={row} testId="interventions" />
           </Field>
         )}
         <Field name="key">{row.key_name}</Field>
@@ -140,6 +147,12 @@ function UpstreamDiff({ row }: { row: RequestRow }) {
         What llmux sent to {row.backend}, against what the client sent: {added} lines added,{" "}
         {removed} removed.
       </p>
+      {row.interventions.length > 0 && (
+        <div className="upstream-interventions">
+          <h3>What llmux did</h3>
+          <Interventions row={row} testId="upstream-interventions" />
+        </div>
+      )}
       <pre className="diff" data-testid="diff">
         {lines.map((line, i) =>
           line.kind === "fold" ? (
