@@ -4,44 +4,16 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-
 use support::fake_anthropic::{self, FakeAnthropic};
 use support::fake_openai::{FakeOpenAi, Mode};
 use support::{config, fake_backend_config, start};
-
-fn python() -> PathBuf {
-    let path = std::env::var_os("LLMUX_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/setup to create the test venv with the OpenAI SDK",
-        path.display()
-    );
-    path
-}
 
 async fn run_client(args: Vec<String>) -> (bool, String) {
     run_script("openai_sdk_client.py", args).await
 }
 
 async fn run_script(name: &str, args: Vec<String>) -> (bool, String) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/python")
-        .join(name);
-    let output = tokio::process::Command::new(python())
-        .arg(script)
-        .args(args)
-        .output()
-        .await
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
+    support::python::run_script(name, &args).await
 }
 
 #[tokio::test]

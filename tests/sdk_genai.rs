@@ -5,8 +5,6 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-
 use support::fake_gemini::{self, FakeGemini};
 use support::fake_openai::{self, FakeOpenAi};
 use support::{config, fake_backend_config, start};
@@ -19,37 +17,8 @@ const CHECKS: [&str; 5] = [
     "models_list",
 ];
 
-fn python() -> PathBuf {
-    let path = std::env::var_os("LLMUX_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/setup to create the test venv with the google-genai SDK",
-        path.display()
-    );
-    path
-}
-
 async fn run_client(args: &[&str]) -> (bool, String) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/genai_sdk_client.py");
-    let output = tokio::process::Command::new(python())
-        .arg(script)
-        .args(args)
-        // The SDK reads these when no key is passed; keep the host's out of the test.
-        .env_remove("GOOGLE_API_KEY")
-        .env_remove("GEMINI_API_KEY")
-        .env_remove("GOOGLE_GEMINI_BASE_URL")
-        .env_remove("GOOGLE_GENAI_USE_VERTEXAI")
-        .output()
-        .await
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
+    support::python::run_script("genai_sdk_client.py", args).await
 }
 
 fn assert_checks_passed(ok: bool, output: &str, checks: &[&str]) {

@@ -4,19 +4,11 @@
 //! models (`tests/python/responses_sdk_check.py`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::path::{Path, PathBuf};
 
-fn python() -> PathBuf {
-    let path = std::env::var_os("LLMUX_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/setup to create the test venv with the OpenAI SDK",
-        path.display()
-    );
-    path
-}
+use support::python::python;
 
 #[test]
 fn the_openai_python_sdk_reads_every_responses_client_fixture() {

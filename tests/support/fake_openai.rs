@@ -34,7 +34,8 @@ pub enum Mode {
     /// Sends a chunk every 50 ms, forever (until the client goes away).
     Endless,
     /// Streams the same sentence again and again (a model in a loop), a chunk every 2 ms,
-    /// until the client goes away (at most 3,000 chunks).
+    /// until the client goes away (at most 3,000 chunks); unstreamed, the sentence 200 times.
+    /// Never calls a tool.
     Looping,
     /// Answers chat requests with this text (in one piece).
     Answer(&'static str),
@@ -123,6 +124,11 @@ impl FakeOpenAi {
             .expect("no request reached the fake")
     }
 
+    /// Every chat request that reached the fake, in order.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.requests.lock().unwrap().clone()
+    }
+
     pub fn hit_count(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
     }
@@ -150,6 +156,9 @@ fn chunk(model: &str, delta: Value, finish: Option<&str>) -> String {
     });
     format!("data: {frame}\n\n")
 }
+
+/// What a model in a loop says, again and again (`Mode::Looping`).
+const LOOPING_SENTENCE: &str = "I should read the configuration file again to be completely sure. ";
 
 /// The arguments of the fake's tool call.
 fn call_arguments(mode: &Mode) -> &'static str {
@@ -216,7 +225,7 @@ async fn chat(
     // Calls the first offered tool until the conversation holds a tool result.
     // (CallWith calls it every time: a model that insists.)
     let tool = first_tool(&body).filter(|_| {
-        !matches!(shared.mode, Mode::Write(_))
+        !matches!(shared.mode, Mode::Write(_) | Mode::Looping)
             && (matches!(shared.mode, Mode::CallWith(_))
                 || body["messages"]
                     .as_array()
@@ -259,8 +268,9 @@ async fn chat(
 
     let reasoning = matches!(shared.mode, Mode::Reasoning);
     let answer = match shared.mode {
-        Mode::Answer(text) | Mode::Write(text) => text,
-        _ => "Hello from fake.",
+        Mode::Answer(text) | Mode::Write(text) => text.to_owned(),
+        Mode::Looping => LOOPING_SENTENCE.repeat(200),
+        _ => "Hello from fake.".to_owned(),
     };
     if !stream {
         let mut message =
@@ -327,7 +337,7 @@ async fn chat(
                 }
                 for _ in 0..3_000 {
                     tokio::time::sleep(Duration::from_millis(2)).await;
-                    let text = "I should read the configuration file again to be completely sure. ";
+                    let text = LOOPING_SENTENCE;
                     yield Ok(Bytes::from(chunk(&model, json!({"content": text}), None)));
                 }
             };

@@ -6,6 +6,7 @@ pub mod binary;
 pub mod fake_anthropic;
 pub mod fake_gemini;
 pub mod fake_openai;
+pub mod python;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
