@@ -9,6 +9,9 @@
 #   N=2000          requests counted, after 300 not counted
 #   SKIP_BUILD=1    use the binaries already in $CARGO_TARGET_DIR/release
 #   EXTRA_TOML=...  appended to the config (e.g. a [loop_detection] table to count a stage)
+#   BASE_TOML=...   appended to the base run's config instead (with BASE_BIN unset, the base
+#                   run is the same binary: one config against another)
+#   LOADGEN_ARGS=.. more `loadgen run` arguments (e.g. --tools)
 # Needs valgrind and strace (scripts/setup installs valgrind). Callgrind output files stay in
 # bench/results/callgrind/ for `callgrind_annotate` (self cost by function: --inclusive=no).
 set -euo pipefail
@@ -33,14 +36,16 @@ start_fake
 
 # load URL COUNT: COUNT requests of KIND, one at a time.
 load() {
-    "$bin/loadgen" run --url "$1" --kind "$KIND" -n "$2" >/dev/null
+    # shellcheck disable=SC2086 # LOADGEN_ARGS is a list of words
+    "$bin/loadgen" run --url "$1" --kind "$KIND" -n "$2" ${LOADGEN_ARGS:-} >/dev/null
 }
 
-# count NAME BIN: prints "NAME instructions/request syscalls/request".
+# count NAME BIN [TOML]: prints "NAME instructions/request syscalls/request"; TOML is appended
+# to the config.
 count() {
-    local name="$1" llmux="$2" port pid file instructions syscalls
+    local name="$1" llmux="$2" extra="${3:-}" port pid file instructions syscalls
     port="$("$bin/loadgen" free-port)"
-    write_config "$tmp/$name.toml" "$port" "${EXTRA_TOML:-}"
+    write_config "$tmp/$name.toml" "$port" "$extra"
     # Instructions: zero the counters after the warm-up, dump them after the counted requests.
     valgrind --tool=callgrind --callgrind-out-file="$out/$name.$KIND.cg" \
         "$llmux" --config "$tmp/$name.toml" --log-level warn >"$tmp/$name.vg.out" 2>&1 &
@@ -82,10 +87,10 @@ wait_ready() {
 }
 
 printf '%-8s %14s %14s   (KIND=%s, N=%s)\n' binary instr/request syscalls/req "$KIND" "$N"
-read -r name instr sys < <(count llmux "$LLMUX_BIN")
+read -r name instr sys < <(count llmux "$LLMUX_BIN" "${EXTRA_TOML:-}")
 printf '%-8s %14s %14s\n' "$name" "$instr" "$sys"
-if [[ -n "${BASE_BIN:-}" ]]; then
-    read -r bname binstr bsys < <(count base "$BASE_BIN")
+if [[ -n "${BASE_BIN:-}" || -n "${BASE_TOML+set}" ]]; then
+    read -r bname binstr bsys < <(count base "${BASE_BIN:-$LLMUX_BIN}" "${BASE_TOML-${EXTRA_TOML:-}}")
     printf '%-8s %14s %14s\n' "$bname" "$binstr" "$bsys"
     awk -v a="$instr" -v b="$binstr" 'BEGIN {printf "llmux - base: %+d instructions per request (%+.2f %%)\n", a - b, (a - b) * 100 / b}'
 fi

@@ -84,6 +84,19 @@ pub fn repeated_tail(text: &[u8], settings: &LoopSettings) -> Option<(usize, usi
     None
 }
 
+/// Whether `text` can end in a loop at all, cheaply: a loop's unit is at least
+/// `min(chunk_size, long_pattern_length)` bytes and repeats, so the text's last that many
+/// bytes occur earlier in it too (one unit back). Prose almost never passes, which spares it
+/// the full check (a SIMD substring search instead of a pass over the whole buffer).
+fn may_loop(text: &[u8], settings: &LoopSettings) -> bool {
+    let width = settings.chunk_size.min(settings.long_pattern_length).max(1);
+    if text.len() < 2 * width {
+        return false;
+    }
+    let tail = &text[text.len() - width..];
+    memchr::memmem::rfind(&text[..text.len() - 1], tail).is_some()
+}
+
 pub struct LoopDetection {
     settings: LoopSettings,
 }
@@ -267,6 +280,9 @@ impl Watch {
         if self.text.len() > keep {
             self.text.drain(..self.text.len() - keep);
         }
+        if !may_loop(&self.text, &self.settings) {
+            return;
+        }
         if let Some((unit, times)) = repeated_tail(&self.text, &self.settings) {
             tracing::warn!(
                 request_id = %self.request_id,
@@ -387,6 +403,32 @@ mod tests {
             .map(|i| format!("| row {i:>3} | value {i:>5} |\n"))
             .collect();
         assert!(repeated_tail(table.as_bytes(), &s).is_none());
+    }
+
+    #[test]
+    fn the_cheap_check_never_turns_away_a_loop_the_full_check_finds() {
+        let s = settings();
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut loops = 0;
+        for _ in 0..400 {
+            let word = |rng: &mut fastrand::Rng| -> String {
+                (0..rng.usize(1..8)).map(|_| rng.alphabetic()).collect()
+            };
+            let unit: String = (0..rng.usize(1..40))
+                .map(|_| word(&mut rng) + " ")
+                .collect();
+            let prefix: String = (0..rng.usize(0..30))
+                .map(|_| word(&mut rng) + " ")
+                .collect();
+            let text = prefix + &unit.repeat(rng.usize(1..12));
+            let full = repeated_tail(text.as_bytes(), &s);
+            loops += usize::from(full.is_some());
+            assert!(full.is_none() || may_loop(text.as_bytes(), &s), "{text:?}");
+        }
+        assert!(loops > 50, "the cases hold loops: {loops}");
+        let prose = "Rust's ownership rules make memory safety a compile-time property. \
+            Each value has one owner; borrowing lends access without moving it. ";
+        assert!(!may_loop(prose.as_bytes(), &s));
     }
 
     fn watch(request: &Request) -> Watch {

@@ -217,6 +217,10 @@ struct RunArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Offer a shell tool (`Bash`) in each request, as coding agents do, so the stages that
+    /// watch tool calls (tool-call repair, the reactor, dangerous commands) run.
+    #[arg(long)]
+    tools: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -470,6 +474,25 @@ fn payload(kind: Kind, model: &str) -> Bytes {
         }),
     };
     Bytes::from(body.to_string())
+}
+
+/// The payload with a shell tool offered in the kind's own format.
+fn with_shell_tool(kind: Kind, body: &[u8]) -> anyhow::Result<Bytes> {
+    let mut body: serde_json::Value = serde_json::from_slice(body)?;
+    let schema = serde_json::json!({"type": "object",
+        "properties": {"command": {"type": "string"}}, "required": ["command"]});
+    let tools = match kind.api() {
+        Api::OpenAi => serde_json::json!([{"type": "function",
+            "function": {"name": "Bash", "description": "Run a shell command.", "parameters": schema}}]),
+        Api::Anthropic => serde_json::json!([{"name": "Bash",
+            "description": "Run a shell command.", "input_schema": schema}]),
+        Api::Gemini => serde_json::json!([{"functionDeclarations": [{"name": "Bash",
+            "description": "Run a shell command.", "parameters": schema}]}]),
+        Api::Responses => serde_json::json!([{"type": "function", "name": "Bash",
+            "description": "Run a shell command.", "parameters": schema}]),
+    };
+    body["tools"] = tools;
+    Ok(Bytes::from(body.to_string()))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -905,7 +928,10 @@ async fn measured_phase(
 
 async fn cmd_run(args: RunArgs) -> anyhow::Result<()> {
     let target = Arc::new(Target::parse(&args.url)?);
-    let body = payload(args.kind, &args.model);
+    let mut body = payload(args.kind, &args.model);
+    if args.tools {
+        body = with_shell_tool(args.kind, &body)?;
+    }
     if args.warmup > 0 {
         let w = run_phase(
             &target,
