@@ -123,6 +123,7 @@ for (( round = 1; round <= ROUNDS; round++ )); do
         load "${!port}" "$REQUESTS"
         after="$(cpu_ns "${!pid}")"
         spent[$side]=$(( spent[$side] + after - before ))
+        echo "round $round, $side (pid ${!pid}, port ${!port}): $(( (after - before) / REQUESTS / 1000 )) µs/request" >&2
     done
 done
 total=$(( REQUESTS * ROUNDS ))
@@ -137,11 +138,11 @@ total=$(( REQUESTS * ROUNDS ))
     echo
     echo "| measure | all off | all on | added per request | added per chunk |"
     echo "|---|--:|--:|--:|--:|"
-    awk -v off="$off_instr" -v on="$on_instr" -v c="$CHUNKS" 'BEGIN {
-        printf "| instructions per request (callgrind, %s requests) | %d | %d | %+d | %+.0f instructions |\n", ENVIRON["N"], off, on, on - off, (on - off) / c }'
-    awk -v off="${spent[off]}" -v on="${spent[on]}" -v n="$total" -v c="$CHUNKS" 'BEGIN {
+    awk -v off="$off_instr" -v on="$on_instr" -v c="$CHUNKS" -v n="$N" 'BEGIN {
+        printf "| instructions per request (callgrind, %s requests) | %d | %d | %+d | %+.0f instructions |\n", n, off, on, on - off, (on - off) / c }'
+    awk -v off="${spent[off]}" -v on="${spent[on]}" -v n="$total" -v c="$CHUNKS" -v r="$ROUNDS" 'BEGIN {
         o = off / n / 1000; a = on / n / 1000
-        printf "| llmux CPU µs per request (schedstat, %d requests per side in %s alternating rounds) | %.1f | %.1f | %+.1f | %+.2f µs |\n", n, ENVIRON["ROUNDS"], o, a, a - o, (a - o) / c }'
+        printf "| llmux CPU µs per request (schedstat, %d requests per side in %s alternating rounds) | %.1f | %.1f | %+.1f | %+.2f µs |\n", n, r, o, a, a - o, (a - o) / c }'
     echo
     echo "CPU time moves by a few percent between runs on a busy 2-core machine; the instruction"
     echo "count is the steadier of the two."

@@ -1,6 +1,7 @@
 //! Content rewriting over real HTTP: inbound rules change the system prompt and user
-//! messages the provider gets, outbound rules add to the answer, each only where its
-//! back-end, model and client filters match.
+//! messages the provider gets, outbound rules add to and replace in the answer (a match
+//! split across stream chunks included), each only where its back-end, model and client
+//! filters match.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -37,6 +38,13 @@ target = "answer"
 action = "append"
 text = " (via llmux)"
 backend = "^fake$"
+
+[[rules]]
+direction = "outbound"
+target = "answer"
+action = "replace"
+pattern = "from (fake)"
+text = "from the $1 provider"
 "#;
 
 async fn ask(llmux: &support::Llmux, model: &str, agent: &str, stream: bool) -> String {
@@ -75,7 +83,7 @@ async fn rules_rewrite_what_goes_in_and_add_to_what_comes_out_where_they_apply()
     let llmux = start(config(&toml, &[]), &[("FAKE_API_KEY", "sk-fake")]).await;
 
     let answer = ask(&llmux, "small", "vscode-extension/1.0", false).await;
-    assert_eq!(answer, "Hello from fake. (via llmux)");
+    assert_eq!(answer, "Hello from the fake provider. (via llmux)");
     let sent = fake.last_request().body;
     assert_eq!(
         sent["messages"][0]["content"],
@@ -85,7 +93,7 @@ async fn rules_rewrite_what_goes_in_and_add_to_what_comes_out_where_they_apply()
 
     // Another model and client: only the rules without filters apply; streamed too.
     let answer = ask(&llmux, "large", "curl/8", true).await;
-    assert_eq!(answer, "Hello from fake. (via llmux)");
+    assert_eq!(answer, "Hello from the fake provider. (via llmux)");
     let sent = fake.last_request().body;
     assert_eq!(
         sent["messages"][0]["content"],

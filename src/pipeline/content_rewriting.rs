@@ -112,12 +112,12 @@ pub fn parse_rules(text: &str) -> Result<Vec<Rule>, String> {
         .map(|(i, raw)| {
             let fits = match raw.direction {
                 Direction::Inbound => raw.target != Where::Answer,
-                Direction::Outbound => raw.target == Where::Answer && raw.action != Action::Replace,
+                Direction::Outbound => raw.target == Where::Answer,
             };
             if !fits {
                 return Err(format!(
                     "rules[{i}]: inbound rules rewrite the system prompt or user messages; \
-                     outbound ones prepend or append to the answer"
+                     outbound ones rewrite the answer"
                 ));
             }
             if raw.action == Action::Replace && raw.pattern.is_none() {
@@ -310,42 +310,150 @@ impl Stage for ContentRewriting {
             .collect();
         (!rules.is_empty()).then(|| {
             Box::new(Outbound {
+                replaces: rules.iter().any(|r| r.action == Action::Replace),
                 rules,
                 started: false,
+                line: String::new(),
+                trail: ctx.trail.clone(),
             }) as Box<dyn EventFilter>
         })
     }
 }
 
-/// Adds the outbound rules' text before the answer's first text and after its last.
+/// The most answer text held for outbound replace rules when no line ends.
+const LINE_LIMIT: usize = 4096;
+
+/// Outbound rules: text added before the answer's first text and after its last, and
+/// replace rules applied a line at a time (a streamed answer is held until each line ends,
+/// at most [`LINE_LIMIT`] bytes, so a pattern is matched within one line).
 struct Outbound {
     rules: Vec<Rule>,
+    replaces: bool,
     started: bool,
+    /// Text of the line being read, for the replace rules.
+    line: String,
+    trail: super::Trail,
 }
 
 impl EventFilter for Outbound {
     fn on_event(&mut self, event: Event, out: &mut Vec<Event>) {
-        match &event {
-            Event::TextDelta(_) if !self.started => {
-                self.started = true;
-                for rule in self.rules.iter().filter(|r| r.action == Action::Prepend) {
-                    out.push(Event::TextDelta(rule.text.clone()));
-                }
+        if matches!(event, Event::TextDelta(_)) && !self.started {
+            self.started = true;
+            for rule in self.rules.iter().filter(|r| r.action == Action::Prepend) {
+                out.push(Event::TextDelta(rule.text.clone()));
+                self.trail.intervene("content-rewriting", rule.describe());
             }
-            Event::Finish { .. } if self.started => {
-                for rule in self.rules.iter().filter(|r| r.action == Action::Append) {
-                    out.push(Event::TextDelta(rule.text.clone()));
-                }
-            }
-            _ => {}
         }
-        out.push(event);
+        match event {
+            Event::TextDelta(text) if self.replaces => {
+                self.line.push_str(&text);
+                let ready = match self.line.rfind('\n') {
+                    Some(at) => at + 1,
+                    None if self.line.len() > LINE_LIMIT => self.line.len(),
+                    None => return,
+                };
+                let rest = self.line.split_off(ready);
+                let lines = std::mem::replace(&mut self.line, rest);
+                self.give_replaced(lines, out);
+            }
+            Event::TextDelta(_) => out.push(event),
+            other => {
+                // Anything else (a call, the finish, an error) ends the line.
+                let line = std::mem::take(&mut self.line);
+                self.give_replaced(line, out);
+                if matches!(other, Event::Finish { .. }) && self.started {
+                    for rule in self.rules.iter().filter(|r| r.action == Action::Append) {
+                        out.push(Event::TextDelta(rule.text.clone()));
+                        self.trail.intervene("content-rewriting", rule.describe());
+                    }
+                }
+                out.push(other);
+            }
+        }
+    }
+
+    fn on_end(&mut self, out: &mut Vec<Event>) {
+        let line = std::mem::take(&mut self.line);
+        self.give_replaced(line, out);
+    }
+}
+
+impl Outbound {
+    /// Whole lines of the answer with the replace rules applied.
+    fn give_replaced(&mut self, mut text: String, out: &mut Vec<Event>) {
+        if text.is_empty() {
+            return;
+        }
+        for rule in self.rules.iter().filter(|r| r.action == Action::Replace) {
+            if let Some(changed) = rule.rewrite(&text) {
+                text = changed;
+                self.trail.intervene("content-rewriting", rule.describe());
+            }
+        }
+        if !text.is_empty() {
+            out.push(Event::TextDelta(text));
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outbound_replace_rules_apply_within_lines_whatever_the_chunks() {
+        let rules = parse_rules(
+            r#"[[rules]]
+direction = "outbound"
+target = "answer"
+action = "replace"
+pattern = "\\bcolour\\b"
+text = "color"
+
+[[rules]]
+direction = "outbound"
+target = "answer"
+action = "append"
+text = " [end]"
+"#,
+        )
+        .unwrap();
+        let answer = "The colour is grey.\nMy colour: blue, your colour: red.\nNo change here";
+        let expected = "The color is grey.\nMy color: blue, your color: red.\nNo change here [end]";
+        let mut rng = fastrand::Rng::with_seed(3);
+        for _ in 0..50 {
+            let mut filter = Outbound {
+                replaces: true,
+                rules: rules.clone(),
+                started: false,
+                line: String::new(),
+                trail: super::super::Trail::default(),
+            };
+            let mut out = Vec::new();
+            let mut rest = answer;
+            while !rest.is_empty() {
+                let cut = rng.usize(1..=rest.len().min(9));
+                filter.on_event(Event::TextDelta(rest[..cut].to_owned()), &mut out);
+                rest = &rest[cut..];
+            }
+            filter.on_event(
+                Event::Finish {
+                    reason: crate::model::FinishReason::EndTurn,
+                    stop_sequence: None,
+                },
+                &mut out,
+            );
+            let text: String = out
+                .iter()
+                .filter_map(|e| match e {
+                    Event::TextDelta(t) => Some(t.as_str()),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(text, expected);
+            assert!(matches!(out.last(), Some(Event::Finish { .. })));
+        }
+    }
 
     #[test]
     fn rules_are_checked_naming_what_is_wrong() {
@@ -363,7 +471,7 @@ model = "^qwen"
         assert_eq!(ok.len(), 1);
         let bad = |text: &str| parse_rules(text).unwrap_err();
         assert!(bad("[[rules]]\ndirection = \"inbound\"\ntarget = \"system\"\naction = \"replace\"\ntext = \"x\"").contains("needs a pattern"));
-        assert!(bad("[[rules]]\ndirection = \"outbound\"\ntarget = \"answer\"\naction = \"replace\"\npattern = \"a\"\ntext = \"x\"").contains("outbound"));
+        assert!(bad("[[rules]]\ndirection = \"outbound\"\ntarget = \"user\"\naction = \"append\"\ntext = \"x\"").contains("outbound"));
         assert!(bad("[[rules]]\ndirection = \"inbound\"\ntarget = \"user\"\naction = \"replace\"\npattern = \"(\"\ntext = \"x\"").contains("rules[0].pattern"));
         assert!(bad("[[rules]]\ndirection = \"sideways\"\ntarget = \"user\"\naction = \"append\"\ntext = \"x\"").contains("sideways"));
     }

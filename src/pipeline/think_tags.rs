@@ -37,12 +37,13 @@ impl Stage for ThinkTags {
 
     fn response_filter(
         &self,
-        _ctx: &RequestContext,
+        ctx: &RequestContext,
         _request: &Request,
     ) -> Option<Box<dyn EventFilter>> {
         Some(Box::new(Tags {
             state: State::Start,
             pending: String::new(),
+            trail: ctx.trail.clone(),
         }))
     }
 }
@@ -62,6 +63,8 @@ struct Tags {
     state: State,
     /// Text not yet given out (a possible tag, or leading whitespace).
     pending: String,
+    /// Where the stage says it read a thought.
+    trail: super::Trail,
 }
 
 /// The length of the longest end of `text` that begins `tag` (a tag split across chunks).
@@ -85,6 +88,8 @@ impl Tags {
                         let at = self.pending.len() - trimmed.len() + OPEN.len();
                         self.pending.drain(..at);
                         self.state = State::Thinking;
+                        self.trail
+                            .intervene("think-tags", "text in <think> tags became reasoning");
                     } else if OPEN.starts_with(trimmed) {
                         return; // Whitespace, or the tag's beginning: wait for more.
                     } else {
@@ -179,6 +184,7 @@ mod tests {
         let mut tags = Tags {
             state: State::Start,
             pending: String::new(),
+            trail: super::super::Trail::default(),
         };
         let mut out = Vec::new();
         for chunk in chunks {
