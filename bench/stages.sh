@@ -103,9 +103,9 @@ for side in off on; do
     declare "${side}_port=$port" "${side}_pid=$started_pid"
 done
 
-# cpu_ns PID: CPU time of every living thread of PID, in ns.
+# cpu_ns PID: CPU time of every living thread of PID, in ns (%.0f: mawk's %d stops at 2^31).
 cpu_ns() {
-    cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%d", s}'
+    cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%.0f", s}'
 }
 load() {
     "$bin/loadgen" run --url "http://127.0.0.1:$1/v1" --kind stream --tools -n "$2" \

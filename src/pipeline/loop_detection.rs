@@ -405,6 +405,54 @@ mod tests {
         assert!(repeated_tail(table.as_bytes(), &s).is_none());
     }
 
+    /// Streams `text` through a fresh watch in pieces cut at random places: whether it was cut.
+    fn cut_when_streamed(text: &str, rng: &mut fastrand::Rng) -> bool {
+        let mut filter = watch(&Request::new("m", vec![]));
+        let mut out = Vec::new();
+        let mut rest = text;
+        while !rest.is_empty() && !filter.cut() {
+            let mut at = rng.usize(1..=rest.len().min(200));
+            while !rest.is_char_boundary(at) {
+                at += 1;
+            }
+            filter.on_event(Event::TextDelta(rest[..at].to_owned()), &mut out);
+            rest = &rest[at..];
+        }
+        filter.cut()
+    }
+
+    #[test]
+    fn two_loops_and_a_non_loop_are_told_apart_whatever_the_chunks() {
+        // A model stuck re-planning the same step, and one repeating a paragraph.
+        let short_loop = "Now I will run the tests again. ".repeat(40);
+        let paragraph_loop = "I have updated the handler so that it validates the input \
+            before calling the service, and I added a test for the empty case. Let me verify \
+            that the change works as expected by reading the file once more.\n\n"
+            .repeat(5);
+        // Long, structured, and repetitive in shape but never the same text twice.
+        let table: String = (0..300)
+            .map(|i| {
+                format!(
+                    "| test_case_{i:03} | passed | {}.{:02} ms |\n",
+                    i % 7,
+                    i % 100
+                )
+            })
+            .collect();
+        let mut rng = fastrand::Rng::with_seed(15);
+        for round in 0..100 {
+            assert!(
+                cut_when_streamed(&short_loop, &mut rng),
+                "short loop, round {round}"
+            );
+            assert!(
+                cut_when_streamed(&paragraph_loop, &mut rng),
+                "paragraph loop, round {round}"
+            );
+            assert!(!cut_when_streamed(&table, &mut rng), "table, round {round}");
+        }
+    }
+
     #[test]
     fn the_cheap_check_never_turns_away_a_loop_the_full_check_finds() {
         let s = settings();
