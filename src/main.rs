@@ -139,6 +139,9 @@ fn report_invalid(err: &llmux::config::ConfigError) -> ExitCode {
 fn check(loaded: Result<Loaded, llmux::config::ConfigError>) -> ExitCode {
     match loaded {
         Ok(loaded) => {
+            for warning in &loaded.warnings {
+                eprintln!("warning: {warning}");
+            }
             for note in &loaded.notes {
                 eprintln!("note: {note}");
             }
@@ -231,6 +234,9 @@ fn init_logging(config: &Config) {
 fn serve(loaded: Loaded, loader: ConfigLoader) -> anyhow::Result<ExitCode> {
     let config = loaded.config;
     init_logging(&config);
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
     for note in &loaded.notes {
         tracing::info!("{note}");
     }

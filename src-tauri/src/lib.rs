@@ -66,10 +66,10 @@ impl DesktopConfig {
     pub fn load(&self) -> Result<(Config, Vec<String>), String> {
         let loaded = self.settings.load().map_err(|e| e.to_string())?;
         let config = with_desktop_defaults(loaded.config, &loaded.raw, self.data_dir.as_deref());
-        Ok((
-            proxy_key::apply(config, self.keychain.as_ref()),
-            loaded.notes,
-        ))
+        let notes = (loaded.warnings.iter().map(|w| format!("warning: {w}")))
+            .chain(loaded.notes)
+            .collect();
+        Ok((proxy_key::apply(config, self.keychain.as_ref()), notes))
     }
 }
 

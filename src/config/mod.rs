@@ -12,6 +12,7 @@ mod print;
 pub mod proxy;
 pub mod raw;
 pub mod routes;
+mod seed_file;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -302,6 +303,8 @@ pub struct Loaded {
     pub layered: Layered,
     /// Notes worth a log line (an adjusted value, a file that was read).
     pub notes: Vec<String>,
+    /// Warnings worth a warning line: the seed's key names, deprecated in llmux.
+    pub warnings: Vec<String>,
 }
 
 impl Loaded {
@@ -377,6 +380,7 @@ impl ConfigLoader {
     pub fn load(self) -> Result<Loaded, ConfigError> {
         let mut problems = Vec::new();
         let mut notes = Vec::new();
+        let mut warnings = Vec::new();
         let mut layered = Layered::default();
 
         if let Some((path, required, contents)) = &self.file {
@@ -385,7 +389,8 @@ impl ConfigLoader {
                 None => read_file(path, *required),
             };
             match table {
-                Ok(Some(table)) => {
+                Ok(Some(mut table)) => {
+                    seed_file::rename_seed_keys(&mut table, &mut warnings);
                     layered.merge_table(table, &Source::File(path.clone()));
                     notes.push(format!("read config file {}", path.display()));
                 }
@@ -434,6 +439,7 @@ impl ConfigLoader {
                 raw,
                 layered,
                 notes,
+                warnings,
             }),
             _ => Err(ConfigError { problems }),
         }
@@ -449,7 +455,12 @@ fn read_file(path: &Path, required: bool) -> Result<Option<toml::Table>, String>
     parse_file(path, &text).map(Some)
 }
 
+/// A config file's table: YAML for `.yaml` / `.yml` files (the seed's format), else TOML.
 fn parse_file(path: &Path, text: &str) -> Result<toml::Table, String> {
+    if seed_file::is_yaml(path) {
+        return seed_file::parse_yaml(text)
+            .map_err(|err| format!("config file {} is not valid YAML: {err}", path.display()));
+    }
     text.parse::<toml::Table>()
         .map_err(|err| format!("config file {} is not valid TOML: {err}", path.display()))
 }

@@ -1,0 +1,101 @@
+//! A seed user's config.yaml loads as it is: every YAML snippet of llm-interactive-proxy's
+//! README (tests/fixtures/seed_config/) gives the same configuration as its llmux TOML twin;
+//! the seed's key names llmux spells differently load with a warning naming the new key;
+//! broken YAML is refused naming the file and the line.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use llmux::config::{ConfigLoader, Loaded};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/seed_config")
+}
+
+fn load(path: &Path) -> Result<Loaded, String> {
+    ConfigLoader::new()
+        .file(path, true)
+        .env(|_| None)
+        .load()
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn every_seed_snippet_loads_like_its_toml_twin() {
+    let mut names: Vec<String> = std::fs::read_dir(fixtures())
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".yaml").map(str::to_owned)
+        })
+        .collect();
+    names.sort();
+    assert!(names.len() >= 8, "{names:?}");
+    for name in names {
+        let yaml = load(&fixtures().join(format!("{name}.yaml")))
+            .unwrap_or_else(|e| panic!("{name}.yaml: {e}"));
+        let toml = load(&fixtures().join(format!("{name}.toml")))
+            .unwrap_or_else(|e| panic!("{name}.toml: {e}"));
+        assert_eq!(yaml.config, toml.config, "{name}");
+        assert!(toml.warnings.is_empty(), "{name}: {:?}", toml.warnings);
+    }
+}
+
+#[test]
+fn the_seeds_capture_keys_load_with_a_warning_naming_llmux_keys() {
+    let loaded = load(&fixtures().join("wire_capture.yaml")).unwrap();
+    assert_eq!(
+        loaded.config.capture.as_ref().map(|c| c.file.clone()),
+        Some(PathBuf::from("logs/wire_capture.log"))
+    );
+    assert_eq!(loaded.warnings.len(), 7, "{:?}", loaded.warnings);
+    assert!(
+        loaded
+            .warnings
+            .contains(&"logging.capture_file is deprecated: llmux calls it capture.file".into()),
+        "{:?}",
+        loaded.warnings
+    );
+}
+
+#[test]
+fn broken_yaml_is_refused_naming_the_file_and_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, "proxy:\n  host: 127.0.0.1\n  port: [8000\n").unwrap();
+    let err = load(&path).err().unwrap();
+    assert!(err.contains("config.yaml is not valid YAML"), "{err}");
+    assert!(err.contains("line"), "{err}");
+
+    // A key llmux does not know is still an error, naming the key and the file.
+    std::fs::write(&path, "proxy:\n  hots: 127.0.0.1\n").unwrap();
+    let err = load(&path).err().unwrap();
+    assert!(err.contains("hots"), "{err}");
+    assert!(err.contains("config.yaml"), "{err}");
+
+    // A document that is not a mapping.
+    std::fs::write(&path, "- openai\n- anthropic\n").unwrap();
+    let err = load(&path).err().unwrap();
+    assert!(err.contains("not a mapping"), "{err}");
+}
+
+#[test]
+fn llmux_serves_from_a_yaml_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(
+        &path,
+        "default_backend: mock\nproxy:\n  host: 127.0.0.1\n  port: 0\nlogging:\n  capture_file: null\n",
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_llmux"))
+        .args(["config", "check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("configuration is valid"), "{text}");
+}
