@@ -156,6 +156,30 @@ async fn help_and_status_describe_the_commands_and_the_next_request() {
 }
 
 #[tokio::test]
+async fn help_and_status_beside_text_for_the_model_come_before_its_answer() {
+    let (fake, llmux) = setup("").await;
+    for stream in [false, true] {
+        let answer = chat(&llmux, "s", "!/help explain the diff", stream).await;
+        assert!(answer.contains("!/backend(name)"), "{answer}");
+        assert!(answer.ends_with("\n\nHello from fake."), "{answer}");
+        assert_eq!(
+            fake.last_request().body["messages"][2]["content"],
+            "explain the diff",
+            "the text went on without the command"
+        );
+    }
+    let answer = chat(&llmux, "s", "!/status and now the tests", false).await;
+    assert!(
+        answer.contains("back-end fake, model fake-small"),
+        "{answer}"
+    );
+    assert!(answer.ends_with("Hello from fake."), "{answer}");
+    // Commands that change the session say nothing in the model's answer.
+    let answer = chat(&llmux, "s", "!/set(temperature=0.3) go on", false).await;
+    assert_eq!(answer, "Hello from fake.");
+}
+
+#[tokio::test]
 async fn strict_mode_only_takes_a_last_line_of_commands() {
     let (fake, llmux) = setup("strict_command_detection = true").await;
     let answer = chat(&llmux, "s", "I tried !/help but it didn't work", false).await;
@@ -299,6 +323,29 @@ async fn the_planning_phase_routes_early_turns_to_the_strong_model_until_a_file_
     send(read_tool).await.unwrap().text().await.unwrap();
     assert_eq!(fake.last_request().body["model"], "fake-small");
     assert!(fake.last_request().body.get("temperature").is_none());
+}
+
+#[tokio::test]
+async fn the_planning_phase_works_on_the_names_aliases_rewrote() {
+    // As the seed says: an alias rewrites the client's model, and the planning phase still
+    // sends the session's first turns to the strong model; once it is over, the alias holds.
+    let (fake, llmux) = setup(
+        "model_aliases = [{ pattern = \"^cheap$\", replacement = \"fake:fake-small\" }]\n\
+         session.planning_phase = { enabled = true, strong_model = \"fake:fake-large\", max_turns = 1 }",
+    )
+    .await;
+    let send = || {
+        client()
+            .post(llmux.url("/v1/chat/completions"))
+            .header("x-session-id", "aliased")
+            .json(&json!({"model": "cheap",
+                "messages": [{"role": "user", "content": "plan the work"}]}))
+            .send()
+    };
+    send().await.unwrap().text().await.unwrap();
+    assert_eq!(fake.last_request().body["model"], "fake-large");
+    send().await.unwrap().text().await.unwrap();
+    assert_eq!(fake.last_request().body["model"], "fake-small");
 }
 
 #[tokio::test]

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use regex::Regex;
 
-use super::{Flow, Phases, Reads, RequestContext, Stage};
+use super::{EventFilter, Flow, Phases, Reads, RequestContext, Stage};
 use crate::Error;
 use crate::config::routes::{FailoverRoute, check_leg, check_name};
 use crate::model::{
@@ -590,7 +590,7 @@ impl Stage for Commands {
     }
 
     fn phases(&self) -> Phases {
-        Phases::ON_REQUEST
+        Phases::ON_REQUEST | Phases::RESPONSE_FILTER
     }
 
     async fn on_request(
@@ -634,6 +634,9 @@ impl Stage for Commands {
         let only_commands = last.parts.is_empty();
 
         let mut said = Vec::new();
+        // What informational commands said: shown before the model's answer when the
+        // message goes on to the model.
+        let mut informed = Vec::new();
         let mut failed = None;
         let mut wants_status = false;
         let mut session = self.state.session(&ctx.session_id).await?;
@@ -645,7 +648,12 @@ impl Stage for Commands {
                         said.push(text);
                     }
                 }
-                Ok(text) => said.push(text),
+                Ok(text) => {
+                    if command.name == "help" {
+                        informed.push(text.clone());
+                    }
+                    said.push(text);
+                }
                 Err(why) => {
                     failed = Some(why);
                     break;
@@ -661,12 +669,42 @@ impl Stage for Commands {
             .update(&ctx.session_id, &|s| *s = updated.clone())
             .await?;
         if wants_status {
-            said.push(self.status(&session, request));
+            let status = self.status(&session, request);
+            informed.push(status.clone());
+            said.push(status);
         }
         if only_commands {
             return Ok(Flow::Respond(local_answer(&said.join("\n"))));
         }
+        if !informed.is_empty() {
+            ctx.preface = Some(informed.join("\n"));
+        }
         Ok(Flow::Continue)
+    }
+
+    fn response_filter(
+        &self,
+        ctx: &RequestContext,
+        _request: &Request,
+    ) -> Option<Box<dyn EventFilter>> {
+        let text = ctx.preface.clone()?;
+        Some(Box::new(Preface { text: Some(text) }))
+    }
+}
+
+/// Puts what `!/help` or `!/status` said before the model's answer, as text of its own.
+struct Preface {
+    text: Option<String>,
+}
+
+impl EventFilter for Preface {
+    fn on_event(&mut self, event: Event, out: &mut Vec<Event>) {
+        if !matches!(event, Event::Start { .. })
+            && let Some(text) = self.text.take()
+        {
+            out.push(Event::TextDelta(format!("{text}\n\n")));
+        }
+        out.push(event);
     }
 }
 

@@ -99,6 +99,9 @@ pub struct RequestContext {
     pub trail: Trail,
     /// The failover route the request asked for, if it did.
     pub failover_route: Option<String>,
+    /// Text llmux shows before the model's answer: what `!/help` or `!/status` said when
+    /// the message also had text for the model.
+    pub preface: Option<String>,
 }
 
 impl RequestContext {
@@ -119,6 +122,7 @@ impl RequestContext {
             answer_echo: None,
             trail: Trail::default(),
             failover_route: None,
+            preface: None,
         }
     }
 }

@@ -87,7 +87,17 @@ impl Stage for Planning {
         let Some(strong) = self.active() else {
             return Ok(());
         };
-        if route.source() != RouteSource::Client || request.model == strong {
+        // As the seed has it, the phase works on the model names the aliases rewrote: it
+        // claims a request an alias routed, and stays out when the client or an alias
+        // already chose the strong model. Stronger rules (one-off, session, static route,
+        // forced model) win over it.
+        if !matches!(route.source(), RouteSource::Client | RouteSource::Alias) {
+            return Ok(());
+        }
+        let chosen = route
+            .target()
+            .map(|t| format!("{}:{}", t.backend.id(), t.model));
+        if request.model == strong || chosen.as_deref() == Some(strong) {
             return Ok(());
         }
         let settings = &self.settings;
@@ -259,13 +269,36 @@ mod tests {
     async fn stronger_rules_win_over_the_planning_phase() {
         let (stage, state) = stage(10);
         for source in [
-            RouteSource::Alias,
             RouteSource::Session,
             RouteSource::ForceModel,
+            RouteSource::StaticRoute,
+            RouteSource::OneOff,
         ] {
             assert_eq!(routed_to(&stage, source).await, "openai:gpt-4o-mini");
         }
         assert_eq!(state.session("s").await.unwrap().planning_turns, 0);
+    }
+
+    #[tokio::test]
+    async fn the_phase_applies_after_an_alias_unless_it_chose_the_strong_model() {
+        let (stage, state) = stage(10);
+        assert_eq!(routed_to(&stage, RouteSource::Alias).await, "openai:o3");
+        assert_eq!(state.session("s").await.unwrap().planning_turns, 1);
+
+        // An alias that already leads to the strong model: nothing to override, no turn.
+        let mut ctx = RequestContext::new(crate::model::Protocol::OpenAiChat);
+        ctx.session_id = "t".into();
+        let mut request = Request::new("smart", Vec::new());
+        let router = crate::router::tests::router(None);
+        let mut route = Route::new(&router);
+        route.choose("openai:o3", RouteSource::Alias);
+        stage
+            .on_route(&mut ctx, &mut request, &mut route)
+            .await
+            .unwrap();
+        assert_eq!(route.source(), RouteSource::Alias);
+        assert_eq!(request.sampling.temperature, None, "no overrides");
+        assert_eq!(state.session("t").await.unwrap().planning_turns, 0);
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Routing rules: where a request goes, and with which temperature and reasoning.
 //!
 //! Precedence, strongest first (DESIGN.md): one-off `!/oneoff` > session `!/backend` and
-//! `!/model` (through the aliases) > `--static-route` > `--force-model` > model aliases >
-//! planning phase (not built yet) > the client's model on the default back-end.
+//! `!/model` (through the aliases) > `--static-route` > `--force-model` > the planning phase
+//! (`planning.rs`, which works on the names model aliases rewrote, as the seed does) > model
+//! aliases > the client's model on the default back-end.
 
 use std::sync::Arc;
 
