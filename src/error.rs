@@ -166,7 +166,11 @@ impl Error {
 
     pub fn status(&self) -> u16 {
         match self.kind() {
-            ErrorKind::InvalidRequest { .. } | ErrorKind::InputLimitExceeded { .. } => 400,
+            // As the seed documents: a body that cannot be read is 400, a field that fails
+            // validation 422 (its details name the field); too many input tokens is 400.
+            ErrorKind::InvalidRequest { param: Some(_), .. } => 422,
+            ErrorKind::InvalidRequest { param: None, .. }
+            | ErrorKind::InputLimitExceeded { .. } => 400,
             ErrorKind::Unauthorized { .. } => 401,
             ErrorKind::Forbidden { .. } => 403,
             ErrorKind::NotFound { .. } => 404,

@@ -476,7 +476,7 @@ async fn bad_anthropic_requests_get_anthropic_shaped_400s() {
     ];
     for (request, needle) in cases {
         let response = post(llmux.anthropic_url("/v1/messages"), &request, &[]).await;
-        assert_eq!(response.status(), 400, "{request}");
+        assert_eq!(response.status(), 422, "{request}");
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["type"], "error");
         assert_eq!(body["error"]["type"], "invalid_request_error");

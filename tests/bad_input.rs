@@ -65,7 +65,7 @@ async fn wrong_types_name_the_field() {
     ];
     for (request, field) in cases {
         let (status, body) = post_raw(&llmux, request.to_string()).await;
-        assert_eq!(status, 400, "{request}");
+        assert_eq!(status, 422, "{request}");
         assert!(
             message(&body).contains(field),
             "{field} not named in {body}"

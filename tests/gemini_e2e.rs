@@ -417,14 +417,14 @@ async fn count_tokens_answers_locally_in_both_request_forms() {
         "{counted}"
     );
 
-    // Neither form has contents: a Google-shaped 400.
+    // Neither form has contents: a Google-shaped 422 (a missing field).
     let response = post(
         gen_url(&llmux, "fake-small", "countTokens", ""),
         &json!({}),
         &[],
     )
     .await;
-    assert_eq!(response.status(), 400);
+    assert_eq!(response.status(), 422);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["status"], "INVALID_ARGUMENT");
     assert_eq!(fake.hit_count(), 0, "countTokens never calls the provider");
@@ -489,7 +489,7 @@ async fn google_error(response: reqwest::Response, status: u16, name: &str) -> S
 }
 
 #[tokio::test]
-async fn bad_gemini_requests_get_google_shaped_400s() {
+async fn bad_gemini_requests_get_google_shaped_4xx() {
     let (fake, llmux) = openai_behind(fake_openai::Mode::Normal).await;
     let url = gen_url(&llmux, "fake-small", "generateContent", "");
 
@@ -497,7 +497,7 @@ async fn bad_gemini_requests_get_google_shaped_400s() {
     let request = json!({"contents": [{"role": "user", "parts": [{"text": "hi"}, {"videoFrame": {"n": 1}}]}]});
     let message = google_error(
         post(url.clone(), &request, &[]).await,
-        400,
+        422,
         "INVALID_ARGUMENT",
     )
     .await;
@@ -507,7 +507,7 @@ async fn bad_gemini_requests_get_google_shaped_400s() {
     let request = json!({"contents": [{"role": "user", "parts": [{"text": "hi", "inlineData": {"mimeType": "image/png", "data": "AAAA"}}]}]});
     let message = google_error(
         post(url.clone(), &request, &[]).await,
-        400,
+        422,
         "INVALID_ARGUMENT",
     )
     .await;
@@ -520,7 +520,7 @@ async fn bad_gemini_requests_get_google_shaped_400s() {
     ]});
     let message = google_error(
         post(url.clone(), &request, &[]).await,
-        400,
+        422,
         "INVALID_ARGUMENT",
     )
     .await;
@@ -533,7 +533,7 @@ async fn bad_gemini_requests_get_google_shaped_400s() {
     let request = json!({"contents": [{"role": "assistant", "parts": [{"text": "hi"}]}]});
     let message = google_error(
         post(url.clone(), &request, &[]).await,
-        400,
+        422,
         "INVALID_ARGUMENT",
     )
     .await;
@@ -542,7 +542,7 @@ async fn bad_gemini_requests_get_google_shaped_400s() {
     // No contents.
     google_error(
         post(url.clone(), &json!({"contents": []}), &[]).await,
-        400,
+        422,
         "INVALID_ARGUMENT",
     )
     .await;

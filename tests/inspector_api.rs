@@ -246,14 +246,16 @@ async fn the_ui_is_served_at_ui_without_auth_and_only_its_own_files() {
 async fn requests_llmux_cannot_read_are_recorded_with_their_error() {
     let dir = tempfile::tempdir().unwrap();
     let (llmux, fake) = run(&dir).await;
-    for (path, body) in [
+    // Bodies that are not JSON are 400s, a field of the wrong type a 422.
+    for (path, body, status) in [
         (
             "/v1/chat/completions",
             "{\"model\": \"fake-small\", \"messages\": ",
+            400,
         ),
-        ("/v1/messages", "{\"model\": 5}"),
-        ("/v1beta/models/fake-small:generateContent", "[1, 2]"),
-        ("/v1/responses", "not json at all"),
+        ("/v1/messages", "{\"model\": 5}", 422),
+        ("/v1beta/models/fake-small:generateContent", "[1, 2]", 400),
+        ("/v1/responses", "not json at all", 400),
     ] {
         let response = client()
             .post(llmux.url(path))
@@ -264,24 +266,28 @@ async fn requests_llmux_cannot_read_are_recorded_with_their_error() {
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), 400, "{path}");
+        assert_eq!(response.status(), status, "{path}");
     }
     assert_eq!(fake.hit_count(), 0, "nothing reached the provider");
     llmux.engine.store().unwrap().flush(Duration::from_secs(5));
 
-    let export = client()
-        .get(llmux.url("/admin/api/export?status=400"))
-        .bearer_auth(PROXY_KEY)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let listed: Vec<Value> = export
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
+    let mut listed: Vec<Value> = Vec::new();
+    for status in [400, 422] {
+        let export = client()
+            .get(llmux.url(&format!("/admin/api/export?status={status}")))
+            .bearer_auth(PROXY_KEY)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        listed.extend(export.lines().map(|line| {
+            let row: Value = serde_json::from_str(line).unwrap();
+            assert_eq!(row["status"], status, "{row}");
+            row
+        }));
+    }
     assert_eq!(listed.len(), 4, "{listed:?}");
     let frontends: Vec<&str> = listed
         .iter()
@@ -291,7 +297,6 @@ async fn requests_llmux_cannot_read_are_recorded_with_their_error() {
         assert!(frontends.contains(&frontend), "{frontends:?}");
     }
     for row in &listed {
-        assert_eq!(row["status"], 400);
         assert!(!row["error"].as_str().unwrap().is_empty(), "{row}");
         assert!(!row["client_request"].as_str().unwrap().is_empty(), "{row}");
         // What the client got back is there too, in its own protocol's error shape.

@@ -758,7 +758,7 @@ fn bad_input_names_the_field() {
         {"text": "hi"},
         {"image_url": {"url": "https://example.com/a.png"}},
     ]}]}));
-    assert_eq!(err.status(), 400);
+    assert_eq!(err.status(), 422);
     assert_eq!(err.param(), Some("contents[0].parts[1]"));
     assert!(err.to_string().contains("not a part llmux knows"), "{err}");
 
@@ -794,7 +794,7 @@ fn bad_input_names_the_field() {
 
     // An error body in Google's shape names the field too.
     let body = gemini::error_body(&err);
-    assert_eq!(body["error"]["code"], 400);
+    assert_eq!(body["error"]["code"], 422);
     assert_eq!(body["error"]["status"], "INVALID_ARGUMENT");
     assert_eq!(
         body["error"]["details"][0]["fieldViolations"][0]["field"],
@@ -823,7 +823,7 @@ fn an_invalid_schema_is_a_400_naming_the_schema_path() {
     )
     .unwrap();
     let err = encode_request(&request, "gemini-2.5-flash").unwrap_err();
-    assert_eq!(err.status(), 400);
+    assert_eq!(err.status(), 422);
     assert_eq!(
         err.param(),
         Some("tools[1].parameters.properties.root.properties.children.items.$ref")

@@ -211,7 +211,7 @@ async fn bad_responses_requests_are_400s_naming_the_field() {
         (json!({"input": "hi"}), "model"),
     ] {
         let response = post(&llmux, "/v1/responses", &request).await;
-        assert_eq!(response.status(), 400, "{request}");
+        assert_eq!(response.status(), 422, "{request}");
         let body: Value = response.json().await.unwrap();
         assert!(
             body["error"]["message"].as_str().unwrap().contains(needle),

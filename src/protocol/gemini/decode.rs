@@ -744,7 +744,7 @@ mod tests {
             "generationConfig": {"temperature": "hot"},
         }))
         .unwrap_err();
-        assert_eq!(err.status(), 400);
+        assert_eq!(err.status(), 422);
         assert_eq!(err.param(), Some("generationConfig.temperature"));
 
         let err =

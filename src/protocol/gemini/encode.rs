@@ -937,7 +937,7 @@ mod tests {
         let cases: [(Error, u16, &str); 8] = [
             (
                 Error::invalid_field("contents", "bad"),
-                400,
+                422,
                 "INVALID_ARGUMENT",
             ),
             (Error::unauthorized("no key"), 401, "UNAUTHENTICATED"),

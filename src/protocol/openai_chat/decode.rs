@@ -29,7 +29,8 @@ pub fn decode_request(body: &[u8]) -> Result<(Request, ClientOptions), Error> {
     request_from_wire(wire)
 }
 
-/// Parses JSON into `T`, turning serde's failure into a 400 that names the field.
+/// Parses JSON into `T`: a body that is not JSON (or not an object) is a 400, a field that
+/// is missing or of the wrong type a 422 naming the field.
 pub(crate) fn parse_json<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, Error> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
@@ -39,13 +40,32 @@ pub(crate) fn parse_json<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Resul
             serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
                 Error::invalid_request(format!("request body is not valid JSON: {inner}"))
             }
-            _ if path == "." => Error::invalid_request(format!("invalid request: {inner}")),
-            _ => Error::invalid_field(path.clone(), format!("invalid value for '{path}': {inner}")),
+            _ => match field_of(&path, &inner.to_string()) {
+                Some(field) => Error::invalid_field(
+                    field.clone(),
+                    format!("invalid value for '{field}': {inner}"),
+                ),
+                None => Error::invalid_request(format!("invalid request: {inner}")),
+            },
         }
     })?;
     de.end()
         .map_err(|err| Error::invalid_request(format!("request body is not valid JSON: {err}")))?;
     Ok(value)
+}
+
+/// The field a serde error is about: its path, or, for a missing field (which serde reports
+/// on the object holding it), that path and the field's name. `None` for the body itself.
+pub(crate) fn field_of(path: &str, message: &str) -> Option<String> {
+    let missing = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next());
+    match (path, missing) {
+        ("." | "", Some(name)) => Some(name.to_owned()),
+        ("." | "", None) => None,
+        (path, Some(name)) => Some(format!("{path}.{name}")),
+        (path, None) => Some(path.to_owned()),
+    }
 }
 
 fn request_from_wire(wire: ChatRequest) -> Result<(Request, ClientOptions), Error> {
@@ -558,7 +578,7 @@ mod tests {
             br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":"hot"}"#,
         )
         .unwrap_err();
-        assert_eq!(err.status(), 400);
+        assert_eq!(err.status(), 422);
         assert_eq!(err.param(), Some("temperature"));
         assert!(err.to_string().contains("temperature"), "{err}");
 

@@ -592,7 +592,7 @@ fn error_type_and_code(error: &Error) -> (String, Option<String>) {
         return (error_type.clone().unwrap_or_default(), code.clone());
     }
     let (kind, code) = match error.status() {
-        400 => ("invalid_request_error", None),
+        400 | 422 => ("invalid_request_error", None),
         401 => ("authentication_error", Some("invalid_api_key")),
         403 => ("permission_error", None),
         404 => ("invalid_request_error", Some("model_not_found")),

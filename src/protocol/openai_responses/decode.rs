@@ -399,17 +399,9 @@ fn typed<T: DeserializeOwned>(obj: Map<String, Value>, path: &str) -> Result<T, 
     serde_path_to_error::deserialize(Value::Object(obj)).map_err(|err| {
         let inner_path = err.path().to_string();
         let message = err.into_inner().to_string();
-        let field = if inner_path == "." {
-            // serde reports a missing field on the object holding it.
-            match message
-                .strip_prefix("missing field `")
-                .and_then(|rest| rest.split('`').next())
-            {
-                Some(name) => format!("{path}.{name}"),
-                None => path.to_owned(),
-            }
-        } else {
-            format!("{path}.{inner_path}")
+        let field = match crate::protocol::openai_chat::decode::field_of(&inner_path, &message) {
+            Some(inner) => format!("{path}.{inner}"),
+            None => path.to_owned(),
         };
         Error::invalid_field(
             field.clone(),
@@ -1075,7 +1067,7 @@ mod tests {
         ];
         for (body, param) in cases {
             let err = decode(body.clone()).unwrap_err();
-            assert_eq!(err.status(), 400, "{body}");
+            assert_eq!(err.status(), 422, "{body}");
             assert_eq!(err.param(), Some(param), "{body}: {err}");
             assert!(err.to_string().contains(param), "{body}: {err}");
         }

@@ -871,7 +871,7 @@ pub(crate) fn stream_error(error: &Error) -> (String, String) {
         } => code.clone(),
         _ => match error.status() {
             429 => "rate_limit_exceeded".to_owned(),
-            400 | 404 | 413 => "invalid_request_error".to_owned(),
+            400 | 404 | 413 | 422 => "invalid_request_error".to_owned(),
             401 | 403 => "invalid_api_key".to_owned(),
             _ => "server_error".to_owned(),
         },
