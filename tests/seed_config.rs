@@ -61,6 +61,57 @@ fn the_seeds_capture_keys_load_with_a_warning_naming_llmux_keys() {
 }
 
 #[test]
+fn back_end_files_beside_the_config_add_their_models_limits() {
+    let seed = load(&fixtures().join("with_backend_files/config.yaml")).unwrap();
+    let twin = load(&fixtures().join("backend_files.toml")).unwrap();
+    assert_eq!(seed.config, twin.config);
+    let limits = seed.config.limits.of("custom-models", "small-fast-model");
+    assert_eq!(limits.max_input_tokens, Some(6000));
+    assert_eq!(limits.requests_per_minute, Some(90), "the config file wins");
+    assert!(
+        seed.warnings
+            .iter()
+            .any(|w| w.contains("backend_type is not used")),
+        "{:?}",
+        seed.warnings
+    );
+
+    // A back-end file with a key llmux cannot place is refused, naming the file and the key.
+    let dir = tempfile::tempdir().unwrap();
+    let backend = dir.path().join("backends/local");
+    std::fs::create_dir_all(&backend).unwrap();
+    std::fs::write(backend.join("backend.yaml"), "api_url: http://x\n").unwrap();
+    std::fs::write(dir.path().join("config.yaml"), "default_backend: mock\n").unwrap();
+    let err = load(&dir.path().join("config.yaml")).err().unwrap();
+    assert!(err.contains("backends/local/backend.yaml"), "{err}");
+    assert!(err.contains("unknown key `api_url`"), "{err}");
+}
+
+#[test]
+fn model_names_with_dots_keep_their_limits_and_errors_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("llmux.toml");
+    std::fs::write(
+        &path,
+        "[models.\"openai:gpt-4.1\".limits]\nmax_input_tokens = 5000\n",
+    )
+    .unwrap();
+    let loaded = load(&path).unwrap();
+    assert_eq!(
+        loaded
+            .config
+            .limits
+            .of("openai", "gpt-4.1")
+            .max_input_tokens,
+        Some(5000)
+    );
+    std::fs::write(&path, "[models.\"openai:gpt-4.1\"]\nlimitz = 1\n").unwrap();
+    let err = load(&path).err().unwrap();
+    assert!(err.contains("unknown field `limitz`"), "{err}");
+    assert!(err.contains("(from file"), "{err}");
+}
+
+#[test]
 fn broken_yaml_is_refused_naming_the_file_and_the_line() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.yaml");

@@ -40,13 +40,10 @@ pub struct Layered {
 }
 
 impl Layered {
-    /// Merges a whole table (a config file) into this one.
+    /// Merges a whole table (a config file) into this one, table by table, so keys that
+    /// hold dots (`models."openai:gpt-4.1"`) keep their place.
     pub fn merge_table(&mut self, table: Table, source: &Source) {
-        let mut leaves = Vec::new();
-        collect_leaves(String::new(), &Value::Table(table), &mut leaves);
-        for (path, value) in leaves {
-            self.set(&path, value, source.clone());
-        }
+        merge_into(&mut self.table, "", table, source, &mut self.sources);
     }
 
     /// Sets one dotted key, creating tables on the way.
@@ -70,6 +67,18 @@ impl Layered {
 
     /// The source of the value at `path`, or of the nearest enclosing key that has one.
     pub fn source_of(&self, path: &str) -> Source {
+        // A table itself (an error about a key in it names the table): where its keys came
+        // from. Only for the path asked about: a default key's siblings do not make it theirs.
+        let inside = format!("{path}.");
+        if !self.sources.contains_key(path)
+            && let Some((_, source)) = self
+                .sources
+                .range(inside.clone()..)
+                .next()
+                .filter(|(k, _)| k.starts_with(&inside))
+        {
+            return source.clone();
+        }
         let mut path = path.to_owned();
         loop {
             if let Some(source) = self.sources.get(&path) {
@@ -94,19 +103,38 @@ fn split_path(path: &str) -> Vec<&str> {
     path.split('.').collect()
 }
 
-fn collect_leaves(prefix: String, value: &Value, out: &mut Vec<(String, Value)>) {
-    match value {
-        Value::Table(table) if !table.is_empty() || prefix.is_empty() => {
-            for (key, value) in table {
-                let path = if prefix.is_empty() {
-                    key.clone()
-                } else {
-                    format!("{prefix}.{key}")
-                };
-                collect_leaves(path, value, out);
+/// Merges `from` into `into` key by key; a leaf (a value, or an empty table) replaces what
+/// was there and records `source` under its dotted path.
+fn merge_into(
+    into: &mut Table,
+    prefix: &str,
+    from: Table,
+    source: &Source,
+    sources: &mut BTreeMap<String, Source>,
+) {
+    for (key, value) in from {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match value {
+            Value::Table(inner) if !inner.is_empty() => {
+                let entry = into
+                    .entry(key)
+                    .or_insert_with(|| Value::Table(Table::new()));
+                if !entry.is_table() {
+                    *entry = Value::Table(Table::new());
+                }
+                if let Value::Table(next) = entry {
+                    merge_into(next, &path, inner, source, sources);
+                }
+            }
+            leaf => {
+                into.insert(key, leaf);
+                sources.insert(path, source.clone());
             }
         }
-        _ => out.push((prefix, value.clone())),
     }
 }
 
@@ -187,6 +215,23 @@ mod tests {
             Source::File("a.toml".into())
         );
         assert_eq!(layered.source_of("auth.disable_auth"), Source::Default);
+    }
+
+    #[test]
+    fn keys_with_dots_keep_their_place_and_errors_about_a_table_name_its_file() {
+        let mut layered = Layered::default();
+        let file: Table =
+            toml::from_str("[models.\"openai:gpt-4.1\".limits]\nmax_input_tokens = 5").unwrap();
+        layered.merge_table(file, &Source::File("a.toml".into()));
+        assert_eq!(
+            layered.table["models"]["openai:gpt-4.1"]["limits"]["max_input_tokens"].as_integer(),
+            Some(5)
+        );
+        // serde names the table holding an unknown key: its keys' file is the answer.
+        assert_eq!(
+            layered.source_of("models.openai:gpt-4.1"),
+            Source::File("a.toml".into())
+        );
     }
 
     #[test]

@@ -391,6 +391,14 @@ impl ConfigLoader {
             match table {
                 Ok(Some(mut table)) => {
                     seed_file::rename_seed_keys(&mut table, &mut warnings);
+                    // The seed's back-end files first: the config file's own keys win.
+                    merge_backend_files(
+                        path,
+                        &mut layered,
+                        &mut problems,
+                        &mut warnings,
+                        &mut notes,
+                    );
                     layered.merge_table(table, &Source::File(path.clone()));
                     notes.push(format!("read config file {}", path.display()));
                 }
@@ -442,6 +450,28 @@ impl ConfigLoader {
                 warnings,
             }),
             _ => Err(ConfigError { problems }),
+        }
+    }
+}
+
+/// Merges the seed's `backends/NAME/backend.yaml` files beside the config file at `path`.
+fn merge_backend_files(
+    path: &Path,
+    layered: &mut Layered,
+    problems: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+    notes: &mut Vec<String>,
+) {
+    for (name, file) in seed_file::backend_files(path) {
+        let table = std::fs::read_to_string(&file)
+            .map_err(|e| format!("cannot read it: {e}"))
+            .and_then(|text| seed_file::backend_file_table(&name, &text, warnings, &file));
+        match table {
+            Ok(table) => {
+                layered.merge_table(table, &Source::File(file.clone()));
+                notes.push(format!("read back-end file {}", file.display()));
+            }
+            Err(why) => problems.push(format!("back-end file {}: {why}", file.display())),
         }
     }
 }

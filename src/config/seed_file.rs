@@ -54,6 +54,72 @@ fn json_to_toml(json: Json) -> Option<Value> {
     })
 }
 
+/// The seed's per-back-end files beside a config file: `backends/NAME/backend.yaml` (or
+/// `config/backends/NAME/backend.yaml`) next to it, each with the `models` of back-end NAME
+/// and their `limits`. Sorted by path; empty when there are none.
+pub fn backend_files(config: &std::path::Path) -> Vec<(String, std::path::PathBuf)> {
+    let Some(dir) = config.parent() else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for root in [dir.join("backends"), dir.join("config").join("backends")] {
+        let Ok(entries) = std::fs::read_dir(&root) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let file = entry.path().join("backend.yaml");
+            if file.is_file() {
+                found.push((entry.file_name().to_string_lossy().into_owned(), file));
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// A back-end file's contents as llmux keys: `models."MODEL"` becomes
+/// `models."NAME:MODEL"` (a key that already names a back-end stays as it is). Its other
+/// keys are the seed's description of the back-end, configured in llmux under
+/// `[backends.NAME]`: `backend_type` gets a warning saying so, anything else is an error.
+pub fn backend_file_table(
+    name: &str,
+    text: &str,
+    warnings: &mut Vec<String>,
+    file: &std::path::Path,
+) -> Result<Table, String> {
+    let mut table = parse_yaml(text)?;
+    let mut models = Table::new();
+    if let Some(value) = table.remove("models") {
+        let Value::Table(entries) = value else {
+            return Err("models must be a mapping of model names".into());
+        };
+        for (model, settings) in entries {
+            let key = if model.contains(':') {
+                model
+            } else {
+                format!("{name}:{model}")
+            };
+            models.insert(key, settings);
+        }
+    }
+    if table.remove("backend_type").is_some() {
+        warnings.push(format!(
+            "{}: backend_type is not used by llmux; configure the back-end under [backends.{name}]",
+            file.display()
+        ));
+    }
+    if let Some(key) = table.keys().next() {
+        return Err(format!(
+            "unknown key `{key}` (llmux reads `models` with their `limits` from back-end files)"
+        ));
+    }
+    let mut out = Table::new();
+    if !models.is_empty() {
+        out.insert("models".into(), Value::Table(models));
+    }
+    Ok(out)
+}
+
 /// Seed keys llmux names differently: (seed path, llmux path).
 const RENAMED: &[(&str, &str)] = &[
     ("logging.capture_file", "capture.file"),
