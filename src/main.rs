@@ -38,6 +38,15 @@ enum ConfigAction {
     Check,
     /// Print the effective configuration with the source of each value (secrets masked).
     Print,
+    /// Write a llm-interactive-proxy config (config.yaml and its back-end files) as llmux
+    /// TOML, with comments saying where values came from; refuses what it cannot carry over.
+    Import {
+        /// The seed's config file (YAML) or any llmux config file.
+        file: PathBuf,
+        /// Write the TOML here instead of to stdout (an existing file is not overwritten).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
 }
 
 /// The options every command takes besides the settings' own flags (`config::keys`).
@@ -124,11 +133,39 @@ fn run() -> anyhow::Result<ExitCode> {
             }
             Err(err) => Ok(report_invalid(&err)),
         },
+        Command::Config {
+            action: ConfigAction::Import { file, out },
+        } => import(&file, out.as_deref()),
         Command::Serve => match loaded {
             Ok(loaded) => serve(loaded, loader),
             Err(err) => Ok(report_invalid(&err)),
         },
     }
+}
+
+/// `llmux config import FILE [--out TOML]`.
+fn import(file: &std::path::Path, out: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    let text = match llmux::config::import(file) {
+        Ok(text) => text,
+        Err(err) => {
+            eprintln!("llmux: cannot import {}:\n{err}", file.display());
+            return Ok(ExitCode::from(2));
+        }
+    };
+    match out {
+        None => std::io::stdout().lock().write_all(text.as_bytes())?,
+        Some(out) => {
+            // create_new: an existing file (the user's llmux.toml) is never overwritten.
+            let mut target = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(out)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            target.write_all(text.as_bytes())?;
+            eprintln!("wrote {}", out.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn report_invalid(err: &llmux::config::ConfigError) -> ExitCode {

@@ -112,6 +112,80 @@ fn model_names_with_dots_keep_their_limits_and_errors_name_the_file() {
 }
 
 #[test]
+fn an_import_writes_toml_that_loads_to_the_same_config() {
+    let mut seeds: Vec<PathBuf> = std::fs::read_dir(fixtures())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    seeds.push(fixtures().join("with_backend_files/config.yaml"));
+    let dir = tempfile::tempdir().unwrap();
+    for seed in seeds {
+        let toml =
+            llmux::config::import(&seed).unwrap_or_else(|e| panic!("{}: {e}", seed.display()));
+        let path = dir.path().join("imported.toml");
+        std::fs::write(&path, &toml).unwrap();
+        let imported = load(&path).unwrap_or_else(|e| panic!("{}: {e}\n{toml}", seed.display()));
+        let original = load(&seed).unwrap();
+        assert_eq!(
+            imported.config,
+            original.config,
+            "{}\n{toml}",
+            seed.display()
+        );
+        assert!(imported.warnings.is_empty(), "{:?}", imported.warnings);
+    }
+    let capture = llmux::config::import(&fixtures().join("wire_capture.yaml")).unwrap();
+    assert!(
+        capture.contains("# the seed's logging.capture_file\nfile = \"logs/wire_capture.log\""),
+        "{capture}"
+    );
+    let backend =
+        llmux::config::import(&fixtures().join("with_backend_files/config.yaml")).unwrap();
+    assert!(
+        backend.contains("backends/custom-models/backend.yaml"),
+        "{backend}"
+    );
+}
+
+#[test]
+fn the_import_command_writes_a_new_file_and_refuses_what_it_cannot_carry() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("llmux.toml");
+    let run = |args: &[&std::ffi::OsStr]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_llmux"))
+            .args(["config", "import"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let seed = fixtures().join("planning_phase.yaml");
+    let output = run(&[seed.as_os_str(), "--out".as_ref(), out.as_os_str()]);
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        std::fs::read_to_string(&out)
+            .unwrap()
+            .contains("[session.planning_phase]")
+    );
+    // An existing file is never overwritten.
+    let again = run(&[seed.as_os_str(), "--out".as_ref(), out.as_os_str()]);
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("cannot write"),
+        "{again:?}"
+    );
+    // A key llmux has no place for: refused, named, nothing written.
+    let bad = dir.path().join("config.yaml");
+    std::fs::write(&bad, "proxy:\n  hots: 127.0.0.1\n").unwrap();
+    let refused = run(&[bad.as_os_str()]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("proxy.hots"),
+        "{refused:?}"
+    );
+}
+
+#[test]
 fn broken_yaml_is_refused_naming_the_file_and_the_line() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.yaml");

@@ -5,6 +5,7 @@
 //! then [`validate`] turns it into the runtime [`Config`], naming the key, the bad value
 //! and where it came from for every problem.
 
+mod import;
 pub mod keys;
 mod layers;
 pub mod limits;
@@ -13,6 +14,8 @@ pub mod proxy;
 pub mod raw;
 pub mod routes;
 mod seed_file;
+
+pub use import::import;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -305,6 +308,8 @@ pub struct Loaded {
     pub notes: Vec<String>,
     /// Warnings worth a warning line: the seed's key names, deprecated in llmux.
     pub warnings: Vec<String>,
+    /// The seed's keys the file used, moved to llmux's names: (seed name, llmux name).
+    pub renamed: Vec<(&'static str, &'static str)>,
 }
 
 impl Loaded {
@@ -381,6 +386,7 @@ impl ConfigLoader {
         let mut problems = Vec::new();
         let mut notes = Vec::new();
         let mut warnings = Vec::new();
+        let mut renamed = Vec::new();
         let mut layered = Layered::default();
 
         if let Some((path, required, contents)) = &self.file {
@@ -390,7 +396,7 @@ impl ConfigLoader {
             };
             match table {
                 Ok(Some(mut table)) => {
-                    seed_file::rename_seed_keys(&mut table, &mut warnings);
+                    renamed = seed_file::rename_seed_keys(&mut table, &mut warnings);
                     // The seed's back-end files first: the config file's own keys win.
                     merge_backend_files(
                         path,
@@ -448,6 +454,7 @@ impl ConfigLoader {
                 layered,
                 notes,
                 warnings,
+                renamed,
             }),
             _ => Err(ConfigError { problems }),
         }

@@ -136,7 +136,12 @@ const RENAMED: &[(&str, &str)] = &[
 
 /// Moves the seed's keys in `table` to llmux's names; a warning for each, naming both. A
 /// key set under both names keeps llmux's, and the warning says the seed's was ignored.
-pub fn rename_seed_keys(table: &mut Table, warnings: &mut Vec<String>) {
+/// Returns the keys moved, as (seed name, llmux name).
+pub fn rename_seed_keys(
+    table: &mut Table,
+    warnings: &mut Vec<String>,
+) -> Vec<(&'static str, &'static str)> {
+    let mut moved = Vec::new();
     for (old, new) in RENAMED {
         let Some(value) = take(table, old) else {
             continue;
@@ -149,7 +154,9 @@ pub fn rename_seed_keys(table: &mut Table, warnings: &mut Vec<String>) {
         }
         put(table, new, value);
         warnings.push(format!("{old} is deprecated: llmux calls it {new}"));
+        moved.push((*old, *new));
     }
+    moved
 }
 
 fn get<'t>(table: &'t Table, path: &str) -> Option<&'t Value> {
