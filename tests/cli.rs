@@ -423,3 +423,54 @@ fn a_bad_redaction_pattern_is_refused_naming_it() {
         "{message}"
     );
 }
+
+/// Every proxy flag llm-interactive-proxy's README documents, so a seed user's scripts and
+/// muscle memory work unchanged.
+const SEED_FLAGS: &[&str] = &[
+    "--auth-brute-force-initial-block",
+    "--auth-brute-force-max-block",
+    "--auth-brute-force-multiplier",
+    "--auth-brute-force-ttl",
+    "--auth-max-failed-attempts",
+    "--capture-file",
+    "--config",
+    "--default-backend",
+    "--disable-auth",
+    "--disable-brute-force-protection",
+    "--disable-edit-precision",
+    "--disable-pytest-compression",
+    "--edit-precision-exclude-agents",
+    "--edit-precision-min-top-p",
+    "--edit-precision-override-top-p",
+    "--edit-precision-temperature",
+    "--enable-brute-force-protection",
+    "--enable-edit-precision",
+    "--enable-planning-phase",
+    "--enable-pytest-compression",
+    "--force-context-window",
+    "--force-model",
+    "--host",
+    "--model-alias",
+    "--planning-phase-max-file-writes",
+    "--planning-phase-max-turns",
+    "--planning-phase-reasoning-effort",
+    "--planning-phase-strong-model",
+    "--planning-phase-temperature",
+    "--planning-phase-thinking-budget",
+    "--planning-phase-top-p",
+    "--port",
+    "--static-route",
+    "--strict-command-detection",
+];
+
+#[test]
+fn every_seed_flag_is_in_help() {
+    let dir = tempfile::tempdir().unwrap();
+    let help = text(&llmux(&["--help"], &[], dir.path()));
+    for flag in SEED_FLAGS {
+        let listed = help
+            .lines()
+            .any(|line| line.split([' ', ',', '=']).any(|word| word == *flag));
+        assert!(listed, "{flag} is missing from llmux --help");
+    }
+}

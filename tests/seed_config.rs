@@ -108,7 +108,7 @@ fn model_names_with_dots_keep_their_limits_and_errors_name_the_file() {
     std::fs::write(&path, "[models.\"openai:gpt-4.1\"]\nlimitz = 1\n").unwrap();
     let err = load(&path).err().unwrap();
     assert!(err.contains("unknown field `limitz`"), "{err}");
-    assert!(err.contains("(from file"), "{err}");
+    assert!(err.contains("llmux.toml, line 2)"), "{err}");
 }
 
 #[test]
@@ -194,11 +194,15 @@ fn broken_yaml_is_refused_naming_the_file_and_the_line() {
     assert!(err.contains("config.yaml is not valid YAML"), "{err}");
     assert!(err.contains("line"), "{err}");
 
-    // A key llmux does not know is still an error, naming the key and the file.
-    std::fs::write(&path, "proxy:\n  hots: 127.0.0.1\n").unwrap();
+    // A key llmux does not know is still an error, naming the key, the file and the line.
+    std::fs::write(
+        &path,
+        "# the proxy\nproxy:\n  port: 8000\n  hots: 127.0.0.1\n",
+    )
+    .unwrap();
     let err = load(&path).err().unwrap();
     assert!(err.contains("hots"), "{err}");
-    assert!(err.contains("config.yaml"), "{err}");
+    assert!(err.contains("config.yaml, line 4)"), "{err}");
 
     // A document that is not a mapping.
     std::fs::write(&path, "- openai\n- anthropic\n").unwrap();

@@ -504,11 +504,40 @@ fn parse_file(path: &Path, text: &str) -> Result<toml::Table, String> {
 
 fn describe_serde_error(path: &str, err: &toml::de::Error, source: &Source) -> String {
     let message = err.message().trim_end_matches('.').to_owned();
+    // An unknown key in a file: the line it is on.
+    let line = match (source, unknown_field(&message)) {
+        (Source::File(file), Some(key)) => line_of_key(file, key)
+            .map(|n| format!(", line {n}"))
+            .unwrap_or_default(),
+        _ => String::new(),
+    };
     if path == "." || path.is_empty() {
-        format!("{message} (from {source})")
+        format!("{message} (from {source}{line})")
     } else {
-        format!("{path}: {message} (from {source})")
+        format!("{path}: {message} (from {source}{line})")
     }
+}
+
+/// The key serde names in "unknown field `KEY`, expected ...".
+fn unknown_field(message: &str) -> Option<&str> {
+    message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split('`').next())
+}
+
+/// The first line of `file` that sets `key` (TOML `key =`, YAML `key:`, quoted or not).
+fn line_of_key(file: &Path, key: &str) -> Option<usize> {
+    let text = std::fs::read_to_string(file).ok()?;
+    text.lines()
+        .position(|line| {
+            let line = line.trim_start().trim_start_matches("- ");
+            let rest = line
+                .strip_prefix(key)
+                .or_else(|| line.strip_prefix(&format!("\"{key}\"")))
+                .or_else(|| line.strip_prefix(&format!("'{key}'")));
+            rest.is_some_and(|rest| rest.trim_start().starts_with([':', '=']))
+        })
+        .map(|index| index + 1)
 }
 
 /// A problem with the value at `key`, in the one format every check uses.
