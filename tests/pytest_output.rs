@@ -1,5 +1,6 @@
 //! Pytest output compression over real HTTP: a tool result holding pytest's verbose output
-//! reaches the provider without its passing lines, from OpenAI and Anthropic clients alike.
+//! reaches the provider without its passing lines, from OpenAI chat, Anthropic, Responses
+//! and Gemini clients alike.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -86,6 +87,39 @@ async fn pytest_output_in_a_tool_result_reaches_the_provider_without_its_passes(
     assert_eq!(anthropic.status(), 200);
     let sent = sent_tool_result(&fake);
     assert!(!sent.contains("test_case_7 PASSED"));
+    assert!(sent.contains("test_broken FAILED"));
+
+    // Codex (Responses): a function_call_output.
+    let responses = client()
+        .post(llmux.url("/v1/responses"))
+        .json(&json!({"model": "m", "input": [
+            {"role": "user", "content": "Run the tests."},
+            {"type": "function_call", "call_id": "call_9", "name": "shell",
+                "arguments": "{\"command\":[\"pytest\",\"-v\"]}"},
+            {"type": "function_call_output", "call_id": "call_9", "output": output}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(responses.status(), 200);
+    let sent = sent_tool_result(&fake);
+    assert!(!sent.contains("test_case_7 PASSED"), "{sent}");
+    assert!(sent.contains("test_broken FAILED"));
+
+    // Gemini CLI: a functionResponse whose `output` holds what the shell printed.
+    let gemini = client()
+        .post(llmux.url("/v1beta/models/m:generateContent"))
+        .json(&json!({"contents": [
+            {"role": "user", "parts": [{"text": "Run the tests."}]},
+            {"role": "model", "parts": [{"functionCall": {"name": "run_shell_command",
+                "args": {"command": "pytest -v"}}}]},
+            {"role": "user", "parts": [{"functionResponse": {"name": "run_shell_command",
+                "response": {"output": output}}}]}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gemini.status(), 200);
+    let sent = sent_tool_result(&fake);
+    assert!(!sent.contains("test_case_7 PASSED"), "{sent}");
     assert!(sent.contains("test_broken FAILED"));
 }
 
