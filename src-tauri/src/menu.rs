@@ -207,10 +207,13 @@ impl Notices {
 
 /// The tray's status line.
 pub fn status_line(status: &Status) -> String {
-    let served = match status.requests_served {
+    let mut served = match status.requests_served {
         1 => "1 request".to_owned(),
         n => format!("{n} requests"),
     };
+    if let Some(tokens) = status.tokens_today {
+        served.push_str(&format!(" · {} tokens today", compact(tokens)));
+    }
     match status.state {
         State::Running => format!(
             "Running on {} · {} · {served}",
@@ -232,6 +235,15 @@ pub fn status_line(status: &Status) -> String {
 }
 
 const STATUS_WIDTH: usize = 56;
+
+/// 950, 12.3k, 4.5M: a count that fits a menu line.
+fn compact(n: u64) -> String {
+    match n {
+        0..1_000 => n.to_string(),
+        1_000..1_000_000 => format!("{:.1}k", n as f64 / 1e3),
+        _ => format!("{:.1}M", n as f64 / 1e6),
+    }
+}
 
 /// "Address already in use (os error 98)" reads fine without its number.
 fn strip_os_error(reason: &str) -> &str {
@@ -456,5 +468,14 @@ mod tests {
         );
         status.error = Some("x".repeat(200));
         assert_eq!(status_line(&status).chars().count(), STATUS_WIDTH);
+        status.state = State::Running;
+        status.requests_served = 12;
+        status.tokens_today = Some(48_250);
+        assert_eq!(
+            status_line(&status),
+            "Running on 127.0.0.1:8000 · mock · 12 requests · 48.2k tokens today"
+        );
+        assert_eq!(compact(950), "950");
+        assert_eq!(compact(4_500_000), "4.5M");
     }
 }

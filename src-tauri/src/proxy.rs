@@ -42,8 +42,14 @@ pub struct Status {
     #[cfg_attr(test, ts(type = "string | null"))]
     pub anthropic_address: Option<SocketAddr>,
     pub default_backend: String,
-    /// Requests served since the app started (both ports, every start).
+    /// Model requests served since the app started (both ports, every start): chat,
+    /// messages, responses and generateContent calls, not health checks, model lists, token
+    /// counts, the UI or the admin API.
     pub requests_served: u64,
+    /// Input and output tokens of today's requests (local time), from the capture store;
+    /// none without one, or while the proxy is stopped.
+    #[cfg_attr(test, ts(type = "number | null"))]
+    pub tokens_today: Option<u64>,
     /// Why the proxy is in the error state.
     pub error: Option<String>,
 }
@@ -114,6 +120,7 @@ impl Proxy {
                 .map(|port| SocketAddr::new(config.host, port)),
             default_backend: config.default_backend.clone(),
             requests_served: 0,
+            tokens_today: None,
             error: None,
         };
         Self {
@@ -171,7 +178,17 @@ impl Proxy {
     pub fn status(&self) -> Status {
         let mut status = self.status.borrow().clone();
         status.requests_served = self.served.load(Ordering::Relaxed);
+        status.tokens_today = self.tokens_today();
         status
+    }
+
+    /// Today's tokens from the serving engine's capture store. A start or stop holding the
+    /// lock right now means none this time; the next refresh reads them.
+    fn tokens_today(&self) -> Option<u64> {
+        let listening = self.listening.try_lock().ok()?;
+        let store = listening.as_ref()?.engine.store()?.clone();
+        drop(listening);
+        store.tokens_today().ok()
     }
 
     /// Failovers and circuit breakers of the engine serving, from now on, across restarts.
@@ -353,14 +370,16 @@ impl SecretSource for Snapshot {
     }
 }
 
-/// Counts every request the app answers.
+/// Counts the model requests the app answers (not health checks, the UI or the admin API).
 fn counted(app: axum::Router, served: &Arc<AtomicU64>) -> axum::Router {
     app.layer(axum::middleware::from_fn_with_state(
         served.clone(),
         |axum::extract::State(served): axum::extract::State<Arc<AtomicU64>>,
          request: axum::extract::Request,
          next: axum::middleware::Next| async move {
-            served.fetch_add(1, Ordering::Relaxed);
+            if llmux::frontend::is_model_call(request.method(), request.uri().path()) {
+                served.fetch_add(1, Ordering::Relaxed);
+            }
             next.run(request).await
         },
     ))
@@ -462,6 +481,12 @@ pub(crate) mod tests {
         assert_eq!(status.address.port(), port);
         let body = chat(port).await.unwrap();
         assert!(body.contains("mock back-end"), "{body}");
+        // Health checks and model lists are not model requests: the counter stays.
+        for path in ["/health", "/v1/models"] {
+            reqwest::get(format!("http://127.0.0.1:{port}{path}"))
+                .await
+                .unwrap();
+        }
         assert_eq!(proxy.status().requests_served, 1);
         assert!(proxy.engine().await.is_some());
 

@@ -523,6 +523,20 @@ impl Store {
             .map_err(|e| e.to_string())
     }
 
+    /// Input and output tokens of the requests started today, in the machine's time zone.
+    pub fn tokens_today(&self) -> Result<u64, String> {
+        let reader = self.reader()?;
+        // Local midnight, in Unix seconds: today's local date read as local time, to UTC.
+        reader
+            .query_row(
+                "SELECT COALESCE(SUM(input_tokens + output_tokens), 0) FROM requests
+                 WHERE started_at >= CAST(strftime('%s', date('now', 'localtime'), 'utc') AS REAL)",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(|e| e.to_string())
+    }
+
     /// How many requests are stored.
     pub fn count(&self) -> Result<u64, String> {
         let reader = self.reader()?;
@@ -1094,6 +1108,31 @@ mod tests {
             client_request: "{\"a\":1}".into(),
             ..RequestRow::default()
         }
+    }
+
+    #[test]
+    fn tokens_today_counts_the_requests_since_local_midnight() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            dir.path().join("capture.db"),
+            Duration::from_millis(20),
+            Vec::new(),
+        )
+        .unwrap();
+        assert_eq!(store.tokens_today().unwrap(), 0);
+        store.insert(RequestRow {
+            input_tokens: 1200,
+            output_tokens: 34,
+            ..row("req_now", "p", "mock")
+        });
+        // Two days ago is never today, whatever the time zone.
+        store.insert(RequestRow {
+            started_at: now() - 2.0 * 86_400.0,
+            input_tokens: 99_999,
+            ..row("req_old", "p", "mock")
+        });
+        store.flush(Duration::from_secs(5));
+        assert_eq!(store.tokens_today().unwrap(), 1234);
     }
 
     #[test]

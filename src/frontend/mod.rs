@@ -29,6 +29,21 @@ pub use replay::replay;
 use crate::engine::Engine;
 use crate::model::Protocol;
 
+/// Whether a request asks a model for an answer: what a user counts as "requests" (the
+/// desktop tray's counter). Health, info, model lists, token counts, the UI and the admin
+/// API are not.
+pub fn is_model_call(method: &Method, path: &str) -> bool {
+    if method != Method::POST {
+        return false;
+    }
+    let path = path.strip_prefix("/anthropic").unwrap_or(path);
+    matches!(
+        path,
+        "/v1/chat/completions" | "/v1/messages" | "/v1/responses"
+    ) || (path.starts_with("/v1beta/models/") || path.starts_with("/v1/models/"))
+        && (path.ends_with(":generateContent") || path.ends_with(":streamGenerateContent"))
+}
+
 /// The apps of one engine's two ports, the main one and the dedicated Anthropic one, each
 /// behind the web-safety layers; they share the per-address request count.
 pub fn apps(engine: &Engine) -> (axum::Router, axum::Router) {
@@ -135,4 +150,36 @@ async fn not_found(method: Method, request: Request) -> Response {
         *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_calls_are_told_apart_from_everything_else() {
+        for path in [
+            "/v1/chat/completions",
+            "/v1/messages",
+            "/anthropic/v1/messages",
+            "/v1/responses",
+            "/v1beta/models/gemini-2.5-pro:generateContent",
+            "/v1beta/models/fake:streamGenerateContent",
+        ] {
+            assert!(is_model_call(&Method::POST, path), "{path}");
+        }
+        for (method, path) in [
+            (Method::GET, "/v1/chat/completions"),
+            (Method::GET, "/health"),
+            (Method::GET, "/v1/models"),
+            (Method::POST, "/v1/messages/count_tokens"),
+            (Method::POST, "/v1beta/models/fake:countTokens"),
+            (Method::GET, "/admin/api/requests"),
+            (Method::POST, "/admin/api/settings"),
+            (Method::GET, "/ui/"),
+            (Method::DELETE, "/v1/responses/resp_1"),
+        ] {
+            assert!(!is_model_call(&method, path), "{method} {path}");
+        }
+    }
 }

@@ -13,9 +13,16 @@ address: string,
  */
 anthropic_address: string | null, default_backend: string, 
 /**
- * Requests served since the app started (both ports, every start).
+ * Model requests served since the app started (both ports, every start): chat,
+ * messages, responses and generateContent calls, not health checks, model lists, token
+ * counts, the UI or the admin API.
  */
 requests_served: number, 
+/**
+ * Input and output tokens of today's requests (local time), from the capture store;
+ * none without one, or while the proxy is stopped.
+ */
+tokens_today: number | null, 
 /**
  * Why the proxy is in the error state.
  */
