@@ -180,3 +180,27 @@ fn a_bad_rotation_setting_is_refused_naming_the_key() {
     assert!(err.contains("backends.fake.key_rotation"), "{err}");
     assert!(err.contains("round-robin"), "{err}");
 }
+
+#[tokio::test]
+async fn a_refused_key_is_announced_by_name_never_by_value() {
+    let fake = FakeOpenAi::start(Mode::Status(401)).await;
+    let llmux = llmux(
+        &backend(&fake.base_url, ""),
+        &[("FAKE_KEY", "sk-revoked-secret")],
+    )
+    .await;
+    let mut notices = llmux.engine.notices();
+    assert_eq!(chat(&llmux).await.status(), 401);
+    match notices.try_recv() {
+        Ok(llmux::router::breaker::Notice::KeyRefused {
+            backend,
+            key,
+            status,
+        }) => {
+            assert_eq!(backend, "fake");
+            assert_eq!(key.as_deref(), Some("FAKE_KEY"));
+            assert_eq!(status, 401);
+        }
+        other => panic!("{other:?}"),
+    }
+}

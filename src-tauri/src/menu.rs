@@ -157,8 +157,8 @@ pub fn on_status_change(before: &Status, after: &Status, shell: &dyn Shell) {
 /// become a notification: an agent sends many requests, each could fail over.
 pub const NOTICE_EVERY: Duration = Duration::from_secs(60);
 
-/// Shows failovers and breakers that open as notifications, each subject at most once per
-/// [`NOTICE_EVERY`]; a breaker closing only goes to the log.
+/// Shows failovers, breakers that open and refused keys as notifications, each subject at
+/// most once per [`NOTICE_EVERY`]; a breaker closing only goes to the log.
 #[derive(Default)]
 pub struct Notices {
     last: HashMap<String, Instant>,
@@ -191,6 +191,21 @@ impl Notices {
             Notice::BreakerClosed { backend } => {
                 tracing::info!("back-end {backend} answers again");
                 return;
+            }
+            Notice::KeyRefused {
+                backend,
+                key,
+                status,
+            } => {
+                let key = key.as_deref().unwrap_or("its key");
+                (
+                    format!("key {backend} {key}"),
+                    format!("llmux: {backend} refused a key"),
+                    format!(
+                        "{backend} answered {status} to {key}: expired, revoked or mistyped. \
+                         Check it under Settings > Keys."
+                    ),
+                )
             }
         };
         if self
@@ -356,6 +371,26 @@ mod tests {
                 "notify llmux: route coder failed over: openrouter:qwen failed (429); zai:glm answered instead",
                 "notify llmux: back-end openrouter is failing: Left alone for 30 s after failing in a row: answered 503",
                 "notify llmux: route coder failed over: openrouter:qwen failed (429); zai:glm answered instead",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_refused_key_notifies_once_a_minute_naming_the_key_never_its_value() {
+        let shell = Recorder::default();
+        let mut notices = Notices::default();
+        let refused = Notice::KeyRefused {
+            backend: "openai".into(),
+            key: Some("OPENAI_API_KEY".into()),
+            status: 401,
+        };
+        let start = Instant::now();
+        notices.show(&refused, &shell, start);
+        notices.show(&refused, &shell, start + Duration::from_secs(5));
+        assert_eq!(
+            shell.events(),
+            [
+                "notify llmux: openai refused a key: openai answered 401 to OPENAI_API_KEY: expired, revoked or mistyped. Check it under Settings > Keys."
             ]
         );
     }

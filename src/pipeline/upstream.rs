@@ -187,6 +187,20 @@ impl<'a> Upstream<'a> {
         self.call
             .health
             .record(target.backend.id(), &target.model, result);
+        if let Err(err) = result
+            && let crate::error::ErrorKind::Upstream {
+                status: status @ (401 | 403),
+                ..
+            } = err.kind()
+        {
+            self.call
+                .health
+                .notify(crate::router::breaker::Notice::KeyRefused {
+                    backend: target.backend.id().to_owned(),
+                    key: key_name.map(str::to_owned),
+                    status: *status,
+                });
+        }
         self.call.ctx.trail.push(Attempt {
             backend: target.backend.id().to_owned(),
             model: target.model.clone(),

@@ -37,6 +37,13 @@ pub enum Notice {
     },
     /// A back-end answered again after its breaker opened.
     BreakerClosed { backend: String },
+    /// A provider refused a key (401 or 403): expired, revoked or mistyped.
+    KeyRefused {
+        backend: String,
+        /// The key's name (its variable or keychain entry), never its value.
+        key: Option<String>,
+        status: u16,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
