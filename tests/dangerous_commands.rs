@@ -135,16 +135,7 @@ async fn responses_and_gemini_clients_get_the_message_too() {
     assert!(!body.contains("\"function_call\""), "{body}");
     assert!(body.contains("llmux stopped a tool call"), "{body}");
 
-    let gemini = client()
-        .post(llmux.url("/v1beta/models/m:generateContent"))
-        .json(
-            &json!({"contents": [{"role": "user", "parts": [{"text": "Start over."}]}],
-            "tools": [{"functionDeclarations": [{"name": "Bash",
-                "parameters": {"type": "object"}}]}]}),
-        )
-        .send()
-        .await
-        .unwrap();
+    let gemini = support::gemini_with_tool(&llmux, "Bash", "Start over.").await;
     assert_eq!(gemini.status(), 200);
     let body = gemini.text().await.unwrap();
     assert!(!body.contains("functionCall"), "{body}");

@@ -169,16 +169,7 @@ message = "publishing is for the user"
     let (_dir, config) = with_rules(&fake, rules);
     let llmux = start(config, KEY).await;
 
-    let response = client()
-        .post(llmux.url("/v1beta/models/m:generateContent"))
-        .json(
-            &json!({"contents": [{"role": "user", "parts": [{"text": "ship it"}]}],
-            "tools": [{"functionDeclarations": [{"name": "run_shell_command",
-                "parameters": {"type": "object"}}]}]}),
-        )
-        .send()
-        .await
-        .unwrap();
+    let response = support::gemini_with_tool(&llmux, "run_shell_command", "ship it").await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     let parts = body["candidates"][0]["content"]["parts"].to_string();

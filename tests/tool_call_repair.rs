@@ -81,16 +81,7 @@ async fn anthropic_gemini_and_responses_clients_get_their_own_call_shape() {
     assert!(body.contains("\"name\":\"Bash\""), "{body}");
     assert!(body.contains("\"stop_reason\":\"tool_use\""), "{body}");
 
-    let response = client()
-        .post(llmux.url("/v1beta/models/m:generateContent"))
-        .json(
-            &json!({"contents": [{"role": "user", "parts": [{"text": "What is here?"}]}],
-            "tools": [{"functionDeclarations": [{"name": "Bash",
-                "parameters": {"type": "object"}}]}]}),
-        )
-        .send()
-        .await
-        .unwrap();
+    let response = support::gemini_with_tool(&llmux, "Bash", "What is here?").await;
     let body: Value = response.json().await.unwrap();
     let parts = &body["candidates"][0]["content"]["parts"];
     assert_eq!(parts[1]["functionCall"]["name"], "Bash", "{body}");

@@ -50,19 +50,10 @@ impl Layered {
     pub fn set(&mut self, path: &str, value: Value, source: Source) {
         let mut keys: Vec<&str> = split_path(path);
         let Some(last) = keys.pop() else { return };
-        let mut table = &mut self.table;
-        for key in keys {
-            let entry = table
-                .entry(key.to_owned())
-                .or_insert_with(|| Value::Table(Table::new()));
-            if !entry.is_table() {
-                *entry = Value::Table(Table::new());
-            }
-            let Value::Table(next) = entry else { return };
-            table = next;
+        if let Some(table) = table_at(&mut self.table, &keys) {
+            table.insert(last.to_owned(), value);
+            self.sources.insert(path.to_owned(), source);
         }
-        table.insert(last.to_owned(), value);
-        self.sources.insert(path.to_owned(), source);
     }
 
     /// The source of the value at `path`, or of the nearest enclosing key that has one.
@@ -96,6 +87,21 @@ impl Layered {
             }
         }
     }
+}
+
+/// The table at `keys` under `table`, made (and made a table) where it is not one yet.
+pub(super) fn table_at<'t>(table: &'t mut Table, keys: &[&str]) -> Option<&'t mut Table> {
+    let mut table = table;
+    for key in keys {
+        let entry = table
+            .entry((*key).to_owned())
+            .or_insert_with(|| Value::Table(Table::new()));
+        if !entry.is_table() {
+            *entry = Value::Table(Table::new());
+        }
+        table = entry.as_table_mut()?;
+    }
+    Some(table)
 }
 
 /// Splits `backends.local-llama.base_url` into keys. Backend ids may not contain dots.

@@ -192,18 +192,9 @@ fn take(table: &mut Table, path: &str) -> Option<Value> {
 
 fn put(table: &mut Table, path: &str, value: Value) {
     let (parents, last) = split(path);
-    let mut table = table;
-    for key in parents {
-        let entry = table
-            .entry(key.to_owned())
-            .or_insert_with(|| Value::Table(Table::new()));
-        if !entry.is_table() {
-            *entry = Value::Table(Table::new());
-        }
-        let Value::Table(next) = entry else { return };
-        table = next;
+    if let Some(table) = super::layers::table_at(table, &parents) {
+        table.insert(last.to_owned(), value);
     }
-    table.insert(last.to_owned(), value);
 }
 
 fn split(path: &str) -> (Vec<&str>, &str) {

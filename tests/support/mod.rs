@@ -164,6 +164,20 @@ pub async fn get_json(llmux: &Llmux, path: &str, key: &str) -> (u16, serde_json:
     (response.status().as_u16(), response.json().await.unwrap())
 }
 
+/// A Gemini `generateContent` request (not streamed) saying `text` and offering one function
+/// tool named `tool`.
+pub async fn gemini_with_tool(llmux: &Llmux, tool: &str, text: &str) -> reqwest::Response {
+    client()
+        .post(llmux.url("/v1beta/models/m:generateContent"))
+        .json(&serde_json::json!({
+            "contents": [{"role": "user", "parts": [{"text": text}]}],
+            "tools": [{"functionDeclarations": [{"name": tool,
+                "parameters": {"type": "object"}}]}]}))
+        .send()
+        .await
+        .unwrap()
+}
+
 /// The capture store's row for an answer (read whole first, then the store flushed), fetched
 /// through the admin API with the proxy key.
 pub async fn captured_row(
