@@ -6,7 +6,7 @@ mod support;
 
 use serde_json::{Value, json};
 use support::fake_openai::{FakeOpenAi, Mode};
-use support::{client, config, fake_backend_config, sse_data, start, streamed_text};
+use support::{client, config, fake_backend_config, start};
 
 const MOCK_TEXT: &str = "Hello from the llmux mock back-end.";
 
@@ -30,15 +30,7 @@ async fn chat(llmux: &support::Llmux, session: &str, text: &str, stream: bool) -
         .unwrap();
     assert_eq!(response.status(), 200);
     let body = response.text().await.unwrap();
-    if stream {
-        streamed_text(&sse_data(&body))
-    } else {
-        let value: Value = serde_json::from_str(&body).unwrap();
-        value["choices"][0]["message"]["content"]
-            .as_str()
-            .unwrap_or("")
-            .to_owned()
-    }
+    support::answer_text(&body, stream)
 }
 
 #[tokio::test]

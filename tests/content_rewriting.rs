@@ -6,9 +6,9 @@
 
 mod support;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use support::fake_openai::{FakeOpenAi, Mode};
-use support::{client, config, fake_backend_config, sse_data, start, streamed_text};
+use support::{client, config, fake_backend_config, start};
 
 const RULES: &str = r#"
 [[rules]]
@@ -59,15 +59,7 @@ async fn ask(llmux: &support::Llmux, model: &str, agent: &str, stream: bool) -> 
         .unwrap();
     assert_eq!(response.status(), 200);
     let body = response.text().await.unwrap();
-    if stream {
-        streamed_text(&sse_data(&body))
-    } else {
-        let body: Value = serde_json::from_str(&body).unwrap();
-        body["choices"][0]["message"]["content"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    }
+    support::answer_text(&body, stream)
 }
 
 #[tokio::test]

@@ -14,22 +14,11 @@ const RESET: &str = r#"{"command":"cd /repo && git reset --hard origin/main"}"#;
 const STATUS: &str = r#"{"command":"git status"}"#;
 
 fn bash_tool() -> Value {
-    json!([{"type": "function", "function": {"name": "Bash",
-        "parameters": {"type": "object", "properties": {"command": {"type": "string"}}}}}])
+    support::function_tool("Bash")
 }
 
 async fn chat(llmux: &support::Llmux, stream: bool) -> String {
-    let response = client()
-        .post(llmux.url("/v1/chat/completions"))
-        .json(
-            &json!({"model": "m", "stream": stream, "tools": bash_tool(),
-            "messages": [{"role": "user", "content": "Start over."}]}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    response.text().await.unwrap()
+    support::chat_with_tools(llmux, "s", bash_tool(), "Start over.", stream).await
 }
 
 #[tokio::test]

@@ -6,9 +6,9 @@ mod support;
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use support::fake_openai::{FakeOpenAi, Mode};
-use support::{client, config, fake_backend_config, sse_data, start, streamed_text};
+use support::{client, config, fake_backend_config, start};
 
 async fn llmux_for(fake: &FakeOpenAi, window: &str) -> support::Llmux {
     let toml = format!(
@@ -34,15 +34,7 @@ fn send(
         let response = request.await.unwrap();
         assert_eq!(response.status(), 200);
         let body = response.text().await.unwrap();
-        if stream {
-            streamed_text(&sse_data(&body))
-        } else {
-            let body: Value = serde_json::from_str(&body).unwrap();
-            body["choices"][0]["message"]["content"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        }
+        support::answer_text(&body, stream)
     }
 }
 

@@ -22,23 +22,11 @@ fn with_rules(fake: &FakeOpenAi, rules: &str) -> (tempfile::TempDir, llmux::conf
 }
 
 fn tool(name: &str) -> Value {
-    json!([{"type": "function", "function": {"name": name,
-        "parameters": {"type": "object", "properties": {}}}}])
+    support::function_tool(name)
 }
 
 async fn chat(llmux: &support::Llmux, tool_name: &str, session: &str, stream: bool) -> String {
-    let response = client()
-        .post(llmux.url("/v1/chat/completions"))
-        .header("x-session-id", session)
-        .json(
-            &json!({"model": "m", "stream": stream, "tools": tool(tool_name),
-            "messages": [{"role": "user", "content": "Fix the bug."}]}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    response.text().await.unwrap()
+    support::chat_with_tools(llmux, session, tool(tool_name), "Fix the bug.", stream).await
 }
 
 const STEER: &str = r#"

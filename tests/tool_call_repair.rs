@@ -12,8 +12,7 @@ const KEY: &[(&str, &str)] = &[("FAKE_API_KEY", "sk-fake")];
 const WRITTEN: &str = "I'll look.\n<tool_call>\n{\"name\": \"Bash\", \"arguments\": {\"command\": \"ls -la\"}}\n</tool_call>";
 
 fn bash_tool() -> Value {
-    json!([{"type": "function", "function": {"name": "Bash",
-        "parameters": {"type": "object", "properties": {"command": {"type": "string"}}}}}])
+    support::function_tool("Bash")
 }
 
 async fn llmux_behind(mode: Mode, extra: &str) -> (FakeOpenAi, support::Llmux) {
@@ -27,15 +26,7 @@ async fn llmux_behind(mode: Mode, extra: &str) -> (FakeOpenAi, support::Llmux) {
 }
 
 async fn chat(llmux: &support::Llmux, tools: Value, stream: bool) -> String {
-    let response = client()
-        .post(llmux.url("/v1/chat/completions"))
-        .json(&json!({"model": "m", "stream": stream, "tools": tools,
-            "messages": [{"role": "user", "content": "What is here?"}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    response.text().await.unwrap()
+    support::chat_with_tools(llmux, "s", tools, "What is here?", stream).await
 }
 
 #[tokio::test]

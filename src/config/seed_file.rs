@@ -170,18 +170,17 @@ fn get<'t>(table: &'t Table, path: &str) -> Option<&'t Value> {
 
 /// Removes the value at `path`, and the tables it leaves empty.
 fn take(table: &mut Table, path: &str) -> Option<Value> {
-    let (parents, last) = split(path);
-    match parents.split_first() {
-        None => table.remove(last),
-        Some((first, rest)) => {
+    let keys: Vec<&str> = path.split('.').collect();
+    take_keys(table, &keys)
+}
+
+fn take_keys(table: &mut Table, keys: &[&str]) -> Option<Value> {
+    match keys {
+        [] => None,
+        [last] => table.remove(*last),
+        [first, rest @ ..] => {
             let inner = table.get_mut(*first)?.as_table_mut()?;
-            let rest_path = rest
-                .iter()
-                .copied()
-                .chain(std::iter::once(last))
-                .collect::<Vec<_>>()
-                .join(".");
-            let value = take(inner, &rest_path)?;
+            let value = take_keys(inner, rest)?;
             if inner.is_empty() {
                 table.remove(*first);
             }

@@ -18,8 +18,6 @@
 //! Its filter sees the answer right after the `<think>` filter, before the other stages, so
 //! the tool-call reactor and the dangerous-command check see the repaired calls.
 
-use std::sync::Arc;
-
 use serde_json::Value;
 
 use super::structured_output::repairs;
@@ -360,10 +358,8 @@ impl Stage for ToolCallRepair {
         if request.tools.is_empty() {
             return None;
         }
-        let offered = Offered::of(request);
         Some(Box::new(Repair {
-            text_calls: !offered.tools.is_empty(),
-            offered: Arc::new(offered),
+            offered: Offered::of(request),
             limit: self.settings.buffer_bytes,
             held: String::new(),
             block: None,
@@ -379,9 +375,8 @@ impl Stage for ToolCallRepair {
 
 /// The filter; see the module docs.
 struct Repair {
-    offered: Arc<Offered>,
-    /// Whether calls written as text are looked for (the request offered functions).
-    text_calls: bool,
+    /// The request's functions: calls written as text are looked for when there are any.
+    offered: Offered,
     limit: usize,
     /// Text not yet given out: the end of a chunk that may begin an opener, or a block.
     held: String,
@@ -400,7 +395,7 @@ struct Repair {
 impl EventFilter for Repair {
     fn on_event(&mut self, event: Event, out: &mut Vec<Event>) {
         match event {
-            Event::TextDelta(text) if self.text_calls => self.on_text(text, out),
+            Event::TextDelta(text) if !self.offered.tools.is_empty() => self.on_text(text, out),
             Event::ToolCallStart { index, id, name } => {
                 self.settle_text(out);
                 self.next_index = self.next_index.max(index + 1);

@@ -164,6 +164,48 @@ pub async fn get_json(llmux: &Llmux, path: &str, key: &str) -> (u16, serde_json:
     (response.status().as_u16(), response.json().await.unwrap())
 }
 
+/// The text of a chat completion's body, streamed (joined deltas) or not (the message's
+/// content; empty when it has none).
+pub fn answer_text(body: &str, stream: bool) -> String {
+    if stream {
+        return streamed_text(&sse_data(body));
+    }
+    let value: serde_json::Value = serde_json::from_str(body).unwrap();
+    value["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// An OpenAI chat `tools` list of one function, `name`, taking a shell `command`.
+pub fn function_tool(name: &str) -> serde_json::Value {
+    serde_json::json!([{"type": "function", "function": {"name": name,
+        "parameters": {"type": "object", "properties": {"command": {"type": "string"}}}}}])
+}
+
+/// A chat request in `session` saying `text` and offering `tools`: the answer's body (the
+/// status must be 200).
+pub async fn chat_with_tools(
+    llmux: &Llmux,
+    session: &str,
+    tools: serde_json::Value,
+    text: &str,
+    stream: bool,
+) -> String {
+    let response = client()
+        .post(llmux.url("/v1/chat/completions"))
+        .header("x-session-id", session)
+        .json(
+            &serde_json::json!({"model": "m", "stream": stream, "tools": tools,
+            "messages": [{"role": "user", "content": text}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.text().await.unwrap()
+}
+
 /// A Gemini `generateContent` request (not streamed) saying `text` and offering one function
 /// tool named `tool`.
 pub async fn gemini_with_tool(llmux: &Llmux, tool: &str, text: &str) -> reqwest::Response {
