@@ -7,7 +7,7 @@
 //! started). The first event is awaited before `send` returns, so a failure that arrives
 //! before any data is still an error with a status, which failover can act on.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -22,6 +22,7 @@ use crate::Error;
 use crate::capture::{Direction, Payload, Tap};
 use crate::config::BackendConfig;
 use crate::credentials::NamedKey;
+use crate::credentials::login::{Loaded, Login, Tokens};
 use crate::error::{ErrorKind, TimeoutPhase};
 use crate::model::{Event, Request};
 use crate::protocol::{ChunkError, StreamDecoder};
@@ -38,6 +39,10 @@ pub trait Wire: Send + Sync + 'static {
     /// when not, it is parsed once.
     const URL_VARIES: bool = false;
 
+    /// Whether the provider is always asked for a stream (the ChatGPT back-end streams
+    /// only); a client that did not ask for one still gets one whole answer.
+    const ALWAYS_STREAMS: bool = false;
+
     /// The URL of a generation request.
     fn generate_url(&self, base_url: &str, model: &str, stream: bool) -> String;
     /// The URL that lists models.
@@ -50,6 +55,10 @@ pub trait Wire: Send + Sync + 'static {
     fn stream_decoder(&self) -> Self::Decoder;
     /// The headers that carry the provider key.
     fn auth_headers(&self, key: &str) -> Vec<(HeaderName, String)>;
+    /// Headers that come from a subscription login (its account id).
+    fn login_headers(&self, _tokens: &Tokens, _request: &Request) -> Vec<(HeaderName, String)> {
+        Vec::new()
+    }
     /// Headers from the client request that this protocol forwards.
     fn forwarded_headers(&self, _request: &Request) -> Vec<(HeaderName, String)> {
         Vec::new()
@@ -86,6 +95,8 @@ pub struct HttpBackend<W: Wire> {
     fixed_url: Option<reqwest::Url>,
     models_cache: Mutex<Option<(Instant, Option<Vec<String>>)>>,
     errors: ErrorMapper,
+    /// Subscription logins, in key-ring order, used instead of keys.
+    logins: Vec<Arc<Login>>,
 }
 
 impl<W: Wire> HttpBackend<W> {
@@ -161,16 +172,42 @@ impl<W: Wire> HttpBackend<W> {
             fixed_url,
             models_url: wire.models_url(&config.base_url),
             wire,
-            keys: super::keys::KeyRing::new(&config.id, keys, config.key_rotation),
+            keys: super::keys::KeyRing::new(
+                &config.id,
+                keys.iter().map(|k| k.name.clone()).collect(),
+                config.key_rotation,
+            ),
             auth,
             config,
             client,
             headers,
             models_cache: Mutex::new(None),
+            logins: Vec::new(),
         })
     }
 
+    /// Authenticates with subscription logins instead of keys: each is a turn in the key
+    /// ring, so accounts rotate on rate limits as keys do.
+    pub fn with_logins(mut self, logins: Vec<Arc<Login>>) -> Self {
+        self.keys = super::keys::KeyRing::new(
+            &self.config.id,
+            logins.iter().map(|login| login.name()).collect(),
+            self.config.key_rotation,
+        );
+        self.logins = logins;
+        self
+    }
+
     fn require_key(&self) -> Result<(), Error> {
+        if self.config.login.is_some() && self.logins.is_empty() {
+            return Err(ErrorKind::BackendNotConfigured {
+                backend: self.config.id.clone(),
+                message: "no credential file: set credentials_path (HOME is not set, so the \
+                          CLI's own file cannot be found)"
+                    .into(),
+            }
+            .into());
+        }
         if self.keys.is_empty() && self.config.kind.requires_key() {
             let var = self
                 .config
@@ -329,6 +366,87 @@ impl<W: Wire> HttpBackend<W> {
             }
         };
         Ok(Box::pin(stream))
+    }
+
+    /// The generation URL: the login's own API root when it names one (Qwen's
+    /// `resource_url`), else the back-end's.
+    fn url_for(
+        &self,
+        request: &Request,
+        model: &str,
+        api_base: Option<&str>,
+    ) -> Result<reqwest::Url, Error> {
+        if api_base.is_none()
+            && let Some(url) = &self.fixed_url
+        {
+            return Ok(url.clone());
+        }
+        let base = api_base.unwrap_or(&self.config.base_url);
+        let url = self.wire.generate_url(base, model, request.stream);
+        reqwest::Url::parse(&url).map_err(|e| {
+            Error::from(ErrorKind::BackendNotConfigured {
+                backend: self.config.id.clone(),
+                message: format!("invalid URL {url}: {e}"),
+            })
+        })
+    }
+
+    /// Posts `body` with key `key`, or with `login`'s token; resolves at the response
+    /// headers.
+    async fn post(
+        &self,
+        request: &Request,
+        model: &str,
+        body: Bytes,
+        key: usize,
+        login: Option<&Arc<Loaded>>,
+        deadline: tokio::time::Instant,
+    ) -> Result<reqwest::Response, Error> {
+        let api_base = login.and_then(|l| l.tokens.api_base.as_deref());
+        let url = self.url_for(request, model, api_base)?;
+        let accept = if request.stream || W::ALWAYS_STREAMS {
+            "text/event-stream"
+        } else {
+            "application/json"
+        };
+        let mut upstream = self
+            .client
+            .post(url)
+            .headers(self.headers.clone())
+            .header(ACCEPT, accept);
+        match login {
+            Some(loaded) => {
+                let tokens = &loaded.tokens;
+                let headers = self
+                    .wire
+                    .auth_headers(tokens.access.expose())
+                    .into_iter()
+                    .chain(self.wire.login_headers(tokens, request));
+                for (name, value) in headers {
+                    let mut value = HeaderValue::from_str(&value).map_err(|_| {
+                        Error::from(ErrorKind::BackendNotConfigured {
+                            backend: self.config.id.clone(),
+                            message: format!("the login's {name} is not a valid header value"),
+                        })
+                    })?;
+                    value.set_sensitive(true);
+                    upstream = upstream.header(name, value);
+                }
+            }
+            None => {
+                for (name, value) in self.auth.get(key).into_iter().flatten() {
+                    upstream = upstream.header(name.clone(), value.clone());
+                }
+            }
+        }
+        for (name, value) in self.wire.forwarded_headers(request) {
+            upstream = upstream.header(name, value);
+        }
+        match tokio::time::timeout_at(deadline, upstream.body(body).send()).await {
+            Err(_) => Err(self.timeout(TimeoutPhase::FirstByte)),
+            Ok(Err(err)) => Err(self.transport_error(&err)),
+            Ok(Ok(response)) => Ok(response),
+        }
     }
 
     async fn fetch_models(&self) -> Result<Vec<String>, Error> {
@@ -546,6 +664,29 @@ where
     }
 }
 
+/// `err` with `secret` masked in its message (a login token a provider echoed).
+fn scrub_error(err: Error, secret: &str) -> Error {
+    match err.kind() {
+        ErrorKind::Upstream {
+            backend,
+            status,
+            message,
+            error_type,
+            code,
+            retry_after,
+        } if !secret.is_empty() && message.contains(secret) => ErrorKind::Upstream {
+            backend: backend.clone(),
+            status: *status,
+            message: message.replace(secret, "****"),
+            error_type: error_type.clone(),
+            code: code.clone(),
+            retry_after: *retry_after,
+        }
+        .into(),
+        _ => err,
+    }
+}
+
 async fn read_limited(response: reqwest::Response, limit: usize) -> Vec<u8> {
     let mut body = Vec::new();
     let mut stream = response.bytes_stream();
@@ -624,7 +765,7 @@ impl<W: Wire> Backend for HttpBackend<W> {
     }
 
     fn key_name(&self) -> Option<&str> {
-        self.keys.key(0).map(|k| k.name.as_str())
+        self.keys.name(0)
     }
 
     fn keys(&self) -> Option<&super::keys::KeyRing> {
@@ -634,6 +775,15 @@ impl<W: Wire> Backend for HttpBackend<W> {
     async fn models(&self) -> Result<Vec<String>, Error> {
         if let Some(models) = &self.config.models {
             return Ok(models.clone());
+        }
+        if self.config.login.is_some() {
+            // Listing would read the user's login file for every /v1/models call, whether
+            // or not this back-end is in use.
+            return Err(ErrorKind::BackendNotConfigured {
+                backend: self.config.id.clone(),
+                message: "a subscription back-end lists the models its `models` key names".into(),
+            }
+            .into());
         }
         self.require_key()?;
         if let Ok(cache) = self.models_cache.lock()
@@ -683,48 +833,39 @@ impl<W: Wire> Backend for HttpBackend<W> {
         if let Some(tap) = tap {
             tap.record(Direction::OutboundRequest, Payload::Json(&body));
         }
-        let url = match &self.fixed_url {
-            Some(url) => url.clone(),
-            None => {
-                let url = self
-                    .wire
-                    .generate_url(&self.config.base_url, model, request.stream);
-                reqwest::Url::parse(&url).map_err(|e| {
-                    Error::from(ErrorKind::BackendNotConfigured {
-                        backend: self.config.id.clone(),
-                        message: format!("invalid URL {url}: {e}"),
-                    })
-                })?
-            }
-        };
+        let body = Bytes::from(body);
         let deadline = tokio::time::Instant::now() + self.config.timeouts.first_byte;
-        let accept = if request.stream {
-            "text/event-stream"
-        } else {
-            "application/json"
+        let login = self.logins.get(key);
+        let token = match login {
+            Some(login) => Some(login.token().await?),
+            None => None,
         };
-        let mut upstream = self
-            .client
-            .post(url)
-            .headers(self.headers.clone())
-            .header(ACCEPT, accept);
-        for (name, value) in self.auth.get(key).into_iter().flatten() {
-            upstream = upstream.header(name.clone(), value.clone());
+        let mut response = self
+            .post(request, model, body.clone(), key, token.as_ref(), deadline)
+            .await?;
+        // A login token the provider refuses is replaced (by another request's refresh,
+        // the CLI's, or a refresh now) and the request sent once more, before anything
+        // reached the client.
+        let mut token = token;
+        if response.status() == reqwest::StatusCode::UNAUTHORIZED
+            && let (Some(login), Some(used)) = (login, &token)
+        {
+            let fresh = login.refused(used).await?;
+            response = self
+                .post(request, model, body, key, Some(&fresh), deadline)
+                .await?;
+            token = Some(fresh);
         }
-        for (name, value) in self.wire.forwarded_headers(request) {
-            upstream = upstream.header(name, value);
-        }
-        let send = upstream.body(body).send();
-        let response = match tokio::time::timeout_at(deadline, send).await {
-            Err(_) => return Err(self.timeout(TimeoutPhase::FirstByte)),
-            Ok(Err(err)) => return Err(self.transport_error(&err)),
-            Ok(Ok(response)) => response,
-        };
+        let login_secret = token.as_ref().map(|t| t.tokens.access.clone());
         if let Some(tap) = tap {
             tap.upstream_headers(response.status().as_u16(), response.headers());
         }
         if !response.status().is_success() {
-            return Err(self.status_error(response, deadline, tap).await);
+            let err = self.status_error(response, deadline, tap).await;
+            return Err(match &login_secret {
+                Some(secret) => scrub_error(err, secret.expose()),
+                None => err,
+            });
         }
         let is_sse = response
             .headers()

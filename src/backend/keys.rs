@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::config::KeyRotation;
-use crate::credentials::NamedKey;
 use crate::error::{Error, ErrorKind};
 
 /// How long a rate-limited key rests when the provider did not say.
@@ -47,15 +46,16 @@ struct KeyState {
 
 pub struct KeyRing {
     backend: String,
-    keys: Vec<NamedKey>,
+    /// What each key is called (its variable, keychain entry or login), never its value.
+    names: Vec<String>,
     rotation: KeyRotation,
     next: AtomicUsize,
     state: Mutex<Vec<KeyState>>,
 }
 
 impl KeyRing {
-    pub fn new(backend: &str, keys: Vec<NamedKey>, rotation: KeyRotation) -> Self {
-        let state = keys
+    pub fn new(backend: &str, names: Vec<String>, rotation: KeyRotation) -> Self {
+        let state = names
             .iter()
             .map(|_| KeyState {
                 uses: 0,
@@ -66,7 +66,7 @@ impl KeyRing {
             .collect();
         Self {
             backend: backend.to_owned(),
-            keys,
+            names,
             rotation,
             next: AtomicUsize::new(0),
             state: Mutex::new(state),
@@ -74,26 +74,23 @@ impl KeyRing {
     }
 
     pub fn len(&self) -> usize {
-        self.keys.len()
+        self.names.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.names.is_empty()
     }
 
-    pub fn key(&self, index: usize) -> Option<&NamedKey> {
-        self.keys.get(index)
-    }
-
-    pub fn keys(&self) -> &[NamedKey] {
-        &self.keys
+    /// The name of key `index`.
+    pub fn name(&self, index: usize) -> Option<&str> {
+        self.names.get(index).map(String::as_str)
     }
 
     /// The key to use next, leaving out `tried` and keys cooling down; `Err` with the wait
     /// until the first one is ready again when every untried key is cooling down. `None`
     /// inside when the back-end has no key at all.
     pub fn pick(&self, tried: &[usize]) -> Result<Option<usize>, Duration> {
-        let n = self.keys.len();
+        let n = self.names.len();
         if n == 0 {
             return Ok(None);
         }
@@ -134,7 +131,7 @@ impl KeyRing {
         let Some(rest) = cool_down_for(err) else {
             return false;
         };
-        let rotates = self.keys.len() > 1;
+        let rotates = self.names.len() > 1;
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(key) = state.get_mut(index) {
             key.failures += 1;
@@ -156,7 +153,7 @@ impl KeyRing {
             message: format!(
                 "all {} keys of back-end '{}' are cooling down after rate limits or refusals; \
                  the first is ready again in {seconds} s",
-                self.keys.len(),
+                self.names.len(),
                 self.backend
             ),
             error_type: Some("rate_limit_error".into()),
@@ -171,12 +168,12 @@ impl KeyRing {
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         let unix_now = crate::capture::store::unix_seconds();
-        self.keys
+        self.names
             .iter()
             .zip(state.iter())
-            .map(|(key, s)| KeyHealth {
+            .map(|(name, s)| KeyHealth {
                 backend: self.backend.clone(),
-                name: key.name.clone(),
+                name: name.clone(),
                 uses: s.uses,
                 failures: s.failures,
                 cooling_until: s
@@ -207,16 +204,10 @@ fn cool_down_for(err: &Error) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::credentials::Secret;
 
     fn ring(n: usize, rotation: KeyRotation) -> KeyRing {
-        let keys = (1..=n)
-            .map(|i| NamedKey {
-                name: format!("K{i}"),
-                secret: Secret::new(format!("sk-{i}")),
-            })
-            .collect();
-        KeyRing::new("b", keys, rotation)
+        let names = (1..=n).map(|i| format!("K{i}")).collect();
+        KeyRing::new("b", names, rotation)
     }
 
     fn status(status: u16, retry_after: Option<u64>) -> Error {

@@ -14,6 +14,7 @@ pub mod openai;
 pub mod openai_compatible;
 pub mod openrouter;
 pub mod providers;
+pub mod subscription;
 pub mod zai;
 
 use std::collections::BTreeMap;
@@ -123,6 +124,9 @@ fn identity(backend: &BackendConfig) -> Vec<(&'static str, String)> {
 
 fn build(backend: &BackendConfig, secrets: &dyn SecretSource) -> Result<Arc<dyn Backend>, Error> {
     let provider = backend.kind.provider();
+    if let (Some(login), Some(settings)) = (&provider.login, &backend.login) {
+        return build_login_backend(backend, login, settings);
+    }
     let (keys, identity) = (secrets.keys(backend), identity(backend));
     let config = backend.clone();
     Ok(match provider.wire {
@@ -155,5 +159,52 @@ fn build(backend: &BackendConfig, secrets: &dyn SecretSource) -> Result<Arc<dyn 
             keys,
             identity,
         )?),
+    })
+}
+
+/// A subscription-login back-end: its kind's wire, with one [`Login`] per credential file
+/// taking turns as keys do.
+///
+/// [`Login`]: crate::credentials::login::Login
+fn build_login_backend(
+    backend: &BackendConfig,
+    defaults: &providers::LoginDefaults,
+    settings: &crate::credentials::login::LoginSettings,
+) -> Result<Arc<dyn Backend>, Error> {
+    use crate::config::BackendKind;
+    use crate::credentials::login::Login;
+    let token_client = reqwest::Client::builder()
+        .connect_timeout(backend.timeouts.connect)
+        .user_agent(concat!("llmux/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| Error::internal(format!("cannot build the HTTP client: {e}")))?;
+    let logins = settings
+        .paths
+        .iter()
+        .map(|path| {
+            Login::new(
+                &backend.id,
+                backend.kind.name(),
+                path.clone(),
+                defaults.format,
+                settings,
+                token_client.clone(),
+            )
+        })
+        .collect();
+    let (config, identity) = (backend.clone(), identity(backend));
+    Ok(match backend.kind {
+        BackendKind::OpenAiOAuth => Arc::new(
+            http::HttpBackend::new(config, subscription::CodexWire, Vec::new(), identity)?
+                .with_logins(logins),
+        ),
+        BackendKind::AnthropicOAuth => Arc::new(
+            http::HttpBackend::new(config, subscription::ClaudeOAuthWire, Vec::new(), identity)?
+                .with_logins(logins),
+        ),
+        _ => Arc::new(
+            http::HttpBackend::new(config, openai::ChatWire, Vec::new(), identity)?
+                .with_logins(logins),
+        ),
     })
 }

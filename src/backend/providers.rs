@@ -4,7 +4,22 @@
 //! provider that speaks a wire llmux already has is one entry here.
 
 use crate::config::{BackendConfig, BackendKind};
+use crate::credentials::login::{LoginFormat, claude, codex, qwen};
 use crate::model::Protocol;
+
+/// Where a subscription-login kind's CLI keeps its login, and the OAuth client it
+/// refreshes as.
+pub struct LoginDefaults {
+    pub format: &'static dyn LoginFormat,
+    /// The variable that moves the CLI's directory (`CODEX_HOME`), when it has one.
+    pub home_env: Option<&'static str>,
+    /// The CLI's directory under the user's home.
+    pub home_dir: &'static str,
+    /// The credential file in that directory.
+    pub file: &'static str,
+    pub token_url: &'static str,
+    pub client_id: &'static str,
+}
 
 /// What llmux knows about a kind of back-end.
 pub struct Provider {
@@ -25,6 +40,8 @@ pub struct Provider {
     pub builtin: bool,
     /// Headers that identify the app to the provider, on every request.
     pub identity: fn(&BackendConfig) -> Vec<(&'static str, String)>,
+    /// A subscription login instead of keys.
+    pub login: Option<LoginDefaults>,
 }
 
 fn no_identity(_: &BackendConfig) -> Vec<(&'static str, String)> {
@@ -32,7 +49,7 @@ fn no_identity(_: &BackendConfig) -> Vec<(&'static str, String)> {
 }
 
 /// Every kind, in the order the settings page offers them.
-pub static PROVIDERS: [Provider; 9] = [
+pub static PROVIDERS: [Provider; 12] = [
     Provider {
         kind: BackendKind::OpenAi,
         name: "openai",
@@ -43,6 +60,7 @@ pub static PROVIDERS: [Provider; 9] = [
         responses_api: true,
         builtin: true,
         identity: no_identity,
+        login: None,
     },
     Provider {
         kind: BackendKind::OpenRouter,
@@ -54,6 +72,7 @@ pub static PROVIDERS: [Provider; 9] = [
         responses_api: false,
         builtin: true,
         identity: super::openrouter::identity_headers,
+        login: None,
     },
     Provider {
         kind: BackendKind::Zai,
@@ -66,6 +85,7 @@ pub static PROVIDERS: [Provider; 9] = [
         responses_api: false,
         builtin: true,
         identity: no_identity,
+        login: None,
     },
     Provider {
         kind: BackendKind::OpenAiCompatible,
@@ -77,6 +97,7 @@ pub static PROVIDERS: [Provider; 9] = [
         responses_api: true,
         builtin: false,
         identity: no_identity,
+        login: None,
     },
     Provider {
         kind: BackendKind::Anthropic,
@@ -90,6 +111,7 @@ pub static PROVIDERS: [Provider; 9] = [
         responses_api: false,
         builtin: true,
         identity: no_identity,
+        login: None,
     },
     Provider {
         kind: BackendKind::AnthropicCompatible,
@@ -101,6 +123,7 @@ pub static PROVIDERS: [Provider; 9] = [
         responses_api: false,
         builtin: false,
         identity: no_identity,
+        login: None,
     },
     Provider {
         kind: BackendKind::ZaiCodingPlan,
@@ -112,6 +135,7 @@ pub static PROVIDERS: [Provider; 9] = [
         responses_api: false,
         builtin: true,
         identity: no_identity,
+        login: None,
     },
     Provider {
         kind: BackendKind::Gemini,
@@ -124,6 +148,66 @@ pub static PROVIDERS: [Provider; 9] = [
         responses_api: false,
         builtin: true,
         identity: no_identity,
+        login: None,
+    },
+    Provider {
+        kind: BackendKind::OpenAiOAuth,
+        name: "openai-oauth",
+        wire: Some(Protocol::OpenAiResponses),
+        // The ChatGPT back-end the Codex CLI calls: the Responses API at {base}/responses.
+        default_base_url: Some("https://chatgpt.com/backend-api/codex"),
+        key_env: None,
+        requires_key: false,
+        responses_api: false,
+        builtin: true,
+        identity: super::subscription::codex_identity,
+        login: Some(LoginDefaults {
+            format: &crate::credentials::login::codex::Codex,
+            home_env: Some("CODEX_HOME"),
+            home_dir: ".codex",
+            file: "auth.json",
+            token_url: codex::TOKEN_URL,
+            client_id: codex::CLIENT_ID,
+        }),
+    },
+    Provider {
+        kind: BackendKind::AnthropicOAuth,
+        name: "anthropic-oauth",
+        wire: Some(Protocol::Anthropic),
+        default_base_url: Some("https://api.anthropic.com"),
+        key_env: None,
+        requires_key: false,
+        responses_api: false,
+        builtin: true,
+        identity: super::subscription::claude_identity,
+        login: Some(LoginDefaults {
+            format: &crate::credentials::login::claude::Claude,
+            home_env: Some("CLAUDE_CONFIG_DIR"),
+            home_dir: ".claude",
+            file: ".credentials.json",
+            token_url: claude::TOKEN_URL,
+            client_id: claude::CLIENT_ID,
+        }),
+    },
+    Provider {
+        kind: BackendKind::QwenOAuth,
+        name: "qwen-oauth",
+        wire: Some(Protocol::OpenAiChat),
+        // Used when the login names no resource_url (LIP's and CLIProxyAPI's default).
+        default_base_url: Some("https://portal.qwen.ai/v1"),
+        key_env: None,
+        requires_key: false,
+        responses_api: false,
+        builtin: true,
+        identity: super::subscription::qwen_identity,
+        login: Some(LoginDefaults {
+            format: &crate::credentials::login::qwen::Qwen,
+            home_env: None,
+            home_dir: ".qwen",
+            file: "oauth_creds.json",
+            token_url: qwen::TOKEN_URL,
+            client_id: qwen::CLIENT_ID,
+        }),
     },
     Provider {
         kind: BackendKind::Mock,
@@ -135,6 +219,7 @@ pub static PROVIDERS: [Provider; 9] = [
         responses_api: false,
         builtin: true,
         identity: no_identity,
+        login: None,
     },
 ];
 
@@ -144,6 +229,16 @@ pub fn of(kind: BackendKind) -> &'static Provider {
         .iter()
         .find(|p| p.kind == kind)
         .unwrap_or(&PROVIDERS[PROVIDERS.len() - 1])
+}
+
+/// The subscription-login kinds, for messages.
+pub fn login_kind_names() -> String {
+    PROVIDERS
+        .iter()
+        .filter(|p| p.login.is_some())
+        .map(|p| p.name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The back-ends that exist without configuration, each named after its kind.

@@ -273,7 +273,7 @@ fn line(pending: &Pending) -> String {
 }
 
 /// `2025-01-10T15:58:41.039145+00:00` from a time since the epoch (UTC).
-fn iso8601(since_epoch: Duration) -> String {
+pub(crate) fn iso8601(since_epoch: Duration) -> String {
     let secs = since_epoch.as_secs();
     let micros = since_epoch.subsec_micros();
     let days = (secs / 86_400) as i64;

@@ -43,6 +43,10 @@ pub enum BackendKind {
     ZaiCodingPlan,
     Gemini,
     Mock,
+    /// Subscription logins of the official CLIs.
+    OpenAiOAuth,
+    AnthropicOAuth,
+    QwenOAuth,
 }
 
 impl BackendKind {
@@ -138,6 +142,8 @@ pub struct BackendConfig {
     /// The outbound proxy; `None`: the proxy environment variables decide.
     pub proxy_url: Option<String>,
     pub mock: MockConfig,
+    /// For subscription-login kinds: the credential files and the OAuth client.
+    pub login: Option<crate::credentials::login::LoginSettings>,
 }
 
 /// `[circuit_breaker]`: a back-end that fails too often in a row is left alone a while
@@ -446,7 +452,7 @@ impl ConfigLoader {
         for id in providers::builtin() {
             raw.backends.entry(id.to_owned()).or_default();
         }
-        let config = validate(&raw, &layered, &mut problems, &mut notes);
+        let config = validate(&raw, &layered, &*self.env, &mut problems, &mut notes);
         match config {
             Some(config) if problems.is_empty() => Ok(Loaded {
                 config,
@@ -648,6 +654,7 @@ fn validate_connections(
 fn validate(
     raw: &RawConfig,
     layered: &Layered,
+    env: &(dyn Fn(&str) -> Option<String> + Send + Sync),
     problems: &mut Vec<String>,
     notes: &mut Vec<String>,
 ) -> Option<Config> {
@@ -1092,7 +1099,7 @@ fn validate(
 
     let mut backends = BTreeMap::new();
     for (id, backend) in &raw.backends {
-        if let Some(config) = validate_backend(id, backend, layered, problems) {
+        if let Some(config) = validate_backend(id, backend, layered, env, problems) {
             backends.insert(id.clone(), config);
         }
     }
@@ -1203,6 +1210,7 @@ fn validate_backend(
     id: &str,
     raw: &RawBackend,
     layered: &Layered,
+    env: &(dyn Fn(&str) -> Option<String> + Send + Sync),
     problems: &mut Vec<String>,
 ) -> Option<BackendConfig> {
     let key = |field: &str| format!("backends.{id}.{field}");
@@ -1419,6 +1427,8 @@ fn validate_backend(
         }
     }
 
+    let login = login_settings(id, kind, raw, layered, env, problems);
+
     let mut headers = Vec::new();
     for (name, value) in raw.headers.iter().flatten() {
         if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err()
@@ -1462,6 +1472,117 @@ fn validate_backend(
             chunks: raw.chunks.unwrap_or(4).max(1),
             chunk_delay: Duration::from_millis(raw.chunk_delay_ms.unwrap_or(0)),
         },
+        login,
+    })
+}
+
+/// The login settings of a subscription-login back-end: its credential files (the CLI's
+/// own file when none is named) and the OAuth client it refreshes as. `None` for other
+/// kinds, which may not set these keys.
+fn login_settings(
+    id: &str,
+    kind: BackendKind,
+    raw: &RawBackend,
+    layered: &Layered,
+    env: &(dyn Fn(&str) -> Option<String> + Send + Sync),
+    problems: &mut Vec<String>,
+) -> Option<crate::credentials::login::LoginSettings> {
+    use crate::credentials::login::{LoginSettings, OAuthClient};
+    let key = |field: &str| format!("backends.{id}.{field}");
+    let Some(defaults) = &kind.provider().login else {
+        for (field, set) in [
+            ("credentials_path", raw.credentials_path.is_some()),
+            ("token_url", raw.token_url.is_some()),
+            ("client_id", raw.client_id.is_some()),
+            ("refresh_ahead_seconds", raw.refresh_ahead_seconds.is_some()),
+        ] {
+            if set {
+                problems.push(format!(
+                    "{} (from {}): only applies to subscription-login back-ends ({}), not '{}'",
+                    key(field),
+                    layered.source_of(&key(field)),
+                    providers::login_kind_names(),
+                    kind.name()
+                ));
+            }
+        }
+        return None;
+    };
+    let home = env("HOME")
+        .or_else(|| env("USERPROFILE"))
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from);
+    let expand = |path: &str| -> Option<PathBuf> {
+        match path
+            .strip_prefix("~/")
+            .or_else(|| (path == "~").then_some(""))
+        {
+            Some(rest) => home.as_ref().map(|home| home.join(rest)),
+            None => Some(PathBuf::from(path)),
+        }
+    };
+    let paths: Vec<PathBuf> = match &raw.credentials_path {
+        Some(named) => named
+            .iter()
+            .filter_map(|path| {
+                let expanded = expand(path);
+                if expanded.is_none() {
+                    problems.push(bad(
+                        layered,
+                        &key("credentials_path"),
+                        format!("'{path}'"),
+                        "starts with ~ but HOME is not set",
+                    ));
+                }
+                expanded
+            })
+            .collect(),
+        // The CLI's own file: under its home variable when set (CODEX_HOME, ...), else
+        // under the user's home. Without either, none: a request says what to set.
+        None => defaults
+            .home_env
+            .and_then(|name| env(name).filter(|dir| !dir.is_empty()))
+            .map(PathBuf::from)
+            .or_else(|| home.as_ref().map(|home| home.join(defaults.home_dir)))
+            .map(|dir| vec![dir.join(defaults.file)])
+            .unwrap_or_default(),
+    };
+    let refresh_ahead = match raw.refresh_ahead_seconds {
+        Some(seconds) if !(seconds >= 0.0 && seconds.is_finite()) => {
+            problems.push(bad(
+                layered,
+                &key("refresh_ahead_seconds"),
+                seconds,
+                "must be a number of seconds, 0 or more",
+            ));
+            Duration::from_secs(300)
+        }
+        Some(seconds) => Duration::from_secs_f64(seconds),
+        None => Duration::from_secs(300),
+    };
+    let token_url = raw
+        .token_url
+        .clone()
+        .unwrap_or_else(|| defaults.token_url.to_owned());
+    if !(token_url.starts_with("http://") || token_url.starts_with("https://")) {
+        problems.push(bad(
+            layered,
+            &key("token_url"),
+            format!("'{token_url}'"),
+            "must start with http:// or https://",
+        ));
+    }
+    Some(LoginSettings {
+        paths,
+        client: OAuthClient {
+            token_url,
+            client_id: raw
+                .client_id
+                .clone()
+                .unwrap_or_else(|| defaults.client_id.to_owned()),
+            client_secret: None,
+        },
+        refresh_ahead,
     })
 }
 
@@ -1488,7 +1609,7 @@ mod tests {
         for id in providers::builtin() {
             assert!(config.backends.contains_key(id), "{id}");
         }
-        assert_eq!(providers::builtin().count(), 7);
+        assert_eq!(providers::builtin().count(), 10);
         assert_eq!(config.auth.brute_force.max_failed_attempts, 5);
         assert_eq!(
             config.auth.brute_force.initial_block,

@@ -783,10 +783,37 @@ pub struct RawBackend {
     /// `socks5h://` (the proxy resolves names); otherwise HTTP_PROXY, HTTPS_PROXY, ALL_PROXY
     /// and NO_PROXY decide.
     pub proxy_url: Option<String>,
+    /// Subscription logins: the CLI's credential file, or several (accounts that take
+    /// turns like keys); the CLI's own file when absent.
+    pub credentials_path: Option<OneOrMany>,
+    /// Subscription logins: the OAuth token endpoint refreshes go to.
+    pub token_url: Option<String>,
+    /// Subscription logins: the OAuth client refreshes are made as (the CLI's by default).
+    pub client_id: Option<String>,
+    /// Subscription logins: how long before expiry the token is refreshed (300).
+    pub refresh_ahead_seconds: Option<f64>,
     /// mock: the text it answers.
     pub response_text: Option<String>,
     /// mock: how many stream chunks the text is cut into.
     pub chunks: Option<u32>,
     /// mock: delay before each chunk, in milliseconds.
     pub chunk_delay_ms: Option<u64>,
+}
+
+/// A value given as one string or as a list of them.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        let items: &[String] = match self {
+            OneOrMany::One(one) => std::slice::from_ref(one),
+            OneOrMany::Many(many) => many,
+        };
+        items.iter().map(String::as_str)
+    }
 }

@@ -8,6 +8,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
+pub mod login;
+
 use crate::config::BackendConfig;
 
 /// A secret string whose `Debug` and `Display` never show it.

@@ -128,7 +128,7 @@ impl<'a> Upstream<'a> {
                     tracing::info!(
                         request_id = %ctx.request_id,
                         backend = target.backend.id(),
-                        key = ring.key(key).map_or("-", |k| k.name.as_str()),
+                        key = ring.name(key).unwrap_or("-"),
                         failure = %err.failure_label(),
                         "key cooling down; trying the next key"
                     );
@@ -147,7 +147,7 @@ impl<'a> Upstream<'a> {
         let Call { ctx, capture, .. } = *self.call;
         let target = self.target;
         let key_name = match key {
-            Some((ring, i)) => ring.key(i).map(|k| k.name.as_str()),
+            Some((ring, i)) => ring.name(i),
             None => target.backend.key_name(),
         };
         let tap = tap(capture, ctx, target, key_name);

@@ -1,0 +1,298 @@
+//! The wires of the subscription-login back-ends: the public protocols with the changes
+//! the subscription endpoints insist on. Tokens come from the CLIs' login files
+//! (`credentials::login`); these only shape requests.
+//!
+//! - `openai-oauth` calls the ChatGPT back-end the Codex CLI calls
+//!   (`https://chatgpt.com/backend-api/codex/responses`): the Responses API, always
+//!   streamed, never stored, with non-blank `instructions`, without the sampling fields it
+//!   refuses, and with the account in `chatgpt-account-id` (CLIProxyAPI
+//!   `codex_executor_*.go`, LIP `openai_codex/payload.py`).
+//! - `anthropic-oauth` calls the Messages API with the token as a bearer (never
+//!   `x-api-key`), the `oauth-2025-04-20` beta, and Claude Code's identity sentence as the
+//!   first system block, without which the API refuses OAuth tokens for most models
+//!   (anthropics/claude-code#40515).
+//! - `qwen-oauth` calls an OpenAI chat endpoint at the login's `resource_url`, with the
+//!   headers Qwen Code sends (its rate limits are stricter for other clients,
+//!   QwenLM/qwen-code#1742).
+
+use reqwest::header::{AUTHORIZATION, HeaderName};
+use serde_json::{Value, json};
+
+use super::anthropic::AnthropicWire;
+use super::http::Wire;
+use super::openai::ResponsesWire;
+use crate::Error;
+use crate::config::BackendConfig;
+use crate::credentials::login::Tokens;
+use crate::model::{Event, Request};
+use crate::protocol::ChunkError;
+
+/// What Claude Code puts first in every system prompt; Anthropic checks for it.
+pub const CLAUDE_CODE_IDENTITY: &str = "You are Claude Code, Anthropic's official CLI for Claude.";
+/// The betas an OAuth token needs, merged into the client's own.
+const CLAUDE_OAUTH_BETAS: [&str; 2] = ["claude-code-20250219", "oauth-2025-04-20"];
+/// What Codex is told when the client gave no system prompt: the endpoint refuses a
+/// request without instructions.
+const DEFAULT_CODEX_INSTRUCTIONS: &str = "You are a helpful coding assistant.";
+/// Responses fields the ChatGPT back-end refuses with 400 "Unsupported parameter".
+const CODEX_REFUSED_FIELDS: [&str; 7] = [
+    "temperature",
+    "top_p",
+    "max_output_tokens",
+    "previous_response_id",
+    "prompt_cache_retention",
+    "safety_identifier",
+    "stream_options",
+];
+
+fn bearer(token: &str) -> Vec<(HeaderName, String)> {
+    vec![(AUTHORIZATION, format!("Bearer {token}"))]
+}
+
+pub fn codex_identity(_: &BackendConfig) -> Vec<(&'static str, String)> {
+    vec![
+        ("originator", "codex_cli_rs".into()),
+        ("openai-beta", "responses=experimental".into()),
+        (
+            "user-agent",
+            format!(
+                "codex_cli_rs/0.63.0 ({} ; {}) llmux/{}",
+                std::env::consts::OS,
+                std::env::consts::ARCH,
+                env!("CARGO_PKG_VERSION")
+            ),
+        ),
+    ]
+}
+
+pub fn claude_identity(_: &BackendConfig) -> Vec<(&'static str, String)> {
+    vec![
+        ("user-agent", "claude-cli/2.1.22 (external, cli)".into()),
+        ("x-app", "cli".into()),
+    ]
+}
+
+pub fn qwen_identity(_: &BackendConfig) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "user-agent",
+            format!(
+                "QwenCode/0.2.0 ({}; {})",
+                std::env::consts::OS,
+                std::env::consts::ARCH
+            ),
+        ),
+        ("x-dashscope-authtype", "qwen-oauth".into()),
+        ("x-dashscope-cachecontrol", "enable".into()),
+    ]
+}
+
+/// `openai-oauth`: the Responses wire, shaped for the ChatGPT back-end.
+pub struct CodexWire;
+
+impl Wire for CodexWire {
+    type Decoder = <ResponsesWire as Wire>::Decoder;
+
+    const ALWAYS_STREAMS: bool = true;
+
+    fn generate_url(&self, base_url: &str, model: &str, stream: bool) -> String {
+        ResponsesWire.generate_url(base_url, model, stream)
+    }
+
+    fn models_url(&self, base_url: &str) -> String {
+        ResponsesWire.models_url(base_url)
+    }
+
+    fn encode(&self, request: &Request, model: &str) -> Result<Value, Error> {
+        let mut body = ResponsesWire.encode(request, model)?;
+        if let Some(fields) = body.as_object_mut() {
+            for field in CODEX_REFUSED_FIELDS {
+                fields.remove(field);
+            }
+            fields.insert("stream".into(), Value::Bool(true));
+            fields.insert("store".into(), Value::Bool(false));
+            let blank = fields
+                .get("instructions")
+                .and_then(Value::as_str)
+                .is_none_or(|text| text.trim().is_empty());
+            if blank {
+                fields.insert("instructions".into(), DEFAULT_CODEX_INSTRUCTIONS.into());
+            }
+            // Reasoning is not stored server-side (store: false): ask for it encrypted so
+            // the next turn can send it back.
+            if fields.contains_key("reasoning") && !fields.contains_key("include") {
+                fields.insert("include".into(), json!(["reasoning.encrypted_content"]));
+            }
+        }
+        Ok(body)
+    }
+
+    fn decode_body(&self, body: &[u8]) -> Result<Vec<Event>, ChunkError> {
+        ResponsesWire.decode_body(body)
+    }
+
+    fn stream_decoder(&self) -> Self::Decoder {
+        ResponsesWire.stream_decoder()
+    }
+
+    fn auth_headers(&self, token: &str) -> Vec<(HeaderName, String)> {
+        bearer(token)
+    }
+
+    fn login_headers(&self, tokens: &Tokens, request: &Request) -> Vec<(HeaderName, String)> {
+        let mut headers = Vec::new();
+        if let Some(account) = &tokens.account.id {
+            headers.push((
+                HeaderName::from_static("chatgpt-account-id"),
+                account.clone(),
+            ));
+        }
+        // The conversation's id doubles as the prompt-cache key.
+        if let Some(session) = &request.client.session_id {
+            headers.push((HeaderName::from_static("session_id"), session.clone()));
+        }
+        headers
+    }
+
+    fn model_ids(&self, body: &Value) -> Vec<String> {
+        // {"models":[{"slug":...}]} from the ChatGPT back-end; {"data":[...]} elsewhere.
+        match body.get("models").and_then(Value::as_array) {
+            Some(models) => models
+                .iter()
+                .filter_map(|m| m.get("slug").and_then(Value::as_str).map(str::to_owned))
+                .collect(),
+            None => ResponsesWire.model_ids(body),
+        }
+    }
+}
+
+/// `anthropic-oauth`: the Messages wire with a bearer token and Claude Code's identity.
+pub struct ClaudeOAuthWire;
+
+impl Wire for ClaudeOAuthWire {
+    type Decoder = <AnthropicWire as Wire>::Decoder;
+
+    const STATUS_OF_ERROR_TYPE: fn(Option<&str>) -> u16 = AnthropicWire::STATUS_OF_ERROR_TYPE;
+
+    fn generate_url(&self, base_url: &str, model: &str, stream: bool) -> String {
+        AnthropicWire.generate_url(base_url, model, stream)
+    }
+
+    fn models_url(&self, base_url: &str) -> String {
+        AnthropicWire.models_url(base_url)
+    }
+
+    fn encode(&self, request: &Request, model: &str) -> Result<Value, Error> {
+        let mut body = AnthropicWire.encode(request, model)?;
+        if let Some(fields) = body.as_object_mut() {
+            let system = fields.remove("system");
+            fields.insert("system".into(), system_with_identity(system));
+        }
+        Ok(body)
+    }
+
+    fn decode_body(&self, body: &[u8]) -> Result<Vec<Event>, ChunkError> {
+        AnthropicWire.decode_body(body)
+    }
+
+    fn stream_decoder(&self) -> Self::Decoder {
+        AnthropicWire.stream_decoder()
+    }
+
+    fn auth_headers(&self, token: &str) -> Vec<(HeaderName, String)> {
+        bearer(token)
+    }
+
+    fn forwarded_headers(&self, request: &Request) -> Vec<(HeaderName, String)> {
+        let beta = HeaderName::from_static("anthropic-beta");
+        let mut headers = AnthropicWire.forwarded_headers(request);
+        let mut betas: Vec<String> = headers
+            .iter()
+            .filter(|(name, _)| *name == beta)
+            .flat_map(|(_, value)| value.split(',').map(|b| b.trim().to_owned()))
+            .filter(|b| !b.is_empty())
+            .collect();
+        headers.retain(|(name, _)| *name != beta);
+        for needed in CLAUDE_OAUTH_BETAS {
+            if !betas.iter().any(|b| b == needed) {
+                betas.push(needed.to_owned());
+            }
+        }
+        headers.push((beta, betas.join(",")));
+        headers
+    }
+}
+
+/// The system prompt as blocks, Claude Code's identity sentence first (once).
+fn system_with_identity(system: Option<Value>) -> Value {
+    let mut blocks = match system {
+        Some(Value::String(text)) if !text.is_empty() => {
+            vec![json!({"type": "text", "text": text})]
+        }
+        Some(Value::Array(blocks)) => blocks,
+        _ => Vec::new(),
+    };
+    let first_is_identity = blocks
+        .first()
+        .and_then(|b| b.get("text"))
+        .and_then(Value::as_str)
+        .is_some_and(|text| text.starts_with(CLAUDE_CODE_IDENTITY));
+    if !first_is_identity {
+        blocks.insert(0, json!({"type": "text", "text": CLAUDE_CODE_IDENTITY}));
+    }
+    Value::Array(blocks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Message, Part, Role};
+
+    #[test]
+    fn codex_bodies_are_streamed_unstored_with_instructions_and_no_refused_fields() {
+        let mut request = Request::new(
+            "gpt-5",
+            vec![Message::new(Role::User, vec![Part::text("Hi")])],
+        );
+        request.sampling.temperature = Some(0.2);
+        let body = CodexWire.encode(&request, "gpt-5").unwrap();
+        assert_eq!(body["stream"], true);
+        assert_eq!(body["store"], false);
+        assert_eq!(body["instructions"], DEFAULT_CODEX_INSTRUCTIONS);
+        assert!(body.get("temperature").is_none(), "{body}");
+        request.system = vec![Part::text("Be terse.")];
+        let body = CodexWire.encode(&request, "gpt-5").unwrap();
+        assert_eq!(body["instructions"], "Be terse.");
+    }
+
+    #[test]
+    fn claude_code_identity_comes_first_once_and_betas_merge() {
+        assert_eq!(
+            system_with_identity(Some(json!("Be terse."))),
+            json!([{"type": "text", "text": CLAUDE_CODE_IDENTITY}, {"type": "text", "text": "Be terse."}])
+        );
+        let already = json!([{"type": "text", "text": CLAUDE_CODE_IDENTITY}]);
+        assert_eq!(system_with_identity(Some(already.clone())), already);
+        let mut request = Request::new(
+            "claude",
+            vec![Message::new(Role::User, vec![Part::text("Hi")])],
+        );
+        request.client.protocol_headers = Some((
+            crate::model::Protocol::Anthropic,
+            vec![(
+                "anthropic-beta".into(),
+                "oauth-2025-04-20, files-api-2025-04-14".into(),
+            )],
+        ));
+        let headers = ClaudeOAuthWire.forwarded_headers(&request);
+        let beta: Vec<&str> = headers
+            .iter()
+            .filter(|(n, _)| n.as_str() == "anthropic-beta")
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(
+            beta,
+            ["oauth-2025-04-20,files-api-2025-04-14,claude-code-20250219"]
+        );
+    }
+}

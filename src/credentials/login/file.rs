@@ -1,0 +1,161 @@
+//! Reading and writing the credential files the official CLIs keep.
+//!
+//! The CLIs write in place (Codex truncates, then writes), so a read can land on a
+//! half-written file: a parse failure is retried a few times before it counts. llmux's own
+//! writes go to a temporary file beside the original and are renamed over it, with the
+//! original's permissions, so a CLI reading at the same moment sees the old file or the
+//! new one, never a mix.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// How often a file that does not parse is read again before the failure counts.
+const PARSE_RETRIES: u32 = 8;
+const PARSE_RETRY_DELAY: Duration = Duration::from_millis(40);
+
+/// Why a credential file could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadError {
+    /// There is no file: the user never logged in, or logged out.
+    Missing,
+    /// It exists but could not be read (permissions, a directory, ...).
+    Unreadable(String),
+    /// It stayed unparseable over every retry.
+    NotJson(String),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Missing => f.write_str("the file does not exist"),
+            ReadError::Unreadable(why) => write!(f, "the file cannot be read: {why}"),
+            ReadError::NotJson(why) => write!(f, "the file is not valid JSON: {why}"),
+        }
+    }
+}
+
+/// Reads `path` as a JSON object, retrying while it does not parse (a CLI may be halfway
+/// through writing it).
+pub async fn read_json(path: &Path) -> Result<Value, ReadError> {
+    let mut attempt = 0;
+    loop {
+        let bytes = match tokio::fs::read(path).await {
+            Ok(bytes) => bytes,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ReadError::Missing);
+            }
+            Err(err) => return Err(ReadError::Unreadable(err.to_string())),
+        };
+        match serde_json::from_slice::<Value>(&bytes) {
+            Ok(value) if value.is_object() => return Ok(value),
+            Ok(_) if attempt >= PARSE_RETRIES => {
+                return Err(ReadError::NotJson("not a JSON object".into()));
+            }
+            Err(err) if attempt >= PARSE_RETRIES => {
+                // The parser's message names a line and column, never file content.
+                return Err(ReadError::NotJson(err.to_string()));
+            }
+            _ => {}
+        }
+        attempt += 1;
+        tokio::time::sleep(PARSE_RETRY_DELAY).await;
+    }
+}
+
+/// Replaces `path` with `value` (pretty-printed, as the CLIs write it): written beside it,
+/// given the original's permissions (0600 when there was none), then renamed over it.
+pub async fn write_json(path: &Path, value: &Value) -> std::io::Result<()> {
+    let path = path.to_owned();
+    let mut text = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
+    text.push(b'\n');
+    tokio::task::spawn_blocking(move || write_atomically(&path, &text))
+        .await
+        .map_err(std::io::Error::other)?
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "credentials".into());
+    let temp = dir.join(format!(".{name}.llmux-{}.tmp", std::process::id()));
+    let permissions = std::fs::metadata(path).map(|m| m.permissions()).ok();
+    let result = (|| {
+        let mut file = std::fs::File::create(&temp)?;
+        match permissions {
+            Some(permissions) => file.set_permissions(permissions)?,
+            None => restrict_to_owner(&file)?,
+        }
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&temp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result
+}
+
+#[cfg(unix)]
+fn restrict_to_owner(file: &std::fs::File) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+}
+
+#[cfg(not(unix))]
+fn restrict_to_owner(_file: &std::fs::File) -> std::io::Result<()> {
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_rewrite_keeps_the_mode_and_a_missing_file_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("auth.json");
+        assert_eq!(read_json(&path).await, Err(ReadError::Missing));
+        std::fs::write(&path, r#"{"a": 1}"#).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        }
+        write_json(&path, &serde_json::json!({"a": 2, "b": "kept"}))
+            .await
+            .unwrap();
+        assert_eq!(read_json(&path).await.unwrap()["b"], "kept");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o640);
+        }
+        let leftovers = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(leftovers, 1, "no temporary file is left behind");
+    }
+
+    #[tokio::test]
+    async fn a_half_written_file_is_read_once_it_is_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("auth.json");
+        std::fs::write(&path, r#"{"tokens": {"access_tok"#).unwrap();
+        let finisher = {
+            let path = path.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(60)).await;
+                std::fs::write(&path, r#"{"tokens": {"access_token": "x"}}"#).unwrap();
+            })
+        };
+        let value = read_json(&path).await.unwrap();
+        assert_eq!(value["tokens"]["access_token"], "x");
+        finisher.await.unwrap();
+        std::fs::write(&path, "{ never finished").unwrap();
+        assert!(matches!(read_json(&path).await, Err(ReadError::NotJson(_))));
+    }
+}

@@ -1,0 +1,592 @@
+//! Subscription logins: the OAuth tokens the official CLIs (Codex, Claude Code, Qwen Code,
+//! Gemini CLI) keep in a file after `codex login`, `claude /login`, ..., used as a
+//! back-end's credentials.
+//!
+//! A [`Login`] is one such file. It is read when first needed and again whenever it
+//! changes on disk (a `notify` watcher marks it; the next request reads it), so a re-login
+//! while llmux runs is picked up without a restart. The access token is refreshed:
+//! - ahead of its expiry, in the background (a timer per login, and a request that finds
+//!   it inside the window starts one without waiting for it);
+//! - at once when it has expired or the provider refused it (401), with one refresh in
+//!   flight per login however many requests are waiting;
+//! - never blindly: the file is read again first, because the CLI may have refreshed it
+//!   already, and refresh tokens that rotate are burned when two parties use the same one
+//!   (openai/codex#10332).
+//!
+//! What was refreshed is written back the way the CLI writes it (every field kept, the
+//! file's mode kept, atomically). A refusal of the refresh token itself (`invalid_grant`,
+//! `refresh_token_reused`, ...) is reported as "log in again with `<cli> login`" and not
+//! retried. Each provider's file layout is in its own module ([`codex`], [`claude`], [`qwen`]).
+
+pub mod claude;
+pub mod codex;
+pub mod file;
+pub mod jwt;
+pub mod qwen;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::Secret;
+use crate::error::{Error, ErrorKind};
+use file::ReadError;
+
+/// A token this close to its expiry is refreshed before it is used.
+const EXPIRY_MARGIN_MS: u64 = 30_000;
+/// The longest wait for the token endpoint.
+const REFRESH_TIMEOUT: Duration = Duration::from_secs(30);
+/// The background timer looks at least this often, in case the file changed.
+const TIMER_MAX_SLEEP: Duration = Duration::from_secs(3600);
+/// ... and at most this often, so a failing refresh is not retried in a tight loop.
+const TIMER_MIN_SLEEP: Duration = Duration::from_secs(15);
+
+/// What a credential file holds, in the terms llmux uses.
+#[derive(Clone)]
+pub struct Tokens {
+    pub access: Secret,
+    pub refresh: Option<Secret>,
+    /// When the access token expires, in Unix milliseconds, when the file or the token
+    /// says.
+    pub expires_at_ms: Option<u64>,
+    pub account: AccountInfo,
+    /// An API root the login names (Qwen's `resource_url`), used over the back-end's.
+    pub api_base: Option<String>,
+}
+
+/// Who the login belongs to, as far as the file or the token says.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct AccountInfo {
+    pub email: Option<String>,
+    /// The subscription (`plus`, `pro`, `max`, ...).
+    pub plan: Option<String>,
+    /// The provider's account id (ChatGPT's `chatgpt-account-id`).
+    pub id: Option<String>,
+}
+
+/// How a refresh request is sent.
+pub enum RefreshBody {
+    Json(Value),
+    Form(Vec<(&'static str, String)>),
+}
+
+/// The OAuth client llmux refreshes as: the CLI's public client, or one configured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OAuthClient {
+    pub token_url: String,
+    pub client_id: String,
+    /// Google's installed-app clients send a (public) secret too.
+    pub client_secret: Option<String>,
+}
+
+/// One provider's credential file layout and refresh protocol.
+pub trait LoginFormat: Send + Sync {
+    /// The CLI that writes the file, for messages ("Codex CLI").
+    fn cli(&self) -> &'static str;
+    /// What the user runs to log in again.
+    fn login_command(&self) -> &'static str;
+    /// The tokens in the file's JSON.
+    fn read(&self, file: &Value) -> Result<Tokens, String>;
+    /// The body of a refresh request.
+    fn refresh_body(&self, refresh_token: &str, client: &OAuthClient) -> RefreshBody;
+    /// Puts the token endpoint's answer into the file's JSON, changing only the fields the
+    /// CLI itself changes on a refresh.
+    fn store_refresh(&self, file: &mut Value, answer: &Value, now_ms: u64) -> Result<(), String>;
+}
+
+/// The settings of one login.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoginSettings {
+    pub paths: Vec<PathBuf>,
+    pub client: OAuthClient,
+    /// How long before expiry the token is refreshed in the background.
+    pub refresh_ahead: Duration,
+}
+
+/// A login's record, for the admin API and the settings window.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct LoginStatus {
+    pub backend: String,
+    /// The back-end type (`openai-oauth`, ...).
+    pub kind: String,
+    pub path: String,
+    pub email: Option<String>,
+    pub plan: Option<String>,
+    /// Unix seconds the access token is good until, when known.
+    pub valid_until: Option<f64>,
+    /// Unix seconds of the last refresh llmux made.
+    pub last_refresh: Option<f64>,
+    pub refreshes: u64,
+    pub last_error: Option<String>,
+    /// What to run to log in again.
+    pub login_command: String,
+}
+
+/// The file as last read: its tokens, and its JSON to write a refresh back into.
+pub struct Loaded {
+    pub tokens: Tokens,
+    file: Value,
+}
+
+impl Loaded {
+    fn expires_within(&self, margin_ms: u64) -> bool {
+        self.tokens
+            .expires_at_ms
+            .is_some_and(|at| at <= now_ms().saturating_add(margin_ms))
+    }
+
+    fn same_token(&self, other: &Loaded) -> bool {
+        self.tokens.access == other.tokens.access
+    }
+}
+
+#[derive(Default)]
+struct Record {
+    last_refresh_ms: Option<u64>,
+    last_error: Option<String>,
+}
+
+pub struct Login {
+    backend: String,
+    kind: &'static str,
+    path: PathBuf,
+    format: &'static dyn LoginFormat,
+    client: OAuthClient,
+    refresh_ahead: Duration,
+    http: reqwest::Client,
+    current: RwLock<Option<Arc<Loaded>>>,
+    /// Set by the watcher (and at first): the file must be read before the next use.
+    changed: Arc<AtomicBool>,
+    /// One refresh at a time; waiters find the new token when they get it.
+    refreshing: tokio::sync::Mutex<()>,
+    refreshes: AtomicU64,
+    record: Mutex<Record>,
+    watcher: Mutex<Option<notify::RecommendedWatcher>>,
+    timer_started: AtomicBool,
+}
+
+impl Login {
+    pub fn new(
+        backend: &str,
+        kind: &'static str,
+        path: PathBuf,
+        format: &'static dyn LoginFormat,
+        settings: &LoginSettings,
+        http: reqwest::Client,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            backend: backend.to_owned(),
+            kind,
+            path,
+            format,
+            client: settings.client.clone(),
+            refresh_ahead: settings.refresh_ahead,
+            http,
+            current: RwLock::new(None),
+            changed: Arc::new(AtomicBool::new(true)),
+            refreshing: tokio::sync::Mutex::new(()),
+            refreshes: AtomicU64::new(0),
+            record: Mutex::new(Record::default()),
+            watcher: Mutex::new(None),
+            timer_started: AtomicBool::new(false),
+        })
+    }
+
+    /// The name the key ring, the attempt chain and captures show: the file's path, with
+    /// the home directory as `~`.
+    pub fn name(&self) -> String {
+        display_path(&self.path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A token to send now: read from the file when it changed, refreshed first when it
+    /// has expired (or is about to), refreshed in the background when it is inside the
+    /// refresh-ahead window.
+    pub async fn token(self: &Arc<Self>) -> Result<Arc<Loaded>, Error> {
+        let loaded = self.current_or_read().await?;
+        if loaded.expires_within(EXPIRY_MARGIN_MS) {
+            return self.refresh(&loaded).await;
+        }
+        if loaded.expires_within(millis(self.refresh_ahead)) {
+            self.refresh_in_background(&loaded);
+        }
+        Ok(loaded)
+    }
+
+    /// The provider refused `used` (401): a token from another refresh or from the file
+    /// when there is a newer one, else a refreshed one.
+    pub async fn refused(self: &Arc<Self>, used: &Arc<Loaded>) -> Result<Arc<Loaded>, Error> {
+        self.refresh(used).await
+    }
+
+    pub fn status(&self) -> LoginStatus {
+        let current = self.current.read().ok().and_then(|c| c.clone());
+        let record = self.record.lock().unwrap_or_else(|e| e.into_inner());
+        let account = current
+            .as_ref()
+            .map(|c| c.tokens.account.clone())
+            .unwrap_or_default();
+        LoginStatus {
+            backend: self.backend.clone(),
+            kind: self.kind.to_owned(),
+            path: self.name(),
+            email: account.email,
+            plan: account.plan,
+            valid_until: current
+                .as_ref()
+                .and_then(|c| c.tokens.expires_at_ms)
+                .map(|ms| ms as f64 / 1000.0),
+            last_refresh: record.last_refresh_ms.map(|ms| ms as f64 / 1000.0),
+            refreshes: self.refreshes.load(Ordering::Relaxed),
+            last_error: record.last_error.clone(),
+            login_command: self.format.login_command().to_owned(),
+        }
+    }
+
+    /// Reads the file when it changed (or was never read); a file that stays half-written
+    /// leaves the last good tokens in use.
+    async fn current_or_read(self: &Arc<Self>) -> Result<Arc<Loaded>, Error> {
+        self.watch();
+        if !self.changed.swap(false, Ordering::AcqRel)
+            && let Some(current) = self.current.read().ok().and_then(|c| c.clone())
+        {
+            return Ok(current);
+        }
+        match self.read_file().await {
+            Ok(loaded) => {
+                self.start_timer();
+                Ok(self.adopt(loaded))
+            }
+            Err(err) => {
+                let kept = self.current.read().ok().and_then(|c| c.clone());
+                match (&err, kept) {
+                    (FileProblem::Read(ReadError::NotJson(_)), Some(kept)) => {
+                        tracing::warn!(
+                            backend = %self.backend,
+                            "{} is not valid JSON after a change; using the login read before",
+                            self.name()
+                        );
+                        Ok(kept)
+                    }
+                    _ => {
+                        if let Ok(mut current) = self.current.write() {
+                            *current = None;
+                        }
+                        Err(self.fail(err))
+                    }
+                }
+            }
+        }
+    }
+
+    async fn read_file(&self) -> Result<Loaded, FileProblem> {
+        let file = file::read_json(&self.path)
+            .await
+            .map_err(FileProblem::Read)?;
+        let tokens = self.format.read(&file).map_err(FileProblem::Layout)?;
+        Ok(Loaded { tokens, file })
+    }
+
+    fn adopt(&self, loaded: Loaded) -> Arc<Loaded> {
+        let loaded = Arc::new(loaded);
+        if let Ok(mut current) = self.current.write() {
+            *current = Some(loaded.clone());
+        }
+        loaded
+    }
+
+    /// One refresh at a time. After waiting its turn it first looks whether the token it
+    /// was asked to replace is already replaced (another request refreshed, or the CLI
+    /// rewrote the file), and only then asks the token endpoint.
+    async fn refresh(self: &Arc<Self>, seen: &Arc<Loaded>) -> Result<Arc<Loaded>, Error> {
+        let _turn = self.refreshing.lock().await;
+        if let Some(current) = self.current.read().ok().and_then(|c| c.clone())
+            && !current.same_token(seen)
+            && !current.expires_within(EXPIRY_MARGIN_MS)
+        {
+            return Ok(current);
+        }
+        let on_disk = self.read_file().await.map_err(|err| self.fail(err))?;
+        if !on_disk.same_token(seen) && !on_disk.expires_within(EXPIRY_MARGIN_MS) {
+            tracing::info!(backend = %self.backend, "{} was renewed by its CLI", self.name());
+            return Ok(self.adopt(on_disk));
+        }
+        let Some(refresh_token) = on_disk.tokens.refresh.clone() else {
+            return Err(self.fail(FileProblem::Refused(
+                "has no refresh token and its access token is no longer accepted".into(),
+            )));
+        };
+        let answer = self
+            .call_token_endpoint(&refresh_token)
+            .await
+            .map_err(|err| self.fail(err))?;
+        let now = now_ms();
+        let mut file = on_disk.file;
+        self.format
+            .store_refresh(&mut file, &answer, now)
+            .map_err(|why| self.fail(FileProblem::Endpoint(why)))?;
+        let tokens = self
+            .format
+            .read(&file)
+            .map_err(|why| self.fail(FileProblem::Endpoint(why)))?;
+        if let Err(err) = file::write_json(&self.path, &file).await {
+            // The new tokens still serve this process; the CLI keeps its old ones.
+            tracing::warn!(backend = %self.backend, "cannot write the refreshed login back to {}: {err}", self.name());
+        }
+        self.refreshes.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut record = self.record.lock().unwrap_or_else(|e| e.into_inner());
+            record.last_refresh_ms = Some(now);
+            record.last_error = None;
+        }
+        tracing::info!(backend = %self.backend, "refreshed the login in {}", self.name());
+        Ok(self.adopt(Loaded { tokens, file }))
+    }
+
+    /// Starts a refresh without waiting for it, unless one is running.
+    fn refresh_in_background(self: &Arc<Self>, seen: &Arc<Loaded>) {
+        if self.refreshing.try_lock().is_err() {
+            return;
+        }
+        let (login, seen) = (self.clone(), seen.clone());
+        tokio::spawn(async move {
+            let _ = login.refresh(&seen).await;
+        });
+    }
+
+    async fn call_token_endpoint(&self, refresh_token: &Secret) -> Result<Value, FileProblem> {
+        let request = self
+            .http
+            .post(&self.client.token_url)
+            .timeout(REFRESH_TIMEOUT)
+            .header(reqwest::header::ACCEPT, "application/json");
+        let request = match self
+            .format
+            .refresh_body(refresh_token.expose(), &self.client)
+        {
+            RefreshBody::Json(body) => request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.to_string()),
+            RefreshBody::Form(fields) => request.form(&fields),
+        };
+        let response = request.send().await.map_err(|err| {
+            FileProblem::Endpoint(format!("the token endpoint is unreachable: {err}"))
+        })?;
+        let status = response.status().as_u16();
+        let body = response.bytes().await.unwrap_or_default();
+        let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        if (200..300).contains(&status) {
+            return match json.get("access_token").and_then(Value::as_str) {
+                Some(_) => Ok(json),
+                None => Err(FileProblem::Endpoint(
+                    "the token endpoint answered without an access_token".into(),
+                )),
+            };
+        }
+        let why = refresh_error(&json, status, refresh_token.expose());
+        if matches!(status, 400 | 401 | 403) {
+            Err(FileProblem::Refused(format!(
+                "could not be refreshed: the token endpoint answered {status} ({why})"
+            )))
+        } else {
+            Err(FileProblem::Endpoint(format!(
+                "the token endpoint answered {status} ({why})"
+            )))
+        }
+    }
+
+    /// Records `problem` and turns it into the error the client sees.
+    fn fail(&self, problem: FileProblem) -> Error {
+        let path = self.name();
+        let again = format!(
+            "log in again with `{}` ({})",
+            self.format.login_command(),
+            self.format.cli()
+        );
+        let (message, login_required) = match &problem {
+            FileProblem::Read(ReadError::Missing) => (
+                format!("no login at {path} ({}): {again}", ReadError::Missing),
+                true,
+            ),
+            FileProblem::Read(other) => (format!("the login at {path} is unusable: {other}"), true),
+            FileProblem::Layout(why) => (
+                format!(
+                    "the login at {path} is not a {} login ({why}): {again}",
+                    self.format.cli()
+                ),
+                true,
+            ),
+            FileProblem::Refused(why) => (format!("the login at {path} {why}: {again}"), true),
+            FileProblem::Endpoint(why) => (
+                format!("the login at {path} could not be refreshed now: {why}"),
+                false,
+            ),
+        };
+        {
+            let mut record = self.record.lock().unwrap_or_else(|e| e.into_inner());
+            record.last_error = Some(message.clone());
+        }
+        tracing::warn!(backend = %self.backend, "{message}");
+        if login_required {
+            // A 401 cools this login down in the key ring, so the next account is tried.
+            ErrorKind::Upstream {
+                backend: self.backend.clone(),
+                status: 401,
+                message,
+                error_type: Some("authentication_error".into()),
+                code: Some("login_required".into()),
+                retry_after: None,
+            }
+            .into()
+        } else {
+            ErrorKind::BackendUnreachable {
+                backend: self.backend.clone(),
+                message,
+            }
+            .into()
+        }
+    }
+
+    /// Watches the file's directory (CLIs replace the file, which a watch on the file
+    /// itself would lose); any event naming the file marks it changed.
+    fn watch(self: &Arc<Self>) {
+        let Ok(mut slot) = self.watcher.lock() else {
+            return;
+        };
+        if slot.is_some() {
+            return;
+        }
+        let Some(dir) = self.path.parent().filter(|d| d.is_dir()) else {
+            return;
+        };
+        let (changed, name) = (
+            self.changed.clone(),
+            self.path.file_name().map(ToOwned::to_owned),
+        );
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if let Ok(event) = event
+                && event.paths.iter().any(|p| p.file_name() == name.as_deref())
+            {
+                changed.store(true, Ordering::Release);
+            }
+        });
+        match watcher {
+            Ok(mut watcher) => {
+                use notify::Watcher as _;
+                match watcher.watch(dir, notify::RecursiveMode::NonRecursive) {
+                    Ok(()) => *slot = Some(watcher),
+                    Err(err) => tracing::warn!(
+                        backend = %self.backend,
+                        "cannot watch {} for re-logins: {err}", dir.display()
+                    ),
+                }
+            }
+            Err(err) => {
+                tracing::warn!(backend = %self.backend, "cannot watch credential files: {err}")
+            }
+        }
+    }
+
+    /// Refreshes ahead of expiry while nobody sends requests; ends with the login.
+    fn start_timer(self: &Arc<Self>) {
+        if self.timer_started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let login: Weak<Login> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let wait = match login.upgrade() {
+                    Some(login) => login.until_refresh_due(),
+                    None => return,
+                };
+                tokio::time::sleep(wait).await;
+                let Some(login) = login.upgrade() else {
+                    return;
+                };
+                let Ok(loaded) = login.current_or_read().await else {
+                    continue;
+                };
+                if loaded.expires_within(millis(login.refresh_ahead)) {
+                    let _ = login.refresh(&loaded).await;
+                }
+            }
+        });
+    }
+
+    fn until_refresh_due(&self) -> Duration {
+        let expires = self
+            .current
+            .read()
+            .ok()
+            .and_then(|c| c.as_ref().and_then(|c| c.tokens.expires_at_ms));
+        let Some(expires) = expires else {
+            return TIMER_MAX_SLEEP;
+        };
+        let due = expires.saturating_sub(millis(self.refresh_ahead));
+        Duration::from_millis(due.saturating_sub(now_ms())).clamp(TIMER_MIN_SLEEP, TIMER_MAX_SLEEP)
+    }
+}
+
+/// Why a login cannot be used.
+enum FileProblem {
+    Read(ReadError),
+    /// The JSON is not this provider's layout.
+    Layout(String),
+    /// The provider refused the refresh token: only a new login helps.
+    Refused(String),
+    /// The token endpoint failed in a way that may pass.
+    Endpoint(String),
+}
+
+/// The reason out of an OAuth error answer: `{"error":"invalid_grant",
+/// "error_description":...}` or `{"error":{"code"|"type":...,"message":...}}`.
+fn refresh_error(body: &Value, status: u16, refresh_token: &str) -> String {
+    let error = body.get("error");
+    let code = error
+        .and_then(|e| {
+            e.as_str()
+                .or_else(|| e.get("code").and_then(Value::as_str))
+                .or_else(|| e.get("type").and_then(Value::as_str))
+        })
+        .unwrap_or("no error code");
+    let detail = body
+        .get("error_description")
+        .and_then(Value::as_str)
+        .or_else(|| error.and_then(|e| e.get("message")).and_then(Value::as_str));
+    let text = match detail {
+        Some(detail) => format!("{code}: {detail}"),
+        None => format!("{code}, HTTP {status}"),
+    };
+    text.replace(refresh_token, "****")
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn millis(duration: Duration) -> u64 {
+    duration.as_millis().min(u128::from(u64::MAX)) as u64
+}
+
+/// `path` with the home directory shown as `~`.
+pub fn display_path(path: &Path) -> String {
+    let home = directories::BaseDirs::new().map(|b| b.home_dir().to_owned());
+    match home
+        .as_deref()
+        .and_then(|home| path.strip_prefix(home).ok())
+    {
+        Some(rest) => format!("~/{}", rest.display()),
+        None => path.display().to_string(),
+    }
+}
