@@ -116,7 +116,24 @@ impl Wire for CodexWire {
                 .and_then(Value::as_str)
                 .is_none_or(|text| text.trim().is_empty());
             if blank {
-                fields.insert("instructions".into(), DEFAULT_CODEX_INSTRUCTIONS.into());
+                let hoisted = fields
+                    .get_mut("input")
+                    .and_then(Value::as_array_mut)
+                    .map(leading_system_text)
+                    .filter(|text| !text.trim().is_empty());
+                let instructions = hoisted.unwrap_or_else(|| DEFAULT_CODEX_INSTRUCTIONS.into());
+                fields.insert("instructions".into(), instructions.into());
+            }
+            // Later system messages go as developer messages, the role Codex itself sends.
+            for item in fields
+                .get_mut("input")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
+                if item.get("role").and_then(Value::as_str) == Some("system") {
+                    item["role"] = Value::from("developer");
+                }
             }
             // Reasoning is not stored server-side (store: false): ask for it encrypted so
             // the next turn can send it back.
@@ -164,6 +181,29 @@ impl Wire for CodexWire {
             None => ResponsesWire.model_ids(body),
         }
     }
+}
+
+/// Removes the system messages at the start of a Responses `input` and returns their
+/// text: chat clients send the system prompt as a message, Codex wants it as
+/// `instructions`.
+fn leading_system_text(input: &mut Vec<Value>) -> String {
+    let leading = input
+        .iter()
+        .take_while(|item| item.get("role").and_then(Value::as_str) == Some("system"))
+        .count();
+    let texts: Vec<String> = input
+        .drain(..leading)
+        .map(|item| match &item["content"] {
+            Value::String(text) => text.clone(),
+            Value::Array(parts) => parts
+                .iter()
+                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            _ => String::new(),
+        })
+        .collect();
+    texts.join("\n\n")
 }
 
 /// `anthropic-oauth`: the Messages wire with a bearer token and Claude Code's identity.
@@ -263,6 +303,14 @@ mod tests {
         request.system = vec![Part::text("Be terse.")];
         let body = CodexWire.encode(&request, "gpt-5").unwrap();
         assert_eq!(body["instructions"], "Be terse.");
+        // A chat client's system message becomes the instructions.
+        request.system.clear();
+        request
+            .messages
+            .insert(0, Message::new(Role::System, vec![Part::text("Be kind.")]));
+        let body = CodexWire.encode(&request, "gpt-5").unwrap();
+        assert_eq!(body["instructions"], "Be kind.");
+        assert_eq!(body["input"].as_array().unwrap().len(), 1, "{body}");
     }
 
     #[test]

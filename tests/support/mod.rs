@@ -5,6 +5,7 @@
 pub mod binary;
 pub mod fake_anthropic;
 pub mod fake_gemini;
+pub mod fake_logins;
 pub mod fake_openai;
 pub mod python;
 
