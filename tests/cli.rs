@@ -158,7 +158,7 @@ fn invalid_toml_and_values_name_the_key_the_value_and_the_source() {
         "{message}"
     );
     assert!(
-        message.contains("mock, openai, openrouter, zai"),
+        message.contains("mock, openai, openai-oauth, openrouter, qwen-oauth, zai"),
         "{message}"
     );
 
