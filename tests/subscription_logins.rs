@@ -501,3 +501,63 @@ async fn two_accounts_take_turns_when_one_is_rate_limited() {
     );
     assert_eq!(fake.bearers("/codex/responses"), [a, b]);
 }
+
+#[tokio::test]
+async fn the_admin_api_shows_each_login_and_never_a_token() {
+    let fake = FakeLogins::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("auth.json");
+    let access = codex_token(3600, "admin");
+    fake.issue(&access, "rt-1");
+    fake.revoke(&access);
+    write(&path, &codex_file(&access, "rt-1"));
+    let missing = dir.path().join("never-logged-in.json");
+    let llmux = llmux(
+        "openai-oauth",
+        &fake,
+        &[&path],
+        &format!(
+            "[backends.claude]\ntype = \"anthropic-oauth\"\ncredentials_path = \"{}\"",
+            missing.display()
+        ),
+    )
+    .await;
+    assert_eq!(
+        chat(&llmux, false).await.0,
+        200,
+        "served after a 401 and a refresh"
+    );
+
+    let (status, stats) = support::get_json(&llmux, "/admin/api/stats", "").await;
+    assert_eq!(status, 200, "{stats}");
+    let logins = stats["logins"].as_array().unwrap();
+    let login = |backend: &str| logins.iter().find(|l| l["backend"] == backend).unwrap();
+    let chatgpt = login("sub");
+    assert_eq!(chatgpt["kind"], "openai-oauth");
+    assert_eq!(chatgpt["email"], "dev@example.com");
+    assert_eq!(chatgpt["plan"], "plus");
+    assert_eq!(chatgpt["refreshes"], 1);
+    assert_eq!(chatgpt["login_command"], "codex login");
+    let valid_until = chatgpt["valid_until"].as_f64().unwrap();
+    assert!(valid_until > unix_now() as f64 + 3000.0, "{chatgpt}");
+    assert!(chatgpt["last_refresh"].as_f64().is_some());
+    assert!(chatgpt["last_error"].is_null(), "{chatgpt}");
+
+    let claude = login("claude");
+    let problem = claude["last_error"].as_str().unwrap();
+    assert!(
+        problem.contains("no login at") && problem.contains("claude /login"),
+        "{problem}"
+    );
+
+    let text = stats.to_string();
+    let written = read(&path);
+    for secret in [
+        access.as_str(),
+        "rt-1",
+        written["tokens"]["access_token"].as_str().unwrap(),
+        written["tokens"]["refresh_token"].as_str().unwrap(),
+    ] {
+        assert!(!text.contains(secret), "a token in the stats: {secret}");
+    }
+}

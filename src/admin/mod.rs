@@ -95,6 +95,9 @@ pub struct AdminStats {
     pub keys: Vec<crate::backend::keys::KeyHealth>,
     /// The circuit breaker of every back-end that has failed since llmux started.
     pub breakers: Vec<crate::router::breaker::BreakerState>,
+    /// Every subscription login (openai-oauth, ...): whose it is, until when its token is
+    /// good, its last refresh and last problem. Never a token.
+    pub logins: Vec<crate::credentials::login::LoginStatus>,
 }
 
 /// What the llmux process holds now: what a leak would grow.
@@ -281,6 +284,19 @@ pub async fn timeline(engine: &Engine, params: TimelineParams) -> Result<Timelin
     })
 }
 
+/// The status of every subscription login, read from its file when llmux has not used it
+/// yet (without refreshing it: only requests and the login's own timer do that).
+async fn login_statuses(engine: &Engine) -> Vec<crate::credentials::login::LoginStatus> {
+    let logins: Vec<_> = engine
+        .routes()
+        .backends()
+        .values()
+        .flat_map(|backend| backend.logins().iter().cloned())
+        .collect();
+    let statuses = logins.iter().map(|login| login.status_now());
+    futures::future::join_all(statuses).await
+}
+
 /// Store totals plus what either capture sink dropped.
 pub async fn stats(engine: &Engine) -> Result<AdminStats, Error> {
     let store = match engine.store() {
@@ -301,6 +317,7 @@ pub async fn stats(engine: &Engine) -> Result<AdminStats, Error> {
             .flat_map(|ring| ring.health())
             .collect(),
         breakers: engine.health().breakers().states(),
+        logins: login_statuses(engine).await,
     })
 }
 
@@ -556,6 +573,7 @@ mod typescript {
             crate::router::health::LegStats::decl(&cfg),
             crate::backend::keys::KeyHealth::decl(&cfg),
             crate::router::breaker::BreakerState::decl(&cfg),
+            crate::credentials::login::LoginStatus::decl(&cfg),
             crate::pipeline::Intervention::decl(&cfg),
             Usage::decl(&cfg),
             TimelinePoint::decl(&cfg),

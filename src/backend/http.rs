@@ -772,6 +772,10 @@ impl<W: Wire> Backend for HttpBackend<W> {
         Some(&self.keys)
     }
 
+    fn logins(&self) -> &[Arc<Login>] {
+        &self.logins
+    }
+
     async fn models(&self) -> Result<Vec<String>, Error> {
         if let Some(models) = &self.config.models {
             return Ok(models.clone());

@@ -66,6 +66,11 @@ pub trait Backend: Send + Sync {
         None
     }
 
+    /// The subscription logins it authenticates with, in rotation order.
+    fn logins(&self) -> &[Arc<crate::credentials::login::Login>] {
+        &[]
+    }
+
     /// The back-end's keys, when it uses provider keys: the caller picks one per attempt
     /// (rotation, cool-downs) and sends with [`Backend::send_with_key`].
     fn keys(&self) -> Option<&keys::KeyRing> {

@@ -1,6 +1,7 @@
 // Starts the llmux binary for end-to-end tests and stops it again, by PID.
 import { spawn } from "node:child_process";
-import { homedir } from "node:os";
+import { mkdtempSync } from "node:fs";
+import { homedir, tmpdir } from "node:os";
 import path from "node:path";
 
 export const targetDir = process.env.CARGO_TARGET_DIR ?? path.join(homedir(), ".cache/llmux/target");
@@ -16,7 +17,8 @@ export const llmuxBin = process.env.LLMUX_BIN ?? path.join(targetDir, "debug/llm
 export function startLlmux(args, env = {}, { port = 0 } = {}) {
   const address = port === null ? [] : ["--host", "127.0.0.1", "--port", String(port)];
   const child = spawn(llmuxBin, ["serve", ...address, ...args], {
-    env: { ...process.env, NO_COLOR: "1", ...env },
+    // A throwaway HOME: llmux never sees the user's CLI logins (~/.codex, ~/.claude, ...).
+    env: { ...process.env, HOME: mkdtempSync(path.join(tmpdir(), "llmux-e2e-home-")), NO_COLOR: "1", ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
   let output = "";

@@ -251,6 +251,28 @@ impl Login {
         }
     }
 
+    /// [`Login::status`], with what the file says when llmux has not read it yet (a peek:
+    /// nothing is adopted, watched or refreshed).
+    pub async fn status_now(&self) -> LoginStatus {
+        let mut status = self.status();
+        let unread = self.current.read().map(|c| c.is_none()).unwrap_or(true);
+        if !unread {
+            return status;
+        }
+        match self.read_file().await {
+            Ok(peeked) => {
+                status.email = peeked.tokens.account.email.clone();
+                status.plan = peeked.tokens.account.plan.clone();
+                status.valid_until = peeked.tokens.expires_at_ms.map(|ms| ms as f64 / 1000.0);
+            }
+            Err(problem) if status.last_error.is_none() => {
+                status.last_error = Some(self.describe(&problem).0);
+            }
+            Err(_) => {}
+        }
+        status
+    }
+
     /// Reads the file when it changed (or was never read); a file that stays half-written
     /// leaves the last good tokens in use.
     async fn current_or_read(self: &Arc<Self>) -> Result<Arc<Loaded>, Error> {
@@ -405,31 +427,7 @@ impl Login {
 
     /// Records `problem` and turns it into the error the client sees.
     fn fail(&self, problem: FileProblem) -> Error {
-        let path = self.name();
-        let again = format!(
-            "log in again with `{}` ({})",
-            self.format.login_command(),
-            self.format.cli()
-        );
-        let (message, login_required) = match &problem {
-            FileProblem::Read(ReadError::Missing) => (
-                format!("no login at {path} ({}): {again}", ReadError::Missing),
-                true,
-            ),
-            FileProblem::Read(other) => (format!("the login at {path} is unusable: {other}"), true),
-            FileProblem::Layout(why) => (
-                format!(
-                    "the login at {path} is not a {} login ({why}): {again}",
-                    self.format.cli()
-                ),
-                true,
-            ),
-            FileProblem::Refused(why) => (format!("the login at {path} {why}: {again}"), true),
-            FileProblem::Endpoint(why) => (
-                format!("the login at {path} could not be refreshed now: {why}"),
-                false,
-            ),
-        };
+        let (message, login_required) = self.describe(&problem);
         {
             let mut record = self.record.lock().unwrap_or_else(|e| e.into_inner());
             record.last_error = Some(message.clone());
@@ -452,6 +450,35 @@ impl Login {
                 message,
             }
             .into()
+        }
+    }
+
+    /// What `problem` means for the user, and whether only a new login helps.
+    fn describe(&self, problem: &FileProblem) -> (String, bool) {
+        let path = self.name();
+        let again = format!(
+            "log in again with `{}` ({})",
+            self.format.login_command(),
+            self.format.cli()
+        );
+        match problem {
+            FileProblem::Read(ReadError::Missing) => (
+                format!("no login at {path} ({}): {again}", ReadError::Missing),
+                true,
+            ),
+            FileProblem::Read(other) => (format!("the login at {path} is unusable: {other}"), true),
+            FileProblem::Layout(why) => (
+                format!(
+                    "the login at {path} is not a {} login ({why}): {again}",
+                    self.format.cli()
+                ),
+                true,
+            ),
+            FileProblem::Refused(why) => (format!("the login at {path} {why}: {again}"), true),
+            FileProblem::Endpoint(why) => (
+                format!("the login at {path} could not be refreshed now: {why}"),
+                false,
+            ),
         }
     }
 

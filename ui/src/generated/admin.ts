@@ -113,7 +113,12 @@ keys: Array<KeyHealth>,
 /**
  * The circuit breaker of every back-end that has failed since llmux started.
  */
-breakers: Array<BreakerState>, requests: number, 
+breakers: Array<BreakerState>, 
+/**
+ * Every subscription login (openai-oauth, ...): whose it is, until when its token is
+ * good, its last refresh and last problem. Never a token.
+ */
+logins: Array<LoginStatus>, requests: number, 
 /**
  * Rows dropped since start because the writer fell behind.
  */
@@ -182,6 +187,24 @@ failures: number,
  * Seconds of cool-down left (open).
  */
 open_for_seconds: number | null, };
+
+export type LoginStatus = { backend: string, 
+/**
+ * The back-end type (`openai-oauth`, ...).
+ */
+kind: string, path: string, email: string | null, plan: string | null, 
+/**
+ * Unix seconds the access token is good until, when known.
+ */
+valid_until: number | null, 
+/**
+ * Unix seconds of the last refresh llmux made.
+ */
+last_refresh: number | null, refreshes: number, last_error: string | null, 
+/**
+ * What to run to log in again.
+ */
+login_command: string, };
 
 export type Intervention = { stage: string, detail: string, };
 
