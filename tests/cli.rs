@@ -231,6 +231,8 @@ fn the_example_config_documents_every_key() {
         token_url: Some(String::new()),
         client_id: Some(String::new()),
         refresh_ahead_seconds: Some(1.0),
+        project: Some(String::new()),
+        onboard_poll_seconds: Some(1.0),
         response_text: Some(String::new()),
         chunks: Some(1),
         chunk_delay_ms: Some(1),

@@ -19,7 +19,7 @@ pub struct GeminiWire;
 
 /// The HTTP status of each Google RPC status name
 /// (https://ai.google.dev/gemini-api/docs/troubleshooting).
-fn status_of(status: Option<&str>) -> u16 {
+pub(crate) fn status_of(status: Option<&str>) -> u16 {
     match status {
         Some("INVALID_ARGUMENT" | "FAILED_PRECONDITION") => 400,
         Some("UNAUTHENTICATED") => 401,

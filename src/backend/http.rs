@@ -55,6 +55,25 @@ pub trait Wire: Send + Sync + 'static {
     fn stream_decoder(&self) -> Self::Decoder;
     /// The headers that carry the provider key.
     fn auth_headers(&self, key: &str) -> Vec<(HeaderName, String)>;
+    /// What a login must learn from the provider once before its requests (Code Assist:
+    /// the account's project), given to [`Wire::encode_for_login`]. `None`: nothing.
+    fn login_setup<'a>(
+        &'a self,
+        _http: &'a reqwest::Client,
+        _base_url: &'a str,
+        _token: &'a str,
+    ) -> Option<futures::future::BoxFuture<'a, Result<Value, Error>>> {
+        None
+    }
+    /// The request body for a login whose setup said `setup`.
+    fn encode_for_login(
+        &self,
+        request: &Request,
+        model: &str,
+        _setup: &Value,
+    ) -> Result<Value, Error> {
+        self.encode(request, model)
+    }
     /// Headers that come from a subscription login (its account id).
     fn login_headers(&self, _tokens: &Tokens, _request: &Request) -> Vec<(HeaderName, String)> {
         Vec::new()
@@ -832,18 +851,32 @@ impl<W: Wire> Backend for HttpBackend<W> {
         key: usize,
     ) -> Result<EventStream, Error> {
         self.require_key()?;
-        let body = serde_json::to_vec(&self.wire.encode(request, model)?)
-            .map_err(|e| Error::internal(format!("cannot encode the upstream request: {e}")))?;
-        if let Some(tap) = tap {
-            tap.record(Direction::OutboundRequest, Payload::Json(&body));
-        }
-        let body = Bytes::from(body);
         let deadline = tokio::time::Instant::now() + self.config.timeouts.first_byte;
         let login = self.logins.get(key);
         let token = match login {
             Some(login) => Some(login.token().await?),
             None => None,
         };
+        let encoded = match (login, &token) {
+            (Some(login), Some(loaded)) => match self.wire.login_setup(
+                &self.client,
+                &self.config.base_url,
+                loaded.tokens.access.expose(),
+            ) {
+                Some(learn) => {
+                    let setup = login.setup(loaded, learn).await?;
+                    self.wire.encode_for_login(request, model, &setup)?
+                }
+                None => self.wire.encode(request, model)?,
+            },
+            _ => self.wire.encode(request, model)?,
+        };
+        let body = serde_json::to_vec(&encoded)
+            .map_err(|e| Error::internal(format!("cannot encode the upstream request: {e}")))?;
+        if let Some(tap) = tap {
+            tap.record(Direction::OutboundRequest, Payload::Json(&body));
+        }
+        let body = Bytes::from(body);
         let mut response = self
             .post(request, model, body.clone(), key, token.as_ref(), deadline)
             .await?;

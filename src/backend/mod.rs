@@ -6,6 +6,7 @@
 //! stream of [`Event`]s.
 
 pub mod anthropic;
+pub mod code_assist;
 pub mod gemini;
 pub mod http;
 pub mod keys;
@@ -203,6 +204,17 @@ fn build_login_backend(
             http::HttpBackend::new(config, subscription::CodexWire, Vec::new(), identity)?
                 .with_logins(logins),
         ),
+        BackendKind::GeminiCliOAuthPersonal | BackendKind::GeminiCliCloudProject => {
+            let wire = code_assist::CodeAssistWire {
+                backend: backend.id.clone(),
+                project: settings.project.clone(),
+                cloud: backend.kind == BackendKind::GeminiCliCloudProject,
+                poll: settings.onboard_poll,
+            };
+            Arc::new(
+                http::HttpBackend::new(config, wire, Vec::new(), identity)?.with_logins(logins),
+            )
+        }
         BackendKind::AnthropicOAuth => Arc::new(
             http::HttpBackend::new(config, subscription::ClaudeOAuthWire, Vec::new(), identity)?
                 .with_logins(logins),

@@ -4,13 +4,15 @@
 //! provider that speaks a wire llmux already has is one entry here.
 
 use crate::config::{BackendConfig, BackendKind};
-use crate::credentials::login::{LoginFormat, claude, codex, qwen};
+use crate::credentials::login::{LoginFormat, claude, codex, google, qwen};
 use crate::model::Protocol;
 
 /// Where a subscription-login kind's CLI keeps its login, and the OAuth client it
 /// refreshes as.
 pub struct LoginDefaults {
     pub format: &'static dyn LoginFormat,
+    /// A variable naming the credential file itself (`GOOGLE_APPLICATION_CREDENTIALS`).
+    pub file_env: Option<&'static str>,
     /// The variable that moves the CLI's directory (`CODEX_HOME`), when it has one.
     pub home_env: Option<&'static str>,
     /// The CLI's directory under the user's home.
@@ -19,6 +21,8 @@ pub struct LoginDefaults {
     pub file: &'static str,
     pub token_url: &'static str,
     pub client_id: &'static str,
+    /// The variable holding the OAuth client's secret, for clients that have one.
+    pub client_secret_env: Option<&'static str>,
 }
 
 /// What llmux knows about a kind of back-end.
@@ -49,7 +53,7 @@ fn no_identity(_: &BackendConfig) -> Vec<(&'static str, String)> {
 }
 
 /// Every kind, in the order the settings page offers them.
-pub static PROVIDERS: [Provider; 12] = [
+pub static PROVIDERS: [Provider; 14] = [
     Provider {
         kind: BackendKind::OpenAi,
         name: "openai",
@@ -163,11 +167,13 @@ pub static PROVIDERS: [Provider; 12] = [
         identity: super::subscription::codex_identity,
         login: Some(LoginDefaults {
             format: &crate::credentials::login::codex::Codex,
+            file_env: None,
             home_env: Some("CODEX_HOME"),
             home_dir: ".codex",
             file: "auth.json",
             token_url: codex::TOKEN_URL,
             client_id: codex::CLIENT_ID,
+            client_secret_env: None,
         }),
     },
     Provider {
@@ -182,11 +188,13 @@ pub static PROVIDERS: [Provider; 12] = [
         identity: super::subscription::claude_identity,
         login: Some(LoginDefaults {
             format: &crate::credentials::login::claude::Claude,
+            file_env: None,
             home_env: Some("CLAUDE_CONFIG_DIR"),
             home_dir: ".claude",
             file: ".credentials.json",
             token_url: claude::TOKEN_URL,
             client_id: claude::CLIENT_ID,
+            client_secret_env: None,
         }),
     },
     Provider {
@@ -202,11 +210,55 @@ pub static PROVIDERS: [Provider; 12] = [
         identity: super::subscription::qwen_identity,
         login: Some(LoginDefaults {
             format: &crate::credentials::login::qwen::Qwen,
+            file_env: None,
             home_env: None,
             home_dir: ".qwen",
             file: "oauth_creds.json",
             token_url: qwen::TOKEN_URL,
             client_id: qwen::CLIENT_ID,
+            client_secret_env: None,
+        }),
+    },
+    Provider {
+        kind: BackendKind::GeminiCliOAuthPersonal,
+        name: "gemini-cli-oauth-personal",
+        wire: Some(Protocol::Gemini),
+        default_base_url: Some("https://cloudcode-pa.googleapis.com/v1internal"),
+        key_env: None,
+        requires_key: false,
+        responses_api: false,
+        builtin: true,
+        identity: super::code_assist::identity,
+        login: Some(LoginDefaults {
+            format: &google::GeminiCli,
+            file_env: None,
+            home_env: Some("GEMINI_CLI_HOME"),
+            home_dir: "",
+            file: ".gemini/oauth_creds.json",
+            token_url: google::TOKEN_URL,
+            client_id: google::GEMINI_CLI_CLIENT_ID,
+            client_secret_env: Some(google::CLIENT_SECRET_ENV),
+        }),
+    },
+    Provider {
+        kind: BackendKind::GeminiCliCloudProject,
+        name: "gemini-cli-cloud-project",
+        wire: Some(Protocol::Gemini),
+        default_base_url: Some("https://cloudcode-pa.googleapis.com/v1internal"),
+        key_env: None,
+        requires_key: false,
+        responses_api: false,
+        builtin: true,
+        identity: super::code_assist::identity,
+        login: Some(LoginDefaults {
+            format: &google::GoogleAdc,
+            file_env: Some("GOOGLE_APPLICATION_CREDENTIALS"),
+            home_env: Some("CLOUDSDK_CONFIG"),
+            home_dir: ".config/gcloud",
+            file: "application_default_credentials.json",
+            token_url: google::TOKEN_URL,
+            client_id: "",
+            client_secret_env: None,
         }),
     },
     Provider {

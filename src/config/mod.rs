@@ -47,6 +47,8 @@ pub enum BackendKind {
     OpenAiOAuth,
     AnthropicOAuth,
     QwenOAuth,
+    GeminiCliOAuthPersonal,
+    GeminiCliCloudProject,
 }
 
 impl BackendKind {
@@ -1495,6 +1497,8 @@ fn login_settings(
             ("token_url", raw.token_url.is_some()),
             ("client_id", raw.client_id.is_some()),
             ("refresh_ahead_seconds", raw.refresh_ahead_seconds.is_some()),
+            ("project", raw.project.is_some()),
+            ("onboard_poll_seconds", raw.onboard_poll_seconds.is_some()),
         ] {
             if set {
                 problems.push(format!(
@@ -1521,6 +1525,9 @@ fn login_settings(
             None => Some(PathBuf::from(path)),
         }
     };
+    let named_file = defaults
+        .file_env
+        .and_then(|name| env(name).filter(|path| !path.is_empty()));
     let paths: Vec<PathBuf> = match &raw.credentials_path {
         Some(named) => named
             .iter()
@@ -1537,8 +1544,10 @@ fn login_settings(
                 expanded
             })
             .collect(),
-        // The CLI's own file: under its home variable when set (CODEX_HOME, ...), else
-        // under the user's home. Without either, none: a request says what to set.
+        // A variable naming the file (GOOGLE_APPLICATION_CREDENTIALS), else the CLI's own
+        // file: under its home variable when set (CODEX_HOME, ...), else under the user's
+        // home. Without any, none: a request says what to set.
+        None if named_file.is_some() => named_file.into_iter().map(PathBuf::from).collect(),
         None => defaults
             .home_env
             .and_then(|name| env(name).filter(|dir| !dir.is_empty()))
@@ -1580,10 +1589,44 @@ fn login_settings(
                 .client_id
                 .clone()
                 .unwrap_or_else(|| defaults.client_id.to_owned()),
-            client_secret: None,
+            client_secret: defaults
+                .client_secret_env
+                .and_then(|name| env(name).filter(|s| !s.trim().is_empty()))
+                .map(|s| crate::credentials::Secret::new(s.trim())),
         },
         refresh_ahead,
+        project: raw.project.clone().or_else(|| {
+            // The Gemini CLI's variables name a Cloud project's; a personal login uses
+            // the project its account has unless one is configured here.
+            (kind == BackendKind::GeminiCliCloudProject)
+                .then(|| env("GOOGLE_CLOUD_PROJECT").or_else(|| env("GOOGLE_CLOUD_PROJECT_ID")))
+                .flatten()
+                .filter(|p| !p.is_empty())
+        }),
+        onboard_poll: onboard_poll(raw, layered, &key, problems),
     })
+}
+
+/// `onboard_poll_seconds`: how often a Code Assist onboarding is polled (5 s).
+fn onboard_poll(
+    raw: &RawBackend,
+    layered: &Layered,
+    key: &dyn Fn(&str) -> String,
+    problems: &mut Vec<String>,
+) -> Duration {
+    match raw.onboard_poll_seconds {
+        Some(seconds) if seconds >= 0.0 && seconds.is_finite() => Duration::from_secs_f64(seconds),
+        Some(seconds) => {
+            problems.push(bad(
+                layered,
+                &key("onboard_poll_seconds"),
+                seconds,
+                "must be a number of seconds, 0 or more",
+            ));
+            Duration::from_secs(5)
+        }
+        None => Duration::from_secs(5),
+    }
 }
 
 /// Where llmux looks for a config file when `--config` is not given.
@@ -1609,7 +1652,7 @@ mod tests {
         for id in providers::builtin() {
             assert!(config.backends.contains_key(id), "{id}");
         }
-        assert_eq!(providers::builtin().count(), 10);
+        assert_eq!(providers::builtin().count(), 12);
         assert_eq!(config.auth.brute_force.max_failed_attempts, 5);
         assert_eq!(
             config.auth.brute_force.initial_block,

@@ -792,6 +792,10 @@ pub struct RawBackend {
     pub client_id: Option<String>,
     /// Subscription logins: how long before expiry the token is refreshed (300).
     pub refresh_ahead_seconds: Option<f64>,
+    /// Gemini Code Assist logins: the Google Cloud project requests bill to.
+    pub project: Option<String>,
+    /// Gemini Code Assist logins: how often account onboarding is polled (5).
+    pub onboard_poll_seconds: Option<f64>,
     /// mock: the text it answers.
     pub response_text: Option<String>,
     /// mock: how many stream chunks the text is cut into.

@@ -44,6 +44,15 @@ struct Inner {
     issued: AtomicUsize,
     token_calls: AtomicUsize,
     requests: Mutex<Vec<Recorded>>,
+    /// Code Assist: the project an onboarded account has (`None`: it must onboard, and
+    /// gets `proj-onboarded`), and the tiers it is offered.
+    code_assist_project: Mutex<Option<String>>,
+    allowed_tiers: Mutex<Value>,
+    onboard_polls: AtomicUsize,
+    /// The public key service-account assertions must be signed with.
+    service_account_key: Mutex<Option<Vec<u8>>>,
+    /// Code Assist answers 429 with a RetryInfo of this many seconds.
+    code_assist_quota: Mutex<Option<u64>>,
 }
 
 #[derive(Clone)]
@@ -77,6 +86,14 @@ impl FakeLogins {
             .route("/codex/responses", post(codex_responses))
             .route("/v1/messages", post(messages))
             .route("/qwen/v1/chat/completions", post(qwen_chat))
+            .route("/v1internal:loadCodeAssist", post(load_code_assist))
+            .route("/v1internal:onboardUser", post(onboard_user))
+            .route("/v1internal/operations/{id}", axum::routing::get(operation))
+            .route("/v1internal:generateContent", post(code_assist_generate))
+            .route(
+                "/v1internal:streamGenerateContent",
+                post(code_assist_generate),
+            )
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -109,6 +126,26 @@ impl FakeLogins {
 
     pub fn slow_refreshes(&self, delay: Duration) {
         *self.inner.refresh_delay.lock().unwrap() = delay;
+    }
+
+    /// Code Assist: the account is set up with `project`, or (`None`) must onboard.
+    pub fn code_assist_account(&self, project: Option<&str>, allowed_tiers: Value) {
+        *self.inner.code_assist_project.lock().unwrap() = project.map(str::to_owned);
+        *self.inner.allowed_tiers.lock().unwrap() = allowed_tiers;
+    }
+
+    /// Service-account assertions must verify with this RSA public key (PEM).
+    pub fn trust_service_account(&self, public_pem: &[u8]) {
+        *self.inner.service_account_key.lock().unwrap() = Some(public_pem.to_vec());
+    }
+
+    /// Code Assist answers 429 RESOURCE_EXHAUSTED with a RetryInfo delay.
+    pub fn exhaust_quota(&self, retry_seconds: u64) {
+        *self.inner.code_assist_quota.lock().unwrap() = Some(retry_seconds);
+    }
+
+    pub fn onboard_polls(&self) -> usize {
+        self.inner.onboard_polls.load(Ordering::SeqCst)
     }
 
     pub fn token_calls(&self) -> usize {
@@ -185,11 +222,28 @@ async fn token(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes)
         )
             .into_response()
     };
+    if fields["grant_type"] == "urn:ietf:params:oauth:grant-type:jwt-bearer" {
+        return service_account_grant(&inner, &fields);
+    }
     if fields["grant_type"] != "refresh_token" || fields["client_id"].as_str().is_none() {
         return oauth_error(
             StatusCode::BAD_REQUEST,
             "invalid_request",
             "grant_type refresh_token and client_id are required",
+        );
+    }
+    // Google's installed-app clients must send their secret, in a form.
+    let google = fields["client_id"]
+        .as_str()
+        .is_some_and(|id| id.ends_with(".apps.googleusercontent.com"));
+    if google
+        && (fields["client_secret"].as_str().is_none()
+            || content_type.starts_with("application/json"))
+    {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "client_secret is missing.",
         );
     }
     if let Some(error) = *inner.refuse.lock().unwrap() {
@@ -479,4 +533,219 @@ async fn qwen_chat(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: By
         .header("content-type", "text/event-stream")
         .body(Body::from_stream(futures::stream::iter(frames_text)))
         .unwrap()
+}
+
+/// RFC 7523: a JWT signed by the service account, checked against its public key, for
+/// an access token (no refresh token).
+fn service_account_grant(inner: &Inner, fields: &Value) -> Response {
+    let refuse = |why: String| {
+        (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": "invalid_grant", "error_description": why})),
+        )
+            .into_response()
+    };
+    let Some(public) = inner.service_account_key.lock().unwrap().clone() else {
+        return refuse("no service account is known".into());
+    };
+    let key = jsonwebtoken::DecodingKey::from_rsa_pem(&public).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    validation.validate_aud = false;
+    let assertion = fields["assertion"].as_str().unwrap_or_default();
+    let claims = match jsonwebtoken::decode::<Value>(assertion, &key, &validation) {
+        Ok(data) => data.claims,
+        Err(err) => return refuse(format!("Invalid JWT Signature ({err})")),
+    };
+    if !claims["scope"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("cloud-platform")
+        || !claims["aud"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with("/oauth/token")
+        || claims["iss"].as_str().is_none()
+    {
+        return refuse(format!("bad claims {claims}"));
+    }
+    let n = inner.issued.fetch_add(1, Ordering::SeqCst) + 1;
+    let access = format!("ya29.service-{n}");
+    inner.valid.lock().unwrap().insert(access.clone());
+    axum::Json(json!({"access_token": access, "expires_in": 3599, "token_type": "Bearer"}))
+        .into_response()
+}
+
+/// Google's error body, as Code Assist sends it.
+fn google_error(status: StatusCode, name: &str, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({"error": {"code": status.as_u16(), "message": message, "status": name}})),
+    )
+        .into_response()
+}
+
+fn code_assist_refusal(inner: &Inner, headers: &HeaderMap) -> Option<Response> {
+    let token = bearer(headers).unwrap_or_default();
+    if !inner.valid.lock().unwrap().contains(&token) {
+        return Some(google_error(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHENTICATED",
+            "Request had invalid authentication credentials.",
+        ));
+    }
+    None
+}
+
+async fn load_code_assist(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    record(&inner, "loadCodeAssist", &headers, &body);
+    if let Some(refused) = code_assist_refusal(&inner, &headers) {
+        return refused;
+    }
+    if body["metadata"]["pluginType"] != "GEMINI" {
+        return google_error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_ARGUMENT",
+            "metadata.pluginType is required",
+        );
+    }
+    let allowed = inner.allowed_tiers.lock().unwrap().clone();
+    match inner.code_assist_project.lock().unwrap().clone() {
+        Some(project) => axum::Json(json!({
+            "currentTier": {"id": "standard-tier", "name": "Gemini Code Assist"},
+            "allowedTiers": allowed,
+            "cloudaicompanionProject": project,
+        }))
+        .into_response(),
+        None => axum::Json(json!({"allowedTiers": allowed})).into_response(),
+    }
+}
+
+/// Onboarding: a long-running operation, done on the second look.
+async fn onboard_user(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    record(&inner, "onboardUser", &headers, &body);
+    if let Some(refused) = code_assist_refusal(&inner, &headers) {
+        return refused;
+    }
+    let tier = body["tierId"].as_str().unwrap_or_default();
+    if tier == "free-tier"
+        && body
+            .get("cloudaicompanionProject")
+            .is_some_and(|p| !p.is_null())
+    {
+        return google_error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_ARGUMENT",
+            "free-tier brings its own project",
+        );
+    }
+    if tier == "standard-tier" && body["cloudaicompanionProject"].as_str().is_none() {
+        return google_error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_ARGUMENT",
+            "standard-tier needs a project",
+        );
+    }
+    if let Some(project) = body["cloudaicompanionProject"].as_str() {
+        *inner.code_assist_project.lock().unwrap() = Some(format!("requested:{project}"));
+    }
+    axum::Json(json!({"name": "operations/onboard-1", "done": false})).into_response()
+}
+
+async fn operation(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Response {
+    record(&inner, "operation", &headers, &Value::Null);
+    if let Some(refused) = code_assist_refusal(&inner, &headers) {
+        return refused;
+    }
+    inner.onboard_polls.fetch_add(1, Ordering::SeqCst);
+    // The project onboarding asked for, else the one a free account is given.
+    let requested = inner.code_assist_project.lock().unwrap().clone();
+    let project = requested
+        .and_then(|p| p.strip_prefix("requested:").map(str::to_owned))
+        .unwrap_or_else(|| "proj-onboarded".to_owned());
+    *inner.code_assist_project.lock().unwrap() = Some(project.clone());
+    axum::Json(json!({"name": "operations/onboard-1", "done": true,
+        "response": {"cloudaicompanionProject": {"id": project, "name": "Onboarded"}}}))
+    .into_response()
+}
+
+/// generateContent / streamGenerateContent?alt=sse in the Code Assist envelope.
+async fn code_assist_generate(
+    State(inner): State<Arc<Inner>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let stream = uri.path().ends_with("streamGenerateContent");
+    record(
+        &inner,
+        if stream {
+            "streamGenerateContent"
+        } else {
+            "generateContent"
+        },
+        &headers,
+        &body,
+    );
+    if let Some(refused) = code_assist_refusal(&inner, &headers) {
+        return refused;
+    }
+    if let Some(seconds) = *inner.code_assist_quota.lock().unwrap() {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            axum::Json(json!({"error": {"code": 429, "status": "RESOURCE_EXHAUSTED",
+                "message": format!("You have exhausted your capacity on this model. Your quota will reset after {seconds}s."),
+                "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": format!("{seconds}s")}]}})),
+        )
+            .into_response();
+    }
+    let known = inner.code_assist_project.lock().unwrap().clone();
+    if body["project"].as_str() != known.as_deref() || known.is_none() {
+        return google_error(
+            StatusCode::FORBIDDEN,
+            "PERMISSION_DENIED",
+            "The caller does not have permission on this project",
+        );
+    }
+    if body["request"]["contents"]
+        .as_array()
+        .is_none_or(Vec::is_empty)
+        || body["model"].as_str().is_none()
+    {
+        return google_error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_ARGUMENT",
+            "model and request.contents are required",
+        );
+    }
+    let candidate = |text: &str, finish: Option<&str>| {
+        let mut c = json!({"content": {"role": "model", "parts": [{"text": text}]}, "index": 0});
+        if let Some(finish) = finish {
+            c["finishReason"] = json!(finish);
+        }
+        c
+    };
+    let usage = json!({"promptTokenCount": 6, "candidatesTokenCount": 4, "totalTokenCount": 10});
+    if !stream {
+        return axum::Json(
+            json!({"response": {"candidates": [candidate("Hello from Code Assist.", Some("STOP"))],
+            "usageMetadata": usage, "modelVersion": body["model"]}, "traceId": "trace-1"}),
+        )
+        .into_response();
+    }
+    let frames = vec![
+        json!({"response": {"candidates": [candidate("Hello from ", None)]}, "traceId": "trace-1"}),
+        json!({"response": {"candidates": [candidate("Code Assist.", Some("STOP"))], "usageMetadata": usage}, "traceId": "trace-1"}),
+    ];
+    sse(frames.into_iter().map(|f| (String::new(), f)).collect())
 }

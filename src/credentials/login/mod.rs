@@ -21,6 +21,7 @@
 pub mod claude;
 pub mod codex;
 pub mod file;
+pub mod google;
 pub mod jwt;
 pub mod qwen;
 
@@ -74,13 +75,20 @@ pub enum RefreshBody {
     Form(Vec<(&'static str, String)>),
 }
 
+/// A renewal of the access token: where it goes (the client's token URL unless the file
+/// names another) and what it says.
+pub struct Renewal {
+    pub url: Option<String>,
+    pub body: RefreshBody,
+}
+
 /// The OAuth client llmux refreshes as: the CLI's public client, or one configured.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OAuthClient {
     pub token_url: String,
     pub client_id: String,
     /// Google's installed-app clients send a (public) secret too.
-    pub client_secret: Option<String>,
+    pub client_secret: Option<Secret>,
 }
 
 /// One provider's credential file layout and refresh protocol.
@@ -91,8 +99,29 @@ pub trait LoginFormat: Send + Sync {
     fn login_command(&self) -> &'static str;
     /// The tokens in the file's JSON.
     fn read(&self, file: &Value) -> Result<Tokens, String>;
-    /// The body of a refresh request.
+    /// The body of a refresh-token grant.
     fn refresh_body(&self, refresh_token: &str, client: &OAuthClient) -> RefreshBody;
+    /// How to renew the access token of `file`: a refresh-token grant by default.
+    fn renewal(
+        &self,
+        _file: &Value,
+        tokens: &Tokens,
+        client: &OAuthClient,
+    ) -> Result<Renewal, String> {
+        let refresh = tokens
+            .refresh
+            .as_ref()
+            .ok_or("has no refresh token and its access token is no longer accepted")?;
+        Ok(Renewal {
+            url: None,
+            body: self.refresh_body(refresh.expose(), client),
+        })
+    }
+    /// Whether renewed tokens are written back to the file (not for files that only hold
+    /// what renews them, such as Google's application default credentials).
+    fn writes_back(&self) -> bool {
+        true
+    }
     /// Puts the token endpoint's answer into the file's JSON, changing only the fields the
     /// CLI itself changes on a refresh.
     fn store_refresh(&self, file: &mut Value, answer: &Value, now_ms: u64) -> Result<(), String>;
@@ -105,6 +134,10 @@ pub struct LoginSettings {
     pub client: OAuthClient,
     /// How long before expiry the token is refreshed in the background.
     pub refresh_ahead: Duration,
+    /// Code Assist: the Google Cloud project requests bill to, when configured.
+    pub project: Option<String>,
+    /// Code Assist: how often account onboarding is polled.
+    pub onboard_poll: Duration,
 }
 
 /// A login's record, for the admin API and the settings window.
@@ -168,6 +201,9 @@ pub struct Login {
     record: Mutex<Record>,
     watcher: Mutex<Option<notify::RecommendedWatcher>>,
     timer_started: AtomicBool,
+    /// What the provider said about the account at its first use (Code Assist's project),
+    /// with the refresh token it was learned for: another login in the file learns again.
+    setup: tokio::sync::Mutex<Option<(Option<Secret>, Value)>>,
 }
 
 impl Login {
@@ -194,6 +230,7 @@ impl Login {
             record: Mutex::new(Record::default()),
             watcher: Mutex::new(None),
             timer_started: AtomicBool::new(false),
+            setup: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -225,6 +262,23 @@ impl Login {
     /// when there is a newer one, else a refreshed one.
     pub async fn refused(self: &Arc<Self>, used: &Arc<Loaded>) -> Result<Arc<Loaded>, Error> {
         self.refresh(used).await
+    }
+
+    /// What `learn` finds out about this account, learned once per login (a failure is
+    /// not kept: the next request tries again).
+    pub async fn setup<F>(&self, loaded: &Loaded, learn: F) -> Result<Value, Error>
+    where
+        F: std::future::Future<Output = Result<Value, Error>>,
+    {
+        let mut setup = self.setup.lock().await;
+        if let Some((learned_for, value)) = setup.as_ref()
+            && *learned_for == loaded.tokens.refresh
+        {
+            return Ok(value.clone());
+        }
+        let value = learn.await?;
+        *setup = Some((loaded.tokens.refresh.clone(), value.clone()));
+        Ok(value)
     }
 
     pub fn status(&self) -> LoginStatus {
@@ -341,13 +395,12 @@ impl Login {
             tracing::info!(backend = %self.backend, "{} was renewed by its CLI", self.name());
             return Ok(self.adopt(on_disk));
         }
-        let Some(refresh_token) = on_disk.tokens.refresh.clone() else {
-            return Err(self.fail(FileProblem::Refused(
-                "has no refresh token and its access token is no longer accepted".into(),
-            )));
-        };
+        let renewal = self
+            .format
+            .renewal(&on_disk.file, &on_disk.tokens, &self.client)
+            .map_err(|why| self.fail(FileProblem::Refused(why)))?;
         let answer = self
-            .call_token_endpoint(&refresh_token)
+            .call_token_endpoint(renewal, on_disk.tokens.refresh.as_ref())
             .await
             .map_err(|err| self.fail(err))?;
         let now = now_ms();
@@ -359,7 +412,9 @@ impl Login {
             .format
             .read(&file)
             .map_err(|why| self.fail(FileProblem::Endpoint(why)))?;
-        if let Err(err) = file::write_json(&self.path, &file).await {
+        if !self.format.writes_back() {
+            // Kept in memory only.
+        } else if let Err(err) = file::write_json(&self.path, &file).await {
             // The new tokens still serve this process; the CLI keeps its old ones.
             tracing::warn!(backend = %self.backend, "cannot write the refreshed login back to {}: {err}", self.name());
         }
@@ -384,16 +439,18 @@ impl Login {
         });
     }
 
-    async fn call_token_endpoint(&self, refresh_token: &Secret) -> Result<Value, FileProblem> {
+    async fn call_token_endpoint(
+        &self,
+        renewal: Renewal,
+        refresh_token: Option<&Secret>,
+    ) -> Result<Value, FileProblem> {
+        let url = renewal.url.as_deref().unwrap_or(&self.client.token_url);
         let request = self
             .http
-            .post(&self.client.token_url)
+            .post(url)
             .timeout(REFRESH_TIMEOUT)
             .header(reqwest::header::ACCEPT, "application/json");
-        let request = match self
-            .format
-            .refresh_body(refresh_token.expose(), &self.client)
-        {
+        let request = match renewal.body {
             RefreshBody::Json(body) => request
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body.to_string()),
@@ -413,7 +470,7 @@ impl Login {
                 )),
             };
         }
-        let why = refresh_error(&json, status, refresh_token.expose());
+        let why = refresh_error(&json, status, refresh_token.map_or("", Secret::expose));
         if matches!(status, 400 | 401 | 403) {
             Err(FileProblem::Refused(format!(
                 "could not be refreshed: the token endpoint answered {status} ({why})"
@@ -499,7 +556,9 @@ impl Login {
             self.path.file_name().map(ToOwned::to_owned),
         );
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            // Reads (llmux's own among them) are not changes.
             if let Ok(event) = event
+                && !matches!(event.kind, notify::EventKind::Access(_))
                 && event.paths.iter().any(|p| p.file_name() == name.as_deref())
             {
                 changed.store(true, Ordering::Release);
@@ -592,6 +651,9 @@ fn refresh_error(body: &Value, status: u16, refresh_token: &str) -> String {
         Some(detail) => format!("{code}: {detail}"),
         None => format!("{code}, HTTP {status}"),
     };
+    if refresh_token.is_empty() {
+        return text;
+    }
     text.replace(refresh_token, "****")
 }
 
