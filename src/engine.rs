@@ -214,6 +214,9 @@ impl Engine {
     /// the store's write-ahead log in, and logs what the writers had to drop. Blocking: call
     /// it off the async threads, once the listeners have stopped.
     pub fn close(&self) {
+        for backend in self.routes().backends().values() {
+            backend.close();
+        }
         let wait = std::time::Duration::from_secs(5);
         if let Some(capture) = self.capture() {
             capture.flush(wait);

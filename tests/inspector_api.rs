@@ -136,7 +136,9 @@ async fn replay_errors_are_clear() {
     assert_eq!(status, 400);
     let message = body["error"]["message"].as_str().unwrap();
     assert!(
-        message.contains("\"nowhere\"") && message.contains("fake, gemini, mock"),
+        message.contains("\"nowhere\"")
+            && message.contains("fake, gemini,")
+            && message.contains("mock"),
         "{message}"
     );
 

@@ -5,6 +5,7 @@
 //! parameterised by the wire protocol they speak. Every back-end turns its answer into a
 //! stream of [`Event`]s.
 
+pub mod acp;
 pub mod anthropic;
 pub mod code_assist;
 pub mod gemini;
@@ -66,6 +67,9 @@ pub trait Backend: Send + Sync {
     fn key_name(&self) -> Option<&str> {
         None
     }
+
+    /// Ends what the back-end runs (agent processes) when llmux stops.
+    fn close(&self) {}
 
     /// The subscription logins it authenticates with, in rotation order.
     fn logins(&self) -> &[Arc<crate::credentials::login::Login>] {
@@ -130,6 +134,9 @@ fn identity(backend: &BackendConfig) -> Vec<(&'static str, String)> {
 
 fn build(backend: &BackendConfig, secrets: &dyn SecretSource) -> Result<Arc<dyn Backend>, Error> {
     let provider = backend.kind.provider();
+    if let Some(acp) = &backend.acp {
+        return Ok(Arc::new(acp::AcpBackend::new(backend.clone(), acp.clone())));
+    }
     if let (Some(login), Some(settings)) = (&provider.login, &backend.login) {
         return build_login_backend(backend, login, settings);
     }

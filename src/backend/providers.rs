@@ -53,7 +53,7 @@ fn no_identity(_: &BackendConfig) -> Vec<(&'static str, String)> {
 }
 
 /// Every kind, in the order the settings page offers them.
-pub static PROVIDERS: [Provider; 14] = [
+pub static PROVIDERS: [Provider; 15] = [
     Provider {
         kind: BackendKind::OpenAi,
         name: "openai",
@@ -260,6 +260,19 @@ pub static PROVIDERS: [Provider; 14] = [
             client_id: "",
             client_secret_env: None,
         }),
+    },
+    Provider {
+        kind: BackendKind::GeminiCliAcp,
+        name: "gemini-cli-acp",
+        // Answers in process, from the agent's output: no HTTP wire.
+        wire: None,
+        default_base_url: None,
+        key_env: None,
+        requires_key: false,
+        responses_api: false,
+        builtin: true,
+        identity: no_identity,
+        login: None,
     },
     Provider {
         kind: BackendKind::Mock,

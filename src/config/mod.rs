@@ -49,6 +49,8 @@ pub enum BackendKind {
     QwenOAuth,
     GeminiCliOAuthPersonal,
     GeminiCliCloudProject,
+    /// The Gemini CLI as an agent over ACP.
+    GeminiCliAcp,
 }
 
 impl BackendKind {
@@ -114,6 +116,20 @@ pub struct MockConfig {
     pub chunk_delay: Duration,
 }
 
+/// `[backends.ID]` settings of an ACP agent (gemini-cli-acp; `backend/acp.rs` runs it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AcpSettings {
+    /// The agent's executable and its arguments (`gemini --experimental-acp`).
+    pub command: String,
+    pub args: Vec<String>,
+    /// The workspace when the session names none.
+    pub workspace: Option<PathBuf>,
+    /// Approve the agent's tool calls (`--yolo`, and "allow" to its permission requests).
+    pub auto_accept: bool,
+    /// An agent idle this long is ended.
+    pub agent_idle: Duration,
+}
+
 /// Which OpenAI API an OpenAI-protocol back-end is called with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpenAiApi {
@@ -146,6 +162,8 @@ pub struct BackendConfig {
     pub mock: MockConfig,
     /// For subscription-login kinds: the credential files and the OAuth client.
     pub login: Option<crate::credentials::login::LoginSettings>,
+    /// For agent kinds (gemini-cli-acp): the agent to run and how.
+    pub acp: Option<AcpSettings>,
 }
 
 /// `[circuit_breaker]`: a back-end that fails too often in a row is left alone a while
@@ -1246,7 +1264,9 @@ fn validate_backend(
     let base_url = match (&raw.base_url, kind.default_base_url()) {
         (Some(url), _) => url.trim_end_matches('/').to_owned(),
         (None, Some(default)) => default.to_owned(),
-        (None, None) if kind == BackendKind::Mock => String::new(),
+        (None, None) if matches!(kind, BackendKind::Mock | BackendKind::GeminiCliAcp) => {
+            String::new()
+        }
         (None, None) => {
             problems.push(format!(
                 "backends.{id}.base_url is missing: a back-end of type '{}' needs the server's \
@@ -1430,6 +1450,7 @@ fn validate_backend(
     }
 
     let login = login_settings(id, kind, raw, layered, env, problems);
+    let acp = acp_settings(id, kind, raw, layered, env, problems);
 
     let mut headers = Vec::new();
     for (name, value) in raw.headers.iter().flatten() {
@@ -1475,6 +1496,68 @@ fn validate_backend(
             chunk_delay: Duration::from_millis(raw.chunk_delay_ms.unwrap_or(0)),
         },
         login,
+        acp,
+    })
+}
+
+/// The agent settings of a gemini-cli-acp back-end; `None` for other kinds, which may not
+/// set these keys.
+fn acp_settings(
+    id: &str,
+    kind: BackendKind,
+    raw: &RawBackend,
+    layered: &Layered,
+    env: &(dyn Fn(&str) -> Option<String> + Send + Sync),
+    problems: &mut Vec<String>,
+) -> Option<AcpSettings> {
+    let key = |field: &str| format!("backends.{id}.{field}");
+    if kind != BackendKind::GeminiCliAcp {
+        for (field, set) in [
+            ("command", raw.command.is_some()),
+            ("args", raw.args.is_some()),
+            ("project_dir", raw.project_dir.is_some()),
+            ("auto_accept", raw.auto_accept.is_some()),
+            ("agent_idle_seconds", raw.agent_idle_seconds.is_some()),
+        ] {
+            if set {
+                problems.push(format!(
+                    "{} (from {}): only applies to back-ends of type 'gemini-cli-acp', not '{}'",
+                    key(field),
+                    layered.source_of(&key(field)),
+                    kind.name()
+                ));
+            }
+        }
+        return None;
+    }
+    let agent_idle = match raw.agent_idle_seconds {
+        Some(seconds) if seconds > 0.0 && seconds.is_finite() => Duration::from_secs_f64(seconds),
+        Some(seconds) => {
+            problems.push(bad(
+                layered,
+                &key("agent_idle_seconds"),
+                seconds,
+                "must be a positive number of seconds",
+            ));
+            Duration::from_secs(3600)
+        }
+        None => Duration::from_secs(3600),
+    };
+    Some(AcpSettings {
+        command: raw.command.clone().unwrap_or_else(|| "gemini".into()),
+        args: raw
+            .args
+            .clone()
+            .unwrap_or_else(|| vec!["--experimental-acp".into()]),
+        // The seed's order: the config file's project_dir, then GEMINI_CLI_WORKSPACE (a
+        // session's !/project-dir wins over both, per request).
+        workspace: raw
+            .project_dir
+            .clone()
+            .or_else(|| env("GEMINI_CLI_WORKSPACE").filter(|w| !w.is_empty()))
+            .map(PathBuf::from),
+        auto_accept: raw.auto_accept.unwrap_or(true),
+        agent_idle,
     })
 }
 
@@ -1652,7 +1735,7 @@ mod tests {
         for id in providers::builtin() {
             assert!(config.backends.contains_key(id), "{id}");
         }
-        assert_eq!(providers::builtin().count(), 12);
+        assert_eq!(providers::builtin().count(), 13);
         assert_eq!(config.auth.brute_force.max_failed_attempts, 5);
         assert_eq!(
             config.auth.brute_force.initial_block,

@@ -796,6 +796,17 @@ pub struct RawBackend {
     pub project: Option<String>,
     /// Gemini Code Assist logins: how often account onboarding is polled (5).
     pub onboard_poll_seconds: Option<f64>,
+    /// gemini-cli-acp: the agent's executable (`gemini`).
+    pub command: Option<String>,
+    /// gemini-cli-acp: its arguments (`["--experimental-acp"]`); llmux adds `--model` and,
+    /// with auto_accept, `--yolo`.
+    pub args: Option<Vec<String>>,
+    /// gemini-cli-acp: the workspace the agent works in (GEMINI_CLI_WORKSPACE).
+    pub project_dir: Option<String>,
+    /// gemini-cli-acp: approve the agent's tool calls (true).
+    pub auto_accept: Option<bool>,
+    /// gemini-cli-acp: an agent idle this long is ended (3600).
+    pub agent_idle_seconds: Option<f64>,
     /// mock: the text it answers.
     pub response_text: Option<String>,
     /// mock: how many stream chunks the text is cut into.

@@ -339,6 +339,8 @@ pub struct ClientInfo {
     /// Protocol-specific request headers (`anthropic-version`, `anthropic-beta`), forwarded
     /// unchanged to back-ends of that protocol and to no others.
     pub protocol_headers: Option<(Protocol, Vec<(String, String)>)>,
+    /// The session's `!/project-dir(...)`, for agent back-ends.
+    pub project_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -141,6 +141,7 @@ impl Stage for Routing {
         if let Some(reasoning) = ctx.session.reasoning.clone() {
             request.reasoning = Some(reasoning);
         }
+        request.client.project_dir = ctx.session.project_dir.clone();
         Ok(Flow::Continue)
     }
 
