@@ -543,12 +543,12 @@ async fn the_admin_api_shows_each_login_and_never_a_token() {
     assert!(chatgpt["last_refresh"].as_f64().is_some());
     assert!(chatgpt["last_error"].is_null(), "{chatgpt}");
 
+    // Never used and never logged in: not an error, just no login yet.
     let claude = login("claude");
-    let problem = claude["last_error"].as_str().unwrap();
-    assert!(
-        problem.contains("no login at") && problem.contains("claude /login"),
-        "{problem}"
-    );
+    assert_eq!(claude["found"], false, "{claude}");
+    assert!(claude["last_error"].is_null(), "{claude}");
+    assert_eq!(claude["login_command"], "claude /login");
+    assert_eq!(chatgpt["found"], true);
 
     let text = stats.to_string();
     let written = read(&path);

@@ -51,8 +51,8 @@ fn bearer(token: &str) -> Vec<(HeaderName, String)> {
 
 pub fn codex_identity(_: &BackendConfig) -> Vec<(&'static str, String)> {
     vec![
+        // DEFAULT_ORIGINATOR in codex-rs/login/src/auth/default_client.rs.
         ("originator", "codex_cli_rs".into()),
-        ("openai-beta", "responses=experimental".into()),
         (
             "user-agent",
             format!(

@@ -15,6 +15,7 @@ import { startLlmux, targetDir } from "./llmux.mjs";
 
 const WAIT = { timeout: 15_000 };
 const KEY = "sk-local-e2e-key-0123456789";
+const LOGIN_SECRET = "rt-e2e-refresh-token-never-shown";
 let provider;
 let llmux;
 let browser;
@@ -41,6 +42,21 @@ before(async () => {
   provider = await startFakeOpenAI();
   config = path.join(dir, "llmux.toml");
   writeFileSync(config, '# my llmux\ndefault_backend = "mock"\n\n[proxy]\nanthropic_port = 0\n');
+  // A Codex CLI login for a subscription back-end (tokens are unsigned JWTs; nothing checks them).
+  const jwt = (claims) => `e30.${Buffer.from(JSON.stringify(claims)).toString("base64url")}.c2ln`;
+  const auth = path.join(dir, "auth.json");
+  writeFileSync(
+    auth,
+    JSON.stringify({
+      tokens: {
+        access_token: jwt({ exp: Math.floor(Date.now() / 1000) + 3600 }),
+        refresh_token: LOGIN_SECRET,
+        id_token: jwt({ email: "dev@example.com", "https://api.openai.com/auth": { chatgpt_plan_type: "plus" } }),
+        account_id: "acct-1",
+      },
+    }),
+  );
+  writeFileSync(config, `${readFileSync(config, "utf8")}\n[backends.chatgpt]\ntype = "openai-oauth"\ncredentials_path = "${auth}"\n`);
   // The main port comes from the file from now on: no --port flag, which would override it.
   const port = await freePort();
   writeFileSync(config, readFileSync(config, "utf8").replace("[proxy]\n", `[proxy]\nport = ${port}\n`));
@@ -115,6 +131,20 @@ test("an invalid port shows the engine's message beside the field and saves noth
   await shot("validation-error");
   assert.equal(readFileSync(config, "utf8"), before, "nothing was written");
   await page.getByRole("button", { name: "discard" }).click();
+});
+
+test("a subscription login shows its account, its token's life and the command to log in again", async () => {
+  await page.goto(`${llmux.url}/ui/#/settings`);
+  const accounts = page.getByTestId("accounts");
+  await accounts.waitFor(WAIT);
+  const row = accounts.locator('tr[data-login^="chatgpt:"]');
+  await row.getByText("dev@example.com").waitFor(WAIT);
+  assert.match(await row.innerText(), /plan: plus/);
+  assert.match(await row.innerText(), /valid until/);
+  await row.getByRole("button", { name: "How to log in" }).click();
+  await row.getByText("codex login").waitFor(WAIT);
+  await shot("accounts");
+  assert.ok(!(await page.content()).includes(LOGIN_SECRET), "no token reaches the page");
 });
 
 /** GET `path` from llmux with this Host header (fetch cannot set one): the status. */

@@ -1,5 +1,6 @@
 import { useCallback, useEffect, useMemo, useState } from "react";
 import { api, ApiError } from "./api";
+import { AccountsSection } from "./Accounts";
 import { KeysSection, ProxyKeyRow } from "./Keys";
 import type {
   BackendSetting,
@@ -426,6 +427,7 @@ export function SettingsPage({ onError }: { onError: (err: unknown) => void }) {
           : "Give llmux a back-end's key through the environment variable named above, then restart it."}
       </p>
       {api.canStoreKeys() && <KeysSection backends={settings.backends} />}
+      <AccountsSection />
 
       <h2>All settings</h2>
       <div className="all-settings">

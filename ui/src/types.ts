@@ -4,6 +4,7 @@ export type {
   AdminStats as Stats,
   BackendStats,
   KeyHealth,
+  LoginStatus,
   LegStats,
   ListParams,
   Replayed,

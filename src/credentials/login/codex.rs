@@ -68,11 +68,11 @@ impl LoginFormat for Codex {
     }
 
     fn refresh_body(&self, refresh_token: &str, client: &OAuthClient) -> RefreshBody {
+        // As the Codex CLI sends it (`RefreshRequest` in codex-rs/login/src/auth/manager.rs).
         RefreshBody::Json(json!({
             "client_id": client.client_id,
             "grant_type": "refresh_token",
             "refresh_token": refresh_token,
-            "scope": "openid profile email",
         }))
     }
 

@@ -148,6 +148,8 @@ pub struct LoginStatus {
     /// The back-end type (`openai-oauth`, ...).
     pub kind: String,
     pub path: String,
+    /// Whether the credential file exists (false: the user has not logged in with the CLI).
+    pub found: bool,
     pub email: Option<String>,
     pub plan: Option<String>,
     /// Unix seconds the access token is good until, when known.
@@ -292,6 +294,7 @@ impl Login {
             backend: self.backend.clone(),
             kind: self.kind.to_owned(),
             path: self.name(),
+            found: self.path.exists(),
             email: account.email,
             plan: account.plan,
             valid_until: current
@@ -319,6 +322,8 @@ impl Login {
                 status.plan = peeked.tokens.account.plan.clone();
                 status.valid_until = peeked.tokens.expires_at_ms.map(|ms| ms as f64 / 1000.0);
             }
+            // Never logged in and never used: nothing went wrong, there is just no login.
+            Err(FileProblem::Read(ReadError::Missing)) => {}
             Err(problem) if status.last_error.is_none() => {
                 status.last_error = Some(self.describe(&problem).0);
             }

@@ -192,7 +192,11 @@ export type LoginStatus = { backend: string,
 /**
  * The back-end type (`openai-oauth`, ...).
  */
-kind: string, path: string, email: string | null, plan: string | null, 
+kind: string, path: string, 
+/**
+ * Whether the credential file exists (false: the user has not logged in with the CLI).
+ */
+found: boolean, email: string | null, plan: string | null, 
 /**
  * Unix seconds the access token is good until, when known.
  */
