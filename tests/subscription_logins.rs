@@ -405,9 +405,23 @@ async fn a_refused_refresh_token_asks_for_a_new_login_without_retrying() {
         !body.contains("rt-burned") && !body.contains(&access),
         "{body}"
     );
+    let mut notices = llmux.engine.notices();
     let (status, body) = anthropic(&llmux, true).await;
     assert_eq!(status, 401, "{body}");
     assert!(body.contains("codex login"), "{body}");
+    // The desktop app hears that only the user can fix this, and how.
+    match notices.try_recv() {
+        Ok(llmux::router::breaker::Notice::LoginNeeded {
+            backend,
+            login,
+            message,
+        }) => {
+            assert_eq!(backend, "sub");
+            assert!(login.unwrap().ends_with("auth.json"));
+            assert!(message.contains("codex login"), "{message}");
+        }
+        other => panic!("expected a LoginNeeded notice, got {other:?}"),
+    }
     assert_eq!(
         fake.requests("/codex/responses").len(),
         0,

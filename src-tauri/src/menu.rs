@@ -207,6 +207,15 @@ impl Notices {
                     ),
                 )
             }
+            Notice::LoginNeeded {
+                backend,
+                login,
+                message,
+            } => (
+                format!("login {backend} {}", login.as_deref().unwrap_or("")),
+                format!("llmux: {backend} needs a new login"),
+                message.clone(),
+            ),
         };
         if self
             .last
@@ -391,6 +400,26 @@ mod tests {
             shell.events(),
             [
                 "notify llmux: openai refused a key: openai answered 401 to OPENAI_API_KEY: expired, revoked or mistyped. Check it under Settings > Keys."
+            ]
+        );
+    }
+
+    #[test]
+    fn a_login_that_needs_the_user_notifies_with_the_command_to_run() {
+        let shell = Recorder::default();
+        let mut notices = Notices::default();
+        let needed = Notice::LoginNeeded {
+            backend: "chatgpt".into(),
+            login: Some("~/.codex/auth.json".into()),
+            message: "the login at ~/.codex/auth.json could not be refreshed: log in again with `codex login`".into(),
+        };
+        let start = Instant::now();
+        notices.show(&needed, &shell, start);
+        notices.show(&needed, &shell, start + Duration::from_secs(10));
+        assert_eq!(
+            shell.events(),
+            [
+                "notify llmux: chatgpt needs a new login: the login at ~/.codex/auth.json could not be refreshed: log in again with `codex login`"
             ]
         );
     }

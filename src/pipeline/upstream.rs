@@ -190,16 +190,27 @@ impl<'a> Upstream<'a> {
         if let Err(err) = result
             && let crate::error::ErrorKind::Upstream {
                 status: status @ (401 | 403),
+                code,
+                message,
                 ..
             } = err.kind()
         {
-            self.call
-                .health
-                .notify(crate::router::breaker::Notice::KeyRefused {
-                    backend: target.backend.id().to_owned(),
+            use crate::router::breaker::Notice;
+            let backend = target.backend.id().to_owned();
+            let notice = if code.as_deref() == Some("login_required") {
+                Notice::LoginNeeded {
+                    backend,
+                    login: key_name.map(str::to_owned),
+                    message: message.clone(),
+                }
+            } else {
+                Notice::KeyRefused {
+                    backend,
                     key: key_name.map(str::to_owned),
                     status: *status,
-                });
+                }
+            };
+            self.call.health.notify(notice);
         }
         self.call.ctx.trail.push(Attempt {
             backend: target.backend.id().to_owned(),

@@ -44,6 +44,14 @@ pub enum Notice {
         key: Option<String>,
         status: u16,
     },
+    /// A subscription login can no longer be used (logged out, refresh token refused):
+    /// only the user can fix it, with the CLI command the message names.
+    LoginNeeded {
+        backend: String,
+        /// The credential file, as the key ring names it.
+        login: Option<String>,
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
