@@ -344,3 +344,52 @@ async fn an_exhausted_quota_is_a_429_with_the_wait_google_gave() {
     let body = response.text().await.unwrap();
     assert!(body.contains("quota will reset"), "{body}");
 }
+
+/// A global npm install of the Gemini CLI under `dir`: `bin/gemini` links into its package,
+/// whose core module holds `OAUTH_CLIENT_SECRET = secret`. Returns the `bin` directory.
+#[cfg(unix)]
+fn installed_gemini_cli(dir: &Path, secret: &str) -> std::path::PathBuf {
+    let package = dir.join("lib/node_modules/@google/gemini-cli");
+    let core = package.join("node_modules/@google/gemini-cli-core/dist/src/code_assist");
+    std::fs::create_dir_all(package.join("dist")).unwrap();
+    std::fs::create_dir_all(&core).unwrap();
+    std::fs::write(package.join("dist/index.js"), "#!/usr/bin/env node\n").unwrap();
+    std::fs::write(
+        core.join("oauth2.js"),
+        format!("export const OAUTH_CLIENT_SECRET = '{secret}';\n"),
+    )
+    .unwrap();
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(package.join("dist/index.js"), bin.join("gemini")).unwrap();
+    bin
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn without_the_variable_the_secret_comes_from_the_installed_gemini_cli() {
+    let fake = FakeLogins::start().await;
+    fake.code_assist_account(Some("proj-personal"), json!([]));
+    let dir = tempfile::tempdir().unwrap();
+    let bin = installed_gemini_cli(dir.path(), "secret-from-the-install");
+    let path = dir.path().join("oauth_creds.json");
+    fake.issue("ya29.expired", "1//refresh");
+    fake.revoke("ya29.expired");
+    write(
+        &path,
+        &gemini_file("ya29.expired", "1//refresh", now_ms() - 1_000),
+    );
+    let search = format!("/nonexistent:{}", bin.display());
+    let llmux = llmux(
+        "gemini-cli-oauth-personal",
+        &fake,
+        &path,
+        "",
+        &[("PATH", &search)],
+    )
+    .await;
+    let (status, body) = gemini(&llmux, false).await;
+    assert_eq!(status, 200, "{body}");
+    let refresh = &fake.requests("/oauth/token")[0];
+    assert_eq!(refresh.body["client_secret"], "secret-from-the-install");
+}

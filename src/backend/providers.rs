@@ -23,6 +23,8 @@ pub struct LoginDefaults {
     pub client_id: &'static str,
     /// The variable holding the OAuth client's secret, for clients that have one.
     pub client_secret_env: Option<&'static str>,
+    /// The CLI's executable, whose installed package holds that secret.
+    pub cli_executable: Option<&'static str>,
 }
 
 /// What llmux knows about a kind of back-end.
@@ -174,6 +176,7 @@ pub static PROVIDERS: [Provider; 15] = [
             token_url: codex::TOKEN_URL,
             client_id: codex::CLIENT_ID,
             client_secret_env: None,
+            cli_executable: None,
         }),
     },
     Provider {
@@ -195,6 +198,7 @@ pub static PROVIDERS: [Provider; 15] = [
             token_url: claude::TOKEN_URL,
             client_id: claude::CLIENT_ID,
             client_secret_env: None,
+            cli_executable: None,
         }),
     },
     Provider {
@@ -217,6 +221,7 @@ pub static PROVIDERS: [Provider; 15] = [
             token_url: qwen::TOKEN_URL,
             client_id: qwen::CLIENT_ID,
             client_secret_env: None,
+            cli_executable: None,
         }),
     },
     Provider {
@@ -238,6 +243,7 @@ pub static PROVIDERS: [Provider; 15] = [
             token_url: google::TOKEN_URL,
             client_id: google::GEMINI_CLI_CLIENT_ID,
             client_secret_env: Some(google::CLIENT_SECRET_ENV),
+            cli_executable: Some("gemini"),
         }),
     },
     Provider {
@@ -259,6 +265,7 @@ pub static PROVIDERS: [Provider; 15] = [
             token_url: google::TOKEN_URL,
             client_id: "",
             client_secret_env: None,
+            cli_executable: None,
         }),
     },
     Provider {

@@ -1676,6 +1676,9 @@ fn login_settings(
                 .client_secret_env
                 .and_then(|name| env(name).filter(|s| !s.trim().is_empty()))
                 .map(|s| crate::credentials::Secret::new(s.trim())),
+            installed_cli: defaults
+                .cli_executable
+                .and_then(|name| find_on_path(name, env("PATH").as_deref())),
         },
         refresh_ahead,
         project: raw.project.clone().or_else(|| {
@@ -1688,6 +1691,13 @@ fn login_settings(
         }),
         onboard_poll: onboard_poll(raw, layered, &key, problems),
     })
+}
+
+/// `name` in the directories of `path` (a PATH value), when it is there.
+fn find_on_path(name: &str, path: Option<&str>) -> Option<PathBuf> {
+    std::env::split_paths(path?)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
 }
 
 /// `onboard_poll_seconds`: how often a Code Assist onboarding is polled (5 s).

@@ -114,11 +114,23 @@ impl LoginFormat for GeminiCli {
             .refresh
             .as_ref()
             .ok_or("has no refresh token and its access token is no longer accepted")?;
+        let found;
+        let client = match (&client.client_secret, &client.installed_cli) {
+            (None, Some(cli)) if client.client_id == GEMINI_CLI_CLIENT_ID => {
+                found = OAuthClient {
+                    client_secret: secret_of_installed_cli(cli).map(Secret::new),
+                    ..client.clone()
+                };
+                &found
+            }
+            _ => client,
+        };
         if client.client_secret.is_none() && client.client_id == GEMINI_CLI_CLIENT_ID {
             return Err(format!(
                 "has expired and cannot be refreshed without the Gemini CLI's OAuth client secret \
                  (set {CLIENT_SECRET_ENV}; it is OAUTH_CLIENT_SECRET in the Gemini CLI's \
-                 packages/core/src/code_assist/oauth2.ts), or run `gemini` to renew it"
+                 packages/core/src/code_assist/oauth2.ts; llmux reads it from an installed \
+                 `gemini` on the PATH), or run `gemini` to renew it"
             ));
         }
         Ok(Renewal {
@@ -208,6 +220,7 @@ impl LoginFormat for GoogleAdc {
             token_url: client.token_url.clone(),
             client_id: text(file, "client_id").unwrap_or_default(),
             client_secret: text(file, "client_secret").map(Secret::new),
+            installed_cli: None,
         };
         let refresh = tokens.refresh.as_ref().ok_or("has no refresh_token")?;
         Ok(Renewal {
@@ -223,6 +236,77 @@ impl LoginFormat for GoogleAdc {
     fn store_refresh(&self, file: &mut Value, answer: &Value, now_ms: u64) -> Result<(), String> {
         store_google_answer(file, answer, now_ms)
     }
+}
+
+/// The public client secret in the package of an installed Gemini CLI (`gemini` on the
+/// PATH, an npm package `@google/gemini-cli`): its `OAUTH_CLIENT_SECRET` constant, in the
+/// bundle or in `@google/gemini-cli-core`. Google documents installed-app secrets as not
+/// secret (the Gemini CLI keeps it in its repository); llmux reads it from the user's own
+/// installation instead of shipping it. Looked up once per executable.
+pub fn secret_of_installed_cli(executable: &std::path::Path) -> Option<String> {
+    use std::collections::HashMap;
+    use std::path::PathBuf;
+    use std::sync::{Mutex, OnceLock};
+    static FOUND: OnceLock<Mutex<HashMap<PathBuf, Option<String>>>> = OnceLock::new();
+    let cache = FOUND.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Some(found) = cache.lock().ok()?.get(executable) {
+        return found.clone();
+    }
+    let found = scan_package(executable);
+    if let Ok(mut cache) = cache.lock() {
+        cache.insert(executable.to_owned(), found.clone());
+    }
+    found
+}
+
+fn scan_package(executable: &std::path::Path) -> Option<String> {
+    let real = std::fs::canonicalize(executable).ok()?;
+    let root = real
+        .ancestors()
+        .find(|dir| dir.ends_with("@google/gemini-cli"))?
+        .to_owned();
+    let places = [
+        root.join("bundle"),
+        root.join("dist"),
+        root.join("node_modules/@google/gemini-cli-core/dist"),
+        root.with_file_name("gemini-cli-core").join("dist"),
+    ];
+    let pattern =
+        regex::Regex::new(r#"OAUTH_CLIENT_SECRET\s*=\s*["']([A-Za-z0-9_\-]{8,})["']"#).ok()?;
+    let mut budget = 2000usize;
+    places
+        .iter()
+        .find_map(|dir| find_in_js(dir, &pattern, 0, &mut budget))
+}
+
+/// The first capture of `pattern` in the `.js` files under `dir` (a bounded walk).
+fn find_in_js(
+    dir: &std::path::Path,
+    pattern: &regex::Regex,
+    depth: usize,
+    budget: &mut usize,
+) -> Option<String> {
+    if depth > 6 {
+        return None;
+    }
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        if *budget == 0 {
+            return None;
+        }
+        *budget -= 1;
+        let path = entry.path();
+        if path.is_dir() {
+            if let Some(found) = find_in_js(&path, pattern, depth + 1, budget) {
+                return Some(found);
+            }
+        } else if path.extension().is_some_and(|e| e == "js")
+            && let Ok(text) = std::fs::read_to_string(&path)
+            && let Some(found) = pattern.captures(&text).and_then(|c| c.get(1))
+        {
+            return Some(found.as_str().to_owned());
+        }
+    }
+    None
 }
 
 /// A service account's signed request for a token: a JWT from `client_email` to
@@ -259,6 +343,7 @@ mod tests {
             token_url: TOKEN_URL.into(),
             client_id: GEMINI_CLI_CLIENT_ID.into(),
             client_secret: secret.map(Secret::new),
+            installed_cli: None,
         }
     }
 
@@ -288,6 +373,49 @@ mod tests {
             .unwrap();
         assert_eq!(file["refresh_token"], "1//rt");
         assert_eq!(file["expiry_date"], 3_600_000);
+    }
+
+    #[test]
+    fn the_secret_is_read_from_an_installed_gemini_cli() {
+        let dir = tempfile::tempdir().unwrap();
+        let package = dir.path().join("lib/node_modules/@google/gemini-cli");
+        let core = package.join("node_modules/@google/gemini-cli-core/dist/src/code_assist");
+        std::fs::create_dir_all(package.join("dist")).unwrap();
+        std::fs::create_dir_all(&core).unwrap();
+        std::fs::write(
+            package.join("dist/index.js"),
+            "#!/usr/bin/env node\nimport './x.js';\n",
+        )
+        .unwrap();
+        std::fs::write(
+            core.join("oauth2.js"),
+            "const OAUTH_CLIENT_ID = 'x.apps.googleusercontent.com';\nconst OAUTH_CLIENT_SECRET = 'test-installed-app-secret';\n",
+        )
+        .unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(package.join("dist/index.js"), bin.join("gemini")).unwrap();
+        #[cfg(unix)]
+        assert_eq!(
+            secret_of_installed_cli(&bin.join("gemini")).as_deref(),
+            Some("test-installed-app-secret")
+        );
+        assert_eq!(secret_of_installed_cli(&dir.path().join("nothing")), None);
+        // Renewal uses it when nothing is configured.
+        #[cfg(unix)]
+        {
+            let file = json!({"access_token": "a", "refresh_token": "r", "expiry_date": 1});
+            let tokens = GeminiCli.read(&file).unwrap();
+            let mut client = client(None);
+            client.installed_cli = Some(bin.join("gemini"));
+            let RefreshBody::Form(fields) =
+                GeminiCli.renewal(&file, &tokens, &client).unwrap().body
+            else {
+                panic!("a form")
+            };
+            assert!(fields.contains(&("client_secret", "test-installed-app-secret".into())));
+        }
     }
 
     #[test]

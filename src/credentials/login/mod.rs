@@ -89,6 +89,9 @@ pub struct OAuthClient {
     pub client_id: String,
     /// Google's installed-app clients send a (public) secret too.
     pub client_secret: Option<Secret>,
+    /// The official CLI's executable, whose package holds the public client secret, for
+    /// when none is configured (the Gemini CLI).
+    pub installed_cli: Option<std::path::PathBuf>,
 }
 
 /// One provider's credential file layout and refresh protocol.
