@@ -103,6 +103,12 @@ async fn chat(llmux: &Llmux, stream: bool) -> reqwest::Response {
         .unwrap()
 }
 
+async fn anthropic(llmux: &Llmux, stream: bool) -> (u16, String) {
+    let body = json!({"model": "gemini-2.5-pro", "max_tokens": 64, "stream": stream,
+        "messages": [{"role": "user", "content": "Hi"}]});
+    support::anthropic_messages(llmux, body).await
+}
+
 #[tokio::test]
 async fn a_personal_login_is_onboarded_once_then_serves_gemini_and_openai_clients() {
     let fake = FakeLogins::start().await;
@@ -130,6 +136,12 @@ async fn a_personal_login_is_onboarded_once_then_serves_gemini_and_openai_client
             support::answer_text(&body, stream),
             "Hello from Code Assist."
         );
+        let (status, body) = anthropic(&llmux, stream).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            support::anthropic_text(&body, stream),
+            "Hello from Code Assist."
+        );
     }
     let onboard = fake.requests("onboardUser");
     assert_eq!(onboard.len(), 1, "the project is learned once");
@@ -140,7 +152,7 @@ async fn a_personal_login_is_onboarded_once_then_serves_gemini_and_openai_client
         .iter()
         .flat_map(|path| fake.requests(path))
         .collect();
-    assert_eq!(generated.len(), 4);
+    assert_eq!(generated.len(), 6);
     for request in generated {
         assert_eq!(request.body["project"], "proj-onboarded");
         assert_eq!(request.body["model"], "gemini-2.5-pro");

@@ -106,32 +106,9 @@ async fn chat(llmux: &Llmux, stream: bool) -> (u16, String) {
 }
 
 async fn anthropic(llmux: &Llmux, stream: bool) -> (u16, String) {
-    let response = client()
-        .post(llmux.url("/anthropic/v1/messages"))
-        .json(
-            &json!({"model": "model-x", "max_tokens": 100, "stream": stream,
-            "system": "Be brief.", "messages": [{"role": "user", "content": "Hi"}]}),
-        )
-        .send()
-        .await
-        .unwrap();
-    (response.status().as_u16(), response.text().await.unwrap())
-}
-
-/// The text of an Anthropic answer, streamed or not.
-fn anthropic_text(body: &str, stream: bool) -> String {
-    if !stream {
-        let value: Value = serde_json::from_str(body).unwrap();
-        return value["content"][0]["text"]
-            .as_str()
-            .unwrap_or("")
-            .to_owned();
-    }
-    support::sse_data(body)
-        .iter()
-        .filter_map(|f| serde_json::from_str::<Value>(f).ok())
-        .filter_map(|v| v["delta"]["text"].as_str().map(str::to_owned))
-        .collect()
+    let body = json!({"model": "model-x", "max_tokens": 100, "stream": stream,
+        "system": "Be brief.", "messages": [{"role": "user", "content": "Hi"}]});
+    support::anthropic_messages(llmux, body).await
 }
 
 async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
@@ -160,7 +137,10 @@ async fn a_chatgpt_login_serves_openai_and_anthropic_clients_streamed_or_not() {
         assert_eq!(support::answer_text(&body, stream), "Hello from ChatGPT.");
         let (status, body) = anthropic(&llmux, stream).await;
         assert_eq!(status, 200, "{body}");
-        assert_eq!(anthropic_text(&body, stream), "Hello from ChatGPT.");
+        assert_eq!(
+            support::anthropic_text(&body, stream),
+            "Hello from ChatGPT."
+        );
     }
     let seen = fake.requests("/codex/responses");
     assert_eq!(seen.len(), 4);
@@ -199,7 +179,7 @@ async fn a_claude_login_is_sent_as_a_bearer_with_claude_codes_identity() {
     for stream in [false, true] {
         let (status, body) = anthropic(&llmux, stream).await;
         assert_eq!(status, 200, "{body}");
-        assert_eq!(anthropic_text(&body, stream), "Hello from Claude.");
+        assert_eq!(support::anthropic_text(&body, stream), "Hello from Claude.");
         let (status, body) = chat(&llmux, stream).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(support::answer_text(&body, stream), "Hello from Claude.");
@@ -245,10 +225,13 @@ credentials_path = "{1}"
         let (status, body) = chat(&llmux, stream).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(support::answer_text(&body, stream), "Hello from Qwen.");
+        let (status, body) = anthropic(&llmux, stream).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(support::anthropic_text(&body, stream), "Hello from Qwen.");
     }
     assert_eq!(
         fake.bearers("/qwen/v1/chat/completions"),
-        ["qwen-access", "qwen-access"]
+        ["qwen-access"; 4]
     );
 }
 

@@ -1512,22 +1512,21 @@ fn acp_settings(
 ) -> Option<AcpSettings> {
     let key = |field: &str| format!("backends.{id}.{field}");
     if kind != BackendKind::GeminiCliAcp {
-        for (field, set) in [
+        let set = [
             ("command", raw.command.is_some()),
             ("args", raw.args.is_some()),
             ("project_dir", raw.project_dir.is_some()),
             ("auto_accept", raw.auto_accept.is_some()),
             ("agent_idle_seconds", raw.agent_idle_seconds.is_some()),
-        ] {
-            if set {
-                problems.push(format!(
-                    "{} (from {}): only applies to back-ends of type 'gemini-cli-acp', not '{}'",
-                    key(field),
-                    layered.source_of(&key(field)),
-                    kind.name()
-                ));
-            }
-        }
+        ];
+        keys_of_other_kinds(
+            id,
+            kind,
+            &set,
+            "back-ends of type 'gemini-cli-acp'",
+            layered,
+            problems,
+        );
         return None;
     }
     let agent_idle = match raw.agent_idle_seconds {
@@ -1575,24 +1574,19 @@ fn login_settings(
     use crate::credentials::login::{LoginSettings, OAuthClient};
     let key = |field: &str| format!("backends.{id}.{field}");
     let Some(defaults) = &kind.provider().login else {
-        for (field, set) in [
+        let set = [
             ("credentials_path", raw.credentials_path.is_some()),
             ("token_url", raw.token_url.is_some()),
             ("client_id", raw.client_id.is_some()),
             ("refresh_ahead_seconds", raw.refresh_ahead_seconds.is_some()),
             ("project", raw.project.is_some()),
             ("onboard_poll_seconds", raw.onboard_poll_seconds.is_some()),
-        ] {
-            if set {
-                problems.push(format!(
-                    "{} (from {}): only applies to subscription-login back-ends ({}), not '{}'",
-                    key(field),
-                    layered.source_of(&key(field)),
-                    providers::login_kind_names(),
-                    kind.name()
-                ));
-            }
-        }
+        ];
+        let applies_to = format!(
+            "subscription-login back-ends ({})",
+            providers::login_kind_names()
+        );
+        keys_of_other_kinds(id, kind, &set, &applies_to, layered, problems);
         return None;
     };
     let home = env("HOME")
@@ -1691,6 +1685,25 @@ fn login_settings(
         }),
         onboard_poll: onboard_poll(raw, layered, &key, problems),
     })
+}
+
+/// A problem for each key in `set` that was set although only `applies_to` take it.
+fn keys_of_other_kinds(
+    id: &str,
+    kind: BackendKind,
+    set: &[(&str, bool)],
+    applies_to: &str,
+    layered: &Layered,
+    problems: &mut Vec<String>,
+) {
+    for (field, _) in set.iter().filter(|(_, set)| *set) {
+        let key = format!("backends.{id}.{field}");
+        problems.push(format!(
+            "{key} (from {}): only applies to {applies_to}, not '{}'",
+            layered.source_of(&key),
+            kind.name()
+        ));
+    }
 }
 
 /// `name` in the directories of `path` (a PATH value), when it is there.

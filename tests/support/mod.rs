@@ -178,6 +178,34 @@ pub fn answer_text(body: &str, stream: bool) -> String {
         .to_owned()
 }
 
+/// The text of an Anthropic Messages answer's body, streamed (joined text deltas) or not.
+pub fn anthropic_text(body: &str, stream: bool) -> String {
+    if !stream {
+        let value: serde_json::Value = serde_json::from_str(body).unwrap();
+        return value["content"][0]["text"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+    }
+    sse_data(body)
+        .iter()
+        .filter_map(|f| serde_json::from_str::<serde_json::Value>(f).ok())
+        .filter_map(|v| v["delta"]["text"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// POSTs an Anthropic Messages `body` to llmux's `/anthropic/v1/messages`: the status and
+/// the body's text.
+pub async fn anthropic_messages(llmux: &Llmux, body: serde_json::Value) -> (u16, String) {
+    let response = client()
+        .post(llmux.url("/anthropic/v1/messages"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
 /// An OpenAI chat `tools` list of one function, `name`, taking a shell `command`.
 pub fn function_tool(name: &str) -> serde_json::Value {
     serde_json::json!([{"type": "function", "function": {"name": name,

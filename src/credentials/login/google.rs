@@ -110,10 +110,7 @@ impl LoginFormat for GeminiCli {
         tokens: &Tokens,
         client: &OAuthClient,
     ) -> Result<Renewal, String> {
-        let refresh = tokens
-            .refresh
-            .as_ref()
-            .ok_or("has no refresh token and its access token is no longer accepted")?;
+        let refresh = super::refresh_token(tokens)?;
         let found;
         let client = match (&client.client_secret, &client.installed_cli) {
             (None, Some(cli)) if client.client_id == GEMINI_CLI_CLIENT_ID => {

@@ -111,13 +111,9 @@ pub trait LoginFormat: Send + Sync {
         tokens: &Tokens,
         client: &OAuthClient,
     ) -> Result<Renewal, String> {
-        let refresh = tokens
-            .refresh
-            .as_ref()
-            .ok_or("has no refresh token and its access token is no longer accepted")?;
         Ok(Renewal {
             url: None,
-            body: self.refresh_body(refresh.expose(), client),
+            body: self.refresh_body(refresh_token(tokens)?.expose(), client),
         })
     }
     /// Whether renewed tokens are written back to the file (not for files that only hold
@@ -128,6 +124,14 @@ pub trait LoginFormat: Send + Sync {
     /// Puts the token endpoint's answer into the file's JSON, changing only the fields the
     /// CLI itself changes on a refresh.
     fn store_refresh(&self, file: &mut Value, answer: &Value, now_ms: u64) -> Result<(), String>;
+}
+
+/// The refresh token of `tokens`, or why there is none to renew with.
+pub fn refresh_token(tokens: &Tokens) -> Result<&Secret, String> {
+    tokens
+        .refresh
+        .as_ref()
+        .ok_or_else(|| "has no refresh token and its access token is no longer accepted".into())
 }
 
 /// The settings of one login.
