@@ -558,3 +558,46 @@ async fn the_admin_api_shows_each_login_and_never_a_token() {
         assert!(!text.contains(secret), "a token in the stats: {secret}");
     }
 }
+
+#[tokio::test]
+async fn a_qwen_refresh_waits_for_qwen_codes_lock_and_sends_a_form() {
+    let fake = FakeLogins::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("oauth_creds.json");
+    fake.issue("qwen-old", "qwen-refresh");
+    fake.revoke("qwen-old");
+    write(
+        &path,
+        &json!({"access_token": "qwen-old", "refresh_token": "qwen-refresh", "token_type": "Bearer",
+            "expiry_date": now_ms() - 1_000, "resource_url": format!("{}/qwen", fake.base_url)}),
+    );
+    // Qwen Code is refreshing: its lock stays 300 ms.
+    let lock = dir.path().join("oauth_creds.lock");
+    std::fs::write(&lock, "4242").unwrap();
+    let release = {
+        let lock = lock.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            std::fs::remove_file(&lock).unwrap();
+        })
+    };
+    let llmux = llmux("qwen-oauth", &fake, &[&path], "").await;
+    let started = std::time::Instant::now();
+    let (status, body) = chat(&llmux, false).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(290),
+        "waited for the lock"
+    );
+    release.await.unwrap();
+    assert!(!lock.exists(), "llmux's own lock is gone");
+    let refresh = &fake.requests("/oauth/token")[0];
+    assert_eq!(
+        refresh.headers["content-type"],
+        "application/x-www-form-urlencoded"
+    );
+    assert_eq!(refresh.body["refresh_token"], "qwen-refresh");
+    let written = read(&path);
+    assert!(written["expiry_date"].as_u64().unwrap() > now_ms() + 3_000_000);
+    assert_eq!(written["token_type"], "Bearer");
+}

@@ -111,6 +111,55 @@ fn restrict_to_owner(_file: &std::fs::File) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A lock file taken the way Qwen Code takes its own (`sharedTokenManager.ts`): created
+/// exclusively, waited for with a growing pause (100 ms up to 2 s, 20 tries), and taken
+/// over when older than 10 s (its holder died). Removed when dropped.
+pub struct FileLock(std::path::PathBuf);
+
+const LOCK_STALE: Duration = Duration::from_secs(10);
+const LOCK_TRIES: u32 = 20;
+
+impl FileLock {
+    pub async fn acquire(path: std::path::PathBuf) -> Result<Self, String> {
+        let mut pause = Duration::from_millis(100);
+        for _ in 0..LOCK_TRIES {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut file) => {
+                    let _ = write!(file, "{}", std::process::id());
+                    return Ok(Self(path));
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let age = std::fs::metadata(&path)
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|at| at.elapsed().ok());
+                    if age.is_some_and(|age| age > LOCK_STALE) {
+                        let _ = std::fs::remove_file(&path);
+                        continue;
+                    }
+                }
+                Err(err) => return Err(format!("cannot take the lock {}: {err}", path.display())),
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(2));
+        }
+        Err(format!(
+            "another process holds the lock {} (is the CLI refreshing this login?)",
+            path.display()
+        ))
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,6 +187,38 @@ mod tests {
         }
         let leftovers = std::fs::read_dir(dir.path()).unwrap().count();
         assert_eq!(leftovers, 1, "no temporary file is left behind");
+    }
+
+    #[tokio::test]
+    async fn a_lock_is_waited_for_taken_over_when_stale_and_removed_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("oauth_creds.lock");
+        // Held by someone else for 300 ms.
+        std::fs::write(&path, "other").unwrap();
+        let release = {
+            let path = path.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                std::fs::remove_file(&path).unwrap();
+            })
+        };
+        let started = std::time::Instant::now();
+        let lock = FileLock::acquire(path.clone()).await.unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(290));
+        release.await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            std::process::id().to_string()
+        );
+        drop(lock);
+        assert!(!path.exists());
+        // Left behind by a process that died a minute ago: taken over at once.
+        let file = std::fs::File::create(&path).unwrap();
+        file.set_modified(std::time::SystemTime::now() - Duration::from_secs(60))
+            .unwrap();
+        let started = std::time::Instant::now();
+        let _lock = FileLock::acquire(path.clone()).await.unwrap();
+        assert!(started.elapsed() < Duration::from_millis(100));
     }
 
     #[tokio::test]

@@ -116,6 +116,10 @@ pub trait LoginFormat: Send + Sync {
             body: self.refresh_body(refresh_token(tokens)?.expose(), client),
         })
     }
+    /// The lock file the CLI takes around a refresh, which llmux takes too (Qwen Code's).
+    fn refresh_lock(&self, _path: &Path) -> Option<PathBuf> {
+        None
+    }
     /// Whether renewed tokens are written back to the file (not for files that only hold
     /// what renews them, such as Google's application default credentials).
     fn writes_back(&self) -> bool {
@@ -402,6 +406,15 @@ impl Login {
         {
             return Ok(current);
         }
+        // Held until the refreshed file is written: the CLI then sees one or the other.
+        let _lock = match self.format.refresh_lock(&self.path) {
+            Some(lock) => Some(
+                file::FileLock::acquire(lock)
+                    .await
+                    .map_err(|why| self.fail(FileProblem::Endpoint(why)))?,
+            ),
+            None => None,
+        };
         let on_disk = self.read_file().await.map_err(|err| self.fail(err))?;
         if !on_disk.same_token(seen) && !on_disk.expires_within(EXPIRY_MARGIN_MS) {
             tracing::info!(backend = %self.backend, "{} was renewed by its CLI", self.name());

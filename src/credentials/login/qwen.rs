@@ -57,6 +57,11 @@ impl LoginFormat for Qwen {
         })
     }
 
+    /// `oauth_creds.lock` beside the file (`QWEN_LOCK_FILENAME` in `sharedTokenManager.ts`).
+    fn refresh_lock(&self, path: &std::path::Path) -> Option<std::path::PathBuf> {
+        Some(path.with_file_name("oauth_creds.lock"))
+    }
+
     fn refresh_body(&self, refresh_token: &str, client: &OAuthClient) -> RefreshBody {
         RefreshBody::Form(vec![
             ("grant_type", "refresh_token".into()),
