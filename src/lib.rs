@@ -15,6 +15,7 @@ pub mod admin;
 pub mod auth;
 pub mod backend;
 pub mod config;
+pub mod connect;
 pub mod credentials;
 pub mod engine;
 pub mod frontend;

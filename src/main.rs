@@ -30,6 +30,17 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Point a coding agent at llmux: edits its own settings (kept otherwise, backed up
+    /// first) and shows the diff. CLIENT: claude, codex or gemini.
+    Connect {
+        client: String,
+        /// Put back what connect changed.
+        #[arg(long)]
+        undo: bool,
+        /// Show the changes without making them.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -136,11 +147,112 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Config {
             action: ConfigAction::Import { file, out },
         } => import(&file, out.as_deref()),
+        Command::Connect {
+            client,
+            undo,
+            dry_run,
+        } => match loaded {
+            Ok(loaded) => connect(&loaded.config, &client, undo, dry_run),
+            Err(err) => Ok(report_invalid(&err)),
+        },
         Command::Serve => match loaded {
             Ok(loaded) => serve(loaded, loader),
             Err(err) => Ok(report_invalid(&err)),
         },
     }
+}
+
+/// `llmux connect CLIENT [--undo] [--dry-run]`.
+fn connect(config: &Config, client: &str, undo: bool, dry_run: bool) -> anyhow::Result<ExitCode> {
+    use llmux::connect::{self, Client};
+    let Some(client) = Client::parse(client) else {
+        eprintln!("llmux: unknown client '{client}'; expected claude, codex or gemini");
+        return Ok(ExitCode::from(2));
+    };
+    let Some(home) = directories::BaseDirs::new().map(|b| b.home_dir().to_owned()) else {
+        eprintln!(
+            "llmux: no home directory to find {}'s settings in",
+            client.name()
+        );
+        return Ok(ExitCode::from(2));
+    };
+    let host = if config.host.is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        match config.host {
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        }
+    };
+    let base_url = format!("http://{host}:{}", config.port);
+    let target = connect::Target {
+        anthropic_url: match config.anthropic_port {
+            Some(port) => format!("http://{host}:{port}"),
+            None => format!("{base_url}/anthropic"),
+        },
+        base_url,
+        proxy_key: config.auth.api_keys.first().cloned(),
+    };
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let planned = if undo {
+        connect::plan_undo(client, &home, &env)
+    } else {
+        connect::plan_connect(client, &home, &env, &target)
+    };
+    let changes = match planned {
+        Ok(changes) => changes,
+        Err(why) => {
+            eprintln!("llmux: {why}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    for change in changes.iter().filter(|c| !c.is_noop()) {
+        out.write_all(change.diff().as_bytes())?;
+    }
+    if changes.iter().all(connect::Change::is_noop) {
+        writeln!(
+            out,
+            "{} already {}.",
+            client.name(),
+            if undo { "undone" } else { "points at llmux" }
+        )?;
+    }
+    if dry_run {
+        writeln!(out, "(dry run: nothing was changed)")?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Err(why) = connect::apply(&changes, undo) {
+        eprintln!("llmux: {why}");
+        return Ok(ExitCode::from(1));
+    }
+    if undo {
+        writeln!(out, "{} no longer uses llmux.", client.name())?;
+    } else {
+        writeln!(
+            out,
+            "{} now uses llmux at {}.",
+            client.name(),
+            target.base_url
+        )?;
+        if client == Client::Codex && target.proxy_key.is_some() {
+            writeln!(
+                out,
+                "Codex reads llmux's key from {}: export it where codex runs.",
+                connect::CODEX_KEY_VARIABLE
+            )?;
+        }
+        writeln!(
+            out,
+            "Undo with: llmux connect {} --undo",
+            match client {
+                Client::Claude => "claude",
+                Client::Codex => "codex",
+                Client::Gemini => "gemini",
+            }
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `llmux config import FILE [--out TOML]`.
