@@ -176,23 +176,7 @@ fn connect(config: &Config, client: &str, undo: bool, dry_run: bool) -> anyhow::
         );
         return Ok(ExitCode::from(2));
     };
-    let host = if config.host.is_unspecified() {
-        "127.0.0.1".to_owned()
-    } else {
-        match config.host {
-            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
-            ip => ip.to_string(),
-        }
-    };
-    let base_url = format!("http://{host}:{}", config.port);
-    let target = connect::Target {
-        anthropic_url: match config.anthropic_port {
-            Some(port) => format!("http://{host}:{port}"),
-            None => format!("{base_url}/anthropic"),
-        },
-        base_url,
-        proxy_key: config.auth.api_keys.first().cloned(),
-    };
+    let target = connect::Target::for_config(config);
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     let planned = if undo {
         connect::plan_undo(client, &home, &env)

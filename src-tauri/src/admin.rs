@@ -95,6 +95,22 @@ pub async fn admin_stats(proxy: State<'_, Arc<Proxy>>) -> Result<admin::AdminSta
 }
 
 #[tauri::command]
+pub async fn admin_clients(
+    proxy: State<'_, Arc<Proxy>>,
+) -> Result<Vec<admin::clients::ClientStatus>> {
+    Ok(admin::clients::clients(&engine(&proxy).await?).await?)
+}
+
+#[tauri::command]
+pub async fn admin_change_client(
+    id: String,
+    action: admin::clients::ClientAction,
+    proxy: State<'_, Arc<Proxy>>,
+) -> Result<admin::clients::ClientChanges> {
+    Ok(admin::clients::change(&engine(&proxy).await?, &id, action).await?)
+}
+
+#[tauri::command]
 pub async fn admin_usage(
     by: String,
     proxy: State<'_, Arc<Proxy>>,

@@ -173,6 +173,8 @@ pub fn run() {
             admin::admin_replay,
             admin::admin_export,
             admin::admin_stats,
+            admin::admin_clients,
+            admin::admin_change_client,
             admin::admin_usage,
             admin::admin_timeline,
             admin::admin_settings,

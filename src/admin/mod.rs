@@ -13,6 +13,7 @@ use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+pub mod clients;
 pub mod settings;
 
 use crate::Error;
@@ -589,6 +590,9 @@ mod typescript {
             settings::SettingsChange::decl(&cfg),
             settings::SettingsProblem::decl(&cfg),
             settings::Saved::decl(&cfg),
+            clients::ClientStatus::decl(&cfg),
+            clients::ClientAction::decl(&cfg),
+            clients::ClientChanges::decl(&cfg),
         ];
         let mut out = String::from(
             "// Generated from the Rust types of the admin API (src/admin, src/capture/store.rs)\n\

@@ -537,6 +537,19 @@ impl Store {
             .map_err(|e| e.to_string())
     }
 
+    /// Unix seconds of the newest request whose user agent starts with `agent`.
+    pub fn last_seen(&self, agent: &str) -> Result<Option<f64>, String> {
+        let reader = self.reader()?;
+        let pattern = format!("{}%", agent.replace('%', "").replace('_', "\\_"));
+        reader
+            .query_row(
+                "SELECT MAX(started_at) FROM requests WHERE user_agent LIKE ?1 ESCAPE '\\'",
+                [pattern],
+                |row| row.get(0),
+            )
+            .map_err(|e| e.to_string())
+    }
+
     /// How many requests are stored.
     pub fn count(&self) -> Result<u64, String> {
         let reader = self.reader()?;
@@ -1108,6 +1121,34 @@ mod tests {
             client_request: "{\"a\":1}".into(),
             ..RequestRow::default()
         }
+    }
+
+    #[test]
+    fn last_seen_finds_the_newest_request_of_a_user_agent_taking_its_underscore_literally() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            dir.path().join("capture.db"),
+            Duration::from_millis(20),
+            Vec::new(),
+        )
+        .unwrap();
+        let start = now().floor() - 1000.0;
+        for (id, agent, at) in [
+            ("a", "codex_cli_rs/0.63.0 (Linux)", 100.0),
+            ("b", "codex_cli_rs/0.63.0 (Linux)", 300.0),
+            ("c", "codexXcli/1", 900.0),
+            ("d", "claude-cli/2.1.22 (external, cli)", 200.0),
+        ] {
+            store.insert(RequestRow {
+                started_at: start + at,
+                user_agent: agent.into(),
+                ..row(id, "p", "mock")
+            });
+        }
+        store.flush(Duration::from_secs(5));
+        assert_eq!(store.last_seen("codex_").unwrap(), Some(start + 300.0));
+        assert_eq!(store.last_seen("claude-cli/").unwrap(), Some(start + 200.0));
+        assert_eq!(store.last_seen("GeminiCLI/").unwrap(), None);
     }
 
     #[test]

@@ -61,6 +61,26 @@ pub struct Target {
     pub proxy_key: Option<String>,
 }
 
+impl Target {
+    /// Where `config` has llmux listen, as clients on this machine reach it.
+    pub fn for_config(config: &crate::Config) -> Self {
+        let host = match config.host {
+            ip if ip.is_unspecified() => "127.0.0.1".to_owned(),
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        };
+        let base_url = format!("http://{host}:{}", config.port);
+        Target {
+            anthropic_url: match config.anthropic_port {
+                Some(port) => format!("http://{host}:{port}"),
+                None => format!("{base_url}/anthropic"),
+            },
+            base_url,
+            proxy_key: config.auth.api_keys.first().cloned(),
+        }
+    }
+}
+
 /// The variable Codex reads the proxy key from.
 pub const CODEX_KEY_VARIABLE: &str = "LLMUX_API_KEY";
 /// What a client sends when llmux takes no key (they refuse to start without one).

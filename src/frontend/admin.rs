@@ -52,6 +52,31 @@ pub fn routes() -> axum::Router<Engine> {
             "/admin/api/settings",
             get(show_settings).put(change_settings),
         )
+        .route("/admin/api/clients", get(list_clients))
+        .route("/admin/api/clients/{id}", post(change_client))
+}
+
+async fn list_clients(State(engine): State<Engine>) -> Response {
+    answer(admin::clients::clients(&engine).await)
+}
+
+/// Connects or disconnects an agent; `{"dry_run": true}` only answers the diffs.
+async fn change_client(
+    State(engine): State<Engine>,
+    Path(id): Path<String>,
+    body: Result<Json<admin::clients::ClientAction>, JsonRejection>,
+) -> Response {
+    let action = match body {
+        Ok(Json(action)) => action,
+        Err(rejection) => {
+            let err = Error::invalid_request(format!(
+                "bad client change ({}); send {{\"dry_run\": true}} or {{\"undo\": true}}",
+                rejection.body_text()
+            ));
+            return error_response(PROTOCOL, &err);
+        }
+    };
+    answer(admin::clients::change(&engine, &id, action).await)
 }
 
 async fn show_settings(State(engine): State<Engine>) -> Response {

@@ -16,9 +16,10 @@ export const llmuxBin = process.env.LLMUX_BIN ?? path.join(targetDir, "debug/llm
  */
 export function startLlmux(args, env = {}, { port = 0 } = {}) {
   const address = port === null ? [] : ["--host", "127.0.0.1", "--port", String(port)];
+  // A throwaway HOME: llmux never sees the user's CLI logins (~/.codex, ~/.claude, ...).
+  const home = mkdtempSync(path.join(tmpdir(), "llmux-e2e-home-"));
   const child = spawn(llmuxBin, ["serve", ...address, ...args], {
-    // A throwaway HOME: llmux never sees the user's CLI logins (~/.codex, ~/.claude, ...).
-    env: { ...process.env, HOME: mkdtempSync(path.join(tmpdir(), "llmux-e2e-home-")), NO_COLOR: "1", ...env },
+    env: { ...process.env, HOME: home, NO_COLOR: "1", ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
   let output = "";
@@ -34,6 +35,7 @@ export function startLlmux(args, env = {}, { port = 0 } = {}) {
         clearTimeout(timer);
         resolve({
           url: match[1],
+          home,
           output: () => output,
           stop: () =>
             new Promise((done) => {

@@ -147,6 +147,28 @@ test("a subscription login shows its account, its token's life and the command t
   assert.ok(!(await page.content()).includes(LOGIN_SECRET), "no token reaches the page");
 });
 
+test("Codex CLI is connected from the Clients section after its diff is shown, and disconnected again", async () => {
+  await page.goto(`${llmux.url}/ui/#/settings`);
+  const row = page.getByTestId("clients").locator('tr[data-client="codex"]');
+  await row.getByText("Connect").waitFor(WAIT);
+  await row.getByRole("button", { name: "Connect" }).click();
+  const dialog = page.getByRole("dialog", { name: "client change" });
+  await dialog.waitFor(WAIT);
+  assert.match(await dialog.innerText(), /model_provider = "llmux"/);
+  assert.match(await dialog.innerText(), /wire_api = "responses"/);
+  await shot("clients-diff");
+  const file = path.join(llmux.home, ".codex", "config.toml");
+  assert.throws(() => readFileSync(file), "nothing is written before Apply");
+  await dialog.getByRole("button", { name: "Apply" }).click();
+  await row.getByText("uses llmux").waitFor(WAIT);
+  assert.match(readFileSync(file, "utf8"), /\[model_providers\.llmux\]/);
+  await shot("clients-connected");
+  await row.getByRole("button", { name: "Disconnect" }).click();
+  await page.getByRole("dialog", { name: "client change" }).getByRole("button", { name: "Apply" }).click();
+  await row.getByRole("button", { name: "Connect" }).waitFor(WAIT);
+  assert.ok(!readFileSync(file, "utf8").includes("llmux"), "undone");
+});
+
 /** GET `path` from llmux with this Host header (fetch cannot set one): the status. */
 function statusWithHost(host, pathname) {
   return new Promise((resolve, reject) => {

@@ -1,6 +1,7 @@
 import { useCallback, useEffect, useMemo, useState } from "react";
 import { api, ApiError } from "./api";
 import { AccountsSection } from "./Accounts";
+import { ClientsSection } from "./Clients";
 import { KeysSection, ProxyKeyRow } from "./Keys";
 import type {
   BackendSetting,
@@ -428,6 +429,7 @@ export function SettingsPage({ onError }: { onError: (err: unknown) => void }) {
       </p>
       {api.canStoreKeys() && <KeysSection backends={settings.backends} />}
       <AccountsSection />
+      <ClientsSection />
 
       <h2>All settings</h2>
       <div className="all-settings">

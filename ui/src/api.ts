@@ -3,6 +3,9 @@
 import { invoke, isTauri } from "@tauri-apps/api/core";
 import type {
   BackendKeys,
+  ClientAction,
+  ClientChanges,
+  ClientStatus,
   ListParams,
   ProxyKeyStatus,
   Replayed,
@@ -144,6 +147,13 @@ export const api = {
       http<Timeline>("GET", "/admin/api/timeline", { since, bucket }),
     ),
   settings: () => call("settings", {}, () => http<Settings>("GET", "/admin/api/settings")),
+  /** The coding agents on this machine and whether they use llmux. */
+  clients: () => call("clients", {}, () => http<ClientStatus[]>("GET", "/admin/api/clients")),
+  /** Connects (or with `undo` disconnects) an agent; `dry_run` only answers the diffs. */
+  changeClient: (id: string, action: ClientAction) =>
+    call("change_client", { id, action }, () =>
+      http<ClientChanges>("POST", `/admin/api/clients/${encodeURIComponent(id)}`, undefined, action),
+    ),
   /** Checks, saves and applies a change; refused changes throw an ApiError with problems. */
   changeSettings: (change: SettingsChange) =>
     call("change_settings", { change }, () =>

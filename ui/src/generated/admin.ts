@@ -322,3 +322,34 @@ export type Saved = { file: string,
  * Changed keys an environment variable or flag overrides: saved, not in effect.
  */
 overridden: Array<string>, };
+
+export type ClientStatus = { 
+/**
+ * `claude`, `codex` or `gemini`.
+ */
+id: string, name: string, 
+/**
+ * Its command is on llmux's PATH.
+ */
+installed: boolean, 
+/**
+ * Its settings already point at this llmux.
+ */
+connected: boolean, 
+/**
+ * The files connect edits.
+ */
+files: Array<string>, 
+/**
+ * Unix seconds of the last request llmux stored from it (its user agent), when the
+ * capture store is on.
+ */
+last_seen: number | null, 
+/**
+ * Why its settings cannot be read or edited, when they cannot.
+ */
+problem: string | null, };
+
+export type ClientAction = { undo: boolean, dry_run: boolean, };
+
+export type ClientChanges = { diffs: Array<string>, applied: boolean, status: ClientStatus, };
