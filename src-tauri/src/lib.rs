@@ -301,12 +301,17 @@ fn setup(app: &AppHandle, show: Option<Page>, started: Instant) {
                         break;
                     }
                     let after = changes.borrow_and_update().clone();
-                    crate::menu::on_status_change(&before, &after, &shell);
+                    if proxy.config().notifications.proxy_failed {
+                        crate::menu::on_status_change(&before, &after, &shell);
+                    }
                     before = after;
                 }
                 notice = notices.recv() => {
                     match notice {
-                        Ok(notice) => notified.show(&notice, &shell, std::time::Instant::now()),
+                        Ok(notice) => {
+                            notified.set_kinds(&proxy.config().notifications);
+                            notified.show(&notice, &shell, std::time::Instant::now());
+                        }
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                         Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                     }

@@ -162,10 +162,43 @@ pub const NOTICE_EVERY: Duration = Duration::from_secs(60);
 #[derive(Default)]
 pub struct Notices {
     last: HashMap<String, Instant>,
+    /// The kinds the user turned off in `[notifications]`.
+    off: Kinds,
+}
+
+/// Which notice kinds are switched off (all on by default).
+#[derive(Default, Clone, Copy)]
+struct Kinds {
+    key_refused: bool,
+    login_needed: bool,
+    failover: bool,
+    breaker: bool,
 }
 
 impl Notices {
+    /// Follows `[notifications]` (the settings may change while the app runs).
+    pub fn set_kinds(&mut self, kinds: &llmux::config::raw::RawNotifications) {
+        self.off = Kinds {
+            key_refused: !kinds.key_refused,
+            login_needed: !kinds.login_needed,
+            failover: !kinds.failover,
+            breaker: !kinds.breaker,
+        };
+    }
+
+    fn is_off(&self, notice: &Notice) -> bool {
+        match notice {
+            Notice::FailedOver { .. } => self.off.failover,
+            Notice::BreakerOpened { .. } | Notice::BreakerClosed { .. } => self.off.breaker,
+            Notice::KeyRefused { .. } => self.off.key_refused,
+            Notice::LoginNeeded { .. } => self.off.login_needed,
+        }
+    }
+
     pub fn show(&mut self, notice: &Notice, shell: &dyn Shell, now: Instant) {
+        if self.is_off(notice) {
+            return;
+        }
         let (subject, title, body) = match notice {
             Notice::FailedOver {
                 route,
@@ -422,6 +455,34 @@ mod tests {
                 "notify llmux: chatgpt needs a new login: the login at ~/.codex/auth.json could not be refreshed: log in again with `codex login`"
             ]
         );
+    }
+
+    #[test]
+    fn a_kind_switched_off_in_the_settings_is_not_shown() {
+        let shell = Recorder::default();
+        let mut notices = Notices::default();
+        let refused = Notice::KeyRefused {
+            backend: "openai".into(),
+            key: Some("OPENAI_API_KEY".into()),
+            status: 401,
+        };
+        notices.set_kinds(&llmux::config::raw::RawNotifications {
+            key_refused: false,
+            ..Default::default()
+        });
+        notices.show(&refused, &shell, Instant::now());
+        assert!(shell.events().is_empty(), "{:?}", shell.events());
+        let failed_over = Notice::FailedOver {
+            route: "coder".into(),
+            from: "a:m".into(),
+            to: "b:m".into(),
+            failure: "429".into(),
+        };
+        notices.show(&failed_over, &shell, Instant::now());
+        assert_eq!(shell.events().len(), 1, "other kinds still show");
+        notices.set_kinds(&Default::default());
+        notices.show(&refused, &shell, Instant::now());
+        assert_eq!(shell.events().len(), 2, "on again");
     }
 
     #[test]

@@ -291,6 +291,8 @@ pub struct Config {
     pub pytest_full_suite_steering: bool,
     /// `<think>...</think>` opening an answer becomes reasoning.
     pub think_tags: bool,
+    /// `[notifications]`: which kinds the desktop app shows.
+    pub notifications: raw::RawNotifications,
     /// Known keys and secret patterns are masked in prompts before they go out.
     pub redact_prompts: bool,
     /// Content rewriting rules; empty when there are none.
@@ -1216,6 +1218,7 @@ fn validate(
         pytest_compression: raw.session.pytest_compression_enabled,
         pytest_full_suite_steering: raw.session.pytest_full_suite_steering_enabled,
         think_tags: raw.think_tags.enabled,
+        notifications: raw.notifications,
         redact_prompts: raw.redaction.prompts,
         content_rewriting,
         dedup_window: Duration::from_secs_f64(raw.dedup_window_seconds.clamp(0.0, 3600.0)),

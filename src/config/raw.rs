@@ -47,6 +47,9 @@ pub struct RawConfig {
     pub loop_detection: RawLoopDetection,
     #[serde(default)]
     pub think_tags: RawThinkTags,
+    /// `[notifications]`: which kinds the desktop app shows.
+    #[serde(default)]
+    pub notifications: RawNotifications,
     #[serde(default)]
     pub redaction: RawRedaction,
     #[serde(default)]
@@ -128,6 +131,39 @@ pub struct RawContentRewriting {
 pub struct RawRedaction {
     #[serde(default)]
     pub prompts: bool,
+}
+
+/// `[notifications]`: the desktop app's notifications, one switch per kind (all on).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNotifications {
+    /// The proxy could not start (its port is taken, ...).
+    #[serde(default = "yes")]
+    pub proxy_failed: bool,
+    /// A provider refused a key (401/403).
+    #[serde(default = "yes")]
+    pub key_refused: bool,
+    /// A subscription login needs the user (logged out, refresh refused).
+    #[serde(default = "yes")]
+    pub login_needed: bool,
+    /// A failover route moved past a failing leg.
+    #[serde(default = "yes")]
+    pub failover: bool,
+    /// A back-end's circuit breaker opened.
+    #[serde(default = "yes")]
+    pub breaker: bool,
+}
+
+impl Default for RawNotifications {
+    fn default() -> Self {
+        Self {
+            proxy_failed: true,
+            key_refused: true,
+            login_needed: true,
+            failover: true,
+            breaker: true,
+        }
+    }
 }
 
 /// `[think_tags]`: `<think>...</think>` at the start of an answer becomes reasoning.
