@@ -150,7 +150,7 @@ test("a subscription login shows its account, its token's life and the command t
 test("Codex CLI is connected from the Clients section after its diff is shown, and disconnected again", async () => {
   await page.goto(`${llmux.url}/ui/#/settings`);
   const row = page.getByTestId("clients").locator('tr[data-client="codex"]');
-  await row.getByText("Connect").waitFor(WAIT);
+  await row.getByRole("button", { name: "Connect" }).waitFor(WAIT);
   await row.getByRole("button", { name: "Connect" }).click();
   const dialog = page.getByRole("dialog", { name: "client change" });
   await dialog.waitFor(WAIT);
