@@ -94,11 +94,22 @@ pub async fn admin_stats(proxy: State<'_, Arc<Proxy>>) -> Result<admin::AdminSta
     Ok(admin::stats(&engine(&proxy).await?).await?)
 }
 
+/// The agents are checked against the proxy's config, running or not.
+async fn clients_context(proxy: &Proxy) -> admin::clients::Context {
+    match proxy.engine().await {
+        Some(engine) => admin::clients::Context::of(&engine),
+        None => admin::clients::Context {
+            config: proxy.config(),
+            store: None,
+        },
+    }
+}
+
 #[tauri::command]
 pub async fn admin_clients(
     proxy: State<'_, Arc<Proxy>>,
 ) -> Result<Vec<admin::clients::ClientStatus>> {
-    Ok(admin::clients::clients(&engine(&proxy).await?).await?)
+    Ok(admin::clients::clients(&clients_context(&proxy).await).await?)
 }
 
 #[tauri::command]
@@ -107,7 +118,7 @@ pub async fn admin_change_client(
     action: admin::clients::ClientAction,
     proxy: State<'_, Arc<Proxy>>,
 ) -> Result<admin::clients::ClientChanges> {
-    Ok(admin::clients::change(&engine(&proxy).await?, &id, action).await?)
+    Ok(admin::clients::change(&clients_context(&proxy).await, &id, action).await?)
 }
 
 #[tauri::command]

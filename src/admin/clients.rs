@@ -4,10 +4,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::store_of;
-use crate::Error;
+use std::sync::Arc;
+
+use crate::capture::store::Store;
 use crate::connect::{self, Change, Client, Target};
-use crate::engine::Engine;
+use crate::{Config, Error};
 
 /// One agent and its link to llmux.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -69,17 +70,33 @@ fn on_path(command: &str) -> bool {
         .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(command).is_file()))
 }
 
+/// What the agents are checked against: llmux's config, and its capture store when one is
+/// open (the desktop app answers with the proxy off too).
+pub struct Context {
+    pub config: Config,
+    pub store: Option<Arc<Store>>,
+}
+
+impl Context {
+    pub fn of(engine: &crate::engine::Engine) -> Self {
+        Self {
+            config: engine.config().clone(),
+            store: engine.store().cloned(),
+        }
+    }
+}
+
 async fn status(
-    engine: &Engine,
+    context: &Context,
     id: &str,
     client: Client,
     command: &str,
     agent: &str,
 ) -> Result<ClientStatus, Error> {
-    let target = Target::for_config(engine.config());
+    let target = Target::for_config(&context.config);
     let planned = connect::plan_connect(client, &home()?, &env, &target);
-    let last_seen = match store_of(engine) {
-        Ok(store) => {
+    let last_seen = match context.store.clone() {
+        Some(store) => {
             let agent = agent.to_owned();
             tokio::task::spawn_blocking(move || store.last_seen(&agent))
                 .await
@@ -87,7 +104,7 @@ async fn status(
                 .and_then(Result::ok)
                 .flatten()
         }
-        Err(_) => None,
+        None => None,
     };
     let (connected, files, problem) = match &planned {
         Ok(changes) => (
@@ -112,17 +129,17 @@ async fn status(
 }
 
 /// Every agent llmux can connect, and how each stands.
-pub async fn clients(engine: &Engine) -> Result<Vec<ClientStatus>, Error> {
+pub async fn clients(context: &Context) -> Result<Vec<ClientStatus>, Error> {
     let mut out = Vec::new();
     for (id, client, command, agent) in CLIENTS {
-        out.push(status(engine, id, client, command, agent).await?);
+        out.push(status(context, id, client, command, agent).await?);
     }
     Ok(out)
 }
 
 /// Connects agent `id` (or undoes it), or with `dry_run` only says what would change.
 pub async fn change(
-    engine: &Engine,
+    context: &Context,
     id: &str,
     action: ClientAction,
 ) -> Result<ClientChanges, Error> {
@@ -136,7 +153,7 @@ pub async fn change(
     let planned = if action.undo {
         connect::plan_undo(client, &home, &env)
     } else {
-        connect::plan_connect(client, &home, &env, &Target::for_config(engine.config()))
+        connect::plan_connect(client, &home, &env, &Target::for_config(&context.config))
     };
     let changes = planned.map_err(Error::invalid_request)?;
     let diffs = changes
@@ -159,6 +176,6 @@ pub async fn change(
     Ok(ClientChanges {
         diffs,
         applied: !action.dry_run,
-        status: status(engine, id, client, command, agent).await?,
+        status: status(context, id, client, command, agent).await?,
     })
 }

@@ -57,7 +57,7 @@ pub fn routes() -> axum::Router<Engine> {
 }
 
 async fn list_clients(State(engine): State<Engine>) -> Response {
-    answer(admin::clients::clients(&engine).await)
+    answer(admin::clients::clients(&admin::clients::Context::of(&engine)).await)
 }
 
 /// Connects or disconnects an agent; `{"dry_run": true}` only answers the diffs.
@@ -76,7 +76,7 @@ async fn change_client(
             return error_response(PROTOCOL, &err);
         }
     };
-    answer(admin::clients::change(&engine, &id, action).await)
+    answer(admin::clients::change(&admin::clients::Context::of(&engine), &id, action).await)
 }
 
 async fn show_settings(State(engine): State<Engine>) -> Response {
