@@ -94,6 +94,11 @@ pub async fn admin_stats(proxy: State<'_, Arc<Proxy>>) -> Result<admin::AdminSta
     Ok(admin::stats(&engine(&proxy).await?).await?)
 }
 
+#[tauri::command]
+pub async fn admin_test(model: String, proxy: State<'_, Arc<Proxy>>) -> Result<admin::Replayed> {
+    Ok(llmux::frontend::test_request(&engine(&proxy).await?, model).await?)
+}
+
 /// The agents are checked against the proxy's config, running or not.
 async fn clients_context(proxy: &Proxy) -> admin::clients::Context {
     match proxy.engine().await {

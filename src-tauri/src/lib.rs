@@ -174,6 +174,7 @@ pub fn run() {
             admin::admin_export,
             admin::admin_stats,
             admin::admin_clients,
+            admin::admin_test,
             admin::admin_change_client,
             admin::admin_usage,
             admin::admin_timeline,

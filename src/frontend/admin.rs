@@ -52,8 +52,31 @@ pub fn routes() -> axum::Router<Engine> {
             "/admin/api/settings",
             get(show_settings).put(change_settings),
         )
+        .route("/admin/api/test", post(test_request))
         .route("/admin/api/clients", get(list_clients))
         .route("/admin/api/clients/{id}", post(change_client))
+}
+
+#[derive(Debug, Deserialize)]
+struct TestParams {
+    model: String,
+}
+
+/// Sends a short greeting to a model, for a first check that a provider works.
+async fn test_request(
+    State(engine): State<Engine>,
+    body: Result<Json<TestParams>, JsonRejection>,
+) -> Response {
+    match body {
+        Ok(Json(params)) => answer(super::test_request(&engine, params.model).await),
+        Err(rejection) => error_response(
+            PROTOCOL,
+            &Error::invalid_request(format!(
+                "bad test request ({}); send {{\"model\": \"openai:gpt-4o-mini\"}}",
+                rejection.body_text()
+            )),
+        ),
+    }
 }
 
 async fn list_clients(State(engine): State<Engine>) -> Response {

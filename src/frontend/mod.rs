@@ -24,7 +24,7 @@ use axum::routing::get;
 use serde_json::json;
 
 pub use common::{ClientAddr, error_response, hold_until_done};
-pub use replay::replay;
+pub use replay::{replay, test_request};
 
 use crate::engine::Engine;
 use crate::model::Protocol;

@@ -37,6 +37,27 @@ pub async fn replay(engine: &Engine, id: String, params: ReplayParams) -> Result
     admin::finish_replay(engine, model, response).await
 }
 
+/// A first request to try llmux with (the settings page's guide): a short greeting to
+/// `model` through the OpenAI chat front-end, in process, captured like any request.
+pub async fn test_request(engine: &Engine, model: String) -> Result<Replayed, Error> {
+    if model.trim().is_empty() {
+        return Err(Error::invalid_field(
+            "model",
+            "name a model, e.g. openai:gpt-4o-mini",
+        ));
+    }
+    let body = serde_json::json!({
+        "model": model,
+        "messages": [{"role": "user", "content": "Say hello in five words."}],
+        "max_tokens": 64,
+    });
+    let headers = axum::http::HeaderMap::new();
+    let response =
+        run::<openai_chat::OpenAiChat>(engine, &headers, Body::from(body.to_string()), ()).await;
+    let response = record_client_leg(response).await;
+    admin::finish_replay(engine, model, response).await
+}
+
 /// One replay through front-end `F`, as a request from llmux itself on loopback.
 async fn run<F: Frontend>(
     engine: &Engine,

@@ -2,6 +2,7 @@ import { useCallback, useEffect, useMemo, useState } from "react";
 import { api, ApiError } from "./api";
 import { AccountsSection } from "./Accounts";
 import { ClientsSection } from "./Clients";
+import { GuideSection, hasProvider } from "./Guide";
 import { KeysSection, ProxyKeyRow } from "./Keys";
 import type {
   BackendSetting,
@@ -345,6 +346,9 @@ export function SettingsPage({ onError }: { onError: (err: unknown) => void }) {
       )}
       {error && <div className="error-banner">{error}</div>}
       <Problems list={editing ? [] : unplaced} />
+      {!hasProvider(settings.backends) && (
+        <GuideSection backends={settings.backends} canStoreKeys={api.canStoreKeys()} />
+      )}
 
       <h2>Server</h2>
       {SERVER_KEYS.map((key) => {

@@ -147,6 +147,9 @@ export const api = {
       http<Timeline>("GET", "/admin/api/timeline", { since, bucket }),
     ),
   settings: () => call("settings", {}, () => http<Settings>("GET", "/admin/api/settings")),
+  /** A short greeting to `model` through llmux, to check a provider works. */
+  testRequest: (model: string) =>
+    call("test", { model }, () => http<Replayed>("POST", "/admin/api/test", undefined, { model })),
   /** The coding agents on this machine and whether they use llmux. */
   clients: () => call("clients", {}, () => http<ClientStatus[]>("GET", "/admin/api/clients")),
   /** Connects (or with `undo` disconnects) an agent; `dry_run` only answers the diffs. */
