@@ -165,6 +165,25 @@ impl Engine {
     }
 
     /// The SQLite capture store, when it is on.
+    /// Whether any back-end can reach a provider: a keyed one with a key, one the user
+    /// added (a local server, ...), or a subscription login whose file exists. The mock and
+    /// the built-in back-ends without credentials do not count.
+    pub fn has_provider(&self) -> bool {
+        self.routes().backends().values().any(|backend| {
+            let config = backend.config();
+            if config.kind == crate::config::BackendKind::Mock {
+                return false;
+            }
+            if !backend.logins().is_empty() {
+                return backend.logins().iter().any(|login| login.path().exists());
+            }
+            if config.kind.requires_key() {
+                return backend.keys().is_some_and(|keys| !keys.is_empty());
+            }
+            !crate::config::is_builtin_backend(&config.id)
+        })
+    }
+
     pub fn store(&self) -> Option<&Arc<Store>> {
         self.inner.store.as_ref()
     }

@@ -601,3 +601,17 @@ async fn a_qwen_refresh_waits_for_qwen_codes_lock_and_sends_a_form() {
     assert!(written["expiry_date"].as_u64().unwrap() > now_ms() + 3_000_000);
     assert_eq!(written["token_type"], "Bearer");
 }
+
+#[tokio::test]
+async fn a_login_on_disk_counts_as_a_provider_for_the_first_run_state() {
+    let fake = FakeLogins::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("auth.json");
+    let llmux = llmux("openai-oauth", &fake, &[&path], "").await;
+    assert!(
+        !llmux.engine.has_provider(),
+        "no keys and no login file yet"
+    );
+    write(&path, &codex_file(&codex_token(3600, "x"), "rt"));
+    assert!(llmux.engine.has_provider());
+}

@@ -272,6 +272,10 @@ pub fn status_line(status: &Status) -> String {
         served.push_str(&format!(" · {} tokens today", compact(tokens)));
     }
     match status.state {
+        State::Running if status.no_provider => format!(
+            "Running on {} · no provider key yet: add one in Settings",
+            status.address
+        ),
         State::Running => format!(
             "Running on {} · {} · {served}",
             status.address, status.default_backend
@@ -313,6 +317,10 @@ fn strip_os_error(reason: &str) -> &str {
 /// The tray's tooltip.
 pub fn tooltip(status: &Status) -> String {
     match status.state {
+        State::Running if status.no_provider => format!(
+            "llmux: running on {}, but no back-end has a key yet",
+            status.address
+        ),
         State::Running => format!("llmux: running on {}", status.address),
         State::Stopped => "llmux: stopped".to_owned(),
         State::Error => "llmux: error".to_owned(),
@@ -510,6 +518,10 @@ mod tests {
 
         handle(Action::ToggleProxy, &proxy, &shell).await;
         assert_eq!(proxy.status().state, State::Running);
+        assert!(
+            proxy.status().no_provider,
+            "only the mock answers: the tray says no provider is set up"
+        );
         tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .unwrap();
@@ -599,6 +611,15 @@ mod tests {
         assert_eq!(
             status_line(&status),
             "Running on 127.0.0.1:8000 · mock · 12 requests · 48.2k tokens today"
+        );
+        status.no_provider = true;
+        assert_eq!(
+            status_line(&status),
+            "Running on 127.0.0.1:8000 · no provider key yet: add one in Settings"
+        );
+        assert_eq!(
+            tooltip(&status),
+            "llmux: running on 127.0.0.1:8000, but no back-end has a key yet"
         );
         assert_eq!(compact(950), "950");
         assert_eq!(compact(4_500_000), "4.5M");

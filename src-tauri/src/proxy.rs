@@ -52,6 +52,9 @@ pub struct Status {
     pub tokens_today: Option<u64>,
     /// Why the proxy is in the error state.
     pub error: Option<String>,
+    /// Running, but no back-end can reach a provider yet (no key, no login, nothing
+    /// added): only the mock answers.
+    pub no_provider: bool,
 }
 
 impl Status {
@@ -122,6 +125,7 @@ impl Proxy {
             requests_served: 0,
             tokens_today: None,
             error: None,
+            no_provider: false,
         };
         Self {
             config: std::sync::RwLock::new(config),
@@ -179,7 +183,16 @@ impl Proxy {
         let mut status = self.status.borrow().clone();
         status.requests_served = self.served.load(Ordering::Relaxed);
         status.tokens_today = self.tokens_today();
+        status.no_provider = status.state == State::Running && !self.has_provider();
         status
+    }
+
+    /// Whether the serving engine has a provider; true when that cannot be told right now.
+    fn has_provider(&self) -> bool {
+        match self.listening.try_lock() {
+            Ok(listening) => listening.as_ref().is_none_or(|l| l.engine.has_provider()),
+            Err(_) => true,
+        }
     }
 
     /// Today's tokens from the serving engine's capture store. A start or stop holding the

@@ -15,9 +15,11 @@ use crate::shell::AppShell;
 const ICON_RUNNING: &[u8] = include_bytes!("../icons/tray-running.png");
 const ICON_STOPPED: &[u8] = include_bytes!("../icons/tray-stopped.png");
 const ICON_ERROR: &[u8] = include_bytes!("../icons/tray-error.png");
+const ICON_NO_PROVIDER: &[u8] = include_bytes!("../icons/tray-nokey.png");
 
-pub fn icon(state: State) -> tauri::Result<Image<'static>> {
-    Image::from_bytes(match state {
+pub fn icon(status: &Status) -> tauri::Result<Image<'static>> {
+    Image::from_bytes(match status.state {
+        State::Running if status.no_provider => ICON_NO_PROVIDER,
         State::Running => ICON_RUNNING,
         State::Stopped => ICON_STOPPED,
         State::Error => ICON_ERROR,
@@ -100,7 +102,7 @@ impl Tray {
     pub fn build(app: &AppHandle, status: &Status) -> tauri::Result<Self> {
         let (menu, items) = build_menu(app, status)?;
         let icon = TrayIconBuilder::with_id("llmux")
-            .icon(icon(status.state)?)
+            .icon(icon(status)?)
             .tooltip(menu::tooltip(status))
             .menu(&menu)
             .show_menu_on_left_click(true)
@@ -129,7 +131,7 @@ impl Tray {
     /// Shows `status`; errors (a tray host gone away) are logged, not fatal.
     pub fn show(&self, status: &Status) {
         let result = (|| -> tauri::Result<()> {
-            self.icon.set_icon(Some(icon(status.state)?))?;
+            self.icon.set_icon(Some(icon(status)?))?;
             self.icon.set_tooltip(Some(menu::tooltip(status)))?;
             let mut items = self
                 .menu

@@ -26,7 +26,12 @@ tokens_today: number | null,
 /**
  * Why the proxy is in the error state.
  */
-error: string | null, };
+error: string | null, 
+/**
+ * Running, but no back-end can reach a provider yet (no key, no login, nothing
+ * added): only the mock answers.
+ */
+no_provider: boolean, };
 
 export type KeySource = { "kind": "keychain" } | { "kind": "env", variable: string, };
 
