@@ -292,6 +292,11 @@ fn setup(app: &AppHandle, show: Option<Page>, started: Instant) {
                 started.elapsed().as_millis()
             );
         }
+        // A first run with nothing to call: the settings window opens on its guide.
+        if show.is_none() && settings.is_first_run() && proxy.status().no_provider {
+            tracing::info!("first run: opening the settings window's guide");
+            crate::menu::Shell::open(&shell, Page::Settings);
+        }
         // Show every change of state, and the request count every few seconds.
         let mut tick = tokio::time::interval(Duration::from_secs(2));
         let mut shown = None;

@@ -46,8 +46,14 @@ impl SettingsSource {
         self.loader.clone().load()
     }
 
-    fn path(&self) -> Option<PathBuf> {
+    /// The config file settings are saved to, when there is one.
+    pub fn path(&self) -> Option<PathBuf> {
         self.loader.file_path().map(PathBuf::from)
+    }
+
+    /// A first run: no config file yet.
+    pub fn is_first_run(&self) -> bool {
+        self.path().is_none_or(|path| !path.exists())
     }
 }
 
@@ -486,6 +492,17 @@ async fn write_atomically(path: &std::path::Path, text: &str) -> Result<(), Erro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_first_run_is_one_without_a_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("llmux.toml");
+        let source = SettingsSource::new(ConfigLoader::new().file(&file, false));
+        assert!(source.is_first_run());
+        std::fs::write(&file, "default_backend = \"mock\"\n").unwrap();
+        assert!(!source.is_first_run());
+        assert!(SettingsSource::new(ConfigLoader::new()).is_first_run());
+    }
 
     fn change(set: &[(&str, Value)], remove: &[&str]) -> SettingsChange {
         SettingsChange {
