@@ -429,11 +429,7 @@ mod tests {
     fn a_refused_key_notifies_once_a_minute_naming_the_key_never_its_value() {
         let shell = Recorder::default();
         let mut notices = Notices::default();
-        let refused = Notice::KeyRefused {
-            backend: "openai".into(),
-            key: Some("OPENAI_API_KEY".into()),
-            status: 401,
-        };
+        let refused = refused_openai_key();
         let start = Instant::now();
         notices.show(&refused, &shell, start);
         notices.show(&refused, &shell, start + Duration::from_secs(5));
@@ -443,6 +439,15 @@ mod tests {
                 "notify llmux: openai refused a key: openai answered 401 to OPENAI_API_KEY: expired, revoked or mistyped. Check it under Settings > Keys."
             ]
         );
+    }
+
+    /// OpenAI refusing the key in OPENAI_API_KEY.
+    fn refused_openai_key() -> Notice {
+        Notice::KeyRefused {
+            backend: "openai".into(),
+            key: Some("OPENAI_API_KEY".into()),
+            status: 401,
+        }
     }
 
     #[test]
@@ -469,11 +474,7 @@ mod tests {
     fn a_kind_switched_off_in_the_settings_is_not_shown() {
         let shell = Recorder::default();
         let mut notices = Notices::default();
-        let refused = Notice::KeyRefused {
-            backend: "openai".into(),
-            key: Some("OPENAI_API_KEY".into()),
-            status: 401,
-        };
+        let refused = refused_openai_key();
         notices.set_kinds(&llmux::config::raw::RawNotifications {
             key_refused: false,
             ..Default::default()

@@ -1109,6 +1109,16 @@ impl Drop for Recorder {
 mod tests {
     use super::*;
 
+    /// A store in `dir` that writes every 20 ms.
+    fn test_store(dir: &Path) -> Store {
+        Store::open(
+            dir.join("capture.db"),
+            Duration::from_millis(20),
+            Vec::new(),
+        )
+        .unwrap()
+    }
+
     fn row(id: &str, prompt: &str, backend: &str) -> RequestRow {
         RequestRow {
             id: id.into(),
@@ -1126,12 +1136,7 @@ mod tests {
     #[test]
     fn last_seen_finds_the_newest_request_of_a_user_agent_taking_its_underscore_literally() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(
-            dir.path().join("capture.db"),
-            Duration::from_millis(20),
-            Vec::new(),
-        )
-        .unwrap();
+        let store = test_store(dir.path());
         let start = now().floor() - 1000.0;
         for (id, agent, at) in [
             ("a", "codex_cli_rs/0.63.0 (Linux)", 100.0),
@@ -1154,12 +1159,7 @@ mod tests {
     #[test]
     fn tokens_today_counts_the_requests_since_local_midnight() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(
-            dir.path().join("capture.db"),
-            Duration::from_millis(20),
-            Vec::new(),
-        )
-        .unwrap();
+        let store = test_store(dir.path());
         assert_eq!(store.tokens_today().unwrap(), 0);
         store.insert(RequestRow {
             input_tokens: 1200,
@@ -1222,12 +1222,7 @@ mod tests {
     #[test]
     fn timeline_buckets_requests_tokens_and_latency() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(
-            dir.path().join("capture.db"),
-            Duration::from_millis(20),
-            Vec::new(),
-        )
-        .unwrap();
+        let store = test_store(dir.path());
         let at = |id: &str, started_at: f64, status: u16, latency_ms: f64| RequestRow {
             started_at,
             status,
