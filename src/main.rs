@@ -226,15 +226,7 @@ fn connect(config: &Config, client: &str, undo: bool, dry_run: bool) -> anyhow::
                 connect::CODEX_KEY_VARIABLE
             )?;
         }
-        writeln!(
-            out,
-            "Undo with: llmux connect {} --undo",
-            match client {
-                Client::Claude => "claude",
-                Client::Codex => "codex",
-                Client::Gemini => "gemini",
-            }
-        )?;
+        writeln!(out, "Undo with: llmux connect {} --undo", client.id())?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -66,8 +66,7 @@ fn env(name: &str) -> Option<String> {
 }
 
 fn on_path(command: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(command).is_file()))
+    crate::config::find_on_path(command, env("PATH").as_deref()).is_some()
 }
 
 /// What the agents are checked against: llmux's config, and its capture store when one is

@@ -1710,7 +1710,7 @@ fn keys_of_other_kinds(
 }
 
 /// `name` in the directories of `path` (a PATH value), when it is there.
-fn find_on_path(name: &str, path: Option<&str>) -> Option<PathBuf> {
+pub(crate) fn find_on_path(name: &str, path: Option<&str>) -> Option<PathBuf> {
     std::env::split_paths(path?)
         .map(|dir| dir.join(name))
         .find(|candidate| candidate.is_file())

@@ -41,6 +41,15 @@ impl Client {
         }
     }
 
+    /// What `llmux connect` calls it.
+    pub fn id(self) -> &'static str {
+        match self {
+            Client::Claude => "claude",
+            Client::Codex => "codex",
+            Client::Gemini => "gemini",
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Client::Claude => "Claude Code",
