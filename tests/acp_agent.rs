@@ -205,6 +205,102 @@ async fn project_dir_moves_the_session_to_another_workspace() {
 }
 
 #[tokio::test]
+async fn first_requests_that_arrive_together_share_one_agent() {
+    let s = setup("").await;
+    let turns = (0..4).map(|n| {
+        let llmux = &s.llmux;
+        async move {
+            chat(
+                llmux,
+                "together",
+                json!([{"role": "user", "content": format!("Hi {n}")}]),
+                n % 2 == 0,
+            )
+            .await
+        }
+    });
+    for (status, answer) in futures::future::join_all(turns).await {
+        assert_eq!(status, 200, "{answer}");
+    }
+    let pids = s.pids();
+    assert_eq!(
+        pids.len(),
+        1,
+        "one agent started, not one per request: {pids:?}"
+    );
+    assert!(alive(pids[0]));
+}
+
+/// Streams a turn that never ends and leaves once the agent has shown it is working.
+async fn leave_a_hanging_turn(llmux: &Llmux, session: &str) {
+    let mut response = client()
+        .post(llmux.url("/v1/chat/completions"))
+        .header("x-session-id", session)
+        .json(&json!({"model": "gemini-2.5-pro", "stream": true,
+                      "messages": [{"role": "user", "content": "hang on"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut seen = String::new();
+    while !seen.contains("Run ls") {
+        let chunk = response.chunk().await.unwrap().expect("the turn streams");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
+#[tokio::test]
+async fn a_turn_the_client_leaves_is_cancelled_and_nothing_of_it_reaches_the_next() {
+    let s = setup("").await;
+    leave_a_hanging_turn(&s.llmux, "left").await;
+    // The next turn waits for the cancelled one to end, then runs in a new ACP session
+    // of the same agent (it acknowledged the cancel, so it was not ended).
+    let (status, answer) = chat(
+        &s.llmux,
+        "left",
+        json!([{"role": "user", "content": "Hi again"}]),
+        true,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("session=sess-2"), "a new session: {answer}");
+    assert!(
+        !answer.contains("LATE"),
+        "the cancelled turn's late update is not in this answer: {answer}"
+    );
+    assert!(
+        answer.contains("Hi again"),
+        "the new session gets the conversation: {answer}"
+    );
+    assert_eq!(s.pids().len(), 1, "the same agent");
+}
+
+#[tokio::test]
+async fn a_turn_that_goes_quiet_times_out_and_is_cancelled() {
+    let s = setup("idle_timeout_seconds = 0.5").await;
+    let (status, body) = chat(
+        &s.llmux,
+        "quiet",
+        json!([{"role": "user", "content": "hang on"}]),
+        false,
+    )
+    .await;
+    assert_ne!(status, 200, "{body}");
+    assert!(body.contains("the agent sent nothing"), "{body}");
+    let (status, answer) = chat(
+        &s.llmux,
+        "quiet",
+        json!([{"role": "user", "content": "Are you back?"}]),
+        false,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("session=sess-2"), "{answer}");
+    assert!(!answer.contains("LATE"), "{answer}");
+    assert_eq!(s.pids().len(), 1, "the agent acknowledged the cancel");
+}
+
+#[tokio::test]
 async fn without_auto_accept_the_agent_is_refused_its_tools() {
     let s = setup("auto_accept = false").await;
     let (status, answer) = chat(

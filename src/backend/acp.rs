@@ -20,6 +20,14 @@
 //! `!/project-dir(...)`, else `project_dir` / GEMINI_CLI_WORKSPACE, else llmux's directory.
 //! Agents idle longer than `agent_idle_seconds` are ended, and all are ended when llmux
 //! stops; every process is started with kill-on-drop as a last resort.
+//!
+//! A turn the client walks away from (or that goes quiet for the idle timeout) is
+//! cancelled with `session/cancel`, and the session stays taken until the agent answers
+//! the prompt (or is ended when it does not within [`CANCEL_GRACE`]), so nothing of it
+//! reaches the next turn, which starts a new ACP session. Updates are only passed on for
+//! the running turn's session. All writes to the agent go through one writer task, so
+//! the task reading the agent's output never waits on its input (a large prompt while the
+//! agent writes would otherwise deadlock both pipes).
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -45,12 +53,21 @@ use crate::model::{Event, Extensions, FinishReason, Part, Request, Role};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How much of the agent's stderr is kept for error messages.
 const STDERR_TAIL: usize = 16 * 1024;
+/// How long a cancelled turn may take to end before its agent is ended instead.
+const CANCEL_GRACE: Duration = Duration::from_secs(10);
+/// How long the agent may leave a line unread before it counts as stuck.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One key's agent. The async lock makes one request start it while others wait.
+type Slot = Arc<tokio::sync::Mutex<Option<Arc<Agent>>>>;
+type Agents = Arc<Mutex<HashMap<AgentKey, Slot>>>;
 
 pub struct AcpBackend {
     config: BackendConfig,
     settings: AcpSettings,
-    agents: Arc<Mutex<HashMap<AgentKey, Arc<Agent>>>>,
+    agents: Agents,
     reaper_started: AtomicBool,
+    closed: AtomicBool,
 }
 
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
@@ -65,11 +82,43 @@ struct AgentKey {
 struct Calls {
     next_id: AtomicU64,
     pending: Mutex<HashMap<u64, oneshot::Sender<Result<Value, RpcError>>>>,
-    /// Where the running turn's `session/update`s go.
-    updates: Mutex<Option<mpsc::UnboundedSender<Value>>>,
+    /// Where the running turn's `session/update`s go, with its session's id.
+    updates: Mutex<Option<(String, mpsc::UnboundedSender<Value>)>>,
     /// Why the agent is gone, once it is.
     gone: Mutex<Option<String>>,
     stderr: Mutex<String>,
+}
+
+impl Calls {
+    /// Marks the agent gone for `why` and fails every call waiting on it.
+    fn fail(&self, why: &str) {
+        if let Ok(mut gone) = self.gone.lock() {
+            gone.get_or_insert_with(|| why.to_owned());
+        }
+        if let Ok(mut pending) = self.pending.lock() {
+            for (_, waiter) in pending.drain() {
+                let _ = waiter.send(Err(RpcError {
+                    code: -32000,
+                    message: why.to_owned(),
+                }));
+            }
+        }
+        self.stop_updates();
+    }
+
+    fn stop_updates(&self) {
+        if let Ok(mut updates) = self.updates.lock() {
+            updates.take();
+        }
+    }
+
+    /// Where an update of `session` goes: the running turn's sink when it is that
+    /// session's (a late update of a cancelled turn goes nowhere).
+    fn sink_for(&self, session: &str) -> Option<mpsc::UnboundedSender<Value>> {
+        let updates = self.updates.lock().ok()?;
+        let (current, sink) = updates.as_ref()?;
+        (current == session).then(|| sink.clone())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -83,12 +132,15 @@ struct Conversation {
     id: String,
     /// A hash of each message the session has seen, in order.
     seen: Vec<u64>,
+    /// The session saw a turn that did not end well: the next one opens a new session.
+    spoiled: bool,
 }
 
 struct Agent {
     pid: Option<u32>,
     child: Mutex<Option<tokio::process::Child>>,
-    stdin: Arc<tokio::sync::Mutex<tokio::process::ChildStdin>>,
+    /// Lines for the writer task, in order.
+    outbox: mpsc::UnboundedSender<String>,
     calls: Arc<Calls>,
     conversation: Arc<tokio::sync::Mutex<Conversation>>,
     last_used: Mutex<Instant>,
@@ -114,22 +166,15 @@ impl Agent {
         }
     }
 
-    async fn write(&self, message: &Value) -> Result<(), String> {
-        let mut line = message.to_string();
-        line.push('\n');
-        let mut stdin = self.stdin.lock().await;
-        stdin
-            .write_all(line.as_bytes())
-            .await
-            .map_err(|e| format!("cannot write to the agent: {e}"))?;
-        stdin
-            .flush()
-            .await
-            .map_err(|e| format!("cannot write to the agent: {e}"))
+    fn write(&self, message: &Value) -> Result<(), String> {
+        send_line(&self.outbox, message).map_err(|()| {
+            self.gone()
+                .unwrap_or_else(|| "the agent no longer reads its input".into())
+        })
     }
 
     /// Sends a request; the receiver gets its answer.
-    async fn request(
+    fn request(
         &self,
         method: &str,
         params: Value,
@@ -142,14 +187,13 @@ impl Agent {
         if let Ok(mut pending) = self.calls.pending.lock() {
             pending.insert(id, tx);
         }
-        self.write(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
-            .await?;
+        self.write(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))?;
         Ok(rx)
     }
 
     /// Sends a request and waits up to `timeout` for its answer.
     async fn call(&self, method: &str, params: Value, timeout: Duration) -> Result<Value, String> {
-        let answer = self.request(method, params).await?;
+        let answer = self.request(method, params)?;
         match tokio::time::timeout(timeout, answer).await {
             Err(_) => Err(format!(
                 "the agent did not answer {method} within {timeout:?}"
@@ -175,6 +219,13 @@ impl Agent {
     }
 }
 
+/// Queues `message` as one line for the writer task.
+fn send_line(outbox: &mpsc::UnboundedSender<String>, message: &Value) -> Result<(), ()> {
+    let mut line = message.to_string();
+    line.push('\n');
+    outbox.send(line).map_err(|_| ())
+}
+
 impl AcpBackend {
     pub fn new(config: BackendConfig, settings: AcpSettings) -> Self {
         Self {
@@ -182,6 +233,7 @@ impl AcpBackend {
             settings,
             agents: Arc::new(Mutex::new(HashMap::new())),
             reaper_started: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
         }
     }
 
@@ -195,10 +247,13 @@ impl AcpBackend {
 
     /// The PIDs of the agents running now.
     pub fn agent_pids(&self) -> Vec<u32> {
-        self.agents
-            .lock()
-            .map(|agents| agents.values().filter_map(|a| a.pid).collect())
-            .unwrap_or_default()
+        let Ok(agents) = self.agents.lock() else {
+            return Vec::new();
+        };
+        agents
+            .values()
+            .filter_map(|slot| slot.try_lock().ok()?.as_ref()?.pid)
+            .collect()
     }
 
     fn workspace(&self, request: &Request) -> PathBuf {
@@ -212,14 +267,24 @@ impl AcpBackend {
     }
 
     /// The session's agent, started (and its ACP session opened) when there is none or
-    /// the last one is gone.
+    /// the last one is gone. Requests that arrive together wait for one start.
     async fn agent_for(&self, key: AgentKey) -> Result<Arc<Agent>, Error> {
-        let existing = self.agents.lock().ok().and_then(|a| a.get(&key).cloned());
-        if let Some(agent) = existing
+        let slot = self
+            .agents
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let mut slot = slot.lock().await;
+        if let Some(agent) = slot.as_ref()
             && agent.gone().is_none()
         {
             agent.touch();
-            return Ok(agent);
+            return Ok(agent.clone());
+        }
+        if let Some(old) = slot.take() {
+            old.end();
         }
         if !key.cwd.is_dir() {
             return Err(Error::invalid_request(format!(
@@ -232,11 +297,11 @@ impl AcpBackend {
                 .await
                 .map_err(|why| self.not_usable(why))?,
         );
-        if let Ok(mut agents) = self.agents.lock()
-            && let Some(old) = agents.insert(key, agent.clone())
-        {
-            old.end();
+        if self.closed.load(Ordering::Acquire) {
+            agent.end();
+            return Err(self.not_usable("llmux is stopping".into()));
         }
+        *slot = Some(agent.clone());
         self.start_reaper();
         Ok(agent)
     }
@@ -270,22 +335,24 @@ impl AcpBackend {
             return Err("the agent's pipes are missing".into());
         };
         let calls = Arc::new(Calls::default());
-        let stdin = Arc::new(tokio::sync::Mutex::new(stdin));
+        let (outbox, lines) = mpsc::unbounded_channel();
         tokio::spawn(keep_stderr_tail(stderr, calls.clone()));
+        tokio::spawn(write_agent(stdin, lines, calls.clone()));
         tokio::spawn(read_agent(
             stdout,
             calls.clone(),
-            stdin.clone(),
+            outbox.clone(),
             self.settings.auto_accept,
         ));
         let agent = Agent {
             pid,
             child: Mutex::new(Some(child)),
-            stdin,
+            outbox,
             calls,
             conversation: Arc::new(tokio::sync::Mutex::new(Conversation {
                 id: String::new(),
                 seen: Vec::new(),
+                spoiled: false,
             })),
             last_used: Mutex::new(Instant::now()),
             cwd: key.cwd.clone(),
@@ -328,7 +395,7 @@ impl AcpBackend {
         if self.reaper_started.swap(true, Ordering::AcqRel) {
             return;
         }
-        let agents: Weak<Mutex<HashMap<AgentKey, Arc<Agent>>>> = Arc::downgrade(&self.agents);
+        let agents: Weak<Mutex<HashMap<AgentKey, Slot>>> = Arc::downgrade(&self.agents);
         let idle = self.settings.agent_idle;
         let every = (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(60));
         tokio::spawn(async move {
@@ -340,21 +407,56 @@ impl AcpBackend {
                 let Ok(mut agents) = agents.lock() else {
                     return;
                 };
-                agents.retain(|_, agent| {
-                    let idle_for = agent
-                        .last_used
-                        .lock()
-                        .map(|t| t.elapsed())
-                        .unwrap_or_default();
-                    let busy = agent.conversation.try_lock().is_err();
-                    let keep = busy || (idle_for < idle && agent.gone().is_none());
-                    if !keep {
-                        agent.end();
-                    }
-                    keep
-                });
+                agents.retain(|_, slot| reap(slot, idle));
             }
         });
+    }
+}
+
+/// Ends the slot's agent when it is idle longer than `idle` (or gone) and no turn runs;
+/// whether the slot stays. A slot someone else holds stays: they may be starting an agent
+/// in it, which must not end up in a slot nobody can find.
+fn reap(slot: &Slot, idle: Duration) -> bool {
+    let Ok(mut agent) = slot.try_lock() else {
+        return true;
+    };
+    if let Some(running) = agent.as_ref() {
+        let idle_for = running
+            .last_used
+            .lock()
+            .map(|t| t.elapsed())
+            .unwrap_or_default();
+        let busy = running.conversation.try_lock().is_err();
+        if busy || (idle_for < idle && running.gone().is_none()) {
+            return true;
+        }
+        running.end();
+        agent.take();
+    }
+    drop(agent);
+    Arc::strong_count(slot) > 1
+}
+
+/// Writes the queued lines to the agent's stdin. An agent that stops reading for
+/// [`WRITE_TIMEOUT`], or whose stdin closed, is marked gone.
+async fn write_agent(
+    mut stdin: tokio::process::ChildStdin,
+    mut lines: mpsc::UnboundedReceiver<String>,
+    calls: Arc<Calls>,
+) {
+    while let Some(line) = lines.recv().await {
+        let written = tokio::time::timeout(WRITE_TIMEOUT, async {
+            stdin.write_all(line.as_bytes()).await?;
+            stdin.flush().await
+        })
+        .await;
+        let why = match written {
+            Ok(Ok(())) => continue,
+            Ok(Err(err)) => format!("cannot write to the agent: {err}"),
+            Err(_) => format!("the agent did not read its input for {WRITE_TIMEOUT:?}"),
+        };
+        calls.fail(&why);
+        return;
     }
 }
 
@@ -397,7 +499,7 @@ fn stderr_note(tail: &str) -> String {
 async fn read_agent(
     stdout: tokio::process::ChildStdout,
     calls: Arc<Calls>,
-    stdin: Arc<tokio::sync::Mutex<tokio::process::ChildStdin>>,
+    outbox: mpsc::UnboundedSender<String>,
     auto_accept: bool,
 ) {
     let mut lines = BufReader::new(stdout).lines();
@@ -422,44 +524,26 @@ async fn read_agent(
                 }
             }
             (Some("session/update"), None) => {
-                let sink = calls.updates.lock().ok().and_then(|u| u.clone());
-                if let Some(sink) = sink {
+                let session = message["params"]["sessionId"].as_str().unwrap_or_default();
+                if let Some(sink) = calls.sink_for(session) {
                     let _ = sink.send(message["params"]["update"].clone());
                 }
             }
             (Some(method), Some(id)) => {
                 let reply = answer_agent_request(method, &message["params"], auto_accept);
-                let mut reply = match reply {
+                let reply = match reply {
                     Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
                     Err((code, text)) => {
                         json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": text}})
                     }
                 };
-                let mut line = std::mem::take(&mut reply).to_string();
-                line.push('\n');
-                let mut stdin = stdin.lock().await;
-                let _ = stdin.write_all(line.as_bytes()).await;
-                let _ = stdin.flush().await;
+                let _ = send_line(&outbox, &reply);
             }
             _ => {}
         }
     }
     let tail = calls.stderr.lock().map(|s| s.clone()).unwrap_or_default();
-    let why = format!("the agent exited{}", stderr_note(&tail));
-    if let Ok(mut gone) = calls.gone.lock() {
-        *gone = Some(why.clone());
-    }
-    if let Ok(mut pending) = calls.pending.lock() {
-        for (_, waiter) in pending.drain() {
-            let _ = waiter.send(Err(RpcError {
-                code: -32000,
-                message: why.clone(),
-            }));
-        }
-    }
-    if let Ok(mut updates) = calls.updates.lock() {
-        updates.take();
-    }
+    calls.fail(&format!("the agent exited{}", stderr_note(&tail)));
 }
 
 /// A JSON-RPC error's message with its `data`, which often holds the real cause.
@@ -608,23 +692,67 @@ fn update_events(update: &Value) -> Vec<Event> {
     }
 }
 
-/// Ends a turn the client walked away from: the agent is told to cancel.
-struct CancelOnDrop {
-    agent: Option<Arc<Agent>>,
-    session: String,
+/// A running turn: it holds the session until the agent has answered the prompt. One
+/// that is dropped unanswered (the client walked away, or the agent went quiet) is
+/// cancelled, and the session stays held until the agent acknowledges.
+struct Turn {
+    agent: Arc<Agent>,
+    conversation: Option<tokio::sync::OwnedMutexGuard<Conversation>>,
+    answer: Option<oneshot::Receiver<Result<Value, RpcError>>>,
 }
 
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        if let Some(agent) = self.agent.take() {
-            let session = std::mem::take(&mut self.session);
-            tokio::spawn(async move {
-                let _ = agent
-                    .write(&json!({"jsonrpc": "2.0", "method": "session/cancel",
-                                   "params": {"sessionId": session}}))
-                    .await;
-            });
+impl Turn {
+    /// The agent's answer to the prompt (`None`: it went away without one); pending
+    /// forever once taken.
+    async fn answered(&mut self) -> Option<Result<Value, RpcError>> {
+        match self.answer.as_mut() {
+            Some(answer) => answer.await.ok(),
+            None => std::future::pending().await,
         }
+    }
+
+    /// The agent answered: the session has seen `seen` (`None`: the turn failed, and the
+    /// next one starts a new session).
+    fn end(&mut self, seen: Option<Vec<u64>>) {
+        self.answer = None;
+        self.agent.calls.stop_updates();
+        if let Some(mut conversation) = self.conversation.take() {
+            match seen {
+                Some(seen) => conversation.seen = seen,
+                None => conversation.spoiled = true,
+            }
+        }
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let Some(mut conversation) = self.conversation.take() else {
+            return;
+        };
+        self.agent.calls.stop_updates();
+        conversation.spoiled = true;
+        let (agent, answer) = (self.agent.clone(), self.answer.take());
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            agent.end();
+            return;
+        };
+        runtime.spawn(async move {
+            let cancel = json!({"jsonrpc": "2.0", "method": "session/cancel",
+                                "params": {"sessionId": conversation.id}});
+            let acknowledged = match (agent.write(&cancel), answer) {
+                (Ok(()), Some(answer)) => tokio::time::timeout(CANCEL_GRACE, answer).await.is_ok(),
+                _ => false,
+            };
+            if !acknowledged && agent.gone().is_none() {
+                tracing::warn!(
+                    pid = agent.pid,
+                    "the ACP agent did not end a cancelled turn; ending it"
+                );
+                agent.end();
+            }
+            drop(conversation);
+        });
     }
 }
 
@@ -639,8 +767,14 @@ impl Backend for AcpBackend {
     }
 
     fn close(&self) {
-        if let Ok(mut agents) = self.agents.lock() {
-            for (_, agent) in agents.drain() {
+        self.closed.store(true, Ordering::Release);
+        let slots: Vec<Slot> = match self.agents.lock() {
+            Ok(mut agents) => agents.drain().map(|(_, slot)| slot).collect(),
+            Err(_) => return,
+        };
+        // A slot that is locked is being started: its starter sees `closed` and ends it.
+        for slot in slots {
+            if let Ok(Some(agent)) = slot.try_lock().as_deref() {
                 agent.end();
             }
         }
@@ -660,15 +794,22 @@ impl Backend for AcpBackend {
         let agent = self.agent_for(key).await?;
         let mut conversation = agent.conversation.clone().lock_owned().await;
         let hashes = message_hashes(request);
-        let prompt = match new_messages(request, &conversation.seen, &hashes) {
+        let continued = match conversation.spoiled {
+            true => None,
+            false => new_messages(request, &conversation.seen, &hashes),
+        };
+        let prompt = match continued {
             Some(tail) => tail,
             None => {
-                if !conversation.seen.is_empty() {
-                    // The client edited or restarted the conversation: a fresh session.
+                if !conversation.seen.is_empty() || conversation.spoiled {
+                    // The client edited or restarted the conversation, or the last turn
+                    // did not end well: a fresh session.
                     conversation.id = agent
                         .new_session()
                         .await
                         .map_err(|why| self.not_usable(why))?;
+                    conversation.seen.clear();
+                    conversation.spoiled = false;
                 }
                 transcript(request)
             }
@@ -683,25 +824,31 @@ impl Backend for AcpBackend {
         }
         let (sink, mut updates) = mpsc::unbounded_channel();
         if let Ok(mut current) = agent.calls.updates.lock() {
-            *current = Some(sink);
+            *current = Some((conversation.id.clone(), sink));
         }
-        let answer = agent
-            .request("session/prompt", params)
-            .await
-            .map_err(|why| self.not_usable(why))?;
+        let answer = match agent.request("session/prompt", params) {
+            Ok(answer) => answer,
+            Err(why) => {
+                agent.calls.stop_updates();
+                return Err(self.not_usable(why));
+            }
+        };
+        let mut turn = Turn {
+            agent: agent.clone(),
+            conversation: Some(conversation),
+            answer: Some(answer),
+        };
         let backend = self.config.id.clone();
         let idle = self.config.timeouts.idle;
         let model = model.to_owned();
         let tap = tap.cloned();
         let stream = async_stream::stream! {
-            let mut cancel = CancelOnDrop { agent: Some(agent.clone()), session: conversation.id.clone() };
             yield Event::Start {
                 id: format!("acp-{:016x}", fastrand::u64(..)),
                 model,
                 created: None,
                 extensions: Extensions::default(),
             };
-            let mut answer = answer;
             let ended = loop {
                 tokio::select! {
                     biased;
@@ -715,11 +862,9 @@ impl Backend for AcpBackend {
                             }
                         }
                         // The agent is gone; its answer says why.
-                        None => {
-                            break (&mut answer).await.ok();
-                        }
+                        None => break turn.answered().await,
                     },
-                    result = &mut answer => break result.ok(),
+                    result = turn.answered() => break result,
                     _ = tokio::time::sleep(idle) => break None,
                 }
             };
@@ -729,17 +874,17 @@ impl Backend for AcpBackend {
                     yield event;
                 }
             }
-            cancel.agent = None;
             agent.touch();
             match ended {
                 Some(Ok(result)) => {
-                    conversation.seen = hashes;
+                    turn.end(Some(hashes));
                     yield Event::Finish {
                         reason: stop_reason(result["stopReason"].as_str()),
                         stop_sequence: None,
                     };
                 }
                 Some(Err(err)) => {
+                    turn.end(None);
                     let lower = err.message.to_lowercase();
                     let limited = ["429", "quota", "resource exhausted", "rate limit"]
                         .iter()
@@ -753,6 +898,7 @@ impl Backend for AcpBackend {
                         retry_after: None,
                     }.into());
                 }
+                // Quiet for the idle timeout: the turn is cancelled when it is dropped.
                 None => {
                     yield Event::Error(ErrorKind::StreamInterrupted {
                         backend: backend.clone(),
@@ -760,7 +906,7 @@ impl Backend for AcpBackend {
                     }.into());
                 }
             }
-            drop(conversation);
+            drop(turn);
         };
         Ok(Box::pin(stream))
     }
