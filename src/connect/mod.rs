@@ -104,11 +104,14 @@ pub struct Change {
 }
 
 impl Change {
-    /// A unified diff of the change, for the user to read before it is applied.
+    /// A unified diff of the change, for the user to read before it is applied, with
+    /// the values of key-like settings masked: the diff is shown on screen and sent to
+    /// the settings window, and the files hold the user's own provider keys.
     pub fn diff(&self) -> String {
-        let before = self.before.as_deref().unwrap_or("");
+        let before = mask_secrets(self.before.as_deref().unwrap_or(""));
+        let after = mask_secrets(&self.after);
         let name = self.file.display().to_string();
-        similar::TextDiff::from_lines(before, &self.after)
+        similar::TextDiff::from_lines(before.as_ref(), after.as_ref())
             .unified_diff()
             .context_radius(2)
             .header(&name, &name)
@@ -197,6 +200,37 @@ fn wanted(client: Client, format: Format, target: &Target) -> Vec<(Vec<&'static 
     }
 }
 
+/// A setting whose name says it holds a secret (`GEMINI_API_KEY=`, `"ANTHROPIC_AUTH_TOKEN":`,
+/// `api_key = `, `password:`), and its value.
+static SECRET_SETTING: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    #[allow(clippy::expect_used)]
+    regex::Regex::new(
+        r#"(?i)((?:key|token|secret|password|passwd|credentials?)["']?\s*[:=]\s*["']?)([^"'\s,#}]+)"#,
+    )
+    .expect("a valid pattern")
+});
+
+/// `text` with the values of secret-looking settings shown as `****` and their last four
+/// characters. The placeholder llmux writes and names of environment variables
+/// (`env_key = "LLMUX_API_KEY"`) are not secrets and stay readable.
+fn mask_secrets(text: &str) -> std::borrow::Cow<'_, str> {
+    SECRET_SETTING.replace_all(text, |captures: &regex::Captures| {
+        let value = &captures[2];
+        let is_variable_name = value
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+        if value == NO_KEY || is_variable_name {
+            return captures[0].to_owned();
+        }
+        let chars: Vec<char> = value.chars().collect();
+        let tail: String = match chars.len() {
+            n if n >= 12 => chars[n - 4..].iter().collect(),
+            _ => String::new(),
+        };
+        format!("{}****{tail}", &captures[1])
+    })
+}
+
 fn backup_of(file: &Path) -> PathBuf {
     let mut name = file.file_name().unwrap_or_default().to_owned();
     name.push(".llmux-backup");
@@ -276,7 +310,12 @@ pub fn plan_undo(
 
 /// Applies `changes`: the first time a file is changed its original is kept beside it
 /// (an empty backup for a file that did not exist); on undo the backup goes away.
+///
+/// Files are replaced atomically (a client starting meanwhile reads the old file or the
+/// new one) with their mode kept; new files, backups among them (they hold the user's
+/// keys), are readable by the owner only.
 pub fn apply(changes: &[Change], undo: bool) -> Result<(), String> {
+    use crate::credentials::login::file::write_atomically;
     for change in changes {
         let backup = backup_of(&change.file);
         if let Some(dir) = change.file.parent() {
@@ -284,11 +323,11 @@ pub fn apply(changes: &[Change], undo: bool) -> Result<(), String> {
                 .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
         if !undo && !backup.exists() {
-            std::fs::write(&backup, change.before.as_deref().unwrap_or(""))
+            write_atomically(&backup, change.before.as_deref().unwrap_or("").as_bytes())
                 .map_err(|e| format!("cannot back up {}: {e}", change.file.display()))?;
         }
         if !change.is_noop() {
-            std::fs::write(&change.file, &change.after)
+            write_atomically(&change.file, change.after.as_bytes())
                 .map_err(|e| format!("cannot write {}: {e}", change.file.display()))?;
         }
         if undo {

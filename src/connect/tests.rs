@@ -141,7 +141,33 @@ fn gemini_cli_gets_the_base_url_in_its_env_file_and_the_api_key_auth_type() {
     )
     .unwrap();
 
-    connect(Client::Gemini, home.path(), None);
+    let changes = connect(Client::Gemini, home.path(), None);
+    let diff = changes[1].diff();
+    assert!(
+        !diff.contains("real-google-key"),
+        "the user's own key is masked in the diff: {diff}"
+    );
+    assert!(diff.contains("-GEMINI_API_KEY=****-key\n"), "{diff}");
+    assert!(
+        diff.contains("+GEMINI_API_KEY=llmux-no-key-needed"),
+        "{diff}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |name: &str| {
+            std::fs::metadata(dir.join(name))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(
+            mode(".env.llmux-backup"),
+            0o600,
+            "the backup holds the key: owner only"
+        );
+    }
     let env = std::fs::read_to_string(dir.join(".env")).unwrap();
     assert_eq!(
         env,
@@ -196,4 +222,69 @@ fn the_clis_own_home_variables_are_honoured() {
     let env = |name: &str| (name == "CODEX_HOME").then(|| elsewhere.display().to_string());
     let changes = plan_connect(Client::Codex, home.path(), &env, &target(None)).unwrap();
     assert_eq!(changes[0].file, elsewhere.join("config.toml"));
+}
+
+#[test]
+fn secret_looking_values_are_masked_and_everything_else_is_kept() {
+    let text = r#"{"env": {"ANTHROPIC_API_KEY": "sk-ant-api03-abcdefghijkl", "ANTHROPIC_BASE_URL": "http://x"}}
+api_key = 'short'
+env_key = "LLMUX_API_KEY"
+export OPENAI_API_KEY=sk-proj-0123456789wxyz
+GEMINI_API_KEY=llmux-no-key-needed
+"#;
+    let masked = mask_secrets(text);
+    assert!(
+        masked.contains(r#""ANTHROPIC_API_KEY": "****ijkl""#),
+        "{masked}"
+    );
+    assert!(masked.contains("api_key = '****'"), "{masked}");
+    assert!(masked.contains(r#"env_key = "LLMUX_API_KEY""#), "{masked}");
+    assert!(masked.contains("OPENAI_API_KEY=****wxyz"), "{masked}");
+    assert!(
+        masked.contains("GEMINI_API_KEY=llmux-no-key-needed"),
+        "{masked}"
+    );
+    assert!(
+        masked.contains(r#""ANTHROPIC_BASE_URL": "http://x""#),
+        "{masked}"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn a_file_keeps_its_mode_and_a_linked_file_stays_linked() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = tempfile::tempdir().unwrap();
+    let dotfiles = home.path().join("dotfiles/claude-settings.json");
+    std::fs::create_dir_all(dotfiles.parent().unwrap()).unwrap();
+    std::fs::write(&dotfiles, r#"{"model": "opus"}"#).unwrap();
+    std::fs::set_permissions(&dotfiles, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let link = home.path().join(".claude/settings.json");
+    std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(&dotfiles, &link).unwrap();
+
+    connect(Client::Claude, home.path(), None);
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the link is kept"
+    );
+    let written: Value =
+        serde_json::from_str(&std::fs::read_to_string(&dotfiles).unwrap()).unwrap();
+    assert_eq!(written["model"], "opus");
+    assert_eq!(
+        written["env"]["ANTHROPIC_BASE_URL"],
+        "http://127.0.0.1:8001"
+    );
+    let mode = std::fs::metadata(&dotfiles).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640);
+    let leftovers: Vec<_> = std::fs::read_dir(link.parent().unwrap())
+        .unwrap()
+        .chain(std::fs::read_dir(dotfiles.parent().unwrap()).unwrap())
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| name.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }

@@ -76,13 +76,27 @@ pub async fn write_json(path: &Path, value: &Value) -> std::io::Result<()> {
         .map_err(std::io::Error::other)?
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Replaces `path` with `bytes`: written to a temporary file beside it (named by process
+/// and a counter, so two writers in one process never share one), given the original's
+/// permissions (0600 when there was none), synced, then renamed over it. A symbolic link
+/// (a dotfile manager's) is followed: its target is replaced and the link kept.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let resolved;
+    let path = match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            resolved = std::fs::canonicalize(path)?;
+            resolved.as_path()
+        }
+        _ => path,
+    };
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "credentials".into());
-    let temp = dir.join(format!(".{name}.llmux-{}.tmp", std::process::id()));
+    let serial = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let temp = dir.join(format!(".{name}.llmux-{}-{serial}.tmp", std::process::id()));
     let permissions = std::fs::metadata(path).map(|m| m.permissions()).ok();
     let result = (|| {
         let mut file = std::fs::File::create(&temp)?;
