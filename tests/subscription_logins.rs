@@ -410,6 +410,180 @@ async fn a_refused_refresh_token_asks_for_a_new_login_without_retrying() {
         0,
         "an expired token is never sent"
     );
+    assert_eq!(
+        fake.token_calls(),
+        1,
+        "a refused refresh token is not offered again"
+    );
+    // A new login (a new refresh token in the file) is tried at once.
+    fake.refuse_refreshes_no_more();
+    fake.issue(&codex_token(3600, "unused"), "rt-new-login");
+    write(&path, &codex_file(&access, "rt-new-login"));
+    // The watcher marks the file changed; the next request reads it.
+    let mut status = 0;
+    for _ in 0..100 {
+        status = chat(&llmux, false).await.0;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(status, 200, "the new login is used");
+    assert_eq!(
+        fake.requests("/oauth/token")[1].body["refresh_token"],
+        "rt-new-login"
+    );
+}
+
+#[tokio::test]
+async fn a_token_endpoint_that_is_down_is_called_once_for_all_waiting_requests_then_paused() {
+    let fake = FakeLogins::start().await;
+    fake.token_endpoint_down(true);
+    fake.slow_refreshes(Duration::from_millis(200));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(".credentials.json");
+    fake.issue("sk-ant-oat01-old", "sk-ant-ort01-old");
+    write(
+        &path,
+        &claude_file("sk-ant-oat01-old", "sk-ant-ort01-old", now_ms() - 1_000),
+    );
+    let llmux = llmux("anthropic-oauth", &fake, &[&path], "").await;
+    let burst = (0..5).map(|_| anthropic(&llmux, false));
+    for (status, body) in futures::future::join_all(burst).await {
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("could not be refreshed now"), "{body}");
+        assert!(
+            body.contains("503"),
+            "the endpoint's answer is named: {body}"
+        );
+    }
+    assert_eq!(fake.token_calls(), 1, "the waiters did not each call it");
+    // Back up, but inside the pause: not called yet.
+    fake.token_endpoint_down(false);
+    let (status, _) = anthropic(&llmux, false).await;
+    assert_eq!(status, 503);
+    assert_eq!(fake.token_calls(), 1);
+}
+
+#[tokio::test]
+async fn two_backends_on_one_login_file_share_one_refresh() {
+    let fake = FakeLogins::start().await;
+    fake.slow_refreshes(Duration::from_millis(200));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(".credentials.json");
+    fake.issue("sk-ant-oat01-old", "sk-ant-ort01-old");
+    fake.revoke("sk-ant-oat01-old");
+    write(
+        &path,
+        &claude_file("sk-ant-oat01-old", "sk-ant-ort01-old", now_ms() - 1_000),
+    );
+    // The same file, spelled two ways.
+    let other_spelling = dir.path().join(".").join(".credentials.json");
+    let toml = format!(
+        r#"default_backend = "one"
+[backends.one]
+type = "anthropic-oauth"
+base_url = "{base}"
+token_url = "{base}/oauth/token"
+credentials_path = {first}
+[backends.two]
+type = "anthropic-oauth"
+base_url = "{base}"
+token_url = "{base}/oauth/token"
+credentials_path = {second}
+"#,
+        base = fake.base_url,
+        first = toml_paths(&[&path]),
+        second = toml_paths(&[&other_spelling]),
+    );
+    let llmux = start(config(&toml, &[]), &[]).await;
+    let ask = |model: &'static str| {
+        let llmux = &llmux;
+        async move {
+            support::anthropic_messages(
+                llmux,
+                json!({"model": model, "max_tokens": 10, "messages": [{"role": "user", "content": "Hi"}]}),
+            )
+            .await
+        }
+    };
+    let burst = (0..6).map(|n| {
+        ask(if n % 2 == 0 {
+            "one:model-x"
+        } else {
+            "two:model-x"
+        })
+    });
+    for (status, body) in futures::future::join_all(burst).await {
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(
+        fake.token_calls(),
+        1,
+        "one refresh for both back-ends (two would burn the rotating refresh token)"
+    );
+}
+
+#[tokio::test]
+async fn a_login_made_during_a_refresh_wins_over_it() {
+    let fake = FakeLogins::start().await;
+    fake.slow_refreshes(Duration::from_millis(400));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(".credentials.json");
+    fake.issue("sk-ant-oat01-old", "sk-ant-ort01-old");
+    fake.revoke("sk-ant-oat01-old");
+    write(
+        &path,
+        &claude_file("sk-ant-oat01-old", "sk-ant-ort01-old", now_ms() - 1_000),
+    );
+    let llmux = llmux("anthropic-oauth", &fake, &[&path], "").await;
+    let relogin = {
+        let (fake, path) = (fake.clone(), path.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            // `claude /login` while llmux waits for the token endpoint.
+            fake.issue("sk-ant-oat01-new", "sk-ant-ort01-old");
+            write(
+                &path,
+                &claude_file("sk-ant-oat01-new", "sk-ant-ort01-new", now_ms() + 3_600_000),
+            );
+        })
+    };
+    let (status, body) = anthropic(&llmux, false).await;
+    relogin.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(fake.token_calls(), 1);
+    assert_eq!(
+        read(&path)["claudeAiOauth"]["refreshToken"],
+        "sk-ant-ort01-new",
+        "the new login was not overwritten"
+    );
+    assert_eq!(fake.bearers("/v1/messages"), ["sk-ant-oat01-new"]);
+}
+
+#[tokio::test]
+async fn the_first_byte_timeout_starts_after_the_token_is_ready() {
+    let fake = FakeLogins::start().await;
+    fake.slow_refreshes(Duration::from_millis(700));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(".credentials.json");
+    fake.issue("sk-ant-oat01-old", "sk-ant-ort01-old");
+    write(
+        &path,
+        &claude_file("sk-ant-oat01-old", "sk-ant-ort01-old", now_ms() - 1_000),
+    );
+    let llmux = llmux(
+        "anthropic-oauth",
+        &fake,
+        &[&path],
+        "first_byte_timeout_seconds = 0.5",
+    )
+    .await;
+    let (status, body) = anthropic(&llmux, true).await;
+    assert_eq!(
+        status, 200,
+        "a slow refresh is not the provider's first byte: {body}"
+    );
 }
 
 #[tokio::test]

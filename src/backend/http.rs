@@ -178,6 +178,7 @@ impl<W: Wire> HttpBackend<W> {
         let errors = ErrorMapper {
             backend: config.id.clone(),
             keys: keys.clone().into(),
+            token: None,
             idle: config.timeouts.idle,
             status_of: W::STATUS_OF_ERROR_TYPE,
         };
@@ -316,19 +317,20 @@ impl<W: Wire> HttpBackend<W> {
         response: reqwest::Response,
         deadline: tokio::time::Instant,
         tap: Option<Tap>,
+        errors: ErrorMapper,
     ) -> Result<EventStream, Error> {
         if let Some(tap) = &tap {
             tap.record(Direction::StreamStart, Payload::None);
         }
         let bytes = idle_guard(Box::pin(response.bytes_stream()), self.config.timeouts.idle);
         let mut frames = Box::pin(bytes.eventsource());
-        let mut decoder = FrameDecoder::new(self.wire.stream_decoder(), self.errors.clone());
+        let mut decoder = FrameDecoder::new(self.wire.stream_decoder(), errors.clone());
         let mut first = Vec::new();
         while first.is_empty() {
             match tokio::time::timeout_at(deadline, frames.next()).await {
                 Err(_) => return Err(self.timeout(TimeoutPhase::FirstByte)),
-                Ok(None) => return Err(self.errors.chunk(ChunkError::Truncated)),
-                Ok(Some(Err(err))) => return Err(self.errors.sse(err)),
+                Ok(None) => return Err(errors.chunk(ChunkError::Truncated)),
+                Ok(Some(Err(err))) => return Err(errors.sse(err)),
                 Ok(Some(Ok(frame))) => {
                     if let Some(tap) = &tap {
                         tap.record(Direction::StreamChunk, Payload::Text(&frame.data));
@@ -337,11 +339,10 @@ impl<W: Wire> HttpBackend<W> {
                 }
             }
             if decoder.is_done() && first.is_empty() {
-                return Err(self.errors.chunk(ChunkError::Truncated));
+                return Err(errors.chunk(ChunkError::Truncated));
             }
         }
 
-        let errors = self.errors.clone();
         let stream = async_stream::stream! {
             for event in first {
                 yield event;
@@ -538,6 +539,7 @@ pub fn decode_frames<W: Wire>(wire: &W, backend: &str, frames: &[(String, String
     let errors = ErrorMapper {
         backend: backend.to_owned(),
         keys: Vec::new().into(),
+        token: None,
         idle: Duration::ZERO,
         status_of: W::STATUS_OF_ERROR_TYPE,
     };
@@ -563,15 +565,26 @@ struct ErrorMapper {
     backend: String,
     /// Every key of the back-end, scrubbed from provider text.
     keys: std::sync::Arc<[NamedKey]>,
+    /// The login token a request was sent with, scrubbed too.
+    token: Option<crate::credentials::Secret>,
     idle: Duration,
     status_of: fn(Option<&str>) -> u16,
 }
 
 impl ErrorMapper {
+    fn with_secret(&self, token: crate::credentials::Secret) -> Self {
+        Self {
+            token: Some(token),
+            ..self.clone()
+        }
+    }
+
     fn scrub(&self, mut text: String) -> String {
-        for key in self.keys.iter() {
-            if text.contains(key.secret.expose()) {
-                text = text.replace(key.secret.expose(), "****");
+        let secrets = self.keys.iter().map(|key| &key.secret).chain(&self.token);
+        for secret in secrets {
+            let secret = secret.expose();
+            if !secret.is_empty() && text.contains(secret) {
+                text = text.replace(secret, "****");
             }
         }
         text
@@ -851,7 +864,6 @@ impl<W: Wire> Backend for HttpBackend<W> {
         key: usize,
     ) -> Result<EventStream, Error> {
         self.require_key()?;
-        let deadline = tokio::time::Instant::now() + self.config.timeouts.first_byte;
         let login = self.logins.get(key);
         let token = match login {
             Some(login) => Some(login.token().await?),
@@ -877,6 +889,9 @@ impl<W: Wire> Backend for HttpBackend<W> {
             tap.record(Direction::OutboundRequest, Payload::Json(&body));
         }
         let body = Bytes::from(body);
+        // The first-byte timeout is the provider's: it starts once the token and the
+        // account setup are ready, and again for the retry after a refused token.
+        let mut deadline = tokio::time::Instant::now() + self.config.timeouts.first_byte;
         let mut response = self
             .post(request, model, body.clone(), key, token.as_ref(), deadline)
             .await?;
@@ -888,12 +903,18 @@ impl<W: Wire> Backend for HttpBackend<W> {
             && let (Some(login), Some(used)) = (login, &token)
         {
             let fresh = login.refused(used).await?;
+            deadline = tokio::time::Instant::now() + self.config.timeouts.first_byte;
             response = self
                 .post(request, model, body, key, Some(&fresh), deadline)
                 .await?;
             token = Some(fresh);
         }
         let login_secret = token.as_ref().map(|t| t.tokens.access.clone());
+        // A login's token is masked in provider text as keys are, streams included.
+        let errors = match &login_secret {
+            Some(secret) => self.errors.with_secret(secret.clone()),
+            None => self.errors.clone(),
+        };
         if let Some(tap) = tap {
             tap.upstream_headers(response.status().as_u16(), response.headers());
         }
@@ -910,7 +931,9 @@ impl<W: Wire> Backend for HttpBackend<W> {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/event-stream"));
         if is_sse {
-            return self.stream_events(response, deadline, tap.cloned()).await;
+            return self
+                .stream_events(response, deadline, tap.cloned(), errors)
+                .await;
         }
         let body = match tokio::time::timeout_at(deadline, response.bytes()).await {
             Err(_) => return Err(self.timeout(TimeoutPhase::FirstByte)),
@@ -920,10 +943,7 @@ impl<W: Wire> Backend for HttpBackend<W> {
         if let Some(tap) = tap {
             tap.record(Direction::InboundResponse, Payload::Json(&body));
         }
-        let events = self
-            .wire
-            .decode_body(&body)
-            .map_err(|e| self.errors.chunk(e))?;
+        let events = self.wire.decode_body(&body).map_err(|e| errors.chunk(e))?;
         Ok(Box::pin(futures::stream::iter(events)))
     }
 }

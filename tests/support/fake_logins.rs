@@ -41,6 +41,8 @@ struct Inner {
     refuse: Mutex<Option<&'static str>>,
     /// How long a refresh takes, so concurrent requests overlap it.
     refresh_delay: Mutex<Duration>,
+    /// The token endpoint is down (503) while set.
+    token_endpoint_down: std::sync::atomic::AtomicBool,
     issued: AtomicUsize,
     token_calls: AtomicUsize,
     requests: Mutex<Vec<Recorded>>,
@@ -122,6 +124,15 @@ impl FakeLogins {
 
     pub fn refuse_refreshes(&self, error: &'static str) {
         *self.inner.refuse.lock().unwrap() = Some(error);
+    }
+
+    pub fn refuse_refreshes_no_more(&self) {
+        *self.inner.refuse.lock().unwrap() = None;
+    }
+
+    /// The token endpoint answers 503 (down for maintenance) until `false`.
+    pub fn token_endpoint_down(&self, down: bool) {
+        self.inner.token_endpoint_down.store(down, Ordering::SeqCst);
     }
 
     pub fn slow_refreshes(&self, delay: Duration) {
@@ -215,6 +226,9 @@ async fn token(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes)
         Value::Null
     };
     record(&inner, "/oauth/token", &headers, &fields);
+    if inner.token_endpoint_down.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "upstream connect error").into_response();
+    }
     let oauth_error = |status: StatusCode, error: &str, description: &str| {
         (
             status,

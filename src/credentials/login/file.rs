@@ -126,15 +126,30 @@ fn restrict_to_owner(_file: &std::fs::File) -> std::io::Result<()> {
 }
 
 /// A lock file taken the way Qwen Code takes its own (`sharedTokenManager.ts`): created
-/// exclusively, waited for with a growing pause (100 ms up to 2 s, 20 tries), and taken
-/// over when older than 10 s (its holder died). Removed when dropped.
-pub struct FileLock(std::path::PathBuf);
+/// exclusively with the holder's pid in it, waited for with a growing pause (100 ms up to
+/// 2 s, 20 tries), and taken over when older than 10 s (its holder died).
+///
+/// While llmux holds it (a token call may take longer than 10 s) its time is renewed
+/// every few seconds, so Qwen Code does not take it over as stale. When dropped it is
+/// removed, unless it is no longer llmux's (someone took it over).
+pub struct FileLock {
+    path: std::path::PathBuf,
+    keeper: tokio::task::JoinHandle<()>,
+}
 
 const LOCK_STALE: Duration = Duration::from_secs(10);
 const LOCK_TRIES: u32 = 20;
+const LOCK_RENEWAL: Duration = Duration::from_secs(3);
 
 impl FileLock {
     pub async fn acquire(path: std::path::PathBuf) -> Result<Self, String> {
+        Self::acquire_renewed_every(path, LOCK_RENEWAL).await
+    }
+
+    async fn acquire_renewed_every(
+        path: std::path::PathBuf,
+        renewal: Duration,
+    ) -> Result<Self, String> {
         let mut pause = Duration::from_millis(100);
         for _ in 0..LOCK_TRIES {
             match std::fs::OpenOptions::new()
@@ -144,7 +159,8 @@ impl FileLock {
             {
                 Ok(mut file) => {
                     let _ = write!(file, "{}", std::process::id());
-                    return Ok(Self(path));
+                    let keeper = tokio::spawn(renew_while_ours(path.clone(), renewal));
+                    return Ok(Self { path, keeper });
                 }
                 Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
                     let age = std::fs::metadata(&path)
@@ -168,9 +184,34 @@ impl FileLock {
     }
 }
 
+fn is_ours(path: &Path) -> bool {
+    std::fs::read_to_string(path)
+        .is_ok_and(|holder| holder.trim() == std::process::id().to_string())
+}
+
+/// Keeps the lock's modification time fresh while it holds llmux's pid.
+async fn renew_while_ours(path: std::path::PathBuf, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        if !is_ours(&path) {
+            return;
+        }
+        let renewed = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|file| file.set_modified(std::time::SystemTime::now()));
+        if renewed.is_err() {
+            return;
+        }
+    }
+}
+
 impl Drop for FileLock {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        self.keeper.abort();
+        if is_ours(&self.path) {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -233,6 +274,33 @@ mod tests {
         let started = std::time::Instant::now();
         let _lock = FileLock::acquire(path.clone()).await.unwrap();
         assert!(started.elapsed() < Duration::from_millis(100));
+    }
+
+    #[tokio::test]
+    async fn a_held_lock_stays_fresh_and_one_taken_over_is_left_to_its_new_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("oauth_creds.lock");
+        let lock = FileLock::acquire_renewed_every(path.clone(), Duration::from_millis(40))
+            .await
+            .unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - Duration::from_secs(60))
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let age = std::fs::metadata(&path)
+            .unwrap()
+            .modified()
+            .unwrap()
+            .elapsed()
+            .unwrap();
+        assert!(age < LOCK_STALE, "renewed while held: {age:?} old");
+        // Another process decided it was stale and took it: dropping ours leaves theirs.
+        std::fs::write(&path, "4242").unwrap();
+        drop(lock);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "4242");
     }
 
     #[tokio::test]

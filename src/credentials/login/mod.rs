@@ -14,9 +14,13 @@
 //!   (openai/codex#10332).
 //!
 //! What was refreshed is written back the way the CLI writes it (every field kept, the
-//! file's mode kept, atomically). A refusal of the refresh token itself (`invalid_grant`,
+//! file's mode kept, atomically), unless the file changed during the refresh (a new
+//! login, which wins). A refusal of the refresh token itself (`invalid_grant`,
 //! `refresh_token_reused`, ...) is reported as "log in again with `<cli> login`" and not
-//! retried. Each provider's file layout is in its own module ([`codex`], [`claude`], [`qwen`]).
+//! retried while the file holds that refresh token; an endpoint that fails otherwise is
+//! tried again only after a growing pause, so waiting requests and the timer do not each
+//! call it. Back-ends that share a file share one refresh turn. Each provider's file
+//! layout is in its own module ([`codex`], [`claude`], [`qwen`]).
 
 pub mod claude;
 pub mod codex;
@@ -25,10 +29,11 @@ pub mod google;
 pub mod jwt;
 pub mod qwen;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
-use std::time::Duration;
+use std::sync::{Arc, LazyLock, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -45,6 +50,13 @@ const REFRESH_TIMEOUT: Duration = Duration::from_secs(30);
 const TIMER_MAX_SLEEP: Duration = Duration::from_secs(3600);
 /// ... and at most this often, so a failing refresh is not retried in a tight loop.
 const TIMER_MIN_SLEEP: Duration = Duration::from_secs(15);
+/// The first pause after a token endpoint failed for a reason that may pass; it doubles
+/// with each failure in a row, up to [`RETRY_MAX_PAUSE`].
+const RETRY_FIRST_PAUSE: Duration = Duration::from_secs(5);
+const RETRY_MAX_PAUSE: Duration = Duration::from_secs(300);
+/// The longest a first-use setup (Code Assist's project discovery and onboarding) may
+/// take before the request gives up (the next one tries again).
+const SETUP_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// What a credential file holds, in the terms llmux uses.
 #[derive(Clone)]
@@ -195,6 +207,45 @@ impl Loaded {
 struct Record {
     last_refresh_ms: Option<u64>,
     last_error: Option<String>,
+    /// The last failed refresh, until one succeeds.
+    failure: Option<Failure>,
+}
+
+/// A refresh that failed: not tried again with the same refresh token until `retry_at`
+/// (never, when the endpoint refused the token).
+struct Failure {
+    refresh: Option<Secret>,
+    problem: FileProblem,
+    in_a_row: u32,
+    retry_at: Option<Instant>,
+}
+
+/// The refresh turn of the credential file at `path`, shared by every [`Login`] on it in
+/// this process (two back-ends on one file would otherwise both spend its rotating
+/// refresh token).
+fn refresh_turn_for(path: &Path) -> Arc<tokio::sync::Mutex<()>> {
+    type Turns = Mutex<HashMap<PathBuf, Weak<tokio::sync::Mutex<()>>>>;
+    static TURNS: LazyLock<Turns> = LazyLock::new(Default::default);
+    let key = same_file_key(path);
+    let mut turns = TURNS.lock().unwrap_or_else(|e| e.into_inner());
+    turns.retain(|_, turn| turn.strong_count() > 0);
+    if let Some(turn) = turns.get(&key).and_then(Weak::upgrade) {
+        return turn;
+    }
+    let turn = Arc::new(tokio::sync::Mutex::new(()));
+    turns.insert(key, Arc::downgrade(&turn));
+    turn
+}
+
+/// One name for every spelling of a file's path (`~/.codex/../.codex/auth.json`, a link).
+fn same_file_key(path: &Path) -> PathBuf {
+    if let Ok(path) = path.canonicalize() {
+        return path;
+    }
+    match (path.parent().map(Path::canonicalize), path.file_name()) {
+        (Some(Ok(dir)), Some(name)) => dir.join(name),
+        _ => path.to_owned(),
+    }
 }
 
 pub struct Login {
@@ -208,8 +259,8 @@ pub struct Login {
     current: RwLock<Option<Arc<Loaded>>>,
     /// Set by the watcher (and at first): the file must be read before the next use.
     changed: Arc<AtomicBool>,
-    /// One refresh at a time; waiters find the new token when they get it.
-    refreshing: tokio::sync::Mutex<()>,
+    /// One refresh at a time per file; waiters find the new token when they get it.
+    refreshing: Arc<tokio::sync::Mutex<()>>,
     refreshes: AtomicU64,
     record: Mutex<Record>,
     watcher: Mutex<Option<notify::RecommendedWatcher>>,
@@ -228,6 +279,7 @@ impl Login {
         settings: &LoginSettings,
         http: reqwest::Client,
     ) -> Arc<Self> {
+        let refreshing = refresh_turn_for(&path);
         Arc::new(Self {
             backend: backend.to_owned(),
             kind,
@@ -238,7 +290,7 @@ impl Login {
             http,
             current: RwLock::new(None),
             changed: Arc::new(AtomicBool::new(true)),
-            refreshing: tokio::sync::Mutex::new(()),
+            refreshing,
             refreshes: AtomicU64::new(0),
             record: Mutex::new(Record::default()),
             watcher: Mutex::new(None),
@@ -289,7 +341,18 @@ impl Login {
         {
             return Ok(value.clone());
         }
-        let value = learn.await?;
+        let value = match tokio::time::timeout(SETUP_TIMEOUT, learn).await {
+            Ok(learned) => learned?,
+            Err(_) => {
+                return Err(ErrorKind::BackendUnreachable {
+                    backend: self.backend.clone(),
+                    message: format!(
+                        "setting up the account took longer than {SETUP_TIMEOUT:?}; the next request tries again"
+                    ),
+                }
+                .into());
+            }
+        };
         *setup = Some((loaded.tokens.refresh.clone(), value.clone()));
         Ok(value)
     }
@@ -354,8 +417,10 @@ impl Login {
         }
         match self.read_file().await {
             Ok(loaded) => {
+                let loaded = self.adopt(loaded);
+                // After adopting: the timer's first sleep is timed by this expiry.
                 self.start_timer();
-                Ok(self.adopt(loaded))
+                Ok(loaded)
             }
             Err(err) => {
                 let kept = self.current.read().ok().and_then(|c| c.clone());
@@ -420,16 +485,34 @@ impl Login {
             tracing::info!(backend = %self.backend, "{} was renewed by its CLI", self.name());
             return Ok(self.adopt(on_disk));
         }
+        if let Some(problem) = self.failed_before(on_disk.tokens.refresh.as_ref()) {
+            return Err(self.error_for(&problem));
+        }
         let renewal = self
             .format
             .renewal(&on_disk.file, &on_disk.tokens, &self.client)
             .map_err(|why| self.fail(FileProblem::Refused(why)))?;
-        let answer = self
+        let answer = match self
             .call_token_endpoint(renewal, on_disk.tokens.refresh.as_ref())
             .await
-            .map_err(|err| self.fail(err))?;
+        {
+            Ok(answer) => answer,
+            Err(problem) => {
+                self.remember_failure(on_disk.tokens.refresh.clone(), &problem);
+                return Err(self.fail(problem));
+            }
+        };
+        // The file again: a login made while the endpoint answered wins over this
+        // refresh, and fields the CLI changed meanwhile are kept.
+        let mut file = match self.read_file().await {
+            Ok(latest) if !latest.same_token(&on_disk) => {
+                tracing::info!(backend = %self.backend, "{} changed during the refresh; using it", self.name());
+                return Ok(self.adopt(latest));
+            }
+            Ok(latest) => latest.file,
+            Err(_) => on_disk.file,
+        };
         let now = now_ms();
-        let mut file = on_disk.file;
         self.format
             .store_refresh(&mut file, &answer, now)
             .map_err(|why| self.fail(FileProblem::Endpoint(why)))?;
@@ -448,6 +531,7 @@ impl Login {
             let mut record = self.record.lock().unwrap_or_else(|e| e.into_inner());
             record.last_refresh_ms = Some(now);
             record.last_error = None;
+            record.failure = None;
         }
         tracing::info!(backend = %self.backend, "refreshed the login in {}", self.name());
         Ok(self.adopt(Loaded { tokens, file }))
@@ -507,14 +591,51 @@ impl Login {
         }
     }
 
+    /// The failure of the last refresh with `refresh`, while it still holds: a refused
+    /// refresh token stays refused, another failure until its pause is over.
+    fn failed_before(&self, refresh: Option<&Secret>) -> Option<FileProblem> {
+        let record = self.record.lock().unwrap_or_else(|e| e.into_inner());
+        let failure = record.failure.as_ref()?;
+        let holds = failure.refresh.as_ref() == refresh
+            && failure.retry_at.is_none_or(|at| Instant::now() < at);
+        holds.then(|| failure.problem.clone())
+    }
+
+    fn remember_failure(&self, refresh: Option<Secret>, problem: &FileProblem) {
+        let mut record = self.record.lock().unwrap_or_else(|e| e.into_inner());
+        let in_a_row = match &record.failure {
+            Some(last) if last.refresh == refresh => last.in_a_row + 1,
+            _ => 1,
+        };
+        let pause = RETRY_FIRST_PAUSE
+            .saturating_mul(1 << (in_a_row - 1).min(10))
+            .min(RETRY_MAX_PAUSE);
+        let retry_at = match problem {
+            FileProblem::Refused(_) => None,
+            _ => Some(Instant::now() + pause),
+        };
+        record.failure = Some(Failure {
+            refresh,
+            problem: problem.clone(),
+            in_a_row,
+            retry_at,
+        });
+    }
+
     /// Records `problem` and turns it into the error the client sees.
     fn fail(&self, problem: FileProblem) -> Error {
-        let (message, login_required) = self.describe(&problem);
+        let message = self.describe(&problem).0;
         {
             let mut record = self.record.lock().unwrap_or_else(|e| e.into_inner());
             record.last_error = Some(message.clone());
         }
         tracing::warn!(backend = %self.backend, "{message}");
+        self.error_for(&problem)
+    }
+
+    /// The error the client sees for `problem`.
+    fn error_for(&self, problem: &FileProblem) -> Error {
+        let (message, login_required) = self.describe(problem);
         if login_required {
             // A 401 cools this login down in the key ring, so the next account is tried.
             ErrorKind::Upstream {
@@ -647,6 +768,7 @@ impl Login {
 }
 
 /// Why a login cannot be used.
+#[derive(Clone)]
 enum FileProblem {
     Read(ReadError),
     /// The JSON is not this provider's layout.
