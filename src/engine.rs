@@ -24,18 +24,38 @@ use crate::state::MemoryStore;
 use crate::state::responses::ResponseStore;
 
 /// Every secret llmux knows, for masking: provider keys and proxy keys.
-/// What the captures mask: every key llmux knows, and the configured secret patterns.
-fn secrets_of(config: &Config, secrets: &dyn SecretSource) -> Redactor {
-    let keys = config
+fn known_secrets(config: &Config, secrets: &dyn SecretSource) -> Vec<String> {
+    config
         .backends
         .values()
         .flat_map(|backend| secrets.keys(backend))
         .map(|key| key.secret.expose().to_owned())
         .chain(config.auth.api_keys.iter().cloned())
-        .collect();
+        .collect()
+}
+
+/// What the captures mask: `known` keys, and the configured secret patterns.
+fn redactor_for(config: &Config, known: &[String]) -> Redactor {
     // The patterns were checked when the config loaded.
     let patterns = compile_patterns(&config.capture_redact_patterns).unwrap_or_default();
-    Redactor::new(keys, patterns)
+    Redactor::new(known.to_vec(), patterns)
+}
+
+fn secrets_of(config: &Config, secrets: &dyn SecretSource) -> Redactor {
+    redactor_for(config, &known_secrets(config, secrets))
+}
+
+/// What an engine built for saved settings takes over from the one serving before it, so
+/// a change does not lose sessions, stored answers, the capture files or notices.
+#[derive(Default)]
+struct Carried {
+    state: Option<Arc<dyn crate::state::StateStore>>,
+    responses: Option<Arc<ResponseStore>>,
+    store: Option<Arc<Store>>,
+    capture: Option<Arc<Capture>>,
+    notices: Option<tokio::sync::broadcast::Sender<crate::router::breaker::Notice>>,
+    /// Keys the engines before knew: still masked (their requests may still be running).
+    secrets: Vec<String>,
 }
 
 /// The proxy engine. Cheap to clone; every clone shares the same state.
@@ -49,6 +69,10 @@ struct Inner {
     settings: std::sync::OnceLock<Arc<crate::admin::settings::SettingsSource>>,
     store: Option<Arc<Store>>,
     responses: Arc<ResponseStore>,
+    /// The session state, kept for a successor.
+    state: Option<Arc<dyn crate::state::StateStore>>,
+    /// Every key this engine (and those before it) masks.
+    secrets: Vec<String>,
     capture: Option<Arc<Capture>>,
     config: Config,
     router: Router,
@@ -57,21 +81,112 @@ struct Inner {
     health: Health,
 }
 
+impl Drop for Inner {
+    /// An engine replaced by saved settings ends its back-ends' processes (ACP agents) once
+    /// its last request is done.
+    fn drop(&mut self) {
+        for backend in self.router.backends().values() {
+            backend.close();
+        }
+    }
+}
+
 impl Engine {
     /// Builds the engine with the standard pipeline and in-memory state.
     pub fn new(config: Config, secrets: &dyn SecretSource) -> Result<Self, Error> {
+        Self::standard(config, secrets, Carried::default())
+    }
+
+    fn standard(
+        config: Config,
+        secrets: &dyn SecretSource,
+        carried: Carried,
+    ) -> Result<Self, Error> {
+        let mut carried = carried;
         let shared = Shared {
-            state: Arc::new(MemoryStore::new(config.session_max_age)),
-            responses: Arc::new(ResponseStore::new(
-                config.responses_max_stored,
-                config.responses_retention,
-            )),
+            state: carried
+                .state
+                .take()
+                .unwrap_or_else(|| Arc::new(MemoryStore::new(config.session_max_age))),
+            responses: carried.responses.take().unwrap_or_else(|| {
+                Arc::new(ResponseStore::new(
+                    config.responses_max_stored,
+                    config.responses_retention,
+                ))
+            }),
             prompt_redactor: config
                 .redact_prompts
                 .then(|| Arc::new(secrets_of(&config, secrets))),
         };
         let pipeline = Pipeline::standard(&config, &shared)?;
-        Self::with_pipeline(config, secrets, pipeline, shared.responses)
+        carried.state = Some(shared.state);
+        Self::build(config, secrets, pipeline, shared.responses, carried)
+    }
+
+    /// What in `config` an engine cannot take over from this one while its listeners
+    /// serve on: `None` when [`Engine::successor`] can serve it on the same listeners,
+    /// else the setting whose change needs them restarted.
+    pub fn restart_needed_for(&self, config: &Config) -> Option<&'static str> {
+        let now = self.config();
+        let differs = [
+            (now.host != config.host, "proxy.host"),
+            (now.port != config.port, "proxy.port"),
+            (
+                now.anthropic_port != config.anthropic_port,
+                "proxy.anthropic_port",
+            ),
+            (
+                now.connections != config.connections,
+                "the [proxy] connection settings",
+            ),
+            (
+                now.shutdown_timeout != config.shutdown_timeout,
+                "proxy.shutdown_timeout",
+            ),
+            (now.capture != config.capture, "the capture file settings"),
+            (
+                now.capture_db != config.capture_db
+                    || now.capture_flush_interval != config.capture_flush_interval
+                    || now.capture_db_retention != config.capture_db_retention,
+                "the capture store settings",
+            ),
+        ];
+        differs
+            .into_iter()
+            .find(|(changed, _)| *changed)
+            .map(|(_, what)| what)
+    }
+
+    /// An engine for `config` that takes over this one's sessions, stored answers, capture
+    /// writers and notice channel, to serve on the same listeners (see
+    /// [`Engine::restart_needed_for`]). Requests running on this engine finish on it; its
+    /// back-ends close when the last of them is done.
+    pub fn successor(&self, config: Config, secrets: &dyn SecretSource) -> Result<Self, Error> {
+        let now = self.config();
+        let mut known = self.inner.secrets.clone();
+        known.extend(known_secrets(&config, secrets));
+        known.sort_unstable();
+        known.dedup();
+        let carried = Carried {
+            state: self
+                .inner
+                .state
+                .clone()
+                .filter(|_| now.session_max_age == config.session_max_age),
+            responses: Some(self.inner.responses.clone()).filter(|_| {
+                now.responses_max_stored == config.responses_max_stored
+                    && now.responses_retention == config.responses_retention
+            }),
+            store: self.inner.store.clone(),
+            capture: self.inner.capture.clone(),
+            notices: Some(self.inner.health.sender()),
+            secrets: known,
+        };
+        let engine = Self::standard(config, secrets, carried)?;
+        if let Some(settings) = self.inner.settings.get() {
+            engine.attach_settings(settings.clone());
+        }
+        Ok(engine)
     }
 
     /// The engine with `pipeline`, whose stages store Responses answers in `responses`
@@ -81,6 +196,16 @@ impl Engine {
         secrets: &dyn SecretSource,
         pipeline: Pipeline,
         responses: Arc<ResponseStore>,
+    ) -> Result<Self, Error> {
+        Self::build(config, secrets, pipeline, responses, Carried::default())
+    }
+
+    fn build(
+        config: Config,
+        secrets: &dyn SecretSource,
+        pipeline: Pipeline,
+        responses: Arc<ResponseStore>,
+        carried: Carried,
     ) -> Result<Self, Error> {
         let backends = backend::build_all(&config, secrets)?;
         let router =
@@ -94,15 +219,31 @@ impl Engine {
                  proxy key"
             );
         }
+        let mut known = carried.secrets;
+        if known.is_empty() {
+            known = known_secrets(&config, secrets);
+        }
+        let redactor = redactor_for(&config, &known);
+        if let Some(store) = &carried.store {
+            store.set_redactor(redactor.clone());
+        }
+        if let Some(capture) = &carried.capture {
+            capture.set_redactor(redactor.clone());
+        }
+        let health = match carried.notices {
+            Some(notices) => Health::with_notices(config_breaker, notices),
+            None => Health::new(config_breaker),
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 settings: std::sync::OnceLock::new(),
-                store: match &config.capture_db {
-                    Some(path) => Some(Arc::new(
+                store: match (carried.store, &config.capture_db) {
+                    (Some(store), _) => Some(store),
+                    (None, Some(path)) => Some(Arc::new(
                         Store::open_with(
                             path,
                             config.capture_flush_interval,
-                            secrets_of(&config, secrets),
+                            redactor.clone(),
                             config.capture_db_retention,
                         )
                         .map_err(|e| {
@@ -112,27 +253,28 @@ impl Engine {
                             ))
                         })?,
                     )),
-                    None => None,
+                    (None, None) => None,
                 },
-                capture: match &config.capture {
-                    Some(settings) => Some(Arc::new(
-                        Capture::start(settings.clone(), secrets_of(&config, secrets)).map_err(
-                            |e| {
-                                Error::internal(format!(
-                                    "cannot open the capture file {}: {e}",
-                                    settings.file.display()
-                                ))
-                            },
-                        )?,
+                capture: match (carried.capture, &config.capture) {
+                    (Some(capture), _) => Some(capture),
+                    (None, Some(settings)) => Some(Arc::new(
+                        Capture::start(settings.clone(), redactor.clone()).map_err(|e| {
+                            Error::internal(format!(
+                                "cannot open the capture file {}: {e}",
+                                settings.file.display()
+                            ))
+                        })?,
                     )),
-                    None => None,
+                    (None, None) => None,
                 },
                 responses,
+                state: carried.state,
+                secrets: known,
                 config,
                 router,
                 pipeline,
                 auth,
-                health: Health::new(config_breaker),
+                health,
             }),
         })
     }

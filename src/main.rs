@@ -373,9 +373,13 @@ fn serve(loaded: Loaded, loader: ConfigLoader) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Serves `config`; when settings are saved from the admin API, stops the listeners (letting
-/// running requests finish) and serves the new config. A new config that cannot start
-/// (its port is taken, its store cannot open) is logged and the previous one serves again.
+/// Serves `config`, applying settings saved from the admin API: a change the running
+/// listeners can take (back-ends, keys, routes, stages, limits, ...) is served by a new
+/// engine from the next request on, while running requests and streams finish on the old
+/// one; a change of address, port, connection or capture-file settings stops the listeners
+/// (letting running requests finish) and serves the new config. A new config that cannot
+/// start (its port is taken, its store cannot open) is logged and the previous one serves
+/// again.
 async fn serve_until_stopped(config: Config, loader: ConfigLoader) -> anyhow::Result<()> {
     let secrets = EnvSecrets::from_process();
     let settings = Arc::new(SettingsSource::new(loader));
@@ -398,25 +402,66 @@ async fn serve_until_stopped(config: Config, loader: ConfigLoader) -> anyhow::Re
                 None => return Err(err),
             },
         };
-        let (engine, listeners) = started;
+        let (mut engine, listeners) = started;
         engine.attach_settings(settings.clone());
+        let switch = listeners.switch();
         let mut reload = settings.reloads();
         reload.mark_unchanged();
+        let (restart_tx, restart_rx) = tokio::sync::oneshot::channel::<()>();
+        let mut restart_tx = Some(restart_tx);
         let mut stop = stop_rx.clone();
         let stopping = async move {
             tokio::select! {
                 _ = stop.wait_for(|stopped| *stopped) => {}
-                _ = reload.changed() => {}
+                _ = restart_rx => {}
             }
         };
-        listeners
-            .serve(
-                config.connections.clone(),
-                stopping,
-                config.shutdown_timeout,
-            )
-            .await
-            .context("server failed")?;
+        let serving = listeners.serve(
+            config.connections.clone(),
+            stopping,
+            config.shutdown_timeout,
+        );
+        tokio::pin!(serving);
+        let mut next = None;
+        loop {
+            tokio::select! {
+                served = &mut serving => {
+                    served.context("server failed")?;
+                    break;
+                }
+                Ok(()) = reload.changed(), if restart_tx.is_some() => {
+                    let loaded = match settings.load() {
+                        Ok(loaded) => loaded.config,
+                        Err(err) => {
+                            tracing::error!("settings changed but do not load, keeping the last:\n{err}");
+                            continue;
+                        }
+                    };
+                    if let Some(what) = engine.restart_needed_for(&loaded) {
+                        tracing::info!("settings changed ({what}): restarting the listeners");
+                        next = Some(loaded);
+                        if let Some(restart) = restart_tx.take() {
+                            let _ = restart.send(());
+                        }
+                        continue;
+                    }
+                    match engine.successor(loaded.clone(), &secrets) {
+                        Ok(successor) => {
+                            switch.serve(&successor);
+                            engine = successor;
+                            config = loaded;
+                            tracing::info!(
+                                "settings applied without a restart (default back-end: {}); running requests finish on the previous ones",
+                                config.default_backend
+                            );
+                        }
+                        Err(err) => tracing::error!(
+                            "the changed settings cannot be served: {err:#}; keeping the last"
+                        ),
+                    }
+                }
+            }
+        }
         let closing = engine.clone();
         tokio::task::spawn_blocking(move || closing.close())
             .await
@@ -424,14 +469,8 @@ async fn serve_until_stopped(config: Config, loader: ConfigLoader) -> anyhow::Re
         if *stop_rx.borrow() {
             break;
         }
-        match settings.load() {
-            Ok(loaded) => {
-                tracing::info!("settings changed: restarting the listeners");
-                previous = Some(std::mem::replace(&mut config, loaded.config));
-            }
-            Err(err) => {
-                tracing::error!("settings changed but do not load, keeping the last:\n{err}")
-            }
+        if let Some(next) = next {
+            previous = Some(std::mem::replace(&mut config, next));
         }
     }
     tracing::info!("stopped");

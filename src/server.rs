@@ -12,6 +12,10 @@
 //! hyper's own `header_read_timeout` starts when it begins waiting for a head, idle time
 //! included, which would make the keep-alive timeout the header timeout; the watchdog
 //! tells the two apart by counting the connection's running requests.
+//!
+//! Each port serves whichever app its [`Switch`] holds when a request arrives: saved
+//! settings put the apps of a new engine in (no listener restarts, no connection dropped),
+//! while requests already running finish on the app and engine they started with.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -83,6 +87,12 @@ pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
+/// The app a port serves now; replaced whole when settings change.
+type AppSlot = Arc<arc_swap::ArcSwap<axum::Router>>;
+
+/// A wrapper the host puts around every app (the desktop shell counts requests).
+type Layer = Arc<dyn Fn(axum::Router) -> axum::Router + Send + Sync>;
+
 /// The listening sockets of one engine: its main port and, when configured, the dedicated
 /// Anthropic port, each with its app. What the CLI, the desktop shell and the tests start.
 pub struct Listeners {
@@ -90,7 +100,31 @@ pub struct Listeners {
     pub main: SocketAddr,
     /// Where the dedicated Anthropic port listens, when it is on.
     pub anthropic: Option<SocketAddr>,
-    apps: Vec<(TcpListener, axum::Router)>,
+    apps: Vec<(TcpListener, AppSlot)>,
+    layers: Vec<Layer>,
+}
+
+/// Puts another engine's apps on running listeners: see [`Listeners::switch`].
+#[derive(Clone)]
+pub struct Switch {
+    main: AppSlot,
+    anthropic: Option<AppSlot>,
+    layers: Vec<Layer>,
+}
+
+impl Switch {
+    /// From the next request on, every port serves `engine` (with the host's layers).
+    pub fn serve(&self, engine: &Engine) {
+        let (main, anthropic) = crate::frontend::apps(engine);
+        self.main.store(Arc::new(self.wrapped(main)));
+        if let Some(slot) = &self.anthropic {
+            slot.store(Arc::new(self.wrapped(anthropic)));
+        }
+    }
+
+    fn wrapped(&self, app: axum::Router) -> axum::Router {
+        self.layers.iter().fold(app, |app, layer| layer(app))
+    }
 }
 
 /// A port that cannot be listened on.
@@ -131,28 +165,42 @@ impl Listeners {
         let listener = listen(main).map_err(|source| BindError::Main { addr: main, source })?;
         let main = listener.local_addr().unwrap_or(main);
         let (main_app, anthropic_app) = crate::frontend::apps(engine);
-        let mut apps = vec![(listener, main_app)];
+        let slot = |app| Arc::new(arc_swap::ArcSwap::from_pointee(app));
+        let mut apps = vec![(listener, slot(main_app))];
         let mut anthropic_addr = None;
         if let Some(addr) = anthropic {
             let listener = listen(addr).map_err(|source| BindError::Anthropic { addr, source })?;
             anthropic_addr = Some(listener.local_addr().unwrap_or(addr));
-            apps.push((listener, anthropic_app));
+            apps.push((listener, slot(anthropic_app)));
         }
         Ok(Self {
             main,
             anthropic: anthropic_addr,
             apps,
+            layers: Vec::new(),
         })
     }
 
-    /// Wraps every port's app in `layer` (the desktop shell counts the requests it serves).
-    pub fn layer(mut self, layer: impl Fn(axum::Router) -> axum::Router) -> Self {
-        self.apps = self
-            .apps
-            .into_iter()
-            .map(|(listener, app)| (listener, layer(app)))
-            .collect();
+    /// Wraps every port's app in `layer` (the desktop shell counts the requests it serves),
+    /// now and whenever a [`Switch`] puts in another engine's.
+    pub fn layer(
+        mut self,
+        layer: impl Fn(axum::Router) -> axum::Router + Send + Sync + 'static,
+    ) -> Self {
+        for (_, slot) in &self.apps {
+            slot.store(Arc::new(layer(slot.load().as_ref().clone())));
+        }
+        self.layers.push(Arc::new(layer));
         self
+    }
+
+    /// The handle that puts another engine on these listeners while they serve.
+    pub fn switch(&self) -> Switch {
+        Switch {
+            main: self.apps[0].1.clone(),
+            anthropic: self.apps.get(1).map(|(_, slot)| slot.clone()),
+            layers: self.layers.clone(),
+        }
     }
 
     /// Serves until `shutdown`; see [`serve_apps`].
@@ -168,8 +216,8 @@ impl Listeners {
 
 /// Serves each app on its listener until `shutdown` resolves, then lets running requests
 /// (streams included) finish for up to `grace` before closing what is left.
-pub async fn serve_apps(
-    apps: Vec<(TcpListener, axum::Router)>,
+async fn serve_apps(
+    apps: Vec<(TcpListener, AppSlot)>,
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
@@ -247,7 +295,7 @@ impl Shared {
 /// to close once its running request is done). Dropping it closes them all.
 async fn accept_loop(
     listener: TcpListener,
-    app: axum::Router,
+    app: AppSlot,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -300,7 +348,7 @@ async fn accept_loop(
 async fn serve_connection(
     tcp: TcpStream,
     remote: SocketAddr,
-    app: axum::Router,
+    app: AppSlot,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -315,7 +363,8 @@ async fn serve_connection(
         hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(remote));
             let running = activity.request_started();
-            let app = app.clone();
+            // The app of this moment: a settings change applies from the next request on.
+            let app = app.load().as_ref().clone();
             async move {
                 let response = tower::ServiceExt::oneshot(app, request.map(Body::new)).await;
                 Ok::<_, Infallible>(match response {

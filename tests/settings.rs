@@ -1,6 +1,7 @@
 //! Settings over the admin API, against the real binary: every value with its source, a
 //! change checked by the engine's own validation, saved with the file's comments kept, and
-//! applied by restarting the listeners.
+//! applied: by a new engine on the same listeners (running streams unbroken), or by
+//! restarting the listeners when the address or a port changed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -137,12 +138,127 @@ async fn changes_are_checked_saved_with_comments_kept_and_served() {
     let (_, models) = get(&moved, "/v1/models").await;
     assert!(models.to_string().contains("local-model"), "{models}");
 
-    // Removing the back-end's table takes it away again.
+    // Removing the back-end's table takes it away again, without a restart.
     let (status, _) = put(&moved, json!({"remove": ["backends.local"]})).await;
     assert_eq!(status, 200);
-    let again = llmux.next_address();
-    let (_, settings) = get(&again, "/admin/api/settings").await;
-    assert!(!settings.to_string().contains("\"local\""), "{settings}");
+    until_applied(&llmux, 1).await;
+    let (_, models) = get(&moved, "/v1/models").await;
+    assert!(!models.to_string().contains("local-model"), "{models}");
+}
+
+/// Waits until llmux has logged `count` changes applied without a restart.
+async fn until_applied(llmux: &Llmux, count: usize) {
+    for _ in 0..200 {
+        if llmux
+            .log()
+            .matches("settings applied without a restart")
+            .count()
+            >= count
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("the change was not applied:\n{}", llmux.log());
+}
+
+/// The text of an OpenAI chat stream, and whether it ended with `[DONE]`.
+fn stream_text(body: &str) -> (String, bool) {
+    let mut text = String::new();
+    for data in body.lines().filter_map(|l| l.strip_prefix("data: ")) {
+        if let Ok(chunk) = serde_json::from_str::<Value>(data)
+            && let Some(piece) = chunk["choices"][0]["delta"]["content"].as_str()
+        {
+            text.push_str(piece);
+        }
+    }
+    (text, body.contains("data: [DONE]"))
+}
+
+#[tokio::test]
+async fn a_saved_change_is_served_next_while_a_running_stream_finishes_unbroken() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("llmux.toml");
+    let port = free_port();
+    std::fs::write(
+        &config,
+        format!(
+            r#"default_backend = "slow"
+[proxy]
+port = {port}
+anthropic_port = 0
+[backends.slow]
+type = "mock"
+response_text = "one two three four five six seven eight"
+chunks = 8
+chunk_delay_ms = 150
+[backends.fast]
+type = "mock"
+response_text = "from the new settings"
+"#
+        ),
+    )
+    .unwrap();
+    let llmux = Llmux::start(&config, &[]);
+    let addr = llmux.next_address();
+    let client = reqwest::Client::new();
+    let chat = |session: &str, content: &str, stream: bool| {
+        client
+            .post(format!("http://{addr}/v1/chat/completions"))
+            .header("x-session-id", session)
+            .json(&json!({"model": "any", "stream": stream,
+                          "messages": [{"role": "user", "content": content}]}))
+            .send()
+    };
+    // A session that chose its back-end before the change keeps it after.
+    let chose = chat("kept", "!/backend(slow)", false).await.unwrap();
+    assert_eq!(chose.status(), 200);
+
+    let mut stream = chat("streaming", "Count.", true).await.unwrap();
+    assert_eq!(stream.status(), 200);
+    let mut body = String::new();
+    while !body.contains("one") {
+        body.push_str(&String::from_utf8_lossy(
+            &stream.chunk().await.unwrap().unwrap(),
+        ));
+    }
+    let (status, saved) = put(&addr, json!({"set": {"default_backend": "fast"}})).await;
+    assert_eq!(status, 200, "{saved}");
+    until_applied(&llmux, 1).await;
+
+    let answer: Value = chat("new", "Hi", false)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        answer["choices"][0]["message"]["content"], "from the new settings",
+        "the next request is served by the saved settings"
+    );
+    let kept: Value = chat("kept", "Hi", false)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        kept["choices"][0]["message"]["content"], "one two three four five six seven eight",
+        "the session's own choice survived the change"
+    );
+    while let Some(chunk) = stream.chunk().await.unwrap() {
+        body.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let (text, done) = stream_text(&body);
+    assert_eq!(text, "one two three four five six seven eight", "{body}");
+    assert!(done, "the stream ended normally: {body}");
+    assert!(
+        !llmux.log().contains("restarting the listeners"),
+        "{}",
+        llmux.log()
+    );
+    let (_, health) = get(&addr, "/health").await;
+    assert_eq!(health["status"], "ok", "the same port serves on");
 }
 
 #[tokio::test]
@@ -173,7 +289,7 @@ async fn values_an_environment_variable_sets_are_marked_and_a_change_to_them_say
     let (status, saved) = put(&addr, json!({"set": {"default_backend": "openai"}})).await;
     assert_eq!(status, 200, "{saved}");
     assert_eq!(saved["overridden"], json!(["default_backend"]));
-    let addr = llmux.next_address();
+    until_applied(&llmux, 1).await;
     let (_, info) = get(&addr, "/").await;
     assert_eq!(
         info["default_backend"], "mock",

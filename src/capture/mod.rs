@@ -91,6 +91,8 @@ pub struct TapInfo {
 enum Message {
     Record(Box<Pending>),
     Flush(SyncSender<()>),
+    /// Records queued from now on are masked with this one (saved settings named new keys).
+    Redactor(Box<Redactor>),
 }
 
 /// The capture handle taps write to. Cheap to share.
@@ -156,6 +158,11 @@ impl Capture {
         if self.tx.send(Message::Flush(done_tx)).is_ok() {
             let _ = done_rx.recv_timeout(timeout);
         }
+    }
+
+    /// Masks the records queued from now on with `redactor`.
+    pub fn set_redactor(&self, redactor: Redactor) {
+        let _ = self.tx.send(Message::Redactor(Box::new(redactor)));
     }
 }
 
@@ -378,6 +385,7 @@ impl Writer {
                 *deadline = None;
                 let _ = done.send(());
             }
+            Message::Redactor(next) => self.redactor = *next,
         }
     }
 

@@ -167,6 +167,8 @@ pub struct TimelinePoint {
 enum Message {
     Row(Box<RequestRow>),
     Flush(SyncSender<()>),
+    /// Rows queued from now on are masked with this one (saved settings named new keys).
+    Redactor(Box<Redactor>),
 }
 
 /// The store: a writer thread for rows, a reader connection for queries.
@@ -364,6 +366,11 @@ impl Store {
         {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Masks the rows queued from now on with `redactor`.
+    pub fn set_redactor(&self, redactor: Redactor) {
+        let _ = self.tx.send(Message::Redactor(Box::new(redactor)));
     }
 
     /// Rows dropped because the writer fell behind.
@@ -789,7 +796,7 @@ fn write_rows(
     rx: Receiver<Message>,
     flush_interval: Duration,
     retention: Retention,
-    redactor: Redactor,
+    mut redactor: Redactor,
 ) {
     let tick = flush_interval.min(WRITER_TICK);
     let mut batch: Vec<RequestRow> = Vec::new();
@@ -830,6 +837,7 @@ fn write_rows(
                     batch.push(*row);
                 }
                 Message::Flush(done) => waiters.push(done),
+                Message::Redactor(next) => redactor = *next,
             }
         }
         let due = deadline.is_some_and(|at| Instant::now() >= at);
@@ -1339,6 +1347,28 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM requests_fts", [], |r| r.get(0))
             .unwrap();
         assert_eq!(fts, kept);
+    }
+
+    #[test]
+    fn a_new_redactor_masks_the_rows_queued_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            dir.path().join("c.db"),
+            Duration::from_millis(20),
+            vec!["old-secret-1234".to_owned()],
+        )
+        .unwrap();
+        let prompt = "keys: old-secret-1234 new-secret-5678";
+        store.insert(row("req_before", prompt, "mock"));
+        store.set_redactor(Redactor::from(vec![
+            "old-secret-1234".to_owned(),
+            "new-secret-5678".to_owned(),
+        ]));
+        store.insert(row("req_after", prompt, "mock"));
+        store.flush(Duration::from_secs(5));
+        let text = |id| store.get(id).unwrap().unwrap().prompt_text;
+        assert_eq!(text("req_before"), "keys: **** new-secret-5678");
+        assert_eq!(text("req_after"), "keys: **** ****");
     }
 
     #[test]

@@ -55,6 +55,22 @@ impl Health {
         }
     }
 
+    /// A fresh record that announces on `notices` (an engine that replaced another keeps
+    /// its listeners).
+    pub fn with_notices(
+        breaker: BreakerSettings,
+        notices: tokio::sync::broadcast::Sender<Notice>,
+    ) -> Self {
+        Self {
+            notices,
+            ..Self::new(breaker)
+        }
+    }
+
+    pub fn sender(&self) -> tokio::sync::broadcast::Sender<Notice> {
+        self.notices.clone()
+    }
+
     pub fn breakers(&self) -> &Breakers {
         &self.breakers
     }
