@@ -52,7 +52,7 @@ pub async fn list_keys(
 }
 
 /// Stores a key in the keychain (name defaults to the back-end's environment variable) and
-/// restarts the listeners when running, so the engine uses it. Returns the new listing.
+/// applies it when running (a successor engine uses it). Returns the new listing.
 #[tauri::command]
 pub async fn save_key(
     backend: String,
@@ -84,8 +84,8 @@ pub async fn delete_key(
     .await
 }
 
-/// Runs `change` on `backend`'s keys off the async threads, restarts the listeners when
-/// running (so the engine uses the keys now) and answers the new listing.
+/// Runs `change` on `backend`'s keys off the async threads, applies them when running (so
+/// the engine uses the keys now) and answers the new listing.
 async fn change_keys(
     proxy: &Arc<Proxy>,
     keys: &Arc<KeychainSecrets>,
@@ -108,7 +108,7 @@ async fn change_keys(
         Ok(keys.list(config.backends.values())?)
     })
     .await?;
-    proxy.restart_if_running().await;
+    proxy.apply_if_running().await;
     Ok(listed)
 }
 
@@ -173,7 +173,7 @@ async fn reload(proxy: &Arc<Proxy>, desktop: &Arc<DesktopConfig>) -> Result<Prox
     let loader = desktop.clone();
     let (config, _) = blocking(move || loader.load().map_err(CommandError::Internal)).await?;
     proxy.set_config(config.clone());
-    proxy.restart_if_running().await;
+    proxy.apply_if_running().await;
     let store = desktop.keychain.clone();
     blocking(move || Ok(proxy_key::status(&config, store.as_ref())?)).await
 }

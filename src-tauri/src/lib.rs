@@ -92,15 +92,15 @@ fn with_desktop_defaults(
     config
 }
 
-/// Applies saved settings: the next config, and a restart of the listeners when they run.
+/// Applies saved settings: the next config, served at once when the proxy runs.
 async fn apply_saved_settings(proxy: Arc<Proxy>, desktop: Arc<DesktopConfig>) {
     let mut saved = desktop.settings.reloads();
     while saved.changed().await.is_ok() {
         match desktop.load() {
             Ok((config, _)) => {
-                tracing::info!("settings saved: restarting the proxy with them");
+                tracing::info!("settings saved: applying them");
                 proxy.set_config(config);
-                proxy.restart_if_running().await;
+                proxy.apply_if_running().await;
             }
             Err(err) => tracing::error!("saved settings do not load:\n{err}"),
         }

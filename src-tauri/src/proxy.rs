@@ -2,9 +2,11 @@
 //! restarting it, and reports the state the tray shows (running, stopped, error).
 //!
 //! One [`Proxy`] owns at most one listener task at a time, plus the channel that shuts it
-//! down. Each start builds a fresh [`Engine`] from the config and the secret source, so keys
-//! saved in the keychain take effect at the next start. A bind error (port in use, address
-//! not available) becomes [`State::Error`] with the reason, never a panic.
+//! down. Each start builds a fresh [`Engine`] from the config and the secret source. Saved
+//! settings and keys are applied by a successor engine on the running listeners (running
+//! streams finish on the old one), or by a restart when the address, a port or the capture
+//! files changed. A bind error (port in use, address not available) becomes
+//! [`State::Error`] with the reason, never a panic.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -95,6 +97,8 @@ struct Listening {
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
     engine: Engine,
+    /// Puts a successor engine on the running listeners.
+    switch: llmux::server::Switch,
 }
 
 /// Starts and stops the engine's listeners; see the module docs.
@@ -169,7 +173,7 @@ impl Proxy {
         self.settings.as_ref()
     }
 
-    /// Serves `config` from the next start on (saved settings; [`Self::restart_if_running`]
+    /// Serves `config` from the next start on (saved settings; [`Self::apply_if_running`]
     /// applies them now).
     pub fn set_config(&self, config: Config) {
         *self
@@ -301,7 +305,8 @@ impl Proxy {
         let served = self.served.clone();
         let listeners = llmux::server::Listeners::bind(&engine)
             .map_err(|e| e.to_string())?
-            .layer(|app| counted(app, &served));
+            .layer(move |app| counted(app, &served));
+        let switch = listeners.switch();
         let (main_addr, anthropic_addr) = (listeners.main, listeners.anthropic);
         let (stop, stopped) = oneshot::channel::<()>();
         let grace = config.shutdown_timeout;
@@ -319,14 +324,26 @@ impl Proxy {
                 });
             }
         });
-        Ok((Listening { stop, task, engine }, main_addr, anthropic_addr))
+        Ok((
+            Listening {
+                stop,
+                task,
+                engine,
+                switch,
+            },
+            main_addr,
+            anthropic_addr,
+        ))
     }
 
     /// Closes the listeners (the port refuses connections once this returns) and lets
     /// running requests finish for up to the configured shutdown timeout.
     pub async fn stop(&self) -> Status {
         let running = self.listening.lock().await.take();
-        if let Some(Listening { stop, task, engine }) = running {
+        if let Some(Listening {
+            stop, task, engine, ..
+        }) = running
+        {
             // The port refuses connections once the serve task has dropped its listeners.
             let _ = stop.send(());
             let limit = self.config().shutdown_timeout + Duration::from_secs(1);
@@ -351,14 +368,50 @@ impl Proxy {
         self.status()
     }
 
-    /// Stops and starts again when running (new keys take effect); else no change.
-    pub async fn restart_if_running(&self) -> Status {
-        if self.status.borrow().state == State::Running {
-            self.stop().await;
-            self.start().await
-        } else {
-            self.status()
+    /// Applies the config (and the keys) of now when running: on the same listeners when
+    /// they can serve it, so running requests and streams finish unbroken; else by
+    /// stopping and starting again. Stopped: no change.
+    pub async fn apply_if_running(&self) -> Status {
+        if self.status.borrow().state != State::Running {
+            return self.status();
         }
+        match self.swap_engine().await {
+            Ok(()) => self.status(),
+            Err(why) => {
+                tracing::info!("restarting the proxy: {why}");
+                self.stop().await;
+                self.start().await
+            }
+        }
+    }
+
+    /// Serves the config of now with a successor of the running engine; why not, when it
+    /// cannot (the address or a port changed, the new engine does not build).
+    async fn swap_engine(&self) -> Result<(), String> {
+        let config = self.config();
+        let mut listening = self.listening.lock().await;
+        let Some(current) = listening.as_mut().filter(|l| !l.task.is_finished()) else {
+            return Err("the listeners are not running".into());
+        };
+        if let Some(what) = current.engine.restart_needed_for(&config) {
+            return Err(format!("{what} changed"));
+        }
+        let (running, secrets, next) =
+            (current.engine.clone(), self.secrets.clone(), config.clone());
+        // The secret source may ask the OS keychain: off the async threads.
+        let successor = tokio::task::spawn_blocking(move || {
+            let snapshot = Snapshot::of(secrets.as_ref(), &next);
+            running.successor(next, &snapshot)
+        })
+        .await
+        .map_err(|e| format!("the new engine did not build: {e}"))?
+        .map_err(|e| format!("the new engine did not build: {e}"))?;
+        current.switch.serve(&successor);
+        current.engine = successor;
+        self.status
+            .send_modify(|s| s.default_backend = config.default_backend.clone());
+        tracing::info!("settings applied without a restart");
+        Ok(())
     }
 }
 
@@ -514,6 +567,83 @@ pub(crate) mod tests {
         assert_eq!(status.state, State::Running, "{status:?}");
         chat(port).await.unwrap();
         assert_eq!(proxy.status().requests_served, 2);
+        proxy.stop().await;
+    }
+
+    /// `test_config` with a slow mock back-end `slow` (eight words, 150 ms apart) and
+    /// `default` as the default back-end.
+    fn slow_config(port: u16, default: &str) -> Config {
+        ConfigLoader::new()
+            .env(|_| None)
+            .set("proxy.port", toml::Value::Integer(i64::from(port)), "test")
+            .set("proxy.anthropic_port", toml::Value::Integer(0), "test")
+            .set("backends.slow.type", "mock", "test")
+            .set(
+                "backends.slow.response_text",
+                "one two three four five six seven eight",
+                "test",
+            )
+            .set("backends.slow.chunks", toml::Value::Integer(8), "test")
+            .set(
+                "backends.slow.chunk_delay_ms",
+                toml::Value::Integer(150),
+                "test",
+            )
+            .set("default_backend", default, "test")
+            .load()
+            .unwrap()
+            .config
+    }
+
+    #[tokio::test]
+    async fn saved_settings_apply_on_the_running_listeners_without_cutting_a_stream() {
+        let port = free_port();
+        let proxy = Proxy::new(
+            slow_config(port, "slow"),
+            Arc::new(EnvSecrets::from_map(HashMap::new())),
+        );
+        assert_eq!(proxy.start().await.state, State::Running);
+        let mut stream = reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{port}/v1/chat/completions"))
+            .json(&serde_json::json!({"model": "any", "stream": true,
+                "messages": [{"role": "user", "content": "Count."}]}))
+            .send()
+            .await
+            .unwrap();
+        let mut body = String::new();
+        while !body.contains("one") {
+            body.push_str(&String::from_utf8_lossy(
+                &stream.chunk().await.unwrap().unwrap(),
+            ));
+        }
+
+        proxy.set_config(slow_config(port, "mock"));
+        let status = proxy.apply_if_running().await;
+        assert_eq!(status.state, State::Running);
+        assert_eq!(status.default_backend, "mock");
+        let answer = chat(port).await.unwrap();
+        assert!(answer.contains("mock back-end"), "{answer}");
+
+        while let Some(chunk) = stream.chunk().await.unwrap() {
+            body.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        let text: String = body
+            .lines()
+            .filter_map(|line| line.strip_prefix("data: "))
+            .filter_map(|data| serde_json::from_str::<serde_json::Value>(data).ok())
+            .filter_map(|chunk| {
+                chunk["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .collect();
+        assert_eq!(text, "one two three four five six seven eight", "{body}");
+        assert!(body.contains("data: [DONE]"), "{body}");
+        assert_eq!(
+            proxy.status().requests_served,
+            2,
+            "the request counter wraps the new engine's apps too"
+        );
         proxy.stop().await;
     }
 
