@@ -10,6 +10,7 @@ use crate::DesktopConfig;
 use crate::keychain::{BackendKeys, KeyError, KeychainSecrets, default_key_name};
 use crate::proxy::{Proxy, Status};
 use crate::proxy_key::{self, ProxyKeyStatus};
+use crate::updates::{UpdateStatus, Updates};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
@@ -176,4 +177,31 @@ async fn reload(proxy: &Arc<Proxy>, desktop: &Arc<DesktopConfig>) -> Result<Prox
     proxy.apply_if_running().await;
     let store = desktop.keychain.clone();
     blocking(move || Ok(proxy_key::status(&config, store.as_ref())?)).await
+}
+
+/// Whether updates are on, and what the last check and download found.
+#[tauri::command]
+pub async fn update_status(updates: State<'_, Arc<Updates>>) -> Result<UpdateStatus> {
+    Ok(updates.status().await)
+}
+
+/// Asks the update address for a newer release.
+#[tauri::command]
+pub async fn check_for_update(
+    app: tauri::AppHandle,
+    updates: State<'_, Arc<Updates>>,
+) -> Result<UpdateStatus> {
+    updates.check(&app).await.map_err(CommandError::Internal)
+}
+
+/// Downloads the release found and checks its signature (nothing is installed).
+#[tauri::command]
+pub async fn download_update(updates: State<'_, Arc<Updates>>) -> Result<UpdateStatus> {
+    updates.download().await.map_err(CommandError::Internal)
+}
+
+/// Installs the downloaded release and restarts into it.
+#[tauri::command]
+pub async fn install_update(app: tauri::AppHandle, updates: State<'_, Arc<Updates>>) -> Result<()> {
+    updates.install(&app).await.map_err(CommandError::Internal)
 }

@@ -15,6 +15,7 @@ pub mod shell;
 pub mod tray;
 #[cfg(test)]
 mod typescript;
+pub mod updates;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -155,6 +156,7 @@ pub fn run() {
             None,
         ))
         .plugin(tauri_plugin_clipboard_manager::init())
+        .plugin(tauri_plugin_updater::Builder::new().build())
         .invoke_handler(tauri::generate_handler![
             commands::proxy_status,
             commands::set_proxy_enabled,
@@ -165,6 +167,10 @@ pub fn run() {
             commands::generate_proxy_key,
             commands::copy_proxy_key,
             commands::remove_proxy_key,
+            commands::update_status,
+            commands::check_for_update,
+            commands::download_update,
+            commands::install_update,
             admin::admin_info,
             admin::admin_requests,
             admin::admin_request,
@@ -258,6 +264,7 @@ fn setup(app: &AppHandle, show: Option<Page>, started: Instant) {
     app.manage(desktop);
     app.manage(proxy.clone());
     app.manage(secrets);
+    app.manage(Arc::new(crate::updates::Updates::for_app(app)));
 
     match Tray::build(app, &proxy.status()) {
         Ok(tray) => {

@@ -50,11 +50,13 @@ pub enum Action {
     StartAtLogin,
     CopyBaseUrl(Client),
     Open(Page),
+    /// Shown only when the build has an update address.
+    CheckForUpdates,
     Quit,
 }
 
 impl Action {
-    pub const ALL: [Action; 8] = [
+    pub const ALL: [Action; 9] = [
         Action::ToggleProxy,
         Action::StartAtLogin,
         Action::CopyBaseUrl(Client::OpenAi),
@@ -62,6 +64,7 @@ impl Action {
         Action::CopyBaseUrl(Client::Gemini),
         Action::Open(Page::Inspector),
         Action::Open(Page::Settings),
+        Action::CheckForUpdates,
         Action::Quit,
     ];
 
@@ -75,6 +78,7 @@ impl Action {
             Action::CopyBaseUrl(Client::Gemini) => "copy-gemini",
             Action::Open(Page::Inspector) => "inspector",
             Action::Open(Page::Settings) => "settings",
+            Action::CheckForUpdates => "check-for-updates",
             Action::Quit => "quit",
         }
     }
@@ -89,6 +93,7 @@ impl Action {
             Action::CopyBaseUrl(Client::Gemini) => "Copy base URL for Gemini clients",
             Action::Open(Page::Inspector) => "Inspector…",
             Action::Open(Page::Settings) => "Settings…",
+            Action::CheckForUpdates => "Check for updates…",
             Action::Quit => "Quit llmux",
         }
     }
@@ -104,6 +109,8 @@ pub trait Shell: Send + Sync {
     fn open(&self, page: Page);
     fn notify(&self, title: &str, body: &str);
     fn quit(&self);
+    /// Checks for a newer release and tells the user what it found.
+    fn check_for_updates(&self);
     /// Whether the app starts when the user logs in.
     fn starts_at_login(&self) -> Result<bool, String>;
     fn set_start_at_login(&self, on: bool) -> Result<(), String>;
@@ -136,6 +143,7 @@ pub async fn handle(action: Action, proxy: &Proxy, shell: &dyn Shell) {
             }
         }
         Action::Open(page) => shell.open(page),
+        Action::CheckForUpdates => shell.check_for_updates(),
         Action::Quit => {
             proxy.stop().await;
             shell.quit();
@@ -361,6 +369,9 @@ mod tests {
         }
         fn quit(&self) {
             self.push("quit".into());
+        }
+        fn check_for_updates(&self) {
+            self.push("check for updates".into());
         }
         fn starts_at_login(&self) -> Result<bool, String> {
             Ok(*self.at_login.lock().unwrap())

@@ -45,6 +45,19 @@ impl Shell for AppShell {
         self.0.exit(0);
     }
 
+    fn check_for_updates(&self) {
+        let shell = AppShell(self.0.clone());
+        tauri::async_runtime::spawn(async move {
+            let updates = shell.0.state::<std::sync::Arc<crate::updates::Updates>>();
+            let checked = updates.check(&shell.0).await;
+            let notice = crate::updates::notice_of(&checked);
+            shell.notify(&notice.title, &notice.body);
+            if notice.open_settings {
+                shell.open(Page::Settings);
+            }
+        });
+    }
+
     fn starts_at_login(&self) -> Result<bool, String> {
         self.0.autolaunch().is_enabled().map_err(|e| e.to_string())
     }

@@ -89,6 +89,14 @@ fn build_menu(app: &AppHandle, status: &Status) -> tauri::Result<(Menu<Wry>, Ite
             &item(Action::Quit)?,
         ],
     )?;
+    // Without an update address (local builds) there is nothing to check.
+    let updates_on = app
+        .try_state::<std::sync::Arc<crate::updates::Updates>>()
+        .is_some_and(|updates| updates.enabled());
+    if updates_on {
+        let position = menu.items()?.len() - 2;
+        menu.insert(&item(Action::CheckForUpdates)?, position)?;
+    }
     let items = Items {
         state: status.state,
         toggle,

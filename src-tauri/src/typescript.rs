@@ -7,6 +7,7 @@ use ts_rs::{Config, TS};
 use crate::keychain::{BackendKeys, KeyInfo, KeySource};
 use crate::proxy::{State, Status};
 use crate::proxy_key::ProxyKeyStatus;
+use crate::updates::{Release, UpdateStatus};
 
 const GENERATED: &str = "../ui/src/generated/desktop.ts";
 
@@ -19,6 +20,8 @@ fn declarations() -> String {
         KeyInfo::decl(&cfg),
         BackendKeys::decl(&cfg),
         ProxyKeyStatus::decl(&cfg),
+        Release::decl(&cfg),
+        UpdateStatus::decl(&cfg),
     ];
     let mut out = String::from(
         "// Generated from the desktop app's Rust types (src-tauri) by the `typescript` test in\n\

@@ -11,8 +11,10 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
-import { readFileSync, readdirSync, readlinkSync, statSync, mkdirSync, existsSync } from "node:fs";
-import { join } from "node:path";
+import { readFileSync, readdirSync, readlinkSync, statSync, mkdirSync, existsSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import http from "node:http";
 import net from "node:net";
 
 const run = promisify(execFile);
@@ -514,6 +516,73 @@ test("the settings window makes clients need a generated proxy key, kept in the 
     return res?.status === 200;
   });
   await assert.rejects(run("secret-tool", ["lookup", "service", "llmux", "username", "proxy/api_key"], { timeout: 10_000 }));
+});
+
+test("the app offers an update from a signed manifest and keeps only a package whose signature checks", async () => {
+  const port = Number(need("UPDATE_PORT"));
+  const root = join(dirname(fileURLToPath(import.meta.url)), "../..");
+  const pkg = join(HOME, "update", "llmux_9.9.9_amd64.AppImage.tar.gz");
+  const good = Buffer.from(`the 9.9.9 package ${"x".repeat(4096)}`);
+  writeFileSync(pkg, good);
+  await run("npx", ["--prefix", root, "tauri", "signer", "sign", "-f", need("UPDATE_KEY_FILE"), "-p", "", pkg], {
+    timeout: 60_000,
+  });
+  const signature = readFileSync(`${pkg}.sig`, "utf8").trim();
+  let served = good;
+  const manifest = {
+    version: "9.9.9",
+    notes: "Faster streams.",
+    pub_date: "2026-12-01T00:00:00Z",
+    platforms: { "linux-x86_64": { signature, url: `http://127.0.0.1:${port}/package` } },
+  };
+  const server = http.createServer((req, res) => {
+    if (req.url.startsWith("/latest.json")) {
+      res.setHeader("content-type", "application/json");
+      res.end(JSON.stringify(manifest));
+    } else if (req.url === "/package") {
+      res.end(served);
+    } else {
+      res.statusCode = 404;
+      res.end();
+    }
+  });
+  await new Promise((resolve) => server.listen(port, "127.0.0.1", resolve));
+  try {
+    const before = await invoke("update_status");
+    assert.equal(before.enabled, true, JSON.stringify(before));
+    assert.equal(before.available, null);
+
+    const checked = await invoke("check_for_update");
+    assert.equal(checked.available?.version, "9.9.9", JSON.stringify(checked));
+    assert.equal(checked.available.notes, "Faster streams.");
+    // The settings window offers it.
+    await wd("POST", s("/execute/sync"), { script: "location.hash = '#/'; return true;", args: [] });
+    await wd("POST", s("/execute/sync"), { script: "location.hash = '#/settings'; return true;", args: [] });
+    await waitFor("the settings window offering 9.9.9", async () => {
+      const line = await wd("POST", s("/execute/sync"), {
+        script: `const line = document.querySelector('[data-update-line]');
+          line?.scrollIntoView({ block: "center" });
+          return line?.textContent ?? "";`,
+        args: [],
+      });
+      return line.includes("llmux 9.9.9 is available");
+    });
+    await sleep(500);
+    await screenshot("06-update-offered");
+
+    const downloaded = await invoke("download_update");
+    assert.equal(downloaded.downloaded, true, JSON.stringify(downloaded));
+
+    // A package that is not the one signed is refused and not kept.
+    served = Buffer.concat([good, Buffer.from("tampered")]);
+    await invoke("check_for_update");
+    await assert.rejects(invoke("download_update"), /signature/i);
+    const after = await invoke("update_status");
+    assert.equal(after.downloaded, false);
+    assert.match(after.last_error, /signature/i);
+  } finally {
+    server.close();
+  }
 });
 
 test("a port in use is the error state, not a crash; the port freed, the toggle recovers", async () => {

@@ -21,6 +21,17 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The update test's own signing key: the app trusts it through LLMUX_UPDATE_PUBKEY and asks
+# the manifest the test serves on UPDATE_PORT (app.test.mjs signs its packages with it).
+UPDATE_DIR="$HOME/update"
+mkdir -p "$UPDATE_DIR"
+npx --prefix "$HERE/../.." tauri signer generate --ci -p "" -w "$UPDATE_DIR/test.key" >/dev/null || exit 1
+UPDATE_PORT="$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')"
+export UPDATE_PORT UPDATE_KEY_FILE="$UPDATE_DIR/test.key"
+export LLMUX_UPDATE_URL="http://127.0.0.1:$UPDATE_PORT/latest.json"
+LLMUX_UPDATE_PUBKEY="$(cat "$UPDATE_DIR/test.key.pub")"
+export LLMUX_UPDATE_PUBKEY
+
 # An XEmbed tray host, so the tray icon exists on the display and xdotool can click it.
 trayer --edge bottom --align right --widthtype pixel --width 200 --heighttype pixel --height 32 \
     >"$HOME/trayer.log" 2>&1 &

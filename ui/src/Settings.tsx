@@ -3,6 +3,7 @@ import { api, ApiError } from "./api";
 import { AccountsSection } from "./Accounts";
 import { ClientsSection } from "./Clients";
 import { GuideSection, hasProvider } from "./Guide";
+import { UpdatesSection } from "./Updates";
 import { KeysSection, ProxyKeyRow } from "./Keys";
 import type {
   BackendSetting,
@@ -434,6 +435,7 @@ export function SettingsPage({ onError }: { onError: (err: unknown) => void }) {
       {api.canStoreKeys() && <KeysSection backends={settings.backends} />}
       <AccountsSection />
       <ClientsSection />
+      {api.canStoreKeys() && <UpdatesSection />}
 
       <h2>All settings</h2>
       <div className="all-settings">

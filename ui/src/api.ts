@@ -8,8 +8,8 @@ import type {
   ClientStatus,
   ListParams,
   ProxyKeyStatus,
-  Replayed,
   ReplayParams,
+  Replayed,
   RequestRow,
   Saved,
   ServerInfo,
@@ -18,6 +18,7 @@ import type {
   SettingsProblem,
   Stats,
   Timeline,
+  UpdateStatus,
   Usage,
 } from "./types";
 
@@ -176,6 +177,13 @@ export const api = {
   generateProxyKey: () => desktop<ProxyKeyStatus>("generate_proxy_key", {}),
   copyProxyKey: () => desktop<void>("copy_proxy_key", {}),
   removeProxyKey: () => desktop<ProxyKeyStatus>("remove_proxy_key", {}),
+  /** Whether this build checks for updates, and what the last check found. */
+  updateStatus: () => desktop<UpdateStatus>("update_status", {}),
+  checkForUpdate: () => desktop<UpdateStatus>("check_for_update", {}),
+  /** Downloads the release found; kept only when its signature checks. */
+  downloadUpdate: () => desktop<UpdateStatus>("download_update", {}),
+  /** Installs the downloaded release and restarts the app into it. */
+  installUpdate: () => desktop<void>("install_update", {}),
   /** The matching requests with their bodies, as JSON Lines. */
   exportJsonl: (params: ListParams) =>
     call("export", { params }, () => http<string>("GET", "/admin/api/export", params)),

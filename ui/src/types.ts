@@ -36,4 +36,11 @@ export interface ServerInfo {
 }
 
 // The desktop app's own commands (keys, proxy key, status), generated from src-tauri's types.
-export type { BackendKeys, KeyInfo, ProxyKeyStatus, Status as ProxyStatus } from "./generated/desktop";
+export type {
+  BackendKeys,
+  KeyInfo,
+  ProxyKeyStatus,
+  Release,
+  Status as ProxyStatus,
+  UpdateStatus,
+} from "./generated/desktop";

@@ -61,3 +61,31 @@ in_keychain: boolean,
  * How many keys come from elsewhere (LLM_INTERACTIVE_PROXY_API_KEY, auth.api_keys).
  */
 other_keys: number, };
+
+export type Release = { version: string, notes: string | null, 
+/**
+ * When it was published, as the manifest says (RFC 3339).
+ */
+date: string | null, };
+
+export type UpdateStatus = { 
+/**
+ * Whether this build has an update source.
+ */
+enabled: boolean, 
+/**
+ * Why updates are off, or what is wrong with their settings.
+ */
+disabled_reason: string | null, current_version: string, 
+/**
+ * The newer release the last check found.
+ */
+available: Release | null, 
+/**
+ * Its package is downloaded and its signature checked: ready to install.
+ */
+downloaded: boolean, 
+/**
+ * Why the last check, download or install failed.
+ */
+last_error: string | null, };
