@@ -542,7 +542,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn copy_items_copy_each_clients_base_url_and_pages_open() {
+    async fn copy_items_copy_each_clients_base_url_pages_open_and_updates_are_checked() {
         let port = free_port();
         let proxy = test_proxy(port);
         let shell = Recorder::default();
@@ -551,6 +551,7 @@ mod tests {
         }
         handle(Action::Open(Page::Settings), &proxy, &shell).await;
         handle(Action::Open(Page::Inspector), &proxy, &shell).await;
+        handle(Action::CheckForUpdates, &proxy, &shell).await;
         assert_eq!(
             shell.events(),
             [
@@ -559,6 +560,7 @@ mod tests {
                 format!("copy http://127.0.0.1:{port}"),
                 "open #/settings".to_owned(),
                 "open #/".to_owned(),
+                "check for updates".to_owned(),
             ]
         );
     }
