@@ -176,14 +176,12 @@ before(async () => {
   });
   assert.equal(await accepts(PORT), false, `port ${PORT} is taken before the app started`);
   const t0 = Date.now();
+  // No `--show`: a first run (a fresh HOME, no config file) with no provider (the mock does
+  // not count) opens the settings window by itself, and the session attaches to it.
   const created = await wd(
     "POST",
     "/session",
-    {
-      capabilities: {
-        alwaysMatch: { "tauri:options": { application: BIN, args: ["--show", "settings"] } },
-      },
-    },
+    { capabilities: { alwaysMatch: { "tauri:options": { application: BIN, args: [] } } } },
     60_000,
   );
   session = created.sessionId;
@@ -195,11 +193,15 @@ after(async () => {
   if (session) await wd("DELETE", s(""), undefined, 20_000).catch((e) => console.log(`# ${e}`));
 });
 
-test("the app opens its window and serves the proxy on its port", async () => {
+test("a first run opens the settings window on its guide and serves the proxy on its port", async () => {
   const title = await wd("GET", s("/title"));
   assert.match(title, /llmux/);
   const url = await wd("GET", s("/url"));
   assert.match(url, /#\/settings$/, url);
+  assert.ok(
+    readFileSync(LOG_FILE, "utf8").includes("first run: opening the settings window's guide"),
+    "the window was opened by the first-run rule",
+  );
   const body = await chat();
   assert.equal(body.choices[0].message.content, "Hello from the llmux mock back-end.");
   const message = await anthropicMessage();
