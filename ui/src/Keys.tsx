@@ -52,7 +52,7 @@ export function KeysSection({ backends }: { backends: BackendSetting[] }) {
     setKeys(listed);
     setFailed(false);
     setMessage(text);
-    // The proxy restarts with the changed keys: ask it again in a moment.
+    // The proxy applies the changed keys: ask it again in a moment.
     setTimeout(refreshHealth, 1000);
   };
   const fail = (err: Error) => {

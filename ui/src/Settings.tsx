@@ -254,7 +254,7 @@ async function waitUntilUp(url: URL, tries = 50): Promise<void> {
   }
 }
 
-/** The settings; retried for a few seconds, since the listeners restart after a save. */
+/** The settings; retried for a few seconds, since the listeners restart after a port change. */
 async function settingsWithRetry(attempts = 10): Promise<Settings> {
   for (let attempt = 1; ; attempt++) {
     try {
@@ -338,7 +338,8 @@ export function SettingsPage({ onError }: { onError: (err: unknown) => void }) {
     <div className="settings" data-testid="settings">
       <p className="muted">
         Saved to <code>{settings.file ?? "(no config file)"}</code>. Every change is checked by llmux's own
-        validation, then applied by restarting the listeners; running requests finish first.
+        validation, then applied at once: the next request uses it while running requests finish as they started
+        (a new address or port restarts the listeners).
       </p>
       {notice && (
         <div className="notice" role="status">
