@@ -45,6 +45,26 @@ fn secrets_of(config: &Config, secrets: &dyn SecretSource) -> Redactor {
     redactor_for(config, &known_secrets(config, secrets))
 }
 
+/// The session store `config` asks for: this process's memory, or Redis (with this
+/// process's memory behind it while Redis cannot be reached).
+fn state_store_for(config: &Config) -> Result<Arc<dyn crate::state::StateStore>, Error> {
+    use crate::config::StateBackend;
+    use crate::state::redis::{Degradable, RedisStore};
+    Ok(match &config.state.backend {
+        StateBackend::Memory => Arc::new(MemoryStore::new(config.session_max_age)),
+        StateBackend::Redis { url } => {
+            let redis = RedisStore::new(
+                url,
+                &config.state.key_prefix,
+                config.session_max_age,
+                config.state.timeout,
+            )
+            .map_err(Error::internal)?;
+            Arc::new(Degradable::new(Box::new(redis), config.session_max_age))
+        }
+    })
+}
+
 /// What an engine built for saved settings takes over from the one serving before it, so
 /// a change does not lose sessions, stored answers, the capture files or notices.
 #[derive(Default)]
@@ -103,11 +123,12 @@ impl Engine {
         carried: Carried,
     ) -> Result<Self, Error> {
         let mut carried = carried;
+        let state = match carried.state.take() {
+            Some(state) => state,
+            None => state_store_for(&config)?,
+        };
         let shared = Shared {
-            state: carried
-                .state
-                .take()
-                .unwrap_or_else(|| Arc::new(MemoryStore::new(config.session_max_age))),
+            state,
             responses: carried.responses.take().unwrap_or_else(|| {
                 Arc::new(ResponseStore::new(
                     config.responses_max_stored,
@@ -168,11 +189,9 @@ impl Engine {
         known.sort_unstable();
         known.dedup();
         let carried = Carried {
-            state: self
-                .inner
-                .state
-                .clone()
-                .filter(|_| now.session_max_age == config.session_max_age),
+            state: self.inner.state.clone().filter(|_| {
+                now.session_max_age == config.session_max_age && now.state == config.state
+            }),
             responses: Some(self.inner.responses.clone()).filter(|_| {
                 now.responses_max_stored == config.responses_max_stored
                     && now.responses_retention == config.responses_retention
@@ -400,6 +419,12 @@ impl Engine {
                 );
             }
         }
+    }
+
+    /// Why the session store serves with less than it should (Redis unreachable); `None`
+    /// when it is whole. The health endpoint reports it.
+    pub fn state_degraded(&self) -> Option<String> {
+        self.inner.state.as_ref().and_then(|state| state.degraded())
     }
 
     /// Stored Responses-API answers.

@@ -246,6 +246,27 @@ pub const SETTINGS: &[Setting] = &[
         "Seconds an idle session's state is kept",
     ),
     setting(
+        "state.backend",
+        Text,
+        Some("STATE_BACKEND"),
+        &[value("state-backend", "memory|redis")],
+        "Where session state lives: memory (this process) or redis (shared by instances)",
+    ),
+    setting(
+        "state.url",
+        Text,
+        Some("REDIS_URL"),
+        &[value("state-url", "URL")],
+        "The Redis server for state.backend = redis (redis://host:port/db)",
+    ),
+    setting(
+        "state.timeout_ms",
+        Integer,
+        Some("STATE_TIMEOUT_MS"),
+        &[value("state-timeout-ms", "MS")],
+        "Longest wait for Redis before serving from this instance's memory (default 250)",
+    ),
+    setting(
         "session.pytest_compression_enabled",
         Bool,
         Some("PYTEST_COMPRESSION_ENABLED"),

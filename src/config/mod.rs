@@ -270,6 +270,8 @@ pub struct Config {
     pub responses_retention: Duration,
     /// Sessions idle this long are forgotten.
     pub session_max_age: Duration,
+    /// `[state]`: where session state lives.
+    pub state: StateSettings,
     /// Failover routes by name (`[routes.NAME]`).
     pub routes: BTreeMap<String, routes::FailoverRoute>,
     /// Per-model limits and `force_context_window`.
@@ -640,6 +642,85 @@ fn validate_web_safety(
 }
 
 /// The listeners' timeouts and connection cap.
+/// Where session state lives (`[state]`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum StateBackend {
+    Memory,
+    Redis { url: String },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateSettings {
+    pub backend: StateBackend,
+    /// The longest wait for the shared store before serving from local memory.
+    pub timeout: Duration,
+    pub key_prefix: String,
+}
+
+fn validate_state(
+    raw: &raw::RawState,
+    layered: &Layered,
+    problems: &mut Vec<String>,
+    notes: &mut Vec<String>,
+) -> StateSettings {
+    let url = raw.url.as_deref().map(str::trim).filter(|u| !u.is_empty());
+    let backend = match (raw.backend.trim(), url) {
+        ("memory", None) => StateBackend::Memory,
+        ("memory", Some(_)) => {
+            notes.push(
+                "state.url is set but state.backend is memory: sessions stay in this process \
+                 (set state.backend = \"redis\" to share them)"
+                    .into(),
+            );
+            StateBackend::Memory
+        }
+        ("redis", Some(url)) => match redis::parse_redis_url(url) {
+            Some(parsed)
+                if matches!(parsed.scheme(), "redis" | "rediss" | "redis+unix" | "unix") =>
+            {
+                StateBackend::Redis {
+                    url: url.to_owned(),
+                }
+            }
+            _ => {
+                problems.push(bad(
+                    layered,
+                    "state.url",
+                    format!("'{url}'"),
+                    "not a Redis URL (redis://host:port/db, rediss:// for TLS)",
+                ));
+                StateBackend::Memory
+            }
+        },
+        ("redis", None) => {
+            problems.push(bad(
+                layered,
+                "state.backend",
+                "'redis'",
+                "needs state.url (REDIS_URL, --state-url): redis://host:port/db",
+            ));
+            StateBackend::Memory
+        }
+        (other, _) => {
+            problems.push(bad(
+                layered,
+                "state.backend",
+                format!("'{other}'"),
+                "must be memory or redis",
+            ));
+            StateBackend::Memory
+        }
+    };
+    if raw.timeout_ms == 0 {
+        problems.push(bad(layered, "state.timeout_ms", 0, "must be at least 1"));
+    }
+    StateSettings {
+        backend,
+        timeout: Duration::from_millis(raw.timeout_ms.max(1)),
+        key_prefix: raw.key_prefix.clone(),
+    }
+}
+
 fn validate_connections(
     proxy: &raw::RawProxy,
     layered: &Layered,
@@ -735,6 +816,7 @@ fn validate(
         ));
     }
     let connections = validate_connections(&raw.proxy, layered, problems);
+    let state = validate_state(&raw.state, layered, problems, notes);
     let admin_requires_key = web.any_host || !host.is_loopback();
 
     let capture_redact_patterns = raw.capture.redact_patterns.clone();
@@ -1208,6 +1290,7 @@ fn validate(
         responses_retention: Duration::from_secs(raw.responses.retention_seconds),
         strict_command_detection: raw.strict_command_detection,
         session_max_age: Duration::from_secs(raw.session.max_age),
+        state,
         routes: failover_routes,
         limits: model_limits,
         circuit_breaker: breaker,

@@ -20,6 +20,9 @@ pub struct RawConfig {
     pub strict_command_detection: bool,
     #[serde(default)]
     pub session: RawSession,
+    /// `[state]`: where session state lives (this process, or Redis for several).
+    #[serde(default)]
+    pub state: RawState,
     /// Send every request here (`backend:model`), unless a session override says otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub static_route: Option<String>,
@@ -606,6 +609,48 @@ pub struct RawPlanningOverrides {
 
 fn default_session_max_age() -> u64 {
     86400
+}
+
+/// `[state]`: where session state lives.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawState {
+    /// `memory` (this process) or `redis` (shared by every instance pointed at `url`).
+    #[serde(default = "default_state_backend")]
+    pub backend: String,
+    /// `redis://host:port/db` (`rediss://` for TLS), for `backend = "redis"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The longest wait for Redis, in milliseconds, before this instance serves from its
+    /// own memory.
+    #[serde(default = "default_state_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Put before every key llmux writes, so instances of separate teams can share a server.
+    #[serde(default = "default_state_key_prefix")]
+    pub key_prefix: String,
+}
+
+fn default_state_backend() -> String {
+    "memory".into()
+}
+
+fn default_state_timeout_ms() -> u64 {
+    250
+}
+
+fn default_state_key_prefix() -> String {
+    "llmux:".into()
+}
+
+impl Default for RawState {
+    fn default() -> Self {
+        Self {
+            backend: default_state_backend(),
+            url: None,
+            timeout_ms: default_state_timeout_ms(),
+            key_prefix: default_state_key_prefix(),
+        }
+    }
 }
 
 impl Default for RawSession {

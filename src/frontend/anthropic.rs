@@ -162,8 +162,8 @@ async fn models(State(engine): State<Engine>) -> Response {
     .into_response()
 }
 
-async fn health() -> impl IntoResponse {
-    Json(json!({"status": "ok", "frontend": "anthropic"}))
+async fn health(State(engine): State<Engine>) -> impl IntoResponse {
+    Json(super::health_of(&engine, Some("anthropic")))
 }
 
 async fn info(State(engine): State<Engine>) -> impl IntoResponse {

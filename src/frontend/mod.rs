@@ -134,8 +134,21 @@ async fn require_auth(
     }
 }
 
-async fn health() -> impl IntoResponse {
-    Json(json!({"status": "ok"}))
+/// Liveness: 200 while llmux serves, `degraded` (with why) while it serves with less than
+/// it should (a shared session store it cannot reach).
+async fn health(State(engine): State<Engine>) -> impl IntoResponse {
+    Json(health_of(&engine, None))
+}
+
+pub(crate) fn health_of(engine: &Engine, frontend: Option<&str>) -> serde_json::Value {
+    let mut health = match engine.state_degraded() {
+        Some(why) => json!({"status": "degraded", "state": why}),
+        None => json!({"status": "ok"}),
+    };
+    if let Some(frontend) = frontend {
+        health["frontend"] = json!(frontend);
+    }
+    health
 }
 
 async fn info(State(engine): State<Engine>) -> impl IntoResponse {

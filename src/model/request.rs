@@ -245,7 +245,8 @@ pub struct Sampling {
     pub frequency_penalty: Option<f64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ReasoningEffort {
     None,
     Minimal,
@@ -281,7 +282,7 @@ impl ReasoningEffort {
 }
 
 /// How hard the model should think: an effort level, a token budget, or both.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Reasoning {
     pub effort: Option<ReasoningEffort>,
     pub budget_tokens: Option<u64>,

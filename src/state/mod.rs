@@ -11,11 +11,15 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+pub mod redis;
+
 use crate::Error;
 use crate::model::Reasoning;
 
-/// What one session has asked for.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// What one session has asked for. Stored as JSON by shared stores: a field added later
+/// reads as its default from what older versions wrote.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Session {
     /// `!/backend(...)`: the back-end for every following request.
     pub backend: Option<String>,
@@ -67,6 +71,12 @@ pub trait StateStore: Send + Sync {
 
     /// How many sessions are held now.
     async fn count(&self) -> Result<usize, Error>;
+
+    /// Why the store serves with less than it should (a shared store that is unreachable,
+    /// so this instance uses its own memory); `None` when it is whole.
+    fn degraded(&self) -> Option<String> {
+        None
+    }
 }
 
 /// In-process state with idle expiry.

@@ -8,6 +8,7 @@ pub mod fake_gemini;
 pub mod fake_logins;
 pub mod fake_openai;
 pub mod python;
+pub mod redis_server;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -1,0 +1,287 @@
+//! Session state in Redis (or any server that speaks its protocol, such as Valkey), so
+//! several llmux instances behind one load balancer share what users told them in chat.
+//!
+//! Each session is one JSON string under `<prefix>session:<id>`, with the idle timeout as
+//! its expiry (renewed by every update). An update reads the session, applies the change
+//! here, and writes it back with a compare-and-set script that succeeds only when the
+//! stored value is still the one read; when another instance got there first it reads
+//! again and retries, so concurrent updates are never lost (the redis-rs multiplexed
+//! connection cannot hold a `WATCH` for one caller). Every call has a short deadline:
+//! Redis going away costs a request at most that long (see [`Degradable`] for what
+//! happens then).
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use ::redis::aio::ConnectionManager;
+
+use super::{MemoryStore, Session, StateStore, Updated};
+use crate::Error;
+
+/// Replaces the stored session only if it is still what the caller read (`ARGV[1]`, empty
+/// for none); answers 1 when it did.
+const COMPARE_AND_SET: &str = r"
+local current = redis.call('GET', KEYS[1])
+if (current or '') ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+";
+
+/// How often an update is tried again after losing a race, before it gives up.
+const RACE_RETRIES: usize = 200;
+
+pub struct RedisStore {
+    client: ::redis::Client,
+    /// Connected at first use (the engine is built outside the async runtime) and then
+    /// kept: the manager reconnects by itself.
+    connection: tokio::sync::OnceCell<ConnectionManager>,
+    prefix: String,
+    idle: Duration,
+    timeout: Duration,
+    script: ::redis::Script,
+}
+
+impl RedisStore {
+    /// A store at `url` (`redis://host:port/db`, `rediss://` for TLS); nothing is
+    /// connected yet.
+    pub fn new(url: &str, prefix: &str, idle: Duration, timeout: Duration) -> Result<Self, String> {
+        let client = ::redis::Client::open(url).map_err(|e| format!("state.url: {e}"))?;
+        Ok(Self {
+            client,
+            connection: tokio::sync::OnceCell::new(),
+            prefix: prefix.to_owned(),
+            idle,
+            timeout,
+            script: ::redis::Script::new(COMPARE_AND_SET),
+        })
+    }
+
+    fn key(&self, id: &str) -> String {
+        format!("{}session:{id}", self.prefix)
+    }
+
+    fn failed(&self, what: &str, why: impl std::fmt::Display) -> Error {
+        Error::internal(format!("the state store (Redis) {what}: {why}"))
+    }
+
+    /// Runs `call` on the connection within the deadline.
+    async fn with_deadline<T, F>(&self, what: &str, call: F) -> Result<T, Error>
+    where
+        F: std::future::Future<Output = ::redis::RedisResult<T>>,
+    {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(err)) => Err(self.failed(what, err)),
+            Err(_) => Err(self.failed(what, format!("no answer within {:?}", self.timeout))),
+        }
+    }
+
+    async fn connection(&self) -> Result<ConnectionManager, Error> {
+        let connect = || async {
+            let config = ::redis::aio::ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(self.timeout))
+                .set_response_timeout(Some(self.timeout))
+                .set_number_of_retries(1);
+            ConnectionManager::new_with_config(self.client.clone(), config).await
+        };
+        self.connection
+            .get_or_try_init(|| self.with_deadline("cannot be reached", connect()))
+            .await
+            .cloned()
+    }
+
+    async fn read(
+        &self,
+        connection: &mut ConnectionManager,
+        key: &str,
+    ) -> Result<Option<String>, Error> {
+        let mut get = ::redis::cmd("GET");
+        get.arg(key);
+        self.with_deadline("did not answer a read", get.query_async(connection))
+            .await
+    }
+}
+
+/// The session a stored value holds; one that does not parse (written by another
+/// version) starts over, with a warning.
+fn decode(id: &str, stored: Option<&str>) -> Session {
+    match stored {
+        None | Some("") => Session::default(),
+        Some(text) => serde_json::from_str(text).unwrap_or_else(|err| {
+            tracing::warn!(
+                session = id,
+                "a stored session does not parse ({err}); starting it over"
+            );
+            Session::default()
+        }),
+    }
+}
+
+#[async_trait::async_trait]
+impl StateStore for RedisStore {
+    async fn session(&self, id: &str) -> Result<Session, Error> {
+        let mut connection = self.connection().await?;
+        let stored = self.read(&mut connection, &self.key(id)).await?;
+        Ok(decode(id, stored.as_deref()))
+    }
+
+    async fn update(
+        &self,
+        id: &str,
+        change: &(dyn for<'s> Fn(&'s mut Session) + Send + Sync),
+    ) -> Result<Updated, Error> {
+        let mut connection = self.connection().await?;
+        let key = self.key(id);
+        let expiry_ms = self.idle.as_millis().max(1).to_string();
+        for _ in 0..RACE_RETRIES {
+            let stored = self.read(&mut connection, &key).await?;
+            let before = decode(id, stored.as_deref());
+            let mut after = before.clone();
+            change(&mut after);
+            let written = serde_json::to_string(&after)
+                .map_err(|e| Error::internal(format!("cannot encode a session: {e}")))?;
+            let mut invocation = self.script.key(&key);
+            invocation
+                .arg(stored.unwrap_or_default())
+                .arg(written)
+                .arg(&expiry_ms);
+            let swap = invocation.invoke_async::<i64>(&mut connection);
+            if self.with_deadline("did not answer a write", swap).await? == 1 {
+                return Ok(Updated { before, after });
+            }
+        }
+        Err(self.failed(
+            "kept changing under this update",
+            format!("{RACE_RETRIES} tries lost the race"),
+        ))
+    }
+
+    async fn count(&self) -> Result<usize, Error> {
+        let mut connection = self.connection().await?;
+        let pattern = format!("{}session:*", self.prefix);
+        let mut cursor: u64 = 0;
+        let mut count = 0;
+        loop {
+            let mut scan = ::redis::cmd("SCAN");
+            scan.arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000);
+            let (next, keys) = self
+                .with_deadline(
+                    "did not answer a count",
+                    scan.query_async::<(u64, Vec<String>)>(&mut connection),
+                )
+                .await?;
+            count += keys.len();
+            if next == 0 {
+                return Ok(count);
+            }
+            cursor = next;
+        }
+    }
+}
+
+/// How long a store that failed is left alone before it is tried again.
+const RETRY_AFTER: Duration = Duration::from_secs(2);
+
+/// A shared store with a local one behind it: while the shared one fails (Redis stopped,
+/// unreachable, too slow), requests go on with this instance's own memory and a warning,
+/// the shared one is tried again every [`RETRY_AFTER`], and [`StateStore::degraded`] says
+/// why (the health endpoint reports it).
+///
+/// What is changed locally meanwhile stays local: it is not written to Redis when Redis is
+/// back, where the session's shared state wins again.
+pub struct Degradable {
+    shared: Box<dyn StateStore>,
+    local: MemoryStore,
+    down: Mutex<Option<Down>>,
+}
+
+struct Down {
+    why: String,
+    retry_at: Instant,
+}
+
+impl Degradable {
+    pub fn new(shared: Box<dyn StateStore>, idle: Duration) -> Self {
+        Self {
+            shared,
+            local: MemoryStore::new(idle),
+            down: Mutex::new(None),
+        }
+    }
+
+    /// Whether the shared store is worth a try now.
+    fn shared_usable(&self) -> bool {
+        let down = self.down.lock().unwrap_or_else(|e| e.into_inner());
+        down.as_ref()
+            .is_none_or(|down| Instant::now() >= down.retry_at)
+    }
+
+    fn went_down(&self, err: &Error) {
+        let mut down = self.down.lock().unwrap_or_else(|e| e.into_inner());
+        if down.is_none() {
+            tracing::warn!("{err}; serving sessions from this instance's memory until it is back");
+        }
+        *down = Some(Down {
+            why: err.to_string(),
+            retry_at: Instant::now() + RETRY_AFTER,
+        });
+    }
+
+    fn came_back(&self) {
+        let mut down = self.down.lock().unwrap_or_else(|e| e.into_inner());
+        if down.take().is_some() {
+            tracing::info!("the state store (Redis) answers again; sessions are shared again");
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl StateStore for Degradable {
+    async fn session(&self, id: &str) -> Result<Session, Error> {
+        if self.shared_usable() {
+            match self.shared.session(id).await {
+                Ok(session) => {
+                    self.came_back();
+                    return Ok(session);
+                }
+                Err(err) => self.went_down(&err),
+            }
+        }
+        self.local.session(id).await
+    }
+
+    async fn update(
+        &self,
+        id: &str,
+        change: &(dyn for<'s> Fn(&'s mut Session) + Send + Sync),
+    ) -> Result<Updated, Error> {
+        if self.shared_usable() {
+            match self.shared.update(id, change).await {
+                Ok(updated) => {
+                    self.came_back();
+                    return Ok(updated);
+                }
+                Err(err) => self.went_down(&err),
+            }
+        }
+        self.local.update(id, change).await
+    }
+
+    async fn count(&self) -> Result<usize, Error> {
+        if self.shared_usable()
+            && let Ok(count) = self.shared.count().await
+        {
+            return Ok(count);
+        }
+        self.local.count().await
+    }
+
+    fn degraded(&self) -> Option<String> {
+        let down = self.down.lock().unwrap_or_else(|e| e.into_inner());
+        down.as_ref().map(|down| down.why.clone())
+    }
+}
