@@ -162,19 +162,6 @@ async fn until_applied(llmux: &Llmux, count: usize) {
     panic!("the change was not applied:\n{}", llmux.log());
 }
 
-/// The text of an OpenAI chat stream, and whether it ended with `[DONE]`.
-fn stream_text(body: &str) -> (String, bool) {
-    let mut text = String::new();
-    for data in body.lines().filter_map(|l| l.strip_prefix("data: ")) {
-        if let Ok(chunk) = serde_json::from_str::<Value>(data)
-            && let Some(piece) = chunk["choices"][0]["delta"]["content"].as_str()
-        {
-            text.push_str(piece);
-        }
-    }
-    (text, body.contains("data: [DONE]"))
-}
-
 #[tokio::test]
 async fn a_saved_change_is_served_next_while_a_running_stream_finishes_unbroken() {
     let dir = tempfile::tempdir().unwrap();
@@ -226,32 +213,32 @@ response_text = "from the new settings"
     assert_eq!(status, 200, "{saved}");
     until_applied(&llmux, 1).await;
 
-    let answer: Value = chat("new", "Hi", false)
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let answer = |session: &'static str| {
+        let reply = chat(session, "Hi", false);
+        async move { support::answer_text(&reply.await.unwrap().text().await.unwrap(), false) }
+    };
     assert_eq!(
-        answer["choices"][0]["message"]["content"], "from the new settings",
+        answer("new").await,
+        "from the new settings",
         "the next request is served by the saved settings"
     );
-    let kept: Value = chat("kept", "Hi", false)
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
     assert_eq!(
-        kept["choices"][0]["message"]["content"], "one two three four five six seven eight",
+        answer("kept").await,
+        "one two three four five six seven eight",
         "the session's own choice survived the change"
     );
     while let Some(chunk) = stream.chunk().await.unwrap() {
         body.push_str(&String::from_utf8_lossy(&chunk));
     }
-    let (text, done) = stream_text(&body);
-    assert_eq!(text, "one two three four five six seven eight", "{body}");
-    assert!(done, "the stream ended normally: {body}");
+    assert_eq!(
+        support::answer_text(&body, true),
+        "one two three four five six seven eight",
+        "{body}"
+    );
+    assert!(
+        body.contains("data: [DONE]"),
+        "the stream ended normally: {body}"
+    );
     assert!(
         !llmux.log().contains("restarting the listeners"),
         "{}",

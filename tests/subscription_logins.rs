@@ -111,6 +111,22 @@ async fn anthropic(llmux: &Llmux, stream: bool) -> (u16, String) {
     support::anthropic_messages(llmux, body).await
 }
 
+/// A Claude Code login whose access token has expired, at `.credentials.json` in a new
+/// directory, with the fake refreshing slowly (`refresh_delay`).
+async fn expired_claude_login(refresh_delay: Duration) -> (FakeLogins, tempfile::TempDir, PathBuf) {
+    let fake = FakeLogins::start().await;
+    fake.slow_refreshes(refresh_delay);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(".credentials.json");
+    fake.issue("sk-ant-oat01-old", "sk-ant-ort01-old");
+    fake.revoke("sk-ant-oat01-old");
+    write(
+        &path,
+        &claude_file("sk-ant-oat01-old", "sk-ant-ort01-old", now_ms() - 1_000),
+    );
+    (fake, dir, path)
+}
+
 async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     for _ in 0..200 {
         if done() {
@@ -237,16 +253,7 @@ credentials_path = "{1}"
 
 #[tokio::test]
 async fn an_expired_token_is_refreshed_once_for_fifty_waiting_requests_and_written_back() {
-    let fake = FakeLogins::start().await;
-    fake.slow_refreshes(Duration::from_millis(200));
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join(".credentials.json");
-    fake.issue("sk-ant-oat01-old", "sk-ant-ort01-old");
-    fake.revoke("sk-ant-oat01-old");
-    write(
-        &path,
-        &claude_file("sk-ant-oat01-old", "sk-ant-ort01-old", now_ms() - 1_000),
-    );
+    let (fake, _dir, path) = expired_claude_login(Duration::from_millis(200)).await;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -437,16 +444,8 @@ async fn a_refused_refresh_token_asks_for_a_new_login_without_retrying() {
 
 #[tokio::test]
 async fn a_token_endpoint_that_is_down_is_called_once_for_all_waiting_requests_then_paused() {
-    let fake = FakeLogins::start().await;
+    let (fake, _dir, path) = expired_claude_login(Duration::from_millis(200)).await;
     fake.token_endpoint_down(true);
-    fake.slow_refreshes(Duration::from_millis(200));
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join(".credentials.json");
-    fake.issue("sk-ant-oat01-old", "sk-ant-ort01-old");
-    write(
-        &path,
-        &claude_file("sk-ant-oat01-old", "sk-ant-ort01-old", now_ms() - 1_000),
-    );
     let llmux = llmux("anthropic-oauth", &fake, &[&path], "").await;
     let burst = (0..5).map(|_| anthropic(&llmux, false));
     for (status, body) in futures::future::join_all(burst).await {
@@ -467,16 +466,7 @@ async fn a_token_endpoint_that_is_down_is_called_once_for_all_waiting_requests_t
 
 #[tokio::test]
 async fn two_backends_on_one_login_file_share_one_refresh() {
-    let fake = FakeLogins::start().await;
-    fake.slow_refreshes(Duration::from_millis(200));
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join(".credentials.json");
-    fake.issue("sk-ant-oat01-old", "sk-ant-ort01-old");
-    fake.revoke("sk-ant-oat01-old");
-    write(
-        &path,
-        &claude_file("sk-ant-oat01-old", "sk-ant-ort01-old", now_ms() - 1_000),
-    );
+    let (fake, dir, path) = expired_claude_login(Duration::from_millis(200)).await;
     // The same file, spelled two ways.
     let other_spelling = dir.path().join(".").join(".credentials.json");
     let toml = format!(
@@ -526,16 +516,7 @@ credentials_path = {second}
 
 #[tokio::test]
 async fn a_login_made_during_a_refresh_wins_over_it() {
-    let fake = FakeLogins::start().await;
-    fake.slow_refreshes(Duration::from_millis(400));
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join(".credentials.json");
-    fake.issue("sk-ant-oat01-old", "sk-ant-ort01-old");
-    fake.revoke("sk-ant-oat01-old");
-    write(
-        &path,
-        &claude_file("sk-ant-oat01-old", "sk-ant-ort01-old", now_ms() - 1_000),
-    );
+    let (fake, _dir, path) = expired_claude_login(Duration::from_millis(400)).await;
     let llmux = llmux("anthropic-oauth", &fake, &[&path], "").await;
     let relogin = {
         let (fake, path) = (fake.clone(), path.clone());
@@ -563,15 +544,7 @@ async fn a_login_made_during_a_refresh_wins_over_it() {
 
 #[tokio::test]
 async fn the_first_byte_timeout_starts_after_the_token_is_ready() {
-    let fake = FakeLogins::start().await;
-    fake.slow_refreshes(Duration::from_millis(700));
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join(".credentials.json");
-    fake.issue("sk-ant-oat01-old", "sk-ant-ort01-old");
-    write(
-        &path,
-        &claude_file("sk-ant-oat01-old", "sk-ant-ort01-old", now_ms() - 1_000),
-    );
+    let (fake, dir, path) = expired_claude_login(Duration::from_millis(700)).await;
     let llmux = llmux(
         "anthropic-oauth",
         &fake,
