@@ -544,7 +544,7 @@ async fn a_login_made_during_a_refresh_wins_over_it() {
 
 #[tokio::test]
 async fn the_first_byte_timeout_starts_after_the_token_is_ready() {
-    let (fake, dir, path) = expired_claude_login(Duration::from_millis(700)).await;
+    let (fake, _dir, path) = expired_claude_login(Duration::from_millis(700)).await;
     let llmux = llmux(
         "anthropic-oauth",
         &fake,
