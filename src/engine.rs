@@ -427,6 +427,14 @@ impl Engine {
         self.inner.state.as_ref().and_then(|state| state.degraded())
     }
 
+    /// Whether the session store can serve now (readiness).
+    pub async fn state_ready(&self) -> Result<(), Error> {
+        match &self.inner.state {
+            Some(state) => state.check().await,
+            None => Ok(()),
+        }
+    }
+
     /// Stored Responses-API answers.
     pub fn responses(&self) -> &ResponseStore {
         &self.inner.responses

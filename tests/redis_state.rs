@@ -46,6 +46,16 @@ async fn say(llmux: &Llmux, session: &str, text: &str) -> String {
         .to_owned()
 }
 
+async fn ready(llmux: &Llmux) -> u16 {
+    client()
+        .get(llmux.url("/ready"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 async fn health(llmux: &Llmux) -> Value {
     client()
         .get(llmux.url("/health"))
@@ -111,7 +121,14 @@ async fn losing_redis_serves_from_local_memory_and_health_says_degraded() {
     say(&llmux, "s", "!/backend(b)").await;
     assert_eq!(health(&llmux).await["status"], "ok");
 
+    assert_eq!(ready(&llmux).await, 200);
+
     let port = redis.stop().await;
+    assert_eq!(
+        ready(&llmux).await,
+        503,
+        "not ready without its shared store"
+    );
     // Requests go on, from this instance's memory, within the timeout.
     say(&llmux, "during", "!/backend(b)").await;
     assert_eq!(say(&llmux, "during", "Hi").await, "from b");
@@ -134,6 +151,14 @@ async fn losing_redis_serves_from_local_memory_and_health_says_degraded() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(status["status"], "ok", "{status}");
+    assert_eq!(ready(&llmux).await, 200);
+}
+
+#[tokio::test]
+async fn an_instance_on_memory_is_ready_at_once() {
+    let llmux = start(config(&two_mocks(""), &[]), &[]).await;
+    assert_eq!(ready(&llmux).await, 200);
+    assert_eq!(health(&llmux).await["status"], "ok");
 }
 
 #[test]

@@ -79,6 +79,7 @@ fn app(engine: Engine) -> axum::Router {
     let auth = |protocol| middleware::from_fn_with_state((engine.clone(), protocol), require_auth);
     axum::Router::new()
         .route("/health", get(health))
+        .route("/ready", get(ready))
         .route("/", get(info))
         .merge(anthropic::public_routes())
         .merge(openai_chat::routes().route_layer(auth(Protocol::OpenAiChat)))
@@ -138,6 +139,19 @@ async fn require_auth(
 /// it should (a shared session store it cannot reach).
 async fn health(State(engine): State<Engine>) -> impl IntoResponse {
     Json(health_of(&engine, None))
+}
+
+/// Readiness, apart from liveness: 200 once the config is loaded (it is, when this
+/// answers) and the session store answers; 503 naming what does not.
+async fn ready(State(engine): State<Engine>) -> Response {
+    match engine.state_ready().await {
+        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Err(err) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not ready", "state": err.to_string()})),
+        )
+            .into_response(),
+    }
 }
 
 pub(crate) fn health_of(engine: &Engine, frontend: Option<&str>) -> serde_json::Value {

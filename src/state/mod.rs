@@ -77,6 +77,11 @@ pub trait StateStore: Send + Sync {
     fn degraded(&self) -> Option<String> {
         None
     }
+
+    /// Whether the store can serve now (a shared store answers); for readiness probes.
+    async fn check(&self) -> Result<(), Error> {
+        Ok(())
+    }
 }
 
 /// In-process state with idle expiry.

@@ -156,6 +156,17 @@ impl StateStore for RedisStore {
         ))
     }
 
+    async fn check(&self) -> Result<(), Error> {
+        let mut connection = self.connection().await?;
+        let ping = ::redis::cmd("PING");
+        self.with_deadline(
+            "did not answer a ping",
+            ping.query_async::<String>(&mut connection),
+        )
+        .await
+        .map(drop)
+    }
+
     async fn count(&self) -> Result<usize, Error> {
         let mut connection = self.connection().await?;
         let pattern = format!("{}session:*", self.prefix);
@@ -283,5 +294,20 @@ impl StateStore for Degradable {
     fn degraded(&self) -> Option<String> {
         let down = self.down.lock().unwrap_or_else(|e| e.into_inner());
         down.as_ref().map(|down| down.why.clone())
+    }
+
+    /// Ready only when the shared store answers: a balancer then sends traffic to the
+    /// instances that share sessions.
+    async fn check(&self) -> Result<(), Error> {
+        match self.shared.check().await {
+            Ok(()) => {
+                self.came_back();
+                Ok(())
+            }
+            Err(err) => {
+                self.went_down(&err);
+                Err(err)
+            }
+        }
     }
 }
