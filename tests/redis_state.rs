@@ -11,6 +11,7 @@ use std::time::Duration;
 use llmux::state::StateStore;
 use llmux::state::redis::RedisStore;
 use serde_json::{Value, json};
+use support::nginx::Nginx;
 use support::redis_server::RedisServer;
 use support::{Llmux, client, config, config_error, start};
 
@@ -29,21 +30,25 @@ response_text = "from b"
     )
 }
 
-async fn say(llmux: &Llmux, session: &str, text: &str) -> String {
+/// A chat turn at `url` (an instance's or the balancer's): the status and the answer.
+async fn turn(url: &str, session: &str, text: &str) -> (u16, String) {
     let response = client()
-        .post(llmux.url("/v1/chat/completions"))
+        .post(url)
         .header("x-session-id", session)
         .timeout(Duration::from_secs(10))
         .json(&json!({"model": "any", "messages": [{"role": "user", "content": text}]}))
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.unwrap();
-    body["choices"][0]["message"]["content"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
+    let status = response.status().as_u16();
+    let body = response.text().await.unwrap();
+    (status, support::answer_text(&body, false))
+}
+
+async fn say(llmux: &Llmux, session: &str, text: &str) -> String {
+    let (status, answer) = turn(&llmux.url("/v1/chat/completions"), session, text).await;
+    assert_eq!(status, 200, "{answer}");
+    answer
 }
 
 async fn ready(llmux: &Llmux) -> u16 {
@@ -159,6 +164,72 @@ async fn an_instance_on_memory_is_ready_at_once() {
     let llmux = start(config(&two_mocks(""), &[]), &[]).await;
     assert_eq!(ready(&llmux).await, 200);
     assert_eq!(health(&llmux).await["status"], "ok");
+}
+
+#[tokio::test]
+async fn three_instances_behind_nginx_share_sessions_through_an_instance_loss_and_a_redis_restart()
+{
+    let redis = RedisServer::start().await;
+    let toml = two_mocks(&format!(
+        "backend = \"redis\"\nurl = \"{}\"\ntimeout_ms = 200",
+        redis.url()
+    ));
+    let mut instances = Vec::new();
+    for _ in 0..3 {
+        instances.push(start(config(&toml, &[]), &[]).await);
+    }
+    let addrs: Vec<_> = instances.iter().map(|i| i.addr).collect();
+    let nginx = Nginx::balance(&addrs).await;
+    let chat = nginx.url("/v1/chat/completions");
+
+    // Set through one instance, seen by all three (round robin, no sticky sessions).
+    assert_eq!(turn(&chat, "team", "!/backend(b)").await.0, 200);
+    for _ in 0..6 {
+        assert_eq!(turn(&chat, "team", "Hi").await, (200, "from b".to_owned()));
+        assert_eq!(turn(&chat, "solo", "Hi").await, (200, "from a".to_owned()));
+    }
+
+    // An instance dies: the others carry its sessions on.
+    let dead = instances.remove(0);
+    dead.task.abort();
+    while tokio::net::TcpStream::connect(dead.addr).await.is_ok() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for _ in 0..6 {
+        assert_eq!(turn(&chat, "team", "Hi").await, (200, "from b".to_owned()));
+    }
+
+    // Redis stops and starts again under load: every request is still answered (from each
+    // instance's memory meanwhile), and the instances find Redis again.
+    let load = {
+        let chat = chat.clone();
+        tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            for n in 0..40 {
+                statuses.push(turn(&chat, &format!("load-{}", n % 4), "Hi").await.0);
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+            statuses
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let port = redis.stop().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _redis = RedisServer::start_on(port).await;
+    let statuses = load.await.unwrap();
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    for instance in &instances {
+        let mut status = Value::Null;
+        for _ in 0..100 {
+            say(instance, "after", "Hi").await;
+            status = health(instance).await;
+            if status["status"] == "ok" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(status["status"], "ok", "{status}");
+    }
 }
 
 #[test]

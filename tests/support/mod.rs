@@ -7,6 +7,7 @@ pub mod fake_anthropic;
 pub mod fake_gemini;
 pub mod fake_logins;
 pub mod fake_openai;
+pub mod nginx;
 pub mod python;
 pub mod redis_server;
 
