@@ -19,12 +19,13 @@ use super::{MemoryStore, Session, StateStore, Updated};
 use crate::Error;
 
 /// Replaces the stored session only if it is still what the caller read (`ARGV[1]`, empty
-/// for none); answers 1 when it did.
+/// for none): answers `{1, ""}` when it did, else `{0, current}` so the caller can retry
+/// without another read.
 const COMPARE_AND_SET: &str = r"
-local current = redis.call('GET', KEYS[1])
-if (current or '') ~= ARGV[1] then return 0 end
+local current = redis.call('GET', KEYS[1]) or ''
+if current ~= ARGV[1] then return {0, current} end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-return 1
+return {1, ''}
 ";
 
 /// How often an update is tried again after losing a race, before it gives up.
@@ -133,8 +134,8 @@ impl StateStore for RedisStore {
         let mut connection = self.connection().await?;
         let key = self.key(id);
         let expiry_ms = self.idle.as_millis().max(1).to_string();
+        let mut stored = self.read(&mut connection, &key).await?;
         for _ in 0..RACE_RETRIES {
-            let stored = self.read(&mut connection, &key).await?;
             let before = decode(id, stored.as_deref());
             let mut after = before.clone();
             change(&mut after);
@@ -142,12 +143,14 @@ impl StateStore for RedisStore {
                 .map_err(|e| Error::internal(format!("cannot encode a session: {e}")))?;
             let mut invocation = self.script.key(&key);
             invocation
-                .arg(stored.unwrap_or_default())
+                .arg(stored.as_deref().unwrap_or_default())
                 .arg(written)
                 .arg(&expiry_ms);
-            let swap = invocation.invoke_async::<i64>(&mut connection);
-            if self.with_deadline("did not answer a write", swap).await? == 1 {
-                return Ok(Updated { before, after });
+            let swap = invocation.invoke_async::<(i64, Option<String>)>(&mut connection);
+            match self.with_deadline("did not answer a write", swap).await? {
+                (1, _) => return Ok(Updated { before, after }),
+                // Another instance wrote first: try again from what it wrote.
+                (_, current) => stored = current.filter(|c| !c.is_empty()),
             }
         }
         Err(self.failed(
