@@ -167,6 +167,7 @@ impl Engine {
             (now.capture != config.capture, "the capture file settings"),
             (
                 now.capture_db != config.capture_db
+                    || now.capture_db_read_only != config.capture_db_read_only
                     || now.capture_flush_interval != config.capture_flush_interval
                     || now.capture_db_retention != config.capture_db_retention,
                 "the capture store settings",
@@ -258,6 +259,11 @@ impl Engine {
                 settings: std::sync::OnceLock::new(),
                 store: match (carried.store, &config.capture_db) {
                     (Some(store), _) => Some(store),
+                    (None, Some(path)) if config.capture_db_read_only => {
+                        Some(Arc::new(Store::open_read_only(path).map_err(|e| {
+                            Error::internal(format!("cannot open the capture store: {e}"))
+                        })?))
+                    }
                     (None, Some(path)) => Some(Arc::new(
                         Store::open_with(
                             path,

@@ -30,6 +30,13 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Browse a capture store (capture.sqlite) read-only in the inspector at /ui: a copy
+    /// from another machine, or the store of an instance that is running. Serves as
+    /// `serve` does, recording nothing.
+    Inspect {
+        /// The capture store file.
+        file: PathBuf,
+    },
     /// Point a coding agent at llmux: edits its own settings (kept otherwise, backed up
     /// first) and shows the diff. CLIENT: claude, codex or gemini.
     Connect {
@@ -159,6 +166,24 @@ fn run() -> anyhow::Result<ExitCode> {
             Ok(loaded) => serve(loaded, loader),
             Err(err) => Ok(report_invalid(&err)),
         },
+        Command::Inspect { file } => {
+            let file = std::fs::canonicalize(&file).unwrap_or(file);
+            // Set on the loader, so saved settings keep it too.
+            let loader = loader
+                .set("capture.db", file.display().to_string(), "llmux inspect")
+                .set("capture.db_read_only", true, "llmux inspect")
+                .set("capture.file", "", "llmux inspect");
+            match loader.clone().load() {
+                Ok(loaded) => {
+                    eprintln!(
+                        "llmux: inspecting {} read-only (nothing is recorded in it)",
+                        file.display()
+                    );
+                    serve(loaded, loader)
+                }
+                Err(err) => Ok(report_invalid(&err)),
+            }
+        }
     }
 }
 

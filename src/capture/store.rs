@@ -177,6 +177,8 @@ pub struct Store {
     reader: Mutex<Connection>,
     dropped: AtomicU64,
     path: PathBuf,
+    /// Opened to browse only: no writer, nothing recorded.
+    read_only: bool,
 }
 
 fn open(path: &Path) -> rusqlite::Result<Connection> {
@@ -352,15 +354,68 @@ impl Store {
             reader: Mutex::new(reader),
             dropped: AtomicU64::new(0),
             path,
+            read_only: false,
         })
+    }
+
+    /// Opens an existing store to browse it only (`llmux inspect FILE`): no writer, no
+    /// migration, no retention, and SQLite itself refuses writes, so a store another
+    /// llmux is writing, or one copied from another machine, is never changed. A store of
+    /// another schema version is refused (the llmux that made it upgrades it when it opens
+    /// it for writing).
+    pub fn open_read_only(path: impl Into<PathBuf>) -> Result<Self, String> {
+        use rusqlite::OpenFlags;
+        let path = path.into();
+        if !path.is_file() {
+            return Err(format!("{}: no such capture store", path.display()));
+        }
+        let reader = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+        reader
+            .busy_timeout(Duration::from_secs(5))
+            .map_err(|e| e.to_string())?;
+        let version: i64 = reader
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(|e| format!("{} is not a capture store: {e}", path.display()))?;
+        if version != SCHEMA_VERSION {
+            return Err(format!(
+                "{} has capture store schema {version}, this llmux reads {SCHEMA_VERSION}{}",
+                path.display(),
+                if version == 0 {
+                    " (is it an llmux capture store?)"
+                } else {
+                    ""
+                }
+            ));
+        }
+        // Nobody receives: nothing is ever queued (see `insert`).
+        let (tx, _) = sync_channel(1);
+        Ok(Self {
+            tx,
+            reader: Mutex::new(reader),
+            dropped: AtomicU64::new(0),
+            path,
+            read_only: true,
+        })
+    }
+
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Queues a row (the writer masks its secrets); never blocks.
+    /// Queues a row (the writer masks its secrets); never blocks. A read-only store
+    /// records nothing.
     pub fn insert(&self, row: RequestRow) {
+        if self.read_only {
+            return;
+        }
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
             self.tx.try_send(Message::Row(Box::new(row)))
         {
@@ -524,6 +579,9 @@ impl Store {
     /// Folds the write-ahead log into the database file and empties it (at shutdown, after a
     /// flush), so a stopped llmux leaves one self-contained file.
     pub fn checkpoint(&self) -> Result<(), String> {
+        if self.read_only {
+            return Ok(());
+        }
         let reader = self.reader()?;
         reader
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
@@ -567,6 +625,12 @@ impl Store {
 
     /// Deletes one request; false when there was none with this id.
     pub fn delete(&self, id: &str) -> Result<bool, String> {
+        if self.read_only {
+            return Err(format!(
+                "{} is open read-only (llmux inspect): nothing is deleted from it",
+                self.path.display()
+            ));
+        }
         let reader = self.reader()?;
         delete_where(&reader, "id = ?1", params![id])
             .map(|deleted| deleted > 0)

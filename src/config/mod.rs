@@ -261,6 +261,8 @@ pub struct Config {
     pub capture: Option<crate::capture::CaptureSettings>,
     /// The SQLite capture store; `None` when off.
     pub capture_db: Option<PathBuf>,
+    /// The capture store is only browsed: nothing is recorded or deleted in it.
+    pub capture_db_read_only: bool,
     /// How long capture writers may hold records before writing.
     pub capture_flush_interval: Duration,
     /// Regexes of secret-shaped text masked in both captures (checked at load).
@@ -1279,6 +1281,7 @@ fn validate(
             .as_ref()
             .filter(|d| !d.is_empty())
             .map(PathBuf::from),
+        capture_db_read_only: raw.capture.db_read_only,
         capture_flush_interval: Duration::from_secs_f64(raw.capture.flush_interval.max(0.001)),
         capture_redact_patterns,
         capture_db_retention: crate::capture::store::Retention {

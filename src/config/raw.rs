@@ -399,6 +399,10 @@ pub struct RawCapture {
     /// The capture store's oldest rows go when it passes this size (0: no cap).
     #[serde(default = "default_capture_db_max_bytes")]
     pub db_max_bytes: u64,
+    /// Open the capture store to browse it only: nothing is recorded or deleted in it
+    /// (`llmux inspect FILE` sets it).
+    #[serde(default)]
+    pub db_read_only: bool,
 }
 
 fn default_capture_buffer() -> u64 {
@@ -446,6 +450,7 @@ impl Default for RawCapture {
             redact_patterns: default_redact_patterns(),
             db_retention_days: default_capture_db_retention_days(),
             db_max_bytes: default_capture_db_max_bytes(),
+            db_read_only: false,
         }
     }
 }

@@ -26,8 +26,13 @@ pub struct Llmux {
 impl Llmux {
     pub fn start(config: &std::path::Path, env: &[(&str, &str)]) -> Self {
         let home = config.parent().unwrap();
+        Self::start_args(&["serve", "--config", config.to_str().unwrap()], home, env)
+    }
+
+    /// `llmux ARGS...` with `home` as its HOME and nothing else of this environment.
+    pub fn start_args(args: &[&str], home: &std::path::Path, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_llmux"))
-            .args(["serve", "--config", config.to_str().unwrap()])
+            .args(args)
             .env_clear()
             .env("HOME", home)
             .envs(env.iter().copied())
