@@ -21,6 +21,7 @@ use crate::pipeline::{
 use crate::router::Router;
 use crate::router::health::Health;
 use crate::state::MemoryStore;
+use crate::state::redis::RedisStore;
 use crate::state::responses::ResponseStore;
 
 /// Every secret llmux knows, for masking: provider keys and proxy keys.
@@ -45,22 +46,29 @@ fn secrets_of(config: &Config, secrets: &dyn SecretSource) -> Redactor {
     redactor_for(config, &known_secrets(config, secrets))
 }
 
+/// The session store and, when it is Redis, the Redis store itself (the brute-force
+/// records live in it too).
+type StateStores = (Arc<dyn crate::state::StateStore>, Option<Arc<RedisStore>>);
+
 /// The session store `config` asks for: this process's memory, or Redis (with this
 /// process's memory behind it while Redis cannot be reached).
-fn state_store_for(config: &Config) -> Result<Arc<dyn crate::state::StateStore>, Error> {
+fn state_store_for(config: &Config) -> Result<StateStores, Error> {
     use crate::config::StateBackend;
-    use crate::state::redis::{Degradable, RedisStore};
+    use crate::state::redis::Degradable;
     Ok(match &config.state.backend {
-        StateBackend::Memory => Arc::new(MemoryStore::new(config.session_max_age)),
+        StateBackend::Memory => (Arc::new(MemoryStore::new(config.session_max_age)), None),
         StateBackend::Redis { url } => {
-            let redis = RedisStore::new(
-                url,
-                &config.state.key_prefix,
-                config.session_max_age,
-                config.state.timeout,
-            )
-            .map_err(Error::internal)?;
-            Arc::new(Degradable::new(Box::new(redis), config.session_max_age))
+            let redis = Arc::new(
+                RedisStore::new(
+                    url,
+                    &config.state.key_prefix,
+                    config.session_max_age,
+                    config.state.timeout,
+                )
+                .map_err(Error::internal)?,
+            );
+            let sessions = Degradable::new(redis.clone(), config.session_max_age);
+            (Arc::new(sessions), Some(redis))
         }
     })
 }
@@ -70,6 +78,8 @@ fn state_store_for(config: &Config) -> Result<Arc<dyn crate::state::StateStore>,
 #[derive(Default)]
 struct Carried {
     state: Option<Arc<dyn crate::state::StateStore>>,
+    /// The Redis store behind `state`, when it is one.
+    redis: Option<Arc<RedisStore>>,
     responses: Option<Arc<ResponseStore>>,
     store: Option<Arc<Store>>,
     capture: Option<Arc<Capture>>,
@@ -91,6 +101,7 @@ struct Inner {
     responses: Arc<ResponseStore>,
     /// The session state, kept for a successor.
     state: Option<Arc<dyn crate::state::StateStore>>,
+    redis: Option<Arc<RedisStore>>,
     /// Every key this engine (and those before it) masks.
     secrets: Vec<String>,
     capture: Option<Arc<Capture>>,
@@ -125,7 +136,11 @@ impl Engine {
         let mut carried = carried;
         let state = match carried.state.take() {
             Some(state) => state,
-            None => state_store_for(&config)?,
+            None => {
+                let (state, redis) = state_store_for(&config)?;
+                carried.redis = redis;
+                state
+            }
         };
         let shared = Shared {
             state,
@@ -189,10 +204,10 @@ impl Engine {
         known.extend(known_secrets(&config, secrets));
         known.sort_unstable();
         known.dedup();
+        let same_state = now.session_max_age == config.session_max_age && now.state == config.state;
         let carried = Carried {
-            state: self.inner.state.clone().filter(|_| {
-                now.session_max_age == config.session_max_age && now.state == config.state
-            }),
+            state: self.inner.state.clone().filter(|_| same_state),
+            redis: self.inner.redis.clone().filter(|_| same_state),
             responses: Some(self.inner.responses.clone()).filter(|_| {
                 now.responses_max_stored == config.responses_max_stored
                     && now.responses_retention == config.responses_retention
@@ -231,7 +246,10 @@ impl Engine {
         let router =
             Router::new(backends, config.default_backend.clone()).with_routes(&config.routes);
         let config_breaker = config.circuit_breaker;
-        let auth = Auth::new(&config.auth);
+        let auth = match &carried.redis {
+            Some(redis) => Auth::new(&config.auth).with_shared_records(redis.clone()),
+            None => Auth::new(&config.auth),
+        };
         if config.web.any_host {
             tracing::warn!(
                 "proxy.allowed_hosts = [\"*\"]: the Host check is off, so any web page can \
@@ -294,6 +312,7 @@ impl Engine {
                 },
                 responses,
                 state: carried.state,
+                redis: carried.redis,
                 secrets: known,
                 config,
                 router,

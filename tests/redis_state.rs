@@ -232,6 +232,39 @@ async fn three_instances_behind_nginx_share_sessions_through_an_instance_loss_an
     }
 }
 
+#[tokio::test]
+async fn a_brute_force_block_earned_on_one_instance_holds_on_the_other() {
+    let redis = RedisServer::start().await;
+    let toml = two_mocks(&format!("backend = \"redis\"\nurl = \"{}\"", redis.url()));
+    let keyed = |toml: &str| config(toml, &[("LLM_INTERACTIVE_PROXY_API_KEY", "the-team-key")]);
+    let (one, two) = (
+        start(keyed(&toml), &[]).await,
+        start(keyed(&toml), &[]).await,
+    );
+    let models = |llmux: &Llmux, key: &'static str| {
+        client()
+            .get(llmux.url("/v1/models"))
+            .header("authorization", format!("Bearer {key}"))
+            .send()
+    };
+    assert_eq!(models(&two, "the-team-key").await.unwrap().status(), 200);
+    // Failures counted on both instances add up: three here, two there.
+    for (llmux, n) in [(&one, 3), (&two, 2)] {
+        for _ in 0..n {
+            assert_eq!(models(llmux, "a-guess").await.unwrap().status(), 401);
+        }
+    }
+    for llmux in [&one, &two] {
+        let blocked = models(llmux, "the-team-key").await.unwrap();
+        assert_eq!(
+            blocked.status(),
+            429,
+            "blocked on every instance, right key or not"
+        );
+        assert!(blocked.headers().contains_key("retry-after"));
+    }
+}
+
 #[test]
 fn state_settings_are_checked_naming_the_key() {
     let missing = config_error("[state]\nbackend = \"redis\"\n");

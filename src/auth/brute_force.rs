@@ -6,30 +6,90 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 
 use crate::config::BruteForceConfig;
+use crate::state::redis::RedisStore;
 
 /// Records kept at most; beyond this, records that block nobody are dropped first.
 const MAX_RECORDS: usize = 100_000;
 
-#[derive(Debug, Clone)]
+/// One IP's failures and block. Times are Unix milliseconds, so instances on several
+/// machines read a shared record the same way.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Record {
     failures: u32,
-    blocked_until: Option<Instant>,
+    blocked_until_ms: Option<u64>,
     next_block: Duration,
-    expires_at: Instant,
+    expires_at_ms: u64,
+}
+
+impl Record {
+    fn fresh(config: &BruteForceConfig, now_ms: u64) -> Self {
+        Self {
+            failures: 0,
+            blocked_until_ms: None,
+            next_block: config.initial_block,
+            expires_at_ms: now_ms.saturating_add(millis(config.ttl)),
+        }
+    }
+
+    /// How long the IP must still wait, if it is blocked.
+    fn blocked_for(&self, now_ms: u64) -> Option<Duration> {
+        self.blocked_until_ms
+            .filter(|until| *until > now_ms)
+            .map(|until| Duration::from_millis(until - now_ms))
+    }
+
+    fn expired(&self, now_ms: u64) -> bool {
+        self.expires_at_ms <= now_ms && self.blocked_for(now_ms).is_none()
+    }
+
+    /// Counts a failure; returns the block it started, if any.
+    fn fail(&mut self, config: &BruteForceConfig, now_ms: u64) -> Option<Duration> {
+        if self.expires_at_ms <= now_ms {
+            *self = Self::fresh(config, now_ms);
+        }
+        self.failures += 1;
+        let mut started = None;
+        if self.failures >= config.max_failed_attempts {
+            let block = self.next_block.min(config.max_block);
+            let until = now_ms.saturating_add(millis(block));
+            self.blocked_until_ms = Some(self.blocked_until_ms.map_or(until, |u| u.max(until)));
+            let next = Duration::from_secs_f64((block.as_secs_f64() * config.multiplier).ceil());
+            self.next_block = next.max(block).min(config.max_block);
+            started = Some(block);
+        }
+        // The record outlives its block by `ttl`, so a failure right after a block ends
+        // doubles the next one, as the seed documents. (The seed's code let the record
+        // expire with the block, which capped blocks near 16 minutes instead of an hour.)
+        let ttl_end = now_ms.saturating_add(millis(config.ttl));
+        self.expires_at_ms = self.blocked_until_ms.map_or(ttl_end, |until| {
+            until.saturating_add(millis(config.ttl)).max(ttl_end)
+        });
+        started
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 pub struct BruteForce {
     config: BruteForceConfig,
     state: Mutex<State>,
+    /// Shared with every instance on the same Redis (`[state] backend = "redis"`): a
+    /// block earned on one holds on all. While Redis cannot be reached, this instance
+    /// counts on its own.
+    shared: Option<Arc<RedisStore>>,
 }
 
 struct State {
     records: HashMap<IpAddr, Record>,
-    last_cleanup: Instant,
+    last_cleanup_ms: u64,
 }
 
 impl BruteForce {
@@ -38,81 +98,101 @@ impl BruteForce {
             config,
             state: Mutex::new(State {
                 records: HashMap::new(),
-                last_cleanup: Instant::now(),
+                last_cleanup_ms: 0,
             }),
+            shared: None,
         }
+    }
+
+    /// Keeps the records in `store`, shared by every instance on it.
+    pub fn shared(mut self, store: Arc<RedisStore>) -> Self {
+        self.shared = Some(store);
+        self
+    }
+
+    fn shared_key(ip: IpAddr) -> String {
+        format!("brute-force:{ip}")
     }
 
     /// How long `ip` must still wait, if it is blocked.
-    pub fn blocked_for(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
-        let mut state = self.state.lock().ok()?;
-        let record = state.records.get(&ip)?;
-        match record.blocked_until {
-            Some(until) if until > now => Some(until - now),
-            _ => {
-                if record.expires_at <= now {
-                    state.records.remove(&ip);
-                }
-                None
+    pub async fn blocked_for(&self, ip: IpAddr, now_ms: u64) -> Option<Duration> {
+        if let Some(store) = &self.shared {
+            match store.get_json::<Record>(&Self::shared_key(ip)).await {
+                Ok(record) => return record?.blocked_for(now_ms),
+                Err(err) => tracing::warn!("brute-force records: {err}; counting locally"),
             }
         }
+        self.local_blocked_for(ip, now_ms)
     }
 
     /// Records a failed attempt; returns the block it started, if any.
-    pub fn failure(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
-        let mut state = self.state.lock().ok()?;
-        self.cleanup(&mut state, now);
-        let config = &self.config;
-        let record = state
-            .records
-            .entry(ip)
-            .and_modify(|r| {
-                if r.expires_at <= now {
-                    *r = fresh(config, now);
+    pub async fn failure(&self, ip: IpAddr, now_ms: u64) -> Option<Duration> {
+        if let Some(store) = &self.shared {
+            let config = &self.config;
+            let counted = store
+                .update_json::<Record>(&Self::shared_key(ip), &|stored| {
+                    let mut record = stored.unwrap_or_else(|| Record::fresh(config, now_ms));
+                    record.fail(config, now_ms);
+                    let lives = record.expires_at_ms.saturating_sub(now_ms);
+                    (record, Duration::from_millis(lives.max(1)))
+                })
+                .await;
+            match counted {
+                Ok((before, after)) => {
+                    let was = before.and_then(|b| b.blocked_until_ms);
+                    return (after.blocked_until_ms != was)
+                        .then(|| after.blocked_for(now_ms))
+                        .flatten();
                 }
-            })
-            .or_insert_with(|| fresh(config, now));
-        record.failures += 1;
-        let mut started = None;
-        if record.failures >= config.max_failed_attempts {
-            let block = record.next_block.min(config.max_block);
-            let until = now + block;
-            record.blocked_until = Some(record.blocked_until.map_or(until, |u| u.max(until)));
-            let next = Duration::from_secs_f64((block.as_secs_f64() * config.multiplier).ceil());
-            record.next_block = next.max(block).min(config.max_block);
-            started = Some(block);
+                Err(err) => tracing::warn!("brute-force records: {err}; counting locally"),
+            }
         }
-        // The record outlives its block by `ttl`, so a failure right after a block ends
-        // doubles the next one, as the seed documents. (The seed's code let the record
-        // expire with the block, which capped blocks near 16 minutes instead of an hour.)
-        let ttl_end = now + config.ttl;
-        record.expires_at = record
-            .blocked_until
-            .map_or(ttl_end, |until| (until + config.ttl).max(ttl_end));
-        started
+        self.local_failure(ip, now_ms)
     }
 
     /// A successful authentication clears the IP's record.
-    pub fn success(&self, ip: IpAddr) {
+    pub async fn success(&self, ip: IpAddr) {
+        if let Some(store) = &self.shared
+            && let Err(err) = store.delete(&Self::shared_key(ip)).await
+        {
+            tracing::warn!("brute-force records: {err}");
+        }
         if let Ok(mut state) = self.state.lock() {
             state.records.remove(&ip);
         }
     }
 
-    fn cleanup(&self, state: &mut State, now: Instant) {
-        let due = now.saturating_duration_since(state.last_cleanup) >= self.config.ttl;
+    fn local_blocked_for(&self, ip: IpAddr, now_ms: u64) -> Option<Duration> {
+        let mut state = self.state.lock().ok()?;
+        let record = state.records.get(&ip)?;
+        let wait = record.blocked_for(now_ms);
+        if wait.is_none() && record.expired(now_ms) {
+            state.records.remove(&ip);
+        }
+        wait
+    }
+
+    fn local_failure(&self, ip: IpAddr, now_ms: u64) -> Option<Duration> {
+        let mut state = self.state.lock().ok()?;
+        self.cleanup(&mut state, now_ms);
+        let config = &self.config;
+        state
+            .records
+            .entry(ip)
+            .or_insert_with(|| Record::fresh(config, now_ms))
+            .fail(config, now_ms)
+    }
+
+    fn cleanup(&self, state: &mut State, now_ms: u64) {
+        let due = now_ms.saturating_sub(state.last_cleanup_ms) >= millis(self.config.ttl);
         if !due && state.records.len() < MAX_RECORDS {
             return;
         }
-        state
-            .records
-            .retain(|_, r| r.expires_at > now || r.blocked_until.is_some_and(|until| until > now));
+        state.records.retain(|_, r| !r.expired(now_ms));
         if state.records.len() >= MAX_RECORDS {
-            state
-                .records
-                .retain(|_, r| r.blocked_until.is_some_and(|until| until > now));
+            state.records.retain(|_, r| r.blocked_for(now_ms).is_some());
         }
-        state.last_cleanup = now;
+        state.last_cleanup_ms = now_ms;
     }
 
     #[cfg(test)]
@@ -121,13 +201,12 @@ impl BruteForce {
     }
 }
 
-fn fresh(config: &BruteForceConfig, now: Instant) -> Record {
-    Record {
-        failures: 0,
-        blocked_until: None,
-        next_block: config.initial_block,
-        expires_at: now + config.ttl,
-    }
+/// Unix milliseconds now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(millis)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -150,50 +229,50 @@ mod tests {
     #[test]
     fn the_fifth_failure_blocks_for_30s_and_blocks_double_up_to_the_cap() {
         let bf = BruteForce::new(seed_defaults());
-        let t0 = Instant::now();
+        let t0: u64 = 1_000_000_000;
         for i in 0..4 {
-            assert_eq!(bf.failure(IP, t0), None, "failure {i}");
-            assert_eq!(bf.blocked_for(IP, t0), None);
+            assert_eq!(bf.local_failure(IP, t0), None, "failure {i}");
+            assert_eq!(bf.local_blocked_for(IP, t0), None);
         }
-        assert_eq!(bf.failure(IP, t0), Some(Duration::from_secs(30)));
-        assert_eq!(bf.blocked_for(IP, t0), Some(Duration::from_secs(30)));
+        assert_eq!(bf.local_failure(IP, t0), Some(Duration::from_secs(30)));
+        assert_eq!(bf.local_blocked_for(IP, t0), Some(Duration::from_secs(30)));
         let mut t = t0;
         let mut block = Duration::from_secs(30);
         let mut blocks = Vec::new();
         for _ in 0..9 {
-            t += block + Duration::from_secs(1);
-            assert_eq!(bf.blocked_for(IP, t), None);
-            block = bf.failure(IP, t).unwrap();
+            t += millis(block) + 1_000;
+            assert_eq!(bf.local_blocked_for(IP, t), None);
+            block = bf.local_failure(IP, t).unwrap();
             blocks.push(block.as_secs());
         }
         assert_eq!(blocks, [60, 120, 240, 480, 960, 1920, 3600, 3600, 3600]);
     }
 
-    #[test]
-    fn success_resets_and_old_failures_expire() {
+    #[tokio::test]
+    async fn success_resets_and_old_failures_expire() {
         let bf = BruteForce::new(seed_defaults());
-        let t0 = Instant::now();
+        let t0: u64 = 1_000_000_000;
         for _ in 0..4 {
-            bf.failure(IP, t0);
+            bf.local_failure(IP, t0);
         }
-        bf.success(IP);
-        assert_eq!(bf.failure(IP, t0), None);
-        let later = t0 + Duration::from_secs(901);
+        bf.success(IP).await;
+        assert_eq!(bf.local_failure(IP, t0), None);
+        let later = t0 + 901_000;
         for _ in 0..3 {
-            bf.failure(IP, later);
+            bf.local_failure(IP, later);
         }
         // The first failure expired with its ttl, so four in all is still under the limit.
-        assert_eq!(bf.failure(IP, later), None);
+        assert_eq!(bf.local_failure(IP, later), None);
     }
 
     #[test]
     fn records_are_bounded() {
         let bf = BruteForce::new(seed_defaults());
-        let t0 = Instant::now();
-        bf.failure(IP, t0);
-        bf.failure(
+        let t0: u64 = 1_000_000_000;
+        bf.local_failure(IP, t0);
+        bf.local_failure(
             IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 8)),
-            t0 + Duration::from_secs(1000),
+            t0 + 1_000_000,
         );
         assert_eq!(bf.len(), 1, "the expired record was cleaned up");
     }

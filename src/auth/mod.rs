@@ -7,7 +7,7 @@
 mod brute_force;
 
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::HeaderMap;
 use ipnet::IpNet;
@@ -63,8 +63,17 @@ impl Auth {
         !self.keys.is_empty()
     }
 
+    /// Keeps brute-force records in `store`, shared by every instance on it.
+    pub fn with_shared_records(
+        mut self,
+        store: std::sync::Arc<crate::state::redis::RedisStore>,
+    ) -> Self {
+        self.brute_force = self.brute_force.map(|bf| bf.shared(store));
+        self
+    }
+
     /// Decides whether a request may pass.
-    pub fn check(
+    pub async fn check(
         &self,
         path: &str,
         client: Option<IpAddr>,
@@ -91,9 +100,9 @@ impl Auth {
         {
             return Ok(());
         }
-        let now = Instant::now();
+        let now = brute_force::now_ms();
         if let (Some(bf), Some(ip)) = (&self.brute_force, client)
-            && let Some(wait) = bf.blocked_for(ip, now)
+            && let Some(wait) = bf.blocked_for(ip, now).await
         {
             return Err(blocked(wait));
         }
@@ -101,9 +110,9 @@ impl Auth {
         let valid = presented.is_some_and(|key| self.matches(key.as_bytes()));
         if let (Some(bf), Some(ip)) = (&self.brute_force, client) {
             if valid {
-                bf.success(ip);
+                bf.success(ip).await;
             } else {
-                bf.failure(ip, now);
+                bf.failure(ip, now).await;
             }
         }
         match (valid, presented) {
@@ -182,8 +191,8 @@ mod tests {
 
     const CLIENT: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::new(192, 168, 1, 9)));
 
-    #[test]
-    fn bearer_and_x_api_key_are_accepted() {
+    #[tokio::test]
+    async fn bearer_and_x_api_key_are_accepted() {
         let auth = auth_with(&["k1", "k2"], &[]);
         assert!(
             auth.check(
@@ -192,14 +201,17 @@ mod tests {
                 &headers(&[("authorization", "Bearer k2")]),
                 None
             )
+            .await
             .is_ok()
         );
         assert!(
             auth.check("/v1/models", CLIENT, &headers(&[("x-api-key", "k1")]), None)
+                .await
                 .is_ok()
         );
         assert!(
             auth.check("/v1/models", CLIENT, &HeaderMap::new(), Some("key=k1"))
+                .await
                 .is_ok()
         );
         let err = auth
@@ -209,74 +221,91 @@ mod tests {
                 &headers(&[("authorization", "Bearer nope")]),
                 None,
             )
+            .await
             .unwrap_err();
         assert_eq!(err.status(), 401);
         let err = auth
             .check("/v1/models", CLIENT, &HeaderMap::new(), None)
+            .await
             .unwrap_err();
         assert!(err.to_string().contains("missing API key"));
     }
 
-    #[test]
-    fn trusted_networks_and_bypass_paths_skip_auth() {
+    #[tokio::test]
+    async fn trusted_networks_and_bypass_paths_skip_auth() {
         let auth = auth_with(&["k1"], &["192.168.1.0/24"]);
         assert!(
             auth.check("/v1/models", CLIENT, &HeaderMap::new(), None)
+                .await
                 .is_ok()
         );
         let auth = auth_with(&["k1"], &["10.0.0.1/32"]);
         assert!(
             auth.check("/v1/models", CLIENT, &HeaderMap::new(), None)
+                .await
                 .is_err()
         );
         assert!(
             auth.check("/health", CLIENT, &HeaderMap::new(), None)
+                .await
                 .is_ok()
         );
     }
 
-    #[test]
-    fn the_admin_api_takes_only_a_key_when_the_host_check_is_off() {
+    #[tokio::test]
+    async fn the_admin_api_takes_only_a_key_when_the_host_check_is_off() {
         let mut config = Config::defaults().unwrap().auth;
         config.api_keys = vec!["k1".into()];
         config.trusted = vec!["192.168.1.0/24".parse().unwrap()];
         config.admin_requires_key = true;
         let auth = Auth::new(&config);
         let none = HeaderMap::new();
-        assert!(auth.check("/v1/models", CLIENT, &none, None).is_ok());
+        assert!(auth.check("/v1/models", CLIENT, &none, None).await.is_ok());
         let err = auth
             .check("/admin/api/requests", CLIENT, &none, None)
+            .await
             .unwrap_err();
         assert_eq!(err.status(), 401);
         let key = headers(&[("authorization", "Bearer k1")]);
         assert!(
             auth.check("/admin/api/requests", CLIENT, &key, None)
+                .await
                 .is_ok()
         );
 
         config.api_keys.clear();
         let keyless = Auth::new(&config);
-        assert!(keyless.check("/v1/models", CLIENT, &none, None).is_ok());
+        assert!(
+            keyless
+                .check("/v1/models", CLIENT, &none, None)
+                .await
+                .is_ok()
+        );
         let err = keyless
             .check("/admin/api/settings", CLIENT, &none, None)
+            .await
             .unwrap_err();
         assert!(err.to_string().contains("needs a proxy key"), "{err}");
     }
 
-    #[test]
-    fn repeated_failures_block_with_retry_after_even_for_the_right_key() {
+    #[tokio::test]
+    async fn repeated_failures_block_with_retry_after_even_for_the_right_key() {
         let auth = auth_with(&["k1"], &[]);
         let bad = headers(&[("authorization", "Bearer wrong")]);
         for _ in 0..5 {
             assert_eq!(
                 auth.check("/v1/models", CLIENT, &bad, None)
+                    .await
                     .unwrap_err()
                     .status(),
                 401
             );
         }
         let good = headers(&[("authorization", "Bearer k1")]);
-        let err = auth.check("/v1/models", CLIENT, &good, None).unwrap_err();
+        let err = auth
+            .check("/v1/models", CLIENT, &good, None)
+            .await
+            .unwrap_err();
         assert_eq!(err.status(), 429);
         assert_eq!(err.retry_after(), Some(Duration::from_secs(30)));
     }

@@ -115,12 +115,15 @@ async fn require_auth(
     next: Next,
 ) -> Response {
     let client = common::client_ip(&request);
-    let checked = engine.auth().check(
-        request.uri().path(),
-        client,
-        request.headers(),
-        request.uri().query(),
-    );
+    let checked = engine
+        .auth()
+        .check(
+            request.uri().path(),
+            client,
+            request.headers(),
+            request.uri().query(),
+        )
+        .await;
     match checked {
         Ok(()) => next.run(request).await,
         Err(err) => {

@@ -57,10 +57,6 @@ impl RedisStore {
         })
     }
 
-    fn key(&self, id: &str) -> String {
-        format!("{}session:{id}", self.prefix)
-    }
-
     fn failed(&self, what: &str, why: impl std::fmt::Display) -> Error {
         Error::internal(format!("the state store (Redis) {what}: {why}"))
     }
@@ -103,52 +99,62 @@ impl RedisStore {
     }
 }
 
-/// The session a stored value holds; one that does not parse (written by another
-/// version) starts over, with a warning.
-fn decode(id: &str, stored: Option<&str>) -> Session {
+/// The value a stored text holds; one that does not parse (written by another version)
+/// counts as none, with a warning.
+fn decode<T: serde::de::DeserializeOwned>(key: &str, stored: Option<&str>) -> Option<T> {
     match stored {
-        None | Some("") => Session::default(),
-        Some(text) => serde_json::from_str(text).unwrap_or_else(|err| {
-            tracing::warn!(
-                session = id,
-                "a stored session does not parse ({err}); starting it over"
-            );
-            Session::default()
-        }),
+        None | Some("") => None,
+        Some(text) => serde_json::from_str(text)
+            .map_err(|err| {
+                tracing::warn!(
+                    key,
+                    "a stored value does not parse ({err}); starting it over"
+                )
+            })
+            .ok(),
     }
 }
 
-#[async_trait::async_trait]
-impl StateStore for RedisStore {
-    async fn session(&self, id: &str) -> Result<Session, Error> {
+impl RedisStore {
+    /// The JSON value at `<prefix><name>`, if there is one.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> Result<Option<T>, Error> {
+        let key = format!("{}{name}", self.prefix);
         let mut connection = self.connection().await?;
-        let stored = self.read(&mut connection, &self.key(id)).await?;
-        Ok(decode(id, stored.as_deref()))
+        let stored = self.read(&mut connection, &key).await?;
+        Ok(decode(&key, stored.as_deref()))
     }
 
-    async fn update(
+    /// Replaces the JSON value at `<prefix><name>` with what `change` makes of it (and the
+    /// expiry it gives), as one atomic step across instances: a compare-and-set, tried
+    /// again from the newer value when another instance wrote first. Answers the value
+    /// before and after.
+    pub async fn update_json<T>(
         &self,
-        id: &str,
-        change: &(dyn for<'s> Fn(&'s mut Session) + Send + Sync),
-    ) -> Result<Updated, Error> {
+        name: &str,
+        change: &(dyn Fn(Option<T>) -> (T, Duration) + Send + Sync),
+    ) -> Result<(Option<T>, T), Error>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned + Clone + Send,
+    {
+        let key = format!("{}{name}", self.prefix);
         let mut connection = self.connection().await?;
-        let key = self.key(id);
-        let expiry_ms = self.idle.as_millis().max(1).to_string();
         let mut stored = self.read(&mut connection, &key).await?;
         for _ in 0..RACE_RETRIES {
-            let before = decode(id, stored.as_deref());
-            let mut after = before.clone();
-            change(&mut after);
+            let before: Option<T> = decode(&key, stored.as_deref());
+            let (after, expiry) = change(before.clone());
             let written = serde_json::to_string(&after)
-                .map_err(|e| Error::internal(format!("cannot encode a session: {e}")))?;
+                .map_err(|e| Error::internal(format!("cannot encode {key}: {e}")))?;
             let mut invocation = self.script.key(&key);
             invocation
                 .arg(stored.as_deref().unwrap_or_default())
                 .arg(written)
-                .arg(&expiry_ms);
+                .arg(expiry.as_millis().max(1).to_string());
             let swap = invocation.invoke_async::<(i64, Option<String>)>(&mut connection);
             match self.with_deadline("did not answer a write", swap).await? {
-                (1, _) => return Ok(Updated { before, after }),
+                (1, _) => return Ok((before, after)),
                 // Another instance wrote first: try again from what it wrote.
                 (_, current) => stored = current.filter(|c| !c.is_empty()),
             }
@@ -157,6 +163,49 @@ impl StateStore for RedisStore {
             "kept changing under this update",
             format!("{RACE_RETRIES} tries lost the race"),
         ))
+    }
+
+    /// Removes the value at `<prefix><name>`.
+    pub async fn delete(&self, name: &str) -> Result<(), Error> {
+        let key = format!("{}{name}", self.prefix);
+        let mut connection = self.connection().await?;
+        let mut del = ::redis::cmd("DEL");
+        del.arg(&key);
+        self.with_deadline(
+            "did not answer a delete",
+            del.query_async::<i64>(&mut connection),
+        )
+        .await
+        .map(drop)
+    }
+}
+
+#[async_trait::async_trait]
+impl StateStore for RedisStore {
+    async fn session(&self, id: &str) -> Result<Session, Error> {
+        Ok(self
+            .get_json(&format!("session:{id}"))
+            .await?
+            .unwrap_or_default())
+    }
+
+    async fn update(
+        &self,
+        id: &str,
+        change: &(dyn for<'s> Fn(&'s mut Session) + Send + Sync),
+    ) -> Result<Updated, Error> {
+        let idle = self.idle;
+        let (before, after) = self
+            .update_json::<Session>(&format!("session:{id}"), &|stored| {
+                let mut session = stored.unwrap_or_default();
+                change(&mut session);
+                (session, idle)
+            })
+            .await?;
+        Ok(Updated {
+            before: before.unwrap_or_default(),
+            after,
+        })
     }
 
     async fn check(&self) -> Result<(), Error> {
@@ -208,7 +257,7 @@ const RETRY_AFTER: Duration = Duration::from_secs(2);
 /// What is changed locally meanwhile stays local: it is not written to Redis when Redis is
 /// back, where the session's shared state wins again.
 pub struct Degradable {
-    shared: Box<dyn StateStore>,
+    shared: std::sync::Arc<dyn StateStore>,
     local: MemoryStore,
     down: Mutex<Option<Down>>,
 }
@@ -219,7 +268,7 @@ struct Down {
 }
 
 impl Degradable {
-    pub fn new(shared: Box<dyn StateStore>, idle: Duration) -> Self {
+    pub fn new(shared: std::sync::Arc<dyn StateStore>, idle: Duration) -> Self {
         Self {
             shared,
             local: MemoryStore::new(idle),
