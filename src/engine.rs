@@ -77,6 +77,7 @@ fn state_store_for(config: &Config) -> Result<StateStores, Error> {
 /// a change does not lose sessions, stored answers, the capture files or notices.
 #[derive(Default)]
 struct Carried {
+    metrics: Option<Arc<crate::metrics::Metrics>>,
     state: Option<Arc<dyn crate::state::StateStore>>,
     /// The Redis store behind `state`, when it is one.
     redis: Option<Arc<RedisStore>>,
@@ -99,6 +100,8 @@ struct Inner {
     settings: std::sync::OnceLock<Arc<crate::admin::settings::SettingsSource>>,
     store: Option<Arc<Store>>,
     responses: Arc<ResponseStore>,
+    /// What `/metrics` exports; one per process, kept by successors.
+    metrics: Arc<crate::metrics::Metrics>,
     /// The session state, kept for a successor.
     state: Option<Arc<dyn crate::state::StateStore>>,
     redis: Option<Arc<RedisStore>>,
@@ -142,7 +145,10 @@ impl Engine {
                 state
             }
         };
+        let metrics = carried.metrics.take().unwrap_or_default();
+        carried.metrics = Some(metrics.clone());
         let shared = Shared {
+            metrics,
             state,
             responses: carried.responses.take().unwrap_or_else(|| {
                 Arc::new(ResponseStore::new(
@@ -206,6 +212,7 @@ impl Engine {
         known.dedup();
         let same_state = now.session_max_age == config.session_max_age && now.state == config.state;
         let carried = Carried {
+            metrics: Some(self.inner.metrics.clone()),
             state: self.inner.state.clone().filter(|_| same_state),
             redis: self.inner.redis.clone().filter(|_| same_state),
             responses: Some(self.inner.responses.clone()).filter(|_| {
@@ -311,6 +318,7 @@ impl Engine {
                     (None, None) => None,
                 },
                 responses,
+                metrics: carried.metrics.unwrap_or_default(),
                 state: carried.state,
                 redis: carried.redis,
                 secrets: known,
@@ -450,6 +458,11 @@ impl Engine {
     /// when it is whole. The health endpoint reports it.
     pub fn state_degraded(&self) -> Option<String> {
         self.inner.state.as_ref().and_then(|state| state.degraded())
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub fn metrics_text(&self) -> String {
+        self.inner.metrics.render(self)
     }
 
     /// Whether the session store can serve now (readiness).

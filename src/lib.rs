@@ -19,6 +19,7 @@ pub mod connect;
 pub mod credentials;
 pub mod engine;
 pub mod frontend;
+pub mod metrics;
 pub mod pipeline;
 pub mod process;
 pub mod router;

@@ -360,6 +360,7 @@ async fn a_stage_is_called_only_in_the_phases_it_declares() {
 fn docs_pipeline_md_lists_the_standard_stages_in_order() {
     let config = support::config("", &[]);
     let shared = llmux::pipeline::Shared {
+        metrics: Arc::default(),
         state: Arc::new(llmux::state::MemoryStore::new(config.session_max_age)),
         responses: Arc::new(ResponseStore::new(10, std::time::Duration::from_secs(60))),
         prompt_redactor: None,

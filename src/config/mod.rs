@@ -274,6 +274,8 @@ pub struct Config {
     pub session_max_age: Duration,
     /// `[state]`: where session state lives.
     pub state: StateSettings,
+    /// `/metrics` answers without the proxy key.
+    pub metrics_public: bool,
     /// Failover routes by name (`[routes.NAME]`).
     pub routes: BTreeMap<String, routes::FailoverRoute>,
     /// Per-model limits and `force_context_window`.
@@ -1294,6 +1296,7 @@ fn validate(
         strict_command_detection: raw.strict_command_detection,
         session_max_age: Duration::from_secs(raw.session.max_age),
         state,
+        metrics_public: raw.metrics.public,
         routes: failover_routes,
         limits: model_limits,
         circuit_breaker: breaker,

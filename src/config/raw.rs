@@ -23,6 +23,9 @@ pub struct RawConfig {
     /// `[state]`: where session state lives (this process, or Redis for several).
     #[serde(default)]
     pub state: RawState,
+    /// `[metrics]`: the Prometheus endpoint.
+    #[serde(default)]
+    pub metrics: RawMetrics,
     /// Send every request here (`backend:model`), unless a session override says otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub static_route: Option<String>,
@@ -614,6 +617,15 @@ pub struct RawPlanningOverrides {
 
 fn default_session_max_age() -> u64 {
     86400
+}
+
+/// `[metrics]`: the Prometheus endpoint `/metrics`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// Serve `/metrics` without the proxy key (a scraper on a trusted network).
+    #[serde(default)]
+    pub public: bool,
 }
 
 /// `[state]`: where session state lives.

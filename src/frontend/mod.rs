@@ -77,9 +77,15 @@ impl Guard {
 /// OpenAI shape.
 fn app(engine: Engine) -> axum::Router {
     let auth = |protocol| middleware::from_fn_with_state((engine.clone(), protocol), require_auth);
+    let metrics = axum::Router::new().route("/metrics", get(metrics));
+    let metrics = match engine.config().metrics_public {
+        true => metrics,
+        false => metrics.route_layer(auth(Protocol::OpenAiChat)),
+    };
     axum::Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .merge(metrics)
         .route("/", get(info))
         .merge(anthropic::public_routes())
         .merge(openai_chat::routes().route_layer(auth(Protocol::OpenAiChat)))
@@ -142,6 +148,18 @@ async fn require_auth(
 /// it should (a shared session store it cannot reach).
 async fn health(State(engine): State<Engine>) -> impl IntoResponse {
     Json(health_of(&engine, None))
+}
+
+/// Prometheus metrics, in its text format.
+async fn metrics(State(engine): State<Engine>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        engine.metrics_text(),
+    )
+        .into_response()
 }
 
 /// Readiness, apart from liveness: 200 once the config is loaded (it is, when this

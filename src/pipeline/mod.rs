@@ -328,6 +328,8 @@ pub trait Stage: Send + Sync {
 #[derive(Clone)]
 pub struct Shared {
     pub state: Arc<dyn StateStore>,
+    /// What `/metrics` exports, counted at each request's end.
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub responses: Arc<crate::state::responses::ResponseStore>,
     pub prompt_redactor: Option<Arc<crate::capture::Redactor>>,
 }
@@ -381,8 +383,10 @@ impl Pipeline {
             strict: config.strict_command_detection,
         };
         let stages: Vec<Arc<dyn Stage>> = vec![
-            // Outermost: the log line and the capture row see every request and its end.
+            // Outermost: the log line, the metrics and the capture row see every request
+            // and its end.
             Arc::new(request_log::RequestLogLine),
+            Arc::new(crate::metrics::MetricsStage(shared.metrics.clone())),
             // A Responses request continues its stored turn, and its answer is stored as
             // the client gets it (this stage sees the answer last).
             Arc::new(responses_store::ResponsesStore::new(

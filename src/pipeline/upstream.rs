@@ -319,6 +319,17 @@ impl Trail {
             .clone()
     }
 
+    /// The time every attempt took until its answer began, in milliseconds.
+    pub fn upstream_ms(&self) -> f64 {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .attempts
+            .iter()
+            .map(|attempt| attempt.elapsed_ms)
+            .sum()
+    }
+
     /// How many attempts there were.
     pub fn attempt_count(&self) -> usize {
         self.0
