@@ -151,10 +151,12 @@ impl Engine {
             metrics,
             state,
             responses: carried.responses.take().unwrap_or_else(|| {
-                Arc::new(ResponseStore::new(
-                    config.responses_max_stored,
-                    config.responses_retention,
-                ))
+                let store =
+                    ResponseStore::new(config.responses_max_stored, config.responses_retention);
+                Arc::new(match &carried.redis {
+                    Some(redis) => store.with_shared(redis.clone()),
+                    None => store,
+                })
             }),
             prompt_redactor: config
                 .redact_prompts
@@ -216,7 +218,8 @@ impl Engine {
             state: self.inner.state.clone().filter(|_| same_state),
             redis: self.inner.redis.clone().filter(|_| same_state),
             responses: Some(self.inner.responses.clone()).filter(|_| {
-                now.responses_max_stored == config.responses_max_stored
+                same_state
+                    && now.responses_max_stored == config.responses_max_stored
                     && now.responses_retention == config.responses_retention
             }),
             store: self.inner.store.clone(),

@@ -265,6 +265,66 @@ async fn a_brute_force_block_earned_on_one_instance_holds_on_the_other() {
     }
 }
 
+#[tokio::test]
+async fn an_answer_stored_by_one_instance_is_continued_and_deleted_on_another() {
+    let redis = RedisServer::start().await;
+    let toml = two_mocks(&format!("backend = \"redis\"\nurl = \"{}\"", redis.url()));
+    let (one, two) = (
+        start(config(&toml, &[]), &[]).await,
+        start(config(&toml, &[]), &[]).await,
+    );
+    let respond =
+        |llmux: &Llmux, body: Value| client().post(llmux.url("/v1/responses")).json(&body).send();
+    let first: Value = respond(&one, json!({"model": "any", "input": "Hi", "store": true}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = first["id"].as_str().unwrap().to_owned();
+    // The shared copy is written in the background: wait until the other instance sees it.
+    let mut seen = 0;
+    for _ in 0..100 {
+        seen = client()
+            .get(two.url(&format!("/v1/responses/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        if seen == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(seen, 200, "the other instance reads the stored answer");
+    let next = respond(
+        &two,
+        json!({"model": "any", "input": "And then?", "previous_response_id": id}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(next.status(), 200, "{}", next.text().await.unwrap());
+
+    let deleted = client()
+        .delete(two.url(&format!("/v1/responses/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 200);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let gone = client()
+        .get(one.url(&format!("/v1/responses/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        gone.status(),
+        404,
+        "deleted on one instance, gone on the other"
+    );
+}
+
 #[test]
 fn state_settings_are_checked_naming_the_key() {
     let missing = config_error("[state]\nbackend = \"redis\"\n");

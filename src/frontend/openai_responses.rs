@@ -85,7 +85,7 @@ impl Frontend for Responses {
 }
 
 async fn retrieve(State(engine): State<Engine>, Path(id): Path<String>) -> Response {
-    match engine.responses().get(&id) {
+    match engine.responses().fetch(&id).await {
         Some(stored) => {
             let options = ClientOptions { echo: stored.echo };
             Json(encode_response(&stored.response, &options)).into_response()
@@ -95,7 +95,7 @@ async fn retrieve(State(engine): State<Engine>, Path(id): Path<String>) -> Respo
 }
 
 async fn delete(State(engine): State<Engine>, Path(id): Path<String>) -> Response {
-    if engine.responses().remove(&id) {
+    if engine.responses().forget(&id).await {
         Json(json!({"id": id, "object": "response", "deleted": true})).into_response()
     } else {
         not_stored(&id)

@@ -8,7 +8,7 @@ use super::Extensions;
 use crate::Error;
 
 /// Why the model stopped.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum FinishReason {
     EndTurn,
     StopSequence,
@@ -35,7 +35,7 @@ impl FinishReason {
 
 /// Token counts. `input_tokens` includes cached input and `output_tokens` includes
 /// reasoning, as OpenAI counts them; protocols that count otherwise convert.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Usage {
     pub input_tokens: u64,
     pub output_tokens: u64,

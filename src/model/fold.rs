@@ -4,7 +4,7 @@ use super::{Event, Extensions, FinishReason, Part, Usage};
 use crate::Error;
 
 /// A whole response, folded from events.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Response {
     pub id: String,
     pub model: String,

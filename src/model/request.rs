@@ -3,7 +3,7 @@
 use serde_json::{Map, Value};
 
 /// A wire protocol llmux speaks, on either side.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Protocol {
     OpenAiChat,
     OpenAiResponses,
@@ -26,7 +26,7 @@ impl Protocol {
 ///
 /// Only an encoder of the same protocol reads them back; every other encoder drops
 /// them, because a field of one protocol means nothing (or something else) in another.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Extensions {
     pub source: Option<Protocol>,
     pub fields: Map<String, Value>,
@@ -54,7 +54,7 @@ impl Extensions {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Role {
     System,
     /// OpenAI's `developer` role: a system message that newer models weigh differently.
@@ -77,7 +77,7 @@ impl Role {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum ImageSource {
     /// An http(s) URL.
     Url(String),
@@ -110,7 +110,7 @@ impl ImageSource {
 }
 
 /// One piece of a message.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Part {
     Text {
         text: String,
@@ -172,7 +172,7 @@ impl Part {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Message {
     pub role: Role,
     pub parts: Vec<Part>,

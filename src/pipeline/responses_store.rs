@@ -25,7 +25,7 @@ impl ResponsesStore {
     }
 
     /// Puts the stored turn named by `previous_response_id` in front of the new input.
-    fn continue_previous(&self, request: &mut Request) -> Result<(), Error> {
+    async fn continue_previous(&self, request: &mut Request) -> Result<(), Error> {
         let Some(field) = request.extensions.fields.get("previous_response_id") else {
             return Ok(());
         };
@@ -35,7 +35,7 @@ impl ResponsesStore {
                 "'previous_response_id' must be a string",
             ));
         };
-        let stored = self.store.get(&id).ok_or_else(|| {
+        let stored = self.store.fetch(&id).await.ok_or_else(|| {
             Error::not_found(format!(
                 "previous response '{id}' is not stored by llmux (answers are kept for \
                  [responses] retention_seconds, max_stored of them)"
@@ -77,7 +77,7 @@ impl Stage for ResponsesStore {
         request: &mut Request,
     ) -> Result<Flow, Error> {
         if is_responses(ctx) {
-            self.continue_previous(request)?;
+            self.continue_previous(request).await?;
         }
         Ok(Flow::Continue)
     }
