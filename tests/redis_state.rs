@@ -325,6 +325,34 @@ async fn an_answer_stored_by_one_instance_is_continued_and_deleted_on_another() 
     );
 }
 
+#[tokio::test]
+async fn a_choice_made_during_an_outage_is_written_to_redis_when_it_is_back() {
+    let redis = RedisServer::start().await;
+    let toml = two_mocks(&format!(
+        "backend = \"redis\"\nurl = \"{}\"\ntimeout_ms = 200",
+        redis.url()
+    ));
+    let (one, two) = (
+        start(config(&toml, &[]), &[]).await,
+        start(config(&toml, &[]), &[]).await,
+    );
+    let port = redis.stop().await;
+    say(&one, "outage", "!/backend(b)").await;
+    let _redis = RedisServer::start_on(port).await;
+    // The first request after the retry pause finds Redis back on `one`, which then writes
+    // what changed meanwhile; `two` sees it.
+    let mut seen = String::new();
+    for _ in 0..100 {
+        say(&one, "poke", "Hi").await;
+        seen = say(&two, "outage", "Hi").await;
+        if seen == "from b" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen, "from b");
+}
+
 #[test]
 fn state_settings_are_checked_naming_the_key() {
     let missing = config_error("[state]\nbackend = \"redis\"\n");

@@ -254,12 +254,14 @@ const RETRY_AFTER: Duration = Duration::from_secs(2);
 /// the shared one is tried again every [`RETRY_AFTER`], and [`StateStore::degraded`] says
 /// why (the health endpoint reports it).
 ///
-/// What is changed locally meanwhile stays local: it is not written to Redis when Redis is
-/// back, where the session's shared state wins again.
+/// Sessions changed locally meanwhile are written to Redis once it answers again (this
+/// instance's version wins for them), so a choice made during an outage is not lost.
 pub struct Degradable {
     shared: std::sync::Arc<dyn StateStore>,
-    local: MemoryStore,
+    local: std::sync::Arc<MemoryStore>,
     down: Mutex<Option<Down>>,
+    /// Sessions updated in local memory while the shared store was down.
+    changed_while_down: Mutex<std::collections::HashSet<String>>,
 }
 
 struct Down {
@@ -271,8 +273,9 @@ impl Degradable {
     pub fn new(shared: std::sync::Arc<dyn StateStore>, idle: Duration) -> Self {
         Self {
             shared,
-            local: MemoryStore::new(idle),
+            local: std::sync::Arc::new(MemoryStore::new(idle)),
             down: Mutex::new(None),
+            changed_while_down: Mutex::new(std::collections::HashSet::new()),
         }
     }
 
@@ -298,7 +301,42 @@ impl Degradable {
         let mut down = self.down.lock().unwrap_or_else(|e| e.into_inner());
         if down.take().is_some() {
             tracing::info!("the state store (Redis) answers again; sessions are shared again");
+            drop(down);
+            self.write_back_local_changes();
         }
+    }
+
+    /// Writes the sessions changed during the outage to the shared store, in the
+    /// background (the request that found Redis back does not wait for them). One that
+    /// fails stays in the list for the next recovery.
+    fn write_back_local_changes(&self) {
+        let ids: Vec<String> = self
+            .changed_while_down
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (shared, local) = (self.shared.clone(), self.local.clone());
+        tracing::info!(
+            "writing {} sessions changed during the outage to Redis",
+            ids.len()
+        );
+        runtime.spawn(async move {
+            for id in ids {
+                let Ok(session) = local.session(&id).await else {
+                    continue;
+                };
+                if let Err(err) = shared.update(&id, &|s| *s = session.clone()).await {
+                    tracing::warn!("a session changed during the outage stays local: {err}");
+                }
+            }
+        });
     }
 }
 
@@ -331,6 +369,10 @@ impl StateStore for Degradable {
                 Err(err) => self.went_down(&err),
             }
         }
+        self.changed_while_down
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_owned());
         self.local.update(id, change).await
     }
 
