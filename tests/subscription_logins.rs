@@ -465,6 +465,38 @@ async fn a_token_endpoint_that_is_down_is_called_once_for_all_waiting_requests_t
 }
 
 #[tokio::test]
+async fn a_logout_during_a_refresh_is_not_undone_and_an_unclear_refusal_is_not_final() {
+    let (fake, _dir, path) = expired_claude_login(Duration::from_millis(400)).await;
+    let first = llmux("anthropic-oauth", &fake, &[&path], "").await;
+    let logout = {
+        let path = path.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            std::fs::remove_file(&path).unwrap();
+        })
+    };
+    let (status, body) = anthropic(&first, false).await;
+    logout.await.unwrap();
+    assert_eq!(
+        status, 200,
+        "the refreshed token serves this request: {body}"
+    );
+    assert!(
+        !path.exists(),
+        "the logout is not undone by writing the login back"
+    );
+
+    // A refusal that does not say the refresh token is dead (a firewall, a bad request)
+    // is a passing failure: 503, not "log in again".
+    let (fake, _dir, path) = expired_claude_login(Duration::ZERO).await;
+    fake.refuse_refreshes("invalid_request");
+    let second = llmux("anthropic-oauth", &fake, &[&path], "").await;
+    let (status, body) = anthropic(&second, false).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("could not be refreshed now"), "{body}");
+}
+
+#[tokio::test]
 async fn two_backends_on_one_login_file_share_one_refresh() {
     let (fake, dir, path) = expired_claude_login(Duration::from_millis(200)).await;
     // The same file, spelled two ways.

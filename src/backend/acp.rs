@@ -158,7 +158,10 @@ impl Agent {
         }
     }
 
+    /// Kills the process; the agent counts as gone at once (not only once its output
+    /// ends), so nobody is handed a dying agent.
     fn end(&self) {
+        self.calls.fail("the agent was ended");
         if let Ok(mut child) = self.child.lock()
             && let Some(child) = child.as_mut()
         {
@@ -705,10 +708,13 @@ impl Turn {
     /// The agent's answer to the prompt (`None`: it went away without one); pending
     /// forever once taken.
     async fn answered(&mut self) -> Option<Result<Value, RpcError>> {
-        match self.answer.as_mut() {
+        let result = match self.answer.as_mut() {
             Some(answer) => answer.await.ok(),
             None => std::future::pending().await,
-        }
+        };
+        // Resolved: a receiver must not be polled again, and there is nothing to cancel.
+        self.answer = None;
+        result
     }
 
     /// The agent answered: the session has seen `seen` (`None`: the turn failed, and the
@@ -732,7 +738,11 @@ impl Drop for Turn {
         };
         self.agent.calls.stop_updates();
         conversation.spoiled = true;
-        let (agent, answer) = (self.agent.clone(), self.answer.take());
+        let Some(answer) = self.answer.take() else {
+            // The agent answered; the client left before the answer was out. Nothing runs.
+            return;
+        };
+        let agent = self.agent.clone();
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             agent.end();
             return;
@@ -740,9 +750,9 @@ impl Drop for Turn {
         runtime.spawn(async move {
             let cancel = json!({"jsonrpc": "2.0", "method": "session/cancel",
                                 "params": {"sessionId": conversation.id}});
-            let acknowledged = match (agent.write(&cancel), answer) {
-                (Ok(()), Some(answer)) => tokio::time::timeout(CANCEL_GRACE, answer).await.is_ok(),
-                _ => false,
+            let acknowledged = match agent.write(&cancel) {
+                Ok(()) => tokio::time::timeout(CANCEL_GRACE, answer).await.is_ok(),
+                Err(_) => false,
             };
             if !acknowledged && agent.gone().is_none() {
                 tracing::warn!(
@@ -791,8 +801,15 @@ impl Backend for AcpBackend {
             model: model.to_owned(),
             cwd: self.workspace(request),
         };
-        let agent = self.agent_for(key).await?;
+        let mut agent = self.agent_for(key.clone()).await?;
         let mut conversation = agent.conversation.clone().lock_owned().await;
+        if agent.gone().is_some() {
+            // Ended while this request waited for the session (a cancelled turn that was
+            // never acknowledged): a new agent serves it.
+            drop(conversation);
+            agent = self.agent_for(key).await?;
+            conversation = agent.conversation.clone().lock_owned().await;
+        }
         let hashes = message_hashes(request);
         let continued = match conversation.spoiled {
             true => None,

@@ -85,7 +85,15 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let resolved;
     let path = match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_symlink() => {
-            resolved = std::fs::canonicalize(path)?;
+            // A link whose target does not exist yet is written at its target, as
+            // `fs::write` through the link would.
+            resolved = std::fs::canonicalize(path).or_else(|_| {
+                let target = std::fs::read_link(path)?;
+                Ok::<_, std::io::Error>(match path.parent() {
+                    Some(dir) if target.is_relative() => dir.join(target),
+                    _ => target,
+                })
+            })?;
             resolved.as_path()
         }
         _ => path,
@@ -99,7 +107,11 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let temp = dir.join(format!(".{name}.llmux-{}-{serial}.tmp", std::process::id()));
     let permissions = std::fs::metadata(path).map(|m| m.permissions()).ok();
     let result = (|| {
-        let mut file = std::fs::File::create(&temp)?;
+        // Never through something already at the temporary name (a planted link).
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)?;
         match permissions {
             Some(permissions) => file.set_permissions(permissions)?,
             None => restrict_to_owner(&file)?,

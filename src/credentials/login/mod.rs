@@ -463,13 +463,28 @@ impl Login {
     /// One refresh at a time. After waiting its turn it first looks whether the token it
     /// was asked to replace is already replaced (another request refreshed, or the CLI
     /// rewrote the file), and only then asks the token endpoint.
+    ///
+    /// It runs in a task of its own: a client that walks away must not cancel a refresh
+    /// whose rotated refresh token the provider has already issued but llmux has not yet
+    /// written.
     async fn refresh(self: &Arc<Self>, seen: &Arc<Loaded>) -> Result<Arc<Loaded>, Error> {
+        let (login, seen) = (self.clone(), seen.clone());
+        tokio::spawn(async move { login.refresh_in_turn(&seen).await })
+            .await
+            .map_err(|e| Error::internal(format!("the login refresh stopped: {e}")))?
+    }
+
+    async fn refresh_in_turn(self: &Arc<Self>, seen: &Arc<Loaded>) -> Result<Arc<Loaded>, Error> {
         let _turn = self.refreshing.lock().await;
         if let Some(current) = self.current.read().ok().and_then(|c| c.clone())
             && !current.same_token(seen)
             && !current.expires_within(EXPIRY_MARGIN_MS)
         {
             return Ok(current);
+        }
+        // A refresh token refused before (or an endpoint pausing) needs no lock to say so.
+        if let Some(problem) = self.failed_before(seen.tokens.refresh.as_ref()) {
+            return Err(self.error_for(&problem));
         }
         // Held until the refreshed file is written: the CLI then sees one or the other.
         let _lock = match self.format.refresh_lock(&self.path) {
@@ -504,13 +519,16 @@ impl Login {
         };
         // The file again: a login made while the endpoint answered wins over this
         // refresh, and fields the CLI changed meanwhile are kept.
-        let mut file = match self.read_file().await {
+        // A file removed or replaced by another kind of login meanwhile (`codex logout`,
+        // an API-key login) is the user's choice: the new tokens serve this process only.
+        let (mut file, write_back) = match self.read_file().await {
             Ok(latest) if !latest.same_token(&on_disk) => {
                 tracing::info!(backend = %self.backend, "{} changed during the refresh; using it", self.name());
                 return Ok(self.adopt(latest));
             }
-            Ok(latest) => latest.file,
-            Err(_) => on_disk.file,
+            Ok(latest) => (latest.file, true),
+            Err(FileProblem::Read(ReadError::NotJson(_))) => (on_disk.file, true),
+            Err(_) => (on_disk.file, false),
         };
         let now = now_ms();
         self.format
@@ -520,7 +538,7 @@ impl Login {
             .format
             .read(&file)
             .map_err(|why| self.fail(FileProblem::Endpoint(why)))?;
-        if !self.format.writes_back() {
+        if !self.format.writes_back() || !write_back {
             // Kept in memory only.
         } else if let Err(err) = file::write_json(&self.path, &file).await {
             // The new tokens still serve this process; the CLI keeps its old ones.
@@ -580,7 +598,7 @@ impl Login {
             };
         }
         let why = refresh_error(&json, status, refresh_token.map_or("", Secret::expose));
-        if matches!(status, 400 | 401 | 403) {
+        if matches!(status, 400 | 401 | 403) && refresh_token_is_dead(&why) {
             Err(FileProblem::Refused(format!(
                 "could not be refreshed: the token endpoint answered {status} ({why})"
             )))
@@ -777,6 +795,24 @@ enum FileProblem {
     Refused(String),
     /// The token endpoint failed in a way that may pass.
     Endpoint(String),
+}
+
+/// Whether a refusal says the refresh token itself is no good (only a new login helps),
+/// rather than something that may pass (a firewall's 403, a malformed request).
+fn refresh_token_is_dead(why: &str) -> bool {
+    let why = why.to_lowercase();
+    const CODES: [&str; 5] = [
+        "invalid_grant",
+        "refresh_token_reused",
+        "refresh_token_expired",
+        "invalid_token",
+        "unauthorized_client",
+    ];
+    CODES.iter().any(|code| why.contains(code))
+        || (why.contains("refresh token")
+            && ["invalid", "expired", "revoked", "reused", "not found"]
+                .iter()
+                .any(|word| why.contains(word)))
 }
 
 /// The reason out of an OAuth error answer: `{"error":"invalid_grant",
