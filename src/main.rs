@@ -406,7 +406,7 @@ fn serve(loaded: Loaded, loader: ConfigLoader) -> anyhow::Result<ExitCode> {
 /// start (its port is taken, its store cannot open) is logged and the previous one serves
 /// again.
 async fn serve_until_stopped(config: Config, loader: ConfigLoader) -> anyhow::Result<()> {
-    let secrets = EnvSecrets::from_process();
+    let secrets = Arc::new(EnvSecrets::from_process());
     let settings = Arc::new(SettingsSource::new(loader));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -470,7 +470,16 @@ async fn serve_until_stopped(config: Config, loader: ConfigLoader) -> anyhow::Re
                         }
                         continue;
                     }
-                    match engine.successor(loaded.clone(), &secrets) {
+                    // Off the async threads: building may wait on the capture writers.
+                    let (running, next_config, env) =
+                        (engine.clone(), loaded.clone(), secrets.clone());
+                    let built = tokio::task::spawn_blocking(move || {
+                        running.successor(next_config, env.as_ref())
+                    })
+                    .await
+                    .map_err(|e| llmux::Error::internal(e.to_string()))
+                    .and_then(|built| built);
+                    match built {
                         Ok(successor) => {
                             switch.serve(&successor);
                             engine = successor;
@@ -495,7 +504,17 @@ async fn serve_until_stopped(config: Config, loader: ConfigLoader) -> anyhow::Re
             break;
         }
         if let Some(next) = next {
-            previous = Some(std::mem::replace(&mut config, next));
+            // Saves made while the listeners drained are in the file too: load it again.
+            let latest = match settings.load() {
+                Ok(loaded) => loaded.config,
+                Err(err) => {
+                    tracing::error!(
+                        "settings changed but do not load, using the last that did:\n{err}"
+                    );
+                    next
+                }
+            };
+            previous = Some(std::mem::replace(&mut config, latest));
         }
     }
     tracing::info!("stopped");

@@ -367,4 +367,18 @@ fn state_settings_are_checked_naming_the_key() {
     );
     let unknown = config_error("[state]\nbackend = \"etcd\"\n");
     assert!(unknown.contains("must be memory or redis"), "{unknown}");
+    // A password in the URL is never shown.
+    let with_password =
+        "[state]\nbackend = \"redis\"\nurl = \"http://:hunter2-secret@127.0.0.1\"\n";
+    let refused = config_error(with_password);
+    assert!(!refused.contains("hunter2-secret"), "{refused}");
+    let printed = support::config_loaded(
+        "[state]\nbackend = \"redis\"\nurl = \"redis://:hunter2-secret@127.0.0.1:6379/0\"\n",
+    )
+    .print();
+    assert!(
+        printed.contains("redis://:****@127.0.0.1:6379/0"),
+        "{printed}"
+    );
+    assert!(!printed.contains("hunter2-secret"), "{printed}");
 }

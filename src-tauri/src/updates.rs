@@ -3,8 +3,8 @@
 //! the installers.
 //!
 //! Where the manifest comes from:
-//! - `LLMUX_UPDATE_URL` and `LLMUX_UPDATE_PUBKEY`, when both are set (a mirror, or the
-//!   tests' loopback server);
+//! - in debug builds only, `LLMUX_UPDATE_URL` and `LLMUX_UPDATE_PUBKEY`, when both are set
+//!   (the tests' loopback server);
 //! - else the endpoint and public key release builds carry in `plugins.updater` of their
 //!   Tauri config (release.yml merges `tauri.release.conf.json` with the repository's
 //!   values).
@@ -122,13 +122,19 @@ impl Updates {
         }
     }
 
-    /// From the process environment and the app's Tauri config.
+    /// From the app's Tauri config; in debug builds (the tests') the environment may name
+    /// another source. A release build never takes an update address or key from its
+    /// environment: whoever can set it could offer a package they signed themselves.
     pub fn for_app(app: &AppHandle) -> Self {
         let config = app.config().plugins.0.get("updater").cloned();
-        Self::new(UpdateSource::find(
-            |name| std::env::var(name).ok(),
-            config.as_ref(),
-        ))
+        let env = |name: &str| {
+            if cfg!(debug_assertions) {
+                std::env::var(name).ok()
+            } else {
+                None
+            }
+        };
+        Self::new(UpdateSource::find(env, config.as_ref()))
     }
 
     pub fn enabled(&self) -> bool {

@@ -155,7 +155,7 @@ impl BruteForce {
         if let Some(store) = &self.shared
             && let Err(err) = store.delete(&Self::shared_key(ip)).await
         {
-            tracing::warn!("brute-force records: {err}");
+            tracing::debug!("brute-force records: {err}");
         }
         if let Ok(mut state) = self.state.lock() {
             state.records.remove(&ip);

@@ -661,6 +661,20 @@ pub struct StateSettings {
     pub key_prefix: String,
 }
 
+/// `url` with its password (`redis://:secret@host`) shown as `****`, for anything a person
+/// reads: `config print`, the settings page, error messages.
+pub fn url_without_password(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("****"));
+            parsed.to_string()
+        }
+        Ok(_) => url.to_owned(),
+        // Unparseable: it may still hold a secret; show its scheme only.
+        Err(_) => format!("{}://…", url.split("://").next().unwrap_or("?")),
+    }
+}
+
 fn validate_state(
     raw: &raw::RawState,
     layered: &Layered,
@@ -690,7 +704,7 @@ fn validate_state(
                 problems.push(bad(
                     layered,
                     "state.url",
-                    format!("'{url}'"),
+                    format!("'{}'", url_without_password(url)),
                     "not a Redis URL (redis://host:port/db, rediss:// for TLS)",
                 ));
                 StateBackend::Memory

@@ -26,6 +26,10 @@ pub fn entries(loaded: &Loaded) -> Result<Vec<Entry>, String> {
             let value = if SECRET_KEYS.contains(&key.as_str()) {
                 let count = value.as_array().map(Vec::len).unwrap_or(0);
                 toml::Value::Array(vec![toml::Value::String("****".into()); count])
+            } else if key == "state.url"
+                && let Some(url) = value.as_str()
+            {
+                toml::Value::String(super::url_without_password(url))
             } else {
                 value
             };

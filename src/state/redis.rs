@@ -40,6 +40,9 @@ pub struct RedisStore {
     idle: Duration,
     timeout: Duration,
     script: ::redis::Script,
+    /// After a failure, calls fail at once until then instead of each waiting out the
+    /// timeout (a down Redis must not cost every request `timeout_ms`, or twice that).
+    resting_until: Mutex<Option<Instant>>,
 }
 
 impl RedisStore {
@@ -54,6 +57,7 @@ impl RedisStore {
             idle,
             timeout,
             script: ::redis::Script::new(COMPARE_AND_SET),
+            resting_until: Mutex::new(None),
         })
     }
 
@@ -66,14 +70,30 @@ impl RedisStore {
     where
         F: std::future::Future<Output = ::redis::RedisResult<T>>,
     {
-        match tokio::time::timeout(self.timeout, call).await {
+        let result = match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(err)) => Err(self.failed(what, err)),
             Err(_) => Err(self.failed(what, format!("no answer within {:?}", self.timeout))),
+        };
+        let mut resting = self.resting_until.lock().unwrap_or_else(|e| e.into_inner());
+        *resting = result.is_err().then(|| Instant::now() + RETRY_AFTER);
+        result
+    }
+
+    /// An error at once while the store rests after a failure.
+    fn check_resting(&self) -> Result<(), Error> {
+        let resting = self.resting_until.lock().unwrap_or_else(|e| e.into_inner());
+        match *resting {
+            Some(until) if Instant::now() < until => Err(self.failed(
+                "is not answering",
+                format!("tried again in {:?}", until - Instant::now()),
+            )),
+            _ => Ok(()),
         }
     }
 
     async fn connection(&self) -> Result<ConnectionManager, Error> {
+        self.check_resting()?;
         let connect = || async {
             let config = ::redis::aio::ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(self.timeout))
@@ -139,6 +159,25 @@ impl RedisStore {
     where
         T: serde::Serialize + serde::de::DeserializeOwned + Clone + Send,
     {
+        // The whole update, races included, within a few timeouts.
+        let limit = self.timeout.saturating_mul(4);
+        match tokio::time::timeout(limit, self.update_json_racing(name, change)).await {
+            Ok(result) => result,
+            Err(_) => Err(self.failed(
+                "did not finish an update",
+                format!("still racing other instances after {limit:?}"),
+            )),
+        }
+    }
+
+    async fn update_json_racing<T>(
+        &self,
+        name: &str,
+        change: &(dyn Fn(Option<T>) -> (T, Duration) + Send + Sync),
+    ) -> Result<(Option<T>, T), Error>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned + Clone + Send,
+    {
         let key = format!("{}{name}", self.prefix);
         let mut connection = self.connection().await?;
         let mut stored = self.read(&mut connection, &key).await?;
@@ -165,8 +204,8 @@ impl RedisStore {
         ))
     }
 
-    /// Removes the value at `<prefix><name>`.
-    pub async fn delete(&self, name: &str) -> Result<(), Error> {
+    /// Removes the value at `<prefix><name>`; whether there was one.
+    pub async fn delete(&self, name: &str) -> Result<bool, Error> {
         let key = format!("{}{name}", self.prefix);
         let mut connection = self.connection().await?;
         let mut del = ::redis::cmd("DEL");
@@ -176,7 +215,7 @@ impl RedisStore {
             del.query_async::<i64>(&mut connection),
         )
         .await
-        .map(drop)
+        .map(|removed| removed > 0)
     }
 }
 
@@ -347,6 +386,9 @@ impl StateStore for Degradable {
             match self.shared.session(id).await {
                 Ok(session) => {
                     self.came_back();
+                    // Mirrored here, so an outage starts from the last shared state.
+                    let mirror = session.clone();
+                    let _ = self.local.update(id, &|s| *s = mirror.clone()).await;
                     return Ok(session);
                 }
                 Err(err) => self.went_down(&err),
@@ -364,6 +406,8 @@ impl StateStore for Degradable {
             match self.shared.update(id, change).await {
                 Ok(updated) => {
                     self.came_back();
+                    let mirror = updated.after.clone();
+                    let _ = self.local.update(id, &|s| *s = mirror.clone()).await;
                     return Ok(updated);
                 }
                 Err(err) => self.went_down(&err),

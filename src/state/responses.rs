@@ -89,15 +89,13 @@ impl ResponseStore {
         let Some(shared) = &self.shared else {
             return here;
         };
-        let key = Self::shared_key(id);
-        let there = matches!(
-            shared.get_json::<serde_json::Value>(&key).await,
-            Ok(Some(_))
-        );
-        if let Err(err) = shared.delete(&key).await {
-            tracing::warn!("stored answers: {err}");
+        match shared.delete(&Self::shared_key(id)).await {
+            Ok(there) => here || there,
+            Err(err) => {
+                tracing::warn!("stored answers: {err}");
+                here
+            }
         }
-        here || there
     }
 
     pub fn put(&self, id: &str, stored: StoredResponse) {
