@@ -66,7 +66,8 @@ timeout "$left" "${pin_load[@]}" "$bin/loadgen" compare --report capture \
     --out "$out_md" --json-out "$out_json"
 # loadgen's report speaks of the wire capture: say what was measured.
 # shellcheck disable=SC2016 # the backquotes are Markdown
-sed -i -e "1s/^# llmux wire capture: off vs. on/# llmux A (off) vs. B (on): $LABEL/" \
+label="${LABEL//|/-}"
+sed -i -e "1s|^# llmux wire capture: off vs. on|# llmux A (off) vs. B (on): $label|" \
     -e '/^off: /s/(llmux without capture)/(llmux A)/' \
     -e '/^off: /s/(llmux with `capture\.file`)/(llmux B)/' \
     -e "/^off: /s/what capture adds to a request/what B adds to a request/" \
