@@ -42,40 +42,10 @@ b_port="$("$bin/loadgen" free-port)"
 write_config "$tmp/b.toml" "$b_port"
 LLMUX_BIN="$B_BIN" start_llmux b "$tmp/b.toml" "$b_port"
 b_pid="$started_pid"
-startup_rss="$(rss_kb "$b_pid")"
-warm_up "http://127.0.0.1:$a_port/v1" "$KINDS"
-warm_up "http://127.0.0.1:$b_port/v1" "$KINDS"
-sleep 1
-idle_rss="$(rss_kb "$b_pid")"
-machine_notes
-
-left=$(( BUDGET - (SECONDS - run_start) - 10 ))
-(( left > 40 )) || { echo "only ${left} s of the ${BUDGET} s budget left for the measurement" >&2; exit 1; }
-timeout "$left" "${pin_load[@]}" "$bin/loadgen" compare --report capture \
-    --direct "http://127.0.0.1:$a_port/v1" --direct-pid "$a_pid" \
-    --proxied "http://127.0.0.1:$b_port/v1" --proxy-pid "$b_pid" \
-    --clk-tck "$clk_tck" --cost-target-pct 1 \
-    --kinds "$KINDS" --requests "$REQUESTS" --warmup "$WARMUP" --rounds "$ROUNDS" \
-    --high-concurrency "$HIGH_C" --high-seconds "$HIGH_SECONDS" \
-    --budget-seconds "$(( left - 30 ))" \
-    --startup-rss-kb "$startup_rss" --idle-rss-kb "$idle_rss" \
-    --note "$(date -u +%Y-%m-%dT%H:%M:%SZ), llmux $rev, $(nproc) CPUs ($(uname -sr))" \
-    --note "A: $A_BIN; B: $B_BIN" \
-    --note "$busy_note" \
-    --note "$pin_note" \
-    --out "$out_md" --json-out "$out_json"
-# loadgen's report speaks of the wire capture: say what was measured.
-# shellcheck disable=SC2016 # the backquotes are Markdown
-label="${LABEL//|/-}"
-sed -i -e "1s|^# llmux wire capture: off vs. on|# llmux A (off) vs. B (on): $label|" \
-    -e '/^off: /s/(llmux without capture)/(llmux A)/' \
-    -e '/^off: /s/(llmux with `capture\.file`)/(llmux B)/' \
-    -e "/^off: /s/what capture adds to a request/what B adds to a request/" \
-    -e '/^off: /s/ (the capture writer thread included)//' \
-    -e 's/^## Target: capture costs ≤ \([0-9]*\) %/## Target: B costs ≤ \1 %/' \
-    -e 's/: capture adds /: B adds /' \
-    -e 's/^llmux (capture on) RSS/llmux B RSS/' \
-    "$out_md"
+compare_pair "$a_port" "$a_pid" "$b_port" "$b_pid" "$out_md" "$out_json" \
+    --cost-target-pct 1 --note "A: $A_BIN; B: $B_BIN"
+relabel_report "$out_md" "llmux A (off) vs. B (on): $LABEL" "llmux A" "llmux B" B \
+    "Target: B costs ≤ \\1 %" B
 stop_pid "$b_pid"
 stop_pid "$a_pid"
 echo "wrote $out_md and $out_json"

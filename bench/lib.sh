@@ -187,3 +187,55 @@ machine_notes() {
     fi
 }
 cpu_busy() { awk '/^cpu / {print $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8}' /proc/stat; }
+
+# compare_pair OFF_PORT OFF_PID ON_PORT ON_PID OUT_MD OUT_JSON [LOADGEN ARG...]: warms both llmux
+# instances up, then `loadgen compare --report capture` of OFF against ON in what is left of
+# BUDGET ("added" is what ON costs over OFF), with the machine's notes first; extra loadgen
+# arguments (more --note, --cost-target-pct) go last. For runs whose two sides are two llmux
+# instances (bench/state.sh, bench/ab.sh).
+compare_pair() {
+    local off_port="$1" off_pid="$2" on_port="$3" on_pid="$4" md="$5" json="$6" left startup idle
+    shift 6
+    startup="$(rss_kb "$on_pid")"
+    warm_up "http://127.0.0.1:$off_port/v1" "$KINDS"
+    warm_up "http://127.0.0.1:$on_port/v1" "$KINDS"
+    sleep 1
+    idle="$(rss_kb "$on_pid")"
+    machine_notes
+    left=$(( BUDGET - (SECONDS - run_start) - 10 ))
+    (( left > 40 )) || { echo "only ${left} s of the ${BUDGET} s budget left for the measurement" >&2; exit 1; }
+    timeout "$left" "${pin_load[@]}" "$bin/loadgen" compare --report capture \
+        --direct "http://127.0.0.1:$off_port/v1" --direct-pid "$off_pid" \
+        --proxied "http://127.0.0.1:$on_port/v1" --proxy-pid "$on_pid" \
+        --clk-tck "$clk_tck" \
+        --kinds "$KINDS" --requests "$REQUESTS" --warmup "$WARMUP" --rounds "$ROUNDS" \
+        --high-concurrency "$HIGH_C" --high-seconds "$HIGH_SECONDS" \
+        --budget-seconds "$(( left - 30 ))" \
+        --startup-rss-kb "$startup" --idle-rss-kb "$idle" \
+        --note "$(date -u +%Y-%m-%dT%H:%M:%SZ), llmux $rev, $(nproc) CPUs ($(uname -sr))" \
+        --note "$busy_note" \
+        --note "$pin_note" \
+        "$@" \
+        --out "$md" --json-out "$json"
+}
+
+# relabel_report MD TITLE OFF ON ADDS TARGET SHORT: loadgen's capture report speaks of the wire
+# capture; this says what was measured instead. TITLE replaces the title, OFF and ON the two
+# sides' descriptions, ADDS "capture" in "what capture adds to a request", TARGET the target
+# heading (`\1` is the percentage), SHORT "capture" in "capture adds" and "(capture on) RSS".
+relabel_report() {
+    local md="$1" title off on adds target short
+    # Literal text for sed's replacement side, with | as the delimiter.
+    literal() { local s="${1//\\/\\\\}"; s="${s//&/\\&}"; printf '%s' "${s//|/\\|}"; }
+    title="$(literal "$2")" off="$(literal "$3")" on="$(literal "$4")" adds="$(literal "$5")"
+    target="${6//|/\\|}" short="$(literal "$7")"
+    sed -i -e "1s|^# llmux wire capture: off vs. on|# $title|" \
+        -e "/^off: /s|(llmux without capture)|($off)|" \
+        -e "/^off: /s|(llmux with \`capture\\.file\`)|($on)|" \
+        -e "/^off: /s|what capture adds to a request|what $adds adds to a request|" \
+        -e '/^off: /s| (the capture writer thread included)||' \
+        -e "s|^## Target: capture costs ≤ \\([0-9]*\\) %|## $target|" \
+        -e "s|: capture adds |: $short adds |" \
+        -e "s|^llmux (capture on) RSS|llmux ($short on) RSS|" \
+        "$md"
+}

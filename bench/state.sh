@@ -62,40 +62,14 @@ backend = \"redis\"
 url = \"redis://127.0.0.1:$redis_port/0\""
 start_llmux on "$tmp/on.toml" "$on_port"
 on_pid="$started_pid"
-startup_rss="$(rss_kb "$on_pid")"
-warm_up "http://127.0.0.1:$off_port/v1" "$KINDS"
-warm_up "http://127.0.0.1:$on_port/v1" "$KINDS"
-sleep 1
-idle_rss="$(rss_kb "$on_pid")"
-machine_notes
-
-left=$(( BUDGET - (SECONDS - run_start) - 10 ))
-(( left > 40 )) || { echo "only ${left} s of the ${BUDGET} s budget left for the measurement" >&2; exit 1; }
-timeout "$left" "${pin_load[@]}" "$bin/loadgen" compare --report capture \
-    --direct "http://127.0.0.1:$off_port/v1" --direct-pid "$off_pid" \
-    --proxied "http://127.0.0.1:$on_port/v1" --proxy-pid "$on_pid" \
-    --clk-tck "$clk_tck" \
-    --kinds "$KINDS" --requests "$REQUESTS" --warmup "$WARMUP" --rounds "$ROUNDS" \
-    --high-concurrency "$HIGH_C" --high-seconds "$HIGH_SECONDS" \
-    --budget-seconds "$(( left - 30 ))" \
-    --startup-rss-kb "$startup_rss" --idle-rss-kb "$idle_rss" \
-    --note "$(date -u +%Y-%m-%dT%H:%M:%SZ), llmux $rev, $(nproc) CPUs ($(uname -sr)), $(redis-server --version | cut -d' ' -f1-3)" \
-    --note "$busy_note" \
-    --note "$pin_note; redis-server shares the CPU of the fake provider and the load generator" \
+compare_pair "$off_port" "$off_pid" "$on_port" "$on_pid" "$out_md" "$out_json" \
+    --note "$(redis-server --version | cut -d' ' -f1-3); redis-server shares the CPU of the fake provider and the load generator" \
     --note "target (issue #19): added p50 <= ${TARGET_US} µs per request with Redis on loopback" \
-    --note "every request updates one session key (same derived session): the compare-and-set worst case at c=$HIGH_C" \
-    --out "$out_md" --json-out "$out_json"
-# loadgen's report speaks of the wire capture: say what was measured.
-# shellcheck disable=SC2016 # the backquotes are Markdown
-sed -i -e '1s/^# llmux wire capture: off vs. on/# llmux session state: memory (off) vs. Redis (on)/' \
-    -e '/^off: /s/(llmux without capture)/(llmux with `[state] backend = "memory"`)/' \
-    -e '/^off: /s/(llmux with `capture\.file`)/(llmux with `[state] backend = "redis"`)/' \
-    -e '/^off: /s/what capture adds to a request/what the Redis store adds to a request/' \
-    -e '/^off: /s/ (the capture writer thread included)//' \
-    -e 's/^## Target: capture costs ≤ \([0-9]*\) %/## The capture report'"'"'s yardstick: cost ≤ \1 % (the issue'"'"'s target is the added p50 above)/' \
-    -e 's/: capture adds /: Redis adds /' \
-    -e 's/^llmux (capture on) RSS/llmux (Redis on) RSS/' \
-    "$out_md"
+    --note "every request updates one session key (same derived session): the compare-and-set worst case at c=$HIGH_C"
+relabel_report "$out_md" "llmux session state: memory (off) vs. Redis (on)" \
+    'llmux with `[state] backend = "memory"`' 'llmux with `[state] backend = "redis"`' \
+    "the Redis store" "The capture report's yardstick: cost ≤ \\1 % (the issue's target is the added p50 above)" \
+    Redis
 stop_pid "$on_pid"
 stop_pid "$off_pid"
 echo "wrote $out_md and $out_json"

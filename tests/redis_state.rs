@@ -51,6 +51,20 @@ async fn say(llmux: &Llmux, session: &str, text: &str) -> String {
     answer
 }
 
+/// Sends requests until the instance has found Redis again and its health is `ok`.
+async fn until_healthy(llmux: &Llmux) {
+    let mut status = Value::Null;
+    for _ in 0..100 {
+        say(llmux, "after", "Hi").await;
+        status = health(llmux).await;
+        if status["status"] == "ok" {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("health never came back to ok: {status}");
+}
+
 async fn ready(llmux: &Llmux) -> u16 {
     client()
         .get(llmux.url("/ready"))
@@ -146,16 +160,7 @@ async fn losing_redis_serves_from_local_memory_and_health_says_degraded() {
 
     // Back: the shared state serves again (a fresh server: the session starts over).
     let _redis = RedisServer::start_on(port).await;
-    let mut status = Value::Null;
-    for _ in 0..100 {
-        say(&llmux, "after", "Hi").await;
-        status = health(&llmux).await;
-        if status["status"] == "ok" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(status["status"], "ok", "{status}");
+    until_healthy(&llmux).await;
     assert_eq!(ready(&llmux).await, 200);
 }
 
@@ -219,16 +224,7 @@ async fn three_instances_behind_nginx_share_sessions_through_an_instance_loss_an
     let statuses = load.await.unwrap();
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     for instance in &instances {
-        let mut status = Value::Null;
-        for _ in 0..100 {
-            say(instance, "after", "Hi").await;
-            status = health(instance).await;
-            if status["status"] == "ok" {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert_eq!(status["status"], "ok", "{status}");
+        until_healthy(instance).await;
     }
 }
 

@@ -285,27 +285,24 @@ impl StateStore for RedisStore {
     }
 }
 
-/// How long a store that failed is left alone before it is tried again.
+/// How long a Redis that failed is left alone before it is tried again.
 const RETRY_AFTER: Duration = Duration::from_secs(2);
 
 /// A shared store with a local one behind it: while the shared one fails (Redis stopped,
 /// unreachable, too slow), requests go on with this instance's own memory and a warning,
-/// the shared one is tried again every [`RETRY_AFTER`], and [`StateStore::degraded`] says
-/// why (the health endpoint reports it).
+/// and [`StateStore::degraded`] says why (the health endpoint reports it). Every call
+/// tries the shared store first: a [`RedisStore`] that just failed answers at once for
+/// [`RETRY_AFTER`], so this costs an outage nothing.
 ///
 /// Sessions changed locally meanwhile are written to Redis once it answers again (this
 /// instance's version wins for them), so a choice made during an outage is not lost.
 pub struct Degradable {
     shared: std::sync::Arc<dyn StateStore>,
     local: std::sync::Arc<MemoryStore>,
-    down: Mutex<Option<Down>>,
+    /// Why the shared store is down, from its first failure until it answers again.
+    down: Mutex<Option<String>>,
     /// Sessions updated in local memory while the shared store was down.
     changed_while_down: Mutex<std::collections::HashSet<String>>,
-}
-
-struct Down {
-    why: String,
-    retry_at: Instant,
 }
 
 impl Degradable {
@@ -318,22 +315,12 @@ impl Degradable {
         }
     }
 
-    /// Whether the shared store is worth a try now.
-    fn shared_usable(&self) -> bool {
-        let down = self.down.lock().unwrap_or_else(|e| e.into_inner());
-        down.as_ref()
-            .is_none_or(|down| Instant::now() >= down.retry_at)
-    }
-
     fn went_down(&self, err: &Error) {
         let mut down = self.down.lock().unwrap_or_else(|e| e.into_inner());
         if down.is_none() {
             tracing::warn!("{err}; serving sessions from this instance's memory until it is back");
+            *down = Some(err.to_string());
         }
-        *down = Some(Down {
-            why: err.to_string(),
-            retry_at: Instant::now() + RETRY_AFTER,
-        });
     }
 
     fn came_back(&self) {
@@ -347,7 +334,7 @@ impl Degradable {
 
     /// Writes the sessions changed during the outage to the shared store, in the
     /// background (the request that found Redis back does not wait for them). One that
-    /// fails stays in the list for the next recovery.
+    /// fails stays local, with a warning.
     fn write_back_local_changes(&self) {
         let ids: Vec<String> = self
             .changed_while_down
@@ -382,19 +369,19 @@ impl Degradable {
 #[async_trait::async_trait]
 impl StateStore for Degradable {
     async fn session(&self, id: &str) -> Result<Session, Error> {
-        if self.shared_usable() {
-            match self.shared.session(id).await {
-                Ok(session) => {
-                    self.came_back();
-                    // Mirrored here, so an outage starts from the last shared state.
-                    let mirror = session.clone();
-                    let _ = self.local.update(id, &|s| *s = mirror.clone()).await;
-                    return Ok(session);
-                }
-                Err(err) => self.went_down(&err),
+        match self.shared.session(id).await {
+            Ok(session) => {
+                self.came_back();
+                // Mirrored here, so an outage starts from the last shared state.
+                let mirror = session.clone();
+                let _ = self.local.update(id, &|s| *s = mirror.clone()).await;
+                Ok(session)
+            }
+            Err(err) => {
+                self.went_down(&err);
+                self.local.session(id).await
             }
         }
-        self.local.session(id).await
     }
 
     async fn update(
@@ -402,16 +389,14 @@ impl StateStore for Degradable {
         id: &str,
         change: &(dyn for<'s> Fn(&'s mut Session) + Send + Sync),
     ) -> Result<Updated, Error> {
-        if self.shared_usable() {
-            match self.shared.update(id, change).await {
-                Ok(updated) => {
-                    self.came_back();
-                    let mirror = updated.after.clone();
-                    let _ = self.local.update(id, &|s| *s = mirror.clone()).await;
-                    return Ok(updated);
-                }
-                Err(err) => self.went_down(&err),
+        match self.shared.update(id, change).await {
+            Ok(updated) => {
+                self.came_back();
+                let mirror = updated.after.clone();
+                let _ = self.local.update(id, &|s| *s = mirror.clone()).await;
+                return Ok(updated);
             }
+            Err(err) => self.went_down(&err),
         }
         self.changed_while_down
             .lock()
@@ -421,9 +406,7 @@ impl StateStore for Degradable {
     }
 
     async fn count(&self) -> Result<usize, Error> {
-        if self.shared_usable()
-            && let Ok(count) = self.shared.count().await
-        {
+        if let Ok(count) = self.shared.count().await {
             return Ok(count);
         }
         self.local.count().await
@@ -431,7 +414,7 @@ impl StateStore for Degradable {
 
     fn degraded(&self) -> Option<String> {
         let down = self.down.lock().unwrap_or_else(|e| e.into_inner());
-        down.as_ref().map(|down| down.why.clone())
+        down.clone()
     }
 
     /// Ready only when the shared store answers: a balancer then sends traffic to the

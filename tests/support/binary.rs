@@ -85,3 +85,51 @@ impl Drop for Llmux {
         let _ = self.child.wait();
     }
 }
+
+/// A server process a test starts (redis-server, nginx): waited for until it listens on its
+/// loopback port, killed and reaped when dropped.
+pub struct Listening {
+    pub port: u16,
+    child: Child,
+}
+
+impl Listening {
+    /// Waits (up to 4 s) for `child` to accept connections on `port`; `None` (the child
+    /// killed) when it never does.
+    pub async fn wait(mut child: Child, port: u16) -> Option<Self> {
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return Some(Self { port, child });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
+    /// Stops it and waits until the port refuses connections.
+    pub async fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

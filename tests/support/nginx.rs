@@ -3,12 +3,13 @@
 //! team would put in front of several llmux instances. Stopped by pid when dropped.
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::{Command, Stdio};
+
+use super::binary::Listening;
 
 pub struct Nginx {
     pub port: u16,
-    child: Child,
+    _server: Listening,
     _dir: tempfile::TempDir,
 }
 
@@ -52,7 +53,7 @@ http {{
         );
         let path = dir.path().join("nginx.conf");
         std::fs::write(&path, conf).unwrap();
-        let mut child = Command::new("nginx")
+        let child = Command::new("nginx")
             .arg("-c")
             .arg(&path)
             .arg("-p")
@@ -62,33 +63,18 @@ http {{
             .stderr(Stdio::null())
             .spawn()
             .expect("nginx (Debian package nginx, installed by scripts/setup)");
-        for _ in 0..200 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return Self {
-                    port,
-                    child,
-                    _dir: dir,
-                };
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let Some(server) = Listening::wait(child, port).await else {
+            let log = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
+            panic!("nginx did not listen on {port}: {log}");
+        };
+        Self {
+            port,
+            _server: server,
+            _dir: dir,
         }
-        let _ = child.kill();
-        let _ = child.wait();
-        let log = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
-        panic!("nginx did not listen on {port}: {log}");
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

@@ -561,8 +561,9 @@ impl Login {
             return;
         }
         let (login, seen) = (self.clone(), seen.clone());
+        // Already a task of its own: no need for `refresh`'s.
         tokio::spawn(async move {
-            let _ = login.refresh(&seen).await;
+            let _ = login.refresh_in_turn(&seen).await;
         });
     }
 
@@ -765,7 +766,7 @@ impl Login {
                     continue;
                 };
                 if loaded.expires_within(millis(login.refresh_ahead)) {
-                    let _ = login.refresh(&loaded).await;
+                    let _ = login.refresh_in_turn(&loaded).await;
                 }
             }
         });
