@@ -85,6 +85,14 @@ struct Carried {
     store: Option<Arc<Store>>,
     capture: Option<Arc<Capture>>,
     notices: Option<tokio::sync::broadcast::Sender<crate::router::breaker::Notice>>,
+    /// The proxy keys and brute-force records, when the `[auth]` settings are unchanged:
+    /// a save must not lift a block.
+    auth: Option<Arc<Auth>>,
+    /// Leg statistics and breakers, when the breaker settings are unchanged: a save must not
+    /// close a breaker on a back-end that is down.
+    health: Option<Arc<Health>>,
+    /// Key cool-downs and open breakers (shared through Redis when the state is).
+    rests: Option<crate::state::rests::Rests>,
     /// Keys the engines before knew: still masked (their requests may still be running).
     secrets: Vec<String>,
 }
@@ -111,8 +119,9 @@ struct Inner {
     config: Config,
     router: Router,
     pipeline: Pipeline,
-    auth: Auth,
-    health: Health,
+    auth: Arc<Auth>,
+    health: Arc<Health>,
+    rests: crate::state::rests::Rests,
 }
 
 impl Drop for Inner {
@@ -161,6 +170,7 @@ impl Engine {
             prompt_redactor: config
                 .redact_prompts
                 .then(|| Arc::new(secrets_of(&config, secrets))),
+            redis: carried.redis.clone(),
         };
         let pipeline = Pipeline::standard(&config, &shared)?;
         carried.state = Some(shared.state);
@@ -225,6 +235,10 @@ impl Engine {
             store: self.inner.store.clone(),
             capture: self.inner.capture.clone(),
             notices: Some(self.inner.health.sender()),
+            auth: Some(self.inner.auth.clone()).filter(|_| now.auth == config.auth),
+            health: Some(self.inner.health.clone())
+                .filter(|_| same_state && now.circuit_breaker == config.circuit_breaker),
+            rests: Some(self.inner.rests.clone()).filter(|_| same_state),
             secrets: known,
         };
         let engine = Self::standard(config, secrets, carried)?;
@@ -256,10 +270,21 @@ impl Engine {
         let router =
             Router::new(backends, config.default_backend.clone()).with_routes(&config.routes);
         let config_breaker = config.circuit_breaker;
-        let auth = match &carried.redis {
-            Some(redis) => Auth::new(&config.auth).with_shared_records(redis.clone()),
-            None => Auth::new(&config.auth),
-        };
+        let rests = carried.rests.unwrap_or_else(|| match &carried.redis {
+            Some(redis) => crate::state::rests::Rests::shared(redis.clone()),
+            None => crate::state::rests::Rests::local(),
+        });
+        for backend in router.backends().values() {
+            if let Some(keys) = backend.keys() {
+                keys.share_rests(rests.clone());
+            }
+        }
+        let auth = carried.auth.unwrap_or_else(|| {
+            Arc::new(match &carried.redis {
+                Some(redis) => Auth::new(&config.auth).with_shared_records(redis.clone()),
+                None => Auth::new(&config.auth),
+            })
+        });
         if config.web.any_host {
             tracing::warn!(
                 "proxy.allowed_hosts = [\"*\"]: the Host check is off, so any web page can \
@@ -278,10 +303,15 @@ impl Engine {
         if let Some(capture) = &carried.capture {
             capture.set_redactor(redactor.clone());
         }
-        let health = match carried.notices {
-            Some(notices) => Health::with_notices(config_breaker, notices),
-            None => Health::new(config_breaker),
-        };
+        let health = carried.health.unwrap_or_else(|| {
+            Arc::new(
+                match carried.notices {
+                    Some(notices) => Health::with_notices(config_breaker, notices),
+                    None => Health::new(config_breaker),
+                }
+                .with_rests(rests.clone()),
+            )
+        });
         Ok(Self {
             inner: Arc::new(Inner {
                 settings: std::sync::OnceLock::new(),
@@ -330,6 +360,7 @@ impl Engine {
                 pipeline,
                 auth,
                 health,
+                rests,
             }),
         })
     }
@@ -692,5 +723,85 @@ impl futures::Stream for Answer {
                 None => this.end(),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::ConfigLoader;
+    use crate::credentials::EnvSecrets;
+
+    fn config(cool_down_seconds: f64, extra_backend: bool) -> Config {
+        let mut loader = ConfigLoader::new()
+            .env(|name| (name == "LLM_INTERACTIVE_PROXY_API_KEY").then(|| "team-key".into()))
+            .set("default_backend", "openai", "test")
+            .set("circuit_breaker.failures", 1_i64, "test")
+            .set(
+                "circuit_breaker.cool_down_seconds",
+                cool_down_seconds,
+                "test",
+            );
+        if extra_backend {
+            loader = loader.set("backends.spare.type", "mock", "test");
+        }
+        loader.load().unwrap().config
+    }
+
+    fn secrets() -> EnvSecrets {
+        EnvSecrets::new(|name| match name {
+            "OPENAI_API_KEY" => Some("sk-first".into()),
+            "OPENAI_API_KEY_2" => Some("sk-second".into()),
+            _ => None,
+        })
+    }
+
+    async fn attempt(engine: &Engine, key: &str) -> Result<(), Error> {
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert("x-api-key", key.parse().unwrap());
+        let client: IpAddr = [192, 0, 2, 7].into();
+        engine
+            .auth()
+            .check("/v1/models", Some(client), &headers, None)
+            .await
+    }
+
+    #[tokio::test]
+    async fn saved_settings_keep_blocks_open_breakers_and_resting_keys() {
+        let engine = Engine::new(config(60.0, false), &secrets()).unwrap();
+        let outage = Error::upstream_status(503, None);
+        engine.health().record("openai", "m", Err(&outage));
+        let keys = engine.routes().backend("openai").unwrap().keys().unwrap();
+        assert!(keys.failed(
+            0,
+            &Error::upstream_status(429, Some(Duration::from_secs(30)))
+        ));
+        for _ in 0..5 {
+            assert_eq!(attempt(&engine, "a-guess").await.unwrap_err().status(), 401);
+        }
+        assert_eq!(
+            attempt(&engine, "team-key").await.unwrap_err().status(),
+            429
+        );
+
+        // Another back-end saved: nothing the engine knew of is forgotten.
+        let next = engine.successor(config(60.0, true), &secrets()).unwrap();
+        assert!(next.health().breakers().is_open("openai"));
+        let keys = next.routes().backend("openai").unwrap().keys().unwrap();
+        assert_eq!(keys.pick(&[]), Ok(Some(1)), "the first key still rests");
+        assert_eq!(
+            attempt(&next, "team-key").await.unwrap_err().status(),
+            429,
+            "still blocked"
+        );
+        assert_eq!(next.health().legs().len(), 1, "the statistics too");
+
+        // New breaker settings start the breakers over, but the open one stays open.
+        let changed = next.successor(config(90.0, true), &secrets()).unwrap();
+        assert!(changed.health().legs().is_empty());
+        assert!(changed.health().breakers().is_open("openai"));
     }
 }

@@ -364,6 +364,7 @@ fn docs_pipeline_md_lists_the_standard_stages_in_order() {
         state: Arc::new(llmux::state::MemoryStore::new(config.session_max_age)),
         responses: Arc::new(ResponseStore::new(10, std::time::Duration::from_secs(60))),
         prompt_redactor: None,
+        redis: None,
     };
     let standard = Pipeline::standard(&config, &shared).unwrap();
     let doc = std::fs::read_to_string(

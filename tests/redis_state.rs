@@ -11,6 +11,7 @@ use std::time::Duration;
 use llmux::state::StateStore;
 use llmux::state::redis::RedisStore;
 use serde_json::{Value, json};
+use support::fake_openai::{FakeOpenAi, Mode};
 use support::nginx::Nginx;
 use support::redis_server::RedisServer;
 use support::{Llmux, client, config, config_error, start};
@@ -259,6 +260,148 @@ async fn a_brute_force_block_earned_on_one_instance_holds_on_the_other() {
         );
         assert!(blocked.headers().contains_key("retry-after"));
     }
+}
+
+/// Back-end `fake` at `base_url` with keys FAKE_KEY and FAKE_KEY_2, state in `redis`, and
+/// `extra` settings.
+fn fake_backend_on_redis(redis: &RedisServer, base_url: &str, extra: &str) -> String {
+    format!(
+        r#"default_backend = "fake"
+{extra}
+[state]
+backend = "redis"
+url = "{}"
+[backends.fake]
+type = "openai-compatible"
+base_url = "{base_url}"
+api_key_env = "FAKE_KEY"
+"#,
+        redis.url()
+    )
+}
+
+async fn ask(llmux: &Llmux, model: &str) -> reqwest::Response {
+    client()
+        .post(llmux.url("/v1/chat/completions"))
+        .timeout(Duration::from_secs(10))
+        .json(&json!({"model": model, "messages": [{"role": "user", "content": "Hi"}]}))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Polls `llmux`'s admin stats until `found` holds of them (a rest reaches the team within
+/// a sync, about a second).
+async fn until_stats(llmux: &Llmux, found: impl Fn(&Value) -> bool) -> Value {
+    let mut stats = Value::Null;
+    for _ in 0..50 {
+        stats = support::get_json(llmux, "/admin/api/stats", "").await.1;
+        if found(&stats) {
+            return stats;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the stats never showed it: {stats}");
+}
+
+#[tokio::test]
+async fn a_key_rate_limited_on_one_instance_rests_on_the_other() {
+    let redis = RedisServer::start().await;
+    let fake = FakeOpenAi::start(Mode::LimitKeys(vec!["sk-one"])).await;
+    let toml = fake_backend_on_redis(&redis, &fake.base_url, "");
+    let keys = [("FAKE_KEY", "sk-one"), ("FAKE_KEY_2", "sk-two")];
+    let (one, two) = (
+        start(config(&toml, &[]), &keys).await,
+        start(config(&toml, &[]), &keys).await,
+    );
+    let first = ask(&one, "m").await;
+    assert_eq!(
+        support::attempts_header(&first),
+        "fake:m[FAKE_KEY]=429; fake:m[FAKE_KEY_2]=200"
+    );
+    let stats = until_stats(&two, |stats| {
+        stats["keys"][0]["cooling_until"].as_f64().is_some()
+    })
+    .await;
+    assert_eq!(stats["keys"][0]["name"], "FAKE_KEY", "{stats}");
+    let before = fake.hit_count();
+    let second = ask(&two, "m").await;
+    assert_eq!(second.status(), 200);
+    assert_eq!(
+        support::attempts_header(&second),
+        "",
+        "straight to the key that works"
+    );
+    assert_eq!(fake.hit_count(), before + 1);
+    let used = fake.last_request().headers["authorization"].clone();
+    assert_eq!(used.to_str().unwrap(), "Bearer sk-two");
+}
+
+#[tokio::test]
+async fn a_breaker_opened_on_one_instance_keeps_the_others_off_the_back_end() {
+    let redis = RedisServer::start().await;
+    let down = FakeOpenAi::start(Mode::Status(503)).await;
+    let toml = fake_backend_on_redis(
+        &redis,
+        &down.base_url,
+        "[circuit_breaker]\nfailures = 1\ncool_down_seconds = 30",
+    );
+    let keys = [("FAKE_KEY", "sk-one")];
+    let (one, two) = (
+        start(config(&toml, &[]), &keys).await,
+        start(config(&toml, &[]), &keys).await,
+    );
+    assert_eq!(ask(&one, "m").await.status(), 503);
+    let stats = until_stats(&two, |stats| stats["breakers"][0]["state"] == "open").await;
+    assert_eq!(stats["breakers"][0]["backend"], "fake", "{stats}");
+    let refused = ask(&two, "m").await;
+    assert_eq!(refused.status(), 503);
+    let wait: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((25..=30).contains(&wait), "the team's cool-down: {wait}");
+    assert_eq!(
+        down.hit_count(),
+        1,
+        "only the first instance called the provider"
+    );
+}
+
+#[tokio::test]
+async fn a_models_rate_is_the_teams_across_instances() {
+    let redis = RedisServer::start().await;
+    let fake = FakeOpenAi::start(Mode::Normal).await;
+    let toml = fake_backend_on_redis(
+        &redis,
+        &fake.base_url,
+        "[models.\"small\".limits]\nrequests_per_minute = 3",
+    );
+    let keys = [("FAKE_KEY", "sk-one")];
+    let (one, two) = (
+        start(config(&toml, &[]), &keys).await,
+        start(config(&toml, &[]), &keys).await,
+    );
+    for llmux in [&one, &two, &one] {
+        assert_eq!(ask(llmux, "small").await.status(), 200);
+    }
+    let refused = ask(&two, "small").await;
+    assert_eq!(
+        refused.status(),
+        429,
+        "three turns a minute for the whole team"
+    );
+    let wait: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((15..=20).contains(&wait), "one turn every 20 s: {wait}");
+    assert_eq!(fake.hit_count(), 3);
+    // While Redis is away each instance counts on its own again.
+    drop(redis);
+    assert_eq!(ask(&two, "small").await.status(), 200);
 }
 
 #[tokio::test]

@@ -78,6 +78,15 @@ fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// What the records say of an IP before its key is checked.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Standing {
+    /// How long it must still wait, when it is blocked.
+    pub blocked_for: Option<Duration>,
+    /// Whether it has a record (failures that a success clears).
+    pub recorded: bool,
+}
+
 pub struct BruteForce {
     config: BruteForceConfig,
     state: Mutex<State>,
@@ -114,15 +123,24 @@ impl BruteForce {
         format!("brute-force:{ip}")
     }
 
-    /// How long `ip` must still wait, if it is blocked.
-    pub async fn blocked_for(&self, ip: IpAddr, now_ms: u64) -> Option<Duration> {
+    /// Whether `ip` is blocked, and whether it has a record a success must clear.
+    pub async fn standing(&self, ip: IpAddr, now_ms: u64) -> Standing {
         if let Some(store) = &self.shared {
             match store.get_json::<Record>(&Self::shared_key(ip)).await {
-                Ok(record) => return record?.blocked_for(now_ms),
+                Ok(record) => {
+                    return Standing {
+                        blocked_for: record.as_ref().and_then(|r| r.blocked_for(now_ms)),
+                        recorded: record.is_some(),
+                    };
+                }
                 Err(err) => tracing::warn!("brute-force records: {err}; counting locally"),
             }
         }
-        self.local_blocked_for(ip, now_ms)
+        Standing {
+            blocked_for: self.local_blocked_for(ip, now_ms),
+            // While Redis is away the shared record is unknown: clear it to be sure.
+            recorded: true,
+        }
     }
 
     /// Records a failed attempt; returns the block it started, if any.
@@ -150,9 +168,11 @@ impl BruteForce {
         self.local_failure(ip, now_ms)
     }
 
-    /// A successful authentication clears the IP's record.
-    pub async fn success(&self, ip: IpAddr) {
+    /// A successful authentication clears the IP's record. Only one the lookup found
+    /// costs a round trip to Redis: most requests carry the right key and have none.
+    pub async fn success(&self, ip: IpAddr, standing: &Standing) {
         if let Some(store) = &self.shared
+            && standing.recorded
             && let Err(err) = store.delete(&Self::shared_key(ip)).await
         {
             tracing::debug!("brute-force records: {err}");
@@ -255,7 +275,7 @@ mod tests {
         for _ in 0..4 {
             bf.local_failure(IP, t0);
         }
-        bf.success(IP).await;
+        bf.success(IP, &bf.standing(IP, t0).await).await;
         assert_eq!(bf.local_failure(IP, t0), None);
         let later = t0 + 901_000;
         for _ in 0..3 {

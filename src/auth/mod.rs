@@ -101,16 +101,21 @@ impl Auth {
             return Ok(());
         }
         let now = brute_force::now_ms();
-        if let (Some(bf), Some(ip)) = (&self.brute_force, client)
-            && let Some(wait) = bf.blocked_for(ip, now).await
+        let watched = match (&self.brute_force, client) {
+            (Some(bf), Some(ip)) => Some((bf, ip, bf.standing(ip, now).await)),
+            _ => None,
+        };
+        if let Some((_, _, standing)) = &watched
+            && let Some(wait) = standing.blocked_for
         {
             return Err(blocked(wait));
         }
         let presented = presented_key(headers, query);
         let valid = presented.is_some_and(|key| self.matches(key.as_bytes()));
-        if let (Some(bf), Some(ip)) = (&self.brute_force, client) {
+        if let Some((bf, ip, standing)) = &watched {
+            let ip = *ip;
             if valid {
-                bf.success(ip).await;
+                bf.success(ip, standing).await;
             } else {
                 bf.failure(ip, now).await;
             }

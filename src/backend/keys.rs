@@ -4,14 +4,15 @@
 //! spreads requests over the keys even when none fails. Health (uses, failures, cooling
 //! until, last error) is kept per key for the admin API and the settings window.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::config::KeyRotation;
 use crate::error::{Error, ErrorKind};
+use crate::state::rests::Rests;
 
 /// How long a rate-limited key rests when the provider did not say.
 pub const DEFAULT_COOL_DOWN: Duration = Duration::from_secs(60);
@@ -51,6 +52,11 @@ pub struct KeyRing {
     rotation: KeyRotation,
     next: AtomicUsize,
     state: Mutex<Vec<KeyState>>,
+    /// Each key's name among the rests (`key:<back-end>:<name>`).
+    rest_names: Vec<String>,
+    /// Where cool-downs are also kept: shared by the team's instances, and kept when saved
+    /// settings rebuild this ring.
+    rests: OnceLock<Rests>,
 }
 
 impl KeyRing {
@@ -66,11 +72,28 @@ impl KeyRing {
             .collect();
         Self {
             backend: backend.to_owned(),
+            rest_names: names.iter().map(|n| format!("key:{backend}:{n}")).collect(),
             names,
             rotation,
             next: AtomicUsize::new(0),
             state: Mutex::new(state),
+            rests: OnceLock::new(),
         }
+    }
+
+    /// Keeps cool-downs in `rests` too (and honours those already there).
+    pub fn share_rests(&self, rests: Rests) {
+        let _ = self.rests.set(rests);
+    }
+
+    /// How long key `index` still cools down, here or anywhere on the team.
+    fn cooling_left(&self, index: usize, local: Option<Instant>, now: Instant) -> Option<Duration> {
+        let here = local.filter(|until| *until > now).map(|until| until - now);
+        let team = self
+            .rests
+            .get()
+            .and_then(|rests| rests.left(&self.rest_names[index]));
+        here.max(team)
     }
 
     pub fn len(&self) -> usize {
@@ -108,12 +131,11 @@ impl KeyRing {
             if tried.contains(&i) {
                 continue;
             }
-            match state[i].cooling_until {
-                Some(until) if until > now => {
-                    let wait = until - now;
+            match self.cooling_left(i, state[i].cooling_until, now) {
+                Some(wait) => {
                     soonest = Some(soonest.map_or(wait, |s| s.min(wait)));
                 }
-                _ => {
+                None => {
                     state[i].cooling_until = None;
                     state[i].uses += 1;
                     self.next.store((i + 1) % n, Ordering::Relaxed);
@@ -138,6 +160,9 @@ impl KeyRing {
             key.last_error = Some(err.to_string());
             if rotates {
                 key.cooling_until = Some(Instant::now() + rest);
+                if let Some(rests) = self.rests.get() {
+                    rests.rest(&self.rest_names[index], rest);
+                }
             }
         }
         rotates
@@ -171,15 +196,15 @@ impl KeyRing {
         self.names
             .iter()
             .zip(state.iter())
-            .map(|(name, s)| KeyHealth {
+            .enumerate()
+            .map(|(i, (name, s))| KeyHealth {
                 backend: self.backend.clone(),
                 name: name.clone(),
                 uses: s.uses,
                 failures: s.failures,
-                cooling_until: s
-                    .cooling_until
-                    .filter(|until| *until > now)
-                    .map(|until| unix_now + (until - now).as_secs_f64()),
+                cooling_until: self
+                    .cooling_left(i, s.cooling_until, now)
+                    .map(|left| unix_now + left.as_secs_f64()),
                 last_error: s.last_error.clone(),
             })
             .collect()
@@ -244,6 +269,20 @@ mod tests {
             counts[ring.pick(&[]).unwrap().unwrap()] += 1;
         }
         assert_eq!(counts, [500, 0, 500]);
+    }
+
+    #[test]
+    fn a_cool_down_kept_in_shared_rests_holds_for_a_rebuilt_ring() {
+        let rests = Rests::local();
+        let first = ring(2, KeyRotation::OnFailure);
+        first.share_rests(rests.clone());
+        assert!(first.failed(0, &status(429, Some(30))));
+        let rebuilt = ring(2, KeyRotation::OnFailure);
+        rebuilt.share_rests(rests);
+        assert_eq!(rebuilt.pick(&[]), Ok(Some(1)), "K1 still cools down");
+        let until =
+            rebuilt.health()[0].cooling_until.unwrap() - crate::capture::store::unix_seconds();
+        assert!((28.0..=30.5).contains(&until), "{until}");
     }
 
     #[test]

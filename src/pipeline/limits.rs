@@ -7,6 +7,10 @@
 //! after waiting up to `queue_timeout_seconds` for a turn. A failover route moves on from a
 //! leg that is over its rate (not from one the request is too long for: 400s never fail
 //! over).
+//!
+//! With shared state (`[state] backend = "redis"`) the rates are the team's: every instance
+//! takes its turns from one GCRA in Redis (a script, so a request and its tokens are taken
+//! together or not at all). While Redis cannot be reached each instance counts on its own.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -25,6 +29,10 @@ use crate::error::ErrorKind;
 use crate::model::Request;
 use crate::model::tokens::TokenCounter;
 use crate::router::Target;
+use crate::state::redis::RedisStore;
+
+/// A minute in microseconds: the window of every rate.
+const MINUTE_US: f64 = 60_000_000.0;
 
 /// Messages to tokenise above this many bytes are counted on a blocking thread, so a
 /// megabyte of new conversation never stalls the runtime's other requests.
@@ -34,7 +42,46 @@ pub struct ModelLimitsStage {
     limits: Limits,
     counter: Arc<TokenCounter>,
     rates: Mutex<HashMap<String, Arc<Rates>>>,
+    /// The team's Redis and the GCRA script, when rates are shared.
+    shared: Option<(Arc<RedisStore>, ::redis::Script)>,
 }
+
+/// GCRA over a minute for a model's requests and tokens, in one step: `KEYS[1]` is a hash
+/// of each one's theoretical arrival time (µs, Redis's clock). `ARGV`: the request
+/// interval, the token interval (µs; 0 when that rate is not limited), the request's
+/// tokens, the window (µs). Answers `{0, 0}` for a turn taken, `{1, wait µs}`, or `{2, 0}`
+/// when the tokens exceed a minute's worth.
+const SHARED_GCRA: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local request_interval, token_interval = tonumber(ARGV[1]), tonumber(ARGV[2])
+local tokens, window = tonumber(ARGV[3]), tonumber(ARGV[4])
+if token_interval > 0 and token_interval * tokens > window then return {2, 0} end
+local function next_arrival(field, interval, cost)
+  if interval <= 0 then return nil end
+  local arrival = tonumber(redis.call('HGET', KEYS[1], field) or '0') or 0
+  if arrival < now then arrival = now end
+  return arrival + interval * cost
+end
+local requests = next_arrival('requests', request_interval, 1)
+local token_turns = next_arrival('tokens', token_interval, tokens)
+local wait = 0
+for _, arrival in ipairs({requests or now, token_turns or now}) do
+  if arrival - now > window then wait = math.max(wait, arrival - now - window) end
+end
+if wait > 0 then return {1, math.ceil(wait)} end
+local latest = now
+if requests then
+  redis.call('HSET', KEYS[1], 'requests', string.format('%.0f', requests))
+  latest = math.max(latest, requests)
+end
+if token_turns then
+  redis.call('HSET', KEYS[1], 'tokens', string.format('%.0f', token_turns))
+  latest = math.max(latest, token_turns)
+end
+redis.call('PEXPIRE', KEYS[1], math.ceil((latest - now) / 1000) + 1)
+return {0, 0}
+";
 
 /// A model's rate limiters.
 struct Rates {
@@ -48,6 +95,52 @@ impl ModelLimitsStage {
             limits,
             counter: Arc::new(TokenCounter::new()),
             rates: Mutex::new(HashMap::new()),
+            shared: None,
+        }
+    }
+
+    /// Takes turns from the team's rates in `redis`, when there is one.
+    pub fn shared(mut self, redis: Option<Arc<RedisStore>>) -> Self {
+        self.shared = redis.map(|redis| (redis, ::redis::Script::new(SHARED_GCRA)));
+        self
+    }
+
+    /// A turn from the team's rates in Redis; `None` when there are none or Redis cannot
+    /// be reached (then this instance counts on its own).
+    async fn shared_turn(
+        &self,
+        target: &Target,
+        limits: &ModelLimits,
+        tokens: u64,
+    ) -> Option<Result<(), Wait>> {
+        let (redis, script) = self.shared.as_ref()?;
+        let interval_us = |per_minute: Option<u32>| match per_minute {
+            Some(n) if n > 0 => MINUTE_US / f64::from(n),
+            _ => 0.0,
+        };
+        let args = [
+            interval_us(limits.requests_per_minute).to_string(),
+            interval_us(limits.tokens_per_minute).to_string(),
+            tokens.max(1).to_string(),
+            MINUTE_US.to_string(),
+        ];
+        let name = format!("rate:{}:{}", target.backend.id(), target.model);
+        let answer = redis
+            .run_script::<(i64, i64)>("did not answer a rate-limit turn", script, &name, &args)
+            .await;
+        match answer {
+            Ok((0, _)) => Some(Ok(())),
+            Ok((1, wait_us)) => Some(Err(Wait::For(Duration::from_micros(
+                u64::try_from(wait_us).unwrap_or(0),
+            )))),
+            Ok(_) => Some(Err(Wait::Never(format!(
+                "the request's {tokens} input tokens exceed its tokens_per_minute ({})",
+                limits.tokens_per_minute.unwrap_or(0)
+            )))),
+            Err(err) => {
+                tracing::warn!("model limits: {err}; counting this instance's turns only");
+                None
+            }
         }
     }
 
@@ -93,7 +186,11 @@ impl ModelLimitsStage {
         let rates = self.rates(target, limits);
         let deadline = Instant::now() + limits.queue_timeout;
         loop {
-            let wait = match rates.wait(tokens) {
+            let turn = match self.shared_turn(target, limits, tokens).await {
+                Some(turn) => turn,
+                None => rates.wait(tokens),
+            };
+            let wait = match turn {
                 Ok(()) => return Ok(()),
                 Err(Wait::Never(message)) => return Err(rate_limited(target, message, None)),
                 Err(Wait::For(wait)) => wait,

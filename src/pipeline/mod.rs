@@ -332,6 +332,8 @@ pub struct Shared {
     pub metrics: Arc<crate::metrics::Metrics>,
     pub responses: Arc<crate::state::responses::ResponseStore>,
     pub prompt_redactor: Option<Arc<crate::capture::Redactor>>,
+    /// The team's Redis, when state is shared: rate limits count there too.
+    pub redis: Option<Arc<crate::state::redis::RedisStore>>,
 }
 
 /// The ordered stages. Cheap to clone.
@@ -436,7 +438,9 @@ impl Pipeline {
                 config.content_rewriting.clone(),
             )),
             // What the target model takes: input tokens, output tokens, rate.
-            Arc::new(limits::ModelLimitsStage::new(config.limits.clone())),
+            Arc::new(
+                limits::ModelLimitsStage::new(config.limits.clone()).shared(shared.redis.clone()),
+            ),
             // A request identical to one in flight is answered with that one's answer.
             Arc::new(dedup::Dedup::new(config.dedup_window)),
             // A failover route's legs are tried in order until one answers.

@@ -5,6 +5,10 @@
 //! cool-down one request goes through as a probe (others still fail fast while it runs): an
 //! answer closes the breaker, a failure opens it again.
 //!
+//! An open breaker is also a rest ([`Rests`], `breaker:<back-end>`): with shared state the
+//! other instances of a team leave the back-end alone too, within a sync, and each sends its
+//! own probe when the cool-down is over. A probe's answer ends the rest for all of them.
+//!
 //! What happens is announced as [`Notice`]s (the desktop app shows them as notifications).
 
 use std::collections::HashMap;
@@ -15,6 +19,7 @@ use serde::Serialize;
 
 use crate::Error;
 use crate::error::ErrorKind;
+use crate::state::rests::Rests;
 
 pub use crate::config::BreakerSettings;
 
@@ -82,6 +87,11 @@ pub struct BreakerState {
 pub struct Breakers {
     settings: BreakerSettings,
     states: Mutex<HashMap<String, State, foldhash::fast::RandomState>>,
+    rests: Rests,
+}
+
+fn rest_name(backend: &str) -> String {
+    format!("breaker:{backend}")
 }
 
 /// Whether an error counts against a back-end: the provider failed, not the request.
@@ -101,7 +111,22 @@ impl Breakers {
         Self {
             settings,
             states: Mutex::new(HashMap::default()),
+            rests: Rests::local(),
         }
+    }
+
+    /// Keeps open breakers in `rests` too (shared by a team, kept across saved settings).
+    pub fn with_rests(mut self, rests: Rests) -> Self {
+        self.rests = rests;
+        self
+    }
+
+    /// How long the team leaves `backend` alone, when an open breaker elsewhere says so.
+    fn team_rest(&self, backend: &str) -> Option<Duration> {
+        self.rests
+            .anything()
+            .then(|| self.rests.left(&rest_name(backend)))
+            .flatten()
     }
 
     /// Whether `backend` may be called now; the cool-down left when it is open. Past its
@@ -110,7 +135,20 @@ impl Breakers {
         if !self.settings.enabled {
             return Ok(());
         }
+        let team = self.team_rest(backend);
         let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(wait) = team {
+            // Open here too until the team's rest ends; then this instance probes.
+            let until = Instant::now() + wait;
+            let state = states
+                .entry(backend.to_owned())
+                .or_insert(State::Closed { failures: 0 });
+            match *state {
+                State::Probing => return Err(Duration::from_secs(1)),
+                State::Open { until: ours } if ours >= until => {}
+                _ => *state = State::Open { until },
+            }
+        }
         let Some(state) = states.get_mut(backend) else {
             return Ok(());
         };
@@ -132,6 +170,9 @@ impl Breakers {
 
     /// Whether `backend` is open (skipped first by a failover route).
     pub fn is_open(&self, backend: &str) -> bool {
+        if self.team_rest(backend).is_some() {
+            return true;
+        }
         let states = self.states.lock().unwrap_or_else(|e| e.into_inner());
         matches!(
             states.get(backend),
@@ -149,10 +190,12 @@ impl Breakers {
         let Some(err) = outage else {
             // An answer (or the request's own fault) closes the breaker.
             let before = states.insert(backend.to_owned(), State::Closed { failures: 0 });
-            return matches!(before, Some(State::Probing | State::Open { .. })).then(|| {
-                Notice::BreakerClosed {
-                    backend: backend.to_owned(),
-                }
+            let reopened = matches!(before, Some(State::Probing | State::Open { .. }));
+            if reopened {
+                self.rests.end(&rest_name(backend));
+            }
+            return reopened.then(|| Notice::BreakerClosed {
+                backend: backend.to_owned(),
             });
         };
         let state = states
@@ -170,6 +213,8 @@ impl Breakers {
         *state = State::Open {
             until: Instant::now() + self.settings.cool_down,
         };
+        self.rests
+            .rest(&rest_name(backend), self.settings.cool_down);
         (!was_open).then(|| Notice::BreakerOpened {
             backend: backend.to_owned(),
             cool_down_seconds: self.settings.cool_down.as_secs(),
@@ -209,6 +254,18 @@ impl Breakers {
                 }
             })
             .collect();
+        // Back-ends the team left alone that this instance has not called since.
+        for (name, left) in self.rests.starting_with("breaker:") {
+            let backend = &name["breaker:".len()..];
+            if !states.contains_key(backend) {
+                all.push(BreakerState {
+                    backend: backend.to_owned(),
+                    state: "open".to_owned(),
+                    failures: 0,
+                    open_for_seconds: Some(left.as_secs_f64()),
+                });
+            }
+        }
         all.sort_by(|a, b| a.backend.cmp(&b.backend));
         all
     }
@@ -245,6 +302,26 @@ mod tests {
         assert!(wait > Duration::from_secs(59));
         assert!(b.is_open("x"));
         assert!(b.admit("y").is_ok(), "other back-ends are not affected");
+    }
+
+    #[test]
+    fn a_breaker_opened_by_another_instance_holds_here_and_this_probe_ends_it() {
+        let rests = Rests::local();
+        let here = breakers(2, 60_000).with_rests(rests.clone());
+        let elsewhere = breakers(1, 20).with_rests(rests.clone());
+        let outage = Error::upstream_status(503, None);
+        assert!(elsewhere.record("x", Err(&outage)).is_some());
+        assert!(here.is_open("x"));
+        assert!(here.admit("x").is_err(), "open here as well");
+        assert_eq!(here.states()[0].state, "open");
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(here.admit("x").is_ok(), "this instance's probe");
+        assert!(here.record("x", Ok(())).is_some(), "closed");
+        assert!(
+            rests.left("breaker:x").is_none(),
+            "the rest is over for all"
+        );
+        assert!(elsewhere.admit("x").is_ok());
     }
 
     #[test]

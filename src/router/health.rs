@@ -67,6 +67,12 @@ impl Health {
         }
     }
 
+    /// Keeps open breakers in `rests` too: shared by a team, kept across saved settings.
+    pub fn with_rests(mut self, rests: crate::state::rests::Rests) -> Self {
+        self.breakers = self.breakers.with_rests(rests);
+        self
+    }
+
     pub fn sender(&self) -> tokio::sync::broadcast::Sender<Notice> {
         self.notices.clone()
     }

@@ -12,6 +12,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub mod redis;
+pub mod rests;
 
 use crate::Error;
 use crate::model::Reasoning;

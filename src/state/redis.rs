@@ -204,6 +204,24 @@ impl RedisStore {
         ))
     }
 
+    /// Runs `script` on the key `<prefix><name>` with `args`, within the deadline.
+    pub async fn run_script<T: ::redis::FromRedisValue>(
+        &self,
+        what: &str,
+        script: &::redis::Script,
+        name: &str,
+        args: &[String],
+    ) -> Result<T, Error> {
+        let key = format!("{}{name}", self.prefix);
+        let mut connection = self.connection().await?;
+        let mut invocation = script.key(&key);
+        for arg in args {
+            invocation.arg(arg);
+        }
+        self.with_deadline(what, invocation.invoke_async::<T>(&mut connection))
+            .await
+    }
+
     /// Removes the value at `<prefix><name>`; whether there was one.
     pub async fn delete(&self, name: &str) -> Result<bool, Error> {
         let key = format!("{}{name}", self.prefix);
