@@ -6,10 +6,12 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use llmux::state::StateStore;
 use llmux::state::redis::RedisStore;
+use llmux::state::responses::{ResponseStore, StoredResponse};
 use serde_json::{Value, json};
 use support::fake_openai::{FakeOpenAi, Mode};
 use support::nginx::Nginx;
@@ -451,7 +453,6 @@ async fn an_answer_stored_by_one_instance_is_continued_and_deleted_on_another() 
         .await
         .unwrap();
     assert_eq!(deleted.status(), 200);
-    tokio::time::sleep(Duration::from_secs(5)).await;
     let gone = client()
         .get(one.url(&format!("/v1/responses/{id}")))
         .send()
@@ -462,6 +463,88 @@ async fn an_answer_stored_by_one_instance_is_continued_and_deleted_on_another() 
         404,
         "deleted on one instance, gone on the other"
     );
+}
+
+/// Two instances' stores of Responses answers on `redis`, and a raw view of it.
+fn answer_stores(redis: &RedisServer) -> (ResponseStore, ResponseStore, Arc<RedisStore>) {
+    let raw = || {
+        Arc::new(
+            RedisStore::new(
+                &redis.url(),
+                "answers:",
+                Duration::from_secs(60),
+                Duration::from_millis(500),
+            )
+            .unwrap(),
+        )
+    };
+    let store = || ResponseStore::new(10, Duration::from_secs(60)).with_shared(raw());
+    (store(), store(), raw())
+}
+
+fn an_answer() -> StoredResponse {
+    StoredResponse {
+        system: Vec::new(),
+        messages: Vec::new(),
+        response: llmux::model::Response::default(),
+        echo: serde_json::Map::new(),
+    }
+}
+
+#[tokio::test]
+async fn an_answer_deleted_before_its_shared_write_lands_stays_deleted() {
+    let redis = RedisServer::start().await;
+    let (one, two, raw) = answer_stores(&redis);
+    // `two` deletes the answer while `one` has yet to write it (its write is in the
+    // background): the late write must not bring it back.
+    assert!(!two.forget("resp_late").await, "nothing to delete yet");
+    one.put("resp_late", an_answer());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stored: Value = raw.get_json("response:resp_late").await.unwrap().unwrap();
+    assert_eq!(
+        stored,
+        json!({"deleted": true}),
+        "the marker outlived the write"
+    );
+    assert!(two.fetch("resp_late").await.is_none());
+    assert!(
+        one.fetch("resp_late").await.is_none(),
+        "and its own copy is let go"
+    );
+    assert!(one.is_empty());
+    // The usual order: written, then deleted anywhere, gone everywhere.
+    one.put("resp_usual", an_answer());
+    until_shared(&two, "resp_usual").await;
+    assert!(two.forget("resp_usual").await);
+    assert!(one.fetch("resp_usual").await.is_none());
+}
+
+async fn until_shared(store: &ResponseStore, id: &str) {
+    for _ in 0..100 {
+        if store.fetch(id).await.is_some() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{id} never reached the other instance");
+}
+
+#[tokio::test]
+async fn an_answer_whose_shared_write_failed_is_written_when_it_is_asked_for() {
+    let redis = RedisServer::start().await;
+    let (one, two, _raw) = answer_stores(&redis);
+    let port = redis.stop().await;
+    one.put("resp_outage", an_answer());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        one.fetch("resp_outage").await.is_some(),
+        "its own copy, Redis or not"
+    );
+    let _redis = RedisServer::start_on(port).await;
+    // Past the stores' 2 s rest after a failure, asking for it writes it again.
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    assert!(one.fetch("resp_outage").await.is_some());
+    until_shared(&two, "resp_outage").await;
 }
 
 #[tokio::test]

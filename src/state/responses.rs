@@ -1,6 +1,12 @@
 //! Stored Responses-API answers, so `previous_response_id` can continue a conversation on
 //! any back-end (llmux replays the stored turn), and `GET`/`DELETE /v1/responses/{id}`
 //! work. Bounded by count and age: the oldest answers go first.
+//!
+//! With shared state each answer is also written to Redis, in the background (the answer is
+//! already on its way to the client). A deleted answer leaves a marker there for its
+//! retention, so a write still under way, on this instance or another, cannot bring it
+//! back. Until Redis has an answer, this instance serves its own copy; one whose write
+//! failed is written again when it is next asked for.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -19,22 +25,42 @@ pub struct StoredResponse {
     pub echo: serde_json::Map<String, serde_json::Value>,
 }
 
-/// How long this instance trusts its own copy of an answer Redis does not have yet.
-const SHARED_WRITE_GRACE: Duration = Duration::from_secs(5);
+/// What Redis holds for an answer: the answer, or the marker that it was deleted. Stored
+/// untagged, so an answer reads the same as before markers existed.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+enum Shared {
+    Deleted { deleted: bool },
+    Stored(Box<StoredResponse>),
+}
+
+/// Whether Redis has this instance's copy of an answer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Written {
+    Pending,
+    Done,
+    Failed,
+}
 
 pub struct ResponseStore {
     max: usize,
     retention: Duration,
-    inner: Mutex<Inner>,
+    inner: Arc<Mutex<Inner>>,
     /// Shared with every instance on the same Redis (`[state] backend = "redis"`), so a
     /// `previous_response_id` answered by one instance continues on another. Kept here
     /// too; Redis keeps each for `retention`.
     shared: Option<Arc<RedisStore>>,
 }
 
+struct Entry {
+    stored: StoredResponse,
+    at: Instant,
+    written: Written,
+}
+
 #[derive(Default)]
 struct Inner {
-    entries: HashMap<String, (StoredResponse, Instant)>,
+    entries: HashMap<String, Entry>,
     order: VecDeque<String>,
 }
 
@@ -43,7 +69,7 @@ impl ResponseStore {
         Self {
             max,
             retention,
-            inner: Mutex::new(Inner::default()),
+            inner: Arc::default(),
             shared: None,
         }
     }
@@ -60,15 +86,18 @@ impl ResponseStore {
 
     /// The stored answer `id`. With a shared store, the shared copy decides (an answer
     /// another instance deleted is gone here too); this instance's own copy serves while
-    /// Redis cannot be reached, and for a moment after it was stored (the shared write
-    /// happens in the background).
+    /// Redis cannot be reached or does not have it yet.
     pub async fn fetch(&self, id: &str) -> Option<StoredResponse> {
         let Some(shared) = &self.shared else {
             return self.get(id);
         };
-        match shared.get_json(&Self::shared_key(id)).await {
-            Ok(Some(stored)) => Some(stored),
-            Ok(None) => self.get_within(id, SHARED_WRITE_GRACE),
+        match shared.get_json::<Shared>(&Self::shared_key(id)).await {
+            Ok(Some(Shared::Stored(stored))) => Some(*stored),
+            Ok(Some(Shared::Deleted { .. })) => {
+                self.remove(id);
+                None
+            }
+            Ok(None) => self.unshared_copy(id),
             Err(err) => {
                 tracing::warn!("stored answers: {err}; only this instance's are found");
                 self.get(id)
@@ -76,21 +105,38 @@ impl ResponseStore {
         }
     }
 
-    /// This instance's copy of `id`, if it was stored less than `age` ago.
-    fn get_within(&self, id: &str, age: Duration) -> Option<StoredResponse> {
-        let inner = self.inner.lock().ok()?;
-        let (stored, at) = inner.entries.get(id)?;
-        (at.elapsed() <= age.min(self.retention)).then(|| stored.clone())
+    /// This instance's copy of `id` when Redis does not have it because its write is under
+    /// way or failed (then it is written again); none when Redis had it and let it go.
+    fn unshared_copy(&self, id: &str) -> Option<StoredResponse> {
+        let mut inner = self.inner.lock().ok()?;
+        let entry = inner.entries.get_mut(id)?;
+        if entry.written == Written::Done || entry.at.elapsed() > self.retention {
+            return None;
+        }
+        let stored = entry.stored.clone();
+        if entry.written == Written::Failed {
+            entry.written = Written::Pending;
+            drop(inner);
+            self.write_shared(id, stored.clone());
+        }
+        Some(stored)
     }
 
-    /// Forgets `id` here and in the shared store; whether either had it.
+    /// Forgets `id` here and in the shared store (leaving the deleted marker); whether
+    /// either had it.
     pub async fn forget(&self, id: &str) -> bool {
         let here = self.remove(id);
         let Some(shared) = &self.shared else {
             return here;
         };
-        match shared.delete(&Self::shared_key(id)).await {
-            Ok(there) => here || there,
+        let retention = self.retention;
+        let marked = shared
+            .update_json::<Shared>(&Self::shared_key(id), &|_| {
+                (Shared::Deleted { deleted: true }, retention)
+            })
+            .await;
+        match marked {
+            Ok((before, _)) => here || matches!(before, Some(Shared::Stored(_))),
             Err(err) => {
                 tracing::warn!("stored answers: {err}");
                 here
@@ -98,29 +144,67 @@ impl ResponseStore {
         }
     }
 
+    /// Writes `stored` to Redis in the background, unless it was deleted meanwhile; notes
+    /// on this instance's copy whether it got there.
+    fn write_shared(&self, id: &str, stored: StoredResponse) {
+        let (Some(shared), Ok(runtime)) =
+            (self.shared.clone(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let (id, retention) = (id.to_owned(), self.retention);
+        let inner = Arc::downgrade(&self.inner);
+        runtime.spawn(async move {
+            let value = Shared::Stored(Box::new(stored));
+            let written = shared
+                .update_json::<Shared>(&Self::shared_key(&id), &|current| match current {
+                    Some(deleted @ Shared::Deleted { .. }) => (deleted, retention),
+                    _ => (value.clone(), retention),
+                })
+                .await;
+            if let Err(err) = &written {
+                tracing::warn!(
+                    "stored answers: {err}; kept by this instance until it is asked for again"
+                );
+            }
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            let Ok(mut inner) = inner.lock() else {
+                return;
+            };
+            if let Some(entry) = inner.entries.get_mut(&id) {
+                entry.written = match written {
+                    Ok(_) => Written::Done,
+                    Err(_) => Written::Failed,
+                };
+            }
+        });
+    }
+
     pub fn put(&self, id: &str, stored: StoredResponse) {
         if self.max == 0 {
             return;
         }
-        if let Some(shared) = self.shared.clone()
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            // Written in the background: the answer is already on its way to the client.
-            let (key, value, retention) = (Self::shared_key(id), stored.clone(), self.retention);
-            runtime.spawn(async move {
-                let written = shared
-                    .update_json::<StoredResponse>(&key, &|_| (value.clone(), retention))
-                    .await;
-                if let Err(err) = written {
-                    tracing::warn!("stored answers: {err}; this one is kept by this instance only");
-                }
-            });
+        let copy = self.shared.is_some().then(|| stored.clone());
+        self.keep(id, stored);
+        if let Some(copy) = copy {
+            // After it is kept here, so the write's outcome has an entry to note it on.
+            self.write_shared(id, copy);
         }
+    }
+
+    fn keep(&self, id: &str, stored: StoredResponse) {
         let Ok(mut inner) = self.inner.lock() else {
             return;
         };
         let now = Instant::now();
-        if inner.entries.insert(id.to_owned(), (stored, now)).is_none() {
+        let entry = Entry {
+            stored,
+            at: now,
+            written: Written::Pending,
+        };
+        if inner.entries.insert(id.to_owned(), entry).is_none() {
             inner.order.push_back(id.to_owned());
         }
         // Oldest first: by count, then by age.
@@ -129,7 +213,7 @@ impl ResponseStore {
                 inner
                     .entries
                     .get(oldest)
-                    .is_none_or(|(_, at)| now.saturating_duration_since(*at) > self.retention)
+                    .is_none_or(|entry| now.saturating_duration_since(entry.at) > self.retention)
             })
         {
             if let Some(oldest) = inner.order.pop_front() {
@@ -140,8 +224,8 @@ impl ResponseStore {
 
     pub fn get(&self, id: &str) -> Option<StoredResponse> {
         let inner = self.inner.lock().ok()?;
-        let (stored, at) = inner.entries.get(id)?;
-        (at.elapsed() <= self.retention).then(|| stored.clone())
+        let entry = inner.entries.get(id)?;
+        (entry.at.elapsed() <= self.retention).then(|| entry.stored.clone())
     }
 
     pub fn remove(&self, id: &str) -> bool {
