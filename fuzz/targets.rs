@@ -8,7 +8,7 @@ use std::convert::Infallible;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use eventsource_stream::Eventsource;
+use eventsource_stream2::Eventsource;
 use futures::{FutureExt, StreamExt};
 use llmux::config::ConfigLoader;
 use llmux::model::{Event, Message, Part, Request, Role};

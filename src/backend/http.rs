@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use eventsource_stream::{EventStreamError, Eventsource};
+use eventsource_stream2::{EventStreamError, Eventsource};
 use futures::{Stream, StreamExt};
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
@@ -619,21 +619,21 @@ impl ErrorMapper {
 
     fn sse(&self, err: EventStreamError<TransportError>) -> Error {
         let backend = self.backend.clone();
-        match err {
-            EventStreamError::Transport(TransportError::Idle) => ErrorKind::Timeout {
+        let unreadable = format!("unreadable event stream: {err}");
+        match err.into_transport() {
+            Some(TransportError::Idle) => ErrorKind::Timeout {
                 backend,
                 phase: TimeoutPhase::Idle,
                 after: self.idle,
             },
-            EventStreamError::Transport(TransportError::Http(message)) => {
-                ErrorKind::StreamInterrupted {
-                    backend,
-                    message: self.scrub(message),
-                }
-            }
-            other => ErrorKind::UpstreamProtocol {
+            Some(TransportError::Http(message)) => ErrorKind::StreamInterrupted {
                 backend,
-                message: format!("unreadable event stream: {other}"),
+                message: self.scrub(message),
+            },
+            // Not UTF-8: the only error of the parser's own.
+            None => ErrorKind::UpstreamProtocol {
+                backend,
+                message: unreadable,
             },
         }
         .into()

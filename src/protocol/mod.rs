@@ -3,6 +3,9 @@
 //! that serves it and every back-end that speaks it. There are no pairwise translators:
 //! Anthropic-to-OpenAI is Anthropic decode followed by OpenAI encode.
 
+#[macro_use]
+pub(crate) mod one_pass;
+
 pub mod anthropic;
 pub mod gemini;
 pub mod openai_chat;

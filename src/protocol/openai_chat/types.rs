@@ -211,53 +211,59 @@ pub struct ResponseChoice {
     pub extra: Map<String, Value>,
 }
 
-/// One streamed chunk.
-#[derive(Debug, Clone, Deserialize)]
+/// One streamed chunk. Read in one pass (every chunk of every stream goes through here).
+#[derive(Debug, Clone, Default)]
 pub struct ChatChunk {
-    #[serde(default)]
     pub id: String,
-    #[serde(default)]
     pub created: Option<u64>,
-    #[serde(default)]
     pub model: String,
     /// Some servers (vLLM) send the usage chunk with `choices: null` or none at all.
-    #[serde(default, deserialize_with = "crate::protocol::null_as_empty")]
     pub choices: Vec<ChunkChoice>,
-    #[serde(default)]
     pub usage: Option<Value>,
-    #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+deserialize_in_one_pass!(ChatChunk {
+    "id" => id: value,
+    "created" => created: value,
+    "model" => model: value,
+    "choices" => choices: list,
+    "usage" => usage: value,
+});
+
+#[derive(Debug, Clone, Default)]
 pub struct ChunkChoice {
-    #[serde(default)]
     pub index: u32,
-    #[serde(default)]
     pub delta: Option<ChunkDelta>,
-    #[serde(default)]
     pub finish_reason: Option<String>,
-    #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+deserialize_in_one_pass!(ChunkChoice {
+    "index" => index: value,
+    "delta" => delta: value,
+    "finish_reason" => finish_reason: value,
+});
+
+#[derive(Debug, Clone, Default)]
 pub struct ChunkDelta {
-    #[serde(default)]
     pub role: Option<String>,
-    #[serde(default)]
     pub content: Option<String>,
-    #[serde(default)]
     pub refusal: Option<String>,
-    #[serde(default)]
     pub reasoning_content: Option<String>,
-    #[serde(default)]
     pub reasoning: Option<String>,
-    #[serde(default, deserialize_with = "crate::protocol::null_as_empty")]
     pub tool_calls: Vec<ChunkToolCall>,
-    #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
+
+deserialize_in_one_pass!(ChunkDelta {
+    "role" => role: value,
+    "content" => content: value,
+    "refusal" => refusal: value,
+    "reasoning_content" => reasoning_content: value,
+    "reasoning" => reasoning: value,
+    "tool_calls" => tool_calls: list,
+});
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct ChunkToolCall {

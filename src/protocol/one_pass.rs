@@ -1,0 +1,113 @@
+//! `Deserialize` for wire structs that keep the fields they do not know (`extra`), in one
+//! pass over the object. `#[serde(flatten)]` does the same by first buffering the whole
+//! object in serde's generic `Content` tree and then reading the fields back out of it,
+//! once per nested level: for a stream chunk (chunk, choice, delta) that was about a third
+//! of llmux's instructions per streamed answer. A struct that uses this derives `Default`;
+//! every field it names is optional on the wire.
+
+use std::borrow::Cow;
+
+use serde::de::{Deserializer, Visitor};
+
+/// An object key, borrowed from the input when it has no escapes.
+pub(crate) struct Key<'de>(pub Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_borrowed_str<E>(self, key: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(key)))
+            }
+            fn visit_str<E>(self, key: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(key.to_owned())))
+            }
+            fn visit_string<E>(self, key: String) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(key)))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+/// `impl Deserialize for Name` reading each `"key" => field: how` (`value`: the field's
+/// own type; `list`: a list that may be `null` or absent) and every other key into
+/// `extra`. Objects only, as the wire sends them.
+macro_rules! deserialize_in_one_pass {
+    ($name:ident { $($key:literal => $field:ident: $how:ident),* $(,)? }) => {
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct OnePass;
+                impl<'de> serde::de::Visitor<'de> for OnePass {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str(concat!("a ", stringify!($name), " object"))
+                    }
+                    fn visit_map<A: serde::de::MapAccess<'de>>(
+                        self,
+                        mut map: A,
+                    ) -> Result<$name, A::Error> {
+                        let mut out = $name::default();
+                        while let Some(key) = map.next_key::<$crate::protocol::one_pass::Key<'de>>()? {
+                            match key.0.as_ref() {
+                                $($key => out.$field = deserialize_in_one_pass!(@read $how, map),)*
+                                _ => {
+                                    let value = map.next_value::<serde_json::Value>()?;
+                                    out.extra.insert(key.0.into_owned(), value);
+                                }
+                            }
+                        }
+                        Ok(out)
+                    }
+                }
+                deserializer.deserialize_map(OnePass)
+            }
+        }
+    };
+    (@read value, $map:ident) => { $map.next_value()? };
+    (@read list, $map:ident) => { $map.next_value::<Option<Vec<_>>>()?.unwrap_or_default() };
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::protocol::openai_chat::types::ChatChunk;
+
+    #[test]
+    fn known_fields_are_read_and_every_other_key_is_kept_at_its_level() {
+        let chunk: ChatChunk = serde_json::from_value(json!({
+            "id": "c1", "created": 7, "model": "m", "system_fingerprint": "fp",
+            "choices": [{"index": 0, "logprobs": null, "finish_reason": null,
+                "delta": {"con\u{74}ent": "Hi", "tool_calls": null, "annotations": []}}],
+            "usage": null
+        }))
+        .unwrap();
+        assert_eq!(
+            (chunk.id.as_str(), chunk.created, chunk.model.as_str()),
+            ("c1", Some(7), "m")
+        );
+        assert_eq!(chunk.extra["system_fingerprint"], "fp");
+        let choice = &chunk.choices[0];
+        assert_eq!(choice.extra["logprobs"], serde_json::Value::Null);
+        let delta = choice.delta.as_ref().unwrap();
+        assert_eq!(delta.content.as_deref(), Some("Hi"));
+        assert!(delta.tool_calls.is_empty(), "null reads as none");
+        assert_eq!(delta.extra["annotations"], json!([]));
+        // An escaped key is the same key.
+        let escaped: ChatChunk = serde_json::from_str(r#"{"\u0069d": "c2"}"#).unwrap();
+        assert_eq!(escaped.id, "c2");
+    }
+
+    #[test]
+    fn a_field_of_the_wrong_type_or_a_chunk_that_is_not_an_object_is_an_error() {
+        let wrong = serde_json::from_value::<ChatChunk>(json!({"choices": [{"index": "zero"}]}));
+        assert!(wrong.unwrap_err().to_string().contains("invalid type"));
+        let array = serde_json::from_value::<ChatChunk>(json!([1, 2]));
+        assert!(array.unwrap_err().to_string().contains("ChatChunk object"));
+    }
+}
