@@ -12,6 +12,11 @@ use llmux::config::{ConfigLoader, Loaded, LogFormat, default_config_path, keys};
 use llmux::credentials::EnvSecrets;
 use llmux::{Config, Engine};
 
+/// mimalloc: allocating and freeing cost a request a quarter of its instructions with
+/// glibc's allocator (bench/callgrind.sh); bench/results/allocator.md has what it changed.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "llmux", version, about = "LLM interactive proxy", long_about = None)]
 struct Cli {

@@ -364,7 +364,9 @@ async fn handle(
     let path = req.uri().path();
     let path = path.strip_prefix("/v1").unwrap_or(path);
     match (req.method(), path) {
-        (&Method::POST, "/chat/completions") => {
+        // `/responses` answers like chat completions: bench/peers.sh sends the chat body to a
+        // peer gateway's Responses pass-through, which forwards it here untouched.
+        (&Method::POST, "/chat/completions" | "/responses") => {
             let body = match req.into_body().collect().await {
                 Ok(c) => c.to_bytes(),
                 Err(_) => return Ok(error(StatusCode::BAD_REQUEST, "unreadable body")),

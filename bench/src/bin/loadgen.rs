@@ -217,6 +217,10 @@ struct RunArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// The path the OpenAI kinds are sent to instead of `{url}/chat/completions` (see
+    /// `compare --proxied-chat-path`).
+    #[arg(long)]
+    chat_path: Option<String>,
     /// Offer a shell tool (`Bash`) in each request, as coding agents do, so the stages that
     /// watch tool calls (tool-call repair, the reactor, dangerous commands) run.
     #[arg(long)]
@@ -234,6 +238,11 @@ struct CompareArgs {
     /// Process id of the proxy, for CPU time and RSS from /proc.
     #[arg(long)]
     proxy_pid: Option<u32>,
+    /// The path the OpenAI kinds are sent to on the proxied side, instead of
+    /// `{proxied}/chat/completions`: `/v1/responses` measures a gateway that forwards any body
+    /// there untouched (bench/peers.sh, LiteLLM-Rust).
+    #[arg(long)]
+    proxied_chat_path: Option<String>,
     /// Process id behind the direct URL, for its CPU time per request too (`--report capture`
     /// shows it: the direct side is then an llmux without capture).
     #[arg(long)]
@@ -364,6 +373,16 @@ impl Target {
             .parse()?,
             responses: format!("{root}/v1/responses").parse()?,
         })
+    }
+
+    /// Sends the OpenAI kinds to `path` (a peer gateway's pass-through route) when given.
+    fn with_chat_path(mut self, path: Option<&str>) -> anyhow::Result<Self> {
+        if let Some(path) = path {
+            self.path = path
+                .parse()
+                .with_context(|| format!("invalid chat path {path:?}"))?;
+        }
+        Ok(self)
     }
 
     /// The request path (and query) for a kind.
@@ -927,7 +946,7 @@ async fn measured_phase(
 // Commands
 
 async fn cmd_run(args: RunArgs) -> anyhow::Result<()> {
-    let target = Arc::new(Target::parse(&args.url)?);
+    let target = Arc::new(Target::parse(&args.url)?.with_chat_path(args.chat_path.as_deref())?);
     let mut body = payload(args.kind, &args.model);
     if args.tools {
         body = with_shell_tool(args.kind, &body)?;
@@ -1593,7 +1612,9 @@ fn json_report(
 
 async fn cmd_compare(mut args: CompareArgs) -> anyhow::Result<()> {
     let direct = Arc::new(Target::parse(&args.direct)?);
-    let proxied = Arc::new(Target::parse(&args.proxied)?);
+    let proxied = Arc::new(
+        Target::parse(&args.proxied)?.with_chat_path(args.proxied_chat_path.as_deref())?,
+    );
     let mut rows = Vec::new();
     let mut cpu = CpuTotals::default();
     let started = Instant::now();
