@@ -18,7 +18,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 # shellcheck source=bench/lib.sh
 source "$here/lib.sh"
-LITE_BIN="${LITE_BIN:?LITE_BIN: LiteLLM-Rust's lite binary (see bench/README.md)}"
+LITE_BIN="${LITE_BIN:?LITE_BIN: the lite binary of LiteLLM-Rust, see bench/README.md}"
 LLMUX_BIN="${LLMUX_BIN:-$bin/llmux}"
 REQUESTS="${REQUESTS:-3000}"
 WARMUP="${WARMUP:-300}"
