@@ -70,6 +70,25 @@ enum Cmd {
     Compare(CompareArgs),
     /// Print a free TCP port on 127.0.0.1 (for scripts).
     FreePort,
+    /// Start a proxy command again and again and time each start to its first answered
+    /// request (cold start).
+    ColdStart(ColdStartArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ColdStartArgs {
+    /// Base URL the started command serves, e.g. http://127.0.0.1:PORT/v1.
+    #[arg(long)]
+    url: String,
+    /// Starts to time.
+    #[arg(long, default_value_t = 20)]
+    runs: u32,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+    /// The command that starts the proxy, after `--`; it is killed after each run.
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -1612,9 +1631,8 @@ fn json_report(
 
 async fn cmd_compare(mut args: CompareArgs) -> anyhow::Result<()> {
     let direct = Arc::new(Target::parse(&args.direct)?);
-    let proxied = Arc::new(
-        Target::parse(&args.proxied)?.with_chat_path(args.proxied_chat_path.as_deref())?,
-    );
+    let proxied =
+        Arc::new(Target::parse(&args.proxied)?.with_chat_path(args.proxied_chat_path.as_deref())?);
     let mut rows = Vec::new();
     let mut cpu = CpuTotals::default();
     let started = Instant::now();
@@ -1661,6 +1679,72 @@ async fn cmd_compare(mut args: CompareArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long one start may take before the run gives up.
+const COLD_START_LIMIT: Duration = Duration::from_secs(10);
+
+async fn cmd_cold_start(args: ColdStartArgs) -> anyhow::Result<()> {
+    let target = Target::parse(&args.url)?;
+    let body = payload(Kind::Nonstream, "gpt-4o-mini");
+    let mut times = Vec::with_capacity(args.runs as usize);
+    for _ in 0..args.runs {
+        times.push(time_one_start(&args.command, &target, &body).await?);
+    }
+    times.sort_unstable();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let (min, p50, max) = (times[0], times[times.len() / 2], times[times.len() - 1]);
+    if args.json {
+        let v = serde_json::json!({
+            "runs": times.len(), "min_ms": ms(min), "p50_ms": ms(p50), "max_ms": ms(max),
+        });
+        println!("{v}");
+    } else {
+        println!(
+            "cold start to the first answer, {} runs: min {:.1} ms, p50 {:.1} ms, max {:.1} ms",
+            times.len(),
+            ms(min),
+            ms(p50),
+            ms(max)
+        );
+    }
+    Ok(())
+}
+
+/// Starts `command`, polls its port every 200 µs until it accepts, sends one chat request
+/// and returns the time from the spawn to the whole answer; the process is killed after.
+async fn time_one_start(
+    command: &[String],
+    target: &Target,
+    body: &Bytes,
+) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    let mut child = tokio::process::Command::new(&command[0])
+        .args(&command[1..])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {:?}", command[0]))?;
+    let answered = tokio::time::timeout(COLD_START_LIMIT, async {
+        let mut sender = loop {
+            match connect(target).await {
+                Ok(sender) => break sender,
+                Err(_) => tokio::time::sleep(Duration::from_micros(200)).await,
+            }
+        };
+        let mut buf = Vec::new();
+        one_request(&mut sender, target, Kind::Nonstream, body, &mut buf).await
+    })
+    .await;
+    let elapsed = start.elapsed();
+    child.kill().await.ok();
+    match answered {
+        Ok(Ok(_)) => Ok(elapsed),
+        Ok(Err(err)) => Err(err.context("the first request after the start failed")),
+        Err(_) => bail!("no answer within {COLD_START_LIMIT:?} of the start"),
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let rt = if cli.threads <= 1 {
@@ -1677,6 +1761,7 @@ fn main() -> anyhow::Result<()> {
         match cli.cmd {
             Cmd::Run(a) => cmd_run(a).await,
             Cmd::Compare(a) => cmd_compare(a).await,
+            Cmd::ColdStart(a) => cmd_cold_start(a).await,
             Cmd::FreePort => {
                 let l = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
                 println!("{}", l.local_addr()?.port());
