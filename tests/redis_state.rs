@@ -103,6 +103,32 @@ async fn the_redis_store_passes_the_conformance_suite() {
     assert_eq!(store.degraded(), None);
 }
 
+/// A request's start counts its turn apart: the session's value is not rewritten (so one
+/// session's requests on many instances do not race), and what it holds is kept.
+#[tokio::test]
+async fn a_turn_is_counted_without_rewriting_the_session() {
+    let redis = RedisServer::start().await;
+    let store = RedisStore::new(
+        &redis.url(),
+        "turns:",
+        Duration::from_secs(60),
+        Duration::from_secs(2),
+    )
+    .unwrap();
+    store
+        .update("s", &|s| s.backend = Some("a".into()))
+        .await
+        .unwrap();
+    let written: Value = store.get_json("session:s").await.unwrap().unwrap();
+    for _ in 0..3 {
+        store.begin_turn("s").await.unwrap();
+    }
+    let stored: Value = store.get_json("session:s").await.unwrap().unwrap();
+    assert_eq!(stored, written, "the session's value is as it was written");
+    let session = store.session("s").await.unwrap();
+    assert_eq!((session.turns, session.backend.as_deref()), (3, Some("a")));
+}
+
 #[tokio::test]
 async fn two_instances_share_a_sessions_choices_through_redis() {
     let redis = RedisServer::start().await;

@@ -122,14 +122,8 @@ impl Stage for Routing {
         ctx: &mut RequestContext,
         request: &mut Request,
     ) -> Result<Flow, Error> {
-        let updated = self
-            .state
-            .update(&ctx.session_id, &|s| {
-                s.turns += 1;
-                // A one-off route is used once.
-                s.oneoff = None;
-            })
-            .await?;
+        // A one-off route is used once.
+        let updated = self.state.begin_turn(&ctx.session_id).await?;
         // This request still takes the one-off route it used up.
         ctx.session = Session {
             oneoff: updated.before.oneoff,

@@ -47,6 +47,13 @@ pub struct Session {
     pub loop_detection: Option<bool>,
 }
 
+/// What a request does to its session as it starts: one more turn, and a one-off route
+/// used up.
+pub fn count_turn(session: &mut Session) {
+    session.turns += 1;
+    session.oneoff = None;
+}
+
 /// A session's state just before and just after an update.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Updated {
@@ -69,6 +76,15 @@ pub trait StateStore: Send + Sync {
         id: &str,
         change: &(dyn for<'s> Fn(&'s mut Session) + Send + Sync),
     ) -> Result<Updated, Error>;
+
+    /// Counts a request of the session and uses up its one-off route, as one atomic step
+    /// ([`count_turn`]): the session before (with the one-off this request takes) and after.
+    /// Of requests that start together, exactly one takes a one-off. A shared store counts
+    /// without rewriting the session, so one session's requests on many instances do not
+    /// race each other's writes.
+    async fn begin_turn(&self, id: &str) -> Result<Updated, Error> {
+        self.update(id, &count_turn).await
+    }
 
     /// How many sessions are held now.
     async fn count(&self) -> Result<usize, Error>;
@@ -231,6 +247,58 @@ pub mod conformance {
 
         let held = store.count().await.unwrap_or(0);
         assert!(held >= 2, "count counts the sessions held ({held})");
+
+        check_turns(store, &id("turns")).await;
+    }
+
+    /// `begin_turn`: every start counts, updates and turns do not lose each other, a one-off
+    /// goes to exactly one of the requests that start together, and a session seen only
+    /// through its turns is held.
+    async fn check_turns(store: &dyn StateStore, id: &str) {
+        let held_before = store.count().await.unwrap_or(0);
+        let first = store.begin_turn(id).await.unwrap_or_default();
+        assert_eq!(
+            (first.before.turns, first.after.turns),
+            (0, 1),
+            "a first turn"
+        );
+        let held = store.count().await.unwrap_or(0);
+        assert!(held > held_before, "a session with a turn is held");
+
+        let set = |s: &mut Session| s.oneoff = Some("b:m".into());
+        store.update(id, &set).await.unwrap_or_default();
+        let starts = (0..10).map(|_| store.begin_turn(id));
+        let results = futures::future::join_all(starts).await;
+        assert!(results.iter().all(Result::is_ok), "every turn starts");
+        let took: Vec<_> = results
+            .into_iter()
+            .filter_map(|r| r.ok()?.before.oneoff)
+            .collect();
+        assert_eq!(
+            took,
+            vec!["b:m".to_owned()],
+            "one request takes the one-off"
+        );
+
+        let bump = |s: &mut Session| s.turns += 1;
+        let mixed = (0..10).map(|i| async move {
+            if i % 2 == 0 {
+                store.begin_turn(id).await.map(drop)
+            } else {
+                store.update(id, &bump).await.map(drop)
+            }
+        });
+        let results = futures::future::join_all(mixed).await;
+        assert!(
+            results.iter().all(Result::is_ok),
+            "turns and updates succeed"
+        );
+        let read = store.session(id).await.unwrap_or_default();
+        assert_eq!(
+            read.turns, 21,
+            "11 turns, then 5 more and 5 counted by updates"
+        );
+        assert_eq!(read.oneoff, None, "the one-off is used up");
     }
 }
 
