@@ -89,16 +89,21 @@ async fn health(llmux: &Llmux) -> Value {
         .unwrap()
 }
 
-#[tokio::test]
-async fn the_redis_store_passes_the_conformance_suite() {
-    let redis = RedisServer::start().await;
-    let store = RedisStore::new(
+/// A store on `redis` under `prefix`: a minute's idle expiry, 2 s timeouts.
+fn store_on(redis: &RedisServer, prefix: &str) -> RedisStore {
+    RedisStore::new(
         &redis.url(),
-        "conformance:",
+        prefix,
         Duration::from_secs(60),
         Duration::from_secs(2),
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_redis_store_passes_the_conformance_suite() {
+    let redis = RedisServer::start().await;
+    let store = store_on(&redis, "conformance:");
     llmux::state::conformance::check(&store).await;
     assert_eq!(store.degraded(), None);
 }
@@ -108,13 +113,7 @@ async fn the_redis_store_passes_the_conformance_suite() {
 #[tokio::test]
 async fn a_turn_is_counted_without_rewriting_the_session() {
     let redis = RedisServer::start().await;
-    let store = RedisStore::new(
-        &redis.url(),
-        "turns:",
-        Duration::from_secs(60),
-        Duration::from_secs(2),
-    )
-    .unwrap();
+    let store = store_on(&redis, "turns:");
     store
         .update("s", &|s| s.backend = Some("a".into()))
         .await
