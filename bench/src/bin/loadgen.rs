@@ -550,6 +550,9 @@ struct PhaseResult {
     latency: Histogram<u64>,
     /// Latency to the first body byte, in nanoseconds.
     ttfb: Histogram<u64>,
+    /// Time between two body chunks of one answer as they were read, in nanoseconds (streams
+    /// give one per frame; the fake provider sends frames as fast as the socket takes them).
+    gap: Histogram<u64>,
     ok: u64,
     errors: u64,
     first_error: Option<String>,
@@ -557,10 +560,24 @@ struct PhaseResult {
 }
 
 impl PhaseResult {
+    fn ttfb_us(&self, q: f64) -> f64 {
+        self.ttfb.value_at_quantile(q) as f64 / 1000.0
+    }
+
+    /// The chunk gaps' p50 and p99 in µs, or "-" for answers read in one chunk.
+    fn gap_us(&self) -> String {
+        if self.gap.is_empty() {
+            return "-".into();
+        }
+        let us = |q: f64| self.gap.value_at_quantile(q) as f64 / 1000.0;
+        format!("{:.1} / {:.1}", us(0.5), us(0.99))
+    }
+
     fn new() -> anyhow::Result<Self> {
         Ok(Self {
             latency: new_histogram()?,
             ttfb: new_histogram()?,
+            gap: new_histogram()?,
             ok: 0,
             errors: 0,
             first_error: None,
@@ -571,6 +588,7 @@ impl PhaseResult {
     fn merge(&mut self, other: &PhaseResult) -> anyhow::Result<()> {
         self.latency.add(&other.latency)?;
         self.ttfb.add(&other.ttfb)?;
+        self.gap.add(&other.gap)?;
         self.ok += other.ok;
         self.errors += other.errors;
         if self.first_error.is_none() {
@@ -623,6 +641,7 @@ async fn one_request(
     kind: Kind,
     body: &Bytes,
     buf: &mut Vec<u8>,
+    gaps: &mut Vec<Duration>,
 ) -> anyhow::Result<(Duration, Duration)> {
     sender.ready().await?;
     let mut req = Request::new(Full::new(body.clone()));
@@ -638,16 +657,23 @@ async fn one_request(
         headers.insert("accept", HeaderValue::from_static("text/event-stream"));
     }
     buf.clear();
+    gaps.clear();
     let start = Instant::now();
     let resp = sender.send_request(req).await?;
     let status = resp.status();
     let mut incoming = resp.into_body();
     let mut ttfb = None;
+    let mut last = None;
     while let Some(frame) = incoming.frame().await {
         if let Ok(data) = frame?.into_data() {
+            let now = Instant::now();
             if ttfb.is_none() {
-                ttfb = Some(start.elapsed());
+                ttfb = Some(now - start);
             }
+            if let Some(last) = last {
+                gaps.push(now - last);
+            }
+            last = Some(now);
             buf.extend_from_slice(&data);
         }
     }
@@ -776,6 +802,7 @@ async fn worker(
     let mut result = PhaseResult::new()?;
     let mut sender: Option<SendRequest<Full<Bytes>>> = None;
     let mut buf = Vec::with_capacity(16 * 1024);
+    let mut gaps = Vec::with_capacity(128);
     let mut consecutive_errors = 0;
     loop {
         if Instant::now() >= deadline || remaining.fetch_sub(1, Ordering::Relaxed) <= 0 {
@@ -786,7 +813,7 @@ async fn worker(
                 Some(s) if !s.is_closed() => s,
                 _ => sender.insert(connect(&target).await?),
             };
-            one_request(s, &target, kind, &body, &mut buf).await
+            one_request(s, &target, kind, &body, &mut buf, &mut gaps).await
         })
         .await
         .unwrap_or_else(|_| {
@@ -804,6 +831,11 @@ async fn worker(
                 result
                     .ttfb
                     .saturating_record(u64::try_from(ttfb.as_nanos()).unwrap_or(u64::MAX));
+                for gap in &gaps {
+                    result
+                        .gap
+                        .saturating_record(u64::try_from(gap.as_nanos()).unwrap_or(u64::MAX));
+                }
             }
             Err(e) => {
                 sender = None;
@@ -1286,6 +1318,21 @@ fn report(
         )?;
     }
     let c1 = |kind: Kind| rows.iter().find(|r| r.kind == kind && r.concurrency == 1);
+    if let Some(r) = c1(Kind::Stream) {
+        let first = r.proxied.ttfb_us(0.99) - r.direct.ttfb_us(0.99);
+        let gap = |p: &PhaseResult| p.gap.value_at_quantile(0.99) as f64 / 1000.0;
+        let added_gap = gap(&r.proxied) - gap(&r.direct);
+        writeln!(
+            s,
+            "| streams: added first byte p99 ≤ 200 µs (stream, c=1) | {first:.1} µs | {} |",
+            verdict(first <= 200.0)
+        )?;
+        writeln!(
+            s,
+            "| streams: added chunk gap p99 ≤ 5 µs (stream, c=1) | {added_gap:.1} µs | {} |",
+            verdict(added_gap <= 5.0)
+        )?;
+    }
     if let Some(r) = c1(Kind::AnthropicNonstream) {
         let a99 = r.proxied.us(0.99) - r.direct.us(0.99);
         writeln!(
@@ -1364,14 +1411,15 @@ fn write_details(s: &mut String, rows: &[Row], labels: (&str, &str)) -> std::fmt
     writeln!(s, "## Details\n")?;
     writeln!(
         s,
-        "| kind | c | side | ok | errors | p50 µs | p90 µs | p99 µs | max µs | first byte p50 µs | req/s |"
+        "| kind | c | side | ok | errors | p50 µs | p90 µs | p99 µs | max µs | first byte p50 µs \
+         | first byte p99 µs | chunk gap p50 / p99 µs | req/s |"
     )?;
-    writeln!(s, "|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|")?;
+    writeln!(s, "|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")?;
     for r in rows {
         for (side, p) in [(labels.0, &r.direct), (labels.1, &r.proxied)] {
             writeln!(
                 s,
-                "| {} | {} | {side} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} |",
+                "| {} | {} | {side} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {:.0} |",
                 r.kind.name(),
                 r.concurrency,
                 p.ok,
@@ -1380,7 +1428,9 @@ fn write_details(s: &mut String, rows: &[Row], labels: (&str, &str)) -> std::fmt
                 p.us(0.9),
                 p.us(0.99),
                 p.max_us(),
-                p.ttfb.value_at_quantile(0.5) as f64 / 1000.0,
+                p.ttfb_us(0.5),
+                p.ttfb_us(0.99),
+                p.gap_us(),
                 p.rps()
             )?;
         }
@@ -1572,7 +1622,9 @@ fn json_report(
         serde_json::json!({
             "ok": p.ok, "errors": p.errors, "rps": p.rps(),
             "p50_us": p.us(0.5), "p90_us": p.us(0.9), "p99_us": p.us(0.99), "max_us": p.max_us(),
-            "ttfb_p50_us": p.ttfb.value_at_quantile(0.5) as f64 / 1000.0,
+            "ttfb_p50_us": p.ttfb_us(0.5), "ttfb_p99_us": p.ttfb_us(0.99),
+            "gap_p50_us": p.gap.value_at_quantile(0.5) as f64 / 1000.0,
+            "gap_p99_us": p.gap.value_at_quantile(0.99) as f64 / 1000.0,
             "first_error": p.first_error,
         })
     };
@@ -1732,8 +1784,16 @@ async fn time_one_start(
                 Err(_) => tokio::time::sleep(Duration::from_micros(200)).await,
             }
         };
-        let mut buf = Vec::new();
-        one_request(&mut sender, target, Kind::Nonstream, body, &mut buf).await
+        let (mut buf, mut gaps) = (Vec::new(), Vec::new());
+        one_request(
+            &mut sender,
+            target,
+            Kind::Nonstream,
+            body,
+            &mut buf,
+            &mut gaps,
+        )
+        .await
     })
     .await;
     let elapsed = start.elapsed();
