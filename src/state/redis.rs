@@ -151,6 +151,11 @@ impl RedisStore {
     }
 }
 
+/// An expiry as Redis takes it: whole milliseconds, at least one.
+fn millis(expiry: Duration) -> String {
+    expiry.as_millis().max(1).to_string()
+}
+
 /// The value a stored text holds; one that does not parse (written by another version)
 /// counts as none, with a warning.
 fn decode<T: serde::de::DeserializeOwned>(key: &str, stored: Option<&str>) -> Option<T> {
@@ -222,7 +227,7 @@ impl RedisStore {
             invocation
                 .arg(stored.as_deref().unwrap_or_default())
                 .arg(written)
-                .arg(expiry.as_millis().max(1).to_string());
+                .arg(millis(expiry));
             let swap = invocation.invoke_async::<(i64, Option<String>)>(&mut connection);
             match self.with_deadline("did not answer a write", swap).await? {
                 (1, _) => return Ok((before, after)),
@@ -269,40 +274,41 @@ impl RedisStore {
     }
 }
 
-/// Sessions' turn counts, kept apart from the sessions (see the module's docs).
+/// Sessions and their turn counts, kept apart (see the module's docs).
 impl RedisStore {
+    fn session_key(&self, id: &str) -> String {
+        format!("{}session:{id}", self.prefix)
+    }
+
     fn turns_key(&self, id: &str) -> String {
         format!("{}turns:{id}", self.prefix)
     }
 
     async fn counted_turns(&self, id: &str) -> Result<u64, Error> {
         let mut connection = self.connection().await?;
-        let mut get = ::redis::cmd("GET");
-        get.arg(self.turns_key(id));
-        let turns = get.query_async::<Option<u64>>(&mut connection);
-        let turns = self.with_deadline("did not answer a read", turns).await?;
-        Ok(turns.unwrap_or(0))
+        let turns = self.read(&mut connection, &self.turns_key(id)).await?;
+        Ok(turns.and_then(|t| t.parse().ok()).unwrap_or(0))
     }
 
     /// Adds `delta` to the session's turn count; the count after.
     async fn add_turns(&self, id: &str, delta: i64) -> Result<u64, Error> {
-        let mut connection = self.connection().await?;
-        let mut invocation = self.add_turns.key(self.turns_key(id));
-        invocation.arg(delta).arg(self.idle_ms());
-        let turns = invocation.invoke_async::<i64>(&mut connection);
-        let turns = self.with_deadline("did not answer a write", turns).await?;
+        let args = [delta.to_string(), self.idle_ms()];
+        let name = format!("turns:{id}");
+        let turns: i64 = self
+            .run_script("did not answer a write", &self.add_turns, &name, &args)
+            .await?;
         Ok(u64::try_from(turns).unwrap_or(0))
     }
 
     fn idle_ms(&self) -> String {
-        self.idle.as_millis().max(1).to_string()
+        millis(self.idle)
     }
 }
 
 #[async_trait::async_trait]
 impl StateStore for RedisStore {
     async fn session(&self, id: &str) -> Result<Session, Error> {
-        let key = format!("{}session:{id}", self.prefix);
+        let key = self.session_key(id);
         let mut connection = self.connection().await?;
         let mut get = ::redis::cmd("MGET");
         get.arg(&key).arg(self.turns_key(id));
@@ -341,7 +347,7 @@ impl StateStore for RedisStore {
     }
 
     async fn begin_turn(&self, id: &str) -> Result<Updated, Error> {
-        let key = format!("{}session:{id}", self.prefix);
+        let key = self.session_key(id);
         let mut connection = self.connection().await?;
         let mut invocation = self.begin_turn.key(&key);
         invocation.key(self.turns_key(id)).arg(self.idle_ms());
@@ -479,9 +485,7 @@ impl Degradable {
             }
         });
     }
-}
 
-impl Degradable {
     /// What the shared store answered a change, mirrored in local memory; `None` when it
     /// failed, and the session is then marked to be written back once Redis answers.
     async fn mirrored(&self, id: &str, shared: Result<Updated, Error>) -> Option<Updated> {

@@ -70,31 +70,24 @@ pub fn config(toml_text: &str, env: &[(&str, &str)]) -> Config {
         .config
 }
 
-/// The loaded config of a file of `toml_text` (no environment), for `print()` and friends.
-#[allow(dead_code)]
-pub fn config_loaded(toml_text: &str) -> llmux::config::Loaded {
+/// A config file of `toml_text` loaded with no environment.
+fn load_without_env(toml_text: &str) -> Result<llmux::config::Loaded, llmux::config::ConfigError> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("llmux.toml");
     std::fs::write(&path, toml_text).unwrap();
-    ConfigLoader::new()
-        .file(&path, true)
-        .env(|_| None)
-        .load()
-        .unwrap_or_else(|e| panic!("test config is invalid:\n{e}"))
+    ConfigLoader::new().file(&path, true).env(|_| None).load()
+}
+
+/// The loaded config of a file of `toml_text` (no environment), for `print()` and friends.
+#[allow(dead_code)]
+pub fn config_loaded(toml_text: &str) -> llmux::config::Loaded {
+    load_without_env(toml_text).unwrap_or_else(|e| panic!("test config is invalid:\n{e}"))
 }
 
 /// The problems llmux reports at start for a config file of `toml_text` (the process
 /// environment is never read). Panics if the config is valid.
 pub fn config_error(toml_text: &str) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("llmux.toml");
-    std::fs::write(&path, toml_text).unwrap();
-    ConfigLoader::new()
-        .file(&path, true)
-        .env(|_| None)
-        .load()
-        .unwrap_err()
-        .to_string()
+    load_without_env(toml_text).unwrap_err().to_string()
 }
 
 /// Starts llmux with `config`, provider keys taken from `secrets`.

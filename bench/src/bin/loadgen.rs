@@ -564,13 +564,16 @@ impl PhaseResult {
         self.ttfb.value_at_quantile(q) as f64 / 1000.0
     }
 
+    fn gap_us(&self, q: f64) -> f64 {
+        self.gap.value_at_quantile(q) as f64 / 1000.0
+    }
+
     /// The chunk gaps' p50 and p99 in µs, or "-" for answers read in one chunk.
-    fn gap_us(&self) -> String {
+    fn gaps_shown(&self) -> String {
         if self.gap.is_empty() {
             return "-".into();
         }
-        let us = |q: f64| self.gap.value_at_quantile(q) as f64 / 1000.0;
-        format!("{:.1} / {:.1}", us(0.5), us(0.99))
+        format!("{:.1} / {:.1}", self.gap_us(0.5), self.gap_us(0.99))
     }
 
     fn new() -> anyhow::Result<Self> {
@@ -1038,7 +1041,7 @@ async fn cmd_run(args: RunArgs) -> anyhow::Result<()> {
             "p90_us": r.us(0.90),
             "p99_us": r.us(0.99),
             "max_us": r.max_us(),
-            "ttfb_p50_us": r.ttfb.value_at_quantile(0.5) as f64 / 1000.0,
+            "ttfb_p50_us": r.ttfb_us(0.5),
         });
         println!("{v}");
     } else {
@@ -1059,7 +1062,7 @@ async fn cmd_run(args: RunArgs) -> anyhow::Result<()> {
             r.us(0.90),
             r.us(0.99),
             r.max_us(),
-            r.ttfb.value_at_quantile(0.5) as f64 / 1000.0
+            r.ttfb_us(0.5)
         );
         if let Some(e) = &r.first_error {
             println!("first error: {e}");
@@ -1320,8 +1323,7 @@ fn report(
     let c1 = |kind: Kind| rows.iter().find(|r| r.kind == kind && r.concurrency == 1);
     if let Some(r) = c1(Kind::Stream) {
         let first = r.proxied.ttfb_us(0.99) - r.direct.ttfb_us(0.99);
-        let gap = |p: &PhaseResult| p.gap.value_at_quantile(0.99) as f64 / 1000.0;
-        let added_gap = gap(&r.proxied) - gap(&r.direct);
+        let added_gap = r.proxied.gap_us(0.99) - r.direct.gap_us(0.99);
         writeln!(
             s,
             "| streams: added first byte p99 ≤ 200 µs (stream, c=1) | {first:.1} µs | {} |",
@@ -1430,7 +1432,7 @@ fn write_details(s: &mut String, rows: &[Row], labels: (&str, &str)) -> std::fmt
                 p.max_us(),
                 p.ttfb_us(0.5),
                 p.ttfb_us(0.99),
-                p.gap_us(),
+                p.gaps_shown(),
                 p.rps()
             )?;
         }
@@ -1623,8 +1625,7 @@ fn json_report(
             "ok": p.ok, "errors": p.errors, "rps": p.rps(),
             "p50_us": p.us(0.5), "p90_us": p.us(0.9), "p99_us": p.us(0.99), "max_us": p.max_us(),
             "ttfb_p50_us": p.ttfb_us(0.5), "ttfb_p99_us": p.ttfb_us(0.99),
-            "gap_p50_us": p.gap.value_at_quantile(0.5) as f64 / 1000.0,
-            "gap_p99_us": p.gap.value_at_quantile(0.99) as f64 / 1000.0,
+            "gap_p50_us": p.gap_us(0.5), "gap_p99_us": p.gap_us(0.99),
             "first_error": p.first_error,
         })
     };
