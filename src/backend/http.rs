@@ -24,7 +24,7 @@ use crate::config::BackendConfig;
 use crate::credentials::NamedKey;
 use crate::credentials::login::{Loaded, Login, Tokens};
 use crate::error::{ErrorKind, TimeoutPhase};
-use crate::model::{Event, Request};
+use crate::model::{Event, Protocol, Request};
 use crate::protocol::{ChunkError, StreamDecoder};
 
 /// What a wire protocol contributes to an HTTP back-end.
@@ -51,6 +51,14 @@ pub trait Wire: Send + Sync + 'static {
     fn encode(&self, request: &Request, model: &str) -> Result<Value, Error>;
     /// A whole (non-streamed) response body as events.
     fn decode_body(&self, body: &[u8]) -> Result<Vec<Event>, ChunkError>;
+    /// [`Wire::decode_body`], and the protocol whose clients may get `body` as it came,
+    /// when this wire's own encoding of those events would give the same body back.
+    fn decode_body_checked(
+        &self,
+        body: &[u8],
+    ) -> Result<(Vec<Event>, Option<Protocol>), ChunkError> {
+        Ok((self.decode_body(body)?, None))
+    }
     /// A fresh decoder for a streamed response.
     fn stream_decoder(&self) -> Self::Decoder;
     /// The headers that carry the provider key.
@@ -943,7 +951,19 @@ impl<W: Wire> Backend for HttpBackend<W> {
         if let Some(tap) = tap {
             tap.record(Direction::InboundResponse, Payload::Json(&body));
         }
-        let events = self.wire.decode_body(&body).map_err(|e| errors.chunk(e))?;
+        let events = match &request.client.verbatim {
+            None => self.wire.decode_body(&body).map_err(|e| errors.chunk(e))?,
+            Some(slot) => {
+                let (events, verbatim) = self
+                    .wire
+                    .decode_body_checked(&body)
+                    .map_err(|e| errors.chunk(e))?;
+                if let Some(protocol) = verbatim {
+                    slot.offer(protocol, &body, &events);
+                }
+                events
+            }
+        };
         Ok(Box::pin(futures::stream::iter(events)))
     }
 }

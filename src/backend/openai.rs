@@ -10,8 +10,9 @@ use serde_json::Value;
 
 use super::http::Wire;
 use crate::Error;
-use crate::model::{Event, Request};
+use crate::model::{Event, Protocol, Request};
 use crate::protocol::ChunkError;
+use crate::protocol::openai_chat::decode::decode_response_checked;
 use crate::protocol::openai_chat::{ChunkDecoder, decode_response, encode_request};
 use crate::protocol::openai_responses as responses;
 
@@ -35,6 +36,14 @@ impl Wire for ChatWire {
 
     fn decode_body(&self, body: &[u8]) -> Result<Vec<Event>, ChunkError> {
         decode_response(body)
+    }
+
+    fn decode_body_checked(
+        &self,
+        body: &[u8],
+    ) -> Result<(Vec<Event>, Option<Protocol>), ChunkError> {
+        let (events, lossless) = decode_response_checked(body)?;
+        Ok((events, lossless.then_some(Protocol::OpenAiChat)))
     }
 
     fn stream_decoder(&self) -> ChunkDecoder {

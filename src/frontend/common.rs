@@ -113,10 +113,23 @@ pub fn stream_response(events: EventStream, encoder: impl StreamEncoder) -> Resp
         .into_response()
 }
 
-/// Folds the events of a non-streaming response; the error of an error event ends it.
-pub async fn fold_response(mut events: EventStream) -> Result<model::Response, Error> {
-    let mut builder = ResponseBuilder::new();
+/// The events of a non-streaming answer, as the client gets them; the error of an error
+/// event ends it.
+pub async fn collect_answer(mut events: EventStream) -> Result<Vec<Event>, Error> {
+    let mut answer = Vec::with_capacity(8);
     while let Some(event) = events.next().await {
+        if let Event::Error(err) = event {
+            return Err(err);
+        }
+        answer.push(event);
+    }
+    Ok(answer)
+}
+
+/// Folds a whole answer's events into one response.
+pub fn fold_answer(answer: Vec<Event>) -> Result<model::Response, Error> {
+    let mut builder = ResponseBuilder::new();
+    for event in answer {
         builder.push(event)?;
     }
     Ok(builder.finish())

@@ -37,6 +37,7 @@ impl Frontend for OpenAiChat {
     type Call = ();
     type Options = ClientOptions;
     type Encoder = ChunkEncoder;
+    const VERBATIM: bool = true;
 
     fn decode(body: &[u8], (): &()) -> Result<(ModelRequest, ClientOptions), Error> {
         decode_request(body)

@@ -14,12 +14,12 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
 use super::common::{
-    StreamEncoder, error_response, fold_response, header_string, read_body, stream_response,
-    with_request_id,
+    StreamEncoder, collect_answer, error_response, fold_answer, header_string, read_body,
+    stream_response, with_request_id,
 };
 use crate::Error;
 use crate::engine::Engine;
-use crate::model::{Protocol, Request, Response as ModelResponse};
+use crate::model::{Protocol, Request, Response as ModelResponse, VerbatimSlot};
 use crate::pipeline::RequestContext;
 
 /// A client protocol's part of a generate call.
@@ -30,6 +30,11 @@ pub trait Frontend {
     /// What the client asked for that the answer's encoding needs (OpenAI: `include_usage`).
     type Options: Send + 'static;
     type Encoder: StreamEncoder;
+
+    /// Whether a whole answer from a back-end of this protocol may go to the client as the
+    /// provider's own bytes when nothing changed it: true when [`Frontend::body`] depends
+    /// on the answer alone (see [`VerbatimSlot`]).
+    const VERBATIM: bool = false;
 
     /// The body, decoded into the canonical request and the encoding options.
     fn decode(body: &[u8], call: &Self::Call) -> Result<(Request, Self::Options), Error>;
@@ -80,6 +85,8 @@ pub async fn generate<F: Frontend>(
     }
     F::annotate(&mut ctx, &options);
     let stream = request.stream;
+    let verbatim = (F::VERBATIM && !stream).then(|| VerbatimSlot::new(F::PROTOCOL));
+    request.client.verbatim.clone_from(&verbatim);
     let events = match engine.respond(&mut ctx, request).await {
         Ok(events) => events,
         Err(err) => return answer_error::<F>(&ctx, &err),
@@ -87,13 +94,31 @@ pub async fn generate<F: Frontend>(
     let mut response = if stream {
         stream_response(events, F::stream_encoder(&options))
     } else {
-        match fold_response(events).await {
-            Ok(folded) => Json(F::body(&folded, &options)).into_response(),
-            Err(err) => F::error(&err),
-        }
+        whole_answer::<F>(events, verbatim.as_ref(), &options).await
     };
     with_request_id(&mut response, &ctx);
     response
+}
+
+/// A non-streamed answer: the provider's own body when the events the client gets are the
+/// ones it decoded to, else the events folded and encoded in the client's protocol.
+async fn whole_answer<F: Frontend>(
+    events: crate::backend::EventStream,
+    verbatim: Option<&VerbatimSlot>,
+    options: &F::Options,
+) -> Response {
+    let answer = match collect_answer(events).await {
+        Ok(answer) => answer,
+        Err(err) => return F::error(&err),
+    };
+    if let Some(body) = verbatim.and_then(|slot| slot.take_if_same(&answer)) {
+        let json = axum::http::HeaderValue::from_static("application/json");
+        return ([(axum::http::header::CONTENT_TYPE, json)], body).into_response();
+    }
+    match fold_answer(answer) {
+        Ok(folded) => Json(F::body(&folded, options)).into_response(),
+        Err(err) => F::error(&err),
+    }
 }
 
 /// Ends a request that failed before the engine took it, and answers with its error.

@@ -95,3 +95,66 @@ pub enum Event {
     /// The response failed; nothing follows.
     Error(Error),
 }
+
+impl Event {
+    /// Whether two events say the same thing. An error is never the same as anything: an
+    /// answer that failed is never passed through (errors carry no equality).
+    pub fn same_as(&self, other: &Event) -> bool {
+        use Event::*;
+        match (self, other) {
+            (
+                Start {
+                    id,
+                    model,
+                    created,
+                    extensions,
+                },
+                Start {
+                    id: id2,
+                    model: model2,
+                    created: created2,
+                    extensions: extensions2,
+                },
+            ) => id == id2 && model == model2 && created == created2 && extensions == extensions2,
+            (TextDelta(a), TextDelta(b))
+            | (RefusalDelta(a), RefusalDelta(b))
+            | (RedactedThinking(a), RedactedThinking(b)) => a == b,
+            (
+                ThinkingDelta { text, signature },
+                ThinkingDelta {
+                    text: text2,
+                    signature: signature2,
+                },
+            ) => text == text2 && signature == signature2,
+            (
+                ToolCallStart { index, id, name },
+                ToolCallStart {
+                    index: index2,
+                    id: id2,
+                    name: name2,
+                },
+            ) => index == index2 && id == id2 && name == name2,
+            (
+                ToolCallArgsDelta { index, arguments },
+                ToolCallArgsDelta {
+                    index: index2,
+                    arguments: arguments2,
+                },
+            ) => index == index2 && arguments == arguments2,
+            (ToolCallEnd { index }, ToolCallEnd { index: index2 }) => index == index2,
+            (Usage(a), Usage(b)) => a == b,
+            (
+                Finish {
+                    reason,
+                    stop_sequence,
+                },
+                Finish {
+                    reason: reason2,
+                    stop_sequence: stop_sequence2,
+                },
+            ) => reason == reason2 && stop_sequence == stop_sequence2,
+            (Extension(a), Extension(b)) => a == b,
+            _ => false,
+        }
+    }
+}

@@ -10,6 +10,7 @@ mod fold;
 pub mod json_scan;
 mod request;
 pub mod tokens;
+mod verbatim;
 
 pub use event::{Event, FinishReason, Usage};
 pub use fold::{Response, ResponseBuilder};
@@ -17,3 +18,4 @@ pub use request::{
     ClientInfo, Extensions, ImageSource, Message, Part, Protocol, Reasoning, ReasoningEffort,
     Request, ResponseFormat, Role, Sampling, Tool, ToolChoice,
 };
+pub use verbatim::VerbatimSlot;

@@ -342,6 +342,9 @@ pub struct ClientInfo {
     pub protocol_headers: Option<(Protocol, Vec<(String, String)>)>,
     /// The session's `!/project-dir(...)`, for agent back-ends.
     pub project_dir: Option<std::path::PathBuf>,
+    /// Where a back-end of the client's own protocol leaves the provider's answer body, for
+    /// a client that may get it as it came (see [`super::VerbatimSlot`]).
+    pub verbatim: Option<super::VerbatimSlot>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -50,6 +50,8 @@ pub enum Mode {
     /// Calls the first offered tool with these JSON arguments (streamed in three pieces),
     /// on every request, tool results or not.
     CallWith(&'static str),
+    /// Answers non-streaming chat requests with exactly these bytes, as JSON.
+    Body(&'static str),
     /// A fault script: the Nth chat request is answered as the Nth mode, every request
     /// after the script normally.
     Script(Vec<Mode>),
@@ -263,6 +265,13 @@ async fn chat(
             return response;
         }
         Mode::SlowFirstByte(wait) => tokio::time::sleep(wait).await,
+        Mode::Body(bytes) if !stream => {
+            return (
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                bytes,
+            )
+                .into_response();
+        }
         _ => {}
     }
 

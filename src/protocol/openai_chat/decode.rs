@@ -492,11 +492,19 @@ pub fn usage(value: Value) -> Option<Usage> {
 
 /// Turns a non-streaming upstream response into the event sequence a stream would give.
 pub fn decode_response(body: &[u8]) -> Result<Vec<Event>, ChunkError> {
+    decode_response_checked(body).map(|(events, _)| events)
+}
+
+/// [`decode_response`], and whether llmux's own encoder gives this body back from those
+/// events (the same JSON, members that are `null` aside): when it does, a client of this
+/// protocol may get the body as it came (see [`crate::model::VerbatimSlot`]).
+pub fn decode_response_checked(body: &[u8]) -> Result<(Vec<Event>, bool), ChunkError> {
     let completion: ChatCompletion = serde_json::from_slice(body)
         .map_err(|e| ChunkError::Garbage(format!("the response is not a chat completion: {e}")))?;
     if let Some(error) = completion.extra.get("error") {
         return Err(upstream_error(error));
     }
+    let lossless = round_trips(&completion);
     let mut events = Vec::with_capacity(8);
     let mut top = completion.extra;
     top.remove("object");
@@ -570,7 +578,72 @@ pub fn decode_response(body: &[u8]) -> Result<Vec<Event>, ChunkError> {
         reason: finish.unwrap_or(FinishReason::EndTurn),
         stop_sequence: None,
     });
-    Ok(events)
+    Ok((events, lossless))
+}
+
+/// Whether [`super::encode_response`] rebuilds `completion` from its events: one choice,
+/// every field the encoder writes present and in the form it writes it. Anything else (a
+/// second choice, OpenRouter's `reasoning`, content as parts, a total that is not the
+/// sum, ...) goes through the encoder, which is the reference.
+fn round_trips(completion: &ChatCompletion) -> bool {
+    let [choice] = completion.choices.as_slice() else {
+        return false;
+    };
+    let top = !completion.id.is_empty()
+        && !completion.model.is_empty()
+        && completion.created.is_some()
+        && completion.extra.get("object").and_then(Value::as_str) == Some("chat.completion");
+    let usage = match &completion.usage {
+        None | Some(Value::Null) => true,
+        Some(usage) => usage_round_trips(usage),
+    };
+    top && usage && choice.index == 0 && choice_round_trips(choice)
+}
+
+fn choice_round_trips(choice: &super::types::ResponseChoice) -> bool {
+    let message = &choice.message;
+    let calls = message.tool_calls.as_deref().unwrap_or_default();
+    let has_refusal = message.refusal.is_some();
+    let content = match &message.content {
+        Content::Text(text) => !text.is_empty() || (calls.is_empty() && !has_refusal),
+        Content::Null => !calls.is_empty() || has_refusal,
+        Content::Absent | Content::Parts(_) => false,
+    };
+    let finish = choice
+        .finish_reason
+        .as_deref()
+        .is_some_and(|reason| super::encode::finish_reason(&finish_reason(reason)) == reason);
+    let calls_plain = calls.iter().all(|call| {
+        call.kind.as_deref() == Some("function")
+            && call.extra.is_empty()
+            && call.function.extra.is_empty()
+    });
+    message.role == "assistant"
+        && message.name.is_none()
+        && message.tool_call_id.is_none()
+        && message.reasoning.is_none()
+        && message
+            .tool_calls
+            .as_ref()
+            .is_none_or(|calls| !calls.is_empty())
+        && message.reasoning_content.as_deref() != Some("")
+        && content
+        && finish
+        && calls_plain
+}
+
+/// The encoder writes `total_tokens` as the sum and the details it knows as integers.
+fn usage_round_trips(raw: &Value) -> bool {
+    let Some(wire) = raw
+        .as_object()
+        .and_then(|_| serde_json::from_value::<ChatUsage>(raw.clone()).ok())
+    else {
+        return false;
+    };
+    let count = |key: &str| raw.get(key).and_then(Value::as_u64);
+    count("prompt_tokens").is_some()
+        && count("completion_tokens").is_some()
+        && count("total_tokens") == Some(wire.prompt_tokens + wire.completion_tokens)
 }
 
 /// Wraps `fields` under `scope` (`top`, `choice`, `message`) as chat extensions.

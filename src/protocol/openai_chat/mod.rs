@@ -9,6 +9,9 @@ pub mod encode;
 pub mod stream;
 pub mod types;
 
+#[cfg(test)]
+mod round_trip_tests;
+
 pub use decode::ClientOptions;
 pub use decode::{decode_request, decode_response};
 pub use encode::{encode_request, encode_response, error_body};

@@ -163,15 +163,12 @@ impl<'de> Deserialize<'de> for Content {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct ChatToolCall {
     pub id: String,
-    #[serde(rename = "type", default = "function_type")]
-    pub kind: String,
+    /// `function` when present; absent from some servers' answers.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
     pub function: ChatFunctionCall,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
-}
-
-pub fn function_type() -> String {
-    "function".to_owned()
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -1,0 +1,110 @@
+//! The same-protocol pass-through, end to end: an OpenAI chat client of an OpenAI chat
+//! back-end gets the provider's own answer bytes when nothing on the way changed the answer,
+//! and llmux's encoding when something did (or when the encoder would not write that body).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use serde_json::{Value, json};
+use support::fake_openai::{FakeOpenAi, Mode};
+use support::{client, config, fake_backend_config, start};
+
+const KEY: &[(&str, &str)] = &[("FAKE_API_KEY", "sk-fake-upstream-secret")];
+
+/// An answer as a provider might format it: its own key order and spacing, fields llmux
+/// has no slot for.
+const PROVIDER_BODY: &str = r#"{"object": "chat.completion", "id":"chatcmpl-v1",
+  "created":1741569952, "model":"fake-small",
+  "choices":[{"index":0,"finish_reason":"stop","logprobs":null,
+    "message":{"role":"assistant","content":"Plain text, \u00e9 and \"quotes\".","refusal":null,
+      "annotations":[]}}],
+  "usage":{"prompt_tokens":12,"completion_tokens":4,"total_tokens":16,
+    "prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0}},
+  "service_tier":"default","x_vendor":{"region":"eu","latency_ms":12.5}}"#;
+
+/// The answer to a chat request whose provider answers `provider_body`, with the fake and
+/// llmux, which must live while the answer is read.
+async fn answer_to(provider_body: &'static str) -> (reqwest::Response, FakeOpenAi, support::Llmux) {
+    let fake = FakeOpenAi::start(Mode::Body(provider_body)).await;
+    let llmux = start(config(&fake_backend_config(&fake.base_url, ""), &[]), KEY).await;
+    let response = client()
+        .post(llmux.url("/v1/chat/completions"))
+        .json(&json!({
+            "model": "fake-small",
+            "stream": false,
+            "messages": [{"role": "user", "content": "Say hello."}]
+        }))
+        .send()
+        .await
+        .unwrap();
+    (response, fake, llmux)
+}
+
+#[tokio::test]
+async fn an_unchanged_answer_is_the_providers_own_bytes() {
+    let (response, fake, _llmux) = answer_to(PROVIDER_BODY).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    assert!(response.headers().contains_key("x-request-id"));
+    let body = response.text().await.unwrap();
+    assert_eq!(body, PROVIDER_BODY);
+    assert_eq!(fake.hit_count(), 1);
+}
+
+#[tokio::test]
+async fn an_answer_a_stage_changed_is_encoded_by_llmux() {
+    // The think-tags stage turns `<think>` text into reasoning.
+    const THINKING: &str = r#"{"id":"chatcmpl-v2","object":"chat.completion","created":1,
+      "model":"fake-small","choices":[{"index":0,"finish_reason":"stop",
+      "message":{"role":"assistant","content":"<think>plan</think>Answer"}}]}"#;
+    let (response, _fake, _llmux) = answer_to(THINKING).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    let message = &body["choices"][0]["message"];
+    assert_eq!(message["content"], "Answer");
+    assert_eq!(message["reasoning_content"], "plan");
+    assert_eq!(body["id"], "chatcmpl-v2");
+}
+
+#[tokio::test]
+async fn an_answer_the_encoder_would_not_write_is_encoded_by_llmux() {
+    // Two choices: llmux answers with the first, as it always has.
+    const TWO_CHOICES: &str = r#"{"id":"chatcmpl-v3","object":"chat.completion","created":1,
+      "model":"fake-small","choices":[
+        {"index":0,"finish_reason":"stop","message":{"role":"assistant","content":"one"}},
+        {"index":1,"finish_reason":"stop","message":{"role":"assistant","content":"two"}}]}"#;
+    let (response, _fake, _llmux) = answer_to(TWO_CHOICES).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["choices"].as_array().unwrap().len(), 1);
+    assert_eq!(body["choices"][0]["message"]["content"], "one");
+}
+
+#[tokio::test]
+async fn a_provider_error_inside_a_200_is_still_an_error() {
+    const ERROR: &str = r#"{"error":{"message":"overloaded","type":"server_error","code":null}}"#;
+    let (response, _fake, _llmux) = answer_to(ERROR).await;
+    assert_eq!(response.status(), 502);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("overloaded"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_a_completion_is_a_clear_error() {
+    let (response, _fake, _llmux) = answer_to(r#"{"choices": "not a list"}"#).await;
+    assert_eq!(response.status(), 502);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a chat completion"),
+        "{body}"
+    );
+}
