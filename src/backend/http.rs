@@ -104,6 +104,8 @@ pub trait Wire: Send + Sync + 'static {
     }
 }
 
+/// The room an upstream request body starts with.
+const UPSTREAM_BODY_CAPACITY: usize = 16 * 1024;
 /// Upper bound on how much of an error body is read.
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
 /// How long a failed model-list fetch is remembered before trying again.
@@ -891,7 +893,10 @@ impl<W: Wire> Backend for HttpBackend<W> {
             },
             _ => self.wire.encode(request, model)?,
         };
-        let body = serde_json::to_vec(&encoded)
+        // Room for a typical agent request at once, rather than a dozen regrowths (each a
+        // copy of everything written so far).
+        let mut body = Vec::with_capacity(UPSTREAM_BODY_CAPACITY);
+        serde_json::to_writer(&mut body, &encoded)
             .map_err(|e| Error::internal(format!("cannot encode the upstream request: {e}")))?;
         if let Some(tap) = tap {
             tap.record(Direction::OutboundRequest, Payload::Json(&body));

@@ -3,7 +3,7 @@
 use serde_json::{Map, Value};
 
 use super::stream::{ChunkError, upstream_error};
-use super::types::{ChatCompletion, ChatMessage, ChatRequest, ChatUsage, Content};
+use super::types::{ChatCompletion, ChatMessage, ChatRequest, Content};
 use crate::Error;
 use crate::model::{
     Event, Extensions, FinishReason, ImageSource, Message, Part, Protocol, Reasoning,
@@ -473,20 +473,30 @@ pub fn usage(value: Value) -> Option<Usage> {
     let Value::Object(raw) = value else {
         return None;
     };
-    let wire: ChatUsage = serde_json::from_value(Value::Object(raw.clone())).ok()?;
-    let detail = |details: &Option<Map<String, Value>>, key: &str| {
-        details
-            .as_ref()
-            .and_then(|d| d.get(key))
-            .and_then(Value::as_u64)
+    let mut usage = usage_fields(&raw)?;
+    usage.extensions = Extensions::new(PROTOCOL, raw);
+    Some(usage)
+}
+
+/// The counts of a wire usage object (without its extensions), read in place; `None` when
+/// a token count is not a whole number or a details member is not an object.
+fn usage_fields(raw: &Map<String, Value>) -> Option<Usage> {
+    let count = |key: &str| match raw.get(key) {
+        None => Some(0),
+        Some(value) => value.as_u64(),
+    };
+    let detail = |key: &str, field: &str| match raw.get(key) {
+        None | Some(Value::Null) => Some(None),
+        Some(Value::Object(details)) => Some(details.get(field).and_then(Value::as_u64)),
+        Some(_) => None,
     };
     Some(Usage {
-        input_tokens: wire.prompt_tokens,
-        output_tokens: wire.completion_tokens,
-        cached_input_tokens: detail(&wire.prompt_tokens_details, "cached_tokens"),
+        input_tokens: count("prompt_tokens")?,
+        output_tokens: count("completion_tokens")?,
+        cached_input_tokens: detail("prompt_tokens_details", "cached_tokens")?,
         cache_creation_input_tokens: None,
-        reasoning_tokens: detail(&wire.completion_tokens_details, "reasoning_tokens"),
-        extensions: Extensions::new(PROTOCOL, raw),
+        reasoning_tokens: detail("completion_tokens_details", "reasoning_tokens")?,
+        extensions: Extensions::default(),
     })
 }
 
@@ -632,18 +642,17 @@ fn choice_round_trips(choice: &super::types::ResponseChoice) -> bool {
         && calls_plain
 }
 
-/// The encoder writes `total_tokens` as the sum and the details it knows as integers.
+/// The encoder writes all three counts, `total_tokens` as the sum.
 fn usage_round_trips(raw: &Value) -> bool {
-    let Some(wire) = raw
-        .as_object()
-        .and_then(|_| serde_json::from_value::<ChatUsage>(raw.clone()).ok())
+    let Value::Object(fields) = raw else {
+        return false;
+    };
+    let count = |key: &str| fields.get(key).and_then(Value::as_u64);
+    let (Some(prompt), Some(completion)) = (count("prompt_tokens"), count("completion_tokens"))
     else {
         return false;
     };
-    let count = |key: &str| raw.get(key).and_then(Value::as_u64);
-    count("prompt_tokens").is_some()
-        && count("completion_tokens").is_some()
-        && count("total_tokens") == Some(wire.prompt_tokens + wire.completion_tokens)
+    count("total_tokens") == Some(prompt + completion) && usage_fields(fields).is_some()
 }
 
 /// Wraps `fields` under `scope` (`top`, `choice`, `message`) as chat extensions.

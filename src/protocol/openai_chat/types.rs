@@ -280,20 +280,3 @@ pub struct ChunkFunction {
     #[serde(default)]
     pub arguments: Option<String>,
 }
-
-/// Usage as OpenAI reports it.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-pub struct ChatUsage {
-    #[serde(default)]
-    pub prompt_tokens: u64,
-    #[serde(default)]
-    pub completion_tokens: u64,
-    #[serde(default)]
-    pub total_tokens: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prompt_tokens_details: Option<Map<String, Value>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub completion_tokens_details: Option<Map<String, Value>>,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
-}
