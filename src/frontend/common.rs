@@ -65,6 +65,9 @@ pub fn stream_response(events: EventStream, encoder: impl StreamEncoder) -> Resp
         let mut events = events;
         let mut encoder = encoder;
         let mut frames = Vec::with_capacity(2);
+        // The first frame goes out alone: batching it with what follows would hold back
+        // the client's first token for the sake of fewer writes.
+        let mut batch = 0;
         loop {
             let next = match encoder.keepalive() {
                 Some(ping) => match tokio::time::timeout(KEEPALIVE_INTERVAL, events.next()).await {
@@ -81,7 +84,7 @@ pub fn stream_response(events: EventStream, encoder: impl StreamEncoder) -> Resp
             // Events that are already waiting go out in the same write: one syscall and
             // one wake-up for a burst instead of one per event.
             let mut ended = false;
-            for _ in 0..MAX_BATCH {
+            for _ in 0..batch {
                 match events.next().now_or_never() {
                     Some(Some(event)) => encoder.push(event, &mut frames),
                     Some(None) => {
@@ -95,6 +98,7 @@ pub fn stream_response(events: EventStream, encoder: impl StreamEncoder) -> Resp
                 break;
             }
             if !frames.is_empty() {
+                batch = MAX_BATCH;
                 yield Ok(concat(&mut frames));
             }
         }
