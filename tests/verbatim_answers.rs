@@ -80,31 +80,27 @@ async fn an_answer_the_encoder_would_not_write_is_encoded_by_llmux() {
     assert_eq!(body["choices"][0]["message"]["content"], "one");
 }
 
+/// The status and OpenAI error message of an error answer.
+async fn error_of(response: reqwest::Response) -> (u16, String) {
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    (status, message.to_owned())
+}
+
 #[tokio::test]
 async fn a_provider_error_inside_a_200_is_still_an_error() {
     const ERROR: &str = r#"{"error":{"message":"overloaded","type":"server_error","code":null}}"#;
     let (response, _fake, _llmux) = answer_to(ERROR).await;
-    assert_eq!(response.status(), 502);
-    let body: Value = response.json().await.unwrap();
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("overloaded"),
-        "{body}"
-    );
+    let (status, message) = error_of(response).await;
+    assert_eq!(status, 502);
+    assert!(message.contains("overloaded"), "{message}");
 }
 
 #[tokio::test]
 async fn a_body_that_is_not_a_completion_is_a_clear_error() {
     let (response, _fake, _llmux) = answer_to(r#"{"choices": "not a list"}"#).await;
-    assert_eq!(response.status(), 502);
-    let body: Value = response.json().await.unwrap();
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("not a chat completion"),
-        "{body}"
-    );
+    let (status, message) = error_of(response).await;
+    assert_eq!(status, 502);
+    assert!(message.contains("not a chat completion"), "{message}");
 }

@@ -39,6 +39,14 @@ impl<'de> serde::Deserialize<'de> for Key<'de> {
 /// `extra`. Objects only, as the wire sends them.
 macro_rules! deserialize_in_one_pass {
     ($name:ident { $($key:literal => $field:ident: $how:ident),* $(,)? }) => {
+        deserialize_in_one_pass!(@impl $name, keep, { $($key => $field: $how),* });
+    };
+    // Every other key is skipped without building its value: for a struct that needs
+    // only the fields it names (and has no `extra`).
+    ($name:ident, others skipped { $($key:literal => $field:ident: $how:ident),* $(,)? }) => {
+        deserialize_in_one_pass!(@impl $name, skip, { $($key => $field: $how),* });
+    };
+    (@impl $name:ident, $others:ident, { $($key:literal => $field:ident: $how:ident),* }) => {
         impl<'de> serde::Deserialize<'de> for $name {
             fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
                 struct OnePass;
@@ -55,10 +63,7 @@ macro_rules! deserialize_in_one_pass {
                         while let Some(key) = map.next_key::<$crate::protocol::one_pass::Key<'de>>()? {
                             match key.0.as_ref() {
                                 $($key => out.$field = deserialize_in_one_pass!(@read $how, map),)*
-                                _ => {
-                                    let value = map.next_value::<serde_json::Value>()?;
-                                    out.extra.insert(key.0.into_owned(), value);
-                                }
+                                _ => deserialize_in_one_pass!(@other $others, map, out, key),
                             }
                         }
                         Ok(out)
@@ -68,6 +73,14 @@ macro_rules! deserialize_in_one_pass {
             }
         }
     };
+    (@other keep, $map:ident, $out:ident, $key:ident) => {{
+        let value = $map.next_value::<serde_json::Value>()?;
+        $out.extra.insert($key.0.into_owned(), value);
+    }};
+    (@other skip, $map:ident, $out:ident, $key:ident) => {{
+        let _ = &$key;
+        $map.next_value::<serde::de::IgnoredAny>()?;
+    }};
     (@read value, $map:ident) => { $map.next_value()? };
     (@read list, $map:ident) => { $map.next_value::<Option<Vec<_>>>()?.unwrap_or_default() };
 }

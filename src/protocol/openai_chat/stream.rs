@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 use super::decode::{finish_reason, usage};
 use super::encode::{error_body, finish_reason as wire_finish_reason, usage as wire_usage};
-use super::types::ChatChunk;
+use super::types::{ChatChunk, LaterChunk};
 use crate::Error;
 use crate::model::{Event, Extensions, FinishReason, Protocol, Usage};
 use crate::protocol::sse::data_frame;
@@ -48,12 +48,19 @@ impl ChunkDecoder {
         if data.is_empty() {
             return Ok(());
         }
-        let chunk: ChatChunk = serde_json::from_str(data).map_err(|e| {
+        let garbage = |e: serde_json::Error| {
             ChunkError::Garbage(format!(
                 "stream frame is not a chat chunk ({e}): {}",
                 preview(data)
             ))
-        })?;
+        };
+        let chunk: ChatChunk = if self.started {
+            serde_json::from_str::<LaterChunk>(data)
+                .map_err(garbage)?
+                .into()
+        } else {
+            serde_json::from_str(data).map_err(garbage)?
+        };
         // Check for an error before choices: an error frame has none, and skipping
         // "empty" chunks would turn a failure into an empty success.
         if let Some(error) = chunk.extra.get("error") {
@@ -537,6 +544,35 @@ mod tests {
         assert!(
             matches!(result, Err(ChunkError::Upstream { message, .. }) if message == "upstream overloaded")
         );
+    }
+
+    #[test]
+    fn a_later_chunk_is_read_for_its_choices_usage_and_errors_only() {
+        let first = r#"{"id":"c1","object":"chat.completion.chunk","model":"m","system_fingerprint":"fp","choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#;
+        let (events, result) = decode(&[
+            first,
+            // What a later chunk repeats (or changes) of the first is not read, whatever
+            // its type; its text, finish reason and usage are.
+            r#"{"id":7,"model":null,"x_vendor":{"a":[1]},"choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":"stop"}]}"#,
+            r#"{"id":"c1","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#,
+            "[DONE]",
+        ]);
+        result.unwrap();
+        assert!(matches!(&events[0], Event::Start { id, .. } if id == "c1"));
+        assert!(matches!(&events[1], Event::TextDelta(t) if t == "Hi"));
+        assert!(matches!(&events[2], Event::Finish { .. }));
+        assert!(matches!(&events[3], Event::Usage(u) if u.total_tokens() == 4));
+        assert_eq!(events.len(), 4);
+
+        let (_, result) = decode(&[
+            first,
+            r#"{"id":"c1","error":{"message":"overloaded mid-stream","type":"server_error"}}"#,
+        ]);
+        assert!(
+            matches!(result, Err(ChunkError::Upstream { message, .. }) if message == "overloaded mid-stream")
+        );
+        let (_, result) = decode(&[first, r#"{"choices":"not a list"}"#]);
+        assert!(matches!(result, Err(ChunkError::Garbage(m)) if m.contains("not a list")));
     }
 
     #[test]

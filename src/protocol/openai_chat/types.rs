@@ -228,6 +228,37 @@ deserialize_in_one_pass!(ChatChunk {
     "usage" => usage: value,
 });
 
+/// A chunk after the first of its stream: only what a later chunk can add (its choices,
+/// usage, or an error) is read; the id, model and extras the first chunk gave are skipped
+/// rather than built and dropped.
+#[derive(Debug, Clone, Default)]
+pub struct LaterChunk {
+    pub choices: Vec<ChunkChoice>,
+    pub usage: Option<Value>,
+    pub error: Option<Value>,
+}
+
+deserialize_in_one_pass!(LaterChunk, others skipped {
+    "choices" => choices: list,
+    "usage" => usage: value,
+    "error" => error: value,
+});
+
+impl From<LaterChunk> for ChatChunk {
+    fn from(later: LaterChunk) -> Self {
+        let mut extra = Map::new();
+        if let Some(error) = later.error {
+            extra.insert("error".into(), error);
+        }
+        ChatChunk {
+            choices: later.choices,
+            usage: later.usage,
+            extra,
+            ..ChatChunk::default()
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct ChunkChoice {
     pub index: u32,
