@@ -9,9 +9,6 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 : "${TAURI_DRIVER:?}" "${WEBDRIVER_PORT:?}" "${WEBDRIVER_NATIVE_PORT:?}"
 
 export NO_AT_BRIDGE=1
-# A new login keyring with password "pw", unlocked; without it the Secret Service answers
-# NoStorageAccess.
-eval "$(printf pw | gnome-keyring-daemon --unlock --components=secrets | sed 's/^/export /')"
 
 pids=()
 cleanup() {
@@ -20,6 +17,45 @@ cleanup() {
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null; done
 }
 trap cleanup EXIT
+
+secrets_name_owned() {
+    dbus-send --session --print-reply --dest=org.freedesktop.DBus /org/freedesktop/DBus \
+        org.freedesktop.DBus.NameHasOwner string:org.freedesktop.secrets 2>/dev/null | grep -q 'boolean true'
+}
+
+# A new login keyring with password "pw", unlocked; without it the Secret Service answers
+# NoStorageAccess, or asks a prompter nobody can answer and the test times out. The daemon
+# runs in the foreground under our PID, and is ready only once it owns the Secret Service
+# name on the bus (asked with NameHasOwner, which does not start a second daemon through
+# D-Bus activation) and stores and reads back a probe item. Once in CI the daemon was gone
+# before the app asked for it: a D-Bus-activated one took over with no login keyring.
+start_keyring() {
+    local attempt wait_step
+    for attempt in 1 2 3; do
+        printf pw | gnome-keyring-daemon --foreground --unlock --components=secrets \
+            >"$HOME/keyring.out" 2>"$HOME/keyring.log" &
+        local pid=$!
+        for wait_step in $(seq 50); do
+            secrets_name_owned && break
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        if secrets_name_owned \
+            && printf probe | timeout 5 secret-tool store --label=probe service llmux-probe username probe \
+            && [ "$(timeout 5 secret-tool lookup service llmux-probe username probe)" = probe ]; then
+            timeout 5 secret-tool clear service llmux-probe username probe
+            pids+=("$pid")
+            return 0
+        fi
+        echo "gnome-keyring not ready (attempt $attempt, waited $wait_step steps); its log:" >&2
+        cat "$HOME/keyring.log" >&2
+        kill "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
+        rm -rf "${XDG_DATA_HOME:-$HOME/.local/share}/keyrings"
+    done
+    return 1
+}
+start_keyring || { echo "gnome-keyring did not start; the keychain tests cannot run" >&2; exit 1; }
 
 # The update test's own signing key: the app trusts it through LLMUX_UPDATE_PUBKEY and asks
 # the manifest the test serves on UPDATE_PORT (app.test.mjs signs its packages with it).
