@@ -24,7 +24,7 @@ const QUEUE: usize = 4096;
 /// How long the writer lets rows gather before taking them, at most.
 const WRITER_TICK: Duration = Duration::from_millis(10);
 /// The schema this code writes.
-const SCHEMA_VERSION: i64 = 7;
+const SCHEMA_VERSION: i64 = 8;
 
 /// Everything captured about one request.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -276,6 +276,26 @@ fn migrate_from(connection: &Connection, version: i64) -> rusqlite::Result<()> {
             "BEGIN;
              ALTER TABLE requests ADD COLUMN bodies BLOB;
              PRAGMA user_version = 7;
+             COMMIT;",
+        )?;
+    }
+    if version < 8 {
+        // Version 8: the search index keeps no copy of the texts (contentless, its rows still
+        // deletable): it only ever answers rowids, and the texts are in `requests`. Its copy
+        // cost the writer a second b-tree insert a row. It merges its segments 16 at a time
+        // instead of 4: merging took a fifth of the writer's time, and 16 took it from 26.3
+        // to 22.0-22.4 µs a row (bench/capture.sh's load); a search reads a few more
+        // segments. Body frames written from now on are LZ4 (`Packer`), which an older llmux
+        // cannot read.
+        connection.execute_batch(
+            "BEGIN;
+             DROP TABLE IF EXISTS requests_fts;
+             CREATE VIRTUAL TABLE requests_fts
+                 USING fts5(prompt_text, response_text, content='', contentless_delete=1);
+             INSERT INTO requests_fts (rowid, prompt_text, response_text)
+                 SELECT rowid, prompt_text, response_text FROM requests;
+             INSERT INTO requests_fts (requests_fts, rank) VALUES ('automerge', 16);
+             PRAGMA user_version = 8;
              COMMIT;",
         )?;
     }
@@ -756,44 +776,80 @@ fn tool_calls_of(text: &str) -> Vec<CapturedToolCall> {
 
 /// Bodies shorter than this are stored as TEXT: compressing them saves next to nothing.
 const COMPRESS_FROM: usize = 512;
-/// zstd level 1 with a reused context: 3.6 µs for a 2 KB request, 6.3 µs for a 64-frame
-/// stream, shrinking them 8x and 25x. Level -1 was faster alone (1.7 and 4.3 µs) but made no
-/// difference to the writer's 53 µs per row in bench/capture.sh and grew rows 13 %; the
-/// same held for one frame a row (see `pack_bodies`).
-const ZSTD_LEVEL: i32 = 1;
+/// The first bytes of a body frame written since schema 8: LZ4, then the frame's length
+/// (u32, little-endian) and the LZ4 block. Frames without it are zstd frames (schema 7).
+const LZ4_TAG: &[u8; 4] = b"lz4\0";
+/// A frame claiming more than this is broken: four bodies of `BODY_LIMIT` and some room for
+/// a stream's last frame, which may run past the limit.
+const FRAME_LIMIT: usize = 64 << 20;
 
-/// Compresses bodies for the writer thread, with one zstd context reused for every body
-/// (a fresh context per call costs more than compressing a small body).
-struct Packer(Option<zstd::bulk::Compressor<'static>>);
+/// Compresses a row's bodies on the writer thread into buffers kept from row to row.
+///
+/// LZ4 rather than zstd: zstd level 1 took a third of the writer's time (perf: 32 % of its
+/// samples, 139k instructions a row under bench/callgrind.sh; bench/capture.sh's cost of the
+/// store was 21-26 % without streaming against a target of 15 %). On a 4.4 KB row, one
+/// core: lz4_flex (its safe encoder; llmux uses the faster default one) 3.9 µs and 1,874
+/// bytes, zstd level 1 12.5 µs and 1,300 bytes, level -1 8.1 µs and 1,811 bytes. The
+/// writer went from 39.5 to 28.9 µs a row with the search index change of schema 8; rows
+/// grew from 2.6 to 3.0 KB (streams: 4.5 to 6.0 KB).
+#[derive(Default)]
+struct Packer {
+    framed: Vec<u8>,
+    packed: Vec<u8>,
+}
 
 impl Packer {
-    fn new() -> Self {
-        Self(zstd::bulk::Compressor::new(ZSTD_LEVEL).ok())
-    }
-
     /// A row's four bodies (client request, provider request, provider response, client
-    /// response) as one zstd frame of each body's length (u32, little-endian) and bytes, or
-    /// `None` when together they are short or do not shrink (they are then stored as TEXT).
-    /// One frame rather than one per body: the provider's request repeats most of the
-    /// client's, which one frame stores as matches, and zstd sets up its tables once
-    /// (bench/callgrind.sh: compressing a 2 KB chat request's row went from 250k to 158k
-    /// instructions, the writer thread from 64 to 51 µs a row, the database from 4.9 to 3.2 KB
-    /// a row). Level -1 in one frame: 94k instructions but the same 52 µs, and 4.8 KB a row.
-    fn pack_bodies(&mut self, bodies: [&str; 4]) -> Option<Vec<u8>> {
+    /// response) as one compressed frame of each body's length (u32, little-endian) and
+    /// bytes, or `None` when together they are short or do not shrink (they are then stored
+    /// as TEXT). One frame rather than one per body: the provider's request repeats most of
+    /// the client's, which one frame stores as matches.
+    fn pack_bodies(&mut self, bodies: [&str; 4]) -> Option<&[u8]> {
         let total: usize = bodies.iter().map(|b| b.len()).sum();
         if total < COMPRESS_FROM {
             return None;
         }
-        let compressor = self.0.as_mut()?;
-        let mut framed = Vec::with_capacity(total + 16);
+        self.framed.clear();
         for body in bodies {
             let len = u32::try_from(body.len()).ok()?;
-            framed.extend_from_slice(&len.to_le_bytes());
-            framed.extend_from_slice(body.as_bytes());
+            self.framed.extend_from_slice(&len.to_le_bytes());
+            self.framed.extend_from_slice(body.as_bytes());
         }
-        let compressed = compressor.compress(&framed).ok()?;
-        (compressed.len() < total).then_some(compressed)
+        let framed_len = u32::try_from(self.framed.len()).ok()?;
+        let header = LZ4_TAG.len() + 4;
+        self.packed.clear();
+        self.packed.extend_from_slice(LZ4_TAG);
+        self.packed.extend_from_slice(&framed_len.to_le_bytes());
+        self.packed.resize(
+            header + lz4_flex::block::get_maximum_output_size(self.framed.len()),
+            0,
+        );
+        let written =
+            lz4_flex::block::compress_into(&self.framed, &mut self.packed[header..]).ok()?;
+        self.packed.truncate(header + written);
+        (self.packed.len() < total).then_some(&self.packed)
     }
+}
+
+/// The bytes a body frame holds: an LZ4 frame (schema 8) or a zstd frame (schema 7).
+fn unpack_frame(frame: &[u8]) -> Result<Vec<u8>, String> {
+    let Some(rest) = frame.strip_prefix(LZ4_TAG) else {
+        return zstd::stream::decode_all(frame).map_err(|e| e.to_string());
+    };
+    let (len, block) = rest
+        .split_first_chunk::<4>()
+        .ok_or("the frame's length is cut off")?;
+    let len = u32::from_le_bytes(*len) as usize;
+    if len > FRAME_LIMIT {
+        return Err(format!("the frame claims {len} bytes"));
+    }
+    let mut framed = vec![0; len];
+    let written =
+        lz4_flex::block::decompress_into(block, &mut framed).map_err(|e| e.to_string())?;
+    if written != len {
+        return Err(format!("the frame holds {written} of its {len} bytes"));
+    }
+    Ok(framed)
 }
 
 /// The four bodies of a frame made by [`Packer::pack_bodies`]; `column` names the column in
@@ -802,7 +858,7 @@ fn unpack_bodies(frame: &[u8], column: usize) -> rusqlite::Result<[String; 4]> {
     let broken = |why: String| {
         rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Blob, why.into())
     };
-    let framed = zstd::stream::decode_all(frame).map_err(|e| broken(e.to_string()))?;
+    let framed = unpack_frame(frame).map_err(broken)?;
     let mut rest = framed.as_slice();
     let mut next = || -> Result<String, String> {
         let (len, after) = rest
@@ -930,7 +986,7 @@ fn write_rows(
 ) {
     let tick = flush_interval.min(WRITER_TICK);
     let mut batch: Vec<RequestRow> = Vec::new();
-    let mut packer = Packer::new();
+    let mut packer = Packer::default();
     let mut pruned_at: Option<Instant> = None;
     let mut deadline: Option<Instant> = None;
     loop {
@@ -1387,6 +1443,15 @@ mod tests {
         };
         let (kind, column, once) = stored("req_big");
         assert_eq!((kind.as_str(), column.as_str()), ("blob", ""));
+        let tag: Vec<u8> = open(&path)
+            .unwrap()
+            .query_row(
+                "SELECT substr(bodies, 1, 4) FROM requests WHERE id = 'req_big'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(tag, LZ4_TAG);
         assert!(once * 10 < long.len() as i64, "{once} of {}", long.len());
         // The provider's copy of the request costs next to nothing in the same frame.
         let (_, _, twice) = stored("req_twice");
@@ -1442,6 +1507,45 @@ mod tests {
         assert_eq!(got.client_request, body);
     }
 
+    /// Rows written with schema 7 hold their four bodies in one zstd frame.
+    #[test]
+    fn a_row_with_its_bodies_in_one_zstd_frame_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("capture.db");
+        let store = Store::open(&path, Duration::from_millis(20), Vec::new()).unwrap();
+        store.insert(row("req_schema_7", "p", "mock"));
+        store.flush(Duration::from_secs(5));
+        let bodies = [
+            "{\"model\":\"m\"}",
+            "{\"model\":\"n\"}",
+            &"z".repeat(3000),
+            "",
+        ];
+        let mut framed = Vec::new();
+        for body in bodies {
+            framed.extend_from_slice(&(body.len() as u32).to_le_bytes());
+            framed.extend_from_slice(body.as_bytes());
+        }
+        let frame = zstd::bulk::compress(&framed, 1).unwrap();
+        open(&path)
+            .unwrap()
+            .execute(
+                "UPDATE requests SET bodies = ? WHERE id = 'req_schema_7'",
+                [frame],
+            )
+            .unwrap();
+        let got = store.get("req_schema_7").unwrap().unwrap();
+        assert_eq!(
+            [
+                got.client_request.as_str(),
+                &got.upstream_request,
+                &got.upstream_response,
+                &got.client_response
+            ],
+            bodies
+        );
+    }
+
     #[test]
     fn a_broken_body_frame_is_an_error_not_a_panic() {
         let dir = tempfile::tempdir().unwrap();
@@ -1452,9 +1556,22 @@ mod tests {
             ..row("req_broken", "p", "mock")
         });
         store.flush(Duration::from_secs(5));
-        // A frame that is not zstd, and a zstd frame whose lengths run past its end.
+        // A frame that is neither LZ4 nor zstd; a zstd frame whose lengths run past its end;
+        // LZ4 frames whose length is cut off, that claim 4 GiB, whose block is garbage, and
+        // that hold fewer bytes than they claim.
         let cut = zstd::bulk::compress(&[200, 0, 0, 0, b'a'], 1).unwrap();
-        for frame in [vec![0u8, 1, 2], cut] {
+        let lz4 = |claimed: u32, block: &[u8]| {
+            [LZ4_TAG.as_slice(), &claimed.to_le_bytes(), block].concat()
+        };
+        let short = lz4_flex::block::compress(&[1, 0, 0, 0, b'a']);
+        for frame in [
+            vec![0u8, 1, 2],
+            cut,
+            [LZ4_TAG.as_slice(), &[9, 0]].concat(),
+            lz4(u32::MAX, &short),
+            lz4(5, &[0xff; 12]),
+            lz4(64, &short),
+        ] {
             open(&path)
                 .unwrap()
                 .execute(
@@ -1698,6 +1815,19 @@ mod tests {
             })
             .unwrap();
         assert_eq!(found[0].id, "old_1");
+        // The rebuilt search index keeps no copy of the texts.
+        let tables: Vec<String> = open(&path)
+            .unwrap()
+            .prepare("SELECT name FROM sqlite_master WHERE name LIKE 'requests_fts%'")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            !tables.iter().any(|t| t == "requests_fts_content"),
+            "{tables:?}"
+        );
         let fresh = store.get("new_1").unwrap().unwrap();
         assert_eq!((fresh.ttfb_ms, fresh.upstream_ms), (5.0, 9.0));
     }
