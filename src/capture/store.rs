@@ -779,6 +779,10 @@ const COMPRESS_FROM: usize = 512;
 /// The first bytes of a body frame written since schema 8: LZ4, then the frame's length
 /// (u32, little-endian) and the LZ4 block. Frames without it are zstd frames (schema 7).
 const LZ4_TAG: &[u8; 4] = b"lz4\0";
+/// In a frame, a body's length at or above this says the body is the same as an earlier one
+/// (its index in the low bits), stored once: the client gets the provider's own answer
+/// bytes when nothing changed them (`VerbatimSlot`). No body is this long (`BODY_LIMIT`).
+const SAME_AS_BODY: u32 = 0xffff_ff00;
 /// A frame claiming more than this is broken: four bodies of `BODY_LIMIT` and some room for
 /// a stream's last frame, which may run past the limit.
 const FRAME_LIMIT: usize = 64 << 20;
@@ -810,7 +814,15 @@ impl Packer {
             return None;
         }
         self.framed.clear();
-        for body in bodies {
+        for (index, body) in bodies.iter().enumerate() {
+            let earlier = bodies[..index]
+                .iter()
+                .position(|other| !body.is_empty() && other == body);
+            if let Some(earlier) = earlier {
+                self.framed
+                    .extend_from_slice(&(SAME_AS_BODY | earlier as u32).to_le_bytes());
+                continue;
+            }
             let len = u32::try_from(body.len()).ok()?;
             self.framed.extend_from_slice(&len.to_le_bytes());
             self.framed.extend_from_slice(body.as_bytes());
@@ -860,21 +872,30 @@ fn unpack_bodies(frame: &[u8], column: usize) -> rusqlite::Result<[String; 4]> {
     };
     let framed = unpack_frame(frame).map_err(broken)?;
     let mut rest = framed.as_slice();
-    let mut next = || -> Result<String, String> {
+    let mut bodies: Vec<String> = Vec::with_capacity(4);
+    for _ in 0..4 {
         let (len, after) = rest
             .split_first_chunk::<4>()
-            .ok_or("a body's length is cut off")?;
-        let len = u32::from_le_bytes(*len) as usize;
-        if after.len() < len {
-            return Err("a body is cut off".into());
-        }
-        let (body, after) = after.split_at(len);
+            .ok_or_else(|| broken("a body's length is cut off".into()))?;
+        let len = u32::from_le_bytes(*len);
         rest = after;
-        Ok(String::from_utf8_lossy(body).into_owned())
-    };
-    let bodies = [next(), next(), next(), next()];
-    let [a, b, c, d] = bodies.map(|body| body.map_err(broken));
-    Ok([a?, b?, c?, d?])
+        if len >= SAME_AS_BODY {
+            let earlier = bodies
+                .get((len - SAME_AS_BODY) as usize)
+                .ok_or_else(|| broken("a body repeats one that is not before it".into()))?;
+            bodies.push(earlier.clone());
+            continue;
+        }
+        let len = len as usize;
+        if rest.len() < len {
+            return Err(broken("a body is cut off".into()));
+        }
+        let (body, after) = rest.split_at(len);
+        rest = after;
+        bodies.push(super::text_of(body).into_owned());
+    }
+    let [a, b, c, d]: [String; 4] = bodies.try_into().unwrap_or_default();
+    Ok([a, b, c, d])
 }
 
 /// A stored body back as text, whether it was kept as TEXT or compressed.
@@ -1443,6 +1464,19 @@ mod tests {
             client_request: "{\"a\":1}".into(),
             ..row("req_small", "p", "mock")
         });
+        // The client got the provider's own bytes: stored once.
+        let answer = "{\"choices\":[{\"message\":{\"content\":\"an answer\"}}]}".repeat(20);
+        store.insert(RequestRow {
+            client_request: long.clone(),
+            upstream_response: answer.clone(),
+            ..row("req_answer", "p", "mock")
+        });
+        store.insert(RequestRow {
+            client_request: long.clone(),
+            upstream_response: answer.clone(),
+            client_response: answer.clone(),
+            ..row("req_echo", "p", "mock")
+        });
         store.flush(Duration::from_secs(5));
         let got = store.get("req_big").unwrap().unwrap();
         assert_eq!(got.client_request, long);
@@ -1490,6 +1524,17 @@ mod tests {
         assert!(twice < once + 64, "{twice} against {once}");
         let (kind, column, _) = stored("req_small");
         assert_eq!((kind.as_str(), column.as_str()), ("null", "{\"a\":1}"));
+        let echo = store.get("req_echo").unwrap().unwrap();
+        assert_eq!(
+            (
+                echo.upstream_response.as_str(),
+                echo.client_response.as_str()
+            ),
+            (answer.as_str(), answer.as_str())
+        );
+        let (_, _, once) = stored("req_answer");
+        let (_, _, twice) = stored("req_echo");
+        assert_eq!(twice, once, "the repeated answer costs nothing");
     }
 
     #[test]
@@ -1633,6 +1678,9 @@ mod tests {
             [LZ4_TAG.as_slice(), &claimed.to_le_bytes(), block].concat()
         };
         let short = lz4_flex::block::compress(&[1, 0, 0, 0, b'a']);
+        // The first body said to repeat the first body.
+        let repeat = [SAME_AS_BODY.to_le_bytes().as_slice(), &[0u8; 12]].concat();
+        let looped = lz4_flex::block::compress(&repeat);
         for frame in [
             vec![0u8, 1, 2],
             cut,
@@ -1640,6 +1688,7 @@ mod tests {
             lz4(u32::MAX, &short),
             lz4(5, &[0xff; 12]),
             lz4(64, &short),
+            lz4(16, &looped),
         ] {
             open(&path)
                 .unwrap()
