@@ -1,6 +1,6 @@
 // Starts the llmux binary for end-to-end tests and stops it again, by PID.
 import { spawn } from "node:child_process";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { homedir, tmpdir } from "node:os";
 import path from "node:path";
 
@@ -22,6 +22,8 @@ export function startLlmux(args, env = {}, { port = 0 } = {}) {
     env: { ...process.env, HOME: home, NO_COLOR: "1", ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
+  // The HOME goes with the process; tests read it only while llmux runs.
+  child.once("exit", () => rmSync(home, { recursive: true, force: true }));
   let output = "";
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
