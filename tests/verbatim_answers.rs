@@ -1,11 +1,13 @@
 //! The same-protocol pass-through, end to end: an OpenAI chat client of an OpenAI chat
-//! back-end gets the provider's own answer bytes when nothing on the way changed the answer,
-//! and llmux's encoding when something did (or when the encoder would not write that body).
+//! back-end, and an Anthropic client of an Anthropic back-end, get the provider's own answer
+//! bytes when nothing on the way changed the answer, and llmux's encoding when something did
+//! (or when the encoder would not write that body).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
 use serde_json::{Value, json};
+use support::fake_anthropic::{self, FakeAnthropic};
 use support::fake_openai::{FakeOpenAi, Mode};
 use support::{client, config, fake_backend_config, start};
 
@@ -103,4 +105,113 @@ async fn a_body_that_is_not_a_completion_is_a_clear_error() {
     let (status, message) = error_of(response).await;
     assert_eq!(status, 502);
     assert!(message.contains("not a chat completion"), "{message}");
+}
+
+// ---- Anthropic client -> Anthropic back-end ----
+
+/// A message as Anthropic formats it (its Messages reference), with its own spacing and a
+/// member llmux has no slot for.
+const ANTHROPIC_BODY: &str = r#"{"id":"msg_013Zva2CMHLNnXjNJJKqJ2EF","type":"message",
+  "role":"assistant","model":"claude-fake-1",
+  "content":[{"type":"thinking","thinking":"Short.","signature":"sig-1"},
+    {"type":"text","text":"Hi! My name is \u00c9 \"Claude\"."},
+    {"type":"tool_use","id":"toolu_01","name":"get_weather","input":{"city":"Paris","days":1.5}}],
+  "stop_reason":"tool_use","stop_sequence":null,
+  "usage":{"input_tokens":2095,"output_tokens":503,"cache_creation_input_tokens":0,
+    "cache_read_input_tokens":10,"service_tier":"standard"},
+  "container":null}"#;
+
+/// The answer to a Messages request whose Anthropic provider answers `provider_body`.
+async fn anthropic_answer_to(
+    provider_body: &'static str,
+) -> (reqwest::Response, FakeAnthropic, support::Llmux) {
+    let fake = FakeAnthropic::start(fake_anthropic::Mode::Body(provider_body)).await;
+    let toml = format!(
+        "default_backend = \"claude\"\n[backends.claude]\ntype = \"anthropic-compatible\"\n\
+         base_url = \"{}\"\napi_key_env = \"CLAUDE_KEY\"\n",
+        fake.base_url
+    );
+    let llmux = start(config(&toml, &[]), &[("CLAUDE_KEY", "sk-ant-upstream")]).await;
+    let response = client()
+        .post(llmux.anthropic_url("/v1/messages"))
+        .header("anthropic-version", "2023-06-01")
+        .json(&json!({
+            "model": "claude-fake-1",
+            "max_tokens": 100,
+            "messages": [{"role": "user", "content": "Say hello."}]
+        }))
+        .send()
+        .await
+        .unwrap();
+    (response, fake, llmux)
+}
+
+#[tokio::test]
+async fn an_unchanged_anthropic_answer_is_the_providers_own_bytes() {
+    let (response, fake, _llmux) = anthropic_answer_to(ANTHROPIC_BODY).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    assert!(response.headers().contains_key("x-request-id"));
+    assert_eq!(response.text().await.unwrap(), ANTHROPIC_BODY);
+    assert_eq!(fake.hit_count(), 1);
+}
+
+#[tokio::test]
+async fn an_anthropic_answer_without_cache_counts_is_encoded_by_llmux() {
+    // llmux writes both cache counts; this body has neither, so it is re-encoded.
+    const NO_CACHE_COUNTS: &str = r#"{"id":"msg_2","type":"message","role":"assistant",
+      "model":"claude-fake-1","content":[{"type":"text","text":"Hello."}],
+      "stop_reason":"end_turn","stop_sequence":null,
+      "usage":{"input_tokens":5,"output_tokens":2}}"#;
+    let (response, _fake, _llmux) = anthropic_answer_to(NO_CACHE_COUNTS).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["content"][0]["text"], "Hello.");
+    assert_eq!(body["usage"]["cache_read_input_tokens"], 0);
+    assert_eq!(body["id"], "msg_2");
+}
+
+#[tokio::test]
+async fn an_anthropic_answer_a_stage_changed_is_encoded_by_llmux() {
+    // The think-tags stage turns `<think>` text into a thinking block.
+    const THINKING: &str = r#"{"id":"msg_3","type":"message","role":"assistant",
+      "model":"claude-fake-1","content":[{"type":"text","text":"<think>plan</think>Answer"}],
+      "stop_reason":"end_turn","stop_sequence":null,
+      "usage":{"input_tokens":5,"output_tokens":2,"cache_creation_input_tokens":0,
+        "cache_read_input_tokens":0}}"#;
+    let (response, _fake, _llmux) = anthropic_answer_to(THINKING).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    let content = body["content"].as_array().unwrap();
+    assert_eq!(content[0]["type"], "thinking", "{body}");
+    assert_eq!(content[0]["thinking"], "plan");
+    assert_eq!(content.last().unwrap()["text"], "Answer");
+}
+
+#[tokio::test]
+async fn an_anthropic_error_inside_a_200_is_still_an_error() {
+    const ERROR: &str =
+        r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
+    let (response, _fake, _llmux) = anthropic_answer_to(ERROR).await;
+    assert_eq!(response.status(), 529);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["type"], "error");
+    assert_eq!(body["error"]["type"], "overloaded_error");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Overloaded"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn an_anthropic_body_that_is_not_a_message_is_a_clear_error() {
+    let (response, _fake, _llmux) = anthropic_answer_to(r#"{"content": "not a list"}"#).await;
+    assert_eq!(response.status(), 502);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["type"], "error");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("not a message"), "{message}");
 }

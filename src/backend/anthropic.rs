@@ -14,6 +14,7 @@ use super::http::Wire;
 use crate::Error;
 use crate::model::{Event, Protocol, Request};
 use crate::protocol::ChunkError;
+use crate::protocol::anthropic::decode::decode_response_checked;
 use crate::protocol::anthropic::{DEFAULT_VERSION, EventDecoder, decode_response, encode_request};
 
 pub struct AnthropicWire;
@@ -54,6 +55,14 @@ impl Wire for AnthropicWire {
 
     fn decode_body(&self, body: &[u8]) -> Result<Vec<Event>, ChunkError> {
         decode_response(body)
+    }
+
+    fn decode_body_checked(
+        &self,
+        body: &[u8],
+    ) -> Result<(Vec<Event>, Option<Protocol>), ChunkError> {
+        let (events, lossless) = decode_response_checked(body)?;
+        Ok((events, lossless.then_some(Protocol::Anthropic)))
     }
 
     fn stream_decoder(&self) -> EventDecoder {

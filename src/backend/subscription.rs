@@ -24,7 +24,7 @@ use super::openai::ResponsesWire;
 use crate::Error;
 use crate::config::BackendConfig;
 use crate::credentials::login::Tokens;
-use crate::model::{Event, Request};
+use crate::model::{Event, Protocol, Request};
 use crate::protocol::ChunkError;
 
 /// What Claude Code puts first in every system prompt; Anthropic checks for it.
@@ -233,6 +233,14 @@ impl Wire for ClaudeOAuthWire {
 
     fn decode_body(&self, body: &[u8]) -> Result<Vec<Event>, ChunkError> {
         AnthropicWire.decode_body(body)
+    }
+
+    /// The identity goes into the request only: answers are plain Anthropic messages.
+    fn decode_body_checked(
+        &self,
+        body: &[u8],
+    ) -> Result<(Vec<Event>, Option<Protocol>), ChunkError> {
+        AnthropicWire.decode_body_checked(body)
     }
 
     fn stream_decoder(&self) -> Self::Decoder {

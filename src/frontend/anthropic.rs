@@ -88,6 +88,9 @@ impl Frontend for Messages {
     /// The input-token estimate `message_start` and the body report before usage arrives.
     type Options = u64;
     type Encoder = EventEncoder;
+    /// The body depends on the estimate only when the answer has no usage, and an answer
+    /// without usage never passes through (see `decode_response_checked`).
+    const VERBATIM: bool = true;
 
     fn decode(body: &[u8], (): &()) -> Result<(ModelRequest, u64), Error> {
         let request = decode_request(body)?;

@@ -10,6 +10,8 @@ pub mod anthropic;
 pub mod gemini;
 pub mod openai_chat;
 pub mod openai_responses;
+#[cfg(test)]
+mod round_trip_support;
 pub mod sse;
 
 use std::fmt;

@@ -23,6 +23,8 @@ pub enum Mode {
     Status(u16),
     /// Starts streaming, then sends `event: error` (overloaded).
     MidStreamError,
+    /// This body, as it is, to every non-streaming request.
+    Body(&'static str),
 }
 
 #[derive(Clone)]
@@ -111,6 +113,13 @@ async fn messages(State(shared): State<Shared>, headers: HeaderMap, body: Bytes)
     if let Mode::Status(status) = shared.mode {
         let (_, error) = error_body(status);
         return (StatusCode::from_u16(status).unwrap(), axum::Json(error)).into_response();
+    }
+    if let Mode::Body(body) = &shared.mode {
+        return (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            *body,
+        )
+            .into_response();
     }
     let model = body["model"].as_str().unwrap_or("claude-fake-1").to_owned();
     let stream = body["stream"].as_bool().unwrap_or(false);

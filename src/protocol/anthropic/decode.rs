@@ -428,7 +428,10 @@ pub fn usage(value: Value) -> Option<Usage> {
     let read = wire.cache_read_input_tokens.unwrap_or(0);
     let written = wire.cache_creation_input_tokens.unwrap_or(0);
     Some(Usage {
-        input_tokens: wire.input_tokens + read + written,
+        input_tokens: wire
+            .input_tokens
+            .saturating_add(read)
+            .saturating_add(written),
         output_tokens: wire.output_tokens,
         cached_input_tokens: wire.cache_read_input_tokens,
         cache_creation_input_tokens: wire.cache_creation_input_tokens,
@@ -525,13 +528,19 @@ fn content_fits_the_model(content: &[Value]) -> bool {
 
 /// Turns a non-streaming response into the event sequence a stream would give.
 pub fn decode_response(body: &[u8]) -> Result<Vec<Event>, ChunkError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ChunkError::Garbage(format!("the response is not JSON: {e}")))?;
-    if value.get("type").and_then(Value::as_str) == Some("error") {
-        return Err(wire_error(&value));
-    }
-    let response: MessagesResponse = serde_json::from_value(value)
+    decode_response_checked(body).map(|(events, _)| events)
+}
+
+/// [`decode_response`], and whether llmux's own encoder gives this body back from those
+/// events (the same JSON, members that are `null` aside): when it does, an Anthropic
+/// client may get the body as it came (see [`crate::model::VerbatimSlot`]).
+pub fn decode_response_checked(body: &[u8]) -> Result<(Vec<Event>, bool), ChunkError> {
+    let response: MessagesResponse = serde_json::from_slice(body)
         .map_err(|e| ChunkError::Garbage(format!("the response is not a message: {e}")))?;
+    if response.extra.get("type").and_then(Value::as_str) == Some("error") {
+        return Err(wire_error(&Value::Object(response.extra)));
+    }
+    let lossless = round_trips(&response);
     let mut top = response.extra;
     for known in ["type", "role"] {
         top.remove(known);
@@ -567,7 +576,69 @@ pub fn decode_response(body: &[u8]) -> Result<Vec<Event>, ChunkError> {
             .unwrap_or(FinishReason::EndTurn),
         stop_sequence: response.stop_sequence,
     });
-    Ok(super::json_tool::as_text(events))
+    Ok((super::json_tool::as_text(events), lossless))
+}
+
+/// Whether [`super::encode_response`] rebuilds `response` from its events: every member
+/// the encoder writes present and in the form it writes it, and content that either comes
+/// back from the model's parts or is kept whole (see `content_fits_the_model`). Anything
+/// else (a missing cache count, `end_turn` after a tool call, the JSON answer tool, ...)
+/// goes through the encoder, which is the reference.
+fn round_trips(response: &MessagesResponse) -> bool {
+    let member = |key: &str| response.extra.get(key).and_then(Value::as_str);
+    let top = response.id.starts_with("msg_")
+        && !response.model.is_empty()
+        && member("type") == Some("message")
+        && member("role") == Some("assistant");
+    let content = !response.content.iter().any(is_json_answer_call)
+        && (!content_fits_the_model(&response.content)
+            || response.content.iter().all(block_rebuilds));
+    let called_tools = response
+        .content
+        .iter()
+        .any(|block| block.get("type").and_then(Value::as_str) == Some("tool_use"));
+    let stop = response.stop_reason.as_deref().is_some_and(|wire| {
+        let finish = stop_reason(wire);
+        super::encode::stop_reason(&super::encode::effective_stop(Some(&finish), called_tools))
+            == wire
+    });
+    top && content && stop && response.usage.as_ref().is_some_and(usage_round_trips)
+}
+
+/// A call to the tool llmux answers JSON-schema requests through: the client gets text.
+fn is_json_answer_call(block: &Value) -> bool {
+    block.get("type").and_then(Value::as_str) == Some("tool_use")
+        && block.get("name").and_then(Value::as_str) == Some(super::JSON_RESPONSE_TOOL)
+}
+
+/// Whether a block the model holds is rebuilt as it came from its part: the encoder drops
+/// empty text, makes up a missing signature and writes a tool's input as an object.
+fn block_rebuilds(block: &Value) -> bool {
+    let string = |key: &str| block.get(key).and_then(Value::as_str);
+    match string("type") {
+        Some("text") => string("text").is_some_and(|text| !text.is_empty()),
+        Some("thinking") => string("thinking").is_some() && string("signature").is_some(),
+        Some("redacted_thinking") => string("data").is_some(),
+        Some("tool_use") => {
+            string("id").is_some()
+                && string("name").is_some()
+                && block.get("input").is_some_and(Value::is_object)
+        }
+        _ => false,
+    }
+}
+
+/// Whether the encoder's usage (every count written, cache counts as 0 when absent) is
+/// this one: all four counts present as whole numbers.
+fn usage_round_trips(usage: &Value) -> bool {
+    [
+        "input_tokens",
+        "output_tokens",
+        "cache_creation_input_tokens",
+        "cache_read_input_tokens",
+    ]
+    .iter()
+    .all(|key| usage.get(key).is_some_and(Value::is_u64))
 }
 
 #[cfg(test)]

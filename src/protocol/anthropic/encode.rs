@@ -417,7 +417,11 @@ pub fn usage(usage: &Usage) -> Value {
     let written = usage.cache_creation_input_tokens.unwrap_or(0);
     obj.insert(
         "input_tokens".into(),
-        Value::from(usage.input_tokens.saturating_sub(read + written)),
+        Value::from(
+            usage
+                .input_tokens
+                .saturating_sub(read.saturating_add(written)),
+        ),
     );
     obj.insert("cache_creation_input_tokens".into(), Value::from(written));
     obj.insert("cache_read_input_tokens".into(), Value::from(read));

@@ -8,6 +8,8 @@
 pub mod decode;
 pub mod encode;
 pub mod json_tool;
+#[cfg(test)]
+mod round_trip_tests;
 pub mod stream;
 pub mod types;
 

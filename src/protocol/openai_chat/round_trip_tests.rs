@@ -8,17 +8,7 @@ use serde_json::{Map, Value, json};
 use super::decode::decode_response_checked;
 use super::encode_response;
 use crate::model::ResponseBuilder;
-
-/// One of `options`, at random.
-fn pick<T: Clone>(rng: &mut fastrand::Rng, options: &[T]) -> T {
-    options[rng.usize(..options.len())].clone()
-}
-
-/// Now and then: the shapes the encoder does not write come one time in `n`, so most
-/// completions are ones it does.
-fn rarely(rng: &mut fastrand::Rng, n: u8) -> bool {
-    rng.u8(..n) == 0
-}
+use crate::protocol::round_trip_support::{pick, rarely, without_nulls};
 
 fn text(rng: &mut fastrand::Rng) -> Value {
     Value::from(pick(
@@ -224,21 +214,6 @@ fn completion(rng: &mut fastrand::Rng) -> Value {
         body.insert("service_tier".into(), json!("default"));
     }
     Value::Object(body)
-}
-
-/// `value` with every `null` member of every object removed.
-fn without_nulls(value: Value) -> Value {
-    match value {
-        Value::Object(fields) => Value::Object(
-            fields
-                .into_iter()
-                .filter(|(_, v)| !v.is_null())
-                .map(|(k, v)| (k, without_nulls(v)))
-                .collect(),
-        ),
-        Value::Array(items) => Value::Array(items.into_iter().map(without_nulls).collect()),
-        other => other,
-    }
 }
 
 #[test]
