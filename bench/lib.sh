@@ -106,8 +106,13 @@ start_fake() {
 }
 
 # write_config FILE PORT [EXTRA TOML]: an llmux config with the fake as its default back-end,
-# listening on 127.0.0.1:PORT; EXTRA is appended (e.g. a [capture] table).
+# listening on 127.0.0.1:PORT; EXTRA is appended (e.g. a [capture] table). FAKE_API=anthropic
+# makes the back-end an Anthropic one (the fake's /v1/messages), for the anthropic kinds.
 write_config() {
+    local backend_type="openai-compatible" base_url="http://$fake_addr/v1"
+    if [[ "${FAKE_API:-openai}" == anthropic ]]; then
+        backend_type="anthropic-compatible" base_url="http://$fake_addr"
+    fi
     cat >"$1" <<EOF
 default_backend = "fake"
 
@@ -118,8 +123,8 @@ port = $2
 anthropic_port = 0
 
 [backends.fake]
-type = "openai-compatible"
-base_url = "http://$fake_addr/v1"
+type = "$backend_type"
+base_url = "$base_url"
 ${3:-}
 EOF
 }

@@ -6,6 +6,9 @@
 //!   `include_usage`, then `data: [DONE]`), every frame prebuilt and sent as fast as possible.
 //!   With `--chunk-interval-ms N` a stream is paced instead: one content chunk every N ms, its
 //!   text `" <index>@<send time in Unix µs>"`, for `streams` to check order and frame delay.
+//! - `POST /v1/messages`: a fixed small Anthropic message (the shape of the Messages
+//!   reference's example), for an Anthropic client of an Anthropic back-end; a streaming
+//!   request gets a 400 (not built yet).
 //! - `GET /v1/models`: a fixed model list; `GET /health`: 200.
 //!
 //! Only loopback addresses can be bound. With `--port 0` the OS picks a port; the first line on
@@ -59,6 +62,8 @@ struct Args {
 /// Prebuilt response bodies, shared by all connections.
 struct Canned {
     completion: Bytes,
+    /// The Anthropic message `/v1/messages` answers.
+    message: Bytes,
     models: Bytes,
     /// Stream frames without the usage chunk.
     stream: Arc<[Bytes]>,
@@ -150,6 +155,9 @@ impl Canned {
         let completion = Bytes::from_static(
             br#"{"id":"chatcmpl-fake","object":"chat.completion","created":1700000000,"model":"fake-model","system_fingerprint":"fp_fake","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! This is a fixed answer from the fake provider.","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":512,"completion_tokens":12,"total_tokens":524}}"#,
         );
+        let message = Bytes::from_static(
+            br#"{"id":"msg_fake","type":"message","role":"assistant","model":"fake-model","content":[{"type":"text","text":"Hello! This is a fixed answer from the fake provider."}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":512,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":12,"service_tier":"standard"}}"#,
+        );
         let models = Bytes::from_static(
             br#"{"object":"list","data":[{"id":"fake-model","object":"model","created":1700000000,"owned_by":"fake"},{"id":"gpt-4o-mini","object":"model","created":1700000000,"owned_by":"fake"}]}"#,
         );
@@ -179,6 +187,7 @@ impl Canned {
         frames.push(done);
         Self {
             completion,
+            message,
             models,
             stream: frames.into(),
             stream_usage: with_usage.into(),
@@ -401,6 +410,23 @@ async fn handle(
                     Reply::Full(Full::new(canned.completion.clone())),
                 ))
             }
+        }
+        (&Method::POST, "/messages") => {
+            let body = match req.into_body().collect().await {
+                Ok(c) => c.to_bytes(),
+                Err(_) => return Ok(error(StatusCode::BAD_REQUEST, "unreadable body")),
+            };
+            if wants_stream(&body) {
+                return Ok(error(
+                    StatusCode::BAD_REQUEST,
+                    "the fake answers Anthropic messages whole only",
+                ));
+            }
+            Ok(respond(
+                StatusCode::OK,
+                "application/json",
+                Reply::Full(Full::new(canned.message.clone())),
+            ))
         }
         (&Method::GET, "/health") => Ok(respond(
             StatusCode::OK,
