@@ -3,6 +3,9 @@
 
 use serde_json::Value;
 
+use crate::model::{Event, Response, ResponseBuilder};
+use crate::protocol::ChunkError;
+
 /// One of `options`, at random.
 pub fn pick<T: Clone>(rng: &mut fastrand::Rng, options: &[T]) -> T {
     options[rng.usize(..options.len())].clone()
@@ -27,4 +30,47 @@ pub fn without_nulls(value: Value) -> Value {
         Value::Array(items) => Value::Array(items.into_iter().map(without_nulls).collect()),
         other => other,
     }
+}
+
+/// How many of 3,000 random bodies passed through and how many were encoded.
+pub struct Tally {
+    pub passed: usize,
+    pub encoded: usize,
+}
+
+/// Sends 3,000 bodies from `generate` through `decode` (a `decode_response_checked`) and,
+/// for every body it says round-trips, asserts that `encode` of the folded events is that
+/// body (`null` members aside).
+pub fn check_pass_through(
+    generate: impl Fn(&mut fastrand::Rng) -> Value,
+    decode: impl Fn(&[u8]) -> Result<(Vec<Event>, bool), ChunkError>,
+    encode: impl Fn(&Response) -> Value,
+) -> Tally {
+    let mut tally = Tally {
+        passed: 0,
+        encoded: 0,
+    };
+    for seed in 0..3000 {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let upstream = generate(&mut rng);
+        let body = serde_json::to_vec(&upstream).unwrap();
+        let Ok((events, round_trips)) = decode(&body) else {
+            continue;
+        };
+        if !round_trips {
+            tally.encoded += 1;
+            continue;
+        }
+        tally.passed += 1;
+        let mut folded = ResponseBuilder::new();
+        for event in events {
+            folded.push(event).unwrap();
+        }
+        assert_eq!(
+            without_nulls(encode(&folded.finish())),
+            without_nulls(upstream.clone()),
+            "seed {seed}: the pass-through would differ from the encoder for {upstream}"
+        );
+    }
+    tally
 }

@@ -7,8 +7,7 @@ use serde_json::{Map, Value, json};
 
 use super::decode::decode_response_checked;
 use super::{JSON_RESPONSE_TOOL, encode_response};
-use crate::model::ResponseBuilder;
-use crate::protocol::round_trip_support::{pick, rarely, without_nulls};
+use crate::protocol::round_trip_support::{check_pass_through, pick, rarely};
 
 fn text_block(rng: &mut fastrand::Rng) -> Value {
     let text = if rarely(rng, 12) {
@@ -178,33 +177,20 @@ fn message(rng: &mut fastrand::Rng) -> Value {
 
 #[test]
 fn a_message_the_decoder_passes_through_is_what_the_encoder_writes() {
-    let (mut passed, mut encoded) = (0, 0);
-    for seed in 0..3000 {
-        let mut rng = fastrand::Rng::with_seed(seed);
-        let upstream = message(&mut rng);
-        let body = serde_json::to_vec(&upstream).unwrap();
-        let Ok((events, round_trips)) = decode_response_checked(&body) else {
-            continue;
-        };
-        if !round_trips {
-            encoded += 1;
-            continue;
-        }
-        passed += 1;
-        let mut folded = ResponseBuilder::new();
-        for event in events {
-            folded.push(event).unwrap();
-        }
-        let reference = encode_response(&folded.finish(), 0);
-        assert_eq!(
-            without_nulls(reference),
-            without_nulls(upstream.clone()),
-            "seed {seed}: the pass-through would differ from the encoder for {upstream}"
-        );
-    }
+    let tally = check_pass_through(message, decode_response_checked, |response| {
+        encode_response(response, 0)
+    });
     // Neither side may be empty, or the test proves nothing.
-    assert!(passed > 500, "only {passed} messages passed through");
-    assert!(encoded > 1000, "only {encoded} messages were encoded");
+    assert!(
+        tally.passed > 500,
+        "only {} messages passed through",
+        tally.passed
+    );
+    assert!(
+        tally.encoded > 1000,
+        "only {} messages were encoded",
+        tally.encoded
+    );
 }
 
 #[test]
