@@ -22,6 +22,7 @@ pub mod frontend;
 pub mod metrics;
 pub mod pipeline;
 pub mod process;
+mod quiet_timer;
 pub mod router;
 
 pub use config::Config;

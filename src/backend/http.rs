@@ -26,6 +26,7 @@ use crate::credentials::login::{Loaded, Login, Tokens};
 use crate::error::{ErrorKind, TimeoutPhase};
 use crate::model::{Event, Protocol, Request};
 use crate::protocol::{ChunkError, StreamDecoder};
+use crate::quiet_timer::QuietTimer;
 
 /// What a wire protocol contributes to an HTTP back-end.
 pub trait Wire: Send + Sync + 'static {
@@ -672,23 +673,28 @@ where
     S: Stream<Item = reqwest::Result<Bytes>> + Send + Unpin,
 {
     async_stream::stream! {
-        let mut started = false;
+        // Armed by the first chunk; until then the first-byte deadline applies.
+        let mut quiet: Option<QuietTimer> = None;
         loop {
-            let next = if started {
-                match tokio::time::timeout(idle, inner.next()).await {
-                    Ok(next) => next,
-                    Err(_) => {
-                        yield Err(TransportError::Idle);
-                        break;
-                    }
-                }
-            } else {
-                inner.next().await
+            let next = match quiet.as_mut() {
+                Some(timer) => tokio::select! {
+                    biased;
+                    next = inner.next() => Some(next),
+                    () = timer.quiet() => None,
+                },
+                None => Some(inner.next().await),
+            };
+            let Some(next) = next else {
+                yield Err(TransportError::Idle);
+                break;
             };
             match next {
                 None => break,
                 Some(Ok(bytes)) => {
-                    started = true;
+                    match quiet.as_mut() {
+                        Some(timer) => timer.touch(),
+                        None => quiet = Some(QuietTimer::new(idle)),
+                    }
                     yield Ok(bytes);
                 }
                 Some(Err(err)) => {

@@ -21,6 +21,7 @@ use crate::error::ErrorKind;
 use crate::model::{self, Event, Protocol, ResponseBuilder};
 use crate::pipeline::RequestContext;
 use crate::protocol::openai_chat;
+use crate::quiet_timer::QuietTimer;
 
 /// How often a quiet stream gets a keep-alive frame, so proxies and clients with read
 /// timeouts do not drop a model that is thinking.
@@ -68,18 +69,26 @@ pub fn stream_response(events: EventStream, encoder: impl StreamEncoder) -> Resp
         // The first frame goes out alone: batching it with what follows would hold back
         // the client's first token for the sake of fewer writes.
         let mut batch = 0;
+        let ping = encoder.keepalive();
+        let mut quiet = ping.as_ref().map(|_| QuietTimer::new(KEEPALIVE_INTERVAL));
         loop {
-            let next = match encoder.keepalive() {
-                Some(ping) => match tokio::time::timeout(KEEPALIVE_INTERVAL, events.next()).await {
-                    Ok(next) => next,
-                    Err(_) => {
-                        yield Ok::<Bytes, Infallible>(ping);
-                        continue;
-                    }
+            let next = match quiet.as_mut() {
+                Some(timer) => tokio::select! {
+                    biased;
+                    next = events.next() => Some(next),
+                    () = timer.quiet() => None,
                 },
-                None => events.next().await,
+                None => Some(events.next().await),
+            };
+            let Some(next) = next else {
+                // Quiet for a whole interval: a ping keeps proxies from closing the stream.
+                yield Ok::<Bytes, Infallible>(ping.clone().unwrap_or_default());
+                continue;
             };
             let Some(event) = next else { break };
+            if let Some(timer) = quiet.as_mut() {
+                timer.touch();
+            }
             encoder.push(event, &mut frames);
             // Events that are already waiting go out in the same write: one syscall and
             // one wake-up for a burst instead of one per event.
@@ -297,5 +306,48 @@ impl<G: Send + Unpin + 'static> HttpBody for Holding<G> {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes each text delta as its own frame; pings with `ping`.
+    struct Frames;
+
+    impl StreamEncoder for Frames {
+        fn push(&mut self, event: Event, out: &mut Vec<Bytes>) {
+            if let Event::TextDelta(text) = event {
+                out.push(Bytes::from(text));
+            }
+        }
+        fn finish(&mut self, out: &mut Vec<Bytes>) {
+            out.push(Bytes::from_static(b"end"));
+        }
+        fn keepalive(&self) -> Option<Bytes> {
+            Some(Bytes::from_static(b"ping"))
+        }
+    }
+
+    /// The body of a streamed response to events that come `gaps` apart.
+    async fn body_of(gaps: &'static [u64]) -> String {
+        let events = futures::stream::iter(gaps.iter().enumerate()).then(|(i, gap)| async move {
+            tokio::time::sleep(Duration::from_secs(*gap)).await;
+            Event::TextDelta(format!("<{i}>"))
+        });
+        let response = stream_response(Box::pin(events), Frames);
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        String::from_utf8(body.to_vec()).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_stream_gets_a_ping_each_interval_and_a_busy_one_none() {
+        // 14 s gaps never reach the 15 s interval, even though 42 s pass in all.
+        assert_eq!(body_of(&[0, 14, 14, 14]).await, "<0><1><2><3>end");
+        // 31 s of silence: two pings, then the event.
+        assert_eq!(body_of(&[0, 31]).await, "<0>pingping<1>end");
     }
 }
