@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::fake_logins::{CLAUDE_CODE_IDENTITY, FakeLogins, jwt, unix_now};
+use support::fake_logins::{CLAUDE_CODE_IDENTITY, CLAUDE_MESSAGE, FakeLogins, jwt, unix_now};
 use support::{Llmux, client, config, start};
 
 const ACCOUNT_CLAIMS: &str = "https://api.openai.com/auth";
@@ -196,6 +196,10 @@ async fn a_claude_login_is_sent_as_a_bearer_with_claude_codes_identity() {
         let (status, body) = anthropic(&llmux, stream).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(support::anthropic_text(&body, stream), "Hello from Claude.");
+        if !stream {
+            // Nothing changed the answer: the client gets Anthropic's own bytes.
+            assert_eq!(body, CLAUDE_MESSAGE.replace("MODEL", "model-x"));
+        }
         let (status, body) = chat(&llmux, stream).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(support::answer_text(&body, stream), "Hello from Claude.");

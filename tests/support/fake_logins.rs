@@ -22,6 +22,12 @@ use serde_json::{Value, json};
 
 pub const CLAUDE_CODE_IDENTITY: &str = "You are Claude Code, Anthropic's official CLI for Claude.";
 
+/// The whole message `/v1/messages` answers, with the request's model for `MODEL`: Anthropic's
+/// shape (all four usage counts), in its own key order and spacing.
+pub const CLAUDE_MESSAGE: &str = r#"{"id":"msg_1","type":"message","role":"assistant","model":"MODEL",
+ "content":[{"type":"text","text":"Hello from Claude."}],"stop_reason":"end_turn","stop_sequence":null,
+ "usage":{"input_tokens":10,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":4}}"#;
+
 #[derive(Clone, Debug)]
 pub struct Recorded {
     pub path: String,
@@ -472,10 +478,12 @@ async fn messages(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Byt
     let model = body["model"].clone();
     let text = "Hello from Claude.";
     if body["stream"] != true {
-        return axum::Json(json!({"id": "msg_1", "type": "message", "role": "assistant", "model": model,
-            "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": null,
-            "usage": {"input_tokens": 10, "output_tokens": 4}}))
-        .into_response();
+        let body = CLAUDE_MESSAGE.replace("MODEL", model.as_str().unwrap_or_default());
+        return (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response();
     }
     let events = vec![
         json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant",
