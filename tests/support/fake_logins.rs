@@ -476,7 +476,6 @@ async fn messages(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Byt
             .into_response();
     }
     let model = body["model"].clone();
-    let text = "Hello from Claude.";
     if body["stream"] != true {
         let body = CLAUDE_MESSAGE.replace("MODEL", model.as_str().unwrap_or_default());
         return (
