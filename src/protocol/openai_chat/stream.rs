@@ -1,6 +1,6 @@
 //! Chat Completions streaming, both ways: upstream chunks -> events, events -> client chunks.
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -254,6 +254,19 @@ struct ChunkOut<'a> {
     usage: Option<Value>,
 }
 
+/// What every chunk of a stream starts with: `id`, `object`, `created`, `model` and the
+/// upstream's own top-level members. Rendered once per stream (see `ChunkEncoder::head`):
+/// serializing it per chunk through `flatten` was most of a chunk's encoding.
+#[derive(Serialize)]
+struct HeadOut<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    #[serde(flatten)]
+    top: &'a Map<String, Value>,
+}
+
 #[derive(Serialize)]
 struct ChoiceOut<'a> {
     index: u32,
@@ -311,6 +324,8 @@ pub struct ChunkEncoder {
     calls: Vec<u32>,
     finished: bool,
     closed: bool,
+    /// `data: ` and the chunk's JSON up to its `choices` value, once `Start` set the fields.
+    head: Option<Vec<u8>>,
 }
 
 impl ChunkEncoder {
@@ -326,7 +341,49 @@ impl ChunkEncoder {
             calls: Vec::new(),
             finished: false,
             closed: false,
+            head: None,
         }
+    }
+
+    /// `data: {"id":…,"object":…,"created":…,"model":…,<top members>,"choices":`, rendered on
+    /// the first chunk after `Start`.
+    fn head(&mut self) -> &[u8] {
+        self.head.get_or_insert_with(|| {
+            let mut head = b"data: ".to_vec();
+            let fields = HeadOut {
+                id: &self.id,
+                object: "chat.completion.chunk",
+                created: self.created,
+                model: &self.model,
+                top: &self.top,
+            };
+            if serde_json::to_writer(&mut head, &fields).is_ok() && head.ends_with(b"}") {
+                head.pop();
+                head.extend_from_slice(b",\"choices\":");
+            }
+            head
+        })
+    }
+
+    /// One chunk of `choice`: the stream's head, the choice, and `"usage":null` when the
+    /// client asked for usage (every chunk but the last carries it).
+    fn render_frame(&mut self, choice: &ChoiceOut<'_>) -> Bytes {
+        let include_usage = self.include_usage;
+        let head = self.head();
+        let mut buf = BytesMut::with_capacity(head.len() + 128);
+        buf.extend_from_slice(head);
+        let mut writer = buf.writer();
+        if serde_json::to_writer(&mut writer, std::slice::from_ref(choice)).is_err() {
+            return data_frame(&error_body(&Error::internal(
+                "llmux failed to encode a frame",
+            )));
+        }
+        let mut buf = writer.into_inner();
+        if include_usage {
+            buf.extend_from_slice(b",\"usage\":null");
+        }
+        buf.extend_from_slice(b"}\n\n");
+        buf.freeze()
     }
 
     fn frame(&mut self, delta: DeltaOut<'_>, finish_reason: Option<&str>) -> Bytes {
@@ -339,20 +396,11 @@ impl ChunkEncoder {
             Some(Value::Object(choice)) => choice,
             _ => Map::new(),
         };
-        data_frame(&ChunkOut {
-            id: &self.id,
-            object: "chat.completion.chunk",
-            created: self.created,
-            model: &self.model,
-            top: &self.top,
-            choices: vec![ChoiceOut {
-                index: 0,
-                delta,
-                extra,
-                finish_reason,
-            }],
-            // With `include_usage`, every chunk but the last carries `"usage": null`.
-            usage: self.include_usage.then_some(Value::Null),
+        self.render_frame(&ChoiceOut {
+            index: 0,
+            delta,
+            extra,
+            finish_reason,
         })
     }
 
@@ -378,6 +426,7 @@ impl ChunkEncoder {
                 self.id = id;
                 self.model = model;
                 self.created = created.unwrap_or_else(unix_now);
+                self.head = None;
                 if let Some(fields) = extensions.for_protocol(PROTOCOL) {
                     let mut first = fields.clone();
                     if let Some(Value::Object(top)) = first.remove("top") {
@@ -649,6 +698,110 @@ mod tests {
         assert!(text[2].contains(r#""finish_reason":"stop""#));
         assert!(text[3].contains(r#""choices":[]"#) && text[3].contains(r#""total_tokens":4"#));
         assert_eq!(text[4], "data: [DONE]\n\n");
+    }
+
+    /// A chunk as `ChunkOut` writes it, all at once: the reference for the pre-rendered head.
+    fn reference_frame(encoder: &ChunkEncoder, choice: ChoiceOut<'_>) -> Bytes {
+        data_frame(&ChunkOut {
+            id: &encoder.id,
+            object: "chat.completion.chunk",
+            created: encoder.created,
+            model: &encoder.model,
+            top: &encoder.top,
+            choices: vec![choice],
+            usage: encoder.include_usage.then_some(Value::Null),
+        })
+    }
+
+    #[test]
+    fn a_chunk_with_its_head_rendered_once_is_what_chunk_out_writes() {
+        let object = |v: Value| match v {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        };
+        let tops = [
+            Map::new(),
+            object(serde_json::json!({"system_fingerprint": "fp_1",
+                "x_vendor": {"a": [1, "é \"q\""]}, "service_tier": null})),
+        ];
+        let choices: [fn() -> ChoiceOut<'static>; 4] = [
+            || ChoiceOut {
+                index: 0,
+                delta: DeltaOut {
+                    content: Some("two\nlines \"quoted\" \u{1F600}"),
+                    ..DeltaOut::default()
+                },
+                extra: Map::new(),
+                finish_reason: None,
+            },
+            || ChoiceOut {
+                index: 0,
+                delta: DeltaOut {
+                    role: Some("assistant"),
+                    content: Some(""),
+                    refusal: Some("no"),
+                    ..DeltaOut::default()
+                },
+                extra: Map::new(),
+                finish_reason: None,
+            },
+            || ChoiceOut {
+                index: 0,
+                delta: DeltaOut {
+                    tool_calls: Some([ToolCallOut {
+                        index: 1,
+                        id: Some("call_A"),
+                        kind: Some("function"),
+                        function: FunctionOut {
+                            name: Some("shell"),
+                            arguments: "{\"cmd\":\"ls\"}",
+                        },
+                    }]),
+                    ..DeltaOut::default()
+                },
+                extra: Map::new(),
+                finish_reason: None,
+            },
+            || {
+                let mut extra = Map::new();
+                extra.insert("logprobs".into(), Value::Null);
+                ChoiceOut {
+                    index: 0,
+                    delta: DeltaOut::default(),
+                    extra,
+                    finish_reason: Some("stop"),
+                }
+            },
+        ];
+        for include_usage in [false, true] {
+            for top in &tops {
+                let mut encoder = ChunkEncoder::new(include_usage);
+                encoder.id = "chatcmpl-1".into();
+                encoder.model = "gpt-\"x\"".into();
+                encoder.created = 1_741_569_952;
+                encoder.top = top.clone();
+                for choice in choices {
+                    let rendered = encoder.render_frame(&choice());
+                    assert_eq!(rendered, reference_frame(&encoder, choice()));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_new_start_renders_a_new_head() {
+        let start = |id: &str| Event::Start {
+            id: id.into(),
+            model: "m".into(),
+            created: Some(1),
+            extensions: Extensions::default(),
+        };
+        let mut encoder = ChunkEncoder::new(false);
+        let mut out = Vec::new();
+        encoder.push(start("first"), &mut out);
+        encoder.push(start("second"), &mut out);
+        let last = String::from_utf8(out.last().unwrap().to_vec()).unwrap();
+        assert!(last.contains(r#""id":"second""#), "{last}");
     }
 
     #[test]
