@@ -10,6 +10,7 @@
 use std::pin::Pin;
 use std::time::Duration;
 
+use futures::{Stream, StreamExt};
 use tokio::time::{Instant, Sleep};
 
 pub struct QuietTimer {
@@ -48,6 +49,24 @@ impl QuietTimer {
             self.sleep.as_mut().reset(due);
         }
     }
+}
+
+/// The stream's next item (`None` inside once it ended), or `None` when `timer` finds the
+/// stream quiet first. An item starts the quiet period again. Without a timer: the next item.
+pub async fn next_unless_quiet<S: Stream + Unpin>(
+    stream: &mut S,
+    timer: Option<&mut QuietTimer>,
+) -> Option<Option<S::Item>> {
+    let Some(timer) = timer else {
+        return Some(stream.next().await);
+    };
+    let next = tokio::select! {
+        biased;
+        next = stream.next() => next,
+        () = timer.quiet() => return None,
+    };
+    timer.touch();
+    Some(next)
 }
 
 #[cfg(test)]

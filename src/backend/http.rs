@@ -26,7 +26,7 @@ use crate::credentials::login::{Loaded, Login, Tokens};
 use crate::error::{ErrorKind, TimeoutPhase};
 use crate::model::{Event, Protocol, Request};
 use crate::protocol::{ChunkError, StreamDecoder};
-use crate::quiet_timer::QuietTimer;
+use crate::quiet_timer::{QuietTimer, next_unless_quiet};
 
 /// What a wire protocol contributes to an HTTP back-end.
 pub trait Wire: Send + Sync + 'static {
@@ -676,25 +676,14 @@ where
         // Armed by the first chunk; until then the first-byte deadline applies.
         let mut quiet: Option<QuietTimer> = None;
         loop {
-            let next = match quiet.as_mut() {
-                Some(timer) => tokio::select! {
-                    biased;
-                    next = inner.next() => Some(next),
-                    () = timer.quiet() => None,
-                },
-                None => Some(inner.next().await),
-            };
-            let Some(next) = next else {
+            let Some(next) = next_unless_quiet(&mut inner, quiet.as_mut()).await else {
                 yield Err(TransportError::Idle);
                 break;
             };
             match next {
                 None => break,
                 Some(Ok(bytes)) => {
-                    match quiet.as_mut() {
-                        Some(timer) => timer.touch(),
-                        None => quiet = Some(QuietTimer::new(idle)),
-                    }
+                    quiet.get_or_insert_with(|| QuietTimer::new(idle));
                     yield Ok(bytes);
                 }
                 Some(Err(err)) => {

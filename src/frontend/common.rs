@@ -21,7 +21,7 @@ use crate::error::ErrorKind;
 use crate::model::{self, Event, Protocol, ResponseBuilder};
 use crate::pipeline::RequestContext;
 use crate::protocol::openai_chat;
-use crate::quiet_timer::QuietTimer;
+use crate::quiet_timer::{QuietTimer, next_unless_quiet};
 
 /// How often a quiet stream gets a keep-alive frame, so proxies and clients with read
 /// timeouts do not drop a model that is thinking.
@@ -69,26 +69,19 @@ pub fn stream_response(events: EventStream, encoder: impl StreamEncoder) -> Resp
         // The first frame goes out alone: batching it with what follows would hold back
         // the client's first token for the sake of fewer writes.
         let mut batch = 0;
-        let ping = encoder.keepalive();
-        let mut quiet = ping.as_ref().map(|_| QuietTimer::new(KEEPALIVE_INTERVAL));
+        let mut keepalive = encoder
+            .keepalive()
+            .map(|ping| (ping, QuietTimer::new(KEEPALIVE_INTERVAL)));
         loop {
-            let next = match quiet.as_mut() {
-                Some(timer) => tokio::select! {
-                    biased;
-                    next = events.next() => Some(next),
-                    () = timer.quiet() => None,
-                },
-                None => Some(events.next().await),
-            };
-            let Some(next) = next else {
+            let timer = keepalive.as_mut().map(|(_, timer)| timer);
+            let Some(next) = next_unless_quiet(&mut events, timer).await else {
                 // Quiet for a whole interval: a ping keeps proxies from closing the stream.
-                yield Ok::<Bytes, Infallible>(ping.clone().unwrap_or_default());
+                if let Some((ping, _)) = &keepalive {
+                    yield Ok::<Bytes, Infallible>(ping.clone());
+                }
                 continue;
             };
             let Some(event) = next else { break };
-            if let Some(timer) = quiet.as_mut() {
-                timer.touch();
-            }
             encoder.push(event, &mut frames);
             // Events that are already waiting go out in the same write: one syscall and
             // one wake-up for a burst instead of one per event.
