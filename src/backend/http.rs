@@ -44,6 +44,11 @@ pub trait Wire: Send + Sync + 'static {
     /// only); a client that did not ask for one still gets one whole answer.
     const ALWAYS_STREAMS: bool = false;
 
+    /// The client protocol whose request bodies this wire may send as they came, when
+    /// nothing changed the request (see [`crate::model::ClientBody`]): set only by a wire
+    /// whose [`Wire::encode`] is that protocol's own request encoder and nothing more.
+    const SENDS_CLIENT_BODIES_OF: Option<Protocol> = None;
+
     /// The URL of a generation request.
     fn generate_url(&self, base_url: &str, model: &str, stream: bool) -> String;
     /// The URL that lists models.
@@ -107,6 +112,17 @@ pub trait Wire: Send + Sync + 'static {
 
 /// The room an upstream request body starts with.
 const UPSTREAM_BODY_CAPACITY: usize = 16 * 1024;
+
+/// An encoded request as the body's bytes.
+fn to_body(encoded: &Value) -> Result<Bytes, Error> {
+    // Room for a typical agent request at once, rather than a dozen regrowths (each a
+    // copy of everything written so far).
+    let mut body = Vec::with_capacity(UPSTREAM_BODY_CAPACITY);
+    serde_json::to_writer(&mut body, encoded)
+        .map_err(|e| Error::internal(format!("cannot encode the upstream request: {e}")))?;
+    Ok(Bytes::from(body))
+}
+
 /// Upper bound on how much of an error body is read.
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
 /// How long a failed model-list fetch is remembered before trying again.
@@ -420,6 +436,17 @@ impl<W: Wire> HttpBackend<W> {
                 message: format!("invalid URL {url}: {e}"),
             })
         })
+    }
+
+    /// The client's own body with the model patched in, when the client speaks the
+    /// protocol this wire encodes and nothing changed its request.
+    fn client_body(&self, request: &Request, model: &str) -> Option<Bytes> {
+        let protocol = W::SENDS_CLIENT_BODIES_OF?;
+        request
+            .client
+            .original
+            .as_ref()?
+            .body_for(protocol, request, model)
     }
 
     /// Posts `body` with key `key`, or with `login`'s token; resolves at the response
@@ -874,29 +901,27 @@ impl<W: Wire> Backend for HttpBackend<W> {
             Some(login) => Some(login.token().await?),
             None => None,
         };
-        let encoded = match (login, &token) {
+        let setup = match (login, &token) {
             (Some(login), Some(loaded)) => match self.wire.login_setup(
                 &self.client,
                 &self.config.base_url,
                 loaded.tokens.access.expose(),
             ) {
-                Some(learn) => {
-                    let setup = login.setup(loaded, learn).await?;
-                    self.wire.encode_for_login(request, model, &setup)?
-                }
-                None => self.wire.encode(request, model)?,
+                Some(learn) => Some(login.setup(loaded, learn).await?),
+                None => None,
             },
-            _ => self.wire.encode(request, model)?,
+            _ => None,
         };
-        // Room for a typical agent request at once, rather than a dozen regrowths (each a
-        // copy of everything written so far).
-        let mut body = Vec::with_capacity(UPSTREAM_BODY_CAPACITY);
-        serde_json::to_writer(&mut body, &encoded)
-            .map_err(|e| Error::internal(format!("cannot encode the upstream request: {e}")))?;
+        let body = match &setup {
+            Some(setup) => to_body(&self.wire.encode_for_login(request, model, setup)?)?,
+            None => match self.client_body(request, model) {
+                Some(body) => body,
+                None => to_body(&self.wire.encode(request, model)?)?,
+            },
+        };
         if let Some(tap) = tap {
             tap.record(Direction::OutboundRequest, Payload::Json(&body));
         }
-        let body = Bytes::from(body);
         // The first-byte timeout is the provider's: it starts once the token and the
         // account setup are ready, and again for the retry after a refused token.
         let mut deadline = tokio::time::Instant::now() + self.config.timeouts.first_byte;

@@ -21,6 +21,7 @@ pub struct ChatWire;
 
 impl Wire for ChatWire {
     type Decoder = ChunkDecoder;
+    const SENDS_CLIENT_BODIES_OF: Option<Protocol> = Some(Protocol::OpenAiChat);
 
     fn generate_url(&self, base_url: &str, _model: &str, _stream: bool) -> String {
         format!("{base_url}/chat/completions")

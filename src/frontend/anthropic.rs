@@ -92,7 +92,7 @@ impl Frontend for Messages {
     /// without usage never passes through (see `decode_response_checked`).
     const VERBATIM: bool = true;
 
-    fn decode(body: &[u8], (): &()) -> Result<(ModelRequest, u64), Error> {
+    fn decode(body: &Bytes, (): &()) -> Result<(ModelRequest, u64), Error> {
         let request = decode_request(body)?;
         let estimated_input = estimate_input_tokens(&request);
         Ok((request, estimated_input))

@@ -149,7 +149,7 @@ impl Frontend for Gemini {
     type Options = StreamFormat;
     type Encoder = ChunkEncoder;
 
-    fn decode(body: &[u8], call: &Call) -> Result<(ModelRequest, StreamFormat), Error> {
+    fn decode(body: &Bytes, call: &Call) -> Result<(ModelRequest, StreamFormat), Error> {
         let mut request = decode_request(body, &call.model)?;
         request.stream = call.stream;
         Ok((request, call.format))

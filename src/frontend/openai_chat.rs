@@ -12,8 +12,12 @@ use super::common::{StreamEncoder, request_context};
 use super::serve::{self, Frontend};
 use crate::Error;
 use crate::engine::Engine;
-use crate::model::{Event, Protocol, Request as ModelRequest, Response as ModelResponse};
-use crate::protocol::openai_chat::{ChunkEncoder, ClientOptions, decode_request, encode_response};
+use crate::model::{
+    ClientBody, Event, Protocol, Request as ModelRequest, Response as ModelResponse,
+};
+use crate::protocol::openai_chat::{
+    ChunkEncoder, ClientOptions, decode_request_checked, encode_response,
+};
 
 const PROTOCOL: Protocol = Protocol::OpenAiChat;
 
@@ -39,8 +43,13 @@ impl Frontend for OpenAiChat {
     type Encoder = ChunkEncoder;
     const VERBATIM: bool = true;
 
-    fn decode(body: &[u8], (): &()) -> Result<(ModelRequest, ClientOptions), Error> {
-        decode_request(body)
+    fn decode(body: &Bytes, (): &()) -> Result<(ModelRequest, ClientOptions), Error> {
+        let (mut request, options, edits) = decode_request_checked(body)?;
+        if let Some(edits) = edits {
+            let original = ClientBody::new(PROTOCOL, body.clone(), &request, edits);
+            request.client.original = Some(original);
+        }
+        Ok((request, options))
     }
 
     fn stream_encoder(options: &ClientOptions) -> ChunkEncoder {

@@ -66,7 +66,7 @@ impl Frontend for Responses {
     type Options = Options;
     type Encoder = EventEncoder;
 
-    fn decode(body: &[u8], (): &()) -> Result<(ModelRequest, Options), Error> {
+    fn decode(body: &Bytes, (): &()) -> Result<(ModelRequest, Options), Error> {
         let (request, client) = decode_request(body)?;
         Ok((request, Options { client }))
     }

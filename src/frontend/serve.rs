@@ -36,8 +36,10 @@ pub trait Frontend {
     /// on the answer alone (see [`VerbatimSlot`]).
     const VERBATIM: bool = false;
 
-    /// The body, decoded into the canonical request and the encoding options.
-    fn decode(body: &[u8], call: &Self::Call) -> Result<(Request, Self::Options), Error>;
+    /// The body, decoded into the canonical request and the encoding options. A protocol
+    /// whose back-ends may get the body as it came puts it on the request
+    /// (`client.original`, see [`crate::model::ClientBody`]).
+    fn decode(body: &Bytes, call: &Self::Call) -> Result<(Request, Self::Options), Error>;
 
     /// Headers of this protocol that travel to back-ends of the same protocol only.
     fn protocol_headers(_headers: &HeaderMap) -> Vec<(String, String)> {

@@ -11,6 +11,7 @@ pub mod json_scan;
 mod request;
 pub mod tokens;
 mod verbatim;
+mod verbatim_request;
 
 pub use event::{Event, FinishReason, Usage};
 pub use fold::{Response, ResponseBuilder};
@@ -19,3 +20,4 @@ pub use request::{
     Request, ResponseFormat, Role, Sampling, Tool, ToolChoice,
 };
 pub use verbatim::VerbatimSlot;
+pub use verbatim_request::{ClientBody, Edits, Splice};

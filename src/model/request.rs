@@ -345,6 +345,9 @@ pub struct ClientInfo {
     /// Where a back-end of the client's own protocol leaves the provider's answer body, for
     /// a client that may get it as it came (see [`super::VerbatimSlot`]).
     pub verbatim: Option<super::VerbatimSlot>,
+    /// The client's own body, for a back-end of its protocol to send as it came when
+    /// nothing changed the request (see [`super::ClientBody`]).
+    pub original: Option<super::ClientBody>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

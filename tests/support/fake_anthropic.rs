@@ -105,10 +105,12 @@ fn error_body(status: u16) -> (String, Value) {
 
 async fn messages(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     shared.hits.fetch_add(1, Ordering::SeqCst);
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let raw = body;
+    let body: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
     shared.requests.lock().unwrap().push(Recorded {
         headers,
         body: body.clone(),
+        raw,
     });
     if let Mode::Status(status) = shared.mode {
         let (_, error) = error_body(status);

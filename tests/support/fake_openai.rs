@@ -61,6 +61,8 @@ pub enum Mode {
 pub struct Recorded {
     pub headers: HeaderMap,
     pub body: Value,
+    /// The body's bytes as they came.
+    pub raw: Bytes,
 }
 
 #[derive(Clone)]
@@ -217,10 +219,12 @@ async fn chat(
             Mode::Normal
         };
     }
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let raw = body;
+    let body: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
     shared.requests.lock().unwrap().push(Recorded {
         headers: headers.clone(),
         body: body.clone(),
+        raw,
     });
     let model = body["model"].as_str().unwrap_or("fake").to_owned();
     let stream = body["stream"].as_bool().unwrap_or(false);
@@ -454,10 +458,12 @@ async fn chat(
 /// offered and the input holds no function_call_output yet.
 async fn responses(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     shared.hits.fetch_add(1, Ordering::SeqCst);
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let raw = body;
+    let body: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
     shared.requests.lock().unwrap().push(Recorded {
         headers,
         body: body.clone(),
+        raw,
     });
     let model = body["model"].as_str().unwrap_or("fake").to_owned();
     let answered = body["input"].to_string().contains("function_call_output");

@@ -6,7 +6,7 @@ use super::stream::{ChunkError, upstream_error};
 use super::types::{ChatCompletion, ChatMessage, ChatRequest, Content};
 use crate::Error;
 use crate::model::{
-    Event, Extensions, FinishReason, ImageSource, Message, Part, Protocol, Reasoning,
+    Edits, Event, Extensions, FinishReason, ImageSource, Message, Part, Protocol, Reasoning,
     ReasoningEffort, Request, ResponseFormat, Role, Sampling, Tool, ToolChoice, Usage,
 };
 
@@ -27,6 +27,24 @@ pub struct ClientOptions {
 pub fn decode_request(body: &[u8]) -> Result<(Request, ClientOptions), Error> {
     let wire: ChatRequest = parse_json(body)?;
     request_from_wire(wire)
+}
+
+/// [`decode_request`], and where the body is patched if it is to go to an OpenAI-chat
+/// back-end as it came: `None` when the encoder would not write it again as it came (see
+/// [`super::pass_through`]).
+pub fn decode_request_checked(
+    body: &[u8],
+) -> Result<(Request, ClientOptions, Option<Edits>), Error> {
+    let wire: ChatRequest = parse_json(body)?;
+    let stream = wire.stream == Some(true);
+    let round_trips = super::pass_through::request_round_trips(&wire);
+    let (request, options) = request_from_wire(wire)?;
+    let edits = if round_trips {
+        super::pass_through::edits(body, stream)
+    } else {
+        None
+    };
+    Ok((request, options, edits))
 }
 
 /// Parses JSON into `T`: a body that is not JSON (or not an object) is a 400, a field that

@@ -6,13 +6,16 @@
 
 pub mod decode;
 pub mod encode;
+mod pass_through;
 pub mod stream;
 pub mod types;
 
 #[cfg(test)]
+mod pass_through_tests;
+#[cfg(test)]
 mod round_trip_tests;
 
 pub use decode::ClientOptions;
-pub use decode::{decode_request, decode_response};
+pub use decode::{decode_request, decode_request_checked, decode_response};
 pub use encode::{encode_request, encode_response, error_body};
 pub use stream::{ChunkDecoder, ChunkEncoder, ChunkError};

@@ -1,0 +1,285 @@
+//! Whether a chat request may go to an OpenAI-chat back-end as the client's own bytes (see
+//! [`crate::model::ClientBody`]): [`request_round_trips`] holds when [`super::encode_request`]
+//! would write the decoded request back as the same JSON (its model, `stream` and
+//! `stream_options` aside, `null` members read as absent ones, numbers by value), and
+//! [`edits`] finds the bytes to patch. Anything the encoder would write differently (a tool
+//! without a `type`, `stop` as a one-element list, content left out of a user message,
+//! both output caps, ...) is encoded, as before: the check only has to be right when it
+//! says yes, and `pass_through_tests` holds it to the encoder on random requests.
+
+use std::ops::Range;
+
+use serde::Deserialize;
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use super::types::{ChatMessage, ChatRequest, Content, Stop};
+use crate::model::{Edits, Splice};
+
+/// Whether the encoder writes `wire` again as it came.
+pub(super) fn request_round_trips(wire: &ChatRequest) -> bool {
+    let stop = !matches!(&wire.stop, Some(Stop::Many(list)) if list.len() < 2);
+    let one_cap = wire.max_tokens.is_none() || wire.max_completion_tokens.is_none();
+    // A streamed request asks for usage (the encoder adds it); its other stream options
+    // would be kept, so only the flag itself may be missing or already true.
+    let stream_options = match (&wire.stream_options, wire.stream == Some(true)) {
+        (Some(options), true) => options.include_usage == Some(true),
+        _ => true,
+    };
+    stop && one_cap
+        && stream_options
+        && wire
+            .tools
+            .as_deref()
+            .is_none_or(|tools| tools.iter().all(tool_round_trips))
+        && wire
+            .tool_choice
+            .as_ref()
+            .is_none_or(tool_choice_round_trips)
+        && wire
+            .response_format
+            .as_ref()
+            .is_none_or(response_format_round_trips)
+        && wire.messages.iter().all(message_round_trips)
+}
+
+fn message_round_trips(message: &ChatMessage) -> bool {
+    let calls = message.tool_calls.as_deref();
+    let has_calls = calls.is_some_and(|calls| !calls.is_empty());
+    match message.role.as_str() {
+        "system" | "developer" | "user" => {
+            plain_extras(message)
+                && message.refusal.is_none()
+                && message.tool_call_id.is_none()
+                && content_round_trips(&message.content, true)
+        }
+        "tool" => {
+            plain_extras(message)
+                && message.refusal.is_none()
+                && message.tool_call_id.is_some()
+                && content_round_trips(&message.content, true)
+        }
+        "assistant" => {
+            let content = match &message.content {
+                // Left out or `null`: the encoder writes `null` beside calls, else "".
+                Content::Absent | Content::Null => has_calls,
+                content => content_round_trips(content, false),
+            };
+            message.tool_call_id.is_none()
+                && !(message.reasoning_content.is_some() && message.reasoning.is_some())
+                && calls.is_none_or(|calls| has_calls && calls.iter().all(call_round_trips))
+                && content
+        }
+        _ => false,
+    }
+}
+
+/// Fields only an assistant message carries, absent from one that is not.
+fn plain_extras(message: &ChatMessage) -> bool {
+    message.tool_calls.is_none()
+        && message.reasoning_content.is_none()
+        && message.reasoning.is_none()
+}
+
+fn call_round_trips(call: &super::types::ChatToolCall) -> bool {
+    // The decoder keeps a call's own unknown members under `call` among the function's,
+    // and an absent `arguments` reads as "" (which the encoder then writes).
+    call.kind.as_deref() == Some("function")
+        && !call.function.extra.contains_key("call")
+        && !call.function.arguments.is_empty()
+}
+
+/// `content` of a message that is not an assistant's (`refusal_parts`: refusal parts stay
+/// in the content; an assistant's move to its `refusal` member).
+fn content_round_trips(content: &Content, refusal_parts: bool) -> bool {
+    match content {
+        Content::Absent | Content::Null => false,
+        Content::Text(_) => true,
+        Content::Parts(parts) => {
+            !parts.is_empty()
+                && parts
+                    .iter()
+                    .all(|part| part_round_trips(part, refusal_parts))
+        }
+    }
+}
+
+fn part_round_trips(part: &Value, refusal_parts: bool) -> bool {
+    let Some(fields) = part.as_object() else {
+        return false;
+    };
+    match fields.get("type").and_then(Value::as_str) {
+        Some("text") => fields.get("text").is_some_and(Value::is_string),
+        Some("image_url") => {
+            let Some(image) = fields.get("image_url").and_then(Value::as_object) else {
+                return false;
+            };
+            image.get("url").is_some_and(Value::is_string)
+                && image.get("detail").is_none_or(Value::is_string)
+        }
+        Some("refusal") => {
+            refusal_parts
+                && fields.len() == 2
+                && fields.get("refusal").is_some_and(Value::is_string)
+        }
+        Some(_) => true,
+        None => false,
+    }
+}
+
+fn tool_round_trips(tool: &Value) -> bool {
+    let Some(fields) = tool.as_object() else {
+        return false;
+    };
+    match fields.get("type").and_then(Value::as_str) {
+        Some("function") => {}
+        // Kept whole.
+        Some(_) => return true,
+        None => return false,
+    }
+    let Some(function) = fields.get("function").and_then(Value::as_object) else {
+        return false;
+    };
+    function.get("name").is_some_and(Value::is_string)
+        && function.get("description").is_none_or(Value::is_string)
+        && function.get("parameters").is_none_or(|p| !p.is_null())
+        && function.get("strict").is_none_or(Value::is_boolean)
+        && !function.contains_key("tool")
+}
+
+fn tool_choice_round_trips(choice: &Value) -> bool {
+    match choice {
+        Value::String(choice) => matches!(choice.as_str(), "auto" | "none" | "required"),
+        // `{"type": "function", "function": {"name": ...}}` is rebuilt from the name alone;
+        // any other object is kept whole.
+        Value::Object(fields) => fields
+            .get("function")
+            .and_then(Value::as_object)
+            .is_none_or(|function| function.len() == 1 || fields.len() != 2),
+        _ => false,
+    }
+}
+
+fn response_format_round_trips(format: &Value) -> bool {
+    let Some(fields) = format.as_object() else {
+        return false;
+    };
+    match fields.get("type").and_then(Value::as_str) {
+        Some("text" | "json_object") => fields.len() == 1,
+        Some("json_schema") => {
+            let Some(spec) = fields.get("json_schema").and_then(Value::as_object) else {
+                return false;
+            };
+            fields.len() == 2
+                && spec.get("name").is_some_and(Value::is_string)
+                && spec.contains_key("schema")
+                && spec.get("strict").is_none_or(Value::is_boolean)
+                && spec.get("description").is_none_or(Value::is_string)
+                && spec
+                    .keys()
+                    .all(|key| matches!(key.as_str(), "name" | "schema" | "strict" | "description"))
+        }
+        _ => false,
+    }
+}
+
+/// The top-level members the pass-through patches, as they sit in the body.
+#[derive(Deserialize)]
+struct Patched<'a> {
+    #[serde(borrow)]
+    model: &'a RawValue,
+    #[serde(borrow, default)]
+    stream: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    stream_options: Option<&'a RawValue>,
+}
+
+/// Where `body` (a chat request that decoded, `stream` or not) is patched: the model's
+/// value; for a request that does not stream, its `stream` and `stream_options` members
+/// removed (the encoder leaves them out); for one that streams without stream options,
+/// `"stream_options":{"include_usage":true}` added. `None` when a member is not where
+/// plain JSON puts it (a key written with escapes).
+pub(super) fn edits(body: &[u8], stream: bool) -> Option<Edits> {
+    let patched: Patched = serde_json::from_slice(body).ok()?;
+    let model = span_in(body, patched.model)?;
+    let mut splices = Vec::new();
+    if stream {
+        if patched.stream_options.is_none() {
+            let open = body.iter().position(|&b| b == b'{')?;
+            splices.push(Splice {
+                at: open + 1..open + 1,
+                with: "\"stream_options\":{\"include_usage\":true},",
+            });
+        }
+    } else {
+        let mut members = Vec::new();
+        for (key, value) in [
+            ("stream", patched.stream),
+            ("stream_options", patched.stream_options),
+        ] {
+            if let Some(value) = value {
+                members.push(member(body, key, span_in(body, value)?)?);
+            }
+        }
+        for at in removals(body, members)? {
+            splices.push(Splice { at, with: "" });
+        }
+    }
+    Some(Edits { model, splices })
+}
+
+/// Where `raw`, borrowed from `body`, sits in it.
+fn span_in(body: &[u8], raw: &RawValue) -> Option<Range<usize>> {
+    let start = (raw.get().as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
+    let end = start + raw.get().len();
+    (end <= body.len()).then_some(start..end)
+}
+
+fn is_space(b: &u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+/// The bytes of the member `"key": value` whose value is at `value`.
+fn member(body: &[u8], key: &str, value: Range<usize>) -> Option<Range<usize>> {
+    let before = &body[..value.start];
+    let colon = before.len() - before.iter().rev().take_while(|b| is_space(b)).count();
+    (body.get(colon.checked_sub(1)?) == Some(&b':')).then_some(())?;
+    let before = &body[..colon - 1];
+    let key_end = before.len() - before.iter().rev().take_while(|b| is_space(b)).count();
+    let quoted = format!("\"{key}\"");
+    let key_start = key_end.checked_sub(quoted.len())?;
+    (body.get(key_start..key_end)? == quoted.as_bytes()).then_some(())?;
+    Some(key_start..value.end)
+}
+
+/// The ranges that remove `members` from their object with the commas that part them
+/// from the rest: members next to each other go as one block, which takes the comma after
+/// it, or, when it ends the object, the one before it.
+fn removals(body: &[u8], mut members: Vec<Range<usize>>) -> Option<Vec<Range<usize>>> {
+    members.sort_unstable_by_key(|member| member.start);
+    let mut blocks: Vec<Range<usize>> = Vec::new();
+    for member in members {
+        if let Some(last) = blocks.last_mut()
+            && body[last.end..member.start]
+                .iter()
+                .filter(|b| !is_space(b))
+                .eq([&b','])
+        {
+            last.end = member.end;
+            continue;
+        }
+        blocks.push(member);
+    }
+    blocks
+        .into_iter()
+        .map(|block| {
+            let after = block.end + body[block.end..].iter().take_while(|b| is_space(b)).count();
+            if body.get(after) == Some(&b',') {
+                return Some(block.start..after + 1);
+            }
+            let before = &body[..block.start];
+            let comma = before.len() - before.iter().rev().take_while(|b| is_space(b)).count();
+            (body.get(comma.checked_sub(1)?) == Some(&b',')).then(|| comma - 1..block.end)
+        })
+        .collect()
+}

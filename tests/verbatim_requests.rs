@@ -1,0 +1,96 @@
+//! The same-protocol request pass-through, end to end: an OpenAI chat request that nothing
+//! on the way changed reaches an OpenAI chat back-end as the client's own bytes, with only
+//! the routed model patched in (and what llmux always sets: no `"stream": false`, usage
+//! asked for on a stream); a request a stage changed, or one llmux's encoder would write
+//! differently, goes as llmux's encoding.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use serde_json::Value;
+use support::fake_openai::{FakeOpenAi, Mode};
+use support::{client, config, fake_backend_config, start};
+
+const KEY: &[(&str, &str)] = &[("FAKE_API_KEY", "sk-fake-upstream-secret")];
+
+/// The model `cheap` goes to the fake back-end's `fake-small`.
+const ALIAS: &str = r#"model_aliases = [{ pattern = "^cheap$", replacement = "fake:fake-small" }]"#;
+
+/// Sends `body` (as bytes) to llmux in front of a fake OpenAI back-end; gives the status,
+/// the answer and the bytes the fake got.
+async fn forward(body: &str) -> (u16, String, bytes::Bytes) {
+    let fake = FakeOpenAi::start(Mode::Normal).await;
+    let toml = format!("{ALIAS}\n{}", fake_backend_config(&fake.base_url, ""));
+    let llmux = start(config(&toml, &[]), KEY).await;
+    let response = client()
+        .post(llmux.url("/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let answer = response.text().await.unwrap();
+    (status, answer, fake.last_request().raw)
+}
+
+#[tokio::test]
+async fn an_unchanged_request_reaches_the_provider_as_the_clients_bytes() {
+    // The client's own spacing and member order, fields llmux has no slot for, and
+    // `"stream": false`, which llmux never sends.
+    let body = r#"{ "messages" : [ {"role":"system","content":"Be brief."},
+        {"role": "user", "content": [{"type": "text", "text": "Say hello, \u00e9."}]} ],
+      "stream": false, "model":"cheap", "temperature": 1, "metadata": {"run": "a7"},
+      "x_vendor_flag": [1, 2.50, "three"] }"#;
+    let (status, answer, upstream) = forward(body).await;
+    assert_eq!(status, 200, "{answer}");
+    let expected = body
+        .replace(r#""model":"cheap""#, r#""model":"fake-small""#)
+        .replace(r#""stream": false,"#, "");
+    assert_eq!(std::str::from_utf8(&upstream).unwrap(), expected);
+}
+
+#[tokio::test]
+async fn a_streamed_request_asks_for_usage_and_is_otherwise_the_clients_bytes() {
+    let body =
+        r#"{"model": "cheap", "stream": true, "messages": [{"role": "user", "content": "Hi"}]}"#;
+    let (status, answer, upstream) = forward(body).await;
+    assert_eq!(status, 200);
+    assert!(answer.contains("data: [DONE]"), "{answer}");
+    assert_eq!(
+        std::str::from_utf8(&upstream).unwrap(),
+        r#"{"stream_options":{"include_usage":true},"model": "fake-small", "stream": true, "messages": [{"role": "user", "content": "Hi"}]}"#
+    );
+}
+
+#[tokio::test]
+async fn a_request_a_command_changed_is_encoded_by_llmux() {
+    let body = r#"{"model": "cheap", "messages": [{"role": "user", "content": "!/set(temperature=0.3) Say hi"}]}"#;
+    let (status, _, upstream) = forward(body).await;
+    assert_eq!(status, 200);
+    let sent: Value = serde_json::from_slice(&upstream).unwrap();
+    assert_eq!(sent["messages"][0]["content"], "Say hi");
+    assert_eq!(sent["temperature"], 0.3);
+    assert_eq!(sent["model"], "fake-small");
+    // llmux's own encoding: compact, its member order.
+    assert!(
+        upstream.starts_with(br#"{"model":"fake-small","messages":"#),
+        "{sent}"
+    );
+}
+
+#[tokio::test]
+async fn a_request_the_encoder_would_write_differently_is_encoded_by_llmux() {
+    // A tool without `"type"`: llmux's encoder writes `"type": "function"`.
+    let body = r#"{"model": "cheap", "messages": [{"role": "user", "content": "Hi"}],
+        "tools": [{"function": {"name": "shell", "parameters": {"type": "object"}}}]}"#;
+    let (status, _, upstream) = forward(body).await;
+    assert_eq!(status, 200);
+    let sent: Value = serde_json::from_slice(&upstream).unwrap();
+    assert_eq!(sent["tools"][0]["type"], "function");
+    assert_eq!(sent["tools"][0]["function"]["name"], "shell");
+    assert!(
+        upstream.starts_with(br#"{"model":"fake-small","messages":"#),
+        "{sent}"
+    );
+}
