@@ -22,6 +22,35 @@ use serde_json::Value;
 
 use crate::model::Event;
 
+/// A member read as `T` that also keeps the JSON text it was read from, a slice of the
+/// body: where the member sits is what the same-protocol request pass-through patches (see
+/// [`crate::model::ClientBody`]). Read in the one pass that decodes the body.
+#[derive(Debug, Clone)]
+pub struct Spanned<'a, T> {
+    pub value: T,
+    pub raw: &'a serde_json::value::RawValue,
+}
+
+impl<'de: 'a, 'a, T: Deserialize<'de>> Deserialize<'de> for Spanned<'a, T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = <&serde_json::value::RawValue>::deserialize(deserializer)?;
+        let value = T::deserialize(raw).map_err(|err| {
+            // The text alone: a position would be one inside the member, not the body.
+            let message = err.to_string();
+            let message = message.split(" at line ").next().unwrap_or_default();
+            de::Error::custom(message)
+        })?;
+        Ok(Self { value, raw })
+    }
+}
+
+/// Where `raw`, read from `body` (as a [`Spanned`] member), sits in it.
+pub fn span_in(body: &[u8], raw: &serde_json::value::RawValue) -> Option<std::ops::Range<usize>> {
+    let start = (raw.get().as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
+    let end = start + raw.get().len();
+    (end <= body.len()).then_some(start..end)
+}
+
 /// Why an upstream response could not be read.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ChunkError {
@@ -61,20 +90,24 @@ where
 /// the value in the errors.
 pub(crate) fn tagged_object(
     value: Value,
-    path: &str,
+    path: &dyn Fn() -> String,
 ) -> Result<(String, serde_json::Map<String, Value>), crate::Error> {
     let Value::Object(obj) = value else {
+        let path = path();
         return Err(crate::Error::invalid_field(
-            path,
+            &path,
             format!("'{path}' must be an object with a 'type'"),
         ));
     };
     match obj.get("type") {
         Some(Value::String(kind)) => Ok((kind.clone(), obj)),
-        _ => Err(crate::Error::invalid_field(
-            format!("{path}.type"),
-            format!("'{path}.type' must be a string"),
-        )),
+        _ => {
+            let path = path();
+            Err(crate::Error::invalid_field(
+                format!("{path}.type"),
+                format!("'{path}.type' must be a string"),
+            ))
+        }
     }
 }
 

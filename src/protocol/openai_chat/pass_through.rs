@@ -9,12 +9,11 @@
 
 use std::ops::Range;
 
-use serde::Deserialize;
 use serde_json::Value;
-use serde_json::value::RawValue;
 
 use super::types::{ChatMessage, ChatRequest, Content, Stop};
 use crate::model::{Edits, Splice};
+use crate::protocol::span_in;
 
 /// Whether the encoder writes `wire` again as it came.
 pub(super) fn request_round_trips(wire: &ChatRequest) -> bool {
@@ -22,8 +21,9 @@ pub(super) fn request_round_trips(wire: &ChatRequest) -> bool {
     let one_cap = wire.max_tokens.is_none() || wire.max_completion_tokens.is_none();
     // A streamed request asks for usage (the encoder adds it); its other stream options
     // would be kept, so only the flag itself may be missing or already true.
-    let stream_options = match (&wire.stream_options, wire.stream == Some(true)) {
-        (Some(options), true) => options.include_usage == Some(true),
+    let stream = wire.stream.as_ref().is_some_and(|stream| stream.value);
+    let stream_options = match (&wire.stream_options, stream) {
+        (Some(options), true) => options.value.include_usage == Some(true),
         _ => true,
     };
     stop && one_cap
@@ -183,28 +183,17 @@ fn response_format_round_trips(format: &Value) -> bool {
     }
 }
 
-/// The top-level members the pass-through patches, as they sit in the body.
-#[derive(Deserialize)]
-struct Patched<'a> {
-    #[serde(borrow)]
-    model: &'a RawValue,
-    #[serde(borrow, default)]
-    stream: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    stream_options: Option<&'a RawValue>,
-}
-
-/// Where `body` (a chat request that decoded, `stream` or not) is patched: the model's
-/// value; for a request that does not stream, its `stream` and `stream_options` members
-/// removed (the encoder leaves them out); for one that streams without stream options,
-/// `"stream_options":{"include_usage":true}` added. `None` when a member is not where
-/// plain JSON puts it (a key written with escapes).
-pub(super) fn edits(body: &[u8], stream: bool) -> Option<Edits> {
-    let patched: Patched = serde_json::from_slice(body).ok()?;
-    let model = span_in(body, patched.model)?;
+/// Where `body`, which decoded to `wire`, is patched: the model's value; for a request
+/// that does not stream, its `stream` and `stream_options` members removed (the encoder
+/// leaves them out); for one that streams without stream options,
+/// `"stream_options":{"include_usage":true}` added. `None` when a member is not where plain
+/// JSON puts it (a key written with escapes).
+pub(super) fn edits(body: &[u8], wire: &ChatRequest) -> Option<Edits> {
+    let model = span_in(body, wire.model.raw)?;
+    let stream = wire.stream.as_ref();
     let mut splices = Vec::new();
-    if stream {
-        if patched.stream_options.is_none() {
+    if stream.is_some_and(|stream| stream.value) {
+        if wire.stream_options.is_none() {
             let open = body.iter().position(|&b| b == b'{')?;
             splices.push(Splice {
                 at: open + 1..open + 1,
@@ -213,10 +202,14 @@ pub(super) fn edits(body: &[u8], stream: bool) -> Option<Edits> {
         }
     } else {
         let mut members = Vec::new();
-        for (key, value) in [
-            ("stream", patched.stream),
-            ("stream_options", patched.stream_options),
-        ] {
+        let raw = [
+            ("stream", stream.map(|s| s.raw)),
+            (
+                "stream_options",
+                wire.stream_options.as_ref().map(|s| s.raw),
+            ),
+        ];
+        for (key, value) in raw {
             if let Some(value) = value {
                 members.push(member(body, key, span_in(body, value)?)?);
             }
@@ -226,13 +219,6 @@ pub(super) fn edits(body: &[u8], stream: bool) -> Option<Edits> {
         }
     }
     Some(Edits { model, splices })
-}
-
-/// Where `raw`, borrowed from `body`, sits in it.
-fn span_in(body: &[u8], raw: &RawValue) -> Option<Range<usize>> {
-    let start = (raw.get().as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
-    let end = start + raw.get().len();
-    (end <= body.len()).then_some(start..end)
 }
 
 fn is_space(b: &u8) -> bool {

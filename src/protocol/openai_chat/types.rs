@@ -7,19 +7,22 @@
 
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 
-use crate::protocol::{TextOrList, text_or_list};
+use crate::protocol::{Spanned, TextOrList, text_or_list};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::fmt;
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct ChatRequest {
-    pub model: String,
+/// A request. `model`, `stream` and `stream_options` keep where they sit in the body, for
+/// the pass-through that patches them.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChatRequest<'a> {
+    #[serde(borrow)]
+    pub model: Spanned<'a, String>,
     pub messages: Vec<ChatMessage>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stream: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stream_options: Option<StreamOptions>,
+    #[serde(borrow, default)]
+    pub stream: Option<Spanned<'a, bool>>,
+    #[serde(borrow, default)]
+    pub stream_options: Option<Spanned<'a, StreamOptions>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -426,7 +426,7 @@ fn content_parts(content: Content, path: &str) -> Result<(Vec<Part>, bool), Erro
 }
 
 fn content_part(value: Value, path: &str) -> Result<Part, Error> {
-    let (kind, mut obj) = crate::protocol::tagged_object(value, path)?;
+    let (kind, mut obj) = crate::protocol::tagged_object(value, &|| path.to_owned())?;
     match kind.as_str() {
         "input_text" | "output_text" | "text" => {
             obj.remove("type");
