@@ -1,13 +1,14 @@
 //! The same-protocol request pass-through, end to end: an OpenAI chat request that nothing
 //! on the way changed reaches an OpenAI chat back-end as the client's own bytes, with only
 //! the routed model patched in (and what llmux always sets: no `"stream": false`, usage
-//! asked for on a stream); a request a stage changed, or one llmux's encoder would write
-//! differently, goes as llmux's encoding.
+//! asked for on a stream), and an Anthropic request an Anthropic back-end; a request a stage
+//! changed, or one llmux's encoder would write differently, goes as llmux's encoding.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
 use serde_json::Value;
+use support::fake_anthropic::{self, FakeAnthropic};
 use support::fake_openai::{FakeOpenAi, Mode};
 use support::{client, config, fake_backend_config, start};
 
@@ -93,4 +94,60 @@ async fn a_request_the_encoder_would_write_differently_is_encoded_by_llmux() {
         upstream.starts_with(br#"{"model":"fake-small","messages":"#),
         "{sent}"
     );
+}
+
+/// Sends `body` to llmux's Messages endpoint in front of a fake Anthropic back-end, where
+/// the model `cheap` goes to `claude-fake-1`; gives the status, the answer and the bytes
+/// the fake got.
+async fn forward_anthropic(body: &str) -> (u16, String, bytes::Bytes) {
+    let fake = FakeAnthropic::start(fake_anthropic::Mode::Normal).await;
+    let toml = format!(
+        "model_aliases = [{{ pattern = \"^cheap$\", replacement = \"claude:claude-fake-1\" }}]\n\
+         default_backend = \"claude\"\n[backends.claude]\ntype = \"anthropic-compatible\"\n\
+         base_url = \"{}\"\napi_key_env = \"CLAUDE_KEY\"\n",
+        fake.base_url
+    );
+    let llmux = start(config(&toml, &[]), &[("CLAUDE_KEY", "sk-ant-upstream")]).await;
+    let response = client()
+        .post(llmux.anthropic_url("/v1/messages"))
+        .header("anthropic-version", "2023-06-01")
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let answer = response.text().await.unwrap();
+    (status, answer, fake.last_request().raw)
+}
+
+#[tokio::test]
+async fn an_unchanged_anthropic_request_reaches_the_provider_as_the_clients_bytes() {
+    // Claude Code's shape: system blocks with cache_control, a tool, metadata.user_id,
+    // members llmux has no slot for, and `"stream": false`.
+    let body = r#"{"model":"cheap","max_tokens":32000,"stream": false,
+      "system":[{"type":"text","text":"You are Claude Code."},
+                {"type":"text","text":"Long instructions.","cache_control":{"type":"ephemeral"}}],
+      "messages":[{"role":"user","content":[{"type":"text","text":"List files, \u00e9."}]}],
+      "tools":[{"name":"Bash","description":"Run a command","input_schema":{"type":"object",
+        "properties":{"command":{"type":"string"}},"required":["command"]}}],
+      "metadata":{"user_id":"user_abc_account_1"}, "context_management": {"edits": []}}"#;
+    let (status, answer, upstream) = forward_anthropic(body).await;
+    assert_eq!(status, 200, "{answer}");
+    let expected = body
+        .replace(r#""model":"cheap""#, r#""model":"claude-fake-1""#)
+        .replace(r#""stream": false,"#, "");
+    assert_eq!(std::str::from_utf8(&upstream).unwrap(), expected);
+}
+
+#[tokio::test]
+async fn an_anthropic_request_the_encoder_would_write_differently_is_encoded_by_llmux() {
+    // Two user turns in a row: llmux's encoder merges them into one.
+    let body = r#"{"model": "cheap", "max_tokens": 100, "messages": [
+        {"role": "user", "content": "First."}, {"role": "user", "content": "Second."}]}"#;
+    let (status, _, upstream) = forward_anthropic(body).await;
+    assert_eq!(status, 200);
+    let sent: Value = serde_json::from_slice(&upstream).unwrap();
+    assert_eq!(sent["model"], "claude-fake-1");
+    assert_eq!(sent["messages"].as_array().unwrap().len(), 1, "{sent}");
 }

@@ -40,6 +40,7 @@ impl Wire for AnthropicWire {
     type Decoder = EventDecoder;
 
     const STATUS_OF_ERROR_TYPE: fn(Option<&str>) -> u16 = status_of_error_type;
+    const SENDS_CLIENT_BODIES_OF: Option<Protocol> = Some(Protocol::Anthropic);
 
     fn generate_url(&self, base_url: &str, _model: &str, _stream: bool) -> String {
         format!("{base_url}/v1/messages")

@@ -16,9 +16,11 @@ use super::common::{StreamEncoder, header_string, read_body, request_context};
 use super::serve::{self, Frontend};
 use crate::Error;
 use crate::engine::Engine;
-use crate::model::{Event, Protocol, Request as ModelRequest, Response as ModelResponse};
+use crate::model::{
+    ClientBody, Event, Protocol, Request as ModelRequest, Response as ModelResponse,
+};
 use crate::protocol::anthropic::{
-    EventEncoder, decode_request, encode_response, estimate_input_tokens,
+    EventEncoder, decode_request, decode_request_checked, encode_response, estimate_input_tokens,
 };
 
 const PROTOCOL: Protocol = Protocol::Anthropic;
@@ -93,7 +95,11 @@ impl Frontend for Messages {
     const VERBATIM: bool = true;
 
     fn decode(body: &Bytes, (): &()) -> Result<(ModelRequest, u64), Error> {
-        let request = decode_request(body)?;
+        let (mut request, edits) = decode_request_checked(body)?;
+        if let Some(edits) = edits {
+            let original = ClientBody::new(PROTOCOL, body.clone(), &request, edits);
+            request.client.original = Some(original);
+        }
         let estimated_input = estimate_input_tokens(&request);
         Ok((request, estimated_input))
     }

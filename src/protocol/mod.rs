@@ -12,6 +12,7 @@ pub mod openai_chat;
 pub mod openai_responses;
 #[cfg(test)]
 mod round_trip_support;
+pub mod splice;
 pub mod sse;
 
 use std::fmt;
@@ -21,35 +22,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
 use crate::model::Event;
-
-/// A member read as `T` that also keeps the JSON text it was read from, a slice of the
-/// body: where the member sits is what the same-protocol request pass-through patches (see
-/// [`crate::model::ClientBody`]). Read in the one pass that decodes the body.
-#[derive(Debug, Clone)]
-pub struct Spanned<'a, T> {
-    pub value: T,
-    pub raw: &'a serde_json::value::RawValue,
-}
-
-impl<'de: 'a, 'a, T: Deserialize<'de>> Deserialize<'de> for Spanned<'a, T> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let raw = <&serde_json::value::RawValue>::deserialize(deserializer)?;
-        let value = T::deserialize(raw).map_err(|err| {
-            // The text alone: a position would be one inside the member, not the body.
-            let message = err.to_string();
-            let message = message.split(" at line ").next().unwrap_or_default();
-            de::Error::custom(message)
-        })?;
-        Ok(Self { value, raw })
-    }
-}
-
-/// Where `raw`, read from `body` (as a [`Spanned`] member), sits in it.
-pub fn span_in(body: &[u8], raw: &serde_json::value::RawValue) -> Option<std::ops::Range<usize>> {
-    let start = (raw.get().as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
-    let end = start + raw.get().len();
-    (end <= body.len()).then_some(start..end)
-}
+pub use splice::Spanned;
 
 /// Why an upstream response could not be read.
 #[derive(Debug, Clone, PartialEq)]

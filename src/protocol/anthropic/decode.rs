@@ -5,8 +5,8 @@ use serde_json::{Map, Value};
 use super::types::{MessagesRequest, MessagesResponse, TextOrBlocks, WireMessage, WireUsage};
 use crate::Error;
 use crate::model::{
-    Event, Extensions, FinishReason, ImageSource, Message, Part, Protocol, Reasoning, Request,
-    Role, Sampling, Tool, ToolChoice, Usage,
+    Edits, Event, Extensions, FinishReason, ImageSource, Message, Part, Protocol, Reasoning,
+    Request, Role, Sampling, Tool, ToolChoice, Usage,
 };
 use crate::protocol::ChunkError;
 use crate::protocol::openai_chat::decode::parse_json;
@@ -26,6 +26,19 @@ fn anthropic_ext(fields: Map<String, Value>) -> Extensions {
 pub fn decode_request(body: &[u8]) -> Result<Request, Error> {
     let wire: MessagesRequest = parse_json(body)?;
     request_from_wire(wire)
+}
+
+/// [`decode_request`], and where the body is patched if it is to go to an Anthropic
+/// back-end as it came: `None` when the encoder would not write it again as it came (see
+/// [`super::pass_through`]).
+pub fn decode_request_checked(body: &[u8]) -> Result<(Request, Option<Edits>), Error> {
+    let wire: MessagesRequest = parse_json(body)?;
+    let edits = if super::pass_through::request_round_trips(&wire) {
+        super::pass_through::edits(body, &wire)
+    } else {
+        None
+    };
+    Ok((request_from_wire(wire)?, edits))
 }
 
 /// The input tokens of a request, as `count_tokens` reports them (an estimate).
@@ -50,6 +63,7 @@ fn request_from_wire(wire: MessagesRequest) -> Result<Request, Error> {
         stream,
         mut extra,
     } = wire;
+    let model = model.value;
     if model.is_empty() {
         return Err(Error::invalid_field("model", "model: must not be empty"));
     }
@@ -117,7 +131,7 @@ fn request_from_wire(wire: MessagesRequest) -> Result<Request, Error> {
             extra.insert("metadata".into(), Value::Object(metadata));
         }
     }
-    request.stream = stream.unwrap_or(false);
+    request.stream = stream.is_some_and(|stream| stream.value);
     request.extensions = Extensions::new(PROTOCOL, extra);
     Ok(request)
 }

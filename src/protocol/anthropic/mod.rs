@@ -8,12 +8,15 @@
 pub mod decode;
 pub mod encode;
 pub mod json_tool;
+mod pass_through;
+#[cfg(test)]
+mod pass_through_tests;
 #[cfg(test)]
 mod round_trip_tests;
 pub mod stream;
 pub mod types;
 
-pub use decode::{decode_request, decode_response, estimate_input_tokens};
+pub use decode::{decode_request, decode_request_checked, decode_response, estimate_input_tokens};
 pub use encode::{encode_request, encode_response, error_body};
 pub use json_tool::JSON_RESPONSE_TOOL;
 pub use stream::{EventDecoder, EventEncoder};

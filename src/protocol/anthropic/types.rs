@@ -5,13 +5,16 @@
 
 use serde::de::{self, Deserializer};
 
-use crate::protocol::{TextOrList, text_or_list};
+use crate::protocol::{Spanned, TextOrList, text_or_list};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+/// A request. `model` and `stream` keep where they sit in the body, for the pass-through
+/// that patches them.
 #[derive(Debug, Clone, Deserialize)]
-pub struct MessagesRequest {
-    pub model: String,
+pub struct MessagesRequest<'a> {
+    #[serde(borrow)]
+    pub model: Spanned<'a, String>,
     pub messages: Vec<WireMessage>,
     /// Required by Anthropic; checked in decode so the error names it.
     #[serde(default)]
@@ -34,8 +37,8 @@ pub struct MessagesRequest {
     pub top_k: Option<u32>,
     #[serde(default)]
     pub metadata: Option<Map<String, Value>>,
-    #[serde(default)]
-    pub stream: Option<bool>,
+    #[serde(borrow, default)]
+    pub stream: Option<Spanned<'a, bool>>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }

@@ -7,13 +7,11 @@
 //! both output caps, ...) is encoded, as before: the check only has to be right when it
 //! says yes, and `pass_through_tests` holds it to the encoder on random requests.
 
-use std::ops::Range;
-
 use serde_json::Value;
 
 use super::types::{ChatMessage, ChatRequest, Content, Stop};
 use crate::model::{Edits, Splice};
-use crate::protocol::span_in;
+use crate::protocol::splice::{removing, span_in};
 
 /// Whether the encoder writes `wire` again as it came.
 pub(super) fn request_round_trips(wire: &ChatRequest) -> bool {
@@ -201,71 +199,14 @@ pub(super) fn edits(body: &[u8], wire: &ChatRequest) -> Option<Edits> {
             });
         }
     } else {
-        let mut members = Vec::new();
-        let raw = [
+        let members = [
             ("stream", stream.map(|s| s.raw)),
             (
                 "stream_options",
                 wire.stream_options.as_ref().map(|s| s.raw),
             ),
         ];
-        for (key, value) in raw {
-            if let Some(value) = value {
-                members.push(member(body, key, span_in(body, value)?)?);
-            }
-        }
-        for at in removals(body, members)? {
-            splices.push(Splice { at, with: "" });
-        }
+        splices = removing(body, &members)?;
     }
     Some(Edits { model, splices })
-}
-
-fn is_space(b: &u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
-}
-
-/// The bytes of the member `"key": value` whose value is at `value`.
-fn member(body: &[u8], key: &str, value: Range<usize>) -> Option<Range<usize>> {
-    let before = &body[..value.start];
-    let colon = before.len() - before.iter().rev().take_while(|b| is_space(b)).count();
-    (body.get(colon.checked_sub(1)?) == Some(&b':')).then_some(())?;
-    let before = &body[..colon - 1];
-    let key_end = before.len() - before.iter().rev().take_while(|b| is_space(b)).count();
-    let quoted = format!("\"{key}\"");
-    let key_start = key_end.checked_sub(quoted.len())?;
-    (body.get(key_start..key_end)? == quoted.as_bytes()).then_some(())?;
-    Some(key_start..value.end)
-}
-
-/// The ranges that remove `members` from their object with the commas that part them
-/// from the rest: members next to each other go as one block, which takes the comma after
-/// it, or, when it ends the object, the one before it.
-fn removals(body: &[u8], mut members: Vec<Range<usize>>) -> Option<Vec<Range<usize>>> {
-    members.sort_unstable_by_key(|member| member.start);
-    let mut blocks: Vec<Range<usize>> = Vec::new();
-    for member in members {
-        if let Some(last) = blocks.last_mut()
-            && body[last.end..member.start]
-                .iter()
-                .filter(|b| !is_space(b))
-                .eq([&b','])
-        {
-            last.end = member.end;
-            continue;
-        }
-        blocks.push(member);
-    }
-    blocks
-        .into_iter()
-        .map(|block| {
-            let after = block.end + body[block.end..].iter().take_while(|b| is_space(b)).count();
-            if body.get(after) == Some(&b',') {
-                return Some(block.start..after + 1);
-            }
-            let before = &body[..block.start];
-            let comma = before.len() - before.iter().rev().take_while(|b| is_space(b)).count();
-            (body.get(comma.checked_sub(1)?) == Some(&b',')).then(|| comma - 1..block.end)
-        })
-        .collect()
 }

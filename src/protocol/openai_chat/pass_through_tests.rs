@@ -10,9 +10,7 @@ use serde_json::{Map, Value, json};
 use super::decode::decode_request_checked;
 use super::encode_request;
 use crate::model::{ClientBody, Protocol};
-use crate::protocol::round_trip_support::{pick, rarely, without_nulls};
-
-const ROUTED: &str = "routed/model \"v2\"";
+use crate::protocol::round_trip_support::{check_request_pass_through, pick, rarely};
 
 fn content_part(rng: &mut fastrand::Rng, refusal_ok: bool) -> Value {
     match rng.u8(..30) {
@@ -237,69 +235,18 @@ fn request(rng: &mut fastrand::Rng) -> Vec<u8> {
     }
 }
 
-/// `value` with every number as an `f64`, so `1` and `1.0` compare equal.
-fn numbers_by_value(value: Value) -> Value {
-    match value {
-        Value::Number(n) => json!(n.as_f64().unwrap()),
-        Value::Object(fields) => Value::Object(
-            fields
-                .into_iter()
-                .map(|(k, v)| (k, numbers_by_value(v)))
-                .collect(),
-        ),
-        Value::Array(items) => Value::Array(items.into_iter().map(numbers_by_value).collect()),
-        other => other,
-    }
-}
-
-fn same_json(value: Value) -> Value {
-    numbers_by_value(without_nulls(value))
-}
-
 #[test]
 fn a_request_passed_through_is_what_the_encoder_writes() {
-    let (mut passed, mut encoded, mut streamed) = (0, 0, 0);
-    for seed in 0..4000 {
-        let mut rng = fastrand::Rng::with_seed(seed);
-        let body = bytes::Bytes::from(request(&mut rng));
-        let Ok((request, _, edits)) = decode_request_checked(&body) else {
-            continue;
-        };
-        let Some(edits) = edits else {
-            encoded += 1;
-            continue;
-        };
-        passed += 1;
-        streamed += usize::from(request.stream);
-        let client = ClientBody::new(Protocol::OpenAiChat, body.clone(), &request, edits);
-        let sent = client
-            .body_for(Protocol::OpenAiChat, &request, ROUTED)
-            .expect("an unchanged request");
-        let sent: Value = serde_json::from_slice(&sent).unwrap_or_else(|err| {
-            panic!(
-                "seed {seed}: the patched body is not JSON ({err}): {}",
-                String::from_utf8_lossy(&sent)
-            )
-        });
-        let reference = encode_request(&request, ROUTED);
-        assert_eq!(
-            same_json(sent),
-            same_json(reference),
-            "seed {seed}: the pass-through would differ from the encoder for {}",
-            String::from_utf8_lossy(&body)
-        );
-    }
-    eprintln!("{passed} passed through ({streamed} streamed), {encoded} encoded");
+    let tally = check_request_pass_through(
+        Protocol::OpenAiChat,
+        request,
+        |body| decode_request_checked(body).map(|(request, _, edits)| (request, edits)),
+        encode_request,
+    );
     // Both sides of the check are exercised, streams included.
-    assert!(
-        passed > 800,
-        "only {passed} requests passed through ({encoded} encoded)"
-    );
-    assert!(encoded > 800, "only {encoded} requests were encoded");
-    assert!(
-        streamed > 100,
-        "only {streamed} streamed requests passed through"
-    );
+    assert!(tally.passed > 800, "{tally:?}");
+    assert!(tally.encoded > 800, "{tally:?}");
+    assert!(tally.streamed > 100, "{tally:?}");
 }
 
 #[test]
