@@ -9,7 +9,7 @@ mod support;
 use serde_json::{Value, json};
 use support::fake_anthropic::{self, FakeAnthropic};
 use support::fake_openai::{FakeOpenAi, Mode};
-use support::{client, config, fake_backend_config, start};
+use support::{client, config, fake_anthropic_config, fake_backend_config, start};
 
 const KEY: &[(&str, &str)] = &[("FAKE_API_KEY", "sk-fake-upstream-secret")];
 
@@ -126,11 +126,7 @@ async fn anthropic_answer_to(
     provider_body: &'static str,
 ) -> (reqwest::Response, FakeAnthropic, support::Llmux) {
     let fake = FakeAnthropic::start(fake_anthropic::Mode::Body(provider_body)).await;
-    let toml = format!(
-        "default_backend = \"claude\"\n[backends.claude]\ntype = \"anthropic-compatible\"\n\
-         base_url = \"{}\"\napi_key_env = \"CLAUDE_KEY\"\n",
-        fake.base_url
-    );
+    let toml = fake_anthropic_config(&fake.base_url, "");
     let llmux = start(config(&toml, &[]), &[("CLAUDE_KEY", "sk-ant-upstream")]).await;
     let response = client()
         .post(llmux.anthropic_url("/v1/messages"))

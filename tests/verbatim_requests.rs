@@ -10,7 +10,7 @@ mod support;
 use serde_json::Value;
 use support::fake_anthropic::{self, FakeAnthropic};
 use support::fake_openai::{FakeOpenAi, Mode};
-use support::{client, config, fake_backend_config, start};
+use support::{client, config, fake_anthropic_config, fake_backend_config, start};
 
 const KEY: &[(&str, &str)] = &[("FAKE_API_KEY", "sk-fake-upstream-secret")];
 
@@ -23,16 +23,22 @@ async fn forward(body: &str) -> (u16, String, bytes::Bytes) {
     let fake = FakeOpenAi::start(Mode::Normal).await;
     let toml = format!("{ALIAS}\n{}", fake_backend_config(&fake.base_url, ""));
     let llmux = start(config(&toml, &[]), KEY).await;
-    let response = client()
-        .post(llmux.url("/v1/chat/completions"))
-        .header("content-type", "application/json")
-        .body(body.to_owned())
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let answer = response.text().await.unwrap();
+    let (status, answer) = post(llmux.url("/v1/chat/completions"), &[], body).await;
     (status, answer, fake.last_request().raw)
+}
+
+/// Posts `body` as it is, with `headers`; gives the status and the answer.
+async fn post(url: String, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+    let mut request = client()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_owned());
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
 }
 
 #[tokio::test]
@@ -101,23 +107,12 @@ async fn a_request_the_encoder_would_write_differently_is_encoded_by_llmux() {
 /// the fake got.
 async fn forward_anthropic(body: &str) -> (u16, String, bytes::Bytes) {
     let fake = FakeAnthropic::start(fake_anthropic::Mode::Normal).await;
-    let toml = format!(
-        "model_aliases = [{{ pattern = \"^cheap$\", replacement = \"claude:claude-fake-1\" }}]\n\
-         default_backend = \"claude\"\n[backends.claude]\ntype = \"anthropic-compatible\"\n\
-         base_url = \"{}\"\napi_key_env = \"CLAUDE_KEY\"\n",
-        fake.base_url
-    );
+    let alias =
+        r#"model_aliases = [{ pattern = "^cheap$", replacement = "claude:claude-fake-1" }]"#;
+    let toml = format!("{alias}\n{}", fake_anthropic_config(&fake.base_url, ""));
     let llmux = start(config(&toml, &[]), &[("CLAUDE_KEY", "sk-ant-upstream")]).await;
-    let response = client()
-        .post(llmux.anthropic_url("/v1/messages"))
-        .header("anthropic-version", "2023-06-01")
-        .header("content-type", "application/json")
-        .body(body.to_owned())
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let answer = response.text().await.unwrap();
+    let url = llmux.anthropic_url("/v1/messages");
+    let (status, answer) = post(url, &[("anthropic-version", "2023-06-01")], body).await;
     (status, answer, fake.last_request().raw)
 }
 

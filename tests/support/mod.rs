@@ -133,6 +133,15 @@ api_key_env = "FAKE_API_KEY"
     )
 }
 
+/// A config whose default back-end `claude` is the fake Anthropic at `base_url`, its key
+/// in `CLAUDE_KEY`, then `extra`.
+pub fn fake_anthropic_config(base_url: &str, extra: &str) -> String {
+    format!(
+        "default_backend = \"claude\"\n[backends.claude]\ntype = \"anthropic-compatible\"\n\
+         base_url = \"{base_url}\"\napi_key_env = \"CLAUDE_KEY\"\n{extra}"
+    )
+}
+
 /// The `data:` payloads of an SSE body, in order.
 pub fn sse_data(body: &str) -> Vec<String> {
     body.split("\n\n")
