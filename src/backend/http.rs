@@ -110,6 +110,9 @@ pub trait Wire: Send + Sync + 'static {
     }
 }
 
+/// The user agent llmux sends to providers.
+pub(super) const USER_AGENT_VALUE: &str = concat!("llmux/", env!("CARGO_PKG_VERSION"));
+
 /// The room an upstream request body starts with.
 const UPSTREAM_BODY_CAPACITY: usize = 16 * 1024;
 
@@ -132,6 +135,9 @@ pub struct HttpBackend<W: Wire> {
     config: BackendConfig,
     wire: W,
     client: reqwest::Client,
+    /// The generation requests' client when the back-end is at a plain `http://` URL
+    /// that no proxy applies to (see [`super::plain_http`]).
+    plain: Option<super::plain_http::PlainHttp>,
     keys: super::keys::KeyRing,
     /// The auth headers of each key, built once.
     auth: Vec<Vec<(HeaderName, HeaderValue)>>,
@@ -157,7 +163,7 @@ impl<W: Wire> HttpBackend<W> {
             .connect_timeout(config.timeouts.connect)
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(90))
-            .user_agent(concat!("llmux/", env!("CARGO_PKG_VERSION")));
+            .user_agent(USER_AGENT_VALUE);
         // Without a proxy of its own, a back-end follows HTTP_PROXY, HTTPS_PROXY, ALL_PROXY
         // and NO_PROXY (reqwest reads them); with one, NO_PROXY still exempts its hosts.
         if let Some(url) = &config.proxy_url {
@@ -214,8 +220,17 @@ impl<W: Wire> HttpBackend<W> {
         } else {
             reqwest::Url::parse(&wire.generate_url(&config.base_url, "", false)).ok()
         };
+        let plain = fixed_url.as_ref().and_then(|url| {
+            super::plain_http::PlainHttp::for_url(
+                url,
+                config.proxy_url.as_deref(),
+                config.timeouts.connect,
+                |name| std::env::var(name).ok(),
+            )
+        });
         Ok(Self {
             errors,
+            plain,
             fixed_url,
             models_url: wire.models_url(&config.base_url),
             wire,
@@ -461,26 +476,53 @@ impl<W: Wire> HttpBackend<W> {
         deadline: tokio::time::Instant,
     ) -> Result<reqwest::Response, Error> {
         let api_base = login.and_then(|l| l.tokens.api_base.as_deref());
-        let url = self.url_for(request, model, api_base)?;
+        let headers = self.request_headers(request, key, login)?;
+        let send = async {
+            match (&self.plain, api_base) {
+                (Some(plain), None) => plain
+                    .post(headers, body)
+                    .await
+                    .map_err(|err| self.plain_error(&err)),
+                _ => {
+                    let url = self.url_for(request, model, api_base)?;
+                    let upstream = self.client.post(url).headers(headers).body(body);
+                    upstream
+                        .send()
+                        .await
+                        .map_err(|err| self.transport_error(&err))
+                }
+            }
+        };
+        match tokio::time::timeout_at(deadline, send).await {
+            Err(_) => Err(self.timeout(TimeoutPhase::FirstByte)),
+            Ok(result) => result,
+        }
+    }
+
+    /// The headers of a generation request: the back-end's own, `accept`, the key's or the
+    /// login's auth, and what the wire forwards from the client.
+    fn request_headers(
+        &self,
+        request: &Request,
+        key: usize,
+        login: Option<&Arc<Loaded>>,
+    ) -> Result<HeaderMap, Error> {
         let accept = if request.stream || W::ALWAYS_STREAMS {
             "text/event-stream"
         } else {
             "application/json"
         };
-        let mut upstream = self
-            .client
-            .post(url)
-            .headers(self.headers.clone())
-            .header(ACCEPT, accept);
+        let mut headers = self.headers.clone();
+        headers.append(ACCEPT, HeaderValue::from_static(accept));
         match login {
             Some(loaded) => {
                 let tokens = &loaded.tokens;
-                let headers = self
+                let login_headers = self
                     .wire
                     .auth_headers(tokens.access.expose())
                     .into_iter()
                     .chain(self.wire.login_headers(tokens, request));
-                for (name, value) in headers {
+                for (name, value) in login_headers {
                     let mut value = HeaderValue::from_str(&value).map_err(|_| {
                         Error::from(ErrorKind::BackendNotConfigured {
                             backend: self.config.id.clone(),
@@ -488,23 +530,36 @@ impl<W: Wire> HttpBackend<W> {
                         })
                     })?;
                     value.set_sensitive(true);
-                    upstream = upstream.header(name, value);
+                    headers.append(name, value);
                 }
             }
             None => {
                 for (name, value) in self.auth.get(key).into_iter().flatten() {
-                    upstream = upstream.header(name.clone(), value.clone());
+                    headers.append(name.clone(), value.clone());
                 }
             }
         }
         for (name, value) in self.wire.forwarded_headers(request) {
-            upstream = upstream.header(name, value);
+            // Client headers arrive as text, so they are valid header values.
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                headers.append(name, value);
+            }
         }
-        match tokio::time::timeout_at(deadline, upstream.body(body).send()).await {
-            Err(_) => Err(self.timeout(TimeoutPhase::FirstByte)),
-            Ok(Err(err)) => Err(self.transport_error(&err)),
-            Ok(Ok(response)) => Ok(response),
+        Ok(headers)
+    }
+
+    /// A send on the plain-HTTP client that failed, as [`HttpBackend::transport_error`]
+    /// says one on reqwest.
+    fn plain_error(&self, err: &hyper_util::client::legacy::Error) -> Error {
+        let (message, timed_out) = super::plain_http::describe(err);
+        if timed_out {
+            return self.timeout(TimeoutPhase::Connect);
         }
+        ErrorKind::BackendUnreachable {
+            backend: self.config.id.clone(),
+            message: self.scrub(&message),
+        }
+        .into()
     }
 
     async fn fetch_models(&self) -> Result<Vec<String>, Error> {

@@ -15,6 +15,7 @@ pub mod mock;
 pub mod openai;
 pub mod openai_compatible;
 pub mod openrouter;
+mod plain_http;
 pub mod providers;
 pub mod subscription;
 pub mod zai;
