@@ -155,6 +155,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_connect_that_hangs_is_a_timeout() {
+        // A loopback listener whose accept queue is full: the kernel drops further SYNs,
+        // so a connect waits until its timeout.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(1).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut queued = Vec::new();
+        let mut hung = false;
+        for _ in 0..8 {
+            match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+                Ok(stream) => queued.push(stream),
+                Err(_) => {
+                    hung = true;
+                    break;
+                }
+            }
+        }
+        assert!(hung, "the accept queue never filled");
+        let url = reqwest::Url::parse(&format!("http://{addr}/v1/x")).unwrap();
+        let timeout = Duration::from_millis(300);
+        let client = PlainHttp::for_url(&url, None, timeout, |_| None).unwrap();
+        let err = client
+            .post(HeaderMap::new(), Bytes::new())
+            .await
+            .unwrap_err();
+        let (message, timed_out) = describe(&err);
+        assert!(timed_out, "{message}");
+    }
+
+    #[tokio::test]
     async fn a_refused_connection_says_so() {
         let port = {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
