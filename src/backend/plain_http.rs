@@ -78,14 +78,14 @@ impl PlainHttp {
         *request.method_mut() = http::Method::POST;
         *request.uri_mut() = self.uri.clone();
         *request.headers_mut() = headers;
-        let (parts, body) = self.client.request(request).await?.into_parts();
-        let mut response = http::Response::builder()
-            .status(parts.status)
-            .version(parts.version)
-            .url(self.url.clone())
-            .body(reqwest::Body::wrap(body))
-            .unwrap_or_default();
-        *response.headers_mut() = parts.headers;
+        let mut response = self.client.request(request).await?.map(reqwest::Body::wrap);
+        // reqwest reads the response's URL from an extension only its builder can set; an
+        // empty response carries it over (without it, reqwest parses a placeholder URL).
+        if let Ok(with_url) = http::Response::builder().url(self.url.clone()).body(()) {
+            response
+                .extensions_mut()
+                .extend(with_url.into_parts().0.extensions);
+        }
         Ok(reqwest::Response::from(response))
     }
 }

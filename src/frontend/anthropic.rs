@@ -96,10 +96,8 @@ impl Frontend for Messages {
 
     fn decode(body: &Bytes, (): &()) -> Result<(ModelRequest, u64), Error> {
         let (mut request, edits) = decode_request_checked(body)?;
-        if let Some(edits) = edits {
-            let original = ClientBody::new(PROTOCOL, body.clone(), &request, edits);
-            request.client.original = Some(original);
-        }
+        request.client.original =
+            edits.map(|edits| ClientBody::new(PROTOCOL, body.clone(), &request, edits));
         let estimated_input = estimate_input_tokens(&request);
         Ok((request, estimated_input))
     }

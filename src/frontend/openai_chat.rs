@@ -45,10 +45,8 @@ impl Frontend for OpenAiChat {
 
     fn decode(body: &Bytes, (): &()) -> Result<(ModelRequest, ClientOptions), Error> {
         let (mut request, options, edits) = decode_request_checked(body)?;
-        if let Some(edits) = edits {
-            let original = ClientBody::new(PROTOCOL, body.clone(), &request, edits);
-            request.client.original = Some(original);
-        }
+        request.client.original =
+            edits.map(|edits| ClientBody::new(PROTOCOL, body.clone(), &request, edits));
         Ok((request, options))
     }
 
