@@ -550,14 +550,13 @@ impl<W: Wire> HttpBackend<W> {
 
     /// A send on the plain-HTTP client that failed, as [`HttpBackend::transport_error`]
     /// says one on reqwest.
-    fn plain_error(&self, err: &hyper_util::client::legacy::Error) -> Error {
-        let (message, timed_out) = super::plain_http::describe(err);
-        if timed_out {
+    fn plain_error(&self, err: &super::plain_http::SendError) -> Error {
+        if err.is_connect_timeout() {
             return self.timeout(TimeoutPhase::Connect);
         }
         ErrorKind::BackendUnreachable {
             backend: self.config.id.clone(),
-            message: self.scrub(&message),
+            message: self.scrub(&err.to_string()),
         }
         .into()
     }

@@ -1,35 +1,106 @@
 //! The generation request to a back-end at a plain `http://` URL that no proxy applies to (a
 //! model server on this machine or the LAN: Ollama, vLLM, llama.cpp, LM Studio, another
-//! gateway), sent on hyper-util's pooled HTTP/1.1 client directly rather than through
-//! reqwest. reqwest wraps that same client in layers llmux does not use on this path, and
-//! they cost ~13 % of a whole same-protocol request (bench/callgrind.sh, OpenAI chat): its
-//! redirect policy and its response each parse the URL again with `Url::parse` (reqwest
-//! 0.12.28 and 0.13.5 alike, whatever the policy), then a retry layer and header merging.
-//! HTTPS back-ends, and any back-end a proxy applies to, stay on reqwest (TLS, proxies).
+//! gateway), sent on an HTTP/1.1 connection that the request's own task drives.
 //!
-//! The answer comes back as a `reqwest::Response`, so everything after the send (status,
+//! Two costs are avoided this way, both measured with bench/callgrind.sh:
+//! - reqwest's layers, ~13 % of a whole same-protocol request: its redirect policy and its
+//!   response each parse the URL again with `Url::parse` (reqwest 0.12.28 and 0.13.5 alike,
+//!   whatever the policy), then a retry layer and header merging;
+//! - the pooled client's connection task (hyper-util's legacy client, which reqwest wraps):
+//!   every connection runs in a task of its own, so a request, its answer and each frame of
+//!   a stream hop between that task and the request's, usually across threads.
+//!
+//! Here a connection is hyper's `client::conn::http1` pair: a sender and the connection
+//! future. The request's task polls the connection future whenever it waits on the answer
+//! or its body, so the server side, the pipeline and the provider's connection run in one
+//! task. A connection whose answer was read to the end goes back to this back-end's idle
+//! list; the next request polls it to find whether the provider closed it meanwhile.
+//!
+//! HTTPS back-ends, and any back-end a proxy applies to, stay on reqwest (TLS, proxies). The
+//! answer comes back as a `reqwest::Response`, so everything after the send (status,
 //! headers, whole bodies, streams, their errors) is the same code for both clients.
 
-use std::time::Duration;
+use std::fmt;
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
 
 use axum::http;
 use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
 use reqwest::ResponseBuilderExt;
-use reqwest::header::{HeaderMap, HeaderValue, USER_AGENT};
+use reqwest::header::{HOST, HeaderMap, HeaderValue, USER_AGENT};
+use sync_wrapper::SyncWrapper;
+use tokio::net::TcpStream;
 
 /// The environment variables through which reqwest applies a proxy to `http://` URLs.
 const HTTP_PROXY_VARS: [&str; 4] = ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"];
 
+/// How long an idle connection is kept for the next request (as reqwest's pool did).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// At most this many idle connections are kept per back-end; one past it is closed.
+const MAX_IDLE: usize = 256;
+
 /// The plain-HTTP client of one back-end, for its one generation URL.
 pub struct PlainHttp {
-    client: Client<HttpConnector, Full<Bytes>>,
-    uri: http::Uri,
+    /// The host as written in the URL (a name is resolved at each new connection).
+    host: String,
+    port: u16,
+    /// The request target in origin form (`/v1/chat/completions?...`).
+    path: http::Uri,
+    /// The `Host` header: the URL's host, and its port unless it is 80.
+    host_header: HeaderValue,
+    connect_timeout: Duration,
+    idle: Arc<IdleConnections>,
     /// The same URL as reqwest reads it, for the `reqwest::Response` given back.
     url: reqwest::Url,
+}
+
+/// Why a send failed.
+#[derive(Debug)]
+pub enum SendError {
+    /// No connection was made within the back-end's connect timeout.
+    ConnectTimeout { target: String },
+    /// Resolving or connecting failed.
+    Connect {
+        target: String,
+        source: std::io::Error,
+    },
+    /// The connection failed while sending or before the answer's head arrived.
+    Http(hyper::Error),
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ConnectTimeout { target } => write!(f, "connecting to {target} timed out"),
+            Self::Connect { target, source } => write!(f, "connecting to {target}: {source}"),
+            Self::Http(err) => {
+                write!(f, "{err}")?;
+                let mut source = std::error::Error::source(err);
+                while let Some(inner) = source {
+                    write!(f, ": {inner}")?;
+                    source = inner.source();
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl SendError {
+    /// Whether connecting timed out (the back-end's connect timeout, as opposed to an
+    /// unreachable one).
+    pub fn is_connect_timeout(&self) -> bool {
+        matches!(self, Self::ConnectTimeout { .. })
+    }
 }
 
 impl PlainHttp {
@@ -49,36 +120,116 @@ impl PlainHttp {
         if url.scheme() != "http" || proxied {
             return None;
         }
-        let uri = url.as_str().parse().ok()?;
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(connect_timeout));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_timer(TokioTimer::new())
-            .build(connector);
+        let host = url.host_str()?.to_owned();
+        let port = url.port_or_known_default()?;
+        let path = match url.query() {
+            Some(query) => format!("{}?{query}", url.path()),
+            None => url.path().to_owned(),
+        };
+        // `Url::port` is None for the scheme's default port, which `Host` leaves out too.
+        let host_header = match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.clone(),
+        };
         Some(Self {
-            client,
-            uri,
+            // A bracketed IPv6 literal resolves without its brackets.
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+            port,
+            path: path.parse().ok()?,
+            host_header: HeaderValue::from_str(&host_header).ok()?,
+            connect_timeout,
+            idle: Arc::default(),
             url: url.clone(),
         })
     }
 
     /// POSTs `body` with `headers` (llmux's user agent added when they name none);
-    /// resolves at the response headers.
+    /// resolves at the response headers. A request that an idle connection turned out
+    /// closed before it was written goes again on a new connection.
     pub async fn post(
         &self,
         mut headers: HeaderMap,
         body: Bytes,
-    ) -> Result<reqwest::Response, hyper_util::client::legacy::Error> {
+    ) -> Result<reqwest::Response, SendError> {
         headers
             .entry(USER_AGENT)
             .or_insert(HeaderValue::from_static(super::http::USER_AGENT_VALUE));
+        headers.insert(HOST, self.host_header.clone());
         let mut request = http::Request::new(Full::new(body));
         *request.method_mut() = http::Method::POST;
-        *request.uri_mut() = self.uri.clone();
+        *request.uri_mut() = self.path.clone();
         *request.headers_mut() = headers;
-        let mut response = self.client.request(request).await?.map(reqwest::Body::wrap);
+        let (mut connection, reused) = match self.idle.take_ready().await {
+            Some(connection) => (connection, true),
+            None => (self.connect().await?, false),
+        };
+        let response = match connection.send(request).await {
+            Ok(response) => response,
+            Err(mut failed) => match failed.take_message() {
+                Some(request) if reused => {
+                    connection = self.connect().await?;
+                    connection
+                        .send(request)
+                        .await
+                        .map_err(|failed| SendError::Http(failed.into_error()))?
+                }
+                _ => return Err(SendError::Http(failed.into_error())),
+            },
+        };
+        Ok(self.answer(response, connection))
+    }
+
+    /// A new connection to the back-end: each address the host resolves to in turn, all
+    /// within the connect timeout.
+    async fn connect(&self) -> Result<Connection, SendError> {
+        let target = format!("{}:{}", self.host, self.port);
+        let connecting = async {
+            let addresses = tokio::net::lookup_host((self.host.as_str(), self.port)).await?;
+            let mut last_error = None;
+            for address in addresses {
+                match TcpStream::connect(address).await {
+                    Ok(stream) => return Ok(stream),
+                    Err(err) => last_error = Some(err),
+                }
+            }
+            Err(last_error.unwrap_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::NotFound, "the host has no address")
+            }))
+        };
+        let stream = match tokio::time::timeout(self.connect_timeout, connecting).await {
+            Err(_) => return Err(SendError::ConnectTimeout { target }),
+            Ok(Err(source)) => return Err(SendError::Connect { target, source }),
+            Ok(Ok(stream)) => stream,
+        };
+        // Requests and answers are small writes that should leave at once.
+        let _ = stream.set_nodelay(true);
+        let (sender, driver) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(SendError::Http)?;
+        Ok(Connection {
+            sender,
+            driver: Some(SyncWrapper::new(driver)),
+        })
+    }
+
+    /// The answer as a `reqwest::Response` whose body drives `connection` and gives it
+    /// back to the idle list once read to the end.
+    fn answer(
+        &self,
+        response: http::Response<Incoming>,
+        connection: Connection,
+    ) -> reqwest::Response {
+        let idle = Arc::clone(&self.idle);
+        let mut response = response.map(|body| {
+            reqwest::Body::wrap(DrivingBody {
+                body,
+                connection: Some(connection),
+                idle,
+            })
+        });
         // reqwest reads the response's URL from an extension only its builder can set; an
         // empty response carries it over (without it, reqwest parses a placeholder URL).
         if let Ok(with_url) = http::Response::builder().url(self.url.clone()).body(()) {
@@ -86,23 +237,168 @@ impl PlainHttp {
                 .extensions_mut()
                 .extend(with_url.into_parts().0.extensions);
         }
-        Ok(reqwest::Response::from(response))
+        reqwest::Response::from(response)
     }
 }
 
-/// What a failed send says, its causes included, and whether connecting timed out.
-pub fn describe(err: &hyper_util::client::legacy::Error) -> (String, bool) {
-    let mut message = err.to_string();
-    let mut timed_out = false;
-    let mut source = std::error::Error::source(err);
-    while let Some(inner) = source {
-        message = format!("{message}: {inner}");
-        timed_out |= inner
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
-        source = inner.source();
+type Driver = http1::Connection<TokioIo<TcpStream>, Full<Bytes>>;
+
+/// One HTTP/1.1 connection: its sender and the future that does its reads and writes,
+/// which whoever waits on it polls.
+struct Connection {
+    sender: http1::SendRequest<Full<Bytes>>,
+    /// `None` once the connection is over (closed or failed). `SyncWrapper` because a
+    /// body given to reqwest must be `Sync`; the driver is only ever used through `&mut`.
+    driver: Option<SyncWrapper<Driver>>,
+}
+
+impl Connection {
+    /// Polls the connection's reads and writes; false once it is over.
+    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(driver) = &mut self.driver else {
+            return false;
+        };
+        if Pin::new(driver.get_mut()).poll(cx).is_ready() {
+            self.driver = None;
+            return false;
+        }
+        true
     }
-    (message, timed_out)
+
+    /// Sends `request` and drives the connection until the answer's head arrives.
+    async fn send(
+        &mut self,
+        request: http::Request<Full<Bytes>>,
+    ) -> Result<
+        http::Response<Incoming>,
+        hyper::client::conn::TrySendError<http::Request<Full<Bytes>>>,
+    > {
+        let mut answer = std::pin::pin!(self.sender.try_send_request(request));
+        poll_fn(|cx| {
+            if let Poll::Ready(result) = answer.as_mut().poll(cx) {
+                return Poll::Ready(result);
+            }
+            // Writing the request or reading the answer may complete it at once.
+            self.drive(cx);
+            answer.as_mut().poll(cx)
+        })
+        .await
+    }
+
+    /// Drives an idle connection until it can take a request; `None` when it is over.
+    async fn ready(mut self) -> Option<Self> {
+        poll_fn(|cx| {
+            if !self.drive(cx) {
+                return Poll::Ready(false);
+            }
+            self.sender.poll_ready(cx).map(|ready| ready.is_ok())
+        })
+        .await
+        .then_some(self)
+    }
+}
+
+/// A back-end's idle connections, the most recently used last.
+#[derive(Default)]
+struct IdleConnections(Mutex<Vec<(Connection, Instant)>>);
+
+impl IdleConnections {
+    /// The most recently used idle connection that can take a request; closed and
+    /// expired ones found on the way are dropped.
+    async fn take_ready(&self) -> Option<Connection> {
+        loop {
+            let (connection, since) = self.lock().pop()?;
+            if since.elapsed() >= IDLE_TIMEOUT {
+                continue;
+            }
+            if let Some(ready) = connection.ready().await {
+                return Some(ready);
+            }
+        }
+    }
+
+    /// Keeps `connection` for the next request, unless the list is full.
+    fn give_back(&self, connection: Connection) {
+        let mut idle = self.lock();
+        let expired = idle
+            .iter()
+            .take_while(|(_, since)| since.elapsed() >= IDLE_TIMEOUT)
+            .count();
+        idle.drain(..expired);
+        if idle.len() < MAX_IDLE {
+            idle.push((connection, Instant::now()));
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Connection, Instant)>> {
+        // The list holds no invariant a panic could break.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The answer's body, which drives its connection while it is read and gives the
+/// connection back once it is read to the end (dropped before that, the connection is
+/// closed with it: a half-read answer leaves it unusable).
+struct DrivingBody {
+    body: Incoming,
+    connection: Option<Connection>,
+    idle: Arc<IdleConnections>,
+}
+
+impl DrivingBody {
+    fn give_back(&mut self) {
+        if let Some(connection) = self.connection.take()
+            && connection.driver.is_some()
+        {
+            self.idle.give_back(connection);
+        }
+    }
+}
+
+impl Body for DrivingBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let mut frame = Pin::new(&mut this.body).poll_frame(cx);
+        if frame.is_pending() {
+            // The first poll said the body wants data; reading it may deliver it at once.
+            if let Some(connection) = &mut this.connection {
+                connection.drive(cx);
+            }
+            frame = Pin::new(&mut this.body).poll_frame(cx);
+        }
+        match ready!(frame) {
+            None => {
+                this.give_back();
+                Poll::Ready(None)
+            }
+            Some(Ok(frame)) => {
+                if this.body.is_end_stream() {
+                    this.give_back();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(err)) => {
+                this.connection = None;
+                Poll::Ready(Some(Err(err)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
 
 #[cfg(test)]
@@ -181,8 +477,7 @@ mod tests {
             .post(HeaderMap::new(), Bytes::new())
             .await
             .unwrap_err();
-        let (message, timed_out) = describe(&err);
-        assert!(timed_out, "{message}");
+        assert!(err.is_connect_timeout(), "{err}");
     }
 
     #[tokio::test]
@@ -197,8 +492,229 @@ mod tests {
             .post(HeaderMap::new(), Bytes::new())
             .await
             .unwrap_err();
-        let (message, timed_out) = describe(&err);
-        assert!(message.contains("refused"), "{message}");
-        assert!(!timed_out);
+        assert!(err.to_string().contains("refused"), "{err}");
+        assert!(!err.is_connect_timeout());
+    }
+
+    /// How the hand-written provider below treats each connection.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Provider {
+        /// Answers every request and keeps the connection.
+        KeepAlive,
+        /// Answers one request, then closes (an idle timeout shorter than llmux's).
+        ClosesAfterOne,
+        /// Answers one request with `connection: close`.
+        SaysClose,
+        /// Reads the request and closes without answering.
+        HangsUp,
+        /// Answers with a chunked body of 40 chunks, 2 ms apart.
+        Streams,
+    }
+
+    /// An HTTP/1.1 provider on loopback, written by hand so that it can close connections
+    /// when a test needs it; counts the connections it accepted.
+    async fn provider(behaviour: Provider) -> (reqwest::Url, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = reqwest::Url::parse(&format!(
+            "http://{}/v1/chat/completions",
+            listener.local_addr().unwrap()
+        ))
+        .unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buffer = Vec::new();
+                    let mut answered = 0;
+                    loop {
+                        // One request: its head, then as many bytes as it says.
+                        let head_end = loop {
+                            if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                                break end + 4;
+                            }
+                            let mut chunk = [0u8; 4096];
+                            match socket.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                            }
+                        };
+                        let head = String::from_utf8_lossy(&buffer[..head_end]).to_lowercase();
+                        let length: usize = head
+                            .lines()
+                            .find_map(|line| line.strip_prefix("content-length:"))
+                            .map_or(0, |value| value.trim().parse().unwrap());
+                        while buffer.len() < head_end + length {
+                            let mut chunk = [0u8; 4096];
+                            match socket.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        buffer.drain(..head_end + length);
+                        answered += 1;
+                        match behaviour {
+                            Provider::HangsUp => return,
+                            Provider::Streams => {
+                                let head = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+                                if socket.write_all(head.as_bytes()).await.is_err() {
+                                    return;
+                                }
+                                for i in 0..40 {
+                                    let data = format!("data: {i}\n\n");
+                                    let chunk = format!("{:x}\r\n{data}\r\n", data.len());
+                                    if socket.write_all(chunk.as_bytes()).await.is_err() {
+                                        return;
+                                    }
+                                    tokio::time::sleep(Duration::from_millis(2)).await;
+                                }
+                                if socket.write_all(b"0\r\n\r\n").await.is_err() {
+                                    return;
+                                }
+                            }
+                            _ => {
+                                let body = format!("{{\"answer\":{answered}}}");
+                                let close = if behaviour == Provider::SaysClose {
+                                    "connection: close\r\n"
+                                } else {
+                                    ""
+                                };
+                                let answer = format!(
+                                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n{close}content-length: {}\r\n\r\n{body}",
+                                    body.len()
+                                );
+                                if socket.write_all(answer.as_bytes()).await.is_err() {
+                                    return;
+                                }
+                                if behaviour != Provider::KeepAlive {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (url, accepted)
+    }
+
+    fn client(url: &reqwest::Url) -> PlainHttp {
+        PlainHttp::for_url(url, None, Duration::from_secs(2), |_| None).unwrap()
+    }
+
+    async fn post_text(client: &PlainHttp) -> String {
+        let response = client
+            .post(HeaderMap::new(), Bytes::from_static(b"{\"model\":\"m\"}"))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
+    }
+
+    fn count(accepted: &std::sync::atomic::AtomicUsize) -> usize {
+        accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn answers_read_to_the_end_leave_their_connection_for_the_next_request() {
+        let (url, accepted) = provider(Provider::KeepAlive).await;
+        let client = client(&url);
+        for n in 1..=3 {
+            assert_eq!(post_text(&client).await, format!("{{\"answer\":{n}}}"));
+        }
+        assert_eq!(count(&accepted), 1);
+        // Two at once need two connections; both are kept and used again.
+        let (a, b) = tokio::join!(post_text(&client), post_text(&client));
+        assert!(a.starts_with("{\"answer\":") && b.starts_with("{\"answer\":"));
+        assert_eq!(count(&accepted), 2);
+        let (a, b) = tokio::join!(post_text(&client), post_text(&client));
+        assert_ne!(a, b);
+        assert_eq!(count(&accepted), 2);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_provider_closed_while_idle_is_replaced() {
+        let (url, accepted) = provider(Provider::ClosesAfterOne).await;
+        let client = client(&url);
+        for _ in 0..3 {
+            assert_eq!(post_text(&client).await, "{\"answer\":1}");
+            // Let the provider's close arrive while the connection is idle.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(count(&accepted), 3);
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_says_close_ends_its_connection() {
+        let (url, accepted) = provider(Provider::SaysClose).await;
+        let client = client(&url);
+        for _ in 0..3 {
+            assert_eq!(post_text(&client).await, "{\"answer\":1}");
+        }
+        assert_eq!(count(&accepted), 3);
+    }
+
+    #[tokio::test]
+    async fn a_provider_that_hangs_up_without_answering_is_an_error() {
+        let (url, _) = provider(Provider::HangsUp).await;
+        let client = client(&url);
+        let err = tokio::time::timeout(
+            Duration::from_secs(5),
+            client.post(HeaderMap::new(), Bytes::from_static(b"{}")),
+        )
+        .await
+        .expect("the send ended")
+        .unwrap_err();
+        assert!(!err.is_connect_timeout());
+        assert!(err.to_string().contains("closed"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_stream_is_read_frame_by_frame_and_its_connection_kept() {
+        use futures::StreamExt;
+        let (url, accepted) = provider(Provider::Streams).await;
+        let client = client(&url);
+        for _ in 0..2 {
+            let response = client
+                .post(HeaderMap::new(), Bytes::from_static(b"{}"))
+                .await
+                .unwrap();
+            let mut text = String::new();
+            let mut chunks = 0;
+            let mut stream = response.bytes_stream();
+            while let Some(chunk) = stream.next().await {
+                text.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+                chunks += 1;
+            }
+            let expected: String = (0..40).map(|i| format!("data: {i}\n\n")).collect();
+            assert_eq!(text, expected);
+            // Frames arrive as the provider sends them, not gathered at the end.
+            assert!(chunks >= 20, "{chunks} chunks");
+        }
+        assert_eq!(count(&accepted), 1);
+    }
+
+    #[tokio::test]
+    async fn an_answer_dropped_half_read_closes_its_connection() {
+        use futures::StreamExt;
+        let (url, accepted) = provider(Provider::Streams).await;
+        let client = client(&url);
+        let response = client
+            .post(HeaderMap::new(), Bytes::from_static(b"{}"))
+            .await
+            .unwrap();
+        let mut stream = response.bytes_stream();
+        assert!(stream.next().await.unwrap().is_ok());
+        drop(stream);
+        // The next request cannot share the half-read connection.
+        let response = client
+            .post(HeaderMap::new(), Bytes::from_static(b"{}"))
+            .await
+            .unwrap();
+        assert_eq!(response.text().await.unwrap().matches("data:").count(), 40);
+        assert_eq!(count(&accepted), 2);
     }
 }
