@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod process;
 mod quiet_timer;
+pub mod rewake;
 pub mod router;
 
 pub use config::Config;

@@ -334,10 +334,10 @@ async fn accept_loop(
         // client's delayed ACK: about 40 ms per frame.
         let _ = tcp.set_nodelay(true);
         let conn = serve_connection(tcp, remote, app.clone(), shared.clone(), stop.clone());
-        connections.spawn(async move {
+        connections.spawn(crate::rewake::repoll_on_self_wake(async move {
             let _slot = slot;
             conn.await;
-        });
+        }));
     }
     drop(listener);
     while connections.join_next().await.is_some() {}

@@ -273,14 +273,19 @@ impl Connection {
         http::Response<Incoming>,
         hyper::client::conn::TrySendError<http::Request<Full<Bytes>>>,
     > {
+        // Queuing the request wakes whichever task drove this connection last; make that
+        // no task, since this one drives it from here on.
+        quietly(|quiet| self.drive(quiet));
         let mut answer = std::pin::pin!(self.sender.try_send_request(request));
         poll_fn(|cx| {
-            if let Poll::Ready(result) = answer.as_mut().poll(cx) {
-                return Poll::Ready(result);
+            // Only the driver fulfils the answer, so the answer is looked at after each
+            // drive without a waker of its own (see [`quietly`]).
+            let live = self.drive(cx);
+            if live {
+                quietly(|quiet| answer.as_mut().poll(quiet))
+            } else {
+                answer.as_mut().poll(cx)
             }
-            // Writing the request or reading the answer may complete it at once.
-            self.drive(cx);
-            answer.as_mut().poll(cx)
         })
         .await
     }
@@ -291,11 +296,19 @@ impl Connection {
             if !self.drive(cx) {
                 return Poll::Ready(false);
             }
-            self.sender.poll_ready(cx).map(|ready| ready.is_ok())
+            quietly(|quiet| self.sender.poll_ready(quiet)).map(|ready| ready.is_ok())
         })
         .await
         .then_some(self)
     }
+}
+
+/// Runs `poll` with a context whose waker does nothing. The answer, its body and the
+/// sender's readiness are all made ready by the connection's driver alone, which the same
+/// task polls just before looking at them, so their own wakes would only be the task
+/// waking itself (see `crate::rewake`).
+fn quietly<T>(poll: impl FnOnce(&mut Context<'_>) -> T) -> T {
+    poll(&mut Context::from_waker(std::task::Waker::noop()))
 }
 
 /// A back-end's idle connections, the most recently used last.
@@ -366,13 +379,19 @@ impl Body for DrivingBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
-        let mut frame = Pin::new(&mut this.body).poll_frame(cx);
+        // The driver alone fills the body, so the body is looked at without a waker of
+        // its own while the connection lives (see [`quietly`]).
+        let mut frame = quietly(|quiet| Pin::new(&mut this.body).poll_frame(quiet));
         if frame.is_pending() {
-            // The first poll said the body wants data; reading it may deliver it at once.
-            if let Some(connection) = &mut this.connection {
-                connection.drive(cx);
-            }
-            frame = Pin::new(&mut this.body).poll_frame(cx);
+            let live = this
+                .connection
+                .as_mut()
+                .is_some_and(|connection| connection.drive(cx));
+            frame = if live {
+                quietly(|quiet| Pin::new(&mut this.body).poll_frame(quiet))
+            } else {
+                Pin::new(&mut this.body).poll_frame(cx)
+            };
         }
         match ready!(frame) {
             None => {

@@ -100,8 +100,15 @@ pub fn stream_response(events: EventStream, encoder: impl StreamEncoder) -> Resp
                 break;
             }
             if !frames.is_empty() {
+                let first = batch == 0;
                 batch = MAX_BATCH;
                 yield Ok(concat(&mut frames));
+                if first {
+                    // hyper writes a body out only when it has nothing more ready, and the
+                    // provider's connection is read in this same task: without a pause, a
+                    // burst already received would go out whole, first token included.
+                    PauseOnce::default().await;
+                }
             }
         }
         encoder.finish(&mut frames);
@@ -117,6 +124,26 @@ pub fn stream_response(events: EventStream, encoder: impl StreamEncoder) -> Resp
         Body::from_stream(body),
     )
         .into_response()
+}
+
+/// Pending once, asking to be polled again at once: lets the server write out what it has.
+#[derive(Default)]
+struct PauseOnce(bool);
+
+impl std::future::Future for PauseOnce {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
 }
 
 /// The events of a non-streaming answer, as the client gets them; the error of an error
@@ -342,5 +369,31 @@ mod tests {
         assert_eq!(body_of(&[0, 14, 14, 14]).await, "<0><1><2><3>end");
         // 31 s of silence: two pings, then the event.
         assert_eq!(body_of(&[0, 31]).await, "<0>pingping<1>end");
+    }
+
+    #[tokio::test]
+    async fn the_first_frame_goes_out_before_a_burst_that_is_already_waiting() {
+        use std::task::{Context, Poll, Wake, Waker};
+        struct Count(std::sync::atomic::AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let events = futures::stream::iter((0..5).map(|i| Event::TextDelta(format!("<{i}>"))));
+        let mut body = stream_response(Box::pin(events), Frames).into_body();
+        let count = Arc::new(Count(std::sync::atomic::AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut poll = || match std::pin::Pin::new(&mut body).poll_frame(&mut cx) {
+            Poll::Ready(Some(Ok(frame))) => Some(frame.into_data().unwrap()),
+            Poll::Ready(other) => panic!("unexpected {:?}", other.map(|r| r.is_ok())),
+            Poll::Pending => None,
+        };
+        assert_eq!(poll().as_deref(), Some(&b"<0>"[..]));
+        // Everything else is ready, yet the body pauses once so the server writes <0>.
+        assert_eq!(poll(), None);
+        assert_eq!(count.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(poll().as_deref(), Some(&b"<1><2><3><4>end"[..]));
     }
 }
