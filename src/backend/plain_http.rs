@@ -381,6 +381,11 @@ impl Body for DrivingBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
+        if this.connection.is_none() && this.body.is_end_stream() {
+            // Given back at its last byte: nothing more can come, and nobody drives the
+            // connection for this body any more.
+            return Poll::Ready(None);
+        }
         // The driver alone fills the body, so the body is looked at without a waker of
         // its own while the connection lives (see [`quietly`]).
         let mut frame = quietly(|quiet| Pin::new(&mut this.body).poll_frame(quiet));
