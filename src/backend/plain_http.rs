@@ -33,11 +33,11 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 use reqwest::ResponseBuilderExt;
 use reqwest::header::{HOST, HeaderMap, HeaderValue, USER_AGENT};
 use sync_wrapper::SyncWrapper;
-use tokio::net::TcpStream;
 
 /// The environment variables through which reqwest applies a proxy to `http://` URLs.
 const HTTP_PROXY_VARS: [&str; 4] = ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"];
@@ -50,14 +50,18 @@ const MAX_IDLE: usize = 256;
 
 /// The plain-HTTP client of one back-end, for its one generation URL.
 pub struct PlainHttp {
-    /// The host as written in the URL (a name is resolved at each new connection).
-    host: String,
-    port: u16,
+    /// `http://host:port/`, what the connector connects to (a name is resolved at each
+    /// new connection).
+    origin: http::Uri,
+    /// The same as `host:port`, for errors.
+    target: String,
+    /// hyper-util's connector: resolution, the IPv6/IPv4 fallback race, the connect
+    /// timeout shared among the addresses, TCP_NODELAY.
+    connector: HttpConnector,
     /// The request target in origin form (`/v1/chat/completions?...`).
     path: http::Uri,
     /// The `Host` header: the URL's host, and its port unless it is 80.
     host_header: HeaderValue,
-    connect_timeout: Duration,
     idle: Arc<IdleConnections>,
     /// The same URL as reqwest reads it, for the `reqwest::Response` given back.
     url: reqwest::Url,
@@ -66,12 +70,10 @@ pub struct PlainHttp {
 /// Why a send failed.
 #[derive(Debug)]
 pub enum SendError {
-    /// No connection was made within the back-end's connect timeout.
-    ConnectTimeout { target: String },
-    /// Resolving or connecting failed.
+    /// Resolving or connecting failed, or timed out.
     Connect {
         target: String,
-        source: std::io::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The connection failed while sending or before the answer's head arrived.
     Http(hyper::Error),
@@ -80,26 +82,44 @@ pub enum SendError {
 impl fmt::Display for SendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::ConnectTimeout { target } => write!(f, "connecting to {target} timed out"),
-            Self::Connect { target, source } => write!(f, "connecting to {target}: {source}"),
-            Self::Http(err) => {
-                write!(f, "{err}")?;
-                let mut source = std::error::Error::source(err);
-                while let Some(inner) = source {
-                    write!(f, ": {inner}")?;
-                    source = inner.source();
-                }
-                Ok(())
+            Self::Connect { target, source } => {
+                write!(f, "connecting to {target}: ")?;
+                write_chain(f, source.as_ref())
             }
+            Self::Http(err) => write_chain(f, err),
         }
     }
+}
+
+/// An error and its causes, `: `-separated.
+fn write_chain(f: &mut fmt::Formatter<'_>, err: &dyn std::error::Error) -> fmt::Result {
+    write!(f, "{err}")?;
+    let mut source = err.source();
+    while let Some(inner) = source {
+        write!(f, ": {inner}")?;
+        source = inner.source();
+    }
+    Ok(())
 }
 
 impl SendError {
     /// Whether connecting timed out (the back-end's connect timeout, as opposed to an
     /// unreachable one).
     pub fn is_connect_timeout(&self) -> bool {
-        matches!(self, Self::ConnectTimeout { .. })
+        let Self::Connect { source, .. } = self else {
+            return false;
+        };
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
+        while let Some(err) = cause {
+            if err
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+            {
+                return true;
+            }
+            cause = err.source();
+        }
+        false
     }
 }
 
@@ -122,6 +142,10 @@ impl PlainHttp {
         }
         let host = url.host_str()?.to_owned();
         let port = url.port_or_known_default()?;
+        let target = format!("{host}:{port}");
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(connect_timeout));
         let path = match url.query() {
             Some(query) => format!("{}?{query}", url.path()),
             None => url.path().to_owned(),
@@ -132,15 +156,11 @@ impl PlainHttp {
             None => host.clone(),
         };
         Some(Self {
-            // A bracketed IPv6 literal resolves without its brackets.
-            host: host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_owned(),
-            port,
+            origin: format!("http://{target}/").parse().ok()?,
+            target,
+            connector,
             path: path.parse().ok()?,
             host_header: HeaderValue::from_str(&host_header).ok()?,
-            connect_timeout,
             idle: Arc::default(),
             url: url.clone(),
         })
@@ -157,12 +177,15 @@ impl PlainHttp {
         headers
             .entry(USER_AGENT)
             .or_insert(HeaderValue::from_static(super::http::USER_AGENT_VALUE));
-        headers.insert(HOST, self.host_header.clone());
+        // A `Host` among the back-end's own headers wins, as it did on reqwest.
+        headers
+            .entry(HOST)
+            .or_insert_with(|| self.host_header.clone());
         let mut request = http::Request::new(Full::new(body));
         *request.method_mut() = http::Method::POST;
         *request.uri_mut() = self.path.clone();
         *request.headers_mut() = headers;
-        let (mut connection, reused) = match self.idle.take_ready().await {
+        let (mut connection, reused) = match self.idle.take_ready() {
             Some(connection) => (connection, true),
             None => (self.connect().await?, false),
         };
@@ -182,33 +205,15 @@ impl PlainHttp {
         Ok(self.answer(response, connection))
     }
 
-    /// A new connection to the back-end: each address the host resolves to in turn, all
-    /// within the connect timeout.
+    /// A new connection to the back-end.
     async fn connect(&self) -> Result<Box<Connection>, SendError> {
-        let target = format!("{}:{}", self.host, self.port);
-        let connecting = async {
-            let addresses = tokio::net::lookup_host((self.host.as_str(), self.port)).await?;
-            let mut last_error = None;
-            for address in addresses {
-                match TcpStream::connect(address).await {
-                    Ok(stream) => return Ok(stream),
-                    Err(err) => last_error = Some(err),
-                }
-            }
-            Err(last_error.unwrap_or_else(|| {
-                std::io::Error::new(std::io::ErrorKind::NotFound, "the host has no address")
-            }))
-        };
-        let stream = match tokio::time::timeout(self.connect_timeout, connecting).await {
-            Err(_) => return Err(SendError::ConnectTimeout { target }),
-            Ok(Err(source)) => return Err(SendError::Connect { target, source }),
-            Ok(Ok(stream)) => stream,
-        };
-        // Requests and answers are small writes that should leave at once.
-        let _ = stream.set_nodelay(true);
-        let (sender, driver) = http1::handshake(TokioIo::new(stream))
+        let stream = tower::ServiceExt::oneshot(self.connector.clone(), self.origin.clone())
             .await
-            .map_err(SendError::Http)?;
+            .map_err(|source| SendError::Connect {
+                target: self.target.clone(),
+                source: source.into(),
+            })?;
+        let (sender, driver) = http1::handshake(stream).await.map_err(SendError::Http)?;
         Ok(Box::new(Connection {
             sender,
             driver: Some(SyncWrapper::new(driver)),
@@ -241,7 +246,7 @@ impl PlainHttp {
     }
 }
 
-type Driver = http1::Connection<TokioIo<TcpStream>, Full<Bytes>>;
+type Driver = http1::Connection<TokioIo<tokio::net::TcpStream>, Full<Bytes>>;
 
 /// One HTTP/1.1 connection: its sender and the future that does its reads and writes,
 /// which whoever waits on it polls. Kept boxed: hyper's connection state is large, and
@@ -280,28 +285,23 @@ impl Connection {
         quietly(|quiet| self.drive(quiet));
         let mut answer = std::pin::pin!(self.sender.try_send_request(request));
         poll_fn(|cx| {
-            // Only the driver fulfils the answer, so the answer is looked at after each
-            // drive without a waker of its own (see [`quietly`]).
-            let live = self.drive(cx);
-            if live {
-                quietly(|quiet| answer.as_mut().poll(quiet))
-            } else {
-                answer.as_mut().poll(cx)
-            }
+            // The answer gets the real waker although only the driver fulfils it: it is a
+            // tokio channel, which spends the task's cooperative budget and, when that is
+            // used up, asks to be polled again through the waker it is given. The wake it
+            // may cause from inside this poll is absorbed by `crate::rewake`.
+            self.drive(cx);
+            answer.as_mut().poll(cx)
         })
         .await
     }
 
-    /// Drives an idle connection until it can take a request; `None` when it is over.
-    async fn ready(mut self: Box<Self>) -> Option<Box<Self>> {
-        poll_fn(|cx| {
-            if !self.drive(cx) {
-                return Poll::Ready(false);
-            }
-            quietly(|quiet| self.sender.poll_ready(quiet)).map(|ready| ready.is_ok())
-        })
-        .await
-        .then_some(self)
+    /// Whether an idle connection can take a request now. One look, no waiting: a
+    /// connection given back healthy is ready at once, and one that is not (closed, or
+    /// still writing a request the provider does not read) is not worth waiting for.
+    /// The send that follows drives it with the task's real waker.
+    fn ready_now(&mut self) -> bool {
+        quietly(|quiet| self.drive(quiet) && self.sender.poll_ready(quiet).is_ready())
+            && self.sender.is_ready()
     }
 }
 
@@ -318,16 +318,13 @@ fn quietly<T>(poll: impl FnOnce(&mut Context<'_>) -> T) -> T {
 struct IdleConnections(Mutex<Vec<(Box<Connection>, Instant)>>);
 
 impl IdleConnections {
-    /// The most recently used idle connection that can take a request; closed and
-    /// expired ones found on the way are dropped.
-    async fn take_ready(&self) -> Option<Box<Connection>> {
+    /// The most recently used idle connection that can take a request; closed, expired
+    /// and busy ones found on the way are dropped.
+    fn take_ready(&self) -> Option<Box<Connection>> {
         loop {
-            let (connection, since) = self.lock().pop()?;
-            if since.elapsed() >= IDLE_TIMEOUT {
-                continue;
-            }
-            if let Some(ready) = connection.ready().await {
-                return Some(ready);
+            let (mut connection, since) = self.lock().pop()?;
+            if since.elapsed() < IDLE_TIMEOUT && connection.ready_now() {
+                return Some(connection);
             }
         }
     }
