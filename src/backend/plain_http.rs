@@ -532,6 +532,8 @@ mod tests {
         HangsUp,
         /// Answers with a chunked body of 40 chunks, 2 ms apart.
         Streams,
+        /// Answers with the request's `Host` header.
+        EchoesHost,
     }
 
     /// An HTTP/1.1 provider on loopback, written by hand so that it can close connections
@@ -599,7 +601,15 @@ mod tests {
                                 }
                             }
                             _ => {
-                                let body = format!("{{\"answer\":{answered}}}");
+                                let body = if behaviour == Provider::EchoesHost {
+                                    head.lines()
+                                        .find_map(|line| line.strip_prefix("host:"))
+                                        .unwrap_or("")
+                                        .trim()
+                                        .to_owned()
+                                } else {
+                                    format!("{{\"answer\":{answered}}}")
+                                };
                                 let close = if behaviour == Provider::SaysClose {
                                     "connection: close\r\n"
                                 } else {
@@ -739,5 +749,20 @@ mod tests {
             .unwrap();
         assert_eq!(response.text().await.unwrap().matches("data:").count(), 40);
         assert_eq!(count(&accepted), 2);
+    }
+
+    #[tokio::test]
+    async fn host_is_the_urls_unless_the_back_end_sets_one() {
+        let (url, _) = provider(Provider::EchoesHost).await;
+        let client = client(&url);
+        let port = url.port().unwrap();
+        assert_eq!(post_text(&client).await, format!("127.0.0.1:{port}"));
+        let mut headers = HeaderMap::new();
+        headers.insert(HOST, HeaderValue::from_static("models.internal"));
+        let response = client
+            .post(headers, Bytes::from_static(b"{}"))
+            .await
+            .unwrap();
+        assert_eq!(response.text().await.unwrap(), "models.internal");
     }
 }
