@@ -18,9 +18,9 @@ use std::task::{Context, Poll, Wake, Waker};
 
 use futures::task::AtomicWaker;
 
-/// How many times one poll is repeated for wakes from inside it; past that the wake goes to
-/// the scheduler, so a future that yields on purpose (a cooperative budget, hyper's fairness
-/// yield) still lets other tasks run.
+/// How many times the inner future is polled, at most, within one poll of the task while
+/// it keeps waking itself; past that the wake goes to the scheduler, so a future that yields
+/// on purpose (a cooperative budget, hyper's fairness yield) still lets other tasks run.
 const REPEATS: usize = 4;
 
 const IDLE: u8 = 0;

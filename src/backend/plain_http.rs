@@ -53,8 +53,6 @@ pub struct PlainHttp {
     /// `http://host:port/`, what the connector connects to (a name is resolved at each
     /// new connection).
     origin: http::Uri,
-    /// The same as `host:port`, for errors.
-    target: String,
     /// hyper-util's connector: resolution, the IPv6/IPv4 fallback race, the connect
     /// timeout shared among the addresses, TCP_NODELAY.
     connector: HttpConnector,
@@ -142,7 +140,6 @@ impl PlainHttp {
         }
         let host = url.host_str()?.to_owned();
         let port = url.port_or_known_default()?;
-        let target = format!("{host}:{port}");
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(connect_timeout));
@@ -156,8 +153,7 @@ impl PlainHttp {
             None => host.clone(),
         };
         Some(Self {
-            origin: format!("http://{target}/").parse().ok()?,
-            target,
+            origin: format!("http://{host}:{port}/").parse().ok()?,
             connector,
             path: path.parse().ok()?,
             host_header: HeaderValue::from_str(&host_header).ok()?,
@@ -210,7 +206,11 @@ impl PlainHttp {
         let stream = tower::ServiceExt::oneshot(self.connector.clone(), self.origin.clone())
             .await
             .map_err(|source| SendError::Connect {
-                target: self.target.clone(),
+                target: self
+                    .origin
+                    .authority()
+                    .map_or("", |a| a.as_str())
+                    .to_owned(),
                 source: source.into(),
             })?;
         let (sender, driver) = http1::handshake(stream).await.map_err(SendError::Http)?;
@@ -300,15 +300,17 @@ impl Connection {
     /// still writing a request the provider does not read) is not worth waiting for.
     /// The send that follows drives it with the task's real waker.
     fn ready_now(&mut self) -> bool {
-        quietly(|quiet| self.drive(quiet) && self.sender.poll_ready(quiet).is_ready())
-            && self.sender.is_ready()
+        quietly(|quiet| {
+            self.drive(quiet) && matches!(self.sender.poll_ready(quiet), Poll::Ready(Ok(())))
+        })
     }
 }
 
-/// Runs `poll` with a context whose waker does nothing. The answer, its body and the
-/// sender's readiness are all made ready by the connection's driver alone, which the same
-/// task polls just before looking at them, so their own wakes would only be the task
-/// waking itself (see `crate::rewake`).
+/// Runs `poll` with a context whose waker does nothing. The answer's body and the sender's
+/// readiness are made ready by the connection's driver alone, through hyper's own channels
+/// (which spend no cooperative budget), and the same task polls the driver just before
+/// looking at them, so their own wakes would only be the task waking itself (see
+/// `crate::rewake`).
 fn quietly<T>(poll: impl FnOnce(&mut Context<'_>) -> T) -> T {
     poll(&mut Context::from_waker(std::task::Waker::noop()))
 }
