@@ -12,6 +12,10 @@
 #   BASE_TOML=...   appended to the base run's config instead (with BASE_BIN unset, the base
 #                   run is the same binary: one config against another)
 #   LOADGEN_ARGS=.. more `loadgen run` arguments (e.g. --tools)
+#   SETTLE=0        seconds to wait after the warm-up and after the counted requests before the
+#                   counters are zeroed and dumped: with a [capture] db in EXTRA_TOML, SETTLE=4
+#                   puts the store writer's work for exactly the counted rows in the count (it
+#                   writes within 1 s and indexes after 1 s without requests)
 # Needs valgrind and strace (scripts/setup installs valgrind). Callgrind output files stay in
 # bench/results/callgrind/ for `callgrind_annotate` (self cost by function: --inclusive=no).
 set -euo pipefail
@@ -53,8 +57,10 @@ count() {
     bench_pids+=("$pid")
     wait_ready "$port" 60
     load "http://127.0.0.1:$port/v1" 300
+    sleep "${SETTLE:-0}"
     callgrind_control -z "$pid" >/dev/null 2>&1
     load "http://127.0.0.1:$port/v1" "$N"
+    sleep "${SETTLE:-0}"
     callgrind_control -d "$pid" >/dev/null 2>&1
     stop_pid "$pid"
     file="$(ls -t "$out/$name.$KIND.cg".* | head -1)"

@@ -807,6 +807,14 @@ const COMPRESS_FROM: usize = 512;
 /// The first bytes of a body frame written since schema 8: LZ4, then the frame's length
 /// (u32, little-endian) and the LZ4 block. Frames without it are zstd frames (schema 7).
 const LZ4_TAG: &[u8; 4] = b"lz4\0";
+/// The first bytes of a frame stored as it is, not compressed (schema 9): LZ4 did not pay
+/// for its bodies (`Packer`). Its repeated bodies are still stored once.
+const RAW_TAG: &[u8; 4] = b"raw\0";
+/// LZ4 must shrink a frame by at least this share (a quarter) for it to be stored
+/// compressed; when it does not, the next frames of about its size are stored without even
+/// trying, `LZ4_RETRY_AFTER` of them.
+const LZ4_MIN_SAVING: usize = 4;
+const LZ4_RETRY_AFTER: u8 = 15;
 /// In a frame, a body's length at or above this says the body is the same as an earlier one
 /// (its index in the low bits), stored once: the client gets the provider's own answer
 /// bytes when nothing changed them (`VerbatimSlot`). No body is this long (`BODY_LIMIT`).
@@ -824,18 +832,28 @@ const FRAME_LIMIT: usize = 64 << 20;
 /// bytes, zstd level 1 12.5 µs and 1,300 bytes, level -1 8.1 µs and 1,811 bytes. The
 /// writer went from 39.5 to 28.9 µs a row with the search index change of schema 8; rows
 /// grew from 2.6 to 3.0 KB (streams: 4.5 to 6.0 KB).
+///
+/// Compressed only where it pays. The bench's request, 1.8 KB of English prose, with its
+/// 0.4 KB answer: LZ4 took 4.0 µs to shrink their 2.2 KB frame by 19 % (41k of the writer's
+/// 132k instructions a row, bench/callgrind.sh), while JSON with code and repeated turns, an
+/// agent's usual request, shrinks by half or more. A frame that LZ4 shrinks by less than
+/// a quarter is stored as it is, and so are the next 15 of about its size (the same power
+/// of two), without trying; the 16th tries again.
 #[derive(Default)]
 struct Packer {
     framed: Vec<u8>,
     packed: Vec<u8>,
+    /// Per size class (a frame's length in bits): frames left to store without trying LZ4.
+    skip_lz4: [u8; 32],
 }
 
 impl Packer {
     /// A row's four bodies (client request, provider request, provider response, client
-    /// response) as one compressed frame of each body's length (u32, little-endian) and
-    /// bytes, or `None` when together they are short or do not shrink (they are then stored
-    /// as TEXT). One frame rather than one per body: the provider's request repeats most of
-    /// the client's, which one frame stores as matches.
+    /// response) as one frame of each body's length (u32, little-endian) and bytes, a body
+    /// the same as an earlier one stored once, compressed when that pays; or `None` when
+    /// together they are short or the frame is no smaller than they are (they are then
+    /// stored as TEXT). One frame rather than one per body: the provider's request repeats
+    /// most of the client's, which one frame stores as matches.
     fn pack_bodies(&mut self, bodies: [&str; 4]) -> Option<&[u8]> {
         let total: usize = bodies.iter().map(|b| b.len()).sum();
         if total < COMPRESS_FROM {
@@ -855,6 +873,30 @@ impl Packer {
             self.framed.extend_from_slice(&len.to_le_bytes());
             self.framed.extend_from_slice(body.as_bytes());
         }
+        let class = ((usize::BITS - self.framed.len().leading_zeros()) as usize).min(31);
+        let compressed = match self.skip_lz4[class].checked_sub(1) {
+            Some(left) => {
+                self.skip_lz4[class] = left;
+                false
+            }
+            None => {
+                let paid = self.compress_framed()?;
+                if !paid {
+                    self.skip_lz4[class] = LZ4_RETRY_AFTER;
+                }
+                paid
+            }
+        };
+        if !compressed {
+            self.packed.clear();
+            self.packed.extend_from_slice(RAW_TAG);
+            self.packed.extend_from_slice(&self.framed);
+        }
+        (self.packed.len() < total).then_some(&self.packed)
+    }
+
+    /// Compresses the frame into `packed`; false when that saved less than a quarter.
+    fn compress_framed(&mut self) -> Option<bool> {
         let framed_len = u32::try_from(self.framed.len()).ok()?;
         let header = LZ4_TAG.len() + 4;
         self.packed.clear();
@@ -867,12 +909,17 @@ impl Packer {
         let written =
             lz4_flex::block::compress_into(&self.framed, &mut self.packed[header..]).ok()?;
         self.packed.truncate(header + written);
-        (self.packed.len() < total).then_some(&self.packed)
+        let saved = self.framed.len().saturating_sub(self.packed.len());
+        Some(saved >= self.framed.len() / LZ4_MIN_SAVING)
     }
 }
 
-/// The bytes a body frame holds: an LZ4 frame (schema 8) or a zstd frame (schema 7).
+/// The bytes a body frame holds: a raw frame (schema 9), an LZ4 frame (schema 8) or a zstd
+/// frame (schema 7).
 fn unpack_frame(frame: &[u8]) -> Result<Vec<u8>, String> {
+    if let Some(framed) = frame.strip_prefix(RAW_TAG) {
+        return Ok(framed.to_vec());
+    }
     let Some(rest) = frame.strip_prefix(LZ4_TAG) else {
         return zstd::stream::decode_all(frame).map_err(|e| e.to_string());
     };
@@ -1157,18 +1204,30 @@ fn write_rows(
 
 /// Masks keys and key-shaped text in every text field of a row.
 fn redact_row(redactor: &Redactor, row: &mut RequestRow) {
+    // The provider's request is often the client's byte for byte, and the client's answer
+    // the provider's: each is masked once and copied (a fifth of a row's masking work).
+    let same_request = row.upstream_request == row.client_request;
+    let same_response = row.client_response == row.upstream_response;
     for field in [
         &mut row.client_headers,
         &mut row.upstream_headers,
         &mut row.client_request,
-        &mut row.upstream_request,
         &mut row.upstream_response,
-        &mut row.client_response,
         &mut row.prompt_text,
         &mut row.response_text,
         &mut row.error,
     ] {
         redactor.redact_in_place(field);
+    }
+    if same_request {
+        row.upstream_request.clone_from(&row.client_request);
+    } else {
+        redactor.redact_in_place(&mut row.upstream_request);
+    }
+    if same_response {
+        row.client_response.clone_from(&row.upstream_response);
+    } else {
+        redactor.redact_in_place(&mut row.client_response);
     }
     for call in &mut row.tool_calls {
         redactor.redact_in_place(&mut call.arguments);
@@ -1260,10 +1319,17 @@ fn commit(connection: &mut Connection, batch: &mut Vec<RequestRow>, packer: &mut
 
 /// Collects one request's row while it runs; inserted into the store when it ends.
 pub struct Recorder {
-    row: Mutex<RequestRow>,
-    /// When the first provider request went out and the provider's last byte came in.
-    upstream: Mutex<(Option<Instant>, Option<Instant>)>,
+    row: Mutex<Recording>,
     store: Arc<Store>,
+}
+
+/// A row being collected, and when the first provider request went out and the provider's
+/// last byte came in. One lock for both: a stream frame takes it once.
+#[derive(Default)]
+struct Recording {
+    row: RequestRow,
+    sent: Option<Instant>,
+    last: Option<Instant>,
 }
 
 /// Headers whose values are credentials, masked whole whatever they hold.
@@ -1348,16 +1414,19 @@ fn clipped(text: &str) -> String {
 impl Recorder {
     pub fn new(store: Arc<Store>) -> Self {
         Self {
-            row: Mutex::new(RequestRow::default()),
-            upstream: Mutex::new((None, None)),
+            row: Mutex::new(Recording::default()),
             store,
         }
     }
 
     /// Changes the row.
     pub fn update(&self, change: impl FnOnce(&mut RequestRow)) {
-        if let Ok(mut row) = self.row.lock() {
-            change(&mut row);
+        self.record(|recording| change(&mut recording.row));
+    }
+
+    fn record(&self, change: impl FnOnce(&mut Recording)) {
+        if let Ok(mut recording) = self.row.lock() {
+            change(&mut recording);
         }
     }
 
@@ -1372,13 +1441,12 @@ impl Recorder {
 
     pub fn upstream_request(&self, body: &[u8]) {
         let text = body_text(body);
-        self.update(|row| row.upstream_request = text);
-        if let Ok(mut upstream) = self.upstream.lock() {
-            upstream.0.get_or_insert_with(Instant::now);
-        }
+        self.record(|recording| {
+            recording.row.upstream_request = text;
+            recording.sent.get_or_insert_with(Instant::now);
+        });
     }
 
-    /// The provider's whole answer, or one more stream frame.
     /// The provider's answer status and headers, as soon as they arrive.
     pub fn upstream_headers(&self, status: u16, headers: &axum::http::HeaderMap) {
         let text = HeadersJson {
@@ -1389,24 +1457,25 @@ impl Recorder {
         self.update(|row| row.upstream_headers = text);
     }
 
+    /// The provider's whole answer, or one more stream frame.
     pub fn upstream_response(&self, data: &str, frame: bool) {
         let now = Instant::now();
-        let mut since_sent = None;
-        if let Ok(mut upstream) = self.upstream.lock() {
-            upstream.1 = Some(now);
-            since_sent = upstream.0.map(|sent| now.saturating_duration_since(sent));
-        }
-        self.update(|row| {
-            if row.upstream_response.len() >= BODY_LIMIT {
+        self.record(|recording| {
+            recording.last = Some(now);
+            let body = &mut recording.row.upstream_response;
+            if body.len() >= BODY_LIMIT {
                 return;
             }
             if frame {
-                let ms = since_sent.unwrap_or_default().as_secs_f64() * 1000.0;
-                let _ = write!(row.upstream_response, "{ms:.1}\t");
+                let since_sent = recording
+                    .sent
+                    .map(|sent| now.saturating_duration_since(sent));
+                push_milliseconds(body, since_sent.unwrap_or_default());
+                body.push('\t');
             }
-            row.upstream_response.push_str(data);
+            body.push_str(data);
             if frame {
-                row.upstream_response.push('\n');
+                body.push('\n');
             }
         });
     }
@@ -1423,20 +1492,28 @@ impl Recorder {
     /// Completes the row with what the request's end knows. The row goes to the store when
     /// the last holder of the recorder lets go, so the client leg's last bytes are in it.
     pub fn finish(&self, change: impl FnOnce(&mut RequestRow)) {
-        if let Ok(upstream) = self.upstream.lock()
-            && let (Some(sent), Some(last)) = *upstream
-        {
-            let ms = last.saturating_duration_since(sent).as_secs_f64() * 1000.0;
-            self.update(|row| row.upstream_ms = ms);
-        }
-        self.update(change);
+        self.record(|recording| {
+            if let (Some(sent), Some(last)) = (recording.sent, recording.last) {
+                let ms = last.saturating_duration_since(sent).as_secs_f64() * 1000.0;
+                recording.row.upstream_ms = ms;
+            }
+            change(&mut recording.row);
+        });
     }
+}
+
+/// Appends `elapsed` in milliseconds with one decimal (`12.3`), as `{:.1}` of the
+/// milliseconds would, in integers: float formatting was most of a stream frame's cost
+/// to the recorder.
+fn push_milliseconds(text: &mut String, elapsed: Duration) {
+    let tenths = (elapsed.as_micros() + 50) / 100;
+    let _ = write!(text, "{}.{}", tenths / 10, tenths % 10);
 }
 
 impl Drop for Recorder {
     fn drop(&mut self) {
-        if let Ok(row) = self.row.get_mut() {
-            let mut row = std::mem::take(row);
+        if let Ok(recording) = self.row.get_mut() {
+            let mut row = std::mem::take(&mut recording.row);
             if row.client_response.len() > BODY_LIMIT {
                 row.client_response = clipped(&row.client_response);
             }
@@ -1902,6 +1979,56 @@ mod tests {
     }
 
     #[test]
+    fn every_text_of_a_row_is_masked_whether_its_bodies_repeat_or_not() {
+        let secret = "sk-live-0123456789abcdef";
+        let redactor = Redactor::from(vec![secret.to_owned()]);
+        let with = |what: &str| format!("{what} {secret}");
+        let mut different = RequestRow {
+            client_headers: with("ch"),
+            upstream_headers: with("uh"),
+            client_request: with("creq"),
+            upstream_request: with("ureq"),
+            upstream_response: with("uresp"),
+            client_response: with("cresp"),
+            prompt_text: with("p"),
+            response_text: with("r"),
+            error: with("e"),
+            tool_calls: vec![CapturedToolCall {
+                name: "t".into(),
+                arguments: with("a"),
+            }],
+            ..RequestRow::default()
+        };
+        let mut repeating = RequestRow {
+            upstream_request: different.client_request.clone(),
+            client_response: different.upstream_response.clone(),
+            ..different.clone()
+        };
+        redact_row(&redactor, &mut different);
+        redact_row(&redactor, &mut repeating);
+        for row in [&different, &repeating] {
+            let texts = [
+                &row.client_headers,
+                &row.upstream_headers,
+                &row.client_request,
+                &row.upstream_request,
+                &row.upstream_response,
+                &row.client_response,
+                &row.prompt_text,
+                &row.response_text,
+                &row.error,
+                &row.tool_calls[0].arguments,
+            ];
+            for text in texts {
+                assert!(text.ends_with(" ****") && !text.contains(secret), "{text}");
+            }
+        }
+        assert_eq!(different.upstream_request, "ureq ****");
+        assert_eq!(repeating.upstream_request, "creq ****");
+        assert_eq!(repeating.client_response, "uresp ****");
+    }
+
+    #[test]
     fn a_new_redactor_masks_the_rows_queued_after_it() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(
@@ -2120,6 +2247,58 @@ mod tests {
         store.insert(row("req_3", "third question", "openai"));
         assert_eq!(search(&store, "third"), ["req_3"]);
         assert_eq!(search(&store, "second"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_frame_lz4_hardly_shrinks_is_stored_as_it_is_and_its_size_skips_lz4_for_a_while() {
+        let mut packer = Packer::default();
+        let mut pack = |request: &str, answer: &str| -> Vec<u8> {
+            let bodies = [request, request, answer, answer];
+            let frame = packer
+                .pack_bodies(bodies)
+                .expect("stored as a frame")
+                .to_vec();
+            let read = unpack_bodies(&frame, 0).unwrap();
+            assert_eq!(read, bodies.map(str::to_owned), "read back whole");
+            frame
+        };
+        let noise = |len: usize| -> String { (0..len).map(|_| fastrand::alphanumeric()).collect() };
+        let repeated = |len: usize| "the same words again and again. ".repeat(len / 32);
+        // Random letters: LZ4 saves nothing; the repeated request is still stored once.
+        let frame = pack(&noise(3000), "an answer");
+        assert!(
+            frame.starts_with(RAW_TAG) && frame.len() < 3100,
+            "{}",
+            frame.len()
+        );
+        // The next 15 frames of that size are not tried, however well they would shrink.
+        for _ in 0..LZ4_RETRY_AFTER {
+            assert!(pack(&repeated(3000), "an answer").starts_with(RAW_TAG));
+        }
+        // Frames of another size are.
+        assert!(pack(&repeated(40_000), "an answer").starts_with(LZ4_TAG));
+        // The 16th is tried again, and compressed when that pays.
+        let frame = pack(&repeated(3000), "an answer");
+        assert!(
+            frame.starts_with(LZ4_TAG) && frame.len() < 500,
+            "{}",
+            frame.len()
+        );
+        assert!(pack(&repeated(3000), "an answer").starts_with(LZ4_TAG));
+    }
+
+    #[test]
+    fn a_stream_frame_is_stamped_with_its_milliseconds_to_one_decimal() {
+        let stamp = |micros| {
+            let mut text = String::new();
+            push_milliseconds(&mut text, Duration::from_micros(micros));
+            text
+        };
+        assert_eq!(stamp(0), "0.0");
+        assert_eq!(stamp(12_340), "12.3");
+        assert_eq!(stamp(12_350), "12.4");
+        assert_eq!(stamp(999_960), "1000.0");
+        assert_eq!(stamp(86_400_000_000), "86400000.0");
     }
 
     #[test]
