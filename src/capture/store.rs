@@ -31,6 +31,10 @@ const SCHEMA_VERSION: i64 = 9;
 /// index less than half: FTS5 writes one segment a batch, and merging many small
 /// segments was a fifth of the writer's time (see `index_rows`).
 const INDEX_BATCH: u64 = 4096;
+/// Rows wait for the search index at most this many flush intervals (10 s by default), so
+/// under steady traffic that never leaves the writer idle, a store browsed read-only
+/// (`llmux inspect`) finds them in a search soon after they are listed.
+const INDEX_WITHIN_FLUSHES: u32 = 10;
 
 /// Everything captured about one request.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -1116,7 +1120,8 @@ fn prune_in(connection: &Connection, retention: Retention) -> rusqlite::Result<(
 /// (under load one wake-up per tick, not per request), masks the rows and commits them in
 /// one transaction once the oldest has waited `flush_interval`, 256 are waiting, or a flush
 /// asks. The committed rows go into the search index when `INDEX_BATCH` of them wait, when
-/// nothing came for `flush_interval`, at a flush and at the end.
+/// nothing came for `flush_interval`, ten flush intervals after the oldest was committed, at
+/// a flush and at the end.
 fn write_rows(
     mut connection: Connection,
     rx: Receiver<Message>,
@@ -1131,7 +1136,12 @@ fn write_rows(
     let mut deadline: Option<Instant> = None;
     // Rows left unindexed by an earlier run that ended abruptly are indexed at the first
     // quiet moment.
-    let mut unindexed = unindexed_rows(&connection).unwrap_or(0);
+    let rows = unindexed_rows(&connection).unwrap_or(0);
+    let mut unindexed = Unindexed {
+        rows,
+        since: (rows > 0).then(Instant::now),
+        within: flush_interval * INDEX_WITHIN_FLUSHES,
+    };
     loop {
         let wait = deadline.map_or(flush_interval, |at| {
             at.saturating_duration_since(Instant::now())
@@ -1173,17 +1183,17 @@ fn write_rows(
         }
         let due = deadline.is_some_and(|at| Instant::now() >= at);
         if due || batch.len() >= 256 || !waiters.is_empty() || disconnected {
-            unindexed += batch.len() as u64;
+            unindexed.add(batch.len());
             commit(&mut connection, &mut batch, &mut packer);
             deadline = None;
         }
-        let index_now = idle || unindexed >= INDEX_BATCH || !waiters.is_empty() || disconnected;
-        if unindexed > 0 && index_now {
+        let asked = idle || !waiters.is_empty() || disconnected;
+        if unindexed.due(asked, Instant::now()) {
             if let Err(err) = index_rows(&connection) {
                 tracing::warn!("capture store: rows not added to the search index: {err}");
             }
             // After a failure, the next try comes with the next batch or quiet moment.
-            unindexed = 0;
+            unindexed.clear();
         }
         let prune_now =
             !waiters.is_empty() || pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY);
@@ -1199,6 +1209,39 @@ fn write_rows(
         if disconnected {
             return;
         }
+    }
+}
+
+/// The rows the writer committed that the search index does not have yet.
+#[derive(Debug)]
+struct Unindexed {
+    rows: u64,
+    /// When the oldest of them was committed.
+    since: Option<Instant>,
+    /// The longest they wait under traffic that never leaves the writer idle.
+    within: Duration,
+}
+
+impl Unindexed {
+    fn add(&mut self, rows: usize) {
+        if rows > 0 {
+            self.rows += rows as u64;
+            self.since.get_or_insert_with(Instant::now);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.rows = 0;
+        self.since = None;
+    }
+
+    /// Whether to index them now: when `asked` (the writer is idle, flushed or closing),
+    /// when `INDEX_BATCH` wait, or when the oldest has waited `within`.
+    fn due(&self, asked: bool, now: Instant) -> bool {
+        let waited_long = self
+            .since
+            .is_some_and(|since| now.saturating_duration_since(since) >= self.within);
+        self.rows > 0 && (asked || self.rows >= INDEX_BATCH || waited_long)
     }
 }
 
@@ -2200,6 +2243,42 @@ mod tests {
         assert_eq!(index_rows(&connection).unwrap(), 1, "only the new row");
         assert_eq!((fts_rows(&path), indexed_to(&path)), (11, 11));
         assert_eq!(index_rows(&connection).unwrap(), 0);
+    }
+
+    #[test]
+    fn rows_are_indexed_when_asked_when_thousands_wait_or_when_the_oldest_waited_long() {
+        let start = Instant::now();
+        let within = Duration::from_secs(10);
+        let mut unindexed = Unindexed {
+            rows: 0,
+            since: None,
+            within,
+        };
+        assert!(!unindexed.due(true, start), "nothing to index");
+        unindexed.add(10);
+        let since = unindexed.since.expect("the oldest row's time");
+        assert!(since >= start);
+        assert!(unindexed.due(true, since), "idle, flushed or closing");
+        assert!(!unindexed.due(false, since + within / 2));
+        unindexed.add(5);
+        assert_eq!(
+            unindexed.since,
+            Some(since),
+            "the oldest row's time is kept"
+        );
+        assert!(
+            unindexed.due(false, since + within),
+            "the oldest waited long"
+        );
+        unindexed.add(INDEX_BATCH as usize);
+        assert!(unindexed.due(false, since), "a batch is waiting");
+        unindexed.clear();
+        assert!(!unindexed.due(true, start + within * 2));
+        unindexed.add(0);
+        assert!(
+            !unindexed.due(false, start + within * 2),
+            "no rows, no clock"
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! if enabled, a capped top_p, so the model's next edit attempt is more precise.
 
 use async_trait::async_trait;
-use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+use regex::{Regex, RegexBuilder};
 
 use super::{Flow, Phases, Reads, RequestContext, Stage};
 use crate::Error;
@@ -44,16 +44,28 @@ pub fn parse_patterns(text: &str) -> Result<Vec<String>, String> {
 
 pub struct EditPrecision {
     settings: EditPrecisionSettings,
-    /// All patterns in one automaton: one pass over the text, however many patterns.
-    patterns: RegexSet,
+    /// All patterns as one alternation: one pass over the text, however many patterns;
+    /// `None` when there are none. An alternation rather than a `RegexSet`, since only
+    /// whether any matches is asked: 376 against 554 ns over the bench's 200-character
+    /// message with the shipped patterns (the set looks for every pattern's match).
+    patterns: Option<Regex>,
     exclude: Option<Regex>,
 }
 
 impl EditPrecision {
     pub fn new(settings: EditPrecisionSettings) -> Result<Self, Error> {
-        let patterns = RegexSetBuilder::new(&settings.patterns)
-            .case_insensitive(true)
-            .build()
+        let patterns = (!settings.patterns.is_empty())
+            .then(|| {
+                let alternatives: Vec<String> = settings
+                    .patterns
+                    .iter()
+                    .map(|p| format!("(?:{p})"))
+                    .collect();
+                RegexBuilder::new(&alternatives.join("|"))
+                    .case_insensitive(true)
+                    .build()
+            })
+            .transpose()
             .map_err(|e| Error::internal(format!("edit-precision pattern: {e}")))?;
         let exclude = settings
             .exclude_agents_regex
@@ -95,8 +107,11 @@ impl EditPrecision {
 
     /// Whether the request reports a failed edit.
     pub fn detects_failure(&self, request: &Request) -> bool {
+        let Some(patterns) = &self.patterns else {
+            return false;
+        };
         let feedback = Self::newest_feedback(request);
-        !feedback.is_empty() && self.patterns.is_match(&feedback)
+        !feedback.is_empty() && patterns.is_match(&feedback)
     }
 }
 
@@ -223,6 +238,38 @@ mod tests {
             .push(Message::new(Role::User, vec![Part::text("go on")]));
         run(&stage, &mut request, None).await;
         assert_eq!(request.sampling.temperature, Some(0.7));
+    }
+
+    #[test]
+    fn each_pattern_alone_is_a_failure_and_no_patterns_is_none() {
+        // One message per shipped pattern, in the case a tool writes it.
+        let failures = [
+            "String to replace not found in file.",
+            "old_string was not found",
+            "Found 3 matches of the string to replace",
+            "No match found for replacement text",
+            "The SEARCH block you gave does not match anything in the file",
+            "No sufficiently similar match found at line 4",
+            "The diff could not be applied",
+            "Unable to apply diff to src/main.rs",
+            "Failed to apply the patch",
+            "error: patch didn't apply",
+            "Hunk #2 FAILED at 17.",
+            "Could not find the exact text to replace",
+            "Edit failed: file changed on disk",
+        ];
+        let stage = EditPrecision::new(settings()).unwrap();
+        assert_eq!(failures.len(), stage.settings.patterns.len());
+        for failure in failures {
+            assert!(stage.detects_failure(&request_after(failure)), "{failure}");
+        }
+        assert!(!stage.detects_failure(&request_after("All 12 tests passed.")));
+        let none = EditPrecision::new(EditPrecisionSettings {
+            patterns: Vec::new(),
+            ..settings()
+        })
+        .unwrap();
+        assert!(!none.detects_failure(&request_after("Edit failed")));
     }
 
     #[test]
