@@ -1439,25 +1439,35 @@ impl HeadersJson<'_> {
         if let Some(status) = self.status {
             let _ = write!(json, "\":status\":{status},");
         }
-        for name in self.headers.keys() {
-            let name = name.as_str();
-            // Header names are lowercase tokens: nothing in them needs escaping.
-            json.push('"');
-            json.push_str(name);
-            json.push_str("\":\"");
-            if CREDENTIAL_HEADERS.contains(&name) {
-                json.push_str(super::redact::MASK);
-            } else {
-                for (index, value) in self.headers.get_all(name).iter().enumerate() {
-                    if index > 0 {
-                        json.push_str(", ");
-                    }
+        // One pass over the map: a name's values come one after another, so a repeated name
+        // continues its entry (no lookup by name per entry).
+        let mut open: Option<&axum::http::HeaderName> = None;
+        for (name, value) in self.headers {
+            let credential = CREDENTIAL_HEADERS.contains(&name.as_str());
+            if open == Some(name) {
+                if !credential {
+                    json.push_str(", ");
                     push_json_escaped(&mut json, &super::text_of(value.as_bytes()));
                 }
+                continue;
             }
-            json.push_str("\",");
+            if open.is_some() {
+                json.push_str("\",");
+            }
+            open = Some(name);
+            // Header names are lowercase tokens: nothing in them needs escaping.
+            json.push('"');
+            json.push_str(name.as_str());
+            json.push_str("\":\"");
+            if credential {
+                json.push_str(super::redact::MASK);
+            } else {
+                push_json_escaped(&mut json, &super::text_of(value.as_bytes()));
+            }
         }
-        if json.ends_with(',') {
+        if open.is_some() {
+            json.push('"');
+        } else if json.ends_with(',') {
             json.pop();
         }
         json.push('}');
@@ -1829,8 +1839,11 @@ mod tests {
     fn headers_are_one_json_object_status_first_repeats_joined_credentials_masked() {
         let mut headers = axum::http::HeaderMap::new();
         headers.append("x-seen", "one".parse().unwrap());
-        headers.append("x-seen", "two".parse().unwrap());
         headers.insert("authorization", "Bearer sk-secret".parse().unwrap());
+        // Appended after another name: still one entry.
+        headers.append("x-seen", "two".parse().unwrap());
+        headers.append("cookie", "a=1".parse().unwrap());
+        headers.append("cookie", "b=2".parse().unwrap());
         headers.insert(
             "x-odd",
             axum::http::HeaderValue::from_bytes(b"caf\xe9").unwrap(),
@@ -1851,7 +1864,9 @@ mod tests {
         assert_eq!(object["authorization"], super::super::redact::MASK);
         assert_eq!(object["x-odd"], "caf\u{fffd}");
         assert_eq!(object["x-quoted"], "a \"b\"\tc\\d");
-        assert_eq!(object.as_object().unwrap().len(), 5, "{text}");
+        assert_eq!(object["cookie"], super::super::redact::MASK);
+        assert_eq!(object.as_object().unwrap().len(), 6, "{text}");
+        assert_eq!(text.matches("\"x-seen\"").count(), 1, "{text}");
         assert_eq!(headers_json(&axum::http::HeaderMap::new()), "{}");
         let status_only = HeadersJson {
             status: Some(200),
