@@ -1143,16 +1143,12 @@ fn write_rows(
     let mut packer = Packer::default();
     let mut pruned_at: Option<Instant> = None;
     let mut deadline: Option<Instant> = None;
-    // Rows left unindexed by an earlier run that ended abruptly are indexed at the first
-    // quiet moment.
-    // Not knowing counts as some: the first try finds out.
-    let rows = unindexed_rows(&connection).unwrap_or(1);
-    let mut unindexed = Unindexed {
-        rows,
-        since: (rows > 0).then(Instant::now),
-        within: flush_interval * INDEX_WITHIN_FLUSHES,
-        not_before: None,
-    };
+    // Rows an earlier run left unindexed (it ended abruptly) are indexed at the first quiet
+    // moment; not knowing counts as some, and the first try finds out.
+    let mut unindexed = Unindexed::new(
+        unindexed_rows(&connection).unwrap_or(1),
+        flush_interval * INDEX_WITHIN_FLUSHES,
+    );
     loop {
         let wait = deadline.map_or(flush_interval, |at| {
             at.saturating_duration_since(Instant::now())
@@ -1238,6 +1234,15 @@ struct Unindexed {
 }
 
 impl Unindexed {
+    fn new(rows: u64, within: Duration) -> Self {
+        Self {
+            rows,
+            since: (rows > 0).then(Instant::now),
+            within,
+            not_before: None,
+        }
+    }
+
     fn add(&mut self, rows: usize) {
         if rows > 0 {
             self.rows += rows as u64;
@@ -1430,14 +1435,14 @@ struct HeadersJson<'a> {
 
 impl HeadersJson<'_> {
     /// Written by hand rather than through serde's map serializer: a header's name and
-    /// value need no escaping unless a value holds a quote, a backslash or a tab, and the
-    /// serializer's per-entry work was most of the 5.4k instructions a request spent on the
+    /// value need no escaping unless a value holds a quote, a backslash or a control
+    /// character (a tab), and the serializer's per-entry work was most of the 5.4k instructions a request spent on the
     /// two header objects (bench/callgrind.sh with the capture store on).
     fn to_json(&self) -> String {
         let mut json = String::with_capacity(16 + self.headers.len() * 48);
         json.push('{');
         if let Some(status) = self.status {
-            let _ = write!(json, "\":status\":{status},");
+            let _ = write!(json, "\":status\":{status}");
         }
         // One pass over the map: a name's values come one after another, so a repeated name
         // continues its entry (no lookup by name per entry).
@@ -1452,7 +1457,10 @@ impl HeadersJson<'_> {
                 continue;
             }
             if open.is_some() {
-                json.push_str("\",");
+                json.push('"');
+            }
+            if json.len() > 1 {
+                json.push(',');
             }
             open = Some(name);
             // Header names are lowercase tokens: nothing in them needs escaping.
@@ -1467,8 +1475,6 @@ impl HeadersJson<'_> {
         }
         if open.is_some() {
             json.push('"');
-        } else if json.ends_with(',') {
-            json.pop();
         }
         json.push('}');
         json
@@ -1566,8 +1572,8 @@ impl Recorder {
             if frame {
                 let since_sent = recording
                     .sent
-                    .map(|sent| now.saturating_duration_since(sent));
-                push_milliseconds(body, since_sent.unwrap_or_default());
+                    .map_or(Duration::ZERO, |sent| now.saturating_duration_since(sent));
+                push_milliseconds(body, since_sent);
                 body.push('\t');
             }
             body.push_str(data);
@@ -2318,12 +2324,7 @@ mod tests {
     fn rows_are_indexed_when_asked_when_thousands_wait_or_when_the_oldest_waited_long() {
         let start = Instant::now();
         let within = Duration::from_secs(10);
-        let mut unindexed = Unindexed {
-            rows: 0,
-            since: None,
-            within,
-            not_before: None,
-        };
+        let mut unindexed = Unindexed::new(0, within);
         assert!(!unindexed.due(true, start), "nothing to index");
         unindexed.add(10);
         let since = unindexed.since.expect("the oldest row's time");
