@@ -395,6 +395,7 @@ impl<W: Wire> HttpBackend<W> {
                     if let Err(err) = decoder.finish() {
                         yield Event::Error(err);
                     }
+                    read_past_terminator(frames);
                     break;
                 }
                 match frames.next().await {
@@ -780,6 +781,47 @@ where
             }
         }
     }
+}
+
+/// How long the rest of a stream's body may take to arrive after the protocol's
+/// terminator before its connection is given up.
+const AFTER_TERMINATOR_WAIT: Duration = Duration::from_secs(2);
+
+/// At most this many frames after the terminator are read (and dropped) before the
+/// connection is given up: a provider that goes on sending is not waited for.
+const AFTER_TERMINATOR_FRAMES: usize = 16;
+
+/// Reads the rest of a stream's body after the protocol's terminator (`[DONE]`,
+/// `message_stop`, `response.completed`), so that the connection can carry the next
+/// request. A body dropped before its end closes its connection, and the next request
+/// pays a new connection (and, over HTTPS, a TLS handshake): every streamed answer did,
+/// until this. The end (the chunked encoding's last chunk) usually came with the
+/// terminator and is read here at once, without waiting; otherwise a task waits for it
+/// a little while. The client's stream ends at the terminator either way.
+fn read_past_terminator<S>(mut frames: std::pin::Pin<Box<S>>)
+where
+    S: Stream + Send + 'static,
+{
+    use futures::FutureExt;
+    for _ in 0..AFTER_TERMINATOR_FRAMES {
+        match frames.next().now_or_never() {
+            Some(Some(_)) => {}
+            Some(None) => return,
+            None => break,
+        }
+    }
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        let rest = async {
+            let mut frames_left = AFTER_TERMINATOR_FRAMES;
+            while frames_left > 0 && frames.next().await.is_some() {
+                frames_left -= 1;
+            }
+        };
+        let _ = tokio::time::timeout(AFTER_TERMINATOR_WAIT, rest).await;
+    });
 }
 
 /// `err` with `secret` masked in its message (a login token a provider echoed).

@@ -31,6 +31,11 @@ pub enum Mode {
     DropMidStream,
     /// Sends frames that are not JSON.
     Garbage,
+    /// Streams normally, then keeps the body open after `[DONE]` (until the client goes
+    /// away): the end of the body never comes.
+    HoldAfterDone,
+    /// Streams normally and ends the body this long after `[DONE]`.
+    EndAfterDone(Duration),
     /// Sends a chunk every 50 ms, forever (until the client goes away).
     Endless,
     /// Streams the same sentence again and again (a model in a loop), a chunk every 2 ms,
@@ -87,6 +92,8 @@ pub struct FakeOpenAi {
     /// The request targets of the chat requests, as sent: an absolute URI means the
     /// request came through this fake acting as an HTTP proxy.
     pub uris: Arc<Mutex<Vec<String>>>,
+    /// TCP connections the fake accepted.
+    pub connections: Arc<AtomicUsize>,
 }
 
 impl FakeOpenAi {
@@ -106,6 +113,11 @@ impl FakeOpenAi {
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let accepted = connections.clone();
+        let listener = axum::serve::ListenerExt::tap_io(listener, move |_| {
+            accepted.fetch_add(1, Ordering::SeqCst);
+        });
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -116,6 +128,7 @@ impl FakeOpenAi {
             requests: shared.requests,
             disconnected: shared.disconnected,
             uris: shared.uris,
+            connections,
         }
     }
 
@@ -441,11 +454,22 @@ async fn chat(
         frames.push(format!("data: {usage}\n\n"));
     }
     frames.push("data: [DONE]\n\n".into());
-    let flag = DropFlag(shared.disconnected.clone(), true);
+    let hold = matches!(shared.mode, Mode::HoldAfterDone);
+    let end_after = match shared.mode {
+        Mode::EndAfterDone(wait) => wait,
+        _ => Duration::ZERO,
+    };
+    let flag = DropFlag(shared.disconnected.clone(), !hold);
     let stream = async_stream::stream! {
         let _flag = flag;
         for frame in frames {
             yield Ok::<_, Infallible>(Bytes::from(frame));
+        }
+        if hold {
+            futures::future::pending::<()>().await;
+        }
+        if !end_after.is_zero() {
+            tokio::time::sleep(end_after).await;
         }
     };
     Response::builder()
