@@ -36,7 +36,11 @@ impl<'de> serde::Deserialize<'de> for Key<'de> {
 
 /// `impl Deserialize for Name` reading each `"key" => field: how` (`value`: the field's
 /// own type; `list`: a list that may be `null` or absent) and every other key into
-/// `extra`. Objects only, as the wire sends them.
+/// `extra`, unless its value is `null`. Objects only, as the wire sends them.
+///
+/// A stream chunk's unknown fields become extension events without their nulls, and most
+/// chunks carry one (`"logprobs": null`): keeping it cost a map, a key and a value for
+/// every chunk, only to drop them.
 macro_rules! deserialize_in_one_pass {
     ($name:ident { $($key:literal => $field:ident: $how:ident),* $(,)? }) => {
         deserialize_in_one_pass!(@impl $name, keep, { $($key => $field: $how),* });
@@ -74,8 +78,9 @@ macro_rules! deserialize_in_one_pass {
         }
     };
     (@other keep, $map:ident, $out:ident, $key:ident) => {{
-        let value = $map.next_value::<serde_json::Value>()?;
-        $out.extra.insert($key.0.into_owned(), value);
+        if let Some(value) = $map.next_value::<Option<serde_json::Value>>()? {
+            $out.extra.insert($key.0.into_owned(), value);
+        }
     }};
     (@other skip, $map:ident, $out:ident, $key:ident) => {{
         let _ = &$key;
@@ -105,12 +110,21 @@ mod tests {
             ("c1", Some(7), "m")
         );
         assert_eq!(chunk.extra["system_fingerprint"], "fp");
+        assert!(
+            !chunk.extra.contains_key("usage"),
+            "a known field is not extra"
+        );
         let choice = &chunk.choices[0];
-        assert_eq!(choice.extra["logprobs"], serde_json::Value::Null);
+        assert!(
+            choice.extra.is_empty(),
+            "nulls are not kept: {:?}",
+            choice.extra
+        );
         let delta = choice.delta.as_ref().unwrap();
         assert_eq!(delta.content.as_deref(), Some("Hi"));
         assert!(delta.tool_calls.is_empty(), "null reads as none");
         assert_eq!(delta.extra["annotations"], json!([]));
+        assert_eq!(delta.extra.len(), 1);
         // An escaped key is the same key.
         let escaped: ChatChunk = serde_json::from_str(r#"{"\u0069d": "c2"}"#).unwrap();
         assert_eq!(escaped.id, "c2");

@@ -78,7 +78,6 @@ impl ChunkDecoder {
         // `prompt_filter_results`: the response starts with the next chunk, which keeps them.
         if !self.started && choices.is_empty() && chunk_usage.is_none() {
             extra.remove("object");
-            extra.retain(|_, v| !v.is_null());
             self.preamble.extend(extra);
             return Ok(());
         }
@@ -86,7 +85,6 @@ impl ChunkDecoder {
             self.started = true;
             extra.remove("object");
             extra.remove("obfuscation");
-            extra.retain(|_, v| !v.is_null());
             let mut top = std::mem::take(&mut self.preamble);
             top.extend(extra);
             let mut scoped = Map::new();
@@ -193,17 +191,13 @@ impl ChunkDecoder {
     }
 }
 
-/// A choice's and its delta's unknown fields as `choice` and `message` scopes, nulls dropped.
-fn choice_scopes(
-    mut choice: Map<String, Value>,
-    mut delta: Map<String, Value>,
-) -> Map<String, Value> {
+/// A choice's and its delta's unknown fields as `choice` and `message` scopes (they hold
+/// no nulls: the wire types do not keep them).
+fn choice_scopes(choice: Map<String, Value>, delta: Map<String, Value>) -> Map<String, Value> {
     let mut scoped = Map::new();
-    choice.retain(|_, v| !v.is_null());
     if !choice.is_empty() {
         scoped.insert("choice".into(), Value::Object(choice));
     }
-    delta.retain(|_, v| !v.is_null());
     if !delta.is_empty() {
         scoped.insert("message".into(), Value::Object(delta));
     }
@@ -622,6 +616,17 @@ mod tests {
         );
         let (_, result) = decode(&[first, r#"{"choices":"not a list"}"#]);
         assert!(matches!(result, Err(ChunkError::Garbage(m)) if m.contains("not a list")));
+    }
+
+    #[test]
+    fn a_first_chunk_with_a_null_error_is_not_an_error() {
+        // Some servers send every field of their chunk type, an empty `error` included.
+        let (events, result) = decode(&[
+            r#"{"id":"c1","model":"m","error":null,"choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":"stop"}]}"#,
+            "[DONE]",
+        ]);
+        result.unwrap();
+        assert!(matches!(&events[1], Event::TextDelta(t) if t == "Hi"));
     }
 
     #[test]
