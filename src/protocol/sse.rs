@@ -29,6 +29,21 @@ pub fn named_frame<T: Serialize>(event: &str, value: &T) -> Bytes {
     buf.freeze()
 }
 
+/// `n` in decimal, for frames written directly.
+pub fn push_u32(buf: &mut BytesMut, n: u32) {
+    use std::fmt::Write;
+    // Writing into memory cannot fail.
+    let _ = write!(buf, "{n}");
+}
+
+/// `text` as a JSON string, escaped exactly as serde_json escapes it, for frames written
+/// directly.
+pub fn push_json_string(buf: &mut BytesMut, text: &str) {
+    let mut writer = buf.writer();
+    // Writing a string into memory cannot fail.
+    let _ = serde_json::to_writer(&mut writer, text);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

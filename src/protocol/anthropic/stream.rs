@@ -1,7 +1,7 @@
 //! Anthropic streaming, both ways: upstream events -> model events, model events -> the
 //! client's `event:`/`data:` frames in the exact order Anthropic documents.
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::{Map, Value, json};
 
 use super::SYNTHETIC_SIGNATURE;
@@ -11,7 +11,7 @@ use super::encode::{
 };
 use crate::Error;
 use crate::model::{Event, Extensions, FinishReason, Protocol, Usage};
-use crate::protocol::sse::named_frame;
+use crate::protocol::sse::{named_frame, push_json_string, push_u32};
 use crate::protocol::{ChunkError, StreamDecoder};
 
 const PROTOCOL: Protocol = Protocol::Anthropic;
@@ -341,6 +341,26 @@ pub struct EventEncoder {
     closed: bool,
 }
 
+/// `event: content_block_delta` with `{"type":"content_block_delta","index":index,
+/// "delta":{"type":kind,field:text}}`, byte for byte what serializing that `json!` value
+/// writes. Building the value and serializing it was most of an Anthropic client's cost
+/// a streamed chunk (~10k instructions).
+fn string_delta_frame(index: u32, kind: &str, field: &str, text: &str) -> Bytes {
+    let mut buf = BytesMut::with_capacity(112 + text.len());
+    buf.put_slice(
+        b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":",
+    );
+    push_u32(&mut buf, index);
+    buf.put_slice(b",\"delta\":{\"type\":");
+    push_json_string(&mut buf, kind);
+    buf.put_slice(b",");
+    push_json_string(&mut buf, field);
+    buf.put_slice(b":");
+    push_json_string(&mut buf, text);
+    buf.put_slice(b"}}\n\n");
+    buf.freeze()
+}
+
 impl EventEncoder {
     /// `estimated_input` fills `message_start.usage.input_tokens` when the upstream reports
     /// usage only at the end: Claude Code reads it from there and breaks on zeros.
@@ -432,6 +452,15 @@ impl EventEncoder {
         index
     }
 
+    /// A delta of one string field, `{"type": kind, field: text}`: nearly every delta of
+    /// a stream (text, thinking, tool arguments), so it is written directly (see
+    /// [`string_delta_frame`]).
+    fn string_delta(&self, kind: &str, field: &str, text: &str, out: &mut Vec<Bytes>) {
+        if let Some((index, _)) = self.open {
+            out.push(string_delta_frame(index, kind, field, text));
+        }
+    }
+
     fn delta(&self, delta: Value, out: &mut Vec<Bytes>) {
         if let Some((index, _)) = self.open {
             Self::frame(
@@ -448,12 +477,12 @@ impl EventEncoder {
         };
         if block == Block::Thinking && !self.thinking_signed {
             // Claude Code drops thinking blocks without a signature.
-            Self::frame(
-                "content_block_delta",
-                json!({"type": "content_block_delta", "index": index,
-                       "delta": {"type": "signature_delta", "signature": SYNTHETIC_SIGNATURE}}),
-                out,
-            );
+            out.push(string_delta_frame(
+                index,
+                "signature_delta",
+                "signature",
+                SYNTHETIC_SIGNATURE,
+            ));
         }
         Self::frame(
             "content_block_stop",
@@ -487,10 +516,7 @@ impl EventEncoder {
             let next = self.queue.remove(0);
             self.open_tool(next.index, &next.id, &next.name, next.fields, out);
             if !next.arguments.is_empty() {
-                self.delta(
-                    json!({"type": "input_json_delta", "partial_json": next.arguments}),
-                    out,
-                );
+                self.string_delta("input_json_delta", "partial_json", &next.arguments, out);
             }
             if next.ended {
                 self.close_block(out);
@@ -537,7 +563,7 @@ impl EventEncoder {
                     self.close_all(out);
                     self.open_block(Block::Text, json!({"type": "text", "text": ""}), out);
                 }
-                self.delta(json!({"type": "text_delta", "text": text}), out);
+                self.string_delta("text_delta", "text", &text, out);
             }
             Event::ThinkingDelta { text, signature } => {
                 if !matches!(self.open, Some((_, Block::Thinking))) || self.thinking_signed {
@@ -552,13 +578,10 @@ impl EventEncoder {
                     );
                 }
                 if !text.is_empty() {
-                    self.delta(json!({"type": "thinking_delta", "thinking": text}), out);
+                    self.string_delta("thinking_delta", "thinking", &text, out);
                 }
                 if let Some(signature) = signature {
-                    self.delta(
-                        json!({"type": "signature_delta", "signature": signature}),
-                        out,
-                    );
+                    self.string_delta("signature_delta", "signature", &signature, out);
                     self.thinking_signed = true;
                 }
             }
@@ -588,10 +611,7 @@ impl EventEncoder {
             }
             Event::ToolCallArgsDelta { index, arguments } => {
                 if matches!(self.open, Some((_, Block::Tool(open))) if open == index) {
-                    self.delta(
-                        json!({"type": "input_json_delta", "partial_json": arguments}),
-                        out,
-                    );
+                    self.string_delta("input_json_delta", "partial_json", &arguments, out);
                 } else if let Some(queued) = self.queue.iter_mut().find(|q| q.index == index) {
                     queued.arguments.push_str(&arguments);
                 }
@@ -687,5 +707,71 @@ impl EventEncoder {
         frame.insert("usage".into(), usage);
         Self::frame("message_delta", Value::Object(frame), out);
         Self::frame("message_stop", json!({"type": "message_stop"}), out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_string_delta_is_written_byte_for_byte_as_the_json_value_was() {
+        let texts = [
+            "",
+            "Hello",
+            "\"q\" \\ \n\t\r\u{0}\u{1f} é 😀 </script> \u{2028}",
+        ];
+        let kinds = [
+            ("text_delta", "text"),
+            ("thinking_delta", "thinking"),
+            ("signature_delta", "signature"),
+            ("input_json_delta", "partial_json"),
+        ];
+        let mut checked = 0;
+        for text in texts {
+            for (kind, field) in kinds {
+                for index in [0, 7, u32::MAX] {
+                    let mut delta = Map::new();
+                    delta.insert("type".into(), Value::from(kind));
+                    delta.insert(field.into(), Value::from(text));
+                    let value = json!({"type": "content_block_delta", "index": index,
+                        "delta": delta});
+                    assert_eq!(
+                        string_delta_frame(index, kind, field, text),
+                        named_frame("content_block_delta", &value)
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, 3 * 4 * 3);
+    }
+
+    #[test]
+    fn a_text_stream_encodes_its_deltas_in_their_block() {
+        let mut encoder = EventEncoder::new(5);
+        let mut out = Vec::new();
+        for event in [
+            Event::TextDelta("Hel".into()),
+            Event::TextDelta("lo \"you\"".into()),
+            Event::ThinkingDelta {
+                text: "hmm".into(),
+                signature: Some("sig".into()),
+            },
+        ] {
+            encoder.push(event, &mut out);
+        }
+        let text: String = out
+            .iter()
+            .map(|frame| String::from_utf8_lossy(frame).into_owned())
+            .collect();
+        for expected in [
+            r#"data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hel"}}"#,
+            r#"data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"lo \"you\""}}"#,
+            r#"data: {"type":"content_block_delta","index":1,"delta":{"type":"thinking_delta","thinking":"hmm"}}"#,
+            r#"data: {"type":"content_block_delta","index":1,"delta":{"type":"signature_delta","signature":"sig"}}"#,
+        ] {
+            assert!(text.contains(expected), "{expected} not in {text}");
+        }
     }
 }

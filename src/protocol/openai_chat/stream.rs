@@ -9,7 +9,7 @@ use super::encode::{error_body, finish_reason as wire_finish_reason, usage as wi
 use super::types::{ChatChunk, LaterChunk};
 use crate::Error;
 use crate::model::{Event, Extensions, FinishReason, Protocol, Usage};
-use crate::protocol::sse::data_frame;
+use crate::protocol::sse::{data_frame, push_json_string, push_u32};
 
 const PROTOCOL: Protocol = Protocol::OpenAiChat;
 
@@ -357,19 +357,6 @@ fn write_plain_choice(buf: &mut BytesMut, choice: &ChoiceOut<'_>) {
         None => buf.extend_from_slice(b"null"),
     }
     buf.extend_from_slice(b"}]");
-}
-
-fn push_u32(buf: &mut BytesMut, n: u32) {
-    use std::fmt::Write;
-    // Writing into memory cannot fail.
-    let _ = write!(buf, "{n}");
-}
-
-/// `text` as a JSON string, escaped as serde_json escapes it.
-fn push_json_string(buf: &mut BytesMut, text: &str) {
-    let mut writer = buf.writer();
-    // Writing a string into memory cannot fail.
-    let _ = serde_json::to_writer(&mut writer, text);
 }
 
 /// Encodes events as a client's chat stream: one `data:` frame per event, `[DONE]` last.
