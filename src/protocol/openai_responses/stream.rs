@@ -21,7 +21,7 @@
 //! holds the code Codex reads (`rate_limit_exceeded`, `context_length_exceeded`, ...); a
 //! stream that just stops is reported the same way, never as a completed response.
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
@@ -37,7 +37,7 @@ use super::types::{FunctionCallItem, ResponseObject, StreamEvent};
 use crate::Error;
 use crate::model::{Event, FinishReason, Protocol, Usage};
 use crate::protocol::openai_chat::stream::unix_now;
-use crate::protocol::sse::named_frame;
+use crate::protocol::sse::{named_frame, push_json_string};
 
 pub use crate::protocol::openai_chat::ChunkError;
 
@@ -642,6 +642,43 @@ struct Delta<'a> {
     logprobs: Option<[(); 0]>,
 }
 
+impl Delta<'_> {
+    /// The delta's named frame, written directly: byte for byte what serializing it
+    /// through serde (`named_frame`) writes, for a fraction of the cost on every chunk.
+    fn frame(&self) -> Bytes {
+        fn number_member(buf: &mut BytesMut, name: &[u8], n: u64) {
+            use std::fmt::Write;
+            buf.put_slice(name);
+            // Writing into memory cannot fail.
+            let _ = write!(buf, "{n}");
+        }
+        let mut buf = BytesMut::with_capacity(
+            2 * self.kind.len() + self.item_id.len() + self.delta.len() + 128,
+        );
+        buf.put_slice(b"event: ");
+        buf.put_slice(self.kind.as_bytes());
+        buf.put_slice(b"\ndata: {\"type\":");
+        push_json_string(&mut buf, self.kind);
+        number_member(&mut buf, b",\"sequence_number\":", self.sequence_number);
+        buf.put_slice(b",\"item_id\":");
+        push_json_string(&mut buf, self.item_id);
+        number_member(&mut buf, b",\"output_index\":", self.output_index as u64);
+        if let Some(index) = self.content_index {
+            number_member(&mut buf, b",\"content_index\":", index as u64);
+        }
+        if let Some(index) = self.summary_index {
+            number_member(&mut buf, b",\"summary_index\":", index as u64);
+        }
+        buf.put_slice(b",\"delta\":");
+        push_json_string(&mut buf, self.delta);
+        if self.logprobs.is_some() {
+            buf.put_slice(b",\"logprobs\":[]");
+        }
+        buf.put_slice(b"}\n\n");
+        buf.freeze()
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PartKind {
     Text,
@@ -803,13 +840,12 @@ impl EventEncoder {
     }
 
     fn delta(&mut self, delta: Delta<'_>, out: &mut Vec<Bytes>) {
-        let kind = delta.kind;
         let delta = Delta {
             sequence_number: self.sequence,
             ..delta
         };
         self.sequence += 1;
-        out.push(named_frame(kind, &delta));
+        out.push(delta.frame());
     }
 
     fn snapshot(&self, status: &str, reason: Option<&str>, error: Option<Value>) -> Value {
@@ -1625,6 +1661,44 @@ impl EventEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_delta_frame_is_written_byte_for_byte_as_serde_writes_it() {
+        let texts = [
+            "",
+            "Hello",
+            "\"q\" \\ \n\t\r\u{0}\u{1f} é 😀 </script> \u{2028}",
+        ];
+        let mut checked = 0;
+        for text in texts {
+            for (kind, logprobs) in [
+                ("response.output_text.delta", Some([])),
+                ("response.reasoning_summary_text.delta", None),
+                ("response.function_call_arguments.delta", None),
+            ] {
+                for (content_index, summary_index) in
+                    [(None, None), (Some(2), None), (None, Some(7))]
+                {
+                    let delta = Delta {
+                        kind,
+                        sequence_number: u64::from(u32::MAX) + 9,
+                        item_id: "msg_\"a\"",
+                        output_index: 3,
+                        content_index,
+                        summary_index,
+                        delta: text,
+                        logprobs,
+                    };
+                    assert_eq!(
+                        String::from_utf8_lossy(&delta.frame()),
+                        String::from_utf8_lossy(&named_frame(kind, &delta))
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, 3 * 3 * 3);
+    }
     use crate::model::Extensions;
 
     fn frames(out: &[Bytes]) -> Vec<(String, Value)> {
