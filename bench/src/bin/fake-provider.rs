@@ -7,8 +7,10 @@
 //!   With `--chunk-interval-ms N` a stream is paced instead: one content chunk every N ms, its
 //!   text `" <index>@<send time in Unix µs>"`, for `streams` to check order and frame delay.
 //! - `POST /v1/messages`: a fixed small Anthropic message (the shape of the Messages
-//!   reference's example), for an Anthropic client of an Anthropic back-end; a streaming
-//!   request gets a 400 (not built yet).
+//!   reference's example), for an Anthropic client of an Anthropic back-end; with
+//!   `"stream": true` the same 64 words as Anthropic's streaming events (`message_start`,
+//!   `content_block_start`, `ping`, a `content_block_delta` a word, `content_block_stop`,
+//!   `message_delta`, `message_stop`), prebuilt and sent at once.
 //! - `GET /v1/models`: a fixed model list; `GET /health`: 200.
 //!
 //! Only loopback addresses can be bound. With `--port 0` the OS picks a port; the first line on
@@ -69,8 +71,51 @@ struct Canned {
     stream: Arc<[Bytes]>,
     /// Stream frames with the usage chunk before `[DONE]`.
     stream_usage: Arc<[Bytes]>,
+    /// The Anthropic stream `/v1/messages` answers a streaming request.
+    message_stream: Arc<[Bytes]>,
     /// `--chunk-interval-ms`: zero sends the prebuilt frames at once.
     interval: std::time::Duration,
+}
+
+/// One Anthropic streaming event: its name and its JSON.
+fn named_event(name: &str, json: &str) -> Bytes {
+    Bytes::from(format!("event: {name}\ndata: {json}\n\n"))
+}
+
+/// The streamed Anthropic message, event by event (the order of Anthropic's streaming
+/// reference): the words of the chat stream as one text block.
+fn message_stream() -> Vec<Bytes> {
+    let mut frames = vec![
+        named_event(
+            "message_start",
+            r#"{"type":"message_start","message":{"id":"msg_fake","type":"message","role":"assistant","content":[],"model":"fake-model","stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":512,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":1}}}"#,
+        ),
+        named_event(
+            "content_block_start",
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+        ),
+        named_event("ping", r#"{"type": "ping"}"#),
+    ];
+    for i in 0..STREAM_WORDS {
+        let word = WORDS[i % WORDS.len()];
+        let sep = if i == 0 { "" } else { " " };
+        frames.push(named_event(
+            "content_block_delta",
+            &format!(
+                r#"{{"type":"content_block_delta","index":0,"delta":{{"type":"text_delta","text":"{sep}{word}"}}}}"#
+            ),
+        ));
+    }
+    frames.push(named_event(
+        "content_block_stop",
+        r#"{"type":"content_block_stop","index":0}"#,
+    ));
+    frames.push(named_event(
+        "message_delta",
+        r#"{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":64}}"#,
+    ));
+    frames.push(named_event("message_stop", r#"{"type":"message_stop"}"#));
+    frames
 }
 
 /// The streamed answer, a word per chunk: prose that does not repeat itself (llmux's loop
@@ -191,6 +236,7 @@ impl Canned {
             models,
             stream: frames.into(),
             stream_usage: with_usage.into(),
+            message_stream: message_stream().into(),
             interval,
         }
     }
@@ -417,10 +463,15 @@ async fn handle(
                 Err(_) => return Ok(error(StatusCode::BAD_REQUEST, "unreadable body")),
             };
             if wants_stream(&body) {
-                return Ok(error(
-                    StatusCode::BAD_REQUEST,
-                    "the fake answers Anthropic messages whole only",
-                ));
+                let frames = canned.message_stream.clone();
+                let mut resp = respond(
+                    StatusCode::OK,
+                    "text/event-stream",
+                    Reply::Frames(FramesBody { frames, next: 0 }),
+                );
+                resp.headers_mut()
+                    .insert("cache-control", HeaderValue::from_static("no-cache"));
+                return Ok(resp);
             }
             Ok(respond(
                 StatusCode::OK,

@@ -1,6 +1,8 @@
 //! Anthropic streaming, both ways: upstream events -> model events, model events -> the
 //! client's `event:`/`data:` frames in the exact order Anthropic documents.
 
+use std::borrow::Cow;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::{Map, Value, json};
 
@@ -113,6 +115,30 @@ impl StreamDecoder for EventDecoder {
     }
 }
 
+/// A `content_block_delta` event, read straight into its fields (see
+/// [`EventDecoder::push_string_delta`]).
+#[derive(serde::Deserialize)]
+struct BlockDeltaEvent<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default)]
+    index: u64,
+    #[serde(borrow)]
+    delta: StringDelta<'a>,
+}
+
+/// A delta of one string. Any other field makes it a delta for the general path.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StringDelta<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    text: Option<String>,
+    thinking: Option<String>,
+    signature: Option<String>,
+    partial_json: Option<String>,
+}
+
 impl EventDecoder {
     /// Decodes one frame as the wire says it (the JSON answer tool still a tool call).
     fn push_wire(
@@ -125,6 +151,58 @@ impl EventDecoder {
         if data.is_empty() {
             return Ok(());
         }
+        if self.started && event == "content_block_delta" && self.push_string_delta(data, out) {
+            return Ok(());
+        }
+        self.push_value(event, data, out)
+    }
+
+    /// Decodes a `content_block_delta` of text, thinking, a signature or tool arguments,
+    /// nearly every event of a stream, without building it as a `Value` first (which, with
+    /// the copies taken of it, was most of a streamed event's cost). Returns false, having
+    /// pushed nothing, for anything else: [`Self::push_value`] then reads it, and stays the
+    /// reference (a test holds the two to the same events).
+    fn push_string_delta(&mut self, data: &str, out: &mut Vec<Event>) -> bool {
+        let Ok(BlockDeltaEvent { kind, index, delta }) = serde_json::from_str(data) else {
+            return false;
+        };
+        if kind != "content_block_delta" {
+            return false;
+        }
+        let text = |text: Option<String>| text.unwrap_or_default();
+        let event = match (delta.kind.as_ref(), self.block(index)) {
+            ("text_delta", _) => Event::TextDelta(text(delta.text)),
+            ("thinking_delta", _) => Event::ThinkingDelta {
+                text: text(delta.thinking),
+                signature: None,
+            },
+            ("signature_delta", _) => Event::ThinkingDelta {
+                text: String::new(),
+                signature: Some(text(delta.signature)),
+            },
+            ("input_json_delta", Some(Block::Tool(call))) => {
+                let arguments = text(delta.partial_json);
+                if !arguments.is_empty() {
+                    out.push(Event::ToolCallArgsDelta {
+                        index: call,
+                        arguments,
+                    });
+                }
+                return true;
+            }
+            _ => return false,
+        };
+        out.push(event);
+        true
+    }
+
+    /// Decodes one frame through its JSON value: every kind of event.
+    fn push_value(
+        &mut self,
+        event: &str,
+        data: &str,
+        out: &mut Vec<Event>,
+    ) -> Result<(), ChunkError> {
         let value: Value = serde_json::from_str(data).map_err(|e| {
             ChunkError::Garbage(format!("stream event is not JSON ({e}): {}", preview(data)))
         })?;
@@ -713,6 +791,116 @@ impl EventEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn string_deltas_read_directly_are_the_events_the_value_path_reads() {
+        let frames = [
+            (
+                "message_start",
+                r#"{"type":"message_start","message":{"id":"m1","model":"claude","usage":{"input_tokens":3}}}"#,
+            ),
+            (
+                "content_block_start",
+                r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi \"you\" \u00e9\n"}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":null}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta"}}"#,
+            ),
+            // An unknown field, another kind of delta, a wrong type, a repeated key: the
+            // general path reads them.
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"a","x":1}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"citations_delta","citation":{"cited_text":"c"}}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":"0","delta":{"type":"text_delta","text":"b"}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"c","text":"d"}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"{}"}}"#,
+            ),
+            (
+                "content_block_stop",
+                r#"{"type":"content_block_stop","index":0}"#,
+            ),
+            (
+                "content_block_start",
+                r#"{"type":"content_block_start","index":1,"content_block":{"type":"thinking","thinking":""}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":1,"delta":{"type":"thinking_delta","thinking":"hmm"}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":1,"delta":{"type":"signature_delta","signature":"sig"}}"#,
+            ),
+            (
+                "content_block_stop",
+                r#"{"type":"content_block_stop","index":1}"#,
+            ),
+            (
+                "content_block_start",
+                r#"{"type":"content_block_start","index":2,"content_block":{"type":"tool_use","id":"t1","name":"f","input":{}}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":2,"delta":{"type":"input_json_delta","partial_json":"{\"a\":"}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":2,"delta":{"type":"input_json_delta","partial_json":""}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"error","error":{"type":"overloaded_error","message":"busy"}}"#,
+            ),
+        ];
+        let (mut direct, mut general) = (EventDecoder::new(), EventDecoder::new());
+        let (mut direct_events, mut general_events) = (Vec::new(), Vec::new());
+        for (event, data) in frames {
+            let a = direct.push_wire(event, data, &mut direct_events);
+            let b = general.push_value(event, data, &mut general_events);
+            assert_eq!(format!("{a:?}"), format!("{b:?}"), "{data}");
+            assert_eq!(
+                format!("{direct_events:?}"),
+                format!("{general_events:?}"),
+                "{data}"
+            );
+        }
+        assert!(direct_events.iter().any(
+            |e| matches!(e, Event::ToolCallArgsDelta { arguments, .. } if arguments == "{\"a\":")
+        ));
+        // Which frames the direct path takes: plain string deltas only.
+        let mut decoder = EventDecoder::new();
+        let mut events = Vec::new();
+        for (event, data) in &frames[..2] {
+            decoder.push_value(event, data, &mut events).unwrap();
+        }
+        let taken: Vec<bool> = frames[2..10]
+            .iter()
+            .map(|(_, data)| decoder.push_string_delta(data, &mut events))
+            .collect();
+        assert_eq!(taken, [true, true, true, false, false, false, false, false]);
+    }
 
     #[test]
     fn a_string_delta_is_written_byte_for_byte_as_the_json_value_was() {
