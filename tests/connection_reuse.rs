@@ -11,8 +11,12 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::json;
+use support::fake_anthropic::{self, FakeAnthropic};
 use support::fake_openai::{FakeOpenAi, Mode};
-use support::{Llmux, client, config, fake_backend_config, sse_data, start};
+use support::{
+    Llmux, anthropic_messages, client, config, fake_anthropic_config, fake_backend_config,
+    sse_data, start,
+};
 
 /// Sends a chat request (`stream` or not) and reads the whole answer: its text.
 async fn chat(llmux: &Llmux, stream: bool) -> String {
@@ -115,6 +119,34 @@ async fn streamed_answers_leave_their_connection_in_reqwests_pool_too() {
             "every request went through the proxy"
         );
     }
+}
+
+#[tokio::test]
+async fn anthropic_streams_end_at_message_stop_and_leave_their_connection() {
+    let fake = FakeAnthropic::start(fake_anthropic::Mode::Normal).await;
+    let llmux = start(
+        config(&fake_anthropic_config(&fake.base_url, ""), &[]),
+        &[("CLAUDE_KEY", "k")],
+    )
+    .await;
+    for stream in [true, true, false, true] {
+        let (status, body) = anthropic_messages(
+            &llmux,
+            json!({"model": "claude-fake-1", "max_tokens": 64, "stream": stream,
+                "messages": [{"role": "user", "content": "Hi."}]}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        if stream {
+            assert!(
+                body.trim_end().ends_with(r#"{"type":"message_stop"}"#),
+                "{body}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(fake.hit_count(), 4);
+    assert_eq!(fake.connections.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]

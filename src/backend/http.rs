@@ -392,10 +392,12 @@ impl<W: Wire> HttpBackend<W> {
             let mut batch = Vec::new();
             loop {
                 if decoder.is_done() {
-                    if let Err(err) = decoder.finish() {
+                    // Before the error, if any: a consumer stops at an error event.
+                    let finished = decoder.finish();
+                    read_past_terminator(frames);
+                    if let Err(err) = finished {
                         yield Event::Error(err);
                     }
-                    read_past_terminator(frames);
                     break;
                 }
                 match frames.next().await {
@@ -787,12 +789,13 @@ where
 /// terminator before its connection is given up.
 const AFTER_TERMINATOR_WAIT: Duration = Duration::from_secs(2);
 
-/// At most this many frames after the terminator are read (and dropped) before the
-/// connection is given up: a provider that goes on sending is not waited for.
+/// At most this many frames after the terminator are read (and dropped), at once and on
+/// the task together, before the connection is given up: a provider that goes on sending
+/// is not waited for.
 const AFTER_TERMINATOR_FRAMES: usize = 16;
 
 /// Reads the rest of a stream's body after the protocol's terminator (`[DONE]`,
-/// `message_stop`, `response.completed`), so that the connection can carry the next
+/// `message_stop`, `response.completed` or `.incomplete`), so that the connection can carry the next
 /// request. A body dropped before its end closes its connection, and the next request
 /// pays a new connection (and, over HTTPS, a TLS handshake): every streamed answer did,
 /// until this. The end (the chunked encoding's last chunk) usually came with the
@@ -803,19 +806,22 @@ where
     S: Stream + Send + 'static,
 {
     use futures::FutureExt;
-    for _ in 0..AFTER_TERMINATOR_FRAMES {
+    let mut frames_left = AFTER_TERMINATOR_FRAMES;
+    while frames_left > 0 {
         match frames.next().now_or_never() {
-            Some(Some(_)) => {}
+            Some(Some(_)) => frames_left -= 1,
             Some(None) => return,
             None => break,
         }
+    }
+    if frames_left == 0 {
+        return;
     }
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
     runtime.spawn(async move {
         let rest = async {
-            let mut frames_left = AFTER_TERMINATOR_FRAMES;
             while frames_left > 0 && frames.next().await.is_some() {
                 frames_left -= 1;
             }

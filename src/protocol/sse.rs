@@ -44,6 +44,15 @@ pub fn push_json_string(buf: &mut BytesMut, text: &str) {
     let _ = serde_json::to_writer(&mut writer, text);
 }
 
+/// Strings for tests of frames written directly: empty, plain, and every kind of escape
+/// (quotes, backslash, control characters, non-ASCII, a line separator).
+#[cfg(test)]
+pub const AWKWARD_TEXTS: [&str; 3] = [
+    "",
+    "Hello",
+    "\"q\" \\ \n\t\r\u{0}\u{1f} é 😀 </script> \u{2028}",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;

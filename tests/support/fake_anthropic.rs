@@ -39,6 +39,8 @@ pub struct FakeAnthropic {
     pub base_url: String,
     pub hits: Arc<AtomicUsize>,
     pub requests: Arc<Mutex<Vec<Recorded>>>,
+    /// TCP connections the fake accepted.
+    pub connections: Arc<AtomicUsize>,
 }
 
 impl FakeAnthropic {
@@ -52,15 +54,12 @@ impl FakeAnthropic {
             .route("/v1/messages", post(messages))
             .route("/v1/models", get(models))
             .with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let (addr, connections) = super::serve_counting_connections(app).await;
         Self {
             base_url: format!("http://{addr}"),
             hits: shared.hits,
             requests: shared.requests,
+            connections,
         }
     }
 

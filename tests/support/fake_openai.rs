@@ -111,16 +111,7 @@ impl FakeOpenAi {
             .route("/v1/responses", post(responses))
             .route("/v1/models", get(models))
             .with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let connections = Arc::new(AtomicUsize::new(0));
-        let accepted = connections.clone();
-        let listener = axum::serve::ListenerExt::tap_io(listener, move |_| {
-            accepted.fetch_add(1, Ordering::SeqCst);
-        });
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let (addr, connections) = super::serve_counting_connections(app).await;
         Self {
             base_url: format!("http://{addr}/v1"),
             model_list_hits: shared.model_list_hits,

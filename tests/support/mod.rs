@@ -90,6 +90,25 @@ pub fn config_error(toml_text: &str) -> String {
     load_without_env(toml_text).unwrap_err().to_string()
 }
 
+/// Serves `app` on a loopback port: its address, and the count of TCP connections it
+/// accepted (for tests of connection reuse).
+pub async fn serve_counting_connections(
+    app: axum::Router,
+) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = std::sync::Arc::new(AtomicUsize::new(0));
+    let accepted = connections.clone();
+    let listener = axum::serve::ListenerExt::tap_io(listener, move |_| {
+        accepted.fetch_add(1, Ordering::SeqCst);
+    });
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (addr, connections)
+}
+
 /// Starts llmux with `config`, provider keys taken from `secrets`.
 pub async fn start(config: Config, secrets: &[(&str, &str)]) -> Llmux {
     let secrets = EnvSecrets::from_map(

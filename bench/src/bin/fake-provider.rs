@@ -412,6 +412,18 @@ fn error(status: StatusCode, message: &'static str) -> Response<Reply> {
     )
 }
 
+/// An SSE answer of prebuilt `frames`, sent as fast as they are taken.
+fn event_stream(frames: Arc<[Bytes]>) -> Response<Reply> {
+    let mut resp = respond(
+        StatusCode::OK,
+        "text/event-stream",
+        Reply::Frames(FramesBody { frames, next: 0 }),
+    );
+    resp.headers_mut()
+        .insert("cache-control", HeaderValue::from_static("no-cache"));
+    resp
+}
+
 async fn handle(
     canned: Arc<Canned>,
     req: Request<Incoming>,
@@ -441,14 +453,7 @@ async fn handle(
                 } else {
                     canned.stream.clone()
                 };
-                let mut resp = respond(
-                    StatusCode::OK,
-                    "text/event-stream",
-                    Reply::Frames(FramesBody { frames, next: 0 }),
-                );
-                resp.headers_mut()
-                    .insert("cache-control", HeaderValue::from_static("no-cache"));
-                Ok(resp)
+                Ok(event_stream(frames))
             } else {
                 Ok(respond(
                     StatusCode::OK,
@@ -463,15 +468,7 @@ async fn handle(
                 Err(_) => return Ok(error(StatusCode::BAD_REQUEST, "unreadable body")),
             };
             if wants_stream(&body) {
-                let frames = canned.message_stream.clone();
-                let mut resp = respond(
-                    StatusCode::OK,
-                    "text/event-stream",
-                    Reply::Frames(FramesBody { frames, next: 0 }),
-                );
-                resp.headers_mut()
-                    .insert("cache-control", HeaderValue::from_static("no-cache"));
-                return Ok(resp);
+                return Ok(event_stream(canned.message_stream.clone()));
             }
             Ok(respond(
                 StatusCode::OK,

@@ -904,11 +904,7 @@ mod tests {
 
     #[test]
     fn a_string_delta_is_written_byte_for_byte_as_the_json_value_was() {
-        let texts = [
-            "",
-            "Hello",
-            "\"q\" \\ \n\t\r\u{0}\u{1f} é 😀 </script> \u{2028}",
-        ];
+        let texts = crate::protocol::sse::AWKWARD_TEXTS;
         let kinds = [
             ("text_delta", "text"),
             ("thinking_delta", "thinking"),

@@ -826,11 +826,7 @@ mod tests {
 
     #[test]
     fn a_text_record_is_written_byte_for_byte_as_the_value_tree_was() {
-        let texts = [
-            "",
-            "Hello",
-            "\"q\" \\ \n\t\r\u{0}\u{1f} é 😀 </script> \u{2028}",
-        ];
+        let texts = crate::protocol::sse::AWKWARD_TEXTS;
         let tops = [
             Map::new(),
             json!({"x_vendor": {"a": [1, "b"]}, "z": null})
@@ -874,13 +870,54 @@ mod tests {
     }
 
     #[test]
-    fn a_text_record_with_more_riding_on_it_is_built_as_a_tree() {
-        let mut encoder = ChunkEncoder::new(StreamFormat::Sse);
-        encoder.candidate.insert("safetyRatings".into(), json!([]));
-        let record = encoder.text_record("Hi".into(), false, Some("sig".into()));
-        let text = String::from_utf8_lossy(&record);
-        assert!(text.contains(r#""safetyRatings":[]"#), "{text}");
-        assert!(text.contains(r#""thoughtSignature":"sig""#), "{text}");
+    fn a_text_record_with_anything_riding_on_it_keeps_it() {
+        // One rider at a time: a direct record that dropped or misplaced it would differ
+        // from the tree.
+        type Rider = fn(&mut ChunkEncoder);
+        let riders: [(&str, Rider); 6] = [
+            ("candidate", |e| {
+                e.candidate.insert("safetyRatings".into(), json!([]));
+            }),
+            ("content", |e| {
+                e.content.insert("x_content".into(), json!(1));
+            }),
+            ("part", |e| {
+                e.part.insert("x_part".into(), json!("p"));
+            }),
+            ("feedback", |e| {
+                e.prompt_feedback = Some(json!({"blockReason": "OTHER"}));
+            }),
+            ("top key of the record", |e| {
+                e.top.insert("modelVersion".into(), json!("old"));
+            }),
+            ("signature", |_| {}),
+        ];
+        for (name, ride) in riders {
+            let signature = (name == "signature").then(|| "sig".to_owned());
+            let (mut direct, mut tree) = (
+                ChunkEncoder::new(StreamFormat::Sse),
+                ChunkEncoder::new(StreamFormat::Sse),
+            );
+            for encoder in [&mut direct, &mut tree] {
+                encoder.model = "m".into();
+                ride(encoder);
+            }
+            let record = direct.text_record("Hi".into(), false, signature.clone());
+            assert_eq!(
+                String::from_utf8_lossy(&record),
+                String::from_utf8_lossy(
+                    &tree.part_record(json_part("text", "Hi".into()), signature)
+                ),
+                "{name}"
+            );
+            let mut bare = ChunkEncoder::new(StreamFormat::Sse);
+            bare.model = "m".into();
+            assert_ne!(
+                String::from_utf8_lossy(&record),
+                String::from_utf8_lossy(&bare.text_record("Hi".into(), false, None)),
+                "{name} rides on the record"
+            );
+        }
     }
 
     fn decode(records: &[&str]) -> (Vec<Event>, Result<(), ChunkError>) {

@@ -1664,11 +1664,7 @@ mod tests {
 
     #[test]
     fn a_delta_frame_is_written_byte_for_byte_as_serde_writes_it() {
-        let texts = [
-            "",
-            "Hello",
-            "\"q\" \\ \n\t\r\u{0}\u{1f} é 😀 </script> \u{2028}",
-        ];
+        let texts = crate::protocol::sse::AWKWARD_TEXTS;
         let mut checked = 0;
         for text in texts {
             for (kind, logprobs) in [
