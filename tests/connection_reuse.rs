@@ -31,10 +31,8 @@ async fn chat(llmux: &Llmux, stream: bool) -> String {
     let body = response.text().await.unwrap();
     if stream {
         assert_eq!(sse_data(&body).last().map(String::as_str), Some("[DONE]"));
-        support::streamed_text(&sse_data(&body))
-    } else {
-        support::answer_text(&body, false)
     }
+    support::answer_text(&body, stream)
 }
 
 /// Sends a streamed Responses request and reads the whole answer: its event names.

@@ -795,8 +795,8 @@ const AFTER_TERMINATOR_WAIT: Duration = Duration::from_secs(2);
 const AFTER_TERMINATOR_FRAMES: usize = 16;
 
 /// Reads the rest of a stream's body after the protocol's terminator (`[DONE]`,
-/// `message_stop`, `response.completed` or `.incomplete`), so that the connection can carry the next
-/// request. A body dropped before its end closes its connection, and the next request
+/// `message_stop`, `response.completed` or `.incomplete`), so that the connection can
+/// carry the next request. A body dropped before its end closes its connection, and the next request
 /// pays a new connection (and, over HTTPS, a TLS handshake): every streamed answer did,
 /// until this. The end (the chunked encoding's last chunk) usually came with the
 /// terminator and is read here at once, without waiting; otherwise a task waits for it

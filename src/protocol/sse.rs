@@ -30,7 +30,7 @@ pub fn named_frame<T: Serialize>(event: &str, value: &T) -> Bytes {
 }
 
 /// `n` in decimal, for frames written directly.
-pub fn push_u32(buf: &mut BytesMut, n: u32) {
+pub fn push_u64(buf: &mut BytesMut, n: u64) {
     use std::fmt::Write;
     // Writing into memory cannot fail.
     let _ = write!(buf, "{n}");

@@ -13,7 +13,7 @@ use super::encode::{
 };
 use crate::Error;
 use crate::model::{Event, Extensions, FinishReason, Protocol, Usage};
-use crate::protocol::sse::{named_frame, push_json_string, push_u32};
+use crate::protocol::sse::{named_frame, push_json_string, push_u64};
 use crate::protocol::{ChunkError, StreamDecoder};
 
 const PROTOCOL: Protocol = Protocol::Anthropic;
@@ -428,7 +428,7 @@ fn string_delta_frame(index: u32, kind: &str, field: &str, text: &str) -> Bytes 
     buf.put_slice(
         b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":",
     );
-    push_u32(&mut buf, index);
+    push_u64(&mut buf, u64::from(index));
     buf.put_slice(b",\"delta\":{\"type\":");
     push_json_string(&mut buf, kind);
     buf.put_slice(b",");

@@ -9,7 +9,7 @@ use super::encode::{error_body, finish_reason as wire_finish_reason, usage as wi
 use super::types::{ChatChunk, LaterChunk};
 use crate::Error;
 use crate::model::{Event, Extensions, FinishReason, Protocol, Usage};
-use crate::protocol::sse::{data_frame, push_json_string, push_u32};
+use crate::protocol::sse::{data_frame, push_json_string, push_u64};
 
 const PROTOCOL: Protocol = Protocol::OpenAiChat;
 
@@ -309,7 +309,7 @@ struct FunctionOut<'a> {
 fn write_plain_choice(buf: &mut BytesMut, choice: &ChoiceOut<'_>) {
     let delta = &choice.delta;
     buf.extend_from_slice(b"[{\"index\":");
-    push_u32(buf, choice.index);
+    push_u64(buf, u64::from(choice.index));
     buf.extend_from_slice(b",\"delta\":{");
     let mut first = true;
     let mut member = |buf: &mut BytesMut, name: &[u8]| {
@@ -332,7 +332,7 @@ fn write_plain_choice(buf: &mut BytesMut, choice: &ChoiceOut<'_>) {
     }
     if let Some([call]) = &delta.tool_calls {
         member(buf, b"\"tool_calls\":[{\"index\":");
-        push_u32(buf, call.index);
+        push_u64(buf, u64::from(call.index));
         if let Some(id) = call.id {
             buf.extend_from_slice(b",\"id\":");
             push_json_string(buf, id);

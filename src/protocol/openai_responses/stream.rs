@@ -37,7 +37,7 @@ use super::types::{FunctionCallItem, ResponseObject, StreamEvent};
 use crate::Error;
 use crate::model::{Event, FinishReason, Protocol, Usage};
 use crate::protocol::openai_chat::stream::unix_now;
-use crate::protocol::sse::{named_frame, push_json_string};
+use crate::protocol::sse::{named_frame, push_json_string, push_u64};
 
 pub use crate::protocol::openai_chat::ChunkError;
 
@@ -647,10 +647,8 @@ impl Delta<'_> {
     /// through serde (`named_frame`) writes, for a fraction of the cost on every chunk.
     fn frame(&self) -> Bytes {
         fn number_member(buf: &mut BytesMut, name: &[u8], n: u64) {
-            use std::fmt::Write;
             buf.put_slice(name);
-            // Writing into memory cannot fail.
-            let _ = write!(buf, "{n}");
+            push_u64(buf, n);
         }
         let mut buf = BytesMut::with_capacity(
             2 * self.kind.len() + self.item_id.len() + self.delta.len() + 128,
