@@ -7,7 +7,7 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{
     Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError, sync_channel,
 };
@@ -189,6 +189,10 @@ pub struct Store {
     path: PathBuf,
     /// Opened to browse only: no writer, nothing recorded.
     read_only: bool,
+    /// The longer stream body of the last recorded stream: a new stream's bodies start with
+    /// that much room, so they are not copied again and again as they grow (doubling from
+    /// nothing copied ~24k instructions a 64-chunk stream, callgrind).
+    stream_body_hint: AtomicUsize,
 }
 
 fn open(path: &Path) -> rusqlite::Result<Connection> {
@@ -413,6 +417,7 @@ impl Store {
             dropped: AtomicU64::new(0),
             path,
             read_only: false,
+            stream_body_hint: AtomicUsize::new(0),
         })
     }
 
@@ -457,7 +462,19 @@ impl Store {
             dropped: AtomicU64::new(0),
             path,
             read_only: true,
+            stream_body_hint: AtomicUsize::new(0),
         })
+    }
+
+    /// Room for a new stream's body (see `stream_body_hint`).
+    fn stream_body_hint(&self) -> usize {
+        self.stream_body_hint.load(Ordering::Relaxed)
+    }
+
+    fn remember_stream_body(&self, row: &RequestRow) {
+        let longer = row.upstream_response.len().max(row.client_response.len());
+        self.stream_body_hint
+            .store(longer.min(BODY_LIMIT), Ordering::Relaxed);
     }
 
     pub fn is_read_only(&self) -> bool {
@@ -854,7 +871,10 @@ const FRAME_LIMIT: usize = 64 << 20;
 /// of two), without trying; the 16th tries again.
 #[derive(Default)]
 struct Packer {
+    /// `RAW_TAG`, then the bodies: stored as it is when LZ4 does not pay, with no copy.
     framed: Vec<u8>,
+    /// The LZ4 frame's buffer. It only grows, so it is zeroed once rather than for every
+    /// row (zeroing a stream row's worst case cost ~47k instructions a row, callgrind).
     packed: Vec<u8>,
     /// Per size class (a frame's length in bits): frames left to store without trying LZ4.
     skip_lz4: [u8; 32],
@@ -873,6 +893,7 @@ impl Packer {
             return None;
         }
         self.framed.clear();
+        self.framed.extend_from_slice(RAW_TAG);
         for (index, body) in bodies.iter().enumerate() {
             let earlier = bodies[..index]
                 .iter()
@@ -886,44 +907,45 @@ impl Packer {
             self.framed.extend_from_slice(&len.to_le_bytes());
             self.framed.extend_from_slice(body.as_bytes());
         }
-        let class = ((usize::BITS - self.framed.len().leading_zeros()) as usize).min(31);
-        let compressed = match self.skip_lz4[class].checked_sub(1) {
+        let framed_len = self.framed.len() - RAW_TAG.len();
+        let class = ((usize::BITS - framed_len.leading_zeros()) as usize).min(31);
+        let packed = match self.skip_lz4[class].checked_sub(1) {
             Some(left) => {
                 self.skip_lz4[class] = left;
-                false
+                None
             }
             None => {
-                let paid = self.compress_framed()?;
-                if !paid {
+                let packed_len = self.compress_framed()?;
+                let saved = framed_len.saturating_sub(packed_len);
+                if saved < framed_len / LZ4_MIN_SAVING {
                     self.skip_lz4[class] = LZ4_RETRY_AFTER;
+                    None
+                } else {
+                    Some(packed_len)
                 }
-                paid
             }
         };
-        if !compressed {
-            self.packed.clear();
-            self.packed.extend_from_slice(RAW_TAG);
-            self.packed.extend_from_slice(&self.framed);
-        }
-        (self.packed.len() < total).then_some(&self.packed)
+        let frame = match packed {
+            Some(len) => &self.packed[..len],
+            None => &self.framed[..],
+        };
+        (frame.len() < total).then_some(frame)
     }
 
-    /// Compresses the frame into `packed`; false when that saved less than a quarter.
-    fn compress_framed(&mut self) -> Option<bool> {
-        let framed_len = u32::try_from(self.framed.len()).ok()?;
+    /// Compresses the frame's bodies into `packed`, behind `LZ4_TAG` and their length;
+    /// returns how many bytes of `packed` that took.
+    fn compress_framed(&mut self) -> Option<usize> {
+        let bodies = &self.framed[RAW_TAG.len()..];
         let header = LZ4_TAG.len() + 4;
-        self.packed.clear();
-        self.packed.extend_from_slice(LZ4_TAG);
-        self.packed.extend_from_slice(&framed_len.to_le_bytes());
-        self.packed.resize(
-            header + lz4_flex::block::get_maximum_output_size(self.framed.len()),
-            0,
-        );
-        let written =
-            lz4_flex::block::compress_into(&self.framed, &mut self.packed[header..]).ok()?;
-        self.packed.truncate(header + written);
-        let saved = self.framed.len().saturating_sub(self.packed.len());
-        Some(saved >= self.framed.len() / LZ4_MIN_SAVING)
+        let needed = header + lz4_flex::block::get_maximum_output_size(bodies.len());
+        if self.packed.len() < needed {
+            self.packed.resize(needed, 0);
+        }
+        self.packed[..LZ4_TAG.len()].copy_from_slice(LZ4_TAG);
+        let len = u32::try_from(bodies.len()).ok()?;
+        self.packed[LZ4_TAG.len()..header].copy_from_slice(&len.to_le_bytes());
+        let written = lz4_flex::block::compress_into(bodies, &mut self.packed[header..]).ok()?;
+        Some(header + written)
     }
 }
 
@@ -1404,6 +1426,8 @@ struct Recording {
     row: RequestRow,
     sent: Option<Instant>,
     last: Option<Instant>,
+    /// The provider's answer came as stream frames.
+    streamed: bool,
 }
 
 /// Headers whose values are credentials, masked whole whatever they hold.
@@ -1570,6 +1594,10 @@ impl Recorder {
                 return;
             }
             if frame {
+                if !recording.streamed {
+                    recording.streamed = true;
+                    body.reserve(self.store.stream_body_hint());
+                }
                 let since_sent = recording
                     .sent
                     .map_or(Duration::ZERO, |sent| now.saturating_duration_since(sent));
@@ -1585,9 +1613,14 @@ impl Recorder {
 
     /// More of the answer sent to the client.
     pub fn client_response(&self, data: &[u8]) {
-        self.update(|row| {
-            if row.client_response.len() < BODY_LIMIT {
-                row.client_response.push_str(&super::text_of(data));
+        let text = super::text_of(data);
+        self.record(|recording| {
+            let body = &mut recording.row.client_response;
+            if body.is_empty() && recording.streamed {
+                body.reserve(self.store.stream_body_hint().max(text.len()));
+            }
+            if body.len() < BODY_LIMIT {
+                body.push_str(&text);
             }
         });
     }
@@ -1606,24 +1639,11 @@ impl Recorder {
 }
 
 /// Appends `elapsed` in milliseconds with one decimal (`12.3`, rounded half up), in
-/// integers: float formatting was most of a stream frame's cost to the recorder.
+/// integers: float formatting was most of a stream frame's cost to the recorder, and
+/// `write!` still ~600 instructions a frame in u64 (callgrind, +30k a 64-chunk stream).
 fn push_milliseconds(text: &mut String, elapsed: Duration) {
-    // By hand: `write!` cost ~700 instructions for every frame of every recorded stream,
-    // and still ~600 in u64 (the formatting machinery, not the digits; callgrind, +30k
-    // instructions a 64-chunk stream).
     let tenths = u64::try_from((elapsed.as_micros() + 50) / 100).unwrap_or(u64::MAX);
-    let mut digits = [b'0'; 20];
-    let mut start = digits.len();
-    let mut whole = tenths / 10;
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (whole % 10) as u8;
-        whole /= 10;
-        if whole == 0 {
-            break;
-        }
-    }
-    text.push_str(std::str::from_utf8(&digits[start..]).unwrap_or_default());
+    text.push_str(itoa::Buffer::new().format(tenths / 10));
     text.push('.');
     text.push(char::from(b'0' + (tenths % 10) as u8));
 }
@@ -1632,6 +1652,9 @@ impl Drop for Recorder {
     fn drop(&mut self) {
         if let Ok(recording) = self.row.get_mut() {
             let mut row = std::mem::take(&mut recording.row);
+            if recording.streamed {
+                self.store.remember_stream_body(&row);
+            }
             if row.client_response.len() > BODY_LIMIT {
                 row.client_response = clipped(&row.client_response);
             }
@@ -2420,6 +2443,36 @@ mod tests {
         store.insert(row("req_3", "third question", "openai"));
         assert_eq!(search(&store, "third"), ["req_3"]);
         assert_eq!(search(&store, "second"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn frames_packed_one_after_another_each_hold_only_their_own_bytes() {
+        // The packer keeps its buffers from row to row; a short frame after a long one
+        // must not carry the long one's bytes, whether compressed or stored as it is.
+        let mut packer = Packer::default();
+        let long = "a long answer that repeats itself. ".repeat(1000);
+        let noise: String = (0..2000).map(|_| fastrand::alphanumeric()).collect();
+        let rows = [
+            ["question", "question", long.as_str(), long.as_str()],
+            [
+                "short question",
+                "",
+                "short answer, repeated: short answer",
+                "",
+            ],
+            [noise.as_str(), "", "", ""],
+            ["question", "", &long[..700], ""],
+        ];
+        for (at, bodies) in rows.iter().enumerate() {
+            let total: usize = bodies.iter().map(|b| b.len()).sum();
+            let Some(frame) = packer.pack_bodies(*bodies) else {
+                assert!(total < COMPRESS_FROM || at == 2, "row {at} not packed");
+                continue;
+            };
+            assert!(frame.len() < total, "row {at}: {} bytes", frame.len());
+            let read = unpack_bodies(frame, 0).unwrap();
+            assert_eq!(read, bodies.map(str::to_owned), "row {at}");
+        }
     }
 
     #[test]

@@ -31,9 +31,7 @@ pub fn named_frame<T: Serialize>(event: &str, value: &T) -> Bytes {
 
 /// `n` in decimal, for frames written directly.
 pub fn push_u64(buf: &mut BytesMut, n: u64) {
-    use std::fmt::Write;
-    // Writing into memory cannot fail.
-    let _ = write!(buf, "{n}");
+    buf.put_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// `text` as a JSON string, escaped exactly as serde_json escapes it, for frames written
@@ -67,5 +65,14 @@ mod tests {
             &named_frame("ping", &serde_json::json!({"type": "ping"}))[..],
             b"event: ping\ndata: {\"type\":\"ping\"}\n\n"
         );
+    }
+
+    #[test]
+    fn numbers_are_written_in_decimal_as_display_writes_them() {
+        for n in [0, 7, 10, 99, 100, 4_294_967_296, u64::MAX] {
+            let mut buf = BytesMut::from(&b"x"[..]);
+            push_u64(&mut buf, n);
+            assert_eq!(&buf[..], format!("x{n}").as_bytes());
+        }
     }
 }
