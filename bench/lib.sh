@@ -193,6 +193,23 @@ machine_notes() {
 }
 cpu_busy() { awk '/^cpu / {print $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8}' /proc/stat; }
 
+# order_note BINARY: sets order_note to how many of link/llmux.order's functions the binary has
+# (bench/symbol-order.sh): a list far behind the code leaves the functions a request runs spread
+# out again, and idle RSS grows back. Names carry a hash of the llmux crate's build, which changes
+# with its dependencies: a list goes stale when Cargo.toml or Cargo.lock changes.
+order_note() {
+    local list="$root/link/llmux.order" found total
+    order_note="code order: no link/llmux.order"
+    [[ -f "$list" ]] || return 0
+    total="$(wc -l <"$list")"
+    found="$(nm --defined-only "$1" 2>/dev/null | awk 'NR == FNR {want[$1] = 1; next} ($3 in want) {n++} END {print n + 0}' "$list" -)"
+    order_note="code order: $found of the $total functions in link/llmux.order are in this binary"
+    if (( found * 10 < total * 9 )); then
+        order_note="WARNING: $order_note; the list is stale (run bench/symbol-order.sh), expect more RSS"
+        echo "$order_note" >&2
+    fi
+}
+
 # compare_pair OFF_PORT OFF_PID ON_PORT ON_PID OUT_MD OUT_JSON [LOADGEN ARG...]: warms both llmux
 # instances up, then `loadgen compare --report capture` of OFF against ON in what is left of
 # BUDGET ("added" is what ON costs over OFF), with the machine's notes first; extra loadgen

@@ -86,6 +86,7 @@ idle_rss="$(rss_kb "$llmux_pid")"
 
 llmux_threads="$(find "/proc/$llmux_pid/task" -mindepth 1 -maxdepth 1 | wc -l)"
 machine_notes
+order_note "$LLMUX_BIN"
 
 # Bounded: whatever is left of BUDGET. The load generator starts no further kind 30 s before that
 # (it names the skipped kinds in the report); `timeout` is the backstop.
@@ -101,6 +102,7 @@ timeout "$left" "${pin_load[@]}" "$bin/loadgen" compare \
     --note "$(date -u +%Y-%m-%dT%H:%M:%SZ), llmux $rev, $(nproc) CPUs ($(uname -sr)), llmux threads at idle: $llmux_threads" \
     --note "$busy_note" \
     --note "$pin_note" \
+    --note "$order_note" \
     --note "load generator: 1 thread, one keep-alive HTTP/1.1 connection per worker; fake provider: 1 thread" \
     "${note_args[@]}" \
     --out "$results/latest.md" --json-out "$results/latest.json"

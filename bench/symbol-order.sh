@@ -3,9 +3,10 @@
 # x86_64 Linux place together at the start of the binary's code (lld's
 # --symbol-ordering-file, passed by build.rs). The kernel maps a binary's code in 64 KiB
 # around each page it faults in; with the functions llmux uses spread over all of its ~14 MB
-# of code, nearly all of it was mapped and counted in RSS. Run it after changes that add or
-# rename many functions; a stale list only places fewer functions together (lld ignores names
-# it does not find).
+# of code, nearly all of it was mapped and counted in RSS. Run it after changes to the
+# dependencies (symbol names carry a hash of the crate's build, which they change) or that add or
+# rename many functions; a stale list only places fewer functions together (lld ignores names it
+# does not find), and bench/run.sh says how much of it a binary still has.
 # It starts the release llmux under callgrind (valgrind) with the capture store on, sends every
 # loadgen kind through it to the fake provider, stops it, and lists the functions of the llmux
 # binary that ran, by their mangled names, the most executed first.
