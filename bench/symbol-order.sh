@@ -47,14 +47,20 @@ sleep 3
 stop_pid "$pid"
 
 # Self cost per function of the llmux object only, mangled names (Rust's start with _ZN or _R;
-# C functions such as SQLite's keep their own names), the most executed first.
-mkdir -p "$root/link"
+# C functions such as SQLite's keep their own names), the most executed first. Callgrind names a
+# recursive call's frames `name'2`, `name'3`: the same function, listed once.
 callgrind_annotate --inclusive=no --threshold=100 "$profile" 2>/dev/null |
     awk -v bin="$(basename "$LLMUX_BIN")" '
         $2 ~ /^\(/ && index($0, "[" ) && $0 ~ ("/" bin "\\]$") {
             name = $0
             sub(/^.*:/, "", name)
             sub(/ \[.*$/, "", name)
-            if (!(name in seen)) { seen[name] = 1; print name }
-        }' >"$root/link/llmux.order"
+            sub(/\047[0-9]+$/, "", name)
+            # Code without a symbol shows as its address: nothing to order by.
+            if (name !~ /^0x[0-9a-f]+$/ && !(name in seen)) { seen[name] = 1; print name }
+        }' >"$tmp/llmux.order"
+# An empty list (no profile written) would quietly undo the order: the old list stays.
+[[ -s "$tmp/llmux.order" ]] || { echo "no functions in the profile; link/llmux.order kept" >&2; exit 1; }
+mkdir -p "$root/link"
+mv "$tmp/llmux.order" "$root/link/llmux.order"
 echo "wrote $(wc -l <"$root/link/llmux.order") functions to link/llmux.order" >&2
