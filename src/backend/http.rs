@@ -796,11 +796,11 @@ const AFTER_TERMINATOR_FRAMES: usize = 16;
 
 /// Reads the rest of a stream's body after the protocol's terminator (`[DONE]`,
 /// `message_stop`, `response.completed` or `.incomplete`), so that the connection can
-/// carry the next request. A body dropped before its end closes its connection, and the next request
-/// pays a new connection (and, over HTTPS, a TLS handshake): every streamed answer did,
-/// until this. The end (the chunked encoding's last chunk) usually came with the
-/// terminator and is read here at once, without waiting; otherwise a task waits for it
-/// a little while. The client's stream ends at the terminator either way.
+/// carry the next request. A body dropped before its end closes its connection, and the
+/// next request pays a new connection (and, over HTTPS, a TLS handshake): every streamed
+/// answer did, until this. The end (the chunked encoding's last chunk) usually came with
+/// the terminator and is read here at once, without waiting; otherwise a task waits for
+/// it a little while. The client's stream ends at the terminator either way.
 fn read_past_terminator<S>(mut frames: std::pin::Pin<Box<S>>)
 where
     S: Stream + Send + 'static,

@@ -190,8 +190,9 @@ pub struct Store {
     /// Opened to browse only: no writer, nothing recorded.
     read_only: bool,
     /// The longer stream body of the last recorded stream, up to `STREAM_HINT_LIMIT`: a new
-    /// stream's bodies start with that much room, so they are not copied again and again as they grow (doubling from
-    /// nothing copied ~24k instructions a 64-chunk stream, callgrind).
+    /// stream's bodies start with that much room, so they are not copied again and again as
+    /// they grow (doubling from nothing copied ~24k instructions a 64-chunk stream,
+    /// callgrind).
     stream_body_hint: AtomicUsize,
 }
 
@@ -937,12 +938,12 @@ impl Packer {
     fn compress_framed(&mut self) -> Option<usize> {
         let bodies = &self.framed[RAW_TAG.len()..];
         let header = LZ4_TAG.len() + 4;
+        let len = u32::try_from(bodies.len()).ok()?;
         let needed = header + lz4_flex::block::get_maximum_output_size(bodies.len());
         if self.packed.len() < needed {
             self.packed.resize(needed, 0);
         }
         self.packed[..LZ4_TAG.len()].copy_from_slice(LZ4_TAG);
-        let len = u32::try_from(bodies.len()).ok()?;
         self.packed[LZ4_TAG.len()..header].copy_from_slice(&len.to_le_bytes());
         let written = lz4_flex::block::compress_into(bodies, &mut self.packed[header..]).ok()?;
         Some(header + written)
