@@ -49,6 +49,17 @@ pub trait StreamDecoder: Send {
     fn finish(&mut self) -> Result<(), ChunkError>;
 }
 
+/// Parses a JSON body: its bytes are checked as UTF-8 once, then read as text. From bytes,
+/// serde_json checks every string on its own, which cost ~3 instructions a byte of a 2 KB
+/// request against well under one for a single pass over the body (bench/callgrind.sh).
+/// A body that is not UTF-8 is parsed from bytes, so the error is serde_json's as before.
+pub(crate) fn json_from_bytes<'a, T: Deserialize<'a>>(body: &'a [u8]) -> serde_json::Result<T> {
+    match std::str::from_utf8(body) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(body),
+    }
+}
+
 /// Reads a JSON array that some servers send as `null` (or leave out) as an empty list.
 pub(crate) fn null_as_empty<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
 where
@@ -132,4 +143,32 @@ pub(crate) fn text_or_list<'de, D: Deserializer<'de>>(
         }
     }
     deserializer.deserialize_any(TextOrListVisitor { expecting, null_ok })
+}
+
+#[cfg(test)]
+mod json_from_bytes_tests {
+    use super::json_from_bytes;
+    use serde_json::{Value, json};
+
+    #[test]
+    fn text_with_escapes_and_non_ascii_reads_as_from_bytes_would() {
+        let body = r#"{"a":"caf\u00e9 ☕ \"q\"\n","b":[1,2.5,null],"c":{"d":"日本"}}"#.as_bytes();
+        let read: Value = json_from_bytes(body).unwrap();
+        assert_eq!(read, serde_json::from_slice::<Value>(body).unwrap());
+        assert_eq!(read["a"], json!("café ☕ \"q\"\n"));
+    }
+
+    #[test]
+    fn a_body_that_is_not_utf8_gets_serde_jsons_error_from_bytes() {
+        let body = b"{\"a\":\"\xff\xfe\"}";
+        let err = json_from_bytes::<Value>(body).unwrap_err();
+        let from_bytes = serde_json::from_slice::<Value>(body).unwrap_err();
+        assert_eq!(err.to_string(), from_bytes.to_string());
+    }
+
+    #[test]
+    fn trailing_bytes_after_the_value_are_an_error() {
+        assert!(json_from_bytes::<Value>(b"{} x").is_err());
+        assert!(json_from_bytes::<Value>(b"{}\n").is_ok());
+    }
 }

@@ -549,7 +549,7 @@ pub fn decode_response(body: &[u8]) -> Result<Vec<Event>, ChunkError> {
 /// events (the same JSON, members that are `null` aside): when it does, an Anthropic
 /// client may get the body as it came (see [`crate::model::VerbatimSlot`]).
 pub fn decode_response_checked(body: &[u8]) -> Result<(Vec<Event>, bool), ChunkError> {
-    let response: MessagesResponse = serde_json::from_slice(body)
+    let response: MessagesResponse = crate::protocol::json_from_bytes(body)
         .map_err(|e| ChunkError::Garbage(format!("the response is not a message: {e}")))?;
     if response.extra.get("type").and_then(Value::as_str) == Some("error") {
         return Err(wire_error(&Value::Object(response.extra)));

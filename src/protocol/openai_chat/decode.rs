@@ -52,10 +52,7 @@ pub(crate) fn parse_json<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Resul
     // Tracking the path of every value cost a third of decoding a 2 KB request
     // (bench/callgrind.sh), so the path is found only for a body that fails: it is decoded
     // a second time, with the tracking on, to name the field.
-    let mut de = serde_json::Deserializer::from_slice(body);
-    if let Ok(value) = T::deserialize(&mut de)
-        && de.end().is_ok()
-    {
+    if let Ok(value) = crate::protocol::json_from_bytes(body) {
         return Ok(value);
     }
     parse_json_naming_the_field(body)
@@ -538,7 +535,7 @@ pub fn decode_response(body: &[u8]) -> Result<Vec<Event>, ChunkError> {
 /// events (the same JSON, members that are `null` aside): when it does, a client of this
 /// protocol may get the body as it came (see [`crate::model::VerbatimSlot`]).
 pub fn decode_response_checked(body: &[u8]) -> Result<(Vec<Event>, bool), ChunkError> {
-    let completion: ChatCompletion = serde_json::from_slice(body)
+    let completion: ChatCompletion = crate::protocol::json_from_bytes(body)
         .map_err(|e| ChunkError::Garbage(format!("the response is not a chat completion: {e}")))?;
     if let Some(error) = completion.extra.get("error") {
         return Err(upstream_error(error));

@@ -947,7 +947,7 @@ fn error_type_for(code: &str) -> &'static str {
 
 /// Turns a non-streaming upstream Response into the event sequence a stream would give.
 pub fn decode_response(body: &[u8]) -> Result<Vec<Event>, ChunkError> {
-    let response: ResponseObject = serde_json::from_slice(body)
+    let response: ResponseObject = crate::protocol::json_from_bytes(body)
         .map_err(|e| ChunkError::Garbage(format!("the response is not a Response object: {e}")))?;
     if response.status.as_deref() == Some("failed")
         || response.error.as_ref().is_some_and(|e| !e.is_null())
