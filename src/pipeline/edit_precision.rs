@@ -46,7 +46,67 @@ pub struct EditPrecision {
     settings: EditPrecisionSettings,
     /// All patterns in one automaton: one pass over the text, however many patterns.
     patterns: RegexSet,
+    /// The same patterns matched case-sensitively, for an ASCII text lowercased first: when
+    /// every pattern [`matches_lowercased_text_alike`], this answers as `patterns` does, and
+    /// its literals let regex search with SIMD. Case-insensitive literals expand to too many
+    /// variants for that: 5.6 µs against 0.4 µs (with the lowercasing) over a 2 KB message.
+    lowercased: Option<RegexSet>,
     exclude: Option<Regex>,
+}
+
+/// Whether `pattern`, matched case-insensitively against an ASCII text, matches exactly where
+/// it matches case-sensitively against that text with its ASCII letters lowercased. It does
+/// when nothing in it can match an uppercase letter only: its literals are ASCII and not
+/// uppercase (`\x4B` is an uppercase literal too), its classes hold no uppercase letter (no
+/// `[A-Z]`, `[@-_]`, `[[:upper:]]`) and no Unicode class (`\p{Lu}`), and no flag turns case
+/// folding off for a part (`(?-i)`). Perl classes (`\d`, `\W`) and assertions do not
+/// depend on case. A pattern regex cannot parse is never taken as alike.
+fn matches_lowercased_text_alike(pattern: &str) -> bool {
+    use regex_syntax::ast::{Ast, ClassAsciiKind, ClassSet, ClassSetItem, GroupKind};
+
+    fn literal(c: char) -> bool {
+        c.is_ascii() && !c.is_ascii_uppercase()
+    }
+    fn ast(node: &Ast) -> bool {
+        match node {
+            Ast::Empty(_) | Ast::Dot(_) | Ast::Assertion(_) | Ast::ClassPerl(_) => true,
+            Ast::Flags(_) | Ast::ClassUnicode(_) => false,
+            Ast::Literal(l) => literal(l.c),
+            Ast::ClassBracketed(class) => class_set(&class.kind),
+            Ast::Repetition(repetition) => ast(&repetition.ast),
+            Ast::Group(group) => {
+                let plain = match &group.kind {
+                    GroupKind::NonCapturing(flags) => flags.items.is_empty(),
+                    GroupKind::CaptureIndex(_) | GroupKind::CaptureName { .. } => true,
+                };
+                plain && ast(&group.ast)
+            }
+            Ast::Alternation(alternation) => alternation.asts.iter().all(ast),
+            Ast::Concat(concat) => concat.asts.iter().all(ast),
+        }
+    }
+    fn class_set(set: &ClassSet) -> bool {
+        // Intersections and differences (`ClassSet::BinaryOp`): rare, not worth reasoning about.
+        matches!(set, ClassSet::Item(item) if class_item(item))
+    }
+    fn class_item(item: &ClassSetItem) -> bool {
+        match item {
+            ClassSetItem::Empty(_) | ClassSetItem::Perl(_) => true,
+            ClassSetItem::Unicode(_) => false,
+            ClassSetItem::Literal(l) => literal(l.c),
+            // A range between lowercase ends may still span the uppercase ones ('9'-'a'), and
+            // one past ASCII may hold a letter that folds to an ASCII one (U+212A, Kelvin: k).
+            ClassSetItem::Range(range) => {
+                range.end.c.is_ascii() && (range.end.c < 'A' || range.start.c > 'Z')
+            }
+            ClassSetItem::Ascii(ascii) => ascii.kind != ClassAsciiKind::Upper,
+            ClassSetItem::Bracketed(inner) => class_set(&inner.kind),
+            ClassSetItem::Union(union) => union.items.iter().all(class_item),
+        }
+    }
+    regex_syntax::ast::parse::Parser::new()
+        .parse(pattern)
+        .is_ok_and(|parsed| ast(&parsed))
 }
 
 impl EditPrecision {
@@ -61,9 +121,16 @@ impl EditPrecision {
             .map(Regex::new)
             .transpose()
             .map_err(|e| Error::internal(format!("edit_precision.exclude_agents_regex: {e}")))?;
+        let lowercased = settings
+            .patterns
+            .iter()
+            .all(|pattern| matches_lowercased_text_alike(pattern))
+            .then(|| RegexSetBuilder::new(&settings.patterns).build().ok())
+            .flatten();
         Ok(Self {
             settings,
             patterns,
+            lowercased,
             exclude,
         })
     }
@@ -95,8 +162,17 @@ impl EditPrecision {
 
     /// Whether the request reports a failed edit.
     pub fn detects_failure(&self, request: &Request) -> bool {
-        let feedback = Self::newest_feedback(request);
-        !feedback.is_empty() && self.patterns.is_match(&feedback)
+        let mut feedback = Self::newest_feedback(request);
+        if feedback.is_empty() {
+            return false;
+        }
+        match &self.lowercased {
+            Some(lowercased) if feedback.is_ascii() => {
+                feedback.make_ascii_lowercase();
+                lowercased.is_match(&feedback)
+            }
+            _ => self.patterns.is_match(&feedback),
+        }
     }
 }
 
@@ -262,5 +338,127 @@ mod tests {
         assert!(parse_patterns(DEFAULT_PATTERNS).unwrap().len() > 5);
         let err = parse_patterns("patterns = [\"(\"]").unwrap_err();
         assert!(err.contains("invalid regex '('"), "{err}");
+    }
+
+    #[test]
+    fn patterns_that_could_match_an_uppercase_letter_only_are_not_taken_as_alike() {
+        let alike = [
+            r"string to replace not found",
+            r"hunk #?\d+ failed",
+            r"(?:x|y)z",
+            r"(?<name>edit) failed",
+            r"[^a-z]+ \W \bend\b",
+            r"[0-9_a-f]{2,}",
+            r"[[:^lower:]] [[:alpha:]]",
+            r"\x6b",
+        ];
+        for pattern in alike {
+            assert!(matches_lowercased_text_alike(pattern), "{pattern}");
+        }
+        let not_alike = [
+            r"Error",
+            r"\x4B",
+            r"[A-Z]",
+            r"[9-a]",
+            r"[@-_]",
+            r"[@-`]",
+            r"[[:upper:]]",
+            r"\p{Lu}",
+            r"\pL",
+            r"(?-i)x",
+            r"(?i:x)",
+            r"é",
+            r"[a-\x{2200}]",
+            r"[a-z&&b]",
+            r"(",
+        ];
+        for pattern in not_alike {
+            assert!(!matches_lowercased_text_alike(pattern), "{pattern}");
+        }
+    }
+
+    /// Random ASCII text with letters of both cases, digits, punctuation and spaces.
+    fn random_ascii(seed: &mut u64, len: usize) -> String {
+        const ALPHABET: &[u8] = b"aAbBeEfFkKsSzZ09 _-#@[]^`{}.\n";
+        (0..len)
+            .map(|_| {
+                // xorshift64: deterministic, so a failure reproduces.
+                *seed ^= *seed << 13;
+                *seed ^= *seed >> 7;
+                *seed ^= *seed << 17;
+                ALPHABET[(*seed % ALPHABET.len() as u64) as usize] as char
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_alike_pattern_matches_a_lowercased_text_as_it_matches_the_text_ignoring_case() {
+        let patterns = [
+            r"ab",
+            r"[^a-z]",
+            r"[^a-f]{2}",
+            r"\W[a-z]",
+            r"[[:^lower:]]",
+            r"[[:lower:]]{3}",
+            r"[0-9_a-f]{3}",
+            r"\bkeb\b",
+            r"(?:z|s)[^z]",
+            r"[!-@]",
+            r"[\[-`]k",
+            r"[{-~]k",
+        ];
+        let mut seed = 0x9e37_79b9_7f4a_7c15;
+        for pattern in patterns {
+            assert!(matches_lowercased_text_alike(pattern), "{pattern}");
+            let ignoring_case = RegexBuilder::new(pattern)
+                .case_insensitive(true)
+                .build()
+                .unwrap();
+            let exact = Regex::new(pattern).unwrap();
+            let (mut seen_match, mut seen_miss) = (false, false);
+            for _ in 0..3000 {
+                let len = (seed % 7) as usize + 1;
+                let text = random_ascii(&mut seed, len);
+                let expected = ignoring_case.is_match(&text);
+                assert_eq!(
+                    exact.is_match(&text.to_ascii_lowercase()),
+                    expected,
+                    "{pattern} on {text:?}"
+                );
+                seen_match |= expected;
+                seen_miss |= !expected;
+            }
+            assert!(
+                seen_match && seen_miss,
+                "{pattern}: the texts tried both ways"
+            );
+        }
+    }
+
+    #[test]
+    fn failures_are_found_in_any_case_with_or_without_the_lowercased_set() {
+        let stage = EditPrecision::new(settings()).unwrap();
+        assert!(
+            stage.lowercased.is_some(),
+            "the shipped patterns are all alike"
+        );
+        for text in [
+            "STRING TO REPLACE NOT FOUND",
+            "Ошибка: string to replace not found",
+        ] {
+            assert!(stage.detects_failure(&request_after(text)), "{text}");
+        }
+        assert!(!stage.detects_failure(&request_after("ПАТЧ applied")));
+
+        let mut custom = settings();
+        custom.patterns = vec![r"[A-Z]{3} failed".into(), "edit failed".into()];
+        let stage = EditPrecision::new(custom).unwrap();
+        assert!(
+            stage.lowercased.is_none(),
+            "one pattern names uppercase letters"
+        );
+        assert!(stage.detects_failure(&request_after("abc FAILED")));
+        assert!(stage.detects_failure(&request_after("EDIT FAILED")));
+        assert!(!stage.detects_failure(&request_after("12 failed")));
     }
 }
