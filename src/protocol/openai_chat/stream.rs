@@ -26,6 +26,65 @@ pub struct ChunkDecoder {
     open_calls: Vec<u32>,
     finished: bool,
     done: bool,
+    /// The skippable head of later chunks (see [`LaterHead`]).
+    later_head: LaterHead,
+}
+
+/// The text of a later chunk before its `"choices":` key, remembered to skip it in the next.
+///
+/// A stream's chunks repeat their top-level fields (id, object, created, model, system
+/// fingerprint) before the choices, and a later chunk is read for its choices, usage and error
+/// only. When a chunk starts with the same bytes as the last one and those hold neither usage
+/// nor error, the chunk is read as `{` and its text from `"choices":` on: ~1,400 instructions
+/// less a chunk, 7.4 % of a 64-chunk stream (bench/callgrind.sh, KIND=stream).
+///
+/// A wrong cut cannot read wrongly: a `"choices":` key nested d levels deep leaves d - 1
+/// closing brackets after the object that `{` opens, which serde_json rejects as trailing
+/// characters, and then the whole text is read.
+#[derive(Debug, Default)]
+struct LaterHead {
+    /// The last later chunk's text before `"choices":`; empty when it is not to be skipped.
+    head: String,
+    /// `{` and the current chunk's text from `"choices":` on.
+    rest: String,
+    /// Set when a cut was rejected: this stream's chunks are read whole from then on.
+    off: bool,
+}
+
+impl LaterHead {
+    const KEY: &'static str = "\"choices\":";
+
+    /// Reads a later chunk, skipping its head when the last chunk had the same.
+    fn read(&mut self, data: &str) -> serde_json::Result<LaterChunk> {
+        let at = if self.off {
+            None
+        } else {
+            memchr::memmem::find(data.as_bytes(), Self::KEY.as_bytes())
+        };
+        let Some(at) = at else {
+            return serde_json::from_str(data);
+        };
+        let head = &data[..at];
+        if !self.head.is_empty() && head == self.head {
+            self.rest.clear();
+            self.rest.push('{');
+            self.rest.push_str(&data[at..]);
+            match serde_json::from_str(&self.rest) {
+                Ok(later) => return Ok(later),
+                Err(_) => {
+                    self.off = true;
+                    self.head.clear();
+                    return serde_json::from_str(data);
+                }
+            }
+        }
+        let later = serde_json::from_str(data)?;
+        self.head.clear();
+        if !head.contains("\"usage\"") && !head.contains("\"error\"") {
+            self.head.push_str(head);
+        }
+        Ok(later)
+    }
 }
 
 impl ChunkDecoder {
@@ -55,9 +114,7 @@ impl ChunkDecoder {
             ))
         };
         let chunk: ChatChunk = if self.started {
-            serde_json::from_str::<LaterChunk>(data)
-                .map_err(garbage)?
-                .into()
+            self.later_head.read(data).map_err(garbage)?.into()
         } else {
             serde_json::from_str(data).map_err(garbage)?
         };
@@ -684,6 +741,124 @@ mod tests {
         );
         let (_, result) = decode(&[first, r#"{"choices":"not a list"}"#]);
         assert!(matches!(result, Err(ChunkError::Garbage(m)) if m.contains("not a list")));
+    }
+
+    /// Reads `chunks` one after another with one `LaterHead`, and each alone in full; both
+    /// must read alike (or both fail). Returns how many were read by their choices alone.
+    fn read_alike(chunks: &[String]) -> usize {
+        let mut heads = LaterHead::default();
+        let mut cut = 0;
+        for chunk in chunks {
+            let whole = serde_json::from_str::<LaterChunk>(chunk).map(|c| format!("{c:?}"));
+            let was_cut = !heads.off
+                && !heads.head.is_empty()
+                && chunk.starts_with(heads.head.as_str())
+                && chunk[heads.head.len()..].starts_with(LaterHead::KEY);
+            let read = heads.read(chunk).map(|c| format!("{c:?}"));
+            match (&whole, &read) {
+                (Ok(whole), Ok(read)) => assert_eq!(whole, read, "{chunk}"),
+                (Err(whole), Err(read)) => assert_eq!(whole.to_string(), read.to_string()),
+                _ => panic!("{chunk}: read whole {whole:?}, with the head skipped {read:?}"),
+            }
+            // A cut serde_json rejected turns skipping off, and the chunk is read whole.
+            cut += usize::from(was_cut && !heads.off);
+        }
+        cut
+    }
+
+    #[test]
+    fn a_repeated_head_is_skipped_and_the_rest_read_as_the_whole_would_be() {
+        let head = r#"{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","system_fingerprint":"fp","#;
+        let word = |w: &str| {
+            format!(
+                r#"{head}"choices":[{{"index":0,"delta":{{"content":"{w}"}},"logprobs":null,"finish_reason":null}}],"usage":null,"obfuscation":"{w}x"}}"#
+            )
+        };
+        let mut chunks: Vec<String> = ["a", "b", "c", "d"].iter().map(|w| word(w)).collect();
+        // The finish chunk and an error after the choices are in the part still read.
+        chunks.push(format!(
+            r#"{head}"choices":[{{"index":0,"delta":{{}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}}}"#
+        ));
+        chunks.push(format!(
+            r#"{head}"choices":[],"error":{{"message":"late","type":"server_error"}}}}"#
+        ));
+        // Broken JSON after a known head fails as the whole text fails.
+        chunks.push(format!(r#"{head}"choices":[{{"index":0,"#));
+        assert_eq!(
+            read_alike(&chunks),
+            5,
+            "all after the first but the broken one"
+        );
+
+        // A head that changes is read whole once, then skipped again.
+        let other = word("e").replace(r#""model":"m""#, r#""model":"m2""#);
+        assert_eq!(
+            read_alike(&[word("a"), other.clone(), other.clone(), other]),
+            1 + 1
+        );
+    }
+
+    #[test]
+    fn a_head_holding_usage_or_error_or_a_nested_choices_key_is_never_skipped() {
+        let usage_first = r#"{"id":"c","usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2},"choices":[]}"#;
+        let error_first = r#"{"id":"c","error":{"message":"x"},"choices":[]}"#;
+        for chunk in [usage_first, error_first] {
+            let chunks = vec![chunk.to_owned(); 3];
+            assert_eq!(read_alike(&chunks), 0, "{chunk}");
+        }
+        // `"choices":` first found inside an earlier field: the cut leaves trailing brackets,
+        // is rejected, and the stream is read whole from then on, still alike.
+        for nested in [
+            r#"{"id":"c","meta":{"choices":[]},"choices":[{"index":0,"delta":{"content":"x"}}]}"#,
+            r#"{"id":"c","meta":[{"choices":[]}],"choices":[{"index":0,"delta":{"content":"x"}}]}"#,
+            r#"{"id":"c","meta":{"a":{"choices":{}}},"choices":[{"index":0,"delta":{"content":"x"}}]}"#,
+        ] {
+            let chunks = vec![nested.to_owned(); 4];
+            assert_eq!(read_alike(&chunks), 0, "{nested}");
+        }
+    }
+
+    #[test]
+    fn a_stream_reads_to_the_same_events_whether_its_heads_repeat_or_not() {
+        // `created` is read from the first chunk only: a stream that changes it in every
+        // chunk never repeats a head, so it is read whole, and must give the same events.
+        let frame = |created: usize, delta: &str, finish: &str| {
+            format!(
+                r#"{{"id":"c1","object":"chat.completion.chunk","created":{created},"model":"m","choices":[{{"index":0,"delta":{delta},"logprobs":null,"finish_reason":{finish}}}]}}"#
+            )
+        };
+        let parts = [
+            (r#"{"role":"assistant","content":""}"#, "null"),
+            (r#"{"content":"Hel"}"#, "null"),
+            (r#"{"content":"lo"}"#, "null"),
+            (
+                r#"{"tool_calls":[{"index":0,"id":"t","type":"function","function":{"name":"f","arguments":""}}]}"#,
+                "null",
+            ),
+            (
+                r#"{"tool_calls":[{"index":0,"function":{"arguments":"{}"}}]}"#,
+                "null",
+            ),
+            ("{}", r#""tool_calls""#),
+        ];
+        let stream = |created: &dyn Fn(usize) -> usize| {
+            let mut frames: Vec<String> = parts
+                .iter()
+                .enumerate()
+                .map(|(i, (delta, finish))| frame(created(i), delta, finish))
+                .collect();
+            frames.push("[DONE]".into());
+            let texts: Vec<&str> = frames.iter().map(String::as_str).collect();
+            let (events, result) = decode(&texts);
+            result.unwrap();
+            format!("{events:?}")
+        };
+        let repeated = stream(&|_| 1);
+        assert_eq!(repeated, stream(&|i| if i == 0 { 1 } else { 100 + i }));
+        assert!(
+            repeated.contains("Hel") && repeated.contains("ToolCallStart"),
+            "{repeated}"
+        );
     }
 
     #[test]
