@@ -546,8 +546,8 @@ impl ChunkEncoder {
                 self.model = model;
                 self.created = created.unwrap_or_else(unix_now);
                 self.head = None;
-                if let Some(fields) = extensions.for_protocol(PROTOCOL) {
-                    let mut first = fields.clone();
+                if extensions.for_protocol(PROTOCOL).is_some() {
+                    let mut first = extensions.fields;
                     if let Some(Value::Object(top)) = first.remove("top") {
                         self.top = top;
                     }
@@ -632,12 +632,14 @@ impl ChunkEncoder {
                 out.push(frame);
             }
             Event::Extension(extensions) => {
-                if let Some(fields) = extensions.for_protocol(PROTOCOL) {
+                if extensions.for_protocol(PROTOCOL).is_some() {
                     if self.pending.is_some() {
                         let frame = self.frame(DeltaOut::default(), None);
                         out.push(frame);
                     }
-                    self.pending = Some(fields.clone());
+                    // The event is ours: its fields move, not copied (a chunk's
+                    // `"logprobs": null` comes as one in every chunk).
+                    self.pending = Some(extensions.fields);
                 }
             }
             Event::Error(error) => {
