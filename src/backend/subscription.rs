@@ -308,7 +308,7 @@ mod tests {
         assert_eq!(body["store"], false);
         assert_eq!(body["instructions"], DEFAULT_CODEX_INSTRUCTIONS);
         assert!(body.get("temperature").is_none(), "{body}");
-        request.system = vec![Part::text("Be terse.")];
+        request.system = vec![Part::text("Be terse.")].into();
         let body = CodexWire.encode(&request, "gpt-5").unwrap();
         assert_eq!(body["instructions"], "Be terse.");
         // A chat client's system message becomes the instructions.

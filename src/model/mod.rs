@@ -9,6 +9,7 @@ mod event;
 mod fold;
 pub mod json_scan;
 mod request;
+mod shared;
 pub mod tokens;
 mod verbatim;
 mod verbatim_request;
@@ -19,5 +20,6 @@ pub use request::{
     ClientInfo, Extensions, ImageSource, Message, Part, Protocol, Reasoning, ReasoningEffort,
     Request, ResponseFormat, Role, Sampling, Tool, ToolChoice,
 };
+pub use shared::Shared;
 pub use verbatim::VerbatimSlot;
 pub use verbatim_request::{ClientBody, Edits, Splice};

@@ -1,5 +1,6 @@
 //! The canonical request.
 
+use super::Shared;
 use serde_json::{Map, Value};
 
 /// A wire protocol llmux speaks, on either side.
@@ -355,9 +356,9 @@ pub struct Request {
     /// The model as the client named it; routing resolves it to a back-end and model.
     pub model: String,
     /// System instructions, in order. Protocols with a single system slot join them.
-    pub system: Vec<Part>,
-    pub messages: Vec<Message>,
-    pub tools: Vec<Tool>,
+    pub system: Shared<Part>,
+    pub messages: Shared<Message>,
+    pub tools: Shared<Tool>,
     pub tool_choice: Option<ToolChoice>,
     pub parallel_tool_calls: Option<bool>,
     pub sampling: Sampling,
@@ -372,9 +373,9 @@ impl Request {
     pub fn new(model: impl Into<String>, messages: Vec<Message>) -> Self {
         Self {
             model: model.into(),
-            system: Vec::new(),
-            messages,
-            tools: Vec::new(),
+            system: Shared::default(),
+            messages: messages.into(),
+            tools: Shared::default(),
             tool_choice: None,
             parallel_tool_calls: None,
             sampling: Sampling::default(),

@@ -245,7 +245,7 @@ impl HashContent for [Tool] {
     }
 }
 
-impl HashContent for Vec<Tool> {
+impl HashContent for crate::model::Shared<Tool> {
     fn hash_content(&self, hasher: &mut impl Hasher) {
         self.as_slice().hash_content(hasher);
     }

@@ -598,12 +598,20 @@ impl Stage for Commands {
         ctx: &mut RequestContext,
         request: &mut Request,
     ) -> Result<Flow, Error> {
+        let names_a_command = request.messages.last().is_some_and(|last| {
+            last.role == Role::User
+                && last.parts.iter().any(
+                    |part| matches!(part, Part::Text { text, .. } if self.pattern.is_match(text)),
+                )
+        });
+        if !names_a_command {
+            return Ok(Flow::Continue);
+        }
+        // Taken mutably only now: that copies the messages, which the request shares with
+        // the copy kept to tell whether the client's body can go out as it came (`Shared`).
         let Some(last) = request.messages.last_mut() else {
             return Ok(Flow::Continue);
         };
-        if last.role != Role::User {
-            return Ok(Flow::Continue);
-        }
         let mut commands = Vec::new();
         let text_parts = last
             .parts

@@ -642,6 +642,70 @@ pub fn end_filters(filters: &mut [Box<dyn EventFilter>], out: &mut Vec<Event>) {
 mod tests {
     use super::*;
 
+    /// The standard stages, with prompt redaction and pytest compression on, read a request
+    /// that names no command, holds no secret and no pytest output without taking its lists
+    /// mutably: the copy kept to tell whether the client's body can go out as it came still
+    /// shares them, so comparing them at send time compares pointers (`model::Shared`).
+    #[tokio::test]
+    async fn stages_that_change_nothing_leave_the_requests_lists_shared() {
+        use crate::model::{Message, Part, Role};
+        let mut config = crate::config::ConfigLoader::new()
+            .env(|_| None)
+            .set("default_backend", "openai", "test")
+            .load()
+            .unwrap()
+            .config;
+        config.redact_prompts = true;
+        config.pytest_compression = true;
+        let shared = Shared {
+            state: Arc::new(crate::state::MemoryStore::new(
+                std::time::Duration::from_secs(60),
+            )),
+            metrics: Arc::new(crate::metrics::Metrics::default()),
+            responses: Arc::new(crate::state::responses::ResponseStore::new(
+                10,
+                std::time::Duration::from_secs(60),
+            )),
+            prompt_redactor: Some(Arc::new(crate::capture::Redactor::from(vec![
+                "sk-secret-123456".to_owned(),
+            ]))),
+            redis: None,
+        };
+        let pipeline = Pipeline::standard(&config, &shared).unwrap();
+        let request_with = |text: &str| {
+            let mut request = Request::new(
+                "gpt-4o-mini",
+                vec![Message::new(Role::User, vec![Part::text(text)])],
+            );
+            request.system = vec![Part::text("be brief")].into();
+            request
+        };
+        let lists = |r: &Request| (r.system.as_ptr(), r.messages.as_ptr(), r.tools.as_ptr());
+
+        let mut request = request_with("explain this function");
+        let kept = request.clone();
+        let mut ctx = RequestContext::new(Protocol::OpenAiChat);
+        let flow = pipeline.on_request(&mut ctx, &mut request).await.unwrap();
+        assert!(matches!(flow, Flow::Continue));
+        assert_eq!(lists(&request), lists(&kept), "no list was copied");
+
+        // A secret is masked in the request's own copy; the kept one is as the client sent it.
+        let mut request = request_with("my key is sk-secret-123456");
+        let kept = request.clone();
+        let mut ctx = RequestContext::new(Protocol::OpenAiChat);
+        pipeline.on_request(&mut ctx, &mut request).await.unwrap();
+        assert_ne!(request.messages, kept.messages);
+        assert_eq!(
+            kept.messages[0].parts,
+            vec![Part::text("my key is sk-secret-123456")]
+        );
+        assert_eq!(
+            request.system.as_ptr(),
+            kept.system.as_ptr(),
+            "the system part had none"
+        );
+    }
+
     #[test]
     fn request_ids_are_unique_and_later_ones_sort_later() {
         let shape = |id: &str| {

@@ -99,6 +99,17 @@ impl Stage for PytestOutput {
         ctx: &mut RequestContext,
         request: &mut Request,
     ) -> Result<Flow, Error> {
+        // Read first, and taken mutably only when there is output to compress: that copies
+        // the messages, which the request shares with the copy kept to tell whether the
+        // client's body can go out as it came (`model::Shared`).
+        let compressible = request.messages.iter().flat_map(|m| &m.parts).any(|part| {
+            matches!(part, Part::ToolResult { content, .. } if content.iter().any(
+                |inner| matches!(inner, Part::Text { text, .. } if compress(text).is_some())
+            ))
+        });
+        if !compressible {
+            return Ok(Flow::Continue);
+        }
         let (mut before, mut after) = (0usize, 0usize);
         for message in &mut request.messages {
             for part in &mut message.parts {

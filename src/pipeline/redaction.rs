@@ -4,6 +4,7 @@
 //! provider: system prompts, messages and tool results (a `.env` an agent read, a key pasted
 //! into the chat). The same redactor masks the captures.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -26,6 +27,18 @@ impl PromptRedaction {
 }
 
 /// Masks `part`'s text (and a tool result's), counting the masks.
+/// Whether `part` holds something to mask, read without taking the request mutably (which
+/// copies its shared lists, see `model::Shared`).
+fn holds_a_secret(redactor: &Redactor, part: &Part) -> bool {
+    match part {
+        Part::Text { text, .. } => matches!(redactor.redact(text), Cow::Owned(_)),
+        Part::ToolResult { content, .. } => {
+            content.iter().any(|inner| holds_a_secret(redactor, inner))
+        }
+        _ => false,
+    }
+}
+
 fn redact_part(redactor: &Redactor, part: &mut Part, masked: &mut usize) {
     match part {
         Part::Text { text, .. } => {
@@ -64,13 +77,24 @@ impl Stage for PromptRedaction {
         let Some(redactor) = &self.redactor else {
             return Ok(Flow::Continue);
         };
+        // Each list is taken mutably (which copies it when shared, see `model::Shared`)
+        // only when it holds a secret.
         let mut masked = 0;
-        for part in request
+        if request
             .system
-            .iter_mut()
-            .chain(request.messages.iter_mut().flat_map(|m| m.parts.iter_mut()))
+            .iter()
+            .any(|part| holds_a_secret(redactor, part))
         {
-            redact_part(redactor, part, &mut masked);
+            for part in request.system.iter_mut() {
+                redact_part(redactor, part, &mut masked);
+            }
+        }
+        let secret_in_messages = (request.messages.iter().flat_map(|m| &m.parts))
+            .any(|part| holds_a_secret(redactor, part));
+        if secret_in_messages {
+            for part in request.messages.iter_mut().flat_map(|m| m.parts.iter_mut()) {
+                redact_part(redactor, part, &mut masked);
+            }
         }
         if masked > 0 {
             tracing::warn!(request_id = %ctx.request_id, masked, "secrets masked in the prompt");

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 
 use super::{EventFilter, Flow, Phases, Reads, RequestContext, Stage};
 use crate::Error;
-use crate::model::{Event, Message, Part, Protocol, Request, ResponseBuilder, Role};
+use crate::model::{Event, Message, Part, Protocol, Request, ResponseBuilder, Role, Shared};
 use crate::state::responses::{ResponseStore, StoredResponse};
 
 pub struct ResponsesStore {
@@ -45,9 +45,9 @@ impl ResponsesStore {
         let mut messages = stored.messages;
         messages.push(Message::new(Role::Assistant, stored.response.parts));
         messages.append(&mut request.messages);
-        request.messages = messages;
+        request.messages = messages.into();
         if request.system.is_empty() {
-            request.system = stored.system;
+            request.system = stored.system.into();
         }
         Ok(())
     }
@@ -118,8 +118,9 @@ struct StoreAnswer {
 /// What a kept answer is stored with.
 struct Keep {
     store: Arc<ResponseStore>,
-    system: Vec<Part>,
-    messages: Vec<Message>,
+    // Shared with the request: copied only if a stage changes the request after this.
+    system: Shared<Part>,
+    messages: Shared<Message>,
     echo: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
 }
 
@@ -157,8 +158,8 @@ impl EventFilter for StoreAnswer {
         let response = std::mem::take(&mut self.builder).finish();
         let id = response.id.clone();
         let stored = StoredResponse {
-            system: keep.system,
-            messages: keep.messages,
+            system: keep.system.into_vec(),
+            messages: keep.messages.into_vec(),
             response,
             echo: keep.echo.as_deref().cloned().unwrap_or_default(),
         };

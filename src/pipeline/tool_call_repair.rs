@@ -607,7 +607,8 @@ mod tests {
                 "properties": {"command": {"type": "string"}, "timeout": {"type": "number"}}}),
             ),
             tool("read_file", serde_json::json!({"type": "object"})),
-        ];
+        ]
+        .into();
         request
     }
 

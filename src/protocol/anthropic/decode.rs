@@ -6,7 +6,7 @@ use super::types::{MessagesRequest, MessagesResponse, TextOrBlocks, WireMessage,
 use crate::Error;
 use crate::model::{
     Edits, Event, Extensions, FinishReason, ImageSource, Message, Part, Protocol, Reasoning,
-    Request, Role, Sampling, Tool, ToolChoice, Usage,
+    Request, Role, Sampling, Shared, Tool, ToolChoice, Usage,
 };
 use crate::protocol::ChunkError;
 use crate::protocol::openai_chat::decode::parse_json;
@@ -76,13 +76,14 @@ fn request_from_wire(wire: MessagesRequest) -> Result<Request, Error> {
     let messages = decode_messages(messages)?;
     let mut request = Request::new(model, messages);
     request.system = match system {
-        None => Vec::new(),
-        Some(TextOrBlocks::Text(text)) => vec![Part::text(text)],
+        None => Shared::default(),
+        Some(TextOrBlocks::Text(text)) => vec![Part::text(text)].into(),
         Some(TextOrBlocks::Blocks(blocks)) => blocks
             .into_iter()
             .enumerate()
             .map(|(i, block)| decode_block(block, &format!("system[{i}]"), Role::System))
-            .collect::<Result<_, _>>()?,
+            .collect::<Result<Vec<_>, _>>()?
+            .into(),
     };
     request.tools = tools
         .unwrap_or_default()

@@ -144,8 +144,8 @@ fn request_from_wire(wire: GenerateContentRequest, model: &str) -> Result<Reques
     };
 
     let mut request = Request::new(model_name(model), messages);
-    request.system = system;
-    request.tools = tools;
+    request.system = system.into();
+    request.tools = tools.into();
     request.tool_choice = tool_choice;
     if let Some(config) = generation_config {
         generation_from_wire(config, &mut request, &mut extra)?;

@@ -173,7 +173,7 @@ fn request_from_wire(wire: ChatRequest) -> Result<(Request, ClientOptions), Erro
     };
 
     let mut request = Request::new(model, messages);
-    request.tools = tools;
+    request.tools = tools.into();
     request.tool_choice = tool_choice;
     request.parallel_tool_calls = parallel_tool_calls;
     request.sampling = Sampling {

@@ -230,8 +230,8 @@ fn request_from_wire(wire: ResponsesRequest) -> Result<(Request, ClientOptions),
     }
 
     let mut request = Request::new(model, items.messages);
-    request.system = system;
-    request.tools = tools;
+    request.system = system.into();
+    request.tools = tools.into();
     request.tool_choice = tool_choice;
     request.parallel_tool_calls = parallel_tool_calls;
     request.sampling = Sampling {
