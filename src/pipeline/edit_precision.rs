@@ -56,11 +56,13 @@ pub struct EditPrecision {
 
 /// Whether `pattern`, matched case-insensitively against an ASCII text, matches exactly where
 /// it matches case-sensitively against that text with its ASCII letters lowercased. It does
-/// when nothing in it can match an uppercase letter only: its literals are ASCII and not
-/// uppercase (`\x4B` is an uppercase literal too), its classes hold no uppercase letter (no
-/// `[A-Z]`, `[@-_]`, `[[:upper:]]`) and no Unicode class (`\p{Lu}`), and no flag turns case
-/// folding off for a part (`(?-i)`). Perl classes (`\d`, `\W`) and assertions do not
-/// depend on case. A pattern regex cannot parse is never taken as alike.
+/// when every literal is ASCII and not uppercase (`\x4B` is an uppercase literal too), every
+/// class item is either free of uppercase letters or closed under ASCII case (no `[A-Z]`,
+/// `[@-_]`, `[[:upper:]]`; `[[:alpha:]]` and Perl classes such as `\w` are closed), there is
+/// no Unicode class (`\p{Lu}`) and no flag (`(?-i)`). regex folds a class's case before it
+/// negates it, so negated classes follow the same rule; assertions do not depend on case,
+/// and lowercasing keeps a word character a word character. A pattern regex cannot parse is
+/// never taken as alike.
 fn matches_lowercased_text_alike(pattern: &str) -> bool {
     use regex_syntax::ast::{Ast, ClassAsciiKind, ClassSet, ClassSetItem, GroupKind};
 

@@ -104,7 +104,7 @@ impl Stage for PytestOutput {
         // client's body can go out as it came (`model::Shared`).
         let compressible = request.messages.iter().flat_map(|m| &m.parts).any(|part| {
             matches!(part, Part::ToolResult { content, .. } if content.iter().any(
-                |inner| matches!(inner, Part::Text { text, .. } if compress(text).is_some())
+                |inner| matches!(inner, Part::Text { text, .. } if is_pytest_output(text))
             ))
         });
         if !compressible {

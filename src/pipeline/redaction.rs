@@ -26,7 +26,6 @@ impl PromptRedaction {
     }
 }
 
-/// Masks `part`'s text (and a tool result's), counting the masks.
 /// Whether `part` holds something to mask, read without taking the request mutably (which
 /// copies its shared lists, see `model::Shared`).
 fn holds_a_secret(redactor: &Redactor, part: &Part) -> bool {
@@ -39,6 +38,7 @@ fn holds_a_secret(redactor: &Redactor, part: &Part) -> bool {
     }
 }
 
+/// Masks `part`'s text (and a tool result's), counting the masks.
 fn redact_part(redactor: &Redactor, part: &mut Part, masked: &mut usize) {
     match part {
         Part::Text { text, .. } => {

@@ -91,7 +91,7 @@ impl Stage for ResponsesStore {
             return None;
         }
         // `store: false` (what Codex sends) means the client keeps the state itself.
-        // Only then is the conversation copied.
+        // Otherwise the conversation is kept with the answer.
         let store = request.extensions.fields.get("store") != Some(&serde_json::Value::Bool(false));
         let keep = store.then(|| Keep {
             store: self.store.clone(),
@@ -118,7 +118,8 @@ struct StoreAnswer {
 /// What a kept answer is stored with.
 struct Keep {
     store: Arc<ResponseStore>,
-    // Shared with the request: copied only if a stage changes the request after this.
+    // Shared with the request: copied when stored if the request (or a stage's change to
+    // it) still holds the lists then.
     system: Shared<Part>,
     messages: Shared<Message>,
     echo: Option<Arc<serde_json::Map<String, serde_json::Value>>>,

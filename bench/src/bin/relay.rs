@@ -1,7 +1,7 @@
 //! A TCP byte relay: the floor under any HTTP proxy on this machine.
 //!
 //! Every accepted connection gets its own connection to `--upstream`, and bytes are copied
-//! both ways until either side closes, with `TCP_NODELAY` on both (as llmux sets). It parses
+//! both ways until both directions have ended, with `TCP_NODELAY` on both (as llmux sets). It parses
 //! nothing, so a request through it costs what any proxy pays at least: two more socket
 //! reads and writes, the wake-ups of the peers it writes to, and its own wait for readiness.
 //! `bench/relay-standin.sh` runs it in llmux's place, so `bench/run.sh` measures that floor

@@ -38,9 +38,11 @@ pub struct ChunkDecoder {
 /// nor error, the chunk is read as `{` and its text from `"choices":` on: ~1,400 instructions
 /// less a chunk, 7.4 % of a 64-chunk stream (bench/callgrind.sh, KIND=stream).
 ///
-/// A wrong cut cannot read wrongly: a `"choices":` key nested d levels deep leaves d - 1
-/// closing brackets after the object that `{` opens, which serde_json rejects as trailing
-/// characters, and then the whole text is read.
+/// A wrong cut cannot read wrongly. A head with a backslash is never remembered, so the cut
+/// is never inside an escaped key (`"x\"choices":`); outside strings, the bytes `"choices":`
+/// are that key. A `"choices":` key nested d levels deep leaves d - 1 closing brackets after
+/// the object that `{` opens, which serde_json rejects as trailing characters, and then the
+/// whole text is read.
 #[derive(Debug, Default)]
 struct LaterHead {
     /// The last later chunk's text before `"choices":`; empty when it is not to be skipped.
@@ -80,7 +82,9 @@ impl LaterHead {
         }
         let later = serde_json::from_str(data)?;
         self.head.clear();
-        if !head.contains("\"usage\"") && !head.contains("\"error\"") {
+        // No head with an escape: `"x\"choices":` would put the cut inside a key, and
+        // `"us\u0061ge"` is the key `usage` spelled so that the check above misses it.
+        if !head.contains('\\') && !head.contains("\"usage\"") && !head.contains("\"error\"") {
             self.head.push_str(head);
         }
         Ok(later)
@@ -637,8 +641,7 @@ impl ChunkEncoder {
                         let frame = self.frame(DeltaOut::default(), None);
                         out.push(frame);
                     }
-                    // The event is ours: its fields move, not copied (a chunk's
-                    // `"logprobs": null` comes as one in every chunk).
+                    // The event is ours: its fields move rather than being copied.
                     self.pending = Some(extensions.fields);
                 }
             }
@@ -804,10 +807,19 @@ mod tests {
     fn a_head_holding_usage_or_error_or_a_nested_choices_key_is_never_skipped() {
         let usage_first = r#"{"id":"c","usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2},"choices":[]}"#;
         let error_first = r#"{"id":"c","error":{"message":"x"},"choices":[]}"#;
-        for chunk in [usage_first, error_first] {
+        let usage_escaped = r#"{"id":"c","us\u0061ge":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2},"choices":[]}"#;
+        for chunk in [usage_first, error_first, usage_escaped] {
             let chunks = vec![chunk.to_owned(); 3];
             assert_eq!(read_alike(&chunks), 0, "{chunk}");
         }
+        // `"choices":` inside an escaped key: the cut would read the key's value as the
+        // choices. The first chunk's head ends in a backslash, so it is not remembered.
+        let chunks = [
+            r#"{"id":"c","x\"choices":[],"choices":[{"index":0,"delta":{"content":"a"}}]}"#,
+            r#"{"id":"c","x\"choices":[{"index":0,"delta":{"content":"EVIL"}}]}"#,
+        ]
+        .map(str::to_owned);
+        assert_eq!(read_alike(&chunks), 0);
         // `"choices":` first found inside an earlier field: the cut leaves trailing brackets,
         // is rejected, and the stream is read whole from then on, still alike.
         for nested in [
