@@ -42,11 +42,18 @@ pub fn parse_patterns(text: &str) -> Result<Vec<String>, String> {
     Ok(file.patterns)
 }
 
+/// The only characters outside ASCII that case-fold to an ASCII letter (Kelvin sign: k,
+/// long s: s; regex-syntax's simple case folding table). A text without them matches a
+/// pattern ignoring case as its ASCII-lowercased self matches it exactly, when the pattern
+/// [`matches_lowercased_text_alike`].
+const FOLD_TO_ASCII: [char; 2] = ['\u{212A}', '\u{17F}'];
+
 pub struct EditPrecision {
     settings: EditPrecisionSettings,
     /// All patterns in one automaton: one pass over the text, however many patterns.
     patterns: RegexSet,
-    /// The same patterns matched case-sensitively, for an ASCII text lowercased first: when
+    /// The same patterns matched case-sensitively, for a text with its ASCII letters lowercased
+    /// (and none of [`FOLD_TO_ASCII`]): when
     /// every pattern [`matches_lowercased_text_alike`], this answers as `patterns` does, and
     /// its literals let regex search with SIMD. Case-insensitive literals expand to too many
     /// variants for that: 5.6 µs against 0.4 µs (with the lowercasing) over a 2 KB message.
@@ -54,8 +61,9 @@ pub struct EditPrecision {
     exclude: Option<Regex>,
 }
 
-/// Whether `pattern`, matched case-insensitively against an ASCII text, matches exactly where
-/// it matches case-sensitively against that text with its ASCII letters lowercased. It does
+/// Whether `pattern`, matched case-insensitively against a text without [`FOLD_TO_ASCII`],
+/// matches exactly where it matches case-sensitively against that text with its ASCII
+/// letters lowercased (other characters left as they are). It does
 /// when every literal is ASCII and not uppercase (`\x4B` is an uppercase literal too), every
 /// class item is either free of uppercase letters or closed under ASCII case (no `[A-Z]`,
 /// `[@-_]`, `[[:upper:]]`; `[[:alpha:]]` and Perl classes such as `\w` are closed), there is
@@ -169,7 +177,7 @@ impl EditPrecision {
             return false;
         }
         match &self.lowercased {
-            Some(lowercased) if feedback.is_ascii() => {
+            Some(lowercased) if !feedback.contains(FOLD_TO_ASCII) => {
                 feedback.make_ascii_lowercase();
                 lowercased.is_match(&feedback)
             }
@@ -379,16 +387,20 @@ mod tests {
         }
     }
 
-    /// Random ASCII text with letters of both cases, digits, punctuation and spaces.
-    fn random_ascii(seed: &mut u64, len: usize) -> String {
-        const ALPHABET: &[u8] = b"aAbBeEfFkKsSzZ09 _-#@[]^`{}.\n";
+    /// Random text with letters of both cases (ASCII and not), digits, punctuation and spaces.
+    fn random_text(seed: &mut u64, len: usize) -> String {
+        const ALPHABET: &[char] = &[
+            'a', 'A', 'b', 'B', 'e', 'E', 'f', 'F', 'k', 'K', 's', 'S', 'z', 'Z', '0', '9', ' ',
+            '_', '-', '#', '@', '[', ']', '^', '`', '{', '}', '.', '\n', 'é', 'É', 'ß', 'Σ', 'ς',
+            '✓',
+        ];
         (0..len)
             .map(|_| {
                 // xorshift64: deterministic, so a failure reproduces.
                 *seed ^= *seed << 13;
                 *seed ^= *seed >> 7;
                 *seed ^= *seed << 17;
-                ALPHABET[(*seed % ALPHABET.len() as u64) as usize] as char
+                ALPHABET[(*seed % ALPHABET.len() as u64) as usize]
             })
             .collect()
     }
@@ -403,7 +415,8 @@ mod tests {
             r"[[:^lower:]]",
             r"[[:lower:]]{3}",
             r"[0-9_a-f]{3}",
-            r"\bkeb\b",
+            r"\bk\B",
+            r"e\b",
             r"(?:z|s)[^z]",
             r"[!-@]",
             r"[\[-`]k",
@@ -420,7 +433,7 @@ mod tests {
             let (mut seen_match, mut seen_miss) = (false, false);
             for _ in 0..3000 {
                 let len = (seed % 7) as usize + 1;
-                let text = random_ascii(&mut seed, len);
+                let text = random_text(&mut seed, len);
                 let expected = ignoring_case.is_match(&text);
                 assert_eq!(
                     exact.is_match(&text.to_ascii_lowercase()),
@@ -446,11 +459,19 @@ mod tests {
         );
         for text in [
             "STRING TO REPLACE NOT FOUND",
-            "Ошибка: string to replace not found",
+            "Ошибка: String To Replace NOT found",
         ] {
             assert!(stage.detects_failure(&request_after(text)), "{text}");
         }
         assert!(!stage.detects_failure(&request_after("ПАТЧ applied")));
+
+        // The Kelvin sign folds to k: a text holding it is matched ignoring case, as it is.
+        let mut kelvin = settings();
+        kelvin.patterns = vec!["kill failed".into()];
+        let stage = EditPrecision::new(kelvin).unwrap();
+        assert!(stage.lowercased.is_some());
+        assert!(stage.detects_failure(&request_after("\u{212A}ILL FAILED")));
+        assert!(stage.detects_failure(&request_after("Kill Failed ✓")));
 
         let mut custom = settings();
         custom.patterns = vec![r"[A-Z]{3} failed".into(), "edit failed".into()];
