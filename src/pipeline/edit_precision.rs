@@ -53,24 +53,24 @@ pub struct EditPrecision {
     /// All patterns in one automaton: one pass over the text, however many patterns.
     patterns: RegexSet,
     /// The same patterns matched case-sensitively, for a text with its ASCII letters lowercased
-    /// (and none of [`FOLD_TO_ASCII`]): when
-    /// every pattern [`matches_lowercased_text_alike`], this answers as `patterns` does, and
-    /// its literals let regex search with SIMD. Case-insensitive literals expand to too many
-    /// variants for that: 5.6 µs against 0.4 µs (with the lowercasing) over a 2 KB message.
+    /// (and none of [`FOLD_TO_ASCII`]): when every pattern [`matches_lowercased_text_alike`],
+    /// this answers as `patterns` does, and its literals let regex search with SIMD.
+    /// Case-insensitive literals expand to too many variants for that: 5.6 µs against 0.4 µs
+    /// (with the lowercasing) over a 2 KB message.
     lowercased: Option<RegexSet>,
     exclude: Option<Regex>,
 }
 
 /// Whether `pattern`, matched case-insensitively against a text without [`FOLD_TO_ASCII`],
 /// matches exactly where it matches case-sensitively against that text with its ASCII
-/// letters lowercased (other characters left as they are). It does
-/// when every literal is ASCII and not uppercase (`\x4B` is an uppercase literal too), every
-/// class item is either free of uppercase letters or closed under ASCII case (no `[A-Z]`,
-/// `[@-_]`, `[[:upper:]]`; `[[:alpha:]]` and Perl classes such as `\w` are closed), there is
-/// no Unicode class (`\p{Lu}`) and no flag (`(?-i)`). regex folds a class's case before it
-/// negates it, so negated classes follow the same rule; assertions do not depend on case,
-/// and lowercasing keeps a word character a word character. A pattern regex cannot parse is
-/// never taken as alike.
+/// letters lowercased (other characters left as they are). It does when every literal is
+/// ASCII and not uppercase (`\x4B` is an uppercase literal too), every class item is either
+/// free of uppercase letters or closed under ASCII case (no `[A-Z]`, `[@-_]`, `[[:upper:]]`;
+/// `[[:alpha:]]` and Perl classes such as `\w` are closed), there is no Unicode class
+/// (`\p{Lu}`) and no flag (`(?-i)`). regex folds a class's case before it negates it, so
+/// negated classes follow the same rule; assertions do not depend on case, and lowercasing
+/// keeps a word character a word character. A pattern regex cannot parse is never taken as
+/// alike.
 fn matches_lowercased_text_alike(pattern: &str) -> bool {
     use regex_syntax::ast::{Ast, ClassAsciiKind, ClassSet, ClassSetItem, GroupKind};
 
