@@ -80,16 +80,19 @@ impl Stage for PromptRedaction {
         // Each list is taken mutably (which copies it when shared, see `model::Shared`)
         // only when it holds a secret.
         let mut masked = 0;
-        if request
+        let secret_in_system = request
             .system
             .iter()
-            .any(|part| holds_a_secret(redactor, part))
-        {
+            .any(|part| holds_a_secret(redactor, part));
+        if secret_in_system {
             for part in request.system.iter_mut() {
                 redact_part(redactor, part, &mut masked);
             }
         }
-        let secret_in_messages = (request.messages.iter().flat_map(|m| &m.parts))
+        let secret_in_messages = request
+            .messages
+            .iter()
+            .flat_map(|m| &m.parts)
             .any(|part| holds_a_secret(redactor, part));
         if secret_in_messages {
             for part in request.messages.iter_mut().flat_map(|m| m.parts.iter_mut()) {

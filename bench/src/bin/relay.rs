@@ -1,9 +1,10 @@
 //! A TCP byte relay: the floor under any HTTP proxy on this machine.
 //!
 //! Every accepted connection gets its own connection to `--upstream`, and bytes are copied
-//! both ways until both directions have ended, with `TCP_NODELAY` on both (as llmux sets). It parses
-//! nothing, so a request through it costs what any proxy pays at least: two more socket
-//! reads and writes, the wake-ups of the peers it writes to, and its own wait for readiness.
+//! both ways until both directions have ended, with `TCP_NODELAY` on both (as llmux sets).
+//! It parses nothing, so a request through it costs what any proxy pays at least: two more
+//! socket reads and writes, the wake-ups of the peers it writes to, and its own wait for
+//! readiness.
 //! `bench/relay-standin.sh` runs it in llmux's place, so `bench/run.sh` measures that floor
 //! (`LLMUX_BIN=bench/relay-standin.sh`), and llmux's cost above it is the part llmux's own code
 //! can change.
@@ -35,7 +36,7 @@ struct Args {
     upstream: SocketAddr,
 }
 
-/// Copies bytes between `client` and a new connection to `upstream` until either side is done.
+/// Copies bytes between `client` and a new connection to `upstream` until both directions end.
 async fn relay(mut client: TcpStream, upstream: SocketAddr) -> anyhow::Result<()> {
     let mut server = TcpStream::connect(upstream)
         .await

@@ -75,7 +75,6 @@ impl LaterHead {
                 Ok(later) => return Ok(later),
                 Err(_) => {
                     self.off = true;
-                    self.head.clear();
                     return serde_json::from_str(data);
                 }
             }
