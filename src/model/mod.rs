@@ -20,6 +20,6 @@ pub use request::{
     ClientInfo, Extensions, ImageSource, Message, Part, Protocol, Reasoning, ReasoningEffort,
     Request, ResponseFormat, Role, Sampling, Tool, ToolChoice,
 };
-pub use shared::Shared;
+pub use shared::{Shared, SharedMap};
 pub use verbatim::VerbatimSlot;
 pub use verbatim_request::{ClientBody, Edits, Splice};

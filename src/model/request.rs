@@ -1,6 +1,6 @@
 //! The canonical request.
 
-use super::Shared;
+use super::{Shared, SharedMap};
 use serde_json::{Map, Value};
 
 /// A wire protocol llmux speaks, on either side.
@@ -30,7 +30,7 @@ impl Protocol {
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Extensions {
     pub source: Option<Protocol>,
-    pub fields: Map<String, Value>,
+    pub fields: SharedMap,
 }
 
 impl Extensions {
@@ -41,7 +41,7 @@ impl Extensions {
             } else {
                 Some(source)
             },
-            fields,
+            fields: fields.into(),
         }
     }
 

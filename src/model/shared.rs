@@ -1,5 +1,6 @@
 //! [`Shared`]: a request's long lists (system parts, messages, tools), which clone in O(1)
-//! and copy themselves only when something changes them.
+//! and copy themselves only when something changes them; [`SharedMap`]: the same for the
+//! wire fields an event or a part carries in its [`super::Extensions`].
 //!
 //! A coding agent's request carries its whole conversation and tool definitions, often
 //! hundreds of KB, and llmux keeps a copy of the decoded request to tell whether a stage
@@ -10,7 +11,9 @@
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
+
+use serde_json::{Map, Value};
 
 /// A list shared between clones until one of them is changed.
 pub struct Shared<T>(Arc<Vec<T>>);
@@ -114,9 +117,80 @@ impl<T: Clone> IntoIterator for Shared<T> {
     }
 }
 
+/// A JSON object shared between clones until one of them is changed. An empty one holds
+/// nothing, so the many parts and events without extra fields allocate nothing.
+///
+/// Why: the same-protocol pass-through keeps a copy of an answer's events to compare with
+/// what the client is about to get (`VerbatimSlot`), and the outcome keeps the usage; with
+/// shared fields those copies cost a reference count and comparing them two pointers, where
+/// cloning `serde_json`'s map hashed every key again (a tenth of the pass-through's cost).
+#[derive(Clone, Default)]
+pub struct SharedMap(Option<Arc<Map<String, Value>>>);
+
+static EMPTY_MAP: LazyLock<Map<String, Value>> = LazyLock::new(Map::new);
+
+impl SharedMap {
+    /// The map, copied only when another clone still shares it.
+    pub fn into_map(self) -> Map<String, Value> {
+        self.0.map(Arc::unwrap_or_clone).unwrap_or_default()
+    }
+}
+
+impl From<Map<String, Value>> for SharedMap {
+    fn from(fields: Map<String, Value>) -> Self {
+        Self((!fields.is_empty()).then(|| Arc::new(fields)))
+    }
+}
+
+impl Deref for SharedMap {
+    type Target = Map<String, Value>;
+
+    fn deref(&self) -> &Map<String, Value> {
+        match &self.0 {
+            Some(fields) => fields,
+            None => &EMPTY_MAP,
+        }
+    }
+}
+
+/// Mutable access copies the map first when a clone shares it, and makes an empty one.
+impl DerefMut for SharedMap {
+    fn deref_mut(&mut self) -> &mut Map<String, Value> {
+        Arc::make_mut(self.0.get_or_insert_with(Default::default))
+    }
+}
+
+/// Equal when they are one map, or their members are equal (an empty map equals none).
+impl PartialEq for SharedMap {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (Some(a), Some(b)) if Arc::ptr_eq(a, b) => true,
+            _ => **self == **other,
+        }
+    }
+}
+
+impl fmt::Debug for SharedMap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        (**self).fmt(f)
+    }
+}
+
+impl serde::Serialize for SharedMap {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        (**self).serialize(serializer)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for SharedMap {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Map::deserialize(deserializer).map(Self::from)
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::Shared;
+    use super::{Shared, SharedMap};
 
     #[test]
     fn clones_share_the_list_until_one_is_changed() {
@@ -152,5 +226,31 @@ mod tests {
         assert_eq!(alone.as_ptr(), address, "alone: moved");
         let collected: Shared<i32> = (1..=3).collect();
         assert_eq!(collected.into_iter().sum::<i32>(), 6);
+    }
+
+    #[test]
+    fn a_shared_map_is_copied_only_when_changed_and_empty_holds_nothing() {
+        let mut fields = serde_json::Map::new();
+        fields.insert("system_fingerprint".into(), "fp".into());
+        let first = SharedMap::from(fields);
+        let mut second = first.clone();
+        assert!(std::ptr::eq(&*first, &*second), "one map");
+
+        second.insert("service_tier".into(), "default".into());
+        assert_eq!(first.len(), 1, "the other clone is unchanged");
+        assert_eq!(second.len(), 2);
+        assert_ne!(first, second);
+        second.remove("service_tier");
+        assert_eq!(first, second, "equal members, two maps");
+
+        let empty = SharedMap::default();
+        assert!(empty.0.is_none() && SharedMap::from(serde_json::Map::new()).0.is_none());
+        let mut emptied = first.clone();
+        emptied.clear();
+        assert_eq!(emptied, empty, "an emptied map equals none");
+        assert_eq!(first.clone().into_map(), *first);
+        assert_eq!(empty.into_map(), serde_json::Map::new());
+        let round: SharedMap = serde_json::from_str(r#"{"a":1}"#).unwrap();
+        assert_eq!(serde_json::to_string(&round).unwrap(), r#"{"a":1}"#);
     }
 }

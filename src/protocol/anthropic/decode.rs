@@ -18,7 +18,7 @@ const PROTOCOL: Protocol = Protocol::Anthropic;
 fn anthropic_ext(fields: Map<String, Value>) -> Extensions {
     Extensions {
         source: Some(PROTOCOL),
-        fields,
+        fields: fields.into(),
     }
 }
 

@@ -550,7 +550,7 @@ impl ChunkEncoder {
                 self.created = created.unwrap_or_else(unix_now);
                 self.head = None;
                 if extensions.for_protocol(PROTOCOL).is_some() {
-                    let mut first = extensions.fields;
+                    let mut first = extensions.fields.into_map();
                     if let Some(Value::Object(top)) = first.remove("top") {
                         self.top = top;
                     }
@@ -641,7 +641,7 @@ impl ChunkEncoder {
                         out.push(frame);
                     }
                     // The event is ours: its fields move rather than being copied.
-                    self.pending = Some(extensions.fields);
+                    self.pending = Some(extensions.fields.into_map());
                 }
             }
             Event::Error(error) => {
