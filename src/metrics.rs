@@ -10,7 +10,8 @@
 //! minus upstream) is llmux's own time; a stream's upstream time ends at its first event,
 //! so streams are left out of the overhead histogram.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, RwLock};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -19,6 +20,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::model::Protocol;
 use crate::pipeline::{Ended, Outcome, Phases, Reads, RequestContext, Stage};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -56,6 +58,43 @@ pub struct Metrics {
     tokens: Family<TokenLabels, Counter>,
     open_connections: Gauge,
     capture_dropped: Family<DropLabels, Gauge>,
+    /// The series a request counts into, each found in its family once. A family finds a
+    /// series by hashing its labels with SipHash under a lock, and the labels hold the
+    /// back-end's name as an owned `String`: five lookups and three copies of the name a
+    /// request (a fortieth of a non-streaming request's instructions). A clone of a series
+    /// counts into the same series, and each is made on first use, as the family makes it,
+    /// so `/metrics` shows what it showed before.
+    by_backend: RwLock<HashMap<String, Arc<BackendSeries>, foldhash::fast::RandomState>>,
+    /// `duration` and `upstream` by front-end and stream.
+    timings: [[Timings; 2]; FRONTENDS],
+}
+
+/// The front-ends llmux serves ([`crate::model::Protocol`]).
+const FRONTENDS: usize = 4;
+/// `2xx`, `4xx`, `5xx`, `client_left`.
+const OUTCOMES: [&str; 4] = ["2xx", "4xx", "5xx", "client_left"];
+
+/// One back-end's series: requests by front-end and outcome, and its tokens.
+#[derive(Default)]
+struct BackendSeries {
+    requests: [[OnceLock<Counter>; OUTCOMES.len()]; FRONTENDS],
+    input_tokens: OnceLock<Counter>,
+    output_tokens: OnceLock<Counter>,
+}
+
+#[derive(Default)]
+struct Timings {
+    duration: OnceLock<Histogram>,
+    upstream: OnceLock<Histogram>,
+}
+
+fn frontend_index(frontend: Protocol) -> usize {
+    match frontend {
+        Protocol::OpenAiChat => 0,
+        Protocol::OpenAiResponses => 1,
+        Protocol::Anthropic => 2,
+        Protocol::Gemini => 3,
+    }
 }
 
 /// Request durations: 1 ms to about 2 minutes.
@@ -126,6 +165,8 @@ impl Default for Metrics {
             tokens,
             open_connections,
             capture_dropped,
+            by_backend: RwLock::default(),
+            timings: Default::default(),
         }
     }
 }
@@ -133,48 +174,81 @@ impl Default for Metrics {
 impl Metrics {
     /// Counts one finished request.
     pub fn record(&self, ctx: &RequestContext, outcome: &Outcome) {
-        let frontend = ctx.frontend.as_str();
-        let backend = ctx.backend.clone().unwrap_or_else(|| "none".into());
+        let frontend = ctx.frontend;
+        let backend = ctx.backend.as_deref().unwrap_or("none");
+        let series = self.backend_series(backend);
         let result = match (outcome.ended, outcome.status) {
-            (Ended::ClientLeft, _) => "client_left",
-            (_, 500..) => "5xx",
-            (_, 400..) => "4xx",
-            _ => "2xx",
+            (Ended::ClientLeft, _) => 3,
+            (_, 500..) => 2,
+            (_, 400..) => 1,
+            _ => 0,
         };
-        self.requests
-            .get_or_create(&RequestLabels {
-                frontend,
-                backend: backend.clone(),
-                outcome: result,
+        series.requests[frontend_index(frontend)][result]
+            .get_or_init(|| {
+                self.requests
+                    .get_or_create(&RequestLabels {
+                        frontend: frontend.as_str(),
+                        backend: backend.to_owned(),
+                        outcome: OUTCOMES[result],
+                    })
+                    .clone()
             })
             .inc();
-        let labels = DurationLabels {
-            frontend,
+        let timings = &self.timings[frontend_index(frontend)][usize::from(ctx.stream)];
+        let labels = || DurationLabels {
+            frontend: frontend.as_str(),
             stream: if ctx.stream { "true" } else { "false" },
         };
         let total = outcome.latency_ms / 1000.0;
-        self.duration.get_or_create(&labels).observe(total);
+        timings
+            .duration
+            .get_or_init(|| self.duration.get_or_create(&labels()).clone())
+            .observe(total);
         let upstream_ms = ctx.trail.upstream_ms();
         if upstream_ms > 0.0 {
             let upstream = upstream_ms / 1000.0;
-            self.upstream.get_or_create(&labels).observe(upstream);
+            timings
+                .upstream
+                .get_or_init(|| self.upstream.get_or_create(&labels()).clone())
+                .observe(upstream);
             if !ctx.stream && outcome.ended == Ended::Done {
                 self.overhead.observe((total - upstream).max(0.0));
             }
         }
         if let Some(usage) = &outcome.usage {
-            for (direction, count) in [
-                ("input", usage.input_tokens),
-                ("output", usage.output_tokens),
+            for (series, direction, count) in [
+                (&series.input_tokens, "input", usage.input_tokens),
+                (&series.output_tokens, "output", usage.output_tokens),
             ] {
-                self.tokens
-                    .get_or_create(&TokenLabels {
-                        backend: backend.clone(),
-                        direction,
-                    })
-                    .inc_by(count);
+                let tokens = || {
+                    self.tokens
+                        .get_or_create(&TokenLabels {
+                            backend: backend.to_owned(),
+                            direction,
+                        })
+                        .clone()
+                };
+                series.get_or_init(tokens).inc_by(count);
             }
         }
+    }
+
+    /// The series of `backend`, made on its first request. Back-end names come from the
+    /// settings, so the map holds a handful.
+    fn backend_series(&self, backend: &str) -> Arc<BackendSeries> {
+        if let Some(series) = self
+            .by_backend
+            .read()
+            .ok()
+            .and_then(|map| map.get(backend).cloned())
+        {
+            return series;
+        }
+        let mut map = self
+            .by_backend
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.entry(backend.to_owned()).or_default().clone()
     }
 
     /// The text exposition, with the gauges read now.
@@ -192,6 +266,10 @@ impl Metrics {
                 .get_or_create(&DropLabels { writer: "file" })
                 .set(dropped(capture.dropped()));
         }
+        self.encode()
+    }
+
+    fn encode(&self) -> String {
         let mut text = String::new();
         if let Err(err) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
             tracing::warn!("cannot encode the metrics: {err}");
@@ -219,5 +297,88 @@ impl Stage for MetricsStage {
 
     fn on_complete(&self, ctx: &RequestContext, outcome: &Outcome) {
         self.0.record(ctx, outcome);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Usage;
+
+    fn outcome(status: u16, ended: Ended, usage: Option<(u64, u64)>) -> Outcome {
+        Outcome {
+            ended,
+            status,
+            error: None,
+            usage: usage.map(|(input_tokens, output_tokens)| Usage {
+                input_tokens,
+                output_tokens,
+                ..Usage::default()
+            }),
+            answer_text: None,
+            tool_calls: Vec::new(),
+            ttfb_ms: None,
+            latency_ms: 12.0,
+        }
+    }
+
+    fn sample(text: &str, series: &str) -> Option<String> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .map(str::to_owned)
+    }
+
+    #[test]
+    fn each_request_counts_into_its_own_series_and_unused_series_do_not_appear() {
+        let metrics = Metrics::default();
+        let mut ctx = RequestContext::new(Protocol::OpenAiChat);
+        ctx.backend = Some("a".into());
+        metrics.record(&ctx, &outcome(200, Ended::Done, Some((3, 2))));
+        metrics.record(&ctx, &outcome(200, Ended::Done, Some((3, 2))));
+        ctx.frontend = Protocol::Anthropic;
+        ctx.stream = true;
+        ctx.backend = Some("b".into());
+        metrics.record(&ctx, &outcome(502, Ended::Done, None));
+        ctx.backend = None;
+        metrics.record(&ctx, &outcome(200, Ended::ClientLeft, None));
+
+        let text = metrics.encode();
+        let requests = |labels: &str| sample(&text, &format!("llmux_requests_total{{{labels}}}"));
+        let expected = [
+            (r#"frontend="openai_chat",backend="a",outcome="2xx""#, "2"),
+            (r#"frontend="anthropic",backend="b",outcome="5xx""#, "1"),
+            (
+                r#"frontend="anthropic",backend="none",outcome="client_left""#,
+                "1",
+            ),
+        ];
+        for (labels, count) in expected {
+            assert_eq!(requests(labels).as_deref(), Some(count), "{labels}: {text}");
+        }
+        assert_eq!(text.matches("llmux_requests_total{").count(), 3, "{text}");
+        let tokens = |labels: &str| sample(&text, &format!("llmux_tokens_total{{{labels}}}"));
+        assert_eq!(
+            tokens(r#"backend="a",direction="input""#).as_deref(),
+            Some("6")
+        );
+        assert_eq!(
+            tokens(r#"backend="a",direction="output""#).as_deref(),
+            Some("4")
+        );
+        assert_eq!(text.matches("llmux_tokens_total{").count(), 2, "{text}");
+        let durations = |labels: &str| {
+            sample(
+                &text,
+                &format!("llmux_request_duration_seconds_count{{{labels}}}"),
+            )
+        };
+        let plain = r#"frontend="openai_chat",stream="false""#;
+        assert_eq!(durations(plain).as_deref(), Some("2"), "{text}");
+        let streamed = r#"frontend="anthropic",stream="true""#;
+        assert_eq!(durations(streamed).as_deref(), Some("2"), "{text}");
+        assert!(
+            !text.contains("llmux_upstream_duration_seconds_count{"),
+            "no request reached a back-end: {text}"
+        );
     }
 }

@@ -35,7 +35,8 @@ impl<'de> serde::Deserialize<'de> for Key<'de> {
 }
 
 /// `impl Deserialize for Name` reading each `"key" => field: how` (`value`: the field's
-/// own type; `list`: a list that may be `null` or absent) and every other key into
+/// own type; `required`: the same, and an object without it is an error, as serde's
+/// derive has it; `list`: a list that may be `null` or absent) and every other key into
 /// `extra`, unless its value is `null`. Objects only, as the wire sends them.
 ///
 /// A stream chunk's unknown fields become extension events without their nulls, and most
@@ -59,17 +60,28 @@ macro_rules! deserialize_in_one_pass {
                     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                         f.write_str(concat!("a ", stringify!($name), " object"))
                     }
+                    // A struct without required fields never reads its flags.
+                    #[allow(unused_assignments, unused_variables)]
                     fn visit_map<A: serde::de::MapAccess<'de>>(
                         self,
                         mut map: A,
                     ) -> Result<$name, A::Error> {
+                        // Which named keys were read: a flag per field, named as the field.
+                        #[derive(Default)]
+                        #[allow(non_snake_case, dead_code)]
+                        struct Seen { $($field: bool),* }
+                        let mut seen = Seen::default();
                         let mut out = $name::default();
                         while let Some(key) = map.next_key::<$crate::protocol::one_pass::Key<'de>>()? {
                             match key.0.as_ref() {
-                                $($key => out.$field = deserialize_in_one_pass!(@read $how, map),)*
+                                $($key => {
+                                    out.$field = deserialize_in_one_pass!(@read $how, map);
+                                    seen.$field = true;
+                                })*
                                 _ => deserialize_in_one_pass!(@other $others, map, out, key),
                             }
                         }
+                        $(deserialize_in_one_pass!(@check $how, seen, $field, $key);)*
                         Ok(out)
                     }
                 }
@@ -87,7 +99,14 @@ macro_rules! deserialize_in_one_pass {
         $map.next_value::<serde::de::IgnoredAny>()?;
     }};
     (@read value, $map:ident) => { $map.next_value()? };
+    (@read required, $map:ident) => { $map.next_value()? };
     (@read list, $map:ident) => { $map.next_value::<Option<Vec<_>>>()?.unwrap_or_default() };
+    (@check required, $seen:ident, $field:ident, $key:literal) => {
+        if !$seen.$field {
+            return Err(<A::Error as serde::de::Error>::missing_field($key));
+        }
+    };
+    (@check $how:ident, $seen:ident, $field:ident, $key:literal) => {};
 }
 
 #[cfg(test)]

@@ -549,8 +549,7 @@ pub fn decode_response_checked(body: &[u8]) -> Result<(Vec<Event>, bool), ChunkE
     }
     let lossless = round_trips(&completion);
     let mut events = Vec::with_capacity(8);
-    let mut top = completion.extra;
-    top.remove("object");
+    let top = completion.extra;
     events.push(Event::Start {
         id: completion.id,
         model: completion.model,
@@ -635,7 +634,7 @@ fn round_trips(completion: &ChatCompletion) -> bool {
     let top = !completion.id.is_empty()
         && !completion.model.is_empty()
         && completion.created.is_some()
-        && member(&completion.extra, "object").and_then(Value::as_str) == Some("chat.completion");
+        && completion.object.as_deref() == Some("chat.completion");
     let usage = match &completion.usage {
         None | Some(Value::Null) => true,
         Some(usage) => usage_round_trips(usage),
@@ -719,6 +718,60 @@ mod tests {
         let err = decode_request(br#"{"model":"m","messages":[{"role":"robot","content":"x"}]}"#)
             .unwrap_err();
         assert_eq!(err.param(), Some("messages[0].role"));
+    }
+
+    #[test]
+    fn a_missing_required_member_is_named_with_its_path() {
+        let cases: [(&[u8], &str); 4] = [
+            (br#"{"model":"m","messages":[{"content":"hi"}]}"#, "messages[0].role"),
+            (
+                br#"{"model":"m","messages":[{"role":"assistant","tool_calls":[{"type":"function","function":{"name":"f","arguments":"{}"}}]}]}"#,
+                "messages[0].tool_calls[0].id",
+            ),
+            (
+                br#"{"model":"m","messages":[{"role":"assistant","tool_calls":[{"id":"c","type":"function"}]}]}"#,
+                "messages[0].tool_calls[0].function",
+            ),
+            (
+                br#"{"model":"m","messages":[{"role":"assistant","tool_calls":[{"id":"c","function":{"arguments":"{}"}}]}]}"#,
+                "messages[0].tool_calls[0].function.name",
+            ),
+        ];
+        for (body, field) in cases {
+            let err = decode_request(body).unwrap_err();
+            assert_eq!((err.status(), err.param()), (422, Some(field)), "{err}");
+            assert!(err.to_string().contains("missing field"), "{err}");
+        }
+    }
+
+    #[test]
+    fn an_answer_keeps_its_unknown_members_but_not_their_nulls_and_needs_its_message() {
+        let body = br#"{"id":"c","object":"chat.completion","created":1,"model":"m","system_fingerprint":"fp","service_tier":null,
+            "choices":[{"index":0,"message":{"role":"assistant","content":"hi","annotations":[]},"logprobs":null,"finish_reason":"stop"}],
+            "usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#;
+        let (events, _) = decode_response_checked(body).unwrap();
+        let Event::Start { extensions, .. } = &events[0] else {
+            panic!("{events:?}")
+        };
+        let top = &extensions.fields["top"];
+        assert_eq!(top, &serde_json::json!({"system_fingerprint": "fp"}));
+        let scoped = events.iter().find_map(|event| match event {
+            Event::Extension(extensions) => Some(&extensions.fields),
+            _ => None,
+        });
+        assert_eq!(
+            scoped.map(|fields| serde_json::Value::Object((**fields).clone())),
+            Some(serde_json::json!({"message": {"annotations": []}})),
+            "the choice's null logprobs are not kept"
+        );
+        let err = decode_response_checked(
+            br#"{"id":"c","choices":[{"index":0,"finish_reason":"stop"}]}"#,
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:?}").contains("missing field `message`"),
+            "{err:?}"
+        );
     }
 
     #[test]

@@ -103,7 +103,7 @@ impl<'de> Deserialize<'de> for Stop {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct ChatMessage {
     pub role: String,
     #[serde(default, skip_serializing_if = "Content::is_absent")]
@@ -125,6 +125,17 @@ pub struct ChatMessage {
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
+
+deserialize_in_one_pass!(ChatMessage {
+    "role" => role: required,
+    "content" => content: value,
+    "name" => name: value,
+    "tool_calls" => tool_calls: value,
+    "tool_call_id" => tool_call_id: value,
+    "refusal" => refusal: value,
+    "reasoning_content" => reasoning_content: value,
+    "reasoning" => reasoning: value,
+});
 
 /// A message's `content`: absent, `null`, a string, or an array of parts.
 #[derive(Debug, Clone, Default)]
@@ -163,7 +174,7 @@ impl<'de> Deserialize<'de> for Content {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct ChatToolCall {
     pub id: String,
     /// `function` when present; absent from some servers' answers.
@@ -174,7 +185,13 @@ pub struct ChatToolCall {
     pub extra: Map<String, Value>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+deserialize_in_one_pass!(ChatToolCall {
+    "id" => id: required,
+    "type" => kind: value,
+    "function" => function: required,
+});
+
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct ChatFunctionCall {
     pub name: String,
     #[serde(default)]
@@ -183,33 +200,47 @@ pub struct ChatFunctionCall {
     pub extra: Map<String, Value>,
 }
 
+deserialize_in_one_pass!(ChatFunctionCall {
+    "name" => name: required,
+    "arguments" => arguments: value,
+});
+
 /// A non-streaming response.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default)]
 pub struct ChatCompletion {
-    #[serde(default)]
     pub id: String,
-    #[serde(default)]
+    /// `chat.completion`; read here rather than kept in `extra` (the encoder writes it).
+    pub object: Option<String>,
     pub created: Option<u64>,
-    #[serde(default)]
     pub model: String,
-    #[serde(default, deserialize_with = "crate::protocol::null_as_empty")]
+    /// `null` or absent reads as none.
     pub choices: Vec<ResponseChoice>,
-    #[serde(default)]
     pub usage: Option<Value>,
-    #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+deserialize_in_one_pass!(ChatCompletion {
+    "id" => id: value,
+    "object" => object: value,
+    "created" => created: value,
+    "model" => model: value,
+    "choices" => choices: list,
+    "usage" => usage: value,
+});
+
+#[derive(Debug, Clone, Default)]
 pub struct ResponseChoice {
-    #[serde(default)]
     pub index: u32,
     pub message: ChatMessage,
-    #[serde(default)]
     pub finish_reason: Option<String>,
-    #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
+
+deserialize_in_one_pass!(ResponseChoice {
+    "index" => index: value,
+    "message" => message: required,
+    "finish_reason" => finish_reason: value,
+});
 
 /// One streamed chunk. Read in one pass (every chunk of every stream goes through here).
 #[derive(Debug, Clone, Default)]
