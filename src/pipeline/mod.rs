@@ -140,7 +140,20 @@ pub fn new_request_id() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |since| since.as_millis() as u64);
     let count = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) & 0xff_ffff;
-    format!("req_{:010x}{count:06x}", millis & 0xff_ffff_ffff)
+    let mut id = String::with_capacity(20);
+    id.push_str("req_");
+    push_hex(&mut id, millis, 10);
+    push_hex(&mut id, u64::from(count), 6);
+    id
+}
+
+/// The low `digits` hex digits of `value`, lowercase and zero-padded, as `{:0N$x}` writes
+/// them for a value that fits; written directly (`format!` cost ~600 instructions an id).
+fn push_hex(out: &mut String, value: u64, digits: u32) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for shift in (0..digits).rev() {
+        out.push(char::from(HEX[(value >> (shift * 4)) as usize & 0xf]));
+    }
 }
 
 /// What a stage decided about a request.
@@ -704,6 +717,23 @@ mod tests {
             kept.system.as_ptr(),
             "the system part had none"
         );
+    }
+
+    #[test]
+    fn hex_is_written_as_format_writes_it() {
+        for value in [0, 1, 0xabc, 0xff_ffff_ffff, u64::MAX, 0x0123_4567_89ab_cdef] {
+            for digits in [6, 10, 16] {
+                let mut out = String::from("x");
+                push_hex(&mut out, value, digits);
+                let masked = if digits == 16 {
+                    value
+                } else {
+                    value & ((1 << (digits * 4)) - 1)
+                };
+                let width = digits as usize;
+                assert_eq!(out, format!("x{masked:0width$x}"), "{value:#x} in {digits}");
+            }
+        }
     }
 
     #[test]

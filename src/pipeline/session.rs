@@ -41,29 +41,76 @@ impl Stage for SessionId {
 /// first user message, which stay the same for every request of one conversation.
 pub fn derive_session_id(request: &Request) -> String {
     // FNV-1a: stable across processes and releases, so instances sharing state agree.
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut feed = |bytes: &[u8]| {
-        for byte in bytes {
-            hash ^= u64::from(*byte);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-        hash ^= 0xff;
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    };
-    feed(
-        request
-            .client
-            .user_agent
-            .as_deref()
-            .unwrap_or("")
-            .as_bytes(),
-    );
+    let mut hash = Fnv1a::default();
+    let user_agent = request.client.user_agent.as_deref().unwrap_or("");
+    hash.write(user_agent.as_bytes());
+    hash.end_field();
     if let Some(first) = request
         .messages
         .iter()
         .find(|m| m.role == crate::model::Role::User)
     {
-        feed(first.text().as_bytes());
+        // The message's text parts one after another, as `Message::text` joins them, without
+        // copying them into one string first.
+        for text in first.parts.iter().filter_map(crate::model::Part::as_text) {
+            hash.write(text.as_bytes());
+        }
+        hash.end_field();
     }
-    format!("auto-{hash:016x}")
+    let mut id = String::with_capacity(21);
+    id.push_str("auto-");
+    super::push_hex(&mut id, hash.0, 16);
+    id
+}
+
+/// 64-bit FNV-1a, with a separator byte after each field.
+struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv1a {
+    const PRIME: u64 = 0x0100_0000_01b3;
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 ^= u64::from(*byte);
+            self.0 = self.0.wrapping_mul(Self::PRIME);
+        }
+    }
+
+    fn end_field(&mut self) {
+        self.0 ^= 0xff;
+        self.0 = self.0.wrapping_mul(Self::PRIME);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Message, Part, Role};
+
+    #[test]
+    fn a_derived_session_id_stays_what_earlier_releases_derived() {
+        // The value the first release's `format!`-based code gave for this request: instances
+        // of different releases that share state must agree on it.
+        let mut request = Request::new(
+            "m",
+            vec![
+                Message::new(Role::System, vec![Part::text("be brief")]),
+                Message::new(
+                    Role::User,
+                    vec![Part::text("fix the build ✓"), Part::text("second part")],
+                ),
+                Message::new(Role::User, vec![Part::text("later")]),
+            ],
+        );
+        request.client.user_agent = Some("claude-cli/2.1.0".into());
+        assert_eq!(derive_session_id(&request), "auto-4d6a0e9cc36e7324");
+        request.client.user_agent = None;
+        assert_ne!(derive_session_id(&request), "auto-4d6a0e9cc36e7324");
+    }
 }
