@@ -69,7 +69,8 @@ pub struct Metrics {
     timings: [[Timings; 2]; FRONTENDS],
 }
 
-/// The front-ends llmux serves ([`crate::model::Protocol`]).
+/// The front-ends llmux serves: every [`Protocol`] (`frontend_index` maps them, and its
+/// test checks that each has a slot).
 const FRONTENDS: usize = 4;
 /// `2xx`, `4xx`, `5xx`, `client_left`.
 const OUTCOMES: [&str; 4] = ["2xx", "4xx", "5xx", "client_left"];
@@ -236,12 +237,13 @@ impl Metrics {
     /// The series of `backend`, made on its first request. Back-end names come from the
     /// settings, so the map holds a handful.
     fn backend_series(&self, backend: &str) -> Arc<BackendSeries> {
-        if let Some(series) = self
+        let known = self
             .by_backend
             .read()
-            .ok()
-            .and_then(|map| map.get(backend).cloned())
-        {
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(backend)
+            .cloned();
+        if let Some(series) = known {
             return series;
         }
         let mut map = self
@@ -341,6 +343,11 @@ mod tests {
         metrics.record(&ctx, &outcome(502, Ended::Done, None));
         ctx.backend = None;
         metrics.record(&ctx, &outcome(200, Ended::ClientLeft, None));
+        for frontend in [Protocol::OpenAiResponses, Protocol::Gemini] {
+            ctx.frontend = frontend;
+            ctx.stream = false;
+            metrics.record(&ctx, &outcome(429, Ended::Done, None));
+        }
 
         let text = metrics.encode();
         let requests = |labels: &str| sample(&text, &format!("llmux_requests_total{{{labels}}}"));
@@ -351,11 +358,16 @@ mod tests {
                 r#"frontend="anthropic",backend="none",outcome="client_left""#,
                 "1",
             ),
+            (
+                r#"frontend="openai_responses",backend="none",outcome="4xx""#,
+                "1",
+            ),
+            (r#"frontend="gemini",backend="none",outcome="4xx""#, "1"),
         ];
         for (labels, count) in expected {
             assert_eq!(requests(labels).as_deref(), Some(count), "{labels}: {text}");
         }
-        assert_eq!(text.matches("llmux_requests_total{").count(), 3, "{text}");
+        assert_eq!(text.matches("llmux_requests_total{").count(), 5, "{text}");
         let tokens = |labels: &str| sample(&text, &format!("llmux_tokens_total{{{labels}}}"));
         assert_eq!(
             tokens(r#"backend="a",direction="input""#).as_deref(),
@@ -380,5 +392,25 @@ mod tests {
             !text.contains("llmux_upstream_duration_seconds_count{"),
             "no request reached a back-end: {text}"
         );
+    }
+
+    #[test]
+    fn every_front_end_has_its_own_slot() {
+        let all = [
+            Protocol::OpenAiChat,
+            Protocol::OpenAiResponses,
+            Protocol::Anthropic,
+            Protocol::Gemini,
+        ];
+        let mut slots: Vec<usize> = all.iter().map(|p| frontend_index(*p)).collect();
+        slots.sort_unstable();
+        assert_eq!(slots, (0..FRONTENDS).collect::<Vec<_>>());
+        // A new protocol breaks this match, so it is added to `all` above too.
+        match Protocol::OpenAiChat {
+            Protocol::OpenAiChat
+            | Protocol::OpenAiResponses
+            | Protocol::Anthropic
+            | Protocol::Gemini => {}
+        }
     }
 }

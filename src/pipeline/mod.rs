@@ -151,6 +151,7 @@ pub fn new_request_id() -> String {
 /// them for a value that fits; written directly (`format!` cost ~600 instructions an id).
 fn push_hex(out: &mut String, value: u64, digits: u32) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    debug_assert!(digits <= 16, "a u64 has 16 hex digits");
     for shift in (0..digits).rev() {
         out.push(char::from(HEX[(value >> (shift * 4)) as usize & 0xf]));
     }

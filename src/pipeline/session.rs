@@ -113,4 +113,39 @@ mod tests {
         request.client.user_agent = None;
         assert_ne!(derive_session_id(&request), "auto-4d6a0e9cc36e7324");
     }
+
+    #[test]
+    fn a_derived_session_id_reads_only_the_first_user_messages_text() {
+        let image = Part::Image {
+            source: crate::model::ImageSource::Url("https://example.com/a.png".into()),
+            detail: None,
+            extensions: Default::default(),
+        };
+        let with = |parts: Vec<Part>| {
+            let mut request = Request::new("m", vec![Message::new(Role::User, parts)]);
+            request.client.user_agent = Some("ua".into());
+            derive_session_id(&request)
+        };
+        // An image between two texts changes nothing; the same texts split differently
+        // do not either (the text is read as one).
+        let plain = with(vec![Part::text("ab"), Part::text("cd")]);
+        assert_eq!(
+            with(vec![Part::text("ab"), image.clone(), Part::text("cd")]),
+            plain
+        );
+        assert_eq!(with(vec![Part::text("abcd")]), plain);
+        assert_ne!(with(vec![Part::text("abce")]), plain);
+        // A user message without text, and no user message at all, are two ids.
+        let no_text = with(vec![image]);
+        let mut alone = Request::new(
+            "m",
+            vec![Message::new(Role::Assistant, vec![Part::text("x")])],
+        );
+        alone.client.user_agent = Some("ua".into());
+        assert_ne!(no_text, derive_session_id(&alone));
+        assert!(
+            no_text.starts_with("auto-") && no_text.len() == 21,
+            "{no_text}"
+        );
+    }
 }

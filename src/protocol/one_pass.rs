@@ -3,7 +3,10 @@
 //! object in serde's generic `Content` tree and then reading the fields back out of it,
 //! once per nested level: for a stream chunk (chunk, choice, delta) that was about a third
 //! of llmux's instructions per streamed answer. A struct that uses this derives `Default`;
-//! every field it names is optional on the wire.
+//! a field it names is optional on the wire unless it is read as `required`. As with
+//! serde's derive, a named key given twice is an error: a proxy that took the last of two
+//! values while the client's own bytes go upstream (the pass-through) would check one
+//! value and send the other to a provider that reads the first.
 
 use std::borrow::Cow;
 
@@ -60,21 +63,22 @@ macro_rules! deserialize_in_one_pass {
                     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                         f.write_str(concat!("a ", stringify!($name), " object"))
                     }
-                    // A struct without required fields never reads its flags.
-                    #[allow(unused_assignments, unused_variables)]
                     fn visit_map<A: serde::de::MapAccess<'de>>(
                         self,
                         mut map: A,
                     ) -> Result<$name, A::Error> {
                         // Which named keys were read: a flag per field, named as the field.
                         #[derive(Default)]
-                        #[allow(non_snake_case, dead_code)]
+                        #[allow(non_snake_case)]
                         struct Seen { $($field: bool),* }
                         let mut seen = Seen::default();
                         let mut out = $name::default();
                         while let Some(key) = map.next_key::<$crate::protocol::one_pass::Key<'de>>()? {
                             match key.0.as_ref() {
                                 $($key => {
+                                    if seen.$field {
+                                        return Err(<A::Error as serde::de::Error>::duplicate_field($key));
+                                    }
                                     out.$field = deserialize_in_one_pass!(@read $how, map);
                                     seen.$field = true;
                                 })*

@@ -640,7 +640,8 @@ impl ChunkEncoder {
                         let frame = self.frame(DeltaOut::default(), None);
                         out.push(frame);
                     }
-                    // The event is ours: its fields move rather than being copied.
+                    // The event is ours: its fields move rather than being copied, unless
+                    // another copy of the event still shares them.
                     self.pending = Some(extensions.fields.into_map());
                 }
             }

@@ -1,7 +1,8 @@
 //! Serde types of the Chat Completions wire format.
 //!
 //! Every object keeps the fields we do not model in `extra`, so a same-protocol round trip
-//! carries them through. Polymorphic pieces (content parts, tools, tool_choice,
+//! carries them through; the objects read in one pass (see `one_pass.rs`) keep them
+//! without their `null`s, which mean what an absent member means. Polymorphic pieces (content parts, tools, tool_choice,
 //! response_format) stay `Value` here and are read in `decode.rs`, where errors can name
 //! the exact field.
 
@@ -103,26 +104,18 @@ impl<'de> Deserialize<'de> for Stop {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default)]
 pub struct ChatMessage {
     pub role: String,
-    #[serde(default, skip_serializing_if = "Content::is_absent")]
     pub content: Content,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<ChatToolCall>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_call_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refusal: Option<String>,
     /// DeepSeek, Z.ai, Qwen, vLLM and most OpenAI-compatible vendors.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reasoning_content: Option<String>,
     /// OpenRouter.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reasoning: Option<String>,
-    #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
 
@@ -147,22 +140,6 @@ pub enum Content {
     Parts(Vec<Value>),
 }
 
-impl Content {
-    pub fn is_absent(&self) -> bool {
-        matches!(self, Content::Absent)
-    }
-}
-
-impl Serialize for Content {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Content::Absent | Content::Null => serializer.serialize_none(),
-            Content::Text(text) => serializer.serialize_str(text),
-            Content::Parts(parts) => parts.serialize(serializer),
-        }
-    }
-}
-
 impl<'de> Deserialize<'de> for Content {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let expecting = "a string, an array of content parts, or null";
@@ -174,14 +151,12 @@ impl<'de> Deserialize<'de> for Content {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default)]
 pub struct ChatToolCall {
     pub id: String,
     /// `function` when present; absent from some servers' answers.
-    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
     pub function: ChatFunctionCall,
-    #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
 
@@ -191,12 +166,10 @@ deserialize_in_one_pass!(ChatToolCall {
     "function" => function: required,
 });
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default)]
 pub struct ChatFunctionCall {
     pub name: String,
-    #[serde(default)]
     pub arguments: String,
-    #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
 
@@ -210,7 +183,8 @@ deserialize_in_one_pass!(ChatFunctionCall {
 pub struct ChatCompletion {
     pub id: String,
     /// `chat.completion`; read here rather than kept in `extra` (the encoder writes it).
-    pub object: Option<String>,
+    /// Any JSON: an odd value makes the answer one to re-encode, not an error.
+    pub object: Option<Value>,
     pub created: Option<u64>,
     pub model: String,
     /// `null` or absent reads as none.
