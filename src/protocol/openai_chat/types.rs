@@ -242,8 +242,10 @@ deserialize_in_one_pass!(ChatChunk {
 #[derive(Debug, Clone, Default)]
 pub struct LaterChunk {
     pub choices: Vec<ChunkChoice>,
-    pub usage: Option<Value>,
-    pub error: Option<Value>,
+    /// Boxed, as the error: a `Value` is 80 bytes, and a chunk read is moved several times
+    /// on its way out of serde, while nearly every chunk has neither.
+    pub usage: Option<Box<Value>>,
+    pub error: Option<Box<Value>>,
 }
 
 deserialize_in_one_pass!(LaterChunk, others skipped {
@@ -256,11 +258,11 @@ impl From<LaterChunk> for ChatChunk {
     fn from(later: LaterChunk) -> Self {
         let mut extra = Map::new();
         if let Some(error) = later.error {
-            extra.insert("error".into(), error);
+            extra.insert("error".into(), *error);
         }
         ChatChunk {
             choices: later.choices,
-            usage: later.usage,
+            usage: later.usage.map(|usage| *usage),
             extra,
             ..ChatChunk::default()
         }
@@ -270,7 +272,9 @@ impl From<LaterChunk> for ChatChunk {
 #[derive(Debug, Clone, Default)]
 pub struct ChunkChoice {
     pub index: u32,
-    pub delta: Option<ChunkDelta>,
+    /// Boxed: a choice is moved several times on its way out of the decoder (serde's
+    /// `Result`s, the list), and with the delta inline each move copied 320 bytes.
+    pub delta: Option<Box<ChunkDelta>>,
     pub finish_reason: Option<String>,
     pub extra: Map<String, Value>,
 }
