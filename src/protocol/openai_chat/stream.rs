@@ -61,7 +61,10 @@ impl LaterHead {
         let at = if self.off {
             None
         } else {
-            memchr::memmem::find(data.as_bytes(), Self::KEY.as_bytes())
+            // Built once: `memmem::find` builds its searcher anew on every call.
+            static KEY: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+                std::sync::LazyLock::new(|| memchr::memmem::Finder::new(LaterHead::KEY));
+            KEY.find(data.as_bytes())
         };
         let Some(at) = at else {
             return serde_json::from_str(data);
@@ -173,8 +176,9 @@ impl ChunkDecoder {
         }
         for choice in choices.into_iter().filter(|c| c.index == 0) {
             let delta = choice.delta.unwrap_or_default();
-            let scoped = choice_scopes(choice.extra, delta.extra);
-            if !scoped.is_empty() {
+            // Nearly every chunk has no unknown fields: no scope map is made for it.
+            if !choice.extra.is_empty() || !delta.extra.is_empty() {
+                let scoped = choice_scopes(choice.extra, delta.extra);
                 out.push(Event::Extension(Extensions::new(PROTOCOL, scoped)));
             }
             // Every field of a delta, in order: reasoning, text, refusal, tool calls.
