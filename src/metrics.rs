@@ -184,7 +184,8 @@ impl Metrics {
             (_, 400..) => 1,
             _ => 0,
         };
-        series.requests[frontend_index(frontend)][result]
+        let slot = frontend_index(frontend);
+        series.requests[slot][result]
             .get_or_init(|| {
                 self.requests
                     .get_or_create(&RequestLabels {
@@ -195,7 +196,7 @@ impl Metrics {
                     .clone()
             })
             .inc();
-        let timings = &self.timings[frontend_index(frontend)][usize::from(ctx.stream)];
+        let timings = &self.timings[slot][usize::from(ctx.stream)];
         let labels = || DurationLabels {
             frontend: frontend.as_str(),
             stream: if ctx.stream { "true" } else { "false" },

@@ -549,12 +549,11 @@ pub fn decode_response_checked(body: &[u8]) -> Result<(Vec<Event>, bool), ChunkE
     }
     let lossless = round_trips(&completion);
     let mut events = Vec::with_capacity(8);
-    let top = completion.extra;
     events.push(Event::Start {
         id: completion.id,
         model: completion.model,
         created: completion.created,
-        extensions: scoped_extensions("top", top),
+        extensions: scoped_extensions("top", completion.extra),
     });
     let mut finish = None;
     if let Some(choice) = completion.choices.into_iter().next() {
