@@ -63,7 +63,7 @@ impl Stage for CaptureRow {
             row.id = ctx.request_id.clone();
             row.started_at = started_at;
             row.session_id = ctx.session_id.clone();
-            row.client_host = ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
+            row.client_host = ctx.client_host();
             row.user_agent = ctx.user_agent.clone().unwrap_or_default();
             row.frontend = ctx.frontend.as_str().to_owned();
             row.backend = ctx.backend.clone().unwrap_or_default();

@@ -125,6 +125,26 @@ impl RequestContext {
             preface: None,
         }
     }
+
+    /// The client's address as text for captures, `""` when unknown. An IPv4 address is
+    /// written octet by octet: `Ipv4Addr`'s `Display` (padding support) cost ~1,300
+    /// instructions a request (callgrind, capture store on).
+    pub fn client_host(&self) -> String {
+        match self.client_ip {
+            None => String::new(),
+            Some(IpAddr::V4(ip)) => {
+                let mut text = String::with_capacity(15);
+                for (i, octet) in ip.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        text.push('.');
+                    }
+                    text.push_str(itoa::Buffer::new().format(octet));
+                }
+                text
+            }
+            Some(ip) => ip.to_string(),
+        }
+    }
 }
 
 /// A short id for logs, the `x-request-id` header and the capture store's rows: the low 40
@@ -718,6 +738,27 @@ mod tests {
             kept.system.as_ptr(),
             "the system part had none"
         );
+    }
+
+    #[test]
+    fn the_client_host_is_the_address_as_std_writes_it() {
+        let mut ctx = RequestContext::new(Protocol::OpenAiChat);
+        assert_eq!(ctx.client_host(), "");
+        let mut rng = fastrand::Rng::with_seed(17);
+        let mut addresses: Vec<IpAddr> = vec![
+            std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::Ipv4Addr::UNSPECIFIED.into(),
+            std::net::Ipv4Addr::BROADCAST.into(),
+            std::net::Ipv4Addr::new(10, 0, 99, 1).into(),
+            std::net::Ipv6Addr::LOCALHOST.into(),
+            "fe80::1:2".parse().unwrap(),
+            "::ffff:192.0.2.7".parse().unwrap(),
+        ];
+        addresses.extend((0..200).map(|_| IpAddr::from(std::net::Ipv4Addr::from(rng.u32(..)))));
+        for ip in addresses {
+            ctx.client_ip = Some(ip);
+            assert_eq!(ctx.client_host(), ip.to_string());
+        }
     }
 
     #[test]

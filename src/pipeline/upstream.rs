@@ -239,7 +239,7 @@ fn tap(
         TapInfo {
             request_id: ctx.request_id.clone(),
             session_id: ctx.session_id.clone(),
-            client_host: ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            client_host: ctx.client_host(),
             user_agent: ctx.user_agent.clone().unwrap_or_default(),
             backend: target.backend.id().to_owned(),
             model: target.model.clone(),
