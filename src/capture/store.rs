@@ -1572,18 +1572,23 @@ impl Recorder {
     }
 
     pub fn upstream_request(&self, body: &[u8]) {
+        let mut repeated = false;
         self.record(|recording| {
-            let row = &mut recording.row;
+            recording.sent.get_or_insert_with(Instant::now);
             // A request nothing changed goes to the provider as the client's bytes: a copy
             // of the text already checked, not a second UTF-8 check (~1.2k instructions a
-            // request for the bench's 1.8 KB body).
-            if body == row.client_request.as_bytes() {
-                row.upstream_request.clone_from(&row.client_request);
-            } else {
-                row.upstream_request = body_text(body);
+            // request for the bench's 1.8 KB body). A clipped text is not the client's bytes.
+            let client = &recording.row.client_request;
+            if client.len() <= BODY_LIMIT && body == client.as_bytes() {
+                recording.row.upstream_request.clone_from(client);
+                repeated = true;
             }
-            recording.sent.get_or_insert_with(Instant::now);
         });
+        if !repeated {
+            // Checked and copied outside the lock.
+            let text = body_text(body);
+            self.update(|row| row.upstream_request = text);
+        }
     }
 
     /// The provider's answer status and headers, as soon as they arrive.
@@ -1631,7 +1636,8 @@ impl Recorder {
             if body.len() >= BODY_LIMIT {
                 return;
             }
-            // The client often gets the provider's answer as it came (`VerbatimSlot`).
+            // The client often gets the provider's answer as it came (`VerbatimSlot`): a copy
+            // of the text already checked. Only as the first piece: a later one is appended.
             if body.is_empty() && data == row.upstream_response.as_bytes() {
                 body.clone_from(&row.upstream_response);
                 return;
@@ -1738,9 +1744,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(test_store(dir.path()));
         let request = br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
-        let patched = br#"{"model":"routed","messages":[{"role":"user","content":"hi"}]}"#;
+        // The same length as the ones they differ from: a length check alone is not enough.
+        let patched = br#"{"model":"n","messages":[{"role":"user","content":"hi"}]}"#;
         let answer = br#"{"choices":[{"message":{"content":"hello"}}]}"#;
-        let encoded = br#"{"choices":[{"message":{"content":"hello","refusal":null}}]}"#;
+        let encoded = br#"{"choices":[{"message":{"content":"hallo"}}]}"#;
 
         let same = recorded(&store, "req_same", [request, request, answer, answer]);
         assert_eq!(same.upstream_request.as_bytes(), request);
@@ -1752,13 +1759,45 @@ mod tests {
         assert_eq!(changed.upstream_response.as_bytes(), answer);
         assert_eq!(changed.client_response.as_bytes(), encoded);
 
-        // Bytes that are not UTF-8 are stored with U+FFFD in both legs, the second leg
-        // compared by its bytes, not by the first leg's text.
+        // Bytes that are not UTF-8 are stored with U+FFFD in every leg.
         let broken: &[u8] = b"{\"content\":\"\xff\"}";
         let lossy = recorded(&store, "req_lossy", [broken, broken, broken, broken]);
         assert_eq!(lossy.client_request, "{\"content\":\"\u{fffd}\"}");
         assert_eq!(lossy.upstream_request, lossy.client_request);
         assert_eq!(lossy.client_response, lossy.client_request);
+    }
+
+    #[test]
+    fn a_client_answer_in_pieces_keeps_every_piece_even_one_that_repeats_the_providers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(test_store(dir.path()));
+        let recorder = Recorder::new(store.clone());
+        recorder.update(|row| {
+            row.id = "req_pieces".into();
+            row.started_at = now();
+        });
+        recorder.upstream_response("ab", false);
+        recorder.client_response(b"ab");
+        recorder.client_response(b"ab");
+        drop(recorder);
+        store.flush(Duration::from_secs(5));
+        assert_eq!(
+            store.get("req_pieces").unwrap().unwrap().client_response,
+            "abab"
+        );
+    }
+
+    #[test]
+    fn a_provider_request_the_same_as_a_clipped_client_request_is_clipped_on_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(test_store(dir.path()));
+        let huge = vec![b'x'; BODY_LIMIT + 10];
+        let row = recorded(&store, "req_huge", [&huge, &huge, b"{}", b"{}"]);
+        assert!(
+            row.client_request.ends_with("bytes in all)"),
+            "clipped with its note"
+        );
+        assert_eq!(row.upstream_request, row.client_request);
     }
 
     #[test]
