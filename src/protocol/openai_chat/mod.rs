@@ -7,6 +7,7 @@
 pub mod decode;
 pub mod encode;
 mod pass_through;
+mod same_shape;
 pub mod stream;
 pub mod types;
 

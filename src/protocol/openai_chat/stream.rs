@@ -6,6 +6,7 @@ use serde_json::{Map, Value};
 
 use super::decode::{finish_reason, usage};
 use super::encode::{error_body, finish_reason as wire_finish_reason, usage as wire_usage};
+use super::same_shape::SameShape;
 use super::types::{ChatChunk, LaterChunk};
 use crate::Error;
 use crate::model::{Event, Extensions, FinishReason, Protocol, Usage};
@@ -16,7 +17,7 @@ const PROTOCOL: Protocol = Protocol::OpenAiChat;
 pub use crate::protocol::ChunkError;
 
 /// Reads the `data:` payloads of an upstream chat stream into events.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct ChunkDecoder {
     started: bool,
     /// Top-level fields of choice-less chunks before the first real one.
@@ -28,6 +29,11 @@ pub struct ChunkDecoder {
     done: bool,
     /// The skippable head of later chunks (see [`LaterHead`]).
     later_head: LaterHead,
+    /// The last chunk's bytes around its one string (see [`SameShape`]).
+    same_shape: SameShape,
+    /// Never take the [`SameShape`] shortcut (tests compare both ways).
+    #[cfg(test)]
+    whole_only: bool,
 }
 
 /// The text of a later chunk before its `"choices":` key, remembered to skip it in the next.
@@ -43,7 +49,7 @@ pub struct ChunkDecoder {
 /// are that key. A `"choices":` key nested d levels deep leaves d - 1 closing brackets after
 /// the object that `{` opens, which serde_json rejects as trailing characters, and then the
 /// whole text is read.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct LaterHead {
     /// The last later chunk's text before `"choices":`; empty when it is not to be skipped.
     head: String,
@@ -113,6 +119,39 @@ impl ChunkDecoder {
         if data.is_empty() {
             return Ok(());
         }
+        if let Some(event) = self.same_shape.read(data) {
+            out.extend(event);
+            return Ok(());
+        }
+        let later = self.started;
+        let before = out.len();
+        let read = self.push_whole(data, out);
+        self.same_shape.forget();
+        if later && read.is_ok() {
+            self.learn_shape(data, &out[before..]);
+        }
+        read
+    }
+
+    /// Remembers the shape of `data`, a later chunk read in full to `events`, when it has
+    /// one and a copy of this decoder reads its probe to the event it should.
+    fn learn_shape(&mut self, data: &str, events: &[Event]) {
+        #[cfg(test)]
+        if self.whole_only {
+            return;
+        }
+        let Some((shape, probe)) = SameShape::of(data, events) else {
+            return;
+        };
+        let mut copy = self.clone();
+        let mut probed = Vec::with_capacity(1);
+        if copy.push_whole(&probe, &mut probed).is_ok() && shape.probe_gave(&probed) {
+            self.same_shape = shape;
+        }
+    }
+
+    /// Reads a chunk in full.
+    fn push_whole(&mut self, data: &str, out: &mut Vec<Event>) -> Result<(), ChunkError> {
         let garbage = |e: serde_json::Error| {
             ChunkError::Garbage(format!(
                 "stream frame is not a chat chunk ({e}): {}",
@@ -877,6 +916,197 @@ mod tests {
             repeated.contains("Hel") && repeated.contains("ToolCallStart"),
             "{repeated}"
         );
+    }
+
+    /// Reads `frames` with the [`SameShape`] shortcut and without it; returns both reads
+    /// (events, then the end or the error) and how many frames took the shortcut.
+    fn decode_both_ways(frames: &[String]) -> (String, String, usize) {
+        let read = |whole_only: bool| {
+            let mut decoder = ChunkDecoder {
+                whole_only,
+                ..ChunkDecoder::default()
+            };
+            let mut events = Vec::new();
+            let mut shortcuts = 0;
+            for frame in frames {
+                shortcuts += usize::from(decoder.same_shape.read(frame.trim()).is_some());
+                if let Err(e) = decoder.push(frame, &mut events) {
+                    return (format!("{events:?} {e:?}"), shortcuts);
+                }
+            }
+            (format!("{events:?} {:?}", decoder.finish()), shortcuts)
+        };
+        let ((shortcut, hits), (whole, none)) = (read(false), read(true));
+        assert_eq!(none, 0);
+        (shortcut, whole, hits)
+    }
+
+    /// A random JSON string literal: text with quotes, backslashes, control characters,
+    /// non-ASCII and key-like runs, escaped in one of several ways, or now and then a
+    /// broken one.
+    fn random_string(rng: &mut fastrand::Rng) -> String {
+        const PIECES: [&str; 12] = [
+            "a",
+            " the",
+            "\"",
+            "\\",
+            "\n",
+            "\t",
+            "é",
+            "🧪",
+            "\",\"content\":\"",
+            "}",
+            "",
+            "x\u{1}",
+        ];
+        let text: String = (0..rng.usize(0..5))
+            .map(|_| PIECES[rng.usize(..PIECES.len())])
+            .collect();
+        match rng.u8(..10) {
+            0 => "null".to_owned(),
+            // Unicode escapes for every non-ASCII character, as some servers write them.
+            1 => {
+                let mut quoted = String::from("\"");
+                for c in text.chars() {
+                    match c {
+                        '"' => quoted.push_str("\\\""),
+                        '\\' => quoted.push_str("\\\\"),
+                        c if c.is_ascii() && c >= ' ' => quoted.push(c),
+                        c => {
+                            let mut units = [0u16; 2];
+                            for unit in c.encode_utf16(&mut units) {
+                                quoted.push_str(&format!("\\u{unit:04x}"));
+                            }
+                        }
+                    }
+                }
+                quoted + "\""
+            }
+            // Broken: a raw quote, a dangling backslash, a raw control character.
+            2 => format!("\"{}\"", text.replace('\\', "")),
+            3 => format!("\"{text}\\\""),
+            _ => serde_json::to_string(&text).unwrap(),
+        }
+    }
+
+    /// The shape of a random later chunk: a text, reasoning or tool-call delta, decoys
+    /// holding the same keys, a finish, usage, another choice, or spacing that hides a key
+    /// from a byte search.
+    #[derive(Clone, Copy)]
+    struct ChunkShape {
+        choice: u8,
+        tail: u8,
+        call: u32,
+    }
+
+    impl ChunkShape {
+        fn random(rng: &mut fastrand::Rng) -> Self {
+            Self {
+                choice: rng.u8(..12),
+                tail: rng.u8(..8),
+                call: rng.u32(0..2),
+            }
+        }
+
+        /// The chunk with the JSON strings (or other values) `s` and `t` in its places.
+        fn chunk(self, s: &str, t: &str) -> String {
+            let head = r#"{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","system_fingerprint":"fp","choices":["#;
+            let call = self.call;
+            let choice = match self.choice {
+                0..=3 => format!(
+                    r#"{{"index":0,"delta":{{"content":{s}}},"logprobs":null,"finish_reason":null}}"#
+                ),
+                4 => format!(
+                    r#"{{"index":0,"delta":{{"reasoning_content":{s}}},"finish_reason":null}}"#
+                ),
+                5 => {
+                    format!(r#"{{"index":0,"delta":{{"reasoning_content":{s},"reasoning":{t}}}}}"#)
+                }
+                6 => format!(r#"{{"index":0,"delta":{{"reasoning":{s}}}}}"#),
+                7 => format!(
+                    r#"{{"index":0,"delta":{{"tool_calls":[{{"index":{call},"id":"t{call}","type":"function","function":{{"name":"f","arguments":{s}}}}}]}}}}"#
+                ),
+                8 => format!(
+                    r#"{{"index":0,"delta":{{"tool_calls":[{{"index":{call},"function":{{"arguments":{s}}}}}]}}}}"#
+                ),
+                // Read as the text, but not found by a search for `"content":"`; a later
+                // chunk's top-level `x_meta` (the tail) is not read at all.
+                9 => format!(r#"{{"index":0,"delta":{{"content" : {s}}}}}"#),
+                10 => format!(
+                    r#"{{"index":1,"delta":{{"content":{s}}}}},{{"index":0,"delta":{{"content":{t}}}}}"#
+                ),
+                _ => r#"{"index":0,"delta":{},"finish_reason":"stop"}"#.to_owned(),
+            };
+            let tail = match self.tail {
+                0 => format!(r#","x_meta":{{"content":{t}}}"#),
+                1 => r#","usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}"#
+                    .to_owned(),
+                _ => String::new(),
+            };
+            format!("{head}{choice}]{tail}}}")
+        }
+    }
+
+    #[test]
+    fn a_stream_reads_to_the_same_events_with_the_same_shape_shortcut_as_without() {
+        let mut rng = fastrand::Rng::with_seed(21);
+        let first = r#"{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","system_fingerprint":"fp","choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#;
+        let mut hits = 0;
+        for _ in 0..3000 {
+            let mut frames = vec![first.to_owned()];
+            // Runs of one shape in which one of its strings changes (a decoy's, now and
+            // then), as real streams go.
+            while frames.len() < 12 {
+                let shape = ChunkShape::random(&mut rng);
+                let mut s = random_string(&mut rng);
+                let mut t = if rng.bool() {
+                    s.clone()
+                } else {
+                    random_string(&mut rng)
+                };
+                for _ in 0..rng.usize(1..5) {
+                    frames.push(shape.chunk(&s, &t));
+                    if rng.bool() {
+                        s = random_string(&mut rng);
+                    } else {
+                        t = random_string(&mut rng);
+                    }
+                }
+            }
+            frames.push("[DONE]".to_owned());
+            let (shortcut, whole, taken) = decode_both_ways(&frames);
+            assert_eq!(shortcut, whole, "{frames:#?}");
+            hits += taken;
+        }
+        assert!(hits > 1000, "the shortcut was taken {hits} times");
+    }
+
+    #[test]
+    fn a_chunk_with_the_last_ones_bytes_around_a_new_string_takes_the_shortcut() {
+        let frame = |delta: &str| {
+            format!(
+                r#"{{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{{"index":0,"delta":{delta},"logprobs":null,"finish_reason":null}}]}}"#
+            )
+        };
+        let frames: Vec<String> = [
+            r#"{"role":"assistant","content":""}"#,
+            r#"{"content":"Hel"}"#,
+            r#"{"content":"lo, \"wor"}"#,
+            r#"{"content":"ld\u00e9"}"#,
+            r#"{"content":""}"#,
+            r#"{"tool_calls":[{"index":0,"id":"t","type":"function","function":{"name":"f","arguments":""}}]}"#,
+            r#"{"tool_calls":[{"index":0,"function":{"arguments":"{\"a\""}}]}"#,
+            r#"{"tool_calls":[{"index":0,"function":{"arguments":":1}"}}]}"#,
+        ]
+        .iter()
+        .map(|delta| frame(delta))
+        .collect();
+        let (shortcut, whole, taken) = decode_both_ways(&frames);
+        assert_eq!(shortcut, whole);
+        // "lo, \"wor", "ldé" and "" after "Hel"; ":1}" after the first arguments.
+        assert_eq!(taken, 4, "{shortcut}");
+        assert!(shortcut.contains(r#"TextDelta("lo, \"wor")"#), "{shortcut}");
+        assert!(shortcut.contains(r#"TextDelta("ldé")"#), "{shortcut}");
     }
 
     #[test]
