@@ -12,6 +12,7 @@ pub mod openai_chat;
 pub mod openai_responses;
 #[cfg(test)]
 mod round_trip_support;
+pub(crate) mod same_shape;
 pub mod splice;
 pub mod sse;
 

@@ -13,10 +13,18 @@ use super::encode::{
 };
 use crate::Error;
 use crate::model::{Event, Extensions, FinishReason, Protocol, Usage};
+use crate::protocol::same_shape::{Keys, SameShape};
 use crate::protocol::sse::{named_frame, push_json_string, push_u64};
 use crate::protocol::{ChunkError, StreamDecoder};
 
 const PROTOCOL: Protocol = Protocol::Anthropic;
+
+/// Where a `content_block_delta` holds its strings (see [`SameShape`]).
+const SHAPE_KEYS: Keys = Keys {
+    text: &["\"text\":\""],
+    thinking: &["\"thinking\":\""],
+    arguments: &["\"partial_json\":\""],
+};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Block {
@@ -27,7 +35,7 @@ enum Block {
 }
 
 /// Reads an upstream Anthropic stream into events.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct EventDecoder {
     started: bool,
     /// Usage so far: `message_start`'s, overlaid by each cumulative `message_delta`.
@@ -39,6 +47,8 @@ pub struct EventDecoder {
     done: bool,
     /// Turns the JSON answer tool's call back into text.
     json_tool: super::json_tool::JsonToolAsText,
+    /// The last `content_block_delta`'s bytes around its one string (see [`SameShape`]).
+    same_shape: SameShape,
 }
 
 impl EventDecoder {
@@ -151,6 +161,49 @@ impl EventDecoder {
         if data.is_empty() {
             return Ok(());
         }
+        let delta = self.started && event == "content_block_delta";
+        if delta
+            && let Some(shortcut) = self.same_shape.read(data)
+            && self.shape_verified(event)
+        {
+            self.same_shape.used();
+            out.push(shortcut);
+            return Ok(());
+        }
+        let before = out.len();
+        let read = self.push_whole(event, data, out);
+        if delta && read.is_ok() {
+            self.same_shape.learn(data, &out[before..], &SHAPE_KEYS);
+        } else {
+            self.same_shape.forget();
+        }
+        read
+    }
+
+    /// Whether the learnt shape passed its probe: read in full by a copy of this decoder, in
+    /// the state it is still in (any frame read in full since would have replaced the shape).
+    fn shape_verified(&mut self, event: &str) -> bool {
+        if self.same_shape.is_verified() {
+            return true;
+        }
+        let probe = self.same_shape.probe();
+        let shape = std::mem::take(&mut self.same_shape);
+        let mut copy = self.clone();
+        self.same_shape = shape;
+        let mut events = Vec::with_capacity(1);
+        if copy.push_whole(event, &probe, &mut events).is_err() {
+            events.clear();
+        }
+        self.same_shape.probed(&events)
+    }
+
+    /// Reads a frame in full.
+    fn push_whole(
+        &mut self,
+        event: &str,
+        data: &str,
+        out: &mut Vec<Event>,
+    ) -> Result<(), ChunkError> {
         if self.started && event == "content_block_delta" && self.push_string_delta(data, out) {
             return Ok(());
         }
@@ -791,6 +844,147 @@ impl EventEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A random JSON string literal (or another value), now and then a broken one.
+    fn random_string(rng: &mut fastrand::Rng) -> String {
+        const PIECES: [&str; 10] = [
+            "a",
+            " the",
+            "\"",
+            "\\",
+            "\n",
+            "é",
+            "🧪",
+            "\",\"text\":\"",
+            "}",
+            "",
+        ];
+        let text: String = (0..rng.usize(0..5))
+            .map(|_| PIECES[rng.usize(..PIECES.len())])
+            .collect();
+        match rng.u8(..10) {
+            0 => "null".to_owned(),
+            1 => format!("\"{}\"", text.replace('\\', "")),
+            2 => format!("\"{text}\\\""),
+            _ => serde_json::to_string(&text).unwrap(),
+        }
+    }
+
+    /// A random frame: deltas of every kind at blocks of every kind (an index may be
+    /// started again as another kind), decoys holding the same keys, spacing that hides a
+    /// key from a byte search, block starts and stops, and errors.
+    fn random_frame(
+        rng: &mut fastrand::Rng,
+        s: &str,
+        t: &str,
+        shape: u8,
+    ) -> (&'static str, String) {
+        let index = shape % 3;
+        let delta = |body: String| {
+            format!(r#"{{"type":"content_block_delta","index":{index},"delta":{body}}}"#)
+        };
+        match shape / 3 {
+            0 | 1 => (
+                "content_block_delta",
+                delta(format!(r#"{{"type":"text_delta","text":{s}}}"#)),
+            ),
+            2 => (
+                "content_block_delta",
+                delta(format!(r#"{{"type":"thinking_delta","thinking":{s}}}"#)),
+            ),
+            3 => (
+                "content_block_delta",
+                delta(format!(
+                    r#"{{"type":"input_json_delta","partial_json":{s}}}"#
+                )),
+            ),
+            4 => (
+                "content_block_delta",
+                delta(format!(r#"{{"type":"signature_delta","signature":{s}}}"#)),
+            ),
+            // The text's key hidden by spacing, a decoy read by nobody.
+            5 => (
+                "content_block_delta",
+                format!(
+                    r#"{{"type":"content_block_delta","index":{index},"delta":{{"type":"text_delta","text" : {s}}},"x_meta":{{"text":{t}}}}}"#
+                ),
+            ),
+            6 => (
+                "content_block_delta",
+                delta(format!(r#"{{"type":"text_delta","text":{s},"x":{t}}}"#)),
+            ),
+            7 => {
+                let block = match rng.u8(..3) {
+                    0 => r#"{"type":"text","text":""}"#.to_owned(),
+                    1 => r#"{"type":"thinking","thinking":""}"#.to_owned(),
+                    _ => format!(
+                        r#"{{"type":"tool_use","id":"t{index}","name":"f{index}","input":{{}}}}"#
+                    ),
+                };
+                (
+                    "content_block_start",
+                    format!(
+                        r#"{{"type":"content_block_start","index":{index},"content_block":{block}}}"#
+                    ),
+                )
+            }
+            8 => (
+                "content_block_stop",
+                format!(r#"{{"type":"content_block_stop","index":{index}}}"#),
+            ),
+            _ => ("ping", r#"{"type":"ping"}"#.to_owned()),
+        }
+    }
+
+    #[test]
+    fn a_stream_reads_to_the_same_events_with_the_same_shape_shortcut_as_without() {
+        let mut rng = fastrand::Rng::with_seed(21);
+        let start = r#"{"type":"message_start","message":{"id":"m1","model":"claude","usage":{"input_tokens":3}}}"#;
+        let mut hits = 0;
+        for _ in 0..2000 {
+            let mut frames = vec![("message_start", start.to_owned())];
+            while frames.len() < 16 {
+                // Runs of one shape in which one of its strings changes.
+                let shape = rng.u8(..30);
+                let mut s = random_string(&mut rng);
+                let mut t = if rng.bool() {
+                    s.clone()
+                } else {
+                    random_string(&mut rng)
+                };
+                for _ in 0..rng.usize(1..5) {
+                    frames.push(random_frame(&mut rng, &s, &t, shape));
+                    if rng.bool() {
+                        s = random_string(&mut rng);
+                    } else {
+                        t = random_string(&mut rng);
+                    }
+                }
+            }
+            let read = |whole_only: bool| {
+                let mut decoder = EventDecoder::default();
+                if whole_only {
+                    decoder.same_shape = SameShape::never();
+                }
+                let mut events = Vec::new();
+                let mut taken = 0;
+                for (event, data) in &frames {
+                    let shape = decoder.same_shape.clone();
+                    taken +=
+                        usize::from(*event == "content_block_delta" && shape.read(data).is_some());
+                    if let Err(e) = StreamDecoder::push(&mut decoder, event, data, &mut events) {
+                        return (format!("{events:?} {e:?}"), taken);
+                    }
+                }
+                (format!("{events:?}"), taken)
+            };
+            let ((shortcut, taken), (whole, none)) = (read(false), read(true));
+            assert_eq!(none, 0);
+            assert_eq!(shortcut, whole, "{frames:#?}");
+            hits += taken;
+        }
+        assert!(hits > 1000, "the shortcut was taken {hits} times");
+    }
 
     #[test]
     fn string_deltas_read_directly_are_the_events_the_value_path_reads() {

@@ -7,7 +7,6 @@
 pub mod decode;
 pub mod encode;
 mod pass_through;
-mod same_shape;
 pub mod stream;
 pub mod types;
 

@@ -6,13 +6,21 @@ use serde_json::{Map, Value};
 
 use super::decode::{finish_reason, usage};
 use super::encode::{error_body, finish_reason as wire_finish_reason, usage as wire_usage};
-use super::same_shape::SameShape;
 use super::types::{ChatChunk, LaterChunk};
 use crate::Error;
 use crate::model::{Event, Extensions, FinishReason, Protocol, Usage};
+use crate::protocol::same_shape::{Keys, SameShape};
 use crate::protocol::sse::{data_frame, push_json_string, push_u64};
 
 const PROTOCOL: Protocol = Protocol::OpenAiChat;
+
+/// Where a chunk's delta holds its strings (see [`SameShape`]).
+const SHAPE_KEYS: Keys = Keys {
+    text: &["\"content\":\""],
+    // `reasoning_content` is read first when both are there.
+    thinking: &["\"reasoning_content\":\"", "\"reasoning\":\""],
+    arguments: &["\"arguments\":\""],
+};
 
 pub use crate::protocol::ChunkError;
 
@@ -31,9 +39,6 @@ pub struct ChunkDecoder {
     later_head: LaterHead,
     /// The last chunk's bytes around its one string (see [`SameShape`]).
     same_shape: SameShape,
-    /// Never take the [`SameShape`] shortcut (tests compare both ways).
-    #[cfg(test)]
-    whole_only: bool,
 }
 
 /// The text of a later chunk before its `"choices":` key, remembered to skip it in the next.
@@ -119,35 +124,39 @@ impl ChunkDecoder {
         if data.is_empty() {
             return Ok(());
         }
-        if let Some(event) = self.same_shape.read(data) {
-            out.extend(event);
+        if let Some(event) = self.same_shape.read(data)
+            && self.shape_verified()
+        {
+            self.same_shape.used();
+            out.push(event);
             return Ok(());
         }
         let later = self.started;
         let before = out.len();
         let read = self.push_whole(data, out);
-        self.same_shape.forget();
         if later && read.is_ok() {
-            self.learn_shape(data, &out[before..]);
+            self.same_shape.learn(data, &out[before..], &SHAPE_KEYS);
+        } else {
+            self.same_shape.forget();
         }
         read
     }
 
-    /// Remembers the shape of `data`, a later chunk read in full to `events`, when it has
-    /// one and a copy of this decoder reads its probe to the event it should.
-    fn learn_shape(&mut self, data: &str, events: &[Event]) {
-        #[cfg(test)]
-        if self.whole_only {
-            return;
+    /// Whether the learnt shape passed its probe: read in full by a copy of this decoder, in
+    /// the state it is still in (any chunk read in full since would have replaced the shape).
+    fn shape_verified(&mut self) -> bool {
+        if self.same_shape.is_verified() {
+            return true;
         }
-        let Some((shape, probe)) = SameShape::of(data, events) else {
-            return;
-        };
+        let probe = self.same_shape.probe();
+        let shape = std::mem::take(&mut self.same_shape);
         let mut copy = self.clone();
-        let mut probed = Vec::with_capacity(1);
-        if copy.push_whole(&probe, &mut probed).is_ok() && shape.probe_gave(&probed) {
-            self.same_shape = shape;
+        self.same_shape = shape;
+        let mut events = Vec::with_capacity(1);
+        if copy.push_whole(&probe, &mut events).is_err() {
+            events.clear();
         }
+        self.same_shape.probed(&events)
     }
 
     /// Reads a chunk in full.
@@ -918,34 +927,67 @@ mod tests {
         );
     }
 
-    /// Reads `frames` with the [`SameShape`] shortcut and without it; returns both reads
-    /// (events, then the end or the error) and how many frames took the shortcut.
-    fn decode_both_ways(frames: &[String]) -> (String, String, usize) {
+    /// What reading a stream with the [`SameShape`] shortcut gave, against reading it
+    /// without: both reads (events, then the end or the error), and the shortcut's uses by
+    /// the kind of event they gave and with an escape in their string.
+    struct BothWays {
+        shortcut: String,
+        whole: String,
+        uses: usize,
+        uses_by_kind: std::collections::BTreeMap<&'static str, usize>,
+        escaped_uses: usize,
+    }
+
+    fn decode_both_ways(frames: &[String]) -> BothWays {
         let read = |whole_only: bool| {
-            let mut decoder = ChunkDecoder {
-                whole_only,
-                ..ChunkDecoder::default()
-            };
+            let mut decoder = ChunkDecoder::default();
+            if whole_only {
+                decoder.same_shape = SameShape::never();
+            }
             let mut events = Vec::new();
-            let mut shortcuts = 0;
+            let mut by_kind = std::collections::BTreeMap::new();
+            let mut escaped = 0;
             for frame in frames {
-                shortcuts += usize::from(decoder.same_shape.read(frame.trim()).is_some());
+                let uses = decoder.same_shape.uses;
                 if let Err(e) = decoder.push(frame, &mut events) {
-                    return (format!("{events:?} {e:?}"), shortcuts);
+                    return (
+                        format!("{events:?} {e:?}"),
+                        decoder.same_shape.uses,
+                        by_kind,
+                        escaped,
+                    );
+                }
+                if decoder.same_shape.uses > uses {
+                    let kind = match events.last() {
+                        Some(Event::TextDelta(_)) => "text",
+                        Some(Event::ThinkingDelta { .. }) => "thinking",
+                        Some(Event::ToolCallArgsDelta { .. }) => "arguments",
+                        _ => "other",
+                    };
+                    *by_kind.entry(kind).or_insert(0) += 1;
+                    escaped += usize::from(frame.contains('\\'));
                 }
             }
-            (format!("{events:?} {:?}", decoder.finish()), shortcuts)
+            let end = format!("{events:?} {:?}", decoder.finish());
+            (end, decoder.same_shape.uses, by_kind, escaped)
         };
-        let ((shortcut, hits), (whole, none)) = (read(false), read(true));
+        let (shortcut, uses, uses_by_kind, escaped_uses) = read(false);
+        let (whole, none, _, _) = read(true);
         assert_eq!(none, 0);
-        (shortcut, whole, hits)
+        BothWays {
+            shortcut,
+            whole,
+            uses,
+            uses_by_kind,
+            escaped_uses,
+        }
     }
 
     /// A random JSON string literal: text with quotes, backslashes, control characters,
     /// non-ASCII and key-like runs, escaped in one of several ways, or now and then a
     /// broken one.
     fn random_string(rng: &mut fastrand::Rng) -> String {
-        const PIECES: [&str; 12] = [
+        const PIECES: [&str; 13] = [
             "a",
             " the",
             "\"",
@@ -958,12 +1000,27 @@ mod tests {
             "}",
             "",
             "x\u{1}",
+            "\u{7f}",
+        ];
+        // Escapes as servers write them, some that JSON refuses (lone surrogates).
+        const ESCAPES: [&str; 8] = [
+            r"\ud83e\uddea",
+            r"\ud800",
+            r"\udc00",
+            r"\ud800\u0041",
+            r"\/",
+            r"\u00E9",
+            r"\u0000",
+            r"\b\f\r",
         ];
         let text: String = (0..rng.usize(0..5))
             .map(|_| PIECES[rng.usize(..PIECES.len())])
             .collect();
-        match rng.u8(..10) {
+        match rng.u8(..12) {
             0 => "null".to_owned(),
+            10 | 11 => format!("\"{text}{}\"", ESCAPES[rng.usize(..ESCAPES.len())])
+                .replace('\n', "")
+                .replace('\t', ""),
             // Unicode escapes for every non-ASCII character, as some servers write them.
             1 => {
                 let mut quoted = String::from("\"");
@@ -1002,8 +1059,8 @@ mod tests {
     impl ChunkShape {
         fn random(rng: &mut fastrand::Rng) -> Self {
             Self {
-                choice: rng.u8(..12),
-                tail: rng.u8(..8),
+                choice: rng.u8(..17),
+                tail: rng.u8(..10),
                 call: rng.u32(0..2),
             }
         }
@@ -1035,12 +1092,19 @@ mod tests {
                 10 => format!(
                     r#"{{"index":1,"delta":{{"content":{s}}}}},{{"index":0,"delta":{{"content":{t}}}}}"#
                 ),
+                11 => format!(r#"{{"index":0,"delta":{{"refusal":{s}}}}}"#),
+                12 => format!(r#"{{"index":0,"delta":{{"content":{s},"x_new":{t}}}}}"#),
+                13 => format!(r#"{{"index":0,"delta":{{"content":{s}}},"finish_reason":"stop"}}"#),
+                14 => format!(r#"{{"index":1,"delta":{{"content":{s}}}}}"#),
+                15 => format!(r#"{{"index":0,"x_choice":{t},"delta":{{"content":{s}}}}}"#),
                 _ => r#"{"index":0,"delta":{},"finish_reason":"stop"}"#.to_owned(),
             };
             let tail = match self.tail {
                 0 => format!(r#","x_meta":{{"content":{t}}}"#),
                 1 => r#","usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}"#
                     .to_owned(),
+                2 => r#","error":null"#.to_owned(),
+                3 => format!(r#","error":{{"message":{t}}}"#),
                 _ => String::new(),
             };
             format!("{head}{choice}]{tail}}}")
@@ -1051,8 +1115,13 @@ mod tests {
     fn a_stream_reads_to_the_same_events_with_the_same_shape_shortcut_as_without() {
         let mut rng = fastrand::Rng::with_seed(21);
         let first = r#"{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","system_fingerprint":"fp","choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#;
-        let mut hits = 0;
+        let (mut uses, mut escaped) = (0, 0);
+        let mut by_kind = std::collections::BTreeMap::new();
         for _ in 0..3000 {
+            // OpenAI's `obfuscation` member, different in every chunk, in some streams;
+            // spacing around a frame in others.
+            let obfuscated = rng.u8(..4) == 0;
+            let spaced = rng.u8(..8) == 0;
             let mut frames = vec![first.to_owned()];
             // Runs of one shape in which one of its strings changes (a decoy's, now and
             // then), as real streams go.
@@ -1065,7 +1134,15 @@ mod tests {
                     random_string(&mut rng)
                 };
                 for _ in 0..rng.usize(1..5) {
-                    frames.push(shape.chunk(&s, &t));
+                    let mut chunk = shape.chunk(&s, &t);
+                    if obfuscated {
+                        chunk.pop();
+                        chunk.push_str(&format!(r#","obfuscation":"{}"}}"#, rng.u32(..)));
+                    }
+                    if spaced {
+                        chunk = format!(" {chunk}\r\n");
+                    }
+                    frames.push(chunk);
                     if rng.bool() {
                         s = random_string(&mut rng);
                     } else {
@@ -1074,11 +1151,38 @@ mod tests {
                 }
             }
             frames.push("[DONE]".to_owned());
-            let (shortcut, whole, taken) = decode_both_ways(&frames);
-            assert_eq!(shortcut, whole, "{frames:#?}");
-            hits += taken;
+            let read = decode_both_ways(&frames);
+            assert_eq!(read.shortcut, read.whole, "{frames:#?}");
+            uses += read.uses;
+            escaped += read.escaped_uses;
+            for (kind, n) in read.uses_by_kind {
+                *by_kind.entry(kind).or_insert(0) += n;
+            }
         }
-        assert!(hits > 1000, "the shortcut was taken {hits} times");
+        assert!(uses > 500, "the shortcut was taken {uses} times");
+        assert!(escaped > 50, "with escapes {escaped} times");
+        for kind in ["text", "thinking", "arguments"] {
+            assert!(by_kind.get(kind).is_some_and(|n| *n > 50), "{by_kind:?}");
+        }
+    }
+
+    #[test]
+    fn a_stream_that_never_repeats_a_shape_stops_looking_for_one() {
+        let frames: Vec<String> = (0..40)
+            .map(|i| {
+                format!(
+                    r#"{{"id":"c1","choices":[{{"index":0,"delta":{{"content":"w{i}"}}}}],"obfuscation":"{i}x"}}"#
+                )
+            })
+            .collect();
+        let mut decoder = ChunkDecoder::default();
+        let mut events = Vec::new();
+        for frame in &frames {
+            decoder.push(frame, &mut events).unwrap();
+        }
+        assert_eq!(events.len(), 41, "the start and 40 texts");
+        assert_eq!(decoder.same_shape.uses, 0);
+        assert!(decoder.same_shape.is_off());
     }
 
     #[test]
@@ -1101,12 +1205,14 @@ mod tests {
         .iter()
         .map(|delta| frame(delta))
         .collect();
-        let (shortcut, whole, taken) = decode_both_ways(&frames);
-        assert_eq!(shortcut, whole);
-        // "lo, \"wor", "ldé" and "" after "Hel"; ":1}" after the first arguments.
-        assert_eq!(taken, 4, "{shortcut}");
-        assert!(shortcut.contains(r#"TextDelta("lo, \"wor")"#), "{shortcut}");
-        assert!(shortcut.contains(r#"TextDelta("ldé")"#), "{shortcut}");
+        let read = decode_both_ways(&frames);
+        assert_eq!(read.shortcut, read.whole);
+        // "lo, \"wor" and "ldé" after "Hel" (not "": an empty string is read in full);
+        // ":1}" after the first arguments.
+        assert_eq!(read.uses, 3, "{}", read.shortcut);
+        let shown = &read.shortcut;
+        assert!(shown.contains(r#"TextDelta("lo, \"wor")"#), "{shown}");
+        assert!(shown.contains(r#"TextDelta("ldé")"#), "{shown}");
     }
 
     #[test]

@@ -1,0 +1,268 @@
+//! A later stream frame that repeats the last one byte for byte except for its one string
+//! (a text, reasoning or tool-arguments delta), read without parsing it.
+//!
+//! Nearly every frame of a stream is the one before it with another few characters of text:
+//! the same id, model, fingerprint, index and null fields around one string. Parsing such a
+//! frame cost ~5,400 instructions for a chat chunk (bench/callgrind.sh, KIND=stream);
+//! finding that its bytes around the string are the last frame's, checking the string and
+//! copying it costs a few hundred.
+//!
+//! Why it cannot read wrongly: a shape is remembered only after the frame it came from was
+//! read in full to exactly one event holding one non-empty string, whose key occurs once in
+//! the frame's text. Before it is used, a probe (the same bytes with another string in its
+//! place, read in full by a copy of the decoder) must give exactly that event with the other
+//! string: the place is the one the event's string comes from, not an ignored field that
+//! happens to hold the same text. A later frame takes the shortcut only when it is the
+//! shape's prefix, then the body of exactly one non-empty JSON string (no unescaped quote: the
+//! string ends where the suffix begins), then the shape's suffix. JSON reads it as it read
+//! the probe: the same tokens with another string in the same place. The decoder forgets the
+//! shape whenever it reads a frame in full (its state may change), and learns that frame's.
+
+use crate::model::Event;
+
+/// Where the shape's string goes: which event it becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Text,
+    Thinking,
+    Arguments { index: u32 },
+}
+
+impl Slot {
+    fn event(self, text: String) -> Event {
+        match self {
+            Slot::Text => Event::TextDelta(text),
+            Slot::Thinking => Event::ThinkingDelta {
+                text,
+                signature: None,
+            },
+            Slot::Arguments { index } => Event::ToolCallArgsDelta {
+                index,
+                arguments: text,
+            },
+        }
+    }
+}
+
+/// Where a protocol's frames hold each kind of string: the bytes that open the string, each
+/// key with its colon and opening quote, in the order its decoder prefers them.
+pub(crate) struct Keys {
+    pub text: &'static [&'static str],
+    pub thinking: &'static [&'static str],
+    pub arguments: &'static [&'static str],
+}
+
+/// The last frame's bytes around its one string, when it had one.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SameShape {
+    /// Up to and including the string's opening quote.
+    prefix: String,
+    /// From the string's closing quote on.
+    suffix: String,
+    slot: Option<Slot>,
+    /// The probe gave the shape's event: frames of this shape may take the shortcut.
+    verified: bool,
+    /// A frame took the shortcut since the shape was learnt.
+    used: bool,
+    /// Shapes learnt one after another that no frame used. Some streams never repeat one
+    /// (OpenAI's `obfuscation` member changes in every chunk): after `GIVE_UP` of them the
+    /// stream is read in full without looking for shapes, which then cost nothing more.
+    unused: u8,
+    off: bool,
+    /// Frames that took the shortcut in all (tests count them).
+    #[cfg(test)]
+    pub(crate) uses: usize,
+}
+
+/// What a probe puts in the string's place: text no provider sends.
+const PROBE: &str = "llmux shape probe \u{1F9EA}";
+
+/// Unused shapes in a row after which a stream stops looking for them.
+const GIVE_UP: u8 = 8;
+
+impl SameShape {
+    /// A shape that never learns (tests read streams both ways).
+    #[cfg(test)]
+    pub(crate) fn never() -> Self {
+        Self {
+            off: true,
+            ..Self::default()
+        }
+    }
+
+    /// The event of `data` when it has the learnt shape, verified or not; `None`: read it in
+    /// full.
+    pub(crate) fn read(&self, data: &str) -> Option<Event> {
+        let slot = self.slot?;
+        let body = data
+            .strip_prefix(self.prefix.as_str())?
+            .strip_suffix(self.suffix.as_str())?;
+        // The body with its quotes: the prefix ends with one, the suffix starts with one.
+        let quoted = &data[self.prefix.len() - 1..self.prefix.len() + body.len() + 1];
+        // An empty string is read in full: protocols differ in whether it is an event.
+        let text = string_of(quoted).filter(|text| !text.is_empty())?;
+        Some(slot.event(text))
+    }
+
+    /// Whether the stream stopped looking for shapes.
+    #[cfg(test)]
+    pub(crate) fn is_off(&self) -> bool {
+        self.off
+    }
+
+    /// Whether the shape's probe passed.
+    pub(crate) fn is_verified(&self) -> bool {
+        self.verified
+    }
+
+    /// The shape with the probe's string in its place, for a copy of the decoder to read in
+    /// full. The probe waits for the first frame of the shape: most shapes of a stream that
+    /// never repeats one are never probed.
+    pub(crate) fn probe(&self) -> String {
+        format!("{}{PROBE}{}", self.prefix, self.suffix)
+    }
+
+    /// Takes what the probe was read to: the shape is verified when that is exactly its
+    /// event with the probe's string, and forgotten otherwise.
+    pub(crate) fn probed(&mut self, events: &[Event]) -> bool {
+        let gave = self.slot.is_some_and(
+            |slot| matches!(events, [event] if event.same_as(&slot.event(PROBE.to_owned()))),
+        );
+        if gave {
+            self.verified = true;
+        } else {
+            self.slot = None;
+        }
+        gave
+    }
+
+    /// A frame took the shortcut.
+    pub(crate) fn used(&mut self) {
+        self.used = true;
+        self.unused = 0;
+        #[cfg(test)]
+        {
+            self.uses += 1;
+        }
+    }
+
+    pub(crate) fn forget(&mut self) {
+        self.slot = None;
+    }
+
+    /// Learns the shape of `data`, a later frame that was read in full to `events`, if it has
+    /// one (unverified), forgetting the last: exactly one event holding a non-empty string,
+    /// whose key (one of `keys`) occurs once in `data`, there holding that string.
+    pub(crate) fn learn(&mut self, data: &str, events: &[Event], keys: &Keys) {
+        if self.slot.is_some() && !self.used {
+            self.unused = self.unused.saturating_add(1);
+            self.off |= self.unused >= GIVE_UP;
+        }
+        self.slot = None;
+        if self.off {
+            return;
+        }
+        let Some((slot, start, end)) = place_of(data, events, keys) else {
+            return;
+        };
+        self.prefix.clear();
+        self.prefix.push_str(&data[..start]);
+        self.suffix.clear();
+        self.suffix.push_str(&data[end..]);
+        self.slot = Some(slot);
+        self.verified = false;
+        self.used = false;
+    }
+}
+
+/// The slot of the one event in `events` and where its string's body lies in `data` (from
+/// after its opening quote to its closing quote), when that event holds a non-empty string
+/// whose key (one of `keys`) occurs once in `data`, there holding that string.
+fn place_of(data: &str, events: &[Event], keys: &Keys) -> Option<(Slot, usize, usize)> {
+    let [event] = events else {
+        return None;
+    };
+    let (slot, text, keys) = match event {
+        Event::TextDelta(text) => (Slot::Text, text, keys.text),
+        Event::ThinkingDelta {
+            text,
+            signature: None,
+        } => (Slot::Thinking, text, keys.thinking),
+        Event::ToolCallArgsDelta { index, arguments } => {
+            (Slot::Arguments { index: *index }, arguments, keys.arguments)
+        }
+        _ => return None,
+    };
+    // A frame holding the probe's own text could not be told from the probe.
+    if text.is_empty() || text == PROBE {
+        return None;
+    }
+    keys.iter().find_map(|key| {
+        let (start, end) = only_string_after(data, key)?;
+        (string_of(&data[start - 1..=end])? == *text).then_some((slot, start, end))
+    })
+}
+
+/// Where the string after `key` lies (from after its opening quote to its closing quote),
+/// when `key` occurs exactly once in `data`.
+fn only_string_after(data: &str, key: &str) -> Option<(usize, usize)> {
+    let mut found = data.match_indices(key);
+    let (at, _) = found.next()?;
+    if found.next().is_some() {
+        return None;
+    }
+    let start = at + key.len();
+    Some((start, start + string_end(&data.as_bytes()[start..])?))
+}
+
+/// Where the JSON string whose body starts `bytes` ends (its closing quote), stepping over
+/// escapes; `None` when it does not end.
+fn string_end(bytes: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    while at < bytes.len() {
+        match bytes[at] {
+            b'"' => return Some(at),
+            b'\\' => at += 2,
+            _ => at += 1,
+        }
+    }
+    None
+}
+
+/// The text of `quoted`, a JSON string with its quotes, or `None` when it is not exactly one
+/// JSON string.
+fn string_of(quoted: &str) -> Option<String> {
+    let body = quoted.get(1..quoted.len().checked_sub(1)?)?;
+    // Nearly always: nothing escaped, nothing JSON forbids unescaped.
+    if body.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        return Some(body.to_owned());
+    }
+    serde_json::from_str::<String>(quoted).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_string_ends_at_its_first_unescaped_quote() {
+        assert_eq!(string_end(br#"abc"}"#), Some(3));
+        assert_eq!(string_end(br#"a\"b"}"#), Some(4));
+        assert_eq!(string_end(br#"a\\"}"#), Some(3));
+        assert_eq!(string_end(br#"a\""#), None);
+        assert_eq!(string_end(b"abc"), None);
+    }
+
+    #[test]
+    fn a_body_is_one_json_string_or_nothing() {
+        let read = |body: &str| string_of(&format!("\"{body}\""));
+        assert_eq!(read("plain text").as_deref(), Some("plain text"));
+        assert_eq!(read(r#"a\"b\n\u00e9"#).as_deref(), Some("a\"b\né"));
+        assert_eq!(read(""), Some(String::new()));
+        // Two strings, a raw control character, a dangling escape.
+        assert_eq!(read(r#"a","content":"b"#), None);
+        assert_eq!(read("a\tb"), None);
+        assert_eq!(read(r"a\"), None);
+        assert_eq!(read(r"\x41"), None);
+    }
+}
