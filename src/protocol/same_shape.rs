@@ -16,7 +16,13 @@
 //! shape's prefix, then the body of exactly one non-empty JSON string (no unescaped quote: the
 //! string ends where the suffix begins), then the shape's suffix. JSON reads it as it read
 //! the probe: the same tokens with another string in the same place. The decoder forgets the
-//! shape whenever it reads a frame in full (its state may change), and learns that frame's.
+//! shape whenever it reads a frame in full (its state may change), and learns that frame's;
+//! the probe runs when the first frame of a shape comes, with the decoder in the state it
+//! was in when it learnt the shape.
+//!
+//! This rests on one rule for the decoders that use it: a delta's string may be looked at
+//! only to tell whether it is empty, never for what it holds (the probe shows where the
+//! string goes, not that its content does not matter).
 
 use crate::model::Event;
 

@@ -222,6 +222,7 @@ impl EventDecoder {
         if kind != "content_block_delta" {
             return false;
         }
+        // A delta's strings are looked at only for being empty (`SameShape` rests on it).
         let text = |text: Option<String>| text.unwrap_or_default();
         let event = match (delta.kind.as_ref(), self.block(index)) {
             ("text_delta", _) => Event::TextDelta(text(delta.text)),

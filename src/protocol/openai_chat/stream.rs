@@ -229,6 +229,7 @@ impl ChunkDecoder {
                 let scoped = choice_scopes(choice.extra, delta.extra);
                 out.push(Event::Extension(Extensions::new(PROTOCOL, scoped)));
             }
+            // A delta's strings are looked at only for being empty (`SameShape` rests on it).
             // Every field of a delta, in order: reasoning, text, refusal, tool calls.
             if let Some(text) = delta.reasoning_content.or(delta.reasoning)
                 && !text.is_empty()
