@@ -20,9 +20,10 @@
 //! the probe runs when the first frame of a shape comes, with the decoder in the state it
 //! was in when it learnt the shape.
 //!
-//! This rests on one rule for the decoders that use it: a delta's string may be looked at
+//! This rests on two rules for the decoders that use it: a delta's string may be looked at
 //! only to tell whether it is empty, never for what it holds (the probe shows where the
-//! string goes, not that its content does not matter).
+//! string goes, not that its content does not matter); and a padding member
+//! ([`Keys::padding`]), which a shape leaves out, is never read.
 
 use crate::model::Event;
 
@@ -56,6 +57,10 @@ pub(crate) struct Keys {
     pub text: &'static [&'static str],
     pub thinking: &'static [&'static str],
     pub arguments: &'static [&'static str],
+    /// A frame's last top-level member, when it holds a string that the provider changes in
+    /// every frame and the decoder never reads (OpenAI's `obfuscation` padding): its comma,
+    /// key, colon and opening quote. A shape leaves it out.
+    pub padding: Option<&'static str>,
 }
 
 /// The last frame's bytes around its one string, when it had one.
@@ -63,9 +68,11 @@ pub(crate) struct Keys {
 pub(crate) struct SameShape {
     /// Up to and including the string's opening quote.
     prefix: String,
-    /// From the string's closing quote on.
+    /// From the string's closing quote on, up to the padding member when there is one.
     suffix: String,
     slot: Option<Slot>,
+    /// The padding member that ends the shape's frames (see [`Keys::padding`]).
+    padding: Option<&'static str>,
     /// The probe gave the shape's event: frames of this shape may take the shortcut.
     verified: bool,
     /// A frame took the shortcut since the shape was learnt.
@@ -100,9 +107,11 @@ impl SameShape {
     /// full.
     pub(crate) fn read(&self, data: &str) -> Option<Event> {
         let slot = self.slot?;
-        let body = data
-            .strip_prefix(self.prefix.as_str())?
-            .strip_suffix(self.suffix.as_str())?;
+        let mut rest = data.strip_prefix(self.prefix.as_str())?;
+        if let Some(padding) = self.padding {
+            rest = without_padding(rest, padding)?;
+        }
+        let body = rest.strip_suffix(self.suffix.as_str())?;
         // The body with its quotes: the prefix ends with one, the suffix starts with one.
         let quoted = &data[self.prefix.len() - 1..self.prefix.len() + body.len() + 1];
         // An empty string is read in full: protocols differ in whether it is an event.
@@ -125,7 +134,12 @@ impl SameShape {
     /// full. The probe waits for the first frame of the shape: most shapes of a stream that
     /// never repeats one are never probed.
     pub(crate) fn probe(&self) -> String {
-        format!("{}{PROBE}{}", self.prefix, self.suffix)
+        let mut probe = format!("{}{PROBE}{}", self.prefix, self.suffix);
+        if let Some(padding) = self.padding {
+            probe.push_str(padding);
+            probe.push_str("probe\"}");
+        }
+        probe
     }
 
     /// Takes what the probe was read to: the shape is verified when that is exactly its
@@ -173,8 +187,14 @@ impl SameShape {
         };
         self.prefix.clear();
         self.prefix.push_str(&data[..start]);
+        let after = &data[end..];
+        let padded = keys
+            .padding
+            .and_then(|padding| Some((padding, without_padding(after, padding)?)));
         self.suffix.clear();
-        self.suffix.push_str(&data[end..]);
+        self.suffix
+            .push_str(padded.map_or(after, |(_, before)| before));
+        self.padding = padded.map(|(padding, _)| padding);
         self.slot = Some(slot);
         self.verified = false;
         self.used = false;
@@ -207,6 +227,18 @@ fn place_of(data: &str, events: &[Event], keys: &Keys) -> Option<(Slot, usize, u
         let (start, end) = only_string_after(data, key)?;
         (string_of(&data[start - 1..=end])? == *text).then_some((slot, start, end))
     })
+}
+
+/// `text` without its last member when that is `padding` holding a plain string (nothing
+/// escaped, no quote), and the object's closing brace.
+fn without_padding<'a>(text: &'a str, padding: &str) -> Option<&'a str> {
+    let inner = text.strip_suffix("\"}")?;
+    let at = inner.rfind(padding)?;
+    let value = &inner[at + padding.len()..];
+    value
+        .bytes()
+        .all(|b| b >= 0x20 && b != b'"' && b != b'\\')
+        .then_some(&text[..at])
 }
 
 /// Where the string after `key` lies (from after its opening quote to its closing quote),

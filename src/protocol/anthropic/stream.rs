@@ -24,6 +24,7 @@ const SHAPE_KEYS: Keys = Keys {
     text: &["\"text\":\""],
     thinking: &["\"thinking\":\""],
     arguments: &["\"partial_json\":\""],
+    padding: None,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq)]

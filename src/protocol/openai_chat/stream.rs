@@ -20,6 +20,8 @@ const SHAPE_KEYS: Keys = Keys {
     // `reasoning_content` is read first when both are there.
     thinking: &["\"reasoning_content\":\"", "\"reasoning\":\""],
     arguments: &["\"arguments\":\""],
+    // A later chunk's top-level members other than its choices, usage and error are not read.
+    padding: Some(",\"obfuscation\":\""),
 };
 
 pub use crate::protocol::ChunkError;
@@ -1138,7 +1140,13 @@ mod tests {
                     let mut chunk = shape.chunk(&s, &t);
                     if obfuscated {
                         chunk.pop();
-                        chunk.push_str(&format!(r#","obfuscation":"{}"}}"#, rng.u32(..)));
+                        let padding = match rng.u8(..8) {
+                            0 => r#"a\"b"#.to_owned(),
+                            1 => "é".to_owned(),
+                            2 => r#"x","obfuscation":"y"#.to_owned(),
+                            _ => rng.u32(..).to_string(),
+                        };
+                        chunk.push_str(&format!(r#","obfuscation":"{padding}"}}"#));
                     }
                     if spaced {
                         chunk = format!(" {chunk}\r\n");
@@ -1168,11 +1176,48 @@ mod tests {
     }
 
     #[test]
+    fn chunks_that_differ_in_their_obfuscation_padding_take_the_shortcut() {
+        let frames: Vec<String> = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/openai_chat/streaming/upstream.sse"
+        ))
+        .unwrap()
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .map(str::to_owned)
+        .collect();
+        assert!(frames.iter().filter(|f| f.contains("obfuscation")).count() > 3);
+        let read = decode_both_ways(&frames);
+        assert_eq!(read.shortcut, read.whole);
+        assert!(read.uses >= 1, "{}", read.shortcut);
+        // Padding that is not a plain string is read in full, alike.
+        let padded = |text: &str, padding: &str| {
+            format!(
+                r#"{{"id":"c","choices":[{{"index":0,"delta":{{"content":"{text}"}}}}],"obfuscation":{padding}}}"#
+            )
+        };
+        let frames = [
+            padded("a", r#""x""#),
+            padded("b", r#""y""#),
+            padded("c", r#""q""#),
+            padded("d", r#""\u0041""#),
+            padded("e", r#""r""#),
+            padded("f", r#""s""#),
+            padded("g", "7"),
+            padded("h", r#""t" "#),
+        ];
+        let read = decode_both_ways(&frames);
+        assert_eq!(read.shortcut, read.whole);
+        // After b, c; after e (d's padding is escaped, so d's shape holds it), f.
+        assert_eq!(read.uses, 2, "{}", read.shortcut);
+    }
+
+    #[test]
     fn a_stream_that_never_repeats_a_shape_stops_looking_for_one() {
         let frames: Vec<String> = (0..40)
             .map(|i| {
                 format!(
-                    r#"{{"id":"c1","choices":[{{"index":0,"delta":{{"content":"w{i}"}}}}],"obfuscation":"{i}x"}}"#
+                    r#"{{"id":"c1","created":{i},"choices":[{{"index":0,"delta":{{"content":"w{i}"}}}}]}}"#
                 )
             })
             .collect();
