@@ -82,9 +82,11 @@ pub(crate) struct SameShape {
     /// stream is read in full without looking for shapes, which then cost nothing more.
     unused: u8,
     off: bool,
-    /// Frames that took the shortcut in all (tests count them).
+    /// Frames that took the shortcut in all, and probes that failed (tests count them).
     #[cfg(test)]
     pub(crate) uses: usize,
+    #[cfg(test)]
+    pub(crate) failed_probes: usize,
 }
 
 /// What a probe puts in the string's place: text no provider sends.
@@ -151,9 +153,22 @@ impl SameShape {
         if gave {
             self.verified = true;
         } else {
+            // The keys do not say where this stream's strings are: the same frame read in
+            // full would learn the same shape and probe again at the next frame, so a
+            // failure counts as an unused shape.
             self.slot = None;
+            self.count_unused();
+            #[cfg(test)]
+            {
+                self.failed_probes += 1;
+            }
         }
         gave
+    }
+
+    fn count_unused(&mut self) {
+        self.unused = self.unused.saturating_add(1);
+        self.off |= self.unused >= GIVE_UP;
     }
 
     /// A frame took the shortcut.
@@ -175,8 +190,7 @@ impl SameShape {
     /// whose key (one of `keys`) occurs once in `data`, there holding that string.
     pub(crate) fn learn(&mut self, data: &str, events: &[Event], keys: &Keys) {
         if self.slot.is_some() && !self.used {
-            self.unused = self.unused.saturating_add(1);
-            self.off |= self.unused >= GIVE_UP;
+            self.count_unused();
         }
         self.slot = None;
         if self.off {

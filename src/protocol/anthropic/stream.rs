@@ -165,7 +165,7 @@ impl EventDecoder {
         let delta = self.started && event == "content_block_delta";
         if delta
             && let Some(shortcut) = self.same_shape.read(data)
-            && self.shape_verified(event)
+            && self.shape_verified()
         {
             self.same_shape.used();
             out.push(shortcut);
@@ -183,7 +183,7 @@ impl EventDecoder {
 
     /// Whether the learnt shape passed its probe: read in full by a copy of this decoder, in
     /// the state it is still in (any frame read in full since would have replaced the shape).
-    fn shape_verified(&mut self, event: &str) -> bool {
+    fn shape_verified(&mut self) -> bool {
         if self.same_shape.is_verified() {
             return true;
         }
@@ -192,7 +192,10 @@ impl EventDecoder {
         let mut copy = self.clone();
         self.same_shape = shape;
         let mut events = Vec::with_capacity(1);
-        if copy.push_whole(event, &probe, &mut events).is_err() {
+        if copy
+            .push_whole("content_block_delta", &probe, &mut events)
+            .is_err()
+        {
             events.clear();
         }
         self.same_shape.probed(&events)
@@ -845,6 +848,7 @@ impl EventEncoder {
 
 #[cfg(test)]
 mod tests {
+    use super::super::json_tool::JSON_RESPONSE_TOOL as JSON_TOOL;
     use super::*;
 
     /// A random JSON string literal (or another value), now and then a broken one.
@@ -919,9 +923,13 @@ mod tests {
                 let block = match rng.u8(..3) {
                     0 => r#"{"type":"text","text":""}"#.to_owned(),
                     1 => r#"{"type":"thinking","thinking":""}"#.to_owned(),
-                    _ => format!(
-                        r#"{{"type":"tool_use","id":"t{index}","name":"f{index}","input":{{}}}}"#
-                    ),
+                    // Now and then the JSON answer tool, whose arguments become text.
+                    _ => {
+                        let name = if rng.bool() { JSON_TOOL } else { "f" };
+                        format!(
+                            r#"{{"type":"tool_use","id":"t{index}","name":"{name}","input":{{}}}}"#
+                        )
+                    }
                 };
                 (
                     "content_block_start",
@@ -934,6 +942,15 @@ mod tests {
                 "content_block_stop",
                 format!(r#"{{"type":"content_block_stop","index":{index}}}"#),
             ),
+            9 => (
+                "message_delta",
+                r#"{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":3}}"#.to_owned(),
+            ),
+            10 if rng.u8(..4) == 0 => (
+                "error",
+                r#"{"type":"error","error":{"type":"overloaded_error","message":"busy"}}"#.to_owned(),
+            ),
+            10 => ("content_block_delta", String::new()),
             _ => ("ping", r#"{"type":"ping"}"#.to_owned()),
         }
     }
@@ -942,12 +959,13 @@ mod tests {
     fn a_stream_reads_to_the_same_events_with_the_same_shape_shortcut_as_without() {
         let mut rng = fastrand::Rng::with_seed(21);
         let start = r#"{"type":"message_start","message":{"id":"m1","model":"claude","usage":{"input_tokens":3}}}"#;
-        let mut hits = 0;
+        let (mut uses, mut failed_probes) = (0, 0);
+        let used_by_kind = std::cell::RefCell::new(std::collections::BTreeMap::new());
         for _ in 0..2000 {
             let mut frames = vec![("message_start", start.to_owned())];
             while frames.len() < 16 {
                 // Runs of one shape in which one of its strings changes.
-                let shape = rng.u8(..30);
+                let shape = rng.u8(..36);
                 let mut s = random_string(&mut rng);
                 let mut t = if rng.bool() {
                     s.clone()
@@ -955,7 +973,11 @@ mod tests {
                     random_string(&mut rng)
                 };
                 for _ in 0..rng.usize(1..5) {
-                    frames.push(random_frame(&mut rng, &s, &t, shape));
+                    let (event, mut data) = random_frame(&mut rng, &s, &t, shape);
+                    if rng.u8(..10) == 0 {
+                        data = format!("  {data} \r\n");
+                    }
+                    frames.push((event, data));
                     if rng.bool() {
                         s = random_string(&mut rng);
                     } else {
@@ -969,23 +991,40 @@ mod tests {
                     decoder.same_shape = SameShape::never();
                 }
                 let mut events = Vec::new();
-                let mut taken = 0;
                 for (event, data) in &frames {
-                    let shape = decoder.same_shape.clone();
-                    taken +=
-                        usize::from(*event == "content_block_delta" && shape.read(data).is_some());
+                    let uses = decoder.same_shape.uses;
                     if let Err(e) = StreamDecoder::push(&mut decoder, event, data, &mut events) {
-                        return (format!("{events:?} {e:?}"), taken);
+                        return (format!("{events:?} {e:?}"), decoder.same_shape);
+                    }
+                    if decoder.same_shape.uses > uses {
+                        let kind = match events.last() {
+                            Some(Event::TextDelta(_)) => "text",
+                            Some(Event::ThinkingDelta { .. }) => "thinking",
+                            Some(Event::ToolCallArgsDelta { .. }) => "arguments",
+                            _ => "other",
+                        };
+                        *used_by_kind.borrow_mut().entry(kind).or_insert(0) += 1;
                     }
                 }
-                (format!("{events:?}"), taken)
+                (format!("{events:?}"), decoder.same_shape)
             };
-            let ((shortcut, taken), (whole, none)) = (read(false), read(true));
-            assert_eq!(none, 0);
+            let ((shortcut, shape), (whole, never)) = (read(false), read(true));
+            assert_eq!(never.uses, 0);
             assert_eq!(shortcut, whole, "{frames:#?}");
-            hits += taken;
+            uses += shape.uses;
+            failed_probes += shape.failed_probes;
         }
-        assert!(hits > 1000, "the shortcut was taken {hits} times");
+        assert!(uses > 1000, "the shortcut was taken {uses} times");
+        assert!(failed_probes > 0, "no probe failed");
+        let used_by_kind = used_by_kind.into_inner();
+        // Arguments need a tool block open at their index, which random frames seldom
+        // give (and the JSON answer tool's come out as text).
+        for (kind, least) in [("text", 50), ("thinking", 50), ("arguments", 1)] {
+            assert!(
+                used_by_kind.get(kind).is_some_and(|n| *n >= least),
+                "{used_by_kind:?}"
+            );
+        }
     }
 
     #[test]

@@ -1213,6 +1213,33 @@ mod tests {
     }
 
     #[test]
+    fn a_shape_whose_string_is_a_decoy_fails_its_probe_and_is_never_used() {
+        // The text's key is spaced, so the only `"content":"` is an unread member's, which
+        // holds the same text: the probe shows that string is not where the text comes from.
+        let frame = |meta: &str, text: &str| {
+            format!(
+                r#"{{"id":"c","x_meta":{{"content":"{meta}"}},"choices":[{{"index":0,"delta":{{"content" : "{text}"}}}}]}}"#
+            )
+        };
+        let frames = [
+            frame("a", "a"),
+            frame("b", "b"),
+            frame("z", "b"),
+            frame("y", "b"),
+        ];
+        let read = decode_both_ways(&frames);
+        assert_eq!(read.shortcut, read.whole);
+        assert_eq!(read.uses, 0);
+        let mut decoder = ChunkDecoder::default();
+        let mut events = Vec::new();
+        for frame in &frames {
+            decoder.push(frame, &mut events).unwrap();
+        }
+        assert!(decoder.same_shape.failed_probes >= 1);
+        assert!(matches!(events.last(), Some(Event::TextDelta(t)) if t == "b"));
+    }
+
+    #[test]
     fn a_stream_that_never_repeats_a_shape_stops_looking_for_one() {
         let frames: Vec<String> = (0..40)
             .map(|i| {
