@@ -26,6 +26,7 @@
 //! ([`Keys::padding`]), which a shape leaves out, is never read.
 
 use crate::model::Event;
+use crate::protocol::ChunkError;
 
 /// Where the shape's string goes: which event it becomes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,6 +216,66 @@ impl SameShape {
     }
 }
 
+/// A stream decoder that reads frames by their shape (see the module's documentation).
+pub(crate) trait ShapedDecoder: Clone {
+    fn same_shape(&mut self) -> &mut SameShape;
+
+    /// Reads a frame in full; `event` is its SSE event name.
+    fn read_whole(
+        &mut self,
+        event: &str,
+        data: &str,
+        out: &mut Vec<Event>,
+    ) -> Result<(), ChunkError>;
+}
+
+/// Reads the frame `data` (trimmed, not empty): by the learnt shape when it has it and the
+/// shape passed its probe, else in full. Only a frame that may have a shape (`shaped`: a later
+/// chunk, an Anthropic `content_block_delta`) is read by one or teaches one; any frame read in
+/// full replaces the shape.
+pub(crate) fn read_frame<D: ShapedDecoder>(
+    decoder: &mut D,
+    event: &str,
+    data: &str,
+    out: &mut Vec<Event>,
+    keys: &Keys,
+    shaped: bool,
+) -> Result<(), ChunkError> {
+    if shaped
+        && let Some(shortcut) = decoder.same_shape().read(data)
+        && shape_verified(decoder, event)
+    {
+        decoder.same_shape().used();
+        out.push(shortcut);
+        return Ok(());
+    }
+    let before = out.len();
+    let read = decoder.read_whole(event, data, out);
+    if shaped && read.is_ok() {
+        decoder.same_shape().learn(data, &out[before..], keys);
+    } else {
+        decoder.same_shape().forget();
+    }
+    read
+}
+
+/// Whether the learnt shape passed its probe: read in full by a copy of the decoder, in the
+/// state it is still in (any frame read in full since would have replaced the shape).
+fn shape_verified<D: ShapedDecoder>(decoder: &mut D, event: &str) -> bool {
+    if decoder.same_shape().is_verified() {
+        return true;
+    }
+    let probe = decoder.same_shape().probe();
+    let shape = std::mem::take(decoder.same_shape());
+    let mut copy = decoder.clone();
+    *decoder.same_shape() = shape;
+    let mut events = Vec::with_capacity(1);
+    if copy.read_whole(event, &probe, &mut events).is_err() {
+        events.clear();
+    }
+    decoder.same_shape().probed(&events)
+}
+
 /// The slot of the one event in `events` and where its string's body lies in `data` (from
 /// after its opening quote to its closing quote), when that event holds a non-empty string
 /// whose key (one of `keys`) occurs once in `data`, there holding that string.
@@ -290,6 +351,91 @@ fn string_of(quoted: &str) -> Option<String> {
         return Some(body.to_owned());
     }
     serde_json::from_str::<String>(quoted).ok()
+}
+
+/// Random frame parts for the decoders' property tests.
+#[cfg(test)]
+pub(crate) mod random {
+    /// Strings for a frame's two places, the same one half of the time (a decoy's chance).
+    pub(crate) fn pair(rng: &mut fastrand::Rng) -> (String, String) {
+        let first = json_string(rng);
+        let second = if rng.bool() {
+            first.clone()
+        } else {
+            json_string(rng)
+        };
+        (first, second)
+    }
+
+    /// Changes one of the two, as the next frame of a run of one shape does.
+    pub(crate) fn change_one(rng: &mut fastrand::Rng, first: &mut String, second: &mut String) {
+        let changed = if rng.bool() { first } else { second };
+        *changed = json_string(rng);
+    }
+
+    /// A random JSON string literal: text with quotes, backslashes, control characters,
+    /// non-ASCII and key-like runs, escaped in one of several ways, or now and then a
+    /// broken one.
+    pub(crate) fn json_string(rng: &mut fastrand::Rng) -> String {
+        const PIECES: [&str; 14] = [
+            "a",
+            " the",
+            "\"",
+            "\\",
+            "\n",
+            "\t",
+            "é",
+            "🧪",
+            "\",\"content\":\"",
+            "\",\"text\":\"",
+            "}",
+            "",
+            "x\u{1}",
+            "\u{7f}",
+        ];
+        // Escapes as servers write them, some that JSON refuses (lone surrogates).
+        const ESCAPES: [&str; 8] = [
+            r"\ud83e\uddea",
+            r"\ud800",
+            r"\udc00",
+            r"\ud800\u0041",
+            r"\/",
+            r"\u00E9",
+            r"\u0000",
+            r"\b\f\r",
+        ];
+        let text: String = (0..rng.usize(0..5))
+            .map(|_| PIECES[rng.usize(..PIECES.len())])
+            .collect();
+        match rng.u8(..12) {
+            0 => "null".to_owned(),
+            10 | 11 => format!("\"{text}{}\"", ESCAPES[rng.usize(..ESCAPES.len())])
+                .replace('\n', "")
+                .replace('\t', ""),
+            // Unicode escapes for every non-ASCII character, as some servers write them.
+            1 => {
+                let mut quoted = String::from("\"");
+                for c in text.chars() {
+                    match c {
+                        '"' => quoted.push_str("\\\""),
+                        '\\' => quoted.push_str("\\\\"),
+                        c if c.is_ascii() && c >= ' ' => quoted.push(c),
+                        c => {
+                            let mut units = [0u16; 2];
+                            for unit in c.encode_utf16(&mut units) {
+                                quoted.push_str(&format!("\\u{unit:04x}"));
+                            }
+                        }
+                    }
+                }
+                quoted + "\""
+            }
+            // Broken: a raw quote, a dangling backslash, a raw control character.
+            2 => format!("\"{}\"", text.replace('\\', "")),
+            3 => format!("\"{text}\\\""),
+            _ => serde_json::to_string(&text).unwrap(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use super::encode::{
 };
 use crate::Error;
 use crate::model::{Event, Extensions, FinishReason, Protocol, Usage};
-use crate::protocol::same_shape::{Keys, SameShape};
+use crate::protocol::same_shape::{Keys, SameShape, ShapedDecoder, read_frame};
 use crate::protocol::sse::{named_frame, push_json_string, push_u64};
 use crate::protocol::{ChunkError, StreamDecoder};
 
@@ -105,6 +105,21 @@ impl EventDecoder {
     }
 }
 
+impl ShapedDecoder for EventDecoder {
+    fn same_shape(&mut self) -> &mut SameShape {
+        &mut self.same_shape
+    }
+
+    fn read_whole(
+        &mut self,
+        event: &str,
+        data: &str,
+        out: &mut Vec<Event>,
+    ) -> Result<(), ChunkError> {
+        self.push_whole(event, data, out)
+    }
+}
+
 impl StreamDecoder for EventDecoder {
     fn push(&mut self, event: &str, data: &str, out: &mut Vec<Event>) -> Result<(), ChunkError> {
         let from = out.len();
@@ -163,42 +178,7 @@ impl EventDecoder {
             return Ok(());
         }
         let delta = self.started && event == "content_block_delta";
-        if delta
-            && let Some(shortcut) = self.same_shape.read(data)
-            && self.shape_verified()
-        {
-            self.same_shape.used();
-            out.push(shortcut);
-            return Ok(());
-        }
-        let before = out.len();
-        let read = self.push_whole(event, data, out);
-        if delta && read.is_ok() {
-            self.same_shape.learn(data, &out[before..], &SHAPE_KEYS);
-        } else {
-            self.same_shape.forget();
-        }
-        read
-    }
-
-    /// Whether the learnt shape passed its probe: read in full by a copy of this decoder, in
-    /// the state it is still in (any frame read in full since would have replaced the shape).
-    fn shape_verified(&mut self) -> bool {
-        if self.same_shape.is_verified() {
-            return true;
-        }
-        let probe = self.same_shape.probe();
-        let shape = std::mem::take(&mut self.same_shape);
-        let mut copy = self.clone();
-        self.same_shape = shape;
-        let mut events = Vec::with_capacity(1);
-        if copy
-            .push_whole("content_block_delta", &probe, &mut events)
-            .is_err()
-        {
-            events.clear();
-        }
-        self.same_shape.probed(&events)
+        read_frame(self, event, data, out, &SHAPE_KEYS, delta)
     }
 
     /// Reads a frame in full.
@@ -850,31 +830,7 @@ impl EventEncoder {
 mod tests {
     use super::super::json_tool::JSON_RESPONSE_TOOL as JSON_TOOL;
     use super::*;
-
-    /// A random JSON string literal (or another value), now and then a broken one.
-    fn random_string(rng: &mut fastrand::Rng) -> String {
-        const PIECES: [&str; 10] = [
-            "a",
-            " the",
-            "\"",
-            "\\",
-            "\n",
-            "é",
-            "🧪",
-            "\",\"text\":\"",
-            "}",
-            "",
-        ];
-        let text: String = (0..rng.usize(0..5))
-            .map(|_| PIECES[rng.usize(..PIECES.len())])
-            .collect();
-        match rng.u8(..10) {
-            0 => "null".to_owned(),
-            1 => format!("\"{}\"", text.replace('\\', "")),
-            2 => format!("\"{text}\\\""),
-            _ => serde_json::to_string(&text).unwrap(),
-        }
-    }
+    use crate::protocol::same_shape::random;
 
     /// A random frame: deltas of every kind at blocks of every kind (an index may be
     /// started again as another kind), decoys holding the same keys, spacing that hides a
@@ -966,23 +922,14 @@ mod tests {
             while frames.len() < 16 {
                 // Runs of one shape in which one of its strings changes.
                 let shape = rng.u8(..36);
-                let mut s = random_string(&mut rng);
-                let mut t = if rng.bool() {
-                    s.clone()
-                } else {
-                    random_string(&mut rng)
-                };
+                let (mut s, mut t) = random::pair(&mut rng);
                 for _ in 0..rng.usize(1..5) {
                     let (event, mut data) = random_frame(&mut rng, &s, &t, shape);
                     if rng.u8(..10) == 0 {
                         data = format!("  {data} \r\n");
                     }
                     frames.push((event, data));
-                    if rng.bool() {
-                        s = random_string(&mut rng);
-                    } else {
-                        t = random_string(&mut rng);
-                    }
+                    random::change_one(&mut rng, &mut s, &mut t);
                 }
             }
             let read = |whole_only: bool| {

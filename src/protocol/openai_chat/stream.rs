@@ -9,7 +9,7 @@ use super::encode::{error_body, finish_reason as wire_finish_reason, usage as wi
 use super::types::{ChatChunk, LaterChunk};
 use crate::Error;
 use crate::model::{Event, Extensions, FinishReason, Protocol, Usage};
-use crate::protocol::same_shape::{Keys, SameShape};
+use crate::protocol::same_shape::{Keys, SameShape, ShapedDecoder, read_frame};
 use crate::protocol::sse::{data_frame, push_json_string, push_u64};
 
 const PROTOCOL: Protocol = Protocol::OpenAiChat;
@@ -126,39 +126,8 @@ impl ChunkDecoder {
         if data.is_empty() {
             return Ok(());
         }
-        if let Some(event) = self.same_shape.read(data)
-            && self.shape_verified()
-        {
-            self.same_shape.used();
-            out.push(event);
-            return Ok(());
-        }
         let later = self.started;
-        let before = out.len();
-        let read = self.push_whole(data, out);
-        if later && read.is_ok() {
-            self.same_shape.learn(data, &out[before..], &SHAPE_KEYS);
-        } else {
-            self.same_shape.forget();
-        }
-        read
-    }
-
-    /// Whether the learnt shape passed its probe: read in full by a copy of this decoder, in
-    /// the state it is still in (any chunk read in full since would have replaced the shape).
-    fn shape_verified(&mut self) -> bool {
-        if self.same_shape.is_verified() {
-            return true;
-        }
-        let probe = self.same_shape.probe();
-        let shape = std::mem::take(&mut self.same_shape);
-        let mut copy = self.clone();
-        self.same_shape = shape;
-        let mut events = Vec::with_capacity(1);
-        if copy.push_whole(&probe, &mut events).is_err() {
-            events.clear();
-        }
-        self.same_shape.probed(&events)
+        read_frame(self, "", data, out, &SHAPE_KEYS, later)
     }
 
     /// Reads a chunk in full.
@@ -317,6 +286,21 @@ fn choice_scopes(choice: Map<String, Value>, delta: Map<String, Value>) -> Map<S
         scoped.insert("message".into(), Value::Object(delta));
     }
     scoped
+}
+
+impl ShapedDecoder for ChunkDecoder {
+    fn same_shape(&mut self) -> &mut SameShape {
+        &mut self.same_shape
+    }
+
+    fn read_whole(
+        &mut self,
+        _event: &str,
+        data: &str,
+        out: &mut Vec<Event>,
+    ) -> Result<(), ChunkError> {
+        self.push_whole(data, out)
+    }
 }
 
 impl crate::protocol::StreamDecoder for ChunkDecoder {
@@ -751,6 +735,7 @@ pub(crate) fn unix_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::same_shape::random;
 
     fn decode(frames: &[&str]) -> (Vec<Event>, Result<(), ChunkError>) {
         let mut decoder = ChunkDecoder::new();
@@ -986,69 +971,6 @@ mod tests {
         }
     }
 
-    /// A random JSON string literal: text with quotes, backslashes, control characters,
-    /// non-ASCII and key-like runs, escaped in one of several ways, or now and then a
-    /// broken one.
-    fn random_string(rng: &mut fastrand::Rng) -> String {
-        const PIECES: [&str; 13] = [
-            "a",
-            " the",
-            "\"",
-            "\\",
-            "\n",
-            "\t",
-            "é",
-            "🧪",
-            "\",\"content\":\"",
-            "}",
-            "",
-            "x\u{1}",
-            "\u{7f}",
-        ];
-        // Escapes as servers write them, some that JSON refuses (lone surrogates).
-        const ESCAPES: [&str; 8] = [
-            r"\ud83e\uddea",
-            r"\ud800",
-            r"\udc00",
-            r"\ud800\u0041",
-            r"\/",
-            r"\u00E9",
-            r"\u0000",
-            r"\b\f\r",
-        ];
-        let text: String = (0..rng.usize(0..5))
-            .map(|_| PIECES[rng.usize(..PIECES.len())])
-            .collect();
-        match rng.u8(..12) {
-            0 => "null".to_owned(),
-            10 | 11 => format!("\"{text}{}\"", ESCAPES[rng.usize(..ESCAPES.len())])
-                .replace('\n', "")
-                .replace('\t', ""),
-            // Unicode escapes for every non-ASCII character, as some servers write them.
-            1 => {
-                let mut quoted = String::from("\"");
-                for c in text.chars() {
-                    match c {
-                        '"' => quoted.push_str("\\\""),
-                        '\\' => quoted.push_str("\\\\"),
-                        c if c.is_ascii() && c >= ' ' => quoted.push(c),
-                        c => {
-                            let mut units = [0u16; 2];
-                            for unit in c.encode_utf16(&mut units) {
-                                quoted.push_str(&format!("\\u{unit:04x}"));
-                            }
-                        }
-                    }
-                }
-                quoted + "\""
-            }
-            // Broken: a raw quote, a dangling backslash, a raw control character.
-            2 => format!("\"{}\"", text.replace('\\', "")),
-            3 => format!("\"{text}\\\""),
-            _ => serde_json::to_string(&text).unwrap(),
-        }
-    }
-
     /// The shape of a random later chunk: a text, reasoning or tool-call delta, decoys
     /// holding the same keys, a finish, usage, another choice, or spacing that hides a key
     /// from a byte search.
@@ -1130,12 +1052,7 @@ mod tests {
             // then), as real streams go.
             while frames.len() < 12 {
                 let shape = ChunkShape::random(&mut rng);
-                let mut s = random_string(&mut rng);
-                let mut t = if rng.bool() {
-                    s.clone()
-                } else {
-                    random_string(&mut rng)
-                };
+                let (mut s, mut t) = random::pair(&mut rng);
                 for _ in 0..rng.usize(1..5) {
                     let mut chunk = shape.chunk(&s, &t);
                     if obfuscated {
@@ -1152,11 +1069,7 @@ mod tests {
                         chunk = format!(" {chunk}\r\n");
                     }
                     frames.push(chunk);
-                    if rng.bool() {
-                        s = random_string(&mut rng);
-                    } else {
-                        t = random_string(&mut rng);
-                    }
+                    random::change_one(&mut rng, &mut s, &mut t);
                 }
             }
             frames.push("[DONE]".to_owned());
