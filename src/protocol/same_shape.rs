@@ -309,11 +309,7 @@ fn place_of(data: &str, events: &[Event], keys: &Keys) -> Option<(Slot, usize, u
 fn without_padding<'a>(text: &'a str, padding: &str) -> Option<&'a str> {
     let inner = text.strip_suffix("\"}")?;
     let at = inner.rfind(padding)?;
-    let value = &inner[at + padding.len()..];
-    value
-        .bytes()
-        .all(|b| b >= 0x20 && b != b'"' && b != b'\\')
-        .then_some(&text[..at])
+    is_plain(&inner[at + padding.len()..]).then_some(&text[..at])
 }
 
 /// Where the string after `key` lies (from after its opening quote to its closing quote),
@@ -347,10 +343,16 @@ fn string_end(bytes: &[u8]) -> Option<usize> {
 fn string_of(quoted: &str) -> Option<String> {
     let body = quoted.get(1..quoted.len().checked_sub(1)?)?;
     // Nearly always: nothing escaped, nothing JSON forbids unescaped.
-    if body.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    if is_plain(body) {
         return Some(body.to_owned());
     }
     serde_json::from_str::<String>(quoted).ok()
+}
+
+/// Whether `body`, between a JSON string's quotes, is its text as it stands: no escape, no
+/// quote, no control character.
+fn is_plain(body: &str) -> bool {
+    body.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\')
 }
 
 /// Random frame parts for the decoders' property tests.
