@@ -34,9 +34,40 @@ static SUMMARY: LazyLock<Option<Regex>> = LazyLock::new(|| {
     Regex::new(r"=+ .*\b(passed|failed|error|errors|skipped)\b.* in [\d.]+s.* =+").ok()
 });
 
-/// Whether `text` looks like pytest's output.
+/// What pytest's output holds: its opening banner, or one of the words a closing summary
+/// holds. A pure alternation of literals, so the search is a SIMD scan for them, where the
+/// summary's regex searched the whole text from every `=` (~5 instructions a byte of a tool
+/// result, the most costly part of a 100 KB request: bench/callgrind.sh with `--history 40`).
+static PYTEST_WORD: LazyLock<Option<Regex>> =
+    LazyLock::new(|| Regex::new("test session starts|passed|failed|error|skipped").ok());
+
+/// Whether `text` looks like pytest's output: it has the session's banner, or a line that
+/// is its closing summary. Only lines holding a summary word are searched for the summary:
+/// a match of [`SUMMARY`] holds one, and never spans a line (`.` stops at `\n`), and the
+/// `\b`s around the word look at characters of the match, so searching its line finds it.
 pub fn is_pytest_output(text: &str) -> bool {
-    text.contains("test session starts") || SUMMARY.as_ref().is_some_and(|re| re.is_match(text))
+    let (Some(words), Some(summary)) = (PYTEST_WORD.as_ref(), SUMMARY.as_ref()) else {
+        return false;
+    };
+    // Lines before `searched` have been searched for the summary; the banner may still
+    // follow a summary word on such a line, so the scan for words goes on word by word.
+    let (mut from, mut searched) = (0, 0);
+    while let Some(word) = words.find_at(text, from) {
+        if word.as_str() == "test session starts" {
+            return true;
+        }
+        if word.start() >= searched {
+            let start = text[..word.start()].rfind('\n').map_or(0, |i| i + 1);
+            searched = text[word.end()..]
+                .find('\n')
+                .map_or(text.len(), |i| word.end() + i);
+            if summary.is_match(&text[start..searched]) {
+                return true;
+            }
+        }
+        from = word.end();
+    }
+    false
 }
 
 /// `text` without the lines of passing tests and timings, with a note of what went;
@@ -174,6 +205,69 @@ tests/test_math.py:12: ZeroDivisionError
 FAILED tests/test_math.py::test_div - ZeroDivisionError: division by zero
 ========================= 1 failed, 3 passed in 0.61s ==========================
 ";
+
+    /// The definition `is_pytest_output` keeps, searching the whole text at once.
+    fn looks_like_pytest_by_definition(text: &str) -> bool {
+        text.contains("test session starts") || SUMMARY.as_ref().is_some_and(|re| re.is_match(text))
+    }
+
+    /// Random texts of the pieces a summary and a banner are made of, with decoys (a word
+    /// inside another, a summary cut by a line break, the banner after a word on its line).
+    fn random_text(rng: &mut fastrand::Rng) -> String {
+        const PIECES: [&str; 24] = [
+            "=",
+            "==== ",
+            " ===",
+            "passed",
+            "failed",
+            "error",
+            "errors",
+            "skipped",
+            "bypassed",
+            " in ",
+            "0.61",
+            "3",
+            "s",
+            " ",
+            "\n",
+            "\r\n",
+            "x",
+            "é",
+            ",",
+            "test session starts",
+            "test session",
+            " starts",
+            "_",
+            "1 failed, 3 passed in 0.61s",
+        ];
+        (0..rng.usize(0..40))
+            .map(|_| PIECES[rng.usize(..PIECES.len())])
+            .collect()
+    }
+
+    #[test]
+    fn the_line_by_line_search_agrees_with_the_definition() {
+        let mut rng = fastrand::Rng::with_seed(0x5eed_7e57);
+        let (mut yes, mut no) = (0, 0);
+        for _ in 0..20_000 {
+            let text = random_text(&mut rng);
+            let expected = looks_like_pytest_by_definition(&text);
+            assert_eq!(is_pytest_output(&text), expected, "{text:?}");
+            if expected { yes += 1 } else { no += 1 }
+        }
+        // Both answers are common, so the test says something about each.
+        assert!(yes > 1_000 && no > 1_000, "{yes} yes, {no} no");
+    }
+
+    #[test]
+    fn a_banner_after_a_summary_word_on_its_line_is_found() {
+        assert!(is_pytest_output(
+            "error: x\nerror ==== test session starts ===="
+        ));
+        assert!(is_pytest_output("x\n== 1 failed in 2.0s ==\ny"));
+        assert!(!is_pytest_output("== 1 failed\n in 2.0s =="));
+        assert!(!is_pytest_output("fn main() { let error = 1; }"));
+    }
 
     #[test]
     fn passing_lines_and_timings_go_failures_and_tracebacks_stay() {

@@ -244,6 +244,11 @@ struct RunArgs {
     /// watch tool calls (tool-call repair, the reactor, dangerous commands) run.
     #[arg(long)]
     tools: bool,
+    /// Earlier turns of an agent session before the last question, each a shell call that
+    /// reads a source file and its ~2.5 KB result, as a coding agent's requests carry them
+    /// (40 turns make a ~100 KB body); implies --tools.
+    #[arg(long, default_value_t = 0)]
+    history: usize,
 }
 
 #[derive(clap::Args, Debug)]
@@ -530,6 +535,72 @@ fn with_shell_tool(kind: Kind, body: &[u8]) -> anyhow::Result<Bytes> {
             "description": "Run a shell command.", "parameters": schema}]),
     };
     body["tools"] = tools;
+    Ok(Bytes::from(body.to_string()))
+}
+
+/// A source file as a shell tool's result: code with quotes, backslashes and newlines, which
+/// JSON escapes, as real tool results are. ~2.5 KB.
+fn source_file(turn: usize) -> String {
+    let mut file = format!("// src/handlers/h{turn}.rs\n");
+    for step in 0..6 {
+        file.push_str(&format!(
+            "/// Handles step {step} of request {turn}: reads the \"payload\" field and\n\
+             /// answers with a line per item.\n\
+             pub async fn step_{step}(req: &Request) -> Result<String, Error> {{\n\
+             \tlet body: Value = serde_json::from_slice(&req.body)?;\n\
+             \tlet items = body[\"payload\"].as_array().ok_or(Error::Missing(\"payload\"))?;\n\
+             \tOk(items.iter().map(|i| format!(\"{{i}}\\n\")).collect())\n}}\n\n"
+        ));
+    }
+    file
+}
+
+/// `body` with `turns` earlier turns of an agent session inserted before its last message,
+/// in the kind's own format: each a call of the shell tool and the call's result.
+fn with_history(kind: Kind, body: &[u8], turns: usize) -> anyhow::Result<Bytes> {
+    let mut body: serde_json::Value = serde_json::from_slice(body)?;
+    let key = match kind.api() {
+        Api::OpenAi | Api::Anthropic => "messages",
+        Api::Gemini => "contents",
+        Api::Responses => "input",
+    };
+    let Some(list) = body.get_mut(key).and_then(serde_json::Value::as_array_mut) else {
+        bail!("the {key} list is missing");
+    };
+    let last = list.pop().context("no message to put the history before")?;
+    for turn in 0..turns {
+        let id = format!("call_{turn:04}");
+        let command = format!("cat src/handlers/h{turn}.rs");
+        let arguments = serde_json::json!({"command": command}).to_string();
+        let output = source_file(turn);
+        let pair = match kind.api() {
+            Api::OpenAi => [
+                serde_json::json!({"role": "assistant", "content": null, "tool_calls": [{"id": id,
+                    "type": "function", "function": {"name": "Bash", "arguments": arguments}}]}),
+                serde_json::json!({"role": "tool", "tool_call_id": id, "content": output}),
+            ],
+            Api::Anthropic => [
+                serde_json::json!({"role": "assistant", "content": [{"type": "tool_use", "id": id,
+                    "name": "Bash", "input": {"command": command}}]}),
+                serde_json::json!({"role": "user", "content": [{"type": "tool_result",
+                    "tool_use_id": id, "content": output}]}),
+            ],
+            Api::Gemini => [
+                serde_json::json!({"role": "model", "parts": [{"functionCall": {"name": "Bash",
+                    "args": {"command": command}}}]}),
+                serde_json::json!({"role": "user", "parts": [{"functionResponse": {"name": "Bash",
+                    "response": {"output": output}}}]}),
+            ],
+            Api::Responses => [
+                serde_json::json!({"type": "function_call", "call_id": id, "name": "Bash",
+                    "arguments": arguments}),
+                serde_json::json!({"type": "function_call_output", "call_id": id,
+                    "output": output}),
+            ],
+        };
+        list.extend(pair);
+    }
+    list.push(last);
     Ok(Bytes::from(body.to_string()))
 }
 
@@ -1002,8 +1073,11 @@ async fn measured_phase(
 async fn cmd_run(args: RunArgs) -> anyhow::Result<()> {
     let target = Arc::new(Target::parse(&args.url)?.with_chat_path(args.chat_path.as_deref())?);
     let mut body = payload(args.kind, &args.model);
-    if args.tools {
+    if args.tools || args.history > 0 {
         body = with_shell_tool(args.kind, &body)?;
+    }
+    if args.history > 0 {
+        body = with_history(args.kind, &body, args.history)?;
     }
     if args.warmup > 0 {
         let w = run_phase(
@@ -1889,6 +1963,38 @@ mod tests {
         assert!(count(&s, b"stream_options") == 0);
         assert_eq!(Kind::AnthropicStream.openai(), Kind::Stream);
         assert_eq!(Kind::AnthropicNonstream.openai(), Kind::Nonstream);
+    }
+
+    #[test]
+    fn history_puts_tool_turns_before_the_last_message() -> anyhow::Result<()> {
+        for (kind, key) in [
+            (Kind::Nonstream, "messages"),
+            (Kind::AnthropicNonstream, "messages"),
+            (Kind::GeminiNonstream, "contents"),
+            (Kind::ResponsesNonstream, "input"),
+        ] {
+            let plain = with_shell_tool(kind, &payload(kind, "gpt-4o-mini"))?;
+            let long = with_history(kind, &plain, 40)?;
+            assert!(
+                (90_000..=110_000).contains(&long.len()),
+                "{kind:?}: {}",
+                long.len()
+            );
+            let before: serde_json::Value = serde_json::from_slice(&plain)?;
+            let after: serde_json::Value = serde_json::from_slice(&long)?;
+            let (before, after) = (
+                before[key].as_array().unwrap(),
+                after[key].as_array().unwrap(),
+            );
+            assert_eq!(after.len(), before.len() + 80, "{kind:?}");
+            assert_eq!(after.last(), before.last(), "{kind:?}");
+            // Tool results hold escaped code, as real ones do.
+            assert!(
+                long.windows(2).filter(|w| w == b"\\n").count() > 2_000,
+                "{kind:?}"
+            );
+        }
+        Ok(())
     }
 
     #[test]
