@@ -555,8 +555,9 @@ fn source_file(turn: usize) -> String {
     file
 }
 
-/// `body` with `turns` earlier turns of an agent session inserted before its last message,
-/// in the kind's own format: each a call of the shell tool and the call's result.
+/// `body` with `turns` turns of an agent session after its first question, in the kind's own
+/// format: each a call of the shell tool and the call's result. Roles still alternate, as
+/// Anthropic requires (the answer to the first question follows the last result).
 fn with_history(kind: Kind, body: &[u8], turns: usize) -> anyhow::Result<Bytes> {
     let mut body: serde_json::Value = serde_json::from_slice(body)?;
     let key = match kind.api() {
@@ -567,7 +568,11 @@ fn with_history(kind: Kind, body: &[u8], turns: usize) -> anyhow::Result<Bytes> 
     let Some(list) = body.get_mut(key).and_then(serde_json::Value::as_array_mut) else {
         bail!("the {key} list is missing");
     };
-    let last = list.pop().context("no message to put the history before")?;
+    let first_question = list
+        .iter()
+        .position(|m| m["role"] == "user")
+        .context("no question to put the history after")?;
+    let rest = list.split_off(first_question + 1);
     for turn in 0..turns {
         let id = format!("call_{turn:04}");
         let command = format!("cat src/handlers/h{turn}.rs");
@@ -600,7 +605,7 @@ fn with_history(kind: Kind, body: &[u8], turns: usize) -> anyhow::Result<Bytes> 
         };
         list.extend(pair);
     }
-    list.push(last);
+    list.extend(rest);
     Ok(Bytes::from(body.to_string()))
 }
 
@@ -1966,7 +1971,7 @@ mod tests {
     }
 
     #[test]
-    fn history_puts_tool_turns_before_the_last_message() -> anyhow::Result<()> {
+    fn history_puts_tool_turns_after_the_first_question() -> anyhow::Result<()> {
         for (kind, key) in [
             (Kind::Nonstream, "messages"),
             (Kind::AnthropicNonstream, "messages"),
@@ -1987,7 +1992,15 @@ mod tests {
                 after[key].as_array().unwrap(),
             );
             assert_eq!(after.len(), before.len() + 80, "{kind:?}");
-            assert_eq!(after.last(), before.last(), "{kind:?}");
+            assert_eq!(
+                after[after.len() - 2..],
+                before[before.len() - 2..],
+                "{kind:?}"
+            );
+            let roles: Vec<&serde_json::Value> = after.iter().map(|m| &m["role"]).collect();
+            if matches!(kind, Kind::AnthropicNonstream | Kind::GeminiNonstream) {
+                assert!(roles.windows(2).all(|w| w[0] != w[1]), "{roles:?}");
+            }
             // Tool results hold escaped code, as real ones do.
             assert!(
                 long.windows(2).filter(|w| w == b"\\n").count() > 2_000,
