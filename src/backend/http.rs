@@ -117,13 +117,13 @@ pub(super) const USER_AGENT_VALUE: &str = concat!("llmux/", env!("CARGO_PKG_VERS
 const UPSTREAM_BODY_CAPACITY: usize = 16 * 1024;
 
 /// An encoded request as the body's bytes.
-fn to_body(encoded: &Value) -> Result<Bytes, Error> {
+fn to_body(encoded: &Value) -> Bytes {
     // Room for a typical agent request at once, rather than a dozen regrowths (each a
     // copy of everything written so far).
-    let mut body = Vec::with_capacity(UPSTREAM_BODY_CAPACITY);
-    serde_json::to_writer(&mut body, encoded)
-        .map_err(|e| Error::internal(format!("cannot encode the upstream request: {e}")))?;
-    Ok(Bytes::from(body))
+    Bytes::from(crate::protocol::json_out::to_vec(
+        encoded,
+        UPSTREAM_BODY_CAPACITY,
+    ))
 }
 
 /// Upper bound on how much of an error body is read.
@@ -1015,10 +1015,10 @@ impl<W: Wire> Backend for HttpBackend<W> {
             _ => None,
         };
         let body = match &setup {
-            Some(setup) => to_body(&self.wire.encode_for_login(request, model, setup)?)?,
+            Some(setup) => to_body(&self.wire.encode_for_login(request, model, setup)?),
             None => match self.client_body(request, model) {
                 Some(body) => body,
-                None => to_body(&self.wire.encode(request, model)?)?,
+                None => to_body(&self.wire.encode(request, model)?),
             },
         };
         if let Some(tap) = tap {

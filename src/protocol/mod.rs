@@ -8,6 +8,7 @@ pub(crate) mod one_pass;
 
 pub mod anthropic;
 pub mod gemini;
+pub mod json_out;
 pub mod openai_chat;
 pub mod openai_responses;
 #[cfg(test)]
