@@ -7,6 +7,7 @@
 #   LABEL="what B adds"  a name for the report's title
 #   PIN=same|none|split  SKIP_BUILD=1   KINDS=nonstream,stream   REQUESTS WARMUP ROUNDS
 #   HIGH_C HIGH_SECONDS   as for bench/run.sh
+#   HISTORY=40   every request carries 40 earlier agent turns (~100 KB; `loadgen run --history`)
 # Writes bench/results/ab.md and bench/results/ab.json. Ends within 4 minutes after the build.
 set -euo pipefail
 
@@ -43,7 +44,8 @@ write_config "$tmp/b.toml" "$b_port"
 LLMUX_BIN="$B_BIN" start_llmux b "$tmp/b.toml" "$b_port"
 b_pid="$started_pid"
 compare_pair "$a_port" "$a_pid" "$b_port" "$b_pid" "$out_md" "$out_json" \
-    --cost-target-pct 1 --note "A: $A_BIN; B: $B_BIN"
+    --cost-target-pct 1 --history "${HISTORY:-0}" \
+    --note "A: $A_BIN; B: $B_BIN; history: ${HISTORY:-0} turns"
 relabel_report "$out_md" "llmux A (off) vs. B (on): $LABEL" "llmux A" "llmux B" B \
     "Target: B costs ≤ \\1 %" B
 stop_pid "$b_pid"

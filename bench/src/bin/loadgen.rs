@@ -327,6 +327,9 @@ struct CompareArgs {
     /// The proxy's RSS in KiB right after start, before any request (by the caller).
     #[arg(long)]
     startup_rss_kb: Option<u64>,
+    /// Earlier agent turns in every request, as `run --history` (both sides).
+    #[arg(long, default_value_t = 0)]
+    history: usize,
     /// Free text describing the setup (CPU pinning, versions), copied into the report.
     #[arg(long)]
     note: Vec<String>,
@@ -536,6 +539,19 @@ fn with_shell_tool(kind: Kind, body: &[u8]) -> anyhow::Result<Bytes> {
     };
     body["tools"] = tools;
     Ok(Bytes::from(body.to_string()))
+}
+
+/// The body of a request of `kind`: the payload, with the shell tool offered when `tools`,
+/// and `history` earlier agent turns (which offer the tool too).
+fn request_body(kind: Kind, model: &str, tools: bool, history: usize) -> anyhow::Result<Bytes> {
+    let mut body = payload(kind, model);
+    if tools || history > 0 {
+        body = with_shell_tool(kind, &body)?;
+    }
+    if history > 0 {
+        body = with_history(kind, &body, history)?;
+    }
+    Ok(body)
 }
 
 /// A source file as a shell tool's result: code with quotes, backslashes and newlines, which
@@ -1077,13 +1093,7 @@ async fn measured_phase(
 
 async fn cmd_run(args: RunArgs) -> anyhow::Result<()> {
     let target = Arc::new(Target::parse(&args.url)?.with_chat_path(args.chat_path.as_deref())?);
-    let mut body = payload(args.kind, &args.model);
-    if args.tools || args.history > 0 {
-        body = with_shell_tool(args.kind, &body)?;
-    }
-    if args.history > 0 {
-        body = with_history(args.kind, &body, args.history)?;
-    }
+    let body = request_body(args.kind, &args.model, args.tools, args.history)?;
     if args.warmup > 0 {
         let w = run_phase(
             &target,
@@ -1174,12 +1184,12 @@ async fn compare_kind(
     // The proxied side sends `kind`; the direct side its OpenAI equivalent (the same for the
     // OpenAI kinds; for the others, the OpenAI request the proxy's translation stands for).
     // Comparing two llmux instances (capture off / on), both sides send `kind`.
-    let body = payload(kind, &args.model);
+    let body = request_body(kind, &args.model, false, args.history)?;
     let dkind = match args.report {
         ReportStyle::Proxy => kind.openai(),
         ReportStyle::Capture => kind,
     };
-    let dbody = payload(dkind, &args.model);
+    let dbody = request_body(dkind, &args.model, false, args.history)?;
     let pid = args.proxy_pid;
     let dpid = args.direct_pid;
     // Warm-up on both sides, unmeasured.
