@@ -8,6 +8,8 @@
 #   PIN=same|none|split  SKIP_BUILD=1   KINDS=nonstream,stream   REQUESTS WARMUP ROUNDS
 #   HIGH_C HIGH_SECONDS   as for bench/run.sh
 #   HISTORY=40   every request carries 40 earlier agent turns (~100 KB; `loadgen run --history`)
+#   WITH_STORE=1 both run the capture store (SQLite), each with its own database (not CAPTURE_DB:
+#                that is llmux's own variable, which would point both at one file)
 # Writes bench/results/ab.md and bench/results/ab.json. Ends within 4 minutes after the build.
 set -euo pipefail
 
@@ -36,16 +38,20 @@ run_start=$SECONDS
 setup_pinning
 start_fake
 a_port="$("$bin/loadgen" free-port)"
-write_config "$tmp/a.toml" "$a_port"
+# capture_toml NAME: the capture store's table when WITH_STORE=1, a database per instance.
+capture_toml() {
+    if [[ "${WITH_STORE:-0}" == 1 ]]; then printf '[capture]\ndb = "%s"\n' "$tmp/$1.db"; fi
+}
+write_config "$tmp/a.toml" "$a_port" "$(capture_toml a)"
 LLMUX_BIN="$A_BIN" start_llmux a "$tmp/a.toml" "$a_port"
 a_pid="$started_pid"
 b_port="$("$bin/loadgen" free-port)"
-write_config "$tmp/b.toml" "$b_port"
+write_config "$tmp/b.toml" "$b_port" "$(capture_toml b)"
 LLMUX_BIN="$B_BIN" start_llmux b "$tmp/b.toml" "$b_port"
 b_pid="$started_pid"
 compare_pair "$a_port" "$a_pid" "$b_port" "$b_pid" "$out_md" "$out_json" \
     --cost-target-pct 1 --history "${HISTORY:-0}" \
-    --note "A: $A_BIN; B: $B_BIN; history: ${HISTORY:-0} turns"
+    --note "A: $A_BIN; B: $B_BIN; history: ${HISTORY:-0} turns; capture store: ${WITH_STORE:-0}"
 relabel_report "$out_md" "llmux A (off) vs. B (on): $LABEL" "llmux A" "llmux B" B \
     "Target: B costs ≤ \\1 %" B
 stop_pid "$b_pid"

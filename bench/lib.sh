@@ -155,11 +155,12 @@ start_llmux() {
 
 # warm_up URL KINDS: up to 200 requests of each kind (comma-separated) to URL, 3 s each (8 s
 # hard limit); a kind with no successful answer stops the run with the load generator's output.
+# With HISTORY=N, each request carries N earlier agent turns (`loadgen run --history`).
 warm_up() {
     local url="$1" k rc
     for k in ${2//,/ }; do
         rc=0
-        timeout 8 "${pin_load[@]}" "$bin/loadgen" run --url "$url" \
+        timeout 8 "${pin_load[@]}" "$bin/loadgen" run --url "$url" --history "${HISTORY:-0}" \
             --kind "$k" -n 200 --warmup 0 --max-seconds 3 >"$tmp/warmup.out" 2>&1 || rc=$?
         if [[ "$rc" != 0 ]]; then
             if [[ "$rc" == 124 ]]; then

@@ -423,11 +423,11 @@ impl Engine {
         &self,
         ctx: &mut RequestContext,
         headers: &axum::http::HeaderMap,
-        body: &[u8],
+        body: &bytes::Bytes,
     ) {
         if let Some(store) = &self.inner.store {
             let recorder = Recorder::new(store.clone());
-            recorder.client_request(headers, body);
+            recorder.client_request(headers, body.clone());
             let id = ctx.request_id.clone();
             recorder.update(|row| row.id = id);
             ctx.recorder = Some(Arc::new(recorder));

@@ -1022,7 +1022,7 @@ impl<W: Wire> Backend for HttpBackend<W> {
             },
         };
         if let Some(tap) = tap {
-            tap.record(Direction::OutboundRequest, Payload::Json(&body));
+            tap.request_sent(&body);
         }
         // The first-byte timeout is the provider's: it starts once the token and the
         // account setup are ready, and again for the retry after a refused token.

@@ -525,11 +525,22 @@ impl Tap {
         }
     }
 
+    /// The body sent to the provider: shared with the store's row, not copied (see
+    /// [`store::Recorder::upstream_request`]).
+    pub fn request_sent(&self, body: &bytes::Bytes) {
+        if let Some(recorder) = &self.recorder {
+            recorder.upstream_request(body.clone());
+        }
+        if let Some(capture) = &self.capture {
+            capture.record(&self.info, Direction::OutboundRequest, Payload::Json(body));
+        }
+    }
+
     pub fn record(&self, direction: Direction, payload: Payload<'_>) {
         if let Some(recorder) = &self.recorder {
             match (direction, &payload) {
                 (Direction::OutboundRequest, Payload::Json(body)) => {
-                    recorder.upstream_request(body)
+                    recorder.upstream_request(bytes::Bytes::copy_from_slice(body))
                 }
                 (Direction::InboundResponse, Payload::Json(body)) => {
                     recorder.upstream_response(&text_of(body), false);

@@ -175,7 +175,7 @@ pub struct TimelinePoint {
 }
 
 enum Message {
-    Row(Box<RequestRow>),
+    Row(Box<RequestRow>, Option<Bodies>),
     Flush(SyncSender<()>),
     /// Rows queued from now on are masked with this one (saved settings named new keys).
     Redactor(Box<Redactor>),
@@ -489,11 +489,20 @@ impl Store {
     /// Queues a row (the writer masks its secrets); never blocks. A read-only store
     /// records nothing.
     pub fn insert(&self, row: RequestRow) {
+        self.queue(row, None);
+    }
+
+    /// Queues a row whose request bodies the writer writes in (a recorder's).
+    fn insert_with_bodies(&self, row: RequestRow, bodies: Bodies) {
+        self.queue(row, Some(bodies));
+    }
+
+    fn queue(&self, row: RequestRow, bodies: Option<Bodies>) {
         if self.read_only {
             return;
         }
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
-            self.tx.try_send(Message::Row(Box::new(row)))
+            self.tx.try_send(Message::Row(Box::new(row), bodies))
         {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -1201,7 +1210,10 @@ fn write_rows(
         let mut waiters = Vec::new();
         for message in messages {
             match message {
-                Message::Row(mut row) => {
+                Message::Row(mut row, bodies) => {
+                    if let Some(bodies) = bodies {
+                        bodies.fill(&mut row);
+                    }
                     super::tokens::refine(&mut row);
                     redact_row(&redactor, &mut row);
                     deadline.get_or_insert_with(|| Instant::now() + flush_interval);
@@ -1425,6 +1437,7 @@ pub struct Recorder {
 #[derive(Default)]
 struct Recording {
     row: RequestRow,
+    bodies: Bodies,
     sent: Option<Instant>,
     last: Option<Instant>,
     /// The provider's answer came as stream frames.
@@ -1520,6 +1533,30 @@ fn push_json_escaped(json: &mut String, text: &str) {
     );
 }
 
+/// A request's bodies as they came, shared with the request rather than copied, until the
+/// writer thread writes them into the row as text: checking and copying a 100 KB agent
+/// request there, and again for the provider's request (the client's bytes, or nearly),
+/// cost the request path ~360k instructions (bench/callgrind.sh, `--history 40`).
+#[derive(Default)]
+struct Bodies {
+    client: bytes::Bytes,
+    /// The last body sent to the provider; `None` when none was sent.
+    upstream: Option<bytes::Bytes>,
+}
+
+impl Bodies {
+    /// Writes the bodies into `row` as stored text. A provider request that is the client's
+    /// bytes is the same text, copied rather than checked again.
+    fn fill(self, row: &mut RequestRow) {
+        row.client_request = body_text(&self.client);
+        row.upstream_request = match self.upstream {
+            None => String::new(),
+            Some(upstream) if upstream == self.client => row.client_request.clone(),
+            Some(upstream) => body_text(&upstream),
+        };
+    }
+}
+
 /// A body as stored text, cut at `BODY_LIMIT`.
 fn body_text(body: &[u8]) -> String {
     clipped(&super::text_of(body))
@@ -1562,33 +1599,21 @@ impl Recorder {
         }
     }
 
-    pub fn client_request(&self, headers: &axum::http::HeaderMap, body: &[u8]) {
-        let text = body_text(body);
+    /// The client's request: its body is kept as it came (see [`Bodies`]).
+    pub fn client_request(&self, headers: &axum::http::HeaderMap, body: bytes::Bytes) {
         let headers = headers_json(headers);
-        self.update(|row| {
-            row.client_request = text;
-            row.client_headers = headers;
+        self.record(|recording| {
+            recording.bodies.client = body;
+            recording.row.client_headers = headers;
         });
     }
 
-    pub fn upstream_request(&self, body: &[u8]) {
-        let mut repeated = false;
+    /// A body sent to the provider (the last one is stored: a retry's or failover leg's).
+    pub fn upstream_request(&self, body: bytes::Bytes) {
         self.record(|recording| {
             recording.sent.get_or_insert_with(Instant::now);
-            // A request nothing changed goes to the provider as the client's bytes: a copy
-            // of the text already checked, not a second UTF-8 check (~1.2k instructions a
-            // request for the bench's 1.8 KB body). A clipped text is not the client's bytes.
-            let client = &recording.row.client_request;
-            if client.len() <= BODY_LIMIT && body == client.as_bytes() {
-                recording.row.upstream_request.clone_from(client);
-                repeated = true;
-            }
+            recording.bodies.upstream = Some(body);
         });
-        if !repeated {
-            // Checked and copied outside the lock.
-            let text = body_text(body);
-            self.update(|row| row.upstream_request = text);
-        }
     }
 
     /// The provider's answer status and headers, as soon as they arrive.
@@ -1683,7 +1708,8 @@ impl Drop for Recorder {
             if row.client_response.len() > BODY_LIMIT {
                 row.client_response = clipped(&row.client_response);
             }
-            self.store.insert(row);
+            self.store
+                .insert_with_bodies(row, std::mem::take(&mut recording.bodies));
         }
     }
 }
@@ -1725,13 +1751,14 @@ mod tests {
             client_response,
         ] = legs;
         let recorder = Recorder::new(store.clone());
+        let client_request = bytes::Bytes::copy_from_slice(client_request);
         recorder.client_request(&axum::http::HeaderMap::new(), client_request);
         recorder.update(|row| {
             row.id = id.into();
             // A row from 1970 would go at once with the 30 days' retention.
             row.started_at = now();
         });
-        recorder.upstream_request(upstream_request);
+        recorder.upstream_request(bytes::Bytes::copy_from_slice(upstream_request));
         recorder.upstream_response(&String::from_utf8_lossy(upstream_response), false);
         recorder.client_response(client_response);
         drop(recorder);
@@ -1765,6 +1792,35 @@ mod tests {
         assert_eq!(lossy.client_request, "{\"content\":\"\u{fffd}\"}");
         assert_eq!(lossy.upstream_request, lossy.client_request);
         assert_eq!(lossy.client_response, lossy.client_request);
+    }
+
+    #[test]
+    fn the_last_provider_request_is_stored_and_none_when_none_was_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(test_store(dir.path()));
+        let stored = |id: &str, sent: &[&'static [u8]]| {
+            let recorder = Recorder::new(store.clone());
+            let client = bytes::Bytes::from_static(br#"{"model":"m"}"#);
+            recorder.client_request(&axum::http::HeaderMap::new(), client);
+            recorder.update(|row| {
+                row.id = id.into();
+                row.started_at = now();
+            });
+            for body in sent {
+                recorder.upstream_request(bytes::Bytes::from_static(body));
+            }
+            drop(recorder);
+            store.flush(Duration::from_secs(5));
+            store.get(id).unwrap().unwrap()
+        };
+        // A retry, or a failover leg: the body the answer came from.
+        let retried = stored("req_retried", &[br#"{"model":"a"}"#, br#"{"model":"b"}"#]);
+        assert_eq!(retried.client_request, r#"{"model":"m"}"#);
+        assert_eq!(retried.upstream_request, r#"{"model":"b"}"#);
+        // Answered by llmux itself (a command): no provider request.
+        let local = stored("req_local", &[]);
+        assert_eq!(local.client_request, r#"{"model":"m"}"#);
+        assert_eq!(local.upstream_request, "");
     }
 
     #[test]

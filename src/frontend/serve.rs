@@ -142,7 +142,7 @@ fn rejected<F: Frontend>(
     engine: &Engine,
     ctx: &mut RequestContext,
     headers: &HeaderMap,
-    body: &[u8],
+    body: &Bytes,
     err: &Error,
 ) -> Response {
     engine.record_request(ctx, headers, body);
