@@ -156,7 +156,8 @@ fn request_from_wire(wire: ResponsesRequest) -> Result<(Request, ClientOptions),
         Some(Content::Text(text)) => items.push(Message::new(Role::User, vec![Part::text(text)])),
         Some(Content::List(list)) => {
             for (i, item) in list.into_iter().enumerate() {
-                items.item(item, &format!("input[{i}]"))?;
+                // Where an error is, written only for an error (as the other decoders do).
+                items.item(item, &|| format!("input[{i}]"))?;
             }
         }
         None => {}
@@ -166,7 +167,7 @@ fn request_from_wire(wire: ResponsesRequest) -> Result<(Request, ClientOptions),
         .unwrap_or_default()
         .into_iter()
         .enumerate()
-        .map(|(i, t)| tool_from_wire(t, &format!("tools[{i}]")))
+        .map(|(i, t)| tool_from_wire(t, &|| format!("tools[{i}]")))
         .collect::<Result<Vec<_>, _>>()?;
     let tool_choice = tool_choice.map(tool_choice_from_wire).transpose()?;
 
@@ -273,10 +274,11 @@ impl InputItems {
         }
     }
 
-    fn item(&mut self, value: Value, path: &str) -> Result<(), Error> {
+    fn item(&mut self, value: Value, path: &dyn Fn() -> String) -> Result<(), Error> {
         let Value::Object(mut obj) = value else {
+            let path = path();
             return Err(Error::invalid_field(
-                path,
+                &path,
                 format!("'{path}' must be an object with a 'type'"),
             ));
         };
@@ -284,12 +286,14 @@ impl InputItems {
             Some(Value::String(kind)) => Some(kind.clone()),
             None if obj.contains_key("role") => None,
             None => {
+                let path = path();
                 return Err(Error::invalid_field(
                     format!("{path}.type"),
                     format!("'{path}.type' is required (or a 'role' for a message)"),
                 ));
             }
             Some(_) => {
+                let path = path();
                 return Err(Error::invalid_field(
                     format!("{path}.type"),
                     format!("'{path}.type' must be a string"),
@@ -315,7 +319,8 @@ impl InputItems {
             Some("function_call_output") => {
                 obj.remove("type");
                 let output: FunctionCallOutputItem = typed(obj, path)?;
-                let (content, as_parts) = content_parts(output.output, &format!("{path}.output"))?;
+                let (content, as_parts) =
+                    content_parts(output.output, &|| format!("{}.output", path()))?;
                 let mut message = Message::new(
                     Role::Tool,
                     vec![Part::ToolResult {
@@ -354,13 +359,14 @@ impl InputItems {
         }
     }
 
-    fn message(&mut self, item: MessageItem, path: &str) -> Result<(), Error> {
+    fn message(&mut self, item: MessageItem, path: &dyn Fn() -> String) -> Result<(), Error> {
         let role = match item.role.as_str() {
             "user" => Role::User,
             "system" => Role::System,
             "developer" => Role::Developer,
             "assistant" => Role::Assistant,
             other => {
+                let path = path();
                 return Err(Error::invalid_field(
                     format!("{path}.role"),
                     format!(
@@ -370,7 +376,7 @@ impl InputItems {
                 ));
             }
         };
-        let (mut parts, as_parts) = content_parts(item.content, &format!("{path}.content"))?;
+        let (mut parts, as_parts) = content_parts(item.content, &|| format!("{}.content", path()))?;
         if role == Role::Assistant {
             // The item's own fields ride on its first text part, which also marks where
             // the item starts inside the merged assistant message.
@@ -395,8 +401,12 @@ impl InputItems {
 }
 
 /// Parses `obj` into `T`, naming the field on failure (`input[2].call_id`).
-fn typed<T: DeserializeOwned>(obj: Map<String, Value>, path: &str) -> Result<T, Error> {
+fn typed<T: DeserializeOwned>(
+    obj: Map<String, Value>,
+    path: &dyn Fn() -> String,
+) -> Result<T, Error> {
     serde_path_to_error::deserialize(Value::Object(obj)).map_err(|err| {
+        let path = path();
         let inner_path = err.path().to_string();
         let message = err.into_inner().to_string();
         let field = match crate::protocol::openai_chat::decode::field_of(&inner_path, &message) {
@@ -411,22 +421,22 @@ fn typed<T: DeserializeOwned>(obj: Map<String, Value>, path: &str) -> Result<T, 
 }
 
 /// A message's content or a call's output: the parts, and whether they came as a list.
-fn content_parts(content: Content, path: &str) -> Result<(Vec<Part>, bool), Error> {
+fn content_parts(content: Content, path: &dyn Fn() -> String) -> Result<(Vec<Part>, bool), Error> {
     match content {
         Content::Text(text) => Ok((vec![Part::text(text)], false)),
         Content::List(list) => {
             let parts = list
                 .into_iter()
                 .enumerate()
-                .map(|(i, part)| content_part(part, &format!("{path}[{i}]")))
+                .map(|(i, part)| content_part(part, &|| format!("{}[{i}]", path())))
                 .collect::<Result<Vec<_>, _>>()?;
             Ok((parts, true))
         }
     }
 }
 
-fn content_part(value: Value, path: &str) -> Result<Part, Error> {
-    let (kind, mut obj) = crate::protocol::tagged_object(value, &|| path.to_owned())?;
+fn content_part(value: Value, path: &dyn Fn() -> String) -> Result<Part, Error> {
+    let (kind, mut obj) = crate::protocol::tagged_object(value, path)?;
     match kind.as_str() {
         "input_text" | "output_text" | "text" => {
             obj.remove("type");
@@ -497,10 +507,11 @@ fn thinking_parts(item: ReasoningItem) -> Vec<Part> {
     parts
 }
 
-fn tool_from_wire(value: Value, path: &str) -> Result<Tool, Error> {
+fn tool_from_wire(value: Value, path: &dyn Fn() -> String) -> Result<Tool, Error> {
     let Value::Object(mut obj) = value else {
+        let path = path();
         return Err(Error::invalid_field(
-            path,
+            &path,
             format!("'{path}' must be an object"),
         ));
     };
@@ -1064,6 +1075,22 @@ mod tests {
                 "temperature",
             ),
             (serde_json::json!({"model": "m", "input": 5}), "input"),
+            (
+                serde_json::json!({"model": "m", "input": [
+                    {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"},
+                    {"type": "function_call_output", "call_id": "c", "output": [{"type": "input_text"}]}]}),
+                "input[1].output[0].text",
+            ),
+            (
+                serde_json::json!({"model": "m", "input": [{"role": "user", "content": [
+                    {"type": "input_text", "text": "a"}, 7]}]}),
+                "input[0].content[1]",
+            ),
+            (
+                serde_json::json!({"model": "m", "input": "x", "tools": [
+                    {"type": "function", "name": "f"}, 7]}),
+                "tools[1]",
+            ),
         ];
         for (body, param) in cases {
             let err = decode(body.clone()).unwrap_err();
