@@ -834,10 +834,7 @@ impl Backend for AcpBackend {
         let params = json!({"sessionId": conversation.id,
                             "prompt": [{"type": "text", "text": prompt}]});
         if let Some(tap) = tap {
-            tap.record(
-                Direction::OutboundRequest,
-                Payload::Json(params.to_string().as_bytes()),
-            );
+            tap.request_sent(&bytes::Bytes::from(params.to_string()));
         }
         let (sink, mut updates) = mpsc::unbounded_channel();
         if let Ok(mut current) = agent.calls.updates.lock() {

@@ -1539,21 +1539,59 @@ fn push_json_escaped(json: &mut String, text: &str) {
 /// cost the request path ~360k instructions (bench/callgrind.sh, `--history 40`).
 #[derive(Default)]
 struct Bodies {
-    client: bytes::Bytes,
+    client: Kept,
     /// The last body sent to the provider; `None` when none was sent.
-    upstream: Option<bytes::Bytes>,
+    upstream: Option<Kept>,
 }
 
 impl Bodies {
     /// Writes the bodies into `row` as stored text. A provider request that is the client's
     /// bytes is the same text, copied rather than checked again.
     fn fill(self, row: &mut RequestRow) {
-        row.client_request = body_text(&self.client);
+        let same = matches!((&self.client, &self.upstream),
+            (Kept::Bytes(client), Some(Kept::Bytes(upstream))) if client == upstream);
+        row.client_request = self.client.into_text();
         row.upstream_request = match self.upstream {
             None => String::new(),
-            Some(upstream) if upstream == self.client => row.client_request.clone(),
-            Some(upstream) => body_text(&upstream),
+            Some(_) if same => row.client_request.clone(),
+            Some(upstream) => upstream.into_text(),
         };
+    }
+}
+
+/// A request body as a recorder keeps it until the writer takes the row.
+enum Kept {
+    Bytes(bytes::Bytes),
+    /// A body over `BODY_LIMIT`, clipped at once: the queue must not hold it whole.
+    Clipped(String),
+}
+
+impl Default for Kept {
+    fn default() -> Self {
+        Kept::Bytes(bytes::Bytes::new())
+    }
+}
+
+/// From this size a body is kept shared with the request; a smaller one is copied: it may
+/// sit in a larger buffer (an encoded request's 16 KB, hyper's read buffer) that a row
+/// waiting in the writer's queue would keep alive, and copying it costs little.
+const SHARED_FROM: usize = 64 << 10;
+
+impl Kept {
+    fn new(body: bytes::Bytes) -> Self {
+        match body.len() {
+            len if len > BODY_LIMIT => Kept::Clipped(body_text(&body)),
+            len if len < SHARED_FROM => Kept::Bytes(bytes::Bytes::copy_from_slice(&body)),
+            _ => Kept::Bytes(body),
+        }
+    }
+
+    /// The body as stored text, cut at `BODY_LIMIT`.
+    fn into_text(self) -> String {
+        match self {
+            Kept::Bytes(body) => body_text(&body),
+            Kept::Clipped(text) => text,
+        }
     }
 }
 
@@ -1601,6 +1639,7 @@ impl Recorder {
 
     /// The client's request: its body is kept as it came (see [`Bodies`]).
     pub fn client_request(&self, headers: &axum::http::HeaderMap, body: bytes::Bytes) {
+        let body = Kept::new(body);
         let headers = headers_json(headers);
         self.record(|recording| {
             recording.bodies.client = body;
@@ -1610,6 +1649,7 @@ impl Recorder {
 
     /// A body sent to the provider (the last one is stored: a retry's or failover leg's).
     pub fn upstream_request(&self, body: bytes::Bytes) {
+        let body = Kept::new(body);
         self.record(|recording| {
             recording.sent.get_or_insert_with(Instant::now);
             recording.bodies.upstream = Some(body);
@@ -1792,6 +1832,38 @@ mod tests {
         assert_eq!(lossy.client_request, "{\"content\":\"\u{fffd}\"}");
         assert_eq!(lossy.upstream_request, lossy.client_request);
         assert_eq!(lossy.client_response, lossy.client_request);
+    }
+
+    #[test]
+    fn small_bodies_are_copied_large_ones_shared_and_huge_ones_clipped_at_once() {
+        // A small body may sit in a larger buffer: copied, so a queued row does not keep it.
+        let buffer = bytes::Bytes::from(vec![b'a'; 16 << 10]);
+        let small = buffer.slice(..100);
+        let Kept::Bytes(kept) = Kept::new(small.clone()) else {
+            panic!("a small body is kept as bytes");
+        };
+        assert_eq!(kept, small);
+        assert_ne!(kept.as_ptr(), small.as_ptr(), "copied");
+        // A large one is shared: copying it is what keeping bytes saves.
+        let large = bytes::Bytes::from(vec![b'b'; SHARED_FROM]);
+        let Kept::Bytes(kept) = Kept::new(large.clone()) else {
+            panic!("a large body is kept as bytes");
+        };
+        assert_eq!(kept.as_ptr(), large.as_ptr(), "shared");
+        // One over the limit is clipped text at once, and stays as clipped when written.
+        let huge = bytes::Bytes::from(vec![b'c'; BODY_LIMIT + 1]);
+        let Kept::Clipped(text) = Kept::new(huge.clone()) else {
+            panic!("a huge body is clipped at once");
+        };
+        assert_eq!(text, body_text(&huge));
+        let mut row = RequestRow::default();
+        Bodies {
+            client: Kept::new(huge.clone()),
+            upstream: Some(Kept::new(huge)),
+        }
+        .fill(&mut row);
+        assert_eq!(row.client_request, text);
+        assert_eq!(row.upstream_request, text);
     }
 
     #[test]
