@@ -50,7 +50,7 @@ write_config "$tmp/b.toml" "$b_port" "$(capture_toml b)"
 LLMUX_BIN="$B_BIN" start_llmux b "$tmp/b.toml" "$b_port"
 b_pid="$started_pid"
 compare_pair "$a_port" "$a_pid" "$b_port" "$b_pid" "$out_md" "$out_json" \
-    --cost-target-pct 1 --history "${HISTORY:-0}" \
+    --cost-target-pct 1 \
     --note "A: $A_BIN; B: $B_BIN; history: ${HISTORY:-0} turns; capture store: ${WITH_STORE:-0}"
 relabel_report "$out_md" "llmux A (off) vs. B (on): $LABEL" "llmux A" "llmux B" B \
     "Target: B costs ≤ \\1 %" B

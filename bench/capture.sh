@@ -108,9 +108,9 @@ fi
 startup_rss="$(rss_kb "$on_pid")"
 
 # Warm-up of every instance, then let them settle.
-warm_up "http://127.0.0.1:$off_port/v1" "$KINDS"
-warm_up "http://127.0.0.1:$on_port/v1" "$KINDS"
-if [[ "$AA" == 1 ]]; then warm_up "http://127.0.0.1:$aa_port/v1" "$KINDS"; fi
+warm_up "http://127.0.0.1:$off_port/v1" "$KINDS" "${HISTORY:-0}"
+warm_up "http://127.0.0.1:$on_port/v1" "$KINDS" "${HISTORY:-0}"
+if [[ "$AA" == 1 ]]; then warm_up "http://127.0.0.1:$aa_port/v1" "$KINDS" "${HISTORY:-0}"; fi
 sleep 1
 idle_rss="$(rss_kb "$on_pid")"
 machine_notes

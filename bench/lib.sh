@@ -155,12 +155,13 @@ start_llmux() {
 
 # warm_up URL KINDS: up to 200 requests of each kind (comma-separated) to URL, 3 s each (8 s
 # hard limit); a kind with no successful answer stops the run with the load generator's output.
-# With HISTORY=N, each request carries N earlier agent turns (`loadgen run --history`).
+# HISTORY (default 0): earlier agent turns in each request (`loadgen run --history`), for the
+# scripts whose measurement sends them too (capture.sh, and compare_pair's callers).
 warm_up() {
-    local url="$1" k rc
+    local url="$1" history="${3:-0}" k rc
     for k in ${2//,/ }; do
         rc=0
-        timeout 8 "${pin_load[@]}" "$bin/loadgen" run --url "$url" --history "${HISTORY:-0}" \
+        timeout 8 "${pin_load[@]}" "$bin/loadgen" run --url "$url" --history "$history" \
             --kind "$k" -n 200 --warmup 0 --max-seconds 3 >"$tmp/warmup.out" 2>&1 || rc=$?
         if [[ "$rc" != 0 ]]; then
             if [[ "$rc" == 124 ]]; then
@@ -222,13 +223,13 @@ order_note() {
 # instances up, then `loadgen compare --report capture` of OFF against ON in what is left of
 # BUDGET ("added" is what ON costs over OFF), with the machine's notes first; extra loadgen
 # arguments (more --note, --cost-target-pct) go last. For runs whose two sides are two llmux
-# instances (bench/state.sh, bench/ab.sh).
+# instances (bench/state.sh, bench/ab.sh). HISTORY=N: N earlier agent turns in every request.
 compare_pair() {
     local off_port="$1" off_pid="$2" on_port="$3" on_pid="$4" md="$5" json="$6" left startup idle
     shift 6
     startup="$(rss_kb "$on_pid")"
-    warm_up "http://127.0.0.1:$off_port/v1" "$KINDS"
-    warm_up "http://127.0.0.1:$on_port/v1" "$KINDS"
+    warm_up "http://127.0.0.1:$off_port/v1" "$KINDS" "${HISTORY:-0}"
+    warm_up "http://127.0.0.1:$on_port/v1" "$KINDS" "${HISTORY:-0}"
     sleep 1
     idle="$(rss_kb "$on_pid")"
     machine_notes
@@ -240,7 +241,7 @@ compare_pair() {
         --clk-tck "$clk_tck" \
         --kinds "$KINDS" --requests "$REQUESTS" --warmup "$WARMUP" --rounds "$ROUNDS" \
         --high-concurrency "$HIGH_C" --high-seconds "$HIGH_SECONDS" \
-        --budget-seconds "$(( left - 30 ))" \
+        --budget-seconds "$(( left - 30 ))" --history "${HISTORY:-0}" \
         --startup-rss-kb "$startup" --idle-rss-kb "$idle" \
         --note "$(date -u +%Y-%m-%dT%H:%M:%SZ), llmux $rev, $(nproc) CPUs ($(uname -sr))" \
         --note "$busy_note" \

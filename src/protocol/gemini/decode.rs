@@ -792,6 +792,39 @@ mod tests {
     }
 
     #[test]
+    fn a_call_after_text_is_numbered_among_calls_only() {
+        let body = serde_json::json!({"contents": [
+            {"role": "user", "parts": [{"text": "Weather?"}]},
+            {"role": "model", "parts": [
+                {"text": "Let me look."},
+                {"functionCall": {"name": "get_weather", "args": {}}},
+                {"text": "And once more."},
+                {"functionCall": {"name": "get_weather", "args": {}}},
+            ]},
+        ]});
+        let request = decode(body).unwrap();
+        let ids: Vec<&str> = request.messages[1]
+            .parts
+            .iter()
+            .filter_map(|p| match p {
+                Part::ToolCall { id, .. } => Some(id.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ids, ["gemini_call_1_0", "gemini_call_1_1"]);
+    }
+
+    #[test]
+    fn a_bad_system_instruction_part_is_named() {
+        let body = serde_json::json!({
+            "systemInstruction": {"parts": [{"text": "a"}, {"text": "b", "inlineData": {"mimeType": "image/png", "data": "AA=="}}]},
+            "contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+        });
+        let err = decode(body).unwrap_err();
+        assert_eq!(err.param(), Some("systemInstruction.parts[1]"), "{err}");
+    }
+
+    #[test]
     fn synthesized_ids_are_deterministic_and_results_find_their_calls() {
         let body = serde_json::json!({"contents": [
             {"role": "user", "parts": [{"text": "Weather in Paris and Rome?"}]},
