@@ -1533,10 +1533,10 @@ fn push_json_escaped(json: &mut String, text: &str) {
     );
 }
 
-/// A request's bodies as they came, shared with the request rather than copied, until the
-/// writer thread writes them into the row as text: checking and copying a 100 KB agent
-/// request there, and again for the provider's request (the client's bytes, or nearly),
-/// cost the request path ~360k instructions (bench/callgrind.sh, `--history 40`).
+/// A request's bodies as bytes (see [`Kept`]) until the writer thread writes them into the
+/// row as text: checking and copying a 100 KB agent request as text on the request path, and
+/// again for the provider's request (the client's bytes, or nearly), cost it ~390k
+/// instructions (bench/callgrind.sh, `--history 40`).
 #[derive(Default)]
 struct Bodies {
     client: Kept,
@@ -1561,6 +1561,7 @@ impl Bodies {
 
 /// A request body as a recorder keeps it until the writer takes the row.
 enum Kept {
+    /// Shared with the request from `SHARED_FROM` on, a copy below it.
     Bytes(bytes::Bytes),
     /// A body over `BODY_LIMIT`, clipped at once: the queue must not hold it whole.
     Clipped(String),

@@ -803,15 +803,22 @@ mod tests {
             ]},
         ]});
         let request = decode(body).unwrap();
-        let ids: Vec<&str> = request.messages[1]
+        assert_eq!(
+            call_ids(&request.messages[1]),
+            ["gemini_call_1_0", "gemini_call_1_1"]
+        );
+    }
+
+    /// The ids of a message's tool calls.
+    fn call_ids(message: &Message) -> Vec<&str> {
+        message
             .parts
             .iter()
             .filter_map(|p| match p {
                 Part::ToolCall { id, .. } => Some(id.as_str()),
                 _ => None,
             })
-            .collect();
-        assert_eq!(ids, ["gemini_call_1_0", "gemini_call_1_1"]);
+            .collect()
     }
 
     #[test]
@@ -840,15 +847,10 @@ mod tests {
         let first = decode(body.clone()).unwrap();
         let second = decode(body).unwrap();
         assert_eq!(first.messages, second.messages);
-        let ids: Vec<&str> = first.messages[1]
-            .parts
-            .iter()
-            .filter_map(|p| match p {
-                Part::ToolCall { id, .. } => Some(id.as_str()),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(ids, ["gemini_call_1_0", "gemini_call_1_1"]);
+        assert_eq!(
+            call_ids(&first.messages[1]),
+            ["gemini_call_1_0", "gemini_call_1_1"]
+        );
         let results: Vec<(&str, Option<&str>)> = first.messages[2]
             .parts
             .iter()
