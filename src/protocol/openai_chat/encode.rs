@@ -123,25 +123,19 @@ fn encode_message(message: &Message, out: &mut Vec<Value>) {
             call_id, content, ..
         } = part
         {
-            let (content, moved): (Vec<Part>, Vec<&Part>) = if own {
-                (content.clone(), Vec::new())
+            // Borrowed, not cloned: a tool result is often the largest text of a request
+            // (a 2.5 KB file read, copied twice on its way out before).
+            let (kept, moved): (Vec<&Part>, Vec<&Part>) = if own {
+                (content.iter().collect(), Vec::new())
             } else {
-                let moved: Vec<&Part> = content
+                content
                     .iter()
-                    .filter(|p| matches!(p, Part::Image { .. }))
-                    .collect();
-                let kept = content
-                    .iter()
-                    .filter(|p| !matches!(p, Part::Image { .. }))
-                    .cloned()
-                    .collect();
-                (kept, moved)
+                    .partition(|p| !matches!(p, Part::Image { .. }))
             };
             if !moved.is_empty() {
                 images.push(json!({"type": "text", "text": format!("Images returned by tool call {call_id}:")}));
                 images.extend(moved.into_iter().filter_map(encode_part));
             }
-            let content = &content;
             let mut obj = if own {
                 ext_or_empty(&message.extensions)
             } else {
@@ -153,7 +147,7 @@ fn encode_message(message: &Message, out: &mut Vec<Value>) {
                 obj.insert("name".into(), Value::from(name.as_str()));
             }
             let as_parts = own && message.content_as_parts == Some(PROTOCOL);
-            obj.insert("content".into(), tool_result_content(content, as_parts));
+            obj.insert("content".into(), tool_result_content(&kept, as_parts));
             out.push(Value::Object(obj));
         }
     }
@@ -327,9 +321,8 @@ fn ext_or_empty(extensions: &Extensions) -> Map<String, Value> {
         .unwrap_or_default()
 }
 
-fn tool_result_content(content: &[Part], as_parts: bool) -> Value {
-    let refs: Vec<&Part> = content.iter().collect();
-    encode_content(&refs, as_parts).unwrap_or_else(|| Value::from(""))
+fn tool_result_content(content: &[&Part], as_parts: bool) -> Value {
+    encode_content(content, as_parts).unwrap_or_else(|| Value::from(""))
 }
 
 fn encode_tool(tool: &Tool) -> Option<Value> {

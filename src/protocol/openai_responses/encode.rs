@@ -1,6 +1,8 @@
 //! Canonical model -> Responses wire: the upstream request for a Responses back-end, and
 //! the Response object for a Responses client that did not stream.
 
+use std::borrow::Borrow;
+
 use serde_json::{Map, Value, json};
 
 use super::decode::{ClientOptions, ITEM, REASONING_PART, SUMMARY_SEPARATOR};
@@ -151,29 +153,34 @@ fn encode_message(message: &Message, items: &mut Vec<Value>) {
     let mut item = Map::new();
     item.insert("type".into(), Value::from("message"));
     item.insert("role".into(), Value::from(role));
-    let parts: Vec<Part> = content.into_iter().cloned().collect();
     item.insert(
         "content".into(),
-        encode_content(&parts, message.content_as_parts == Some(PROTOCOL), false),
+        encode_content(&content, message.content_as_parts == Some(PROTOCOL), false),
     );
     item.extend(ext_or_empty(&message.extensions));
     items.push(Value::Object(item));
 }
 
-/// Content as a string when it is only plain text and the client did not send a list.
-fn encode_content(parts: &[Part], as_parts: bool, assistant: bool) -> Value {
-    let plain = parts.iter().all(|p| match p {
+/// Content as a string when it is only plain text and the client did not send a list. The
+/// parts are owned or borrowed: a message's are borrowed rather than cloned (its text is
+/// often a request's largest).
+fn encode_content<P: std::borrow::Borrow<Part>>(
+    parts: &[P],
+    as_parts: bool,
+    assistant: bool,
+) -> Value {
+    let plain = parts.iter().map(Borrow::borrow).all(|p| match p {
         Part::Text { extensions, .. } => extensions.for_protocol(PROTOCOL).is_none(),
         _ => false,
     });
     if plain && !as_parts && !assistant {
-        let text: String = parts.iter().filter_map(Part::as_text).collect();
+        let text: String = parts.iter().filter_map(|p| p.borrow().as_text()).collect();
         return Value::from(text);
     }
     Value::Array(
         parts
             .iter()
-            .filter_map(|p| encode_part(p, assistant))
+            .filter_map(|p| encode_part(p.borrow(), assistant))
             .collect(),
     )
 }
