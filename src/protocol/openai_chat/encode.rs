@@ -123,8 +123,8 @@ fn encode_message(message: &Message, out: &mut Vec<Value>) {
             call_id, content, ..
         } = part
         {
-            // Borrowed, not cloned: a tool result is often the largest text of a request
-            // (a 2.5 KB file read, copied twice on its way out before).
+            // Borrowed, not cloned: a tool result is often a request's largest text, and a
+            // clone copied it once more on its way out.
             let (kept, moved): (Vec<&Part>, Vec<&Part>) = if own {
                 (content.iter().collect(), Vec::new())
             } else {

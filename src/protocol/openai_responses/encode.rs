@@ -164,11 +164,7 @@ fn encode_message(message: &Message, items: &mut Vec<Value>) {
 /// Content as a string when it is only plain text and the client did not send a list. The
 /// parts are owned or borrowed: a message's are borrowed rather than cloned (its text is
 /// often a request's largest).
-fn encode_content<P: std::borrow::Borrow<Part>>(
-    parts: &[P],
-    as_parts: bool,
-    assistant: bool,
-) -> Value {
+fn encode_content<P: Borrow<Part>>(parts: &[P], as_parts: bool, assistant: bool) -> Value {
     let plain = parts.iter().map(Borrow::borrow).all(|p| match p {
         Part::Text { extensions, .. } => extensions.for_protocol(PROTOCOL).is_none(),
         _ => false,
