@@ -525,8 +525,8 @@ impl Tap {
         }
     }
 
-    /// The body sent to the provider: shared with the store's row, not copied (see
-    /// [`store::Recorder::upstream_request`]).
+    /// The body sent to the provider, handed to the store's row as bytes (see
+    /// [`store::Recorder::upstream_request`]). Every provider request is recorded here.
     pub fn request_sent(&self, body: &bytes::Bytes) {
         if let Some(recorder) = &self.recorder {
             recorder.upstream_request(body.clone());
@@ -536,12 +536,11 @@ impl Tap {
         }
     }
 
+    /// Records what came back from the provider (its request goes through
+    /// [`Tap::request_sent`]).
     pub fn record(&self, direction: Direction, payload: Payload<'_>) {
         if let Some(recorder) = &self.recorder {
             match (direction, &payload) {
-                (Direction::OutboundRequest, Payload::Json(body)) => {
-                    recorder.upstream_request(bytes::Bytes::copy_from_slice(body))
-                }
                 (Direction::InboundResponse, Payload::Json(body)) => {
                     recorder.upstream_response(&text_of(body), false);
                 }
