@@ -26,6 +26,7 @@ use serde::Serialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+mod delta;
 pub mod redact;
 pub mod store;
 mod tokens;

@@ -24,7 +24,7 @@ const QUEUE: usize = 4096;
 /// How long the writer lets rows gather before taking them, at most.
 const WRITER_TICK: Duration = Duration::from_millis(10);
 /// The schema this code writes.
-const SCHEMA_VERSION: i64 = 9;
+const SCHEMA_VERSION: i64 = 10;
 /// Rows written but not yet in the search index after which the writer indexes them even
 /// while requests keep coming (it does at once when idle, flushed or searched). Indexing
 /// rows in batches of thousands rather than with each commit of up to 256 cost the search
@@ -324,6 +324,11 @@ fn migrate_from(connection: &Connection, version: i64) -> rusqlite::Result<()> {
              PRAGMA user_version = 9;
              COMMIT;",
         )?;
+    }
+    if version < 10 {
+        // Version 10: a body in a frame may be a delta against an earlier one
+        // (`DELTA_OF_BODY`), which an older llmux cannot read. The rows are as they were.
+        connection.execute_batch("PRAGMA user_version = 10;")?;
     }
     Ok(())
 }
@@ -859,6 +864,12 @@ const LZ4_RETRY_AFTER: u8 = 15;
 /// (its index in the low bits), stored once: the client gets the provider's own answer
 /// bytes when nothing changed them (`VerbatimSlot`). No body is this long (`BODY_LIMIT`).
 const SAME_AS_BODY: u32 = 0xffff_ff00;
+/// In a frame (schema 10), a body's length at or above this (and under `SAME_AS_BODY`) says
+/// the body is stored as a delta against an earlier one (its index in the low bits): then
+/// the delta's length (u32, little-endian) and the delta ([`super::delta`]).
+const DELTA_OF_BODY: u32 = 0xffff_fe00;
+/// Shorter bodies are not tried as a delta: LZ4 finds their repeats within its window.
+const DELTA_FROM: usize = 1024;
 /// A frame claiming more than this is broken: four bodies of `BODY_LIMIT` and some room for
 /// a stream's last frame, which may run past the limit.
 const FRAME_LIMIT: usize = 64 << 20;
@@ -895,8 +906,9 @@ impl Packer {
     /// response) as one frame of each body's length (u32, little-endian) and bytes, a body
     /// the same as an earlier one stored once, compressed when that pays; or `None` when
     /// together they are short or the frame is no smaller than they are (they are then
-    /// stored as TEXT). One frame rather than one per body: the provider's request repeats
-    /// most of the client's, which one frame stores as matches.
+    /// stored as TEXT). The provider's request, when it is the client's with a few changes,
+    /// is stored as a delta against it, and so is the client's answer against the
+    /// provider's: LZ4 finds repeats only within 64 KiB, and an agent's request is larger.
     fn pack_bodies(&mut self, bodies: [&str; 4]) -> Option<&[u8]> {
         let total: usize = bodies.iter().map(|b| b.len()).sum();
         if total < COMPRESS_FROM {
@@ -911,6 +923,11 @@ impl Packer {
             if let Some(earlier) = earlier {
                 self.framed
                     .extend_from_slice(&(SAME_AS_BODY | earlier as u32).to_le_bytes());
+                continue;
+            }
+            // The provider's request against the client's, the client's answer against
+            // the provider's.
+            if index % 2 == 1 && self.push_delta(bodies[index - 1], body, index - 1) {
                 continue;
             }
             let len = u32::try_from(body.len()).ok()?;
@@ -940,6 +957,26 @@ impl Packer {
             None => &self.framed[..],
         };
         (frame.len() < total).then_some(frame)
+    }
+
+    /// Appends `body` to the frame as a delta against `base` (the frame's body `base_index`);
+    /// false, with nothing appended, when the body is short or the delta would not pay.
+    fn push_delta(&mut self, base: &str, body: &str, base_index: usize) -> bool {
+        if body.len() < DELTA_FROM || base.is_empty() {
+            return false;
+        }
+        let head = self.framed.len();
+        self.framed
+            .extend_from_slice(&(DELTA_OF_BODY | base_index as u32).to_le_bytes());
+        self.framed.extend_from_slice(&[0; 4]);
+        let delta_from = self.framed.len();
+        if !super::delta::encode(base.as_bytes(), body.as_bytes(), &mut self.framed) {
+            self.framed.truncate(head);
+            return false;
+        }
+        let len = (self.framed.len() - delta_from) as u32;
+        self.framed[head + 4..delta_from].copy_from_slice(&len.to_le_bytes());
+        true
     }
 
     /// Compresses the frame's bodies into `packed`, behind `LZ4_TAG` and their length;
@@ -1004,6 +1041,21 @@ fn unpack_bodies(frame: &[u8], column: usize) -> rusqlite::Result<[String; 4]> {
                 .get((len - SAME_AS_BODY) as usize)
                 .ok_or_else(|| broken("a body repeats one that is not before it".into()))?;
             bodies.push(earlier.clone());
+            continue;
+        }
+        if len >= DELTA_OF_BODY {
+            let base = bodies
+                .get((len - DELTA_OF_BODY) as usize)
+                .ok_or_else(|| broken("a delta's base is not before it".into()))?;
+            let (delta_len, after) = rest
+                .split_first_chunk::<4>()
+                .ok_or_else(|| broken("a delta's length is cut off".into()))?;
+            let (delta, after) = after
+                .split_at_checked(u32::from_le_bytes(*delta_len) as usize)
+                .ok_or_else(|| broken("a delta is cut off".into()))?;
+            rest = after;
+            let body = super::delta::apply(base.as_bytes(), delta, FRAME_LIMIT).map_err(broken)?;
+            bodies.push(super::text_of(&body).into_owned());
             continue;
         }
         let len = len as usize;
@@ -2056,6 +2108,38 @@ mod tests {
         // The provider's copy of the request costs next to nothing in the same frame.
         let (_, _, twice) = stored("req_twice");
         assert!(twice < once + 64, "{twice} against {once}");
+        // A 100 KB request sent on with its model changed: the provider's copy is a delta.
+        // Its texts do not repeat, so LZ4 alone would store the copy again.
+        let mut rng = fastrand::Rng::with_seed(10);
+        let noise =
+            |rng: &mut fastrand::Rng| -> String { (0..250).map(|_| rng.alphanumeric()).collect() };
+        let agent = format!(
+            "{{\"model\":\"gpt-4o\",\"messages\":[{}]}}",
+            (0..400)
+                .map(|turn| format!(
+                    r#"{{"role":"tool","content":"turn {turn}: {}"}}"#,
+                    noise(&mut rng)
+                ))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let sent = agent.replace("gpt-4o", "gpt-4o-mini");
+        store.insert(RequestRow {
+            client_request: agent.clone(),
+            upstream_request: sent.clone(),
+            ..row("req_agent", "p", "mock")
+        });
+        store.insert(RequestRow {
+            client_request: agent.clone(),
+            upstream_request: agent.clone(),
+            ..row("req_agent_same", "p", "mock")
+        });
+        store.flush(Duration::from_secs(5));
+        let got = store.get("req_agent").unwrap().unwrap();
+        assert_eq!((got.client_request, got.upstream_request), (agent, sent));
+        let (_, _, delta) = stored("req_agent");
+        let (_, _, same) = stored("req_agent_same");
+        assert!(delta < same + 64, "{delta} against {same}");
         let (kind, column, _) = stored("req_small");
         assert_eq!((kind.as_str(), column.as_str()), ("null", "{\"a\":1}"));
         let echo = store.get("req_echo").unwrap().unwrap();
@@ -2231,6 +2315,27 @@ mod tests {
         // The first body said to repeat the first body.
         let repeat = [SAME_AS_BODY.to_le_bytes().as_slice(), &[0u8; 12]].concat();
         let looped = lz4_flex::block::compress(&repeat);
+        // Raw frames whose second body is a delta: against a body not before it, cut off,
+        // copying past its base's end.
+        let raw = |second: &[u8]| {
+            [
+                RAW_TAG.as_slice(),
+                &3u32.to_le_bytes(),
+                b"abc",
+                second,
+                &[0u8; 8],
+            ]
+            .concat()
+        };
+        let delta = |of: u32, len: u32, ops: &[u8]| {
+            raw(&[
+                &(DELTA_OF_BODY | of).to_le_bytes(),
+                &len.to_le_bytes()[..],
+                ops,
+            ]
+            .concat())
+        };
+        let copy_past_end = [&[0u8][..], &1u32.to_le_bytes(), &3u32.to_le_bytes()].concat();
         for frame in [
             vec![0u8, 1, 2],
             cut,
@@ -2239,6 +2344,9 @@ mod tests {
             lz4(5, &[0xff; 12]),
             lz4(64, &short),
             lz4(16, &looped),
+            delta(1, 0, &[]),
+            delta(0, 200, &copy_past_end),
+            delta(0, 9, &copy_past_end),
         ] {
             open(&path)
                 .unwrap()

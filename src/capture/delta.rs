@@ -1,0 +1,335 @@
+//! A body stored as its differences from an earlier body of the same row: the provider's
+//! request is the client's with a few spans changed (the model's value, `stream` taken out,
+//! ...), and a translated request carries the client's long strings (tool results, code) in
+//! the same order. LZ4 only finds a repeat within 64 KiB, so a 100 KB agent request sent on
+//! cost the capture store's writer as much again as the client's (bench/results/fastpath.md,
+//! session 22).
+//!
+//! A delta is a list of operations that rebuild the body: copy a run of the base's bytes
+//! (`COPY`, its offset and length as u32, little-endian) or take bytes written out
+//! (`LITERAL`, its length and the bytes). [`encode`] finds the runs the two share by walking
+//! both front to back: where they part, it looks for a few of the body's next bytes in the
+//! base ahead and takes the bytes between as written out. It finds what is shared in order
+//! (edits, members taken out or added), not moved blocks.
+
+/// An operation that copies a run of the base: then its offset and length.
+const COPY: u8 = 0;
+/// An operation that writes bytes out: then their length and the bytes.
+const LITERAL: u8 = 1;
+/// How many bytes of the body, where the two part, are looked for in the base to find where
+/// they meet again.
+const ANCHOR: usize = 32;
+/// Shorter shared runs are written out: a copy takes 9 bytes.
+const MIN_COPY: usize = 16;
+/// How far past the point where the two part the anchor is taken from, tried in turn: just
+/// past a changed value, past an added member, past a long added text.
+const SKIPS: [usize; 5] = [ANCHOR, 128, 512, 2048, 8192];
+/// The base's bytes searched over a whole delta, as a multiple of its length: two bodies
+/// that share little are given up on rather than searched for long.
+const SEARCH_BUDGET: usize = 8;
+/// How far past the anchor's own offset it is looked for: text added or taken out in one
+/// piece longer than this is written out (or not copied) rather than searched past, which
+/// keeps a body that shares little with its base cheap to give up on.
+const SEARCH_AHEAD: usize = 16 * 1024;
+/// How many places holding an anchor are weighed (see [`meeting_point`]).
+const PLACES_TRIED: usize = 8;
+
+/// Appends to `out` the operations that rebuild `body` from `base`; false (and `out` as it
+/// was) when the delta would not be under a quarter of `body`'s length.
+pub fn encode(base: &[u8], body: &[u8], out: &mut Vec<u8>) -> bool {
+    let start = out.len();
+    // The end they share is set aside first: one edit, however long, then costs nothing
+    // to find.
+    let shared_end = common_suffix(base, body).min(base.len().min(body.len()));
+    let (base_end, body_end) = (base.len() - shared_end, body.len() - shared_end);
+    let (base_middle, body_middle) = (&base[..base_end], &body[..body_end]);
+    let mut budget = base.len().saturating_mul(SEARCH_BUDGET);
+    let (mut at_base, mut at_body, mut written_from) = (0, 0, 0);
+    while at_body < body_end && out.len() - start <= body.len() / 4 {
+        let shared = common_prefix(&base_middle[at_base..], &body_middle[at_body..]);
+        if shared >= MIN_COPY {
+            push_literal(out, &body[written_from..at_body]);
+            push_copy(out, at_base, shared);
+            at_base += shared;
+            at_body += shared;
+            written_from = at_body;
+            continue;
+        }
+        match meeting_point(base_middle, body_middle, at_base, at_body, &mut budget) {
+            Some((base_from, body_from)) => (at_base, at_body) = (base_from, body_from),
+            None => break,
+        }
+    }
+    push_literal(out, &body[written_from..body_end]);
+    if shared_end > 0 {
+        push_copy(out, base_end, shared_end);
+    }
+    let pays = out.len() - start <= body.len() / 4;
+    if !pays {
+        out.truncate(start);
+    }
+    pays
+}
+
+/// Where `base` and `body` meet again after parting at `at_base` and `at_body`, the
+/// closest to where they parted in the body: the body's bytes a little ahead, looked for in
+/// the base (bytes the base lost or had changed), and the base's bytes a little ahead,
+/// looked for in the body (bytes the body gained), each moved back over the bytes before it
+/// that the two also share.
+fn meeting_point(
+    base: &[u8],
+    body: &[u8],
+    at_base: usize,
+    at_body: usize,
+    budget: &mut usize,
+) -> Option<(usize, usize)> {
+    for skip in SKIPS {
+        let mut best: Option<(usize, usize)> = None;
+        let mut consider = |base_from: usize, body_from: usize| {
+            if best.is_none_or(|(_, best_body)| body_from < best_body) {
+                best = Some((base_from, body_from));
+            }
+        };
+        places(body, at_body, base, at_base, skip, budget, |b, a| {
+            consider(a, b)
+        });
+        places(base, at_base, body, at_body, skip, budget, &mut consider);
+        if best.is_some() || *budget == 0 {
+            return best;
+        }
+    }
+    None
+}
+
+/// The first few places in `found_in` (from `at_found`) of the anchor `skip` bytes ahead of
+/// `at_from` in `from`, each moved back over the bytes before it that the two share (never
+/// behind `at_from` and `at_found`), given to `consider` as (place in `from`, place in
+/// `found_in`). In text that repeats itself the first place is often not the right one.
+fn places(
+    from: &[u8],
+    at_from: usize,
+    found_in: &[u8],
+    at_found: usize,
+    skip: usize,
+    budget: &mut usize,
+    mut consider: impl FnMut(usize, usize),
+) {
+    let anchor_at = at_from + skip;
+    let Some(anchor) = from.get(anchor_at..anchor_at + ANCHOR) else {
+        return;
+    };
+    let search_to = found_in.len().min(at_found + skip + SEARCH_AHEAD);
+    let mut search_from = at_found;
+    for _ in 0..PLACES_TRIED {
+        let ahead = &found_in[search_from..search_to];
+        let found = memchr::memmem::find(ahead, anchor);
+        *budget = budget.saturating_sub(found.map_or(ahead.len(), |f| f + ANCHOR));
+        let Some(found) = found else { return };
+        let found_at = search_from + found;
+        let back = common_suffix(&from[at_from..anchor_at], &found_in[at_found..found_at]);
+        consider(anchor_at - back, found_at - back);
+        if back == skip || *budget == 0 {
+            return;
+        }
+        search_from = found_at + 1;
+    }
+}
+
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    const CHUNK: usize = 64;
+    let len = a.len().min(b.len());
+    let mut at = 0;
+    while at + CHUNK <= len && a[at..at + CHUNK] == b[at..at + CHUNK] {
+        at += CHUNK;
+    }
+    at + a[at..len]
+        .iter()
+        .zip(&b[at..len])
+        .take_while(|(x, y)| x == y)
+        .count()
+}
+
+fn common_suffix(a: &[u8], b: &[u8]) -> usize {
+    a.iter()
+        .rev()
+        .zip(b.iter().rev())
+        .take_while(|(x, y)| x == y)
+        .count()
+}
+
+fn push_copy(out: &mut Vec<u8>, offset: usize, len: usize) {
+    out.push(COPY);
+    out.extend_from_slice(&(offset as u32).to_le_bytes());
+    out.extend_from_slice(&(len as u32).to_le_bytes());
+}
+
+fn push_literal(out: &mut Vec<u8>, bytes: &[u8]) {
+    if bytes.is_empty() {
+        return;
+    }
+    out.push(LITERAL);
+    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+/// The body that `delta` rebuilds from `base`, at most `limit` bytes long; an error for a
+/// delta that is cut off, copies from past the base's end or runs over the limit.
+pub fn apply(base: &[u8], mut delta: &[u8], limit: usize) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    while let Some((&op, rest)) = delta.split_first() {
+        let (first, rest) = read_u32(rest)?;
+        let taken: &[u8] = match op {
+            COPY => {
+                let (len, after) = read_u32(rest)?;
+                delta = after;
+                base.get(first..first.saturating_add(len)).ok_or_else(|| {
+                    format!("a copy of {len} bytes from {first} is past its base's end")
+                })?
+            }
+            LITERAL => {
+                let (bytes, after) = rest
+                    .split_at_checked(first)
+                    .ok_or("a delta's written-out bytes are cut off")?;
+                delta = after;
+                bytes
+            }
+            other => return Err(format!("a delta holds an unknown operation {other}")),
+        };
+        if body.len() + taken.len() > limit {
+            return Err(format!("a delta rebuilds more than {limit} bytes"));
+        }
+        body.extend_from_slice(taken);
+    }
+    Ok(body)
+}
+
+fn read_u32(bytes: &[u8]) -> Result<(usize, &[u8]), String> {
+    let (value, rest) = bytes
+        .split_first_chunk::<4>()
+        .ok_or("a delta's operation is cut off")?;
+    Ok((u32::from_le_bytes(*value) as usize, rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(base: &[u8], body: &[u8]) -> Option<usize> {
+        let mut out = b"kept".to_vec();
+        if !encode(base, body, &mut out) {
+            assert_eq!(out, b"kept");
+            return None;
+        }
+        let delta = &out[4..];
+        assert_eq!(apply(base, delta, usize::MAX).unwrap(), body);
+        Some(delta.len())
+    }
+
+    /// An agent's request: a system prompt, then turns of shell calls and their output.
+    fn agent_request(model: &str, stream: bool) -> String {
+        let turns: Vec<String> = (0..40)
+            .map(|turn| {
+                format!(
+                    r#"{{"role":"tool","tool_call_id":"call_{turn}","content":"fn main() {{\n    println!(\"turn {turn}\");\n}}\n{}"}}"#,
+                    "let x = \\\"y\\\";\\n".repeat(120)
+                )
+            })
+            .collect();
+        let stream = if stream { r#""stream":true,"# } else { "" };
+        format!(
+            r#"{{"model":"{model}",{stream}"messages":[{}],"temperature":0.2}}"#,
+            turns.join(",")
+        )
+    }
+
+    #[test]
+    fn a_request_sent_on_with_its_model_changed_is_a_few_bytes() {
+        let client = agent_request("gpt-4o", true);
+        assert!(client.len() > 80_000, "{}", client.len());
+        let sent = agent_request("gpt-4o-mini-2024-07-18", true);
+        assert!(round_trip(client.as_bytes(), sent.as_bytes()).unwrap() < 64);
+        // A member taken out, and one added at the end.
+        let unstreamed = agent_request("gpt-4o", false);
+        assert!(round_trip(client.as_bytes(), unstreamed.as_bytes()).unwrap() < 64);
+        let with_usage = client.replace(
+            r#","temperature":0.2}"#,
+            r#","temperature":0.2,"stream_options":{"include_usage":true}}"#,
+        );
+        assert!(round_trip(client.as_bytes(), with_usage.as_bytes()).unwrap() < 128);
+        // All three edits at once.
+        let all = agent_request("o3", false).replace(
+            r#","temperature":0.2}"#,
+            r#","temperature":0.2,"stream_options":{"include_usage":true}}"#,
+        );
+        assert!(round_trip(client.as_bytes(), all.as_bytes()).unwrap() < 160);
+    }
+
+    #[test]
+    fn long_texts_added_in_the_middle_are_written_out_once() {
+        let client = agent_request("m", false);
+        let (early, late) = (
+            client.find("call_10").unwrap(),
+            client.find("call_30").unwrap(),
+        );
+        let added = "a system reminder the proxy added. ".repeat(100);
+        let sent = format!(
+            "{}{added}{}{added}{}",
+            &client[..early],
+            &client[early..late],
+            &client[late..]
+        );
+        let len = round_trip(client.as_bytes(), sent.as_bytes()).unwrap();
+        assert!(len < 2 * added.len() + 64, "{len}");
+    }
+
+    #[test]
+    fn bodies_that_share_little_are_not_stored_as_a_delta() {
+        let client = agent_request("m", false);
+        let other: String = client.chars().rev().collect();
+        assert_eq!(round_trip(client.as_bytes(), other.as_bytes()), None);
+        assert_eq!(round_trip(b"", client.as_bytes()), None);
+        assert_eq!(round_trip(client.as_bytes(), b"{}"), None);
+    }
+
+    #[test]
+    fn random_edits_rebuild_the_body_exactly() {
+        let mut rng = fastrand::Rng::with_seed(17);
+        let base = agent_request("m", true).into_bytes();
+        let mut as_delta = 0;
+        for _ in 0..300 {
+            let mut body = base.clone();
+            for _ in 0..rng.usize(0..6) {
+                let at = rng.usize(0..body.len());
+                let cut = rng.usize(0..64).min(body.len() - at);
+                let insert: Vec<u8> = (0..rng.usize(0..80)).map(|_| rng.u8(b' '..=b'~')).collect();
+                body.splice(at..at + cut, insert);
+            }
+            let mut out = Vec::new();
+            if encode(&base, &body, &mut out) {
+                assert_eq!(apply(&base, &out, usize::MAX).unwrap(), body);
+                as_delta += 1;
+            }
+        }
+        // A few local edits always pay.
+        assert_eq!(as_delta, 300);
+    }
+
+    #[test]
+    fn a_broken_delta_is_an_error() {
+        let base = b"0123456789";
+        let copy = |offset: u32, len: u32| {
+            [&[COPY][..], &offset.to_le_bytes(), &len.to_le_bytes()].concat()
+        };
+        assert_eq!(apply(base, &copy(2, 3), 100).unwrap(), b"234");
+        for delta in [
+            copy(8, 3),
+            copy(u32::MAX, 2),
+            copy(0, 10)[..7].to_vec(),
+            [&[LITERAL][..], &5u32.to_le_bytes(), b"abc"].concat(),
+            vec![7, 0, 0, 0, 0],
+            [copy(0, 10), copy(0, 10)].concat(),
+        ] {
+            assert!(apply(base, &delta, 15).is_err(), "{delta:?}");
+        }
+    }
+}
