@@ -8,6 +8,7 @@
 #   PIN=same|none|split  SKIP_BUILD=1   KINDS=nonstream,stream   REQUESTS WARMUP ROUNDS
 #   HIGH_C HIGH_SECONDS   as for bench/run.sh
 #   HISTORY=40   every request carries 40 earlier agent turns (~100 KB; `loadgen run --history`)
+#   HISTORY_FROM=src   their tool results are the files under src (`--history-from`)
 #   WITH_STORE=1 both run the capture store (SQLite), each with its own database (not CAPTURE_DB:
 #                that is llmux's own variable, which would point both at one file)
 # Writes bench/results/ab.md and bench/results/ab.json. Ends within 4 minutes after the build.
@@ -51,7 +52,7 @@ LLMUX_BIN="$B_BIN" start_llmux b "$tmp/b.toml" "$b_port"
 b_pid="$started_pid"
 compare_pair "$a_port" "$a_pid" "$b_port" "$b_pid" "$out_md" "$out_json" \
     --cost-target-pct 1 \
-    --note "A: $A_BIN; B: $B_BIN; history: ${HISTORY:-0} turns; capture store: ${WITH_STORE:-0}"
+    --note "A: $A_BIN; B: $B_BIN; history: ${HISTORY:-0} turns ${HISTORY_FROM:+from $HISTORY_FROM}; capture store: ${WITH_STORE:-0}"
 relabel_report "$out_md" "llmux A (off) vs. B (on): $LABEL" "llmux A" "llmux B" B \
     "Target: B costs ≤ \\1 %" B
 stop_pid "$b_pid"

@@ -16,6 +16,7 @@
 #                    temporary directory, under $TMPDIR or /tmp); removed at the end either way
 #   TARGET_PCT=15    the largest acceptable cost of capture, in percent
 #   HISTORY=40       every request carries 40 earlier agent turns (~100 KB; `loadgen run --history`)
+#   HISTORY_FROM=src their tool results are the files under src (`--history-from`), not generated code
 # Writes bench/results/capture.md and bench/results/capture.json (MODE=db: capture-db.md and
 # capture-db.json). Ends within 4 minutes after the build (BUDGET=230 seconds).
 set -euo pipefail
@@ -126,7 +127,7 @@ compare() {
         --clk-tck "$clk_tck" --cost-target-pct "$TARGET_PCT" \
         --kinds "$KINDS" --requests "$REQUESTS" --warmup "$WARMUP" --rounds "$ROUNDS" \
         --high-concurrency "$HIGH_C" --high-seconds "$HIGH_SECONDS" \
-        --budget-seconds "$(( limit - 30 ))" --history "${HISTORY:-0}" \
+        --budget-seconds "$(( limit - 30 ))" --history "${HISTORY:-0}" "${history_from[@]}" \
         --startup-rss-kb "$startup_rss" --idle-rss-kb "$idle_rss" \
         --note "$(date -u +%Y-%m-%dT%H:%M:%SZ), llmux $rev, $(nproc) CPUs ($(uname -sr))" \
         --note "$busy_note" \

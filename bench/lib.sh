@@ -153,16 +153,22 @@ start_llmux() {
     fi
 }
 
+# HISTORY_FROM=dir: the tool results of HISTORY's turns are the files under dir (`loadgen run
+# --history-from`): real files compress as real sessions do, loadgen's generated code 18-fold.
+history_from=()
+if [[ -n "${HISTORY_FROM:-}" ]]; then history_from=(--history-from "$(realpath "$HISTORY_FROM")"); fi
+
 # warm_up URL KINDS: up to 200 requests of each kind (comma-separated) to URL, 3 s each (8 s
 # hard limit); a kind with no successful answer stops the run with the load generator's output.
 # HISTORY (default 0): earlier agent turns in each request (`loadgen run --history`), for the
 # scripts whose measurement sends them too (capture.sh, and compare_pair's callers).
 warm_up() {
-    local url="$1" history="${3:-0}" k rc
+    local url="$1" history="${3:-0}" k rc from=()
+    if (( history > 0 )); then from=("${history_from[@]}"); fi
     for k in ${2//,/ }; do
         rc=0
         timeout 8 "${pin_load[@]}" "$bin/loadgen" run --url "$url" --history "$history" \
-            --kind "$k" -n 200 --warmup 0 --max-seconds 3 >"$tmp/warmup.out" 2>&1 || rc=$?
+            "${from[@]}" --kind "$k" -n 200 --warmup 0 --max-seconds 3 >"$tmp/warmup.out" 2>&1 || rc=$?
         if [[ "$rc" != 0 ]]; then
             if [[ "$rc" == 124 ]]; then
                 echo "warm-up of $k against $url did not end within 8 s" >&2
@@ -241,7 +247,7 @@ compare_pair() {
         --clk-tck "$clk_tck" \
         --kinds "$KINDS" --requests "$REQUESTS" --warmup "$WARMUP" --rounds "$ROUNDS" \
         --high-concurrency "$HIGH_C" --high-seconds "$HIGH_SECONDS" \
-        --budget-seconds "$(( left - 30 ))" --history "${HISTORY:-0}" \
+        --budget-seconds "$(( left - 30 ))" --history "${HISTORY:-0}" "${history_from[@]}" \
         --startup-rss-kb "$startup" --idle-rss-kb "$idle" \
         --note "$(date -u +%Y-%m-%dT%H:%M:%SZ), llmux $rev, $(nproc) CPUs ($(uname -sr))" \
         --note "$busy_note" \

@@ -25,15 +25,13 @@ const MIN_COPY: usize = 16;
 /// past a changed value, past an added member, past a long added text.
 const SKIPS: [usize; 4] = [ANCHOR, 128, 512, 2048];
 /// The base's bytes searched over a whole delta, as a multiple of its length, and how many
-/// times the two may part: a request translated to another protocol shares its long texts
-/// with the client's but parts from it at every message, and is given up on (LZ4 takes it)
-/// rather than searched at length.
-const SEARCH_BUDGET: usize = 1;
-const MAX_PARTINGS: usize = 32;
-/// How far past the anchor's own offset it is looked for: text added or taken out in one
-/// piece longer than this is written out (or not copied) rather than searched past, which
-/// keeps a body that shares little with its base cheap to give up on.
-const SEARCH_AHEAD: usize = 4 * 1024;
+/// times the two may part: two bodies that share little are given up on rather than
+/// searched at length. A request translated to another protocol parts from the client's at
+/// every message but shares its long texts: 40 tool results of real source files (~100 KB)
+/// parted 39 times and searched 2.5 times the base's length for a delta of 6.8 KB, in 43 µs
+/// (LZ4 took 306 µs for both bodies, 89 µs for one).
+const SEARCH_BUDGET: usize = 4;
+const MAX_PARTINGS: usize = 256;
 /// How many places holding an anchor are weighed (see [`meeting_point`]).
 const PLACES_TRIED: usize = 4;
 
@@ -126,7 +124,9 @@ fn places(
     let Some(anchor) = from.get(anchor_at..anchor_at + ANCHOR) else {
         return;
     };
-    let search_to = found_in.len().min(at_found + skip + SEARCH_AHEAD);
+    // Text added or taken out in one piece is found with a skip a quarter of its length;
+    // small windows for small skips keep a miss cheap.
+    let search_to = found_in.len().min(at_found + 4 * skip + 256);
     let mut search_from = at_found;
     for _ in 0..PLACES_TRIED {
         let ahead = &found_in[search_from..search_to];
@@ -300,17 +300,28 @@ mod tests {
     }
 
     #[test]
+    fn a_request_in_another_protocol_keeps_only_its_own_framing() {
+        let client = agent_request("m", false);
+        // Parting at every message, as a translated request does, but sharing its texts.
+        let translated = client
+            .replace(
+                r#"{"role":"tool","#,
+                r#"{"role":"user","content":[{"type":"tool_result","#,
+            )
+            .replace(r#""content":"fn"#, r#""text":"fn"#);
+        let len = round_trip(client.as_bytes(), translated.as_bytes()).unwrap();
+        assert!(len < 40 * 128, "{len}");
+    }
+
+    #[test]
     fn bodies_that_share_little_are_not_stored_as_a_delta() {
         let client = agent_request("m", false);
         let other: String = client.chars().rev().collect();
         assert_eq!(round_trip(client.as_bytes(), other.as_bytes()), None);
         assert_eq!(round_trip(b"", client.as_bytes()), None);
-        // Parting at every message, as a translated request does, though most bytes are
-        // shared: given up on.
-        let renamed = client
-            .replace(r#""role":"tool","#, r#""type":"tool_result","#)
-            .replace(r#""content":"fn"#, r#""text":"fn"#);
-        assert_eq!(round_trip(client.as_bytes(), renamed.as_bytes()), None);
+        // Parting every 100 bytes or so: given up on.
+        let changed = client.replace("let x", "let z");
+        assert_eq!(round_trip(client.as_bytes(), changed.as_bytes()), None);
         assert_eq!(round_trip(client.as_bytes(), b"{}"), None);
     }
 

@@ -249,6 +249,10 @@ struct RunArgs {
     /// (40 turns make a ~100 KB body); implies --tools.
     #[arg(long, default_value_t = 0)]
     history: usize,
+    /// With --history: take each turn's tool result from the files under this directory
+    /// instead of generated code (see `History`).
+    #[arg(long)]
+    history_from: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -330,6 +334,9 @@ struct CompareArgs {
     /// Earlier agent turns in every request, as `run --history` (both sides).
     #[arg(long, default_value_t = 0)]
     history: usize,
+    /// Their tool results from the files under this directory, as `run --history-from`.
+    #[arg(long)]
+    history_from: Option<PathBuf>,
     /// Free text describing the setup (CPU pinning, versions), copied into the report.
     #[arg(long)]
     note: Vec<String>,
@@ -543,12 +550,12 @@ fn with_shell_tool(kind: Kind, body: &[u8]) -> anyhow::Result<Bytes> {
 
 /// The body of a request of `kind`: the payload, with the shell tool offered when `tools`,
 /// and `history` earlier agent turns (which offer the tool too).
-fn request_body(kind: Kind, model: &str, tools: bool, history: usize) -> anyhow::Result<Bytes> {
+fn request_body(kind: Kind, model: &str, tools: bool, history: &History) -> anyhow::Result<Bytes> {
     let mut body = payload(kind, model);
-    if tools || history > 0 {
+    if tools || history.turns > 0 {
         body = with_shell_tool(kind, &body)?;
     }
-    if history > 0 {
+    if history.turns > 0 {
         body = with_history(kind, &body, history)?;
     }
     Ok(body)
@@ -571,10 +578,73 @@ fn source_file(turn: usize) -> String {
     file
 }
 
-/// `body` with `turns` turns of an agent session after its first question, in the kind's own
-/// format: each a call of the shell tool and the call's result. Roles still alternate, as
-/// Anthropic requires (the answer to the first question follows the last result).
-fn with_history(kind: Kind, body: &[u8], turns: usize) -> anyhow::Result<Bytes> {
+/// The earlier turns of an agent session a request carries: how many, and where their tool
+/// results come from.
+struct History {
+    turns: usize,
+    /// Files' texts, used in turn; none: generated code (`source_file`). The generated files
+    /// repeat one template, which LZ4 shrinks about 18-fold: a capture store measured with
+    /// them compresses far less work than real sessions give it. Real source files shrink
+    /// about 2-fold (bench/results/fastpath.md, session 23).
+    files: Vec<String>,
+}
+
+/// The most of a file one tool result carries, as `source_file`'s size.
+const RESULT_BYTES: usize = 2500;
+
+impl History {
+    fn generated(turns: usize) -> Self {
+        Self {
+            turns,
+            files: Vec::new(),
+        }
+    }
+
+    /// `turns` turns whose results are the first `RESULT_BYTES` of each file under `from`
+    /// (sorted by path, read in turn, the text ones only), or generated code without it.
+    fn new(turns: usize, from: Option<&std::path::Path>) -> anyhow::Result<Self> {
+        let Some(from) = from else {
+            return Ok(Self::generated(turns));
+        };
+        let mut paths = Vec::new();
+        files_under(from, &mut paths)?;
+        paths.sort();
+        let files: Vec<String> = paths
+            .iter()
+            .filter_map(|path| std::fs::read_to_string(path).ok())
+            .filter(|text| !text.is_empty())
+            .map(|text| text[..text.floor_char_boundary(RESULT_BYTES)].to_owned())
+            .collect();
+        if files.is_empty() && turns > 0 {
+            bail!("no text files under {}", from.display());
+        }
+        Ok(Self { turns, files })
+    }
+
+    fn result(&self, turn: usize) -> String {
+        match self.files.len() {
+            0 => source_file(turn),
+            len => self.files[turn % len].clone(),
+        }
+    }
+}
+
+fn files_under(dir: &std::path::Path, paths: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_dir() {
+            files_under(&path, paths)?;
+        } else {
+            paths.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// `body` with the history's turns after its first question, in the kind's own format: each
+/// a call of the shell tool and the call's result. Roles still alternate, as Anthropic
+/// requires (the answer to the first question follows the last result).
+fn with_history(kind: Kind, body: &[u8], history: &History) -> anyhow::Result<Bytes> {
     let mut body: serde_json::Value = serde_json::from_slice(body)?;
     let key = match kind.api() {
         Api::OpenAi | Api::Anthropic => "messages",
@@ -589,11 +659,11 @@ fn with_history(kind: Kind, body: &[u8], turns: usize) -> anyhow::Result<Bytes> 
         .position(|m| m["role"] == "user")
         .context("no question to put the history after")?;
     let rest = list.split_off(first_question + 1);
-    for turn in 0..turns {
+    for turn in 0..history.turns {
         let id = format!("call_{turn:04}");
         let command = format!("cat src/handlers/h{turn}.rs");
         let arguments = serde_json::json!({"command": command}).to_string();
-        let output = source_file(turn);
+        let output = history.result(turn);
         let pair = match kind.api() {
             Api::OpenAi => [
                 serde_json::json!({"role": "assistant", "content": null, "tool_calls": [{"id": id,
@@ -1093,7 +1163,8 @@ async fn measured_phase(
 
 async fn cmd_run(args: RunArgs) -> anyhow::Result<()> {
     let target = Arc::new(Target::parse(&args.url)?.with_chat_path(args.chat_path.as_deref())?);
-    let body = request_body(args.kind, &args.model, args.tools, args.history)?;
+    let history = History::new(args.history, args.history_from.as_deref())?;
+    let body = request_body(args.kind, &args.model, args.tools, &history)?;
     if args.warmup > 0 {
         let w = run_phase(
             &target,
@@ -1184,12 +1255,13 @@ async fn compare_kind(
     // The proxied side sends `kind`; the direct side its OpenAI equivalent (the same for the
     // OpenAI kinds; for the others, the OpenAI request the proxy's translation stands for).
     // Comparing two llmux instances (capture off / on), both sides send `kind`.
-    let body = request_body(kind, &args.model, false, args.history)?;
+    let history = History::new(args.history, args.history_from.as_deref())?;
+    let body = request_body(kind, &args.model, false, &history)?;
     let dkind = match args.report {
         ReportStyle::Proxy => kind.openai(),
         ReportStyle::Capture => kind,
     };
-    let dbody = request_body(dkind, &args.model, false, args.history)?;
+    let dbody = request_body(dkind, &args.model, false, &history)?;
     let pid = args.proxy_pid;
     let dpid = args.direct_pid;
     // Warm-up on both sides, unmeasured.
@@ -1981,6 +2053,35 @@ mod tests {
     }
 
     #[test]
+    fn history_from_a_directory_carries_its_files_in_turn() -> anyhow::Result<()> {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let history = History::new(40, Some(&src))?;
+        let first = std::fs::read_to_string(src.join("bin/fake-provider.rs"))?;
+        assert_eq!(
+            history.result(0),
+            first[..first.floor_char_boundary(RESULT_BYTES)]
+        );
+        assert_eq!(history.result(history.files.len()), history.result(0));
+        let plain = with_shell_tool(Kind::Nonstream, &payload(Kind::Nonstream, "m"))?;
+        let long: serde_json::Value =
+            serde_json::from_slice(&with_history(Kind::Nonstream, &plain, &history)?)?;
+        let results: Vec<&str> = long["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["role"] == "tool")
+            .filter_map(|m| m["content"].as_str())
+            .collect();
+        assert_eq!(results.len(), 40);
+        assert_eq!(
+            (results[0], results[1]),
+            (&*history.result(0), &*history.result(1))
+        );
+        assert!(History::new(40, Some(&src.join("no such directory"))).is_err());
+        Ok(())
+    }
+
+    #[test]
     fn history_puts_tool_turns_after_the_first_question() -> anyhow::Result<()> {
         for (kind, key) in [
             (Kind::Nonstream, "messages"),
@@ -1989,7 +2090,7 @@ mod tests {
             (Kind::ResponsesNonstream, "input"),
         ] {
             let plain = with_shell_tool(kind, &payload(kind, "gpt-4o-mini"))?;
-            let long = with_history(kind, &plain, 40)?;
+            let long = with_history(kind, &plain, &History::generated(40))?;
             assert!(
                 (90_000..=110_000).contains(&long.len()),
                 "{kind:?}: {}",
