@@ -868,8 +868,10 @@ const SAME_AS_BODY: u32 = 0xffff_ff00;
 /// the body is stored as a delta against an earlier one (its index in the low bits): then
 /// the delta's length (u32, little-endian) and the delta ([`super::delta`]).
 const DELTA_OF_BODY: u32 = 0xffff_fe00;
-/// Shorter bodies are not tried as a delta: LZ4 finds their repeats within its window.
-const DELTA_FROM: usize = 1024;
+/// A provider's request is tried as a delta only against a client's request this long: LZ4
+/// finds a repeat up to 64 KiB back itself, and trying cost more than it saved below that (a
+/// stream's answers, which part at every event, cost 590k instructions a row to try).
+const DELTA_FROM: usize = 60 * 1024;
 /// A frame claiming more than this is broken: four bodies of `BODY_LIMIT` and some room for
 /// a stream's last frame, which may run past the limit.
 const FRAME_LIMIT: usize = 64 << 20;
@@ -906,9 +908,9 @@ impl Packer {
     /// response) as one frame of each body's length (u32, little-endian) and bytes, a body
     /// the same as an earlier one stored once, compressed when that pays; or `None` when
     /// together they are short or the frame is no smaller than they are (they are then
-    /// stored as TEXT). The provider's request, when it is the client's with a few changes,
-    /// is stored as a delta against it, and so is the client's answer against the
-    /// provider's: LZ4 finds repeats only within 64 KiB, and an agent's request is larger.
+    /// stored as TEXT). The provider's request, the client's with a few changes or
+    /// translated, is stored as a delta against it when it is long: LZ4 finds repeats only
+    /// within 64 KiB, and an agent's request is larger.
     fn pack_bodies(&mut self, bodies: [&str; 4]) -> Option<&[u8]> {
         let total: usize = bodies.iter().map(|b| b.len()).sum();
         if total < COMPRESS_FROM {
@@ -925,9 +927,8 @@ impl Packer {
                     .extend_from_slice(&(SAME_AS_BODY | earlier as u32).to_le_bytes());
                 continue;
             }
-            // The provider's request against the client's, the client's answer against
-            // the provider's.
-            if index % 2 == 1 && self.push_delta(bodies[index - 1], body, index - 1) {
+            // The provider's request against the client's.
+            if index == 1 && self.push_delta(bodies[0], body, 0) {
                 continue;
             }
             let len = u32::try_from(body.len()).ok()?;
@@ -960,9 +961,9 @@ impl Packer {
     }
 
     /// Appends `body` to the frame as a delta against `base` (the frame's body `base_index`);
-    /// false, with nothing appended, when the body is short or the delta would not pay.
+    /// false, with nothing appended, when the base is short or the delta would not pay.
     fn push_delta(&mut self, base: &str, body: &str, base_index: usize) -> bool {
-        if body.len() < DELTA_FROM || base.is_empty() {
+        if base.len() < DELTA_FROM || body.is_empty() {
             return false;
         }
         let head = self.framed.len();
