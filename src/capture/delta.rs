@@ -127,10 +127,13 @@ fn places(
     // Text added or taken out in one piece is found with a skip a quarter of its length;
     // small windows for small skips keep a miss cheap.
     let search_to = found_in.len().min(at_found + 4 * skip + 256);
+    // Built once for the places tried: building it took 7 % of the store writer's time
+    // when each search built its own (perf, 100 KB translated requests).
+    let finder = memchr::memmem::Finder::new(anchor);
     let mut search_from = at_found;
     for _ in 0..PLACES_TRIED {
         let ahead = &found_in[search_from..search_to];
-        let found = memchr::memmem::find(ahead, anchor);
+        let found = finder.find(ahead);
         *budget = budget.saturating_sub(found.map_or(ahead.len(), |f| f + ANCHOR));
         let Some(found) = found else { return };
         let found_at = search_from + found;
