@@ -52,7 +52,7 @@ LLMUX_BIN="$B_BIN" start_llmux b "$tmp/b.toml" "$b_port"
 b_pid="$started_pid"
 compare_pair "$a_port" "$a_pid" "$b_port" "$b_pid" "$out_md" "$out_json" \
     --cost-target-pct 1 \
-    --note "A: $A_BIN; B: $B_BIN; history: ${HISTORY:-0} turns ${HISTORY_FROM:+from $HISTORY_FROM}; capture store: ${WITH_STORE:-0}"
+    --note "A: $A_BIN; B: $B_BIN; history: ${HISTORY:-0} turns${HISTORY_FROM:+ from $HISTORY_FROM}; capture store: ${WITH_STORE:-0}"
 relabel_report "$out_md" "llmux A (off) vs. B (on): $LABEL" "llmux A" "llmux B" B \
     "Target: B costs ≤ \\1 %" B
 stop_pid "$b_pid"

@@ -23,8 +23,9 @@ const ANCHOR: usize = 32;
 const MIN_COPY: usize = 16;
 /// How far past the point where the two part the anchor is taken from, tried in turn: just
 /// past a changed value, past an added member, past a long added text.
-const SKIPS: [usize; 4] = [ANCHOR, 128, 512, 2048];
-/// The base's bytes searched over a whole delta, as a multiple of its length, and how many
+const SKIPS: [usize; 5] = [ANCHOR, 128, 512, 2048, 8192];
+/// The bytes searched over a whole delta (in the base and in the body), as a multiple of the
+/// base's length, and how many
 /// times the two may part: two bodies that share little are given up on rather than
 /// searched at length. A request translated to another protocol parts from the client's at
 /// every message but shares its long texts: 40 tool results of real source files (~100 KB)
@@ -36,7 +37,7 @@ const MAX_PARTINGS: usize = 256;
 const PLACES_TRIED: usize = 4;
 
 /// Appends to `out` the operations that rebuild `body` from `base`; false (and `out` as it
-/// was) when the delta would not be under a quarter of `body`'s length.
+/// was) when the delta would take more than a quarter of `body`'s length.
 pub fn encode(base: &[u8], body: &[u8], out: &mut Vec<u8>) -> bool {
     let start = out.len();
     // The end they share is set aside first: one edit, however long, then costs nothing
@@ -46,7 +47,9 @@ pub fn encode(base: &[u8], body: &[u8], out: &mut Vec<u8>) -> bool {
     let (base_middle, body_middle) = (&base[..base_end], &body[..body_end]);
     let mut budget = base.len().saturating_mul(SEARCH_BUDGET);
     let (mut at_base, mut at_body, mut written_from, mut partings) = (0, 0, 0, 0);
-    while at_body < body_end && out.len() - start <= body.len() / 4 {
+    // The bytes not yet written out count too: two bodies that share little are given up
+    // on early.
+    while at_body < body_end && out.len() - start + (at_body - written_from) <= body.len() / 4 {
         let shared = common_prefix(&base_middle[at_base..], &body_middle[at_body..]);
         if shared >= MIN_COPY {
             push_literal(out, &body[written_from..at_body]);
@@ -124,8 +127,11 @@ fn places(
     let Some(anchor) = from.get(anchor_at..anchor_at + ANCHOR) else {
         return;
     };
-    // Text added or taken out in one piece is found with a skip a quarter of its length;
-    // small windows for small skips keep a miss cheap.
+    // Text added or taken out in one piece is found with a skip about a third of its
+    // length, up to ~24 KiB with the largest skip; small windows for small skips keep a
+    // miss cheap. A long text added into text that repeats itself may not be found: the
+    // base's anchor, far ahead, first turns up in the wrong place (the body is then
+    // stored whole).
     let search_to = found_in.len().min(at_found + 4 * skip + 256);
     // Built once for the places tried: building it took 7 % of the store writer's time
     // when each search built its own (perf, 100 KB translated requests).
@@ -314,6 +320,23 @@ mod tests {
             .replace(r#""content":"fn"#, r#""text":"fn"#);
         let len = round_trip(client.as_bytes(), translated.as_bytes()).unwrap();
         assert!(len < 40 * 128, "{len}");
+    }
+
+    #[test]
+    fn a_long_text_taken_out_in_one_piece_is_found() {
+        let client = agent_request("m", false);
+        let (from, to) = (
+            client.find("call_10").unwrap(),
+            client.find("call_19").unwrap(),
+        );
+        assert!(to - from > 17_000, "{}", to - from);
+        let cut = format!("{}{}", &client[..from], &client[to..]);
+        let with_late_edit = |body: &str| body.replacen("call_30", "call_99", 1);
+        // Another edit later, so the shared end does not reach the long one.
+        // This text repeats every 16 bytes: a few places weighed are wrong ones, and cost a
+        // little written out; the 17 KB taken out cost nothing.
+        let len = round_trip(client.as_bytes(), with_late_edit(&cut).as_bytes()).unwrap();
+        assert!(len < 2048, "{len}");
     }
 
     #[test]

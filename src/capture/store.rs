@@ -449,7 +449,9 @@ impl Store {
         let version: i64 = reader
             .pragma_query_value(None, "user_version", |row| row.get(0))
             .map_err(|e| format!("{} is not a capture store: {e}", path.display()))?;
-        if version != SCHEMA_VERSION {
+        // Schema 10 only added a way to write a body (`DELTA_OF_BODY`): a store of schema 9
+        // reads as it is.
+        if !(9..=SCHEMA_VERSION).contains(&version) {
             return Err(format!(
                 "{} has capture store schema {version}, this llmux reads {SCHEMA_VERSION}{}",
                 path.display(),
@@ -931,7 +933,9 @@ impl Packer {
             if index == 1 && self.push_delta(bodies[0], body, 0) {
                 continue;
             }
-            let len = u32::try_from(body.len()).ok()?;
+            let len = u32::try_from(body.len())
+                .ok()
+                .filter(|&len| len < DELTA_OF_BODY)?;
             self.framed.extend_from_slice(&len.to_le_bytes());
             self.framed.extend_from_slice(body.as_bytes());
         }
@@ -1055,7 +1059,9 @@ fn unpack_bodies(frame: &[u8], column: usize) -> rusqlite::Result<[String; 4]> {
                 .split_at_checked(u32::from_le_bytes(*delta_len) as usize)
                 .ok_or_else(|| broken("a delta is cut off".into()))?;
             rest = after;
-            let body = super::delta::apply(base.as_bytes(), delta, FRAME_LIMIT).map_err(broken)?;
+            // A delta is the provider's request, clipped at `BODY_LIMIT` with a short note.
+            let body = super::delta::apply(base.as_bytes(), delta, BODY_LIMIT + 64 * 1024)
+                .map_err(broken)?;
             bodies.push(super::text_of(&body).into_owned());
             continue;
         }

@@ -613,7 +613,7 @@ impl History {
             .iter()
             .filter_map(|path| std::fs::read_to_string(path).ok())
             .filter(|text| !text.is_empty())
-            .map(|text| text[..text.floor_char_boundary(RESULT_BYTES)].to_owned())
+            .map(|text| text[..char_boundary_at_most(&text, RESULT_BYTES)].to_owned())
             .collect();
         if files.is_empty() && turns > 0 {
             bail!("no text files under {}", from.display());
@@ -629,13 +629,24 @@ impl History {
     }
 }
 
+/// The last char boundary of `text` at or before `at`.
+fn char_boundary_at_most(text: &str, at: usize) -> usize {
+    (0..=at.min(text.len()))
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0)
+}
+
+/// The files under `dir`, its subdirectories' too; symbolic links are left out (a link to a
+/// directory above would never end).
 fn files_under(dir: &std::path::Path, paths: &mut Vec<PathBuf>) -> anyhow::Result<()> {
     for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-        let path = entry?.path();
-        if path.is_dir() {
-            files_under(&path, paths)?;
-        } else {
-            paths.push(path);
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            files_under(&entry.path(), paths)?;
+        } else if kind.is_file() {
+            paths.push(entry.path());
         }
     }
     Ok(())
@@ -2059,8 +2070,10 @@ mod tests {
         let first = std::fs::read_to_string(src.join("bin/fake-provider.rs"))?;
         assert_eq!(
             history.result(0),
-            first[..first.floor_char_boundary(RESULT_BYTES)]
+            first[..char_boundary_at_most(&first, RESULT_BYTES)]
         );
+        assert_eq!(char_boundary_at_most("aé", 2), 1);
+        assert_eq!(char_boundary_at_most("ab", 9), 2);
         assert_eq!(history.result(history.files.len()), history.result(0));
         let plain = with_shell_tool(Kind::Nonstream, &payload(Kind::Nonstream, "m"))?;
         let long: serde_json::Value =
