@@ -3,20 +3,20 @@
 //! ...), and a translated request carries the client's long strings (tool results, code) in
 //! the same order. LZ4 only finds a repeat within 64 KiB, so a 100 KB agent request sent on
 //! cost the capture store's writer as much again as the client's (bench/results/fastpath.md,
-//! session 22).
+//! session 23).
 //!
 //! A delta is a list of operations that rebuild the body: copy a run of the base's bytes
 //! (`COPY`, its offset and length as u32, little-endian) or take bytes written out
 //! (`LITERAL`, its length and the bytes). [`encode`] finds the runs the two share by walking
-//! both front to back: where they part, it looks for a few of the body's next bytes in the
-//! base ahead and takes the bytes between as written out. It finds what is shared in order
+//! both front to back: where they part, it looks for a few bytes ahead in each in the
+//! other, and takes the body's bytes in between as written out. It finds what is shared in order
 //! (edits, members taken out or added), not moved blocks.
 
 /// An operation that copies a run of the base: then its offset and length.
 const COPY: u8 = 0;
 /// An operation that writes bytes out: then their length and the bytes.
 const LITERAL: u8 = 1;
-/// How many bytes of the body, where the two part, are looked for in the base to find where
+/// How many bytes of one, where the two part, are looked for in the other to find where
 /// they meet again.
 const ANCHOR: usize = 32;
 /// Shorter shared runs are written out: a copy takes 9 bytes.
@@ -25,12 +25,11 @@ const MIN_COPY: usize = 16;
 /// past a changed value, past an added member, past a long added text.
 const SKIPS: [usize; 5] = [ANCHOR, 128, 512, 2048, 8192];
 /// The bytes searched over a whole delta (in the base and in the body), as a multiple of the
-/// base's length, and how many
-/// times the two may part: two bodies that share little are given up on rather than
-/// searched at length. A request translated to another protocol parts from the client's at
-/// every message but shares its long texts: 40 tool results of real source files (~100 KB)
-/// parted 39 times and searched 2.5 times the base's length for a delta of 6.8 KB, in 43 µs
-/// (LZ4 took 306 µs for both bodies, 89 µs for one).
+/// base's length, and how many times the two may part: two bodies that share little are
+/// given up on rather than searched at length. A request translated to another protocol
+/// parts from the client's at every message but shares its long texts: 40 tool results of
+/// real source files (~100 KB) parted 39 times and searched 2.5 times the base's length for
+/// a delta of 6.8 KB, in 36 µs (LZ4 took 310 µs for both bodies, 90 µs for one).
 const SEARCH_BUDGET: usize = 4;
 const MAX_PARTINGS: usize = 256;
 /// How many places holding an anchor are weighed (see [`meeting_point`]).
