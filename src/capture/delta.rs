@@ -41,7 +41,7 @@ pub fn encode(base: &[u8], body: &[u8], out: &mut Vec<u8>) -> bool {
     let start = out.len();
     // The end they share is set aside first: one edit, however long, then costs nothing
     // to find.
-    let shared_end = common_suffix(base, body).min(base.len().min(body.len()));
+    let shared_end = common_suffix(base, body);
     let (base_end, body_end) = (base.len() - shared_end, body.len() - shared_end);
     let (base_middle, body_middle) = (&base[..base_end], &body[..body_end]);
     let mut budget = base.len().saturating_mul(SEARCH_BUDGET);

@@ -930,7 +930,7 @@ impl Packer {
                 continue;
             }
             // The provider's request against the client's.
-            if index == 1 && self.push_delta(bodies[0], body, 0) {
+            if index == 1 && self.push_delta(bodies[0], body) {
                 continue;
             }
             let len = u32::try_from(body.len())
@@ -964,15 +964,15 @@ impl Packer {
         (frame.len() < total).then_some(frame)
     }
 
-    /// Appends `body` to the frame as a delta against `base` (the frame's body `base_index`);
-    /// false, with nothing appended, when the base is short or the delta would not pay.
-    fn push_delta(&mut self, base: &str, body: &str, base_index: usize) -> bool {
+    /// Appends `body` to the frame as a delta against `base`, the frame's first body (the
+    /// client's request); false, with nothing appended, when the base is short or the delta
+    /// would not pay.
+    fn push_delta(&mut self, base: &str, body: &str) -> bool {
         if base.len() < DELTA_FROM || body.is_empty() {
             return false;
         }
         let head = self.framed.len();
-        self.framed
-            .extend_from_slice(&(DELTA_OF_BODY | base_index as u32).to_le_bytes());
+        self.framed.extend_from_slice(&DELTA_OF_BODY.to_le_bytes());
         self.framed.extend_from_slice(&[0; 4]);
         let delta_from = self.framed.len();
         if !super::delta::encode(base.as_bytes(), body.as_bytes(), &mut self.framed) {

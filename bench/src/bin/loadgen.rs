@@ -1259,6 +1259,7 @@ struct Row {
 
 async fn compare_kind(
     args: &CompareArgs,
+    history: &History,
     direct: &Arc<Target>,
     proxied: &Arc<Target>,
     kind: Kind,
@@ -1266,13 +1267,12 @@ async fn compare_kind(
     // The proxied side sends `kind`; the direct side its OpenAI equivalent (the same for the
     // OpenAI kinds; for the others, the OpenAI request the proxy's translation stands for).
     // Comparing two llmux instances (capture off / on), both sides send `kind`.
-    let history = History::new(args.history, args.history_from.as_deref())?;
-    let body = request_body(kind, &args.model, false, &history)?;
+    let body = request_body(kind, &args.model, false, history)?;
     let dkind = match args.report {
         ReportStyle::Proxy => kind.openai(),
         ReportStyle::Capture => kind,
     };
-    let dbody = request_body(dkind, &args.model, false, &history)?;
+    let dbody = request_body(dkind, &args.model, false, history)?;
     let pid = args.proxy_pid;
     let dpid = args.direct_pid;
     // Warm-up on both sides, unmeasured.
@@ -1858,6 +1858,8 @@ async fn cmd_compare(mut args: CompareArgs) -> anyhow::Result<()> {
     let direct = Arc::new(Target::parse(&args.direct)?);
     let proxied =
         Arc::new(Target::parse(&args.proxied)?.with_chat_path(args.proxied_chat_path.as_deref())?);
+    // Read once: the same turns go into every kind's requests.
+    let history = History::new(args.history, args.history_from.as_deref())?;
     let mut rows = Vec::new();
     let mut cpu = CpuTotals::default();
     let started = Instant::now();
@@ -1870,7 +1872,7 @@ async fn cmd_compare(mut args: CompareArgs) -> anyhow::Result<()> {
             continue;
         }
         eprintln!("measuring {} ...", kind.name());
-        let (low, high) = compare_kind(&args, &direct, &proxied, kind).await?;
+        let (low, high) = compare_kind(&args, &history, &direct, &proxied, kind).await?;
         cpu.add(kind, low.cpu);
         cpu.add(kind, high.cpu);
         rows.push(low);
