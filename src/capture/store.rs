@@ -19,12 +19,15 @@ use serde::Serialize;
 
 use super::Redactor;
 
+mod chain;
+use chain::{Chains, Earlier};
+
 /// Rows waiting for the writer at most.
 const QUEUE: usize = 4096;
 /// How long the writer lets rows gather before taking them, at most.
 const WRITER_TICK: Duration = Duration::from_millis(10);
 /// The schema this code writes.
-const SCHEMA_VERSION: i64 = 10;
+const SCHEMA_VERSION: i64 = 11;
 /// Rows written but not yet in the search index after which the writer indexes them even
 /// while requests keep coming (it does at once when idle, flushed or searched). Indexing
 /// rows in batches of thousands rather than with each commit of up to 256 cost the search
@@ -330,6 +333,15 @@ fn migrate_from(connection: &Connection, version: i64) -> rusqlite::Result<()> {
         // (`DELTA_OF_BODY`), which an older llmux cannot read. The rows are as they were.
         connection.execute_batch("PRAGMA user_version = 10;")?;
     }
+    if version < 11 {
+        // Version 11: a client request may be a delta of an earlier row's (`DELTA_OF_ROW`,
+        // `chain`); `base_row` names that row, so it is not deleted from under its delta.
+        connection.execute_batch(
+            "ALTER TABLE requests ADD COLUMN base_row INTEGER;
+             CREATE INDEX requests_base ON requests(base_row) WHERE base_row IS NOT NULL;
+             PRAGMA user_version = 11;",
+        )?;
+    }
     Ok(())
 }
 
@@ -449,8 +461,8 @@ impl Store {
         let version: i64 = reader
             .pragma_query_value(None, "user_version", |row| row.get(0))
             .map_err(|e| format!("{} is not a capture store: {e}", path.display()))?;
-        // Schema 10 only added a way to write a body (`DELTA_OF_BODY`): a store of schema 9
-        // reads as it is.
+        // Schemas 10 and 11 only added ways to write a body (`DELTA_OF_BODY`,
+        // `DELTA_OF_ROW`): a store of schema 9 reads as it is.
         if !(9..=SCHEMA_VERSION).contains(&version) {
             return Err(format!(
                 "{} has capture store schema {version}, this llmux reads {SCHEMA_VERSION}{}",
@@ -549,17 +561,17 @@ impl Store {
             .map_err(|_| "capture store poisoned".to_owned())
     }
 
-    /// Every row `sql` selects with `args`, each read by `read`.
+    /// Every row `sql` selects with `args`, each read by `read` (given the connection too).
     fn rows<T>(
         &self,
         sql: &str,
         args: impl rusqlite::Params,
-        read: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+        mut read: impl FnMut(&Connection, &rusqlite::Row<'_>) -> rusqlite::Result<T>,
     ) -> Result<Vec<T>, String> {
         let reader = self.reader()?;
         let mut statement = reader.prepare(sql).map_err(|e| e.to_string())?;
         statement
-            .query_map(args, read)
+            .query_map(args, |row| read(&reader, row))
             .and_then(Iterator::collect)
             .map_err(|e| e.to_string())
     }
@@ -619,12 +631,14 @@ impl Store {
         sql.push_str(" ORDER BY started_at DESC LIMIT ? OFFSET ?");
         args.push((query.limit.clamp(1, 1000) as i64).into());
         args.push((query.offset as i64).into());
-        let read = if query.with_bodies {
-            full_row_of
-        } else {
-            summary_of
-        };
-        self.rows(&sql, rusqlite::params_from_iter(args), read)
+        let with_bodies = query.with_bodies;
+        self.rows(&sql, rusqlite::params_from_iter(args), |reader, row| {
+            if with_bodies {
+                full_row_of(reader, row)
+            } else {
+                summary_of(row)
+            }
+        })
     }
 
     /// Requests, errors and tokens per day, back-end, model, key or session, largest first.
@@ -639,7 +653,7 @@ impl Store {
             "SELECT {group}, COUNT(*), SUM(status >= 400), SUM(input_tokens), SUM(output_tokens)
              FROM requests GROUP BY 1 ORDER BY {order} LIMIT 1000"
         );
-        self.rows(&sql, [], |row| {
+        self.rows(&sql, [], |_, row| {
             Ok(Usage {
                 group: row.get(0)?,
                 requests: row.get(1)?,
@@ -656,7 +670,7 @@ impl Store {
         let sql = "SELECT CAST(started_at / ?1 AS INTEGER) * ?1, COUNT(*), SUM(status >= 400),
                           SUM(input_tokens), SUM(output_tokens), AVG(latency_ms), MAX(latency_ms)
                    FROM requests WHERE started_at >= ?2 GROUP BY 1 ORDER BY 1 LIMIT 10000";
-        self.rows(sql, params![bucket_secs, since], |row| {
+        self.rows(sql, params![bucket_secs, since], |_, row| {
             Ok(TimelinePoint {
                 start: row.get(0)?,
                 requests: row.get(1)?,
@@ -676,7 +690,7 @@ impl Store {
             .query_row(
                 &format!("SELECT {SUMMARY_COLUMNS}, {BODY_COLUMNS} FROM requests WHERE id = ?"),
                 params![id],
-                full_row_of,
+                |row| full_row_of(&reader, row),
             )
             .optional()
             .map_err(|e| e.to_string())
@@ -751,7 +765,7 @@ impl Store {
         let sql = "SELECT backend, model_used, COUNT(*), SUM(status >= 400), SUM(input_tokens),
                           SUM(output_tokens), AVG(latency_ms)
                    FROM requests GROUP BY backend, model_used ORDER BY COUNT(*) DESC";
-        let backends = self.rows(sql, [], |row| {
+        let backends = self.rows(sql, [], |_, row| {
             Ok(BackendStats {
                 backend: row.get(0)?,
                 model: row.get(1)?,
@@ -807,8 +821,9 @@ fn summary_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<RequestRow> {
     })
 }
 
-/// A row with its bodies, selected as `SUMMARY_COLUMNS, BODY_COLUMNS`.
-fn full_row_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<RequestRow> {
+/// A row with its bodies, selected as `SUMMARY_COLUMNS, BODY_COLUMNS` on `connection` (which
+/// a client request stored as a delta of another row's reads that row from).
+fn full_row_of(connection: &Connection, row: &rusqlite::Row<'_>) -> rusqlite::Result<RequestRow> {
     let bodies = SUMMARY_COLUMNS.split(',').count();
     let [
         client_request,
@@ -816,7 +831,9 @@ fn full_row_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<RequestRow> {
         upstream_response,
         client_response,
     ] = match row.get_ref(bodies + 7)? {
-        rusqlite::types::ValueRef::Blob(frame) => unpack_bodies(frame, bodies + 7)?,
+        rusqlite::types::ValueRef::Blob(frame) => unpack_bodies(frame, bodies + 7, &mut |rowid| {
+            chain::client_request_at(connection, rowid, 1)
+        })?,
         _ => [
             unpacked(row, bodies)?,
             unpacked(row, bodies + 1)?,
@@ -870,6 +887,11 @@ const SAME_AS_BODY: u32 = 0xffff_ff00;
 /// the body is stored as a delta against an earlier one (its index in the low bits): then
 /// the delta's length (u32, little-endian) and the delta ([`super::delta`]).
 const DELTA_OF_BODY: u32 = 0xffff_fe00;
+/// In a frame (schema 11), the client request's length word at this value says it is
+/// stored as a delta of an earlier row's client request (`chain`): then that row's rowid
+/// (i64, little-endian), the delta's length (u32) and the delta. The smallest marker: a
+/// body's length is always under it.
+const DELTA_OF_ROW: u32 = 0xffff_fd00;
 /// A provider's request is tried as a delta only against a client's request this long: LZ4
 /// finds a repeat up to 64 KiB back itself, and trying cost more than it saved below that (a
 /// stream's answers, which part at every event, cost 590k instructions a row to try).
@@ -912,15 +934,25 @@ impl Packer {
     /// together they are short or the frame is no smaller than they are (they are then
     /// stored as TEXT). The provider's request, the client's with a few changes or
     /// translated, is stored as a delta against it when it is long: LZ4 finds repeats only
-    /// within 64 KiB, and an agent's request is larger.
-    fn pack_bodies(&mut self, bodies: [&str; 4]) -> Option<&[u8]> {
+    /// within 64 KiB, and an agent's request is larger. The client's request is stored as a
+    /// delta of `earlier`'s, its session's request before, when that pays: the frame comes
+    /// with whether it did.
+    fn pack_bodies(
+        &mut self,
+        bodies: [&str; 4],
+        earlier: Option<&Earlier>,
+    ) -> Option<(&[u8], bool)> {
         let total: usize = bodies.iter().map(|b| b.len()).sum();
         if total < COMPRESS_FROM {
             return None;
         }
         self.framed.clear();
         self.framed.extend_from_slice(RAW_TAG);
+        let chained = earlier.is_some_and(|earlier| self.push_delta_of_row(earlier, bodies[0]));
         for (index, body) in bodies.iter().enumerate() {
+            if index == 0 && chained {
+                continue;
+            }
             let earlier = bodies[..index]
                 .iter()
                 .position(|other| !body.is_empty() && other == body);
@@ -930,12 +962,12 @@ impl Packer {
                 continue;
             }
             // The provider's request against the client's.
-            if index == 1 && self.push_delta(bodies[0], body) {
+            if index == 1 && self.push_delta_of_body(bodies[0], body) {
                 continue;
             }
             let len = u32::try_from(body.len())
                 .ok()
-                .filter(|&len| len < DELTA_OF_BODY)?;
+                .filter(|&len| len < DELTA_OF_ROW)?;
             self.framed.extend_from_slice(&len.to_le_bytes());
             self.framed.extend_from_slice(body.as_bytes());
         }
@@ -961,18 +993,32 @@ impl Packer {
             Some(len) => &self.packed[..len],
             None => &self.framed[..],
         };
-        (frame.len() < total).then_some(frame)
+        (frame.len() < total).then_some((frame, chained))
     }
 
-    /// Appends `body` to the frame as a delta against `base`, the frame's first body (the
-    /// client's request); false, with nothing appended, when the base is short or the delta
-    /// would not pay.
-    fn push_delta(&mut self, base: &str, body: &str) -> bool {
-        if base.len() < DELTA_FROM || body.is_empty() {
-            return false;
-        }
+    /// Appends the provider's request `body` to the frame as a delta against `base`, the
+    /// frame's first body (the client's request); false, with nothing appended, when the
+    /// base is short or the delta would not pay.
+    fn push_delta_of_body(&mut self, base: &str, body: &str) -> bool {
+        base.len() >= DELTA_FROM
+            && !body.is_empty()
+            && self.push_delta(&DELTA_OF_BODY.to_le_bytes(), base, body)
+    }
+
+    /// Appends the client's request `body` to the frame as a delta of `earlier`'s; false, with
+    /// nothing appended, when that would not pay.
+    fn push_delta_of_row(&mut self, earlier: &Earlier, body: &str) -> bool {
+        let mut marker = [0; 12];
+        marker[..4].copy_from_slice(&DELTA_OF_ROW.to_le_bytes());
+        marker[4..].copy_from_slice(&earlier.rowid.to_le_bytes());
+        self.push_delta(&marker, earlier.text, body)
+    }
+
+    /// Appends `marker`, the delta's length (u32) and the delta that rebuilds `body` from
+    /// `base`; false, with nothing appended, when the delta would not pay.
+    fn push_delta(&mut self, marker: &[u8], base: &str, body: &str) -> bool {
         let head = self.framed.len();
-        self.framed.extend_from_slice(&DELTA_OF_BODY.to_le_bytes());
+        self.framed.extend_from_slice(marker);
         self.framed.extend_from_slice(&[0; 4]);
         let delta_from = self.framed.len();
         if !super::delta::encode(base.as_bytes(), body.as_bytes(), &mut self.framed) {
@@ -980,7 +1026,7 @@ impl Packer {
             return false;
         }
         let len = (self.framed.len() - delta_from) as u32;
-        self.framed[head + 4..delta_from].copy_from_slice(&len.to_le_bytes());
+        self.framed[delta_from - 4..delta_from].copy_from_slice(&len.to_le_bytes());
         true
     }
 
@@ -1027,8 +1073,13 @@ fn unpack_frame(frame: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 /// The four bodies of a frame made by [`Packer::pack_bodies`]; `column` names the column in
-/// the error for a frame that does not decode.
-fn unpack_bodies(frame: &[u8], column: usize) -> rusqlite::Result<[String; 4]> {
+/// the error for a frame that does not decode. `earlier` gives the client request of the row
+/// with a rowid, for a client request stored as a delta of it.
+fn unpack_bodies(
+    frame: &[u8],
+    column: usize,
+    earlier: &mut dyn FnMut(i64) -> rusqlite::Result<String>,
+) -> rusqlite::Result<[String; 4]> {
     let broken = |why: String| {
         rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Blob, why.into())
     };
@@ -1041,6 +1092,16 @@ fn unpack_bodies(frame: &[u8], column: usize) -> rusqlite::Result<[String; 4]> {
             .ok_or_else(|| broken("a body's length is cut off".into()))?;
         let len = u32::from_le_bytes(*len);
         rest = after;
+        if len == DELTA_OF_ROW && bodies.is_empty() {
+            let (rowid, after) = rest
+                .split_first_chunk::<8>()
+                .ok_or_else(|| broken("a delta's row is cut off".into()))?;
+            let base = earlier(i64::from_le_bytes(*rowid))?;
+            let (body, after) = applied_delta(base.as_bytes(), after).map_err(broken)?;
+            rest = after;
+            bodies.push(body);
+            continue;
+        }
         if len >= SAME_AS_BODY {
             let earlier = bodies
                 .get((len - SAME_AS_BODY) as usize)
@@ -1052,18 +1113,13 @@ fn unpack_bodies(frame: &[u8], column: usize) -> rusqlite::Result<[String; 4]> {
             let base = bodies
                 .get((len - DELTA_OF_BODY) as usize)
                 .ok_or_else(|| broken("a delta's base is not before it".into()))?;
-            let (delta_len, after) = rest
-                .split_first_chunk::<4>()
-                .ok_or_else(|| broken("a delta's length is cut off".into()))?;
-            let (delta, after) = after
-                .split_at_checked(u32::from_le_bytes(*delta_len) as usize)
-                .ok_or_else(|| broken("a delta is cut off".into()))?;
+            let (body, after) = applied_delta(base.as_bytes(), rest).map_err(broken)?;
             rest = after;
-            // A delta is the provider's request, clipped at `BODY_LIMIT` with a short note.
-            let body = super::delta::apply(base.as_bytes(), delta, BODY_LIMIT + 64 * 1024)
-                .map_err(broken)?;
-            bodies.push(super::text_of(&body).into_owned());
+            bodies.push(body);
             continue;
+        }
+        if len >= DELTA_OF_ROW {
+            return Err(broken(format!("a body's length reads {len:#x}")));
         }
         let len = len as usize;
         if rest.len() < len {
@@ -1075,6 +1131,20 @@ fn unpack_bodies(frame: &[u8], column: usize) -> rusqlite::Result<[String; 4]> {
     }
     let [a, b, c, d]: [String; 4] = bodies.try_into().unwrap_or_default();
     Ok([a, b, c, d])
+}
+
+/// The body that the delta at the start of `rest` (its length, u32, then its operations)
+/// rebuilds from `base`, and the bytes after the delta.
+fn applied_delta<'a>(base: &[u8], rest: &'a [u8]) -> Result<(String, &'a [u8]), String> {
+    let (delta_len, after) = rest
+        .split_first_chunk::<4>()
+        .ok_or("a delta's length is cut off")?;
+    let (delta, after) = after
+        .split_at_checked(u32::from_le_bytes(*delta_len) as usize)
+        .ok_or("a delta is cut off")?;
+    // A body is clipped at `BODY_LIMIT` with a short note.
+    let body = super::delta::apply(base, delta, BODY_LIMIT + 64 * 1024)?;
+    Ok((super::text_of(&body).into_owned(), after))
 }
 
 /// A stored body back as text, whether it was kept as TEXT or compressed.
@@ -1106,6 +1176,7 @@ fn delete_where(
     condition: &str,
     args: impl rusqlite::Params + Copy,
 ) -> rusqlite::Result<usize> {
+    chain::unchain_dependents(connection, condition, args)?;
     // Rows after `indexed_to` are not in the search index yet.
     connection.execute(
         &format!(
@@ -1232,6 +1303,7 @@ fn write_rows(
     let tick = flush_interval.min(WRITER_TICK);
     let mut batch: Vec<RequestRow> = Vec::new();
     let mut packer = Packer::default();
+    let mut chains = Chains::default();
     let mut pruned_at: Option<Instant> = None;
     let mut deadline: Option<Instant> = None;
     // Rows an earlier run left unindexed (it ended abruptly) are indexed at the first quiet
@@ -1285,7 +1357,7 @@ fn write_rows(
         let due = deadline.is_some_and(|at| Instant::now() >= at);
         if due || batch.len() >= 256 || !waiters.is_empty() || disconnected {
             unindexed.add(batch.len());
-            commit(&mut connection, &mut batch, &mut packer);
+            commit(&mut connection, &mut batch, &mut packer, &mut chains);
             deadline = None;
         }
         let asked = idle || !waiters.is_empty() || disconnected;
@@ -1410,7 +1482,12 @@ fn stored_tool_calls(calls: &[CapturedToolCall]) -> String {
     serde_json::to_string(calls).unwrap_or_default()
 }
 
-fn commit(connection: &mut Connection, batch: &mut Vec<RequestRow>, packer: &mut Packer) {
+fn commit(
+    connection: &mut Connection,
+    batch: &mut Vec<RequestRow>,
+    packer: &mut Packer,
+    chains: &mut Chains,
+) {
     if batch.is_empty() {
         return;
     }
@@ -1423,19 +1500,24 @@ fn commit(connection: &mut Connection, batch: &mut Vec<RequestRow>, packer: &mut
                     latency_ms, input_tokens, output_tokens, error, client_request,
                     upstream_request, upstream_response, prompt_text, response_text, ttfb_ms,
                     upstream_ms, client_response, tokens_estimated, client_headers,
-                    upstream_headers, tool_calls, attempts, interventions, bodies)
+                    upstream_headers, tool_calls, attempts, interventions, bodies, base_row)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
                          ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30,
-                         ?31)",
+                         ?31, ?32)",
             )?;
-            for row in batch.iter() {
+            for row in batch.iter_mut() {
                 let bodies = [
                     row.client_request.as_str(),
                     &row.upstream_request,
                     &row.upstream_response,
                     &row.client_response,
                 ];
-                let frame = packer.pack_bodies(bodies);
+                let earlier = chains.base_for(&tx, &row.session_id, bodies[0].len())?;
+                let packed = packer.pack_bodies(bodies, earlier.as_ref());
+                let chained_to = earlier
+                    .filter(|_| packed.is_some_and(|(_, chained)| chained))
+                    .map(|earlier| (earlier.rowid, earlier.depth));
+                let frame = packed.map(|(frame, _)| frame);
                 let [
                     client_request,
                     upstream_request,
@@ -1474,7 +1556,15 @@ fn commit(connection: &mut Connection, batch: &mut Vec<RequestRow>, packer: &mut
                     row.attempts,
                     stored_interventions(&row.interventions),
                     frame,
+                    chained_to.map(|(rowid, _)| rowid),
                 ])?;
+                chains.remember(
+                    &row.session_id,
+                    tx.last_insert_rowid(),
+                    &row.id,
+                    std::mem::take(&mut row.client_request),
+                    chained_to.map(|(_, depth)| depth),
+                );
             }
         }
         tx.commit()
@@ -1819,6 +1909,11 @@ mod tests {
     use super::*;
 
     /// A store in `dir` that writes every 20 ms.
+    /// For a frame that holds no delta of another row.
+    fn no_earlier_row(rowid: i64) -> rusqlite::Result<String> {
+        panic!("the frame names row {rowid}")
+    }
+
     fn test_store(dir: &Path) -> Store {
         Store::open(
             dir.join("capture.db"),
@@ -2700,13 +2795,23 @@ mod tests {
         let mut batch: Vec<RequestRow> = (0..10)
             .map(|i| row(&format!("req_{i}"), "sorting vectors", "openai"))
             .collect();
-        commit(&mut connection, &mut batch, &mut packer);
+        commit(
+            &mut connection,
+            &mut batch,
+            &mut packer,
+            &mut Chains::default(),
+        );
         assert_eq!((fts_rows(&path), indexed_to(&path)), (0, 0));
         assert_eq!(unindexed_rows(&connection).unwrap(), 10);
         assert_eq!(index_rows(&connection).unwrap(), 10);
         assert_eq!((fts_rows(&path), indexed_to(&path)), (10, 10));
         let mut batch = vec![row("req_10", "one more", "openai")];
-        commit(&mut connection, &mut batch, &mut packer);
+        commit(
+            &mut connection,
+            &mut batch,
+            &mut packer,
+            &mut Chains::default(),
+        );
         assert_eq!(index_rows(&connection).unwrap(), 1, "only the new row");
         assert_eq!((fts_rows(&path), indexed_to(&path)), (11, 11));
         assert_eq!(index_rows(&connection).unwrap(), 0);
@@ -2772,7 +2877,12 @@ mod tests {
             let mut connection = open(&path).unwrap();
             migrate(&connection).unwrap();
             let mut batch = vec![row("req_1", "left behind", "openai")];
-            commit(&mut connection, &mut batch, &mut Packer::default());
+            commit(
+                &mut connection,
+                &mut batch,
+                &mut Packer::default(),
+                &mut Chains::default(),
+            );
         }
         let _store = Store::open(&path, Duration::from_millis(20), Vec::new()).unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -2817,11 +2927,12 @@ mod tests {
         for (at, (bodies, tag)) in rows.iter().zip(expected_tags).enumerate() {
             let total: usize = bodies.iter().map(|b| b.len()).sum();
             let frame = packer
-                .pack_bodies(*bodies)
+                .pack_bodies(*bodies, None)
+                .map(|(frame, _)| frame)
                 .unwrap_or_else(|| panic!("row {at} not packed"));
             assert!(frame.starts_with(tag), "row {at}: {:?}", &frame[..4]);
             assert!(frame.len() < total, "row {at}: {} bytes", frame.len());
-            let read = unpack_bodies(frame, 0).unwrap();
+            let read = unpack_bodies(frame, 0, &mut no_earlier_row).unwrap();
             assert_eq!(read, bodies.map(str::to_owned), "row {at}");
         }
     }
@@ -2832,10 +2943,11 @@ mod tests {
         let mut pack = |request: &str, answer: &str| -> Vec<u8> {
             let bodies = [request, request, answer, answer];
             let frame = packer
-                .pack_bodies(bodies)
+                .pack_bodies(bodies, None)
                 .expect("stored as a frame")
+                .0
                 .to_vec();
-            let read = unpack_bodies(&frame, 0).unwrap();
+            let read = unpack_bodies(&frame, 0, &mut no_earlier_row).unwrap();
             assert_eq!(read, bodies.map(str::to_owned), "read back whole");
             frame
         };

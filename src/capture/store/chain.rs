@@ -1,0 +1,510 @@
+//! A session's requests stored as deltas of the one before (schema 11).
+//!
+//! A coding agent's request is its previous request with the last turn's tool call and result
+//! added: the prefix stays byte for byte the same (providers' prompt caches depend on it).
+//! Stored whole, a session of n requests costs the store n²/2 turns, and the writer
+//! compresses all of them again with each request (LZ4 over a 100 KB body was half of its
+//! time, bench/results/fastpath.md, session 23). So a long client request is stored as a
+//! delta ([`super::super::delta`]) against the last long client request of its session,
+//! which the writer keeps in memory.
+//!
+//! The rows form chains, each at most [`MAX_CHAIN`] deltas long, so reading a row reads at
+//! most that many others. A row's frame names its base's rowid, and the `base_row` column
+//! holds it too, indexed, so that a row is made whole again before its base is deleted
+//! ([`unchain_dependents`]): nothing of a kept row is lost to retention or a delete.
+
+use std::collections::HashMap;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{Packer, unpack_bodies};
+
+/// A client request this long is stored as a delta of its session's last one, and kept to
+/// be the next one's base. Below it LZ4 finds the repeats within one row.
+pub(super) const CHAIN_FROM: usize = 16 * 1024;
+/// At most this many deltas in a row: every 17th long request of a session is stored whole.
+pub(super) const MAX_CHAIN: u32 = 16;
+/// The sessions whose last long request the writer keeps (at most 1 MiB each,
+/// `BODY_LIMIT`); the one used longest ago makes room.
+const SESSIONS_KEPT: usize = 16;
+
+/// A base the writer keeps: the last long client request of a session, as stored.
+struct Base {
+    rowid: i64,
+    /// The row's id: its rowid is checked to still be this row before a delta names it
+    /// (deleted rows' rowids are given out again).
+    id: String,
+    text: String,
+    /// How many deltas its own chain holds before it (0: stored whole).
+    depth: u32,
+    used: u64,
+}
+
+/// The writer's bases, by session.
+#[derive(Default)]
+pub(super) struct Chains {
+    bases: HashMap<String, Base>,
+    uses: u64,
+}
+
+/// What a row's client request may be stored against.
+pub(super) struct Earlier<'a> {
+    pub rowid: i64,
+    pub text: &'a str,
+    /// How many deltas its own chain holds before it.
+    pub depth: u32,
+}
+
+impl Chains {
+    /// The base for a row of `session` with a client request of `len` bytes: its session's
+    /// last long request when that row is still in the store and its chain has room.
+    pub(super) fn base_for(
+        &mut self,
+        connection: &Connection,
+        session: &str,
+        len: usize,
+    ) -> rusqlite::Result<Option<Earlier<'_>>> {
+        if len < CHAIN_FROM || session.is_empty() {
+            return Ok(None);
+        }
+        let Some(base) = self.bases.get_mut(session) else {
+            return Ok(None);
+        };
+        if base.depth >= MAX_CHAIN {
+            return Ok(None);
+        }
+        let still_there: Option<bool> = connection
+            .prepare_cached("SELECT id = ?2 FROM requests WHERE rowid = ?1")?
+            .query_row(params![base.rowid, base.id], |row| row.get(0))
+            .optional()?;
+        if still_there != Some(true) {
+            return Ok(None);
+        }
+        self.uses += 1;
+        base.used = self.uses;
+        Ok(Some(Earlier {
+            rowid: base.rowid,
+            text: &base.text,
+            depth: base.depth,
+        }))
+    }
+
+    /// Keeps a row's client request as the next base of its session: `chained_to` is the
+    /// depth of the base it was stored against (`None`: stored whole).
+    pub(super) fn remember(
+        &mut self,
+        session: &str,
+        rowid: i64,
+        id: &str,
+        text: String,
+        chained_to: Option<u32>,
+    ) {
+        if text.len() < CHAIN_FROM || session.is_empty() {
+            return;
+        }
+        if self.bases.len() >= SESSIONS_KEPT && !self.bases.contains_key(session) {
+            let oldest = self
+                .bases
+                .iter()
+                .min_by_key(|(_, base)| base.used)
+                .map(|(session, _)| session.clone());
+            if let Some(oldest) = oldest {
+                self.bases.remove(&oldest);
+            }
+        }
+        self.uses += 1;
+        let base = Base {
+            rowid,
+            id: id.to_owned(),
+            text,
+            depth: chained_to.map_or(0, |depth| depth + 1),
+            used: self.uses,
+        };
+        self.bases.insert(session.to_owned(), base);
+    }
+}
+
+/// The client request of the row at `rowid`, its chain read back: `hops` rows have been
+/// read on the way here. A chain longer than `MAX_CHAIN` (a broken store) is an error.
+pub(super) fn client_request_at(
+    connection: &Connection,
+    rowid: i64,
+    hops: u32,
+) -> rusqlite::Result<String> {
+    let broken = |why: String| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, why.into())
+    };
+    if hops > MAX_CHAIN {
+        return Err(broken(format!(
+            "request {rowid}'s chain of deltas is longer than {MAX_CHAIN}"
+        )));
+    }
+    let stored = connection
+        .prepare_cached("SELECT bodies, client_request FROM requests WHERE rowid = ?1")?
+        .query_row(params![rowid], |row| {
+            Ok((row.get::<_, Option<Vec<u8>>>(0)?, row.get::<_, String>(1)?))
+        })
+        .optional()?;
+    match stored {
+        None => Err(broken(format!(
+            "a request's client request is a delta of request {rowid}, which is gone"
+        ))),
+        Some((Some(frame), _)) => {
+            let [client, ..] = unpack_bodies(&frame, 0, &mut |earlier| {
+                client_request_at(connection, earlier, hops + 1)
+            })?;
+            Ok(client)
+        }
+        Some((None, text)) => Ok(text),
+    }
+}
+
+/// Before the rows matching `condition` (with `args`) are deleted, every other row whose
+/// client request is a delta of one of them is stored whole again.
+pub(super) fn unchain_dependents(
+    connection: &Connection,
+    condition: &str,
+    args: impl rusqlite::Params + Copy,
+) -> rusqlite::Result<usize> {
+    let dependents: Vec<i64> = connection
+        .prepare(&format!(
+            "SELECT rowid FROM requests
+             WHERE base_row IN (SELECT rowid FROM requests WHERE {condition})
+               AND NOT ({condition})"
+        ))?
+        .query_map(args, |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut packer = Packer::default();
+    for &rowid in &dependents {
+        store_whole(connection, rowid, &mut packer)?;
+    }
+    Ok(dependents.len())
+}
+
+/// Stores the row at `rowid` with its bodies whole again, not a delta of another row.
+fn store_whole(connection: &Connection, rowid: i64, packer: &mut Packer) -> rusqlite::Result<()> {
+    let frame: Vec<u8> = connection.query_row(
+        "SELECT bodies FROM requests WHERE rowid = ?1",
+        params![rowid],
+        |row| row.get(0),
+    )?;
+    let bodies = unpack_bodies(&frame, 0, &mut |earlier| {
+        client_request_at(connection, earlier, 1)
+    })?;
+    let texts = bodies.each_ref().map(String::as_str);
+    let frame = packer.pack_bodies(texts, None).map(|(frame, _)| frame);
+    let [client, upstream, answer, client_answer] = if frame.is_some() { [""; 4] } else { texts };
+    connection.execute(
+        "UPDATE requests SET bodies = ?2, client_request = ?3, upstream_request = ?4,
+             upstream_response = ?5, client_response = ?6, base_row = NULL
+         WHERE rowid = ?1",
+        params![rowid, frame, client, upstream, answer, client_answer],
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use super::super::{DELTA_OF_ROW, Packer, RAW_TAG, RequestRow, Retention, Store, unix_seconds};
+    use super::*;
+
+    /// An agent's request after `turns` tool calls: each turn adds ~2.6 KB of its own text,
+    /// and the request ends the same way whatever came before.
+    fn agent_request(turns: usize) -> String {
+        let mut body = String::from(r#"{"model":"m","messages":[{"role":"user","content":"go"}"#);
+        for turn in 0..turns {
+            let mut rng = fastrand::Rng::with_seed(turn as u64);
+            let words: Vec<String> = (0..400)
+                .map(|_| (0..rng.usize(2..9)).map(|_| rng.lowercase()).collect())
+                .collect();
+            body.push_str(&format!(
+                r#",{{"role":"assistant","tool_calls":[{{"id":"call_{turn}"}}]}},{{"role":"tool","tool_call_id":"call_{turn}","content":"{}"}}"#,
+                words.join(" ")
+            ));
+        }
+        body.push_str(r#"],"stream":false}"#);
+        body
+    }
+
+    fn store(dir: &Path, retention: Retention) -> Store {
+        Store::open_with(
+            dir.join("c.db"),
+            Duration::from_millis(20),
+            Vec::new(),
+            retention,
+        )
+        .unwrap()
+    }
+
+    fn put(store: &Store, id: &str, session: &str, started_at: f64, request: &str) {
+        store.insert(RequestRow {
+            id: id.into(),
+            session_id: session.into(),
+            started_at,
+            status: 200,
+            client_request: request.into(),
+            upstream_request: request.replacen(r#""model":"m""#, r#""model":"gpt-5""#, 1),
+            upstream_response: r#"{"choices":[]}"#.into(),
+            ..RequestRow::default()
+        });
+    }
+
+    /// Each row's id and the id of the row its client request is a delta of, oldest first.
+    fn bases(store: &Store) -> Vec<(String, Option<String>)> {
+        let connection = Connection::open(store.path()).unwrap();
+        let mut statement = connection
+            .prepare(
+                "SELECT r.id, b.id FROM requests r LEFT JOIN requests b ON b.rowid = r.base_row
+                 ORDER BY r.rowid",
+            )
+            .unwrap();
+        statement
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    fn stored_bytes(store: &Store, id: &str) -> usize {
+        let connection = Connection::open(store.path()).unwrap();
+        connection
+            .query_row(
+                "SELECT length(bodies) FROM requests WHERE id = ?1",
+                [id],
+                |row| row.get(0),
+            )
+            .unwrap()
+    }
+
+    /// Every row is read back with exactly the bodies it was given, one by one and listed.
+    fn assert_read_back(store: &Store, requests: &[(String, String)]) {
+        for (id, request) in requests {
+            let row = store
+                .get(id)
+                .unwrap()
+                .unwrap_or_else(|| panic!("{id} gone"));
+            assert_eq!(&row.client_request, request, "{id}");
+            let upstream = request.replacen(r#""model":"m""#, r#""model":"gpt-5""#, 1);
+            assert_eq!(row.upstream_request, upstream, "{id}");
+            assert_eq!(row.upstream_response, r#"{"choices":[]}"#, "{id}");
+        }
+        let listed = store
+            .list(&crate::capture::store::Query {
+                with_bodies: true,
+                limit: 1000,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(listed.len(), requests.len());
+        for row in listed {
+            let (_, request) = requests.iter().find(|(id, _)| *id == row.id).unwrap();
+            assert_eq!(&row.client_request, request, "{} listed", row.id);
+        }
+    }
+
+    /// Puts one session's growing requests, `turns` turns and up, and waits for them.
+    fn put_session(
+        store: &Store,
+        session: &str,
+        turns: std::ops::Range<usize>,
+    ) -> Vec<(String, String)> {
+        let requests: Vec<(String, String)> = turns
+            .map(|turn| (format!("{session}_{turn}"), agent_request(turn)))
+            .collect();
+        for (id, request) in &requests {
+            put(store, id, session, unix_seconds(), request);
+        }
+        store.flush(Duration::from_secs(10));
+        requests
+    }
+
+    #[test]
+    fn a_sessions_growing_requests_are_deltas_of_the_one_before_seventeen_to_a_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path(), Retention::default());
+        // 7 turns (~18 KB) up to 26 (~68 KB, past the provider request's own delta).
+        let requests = put_session(&store, "s", 7..27);
+        let expected: Vec<(String, Option<String>)> = (0..20)
+            .map(|at| {
+                let base = (at % 17 != 0).then(|| requests[at - 1].0.clone());
+                (requests[at].0.clone(), base)
+            })
+            .collect();
+        assert_eq!(bases(&store), expected);
+        // A delta holds the turn added, not the request again.
+        let (last, request) = requests.last().unwrap();
+        let bytes = stored_bytes(&store, last);
+        assert!(
+            bytes < 4096,
+            "{bytes} bytes for a {} byte request",
+            request.len()
+        );
+        assert_read_back(&store, &requests);
+    }
+
+    #[test]
+    fn requests_are_deltas_only_within_their_session_and_only_when_long() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path(), Retention::default());
+        let long = agent_request(10);
+        let short = agent_request(2);
+        let rows = [
+            ("a_1", "a", &long),
+            ("b_1", "b", &long),
+            ("a_2", "a", &long),
+            ("none_1", "", &long),
+            ("none_2", "", &long),
+            ("a_3", "a", &short),
+            ("b_2", "b", &long),
+        ];
+        for (id, session, request) in rows {
+            put(&store, id, session, unix_seconds(), request);
+        }
+        store.flush(Duration::from_secs(10));
+        let some = |id: &str| Some(id.to_owned());
+        let expected = [
+            ("a_1", None),
+            ("b_1", None),
+            ("a_2", some("a_1")),
+            ("none_1", None),
+            ("none_2", None),
+            ("a_3", None),
+            ("b_2", some("b_1")),
+        ]
+        .map(|(id, base)| (id.to_owned(), base));
+        assert_eq!(bases(&store), expected);
+        let requests: Vec<(String, String)> = rows
+            .iter()
+            .map(|(id, _, request)| (id.to_string(), request.to_string()))
+            .collect();
+        assert_read_back(&store, &requests);
+    }
+
+    #[test]
+    fn deleting_a_row_first_stores_the_row_that_is_a_delta_of_it_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path(), Retention::default());
+        let mut requests = put_session(&store, "s", 7..12);
+        assert!(store.delete("s_9").unwrap());
+        requests.remove(2);
+        assert!(store.delete("s_7").unwrap());
+        requests.remove(0);
+        let some = |id: &str| Some(id.to_owned());
+        let expected = [("s_8", None), ("s_10", None), ("s_11", some("s_10"))]
+            .map(|(id, base)| (id.to_owned(), base));
+        assert_eq!(bases(&store), expected);
+        assert_read_back(&store, &requests);
+        // The next request of the session is a delta of the last one again.
+        requests.extend(put_session(&store, "s", 12..13));
+        assert_eq!(bases(&store)[3], ("s_12".into(), some("s_11")));
+        assert_read_back(&store, &requests);
+    }
+
+    #[test]
+    fn retention_stores_the_rows_it_keeps_whole_before_deleting_their_bases() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = 24.0 * 3600.0;
+        let store = store(
+            dir.path(),
+            Retention {
+                max_age: Some(Duration::from_secs(7 * 24 * 3600)),
+                max_bytes: None,
+            },
+        );
+        // Written while they were young, then found old at the next prune: rows are pruned
+        // by the time they started, and a restart prunes at once.
+        let mut requests = Vec::new();
+        for (at, turns) in (7..12).enumerate() {
+            let id = format!("s_{turns}");
+            let request = agent_request(turns);
+            let started_at = if at < 3 {
+                unix_seconds() - 6.9 * day
+            } else {
+                unix_seconds()
+            };
+            put(&store, &id, "s", started_at, &request);
+            requests.push((id, request));
+        }
+        store.flush(Duration::from_secs(10));
+        assert_eq!(bases(&store).len(), 5);
+        drop(store);
+        let store = self::store(
+            dir.path(),
+            Retention {
+                max_age: Some(Duration::from_secs(6 * 24 * 3600)),
+                max_bytes: None,
+            },
+        );
+        store.flush(Duration::from_secs(10));
+        requests.drain(..3);
+        let some = |id: &str| Some(id.to_owned());
+        let expected =
+            [("s_10", None), ("s_11", some("s_10"))].map(|(id, base)| (id.to_owned(), base));
+        assert_eq!(bases(&store), expected);
+        assert_read_back(&store, &requests);
+    }
+
+    #[test]
+    fn a_base_deleted_before_the_next_request_is_written_leaves_that_request_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path(), Retention::default());
+        put_session(&store, "s", 7..8);
+        assert!(store.delete("s_7").unwrap());
+        // The writer still holds s_7's request, but its row is gone, and its rowid is given
+        // to the next row written: another session's.
+        let mut requests = put_session(&store, "other", 3..4);
+        requests.extend(put_session(&store, "s", 8..10));
+        let expected = [
+            ("other_3", None),
+            ("s_8", None),
+            ("s_9", Some("s_8".to_owned())),
+        ]
+        .map(|(id, base)| (id.to_owned(), base));
+        assert_eq!(bases(&store), expected);
+        assert_read_back(&store, &requests);
+    }
+
+    #[test]
+    fn a_delta_of_a_row_that_is_gone_or_of_itself_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path(), Retention::default());
+        put_session(&store, "s", 7..8);
+        let connection = Connection::open(store.path()).unwrap();
+        let rowid: i64 = connection
+            .query_row("SELECT rowid FROM requests WHERE id = 's_7'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        let request = agent_request(7);
+        let frame_naming = |rowid: i64| {
+            let earlier = Earlier {
+                rowid,
+                text: &request,
+                depth: 0,
+            };
+            let mut packer = Packer::default();
+            let (frame, chained) = packer
+                .pack_bodies([&request, "", "an answer", ""], Some(&earlier))
+                .unwrap();
+            assert!(chained && frame.starts_with(RAW_TAG));
+            assert_eq!(frame[4..8], DELTA_OF_ROW.to_le_bytes());
+            frame.to_vec()
+        };
+        for (names, error) in [
+            (rowid + 100, "which is gone"),
+            (rowid, "chain of deltas is longer than 16"),
+        ] {
+            connection
+                .execute(
+                    "UPDATE requests SET bodies = ?1 WHERE rowid = ?2",
+                    params![frame_naming(names), rowid],
+                )
+                .unwrap();
+            let read = store.get("s_7").unwrap_err();
+            assert!(read.contains(error), "{read}");
+        }
+    }
+}
