@@ -157,6 +157,9 @@ start_llmux() {
 # --history-from`): real files compress as real sessions do, loadgen's generated code 18-fold.
 history_from=()
 if [[ -n "${HISTORY_FROM:-}" ]]; then history_from=(--history-from "$(realpath "$HISTORY_FROM")"); fi
+# HISTORY_GROWS=1: the requests grow a turn at a time from half of HISTORY's turns to all of
+# them, as an agent session's do (`loadgen run --history-grows`).
+if [[ "${HISTORY_GROWS:-0}" == 1 ]]; then history_from+=(--history-grows); fi
 
 # warm_up URL KINDS: up to 200 requests of each kind (comma-separated) to URL, 3 s each (8 s
 # hard limit); a kind with no successful answer stops the run with the load generator's output.

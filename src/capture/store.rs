@@ -753,7 +753,7 @@ impl Store {
         }
         let reader = self.reader()?;
         let deleted = (|| {
-            let tx = reader.unchecked_transaction()?;
+            let tx = write_transaction(&reader)?;
             let deleted = delete_where(&tx, "id = ?1", params![id])?;
             tx.commit().map(|()| deleted)
         })();
@@ -1170,6 +1170,14 @@ fn unpacked(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<String> {
     }
 }
 
+/// A transaction that holds the write lock from its start. Deleting and writing rows read
+/// first (the rows chained to those deleted, a base still there); a deferred transaction
+/// that read before another connection wrote could then not write at all
+/// (`SQLITE_BUSY_SNAPSHOT`, which no busy timeout waits out), and its rows would be lost.
+fn write_transaction(connection: &Connection) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+    rusqlite::Transaction::new_unchecked(connection, rusqlite::TransactionBehavior::Immediate)
+}
+
 /// Deletes the matching requests and their search entries.
 fn delete_where(
     connection: &Connection,
@@ -1249,7 +1257,7 @@ pub(crate) fn unix_seconds() -> f64 {
 fn prune(connection: &Connection, retention: Retention) -> rusqlite::Result<()> {
     // One transaction: the search index writes its delete markers once, as one segment,
     // instead of one segment per statement that its merges then have to fold together.
-    let tx = connection.unchecked_transaction()?;
+    let tx = write_transaction(connection)?;
     prune_in(&tx, retention)?;
     tx.commit()
 }
@@ -1492,7 +1500,7 @@ fn commit(
         return;
     }
     let result = (|| -> rusqlite::Result<()> {
-        let tx = connection.transaction()?;
+        let tx = write_transaction(connection)?;
         {
             let mut insert = tx.prepare_cached(
                 "INSERT OR REPLACE INTO requests (id, started_at, session_id, client_host, user_agent,

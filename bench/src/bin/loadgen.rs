@@ -253,6 +253,10 @@ struct RunArgs {
     /// instead of generated code (see `History`).
     #[arg(long)]
     history_from: Option<PathBuf>,
+    /// With --history: the requests grow as an agent session's do, one turn a request from
+    /// half the history to all of it, then again (see `request_bodies`).
+    #[arg(long)]
+    history_grows: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -337,6 +341,9 @@ struct CompareArgs {
     /// Their tool results from the files under this directory, as `run --history-from`.
     #[arg(long)]
     history_from: Option<PathBuf>,
+    /// The requests grow a turn at a time, as `run --history-grows`.
+    #[arg(long)]
+    history_grows: bool,
     /// Free text describing the setup (CPU pinning, versions), copied into the report.
     #[arg(long)]
     note: Vec<String>,
@@ -561,6 +568,30 @@ fn request_body(kind: Kind, model: &str, tools: bool, history: &History) -> anyh
     Ok(body)
 }
 
+/// The bodies a phase sends, each worker in turn from its own place (a worker's index).
+type Bodies = Arc<[Bytes]>;
+
+/// The bodies of a run: one, or with `--history-grows` one for each length of the history
+/// from half of it to all of it, as an agent session's requests grow by a turn each (which
+/// the capture store's deltas of a session's requests are for). Every request starts with
+/// the same question, so llmux takes them all for one session; with more than one worker,
+/// their requests interleave in it.
+fn request_bodies(
+    kind: Kind,
+    model: &str,
+    tools: bool,
+    history: &History,
+) -> anyhow::Result<Bodies> {
+    let shortest = if history.grows {
+        history.turns / 2
+    } else {
+        history.turns
+    };
+    (shortest..=history.turns)
+        .map(|turns| request_body(kind, model, tools, &history.cut(turns)))
+        .collect()
+}
+
 /// A source file as a shell tool's result: code with quotes, backslashes and newlines, which
 /// JSON escapes, as real tool results are. ~2.5 KB.
 fn source_file(turn: usize) -> String {
@@ -587,6 +618,8 @@ struct History {
     /// them compresses far less work than real sessions give it. Real source files shrink
     /// about 2-fold (bench/results/fastpath.md, session 23).
     files: Vec<String>,
+    /// Requests grow a turn at a time (`--history-grows`).
+    grows: bool,
 }
 
 /// The most of a file one tool result carries, as `source_file`'s size.
@@ -597,14 +630,28 @@ impl History {
         Self {
             turns,
             files: Vec::new(),
+            grows: false,
+        }
+    }
+
+    /// The same history cut to its first `turns` turns.
+    fn cut(&self, turns: usize) -> Self {
+        Self {
+            turns,
+            files: self.files.clone(),
+            grows: false,
         }
     }
 
     /// `turns` turns whose results are the first `RESULT_BYTES` of each file under `from`
-    /// (sorted by path, read in turn, the text ones only), or generated code without it.
-    fn new(turns: usize, from: Option<&std::path::Path>) -> anyhow::Result<Self> {
+    /// (sorted by path, read in turn, the text ones only), or generated code without it;
+    /// `grows`: see `request_bodies`.
+    fn new(turns: usize, from: Option<&std::path::Path>, grows: bool) -> anyhow::Result<Self> {
         let Some(from) = from else {
-            return Ok(Self::generated(turns));
+            return Ok(Self {
+                grows,
+                ..Self::generated(turns)
+            });
         };
         let mut paths = Vec::new();
         files_under(from, &mut paths)?;
@@ -618,7 +665,11 @@ impl History {
         if files.is_empty() && turns > 0 {
             bail!("no text files under {}", from.display());
         }
-        Ok(Self { turns, files })
+        Ok(Self {
+            turns,
+            files,
+            grows,
+        })
     }
 
     fn result(&self, turn: usize) -> String {
@@ -971,7 +1022,8 @@ fn check_answer(kind: Kind, buf: &[u8]) -> anyhow::Result<()> {
 async fn worker(
     target: Arc<Target>,
     kind: Kind,
-    body: Bytes,
+    bodies: Bodies,
+    mut next_body: usize,
     remaining: Arc<AtomicI64>,
     deadline: Instant,
 ) -> anyhow::Result<PhaseResult> {
@@ -984,12 +1036,14 @@ async fn worker(
         if Instant::now() >= deadline || remaining.fetch_sub(1, Ordering::Relaxed) <= 0 {
             break;
         }
+        let body = &bodies[next_body % bodies.len()];
+        next_body += 1;
         let outcome = tokio::time::timeout(REQUEST_TIMEOUT, async {
             let s = match sender.as_mut() {
                 Some(s) if !s.is_closed() => s,
                 _ => sender.insert(connect(&target).await?),
             };
-            one_request(s, &target, kind, &body, &mut buf, &mut gaps).await
+            one_request(s, &target, kind, body, &mut buf, &mut gaps).await
         })
         .await
         .unwrap_or_else(|_| {
@@ -1034,7 +1088,7 @@ async fn worker(
 async fn run_phase(
     target: &Arc<Target>,
     kind: Kind,
-    body: &Bytes,
+    bodies: &Bodies,
     concurrency: usize,
     stop: Stop,
 ) -> anyhow::Result<PhaseResult> {
@@ -1046,11 +1100,12 @@ async fn run_phase(
     let remaining = Arc::new(AtomicI64::new(remaining));
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(concurrency);
-    for _ in 0..concurrency.max(1) {
+    for index in 0..concurrency.max(1) {
         tasks.push(tokio::spawn(worker(
             target.clone(),
             kind,
-            body.clone(),
+            bodies.clone(),
+            index,
             remaining.clone(),
             deadline,
         )));
@@ -1150,7 +1205,7 @@ impl CpuTotals {
 async fn measured_phase(
     target: &Arc<Target>,
     kind: Kind,
-    body: &Bytes,
+    bodies: &Bodies,
     concurrency: usize,
     stop: Stop,
     pid: Option<u32>,
@@ -1159,7 +1214,7 @@ async fn measured_phase(
         Some(p) => Some((cpu_ticks(p)?, cpu_ns_schedstat(p).unwrap_or(0))),
         None => None,
     };
-    let result = run_phase(target, kind, body, concurrency, stop).await?;
+    let result = run_phase(target, kind, bodies, concurrency, stop).await?;
     let mut tally = CpuTally::default();
     if let (Some(p), Some((t0, s0))) = (pid, before) {
         tally.ticks = cpu_ticks(p)?.saturating_sub(t0);
@@ -1174,13 +1229,18 @@ async fn measured_phase(
 
 async fn cmd_run(args: RunArgs) -> anyhow::Result<()> {
     let target = Arc::new(Target::parse(&args.url)?.with_chat_path(args.chat_path.as_deref())?);
-    let history = History::new(args.history, args.history_from.as_deref())?;
-    let body = request_body(args.kind, &args.model, args.tools, &history)?;
+    let history = History::new(
+        args.history,
+        args.history_from.as_deref(),
+        args.history_grows,
+    )?;
+    let bodies = request_bodies(args.kind, &args.model, args.tools, &history)?;
+    let body_bytes = bodies.iter().map(Bytes::len).sum::<usize>() / bodies.len();
     if args.warmup > 0 {
         let w = run_phase(
             &target,
             args.kind,
-            &body,
+            &bodies,
             args.concurrency,
             Stop::Requests(args.warmup, args.max_seconds),
         )
@@ -1196,13 +1256,13 @@ async fn cmd_run(args: RunArgs) -> anyhow::Result<()> {
         Some(s) => Stop::Seconds(s),
         None => Stop::Requests(args.requests, args.max_seconds),
     };
-    let r = run_phase(&target, args.kind, &body, args.concurrency, stop).await?;
+    let r = run_phase(&target, args.kind, &bodies, args.concurrency, stop).await?;
     if args.json {
         let v = serde_json::json!({
             "url": args.url,
             "kind": args.kind.name(),
             "concurrency": args.concurrency,
-            "body_bytes": body.len(),
+            "body_bytes": body_bytes,
             "ok": r.ok,
             "errors": r.errors,
             "first_error": r.first_error,
@@ -1221,7 +1281,7 @@ async fn cmd_run(args: RunArgs) -> anyhow::Result<()> {
             args.url,
             args.kind.name(),
             args.concurrency,
-            body.len(),
+            body_bytes,
             r.ok,
             r.errors,
             r.elapsed.as_secs_f64(),
@@ -1267,12 +1327,12 @@ async fn compare_kind(
     // The proxied side sends `kind`; the direct side its OpenAI equivalent (the same for the
     // OpenAI kinds; for the others, the OpenAI request the proxy's translation stands for).
     // Comparing two llmux instances (capture off / on), both sides send `kind`.
-    let body = request_body(kind, &args.model, false, history)?;
+    let body = request_bodies(kind, &args.model, false, history)?;
     let dkind = match args.report {
         ReportStyle::Proxy => kind.openai(),
         ReportStyle::Capture => kind,
     };
-    let dbody = request_body(dkind, &args.model, false, history)?;
+    let dbody = request_bodies(dkind, &args.model, false, history)?;
     let pid = args.proxy_pid;
     let dpid = args.direct_pid;
     // Warm-up on both sides, unmeasured.
@@ -1859,7 +1919,11 @@ async fn cmd_compare(mut args: CompareArgs) -> anyhow::Result<()> {
     let proxied =
         Arc::new(Target::parse(&args.proxied)?.with_chat_path(args.proxied_chat_path.as_deref())?);
     // Read once: the same turns go into every kind's requests.
-    let history = History::new(args.history, args.history_from.as_deref())?;
+    let history = History::new(
+        args.history,
+        args.history_from.as_deref(),
+        args.history_grows,
+    )?;
     let mut rows = Vec::new();
     let mut cpu = CpuTotals::default();
     let started = Instant::now();
@@ -2068,7 +2132,7 @@ mod tests {
     #[test]
     fn history_from_a_directory_carries_its_files_in_turn() -> anyhow::Result<()> {
         let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-        let history = History::new(40, Some(&src))?;
+        let history = History::new(40, Some(&src), false)?;
         let first = std::fs::read_to_string(src.join("bin/fake-provider.rs"))?;
         assert_eq!(
             history.result(0),
@@ -2092,7 +2156,41 @@ mod tests {
             (results[0], results[1]),
             (&*history.result(0), &*history.result(1))
         );
-        assert!(History::new(40, Some(&src.join("no such directory"))).is_err());
+        assert!(History::new(40, Some(&src.join("no such directory")), false).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn a_growing_history_sends_a_sessions_requests_a_turn_longer_each() -> anyhow::Result<()> {
+        let mut history = History::generated(40);
+        let one = request_bodies(Kind::Nonstream, "m", false, &history)?;
+        assert_eq!(one.len(), 1);
+        history.grows = true;
+        let grown = request_bodies(Kind::Nonstream, "m", false, &history)?;
+        assert_eq!(grown.len(), 21, "20 turns to 40");
+        assert_eq!(grown[20], one[0]);
+        let messages = |body: &Bytes| -> anyhow::Result<Vec<serde_json::Value>> {
+            let body: serde_json::Value = serde_json::from_slice(body)?;
+            Ok(body["messages"].as_array().context("messages")?.clone())
+        };
+        for (at, pair) in grown.windows(2).enumerate() {
+            let (shorter, mut longer) = (messages(&pair[0])?, messages(&pair[1])?);
+            // One call and its result more, after the same turns, before the same end.
+            let same_front = longer
+                .iter()
+                .zip(&shorter)
+                .take_while(|(a, b)| a == b)
+                .count();
+            let added: Vec<_> = longer.drain(same_front..same_front + 2).collect();
+            assert_eq!(
+                (&added[0]["role"], &added[1]["role"]),
+                (&"assistant".into(), &"tool".into())
+            );
+            assert!(
+                longer == shorter,
+                "request {at} and the next differ elsewhere too"
+            );
+        }
         Ok(())
     }
 
