@@ -831,9 +831,11 @@ fn full_row_of(connection: &Connection, row: &rusqlite::Row<'_>) -> rusqlite::Re
         upstream_response,
         client_response,
     ] = match row.get_ref(bodies + 7)? {
-        rusqlite::types::ValueRef::Blob(frame) => unpack_bodies(frame, bodies + 7, &mut |rowid| {
-            chain::client_request_at(connection, rowid, 1)
-        })?,
+        rusqlite::types::ValueRef::Blob(frame) => {
+            unpack_bodies(frame, bodies + 7, &mut |rowid, index| {
+                chain::body_at(connection, rowid, index, 1)
+            })?
+        }
         _ => [
             unpacked(row, bodies)?,
             unpacked(row, bodies + 1)?,
@@ -887,10 +889,11 @@ const SAME_AS_BODY: u32 = 0xffff_ff00;
 /// the body is stored as a delta against an earlier one (its index in the low bits): then
 /// the delta's length (u32, little-endian) and the delta ([`super::delta`]).
 const DELTA_OF_BODY: u32 = 0xffff_fe00;
-/// In a frame (schema 11), the client request's length word at this value says it is
-/// stored as a delta of an earlier row's client request (`chain`): then that row's rowid
-/// (i64, little-endian), the delta's length (u32) and the delta. The smallest marker: a
-/// body's length is always under it.
+/// In a frame (schema 11), a body's length at or above this (and under `DELTA_OF_BODY`) says
+/// the body is stored as a delta of a body of an earlier row (`chain`; its index in the low
+/// bits: the client's request of the client's, the provider's of the provider's): then that
+/// row's rowid (i64, little-endian), the delta's length (u32) and the delta. The smallest
+/// marker: a body's length is always under it.
 const DELTA_OF_ROW: u32 = 0xffff_fd00;
 /// A provider's request is tried as a delta only against a client's request this long: LZ4
 /// finds a repeat up to 64 KiB back itself, and trying cost more than it saved below that (a
@@ -934,9 +937,9 @@ impl Packer {
     /// together they are short or the frame is no smaller than they are (they are then
     /// stored as TEXT). The provider's request, the client's with a few changes or
     /// translated, is stored as a delta against it when it is long: LZ4 finds repeats only
-    /// within 64 KiB, and an agent's request is larger. The client's request is stored as a
-    /// delta of `earlier`'s, its session's request before, when that pays: the frame comes
-    /// with whether it did.
+    /// within 64 KiB, and an agent's request is larger. The two requests are stored as deltas
+    /// of `earlier`'s, its session's requests before, when that pays (the provider's when
+    /// that is shorter than its delta of the client's): the frame comes with whether any is.
     fn pack_bodies(
         &mut self,
         bodies: [&str; 4],
@@ -948,21 +951,25 @@ impl Packer {
         }
         self.framed.clear();
         self.framed.extend_from_slice(RAW_TAG);
-        let chained = earlier.is_some_and(|earlier| self.push_delta_of_row(earlier, bodies[0]));
+        let mut chained = false;
         for (index, body) in bodies.iter().enumerate() {
-            if index == 0 && chained {
-                continue;
-            }
-            let earlier = bodies[..index]
+            let same = bodies[..index]
                 .iter()
                 .position(|other| !body.is_empty() && other == body);
-            if let Some(earlier) = earlier {
+            if let Some(same) = same {
                 self.framed
-                    .extend_from_slice(&(SAME_AS_BODY | earlier as u32).to_le_bytes());
+                    .extend_from_slice(&(SAME_AS_BODY | same as u32).to_le_bytes());
                 continue;
             }
-            // The provider's request against the client's.
-            if index == 1 && self.push_delta_of_body(bodies[0], body) {
+            if index == 0 && earlier.is_some_and(|earlier| self.push_delta_of_row(earlier, 0, body))
+            {
+                chained = true;
+                continue;
+            }
+            if index == 1
+                && let Some(of_row) = self.push_provider_request(bodies[0], body, earlier)
+            {
+                chained |= of_row;
                 continue;
             }
             let len = u32::try_from(body.len())
@@ -1005,13 +1012,52 @@ impl Packer {
             && self.push_delta(&DELTA_OF_BODY.to_le_bytes(), base, body)
     }
 
-    /// Appends the client's request `body` to the frame as a delta of `earlier`'s; false, with
-    /// nothing appended, when that would not pay.
-    fn push_delta_of_row(&mut self, earlier: &Earlier, body: &str) -> bool {
+    /// Appends the provider's request `body` as the shorter of its deltas against `client`
+    /// and against the provider's request of `earlier`; `Some(true)` when the latter, `None`
+    /// (nothing appended) when neither pays. Sent on unchanged or nearly, the provider's
+    /// request is closest to the client's; translated, it parts from it at every message
+    /// but from the last translation only where a turn was added (6.8 KB against ~2.5 KB a
+    /// 100 KB request, bench/results/fastpath.md, session 24).
+    fn push_provider_request(
+        &mut self,
+        client: &str,
+        body: &str,
+        earlier: Option<&Earlier>,
+    ) -> Option<bool> {
+        if body.is_empty() {
+            return None;
+        }
+        let head = self.framed.len();
+        let of_client = self.push_delta_of_body(client, body);
+        let Some(earlier) = earlier.filter(|earlier| !earlier.upstream.is_empty()) else {
+            return of_client.then_some(false);
+        };
+        let second = self.framed.len();
+        if !self.push_delta_of_row(earlier, 1, body) {
+            return of_client.then_some(false);
+        }
+        let of_row_len = self.framed.len() - second;
+        if of_client && second - head <= of_row_len {
+            self.framed.truncate(second);
+            return Some(false);
+        }
+        self.framed.copy_within(second.., head);
+        self.framed.truncate(head + of_row_len);
+        Some(true)
+    }
+
+    /// Appends `body` to the frame as a delta of body `index` of `earlier` (0: the client's
+    /// request, 1: the provider's); false, with nothing appended, when that would not pay.
+    fn push_delta_of_row(&mut self, earlier: &Earlier, index: u32, body: &str) -> bool {
         let mut marker = [0; 12];
-        marker[..4].copy_from_slice(&DELTA_OF_ROW.to_le_bytes());
+        marker[..4].copy_from_slice(&(DELTA_OF_ROW | index).to_le_bytes());
         marker[4..].copy_from_slice(&earlier.rowid.to_le_bytes());
-        self.push_delta(&marker, earlier.text, body)
+        let base = if index == 0 {
+            earlier.client
+        } else {
+            earlier.upstream
+        };
+        self.push_delta(&marker, base, body)
     }
 
     /// Appends `marker`, the delta's length (u32) and the delta that rebuilds `body` from
@@ -1073,12 +1119,12 @@ fn unpack_frame(frame: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 /// The four bodies of a frame made by [`Packer::pack_bodies`]; `column` names the column in
-/// the error for a frame that does not decode. `earlier` gives the client request of the row
-/// with a rowid, for a client request stored as a delta of it.
+/// the error for a frame that does not decode. `earlier` gives a body (by its index) of the
+/// row with a rowid, for a body stored as a delta of it.
 fn unpack_bodies(
     frame: &[u8],
     column: usize,
-    earlier: &mut dyn FnMut(i64) -> rusqlite::Result<String>,
+    earlier: &mut dyn FnMut(i64, usize) -> rusqlite::Result<String>,
 ) -> rusqlite::Result<[String; 4]> {
     let broken = |why: String| {
         rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Blob, why.into())
@@ -1092,11 +1138,12 @@ fn unpack_bodies(
             .ok_or_else(|| broken("a body's length is cut off".into()))?;
         let len = u32::from_le_bytes(*len);
         rest = after;
-        if len == DELTA_OF_ROW && bodies.is_empty() {
+        if (DELTA_OF_ROW..DELTA_OF_ROW + 4).contains(&len) {
             let (rowid, after) = rest
                 .split_first_chunk::<8>()
                 .ok_or_else(|| broken("a delta's row is cut off".into()))?;
-            let base = earlier(i64::from_le_bytes(*rowid))?;
+            let index = (len - DELTA_OF_ROW) as usize;
+            let base = earlier(i64::from_le_bytes(*rowid), index)?;
             let (body, after) = applied_delta(base.as_bytes(), after).map_err(broken)?;
             rest = after;
             bodies.push(body);
@@ -1570,7 +1617,10 @@ fn commit(
                     &row.session_id,
                     tx.last_insert_rowid(),
                     &row.id,
-                    std::mem::take(&mut row.client_request),
+                    [
+                        std::mem::take(&mut row.client_request),
+                        std::mem::take(&mut row.upstream_request),
+                    ],
                     chained_to.map(|(_, depth)| depth),
                 );
             }
@@ -1918,8 +1968,8 @@ mod tests {
 
     /// A store in `dir` that writes every 20 ms.
     /// For a frame that holds no delta of another row.
-    fn no_earlier_row(rowid: i64) -> rusqlite::Result<String> {
-        panic!("the frame names row {rowid}")
+    fn no_earlier_row(rowid: i64, index: usize) -> rusqlite::Result<String> {
+        panic!("the frame names body {index} of row {rowid}")
     }
 
     fn test_store(dir: &Path) -> Store {

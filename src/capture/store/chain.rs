@@ -6,7 +6,10 @@
 //! compresses all of them again with each request (LZ4 over a 100 KB body was half of its
 //! time, bench/results/fastpath.md, session 23). So a long client request is stored as a
 //! delta ([`super::super::delta`]) against the last long client request of its session,
-//! which the writer keeps in memory.
+//! which the writer keeps in memory. So is the provider's request, against the provider's
+//! request of that row, when that is shorter than its delta against the client's own
+//! request: a request translated to another protocol parts from the client's at every
+//! message, but from the last translation only where a turn was added.
 //!
 //! The rows form chains, each at most [`MAX_CHAIN`] deltas long, so reading a row reads at
 //! most that many others. A row's frame names its base's rowid, and the `base_row` column
@@ -28,13 +31,15 @@ pub(super) const MAX_CHAIN: u32 = 16;
 /// `BODY_LIMIT`); the one used longest ago makes room.
 const SESSIONS_KEPT: usize = 16;
 
-/// A base the writer keeps: the last long client request of a session, as stored.
+/// A base the writer keeps: the requests of a session's last row with a long client
+/// request, as stored.
 struct Base {
     rowid: i64,
     /// The row's id: its rowid is checked to still be this row before a delta names it
     /// (deleted rows' rowids are given out again).
     id: String,
-    text: String,
+    client: String,
+    upstream: String,
     /// How many deltas its own chain holds before it (0: stored whole).
     depth: u32,
     used: u64,
@@ -50,7 +55,9 @@ pub(super) struct Chains {
 /// What a row's client request may be stored against.
 pub(super) struct Earlier<'a> {
     pub rowid: i64,
-    pub text: &'a str,
+    /// Its client request and provider request.
+    pub client: &'a str,
+    pub upstream: &'a str,
     /// How many deltas its own chain holds before it.
     pub depth: u32,
 }
@@ -84,22 +91,23 @@ impl Chains {
         base.used = self.uses;
         Ok(Some(Earlier {
             rowid: base.rowid,
-            text: &base.text,
+            client: &base.client,
+            upstream: &base.upstream,
             depth: base.depth,
         }))
     }
 
-    /// Keeps a row's client request as the next base of its session: `chained_to` is the
-    /// depth of the base it was stored against (`None`: stored whole).
+    /// Keeps a row's requests as the next base of its session: `chained_to` is the depth of
+    /// the base it was stored against (`None`: stored whole).
     pub(super) fn remember(
         &mut self,
         session: &str,
         rowid: i64,
         id: &str,
-        text: String,
+        [client, upstream]: [String; 2],
         chained_to: Option<u32>,
     ) {
-        if text.len() < CHAIN_FROM || session.is_empty() {
+        if client.len() < CHAIN_FROM || session.is_empty() {
             return;
         }
         if self.bases.len() >= SESSIONS_KEPT && !self.bases.contains_key(session) {
@@ -116,7 +124,8 @@ impl Chains {
         let base = Base {
             rowid,
             id: id.to_owned(),
-            text,
+            client,
+            upstream,
             depth: chained_to.map_or(0, |depth| depth + 1),
             used: self.uses,
         };
@@ -124,11 +133,13 @@ impl Chains {
     }
 }
 
-/// The client request of the row at `rowid`, its chain read back: `hops` rows have been
-/// read on the way here. A chain longer than `MAX_CHAIN` (a broken store) is an error.
-pub(super) fn client_request_at(
+/// Body `index` (0: the client's request, 1: the provider's) of the row at `rowid`, its
+/// chain read back: `hops` rows have been read on the way here. A chain longer than
+/// `MAX_CHAIN` (a broken store) is an error.
+pub(super) fn body_at(
     connection: &Connection,
     rowid: i64,
+    index: usize,
     hops: u32,
 ) -> rusqlite::Result<String> {
     let broken = |why: String| {
@@ -140,22 +151,31 @@ pub(super) fn client_request_at(
         )));
     }
     let stored = connection
-        .prepare_cached("SELECT bodies, client_request FROM requests WHERE rowid = ?1")?
+        .prepare_cached(
+            "SELECT bodies, client_request, upstream_request FROM requests WHERE rowid = ?1",
+        )?
         .query_row(params![rowid], |row| {
-            Ok((row.get::<_, Option<Vec<u8>>>(0)?, row.get::<_, String>(1)?))
+            let texts: [String; 2] = [row.get(1)?, row.get(2)?];
+            Ok((row.get::<_, Option<Vec<u8>>>(0)?, texts))
         })
         .optional()?;
     match stored {
         None => Err(broken(format!(
-            "a request's client request is a delta of request {rowid}, which is gone"
+            "a request's body is a delta of request {rowid}, which is gone"
         ))),
         Some((Some(frame), _)) => {
-            let [client, ..] = unpack_bodies(&frame, 0, &mut |earlier| {
-                client_request_at(connection, earlier, hops + 1)
+            let bodies = unpack_bodies(&frame, 0, &mut |earlier, index| {
+                body_at(connection, earlier, index, hops + 1)
             })?;
-            Ok(client)
+            bodies
+                .into_iter()
+                .nth(index)
+                .ok_or_else(|| broken(format!("a delta names body {index} of a row")))
         }
-        Some((None, text)) => Ok(text),
+        Some((None, texts)) => texts
+            .into_iter()
+            .nth(index)
+            .ok_or_else(|| broken(format!("a delta names body {index} of a row"))),
     }
 }
 
@@ -188,8 +208,8 @@ fn store_whole(connection: &Connection, rowid: i64, packer: &mut Packer) -> rusq
         params![rowid],
         |row| row.get(0),
     )?;
-    let bodies = unpack_bodies(&frame, 0, &mut |earlier| {
-        client_request_at(connection, earlier, 1)
+    let bodies = unpack_bodies(&frame, 0, &mut |earlier, index| {
+        body_at(connection, earlier, index, 1)
     })?;
     let texts = bodies.each_ref().map(String::as_str);
     let frame = packer.pack_bodies(texts, None).map(|(frame, _)| frame);
@@ -208,7 +228,13 @@ mod tests {
     use std::path::Path;
     use std::time::Duration;
 
-    use super::super::{DELTA_OF_ROW, Packer, RAW_TAG, RequestRow, Retention, Store, unix_seconds};
+    use super::super::{
+        DELTA_OF_BODY, DELTA_OF_ROW, Packer, RAW_TAG, RequestRow, Retention, SAME_AS_BODY, Store,
+        unix_seconds, unpack_frame,
+    };
+
+    /// A body stored as it is (see `stored_as`).
+    const RAW: u32 = 0;
     use super::*;
 
     /// An agent's request after `turns` tool calls: each turn adds ~2.6 KB of its own text,
@@ -216,17 +242,35 @@ mod tests {
     fn agent_request(turns: usize) -> String {
         let mut body = String::from(r#"{"model":"m","messages":[{"role":"user","content":"go"}"#);
         for turn in 0..turns {
-            let mut rng = fastrand::Rng::with_seed(turn as u64);
-            let words: Vec<String> = (0..400)
-                .map(|_| (0..rng.usize(2..9)).map(|_| rng.lowercase()).collect())
-                .collect();
             body.push_str(&format!(
                 r#",{{"role":"assistant","tool_calls":[{{"id":"call_{turn}"}}]}},{{"role":"tool","tool_call_id":"call_{turn}","content":"{}"}}"#,
-                words.join(" ")
+                tool_result(turn)
             ));
         }
         body.push_str(r#"],"stream":false}"#);
         body
+    }
+
+    /// The same request as another protocol puts it: the same results, every turn framed
+    /// otherwise.
+    fn translated(turns: usize) -> String {
+        let mut body = String::from(r#"{"model":"gpt-5","input":[{"type":"message","text":"go"}"#);
+        for turn in 0..turns {
+            body.push_str(&format!(
+                r#",{{"type":"function_call","call_id":"call_{turn}","name":"Bash"}},{{"type":"function_call_output","call_id":"call_{turn}","output":"{}"}}"#,
+                tool_result(turn)
+            ));
+        }
+        body.push_str(r#"],"store":false}"#);
+        body
+    }
+
+    fn tool_result(turn: usize) -> String {
+        let mut rng = fastrand::Rng::with_seed(turn as u64);
+        let words: Vec<String> = (0..400)
+            .map(|_| (0..rng.usize(2..9)).map(|_| rng.lowercase()).collect())
+            .collect();
+        words.join(" ")
     }
 
     fn store(dir: &Path, retention: Retention) -> Store {
@@ -239,14 +283,30 @@ mod tests {
         .unwrap()
     }
 
+    /// The provider's request for `request`: the same with another model.
+    fn sent_on(request: &str) -> String {
+        request.replacen(r#""model":"m""#, r#""model":"gpt-5""#, 1)
+    }
+
     fn put(store: &Store, id: &str, session: &str, started_at: f64, request: &str) {
+        put_translated(store, id, session, started_at, request, &sent_on(request));
+    }
+
+    fn put_translated(
+        store: &Store,
+        id: &str,
+        session: &str,
+        started_at: f64,
+        request: &str,
+        upstream: &str,
+    ) {
         store.insert(RequestRow {
             id: id.into(),
             session_id: session.into(),
             started_at,
             status: 200,
             client_request: request.into(),
-            upstream_request: request.replacen(r#""model":"m""#, r#""model":"gpt-5""#, 1),
+            upstream_request: upstream.into(),
             upstream_response: r#"{"choices":[]}"#.into(),
             ..RequestRow::default()
         });
@@ -268,6 +328,40 @@ mod tests {
             .unwrap()
     }
 
+    /// How a row's frame holds each body: its marker, or `RAW` for a body as it is.
+    fn stored_as(store: &Store, id: &str) -> [u32; 4] {
+        let connection = Connection::open(store.path()).unwrap();
+        let frame: Vec<u8> = connection
+            .query_row("SELECT bodies FROM requests WHERE id = ?1", [id], |row| {
+                row.get(0)
+            })
+            .unwrap();
+        let framed = unpack_frame(&frame).unwrap();
+        let mut rest = &framed[..];
+        let mut kinds = [RAW; 4];
+        for kind in &mut kinds {
+            let mut word = || {
+                let (word, after) = rest.split_first_chunk::<4>().unwrap();
+                rest = after;
+                u32::from_le_bytes(*word)
+            };
+            let len = word();
+            let skip = match len {
+                _ if len >= SAME_AS_BODY => 0,
+                _ if len >= DELTA_OF_BODY => word(),
+                _ if len >= DELTA_OF_ROW => {
+                    word(); // the rowid's two halves
+                    word();
+                    word()
+                }
+                len => len,
+            };
+            *kind = if len >= DELTA_OF_ROW { len } else { RAW };
+            rest = &rest[skip as usize..];
+        }
+        kinds
+    }
+
     fn stored_bytes(store: &Store, id: &str) -> usize {
         let connection = Connection::open(store.path()).unwrap();
         connection
@@ -281,14 +375,28 @@ mod tests {
 
     /// Every row is read back with exactly the bodies it was given, one by one and listed.
     fn assert_read_back(store: &Store, requests: &[(String, String)]) {
-        for (id, request) in requests {
+        let with_upstream: Vec<(String, String, String)> = requests
+            .iter()
+            .map(|(id, request)| (id.clone(), request.clone(), sent_on(request)))
+            .collect();
+        assert_read_back_with(store, &with_upstream);
+    }
+
+    /// Every row is read back with exactly the client and provider requests it was given.
+    fn assert_read_back_with(store: &Store, requests: &[(String, String, String)]) {
+        for (id, request, upstream) in requests {
             let row = store
                 .get(id)
                 .unwrap()
                 .unwrap_or_else(|| panic!("{id} gone"));
-            assert_eq!(&row.client_request, request, "{id}");
-            let upstream = request.replacen(r#""model":"m""#, r#""model":"gpt-5""#, 1);
-            assert_eq!(row.upstream_request, upstream, "{id}");
+            assert!(
+                &row.client_request == request,
+                "{id}: its client request differs"
+            );
+            assert!(
+                &row.upstream_request == upstream,
+                "{id}: its provider request differs"
+            );
             assert_eq!(row.upstream_response, r#"{"choices":[]}"#, "{id}");
         }
         let listed = store
@@ -300,8 +408,9 @@ mod tests {
             .unwrap();
         assert_eq!(listed.len(), requests.len());
         for row in listed {
-            let (_, request) = requests.iter().find(|(id, _)| *id == row.id).unwrap();
-            assert_eq!(&row.client_request, request, "{} listed", row.id);
+            let (_, request, upstream) = requests.iter().find(|(id, ..)| *id == row.id).unwrap();
+            assert!(&row.client_request == request, "{} listed", row.id);
+            assert!(&row.upstream_request == upstream, "{} listed", row.id);
         }
     }
 
@@ -342,7 +451,57 @@ mod tests {
             "{bytes} bytes for a {} byte request",
             request.len()
         );
+        // Under 60 KiB, the provider's request is a delta of the last one too; past it, of
+        // the client's, the nearer (a model renamed) when both are tried.
+        assert_eq!(
+            stored_as(&store, &requests[1].0),
+            [DELTA_OF_ROW, DELTA_OF_ROW | 1, RAW, RAW]
+        );
+        assert_eq!(
+            stored_as(&store, last),
+            [DELTA_OF_ROW, DELTA_OF_BODY, RAW, RAW]
+        );
         assert_read_back(&store, &requests);
+    }
+
+    #[test]
+    fn a_translated_request_is_a_delta_of_the_last_translation_when_that_is_shorter() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path(), Retention::default());
+        // 30 turns (~77 KB) and up: past the provider request's delta of the client's own.
+        let requests: Vec<(String, String, String)> = (30..34)
+            .map(|turns| {
+                (
+                    format!("s_{turns}"),
+                    agent_request(turns),
+                    translated(turns),
+                )
+            })
+            .collect();
+        for (id, request, upstream) in &requests {
+            put_translated(&store, id, "s", unix_seconds(), request, upstream);
+        }
+        store.flush(Duration::from_secs(10));
+        assert_eq!(bases(&store)[3].1.as_deref(), Some("s_32"));
+        // The turn added, twice (the client's and the provider's), and nothing more: each
+        // part of a translation that differs from the client's would cost ~40 bytes, 4.8 KB
+        // over 120 messages.
+        for (id, request, _) in &requests[1..] {
+            let bytes = stored_bytes(&store, id);
+            assert!(
+                bytes < 2 * 2900,
+                "{bytes} bytes for a {} byte request",
+                request.len()
+            );
+        }
+        for (id, ..) in &requests[1..] {
+            assert_eq!(
+                stored_as(&store, id),
+                [DELTA_OF_ROW, DELTA_OF_ROW | 1, RAW, RAW],
+                "{id}"
+            );
+        }
+        assert_read_back_with(&store, &requests);
     }
 
     #[test]
@@ -482,7 +641,8 @@ mod tests {
         let frame_naming = |rowid: i64| {
             let earlier = Earlier {
                 rowid,
-                text: &request,
+                client: &request,
+                upstream: "",
                 depth: 0,
             };
             let mut packer = Packer::default();
