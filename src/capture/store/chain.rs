@@ -22,8 +22,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Packer, unpack_bodies};
 
-/// A client request this long is stored as a delta of its session's last one, and kept to
-/// be the next one's base. Below it LZ4 finds the repeats within one row.
+/// A row with a client request this long has its requests stored as deltas of its
+/// session's last such row's, and is kept to be the next one's base. Below it LZ4 finds the
+/// repeats within one row.
 pub(super) const CHAIN_FROM: usize = 16 * 1024;
 /// At most this many deltas in a row: every 17th long request of a session is stored whole.
 pub(super) const MAX_CHAIN: u32 = 16;
@@ -52,7 +53,7 @@ pub(super) struct Chains {
     uses: u64,
 }
 
-/// What a row's client request may be stored against.
+/// The row a row's requests may be stored against.
 pub(super) struct Earlier<'a> {
     pub rowid: i64,
     /// Its client request and provider request.
@@ -133,6 +134,17 @@ impl Chains {
     }
 }
 
+/// The bodies of rows read back from their chains while reading others, so that reading the
+/// rows of a chain one after another (a list, an export) rebuilds each once, not once for
+/// every row after it.
+#[derive(Default)]
+pub(super) struct Rebuilt(HashMap<(i64, usize), String>);
+
+impl Rebuilt {
+    /// Two chains' worth of both requests; then it starts again.
+    const KEPT: usize = 4 * (MAX_CHAIN as usize + 1);
+}
+
 /// Body `index` (0: the client's request, 1: the provider's) of the row at `rowid`, its
 /// chain read back: `hops` rows have been read on the way here. A chain longer than
 /// `MAX_CHAIN` (a broken store) is an error.
@@ -141,7 +153,11 @@ pub(super) fn body_at(
     rowid: i64,
     index: usize,
     hops: u32,
+    rebuilt: &mut Rebuilt,
 ) -> rusqlite::Result<String> {
+    if let Some(body) = rebuilt.0.get(&(rowid, index)) {
+        return Ok(body.clone());
+    }
     let broken = |why: String| {
         rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, why.into())
     };
@@ -164,13 +180,17 @@ pub(super) fn body_at(
             "a request's body is a delta of request {rowid}, which is gone"
         ))),
         Some((Some(frame), _)) => {
-            let bodies = unpack_bodies(&frame, 0, &mut |earlier, index| {
-                body_at(connection, earlier, index, hops + 1)
+            let [client, upstream, ..] = unpack_bodies(&frame, 0, &mut |earlier, index| {
+                body_at(connection, earlier, index, hops + 1, rebuilt)
             })?;
-            bodies
-                .into_iter()
-                .nth(index)
-                .ok_or_else(|| broken(format!("a delta names body {index} of a row")))
+            if rebuilt.0.len() + 2 > Rebuilt::KEPT {
+                rebuilt.0.clear();
+            }
+            let body = if index == 0 { &client } else { &upstream };
+            let body = body.clone();
+            rebuilt.0.insert((rowid, 0), client);
+            rebuilt.0.insert((rowid, 1), upstream);
+            Ok(body)
         }
         Some((None, texts)) => texts
             .into_iter()
@@ -179,8 +199,8 @@ pub(super) fn body_at(
     }
 }
 
-/// Before the rows matching `condition` (with `args`) are deleted, every other row whose
-/// client request is a delta of one of them is stored whole again.
+/// Before the rows matching `condition` (with `args`) are deleted, every other row with a
+/// body that is a delta of one of theirs is stored whole again.
 pub(super) fn unchain_dependents(
     connection: &Connection,
     condition: &str,
@@ -196,7 +216,18 @@ pub(super) fn unchain_dependents(
         .collect::<rusqlite::Result<_>>()?;
     let mut packer = Packer::default();
     for &rowid in &dependents {
-        store_whole(connection, rowid, &mut packer)?;
+        if let Err(err) = store_whole(connection, rowid, &mut packer) {
+            // Its chain was broken already (a damaged store), so it reads as an error either
+            // way; it must not hold back retention or a delete for good.
+            tracing::warn!(
+                "capture store: request {rowid} could not be made whole before a row it is a \
+                 delta of was deleted: {err}"
+            );
+            connection.execute(
+                "UPDATE requests SET base_row = NULL WHERE rowid = ?1",
+                params![rowid],
+            )?;
+        }
     }
     Ok(dependents.len())
 }
@@ -208,8 +239,9 @@ fn store_whole(connection: &Connection, rowid: i64, packer: &mut Packer) -> rusq
         params![rowid],
         |row| row.get(0),
     )?;
+    let mut rebuilt = Rebuilt::default();
     let bodies = unpack_bodies(&frame, 0, &mut |earlier, index| {
-        body_at(connection, earlier, index, 1)
+        body_at(connection, earlier, index, 1, &mut rebuilt)
     })?;
     let texts = bodies.each_ref().map(String::as_str);
     let frame = packer.pack_bodies(texts, None).map(|(frame, _)| frame);
@@ -624,6 +656,26 @@ mod tests {
         .map(|(id, base)| (id.to_owned(), base));
         assert_eq!(bases(&store), expected);
         assert_read_back(&store, &requests);
+    }
+
+    #[test]
+    fn a_row_whose_chain_is_broken_does_not_stop_its_base_from_being_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path(), Retention::default());
+        put_session(&store, "s", 7..9);
+        let connection = Connection::open(store.path()).unwrap();
+        // s_8's delta is cut short: it cannot be read, nor made whole.
+        connection
+            .execute(
+                "UPDATE requests SET bodies = substr(bodies, 1, 30) WHERE id = 's_8'",
+                [],
+            )
+            .unwrap();
+        assert!(store.get("s_8").is_err());
+        assert!(store.delete("s_7").unwrap());
+        assert_eq!(bases(&store), [("s_8".to_owned(), None)]);
+        assert!(store.delete("s_8").unwrap());
+        assert!(bases(&store).is_empty());
     }
 
     #[test]
