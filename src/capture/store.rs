@@ -958,9 +958,12 @@ impl Packer {
         self.framed.extend_from_slice(RAW_TAG);
         let mut chained = false;
         for (index, body) in bodies.iter().enumerate() {
-            let same = bodies[..index]
-                .iter()
-                .position(|other| !body.is_empty() && other == body);
+            // The same text shared (`Pending::upstream_is_client`) needs no compare.
+            let same = bodies[..index].iter().position(|other| {
+                !body.is_empty()
+                    && ((other.as_ptr(), other.len()) == (body.as_ptr(), body.len())
+                        || other == body)
+            });
             if let Some(same) = same {
                 self.framed
                     .extend_from_slice(&(SAME_AS_BODY | same as u32).to_le_bytes());
@@ -1361,7 +1364,7 @@ fn write_rows(
     mut redactor: Redactor,
 ) {
     let tick = flush_interval.min(WRITER_TICK);
-    let mut batch: Vec<RequestRow> = Vec::new();
+    let mut batch: Vec<Pending> = Vec::new();
     let mut packer = Packer::default();
     let mut chains = Chains::default();
     let mut pruned_at: Option<Instant> = None;
@@ -1402,13 +1405,14 @@ fn write_rows(
         for message in messages {
             match message {
                 Message::Row(mut row, bodies) => {
-                    if let Some(bodies) = bodies {
-                        bodies.fill(&mut row);
-                    }
+                    let upstream_is_client = bodies.is_some_and(|bodies| bodies.fill(&mut row));
                     super::tokens::refine(&mut row);
-                    redact_row(&redactor, &mut row);
+                    redact_row(&redactor, &mut row, upstream_is_client);
                     deadline.get_or_insert_with(|| Instant::now() + flush_interval);
-                    batch.push(*row);
+                    batch.push(Pending {
+                        row: *row,
+                        upstream_is_client,
+                    });
                 }
                 Message::Flush(done) => waiters.push(done),
                 Message::Redactor(next) => redactor = *next,
@@ -1503,10 +1507,11 @@ impl Unindexed {
 }
 
 /// Masks keys and key-shaped text in every text field of a row.
-fn redact_row(redactor: &Redactor, row: &mut RequestRow) {
+fn redact_row(redactor: &Redactor, row: &mut RequestRow, upstream_is_client: bool) {
     // The provider's request is often the client's byte for byte, and the client's answer
-    // the provider's: each is masked once and copied (a fifth of a row's masking work).
-    let same_request = row.upstream_request == row.client_request;
+    // the provider's: each is masked once and copied (a fifth of a row's masking work), or
+    // not at all (`Pending::upstream_is_client`).
+    let same_request = !upstream_is_client && row.upstream_request == row.client_request;
     let same_response = row.client_response == row.upstream_response;
     for field in [
         &mut row.client_headers,
@@ -1542,9 +1547,27 @@ fn stored_tool_calls(calls: &[CapturedToolCall]) -> String {
     serde_json::to_string(calls).unwrap_or_default()
 }
 
+/// A row waiting in the writer for its commit.
+struct Pending {
+    row: RequestRow,
+    /// The provider's request is the client's byte for byte: `row.upstream_request` is left
+    /// empty rather than copied, masked and compared again (three passes over a 100 KB
+    /// request, ~15 % of the writer's time; bench/results/fastpath.md, session 24).
+    upstream_is_client: bool,
+}
+
+impl From<RequestRow> for Pending {
+    fn from(row: RequestRow) -> Self {
+        Self {
+            row,
+            upstream_is_client: false,
+        }
+    }
+}
+
 fn commit(
     connection: &mut Connection,
-    batch: &mut Vec<RequestRow>,
+    batch: &mut Vec<Pending>,
     packer: &mut Packer,
     chains: &mut Chains,
 ) {
@@ -1565,10 +1588,18 @@ fn commit(
                          ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30,
                          ?31, ?32)",
             )?;
-            for row in batch.iter_mut() {
+            for Pending {
+                row,
+                upstream_is_client,
+            } in batch.iter_mut()
+            {
                 let bodies = [
                     row.client_request.as_str(),
-                    &row.upstream_request,
+                    if *upstream_is_client {
+                        &row.client_request
+                    } else {
+                        &row.upstream_request
+                    },
                     &row.upstream_response,
                     &row.client_response,
                 ];
@@ -1757,9 +1788,9 @@ struct Bodies {
 }
 
 impl Bodies {
-    /// Writes the bodies into `row` as stored text. A provider request that is the client's
-    /// bytes is the same text, copied rather than checked again.
-    fn fill(self, row: &mut RequestRow) {
+    /// Writes the bodies into `row` as stored text; true when the provider's request is the
+    /// client's bytes, which is then left out (`Pending::upstream_is_client`).
+    fn fill(self, row: &mut RequestRow) -> bool {
         // A request sent on unchanged shares the client's buffer: comparing 100 KB that are
         // one was 8 % of the store writer's time (perf, bench/results/fastpath.md, session 24).
         let same = matches!((&self.client, &self.upstream),
@@ -1768,10 +1799,10 @@ impl Bodies {
                     || client == upstream);
         row.client_request = self.client.into_text();
         row.upstream_request = match self.upstream {
-            None => String::new(),
-            Some(_) if same => row.client_request.clone(),
-            Some(upstream) => upstream.into_text(),
+            Some(upstream) if !same => upstream.into_text(),
+            _ => String::new(),
         };
+        same
     }
 }
 
@@ -2676,9 +2707,17 @@ mod tests {
             client_response: different.upstream_response.clone(),
             ..different.clone()
         };
-        redact_row(&redactor, &mut different);
-        redact_row(&redactor, &mut repeating);
-        for row in [&different, &repeating] {
+        // A provider request known to be the client's is left out, not masked again.
+        let mut left_out = RequestRow {
+            upstream_request: String::new(),
+            ..repeating.clone()
+        };
+        redact_row(&redactor, &mut different, false);
+        redact_row(&redactor, &mut repeating, false);
+        redact_row(&redactor, &mut left_out, true);
+        assert_eq!(left_out.upstream_request, "");
+        left_out.upstream_request = "ureq ****".into();
+        for row in [&different, &repeating, &left_out] {
             let texts = [
                 &row.client_headers,
                 &row.upstream_headers,
@@ -2859,8 +2898,8 @@ mod tests {
         let mut connection = open(&path).unwrap();
         migrate(&connection).unwrap();
         let mut packer = Packer::default();
-        let mut batch: Vec<RequestRow> = (0..10)
-            .map(|i| row(&format!("req_{i}"), "sorting vectors", "openai"))
+        let mut batch: Vec<Pending> = (0..10)
+            .map(|i| row(&format!("req_{i}"), "sorting vectors", "openai").into())
             .collect();
         commit(
             &mut connection,
@@ -2872,7 +2911,7 @@ mod tests {
         assert_eq!(unindexed_rows(&connection).unwrap(), 10);
         assert_eq!(index_rows(&connection).unwrap(), 10);
         assert_eq!((fts_rows(&path), indexed_to(&path)), (10, 10));
-        let mut batch = vec![row("req_10", "one more", "openai")];
+        let mut batch = vec![row("req_10", "one more", "openai").into()];
         commit(
             &mut connection,
             &mut batch,
@@ -2943,7 +2982,7 @@ mod tests {
             // Committed by a writer that ended before it indexed them.
             let mut connection = open(&path).unwrap();
             migrate(&connection).unwrap();
-            let mut batch = vec![row("req_1", "left behind", "openai")];
+            let mut batch = vec![row("req_1", "left behind", "openai").into()];
             commit(
                 &mut connection,
                 &mut batch,
