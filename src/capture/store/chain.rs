@@ -394,6 +394,14 @@ mod tests {
         kinds
     }
 
+    fn assert_bases(store: &Store, expected: &[(&str, Option<&str>)]) {
+        let expected: Vec<(String, Option<String>)> = expected
+            .iter()
+            .map(|(id, base)| (id.to_string(), base.map(str::to_owned)))
+            .collect();
+        assert_eq!(bases(store), expected);
+    }
+
     fn stored_bytes(store: &Store, id: &str) -> usize {
         let connection = Connection::open(store.path()).unwrap();
         connection
@@ -555,18 +563,18 @@ mod tests {
             put(&store, id, session, unix_seconds(), request);
         }
         store.flush(Duration::from_secs(10));
-        let some = |id: &str| Some(id.to_owned());
-        let expected = [
-            ("a_1", None),
-            ("b_1", None),
-            ("a_2", some("a_1")),
-            ("none_1", None),
-            ("none_2", None),
-            ("a_3", None),
-            ("b_2", some("b_1")),
-        ]
-        .map(|(id, base)| (id.to_owned(), base));
-        assert_eq!(bases(&store), expected);
+        assert_bases(
+            &store,
+            &[
+                ("a_1", None),
+                ("b_1", None),
+                ("a_2", Some("a_1")),
+                ("none_1", None),
+                ("none_2", None),
+                ("a_3", None),
+                ("b_2", Some("b_1")),
+            ],
+        );
         let requests: Vec<(String, String)> = rows
             .iter()
             .map(|(id, _, request)| (id.to_string(), request.to_string()))
@@ -583,14 +591,14 @@ mod tests {
         requests.remove(2);
         assert!(store.delete("s_7").unwrap());
         requests.remove(0);
-        let some = |id: &str| Some(id.to_owned());
-        let expected = [("s_8", None), ("s_10", None), ("s_11", some("s_10"))]
-            .map(|(id, base)| (id.to_owned(), base));
-        assert_eq!(bases(&store), expected);
+        assert_bases(
+            &store,
+            &[("s_8", None), ("s_10", None), ("s_11", Some("s_10"))],
+        );
         assert_read_back(&store, &requests);
         // The next request of the session is a delta of the last one again.
         requests.extend(put_session(&store, "s", 12..13));
-        assert_eq!(bases(&store)[3], ("s_12".into(), some("s_11")));
+        assert_eq!(bases(&store)[3], ("s_12".into(), Some("s_11".into())));
         assert_read_back(&store, &requests);
     }
 
@@ -631,10 +639,7 @@ mod tests {
         );
         store.flush(Duration::from_secs(10));
         requests.drain(..3);
-        let some = |id: &str| Some(id.to_owned());
-        let expected =
-            [("s_10", None), ("s_11", some("s_10"))].map(|(id, base)| (id.to_owned(), base));
-        assert_eq!(bases(&store), expected);
+        assert_bases(&store, &[("s_10", None), ("s_11", Some("s_10"))]);
         assert_read_back(&store, &requests);
     }
 
@@ -648,13 +653,10 @@ mod tests {
         // to the next row written: another session's.
         let mut requests = put_session(&store, "other", 3..4);
         requests.extend(put_session(&store, "s", 8..10));
-        let expected = [
-            ("other_3", None),
-            ("s_8", None),
-            ("s_9", Some("s_8".to_owned())),
-        ]
-        .map(|(id, base)| (id.to_owned(), base));
-        assert_eq!(bases(&store), expected);
+        assert_bases(
+            &store,
+            &[("other_3", None), ("s_8", None), ("s_9", Some("s_8"))],
+        );
         assert_read_back(&store, &requests);
     }
 
@@ -673,7 +675,7 @@ mod tests {
             .unwrap();
         assert!(store.get("s_8").is_err());
         assert!(store.delete("s_7").unwrap());
-        assert_eq!(bases(&store), [("s_8".to_owned(), None)]);
+        assert_bases(&store, &[("s_8", None)]);
         assert!(store.delete("s_8").unwrap());
         assert!(bases(&store).is_empty());
     }
