@@ -28,8 +28,8 @@ use super::{Packer, unpack_bodies};
 pub(super) const CHAIN_FROM: usize = 16 * 1024;
 /// At most this many deltas in a row: every 17th long request of a session is stored whole.
 pub(super) const MAX_CHAIN: u32 = 16;
-/// The sessions whose last long request the writer keeps (at most 1 MiB each,
-/// `BODY_LIMIT`); the one used longest ago makes room.
+/// The sessions whose last long row's requests the writer keeps (at most 1 MiB each,
+/// `BODY_LIMIT`, so 32 MiB in all at worst); the one used longest ago makes room.
 const SESSIONS_KEPT: usize = 16;
 
 /// A base the writer keeps: the requests of a session's last row with a long client
