@@ -334,12 +334,14 @@ fn migrate_from(connection: &Connection, version: i64) -> rusqlite::Result<()> {
         connection.execute_batch("PRAGMA user_version = 10;")?;
     }
     if version < 11 {
-        // Version 11: a client request may be a delta of an earlier row's (`DELTA_OF_ROW`,
-        // `chain`); `base_row` names that row, so it is not deleted from under its delta.
+        // Version 11: a row's requests may be deltas of an earlier row's (`DELTA_OF_ROW`,
+        // `chain`); `base_row` names that row, so it is not deleted from under its deltas.
         connection.execute_batch(
-            "ALTER TABLE requests ADD COLUMN base_row INTEGER;
+            "BEGIN;
+             ALTER TABLE requests ADD COLUMN base_row INTEGER;
              CREATE INDEX requests_base ON requests(base_row) WHERE base_row IS NOT NULL;
-             PRAGMA user_version = 11;",
+             PRAGMA user_version = 11;
+             COMMIT;",
         )?;
     }
     Ok(())
@@ -461,8 +463,9 @@ impl Store {
         let version: i64 = reader
             .pragma_query_value(None, "user_version", |row| row.get(0))
             .map_err(|e| format!("{} is not a capture store: {e}", path.display()))?;
-        // Schemas 10 and 11 only added ways to write a body (`DELTA_OF_BODY`,
-        // `DELTA_OF_ROW`): a store of schema 9 reads as it is.
+        // Schemas 10 and 11 added ways to write a body (`DELTA_OF_BODY`, `DELTA_OF_ROW`)
+        // and a column that reading does not use (`base_row`): a store of schema 9 reads as
+        // it is.
         if !(9..=SCHEMA_VERSION).contains(&version) {
             return Err(format!(
                 "{} has capture store schema {version}, this llmux reads {SCHEMA_VERSION}{}",
@@ -1140,6 +1143,7 @@ fn unpack_bodies(
     let framed = unpack_frame(frame).map_err(broken)?;
     let mut rest = framed.as_slice();
     let mut bodies: Vec<String> = Vec::with_capacity(4);
+    let mut earlier_row = None;
     for _ in 0..4 {
         let (len, after) = rest
             .split_first_chunk::<4>()
@@ -1150,8 +1154,14 @@ fn unpack_bodies(
             let (rowid, after) = rest
                 .split_first_chunk::<8>()
                 .ok_or_else(|| broken("a delta's row is cut off".into()))?;
-            let index = (len - DELTA_OF_ROW) as usize;
-            let base = earlier(i64::from_le_bytes(*rowid), index)?;
+            let (index, rowid) = ((len - DELTA_OF_ROW) as usize, i64::from_le_bytes(*rowid));
+            // As written: each request against the same request of one earlier row. Reading
+            // stays one row a step along the chain, whatever a damaged frame says.
+            if index != bodies.len() || earlier_row.is_some_and(|earlier| earlier != rowid) {
+                return Err(broken("a delta names another body or row".into()));
+            }
+            earlier_row = Some(rowid);
+            let base = earlier(rowid, index)?;
             let (body, after) = applied_delta(base.as_bytes(), after).map_err(broken)?;
             rest = after;
             bodies.push(body);
@@ -1603,7 +1613,7 @@ fn commit(
                     &row.upstream_response,
                     &row.client_response,
                 ];
-                let earlier = chains.base_for(&tx, &row.session_id, bodies[0].len())?;
+                let earlier = chains.base_for(&tx, &row.session_id, &row.id, bodies[0].len())?;
                 let packed = packer.pack_bodies(bodies, earlier.as_ref());
                 let chained_to = earlier
                     .filter(|_| packed.is_some_and(|(_, chained)| chained))
@@ -1649,6 +1659,9 @@ fn commit(
                     frame,
                     chained_to.map(|(rowid, _)| rowid),
                 ])?;
+                // A provider request that is the client's is not kept as a base (it is left
+                // out of the row): the session's next provider request, if translated, is
+                // then a delta of its own client's request only.
                 chains.remember(
                     &row.session_id,
                     tx.last_insert_rowid(),
@@ -1791,7 +1804,8 @@ impl Bodies {
     /// Writes the bodies into `row` as stored text; true when the provider's request is the
     /// client's bytes, which is then left out (`Pending::upstream_is_client`).
     fn fill(self, row: &mut RequestRow) -> bool {
-        // A request sent on unchanged shares the client's buffer: comparing 100 KB that are
+        // A request sent on unchanged shares the client's buffer (from `SHARED_FROM` on;
+        // a shorter body is a copy, compared in full): comparing 100 KB that are
         // one was 8 % of the store writer's time (perf, bench/results/fastpath.md, session 24).
         let same = matches!((&self.client, &self.upstream),
             (Kept::Bytes(client), Some(Kept::Bytes(upstream)))
@@ -2006,12 +2020,12 @@ impl Drop for Recorder {
 mod tests {
     use super::*;
 
-    /// A store in `dir` that writes every 20 ms.
     /// For a frame that holds no delta of another row.
     fn no_earlier_row(rowid: i64, index: usize) -> rusqlite::Result<String> {
         panic!("the frame names body {index} of row {rowid}")
     }
 
+    /// A store in `dir` that writes every 20 ms.
     fn test_store(dir: &Path) -> Store {
         Store::open(
             dir.join("capture.db"),

@@ -14,7 +14,12 @@
 //! The rows form chains, each at most [`MAX_CHAIN`] deltas long, so reading a row reads at
 //! most that many others. A row's frame names its base's rowid, and the `base_row` column
 //! holds it too, indexed, so that a row is made whole again before its base is deleted
-//! ([`unchain_dependents`]): nothing of a kept row is lost to retention or a delete.
+//! ([`unchain_dependents`]): nothing of a kept row is lost to retention or a delete made
+//! through llmux. (A row deleted by hand, say with the sqlite3 shell, leaves the rows built
+//! on it unreadable; so would two rows with one id, which llmux never writes.)
+//!
+//! The bases live in the writer's memory only: after a restart, each session's next long
+//! request is stored whole.
 
 use std::collections::HashMap;
 
@@ -28,8 +33,8 @@ use super::{Packer, unpack_bodies};
 pub(super) const CHAIN_FROM: usize = 16 * 1024;
 /// At most this many deltas in a row: every 17th long request of a session is stored whole.
 pub(super) const MAX_CHAIN: u32 = 16;
-/// The sessions whose last long row's requests the writer keeps (at most 1 MiB each,
-/// `BODY_LIMIT`, so 32 MiB in all at worst); the one used longest ago makes room.
+/// The sessions whose last long row's requests the writer keeps (two bodies of at most
+/// 1 MiB each, `BODY_LIMIT`: 32 MiB in all at worst); the one used longest ago makes room.
 const SESSIONS_KEPT: usize = 16;
 
 /// A base the writer keeps: the requests of a session's last row with a long client
@@ -64,12 +69,14 @@ pub(super) struct Earlier<'a> {
 }
 
 impl Chains {
-    /// The base for a row of `session` with a client request of `len` bytes: its session's
-    /// last long request when that row is still in the store and its chain has room.
+    /// The base for the row `id` of `session` with a client request of `len` bytes: its
+    /// session's last long request when that row is still in the store and its chain has
+    /// room (and it is not the row itself, which its insert would replace).
     pub(super) fn base_for(
         &mut self,
         connection: &Connection,
         session: &str,
+        id: &str,
         len: usize,
     ) -> rusqlite::Result<Option<Earlier<'_>>> {
         if len < CHAIN_FROM || session.is_empty() {
@@ -78,7 +85,7 @@ impl Chains {
         let Some(base) = self.bases.get_mut(session) else {
             return Ok(None);
         };
-        if base.depth >= MAX_CHAIN {
+        if base.depth >= MAX_CHAIN || base.id == id {
             return Ok(None);
         }
         let still_there: Option<bool> = connection
@@ -214,34 +221,46 @@ pub(super) fn unchain_dependents(
         ))?
         .query_map(args, |row| row.get(0))?
         .collect::<rusqlite::Result<_>>()?;
-    let mut packer = Packer::default();
+    let (mut packer, mut rebuilt) = (Packer::default(), Rebuilt::default());
     for &rowid in &dependents {
-        if let Err(err) = store_whole(connection, rowid, &mut packer) {
-            // Its chain was broken already (a damaged store), so it reads as an error either
-            // way; it must not hold back retention or a delete for good.
-            tracing::warn!(
-                "capture store: request {rowid} could not be made whole before a row it is a \
-                 delta of was deleted: {err}"
-            );
-            connection.execute(
-                "UPDATE requests SET base_row = NULL WHERE rowid = ?1",
-                params![rowid],
-            )?;
+        match store_whole(connection, rowid, &mut packer, &mut rebuilt) {
+            Ok(()) => {}
+            // Its frame did not decode (a damaged store): it reads as an error either way,
+            // and must not hold back retention or a delete for good. Its frame goes too:
+            // read against whatever row takes its base's rowid next, it could give
+            // someone else's text instead of an error.
+            Err(err @ rusqlite::Error::FromSqlConversionFailure(..)) => {
+                tracing::warn!(
+                    "capture store: request {rowid}'s bodies could not be read, and are \
+                     dropped as a row they are a delta of is deleted: {err}"
+                );
+                connection.execute(
+                    "UPDATE requests SET base_row = NULL, bodies = NULL,
+                         client_request = '(llmux could not read this request''s stored bodies)'
+                     WHERE rowid = ?1",
+                    params![rowid],
+                )?;
+            }
+            Err(err) => return Err(err),
         }
     }
     Ok(dependents.len())
 }
 
 /// Stores the row at `rowid` with its bodies whole again, not a delta of another row.
-fn store_whole(connection: &Connection, rowid: i64, packer: &mut Packer) -> rusqlite::Result<()> {
+fn store_whole(
+    connection: &Connection,
+    rowid: i64,
+    packer: &mut Packer,
+    rebuilt: &mut Rebuilt,
+) -> rusqlite::Result<()> {
     let frame: Vec<u8> = connection.query_row(
         "SELECT bodies FROM requests WHERE rowid = ?1",
         params![rowid],
         |row| row.get(0),
     )?;
-    let mut rebuilt = Rebuilt::default();
     let bodies = unpack_bodies(&frame, 0, &mut |earlier, index| {
-        body_at(connection, earlier, index, 1, &mut rebuilt)
+        body_at(connection, earlier, index, 1, rebuilt)
     })?;
     let texts = bodies.each_ref().map(String::as_str);
     let frame = packer.pack_bodies(texts, None).map(|(frame, _)| frame);
@@ -676,8 +695,52 @@ mod tests {
         assert!(store.get("s_8").is_err());
         assert!(store.delete("s_7").unwrap());
         assert_bases(&store, &[("s_8", None)]);
+        // Its unreadable frame went with its base: read against the next row to take that
+        // rowid, it could have given that row's text.
+        let s_8 = store.get("s_8").unwrap().unwrap();
+        assert!(s_8.client_request.contains("could not read"), "{s_8:?}");
         assert!(store.delete("s_8").unwrap());
         assert!(bases(&store).is_empty());
+    }
+
+    #[test]
+    fn a_recorded_request_sent_on_in_the_clients_buffer_is_chained_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(store(dir.path(), Retention::default()));
+        let record = |id: &str, request: &str| {
+            let recorder = super::super::Recorder::new(store.clone());
+            let body = bytes::Bytes::from(request.to_owned());
+            recorder.client_request(&axum::http::HeaderMap::new(), body.clone());
+            recorder.update(|row| {
+                row.id = id.into();
+                row.session_id = "s".into();
+                row.started_at = unix_seconds();
+            });
+            // The same buffer, as a request sent on unchanged is.
+            recorder.upstream_request(body);
+            recorder.upstream_response(r#"{"choices":[]}"#, false);
+            recorder.client_response(br#"{"choices":[]}"#);
+        };
+        // 30 turns (~77 KB): past `SHARED_FROM`, so the recorder shares the buffer.
+        let requests: Vec<(String, String, String)> = (30..32)
+            .map(|turns| {
+                (
+                    format!("s_{turns}"),
+                    agent_request(turns),
+                    agent_request(turns),
+                )
+            })
+            .collect();
+        for (id, request, _) in &requests {
+            record(id, request);
+        }
+        store.flush(Duration::from_secs(10));
+        assert_bases(&store, &[("s_30", None), ("s_31", Some("s_30"))]);
+        assert_eq!(
+            stored_as(&store, "s_31"),
+            [DELTA_OF_ROW, SAME_AS_BODY, RAW, SAME_AS_BODY | 2]
+        );
+        assert_read_back_with(&store, &requests);
     }
 
     #[test]
@@ -719,6 +782,50 @@ mod tests {
                 .unwrap();
             let read = store.get("s_7").unwrap_err();
             assert!(read.contains(error), "{read}");
+        }
+        // Frames the writer never writes: a delta of another body, or of two rows. Each
+        // would let a damaged frame read many rows for one.
+        put_session(&store, "t", 7..8);
+        let earlier_row: i64 = connection
+            .query_row("SELECT rowid FROM requests WHERE id = 't_7'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        let frame_of = |words: &[(u32, Option<i64>)]| {
+            let mut frame = RAW_TAG.to_vec();
+            for &(word, rowid) in words {
+                frame.extend_from_slice(&word.to_le_bytes());
+                if let Some(rowid) = rowid {
+                    frame.extend_from_slice(&rowid.to_le_bytes());
+                    frame.extend_from_slice(&0u32.to_le_bytes());
+                }
+            }
+            frame
+        };
+        let row_delta = |index: u32, rowid: i64| (DELTA_OF_ROW | index, Some(rowid));
+        for (frame, error) in [
+            (
+                frame_of(&[row_delta(1, earlier_row), (0, None), (0, None), (0, None)]),
+                "another body or row",
+            ),
+            (
+                frame_of(&[row_delta(0, earlier_row), row_delta(1, earlier_row + 1)]),
+                "another body or row",
+            ),
+            (frame_of(&[(DELTA_OF_ROW | 2, None)]), "reads 0xfffffd02"),
+            (
+                [RAW_TAG.as_slice(), &DELTA_OF_ROW.to_le_bytes(), &[1, 2]].concat(),
+                "row is cut off",
+            ),
+        ] {
+            connection
+                .execute(
+                    "UPDATE requests SET bodies = ?1 WHERE rowid = ?2",
+                    params![frame, rowid],
+                )
+                .unwrap();
+            let read = store.get("s_7").unwrap_err();
+            assert!(read.contains(error), "{error}: {read}");
         }
     }
 }
