@@ -622,6 +622,35 @@ mod tests {
     }
 
     #[test]
+    fn retention_by_size_keeps_every_row_it_leaves_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path(), Retention::default());
+        let used = || super::super::used_bytes(&Connection::open(store.path()).unwrap()).unwrap();
+        let empty = used();
+        let mut requests = put_session(&store, "s", 7..31);
+        let full = used();
+        drop(store);
+        // Reopened with room for about half of the rows: the oldest go, a few at a time.
+        let store = self::store(
+            dir.path(),
+            Retention {
+                max_age: None,
+                max_bytes: Some(empty + (full - empty) / 2),
+            },
+        );
+        store.flush(Duration::from_secs(10));
+        let kept = bases(&store);
+        assert!((1..24).contains(&kept.len()), "{} rows kept", kept.len());
+        requests.drain(..24 - kept.len());
+        assert_eq!(
+            kept[0],
+            (requests[0].0.clone(), None),
+            "the oldest left is whole"
+        );
+        assert_read_back(&store, &requests);
+    }
+
+    #[test]
     fn retention_stores_the_rows_it_keeps_whole_before_deleting_their_bases() {
         let dir = tempfile::tempdir().unwrap();
         let day = 24.0 * 3600.0;
