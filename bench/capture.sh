@@ -128,7 +128,7 @@ compare() {
         --clk-tck "$clk_tck" --cost-target-pct "$TARGET_PCT" \
         --kinds "$KINDS" --requests "$REQUESTS" --warmup "$WARMUP" --rounds "$ROUNDS" \
         --high-concurrency "$HIGH_C" --high-seconds "$HIGH_SECONDS" \
-        --budget-seconds "$(( limit - 30 ))" --history "${HISTORY:-0}" "${history_from[@]}" \
+        --budget-seconds "$(( limit - 30 ))" --history "${HISTORY:-0}" "${history_args[@]}" \
         --startup-rss-kb "$startup_rss" --idle-rss-kb "$idle_rss" \
         --note "$(date -u +%Y-%m-%dT%H:%M:%SZ), llmux $rev, $(nproc) CPUs ($(uname -sr))" \
         --note "$busy_note" \

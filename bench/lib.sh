@@ -153,13 +153,14 @@ start_llmux() {
     fi
 }
 
+# history_args: the loadgen arguments HISTORY_FROM and HISTORY_GROWS ask for.
 # HISTORY_FROM=dir: the tool results of HISTORY's turns are the files under dir (`loadgen run
 # --history-from`): real files compress as real sessions do, loadgen's generated code 18-fold.
-history_from=()
-if [[ -n "${HISTORY_FROM:-}" ]]; then history_from=(--history-from "$(realpath "$HISTORY_FROM")"); fi
+history_args=()
+if [[ -n "${HISTORY_FROM:-}" ]]; then history_args=(--history-from "$(realpath "$HISTORY_FROM")"); fi
 # HISTORY_GROWS=1: the requests grow a turn at a time from half of HISTORY's turns to all of
 # them, as an agent session's do (`loadgen run --history-grows`).
-if [[ "${HISTORY_GROWS:-0}" == 1 ]]; then history_from+=(--history-grows); fi
+if [[ "${HISTORY_GROWS:-0}" == 1 ]]; then history_args+=(--history-grows); fi
 
 # warm_up URL KINDS: up to 200 requests of each kind (comma-separated) to URL, 3 s each (8 s
 # hard limit); a kind with no successful answer stops the run with the load generator's output.
@@ -167,7 +168,7 @@ if [[ "${HISTORY_GROWS:-0}" == 1 ]]; then history_from+=(--history-grows); fi
 # scripts whose measurement sends them too (capture.sh, and compare_pair's callers).
 warm_up() {
     local url="$1" history="${3:-0}" k rc from=()
-    if (( history > 0 )); then from=("${history_from[@]}"); fi
+    if (( history > 0 )); then from=("${history_args[@]}"); fi
     for k in ${2//,/ }; do
         rc=0
         timeout 8 "${pin_load[@]}" "$bin/loadgen" run --url "$url" --history "$history" \
@@ -250,7 +251,7 @@ compare_pair() {
         --clk-tck "$clk_tck" \
         --kinds "$KINDS" --requests "$REQUESTS" --warmup "$WARMUP" --rounds "$ROUNDS" \
         --high-concurrency "$HIGH_C" --high-seconds "$HIGH_SECONDS" \
-        --budget-seconds "$(( left - 30 ))" --history "${HISTORY:-0}" "${history_from[@]}" \
+        --budget-seconds "$(( left - 30 ))" --history "${HISTORY:-0}" "${history_args[@]}" \
         --startup-rss-kb "$startup" --idle-rss-kb "$idle" \
         --note "$(date -u +%Y-%m-%dT%H:%M:%SZ), llmux $rev, $(nproc) CPUs ($(uname -sr))" \
         --note "$busy_note" \

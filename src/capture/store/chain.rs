@@ -212,7 +212,7 @@ pub(super) fn unchain_dependents(
     connection: &Connection,
     condition: &str,
     args: impl rusqlite::Params + Copy,
-) -> rusqlite::Result<usize> {
+) -> rusqlite::Result<()> {
     let dependents: Vec<i64> = connection
         .prepare(&format!(
             "SELECT rowid FROM requests
@@ -244,7 +244,7 @@ pub(super) fn unchain_dependents(
             Err(err) => return Err(err),
         }
     }
-    Ok(dependents.len())
+    Ok(())
 }
 
 /// Stores the row at `rowid` with its bodies whole again, not a delta of another row.
@@ -419,6 +419,14 @@ mod tests {
             .map(|(id, base)| (id.to_string(), base.map(str::to_owned)))
             .collect();
         assert_eq!(bases(store), expected);
+    }
+
+    fn rowid_of(connection: &Connection, id: &str) -> i64 {
+        connection
+            .query_row("SELECT rowid FROM requests WHERE id = ?1", [id], |row| {
+                row.get(0)
+            })
+            .unwrap()
     }
 
     fn stored_bytes(store: &Store, id: &str) -> usize {
@@ -778,11 +786,7 @@ mod tests {
         let store = store(dir.path(), Retention::default());
         put_session(&store, "s", 7..8);
         let connection = Connection::open(store.path()).unwrap();
-        let rowid: i64 = connection
-            .query_row("SELECT rowid FROM requests WHERE id = 's_7'", [], |r| {
-                r.get(0)
-            })
-            .unwrap();
+        let rowid = rowid_of(&connection, "s_7");
         let request = agent_request(7);
         let frame_naming = |rowid: i64| {
             let earlier = Earlier {
@@ -815,11 +819,7 @@ mod tests {
         // Frames the writer never writes: a delta of another body, or of two rows. Each
         // would let a damaged frame read many rows for one.
         put_session(&store, "t", 7..8);
-        let earlier_row: i64 = connection
-            .query_row("SELECT rowid FROM requests WHERE id = 't_7'", [], |r| {
-                r.get(0)
-            })
-            .unwrap();
+        let earlier_row = rowid_of(&connection, "t_7");
         let frame_of = |words: &[(u32, Option<i64>)]| {
             let mut frame = RAW_TAG.to_vec();
             for &(word, rowid) in words {
