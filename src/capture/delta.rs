@@ -157,7 +157,7 @@ fn places(
 const BLOCK: usize = 2048;
 const CHUNK: usize = 64;
 
-fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+pub(super) fn common_prefix(a: &[u8], b: &[u8]) -> usize {
     let len = a.len().min(b.len());
     let mut at = 0;
     while at + BLOCK <= len && a[at..at + BLOCK] == b[at..at + BLOCK] {

@@ -1613,7 +1613,7 @@ fn commit(
                     &row.upstream_response,
                     &row.client_response,
                 ];
-                let earlier = chains.base_for(&tx, &row.session_id, &row.id, bodies[0].len())?;
+                let earlier = chains.base_for(&tx, &row.session_id, &row.id, bodies[0])?;
                 let packed = packer.pack_bodies(bodies, earlier.as_ref());
                 let chained_to = earlier
                     .filter(|_| packed.is_some_and(|(_, chained)| chained))
@@ -1807,15 +1807,16 @@ impl Bodies {
         // A request sent on unchanged shares the client's buffer (from `SHARED_FROM` on;
         // a shorter body is a copy, compared in full): comparing 100 KB that are
         // one was 8 % of the store writer's time (perf, bench/results/fastpath.md, session 24).
-        let same = matches!((&self.client, &self.upstream),
+        let Bodies { client, upstream } = self;
+        let same = matches!((&client, &upstream),
             (Kept::Bytes(client), Some(Kept::Bytes(upstream)))
                 if (client.as_ptr(), client.len()) == (upstream.as_ptr(), upstream.len())
                     || client == upstream);
-        row.client_request = self.client.into_text();
-        row.upstream_request = match self.upstream {
-            Some(upstream) if !same => upstream.into_text(),
-            _ => String::new(),
-        };
+        // The provider's copy goes first: the client's buffer, no longer shared, then
+        // becomes the row's text without a copy.
+        let upstream = upstream.filter(|_| !same);
+        row.upstream_request = upstream.map_or_else(String::new, Kept::into_text);
+        row.client_request = client.into_text();
         same
     }
 }
@@ -1848,10 +1849,14 @@ impl Kept {
         }
     }
 
-    /// The body as stored text, cut at `BODY_LIMIT`.
+    /// The body as stored text (a `Bytes` is never over `BODY_LIMIT`). A buffer that no
+    /// one else holds any more, as a request's usually is by the time its row is written,
+    /// becomes the text in place: copying a 100 KB request here, with the page faults of
+    /// its new buffer, was a fifth of the store writer's time (perf, session 25).
     fn into_text(self) -> String {
         match self {
-            Kept::Bytes(body) => body_text(&body),
+            Kept::Bytes(body) => String::from_utf8(Vec::from(body))
+                .unwrap_or_else(|invalid| String::from_utf8_lossy(invalid.as_bytes()).into_owned()),
             Kept::Clipped(text) => text,
         }
     }
@@ -2099,6 +2104,48 @@ mod tests {
         assert_eq!(lossy.client_request, "{\"content\":\"\u{fffd}\"}");
         assert_eq!(lossy.upstream_request, lossy.client_request);
         assert_eq!(lossy.client_response, lossy.client_request);
+    }
+
+    #[test]
+    fn a_request_no_one_else_holds_becomes_the_rows_text_in_its_own_buffer() {
+        // Sent on unchanged: the provider's request shares the client's buffer; once the
+        // handler is done with it, the row takes it over.
+        let body = bytes::Bytes::from(vec![b'd'; SHARED_FROM]);
+        let at = body.as_ptr();
+        let mut row = RequestRow::default();
+        let same = Bodies {
+            client: Kept::new(body.clone()),
+            upstream: Some(Kept::new(body)),
+        }
+        .fill(&mut row);
+        assert!(same);
+        assert_eq!(row.client_request.as_ptr(), at, "not copied");
+        assert_eq!(row.client_request.len(), SHARED_FROM);
+        assert!(row.upstream_request.is_empty());
+
+        // Still held elsewhere: copied, and the other holder's bytes are left as they were.
+        let buffer = bytes::Bytes::from([vec![b'x'; 10], vec![b'e'; SHARED_FROM]].concat());
+        let body = buffer.slice(10..);
+        let mut row = RequestRow::default();
+        Bodies {
+            client: Kept::new(body.clone()),
+            upstream: None,
+        }
+        .fill(&mut row);
+        assert_ne!(row.client_request.as_ptr(), body.as_ptr(), "copied");
+        assert_eq!(row.client_request.as_bytes(), &body[..]);
+        assert_eq!(&buffer[..10], b"xxxxxxxxxx");
+
+        // Not UTF-8: repaired, as before.
+        let broken = bytes::Bytes::from([&b"\xff"[..], &vec![b'f'; SHARED_FROM]].concat());
+        let mut row = RequestRow::default();
+        Bodies {
+            client: Kept::new(broken),
+            upstream: None,
+        }
+        .fill(&mut row);
+        assert!(row.client_request.starts_with('\u{fffd}'));
+        assert_eq!(row.client_request.len(), 3 + SHARED_FROM);
     }
 
     #[test]

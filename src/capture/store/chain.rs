@@ -31,14 +31,19 @@ use super::{Packer, unpack_bodies};
 /// session's last such row's, and is kept to be the next one's base. Below it LZ4 finds the
 /// repeats within one row.
 pub(super) const CHAIN_FROM: usize = 16 * 1024;
-/// At most this many deltas in a row: every 17th long request of a session is stored whole.
+/// At most this many deltas in a row: every 17th long request of a conversation is stored
+/// whole.
 pub(super) const MAX_CHAIN: u32 = 16;
-/// The sessions whose last long row's requests the writer keeps (two bodies of at most
-/// 1 MiB each, `BODY_LIMIT`: 32 MiB in all at worst); the one used longest ago makes room.
-const SESSIONS_KEPT: usize = 16;
+/// A session's conversations kept as bases: an agent's sub-agent shares its session id, and
+/// their requests come in turn, each with a start of its own. With one base a session, each
+/// was a delta of the other's (too long to pay) and stored whole.
+const BASES_A_SESSION: usize = 2;
+/// The bases kept in all (two bodies of at most 1 MiB each, `BODY_LIMIT`: 32 MiB at
+/// worst); the one used longest ago makes room.
+const BASES_KEPT: usize = 16;
 
 /// A base the writer keeps: the requests of a session's last row with a long client
-/// request, as stored.
+/// request in one of its conversations, as stored.
 struct Base {
     rowid: i64,
     /// The row's id: its rowid is checked to still be this row before a delta names it
@@ -51,11 +56,17 @@ struct Base {
     used: u64,
 }
 
-/// The writer's bases, by session.
+/// The writer's bases, by session, each session's oldest first.
 #[derive(Default)]
 pub(super) struct Chains {
-    bases: HashMap<String, Base>,
+    bases: HashMap<String, Vec<Base>>,
+    kept: usize,
     uses: u64,
+    /// The base `base_for` found closest to the row it was asked about, and whether that
+    /// row takes its place whatever its delta (the base's chain is full, or the base is gone).
+    /// The row takes its place too when it is stored as a delta of it: it continues its
+    /// conversation. Otherwise the row starts a conversation of its own.
+    closest: Option<(i64, bool)>,
 }
 
 /// The row a row's requests may be stored against.
@@ -69,30 +80,35 @@ pub(super) struct Earlier<'a> {
 }
 
 impl Chains {
-    /// The base for the row `id` of `session` with a client request of `len` bytes: its
-    /// session's last long request when that row is still in the store and its chain has
-    /// room (and it is not the row itself, which its insert would replace).
+    /// The base for the row `id` of `session` with the client request `client`: the last
+    /// long request of the session's conversation that `client` shares the longest start
+    /// with, when that row is still in the store and its chain has room (and it is not the
+    /// row itself, which its insert would replace).
     pub(super) fn base_for(
         &mut self,
         connection: &Connection,
         session: &str,
         id: &str,
-        len: usize,
+        client: &str,
     ) -> rusqlite::Result<Option<Earlier<'_>>> {
-        if len < CHAIN_FROM || session.is_empty() {
+        self.closest = None;
+        if client.len() < CHAIN_FROM || session.is_empty() {
             return Ok(None);
         }
-        let Some(base) = self.bases.get_mut(session) else {
+        let Some(bases) = self.bases.get_mut(session) else {
             return Ok(None);
         };
-        if base.depth >= MAX_CHAIN || base.id == id {
-            return Ok(None);
-        }
-        let still_there: Option<bool> = connection
-            .prepare_cached("SELECT id = ?2 FROM requests WHERE rowid = ?1")?
-            .query_row(params![base.rowid, base.id], |row| row.get(0))
-            .optional()?;
-        if still_there != Some(true) {
+        let closest = closest_base(bases, client);
+        let base = &mut bases[closest];
+        let usable = base.depth < MAX_CHAIN
+            && base.id != id
+            && connection
+                .prepare_cached("SELECT id = ?2 FROM requests WHERE rowid = ?1")?
+                .query_row(params![base.rowid, base.id], |row| row.get(0))
+                .optional()?
+                == Some(true);
+        self.closest = Some((base.rowid, !usable));
+        if !usable {
             return Ok(None);
         }
         self.uses += 1;
@@ -105,8 +121,8 @@ impl Chains {
         }))
     }
 
-    /// Keeps a row's requests as the next base of its session: `chained_to` is the depth of
-    /// the base it was stored against (`None`: stored whole).
+    /// Keeps a row's requests as a base of its session, after `base_for` was asked about it:
+    /// `chained_to` is the depth of the base it was stored against (`None`: stored whole).
     pub(super) fn remember(
         &mut self,
         session: &str,
@@ -115,18 +131,9 @@ impl Chains {
         [client, upstream]: [String; 2],
         chained_to: Option<u32>,
     ) {
+        let closest = self.closest.take();
         if client.len() < CHAIN_FROM || session.is_empty() {
             return;
-        }
-        if self.bases.len() >= SESSIONS_KEPT && !self.bases.contains_key(session) {
-            let oldest = self
-                .bases
-                .iter()
-                .min_by_key(|(_, base)| base.used)
-                .map(|(session, _)| session.clone());
-            if let Some(oldest) = oldest {
-                self.bases.remove(&oldest);
-            }
         }
         self.uses += 1;
         let base = Base {
@@ -137,8 +144,75 @@ impl Chains {
             depth: chained_to.map_or(0, |depth| depth + 1),
             used: self.uses,
         };
-        self.bases.insert(session.to_owned(), base);
+        let continued = closest
+            .filter(|&(_, replaced)| replaced || chained_to.is_some())
+            .map(|(rowid, _)| rowid);
+        let bases = self.bases.entry(session.to_owned()).or_default();
+        if let Some(at) = continued.and_then(|rowid| bases.iter().position(|b| b.rowid == rowid)) {
+            bases.remove(at);
+            bases.push(base);
+            return;
+        }
+        bases.push(base);
+        self.kept += 1;
+        if bases.len() > BASES_A_SESSION
+            && let Some((oldest, _)) = bases.iter().enumerate().min_by_key(|(_, b)| b.used)
+        {
+            bases.remove(oldest);
+            self.kept -= 1;
+        }
+        while self.kept > BASES_KEPT {
+            self.forget_least_used();
+        }
     }
+
+    /// Drops the base used longest ago, of any session.
+    fn forget_least_used(&mut self) {
+        let Some((session, used)) = self
+            .bases
+            .iter()
+            .flat_map(|(session, bases)| bases.iter().map(move |base| (session, base.used)))
+            .min_by_key(|&(_, used)| used)
+            .map(|(session, used)| (session.clone(), used))
+        else {
+            return;
+        };
+        let Some(bases) = self.bases.get_mut(&session) else {
+            return;
+        };
+        bases.retain(|base| base.used != used);
+        if bases.is_empty() {
+            self.bases.remove(&session);
+        }
+        self.kept -= 1;
+    }
+
+    /// How many bases are kept, in all and for `session`.
+    #[cfg(test)]
+    fn kept(&self, session: &str) -> (usize, usize) {
+        (self.kept, self.bases.get(session).map_or(0, Vec::len))
+    }
+}
+
+/// Which of a session's bases (oldest first, never none) `client` shares the longest start
+/// with, the newest when two share as much. Compared only when there are two, newest first;
+/// a base no longer than the longest start found is not compared (it cannot share more).
+fn closest_base(bases: &[Base], client: &str) -> usize {
+    let newest = bases.len() - 1;
+    if newest == 0 {
+        return 0;
+    }
+    let (mut best, mut shared) = (newest, 0);
+    for (index, base) in bases.iter().enumerate().rev() {
+        if base.client.len() <= shared {
+            continue;
+        }
+        let common = super::super::delta::common_prefix(base.client.as_bytes(), client.as_bytes());
+        if common > shared {
+            (best, shared) = (index, common);
+        }
+    }
+    best
 }
 
 /// The bodies of rows read back from their chains while reading others, so that reading the
@@ -291,11 +365,16 @@ mod tests {
     /// An agent's request after `turns` tool calls: each turn adds ~2.6 KB of its own text,
     /// and the request ends the same way whatever came before.
     fn agent_request(turns: usize) -> String {
+        conversation_request(0, turns)
+    }
+
+    /// The request of one of several conversations, each with its own text.
+    fn conversation_request(conversation: usize, turns: usize) -> String {
         let mut body = String::from(r#"{"model":"m","messages":[{"role":"user","content":"go"}"#);
         for turn in 0..turns {
             body.push_str(&format!(
                 r#",{{"role":"assistant","tool_calls":[{{"id":"call_{turn}"}}]}},{{"role":"tool","tool_call_id":"call_{turn}","content":"{}"}}"#,
-                tool_result(turn)
+                tool_result(1000 * conversation + turn)
             ));
         }
         body.push_str(r#"],"stream":false}"#);
@@ -607,6 +686,115 @@ mod tests {
             .map(|(id, _, request)| (id.to_string(), request.to_string()))
             .collect();
         assert_read_back(&store, &requests);
+    }
+
+    #[test]
+    fn two_conversations_in_one_session_are_each_a_chain_of_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path(), Retention::default());
+        // An agent and its sub-agent take turns in one session, each growing.
+        let mut requests = Vec::new();
+        for turns in 7..12 {
+            for conversation in 0..2 {
+                let id = format!("c{conversation}_{turns}");
+                let request = conversation_request(conversation, turns);
+                put(&store, &id, "s", unix_seconds(), &request);
+                requests.push((id, request));
+            }
+        }
+        store.flush(Duration::from_secs(10));
+        let expected: Vec<(String, Option<String>)> = requests
+            .iter()
+            .enumerate()
+            .map(|(at, (id, _))| (id.clone(), (at >= 2).then(|| requests[at - 2].0.clone())))
+            .collect();
+        assert_eq!(bases(&store), expected);
+        for (id, request) in &requests[2..] {
+            let bytes = stored_bytes(&store, id);
+            assert!(bytes < 4096, "{id}: {bytes} bytes for {}", request.len());
+        }
+        assert_read_back(&store, &requests);
+    }
+
+    /// A connection with just enough of a store for `Chains::base_for`, holding `rows`.
+    fn rows_table(rows: std::ops::Range<i64>) -> Connection {
+        let connection = Connection::open_in_memory().unwrap();
+        connection
+            .execute_batch("CREATE TABLE requests (id TEXT)")
+            .unwrap();
+        for rowid in rows {
+            connection
+                .execute(
+                    "INSERT INTO requests (rowid, id) VALUES (?1, ?2)",
+                    params![rowid, format!("r{rowid}")],
+                )
+                .unwrap();
+        }
+        connection
+    }
+
+    /// Asks `chains` for a base for the row `rowid` of `session`, then keeps it as the writer
+    /// does: stored as a delta of it when that pays.
+    fn write(chains: &mut Chains, connection: &Connection, session: &str, rowid: i64, body: &str) {
+        let id = format!("r{rowid}");
+        let depth = chains
+            .base_for(connection, session, &id, body)
+            .unwrap()
+            .and_then(|earlier| {
+                let mut delta = Vec::new();
+                crate::capture::delta::encode(
+                    earlier.client.as_bytes(),
+                    body.as_bytes(),
+                    &mut delta,
+                )
+                .then_some(earlier.depth)
+            });
+        chains.remember(session, rowid, &id, [body.to_owned(), String::new()], depth);
+    }
+
+    #[test]
+    fn the_writer_keeps_one_base_a_conversation_two_a_session_and_sixteen_in_all() {
+        let connection = rows_table(1..400);
+        let mut chains = Chains::default();
+        let mut rowid = 0;
+        let mut next = || {
+            rowid += 1;
+            rowid
+        };
+        // One conversation, past a full chain: its last row only.
+        for turns in 7..30 {
+            write(
+                &mut chains,
+                &connection,
+                "one",
+                next(),
+                &agent_request(turns),
+            );
+            assert_eq!(chains.kept("one"), (1, 1), "{turns} turns");
+        }
+        // Three conversations taking turns: two are kept.
+        for turns in 7..10 {
+            for conversation in 0..3 {
+                let request = conversation_request(conversation, turns);
+                write(&mut chains, &connection, "three", next(), &request);
+            }
+        }
+        assert_eq!(chains.kept("three"), (3, 2));
+        // Twenty more sessions: the sixteen used last are kept.
+        for session in 0..20 {
+            let request = agent_request(7);
+            write(
+                &mut chains,
+                &connection,
+                &format!("s{session}"),
+                next(),
+                &request,
+            );
+        }
+        assert_eq!(chains.kept("s19"), (16, 1));
+        assert_eq!(chains.kept("one"), (16, 0));
+        assert_eq!(chains.kept("s4"), (16, 1));
+        assert_eq!(chains.kept("s3"), (16, 0));
     }
 
     #[test]
