@@ -1348,10 +1348,25 @@ fn prune_in(connection: &Connection, retention: Retention) -> rusqlite::Result<(
     let rows: u64 = connection.query_row("SELECT COUNT(*) FROM requests", [], |r| r.get(0))?;
     let chunk = rows.div_ceil(100).clamp(1, PRUNE_CHUNK);
     for _ in 0..PRUNE_MAX_CHUNKS {
+        // The chunk's last row, found once: `delete_where` reads its condition three times
+        // (the rows built on those it deletes, their search entries, the rows), and a
+        // `LIMIT` over rows started at the same time need not pick the same rows each time.
+        let last: Option<(f64, i64)> = connection
+            .query_row(
+                "SELECT started_at, rowid FROM (SELECT started_at, rowid FROM requests
+                     ORDER BY started_at, rowid LIMIT ?1)
+                 ORDER BY started_at DESC, rowid DESC LIMIT 1",
+                params![chunk],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?;
+        let Some((started_at, rowid)) = last else {
+            break;
+        };
         let deleted = delete_where(
             connection,
-            "rowid IN (SELECT rowid FROM requests ORDER BY started_at LIMIT ?1)",
-            params![chunk],
+            "started_at < ?1 OR (started_at = ?1 AND rowid <= ?2)",
+            params![started_at, rowid],
         )?;
         if deleted == 0 || used_bytes(connection)? <= target {
             break;

@@ -219,11 +219,38 @@ fn closest_base(bases: &[Base], client: &str) -> usize {
 /// rows of a chain one after another (a list, an export) rebuilds each once, not once for
 /// every row after it.
 #[derive(Default)]
-pub(super) struct Rebuilt(HashMap<(i64, usize), String>);
+pub(super) struct Rebuilt {
+    /// By rowid and body index: the body, and when it was last used.
+    bodies: HashMap<(i64, usize), (String, u64)>,
+    uses: u64,
+}
 
 impl Rebuilt {
-    /// Two chains' worth of both requests; then it starts again.
+    /// Two chains' worth of both requests; past it the body used longest ago makes room
+    /// (emptied at once, listing two sessions' rows in turn rebuilt their chains again).
     const KEPT: usize = 4 * (MAX_CHAIN as usize + 1);
+
+    fn get(&mut self, key: (i64, usize)) -> Option<String> {
+        self.uses += 1;
+        let (body, used) = self.bodies.get_mut(&key)?;
+        *used = self.uses;
+        Some(body.clone())
+    }
+
+    fn keep(&mut self, key: (i64, usize), body: String) {
+        if self.bodies.len() >= Self::KEPT
+            && !self.bodies.contains_key(&key)
+            && let Some(oldest) = self
+                .bodies
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(key, _)| *key)
+        {
+            self.bodies.remove(&oldest);
+        }
+        self.uses += 1;
+        self.bodies.insert(key, (body, self.uses));
+    }
 }
 
 /// Body `index` (0: the client's request, 1: the provider's) of the row at `rowid`, its
@@ -236,8 +263,8 @@ pub(super) fn body_at(
     hops: u32,
     rebuilt: &mut Rebuilt,
 ) -> rusqlite::Result<String> {
-    if let Some(body) = rebuilt.0.get(&(rowid, index)) {
-        return Ok(body.clone());
+    if let Some(body) = rebuilt.get((rowid, index)) {
+        return Ok(body);
     }
     let broken = |why: String| {
         rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, why.into())
@@ -264,13 +291,10 @@ pub(super) fn body_at(
             let [client, upstream, ..] = unpack_bodies(&frame, 0, &mut |earlier, index| {
                 body_at(connection, earlier, index, hops + 1, rebuilt)
             })?;
-            if rebuilt.0.len() + 2 > Rebuilt::KEPT {
-                rebuilt.0.clear();
-            }
             let body = if index == 0 { &client } else { &upstream };
             let body = body.clone();
-            rebuilt.0.insert((rowid, 0), client);
-            rebuilt.0.insert((rowid, 1), upstream);
+            rebuilt.keep((rowid, 0), client);
+            rebuilt.keep((rowid, 1), upstream);
             Ok(body)
         }
         Some((None, texts)) => texts
@@ -798,6 +822,22 @@ mod tests {
     }
 
     #[test]
+    fn rebuilt_bodies_make_room_by_dropping_the_one_used_longest_ago() {
+        let mut rebuilt = Rebuilt::default();
+        for rowid in 0..Rebuilt::KEPT as i64 {
+            rebuilt.keep((rowid, 0), format!("body {rowid}"));
+        }
+        assert_eq!(rebuilt.get((0, 0)).as_deref(), Some("body 0"));
+        rebuilt.keep((1000, 0), "new".into());
+        // The first, used since, stays; the second, not used since it was kept, went.
+        assert_eq!(rebuilt.bodies.len(), Rebuilt::KEPT);
+        assert_eq!(rebuilt.get((0, 0)).as_deref(), Some("body 0"));
+        assert_eq!(rebuilt.get((1, 0)), None);
+        assert_eq!(rebuilt.get((1000, 0)).as_deref(), Some("new"));
+        assert_eq!(rebuilt.get((2, 0)).as_deref(), Some("body 2"));
+    }
+
+    #[test]
     fn deleting_a_row_first_stores_the_row_that_is_a_delta_of_it_whole() {
         let dir = tempfile::tempdir().unwrap();
         let store = store(dir.path(), Retention::default());
@@ -817,24 +857,33 @@ mod tests {
         assert_read_back(&store, &requests);
     }
 
-    #[test]
-    fn retention_by_size_keeps_every_row_it_leaves_readable() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = store(dir.path(), Retention::default());
-        let used = || super::super::used_bytes(&Connection::open(store.path()).unwrap()).unwrap();
-        let empty = used();
-        let mut requests = put_session(&store, "s", 7..31);
-        let full = used();
+    fn used_bytes(store: &Store) -> u64 {
+        super::super::used_bytes(&Connection::open(store.path()).unwrap()).unwrap()
+    }
+
+    /// `store` (in `dir`) reopened with room for about half of the rows it holds over
+    /// `empty` bytes, once its retention has run: the oldest go, a few at a time.
+    fn reopened_with_half_the_room(dir: &Path, store: Store, empty: u64) -> Store {
+        let full = used_bytes(&store);
         drop(store);
-        // Reopened with room for about half of the rows: the oldest go, a few at a time.
         let store = self::store(
-            dir.path(),
+            dir,
             Retention {
                 max_age: None,
                 max_bytes: Some(empty + (full - empty) / 2),
             },
         );
         store.flush(Duration::from_secs(10));
+        store
+    }
+
+    #[test]
+    fn retention_by_size_keeps_every_row_it_leaves_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path(), Retention::default());
+        let empty = used_bytes(&store);
+        let mut requests = put_session(&store, "s", 7..31);
+        let store = reopened_with_half_the_room(dir.path(), store, empty);
         let kept = bases(&store);
         assert!((1..24).contains(&kept.len()), "{} rows kept", kept.len());
         requests.drain(..24 - kept.len());
@@ -843,6 +892,30 @@ mod tests {
             (requests[0].0.clone(), None),
             "the oldest left is whole"
         );
+        assert_read_back(&store, &requests);
+    }
+
+    #[test]
+    fn retention_by_size_deletes_the_oldest_first_when_they_started_at_the_same_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path(), Retention::default());
+        let empty = used_bytes(&store);
+        // One clock reading for all: the rows written first go first.
+        let at = unix_seconds();
+        let mut requests: Vec<(String, String)> = (7..31)
+            .map(|turns| (format!("s_{turns}"), agent_request(turns)))
+            .collect();
+        for (id, request) in &requests {
+            put(&store, id, "s", at, request);
+        }
+        store.flush(Duration::from_secs(10));
+        let store = reopened_with_half_the_room(dir.path(), store, empty);
+        let kept = bases(&store);
+        assert!((1..24).contains(&kept.len()), "{} rows kept", kept.len());
+        requests.drain(..24 - kept.len());
+        let ids: Vec<&String> = kept.iter().map(|(id, _)| id).collect();
+        let newest: Vec<&String> = requests.iter().map(|(id, _)| id).collect();
+        assert_eq!(ids, newest, "the newest rows are kept");
         assert_read_back(&store, &requests);
     }
 
