@@ -1713,6 +1713,10 @@ struct Recording {
     last: Option<Instant>,
     /// The provider's answer came as stream frames.
     streamed: bool,
+    /// The client's body as it came, while the request runs, when `bodies.client` is a copy
+    /// of it (a short body): a provider request sent in this very buffer is then the client's
+    /// without comparing them. Held, so that its address cannot be another buffer's.
+    client_source: bytes::Bytes,
 }
 
 /// Headers whose values are credentials, masked whole whatever they hold.
@@ -1864,6 +1868,14 @@ impl Kept {
         }
     }
 
+    /// The same body, the buffer shared.
+    fn shared(&self) -> Kept {
+        match self {
+            Kept::Bytes(body) => Kept::Bytes(body.clone()),
+            Kept::Clipped(text) => Kept::Clipped(text.clone()),
+        }
+    }
+
     /// The body as stored text (a `Bytes` is never over `BODY_LIMIT`). A buffer that no
     /// one else holds any more, as a request's usually is by the time its row is written,
     /// becomes the text in place: copying a 100 KB request here, with the page faults of
@@ -1921,20 +1933,32 @@ impl Recorder {
 
     /// The client's request: its body is kept as it came (see [`Bodies`]).
     pub fn client_request(&self, headers: &axum::http::HeaderMap, body: bytes::Bytes) {
-        let body = Kept::new(body);
+        let kept = Kept::new(body.clone());
+        let copied = matches!(&kept, Kept::Bytes(kept) if kept.as_ptr() != body.as_ptr());
+        let source = if copied { body } else { bytes::Bytes::new() };
         let headers = headers_json(headers);
         self.record(|recording| {
-            recording.bodies.client = body;
+            recording.bodies.client = kept;
+            recording.client_source = source;
             recording.row.client_headers = headers;
         });
     }
 
     /// A body sent to the provider (the last one is stored: a retry's or failover leg's).
+    /// Sent on in the client's own buffer, it shares the client's kept body: the store
+    /// writer then knows them the same without comparing them (a 50 KB request's compare
+    /// was 2 % of its time, perf, session 25).
     pub fn upstream_request(&self, body: bytes::Bytes) {
-        let body = Kept::new(body);
         self.record(|recording| {
             recording.sent.get_or_insert_with(Instant::now);
-            recording.bodies.upstream = Some(body);
+            let source = &recording.client_source;
+            let clients = !source.is_empty()
+                && (source.as_ptr(), source.len()) == (body.as_ptr(), body.len());
+            recording.bodies.upstream = Some(if clients {
+                recording.bodies.client.shared()
+            } else {
+                Kept::new(body)
+            });
         });
     }
 
@@ -2091,6 +2115,43 @@ mod tests {
         drop(recorder);
         store.flush(Duration::from_secs(5));
         store.get(id).unwrap().unwrap()
+    }
+
+    #[test]
+    fn a_short_request_sent_on_in_the_clients_buffer_shares_the_clients_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(test_store(dir.path()));
+        let body = bytes::Bytes::from(br#"{"model":"m","messages":[]}"#.to_vec());
+        let kept = |recorder: &Recorder| {
+            let recording = recorder.row.lock().unwrap();
+            let pointer = |kept: &Kept| match kept {
+                Kept::Bytes(bytes) => bytes.as_ptr(),
+                Kept::Clipped(text) => text.as_ptr(),
+            };
+            let upstream = recording.bodies.upstream.as_ref().map(pointer);
+            (pointer(&recording.bodies.client), upstream)
+        };
+        // The same buffer: the client's copy, shared.
+        let recorder = Recorder::new(store.clone());
+        recorder.client_request(&axum::http::HeaderMap::new(), body.clone());
+        recorder.upstream_request(body.clone());
+        let (client, upstream) = kept(&recorder);
+        assert_ne!(client, body.as_ptr(), "a short body is copied");
+        assert_eq!(upstream, Some(client));
+        // Equal bytes in another buffer: a copy of its own (the writer compares them).
+        let recorder = Recorder::new(store.clone());
+        recorder.client_request(&axum::http::HeaderMap::new(), body.clone());
+        recorder.upstream_request(bytes::Bytes::copy_from_slice(&body));
+        let (client, upstream) = kept(&recorder);
+        assert!(upstream.is_some_and(|upstream| upstream != client));
+        // A slice of the client's buffer at its start is not the client's body.
+        let recorder = Recorder::new(store.clone());
+        recorder.client_request(&axum::http::HeaderMap::new(), body.clone());
+        recorder.upstream_request(body.slice(..10));
+        let (client, upstream) = kept(&recorder);
+        assert!(upstream.is_some_and(|upstream| upstream != client));
+        drop(recorder);
+        store.flush(Duration::from_secs(5));
     }
 
     #[test]
