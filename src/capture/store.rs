@@ -1713,9 +1713,10 @@ struct Recording {
     last: Option<Instant>,
     /// The provider's answer came as stream frames.
     streamed: bool,
-    /// The client's body as it came, while the request runs, when `bodies.client` is a copy
-    /// of it (a short body): a provider request sent in this very buffer is then the client's
-    /// without comparing them. Held, so that its address cannot be another buffer's.
+    /// The client's body as it came, until the first provider request, when `bodies.client`
+    /// is a copy of it (a short body): a provider request sent in this very buffer is then
+    /// the client's without comparing them. Held, so that its address cannot be another
+    /// buffer's.
     client_source: bytes::Bytes,
 }
 
@@ -1883,7 +1884,7 @@ impl Kept {
     fn into_text(self) -> String {
         match self {
             Kept::Bytes(body) => String::from_utf8(Vec::from(body))
-                .unwrap_or_else(|invalid| String::from_utf8_lossy(invalid.as_bytes()).into_owned()),
+                .unwrap_or_else(|invalid| body_text(invalid.as_bytes())),
             Kept::Clipped(text) => text,
         }
     }
@@ -1951,7 +1952,8 @@ impl Recorder {
     pub fn upstream_request(&self, body: bytes::Bytes) {
         self.record(|recording| {
             recording.sent.get_or_insert_with(Instant::now);
-            let source = &recording.client_source;
+            // Held no longer than the first provider request: a retry's is compared instead.
+            let source = std::mem::take(&mut recording.client_source);
             let clients = !source.is_empty()
                 && (source.as_ptr(), source.len()) == (body.as_ptr(), body.len());
             recording.bodies.upstream = Some(if clients {
@@ -2212,7 +2214,8 @@ mod tests {
         assert_eq!(row.client_request.as_bytes(), &body[..]);
         assert_eq!(&buffer[..10], b"xxxxxxxxxx");
 
-        // Not UTF-8: repaired, as before.
+        // Not UTF-8: repaired, as before (and cut at `BODY_LIMIT` once repaired, though
+        // each bad byte grew to three).
         let broken = bytes::Bytes::from([&b"\xff"[..], &vec![b'f'; SHARED_FROM]].concat());
         let mut row = RequestRow::default();
         Bodies {

@@ -5,8 +5,9 @@
 //! Stored whole, a session of n requests costs the store n²/2 turns, and the writer
 //! compresses all of them again with each request (LZ4 over a 100 KB body was half of its
 //! time, bench/results/fastpath.md, session 23). So a long client request is stored as a
-//! delta ([`super::super::delta`]) against the last long client request of its session,
-//! which the writer keeps in memory. So is the provider's request, against the provider's
+//! delta ([`super::super::delta`]) against the last long client request of its
+//! conversation (a session holds up to two: an agent's and a sub-agent's), which the writer
+//! keeps in memory. So is the provider's request, against the provider's
 //! request of that row, when that is shorter than its delta against the client's own
 //! request: a request translated to another protocol parts from the client's at every
 //! message, but from the last translation only where a turn was added.
@@ -28,7 +29,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::{Packer, unpack_bodies};
 
 /// A row with a client request this long has its requests stored as deltas of its
-/// session's last such row's, and is kept to be the next one's base. Below it LZ4 finds the
+/// conversation's last such row's, and is kept to be the next one's base. Below it LZ4 finds the
 /// repeats within one row.
 pub(super) const CHAIN_FROM: usize = 16 * 1024;
 /// At most this many deltas in a row: every 17th long request of a conversation is stored
@@ -38,8 +39,8 @@ pub(super) const MAX_CHAIN: u32 = 16;
 /// their requests come in turn, each with a start of its own. With one base a session, each
 /// was a delta of the other's (too long to pay) and stored whole.
 const BASES_A_SESSION: usize = 2;
-/// The bases kept in all (two bodies of at most 1 MiB each, `BODY_LIMIT`: 32 MiB at
-/// worst); the one used longest ago makes room.
+/// The bases kept in all (two bodies of at most 1 MiB each, `BODY_LIMIT`, shrunk to their
+/// length: 32 MiB at worst); the one kept longest ago makes room.
 const BASES_KEPT: usize = 16;
 
 /// A base the writer keeps: the requests of a session's last row with a long client
@@ -53,7 +54,19 @@ struct Base {
     upstream: String,
     /// How many deltas its own chain holds before it (0: stored whole).
     depth: u32,
-    used: u64,
+    /// When it was kept (a count, never the same twice): a conversation's base is replaced
+    /// by its next row, so the oldest is the one whose conversation went quiet first.
+    kept_at: u64,
+}
+
+/// The base `Chains::base_for` found closest to the row it was asked about.
+#[derive(Clone, Copy)]
+struct Closest {
+    kept_at: u64,
+    /// The length of its client request.
+    len: usize,
+    /// The row takes its place whatever its delta: the base's chain is full, or it is gone.
+    replaced: bool,
 }
 
 /// The writer's bases, by session, each session's oldest first.
@@ -61,12 +74,13 @@ struct Base {
 pub(super) struct Chains {
     bases: HashMap<String, Vec<Base>>,
     kept: usize,
-    uses: u64,
-    /// The base `base_for` found closest to the row it was asked about, and whether that
-    /// row takes its place whatever its delta (the base's chain is full, or the base is gone).
-    /// The row takes its place too when it is stored as a delta of it: it continues its
-    /// conversation. Otherwise the row starts a conversation of its own.
-    closest: Option<(i64, bool)>,
+    clock: u64,
+    /// The base `base_for` found for the row it was asked about last. The row takes its place
+    /// when it continues its conversation: stored as a delta of it and no shorter (a
+    /// conversation grows; a sub-agent's first request, which may share its agent's long
+    /// start, is shorter), or whatever its delta when `Closest::replaced`. Otherwise the
+    /// row starts a conversation of its own.
+    closest: Option<Closest>,
 }
 
 /// The row a row's requests may be stored against.
@@ -95,11 +109,10 @@ impl Chains {
         if client.len() < CHAIN_FROM || session.is_empty() {
             return Ok(None);
         }
-        let Some(bases) = self.bases.get_mut(session) else {
+        let Some(bases) = self.bases.get(session) else {
             return Ok(None);
         };
-        let closest = closest_base(bases, client);
-        let base = &mut bases[closest];
+        let base = &bases[closest_base(bases, client)];
         let usable = base.depth < MAX_CHAIN
             && base.id != id
             && connection
@@ -107,12 +120,14 @@ impl Chains {
                 .query_row(params![base.rowid, base.id], |row| row.get(0))
                 .optional()?
                 == Some(true);
-        self.closest = Some((base.rowid, !usable));
+        self.closest = Some(Closest {
+            kept_at: base.kept_at,
+            len: base.client.len(),
+            replaced: !usable,
+        });
         if !usable {
             return Ok(None);
         }
-        self.uses += 1;
-        base.used = self.uses;
         Ok(Some(Earlier {
             rowid: base.rowid,
             client: &base.client,
@@ -128,27 +143,35 @@ impl Chains {
         session: &str,
         rowid: i64,
         id: &str,
-        [client, upstream]: [String; 2],
+        [mut client, mut upstream]: [String; 2],
         chained_to: Option<u32>,
     ) {
         let closest = self.closest.take();
         if client.len() < CHAIN_FROM || session.is_empty() {
             return;
         }
-        self.uses += 1;
+        // A request's text may be its receive buffer, taken over (`Kept::into_text`), with
+        // room to spare that a base would keep for as long as it lives.
+        client.shrink_to_fit();
+        upstream.shrink_to_fit();
+        let continued = closest
+            .filter(|closest| {
+                closest.replaced || (chained_to.is_some() && client.len() >= closest.len)
+            })
+            .map(|closest| closest.kept_at);
+        self.clock += 1;
         let base = Base {
             rowid,
             id: id.to_owned(),
             client,
             upstream,
             depth: chained_to.map_or(0, |depth| depth + 1),
-            used: self.uses,
+            kept_at: self.clock,
         };
-        let continued = closest
-            .filter(|&(_, replaced)| replaced || chained_to.is_some())
-            .map(|(rowid, _)| rowid);
         let bases = self.bases.entry(session.to_owned()).or_default();
-        if let Some(at) = continued.and_then(|rowid| bases.iter().position(|b| b.rowid == rowid)) {
+        if let Some(at) =
+            continued.and_then(|kept_at| bases.iter().position(|b| b.kept_at == kept_at))
+        {
             bases.remove(at);
             bases.push(base);
             return;
@@ -156,31 +179,31 @@ impl Chains {
         bases.push(base);
         self.kept += 1;
         if bases.len() > BASES_A_SESSION
-            && let Some((oldest, _)) = bases.iter().enumerate().min_by_key(|(_, b)| b.used)
+            && let Some((oldest, _)) = bases.iter().enumerate().min_by_key(|(_, b)| b.kept_at)
         {
             bases.remove(oldest);
             self.kept -= 1;
         }
         while self.kept > BASES_KEPT {
-            self.forget_least_used();
+            self.forget_oldest();
         }
     }
 
-    /// Drops the base used longest ago, of any session.
-    fn forget_least_used(&mut self) {
-        let Some((session, used)) = self
+    /// Drops the base kept longest ago, of any session.
+    fn forget_oldest(&mut self) {
+        let Some((session, kept_at)) = self
             .bases
             .iter()
-            .flat_map(|(session, bases)| bases.iter().map(move |base| (session, base.used)))
-            .min_by_key(|&(_, used)| used)
-            .map(|(session, used)| (session.clone(), used))
+            .flat_map(|(session, bases)| bases.iter().map(move |base| (session, base.kept_at)))
+            .min_by_key(|&(_, kept_at)| kept_at)
+            .map(|(session, kept_at)| (session.clone(), kept_at))
         else {
             return;
         };
         let Some(bases) = self.bases.get_mut(&session) else {
             return;
         };
-        bases.retain(|base| base.used != used);
+        bases.retain(|base| base.kept_at != kept_at);
         if bases.is_empty() {
             self.bases.remove(&session);
         }
@@ -740,6 +763,35 @@ mod tests {
         assert_read_back(&store, &requests);
     }
 
+    #[test]
+    fn a_shorter_request_that_shares_a_conversations_start_does_not_take_its_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path(), Retention::default());
+        // A sub-agent starts from its agent's first nine turns: its request pays as a delta
+        // of the agent's, but the agent's next request is still a delta of the agent's last.
+        let mut requests: Vec<(String, String)> = (7..11)
+            .map(|turns| (format!("a_{turns}"), agent_request(turns)))
+            .collect();
+        requests.push(("sub".into(), agent_request(9)));
+        requests.push(("a_11".into(), agent_request(11)));
+        for (id, request) in &requests {
+            put(&store, id, "s", unix_seconds(), request);
+        }
+        store.flush(Duration::from_secs(10));
+        assert_bases(
+            &store,
+            &[
+                ("a_7", None),
+                ("a_8", Some("a_7")),
+                ("a_9", Some("a_8")),
+                ("a_10", Some("a_9")),
+                ("sub", Some("a_10")),
+                ("a_11", Some("a_10")),
+            ],
+        );
+        assert_read_back(&store, &requests);
+    }
+
     /// A connection with just enough of a store for `Chains::base_for`, holding `rows`.
     fn rows_table(rows: std::ops::Range<i64>) -> Connection {
         let connection = Connection::open_in_memory().unwrap();
@@ -900,7 +952,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = store(dir.path(), Retention::default());
         let empty = used_bytes(&store);
-        // One clock reading for all: the rows written first go first.
+        // One clock reading for all: the rows written first go first. (This pins the order
+        // rather than the fix: the chunk was picked again by each statement before, and
+        // SQLite happened to pick the same rows, in the index's rowid order.)
         let at = unix_seconds();
         let mut requests: Vec<(String, String)> = (7..31)
             .map(|turns| (format!("s_{turns}"), agent_request(turns)))
