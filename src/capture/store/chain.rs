@@ -245,13 +245,17 @@ fn closest_base(bases: &[Base], client: &str) -> usize {
 pub(super) struct Rebuilt {
     /// By rowid and body index: the body, and when it was last used.
     bodies: HashMap<(i64, usize), (String, u64)>,
+    /// The bodies' bytes in all.
+    bytes: usize,
     uses: u64,
 }
 
 impl Rebuilt {
-    /// Two chains' worth of both requests; past it the body used longest ago makes room
-    /// (emptied at once, listing two sessions' rows in turn rebuilt their chains again).
+    /// Two chains' worth of both requests, in at most `BYTES`; past either the body used
+    /// longest ago makes room (emptied at once, listing two sessions' rows in turn rebuilt
+    /// their chains again). Counted alone, 68 requests of 1 MiB would have been kept.
     const KEPT: usize = 4 * (MAX_CHAIN as usize + 1);
+    const BYTES: usize = 16 << 20;
 
     fn get(&mut self, key: (i64, usize)) -> Option<String> {
         self.uses += 1;
@@ -261,18 +265,26 @@ impl Rebuilt {
     }
 
     fn keep(&mut self, key: (i64, usize), body: String) {
-        if self.bodies.len() >= Self::KEPT
-            && !self.bodies.contains_key(&key)
-            && let Some(oldest) = self
+        self.uses += 1;
+        self.bytes += body.len();
+        if let Some((replaced, _)) = self.bodies.insert(key, (body, self.uses)) {
+            self.bytes -= replaced.len();
+        }
+        // The body just kept is the one used last: it goes only when alone over the bytes.
+        while self.bodies.len() > Self::KEPT || (self.bytes > Self::BYTES && self.bodies.len() > 1)
+        {
+            let Some(oldest) = self
                 .bodies
                 .iter()
                 .min_by_key(|(_, (_, used))| *used)
                 .map(|(key, _)| *key)
-        {
-            self.bodies.remove(&oldest);
+            else {
+                break;
+            };
+            if let Some((dropped, _)) = self.bodies.remove(&oldest) {
+                self.bytes -= dropped.len();
+            }
         }
-        self.uses += 1;
-        self.bodies.insert(key, (body, self.uses));
     }
 }
 
@@ -887,6 +899,31 @@ mod tests {
         assert_eq!(rebuilt.get((1, 0)), None);
         assert_eq!(rebuilt.get((1000, 0)).as_deref(), Some("new"));
         assert_eq!(rebuilt.get((2, 0)).as_deref(), Some("body 2"));
+    }
+
+    #[test]
+    fn rebuilt_bodies_are_kept_within_their_bytes() {
+        let mut rebuilt = Rebuilt::default();
+        let body = "x".repeat(1 << 20);
+        for rowid in 0..24 {
+            rebuilt.keep((rowid, 0), body.clone());
+            assert!(
+                rebuilt.bytes <= Rebuilt::BYTES,
+                "{rowid}: {} bytes",
+                rebuilt.bytes
+            );
+        }
+        assert_eq!(rebuilt.bodies.len(), Rebuilt::BYTES >> 20);
+        assert_eq!(rebuilt.bytes, Rebuilt::BYTES);
+        assert!(rebuilt.get((23, 0)).is_some());
+        assert!(rebuilt.get((7, 0)).is_none());
+        // Kept again under its key: counted once.
+        rebuilt.keep((23, 0), "short".into());
+        assert_eq!(rebuilt.bytes, Rebuilt::BYTES - (1 << 20) + 5);
+        // One body over the bytes by itself is still kept, alone.
+        rebuilt.keep((99, 0), "y".repeat(Rebuilt::BYTES + 1));
+        assert_eq!(rebuilt.bodies.len(), 1);
+        assert!(rebuilt.get((99, 0)).is_some());
     }
 
     #[test]
