@@ -29,8 +29,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::{Packer, unpack_bodies};
 
 /// A row with a client request this long has its requests stored as deltas of its
-/// conversation's last such row's, and is kept to be the next one's base. Below it LZ4 finds the
-/// repeats within one row.
+/// conversation's last such row's, and is kept to be the next one's base. Below it LZ4
+/// finds the repeats within one row.
 pub(super) const CHAIN_FROM: usize = 16 * 1024;
 /// At most this many deltas in a row: every 17th long request of a conversation is stored
 /// whole.
@@ -112,7 +112,9 @@ impl Chains {
         let Some(bases) = self.bases.get(session) else {
             return Ok(None);
         };
-        let base = &bases[closest_base(bases, client)];
+        let Some(base) = bases.get(closest_base(bases, client)) else {
+            return Ok(None);
+        };
         let usable = base.depth < MAX_CHAIN
             && base.id != id
             && connection
@@ -217,11 +219,12 @@ impl Chains {
     }
 }
 
-/// Which of a session's bases (oldest first, never none) `client` shares the longest start
-/// with, the newest when two share as much. Compared only when there are two, newest first;
-/// a base no longer than the longest start found is not compared (it cannot share more).
+/// Which of a session's bases (oldest first; a session is kept with one at least) `client`
+/// shares the longest start with, the newest when two share as much. Compared only when
+/// there are two, newest first; a base no longer than the longest start found is not
+/// compared (it cannot share more).
 fn closest_base(bases: &[Base], client: &str) -> usize {
-    let newest = bases.len() - 1;
+    let newest = bases.len().saturating_sub(1);
     if newest == 0 {
         return 0;
     }
@@ -252,8 +255,8 @@ pub(super) struct Rebuilt {
 
 impl Rebuilt {
     /// Two chains' worth of both requests, in at most `BYTES`; past either the body used
-    /// longest ago makes room (emptied at once, listing two sessions' rows in turn rebuilt
-    /// their chains again). Counted alone, 68 requests of 1 MiB would have been kept.
+    /// longest ago makes room. (Emptied at once when full, it made a list of two sessions'
+    /// rows in turn rebuild their chains again; counted alone, it kept 68 requests of 1 MiB.)
     const KEPT: usize = 4 * (MAX_CHAIN as usize + 1);
     const BYTES: usize = 16 << 20;
 
