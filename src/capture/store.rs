@@ -1581,6 +1581,7 @@ struct Pending {
     upstream_is_client: bool,
 }
 
+#[cfg(test)]
 impl From<RequestRow> for Pending {
     fn from(row: RequestRow) -> Self {
         Self {
@@ -1842,6 +1843,7 @@ impl Bodies {
 }
 
 /// A request body as a recorder keeps it until the writer takes the row.
+#[derive(Clone)]
 enum Kept {
     /// Shared with the request from `SHARED_FROM` on, a copy below it.
     Bytes(bytes::Bytes),
@@ -1866,14 +1868,6 @@ impl Kept {
             len if len > BODY_LIMIT => Kept::Clipped(body_text(&body)),
             len if len < SHARED_FROM => Kept::Bytes(bytes::Bytes::copy_from_slice(&body)),
             _ => Kept::Bytes(body),
-        }
-    }
-
-    /// The same body, the buffer shared.
-    fn shared(&self) -> Kept {
-        match self {
-            Kept::Bytes(body) => Kept::Bytes(body.clone()),
-            Kept::Clipped(text) => Kept::Clipped(text.clone()),
         }
     }
 
@@ -1957,7 +1951,7 @@ impl Recorder {
             let clients = !source.is_empty()
                 && (source.as_ptr(), source.len()) == (body.as_ptr(), body.len());
             recording.bodies.upstream = Some(if clients {
-                recording.bodies.client.shared()
+                recording.bodies.client.clone()
             } else {
                 Kept::new(body)
             });

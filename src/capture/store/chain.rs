@@ -73,7 +73,6 @@ struct Closest {
 #[derive(Default)]
 pub(super) struct Chains {
     bases: HashMap<String, Vec<Base>>,
-    kept: usize,
     clock: u64,
     /// The base `base_for` found for the row it was asked about last. The row takes its place
     /// when it continues its conversation: stored as a delta of it and no shorter (a
@@ -179,14 +178,12 @@ impl Chains {
             return;
         }
         bases.push(base);
-        self.kept += 1;
         if bases.len() > BASES_A_SESSION
             && let Some((oldest, _)) = bases.iter().enumerate().min_by_key(|(_, b)| b.kept_at)
         {
             bases.remove(oldest);
-            self.kept -= 1;
         }
-        while self.kept > BASES_KEPT {
+        while self.kept_in_all() > BASES_KEPT {
             self.forget_oldest();
         }
     }
@@ -209,13 +206,20 @@ impl Chains {
         if bases.is_empty() {
             self.bases.remove(&session);
         }
-        self.kept -= 1;
+    }
+
+    /// The bases kept, of every session (16 at most: counting them is cheap).
+    fn kept_in_all(&self) -> usize {
+        self.bases.values().map(Vec::len).sum()
     }
 
     /// How many bases are kept, in all and for `session`.
     #[cfg(test)]
     fn kept(&self, session: &str) -> (usize, usize) {
-        (self.kept, self.bases.get(session).map_or(0, Vec::len))
+        (
+            self.kept_in_all(),
+            self.bases.get(session).map_or(0, Vec::len),
+        )
     }
 }
 
