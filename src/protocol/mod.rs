@@ -9,6 +9,7 @@ pub(crate) mod one_pass;
 pub mod anthropic;
 pub mod gemini;
 pub mod json_out;
+pub(crate) mod message_memo;
 pub mod openai_chat;
 pub mod openai_responses;
 #[cfg(test)]

@@ -1,7 +1,11 @@
 //! Chat Completions wire -> canonical model.
 
+use std::sync::LazyLock;
+
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use super::pass_through;
 use super::stream::{ChunkError, upstream_error};
 use super::types::{ChatCompletion, ChatMessage, ChatRequest, Content};
 use crate::Error;
@@ -10,6 +14,7 @@ use crate::model::{
     ReasoningEffort, Request, ResponseFormat, Role, Sampling, Tool, ToolChoice, Usage,
 };
 use crate::protocol::Spanned;
+use crate::protocol::message_memo::MessageMemo;
 
 const PROTOCOL: Protocol = Protocol::OpenAiChat;
 
@@ -27,8 +32,19 @@ pub struct ClientOptions {
 /// Parses a request body. Errors name the offending field.
 pub fn decode_request(body: &[u8]) -> Result<(Request, ClientOptions), Error> {
     let wire: ChatRequest = parse_json(body)?;
-    request_from_wire(wire)
+    request_from_wire(wire, messages_from_wire)
 }
+
+/// Requests from this size up have their messages read through [`MESSAGE_MEMO`]. Finding
+/// where each message's text ends before decoding it costs a third more when no message
+/// was seen before; a request this large is nearly always an agent's, which repeats its
+/// last request and adds a turn. Below it the request path stays as it was.
+const MEMO_FROM: usize = 32 << 10;
+
+/// The messages of the latest large requests, decoded, with whether each would be written
+/// again as it came (see [`super::pass_through`]).
+pub(super) static MESSAGE_MEMO: LazyLock<MessageMemo<(Message, bool)>> =
+    LazyLock::new(MessageMemo::default);
 
 /// [`decode_request`], and where the body is patched if it is to go to an OpenAI-chat
 /// back-end as it came: `None` when the encoder would not write it again as it came (see
@@ -36,14 +52,67 @@ pub fn decode_request(body: &[u8]) -> Result<(Request, ClientOptions), Error> {
 pub fn decode_request_checked(
     body: &[u8],
 ) -> Result<(Request, ClientOptions, Option<Edits>), Error> {
+    if body.len() >= MEMO_FROM
+        && let Some(decoded) = decode_with_memo(body, &MESSAGE_MEMO)
+    {
+        return Ok(decoded);
+    }
+    decode_every_message(body)
+}
+
+/// [`decode_request_checked`], decoding every message.
+pub(super) fn decode_every_message(
+    body: &[u8],
+) -> Result<(Request, ClientOptions, Option<Edits>), Error> {
     let wire: ChatRequest = parse_json(body)?;
-    let edits = if super::pass_through::request_round_trips(&wire) {
-        super::pass_through::edits(body, &wire)
+    let edits = if pass_through::request_round_trips(&wire) {
+        pass_through::edits(body, &wire)
     } else {
         None
     };
-    let (request, options) = request_from_wire(wire)?;
+    let (request, options) = request_from_wire(wire, messages_from_wire)?;
     Ok((request, options, edits))
+}
+
+/// [`decode_request_checked`] with the messages read as their JSON texts and decoded
+/// through `memo`, which decodes only those it has not seen. `None` for a request with
+/// anything wrong: [`decode_every_message`] then finds the error and names its field, as
+/// it always has.
+pub(super) fn decode_with_memo(
+    body: &[u8],
+    memo: &MessageMemo<(Message, bool)>,
+) -> Option<(Request, ClientOptions, Option<Edits>)> {
+    let wire: ChatRequest<&RawValue> = crate::protocol::json_from_bytes(body).ok()?;
+    let edits = if pass_through::fields_round_trip(&wire) {
+        pass_through::edits(body, &wire)
+    } else {
+        None
+    };
+    let mut messages_round_trip = true;
+    let from_texts = |texts: Vec<&RawValue>| {
+        let decoded = memo.decode(&texts, |index, text| {
+            let wire: ChatMessage = serde_json::from_str(text)
+                .map_err(|err| Error::invalid_request(err.to_string()))?;
+            let round_trips = pass_through::message_round_trips(&wire);
+            Ok::<_, Error>((message_from_wire(wire, index)?, round_trips))
+        })?;
+        let mut messages = Vec::with_capacity(decoded.len());
+        for (message, round_trips) in decoded {
+            messages_round_trip &= round_trips;
+            messages.push(message);
+        }
+        Ok(messages)
+    };
+    let (request, options) = request_from_wire(wire, from_texts).ok()?;
+    Some((request, options, edits.filter(|_| messages_round_trip)))
+}
+
+fn messages_from_wire(messages: Vec<ChatMessage>) -> Result<Vec<Message>, Error> {
+    messages
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| message_from_wire(m, i))
+        .collect()
 }
 
 /// Parses JSON into `T`: a body that is not JSON (or not an object) is a 400, a field that
@@ -97,7 +166,12 @@ pub(crate) fn field_of(path: &str, message: &str) -> Option<String> {
     }
 }
 
-fn request_from_wire(wire: ChatRequest) -> Result<(Request, ClientOptions), Error> {
+/// The request `wire` holds; `messages_from_wire` decodes its messages, whatever they were
+/// read as.
+fn request_from_wire<M>(
+    wire: ChatRequest<'_, M>,
+    messages_from_wire: impl FnOnce(Vec<M>) -> Result<Vec<Message>, Error>,
+) -> Result<(Request, ClientOptions), Error> {
     let ChatRequest {
         model,
         messages,
@@ -143,11 +217,7 @@ fn request_from_wire(wire: ChatRequest) -> Result<(Request, ClientOptions), Erro
         extra.insert("max_completion_tokens".into(), Value::from(cap));
     }
 
-    let messages = messages
-        .into_iter()
-        .enumerate()
-        .map(|(i, m)| message_from_wire(m, i))
-        .collect::<Result<Vec<_>, _>>()?;
+    let messages = messages_from_wire(messages)?;
     let tools = tools
         .unwrap_or_default()
         .into_iter()

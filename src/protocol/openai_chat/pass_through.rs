@@ -15,6 +15,11 @@ use crate::protocol::splice::{removing, span_in};
 
 /// Whether the encoder writes `wire` again as it came.
 pub(super) fn request_round_trips(wire: &ChatRequest) -> bool {
+    fields_round_trip(wire) && wire.messages.iter().all(message_round_trips)
+}
+
+/// [`request_round_trips`] for all but the messages, whatever they were read as.
+pub(super) fn fields_round_trip<M>(wire: &ChatRequest<'_, M>) -> bool {
     let stop = !matches!(&wire.stop, Some(Stop::Many(list)) if list.len() < 2);
     let one_cap = wire.max_tokens.is_none() || wire.max_completion_tokens.is_none();
     // A streamed request asks for usage (the encoder adds it); its other stream options
@@ -38,10 +43,10 @@ pub(super) fn request_round_trips(wire: &ChatRequest) -> bool {
             .response_format
             .as_ref()
             .is_none_or(response_format_round_trips)
-        && wire.messages.iter().all(message_round_trips)
 }
 
-fn message_round_trips(message: &ChatMessage) -> bool {
+/// Whether the encoder writes `message` again as it came.
+pub(super) fn message_round_trips(message: &ChatMessage) -> bool {
     let calls = message.tool_calls.as_deref();
     let has_calls = calls.is_some_and(|calls| !calls.is_empty());
     match message.role.as_str() {
@@ -186,7 +191,7 @@ fn response_format_round_trips(format: &Value) -> bool {
 /// leaves them out); for one that streams without stream options,
 /// `"stream_options":{"include_usage":true}` added. `None` when a member is not where plain
 /// JSON puts it (a key written with escapes).
-pub(super) fn edits(body: &[u8], wire: &ChatRequest) -> Option<Edits> {
+pub(super) fn edits<M>(body: &[u8], wire: &ChatRequest<'_, M>) -> Option<Edits> {
     let model = span_in(body, wire.model.raw)?;
     let stream = wire.stream.as_ref();
     let mut splices = Vec::new();

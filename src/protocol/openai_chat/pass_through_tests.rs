@@ -266,3 +266,133 @@ fn stream_false_as_the_last_member_leaves_with_the_comma_before_it() {
         "{\"model\": \"m\", \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}] \n}"
     );
 }
+
+/// A message the decoder refuses, now and then: a conversation with one is an error.
+fn message_or_mistake(rng: &mut fastrand::Rng) -> Value {
+    match rng.u8(..40) {
+        0 => json!({"role": "robot", "content": "beep"}),
+        1 => json!({"role": "user", "content": 5}),
+        2 => json!({"content": "no role"}),
+        3 => json!("not an object"),
+        _ => message(rng),
+    }
+}
+
+/// The property behind the message memo (`decode::MESSAGE_MEMO`): a request read through it
+/// decodes to what decoding every message gives (the request, the client's options, the
+/// pass-through's edits), and it is refused exactly when decoding every message is. Random
+/// conversations that grow a message or two a request (now and then one changes in place)
+/// and share one memo, as an agent and its sub-agents do, formatted one way for a whole
+/// conversation, as a client does.
+#[test]
+fn a_request_read_through_the_message_memo_decodes_as_every_message_decoded() {
+    use super::decode::{decode_every_message, decode_with_memo};
+    use crate::protocol::message_memo::MessageMemo;
+
+    let memo = MessageMemo::default();
+    let (mut decoded, mut refused) = (0, 0);
+    for seed in 0..1500 {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut members = vec![("model".to_owned(), json!("gpt-4o"))];
+        optional_members(&mut rng, &mut members);
+        rng.shuffle(&mut members);
+        let pretty = rng.bool();
+        let mut messages: Vec<Value> = vec![json!({"role": "system", "content": "You code."})];
+        for turn in 0..5 {
+            let grow = rng.usize(1..3);
+            messages.extend((0..grow).map(|_| message_or_mistake(&mut rng)));
+            if turn > 0 && rarely(&mut rng, 5) {
+                let at = rng.usize(1..messages.len());
+                messages[at] = message(&mut rng);
+            }
+            let mut body = Map::new();
+            for (key, value) in &members {
+                body.insert(key.clone(), value.clone());
+            }
+            body.insert("messages".into(), Value::Array(messages.clone()));
+            let body = if pretty {
+                serde_json::to_vec_pretty(&Value::Object(body)).unwrap()
+            } else {
+                serde_json::to_vec(&Value::Object(body)).unwrap()
+            };
+            let every = decode_every_message(&body);
+            let through_memo = decode_with_memo(&body, &memo);
+            let text = String::from_utf8_lossy(&body);
+            match every {
+                Ok(every) => {
+                    decoded += 1;
+                    assert_eq!(
+                        through_memo.as_ref(),
+                        Some(&every),
+                        "seed {seed}, turn {turn}: {text}"
+                    );
+                }
+                Err(_) => {
+                    refused += 1;
+                    assert!(through_memo.is_none(), "seed {seed}, turn {turn}: {text}");
+                    // The mistake stays in the conversation: start it again.
+                    messages.truncate(1);
+                }
+            }
+        }
+    }
+    assert!(
+        decoded > 3000 && refused > 300,
+        "{decoded} decoded, {refused} refused"
+    );
+    let (conversations, bytes) = memo.kept();
+    assert!(
+        conversations > 0 && bytes > 0,
+        "the memo kept conversations"
+    );
+}
+
+/// A request as large as an agent's: a system prompt, then `turns` turns of a shell call
+/// and its result (code, with the escapes tool results are full of).
+fn agent_request(turns: usize) -> Vec<u8> {
+    let mut messages = vec![
+        json!({"role": "system", "content": "You are a coding agent."}),
+        json!({"role": "user", "content": "Find the bug in src/."}),
+    ];
+    for turn in 0..turns {
+        let call = format!("call_{turn}");
+        messages.push(json!({"role": "assistant", "content": null, "tool_calls": [
+            {"id": call, "type": "function",
+             "function": {"name": "shell", "arguments": format!("{{\"command\":\"cat src/f{turn}.rs\"}}")}}]}));
+        let code = format!("fn f{turn}() {{\n    println!(\"{turn}\\t\");\n}}\n").repeat(60);
+        messages.push(json!({"role": "tool", "tool_call_id": call, "content": code}));
+    }
+    serde_json::to_vec(&json!({"model": "gpt-4o", "messages": messages, "stream": false})).unwrap()
+}
+
+#[test]
+fn an_agents_growing_requests_decode_as_before_and_are_remembered() {
+    use super::decode::{MESSAGE_MEMO, decode_every_message};
+
+    for turns in [20, 21, 22, 22] {
+        let body = agent_request(turns);
+        assert!(
+            body.len() >= 32 << 10,
+            "{} bytes: below the memo's size",
+            body.len()
+        );
+        let got = decode_request_checked(&body).unwrap();
+        assert_eq!(got, decode_every_message(&body).unwrap());
+        assert!(got.2.is_some(), "the request goes as it came");
+    }
+    // Other tests in this process may share the memo: at least this conversation is kept.
+    assert!(MESSAGE_MEMO.kept().0 >= 1);
+}
+
+#[test]
+fn a_large_request_with_a_bad_message_is_refused_naming_the_field() {
+    let mut body: Value = serde_json::from_slice(&agent_request(20)).unwrap();
+    body["messages"][7]["content"] = json!(5);
+    let body = serde_json::to_vec(&body).unwrap();
+    // Twice: the first time with the earlier messages decoded afresh, then remembered.
+    for _ in 0..2 {
+        let err = decode_request_checked(&body).unwrap_err();
+        assert_eq!(err.status(), 422, "{err}");
+        assert!(err.to_string().contains("messages[7].content"), "{err}");
+    }
+}

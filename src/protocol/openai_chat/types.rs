@@ -14,12 +14,13 @@ use serde_json::{Map, Value};
 use std::fmt;
 
 /// A request. `model`, `stream` and `stream_options` keep where they sit in the body, for
-/// the pass-through that patches them.
+/// the pass-through that patches them. The messages are read as `M`: decoded, or as their
+/// JSON texts for a large request (see `decode::MESSAGE_MEMO`).
 #[derive(Debug, Clone, Deserialize)]
-pub struct ChatRequest<'a> {
+pub struct ChatRequest<'a, M = ChatMessage> {
     #[serde(borrow)]
     pub model: Spanned<'a, String>,
-    pub messages: Vec<ChatMessage>,
+    pub messages: Vec<M>,
     #[serde(borrow, default)]
     pub stream: Option<Spanned<'a, bool>>,
     #[serde(borrow, default)]
