@@ -20,7 +20,17 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
+use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
+
+use crate::Error;
+use crate::model::Message;
+
+/// Requests from this size up have their messages read through a memo. Finding where each
+/// message's text ends before decoding it costs a third more when no message was seen
+/// before; a request this large is nearly always an agent's, which repeats its last request
+/// and adds a turn. Below it the request path stays as it was.
+pub(crate) const MEMO_FROM: usize = 32 << 10;
 
 /// Conversations remembered at most: an agent, its sub-agents, and a few sessions at once.
 const CONVERSATIONS: usize = 8;
@@ -163,6 +173,23 @@ impl<M: Clone> MessageMemo<M> {
             conversations.iter().map(|kept| kept.bytes).sum(),
         )
     }
+}
+
+/// A protocol's messages, decoded through its memo: each message it has not seen is read as
+/// the wire type `W`, told whether the encoder writes it again as it came (`round_trips`),
+/// and turned into the model's by `decode` (with its index, for an error).
+pub(crate) fn decode_messages<W: DeserializeOwned>(
+    memo: &MessageMemo<(Message, bool)>,
+    texts: &[&RawValue],
+    round_trips: impl Fn(&W) -> bool,
+    decode: impl Fn(W, usize) -> Result<Message, Error>,
+) -> Result<Vec<(Message, bool)>, Error> {
+    memo.decode(texts, |index, text| {
+        let wire: W =
+            serde_json::from_str(text).map_err(|err| Error::invalid_request(err.to_string()))?;
+        let round_trips = round_trips(&wire);
+        Ok((decode(wire, index)?, round_trips))
+    })
 }
 
 #[cfg(test)]

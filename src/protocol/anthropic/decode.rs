@@ -1,7 +1,11 @@
 //! Anthropic Messages wire -> canonical model.
 
+use std::sync::LazyLock;
+
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use super::pass_through;
 use super::types::{MessagesRequest, MessagesResponse, TextOrBlocks, WireMessage, WireUsage};
 use crate::Error;
 use crate::model::{
@@ -9,6 +13,7 @@ use crate::model::{
     Request, Role, Sampling, Shared, Tool, ToolChoice, Usage,
 };
 use crate::protocol::ChunkError;
+use crate::protocol::message_memo::{self, MessageMemo};
 use crate::protocol::openai_chat::decode::parse_json;
 
 const PROTOCOL: Protocol = Protocol::Anthropic;
@@ -25,20 +30,73 @@ fn anthropic_ext(fields: Map<String, Value>) -> Extensions {
 /// Parses a Messages request. Errors name the offending field.
 pub fn decode_request(body: &[u8]) -> Result<Request, Error> {
     let wire: MessagesRequest = parse_json(body)?;
-    request_from_wire(wire)
+    request_from_wire(wire, decode_messages)
 }
+
+/// The messages of the latest large requests, decoded, with whether each would be written
+/// again as it came (see [`super::pass_through`]); requests from
+/// [`message_memo::MEMO_FROM`] up are read through it.
+pub(super) static MESSAGE_MEMO: LazyLock<MessageMemo<(Message, bool)>> =
+    LazyLock::new(MessageMemo::default);
 
 /// [`decode_request`], and where the body is patched if it is to go to an Anthropic
 /// back-end as it came: `None` when the encoder would not write it again as it came (see
 /// [`super::pass_through`]).
 pub fn decode_request_checked(body: &[u8]) -> Result<(Request, Option<Edits>), Error> {
+    if body.len() >= message_memo::MEMO_FROM
+        && let Some(decoded) = decode_with_memo(body, &MESSAGE_MEMO)
+    {
+        return Ok(decoded);
+    }
+    decode_every_message(body)
+}
+
+/// [`decode_request_checked`], decoding every message.
+pub(super) fn decode_every_message(body: &[u8]) -> Result<(Request, Option<Edits>), Error> {
     let wire: MessagesRequest = parse_json(body)?;
-    let edits = if super::pass_through::request_round_trips(&wire) {
-        super::pass_through::edits(body, &wire)
+    let edits = if pass_through::request_round_trips(&wire) {
+        pass_through::edits(body, &wire)
     } else {
         None
     };
-    Ok((request_from_wire(wire)?, edits))
+    Ok((request_from_wire(wire, decode_messages)?, edits))
+}
+
+/// [`decode_request_checked`] with the messages read as their JSON texts and decoded
+/// through `memo`, which decodes only those it has not seen. `None` for a request with
+/// anything wrong: [`decode_every_message`] then finds the error and names its field, as
+/// it always has.
+pub(super) fn decode_with_memo(
+    body: &[u8],
+    memo: &MessageMemo<(Message, bool)>,
+) -> Option<(Request, Option<Edits>)> {
+    let wire: MessagesRequest<&RawValue> = crate::protocol::json_from_bytes(body).ok()?;
+    let edits = if pass_through::fields_round_trip(&wire) {
+        pass_through::edits(body, &wire)
+    } else {
+        None
+    };
+    let mut messages_round_trip = true;
+    let from_texts = |texts: Vec<&RawValue>| {
+        let decoded = message_memo::decode_messages(
+            memo,
+            &texts,
+            pass_through::message_round_trips,
+            decode_message,
+        )?;
+        let mut messages: Vec<Message> = Vec::with_capacity(decoded.len());
+        let mut tool_use_ids = Vec::new();
+        for (index, (message, round_trips)) in decoded.into_iter().enumerate() {
+            check_tool_results(&message, index, &mut tool_use_ids)?;
+            // The encoder merges turns of one role that follow each other.
+            let alternates = messages.last().is_none_or(|last| last.role != message.role);
+            messages_round_trip &= round_trips && alternates;
+            messages.push(message);
+        }
+        Ok(messages)
+    };
+    let request = request_from_wire(wire, from_texts).ok()?;
+    Some((request, edits.filter(|_| messages_round_trip)))
 }
 
 /// The input tokens of a request, as `count_tokens` reports them (an estimate).
@@ -46,7 +104,12 @@ pub fn estimate_input_tokens(request: &Request) -> u64 {
     request.estimated_input_tokens()
 }
 
-fn request_from_wire(wire: MessagesRequest) -> Result<Request, Error> {
+/// The request `wire` holds; `decode_messages` decodes its messages, whatever they were
+/// read as.
+fn request_from_wire<M>(
+    wire: MessagesRequest<'_, M>,
+    decode_messages: impl FnOnce(Vec<M>) -> Result<Vec<Message>, Error>,
+) -> Result<Request, Error> {
     let MessagesRequest {
         model,
         messages,
@@ -141,64 +204,80 @@ fn decode_messages(messages: Vec<WireMessage>) -> Result<Vec<Message>, Error> {
     let mut out = Vec::with_capacity(messages.len());
     let mut tool_use_ids: Vec<String> = Vec::new();
     for (i, message) in messages.into_iter().enumerate() {
-        // Where an error is, written only for an error: formatting it for every message and
-        // block cost ~450 instructions each (bench/callgrind.sh, a 100 KB agent request).
-        let path = || format!("messages[{i}]");
-        let role = match message.role.as_str() {
-            "user" => Role::User,
-            "assistant" => Role::Assistant,
-            // Mid-conversation system messages (Claude Code sends them with the
-            // `mid-conversation-system-*` beta).
-            "system" => Role::System,
-            other => {
-                let path = path();
+        let message = decode_message(message, i)?;
+        check_tool_results(&message, i, &mut tool_use_ids)?;
+        out.push(message);
+    }
+    Ok(out)
+}
+
+/// The `i`th message. A pure function of the message (`i` only names it in an error), so
+/// the message memo may reuse what it gave.
+fn decode_message(message: WireMessage, i: usize) -> Result<Message, Error> {
+    // Where an error is, written only for an error: formatting it for every message and
+    // block cost ~450 instructions each (bench/callgrind.sh, a 100 KB agent request).
+    let path = || format!("messages[{i}]");
+    let role = match message.role.as_str() {
+        "user" => Role::User,
+        "assistant" => Role::Assistant,
+        // Mid-conversation system messages (Claude Code sends them with the
+        // `mid-conversation-system-*` beta).
+        "system" => Role::System,
+        other => {
+            let path = path();
+            return Err(Error::invalid_field(
+                format!("{path}.role"),
+                format!(
+                    "{path}.role: Input should be 'user', 'assistant' or 'system', not '{other}'"
+                ),
+            ));
+        }
+    };
+    let (parts, as_parts) = match message.content {
+        TextOrBlocks::Text(text) => (vec![Part::text(text)], false),
+        TextOrBlocks::Blocks(blocks) => (
+            blocks
+                .into_iter()
+                .enumerate()
+                .map(|(j, block)| decode_block(block, &|| format!("{}.content[{j}]", path()), role))
+                .collect::<Result<Vec<_>, _>>()?,
+            true,
+        ),
+    };
+    Ok(Message {
+        role,
+        parts,
+        name: None,
+        content_as_parts: as_parts.then_some(PROTOCOL),
+        extensions: Extensions::new(PROTOCOL, message.extra),
+    })
+}
+
+/// Checks that every tool result of the `i`th message answers a tool call of a message
+/// before it: `tool_use_ids` holds their calls, and takes this message's.
+fn check_tool_results(
+    message: &Message,
+    i: usize,
+    tool_use_ids: &mut Vec<String>,
+) -> Result<(), Error> {
+    for (j, part) in message.parts.iter().enumerate() {
+        match part {
+            Part::ToolCall { id, .. } => tool_use_ids.push(id.clone()),
+            Part::ToolResult { call_id, .. } if !tool_use_ids.contains(call_id) => {
+                let path = format!("messages[{i}]");
                 return Err(Error::invalid_field(
-                    format!("{path}.role"),
+                    format!("{path}.content[{j}].tool_use_id"),
                     format!(
-                        "{path}.role: Input should be 'user', 'assistant' or 'system', not '{other}'"
+                        "{path}.content[{j}]: unexpected `tool_use_id` found in \
+                         `tool_result` blocks: {call_id}. Each `tool_result` block must \
+                         have a corresponding `tool_use` block in an earlier message."
                     ),
                 ));
             }
-        };
-        let (parts, as_parts) = match message.content {
-            TextOrBlocks::Text(text) => (vec![Part::text(text)], false),
-            TextOrBlocks::Blocks(blocks) => (
-                blocks
-                    .into_iter()
-                    .enumerate()
-                    .map(|(j, block)| {
-                        decode_block(block, &|| format!("{}.content[{j}]", path()), role)
-                    })
-                    .collect::<Result<Vec<_>, _>>()?,
-                true,
-            ),
-        };
-        for (j, part) in parts.iter().enumerate() {
-            match part {
-                Part::ToolCall { id, .. } => tool_use_ids.push(id.clone()),
-                Part::ToolResult { call_id, .. } if !tool_use_ids.contains(call_id) => {
-                    let path = path();
-                    return Err(Error::invalid_field(
-                        format!("{path}.content[{j}].tool_use_id"),
-                        format!(
-                            "{path}.content[{j}]: unexpected `tool_use_id` found in \
-                             `tool_result` blocks: {call_id}. Each `tool_result` block must \
-                             have a corresponding `tool_use` block in an earlier message."
-                        ),
-                    ));
-                }
-                _ => {}
-            }
+            _ => {}
         }
-        out.push(Message {
-            role,
-            parts,
-            name: None,
-            content_as_parts: as_parts.then_some(PROTOCOL),
-            extensions: Extensions::new(PROTOCOL, message.extra),
-        });
     }
-    Ok(out)
+    Ok(())
 }
 
 fn take_str(

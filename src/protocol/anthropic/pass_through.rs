@@ -11,12 +11,17 @@
 use serde_json::{Map, Value};
 
 use super::SYNTHETIC_SIGNATURE;
-use super::types::{MessagesRequest, TextOrBlocks};
+use super::types::{MessagesRequest, TextOrBlocks, WireMessage};
 use crate::model::Edits;
 use crate::protocol::splice::{removing, span_in};
 
 /// Whether the encoder writes `wire` again as it came.
 pub(super) fn request_round_trips(wire: &MessagesRequest) -> bool {
+    fields_round_trip(wire) && messages_round_trip(&wire.messages)
+}
+
+/// [`request_round_trips`] for all but the messages, whatever they were read as.
+pub(super) fn fields_round_trip<M>(wire: &MessagesRequest<'_, M>) -> bool {
     let Some(max_tokens) = wire.max_tokens else {
         return false;
     };
@@ -46,13 +51,16 @@ pub(super) fn request_round_trips(wire: &MessagesRequest) -> bool {
             .tool_choice
             .as_ref()
             .is_none_or(tool_choice_round_trips)
-        && messages_round_trip(&wire.messages)
 }
 
 /// `thinking` as the encoder writes it back: a budget of at least 1,024 under the output
 /// cap, with no temperature or top_k beside it (the encoder drops both), or "disabled".
 /// Other kinds are kept whole.
-fn thinking_round_trips(thinking: &Value, max_tokens: u64, wire: &MessagesRequest) -> bool {
+fn thinking_round_trips<M>(
+    thinking: &Value,
+    max_tokens: u64,
+    wire: &MessagesRequest<'_, M>,
+) -> bool {
     let Some(fields) = thinking.as_object() else {
         return true;
     };
@@ -81,24 +89,26 @@ fn system_round_trips(blocks: &[Value]) -> bool {
 
 /// Turns of alternating roles (the encoder merges neighbours of one role), user or
 /// assistant (system messages move to `system`), none of which the encoder would drop.
-fn messages_round_trip(messages: &[super::types::WireMessage]) -> bool {
+fn messages_round_trip(messages: &[WireMessage]) -> bool {
     let alternate = messages.windows(2).all(|pair| pair[0].role != pair[1].role);
-    alternate
-        && messages.iter().all(|message| {
-            let user = match message.role.as_str() {
-                "user" => true,
-                "assistant" => false,
-                _ => return false,
-            };
-            match &message.content {
-                TextOrBlocks::Text(text) => !text.is_empty(),
-                TextOrBlocks::Blocks(blocks) => {
-                    !blocks.is_empty()
-                        && blocks.iter().all(|block| block_round_trips(block, user))
-                        && (!user || tool_results_lead(blocks))
-                }
-            }
-        })
+    alternate && messages.iter().all(message_round_trips)
+}
+
+/// [`messages_round_trip`] for one message: what the encoder writes of it alone.
+pub(super) fn message_round_trips(message: &WireMessage) -> bool {
+    let user = match message.role.as_str() {
+        "user" => true,
+        "assistant" => false,
+        _ => return false,
+    };
+    match &message.content {
+        TextOrBlocks::Text(text) => !text.is_empty(),
+        TextOrBlocks::Blocks(blocks) => {
+            !blocks.is_empty()
+                && blocks.iter().all(|block| block_round_trips(block, user))
+                && (!user || tool_results_lead(blocks))
+        }
+    }
 }
 
 /// A user turn's tool results come before its other blocks (the encoder moves them there).
@@ -214,7 +224,7 @@ fn tool_choice_round_trips(choice: &Value) -> bool {
 /// Where `body`, which decoded to `wire`, is patched: the model's value, and a
 /// `"stream": false` removed (the encoder leaves it out). `None` when a member is not where
 /// plain JSON puts it (a key written with escapes).
-pub(super) fn edits(body: &[u8], wire: &MessagesRequest) -> Option<Edits> {
+pub(super) fn edits<M>(body: &[u8], wire: &MessagesRequest<'_, M>) -> Option<Edits> {
     let model = span_in(body, wire.model.raw)?;
     let stream = wire.stream.as_ref().filter(|stream| !stream.value);
     let splices = removing(body, &[("stream", stream.map(|s| s.raw))])?;

@@ -285,3 +285,129 @@ fn stream_false_leaves_the_body_with_its_comma() {
         r#"{"model": "claude",  "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}"#
     );
 }
+
+/// The property behind the message memo (`decode::MESSAGE_MEMO`): a request read through it
+/// decodes to what decoding every message gives (the request and the pass-through's edits),
+/// and it is refused exactly when decoding every message is. Random conversations that
+/// grow a turn or two a request and share one memo; now and then a turn changes in place,
+/// two turns of one role follow each other, a tool result answers no call, or a turn is
+/// not one the decoder takes.
+#[test]
+fn a_request_read_through_the_message_memo_decodes_as_every_message_decoded() {
+    use super::decode::{decode_every_message, decode_with_memo};
+    use crate::protocol::message_memo::MessageMemo;
+
+    let memo = MessageMemo::default();
+    let (mut decoded, mut passed, mut refused) = (0, 0, 0);
+    for seed in 0..1500 {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut members = vec![
+            ("model".to_owned(), json!("claude-sonnet-4-5")),
+            ("max_tokens".to_owned(), json!(8192)),
+        ];
+        optional_members(&mut rng, &mut members);
+        rng.shuffle(&mut members);
+        let pretty = rng.bool();
+        let (mut messages, mut calls) = (Vec::new(), Vec::new());
+        for turn in 0..5 {
+            for _ in 0..rng.usize(1..3) {
+                let n = messages.len();
+                let role = match () {
+                    _ if rarely(&mut rng, 25) => "system",
+                    _ if rarely(&mut rng, 20) => "user",
+                    _ if n % 2 == 0 => "user",
+                    _ => "assistant",
+                };
+                let mut next = match rng.u8(..40) {
+                    0 => json!({"role": "robot", "content": "beep"}),
+                    1 => json!({"role": "user", "content": 5}),
+                    _ => message(&mut rng, role, n),
+                };
+                if !rarely(&mut rng, 30) {
+                    answer_known_calls(&mut next, &mut calls);
+                }
+                messages.push(next);
+            }
+            if turn > 0 && rarely(&mut rng, 5) {
+                let at = rng.usize(..messages.len());
+                let role = if at.is_multiple_of(2) {
+                    "user"
+                } else {
+                    "assistant"
+                };
+                messages[at] = message(&mut rng, role, at);
+            }
+            let mut body = Map::new();
+            for (key, value) in &members {
+                body.insert(key.clone(), value.clone());
+            }
+            body.insert("messages".into(), Value::Array(messages.clone()));
+            let body = if pretty {
+                serde_json::to_vec_pretty(&Value::Object(body)).unwrap()
+            } else {
+                serde_json::to_vec(&Value::Object(body)).unwrap()
+            };
+            let text = String::from_utf8_lossy(&body);
+            match decode_every_message(&body) {
+                Ok(every) => {
+                    decoded += 1;
+                    passed += usize::from(every.1.is_some());
+                    let through_memo = decode_with_memo(&body, &memo);
+                    assert_eq!(
+                        through_memo.as_ref(),
+                        Some(&every),
+                        "seed {seed}, turn {turn}: {text}"
+                    );
+                }
+                Err(_) => {
+                    refused += 1;
+                    let through_memo = decode_with_memo(&body, &memo);
+                    assert!(through_memo.is_none(), "seed {seed}, turn {turn}: {text}");
+                    // The mistake stays in the conversation: start it again.
+                    messages.clear();
+                    calls.clear();
+                }
+            }
+        }
+    }
+    assert!(
+        decoded > 3000 && passed > 500 && refused > 300,
+        "{decoded} decoded ({passed} to go as they came), {refused} refused"
+    );
+    assert!(memo.kept().0 > 0, "the memo kept conversations");
+}
+
+#[test]
+fn a_large_request_with_a_tool_result_for_no_call_is_refused_naming_the_field() {
+    let mut messages = vec![json!({"role": "user", "content": "Find the bug."})];
+    for turn in 0..20 {
+        let id = format!("toolu_{turn}");
+        messages.push(json!({"role": "assistant", "content": [
+            {"type": "tool_use", "id": id, "name": "Bash", "input": {"command": "cat f.rs"}}]}));
+        let code = format!("fn f{turn}() {{\n    println!(\"{turn}\\t\");\n}}\n").repeat(60);
+        messages.push(json!({"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": id, "content": code}]}));
+    }
+    let body = |messages: &[Value]| {
+        serde_json::to_vec(&json!({"model": "claude", "max_tokens": 1024, "messages": messages}))
+            .unwrap()
+    };
+    let good = body(&messages);
+    assert!(
+        good.len() >= 32 << 10,
+        "{} bytes: below the memo's size",
+        good.len()
+    );
+    let (_, edits) = decode_request_checked(&good).unwrap();
+    assert!(edits.is_some(), "the request goes as it came");
+    // The same conversation, its fourth turn answering a call no turn made: the earlier
+    // turns come from the memo now, and the check across turns still runs.
+    messages[4]["content"][0]["tool_use_id"] = json!("toolu_none");
+    let err = decode_request_checked(&body(&messages)).unwrap_err();
+    assert_eq!(err.status(), 422, "{err}");
+    assert_eq!(
+        err.param(),
+        Some("messages[4].content[0].tool_use_id"),
+        "{err}"
+    );
+}

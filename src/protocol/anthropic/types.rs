@@ -10,12 +10,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// A request. `model` and `stream` keep where they sit in the body, for the pass-through
-/// that patches them.
+/// that patches them. The messages are read as `M`: decoded, or as their JSON texts for a
+/// large request (see `decode::MESSAGE_MEMO`).
 #[derive(Debug, Clone, Deserialize)]
-pub struct MessagesRequest<'a> {
+pub struct MessagesRequest<'a, M = WireMessage> {
     #[serde(borrow)]
     pub model: Spanned<'a, String>,
-    pub messages: Vec<WireMessage>,
+    pub messages: Vec<M>,
     /// Required by Anthropic; checked in decode so the error names it.
     #[serde(default)]
     pub max_tokens: Option<u64>,

@@ -14,7 +14,7 @@ use crate::model::{
     ReasoningEffort, Request, ResponseFormat, Role, Sampling, Tool, ToolChoice, Usage,
 };
 use crate::protocol::Spanned;
-use crate::protocol::message_memo::MessageMemo;
+use crate::protocol::message_memo::{self, MessageMemo};
 
 const PROTOCOL: Protocol = Protocol::OpenAiChat;
 
@@ -35,14 +35,9 @@ pub fn decode_request(body: &[u8]) -> Result<(Request, ClientOptions), Error> {
     request_from_wire(wire, messages_from_wire)
 }
 
-/// Requests from this size up have their messages read through [`MESSAGE_MEMO`]. Finding
-/// where each message's text ends before decoding it costs a third more when no message
-/// was seen before; a request this large is nearly always an agent's, which repeats its
-/// last request and adds a turn. Below it the request path stays as it was.
-const MEMO_FROM: usize = 32 << 10;
-
 /// The messages of the latest large requests, decoded, with whether each would be written
-/// again as it came (see [`super::pass_through`]).
+/// again as it came (see [`super::pass_through`]); requests from
+/// [`message_memo::MEMO_FROM`] up are read through it.
 pub(super) static MESSAGE_MEMO: LazyLock<MessageMemo<(Message, bool)>> =
     LazyLock::new(MessageMemo::default);
 
@@ -52,7 +47,7 @@ pub(super) static MESSAGE_MEMO: LazyLock<MessageMemo<(Message, bool)>> =
 pub fn decode_request_checked(
     body: &[u8],
 ) -> Result<(Request, ClientOptions, Option<Edits>), Error> {
-    if body.len() >= MEMO_FROM
+    if body.len() >= message_memo::MEMO_FROM
         && let Some(decoded) = decode_with_memo(body, &MESSAGE_MEMO)
     {
         return Ok(decoded);
@@ -90,12 +85,12 @@ pub(super) fn decode_with_memo(
     };
     let mut messages_round_trip = true;
     let from_texts = |texts: Vec<&RawValue>| {
-        let decoded = memo.decode(&texts, |index, text| {
-            let wire: ChatMessage = serde_json::from_str(text)
-                .map_err(|err| Error::invalid_request(err.to_string()))?;
-            let round_trips = pass_through::message_round_trips(&wire);
-            Ok::<_, Error>((message_from_wire(wire, index)?, round_trips))
-        })?;
+        let decoded = message_memo::decode_messages(
+            memo,
+            &texts,
+            pass_through::message_round_trips,
+            message_from_wire,
+        )?;
         let mut messages = Vec::with_capacity(decoded.len());
         for (message, round_trips) in decoded {
             messages_round_trip &= round_trips;
