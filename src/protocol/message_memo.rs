@@ -24,7 +24,7 @@ use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
 use crate::Error;
-use crate::model::Message;
+use crate::model::{Message, Shared};
 
 /// Requests from this size up have their messages read through a memo. Finding where each
 /// message's text ends before decoding it costs a third more when no message was seen
@@ -38,117 +38,113 @@ const CONVERSATIONS: usize = 8;
 /// values take about as much again).
 const BYTES: usize = 16 << 20;
 
-/// One message: its JSON text and what it decoded to.
-struct Memoized<M> {
-    raw: Box<str>,
-    value: M,
-}
-
-/// The messages of a conversation's latest request, in order.
-struct Conversation<M> {
-    messages: Vec<Arc<Memoized<M>>>,
+/// The messages of a conversation's latest request: their JSON texts, what they decoded
+/// to (the request's own list, shared: a stage that changes the request's messages copies
+/// them first, so this stays as decoded), and whether the encoder writes each again as it
+/// came.
+struct Conversation {
+    texts: Vec<Arc<str>>,
+    messages: Shared<Message>,
+    round_trips: Vec<bool>,
     bytes: usize,
 }
 
-impl<M> Conversation<M> {
-    fn raw(&self, index: usize) -> Option<&str> {
-        self.messages.get(index).map(|message| &*message.raw)
-    }
-
-    /// Whether `raws` starts as this conversation's request did: its first message (the
+impl Conversation {
+    /// Whether `texts` starts as this conversation's request did: its first message (the
     /// system prompt, which every session of one agent shares) and, when there is one, its
     /// second (the task, which sets one session apart from another).
-    fn starts_like(&self, raws: &[&RawValue], how_many: usize) -> bool {
-        raws.iter()
+    fn starts_like(&self, texts: &[&RawValue], how_many: usize) -> bool {
+        texts
+            .iter()
             .take(how_many)
             .enumerate()
-            .all(|(index, raw)| self.raw(index) == Some(raw.get()))
+            .all(|(index, text)| self.texts.get(index).map(|seen| &**seen) == Some(text.get()))
     }
+}
+
+/// A request's messages as [`MessageMemo::decode`] gives them, and what the memo keeps of
+/// them once the request holds them ([`MessageMemo::remember`]).
+pub(crate) struct Decoded {
+    pub messages: Vec<Message>,
+    /// Whether the encoder writes each message again as it came.
+    pub round_trips: Vec<bool>,
+    texts: Vec<Arc<str>>,
+    /// The conversation this request continues, when it reused at least half of it.
+    continues: Option<Arc<Conversation>>,
 }
 
 /// The memo of the latest requests' messages (see the module's comment).
-pub(crate) struct MessageMemo<M> {
-    conversations: Mutex<VecDeque<Arc<Conversation<M>>>>,
+#[derive(Default)]
+pub(crate) struct MessageMemo {
+    conversations: Mutex<VecDeque<Arc<Conversation>>>,
 }
 
-impl<M> Default for MessageMemo<M> {
-    fn default() -> Self {
-        Self {
-            conversations: Mutex::new(VecDeque::new()),
-        }
-    }
-}
-
-impl<M: Clone> MessageMemo<M> {
-    /// The values of the messages whose JSON texts are `raws`: a copy of the value
-    /// remembered for a message with the same text at the same place in the conversation's
-    /// last request, else `decode(index, text)`. The first error is returned as it is, and
-    /// nothing is remembered then.
-    pub(crate) fn decode<E>(
+impl MessageMemo {
+    /// The messages whose JSON texts are `texts`: a copy of the message decoded from the
+    /// same text at the same place in the conversation's last request, else the text read
+    /// as the wire type `W`, told whether the encoder writes it again as it came
+    /// (`round_trips`) and turned into the model's message by `decode` (with its index, for
+    /// an error). The first error is returned as it is.
+    pub(crate) fn decode<W: DeserializeOwned>(
         &self,
-        raws: &[&RawValue],
-        mut decode: impl FnMut(usize, &str) -> Result<M, E>,
-    ) -> Result<Vec<M>, E> {
-        let earlier = self.conversation_like(raws);
-        let mut values = Vec::with_capacity(raws.len());
-        let mut memoized = Vec::with_capacity(raws.len());
-        let (mut decoded, mut bytes) = (0, 0);
-        for (index, raw) in raws.iter().enumerate() {
-            let text = raw.get();
-            bytes += text.len();
+        texts: &[&RawValue],
+        round_trips: impl Fn(&W) -> bool,
+        decode: impl Fn(W, usize) -> Result<Message, Error>,
+    ) -> Result<Decoded, Error> {
+        let earlier = self.conversation_like(texts);
+        let mut out = Decoded {
+            messages: Vec::with_capacity(texts.len()),
+            round_trips: Vec::with_capacity(texts.len()),
+            texts: Vec::with_capacity(texts.len()),
+            continues: None,
+        };
+        let mut reused = 0;
+        for (index, text) in texts.iter().enumerate() {
+            let text = text.get();
             let seen = earlier
                 .as_ref()
-                .and_then(|earlier| earlier.messages.get(index))
-                .filter(|seen| *seen.raw == *text);
-            if let Some(seen) = seen {
-                values.push(seen.value.clone());
-                memoized.push(Arc::clone(seen));
+                .filter(|earlier| earlier.texts.get(index).is_some_and(|seen| **seen == *text));
+            if let Some(earlier) = seen {
+                out.messages.push(earlier.messages[index].clone());
+                out.round_trips.push(earlier.round_trips[index]);
+                out.texts.push(Arc::clone(&earlier.texts[index]));
+                reused += 1;
                 continue;
             }
-            let value = decode(index, text)?;
-            decoded += 1;
-            memoized.push(Arc::new(Memoized {
-                raw: text.into(),
-                value: value.clone(),
-            }));
-            values.push(value);
+            let wire: W = serde_json::from_str(text)
+                .map_err(|err| Error::invalid_request(err.to_string()))?;
+            out.round_trips.push(round_trips(&wire));
+            out.messages.push(decode(wire, index)?);
+            out.texts.push(text.into());
         }
-        let reused = raws.len() - decoded;
-        self.remember(
-            Conversation {
-                messages: memoized,
-                bytes,
-            },
-            earlier.filter(|earlier| reused * 2 >= earlier.messages.len()),
-        );
-        Ok(values)
+        out.continues = earlier.filter(|earlier| reused * 2 >= earlier.texts.len());
+        Ok(out)
     }
 
-    /// The conversation `raws` most likely continues: the latest that starts with the same
-    /// two messages, else the latest that starts with the same first one.
-    fn conversation_like(&self, raws: &[&RawValue]) -> Option<Arc<Conversation<M>>> {
-        let conversations = self.lock();
-        [2, 1].into_iter().find_map(|how_many| {
-            conversations
-                .iter()
-                .find(|conversation| conversation.starts_like(raws, how_many))
-                .cloned()
-        })
-    }
-
-    /// Keeps `latest` as the newest conversation, in the place of `continued` (the one it
-    /// continues, when it reused at least half of its messages), and forgets the oldest
-    /// beyond the bounds. A conversation that does not fit in the bounds by itself is not
-    /// kept.
-    fn remember(&self, latest: Conversation<M>, continued: Option<Arc<Conversation<M>>>) {
+    /// Keeps `messages`, the request's list made of `decoded`'s messages, as its
+    /// conversation's newest, in the place of the one it continues, and forgets the oldest
+    /// beyond the bounds. A request that does not fit in the bounds by itself is not kept.
+    pub(crate) fn remember(&self, decoded: Decoded, messages: &Shared<Message>) {
+        let Decoded {
+            texts,
+            round_trips,
+            continues,
+            ..
+        } = decoded;
+        let bytes = texts.iter().map(|text| text.len()).sum();
         let mut conversations = self.lock();
-        if let Some(continued) = continued {
+        if let Some(continued) = continues {
             conversations.retain(|kept| !Arc::ptr_eq(kept, &continued));
         }
-        if latest.bytes > BYTES {
+        if bytes > BYTES || messages.len() != texts.len() {
             return;
         }
-        conversations.push_front(Arc::new(latest));
+        conversations.push_front(Arc::new(Conversation {
+            texts,
+            messages: messages.clone(),
+            round_trips,
+            bytes,
+        }));
         while conversations.len() > CONVERSATIONS
             || conversations.iter().map(|kept| kept.bytes).sum::<usize>() > BYTES
         {
@@ -156,7 +152,19 @@ impl<M: Clone> MessageMemo<M> {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Arc<Conversation<M>>>> {
+    /// The conversation `texts` most likely continues: the latest that starts with the same
+    /// two messages, else the latest that starts with the same first one.
+    fn conversation_like(&self, texts: &[&RawValue]) -> Option<Arc<Conversation>> {
+        let conversations = self.lock();
+        [2, 1].into_iter().find_map(|how_many| {
+            conversations
+                .iter()
+                .find(|conversation| conversation.starts_like(texts, how_many))
+                .cloned()
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Arc<Conversation>>> {
         // A panic while holding the lock leaves nothing half-changed that matters: the
         // list is only a memo.
         self.conversations
@@ -175,26 +183,10 @@ impl<M: Clone> MessageMemo<M> {
     }
 }
 
-/// A protocol's messages, decoded through its memo: each message it has not seen is read as
-/// the wire type `W`, told whether the encoder writes it again as it came (`round_trips`),
-/// and turned into the model's by `decode` (with its index, for an error).
-pub(crate) fn decode_messages<W: DeserializeOwned>(
-    memo: &MessageMemo<(Message, bool)>,
-    texts: &[&RawValue],
-    round_trips: impl Fn(&W) -> bool,
-    decode: impl Fn(W, usize) -> Result<Message, Error>,
-) -> Result<Vec<(Message, bool)>, Error> {
-    memo.decode(texts, |index, text| {
-        let wire: W =
-            serde_json::from_str(text).map_err(|err| Error::invalid_request(err.to_string()))?;
-        let round_trips = round_trips(&wire);
-        Ok((decode(wire, index)?, round_trips))
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{Part, Role};
 
     fn raws(texts: &[String]) -> Vec<Box<RawValue>> {
         texts
@@ -207,18 +199,29 @@ mod tests {
         raws.iter().map(|raw| &**raw).collect()
     }
 
-    /// Decodes `texts` through `memo`, counting the messages decoded; the value of a
-    /// message is its text.
-    fn run(memo: &MessageMemo<String>, texts: &[String]) -> (Vec<String>, usize) {
+    /// Decodes `texts` (JSON strings) through `memo` as the decoders do, and has the memo
+    /// remember them; a message is a user's with the string as its text. Gives the texts of
+    /// the messages and how many of them were decoded.
+    fn run(memo: &MessageMemo, texts: &[String]) -> (Vec<String>, usize) {
         let raws = raws(texts);
-        let mut decoded = 0;
-        let values = memo
-            .decode(&borrowed(&raws), |_, text| {
-                decoded += 1;
-                Ok::<_, String>(format!("decoded {text}"))
-            })
+        let decoded = std::cell::Cell::new(0);
+        let out = memo
+            .decode(
+                &borrowed(&raws),
+                |text: &String| !text.is_empty(),
+                |text: String, _| {
+                    decoded.set(decoded.get() + 1);
+                    Ok(Message::new(
+                        Role::User,
+                        vec![Part::text(format!("decoded {text}"))],
+                    ))
+                },
+            )
             .unwrap();
-        (values, decoded)
+        let values = out.messages.iter().map(Message::text).collect();
+        let list: Shared<Message> = out.messages.clone().into();
+        memo.remember(out, &list);
+        (values, decoded.get())
     }
 
     fn conversation(task: &str, turns: usize) -> Vec<String> {
@@ -233,12 +236,15 @@ mod tests {
         let first = conversation("fix the bug", 3);
         let (values, decoded) = run(&memo, &first);
         assert_eq!(decoded, 5);
-        assert_eq!(values[2], "decoded \"fix the bug: turn 0\"");
+        assert_eq!(values[2], "decoded fix the bug: turn 0");
 
         let next = conversation("fix the bug", 5);
         let (values, decoded) = run(&memo, &next);
         assert_eq!(decoded, 2, "only the two new turns are decoded");
-        let expected: Vec<String> = next.iter().map(|t| format!("decoded {t}")).collect();
+        let expected: Vec<String> = next
+            .iter()
+            .map(|t| format!("decoded {}", t.trim_matches('"')))
+            .collect();
         assert_eq!(values, expected);
     }
 
@@ -250,8 +256,8 @@ mod tests {
         edited[3] = "\"a cleared tool result\"".to_owned();
         let (values, decoded) = run(&memo, &edited);
         assert_eq!(decoded, 1);
-        assert_eq!(values[3], "decoded \"a cleared tool result\"");
-        assert_eq!(values[4], "decoded \"task: turn 2\"");
+        assert_eq!(values[3], "decoded a cleared tool result");
+        assert_eq!(values[4], "decoded task: turn 2");
     }
 
     #[test]
@@ -267,18 +273,50 @@ mod tests {
 
     #[test]
     fn an_error_is_returned_and_nothing_is_remembered() {
-        let memo: MessageMemo<String> = MessageMemo::default();
+        let memo = MessageMemo::default();
         let texts = conversation("task", 2);
         let raws = raws(&texts);
-        let out = memo.decode(&borrowed(&raws), |index, text| {
-            if index == 2 {
-                Err(format!("bad message {index}: {text}"))
-            } else {
-                Ok(text.to_owned())
-            }
-        });
-        assert_eq!(out.err().unwrap(), "bad message 2: \"task: turn 0\"");
+        let out = memo.decode(
+            &borrowed(&raws),
+            |_: &String| true,
+            |text: String, index| {
+                if index == 2 {
+                    Err(Error::invalid_request(format!(
+                        "bad message {index}: {text}"
+                    )))
+                } else {
+                    Ok(Message::new(Role::User, vec![Part::text(text)]))
+                }
+            },
+        );
+        assert_eq!(
+            out.err().unwrap().to_string(),
+            "bad message 2: task: turn 0"
+        );
         assert_eq!(memo.kept(), (0, 0));
+    }
+
+    #[test]
+    fn the_memo_keeps_the_requests_own_list_as_decoded() {
+        let memo = MessageMemo::default();
+        let texts = conversation("task", 2);
+        let raws = raws(&texts);
+        let decode = |memo: &MessageMemo| {
+            memo.decode(
+                &borrowed(&raws),
+                |_: &String| true,
+                |text: String, _| Ok(Message::new(Role::User, vec![Part::text(text)])),
+            )
+            .unwrap()
+        };
+        let out = decode(&memo);
+        let mut list: Shared<Message> = out.messages.clone().into();
+        memo.remember(out, &list);
+        // A stage changes the request's messages: the memo's stay as they were decoded.
+        list[0] = Message::new(Role::User, vec![Part::text("changed")]);
+        let again = decode(&memo);
+        assert_eq!(again.messages[0].text(), "system prompt");
+        assert_eq!(again.round_trips, vec![true; 4]);
     }
 
     #[test]

@@ -36,8 +36,7 @@ pub fn decode_request(body: &[u8]) -> Result<Request, Error> {
 /// The messages of the latest large requests, decoded, with whether each would be written
 /// again as it came (see [`super::pass_through`]); requests from
 /// [`message_memo::MEMO_FROM`] up are read through it.
-pub(super) static MESSAGE_MEMO: LazyLock<MessageMemo<(Message, bool)>> =
-    LazyLock::new(MessageMemo::default);
+pub(super) static MESSAGE_MEMO: LazyLock<MessageMemo> = LazyLock::new(MessageMemo::default);
 
 /// [`decode_request`], and where the body is patched if it is to go to an Anthropic
 /// back-end as it came: `None` when the encoder would not write it again as it came (see
@@ -68,7 +67,7 @@ pub(super) fn decode_every_message(body: &[u8]) -> Result<(Request, Option<Edits
 /// it always has.
 pub(super) fn decode_with_memo(
     body: &[u8],
-    memo: &MessageMemo<(Message, bool)>,
+    memo: &MessageMemo,
 ) -> Option<(Request, Option<Edits>)> {
     let wire: MessagesRequest<&RawValue> = crate::protocol::json_from_bytes(body).ok()?;
     let edits = if pass_through::fields_round_trip(&wire) {
@@ -76,26 +75,27 @@ pub(super) fn decode_with_memo(
     } else {
         None
     };
-    let mut messages_round_trip = true;
+    let mut memoized = None;
     let from_texts = |texts: Vec<&RawValue>| {
-        let decoded = message_memo::decode_messages(
-            memo,
-            &texts,
-            pass_through::message_round_trips,
-            decode_message,
-        )?;
-        let mut messages: Vec<Message> = Vec::with_capacity(decoded.len());
+        let mut decoded = memo.decode(&texts, pass_through::message_round_trips, decode_message)?;
+        let messages = std::mem::take(&mut decoded.messages);
         let mut tool_use_ids = Vec::new();
-        for (index, (message, round_trips)) in decoded.into_iter().enumerate() {
-            check_tool_results(&message, index, &mut tool_use_ids)?;
-            // The encoder merges turns of one role that follow each other.
-            let alternates = messages.last().is_none_or(|last| last.role != message.role);
-            messages_round_trip &= round_trips && alternates;
-            messages.push(message);
+        for (index, message) in messages.iter().enumerate() {
+            check_tool_results(message, index, &mut tool_use_ids)?;
         }
+        memoized = Some(decoded);
         Ok(messages)
     };
     let request = request_from_wire(wire, from_texts).ok()?;
+    let memoized = memoized?;
+    // The encoder merges turns of one role that follow each other.
+    let alternate = request
+        .messages
+        .windows(2)
+        .all(|pair| pair[0].role != pair[1].role);
+    let messages_round_trip =
+        alternate && memoized.round_trips.iter().all(|&round_trips| round_trips);
+    memo.remember(memoized, &request.messages);
     Some((request, edits.filter(|_| messages_round_trip)))
 }
 

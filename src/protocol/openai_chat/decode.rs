@@ -38,8 +38,7 @@ pub fn decode_request(body: &[u8]) -> Result<(Request, ClientOptions), Error> {
 /// The messages of the latest large requests, decoded, with whether each would be written
 /// again as it came (see [`super::pass_through`]); requests from
 /// [`message_memo::MEMO_FROM`] up are read through it.
-pub(super) static MESSAGE_MEMO: LazyLock<MessageMemo<(Message, bool)>> =
-    LazyLock::new(MessageMemo::default);
+pub(super) static MESSAGE_MEMO: LazyLock<MessageMemo> = LazyLock::new(MessageMemo::default);
 
 /// [`decode_request`], and where the body is patched if it is to go to an OpenAI-chat
 /// back-end as it came: `None` when the encoder would not write it again as it came (see
@@ -75,7 +74,7 @@ pub(super) fn decode_every_message(
 /// it always has.
 pub(super) fn decode_with_memo(
     body: &[u8],
-    memo: &MessageMemo<(Message, bool)>,
+    memo: &MessageMemo,
 ) -> Option<(Request, ClientOptions, Option<Edits>)> {
     let wire: ChatRequest<&RawValue> = crate::protocol::json_from_bytes(body).ok()?;
     let edits = if pass_through::fields_round_trip(&wire) {
@@ -83,22 +82,18 @@ pub(super) fn decode_with_memo(
     } else {
         None
     };
-    let mut messages_round_trip = true;
+    let mut memoized = None;
     let from_texts = |texts: Vec<&RawValue>| {
-        let decoded = message_memo::decode_messages(
-            memo,
-            &texts,
-            pass_through::message_round_trips,
-            message_from_wire,
-        )?;
-        let mut messages = Vec::with_capacity(decoded.len());
-        for (message, round_trips) in decoded {
-            messages_round_trip &= round_trips;
-            messages.push(message);
-        }
+        let mut decoded =
+            memo.decode(&texts, pass_through::message_round_trips, message_from_wire)?;
+        let messages = std::mem::take(&mut decoded.messages);
+        memoized = Some(decoded);
         Ok(messages)
     };
     let (request, options) = request_from_wire(wire, from_texts).ok()?;
+    let memoized = memoized?;
+    let messages_round_trip = memoized.round_trips.iter().all(|&round_trips| round_trips);
+    memo.remember(memoized, &request.messages);
     Some((request, options, edits.filter(|_| messages_round_trip)))
 }
 
