@@ -7,7 +7,8 @@
 //! changed it (see [`super::ClientBody`]): the client's bytes go out as they came only when
 //! nothing did. With shared lists that copy costs a reference count, and comparing an
 //! untouched list is comparing two pointers. A stage that takes a list mutably gets its own
-//! copy first (`Arc::make_mut`), so the copy kept for comparison never changes under it.
+//! copy first (`Arc::make_mut`), so the copy kept for comparison never changes under it
+//! (nor the messages a large request leaves in `protocol::message_memo`).
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};

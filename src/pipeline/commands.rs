@@ -608,7 +608,8 @@ impl Stage for Commands {
             return Ok(Flow::Continue);
         }
         // Taken mutably only now: that copies the messages, which the request shares with
-        // the copy kept to tell whether the client's body can go out as it came (`Shared`).
+        // the copy kept to tell whether the client's body can go out as it came and, for a
+        // large request, with the message memo (`Shared`).
         let Some(last) = request.messages.last_mut() else {
             return Ok(Flow::Continue);
         };

@@ -132,7 +132,8 @@ impl Stage for PytestOutput {
     ) -> Result<Flow, Error> {
         // Read first, and taken mutably only when there is output to compress: that copies
         // the messages, which the request shares with the copy kept to tell whether the
-        // client's body can go out as it came (`model::Shared`).
+        // client's body can go out as it came and, for a large request, with the message
+        // memo (`model::Shared`).
         let compressible = request.messages.iter().flat_map(|m| &m.parts).any(|part| {
             matches!(part, Part::ToolResult { content, .. } if content.iter().any(
                 |inner| matches!(inner, Part::Text { text, .. } if is_pytest_output(text))

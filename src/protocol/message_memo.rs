@@ -13,9 +13,15 @@
 //!
 //! Decoding a message is a pure function of its JSON text (its position only names it in
 //! an error, and an error is never remembered), so reusing the value decoded from the same
-//! text gives what decoding it again would. The texts are compared byte for byte, never by
-//! a hash: a request whose messages collided with another client's would be given that
-//! client's messages.
+//! text gives what decoding it again would. A message is decoded at the depth it has in the
+//! body, so serde_json's nesting limit refuses what it refused in the body. The texts are
+//! compared byte for byte, never by a hash: a request whose messages collided with another
+//! client's would be given that client's messages.
+//!
+//! The memo is one for all clients: a client given the messages decoded for another sent
+//! the same bytes. It keeps message texts as the client sent them, before any stage (the
+//! prompt redaction among them) saw them, for as long as the conversation is among the
+//! latest.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -34,9 +40,24 @@ pub(crate) const MEMO_FROM: usize = 32 << 10;
 
 /// Conversations remembered at most: an agent, its sub-agents, and a few sessions at once.
 const CONVERSATIONS: usize = 8;
-/// The messages' JSON text remembered at most, over all conversations (their decoded
-/// values take about as much again).
+/// What the conversations remembered may weigh at most, as [`weight`] counts it.
 const BYTES: usize = 16 << 20;
+
+/// What a message remembered weighs: its text, about as much again decoded, and a part's
+/// own allocations (a 13-byte `{"type":"x"}` part decodes to a map of a few hundred bytes,
+/// so a request of many tiny parts weighs what it holds, not what its text is long).
+fn weight(text: &str, message: &Message) -> usize {
+    const PART: usize = 512;
+    let parts: usize = message
+        .parts
+        .iter()
+        .map(|part| match part {
+            crate::model::Part::ToolResult { content, .. } => 1 + content.len(),
+            _ => 1,
+        })
+        .sum();
+    2 * text.len() + PART * (1 + parts)
+}
 
 /// The messages of a conversation's latest request: their JSON texts, what they decoded
 /// to (the request's own list, shared: a stage that changes the request's messages copies
@@ -50,9 +71,10 @@ struct Conversation {
 }
 
 impl Conversation {
-    /// Whether `texts` starts as this conversation's request did: its first message (the
-    /// system prompt, which every session of one agent shares) and, when there is one, its
-    /// second (the task, which sets one session apart from another).
+    /// Whether `texts` starts as this conversation's request did: its first `how_many`
+    /// messages (in OpenAI chat the system prompt, which every session of one agent shares,
+    /// then the task, which sets one session apart; in Anthropic, whose system prompt is
+    /// not a message, the task and the first answer).
     fn starts_like(&self, texts: &[&RawValue], how_many: usize) -> bool {
         texts
             .iter()
@@ -77,6 +99,9 @@ pub(crate) struct Decoded {
 #[derive(Default)]
 pub(crate) struct MessageMemo {
     conversations: Mutex<VecDeque<Arc<Conversation>>>,
+    /// Messages decoded rather than reused, for the tests.
+    #[cfg(test)]
+    fresh: std::sync::atomic::AtomicUsize,
 }
 
 impl MessageMemo {
@@ -111,19 +136,25 @@ impl MessageMemo {
                 reused += 1;
                 continue;
             }
-            let wire: W = serde_json::from_str(text)
-                .map_err(|err| Error::invalid_request(err.to_string()))?;
+            let wire: W = read_at_its_depth(text)?;
             out.round_trips.push(round_trips(&wire));
             out.messages.push(decode(wire, index)?);
             out.texts.push(text.into());
+            #[cfg(test)]
+            self.fresh
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        out.continues = earlier.filter(|earlier| reused * 2 >= earlier.texts.len());
+        // A request that shares only its first message with a conversation (another
+        // session of the same agent) is one of its own, and leaves that one be.
+        out.continues = earlier.filter(|earlier| reused >= 2 && reused * 2 >= earlier.texts.len());
         Ok(out)
     }
 
     /// Keeps `messages`, the request's list made of `decoded`'s messages, as its
-    /// conversation's newest, in the place of the one it continues, and forgets the oldest
-    /// beyond the bounds. A request that does not fit in the bounds by itself is not kept.
+    /// conversation's newest, in the place of the one it continues (which goes even when
+    /// the new one is not kept), and forgets the oldest beyond the bounds. A request that
+    /// does not fit in the bounds by itself is not kept. Two requests of one conversation
+    /// at once may both be kept; the later one is found first.
     pub(crate) fn remember(&self, decoded: Decoded, messages: &Shared<Message>) {
         let Decoded {
             texts,
@@ -131,31 +162,42 @@ impl MessageMemo {
             continues,
             ..
         } = decoded;
-        let bytes = texts.iter().map(|text| text.len()).sum();
+        let fits = messages.len() == texts.len();
+        let bytes = texts
+            .iter()
+            .zip(messages.iter())
+            .map(|(text, message)| weight(text, message))
+            .sum();
+        // What leaves the memo is freed after the lock is let go: the last copy of a
+        // conversation is thousands of allocations, and every large request takes the lock.
+        let mut forgotten = Vec::new();
         let mut conversations = self.lock();
         if let Some(continued) = continues {
             conversations.retain(|kept| !Arc::ptr_eq(kept, &continued));
+            forgotten.push(continued);
         }
-        if bytes > BYTES || messages.len() != texts.len() {
-            return;
+        if fits && bytes <= BYTES {
+            conversations.push_front(Arc::new(Conversation {
+                texts,
+                messages: messages.clone(),
+                round_trips,
+                bytes,
+            }));
         }
-        conversations.push_front(Arc::new(Conversation {
-            texts,
-            messages: messages.clone(),
-            round_trips,
-            bytes,
-        }));
         while conversations.len() > CONVERSATIONS
             || conversations.iter().map(|kept| kept.bytes).sum::<usize>() > BYTES
         {
-            conversations.pop_back();
+            forgotten.extend(conversations.pop_back());
         }
+        drop(conversations);
+        drop(forgotten);
     }
 
     /// The conversation `texts` most likely continues: the latest that starts with the same
-    /// two messages, else the latest that starts with the same first one.
+    /// two messages, else the latest that starts with the same first one. The texts are
+    /// compared after the lock is let go.
     fn conversation_like(&self, texts: &[&RawValue]) -> Option<Arc<Conversation>> {
-        let conversations = self.lock();
+        let conversations: Vec<Arc<Conversation>> = self.lock().iter().cloned().collect();
         [2, 1].into_iter().find_map(|how_many| {
             conversations
                 .iter()
@@ -172,7 +214,13 @@ impl MessageMemo {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// How many conversations are kept, and their messages' bytes.
+    /// Messages decoded rather than reused so far.
+    #[cfg(test)]
+    pub(crate) fn fresh(&self) -> usize {
+        self.fresh.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many conversations are kept, and their weight.
     #[cfg(test)]
     pub(crate) fn kept(&self) -> (usize, usize) {
         let conversations = self.lock();
@@ -181,6 +229,20 @@ impl MessageMemo {
             conversations.iter().map(|kept| kept.bytes).sum(),
         )
     }
+}
+
+/// `text`, one message's JSON, read as `W` two arrays deep, where a message sits in a body
+/// (its object and the `messages` list): serde_json's nesting limit then refuses the
+/// message alone exactly when it refused the body. Read alone, it would have two levels
+/// more (and finding where it ends, as `RawValue`, does not count levels).
+fn read_at_its_depth<W: DeserializeOwned>(text: &str) -> Result<W, Error> {
+    let mut nested = String::with_capacity(text.len() + 4);
+    nested.push_str("[[");
+    nested.push_str(text);
+    nested.push_str("]]");
+    let ((wire,),): ((W,),) =
+        serde_json::from_str(&nested).map_err(|err| Error::invalid_request(err.to_string()))?;
+    Ok(wire)
 }
 
 #[cfg(test)]

@@ -290,7 +290,7 @@ fn a_request_read_through_the_message_memo_decodes_as_every_message_decoded() {
     use crate::protocol::message_memo::MessageMemo;
 
     let memo = MessageMemo::default();
-    let (mut decoded, mut refused) = (0, 0);
+    let (mut decoded, mut passed, mut refused, mut sent) = (0, 0, 0, 0);
     for seed in 0..1500 {
         let mut rng = fastrand::Rng::with_seed(seed);
         let mut members = vec![("model".to_owned(), json!("gpt-4o"))];
@@ -317,10 +317,12 @@ fn a_request_read_through_the_message_memo_decodes_as_every_message_decoded() {
             };
             let every = decode_every_message(&body);
             let through_memo = decode_with_memo(&body, &memo);
+            sent += messages.len();
             let text = String::from_utf8_lossy(&body);
             match every {
                 Ok(every) => {
                     decoded += 1;
+                    passed += usize::from(every.2.is_some());
                     assert_eq!(
                         through_memo.as_ref(),
                         Some(&every),
@@ -337,13 +339,13 @@ fn a_request_read_through_the_message_memo_decodes_as_every_message_decoded() {
         }
     }
     assert!(
-        decoded > 3000 && refused > 300,
-        "{decoded} decoded, {refused} refused"
+        decoded > 3000 && passed > 500 && refused > 300,
+        "{decoded} decoded ({passed} to go as they came), {refused} refused"
     );
-    let (conversations, bytes) = memo.kept();
     assert!(
-        conversations > 0 && bytes > 0,
-        "the memo kept conversations"
+        memo.fresh() * 2 < sent,
+        "{} of {sent} messages decoded afresh: the conversations' earlier turns are reused",
+        memo.fresh()
     );
 }
 
@@ -366,22 +368,62 @@ fn agent_request(turns: usize) -> Vec<u8> {
 }
 
 #[test]
-fn an_agents_growing_requests_decode_as_before_and_are_remembered() {
-    use super::decode::{MESSAGE_MEMO, decode_every_message};
+fn an_agents_growing_requests_decode_as_before_and_only_their_new_turns_afresh() {
+    use super::decode::{decode_every_message, decode_with_memo};
+    use crate::protocol::message_memo::MessageMemo;
 
-    for turns in [20, 21, 22, 22] {
+    let memo = MessageMemo::default();
+    // Messages decoded afresh: all 42 at first, then each request's new turn (a call and
+    // its result), then none for a request sent again.
+    for (turns, fresh) in [(20, 42), (21, 44), (22, 46), (22, 46)] {
         let body = agent_request(turns);
         assert!(
             body.len() >= 32 << 10,
             "{} bytes: below the memo's size",
             body.len()
         );
-        let got = decode_request_checked(&body).unwrap();
+        let got = decode_with_memo(&body, &memo).unwrap();
         assert_eq!(got, decode_every_message(&body).unwrap());
         assert!(got.2.is_some(), "the request goes as it came");
+        assert_eq!(memo.fresh(), fresh, "{turns} turns");
     }
-    // Other tests in this process may share the memo: at least this conversation is kept.
-    assert!(MESSAGE_MEMO.kept().0 >= 1);
+    // And through the decoder's own memo, from this size up.
+    let body = agent_request(23);
+    assert_eq!(
+        decode_request_checked(&body).unwrap(),
+        decode_every_message(&body).unwrap()
+    );
+}
+
+/// serde_json refuses a body nested more than 128 deep. A message read alone is read as
+/// deep as it sits in the body, so the memo refuses what decoding every message refuses.
+#[test]
+fn a_message_nested_to_the_limit_is_refused_as_it_was_in_the_body() {
+    use super::decode::{decode_every_message, decode_with_memo};
+    use crate::protocol::message_memo::MessageMemo;
+
+    let (mut accepted, mut refused) = (0, 0);
+    for depth in 115..135 {
+        let memo = MessageMemo::default();
+        let mut body: Value = serde_json::from_slice(&agent_request(20)).unwrap();
+        let nested = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        body["messages"][1]["x_nested"] = serde_json::from_str(&nested).unwrap_or(Value::Null);
+        let mut text = serde_json::to_string(&body).unwrap();
+        text = text.replace("\"x_nested\":null", &format!("\"x_nested\":{nested}"));
+        assert!(text.contains(&nested), "depth {depth}");
+        let every = decode_every_message(text.as_bytes());
+        let through_memo = decode_with_memo(text.as_bytes(), &memo);
+        assert_eq!(through_memo.is_some(), every.is_ok(), "depth {depth}");
+        if every.is_ok() {
+            accepted += 1;
+        } else {
+            refused += 1;
+        }
+    }
+    assert!(
+        accepted > 0 && refused > 0,
+        "{accepted} accepted, {refused} refused"
+    );
 }
 
 #[test]
