@@ -121,6 +121,20 @@ pub fn body_of(rng: &mut fastrand::Rng, mut members: Vec<(String, Value)>) -> Ve
     }
 }
 
+/// A request body of these top-level members in this order, with `messages` last, pretty
+/// or compact: one conversation's requests, written the same way each time, as a client
+/// writes them.
+pub fn conversation_body(members: &[(String, Value)], messages: &[Value], pretty: bool) -> Vec<u8> {
+    let mut body: serde_json::Map<String, Value> = members.iter().cloned().collect();
+    body.insert("messages".into(), Value::Array(messages.to_vec()));
+    let body = Value::Object(body);
+    if pretty {
+        serde_json::to_vec_pretty(&body).unwrap()
+    } else {
+        serde_json::to_vec(&body).unwrap()
+    }
+}
+
 /// The body a back-end of `protocol` sends for `body` going to `model`, as text, when
 /// `decode` (of `body`) says it goes as it came.
 pub fn sent_as_is(

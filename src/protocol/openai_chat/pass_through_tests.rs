@@ -11,7 +11,7 @@ use super::decode::decode_request_checked;
 use super::encode_request;
 use crate::model::{Edits, Protocol, Request};
 use crate::protocol::round_trip_support::{
-    body_of, check_request_pass_through, pick, rarely, sent_as_is,
+    body_of, check_request_pass_through, conversation_body, pick, rarely, sent_as_is,
 };
 
 fn content_part(rng: &mut fastrand::Rng, refusal_ok: bool) -> Value {
@@ -305,16 +305,7 @@ fn a_request_read_through_the_message_memo_decodes_as_every_message_decoded() {
                 let at = rng.usize(1..messages.len());
                 messages[at] = message(&mut rng);
             }
-            let mut body = Map::new();
-            for (key, value) in &members {
-                body.insert(key.clone(), value.clone());
-            }
-            body.insert("messages".into(), Value::Array(messages.clone()));
-            let body = if pretty {
-                serde_json::to_vec_pretty(&Value::Object(body)).unwrap()
-            } else {
-                serde_json::to_vec(&Value::Object(body)).unwrap()
-            };
+            let body = conversation_body(&members, &messages, pretty);
             let every = decode_every_message(&body);
             let through_memo = decode_with_memo(&body, &memo);
             sent += messages.len();
