@@ -32,10 +32,11 @@ use serde_json::value::RawValue;
 use crate::Error;
 use crate::model::{Message, Shared};
 
-/// Requests from this size up have their messages read through a memo. Finding where each
-/// message's text ends before decoding it costs a third more when no message was seen
-/// before; a request this large is nearly always an agent's, which repeats its last request
-/// and adds a turn. Below it the request path stays as it was.
+/// Requests from this size up have their messages read through a memo. A request with no
+/// message seen before costs about half again (finding where each message's text ends,
+/// then decoding it; bench/results/fastpath.md, session 26), but a request this large is
+/// nearly always an agent's, which repeats its last request and adds a turn. Below it the
+/// request path stays as it was.
 pub(crate) const MEMO_FROM: usize = 32 << 10;
 
 /// Conversations remembered at most: an agent, its sub-agents, and a few sessions at once.
@@ -91,7 +92,8 @@ pub(crate) struct Decoded {
     /// Whether the encoder writes each message again as it came.
     pub round_trips: Vec<bool>,
     texts: Vec<Arc<str>>,
-    /// The conversation this request continues, when it reused at least half of it.
+    /// The conversation this request continues, when it reused two of its messages and at
+    /// least half of them.
     continues: Option<Arc<Conversation>>,
 }
 
@@ -233,8 +235,8 @@ impl MessageMemo {
 
 /// `text`, one message's JSON, read as `W` two arrays deep, where a message sits in a body
 /// (its object and the `messages` list): serde_json's nesting limit then refuses the
-/// message alone exactly when it refused the body. Read alone, it would have two levels
-/// more (and finding where it ends, as `RawValue`, does not count levels).
+/// message alone exactly when it refused the body. Read alone, it would be allowed two
+/// levels more (and finding where it ends, as `RawValue`, does not count levels).
 fn read_at_its_depth<W: DeserializeOwned>(text: &str) -> Result<W, Error> {
     let mut nested = String::with_capacity(text.len() + 4);
     nested.push_str("[[");
