@@ -65,7 +65,7 @@ fn weight(text: &str, message: &Message) -> usize {
 /// them first, so this stays as decoded), and whether the encoder writes each again as it
 /// came.
 struct Conversation {
-    texts: Vec<Arc<str>>,
+    texts: Vec<Arc<Nested>>,
     messages: Shared<Message>,
     round_trips: Vec<bool>,
     bytes: usize,
@@ -81,7 +81,7 @@ impl Conversation {
             .iter()
             .take(how_many)
             .enumerate()
-            .all(|(index, text)| self.texts.get(index).map(|seen| &**seen) == Some(text.get()))
+            .all(|(index, text)| self.texts.get(index).map(|seen| seen.text()) == Some(text.get()))
     }
 }
 
@@ -91,7 +91,7 @@ pub(crate) struct Decoded {
     pub messages: Vec<Message>,
     /// Whether the encoder writes each message again as it came.
     pub round_trips: Vec<bool>,
-    texts: Vec<Arc<str>>,
+    texts: Vec<Arc<Nested>>,
     /// The conversation this request continues, when it reused two of its messages and at
     /// least half of them.
     continues: Option<Arc<Conversation>>,
@@ -128,9 +128,12 @@ impl MessageMemo {
         let mut reused = 0;
         for (index, text) in texts.iter().enumerate() {
             let text = text.get();
-            let seen = earlier
-                .as_ref()
-                .filter(|earlier| earlier.texts.get(index).is_some_and(|seen| **seen == *text));
+            let seen = earlier.as_ref().filter(|earlier| {
+                earlier
+                    .texts
+                    .get(index)
+                    .is_some_and(|seen| seen.text() == text)
+            });
             if let Some(earlier) = seen {
                 out.messages.push(earlier.messages[index].clone());
                 out.round_trips.push(earlier.round_trips[index]);
@@ -138,10 +141,11 @@ impl MessageMemo {
                 reused += 1;
                 continue;
             }
-            let wire: W = read_at_its_depth(text)?;
+            let nested = Nested::new(text);
+            let wire: W = nested.read()?;
             out.round_trips.push(round_trips(&wire));
             out.messages.push(decode(wire, index)?);
-            out.texts.push(text.into());
+            out.texts.push(Arc::new(nested));
             #[cfg(test)]
             self.fresh
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -168,7 +172,7 @@ impl MessageMemo {
         let bytes = texts
             .iter()
             .zip(messages.iter())
-            .map(|(text, message)| weight(text, message))
+            .map(|(text, message)| weight(text.text(), message))
             .sum();
         // What leaves the memo is freed after the lock is let go: the last copy of a
         // conversation is thousands of allocations, and every large request takes the lock.
@@ -233,18 +237,32 @@ impl MessageMemo {
     }
 }
 
-/// `text`, one message's JSON, read as `W` two arrays deep, where a message sits in a body
-/// (its object and the `messages` list): serde_json's nesting limit then refuses the
-/// message alone exactly when it refused the body. Read alone, it would be allowed two
-/// levels more (and finding where it ends, as `RawValue`, does not count levels).
-fn read_at_its_depth<W: DeserializeOwned>(text: &str) -> Result<W, Error> {
-    let mut nested = String::with_capacity(text.len() + 4);
-    nested.push_str("[[");
-    nested.push_str(text);
-    nested.push_str("]]");
-    let ((wire,),): ((W,),) =
-        serde_json::from_str(&nested).map_err(|err| Error::invalid_request(err.to_string()))?;
-    Ok(wire)
+/// One message's JSON text two arrays deep (`[[text]]`), where a message sits in a body (its
+/// object and the `messages` list): read so, serde_json's nesting limit refuses the message
+/// alone exactly when it refused the body. Read alone, it would be allowed two levels more
+/// (and finding where it ends, as `RawValue`, does not count levels). The memo keeps this
+/// copy as the message's text, so a new message's text is copied once.
+struct Nested(String);
+
+impl Nested {
+    fn new(text: &str) -> Self {
+        let mut nested = String::with_capacity(text.len() + 4);
+        nested.push_str("[[");
+        nested.push_str(text);
+        nested.push_str("]]");
+        Self(nested)
+    }
+
+    /// The message's own text.
+    fn text(&self) -> &str {
+        &self.0[2..self.0.len() - 2]
+    }
+
+    fn read<W: DeserializeOwned>(&self) -> Result<W, Error> {
+        let ((wire,),): ((W,),) =
+            serde_json::from_str(&self.0).map_err(|err| Error::invalid_request(err.to_string()))?;
+        Ok(wire)
+    }
 }
 
 #[cfg(test)]
