@@ -85,16 +85,22 @@ impl Conversation {
     }
 }
 
-/// A request's messages as [`MessageMemo::decode`] gives them, and what the memo keeps of
-/// them once the request holds them ([`MessageMemo::remember`]).
+/// What [`MessageMemo::decode`] learnt of a request's messages besides the messages: what
+/// the memo keeps of them once the request holds them ([`MessageMemo::remember`]).
 pub(crate) struct Decoded {
-    pub messages: Vec<Message>,
     /// Whether the encoder writes each message again as it came.
-    pub round_trips: Vec<bool>,
+    round_trips: Vec<bool>,
     texts: Vec<Arc<Nested>>,
     /// The conversation this request continues, when it reused two of its messages and at
     /// least half of them.
     continues: Option<Arc<Conversation>>,
+}
+
+impl Decoded {
+    /// Whether the encoder writes every message again as it came.
+    pub(crate) fn all_round_trip(&self) -> bool {
+        self.round_trips.iter().all(|&round_trips| round_trips)
+    }
 }
 
 /// The memo of the latest requests' messages (see the module's comment).
@@ -117,10 +123,10 @@ impl MessageMemo {
         texts: &[&RawValue],
         round_trips: impl Fn(&W) -> bool,
         decode: impl Fn(W, usize) -> Result<Message, Error>,
-    ) -> Result<Decoded, Error> {
+    ) -> Result<(Vec<Message>, Decoded), Error> {
         let earlier = self.conversation_like(texts);
+        let mut messages = Vec::with_capacity(texts.len());
         let mut out = Decoded {
-            messages: Vec::with_capacity(texts.len()),
             round_trips: Vec::with_capacity(texts.len()),
             texts: Vec::with_capacity(texts.len()),
             continues: None,
@@ -135,7 +141,7 @@ impl MessageMemo {
                     .is_some_and(|seen| seen.text() == text)
             });
             if let Some(earlier) = seen {
-                out.messages.push(earlier.messages[index].clone());
+                messages.push(earlier.messages[index].clone());
                 out.round_trips.push(earlier.round_trips[index]);
                 out.texts.push(Arc::clone(&earlier.texts[index]));
                 reused += 1;
@@ -144,7 +150,7 @@ impl MessageMemo {
             let nested = Nested::new(text);
             let wire: W = nested.read()?;
             out.round_trips.push(round_trips(&wire));
-            out.messages.push(decode(wire, index)?);
+            messages.push(decode(wire, index)?);
             out.texts.push(Arc::new(nested));
             #[cfg(test)]
             self.fresh
@@ -153,10 +159,10 @@ impl MessageMemo {
         // A request that shares only its first message with a conversation (another
         // session of the same agent) is one of its own, and leaves that one be.
         out.continues = earlier.filter(|earlier| reused >= 2 && reused * 2 >= earlier.texts.len());
-        Ok(out)
+        Ok((messages, out))
     }
 
-    /// Keeps `messages`, the request's list made of `decoded`'s messages, as its
+    /// Keeps `messages`, the request's list of the messages `decoded` came with, as its
     /// conversation's newest, in the place of the one it continues (which goes even when
     /// the new one is not kept), and forgets the oldest beyond the bounds. A request that
     /// does not fit in the bounds by itself is not kept. Two requests of one conversation
@@ -287,7 +293,7 @@ mod tests {
     fn run(memo: &MessageMemo, texts: &[String]) -> (Vec<String>, usize) {
         let raws = raws(texts);
         let decoded = std::cell::Cell::new(0);
-        let out = memo
+        let (messages, out) = memo
             .decode(
                 &borrowed(&raws),
                 |text: &String| !text.is_empty(),
@@ -300,8 +306,8 @@ mod tests {
                 },
             )
             .unwrap();
-        let values = out.messages.iter().map(Message::text).collect();
-        let list: Shared<Message> = out.messages.clone().into();
+        let values = messages.iter().map(Message::text).collect();
+        let list: Shared<Message> = messages.into();
         memo.remember(out, &list);
         (values, decoded.get())
     }
@@ -391,13 +397,13 @@ mod tests {
             )
             .unwrap()
         };
-        let out = decode(&memo);
-        let mut list: Shared<Message> = out.messages.clone().into();
+        let (messages, out) = decode(&memo);
+        let mut list: Shared<Message> = messages.into();
         memo.remember(out, &list);
         // A stage changes the request's messages: the memo's stay as they were decoded.
         list[0] = Message::new(Role::User, vec![Part::text("changed")]);
-        let again = decode(&memo);
-        assert_eq!(again.messages[0].text(), "system prompt");
+        let (messages, again) = decode(&memo);
+        assert_eq!(messages[0].text(), "system prompt");
         assert_eq!(again.round_trips, vec![true; 4]);
     }
 

@@ -77,8 +77,8 @@ pub(super) fn decode_with_memo(
     };
     let mut memoized = None;
     let from_texts = |texts: Vec<&RawValue>| {
-        let mut decoded = memo.decode(&texts, pass_through::message_round_trips, decode_message)?;
-        let messages = std::mem::take(&mut decoded.messages);
+        let (messages, decoded) =
+            memo.decode(&texts, pass_through::message_round_trips, decode_message)?;
         let mut tool_use_ids = Vec::new();
         for (index, message) in messages.iter().enumerate() {
             check_tool_results(message, index, &mut tool_use_ids)?;
@@ -93,8 +93,7 @@ pub(super) fn decode_with_memo(
         .messages
         .windows(2)
         .all(|pair| pair[0].role != pair[1].role);
-    let messages_round_trip =
-        alternate && memoized.round_trips.iter().all(|&round_trips| round_trips);
+    let messages_round_trip = alternate && memoized.all_round_trip();
     memo.remember(memoized, &request.messages);
     Some((request, edits.filter(|_| messages_round_trip)))
 }

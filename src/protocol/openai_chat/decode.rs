@@ -84,15 +84,14 @@ pub(super) fn decode_with_memo(
     };
     let mut memoized = None;
     let from_texts = |texts: Vec<&RawValue>| {
-        let mut decoded =
+        let (messages, decoded) =
             memo.decode(&texts, pass_through::message_round_trips, message_from_wire)?;
-        let messages = std::mem::take(&mut decoded.messages);
         memoized = Some(decoded);
         Ok(messages)
     };
     let (request, options) = request_from_wire(wire, from_texts).ok()?;
     let memoized = memoized?;
-    let messages_round_trip = memoized.round_trips.iter().all(|&round_trips| round_trips);
+    let messages_round_trip = memoized.all_round_trip();
     memo.remember(memoized, &request.messages);
     Some((request, options, edits.filter(|_| messages_round_trip)))
 }
