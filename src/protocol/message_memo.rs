@@ -24,13 +24,15 @@
 //! latest.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
 use crate::Error;
-use crate::model::{Message, Shared};
+use crate::model::{Edits, Message, Shared, Splice};
+use crate::protocol::splice::span_in;
 
 /// Requests from this size up have their messages read through a memo. A request with no
 /// message seen before costs about half again (finding where each message's text ends,
@@ -65,6 +67,9 @@ fn weight(text: &str, message: &Message) -> usize {
 /// them first, so this stays as decoded), and whether the encoder writes each again as it
 /// came.
 struct Conversation {
+    /// The request's bytes before its first message: its members before the list, and the
+    /// list's opening bracket (empty when it had no message).
+    head: Arc<[u8]>,
     texts: Vec<Arc<Nested>>,
     messages: Shared<Message>,
     round_trips: Vec<bool>,
@@ -83,6 +88,100 @@ impl Conversation {
             .enumerate()
             .all(|(index, text)| self.texts.get(index).map(|seen| seen.text()) == Some(text.get()))
     }
+
+    /// How many of this conversation's messages `body` starts its list with, and where the
+    /// body goes on after them, at its next message (the last message is never counted, so
+    /// that the rest has one): `None` for none. The body must start with the same head, so its list starts where this one's
+    /// did; a message is the same when its bytes are, and is followed by a comma or the
+    /// list's end. A body that lists nothing after a comma is left to the parser, which
+    /// refuses it.
+    fn repeated_in(&self, body: &[u8]) -> Option<(usize, usize)> {
+        if self.head.is_empty() || !body.starts_with(&self.head) {
+            return None;
+        }
+        let (mut count, mut at) = (0, self.head.len());
+        for text in &self.texts {
+            let text = text.text().as_bytes();
+            if !body[at..].starts_with(text) {
+                break;
+            }
+            // Only a message followed by another counts: the last one stays in the doc,
+            // as the decoders refuse an empty list.
+            let after = after_space(body, at + text.len());
+            if body.get(after) != Some(&b',') {
+                break;
+            }
+            let next = after_space(body, after + 1);
+            if body.get(next) == Some(&b']') {
+                return None;
+            }
+            (count, at) = (count + 1, next);
+        }
+        (count > 0).then_some((count, at))
+    }
+}
+
+/// The first byte of `body` from `at` on that is not JSON whitespace.
+fn after_space(body: &[u8], at: usize) -> usize {
+    at + body
+        .get(at..)
+        .unwrap_or_default()
+        .iter()
+        .take_while(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        .count()
+}
+
+/// A request's body without the messages a conversation of the memo starts with, when the
+/// body starts with them too ([`MessageMemo::known`]): its head, then the rest of the body
+/// from the first message it does not repeat (or the list's end). Valid JSON exactly when
+/// the body is (whole messages and their commas are left out); parsed instead of the body,
+/// the messages the conversation had are neither read nor compared again.
+pub(crate) struct Known {
+    conversation: Arc<Conversation>,
+    /// How many of the conversation's messages the body starts with.
+    count: usize,
+    doc: Vec<u8>,
+    /// How many bytes of the body were left out, after the head.
+    left_out: usize,
+}
+
+impl Known {
+    /// The body without the known messages, to parse.
+    pub(crate) fn doc(&self) -> &[u8] {
+        &self.doc
+    }
+
+    /// `edits` found in [`Known::doc`], moved to where they are in the body.
+    pub(crate) fn edits_in_body(&self, edits: Edits) -> Option<Edits> {
+        let Edits { model, splices } = edits;
+        let splices = splices
+            .into_iter()
+            .map(|Splice { at, with }| {
+                Some(Splice {
+                    at: self.in_body(at)?,
+                    with,
+                })
+            })
+            .collect::<Option<_>>()?;
+        Some(Edits {
+            model: self.in_body(model)?,
+            splices,
+        })
+    }
+
+    /// Where the bytes at `range` of the doc are in the body: the head's where they were,
+    /// the rest's further on by what was left out. `None` for a range across the seam (no
+    /// member of a request is: the seam is inside its list of messages).
+    fn in_body(&self, range: Range<usize>) -> Option<Range<usize>> {
+        let head = self.conversation.head.len();
+        if range.end <= head {
+            Some(range)
+        } else if range.start >= head {
+            Some(range.start + self.left_out..range.end + self.left_out)
+        } else {
+            None
+        }
+    }
 }
 
 /// What [`MessageMemo::decode`] learnt of a request's messages besides the messages: what
@@ -91,6 +190,7 @@ pub(crate) struct Decoded {
     /// Whether the encoder writes each message again as it came.
     round_trips: Vec<bool>,
     texts: Vec<Arc<Nested>>,
+    head: Arc<[u8]>,
     /// The conversation this request continues, when it reused two of its messages and at
     /// least half of them.
     continues: Option<Arc<Conversation>>,
@@ -110,29 +210,90 @@ pub(crate) struct MessageMemo {
     /// Messages decoded rather than reused, for the tests.
     #[cfg(test)]
     fresh: std::sync::atomic::AtomicUsize,
+    /// Messages left out of a body before it was parsed ([`Known`]), for the tests.
+    #[cfg(test)]
+    left_out: std::sync::atomic::AtomicUsize,
 }
 
 impl MessageMemo {
-    /// The messages whose JSON texts are `texts`: a copy of the message decoded from the
-    /// same text at the same place in the conversation's last request, else the text read
-    /// as the wire type `W`, told whether the encoder writes it again as it came
-    /// (`round_trips`) and turned into the model's message by `decode` (with its index, for
-    /// an error). The first error is returned as it is.
+    /// `body` without the messages it repeats of a conversation it continues, when it
+    /// starts as that conversation's last request did: the latest that it repeats two
+    /// messages of, else the latest that it repeats the first of. A body that repeats none
+    /// is parsed whole, and its messages compared one by one in [`MessageMemo::decode`].
+    pub(crate) fn known(&self, body: &[u8]) -> Option<Known> {
+        let conversations: Vec<Arc<Conversation>> = self.lock().iter().cloned().collect();
+        let mut found: Option<(Arc<Conversation>, usize, usize)> = None;
+        for conversation in conversations {
+            let Some((count, resume)) = conversation.repeated_in(body) else {
+                continue;
+            };
+            let two = count >= 2;
+            if two || found.is_none() {
+                found = Some((conversation, count, resume));
+            }
+            if two {
+                break;
+            }
+        }
+        let (conversation, count, resume) = found?;
+        let head = conversation.head.len();
+        let mut doc = Vec::with_capacity(head + body.len() - resume);
+        doc.extend_from_slice(&body[..head]);
+        doc.extend_from_slice(&body[resume..]);
+        #[cfg(test)]
+        self.left_out
+            .fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+        Some(Known {
+            conversation,
+            count,
+            doc,
+            left_out: resume - head,
+        })
+    }
+
+    /// The messages of a request: those `known` left out of its body (copies of the
+    /// conversation's), then those whose JSON texts are `texts`, the list's rest in `doc`
+    /// (the body, or the known's doc): a copy of the message decoded from the same text at
+    /// the same place in the conversation's last request, else the text read as the wire
+    /// type `W`, told whether the encoder writes it again as it came (`round_trips`) and
+    /// turned into the model's message by `decode` (with its index, for an error). The
+    /// first error is returned as it is.
     pub(crate) fn decode<W: DeserializeOwned>(
         &self,
+        known: Option<&Known>,
+        doc: &[u8],
         texts: &[&RawValue],
         round_trips: impl Fn(&W) -> bool,
         decode: impl Fn(W, usize) -> Result<Message, Error>,
     ) -> Result<(Vec<Message>, Decoded), Error> {
-        let earlier = self.conversation_like(texts);
-        let mut messages = Vec::with_capacity(texts.len());
+        let (earlier, skipped) = match known {
+            Some(known) => (Some(Arc::clone(&known.conversation)), known.count),
+            None => (self.conversation_like(texts), 0),
+        };
+        let head = match (known, texts.first()) {
+            (Some(known), _) => Arc::clone(&known.conversation.head),
+            (None, Some(first)) => span_in(doc, first).map_or_else(
+                || Arc::from(&[][..]),
+                |first| Arc::from(&doc[..first.start]),
+            ),
+            (None, None) => Arc::from(&[][..]),
+        };
+        let count = skipped + texts.len();
+        let mut messages = Vec::with_capacity(count);
         let mut out = Decoded {
-            round_trips: Vec::with_capacity(texts.len()),
-            texts: Vec::with_capacity(texts.len()),
+            round_trips: Vec::with_capacity(count),
+            texts: Vec::with_capacity(count),
+            head,
             continues: None,
         };
-        let mut reused = 0;
-        for (index, text) in texts.iter().enumerate() {
+        if let Some(earlier) = earlier.as_ref().filter(|_| skipped > 0) {
+            messages.extend_from_slice(&earlier.messages[..skipped]);
+            out.round_trips
+                .extend_from_slice(&earlier.round_trips[..skipped]);
+            out.texts.extend(earlier.texts[..skipped].iter().cloned());
+        }
+        let mut reused = skipped;
+        for (index, text) in (skipped..).zip(texts) {
             let text = text.get();
             let seen = earlier.as_ref().filter(|earlier| {
                 earlier
@@ -171,15 +332,16 @@ impl MessageMemo {
         let Decoded {
             texts,
             round_trips,
+            head,
             continues,
-            ..
         } = decoded;
         let fits = messages.len() == texts.len();
-        let bytes = texts
-            .iter()
-            .zip(messages.iter())
-            .map(|(text, message)| weight(text.text(), message))
-            .sum();
+        let bytes = head.len()
+            + texts
+                .iter()
+                .zip(messages.iter())
+                .map(|(text, message)| weight(text.text(), message))
+                .sum::<usize>();
         // What leaves the memo is freed after the lock is let go: the last copy of a
         // conversation is thousands of allocations, and every large request takes the lock.
         let mut forgotten = Vec::new();
@@ -190,6 +352,7 @@ impl MessageMemo {
         }
         if fits && bytes <= BYTES {
             conversations.push_front(Arc::new(Conversation {
+                head,
                 texts,
                 messages: messages.clone(),
                 round_trips,
@@ -230,6 +393,12 @@ impl MessageMemo {
     #[cfg(test)]
     pub(crate) fn fresh(&self) -> usize {
         self.fresh.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Messages left out of bodies before they were parsed so far.
+    #[cfg(test)]
+    pub(crate) fn left_out(&self) -> usize {
+        self.left_out.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How many conversations are kept, and their weight.
@@ -295,6 +464,8 @@ mod tests {
         let decoded = std::cell::Cell::new(0);
         let (messages, out) = memo
             .decode(
+                None,
+                b"",
                 &borrowed(&raws),
                 |text: &String| !text.is_empty(),
                 |text: String, _| {
@@ -365,6 +536,8 @@ mod tests {
         let texts = conversation("task", 2);
         let raws = raws(&texts);
         let out = memo.decode(
+            None,
+            b"",
             &borrowed(&raws),
             |_: &String| true,
             |text: String, index| {
@@ -391,6 +564,8 @@ mod tests {
         let raws = raws(&texts);
         let decode = |memo: &MessageMemo| {
             memo.decode(
+                None,
+                b"",
                 &borrowed(&raws),
                 |_: &String| true,
                 |text: String, _| Ok(Message::new(Role::User, vec![Part::text(text)])),

@@ -257,6 +257,11 @@ struct RunArgs {
     /// half the history to all of it, then again (see `request_bodies`).
     #[arg(long)]
     history_grows: bool,
+    /// With --history: 64 conversations sent in turn, each with tool calls of its own, so
+    /// that no request repeats a message of the requests just before it but the system
+    /// prompt and the question (llmux's message memo finds nothing to reuse: its worst case).
+    #[arg(long, conflicts_with = "history_grows")]
+    history_fresh: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -344,6 +349,9 @@ struct CompareArgs {
     /// The requests grow a turn at a time, as `run --history-grows`.
     #[arg(long)]
     history_grows: bool,
+    /// Each request a conversation of its own, as `run --history-fresh`.
+    #[arg(long, conflicts_with = "history_grows")]
+    history_fresh: bool,
     /// Free text describing the setup (CPU pinning, versions), copied into the report.
     #[arg(long)]
     note: Vec<String>,
@@ -571,25 +579,60 @@ fn request_body(kind: Kind, model: &str, tools: bool, history: &History) -> anyh
 /// The bodies a phase sends, each worker in turn from its own place (a worker's index).
 type Bodies = Arc<[Bytes]>;
 
-/// The bodies of a run: one, or with `--history-grows` one for each length of the history
+/// The bodies of a run: one; with `--history-grows` one for each length of the history
 /// from half of it to all of it, as an agent session's requests grow by a turn each (which
-/// the capture store's deltas of a session's requests are for). Every request starts with
-/// the same question, so llmux takes them all for one session; with more than one worker,
-/// their requests interleave in it.
+/// the capture store's deltas of a session's requests are for); with `--history-fresh`
+/// `FRESH_CONVERSATIONS` of the whole history, their tool call ids numbered apart. Every
+/// request starts with the same question, so llmux takes them all for one session; with
+/// more than one worker, their requests interleave in it.
 fn request_bodies(
     kind: Kind,
     model: &str,
     tools: bool,
     history: &History,
 ) -> anyhow::Result<Bodies> {
-    let shortest = if history.grows {
-        history.turns / 2
-    } else {
-        history.turns
-    };
-    (shortest..=history.turns)
-        .map(|turns| request_body(kind, model, tools, &history.cut(turns)))
-        .collect()
+    match history.sequence {
+        Sequence::Same => Ok(Arc::new([request_body(kind, model, tools, history)?])),
+        Sequence::Grows => (history.turns / 2..=history.turns)
+            .map(|turns| request_body(kind, model, tools, &history.cut(turns)))
+            .collect(),
+        Sequence::Fresh => (0..FRESH_CONVERSATIONS)
+            .map(|conversation| {
+                let history = History {
+                    conversation: Some(conversation),
+                    ..history.cut(history.turns)
+                };
+                request_body(kind, model, tools, &history)
+            })
+            .collect(),
+    }
+}
+
+/// The conversations `--history-fresh` sends in turn: eight times as many as llmux's message
+/// memo keeps (`CONVERSATIONS` in src/protocol/message_memo.rs), so each is forgotten before
+/// it comes again.
+const FRESH_CONVERSATIONS: usize = 64;
+
+/// How the requests of a run with a history follow each other.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+enum Sequence {
+    /// One request, sent again and again.
+    #[default]
+    Same,
+    /// `--history-grows`.
+    Grows,
+    /// `--history-fresh`.
+    Fresh,
+}
+
+impl Sequence {
+    fn of(grows: bool, fresh: bool) -> Self {
+        match (grows, fresh) {
+            (true, _) => Self::Grows,
+            (false, true) => Self::Fresh,
+            (false, false) => Self::Same,
+        }
+    }
 }
 
 /// A source file as a shell tool's result: code with quotes, backslashes and newlines, which
@@ -618,8 +661,10 @@ struct History {
     /// them compresses far less work than real sessions give it. Real source files shrink
     /// about 2-fold (bench/results/fastpath.md, session 23).
     files: Vec<String>,
-    /// Requests grow a turn at a time (`--history-grows`).
-    grows: bool,
+    /// How a run's requests follow each other (see `request_bodies`).
+    sequence: Sequence,
+    /// The conversation's number, in its tool calls' ids (`--history-fresh`).
+    conversation: Option<usize>,
 }
 
 /// The most of a file one tool result carries, as `source_file`'s size.
@@ -630,7 +675,8 @@ impl History {
         Self {
             turns,
             files: Vec::new(),
-            grows: false,
+            sequence: Sequence::Same,
+            conversation: None,
         }
     }
 
@@ -639,17 +685,22 @@ impl History {
         Self {
             turns,
             files: self.files.clone(),
-            grows: false,
+            sequence: Sequence::Same,
+            conversation: self.conversation,
         }
     }
 
     /// `turns` turns whose results are the first `RESULT_BYTES` of each file under `from`
     /// (sorted by path, read in turn, the text ones only), or generated code without it;
-    /// `grows`: see `request_bodies`.
-    fn new(turns: usize, from: Option<&std::path::Path>, grows: bool) -> anyhow::Result<Self> {
+    /// `sequence`: see `request_bodies`.
+    fn new(
+        turns: usize,
+        from: Option<&std::path::Path>,
+        sequence: Sequence,
+    ) -> anyhow::Result<Self> {
         let Some(from) = from else {
             return Ok(Self {
-                grows,
+                sequence,
                 ..Self::generated(turns)
             });
         };
@@ -668,7 +719,8 @@ impl History {
         Ok(Self {
             turns,
             files,
-            grows,
+            sequence,
+            conversation: None,
         })
     }
 
@@ -722,7 +774,10 @@ fn with_history(kind: Kind, body: &[u8], history: &History) -> anyhow::Result<By
         .context("no question to put the history after")?;
     let rest = list.split_off(first_question + 1);
     for turn in 0..history.turns {
-        let id = format!("call_{turn:04}");
+        let id = match history.conversation {
+            Some(conversation) => format!("call_{conversation:02}_{turn:04}"),
+            None => format!("call_{turn:04}"),
+        };
         let command = format!("cat src/handlers/h{turn}.rs");
         let arguments = serde_json::json!({"command": command}).to_string();
         let output = history.result(turn);
@@ -1232,7 +1287,7 @@ async fn cmd_run(args: RunArgs) -> anyhow::Result<()> {
     let history = History::new(
         args.history,
         args.history_from.as_deref(),
-        args.history_grows,
+        Sequence::of(args.history_grows, args.history_fresh),
     )?;
     let bodies = request_bodies(args.kind, &args.model, args.tools, &history)?;
     let body_bytes = bodies.iter().map(Bytes::len).sum::<usize>() / bodies.len();
@@ -1922,7 +1977,7 @@ async fn cmd_compare(mut args: CompareArgs) -> anyhow::Result<()> {
     let history = History::new(
         args.history,
         args.history_from.as_deref(),
-        args.history_grows,
+        Sequence::of(args.history_grows, args.history_fresh),
     )?;
     let mut rows = Vec::new();
     let mut cpu = CpuTotals::default();
@@ -2138,7 +2193,7 @@ mod tests {
             std::path::PathBuf::from,
         );
         let src = manifest.join("src");
-        let history = History::new(40, Some(&src), false)?;
+        let history = History::new(40, Some(&src), Sequence::Same)?;
         let first = std::fs::read_to_string(src.join("bin/fake-provider.rs"))?;
         assert_eq!(
             history.result(0),
@@ -2162,7 +2217,31 @@ mod tests {
             (results[0], results[1]),
             (&*history.result(0), &*history.result(1))
         );
-        assert!(History::new(40, Some(&src.join("no such directory")), false).is_err());
+        assert!(History::new(40, Some(&src.join("no such directory")), Sequence::Same).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn a_fresh_history_sends_conversations_that_share_only_their_start() -> anyhow::Result<()> {
+        let mut history = History::generated(6);
+        history.sequence = Sequence::Fresh;
+        let bodies = request_bodies(Kind::Nonstream, "m", false, &history)?;
+        assert_eq!(bodies.len(), FRESH_CONVERSATIONS);
+        let messages = |body: &Bytes| -> anyhow::Result<Vec<String>> {
+            let body: serde_json::Value = serde_json::from_slice(body)?;
+            let list = body["messages"].as_array().context("messages")?;
+            Ok(list.iter().map(serde_json::Value::to_string).collect())
+        };
+        let (first, second) = (messages(&bodies[0])?, messages(&bodies[1])?);
+        assert_eq!(first.len(), second.len());
+        let shared: Vec<usize> = (0..first.len())
+            .filter(|&at| first[at] == second[at])
+            .collect();
+        // The system prompt and the question, the answer and the question after the history;
+        // every call and every result are the conversation's own.
+        let last = first.len() - 1;
+        assert_eq!(shared, [0, 1, last - 1, last]);
+        assert!(first[2].contains("call_00_0000") && second[2].contains("call_01_0000"));
         Ok(())
     }
 
@@ -2171,7 +2250,7 @@ mod tests {
         let mut history = History::generated(40);
         let one = request_bodies(Kind::Nonstream, "m", false, &history)?;
         assert_eq!(one.len(), 1);
-        history.grows = true;
+        history.sequence = Sequence::Grows;
         let grown = request_bodies(Kind::Nonstream, "m", false, &history)?;
         assert_eq!(grown.len(), 21, "20 turns to 40");
         assert_eq!(grown[20], one[0]);

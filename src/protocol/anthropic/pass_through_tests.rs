@@ -298,7 +298,7 @@ fn a_request_read_through_the_message_memo_decodes_as_every_message_decoded() {
     use crate::protocol::message_memo::MessageMemo;
 
     let memo = MessageMemo::default();
-    let (mut decoded, mut passed, mut refused) = (0, 0, 0);
+    let (mut decoded, mut passed, mut refused, mut sent) = (0, 0, 0, 0);
     for seed in 0..1500 {
         let mut rng = fastrand::Rng::with_seed(seed);
         let mut members = vec![
@@ -338,6 +338,7 @@ fn a_request_read_through_the_message_memo_decodes_as_every_message_decoded() {
                 messages[at] = message(&mut rng, role, at);
             }
             let body = conversation_body(&members, &messages, pretty);
+            sent += messages.len();
             let text = String::from_utf8_lossy(&body);
             match decode_every_message(&body) {
                 Ok(every) => {
@@ -366,6 +367,11 @@ fn a_request_read_through_the_message_memo_decodes_as_every_message_decoded() {
         "{decoded} decoded ({passed} to go as they came), {refused} refused"
     );
     assert!(memo.kept().0 > 0, "the memo kept conversations");
+    assert!(
+        memo.left_out() * 3 > sent,
+        "{} of {sent} messages left out of the bodies before they were parsed",
+        memo.left_out()
+    );
 }
 
 #[test]

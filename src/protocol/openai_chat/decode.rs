@@ -76,16 +76,27 @@ pub(super) fn decode_with_memo(
     body: &[u8],
     memo: &MessageMemo,
 ) -> Option<(Request, ClientOptions, Option<Edits>)> {
-    let wire: ChatRequest<&RawValue> = crate::protocol::json_from_bytes(body).ok()?;
+    let known = memo.known(body);
+    let doc = known.as_ref().map_or(body, |known| known.doc());
+    let wire: ChatRequest<&RawValue> = crate::protocol::json_from_bytes(doc).ok()?;
     let edits = if pass_through::fields_round_trip(&wire) {
-        pass_through::edits(body, &wire)
+        pass_through::edits(doc, &wire)
     } else {
         None
     };
+    let edits = match &known {
+        Some(known) => edits.and_then(|edits| known.edits_in_body(edits)),
+        None => edits,
+    };
     let mut memoized = None;
     let from_texts = |texts: Vec<&RawValue>| {
-        let (messages, decoded) =
-            memo.decode(&texts, pass_through::message_round_trips, message_from_wire)?;
+        let (messages, decoded) = memo.decode(
+            known.as_ref(),
+            doc,
+            &texts,
+            pass_through::message_round_trips,
+            message_from_wire,
+        )?;
         memoized = Some(decoded);
         Ok(messages)
     };

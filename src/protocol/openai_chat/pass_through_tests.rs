@@ -338,6 +338,11 @@ fn a_request_read_through_the_message_memo_decodes_as_every_message_decoded() {
         "{} of {sent} messages decoded afresh: the conversations' earlier turns are reused",
         memo.fresh()
     );
+    assert!(
+        memo.left_out() * 3 > sent,
+        "{} of {sent} messages left out of the bodies before they were parsed",
+        memo.left_out()
+    );
 }
 
 /// A request as large as an agent's: a system prompt, then `turns` turns of a shell call
@@ -384,6 +389,44 @@ fn an_agents_growing_requests_decode_as_before_and_only_their_new_turns_afresh()
         decode_request_checked(&body).unwrap(),
         decode_every_message(&body).unwrap()
     );
+}
+
+/// A body that starts as a conversation's last request did is parsed without the messages
+/// it repeats; one that breaks right after them (a comma and the list's end, two messages
+/// without a comma between them) is refused as decoding every message refuses it.
+#[test]
+fn a_body_is_parsed_without_the_messages_it_repeats_and_refused_if_broken_after_them() {
+    use super::decode::{decode_every_message, decode_with_memo};
+    use crate::protocol::message_memo::MessageMemo;
+
+    let memo = MessageMemo::default();
+    let first = agent_request(20);
+    decode_with_memo(&first, &memo).unwrap();
+    assert_eq!(memo.left_out(), 0);
+    // The keys in order: "model", "messages", "stream"; the list ends at the seam.
+    let seam = first
+        .windows(10)
+        .rposition(|w| w == b"],\"stream\"")
+        .unwrap();
+    let grown = agent_request(21);
+    assert_eq!(grown[seam], b',');
+    let got = decode_with_memo(&grown, &memo).unwrap();
+    assert_eq!(got, decode_every_message(&grown).unwrap());
+    assert_eq!(memo.left_out(), 42, "the 42 messages of the first request");
+    assert_eq!(memo.fresh(), 44, "42, then the new call and its result");
+    // Sent again: all but the last message left out (the decoder wants one to read).
+    let again = decode_with_memo(&grown, &memo).unwrap();
+    assert_eq!(again, got);
+    assert_eq!((memo.left_out(), memo.fresh()), (42 + 43, 44));
+
+    let mut trailing_comma = first.clone();
+    trailing_comma.insert(seam, b',');
+    let mut no_comma = grown.clone();
+    no_comma.remove(seam);
+    for broken in [trailing_comma, no_comma] {
+        assert!(decode_every_message(&broken).is_err());
+        assert!(decode_with_memo(&broken, &memo).is_none());
+    }
 }
 
 /// serde_json refuses a body nested more than 128 deep. A message read alone is read as
