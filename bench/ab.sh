@@ -9,6 +9,8 @@
 #   HIGH_C HIGH_SECONDS   as for bench/run.sh
 #   HISTORY=40   every request carries 40 earlier agent turns (~100 KB; `loadgen run --history`)
 #   HISTORY_FROM=src   their tool results are the files under src (`--history-from`)
+#   HISTORY_GROWS=1 / HISTORY_FRESH=1   the requests grow a turn at a time / are each a
+#                conversation of its own (`--history-grows` / `--history-fresh`)
 #   WITH_STORE=1 both run the capture store (SQLite), each with its own database (not CAPTURE_DB:
 #                that is llmux's own variable, which would point both at one file)
 # Writes bench/results/ab.md and bench/results/ab.json. Ends within 4 minutes after the build.

@@ -414,10 +414,10 @@ fn a_body_is_parsed_without_the_messages_it_repeats_and_refused_if_broken_after_
     assert_eq!(got, decode_every_message(&grown).unwrap());
     assert_eq!(memo.left_out(), 42, "the 42 messages of the first request");
     assert_eq!(memo.fresh(), 44, "42, then the new call and its result");
-    // Sent again: all but the last message left out (the decoder wants one to read).
+    // Sent again: every message left out, none decoded.
     let again = decode_with_memo(&grown, &memo).unwrap();
     assert_eq!(again, got);
-    assert_eq!((memo.left_out(), memo.fresh()), (42 + 43, 44));
+    assert_eq!((memo.left_out(), memo.fresh()), (42 + 44, 44));
 
     let mut trailing_comma = first.clone();
     trailing_comma.insert(seam, b',');
@@ -448,6 +448,13 @@ fn a_message_nested_to_the_limit_is_refused_as_it_was_in_the_body() {
         let every = decode_every_message(text.as_bytes());
         let through_memo = decode_with_memo(text.as_bytes(), &memo);
         assert_eq!(through_memo.is_some(), every.is_ok(), "depth {depth}");
+        // And read where it is in the body, the memo knowing where the list starts from
+        // the conversation's last request.
+        let primed = MessageMemo::default();
+        decode_with_memo(&agent_request(20), &primed).unwrap();
+        let read_in_place = decode_with_memo(text.as_bytes(), &primed);
+        assert_eq!(primed.left_out(), 1, "depth {depth}: the system prompt");
+        assert_eq!(read_in_place.is_some(), every.is_ok(), "depth {depth}");
         if every.is_ok() {
             accepted += 1;
         } else {
