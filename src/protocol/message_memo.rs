@@ -33,6 +33,7 @@
 //! prompt redaction among them) saw them, for as long as the conversation is among the
 //! latest.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
@@ -151,24 +152,43 @@ const PLACEHOLDER: &[u8] = b"{}";
 /// body with its list of messages cut down to [`PLACEHOLDER`], to parse for the rest: valid
 /// JSON exactly when the body is, for the memo read every message whole and checked the
 /// commas between them.
-pub(crate) struct Known {
-    pub(crate) doc: Vec<u8>,
-    pub(crate) seam: Seam,
-    pub(crate) messages: Vec<Message>,
-    pub(crate) decoded: Decoded,
+struct Known {
+    doc: Vec<u8>,
+    seam: Seam,
+    messages: Vec<Message>,
+    decoded: Decoded,
+}
+
+/// A request's body as a decoder parses it ([`MessageMemo::read`]): the body itself, or
+/// the doc of its [`Known`], with the messages the memo read.
+pub(crate) struct Body<'b> {
+    pub(crate) doc: Cow<'b, [u8]>,
+    seam: Option<Seam>,
+    /// The messages the memo read, and what it keeps of them: for [`MessageMemo::messages`].
+    pub(crate) known: Option<(Vec<Message>, Decoded)>,
+}
+
+impl Body<'_> {
+    /// `edits` found in the doc, where they are in the body.
+    pub(crate) fn edits_in_body(&self, edits: Option<Edits>) -> Option<Edits> {
+        match self.seam {
+            Some(seam) => edits.and_then(|edits| seam.edits_in_body(edits)),
+            None => edits,
+        }
+    }
 }
 
 /// Where a [`Known`]'s doc parts from its body: the head is where it was, what follows the
 /// placeholder is further on by what was left out.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Seam {
+struct Seam {
     head: usize,
     left_out: usize,
 }
 
 impl Seam {
     /// `edits` found in the doc, moved to where they are in the body.
-    pub(crate) fn edits_in_body(self, edits: Edits) -> Option<Edits> {
+    fn edits_in_body(self, edits: Edits) -> Option<Edits> {
         let Edits { model, splices } = edits;
         let splices = splices
             .into_iter()
@@ -319,6 +339,34 @@ pub(crate) struct MessageMemo {
 }
 
 impl MessageMemo {
+    /// `body` to parse, with its messages read when the memo knows where its list starts
+    /// ([`MessageMemo::known`]), else as it is. `round_trips` and `decode` as for
+    /// [`MessageMemo::decode`].
+    pub(crate) fn read<'b, W: DeserializeOwned>(
+        &self,
+        body: &'b [u8],
+        round_trips: impl Fn(&W) -> bool,
+        decode: impl Fn(W, usize) -> Result<Message, Error>,
+    ) -> Body<'b> {
+        match self.known(body, round_trips, decode) {
+            Some(Known {
+                doc,
+                seam,
+                messages,
+                decoded,
+            }) => Body {
+                doc: Cow::Owned(doc),
+                seam: Some(seam),
+                known: Some((messages, decoded)),
+            },
+            None => Body {
+                doc: Cow::Borrowed(body),
+                seam: None,
+                known: None,
+            },
+        }
+    }
+
     /// A request's messages read from its `body` where the memo knows where its list
     /// starts: when the body starts as a conversation's last request did, up to its first
     /// message (the latest conversation whose first two messages it repeats, else the
@@ -327,7 +375,7 @@ impl MessageMemo {
     /// reads it), so the parser is spared them and no message is read twice. `None` when no
     /// conversation's head fits, or on anything wrong, which parsing the body then finds.
     /// `round_trips` and `decode` as for [`MessageMemo::decode`].
-    pub(crate) fn known<W: DeserializeOwned>(
+    fn known<W: DeserializeOwned>(
         &self,
         body: &[u8],
         round_trips: impl Fn(&W) -> bool,

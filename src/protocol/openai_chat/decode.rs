@@ -1,6 +1,5 @@
 //! Chat Completions wire -> canonical model.
 
-use std::borrow::Cow;
 use std::sync::LazyLock;
 
 use serde_json::value::RawValue;
@@ -15,7 +14,7 @@ use crate::model::{
     ReasoningEffort, Request, ResponseFormat, Role, Sampling, Tool, ToolChoice, Usage,
 };
 use crate::protocol::Spanned;
-use crate::protocol::message_memo::{self, Known, MessageMemo};
+use crate::protocol::message_memo::{self, MessageMemo};
 
 const PROTOCOL: Protocol = Protocol::OpenAiChat;
 
@@ -77,31 +76,18 @@ pub(super) fn decode_with_memo(
     body: &[u8],
     memo: &MessageMemo,
 ) -> Option<(Request, ClientOptions, Option<Edits>)> {
-    let known = memo.known(body, pass_through::message_round_trips, message_from_wire);
-    let (doc, seam, mut known) = match known {
-        Some(Known {
-            doc,
-            seam,
-            messages,
-            decoded,
-        }) => (Cow::Owned(doc), Some(seam), Some((messages, decoded))),
-        None => (Cow::Borrowed(body), None, None),
-    };
-    let wire: ChatRequest<&RawValue> = crate::protocol::json_from_bytes(&doc).ok()?;
-    let edits = if pass_through::fields_round_trip(&wire) {
-        pass_through::edits(&doc, &wire)
+    let mut read = memo.read(body, pass_through::message_round_trips, message_from_wire);
+    let wire: ChatRequest<&RawValue> = crate::protocol::json_from_bytes(&read.doc).ok()?;
+    let edits = read.edits_in_body(if pass_through::fields_round_trip(&wire) {
+        pass_through::edits(&read.doc, &wire)
     } else {
         None
-    };
-    let edits = match seam {
-        Some(seam) => edits.and_then(|edits| seam.edits_in_body(edits)),
-        None => edits,
-    };
+    });
     let mut memoized = None;
     let from_texts = |texts: Vec<&RawValue>| {
         let (messages, decoded) = memo.messages(
-            known.take(),
-            &doc,
+            read.known.take(),
+            &read.doc,
             &texts,
             pass_through::message_round_trips,
             message_from_wire,
