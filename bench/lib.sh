@@ -161,8 +161,9 @@ if [[ -n "${HISTORY_FROM:-}" ]]; then history_args=(--history-from "$(realpath "
 # HISTORY_GROWS=1: the requests grow a turn at a time from half of HISTORY's turns to all of
 # them, as an agent session's do (`loadgen run --history-grows`).
 if [[ "${HISTORY_GROWS:-0}" == 1 ]]; then history_args+=(--history-grows); fi
-# HISTORY_FRESH=1: 64 conversations in turn, no request repeating the messages of the ones just
-# before it but its first two (`loadgen run --history-fresh`): llmux's message memo at its worst.
+# HISTORY_FRESH=1: 64 conversations in turn, each with tool calls of its own, a request repeating
+# only the first and last two messages of the ones before it (`loadgen run --history-fresh`):
+# llmux's message memo at its worst.
 if [[ "${HISTORY_FRESH:-0}" == 1 ]]; then history_args+=(--history-fresh); fi
 
 # warm_up URL KINDS: up to 200 requests of each kind (comma-separated) to URL, 3 s each (8 s

@@ -17,14 +17,15 @@
 //! place. There the conversation's texts are compared with the body's bytes, each new
 //! message is read where it is (serde_json's stream reader tells where it ends), and the
 //! parser gets the body with its list cut down to one placeholder message. A growing 100 KB
-//! agent request took 1.19M instructions through the memo before, 0.53M so (bench/
+//! agent request took 1.19M instructions through the memo before, 0.52M so (bench/
 //! callgrind.sh, `--history-grows`), and one with no message seen before, read in one pass,
-//! 2.26M against 3.01M (1.94M without any memo; `--history-fresh`).
+//! 2.22M against 3.01M (1.94M without any memo; `--history-fresh`).
 //!
 //! Decoding a message is a pure function of its JSON text (its position only names it in
 //! an error, and an error is never remembered), so reusing the value decoded from the same
-//! text gives what decoding it again would. A message is decoded at the depth it has in the
-//! body, so serde_json's nesting limit refuses what it refused in the body. The texts are
+//! text gives what decoding it again would. serde_json's nesting limit refuses a message
+//! read alone exactly when it refused it in the body: one that might nest deep enough to
+//! tell is read as deep as it sits (see [`Nested`]). The texts are
 //! compared byte for byte, never by a hash: a request whose messages collided with another
 //! client's would be given that client's messages.
 //!
@@ -145,7 +146,8 @@ fn after_space(body: &[u8], at: usize) -> usize {
 }
 
 /// What the parser is given in the place of a request's messages when the memo has read
-/// them ([`MessageMemo::known`]): one message, for the decoders refuse an empty list.
+/// them ([`MessageMemo::known`]): one message, for OpenAI chat's decoder refuses an empty
+/// list.
 const PLACEHOLDER: &[u8] = b"{}";
 
 /// A request's messages read by the memo from its body ([`MessageMemo::known`]), and the
@@ -333,7 +335,8 @@ pub(crate) struct MessageMemo {
     /// Messages decoded rather than reused, for the tests.
     #[cfg(test)]
     fresh: std::sync::atomic::AtomicUsize,
-    /// Messages left out of a body before it was parsed ([`Known`]), for the tests.
+    /// Messages a body parsed without its list repeated from the memo ([`Known`]), for the
+    /// tests.
     #[cfg(test)]
     left_out: std::sync::atomic::AtomicUsize,
 }
@@ -370,7 +373,7 @@ impl MessageMemo {
     /// A request's messages read from its `body` where the memo knows where its list
     /// starts: when the body starts as a conversation's last request did, up to its first
     /// message (the latest conversation whose first two messages it repeats, else the
-    /// latest it starts as). The messages it repeats are compared byte for byte and
+    /// latest whose first, else the latest it starts as). The messages it repeats are compared byte for byte and
     /// copied; each of the others is read where it is (serde_json finds where it ends as it
     /// reads it), so the parser is spared them and no message is read twice. `None` when no
     /// conversation's head fits, or on anything wrong, which parsing the body then finds.
@@ -392,9 +395,6 @@ impl MessageMemo {
         for _ in 0..repeated {
             reading.reuse_next(&earlier);
         }
-        #[cfg(test)]
-        self.left_out
-            .fetch_add(repeated, std::sync::atomic::Ordering::Relaxed);
         // The body from its first new message on, checked as UTF-8 once (the head and the
         // repeated messages are the conversation's, which were): checking all of a
         // repeated 100 KB request was a tenth of its instructions (bench/callgrind.sh).
@@ -457,6 +457,9 @@ impl MessageMemo {
         doc.extend_from_slice(PLACEHOLDER);
         doc.extend_from_slice(&body[at..]);
         let left_out = (at - head).checked_sub(PLACEHOLDER.len())?;
+        #[cfg(test)]
+        self.left_out
+            .fetch_add(repeated, std::sync::atomic::Ordering::Relaxed);
         Some(Known {
             doc,
             seam: Seam { head, left_out },
@@ -469,16 +472,18 @@ impl MessageMemo {
     /// many of its messages the body starts its list with, and where it goes on after them.
     fn conversation_starting(&self, body: &[u8]) -> Option<(Arc<Conversation>, usize, usize)> {
         let conversations: Vec<Arc<Conversation>> = self.lock().iter().cloned().collect();
-        let mut found = None;
+        let mut found: Option<(Arc<Conversation>, usize, usize)> = None;
         for conversation in conversations {
             let Some((repeated, at)) = conversation.repeated_in(body) else {
                 continue;
             };
-            let two = repeated >= 2;
-            if two || found.is_none() {
+            let repeats_more = found
+                .as_ref()
+                .is_none_or(|(_, most, _)| repeated.min(2) > (*most).min(2));
+            if repeats_more {
                 found = Some((conversation, repeated, at));
             }
-            if two {
+            if repeated >= 2 {
                 break;
             }
         }

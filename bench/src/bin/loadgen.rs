@@ -258,8 +258,9 @@ struct RunArgs {
     #[arg(long)]
     history_grows: bool,
     /// With --history: 64 conversations sent in turn, each with tool calls of its own, so
-    /// that no request repeats a message of the requests just before it but the system
-    /// prompt and the question (llmux's message memo finds nothing to reuse: its worst case).
+    /// that of the requests just before it a request repeats only the system prompt, the
+    /// question, and the two messages after the history (llmux's message memo finds next to
+    /// nothing to reuse: its worst case).
     #[arg(long, conflicts_with = "history_grows")]
     history_fresh: bool,
 }

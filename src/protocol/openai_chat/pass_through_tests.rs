@@ -419,14 +419,42 @@ fn a_body_is_parsed_without_the_messages_it_repeats_and_refused_if_broken_after_
     assert_eq!(again, got);
     assert_eq!((memo.left_out(), memo.fresh()), (42 + 44, 44));
 
+    // Broken at the seam of what the memo knows (`grown`, which it holds now) and before
+    // it, and broken among the messages read where they are, after it.
     let mut trailing_comma = first.clone();
     trailing_comma.insert(seam, b',');
     let mut no_comma = grown.clone();
     no_comma.remove(seam);
-    for broken in [trailing_comma, no_comma] {
+    let longer = agent_request(22);
+    let end = longer
+        .windows(10)
+        .rposition(|w| w == b"],\"stream\"")
+        .unwrap();
+    let mut new_then_trailing_comma = longer.clone();
+    new_then_trailing_comma.insert(end, b',');
+    let between_new = longer
+        .windows(40)
+        .position(|w| w == b",{\"role\":\"tool\",\"tool_call_id\":\"call_21\"")
+        .unwrap();
+    let mut new_without_comma = longer.clone();
+    new_without_comma.remove(between_new);
+    for broken in [
+        trailing_comma,
+        no_comma,
+        new_then_trailing_comma,
+        new_without_comma,
+    ] {
+        let left_out = memo.left_out();
         assert!(decode_every_message(&broken).is_err());
         assert!(decode_with_memo(&broken, &memo).is_none());
+        assert_eq!(memo.left_out(), left_out, "nothing read from a broken body");
     }
+    // The same two, unbroken, are read after the 44 messages the memo holds.
+    assert_eq!(
+        decode_with_memo(&longer, &memo).unwrap(),
+        decode_every_message(&longer).unwrap()
+    );
+    assert_eq!(memo.left_out(), 42 + 44 + 44);
 }
 
 /// serde_json refuses a body nested more than 128 deep. A message read alone is read as
@@ -453,7 +481,12 @@ fn a_message_nested_to_the_limit_is_refused_as_it_was_in_the_body() {
         let primed = MessageMemo::default();
         decode_with_memo(&agent_request(20), &primed).unwrap();
         let read_in_place = decode_with_memo(text.as_bytes(), &primed);
-        assert_eq!(primed.left_out(), 1, "depth {depth}: the system prompt");
+        // Read past the system prompt when accepted; a refused one goes to the parser.
+        assert_eq!(
+            primed.left_out(),
+            usize::from(every.is_ok()),
+            "depth {depth}"
+        );
         assert_eq!(read_in_place.is_some(), every.is_ok(), "depth {depth}");
         if every.is_ok() {
             accepted += 1;
