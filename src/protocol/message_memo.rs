@@ -102,36 +102,27 @@ impl Conversation {
             .all(|(index, text)| self.texts.get(index).map(|seen| seen.text()) == Some(text.get()))
     }
 
-    /// How many of this conversation's messages `body` starts its list with, and where the
-    /// body goes on after them: at its next message, or at the list's closing bracket.
-    /// `None` when the body does not start with this conversation's head (so its list
-    /// starts somewhere else), or lists nothing after a comma (left to the parser, which
-    /// refuses it). A message is the same when its bytes are; it is followed by a comma or
-    /// the list's end, or the body is not JSON (also left to the parser).
-    fn repeated_in(&self, body: &[u8]) -> Option<(usize, usize)> {
+    /// How many of this conversation's first two messages `body` starts its list with,
+    /// compared as bytes (what follows each is checked as the body is read,
+    /// [`MessageMemo::known`]); `None` when the body does not start with this
+    /// conversation's head, so its list starts somewhere else.
+    fn first_repeated(&self, body: &[u8]) -> Option<usize> {
         if self.head.is_empty() || !body.starts_with(&self.head) {
             return None;
         }
         let (mut count, mut at) = (0, self.head.len());
-        for text in &self.texts {
+        for text in self.texts.iter().take(2) {
             let text = text.text().as_bytes();
-            if !body[at..].starts_with(text) {
+            if !body.get(at..).is_some_and(|rest| rest.starts_with(text)) {
                 break;
             }
-            let after = after_space(body, at + text.len());
-            match body.get(after) {
-                Some(b',') => {
-                    let next = after_space(body, after + 1);
-                    if body.get(next) == Some(&b']') {
-                        return None;
-                    }
-                    (count, at) = (count + 1, next);
-                }
-                Some(b']') => return Some((count + 1, after)),
-                _ => return None,
-            }
+            // Past the separator after it, whatever it is.
+            (count, at) = (
+                count + 1,
+                after_space(body, after_space(body, at + text.len()) + 1),
+            );
         }
-        Some((count, at))
+        Some(count)
     }
 }
 
@@ -150,19 +141,11 @@ fn after_space(body: &[u8], at: usize) -> usize {
 /// list.
 const PLACEHOLDER: &[u8] = b"{}";
 
-/// A request's messages read by the memo from its body ([`MessageMemo::known`]), and the
-/// body with its list of messages cut down to [`PLACEHOLDER`], to parse for the rest: valid
-/// JSON exactly when the body is, for the memo read every message whole and checked the
-/// commas between them.
-struct Known {
-    doc: Vec<u8>,
-    seam: Seam,
-    messages: Vec<Message>,
-    decoded: Decoded,
-}
-
-/// A request's body as a decoder parses it ([`MessageMemo::read`]): the body itself, or
-/// the doc of its [`Known`], with the messages the memo read.
+/// A request's body as a decoder parses it ([`MessageMemo::read`]): the body itself, or,
+/// when the memo read its messages ([`MessageMemo::known`]), the body with its list of
+/// messages cut down to [`PLACEHOLDER`], to parse for the rest. That doc is valid JSON
+/// exactly when the body is, for the memo read every message whole and checked the commas
+/// between them.
 pub(crate) struct Body<'b> {
     pub(crate) doc: Cow<'b, [u8]>,
     seam: Option<Seam>,
@@ -180,7 +163,7 @@ impl Body<'_> {
     }
 }
 
-/// Where a [`Known`]'s doc parts from its body: the head is where it was, what follows the
+/// Where a [`Body`]'s doc parts from the body: the head is where it was, what follows the
 /// placeholder is further on by what was left out.
 #[derive(Debug, Clone, Copy)]
 struct Seam {
@@ -351,75 +334,65 @@ impl MessageMemo {
         round_trips: impl Fn(&W) -> bool,
         decode: impl Fn(W, usize) -> Result<Message, Error>,
     ) -> Body<'b> {
-        match self.known(body, round_trips, decode) {
-            Some(Known {
-                doc,
-                seam,
-                messages,
-                decoded,
-            }) => Body {
-                doc: Cow::Owned(doc),
-                seam: Some(seam),
-                known: Some((messages, decoded)),
-            },
-            None => Body {
-                doc: Cow::Borrowed(body),
-                seam: None,
-                known: None,
-            },
-        }
+        self.known(body, round_trips, decode).unwrap_or(Body {
+            doc: Cow::Borrowed(body),
+            seam: None,
+            known: None,
+        })
     }
 
     /// A request's messages read from its `body` where the memo knows where its list
     /// starts: when the body starts as a conversation's last request did, up to its first
     /// message (the latest conversation whose first two messages it repeats, else the
-    /// latest whose first, else the latest it starts as). The messages it repeats are compared byte for byte and
-    /// copied; each of the others is read where it is (serde_json finds where it ends as it
-    /// reads it), so the parser is spared them and no message is read twice. `None` when no
+    /// latest whose first, else the latest it starts as). A message the conversation has at
+    /// the same place is compared byte for byte and copied; each of the others is read
+    /// where it is (serde_json finds where it ends as it reads it), so the parser is spared
+    /// them and no message is read twice. `None` when no
     /// conversation's head fits, or on anything wrong, which parsing the body then finds.
     /// `round_trips` and `decode` as for [`MessageMemo::decode`].
-    fn known<W: DeserializeOwned>(
+    fn known<'b, W: DeserializeOwned>(
         &self,
-        body: &[u8],
+        body: &'b [u8],
         round_trips: impl Fn(&W) -> bool,
         decode: impl Fn(W, usize) -> Result<Message, Error>,
-    ) -> Option<Known> {
-        let (earlier, repeated, mut at) = self.conversation_starting(body)?;
+    ) -> Option<Body<'b>> {
+        let earlier = self.conversation_starting(body)?;
         let head = earlier.head.len();
+        let mut at = head;
         let mut reading = Reading::new(
             Some(&earlier),
             Arc::clone(&earlier.head),
             round_trips,
             decode,
         );
-        for _ in 0..repeated {
-            reading.reuse_next(&earlier);
-        }
-        // The body from its first new message on, checked as UTF-8 once (the head and the
-        // repeated messages are the conversation's, which were): checking all of a
-        // repeated 100 KB request was a tenth of its instructions (bench/callgrind.sh).
-        let unread = at;
-        let text = match body.get(at) {
-            Some(b']') => "",
-            _ => std::str::from_utf8(&body[unread..]).ok()?,
-        };
+        // The body from its first new message on is checked as UTF-8 once, when one comes
+        // (the head and the repeated messages are the conversation's, which were): checking
+        // all of a repeated 100 KB request was a tenth of its instructions (callgrind).
+        let mut unread: Option<(usize, &str)> = None;
         while body.get(at) != Some(&b']') {
-            // Always at a char boundary (after ASCII); `get` all the same, never a panic.
-            let rest = text.get(at - unread..)?;
-            // A message the conversation has at this place (one changed before it) is
-            // copied, as in `decode`; whole, for a JSON object ends where its braces close.
+            // A message the conversation has at this place is copied, as in `decode`; whole,
+            // for a JSON object ends where its braces close.
             let index = reading.messages.len();
             let seen = earlier
                 .texts
                 .get(index)
                 .map(|seen| seen.text())
-                .filter(|seen| rest.starts_with(seen));
+                .filter(|seen| {
+                    body.get(at..)
+                        .is_some_and(|rest| rest.starts_with(seen.as_bytes()))
+                });
             let len = match seen {
                 Some(seen) => {
                     reading.reuse_next(&earlier);
                     seen.len()
                 }
                 None => {
+                    let (from, text) = match unread {
+                        Some(unread) => unread,
+                        None => *unread.insert((at, std::str::from_utf8(&body[at..]).ok()?)),
+                    };
+                    // Always at a char boundary (after ASCII); `get` all the same.
+                    let rest = text.get(at - from..)?;
                     let (wire, len) = read_first::<W>(rest)?;
                     let nested = Nested::new(rest.get(..len)?);
                     // Read alone, a message may nest two levels deeper than in the body:
@@ -458,36 +431,38 @@ impl MessageMemo {
         doc.extend_from_slice(&body[at..]);
         let left_out = (at - head).checked_sub(PLACEHOLDER.len())?;
         #[cfg(test)]
-        self.left_out
-            .fetch_add(repeated, std::sync::atomic::Ordering::Relaxed);
-        Some(Known {
-            doc,
-            seam: Seam { head, left_out },
-            messages,
-            decoded,
+        self.left_out.fetch_add(
+            decoded
+                .texts
+                .iter()
+                .zip(&earlier.texts)
+                .take_while(|(text, seen)| Arc::ptr_eq(text, seen))
+                .count(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        Some(Body {
+            doc: Cow::Owned(doc),
+            seam: Some(Seam { head, left_out }),
+            known: Some((messages, decoded)),
         })
     }
 
-    /// The conversation whose head `body` starts with (see [`MessageMemo::known`]), how
-    /// many of its messages the body starts its list with, and where it goes on after them.
-    fn conversation_starting(&self, body: &[u8]) -> Option<(Arc<Conversation>, usize, usize)> {
+    /// The conversation whose head `body` starts with (see [`MessageMemo::known`]).
+    fn conversation_starting(&self, body: &[u8]) -> Option<Arc<Conversation>> {
         let conversations: Vec<Arc<Conversation>> = self.lock().iter().cloned().collect();
-        let mut found: Option<(Arc<Conversation>, usize, usize)> = None;
+        let mut found: Option<(Arc<Conversation>, usize)> = None;
         for conversation in conversations {
-            let Some((repeated, at)) = conversation.repeated_in(body) else {
+            let Some(repeated) = conversation.first_repeated(body) else {
                 continue;
             };
-            let repeats_more = found
-                .as_ref()
-                .is_none_or(|(_, most, _)| repeated.min(2) > (*most).min(2));
-            if repeats_more {
-                found = Some((conversation, repeated, at));
+            if found.as_ref().is_none_or(|(_, most)| repeated > *most) {
+                found = Some((conversation, repeated));
             }
-            if repeated >= 2 {
+            if repeated == 2 {
                 break;
             }
         }
-        found
+        found.map(|(conversation, _)| conversation)
     }
 
     /// The messages whose JSON texts are `texts`, the list of the request `doc`: a copy of
