@@ -12,22 +12,30 @@ use support::{client, config, fake_backend_config, start};
 const KEY: &[(&str, &str)] = &[("FAKE_API_KEY", "sk-fake")];
 
 fn pytest_output() -> String {
+    pytest_output_of(200)
+}
+
+/// pytest's verbose output of `passes` passing tests and one failure.
+fn pytest_output_of(passes: usize) -> String {
     let mut out = String::from(
         "============================= test session starts ==============================\n\
          collected 201 items\n\n",
     );
-    for i in 0..200 {
+    for i in 0..passes {
         out.push_str(&format!(
             "tests/test_api.py::test_case_{i} PASSED                              [ {:>2}%]\n",
-            i / 2
+            i * 100 / (passes + 1)
         ));
     }
     out.push_str(
         "tests/test_api.py::test_broken FAILED                               [100%]\n\n\
          =================================== FAILURES ===================================\n\
          E       AssertionError: expected 200, got 500\n\
-         ========================= 1 failed, 200 passed in 9.12s =========================\n",
+         ",
     );
+    out.push_str(&format!(
+        "========================= 1 failed, {passes} passed in 9.12s =========================\n"
+    ));
     out
 }
 
@@ -199,4 +207,61 @@ async fn a_whole_suite_run_is_steered_once_and_runs_when_asked_again() {
         again["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"],
         WHOLE_SUITE
     );
+}
+
+/// An agent's conversation is sent whole with every turn, and a large one is read through
+/// llmux's message memo, which hands on what was found in a message repeated from the
+/// request before: a repeated pytest output, and one new in the later request, reach the
+/// provider compressed each time, and a repeated listing untouched.
+#[tokio::test]
+async fn pytest_output_repeated_in_a_growing_agent_conversation_is_compressed_every_turn() {
+    let fake = FakeOpenAi::start(Mode::Normal).await;
+    let llmux = start(config(&fake_backend_config(&fake.base_url, ""), &[]), KEY).await;
+    // Over the memo's 32 KB with the listing alone.
+    let listing = "drwxr-xr-x  2 root root 4096 src\n".repeat(1200);
+    let output = pytest_output_of(500);
+    let call = |id: &str, command: &str| {
+        json!({"role": "assistant", "content": null, "tool_calls": [{"id": id,
+            "type": "function", "function": {"name": "Bash",
+            "arguments": json!({"command": command}).to_string()}}]})
+    };
+    let mut messages = vec![
+        json!({"role": "system", "content": "You are a coding agent."}),
+        json!({"role": "user", "content": "Fix the failing test."}),
+        call("call_1", "ls -l"),
+        json!({"role": "tool", "tool_call_id": "call_1", "content": listing}),
+        call("call_2", "pytest -v"),
+        json!({"role": "tool", "tool_call_id": "call_2", "content": output}),
+    ];
+    let tool_results = |fake: &FakeOpenAi| -> Vec<String> {
+        fake.last_request().body["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["role"] == "tool")
+            .map(|m| m["content"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    for turn in 0..3 {
+        let response = client()
+            .post(llmux.url("/v1/chat/completions"))
+            .json(&json!({"model": "m", "messages": messages}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "turn {turn}");
+        let sent = tool_results(&fake);
+        assert_eq!(sent.len(), 2 + turn, "turn {turn}");
+        assert_eq!(sent[0], listing, "turn {turn}");
+        for (index, result) in sent.iter().enumerate().skip(1) {
+            assert!(
+                result.contains("[llmux removed 500 lines") && !result.contains("test_case_7 "),
+                "turn {turn}, tool result {index}: {}",
+                &result[..result.len().min(300)]
+            );
+        }
+        let id = format!("call_{}", turn + 3);
+        messages.push(call(&id, "pytest -v"));
+        messages.push(json!({"role": "tool", "tool_call_id": id, "content": output}));
+    }
 }

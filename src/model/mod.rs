@@ -6,6 +6,7 @@
 //! protocol they came from, so a same-protocol round trip loses nothing.
 
 mod event;
+mod facts;
 mod fold;
 pub mod json_scan;
 mod request;
@@ -15,6 +16,7 @@ mod verbatim;
 mod verbatim_request;
 
 pub use event::{Event, FinishReason, Usage};
+pub use facts::{Facts, MessageFacts};
 pub use fold::{Response, ResponseBuilder};
 pub use request::{
     ClientInfo, Extensions, ImageSource, Message, Part, Protocol, Reasoning, ReasoningEffort,

@@ -176,7 +176,10 @@ impl Part {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Message {
     pub role: Role,
-    pub parts: Vec<Part>,
+    /// Shared between copies until one is changed: a message an agent's request repeats is
+    /// a copy of the one decoded for its last request (`protocol::message_memo`), and
+    /// copying each part's text was a tenth of such a request.
+    pub parts: Shared<Part>,
     /// OpenAI's optional participant name.
     pub name: Option<String>,
     /// The protocol whose client sent the content as a list of parts even though it is
@@ -190,7 +193,7 @@ impl Message {
     pub fn new(role: Role, parts: Vec<Part>) -> Self {
         Self {
             role,
-            parts,
+            parts: parts.into(),
             name: None,
             content_as_parts: None,
             extensions: Extensions::default(),
@@ -367,6 +370,9 @@ pub struct Request {
     pub stream: bool,
     pub client: ClientInfo,
     pub extensions: Extensions,
+    /// What stages learnt about each message, shared with the message memo (see
+    /// [`super::Facts`]); none kept for a request below the memo's size.
+    pub message_facts: super::Facts,
 }
 
 impl Request {
@@ -384,6 +390,7 @@ impl Request {
             stream: false,
             client: ClientInfo::default(),
             extensions: Extensions::default(),
+            message_facts: super::Facts::default(),
         }
     }
 

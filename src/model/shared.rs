@@ -25,6 +25,13 @@ impl<T> Shared<T> {
     }
 }
 
+impl<T> Shared<T> {
+    /// Whether `a` and `b` are one list (not merely equal ones).
+    pub fn same_list(a: &Self, b: &Self) -> bool {
+        Arc::ptr_eq(&a.0, &b.0)
+    }
+}
+
 impl<T: Clone> Shared<T> {
     /// The list, copied only when another clone still shares it.
     pub fn into_vec(self) -> Vec<T> {
@@ -70,6 +77,18 @@ impl<T: PartialEq> PartialEq for Shared<T> {
 impl<T: PartialEq> PartialEq<Vec<T>> for Shared<T> {
     fn eq(&self, other: &Vec<T>) -> bool {
         *self.0 == *other
+    }
+}
+
+impl<T: serde::Serialize> serde::Serialize for Shared<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Shared<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Vec::deserialize(deserializer).map(Self::new)
     }
 }
 

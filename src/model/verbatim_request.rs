@@ -113,6 +113,7 @@ fn same_request(sent: &Request, now: &Request) -> bool {
         stream,
         client,
         extensions,
+        message_facts: _,
     } = now;
     *stream == sent.stream
         && *parallel_tool_calls == sent.parallel_tool_calls

@@ -43,7 +43,7 @@ use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
 use crate::Error;
-use crate::model::{Edits, Message, Shared, Splice};
+use crate::model::{Edits, Facts, Message, MessageFacts, Shared, Splice};
 use crate::protocol::splice::span_in;
 
 /// Requests from this size up have their messages read through a memo. A request with no
@@ -85,6 +85,8 @@ struct Conversation {
     head: Arc<[u8]>,
     texts: Vec<Arc<Nested>>,
     messages: Shared<Message>,
+    /// What stages learnt about each message ([`Facts`]), handed on with the message.
+    facts: Vec<Arc<MessageFacts>>,
     round_trips: Vec<bool>,
     bytes: usize,
 }
@@ -225,6 +227,7 @@ impl<'c, R, D> Reading<'c, R, D> {
             out: Decoded {
                 round_trips: Vec::new(),
                 texts: Vec::new(),
+                facts: Vec::new(),
                 head,
                 continues: None,
             },
@@ -252,6 +255,7 @@ impl<'c, R, D> Reading<'c, R, D> {
         self.messages.push(earlier.messages[index].clone());
         self.out.round_trips.push(earlier.round_trips[index]);
         self.out.texts.push(Arc::clone(&earlier.texts[index]));
+        self.out.facts.push(Arc::clone(&earlier.facts[index]));
         self.reused += 1;
     }
 
@@ -265,6 +269,7 @@ impl<'c, R, D> Reading<'c, R, D> {
         self.out.round_trips.push((self.round_trips)(&wire));
         self.messages.push((self.decode)(wire, index)?);
         self.out.texts.push(Arc::new(nested));
+        self.out.facts.push(Arc::default());
         Ok(())
     }
 
@@ -298,6 +303,7 @@ pub(crate) struct Decoded {
     /// Whether the encoder writes each message again as it came.
     round_trips: Vec<bool>,
     texts: Vec<Arc<Nested>>,
+    facts: Vec<Arc<MessageFacts>>,
     head: Arc<[u8]>,
     /// The conversation this request continues, when it reused two of its messages and at
     /// least half of them.
@@ -522,14 +528,17 @@ impl MessageMemo {
     /// conversation's newest, in the place of the one it continues (which goes even when
     /// the new one is not kept), and forgets the oldest beyond the bounds. A request that
     /// does not fit in the bounds by itself is not kept. Two requests of one conversation
-    /// at once may both be kept; the later one is found first.
-    pub(crate) fn remember(&self, decoded: Decoded, messages: &Shared<Message>) {
+    /// at once may both be kept; the later one is found first. Gives the request the facts
+    /// of its messages, those it repeats shared with the conversation it continues.
+    pub(crate) fn remember(&self, decoded: Decoded, messages: &Shared<Message>) -> Facts {
         let Decoded {
             texts,
             round_trips,
+            facts,
             head,
             continues,
         } = decoded;
+        let request_facts = Facts::new(messages, facts.clone());
         let fits = messages.len() == texts.len();
         let bytes = head.len()
             + texts
@@ -550,6 +559,7 @@ impl MessageMemo {
                 head,
                 texts,
                 messages: messages.clone(),
+                facts,
                 round_trips,
                 bytes,
             }));
@@ -561,6 +571,7 @@ impl MessageMemo {
         }
         drop(conversations);
         drop(forgotten);
+        request_facts
     }
 
     /// The conversation `texts` most likely continues: the latest that starts with the same
@@ -676,6 +687,12 @@ mod tests {
     /// remember them; a message is a user's with the string as its text. Gives the texts of
     /// the messages and how many of them were decoded.
     fn run(memo: &MessageMemo, texts: &[String]) -> (Vec<String>, usize) {
+        let (list, _, decoded) = remembered(memo, texts);
+        (list.iter().map(Message::text).collect(), decoded)
+    }
+
+    /// [`run`]'s request: its messages, their facts, and how many it decoded.
+    fn remembered(memo: &MessageMemo, texts: &[String]) -> (Shared<Message>, Facts, usize) {
         let raws = raws(texts);
         let decoded = std::cell::Cell::new(0);
         let (messages, out) = memo
@@ -692,10 +709,38 @@ mod tests {
                 },
             )
             .unwrap();
-        let values = messages.iter().map(Message::text).collect();
         let list: Shared<Message> = messages.into();
-        memo.remember(out, &list);
-        (values, decoded.get())
+        let facts = memo.remember(out, &list);
+        (list, facts, decoded.get())
+    }
+
+    #[test]
+    fn a_repeated_message_brings_what_stages_learnt_of_it_a_new_one_nothing() {
+        let memo = MessageMemo::default();
+        let (list, facts, _) = remembered(&memo, &conversation("task", 2));
+        let first = facts.of(&list).expect("facts of the decoded list").to_vec();
+        assert_eq!(first.len(), 4);
+        first[3].pytest_output.set(true).unwrap();
+
+        let (list, facts, decoded) = remembered(&memo, &conversation("task", 3));
+        assert_eq!(decoded, 1);
+        let next = facts.of(&list).expect("facts of the decoded list");
+        assert_eq!(next.len(), 5);
+        for (earlier, now) in first.iter().zip(next) {
+            assert!(Arc::ptr_eq(earlier, now));
+        }
+        assert_eq!(next[3].pytest_output.get(), Some(&true));
+        assert_eq!(next[4].pytest_output.get(), None);
+
+        // Another task's messages share only the system prompt's facts.
+        let (list, facts, _) = remembered(&memo, &conversation("other", 2));
+        let other = facts.of(&list).expect("facts of the decoded list");
+        assert!(Arc::ptr_eq(&other[0], &first[0]));
+        assert!(
+            !other[1..]
+                .iter()
+                .any(|fact| first.iter().any(|f| Arc::ptr_eq(f, fact)))
+        );
     }
 
     fn conversation(task: &str, turns: usize) -> Vec<String> {

@@ -92,7 +92,7 @@ pub(super) fn decode_with_memo(
         memoized = Some(decoded);
         Ok(messages)
     };
-    let request = request_from_wire(wire, from_texts).ok()?;
+    let mut request = request_from_wire(wire, from_texts).ok()?;
     let memoized = memoized?;
     // The encoder merges turns of one role that follow each other.
     let alternate = request
@@ -100,7 +100,7 @@ pub(super) fn decode_with_memo(
         .windows(2)
         .all(|pair| pair[0].role != pair[1].role);
     let messages_round_trip = alternate && memoized.all_round_trip();
-    memo.remember(memoized, &request.messages);
+    request.message_facts = memo.remember(memoized, &request.messages);
     Some((request, edits.filter(|_| messages_round_trip)))
 }
 
@@ -251,7 +251,7 @@ fn decode_message(message: WireMessage, i: usize) -> Result<Message, Error> {
     };
     Ok(Message {
         role,
-        parts,
+        parts: parts.into(),
         name: None,
         content_as_parts: as_parts.then_some(PROTOCOL),
         extensions: Extensions::new(PROTOCOL, message.extra),

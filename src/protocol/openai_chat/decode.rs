@@ -95,10 +95,10 @@ pub(super) fn decode_with_memo(
         memoized = Some(decoded);
         Ok(messages)
     };
-    let (request, options) = request_from_wire(wire, from_texts).ok()?;
+    let (mut request, options) = request_from_wire(wire, from_texts).ok()?;
     let memoized = memoized?;
     let messages_round_trip = memoized.all_round_trip();
-    memo.remember(memoized, &request.messages);
+    request.message_facts = memo.remember(memoized, &request.messages);
     Some((request, options, edits.filter(|_| messages_round_trip)))
 }
 
@@ -340,7 +340,7 @@ fn message_from_wire(wire: ChatMessage, index: usize) -> Result<Message, Error> 
 
     Ok(Message {
         role,
-        parts,
+        parts: parts.into(),
         name: wire.name,
         content_as_parts,
         extensions: Extensions::new(PROTOCOL, wire.extra),
