@@ -45,6 +45,7 @@ use serde_json::value::RawValue;
 use crate::Error;
 use crate::model::{Edits, Facts, Message, MessageFacts, Shared, Splice};
 use crate::protocol::splice::span_in;
+use crate::protocol::tools_memo::ToolsMemo;
 
 /// Requests from this size up have their messages read through a memo. A request with no
 /// message seen before costs a sixth more (copying each message's text to keep it; half
@@ -321,6 +322,8 @@ impl Decoded {
 #[derive(Default)]
 pub(crate) struct MessageMemo {
     conversations: Mutex<VecDeque<Arc<Conversation>>>,
+    /// The latest lists of tools: a request this memo reads has its tools read through it.
+    tools: ToolsMemo,
     /// Messages decoded rather than reused, for the tests.
     #[cfg(test)]
     fresh: std::sync::atomic::AtomicUsize,
@@ -585,6 +588,11 @@ impl MessageMemo {
                 .find(|conversation| conversation.starts_like(texts, how_many))
                 .cloned()
         })
+    }
+
+    /// The memo of the tools of the requests this memo reads.
+    pub(crate) fn tools(&self) -> &ToolsMemo {
+        &self.tools
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Arc<Conversation>>> {

@@ -10,6 +10,7 @@ pub mod anthropic;
 pub mod gemini;
 pub mod json_out;
 pub(crate) mod message_memo;
+pub(crate) mod tools_memo;
 pub mod openai_chat;
 pub mod openai_responses;
 #[cfg(test)]

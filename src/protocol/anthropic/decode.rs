@@ -30,7 +30,7 @@ fn anthropic_ext(fields: Map<String, Value>) -> Extensions {
 /// Parses a Messages request. Errors name the offending field.
 pub fn decode_request(body: &[u8]) -> Result<Request, Error> {
     let wire: MessagesRequest = parse_json(body)?;
-    request_from_wire(wire, decode_messages)
+    request_from_wire(wire, decode_messages, decode_tools)
 }
 
 /// The messages of the latest large requests, decoded, with whether each would be written
@@ -58,7 +58,7 @@ pub(super) fn decode_every_message(body: &[u8]) -> Result<(Request, Option<Edits
     } else {
         None
     };
-    Ok((request_from_wire(wire, decode_messages)?, edits))
+    Ok((request_from_wire(wire, decode_messages, decode_tools)?, edits))
 }
 
 /// [`decode_request_checked`] with the messages read as their JSON texts and decoded
@@ -70,7 +70,8 @@ pub(super) fn decode_with_memo(
     memo: &MessageMemo,
 ) -> Option<(Request, Option<Edits>)> {
     let mut read = memo.read(body, pass_through::message_round_trips, decode_message);
-    let wire: MessagesRequest<&RawValue> = crate::protocol::json_from_bytes(&read.doc).ok()?;
+    let wire: MessagesRequest<&RawValue, &RawValue> =
+        crate::protocol::json_from_bytes(&read.doc).ok()?;
     let edits = read.edits_in_body(if pass_through::fields_round_trip(&wire) {
         pass_through::edits(&read.doc, &wire)
     } else {
@@ -92,7 +93,21 @@ pub(super) fn decode_with_memo(
         memoized = Some(decoded);
         Ok(messages)
     };
-    let mut request = request_from_wire(wire, from_texts).ok()?;
+    let mut tools_round_trip = true;
+    let tools_from_text = |text: Option<&RawValue>| {
+        let Some(text) = text else {
+            return Ok(Shared::default());
+        };
+        let (tools, round_trip) = memo.tools().tools(text.get(), |text| {
+            let wire: Vec<Value> = crate::protocol::json_from_bytes(text.as_bytes())
+                .map_err(|err| Error::invalid_field("tools", err.to_string()))?;
+            let round_trip = pass_through::tools_round_trip(&wire);
+            Ok((tools_of(wire)?, round_trip))
+        })?;
+        tools_round_trip = round_trip;
+        Ok(tools)
+    };
+    let mut request = request_from_wire(wire, from_texts, tools_from_text).ok()?;
     let memoized = memoized?;
     // The encoder merges turns of one role that follow each other.
     let alternate = request
@@ -101,7 +116,10 @@ pub(super) fn decode_with_memo(
         .all(|pair| pair[0].role != pair[1].role);
     let messages_round_trip = alternate && memoized.all_round_trip();
     request.message_facts = memo.remember(memoized, &request.messages);
-    Some((request, edits.filter(|_| messages_round_trip)))
+    Some((
+        request,
+        edits.filter(|_| messages_round_trip && tools_round_trip),
+    ))
 }
 
 /// The input tokens of a request, as `count_tokens` reports them (an estimate).
@@ -109,11 +127,25 @@ pub fn estimate_input_tokens(request: &Request) -> u64 {
     request.estimated_input_tokens()
 }
 
-/// The request `wire` holds; `decode_messages` decodes its messages, whatever they were
-/// read as.
-fn request_from_wire<M>(
-    wire: MessagesRequest<'_, M>,
+/// The tools of a request's list.
+fn decode_tools(tools: Option<Vec<Value>>) -> Result<Shared<Tool>, Error> {
+    tools_of(tools.unwrap_or_default()).map(Shared::new)
+}
+
+fn tools_of(tools: Vec<Value>) -> Result<Vec<Tool>, Error> {
+    tools
+        .into_iter()
+        .enumerate()
+        .map(|(i, tool)| decode_tool(tool, i))
+        .collect()
+}
+
+/// The request `wire` holds; `decode_messages` decodes its messages and `decode_tools` its
+/// tools, whatever they were read as.
+fn request_from_wire<M, T>(
+    wire: MessagesRequest<'_, M, T>,
     decode_messages: impl FnOnce(Vec<M>) -> Result<Vec<Message>, Error>,
+    decode_tools: impl FnOnce(Option<T>) -> Result<Shared<Tool>, Error>,
 ) -> Result<Request, Error> {
     let MessagesRequest {
         model,
@@ -153,12 +185,7 @@ fn request_from_wire<M>(
             .collect::<Result<Vec<_>, _>>()?
             .into(),
     };
-    request.tools = tools
-        .unwrap_or_default()
-        .into_iter()
-        .enumerate()
-        .map(|(i, tool)| decode_tool(tool, i))
-        .collect::<Result<_, _>>()?;
+    request.tools = decode_tools(tools)?;
     if let Some(choice) = tool_choice {
         let (choice, parallel) = decode_tool_choice(choice)?;
         request.tool_choice = choice;

@@ -17,11 +17,19 @@ use crate::protocol::splice::{removing, span_in};
 
 /// Whether the encoder writes `wire` again as it came.
 pub(super) fn request_round_trips(wire: &MessagesRequest) -> bool {
-    fields_round_trip(wire) && messages_round_trip(&wire.messages)
+    fields_round_trip(wire)
+        && wire.tools.as_deref().is_none_or(tools_round_trip)
+        && messages_round_trip(&wire.messages)
 }
 
-/// [`request_round_trips`] for all but the messages, whatever they were read as.
-pub(super) fn fields_round_trip<M>(wire: &MessagesRequest<'_, M>) -> bool {
+/// Whether the encoder writes every tool of `tools` again as it came.
+pub(super) fn tools_round_trip(tools: &[Value]) -> bool {
+    tools.iter().all(tool_round_trips)
+}
+
+/// [`request_round_trips`] for all but the messages and the tools, whatever they were read
+/// as.
+pub(super) fn fields_round_trip<M, T>(wire: &MessagesRequest<'_, M, T>) -> bool {
     let Some(max_tokens) = wire.max_tokens else {
         return false;
     };
@@ -44,10 +52,6 @@ pub(super) fn fields_round_trip<M>(wire: &MessagesRequest<'_, M>) -> bool {
             .as_ref()
             .is_none_or(|stop| !stop.is_empty())
         && wire
-            .tools
-            .as_deref()
-            .is_none_or(|tools| tools.iter().all(tool_round_trips))
-        && wire
             .tool_choice
             .as_ref()
             .is_none_or(tool_choice_round_trips)
@@ -56,10 +60,10 @@ pub(super) fn fields_round_trip<M>(wire: &MessagesRequest<'_, M>) -> bool {
 /// `thinking` as the encoder writes it back: a budget of at least 1,024 under the output
 /// cap, with no temperature or top_k beside it (the encoder drops both), or "disabled".
 /// Other kinds are kept whole.
-fn thinking_round_trips<M>(
+fn thinking_round_trips<M, T>(
     thinking: &Value,
     max_tokens: u64,
-    wire: &MessagesRequest<'_, M>,
+    wire: &MessagesRequest<'_, M, T>,
 ) -> bool {
     let Some(fields) = thinking.as_object() else {
         return true;
@@ -224,7 +228,7 @@ fn tool_choice_round_trips(choice: &Value) -> bool {
 /// Where `body`, which decoded to `wire`, is patched: the model's value, and a
 /// `"stream": false` removed (the encoder leaves it out). `None` when a member is not where
 /// plain JSON puts it (a key written with escapes).
-pub(super) fn edits<M>(body: &[u8], wire: &MessagesRequest<'_, M>) -> Option<Edits> {
+pub(super) fn edits<M, T>(body: &[u8], wire: &MessagesRequest<'_, M, T>) -> Option<Edits> {
     let model = span_in(body, wire.model.raw)?;
     let stream = wire.stream.as_ref().filter(|stream| !stream.value);
     let splices = removing(body, &[("stream", stream.map(|s| s.raw))])?;

@@ -299,6 +299,7 @@ fn a_request_read_through_the_message_memo_decodes_as_every_message_decoded() {
 
     let memo = MessageMemo::default();
     let (mut decoded, mut passed, mut refused, mut sent) = (0, 0, 0, 0);
+    let mut with_tools = 0;
     for seed in 0..1500 {
         let mut rng = fastrand::Rng::with_seed(seed);
         let mut members = vec![
@@ -339,6 +340,7 @@ fn a_request_read_through_the_message_memo_decodes_as_every_message_decoded() {
             }
             let body = conversation_body(&members, &messages, pretty);
             sent += messages.len();
+            with_tools += usize::from(members.iter().any(|(name, _)| name == "tools"));
             let text = String::from_utf8_lossy(&body);
             match decode_every_message(&body) {
                 Ok(every) => {
@@ -371,6 +373,12 @@ fn a_request_read_through_the_message_memo_decodes_as_every_message_decoded() {
         memo.left_out() * 3 > sent,
         "{} of {sent} messages left out of the bodies before they were parsed",
         memo.left_out()
+    );
+    assert!(
+        memo.tools().decoded() * 3 < with_tools,
+        "{} lists of tools decoded for {with_tools} requests with tools: a conversation's \
+         requests send the same",
+        memo.tools().decoded()
     );
 }
 

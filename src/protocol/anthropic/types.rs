@@ -11,9 +11,10 @@ use serde_json::{Map, Value};
 
 /// A request. `model` and `stream` keep where they sit in the body, for the pass-through
 /// that patches them. The messages are read as `M`: decoded, or as their JSON texts for a
-/// large request (see `decode::MESSAGE_MEMO`).
+/// large request (see `decode::MESSAGE_MEMO`), and the tools as `T`: a list, or the list's
+/// JSON text for such a request (see `protocol::tools_memo`).
 #[derive(Debug, Clone, Deserialize)]
-pub struct MessagesRequest<'a, M = WireMessage> {
+pub struct MessagesRequest<'a, M = WireMessage, T = Vec<Value>> {
     #[serde(borrow)]
     pub model: Spanned<'a, String>,
     pub messages: Vec<M>,
@@ -22,8 +23,8 @@ pub struct MessagesRequest<'a, M = WireMessage> {
     pub max_tokens: Option<u64>,
     #[serde(default)]
     pub system: Option<System>,
-    #[serde(default)]
-    pub tools: Option<Vec<Value>>,
+    /// Absent is `None` without `default`, which would ask `T` to have a default.
+    pub tools: Option<T>,
     #[serde(default)]
     pub tool_choice: Option<Value>,
     #[serde(default)]

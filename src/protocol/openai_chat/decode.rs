@@ -11,7 +11,7 @@ use super::types::{ChatCompletion, ChatMessage, ChatRequest, Content};
 use crate::Error;
 use crate::model::{
     Edits, Event, Extensions, FinishReason, ImageSource, Message, Part, Protocol, Reasoning,
-    ReasoningEffort, Request, ResponseFormat, Role, Sampling, Tool, ToolChoice, Usage,
+    ReasoningEffort, Request, ResponseFormat, Role, Sampling, Shared, Tool, ToolChoice, Usage,
 };
 use crate::protocol::Spanned;
 use crate::protocol::message_memo::{self, MessageMemo};
@@ -32,7 +32,7 @@ pub struct ClientOptions {
 /// Parses a request body. Errors name the offending field.
 pub fn decode_request(body: &[u8]) -> Result<(Request, ClientOptions), Error> {
     let wire: ChatRequest = parse_json(body)?;
-    request_from_wire(wire, messages_from_wire)
+    request_from_wire(wire, messages_from_wire, tools_from_wire)
 }
 
 /// The messages of the latest large requests, decoded, with whether each would be written
@@ -64,7 +64,7 @@ pub(super) fn decode_every_message(
     } else {
         None
     };
-    let (request, options) = request_from_wire(wire, messages_from_wire)?;
+    let (request, options) = request_from_wire(wire, messages_from_wire, tools_from_wire)?;
     Ok((request, options, edits))
 }
 
@@ -77,7 +77,8 @@ pub(super) fn decode_with_memo(
     memo: &MessageMemo,
 ) -> Option<(Request, ClientOptions, Option<Edits>)> {
     let mut read = memo.read(body, pass_through::message_round_trips, message_from_wire);
-    let wire: ChatRequest<&RawValue> = crate::protocol::json_from_bytes(&read.doc).ok()?;
+    let wire: ChatRequest<&RawValue, &RawValue> =
+        crate::protocol::json_from_bytes(&read.doc).ok()?;
     let edits = read.edits_in_body(if pass_through::fields_round_trip(&wire) {
         pass_through::edits(&read.doc, &wire)
     } else {
@@ -95,11 +96,29 @@ pub(super) fn decode_with_memo(
         memoized = Some(decoded);
         Ok(messages)
     };
-    let (mut request, options) = request_from_wire(wire, from_texts).ok()?;
+    let mut tools_round_trip = true;
+    let tools_from_text = |text: Option<&RawValue>| {
+        let Some(text) = text else {
+            return Ok(Shared::default());
+        };
+        let (tools, round_trip) = memo.tools().tools(text.get(), |text| {
+            let wire: Vec<Value> = crate::protocol::json_from_bytes(text.as_bytes())
+                .map_err(|err| Error::invalid_field("tools", err.to_string()))?;
+            let round_trip = pass_through::tools_round_trip(&wire);
+            Ok((tools_of(wire)?, round_trip))
+        })?;
+        tools_round_trip = round_trip;
+        Ok(tools)
+    };
+    let (mut request, options) = request_from_wire(wire, from_texts, tools_from_text).ok()?;
     let memoized = memoized?;
     let messages_round_trip = memoized.all_round_trip();
     request.message_facts = memo.remember(memoized, &request.messages);
-    Some((request, options, edits.filter(|_| messages_round_trip)))
+    Some((
+        request,
+        options,
+        edits.filter(|_| messages_round_trip && tools_round_trip),
+    ))
 }
 
 fn messages_from_wire(messages: Vec<ChatMessage>) -> Result<Vec<Message>, Error> {
@@ -161,11 +180,25 @@ pub(crate) fn field_of(path: &str, message: &str) -> Option<String> {
     }
 }
 
-/// The request `wire` holds; `messages_from_wire` decodes its messages, whatever they were
-/// read as.
-fn request_from_wire<M>(
-    wire: ChatRequest<'_, M>,
+/// The tools of a request's list.
+fn tools_from_wire(tools: Option<Vec<Value>>) -> Result<Shared<Tool>, Error> {
+    tools_of(tools.unwrap_or_default()).map(Shared::new)
+}
+
+fn tools_of(tools: Vec<Value>) -> Result<Vec<Tool>, Error> {
+    tools
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| tool_from_wire(t, i))
+        .collect()
+}
+
+/// The request `wire` holds; `messages_from_wire` decodes its messages and
+/// `tools_from_wire` its tools, whatever they were read as.
+fn request_from_wire<M, T>(
+    wire: ChatRequest<'_, M, T>,
     messages_from_wire: impl FnOnce(Vec<M>) -> Result<Vec<Message>, Error>,
+    tools_from_wire: impl FnOnce(Option<T>) -> Result<Shared<Tool>, Error>,
 ) -> Result<(Request, ClientOptions), Error> {
     let ChatRequest {
         model,
@@ -213,12 +246,7 @@ fn request_from_wire<M>(
     }
 
     let messages = messages_from_wire(messages)?;
-    let tools = tools
-        .unwrap_or_default()
-        .into_iter()
-        .enumerate()
-        .map(|(i, t)| tool_from_wire(t, i))
-        .collect::<Result<Vec<_>, _>>()?;
+    let tools = tools_from_wire(tools)?;
     let tool_choice = tool_choice.map(tool_choice_from_wire).transpose()?;
     let response_format = response_format.map(response_format_from_wire).transpose()?;
     // An effort level the model does not know (a newer one) still reaches a back-end of
@@ -238,7 +266,7 @@ fn request_from_wire<M>(
     };
 
     let mut request = Request::new(model, messages);
-    request.tools = tools.into();
+    request.tools = tools;
     request.tool_choice = tool_choice;
     request.parallel_tool_calls = parallel_tool_calls;
     request.sampling = Sampling {

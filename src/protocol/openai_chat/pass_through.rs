@@ -15,11 +15,19 @@ use crate::protocol::splice::{removing, span_in};
 
 /// Whether the encoder writes `wire` again as it came.
 pub(super) fn request_round_trips(wire: &ChatRequest) -> bool {
-    fields_round_trip(wire) && wire.messages.iter().all(message_round_trips)
+    fields_round_trip(wire)
+        && wire.tools.as_deref().is_none_or(tools_round_trip)
+        && wire.messages.iter().all(message_round_trips)
 }
 
-/// [`request_round_trips`] for all but the messages, whatever they were read as.
-pub(super) fn fields_round_trip<M>(wire: &ChatRequest<'_, M>) -> bool {
+/// Whether the encoder writes every tool of `tools` again as it came.
+pub(super) fn tools_round_trip(tools: &[Value]) -> bool {
+    tools.iter().all(tool_round_trips)
+}
+
+/// [`request_round_trips`] for all but the messages and the tools, whatever they were read
+/// as.
+pub(super) fn fields_round_trip<M, T>(wire: &ChatRequest<'_, M, T>) -> bool {
     let stop = !matches!(&wire.stop, Some(Stop::Many(list)) if list.len() < 2);
     let one_cap = wire.max_tokens.is_none() || wire.max_completion_tokens.is_none();
     // A streamed request asks for usage (the encoder adds it); its other stream options
@@ -31,10 +39,6 @@ pub(super) fn fields_round_trip<M>(wire: &ChatRequest<'_, M>) -> bool {
     };
     stop && one_cap
         && stream_options
-        && wire
-            .tools
-            .as_deref()
-            .is_none_or(|tools| tools.iter().all(tool_round_trips))
         && wire
             .tool_choice
             .as_ref()
@@ -191,7 +195,7 @@ fn response_format_round_trips(format: &Value) -> bool {
 /// leaves them out); for one that streams without stream options,
 /// `"stream_options":{"include_usage":true}` added. `None` when a member is not where plain
 /// JSON puts it (a key written with escapes).
-pub(super) fn edits<M>(body: &[u8], wire: &ChatRequest<'_, M>) -> Option<Edits> {
+pub(super) fn edits<M, T>(body: &[u8], wire: &ChatRequest<'_, M, T>) -> Option<Edits> {
     let model = span_in(body, wire.model.raw)?;
     let stream = wire.stream.as_ref();
     let mut splices = Vec::new();

@@ -291,6 +291,7 @@ fn a_request_read_through_the_message_memo_decodes_as_every_message_decoded() {
 
     let memo = MessageMemo::default();
     let (mut decoded, mut passed, mut refused, mut sent) = (0, 0, 0, 0);
+    let mut with_tools = 0;
     for seed in 0..1500 {
         let mut rng = fastrand::Rng::with_seed(seed);
         let mut members = vec![("model".to_owned(), json!("gpt-4o"))];
@@ -309,6 +310,7 @@ fn a_request_read_through_the_message_memo_decodes_as_every_message_decoded() {
             let every = decode_every_message(&body);
             let through_memo = decode_with_memo(&body, &memo);
             sent += messages.len();
+            with_tools += usize::from(members.iter().any(|(name, _)| name == "tools"));
             let text = String::from_utf8_lossy(&body);
             match every {
                 Ok(every) => {
@@ -342,6 +344,12 @@ fn a_request_read_through_the_message_memo_decodes_as_every_message_decoded() {
         memo.left_out() * 3 > sent,
         "{} of {sent} messages left out of the bodies before they were parsed",
         memo.left_out()
+    );
+    assert!(
+        memo.tools().decoded() * 3 < with_tools,
+        "{} lists of tools decoded for {with_tools} requests with tools: a conversation's \
+         requests send the same",
+        memo.tools().decoded()
     );
 }
 
@@ -510,5 +518,55 @@ fn a_large_request_with_a_bad_message_is_refused_naming_the_field() {
         let err = decode_request_checked(&body).unwrap_err();
         assert_eq!(err.status(), 422, "{err}");
         assert_eq!(err.param(), Some("messages[7].content"), "{err}");
+    }
+}
+
+/// A large request's tools are read through the memo: the same list is decoded once, a
+/// changed one again, and a broken one refused as decoding every message refuses it, each
+/// time.
+#[test]
+fn an_agents_tools_are_decoded_once_and_broken_ones_refused_each_time() {
+    use super::decode::{decode_every_message, decode_request_checked, decode_with_memo};
+    use crate::protocol::message_memo::MessageMemo;
+
+    let with_tools = |tools: Value| {
+        let mut body: Value = serde_json::from_slice(&agent_request(20)).unwrap();
+        body["tools"] = tools;
+        serde_json::to_vec(&body).unwrap()
+    };
+    let shell = json!([{"type": "function", "function": {"name": "shell",
+        "parameters": {"type": "object", "properties": {"command": {"type": "string"}}}}}]);
+    let memo = MessageMemo::default();
+    let body = with_tools(shell.clone());
+    for _ in 0..3 {
+        assert_eq!(
+            decode_with_memo(&body, &memo).unwrap(),
+            decode_every_message(&body).unwrap()
+        );
+    }
+    assert_eq!(memo.tools().decoded(), 1);
+    let mut changed = shell.clone();
+    changed[0]["function"]["description"] = json!("Run a command");
+    let body = with_tools(changed);
+    assert_eq!(
+        decode_with_memo(&body, &memo).unwrap(),
+        decode_every_message(&body).unwrap()
+    );
+    assert_eq!(memo.tools().decoded(), 2);
+
+    for broken in [
+        json!([{"type": "function"}]),
+        json!([{"type": "function", "function": {"name": 7}}]),
+        json!({"shell": {}}),
+        json!(["shell"]),
+    ] {
+        let body = with_tools(broken.clone());
+        for _ in 0..2 {
+            assert!(decode_with_memo(&body, &memo).is_none(), "{broken}");
+            let every = decode_every_message(&body).unwrap_err().to_string();
+            let checked = decode_request_checked(&body).unwrap_err().to_string();
+            assert_eq!(checked, every);
+            assert!(every.contains("tools"), "{every}");
+        }
     }
 }

@@ -15,9 +15,10 @@ use std::fmt;
 
 /// A request. `model`, `stream` and `stream_options` keep where they sit in the body, for
 /// the pass-through that patches them. The messages are read as `M`: decoded, or as their
-/// JSON texts for a large request (see `decode::MESSAGE_MEMO`).
+/// JSON texts for a large request (see `decode::MESSAGE_MEMO`), and the tools as `T`: a list,
+/// or the list's JSON text for such a request (see `protocol::tools_memo`).
 #[derive(Debug, Clone, Deserialize)]
-pub struct ChatRequest<'a, M = ChatMessage> {
+pub struct ChatRequest<'a, M = ChatMessage, T = Vec<Value>> {
     #[serde(borrow)]
     pub model: Spanned<'a, String>,
     pub messages: Vec<M>,
@@ -41,8 +42,9 @@ pub struct ChatRequest<'a, M = ChatMessage> {
     pub presence_penalty: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frequency_penalty: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tools: Option<Vec<Value>>,
+    /// Absent is `None` without `default`, which would ask `T` to have a default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tools: Option<T>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_choice: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
