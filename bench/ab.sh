@@ -11,6 +11,7 @@
 #   HISTORY_FROM=src   their tool results are the files under src (`--history-from`)
 #   HISTORY_GROWS=1 / HISTORY_FRESH=1   the requests grow a turn at a time / are each a
 #                conversation of its own (`--history-grows` / `--history-fresh`)
+#   EXTRA_TOOLS=20   20 tools offered besides the shell tool, ~0.9 KB each (`--extra-tools`)
 #   WITH_STORE=1 both run the capture store (SQLite), each with its own database (not CAPTURE_DB:
 #                that is llmux's own variable, which would point both at one file)
 # Writes bench/results/ab.md and bench/results/ab.json. Ends within 4 minutes after the build.
@@ -54,7 +55,7 @@ LLMUX_BIN="$B_BIN" start_llmux b "$tmp/b.toml" "$b_port"
 b_pid="$started_pid"
 compare_pair "$a_port" "$a_pid" "$b_port" "$b_pid" "$out_md" "$out_json" \
     --cost-target-pct 1 \
-    --note "A: $A_BIN; B: $B_BIN; history: ${HISTORY:-0} turns${HISTORY_FROM:+ from $HISTORY_FROM}; capture store: ${WITH_STORE:-0}"
+    --note "A: $A_BIN; B: $B_BIN; history: ${HISTORY:-0} turns${HISTORY_FROM:+ from $HISTORY_FROM}${EXTRA_TOOLS:+; $EXTRA_TOOLS extra tools}; capture store: ${WITH_STORE:-0}"
 relabel_report "$out_md" "llmux A (off) vs. B (on): $LABEL" "llmux A" "llmux B" B \
     "Target: B costs ≤ \\1 %" B
 stop_pid "$b_pid"

@@ -19,6 +19,7 @@
 #   HISTORY_FROM=src their tool results are the files under src (`--history-from`), not generated code
 #   HISTORY_GROWS=1  the requests grow a turn at a time from 20 turns to 40, as a session's do
 #   HISTORY_FRESH=1  each request a conversation of its own (`--history-fresh`)
+#   EXTRA_TOOLS=20   20 tools offered besides the shell tool, ~0.9 KB each (`--extra-tools`)
 # Writes bench/results/capture.md and bench/results/capture.json (MODE=db: capture-db.md and
 # capture-db.json). Ends within 4 minutes after the build (BUDGET=230 seconds).
 set -euo pipefail

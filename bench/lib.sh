@@ -165,6 +165,9 @@ if [[ "${HISTORY_GROWS:-0}" == 1 ]]; then history_args+=(--history-grows); fi
 # only the first and last two messages of the ones before it (`loadgen run --history-fresh`):
 # llmux's message memo at its worst.
 if [[ "${HISTORY_FRESH:-0}" == 1 ]]; then history_args+=(--history-fresh); fi
+# EXTRA_TOOLS=N: N tools offered besides the shell tool, ~0.9 KB each, as an agent's are
+# (`loadgen run --extra-tools`).
+if [[ "${EXTRA_TOOLS:-0}" != 0 ]]; then history_args+=(--extra-tools "$EXTRA_TOOLS"); fi
 
 # warm_up URL KINDS: up to 200 requests of each kind (comma-separated) to URL, 3 s each (8 s
 # hard limit); a kind with no successful answer stops the run with the load generator's output.

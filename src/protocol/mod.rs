@@ -10,7 +10,6 @@ pub mod anthropic;
 pub mod gemini;
 pub mod json_out;
 pub(crate) mod message_memo;
-pub(crate) mod tools_memo;
 pub mod openai_chat;
 pub mod openai_responses;
 #[cfg(test)]
@@ -18,6 +17,7 @@ mod round_trip_support;
 pub(crate) mod same_shape;
 pub mod splice;
 pub mod sse;
+pub(crate) mod tools_memo;
 
 use std::fmt;
 

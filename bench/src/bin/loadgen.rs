@@ -244,6 +244,10 @@ struct RunArgs {
     /// watch tool calls (tool-call repair, the reactor, dangerous commands) run.
     #[arg(long)]
     tools: bool,
+    /// Offer this many tools more besides the shell tool, each a ~0.9 KB schema as a coding
+    /// agent's are (Claude Code offers some twenty); implies --tools.
+    #[arg(long, default_value_t = 0)]
+    extra_tools: usize,
     /// Earlier turns of an agent session before the last question, each a shell call that
     /// reads a source file and its ~2.5 KB result, as a coding agent's requests carry them
     /// (40 turns make a ~100 KB body); implies --tools.
@@ -545,31 +549,84 @@ fn payload(kind: Kind, model: &str) -> Bytes {
     Bytes::from(body.to_string())
 }
 
-/// The payload with a shell tool offered in the kind's own format.
-fn with_shell_tool(kind: Kind, body: &[u8]) -> anyhow::Result<Bytes> {
+/// The payload with a shell tool and `extra` more offered in the kind's own format.
+fn with_tools(kind: Kind, body: &[u8], extra: usize) -> anyhow::Result<Bytes> {
     let mut body: serde_json::Value = serde_json::from_slice(body)?;
-    let schema = serde_json::json!({"type": "object",
-        "properties": {"command": {"type": "string"}}, "required": ["command"]});
-    let tools = match kind.api() {
-        Api::OpenAi => serde_json::json!([{"type": "function",
-            "function": {"name": "Bash", "description": "Run a shell command.", "parameters": schema}}]),
-        Api::Anthropic => serde_json::json!([{"name": "Bash",
-            "description": "Run a shell command.", "input_schema": schema}]),
-        Api::Gemini => serde_json::json!([{"functionDeclarations": [{"name": "Bash",
-            "description": "Run a shell command.", "parameters": schema}]}]),
-        Api::Responses => serde_json::json!([{"type": "function", "name": "Bash",
-            "description": "Run a shell command.", "parameters": schema}]),
+    let shell = (
+        "Bash".to_owned(),
+        "Run a shell command.".to_owned(),
+        serde_json::json!({"type": "object",
+            "properties": {"command": {"type": "string"}}, "required": ["command"]}),
+    );
+    let declared: Vec<(String, String, serde_json::Value)> = std::iter::once(shell)
+        .chain((0..extra).map(agent_tool))
+        .collect();
+    let tools: Vec<serde_json::Value> = declared
+        .into_iter()
+        .map(|(name, description, schema)| match kind.api() {
+            Api::OpenAi => serde_json::json!({"type": "function", "function":
+                {"name": name, "description": description, "parameters": schema}}),
+            Api::Anthropic => serde_json::json!({"name": name,
+                "description": description, "input_schema": schema}),
+            Api::Gemini => serde_json::json!({"name": name,
+                "description": description, "parameters": schema}),
+            Api::Responses => serde_json::json!({"type": "function", "name": name,
+                "description": description, "parameters": schema}),
+        })
+        .collect();
+    body["tools"] = match kind.api() {
+        Api::Gemini => serde_json::json!([{"functionDeclarations": tools}]),
+        _ => serde_json::Value::Array(tools),
     };
-    body["tools"] = tools;
     Ok(Bytes::from(body.to_string()))
 }
 
-/// The body of a request of `kind`: the payload, with the shell tool offered when `tools`,
-/// and `history` earlier agent turns (which offer the tool too).
-fn request_body(kind: Kind, model: &str, tools: bool, history: &History) -> anyhow::Result<Bytes> {
+/// The `index`th made-up agent tool: its name, description and input schema, ~0.9 KB in
+/// all, shaped as a coding agent's file and search tools are.
+fn agent_tool(index: usize) -> (String, String, serde_json::Value) {
+    let description = format!(
+        "Tool {index}: searches the files of the project for a pattern and reports the \
+         matching lines with their paths and line numbers. Use it before reading whole \
+         files; narrow the search with a glob, and prefer one precise pattern to many \
+         broad ones. Results are sorted by modification time, newest first."
+    );
+    let schema = serde_json::json!({
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "type": "object",
+        "properties": {
+            "pattern": {"type": "string", "description": "The regular expression to search for."},
+            "path": {"type": "string", "description": "The file or directory to search in; the working directory when left out."},
+            "glob": {"type": "string", "description": "Only files whose names match this glob (\"*.rs\", \"src/**/*.ts\")."},
+            "limit": {"type": "integer", "minimum": 1, "description": "At most this many matches."},
+            "output_mode": {"type": "string", "enum": ["content", "files_with_matches", "count"],
+                "description": "What to report for each match."}
+        },
+        "required": ["pattern"],
+        "additionalProperties": false
+    });
+    (format!("Tool{index}"), description, schema)
+}
+
+/// The tools a request offers: none, or the shell tool and `extra` more.
+#[derive(Debug, Clone, Copy)]
+struct Tools {
+    offered: bool,
+    extra: usize,
+}
+
+impl Tools {
+    const NONE: Self = Self {
+        offered: false,
+        extra: 0,
+    };
+}
+
+/// The body of a request of `kind`: the payload, with the tools offered when `tools` says
+/// so, and `history` earlier agent turns (which offer the shell tool at least).
+fn request_body(kind: Kind, model: &str, tools: Tools, history: &History) -> anyhow::Result<Bytes> {
     let mut body = payload(kind, model);
-    if tools || history.turns > 0 {
-        body = with_shell_tool(kind, &body)?;
+    if tools.offered || tools.extra > 0 || history.turns > 0 {
+        body = with_tools(kind, &body, tools.extra)?;
     }
     if history.turns > 0 {
         body = with_history(kind, &body, history)?;
@@ -589,7 +646,7 @@ type Bodies = Arc<[Bytes]>;
 fn request_bodies(
     kind: Kind,
     model: &str,
-    tools: bool,
+    tools: Tools,
     history: &History,
 ) -> anyhow::Result<Bodies> {
     match history.sequence {
@@ -1290,7 +1347,11 @@ async fn cmd_run(args: RunArgs) -> anyhow::Result<()> {
         args.history_from.as_deref(),
         Sequence::of(args.history_grows, args.history_fresh),
     )?;
-    let bodies = request_bodies(args.kind, &args.model, args.tools, &history)?;
+    let tools = Tools {
+        offered: args.tools,
+        extra: args.extra_tools,
+    };
+    let bodies = request_bodies(args.kind, &args.model, tools, &history)?;
     let body_bytes = bodies.iter().map(Bytes::len).sum::<usize>() / bodies.len();
     if args.warmup > 0 {
         let w = run_phase(
@@ -1383,12 +1444,12 @@ async fn compare_kind(
     // The proxied side sends `kind`; the direct side its OpenAI equivalent (the same for the
     // OpenAI kinds; for the others, the OpenAI request the proxy's translation stands for).
     // Comparing two llmux instances (capture off / on), both sides send `kind`.
-    let body = request_bodies(kind, &args.model, false, history)?;
+    let body = request_bodies(kind, &args.model, Tools::NONE, history)?;
     let dkind = match args.report {
         ReportStyle::Proxy => kind.openai(),
         ReportStyle::Capture => kind,
     };
-    let dbody = request_bodies(dkind, &args.model, false, history)?;
+    let dbody = request_bodies(dkind, &args.model, Tools::NONE, history)?;
     let pid = args.proxy_pid;
     let dpid = args.direct_pid;
     // Warm-up on both sides, unmeasured.
@@ -2203,7 +2264,7 @@ mod tests {
         assert_eq!(char_boundary_at_most("aé", 2), 1);
         assert_eq!(char_boundary_at_most("ab", 9), 2);
         assert_eq!(history.result(history.files.len()), history.result(0));
-        let plain = with_shell_tool(Kind::Nonstream, &payload(Kind::Nonstream, "m"))?;
+        let plain = with_tools(Kind::Nonstream, &payload(Kind::Nonstream, "m"), 0)?;
         let long: serde_json::Value =
             serde_json::from_slice(&with_history(Kind::Nonstream, &plain, &history)?)?;
         let results: Vec<&str> = long["messages"]
@@ -2226,7 +2287,7 @@ mod tests {
     fn a_fresh_history_sends_conversations_that_share_only_their_start() -> anyhow::Result<()> {
         let mut history = History::generated(6);
         history.sequence = Sequence::Fresh;
-        let bodies = request_bodies(Kind::Nonstream, "m", false, &history)?;
+        let bodies = request_bodies(Kind::Nonstream, "m", Tools::NONE, &history)?;
         assert_eq!(bodies.len(), FRESH_CONVERSATIONS);
         let messages = |body: &Bytes| -> anyhow::Result<Vec<String>> {
             let body: serde_json::Value = serde_json::from_slice(body)?;
@@ -2247,12 +2308,41 @@ mod tests {
     }
 
     #[test]
+    fn extra_tools_are_offered_after_the_shell_tool_in_each_format() -> anyhow::Result<()> {
+        for kind in [
+            Kind::Nonstream,
+            Kind::AnthropicNonstream,
+            Kind::GeminiNonstream,
+            Kind::ResponsesNonstream,
+        ] {
+            let plain = with_tools(kind, &payload(kind, "m"), 0)?;
+            let body = with_tools(kind, &payload(kind, "m"), 20)?;
+            let value: serde_json::Value = serde_json::from_slice(&body)?;
+            let tools = match kind.api() {
+                Api::Gemini => &value["tools"][0]["functionDeclarations"],
+                _ => &value["tools"],
+            };
+            let tools = tools.as_array().context("tools")?;
+            assert_eq!(tools.len(), 21, "{kind:?}");
+            let name = |tool: &serde_json::Value| {
+                let named = tool.get("function").unwrap_or(tool);
+                named["name"].as_str().map(str::to_owned)
+            };
+            assert_eq!(name(&tools[0]).as_deref(), Some("Bash"), "{kind:?}");
+            assert_eq!(name(&tools[20]).as_deref(), Some("Tool19"), "{kind:?}");
+            let each = (body.len() - plain.len()) / 20;
+            assert!((700..1200).contains(&each), "{kind:?}: {each} bytes a tool");
+        }
+        Ok(())
+    }
+
+    #[test]
     fn a_growing_history_sends_a_sessions_requests_a_turn_longer_each() -> anyhow::Result<()> {
         let mut history = History::generated(40);
-        let one = request_bodies(Kind::Nonstream, "m", false, &history)?;
+        let one = request_bodies(Kind::Nonstream, "m", Tools::NONE, &history)?;
         assert_eq!(one.len(), 1);
         history.sequence = Sequence::Grows;
-        let grown = request_bodies(Kind::Nonstream, "m", false, &history)?;
+        let grown = request_bodies(Kind::Nonstream, "m", Tools::NONE, &history)?;
         assert_eq!(grown.len(), 21, "20 turns to 40");
         assert_eq!(grown[20], one[0]);
         let messages = |body: &Bytes| -> anyhow::Result<Vec<serde_json::Value>> {
@@ -2288,7 +2378,7 @@ mod tests {
             (Kind::GeminiNonstream, "contents"),
             (Kind::ResponsesNonstream, "input"),
         ] {
-            let plain = with_shell_tool(kind, &payload(kind, "gpt-4o-mini"))?;
+            let plain = with_tools(kind, &payload(kind, "gpt-4o-mini"), 0)?;
             let long = with_history(kind, &plain, &History::generated(40))?;
             assert!(
                 (90_000..=110_000).contains(&long.len()),

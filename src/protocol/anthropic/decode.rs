@@ -58,7 +58,10 @@ pub(super) fn decode_every_message(body: &[u8]) -> Result<(Request, Option<Edits
     } else {
         None
     };
-    Ok((request_from_wire(wire, decode_messages, decode_tools)?, edits))
+    Ok((
+        request_from_wire(wire, decode_messages, decode_tools)?,
+        edits,
+    ))
 }
 
 /// [`decode_request_checked`] with the messages read as their JSON texts and decoded
