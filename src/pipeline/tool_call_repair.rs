@@ -25,7 +25,7 @@ use super::think_tags::partial_tag_at_end;
 use super::tool_match::normalized_name;
 use super::{EventFilter, Phases, Reads, RequestContext, Stage, Trail};
 use crate::model::json_scan::{Byte, JsonLexer};
-use crate::model::{Event, FinishReason, Request, Tool};
+use crate::model::{Event, FinishReason, Request, Shared, Tool};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RepairSettings {
@@ -74,35 +74,45 @@ fn may_open(text: &str) -> bool {
     text.bytes().any(|b| matches!(b, b'<' | b'`' | b'['))
 }
 
-/// The tools the request offered: names and argument schemas.
+/// The tools the request offered, the request's own list: an agent's schemas are tens of
+/// KB, and copying them for every answer cost more than the rest of a large request
+/// (bench/callgrind.sh with `--extra-tools 20`).
 struct Offered {
-    tools: Vec<(String, Option<Value>)>,
+    tools: Shared<Tool>,
+    /// Whether any is a function (a call written as text can name one).
+    functions: bool,
 }
 
 impl Offered {
     fn of(request: &Request) -> Self {
-        let tools = request
-            .tools
-            .iter()
-            .filter_map(|tool| match tool {
-                Tool::Function {
-                    name, parameters, ..
-                } => Some((name.clone(), parameters.clone())),
-                Tool::Opaque { .. } => None,
-            })
-            .collect();
-        Self { tools }
+        let functions = request.tools.iter().any(|tool| function(tool).is_some());
+        Self {
+            tools: request.tools.clone(),
+            functions,
+        }
     }
 
-    /// The offered tool a written name means (exactly, else compared as the tool matcher
-    /// compares names).
-    fn resolve(&self, name: &str) -> Option<&(String, Option<Value>)> {
-        self.tools.iter().find(|(n, _)| n == name).or_else(|| {
+    fn functions(&self) -> impl Iterator<Item = (&String, Option<&Value>)> {
+        self.tools.iter().filter_map(function)
+    }
+
+    /// The offered function a written name means (exactly, else compared as the tool
+    /// matcher compares names): its name and argument schema.
+    fn resolve(&self, name: &str) -> Option<(&String, Option<&Value>)> {
+        self.functions().find(|(n, _)| *n == name).or_else(|| {
             let wanted = normalized_name(name);
-            self.tools
-                .iter()
-                .find(|(n, _)| normalized_name(n) == wanted)
+            self.functions().find(|(n, _)| normalized_name(n) == wanted)
         })
+    }
+}
+
+/// A function's name and argument schema.
+fn function(tool: &Tool) -> Option<(&String, Option<&Value>)> {
+    match tool {
+        Tool::Function {
+            name, parameters, ..
+        } => Some((name, parameters.as_ref())),
+        Tool::Opaque { .. } => None,
     }
 }
 
@@ -287,7 +297,7 @@ fn xml_calls(text: &str, offered: &Offered) -> Option<Vec<(String, String)>> {
             let key = param[..key_end].trim().to_owned();
             let value_end = param.find("</parameter>").unwrap_or(param.len());
             let raw = param[key_end + 1..value_end].trim_matches('\n');
-            arguments.insert(key.clone(), parameter_value(raw, schema.as_ref(), &key));
+            arguments.insert(key.clone(), parameter_value(raw, schema, &key));
             body = param.get(value_end + "</parameter>".len()..).unwrap_or("");
         }
         calls.push((name.clone(), Value::Object(arguments).to_string()));
@@ -395,7 +405,7 @@ struct Repair {
 impl EventFilter for Repair {
     fn on_event(&mut self, event: Event, out: &mut Vec<Event>) {
         match event {
-            Event::TextDelta(text) if !self.offered.tools.is_empty() => self.on_text(text, out),
+            Event::TextDelta(text) if self.offered.functions => self.on_text(text, out),
             Event::ToolCallStart { index, id, name } => {
                 self.settle_text(out);
                 self.next_index = self.next_index.max(index + 1);
