@@ -322,7 +322,8 @@ impl Decoded {
 #[derive(Default)]
 pub(crate) struct MessageMemo {
     conversations: Mutex<VecDeque<Arc<Conversation>>>,
-    /// The latest lists of tools: a request this memo reads has its tools read through it.
+    /// The latest lists of tools: every request of the decoder this memo serves has its
+    /// tools read through it.
     tools: ToolsMemo,
     /// Messages decoded rather than reused, for the tests.
     #[cfg(test)]

@@ -15,6 +15,7 @@ use crate::model::{
 use crate::protocol::ChunkError;
 use crate::protocol::message_memo::{self, MessageMemo};
 use crate::protocol::openai_chat::decode::parse_json;
+use crate::protocol::tools_memo::ToolsMemo;
 
 const PROTOCOL: Protocol = Protocol::Anthropic;
 
@@ -47,7 +48,53 @@ pub fn decode_request_checked(body: &[u8]) -> Result<(Request, Option<Edits>), E
     {
         return Ok(decoded);
     }
+    if let Some(decoded) = decode_with_tools_memo(body, MESSAGE_MEMO.tools()) {
+        return Ok(decoded);
+    }
     decode_every_message(body)
+}
+
+/// [`decode_request_checked`] for a request below the message memo's size, with its tools
+/// read through `memo` (an agent's tools are most of such a request: see
+/// [`crate::protocol::tools_memo`]). `None` for a request with anything wrong:
+/// [`decode_every_message`] then finds the error and names its field.
+pub(super) fn decode_with_tools_memo(
+    body: &[u8],
+    memo: &ToolsMemo,
+) -> Option<(Request, Option<Edits>)> {
+    let wire: MessagesRequest<WireMessage, &RawValue> =
+        crate::protocol::json_from_bytes(body).ok()?;
+    let edits = if pass_through::fields_round_trip(&wire)
+        && pass_through::messages_round_trip(&wire.messages)
+    {
+        pass_through::edits(body, &wire)
+    } else {
+        None
+    };
+    let mut tools_round_trip = true;
+    let tools = |text| tools_through(memo, text, &mut tools_round_trip);
+    let request = request_from_wire(wire, decode_messages, tools).ok()?;
+    Some((request, edits.filter(|_| tools_round_trip)))
+}
+
+/// The tools whose JSON list is `text`, read through `memo`; `round_trip` is set to whether
+/// the encoder writes them again as they came.
+fn tools_through(
+    memo: &ToolsMemo,
+    text: Option<&RawValue>,
+    round_trip: &mut bool,
+) -> Result<Shared<Tool>, Error> {
+    let Some(text) = text else {
+        return Ok(Shared::default());
+    };
+    let (tools, round_trips) = memo.tools(text.get(), |text| {
+        let wire: Vec<Value> = crate::protocol::json_from_bytes(text.as_bytes())
+            .map_err(|err| Error::invalid_field("tools", err.to_string()))?;
+        let round_trips = pass_through::tools_round_trip(&wire);
+        Ok((tools_of(wire)?, round_trips))
+    })?;
+    *round_trip = round_trips;
+    Ok(tools)
 }
 
 /// [`decode_request_checked`], decoding every message.
@@ -97,20 +144,8 @@ pub(super) fn decode_with_memo(
         Ok(messages)
     };
     let mut tools_round_trip = true;
-    let tools_from_text = |text: Option<&RawValue>| {
-        let Some(text) = text else {
-            return Ok(Shared::default());
-        };
-        let (tools, round_trip) = memo.tools().tools(text.get(), |text| {
-            let wire: Vec<Value> = crate::protocol::json_from_bytes(text.as_bytes())
-                .map_err(|err| Error::invalid_field("tools", err.to_string()))?;
-            let round_trip = pass_through::tools_round_trip(&wire);
-            Ok((tools_of(wire)?, round_trip))
-        })?;
-        tools_round_trip = round_trip;
-        Ok(tools)
-    };
-    let mut request = request_from_wire(wire, from_texts, tools_from_text).ok()?;
+    let tools = |text| tools_through(memo.tools(), text, &mut tools_round_trip);
+    let mut request = request_from_wire(wire, from_texts, tools).ok()?;
     let memoized = memoized?;
     // The encoder merges turns of one role that follow each other.
     let alternate = request

@@ -93,7 +93,7 @@ fn system_round_trips(blocks: &[Value]) -> bool {
 
 /// Turns of alternating roles (the encoder merges neighbours of one role), user or
 /// assistant (system messages move to `system`), none of which the encoder would drop.
-fn messages_round_trip(messages: &[WireMessage]) -> bool {
+pub(super) fn messages_round_trip(messages: &[WireMessage]) -> bool {
     let alternate = messages.windows(2).all(|pair| pair[0].role != pair[1].role);
     alternate && messages.iter().all(message_round_trips)
 }
