@@ -357,6 +357,9 @@ struct CompareArgs {
     /// Each request a conversation of its own, as `run --history-fresh`.
     #[arg(long, conflicts_with = "history_grows")]
     history_fresh: bool,
+    /// Tools offered besides the shell tool, as `run --extra-tools` (both sides).
+    #[arg(long, default_value_t = 0)]
+    extra_tools: usize,
     /// Free text describing the setup (CPU pinning, versions), copied into the report.
     #[arg(long)]
     note: Vec<String>,
@@ -614,6 +617,7 @@ struct Tools {
     extra: usize,
 }
 
+#[cfg(test)]
 impl Tools {
     const NONE: Self = Self {
         offered: false,
@@ -1444,12 +1448,16 @@ async fn compare_kind(
     // The proxied side sends `kind`; the direct side its OpenAI equivalent (the same for the
     // OpenAI kinds; for the others, the OpenAI request the proxy's translation stands for).
     // Comparing two llmux instances (capture off / on), both sides send `kind`.
-    let body = request_bodies(kind, &args.model, Tools::NONE, history)?;
+    let tools = Tools {
+        offered: false,
+        extra: args.extra_tools,
+    };
+    let body = request_bodies(kind, &args.model, tools, history)?;
     let dkind = match args.report {
         ReportStyle::Proxy => kind.openai(),
         ReportStyle::Capture => kind,
     };
-    let dbody = request_bodies(dkind, &args.model, Tools::NONE, history)?;
+    let dbody = request_bodies(dkind, &args.model, tools, history)?;
     let pid = args.proxy_pid;
     let dpid = args.direct_pid;
     // Warm-up on both sides, unmeasured.
