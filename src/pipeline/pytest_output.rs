@@ -58,9 +58,12 @@ pub fn is_pytest_output(text: &str) -> bool {
     if BANNER.find(text.as_bytes()).is_some() {
         return true;
     }
-    // Lines before `searched` have been searched for the summary.
-    let mut searched = 0;
-    for at in DURATION_START.find_iter(text.as_bytes()) {
+    // Lines before `searched` have been searched for the summary. The search goes on a byte
+    // after each find, not after its end: ` in ` overlaps itself (` in in 1s`).
+    let (mut from, mut searched) = (0, 0);
+    while let Some(found) = DURATION_START.find(&text.as_bytes()[from..]) {
+        let at = from + found;
+        from = at + 1;
         // `[\d.]` in SUMMARY is any Unicode digit: a byte past ASCII may start one.
         let number = text.as_bytes()[at + DURATION.len()..]
             .first()
@@ -246,7 +249,7 @@ FAILED tests/test_math.py::test_div - ZeroDivisionError: division by zero
     /// inside another, a summary cut by a line break, the banner after a word on its line).
     /// The banner's pieces are in a quarter of the texts, so most that match do by a summary.
     fn random_text(rng: &mut fastrand::Rng) -> String {
-        const PIECES: [&str; 25] = [
+        const PIECES: [&str; 26] = [
             "=",
             "==== ",
             " ===",
@@ -258,6 +261,7 @@ FAILED tests/test_math.py::test_div - ZeroDivisionError: division by zero
             "bypassed",
             " in ",
             " in 2.0s",
+            "in 1s",
             "0.61",
             "3",
             "s",
@@ -317,6 +321,8 @@ FAILED tests/test_math.py::test_div - ZeroDivisionError: division by zero
         assert!(is_pytest_output("x\n== 1 failed in 2.0s ==\ny"));
         assert!(!is_pytest_output("== 1 failed\n in 2.0s =="));
         assert!(!is_pytest_output("fn main() { let error = 1; }"));
+        // ` in ` overlapping itself, the second one starting the duration.
+        assert!(is_pytest_output("= passed in in 1s ="));
     }
 
     #[test]

@@ -17,13 +17,17 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
+use serde_json::Value;
+use serde_json::value::RawValue;
+
 use crate::Error;
 use crate::model::{Shared, Tool};
 
 /// Lists of tools kept at most: an agent's, its sub-agents' and a few more.
 const KEPT: usize = 8;
-/// A list's text longer than this is decoded each time and not kept.
-const LONGEST: usize = 1 << 20;
+/// A list's text longer than this is decoded each time and not kept: the memo holds 8
+/// texts of 256 KiB and their decoded trees at most (Claude Code's tools are tens of KB).
+const LONGEST: usize = 256 << 10;
 
 /// A list of tools as it was sent and as it decoded.
 struct Kept {
@@ -43,21 +47,33 @@ pub(crate) struct ToolsMemo {
 }
 
 impl ToolsMemo {
-    /// The tools whose JSON list is `text`, and whether the encoder writes each again as
-    /// it came: those decoded from the same text before, else what `decode` makes of it.
-    /// An error of `decode` is returned as it is, and nothing is kept.
+    /// The tools whose JSON list is `text` (none when there is none): those decoded from
+    /// the same text before, else what `decode` makes of the list, which also tells
+    /// whether the encoder writes each again as it came; `round_trip` is set to that. An
+    /// error (a `text` that is not a list, or one of `decode`) is returned as it is, and
+    /// nothing is kept.
     pub(crate) fn tools(
         &self,
-        text: &str,
-        decode: impl FnOnce(&str) -> Result<(Vec<Tool>, bool), Error>,
-    ) -> Result<(Shared<Tool>, bool), Error> {
+        text: Option<&RawValue>,
+        round_trip: &mut bool,
+        decode: impl FnOnce(Vec<Value>) -> Result<(Vec<Tool>, bool), Error>,
+    ) -> Result<Shared<Tool>, Error> {
+        let Some(text) = text.map(RawValue::get) else {
+            return Ok(Shared::default());
+        };
         if let Some(kept) = self.find(text) {
-            return Ok((kept.tools.clone(), kept.round_trips));
+            *round_trip = kept.round_trips;
+            return Ok(kept.tools.clone());
         }
         #[cfg(test)]
         self.decoded
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let (tools, round_trips) = decode(text)?;
+        // Read one level deep, as it sits in the body (the request's object around it), so
+        // serde_json's nesting limit refuses what it refused there.
+        let nested = format!("[{text}]");
+        let (list,): (Vec<Value>,) = crate::protocol::json_from_bytes(nested.as_bytes())
+            .map_err(|err| Error::invalid_field("tools", err.to_string()))?;
+        let (tools, round_trips) = decode(list)?;
         let tools = Shared::new(tools);
         if text.len() <= LONGEST {
             self.keep(Kept {
@@ -66,7 +82,8 @@ impl ToolsMemo {
                 round_trips,
             });
         }
-        Ok((tools, round_trips))
+        *round_trip = round_trips;
+        Ok(tools)
     }
 
     /// The list kept for `text`, which becomes the first to be kept. The texts are
@@ -114,61 +131,80 @@ impl ToolsMemo {
 mod tests {
     use super::*;
 
-    fn named(text: &str) -> Result<(Vec<Tool>, bool), Error> {
-        let names: Vec<String> =
-            serde_json::from_str(text).map_err(|err| Error::invalid_request(err.to_string()))?;
-        let tools = names
+    /// Tools named by the list's strings; they round-trip when there are two.
+    fn named(list: Vec<Value>) -> Result<(Vec<Tool>, bool), Error> {
+        let round_trips = list.len() == 2;
+        let tools = list
             .into_iter()
-            .map(|name| Tool::Function {
-                name,
-                description: None,
-                parameters: None,
-                strict: None,
-                extensions: Default::default(),
+            .map(|name| match name {
+                Value::String(name) => Ok(Tool::Function {
+                    name,
+                    description: None,
+                    parameters: None,
+                    strict: None,
+                    extensions: Default::default(),
+                }),
+                other => Err(Error::invalid_field("tools", format!("{other} is no name"))),
             })
-            .collect();
-        Ok((tools, !text.contains(' ')))
+            .collect::<Result<_, _>>()?;
+        Ok((tools, round_trips))
+    }
+
+    /// `memo`'s tools of `text`, and what it says of their round trip.
+    fn tools(memo: &ToolsMemo, text: &str) -> Result<(Shared<Tool>, bool), Error> {
+        let text = RawValue::from_string(text.to_owned()).unwrap();
+        let mut round_trip = true;
+        let tools = memo.tools(Some(&text), &mut round_trip, named)?;
+        Ok((tools, round_trip))
     }
 
     #[test]
     fn the_same_text_is_the_list_decoded_before_another_is_decoded() {
         let memo = ToolsMemo::default();
-        let (first, round_trips) = memo.tools(r#"["a","b"]"#, named).unwrap();
+        let (first, round_trips) = tools(&memo, r#"["a","b"]"#).unwrap();
         assert!(round_trips);
-        let (again, _) = memo.tools(r#"["a","b"]"#, named).unwrap();
-        assert!(Shared::same_list(&first, &again));
+        let (again, round_trips) = tools(&memo, r#"["a","b"]"#).unwrap();
+        assert!(Shared::same_list(&first, &again) && round_trips);
         assert_eq!(memo.decoded(), 1);
         // Equal tools written otherwise are another text.
-        let (spaced, round_trips) = memo.tools(r#"["a", "b"]"#, named).unwrap();
-        assert!(!round_trips);
+        let (spaced, _) = tools(&memo, r#"["a", "b"]"#).unwrap();
         assert!(!Shared::same_list(&first, &spaced));
         assert_eq!(spaced, first);
         assert_eq!(memo.decoded(), 2);
+        let (_, round_trips) = tools(&memo, r#"["a"]"#).unwrap();
+        assert!(!round_trips);
+        let (_, round_trips) = tools(&memo, r#"["a"]"#).unwrap();
+        assert!(!round_trips, "what was found of a kept list comes with it");
+        // No list, no tools; the round trip is as it was.
+        let mut round_trip = true;
+        assert!(memo.tools(None, &mut round_trip, named).unwrap().is_empty() && round_trip);
     }
 
     #[test]
     fn an_error_is_returned_and_nothing_is_kept() {
         let memo = ToolsMemo::default();
-        assert!(memo.tools(r#"["a",1]"#, named).is_err());
-        assert!(memo.tools(r#"["a",1]"#, named).is_err());
-        assert_eq!(memo.decoded(), 2);
+        for broken in [r#"["a",1]"#, r#"{"a":"b"}"#, "7"] {
+            assert!(tools(&memo, broken).is_err());
+            assert!(tools(&memo, broken).is_err());
+        }
+        assert_eq!(memo.decoded(), 6);
     }
 
     #[test]
     fn the_latest_lists_are_kept_and_a_list_used_again_stays() {
         let memo = ToolsMemo::default();
         let list = |i: usize| format!(r#"["tool{i}"]"#);
-        memo.tools(&list(0), named).unwrap();
+        tools(&memo, &list(0)).unwrap();
         for i in 1..KEPT + 4 {
-            memo.tools(&list(i), named).unwrap();
+            tools(&memo, &list(i)).unwrap();
             // The first list is used between the others: never the oldest.
-            memo.tools(&list(0), named).unwrap();
+            tools(&memo, &list(0)).unwrap();
         }
         let decoded = memo.decoded();
-        memo.tools(&list(0), named).unwrap();
-        memo.tools(&list(KEPT + 3), named).unwrap();
+        tools(&memo, &list(0)).unwrap();
+        tools(&memo, &list(KEPT + 3)).unwrap();
         assert_eq!(memo.decoded(), decoded);
-        memo.tools(&list(1), named).unwrap();
+        tools(&memo, &list(1)).unwrap();
         assert_eq!(memo.decoded(), decoded + 1, "the oldest list was let go");
     }
 }

@@ -72,29 +72,16 @@ pub(super) fn decode_with_tools_memo(
         None
     };
     let mut tools_round_trip = true;
-    let tools = |text| tools_through(memo, text, &mut tools_round_trip);
+    let tools = |text| memo.tools(text, &mut tools_round_trip, decoded_tools);
     let request = request_from_wire(wire, decode_messages, tools).ok()?;
     Some((request, edits.filter(|_| tools_round_trip)))
 }
 
-/// The tools whose JSON list is `text`, read through `memo`; `round_trip` is set to whether
-/// the encoder writes them again as they came.
-fn tools_through(
-    memo: &ToolsMemo,
-    text: Option<&RawValue>,
-    round_trip: &mut bool,
-) -> Result<Shared<Tool>, Error> {
-    let Some(text) = text else {
-        return Ok(Shared::default());
-    };
-    let (tools, round_trips) = memo.tools(text.get(), |text| {
-        let wire: Vec<Value> = crate::protocol::json_from_bytes(text.as_bytes())
-            .map_err(|err| Error::invalid_field("tools", err.to_string()))?;
-        let round_trips = pass_through::tools_round_trip(&wire);
-        Ok((tools_of(wire)?, round_trips))
-    })?;
-    *round_trip = round_trips;
-    Ok(tools)
+/// The tools of a request's list, and whether the encoder writes them again as they came
+/// (for [`ToolsMemo::tools`]).
+fn decoded_tools(list: Vec<Value>) -> Result<(Vec<Tool>, bool), Error> {
+    let round_trips = pass_through::tools_round_trip(&list);
+    Ok((tools_of(list)?, round_trips))
 }
 
 /// [`decode_request_checked`], decoding every message.
@@ -144,7 +131,10 @@ pub(super) fn decode_with_memo(
         Ok(messages)
     };
     let mut tools_round_trip = true;
-    let tools = |text| tools_through(memo.tools(), text, &mut tools_round_trip);
+    let tools = |text| {
+        memo.tools()
+            .tools(text, &mut tools_round_trip, decoded_tools)
+    };
     let mut request = request_from_wire(wire, from_texts, tools).ok()?;
     let memoized = memoized?;
     // The encoder merges turns of one role that follow each other.

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 /// A request. `model` and `stream` keep where they sit in the body, for the pass-through
 /// that patches them. The messages are read as `M`: decoded, or as their JSON texts for a
 /// large request (see `decode::MESSAGE_MEMO`), and the tools as `T`: a list, or the list's
-/// JSON text for such a request (see `protocol::tools_memo`).
+/// JSON text (see `protocol::tools_memo`).
 #[derive(Debug, Clone, Deserialize)]
 pub struct MessagesRequest<'a, M = WireMessage, T = Vec<Value>> {
     #[serde(borrow)]

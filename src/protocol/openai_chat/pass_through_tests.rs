@@ -613,3 +613,43 @@ fn a_request_read_through_the_tools_memo_decodes_as_one_decoded_whole() {
         memo.decoded()
     );
 }
+
+/// serde_json refuses a body nested more than 128 deep. A list of tools is read alone as
+/// deep as it sits in the body, so the tools memo refuses what decoding the body whole
+/// refuses, for small requests and large ones.
+#[test]
+fn tools_nested_to_the_limit_are_refused_as_they_were_in_the_body() {
+    use super::decode::{decode_every_message, decode_with_memo, decode_with_tools_memo};
+    use crate::protocol::message_memo::MessageMemo;
+    use crate::protocol::tools_memo::ToolsMemo;
+
+    let (mut accepted, mut refused) = (0, 0);
+    for depth in 115..135 {
+        let nested = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let tools = format!(
+            r#"[{{"type":"function","function":{{"name":"f","parameters":{{"x":{nested}}}}}}}]"#
+        );
+        let small = format!(
+            r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],"tools":{tools}}}"#
+        );
+        let mut large = agent_request(20);
+        large.truncate(large.len() - 1);
+        large.extend_from_slice(format!(",\"tools\":{tools}}}").as_bytes());
+        for body in [small.as_bytes(), &large] {
+            let every = decode_every_message(body);
+            let small_path = decode_with_tools_memo(body, &ToolsMemo::default());
+            let large_path = decode_with_memo(body, &MessageMemo::default());
+            assert_eq!(small_path.is_some(), every.is_ok(), "depth {depth}");
+            assert_eq!(large_path.is_some(), every.is_ok(), "depth {depth}");
+            if every.is_ok() {
+                accepted += 1;
+            } else {
+                refused += 1;
+            }
+        }
+    }
+    assert!(
+        accepted > 0 && refused > 0,
+        "{accepted} accepted, {refused} refused"
+    );
+}

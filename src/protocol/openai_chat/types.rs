@@ -16,7 +16,7 @@ use std::fmt;
 /// A request. `model`, `stream` and `stream_options` keep where they sit in the body, for
 /// the pass-through that patches them. The messages are read as `M`: decoded, or as their
 /// JSON texts for a large request (see `decode::MESSAGE_MEMO`), and the tools as `T`: a list,
-/// or the list's JSON text for such a request (see `protocol::tools_memo`).
+/// or the list's JSON text (see `protocol::tools_memo`).
 #[derive(Debug, Clone, Deserialize)]
 pub struct ChatRequest<'a, M = ChatMessage, T = Vec<Value>> {
     #[serde(borrow)]
