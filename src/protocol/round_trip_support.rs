@@ -197,3 +197,47 @@ pub fn check_request_pass_through(
     assert!(tally.encoded > 800, "{tally:?}");
     assert!(tally.streamed > 100, "{tally:?}");
 }
+
+/// Sends 3,000 request bodies from `generate` through `through_memo` (a protocol's
+/// `decode_with_tools_memo`, with one memo for all) and asserts that each decodes as
+/// `every` (its `decode_every_message`) decodes it, or is refused when that refuses it;
+/// that a body sent again decodes no list of tools; and that lists were reused.
+pub fn check_tools_memo<T: PartialEq + std::fmt::Debug>(
+    generate: impl Fn(&mut fastrand::Rng) -> Vec<u8>,
+    every: impl Fn(&[u8]) -> Result<T, crate::Error>,
+    through_memo: impl Fn(&[u8], &crate::protocol::tools_memo::ToolsMemo) -> Option<T>,
+) {
+    let memo = crate::protocol::tools_memo::ToolsMemo::default();
+    let (mut decoded, mut refused, mut with_tools) = (0, 0, 0);
+    for seed in 0..3000 {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let body = generate(&mut rng);
+        let text = String::from_utf8_lossy(&body);
+        let first = through_memo(&body, &memo);
+        match every(&body) {
+            Ok(every) => {
+                decoded += 1;
+                let value: Value = serde_json::from_slice(&body).unwrap();
+                with_tools += usize::from(value.get("tools").is_some_and(|t| !t.is_null()));
+                assert_eq!(first.as_ref(), Some(&every), "seed {seed}: {text}");
+                // Sent again, its tools are the list decoded the first time.
+                let lists = memo.decoded();
+                assert_eq!(through_memo(&body, &memo), first);
+                assert_eq!(memo.decoded(), lists, "seed {seed}: {text}");
+            }
+            Err(_) => {
+                refused += 1;
+                assert!(first.is_none(), "seed {seed}: {text}");
+            }
+        }
+    }
+    assert!(
+        decoded > 2000 && refused > 20,
+        "{decoded} decoded, {refused} refused"
+    );
+    assert!(
+        memo.decoded() < with_tools && with_tools > 500,
+        "{} lists of tools decoded for {with_tools} requests with tools",
+        memo.decoded()
+    );
+}

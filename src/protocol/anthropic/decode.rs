@@ -43,15 +43,14 @@ pub(super) static MESSAGE_MEMO: LazyLock<MessageMemo> = LazyLock::new(MessageMem
 /// back-end as it came: `None` when the encoder would not write it again as it came (see
 /// [`super::pass_through`]).
 pub fn decode_request_checked(body: &[u8]) -> Result<(Request, Option<Edits>), Error> {
-    if body.len() >= message_memo::MEMO_FROM
-        && let Some(decoded) = decode_with_memo(body, &MESSAGE_MEMO)
-    {
-        return Ok(decoded);
-    }
-    if let Some(decoded) = decode_with_tools_memo(body, MESSAGE_MEMO.tools()) {
-        return Ok(decoded);
-    }
-    decode_every_message(body)
+    // Each memo's path gives `None` only for a request with something wrong, which
+    // decoding every message then names.
+    let decoded = if body.len() >= message_memo::MEMO_FROM {
+        decode_with_memo(body, &MESSAGE_MEMO)
+    } else {
+        decode_with_tools_memo(body, MESSAGE_MEMO.tools())
+    };
+    decoded.map_or_else(|| decode_every_message(body), Ok)
 }
 
 /// [`decode_request_checked`] for a request below the message memo's size, with its tools

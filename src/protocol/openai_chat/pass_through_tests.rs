@@ -577,40 +577,11 @@ fn an_agents_tools_are_decoded_once_and_broken_ones_refused_each_time() {
 #[test]
 fn a_request_read_through_the_tools_memo_decodes_as_one_decoded_whole() {
     use super::decode::{decode_every_message, decode_with_tools_memo};
-    use crate::protocol::tools_memo::ToolsMemo;
 
-    let memo = ToolsMemo::default();
-    let (mut decoded, mut refused, mut with_tools) = (0, 0, 0);
-    for seed in 0..3000 {
-        let mut rng = fastrand::Rng::with_seed(seed);
-        let body = request(&mut rng);
-        let text = String::from_utf8_lossy(&body);
-        let through_memo = decode_with_tools_memo(&body, &memo);
-        match decode_every_message(&body) {
-            Ok(every) => {
-                decoded += 1;
-                let value: Value = serde_json::from_slice(&body).unwrap();
-                with_tools += usize::from(value.get("tools").is_some_and(|t| !t.is_null()));
-                assert_eq!(through_memo.as_ref(), Some(&every), "seed {seed}: {text}");
-                // Sent again, its tools are the list decoded the first time.
-                let lists = memo.decoded();
-                assert_eq!(decode_with_tools_memo(&body, &memo), through_memo);
-                assert_eq!(memo.decoded(), lists, "seed {seed}: {text}");
-            }
-            Err(_) => {
-                refused += 1;
-                assert!(through_memo.is_none(), "seed {seed}: {text}");
-            }
-        }
-    }
-    assert!(
-        decoded > 2000 && refused > 20,
-        "{decoded} decoded, {refused} refused"
-    );
-    assert!(
-        memo.decoded() < with_tools && with_tools > 500,
-        "{} lists of tools decoded for {with_tools} requests with tools",
-        memo.decoded()
+    crate::protocol::round_trip_support::check_tools_memo(
+        request,
+        decode_every_message,
+        decode_with_tools_memo,
     );
 }
 
