@@ -20,14 +20,16 @@ use serde::Serialize;
 use super::Redactor;
 
 mod chain;
+mod segments;
 use chain::{Chains, Earlier};
+use segments::Segments;
 
 /// Rows waiting for the writer at most.
 const QUEUE: usize = 4096;
 /// How long the writer lets rows gather before taking them, at most.
 const WRITER_TICK: Duration = Duration::from_millis(10);
 /// The schema this code writes.
-const SCHEMA_VERSION: i64 = 11;
+const SCHEMA_VERSION: i64 = 12;
 /// Rows written but not yet in the search index after which the writer indexes them even
 /// while requests keep coming (it does at once when idle, flushed or searched). Indexing
 /// rows in batches of thousands rather than with each commit of up to 256 cost the search
@@ -344,6 +346,19 @@ fn migrate_from(connection: &Connection, version: i64) -> rusqlite::Result<()> {
              COMMIT;",
         )?;
     }
+    if version < 12 {
+        // Version 12: a row's frame may be in a segment file beside the database
+        // (`segments`): `bodies` then points to it, and `segment` names the file, so that
+        // retention deletes the files no row points into. Older rows keep their frames.
+        connection.execute_batch(
+            "BEGIN;
+             ALTER TABLE requests ADD COLUMN segment INTEGER;
+             CREATE INDEX requests_segment ON requests(segment) WHERE segment IS NOT NULL;
+             CREATE TABLE segments (number INTEGER PRIMARY KEY, live_bytes INTEGER NOT NULL);
+             PRAGMA user_version = 12;
+             COMMIT;",
+        )?;
+    }
     Ok(())
 }
 
@@ -425,11 +440,16 @@ impl Store {
         let writer = open(&path).map_err(|e| e.to_string())?;
         migrate(&writer)?;
         let reader = open(&path).map_err(|e| e.to_string())?;
+        let segments = Segments::open(&path, retention.max_bytes)?;
         let (tx, rx) = sync_channel(QUEUE);
         let redactor = redactor.into();
+        let sink = Sink {
+            connection: writer,
+            segments,
+        };
         std::thread::Builder::new()
             .name("llmux-capture-db".into())
-            .spawn(move || write_rows(writer, rx, flush_interval, retention, redactor))
+            .spawn(move || write_rows(sink, rx, flush_interval, retention, redactor))
             .map_err(|e| e.to_string())?;
         Ok(Self {
             tx,
@@ -463,9 +483,9 @@ impl Store {
         let version: i64 = reader
             .pragma_query_value(None, "user_version", |row| row.get(0))
             .map_err(|e| format!("{} is not a capture store: {e}", path.display()))?;
-        // Schemas 10 and 11 added ways to write a body (`DELTA_OF_BODY`, `DELTA_OF_ROW`)
-        // and a column that reading does not use (`base_row`): a store of schema 9 reads as
-        // it is.
+        // Schemas 10 to 12 added ways to write a body (`DELTA_OF_BODY`, `DELTA_OF_ROW`, a
+        // frame in a segment file) and columns that reading does not use (`base_row`,
+        // `segment`): a store of schema 9 reads as it is.
         if !(9..=SCHEMA_VERSION).contains(&version) {
             return Err(format!(
                 "{} has capture store schema {version}, this llmux reads {SCHEMA_VERSION}{}",
@@ -758,10 +778,25 @@ impl Store {
         let reader = self.reader()?;
         let deleted = (|| {
             let tx = write_transaction(&reader)?;
+            let frame: Option<Vec<u8>> = tx
+                .query_row(
+                    "SELECT bodies FROM requests WHERE id = ?1 AND segment IS NOT NULL",
+                    params![id],
+                    |row| row.get(0),
+                )
+                .optional()?;
             let deleted = delete_where(&tx, "id = ?1", params![id])?;
-            tx.commit().map(|()| deleted)
+            tx.commit().map(|()| (deleted, frame))
         })();
-        deleted.map(|n| n > 0).map_err(|e| e.to_string())
+        let (deleted, frame) = deleted.map_err(|e| e.to_string())?;
+        // Deleted on purpose: its text goes from the disk now, not when retention deletes
+        // its segment. The row is gone either way.
+        if let Some(frame) = frame
+            && let Err(err) = segments::erase(&reader, &frame)
+        {
+            tracing::warn!("capture store: a deleted request's bodies were not erased: {err}");
+        }
+        Ok(deleted > 0)
     }
 
     /// Request, error and token totals per back-end and model.
@@ -839,11 +874,14 @@ fn full_row_of(
         upstream_response,
         client_response,
     ] = match row.get_ref(bodies + 7)? {
-        rusqlite::types::ValueRef::Blob(frame) => {
-            unpack_bodies(frame, bodies + 7, &mut |rowid, index| {
+        rusqlite::types::ValueRef::Blob(frame) => match segments::frame_of(connection, frame) {
+            Ok(frame) => unpack_bodies(&frame, bodies + 7, &mut |rowid, index| {
                 chain::body_at(connection, rowid, index, 1, rebuilt)
-            })?
-        }
+            })?,
+            // Its segment file is missing (a store copied without its `-bodies` directory)
+            // or was cut short by a crash: the row is still shown, with what happened.
+            Err(lost) => [format!("({lost})"), String::new(), String::new(), String::new()],
+        },
         _ => [
             unpacked(row, bodies)?,
             unpacked(row, bodies + 1)?,
@@ -1250,6 +1288,7 @@ fn delete_where(
     args: impl rusqlite::Params + Copy,
 ) -> rusqlite::Result<usize> {
     chain::unchain_dependents(connection, condition, args)?;
+    segments::uncount(connection, condition, args)?;
     // Rows after `indexed_to` are not in the search index yet.
     connection.execute(
         &format!(
@@ -1302,12 +1341,13 @@ fn unindexed_rows(connection: &Connection) -> rusqlite::Result<u64> {
     )
 }
 
-/// Bytes of the database's pages in use (freed pages are reused, not counted).
+/// Bytes of the database's pages in use (freed pages are reused, not counted) and of the
+/// frames rows point to in body segments.
 fn used_bytes(connection: &Connection) -> rusqlite::Result<u64> {
     let pages: u64 = connection.pragma_query_value(None, "page_count", |row| row.get(0))?;
     let free: u64 = connection.pragma_query_value(None, "freelist_count", |row| row.get(0))?;
     let size: u64 = connection.pragma_query_value(None, "page_size", |row| row.get(0))?;
-    Ok(pages.saturating_sub(free) * size)
+    Ok(pages.saturating_sub(free) * size + segments::live_bytes(connection)?)
 }
 
 /// Now, in Unix seconds (0 if the clock is before 1970).
@@ -1319,12 +1359,17 @@ pub(crate) fn unix_seconds() -> f64 {
 
 /// Applies the retention: rows past the age go; then, when the database is over its size,
 /// the oldest rows until it is 1 % under it.
-fn prune(connection: &Connection, retention: Retention) -> rusqlite::Result<()> {
+fn prune(sink: &Sink, retention: Retention) -> rusqlite::Result<()> {
     // One transaction: the search index writes its delete markers once, as one segment,
     // instead of one segment per statement that its merges then have to fold together.
-    let tx = write_transaction(connection)?;
+    let tx = write_transaction(&sink.connection)?;
     prune_in(&tx, retention)?;
-    tx.commit()
+    tx.commit()?;
+    // Also the segments a delete through `Store::delete` left without rows.
+    if let Err(err) = sink.segments.remove_unreferenced(&sink.connection) {
+        tracing::warn!("capture store: body segments not removed: {err}");
+    }
+    Ok(())
 }
 
 fn prune_in(connection: &Connection, retention: Retention) -> rusqlite::Result<()> {
@@ -1381,8 +1426,14 @@ fn prune_in(connection: &Connection, retention: Retention) -> rusqlite::Result<(
 /// asks. The committed rows go into the search index when `INDEX_BATCH` of them wait, when
 /// nothing came for `flush_interval`, ten flush intervals after the oldest was committed, at
 /// a flush and at the end.
+/// What the writer writes to: its connection and the body segments.
+struct Sink {
+    connection: Connection,
+    segments: Segments,
+}
+
 fn write_rows(
-    mut connection: Connection,
+    mut sink: Sink,
     rx: Receiver<Message>,
     flush_interval: Duration,
     retention: Retention,
@@ -1397,7 +1448,7 @@ fn write_rows(
     // Rows an earlier run left unindexed (it ended abruptly) are indexed at the first quiet
     // moment; not knowing counts as some, and the first try finds out.
     let mut unindexed = Unindexed::new(
-        unindexed_rows(&connection).unwrap_or(1),
+        unindexed_rows(&sink.connection).unwrap_or(1),
         flush_interval * INDEX_WITHIN_FLUSHES,
     );
     loop {
@@ -1446,12 +1497,12 @@ fn write_rows(
         let due = deadline.is_some_and(|at| Instant::now() >= at);
         if due || batch.len() >= 256 || !waiters.is_empty() || disconnected {
             unindexed.add(batch.len());
-            commit(&mut connection, &mut batch, &mut packer, &mut chains);
+            commit(&mut sink, &mut batch, &mut packer, &mut chains);
             deadline = None;
         }
         let asked = idle || !waiters.is_empty() || disconnected;
         if unindexed.due(asked, Instant::now()) {
-            match index_rows(&connection) {
+            match index_rows(&sink.connection) {
                 Ok(_) => unindexed.clear(),
                 Err(err) => {
                     tracing::warn!("capture store: rows not added to the search index: {err}");
@@ -1462,7 +1513,7 @@ fn write_rows(
         let prune_now =
             !waiters.is_empty() || pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY);
         if prune_now && !disconnected {
-            if let Err(err) = prune(&connection, retention) {
+            if let Err(err) = prune(&sink, retention) {
                 tracing::warn!("capture store: retention not applied: {err}");
             }
             pruned_at = Some(Instant::now());
@@ -1471,6 +1522,7 @@ fn write_rows(
             let _ = done.send(());
         }
         if disconnected {
+            sink.segments.sync();
             return;
         }
     }
@@ -1591,15 +1643,14 @@ impl From<RequestRow> for Pending {
     }
 }
 
-fn commit(
-    connection: &mut Connection,
-    batch: &mut Vec<Pending>,
-    packer: &mut Packer,
-    chains: &mut Chains,
-) {
+fn commit(sink: &mut Sink, batch: &mut Vec<Pending>, packer: &mut Packer, chains: &mut Chains) {
     if batch.is_empty() {
         return;
     }
+    let Sink {
+        connection,
+        segments,
+    } = sink;
     let result = (|| -> rusqlite::Result<()> {
         let tx = write_transaction(connection)?;
         {
@@ -1609,10 +1660,11 @@ fn commit(
                     latency_ms, input_tokens, output_tokens, error, client_request,
                     upstream_request, upstream_response, prompt_text, response_text, ttfb_ms,
                     upstream_ms, client_response, tokens_estimated, client_headers,
-                    upstream_headers, tool_calls, attempts, interventions, bodies, base_row)
+                    upstream_headers, tool_calls, attempts, interventions, bodies, base_row,
+                    segment)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
                          ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30,
-                         ?31, ?32)",
+                         ?31, ?32, ?33)",
             )?;
             for Pending {
                 row,
@@ -1634,13 +1686,16 @@ fn commit(
                 let chained_to = earlier
                     .filter(|_| packed.is_some_and(|(_, chained)| chained))
                     .map(|earlier| (earlier.rowid, earlier.depth));
-                let frame = packed.map(|(frame, _)| frame);
+                let pointer = packed
+                    .map(|(frame, _)| segments.add(frame))
+                    .transpose()
+                    .map_err(segments::io_error)?;
                 let [
                     client_request,
                     upstream_request,
                     upstream_response,
                     client_response,
-                ] = if frame.is_some() { [""; 4] } else { bodies };
+                ] = if pointer.is_some() { [""; 4] } else { bodies };
                 insert.execute(params![
                     row.id,
                     row.started_at,
@@ -1672,8 +1727,9 @@ fn commit(
                     stored_tool_calls(&row.tool_calls),
                     row.attempts,
                     stored_interventions(&row.interventions),
-                    frame,
+                    pointer.map(|pointer| pointer.to_bytes()),
                     chained_to.map(|(rowid, _)| rowid),
+                    pointer.map(|pointer| pointer.segment),
                 ])?;
                 // A provider request that is the client's is not kept as a base (it is left
                 // out of the row): the session's next provider request, if translated, is
@@ -1690,9 +1746,13 @@ fn commit(
                 );
             }
         }
+        // The frames first: rows never point past what their segment holds.
+        segments.count_pending(&tx)?;
+        segments.write().map_err(segments::io_error)?;
         tx.commit()
     })();
     if let Err(err) = result {
+        segments.abandon();
         tracing::warn!("capture store: {} rows not written: {err}", batch.len());
     }
     batch.clear();
@@ -2416,28 +2476,36 @@ mod tests {
             "{\"a\":1}"
         );
 
+        // Its type, its client request column and its frame's length.
         let stored = |id: &str| -> (String, String, i64) {
-            open(&path)
-                .unwrap()
+            let connection = open(&path).unwrap();
+            let (kind, column): (String, String) = connection
                 .query_row(
-                    "SELECT typeof(bodies), client_request, coalesce(length(bodies), 0)
-                     FROM requests WHERE id = ?",
+                    "SELECT typeof(bodies), client_request FROM requests WHERE id = ?",
                     [id],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?)),
                 )
-                .unwrap()
+                .unwrap();
+            let len = match kind.as_str() {
+                "blob" => segments::stored_frame(&connection, id).len() as i64,
+                _ => 0,
+            };
+            (kind, column, len)
         };
         let (kind, column, once) = stored("req_big");
         assert_eq!((kind.as_str(), column.as_str()), ("blob", ""));
-        let tag: Vec<u8> = open(&path)
+        let (pointer, segment): (Vec<u8>, u32) = open(&path)
             .unwrap()
             .query_row(
-                "SELECT substr(bodies, 1, 4) FROM requests WHERE id = 'req_big'",
+                "SELECT bodies, segment FROM requests WHERE id = 'req_big'",
                 [],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .unwrap();
-        assert_eq!(tag, LZ4_TAG);
+        assert_eq!(pointer[..4], *segments::SEGMENT_TAG, "the frame is in a segment");
+        assert_eq!(pointer[4..8], segment.to_le_bytes());
+        let frame = segments::stored_frame(&open(&path).unwrap(), "req_big");
+        assert_eq!(frame[..4], *LZ4_TAG);
         assert!(once * 10 < long.len() as i64, "{once} of {}", long.len());
         // The provider's copy of the request costs next to nothing in the same frame.
         let (_, _, twice) = stored("req_twice");
@@ -3001,6 +3069,16 @@ mod tests {
         assert_eq!((fresh.ttfb_ms, fresh.upstream_ms), (5.0, 9.0));
     }
 
+    /// A writer's connection and segments for the store at `path`, made and migrated.
+    fn writer_sink(path: &Path) -> Sink {
+        let connection = open(path).unwrap();
+        migrate(&connection).unwrap();
+        Sink {
+            connection,
+            segments: Segments::open(path, None).unwrap(),
+        }
+    }
+
     fn indexed_to(path: &Path) -> i64 {
         open(path)
             .unwrap()
@@ -3029,30 +3107,21 @@ mod tests {
     fn committed_rows_wait_for_the_search_index_until_it_is_brought_up_to_date() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.db");
-        let mut connection = open(&path).unwrap();
-        migrate(&connection).unwrap();
+        let mut sink = writer_sink(&path);
         let mut packer = Packer::default();
         let mut batch: Vec<Pending> = (0..10)
             .map(|i| row(&format!("req_{i}"), "sorting vectors", "openai").into())
             .collect();
-        commit(
-            &mut connection,
-            &mut batch,
-            &mut packer,
-            &mut Chains::default(),
-        );
+        commit(&mut sink, &mut batch, &mut packer, &mut Chains::default());
+        let connection = &sink.connection;
         assert_eq!((fts_rows(&path), indexed_to(&path)), (0, 0));
-        assert_eq!(unindexed_rows(&connection).unwrap(), 10);
-        assert_eq!(index_rows(&connection).unwrap(), 10);
+        assert_eq!(unindexed_rows(connection).unwrap(), 10);
+        assert_eq!(index_rows(connection).unwrap(), 10);
         assert_eq!((fts_rows(&path), indexed_to(&path)), (10, 10));
         let mut batch = vec![row("req_10", "one more", "openai").into()];
-        commit(
-            &mut connection,
-            &mut batch,
-            &mut packer,
-            &mut Chains::default(),
-        );
-        assert_eq!(index_rows(&connection).unwrap(), 1, "only the new row");
+        commit(&mut sink, &mut batch, &mut packer, &mut Chains::default());
+        let connection = &sink.connection;
+        assert_eq!(index_rows(connection).unwrap(), 1, "only the new row");
         assert_eq!((fts_rows(&path), indexed_to(&path)), (11, 11));
         assert_eq!(index_rows(&connection).unwrap(), 0);
     }
@@ -3114,11 +3183,10 @@ mod tests {
         let path = dir.path().join("c.db");
         {
             // Committed by a writer that ended before it indexed them.
-            let mut connection = open(&path).unwrap();
-            migrate(&connection).unwrap();
+            let mut sink = writer_sink(&path);
             let mut batch = vec![row("req_1", "left behind", "openai").into()];
             commit(
-                &mut connection,
+                &mut sink,
                 &mut batch,
                 &mut Packer::default(),
                 &mut Chains::default(),

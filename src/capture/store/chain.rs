@@ -26,7 +26,7 @@ use std::collections::HashMap;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Packer, unpack_bodies};
+use super::{Packer, segments, unpack_bodies};
 
 /// A row with a client request this long has its requests stored as deltas of its
 /// conversation's last such row's, and is kept to be the next one's base. Below it LZ4
@@ -330,6 +330,7 @@ pub(super) fn body_at(
             "a request's body is a delta of request {rowid}, which is gone"
         ))),
         Some((Some(frame), _)) => {
+            let frame = segments::frame_of(connection, &frame).map_err(broken)?;
             let [client, upstream, ..] = unpack_bodies(&frame, 0, &mut |earlier, index| {
                 body_at(connection, earlier, index, hops + 1, rebuilt)
             })?;
@@ -374,8 +375,9 @@ pub(super) fn unchain_dependents(
                     "capture store: request {rowid}'s bodies could not be read, and are \
                      dropped as a row they are a delta of is deleted: {err}"
                 );
+                segments::uncount(connection, "rowid = ?1", params![rowid])?;
                 connection.execute(
-                    "UPDATE requests SET base_row = NULL, bodies = NULL,
+                    "UPDATE requests SET base_row = NULL, bodies = NULL, segment = NULL,
                          client_request = '(llmux could not read this request''s stored bodies)'
                      WHERE rowid = ?1",
                     params![rowid],
@@ -387,7 +389,10 @@ pub(super) fn unchain_dependents(
     Ok(())
 }
 
-/// Stores the row at `rowid` with its bodies whole again, not a delta of another row.
+/// Stores the row at `rowid` with its bodies whole again, not a delta of another row. The
+/// frame goes into the row itself, not a segment: this runs on whichever connection deletes
+/// (the writer's retention or a delete through the inspector), and only the writer appends
+/// to segments.
 fn store_whole(
     connection: &Connection,
     rowid: i64,
@@ -399,15 +404,19 @@ fn store_whole(
         params![rowid],
         |row| row.get(0),
     )?;
+    let frame = segments::frame_of(connection, &frame).map_err(|why| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, why.into())
+    })?;
     let bodies = unpack_bodies(&frame, 0, &mut |earlier, index| {
         body_at(connection, earlier, index, 1, rebuilt)
     })?;
     let texts = bodies.each_ref().map(String::as_str);
+    segments::uncount(connection, "rowid = ?1", params![rowid])?;
     let frame = packer.pack_bodies(texts, None).map(|(frame, _)| frame);
     let [client, upstream, answer, client_answer] = if frame.is_some() { [""; 4] } else { texts };
     connection.execute(
         "UPDATE requests SET bodies = ?2, client_request = ?3, upstream_request = ?4,
-             upstream_response = ?5, client_response = ?6, base_row = NULL
+             upstream_response = ?5, client_response = ?6, base_row = NULL, segment = NULL
          WHERE rowid = ?1",
         params![rowid, frame, client, upstream, answer, client_answer],
     )?;
@@ -527,11 +536,7 @@ mod tests {
     /// How a row's frame holds each body: its marker, or `RAW` for a body as it is.
     fn stored_as(store: &Store, id: &str) -> [u32; 4] {
         let connection = Connection::open(store.path()).unwrap();
-        let frame: Vec<u8> = connection
-            .query_row("SELECT bodies FROM requests WHERE id = ?1", [id], |row| {
-                row.get(0)
-            })
-            .unwrap();
+        let frame = segments::stored_frame(&connection, id);
         let framed = unpack_frame(&frame).unwrap();
         let mut rest = &framed[..];
         let mut kinds = [RAW; 4];
@@ -575,14 +580,7 @@ mod tests {
     }
 
     fn stored_bytes(store: &Store, id: &str) -> usize {
-        let connection = Connection::open(store.path()).unwrap();
-        connection
-            .query_row(
-                "SELECT length(bodies) FROM requests WHERE id = ?1",
-                [id],
-                |row| row.get(0),
-            )
-            .unwrap()
+        segments::stored_frame(&Connection::open(store.path()).unwrap(), id).len()
     }
 
     /// Every row is read back with exactly the bodies it was given, one by one and listed.
@@ -1082,10 +1080,11 @@ mod tests {
         put_session(&store, "s", 7..9);
         let connection = Connection::open(store.path()).unwrap();
         // s_8's delta is cut short: it cannot be read, nor made whole.
+        let cut = segments::stored_frame(&connection, "s_8")[..30].to_vec();
         connection
             .execute(
-                "UPDATE requests SET bodies = substr(bodies, 1, 30) WHERE id = 's_8'",
-                [],
+                "UPDATE requests SET bodies = ?1, segment = NULL WHERE id = 's_8'",
+                [cut],
             )
             .unwrap();
         assert!(store.get("s_8").is_err());

@@ -1,0 +1,379 @@
+//! Body frames in segment files beside the database (schema 12).
+//!
+//! A row's bodies (its frame, [`super::Packer`]) are most of its bytes: 3.5 KB of a bench
+//! row's ~4 KB. Inside SQLite each of those bytes was written to the write-ahead log, read
+//! back and written again to the database file at a checkpoint, with their b-tree pages
+//! balanced on the way: the writer thread spent 16.3 µs a row with the frames in the
+//! database and 10.4 without them (bench/results/capture-store.md, session 29). Appended
+//! to a file instead, a frame is written once, with one `write` a commit.
+//!
+//! The files live in a directory named after the database (`capture.sqlite-bodies/`), one
+//! file a segment (`00000001.seg`, ...); the writer appends to the newest until it holds
+//! `limit` bytes, then starts the next. A row's `bodies` column holds a [`Pointer`] to its
+//! frame and its `segment` column the segment's number (indexed), so retention finds the
+//! segments no row points into any more and deletes their files (`remove_unreferenced`).
+//! The `segments` table keeps the bytes of each segment's frames that rows still point to,
+//! in the same transactions that add and delete the rows: the size cap counts those
+//! (`live_bytes`), so retention deletes rows as it did when frames were in the database.
+//! The files hold at most about one partly deleted segment more (oldest rows go first).
+//! A frame carries a CRC-32: a frame a crash cut short (segments are not synced at every
+//! commit, as the log is not) reads as lost, never as some other text.
+
+use std::borrow::Cow;
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
+use std::os::unix::fs::FileExt as _;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, params};
+
+/// The first bytes of a `bodies` value that points into a segment file.
+pub(super) const SEGMENT_TAG: &[u8; 4] = b"seg\0";
+/// The tag, the segment's number (u32), the frame's offset (u64), its length (u32) and its
+/// CRC-32 (u32), all little-endian.
+const POINTER_LEN: usize = 24;
+/// A segment holds this much at most (a commit's frames may take it a little past), and
+/// less when the store's size cap is small: retention frees a segment's bytes only when
+/// all of its rows are gone, so a segment is at most a 64th of the cap.
+const SEGMENT_MAX: u64 = 16 << 20;
+const SEGMENT_MIN: u64 = 64 << 10;
+
+/// Where a frame is: in which segment, where in it, how long, and its checksum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Pointer {
+    pub segment: u32,
+    offset: u64,
+    len: u32,
+    crc: u32,
+}
+
+impl Pointer {
+    /// The value stored in a row's `bodies` column.
+    pub fn to_bytes(self) -> [u8; POINTER_LEN] {
+        let mut bytes = [0; POINTER_LEN];
+        bytes[..4].copy_from_slice(SEGMENT_TAG);
+        bytes[4..8].copy_from_slice(&self.segment.to_le_bytes());
+        bytes[8..16].copy_from_slice(&self.offset.to_le_bytes());
+        bytes[16..20].copy_from_slice(&self.len.to_le_bytes());
+        bytes[20..].copy_from_slice(&self.crc.to_le_bytes());
+        bytes
+    }
+
+    /// The pointer a `bodies` value holds; `None` when it holds a frame itself.
+    pub fn of(value: &[u8]) -> Option<Result<Self, String>> {
+        let rest = value.strip_prefix(SEGMENT_TAG)?;
+        let Ok(rest) = <&[u8; POINTER_LEN - 4]>::try_from(rest) else {
+            return Some(Err(format!(
+                "a pointer to a body frame is {} bytes long",
+                value.len()
+            )));
+        };
+        let u32_at = |at: usize| u32::from_le_bytes(rest[at..at + 4].try_into().unwrap_or_default());
+        Some(Ok(Self {
+            segment: u32_at(0),
+            offset: u64::from_le_bytes(rest[4..12].try_into().unwrap_or_default()),
+            len: u32_at(12),
+            crc: u32_at(16),
+        }))
+    }
+}
+
+/// The directory of the segments of the store at `db`.
+pub(super) fn dir_of(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push("-bodies");
+    PathBuf::from(name)
+}
+
+fn file_of(dir: &Path, segment: u32) -> PathBuf {
+    dir.join(format!("{segment:08}.seg"))
+}
+
+/// The segments directory of the database `connection` has open.
+fn dir_of_connection(connection: &Connection) -> Result<PathBuf, String> {
+    match connection.path() {
+        Some(path) if !path.is_empty() => Ok(dir_of(Path::new(path))),
+        _ => Err("the capture store has no file, so no body segments".to_owned()),
+    }
+}
+
+/// A row's frame as its `bodies` column holds it: the frame itself, or read from its
+/// segment when the column points there.
+pub(super) fn frame_of<'a>(
+    connection: &Connection,
+    value: &'a [u8],
+) -> Result<Cow<'a, [u8]>, String> {
+    match Pointer::of(value) {
+        None => Ok(Cow::Borrowed(value)),
+        Some(pointer) => read(&dir_of_connection(connection)?, pointer?).map(Cow::Owned),
+    }
+}
+
+/// The frame `pointer` points to, checked against its checksum.
+fn read(dir: &Path, pointer: Pointer) -> Result<Vec<u8>, String> {
+    let path = file_of(dir, pointer.segment);
+    let lost = |why: String| format!("this request's bodies are lost ({}: {why})", path.display());
+    let file = File::open(&path).map_err(|e| lost(e.to_string()))?;
+    let mut frame = vec![0; pointer.len as usize];
+    file.read_exact_at(&mut frame, pointer.offset)
+        .map_err(|e| lost(e.to_string()))?;
+    if crc32fast::hash(&frame) != pointer.crc {
+        return Err(lost("the frame does not match its checksum".to_owned()));
+    }
+    Ok(frame)
+}
+
+/// Overwrites a deleted row's frame with zeros, so its text does not stay on disk until its
+/// segment goes. A `bodies` value that holds its frame itself needs nothing.
+pub(super) fn erase(connection: &Connection, value: &[u8]) -> Result<(), String> {
+    let Some(pointer) = Pointer::of(value) else {
+        return Ok(());
+    };
+    let pointer = pointer?;
+    let path = file_of(&dir_of_connection(connection)?, pointer.segment);
+    let file = OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let end = file.metadata().map_err(|e| e.to_string())?.len();
+    // Only bytes the file has: a damaged pointer must not grow it.
+    let len = (pointer.len as u64).min(end.saturating_sub(pointer.offset));
+    file.write_all_at(&vec![0; len as usize], pointer.offset)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The segment files in `dir` by number, with their sizes; none when it does not exist.
+fn listed(dir: &Path) -> std::io::Result<Vec<(u32, u64)>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => return Err(err),
+    };
+    let mut segments = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(number) = name
+            .to_str()
+            .and_then(|name| name.strip_suffix(".seg"))
+            .and_then(|stem| stem.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        segments.push((number, entry.metadata()?.len()));
+    }
+    segments.sort_unstable();
+    Ok(segments)
+}
+
+fn referenced(connection: &Connection, segment: u32) -> rusqlite::Result<bool> {
+    connection
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM requests WHERE segment = ?1)")?
+        .query_row(params![segment], |row| row.get(0))
+}
+
+/// The bytes of the frames rows point to in segments: within a transaction that deleted
+/// rows, what is left once it commits.
+pub(super) fn live_bytes(connection: &Connection) -> rusqlite::Result<u64> {
+    connection.query_row(
+        "SELECT COALESCE(SUM(live_bytes), 0) FROM segments",
+        [],
+        |row| row.get(0),
+    )
+}
+
+/// Adds `bytes` (taken when negative) to what rows hold in `segment`.
+fn count_live(connection: &Connection, segment: u32, bytes: i64) -> rusqlite::Result<()> {
+    connection
+        .prepare_cached(
+            "INSERT INTO segments (number, live_bytes) VALUES (?1, ?2)
+             ON CONFLICT (number) DO UPDATE SET live_bytes = live_bytes + excluded.live_bytes",
+        )?
+        .execute(params![segment, bytes])
+        .map(drop)
+}
+
+/// Takes the frames of the rows matching `condition` off their segments' live bytes:
+/// before those rows are deleted, or their frames moved into the rows.
+pub(super) fn uncount(
+    connection: &Connection,
+    condition: &str,
+    args: impl rusqlite::Params,
+) -> rusqlite::Result<()> {
+    let mut taken = std::collections::BTreeMap::<u32, i64>::new();
+    let mut statement = connection.prepare(&format!(
+        "SELECT bodies FROM requests WHERE ({condition}) AND segment IS NOT NULL"
+    ))?;
+    let mut rows = statement.query(args)?;
+    while let Some(row) = rows.next()? {
+        if let rusqlite::types::ValueRef::Blob(value) = row.get_ref(0)?
+            && let Some(Ok(pointer)) = Pointer::of(value)
+        {
+            *taken.entry(pointer.segment).or_default() += i64::from(pointer.len);
+        }
+    }
+    for (segment, bytes) in taken {
+        count_live(connection, segment, -bytes)?;
+    }
+    Ok(())
+}
+
+pub(super) fn io_error(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(err.into())
+}
+
+/// The writer's side: the segment it appends to and the frames of the commit being built.
+pub(super) struct Segments {
+    dir: PathBuf,
+    limit: u64,
+    current: Option<Current>,
+    /// Frames of the commit being built, written to `current` just before it commits.
+    pending: Vec<u8>,
+    /// The number the next new segment takes.
+    next: u32,
+}
+
+struct Current {
+    number: u32,
+    file: File,
+    /// Bytes in the file.
+    len: u64,
+}
+
+impl Segments {
+    /// The segments of the store at `db`, its directory made when missing. A store capped
+    /// at `max_bytes` keeps its segments at a 64th of that.
+    pub fn open(db: &Path, max_bytes: Option<u64>) -> Result<Self, String> {
+        let dir = dir_of(db);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let last = listed(&dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?
+            .last()
+            .map_or(0, |&(number, _)| number);
+        Ok(Self {
+            dir,
+            limit: max_bytes.map_or(SEGMENT_MAX, |max| (max / 64).clamp(SEGMENT_MIN, SEGMENT_MAX)),
+            current: None,
+            pending: Vec::new(),
+            // A new run starts a segment of its own: the last one may end in a frame a
+            // crash cut short.
+            next: last + 1,
+        })
+    }
+
+    /// The segment a commit's frames go to, a new one once the last is full.
+    fn current(&mut self) -> Result<&mut Current, String> {
+        if self.current.as_ref().is_some_and(|current| current.len >= self.limit) {
+            self.current = None;
+        }
+        if self.current.is_none() {
+            let number = self.next;
+            let path = file_of(&self.dir, number);
+            let file = OpenOptions::new()
+                .create_new(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            self.next = number + 1;
+            self.current = Some(Current {
+                number,
+                file,
+                len: 0,
+            });
+        }
+        Ok(self.current.as_mut().expect("a segment was just opened"))
+    }
+
+    /// Adds a frame to the commit being built; where it will be once `write` wrote it.
+    pub fn add(&mut self, frame: &[u8]) -> Result<Pointer, String> {
+        let len = u32::try_from(frame.len()).map_err(|_| "a body frame over 4 GiB".to_owned())?;
+        let pending = self.pending.len() as u64;
+        let current = self.current()?;
+        let pointer = Pointer {
+            segment: current.number,
+            offset: current.len + pending,
+            len,
+            crc: crc32fast::hash(frame),
+        };
+        self.pending.extend_from_slice(frame);
+        Ok(pointer)
+    }
+
+    /// Counts the commit's frames in its segment's live bytes, in the commit's transaction.
+    pub fn count_pending(&self, connection: &Connection) -> rusqlite::Result<()> {
+        match &self.current {
+            Some(current) if !self.pending.is_empty() => {
+                count_live(connection, current.number, self.pending.len() as i64)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Writes the commit's frames, before its rows commit. After a failure the commit is
+    /// abandoned and the next one starts a new segment: the file may hold part of these.
+    pub fn write(&mut self) -> Result<(), String> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let written = match self.current.as_mut() {
+            Some(current) => current
+                .file
+                .write_all(&self.pending)
+                .map(|()| current.len += self.pending.len() as u64)
+                .map_err(|e| format!("{}: {e}", file_of(&self.dir, current.number).display())),
+            None => Err("no segment to write to".to_owned()),
+        };
+        self.pending.clear();
+        if written.is_err() {
+            self.current = None;
+        }
+        written
+    }
+
+    /// Drops the frames of a commit that failed; its rows point nowhere.
+    pub fn abandon(&mut self) {
+        if !self.pending.is_empty() {
+            self.pending.clear();
+            self.current = None;
+        }
+    }
+
+    /// Deletes the files of the segments no row points into (not the one being written).
+    /// Called after the deleting transaction committed: a rolled back delete keeps them.
+    pub fn remove_unreferenced(&self, connection: &Connection) -> Result<(), String> {
+        let writing = self.current.as_ref().map(|current| current.number);
+        for (segment, _) in listed(&self.dir).map_err(|e| e.to_string())? {
+            if Some(segment) == writing || segment >= self.next {
+                continue;
+            }
+            if !referenced(connection, segment).map_err(|e| e.to_string())? {
+                let path = file_of(&self.dir, segment);
+                std::fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                connection
+                    .execute("DELETE FROM segments WHERE number = ?1", params![segment])
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes what was written durable (at the end, with the database's last checkpoint).
+    pub fn sync(&self) {
+        if let Some(current) = &self.current
+            && let Err(err) = current.file.sync_data()
+        {
+            tracing::warn!("capture store: body segment not synced: {err}");
+        }
+    }
+}
+
+/// The frame of the row `id` as stored, read from its segment when it is in one.
+#[cfg(test)]
+pub(super) fn stored_frame(connection: &Connection, id: &str) -> Vec<u8> {
+    let value: Vec<u8> = connection
+        .query_row("SELECT bodies FROM requests WHERE id = ?1", [id], |row| {
+            row.get(0)
+        })
+        .unwrap();
+    frame_of(connection, &value).unwrap().into_owned()
+}
