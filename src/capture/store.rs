@@ -880,7 +880,12 @@ fn full_row_of(
             })?,
             // Its segment file is missing (a store copied without its `-bodies` directory)
             // or was cut short by a crash: the row is still shown, with what happened.
-            Err(lost) => [format!("({lost})"), String::new(), String::new(), String::new()],
+            Err(lost) => [
+                format!("({lost})"),
+                String::new(),
+                String::new(),
+                String::new(),
+            ],
         },
         _ => [
             unpacked(row, bodies)?,
@@ -980,8 +985,7 @@ impl Packer {
     /// A row's four bodies (client request, provider request, provider response, client
     /// response) as one frame of each body's length (u32, little-endian) and bytes, a body
     /// the same as an earlier one stored once, compressed when that pays; or `None` when
-    /// together they are short or the frame is no smaller than they are (they are then
-    /// stored as TEXT). The provider's request, the client's with a few changes or
+    /// together they are short (they are then stored as TEXT). The provider's request, the client's with a few changes or
     /// translated, is stored as a delta against it when it is long: LZ4 finds repeats only
     /// within 64 KiB, and an agent's request is larger. The two requests are stored as deltas
     /// of `earlier`'s, its session's requests before, when that pays (the provider's when
@@ -1049,7 +1053,9 @@ impl Packer {
             Some(len) => &self.packed[..len],
             None => &self.framed[..],
         };
-        (frame.len() < total).then_some((frame, chained))
+        // Even a frame longer than its bodies (by its tag and lengths, when nothing in them
+        // repeats and LZ4 does not pay): it goes to a segment, and the row stays small.
+        Some((frame, chained))
     }
 
     /// Appends the provider's request `body` to the frame as a delta against `base`, the
@@ -2502,7 +2508,11 @@ mod tests {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .unwrap();
-        assert_eq!(pointer[..4], *segments::SEGMENT_TAG, "the frame is in a segment");
+        assert_eq!(
+            pointer[..4],
+            *segments::SEGMENT_TAG,
+            "the frame is in a segment"
+        );
         assert_eq!(pointer[4..8], segment.to_le_bytes());
         let frame = segments::stored_frame(&open(&path).unwrap(), "req_big");
         assert_eq!(frame[..4], *LZ4_TAG);
@@ -3123,7 +3133,7 @@ mod tests {
         let connection = &sink.connection;
         assert_eq!(index_rows(connection).unwrap(), 1, "only the new row");
         assert_eq!((fts_rows(&path), indexed_to(&path)), (11, 11));
-        assert_eq!(index_rows(&connection).unwrap(), 0);
+        assert_eq!(index_rows(connection).unwrap(), 0);
     }
 
     #[test]

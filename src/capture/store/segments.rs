@@ -68,7 +68,8 @@ impl Pointer {
                 value.len()
             )));
         };
-        let u32_at = |at: usize| u32::from_le_bytes(rest[at..at + 4].try_into().unwrap_or_default());
+        let u32_at =
+            |at: usize| u32::from_le_bytes(rest[at..at + 4].try_into().unwrap_or_default());
         Some(Ok(Self {
             segment: u32_at(0),
             offset: u64::from_le_bytes(rest[4..12].try_into().unwrap_or_default()),
@@ -218,7 +219,9 @@ pub(super) fn uncount(
     Ok(())
 }
 
-pub(super) fn io_error(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> rusqlite::Error {
+pub(super) fn io_error(
+    err: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> rusqlite::Error {
     rusqlite::Error::ToSqlConversionFailure(err.into())
 }
 
@@ -252,7 +255,9 @@ impl Segments {
             .map_or(0, |&(number, _)| number);
         Ok(Self {
             dir,
-            limit: max_bytes.map_or(SEGMENT_MAX, |max| (max / 64).clamp(SEGMENT_MIN, SEGMENT_MAX)),
+            limit: max_bytes.map_or(SEGMENT_MAX, |max| {
+                (max / 64).clamp(SEGMENT_MIN, SEGMENT_MAX)
+            }),
             current: None,
             pending: Vec::new(),
             // A new run starts a segment of its own: the last one may end in a frame a
@@ -263,25 +268,31 @@ impl Segments {
 
     /// The segment a commit's frames go to, a new one once the last is full.
     fn current(&mut self) -> Result<&mut Current, String> {
-        if self.current.as_ref().is_some_and(|current| current.len >= self.limit) {
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|current| current.len >= self.limit)
+        {
             self.current = None;
         }
-        if self.current.is_none() {
-            let number = self.next;
-            let path = file_of(&self.dir, number);
-            let file = OpenOptions::new()
-                .create_new(true)
-                .append(true)
-                .open(&path)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-            self.next = number + 1;
-            self.current = Some(Current {
-                number,
-                file,
-                len: 0,
-            });
+        match &mut self.current {
+            Some(current) => Ok(current),
+            slot @ None => {
+                let number = self.next;
+                let path = file_of(&self.dir, number);
+                let file = OpenOptions::new()
+                    .create_new(true)
+                    .append(true)
+                    .open(&path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                self.next = number + 1;
+                Ok(slot.insert(Current {
+                    number,
+                    file,
+                    len: 0,
+                }))
+            }
         }
-        Ok(self.current.as_mut().expect("a segment was just opened"))
     }
 
     /// Adds a frame to the commit being built; where it will be once `write` wrote it.
@@ -376,4 +387,265 @@ pub(super) fn stored_frame(connection: &Connection, id: &str) -> Vec<u8> {
         })
         .unwrap();
     frame_of(connection, &value).unwrap().into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::super::{Query, RequestRow, Retention, Store};
+    use super::*;
+
+    fn store_with(dir: &Path, retention: Retention) -> Store {
+        Store::open_with(
+            dir.join("capture.db"),
+            Duration::from_millis(20),
+            Vec::new(),
+            retention,
+        )
+        .unwrap()
+    }
+
+    /// A row whose bodies make a frame of a few KB: `seed` makes its text its own, so LZ4
+    /// finds little to shrink.
+    fn row(id: &str, seed: u64, started_at: f64) -> RequestRow {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let text: String = (0..4000).map(|_| rng.alphanumeric()).collect();
+        RequestRow {
+            id: id.into(),
+            started_at,
+            session_id: format!("session {id}"),
+            client_request: format!("{{\"secret plan\":\"{text}\"}}"),
+            upstream_response: format!("{{\"answer\":\"{id}\"}}"),
+            ..RequestRow::default()
+        }
+    }
+
+    fn put(store: &Store, rows: std::ops::Range<u64>, started_at: f64) {
+        for i in rows {
+            store.insert(row(&format!("req_{i}"), i, started_at + i as f64));
+        }
+        store.flush(Duration::from_secs(10));
+    }
+
+    /// Now, in Unix seconds (rows older than the default 30 days are pruned at once).
+    fn now() -> f64 {
+        super::super::unix_seconds()
+    }
+
+    fn segment_files(store: &Store) -> Vec<(u32, u64)> {
+        listed(&dir_of(store.path())).unwrap()
+    }
+
+    fn files_bytes(store: &Store) -> u64 {
+        segment_files(store).iter().map(|&(_, len)| len).sum()
+    }
+
+    #[test]
+    fn frames_are_appended_to_a_segment_and_read_back_with_their_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with(dir.path(), Retention::default());
+        put(&store, 0..3, now());
+        let files = segment_files(&store);
+        assert_eq!(files.len(), 1, "{files:?}");
+        let connection = Connection::open(store.path()).unwrap();
+        let live = live_bytes(&connection).unwrap();
+        assert_eq!(live, files[0].1, "every byte of the segment is a row's");
+        // Each row's frame, not a copy of the bodies, in the database.
+        let in_database: i64 = connection
+            .query_row("SELECT MAX(length(bodies)) FROM requests", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(in_database, POINTER_LEN as i64);
+        for i in 0..3 {
+            let id = format!("req_{i}");
+            let got = store.get(&id).unwrap().unwrap();
+            assert_eq!(got.client_request, row(&id, i, 0.0).client_request);
+            assert_eq!(got.upstream_response, format!("{{\"answer\":\"{id}\"}}"));
+        }
+        // Listed with their bodies (an export) too.
+        let listed = store
+            .list(&Query {
+                with_bodies: true,
+                limit: 10,
+                ..Query::default()
+            })
+            .unwrap();
+        assert_eq!(listed.len(), 3);
+        assert!(
+            listed
+                .iter()
+                .all(|r| r.client_request.contains("secret plan"))
+        );
+    }
+
+    #[test]
+    fn a_new_run_writes_a_segment_of_its_own_and_reads_the_old_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with(dir.path(), Retention::default());
+        put(&store, 0..2, now());
+        drop(store);
+        let store = store_with(dir.path(), Retention::default());
+        put(&store, 2..4, now());
+        assert_eq!(segment_files(&store).len(), 2);
+        for i in 0..4 {
+            let id = format!("req_{i}");
+            let got = store.get(&id).unwrap().unwrap();
+            assert_eq!(got.client_request, row(&id, i, 0.0).client_request);
+        }
+        // Browsed read-only (`llmux inspect`), with no writer.
+        drop(store);
+        let browsed = Store::open_read_only(dir.path().join("capture.db")).unwrap();
+        let got = browsed.get("req_1").unwrap().unwrap();
+        assert_eq!(got.client_request, row("req_1", 1, 0.0).client_request);
+    }
+
+    #[test]
+    fn a_lost_or_damaged_segment_leaves_its_rows_readable_with_a_note() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with(dir.path(), Retention::default());
+        put(&store, 0..2, now());
+        let (number, _) = segment_files(&store)[0];
+        let path = file_of(&dir_of(store.path()), number);
+        // A crash cut the segment short, or a byte of it changed: the checksum tells.
+        let mut bytes = std::fs::read(&path).unwrap();
+        let middle = bytes.len() / 4;
+        bytes[middle] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let got = store.get("req_0").unwrap().unwrap();
+        assert!(
+            got.client_request.contains("does not match its checksum"),
+            "{}",
+            got.client_request
+        );
+        assert_eq!(got.id, "req_0", "the row itself is still there");
+        assert_eq!(got.upstream_response, "");
+        let second = store.get("req_1").unwrap().unwrap();
+        assert_eq!(second.client_request, row("req_1", 1, 0.0).client_request);
+        // The store copied without its segments.
+        std::fs::remove_file(&path).unwrap();
+        let got = store.get("req_1").unwrap().unwrap();
+        assert!(
+            got.client_request
+                .starts_with("(this request's bodies are lost"),
+            "{}",
+            got.client_request
+        );
+        let listed = store
+            .list(&Query {
+                with_bodies: true,
+                limit: 10,
+                ..Query::default()
+            })
+            .unwrap();
+        assert_eq!(listed.len(), 2);
+    }
+
+    #[test]
+    fn a_pointer_of_the_wrong_length_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with(dir.path(), Retention::default());
+        put(&store, 0..1, now());
+        let connection = Connection::open(store.path()).unwrap();
+        connection
+            .execute(
+                "UPDATE requests SET bodies = substr(bodies, 1, 10) WHERE id = 'req_0'",
+                [],
+            )
+            .unwrap();
+        let got = store.get("req_0").unwrap().unwrap();
+        assert!(got.client_request.contains("10 bytes long"), "{got:?}");
+    }
+
+    #[test]
+    fn a_deleted_request_is_erased_from_its_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with(dir.path(), Retention::default());
+        put(&store, 0..3, now());
+        let (number, len) = segment_files(&store)[0];
+        let path = file_of(&dir_of(store.path()), number);
+        let text = row("req_1", 1, 0.0).client_request;
+        // Too random for LZ4 to shrink: the text is in the file as it is.
+        let holds = |needle: &str| {
+            let bytes = std::fs::read(&path).unwrap();
+            bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+        };
+        assert!(holds(&text[20..80]));
+        assert!(store.delete("req_1").unwrap());
+        assert!(!holds(&text[20..80]), "its bytes are zeros now");
+        assert_eq!(segment_files(&store)[0].1, len, "the others' offsets hold");
+        let kept = store.get("req_2").unwrap().unwrap();
+        assert_eq!(kept.client_request, row("req_2", 2, 0.0).client_request);
+        let connection = Connection::open(store.path()).unwrap();
+        assert!(live_bytes(&connection).unwrap() < len);
+    }
+
+    #[test]
+    fn retention_counts_the_frames_and_removes_the_segments_no_row_points_into() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = 24.0 * 3600.0;
+        let now = now();
+        let retention = Retention {
+            max_age: Some(Duration::from_secs(7 * 24 * 3600)),
+            max_bytes: None,
+        };
+        let keep_all = Retention {
+            max_age: None,
+            max_bytes: None,
+        };
+        let store = store_with(dir.path(), keep_all);
+        // Old rows, then (another run, another segment) young ones.
+        put(&store, 0..5, now - 10.0 * day);
+        drop(store);
+        let store = store_with(dir.path(), keep_all);
+        put(&store, 5..8, now);
+        assert_eq!(segment_files(&store).len(), 2);
+        drop(store);
+        // Reopened with the week's retention, which prunes at once.
+        let store = store_with(dir.path(), retention);
+        store.flush(Duration::from_secs(10));
+        assert_eq!(store.count().unwrap(), 3);
+        let files = segment_files(&store);
+        assert_eq!(files.len(), 1, "the old rows' segment is gone: {files:?}");
+        let connection = Connection::open(store.path()).unwrap();
+        assert_eq!(live_bytes(&connection).unwrap(), files[0].1);
+        let segments: i64 = connection
+            .query_row("SELECT COUNT(*) FROM segments", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(segments, 1);
+    }
+
+    #[test]
+    fn the_size_cap_holds_the_rows_frames_and_the_files_stay_within_a_segment_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let cap = 4 << 20;
+        let retention = Retention {
+            max_age: None,
+            max_bytes: Some(cap),
+        };
+        let store = store_with(dir.path(), retention);
+        // ~4 KB a row, 3,000 rows: three times the cap, written in batches with pruning
+        // between them (at every flush).
+        for batch in 0..30 {
+            put(&store, batch * 100..(batch + 1) * 100, now());
+        }
+        let connection = Connection::open(store.path()).unwrap();
+        let used = super::super::used_bytes(&connection).unwrap();
+        assert!(used <= cap, "{used} over the cap of {cap}");
+        let rows = store.count().unwrap();
+        assert!((500..3000).contains(&rows), "{rows} rows kept");
+        // The oldest went, the newest are whole.
+        assert!(store.get("req_0").unwrap().is_none());
+        let newest = store.get("req_2999").unwrap().unwrap();
+        assert_eq!(
+            newest.client_request,
+            row("req_2999", 2999, 0.0).client_request
+        );
+        let segment = (cap / 64).max(SEGMENT_MIN);
+        let files = files_bytes(&store);
+        assert!(
+            files <= live_bytes(&connection).unwrap() + 2 * segment + (512 << 10),
+            "{files} bytes of segment files for {} live",
+            live_bytes(&connection).unwrap()
+        );
+    }
 }
