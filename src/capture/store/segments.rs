@@ -433,6 +433,17 @@ mod tests {
         super::super::unix_seconds()
     }
 
+    /// Every row with its bodies, as an export lists them.
+    fn exported(store: &Store) -> Vec<RequestRow> {
+        store
+            .list(&Query {
+                with_bodies: true,
+                limit: 10,
+                ..Query::default()
+            })
+            .unwrap()
+    }
+
     fn segment_files(store: &Store) -> Vec<(u32, u64)> {
         listed(&dir_of(store.path())).unwrap()
     }
@@ -463,13 +474,7 @@ mod tests {
             assert_eq!(got.upstream_response, format!("{{\"answer\":\"{id}\"}}"));
         }
         // Listed with their bodies (an export) too.
-        let listed = store
-            .list(&Query {
-                with_bodies: true,
-                limit: 10,
-                ..Query::default()
-            })
-            .unwrap();
+        let listed = exported(&store);
         assert_eq!(listed.len(), 3);
         assert!(
             listed
@@ -530,13 +535,7 @@ mod tests {
             "{}",
             got.client_request
         );
-        let listed = store
-            .list(&Query {
-                with_bodies: true,
-                limit: 10,
-                ..Query::default()
-            })
-            .unwrap();
+        let listed = exported(&store);
         assert_eq!(listed.len(), 2);
     }
 
