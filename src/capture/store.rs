@@ -440,7 +440,7 @@ impl Store {
         let writer = open(&path).map_err(|e| e.to_string())?;
         migrate(&writer)?;
         let reader = open(&path).map_err(|e| e.to_string())?;
-        let segments = Segments::open(&path, retention.max_bytes)?;
+        let segments = Segments::open(&writer, retention.max_bytes)?;
         let (tx, rx) = sync_channel(QUEUE);
         let redactor = redactor.into();
         let sink = Sink {
@@ -874,19 +874,30 @@ fn full_row_of(
         upstream_response,
         client_response,
     ] = match row.get_ref(bodies + 7)? {
-        rusqlite::types::ValueRef::Blob(frame) => match segments::frame_of(connection, frame) {
-            Ok(frame) => unpack_bodies(&frame, bodies + 7, &mut |rowid, index| {
-                chain::body_at(connection, rowid, index, 1, rebuilt)
-            })?,
-            // Its segment file is missing (a store copied without its `-bodies` directory)
-            // or was cut short by a crash: the row is still shown, with what happened.
-            Err(lost) => [
-                format!("({lost})"),
-                String::new(),
-                String::new(),
-                String::new(),
-            ],
-        },
+        rusqlite::types::ValueRef::Blob(frame) => {
+            let read = segments::frame_of(connection, frame)
+                .map_err(|e| e.into_sql(bodies + 7))
+                .and_then(|frame| {
+                    unpack_bodies(&frame, bodies + 7, &mut |rowid, index| {
+                        chain::body_at(connection, rowid, index, 1, rebuilt)
+                    })
+                });
+            match read {
+                Ok(bodies) => bodies,
+                // Its segment, or that of a row it is a delta of, is missing (a store copied
+                // without its `-bodies` directory), unreadable or was cut short by a crash:
+                // the row is still shown, with what happened.
+                Err(err) => match segments::FrameError::in_sql(&err) {
+                    Some(lost) => [
+                        format!("({lost})"),
+                        String::new(),
+                        String::new(),
+                        String::new(),
+                    ],
+                    None => return Err(err),
+                },
+            }
+        }
         _ => [
             unpacked(row, bodies)?,
             unpacked(row, bodies + 1)?,
@@ -1426,18 +1437,18 @@ fn prune_in(connection: &Connection, retention: Retention) -> rusqlite::Result<(
     Ok(())
 }
 
-/// The writer: waits for work, then sleeps a tick and takes everything queued meanwhile
-/// (under load one wake-up per tick, not per request), masks the rows and commits them in
-/// one transaction once the oldest has waited `flush_interval`, 256 are waiting, or a flush
-/// asks. The committed rows go into the search index when `INDEX_BATCH` of them wait, when
-/// nothing came for `flush_interval`, ten flush intervals after the oldest was committed, at
-/// a flush and at the end.
 /// What the writer writes to: its connection and the body segments.
 struct Sink {
     connection: Connection,
     segments: Segments,
 }
 
+/// The writer: waits for work, then sleeps a tick and takes everything queued meanwhile
+/// (under load one wake-up per tick, not per request), masks the rows and commits them in
+/// one transaction once the oldest has waited `flush_interval`, 256 are waiting, or a flush
+/// asks. The committed rows go into the search index when `INDEX_BATCH` of them wait, when
+/// nothing came for `flush_interval`, ten flush intervals after the oldest was committed, at
+/// a flush and at the end. A flush also syncs the body segments.
 fn write_rows(
     mut sink: Sink,
     rx: Receiver<Message>,
@@ -1523,6 +1534,9 @@ fn write_rows(
                 tracing::warn!("capture store: retention not applied: {err}");
             }
             pruned_at = Some(Instant::now());
+        }
+        if !waiters.is_empty() {
+            sink.segments.sync();
         }
         for done in waiters {
             let _ = done.send(());
@@ -1661,6 +1675,8 @@ fn commit(sink: &mut Sink, batch: &mut Vec<Pending>, packer: &mut Packer, chains
         let tx = write_transaction(connection)?;
         {
             let mut insert = tx.prepare_cached(
+                // OR REPLACE: a row of the same id replaced (llmux gives each request its
+                // own id) keeps its frame counted in its segment until the segment goes.
                 "INSERT OR REPLACE INTO requests (id, started_at, session_id, client_host, user_agent,
                     frontend, backend, model_requested, model_used, key_name, status, stream,
                     latency_ms, input_tokens, output_tokens, error, client_request,
@@ -3083,9 +3099,10 @@ mod tests {
     fn writer_sink(path: &Path) -> Sink {
         let connection = open(path).unwrap();
         migrate(&connection).unwrap();
+        let segments = Segments::open(&connection, None).unwrap();
         Sink {
             connection,
-            segments: Segments::open(path, None).unwrap(),
+            segments,
         }
     }
 

@@ -330,7 +330,7 @@ pub(super) fn body_at(
             "a request's body is a delta of request {rowid}, which is gone"
         ))),
         Some((Some(frame), _)) => {
-            let frame = segments::frame_of(connection, &frame).map_err(broken)?;
+            let frame = segments::frame_of(connection, &frame).map_err(|e| e.into_sql(0))?;
             let [client, upstream, ..] = unpack_bodies(&frame, 0, &mut |earlier, index| {
                 body_at(connection, earlier, index, hops + 1, rebuilt)
             })?;
@@ -404,9 +404,7 @@ fn store_whole(
         params![rowid],
         |row| row.get(0),
     )?;
-    let frame = segments::frame_of(connection, &frame).map_err(|why| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, why.into())
-    })?;
+    let frame = segments::frame_of(connection, &frame).map_err(|e| e.into_sql(0))?;
     let bodies = unpack_bodies(&frame, 0, &mut |earlier, index| {
         body_at(connection, earlier, index, 1, rebuilt)
     })?;

@@ -98,48 +98,127 @@ fn dir_of_connection(connection: &Connection) -> Result<PathBuf, String> {
     }
 }
 
+/// Why a frame in a segment could not be read.
+#[derive(Debug)]
+pub(super) enum FrameError {
+    /// Its bytes are not what was written (a crash cut the segment short, a byte changed,
+    /// the pointer is broken) or its segment is gone (a store copied without them; llmux
+    /// removes only segments no row points into): the frame is lost for good.
+    Damaged(String),
+    /// Its segment could not be read now (no permission, an I/O error): it may be readable
+    /// later, so nothing is decided on it (a delete that needed it rolls back).
+    Unreadable(String),
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Damaged(why) | Self::Unreadable(why) => {
+                write!(f, "this request's bodies are lost ({why})")
+            }
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+impl FrameError {
+    /// As a database error: a damaged frame as a value that does not convert (the rows
+    /// built on it are made whole without it, `chain::unchain_dependents`), an unreadable
+    /// one as a failure that rolls back what needed it.
+    pub fn into_sql(self, column: usize) -> rusqlite::Error {
+        match self {
+            Self::Damaged(_) => rusqlite::Error::FromSqlConversionFailure(
+                column,
+                rusqlite::types::Type::Blob,
+                Box::new(self),
+            ),
+            Self::Unreadable(_) => rusqlite::Error::ToSqlConversionFailure(Box::new(self)),
+        }
+    }
+
+    /// The frame error inside `err`, when it is one (a row read through a chain of others).
+    pub fn in_sql(err: &rusqlite::Error) -> Option<&Self> {
+        match err {
+            rusqlite::Error::FromSqlConversionFailure(_, _, inner)
+            | rusqlite::Error::ToSqlConversionFailure(inner) => inner.downcast_ref(),
+            _ => None,
+        }
+    }
+}
+
 /// A row's frame as its `bodies` column holds it: the frame itself, or read from its
 /// segment when the column points there.
 pub(super) fn frame_of<'a>(
     connection: &Connection,
     value: &'a [u8],
-) -> Result<Cow<'a, [u8]>, String> {
-    match Pointer::of(value) {
-        None => Ok(Cow::Borrowed(value)),
-        Some(pointer) => read(&dir_of_connection(connection)?, pointer?).map(Cow::Owned),
-    }
+) -> Result<Cow<'a, [u8]>, FrameError> {
+    let Some(pointer) = Pointer::of(value) else {
+        return Ok(Cow::Borrowed(value));
+    };
+    let pointer = pointer.map_err(FrameError::Damaged)?;
+    let dir = dir_of_connection(connection).map_err(FrameError::Unreadable)?;
+    read(&dir, pointer).map(Cow::Owned)
 }
 
 /// The frame `pointer` points to, checked against its checksum.
-fn read(dir: &Path, pointer: Pointer) -> Result<Vec<u8>, String> {
+fn read(dir: &Path, pointer: Pointer) -> Result<Vec<u8>, FrameError> {
     let path = file_of(dir, pointer.segment);
-    let lost = |why: String| format!("this request's bodies are lost ({}: {why})", path.display());
-    let file = File::open(&path).map_err(|e| lost(e.to_string()))?;
+    let at = |why: String| format!("{}: {why}", path.display());
+    let file = File::open(&path).map_err(|e| {
+        // Gone for good: retention must not stop at every row built on it.
+        if e.kind() == std::io::ErrorKind::NotFound {
+            FrameError::Damaged(at(e.to_string()))
+        } else {
+            FrameError::Unreadable(at(e.to_string()))
+        }
+    })?;
+    let metadata = file
+        .metadata()
+        .map_err(|e| FrameError::Unreadable(at(e.to_string())))?;
+    if !metadata.is_file() {
+        return Err(FrameError::Unreadable(at("not a file".to_owned())));
+    }
+    let size = metadata.len();
+    // Checked before anything is allocated: a broken pointer may claim 4 GiB.
+    if pointer
+        .offset
+        .checked_add(u64::from(pointer.len))
+        .is_none_or(|end| end > size)
+    {
+        return Err(FrameError::Damaged(at(format!(
+            "the frame ends past the segment's {size} bytes"
+        ))));
+    }
     let mut frame = vec![0; pointer.len as usize];
     file.read_exact_at(&mut frame, pointer.offset)
-        .map_err(|e| lost(e.to_string()))?;
+        .map_err(|e| FrameError::Unreadable(at(e.to_string())))?;
     if crc32fast::hash(&frame) != pointer.crc {
-        return Err(lost("the frame does not match its checksum".to_owned()));
+        return Err(FrameError::Damaged(at(
+            "the frame does not match its checksum".to_owned(),
+        )));
     }
     Ok(frame)
 }
 
 /// Overwrites a deleted row's frame with zeros, so its text does not stay on disk until its
-/// segment goes. A `bodies` value that holds its frame itself needs nothing.
+/// segment goes; only when the bytes there are still that frame (its checksum), never
+/// another's. A `bodies` value that holds its frame itself needs nothing.
 pub(super) fn erase(connection: &Connection, value: &[u8]) -> Result<(), String> {
     let Some(pointer) = Pointer::of(value) else {
         return Ok(());
     };
     let pointer = pointer?;
-    let path = file_of(&dir_of_connection(connection)?, pointer.segment);
+    let dir = dir_of_connection(connection)?;
+    if read(&dir, pointer).is_err() {
+        return Ok(());
+    }
+    let path = file_of(&dir, pointer.segment);
     let file = OpenOptions::new()
         .write(true)
         .open(&path)
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    let end = file.metadata().map_err(|e| e.to_string())?.len();
-    // Only bytes the file has: a damaged pointer must not grow it.
-    let len = (pointer.len as u64).min(end.saturating_sub(pointer.offset));
-    file.write_all_at(&vec![0; len as usize], pointer.offset)
+    file.write_all_at(&vec![0; pointer.len as usize], pointer.offset)
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
@@ -244,15 +323,27 @@ struct Current {
 }
 
 impl Segments {
-    /// The segments of the store at `db`, its directory made when missing. A store capped
-    /// at `max_bytes` keeps its segments at a 64th of that.
-    pub fn open(db: &Path, max_bytes: Option<u64>) -> Result<Self, String> {
-        let dir = dir_of(db);
+    /// The segments of the store `connection` (the writer's) has open, their directory made
+    /// when missing. A store capped at `max_bytes` keeps its segments at a 64th of that.
+    pub fn open(connection: &Connection, max_bytes: Option<u64>) -> Result<Self, String> {
+        // The database's own path as SQLite resolved it (a link followed): the one readers
+        // find the segments by.
+        let dir = dir_of_connection(connection)?;
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let last = listed(&dir)
+        let last_file = listed(&dir)
             .map_err(|e| format!("{}: {e}", dir.display()))?
             .last()
             .map_or(0, |&(number, _)| number);
+        // Rows may point into segments whose files are gone (a store copied without them):
+        // a number is never given out twice, or their pointers would read new frames.
+        let last_used: u32 = connection
+            .query_row(
+                "SELECT MAX(COALESCE((SELECT MAX(segment) FROM requests), 0),
+                            COALESCE((SELECT MAX(number) FROM segments), 0))",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(|e| e.to_string())?;
         Ok(Self {
             dir,
             limit: max_bytes.map_or(SEGMENT_MAX, |max| {
@@ -262,37 +353,51 @@ impl Segments {
             pending: Vec::new(),
             // A new run starts a segment of its own: the last one may end in a frame a
             // crash cut short.
-            next: last + 1,
+            next: last_file.max(last_used).saturating_add(1),
         })
     }
 
-    /// The segment a commit's frames go to, a new one once the last is full.
+    /// The segment a commit's frames go to, a new one once the last is full (the full one
+    /// synced first: it is written to no more).
     fn current(&mut self) -> Result<&mut Current, String> {
-        if self
-            .current
-            .as_ref()
-            .is_some_and(|current| current.len >= self.limit)
+        if let Some(full) = self.current.take_if(|current| current.len >= self.limit)
+            && let Err(err) = full.file.sync_data()
         {
-            self.current = None;
+            tracing::warn!("capture store: body segment not synced: {err}");
         }
-        match &mut self.current {
-            Some(current) => Ok(current),
-            slot @ None => {
-                let number = self.next;
-                let path = file_of(&self.dir, number);
-                let file = OpenOptions::new()
-                    .create_new(true)
-                    .append(true)
-                    .open(&path)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-                self.next = number + 1;
-                Ok(slot.insert(Current {
-                    number,
-                    file,
-                    len: 0,
-                }))
+        if self.current.is_none() {
+            let (number, file) = self.create()?;
+            self.current = Some(Current {
+                number,
+                file,
+                len: 0,
+            });
+        }
+        self.current
+            .as_mut()
+            .ok_or_else(|| "no body segment open".to_owned())
+    }
+
+    /// A new segment file, numbered after the last one.
+    fn create(&mut self) -> Result<(u32, File), String> {
+        // A file of the next number may be there (another llmux on the same store): the
+        // one after it is tried, a few times.
+        let mut tries = 0;
+        let created = loop {
+            let number = self.next;
+            let path = file_of(&self.dir, number);
+            self.next = number
+                .checked_add(1)
+                .ok_or("the body segments' numbers are used up")?;
+            match OpenOptions::new().create_new(true).append(true).open(&path) {
+                Ok(file) => break (number, file),
+                Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists && tries < 16 => {
+                    tries += 1;
+                }
+                Err(err) => return Err(format!("{}: {err}", path.display())),
             }
-        }
+        };
+        Ok(created)
     }
 
     /// Adds a frame to the commit being built; where it will be once `write` wrote it.
@@ -349,8 +454,9 @@ impl Segments {
         }
     }
 
-    /// Deletes the files of the segments no row points into (not the one being written).
-    /// Called after the deleting transaction committed: a rolled back delete keeps them.
+    /// Deletes the files of the segments no row points into (not the one being written),
+    /// and the counts of segments no row points into whose files are gone. Called after the
+    /// deleting transaction committed: a rolled back delete keeps them.
     pub fn remove_unreferenced(&self, connection: &Connection) -> Result<(), String> {
         let writing = self.current.as_ref().map(|current| current.number);
         for (segment, _) in listed(&self.dir).map_err(|e| e.to_string())? {
@@ -360,20 +466,28 @@ impl Segments {
             if !referenced(connection, segment).map_err(|e| e.to_string())? {
                 let path = file_of(&self.dir, segment);
                 std::fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-                connection
-                    .execute("DELETE FROM segments WHERE number = ?1", params![segment])
-                    .map_err(|e| e.to_string())?;
             }
         }
-        Ok(())
+        connection
+            .execute(
+                "DELETE FROM segments WHERE (?1 IS NULL OR number <> ?1)
+                     AND NOT EXISTS (SELECT 1 FROM requests WHERE segment = segments.number)",
+                params![writing],
+            )
+            .map(drop)
+            .map_err(|e| e.to_string())
     }
 
-    /// Makes what was written durable (at the end, with the database's last checkpoint).
+    /// Makes what was written durable: the segment being written and the directory's
+    /// entries (at a flush, so also before the database's last checkpoint at the end).
     pub fn sync(&self) {
-        if let Some(current) = &self.current
-            && let Err(err) = current.file.sync_data()
-        {
-            tracing::warn!("capture store: body segment not synced: {err}");
+        let synced = self
+            .current
+            .as_ref()
+            .map_or(Ok(()), |current| current.file.sync_data())
+            .and_then(|()| File::open(&self.dir)?.sync_all());
+        if let Err(err) = synced {
+            tracing::warn!("capture store: body segments not synced: {err}");
         }
     }
 }
@@ -646,5 +760,151 @@ mod tests {
             "{files} bytes of segment files for {} live",
             live_bytes(&connection).unwrap()
         );
+    }
+
+    /// A coding agent's growing request: a long start every turn repeats, then `turns`.
+    fn agent_request(turns: u64) -> String {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let start: String = (0..20_000).map(|_| rng.alphanumeric()).collect();
+        let turns: String = (0..turns).map(|turn| format!(",\"turn {turn}\"")).collect();
+        format!("{{\"messages\":[\"{start}\"{turns}]}}")
+    }
+
+    /// Rows `s_0`, `s_1`, ... of one session, each a delta of the one before.
+    fn put_chain(store: &Store, rows: u64) {
+        for turns in 0..rows {
+            store.insert(RequestRow {
+                id: format!("s_{turns}"),
+                started_at: now() + turns as f64,
+                session_id: "s".into(),
+                client_request: agent_request(turns),
+                upstream_response: format!("answer {turns}"),
+                ..RequestRow::default()
+            });
+        }
+        store.flush(Duration::from_secs(10));
+    }
+
+    /// What the rows' pointers say they hold in segments, added up.
+    fn pointed_to(connection: &Connection) -> u64 {
+        let mut statement = connection
+            .prepare("SELECT bodies FROM requests WHERE segment IS NOT NULL")
+            .unwrap();
+        let values: Vec<Vec<u8>> = statement
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        values
+            .iter()
+            .map(|value| u64::from(Pointer::of(value).unwrap().unwrap().len))
+            .sum()
+    }
+
+    #[test]
+    fn rows_made_whole_before_their_base_is_deleted_leave_the_count_exact() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with(dir.path(), Retention::default());
+        put_chain(&store, 4);
+        let connection = Connection::open(store.path()).unwrap();
+        let base_rows: i64 = connection
+            .query_row(
+                "SELECT COUNT(*) FROM requests WHERE base_row IS NOT NULL",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(base_rows, 3, "s_1..s_3 are deltas");
+        assert_eq!(live_bytes(&connection).unwrap(), pointed_to(&connection));
+        // s_1 is made whole (in its row) before s_0 goes; its frame in the segment no
+        // longer counts.
+        assert!(store.delete("s_0").unwrap());
+        assert_eq!(live_bytes(&connection).unwrap(), pointed_to(&connection));
+        assert!(store.delete("s_2").unwrap());
+        assert_eq!(live_bytes(&connection).unwrap(), pointed_to(&connection));
+        for turns in [1, 3] {
+            let got = store.get(&format!("s_{turns}")).unwrap().unwrap();
+            assert_eq!(got.client_request, agent_request(turns));
+        }
+    }
+
+    #[test]
+    fn a_segment_that_cannot_be_read_stops_a_delete_instead_of_losing_the_rows_built_on_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with(dir.path(), Retention::default());
+        put_chain(&store, 2);
+        let (number, _) = segment_files(&store)[0];
+        let path = file_of(&dir_of(store.path()), number);
+        let away = dir.path().join("away.seg");
+        // Unreadable for now (a directory where the file was: opened, it does not read).
+        std::fs::rename(&path, &away).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        // s_1 is a delta of s_0: read through it, it shows what happened.
+        let got = store.get("s_1").unwrap().unwrap();
+        assert!(
+            got.client_request.contains("bodies are lost"),
+            "{}",
+            got.client_request
+        );
+        assert_eq!(exported(&store).len(), 2, "an export lists both");
+        // Deleting s_0 needs s_1 whole first, which needs the segment: nothing is deleted.
+        assert!(store.delete("s_0").is_err());
+        std::fs::remove_dir(&path).unwrap();
+        std::fs::rename(&away, &path).unwrap();
+        assert_eq!(
+            store.get("s_1").unwrap().unwrap().client_request,
+            agent_request(1)
+        );
+        assert!(store.delete("s_0").unwrap());
+        assert_eq!(
+            store.get("s_1").unwrap().unwrap().client_request,
+            agent_request(1)
+        );
+    }
+
+    #[test]
+    fn a_segment_that_is_gone_does_not_stop_a_delete_and_its_rows_say_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with(dir.path(), Retention::default());
+        put_chain(&store, 2);
+        let (number, _) = segment_files(&store)[0];
+        std::fs::remove_file(file_of(&dir_of(store.path()), number)).unwrap();
+        assert!(store.delete("s_0").unwrap());
+        let got = store.get("s_1").unwrap().unwrap();
+        assert!(
+            got.client_request.contains("could not read"),
+            "{}",
+            got.client_request
+        );
+    }
+
+    #[test]
+    fn a_store_copied_without_its_segments_never_gives_their_numbers_out_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with(dir.path(), Retention::default());
+        put(&store, 0..2, now());
+        let old = segment_files(&store);
+        drop(store);
+        std::fs::remove_dir_all(dir_of(&dir.path().join("capture.db"))).unwrap();
+        let store = store_with(dir.path(), Retention::default());
+        put(&store, 2..4, now());
+        let new = segment_files(&store);
+        assert_eq!(new.len(), 1);
+        assert!(new[0].0 > old[0].0, "{new:?} after {old:?}");
+        // The old rows read as lost, and deleting one erases nothing of the new ones.
+        let got = store.get("req_0").unwrap().unwrap();
+        assert!(
+            got.client_request.contains("bodies are lost"),
+            "{}",
+            got.client_request
+        );
+        assert!(store.delete("req_0").unwrap());
+        for i in 2..4 {
+            let id = format!("req_{i}");
+            assert_eq!(
+                store.get(&id).unwrap().unwrap().client_request,
+                row(&id, i, 0.0).client_request
+            );
+        }
     }
 }
