@@ -21,7 +21,7 @@ use super::Redactor;
 
 mod chain;
 mod segments;
-use chain::{Chains, Earlier};
+use chain::{Chains, Earlier, Unreadable};
 use segments::Segments;
 
 /// Rows waiting for the writer at most.
@@ -785,7 +785,7 @@ impl Store {
                     |row| row.get(0),
                 )
                 .optional()?;
-            let deleted = delete_where(&tx, "id = ?1", params![id])?;
+            let deleted = delete_where(&tx, "id = ?1", params![id], Unreadable::Refuse)?;
             tx.commit().map(|()| (deleted, frame))
         })();
         let (deleted, frame) = deleted.map_err(|e| e.to_string())?;
@@ -1303,8 +1303,9 @@ fn delete_where(
     connection: &Connection,
     condition: &str,
     args: impl rusqlite::Params + Copy,
+    unreadable: Unreadable,
 ) -> rusqlite::Result<usize> {
-    chain::unchain_dependents(connection, condition, args)?;
+    chain::unchain_dependents(connection, condition, args, unreadable)?;
     segments::uncount(connection, condition, args)?;
     // Rows after `indexed_to` are not in the search index yet.
     connection.execute(
@@ -1392,7 +1393,12 @@ fn prune(sink: &Sink, retention: Retention) -> rusqlite::Result<()> {
 fn prune_in(connection: &Connection, retention: Retention) -> rusqlite::Result<()> {
     if let Some(max_age) = retention.max_age {
         let cutoff = unix_seconds() - max_age.as_secs_f64();
-        delete_where(connection, "started_at < ?1", params![cutoff])?;
+        delete_where(
+            connection,
+            "started_at < ?1",
+            params![cutoff],
+            Unreadable::Lost,
+        )?;
     }
     let Some(max_bytes) = retention.max_bytes else {
         return Ok(());
@@ -1429,6 +1435,7 @@ fn prune_in(connection: &Connection, retention: Retention) -> rusqlite::Result<(
             connection,
             "started_at < ?1 OR (started_at = ?1 AND rowid <= ?2)",
             params![started_at, rowid],
+            Unreadable::Lost,
         )?;
         if deleted == 0 || used_bytes(connection)? <= target {
             break;

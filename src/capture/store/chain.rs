@@ -347,12 +347,24 @@ pub(super) fn body_at(
     }
 }
 
+/// What a delete does with a row built on a deleted one whose bodies cannot be read now (a
+/// segment with no permission, an I/O error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Unreadable {
+    /// Nothing is deleted (a delete someone asked for: it can be asked again).
+    Refuse,
+    /// Its bodies are dropped as a damaged row's are (retention: the store's cap and age
+    /// hold even when a segment stays unreadable).
+    Lost,
+}
+
 /// Before the rows matching `condition` (with `args`) are deleted, every other row with a
 /// body that is a delta of one of theirs is stored whole again.
 pub(super) fn unchain_dependents(
     connection: &Connection,
     condition: &str,
     args: impl rusqlite::Params + Copy,
+    unreadable: Unreadable,
 ) -> rusqlite::Result<()> {
     let dependents: Vec<i64> = connection
         .prepare(&format!(
@@ -370,7 +382,11 @@ pub(super) fn unchain_dependents(
             // and must not hold back retention or a delete for good. Its frame goes too:
             // read against whatever row takes its base's rowid next, it could give
             // someone else's text instead of an error.
-            Err(err @ rusqlite::Error::FromSqlConversionFailure(..)) => {
+            Err(err)
+                if matches!(err, rusqlite::Error::FromSqlConversionFailure(..))
+                    || (unreadable == Unreadable::Lost
+                        && segments::FrameError::in_sql(&err).is_some()) =>
+            {
                 tracing::warn!(
                     "capture store: request {rowid}'s bodies could not be read, and are \
                      dropped as a row they are a delta of is deleted: {err}"

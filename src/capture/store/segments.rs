@@ -210,8 +210,11 @@ pub(super) fn erase(connection: &Connection, value: &[u8]) -> Result<(), String>
     };
     let pointer = pointer?;
     let dir = dir_of_connection(connection)?;
-    if read(&dir, pointer).is_err() {
-        return Ok(());
+    match read(&dir, pointer) {
+        Ok(_) => {}
+        // Not that frame's bytes any more (or gone): nothing of it to erase.
+        Err(FrameError::Damaged(_)) => return Ok(()),
+        Err(err @ FrameError::Unreadable(_)) => return Err(err.to_string()),
     }
     let path = file_of(&dir, pointer.segment);
     let file = OpenOptions::new()
@@ -236,7 +239,11 @@ fn listed(dir: &Path) -> std::io::Result<Vec<(u32, u64)>> {
         let Some(number) = name
             .to_str()
             .and_then(|name| name.strip_suffix(".seg"))
-            .and_then(|stem| stem.parse::<u32>().ok())
+            .and_then(|stem| {
+                stem.parse::<u32>()
+                    .ok()
+                    .filter(|n| format!("{n:08}") == stem)
+            })
         else {
             continue;
         };
@@ -338,7 +345,8 @@ impl Segments {
         // a number is never given out twice, or their pointers would read new frames.
         let last_used: u32 = connection
             .query_row(
-                "SELECT MAX(COALESCE((SELECT MAX(segment) FROM requests), 0),
+                "SELECT MAX(COALESCE((SELECT MAX(segment) FROM requests
+                                      WHERE segment IS NOT NULL), 0),
                             COALESCE((SELECT MAX(number) FROM segments), 0))",
                 [],
                 |row| row.get(0),
@@ -353,7 +361,10 @@ impl Segments {
             pending: Vec::new(),
             // A new run starts a segment of its own: the last one may end in a frame a
             // crash cut short.
-            next: last_file.max(last_used).saturating_add(1),
+            next: last_file
+                .max(last_used)
+                .checked_add(1)
+                .ok_or("the body segments' numbers are used up")?,
         })
     }
 
@@ -380,8 +391,8 @@ impl Segments {
 
     /// A new segment file, numbered after the last one.
     fn create(&mut self) -> Result<(u32, File), String> {
-        // A file of the next number may be there (another llmux on the same store): the
-        // one after it is tried, a few times.
+        // A file of the next number may be there (left by hand; one llmux writes a store):
+        // the one after it is tried, a few times.
         let mut tries = 0;
         let created = loop {
             let number = self.next;
@@ -465,7 +476,10 @@ impl Segments {
             }
             if !referenced(connection, segment).map_err(|e| e.to_string())? {
                 let path = file_of(&self.dir, segment);
-                std::fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                // One that cannot go (a file named so by hand) holds back no other.
+                if let Err(err) = std::fs::remove_file(&path) {
+                    tracing::warn!("capture store: {}: {err}", path.display());
+                }
             }
         }
         connection
@@ -859,6 +873,45 @@ mod tests {
         assert_eq!(
             store.get("s_1").unwrap().unwrap().client_request,
             agent_request(1)
+        );
+    }
+
+    #[test]
+    fn an_unreadable_segment_does_not_stop_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let keep_all = Retention {
+            max_age: None,
+            max_bytes: None,
+        };
+        let store = store_with(dir.path(), keep_all);
+        // s_1 (young) is a delta of s_0 (ten days old).
+        for (turns, age) in [(0, 10.0 * 24.0 * 3600.0), (1, 0.0)] {
+            store.insert(RequestRow {
+                id: format!("s_{turns}"),
+                started_at: now() - age,
+                session_id: "s".into(),
+                client_request: agent_request(turns),
+                ..RequestRow::default()
+            });
+        }
+        store.flush(Duration::from_secs(10));
+        let (number, _) = segment_files(&store)[0];
+        drop(store);
+        let path = file_of(&dir_of(&dir.path().join("capture.db")), number);
+        std::fs::rename(&path, dir.path().join("away.seg")).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        let week = Retention {
+            max_age: Some(Duration::from_secs(7 * 24 * 3600)),
+            max_bytes: None,
+        };
+        let store = store_with(dir.path(), week);
+        store.flush(Duration::from_secs(10));
+        assert!(store.get("s_0").unwrap().is_none(), "retention went ahead");
+        let got = store.get("s_1").unwrap().unwrap();
+        assert!(
+            got.client_request.contains("could not read"),
+            "{}",
+            got.client_request
         );
     }
 
