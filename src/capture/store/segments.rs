@@ -561,6 +561,15 @@ mod tests {
         super::super::unix_seconds()
     }
 
+    /// The row is shown with a note in place of its bodies, saying `what`.
+    fn assert_noted(row: &RequestRow, what: &str) {
+        assert!(
+            row.client_request.starts_with('(') && row.client_request.contains(what),
+            "{}",
+            row.client_request
+        );
+    }
+
     /// Every row with its bodies, as an export lists them.
     fn exported(store: &Store) -> Vec<RequestRow> {
         store
@@ -645,11 +654,7 @@ mod tests {
         bytes[middle] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
         let got = store.get("req_0").unwrap().unwrap();
-        assert!(
-            got.client_request.contains("does not match its checksum"),
-            "{}",
-            got.client_request
-        );
+        assert_noted(&got, "does not match its checksum");
         assert_eq!(got.id, "req_0", "the row itself is still there");
         assert_eq!(got.upstream_response, "");
         let second = store.get("req_1").unwrap().unwrap();
@@ -657,12 +662,7 @@ mod tests {
         // The store copied without its segments.
         std::fs::remove_file(&path).unwrap();
         let got = store.get("req_1").unwrap().unwrap();
-        assert!(
-            got.client_request
-                .starts_with("(this request's bodies are lost"),
-            "{}",
-            got.client_request
-        );
+        assert_noted(&got, "this request's bodies are lost");
         let listed = exported(&store);
         assert_eq!(listed.len(), 2);
     }
@@ -855,11 +855,7 @@ mod tests {
         std::fs::create_dir(&path).unwrap();
         // s_1 is a delta of s_0: read through it, it shows what happened.
         let got = store.get("s_1").unwrap().unwrap();
-        assert!(
-            got.client_request.contains("bodies are lost"),
-            "{}",
-            got.client_request
-        );
+        assert_noted(&got, "bodies are lost");
         assert_eq!(exported(&store).len(), 2, "an export lists both");
         // Deleting s_0 needs s_1 whole first, which needs the segment: nothing is deleted.
         assert!(store.delete("s_0").is_err());
@@ -908,11 +904,7 @@ mod tests {
         store.flush(Duration::from_secs(10));
         assert!(store.get("s_0").unwrap().is_none(), "retention went ahead");
         let got = store.get("s_1").unwrap().unwrap();
-        assert!(
-            got.client_request.contains("could not read"),
-            "{}",
-            got.client_request
-        );
+        assert_noted(&got, "could not read");
     }
 
     #[test]
@@ -924,11 +916,7 @@ mod tests {
         std::fs::remove_file(file_of(&dir_of(store.path()), number)).unwrap();
         assert!(store.delete("s_0").unwrap());
         let got = store.get("s_1").unwrap().unwrap();
-        assert!(
-            got.client_request.contains("could not read"),
-            "{}",
-            got.client_request
-        );
+        assert_noted(&got, "could not read");
     }
 
     #[test]
@@ -946,11 +934,7 @@ mod tests {
         assert!(new[0].0 > old[0].0, "{new:?} after {old:?}");
         // The old rows read as lost, and deleting one erases nothing of the new ones.
         let got = store.get("req_0").unwrap().unwrap();
-        assert!(
-            got.client_request.contains("bodies are lost"),
-            "{}",
-            got.client_request
-        );
+        assert_noted(&got, "bodies are lost");
         assert!(store.delete("req_0").unwrap());
         for i in 2..4 {
             let id = format!("req_{i}");
