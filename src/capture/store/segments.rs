@@ -225,8 +225,8 @@ pub(super) fn erase(connection: &Connection, value: &[u8]) -> Result<(), String>
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// The segment files in `dir` by number, with their sizes; none when it does not exist.
-fn listed(dir: &Path) -> std::io::Result<Vec<(u32, u64)>> {
+/// The numbers of the segment files in `dir`, in order; none when it does not exist.
+fn listed(dir: &Path) -> std::io::Result<Vec<u32>> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -247,7 +247,7 @@ fn listed(dir: &Path) -> std::io::Result<Vec<(u32, u64)>> {
         else {
             continue;
         };
-        segments.push((number, entry.metadata()?.len()));
+        segments.push(number);
     }
     segments.sort_unstable();
     Ok(segments)
@@ -288,7 +288,8 @@ pub(super) fn uncount(
     args: impl rusqlite::Params,
 ) -> rusqlite::Result<()> {
     let mut taken = std::collections::BTreeMap::<u32, i64>::new();
-    let mut statement = connection.prepare(&format!(
+    // Cached: retention runs it for each chunk of rows it deletes.
+    let mut statement = connection.prepare_cached(&format!(
         "SELECT bodies FROM requests WHERE ({condition}) AND segment IS NOT NULL"
     ))?;
     let mut rows = statement.query(args)?;
@@ -340,7 +341,8 @@ impl Segments {
         let last_file = listed(&dir)
             .map_err(|e| format!("{}: {e}", dir.display()))?
             .last()
-            .map_or(0, |&(number, _)| number);
+            .copied()
+            .unwrap_or(0);
         // Rows may point into segments whose files are gone (a store copied without them):
         // a number is never given out twice, or their pointers would read new frames.
         let last_used: u32 = connection
@@ -371,44 +373,43 @@ impl Segments {
     /// The segment a commit's frames go to, a new one once the last is full (the full one
     /// synced first: it is written to no more).
     fn current(&mut self) -> Result<&mut Current, String> {
-        if let Some(full) = self.current.take_if(|current| current.len >= self.limit)
-            && let Err(err) = full.file.sync_data()
-        {
-            tracing::warn!("capture store: body segment not synced: {err}");
-        }
-        if self.current.is_none() {
-            let (number, file) = self.create()?;
-            self.current = Some(Current {
-                number,
-                file,
-                len: 0,
-            });
-        }
-        self.current
-            .as_mut()
-            .ok_or_else(|| "no body segment open".to_owned())
+        let current = match self.current.take() {
+            Some(current) if current.len < self.limit => current,
+            full => {
+                if let Some(Err(err)) = full.map(|full| full.file.sync_data()) {
+                    tracing::warn!("capture store: body segment not synced: {err}");
+                }
+                self.create()?
+            }
+        };
+        Ok(self.current.insert(current))
     }
 
     /// A new segment file, numbered after the last one.
-    fn create(&mut self) -> Result<(u32, File), String> {
+    fn create(&mut self) -> Result<Current, String> {
         // A file of the next number may be there (left by hand; one llmux writes a store):
         // the one after it is tried, a few times.
         let mut tries = 0;
-        let created = loop {
+        loop {
             let number = self.next;
             let path = file_of(&self.dir, number);
             self.next = number
                 .checked_add(1)
                 .ok_or("the body segments' numbers are used up")?;
             match OpenOptions::new().create_new(true).append(true).open(&path) {
-                Ok(file) => break (number, file),
+                Ok(file) => {
+                    return Ok(Current {
+                        number,
+                        file,
+                        len: 0,
+                    });
+                }
                 Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists && tries < 16 => {
                     tries += 1;
                 }
                 Err(err) => return Err(format!("{}: {err}", path.display())),
             }
-        };
-        Ok(created)
+        }
     }
 
     /// Adds a frame to the commit being built; where it will be once `write` wrote it.
@@ -470,7 +471,7 @@ impl Segments {
     /// deleting transaction committed: a rolled back delete keeps them.
     pub fn remove_unreferenced(&self, connection: &Connection) -> Result<(), String> {
         let writing = self.current.as_ref().map(|current| current.number);
-        for (segment, _) in listed(&self.dir).map_err(|e| e.to_string())? {
+        for segment in listed(&self.dir).map_err(|e| e.to_string())? {
             if Some(segment) == writing || segment >= self.next {
                 continue;
             }
@@ -581,8 +582,17 @@ mod tests {
             .unwrap()
     }
 
+    /// The segment files by number, with their sizes.
     fn segment_files(store: &Store) -> Vec<(u32, u64)> {
-        listed(&dir_of(store.path())).unwrap()
+        let dir = dir_of(store.path());
+        listed(&dir)
+            .unwrap()
+            .into_iter()
+            .map(|number| {
+                let len = std::fs::metadata(file_of(&dir, number)).unwrap().len();
+                (number, len)
+            })
+            .collect()
     }
 
     fn files_bytes(store: &Store) -> u64 {
