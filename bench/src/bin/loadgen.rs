@@ -1744,6 +1744,18 @@ fn report(
             )?;
         }
     }
+    // #17's target: the same-protocol non-streaming request at c=32 (schedstat: ns, not ticks).
+    if let Some(us) = rows
+        .iter()
+        .find(|r| r.kind == Kind::Nonstream && r.concurrency == 32)
+        .and_then(|r| r.cpu.us_per_request_sched())
+    {
+        writeln!(
+            s,
+            "| llmux CPU ≤ 30 µs/request (nonstream, c=32) | {us:.1} µs | {} |",
+            verdict(us <= 30.0)
+        )?;
+    }
     if let Some(us) = cpu.get(Api::OpenAi).us_per_request_ticks(args.clk_tck) {
         writeln!(
             s,
