@@ -162,8 +162,12 @@ mod tests {
 
     /// A store holding one request a (prompt, answer).
     fn store_of(dir: &std::path::Path, texts: &[(&str, &str)]) -> Store {
-        let store = Store::open(dir.join("capture.db"), Duration::from_millis(20), Vec::new())
-            .unwrap();
+        let store = Store::open(
+            dir.join("capture.db"),
+            Duration::from_millis(20),
+            Vec::new(),
+        )
+        .unwrap();
         for (i, (prompt, answer)) in texts.iter().enumerate() {
             store.insert(RequestRow {
                 id: format!("req_{i}"),
@@ -222,12 +226,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = store_of(
             dir.path(),
-            &[("a::b", ""), ("!/backend(openai) please", ""), ("plain", "")],
+            &[
+                ("a::b", ""),
+                ("!/backend(openai) please", ""),
+                ("plain", ""),
+            ],
         );
         assert_eq!(found(&store, "::"), ["req_0"]);
         assert_eq!(found(&store, "!/backend("), ["req_1"]);
         assert!(found(&store, "\"AND( * NEAR(").is_empty());
-        assert!(found(&store, "\"plain\"").is_empty(), "quotes are typed text");
+        assert!(
+            found(&store, "\"plain\"").is_empty(),
+            "quotes are typed text"
+        );
     }
 
     #[test]
