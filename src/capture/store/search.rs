@@ -4,9 +4,13 @@
 //! The index (FTS5, `detail=none` since schema 13) records which rows hold a token, not
 //! where: it cannot match a phrase, and a quoted string its tokenizer splits in two is a
 //! phrase (an error, "phrase queries are not supported"). So each word is split into the
-//! tokenizer's tokens, every token must be in the row, and a word that split or holds ASCII
-//! punctuation (`std::sync`, `gpt-4o`, `!/backend`) must also appear as it was typed in the
-//! prompt or the answer (ASCII letters in any case).
+//! tokenizer's tokens and every token must be in the row. A word of ASCII that holds
+//! punctuation inside it (`std::sync`, `gpt-4o`, `a/b`) must also appear as typed in
+//! the prompt or the answer, in any case: the index alone would find its tokens anywhere.
+//! Punctuation around a word (`"error:`, `(foo)`) and apostrophes (`don't`, also written
+//! `don’t`) are not asked for; nor is a word with other letters (SQLite's `lower` folds only
+//! ASCII, and its accents would have to match): those match by their tokens alone. A word
+//! with no token at all (`::`) is looked for as text.
 
 use rusqlite::Connection;
 
@@ -21,28 +25,33 @@ pub(super) struct Search {
     pub words: Vec<String>,
 }
 
+/// Terms and words checked as text a search keeps at most, the longest: each one only
+/// narrows what the others select, and SQLite limits a statement's depth (a pasted page of
+/// code would otherwise be refused).
+const MOST_TERMS: usize = 64;
+const MOST_LITERALS: usize = 32;
+
 impl Search {
     /// The search for rows holding every word of `text`.
     pub fn of(text: &str) -> rusqlite::Result<Self> {
         let words: Vec<String> = text.split_whitespace().map(str::to_owned).collect();
         let tokens = tokens_of(&words)?;
-        let mut terms: Vec<String> = Vec::new();
+        let mut terms = Vec::new();
         let mut literals = Vec::new();
         for (word, tokens) in words.iter().zip(tokens) {
-            let whole = tokens.len() == 1 && !word.bytes().any(|b| b.is_ascii_punctuation());
-            if !whole {
-                literals.push(word.clone());
+            if let Some(literal) = literal_of(word, tokens.len()) {
+                literals.push(literal.to_owned());
             }
-            for token in tokens {
-                // A token never holds a `"` (a separator), so quoting is enough.
-                let term = format!("\"{token}\"");
-                if !terms.contains(&term) {
-                    terms.push(term);
-                }
-            }
+            terms.extend(tokens);
         }
+        keep_longest(&mut terms, MOST_TERMS);
+        keep_longest(&mut literals, MOST_LITERALS);
         Ok(Self {
-            terms: (!terms.is_empty()).then(|| terms.join(" ")),
+            // A token never holds a `"` (a separator), so quoting is enough.
+            terms: (!terms.is_empty()).then(|| {
+                let quoted: Vec<String> = terms.iter().map(|t| format!("\"{t}\"")).collect();
+                quoted.join(" ")
+            }),
             literals,
             words,
         })
@@ -50,9 +59,11 @@ impl Search {
 
     /// The same search without the index: every word found as typed (a scan of the texts).
     pub fn as_text(&self) -> Self {
+        let mut literals = self.words.clone();
+        keep_longest(&mut literals, MOST_LITERALS);
         Self {
             terms: None,
-            literals: self.words.clone(),
+            literals,
             words: self.words.clone(),
         }
     }
@@ -75,6 +86,29 @@ impl Search {
         }
         (clauses, args)
     }
+}
+
+/// Drops repeats (the first stays in its place) and, past `most`, the shortest.
+fn keep_longest(items: &mut Vec<String>, most: usize) {
+    let mut seen = std::collections::HashSet::new();
+    items.retain(|item| seen.insert(item.clone()));
+    if items.len() > most {
+        items.sort_by_key(|item| std::cmp::Reverse(item.len()));
+        items.truncate(most);
+    }
+}
+
+/// What of `word` (split into `tokens` tokens) must appear as typed: all of it when the
+/// index has nothing to find it by (`::`, an emoji); else the word without the punctuation
+/// around it, when that is ASCII and holds punctuation other than apostrophes (which agents
+/// write curly as often as straight).
+fn literal_of(word: &str, tokens: usize) -> Option<&str> {
+    if tokens == 0 {
+        return Some(word);
+    }
+    let core = word.trim_matches(|c: char| c.is_ascii_punctuation());
+    let inner = core.bytes().any(|b| b.is_ascii_punctuation() && b != b'\'');
+    (core.is_ascii() && inner).then_some(core)
 }
 
 /// Each word's tokens as the index's tokenizer makes them (folded: lower case, no
@@ -140,27 +174,53 @@ mod tests {
             terms("\"AND( * :: !/backend (and)"),
             (
                 Some("\"and\" \"backend\"".into()),
-                vec![
-                    "\"AND(".into(),
-                    "*".into(),
-                    "::".into(),
-                    "!/backend".into(),
-                    "(and)".into()
-                ]
+                vec!["*".into(), "::".into()]
             )
         );
         assert_eq!(terms("::"), (None, vec!["::".into()]));
     }
 
     #[test]
-    fn marks_split_a_word_where_the_index_splits_it() {
-        // U+0947 (a vowel sign) is a separator to unicode61, so "केक" is two tokens there;
-        // U+0300 (a combining grave) is a diacritic it drops.
-        assert_eq!(terms("केक"), (Some("\"क\"".into()), vec!["केक".into()]));
-        assert_eq!(terms("cafe\u{0300}s"), (Some("\"cafes\"".into()), vec![]));
+    fn punctuation_around_a_word_and_apostrophes_are_not_asked_for() {
+        assert_eq!(terms("\"error:"), (Some("\"error\"".into()), vec![]));
+        assert_eq!(terms("don't"), (Some("\"don\" \"t\"".into()), vec![]));
+        assert_eq!(
+            terms("(a-a)"),
+            (Some("\"a\"".into()), vec!["a-a".into()]),
+            "the punctuation inside is"
+        );
     }
 
-    /// A store holding one request a (prompt, answer).
+    #[test]
+    fn words_of_other_letters_match_by_their_tokens_alone() {
+        // U+0947 (a vowel sign) is a separator to unicode61, so "केक" is two tokens there;
+        // U+0300 (a combining grave) is a diacritic it drops.
+        assert_eq!(terms("केक"), (Some("\"क\"".into()), vec![]));
+        assert_eq!(terms("cafe\u{0300}s"), (Some("\"cafes\"".into()), vec![]));
+        assert_eq!(
+            terms("Über-Nutzer"),
+            (Some("\"uber\" \"nutzer\"".into()), vec![])
+        );
+    }
+
+    #[test]
+    fn a_long_search_keeps_its_longest_terms_and_words() {
+        let text: Vec<String> = (0..500).map(|i| format!("w{i}::x{i}")).collect();
+        let search = Search::of(&text.join(" ")).unwrap();
+        let terms = search.terms.clone().unwrap();
+        assert_eq!(terms.split(' ').count(), MOST_TERMS);
+        assert!(terms.contains("\"w100\""), "{terms}");
+        assert_eq!(search.literals.len(), MOST_LITERALS);
+        assert!(
+            search
+                .literals
+                .iter()
+                .all(|l| l.len() == "w100::x100".len())
+        );
+        assert_eq!(search.as_text().literals.len(), MOST_LITERALS);
+    }
+
+    /// A store holding one request per (prompt, answer).
     fn store_of(dir: &std::path::Path, texts: &[(&str, &str)]) -> Store {
         let store = Store::open(
             dir.join("capture.db"),
@@ -222,7 +282,26 @@ mod tests {
     }
 
     #[test]
-    fn punctuation_is_looked_for_as_text_and_never_read_as_index_syntax() {
+    fn an_apostrophe_or_a_colon_does_not_hide_a_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_of(
+            dir.path(),
+            &[("I don\u{2019}t know", ""), ("", "error here")],
+        );
+        assert_eq!(found(&store, "don't"), ["req_0"]);
+        assert_eq!(found(&store, "error:"), ["req_1"]);
+    }
+
+    #[test]
+    fn a_pasted_page_of_code_is_searched_not_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let page: Vec<String> = (0..2000).map(|i| format!("f{i}(x);")).collect();
+        let store = store_of(dir.path(), &[(&page.join(" "), ""), ("f1(x);", "")]);
+        assert_eq!(found(&store, &page.join(" ")), ["req_0"]);
+    }
+
+    #[test]
+    fn punctuation_alone_is_looked_for_as_text_and_never_read_as_index_syntax() {
         let dir = tempfile::tempdir().unwrap();
         let store = store_of(
             dir.path(),
@@ -235,9 +314,10 @@ mod tests {
         assert_eq!(found(&store, "::"), ["req_0"]);
         assert_eq!(found(&store, "!/backend("), ["req_1"]);
         assert!(found(&store, "\"AND( * NEAR(").is_empty());
-        assert!(
-            found(&store, "\"plain\"").is_empty(),
-            "quotes are typed text"
+        assert_eq!(
+            found(&store, "\"plain\""),
+            ["req_2"],
+            "quotes around a word"
         );
     }
 
@@ -254,7 +334,8 @@ mod tests {
                 ("x\u{19B0}y", ""),
             ],
         );
-        assert_eq!(found(&store, "केक"), ["req_0"]);
+        // By its tokens: "क" is one of them, and "क" alone matches too.
+        assert_eq!(found(&store, "केक"), ["req_0", "req_1"]);
         assert_eq!(found(&store, "cafe"), ["req_2"], "diacritics are folded");
         assert_eq!(found(&store, "CAFÉ"), ["req_2"]);
         assert_eq!(found(&store, "привет"), ["req_3"], "case is folded");
