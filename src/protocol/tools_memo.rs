@@ -23,6 +23,10 @@ use serde_json::value::RawValue;
 use crate::Error;
 use crate::model::{Shared, Tool};
 
+/// Shorter lists are not looked for in a body before it is parsed: finding, copying and
+/// blanking cost more than walking a list of a tool or two (+1.0 % instructions for
+/// bench/callgrind.sh's 2 KB request with its one shell tool, when they were).
+const BLANK_FROM: usize = 1024;
 /// Lists of tools kept at most: an agent's, its sub-agents' and a few more.
 const KEPT: usize = 8;
 /// A list's text longer than this is decoded each time and not kept: the memo holds 8
@@ -37,6 +41,49 @@ struct Kept {
     round_trips: bool,
 }
 
+/// A kept list found sent again in a body and blanked there ([`ToolsMemo::blank_sent_again`]).
+pub(crate) struct SentAgain {
+    /// Where its text was in the body.
+    at: std::ops::Range<usize>,
+    kept: Arc<Kept>,
+}
+
+impl SentAgain {
+    /// Overwrites the list's text in `doc` (the body it was found in, or a copy) with a JSON
+    /// string of the same length (`"xx…x"`), so every other offset in `doc` holds.
+    pub(crate) fn blank_in(&self, doc: &mut [u8]) {
+        let blank = &mut doc[self.at.clone()];
+        // A list's text is at least `[]`: two bytes, the string's quotes.
+        blank.fill(b'x');
+        blank[0] = b'"';
+        blank[blank.len() - 1] = b'"';
+    }
+
+    /// The request's tools, given the `tools` value parsed from the blanked `doc`: the kept
+    /// list when that value is the blanked string, where the list was. Anything else means
+    /// the key found was not the request's own (a nested one): an error, so that the caller
+    /// decodes the body as it came.
+    pub(crate) fn tools(
+        &self,
+        doc: &[u8],
+        text: Option<&RawValue>,
+        round_trip: &mut bool,
+    ) -> Result<Shared<Tool>, Error> {
+        let at = text.map(|text| {
+            let start = (text.get().as_ptr() as usize).wrapping_sub(doc.as_ptr() as usize);
+            start..start + text.get().len()
+        });
+        if at != Some(self.at.clone()) {
+            return Err(Error::invalid_field(
+                "tools",
+                "a kept list was found in another field",
+            ));
+        }
+        *round_trip = self.kept.round_trips;
+        Ok(self.kept.tools.clone())
+    }
+}
+
 /// The memo of the latest lists of tools (see the module's comment).
 #[derive(Default)]
 pub(crate) struct ToolsMemo {
@@ -44,6 +91,9 @@ pub(crate) struct ToolsMemo {
     /// Lists decoded rather than reused, for the tests.
     #[cfg(test)]
     decoded: std::sync::atomic::AtomicUsize,
+    /// Lists found sent again in a body before it was parsed, for the tests.
+    #[cfg(test)]
+    blanked: std::sync::atomic::AtomicUsize,
 }
 
 impl ToolsMemo {
@@ -86,6 +136,49 @@ impl ToolsMemo {
         Ok(tools)
     }
 
+    /// A kept list sent again in `doc` as the value of a `"tools"` key, to blank there
+    /// ([`SentAgain::blank_in`]): a parser then skips a string instead of walking each token
+    /// of the list to find where it ends (serde_json's `RawValue`: ~12 instructions a byte,
+    /// 230k for twenty tools). The key may be a nested one: [`SentAgain::tools`] then
+    /// tells, and the caller decodes the body as it came. `None` when no kept list is there.
+    pub(crate) fn sent_again(&self, doc: &[u8]) -> Option<SentAgain> {
+        const KEY: &[u8] = b"\"tools\"";
+        let at_value = |key: usize| {
+            let after = doc.get(key + KEY.len()..)?;
+            let colon = after.iter().position(|b| !b.is_ascii_whitespace())?;
+            (after[colon] == b':').then_some(())?;
+            let value = after[colon + 1..]
+                .iter()
+                .position(|b| !b.is_ascii_whitespace())?;
+            Some(key + KEY.len() + colon + 1 + value)
+        };
+        let kept: Vec<Arc<Kept>> = self
+            .lock()
+            .iter()
+            .filter(|kept| kept.text.len() >= BLANK_FROM)
+            .cloned()
+            .collect();
+        if kept.is_empty() {
+            return None;
+        }
+        let starts: Vec<usize> = memchr::memmem::find_iter(doc, KEY)
+            .filter_map(at_value)
+            .collect();
+        let (start, found) = starts.into_iter().find_map(|start| {
+            let sent = &doc[start..];
+            let found = kept.iter().find(|k| sent.starts_with(k.text.as_bytes()))?;
+            Some((start, found.clone()))
+        })?;
+        self.touch(&found);
+        #[cfg(test)]
+        self.blanked
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Some(SentAgain {
+            at: start..start + found.text.len(),
+            kept: found,
+        })
+    }
+
     /// The list kept for `text`, which becomes the first to be kept. The texts are
     /// compared after the lock is let go.
     fn find(&self, text: &str) -> Option<Arc<Kept>> {
@@ -96,14 +189,19 @@ impl ToolsMemo {
             .cloned()
             .collect();
         let found = same_length.into_iter().find(|kept| *kept.text == *text)?;
+        self.touch(&found);
+        Some(found)
+    }
+
+    /// Makes `found` the first list kept (the last to be let go).
+    fn touch(&self, found: &Arc<Kept>) {
         let mut kept = self.lock();
-        if let Some(at) = kept.iter().position(|k| Arc::ptr_eq(k, &found))
+        if let Some(at) = kept.iter().position(|k| Arc::ptr_eq(k, found))
             && at > 0
             && let Some(moved) = kept.remove(at)
         {
             kept.push_front(moved);
         }
-        Some(found)
     }
 
     fn keep(&self, new: Kept) {
@@ -124,6 +222,12 @@ impl ToolsMemo {
     #[cfg(test)]
     pub(crate) fn decoded(&self) -> usize {
         self.decoded.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Lists found sent again in a body so far.
+    #[cfg(test)]
+    pub(crate) fn blanked(&self) -> usize {
+        self.blanked.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -178,6 +282,46 @@ mod tests {
         // No list, no tools; the round trip is as it was.
         let mut round_trip = true;
         assert!(memo.tools(None, &mut round_trip, named).unwrap().is_empty() && round_trip);
+    }
+
+    #[test]
+    fn a_kept_list_after_a_tools_key_is_blanked_to_a_string_of_its_length() {
+        let memo = ToolsMemo::default();
+        let (a, b) = ("a".repeat(600), "b".repeat(600));
+        let list = format!(r#"["{a}","{b}"]"#);
+        tools(&memo, &list).unwrap();
+        tools(&memo, r#"["short","list"]"#).unwrap();
+        let other = format!(r#"{{"tools":["{a}"]}}"#);
+        assert!(memo.sent_again(other.as_bytes()).is_none(), "another list");
+        let other = format!(r#"{{"x":{list}}}"#);
+        assert!(memo.sent_again(other.as_bytes()).is_none(), "another key");
+        let short = br#"{"tools":["short","list"]}"#;
+        assert!(memo.sent_again(short).is_none(), "a short list is walked");
+        let mut doc = format!(r#"{{"m":1, "tools" :  {list}, "n":2}}"#).into_bytes();
+        let sent = memo.sent_again(&doc).unwrap();
+        sent.blank_in(&mut doc);
+        let blank = format!("\"{}\"", "x".repeat(list.len() - 2));
+        assert_eq!(
+            doc,
+            format!(r#"{{"m":1, "tools" :  {blank}, "n":2}}"#).into_bytes()
+        );
+        #[derive(serde::Deserialize)]
+        struct Wire<'a> {
+            #[serde(borrow)]
+            tools: &'a RawValue,
+            n: u8,
+        }
+        let wire: Wire = serde_json::from_slice(&doc).unwrap();
+        assert_eq!(wire.n, 2);
+        let mut round_trip = false;
+        let found = sent.tools(&doc, Some(wire.tools), &mut round_trip).unwrap();
+        assert_eq!(found.len(), 2);
+        assert!(round_trip, "what was found of the kept list comes with it");
+        // The same text elsewhere (a copy) is not the blanked list.
+        let elsewhere = RawValue::from_string(blank).unwrap();
+        assert!(sent.tools(&doc, Some(&elsewhere), &mut round_trip).is_err());
+        assert!(sent.tools(&doc, None, &mut round_trip).is_err());
+        assert_eq!((memo.decoded(), memo.blanked()), (2, 1));
     }
 
     #[test]

@@ -65,16 +65,31 @@ pub(super) fn decode_with_tools_memo(
     body: &[u8],
     memo: &ToolsMemo,
 ) -> Option<(Request, ClientOptions, Option<Edits>)> {
-    let wire: ChatRequest<ChatMessage, &RawValue> = crate::protocol::json_from_bytes(body).ok()?;
+    // A list of tools sent before is blanked in a copy of the body (same offsets).
+    let sent = memo.sent_again(body);
+    let blanked;
+    let doc = match &sent {
+        Some(sent) => {
+            let mut copy = body.to_vec();
+            sent.blank_in(&mut copy);
+            blanked = copy;
+            &blanked[..]
+        }
+        None => body,
+    };
+    let wire: ChatRequest<ChatMessage, &RawValue> = crate::protocol::json_from_bytes(doc).ok()?;
     let edits = if pass_through::fields_round_trip(&wire)
         && wire.messages.iter().all(pass_through::message_round_trips)
     {
-        pass_through::edits(body, &wire)
+        pass_through::edits(doc, &wire)
     } else {
         None
     };
     let mut tools_round_trip = true;
-    let tools = |text| memo.tools(text, &mut tools_round_trip, decoded_tools);
+    let tools = |text| match &sent {
+        Some(sent) => sent.tools(doc, text, &mut tools_round_trip),
+        None => memo.tools(text, &mut tools_round_trip, decoded_tools),
+    };
     let (request, options) = request_from_wire(wire, messages_from_wire, tools).ok()?;
     Some((request, options, edits.filter(|_| tools_round_trip)))
 }
@@ -109,6 +124,11 @@ pub(super) fn decode_with_memo(
     memo: &MessageMemo,
 ) -> Option<(Request, ClientOptions, Option<Edits>)> {
     let mut read = memo.read(body, pass_through::message_round_trips, message_from_wire);
+    // A list of tools sent before is blanked in the doc (same offsets).
+    let sent = memo.tools().sent_again(&read.doc);
+    if let Some(sent) = &sent {
+        sent.blank_in(read.doc.to_mut());
+    }
     let wire: ChatRequest<&RawValue, &RawValue> =
         crate::protocol::json_from_bytes(&read.doc).ok()?;
     let edits = read.edits_in_body(if pass_through::fields_round_trip(&wire) {
@@ -129,9 +149,11 @@ pub(super) fn decode_with_memo(
         Ok(messages)
     };
     let mut tools_round_trip = true;
-    let tools = |text| {
-        memo.tools()
-            .tools(text, &mut tools_round_trip, decoded_tools)
+    let tools = |text| match &sent {
+        Some(sent) => sent.tools(&read.doc, text, &mut tools_round_trip),
+        None => memo
+            .tools()
+            .tools(text, &mut tools_round_trip, decoded_tools),
     };
     let (mut request, options) = request_from_wire(wire, from_texts, tools).ok()?;
     let memoized = memoized?;

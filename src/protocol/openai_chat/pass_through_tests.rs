@@ -465,6 +465,61 @@ fn a_body_is_parsed_without_the_messages_it_repeats_and_refused_if_broken_after_
     assert_eq!(memo.left_out(), 42 + 44 + 44);
 }
 
+/// A list of tools sent before is found in the body and skipped as a blanked string, on the
+/// small path and the message memo's; a kept list under a nested `tools` key (in a JSON
+/// schema, before the request's own list) is not taken for the request's: the body is then
+/// decoded whole. Each decodes as decoding it whole does.
+#[test]
+fn a_list_sent_again_is_skipped_and_a_nested_tools_key_is_not_taken_for_it() {
+    use super::decode::{decode_every_message, decode_with_memo, decode_with_tools_memo};
+    use crate::protocol::message_memo::MessageMemo;
+    use crate::protocol::tools_memo::ToolsMemo;
+
+    // Longer than the memo's `BLANK_FROM` (a short list is walked, not looked for).
+    let kept = format!(
+        r#"[{{"type":"function","function":{{"name":"read","description":"{}","parameters":{{"type":"object"}}}}}}]"#,
+        "Reads a file. ".repeat(80)
+    );
+    let other = r#"[{"type":"function","function":{"name":"write"}}]"#;
+    let plain = format!(
+        r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],"tools" : {kept}}}"#
+    );
+    let nested = format!(
+        r#"{{"model":"m","response_format":{{"type":"json_schema","json_schema":{{"name":"s","schema":{{"tools":{kept}}}}}}},"messages":[{{"role":"user","content":"hi"}}],"tools":{other}}}"#
+    );
+    let memo = ToolsMemo::default();
+    let decode = |body: &str| {
+        let body = body.as_bytes();
+        decode_with_tools_memo(body, &memo)
+            .map_or_else(|| decode_every_message(body), Ok)
+            .unwrap()
+    };
+    let whole = |body: &str| decode_every_message(body.as_bytes()).unwrap();
+    assert_eq!(decode(&plain), whole(&plain));
+    assert_eq!((memo.decoded(), memo.blanked()), (1, 0));
+    assert_eq!(decode(&plain), whole(&plain));
+    assert_eq!(
+        (memo.decoded(), memo.blanked()),
+        (1, 1),
+        "sent again: skipped"
+    );
+    assert!(
+        decode_with_tools_memo(nested.as_bytes(), &memo).is_none(),
+        "the nested key is not the request's"
+    );
+    assert_eq!(decode(&nested), whole(&nested));
+
+    let mut large = agent_request(20);
+    large.truncate(large.len() - 1);
+    large.extend_from_slice(format!(",\"tools\":{kept}}}").as_bytes());
+    let memo = MessageMemo::default();
+    let first = decode_with_memo(&large, &memo).unwrap();
+    let again = decode_with_memo(&large, &memo).unwrap();
+    let every = decode_every_message(&large).unwrap();
+    assert_eq!((first, again), (every.clone(), every));
+    assert_eq!((memo.tools().decoded(), memo.tools().blanked()), (1, 1));
+}
+
 /// serde_json refuses a body nested more than 128 deep. A message read alone is read as
 /// deep as it sits in the body, so the memo refuses what decoding every message refuses.
 #[test]
