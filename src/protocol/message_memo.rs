@@ -312,6 +312,17 @@ pub(crate) struct Decoded {
 }
 
 impl Decoded {
+    /// Takes the head's bytes from `body`, the request's own bytes, when the doc's were
+    /// changed in place (a list of tools blanked before the messages, at the same offsets):
+    /// the conversation is then found by the bytes its next request starts with.
+    pub(crate) fn head_from(&mut self, body: &[u8]) {
+        if let Some(head) = body.get(..self.head.len())
+            && *head != *self.head
+        {
+            self.head = Arc::from(head);
+        }
+    }
+
     /// Whether the encoder writes every message again as it came.
     pub(crate) fn all_round_trip(&self) -> bool {
         self.round_trips.iter().all(|&round_trips| round_trips)

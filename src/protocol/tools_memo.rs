@@ -41,7 +41,7 @@ struct Kept {
     round_trips: bool,
 }
 
-/// A kept list found sent again in a body and blanked there ([`ToolsMemo::blank_sent_again`]).
+/// A kept list found sent again in a body, to blank there ([`ToolsMemo::sent_again`]).
 pub(crate) struct SentAgain {
     /// Where its text was in the body.
     at: std::ops::Range<usize>,
@@ -65,20 +65,19 @@ impl SentAgain {
     /// decodes the body as it came.
     pub(crate) fn tools(
         &self,
+        memo: &ToolsMemo,
         doc: &[u8],
         text: Option<&RawValue>,
         round_trip: &mut bool,
     ) -> Result<Shared<Tool>, Error> {
-        let at = text.map(|text| {
-            let start = (text.get().as_ptr() as usize).wrapping_sub(doc.as_ptr() as usize);
-            start..start + text.get().len()
-        });
+        let at = text.and_then(|text| crate::protocol::splice::span_in(doc, text));
         if at != Some(self.at.clone()) {
             return Err(Error::invalid_field(
                 "tools",
                 "a kept list was found in another field",
             ));
         }
+        memo.touch(&self.kept);
         *round_trip = self.kept.round_trips;
         Ok(self.kept.tools.clone())
     }
@@ -152,24 +151,23 @@ impl ToolsMemo {
                 .position(|b| !b.is_ascii_whitespace())?;
             Some(key + KEY.len() + colon + 1 + value)
         };
+        let starts: Vec<usize> = memchr::memmem::find_iter(doc, KEY)
+            .filter_map(at_value)
+            .collect();
+        if starts.is_empty() {
+            return None;
+        }
         let kept: Vec<Arc<Kept>> = self
             .lock()
             .iter()
             .filter(|kept| kept.text.len() >= BLANK_FROM)
             .cloned()
             .collect();
-        if kept.is_empty() {
-            return None;
-        }
-        let starts: Vec<usize> = memchr::memmem::find_iter(doc, KEY)
-            .filter_map(at_value)
-            .collect();
         let (start, found) = starts.into_iter().find_map(|start| {
             let sent = &doc[start..];
             let found = kept.iter().find(|k| sent.starts_with(k.text.as_bytes()))?;
             Some((start, found.clone()))
         })?;
-        self.touch(&found);
         #[cfg(test)]
         self.blanked
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -314,13 +312,18 @@ mod tests {
         let wire: Wire = serde_json::from_slice(&doc).unwrap();
         assert_eq!(wire.n, 2);
         let mut round_trip = false;
-        let found = sent.tools(&doc, Some(wire.tools), &mut round_trip).unwrap();
+        let found = sent
+            .tools(&memo, &doc, Some(wire.tools), &mut round_trip)
+            .unwrap();
         assert_eq!(found.len(), 2);
         assert!(round_trip, "what was found of the kept list comes with it");
         // The same text elsewhere (a copy) is not the blanked list.
         let elsewhere = RawValue::from_string(blank).unwrap();
-        assert!(sent.tools(&doc, Some(&elsewhere), &mut round_trip).is_err());
-        assert!(sent.tools(&doc, None, &mut round_trip).is_err());
+        assert!(
+            sent.tools(&memo, &doc, Some(&elsewhere), &mut round_trip)
+                .is_err()
+        );
+        assert!(sent.tools(&memo, &doc, None, &mut round_trip).is_err());
         assert_eq!((memo.decoded(), memo.blanked()), (2, 1));
     }
 

@@ -15,7 +15,7 @@ use crate::model::{
 };
 use crate::protocol::Spanned;
 use crate::protocol::message_memo::{self, MessageMemo};
-use crate::protocol::tools_memo::ToolsMemo;
+use crate::protocol::tools_memo::{SentAgain, ToolsMemo};
 
 const PROTOCOL: Protocol = Protocol::OpenAiChat;
 
@@ -65,8 +65,36 @@ pub(super) fn decode_with_tools_memo(
     body: &[u8],
     memo: &ToolsMemo,
 ) -> Option<(Request, ClientOptions, Option<Edits>)> {
-    // A list of tools sent before is blanked in a copy of the body (same offsets).
-    let sent = memo.sent_again(body);
+    match read_with_tools_memo(body, memo, memo.sent_again(body)) {
+        Read::Mismatched => read_with_tools_memo(body, memo, None).decoded(),
+        read => read.decoded(),
+    }
+}
+
+/// What reading a body with a kept list of tools blanked in it gave.
+enum Read<T> {
+    Decoded(Option<T>),
+    /// The request's own `tools` was not where the kept list was found (a nested key):
+    /// read it again without blanking.
+    Mismatched,
+}
+
+impl<T> Read<T> {
+    fn decoded(self) -> Option<T> {
+        match self {
+            Read::Decoded(decoded) => decoded,
+            Read::Mismatched => None,
+        }
+    }
+}
+
+/// [`decode_with_tools_memo`], with the kept list `sent` (when there is one) blanked in a
+/// copy of the body (the same offsets).
+fn read_with_tools_memo(
+    body: &[u8],
+    memo: &ToolsMemo,
+    sent: Option<SentAgain>,
+) -> Read<(Request, ClientOptions, Option<Edits>)> {
     let blanked;
     let doc = match &sent {
         Some(sent) => {
@@ -77,7 +105,10 @@ pub(super) fn decode_with_tools_memo(
         }
         None => body,
     };
-    let wire: ChatRequest<ChatMessage, &RawValue> = crate::protocol::json_from_bytes(doc).ok()?;
+    let Ok(wire) = crate::protocol::json_from_bytes::<ChatRequest<ChatMessage, &RawValue>>(doc)
+    else {
+        return Read::Decoded(None);
+    };
     let edits = if pass_through::fields_round_trip(&wire)
         && wire.messages.iter().all(pass_through::message_round_trips)
     {
@@ -86,12 +117,22 @@ pub(super) fn decode_with_tools_memo(
         None
     };
     let mut tools_round_trip = true;
+    let mut mismatched = false;
     let tools = |text| match &sent {
-        Some(sent) => sent.tools(doc, text, &mut tools_round_trip),
+        Some(sent) => sent
+            .tools(memo, doc, text, &mut tools_round_trip)
+            .inspect_err(|_| mismatched = true),
         None => memo.tools(text, &mut tools_round_trip, decoded_tools),
     };
-    let (request, options) = request_from_wire(wire, messages_from_wire, tools).ok()?;
-    Some((request, options, edits.filter(|_| tools_round_trip)))
+    let decoded = request_from_wire(wire, messages_from_wire, tools);
+    if mismatched {
+        return Read::Mismatched;
+    }
+    Read::Decoded(
+        decoded
+            .ok()
+            .map(|(request, options)| (request, options, edits.filter(|_| tools_round_trip))),
+    )
 }
 
 /// The tools of a request's list, and whether the encoder writes them again as they came
@@ -123,14 +164,32 @@ pub(super) fn decode_with_memo(
     body: &[u8],
     memo: &MessageMemo,
 ) -> Option<(Request, ClientOptions, Option<Edits>)> {
+    match read_with_memo(body, memo, true) {
+        Read::Mismatched => read_with_memo(body, memo, false).decoded(),
+        read => read.decoded(),
+    }
+}
+
+/// [`decode_with_memo`], with a kept list of tools blanked in the memo's document (the same
+/// offsets) when `blank` and one is found.
+fn read_with_memo(
+    body: &[u8],
+    memo: &MessageMemo,
+    blank: bool,
+) -> Read<(Request, ClientOptions, Option<Edits>)> {
     let mut read = memo.read(body, pass_through::message_round_trips, message_from_wire);
-    // A list of tools sent before is blanked in the doc (same offsets).
-    let sent = memo.tools().sent_again(&read.doc);
+    let sent = if blank {
+        memo.tools().sent_again(&read.doc)
+    } else {
+        None
+    };
     if let Some(sent) = &sent {
         sent.blank_in(read.doc.to_mut());
     }
-    let wire: ChatRequest<&RawValue, &RawValue> =
-        crate::protocol::json_from_bytes(&read.doc).ok()?;
+    let Ok(wire) = crate::protocol::json_from_bytes::<ChatRequest<&RawValue, &RawValue>>(&read.doc)
+    else {
+        return Read::Decoded(None);
+    };
     let edits = read.edits_in_body(if pass_through::fields_round_trip(&wire) {
         pass_through::edits(&read.doc, &wire)
     } else {
@@ -149,21 +208,33 @@ pub(super) fn decode_with_memo(
         Ok(messages)
     };
     let mut tools_round_trip = true;
+    let mut mismatched = false;
     let tools = |text| match &sent {
-        Some(sent) => sent.tools(&read.doc, text, &mut tools_round_trip),
+        Some(sent) => sent
+            .tools(memo.tools(), &read.doc, text, &mut tools_round_trip)
+            .inspect_err(|_| mismatched = true),
         None => memo
             .tools()
             .tools(text, &mut tools_round_trip, decoded_tools),
     };
-    let (mut request, options) = request_from_wire(wire, from_texts, tools).ok()?;
-    let memoized = memoized?;
+    let decoded = request_from_wire(wire, from_texts, tools);
+    if mismatched {
+        return Read::Mismatched;
+    }
+    let (Ok((mut request, options)), Some(mut memoized)) = (decoded, memoized) else {
+        return Read::Decoded(None);
+    };
+    if sent.is_some() {
+        // A list blanked before the messages is in the head the conversation keeps.
+        memoized.head_from(body);
+    }
     let messages_round_trip = memoized.all_round_trip();
     request.message_facts = memo.remember(memoized, &request.messages);
-    Some((
+    Read::Decoded(Some((
         request,
         options,
         edits.filter(|_| messages_round_trip && tools_round_trip),
-    ))
+    )))
 }
 
 fn messages_from_wire(messages: Vec<ChatMessage>) -> Result<Vec<Message>, Error> {

@@ -468,7 +468,7 @@ fn a_body_is_parsed_without_the_messages_it_repeats_and_refused_if_broken_after_
 /// A list of tools sent before is found in the body and skipped as a blanked string, on the
 /// small path and the message memo's; a kept list under a nested `tools` key (in a JSON
 /// schema, before the request's own list) is not taken for the request's: the body is then
-/// decoded whole. Each decodes as decoding it whole does.
+/// read again as it came. Each decodes as decoding it whole does.
 #[test]
 fn a_list_sent_again_is_skipped_and_a_nested_tools_key_is_not_taken_for_it() {
     use super::decode::{decode_every_message, decode_with_memo, decode_with_tools_memo};
@@ -503,11 +503,14 @@ fn a_list_sent_again_is_skipped_and_a_nested_tools_key_is_not_taken_for_it() {
         (1, 1),
         "sent again: skipped"
     );
-    assert!(
-        decode_with_tools_memo(nested.as_bytes(), &memo).is_none(),
+    // The nested key is found first and blanked; the request's own list is not there, so
+    // the body is read again as it came (its list decoded and kept).
+    assert_eq!(
+        decode_with_tools_memo(nested.as_bytes(), &memo),
+        Some(whole(&nested)),
         "the nested key is not the request's"
     );
-    assert_eq!(decode(&nested), whole(&nested));
+    assert_eq!((memo.decoded(), memo.blanked()), (2, 2));
 
     let mut large = agent_request(20);
     large.truncate(large.len() - 1);
@@ -518,6 +521,41 @@ fn a_list_sent_again_is_skipped_and_a_nested_tools_key_is_not_taken_for_it() {
     let every = decode_every_message(&large).unwrap();
     assert_eq!((first, again), (every.clone(), every));
     assert_eq!((memo.tools().decoded(), memo.tools().blanked()), (1, 1));
+}
+
+/// A kept list of tools blanked before the messages (a client that writes `tools` first)
+/// is not kept in the conversation's head: the conversation's next request, which starts
+/// with the same bytes, is found by them and its repeated messages are left out.
+#[test]
+fn a_list_blanked_before_the_messages_stays_out_of_the_conversations_head() {
+    use super::decode::{decode_every_message, decode_with_memo};
+    use crate::protocol::message_memo::MessageMemo;
+
+    let kept = format!(
+        r#"[{{"type":"function","function":{{"name":"shell","description":"{}"}}}}]"#,
+        "Runs a command. ".repeat(80)
+    );
+    // `agent_request`'s body with its model named and the tools written first.
+    let body = |model: &str, turns: usize| {
+        let body = String::from_utf8(agent_request(turns)).unwrap();
+        let rest = body.strip_prefix(r#"{"model":"gpt-4o","#).unwrap();
+        format!(r#"{{"model":"{model}","tools":{kept},{rest}"#).into_bytes()
+    };
+    let memo = MessageMemo::default();
+    let decode = |body: &[u8]| {
+        let decoded = decode_with_memo(body, &memo).unwrap();
+        assert_eq!(decoded, decode_every_message(body).unwrap());
+    };
+    decode(&body("first", 20));
+    decode(&body("second", 20));
+    assert_eq!(memo.tools().blanked(), 1, "the second conversation's list");
+    let left_out = memo.left_out();
+    decode(&body("second", 21));
+    assert!(
+        memo.left_out() >= left_out + 42,
+        "{} messages left out, {left_out} before",
+        memo.left_out()
+    );
 }
 
 /// serde_json refuses a body nested more than 128 deep. A message read alone is read as
