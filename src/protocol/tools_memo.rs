@@ -87,6 +87,9 @@ impl SentAgain {
 #[derive(Default)]
 pub(crate) struct ToolsMemo {
     kept: Mutex<VecDeque<Arc<Kept>>>,
+    /// Whether a list of `BLANK_FROM` bytes or more was ever kept: until one is, a body is
+    /// not searched for one.
+    long_kept: std::sync::atomic::AtomicBool,
     /// Lists decoded rather than reused, for the tests.
     #[cfg(test)]
     decoded: std::sync::atomic::AtomicUsize,
@@ -142,6 +145,9 @@ impl ToolsMemo {
     /// tells, and the caller decodes the body as it came. `None` when no kept list is there.
     pub(crate) fn sent_again(&self, doc: &[u8]) -> Option<SentAgain> {
         const KEY: &[u8] = b"\"tools\"";
+        if !self.long_kept.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
         let at_value = |key: usize| {
             let after = doc.get(key + KEY.len()..)?;
             let colon = after.iter().position(|b| !b.is_ascii_whitespace())?;
@@ -203,6 +209,10 @@ impl ToolsMemo {
     }
 
     fn keep(&self, new: Kept) {
+        if new.text.len() >= BLANK_FROM {
+            self.long_kept
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         let mut kept = self.lock();
         kept.push_front(Arc::new(new));
         kept.truncate(KEPT);
