@@ -59,10 +59,17 @@ impl SentAgain {
         blank[blank.len() - 1] = b'"';
     }
 
+    /// `body` with the list blanked, in a copy.
+    pub(crate) fn blanked(&self, body: &[u8]) -> Vec<u8> {
+        let mut copy = body.to_vec();
+        self.blank_in(&mut copy);
+        copy
+    }
+
     /// The request's tools, given the `tools` value parsed from the blanked `doc`: the kept
     /// list when that value is the blanked string, where the list was. Anything else means
     /// the key found was not the request's own (a nested one): an error, so that the caller
-    /// decodes the body as it came.
+    /// reads the body again without blanking it.
     pub(crate) fn tools(
         &self,
         memo: &ToolsMemo,
@@ -80,6 +87,31 @@ impl SentAgain {
         memo.touch(&self.kept);
         *round_trip = self.kept.round_trips;
         Ok(self.kept.tools.clone())
+    }
+}
+
+/// What reading a body with a kept list of tools blanked in it gave.
+pub(crate) enum ReadBlanked<T> {
+    Decoded(Option<T>),
+    /// The request's own `tools` was not where the kept list was found (a nested key):
+    /// read it again without blanking.
+    Mismatched,
+}
+
+impl<T> ReadBlanked<T> {
+    /// Reads with `read`, blanking (`true`) and, after a mismatch, again without.
+    pub(crate) fn retried(read: impl Fn(bool) -> Self) -> Option<T> {
+        match read(true) {
+            Self::Mismatched => read(false).decoded(),
+            read => read.decoded(),
+        }
+    }
+
+    fn decoded(self) -> Option<T> {
+        match self {
+            Self::Decoded(decoded) => decoded,
+            Self::Mismatched => None,
+        }
     }
 }
 
@@ -142,7 +174,8 @@ impl ToolsMemo {
     /// ([`SentAgain::blank_in`]): a parser then skips a string instead of walking each token
     /// of the list to find where it ends (serde_json's `RawValue`: ~12 instructions a byte,
     /// 230k for twenty tools). The key may be a nested one: [`SentAgain::tools`] then
-    /// tells, and the caller decodes the body as it came. `None` when no kept list is there.
+    /// tells, and the caller reads the body again without blanking. `None` when no kept
+    /// list is there.
     pub(crate) fn sent_again(&self, doc: &[u8]) -> Option<SentAgain> {
         const KEY: &[u8] = b"\"tools\"";
         if !self.long_kept.load(std::sync::atomic::Ordering::Relaxed) {

@@ -15,7 +15,7 @@ use crate::model::{
 use crate::protocol::ChunkError;
 use crate::protocol::message_memo::{self, MessageMemo};
 use crate::protocol::openai_chat::decode::parse_json;
-use crate::protocol::tools_memo::ToolsMemo;
+use crate::protocol::tools_memo::{ReadBlanked, ToolsMemo};
 
 const PROTOCOL: Protocol = Protocol::Anthropic;
 
@@ -61,19 +61,47 @@ pub(super) fn decode_with_tools_memo(
     body: &[u8],
     memo: &ToolsMemo,
 ) -> Option<(Request, Option<Edits>)> {
-    let wire: MessagesRequest<WireMessage, &RawValue> =
-        crate::protocol::json_from_bytes(body).ok()?;
+    ReadBlanked::retried(|blank| read_with_tools_memo(body, memo, blank))
+}
+
+/// [`decode_with_tools_memo`], with a kept list of tools blanked in a copy of the body (the
+/// same offsets) when `blank` and one is found (see [`ToolsMemo::sent_again`]).
+fn read_with_tools_memo(
+    body: &[u8],
+    memo: &ToolsMemo,
+    blank: bool,
+) -> ReadBlanked<(Request, Option<Edits>)> {
+    let sent = blank.then(|| memo.sent_again(body)).flatten();
+    let blanked = sent.as_ref().map(|sent| sent.blanked(body));
+    let doc = blanked.as_deref().unwrap_or(body);
+    let Ok(wire) = crate::protocol::json_from_bytes::<MessagesRequest<WireMessage, &RawValue>>(doc)
+    else {
+        return ReadBlanked::Decoded(None);
+    };
     let edits = if pass_through::fields_round_trip(&wire)
         && pass_through::messages_round_trip(&wire.messages)
     {
-        pass_through::edits(body, &wire)
+        pass_through::edits(doc, &wire)
     } else {
         None
     };
     let mut tools_round_trip = true;
-    let tools = |text| memo.tools(text, &mut tools_round_trip, decoded_tools);
-    let request = request_from_wire(wire, decode_messages, tools).ok()?;
-    Some((request, edits.filter(|_| tools_round_trip)))
+    let mut mismatched = false;
+    let tools = |text| match &sent {
+        Some(sent) => sent
+            .tools(memo, doc, text, &mut tools_round_trip)
+            .inspect_err(|_| mismatched = true),
+        None => memo.tools(text, &mut tools_round_trip, decoded_tools),
+    };
+    let decoded = request_from_wire(wire, decode_messages, tools);
+    if mismatched {
+        return ReadBlanked::Mismatched;
+    }
+    ReadBlanked::Decoded(
+        decoded
+            .ok()
+            .map(|request| (request, edits.filter(|_| tools_round_trip))),
+    )
 }
 
 /// The tools of a request's list, and whether the encoder writes them again as they came
@@ -105,9 +133,26 @@ pub(super) fn decode_with_memo(
     body: &[u8],
     memo: &MessageMemo,
 ) -> Option<(Request, Option<Edits>)> {
+    ReadBlanked::retried(|blank| read_with_memo(body, memo, blank))
+}
+
+/// [`decode_with_memo`], with a kept list of tools blanked in the memo's document (the same
+/// offsets) when `blank` and one is found.
+fn read_with_memo(
+    body: &[u8],
+    memo: &MessageMemo,
+    blank: bool,
+) -> ReadBlanked<(Request, Option<Edits>)> {
     let mut read = memo.read(body, pass_through::message_round_trips, decode_message);
-    let wire: MessagesRequest<&RawValue, &RawValue> =
-        crate::protocol::json_from_bytes(&read.doc).ok()?;
+    let sent = blank.then(|| memo.tools().sent_again(&read.doc)).flatten();
+    if let Some(sent) = &sent {
+        sent.blank_in(read.doc.to_mut());
+    }
+    let Ok(wire) =
+        crate::protocol::json_from_bytes::<MessagesRequest<&RawValue, &RawValue>>(&read.doc)
+    else {
+        return ReadBlanked::Decoded(None);
+    };
     let edits = read.edits_in_body(if pass_through::fields_round_trip(&wire) {
         pass_through::edits(&read.doc, &wire)
     } else {
@@ -130,12 +175,26 @@ pub(super) fn decode_with_memo(
         Ok(messages)
     };
     let mut tools_round_trip = true;
-    let tools = |text| {
-        memo.tools()
-            .tools(text, &mut tools_round_trip, decoded_tools)
+    let mut mismatched = false;
+    let tools = |text| match &sent {
+        Some(sent) => sent
+            .tools(memo.tools(), &read.doc, text, &mut tools_round_trip)
+            .inspect_err(|_| mismatched = true),
+        None => memo
+            .tools()
+            .tools(text, &mut tools_round_trip, decoded_tools),
     };
-    let mut request = request_from_wire(wire, from_texts, tools).ok()?;
-    let memoized = memoized?;
+    let decoded = request_from_wire(wire, from_texts, tools);
+    if mismatched {
+        return ReadBlanked::Mismatched;
+    }
+    let (Ok(mut request), Some(mut memoized)) = (decoded, memoized) else {
+        return ReadBlanked::Decoded(None);
+    };
+    if sent.is_some() {
+        // A list blanked before the messages is in the head the conversation keeps.
+        memoized.head_from(body);
+    }
     // The encoder merges turns of one role that follow each other.
     let alternate = request
         .messages
@@ -143,10 +202,10 @@ pub(super) fn decode_with_memo(
         .all(|pair| pair[0].role != pair[1].role);
     let messages_round_trip = alternate && memoized.all_round_trip();
     request.message_facts = memo.remember(memoized, &request.messages);
-    Some((
+    ReadBlanked::Decoded(Some((
         request,
         edits.filter(|_| messages_round_trip && tools_round_trip),
-    ))
+    )))
 }
 
 /// The input tokens of a request, as `count_tokens` reports them (an estimate).

@@ -430,3 +430,65 @@ fn a_request_read_through_the_tools_memo_decodes_as_one_decoded_whole() {
         decode_with_tools_memo,
     );
 }
+
+/// A list of tools sent before is skipped as a blanked string on both paths, and a kept
+/// list under a nested `tools` key (a tool call's input, before the request's own list) is
+/// not taken for the request's: the body is read again as it came. Each decodes as
+/// decoding it whole does.
+#[test]
+fn a_list_sent_again_is_skipped_and_a_nested_tools_key_is_not_taken_for_it() {
+    use super::decode::{decode_every_message, decode_with_memo, decode_with_tools_memo};
+    use crate::protocol::message_memo::MessageMemo;
+    use crate::protocol::tools_memo::ToolsMemo;
+
+    // Longer than the memo's `BLANK_FROM` (a short list is walked, not looked for).
+    let kept = json!([{"name": "read", "description": "Reads a file. ".repeat(80),
+                       "input_schema": {"type": "object"}}]);
+    let other = json!([{"name": "write", "input_schema": {"type": "object"}}]);
+    let hi = json!([{"role": "user", "content": "hi"}]);
+    let nested_call = json!([
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": [
+            {"type": "tool_use", "id": "t1", "name": "read", "input": {"tools": kept}}]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "t1", "content": "ok"}]},
+    ]);
+    let body = |messages: &Value, tools: &Value| {
+        serde_json::to_vec(
+            &json!({"model": "m", "max_tokens": 10, "messages": messages, "tools": tools}),
+        )
+        .unwrap()
+    };
+    let plain = body(&hi, &kept);
+    let nested = body(&nested_call, &other);
+    let memo = ToolsMemo::default();
+    let whole = |body: &[u8]| decode_every_message(body).unwrap();
+    assert_eq!(decode_with_tools_memo(&plain, &memo), Some(whole(&plain)));
+    assert_eq!((memo.decoded(), memo.blanked()), (1, 0));
+    assert_eq!(decode_with_tools_memo(&plain, &memo), Some(whole(&plain)));
+    assert_eq!(
+        (memo.decoded(), memo.blanked()),
+        (1, 1),
+        "sent again: skipped"
+    );
+    assert_eq!(decode_with_tools_memo(&nested, &memo), Some(whole(&nested)));
+    assert_eq!(
+        (memo.decoded(), memo.blanked()),
+        (2, 2),
+        "found nested, read again"
+    );
+
+    let turns: Vec<Value> = (0..40)
+        .map(|i| {
+            let role = if i % 2 == 0 { "user" } else { "assistant" };
+            json!({"role": role, "content": format!("turn {i}: {}", "text ".repeat(200))})
+        })
+        .collect();
+    let large = body(&Value::Array(turns), &kept);
+    let memo = MessageMemo::default();
+    let first = decode_with_memo(&large, &memo).unwrap();
+    let again = decode_with_memo(&large, &memo).unwrap();
+    let every = whole(&large);
+    assert_eq!((first, again), (every.clone(), every));
+    assert_eq!((memo.tools().decoded(), memo.tools().blanked()), (1, 1));
+}

@@ -15,7 +15,7 @@ use crate::model::{
 };
 use crate::protocol::Spanned;
 use crate::protocol::message_memo::{self, MessageMemo};
-use crate::protocol::tools_memo::{SentAgain, ToolsMemo};
+use crate::protocol::tools_memo::{ReadBlanked, ToolsMemo};
 
 const PROTOCOL: Protocol = Protocol::OpenAiChat;
 
@@ -65,49 +65,22 @@ pub(super) fn decode_with_tools_memo(
     body: &[u8],
     memo: &ToolsMemo,
 ) -> Option<(Request, ClientOptions, Option<Edits>)> {
-    match read_with_tools_memo(body, memo, memo.sent_again(body)) {
-        Read::Mismatched => read_with_tools_memo(body, memo, None).decoded(),
-        read => read.decoded(),
-    }
+    ReadBlanked::retried(|blank| read_with_tools_memo(body, memo, blank))
 }
 
-/// What reading a body with a kept list of tools blanked in it gave.
-enum Read<T> {
-    Decoded(Option<T>),
-    /// The request's own `tools` was not where the kept list was found (a nested key):
-    /// read it again without blanking.
-    Mismatched,
-}
-
-impl<T> Read<T> {
-    fn decoded(self) -> Option<T> {
-        match self {
-            Read::Decoded(decoded) => decoded,
-            Read::Mismatched => None,
-        }
-    }
-}
-
-/// [`decode_with_tools_memo`], with the kept list `sent` (when there is one) blanked in a
-/// copy of the body (the same offsets).
+/// [`decode_with_tools_memo`], with a kept list of tools blanked in a copy of the body (the
+/// same offsets) when `blank` and one is found.
 fn read_with_tools_memo(
     body: &[u8],
     memo: &ToolsMemo,
-    sent: Option<SentAgain>,
-) -> Read<(Request, ClientOptions, Option<Edits>)> {
-    let blanked;
-    let doc = match &sent {
-        Some(sent) => {
-            let mut copy = body.to_vec();
-            sent.blank_in(&mut copy);
-            blanked = copy;
-            &blanked[..]
-        }
-        None => body,
-    };
+    blank: bool,
+) -> ReadBlanked<(Request, ClientOptions, Option<Edits>)> {
+    let sent = blank.then(|| memo.sent_again(body)).flatten();
+    let blanked = sent.as_ref().map(|sent| sent.blanked(body));
+    let doc = blanked.as_deref().unwrap_or(body);
     let Ok(wire) = crate::protocol::json_from_bytes::<ChatRequest<ChatMessage, &RawValue>>(doc)
     else {
-        return Read::Decoded(None);
+        return ReadBlanked::Decoded(None);
     };
     let edits = if pass_through::fields_round_trip(&wire)
         && wire.messages.iter().all(pass_through::message_round_trips)
@@ -126,9 +99,9 @@ fn read_with_tools_memo(
     };
     let decoded = request_from_wire(wire, messages_from_wire, tools);
     if mismatched {
-        return Read::Mismatched;
+        return ReadBlanked::Mismatched;
     }
-    Read::Decoded(
+    ReadBlanked::Decoded(
         decoded
             .ok()
             .map(|(request, options)| (request, options, edits.filter(|_| tools_round_trip))),
@@ -164,10 +137,7 @@ pub(super) fn decode_with_memo(
     body: &[u8],
     memo: &MessageMemo,
 ) -> Option<(Request, ClientOptions, Option<Edits>)> {
-    match read_with_memo(body, memo, true) {
-        Read::Mismatched => read_with_memo(body, memo, false).decoded(),
-        read => read.decoded(),
-    }
+    ReadBlanked::retried(|blank| read_with_memo(body, memo, blank))
 }
 
 /// [`decode_with_memo`], with a kept list of tools blanked in the memo's document (the same
@@ -176,7 +146,7 @@ fn read_with_memo(
     body: &[u8],
     memo: &MessageMemo,
     blank: bool,
-) -> Read<(Request, ClientOptions, Option<Edits>)> {
+) -> ReadBlanked<(Request, ClientOptions, Option<Edits>)> {
     let mut read = memo.read(body, pass_through::message_round_trips, message_from_wire);
     let sent = if blank {
         memo.tools().sent_again(&read.doc)
@@ -188,7 +158,7 @@ fn read_with_memo(
     }
     let Ok(wire) = crate::protocol::json_from_bytes::<ChatRequest<&RawValue, &RawValue>>(&read.doc)
     else {
-        return Read::Decoded(None);
+        return ReadBlanked::Decoded(None);
     };
     let edits = read.edits_in_body(if pass_through::fields_round_trip(&wire) {
         pass_through::edits(&read.doc, &wire)
@@ -219,10 +189,10 @@ fn read_with_memo(
     };
     let decoded = request_from_wire(wire, from_texts, tools);
     if mismatched {
-        return Read::Mismatched;
+        return ReadBlanked::Mismatched;
     }
     let (Ok((mut request, options)), Some(mut memoized)) = (decoded, memoized) else {
-        return Read::Decoded(None);
+        return ReadBlanked::Decoded(None);
     };
     if sent.is_some() {
         // A list blanked before the messages is in the head the conversation keeps.
@@ -230,7 +200,7 @@ fn read_with_memo(
     }
     let messages_round_trip = memoized.all_round_trip();
     request.message_facts = memo.remember(memoized, &request.messages);
-    Read::Decoded(Some((
+    ReadBlanked::Decoded(Some((
         request,
         options,
         edits.filter(|_| messages_round_trip && tools_round_trip),
