@@ -170,6 +170,26 @@ impl ToolsMemo {
         Ok(tools)
     }
 
+    /// The request's tools, from the `tools` value parsed from `doc`: through `sent` (a kept
+    /// list blanked in `doc`) when there is one, noting in `mismatched` that the request's
+    /// own list was not there; else through [`ToolsMemo::tools`].
+    pub(crate) fn tools_read(
+        &self,
+        sent: Option<&SentAgain>,
+        doc: &[u8],
+        text: Option<&RawValue>,
+        round_trip: &mut bool,
+        mismatched: &mut bool,
+        decode: impl FnOnce(Vec<Value>) -> Result<(Vec<Tool>, bool), Error>,
+    ) -> Result<Shared<Tool>, Error> {
+        match sent {
+            Some(sent) => sent
+                .tools(self, doc, text, round_trip)
+                .inspect_err(|_| *mismatched = true),
+            None => self.tools(text, round_trip, decode),
+        }
+    }
+
     /// A kept list sent again in `doc` as the value of a `"tools"` key, to blank there
     /// ([`SentAgain::blank_in`]): a parser then skips a string instead of walking each token
     /// of the list to find where it ends (serde_json's `RawValue`: ~12 instructions a byte,

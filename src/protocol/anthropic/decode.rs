@@ -87,11 +87,16 @@ fn read_with_tools_memo(
     };
     let mut tools_round_trip = true;
     let mut mismatched = false;
-    let tools = |text| match &sent {
-        Some(sent) => sent
-            .tools(memo, doc, text, &mut tools_round_trip)
-            .inspect_err(|_| mismatched = true),
-        None => memo.tools(text, &mut tools_round_trip, decoded_tools),
+    let tools = |text| {
+        let (round_trip, mismatched) = (&mut tools_round_trip, &mut mismatched);
+        memo.tools_read(
+            sent.as_ref(),
+            doc,
+            text,
+            round_trip,
+            mismatched,
+            decoded_tools,
+        )
     };
     let decoded = request_from_wire(wire, decode_messages, tools);
     if mismatched {
@@ -176,13 +181,17 @@ fn read_with_memo(
     };
     let mut tools_round_trip = true;
     let mut mismatched = false;
-    let tools = |text| match &sent {
-        Some(sent) => sent
-            .tools(memo.tools(), &read.doc, text, &mut tools_round_trip)
-            .inspect_err(|_| mismatched = true),
-        None => memo
-            .tools()
-            .tools(text, &mut tools_round_trip, decoded_tools),
+    let tools = |text| {
+        let (round_trip, mismatched) = (&mut tools_round_trip, &mut mismatched);
+        let doc = &read.doc;
+        memo.tools().tools_read(
+            sent.as_ref(),
+            doc,
+            text,
+            round_trip,
+            mismatched,
+            decoded_tools,
+        )
     };
     let decoded = request_from_wire(wire, from_texts, tools);
     if mismatched {
