@@ -115,6 +115,48 @@ impl<T> ReadBlanked<T> {
     }
 }
 
+/// A request's tools being read from its parsed `tools` value: as the kept list blanked in
+/// the document (`sent`), or through [`ToolsMemo::tools`]; and what the reading found.
+pub(crate) struct ToolsReading {
+    sent: Option<SentAgain>,
+    /// Whether the encoder writes the tools again as they came.
+    pub(crate) round_trip: bool,
+    /// Whether the request's own list was not where the blanked one was: the body is to be
+    /// read again without blanking ([`ReadBlanked::Mismatched`]).
+    pub(crate) mismatched: bool,
+}
+
+impl ToolsReading {
+    pub(crate) fn new(sent: Option<SentAgain>) -> Self {
+        Self {
+            sent,
+            round_trip: true,
+            mismatched: false,
+        }
+    }
+
+    /// Whether a kept list was blanked in the document.
+    pub(crate) fn blanked(&self) -> bool {
+        self.sent.is_some()
+    }
+
+    /// The tools `text` (parsed from `doc`) stands for; `decode` decodes a list not kept.
+    pub(crate) fn read(
+        &mut self,
+        memo: &ToolsMemo,
+        doc: &[u8],
+        text: Option<&RawValue>,
+        decode: impl FnOnce(Vec<Value>) -> Result<(Vec<Tool>, bool), Error>,
+    ) -> Result<Shared<Tool>, Error> {
+        match &self.sent {
+            Some(sent) => sent
+                .tools(memo, doc, text, &mut self.round_trip)
+                .inspect_err(|_| self.mismatched = true),
+            None => memo.tools(text, &mut self.round_trip, decode),
+        }
+    }
+}
+
 /// The memo of the latest lists of tools (see the module's comment).
 #[derive(Default)]
 pub(crate) struct ToolsMemo {
@@ -168,26 +210,6 @@ impl ToolsMemo {
         }
         *round_trip = round_trips;
         Ok(tools)
-    }
-
-    /// The request's tools, from the `tools` value parsed from `doc`: through `sent` (a kept
-    /// list blanked in `doc`) when there is one, noting in `mismatched` that the request's
-    /// own list was not there; else through [`ToolsMemo::tools`].
-    pub(crate) fn tools_read(
-        &self,
-        sent: Option<&SentAgain>,
-        doc: &[u8],
-        text: Option<&RawValue>,
-        round_trip: &mut bool,
-        mismatched: &mut bool,
-        decode: impl FnOnce(Vec<Value>) -> Result<(Vec<Tool>, bool), Error>,
-    ) -> Result<Shared<Tool>, Error> {
-        match sent {
-            Some(sent) => sent
-                .tools(self, doc, text, round_trip)
-                .inspect_err(|_| *mismatched = true),
-            None => self.tools(text, round_trip, decode),
-        }
     }
 
     /// A kept list sent again in `doc` as the value of a `"tools"` key, to blank there

@@ -15,7 +15,7 @@ use crate::model::{
 use crate::protocol::ChunkError;
 use crate::protocol::message_memo::{self, MessageMemo};
 use crate::protocol::openai_chat::decode::parse_json;
-use crate::protocol::tools_memo::{ReadBlanked, ToolsMemo};
+use crate::protocol::tools_memo::{ReadBlanked, ToolsMemo, ToolsReading};
 
 const PROTOCOL: Protocol = Protocol::Anthropic;
 
@@ -85,27 +85,16 @@ fn read_with_tools_memo(
     } else {
         None
     };
-    let mut tools_round_trip = true;
-    let mut mismatched = false;
-    let tools = |text| {
-        let (round_trip, mismatched) = (&mut tools_round_trip, &mut mismatched);
-        memo.tools_read(
-            sent.as_ref(),
-            doc,
-            text,
-            round_trip,
-            mismatched,
-            decoded_tools,
-        )
-    };
+    let mut reading = ToolsReading::new(sent);
+    let tools = |text| reading.read(memo, doc, text, decoded_tools);
     let decoded = request_from_wire(wire, decode_messages, tools);
-    if mismatched {
+    if reading.mismatched {
         return ReadBlanked::Mismatched;
     }
     ReadBlanked::Decoded(
         decoded
             .ok()
-            .map(|request| (request, edits.filter(|_| tools_round_trip))),
+            .map(|request| (request, edits.filter(|_| reading.round_trip))),
     )
 }
 
@@ -179,28 +168,16 @@ fn read_with_memo(
         memoized = Some(decoded);
         Ok(messages)
     };
-    let mut tools_round_trip = true;
-    let mut mismatched = false;
-    let tools = |text| {
-        let (round_trip, mismatched) = (&mut tools_round_trip, &mut mismatched);
-        let doc = &read.doc;
-        memo.tools().tools_read(
-            sent.as_ref(),
-            doc,
-            text,
-            round_trip,
-            mismatched,
-            decoded_tools,
-        )
-    };
+    let mut reading = ToolsReading::new(sent);
+    let tools = |text| reading.read(memo.tools(), &read.doc, text, decoded_tools);
     let decoded = request_from_wire(wire, from_texts, tools);
-    if mismatched {
+    if reading.mismatched {
         return ReadBlanked::Mismatched;
     }
     let (Ok(mut request), Some(mut memoized)) = (decoded, memoized) else {
         return ReadBlanked::Decoded(None);
     };
-    if sent.is_some() {
+    if reading.blanked() {
         // A list blanked before the messages is in the head the conversation keeps.
         memoized.head_from(body);
     }
@@ -213,7 +190,7 @@ fn read_with_memo(
     request.message_facts = memo.remember(memoized, &request.messages);
     ReadBlanked::Decoded(Some((
         request,
-        edits.filter(|_| messages_round_trip && tools_round_trip),
+        edits.filter(|_| messages_round_trip && reading.round_trip),
     )))
 }
 
