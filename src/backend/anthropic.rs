@@ -15,7 +15,10 @@ use crate::Error;
 use crate::model::{Event, Protocol, Request};
 use crate::protocol::ChunkError;
 use crate::protocol::anthropic::decode::decode_response_checked;
-use crate::protocol::anthropic::{DEFAULT_VERSION, EventDecoder, decode_response, encode_request};
+use crate::protocol::anthropic::{
+    DEFAULT_VERSION, EventDecoder, decode_response, encode_request, encode_request_body,
+};
+use crate::protocol::tools_out::Encoded;
 
 pub struct AnthropicWire;
 
@@ -52,6 +55,10 @@ impl Wire for AnthropicWire {
 
     fn encode(&self, request: &Request, model: &str) -> Result<Value, Error> {
         Ok(encode_request(request, model))
+    }
+
+    fn encode_body(&self, request: &Request, model: &str) -> Result<Encoded, Error> {
+        Ok(encode_request_body(request, model))
     }
 
     fn decode_body(&self, body: &[u8]) -> Result<Vec<Event>, ChunkError> {

@@ -25,6 +25,7 @@ use crate::credentials::NamedKey;
 use crate::credentials::login::{Loaded, Login, Tokens};
 use crate::error::{ErrorKind, TimeoutPhase};
 use crate::model::{Event, Protocol, Request};
+use crate::protocol::tools_out::Encoded;
 use crate::protocol::{ChunkError, StreamDecoder};
 use crate::quiet_timer::{QuietTimer, next_unless_quiet};
 
@@ -55,6 +56,11 @@ pub trait Wire: Send + Sync + 'static {
     fn models_url(&self, base_url: &str) -> String;
     /// The request body for `model`.
     fn encode(&self, request: &Request, model: &str) -> Result<Value, Error>;
+    /// [`Wire::encode`] as the body to send: a wire whose encoder keeps the text it wrote
+    /// for a shared list of tools (`protocol::tools_out`) writes that text again.
+    fn encode_body(&self, request: &Request, model: &str) -> Result<Encoded, Error> {
+        Ok(self.encode(request, model)?.into())
+    }
     /// A whole (non-streamed) response body as events.
     fn decode_body(&self, body: &[u8]) -> Result<Vec<Event>, ChunkError>;
     /// [`Wire::decode_body`], and the protocol whose clients may get `body` as it came,
@@ -117,13 +123,10 @@ pub(super) const USER_AGENT_VALUE: &str = concat!("llmux/", env!("CARGO_PKG_VERS
 const UPSTREAM_BODY_CAPACITY: usize = 16 * 1024;
 
 /// An encoded request as the body's bytes.
-fn to_body(encoded: &Value) -> Bytes {
+fn to_body(encoded: &Encoded) -> Bytes {
     // Room for a typical agent request at once, rather than a dozen regrowths (each a
     // copy of everything written so far).
-    Bytes::from(crate::protocol::json_out::to_vec(
-        encoded,
-        UPSTREAM_BODY_CAPACITY,
-    ))
+    Bytes::from(encoded.to_vec(UPSTREAM_BODY_CAPACITY))
 }
 
 /// Upper bound on how much of an error body is read.
@@ -1015,10 +1018,10 @@ impl<W: Wire> Backend for HttpBackend<W> {
             _ => None,
         };
         let body = match &setup {
-            Some(setup) => to_body(&self.wire.encode_for_login(request, model, setup)?),
+            Some(setup) => to_body(&self.wire.encode_for_login(request, model, setup)?.into()),
             None => match self.client_body(request, model) {
                 Some(body) => body,
-                None => to_body(&self.wire.encode(request, model)?),
+                None => to_body(&self.wire.encode_body(request, model)?),
             },
         };
         if let Some(tap) = tap {

@@ -13,8 +13,11 @@ use crate::Error;
 use crate::model::{Event, Protocol, Request};
 use crate::protocol::ChunkError;
 use crate::protocol::openai_chat::decode::decode_response_checked;
-use crate::protocol::openai_chat::{ChunkDecoder, decode_response, encode_request};
+use crate::protocol::openai_chat::{
+    ChunkDecoder, decode_response, encode_request, encode_request_body,
+};
 use crate::protocol::openai_responses as responses;
+use crate::protocol::tools_out::Encoded;
 
 /// The OpenAI Chat Completions wire: `POST {base}/chat/completions`, Bearer auth.
 pub struct ChatWire;
@@ -33,6 +36,10 @@ impl Wire for ChatWire {
 
     fn encode(&self, request: &Request, model: &str) -> Result<Value, Error> {
         Ok(encode_request(request, model))
+    }
+
+    fn encode_body(&self, request: &Request, model: &str) -> Result<Encoded, Error> {
+        Ok(encode_request_body(request, model))
     }
 
     fn decode_body(&self, body: &[u8]) -> Result<Vec<Event>, ChunkError> {
@@ -87,6 +94,10 @@ impl Wire for ResponsesWire {
 
     fn encode(&self, request: &Request, model: &str) -> Result<Value, Error> {
         Ok(responses::encode_request(request, model))
+    }
+
+    fn encode_body(&self, request: &Request, model: &str) -> Result<Encoded, Error> {
+        Ok(responses::encode_request_body(request, model))
     }
 
     fn decode_body(&self, body: &[u8]) -> Result<Vec<Event>, ChunkError> {

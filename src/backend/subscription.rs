@@ -26,6 +26,7 @@ use crate::config::BackendConfig;
 use crate::credentials::login::Tokens;
 use crate::model::{Event, Protocol, Request};
 use crate::protocol::ChunkError;
+use crate::protocol::tools_out::Encoded;
 
 /// What Claude Code puts first in every system prompt; Anthropic checks for it.
 pub const CLAUDE_CODE_IDENTITY: &str = "You are Claude Code, Anthropic's official CLI for Claude.";
@@ -105,43 +106,14 @@ impl Wire for CodexWire {
 
     fn encode(&self, request: &Request, model: &str) -> Result<Value, Error> {
         let mut body = ResponsesWire.encode(request, model)?;
-        if let Some(fields) = body.as_object_mut() {
-            for field in CODEX_REFUSED_FIELDS {
-                fields.remove(field);
-            }
-            fields.insert("stream".into(), Value::Bool(true));
-            fields.insert("store".into(), Value::Bool(false));
-            let blank = fields
-                .get("instructions")
-                .and_then(Value::as_str)
-                .is_none_or(|text| text.trim().is_empty());
-            if blank {
-                let hoisted = fields
-                    .get_mut("input")
-                    .and_then(Value::as_array_mut)
-                    .map(leading_system_text)
-                    .filter(|text| !text.trim().is_empty());
-                let instructions = hoisted.unwrap_or_else(|| DEFAULT_CODEX_INSTRUCTIONS.into());
-                fields.insert("instructions".into(), instructions.into());
-            }
-            // Later system messages go as developer messages, the role Codex itself sends.
-            for item in fields
-                .get_mut("input")
-                .and_then(Value::as_array_mut)
-                .into_iter()
-                .flatten()
-            {
-                if item.get("role").and_then(Value::as_str) == Some("system") {
-                    item["role"] = Value::from("developer");
-                }
-            }
-            // Reasoning is not stored server-side (store: false): ask for it encrypted so
-            // the next turn can send it back.
-            if fields.contains_key("reasoning") && !fields.contains_key("include") {
-                fields.insert("include".into(), json!(["reasoning.encrypted_content"]));
-            }
-        }
+        shape_for_chatgpt(&mut body);
         Ok(body)
+    }
+
+    fn encode_body(&self, request: &Request, model: &str) -> Result<Encoded, Error> {
+        let mut encoded = ResponsesWire.encode_body(request, model)?;
+        shape_for_chatgpt(&mut encoded.body);
+        Ok(encoded)
     }
 
     fn decode_body(&self, body: &[u8]) -> Result<Vec<Event>, ChunkError> {
@@ -206,8 +178,58 @@ fn leading_system_text(input: &mut Vec<Value>) -> String {
     texts.join("\n\n")
 }
 
+/// A Responses body as the ChatGPT back-end takes it: the fields it refuses left out, a
+/// stream, nothing stored, instructions never blank, later system messages as developer
+/// ones.
+fn shape_for_chatgpt(body: &mut Value) {
+    if let Some(fields) = body.as_object_mut() {
+        for field in CODEX_REFUSED_FIELDS {
+            fields.remove(field);
+        }
+        fields.insert("stream".into(), Value::Bool(true));
+        fields.insert("store".into(), Value::Bool(false));
+        let blank = fields
+            .get("instructions")
+            .and_then(Value::as_str)
+            .is_none_or(|text| text.trim().is_empty());
+        if blank {
+            let hoisted = fields
+                .get_mut("input")
+                .and_then(Value::as_array_mut)
+                .map(leading_system_text)
+                .filter(|text| !text.trim().is_empty());
+            let instructions = hoisted.unwrap_or_else(|| DEFAULT_CODEX_INSTRUCTIONS.into());
+            fields.insert("instructions".into(), instructions.into());
+        }
+        // Later system messages go as developer messages, the role Codex itself sends.
+        for item in fields
+            .get_mut("input")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            if item.get("role").and_then(Value::as_str) == Some("system") {
+                item["role"] = Value::from("developer");
+            }
+        }
+        // Reasoning is not stored server-side (store: false): ask for it encrypted so
+        // the next turn can send it back.
+        if fields.contains_key("reasoning") && !fields.contains_key("include") {
+            fields.insert("include".into(), json!(["reasoning.encrypted_content"]));
+        }
+    }
+}
+
 /// `anthropic-oauth`: the Messages wire with a bearer token and Claude Code's identity.
 pub struct ClaudeOAuthWire;
+
+/// Claude Code's identity as the body's first system text.
+fn put_identity(body: &mut Value) {
+    if let Some(fields) = body.as_object_mut() {
+        let system = fields.remove("system");
+        fields.insert("system".into(), system_with_identity(system));
+    }
+}
 
 impl Wire for ClaudeOAuthWire {
     type Decoder = <AnthropicWire as Wire>::Decoder;
@@ -224,11 +246,14 @@ impl Wire for ClaudeOAuthWire {
 
     fn encode(&self, request: &Request, model: &str) -> Result<Value, Error> {
         let mut body = AnthropicWire.encode(request, model)?;
-        if let Some(fields) = body.as_object_mut() {
-            let system = fields.remove("system");
-            fields.insert("system".into(), system_with_identity(system));
-        }
+        put_identity(&mut body);
         Ok(body)
+    }
+
+    fn encode_body(&self, request: &Request, model: &str) -> Result<Encoded, Error> {
+        let mut encoded = AnthropicWire.encode_body(request, model)?;
+        put_identity(&mut encoded.body);
+        Ok(encoded)
     }
 
     fn decode_body(&self, body: &[u8]) -> Result<Vec<Event>, ChunkError> {

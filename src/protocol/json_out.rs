@@ -19,6 +19,17 @@ pub fn to_vec(value: &Value, capacity: usize) -> Vec<u8> {
     out
 }
 
+/// `value` as [`to_vec`] writes it, but for the top-level member `key`, written as `text` (JSON
+/// written before) in its place, whatever value the member holds.
+pub fn to_vec_with_member(value: &Value, capacity: usize, key: &str, text: &[u8]) -> Vec<u8> {
+    let Value::Object(members) = value else {
+        return to_vec(value, capacity);
+    };
+    let mut out = Vec::with_capacity(capacity.max(text.len()));
+    write_object(&mut out, members, Some((key, text)));
+    out
+}
+
 /// Appends `value` to `out` as compact JSON text.
 pub fn write_value(out: &mut Vec<u8>, value: &Value) {
     match value {
@@ -37,19 +48,29 @@ pub fn write_value(out: &mut Vec<u8>, value: &Value) {
             }
             out.push(b']');
         }
-        Value::Object(members) => {
-            out.push(b'{');
-            for (i, (key, member)) in members.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_str(out, key);
-                out.push(b':');
-                write_value(out, member);
-            }
-            out.push(b'}');
+        Value::Object(members) => write_object(out, members, None),
+    }
+}
+
+/// `members` as a JSON object; the member named `written.0`, if any, as the text `written.1`.
+fn write_object(
+    out: &mut Vec<u8>,
+    members: &serde_json::Map<String, Value>,
+    written: Option<(&str, &[u8])>,
+) {
+    out.push(b'{');
+    for (i, (key, member)) in members.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_str(out, key);
+        out.push(b':');
+        match written {
+            Some((name, text)) if name == key => out.extend_from_slice(text),
+            _ => write_value(out, member),
         }
     }
+    out.push(b'}');
 }
 
 /// A number as serde_json writes it (itoa for integers, ryu for floats).
@@ -206,6 +227,27 @@ mod tests {
                 String::from_utf8_lossy(&to_vec(&value, 0)),
                 String::from_utf8_lossy(&expected),
                 "{value:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_member_written_before_goes_in_its_place_at_the_top_level_only() {
+        let mut rng = fastrand::Rng::with_seed(0x0007_50ab);
+        for _ in 0..2_000 {
+            let Value::Object(mut members) = random_value(&mut rng, 3) else {
+                continue;
+            };
+            let inner = json!({"tools": 1});
+            members.insert("nested".into(), inner.clone());
+            let tools = random_value(&mut rng, 2);
+            let text = serde_json::to_vec(&tools).unwrap();
+            members.insert("tools".into(), Value::Null);
+            let written = to_vec_with_member(&Value::Object(members.clone()), 0, "tools", &text);
+            members.insert("tools".into(), tools);
+            assert_eq!(
+                String::from_utf8_lossy(&written),
+                String::from_utf8_lossy(&serde_json::to_vec(&members).unwrap())
             );
         }
     }

@@ -18,6 +18,7 @@ pub(crate) mod same_shape;
 pub mod splice;
 pub mod sse;
 pub(crate) mod tools_memo;
+pub mod tools_out;
 
 use std::fmt;
 

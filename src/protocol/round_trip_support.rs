@@ -201,7 +201,8 @@ pub fn check_request_pass_through(
 /// Sends 3,000 request bodies from `generate` through `through_memo` (a protocol's
 /// `decode_with_tools_memo`, with one memo for all) and asserts that each decodes as
 /// `every` (its `decode_every_message`) decodes it, or is refused when that refuses it;
-/// that a body sent again decodes no list of tools; and that lists were reused.
+/// that a body sent again decodes no list of tools; and that lists were reused, long ones
+/// blanked.
 pub fn check_tools_memo<T: PartialEq + std::fmt::Debug>(
     generate: impl Fn(&mut fastrand::Rng) -> Vec<u8>,
     every: impl Fn(&[u8]) -> Result<T, crate::Error>,
@@ -239,5 +240,11 @@ pub fn check_tools_memo<T: PartialEq + std::fmt::Debug>(
         memo.decoded() < with_tools && with_tools > 500,
         "{} lists of tools decoded for {with_tools} requests with tools",
         memo.decoded()
+    );
+    // Long lists sent again were skipped before parsing, not only found after it.
+    assert!(
+        memo.blanked() > 50,
+        "{} lists blanked for {with_tools} requests with tools",
+        memo.blanked()
     );
 }

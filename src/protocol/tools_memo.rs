@@ -232,19 +232,18 @@ impl ToolsMemo {
                 .position(|b| !b.is_ascii_whitespace())?;
             Some(key + KEY.len() + colon + 1 + value)
         };
-        let starts: Vec<usize> = memchr::memmem::find_iter(doc, KEY)
+        // Lazily: a body of many `"tools":` keys costs no list of them.
+        let mut starts = memchr::memmem::find_iter(doc, KEY)
             .filter_map(at_value)
-            .collect();
-        if starts.is_empty() {
-            return None;
-        }
+            .peekable();
+        starts.peek()?;
         let kept: Vec<Arc<Kept>> = self
             .lock()
             .iter()
             .filter(|kept| kept.text.len() >= BLANK_FROM)
             .cloned()
             .collect();
-        let (start, found) = starts.into_iter().find_map(|start| {
+        let (start, found) = starts.find_map(|start| {
             let sent = &doc[start..];
             let found = kept.iter().find(|k| sent.starts_with(k.text.as_bytes()))?;
             Some((start, found.clone()))

@@ -9,6 +9,7 @@ use crate::model::{
     Extensions, FinishReason, ImageSource, Message, Part, Protocol, Request, Response,
     ResponseBuilder, ResponseFormat, Role, Tool, ToolChoice, Usage,
 };
+use crate::protocol::tools_out::{Encoded, ToolsOut, encoded, put_tools};
 
 const PROTOCOL: Protocol = Protocol::Anthropic;
 
@@ -22,8 +23,21 @@ fn ext_or_empty(extensions: &Extensions) -> Map<String, Value> {
         .unwrap_or_default()
 }
 
+/// The tools this encoder wrote lately (see `tools_out`).
+static TOOLS_OUT: ToolsOut = ToolsOut::new();
+
 /// Builds the upstream request body for `model`.
 pub fn encode_request(request: &Request, model: &str) -> Value {
+    encode(request, model, None).body
+}
+
+/// [`encode_request`], with the tools written as the text written for the same shared
+/// list before: the body to send.
+pub fn encode_request_body(request: &Request, model: &str) -> Encoded {
+    encode(request, model, Some(&TOOLS_OUT))
+}
+
+fn encode(request: &Request, model: &str, tools_out: Option<&ToolsOut>) -> Encoded {
     let mut body = ext_or_empty(&request.extensions);
     body.insert("model".into(), Value::from(model));
 
@@ -81,8 +95,8 @@ pub fn encode_request(request: &Request, model: &str) -> Value {
         body.insert("stop_sequences".into(), Value::from(sampling.stop.clone()));
     }
 
-    let mut tools: Vec<Value> = request.tools.iter().filter_map(encode_tool).collect();
     let mut tool_choice = encode_tool_choice(request);
+    let mut tools_text = None;
     // Anthropic has no response schema: a JSON answer is asked for as a call to a tool
     // whose input schema is the requested one (structured output turns the call back into
     // text). Thinking forbids forcing a tool, so then the tool is only offered.
@@ -92,6 +106,7 @@ pub fn encode_request(request: &Request, model: &str) -> Value {
         ..
     }) = &request.response_format
     {
+        let mut tools: Vec<Value> = request.tools.iter().filter_map(encode_tool).collect();
         tools.push(json!({
             "name": JSON_RESPONSE_TOOL,
             "description": description.clone().unwrap_or_else(|| {
@@ -104,9 +119,9 @@ pub fn encode_request(request: &Request, model: &str) -> Value {
         } else {
             json!({"type": "tool", "name": JSON_RESPONSE_TOOL})
         });
-    }
-    if !tools.is_empty() {
         body.insert("tools".into(), Value::Array(tools));
+    } else {
+        tools_text = put_tools(&mut body, &request.tools, tools_out, encode_tool);
     }
     if let Some(choice) = tool_choice {
         body.insert("tool_choice".into(), choice);
@@ -124,7 +139,7 @@ pub fn encode_request(request: &Request, model: &str) -> Value {
     } else {
         body.remove("stream");
     }
-    Value::Object(body)
+    encoded(body, tools_text)
 }
 
 /// Whether the client opted into system messages in the middle of the conversation

@@ -17,7 +17,7 @@ pub mod stream;
 pub mod types;
 
 pub use decode::{decode_request, decode_request_checked, decode_response, estimate_input_tokens};
-pub use encode::{encode_request, encode_response, error_body};
+pub use encode::{encode_request, encode_request_body, encode_response, error_body};
 pub use json_tool::JSON_RESPONSE_TOOL;
 pub use stream::{EventDecoder, EventEncoder};
 

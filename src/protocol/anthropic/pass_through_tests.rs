@@ -178,6 +178,9 @@ fn tool(rng: &mut fastrand::Rng) -> Value {
         4 => {
             json!({"name": "cached", "input_schema": {"type": "object"}, "cache_control": {"type": "ephemeral"}})
         }
+        // Over the tools memo's 1 KiB floor: a list sent again is blanked before parsing.
+        5 => json!({"name": "read", "description": "Reads a file. ".repeat(80),
+            "input_schema": {"type": "object", "properties": {"path": {"type": "string"}}}}),
         _ => json!({"name": "bash", "description": "Run a command",
             "input_schema": {"type": "object", "properties": {"command": {"type": "string"}}}}),
     }
@@ -491,4 +494,44 @@ fn a_list_sent_again_is_skipped_and_a_nested_tools_key_is_not_taken_for_it() {
     let every = whole(&large);
     assert_eq!((first, again), (every.clone(), every));
     assert_eq!((memo.tools().decoded(), memo.tools().blanked()), (1, 1));
+}
+
+/// A list blanked where it comes before the messages is not part of the conversation's head
+/// as the memo keeps it: the conversation's next request, as the client sends it, finds
+/// its earlier turns.
+#[test]
+fn a_list_blanked_before_the_messages_stays_out_of_the_conversations_head() {
+    use super::decode::{decode_every_message, decode_with_memo};
+    use crate::protocol::message_memo::MessageMemo;
+
+    let kept = json!([{"name": "read", "description": "Reads a file. ".repeat(80),
+                       "input_schema": {"type": "object"}}]);
+    let body = |model: &str, turns: usize| {
+        let turns: Vec<Value> = (0..turns)
+            .map(|i| {
+                let role = if i % 2 == 0 { "user" } else { "assistant" };
+                json!({"role": role, "content": format!("turn {i}: {}", "text ".repeat(200))})
+            })
+            .collect();
+        format!(
+            r#"{{"model":"{model}","tools":{kept},"max_tokens":10,"messages":{}}}"#,
+            Value::Array(turns)
+        )
+        .into_bytes()
+    };
+    let memo = MessageMemo::default();
+    let decode = |body: &[u8]| {
+        let decoded = decode_with_memo(body, &memo).unwrap();
+        assert_eq!(decoded, decode_every_message(body).unwrap());
+    };
+    decode(&body("first", 41));
+    decode(&body("second", 41));
+    assert_eq!(memo.tools().blanked(), 1, "the second conversation's list");
+    let left_out = memo.left_out();
+    decode(&body("second", 43));
+    assert!(
+        memo.left_out() >= left_out + 40,
+        "{} messages left out, {left_out} before",
+        memo.left_out()
+    );
 }

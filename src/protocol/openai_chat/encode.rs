@@ -9,11 +9,25 @@ use crate::model::{
     Extensions, FinishReason, Message, Part, Protocol, Request, Response, ResponseFormat, Role,
     Tool, ToolChoice, Usage,
 };
+use crate::protocol::tools_out::{Encoded, ToolsOut, encoded, put_tools};
 
 const PROTOCOL: Protocol = Protocol::OpenAiChat;
 
+/// The tools this encoder wrote lately (see `tools_out`).
+static TOOLS_OUT: ToolsOut = ToolsOut::new();
+
 /// Builds the upstream request body for `model`.
 pub fn encode_request(request: &Request, model: &str) -> Value {
+    encode(request, model, None).body
+}
+
+/// [`encode_request`], with the tools written as the text written for the same shared
+/// list before: the body to send.
+pub fn encode_request_body(request: &Request, model: &str) -> Encoded {
+    encode(request, model, Some(&TOOLS_OUT))
+}
+
+fn encode(request: &Request, model: &str, tools_out: Option<&ToolsOut>) -> Encoded {
     let mut body = Map::new();
     let ext = request.extensions.for_protocol(PROTOCOL);
     // Unknown fields go first so that every field we set below wins over them.
@@ -50,10 +64,7 @@ pub fn encode_request(request: &Request, model: &str) -> Value {
     insert_opt(&mut body, "presence_penalty", sampling.presence_penalty);
     insert_opt(&mut body, "frequency_penalty", sampling.frequency_penalty);
 
-    let tools: Vec<Value> = request.tools.iter().filter_map(encode_tool).collect();
-    if !tools.is_empty() {
-        body.insert("tools".into(), Value::Array(tools));
-    }
+    let tools = put_tools(&mut body, &request.tools, tools_out, encode_tool);
     if let Some(choice) = request.tool_choice.as_ref().and_then(encode_tool_choice) {
         body.insert("tool_choice".into(), choice);
     }
@@ -89,7 +100,7 @@ pub fn encode_request(request: &Request, model: &str) -> Value {
         body.remove("stream");
         body.remove("stream_options");
     }
-    Value::Object(body)
+    encoded(body, tools)
 }
 
 fn insert_opt<T: Into<Value>>(body: &mut Map<String, Value>, key: &str, value: Option<T>) {

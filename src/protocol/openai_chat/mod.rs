@@ -17,5 +17,5 @@ mod round_trip_tests;
 
 pub use decode::ClientOptions;
 pub use decode::{decode_request, decode_request_checked, decode_response};
-pub use encode::{encode_request, encode_response, error_body};
+pub use encode::{encode_request, encode_request_body, encode_response, error_body};
 pub use stream::{ChunkDecoder, ChunkEncoder, ChunkError};

@@ -124,6 +124,10 @@ fn tool(rng: &mut fastrand::Rng) -> Value {
         2 => json!({"type": "function", "function": {"name": "f", "parameters": null}}),
         3 => json!({"type": "function", "function": {"name": "f", "description": 7}}),
         4 => json!({"type": "function", "function": {"name": "f", "strict": true}, "cache": 1}),
+        // Over the tools memo's 1 KiB floor: a list sent again is blanked before parsing.
+        5 => json!({"type": "function", "function": {
+            "name": "read", "description": "Reads a file. ".repeat(80),
+            "parameters": {"type": "object", "properties": {"path": {"type": "string"}}}}}),
         _ => json!({"type": "function", "function": {
             "name": "shell", "description": "Run a command",
             "parameters": {"type": "object", "properties": {"command": {"type": "string"}}}}}),

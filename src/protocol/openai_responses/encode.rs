@@ -12,6 +12,7 @@ use crate::model::{
     Extensions, FinishReason, Message, Part, Protocol, Request, Response, ResponseFormat, Role,
     Tool, ToolChoice, Usage,
 };
+use crate::protocol::tools_out::{Encoded, ToolsOut, encoded, put_tools};
 
 const PROTOCOL: Protocol = Protocol::OpenAiResponses;
 
@@ -23,6 +24,19 @@ const MERGED: [&str; 4] = ["reasoning", "text", "stream", "stream_options"];
 /// Chat-only sampling fields have no Responses equivalent and are not sent: `stop`,
 /// `seed`, `presence_penalty`, `frequency_penalty` (and `top_k`).
 pub fn encode_request(request: &Request, model: &str) -> Value {
+    encode(request, model, None).body
+}
+
+/// The tools this encoder wrote lately (see `tools_out`).
+static TOOLS_OUT: ToolsOut = ToolsOut::new();
+
+/// [`encode_request`], with the tools written as the text written for the same shared
+/// list before: the body to send.
+pub fn encode_request_body(request: &Request, model: &str) -> Encoded {
+    encode(request, model, Some(&TOOLS_OUT))
+}
+
+fn encode(request: &Request, model: &str, tools_out: Option<&ToolsOut>) -> Encoded {
     let mut body = Map::new();
     let ext = request.extensions.for_protocol(PROTOCOL);
     // Unknown fields first, so every field set below wins over them.
@@ -40,10 +54,7 @@ pub fn encode_request(request: &Request, model: &str) -> Value {
     }
     body.insert("input".into(), Value::Array(encode_input(request)));
 
-    let tools: Vec<Value> = request.tools.iter().filter_map(encode_tool).collect();
-    if !tools.is_empty() {
-        body.insert("tools".into(), Value::Array(tools));
-    }
+    let tools = put_tools(&mut body, &request.tools, tools_out, encode_tool);
     if let Some(choice) = request.tool_choice.as_ref().and_then(encode_tool_choice) {
         body.insert("tool_choice".into(), choice);
     }
@@ -84,7 +95,7 @@ pub fn encode_request(request: &Request, model: &str) -> Value {
             body.insert("stream_options".into(), options.clone());
         }
     }
-    Value::Object(body)
+    encoded(body, tools)
 }
 
 fn merged_object(ext: Option<&Map<String, Value>>, key: &str) -> Map<String, Value> {

@@ -35,5 +35,5 @@ pub mod stream;
 pub mod types;
 
 pub use decode::{ClientOptions, decode_request, decode_response};
-pub use encode::{encode_request, encode_response, error_body};
+pub use encode::{encode_request, encode_request_body, encode_response, error_body};
 pub use stream::{ChunkError, EventDecoder, EventEncoder};

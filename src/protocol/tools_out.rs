@@ -1,0 +1,325 @@
+//! Tool lists as an encoder wrote them for a provider, written again as text when the same
+//! shared list comes back.
+//!
+//! An agent's request translated for another protocol (Claude Code to an OpenAI back-end)
+//! carried its twenty tools' schemas through the encoder each time: cloned into a new
+//! `Value` tree, written as JSON and dropped, ~520k of a request's 891k instructions
+//! (bench/callgrind.sh, `--kind anthropic-nonstream --extra-tools 20`). The tools memo hands
+//! a list sent again back as the list decoded the first time (`model::Shared`, one
+//! allocation), and an encoder's tools are a pure function of the list, so the text written
+//! for that list is the text to write again. A list is known by its allocation, never by
+//! its content: a stage that changes the tools gets a copy (`Arc::make_mut`), a new list,
+//! and kept lists hold their allocation, so its address is never reused while kept.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Map, Value};
+
+use super::json_out;
+use crate::model::{Shared, Tool};
+
+/// Lists kept at most, per encoder: an agent's, its sub-agents' and a few more.
+const KEPT: usize = 8;
+/// Longer texts are written each time and not kept (as the tools memo keeps no longer list).
+const LONGEST: usize = 256 << 10;
+/// Member key of the tools in every encoder's body.
+const TOOLS_KEY: &str = "tools";
+
+/// An encoder's tool lists: the last [`KEPT`] written, newest first.
+pub(crate) struct ToolsOut {
+    written: Mutex<VecDeque<Written>>,
+}
+
+/// A list and what its encoder wrote for it.
+struct Written {
+    tools: Shared<Tool>,
+    /// The JSON array, or `None` when the encoder left every tool out (another protocol's).
+    text: Option<Arc<[u8]>>,
+}
+
+impl ToolsOut {
+    pub(crate) const fn new() -> Self {
+        Self {
+            written: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// `tools` as the JSON array that `encode_tool` gives (the tools it returns `None` for
+    /// left out), or `None` when it leaves none: written once for each shared list.
+    pub(crate) fn text(
+        &self,
+        tools: &Shared<Tool>,
+        encode_tool: fn(&Tool) -> Option<Value>,
+    ) -> Option<Arc<[u8]>> {
+        if let Some(text) = self.find(tools) {
+            return text;
+        }
+        let values: Vec<Value> = tools.iter().filter_map(encode_tool).collect();
+        let text: Option<Arc<[u8]>> =
+            (!values.is_empty()).then(|| json_out::to_vec(&Value::Array(values), 0).into());
+        if text.as_ref().is_none_or(|text| text.len() <= LONGEST) {
+            self.keep(tools, text.clone());
+        }
+        text
+    }
+
+    /// The text kept for this very list, made the newest.
+    fn find(&self, tools: &Shared<Tool>) -> Option<Option<Arc<[u8]>>> {
+        let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        let at = written
+            .iter()
+            .position(|kept| Shared::same_list(&kept.tools, tools))?;
+        let found = written.remove(at)?;
+        let text = found.text.clone();
+        written.push_front(found);
+        Some(text)
+    }
+
+    fn keep(&self, tools: &Shared<Tool>, text: Option<Arc<[u8]>>) {
+        let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        written.truncate(KEPT - 1);
+        written.push_front(Written {
+            tools: tools.clone(),
+            text,
+        });
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.written.lock().unwrap().len()
+    }
+}
+
+/// A request body as an encoder built it: the JSON, and the tools' text to write in place of
+/// its `tools` member when the list was written before.
+pub struct Encoded {
+    pub body: Value,
+    tools: Option<Arc<[u8]>>,
+}
+
+impl From<Value> for Encoded {
+    fn from(body: Value) -> Self {
+        Self { body, tools: None }
+    }
+}
+
+impl Encoded {
+    /// The body as compact JSON, as `serde_json::to_vec` would write it with the tools as
+    /// values.
+    pub fn to_vec(&self, capacity: usize) -> Vec<u8> {
+        match &self.tools {
+            Some(text) => json_out::to_vec_with_member(&self.body, capacity, TOOLS_KEY, text),
+            None => json_out::to_vec(&self.body, capacity),
+        }
+    }
+}
+
+/// Puts `tools` into `body` as its `tools` member (none when the encoder leaves out every
+/// tool): as values, or, given `out`, as a placeholder whose text the returned [`Encoded`]
+/// carries. The member goes where a value would, so the bytes are the same either way.
+pub(crate) fn put_tools(
+    body: &mut Map<String, Value>,
+    tools: &Shared<Tool>,
+    out: Option<&ToolsOut>,
+    encode_tool: fn(&Tool) -> Option<Value>,
+) -> Option<Arc<[u8]>> {
+    if tools.is_empty() {
+        return None;
+    }
+    match out {
+        Some(out) => {
+            let text = out.text(tools, encode_tool)?;
+            body.insert(TOOLS_KEY.into(), Value::Null);
+            Some(text)
+        }
+        None => {
+            let values: Vec<Value> = tools.iter().filter_map(encode_tool).collect();
+            if !values.is_empty() {
+                body.insert(TOOLS_KEY.into(), Value::Array(values));
+            }
+            None
+        }
+    }
+}
+
+/// `body` with the tools' text from [`put_tools`].
+pub(crate) fn encoded(body: Map<String, Value>, tools: Option<Arc<[u8]>>) -> Encoded {
+    Encoded {
+        body: Value::Object(body),
+        tools,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::model::{Extensions, Protocol, Request};
+
+    fn function(name: &str) -> Tool {
+        Tool::Function {
+            name: name.into(),
+            description: Some(format!("{name}: \"quoted\"\nand more")),
+            parameters: Some(json!({"type": "object", "properties": {"x": {"type": "string"}}})),
+            strict: None,
+            extensions: Extensions::default(),
+        }
+    }
+
+    fn encode_tool(tool: &Tool) -> Option<Value> {
+        match tool {
+            Tool::Function {
+                name, parameters, ..
+            } => Some(json!({"name": name, "schema": parameters})),
+            Tool::Opaque { .. } => None,
+        }
+    }
+
+    fn body_with(tools: &Shared<Tool>, out: Option<&ToolsOut>) -> Vec<u8> {
+        let mut body = Map::new();
+        body.insert("model".into(), json!("m"));
+        let text = put_tools(&mut body, tools, out, encode_tool);
+        body.insert("tool_choice".into(), json!("auto"));
+        encoded(body, text).to_vec(0)
+    }
+
+    #[test]
+    fn a_kept_text_gives_the_bytes_the_values_give_in_the_same_place() {
+        let out = ToolsOut::new();
+        let tools: Shared<Tool> = vec![function("a"), function("b")].into();
+        let as_values = body_with(&tools, None);
+        assert!(
+            String::from_utf8_lossy(&as_values)
+                .starts_with(r#"{"model":"m","tools":[{"name":"a","#)
+        );
+        assert_eq!(body_with(&tools, Some(&out)), as_values, "written");
+        assert_eq!(body_with(&tools, Some(&out)), as_values, "kept");
+        assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn a_list_is_known_by_its_allocation_not_its_content() {
+        let out = ToolsOut::new();
+        let first: Shared<Tool> = vec![function("a")].into();
+        let text = out.text(&first, encode_tool).unwrap();
+        assert!(Arc::ptr_eq(
+            &out.text(&first.clone(), encode_tool).unwrap(),
+            &text
+        ));
+        // An equal list decoded apart, and the list changed by a stage, are written anew.
+        let equal: Shared<Tool> = vec![function("a")].into();
+        assert!(!Arc::ptr_eq(&out.text(&equal, encode_tool).unwrap(), &text));
+        let mut changed = first.clone();
+        changed.push(function("c"));
+        let changed_text = out.text(&changed, encode_tool).unwrap();
+        assert!(String::from_utf8_lossy(&changed_text).contains(r#""name":"c""#));
+        assert_eq!(out.text(&first, encode_tool).unwrap(), text);
+    }
+
+    #[test]
+    fn a_list_the_encoder_leaves_out_entirely_has_no_member() {
+        let out = ToolsOut::new();
+        let foreign: Shared<Tool> = vec![Tool::Opaque {
+            protocol: Protocol::Gemini,
+            value: json!({"googleSearch": {}}),
+        }]
+        .into();
+        for _ in 0..2 {
+            assert_eq!(
+                body_with(&foreign, Some(&out)),
+                br#"{"model":"m","tool_choice":"auto"}"#
+            );
+        }
+        assert_eq!(
+            body_with(&Shared::default(), Some(&out)),
+            body_with(&foreign, None)
+        );
+        assert_eq!(out.len(), 1, "the empty list is not kept");
+    }
+
+    /// Every encoder with kept tools writes, for requests decoded from either protocol with
+    /// each kind of tool, the bytes it writes with the tools as values: the first time and
+    /// when the list comes back.
+    #[test]
+    fn each_encoder_writes_the_same_body_with_its_tools_kept() {
+        use crate::protocol::{anthropic, openai_chat, openai_responses};
+
+        let anthropic_body = json!({"model": "claude", "max_tokens": 10,
+            "messages": [{"role": "user", "content": "hi"}],
+            "tools": [
+                {"name": "bash", "description": "Run \"it\"\n", "input_schema":
+                    {"type": "object", "properties": {"command": {"type": "string"}}}},
+                {"name": "cached", "input_schema": {"type": "object"},
+                    "cache_control": {"type": "ephemeral"}},
+                {"type": "web_search_20250305", "name": "web_search", "max_uses": 3}],
+            "tool_choice": {"type": "auto"}});
+        let openai_body = json!({"model": "gpt", "stream": true,
+            "messages": [{"role": "user", "content": "hi"}],
+            "tools": [
+                {"type": "function", "function": {"name": "f", "strict": true,
+                    "parameters": {"type": "object"}, "x-extra": 1}},
+                {"type": "function", "function": {"name": "g"}, "cache": 2}]});
+        let mut requests = vec![
+            anthropic::decode_request(anthropic_body.to_string().as_bytes()).unwrap(),
+            openai_chat::decode_request(openai_body.to_string().as_bytes())
+                .unwrap()
+                .0,
+        ];
+        let mut answer_as_json = requests[1].clone();
+        answer_as_json.response_format = Some(crate::model::ResponseFormat::JsonSchema {
+            name: "answer".into(),
+            description: None,
+            schema: json!({"type": "object"}),
+            strict: None,
+        });
+        requests.push(answer_as_json);
+        type Encoders = (fn(&Request, &str) -> Value, fn(&Request, &str) -> Encoded);
+        let encoders: [Encoders; 3] = [
+            (
+                openai_chat::encode_request,
+                openai_chat::encode_request_body,
+            ),
+            (anthropic::encode_request, anthropic::encode_request_body),
+            (
+                openai_responses::encode_request,
+                openai_responses::encode_request_body,
+            ),
+        ];
+        for request in &requests {
+            for (as_values, kept) in encoders {
+                let expected = serde_json::to_vec(&as_values(request, "m")).unwrap();
+                for time in ["first", "again"] {
+                    let written = kept(request, "m").to_vec(0);
+                    assert_eq!(
+                        String::from_utf8_lossy(&written),
+                        String::from_utf8_lossy(&expected),
+                        "{time}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn only_the_newest_lists_are_kept() {
+        let out = ToolsOut::new();
+        let lists: Vec<Shared<Tool>> = (0..KEPT + 2)
+            .map(|i| vec![function(&i.to_string())].into())
+            .collect();
+        let texts: Vec<_> = lists.iter().map(|l| out.text(l, encode_tool)).collect();
+        assert_eq!(out.len(), KEPT);
+        // The newest is still this text; the oldest was let go and is written anew.
+        let newest = lists.last().unwrap();
+        assert!(Arc::ptr_eq(
+            &out.text(newest, encode_tool).unwrap(),
+            texts.last().unwrap().as_ref().unwrap()
+        ));
+        assert!(!Arc::ptr_eq(
+            &out.text(&lists[0], encode_tool).unwrap(),
+            texts[0].as_ref().unwrap()
+        ));
+        assert_eq!(out.len(), KEPT);
+    }
+}
