@@ -656,7 +656,7 @@ fn responses_case(case: &Path) -> Result<usize, String> {
         check_json(
             case,
             "expected_response.json",
-            &encode_response(&folded, &options),
+            &encode_response(&folded, &options).to_value(),
         )?;
         checked += 1;
     }
@@ -667,7 +667,7 @@ fn responses_case(case: &Path) -> Result<usize, String> {
         check_json(
             case,
             "expected_from_chat_response.json",
-            &encode_response(&folded, &options),
+            &encode_response(&folded, &options).to_value(),
         )?;
         checked += 1;
     }
@@ -1362,6 +1362,6 @@ fn signed_and_redacted_thinking_reach_a_responses_client_as_reasoning_items() {
         Part::Thinking { text, signature: Some(s), .. } if text == "Let me think." && s == "EqQBCkgIARABGAIiQL"
     ));
     let folded = fold(&events).unwrap();
-    let body = encode_response(&folded, &ClientOptions::default());
+    let body = encode_response(&folded, &ClientOptions::default()).to_value();
     assert_eq!(body["output"], completed["output"]);
 }

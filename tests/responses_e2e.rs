@@ -634,3 +634,65 @@ async fn store_false_answers_are_not_kept() {
     assert_eq!(response.status(), 404);
     assert_eq!(llmux.engine.responses().len(), 0);
 }
+
+/// An agent's tools are echoed in every Response object as the values it sent: the whole
+/// answer, each Response event of a stream (whose `data:` lines stay one line when the
+/// client wrote its tools over many), and the answer fetched later; also when the same list
+/// comes again (read from the tools memo) and reaches the back-end as before.
+#[tokio::test]
+async fn the_tools_sent_are_echoed_in_every_response_object_and_stored() {
+    let fake = FakeOpenAi::start(Mode::Normal).await;
+    let llmux = start(
+        config(&fake_backend_config(&fake.base_url, ""), &[]),
+        &[("FAKE_API_KEY", "k")],
+    )
+    .await;
+    let tools = json!([
+        {"type": "function", "name": "shell", "description": "Runs \"a\"\ncommand. ".repeat(60),
+         "parameters": {"type": "object", "properties": {"cmd": {"type": "string"}}}, "strict": false},
+        {"type": "web_search"}
+    ]);
+    let pretty = |stream: bool| {
+        serde_json::to_string_pretty(
+            &json!({"model": "fake-small", "input": "Say hi.", "tools": tools, "stream": stream}),
+        )
+        .unwrap()
+    };
+    let send = |body: String| {
+        client()
+            .post(llmux.url("/v1/responses"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    for time in ["first", "again"] {
+        let whole: Value = send(pretty(false)).await.unwrap().json().await.unwrap();
+        assert_eq!(whole["tools"], tools, "{time}");
+        assert_eq!(
+            fake.last_request().body["tools"][0]["function"]["name"],
+            "shell",
+            "{time}"
+        );
+        let fetched: Value = client()
+            .get(llmux.url(&format!("/v1/responses/{}", whole["id"].as_str().unwrap())))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(fetched["tools"], tools, "{time}: stored");
+
+        let streamed = send(pretty(true)).await.unwrap().text().await.unwrap();
+        let events = events(&streamed);
+        let objects: Vec<&Value> = events.iter().filter_map(|e| e.get("response")).collect();
+        assert_eq!(
+            objects.len(),
+            3,
+            "created, in_progress, completed: {streamed}"
+        );
+        for object in objects {
+            assert_eq!(object["tools"], tools, "{time}");
+        }
+    }
+}

@@ -22,6 +22,7 @@ use crate::model::{
 use crate::protocol::anthropic::{
     EventEncoder, decode_request, decode_request_checked, encode_response, estimate_input_tokens,
 };
+use crate::protocol::tools_out::Encoded;
 
 const PROTOCOL: Protocol = Protocol::Anthropic;
 
@@ -113,8 +114,8 @@ impl Frontend for Messages {
         EventEncoder::new(*estimated_input)
     }
 
-    fn body(response: &ModelResponse, estimated_input: &u64) -> Value {
-        encode_response(response, *estimated_input)
+    fn body(response: &ModelResponse, estimated_input: &u64) -> Encoded {
+        encode_response(response, *estimated_input).into()
     }
 }
 

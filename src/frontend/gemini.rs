@@ -26,6 +26,7 @@ use crate::protocol::gemini::{
     ChunkEncoder, StreamFormat, decode_count_tokens_request, decode_request,
     encode_count_tokens_response, encode_response,
 };
+use crate::protocol::tools_out::Encoded;
 
 const PROTOCOL: Protocol = Protocol::Gemini;
 
@@ -159,8 +160,8 @@ impl Frontend for Gemini {
         ChunkEncoder::new(*format)
     }
 
-    fn body(response: &ModelResponse, _format: &StreamFormat) -> Value {
-        encode_response(response)
+    fn body(response: &ModelResponse, _format: &StreamFormat) -> Encoded {
+        encode_response(response).into()
     }
 
     /// Google's HTTP status for its status name (Anthropic's 529 becomes 503 `UNAVAILABLE`,

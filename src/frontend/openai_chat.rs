@@ -18,6 +18,7 @@ use crate::model::{
 use crate::protocol::openai_chat::{
     ChunkEncoder, ClientOptions, decode_request_checked, encode_response,
 };
+use crate::protocol::tools_out::Encoded;
 
 const PROTOCOL: Protocol = Protocol::OpenAiChat;
 
@@ -54,8 +55,8 @@ impl Frontend for OpenAiChat {
         ChunkEncoder::new(options.include_usage)
     }
 
-    fn body(response: &ModelResponse, _options: &ClientOptions) -> serde_json::Value {
-        encode_response(response)
+    fn body(response: &ModelResponse, _options: &ClientOptions) -> Encoded {
+        encode_response(response).into()
     }
 }
 

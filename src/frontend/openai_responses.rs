@@ -19,10 +19,12 @@ use super::serve::{self, Frontend};
 use crate::Error;
 use crate::engine::Engine;
 use crate::model::{Event, Protocol, Request as ModelRequest};
+use crate::pipeline::AnswerEcho;
 use crate::pipeline::RequestContext;
 use crate::protocol::openai_responses::{
     ClientOptions, EventEncoder, decode_request, encode_response,
 };
+use crate::protocol::tools_out::Encoded;
 
 const PROTOCOL: Protocol = Protocol::OpenAiResponses;
 
@@ -72,14 +74,17 @@ impl Frontend for Responses {
     }
 
     fn annotate(ctx: &mut RequestContext, options: &Options) {
-        ctx.answer_echo = Some(std::sync::Arc::new(options.client.echo.clone()));
+        ctx.answer_echo = Some(std::sync::Arc::new(AnswerEcho {
+            fields: options.client.echo.clone(),
+            tools: options.client.tools.clone(),
+        }));
     }
 
     fn stream_encoder(options: &Options) -> EventEncoder {
         EventEncoder::new(options.client.clone())
     }
 
-    fn body(response: &crate::model::Response, options: &Options) -> serde_json::Value {
+    fn body(response: &crate::model::Response, options: &Options) -> Encoded {
         encode_response(response, &options.client)
     }
 }
@@ -87,8 +92,11 @@ impl Frontend for Responses {
 async fn retrieve(State(engine): State<Engine>, Path(id): Path<String>) -> Response {
     match engine.responses().fetch(&id).await {
         Some(stored) => {
-            let options = ClientOptions { echo: stored.echo };
-            Json(encode_response(&stored.response, &options)).into_response()
+            let options = ClientOptions {
+                echo: stored.echo,
+                tools: None,
+            };
+            serve::json_answer(&encode_response(&stored.response, &options))
         }
         None => not_stored(&id),
     }

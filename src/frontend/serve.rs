@@ -8,7 +8,6 @@
 //! at any step answer in the client's protocol; the engine logs and records every request
 //! once (the pipeline's `on_complete` phase), however it ends.
 
-use axum::Json;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -21,6 +20,7 @@ use crate::Error;
 use crate::engine::Engine;
 use crate::model::{Protocol, Request, Response as ModelResponse, VerbatimSlot};
 use crate::pipeline::RequestContext;
+use crate::protocol::tools_out::Encoded;
 
 /// A client protocol's part of a generate call.
 pub trait Frontend {
@@ -53,7 +53,7 @@ pub trait Frontend {
     fn stream_encoder(options: &Self::Options) -> Self::Encoder;
 
     /// The whole answer as this protocol's JSON body.
-    fn body(response: &ModelResponse, options: &Self::Options) -> serde_json::Value;
+    fn body(response: &ModelResponse, options: &Self::Options) -> Encoded;
 
     /// An error as this protocol's answer.
     fn error(err: &Error) -> Response {
@@ -118,9 +118,16 @@ async fn whole_answer<F: Frontend>(
         return ([(axum::http::header::CONTENT_TYPE, json)], body).into_response();
     }
     match fold_answer(answer) {
-        Ok(folded) => Json(F::body(&folded, options)).into_response(),
+        Ok(folded) => json_answer(&F::body(&folded, options)),
         Err(err) => F::error(&err),
     }
+}
+
+/// A JSON body as the answer, written by `json_out` (serde_json's bytes, for less work).
+pub(super) fn json_answer(body: &Encoded) -> Response {
+    let json = axum::http::HeaderValue::from_static("application/json");
+    let bytes = bytes::Bytes::from(body.to_vec(1024));
+    ([(axum::http::header::CONTENT_TYPE, json)], bytes).into_response()
 }
 
 /// Ends a request that failed before the engine took it, and answers with its error.

@@ -94,7 +94,7 @@ pub struct RequestContext {
     pub recorder: Option<Arc<crate::capture::store::Recorder>>,
     /// Request parameters the client's protocol repeats in a stored answer (the Responses
     /// API's `instructions`, `tools`, `store`, ...), set by its front-end.
-    pub answer_echo: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
+    pub answer_echo: Option<Arc<AnswerEcho>>,
     /// Every call to a back-end made for this request, in order, and what stages did.
     pub trail: Trail,
     /// The failover route the request asked for, if it did.
@@ -216,6 +216,28 @@ pub trait EventFilter: Send {
 
 /// What of a request a stage looks at beyond its model and headers, so a request that no
 /// stage reads in full can take a faster path.
+/// Request parameters a stored answer repeats: members as values, and the tools as the JSON
+/// text the front-end kept (an agent's tools, not parsed unless the answer is stored), for
+/// which `fields` holds a null in their place.
+#[derive(Debug, Clone, Default)]
+pub struct AnswerEcho {
+    pub fields: serde_json::Map<String, serde_json::Value>,
+    pub tools: Option<Arc<str>>,
+}
+
+impl AnswerEcho {
+    /// The members, the tools read from their text.
+    pub fn to_map(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut fields = self.fields.clone();
+        if let Some(text) = &self.tools
+            && let Some(slot) = fields.get_mut("tools")
+        {
+            *slot = serde_json::from_str(text).unwrap_or(serde_json::Value::Null);
+        }
+        fields
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Reads {
     /// The request's messages (read or changed).

@@ -122,7 +122,7 @@ struct Keep {
     // it) still holds the lists then.
     system: Shared<Part>,
     messages: Shared<Message>,
-    echo: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
+    echo: Option<Arc<super::AnswerEcho>>,
 }
 
 /// A fresh `resp_` id for answers from back-ends that do not speak Responses.
@@ -162,7 +162,11 @@ impl EventFilter for StoreAnswer {
             system: keep.system.into_vec(),
             messages: keep.messages.into_vec(),
             response,
-            echo: keep.echo.as_deref().cloned().unwrap_or_default(),
+            echo: keep
+                .echo
+                .as_deref()
+                .map(super::AnswerEcho::to_map)
+                .unwrap_or_default(),
         };
         keep.store.put(&id, stored);
     }

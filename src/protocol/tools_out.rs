@@ -105,6 +105,14 @@ impl From<Value> for Encoded {
 }
 
 impl Encoded {
+    /// The body as a value, the tools' text read back (for tests and tools that inspect it).
+    pub fn to_value(&self) -> Value {
+        match &self.tools {
+            Some(_) => serde_json::from_slice(&self.to_vec(0)).unwrap_or(Value::Null),
+            None => self.body.clone(),
+        }
+    }
+
     /// The body as compact JSON, as `serde_json::to_vec` would write it with the tools as
     /// values.
     pub fn to_vec(&self, capacity: usize) -> Vec<u8> {

@@ -19,7 +19,10 @@
 //! A Response object (non-streaming upstream answer) decodes into the same events a
 //! stream gives, through the shared `ItemEvents` helper.
 
+use std::sync::{Arc, LazyLock};
+
 use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::types::{
@@ -29,10 +32,12 @@ use super::types::{
 use crate::Error;
 use crate::model::{
     Event, Extensions, FinishReason, ImageSource, Message, Part, Protocol, Reasoning,
-    ReasoningEffort, Request, ResponseFormat, Role, Sampling, Tool, ToolChoice, Usage,
+    ReasoningEffort, Request, ResponseFormat, Role, Sampling, Shared, Tool, ToolChoice, Usage,
 };
+use crate::protocol::json_out;
 use crate::protocol::openai_chat::ChunkError;
 use crate::protocol::openai_chat::decode::parse_json;
+use crate::protocol::tools_memo::ToolsMemo;
 
 const PROTOCOL: Protocol = Protocol::OpenAiResponses;
 
@@ -60,17 +65,74 @@ const ECHOED: [&str; 9] = [
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ClientOptions {
     /// Request parameters a Response object echoes (`instructions`, `tools`, `tool_choice`,
-    /// `reasoning`, `text`, `store`, `metadata`, ...), as the client sent them.
+    /// `reasoning`, `text`, `store`, `metadata`, ...), as the client sent them; `tools` is
+    /// a placeholder (null) for [`ClientOptions::tools`].
     pub echo: Map<String, Value>,
+    /// The tools as JSON text, echoed where `echo` holds their place: an agent's tools are
+    /// most of its request, and are written back without being parsed or copied.
+    pub tools: Option<Arc<str>>,
 }
+
+/// The latest lists of tools of Responses requests (see `tools_memo`): Codex sends its
+/// tools with every request.
+static TOOLS_MEMO: LazyLock<ToolsMemo> = LazyLock::new(ToolsMemo::default);
 
 /// Parses a request body. Errors name the offending field (`input[2].call_id`).
 pub fn decode_request(body: &[u8]) -> Result<(Request, ClientOptions), Error> {
-    let wire: ResponsesRequest = parse_json(body)?;
-    request_from_wire(wire)
+    // The memo's path gives `None` only for a request with something wrong, which reading
+    // the tools as values then names.
+    decode_with_tools_memo(body, &TOOLS_MEMO).map_or_else(|| decode_tools_as_values(body), Ok)
 }
 
-fn echo_fields(wire: &ResponsesRequest) -> Map<String, Value> {
+/// [`decode_request`] with the tools read through `memo`: a list sent before is the one
+/// decoded then, and its text is what the Response object echoes. `None` for a request
+/// with anything wrong.
+pub(super) fn decode_with_tools_memo(
+    body: &[u8],
+    memo: &ToolsMemo,
+) -> Option<(Request, ClientOptions)> {
+    let wire: ResponsesRequest<&RawValue> = crate::protocol::json_from_bytes(body).ok()?;
+    let echoed = wire.tools.map(echoed_text);
+    let tools = |text: Option<&RawValue>| {
+        // Nothing of this protocol goes out as it came: no round trip to learn.
+        memo.tools(text, &mut false, |list| Ok((tools_of(list)?, false)))
+    };
+    request_from_wire(wire, tools, echoed).ok()
+}
+
+/// [`decode_request`], every tool decoded from its value.
+pub(super) fn decode_tools_as_values(body: &[u8]) -> Result<(Request, ClientOptions), Error> {
+    let wire: ResponsesRequest = parse_json(body)?;
+    let echoed = wire
+        .tools
+        .as_ref()
+        .map(|list| json_out::to_vec(&Value::Array(list.clone()), 0))
+        .map(|text| String::from_utf8_lossy(&text).into());
+    let tools = |list: Option<Vec<Value>>| tools_of(list.unwrap_or_default()).map(Shared::new);
+    request_from_wire(wire, tools, echoed)
+}
+
+/// A list of tools' text as the Response object echoes it: as the client wrote it, unless it
+/// spans lines (an SSE `data:` line cannot), then written again compactly.
+fn echoed_text(text: &RawValue) -> Arc<str> {
+    let text = text.get();
+    if !text.contains(['\n', '\r']) {
+        return text.into();
+    }
+    match serde_json::from_str::<Value>(text) {
+        Ok(value) => String::from_utf8_lossy(&json_out::to_vec(&value, text.len())).into(),
+        Err(_) => text.replace(['\n', '\r'], " ").into(),
+    }
+}
+
+fn tools_of(list: Vec<Value>) -> Result<Vec<Tool>, Error> {
+    list.into_iter()
+        .enumerate()
+        .map(|(i, t)| tool_from_wire(t, &|| format!("tools[{i}]")))
+        .collect()
+}
+
+fn echo_fields<T>(wire: &ResponsesRequest<T>, tools: bool) -> Map<String, Value> {
     let mut echo = Map::new();
     let mut put = |key: &str, value: Option<Value>| {
         if let Some(value) = value {
@@ -103,7 +165,8 @@ fn echo_fields(wire: &ResponsesRequest) -> Map<String, Value> {
             .and_then(|t| serde_json::to_value(t).ok()),
     );
     put("tool_choice", wire.tool_choice.clone());
-    put("tools", wire.tools.clone().map(Value::Array));
+    // In its place, its text written there (`ClientOptions::tools`).
+    put("tools", tools.then_some(Value::Null));
     put("top_p", wire.top_p.map(Value::from));
     put("user", wire.user.clone().map(Value::from));
     for key in ECHOED {
@@ -112,9 +175,16 @@ fn echo_fields(wire: &ResponsesRequest) -> Map<String, Value> {
     echo
 }
 
-fn request_from_wire(wire: ResponsesRequest) -> Result<(Request, ClientOptions), Error> {
+/// The request of `wire`, whose tools `read_tools` gives, and what the answer echoes: the
+/// tools as `echoed_tools`.
+fn request_from_wire<T>(
+    wire: ResponsesRequest<T>,
+    read_tools: impl FnOnce(Option<T>) -> Result<Shared<Tool>, Error>,
+    echoed_tools: Option<Arc<str>>,
+) -> Result<(Request, ClientOptions), Error> {
     let options = ClientOptions {
-        echo: echo_fields(&wire),
+        echo: echo_fields(&wire, echoed_tools.is_some()),
+        tools: echoed_tools,
     };
     let ResponsesRequest {
         model,
@@ -163,12 +233,7 @@ fn request_from_wire(wire: ResponsesRequest) -> Result<(Request, ClientOptions),
         None => {}
     }
 
-    let tools = tools
-        .unwrap_or_default()
-        .into_iter()
-        .enumerate()
-        .map(|(i, t)| tool_from_wire(t, &|| format!("tools[{i}]")))
-        .collect::<Result<Vec<_>, _>>()?;
+    let tools = read_tools(tools)?;
     let tool_choice = tool_choice.map(tool_choice_from_wire).transpose()?;
 
     // An effort the model does not know (a newer one) and `summary` stay for this protocol.
@@ -232,7 +297,7 @@ fn request_from_wire(wire: ResponsesRequest) -> Result<(Request, ClientOptions),
 
     let mut request = Request::new(model, items.messages);
     request.system = system.into();
-    request.tools = tools.into();
+    request.tools = tools;
     request.tool_choice = tool_choice;
     request.parallel_tool_calls = parallel_tool_calls;
     request.sampling = Sampling {
@@ -990,6 +1055,63 @@ mod tests {
 
     fn decode(body: serde_json::Value) -> Result<Request, Error> {
         decode_request(body.to_string().as_bytes()).map(|(r, _)| r)
+    }
+
+    /// Read through the tools memo, a request decodes as reading its tools as values does,
+    /// its echoed tools are the same values, and one sent again decodes no list; a request
+    /// the memo's path refuses is one the other refuses.
+    #[test]
+    fn a_request_read_through_the_tools_memo_decodes_as_with_its_tools_as_values() {
+        let function = serde_json::json!({"type": "function", "name": "f",
+            "description": "Runs é \"it\"", "parameters": {"type": "object"}, "x": 1.50});
+        let lists = [
+            serde_json::json!(null),
+            serde_json::json!([]),
+            serde_json::json!([function]),
+            serde_json::json!([function, {"type": "web_search", "filters": {"a": [1, 2]}}]),
+            serde_json::json!([{"type": "function", "name": "g", "strict": true}]),
+            serde_json::json!(5),
+            serde_json::json!([{"type": "function"}]),
+            serde_json::json!([function, 7]),
+        ];
+        let memo = ToolsMemo::default();
+        let (mut decoded, mut refused) = (0, 0);
+        for list in lists {
+            let body = serde_json::json!({"model": "m", "input": "hi", "tools": list});
+            for text in [
+                body.to_string(),
+                serde_json::to_string_pretty(&body).unwrap(),
+            ] {
+                let values = decode_tools_as_values(text.as_bytes());
+                let Ok((request, options)) = values else {
+                    assert!(
+                        decode_with_tools_memo(text.as_bytes(), &memo).is_none(),
+                        "{text}"
+                    );
+                    refused += 1;
+                    continue;
+                };
+                decoded += 1;
+                let echoed = |options: &ClientOptions| {
+                    options.tools.as_deref().map(|text| {
+                        assert!(!text.contains('\n'), "{text}");
+                        serde_json::from_str::<Value>(text).unwrap()
+                    })
+                };
+                for time in ["first", "again"] {
+                    let lists_decoded = memo.decoded();
+                    let (through_memo, memo_options) =
+                        decode_with_tools_memo(text.as_bytes(), &memo).unwrap();
+                    assert_eq!(through_memo, request, "{time}: {text}");
+                    assert_eq!(memo_options.echo, options.echo, "{time}: {text}");
+                    assert_eq!(echoed(&memo_options), echoed(&options), "{time}: {text}");
+                    if time == "again" {
+                        assert_eq!(memo.decoded(), lists_decoded, "{text}");
+                    }
+                }
+            }
+        }
+        assert_eq!((decoded, refused), (10, 6));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! the Response object for a Responses client that did not stream.
 
 use std::borrow::Borrow;
+use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
@@ -563,12 +564,24 @@ pub(crate) struct Snapshot<'a> {
     pub usage: Option<Value>,
     /// The client's echoed request parameters.
     pub echo: &'a Map<String, Value>,
+    /// The client's tools as text, written where `echo` holds their place.
+    pub tools: Option<&'a Arc<str>>,
     /// The upstream Response's own fields, when the upstream speaks this protocol.
     pub top: &'a Map<String, Value>,
 }
 
 impl Snapshot<'_> {
-    pub(crate) fn into_value(self) -> Value {
+    /// The Response object, with the client's tools as their text (unless the upstream's
+    /// own `tools` replaced them).
+    pub(crate) fn into_encoded(self) -> Encoded {
+        let tools = self
+            .tools
+            .filter(|_| !self.top.contains_key("tools"))
+            .map(|text| Arc::<[u8]>::from(Arc::clone(text)));
+        encoded(self.into_members(), tools)
+    }
+
+    fn into_members(self) -> Map<String, Value> {
         let mut obj = Map::new();
         obj.insert("id".into(), Value::from(self.id));
         obj.insert("object".into(), Value::from("response"));
@@ -593,7 +606,7 @@ impl Snapshot<'_> {
         if let Some(reason) = self.incomplete_reason {
             obj.insert("incomplete_details".into(), json!({ "reason": reason }));
         }
-        Value::Object(obj)
+        obj
     }
 }
 
@@ -772,7 +785,7 @@ fn derive_items(parts: &[Part]) -> Vec<Derived> {
 }
 
 /// Builds a non-streaming Response object for a client of this protocol.
-pub fn encode_response(response: &Response, options: &ClientOptions) -> Value {
+pub fn encode_response(response: &Response, options: &ClientOptions) -> Encoded {
     let id = response_id(&response.id);
     let mut layout = Layout::default();
     for ext in &response.extensions {
@@ -865,9 +878,10 @@ pub fn encode_response(response: &Response, options: &ClientOptions) -> Value {
                 .unwrap_or_else(|| usage(&Usage::default())),
         ),
         echo: &options.echo,
+        tools: options.tools.as_ref(),
         top: &layout.top,
     }
-    .into_value()
+    .into_encoded()
 }
 
 /// The error body Responses clients expect: the same envelope as Chat,

@@ -21,6 +21,8 @@
 //! holds the code Codex reads (`rate_limit_exceeded`, `context_length_exceeded`, ...); a
 //! stream that just stops is reported the same way, never as a completed response.
 
+use std::sync::Arc;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -38,6 +40,7 @@ use crate::Error;
 use crate::model::{Event, FinishReason, Protocol, Usage};
 use crate::protocol::openai_chat::stream::unix_now;
 use crate::protocol::sse::{named_frame, push_json_string, push_u64};
+use crate::protocol::tools_out::Encoded;
 
 pub use crate::protocol::openai_chat::ChunkError;
 
@@ -779,6 +782,8 @@ impl Call {
 #[derive(Debug)]
 pub struct EventEncoder {
     echo: Map<String, Value>,
+    /// The client's tools as text, echoed in the Response objects.
+    tools: Option<Arc<str>>,
     sequence: u64,
     started: bool,
     id: String,
@@ -808,6 +813,7 @@ impl EventEncoder {
     pub fn new(options: super::ClientOptions) -> Self {
         Self {
             echo: options.echo,
+            tools: options.tools,
             sequence: 0,
             started: false,
             id: String::new(),
@@ -846,7 +852,26 @@ impl EventEncoder {
         out.push(delta.frame());
     }
 
-    fn snapshot(&self, status: &str, reason: Option<&str>, error: Option<Value>) -> Value {
+    /// A Response object's event (`response.created`, `.completed`, ...): `{"type",
+    /// "sequence_number", "response"}`, as [`Self::frame`] writes it, with the Response
+    /// object's tools written as their text.
+    fn response_frame(&mut self, kind: &str, response: &Encoded, out: &mut Vec<Bytes>) {
+        let response = response.to_vec(0);
+        let mut buf = BytesMut::with_capacity(kind.len() * 2 + response.len() + 64);
+        buf.put_slice(b"event: ");
+        buf.put_slice(kind.as_bytes());
+        buf.put_slice(b"\ndata: {\"type\":");
+        push_json_string(&mut buf, kind);
+        buf.put_slice(b",\"sequence_number\":");
+        push_u64(&mut buf, self.sequence);
+        buf.put_slice(b",\"response\":");
+        buf.put_slice(&response);
+        buf.put_slice(b"}\n\n");
+        self.sequence += 1;
+        out.push(buf.freeze());
+    }
+
+    fn snapshot(&self, status: &str, reason: Option<&str>, error: Option<Value>) -> Encoded {
         let usage = match status {
             // No usage while running; a finished response always has one.
             "in_progress" => None,
@@ -863,9 +888,10 @@ impl EventEncoder {
             output: self.output.iter().flatten().cloned().collect(),
             usage,
             echo: &self.echo,
+            tools: self.tools.as_ref(),
             top: &self.top,
         }
-        .into_value()
+        .into_encoded()
     }
 
     fn start(&mut self, out: &mut Vec<Bytes>) {
@@ -878,12 +904,8 @@ impl EventEncoder {
             self.created_at = unix_now();
         }
         let response = self.snapshot("in_progress", None, None);
-        self.frame(
-            "response.created",
-            json!({ "response": response.clone() }),
-            out,
-        );
-        self.frame("response.in_progress", json!({ "response": response }), out);
+        self.response_frame("response.created", &response, out);
+        self.response_frame("response.in_progress", &response, out);
     }
 
     /// Takes the pending same-protocol fields if they are for an item of `kind`.
@@ -1628,7 +1650,7 @@ impl EventEncoder {
             None,
             Some(json!({"code": code, "message": message})),
         );
-        self.frame("response.failed", json!({ "response": response }), out);
+        self.response_frame("response.failed", &response, out);
     }
 
     /// Ends the stream with its terminal event: `response.completed` (or
@@ -1652,7 +1674,7 @@ impl EventEncoder {
         } else {
             "response.completed"
         };
-        self.frame(kind, json!({ "response": response }), out);
+        self.response_frame(kind, &response, out);
     }
 }
 

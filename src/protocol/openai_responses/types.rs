@@ -14,17 +14,19 @@ use crate::protocol::{TextOrList, text_or_list};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-/// `POST /v1/responses` request body.
+/// `POST /v1/responses` request body. `T` is how the tools are read: as values, or as the
+/// list's text (`&RawValue`) for the tools memo.
 #[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct ResponsesRequest {
+pub struct ResponsesRequest<T = Vec<Value>> {
     pub model: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input: Option<Content>,
     /// A string; kept as `Value` because the Response object also allows a list here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instructions: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tools: Option<Vec<Value>>,
+    /// Absent is `None` without `default`, which would ask `T` to have a default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tools: Option<T>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_choice: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
