@@ -157,6 +157,15 @@ impl ToolsReading {
     }
 }
 
+/// The list whose JSON text is `text`, read one level deep, as it sits in a body (the
+/// request's object around it), so serde_json's nesting limit refuses what it refused there.
+pub(crate) fn nested_in_list<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Error> {
+    let nested = format!("[{text}]");
+    let (list,): (T,) = crate::protocol::json_from_bytes(nested.as_bytes())
+        .map_err(|err| Error::invalid_field("tools", err.to_string()))?;
+    Ok(list)
+}
+
 /// The memo of the latest lists of tools (see the module's comment).
 #[derive(Default)]
 pub(crate) struct ToolsMemo {
@@ -184,6 +193,17 @@ impl ToolsMemo {
         round_trip: &mut bool,
         decode: impl FnOnce(Vec<Value>) -> Result<(Vec<Tool>, bool), Error>,
     ) -> Result<Shared<Tool>, Error> {
+        self.tools_of_text(text, round_trip, |text| decode(nested_in_list(text)?))
+    }
+
+    /// [`ToolsMemo::tools`] for a protocol whose tools are read from their text by `decode`
+    /// (its own wire types: their parser, not a `Value`'s, says what is refused).
+    pub(crate) fn tools_of_text(
+        &self,
+        text: Option<&RawValue>,
+        round_trip: &mut bool,
+        decode: impl FnOnce(&str) -> Result<(Vec<Tool>, bool), Error>,
+    ) -> Result<Shared<Tool>, Error> {
         let Some(text) = text.map(RawValue::get) else {
             return Ok(Shared::default());
         };
@@ -194,12 +214,7 @@ impl ToolsMemo {
         #[cfg(test)]
         self.decoded
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        // Read one level deep, as it sits in the body (the request's object around it), so
-        // serde_json's nesting limit refuses what it refused there.
-        let nested = format!("[{text}]");
-        let (list,): (Vec<Value>,) = crate::protocol::json_from_bytes(nested.as_bytes())
-            .map_err(|err| Error::invalid_field("tools", err.to_string()))?;
-        let (tools, round_trips) = decode(list)?;
+        let (tools, round_trips) = decode(text)?;
         let tools = Shared::new(tools);
         if text.len() <= LONGEST {
             self.keep(Kept {

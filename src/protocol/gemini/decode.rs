@@ -23,6 +23,9 @@
 //! - Calls in a *response* get `gemini_call_<responseId>_<k>` (see `stream.rs`); encoders
 //!   recognise the prefix and never send such ids to a Gemini client.
 
+use std::sync::LazyLock;
+
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::PROTOCOL;
@@ -37,10 +40,11 @@ use super::types::{
 use crate::Error;
 use crate::model::{
     Event, Extensions, ImageSource, Message, Part, Reasoning, Request, ResponseFormat, Role,
-    Sampling, Tool, ToolChoice,
+    Sampling, Shared, Tool, ToolChoice,
 };
 use crate::protocol::openai_chat::ChunkError;
 use crate::protocol::openai_chat::decode::parse_json;
+use crate::protocol::tools_memo::{ToolsMemo, nested_in_list};
 
 /// Prefix of every function-call id llmux makes up for Gemini calls that have none.
 pub const SYNTHETIC_ID_PREFIX: &str = "gemini_call_";
@@ -57,21 +61,56 @@ pub(crate) const RESPONSE_KEY_HINT: &str = "response";
 /// `{model}`, with or without `models/`). `stream` is left false: the endpoint, not the
 /// body, says whether the client streams.
 pub fn decode_request(body: &[u8], model: &str) -> Result<Request, Error> {
+    // The memo's path gives `None` only for a request with something wrong, which reading
+    // the tools whole then names.
+    decode_with_tools_memo(body, model, &TOOLS_MEMO)
+        .map_or_else(|| decode_tools_whole(body, model), Ok)
+}
+
+/// The latest lists of tools of Gemini requests (see `tools_memo`): Gemini CLI sends its
+/// tools with every request.
+static TOOLS_MEMO: LazyLock<ToolsMemo> = LazyLock::new(ToolsMemo::default);
+
+/// [`decode_request`] with the tools read through `memo`: a list sent before is the one
+/// decoded then. `None` for a request with anything wrong.
+pub(super) fn decode_with_tools_memo(
+    body: &[u8],
+    model: &str,
+    memo: &ToolsMemo,
+) -> Option<Request> {
+    let wire: GenerateContentRequest<&RawValue> = crate::protocol::json_from_bytes(body).ok()?;
+    let tools = |text: Option<&RawValue>| {
+        // Nothing of this protocol goes out as it came: no round trip to learn.
+        memo.tools_of_text(text, &mut false, |text| {
+            Ok((tools_from_wire(nested_in_list(text)?)?, false))
+        })
+    };
+    request_from_wire(wire, model, tools).ok()
+}
+
+/// [`decode_request`], the tools read whole.
+pub(super) fn decode_tools_whole(body: &[u8], model: &str) -> Result<Request, Error> {
     let wire: GenerateContentRequest = parse_json(body)?;
-    request_from_wire(wire, model)
+    request_from_wire(wire, model, read_tools)
+}
+
+/// The tools of a list read whole.
+fn read_tools(tools: Option<Vec<WireTool>>) -> Result<Shared<Tool>, Error> {
+    tools_from_wire(tools.unwrap_or_default()).map(Shared::new)
 }
 
 /// Parses a `countTokens` body: either `contents` or a whole `generateContentRequest`.
 pub fn decode_count_tokens_request(body: &[u8], model: &str) -> Result<Request, Error> {
     let wire: CountTokensRequest = parse_json(body)?;
     match (wire.generate_content_request, wire.contents) {
-        (Some(request), _) => request_from_wire(request, model),
+        (Some(request), _) => request_from_wire(request, model, read_tools),
         (None, Some(contents)) => request_from_wire(
             GenerateContentRequest {
                 contents,
                 ..GenerateContentRequest::default()
             },
             model,
+            read_tools,
         ),
         (None, None) => Err(Error::invalid_field(
             "contents",
@@ -96,7 +135,12 @@ pub fn model_name(model: &str) -> &str {
     model.strip_prefix("models/").unwrap_or(model)
 }
 
-fn request_from_wire(wire: GenerateContentRequest, model: &str) -> Result<Request, Error> {
+/// The request of `wire` for `model`, whose tools `read_tools` gives.
+fn request_from_wire<T>(
+    wire: GenerateContentRequest<T>,
+    model: &str,
+    read_tools: impl FnOnce(Option<T>) -> Result<Shared<Tool>, Error>,
+) -> Result<Request, Error> {
     let GenerateContentRequest {
         contents,
         system_instruction,
@@ -134,10 +178,7 @@ fn request_from_wire(wire: GenerateContentRequest, model: &str) -> Result<Reques
         }
     }
 
-    let tools = match tools {
-        Some(tools) => tools_from_wire(tools)?,
-        None => Vec::new(),
-    };
+    let tools = read_tools(tools)?;
     let tool_choice = match tool_config {
         Some(config) => tool_choice_from_wire(config, &mut extra),
         None => None,
@@ -145,7 +186,7 @@ fn request_from_wire(wire: GenerateContentRequest, model: &str) -> Result<Reques
 
     let mut request = Request::new(model_name(model), messages);
     request.system = system.into();
-    request.tools = tools.into();
+    request.tools = tools;
     request.tool_choice = tool_choice;
     if let Some(config) = generation_config {
         generation_from_wire(config, &mut request, &mut extra)?;
@@ -746,6 +787,52 @@ mod tests {
 
     fn decode(body: serde_json::Value) -> Result<Request, Error> {
         decode_request(body.to_string().as_bytes(), "models/gemini-2.5-flash")
+    }
+
+    /// Read through the tools memo, a request decodes as reading its tools whole does, one
+    /// sent again decodes no list, and what the whole read refuses (a duplicate member of a
+    /// declaration too, which a `Value` would let through) the memo's path refuses.
+    #[test]
+    fn a_request_read_through_the_tools_memo_decodes_as_with_its_tools_read_whole() {
+        let declaration = r#"{"name": "f", "description": "Runs é \"it\"",
+            "parameters": {"type": "OBJECT", "properties": {"x": {"type": "STRING"}}}}"#;
+        let lists = [
+            "null".to_owned(),
+            "[]".to_owned(),
+            format!(r#"[{{"functionDeclarations": [{declaration}]}}]"#),
+            format!(r#"[{{"functionDeclarations": [{declaration}]}}, {{"googleSearch": {{}}}}]"#),
+            r#"[{"function_declarations": [{"name": "g", "parametersJsonSchema": {"type": "object"}}]}]"#.to_owned(),
+            "5".to_owned(),
+            r#"[{"functionDeclarations": [{"name": ""}]}]"#.to_owned(),
+            r#"[{"functionDeclarations": [{"name": "a", "name": "b"}]}]"#.to_owned(),
+            r#"[{"functionDeclarations": [{"name": "f", "parameters": 7}]}]"#.to_owned(),
+        ];
+        let memo = ToolsMemo::default();
+        let model = "models/gemini-2.5-flash";
+        let (mut decoded, mut refused) = (0, 0);
+        for list in lists {
+            let body = format!(
+                r#"{{"contents": [{{"role": "user", "parts": [{{"text": "hi"}}]}}], "tools": {list}}}"#
+            );
+            let Ok(whole) = decode_tools_whole(body.as_bytes(), model) else {
+                assert!(
+                    decode_with_tools_memo(body.as_bytes(), model, &memo).is_none(),
+                    "{body}"
+                );
+                refused += 1;
+                continue;
+            };
+            decoded += 1;
+            for time in ["first", "again"] {
+                let lists_decoded = memo.decoded();
+                let through_memo = decode_with_tools_memo(body.as_bytes(), model, &memo);
+                assert_eq!(through_memo.as_ref(), Some(&whole), "{time}: {body}");
+                if time == "again" {
+                    assert_eq!(memo.decoded(), lists_decoded, "{body}");
+                }
+            }
+        }
+        assert_eq!((decoded, refused), (5, 4));
     }
 
     #[test]

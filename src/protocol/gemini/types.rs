@@ -14,10 +14,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// The body of `POST /v1beta/models/{model}:generateContent` (and of
-/// `:streamGenerateContent`, which takes the same body).
+/// `:streamGenerateContent`, which takes the same body). `T` is how the tools are read: as
+/// tools, or as the list's text (`&RawValue`) for the tools memo.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct GenerateContentRequest {
+pub struct GenerateContentRequest<T = Vec<Tool>> {
     #[serde(default)]
     pub contents: Vec<Content>,
     #[serde(
@@ -26,8 +27,9 @@ pub struct GenerateContentRequest {
         skip_serializing_if = "Option::is_none"
     )]
     pub system_instruction: Option<Content>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tools: Option<Vec<Tool>>,
+    /// Absent is `None` without `default`, which would ask `T` to have a default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tools: Option<T>,
     #[serde(
         default,
         alias = "tool_config",
