@@ -5,10 +5,11 @@
 //! JSON schemas, tens of KB decoded into maps of small allocations each time, though they
 //! change only when the agent's set of tools does. Twenty such tools were 70 % of an 18 KB
 //! request's instructions, and more than the rest of a 100 KB one read through the message
-//! memo (bench/callgrind.sh, `--extra-tools 20`). The tools of an OpenAI chat or Anthropic
-//! request, read as their JSON text, are compared byte for byte with the lists kept, and a
-//! list sent before is the one decoded then, shared (`model::Shared`): a stage that
-//! changes the tools copies them first.
+//! memo (bench/callgrind.sh, `--extra-tools 20`). The tools of an OpenAI chat, Anthropic,
+//! Responses or Gemini request (each protocol its own memo), read as their JSON text, are
+//! compared byte for byte with the lists kept, and a list sent before is the one decoded
+//! then, shared (`model::Shared`): a stage that changes the tools copies them first. An
+//! encoder that writes the same shared list again keeps its text (`tools_out`).
 //!
 //! Decoding a list is a pure function of its JSON text, and only a list that decoded is
 //! kept, so a kept list is what decoding the text again gives. The texts are compared
