@@ -1365,3 +1365,30 @@ fn signed_and_redacted_thinking_reach_a_responses_client_as_reasoning_items() {
     let body = encode_response(&folded, &ClientOptions::default()).to_value();
     assert_eq!(body["output"], completed["output"]);
 }
+
+/// The client's tools are echoed as it sent them (written from their text), unless a
+/// Responses upstream answered with its own `tools`, which then win, as every other echoed
+/// field the upstream repeats does.
+#[test]
+fn an_upstreams_own_tools_replace_the_client_tools_echoed() {
+    let client_tools = json!([{"type": "function", "name": "client_tool", "parameters": {}}]);
+    let body = json!({"model": "m", "input": "hi", "tools": client_tools});
+    let (_, options) = decode_request(body.to_string().as_bytes()).unwrap();
+    let response = |tools: Option<Value>| {
+        let mut upstream = json!({"id": "resp_1", "object": "response", "created_at": 1,
+            "status": "completed", "model": "m", "output": [{"type": "message", "id": "msg_1",
+            "status": "completed", "role": "assistant",
+            "content": [{"type": "output_text", "text": "hi", "annotations": []}]}]});
+        if let Some(tools) = tools {
+            upstream["tools"] = tools;
+        }
+        let events = decode_response(upstream.to_string().as_bytes()).unwrap();
+        encode_response(&fold(&events).unwrap(), &options).to_value()
+    };
+    assert_eq!(response(None)["tools"], client_tools);
+    let upstream_tools = json!([{"type": "function", "name": "upstream_tool"}]);
+    assert_eq!(
+        response(Some(upstream_tools.clone()))["tools"],
+        upstream_tools
+    );
+}

@@ -346,6 +346,47 @@ mod tests {
         assert_eq!(body["input"].as_array().unwrap().len(), 1, "{body}");
     }
 
+    /// The login wires send what their `encode` gives, their tools written from the text kept
+    /// for the list (a refused field removed around the tools' place, the system moved).
+    #[test]
+    fn login_wires_send_their_encoded_body_with_kept_tools() {
+        let mut request = Request::new(
+            "gpt-5",
+            vec![Message::new(Role::User, vec![Part::text("Hi")])],
+        );
+        request.system = vec![Part::text("Be terse.")].into();
+        request.sampling.temperature = Some(0.2);
+        request.sampling.top_p = Some(0.5);
+        request.tools = vec![crate::model::Tool::Function {
+            name: "shell".into(),
+            description: Some("Runs \"a\"\ncommand".into()),
+            parameters: Some(json!({"type": "object"})),
+            strict: None,
+            extensions: Default::default(),
+        }]
+        .into();
+        let same = |encode: &dyn Fn() -> Result<Value, Error>,
+                    encode_body: &dyn Fn() -> Result<Encoded, Error>| {
+            let expected = serde_json::to_vec(&encode().unwrap()).unwrap();
+            for _ in 0..2 {
+                let sent = encode_body().unwrap().to_vec(0);
+                assert_eq!(
+                    String::from_utf8_lossy(&sent),
+                    String::from_utf8_lossy(&expected)
+                );
+            }
+            serde_json::from_slice::<Value>(&expected).unwrap()
+        };
+        let codex = same(&|| CodexWire.encode(&request, "gpt-5"), &|| {
+            CodexWire.encode_body(&request, "gpt-5")
+        });
+        assert_eq!(codex["tools"][0]["name"], "shell");
+        let claude = same(&|| ClaudeOAuthWire.encode(&request, "claude"), &|| {
+            ClaudeOAuthWire.encode_body(&request, "claude")
+        });
+        assert_eq!(claude["tools"][0]["name"], "shell");
+    }
+
     #[test]
     fn claude_code_identity_comes_first_once_and_betas_merge() {
         assert_eq!(

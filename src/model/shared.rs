@@ -30,6 +30,18 @@ impl<T> Shared<T> {
     pub fn same_list(a: &Self, b: &Self) -> bool {
         Arc::ptr_eq(&a.0, &b.0)
     }
+
+    /// A handle that knows this list without keeping it: the items go when the last clone
+    /// does, but the handle keeps the list's place taken, so no later list is mistaken for
+    /// it ([`Shared::is_known_by`]).
+    pub fn known_by(&self) -> std::sync::Weak<Vec<T>> {
+        Arc::downgrade(&self.0)
+    }
+
+    /// Whether `handle` is this very list's ([`Shared::known_by`]).
+    pub fn is_known_by(&self, handle: &std::sync::Weak<Vec<T>>) -> bool {
+        std::ptr::eq(handle.as_ptr(), Arc::as_ptr(&self.0))
+    }
 }
 
 impl<T: Clone> Shared<T> {

@@ -214,8 +214,6 @@ pub trait EventFilter: Send {
     }
 }
 
-/// What of a request a stage looks at beyond its model and headers, so a request that no
-/// stage reads in full can take a faster path.
 /// Request parameters a stored answer repeats: members as values, and the tools as the JSON
 /// text the front-end kept (an agent's tools, not parsed unless the answer is stored), for
 /// which `fields` holds a null in their place.
@@ -238,6 +236,8 @@ impl AnswerEcho {
     }
 }
 
+/// What of a request a stage looks at beyond its model and headers, so a request that no
+/// stage reads in full can take a faster path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Reads {
     /// The request's messages (read or changed).

@@ -8,8 +8,9 @@
 //! a list sent again back as the list decoded the first time (`model::Shared`, one
 //! allocation), and an encoder's tools are a pure function of the list, so the text written
 //! for that list is the text to write again. A list is known by its allocation, never by
-//! its content: a stage that changes the tools gets a copy (`Arc::make_mut`), a new list,
-//! and kept lists hold their allocation, so its address is never reused while kept.
+//! its content: a stage that changes the tools gets a copy (`Arc::make_mut`), a new list.
+//! A kept text holds a weak handle to its list: the list's tools are freed with its last
+//! request, but its allocation stays taken, so no later list gets its address while kept.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -33,7 +34,7 @@ pub(crate) struct ToolsOut {
 
 /// A list and what its encoder wrote for it.
 struct Written {
-    tools: Shared<Tool>,
+    tools: std::sync::Weak<Vec<Tool>>,
     /// The JSON array, or `None` when the encoder left every tool out (another protocol's).
     text: Option<Arc<[u8]>>,
 }
@@ -69,7 +70,7 @@ impl ToolsOut {
         let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
         let at = written
             .iter()
-            .position(|kept| Shared::same_list(&kept.tools, tools))?;
+            .position(|kept| tools.is_known_by(&kept.tools))?;
         let found = written.remove(at)?;
         let text = found.text.clone();
         written.push_front(found);
@@ -78,9 +79,11 @@ impl ToolsOut {
 
     fn keep(&self, tools: &Shared<Tool>, text: Option<Arc<[u8]>>) {
         let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        // Lists no request holds any more cannot come back.
+        written.retain(|kept| kept.tools.strong_count() > 0);
         written.truncate(KEPT - 1);
         written.push_front(Written {
-            tools: tools.clone(),
+            tools: tools.known_by(),
             text,
         });
     }
@@ -298,16 +301,42 @@ mod tests {
         for request in &requests {
             for (as_values, kept) in encoders {
                 let expected = serde_json::to_vec(&as_values(request, "m")).unwrap();
+                let mut texts = Vec::new();
                 for time in ["first", "again"] {
-                    let written = kept(request, "m").to_vec(0);
+                    let encoded = kept(request, "m");
                     assert_eq!(
-                        String::from_utf8_lossy(&written),
+                        String::from_utf8_lossy(&encoded.to_vec(0)),
                         String::from_utf8_lossy(&expected),
                         "{time}"
                     );
+                    texts.extend(encoded.tools);
+                }
+                // The text written the first time is the one written again (the Anthropic
+                // encoder writes a JSON answer's tools as values).
+                if let [first, again] = &texts[..] {
+                    assert!(Arc::ptr_eq(first, again));
+                } else {
+                    assert!(texts.is_empty() && request.response_format.is_some());
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_kept_text_does_not_keep_its_list_alive() {
+        let out = ToolsOut::new();
+        let list: Shared<Tool> = vec![function("a")].into();
+        let handle = list.known_by();
+        out.text(&list, encode_tool).unwrap();
+        drop(list);
+        assert!(
+            handle.upgrade().is_none(),
+            "the tools went with the last request"
+        );
+        // The next list kept lets the dead one's text go.
+        let next: Shared<Tool> = vec![function("a")].into();
+        out.text(&next, encode_tool).unwrap();
+        assert_eq!(out.len(), 1);
     }
 
     #[test]
