@@ -24,6 +24,7 @@ use crate::config::BackendConfig;
 use crate::error::ErrorKind;
 use crate::model::{Event, Request};
 use crate::protocol::gemini::{self, ChunkDecoder};
+use crate::protocol::tools_out::Encoded;
 use crate::protocol::{ChunkError, StreamDecoder};
 
 /// How many times an onboarding operation is polled before llmux gives up.
@@ -255,6 +256,25 @@ impl StreamDecoder for CodeAssistDecoder {
     }
 }
 
+/// A Gemini body as Code Assist takes it: inside `request`, with the account's project and
+/// the conversation's session.
+fn wrapped_for_code_assist(
+    request: &Request,
+    model: &str,
+    setup: &Value,
+    mut inner: Value,
+) -> Value {
+    if let (Some(session), Some(fields)) = (&request.client.session_id, inner.as_object_mut()) {
+        fields.insert("session_id".into(), Value::from(session.as_str()));
+    }
+    json!({
+        "model": model,
+        "project": setup["project"],
+        "user_prompt_id": format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)),
+        "request": inner,
+    })
+}
+
 impl Wire for CodeAssistWire {
     type Decoder = CodeAssistDecoder;
 
@@ -284,15 +304,20 @@ impl Wire for CodeAssistWire {
         setup: &Value,
     ) -> Result<Value, Error> {
         let model = gemini::decode::model_name(model);
-        let mut inner = gemini::encode_request(request, model)?;
-        if let (Some(session), Some(fields)) = (&request.client.session_id, inner.as_object_mut()) {
-            fields.insert("session_id".into(), Value::from(session.as_str()));
-        }
-        Ok(json!({
-            "model": model,
-            "project": setup["project"],
-            "user_prompt_id": format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)),
-            "request": inner,
+        let inner = gemini::encode_request(request, model)?;
+        Ok(wrapped_for_code_assist(request, model, setup, inner))
+    }
+
+    fn encode_body_for_login(
+        &self,
+        request: &Request,
+        model: &str,
+        setup: &Value,
+    ) -> Result<Encoded, Error> {
+        let model = gemini::decode::model_name(model);
+        let inner = gemini::encode_request_body(request, model)?;
+        Ok(inner.wrapped(&["request", "tools"], |inner| {
+            wrapped_for_code_assist(request, model, setup, inner)
         }))
     }
 
@@ -365,5 +390,48 @@ mod tests {
         assert_eq!(body["model"], "gemini-2.5-pro");
         assert_eq!(body["project"], "p-1");
         assert_eq!(body["request"]["contents"][0]["parts"][0]["text"], "Hello");
+    }
+
+    /// The body sent has the tools, written from the text kept for the list, inside
+    /// `request`, where `encode_for_login` puts them: the same JSON but the random prompt id.
+    #[test]
+    fn a_wrapped_request_has_its_kept_tools_inside_it() {
+        let mut request = Request::new(
+            "gemini-2.5-pro",
+            vec![crate::model::Message::new(
+                crate::model::Role::User,
+                vec![crate::model::Part::text("Hello")],
+            )],
+        );
+        request.tools = vec![crate::model::Tool::Function {
+            name: "shell".into(),
+            description: Some("Runs a command".into()),
+            parameters: Some(json!({"type": "object", "properties": {"cmd": {"type": "string"}}})),
+            strict: None,
+            extensions: Default::default(),
+        }]
+        .into();
+        let setup = json!({"project": "p-1"});
+        let without_id = |mut body: Value| {
+            body["user_prompt_id"] = Value::Null;
+            body
+        };
+        let expected = without_id(
+            wire(false)
+                .encode_for_login(&request, "gemini-2.5-pro", &setup)
+                .unwrap(),
+        );
+        for _ in 0..2 {
+            let sent = wire(false)
+                .encode_body_for_login(&request, "gemini-2.5-pro", &setup)
+                .unwrap()
+                .to_vec(0);
+            let sent = without_id(serde_json::from_slice(&sent).unwrap());
+            assert_eq!(sent, expected);
+            assert_eq!(
+                sent["request"]["tools"][0]["functionDeclarations"][0]["name"],
+                "shell"
+            );
+        }
     }
 }

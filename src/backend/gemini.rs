@@ -13,6 +13,7 @@ use super::http::Wire;
 use crate::Error;
 use crate::model::{Event, Request};
 use crate::protocol::gemini::{self, ChunkDecoder};
+use crate::protocol::tools_out::Encoded;
 use crate::protocol::{ChunkError, StreamDecoder};
 
 pub struct GeminiWire;
@@ -69,6 +70,10 @@ impl Wire for GeminiWire {
 
     fn encode(&self, request: &Request, model: &str) -> Result<Value, Error> {
         gemini::encode_request(request, gemini::decode::model_name(model))
+    }
+
+    fn encode_body(&self, request: &Request, model: &str) -> Result<Encoded, Error> {
+        gemini::encode_request_body(request, gemini::decode::model_name(model))
     }
 
     fn decode_body(&self, body: &[u8]) -> Result<Vec<Event>, ChunkError> {

@@ -94,6 +94,15 @@ pub trait Wire: Send + Sync + 'static {
     ) -> Result<Value, Error> {
         self.encode(request, model)
     }
+    /// [`Wire::encode_for_login`] as the body to send (see [`Wire::encode_body`]).
+    fn encode_body_for_login(
+        &self,
+        request: &Request,
+        model: &str,
+        setup: &Value,
+    ) -> Result<Encoded, Error> {
+        Ok(self.encode_for_login(request, model, setup)?.into())
+    }
     /// Headers that come from a subscription login (its account id).
     fn login_headers(&self, _tokens: &Tokens, _request: &Request) -> Vec<(HeaderName, String)> {
         Vec::new()
@@ -1018,7 +1027,7 @@ impl<W: Wire> Backend for HttpBackend<W> {
             _ => None,
         };
         let body = match &setup {
-            Some(setup) => to_body(&self.wire.encode_for_login(request, model, setup)?.into()),
+            Some(setup) => to_body(&self.wire.encode_body_for_login(request, model, setup)?),
             None => match self.client_body(request, model) {
                 Some(body) => body,
                 None => to_body(&self.wire.encode_body(request, model)?),

@@ -19,14 +19,14 @@ pub fn to_vec(value: &Value, capacity: usize) -> Vec<u8> {
     out
 }
 
-/// `value` as [`to_vec`] writes it, but for the top-level member `key`, written as `text` (JSON
-/// written before) in its place, whatever value the member holds.
-pub fn to_vec_with_member(value: &Value, capacity: usize, key: &str, text: &[u8]) -> Vec<u8> {
-    let Value::Object(members) = value else {
-        return to_vec(value, capacity);
-    };
+/// `value` as [`to_vec`] writes it, but for the member at `path` (a key, or keys of nested
+/// objects), written as `text` (JSON written before) in its place, whatever value it holds.
+pub fn to_vec_with_member(value: &Value, capacity: usize, path: &[&str], text: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(capacity.max(text.len()));
-    write_object(&mut out, members, Some((key, text)));
+    match value {
+        Value::Object(members) => write_object(&mut out, members, Some((path, text))),
+        _ => write_value(&mut out, value),
+    }
     out
 }
 
@@ -52,11 +52,12 @@ pub fn write_value(out: &mut Vec<u8>, value: &Value) {
     }
 }
 
-/// `members` as a JSON object; the member named `written.0`, if any, as the text `written.1`.
+/// `members` as a JSON object; the member at the path `written.0`, if any, as the text
+/// `written.1`.
 fn write_object(
     out: &mut Vec<u8>,
     members: &serde_json::Map<String, Value>,
-    written: Option<(&str, &[u8])>,
+    written: Option<(&[&str], &[u8])>,
 ) {
     out.push(b'{');
     for (i, (key, member)) in members.iter().enumerate() {
@@ -65,8 +66,11 @@ fn write_object(
         }
         write_str(out, key);
         out.push(b':');
-        match written {
-            Some((name, text)) if name == key => out.extend_from_slice(text),
+        match (written, member) {
+            (Some(([name], text)), _) if name == key => out.extend_from_slice(text),
+            (Some(([name, rest @ ..], text)), Value::Object(inner)) if name == key => {
+                write_object(out, inner, Some((rest, text)));
+            }
             _ => write_value(out, member),
         }
     }
@@ -243,11 +247,19 @@ mod tests {
             let tools = random_value(&mut rng, 2);
             let text = serde_json::to_vec(&tools).unwrap();
             members.insert("tools".into(), Value::Null);
-            let written = to_vec_with_member(&Value::Object(members.clone()), 0, "tools", &text);
+            let written = to_vec_with_member(&Value::Object(members.clone()), 0, &["tools"], &text);
+            // And the same object nested one level down.
+            let wrapped = json!({"model": "m", "request": members, "tools": 2});
+            let nested = to_vec_with_member(&wrapped, 0, &["request", "tools"], &text);
             members.insert("tools".into(), tools);
             assert_eq!(
                 String::from_utf8_lossy(&written),
                 String::from_utf8_lossy(&serde_json::to_vec(&members).unwrap())
+            );
+            let expected = json!({"model": "m", "request": members, "tools": 2});
+            assert_eq!(
+                String::from_utf8_lossy(&nested),
+                String::from_utf8_lossy(&serde_json::to_vec(&expected).unwrap())
             );
         }
     }

@@ -46,23 +46,23 @@ impl ToolsOut {
         }
     }
 
-    /// `tools` as the JSON array that `encode_tool` gives (the tools it returns `None` for
-    /// left out), or `None` when it leaves none: written once for each shared list.
-    pub(crate) fn text(
+    /// `tools` as the JSON array that `encode_list` gives, or `None` when it gives none:
+    /// written once for each shared list. An error is returned as it is, and nothing kept.
+    pub(crate) fn text<E>(
         &self,
         tools: &Shared<Tool>,
-        encode_tool: fn(&Tool) -> Option<Value>,
-    ) -> Option<Arc<[u8]>> {
+        encode_list: impl FnOnce(&[Tool]) -> Result<Vec<Value>, E>,
+    ) -> Result<Option<Arc<[u8]>>, E> {
         if let Some(text) = self.find(tools) {
-            return text;
+            return Ok(text);
         }
-        let values: Vec<Value> = tools.iter().filter_map(encode_tool).collect();
+        let values = encode_list(tools)?;
         let text: Option<Arc<[u8]>> =
             (!values.is_empty()).then(|| json_out::to_vec(&Value::Array(values), 0).into());
         if text.as_ref().is_none_or(|text| text.len() <= LONGEST) {
             self.keep(tools, text.clone());
         }
-        text
+        Ok(text)
     }
 
     /// The text kept for this very list, made the newest.
@@ -95,15 +95,21 @@ impl ToolsOut {
 }
 
 /// A request body as an encoder built it: the JSON, and the tools' text to write in place of
-/// its `tools` member when the list was written before.
+/// its member at `tools_at` (`tools`, or inside the object a login wire wraps the body in)
+/// when the list was written before.
 pub struct Encoded {
     pub body: Value,
     tools: Option<Arc<[u8]>>,
+    tools_at: &'static [&'static str],
 }
 
 impl From<Value> for Encoded {
     fn from(body: Value) -> Self {
-        Self { body, tools: None }
+        Self {
+            body,
+            tools: None,
+            tools_at: &[TOOLS_KEY],
+        }
     }
 }
 
@@ -120,8 +126,22 @@ impl Encoded {
     /// values.
     pub fn to_vec(&self, capacity: usize) -> Vec<u8> {
         match &self.tools {
-            Some(text) => json_out::to_vec_with_member(&self.body, capacity, TOOLS_KEY, text),
+            Some(text) => json_out::to_vec_with_member(&self.body, capacity, self.tools_at, text),
             None => json_out::to_vec(&self.body, capacity),
+        }
+    }
+
+    /// This body wrapped by `wrap` as the member `key` of another object, `key_path` being
+    /// `[key, "tools"]`: its tools' text goes there.
+    pub fn wrapped(
+        self,
+        key_path: &'static [&'static str],
+        wrap: impl FnOnce(Value) -> Value,
+    ) -> Self {
+        Self {
+            body: wrap(self.body),
+            tools: self.tools,
+            tools_at: key_path,
         }
     }
 }
@@ -135,21 +155,38 @@ pub(crate) fn put_tools(
     out: Option<&ToolsOut>,
     encode_tool: fn(&Tool) -> Option<Value>,
 ) -> Option<Arc<[u8]>> {
+    let each = |tools: &[Tool]| Ok(tools.iter().filter_map(encode_tool).collect());
+    match put_tools_list::<std::convert::Infallible>(body, tools, out, each) {
+        Ok(text) => text,
+        Err(never) => match never {},
+    }
+}
+
+/// [`put_tools`] for an encoder that writes the list as a whole (`encode_list`), and may
+/// refuse it.
+pub(crate) fn put_tools_list<E>(
+    body: &mut Map<String, Value>,
+    tools: &Shared<Tool>,
+    out: Option<&ToolsOut>,
+    encode_list: impl FnOnce(&[Tool]) -> Result<Vec<Value>, E>,
+) -> Result<Option<Arc<[u8]>>, E> {
     if tools.is_empty() {
-        return None;
+        return Ok(None);
     }
     match out {
         Some(out) => {
-            let text = out.text(tools, encode_tool)?;
-            body.insert(TOOLS_KEY.into(), Value::Null);
-            Some(text)
+            let text = out.text(tools, encode_list)?;
+            if text.is_some() {
+                body.insert(TOOLS_KEY.into(), Value::Null);
+            }
+            Ok(text)
         }
         None => {
-            let values: Vec<Value> = tools.iter().filter_map(encode_tool).collect();
+            let values = encode_list(tools)?;
             if !values.is_empty() {
                 body.insert(TOOLS_KEY.into(), Value::Array(values));
             }
-            None
+            Ok(None)
         }
     }
 }
@@ -159,6 +196,7 @@ pub(crate) fn encoded(body: Map<String, Value>, tools: Option<Arc<[u8]>>) -> Enc
     Encoded {
         body: Value::Object(body),
         tools,
+        tools_at: &[TOOLS_KEY],
     }
 }
 
@@ -188,6 +226,11 @@ mod tests {
         }
     }
 
+    fn text_of(out: &ToolsOut, tools: &Shared<Tool>) -> Option<Arc<[u8]>> {
+        let each = |tools: &[Tool]| Ok(tools.iter().filter_map(encode_tool).collect());
+        out.text::<std::convert::Infallible>(tools, each).unwrap()
+    }
+
     fn body_with(tools: &Shared<Tool>, out: Option<&ToolsOut>) -> Vec<u8> {
         let mut body = Map::new();
         body.insert("model".into(), json!("m"));
@@ -214,19 +257,16 @@ mod tests {
     fn a_list_is_known_by_its_allocation_not_its_content() {
         let out = ToolsOut::new();
         let first: Shared<Tool> = vec![function("a")].into();
-        let text = out.text(&first, encode_tool).unwrap();
-        assert!(Arc::ptr_eq(
-            &out.text(&first.clone(), encode_tool).unwrap(),
-            &text
-        ));
+        let text = text_of(&out, &first).unwrap();
+        assert!(Arc::ptr_eq(&text_of(&out, &first.clone()).unwrap(), &text));
         // An equal list decoded apart, and the list changed by a stage, are written anew.
         let equal: Shared<Tool> = vec![function("a")].into();
-        assert!(!Arc::ptr_eq(&out.text(&equal, encode_tool).unwrap(), &text));
+        assert!(!Arc::ptr_eq(&text_of(&out, &equal).unwrap(), &text));
         let mut changed = first.clone();
         changed.push(function("c"));
-        let changed_text = out.text(&changed, encode_tool).unwrap();
+        let changed_text = text_of(&out, &changed).unwrap();
         assert!(String::from_utf8_lossy(&changed_text).contains(r#""name":"c""#));
-        assert_eq!(out.text(&first, encode_tool).unwrap(), text);
+        assert_eq!(text_of(&out, &first).unwrap(), text);
     }
 
     #[test]
@@ -255,7 +295,7 @@ mod tests {
     /// when the list comes back.
     #[test]
     fn each_encoder_writes_the_same_body_with_its_tools_kept() {
-        use crate::protocol::{anthropic, openai_chat, openai_responses};
+        use crate::protocol::{anthropic, gemini, openai_chat, openai_responses};
 
         let anthropic_body = json!({"model": "claude", "max_tokens": 10,
             "messages": [{"role": "user", "content": "hi"}],
@@ -287,7 +327,7 @@ mod tests {
         });
         requests.push(answer_as_json);
         type Encoders = (fn(&Request, &str) -> Value, fn(&Request, &str) -> Encoded);
-        let encoders: [Encoders; 3] = [
+        let encoders: [Encoders; 4] = [
             (
                 openai_chat::encode_request,
                 openai_chat::encode_request_body,
@@ -296,6 +336,10 @@ mod tests {
             (
                 openai_responses::encode_request,
                 openai_responses::encode_request_body,
+            ),
+            (
+                |request, model| gemini::encode_request(request, model).unwrap(),
+                |request, model| gemini::encode_request_body(request, model).unwrap(),
             ),
         ];
         for request in &requests {
@@ -327,7 +371,7 @@ mod tests {
         let out = ToolsOut::new();
         let list: Shared<Tool> = vec![function("a")].into();
         let handle = list.known_by();
-        out.text(&list, encode_tool).unwrap();
+        text_of(&out, &list).unwrap();
         drop(list);
         assert!(
             handle.upgrade().is_none(),
@@ -335,7 +379,7 @@ mod tests {
         );
         // The next list kept lets the dead one's text go.
         let next: Shared<Tool> = vec![function("a")].into();
-        out.text(&next, encode_tool).unwrap();
+        text_of(&out, &next).unwrap();
         assert_eq!(out.len(), 1);
     }
 
@@ -345,16 +389,16 @@ mod tests {
         let lists: Vec<Shared<Tool>> = (0..KEPT + 2)
             .map(|i| vec![function(&i.to_string())].into())
             .collect();
-        let texts: Vec<_> = lists.iter().map(|l| out.text(l, encode_tool)).collect();
+        let texts: Vec<_> = lists.iter().map(|l| text_of(&out, l)).collect();
         assert_eq!(out.len(), KEPT);
         // The newest is still this text; the oldest was let go and is written anew.
         let newest = lists.last().unwrap();
         assert!(Arc::ptr_eq(
-            &out.text(newest, encode_tool).unwrap(),
+            &text_of(&out, newest).unwrap(),
             texts.last().unwrap().as_ref().unwrap()
         ));
         assert!(!Arc::ptr_eq(
-            &out.text(&lists[0], encode_tool).unwrap(),
+            &text_of(&out, &lists[0]).unwrap(),
             texts[0].as_ref().unwrap()
         ));
         assert_eq!(out.len(), KEPT);

@@ -38,6 +38,7 @@ use crate::model::{
     Extensions, FinishReason, ImageSource, Message, Part, Reasoning, ReasoningEffort, Request,
     Response, ResponseFormat, Role, Tool, ToolChoice, Usage,
 };
+use crate::protocol::tools_out::{Encoded, ToolsOut, encoded, put_tools_list};
 
 /// The documented placeholder for function calls Gemini did not produce
 /// (https://ai.google.dev/gemini-api/docs/thought-signatures).
@@ -70,6 +71,25 @@ pub fn encode_request_with(
     model: &str,
     options: EncodeOptions,
 ) -> Result<Value, Error> {
+    encode(request, model, options, None).map(|encoded| encoded.body)
+}
+
+/// The tools this encoder wrote lately with the default options (see `tools_out`): the
+/// text depends on the schema mode.
+static TOOLS_OUT: ToolsOut = ToolsOut::new();
+
+/// [`encode_request`], with the tools written as the text written for the same shared
+/// list before: the body to send.
+pub fn encode_request_body(request: &Request, model: &str) -> Result<Encoded, Error> {
+    encode(request, model, EncodeOptions::default(), Some(&TOOLS_OUT))
+}
+
+fn encode(
+    request: &Request,
+    model: &str,
+    options: EncodeOptions,
+    tools_out: Option<&ToolsOut>,
+) -> Result<Encoded, Error> {
     let model = super::decode::model_name(model);
     let mut body = Map::new();
     let ext = request.extensions.for_protocol(PROTOCOL);
@@ -99,10 +119,9 @@ pub fn encode_request_with(
         );
     }
 
-    let tools = encode_tools(&request.tools, options)?;
-    if !tools.is_empty() {
-        body.insert("tools".into(), Value::Array(tools));
-    }
+    let tools = put_tools_list(&mut body, &request.tools, tools_out, |tools| {
+        encode_tools(tools, options)
+    })?;
     if let Some(choice) = &request.tool_choice {
         encode_tool_choice(choice, &mut tool_config);
     }
@@ -114,7 +133,7 @@ pub fn encode_request_with(
     if !generation.is_empty() {
         body.insert("generationConfig".into(), Value::Object(generation));
     }
-    Ok(Value::Object(body))
+    Ok(encoded(body, tools))
 }
 
 fn skeleton(extensions: &Extensions) -> Option<Map<String, Value>> {

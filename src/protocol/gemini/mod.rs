@@ -29,7 +29,7 @@ const PROTOCOL: Protocol = Protocol::Gemini;
 
 pub use decode::{decode_count_tokens_request, decode_request, decode_response};
 pub use encode::{
-    EncodeOptions, SchemaMode, encode_count_tokens_response, encode_request, encode_request_with,
-    encode_response, error_body, http_status,
+    EncodeOptions, SchemaMode, encode_count_tokens_response, encode_request, encode_request_body,
+    encode_request_with, encode_response, error_body, http_status,
 };
 pub use stream::{ChunkDecoder, ChunkEncoder, JsonArraySplitter, StreamFormat};
