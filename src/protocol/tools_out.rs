@@ -68,6 +68,8 @@ impl ToolsOut {
     /// The text kept for this very list, made the newest.
     fn find(&self, tools: &Shared<Tool>) -> Option<Option<Arc<[u8]>>> {
         let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        // Lists no request holds any more cannot come back: their texts go.
+        written.retain(|kept| kept.tools.strong_count() > 0);
         let at = written
             .iter()
             .position(|kept| tools.is_known_by(&kept.tools))?;
@@ -79,8 +81,9 @@ impl ToolsOut {
 
     fn keep(&self, tools: &Shared<Tool>, text: Option<Arc<[u8]>>) {
         let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
-        // Lists no request holds any more cannot come back.
-        written.retain(|kept| kept.tools.strong_count() > 0);
+        // Lists no request holds any more cannot come back; and a list another request
+        // wrote meanwhile is kept once.
+        written.retain(|kept| kept.tools.strong_count() > 0 && !tools.is_known_by(&kept.tools));
         written.truncate(KEPT - 1);
         written.push_front(Written {
             tools: tools.known_by(),
@@ -132,7 +135,8 @@ impl Encoded {
     }
 
     /// This body wrapped by `wrap` as the member `key` of another object, `key_path` being
-    /// `[key, "tools"]`: its tools' text goes there.
+    /// `[key, "tools"]`: its tools' text goes there. `wrap` must keep the body whole under
+    /// `key` (the placeholder would be written as `null` otherwise).
     pub fn wrapped(
         self,
         key_path: &'static [&'static str],
@@ -377,9 +381,14 @@ mod tests {
             handle.upgrade().is_none(),
             "the tools went with the last request"
         );
-        // The next list kept lets the dead one's text go.
+        // The next lookup lets the dead one's text go.
         let next: Shared<Tool> = vec![function("a")].into();
+        assert!(out.find(&next).is_none());
+        assert_eq!(out.len(), 0);
         text_of(&out, &next).unwrap();
+        assert_eq!(out.len(), 1);
+        // A list two requests wrote at once (both missed) is kept once.
+        out.keep(&next, None);
         assert_eq!(out.len(), 1);
     }
 

@@ -1120,6 +1120,29 @@ mod tests {
         );
     }
 
+    /// A list Gemini cannot take is refused each time it is sent: no text is kept for it.
+    #[test]
+    fn a_refused_list_of_tools_is_refused_again() {
+        let mut request = Request::new("m", vec![Message::new(Role::User, vec![Part::text("hi")])]);
+        request.tools = vec![Tool::Function {
+            name: "f".into(),
+            description: None,
+            parameters: Some(json!({"type": "string"})),
+            strict: None,
+            extensions: Extensions::default(),
+        }]
+        .into();
+        for time in ["first", "again"] {
+            let err = encode_request_body(&request, "gemini-2.5-flash").err();
+            let err = err.unwrap_or_else(|| panic!("{time}: accepted"));
+            assert_eq!(
+                err.param(),
+                Some("tools[0].parameters.type"),
+                "{time}: {err}"
+            );
+        }
+    }
+
     #[test]
     fn a_result_for_an_unknown_call_is_an_error() {
         let request = Request::new(
