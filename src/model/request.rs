@@ -375,6 +375,40 @@ pub struct Request {
     pub message_facts: super::Facts,
 }
 
+/// The characters of the tools' names, descriptions and schemas, counted once for a list an
+/// agent sends again (the tools memo's shared list: the schemas of twenty tools are ~16k
+/// instructions to walk), and known by its allocation as `protocol::tools_out` knows it.
+fn tool_chars(tools: &Shared<Tool>) -> usize {
+    static LAST: std::sync::Mutex<Option<(std::sync::Weak<Vec<Tool>>, usize)>> =
+        std::sync::Mutex::new(None);
+    if tools.is_empty() {
+        return 0;
+    }
+    if let Some((list, chars)) = LAST.lock().unwrap_or_else(|e| e.into_inner()).as_ref()
+        && tools.is_known_by(list)
+    {
+        return *chars;
+    }
+    let chars = tools
+        .iter()
+        .map(|tool| match tool {
+            Tool::Function {
+                name,
+                description,
+                parameters,
+                ..
+            } => {
+                name.len()
+                    + description.as_ref().map_or(0, String::len)
+                    + parameters.as_ref().map_or(0, json_chars)
+            }
+            Tool::Opaque { value, .. } => json_chars(value),
+        })
+        .sum();
+    *LAST.lock().unwrap_or_else(|e| e.into_inner()) = Some((tools.known_by(), chars));
+    chars
+}
+
 /// About how many characters `value` is as compact JSON (escapes not counted), found
 /// without writing it: written out for each of an agent's twenty tool schemas, the estimate
 /// of a request's input tokens cost ~0.5M instructions (bench/callgrind.sh, `--extra-tools
@@ -444,24 +478,9 @@ impl Request {
             .chain(self.system.iter())
             .map(part_chars)
             .sum();
-        let tools: usize = self
-            .tools
-            .iter()
-            .map(|tool| match tool {
-                Tool::Function {
-                    name,
-                    description,
-                    parameters,
-                    ..
-                } => {
-                    name.len()
-                        + description.as_ref().map_or(0, String::len)
-                        + parameters.as_ref().map_or(0, json_chars)
-                }
-                Tool::Opaque { value, .. } => json_chars(value),
-            })
-            .sum();
-        ((messages + tools) as u64).div_ceil(4).max(1)
+        ((messages + tool_chars(&self.tools)) as u64)
+            .div_ceil(4)
+            .max(1)
     }
 
     /// The text of the last user message, where in-chat commands live.
@@ -477,6 +496,34 @@ impl Request {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A list counted before gives its count again; the same list changed by a stage (its
+    /// own copy) is counted anew, and so is an equal list decoded apart.
+    #[test]
+    fn a_list_of_tools_is_counted_once_and_a_changed_one_again() {
+        let tool = |name: &str| Tool::Function {
+            name: name.into(),
+            description: Some("d".repeat(40)),
+            parameters: Some(serde_json::json!({"type": "object"})),
+            strict: None,
+            extensions: Extensions::default(),
+        };
+        let mut request = Request::new("m", vec![Message::new(Role::User, vec![Part::text("")])]);
+        request.tools = vec![tool("a")].into();
+        let one = request.estimated_input_tokens();
+        assert_eq!(one, (1 + 40 + 17_u64).div_ceil(4));
+        assert_eq!(request.estimated_input_tokens(), one);
+        let kept = request.tools.clone();
+        request.tools.push(tool("b"));
+        assert_eq!(request.estimated_input_tokens(), (2 * 58_u64).div_ceil(4));
+        request.tools = kept;
+        assert_eq!(request.estimated_input_tokens(), one);
+        request.tools = vec![tool("abcd")].into();
+        assert_eq!(
+            request.estimated_input_tokens(),
+            (4 + 40 + 17_u64).div_ceil(4)
+        );
+    }
 
     #[test]
     fn a_schemas_characters_are_counted_as_compact_json_writes_them() {
