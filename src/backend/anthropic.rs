@@ -8,7 +8,6 @@
 //! `anthropic-beta` headers are forwarded unchanged; other protocols never see them.
 
 use reqwest::header::HeaderName;
-use serde_json::Value;
 
 use super::http::Wire;
 use crate::Error;
@@ -16,7 +15,7 @@ use crate::model::{Event, Protocol, Request};
 use crate::protocol::ChunkError;
 use crate::protocol::anthropic::decode::decode_response_checked;
 use crate::protocol::anthropic::{
-    DEFAULT_VERSION, EventDecoder, decode_response, encode_request, encode_request_body,
+    DEFAULT_VERSION, EventDecoder, decode_response, encode_request_body,
 };
 use crate::protocol::tools_out::Encoded;
 
@@ -53,11 +52,7 @@ impl Wire for AnthropicWire {
         format!("{base_url}/v1/models")
     }
 
-    fn encode(&self, request: &Request, model: &str) -> Result<Value, Error> {
-        Ok(encode_request(request, model))
-    }
-
-    fn encode_body(&self, request: &Request, model: &str) -> Result<Encoded, Error> {
+    fn encode(&self, request: &Request, model: &str) -> Result<Encoded, Error> {
         Ok(encode_request_body(request, model))
     }
 

@@ -293,22 +293,11 @@ impl Wire for CodeAssistWire {
         base_url.to_owned()
     }
 
-    fn encode(&self, request: &Request, model: &str) -> Result<Value, Error> {
+    fn encode(&self, request: &Request, model: &str) -> Result<Encoded, Error> {
         self.encode_for_login(request, model, &json!({"project": self.project}))
     }
 
     fn encode_for_login(
-        &self,
-        request: &Request,
-        model: &str,
-        setup: &Value,
-    ) -> Result<Value, Error> {
-        let model = gemini::decode::model_name(model);
-        let inner = gemini::encode_request(request, model)?;
-        Ok(wrapped_for_code_assist(request, model, setup, inner))
-    }
-
-    fn encode_body_for_login(
         &self,
         request: &Request,
         model: &str,
@@ -386,14 +375,16 @@ mod tests {
         );
         let body = wire(false)
             .encode_for_login(&request, "gemini-2.5-pro", &json!({"project": "p-1"}))
-            .unwrap();
+            .unwrap()
+            .to_value();
         assert_eq!(body["model"], "gemini-2.5-pro");
         assert_eq!(body["project"], "p-1");
         assert_eq!(body["request"]["contents"][0]["parts"][0]["text"], "Hello");
     }
 
     /// The body sent has the tools, written from the text kept for the list, inside
-    /// `request`, where `encode_for_login` puts them: the same JSON but the random prompt id.
+    /// `request`, where Gemini's encoder with the tools as values puts them: the same JSON but
+    /// the random prompt id.
     #[test]
     fn a_wrapped_request_has_its_kept_tools_inside_it() {
         let mut request = Request::new(
@@ -416,14 +407,17 @@ mod tests {
             body["user_prompt_id"] = Value::Null;
             body
         };
-        let expected = without_id(
-            wire(false)
-                .encode_for_login(&request, "gemini-2.5-pro", &setup)
-                .unwrap(),
-        );
+        // Against Gemini's encoder with the tools as values, wrapped the same way.
+        let as_values = gemini::encode_request(&request, "gemini-2.5-pro").unwrap();
+        let expected = without_id(wrapped_for_code_assist(
+            &request,
+            "gemini-2.5-pro",
+            &setup,
+            as_values,
+        ));
         for _ in 0..2 {
             let sent = wire(false)
-                .encode_body_for_login(&request, "gemini-2.5-pro", &setup)
+                .encode_for_login(&request, "gemini-2.5-pro", &setup)
                 .unwrap()
                 .to_vec(0);
             let sent = without_id(serde_json::from_slice(&sent).unwrap());

@@ -68,11 +68,7 @@ impl Wire for GeminiWire {
         format!("{base_url}/v1beta/models")
     }
 
-    fn encode(&self, request: &Request, model: &str) -> Result<Value, Error> {
-        gemini::encode_request(request, gemini::decode::model_name(model))
-    }
-
-    fn encode_body(&self, request: &Request, model: &str) -> Result<Encoded, Error> {
+    fn encode(&self, request: &Request, model: &str) -> Result<Encoded, Error> {
         gemini::encode_request_body(request, gemini::decode::model_name(model))
     }
 

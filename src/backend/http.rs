@@ -54,13 +54,9 @@ pub trait Wire: Send + Sync + 'static {
     fn generate_url(&self, base_url: &str, model: &str, stream: bool) -> String;
     /// The URL that lists models.
     fn models_url(&self, base_url: &str) -> String;
-    /// The request body for `model`.
-    fn encode(&self, request: &Request, model: &str) -> Result<Value, Error>;
-    /// [`Wire::encode`] as the body to send: a wire whose encoder keeps the text it wrote
-    /// for a shared list of tools (`protocol::tools_out`) writes that text again.
-    fn encode_body(&self, request: &Request, model: &str) -> Result<Encoded, Error> {
-        Ok(self.encode(request, model)?.into())
-    }
+    /// The request body for `model`: its encoder's, which writes the text it kept for a
+    /// shared list of tools again (`protocol::tools_out`).
+    fn encode(&self, request: &Request, model: &str) -> Result<Encoded, Error>;
     /// A whole (non-streamed) response body as events.
     fn decode_body(&self, body: &[u8]) -> Result<Vec<Event>, ChunkError>;
     /// [`Wire::decode_body`], and the protocol whose clients may get `body` as it came,
@@ -91,17 +87,8 @@ pub trait Wire: Send + Sync + 'static {
         request: &Request,
         model: &str,
         _setup: &Value,
-    ) -> Result<Value, Error> {
-        self.encode(request, model)
-    }
-    /// [`Wire::encode_for_login`] as the body to send (see [`Wire::encode_body`]).
-    fn encode_body_for_login(
-        &self,
-        request: &Request,
-        model: &str,
-        setup: &Value,
     ) -> Result<Encoded, Error> {
-        Ok(self.encode_for_login(request, model, setup)?.into())
+        self.encode(request, model)
     }
     /// Headers that come from a subscription login (its account id).
     fn login_headers(&self, _tokens: &Tokens, _request: &Request) -> Vec<(HeaderName, String)> {
@@ -1027,10 +1014,10 @@ impl<W: Wire> Backend for HttpBackend<W> {
             _ => None,
         };
         let body = match &setup {
-            Some(setup) => to_body(&self.wire.encode_body_for_login(request, model, setup)?),
+            Some(setup) => to_body(&self.wire.encode_for_login(request, model, setup)?),
             None => match self.client_body(request, model) {
                 Some(body) => body,
-                None => to_body(&self.wire.encode_body(request, model)?),
+                None => to_body(&self.wire.encode(request, model)?),
             },
         };
         if let Some(tap) = tap {

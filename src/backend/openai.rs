@@ -6,16 +6,13 @@
 //! back to servers that sent it in that field.
 
 use reqwest::header::{AUTHORIZATION, HeaderName};
-use serde_json::Value;
 
 use super::http::Wire;
 use crate::Error;
 use crate::model::{Event, Protocol, Request};
 use crate::protocol::ChunkError;
 use crate::protocol::openai_chat::decode::decode_response_checked;
-use crate::protocol::openai_chat::{
-    ChunkDecoder, decode_response, encode_request, encode_request_body,
-};
+use crate::protocol::openai_chat::{ChunkDecoder, decode_response, encode_request_body};
 use crate::protocol::openai_responses as responses;
 use crate::protocol::tools_out::Encoded;
 
@@ -34,11 +31,7 @@ impl Wire for ChatWire {
         format!("{base_url}/models")
     }
 
-    fn encode(&self, request: &Request, model: &str) -> Result<Value, Error> {
-        Ok(encode_request(request, model))
-    }
-
-    fn encode_body(&self, request: &Request, model: &str) -> Result<Encoded, Error> {
+    fn encode(&self, request: &Request, model: &str) -> Result<Encoded, Error> {
         Ok(encode_request_body(request, model))
     }
 
@@ -92,11 +85,7 @@ impl Wire for ResponsesWire {
         format!("{base_url}/models")
     }
 
-    fn encode(&self, request: &Request, model: &str) -> Result<Value, Error> {
-        Ok(responses::encode_request(request, model))
-    }
-
-    fn encode_body(&self, request: &Request, model: &str) -> Result<Encoded, Error> {
+    fn encode(&self, request: &Request, model: &str) -> Result<Encoded, Error> {
         Ok(responses::encode_request_body(request, model))
     }
 

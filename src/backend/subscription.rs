@@ -104,14 +104,8 @@ impl Wire for CodexWire {
         ResponsesWire.models_url(base_url)
     }
 
-    fn encode(&self, request: &Request, model: &str) -> Result<Value, Error> {
-        let mut body = ResponsesWire.encode(request, model)?;
-        shape_for_chatgpt(&mut body);
-        Ok(body)
-    }
-
-    fn encode_body(&self, request: &Request, model: &str) -> Result<Encoded, Error> {
-        let mut encoded = ResponsesWire.encode_body(request, model)?;
+    fn encode(&self, request: &Request, model: &str) -> Result<Encoded, Error> {
+        let mut encoded = ResponsesWire.encode(request, model)?;
         shape_for_chatgpt(&mut encoded.body);
         Ok(encoded)
     }
@@ -244,14 +238,8 @@ impl Wire for ClaudeOAuthWire {
         AnthropicWire.models_url(base_url)
     }
 
-    fn encode(&self, request: &Request, model: &str) -> Result<Value, Error> {
-        let mut body = AnthropicWire.encode(request, model)?;
-        put_identity(&mut body);
-        Ok(body)
-    }
-
-    fn encode_body(&self, request: &Request, model: &str) -> Result<Encoded, Error> {
-        let mut encoded = AnthropicWire.encode_body(request, model)?;
+    fn encode(&self, request: &Request, model: &str) -> Result<Encoded, Error> {
+        let mut encoded = AnthropicWire.encode(request, model)?;
         put_identity(&mut encoded.body);
         Ok(encoded)
     }
@@ -328,26 +316,27 @@ mod tests {
             vec![Message::new(Role::User, vec![Part::text("Hi")])],
         );
         request.sampling.temperature = Some(0.2);
-        let body = CodexWire.encode(&request, "gpt-5").unwrap();
+        let body = CodexWire.encode(&request, "gpt-5").unwrap().to_value();
         assert_eq!(body["stream"], true);
         assert_eq!(body["store"], false);
         assert_eq!(body["instructions"], DEFAULT_CODEX_INSTRUCTIONS);
         assert!(body.get("temperature").is_none(), "{body}");
         request.system = vec![Part::text("Be terse.")].into();
-        let body = CodexWire.encode(&request, "gpt-5").unwrap();
+        let body = CodexWire.encode(&request, "gpt-5").unwrap().to_value();
         assert_eq!(body["instructions"], "Be terse.");
         // A chat client's system message becomes the instructions.
         request.system.clear();
         request
             .messages
             .insert(0, Message::new(Role::System, vec![Part::text("Be kind.")]));
-        let body = CodexWire.encode(&request, "gpt-5").unwrap();
+        let body = CodexWire.encode(&request, "gpt-5").unwrap().to_value();
         assert_eq!(body["instructions"], "Be kind.");
         assert_eq!(body["input"].as_array().unwrap().len(), 1, "{body}");
     }
 
-    /// The login wires send what their `encode` gives, their tools written from the text kept
-    /// for the list (a refused field removed around the tools' place, the system moved).
+    /// The login wires send what their protocol's encoder gives with the tools as values,
+    /// shaped as they shape it, their tools written from the text kept for the list (a
+    /// refused field removed around the tools' place, the system moved).
     #[test]
     fn login_wires_send_their_encoded_body_with_kept_tools() {
         let mut request = Request::new(
@@ -365,25 +354,25 @@ mod tests {
             extensions: Default::default(),
         }]
         .into();
-        let same = |encode: &dyn Fn() -> Result<Value, Error>,
-                    encode_body: &dyn Fn() -> Result<Encoded, Error>| {
-            let expected = serde_json::to_vec(&encode().unwrap()).unwrap();
+        // Against the protocol's encoder with the tools as values, shaped the same way.
+        let same = |as_values: Value, encode: &dyn Fn() -> Result<Encoded, Error>| {
+            let expected = serde_json::to_vec(&as_values).unwrap();
             for _ in 0..2 {
-                let sent = encode_body().unwrap().to_vec(0);
+                let sent = encode().unwrap().to_vec(0);
                 assert_eq!(
                     String::from_utf8_lossy(&sent),
                     String::from_utf8_lossy(&expected)
                 );
             }
-            serde_json::from_slice::<Value>(&expected).unwrap()
+            as_values
         };
-        let codex = same(&|| CodexWire.encode(&request, "gpt-5"), &|| {
-            CodexWire.encode_body(&request, "gpt-5")
-        });
+        let mut responses = crate::protocol::openai_responses::encode_request(&request, "gpt-5");
+        shape_for_chatgpt(&mut responses);
+        let codex = same(responses, &|| CodexWire.encode(&request, "gpt-5"));
         assert_eq!(codex["tools"][0]["name"], "shell");
-        let claude = same(&|| ClaudeOAuthWire.encode(&request, "claude"), &|| {
-            ClaudeOAuthWire.encode_body(&request, "claude")
-        });
+        let mut messages = crate::protocol::anthropic::encode_request(&request, "claude");
+        put_identity(&mut messages);
+        let claude = same(messages, &|| ClaudeOAuthWire.encode(&request, "claude"));
         assert_eq!(claude["tools"][0]["name"], "shell");
     }
 

@@ -106,8 +106,7 @@ pub(super) fn decode_tools_as_values(body: &[u8]) -> Result<(Request, ClientOpti
     let echoed = wire
         .tools
         .as_ref()
-        .map(|list| json_out::to_vec(&Value::Array(list.clone()), 0))
-        .map(|text| String::from_utf8_lossy(&text).into());
+        .map(|list| compact_text(&Value::Array(list.clone()), 0));
     let tools = |list: Option<Vec<Value>>| tools_of(list.unwrap_or_default()).map(Shared::new);
     request_from_wire(wire, tools, echoed)
 }
@@ -120,9 +119,14 @@ fn echoed_text(text: &RawValue) -> Arc<str> {
         return text.into();
     }
     match serde_json::from_str::<Value>(text) {
-        Ok(value) => String::from_utf8_lossy(&json_out::to_vec(&value, text.len())).into(),
+        Ok(value) => compact_text(&value, text.len()),
         Err(_) => text.replace(['\n', '\r'], " ").into(),
     }
+}
+
+/// `value` as compact JSON text.
+fn compact_text(value: &Value, capacity: usize) -> Arc<str> {
+    String::from_utf8_lossy(&json_out::to_vec(value, capacity)).into()
 }
 
 fn tools_of(list: Vec<Value>) -> Result<Vec<Tool>, Error> {
