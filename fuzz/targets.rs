@@ -8,7 +8,6 @@ use std::convert::Infallible;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use eventsource_stream2::Eventsource;
 use futures::{FutureExt, StreamExt};
 use llmux::config::ConfigLoader;
 use llmux::model::{Event, Message, Part, Request, Role};
@@ -31,7 +30,7 @@ fn piece_size(data: &[u8]) -> usize {
 /// is done, an error, or the end of the body.
 fn drive_sse(data: &[u8], decoder: &mut dyn StreamDecoder) {
     let pieces: Vec<Result<&[u8], Infallible>> = data.chunks(piece_size(data)).map(Ok).collect();
-    let mut frames = Box::pin(futures::stream::iter(pieces).eventsource());
+    let mut frames = Box::pin(sse_parse::EventStream::new(futures::stream::iter(pieces)));
     let mut events: Vec<Event> = Vec::new();
     loop {
         if decoder.is_done() {

@@ -328,6 +328,65 @@ async fn garbage_sse_before_any_data_is_a_502() {
     );
 }
 
+/// An OpenAI chat stream whose text deltas are `pieces`, as raw bytes a provider sends.
+fn chat_stream_bytes<'a>(pieces: impl IntoIterator<Item = &'a [u8]>) -> bytes::Bytes {
+    let mut body = Vec::new();
+    let mut frame = |delta: &[u8], finish: &str| {
+        body.extend_from_slice(
+            b"data: {\"id\":\"chatcmpl-raw\",\"object\":\"chat.completion.chunk\",\
+              \"created\":1700000000,\"model\":\"fake-small\",\"choices\":[{\"index\":0,\
+              \"delta\":{\"content\":\"",
+        );
+        body.extend_from_slice(delta);
+        body.extend_from_slice(b"\"},\"finish_reason\":");
+        body.extend_from_slice(finish.as_bytes());
+        body.extend_from_slice(b"}]}\n\n");
+    };
+    for piece in pieces {
+        frame(piece, "null");
+    }
+    frame(b"", "\"stop\"");
+    body.extend_from_slice(b"data: [DONE]\n\n");
+    body.into()
+}
+
+/// Streams `body` from the fake provider through llmux and returns the client's text, with
+/// the stream's status.
+async fn stream_through(body: bytes::Bytes) -> (u16, String, Vec<String>) {
+    let fake = FakeOpenAi::start(Mode::SseBody(body)).await;
+    let llmux = llmux_for(&fake, "").await;
+    let response = client()
+        .post(llmux.url("/v1/chat/completions"))
+        .json(&chat("fake-small", true))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let frames = sse_data(&response.text().await.unwrap());
+    (status, streamed_text(&frames), frames)
+}
+
+#[tokio::test]
+async fn bytes_of_a_stream_that_are_not_utf8_read_as_replacement_characters() {
+    // As a browser's EventSource reads them (WHATWG "interpreting an event stream"): a
+    // stray byte costs the client one character, not the whole answer.
+    let (status, text, frames) =
+        stream_through(chat_stream_bytes([&b"caf\xc3"[..], b"\xa9 ok ", b"\xff!"])).await;
+    assert_eq!(status, 200);
+    assert_eq!(text, "caf\u{fffd}\u{fffd} ok \u{fffd}!");
+    assert_eq!(frames.last().map(String::as_str), Some("[DONE]"));
+}
+
+#[tokio::test]
+async fn a_burst_of_thousands_of_frames_in_one_read_arrives_whole_and_in_order() {
+    let pieces: Vec<String> = (0..5000).map(|i| format!("{i} ")).collect();
+    let (status, text, frames) =
+        stream_through(chat_stream_bytes(pieces.iter().map(|p| p.as_bytes()))).await;
+    assert_eq!(status, 200);
+    assert_eq!(text, pieces.concat());
+    assert_eq!(frames.last().map(String::as_str), Some("[DONE]"));
+}
+
 #[tokio::test]
 async fn a_client_that_disconnects_cancels_the_upstream_request() {
     let fake = FakeOpenAi::start(Mode::Endless).await;

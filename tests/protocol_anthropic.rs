@@ -12,7 +12,7 @@
 //!    each direction must produce (requests, non-streaming bodies and streams).
 //! 3. One named test per failure mode other gateways hit (PROTOCOLS.md §5).
 //! 4. Re-chunking: any split of an upstream SSE byte stream (multi-byte UTF-8 included)
-//!    gives the same client bytes, read through `eventsource_stream2` as the back-ends do.
+//!    gives the same client bytes, read through `sse_parse` as the back-ends do.
 //!
 //! JSON is compared as values (key order does not matter). A failure names the case, lists
 //! each differing path and prints the whole actual value or stream for a diff tool.
@@ -23,7 +23,6 @@ use std::fs;
 use std::path::Path;
 
 use bytes::Bytes;
-use eventsource_stream2::Eventsource;
 use futures::StreamExt;
 use llmux::backend::anthropic::AnthropicWire;
 use llmux::backend::http::decode_frames;
@@ -100,7 +99,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// Raw `(event, data)` frames of a byte stream delivered in `chunks`, parsed by
-/// `eventsource_stream2` exactly as the HTTP back-end does.
+/// `sse_parse` exactly as the HTTP back-end does.
 fn sse_frames(chunks: Vec<Vec<u8>>) -> Vec<(String, String)> {
     let stream = futures::stream::iter(
         chunks
@@ -108,8 +107,7 @@ fn sse_frames(chunks: Vec<Vec<u8>>) -> Vec<(String, String)> {
             .map(|c| Ok::<Bytes, Infallible>(Bytes::from(c))),
     );
     runtime().block_on(
-        stream
-            .eventsource()
+        sse_parse::EventStream::new(stream)
             .map(|frame| {
                 let frame = frame.unwrap();
                 (frame.event, frame.data)

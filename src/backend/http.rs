@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use eventsource_stream2::{EventStreamError, Eventsource};
 use futures::{Stream, StreamExt};
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
@@ -364,7 +363,7 @@ impl<W: Wire> HttpBackend<W> {
             tap.record(Direction::StreamStart, Payload::None);
         }
         let bytes = idle_guard(Box::pin(response.bytes_stream()), self.config.timeouts.idle);
-        let mut frames = Box::pin(bytes.eventsource());
+        let mut frames = Box::pin(sse_parse::EventStream::new(bytes));
         let mut decoder = FrameDecoder::new(self.wire.stream_decoder(), errors.clone());
         let mut first = Vec::new();
         while first.is_empty() {
@@ -711,23 +710,20 @@ impl ErrorMapper {
         .into()
     }
 
-    fn sse(&self, err: EventStreamError<TransportError>) -> Error {
+    /// The parser's only error is the transport's: every byte sequence is an event stream
+    /// (text that is not UTF-8 reads as U+FFFD, as a browser's `EventSource` reads it).
+    fn sse(&self, err: sse_parse::Error<TransportError>) -> Error {
         let backend = self.backend.clone();
-        let unreadable = format!("unreadable event stream: {err}");
-        match err.into_transport() {
-            Some(TransportError::Idle) => ErrorKind::Timeout {
+        let sse_parse::Error::Transport(err) = err;
+        match err {
+            TransportError::Idle => ErrorKind::Timeout {
                 backend,
                 phase: TimeoutPhase::Idle,
                 after: self.idle,
             },
-            Some(TransportError::Http(message)) => ErrorKind::StreamInterrupted {
+            TransportError::Http(message) => ErrorKind::StreamInterrupted {
                 backend,
                 message: self.scrub(message),
-            },
-            // Not UTF-8: the only error of the parser's own.
-            None => ErrorKind::UpstreamProtocol {
-                backend,
-                message: unreadable,
             },
         }
         .into()

@@ -57,6 +57,9 @@ pub enum Mode {
     CallWith(&'static str),
     /// Answers non-streaming chat requests with exactly these bytes, as JSON.
     Body(&'static str),
+    /// Answers streaming chat requests with exactly these bytes as the event stream, in
+    /// one write.
+    SseBody(Bytes),
     /// A fault script: the Nth chat request is answered as the Nth mode, every request
     /// after the script normally.
     Script(Vec<Mode>),
@@ -326,6 +329,9 @@ async fn chat(
             return sse(futures::stream::iter(vec![Ok(Bytes::from(
                 "data: this is not json\n\n",
             ))]));
+        }
+        Mode::SseBody(ref body) => {
+            return sse(futures::stream::iter(vec![Ok(body.clone())]));
         }
         Mode::StallMidStream | Mode::DropMidStream => {
             frames.push(chunk(&model, json!({"content": "Hel"}), None));
