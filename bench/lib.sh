@@ -89,9 +89,12 @@ stop_pid() {
 }
 
 # start_fake [ARGS...]: the fake provider on a port it picks, with ARGS (e.g.
-# --chunk-interval-ms 50); sets fake_pid and fake_addr (HOST:PORT).
+# --chunk-interval-ms 50); sets fake_pid and fake_addr (HOST:PORT). FAKE_TLS=1 makes it an
+# HTTPS provider whose certificate write_config's back-end trusts ($tmp/fake-ca.pem).
 start_fake() {
-    "${pin_load[@]}" "$bin/fake-provider" --port 0 "$@" >"$tmp/fake.out" 2>"$tmp/fake.err" &
+    local tls=()
+    [[ "${FAKE_TLS:-0}" == 1 ]] && tls=(--tls-cert-out "$tmp/fake-ca.pem")
+    "${pin_load[@]}" "$bin/fake-provider" --port 0 "${tls[@]}" "$@" >"$tmp/fake.out" 2>"$tmp/fake.err" &
     fake_pid=$!
     bench_pids+=("$fake_pid")
     fake_addr=""
@@ -109,9 +112,13 @@ start_fake() {
 # listening on 127.0.0.1:PORT; EXTRA is appended (e.g. a [capture] table). FAKE_API=anthropic
 # makes the back-end an Anthropic one (the fake's /v1/messages), for the anthropic kinds.
 write_config() {
-    local backend_type="openai-compatible" base_url="http://$fake_addr/v1"
+    local backend_type="openai-compatible" scheme=http tls_toml=""
+    if [[ "${FAKE_TLS:-0}" == 1 ]]; then
+        scheme=https tls_toml="ca_file = \"$tmp/fake-ca.pem\""
+    fi
+    local base_url="$scheme://$fake_addr/v1"
     if [[ "${FAKE_API:-openai}" == anthropic ]]; then
-        backend_type="anthropic-compatible" base_url="http://$fake_addr"
+        backend_type="anthropic-compatible" base_url="$scheme://$fake_addr"
     fi
     cat >"$1" <<EOF
 default_backend = "fake"
@@ -125,6 +132,7 @@ anthropic_port = 0
 [backends.fake]
 type = "$backend_type"
 base_url = "$base_url"
+$tls_toml
 ${3:-}
 EOF
 }

@@ -2,7 +2,7 @@
 //! being polled, instead of being scheduled again.
 //!
 //! A client connection's task runs the server side, the pipeline and the provider's
-//! connection (see `backend::plain_http`). Parts of it wake one another through hyper's
+//! connection (see `backend::driven_http`). Parts of it wake one another through hyper's
 //! channels (a body channel wakes its sender whenever its receiver takes a chunk), and all
 //! their wakers are this task's. Tokio treats a wake of the running task as a yield: it
 //! queues the task and rouses an idle worker to steal it, an eventfd write or a futex wake

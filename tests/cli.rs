@@ -227,6 +227,7 @@ fn the_example_config_documents_every_key() {
             user_agent: Some(String::new()),
         }),
         proxy_url: Some(String::new()),
+        ca_file: Some(String::new()),
         credentials_path: Some(llmux::config::raw::OneOrMany::One(String::new())),
         token_url: Some(String::new()),
         client_id: Some(String::new()),

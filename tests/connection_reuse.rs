@@ -77,7 +77,7 @@ fn body_ends() -> [Mode; 2] {
 }
 
 #[tokio::test]
-async fn streamed_answers_leave_their_plain_http_connection_for_the_next_request() {
+async fn streamed_answers_leave_their_driven_http_connection_for_the_next_request() {
     for mode in body_ends() {
         let fake = FakeOpenAi::start(mode.clone()).await;
         let llmux = start(
@@ -87,6 +87,60 @@ async fn streamed_answers_leave_their_plain_http_connection_for_the_next_request
         .await;
         assert_eq!(connections_after_turns(&llmux, &fake).await, 1, "{mode:?}");
     }
+}
+
+#[tokio::test]
+async fn https_answers_reach_a_provider_whose_ca_file_is_given_on_one_connection() {
+    let (certificate, tls) = support::self_signed_tls();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, certificate).unwrap();
+    for mode in body_ends() {
+        let fake = FakeOpenAi::start_tls(mode.clone(), tls.clone()).await;
+        assert!(fake.base_url.starts_with("https://127.0.0.1:"));
+        let llmux = start(
+            config(
+                &fake_backend_config(
+                    &fake.base_url,
+                    &format!("ca_file = {:?}", ca_file.to_str().unwrap()),
+                ),
+                &[],
+            ),
+            &[("FAKE_API_KEY", "k")],
+        )
+        .await;
+        assert_eq!(connections_after_turns(&llmux, &fake).await, 1, "{mode:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_https_provider_whose_certificate_nobody_vouches_for_is_unreachable_saying_why() {
+    let (_, tls) = support::self_signed_tls();
+    let fake = FakeOpenAi::start_tls(Mode::Normal, tls).await;
+    let llmux = start(
+        config(&fake_backend_config(&fake.base_url, ""), &[]),
+        &[("FAKE_API_KEY", "fake-key-0123456789")],
+    )
+    .await;
+    for stream in [false, true] {
+        let response = client()
+            .post(llmux.url("/v1/chat/completions"))
+            .json(&serde_json::json!({"model": "fake-small", "stream": stream,
+                "messages": [{"role": "user", "content": "Hi"}]}))
+            .send()
+            .await
+            .unwrap();
+        // As any back-end that cannot be reached (the next leg of a failover route would be
+        // tried), with the reason in the message.
+        assert_eq!(response.status(), 503);
+        let body: serde_json::Value = response.json().await.unwrap();
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("invalid peer certificate") && message.contains("UnknownIssuer"),
+            "{message}"
+        );
+    }
+    assert_eq!(fake.hit_count(), 0);
 }
 
 #[tokio::test]
@@ -176,4 +230,42 @@ async fn a_provider_that_keeps_the_body_open_after_done_holds_neither_client_nor
         .expect("the second stream ended at [DONE]");
     assert_eq!(text, "Hello from fake.");
     assert_eq!(fake.connections.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn a_ca_file_that_holds_no_usable_certificate_is_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let garbled = "-----BEGIN CERTIFICATE-----\nnot base64 !!\n-----END CERTIFICATE-----\n";
+    let not_a_certificate =
+        "-----BEGIN CERTIFICATE-----\naGVsbG8gd29ybGQ=\n-----END CERTIFICATE-----\n";
+    let cases = [
+        (
+            dir.path().join("missing.pem").to_str().unwrap().to_owned(),
+            "cannot be read",
+        ),
+        (write("empty.pem", "just text\n"), "no certificate in it"),
+        (
+            write("garbled.pem", garbled),
+            "not a PEM file of certificates",
+        ),
+        (
+            write("bytes.pem", not_a_certificate),
+            "certificate 1 cannot be a root",
+        ),
+    ];
+    for (path, why) in cases {
+        let err = support::config_error(&fake_backend_config(
+            "https://127.0.0.1:1/v1",
+            &format!("ca_file = {path:?}"),
+        ));
+        assert!(
+            err.contains("backends.fake.ca_file") && err.contains(why),
+            "{err}"
+        );
+    }
 }

@@ -134,8 +134,8 @@ pub struct HttpBackend<W: Wire> {
     wire: W,
     client: reqwest::Client,
     /// The generation requests' client when the back-end is at a plain `http://` URL
-    /// that no proxy applies to (see [`super::plain_http`]).
-    plain: Option<super::plain_http::PlainHttp>,
+    /// that no proxy applies to (see [`super::driven_http`]).
+    plain: Option<super::driven_http::DrivenHttp>,
     keys: super::keys::KeyRing,
     /// The auth headers of each key, built once.
     auth: Vec<Vec<(HeaderName, HeaderValue)>>,
@@ -172,6 +172,15 @@ impl<W: Wire> HttpBackend<W> {
                 })
             })?;
             client = client.proxy(proxy.no_proxy(reqwest::NoProxy::from_env()));
+        }
+        for root in &config.extra_roots {
+            let root = reqwest::Certificate::from_der(root).map_err(|e| {
+                Error::from(ErrorKind::BackendNotConfigured {
+                    backend: config.id.clone(),
+                    message: format!("a certificate of ca_file: {e}"),
+                })
+            })?;
+            client = client.add_root_certificate(root);
         }
         let client = client
             .build()
@@ -219,10 +228,11 @@ impl<W: Wire> HttpBackend<W> {
             reqwest::Url::parse(&wire.generate_url(&config.base_url, "", false)).ok()
         };
         let plain = fixed_url.as_ref().and_then(|url| {
-            super::plain_http::PlainHttp::for_url(
+            super::driven_http::DrivenHttp::for_url(
                 url,
                 config.proxy_url.as_deref(),
                 config.timeouts.connect,
+                &config.extra_roots,
                 |name| std::env::var(name).ok(),
             )
         });
@@ -551,7 +561,7 @@ impl<W: Wire> HttpBackend<W> {
 
     /// A send on the plain-HTTP client that failed, as [`HttpBackend::transport_error`]
     /// says one on reqwest.
-    fn plain_error(&self, err: &super::plain_http::SendError) -> Error {
+    fn plain_error(&self, err: &super::driven_http::SendError) -> Error {
         if err.is_connect_timeout() {
             return self.timeout(TimeoutPhase::Connect);
         }

@@ -8,6 +8,7 @@
 pub mod acp;
 pub mod anthropic;
 pub mod code_assist;
+mod driven_http;
 pub mod gemini;
 pub mod http;
 pub mod keys;
@@ -15,7 +16,6 @@ pub mod mock;
 pub mod openai;
 pub mod openai_compatible;
 pub mod openrouter;
-mod plain_http;
 pub mod providers;
 pub mod subscription;
 pub mod zai;

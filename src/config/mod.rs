@@ -159,6 +159,8 @@ pub struct BackendConfig {
     pub identity: raw::RawIdentity,
     /// The outbound proxy; `None`: the proxy environment variables decide.
     pub proxy_url: Option<String>,
+    /// `ca_file`'s certificates, trusted besides the built-in roots.
+    pub extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
     pub mock: MockConfig,
     /// For subscription-login kinds: the credential files and the OAuth client.
     pub login: Option<crate::credentials::login::LoginSettings>,
@@ -1555,6 +1557,14 @@ fn validate_backend(
         }
     }
 
+    let extra_roots = match raw.ca_file.as_deref().filter(|path| !path.is_empty()) {
+        Some(path) => ca_file_roots(path).unwrap_or_else(|why| {
+            problems.push(bad(layered, &key("ca_file"), format!("'{path}'"), why));
+            Vec::new()
+        }),
+        None => Vec::new(),
+    };
+
     let login = login_settings(id, kind, raw, layered, env, problems);
     let acp = acp_settings(id, kind, raw, layered, env, problems);
 
@@ -1593,6 +1603,7 @@ fn validate_backend(
         app_title: raw.app_title.clone().unwrap_or_else(|| "llmux".into()),
         identity: raw.identity.clone().unwrap_or_default(),
         proxy_url: raw.proxy_url.clone().filter(|url| !url.is_empty()),
+        extra_roots,
         mock: MockConfig {
             response_text: raw
                 .response_text
@@ -1604,6 +1615,27 @@ fn validate_backend(
         login,
         acp,
     })
+}
+
+/// The CA certificates of a back-end's `ca_file`: every PEM certificate in it, each one
+/// rustls accepts as a root; the error says why not.
+fn ca_file_roots(path: &str) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let pem = std::fs::read(path).map_err(|e| format!("cannot be read: {e}"))?;
+    let roots = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("not a PEM file of certificates: {e}"))?;
+    if roots.is_empty() {
+        return Err("no certificate in it (expected -----BEGIN CERTIFICATE----- blocks)".into());
+    }
+    let mut store = rustls::RootCertStore::empty();
+    for (i, root) in roots.iter().enumerate() {
+        store
+            .add(root.clone())
+            .map_err(|e| format!("certificate {} cannot be a root: {e}", i + 1))?;
+    }
+    Ok(roots)
 }
 
 /// The agent settings of a gemini-cli-acp back-end; `None` for other kinds, which may not

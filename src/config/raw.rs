@@ -881,6 +881,9 @@ pub struct RawBackend {
     /// `socks5h://` (the proxy resolves names); otherwise HTTP_PROXY, HTTPS_PROXY, ALL_PROXY
     /// and NO_PROXY decide.
     pub proxy_url: Option<String>,
+    /// A PEM file of CA certificates trusted for this back-end's `https://` URL besides the
+    /// built-in roots (a self-hosted server with its own CA, a TLS-inspecting firewall).
+    pub ca_file: Option<String>,
     /// Subscription logins: the CLI's credential file, or several (accounts that take
     /// turns like keys); the CLI's own file when absent.
     pub credentials_path: Option<OneOrMany>,

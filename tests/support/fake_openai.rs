@@ -101,6 +101,15 @@ pub struct FakeOpenAi {
 
 impl FakeOpenAi {
     pub async fn start(mode: Mode) -> Self {
+        Self::start_on(mode, None).await
+    }
+
+    /// The fake at an `https://` URL, presenting the certificate of `tls`.
+    pub async fn start_tls(mode: Mode, tls: std::sync::Arc<rustls::ServerConfig>) -> Self {
+        Self::start_on(mode, Some(tls)).await
+    }
+
+    async fn start_on(mode: Mode, tls: Option<std::sync::Arc<rustls::ServerConfig>>) -> Self {
         let shared = Shared {
             mode,
             model_list_hits: Arc::default(),
@@ -114,9 +123,15 @@ impl FakeOpenAi {
             .route("/v1/responses", post(responses))
             .route("/v1/models", get(models))
             .with_state(shared.clone());
-        let (addr, connections) = super::serve_counting_connections(app).await;
+        let (scheme, (addr, connections)) = match tls {
+            None => ("http", super::serve_counting_connections(app).await),
+            Some(tls) => (
+                "https",
+                super::serve_tls_counting_connections(app, tls).await,
+            ),
+        };
         Self {
-            base_url: format!("http://{addr}/v1"),
+            base_url: format!("{scheme}://{addr}/v1"),
             model_list_hits: shared.model_list_hits,
             hits: shared.hits,
             requests: shared.requests,

@@ -109,6 +109,55 @@ pub async fn serve_counting_connections(
     (addr, connections)
 }
 
+/// A certificate for `127.0.0.1`, signed by itself: its PEM text, and the rustls settings
+/// of a server that presents it.
+pub fn self_signed_tls() -> (String, std::sync::Arc<rustls::ServerConfig>) {
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let key =
+        rustls::pki_types::PrivateKeyDer::try_from(certified.signing_key.serialize_der()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key)
+        .unwrap();
+    (certified.cert.pem(), std::sync::Arc::new(config))
+}
+
+/// [`serve_counting_connections`] over TLS (HTTP/1.1) with `tls`.
+pub async fn serve_tls_counting_connections(
+    app: axum::Router,
+    tls: std::sync::Arc<rustls::ServerConfig>,
+) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = std::sync::Arc::new(AtomicUsize::new(0));
+    let accepted = connections.clone();
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            accepted.fetch_add(1, Ordering::SeqCst);
+            let (acceptor, app) = (acceptor.clone(), app.clone());
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(
+                    move |request: hyper::Request<hyper::body::Incoming>| {
+                        tower::ServiceExt::oneshot(app.clone(), request.map(axum::body::Body::new))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, connections)
+}
+
 /// Starts llmux with `config`, provider keys taken from `secrets`.
 pub async fn start(config: Config, secrets: &[(&str, &str)]) -> Llmux {
     let secrets = EnvSecrets::from_map(

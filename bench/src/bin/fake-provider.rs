@@ -59,6 +59,29 @@ struct Args {
     /// order and measure each frame's delay (0: prebuilt words, as fast as possible).
     #[arg(long, default_value_t = 0)]
     chunk_interval_ms: u64,
+    /// Serve HTTPS (HTTP/1.1 over TLS) with a certificate for the bound address, made at
+    /// start and signed by itself; its PEM goes to this file, for a client to trust.
+    #[arg(long)]
+    tls_cert_out: Option<std::path::PathBuf>,
+}
+
+/// A certificate for `host`, signed by itself, written to `pem_out`; the TLS settings of a
+/// server presenting it.
+fn self_signed_tls(
+    host: IpAddr,
+    pem_out: &std::path::Path,
+) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    let certified = rcgen::generate_simple_self_signed(vec![host.to_string()])?;
+    std::fs::write(pem_out, certified.cert.pem())
+        .with_context(|| format!("writing {}", pem_out.display()))?;
+    let key = rustls::pki_types::PrivateKeyDer::try_from(certified.signing_key.serialize_der())
+        .map_err(|e| anyhow::anyhow!("the generated key: {e}"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key)?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Prebuilt response bodies, shared by all connections.
@@ -501,6 +524,10 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}:{}", args.host, args.port))?;
     let local = listener.local_addr()?;
+    let tls = match &args.tls_cert_out {
+        Some(path) => Some(self_signed_tls(args.host, path)?),
+        None => None,
+    };
     println!("listening on {local}");
     let canned = Arc::new(Canned::new(std::time::Duration::from_millis(
         args.chunk_interval_ms,
@@ -519,12 +546,20 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         };
         let _ = stream.set_nodelay(true);
         let canned = canned.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| handle(canned.clone(), req));
-            let _ = http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let server = http1::Builder::new().keep_alive(true).clone();
+            let _ = match tls {
+                None => server.serve_connection(TokioIo::new(stream), service).await,
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(stream) => server.serve_connection(TokioIo::new(stream), service).await,
+                    Err(e) => {
+                        eprintln!("TLS handshake: {e}");
+                        return;
+                    }
+                },
+            };
         });
     }
 }

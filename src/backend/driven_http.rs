@@ -1,6 +1,7 @@
-//! The generation request to a back-end at a plain `http://` URL that no proxy applies to (a
-//! model server on this machine or the LAN: Ollama, vLLM, llama.cpp, LM Studio, another
-//! gateway), sent on an HTTP/1.1 connection that the request's own task drives.
+//! The generation request to a back-end that no proxy applies to, sent on an HTTP/1.1
+//! connection that the request's own task drives: `https://` providers (OpenAI, Anthropic,
+//! OpenRouter, ZAI, the subscription logins) over TLS, and model servers at `http://` URLs
+//! on this machine or the LAN (Ollama, vLLM, llama.cpp, LM Studio, another gateway).
 //!
 //! Two costs are avoided this way, both measured with bench/callgrind.sh:
 //! - reqwest's layers, ~13 % of a whole same-protocol request: its redirect policy and its
@@ -16,9 +17,11 @@
 //! task. A connection whose answer was read to the end goes back to this back-end's idle
 //! list; the next request polls it to find whether the provider closed it meanwhile.
 //!
-//! HTTPS back-ends, and any back-end a proxy applies to, stay on reqwest (TLS, proxies). The
-//! answer comes back as a `reqwest::Response`, so everything after the send (status,
-//! headers, whole bodies, streams, their errors) is the same code for both clients.
+//! TLS is rustls with the roots reqwest trusts (webpki-roots, Mozilla's list) and the
+//! back-end's `ca_file`, offering only HTTP/1.1 in ALPN, as the providers' own SDKs speak
+//! (httpx and Node's fetch). Any back-end a proxy applies to stays on reqwest. The answer
+//! comes back as a `reqwest::Response`, so everything after the send (status, headers,
+//! whole bodies, streams, their errors) is the same code for both clients.
 
 use std::fmt;
 use std::future::{Future, poll_fn};
@@ -37,10 +40,14 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 use reqwest::ResponseBuilderExt;
 use reqwest::header::{HOST, HeaderMap, HeaderValue, USER_AGENT};
+use rustls::pki_types::{CertificateDer, ServerName};
 use sync_wrapper::SyncWrapper;
 
 /// The environment variables through which reqwest applies a proxy to `http://` URLs.
 const HTTP_PROXY_VARS: [&str; 4] = ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"];
+
+/// The environment variables through which reqwest applies a proxy to `https://` URLs.
+const HTTPS_PROXY_VARS: [&str; 4] = ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"];
 
 /// How long an idle connection is kept for the next request (as reqwest's pool did).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -48,11 +55,13 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// At most this many idle connections are kept per back-end; one past it is closed.
 const MAX_IDLE: usize = 256;
 
-/// The plain-HTTP client of one back-end, for its one generation URL.
-pub struct PlainHttp {
+/// The client of one back-end, for its one generation URL.
+pub struct DrivenHttp {
     /// `http://host:port/`, what the connector connects to (a name is resolved at each
-    /// new connection).
+    /// new connection); TLS, if any, is begun on the connection it gives.
     origin: http::Uri,
+    /// For an `https://` URL: the TLS settings and the name the certificate must carry.
+    tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
     /// hyper-util's connector: resolution, the IPv6/IPv4 fallback race, the connect
     /// timeout shared among the addresses, TCP_NODELAY.
     connector: HttpConnector,
@@ -121,25 +130,36 @@ impl SendError {
     }
 }
 
-impl PlainHttp {
-    /// The client for `url`, when it is `http://` and no proxy applies: neither the
-    /// back-end's own `proxy_url` nor one of the proxy variables in `env` (which reqwest
-    /// would follow; NO_PROXY is left to reqwest too, so any such variable keeps reqwest).
+impl DrivenHttp {
+    /// The client for `url`, when it is `http://` or `https://` and no proxy applies:
+    /// neither the back-end's own `proxy_url` nor one of the proxy variables in `env` for
+    /// its scheme (which reqwest would follow; NO_PROXY is left to reqwest too, so any such
+    /// variable keeps reqwest). `extra_roots` are trusted besides the built-in ones.
     pub fn for_url(
         url: &reqwest::Url,
         proxy_url: Option<&str>,
         connect_timeout: Duration,
+        extra_roots: &[CertificateDer<'static>],
         env: impl Fn(&str) -> Option<String>,
     ) -> Option<Self> {
+        let proxy_vars = match url.scheme() {
+            "http" => HTTP_PROXY_VARS,
+            "https" => HTTPS_PROXY_VARS,
+            _ => return None,
+        };
         let proxied = proxy_url.is_some()
-            || HTTP_PROXY_VARS
+            || proxy_vars
                 .iter()
                 .any(|name| env(name).is_some_and(|value| !value.is_empty()));
-        if url.scheme() != "http" || proxied {
+        if proxied {
             return None;
         }
         let host = url.host_str()?.to_owned();
         let port = url.port_or_known_default()?;
+        let tls = match url.scheme() {
+            "https" => Some((tls_connector(extra_roots)?, server_name(&host)?)),
+            _ => None,
+        };
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(connect_timeout));
@@ -154,6 +174,7 @@ impl PlainHttp {
         };
         Some(Self {
             origin: format!("http://{host}:{port}/").parse().ok()?,
+            tls,
             connector,
             path: path.parse().ok()?,
             host_header: HeaderValue::from_str(&host_header).ok()?,
@@ -201,19 +222,32 @@ impl PlainHttp {
         Ok(self.answer(response, connection))
     }
 
-    /// A new connection to the back-end.
+    /// A new connection to the back-end, over TLS for an `https://` URL.
     async fn connect(&self) -> Result<Box<Connection>, SendError> {
-        let stream = tower::ServiceExt::oneshot(self.connector.clone(), self.origin.clone())
+        let connect_error = |source: Box<dyn std::error::Error + Send + Sync>| SendError::Connect {
+            target: self
+                .origin
+                .authority()
+                .map_or("", |a| a.as_str())
+                .to_owned(),
+            source,
+        };
+        let tcp = tower::ServiceExt::oneshot(self.connector.clone(), self.origin.clone())
             .await
-            .map_err(|source| SendError::Connect {
-                target: self
-                    .origin
-                    .authority()
-                    .map_or("", |a| a.as_str())
-                    .to_owned(),
-                source: source.into(),
-            })?;
-        let (sender, driver) = http1::handshake(stream).await.map_err(SendError::Http)?;
+            .map_err(|source| connect_error(source.into()))?
+            .into_inner();
+        let stream = match &self.tls {
+            None => Stream::Plain(tcp),
+            Some((connector, name)) => Stream::Tls(Box::new(
+                connector
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(|source| connect_error(source.into()))?,
+            )),
+        };
+        let (sender, driver) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(SendError::Http)?;
         Ok(Box::new(Connection {
             sender,
             driver: Some(SyncWrapper::new(driver)),
@@ -246,7 +280,100 @@ impl PlainHttp {
     }
 }
 
-type Driver = http1::Connection<TokioIo<tokio::net::TcpStream>, Full<Bytes>>;
+type Driver = http1::Connection<TokioIo<Stream>, Full<Bytes>>;
+
+/// The TLS settings of `https://` back-ends: the roots reqwest trusts (Mozilla's, from
+/// webpki-roots) and `extra_roots`, HTTP/1.1 only. `None` when an extra root is not a
+/// certificate rustls can use (the config check has said so already).
+fn tls_connector(extra_roots: &[CertificateDer<'static>]) -> Option<tokio_rustls::TlsConnector> {
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    for root in extra_roots {
+        roots.add(root.clone()).ok()?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .ok()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Some(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+/// The name a provider's certificate must carry: its host name, or its IP address.
+fn server_name(host: &str) -> Option<ServerName<'static>> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => Some(ServerName::IpAddress(ip.into())),
+        Err(_) => ServerName::try_from(bare.to_owned()).ok(),
+    }
+}
+
+/// A connection's byte stream: TCP, or TLS over TCP.
+enum Stream {
+    Plain(tokio::net::TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>),
+}
+
+impl tokio::io::AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
+            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
+            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(tcp) => Pin::new(tcp).poll_write_vectored(cx, bufs),
+            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Plain(tcp) => tcp.is_write_vectored(),
+            Self::Tls(tls) => tls.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
+            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
+            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
 
 /// One HTTP/1.1 connection: its sender and the future that does its reads and writes,
 /// which whoever waits on it polls. Kept boxed: hyper's connection state is large, and
@@ -437,23 +564,27 @@ mod tests {
                 .find(|(key, _)| *key == name)
                 .map(|(_, value)| (*value).to_owned())
         };
-        PlainHttp::for_url(&url, proxy, Duration::from_secs(1), env).is_some()
+        DrivenHttp::for_url(&url, proxy, Duration::from_secs(1), &[], env).is_some()
     }
 
     #[test]
-    fn only_plain_http_without_a_proxy_skips_reqwest() {
-        assert!(client_for(
+    fn only_urls_without_a_proxy_skip_reqwest() {
+        for url in [
             "http://127.0.0.1:11434/v1/chat/completions",
-            None,
-            &[]
-        ));
-        assert!(!client_for(
             "https://api.openai.com/v1/chat/completions",
-            None,
-            &[]
-        ));
-        let proxy = Some("http://proxy.test:3128");
-        assert!(!client_for("http://127.0.0.1:8080/v1", proxy, &[]));
+            "https://[::1]:8443/v1/messages",
+        ] {
+            assert!(client_for(url, None, &[]), "{url}");
+            let proxy = Some("http://proxy.test:3128");
+            assert!(!client_for(url, proxy, &[]), "{url}");
+            for var in ["ALL_PROXY", "all_proxy"] {
+                assert!(!client_for(url, None, &[(var, "http://p:1")]), "{url}");
+            }
+            // An empty variable is no proxy (reqwest ignores it too).
+            assert!(client_for(url, None, &[("ALL_PROXY", "")]), "{url}");
+        }
+        assert!(!client_for("ftp://127.0.0.1/v1", None, &[]));
+        // Each scheme's own variable applies to it alone.
         for var in HTTP_PROXY_VARS {
             assert!(!client_for(
                 "http://127.0.0.1:8080/v1",
@@ -461,17 +592,22 @@ mod tests {
                 &[(var, "http://p:1")]
             ));
         }
-        // An empty variable is no proxy (reqwest ignores it too).
-        assert!(client_for(
-            "http://127.0.0.1:8080/v1",
-            None,
-            &[("HTTP_PROXY", "")]
-        ));
-        // HTTPS_PROXY is for https URLs only.
+        for var in HTTPS_PROXY_VARS {
+            assert!(!client_for(
+                "https://127.0.0.1:8443/v1",
+                None,
+                &[(var, "http://p:1")]
+            ));
+        }
         assert!(client_for(
             "http://127.0.0.1:8080/v1",
             None,
             &[("HTTPS_PROXY", "http://p:1")]
+        ));
+        assert!(client_for(
+            "https://127.0.0.1:8443/v1",
+            None,
+            &[("HTTP_PROXY", "http://p:1")]
         ));
     }
 
@@ -497,7 +633,7 @@ mod tests {
         assert!(hung, "the accept queue never filled");
         let url = reqwest::Url::parse(&format!("http://{addr}/v1/x")).unwrap();
         let timeout = Duration::from_millis(300);
-        let client = PlainHttp::for_url(&url, None, timeout, |_| None).unwrap();
+        let client = DrivenHttp::for_url(&url, None, timeout, &[], |_| None).unwrap();
         let err = client
             .post(HeaderMap::new(), Bytes::new())
             .await
@@ -512,7 +648,8 @@ mod tests {
             listener.local_addr().unwrap().port()
         };
         let url = reqwest::Url::parse(&format!("http://127.0.0.1:{port}/v1/x")).unwrap();
-        let client = PlainHttp::for_url(&url, None, Duration::from_secs(1), |_| None).unwrap();
+        let client =
+            DrivenHttp::for_url(&url, None, Duration::from_secs(1), &[], |_| None).unwrap();
         let err = client
             .post(HeaderMap::new(), Bytes::new())
             .await
@@ -538,23 +675,66 @@ mod tests {
         EchoesHost,
     }
 
+    /// A byte stream a provider's connection runs on: TCP, or TLS over it.
+    trait Socket: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+    impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Socket for T {}
+
     /// An HTTP/1.1 provider on loopback, written by hand so that it can close connections
     /// when a test needs it; counts the connections it accepted.
     async fn provider(behaviour: Provider) -> (reqwest::Url, Arc<std::sync::atomic::AtomicUsize>) {
+        provider_on(behaviour, None).await
+    }
+
+    /// A certificate for `127.0.0.1` and `localhost`, signed by itself, and a TLS acceptor
+    /// that presents it.
+    fn self_signed() -> (CertificateDer<'static>, tokio_rustls::TlsAcceptor) {
+        let certified =
+            rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
+                .unwrap();
+        let certificate = certified.cert.der().clone();
+        let key = rustls::pki_types::PrivateKeyDer::try_from(certified.signing_key.serialize_der())
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![certificate.clone()], key)
+            .unwrap();
+        (
+            certificate,
+            tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        )
+    }
+
+    /// [`provider`], over TLS when `tls` is given (its URL then `https://`).
+    async fn provider_on(
+        behaviour: Provider,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> (reqwest::Url, Arc<std::sync::atomic::AtomicUsize>) {
         use std::sync::atomic::{AtomicUsize, Ordering};
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let url = reqwest::Url::parse(&format!(
-            "http://{}/v1/chat/completions",
+            "{scheme}://{}/v1/chat/completions",
             listener.local_addr().unwrap()
         ))
         .unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&accepted);
         tokio::spawn(async move {
-            while let Ok((mut socket, _)) = listener.accept().await {
+            while let Ok((tcp, _)) = listener.accept().await {
                 counter.fetch_add(1, Ordering::SeqCst);
+                let tls = tls.clone();
                 tokio::spawn(async move {
+                    let mut socket: Box<dyn Socket> = match tls {
+                        None => Box::new(tcp),
+                        Some(acceptor) => match acceptor.accept(tcp).await {
+                            Ok(stream) => Box::new(stream),
+                            Err(_) => return,
+                        },
+                    };
                     let mut buffer = Vec::new();
                     let mut answered = 0;
                     loop {
@@ -636,11 +816,11 @@ mod tests {
         (url, accepted)
     }
 
-    fn client(url: &reqwest::Url) -> PlainHttp {
-        PlainHttp::for_url(url, None, Duration::from_secs(2), |_| None).unwrap()
+    fn client(url: &reqwest::Url) -> DrivenHttp {
+        DrivenHttp::for_url(url, None, Duration::from_secs(2), &[], |_| None).unwrap()
     }
 
-    async fn post_text(client: &PlainHttp) -> String {
+    async fn post_text(client: &DrivenHttp) -> String {
         let response = client
             .post(HeaderMap::new(), Bytes::from_static(b"{\"model\":\"m\"}"))
             .await
@@ -730,6 +910,101 @@ mod tests {
             assert!(chunks >= 20, "{chunks} chunks");
         }
         assert_eq!(count(&accepted), 1);
+    }
+
+    fn tls_client(url: &reqwest::Url, roots: &[CertificateDer<'static>]) -> DrivenHttp {
+        DrivenHttp::for_url(url, None, Duration::from_secs(2), roots, |_| None).unwrap()
+    }
+
+    #[tokio::test]
+    async fn https_answers_keep_their_tls_connection_for_the_next_request() {
+        let (certificate, acceptor) = self_signed();
+        let (url, accepted) = provider_on(Provider::KeepAlive, Some(acceptor)).await;
+        let client = tls_client(&url, &[certificate]);
+        for n in 1..=3 {
+            assert_eq!(post_text(&client).await, format!("{{\"answer\":{n}}}"));
+        }
+        assert_eq!(count(&accepted), 1);
+    }
+
+    #[tokio::test]
+    async fn an_https_connection_the_provider_closed_is_replaced() {
+        let (certificate, acceptor) = self_signed();
+        let (url, accepted) = provider_on(Provider::ClosesAfterOne, Some(acceptor)).await;
+        let client = tls_client(&url, &[certificate]);
+        for _ in 0..3 {
+            assert_eq!(post_text(&client).await, "{\"answer\":1}");
+            // The provider's close (a TLS close_notify, then FIN) reaches the idle list.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(count(&accepted), 3);
+    }
+
+    #[tokio::test]
+    async fn an_https_stream_is_read_frame_by_frame() {
+        use futures::StreamExt;
+        let (certificate, acceptor) = self_signed();
+        let (url, accepted) = provider_on(Provider::Streams, Some(acceptor)).await;
+        let client = tls_client(&url, &[certificate]);
+        for _ in 0..2 {
+            let response = client
+                .post(HeaderMap::new(), Bytes::from_static(b"{}"))
+                .await
+                .unwrap();
+            let mut text = String::new();
+            let mut chunks = 0;
+            let mut stream = response.bytes_stream();
+            while let Some(chunk) = stream.next().await {
+                text.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+                chunks += 1;
+            }
+            let expected: String = (0..40).map(|i| format!("data: {i}\n\n")).collect();
+            assert_eq!(text, expected);
+            assert!(chunks >= 20, "{chunks} chunks");
+        }
+        assert_eq!(count(&accepted), 1);
+    }
+
+    #[tokio::test]
+    async fn a_certificate_no_trusted_root_signed_is_refused() {
+        let (_, acceptor) = self_signed();
+        let (url, _) = provider_on(Provider::KeepAlive, Some(acceptor)).await;
+        let client = tls_client(&url, &[]);
+        let err = client
+            .post(HeaderMap::new(), Bytes::from_static(b"{}"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("certificate") && err.contains("UnknownIssuer"),
+            "{err}"
+        );
+        assert!(err.starts_with(&format!("connecting to 127.0.0.1:{}", url.port().unwrap())));
+    }
+
+    #[tokio::test]
+    async fn a_certificate_for_another_name_is_refused() {
+        let certified = rcgen::generate_simple_self_signed(vec!["other.test".into()]).unwrap();
+        let certificate = certified.cert.der().clone();
+        let key = rustls::pki_types::PrivateKeyDer::try_from(certified.signing_key.serialize_der())
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![certificate.clone()], key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let (url, _) = provider_on(Provider::KeepAlive, Some(acceptor)).await;
+        // Trusted, but for other.test, not for the address connected to.
+        let client = tls_client(&url, &[certificate]);
+        let err = client
+            .post(HeaderMap::new(), Bytes::from_static(b"{}"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("certificate not valid for name"), "{err}");
     }
 
     #[tokio::test]
