@@ -149,6 +149,23 @@ pub struct HttpBackend<W: Wire> {
     logins: Vec<Arc<Login>>,
 }
 
+/// `client` trusting the back-end's `ca_file` besides reqwest's built-in roots.
+pub(super) fn trusting_extra_roots(
+    mut client: reqwest::ClientBuilder,
+    config: &BackendConfig,
+) -> Result<reqwest::ClientBuilder, Error> {
+    for root in &config.extra_roots {
+        let root = reqwest::Certificate::from_der(root).map_err(|e| {
+            Error::from(ErrorKind::BackendNotConfigured {
+                backend: config.id.clone(),
+                message: format!("a certificate of ca_file: {e}"),
+            })
+        })?;
+        client = client.add_root_certificate(root);
+    }
+    Ok(client)
+}
+
 impl<W: Wire> HttpBackend<W> {
     /// `identity` are headers that identify the app to the provider (OpenRouter attribution).
     pub fn new(
@@ -173,16 +190,7 @@ impl<W: Wire> HttpBackend<W> {
             })?;
             client = client.proxy(proxy.no_proxy(reqwest::NoProxy::from_env()));
         }
-        for root in &config.extra_roots {
-            let root = reqwest::Certificate::from_der(root).map_err(|e| {
-                Error::from(ErrorKind::BackendNotConfigured {
-                    backend: config.id.clone(),
-                    message: format!("a certificate of ca_file: {e}"),
-                })
-            })?;
-            client = client.add_root_certificate(root);
-        }
-        let client = client
+        let client = trusting_extra_roots(client, &config)?
             .build()
             .map_err(|e| Error::internal(format!("cannot build the HTTP client: {e}")))?;
         let mut headers = HeaderMap::new();

@@ -189,7 +189,9 @@ fn build_login_backend(
     use crate::credentials::login::Login;
     let token_client = reqwest::Client::builder()
         .connect_timeout(backend.timeouts.connect)
-        .user_agent(concat!("llmux/", env!("CARGO_PKG_VERSION")))
+        .user_agent(concat!("llmux/", env!("CARGO_PKG_VERSION")));
+    // The token endpoint sits behind the same firewall as the provider.
+    let token_client = http::trusting_extra_roots(token_client, backend)?
         .build()
         .map_err(|e| Error::internal(format!("cannot build the HTTP client: {e}")))?;
     let logins = settings
