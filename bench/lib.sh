@@ -108,6 +108,15 @@ start_fake() {
     [[ -n "$fake_addr" ]] || { echo "fake provider did not start" >&2; exit 1; }
 }
 
+# refuse_fake_tls: exits when FAKE_TLS=1, for a script that calls the fake provider itself
+# (its direct side), which speaks plain HTTP only.
+refuse_fake_tls() {
+    if [[ "${FAKE_TLS:-0}" == 1 ]]; then
+        echo "$(basename "$0") calls the fake provider directly over plain HTTP; FAKE_TLS=1 is for the scripts that only go through llmux (callgrind.sh, ab.sh, capture.sh, https.sh)" >&2
+        exit 2
+    fi
+}
+
 # write_config FILE PORT [EXTRA TOML]: an llmux config with the fake as its default back-end,
 # listening on 127.0.0.1:PORT; EXTRA is appended (e.g. a [capture] table). FAKE_API=anthropic
 # makes the back-end an Anthropic one (the fake's /v1/messages), for the anthropic kinds.

@@ -18,6 +18,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 # shellcheck source=bench/lib.sh
 source "$here/lib.sh"
+refuse_fake_tls
 LITE_BIN="${LITE_BIN:?LITE_BIN: the lite binary of LiteLLM-Rust, see bench/README.md}"
 LLMUX_BIN="${LLMUX_BIN:-$bin/llmux}"
 REQUESTS="${REQUESTS:-3000}"

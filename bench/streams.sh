@@ -15,6 +15,7 @@ root="$(cd "$here/.." && pwd)"
 PIN="${PIN:-none}"
 # shellcheck source=bench/lib.sh
 source "$here/lib.sh"
+refuse_fake_tls
 LLMUX_BIN="${LLMUX_BIN:-$bin/llmux}"
 STREAMS="${STREAMS:-1000}"
 INTERVAL_MS="${INTERVAL_MS:-50}"

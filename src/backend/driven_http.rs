@@ -19,9 +19,11 @@
 //!
 //! TLS is rustls with the roots reqwest trusts (webpki-roots, Mozilla's list) and the
 //! back-end's `ca_file`, offering only HTTP/1.1 in ALPN, as the providers' own SDKs speak
-//! (httpx and Node's fetch). Any back-end a proxy applies to stays on reqwest. The answer
-//! comes back as a `reqwest::Response`, so everything after the send (status, headers,
-//! whole bodies, streams, their errors) is the same code for both clients.
+//! (httpx and Node's fetch). A connection serves every URL at the back-end's origin (the
+//! Gemini API names the model in its URL). Any back-end a proxy applies to stays on
+//! reqwest, and so does a URL at another origin. The answer comes back as a
+//! `reqwest::Response`, so everything after the send (status, headers, whole bodies,
+//! streams, their errors) is the same code for both clients.
 
 use std::fmt;
 use std::future::{Future, poll_fn};
@@ -55,19 +57,22 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// At most this many idle connections are kept per back-end; one past it is closed.
 const MAX_IDLE: usize = 256;
 
-/// The client of one back-end, for its one generation URL.
+/// The client of one back-end: its generation URL, or the URLs at its origin when they
+/// name the model.
 pub struct DrivenHttp {
     /// `http://host:port/`, what the connector connects to (a name is resolved at each
     /// new connection); TLS, if any, is begun on the connection it gives.
     origin: http::Uri,
     /// For an `https://` URL: the TLS settings and the name the certificate must carry.
     tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
+    /// How long connecting may take, the TLS handshake included (as on reqwest).
+    connect_timeout: Duration,
     /// hyper-util's connector: resolution, the IPv6/IPv4 fallback race, the connect
     /// timeout shared among the addresses, TCP_NODELAY.
     connector: HttpConnector,
     /// The request target in origin form (`/v1/chat/completions?...`).
     path: http::Uri,
-    /// The `Host` header: the URL's host, and its port unless it is 80.
+    /// The `Host` header: the URL's host, and its port unless it is the scheme's default.
     host_header: HeaderValue,
     idle: Arc<IdleConnections>,
     /// The same URL as reqwest reads it, for the `reqwest::Response` given back.
@@ -151,7 +156,8 @@ impl DrivenHttp {
             || proxy_vars
                 .iter()
                 .any(|name| env(name).is_some_and(|value| !value.is_empty()));
-        if proxied {
+        // reqwest sends a URL's `user:password@` as Basic auth; that stays reqwest's.
+        if proxied || !url.username().is_empty() || url.password().is_some() {
             return None;
         }
         let host = url.host_str()?.to_owned();
@@ -175,6 +181,7 @@ impl DrivenHttp {
         Some(Self {
             origin: format!("http://{host}:{port}/").parse().ok()?,
             tls,
+            connect_timeout,
             connector,
             path: path.parse().ok()?,
             host_header: HeaderValue::from_str(&host_header).ok()?,
@@ -183,11 +190,50 @@ impl DrivenHttp {
         })
     }
 
-    /// POSTs `body` with `headers` (llmux's user agent added when they name none);
-    /// resolves at the response headers. A request that an idle connection turned out
-    /// closed before it was written goes again on a new connection.
+    /// POSTs `body` with `headers` to the URL this client was made for (llmux's user agent
+    /// added when they name none); resolves at the response headers. A request that an
+    /// idle connection turned out closed before it was written goes again on a new
+    /// connection.
     pub async fn post(
         &self,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<reqwest::Response, SendError> {
+        self.send(self.path.clone(), &self.url, headers, body).await
+    }
+
+    /// Whether `url` is at this client's origin (scheme, host and port), so that
+    /// [`DrivenHttp::post_to`] can send to it: a wire whose URL names the model (Gemini).
+    pub fn serves(&self, url: &reqwest::Url) -> bool {
+        url.scheme() == self.url.scheme()
+            && url.host_str() == self.url.host_str()
+            && url.port_or_known_default() == self.url.port_or_known_default()
+    }
+
+    /// [`DrivenHttp::post`] to another URL at the same origin (see [`DrivenHttp::serves`]).
+    pub async fn post_to(
+        &self,
+        url: &reqwest::Url,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<reqwest::Response, SendError> {
+        let target = match url.query() {
+            Some(query) => format!("{}?{query}", url.path()),
+            None => url.path().to_owned(),
+        };
+        let target = target
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| SendError::Connect {
+                target: url.path().to_owned(),
+                source: e.into(),
+            })?;
+        self.send(target, url, headers, body).await
+    }
+
+    async fn send(
+        &self,
+        target: http::Uri,
+        url: &reqwest::Url,
         mut headers: HeaderMap,
         body: Bytes,
     ) -> Result<reqwest::Response, SendError> {
@@ -200,7 +246,7 @@ impl DrivenHttp {
             .or_insert_with(|| self.host_header.clone());
         let mut request = http::Request::new(Full::new(body));
         *request.method_mut() = http::Method::POST;
-        *request.uri_mut() = self.path.clone();
+        *request.uri_mut() = target;
         *request.headers_mut() = headers;
         let (mut connection, reused) = match self.idle.take_ready() {
             Some(connection) => (connection, true),
@@ -219,7 +265,7 @@ impl DrivenHttp {
                 _ => return Err(SendError::Http(failed.into_error())),
             },
         };
-        Ok(self.answer(response, connection))
+        Ok(self.answer(response, connection, url))
     }
 
     /// A new connection to the back-end, over TLS for an `https://` URL.
@@ -232,18 +278,30 @@ impl DrivenHttp {
                 .to_owned(),
             source,
         };
+        let started = Instant::now();
         let tcp = tower::ServiceExt::oneshot(self.connector.clone(), self.origin.clone())
             .await
             .map_err(|source| connect_error(source.into()))?
             .into_inner();
         let stream = match &self.tls {
             None => Stream::Plain(tcp),
-            Some((connector, name)) => Stream::Tls(Box::new(
-                connector
-                    .connect(name.clone(), tcp)
+            Some((connector, name)) => {
+                // A host that takes the connection and never answers the handshake (a
+                // firewall, a captive portal) is a connect timeout, so failover comes soon.
+                let left = self.connect_timeout.saturating_sub(started.elapsed());
+                let handshake = tokio::time::timeout(left, connector.connect(name.clone(), tcp));
+                let tls = handshake
                     .await
-                    .map_err(|source| connect_error(source.into()))?,
-            )),
+                    .map_err(|_| {
+                        let timed_out = std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "the TLS handshake did not finish within the connect timeout",
+                        );
+                        connect_error(timed_out.into())
+                    })?
+                    .map_err(|source| connect_error(source.into()))?;
+                Stream::Tls(Box::new(tls))
+            }
         };
         let (sender, driver) = http1::handshake(TokioIo::new(stream))
             .await
@@ -260,6 +318,7 @@ impl DrivenHttp {
         &self,
         response: http::Response<Incoming>,
         connection: Box<Connection>,
+        url: &reqwest::Url,
     ) -> reqwest::Response {
         let idle = Arc::clone(&self.idle);
         let mut response = response.map(|body| {
@@ -271,7 +330,7 @@ impl DrivenHttp {
         });
         // reqwest reads the response's URL from an extension only its builder can set; an
         // empty response carries it over (without it, reqwest parses a placeholder URL).
-        if let Ok(with_url) = http::Response::builder().url(self.url.clone()).body(()) {
+        if let Ok(with_url) = http::Response::builder().url(url.clone()).body(()) {
             response
                 .extensions_mut()
                 .extend(with_url.into_parts().0.extensions);
@@ -584,6 +643,9 @@ mod tests {
             assert!(client_for(url, None, &[("ALL_PROXY", "")]), "{url}");
         }
         assert!(!client_for("ftp://127.0.0.1/v1", None, &[]));
+        // Credentials in the URL are reqwest's Basic auth.
+        assert!(!client_for("https://user:secret@gw.test/v1", None, &[]));
+        assert!(!client_for("http://user@127.0.0.1:8080/v1", None, &[]));
         // Each scheme's own variable applies to it alone.
         for var in HTTP_PROXY_VARS {
             assert!(!client_for(
@@ -673,6 +735,9 @@ mod tests {
         Streams,
         /// Answers with the request's `Host` header.
         EchoesHost,
+        /// Answers with the request's target (path and query), lower-cased; keeps the
+        /// connection.
+        EchoesTarget,
     }
 
     /// A byte stream a provider's connection runs on: TCP, or TLS over it.
@@ -789,6 +854,8 @@ mod tests {
                                         .unwrap_or("")
                                         .trim()
                                         .to_owned()
+                                } else if behaviour == Provider::EchoesTarget {
+                                    head.split(' ').nth(1).unwrap_or("").to_owned()
                                 } else {
                                     format!("{{\"answer\":{answered}}}")
                                 };
@@ -804,7 +871,12 @@ mod tests {
                                 if socket.write_all(answer.as_bytes()).await.is_err() {
                                     return;
                                 }
-                                if behaviour != Provider::KeepAlive {
+                                if !matches!(
+                                    behaviour,
+                                    Provider::KeepAlive | Provider::EchoesTarget
+                                ) {
+                                    // Over TLS, a close_notify before the FIN.
+                                    let _ = socket.shutdown().await;
                                     return;
                                 }
                             }
@@ -983,6 +1055,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_tls_handshake_that_stalls_is_a_connect_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = reqwest::Url::parse(&format!(
+            "https://{}/v1/chat/completions",
+            listener.local_addr().unwrap()
+        ))
+        .unwrap();
+        // Takes every connection and says nothing.
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let client =
+            DrivenHttp::for_url(&url, None, Duration::from_millis(200), &[], |_| None).unwrap();
+        let err = client
+            .post(HeaderMap::new(), Bytes::from_static(b"{}"))
+            .await
+            .unwrap_err();
+        assert!(err.is_connect_timeout(), "{err}");
+        assert!(err.to_string().contains("TLS handshake"), "{err}");
+    }
+
+    #[tokio::test]
     async fn a_certificate_for_another_name_is_refused() {
         let certified = rcgen::generate_simple_self_signed(vec!["other.test".into()]).unwrap();
         let certificate = certified.cert.der().clone();
@@ -1005,6 +1102,36 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("certificate not valid for name"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn urls_at_the_same_origin_share_its_connections() {
+        let (url, accepted) = provider(Provider::EchoesTarget).await;
+        let client = client(&url);
+        assert_eq!(post_text(&client).await, "/v1/chat/completions");
+        let mut other = url.clone();
+        other.set_path("/v1beta/models/m:streamgeneratecontent");
+        other.set_query(Some("alt=sse"));
+        assert!(client.serves(&other));
+        let response = client
+            .post_to(&other, HeaderMap::new(), Bytes::from_static(b"{}"))
+            .await
+            .unwrap();
+        assert_eq!(response.url(), &other);
+        assert_eq!(
+            response.text().await.unwrap(),
+            "/v1beta/models/m:streamgeneratecontent?alt=sse"
+        );
+        assert_eq!(count(&accepted), 1);
+        // Another port, host or scheme is another origin.
+        for elsewhere in [
+            "http://127.0.0.1:1/v1/chat/completions",
+            "http://localhost/v1/chat/completions",
+            &url.as_str().replacen("http://", "https://", 1),
+        ] {
+            let elsewhere = reqwest::Url::parse(elsewhere).unwrap();
+            assert!(!client.serves(&elsewhere), "{elsewhere}");
+        }
     }
 
     #[tokio::test]

@@ -133,9 +133,9 @@ pub struct HttpBackend<W: Wire> {
     config: BackendConfig,
     wire: W,
     client: reqwest::Client,
-    /// The generation requests' client when the back-end is at a plain `http://` URL
-    /// that no proxy applies to (see [`super::driven_http`]).
-    plain: Option<super::driven_http::DrivenHttp>,
+    /// The generation requests' client when no proxy applies to the back-end (see
+    /// [`super::driven_http`]).
+    driven: Option<super::driven_http::DrivenHttp>,
     keys: super::keys::KeyRing,
     /// The auth headers of each key, built once.
     auth: Vec<Vec<(HeaderName, HeaderValue)>>,
@@ -235,7 +235,11 @@ impl<W: Wire> HttpBackend<W> {
         } else {
             reqwest::Url::parse(&wire.generate_url(&config.base_url, "", false)).ok()
         };
-        let plain = fixed_url.as_ref().and_then(|url| {
+        // A wire whose URL names the model is sent at the origin of any of its URLs.
+        let origin_url = fixed_url.clone().or_else(|| {
+            reqwest::Url::parse(&wire.generate_url(&config.base_url, "model", false)).ok()
+        });
+        let driven = origin_url.as_ref().and_then(|url| {
             super::driven_http::DrivenHttp::for_url(
                 url,
                 config.proxy_url.as_deref(),
@@ -246,7 +250,7 @@ impl<W: Wire> HttpBackend<W> {
         });
         Ok(Self {
             errors,
-            plain,
+            driven,
             fixed_url,
             models_url: wire.models_url(&config.base_url),
             wire,
@@ -497,19 +501,29 @@ impl<W: Wire> HttpBackend<W> {
         let api_base = login.and_then(|l| l.tokens.api_base.as_deref());
         let headers = self.request_headers(request, key, login)?;
         let send = async {
-            match (&self.plain, api_base) {
-                (Some(plain), None) => plain
+            // The driven client for the back-end's own URL; any other URL at its origin (a
+            // wire whose URL names the model, a login's API root there) is checked first.
+            let driven = self.driven.as_ref();
+            if let (Some(driven), None, Some(_)) = (driven, api_base, &self.fixed_url) {
+                return driven
                     .post(headers, body)
                     .await
-                    .map_err(|err| self.plain_error(&err)),
-                _ => {
-                    let url = self.url_for(request, model, api_base)?;
-                    let upstream = self.client.post(url).headers(headers).body(body);
-                    upstream
-                        .send()
-                        .await
-                        .map_err(|err| self.transport_error(&err))
-                }
+                    .map_err(|err| self.driven_error(&err));
+            }
+            let url = self.url_for(request, model, api_base)?;
+            match driven.filter(|driven| driven.serves(&url)) {
+                Some(driven) => driven
+                    .post_to(&url, headers, body)
+                    .await
+                    .map_err(|err| self.driven_error(&err)),
+                None => self
+                    .client
+                    .post(url)
+                    .headers(headers)
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(|err| self.transport_error(&err)),
             }
         };
         match tokio::time::timeout_at(deadline, send).await {
@@ -567,9 +581,9 @@ impl<W: Wire> HttpBackend<W> {
         Ok(headers)
     }
 
-    /// A send on the plain-HTTP client that failed, as [`HttpBackend::transport_error`]
+    /// A send on the driven client that failed, as [`HttpBackend::transport_error`]
     /// says one on reqwest.
-    fn plain_error(&self, err: &super::driven_http::SendError) -> Error {
+    fn driven_error(&self, err: &super::driven_http::SendError) -> Error {
         if err.is_connect_timeout() {
             return self.timeout(TimeoutPhase::Connect);
         }

@@ -1558,7 +1558,7 @@ fn validate_backend(
     }
 
     let extra_roots = match raw.ca_file.as_deref().filter(|path| !path.is_empty()) {
-        Some(path) => ca_file_roots(path).unwrap_or_else(|why| {
+        Some(path) => ca_file_roots(path, env).unwrap_or_else(|why| {
             problems.push(bad(layered, &key("ca_file"), format!("'{path}'"), why));
             Vec::new()
         }),
@@ -1617,11 +1617,33 @@ fn validate_backend(
     })
 }
 
-/// The CA certificates of a back-end's `ca_file`: every PEM certificate in it, each one
-/// rustls accepts as a root; the error says why not.
-fn ca_file_roots(path: &str) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+/// `path` with a leading `~` read as the home directory (`HOME`, else `USERPROFILE`); `None`
+/// when it starts with `~` and neither is set.
+fn home_expanded(
+    path: &str,
+    env: &(dyn Fn(&str) -> Option<String> + Send + Sync),
+) -> Option<PathBuf> {
+    match path
+        .strip_prefix("~/")
+        .or_else(|| (path == "~").then_some(""))
+    {
+        Some(rest) => env("HOME")
+            .or_else(|| env("USERPROFILE"))
+            .filter(|home| !home.is_empty())
+            .map(|home| PathBuf::from(home).join(rest)),
+        None => Some(PathBuf::from(path)),
+    }
+}
+
+/// The CA certificates of a back-end's `ca_file` (`~` is the home directory): every PEM
+/// certificate in it, each one rustls accepts as a root; the error says why not.
+fn ca_file_roots(
+    path: &str,
+    env: &(dyn Fn(&str) -> Option<String> + Send + Sync),
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
+    let path = home_expanded(path, env).ok_or("starts with ~ but HOME is not set")?;
     let pem = std::fs::read(path).map_err(|e| format!("cannot be read: {e}"))?;
     let roots = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
@@ -1727,19 +1749,7 @@ fn login_settings(
         keys_of_other_kinds(id, kind, &set, &applies_to, layered, problems);
         return None;
     };
-    let home = env("HOME")
-        .or_else(|| env("USERPROFILE"))
-        .filter(|h| !h.is_empty())
-        .map(PathBuf::from);
-    let expand = |path: &str| -> Option<PathBuf> {
-        match path
-            .strip_prefix("~/")
-            .or_else(|| (path == "~").then_some(""))
-        {
-            Some(rest) => home.as_ref().map(|home| home.join(rest)),
-            None => Some(PathBuf::from(path)),
-        }
-    };
+    let expand = |path: &str| home_expanded(path, env);
     let named_file = defaults
         .file_env
         .and_then(|name| env(name).filter(|path| !path.is_empty()));
@@ -1767,7 +1777,7 @@ fn login_settings(
             .home_env
             .and_then(|name| env(name).filter(|dir| !dir.is_empty()))
             .map(PathBuf::from)
-            .or_else(|| home.as_ref().map(|home| home.join(defaults.home_dir)))
+            .or_else(|| home_expanded("~", env).map(|home| home.join(defaults.home_dir)))
             .map(|dir| vec![dir.join(defaults.file)])
             .unwrap_or_default(),
     };
