@@ -11,6 +11,8 @@
 # loadgen kind through it to the fake provider, stops it, and lists the functions of the llmux
 # binary that ran, by their mangled names, the most executed first.
 # Usage: bench/symbol-order.sh    (SKIP_BUILD=1 uses the binaries already built)
+# FAKE_TLS=1 sends them over HTTPS (the path real providers take). The list committed is the
+# union of a plain run and an HTTPS run: the plain list, then what only the HTTPS run ran.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
