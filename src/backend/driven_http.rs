@@ -753,9 +753,13 @@ mod tests {
     /// A certificate for `127.0.0.1` and `localhost`, signed by itself, and a TLS acceptor
     /// that presents it.
     fn self_signed() -> (CertificateDer<'static>, tokio_rustls::TlsAcceptor) {
-        let certified =
-            rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
-                .unwrap();
+        self_signed_for(&["127.0.0.1", "localhost"])
+    }
+
+    /// A certificate for `names`, signed by itself, and a TLS acceptor that presents it.
+    fn self_signed_for(names: &[&str]) -> (CertificateDer<'static>, tokio_rustls::TlsAcceptor) {
+        let names: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
+        let certified = rcgen::generate_simple_self_signed(names).unwrap();
         let certificate = certified.cert.der().clone();
         let key = rustls::pki_types::PrivateKeyDer::try_from(certified.signing_key.serialize_der())
             .unwrap();
@@ -959,11 +963,13 @@ mod tests {
         assert!(err.to_string().contains("closed"), "{err}");
     }
 
-    #[tokio::test]
-    async fn a_stream_is_read_frame_by_frame_and_its_connection_kept() {
+    /// Reads the [`Provider::Streams`] answer twice from `client`, checking each arrives
+    /// whole and frame by frame, and both on one connection.
+    async fn two_streams_on_one_connection(
+        client: &DrivenHttp,
+        accepted: &std::sync::atomic::AtomicUsize,
+    ) {
         use futures::StreamExt;
-        let (url, accepted) = provider(Provider::Streams).await;
-        let client = client(&url);
         for _ in 0..2 {
             let response = client
                 .post(HeaderMap::new(), Bytes::from_static(b"{}"))
@@ -981,7 +987,13 @@ mod tests {
             // Frames arrive as the provider sends them, not gathered at the end.
             assert!(chunks >= 20, "{chunks} chunks");
         }
-        assert_eq!(count(&accepted), 1);
+        assert_eq!(count(accepted), 1);
+    }
+
+    #[tokio::test]
+    async fn a_stream_is_read_frame_by_frame_and_its_connection_kept() {
+        let (url, accepted) = provider(Provider::Streams).await;
+        two_streams_on_one_connection(&client(&url), &accepted).await;
     }
 
     fn tls_client(url: &reqwest::Url, roots: &[CertificateDer<'static>]) -> DrivenHttp {
@@ -1014,27 +1026,9 @@ mod tests {
 
     #[tokio::test]
     async fn an_https_stream_is_read_frame_by_frame() {
-        use futures::StreamExt;
         let (certificate, acceptor) = self_signed();
         let (url, accepted) = provider_on(Provider::Streams, Some(acceptor)).await;
-        let client = tls_client(&url, &[certificate]);
-        for _ in 0..2 {
-            let response = client
-                .post(HeaderMap::new(), Bytes::from_static(b"{}"))
-                .await
-                .unwrap();
-            let mut text = String::new();
-            let mut chunks = 0;
-            let mut stream = response.bytes_stream();
-            while let Some(chunk) = stream.next().await {
-                text.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
-                chunks += 1;
-            }
-            let expected: String = (0..40).map(|i| format!("data: {i}\n\n")).collect();
-            assert_eq!(text, expected);
-            assert!(chunks >= 20, "{chunks} chunks");
-        }
-        assert_eq!(count(&accepted), 1);
+        two_streams_on_one_connection(&tls_client(&url, &[certificate]), &accepted).await;
     }
 
     #[tokio::test]
@@ -1081,18 +1075,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_certificate_for_another_name_is_refused() {
-        let certified = rcgen::generate_simple_self_signed(vec!["other.test".into()]).unwrap();
-        let certificate = certified.cert.der().clone();
-        let key = rustls::pki_types::PrivateKeyDer::try_from(certified.signing_key.serialize_der())
-            .unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![certificate.clone()], key)
-            .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let (certificate, acceptor) = self_signed_for(&["other.test"]);
         let (url, _) = provider_on(Provider::KeepAlive, Some(acceptor)).await;
         // Trusted, but for other.test, not for the address connected to.
         let client = tls_client(&url, &[certificate]);

@@ -501,8 +501,9 @@ impl<W: Wire> HttpBackend<W> {
         let api_base = login.and_then(|l| l.tokens.api_base.as_deref());
         let headers = self.request_headers(request, key, login)?;
         let send = async {
-            // The driven client for the back-end's own URL; any other URL at its origin (a
-            // wire whose URL names the model, a login's API root there) is checked first.
+            // The back-end's one URL goes to the driven client. Another URL (a wire whose URL
+            // names the model, a login's own API root) goes there too when it is at the same
+            // origin, else to reqwest.
             let driven = self.driven.as_ref();
             if let (Some(driven), None, Some(_)) = (driven, api_base, &self.fixed_url) {
                 return driven
