@@ -44,6 +44,7 @@ use reqwest::ResponseBuilderExt;
 use reqwest::header::{HOST, HeaderMap, HeaderValue, USER_AGENT};
 use rustls::pki_types::{CertificateDer, ServerName};
 use sync_wrapper::SyncWrapper;
+use tokio_util::either::Either;
 
 /// The environment variables through which reqwest applies a proxy to `http://` URLs.
 const HTTP_PROXY_VARS: [&str; 4] = ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"];
@@ -169,10 +170,7 @@ impl DrivenHttp {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(connect_timeout));
-        let path = match url.query() {
-            Some(query) => format!("{}?{query}", url.path()),
-            None => url.path().to_owned(),
-        };
+        let path = request_target(url);
         // `Url::port` is None for the scheme's default port, which `Host` leaves out too.
         let host_header = match url.port() {
             Some(port) => format!("{host}:{port}"),
@@ -217,11 +215,7 @@ impl DrivenHttp {
         headers: HeaderMap,
         body: Bytes,
     ) -> Result<reqwest::Response, SendError> {
-        let target = match url.query() {
-            Some(query) => format!("{}?{query}", url.path()),
-            None => url.path().to_owned(),
-        };
-        let target = target
+        let target = request_target(url)
             .parse()
             .map_err(|e: http::uri::InvalidUri| SendError::Connect {
                 target: url.path().to_owned(),
@@ -284,7 +278,7 @@ impl DrivenHttp {
             .map_err(|source| connect_error(source.into()))?
             .into_inner();
         let stream = match &self.tls {
-            None => Stream::Plain(tcp),
+            None => Either::Left(tcp),
             Some((connector, name)) => {
                 // A host that takes the connection and never answers the handshake (a
                 // firewall, a captive portal) is a connect timeout, so failover comes soon.
@@ -300,7 +294,7 @@ impl DrivenHttp {
                         connect_error(timed_out.into())
                     })?
                     .map_err(|source| connect_error(source.into()))?;
-                Stream::Tls(Box::new(tls))
+                Either::Right(Box::new(tls))
             }
         };
         let (sender, driver) = http1::handshake(TokioIo::new(stream))
@@ -341,10 +335,32 @@ impl DrivenHttp {
 
 type Driver = http1::Connection<TokioIo<Stream>, Full<Bytes>>;
 
+/// A URL's request target in origin form: its path, and its query if any.
+fn request_target(url: &reqwest::Url) -> String {
+    match url.query() {
+        Some(query) => format!("{}?{query}", url.path()),
+        None => url.path().to_owned(),
+    }
+}
+
 /// The TLS settings of `https://` back-ends: the roots reqwest trusts (Mozilla's, from
-/// webpki-roots) and `extra_roots`, HTTP/1.1 only. `None` when an extra root is not a
+/// webpki-roots) and `extra_roots`, HTTP/1.1 only. Back-ends that add no root share one
+/// (one root store built, one session cache). `None` when an extra root is not a
 /// certificate rustls can use (the config check has said so already).
 fn tls_connector(extra_roots: &[CertificateDer<'static>]) -> Option<tokio_rustls::TlsConnector> {
+    static PUBLIC_ROOTS_ONLY: std::sync::OnceLock<Option<tokio_rustls::TlsConnector>> =
+        std::sync::OnceLock::new();
+    if extra_roots.is_empty() {
+        return PUBLIC_ROOTS_ONLY
+            .get_or_init(|| new_tls_connector(&[]))
+            .clone();
+    }
+    new_tls_connector(extra_roots)
+}
+
+fn new_tls_connector(
+    extra_roots: &[CertificateDer<'static>],
+) -> Option<tokio_rustls::TlsConnector> {
     let mut roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
@@ -371,68 +387,8 @@ fn server_name(host: &str) -> Option<ServerName<'static>> {
 }
 
 /// A connection's byte stream: TCP, or TLS over TCP.
-enum Stream {
-    Plain(tokio::net::TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>),
-}
-
-impl tokio::io::AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
-            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl tokio::io::AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Self::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
-            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Self::Plain(tcp) => Pin::new(tcp).poll_write_vectored(cx, bufs),
-            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Self::Plain(tcp) => tcp.is_write_vectored(),
-            Self::Tls(tls) => tls.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
-            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
-            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
+type Stream =
+    Either<tokio::net::TcpStream, Box<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>>;
 
 /// One HTTP/1.1 connection: its sender and the future that does its reads and writes,
 /// which whoever waits on it polls. Kept boxed: hyper's connection state is large, and
