@@ -118,17 +118,28 @@ refuse_fake_tls() {
 }
 
 # write_config FILE PORT [EXTRA TOML]: an llmux config with the fake as its default back-end,
-# listening on 127.0.0.1:PORT; EXTRA is appended (e.g. a [capture] table). FAKE_API=anthropic
-# makes the back-end an Anthropic one (the fake's /v1/messages), for the anthropic kinds.
+# listening on 127.0.0.1:PORT; EXTRA is appended (e.g. a [capture] table). FAKE_API picks the API
+# the back-end speaks to the fake (which speaks them all): openai (chat completions, the
+# default), anthropic (/v1/messages), gemini (/v1beta/models/...:generateContent) or responses
+# (/v1/responses).
 write_config() {
-    local backend_type="openai-compatible" scheme=http tls_toml=""
+    local backend_type="openai-compatible" scheme=http tls_toml="" api_toml=""
     if [[ "${FAKE_TLS:-0}" == 1 ]]; then
         scheme=https tls_toml="ca_file = \"$tmp/fake-ca.pem\""
     fi
     local base_url="$scheme://$fake_addr/v1"
-    if [[ "${FAKE_API:-openai}" == anthropic ]]; then
-        backend_type="anthropic-compatible" base_url="$scheme://$fake_addr"
-    fi
+    case "${FAKE_API:-openai}" in
+        openai) ;;
+        anthropic) backend_type="anthropic-compatible" base_url="$scheme://$fake_addr" ;;
+        # The Gemini back-end needs a key; the fake reads none.
+        gemini)
+            backend_type="gemini" base_url="$scheme://$fake_addr"
+            api_toml='api_key_env = "LLMUX_BENCH_FAKE_KEY"'
+            export LLMUX_BENCH_FAKE_KEY=fake-key
+            ;;
+        responses) api_toml='api = "responses"' ;;
+        *) echo "FAKE_API=${FAKE_API}: expected openai, anthropic, gemini or responses" >&2; exit 2 ;;
+    esac
     cat >"$1" <<EOF
 default_backend = "fake"
 
@@ -141,6 +152,7 @@ anthropic_port = 0
 [backends.fake]
 type = "$backend_type"
 base_url = "$base_url"
+$api_toml
 $tls_toml
 ${3:-}
 EOF

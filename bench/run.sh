@@ -13,7 +13,12 @@
 #                    :streamGenerateContent?alt=sse); responses-*: OpenAI Responses requests to
 #                    /v1/responses. Each is compared with the OpenAI request of the same size and
 #                    stream flag sent straight to the fake.
-# Writes bench/results/latest.md and bench/results/latest.json. Ends within 5 minutes after the
+#   FAKE_API=openai|anthropic|gemini|responses  the API llmux's back-end speaks to the fake
+#                    (default openai). The direct side then sends each kind's conversation in
+#                    that API: that API's kinds measure the same-protocol path (the targets),
+#                    the others their translation into it. Writes latest-$FAKE_API.md/.json
+#                    instead of latest.md when not openai.
+# Writes bench/results/latest.md and bench/results/latest.json (latest-$FAKE_API.* for another API). Ends within 5 minutes after the
 # build (BUDGET=290 seconds: start-up, probes and warm-ups, then `loadgen compare` gets the rest).
 # Wire capture off vs. on: bench/capture.sh (shares the helpers in bench/lib.sh).
 set -euo pipefail
@@ -34,6 +39,9 @@ KINDS="${KINDS:-nonstream,stream,anthropic-nonstream,anthropic-stream,gemini-non
 BUDGET="${BUDGET:-290}"
 results="$here/results"
 mkdir -p "$results"
+FAKE_API="${FAKE_API:-openai}"
+out_name=latest
+[[ "$FAKE_API" == openai ]] || out_name="latest-$FAKE_API"
 
 build_release
 require_bins "$LLMUX_BIN" "$bin/fake-provider" "$bin/loadgen"
@@ -96,7 +104,7 @@ left=$(( BUDGET - (SECONDS - run_start) ))
 timeout "$left" "${pin_load[@]}" "$bin/loadgen" compare \
     --direct "http://$fake_addr/v1" \
     --proxied "http://127.0.0.1:$port/v1" \
-    --proxy-pid "$llmux_pid" --clk-tck "$clk_tck" \
+    --proxy-pid "$llmux_pid" --clk-tck "$clk_tck" --provider-api "$FAKE_API" \
     --kinds "$KINDS" --requests "$REQUESTS" --warmup "$WARMUP" --rounds "$ROUNDS" \
     --high-concurrency "$HIGH_C" --high-seconds "$HIGH_SECONDS" --budget-seconds "$(( left - 30 ))" \
     --startup-rss-kb "$startup_rss" --idle-rss-kb "$idle_rss" \
@@ -106,10 +114,10 @@ timeout "$left" "${pin_load[@]}" "$bin/loadgen" compare \
     --note "$order_note" \
     --note "load generator: 1 thread, one keep-alive HTTP/1.1 connection per worker; fake provider: 1 thread" \
     "${note_args[@]}" \
-    --out "$results/latest.md" --json-out "$results/latest.json"
+    --out "$results/$out_name.md" --json-out "$results/$out_name.json"
 
 if [[ -s "$tmp/llmux.err" ]]; then
     echo "llmux stderr (last lines):" >&2
     tail -n 10 "$tmp/llmux.err" >&2
 fi
-echo "wrote $results/latest.md" >&2
+echo "wrote $results/$out_name.md" >&2

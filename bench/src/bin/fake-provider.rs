@@ -11,6 +11,16 @@
 //!   `"stream": true` the same 64 words as Anthropic's streaming events (`message_start`,
 //!   `content_block_start`, `ping`, a `content_block_delta` a word, `content_block_stop`,
 //!   `message_delta`, `message_stop`), prebuilt and sent at once.
+//! - `POST /v1/responses` with a Responses body (an `"input"` member and no `"messages"`): a
+//!   fixed small `response` object (the shape of the Responses reference's example); with
+//!   `"stream": true` the same 64 words as Responses events (`response.created`,
+//!   `response.in_progress`, `response.output_item.added`, `response.content_part.added`, a
+//!   `response.output_text.delta` a word, the three `.done` events, `response.completed`),
+//!   prebuilt and sent at once. A chat body sent there gets the chat answer: bench/peers.sh
+//!   sends the chat body to a peer gateway's Responses pass-through, which forwards it here.
+//! - `POST /v1beta/models/{model}:generateContent`: a fixed small Gemini answer;
+//!   `:streamGenerateContent` the same 64 words as Gemini's SSE records (`alt=sse`), the
+//!   last with the `finishReason`, prebuilt and sent at once.
 //! - `GET /v1/models`: a fixed model list; `GET /health`: 200.
 //!
 //! Only loopback addresses can be bound. With `--port 0` the OS picks a port; the first line on
@@ -96,6 +106,14 @@ struct Canned {
     stream_usage: Arc<[Bytes]>,
     /// The Anthropic stream `/v1/messages` answers a streaming request.
     message_stream: Arc<[Bytes]>,
+    /// The Responses object `/v1/responses` answers a Responses request.
+    response: Bytes,
+    /// The Responses events `/v1/responses` answers a streaming Responses request.
+    response_stream: Arc<[Bytes]>,
+    /// The Gemini answer of `:generateContent`.
+    gemini: Bytes,
+    /// The Gemini records of `:streamGenerateContent?alt=sse`.
+    gemini_stream: Arc<[Bytes]>,
     /// `--chunk-interval-ms`: zero sends the prebuilt frames at once.
     interval: std::time::Duration,
 }
@@ -139,6 +157,134 @@ fn message_stream() -> Vec<Bytes> {
     ));
     frames.push(named_event("message_stop", r#"{"type":"message_stop"}"#));
     frames
+}
+
+/// The Responses object's members around its output, as in the Responses reference's example;
+/// `{status}`, `{output}` and `{usage}` are filled in.
+const RESPONSE_OBJECT: &str = r#"{"id":"resp_fake","object":"response","created_at":1700000000,"status":"{status}","background":false,"error":null,"incomplete_details":null,"instructions":null,"max_output_tokens":null,"max_tool_calls":null,"model":"fake-model","output":{output},"parallel_tool_calls":true,"previous_response_id":null,"reasoning":{"effort":null,"summary":null},"service_tier":"default","store":false,"temperature":1.0,"text":{"format":{"type":"text"},"verbosity":"medium"},"tool_choice":"auto","tools":[],"top_p":1.0,"truncation":"disabled","usage":{usage},"user":null,"metadata":{}}"#;
+
+fn response_object(status: &str, output: &str, usage: &str) -> String {
+    RESPONSE_OBJECT
+        .replace("{status}", status)
+        .replace("{output}", output)
+        .replace("{usage}", usage)
+}
+
+fn response_usage(output_tokens: u32) -> String {
+    format!(
+        r#"{{"input_tokens":512,"input_tokens_details":{{"cached_tokens":0}},"output_tokens":{output_tokens},"output_tokens_details":{{"reasoning_tokens":0}},"total_tokens":{}}}"#,
+        512 + output_tokens
+    )
+}
+
+/// The output message holding `text`, finished.
+fn response_message(text: &str) -> String {
+    format!(
+        r#"{{"id":"msg_fake","type":"message","status":"completed","content":[{{"type":"output_text","annotations":[],"logprobs":[],"text":"{text}"}}],"role":"assistant"}}"#
+    )
+}
+
+/// The streamed Responses answer, event by event (the order of the Responses streaming
+/// reference), each with its `sequence_number`: the words of the chat stream as one message.
+fn response_stream() -> Vec<Bytes> {
+    let text = stream_text();
+    let in_progress = response_object("in_progress", "[]", "null");
+    let mut events: Vec<(&str, String)> = vec![
+        ("response.created", format!(r#""response":{in_progress}"#)),
+        ("response.in_progress", format!(r#""response":{in_progress}"#)),
+        (
+            "response.output_item.added",
+            r#""output_index":0,"item":{"id":"msg_fake","type":"message","status":"in_progress","content":[],"role":"assistant"}"#.to_owned(),
+        ),
+        (
+            "response.content_part.added",
+            r#""item_id":"msg_fake","output_index":0,"content_index":0,"part":{"type":"output_text","annotations":[],"logprobs":[],"text":""}"#.to_owned(),
+        ),
+    ];
+    for delta in stream_deltas() {
+        events.push((
+            "response.output_text.delta",
+            format!(
+                r#""item_id":"msg_fake","output_index":0,"content_index":0,"delta":"{delta}","logprobs":[]"#
+            ),
+        ));
+    }
+    events.push((
+        "response.output_text.done",
+        format!(
+            r#""item_id":"msg_fake","output_index":0,"content_index":0,"text":"{text}","logprobs":[]"#
+        ),
+    ));
+    events.push((
+        "response.content_part.done",
+        format!(
+            r#""item_id":"msg_fake","output_index":0,"content_index":0,"part":{{"type":"output_text","annotations":[],"logprobs":[],"text":"{text}"}}"#
+        ),
+    ));
+    let message = response_message(&text);
+    events.push((
+        "response.output_item.done",
+        format!(r#""output_index":0,"item":{message}"#),
+    ));
+    let completed = response_object(
+        "completed",
+        &format!("[{message}]"),
+        &response_usage(STREAM_WORDS as u32),
+    );
+    events.push(("response.completed", format!(r#""response":{completed}"#)));
+    events
+        .into_iter()
+        .enumerate()
+        .map(|(sequence, (name, rest))| {
+            named_event(
+                name,
+                &format!(r#"{{"type":"{name}","sequence_number":{sequence},{rest}}}"#),
+            )
+        })
+        .collect()
+}
+
+/// One Gemini record of a streamed answer: `text`, the usage so far, and `finishReason` on
+/// the last (the shape of the Gemini streaming reference's records).
+fn gemini_record(text: &str, finish: Option<&str>, output_tokens: usize) -> String {
+    let finish = finish.map_or(String::new(), |f| format!(r#","finishReason":"{f}""#));
+    format!(
+        r#"{{"candidates":[{{"content":{{"parts":[{{"text":"{text}"}}],"role":"model"}}{finish},"index":0}}],"usageMetadata":{{"promptTokenCount":512,"candidatesTokenCount":{output_tokens},"totalTokenCount":{}}},"modelVersion":"fake-model","responseId":"fake"}}"#,
+        512 + output_tokens
+    )
+}
+
+/// The streamed Gemini answer: a record a word, the last one finished.
+fn gemini_stream() -> Vec<Bytes> {
+    let deltas = stream_deltas();
+    let last = deltas.len() - 1;
+    deltas
+        .iter()
+        .enumerate()
+        .map(|(i, delta)| {
+            let finish = (i == last).then_some("STOP");
+            Bytes::from(format!("data: {}\n\n", gemini_record(delta, finish, i + 1)))
+        })
+        .collect()
+}
+
+/// The 64 words of a streamed answer as its deltas: the first bare, the others after a space.
+fn stream_deltas() -> Vec<String> {
+    (0..STREAM_WORDS)
+        .map(|i| {
+            let word = WORDS[i % WORDS.len()];
+            if i == 0 {
+                word.to_owned()
+            } else {
+                format!(" {word}")
+            }
+        })
+        .collect()
+}
+
+/// The whole text of a streamed answer.
+fn stream_text() -> String {
+    stream_deltas().concat()
 }
 
 /// The streamed answer, a word per chunk: prose that does not repeat itself (llmux's loop
@@ -218,6 +364,9 @@ fn chunk_frame(delta: &str, finish: &str) -> Bytes {
     ))
 }
 
+/// The text of every non-streamed answer.
+const FIXED_ANSWER: &str = "Hello! This is a fixed answer from the fake provider.";
+
 impl Canned {
     fn new(interval: std::time::Duration) -> Self {
         let completion = Bytes::from_static(
@@ -260,6 +409,14 @@ impl Canned {
             stream: frames.into(),
             stream_usage: with_usage.into(),
             message_stream: message_stream().into(),
+            response: Bytes::from(response_object(
+                "completed",
+                &format!("[{}]", response_message(FIXED_ANSWER)),
+                &response_usage(12),
+            )),
+            response_stream: response_stream().into(),
+            gemini: Bytes::from(gemini_record(FIXED_ANSWER, Some("STOP"), 12)),
+            gemini_stream: gemini_stream().into(),
             interval,
         }
     }
@@ -435,6 +592,33 @@ fn error(status: StatusCode, message: &'static str) -> Response<Reply> {
     )
 }
 
+/// A 200 answer of prebuilt JSON.
+fn json(body: Bytes) -> Response<Reply> {
+    respond(
+        StatusCode::OK,
+        "application/json",
+        Reply::Full(Full::new(body)),
+    )
+}
+
+/// A Responses request has an `"input"` member; a chat request has `"messages"`. No parsing:
+/// a key's quoted name followed by a colon.
+fn is_responses_body(body: &[u8]) -> bool {
+    has_key(body, b"\"input\"") && !has_key(body, b"\"messages\"")
+}
+
+/// Whether `key` (quoted) occurs followed by a colon (whitespace allowed).
+fn has_key(body: &[u8], key: &[u8]) -> bool {
+    let mut rest = body;
+    while let Some(pos) = find(rest, key) {
+        rest = &rest[pos + key.len()..];
+        if rest.trim_ascii_start().starts_with(b":") {
+            return true;
+        }
+    }
+    false
+}
+
 /// An SSE answer of prebuilt `frames`, sent as fast as they are taken.
 fn event_stream(frames: Arc<[Bytes]>) -> Response<Reply> {
     let mut resp = respond(
@@ -451,16 +635,38 @@ async fn handle(
     canned: Arc<Canned>,
     req: Request<Incoming>,
 ) -> Result<Response<Reply>, Infallible> {
-    let path = req.uri().path();
-    let path = path.strip_prefix("/v1").unwrap_or(path);
+    let full_path = req.uri().path();
+    if let Some(model_call) = full_path.strip_prefix("/v1beta/models/") {
+        let streams = model_call.ends_with(":streamGenerateContent");
+        if req.method() != Method::POST || !(streams || model_call.ends_with(":generateContent")) {
+            return Ok(error(StatusCode::NOT_FOUND, "not found"));
+        }
+        if req.into_body().collect().await.is_err() {
+            return Ok(error(StatusCode::BAD_REQUEST, "unreadable body"));
+        }
+        return Ok(if streams {
+            event_stream(canned.gemini_stream.clone())
+        } else {
+            json(canned.gemini.clone())
+        });
+    }
+    let path = full_path.strip_prefix("/v1").unwrap_or(full_path);
     match (req.method(), path) {
-        // `/responses` answers like chat completions: bench/peers.sh sends the chat body to a
-        // peer gateway's Responses pass-through, which forwards it here untouched.
         (&Method::POST, "/chat/completions" | "/responses") => {
+            let on_responses = path == "/responses";
             let body = match req.into_body().collect().await {
                 Ok(c) => c.to_bytes(),
                 Err(_) => return Ok(error(StatusCode::BAD_REQUEST, "unreadable body")),
             };
+            // A chat body sent to `/responses` gets the chat answer: bench/peers.sh sends it to
+            // a peer gateway's Responses pass-through, which forwards it here untouched.
+            if on_responses && is_responses_body(&body) {
+                return Ok(if wants_stream(&body) {
+                    event_stream(canned.response_stream.clone())
+                } else {
+                    json(canned.response.clone())
+                });
+            }
             if wants_stream(&body) && !canned.interval.is_zero() {
                 let mut resp = respond(
                     StatusCode::OK,
@@ -478,11 +684,7 @@ async fn handle(
                 };
                 Ok(event_stream(frames))
             } else {
-                Ok(respond(
-                    StatusCode::OK,
-                    "application/json",
-                    Reply::Full(Full::new(canned.completion.clone())),
-                ))
+                Ok(json(canned.completion.clone()))
             }
         }
         (&Method::POST, "/messages") => {
@@ -493,11 +695,7 @@ async fn handle(
             if wants_stream(&body) {
                 return Ok(event_stream(canned.message_stream.clone()));
             }
-            Ok(respond(
-                StatusCode::OK,
-                "application/json",
-                Reply::Full(Full::new(canned.message.clone())),
-            ))
+            Ok(json(canned.message.clone()))
         }
         (&Method::GET, "/health") => Ok(respond(
             StatusCode::OK,
@@ -644,5 +842,80 @@ mod tests {
             assert!(serde_json::from_slice::<serde_json::Value>(json).is_ok());
         }
         assert!(serde_json::from_slice::<serde_json::Value>(&c.completion).is_ok());
+    }
+
+    /// The JSON of an SSE frame's `data:` line.
+    fn data_of(frame: &[u8]) -> serde_json::Value {
+        let text = std::str::from_utf8(frame).unwrap_or_default();
+        let data = text
+            .lines()
+            .find_map(|line| line.strip_prefix("data: "))
+            .unwrap_or_else(|| panic!("no data line in {text}"));
+        serde_json::from_str(data).unwrap_or_else(|e| panic!("{e}: {data}"))
+    }
+
+    #[test]
+    fn responses_stream_numbers_its_events_and_completes_with_the_words() {
+        let c = Canned::new(std::time::Duration::ZERO);
+        let events: Vec<_> = c.response_stream.iter().map(|f| data_of(f)).collect();
+        // created, in_progress, item added, part added, 64 deltas, 3 done events, completed.
+        assert_eq!(events.len(), STREAM_WORDS + 8);
+        for (i, (event, frame)) in events.iter().zip(c.response_stream.iter()).enumerate() {
+            assert_eq!(event["sequence_number"], i);
+            let name = event["type"].as_str().unwrap_or_default();
+            assert!(frame.starts_with(format!("event: {name}\n").as_bytes()));
+        }
+        let deltas: String = events
+            .iter()
+            .filter(|e| e["type"] == "response.output_text.delta")
+            .filter_map(|e| e["delta"].as_str())
+            .collect();
+        assert_eq!(deltas, stream_text());
+        let completed = &events[events.len() - 1];
+        assert_eq!(completed["type"], "response.completed");
+        assert_eq!(completed["response"]["status"], "completed");
+        assert_eq!(
+            completed["response"]["output"][0]["content"][0]["text"],
+            deltas
+        );
+        let whole: serde_json::Value = serde_json::from_slice(&c.response).unwrap_or_default();
+        assert_eq!(whole["output"][0]["content"][0]["text"], FIXED_ANSWER);
+        assert_eq!(whole["usage"]["total_tokens"], 524);
+    }
+
+    #[test]
+    fn gemini_stream_is_a_record_a_word_the_last_finished() {
+        let c = Canned::new(std::time::Duration::ZERO);
+        let records: Vec<_> = c.gemini_stream.iter().map(|f| data_of(f)).collect();
+        assert_eq!(records.len(), STREAM_WORDS);
+        let text: String = records
+            .iter()
+            .filter_map(|r| r["candidates"][0]["content"]["parts"][0]["text"].as_str())
+            .collect();
+        assert_eq!(text, stream_text());
+        let finished: Vec<_> = records
+            .iter()
+            .filter(|r| r["candidates"][0].get("finishReason").is_some())
+            .collect();
+        assert_eq!(finished.len(), 1);
+        assert_eq!(finished[0], &records[STREAM_WORDS - 1]);
+        let whole: serde_json::Value = serde_json::from_slice(&c.gemini).unwrap_or_default();
+        assert_eq!(whole["candidates"][0]["finishReason"], "STOP");
+        assert_eq!(
+            whole["candidates"][0]["content"]["parts"][0]["text"],
+            FIXED_ANSWER
+        );
+    }
+
+    #[test]
+    fn a_responses_body_has_input_and_no_messages() {
+        assert!(is_responses_body(br#"{"model":"m","input" : "hi"}"#));
+        assert!(!is_responses_body(
+            br#"{"model":"m","messages":[{"role":"user","content":"input"}]}"#
+        ));
+        assert!(!is_responses_body(br#"{"messages":[],"input":"x"}"#));
+        assert!(!is_responses_body(
+            br#"{"model":"m","text":"\"input\" here"}"#
+        ));
     }
 }

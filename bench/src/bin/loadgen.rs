@@ -123,9 +123,10 @@ enum ReportStyle {
 }
 
 /// The API a kind speaks to its target.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Api {
-    /// OpenAI chat completions (the provider's own API: pass-through in the proxy).
+    /// OpenAI chat completions.
+    #[value(name = "openai")]
     OpenAi,
     Anthropic,
     Gemini,
@@ -144,13 +145,49 @@ impl Api {
         }
     }
 
-    /// How the report names the kinds of this API.
-    fn label(self) -> &'static str {
+    /// How the report names the kinds of this API when the provider speaks `provider`.
+    fn label(self, provider: Api) -> String {
+        let name = match self {
+            Api::OpenAi => "OpenAI",
+            Api::Anthropic => "Anthropic",
+            Api::Gemini => "Gemini",
+            Api::Responses => "Responses",
+        };
+        let path = if self == provider {
+            "same protocol"
+        } else {
+            "translated"
+        };
+        format!("{name} kinds ({path})")
+    }
+
+    /// The prefix of the names of this API's kinds other than OpenAI chat's.
+    fn prefix(self) -> &'static str {
         match self {
-            Api::OpenAi => "OpenAI kinds (pass-through)",
-            Api::Anthropic => "Anthropic kinds (translated)",
-            Api::Gemini => "Gemini kinds (translated)",
-            Api::Responses => "Responses kinds (translated)",
+            Api::OpenAi => "openai",
+            Api::Anthropic => "anthropic",
+            Api::Gemini => "gemini",
+            Api::Responses => "responses",
+        }
+    }
+
+    /// The API's name in prose.
+    fn wire_name(self) -> &'static str {
+        match self {
+            Api::OpenAi => "OpenAI chat completions",
+            Api::Anthropic => "Anthropic Messages",
+            Api::Gemini => "Gemini generateContent",
+            Api::Responses => "OpenAI Responses",
+        }
+    }
+
+    /// This API's non-streaming and streaming kinds.
+    fn kinds(self) -> (Kind, Kind) {
+        match self {
+            Api::OpenAi => (Kind::Nonstream, Kind::Stream),
+            Api::Anthropic => (Kind::AnthropicNonstream, Kind::AnthropicStream),
+            Api::Gemini => (Kind::GeminiNonstream, Kind::GeminiStream),
+            Api::Responses => (Kind::ResponsesNonstream, Kind::ResponsesStream),
         }
     }
 
@@ -195,14 +232,11 @@ impl Kind {
         )
     }
 
-    /// The OpenAI request with the same conversation and stream flag: what `compare` sends
-    /// straight to the provider as the baseline of an Anthropic, Gemini or Responses kind.
-    fn openai(self) -> Kind {
-        if self.is_stream() {
-            Kind::Stream
-        } else {
-            Kind::Nonstream
-        }
+    /// The request of `api` with the same conversation and stream flag: what `compare` sends
+    /// straight to a provider speaking `api` as the baseline of this kind.
+    fn in_api(self, api: Api) -> Kind {
+        let (nonstream, stream) = api.kinds();
+        if self.is_stream() { stream } else { nonstream }
     }
 }
 
@@ -295,6 +329,12 @@ struct CompareArgs {
     /// the report shows capture's cost against `--cost-target-pct`).
     #[arg(long, value_enum, default_value_t = ReportStyle::Proxy)]
     report: ReportStyle,
+    /// `--report proxy`: the API the proxy's back-end speaks to the provider. The direct side
+    /// sends each kind's conversation in that API (the fake provider speaks all four), so a
+    /// kind of this API measures the proxy's same-protocol path and any other kind its
+    /// translation into this API.
+    #[arg(long, value_enum, default_value_t = Api::OpenAi)]
+    provider_api: Api,
     /// `--report capture`: the largest acceptable cost of capture, in percent (the larger of
     /// the throughput loss and the p50 latency increase of a row).
     #[arg(long, default_value_t = 15.0)]
@@ -1454,7 +1494,7 @@ async fn compare_kind(
     };
     let body = request_bodies(kind, &args.model, tools, history)?;
     let dkind = match args.report {
-        ReportStyle::Proxy => kind.openai(),
+        ReportStyle::Proxy => kind.in_api(args.provider_api),
         ReportStyle::Capture => kind,
     };
     let dbody = request_bodies(dkind, &args.model, tools, history)?;
@@ -1587,7 +1627,16 @@ fn report(
     .filter(|(api, _)| rows.iter().any(|r| r.kind.api() == *api))
     .map(|(_, text)| text)
     .collect();
-    if !fronts.is_empty() {
+    if args.provider_api != Api::OpenAi {
+        write!(
+            s,
+            " llmux's back-end speaks {} to the provider (the fake speaks every API): the direct \
+             side sends each kind's conversation in that API, so the `{}-*` rows are llmux's \
+             same-protocol path and the others its translation into that API.",
+            args.provider_api.wire_name(),
+            args.provider_api.prefix(),
+        )?;
+    } else if !fronts.is_empty() {
         write!(
             s,
             " Rows of other client APIs: direct is the OpenAI request of the same size and stream \
@@ -1633,7 +1682,7 @@ fn report(
     }
     writeln!(s)?;
     for api in Api::ALL {
-        let (what, tally) = (api.label(), cpu.get(api));
+        let (what, tally) = (api.label(args.provider_api), cpu.get(api));
         if tally.requests == 0 {
             continue;
         }
@@ -1660,39 +1709,46 @@ fn report(
     writeln!(s, "## Targets\n")?;
     writeln!(s, "| target | measured | verdict |")?;
     writeln!(s, "|---|--:|---|")?;
-    if let Some(r) = rows
-        .iter()
-        .find(|r| r.kind == Kind::Nonstream && r.concurrency == 1)
-    {
-        let a50 = r.proxied.us(0.5) - r.direct.us(0.5);
-        let a99 = r.proxied.us(0.99) - r.direct.us(0.99);
-        writeln!(
-            s,
-            "| added p50 ≤ 50 µs (nonstream, c=1) | {a50:.1} µs | {} |",
-            verdict(a50 <= 50.0)
-        )?;
-        writeln!(
-            s,
-            "| added p99 ≤ 100 µs (nonstream, c=1) | {a99:.1} µs | {} |",
-            verdict(a99 <= 100.0)
-        )?;
-    }
     let c1 = |kind: Kind| rows.iter().find(|r| r.kind == kind && r.concurrency == 1);
-    if let Some(r) = c1(Kind::Stream) {
-        let first = r.proxied.ttfb_us(0.99) - r.direct.ttfb_us(0.99);
-        let added_gap = r.proxied.gap_us(0.99) - r.direct.gap_us(0.99);
-        writeln!(
-            s,
-            "| streams: added first byte p99 ≤ 200 µs (stream, c=1) | {first:.1} µs | {} |",
-            verdict(first <= 200.0)
-        )?;
-        writeln!(
-            s,
-            "| streams: added chunk gap p99 ≤ 5 µs (stream, c=1) | {added_gap:.1} µs | {} |",
-            verdict(added_gap <= 5.0)
-        )?;
+    // #17's same-protocol targets: the kinds of the API the provider speaks.
+    let (nonstream, stream) = args.provider_api.kinds();
+    {
+        if let Some(r) = c1(nonstream) {
+            let a50 = r.proxied.us(0.5) - r.direct.us(0.5);
+            let a99 = r.proxied.us(0.99) - r.direct.us(0.99);
+            writeln!(
+                s,
+                "| added p50 ≤ 50 µs ({}, c=1) | {a50:.1} µs | {} |",
+                nonstream.name(),
+                verdict(a50 <= 50.0)
+            )?;
+            writeln!(
+                s,
+                "| added p99 ≤ 100 µs ({}, c=1) | {a99:.1} µs | {} |",
+                nonstream.name(),
+                verdict(a99 <= 100.0)
+            )?;
+        }
+        if let Some(r) = c1(stream) {
+            let first = r.proxied.ttfb_us(0.99) - r.direct.ttfb_us(0.99);
+            let added_gap = r.proxied.gap_us(0.99) - r.direct.gap_us(0.99);
+            writeln!(
+                s,
+                "| streams: added first byte p99 ≤ 200 µs ({}, c=1) | {first:.1} µs | {} |",
+                stream.name(),
+                verdict(first <= 200.0)
+            )?;
+            writeln!(
+                s,
+                "| streams: added chunk gap p99 ≤ 5 µs ({}, c=1) | {added_gap:.1} µs | {} |",
+                stream.name(),
+                verdict(added_gap <= 5.0)
+            )?;
+        }
     }
-    if let Some(r) = c1(Kind::AnthropicNonstream) {
+    // The translated targets are of OpenAI back-ends.
+    let translated = args.provider_api == Api::OpenAi;
+    if let Some(r) = c1(Kind::AnthropicNonstream).filter(|_| translated) {
         let a99 = r.proxied.us(0.99) - r.direct.us(0.99);
         writeln!(
             s,
@@ -1730,7 +1786,7 @@ fn report(
         ),
     ];
     for (kind, what, why) in informational {
-        if let Some(r) = c1(kind) {
+        if let Some(r) = c1(kind).filter(|_| translated) {
             let a99 = r.proxied.us(0.99) - r.direct.us(0.99);
             writeln!(
                 s,
@@ -1747,22 +1803,30 @@ fn report(
     // #17's target: the same-protocol non-streaming request at c=32 (schedstat: ns, not
     // ticks), at the run's high concurrency; "n/a" without schedstat.
     let high = args.high_concurrency;
-    if let Some(r) = rows
-        .iter()
-        .find(|r| r.kind == Kind::Nonstream && r.concurrency == high)
     {
-        let us = r.cpu.us_per_request_sched();
-        writeln!(
-            s,
-            "| llmux CPU ≤ 30 µs/request (nonstream, c={high}) | {} µs | {} |",
-            fmt_opt(us, 1),
-            us.map_or("n/a", |us| verdict(us <= 30.0))
-        )?;
+        if let Some(r) = rows
+            .iter()
+            .find(|r| r.kind == nonstream && r.concurrency == high)
+        {
+            let us = r.cpu.us_per_request_sched();
+            writeln!(
+                s,
+                "| llmux CPU ≤ 30 µs/request ({}, c={high}) | {} µs | {} |",
+                nonstream.name(),
+                fmt_opt(us, 1),
+                us.map_or("n/a", |us| verdict(us <= 30.0))
+            )?;
+        }
     }
-    if let Some(us) = cpu.get(Api::OpenAi).us_per_request_ticks(args.clk_tck) {
+    // Of the same-protocol kinds: those of the API the provider speaks.
+    if let Some(us) = cpu
+        .get(args.provider_api)
+        .us_per_request_ticks(args.clk_tck)
+    {
         writeln!(
             s,
-            "| llmux CPU ≤ 30 µs/request (all proxied phases of the OpenAI kinds) | {us:.1} µs | {} |",
+            "| llmux CPU ≤ 30 µs/request (all proxied phases of the {}) | {us:.1} µs | {} |",
+            args.provider_api.label(args.provider_api),
             verdict(us <= 30.0)
         )?;
     }
@@ -2005,7 +2069,7 @@ fn json_report(
         "rows": rows.iter().map(|r| serde_json::json!({
             "kind": r.kind.name(),
             "direct_kind": match args.report {
-                ReportStyle::Proxy => r.kind.openai().name(),
+                ReportStyle::Proxy => r.kind.in_api(args.provider_api).name(),
                 ReportStyle::Capture => r.kind.name(),
             },
             "concurrency": r.concurrency,
@@ -2265,8 +2329,11 @@ mod tests {
         let s = payload(Kind::AnthropicStream, "gpt-4o-mini");
         assert!(count(&s, b"\"stream\":true") == 1);
         assert!(count(&s, b"stream_options") == 0);
-        assert_eq!(Kind::AnthropicStream.openai(), Kind::Stream);
-        assert_eq!(Kind::AnthropicNonstream.openai(), Kind::Nonstream);
+        assert_eq!(Kind::AnthropicStream.in_api(Api::OpenAi), Kind::Stream);
+        assert_eq!(
+            Kind::AnthropicNonstream.in_api(Api::OpenAi),
+            Kind::Nonstream
+        );
     }
 
     #[test]
@@ -2461,10 +2528,23 @@ mod tests {
         assert_eq!(v["stream"], false);
         let r = payload(Kind::ResponsesStream, "gpt-4o-mini");
         assert!(count(&r, b"\"stream\":true") == 1);
-        assert_eq!(Kind::GeminiStream.openai(), Kind::Stream);
-        assert_eq!(Kind::GeminiNonstream.openai(), Kind::Nonstream);
-        assert_eq!(Kind::ResponsesStream.openai(), Kind::Stream);
-        assert_eq!(Kind::ResponsesNonstream.openai(), Kind::Nonstream);
+        assert_eq!(Kind::GeminiStream.in_api(Api::OpenAi), Kind::Stream);
+        assert_eq!(Kind::GeminiNonstream.in_api(Api::OpenAi), Kind::Nonstream);
+        assert_eq!(Kind::ResponsesStream.in_api(Api::OpenAi), Kind::Stream);
+        assert_eq!(
+            Kind::ResponsesNonstream.in_api(Api::OpenAi),
+            Kind::Nonstream
+        );
+        // A provider speaking the kind's own API gets the kind itself.
+        for kind in [
+            Kind::Stream,
+            Kind::AnthropicNonstream,
+            Kind::GeminiStream,
+            Kind::ResponsesNonstream,
+        ] {
+            assert_eq!(kind.in_api(kind.api()), kind);
+        }
+        assert_eq!(Kind::Nonstream.in_api(Api::Gemini), Kind::GeminiNonstream);
     }
 
     #[test]
