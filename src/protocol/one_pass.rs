@@ -40,21 +40,23 @@ impl<'de> serde::Deserialize<'de> for Key<'de> {
 /// `impl Deserialize for Name` reading each `"key" => field: how` (`value`: the field's
 /// own type; `required`: the same, and an object without it is an error, as serde's
 /// derive has it; `list`: a list that may be `null` or absent) and every other key into
-/// `extra`, unless its value is `null`. Objects only, as the wire sends them.
+/// `extra`, unless its value is `null`. Objects only, as the wire sends them. A field may
+/// have other names (`"key" | "other_key" => field: how`, serde's `alias`); two of its
+/// names in one object are a key given twice.
 ///
 /// A stream chunk's unknown fields become extension events without their nulls, and most
 /// chunks carry one (`"logprobs": null`): keeping it cost a map, a key and a value for
 /// every chunk, only to drop them.
 macro_rules! deserialize_in_one_pass {
-    ($name:ident { $($key:literal => $field:ident: $how:ident),* $(,)? }) => {
-        deserialize_in_one_pass!(@impl $name, keep, { $($key => $field: $how),* });
+    ($name:ident { $($key:literal $(| $alias:literal)* => $field:ident: $how:ident),* $(,)? }) => {
+        deserialize_in_one_pass!(@impl $name, keep, { $($key $(| $alias)* => $field: $how),* });
     };
     // Every other key is skipped without building its value: for a struct that needs
     // only the fields it names (and has no `extra`).
-    ($name:ident, others skipped { $($key:literal => $field:ident: $how:ident),* $(,)? }) => {
-        deserialize_in_one_pass!(@impl $name, skip, { $($key => $field: $how),* });
+    ($name:ident, others skipped { $($key:literal $(| $alias:literal)* => $field:ident: $how:ident),* $(,)? }) => {
+        deserialize_in_one_pass!(@impl $name, skip, { $($key $(| $alias)* => $field: $how),* });
     };
-    (@impl $name:ident, $others:ident, { $($key:literal => $field:ident: $how:ident),* }) => {
+    (@impl $name:ident, $others:ident, { $($key:literal $(| $alias:literal)* => $field:ident: $how:ident),* }) => {
         impl<'de> serde::Deserialize<'de> for $name {
             fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
                 struct OnePass;
@@ -75,7 +77,7 @@ macro_rules! deserialize_in_one_pass {
                         let mut out = $name::default();
                         while let Some(key) = map.next_key::<$crate::protocol::one_pass::Key<'de>>()? {
                             match key.0.as_ref() {
-                                $($key => {
+                                $($key $(| $alias)* => {
                                     if seen.$field {
                                         return Err(<A::Error as serde::de::Error>::duplicate_field($key));
                                     }
@@ -159,5 +161,45 @@ mod tests {
         assert!(wrong.unwrap_err().to_string().contains("invalid type"));
         let array = serde_json::from_value::<ChatChunk>(json!([1, 2]));
         assert!(array.unwrap_err().to_string().contains("ChatChunk object"));
+    }
+
+    #[test]
+    fn a_field_reads_under_each_of_its_names_but_only_once() {
+        use crate::protocol::gemini::types::{Candidate, Part};
+        let camel: Part = serde_json::from_value(json!({
+            "functionCall": {"name": "f", "args": {"a": 1}, "later": null},
+            "thoughtSignature": "sig", "videoMetadata": {"fps": 1}, "partMetadata": null
+        }))
+        .unwrap();
+        let snake: Part = serde_json::from_value(json!({
+            "function_call": {"name": "f", "args": {"a": 1}},
+            "thought_signature": "sig", "videoMetadata": {"fps": 1}
+        }))
+        .unwrap();
+        for part in [&camel, &snake] {
+            let call = part.function_call.as_ref().unwrap();
+            assert_eq!(
+                (call.name.as_str(), &call.args),
+                ("f", &Some(json!({"a": 1})))
+            );
+            assert!(
+                call.extra.is_empty(),
+                "nulls are not kept: {:?}",
+                call.extra
+            );
+            assert_eq!(part.thought_signature.as_deref(), Some("sig"));
+            assert_eq!(part.extra.len(), 1, "{:?}", part.extra);
+            assert_eq!(part.extra["videoMetadata"], json!({"fps": 1}));
+        }
+        let twice = serde_json::from_str::<Candidate>(
+            r#"{"finishReason": "STOP", "finish_reason": "MAX_TOKENS"}"#,
+        );
+        assert!(
+            twice
+                .unwrap_err()
+                .to_string()
+                .contains("duplicate field `finishReason`"),
+            "two names of one field are one key given twice"
+        );
     }
 }

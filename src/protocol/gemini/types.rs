@@ -55,58 +55,58 @@ pub struct GenerateContentRequest<T = Vec<Tool>> {
 
 /// One turn: a role and its parts. `role` is `user` or `model`; it may be omitted for
 /// single-turn requests and in `systemInstruction`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Content {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
-    #[serde(default, deserialize_with = "crate::protocol::null_as_empty")]
+    /// `null` or absent reads as none.
     pub parts: Vec<Part>,
+    /// Not their nulls.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
+
+deserialize_in_one_pass!(Content {
+    "role" => role: value,
+    "parts" => parts: list,
+});
 
 /// One part of a turn. On the wire `data` is a oneof: exactly one of `text`,
 /// `inlineData`, `fileData`, `functionCall`, `functionResponse`, `executableCode`,
 /// `codeExecutionResult`. `thought` and `thoughtSignature` sit beside the data, on the
 /// part (never inside `functionCall`; PROTOCOLS.md pitfall 8).
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Part {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
-    #[serde(
-        default,
-        alias = "inline_data",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub inline_data: Option<Blob>,
-    #[serde(default, alias = "file_data", skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub file_data: Option<FileData>,
-    #[serde(
-        default,
-        alias = "function_call",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub function_call: Option<FunctionCall>,
-    #[serde(
-        default,
-        alias = "function_response",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub function_response: Option<FunctionResponse>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub thought: Option<bool>,
-    #[serde(
-        default,
-        alias = "thought_signature",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub thought_signature: Option<String>,
     /// `executableCode`, `codeExecutionResult`, `videoMetadata`, `partMetadata`,
-    /// `mediaResolution`, ...
+    /// `mediaResolution`, ... (not their nulls).
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
+
+deserialize_in_one_pass!(Part {
+    "text" => text: value,
+    "inlineData" | "inline_data" => inline_data: value,
+    "fileData" | "file_data" => file_data: value,
+    "functionCall" | "function_call" => function_call: value,
+    "functionResponse" | "function_response" => function_response: value,
+    "thought" => thought: value,
+    "thoughtSignature" | "thought_signature" => thought_signature: value,
+});
 
 /// Data parts the model has no slot for but that are valid Gemini parts.
 pub const OPAQUE_DATA_FIELDS: [&str; 4] = [
@@ -170,17 +170,23 @@ pub struct FileData {
 
 /// A call the model made. `args` is a JSON object (never a string); `id` is optional
 /// and usually missing on the Developer API.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct FunctionCall {
-    #[serde(default)]
     pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub args: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// Not their nulls.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
+
+deserialize_in_one_pass!(FunctionCall {
+    "name" => name: value,
+    "args" => args: value,
+    "id" => id: value,
+});
 
 /// A tool result sent back by the client, matched to its call by `name` (and `id`
 /// when the call had one). `response` must be a JSON object; by convention its
@@ -371,60 +377,57 @@ pub struct SafetySetting {
 
 /// A whole response, and also each record of a stream (every streamed record has
 /// exactly this shape, holding a partial candidate).
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GenerateContentResponse {
-    #[serde(default, deserialize_with = "crate::protocol::null_as_empty")]
+    /// `null` or absent reads as none.
     pub candidates: Vec<Candidate>,
     /// `blockReason` (with no candidates) when the prompt itself was blocked.
-    #[serde(
-        default,
-        alias = "prompt_feedback",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub prompt_feedback: Option<Value>,
     /// Cumulative in streams: the last one holds the totals.
-    #[serde(
-        default,
-        alias = "usage_metadata",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub usage_metadata: Option<Value>,
-    #[serde(
-        default,
-        alias = "model_version",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub model_version: Option<String>,
-    #[serde(
-        default,
-        alias = "response_id",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub response_id: Option<String>,
-    /// `createTime` (Vertex), an `error` object inside a stream, ...
+    /// `createTime` (Vertex), an `error` object inside a stream, ... (not their nulls).
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+// Read in one pass, not with `#[serde(flatten)]`: every record of a stream is one of
+// these, and buffering each level in serde's `Content` first was a fifth of a Gemini
+// stream's instructions (bench/callgrind.sh, FAKE_API=gemini KIND=gemini-stream).
+deserialize_in_one_pass!(GenerateContentResponse {
+    "candidates" => candidates: list,
+    "promptFeedback" | "prompt_feedback" => prompt_feedback: value,
+    "usageMetadata" | "usage_metadata" => usage_metadata: value,
+    "modelVersion" | "model_version" => model_version: value,
+    "responseId" | "response_id" => response_id: value,
+});
+
+#[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Candidate {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<Content>,
-    #[serde(
-        default,
-        alias = "finish_reason",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub finish_reason: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub index: Option<u32>,
     /// `safetyRatings`, `citationMetadata`, `groundingMetadata`, `avgLogprobs`,
-    /// `logprobsResult`, `finishMessage`, `tokenCount`, ...
+    /// `logprobsResult`, `finishMessage`, `tokenCount`, ... (not their nulls).
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
+
+deserialize_in_one_pass!(Candidate {
+    "content" => content: value,
+    "finishReason" | "finish_reason" => finish_reason: value,
+    "index" => index: value,
+});
 
 /// `usageMetadata`. `candidatesTokenCount` excludes thoughts, which are counted in
 /// `thoughtsTokenCount`; `promptTokenCount` includes `cachedContentTokenCount`.
