@@ -51,6 +51,11 @@ macro_rules! deserialize_in_one_pass {
     ($name:ident { $($key:literal $(| $alias:literal)* => $field:ident: $how:ident),* $(,)? }) => {
         deserialize_in_one_pass!(@impl $name, keep, { $($key $(| $alias)* => $field: $how),* });
     };
+    // Every other key is kept, `null` too: for an object whose unknown members travel to a
+    // client of the same protocol as they came (a Responses object's `"instructions": null`).
+    ($name:ident, nulls kept { $($key:literal $(| $alias:literal)* => $field:ident: $how:ident),* $(,)? }) => {
+        deserialize_in_one_pass!(@impl $name, keep_nulls, { $($key $(| $alias)* => $field: $how),* });
+    };
     // Every other key is skipped without building its value: for a struct that needs
     // only the fields it names (and has no `extra`).
     ($name:ident, others skipped { $($key:literal $(| $alias:literal)* => $field:ident: $how:ident),* $(,)? }) => {
@@ -99,6 +104,10 @@ macro_rules! deserialize_in_one_pass {
         if let Some(value) = $map.next_value::<Option<serde_json::Value>>()? {
             $out.extra.insert($key.0.into_owned(), value);
         }
+    }};
+    (@other keep_nulls, $map:ident, $out:ident, $key:ident) => {{
+        let value = $map.next_value::<serde_json::Value>()?;
+        $out.extra.insert($key.0.into_owned(), value);
     }};
     (@other skip, $map:ident, $out:ident, $key:ident) => {{
         let _ = &$key;

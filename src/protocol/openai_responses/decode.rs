@@ -714,24 +714,23 @@ const MODELLED: [&str; 9] = [
     "incomplete_details",
 ];
 
-/// The `Start` event of a Response object; its other top-level fields become the `top`
-/// extension scope.
-pub(crate) fn start_event(response: &ResponseObject) -> Event {
+/// The `Start` event of a Response object whose other top-level fields are `top` (the
+/// `top` extension scope).
+pub(crate) fn start_event(response: &ResponseObject, top: Map<String, Value>) -> Event {
     Event::Start {
         id: response.id.clone(),
         model: response.model.clone(),
         created: response.created_at.map(|t| t as u64),
-        extensions: scoped("top", top_fields(response)),
+        extensions: scoped("top", top),
     }
 }
 
-pub(crate) fn top_fields(response: &ResponseObject) -> Map<String, Value> {
-    response
-        .extra
-        .iter()
-        .filter(|(k, _)| !MODELLED.contains(&k.as_str()))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
+/// The Response object's top-level fields the model has no slot for, taken out of it (moved,
+/// not copied: a Response echoes the whole request, instructions and tools included).
+pub(crate) fn take_top_fields(response: &mut ResponseObject) -> Map<String, Value> {
+    let mut top = std::mem::take(&mut response.extra);
+    top.retain(|k, _| !MODELLED.contains(&k.as_str()));
+    top
 }
 
 /// `fields` under `scope` as Responses extensions (empty when `fields` is).
@@ -1027,7 +1026,7 @@ fn error_type_for(code: &str) -> &'static str {
 
 /// Turns a non-streaming upstream Response into the event sequence a stream would give.
 pub fn decode_response(body: &[u8]) -> Result<Vec<Event>, ChunkError> {
-    let response: ResponseObject = crate::protocol::json_from_bytes(body)
+    let mut response: ResponseObject = crate::protocol::json_from_bytes(body)
         .map_err(|e| ChunkError::Garbage(format!("the response is not a Response object: {e}")))?;
     if response.status.as_deref() == Some("failed")
         || response.error.as_ref().is_some_and(|e| !e.is_null())
@@ -1038,12 +1037,13 @@ pub fn decode_response(body: &[u8]) -> Result<Vec<Event>, ChunkError> {
         ));
     }
     let mut events = Vec::with_capacity(8);
-    events.push(start_event(&response));
+    let top = take_top_fields(&mut response);
+    events.push(start_event(&response, top));
     let mut items = ItemEvents::default();
-    for (i, item) in response.output.iter().enumerate() {
-        items.push(i as u32, item.clone(), &mut events);
+    for (i, item) in std::mem::take(&mut response.output).into_iter().enumerate() {
+        items.push(i as u32, item, &mut events);
     }
-    if let Some(u) = response.usage.clone().and_then(usage) {
+    if let Some(u) = response.usage.take().and_then(usage) {
         events.push(Event::Usage(u));
     }
     events.push(Event::Finish {
@@ -1267,5 +1267,33 @@ mod tests {
                 code: Some("rate_limit_exceeded".into()),
             }
         );
+    }
+
+    /// The members of a Response object that the model has no slot for travel in the
+    /// `top` scope of the start event in their order, `null` ones too (a client of this
+    /// protocol gets `"instructions": null` back); `object` and the modelled ones do not.
+    #[test]
+    fn a_responses_unmodelled_members_travel_in_order_nulls_included() {
+        let body = br#"{"id":"resp_1","object":"response","created_at":7,"status":"completed",
+            "instructions":null,"model":"m","output":[],"usage":null,"zeta":{"a":[1]},
+            "alpha":"x","error":null,"incomplete_details":null,"metadata":{}}"#;
+        let events = decode_response(body).unwrap();
+        let Event::Start { id, extensions, .. } = &events[0] else {
+            panic!("{events:?}")
+        };
+        assert_eq!(id, "resp_1");
+        let top = &extensions.for_protocol(PROTOCOL).unwrap()["top"];
+        let keys: Vec<&str> = top
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(keys, ["instructions", "zeta", "alpha", "metadata"]);
+        assert_eq!(top["instructions"], Value::Null);
+        assert_eq!(top["zeta"], serde_json::json!({"a": [1]}));
+        // A key given twice is refused, as serde's derive refuses it.
+        let twice = decode_response(br#"{"id":"a","id":"b","output":[]}"#);
+        assert!(format!("{:?}", twice.unwrap_err()).contains("duplicate field `id`"));
     }
 }

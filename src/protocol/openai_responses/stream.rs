@@ -29,8 +29,8 @@ use serde_json::{Map, Value, json};
 
 use super::decode::{
     ItemEvents, SUMMARY_SEPARATOR, item_extension, item_fields, opaque_item_extension,
-    part_extension, part_fields, response_error, scoped, start_event, summary_break, top_fields,
-    usage,
+    part_extension, part_fields, response_error, scoped, start_event, summary_break,
+    take_top_fields, usage,
 };
 use super::encode::{
     Layout, Snapshot, item_id, response_id, status, stream_error, usage as wire_usage,
@@ -41,6 +41,7 @@ use crate::model::{Event, FinishReason, Protocol, Usage};
 use crate::protocol::openai_chat::stream::unix_now;
 use crate::protocol::sse::{named_frame, push_json_string, push_u64};
 use crate::protocol::tools_out::Encoded;
+use serde_json::value::RawValue;
 
 pub use crate::protocol::openai_chat::ChunkError;
 
@@ -122,11 +123,14 @@ impl EventDecoder {
         self.terminal
     }
 
-    fn start(&mut self, response: &ResponseObject, out: &mut Vec<Event>) {
+    /// The first Response snapshot starts the answer; its top-level fields are taken out of
+    /// it (a later snapshot's are compared with them at the end).
+    fn start(&mut self, response: &mut ResponseObject, out: &mut Vec<Event>) {
         if !self.started {
             self.started = true;
-            self.top = top_fields(response);
-            out.push(start_event(response));
+            let top = take_top_fields(response);
+            self.top.clone_from(&top);
+            out.push(start_event(response, top));
         }
     }
 
@@ -178,8 +182,8 @@ impl EventDecoder {
         };
         match event.kind.as_str() {
             "response.created" | "response.in_progress" | "response.queued" => {
-                if let Some(response) = parse_response(event.response)? {
-                    self.start(&response, out);
+                if let Some(mut response) = parse_response(event.response)? {
+                    self.start(&mut response, out);
                 }
             }
             "response.output_item.added" => {
@@ -335,7 +339,10 @@ impl EventDecoder {
                 self.terminal_event(response, out);
             }
             "response.failed" => {
-                let response = event.response.unwrap_or(Value::Null);
+                let response = event
+                    .response
+                    .and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok())
+                    .unwrap_or(Value::Null);
                 return Err(response_error(
                     response.get("error"),
                     "the upstream response failed",
@@ -542,12 +549,12 @@ impl EventDecoder {
         }
     }
 
-    fn terminal_event(&mut self, response: ResponseObject, out: &mut Vec<Event>) {
-        self.start(&response, out);
+    fn terminal_event(&mut self, mut response: ResponseObject, out: &mut Vec<Event>) {
+        self.start(&mut response, out);
         // Some servers put everything in the final response and stream no items.
         if self.items.is_empty() {
-            for (i, item) in response.output.iter().enumerate() {
-                self.whole.push(i as u32, item.clone(), out);
+            for (i, item) in std::mem::take(&mut response.output).into_iter().enumerate() {
+                self.whole.push(i as u32, item, out);
             }
         }
         for item in &mut self.items {
@@ -558,14 +565,14 @@ impl EventDecoder {
                 });
             }
         }
-        let changed: Map<String, Value> = top_fields(&response)
+        let changed: Map<String, Value> = take_top_fields(&mut response)
             .into_iter()
             .filter(|(k, v)| self.top.get(k) != Some(v))
             .collect();
         if !changed.is_empty() {
             out.push(Event::Extension(scoped("top", changed)));
         }
-        if let Some(u) = response.usage.clone().and_then(usage) {
+        if let Some(u) = response.usage.take().and_then(usage) {
             out.push(Event::Usage(u));
         }
         let called = self.whole.tool_calls > 0;
@@ -586,13 +593,14 @@ impl EventDecoder {
     }
 }
 
-fn parse_response(value: Option<Value>) -> Result<Option<ResponseObject>, ChunkError> {
-    match value {
-        None | Some(Value::Null) => Ok(None),
-        Some(value) => serde_json::from_value(value)
-            .map(Some)
-            .map_err(|e| ChunkError::Garbage(format!("the event's response is malformed: {e}"))),
-    }
+/// An event's Response object; `None` when absent or `null`.
+fn parse_response(raw: Option<Box<RawValue>>) -> Result<Option<ResponseObject>, ChunkError> {
+    let Some(raw) = raw.filter(|raw| raw.get() != "null") else {
+        return Ok(None);
+    };
+    serde_json::from_str(raw.get())
+        .map(Some)
+        .map_err(|e| ChunkError::Garbage(format!("the event's response is malformed: {e}")))
 }
 
 /// What `full` adds to `so_far` (all of it when they disagree), recording it as said.
