@@ -29,7 +29,9 @@ use serde_json::{Map, Value, json};
 use super::PROTOCOL;
 use super::decode::SYNTHETIC_ID_PREFIX;
 use super::encode::{call_part, error_body, finish_reason as wire_finish_reason, usage_metadata};
-use super::types::{Candidate, GenerateContentResponse, Part as WirePart, UsageMetadata};
+#[cfg(doc)]
+use super::types::UsageMetadata;
+use super::types::{Candidate, GenerateContentResponse, Part as WirePart};
 use crate::Error;
 use crate::model::json_scan::{Byte, JsonLexer};
 use crate::model::{Event, Extensions, FinishReason, Usage};
@@ -65,18 +67,34 @@ fn is_content_filter(reason: &str) -> bool {
 /// Reads a `usageMetadata` object, keeping it whole for a same-protocol client.
 /// `output = candidates + thoughts`, `reasoning = thoughts`, `cached = cachedContent`;
 /// tool-use prompt tokens count as input.
+///
+/// The counts are read from the object as [`UsageMetadata`] reads them (a count that is there
+/// is a non-negative integer, an optional one may be `null`; anything else and the record
+/// has no usage), without copying the object into one: every record of a stream has one.
 pub fn usage(value: &Value) -> Option<Usage> {
     let Value::Object(raw) = value else {
         return None;
     };
-    let wire: UsageMetadata = serde_json::from_value(value.clone()).ok()?;
-    let thoughts = wire.thoughts_token_count.unwrap_or(0);
+    // `Some(None)`: absent (or, where allowed, null); `None`: not a count.
+    let count = |key: &str, null_allowed: bool| match raw.get(key) {
+        None => Some(None),
+        Some(Value::Null) if null_allowed => Some(None),
+        Some(count) => count.as_u64().map(Some),
+    };
+    let prompt = count("promptTokenCount", false)?.unwrap_or(0);
+    let candidates = count("candidatesTokenCount", false)?.unwrap_or(0);
+    // Not used, but a total that is not a count spoils the record's usage, as it does there.
+    count("totalTokenCount", false)?;
+    let thoughts = count("thoughtsTokenCount", true)?;
+    let cached = count("cachedContentTokenCount", true)?;
+    let tool_use_prompt = count("toolUsePromptTokenCount", true)?;
     Some(Usage {
-        input_tokens: wire.prompt_token_count + wire.tool_use_prompt_token_count.unwrap_or(0),
-        output_tokens: wire.candidates_token_count + thoughts,
-        cached_input_tokens: wire.cached_content_token_count,
+        // Saturating: a provider's absurd count is not a reason to panic.
+        input_tokens: prompt.saturating_add(tool_use_prompt.unwrap_or(0)),
+        output_tokens: candidates.saturating_add(thoughts.unwrap_or(0)),
+        cached_input_tokens: cached,
         cache_creation_input_tokens: None,
-        reasoning_tokens: wire.thoughts_token_count,
+        reasoning_tokens: thoughts,
         extensions: Extensions::new(PROTOCOL, raw.clone()),
     })
 }
@@ -822,6 +840,71 @@ impl JsonArraySplitter {
 
 #[cfg(test)]
 mod tests {
+    use super::super::types::UsageMetadata;
+
+    /// Read straight from the object, usage is what reading it as [`UsageMetadata`] gives,
+    /// or none where that fails, for counts of every kind: absent, null, integers, negative
+    /// and fractional numbers, text.
+    #[test]
+    fn usage_reads_the_counts_as_the_wire_type_does() {
+        const KEYS: [&str; 6] = [
+            "promptTokenCount",
+            "candidatesTokenCount",
+            "totalTokenCount",
+            "thoughtsTokenCount",
+            "cachedContentTokenCount",
+            "toolUsePromptTokenCount",
+        ];
+        let values = [
+            serde_json::json!(null),
+            serde_json::json!(0),
+            serde_json::json!(17),
+            serde_json::json!(u64::MAX),
+            serde_json::json!(-3),
+            serde_json::json!(2.5),
+            serde_json::json!("9"),
+        ];
+        let mut rng = fastrand::Rng::with_seed(33);
+        let mut read = 0;
+        for _ in 0..3000 {
+            let mut object = serde_json::Map::new();
+            for key in KEYS {
+                if rng.u8(..3) > 0 {
+                    object.insert(key.into(), values[rng.usize(..values.len())].clone());
+                }
+            }
+            object.insert(
+                "promptTokensDetails".into(),
+                serde_json::json!([{"modality": "TEXT"}]),
+            );
+            let value = Value::Object(object);
+            let expected = serde_json::from_value::<UsageMetadata>(value.clone())
+                .ok()
+                .map(|wire| {
+                    let thoughts = wire.thoughts_token_count.unwrap_or(0);
+                    (
+                        wire.prompt_token_count
+                            .saturating_add(wire.tool_use_prompt_token_count.unwrap_or(0)),
+                        wire.candidates_token_count.saturating_add(thoughts),
+                        wire.cached_content_token_count,
+                        wire.thoughts_token_count,
+                    )
+                });
+            let got = usage(&value).map(|u| {
+                assert_eq!(u.extensions.for_protocol(PROTOCOL), value.as_object());
+                (
+                    u.input_tokens,
+                    u.output_tokens,
+                    u.cached_input_tokens,
+                    u.reasoning_tokens,
+                )
+            });
+            assert_eq!(got, expected, "{value}");
+            read += usize::from(got.is_some());
+        }
+        assert!(read > 100, "only {read} objects had usage");
+    }
+
     use super::*;
 
     #[test]
