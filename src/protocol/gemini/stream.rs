@@ -75,19 +75,29 @@ pub fn usage(value: &Value) -> Option<Usage> {
     let Value::Object(raw) = value else {
         return None;
     };
-    // `Some(None)`: absent (or, where allowed, null); `None`: not a count.
-    let count = |key: &str, null_allowed: bool| match raw.get(key) {
-        None => Some(None),
-        Some(Value::Null) if null_allowed => Some(None),
-        Some(count) => count.as_u64().map(Some),
-    };
-    let prompt = count("promptTokenCount", false)?.unwrap_or(0);
-    let candidates = count("candidatesTokenCount", false)?.unwrap_or(0);
-    // Not used, but a total that is not a count spoils the record's usage, as it does there.
-    count("totalTokenCount", false)?;
-    let thoughts = count("thoughtsTokenCount", true)?;
-    let cached = count("cachedContentTokenCount", true)?;
-    let tool_use_prompt = count("toolUsePromptTokenCount", true)?;
+    // One pass over the members, no lookups: a lookup hashes its key.
+    let (mut prompt, mut candidates, mut thoughts, mut cached, mut tool_use_prompt) =
+        (0, 0, None, None, None);
+    for (key, value) in raw {
+        let optional = match key.as_str() {
+            "promptTokenCount" | "candidatesTokenCount" | "totalTokenCount" => false,
+            "thoughtsTokenCount" | "cachedContentTokenCount" | "toolUsePromptTokenCount" => true,
+            _ => continue,
+        };
+        if optional && value.is_null() {
+            continue;
+        }
+        let count = value.as_u64()?;
+        match key.as_str() {
+            "promptTokenCount" => prompt = count,
+            "candidatesTokenCount" => candidates = count,
+            "thoughtsTokenCount" => thoughts = Some(count),
+            "cachedContentTokenCount" => cached = Some(count),
+            "toolUsePromptTokenCount" => tool_use_prompt = Some(count),
+            // The total is not used, but one that is not a count spoils the usage, as there.
+            _ => {}
+        }
+    }
     Some(Usage {
         // Saturating: a provider's absurd count is not a reason to panic.
         input_tokens: prompt.saturating_add(tool_use_prompt.unwrap_or(0)),
