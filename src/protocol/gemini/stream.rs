@@ -283,7 +283,7 @@ impl ChunkDecoder {
         let modelled = part.inline_data.is_none()
             && part.file_data.is_none()
             && part.function_response.is_none()
-            && part.data_fields().len() <= 1
+            && part.data_field_count() <= 1
             && (part.text.is_some() || part.function_call.is_some() || is_thought);
         if !modelled {
             if let Ok(raw) = serde_json::to_value(&part) {

@@ -117,6 +117,27 @@ pub const OPAQUE_DATA_FIELDS: [&str; 4] = [
 ];
 
 impl Part {
+    /// How many of the oneof data fields this part sets (what [`Self::data_fields`] lists,
+    /// without building the list: every streamed part is counted).
+    pub fn data_field_count(&self) -> usize {
+        [
+            self.text.is_some(),
+            self.inline_data.is_some(),
+            self.file_data.is_some(),
+            self.function_call.is_some(),
+            self.function_response.is_some(),
+        ]
+        .into_iter()
+        .filter(|&set| set)
+        .count()
+            // Over the keys rather than four lookups, which would hash each name.
+            + self
+                .extra
+                .keys()
+                .filter(|key| OPAQUE_DATA_FIELDS.contains(&key.as_str()))
+                .count()
+    }
+
     /// The names of the oneof data fields this part sets.
     pub fn data_fields(&self) -> Vec<&'static str> {
         let mut fields = Vec::new();
@@ -494,4 +515,26 @@ pub struct ErrorDetail {
     pub status: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub details: Vec<Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Part;
+
+    #[test]
+    fn a_parts_data_field_count_is_the_length_of_its_list() {
+        let parts = [
+            serde_json::json!({}),
+            serde_json::json!({"text": "hi", "thought": true}),
+            serde_json::json!({"text": "hi", "functionCall": {"name": "f"}}),
+            serde_json::json!({"executableCode": {"code": "1"}, "codeExecutionResult": {}}),
+            serde_json::json!({"inline_data": {"mimeType": "a/b", "data": ""}, "file_data":
+                {"fileUri": "u"}, "functionResponse": {"name": "f"}, "videoMetadata": {}}),
+        ];
+        for (part, count) in parts.into_iter().zip([0, 1, 2, 2, 3]) {
+            let part: Part = serde_json::from_value(part).unwrap();
+            assert_eq!(part.data_field_count(), count, "{part:?}");
+            assert_eq!(part.data_fields().len(), count, "{part:?}");
+        }
+    }
 }
