@@ -20,10 +20,13 @@
 //! the probe runs when the first frame of a shape comes, with the decoder in the state it
 //! was in when it learnt the shape.
 //!
-//! This rests on two rules for the decoders that use it: a delta's string may be looked at
+//! This rests on three rules for the decoders that use it: a delta's string may be looked at
 //! only to tell whether it is empty, never for what it holds (the probe shows where the
-//! string goes, not that its content does not matter); and a padding member
-//! ([`Keys::padding`]), which a shape leaves out, is never read.
+//! string goes, not that its content does not matter), unless the decoder does with a
+//! shortcut's event what it did with the string when it read the frame in full
+//! ([`ShapedDecoder::took_shortcut`]); a padding member ([`Keys::padding`]), which a shape
+//! leaves out, is never read; and neither is a counter ([`Keys::counter`]), whose digits a
+//! shape leaves out.
 
 use crate::model::Event;
 use crate::protocol::ChunkError;
@@ -62,6 +65,12 @@ pub(crate) struct Keys {
     /// every frame and the decoder never reads (OpenAI's `obfuscation` padding): its comma,
     /// key, colon and opening quote. A shape leaves it out.
     pub padding: Option<&'static str>,
+    /// A member before the string holding an unsigned integer that the provider changes in
+    /// every frame and the decoder never reads (a Responses event's `sequence_number`): its
+    /// key and colon. A shape leaves its digits out, and a frame of the shape may have any
+    /// integer there that JSON and a `u64` allow (no sign, point, exponent or leading zero; at
+    /// most 19 digits).
+    pub counter: Option<&'static str>,
 }
 
 /// The last frame's bytes around its one string, when it had one.
@@ -74,6 +83,8 @@ pub(crate) struct SameShape {
     slot: Option<Slot>,
     /// The padding member that ends the shape's frames (see [`Keys::padding`]).
     padding: Option<&'static str>,
+    /// Where in `prefix` the counter's digits were (see [`Keys::counter`]).
+    counter_at: Option<usize>,
     /// The probe gave the shape's event: frames of this shape may take the shortcut.
     verified: bool,
     /// A frame took the shortcut since the shape was learnt.
@@ -93,6 +104,9 @@ pub(crate) struct SameShape {
 /// What a probe puts in the string's place: text no provider sends.
 const PROBE: &str = "llmux shape probe \u{1F9EA}";
 
+/// What a probe puts in a counter's place.
+const PROBE_COUNT: &str = "4242";
+
 /// Unused shapes in a row after which a stream stops looking for them.
 const GIVE_UP: u8 = 8;
 
@@ -110,13 +124,21 @@ impl SameShape {
     /// full.
     pub(crate) fn read(&self, data: &str) -> Option<Event> {
         let slot = self.slot?;
-        let mut rest = data.strip_prefix(self.prefix.as_str())?;
+        let (mut rest, string_at) = match self.counter_at {
+            None => (data.strip_prefix(self.prefix.as_str())?, self.prefix.len()),
+            Some(at) => {
+                let after = data.strip_prefix(&self.prefix[..at])?;
+                let digits = counter_len(after.as_bytes())?;
+                let rest = after[digits..].strip_prefix(&self.prefix[at..])?;
+                (rest, self.prefix.len() + digits)
+            }
+        };
         if let Some(padding) = self.padding {
             rest = without_padding(rest, padding)?;
         }
         let body = rest.strip_suffix(self.suffix.as_str())?;
         // The body with its quotes: the prefix ends with one, the suffix starts with one.
-        let quoted = &data[self.prefix.len() - 1..self.prefix.len() + body.len() + 1];
+        let quoted = &data[string_at - 1..string_at + body.len() + 1];
         // An empty string is read in full: protocols differ in whether it is an event.
         let text = string_of(quoted).filter(|text| !text.is_empty())?;
         Some(slot.event(text))
@@ -137,7 +159,12 @@ impl SameShape {
     /// full. The probe waits for the first frame of the shape: most shapes of a stream that
     /// never repeats one are never probed.
     pub(crate) fn probe(&self) -> String {
-        let mut probe = format!("{}{PROBE}{}", self.prefix, self.suffix);
+        let prefix = match self.counter_at {
+            // Another count than the frames': the decoder reads none.
+            Some(at) => format!("{}{PROBE_COUNT}{}", &self.prefix[..at], &self.prefix[at..]),
+            None => self.prefix.clone(),
+        };
+        let mut probe = format!("{prefix}{PROBE}{}", self.suffix);
         if let Some(padding) = self.padding {
             probe.push_str(padding);
             probe.push_str("probe\"}");
@@ -202,6 +229,12 @@ impl SameShape {
         };
         self.prefix.clear();
         self.prefix.push_str(&data[..start]);
+        self.counter_at = keys.counter.and_then(|key| counter_in(data, start, key));
+        if let Some(at) = self.counter_at
+            && let Some(digits) = counter_len(&self.prefix.as_bytes()[at..])
+        {
+            self.prefix.replace_range(at..at + digits, "");
+        }
         let after = &data[end..];
         let padded = keys
             .padding
@@ -227,6 +260,11 @@ pub(crate) trait ShapedDecoder: Clone {
         data: &str,
         out: &mut Vec<Event>,
     ) -> Result<(), ChunkError>;
+
+    /// A frame of the learnt shape was read by it to `event`: what reading the frame in full
+    /// would have done to the decoder's state with the string, the decoder does here (none by
+    /// default: the decoder keeps nothing of it).
+    fn took_shortcut(&mut self, _event: &Event) {}
 }
 
 /// Reads the frame `data` (trimmed, not empty): by the learnt shape when it has it and the
@@ -246,6 +284,7 @@ pub(crate) fn read_frame<D: ShapedDecoder>(
         && shape_verified(decoder, event)
     {
         decoder.same_shape().used();
+        decoder.took_shortcut(&shortcut);
         out.push(shortcut);
         return Ok(());
     }
@@ -302,6 +341,29 @@ fn place_of(data: &str, events: &[Event], keys: &Keys) -> Option<(Slot, usize, u
         let (start, end) = only_string_after(data, key)?;
         (string_of(&data[start - 1..=end])? == *text).then_some((slot, start, end))
     })
+}
+
+/// Where the digits of the counter `key` start in `data`, when `key` occurs exactly once in
+/// it, before `before` (the string's place), followed by a counter's digits.
+fn counter_in(data: &str, before: usize, key: &str) -> Option<usize> {
+    let mut found = data.match_indices(key);
+    let (at, _) = found.next()?;
+    if found.next().is_some() {
+        return None;
+    }
+    let digits_at = at + key.len();
+    counter_len(&data.as_bytes()[digits_at..]).filter(|digits| digits_at + digits < before)?;
+    Some(digits_at)
+}
+
+/// The length of the unsigned integer that starts `bytes`, when it is one that JSON writes and
+/// a `u64` holds: digits without a leading zero (or a lone `0`), at most 19 of them, not
+/// followed by a digit, a point or an exponent.
+fn counter_len(bytes: &[u8]) -> Option<usize> {
+    let digits = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
+    let leading_zero = digits > 1 && bytes[0] == b'0';
+    let fraction = matches!(bytes.get(digits), Some(b'.' | b'e' | b'E'));
+    (digits > 0 && digits <= 19 && !leading_zero && !fraction).then_some(digits)
 }
 
 /// `text` without its last member when that is `padding` holding a plain string (nothing
@@ -451,6 +513,32 @@ mod tests {
         assert_eq!(string_end(br#"a\\"}"#), Some(3));
         assert_eq!(string_end(br#"a\""#), None);
         assert_eq!(string_end(b"abc"), None);
+    }
+
+    #[test]
+    fn a_counter_is_an_integer_a_u64_holds_as_json_writes_it() {
+        assert_eq!(counter_len(b"0,"), Some(1));
+        assert_eq!(counter_len(b"42,\"x\""), Some(2));
+        assert_eq!(counter_len(b"1844674407370955161}"), Some(19));
+        assert_eq!(counter_len(b"18446744073709551615,"), None, "20 digits");
+        assert_eq!(counter_len(b"007,"), None, "a leading zero");
+        assert_eq!(counter_len(b"1.5,"), None);
+        assert_eq!(counter_len(b"1e3,"), None);
+        assert_eq!(counter_len(b"-3,"), None);
+        assert_eq!(counter_len(b"\"5\","), None);
+        // Only once, and before the string.
+        let data = r#"{"sequence_number":7,"delta":"hi"}"#;
+        let string_at = data.find("hi").unwrap();
+        assert_eq!(
+            counter_in(data, string_at, "\"sequence_number\":"),
+            Some(19)
+        );
+        assert_eq!(counter_in(data, 5, "\"sequence_number\":"), None);
+        let twice = r#"{"sequence_number":7,"x":{"sequence_number":8},"delta":"hi"}"#;
+        assert_eq!(
+            counter_in(twice, twice.find("hi").unwrap(), "\"sequence_number\":"),
+            None
+        );
     }
 
     #[test]

@@ -25,6 +25,7 @@ const SHAPE_KEYS: Keys = Keys {
     thinking: &["\"thinking\":\""],
     arguments: &["\"partial_json\":\""],
     padding: None,
+    counter: None,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq)]

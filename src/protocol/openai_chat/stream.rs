@@ -22,6 +22,7 @@ const SHAPE_KEYS: Keys = Keys {
     arguments: &["\"arguments\":\""],
     // A later chunk's top-level members other than its choices, usage and error are not read.
     padding: Some(",\"obfuscation\":\""),
+    counter: None,
 };
 
 pub use crate::protocol::ChunkError;

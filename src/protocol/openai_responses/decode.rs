@@ -827,7 +827,7 @@ pub(crate) fn summary_break(output_index: u32, said: usize, out: &mut Vec<Event>
 }
 
 /// Turns whole output items into events, numbering tool calls as they come.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct ItemEvents {
     pub(crate) tool_calls: u32,
 }

@@ -39,6 +39,7 @@ use super::types::{FunctionCallItem, ResponseObject, StreamEvent};
 use crate::Error;
 use crate::model::{Event, FinishReason, Protocol, Usage};
 use crate::protocol::openai_chat::stream::unix_now;
+use crate::protocol::same_shape::{Keys, SameShape, ShapedDecoder, read_frame};
 use crate::protocol::sse::{named_frame, push_json_string, push_u64};
 use crate::protocol::tools_out::Encoded;
 use serde_json::value::RawValue;
@@ -65,7 +66,7 @@ enum Kind {
 }
 
 /// What the decoder knows of one upstream output item.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct UpItem {
     output_index: u32,
     id: String,
@@ -103,7 +104,7 @@ impl UpItem {
 /// The `event:` line is not needed: every payload repeats its `type`. Unknown event types
 /// are skipped (new ones appear often); `response.done` is read as `response.completed`;
 /// a `[DONE]` line, which some compatible servers add, is ignored.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct EventDecoder {
     started: bool,
     /// Top-level Response fields seen at the start, to send only what changes later.
@@ -111,7 +112,27 @@ pub struct EventDecoder {
     items: Vec<UpItem>,
     whole: ItemEvents,
     terminal: bool,
+    /// The last text delta event that repeats the one before around its text and sequence
+    /// number, read without parsing it (see `protocol::same_shape`).
+    same_shape: SameShape,
+    /// Where the text of the last `response.output_text.delta` read in full went (an item
+    /// and its content index): a frame of its shape adds its text there too.
+    shortcut_text: Option<(usize, u32)>,
 }
+
+/// Where a text delta event holds its text and its sequence number.
+const SHAPE_KEYS: Keys = Keys {
+    text: &["\"delta\":\""],
+    thinking: &[],
+    arguments: &[],
+    // Not read: unknown members of an event are skipped.
+    padding: Some(",\"obfuscation\":\""),
+    // Read into `StreamEvent::sequence_number` and never looked at.
+    counter: Some("\"sequence_number\":"),
+};
+
+/// What a text delta event starts with, as OpenAI writes it: only these take the shortcut.
+const TEXT_DELTA_START: &str = "{\"type\":\"response.output_text.delta\",";
 
 impl EventDecoder {
     pub fn new() -> Self {
@@ -164,6 +185,12 @@ impl EventDecoder {
         if data.is_empty() || data == "[DONE]" {
             return Ok(());
         }
+        let shaped = data.starts_with(TEXT_DELTA_START);
+        read_frame(self, "", data, out, &SHAPE_KEYS, shaped)
+    }
+
+    /// Reads an event in full.
+    fn push_whole(&mut self, data: &str, out: &mut Vec<Event>) -> Result<(), ChunkError> {
         let event: StreamEvent = match serde_json::from_str(data) {
             Ok(event) => event,
             Err(e) => {
@@ -196,6 +223,7 @@ impl EventDecoder {
                 let i = self.find_or_add(event.item_id, event.output_index, "message", out);
                 let index = event.content_index.unwrap_or(0);
                 self.items[i].text(0, index).push_str(&delta);
+                self.shortcut_text = Some((i, index));
                 if !delta.is_empty() {
                     out.push(if event.kind == "response.output_text.delta" {
                         Event::TextDelta(delta)
@@ -589,6 +617,32 @@ impl EventDecoder {
             Ok(())
         } else {
             Err(ChunkError::Truncated)
+        }
+    }
+}
+
+impl ShapedDecoder for EventDecoder {
+    fn same_shape(&mut self) -> &mut SameShape {
+        &mut self.same_shape
+    }
+
+    fn read_whole(
+        &mut self,
+        _event: &str,
+        data: &str,
+        out: &mut Vec<Event>,
+    ) -> Result<(), ChunkError> {
+        self.push_whole(data, out)
+    }
+
+    /// The text goes where the frame it repeats put its text: read in full, the frame would
+    /// have found the same item (the same `item_id`, `output_index` and `content_index`, and
+    /// no frame read in full since), and the `.done` event that ends the text compares with it.
+    fn took_shortcut(&mut self, event: &Event) {
+        if let (Event::TextDelta(text), Some((i, index))) = (event, self.shortcut_text)
+            && let Some(item) = self.items.get_mut(i)
+        {
+            item.text(0, index).push_str(text);
         }
     }
 }
@@ -1689,6 +1743,155 @@ impl EventEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::same_shape::random;
+
+    /// Sequence numbers as servers might write them, the shortcut's digits and others.
+    const COUNTS: [&str; 12] = [
+        "0",
+        "7",
+        "42",
+        "1000",
+        "18446744073709551615",
+        "007",
+        "-3",
+        "1.5",
+        "1e3",
+        "99999999999999999999",
+        "\"5\"",
+        "null",
+    ];
+
+    /// A random event: text deltas to one of two items and content indexes (now and then
+    /// with padding), decoys holding the `delta` key elsewhere or hidden by spacing, refusal
+    /// and reasoning deltas, `.done` events whose text does or does not continue the deltas,
+    /// item and part starts, and an end.
+    fn random_event(rng: &mut fastrand::Rng, s: &str, t: &str, shape: u8) -> String {
+        // Mostly counts the shortcut takes; the others end the stream with an error (a
+        // count must be a `u64`) or take the long way.
+        let n = if rng.u8(..12) == 0 {
+            COUNTS[rng.usize(..COUNTS.len())]
+        } else {
+            COUNTS[rng.usize(..5)]
+        };
+        let (id, output, content) = match shape % 4 {
+            0 => ("msg_1", 0, 0),
+            1 => ("msg_1", 0, 1),
+            2 => ("msg_2", 1, 0),
+            _ => ("", 1, 0),
+        };
+        let at = format!(r#""item_id":"{id}","output_index":{output},"content_index":{content}"#);
+        match shape / 4 {
+            0..=2 => format!(
+                r#"{{"type":"response.output_text.delta","sequence_number":{n},{at},"delta":{s},"logprobs":[]}}"#
+            ),
+            3 => format!(
+                r#"{{"type":"response.output_text.delta","sequence_number":{n},{at},"delta":{s},"logprobs":[],"obfuscation":{t}}}"#
+            ),
+            // The delta's key nested in a member nobody reads, the real one spaced out.
+            4 => format!(
+                r#"{{"type":"response.output_text.delta","sequence_number":{n},{at},"x":{{"delta":{s}}},"delta" : {t}}}"#
+            ),
+            5 => format!(
+                r#"{{"type":"response.output_text.delta","sequence_number":{n},"sequence_number":{n},{at},"delta":{s}}}"#
+            ),
+            6 => format!(
+                r#"{{"type":"response.refusal.delta","sequence_number":{n},{at},"delta":{s}}}"#
+            ),
+            7 => format!(
+                r#"{{"type":"response.reasoning_summary_text.delta","sequence_number":{n},{at},"summary_index":0,"delta":{s}}}"#
+            ),
+            8 => format!(
+                r#"{{"type":"response.output_text.done","sequence_number":{n},{at},"text":{s}}}"#
+            ),
+            9 => format!(
+                r#"{{"type":"response.output_item.added","sequence_number":{n},"output_index":{output},"item":{{"id":"{id}","type":"message","role":"assistant","content":[]}}}}"#
+            ),
+            10 => format!(
+                r#"{{"type":"response.content_part.added","sequence_number":{n},{at},"part":{{"type":"output_text","text":""}}}}"#
+            ),
+            11 if rng.u8(..6) == 0 => format!(
+                r#"{{"type":"response.completed","sequence_number":{n},"response":{{"id":"r","model":"m","status":"completed","output":[]}}}}"#
+            ),
+            _ => format!(r#"{{"type":"response.in_progress","sequence_number":{n}}}"#),
+        }
+    }
+
+    /// Read with the shortcut or without, a stream gives the same events.
+    #[test]
+    fn a_stream_reads_to_the_same_events_with_the_same_shape_shortcut_as_without() {
+        let mut rng = fastrand::Rng::with_seed(17);
+        let start = r#"{"type":"response.created","sequence_number":0,"response":{"id":"r","model":"m","output":[]}}"#;
+        let added = r#"{"type":"response.output_item.added","sequence_number":1,"output_index":0,"item":{"id":"msg_1","type":"message","role":"assistant","content":[]}}"#;
+        let (mut uses, mut failed_probes) = (0, 0);
+        for _ in 0..4000 {
+            let mut frames = vec![start.to_owned(), added.to_owned()];
+            while frames.len() < 24 {
+                // Runs of one shape in which one of its strings and its count change.
+                let shape = rng.u8(..52);
+                let (mut s, mut t) = random::pair(&mut rng);
+                for _ in 0..rng.usize(1..8) {
+                    let mut data = random_event(&mut rng, &s, &t, shape);
+                    if rng.u8(..10) == 0 {
+                        data = format!("  {data} \r\n");
+                    }
+                    frames.push(data);
+                    random::change_one(&mut rng, &mut s, &mut t);
+                }
+            }
+            let read = |whole_only: bool| {
+                let mut decoder = EventDecoder::default();
+                if whole_only {
+                    decoder.same_shape = SameShape::never();
+                }
+                let mut events = Vec::new();
+                for data in &frames {
+                    if let Err(e) = decoder.push(data, &mut events) {
+                        return (format!("{events:?} {e:?}"), decoder.same_shape);
+                    }
+                }
+                (format!("{events:?}"), decoder.same_shape)
+            };
+            let ((shortcut, shape), (whole, never)) = (read(false), read(true));
+            assert_eq!(never.uses, 0);
+            assert_eq!(shortcut, whole, "{frames:#?}");
+            uses += shape.uses;
+            failed_probes += shape.failed_probes;
+        }
+        assert!(uses > 1000, "the shortcut was taken {uses} times");
+        assert!(failed_probes > 0, "no probe failed");
+    }
+
+    /// OpenAI's own stream (tests/fixtures) takes the shortcut for all its text deltas but the
+    /// first, and reads as it does in full: its `.done` event repeats the whole text, and adds
+    /// nothing only if the shortcut's texts were kept as the deltas read in full are.
+    #[test]
+    fn the_recorded_stream_takes_the_shortcut() {
+        let sse =
+            include_str!("../../../tests/fixtures/openai_responses/streaming_text/upstream.sse");
+        let frames: Vec<&str> = sse
+            .lines()
+            .filter_map(|line| line.strip_prefix("data: "))
+            .collect();
+        let read = |decoder: &mut EventDecoder| {
+            let mut events = Vec::new();
+            for data in &frames {
+                decoder.push(data, &mut events).unwrap();
+            }
+            format!("{events:?}")
+        };
+        let mut shortcut = EventDecoder::default();
+        let mut whole = EventDecoder {
+            same_shape: SameShape::never(),
+            ..EventDecoder::default()
+        };
+        assert_eq!(read(&mut shortcut), read(&mut whole));
+        let deltas = frames
+            .iter()
+            .filter(|f| f.contains("output_text.delta"))
+            .count();
+        assert!(deltas >= 3);
+        assert_eq!(shortcut.same_shape.uses, deltas - 1);
+    }
 
     #[test]
     fn a_delta_frame_is_written_byte_for_byte_as_serde_writes_it() {
