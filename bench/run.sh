@@ -11,8 +11,9 @@
 #                    anthropic-*: Anthropic requests to llmux's /v1/messages; gemini-*: Gemini
 #                    requests to /v1beta/models/fake-model:generateContent (stream:
 #                    :streamGenerateContent?alt=sse); responses-*: OpenAI Responses requests to
-#                    /v1/responses. Each is compared with the OpenAI request of the same size and
-#                    stream flag sent straight to the fake.
+#                    /v1/responses. Each is compared with the request of the same size and
+#                    stream flag in the back-end's API (FAKE_API, OpenAI chat by default) sent
+#                    straight to the fake.
 #   FAKE_API=openai|anthropic|gemini|responses  the API llmux's back-end speaks to the fake
 #                    (default openai). The direct side then sends each kind's conversation in
 #                    that API: that API's kinds measure the same-protocol path (the targets),

@@ -16,6 +16,11 @@ PIN="${PIN:-none}"
 # shellcheck source=bench/lib.sh
 source "$here/lib.sh"
 refuse_fake_tls
+# Only the fake's chat streams are paced and stamped (--chunk-interval-ms).
+if [[ "${FAKE_API:-openai}" != openai ]]; then
+    echo "streams.sh measures paced OpenAI chat streams; FAKE_API=${FAKE_API} is not supported" >&2
+    exit 2
+fi
 LLMUX_BIN="${LLMUX_BIN:-$bin/llmux}"
 STREAMS="${STREAMS:-1000}"
 INTERVAL_MS="${INTERVAL_MS:-50}"

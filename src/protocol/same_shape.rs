@@ -261,6 +261,13 @@ pub(crate) trait ShapedDecoder: Clone {
         out: &mut Vec<Event>,
     ) -> Result<(), ChunkError>;
 
+    /// A copy of the decoder for a probe to read in full (see [`shape_verified`]): the whole
+    /// decoder by default; a decoder may leave out what reading a frame of the shape never
+    /// looks at.
+    fn copy_for_probe(&self) -> Self {
+        self.clone()
+    }
+
     /// A frame of the learnt shape was read by it to `event`: what reading the frame in full
     /// would have done to the decoder's state with the string, the decoder does here (none by
     /// default: the decoder keeps nothing of it).
@@ -306,7 +313,7 @@ fn shape_verified<D: ShapedDecoder>(decoder: &mut D, event: &str) -> bool {
     }
     let probe = decoder.same_shape().probe();
     let shape = std::mem::take(decoder.same_shape());
-    let mut copy = decoder.clone();
+    let mut copy = decoder.copy_for_probe();
     *decoder.same_shape() = shape;
     let mut events = Vec::with_capacity(1);
     if copy.read_whole(event, &probe, &mut events).is_err() {

@@ -20,7 +20,8 @@
 //!   sends the chat body to a peer gateway's Responses pass-through, which forwards it here.
 //! - `POST /v1beta/models/{model}:generateContent`: a fixed small Gemini answer;
 //!   `:streamGenerateContent` the same 64 words as Gemini's SSE records (`alt=sse`), the
-//!   last with the `finishReason`, prebuilt and sent at once.
+//!   last with the `finishReason`, prebuilt and sent at once. `--chunk-interval-ms` paces
+//!   only the chat stream (bench/streams.sh refuses another `FAKE_API`).
 //! - `GET /v1/models`: a fixed model list; `GET /health`: 200.
 //!
 //! Only loopback addresses can be bound. With `--port 0` the OS picks a port; the first line on

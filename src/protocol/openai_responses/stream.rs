@@ -83,6 +83,20 @@ struct UpItem {
 }
 
 impl UpItem {
+    /// This item without the text and arguments it has so far.
+    fn without_text(&self) -> Self {
+        Self {
+            output_index: self.output_index,
+            id: self.id.clone(),
+            kind: self.kind,
+            tool_index: self.tool_index,
+            arguments: String::new(),
+            texts: Vec::new(),
+            thought: self.thought,
+            ended: self.ended,
+        }
+    }
+
     fn text(&mut self, list: u8, index: u32) -> &mut String {
         let position = match self
             .texts
@@ -638,6 +652,22 @@ impl ShapedDecoder for EventDecoder {
     /// The text goes where the frame it repeats put its text: read in full, the frame would
     /// have found the same item (the same `item_id`, `output_index` and `content_index`, and
     /// no frame read in full since), and the `.done` event that ends the text compares with it.
+    /// A text delta read in full finds its item and adds to the item's text; it reads
+    /// neither the Response's echoed members (`top`: a Codex request's instructions and
+    /// tools, tens of KB) nor any item's text or arguments so far, which a whole copy would
+    /// repeat for every shape.
+    fn copy_for_probe(&self) -> Self {
+        Self {
+            started: self.started,
+            top: Map::new(),
+            items: self.items.iter().map(UpItem::without_text).collect(),
+            whole: self.whole.clone(),
+            terminal: self.terminal,
+            same_shape: self.same_shape.clone(),
+            shortcut_text: self.shortcut_text,
+        }
+    }
+
     fn took_shortcut(&mut self, event: &Event) {
         if let (Event::TextDelta(text), Some((i, index))) = (event, self.shortcut_text)
             && let Some(item) = self.items.get_mut(i)
@@ -647,9 +677,10 @@ impl ShapedDecoder for EventDecoder {
     }
 }
 
-/// An event's Response object; `None` when absent or `null`.
+/// An event's Response object; `None` when absent or `null` (serde reads a `null` member
+/// into an `Option` as `None`).
 fn parse_response(raw: Option<Box<RawValue>>) -> Result<Option<ResponseObject>, ChunkError> {
-    let Some(raw) = raw.filter(|raw| raw.get() != "null") else {
+    let Some(raw) = raw else {
         return Ok(None);
     };
     serde_json::from_str(raw.get())
@@ -1746,12 +1777,13 @@ mod tests {
     use crate::protocol::same_shape::random;
 
     /// Sequence numbers as servers might write them, the shortcut's digits and others.
-    const COUNTS: [&str; 12] = [
+    const COUNTS: [&str; 13] = [
         "0",
         "7",
         "42",
         "1000",
         "18446744073709551615",
+        "1844674407370955161",
         "007",
         "-3",
         "1.5",
@@ -1766,12 +1798,12 @@ mod tests {
     /// and reasoning deltas, `.done` events whose text does or does not continue the deltas,
     /// item and part starts, and an end.
     fn random_event(rng: &mut fastrand::Rng, s: &str, t: &str, shape: u8) -> String {
-        // Mostly counts the shortcut takes; the others end the stream with an error (a
-        // count must be a `u64`) or take the long way.
+        // Mostly counts a `u64` holds (the shortcut takes those of up to 19 digits, `u64::MAX`
+        // is read in full); the others end the stream with an error or take the long way.
         let n = if rng.u8(..12) == 0 {
             COUNTS[rng.usize(..COUNTS.len())]
         } else {
-            COUNTS[rng.usize(..5)]
+            COUNTS[rng.usize(..6)]
         };
         let (id, output, content) = match shape % 4 {
             0 => ("msg_1", 0, 0),
