@@ -229,12 +229,11 @@ impl SameShape {
         };
         self.prefix.clear();
         self.prefix.push_str(&data[..start]);
-        self.counter_at = keys.counter.and_then(|key| counter_in(data, start, key));
-        if let Some(at) = self.counter_at
-            && let Some(digits) = counter_len(&self.prefix.as_bytes()[at..])
-        {
+        let counter = keys.counter.and_then(|key| counter_in(data, start, key));
+        if let Some((at, digits)) = counter {
             self.prefix.replace_range(at..at + digits, "");
         }
+        self.counter_at = counter.map(|(at, _)| at);
         let after = &data[end..];
         let padded = keys
             .padding
@@ -350,17 +349,18 @@ fn place_of(data: &str, events: &[Event], keys: &Keys) -> Option<(Slot, usize, u
     })
 }
 
-/// Where the digits of the counter `key` start in `data`, when `key` occurs exactly once in
-/// it, before `before` (the string's place), followed by a counter's digits.
-fn counter_in(data: &str, before: usize, key: &str) -> Option<usize> {
+/// Where the digits of the counter `key` start in `data`, and how many there are, when
+/// `key` occurs exactly once in it, before `before` (the string's place), followed by a
+/// counter's digits.
+fn counter_in(data: &str, before: usize, key: &str) -> Option<(usize, usize)> {
     let mut found = data.match_indices(key);
     let (at, _) = found.next()?;
     if found.next().is_some() {
         return None;
     }
     let digits_at = at + key.len();
-    counter_len(&data.as_bytes()[digits_at..]).filter(|digits| digits_at + digits < before)?;
-    Some(digits_at)
+    let digits = counter_len(&data.as_bytes()[digits_at..])?;
+    (digits_at + digits < before).then_some((digits_at, digits))
 }
 
 /// The length of the unsigned integer that starts `bytes`, when it is one that JSON writes and
@@ -538,7 +538,7 @@ mod tests {
         let string_at = data.find("hi").unwrap();
         assert_eq!(
             counter_in(data, string_at, "\"sequence_number\":"),
-            Some(19)
+            Some((19, 1))
         );
         assert_eq!(counter_in(data, 5, "\"sequence_number\":"), None);
         let twice = r#"{"sequence_number":7,"x":{"sequence_number":8},"delta":"hi"}"#;

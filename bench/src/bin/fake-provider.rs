@@ -561,18 +561,22 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-/// True when the JSON body has `"stream"` followed by `: true` (whitespace allowed). No parsing.
-fn wants_stream(body: &[u8]) -> bool {
-    let key = b"\"stream\"";
+/// What follows the first occurrence of `key` (quoted) that a colon follows (whitespace
+/// allowed): the member's value and the rest of the body. No parsing.
+fn value_after<'a>(body: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
     let mut rest = body;
     while let Some(pos) = find(rest, key) {
         rest = &rest[pos + key.len()..];
-        let after = rest.trim_ascii_start();
-        if let Some(v) = after.strip_prefix(b":") {
-            return v.trim_ascii_start().starts_with(b"true");
+        if let Some(value) = rest.trim_ascii_start().strip_prefix(b":") {
+            return Some(value.trim_ascii_start());
         }
     }
-    false
+    None
+}
+
+/// True when the JSON body has `"stream"` followed by `: true` (whitespace allowed). No parsing.
+fn wants_stream(body: &[u8]) -> bool {
+    value_after(body, b"\"stream\"").is_some_and(|value| value.starts_with(b"true"))
 }
 
 fn respond(status: StatusCode, content_type: &'static str, body: Reply) -> Response<Reply> {
@@ -605,19 +609,7 @@ fn json(body: Bytes) -> Response<Reply> {
 /// A Responses request has an `"input"` member; a chat request has `"messages"`. No parsing:
 /// a key's quoted name followed by a colon.
 fn is_responses_body(body: &[u8]) -> bool {
-    has_key(body, b"\"input\"") && !has_key(body, b"\"messages\"")
-}
-
-/// Whether `key` (quoted) occurs followed by a colon (whitespace allowed).
-fn has_key(body: &[u8], key: &[u8]) -> bool {
-    let mut rest = body;
-    while let Some(pos) = find(rest, key) {
-        rest = &rest[pos + key.len()..];
-        if rest.trim_ascii_start().starts_with(b":") {
-            return true;
-        }
-    }
-    false
+    value_after(body, b"\"input\"").is_some() && value_after(body, b"\"messages\"").is_none()
 }
 
 /// An SSE answer of prebuilt `frames`, sent as fast as they are taken.

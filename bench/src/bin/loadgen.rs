@@ -1712,39 +1712,37 @@ fn report(
     let c1 = |kind: Kind| rows.iter().find(|r| r.kind == kind && r.concurrency == 1);
     // #17's same-protocol targets: the kinds of the API the provider speaks.
     let (nonstream, stream) = args.provider_api.kinds();
-    {
-        if let Some(r) = c1(nonstream) {
-            let a50 = r.proxied.us(0.5) - r.direct.us(0.5);
-            let a99 = r.proxied.us(0.99) - r.direct.us(0.99);
-            writeln!(
-                s,
-                "| added p50 ≤ 50 µs ({}, c=1) | {a50:.1} µs | {} |",
-                nonstream.name(),
-                verdict(a50 <= 50.0)
-            )?;
-            writeln!(
-                s,
-                "| added p99 ≤ 100 µs ({}, c=1) | {a99:.1} µs | {} |",
-                nonstream.name(),
-                verdict(a99 <= 100.0)
-            )?;
-        }
-        if let Some(r) = c1(stream) {
-            let first = r.proxied.ttfb_us(0.99) - r.direct.ttfb_us(0.99);
-            let added_gap = r.proxied.gap_us(0.99) - r.direct.gap_us(0.99);
-            writeln!(
-                s,
-                "| streams: added first byte p99 ≤ 200 µs ({}, c=1) | {first:.1} µs | {} |",
-                stream.name(),
-                verdict(first <= 200.0)
-            )?;
-            writeln!(
-                s,
-                "| streams: added chunk gap p99 ≤ 5 µs ({}, c=1) | {added_gap:.1} µs | {} |",
-                stream.name(),
-                verdict(added_gap <= 5.0)
-            )?;
-        }
+    if let Some(r) = c1(nonstream) {
+        let a50 = r.proxied.us(0.5) - r.direct.us(0.5);
+        let a99 = r.proxied.us(0.99) - r.direct.us(0.99);
+        writeln!(
+            s,
+            "| added p50 ≤ 50 µs ({}, c=1) | {a50:.1} µs | {} |",
+            nonstream.name(),
+            verdict(a50 <= 50.0)
+        )?;
+        writeln!(
+            s,
+            "| added p99 ≤ 100 µs ({}, c=1) | {a99:.1} µs | {} |",
+            nonstream.name(),
+            verdict(a99 <= 100.0)
+        )?;
+    }
+    if let Some(r) = c1(stream) {
+        let first = r.proxied.ttfb_us(0.99) - r.direct.ttfb_us(0.99);
+        let added_gap = r.proxied.gap_us(0.99) - r.direct.gap_us(0.99);
+        writeln!(
+            s,
+            "| streams: added first byte p99 ≤ 200 µs ({}, c=1) | {first:.1} µs | {} |",
+            stream.name(),
+            verdict(first <= 200.0)
+        )?;
+        writeln!(
+            s,
+            "| streams: added chunk gap p99 ≤ 5 µs ({}, c=1) | {added_gap:.1} µs | {} |",
+            stream.name(),
+            verdict(added_gap <= 5.0)
+        )?;
     }
     // The translated targets are of OpenAI back-ends.
     let translated = args.provider_api == Api::OpenAi;
@@ -1803,20 +1801,18 @@ fn report(
     // #17's target: the same-protocol non-streaming request at c=32 (schedstat: ns, not
     // ticks), at the run's high concurrency; "n/a" without schedstat.
     let high = args.high_concurrency;
+    if let Some(r) = rows
+        .iter()
+        .find(|r| r.kind == nonstream && r.concurrency == high)
     {
-        if let Some(r) = rows
-            .iter()
-            .find(|r| r.kind == nonstream && r.concurrency == high)
-        {
-            let us = r.cpu.us_per_request_sched();
-            writeln!(
-                s,
-                "| llmux CPU ≤ 30 µs/request ({}, c={high}) | {} µs | {} |",
-                nonstream.name(),
-                fmt_opt(us, 1),
-                us.map_or("n/a", |us| verdict(us <= 30.0))
-            )?;
-        }
+        let us = r.cpu.us_per_request_sched();
+        writeln!(
+            s,
+            "| llmux CPU ≤ 30 µs/request ({}, c={high}) | {} µs | {} |",
+            nonstream.name(),
+            fmt_opt(us, 1),
+            us.map_or("n/a", |us| verdict(us <= 30.0))
+        )?;
     }
     // Of the same-protocol kinds: those of the API the provider speaks.
     if let Some(us) = cpu

@@ -117,51 +117,37 @@ pub const OPAQUE_DATA_FIELDS: [&str; 4] = [
 ];
 
 impl Part {
+    /// The modelled oneof data fields, by wire name, and whether this part sets each.
+    fn modelled_data(&self) -> [(&'static str, bool); 5] {
+        [
+            ("text", self.text.is_some()),
+            ("inlineData", self.inline_data.is_some()),
+            ("fileData", self.file_data.is_some()),
+            ("functionCall", self.function_call.is_some()),
+            ("functionResponse", self.function_response.is_some()),
+        ]
+    }
+
     /// How many of the oneof data fields this part sets (what [`Self::data_fields`] lists,
     /// without building the list: every streamed part is counted).
     pub fn data_field_count(&self) -> usize {
-        [
-            self.text.is_some(),
-            self.inline_data.is_some(),
-            self.file_data.is_some(),
-            self.function_call.is_some(),
-            self.function_response.is_some(),
-        ]
-        .into_iter()
-        .filter(|&set| set)
-        .count()
-            // Over the keys rather than four lookups, which would hash each name.
-            + self
-                .extra
-                .keys()
-                .filter(|key| OPAQUE_DATA_FIELDS.contains(&key.as_str()))
-                .count()
+        let modelled = self.modelled_data().iter().filter(|(_, set)| *set).count();
+        // Over the keys rather than four lookups, which would hash each name.
+        let opaque = self
+            .extra
+            .keys()
+            .filter(|key| OPAQUE_DATA_FIELDS.contains(&key.as_str()))
+            .count();
+        modelled + opaque
     }
 
     /// The names of the oneof data fields this part sets.
     pub fn data_fields(&self) -> Vec<&'static str> {
-        let mut fields = Vec::new();
-        if self.text.is_some() {
-            fields.push("text");
-        }
-        if self.inline_data.is_some() {
-            fields.push("inlineData");
-        }
-        if self.file_data.is_some() {
-            fields.push("fileData");
-        }
-        if self.function_call.is_some() {
-            fields.push("functionCall");
-        }
-        if self.function_response.is_some() {
-            fields.push("functionResponse");
-        }
-        for name in OPAQUE_DATA_FIELDS {
-            if self.extra.contains_key(name) {
-                fields.push(name);
-            }
-        }
-        fields
+        let modelled = self.modelled_data().into_iter().filter(|(_, set)| *set);
+        let opaque = OPAQUE_DATA_FIELDS
+            .into_iter()
+            .filter(|name| self.extra.contains_key(*name));
+        modelled.map(|(name, _)| name).chain(opaque).collect()
     }
 }
 
