@@ -1,7 +1,8 @@
 //! The same-protocol pass-through, end to end: an OpenAI chat client of an OpenAI chat
-//! back-end, and an Anthropic client of an Anthropic back-end, get the provider's own answer
-//! bytes when nothing on the way changed the answer, and llmux's encoding when something did
-//! (or when the encoder would not write that body).
+//! back-end, an Anthropic client of an Anthropic back-end and a Responses client of a
+//! Responses back-end get the provider's own answer bytes when nothing on the way changed the
+//! answer, and llmux's encoding when something did (or when the encoder would not write that
+//! body).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -210,4 +211,121 @@ async fn an_anthropic_body_that_is_not_a_message_is_a_clear_error() {
     assert_eq!(body["type"], "error");
     let message = body["error"]["message"].as_str().unwrap();
     assert!(message.contains("not a message"), "{message}");
+}
+
+// ---- Responses client -> Responses back-end ----
+
+/// A Response as OpenAI formats one (its Responses reference): every parameter echoed, a
+/// reasoning item, a message and a call, its own spacing and number forms.
+const RESPONSES_BODY: &str = r#"{
+  "id": "resp_67ccd2bed1ec8190b14f964abc0542670bb6a6b452d3795b",
+  "object": "response", "created_at": 1741476542, "status": "completed",
+  "background": false, "error": null, "incomplete_details": null,
+  "instructions": "Be brief.", "max_output_tokens": null, "max_tool_calls": null,
+  "model": "gpt-5-2025-08-07",
+  "output": [
+    {"id": "rs_1", "type": "reasoning", "summary": [{"type": "summary_text", "text": "**Greeting**"}],
+     "encrypted_content": "gAAAAB-opaque"},
+    {"id": "msg_1", "type": "message", "status": "completed", "role": "assistant",
+     "content": [{"type": "output_text", "text": "Hello, \u00e9 and \"quotes\".", "annotations": [],
+                  "logprobs": []}]},
+    {"id": "fc_1", "type": "function_call", "status": "completed", "call_id": "call_1",
+     "name": "shell", "arguments": "{\"command\":[\"ls\"]}"}
+  ],
+  "parallel_tool_calls": true, "previous_response_id": null, "prompt_cache_key": null,
+  "reasoning": {"effort": "low", "summary": "auto"}, "safety_identifier": null,
+  "service_tier": "default", "store": false, "temperature": 1.0,
+  "text": {"format": {"type": "text"}, "verbosity": "medium"},
+  "tool_choice": "auto", "tools": [], "top_logprobs": 0, "top_p": 1.0, "truncation": "disabled",
+  "usage": {"input_tokens": 36, "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+            "output_tokens": 87, "output_tokens_details": {"reasoning_tokens": 64},
+            "total_tokens": 123},
+  "user": null, "metadata": {}
+}"#;
+
+/// The answer to a Responses request `request` whose Responses provider answers
+/// `provider_body`.
+async fn responses_answer_to(
+    provider_body: &'static str,
+    request: Value,
+) -> (reqwest::Response, FakeOpenAi, support::Llmux) {
+    let fake = FakeOpenAi::start(Mode::Body(provider_body)).await;
+    let toml = fake_backend_config(&fake.base_url, "api = \"responses\"");
+    let llmux = start(config(&toml, &[]), KEY).await;
+    let response = client()
+        .post(llmux.url("/v1/responses"))
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
+    (response, fake, llmux)
+}
+
+fn responses_request() -> Value {
+    json!({"model": "fake-small", "input": "Say hello.", "instructions": "Be brief.",
+           "store": false, "reasoning": {"effort": "low", "summary": "auto"}})
+}
+
+#[tokio::test]
+async fn an_unchanged_responses_answer_is_the_providers_own_bytes() {
+    let (response, fake, _llmux) = responses_answer_to(RESPONSES_BODY, responses_request()).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    assert!(response.headers().contains_key("x-request-id"));
+    assert_eq!(response.text().await.unwrap(), RESPONSES_BODY);
+    assert_eq!(fake.hit_count(), 1);
+}
+
+#[tokio::test]
+async fn a_parameter_the_response_does_not_echo_comes_from_the_request() {
+    // The body has no `conversation` member: llmux encodes, echoing the client's.
+    let mut request = responses_request();
+    request["conversation"] = json!("conv_1");
+    let (response, _fake, _llmux) = responses_answer_to(RESPONSES_BODY, request).await;
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    assert_ne!(text, RESPONSES_BODY);
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body["conversation"], "conv_1");
+    assert_eq!(
+        body["output"][1]["content"][0]["text"],
+        "Hello, é and \"quotes\"."
+    );
+    assert_eq!(
+        body["id"],
+        "resp_67ccd2bed1ec8190b14f964abc0542670bb6a6b452d3795b"
+    );
+}
+
+#[tokio::test]
+async fn a_responses_answer_a_stage_changed_is_encoded_by_llmux() {
+    // The think-tags stage turns `<think>` text into reasoning.
+    const THINKING: &str = r#"{"id":"resp_2","object":"response","created_at":1,
+      "status":"completed","model":"fake-small","parallel_tool_calls":true,
+      "tool_choice":"auto","tools":[],
+      "output":[{"id":"msg_2","type":"message","status":"completed","role":"assistant",
+        "content":[{"type":"output_text","text":"<think>plan</think>Answer",
+                    "annotations":[],"logprobs":[]}]}],
+      "usage":{"input_tokens":5,"input_tokens_details":{"cached_tokens":0,"cache_write_tokens":0},
+        "output_tokens":2,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":7}}"#;
+    let request = json!({"model": "fake-small", "input": "Say hello."});
+    let (response, _fake, _llmux) = responses_answer_to(THINKING, request).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    let output = body["output"].as_array().unwrap();
+    assert_eq!(output[0]["type"], "reasoning", "{body}");
+    assert_eq!(output[0]["summary"][0]["text"], "plan");
+    assert_eq!(output.last().unwrap()["content"][0]["text"], "Answer");
+}
+
+#[tokio::test]
+async fn a_failed_response_inside_a_200_is_still_an_error() {
+    const FAILED: &str = r#"{"id":"resp_3","object":"response","status":"failed",
+      "model":"fake-small","output":[],
+      "error":{"code":"server_error","message":"The model is overloaded."}}"#;
+    let request = json!({"model": "fake-small", "input": "Say hello."});
+    let (response, _fake, _llmux) = responses_answer_to(FAILED, request).await;
+    let (status, message) = error_of(response).await;
+    assert_eq!(status, 502);
+    assert!(message.contains("overloaded"), "{message}");
 }

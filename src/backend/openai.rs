@@ -93,6 +93,14 @@ impl Wire for ResponsesWire {
         responses::decode_response(body)
     }
 
+    fn decode_body_checked(
+        &self,
+        body: &[u8],
+    ) -> Result<(Vec<Event>, Option<Protocol>), ChunkError> {
+        let (events, lossless) = responses::decode_response_checked(body)?;
+        Ok((events, lossless.then_some(Protocol::OpenAiResponses)))
+    }
+
     fn stream_decoder(&self) -> responses::EventDecoder {
         responses::EventDecoder::new()
     }

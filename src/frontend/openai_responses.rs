@@ -22,7 +22,7 @@ use crate::model::{Event, Protocol, Request as ModelRequest};
 use crate::pipeline::AnswerEcho;
 use crate::pipeline::RequestContext;
 use crate::protocol::openai_responses::{
-    ClientOptions, EventEncoder, decode_request, encode_response,
+    ClientOptions, EventEncoder, decode_request, echo_is_answered, encode_response,
 };
 use crate::protocol::tools_out::Encoded;
 
@@ -67,6 +67,8 @@ impl Frontend for Responses {
     type Call = ();
     type Options = Options;
     type Encoder = EventEncoder;
+    /// The answer names every parameter it echoes (see `verbatim_fits`).
+    const VERBATIM: bool = true;
 
     fn decode(body: &Bytes, (): &()) -> Result<(ModelRequest, Options), Error> {
         let (request, client) = decode_request(body)?;
@@ -78,6 +80,10 @@ impl Frontend for Responses {
             fields: options.client.echo.clone(),
             tools: options.client.tools.clone(),
         }));
+    }
+
+    fn verbatim_fits(answer: &[Event], options: &Options) -> bool {
+        echo_is_answered(answer, &options.client.echo)
     }
 
     fn stream_encoder(options: &Options) -> EventEncoder {

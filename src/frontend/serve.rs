@@ -33,8 +33,16 @@ pub trait Frontend {
 
     /// Whether a whole answer from a back-end of this protocol may go to the client as the
     /// provider's own bytes when nothing changed it: true when [`Frontend::body`] depends
-    /// on the answer alone (see [`VerbatimSlot`]).
+    /// on the answer alone, or on what [`Frontend::verbatim_fits`] checks (see
+    /// [`VerbatimSlot`]).
     const VERBATIM: bool = false;
+
+    /// Whether [`Frontend::body`] of the answer whose events are `answer` depends on the
+    /// answer alone with these options (the Responses API: the answer echoes every
+    /// parameter the client's request set, so none is taken from the request).
+    fn verbatim_fits(_answer: &[crate::model::Event], _options: &Self::Options) -> bool {
+        true
+    }
 
     /// The body, decoded into the canonical request and the encoding options. A protocol
     /// whose back-ends may get the body as it came puts it on the request
@@ -113,6 +121,7 @@ async fn whole_answer<F: Frontend>(
         Ok(answer) => answer,
         Err(err) => return F::error(&err),
     };
+    let verbatim = verbatim.filter(|_| F::verbatim_fits(&answer, options));
     if let Some(body) = verbatim.and_then(|slot| slot.take_if_same(&answer)) {
         let json = axum::http::HeaderValue::from_static("application/json");
         return ([(axum::http::header::CONTENT_TYPE, json)], body).into_response();

@@ -491,7 +491,8 @@ async fn chat(
 }
 
 /// The Responses API (`POST /v1/responses`): text, or a function call when tools are
-/// offered and the input holds no function_call_output yet.
+/// offered and the input holds no function_call_output yet; `Mode::Body`'s body when it
+/// does not stream.
 async fn responses(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     shared.hits.fetch_add(1, Ordering::SeqCst);
     let raw = body;
@@ -501,6 +502,13 @@ async fn responses(State(shared): State<Shared>, headers: HeaderMap, body: Bytes
         body: body.clone(),
         raw,
     });
+    if let (Mode::Body(bytes), false) = (&shared.mode, body["stream"] == true) {
+        return (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            *bytes,
+        )
+            .into_response();
+    }
     let model = body["model"].as_str().unwrap_or("fake").to_owned();
     let answered = body["input"].to_string().contains("function_call_output");
     let tool = body["tools"][0]["name"]

@@ -173,7 +173,7 @@ fn response_object(status: &str, output: &str, usage: &str) -> String {
 
 fn response_usage(output_tokens: u32) -> String {
     format!(
-        r#"{{"input_tokens":512,"input_tokens_details":{{"cached_tokens":0}},"output_tokens":{output_tokens},"output_tokens_details":{{"reasoning_tokens":0}},"total_tokens":{}}}"#,
+        r#"{{"input_tokens":512,"input_tokens_details":{{"cached_tokens":0,"cache_write_tokens":0}},"output_tokens":{output_tokens},"output_tokens_details":{{"reasoning_tokens":0}},"total_tokens":{}}}"#,
         512 + output_tokens
     )
 }

@@ -39,7 +39,7 @@ use crate::protocol::openai_chat::ChunkError;
 use crate::protocol::openai_chat::decode::parse_json;
 use crate::protocol::tools_memo::ToolsMemo;
 
-const PROTOCOL: Protocol = Protocol::OpenAiResponses;
+pub(super) const PROTOCOL: Protocol = Protocol::OpenAiResponses;
 
 /// Part-extension key: the item-level fields (`id`, `status`, `phase`, unknown ones) of the
 /// assistant `message` or `reasoning` item that this part opens.
@@ -1026,6 +1026,14 @@ fn error_type_for(code: &str) -> &'static str {
 
 /// Turns a non-streaming upstream Response into the event sequence a stream would give.
 pub fn decode_response(body: &[u8]) -> Result<Vec<Event>, ChunkError> {
+    decode_response_checked(body).map(|(events, _)| events)
+}
+
+/// [`decode_response`], and whether llmux's own encoder gives this body back from those
+/// events (the same JSON, members that are `null` aside), given that the upstream echoed
+/// what the client asked ([`super::pass_through`]): when it does, a client of this protocol
+/// may get the body as it came (see [`crate::model::VerbatimSlot`]).
+pub fn decode_response_checked(body: &[u8]) -> Result<(Vec<Event>, bool), ChunkError> {
     let mut response: ResponseObject = crate::protocol::json_from_bytes(body)
         .map_err(|e| ChunkError::Garbage(format!("the response is not a Response object: {e}")))?;
     if response.status.as_deref() == Some("failed")
@@ -1036,6 +1044,7 @@ pub fn decode_response(body: &[u8]) -> Result<Vec<Event>, ChunkError> {
             "the upstream response failed",
         ));
     }
+    let lossless = super::pass_through::answer_round_trips(&response);
     let mut events = Vec::with_capacity(8);
     let top = take_top_fields(&mut response);
     events.push(start_event(&response, top));
@@ -1050,7 +1059,7 @@ pub fn decode_response(body: &[u8]) -> Result<Vec<Event>, ChunkError> {
         reason: finish_reason(&response, items.tool_calls > 0),
         stop_sequence: None,
     });
-    Ok(events)
+    Ok((events, lossless))
 }
 
 #[cfg(test)]
