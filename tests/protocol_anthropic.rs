@@ -2397,3 +2397,20 @@ fn a_changed_response_is_never_replaced_by_the_upstream_original() {
         ["text", "server_tool_use", "web_search_tool_result"]
     );
 }
+
+#[test]
+fn a_thinking_budget_near_the_largest_count_sets_the_cap_without_overflow() {
+    // A Gemini or Anthropic client's budget can be any u64; the cap above it saturates.
+    let mut request = anthropic_request(json!({
+        "model": "claude-sonnet-4-5", "max_tokens": 1024,
+        "thinking": {"type": "enabled", "budget_tokens": 10000},
+        "messages": [{"role": "user", "content": "2+2?"}]
+    }));
+    request.reasoning = Some(llmux::model::Reasoning {
+        effort: None,
+        budget_tokens: Some(u64::MAX),
+    });
+    let upstream = anthropic::encode_request(&request, "claude-sonnet-4-5");
+    assert_eq!(upstream["max_tokens"], json!(u64::MAX));
+    assert_eq!(upstream["thinking"]["budget_tokens"], json!(u64::MAX));
+}

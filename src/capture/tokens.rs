@@ -74,7 +74,7 @@ pub fn request_tokens(body: &str) -> Option<u64> {
     let value: Value = serde_json::from_str(body).ok()?;
     let (mut tokens, mut images) = (0, 0);
     gather(&value, None, &mut tokens, &mut images);
-    Some(tokens + images * IMAGE_TOKENS)
+    Some(tokens.saturating_add(images.saturating_mul(IMAGE_TOKENS)))
 }
 
 /// Replaces llmux's quick estimate with a tokenizer's count, for rows without provider usage.

@@ -47,7 +47,8 @@ pub struct Usage {
 
 impl Usage {
     pub fn total_tokens(&self) -> u64 {
-        self.input_tokens + self.output_tokens
+        // Saturating: the counts come from the provider, and a garbage one must not panic.
+        self.input_tokens.saturating_add(self.output_tokens)
     }
 }
 

@@ -63,7 +63,7 @@ fn encode(request: &Request, model: &str, tools_out: Option<&ToolsOut>) -> Encod
         // Anthropic wants at least 1,024 thinking tokens and a cap above the budget.
         let budget = budget.max(1024);
         if max_tokens <= budget {
-            max_tokens = budget + DEFAULT_MAX_TOKENS;
+            max_tokens = budget.saturating_add(DEFAULT_MAX_TOKENS);
         }
         body.insert(
             "thinking".into(),

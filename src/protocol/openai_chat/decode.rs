@@ -848,7 +848,7 @@ fn usage_round_trips(raw: &Value) -> bool {
     else {
         return false;
     };
-    count("total_tokens") == Some(prompt + completion) && usage_fields(fields).is_some()
+    count("total_tokens") == prompt.checked_add(completion) && usage_fields(fields).is_some()
 }
 
 /// Wraps `fields` under `scope` (`top`, `choice`, `message`) as chat extensions.
@@ -864,6 +864,24 @@ pub(crate) fn scoped_extensions(scope: &str, fields: Map<String, Value>) -> Exte
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usage_counts_near_the_largest_do_not_overflow() {
+        // A provider's garbage counts: read, not passed through, no panic.
+        let body = format!(
+            r#"{{"id":"c","object":"chat.completion","created":1,"model":"m",
+            "choices":[{{"index":0,"message":{{"role":"assistant","content":"hi"}},"finish_reason":"stop"}}],
+            "usage":{{"prompt_tokens":{max},"completion_tokens":1,"total_tokens":0}}}}"#,
+            max = u64::MAX
+        );
+        let (events, verbatim) = decode_response_checked(body.as_bytes()).unwrap();
+        assert!(!verbatim, "a total that is not the sum is re-encoded");
+        let usage = events.iter().find_map(|e| match e {
+            Event::Usage(u) => Some(u),
+            _ => None,
+        });
+        assert_eq!(usage.map(Usage::total_tokens), Some(u64::MAX), "saturates");
+    }
 
     #[test]
     fn wrong_types_name_the_field() {

@@ -95,11 +95,7 @@ fn message(rng: &mut fastrand::Rng, n: usize) -> Value {
     item.insert("status".into(), json!(status));
     let role = if rarely(rng, 20) { "user" } else { "assistant" };
     item.insert("role".into(), json!(role));
-    let parts = if rarely(rng, 8) {
-        rng.usize(0..=2)
-    } else {
-        1
-    };
+    let parts = if rarely(rng, 8) { rng.usize(0..=2) } else { 1 };
     let content: Vec<Value> = (0..parts).map(|_| content_part(rng)).collect();
     item.insert("content".into(), Value::Array(content));
     if rarely(rng, 6) {
@@ -383,5 +379,31 @@ fn a_typical_openai_response_passes_through() {
     assert!(
         !echo_is_answered(&events, &echo),
         "a parameter the answer does not echo comes from the request"
+    );
+}
+
+#[test]
+fn usage_counts_near_the_largest_are_encoded_without_overflow() {
+    let body = format!(
+        r#"{{"id":"resp_1","object":"response","created_at":1,"status":"completed","model":"m",
+        "parallel_tool_calls":true,"tool_choice":"auto","tools":[],
+        "output":[{{"id":"msg_1","type":"message","status":"completed","role":"assistant",
+          "content":[{{"type":"output_text","text":"hi","annotations":[],"logprobs":[]}}]}}],
+        "usage":{{"input_tokens":{max},"input_tokens_details":{{"cached_tokens":0,"cache_write_tokens":0}},
+          "output_tokens":1,"output_tokens_details":{{"reasoning_tokens":0}},"total_tokens":0}}}}"#,
+        max = u64::MAX
+    );
+    let (events, round_trips) = decode_response_checked(body.as_bytes()).unwrap();
+    assert!(!round_trips, "a total that is not the sum is encoded");
+    let mut folded = ResponseBuilder::new();
+    for event in events {
+        folded.push(event).unwrap();
+    }
+    let written = encode_response(&folded.finish(), &ClientOptions::default()).to_vec(256);
+    let written: Value = serde_json::from_slice(&written).unwrap();
+    assert_eq!(
+        written["usage"]["total_tokens"],
+        json!(u64::MAX),
+        "saturates"
     );
 }

@@ -250,7 +250,10 @@ pub struct IncompleteDetails {
     pub reason: Option<String>,
 }
 
-/// `usage` of a Response. Input includes cached tokens and output includes reasoning.
+/// `usage` of a Response, as serde reads it. Input includes cached tokens and output
+/// includes reasoning. `decode::usage` reads the members where they are; its test holds it to
+/// this type.
+#[cfg(test)]
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct ResponsesUsage {
     #[serde(default)]
