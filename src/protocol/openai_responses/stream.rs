@@ -223,7 +223,11 @@ impl EventDecoder {
         };
         match event.kind.as_str() {
             "response.created" | "response.in_progress" | "response.queued" => {
-                if let Some(mut response) = parse_response(event.response)? {
+                // Only the first snapshot is read: the ones after it say what the start did
+                // (a Codex response echoes tens of KB of tools and instructions each time).
+                if !self.started
+                    && let Some(mut response) = parse_response(event.response)?
+                {
                     self.start(&mut response, out);
                 }
             }
@@ -1846,6 +1850,27 @@ mod tests {
             ),
             _ => format!(r#"{{"type":"response.in_progress","sequence_number":{n}}}"#),
         }
+    }
+
+    #[test]
+    fn only_the_first_response_snapshot_is_read() {
+        let mut decoder = EventDecoder::new();
+        let mut out = Vec::new();
+        let created = r#"{"type":"response.created","sequence_number":0,"response":{"id":"resp_1","model":"m","output":[],"instructions":"Be brief."}}"#;
+        decoder.push(created, &mut out).unwrap();
+        assert!(matches!(&out[..], [Event::Start { id, .. }] if id == "resp_1"));
+        // A later snapshot, even one llmux could not read, adds nothing.
+        let progress = r#"{"type":"response.in_progress","sequence_number":1,"response":{"id":"resp_1","output":7}}"#;
+        decoder.push(progress, &mut out).unwrap();
+        assert_eq!(out.len(), 1, "{out:?}");
+
+        let mut first = EventDecoder::new();
+        let malformed = r#"{"type":"response.created","sequence_number":0,"response":{"id":"resp_1","output":7}}"#;
+        let err = first.push(malformed, &mut Vec::new()).unwrap_err();
+        assert!(
+            matches!(&err, ChunkError::Garbage(message) if message.contains("malformed")),
+            "{err:?}"
+        );
     }
 
     /// Read with the shortcut or without, a stream gives the same events.
