@@ -848,7 +848,10 @@ fn usage_round_trips(raw: &Value) -> bool {
     else {
         return false;
     };
-    count("total_tokens") == prompt.checked_add(completion) && usage_fields(fields).is_some()
+    prompt
+        .checked_add(completion)
+        .is_some_and(|sum| count("total_tokens") == Some(sum))
+        && usage_fields(fields).is_some()
 }
 
 /// Wraps `fields` under `scope` (`top`, `choice`, `message`) as chat extensions.
@@ -881,6 +884,14 @@ mod tests {
             _ => None,
         });
         assert_eq!(usage.map(Usage::total_tokens), Some(u64::MAX), "saturates");
+
+        // Without a total, a sum that overflows is not the total either.
+        let without_total = body.replace(r#","total_tokens":0"#, "");
+        let (_, verbatim) = decode_response_checked(without_total.as_bytes()).unwrap();
+        assert!(
+            !verbatim,
+            "an overflowing sum without a total is re-encoded"
+        );
     }
 
     #[test]

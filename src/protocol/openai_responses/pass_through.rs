@@ -1,12 +1,13 @@
 //! When a whole Response from a Responses back-end may go to a Responses client as it came
 //! (see [`crate::model::VerbatimSlot`]): when [`super::encode_response`] of the events it
-//! decodes to writes that same JSON back (members that are `null` aside).
+//! decodes to writes that same JSON back (members that are `null` aside, numbers by value:
+//! a `created_at` of `1741476542.0` is written `1741476542`).
 //!
 //! The encoder writes every member the upstream had: the top-level ones travel as the `top`
 //! extension, an item's `id` and unknown fields as the `item` extension, a part's
 //! annotations and logprobs as the `part` extension, and items of types the model does not
 //! know whole. What it derives instead, the body must already say the same way:
-//! - `object: "response"`, a `completed` status without `incomplete_details` (an incomplete
+//! - `object: "response"`, a non-empty `output`, a `completed` status without `incomplete_details` (an incomplete
 //!   one is rare and its details are read as a reason only), a whole `created_at`, a model,
 //!   an id;
 //! - `parallel_tool_calls`, `tool_choice` and `tools`, which the encoder fills in when absent;
@@ -15,8 +16,9 @@
 //! - items of the shapes the encoder writes: a message with one non-empty `output_text`
 //!   (annotations and logprobs listed) or `refusal` part; a `function_call` with its
 //!   arguments; a `reasoning` item with a non-empty summary text per part, no status and no
-//!   raw `content`. Two messages (or two reasoning items) next to each other would fold into
-//!   one, so they are encoded.
+//!   raw `content`; none with a member named like the extensions' own keys (`output_index`,
+//!   `content_index`). Two messages (or two reasoning items) next to each other, or with only
+//!   items of other types between them, would fold into one, so they are encoded.
 //!
 //! What the client asked to be echoed (`instructions`, `temperature`, ...) the encoder takes
 //! from the upstream's top-level members when they are there, else from the client's
@@ -48,6 +50,8 @@ pub(crate) fn answer_round_trips(response: &ResponseObject) -> bool {
             .iter()
             .all(|key| response.extra.contains_key(*key))
         && response.usage.as_ref().is_some_and(usage_round_trips)
+        // Absent, `null` and `[]` all read as no items; the encoder writes `[]`.
+        && !response.output.is_empty()
         && output_round_trips(&response.output)
 }
 
@@ -94,7 +98,9 @@ fn usage_round_trips(usage: &Value) -> bool {
     whole(input_details.get("cached_tokens")).is_some()
         && whole(input_details.get("cache_write_tokens")).is_some()
         && whole(output_details.get("reasoning_tokens")).is_some()
-        && whole(usage.get("total_tokens")) == input.checked_add(output)
+        && input
+            .checked_add(output)
+            .is_some_and(|sum| whole(usage.get("total_tokens")) == Some(sum))
 }
 
 /// The kinds of output items the model has a shape for; the rest travel whole.
@@ -133,7 +139,8 @@ fn item_kind(item: &Map<String, Value>) -> Option<Kind> {
         Some("reasoning") => Kind::Reasoning,
         _ => return Some(Kind::Whole),
     };
-    if !item.contains_key("id") {
+    // The item's `id` comes from the upstream; `output_index` is the extension's own key.
+    if !item.contains_key("id") || item.contains_key("output_index") {
         return None;
     }
     let fits = match kind {
@@ -164,8 +171,15 @@ fn item_kind(item: &Map<String, Value>) -> Option<Kind> {
 }
 
 /// An `output_text` part with text and its annotation and logprob lists, or a refusal
-/// without empty lists (which the encoder would not write back).
+/// without empty lists (which the encoder would not write back); neither with the other's
+/// member or the `part` extension's own keys.
 fn content_part_fits(part: &Map<String, Value>) -> bool {
+    if ["output_index", "content_index"]
+        .iter()
+        .any(|key| part.contains_key(*key))
+    {
+        return false;
+    }
     let non_empty = |key: &str| {
         part.get(key)
             .and_then(Value::as_str)
@@ -178,7 +192,12 @@ fn content_part_fits(part: &Map<String, Value>) -> bool {
             .is_some_and(Vec::is_empty)
     };
     match part.get("type").and_then(Value::as_str) {
-        Some("output_text") => non_empty("text") && listed("annotations") && listed("logprobs"),
+        Some("output_text") => {
+            non_empty("text")
+                && !part.contains_key("refusal")
+                && listed("annotations")
+                && listed("logprobs")
+        }
         Some("refusal") => {
             non_empty("refusal")
                 && !part.contains_key("text")

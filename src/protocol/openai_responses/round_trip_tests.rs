@@ -1,8 +1,8 @@
 //! The property behind the Responses answer pass-through: whenever the decoder says a
 //! Response round-trips and it echoes every parameter the client's request set, llmux's own
 //! encoding of its events for that client is that Response (as JSON, members that are
-//! `null` aside). Random Responses of every shape the wire allows, and some it does not,
-//! each for a client whose request set a random few of the echoed parameters.
+//! `null` aside, numbers by value). Random Responses of every shape the wire allows, and some it does not,
+//! each for a client whose request set a random few of the echoed parameters (8,000 of them).
 
 use std::sync::Arc;
 
@@ -12,7 +12,7 @@ use super::decode::{ClientOptions, decode_response_checked};
 use super::encode_response;
 use super::pass_through::echo_is_answered;
 use crate::model::ResponseBuilder;
-use crate::protocol::round_trip_support::{pick, rarely, without_nulls};
+use crate::protocol::round_trip_support::{pick, rarely, same_json};
 
 /// The parameters a Response echoes from its request, with a value an upstream might give.
 fn echoed(rng: &mut fastrand::Rng) -> Vec<(&'static str, Value)> {
@@ -62,7 +62,20 @@ fn output_text(rng: &mut fastrand::Rng) -> Value {
         part.insert("annotations".into(), annotations);
     }
     if !rarely(rng, 12) {
-        part.insert("logprobs".into(), json!([]));
+        let logprobs = if rarely(rng, 6) {
+            json!([{"token": "Hel", "logprob": -0.1, "bytes": [72, 101, 108], "top_logprobs": []}])
+        } else {
+            json!([])
+        };
+        part.insert("logprobs".into(), logprobs);
+    }
+    // Members the encoder keeps, and ones named like its own.
+    match rng.u8(..30) {
+        0 | 1 => drop(part.insert("x_part".into(), json!({"kept": 1}))),
+        2 => drop(part.insert("refusal".into(), json!("stray"))),
+        3 => drop(part.insert("content_index".into(), json!(0))),
+        4 => drop(part.insert("output_index".into(), json!(3))),
+        _ => {}
     }
     Value::Object(part)
 }
@@ -129,6 +142,9 @@ fn reasoning(rng: &mut fastrand::Rng, n: usize) -> Value {
     let summaries = rng.usize(0..=2);
     let summary: Vec<Value> = (0..summaries)
         .map(|_| {
+            if rarely(rng, 15) {
+                return json!({"type": "summary_text", "text": "x", "x_extra": 1});
+            }
             let text = if rarely(rng, 12) {
                 ""
             } else {
@@ -142,7 +158,12 @@ fn reasoning(rng: &mut fastrand::Rng, n: usize) -> Value {
     item.insert("id".into(), json!(format!("rs_{n}")));
     item.insert("summary".into(), Value::Array(summary));
     if rng.bool() {
-        item.insert("encrypted_content".into(), json!("gAAAAB-opaque"));
+        let encrypted = if rarely(rng, 5) {
+            Value::Null
+        } else {
+            json!("gAAAAB-opaque")
+        };
+        item.insert("encrypted_content".into(), encrypted);
     }
     if rarely(rng, 10) {
         item.insert("status".into(), json!("completed"));
@@ -156,7 +177,24 @@ fn reasoning(rng: &mut fastrand::Rng, n: usize) -> Value {
     Value::Object(item)
 }
 
+/// An item with, now and then, a member the encoder keeps or one named like its own keys.
+fn with_members(rng: &mut fastrand::Rng, mut item: Value) -> Value {
+    if let Some(fields) = item.as_object_mut() {
+        match rng.u8(..20) {
+            0 | 1 => drop(fields.insert("x_vendor".into(), json!({"trace": "t-1"}))),
+            2 => drop(fields.insert("output_index".into(), json!(9))),
+            _ => {}
+        }
+    }
+    item
+}
+
 fn output_item(rng: &mut fastrand::Rng, n: usize) -> Value {
+    let item = any_item(rng, n);
+    with_members(rng, item)
+}
+
+fn any_item(rng: &mut fastrand::Rng, n: usize) -> Value {
     match rng.u8(..20) {
         0..=7 => message(rng, n),
         8..=12 => function_call(rng, n),
@@ -173,13 +211,16 @@ fn output_item(rng: &mut fastrand::Rng, n: usize) -> Value {
 fn typical_output(rng: &mut fastrand::Rng) -> Vec<Value> {
     let mut output = Vec::new();
     if rng.bool() {
-        output.push(reasoning(rng, output.len()));
+        let item = reasoning(rng, output.len());
+        output.push(with_members(rng, item));
     }
     if rng.bool() {
-        output.push(message(rng, output.len()));
+        let item = message(rng, output.len());
+        output.push(with_members(rng, item));
     }
     for _ in 0..rng.usize(0..=2) {
-        output.push(function_call(rng, output.len()));
+        let item = function_call(rng, output.len());
+        output.push(with_members(rng, item));
     }
     output
 }
@@ -208,6 +249,20 @@ fn usage(rng: &mut fastrand::Rng) -> Value {
     if rarely(rng, 12) {
         usage["input_tokens_details"]["cached_tokens"] = json!(1.5);
     }
+    if rarely(rng, 10) {
+        usage
+            .as_object_mut()
+            .unwrap()
+            .remove("input_tokens_details");
+    }
+    if rarely(rng, 6) {
+        usage["x_billing"] = json!({"tier": "default"});
+    }
+    if rarely(rng, 12) {
+        // Counts that overflow their sum, without a total.
+        usage["input_tokens"] = json!(u64::MAX);
+        usage.as_object_mut().unwrap().remove("total_tokens");
+    }
     usage
 }
 
@@ -223,7 +278,9 @@ fn response(rng: &mut fastrand::Rng) -> (Value, Map<String, Value>) {
     if !rarely(rng, 15) {
         body.insert("object".into(), json!("response"));
     }
-    let created = if rarely(rng, 15) {
+    let created = if rarely(rng, 12) {
+        json!(1741476542.0)
+    } else if rarely(rng, 15) {
         json!(1741476542.5)
     } else {
         json!(1741476542)
@@ -254,7 +311,11 @@ fn response(rng: &mut fastrand::Rng) -> (Value, Map<String, Value>) {
     } else {
         typical_output(rng)
     };
-    body.insert("output".into(), Value::Array(output));
+    match rng.u8(..30) {
+        0 => {}
+        1 => drop(body.insert("output".into(), Value::Null)),
+        _ => drop(body.insert("output".into(), Value::Array(output))),
+    }
     for key in ["parallel_tool_calls", "tool_choice", "tools"] {
         if !rarely(rng, 12) {
             let value = match key {
@@ -297,7 +358,7 @@ fn response(rng: &mut fastrand::Rng) -> (Value, Map<String, Value>) {
 #[test]
 fn a_response_the_decoder_passes_through_is_what_the_encoder_writes() {
     let (mut passed, mut encoded) = (0, 0);
-    for seed in 0..4000 {
+    for seed in 0..8000 {
         let mut rng = fastrand::Rng::with_seed(seed);
         let (upstream, echo) = response(&mut rng);
         let body = serde_json::to_vec(&upstream).unwrap();
@@ -320,8 +381,8 @@ fn a_response_the_decoder_passes_through_is_what_the_encoder_writes() {
         let written = encode_response(&folded.finish(), &options).to_vec(1024);
         let written: Value = serde_json::from_slice(&written).unwrap();
         assert_eq!(
-            without_nulls(written),
-            without_nulls(upstream.clone()),
+            same_json(written),
+            same_json(upstream.clone()),
             "seed {seed}: the pass-through would differ from the encoder for {upstream}"
         );
     }
