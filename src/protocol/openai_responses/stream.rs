@@ -1135,23 +1135,24 @@ impl EventEncoder {
         if let Some(part) = parts.last_mut() {
             part.text.push_str(text);
         }
-        let (id, output_index) = (id.clone(), *output_index);
-        self.delta(
-            Delta {
-                kind: match kind {
-                    PartKind::Text => "response.output_text.delta",
-                    PartKind::Refusal => "response.refusal.delta",
-                },
-                sequence_number: 0,
-                item_id: &id,
-                output_index,
-                content_index: Some(content_index),
-                summary_index: None,
-                delta: text,
-                logprobs: (kind == PartKind::Text).then_some([]),
+        // Written here rather than by `Self::delta`, which would need the item's id copied
+        // out of `self.open` for every delta.
+        let frame = Delta {
+            kind: match kind {
+                PartKind::Text => "response.output_text.delta",
+                PartKind::Refusal => "response.refusal.delta",
             },
-            out,
-        );
+            sequence_number: self.sequence,
+            item_id: id,
+            output_index: *output_index,
+            content_index: Some(content_index),
+            summary_index: None,
+            delta: text,
+            logprobs: (kind == PartKind::Text).then_some([]),
+        }
+        .frame();
+        self.sequence += 1;
+        out.push(frame);
     }
 
     fn close_part(&mut self, out: &mut Vec<Bytes>) {
