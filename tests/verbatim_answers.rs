@@ -43,14 +43,19 @@ async fn answer_to(provider_body: &'static str) -> (reqwest::Response, FakeOpenA
     (response, fake, llmux)
 }
 
-#[tokio::test]
-async fn an_unchanged_answer_is_the_providers_own_bytes() {
-    let (response, fake, _llmux) = answer_to(PROVIDER_BODY).await;
+/// Asserts that `response` is a JSON answer with llmux's request id whose body is `body`,
+/// byte for byte.
+async fn assert_providers_own_bytes(response: reqwest::Response, body: &str) {
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "application/json");
     assert!(response.headers().contains_key("x-request-id"));
-    let body = response.text().await.unwrap();
-    assert_eq!(body, PROVIDER_BODY);
+    assert_eq!(response.text().await.unwrap(), body);
+}
+
+#[tokio::test]
+async fn an_unchanged_answer_is_the_providers_own_bytes() {
+    let (response, fake, _llmux) = answer_to(PROVIDER_BODY).await;
+    assert_providers_own_bytes(response, PROVIDER_BODY).await;
     assert_eq!(fake.hit_count(), 1);
 }
 
@@ -146,10 +151,7 @@ async fn anthropic_answer_to(
 #[tokio::test]
 async fn an_unchanged_anthropic_answer_is_the_providers_own_bytes() {
     let (response, fake, _llmux) = anthropic_answer_to(ANTHROPIC_BODY).await;
-    assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["content-type"], "application/json");
-    assert!(response.headers().contains_key("x-request-id"));
-    assert_eq!(response.text().await.unwrap(), ANTHROPIC_BODY);
+    assert_providers_own_bytes(response, ANTHROPIC_BODY).await;
     assert_eq!(fake.hit_count(), 1);
 }
 
@@ -269,10 +271,7 @@ fn responses_request() -> Value {
 #[tokio::test]
 async fn an_unchanged_responses_answer_is_the_providers_own_bytes() {
     let (response, fake, _llmux) = responses_answer_to(RESPONSES_BODY, responses_request()).await;
-    assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["content-type"], "application/json");
-    assert!(response.headers().contains_key("x-request-id"));
-    assert_eq!(response.text().await.unwrap(), RESPONSES_BODY);
+    assert_providers_own_bytes(response, RESPONSES_BODY).await;
     assert_eq!(fake.hit_count(), 1);
 }
 

@@ -55,7 +55,7 @@ pub fn same_json(value: Value) -> Value {
     numbers_by_value(without_nulls(value))
 }
 
-/// How many of 3,000 random bodies passed through and how many were encoded.
+/// How many of the random bodies passed through and how many were encoded.
 pub struct Tally {
     pub passed: usize,
     pub encoded: usize,
@@ -69,15 +69,33 @@ pub fn check_pass_through(
     decode: impl Fn(&[u8]) -> Result<(Vec<Event>, bool), ChunkError>,
     encode: impl Fn(&Response) -> Value,
 ) -> Tally {
+    check_pass_through_for(
+        3000,
+        without_nulls,
+        |rng| (generate(rng), ()),
+        |body, ()| decode(body),
+        |response, ()| encode(response),
+    )
+}
+
+/// [`check_pass_through`] over `bodies` bodies, each generated with what its client asked
+/// (`C`, which `decode` and `encode` see too), compared in the form `same` gives.
+pub fn check_pass_through_for<C>(
+    bodies: u64,
+    same: fn(Value) -> Value,
+    generate: impl Fn(&mut fastrand::Rng) -> (Value, C),
+    decode: impl Fn(&[u8], &C) -> Result<(Vec<Event>, bool), ChunkError>,
+    encode: impl Fn(&Response, C) -> Value,
+) -> Tally {
     let mut tally = Tally {
         passed: 0,
         encoded: 0,
     };
-    for seed in 0..3000 {
+    for seed in 0..bodies {
         let mut rng = fastrand::Rng::with_seed(seed);
-        let upstream = generate(&mut rng);
+        let (upstream, client) = generate(&mut rng);
         let body = serde_json::to_vec(&upstream).unwrap();
-        let Ok((events, round_trips)) = decode(&body) else {
+        let Ok((events, round_trips)) = decode(&body, &client) else {
             continue;
         };
         if !round_trips {
@@ -90,8 +108,8 @@ pub fn check_pass_through(
             folded.push(event).unwrap();
         }
         assert_eq!(
-            without_nulls(encode(&folded.finish())),
-            without_nulls(upstream.clone()),
+            same(encode(&folded.finish(), client)),
+            same(upstream.clone()),
             "seed {seed}: the pass-through would differ from the encoder for {upstream}"
         );
     }

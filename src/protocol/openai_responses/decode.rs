@@ -976,17 +976,13 @@ pub fn usage(value: Value) -> Option<Usage> {
     let detail = |details: Option<&Map<String, Value>>, key: &str| {
         details.and_then(|d| d.get(key)).and_then(Value::as_u64)
     };
-    let usage = Usage {
+    Some(Usage {
         input_tokens,
         output_tokens,
         cached_input_tokens: detail(input_details, "cached_tokens"),
         cache_creation_input_tokens: detail(input_details, "cache_write_tokens"),
         reasoning_tokens: detail(output_details, "reasoning_tokens"),
-        extensions: Extensions::default(),
-    };
-    Some(Usage {
         extensions: Extensions::new(PROTOCOL, raw),
-        ..usage
     })
 }
 
@@ -1044,7 +1040,7 @@ fn error_type_for(code: &str) -> &'static str {
 
 /// Turns a non-streaming upstream Response into the event sequence a stream would give.
 pub fn decode_response(body: &[u8]) -> Result<Vec<Event>, ChunkError> {
-    decode_response_checked(body).map(|(events, _)| events)
+    decode_whole(body, false).map(|(events, _)| events)
 }
 
 /// [`decode_response`], and whether llmux's own encoder gives this body back from those
@@ -1052,6 +1048,12 @@ pub fn decode_response(body: &[u8]) -> Result<Vec<Event>, ChunkError> {
 /// what the client asked ([`super::pass_through`]): when it does, a client of this protocol
 /// may get the body as it came (see [`crate::model::VerbatimSlot`]).
 pub fn decode_response_checked(body: &[u8]) -> Result<(Vec<Event>, bool), ChunkError> {
+    decode_whole(body, true)
+}
+
+/// The events of a whole Response and, when `check`, whether it round-trips (else false):
+/// a client of another protocol has no use for the answer.
+fn decode_whole(body: &[u8], check: bool) -> Result<(Vec<Event>, bool), ChunkError> {
     let mut response: ResponseObject = crate::protocol::json_from_bytes(body)
         .map_err(|e| ChunkError::Garbage(format!("the response is not a Response object: {e}")))?;
     if response.status.as_deref() == Some("failed")
@@ -1062,7 +1064,7 @@ pub fn decode_response_checked(body: &[u8]) -> Result<(Vec<Event>, bool), ChunkE
             "the upstream response failed",
         ));
     }
-    let lossless = super::pass_through::answer_round_trips(&response);
+    let lossless = check && super::pass_through::answer_round_trips(&response);
     let mut events = Vec::with_capacity(8);
     let top = take_top_fields(&mut response);
     events.push(start_event(&response, top));

@@ -12,7 +12,7 @@ use super::decode::{ClientOptions, decode_response_checked};
 use super::encode_response;
 use super::pass_through::echo_is_answered;
 use crate::model::ResponseBuilder;
-use crate::protocol::round_trip_support::{pick, rarely, same_json};
+use crate::protocol::round_trip_support::{check_pass_through_for, pick, rarely, same_json};
 
 /// The parameters a Response echoes from its request, with a value an upstream might give.
 fn echoed(rng: &mut fastrand::Rng) -> Vec<(&'static str, Value)> {
@@ -357,36 +357,26 @@ fn response(rng: &mut fastrand::Rng) -> (Value, Map<String, Value>) {
 
 #[test]
 fn a_response_the_decoder_passes_through_is_what_the_encoder_writes() {
-    let (mut passed, mut encoded) = (0, 0);
-    for seed in 0..8000 {
-        let mut rng = fastrand::Rng::with_seed(seed);
-        let (upstream, echo) = response(&mut rng);
-        let body = serde_json::to_vec(&upstream).unwrap();
-        let Ok((events, round_trips)) = decode_response_checked(&body) else {
-            continue;
-        };
-        if !(round_trips && echo_is_answered(&events, &echo)) {
-            encoded += 1;
-            continue;
-        }
-        passed += 1;
-        let mut folded = ResponseBuilder::new();
-        for event in events {
-            folded.push(event).unwrap();
-        }
-        let options = ClientOptions {
-            echo,
-            tools: Some(Arc::from("[{\"type\":\"function\",\"name\":\"client's\"}]")),
-        };
-        let written = encode_response(&folded.finish(), &options).to_vec(1024);
-        let written: Value = serde_json::from_slice(&written).unwrap();
-        assert_eq!(
-            same_json(written),
-            same_json(upstream.clone()),
-            "seed {seed}: the pass-through would differ from the encoder for {upstream}"
-        );
-    }
+    let tally = check_pass_through_for(
+        8000,
+        same_json,
+        response,
+        |body, echo| {
+            let (events, round_trips) = decode_response_checked(body)?;
+            let fits = round_trips && echo_is_answered(&events, echo);
+            Ok((events, fits))
+        },
+        |folded, echo| {
+            let options = ClientOptions {
+                echo,
+                tools: Some(Arc::from("[{\"type\":\"function\",\"name\":\"client's\"}]")),
+            };
+            let written = encode_response(folded, &options).to_vec(1024);
+            serde_json::from_slice(&written).unwrap()
+        },
+    );
     // Neither side may be empty, or the test proves nothing.
+    let (passed, encoded) = (tally.passed, tally.encoded);
     assert!(passed > 500, "only {passed} responses passed through");
     assert!(encoded > 1000, "only {encoded} responses were encoded");
 }
