@@ -2,7 +2,8 @@
 //! on the way changed reaches an OpenAI chat back-end as the client's own bytes, with only
 //! the routed model patched in (and what llmux always sets: no `"stream": false`, usage
 //! asked for on a stream), and an Anthropic request an Anthropic back-end; a request a stage
-//! changed, or one llmux's encoder would write differently, goes as llmux's encoding.
+//! changed, or one llmux's encoder would write differently, goes as llmux's encoding. The
+//! same for a Responses request and a Responses back-end.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -145,4 +146,62 @@ async fn an_anthropic_request_the_encoder_would_write_differently_is_encoded_by_
     let sent: Value = serde_json::from_slice(&upstream).unwrap();
     assert_eq!(sent["model"], "claude-fake-1");
     assert_eq!(sent["messages"].as_array().unwrap().len(), 1, "{sent}");
+}
+
+/// Sends `body` to llmux's Responses endpoint in front of a fake OpenAI back-end speaking
+/// the Responses API; gives the status, the answer and the bytes the fake got.
+async fn forward_responses(body: &str) -> (u16, String, bytes::Bytes) {
+    let fake = FakeOpenAi::start(Mode::Normal).await;
+    let toml = format!(
+        "{ALIAS}\n{}",
+        fake_backend_config(&fake.base_url, "api = \"responses\"")
+    );
+    let llmux = start(config(&toml, &[]), KEY).await;
+    let (status, answer) = post(llmux.url("/v1/responses"), &[], body).await;
+    (status, answer, fake.last_request().raw)
+}
+
+#[tokio::test]
+async fn an_unchanged_responses_request_reaches_the_provider_as_the_clients_bytes() {
+    // Codex CLI's shape: instructions, reasoning carried back encrypted, a call and its
+    // output, a tool, `store: false`, the reasoning include; and `"stream": false`.
+    let body = r#"{"model":"cheap","instructions":"You are Codex.","stream": false,
+      "input":[{"type":"message","role":"user","content":[{"type":"input_text","text":"List files, \u00e9."}]},
+        {"type":"reasoning","summary":[{"type":"summary_text","text":"**Listing**"}],"encrypted_content":"gAAA"},
+        {"type":"function_call","name":"shell","arguments":"{\"command\":[\"ls\"]}","call_id":"call_1"},
+        {"type":"function_call_output","call_id":"call_1","output":"a\nb"}],
+      "tools":[{"type":"function","name":"shell","description":"Run a command","strict":false,
+        "parameters":{"type":"object","properties":{"command":{"type":"array"}}}}],
+      "tool_choice":"auto","parallel_tool_calls":false,"store":false,
+      "reasoning":{"effort":"medium","summary":"auto"},
+      "include":["reasoning.encrypted_content"],"prompt_cache_key":"conv-1"}"#;
+    let (status, answer, upstream) = forward_responses(body).await;
+    assert_eq!(status, 200, "{answer}");
+    let expected = body
+        .replace(r#""model":"cheap""#, r#""model":"fake-small""#)
+        .replace(r#""stream": false,"#, "");
+    assert_eq!(std::str::from_utf8(&upstream).unwrap(), expected);
+}
+
+#[tokio::test]
+async fn a_responses_request_the_encoder_would_write_differently_is_encoded_by_llmux() {
+    // A string input: llmux's encoder writes it as a user message item.
+    let body = r#"{"model": "cheap", "input": "Say hi", "instructions": "Be brief."}"#;
+    let (status, answer, upstream) = forward_responses(body).await;
+    assert_eq!(status, 200, "{answer}");
+    let sent: Value = serde_json::from_slice(&upstream).unwrap();
+    assert_eq!(sent["model"], "fake-small");
+    assert_eq!(sent["input"][0]["type"], "message", "{sent}");
+    assert_eq!(sent["input"][0]["content"], "Say hi", "{sent}");
+}
+
+#[tokio::test]
+async fn a_responses_request_a_command_changed_is_encoded_by_llmux() {
+    let body = r#"{"model": "cheap", "input": [{"type": "message", "role": "user",
+        "content": "!/set(temperature=0.3) Say hi"}]}"#;
+    let (status, answer, upstream) = forward_responses(body).await;
+    assert_eq!(status, 200, "{answer}");
+    let sent: Value = serde_json::from_slice(&upstream).unwrap();
+    assert_eq!(sent["input"][0]["content"], "Say hi", "{sent}");
+    assert_eq!(sent["temperature"], 0.3, "{sent}");
 }

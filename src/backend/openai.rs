@@ -76,6 +76,7 @@ impl crate::protocol::StreamDecoder for responses::EventDecoder {
 
 impl Wire for ResponsesWire {
     type Decoder = responses::EventDecoder;
+    const SENDS_CLIENT_BODIES_OF: Option<Protocol> = Some(Protocol::OpenAiResponses);
 
     fn generate_url(&self, base_url: &str, _model: &str, _stream: bool) -> String {
         format!("{base_url}/responses")

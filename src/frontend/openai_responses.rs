@@ -18,11 +18,11 @@ use super::common::{StreamEncoder, error_response, request_context};
 use super::serve::{self, Frontend};
 use crate::Error;
 use crate::engine::Engine;
-use crate::model::{Event, Protocol, Request as ModelRequest};
+use crate::model::{ClientBody, Event, Protocol, Request as ModelRequest};
 use crate::pipeline::AnswerEcho;
 use crate::pipeline::RequestContext;
 use crate::protocol::openai_responses::{
-    ClientOptions, EventEncoder, decode_request, echo_is_answered, encode_response,
+    ClientOptions, EventEncoder, decode_request_checked, echo_is_answered, encode_response,
 };
 use crate::protocol::tools_out::Encoded;
 
@@ -71,7 +71,9 @@ impl Frontend for Responses {
     const VERBATIM: bool = true;
 
     fn decode(body: &Bytes, (): &()) -> Result<(ModelRequest, Options), Error> {
-        let (request, client) = decode_request(body)?;
+        let (mut request, client, edits) = decode_request_checked(body)?;
+        request.client.original =
+            edits.map(|edits| ClientBody::new(PROTOCOL, body.clone(), &request, edits));
         Ok((request, Options { client }))
     }
 

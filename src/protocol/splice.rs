@@ -8,7 +8,7 @@ use serde::de;
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
-use crate::model::Splice;
+use crate::model::{Edits, Splice};
 
 /// A member read as `T` that also keeps the JSON text it was read from, a slice of the
 /// body: where the member sits is what the same-protocol request pass-through patches (see
@@ -54,6 +54,20 @@ pub fn removing(body: &[u8], members: &[(&str, Option<&RawValue>)]) -> Option<Ve
         .map(|at| Splice { at, with: "" })
         .collect();
     Some(splices)
+}
+
+/// The edits of a body whose encoder writes it back but for its model and a
+/// `"stream": false` (left out): the model's value at `model`, and that member removed.
+/// `None` when a member is not where plain JSON puts it (a key written with escapes).
+pub fn model_and_no_false_stream(
+    body: &[u8],
+    model: &RawValue,
+    stream: Option<&Spanned<'_, bool>>,
+) -> Option<Edits> {
+    let model = span_in(body, model)?;
+    let stream = stream.filter(|stream| !stream.value);
+    let splices = removing(body, &[("stream", stream.map(|s| s.raw))])?;
+    Some(Edits { model, splices })
 }
 
 fn is_space(b: &u8) -> bool {

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use super::SYNTHETIC_SIGNATURE;
 use super::types::{MessagesRequest, TextOrBlocks, WireMessage};
 use crate::model::Edits;
-use crate::protocol::splice::{removing, span_in};
+use crate::protocol::splice::model_and_no_false_stream;
 
 /// Whether the encoder writes `wire` again as it came.
 pub(super) fn request_round_trips(wire: &MessagesRequest) -> bool {
@@ -225,12 +225,8 @@ fn tool_choice_round_trips(choice: &Value) -> bool {
     matches!(kind, Some("auto" | "any" | "none" | "tool")) && named && known && parallel
 }
 
-/// Where `body`, which decoded to `wire`, is patched: the model's value, and a
-/// `"stream": false` removed (the encoder leaves it out). `None` when a member is not where
-/// plain JSON puts it (a key written with escapes).
+/// Where `body`, which decoded to `wire`, is patched (the encoder leaves out a
+/// `"stream": false`).
 pub(super) fn edits<M, T>(body: &[u8], wire: &MessagesRequest<'_, M, T>) -> Option<Edits> {
-    let model = span_in(body, wire.model.raw)?;
-    let stream = wire.stream.as_ref().filter(|stream| !stream.value);
-    let splices = removing(body, &[("stream", stream.map(|s| s.raw))])?;
-    Some(Edits { model, splices })
+    model_and_no_false_stream(body, wire.model.raw, wire.stream.as_ref())
 }

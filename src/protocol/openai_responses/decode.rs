@@ -25,13 +25,14 @@ use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use super::request_pass_through;
 use super::types::{
     Content, FunctionCallItem, FunctionCallOutputItem, FunctionTool, InputImagePart, MessageItem,
     ReasoningItem, ResponseError, ResponseObject, ResponsesRequest, TextPart,
 };
 use crate::Error;
 use crate::model::{
-    Event, Extensions, FinishReason, ImageSource, Message, Part, Protocol, Reasoning,
+    Edits, Event, Extensions, FinishReason, ImageSource, Message, Part, Protocol, Reasoning,
     ReasoningEffort, Request, ResponseFormat, Role, Sampling, Shared, Tool, ToolChoice, Usage,
 };
 use crate::protocol::json_out;
@@ -79,36 +80,62 @@ static TOOLS_MEMO: LazyLock<ToolsMemo> = LazyLock::new(ToolsMemo::default);
 
 /// Parses a request body. Errors name the offending field (`input[2].call_id`).
 pub fn decode_request(body: &[u8]) -> Result<(Request, ClientOptions), Error> {
+    decode_request_checked(body).map(|(request, options, _)| (request, options))
+}
+
+/// [`decode_request`], and where to patch the body when it may go to a Responses back-end as
+/// it came (see [`crate::model::ClientBody`]).
+pub fn decode_request_checked(
+    body: &[u8],
+) -> Result<(Request, ClientOptions, Option<Edits>), Error> {
     // The memo's path gives `None` only for a request with something wrong, which reading
     // the tools as values then names.
     decode_with_tools_memo(body, &TOOLS_MEMO).map_or_else(|| decode_tools_as_values(body), Ok)
 }
 
-/// [`decode_request`] with the tools read through `memo`: a list sent before is the one
-/// decoded then, and its text is what the Response object echoes. `None` for a request
+/// [`decode_request_checked`] with the tools read through `memo`: a list sent before is the
+/// one decoded then, and its text is what the Response object echoes. `None` for a request
 /// with anything wrong.
 pub(super) fn decode_with_tools_memo(
     body: &[u8],
     memo: &ToolsMemo,
-) -> Option<(Request, ClientOptions)> {
+) -> Option<(Request, ClientOptions, Option<Edits>)> {
     let wire: ResponsesRequest<&RawValue> = crate::protocol::json_from_bytes(body).ok()?;
-    let echoed = wire.tools.map(echoed_text);
-    let tools = |text: Option<&RawValue>| {
-        // Nothing of this protocol goes out as it came: no round trip to learn.
-        memo.tools(text, &mut false, |list| Ok((tools_of(list)?, false)))
+    let edits = if request_pass_through::fields_round_trip(&wire) {
+        request_pass_through::edits(body, &wire)
+    } else {
+        None
     };
-    request_from_wire(wire, tools, echoed).ok()
+    let echoed = wire.tools.map(echoed_text);
+    // No list of tools round-trips trivially; a list read before says what it did then.
+    let mut tools_round_trip = true;
+    let tools = |text: Option<&RawValue>| {
+        memo.tools(text, &mut tools_round_trip, |list| {
+            let round_trips = request_pass_through::tools_round_trip(&list);
+            Ok((tools_of(list)?, round_trips))
+        })
+    };
+    let (request, options) = request_from_wire(wire, tools, echoed).ok()?;
+    Some((request, options, edits.filter(|_| tools_round_trip)))
 }
 
-/// [`decode_request`], every tool decoded from its value.
-pub(super) fn decode_tools_as_values(body: &[u8]) -> Result<(Request, ClientOptions), Error> {
+/// [`decode_request_checked`], every tool decoded from its value.
+pub(super) fn decode_tools_as_values(
+    body: &[u8],
+) -> Result<(Request, ClientOptions, Option<Edits>), Error> {
     let wire: ResponsesRequest = parse_json(body)?;
+    let edits = if request_pass_through::request_round_trips(&wire) {
+        request_pass_through::edits(body, &wire)
+    } else {
+        None
+    };
     let echoed = wire
         .tools
         .as_ref()
         .map(|list| compact_text(&Value::Array(list.clone()), 0));
     let tools = |list: Option<Vec<Value>>| tools_of(list.unwrap_or_default()).map(Shared::new);
-    request_from_wire(wire, tools, echoed)
+    let (request, options) = request_from_wire(wire, tools, echoed)?;
+    Ok((request, options, edits))
 }
 
 /// A list of tools' text as the Response object echoes it: as the client wrote it, unless it
@@ -136,7 +163,7 @@ fn tools_of(list: Vec<Value>) -> Result<Vec<Tool>, Error> {
         .collect()
 }
 
-fn echo_fields<T>(wire: &ResponsesRequest<T>, tools: bool) -> Map<String, Value> {
+fn echo_fields<T>(wire: &ResponsesRequest<'_, T>, tools: bool) -> Map<String, Value> {
     let mut echo = Map::new();
     let mut put = |key: &str, value: Option<Value>| {
         if let Some(value) = value {
@@ -182,7 +209,7 @@ fn echo_fields<T>(wire: &ResponsesRequest<T>, tools: bool) -> Map<String, Value>
 /// The request of `wire`, whose tools `read_tools` gives, and what the answer echoes: the
 /// tools as `echoed_tools`.
 fn request_from_wire<T>(
-    wire: ResponsesRequest<T>,
+    wire: ResponsesRequest<'_, T>,
     read_tools: impl FnOnce(Option<T>) -> Result<Shared<Tool>, Error>,
     echoed_tools: Option<Arc<str>>,
 ) -> Result<(Request, ClientOptions), Error> {
@@ -210,6 +237,7 @@ fn request_from_wire<T>(
         user,
         mut extra,
     } = wire;
+    let model = model.value;
 
     if model.is_empty() {
         return Err(Error::invalid_field("model", "'model' must not be empty"));
@@ -312,7 +340,7 @@ fn request_from_wire<T>(
     };
     request.reasoning = reasoning_model;
     request.response_format = response_format;
-    request.stream = stream.unwrap_or(false);
+    request.stream = stream.is_some_and(|stream| stream.value);
     request.client.user = user;
     request.extensions = Extensions::new(PROTOCOL, extra);
     Ok((request, options))
@@ -1191,13 +1219,14 @@ mod tests {
         let memo = ToolsMemo::default();
         let (mut decoded, mut refused) = (0, 0);
         for list in lists {
-            let body = serde_json::json!({"model": "m", "input": "hi", "tools": list});
+            let input = serde_json::json!([{"type": "message", "role": "user", "content": "hi"}]);
+            let body = serde_json::json!({"model": "m", "input": input, "tools": list});
             for text in [
                 body.to_string(),
                 serde_json::to_string_pretty(&body).unwrap(),
             ] {
                 let values = decode_tools_as_values(text.as_bytes());
-                let Ok((request, options)) = values else {
+                let Ok((request, options, edits)) = values else {
                     assert!(
                         decode_with_tools_memo(text.as_bytes(), &memo).is_none(),
                         "{text}"
@@ -1214,9 +1243,11 @@ mod tests {
                 };
                 for time in ["first", "again"] {
                     let lists_decoded = memo.decoded();
-                    let (through_memo, memo_options) =
+                    let (through_memo, memo_options, memo_edits) =
                         decode_with_tools_memo(text.as_bytes(), &memo).unwrap();
                     assert_eq!(through_memo, request, "{time}: {text}");
+                    // The pass-through's verdict on the tools is the one kept with them.
+                    assert_eq!(memo_edits, edits, "{time}: {text}");
                     assert_eq!(memo_options.echo, options.echo, "{time}: {text}");
                     assert_eq!(echoed(&memo_options), echoed(&options), "{time}: {text}");
                     if time == "again" {

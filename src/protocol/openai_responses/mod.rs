@@ -32,12 +32,17 @@
 pub mod decode;
 pub mod encode;
 mod pass_through;
+mod request_pass_through;
+#[cfg(test)]
+mod request_pass_through_tests;
 #[cfg(test)]
 mod round_trip_tests;
 pub mod stream;
 pub mod types;
 
-pub use decode::{ClientOptions, decode_request, decode_response, decode_response_checked};
+pub use decode::{
+    ClientOptions, decode_request, decode_request_checked, decode_response, decode_response_checked,
+};
 pub use encode::{encode_request, encode_request_body, encode_response, error_body};
 pub(crate) use pass_through::echo_is_answered;
 pub use stream::{ChunkError, EventDecoder, EventEncoder};

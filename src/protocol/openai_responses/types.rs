@@ -10,15 +10,17 @@
 
 use serde::de::{self, Deserializer};
 
-use crate::protocol::{TextOrList, text_or_list};
+use crate::protocol::{Spanned, TextOrList, text_or_list};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// `POST /v1/responses` request body. `T` is how the tools are read: as values, or as the
-/// list's text (`&RawValue`) for the tools memo.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct ResponsesRequest<T = Vec<Value>> {
-    pub model: String,
+/// list's text (`&RawValue`) for the tools memo. The model and `stream` keep where they sit
+/// in the body, for the same-protocol pass-through (`request_pass_through`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ResponsesRequest<'a, T = Vec<Value>> {
+    #[serde(borrow)]
+    pub model: Spanned<'a, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input: Option<Content>,
     /// A string; kept as `Value` because the Response object also allows a list here.
@@ -41,8 +43,8 @@ pub struct ResponsesRequest<T = Vec<Value>> {
     pub reasoning: Option<ReasoningConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<TextConfig>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stream: Option<bool>,
+    #[serde(default, borrow)]
+    pub stream: Option<Spanned<'a, bool>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,0 +1,407 @@
+//! The property behind the request pass-through for Responses clients: whenever the decoder
+//! says a Responses request may go as it came, the bytes sent (the client's, patched) are
+//! the same JSON as llmux's own encoding of the decoded request (`null` members read as
+//! absent ones, numbers by value). Random requests of the shapes Codex and the SDKs send,
+//! and some the encoder does not write back, compact and pretty-printed, members in random
+//! order.
+
+use serde_json::{Map, Value, json};
+
+use super::decode::{decode_request_checked, decode_tools_as_values};
+use super::encode_request;
+use crate::model::Protocol;
+use crate::protocol::round_trip_support::{
+    body_of, check_request_pass_through, pick, rarely, sent_as_is,
+};
+
+/// `value` with the members of `extra` added.
+fn with(mut value: Value, extra: &[(&str, Value)]) -> Value {
+    if let Value::Object(fields) = &mut value {
+        for (key, member) in extra {
+            fields.insert((*key).to_owned(), member.clone());
+        }
+    }
+    value
+}
+
+fn input_text(rng: &mut fastrand::Rng) -> Value {
+    let text = json!({"type": "input_text", "text": "Fix the \"bug\" ü"});
+    match rng.u8(..30) {
+        0 => json!({"type": "output_text", "text": "as output"}),
+        1 => json!({"type": "text", "text": "plain"}),
+        2 => with(text, &[("item", json!({"id": "x"}))]),
+        3 | 4 => with(text, &[("cache_hint", json!(1))]),
+        _ => text,
+    }
+}
+
+fn user_part(rng: &mut fastrand::Rng) -> Value {
+    match rng.u8(..20) {
+        0 => json!({"type": "input_image", "image_url": "https://x.test/a.png", "detail": "high"}),
+        1 => {
+            json!({"type": "input_image", "image_url": "data:image/png;base64,iVBO", "detail": "auto"})
+        }
+        2 => json!({"type": "input_image", "image_url": "https://x.test/b.png"}),
+        3 => json!({"type": "input_image", "file_id": "file_1", "detail": "low"}),
+        4 => json!({"type": "input_file", "file_id": "file_2"}),
+        5 if rarely(rng, 4) => json!({"type": "refusal", "refusal": "no"}),
+        _ => input_text(rng),
+    }
+}
+
+fn user_content(rng: &mut fastrand::Rng) -> Value {
+    match rng.u8(..12) {
+        0 if rarely(rng, 3) => json!([]),
+        0..4 => json!("Run the tests"),
+        4 => json!(""),
+        _ => {
+            let count = rng.usize(1..4);
+            Value::Array((0..count).map(|_| user_part(rng)).collect())
+        }
+    }
+}
+
+fn user_message(rng: &mut fastrand::Rng) -> Value {
+    let role = pick(rng, &["user", "user", "user", "developer", "system"]);
+    let mut item = json!({"type": "message", "role": role, "content": user_content(rng)});
+    if rarely(rng, 6) {
+        item = with(item, &[("id", json!("msg_u1"))]);
+    }
+    if rarely(rng, 25) {
+        item.as_object_mut().unwrap().remove("type");
+    }
+    item
+}
+
+fn output_text(rng: &mut fastrand::Rng) -> Value {
+    let text = json!({"type": "output_text", "text": "Done. ü"});
+    match rng.u8(..20) {
+        0 => json!({"type": "refusal", "refusal": "I can't"}),
+        1 => json!({"type": "refusal", "refusal": "I can't", "x": 1}),
+        2 => json!({"type": "input_text", "text": "wrong side"}),
+        3 => with(text, &[("item", json!({"id": "x"}))]),
+        4..8 => with(text, &[("annotations", json!([])), ("logprobs", json!([]))]),
+        _ => text,
+    }
+}
+
+fn assistant_message(rng: &mut fastrand::Rng) -> Value {
+    let content = match rng.u8(..20) {
+        0 => json!("said as a string"),
+        1 => json!([]),
+        _ => {
+            let count = rng.usize(1..3);
+            Value::Array((0..count).map(|_| output_text(rng)).collect())
+        }
+    };
+    let item = json!({"type": "message", "role": "assistant", "content": content});
+    match rng.u8(..4) {
+        0 => item,
+        1 => with(
+            item,
+            &[("id", json!("msg_a1")), ("status", json!("completed"))],
+        ),
+        _ => with(item, &[("id", json!("msg_a2"))]),
+    }
+}
+
+fn function_call(rng: &mut fastrand::Rng, n: usize) -> Value {
+    let mut item = json!({"type": "function_call", "call_id": format!("call_{n}"),
+        "name": "shell", "arguments": "{\"command\":[\"ls\"]}"});
+    if rng.bool() {
+        item = with(
+            item,
+            &[
+                ("id", json!(format!("fc_{n}"))),
+                ("status", json!("completed")),
+            ],
+        );
+    }
+    if rarely(rng, 20) {
+        item.as_object_mut().unwrap().remove("arguments");
+    }
+    item
+}
+
+fn function_call_output(rng: &mut fastrand::Rng, n: usize) -> Value {
+    let output = match rng.u8(..8) {
+        0 => json!(""),
+        1 => json!([{"type": "input_text", "text": "listing"}]),
+        2 => json!([]),
+        3 => json!([{"type": "output_text", "text": "listing"}]),
+        _ => json!("file_a\nfile_b"),
+    };
+    let item =
+        json!({"type": "function_call_output", "call_id": format!("call_{n}"), "output": output});
+    if rarely(rng, 5) {
+        return with(item, &[("id", json!("fco_1"))]);
+    }
+    item
+}
+
+fn summary_part(rng: &mut fastrand::Rng) -> Value {
+    match rng.u8(..20) {
+        0 => json!({"type": "summary_text", "text": ""}),
+        1 => json!({"type": "text", "text": "Thinking"}),
+        _ => json!({"type": "summary_text", "text": "**Planning** the change"}),
+    }
+}
+
+fn reasoning(rng: &mut fastrand::Rng) -> Value {
+    let mut item = Map::new();
+    item.insert("type".into(), json!("reasoning"));
+    if rng.bool() {
+        item.insert("id".into(), json!("rs_1"));
+    }
+    match rng.u8(..12) {
+        0 => {}
+        1 => {
+            item.insert("summary".into(), Value::Null);
+        }
+        2..5 => {
+            item.insert("summary".into(), json!([]));
+        }
+        _ => {
+            let count = rng.usize(1..3);
+            let parts = (0..count).map(|_| summary_part(rng)).collect();
+            item.insert("summary".into(), Value::Array(parts));
+        }
+    }
+    match rng.u8(..10) {
+        0 => {
+            item.insert("content".into(), json!([]));
+        }
+        1 => {
+            item.insert(
+                "content".into(),
+                json!([{"type": "reasoning_text", "text": "raw"}]),
+            );
+        }
+        2 => {
+            item.insert("content".into(), Value::Null);
+        }
+        _ => {}
+    }
+    match rng.u8(..3) {
+        0 => {}
+        1 => {
+            item.insert("encrypted_content".into(), json!("gAAAAB..."));
+        }
+        _ => {
+            item.insert("encrypted_content".into(), Value::Null);
+        }
+    }
+    Value::Object(item)
+}
+
+/// Items the model has no shape for: they travel whole.
+fn opaque_item(rng: &mut fastrand::Rng, n: usize) -> Value {
+    pick(
+        rng,
+        &[
+            json!({"type": "custom_tool_call", "call_id": format!("call_{n}"), "name": "apply_patch", "input": "*** Begin Patch"}),
+            json!({"type": "custom_tool_call_output", "call_id": format!("call_{n}"), "output": "ok"}),
+            json!({"type": "web_search_call", "id": "ws_1", "status": "completed", "action": {"type": "search", "query": "rust"}}),
+            json!({"type": "item_reference", "id": "msg_0"}),
+        ],
+    )
+}
+
+fn item(rng: &mut fastrand::Rng, n: usize) -> Value {
+    match rng.u8(..14) {
+        0..4 => user_message(rng),
+        4..7 => assistant_message(rng),
+        7 | 8 => function_call(rng, n),
+        9 | 10 => function_call_output(rng, n),
+        11 | 12 => reasoning(rng),
+        _ => opaque_item(rng, n),
+    }
+}
+
+fn input(rng: &mut fastrand::Rng) -> Option<Value> {
+    match rng.u8(..40) {
+        0 => None,
+        1 => Some(Value::Null),
+        2 => Some(json!("Hello")),
+        _ => {
+            let count = rng.usize(1..6);
+            Some(Value::Array((0..count).map(|n| item(rng, n)).collect()))
+        }
+    }
+}
+
+fn tool(rng: &mut fastrand::Rng) -> Value {
+    match rng.u8(..8) {
+        0 => json!({"type": "web_search"}),
+        1 => json!({"type": "custom", "name": "apply_patch", "format": {"type": "grammar"}}),
+        2 => json!({"type": "function", "name": "noop", "parameters": null, "strict": null}),
+        3 => json!({"type": "function", "name": "read", "description": "Reads a file. ".repeat(80),
+            "parameters": {"type": "object", "properties": {"path": {"type": "string"}}}}),
+        _ => json!({"type": "function", "name": "shell", "description": "Runs a command",
+            "strict": false,
+            "parameters": {"type": "object", "properties": {"command": {"type": "array"}}}}),
+    }
+}
+
+fn text_config(rng: &mut fastrand::Rng) -> Value {
+    pick(
+        rng,
+        &[
+            json!({"verbosity": "low"}),
+            json!({"format": {"type": "text"}}),
+            json!({"format": {"type": "json_object"}}),
+            json!({"format": {"type": "json_schema", "name": "out", "schema": {"type": "object"}, "strict": true}}),
+            json!({"format": {"type": "json_schema", "name": "out", "schema": {"type": "object"}, "strict": "yes"}}),
+            json!({"format": {"type": "json_schema", "name": "out", "schema": {"type": "object"}, "description": 3}}),
+            json!({"format": {"type": "json_schema", "name": "out", "schema": {"type": "object"}, "extra": 1}}),
+            json!({}),
+            json!({"verbosity": null}),
+        ],
+    )
+}
+
+/// The optional top-level members, each present now and then.
+fn optional_members(rng: &mut fastrand::Rng, body: &mut Vec<(String, Value)>) {
+    if rng.bool() {
+        let stream = pick(rng, &[json!(true), json!(true), json!(false), Value::Null]);
+        body.push(("stream".into(), stream));
+    }
+    let mut maybe = |key: &str, value: Value, rng: &mut fastrand::Rng| {
+        if rng.u8(..4) == 0 {
+            body.push((key.into(), value));
+        }
+    };
+    let instructions = pick(
+        rng,
+        &[
+            json!("You are Codex."),
+            json!(""),
+            Value::Null,
+            json!([{"type": "message", "role": "system", "content": "x"}]),
+        ],
+    );
+    maybe("instructions", instructions, rng);
+    let count = rng.usize(0..3);
+    let tools: Vec<Value> = (0..count).map(|_| tool(rng)).collect();
+    maybe("tools", Value::Array(tools), rng);
+    let choice = pick(
+        rng,
+        &[
+            json!("auto"),
+            json!("required"),
+            json!("none"),
+            json!({"type": "function", "name": "shell"}),
+            json!({"type": "web_search"}),
+        ],
+    );
+    maybe("tool_choice", choice, rng);
+    maybe("parallel_tool_calls", json!(rng.bool()), rng);
+    maybe("temperature", pick(rng, &[json!(0.2), json!(1)]), rng);
+    maybe("top_p", json!(0.9), rng);
+    maybe("max_output_tokens", json!(4096), rng);
+    let reasoning = pick(
+        rng,
+        &[
+            json!({"effort": "medium", "summary": "auto"}),
+            json!({"effort": "xhigh"}),
+            json!({"effort": "ultra"}),
+            json!({"summary": "detailed"}),
+            json!({}),
+            json!({"effort": null}),
+        ],
+    );
+    maybe("reasoning", reasoning, rng);
+    let text = text_config(rng);
+    maybe("text", text, rng);
+    maybe("store", json!(false), rng);
+    maybe("include", json!(["reasoning.encrypted_content"]), rng);
+    maybe("previous_response_id", json!("resp_0"), rng);
+    maybe("metadata", json!({"session": "s1"}), rng);
+    maybe("user", json!("dev@example.com"), rng);
+    maybe("prompt_cache_key", json!("conv-1"), rng);
+    maybe("service_tier", json!("auto"), rng);
+    maybe("stream_options", json!({"include_obfuscation": false}), rng);
+}
+
+/// A random Responses request, as bytes: members in random order, compact or pretty.
+fn request(rng: &mut fastrand::Rng) -> Vec<u8> {
+    let model = json!(pick(rng, &["gpt-5-codex", "alias", "ü/model"]));
+    let mut members = vec![("model".to_owned(), model)];
+    if let Some(input) = input(rng) {
+        members.push(("input".to_owned(), input));
+    }
+    optional_members(rng, &mut members);
+    body_of(rng, members)
+}
+
+/// Both decoding paths, the pass-through's edits beside the request.
+fn through_the_memo(
+    body: &[u8],
+) -> Result<(crate::model::Request, Option<crate::model::Edits>), crate::Error> {
+    decode_request_checked(body).map(|(request, _, edits)| (request, edits))
+}
+
+fn tools_as_values(
+    body: &[u8],
+) -> Result<(crate::model::Request, Option<crate::model::Edits>), crate::Error> {
+    decode_tools_as_values(body).map(|(request, _, edits)| (request, edits))
+}
+
+#[test]
+fn a_request_passed_through_is_what_the_encoder_writes() {
+    check_request_pass_through(
+        Protocol::OpenAiResponses,
+        request,
+        through_the_memo,
+        encode_request,
+    );
+}
+
+#[test]
+fn a_request_whose_tools_are_read_as_values_passes_through_the_same_way() {
+    check_request_pass_through(
+        Protocol::OpenAiResponses,
+        request,
+        tools_as_values,
+        encode_request,
+    );
+}
+
+#[test]
+fn stream_false_leaves_the_body_with_its_comma() {
+    let body = br#"{"model": "m", "stream": false, "input": [{"type": "message", "role": "user", "content": "hi"}]}"#;
+    assert_eq!(
+        sent_as_is(Protocol::OpenAiResponses, body, through_the_memo, "gpt-5"),
+        r#"{"model": "gpt-5",  "input": [{"type": "message", "role": "user", "content": "hi"}]}"#
+    );
+}
+
+/// What Codex CLI sends (its `ResponsesApiRequest`: instructions, input items with
+/// reasoning carried back encrypted, tools, `store: false`, the reasoning include) goes as
+/// it came.
+#[test]
+fn a_codex_request_goes_as_it_came() {
+    let body = br#"{"model":"gpt-5-codex","instructions":"You are Codex.","input":[{"type":"message","role":"user","content":[{"type":"input_text","text":"list files"}]},{"type":"reasoning","summary":[{"type":"summary_text","text":"**Listing**"}],"encrypted_content":"gAAA"},{"type":"function_call","name":"shell","arguments":"{\"command\":[\"ls\"]}","call_id":"call_1"},{"type":"function_call_output","call_id":"call_1","output":"a\nb"},{"type":"message","role":"assistant","content":[{"type":"output_text","text":"Two files."}]}],"tools":[{"type":"function","name":"shell","description":"Runs a command","strict":false,"parameters":{"type":"object","properties":{"command":{"type":"array","items":{"type":"string"}}},"required":["command"]}}],"tool_choice":"auto","parallel_tool_calls":false,"reasoning":{"effort":"medium","summary":"auto"},"store":false,"stream":true,"include":["reasoning.encrypted_content"],"prompt_cache_key":"0199"}"#;
+    let sent = sent_as_is(Protocol::OpenAiResponses, body, through_the_memo, "gpt-5");
+    let expected = String::from_utf8_lossy(body).replace("gpt-5-codex", "gpt-5");
+    assert_eq!(sent, expected);
+}
+
+/// Requests the encoder writes differently are encoded: a string input (a message item),
+/// two assistant messages with no members of their own (one item), an empty list of tools
+/// (left out), an empty `reasoning` (dropped).
+#[test]
+fn requests_the_encoder_changes_are_encoded() {
+    let encoded = [
+        r#"{"model":"m","input":"hi"}"#,
+        r#"{"model":"m","input":[{"type":"message","role":"assistant","content":[{"type":"output_text","text":"a"}]},{"type":"message","role":"assistant","content":[{"type":"output_text","text":"b"}]}]}"#,
+        r#"{"model":"m","input":[],"tools":[]}"#,
+        r#"{"model":"m","input":[],"reasoning":{}}"#,
+    ];
+    for body in encoded {
+        let (_, edits) = through_the_memo(body.as_bytes()).unwrap();
+        assert!(edits.is_none(), "{body}");
+        let (_, edits) = tools_as_values(body.as_bytes()).unwrap();
+        assert!(edits.is_none(), "{body}");
+    }
+}
