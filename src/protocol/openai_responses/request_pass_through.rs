@@ -2,17 +2,22 @@
 //! [`crate::model::ClientBody`]): [`request_round_trips`] holds when
 //! [`super::encode_request`] would write the decoded request back as the same JSON (its
 //! model and a `"stream": false` aside, `null` members read as absent ones, numbers by
-//! value), and [`edits`] finds the bytes to patch.
+//! value), or as one the API reads the same: a message item may leave out its `type` (an
+//! `EasyInputMessage`, `message` by default) and an assistant's may say its text as a
+//! string, which the encoder writes as the one `output_text` part it stands for
+//! (openai-python, `types/responses/easy_input_message_param.py`). [`edits`] finds the
+//! bytes to patch.
 //!
 //! The decoder folds a run of assistant-side items into one assistant message and the
 //! encoder unfolds it, so most of what is checked is that each item comes back as it went:
-//! - `input` is a list (a string becomes a message item), every item names its `type`;
+//! - `input` is a list (a string becomes a message item), every item but a message names
+//!   its `type`;
 //! - a user, system or developer message has content, and a list of it holds `input_text`
 //!   parts, images with a `detail`, and parts the model keeps whole, no refusal;
-//! - an assistant message has a list of `output_text` and plain `refusal` parts, and starts
-//!   with text when it has members of its own (an `id`, a `status`): they ride on its first
-//!   text part. One without members of its own right after another assistant message would
-//!   join it;
+//! - an assistant message has text, or a list of `output_text` and plain `refusal` parts,
+//!   and starts with text when it has members of its own (an `id`, a `status`): they ride
+//!   on its first text part. One without members of its own right after another assistant
+//!   message would join it;
 //! - a `function_call` has its `arguments`; a `reasoning` item lists `summary` (possibly
 //!   empty), each summary or raw-reasoning part non-empty text of its own type;
 //! - no text part has a member named like the decoder's own extension keys (`item`,
@@ -101,14 +106,23 @@ fn input_round_trips(items: &[Value]) -> bool {
 }
 
 fn is_assistant_message(fields: &Map<String, Value>) -> bool {
-    fields.get("type").and_then(Value::as_str) == Some("message")
-        && fields.get("role").and_then(Value::as_str) == Some("assistant")
+    is_message(fields) && fields.get("role").and_then(Value::as_str) == Some("assistant")
+}
+
+/// A `message` item, its type named or left out.
+fn is_message(fields: &Map<String, Value>) -> bool {
+    match fields.get("type") {
+        Some(kind) => kind.as_str() == Some("message"),
+        None => fields.contains_key("role"),
+    }
 }
 
 fn item_round_trips(fields: &Map<String, Value>, after_assistant_message: bool) -> bool {
     let string = |key: &str| fields.get(key).is_some_and(Value::is_string);
+    if is_message(fields) {
+        return message_round_trips(fields, after_assistant_message);
+    }
     match fields.get("type").and_then(Value::as_str) {
-        Some("message") => message_round_trips(fields, after_assistant_message),
         Some("function_call") => string("call_id") && string("name") && string("arguments"),
         Some("function_call_output") => {
             string("call_id")
@@ -121,7 +135,7 @@ fn item_round_trips(fields: &Map<String, Value>, after_assistant_message: bool) 
         Some("reasoning") => reasoning_item_round_trips(fields),
         // An item the model has no shape for travels whole.
         Some(_) => true,
-        // The encoder names every item's type.
+        // Not an item the decoder takes.
         None => false,
     }
 }
@@ -137,23 +151,27 @@ fn message_round_trips(fields: &Map<String, Value>, after_assistant_message: boo
             _ => false,
         },
         Some("assistant") => {
-            let Some(Value::Array(parts)) = content else {
-                return false;
+            let (starts_with_text, parts_round_trip) = match content {
+                // One `output_text` part, said the short way.
+                Some(Value::String(_)) => (true, true),
+                // An empty list would leave no item.
+                Some(Value::Array(parts)) if !parts.is_empty() => (
+                    is_output_text(&parts[0]),
+                    parts
+                        .iter()
+                        .all(|part| is_output_text(part) || is_plain_refusal(part)),
+                ),
+                _ => return false,
             };
             let own_members = fields
                 .keys()
                 .any(|key| !matches!(key.as_str(), "type" | "role" | "content"));
-            let starts_with_text = parts.first().is_some_and(is_output_text);
             let where_it_starts = if own_members {
                 starts_with_text
             } else {
                 !after_assistant_message
             };
-            !parts.is_empty()
-                && where_it_starts
-                && parts
-                    .iter()
-                    .all(|part| is_output_text(part) || is_plain_refusal(part))
+            parts_round_trip && where_it_starts
         }
         _ => false,
     }

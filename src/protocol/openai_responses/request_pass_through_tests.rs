@@ -1,9 +1,10 @@
 //! The property behind the request pass-through for Responses clients: whenever the decoder
 //! says a Responses request may go as it came, the bytes sent (the client's, patched) are
 //! the same JSON as llmux's own encoding of the decoded request (`null` members read as
-//! absent ones, numbers by value). Random requests of the shapes Codex and the SDKs send,
-//! and some the encoder does not write back, compact and pretty-printed, members in random
-//! order.
+//! absent ones, numbers by value), a message item's `type` left out and an assistant's text
+//! said as a string aside (the API reads both as the encoder writes them). Random requests
+//! of the shapes Codex and the SDKs send, and some the encoder does not write back, compact
+//! and pretty-printed, members in random order.
 
 use serde_json::{Map, Value, json};
 
@@ -11,7 +12,7 @@ use super::decode::{decode_request_checked, decode_tools_as_values};
 use super::encode_request;
 use crate::model::Protocol;
 use crate::protocol::round_trip_support::{
-    body_of, check_request_pass_through, pick, rarely, sent_as_is,
+    body_of, check_request_pass_through_as, pick, rarely, sent_as_is,
 };
 
 /// `value` with the members of `extra` added.
@@ -67,7 +68,7 @@ fn user_message(rng: &mut fastrand::Rng) -> Value {
     if rarely(rng, 6) {
         item = with(item, &[("id", json!("msg_u1"))]);
     }
-    if rarely(rng, 25) {
+    if rng.u8(..4) == 0 {
         item.as_object_mut().unwrap().remove("type");
     }
     item
@@ -87,14 +88,18 @@ fn output_text(rng: &mut fastrand::Rng) -> Value {
 
 fn assistant_message(rng: &mut fastrand::Rng) -> Value {
     let content = match rng.u8(..20) {
-        0 => json!("said as a string"),
-        1 => json!([]),
+        0..4 => json!("said as a string"),
+        4 => json!(""),
+        5 => json!([]),
         _ => {
             let count = rng.usize(1..3);
             Value::Array((0..count).map(|_| output_text(rng)).collect())
         }
     };
-    let item = json!({"type": "message", "role": "assistant", "content": content});
+    let mut item = json!({"type": "message", "role": "assistant", "content": content});
+    if rng.u8(..4) == 0 {
+        item.as_object_mut().unwrap().remove("type");
+    }
     match rng.u8(..4) {
         0 => item,
         1 => with(
@@ -347,23 +352,45 @@ fn tools_as_values(
     decode_tools_as_values(body).map(|(request, _, edits)| (request, edits))
 }
 
+/// `body` in the encoder's words: a message item's `type` named, an assistant's text as
+/// its one `output_text` part.
+fn as_encoded(mut body: Value) -> Value {
+    let items = body.get_mut("input").and_then(Value::as_array_mut);
+    for item in items.into_iter().flatten() {
+        let Some(fields) = item.as_object_mut() else {
+            continue;
+        };
+        if !fields.contains_key("type") && fields.contains_key("role") {
+            fields.insert("type".into(), json!("message"));
+        }
+        let assistant = fields.get("role") == Some(&json!("assistant"));
+        if let (true, Some(Value::String(text))) = (assistant, fields.get("content")) {
+            let part = json!([{"type": "output_text", "text": text}]);
+            fields.insert("content".into(), part);
+        }
+    }
+    body
+}
+
 #[test]
 fn a_request_passed_through_is_what_the_encoder_writes() {
-    check_request_pass_through(
+    check_request_pass_through_as(
         Protocol::OpenAiResponses,
         request,
         through_the_memo,
         encode_request,
+        as_encoded,
     );
 }
 
 #[test]
 fn a_request_whose_tools_are_read_as_values_passes_through_the_same_way() {
-    check_request_pass_through(
+    check_request_pass_through_as(
         Protocol::OpenAiResponses,
         request,
         tools_as_values,
         encode_request,
+        as_encoded,
     );
 }
 
@@ -404,4 +431,13 @@ fn requests_the_encoder_changes_are_encoded() {
         let (_, edits) = tools_as_values(body.as_bytes()).unwrap();
         assert!(edits.is_none(), "{body}");
     }
+}
+
+/// The SDKs' short messages (`EasyInputMessage`: no `type`, an assistant's text as a
+/// string) go as they came: the API reads them as the items the encoder would write.
+#[test]
+fn easy_input_messages_go_as_they_came() {
+    let body = br#"{"model":"m","instructions":"Be brief.","input":[{"role":"user","content":"Question?"},{"role":"assistant","content":"Answer."},{"role":"user","content":"And then?"}],"temperature":0.2,"max_output_tokens":512,"user":"u1","store":false,"stream":true}"#;
+    let sent = sent_as_is(Protocol::OpenAiResponses, body, through_the_memo, "m");
+    assert_eq!(sent.as_bytes(), body);
 }
