@@ -36,6 +36,7 @@ use crate::model::{
     ReasoningEffort, Request, ResponseFormat, Role, Sampling, Shared, Tool, ToolChoice, Usage,
 };
 use crate::protocol::json_out;
+use crate::protocol::message_memo::{MEMO_FROM, MessageMemo};
 use crate::protocol::openai_chat::ChunkError;
 use crate::protocol::openai_chat::decode::parse_json;
 use crate::protocol::tools_memo::ToolsMemo;
@@ -74,9 +75,10 @@ pub struct ClientOptions {
     pub tools: Option<Arc<str>>,
 }
 
-/// The latest lists of tools of Responses requests (see `tools_memo`): Codex sends its
-/// tools with every request.
-static TOOLS_MEMO: LazyLock<ToolsMemo> = LazyLock::new(ToolsMemo::default);
+/// The latest conversations of Responses requests (see `message_memo`), and their lists of
+/// tools: Codex sends its whole session and its tools with every request. Requests of
+/// [`MEMO_FROM`] up have their items read through it; smaller ones only their tools.
+static MESSAGE_MEMO: LazyLock<MessageMemo> = LazyLock::new(MessageMemo::default);
 
 /// Parses a request body. Errors name the offending field (`input[2].call_id`).
 pub fn decode_request(body: &[u8]) -> Result<(Request, ClientOptions), Error> {
@@ -88,9 +90,14 @@ pub fn decode_request(body: &[u8]) -> Result<(Request, ClientOptions), Error> {
 pub fn decode_request_checked(
     body: &[u8],
 ) -> Result<(Request, ClientOptions, Option<Edits>), Error> {
-    // The memo's path gives `None` only for a request with something wrong, which reading
+    // Each memo's path gives `None` only for a request with something wrong, which reading
     // the tools as values then names.
-    decode_with_tools_memo(body, &TOOLS_MEMO).map_or_else(|| decode_tools_as_values(body), Ok)
+    let decoded = if body.len() >= MEMO_FROM {
+        super::memo::decode_with_memo(body, &MESSAGE_MEMO)
+    } else {
+        decode_with_tools_memo(body, MESSAGE_MEMO.tools())
+    };
+    decoded.map_or_else(|| decode_tools_as_values(body), Ok)
 }
 
 /// [`decode_request_checked`] with the tools read through `memo`: a list sent before is the
@@ -101,7 +108,9 @@ pub(super) fn decode_with_tools_memo(
     memo: &ToolsMemo,
 ) -> Option<(Request, ClientOptions, Option<Edits>)> {
     let wire: ResponsesRequest<&RawValue> = crate::protocol::json_from_bytes(body).ok()?;
-    let edits = if request_pass_through::fields_round_trip(&wire) {
+    let round_trips = request_pass_through::fields_round_trip(&wire)
+        && request_pass_through::input_round_trips(wire.input.as_ref());
+    let edits = if round_trips {
         request_pass_through::edits(body, &wire)
     } else {
         None
@@ -115,7 +124,7 @@ pub(super) fn decode_with_tools_memo(
             Ok((tools_of(list)?, round_trips))
         })
     };
-    let (request, options) = request_from_wire(wire, tools, echoed).ok()?;
+    let (request, options) = request_from_wire(wire, messages_of, tools, echoed).ok()?;
     Some((request, options, edits.filter(|_| tools_round_trip)))
 }
 
@@ -134,13 +143,13 @@ pub(super) fn decode_tools_as_values(
         .as_ref()
         .map(|list| compact_text(&Value::Array(list.clone()), 0));
     let tools = |list: Option<Vec<Value>>| tools_of(list.unwrap_or_default()).map(Shared::new);
-    let (request, options) = request_from_wire(wire, tools, echoed)?;
+    let (request, options) = request_from_wire(wire, messages_of, tools, echoed)?;
     Ok((request, options, edits))
 }
 
 /// A list of tools' text as the Response object echoes it: as the client wrote it, unless it
 /// spans lines (an SSE `data:` line cannot), then written again compactly.
-fn echoed_text(text: &RawValue) -> Arc<str> {
+pub(super) fn echoed_text(text: &RawValue) -> Arc<str> {
     let text = text.get();
     if !text.contains(['\n', '\r']) {
         return text.into();
@@ -156,14 +165,14 @@ fn compact_text(value: &Value, capacity: usize) -> Arc<str> {
     String::from_utf8_lossy(&json_out::to_vec(value, capacity)).into()
 }
 
-fn tools_of(list: Vec<Value>) -> Result<Vec<Tool>, Error> {
+pub(super) fn tools_of(list: Vec<Value>) -> Result<Vec<Tool>, Error> {
     list.into_iter()
         .enumerate()
         .map(|(i, t)| tool_from_wire(t, &|| format!("tools[{i}]")))
         .collect()
 }
 
-fn echo_fields<T>(wire: &ResponsesRequest<'_, T>, tools: bool) -> Map<String, Value> {
+fn echo_fields<T, I>(wire: &ResponsesRequest<'_, T, I>, tools: bool) -> Map<String, Value> {
     let mut echo = Map::new();
     let mut put = |key: &str, value: Option<Value>| {
         if let Some(value) = value {
@@ -208,8 +217,9 @@ fn echo_fields<T>(wire: &ResponsesRequest<'_, T>, tools: bool) -> Map<String, Va
 
 /// The request of `wire`, whose tools `read_tools` gives, and what the answer echoes: the
 /// tools as `echoed_tools`.
-fn request_from_wire<T>(
-    wire: ResponsesRequest<'_, T>,
+pub(super) fn request_from_wire<T, I>(
+    wire: ResponsesRequest<'_, T, I>,
+    read_input: impl FnOnce(Option<I>) -> Result<Vec<Message>, Error>,
     read_tools: impl FnOnce(Option<T>) -> Result<Shared<Tool>, Error>,
     echoed_tools: Option<Arc<str>>,
 ) -> Result<(Request, ClientOptions), Error> {
@@ -253,18 +263,7 @@ fn request_from_wire<T>(
         }
     }
 
-    let mut items = InputItems::default();
-    match input {
-        Some(Content::Text(text)) => items.push(Message::new(Role::User, vec![Part::text(text)])),
-        Some(Content::List(list)) => {
-            for (i, item) in list.into_iter().enumerate() {
-                // Where an error is, written only for an error (as the other decoders do).
-                items.item(item, &|| format!("input[{i}]"))?;
-            }
-        }
-        None => {}
-    }
-
+    let messages = read_input(input)?;
     let tools = read_tools(tools)?;
     let tool_choice = tool_choice.map(tool_choice_from_wire).transpose()?;
 
@@ -327,7 +326,7 @@ fn request_from_wire<T>(
         extra.insert("metadata".into(), Value::Object(metadata));
     }
 
-    let mut request = Request::new(model, items.messages);
+    let mut request = Request::new(model, messages);
     request.system = system.into();
     request.tools = tools;
     request.tool_choice = tool_choice;
@@ -344,6 +343,52 @@ fn request_from_wire<T>(
     request.client.user = user;
     request.extensions = Extensions::new(PROTOCOL, extra);
     Ok((request, options))
+}
+
+/// The messages of `input` read as values.
+pub(super) fn messages_of(input: Option<Content>) -> Result<Vec<Message>, Error> {
+    let mut items = InputItems::default();
+    match input {
+        Some(Content::Text(text)) => items.push(Message::new(Role::User, vec![Part::text(text)])),
+        Some(Content::List(list)) => {
+            for (i, item) in list.into_iter().enumerate() {
+                // Where an error is, written only for an error (as the other decoders do).
+                items.item(item, &|| format!("input[{i}]"))?;
+            }
+        }
+        None => {}
+    }
+    Ok(items.messages)
+}
+
+/// The message of the input item `item`, the `index`th, read alone: an assistant-side item
+/// is an assistant message of its own, which [`merged`] joins to its neighbours.
+pub(super) fn item_message(item: Value, index: usize) -> Result<Message, Error> {
+    let path = || format!("input[{index}]");
+    let mut items = InputItems::default();
+    items.item(item, &path)?;
+    // Every item gives one message.
+    items
+        .messages
+        .pop()
+        .ok_or_else(|| Error::invalid_field(path(), format!("'{}' gives no message", path())))
+}
+
+/// The messages of a request whose items read alone were `items` ([`item_message`]): a run
+/// of assistant messages is one, as [`InputItems`] builds it.
+pub(super) fn merged(items: &[Message]) -> Vec<Message> {
+    let mut messages: Vec<Message> = Vec::with_capacity(items.len());
+    let mut assistant_open = false;
+    for item in items {
+        let assistant = item.role == Role::Assistant;
+        if let (true, true, Some(open)) = (assistant, assistant_open, messages.last_mut()) {
+            open.parts.extend(item.parts.iter().cloned());
+            continue;
+        }
+        assistant_open = assistant;
+        messages.push(item.clone());
+    }
+    messages
 }
 
 /// Builds messages from input items, merging runs of assistant-side items.

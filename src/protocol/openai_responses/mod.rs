@@ -31,6 +31,7 @@
 
 pub mod decode;
 pub mod encode;
+mod memo;
 mod pass_through;
 mod request_pass_through;
 #[cfg(test)]

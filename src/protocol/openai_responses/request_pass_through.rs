@@ -34,12 +34,14 @@ use serde_json::{Map, Value};
 
 use super::decode::{ITEM, REASONING_PART};
 use super::types::{Content, ReasoningConfig, ResponsesRequest, TextConfig};
-use crate::model::Edits;
+use crate::model::{Edits, Message, Part, Protocol, Role};
 use crate::protocol::splice::model_and_no_false_stream;
 
 /// Whether the encoder writes `wire` again as it came.
 pub(super) fn request_round_trips(wire: &ResponsesRequest) -> bool {
-    fields_round_trip(wire) && wire.tools.as_deref().is_none_or(tools_round_trip)
+    fields_round_trip(wire)
+        && input_round_trips(wire.input.as_ref())
+        && wire.tools.as_deref().is_none_or(tools_round_trip)
 }
 
 /// Whether the encoder writes `tools` again as it came: every tool it reads it writes back
@@ -48,18 +50,22 @@ pub(super) fn tools_round_trip(tools: &[Value]) -> bool {
     !tools.is_empty()
 }
 
-/// [`request_round_trips`] for all but the tools, whatever they were read as.
-pub(super) fn fields_round_trip<T>(wire: &ResponsesRequest<'_, T>) -> bool {
+/// [`request_round_trips`] for all but the input and the tools, whatever they were read as.
+pub(super) fn fields_round_trip<T, I>(wire: &ResponsesRequest<'_, T, I>) -> bool {
     let streamed = wire.stream.as_ref().is_some_and(|stream| stream.value);
     let stream_options = streamed || wire.extra.get("stream_options").is_none_or(Value::is_null);
-    let input = match &wire.input {
-        Some(Content::List(items)) => input_round_trips(items),
-        Some(Content::Text(_)) | None => false,
-    };
     stream_options
-        && input
         && wire.reasoning.as_ref().is_none_or(reasoning_round_trips)
         && wire.text.as_ref().is_none_or(text_round_trips)
+}
+
+/// An input the encoder writes back: a list (a string becomes a message item) of items
+/// that each come back as they went.
+pub(super) fn input_round_trips(input: Option<&Content>) -> bool {
+    match input {
+        Some(Content::List(items)) => items_round_trip(items),
+        Some(Content::Text(_)) | None => false,
+    }
 }
 
 /// `reasoning` with anything in it: the decoder drops an empty one. Any `effort` comes back
@@ -93,7 +99,7 @@ fn format_round_trips(format: &Value) -> bool {
 }
 
 /// Every item of `input` comes back as it went: see the module's notes.
-fn input_round_trips(items: &[Value]) -> bool {
+fn items_round_trip(items: &[Value]) -> bool {
     let mut after_assistant_message = false;
     items.iter().all(|item| {
         let Some(fields) = item.as_object() else {
@@ -114,6 +120,42 @@ fn is_message(fields: &Map<String, Value>) -> bool {
     match fields.get("type") {
         Some(kind) => kind.as_str() == Some("message"),
         None => fields.contains_key("role"),
+    }
+}
+
+/// Whether the encoder writes the item `item` back as it came, read alone (the message
+/// memo's check; [`items_stay_apart`] checks the items beside each other).
+pub(super) fn item_alone_round_trips(item: &Value) -> bool {
+    item.as_object()
+        .is_some_and(|fields| item_round_trips(fields, false))
+}
+
+/// Whether no item of `items`, each read alone ([`super::decode::item_message`]), would
+/// join the one before it: an assistant message without members of its own (its first
+/// part carries no `item` extension) after another assistant message.
+pub(super) fn items_stay_apart(items: &[Message]) -> bool {
+    items.windows(2).all(|pair| {
+        let joins = is_assistant_text(&pair[1]) && !first_part_starts_an_item(&pair[1]);
+        !(is_assistant_text(&pair[0]) && joins)
+    })
+}
+
+/// An assistant message item read alone: its parts are text or refusals (other assistant-side
+/// items give a call, reasoning or a part kept whole).
+fn is_assistant_text(message: &Message) -> bool {
+    message.role == Role::Assistant
+        && matches!(
+            message.parts.first(),
+            Some(Part::Text { .. } | Part::Refusal { .. })
+        )
+}
+
+fn first_part_starts_an_item(message: &Message) -> bool {
+    match message.parts.first() {
+        Some(Part::Text { extensions, .. }) => extensions
+            .for_protocol(Protocol::OpenAiResponses)
+            .is_some_and(|fields| fields.contains_key(ITEM)),
+        _ => false,
     }
 }
 
@@ -244,6 +286,6 @@ fn reasoning_item_round_trips(fields: &Map<String, Value>) -> bool {
 
 /// Where `body`, which decoded to `wire`, is patched (the encoder leaves out a
 /// `"stream": false`).
-pub(super) fn edits<T>(body: &[u8], wire: &ResponsesRequest<'_, T>) -> Option<Edits> {
+pub(super) fn edits<T, I>(body: &[u8], wire: &ResponsesRequest<'_, T, I>) -> Option<Edits> {
     model_and_no_false_stream(body, wire.model.raw, wire.stream.as_ref())
 }

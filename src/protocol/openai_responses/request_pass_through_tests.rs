@@ -441,3 +441,105 @@ fn easy_input_messages_go_as_they_came() {
     let sent = sent_as_is(Protocol::OpenAiResponses, body, through_the_memo, "m");
     assert_eq!(sent.as_bytes(), body);
 }
+
+/// A body of `members` with `items` as its input at `at`: one conversation's requests,
+/// written the same way each time, as a client writes them.
+fn conversation_body(
+    members: &[(String, Value)],
+    at: usize,
+    items: &[Value],
+    pretty: bool,
+) -> Vec<u8> {
+    let mut members = members.to_vec();
+    members.insert(
+        at.min(members.len()),
+        ("input".into(), Value::Array(items.to_vec())),
+    );
+    let body = Value::Object(members.into_iter().collect());
+    if pretty {
+        serde_json::to_vec_pretty(&body).unwrap()
+    } else {
+        serde_json::to_vec(&body).unwrap()
+    }
+}
+
+/// The property behind the message memo for Responses requests (`memo.rs`): a request read
+/// through it decodes to what reading the input as values gives (the request, what its
+/// answer echoes, and the pass-through's edits), and it is refused exactly when that is.
+/// Random conversations that grow an item or two a request and share one memo; now and
+/// then an item changes in place, or one is not an item the decoder takes.
+#[test]
+fn a_request_read_through_the_message_memo_decodes_as_its_input_read_as_values() {
+    use super::memo::decode_with_memo;
+    use crate::protocol::message_memo::MessageMemo;
+
+    let memo = MessageMemo::default();
+    let (mut decoded, mut passed, mut refused, mut sent) = (0, 0, 0, 0);
+    for seed in 0..1500 {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut members = vec![("model".to_owned(), json!("gpt-5-codex"))];
+        optional_members(&mut rng, &mut members);
+        rng.shuffle(&mut members);
+        let at = rng.usize(..=members.len());
+        let pretty = rng.bool();
+        let mut items: Vec<Value> = Vec::new();
+        for turn in 0..5 {
+            for _ in 0..rng.usize(1..3) {
+                let n = items.len();
+                let next = match rng.u8(..60) {
+                    0 => json!({"type": "message", "role": "robot", "content": "beep"}),
+                    1 => json!({"type": "function_call", "name": "shell"}),
+                    2 => json!(5),
+                    _ => item(&mut rng, n),
+                };
+                items.push(next);
+            }
+            if turn > 0 && rarely(&mut rng, 5) {
+                let at = rng.usize(..items.len());
+                items[at] = item(&mut rng, at);
+            }
+            let body = conversation_body(&members, at, &items, pretty);
+            sent += items.len();
+            let text = String::from_utf8_lossy(&body);
+            let through_memo = decode_with_memo(&body, &memo);
+            match decode_tools_as_values(&body) {
+                Ok((request, options, edits)) => {
+                    decoded += 1;
+                    passed += usize::from(edits.is_some());
+                    let (memo_request, memo_options, memo_edits) =
+                        through_memo.unwrap_or_else(|| panic!("seed {seed}, turn {turn}: {text}"));
+                    assert_eq!(memo_request, request, "seed {seed}, turn {turn}: {text}");
+                    assert_eq!(memo_edits, edits, "seed {seed}, turn {turn}: {text}");
+                    assert_eq!(memo_options.echo, options.echo, "seed {seed}, turn {turn}");
+                    let tools = |options: &super::ClientOptions| {
+                        options
+                            .tools
+                            .as_deref()
+                            .map(|t| serde_json::from_str::<Value>(t).unwrap())
+                    };
+                    assert_eq!(
+                        tools(&memo_options),
+                        tools(&options),
+                        "seed {seed}, turn {turn}"
+                    );
+                }
+                Err(_) => {
+                    refused += 1;
+                    assert!(through_memo.is_none(), "seed {seed}, turn {turn}: {text}");
+                    // The mistake stays in the conversation: start it again.
+                    items.clear();
+                }
+            }
+        }
+    }
+    assert!(
+        decoded > 3000 && passed > 500 && refused > 300,
+        "{decoded} decoded ({passed} to go as they came), {refused} refused"
+    );
+    assert!(memo.kept().0 > 0, "the memo kept conversations");
+    assert!(
+        memo.left_out() * 3 > sent,
+        "{} of {sent} items left out of the bodies before they were parsed",
+        memo.left_out()
+    );
+}

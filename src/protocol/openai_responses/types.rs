@@ -12,17 +12,19 @@ use serde::de::{self, Deserializer};
 
 use crate::protocol::{Spanned, TextOrList, text_or_list};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 /// `POST /v1/responses` request body. `T` is how the tools are read: as values, or as the
-/// list's text (`&RawValue`) for the tools memo. The model and `stream` keep where they sit
-/// in the body, for the same-protocol pass-through (`request_pass_through`).
+/// list's text (`&RawValue`) for the tools memo; `I` how the input is: as values, or as
+/// each item's text ([`InputTexts`]) for the message memo. The model and `stream` keep
+/// where they sit in the body, for the same-protocol pass-through (`request_pass_through`).
 #[derive(Debug, Clone, Deserialize)]
-pub struct ResponsesRequest<'a, T = Vec<Value>> {
+pub struct ResponsesRequest<'a, T = Vec<Value>, I = Content> {
     #[serde(borrow)]
     pub model: Spanned<'a, String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub input: Option<Content>,
+    /// Absent is `None` without `default`, which would ask `I` to have a default.
+    pub input: Option<I>,
     /// A string; kept as `Value` because the Response object also allows a list here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instructions: Option<Value>,
@@ -115,6 +117,43 @@ impl<'de> Deserialize<'de> for Content {
                 }
             },
         )
+    }
+}
+
+/// `input` as the message memo reads it: a string, or the JSON text of each item.
+#[derive(Debug, Clone)]
+pub enum InputTexts<'a> {
+    Text(String),
+    Items(Vec<&'a RawValue>),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for InputTexts<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Texts;
+        impl<'de> de::Visitor<'de> for Texts {
+            type Value = InputTexts<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string or an array")
+            }
+
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
+                Ok(InputTexts::Text(text.to_owned()))
+            }
+
+            fn visit_string<E: de::Error>(self, text: String) -> Result<Self::Value, E> {
+                Ok(InputTexts::Text(text))
+            }
+
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(InputTexts::Items(items))
+            }
+        }
+        deserializer.deserialize_any(Texts)
     }
 }
 

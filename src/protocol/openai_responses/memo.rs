@@ -1,0 +1,77 @@
+//! Responses requests read through the message memo (see
+//! [`crate::protocol::message_memo`]): Codex CLI sends its whole session with every request,
+//! as input items, and each request is the one before with an item or two added.
+//!
+//! The memo keeps one decoded message per text, so each input item is read alone into a
+//! message of its own ([`item_message`]): an assistant-side item (an assistant message, a
+//! call, reasoning, an item the model keeps whole) as an assistant message, which
+//! [`merged`] joins to the assistant messages beside it, as decoding the whole list does.
+//! The memo keeps that list of items; the request gets the merged one.
+
+use serde_json::value::RawValue;
+
+use super::decode::{
+    ClientOptions, echoed_text, item_message, merged, messages_of, request_from_wire, tools_of,
+};
+use super::request_pass_through::{self as pass_through, item_alone_round_trips};
+use super::types::{Content, InputTexts, ResponsesRequest};
+use crate::Error;
+use crate::model::{Edits, Message, Request, Shared};
+use crate::protocol::message_memo::{Decoded, MessageMemo};
+
+/// A request read through `memo`: the items it has seen at the same place in the
+/// conversation are copied, the others decoded. `None` for a request with anything wrong:
+/// reading it without the memo then finds the error and names its field.
+pub(super) fn decode_with_memo(
+    body: &[u8],
+    memo: &MessageMemo,
+) -> Option<(Request, ClientOptions, Option<Edits>)> {
+    let mut read = memo.read(body, item_alone_round_trips, item_message);
+    let wire: ResponsesRequest<&RawValue, InputTexts> =
+        crate::protocol::json_from_bytes(&read.doc).ok()?;
+    let edits = read.edits_in_body(if pass_through::fields_round_trip(&wire) {
+        pass_through::edits(&read.doc, &wire)
+    } else {
+        None
+    });
+    let echoed = wire.tools.map(echoed_text);
+    let mut tools_round_trip = true;
+    let tools = |text: Option<&RawValue>| {
+        memo.tools().tools(text, &mut tools_round_trip, |list| {
+            let round_trips = pass_through::tools_round_trip(&list);
+            Ok((tools_of(list)?, round_trips))
+        })
+    };
+    let mut memoized: Option<(Vec<Message>, Decoded)> = None;
+    let input = |input: Option<InputTexts>| match input {
+        Some(InputTexts::Items(texts)) => {
+            let (items, decoded) = memo.messages(
+                read.known.take(),
+                &read.doc,
+                &texts,
+                item_alone_round_trips,
+                item_message,
+            )?;
+            let messages = merged(&items);
+            memoized = Some((items, decoded));
+            Ok::<_, Error>(messages)
+        }
+        // Nothing to remember: a string is one message.
+        Some(InputTexts::Text(text)) => messages_of(Some(Content::Text(text))),
+        None => Ok(Vec::new()),
+    };
+    let (request, options) = request_from_wire(wire, input, tools, echoed).ok()?;
+    // Only a list of items goes as it came (the encoder writes a string as an item).
+    let items_round_trip = match memoized {
+        Some((items, decoded)) => {
+            let round_trip = decoded.all_round_trip() && pass_through::items_stay_apart(&items);
+            // The facts the memo gives are those of the items, not of the request's merged
+            // messages: the request's stages learn their own.
+            memo.remember(decoded, &Shared::new(items));
+            round_trip
+        }
+        None => false,
+    };
+    let edits = edits.filter(|_| tools_round_trip && items_round_trip);
+    Some((request, options, edits))
+}
