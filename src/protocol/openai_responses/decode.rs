@@ -375,20 +375,29 @@ pub(super) fn item_message(item: Value, index: usize) -> Result<Message, Error> 
 }
 
 /// The messages of a request whose items read alone were `items` ([`item_message`]): a run
-/// of assistant messages is one, as [`InputItems`] builds it.
-pub(super) fn merged(items: &[Message]) -> Vec<Message> {
+/// of assistant messages is one, as [`InputItems`] builds it. Beside each, how many items
+/// it was made of.
+pub(super) fn merged(items: &[Message]) -> (Vec<Message>, Vec<usize>) {
     let mut messages: Vec<Message> = Vec::with_capacity(items.len());
+    let mut made_of = Vec::with_capacity(items.len());
     let mut assistant_open = false;
     for item in items {
         let assistant = item.role == Role::Assistant;
-        if let (true, true, Some(open)) = (assistant, assistant_open, messages.last_mut()) {
+        if let (true, true, Some(open), Some(count)) = (
+            assistant,
+            assistant_open,
+            messages.last_mut(),
+            made_of.last_mut(),
+        ) {
             open.parts.extend(item.parts.iter().cloned());
+            *count += 1;
             continue;
         }
         assistant_open = assistant;
         messages.push(item.clone());
+        made_of.push(1);
     }
-    messages
+    (messages, made_of)
 }
 
 /// Builds messages from input items, merging runs of assistant-side items.

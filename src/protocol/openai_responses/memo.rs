@@ -6,7 +6,11 @@
 //! message of its own ([`item_message`]): an assistant-side item (an assistant message, a
 //! call, reasoning, an item the model keeps whole) as an assistant message, which
 //! [`merged`] joins to the assistant messages beside it, as decoding the whole list does.
-//! The memo keeps that list of items; the request gets the merged one.
+//! The memo keeps that list of items; the request gets the merged one, and the facts its
+//! stages found for each message made of one item (a tool's output, a user's message) are
+//! kept with that item for the conversation's next requests.
+
+use std::sync::Arc;
 
 use serde_json::value::RawValue;
 
@@ -16,7 +20,7 @@ use super::decode::{
 use super::request_pass_through::{self as pass_through, item_alone_round_trips};
 use super::types::{Content, InputTexts, ResponsesRequest};
 use crate::Error;
-use crate::model::{Edits, Message, Request, Shared};
+use crate::model::{Edits, Facts, Message, MessageFacts, Request, Shared};
 use crate::protocol::message_memo::{Decoded, MessageMemo};
 
 /// A request read through `memo`: the items it has seen at the same place in the
@@ -42,7 +46,7 @@ pub(super) fn decode_with_memo(
             Ok((tools_of(list)?, round_trips))
         })
     };
-    let mut memoized: Option<(Vec<Message>, Decoded)> = None;
+    let mut memoized: Option<(Vec<Message>, Vec<usize>, Decoded)> = None;
     let input = |input: Option<InputTexts>| match input {
         Some(InputTexts::Items(texts)) => {
             let (items, decoded) = memo.messages(
@@ -52,26 +56,54 @@ pub(super) fn decode_with_memo(
                 item_alone_round_trips,
                 item_message,
             )?;
-            let messages = merged(&items);
-            memoized = Some((items, decoded));
+            let (messages, made_of) = merged(&items);
+            memoized = Some((items, made_of, decoded));
             Ok::<_, Error>(messages)
         }
         // Nothing to remember: a string is one message.
         Some(InputTexts::Text(text)) => messages_of(Some(Content::Text(text))),
         None => Ok(Vec::new()),
     };
-    let (request, options) = request_from_wire(wire, input, tools, echoed).ok()?;
+    let (mut request, options) = request_from_wire(wire, input, tools, echoed).ok()?;
     // Only a list of items goes as it came (the encoder writes a string as an item).
     let items_round_trip = match memoized {
-        Some((items, decoded)) => {
+        Some((items, made_of, decoded)) => {
             let round_trip = decoded.all_round_trip() && pass_through::items_stay_apart(&items);
-            // The facts the memo gives are those of the items, not of the request's merged
-            // messages: the request's stages learn their own.
-            memo.remember(decoded, &Shared::new(items));
+            let items = Shared::new(items);
+            let facts = memo.remember(decoded, &items);
+            request.message_facts =
+                facts_of_messages(&request.messages, facts.of(&items), &made_of);
             round_trip
         }
         None => false,
     };
     let edits = edits.filter(|_| tools_round_trip && items_round_trip);
     Some((request, options, edits))
+}
+
+/// The facts of a request's `messages`, made of items as `made_of` says, from the facts of
+/// those items (`None`: the memo kept none): a message of one item is that item, so its
+/// facts are the item's, shared with the conversation; one of several items (a run of
+/// assistant-side items) has facts of its own.
+fn facts_of_messages(
+    messages: &Shared<Message>,
+    items: Option<&[Arc<MessageFacts>]>,
+    made_of: &[usize],
+) -> Facts {
+    let Some(items) = items else {
+        return Facts::default();
+    };
+    let mut at = 0;
+    let each = made_of
+        .iter()
+        .map(|&count| {
+            let facts = match items.get(at) {
+                Some(facts) if count == 1 => Arc::clone(facts),
+                _ => Arc::default(),
+            };
+            at += count;
+            facts
+        })
+        .collect();
+    Facts::new(messages, each)
 }

@@ -543,3 +543,50 @@ fn a_request_read_through_the_message_memo_decodes_as_its_input_read_as_values()
         memo.left_out()
     );
 }
+
+/// A message made of one item keeps the facts found for it in the conversation's last
+/// request (a tool's output examined once, not once a turn); a run of assistant-side items
+/// joined into one message gets facts of its own.
+#[test]
+fn a_repeated_items_facts_come_with_it() {
+    use super::memo::decode_with_memo;
+    use crate::protocol::message_memo::MessageMemo;
+
+    let memo = MessageMemo::default();
+    let mut items = vec![
+        json!({"type": "message", "role": "user", "content": "Run the tests"}),
+        json!({"type": "reasoning", "summary": [], "encrypted_content": "gAAA"}),
+        json!({"type": "function_call", "call_id": "call_1", "name": "shell", "arguments": "{}"}),
+        json!({"type": "function_call_output", "call_id": "call_1", "output": "1 passed"}),
+    ];
+    let body =
+        |items: &[Value]| conversation_body(&[("model".into(), json!("m"))], 1, items, false);
+    let (first, _, _) = decode_with_memo(&body(&items), &memo).unwrap();
+    // user, the reasoning and the call joined into one assistant message, the output.
+    assert_eq!(first.messages.len(), 3);
+    let facts = first
+        .message_facts
+        .of(&first.messages)
+        .expect("facts for the messages");
+    facts[1].pytest_output.set(true).unwrap();
+    facts[2].pytest_output.set(true).unwrap();
+
+    items.push(json!({"type": "message", "role": "assistant", "content": "Done."}));
+    let (next, _, _) = decode_with_memo(&body(&items), &memo).unwrap();
+    assert_eq!(next.messages.len(), 4);
+    let facts = next
+        .message_facts
+        .of(&next.messages)
+        .expect("facts for the messages");
+    assert_eq!(
+        facts[2].pytest_output.get(),
+        Some(&true),
+        "the output's fact came with it"
+    );
+    assert_eq!(
+        facts[1].pytest_output.get(),
+        None,
+        "a joined message's facts are its own"
+    );
+    assert_eq!(facts[3].pytest_output.get(), None);
+}
