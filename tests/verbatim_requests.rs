@@ -42,6 +42,15 @@ async fn post(url: String, headers: &[(&str, &str)], body: &str) -> (u16, String
     (status, response.text().await.unwrap())
 }
 
+/// That `upstream` is the client's `body` with the model `cheap` routed to `routed` and its
+/// `"stream": false` left out (llmux never sends it), byte for byte.
+fn assert_clients_bytes(body: &str, upstream: &[u8], routed: &str) {
+    let expected = body
+        .replace(r#""model":"cheap""#, &format!(r#""model":"{routed}""#))
+        .replace(r#""stream": false,"#, "");
+    assert_eq!(std::str::from_utf8(upstream).unwrap(), expected);
+}
+
 #[tokio::test]
 async fn an_unchanged_request_reaches_the_provider_as_the_clients_bytes() {
     // The client's own spacing and member order, fields llmux has no slot for, and
@@ -52,10 +61,7 @@ async fn an_unchanged_request_reaches_the_provider_as_the_clients_bytes() {
       "x_vendor_flag": [1, 2.50, "three"] }"#;
     let (status, answer, upstream) = forward(body).await;
     assert_eq!(status, 200, "{answer}");
-    let expected = body
-        .replace(r#""model":"cheap""#, r#""model":"fake-small""#)
-        .replace(r#""stream": false,"#, "");
-    assert_eq!(std::str::from_utf8(&upstream).unwrap(), expected);
+    assert_clients_bytes(body, &upstream, "fake-small");
 }
 
 #[tokio::test]
@@ -130,10 +136,7 @@ async fn an_unchanged_anthropic_request_reaches_the_provider_as_the_clients_byte
       "metadata":{"user_id":"user_abc_account_1"}, "context_management": {"edits": []}}"#;
     let (status, answer, upstream) = forward_anthropic(body).await;
     assert_eq!(status, 200, "{answer}");
-    let expected = body
-        .replace(r#""model":"cheap""#, r#""model":"claude-fake-1""#)
-        .replace(r#""stream": false,"#, "");
-    assert_eq!(std::str::from_utf8(&upstream).unwrap(), expected);
+    assert_clients_bytes(body, &upstream, "claude-fake-1");
 }
 
 #[tokio::test]
@@ -177,10 +180,7 @@ async fn an_unchanged_responses_request_reaches_the_provider_as_the_clients_byte
       "include":["reasoning.encrypted_content"],"prompt_cache_key":"conv-1"}"#;
     let (status, answer, upstream) = forward_responses(body).await;
     assert_eq!(status, 200, "{answer}");
-    let expected = body
-        .replace(r#""model":"cheap""#, r#""model":"fake-small""#)
-        .replace(r#""stream": false,"#, "");
-    assert_eq!(std::str::from_utf8(&upstream).unwrap(), expected);
+    assert_clients_bytes(body, &upstream, "fake-small");
 }
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! Helpers of the pass-through property tests (each protocol's `round_trip_tests`): random
 //! choices and the comparison that treats a `null` member as an absent one.
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use bytes::Bytes;
 
@@ -17,6 +17,58 @@ pub fn pick<T: Clone>(rng: &mut fastrand::Rng, options: &[T]) -> T {
 /// bodies are ones it does.
 pub fn rarely(rng: &mut fastrand::Rng, n: u8) -> bool {
     rng.u8(..n) == 0
+}
+
+/// A random request's `stream` member, half the time: mostly true, now and then false or
+/// null.
+pub fn maybe_stream(rng: &mut fastrand::Rng, body: &mut Vec<(String, Value)>) {
+    if rng.bool() {
+        let stream = pick(rng, &[json!(true), json!(true), json!(false), Value::Null]);
+        body.push(("stream".into(), stream));
+    }
+}
+
+/// `key: value` in a random request's `body`, one time in four.
+pub fn sometimes(
+    body: &mut Vec<(String, Value)>,
+    key: &str,
+    value: Value,
+    rng: &mut fastrand::Rng,
+) {
+    if rng.u8(..4) == 0 {
+        body.push((key.into(), value));
+    }
+}
+
+/// What a message memo's property test saw: requests decoded (of them, to go as they came)
+/// and refused, and the messages sent.
+pub struct MemoTally {
+    pub decoded: usize,
+    pub passed: usize,
+    pub refused: usize,
+    pub sent: usize,
+}
+
+/// That a message memo's property test tried both ways often (most requests decoded, many
+/// to go as they came, some refused), and that the memo kept conversations and spared the
+/// parser a third of the messages sent.
+pub fn assert_memo_worked(memo: &crate::protocol::message_memo::MessageMemo, tally: &MemoTally) {
+    let MemoTally {
+        decoded,
+        passed,
+        refused,
+        sent,
+    } = *tally;
+    assert!(
+        decoded > 3000 && passed > 500 && refused > 300,
+        "{decoded} decoded ({passed} to go as they came), {refused} refused"
+    );
+    assert!(memo.kept().0 > 0, "the memo kept conversations");
+    assert!(
+        memo.left_out() * 3 > sent,
+        "{} of {sent} messages left out of the bodies before they were parsed",
+        memo.left_out()
+    );
 }
 
 /// `value` with every `null` member of every object removed.

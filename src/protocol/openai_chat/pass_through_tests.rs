@@ -11,7 +11,8 @@ use super::decode::decode_request_checked;
 use super::encode_request;
 use crate::model::{Edits, Protocol, Request};
 use crate::protocol::round_trip_support::{
-    body_of, check_request_pass_through, conversation_body, pick, rarely, sent_as_is,
+    body_of, check_request_pass_through, conversation_body, maybe_stream, pick, rarely, sent_as_is,
+    sometimes,
 };
 
 fn content_part(rng: &mut fastrand::Rng, refusal_ok: bool) -> Value {
@@ -164,15 +165,7 @@ fn response_format(rng: &mut fastrand::Rng) -> Value {
 
 /// The optional top-level members, each present now and then.
 fn optional_members(rng: &mut fastrand::Rng, body: &mut Vec<(String, Value)>) {
-    if rng.bool() {
-        let stream = pick(rng, &[json!(true), json!(true), json!(false), Value::Null]);
-        body.push(("stream".into(), stream));
-    }
-    let mut maybe = |key: &str, value: Value, rng: &mut fastrand::Rng| {
-        if rng.u8(..4) == 0 {
-            body.push((key.into(), value));
-        }
-    };
+    maybe_stream(rng, body);
     let options = pick(
         rng,
         &[
@@ -182,42 +175,44 @@ fn optional_members(rng: &mut fastrand::Rng, body: &mut Vec<(String, Value)>) {
             json!({"include_usage": true, "continuous_usage_stats": true}),
         ],
     );
-    maybe("stream_options", options, rng);
-    maybe(
+    sometimes(body, "stream_options", options, rng);
+    sometimes(
+        body,
         "temperature",
         pick(rng, &[json!(0.7), json!(1), json!(0)]),
         rng,
     );
-    maybe("top_p", json!(0.95), rng);
-    maybe("max_tokens", json!(1024), rng);
-    maybe("max_completion_tokens", json!(2048), rng);
+    sometimes(body, "top_p", json!(0.95), rng);
+    sometimes(body, "max_tokens", json!(1024), rng);
+    sometimes(body, "max_completion_tokens", json!(2048), rng);
     let stop = pick(
         rng,
         &[json!("END"), json!(["a"]), json!(["a", "b"]), json!([])],
     );
-    maybe("stop", stop, rng);
-    maybe("seed", json!(-42), rng);
-    maybe("presence_penalty", json!(0.5), rng);
-    maybe("frequency_penalty", json!(-0.5), rng);
+    sometimes(body, "stop", stop, rng);
+    sometimes(body, "seed", json!(-42), rng);
+    sometimes(body, "presence_penalty", json!(0.5), rng);
+    sometimes(body, "frequency_penalty", json!(-0.5), rng);
     let count = rng.usize(1..3);
     let tools: Vec<Value> = (0..count).map(|_| tool(rng)).collect();
-    maybe("tools", Value::Array(tools), rng);
+    sometimes(body, "tools", Value::Array(tools), rng);
     let choice = tool_choice(rng);
-    maybe("tool_choice", choice, rng);
-    maybe("parallel_tool_calls", json!(false), rng);
+    sometimes(body, "tool_choice", choice, rng);
+    sometimes(body, "parallel_tool_calls", json!(false), rng);
     let effort = pick(rng, &[json!("high"), json!("minimal"), json!("turbo")]);
-    maybe("reasoning_effort", effort, rng);
+    sometimes(body, "reasoning_effort", effort, rng);
     let format = response_format(rng);
-    maybe("response_format", format, rng);
-    maybe("user", json!("user-7"), rng);
-    maybe("n", json!(1), rng);
-    maybe(
+    sometimes(body, "response_format", format, rng);
+    sometimes(body, "user", json!("user-7"), rng);
+    sometimes(body, "n", json!(1), rng);
+    sometimes(
+        body,
         "metadata",
         json!({"team": "a", "nested": {"k": [1, 2]}}),
         rng,
     );
-    maybe("logprobs", json!(true), rng);
-    maybe("temperature_note", Value::Null, rng);
+    sometimes(body, "logprobs", json!(true), rng);
+    sometimes(body, "temperature_note", Value::Null, rng);
 }
 
 /// A random chat request, as bytes: members in random order, compact or pretty.
