@@ -176,6 +176,43 @@ async fn a_chatgpt_login_serves_openai_and_anthropic_clients_streamed_or_not() {
     assert_eq!(fake.token_calls(), 0, "a fresh token is not refreshed");
 }
 
+/// Codex CLI's own request (streamed, unstored, with instructions and the encrypted
+/// reasoning asked for) reaches the ChatGPT back-end as the client's bytes; a request the
+/// ChatGPT shaping changes is encoded.
+#[tokio::test]
+async fn a_codex_request_reaches_the_chatgpt_back_end_as_the_clients_bytes() {
+    let fake = FakeLogins::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("auth.json");
+    let access = codex_token(3600, "a");
+    fake.issue(&access, "rt-1");
+    write(&path, &codex_file(&access, "rt-1"));
+    let llmux = llmux("openai-oauth", &fake, &[&path], "").await;
+    let codex = r#"{"model":"gpt-5-codex","instructions":"You are Codex.","input":[{"type":"message","role":"user","content":[{"type":"input_text","text":"List files."}]}],"tools":[{"type":"function","name":"shell","description":"Runs a command","strict":false,"parameters":{"type":"object","properties":{"command":{"type":"array","items":{"type":"string"}}}}}],"tool_choice":"auto","parallel_tool_calls":false,"reasoning":{"effort":"medium","summary":"auto"},"store":false,"stream":true,"include":["reasoning.encrypted_content"],"prompt_cache_key":"conv-1"}"#;
+    // A chat client's way of saying the same: a system message instead of instructions.
+    let reshaped = r#"{"model":"gpt-5-codex","input":[{"role":"system","content":"You are Codex."},{"role":"user","content":"List files."}],"store":false,"stream":true}"#;
+    for body in [codex, reshaped] {
+        let response = client()
+            .post(llmux.url("/v1/responses"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap();
+    }
+    let seen = fake.requests("/codex/responses");
+    assert_eq!(seen.len(), 2);
+    assert_eq!(std::str::from_utf8(&seen[0].raw).unwrap(), codex);
+    assert_eq!(
+        seen[1].body["instructions"], "You are Codex.",
+        "{}",
+        seen[1].body
+    );
+    assert_eq!(seen[1].body["input"].as_array().unwrap().len(), 1);
+}
+
 #[tokio::test]
 async fn a_claude_login_is_sent_as_a_bearer_with_claude_codes_identity() {
     let fake = FakeLogins::start().await;

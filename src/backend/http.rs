@@ -46,8 +46,16 @@ pub trait Wire: Send + Sync + 'static {
 
     /// The client protocol whose request bodies this wire may send as they came, when
     /// nothing changed the request (see [`crate::model::ClientBody`]): set only by a wire
-    /// whose [`Wire::encode`] is that protocol's own request encoder and nothing more.
+    /// whose [`Wire::encode`] is that protocol's own request encoder and nothing more, or
+    /// nothing more for the requests [`Wire::encodes_as_its_protocol`] names.
     const SENDS_CLIENT_BODIES_OF: Option<Protocol> = None;
+
+    /// Whether [`Wire::encode`] writes `request` as the protocol of
+    /// [`Wire::SENDS_CLIENT_BODIES_OF`] does, so its client's body may go as it came: a wire
+    /// that reshapes that encoding says for which requests the reshaping changes nothing.
+    fn encodes_as_its_protocol(&self, _request: &Request) -> bool {
+        true
+    }
 
     /// The URL of a generation request.
     fn generate_url(&self, base_url: &str, model: &str, stream: bool) -> String;
@@ -480,6 +488,9 @@ impl<W: Wire> HttpBackend<W> {
     /// protocol this wire encodes and nothing changed its request.
     fn client_body(&self, request: &Request, model: &str) -> Option<Bytes> {
         let protocol = W::SENDS_CLIENT_BODIES_OF?;
+        if !self.wire.encodes_as_its_protocol(request) {
+            return None;
+        }
         request
             .client
             .original

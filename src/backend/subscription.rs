@@ -24,7 +24,7 @@ use super::openai::ResponsesWire;
 use crate::Error;
 use crate::config::BackendConfig;
 use crate::credentials::login::Tokens;
-use crate::model::{Event, Protocol, Request};
+use crate::model::{Event, Part, Protocol, Request, Role};
 use crate::protocol::ChunkError;
 use crate::protocol::tools_out::Encoded;
 
@@ -95,6 +95,13 @@ impl Wire for CodexWire {
     type Decoder = <ResponsesWire as Wire>::Decoder;
 
     const ALWAYS_STREAMS: bool = true;
+    const SENDS_CLIENT_BODIES_OF: Option<Protocol> = Some(Protocol::OpenAiResponses);
+
+    /// Codex CLI's own requests are already shaped for the ChatGPT back-end: they go as
+    /// they came.
+    fn encodes_as_its_protocol(&self, request: &Request) -> bool {
+        shaped_for_chatgpt(request)
+    }
 
     fn generate_url(&self, base_url: &str, model: &str, stream: bool) -> String {
         ResponsesWire.generate_url(base_url, model, stream)
@@ -170,6 +177,37 @@ fn leading_system_text(input: &mut Vec<Value>) -> String {
         })
         .collect();
     texts.join("\n\n")
+}
+
+/// Whether the Responses encoding of `request` is a body [`shape_for_chatgpt`] leaves as
+/// it is: streamed, `store: false`, instructions that are not blank, no system message, no
+/// field the back-end refuses, and the encrypted reasoning asked for with any reasoning.
+/// Codex CLI's requests are: they go to the ChatGPT back-end as the client sent them.
+fn shaped_for_chatgpt(request: &Request) -> bool {
+    let ext = request.extensions.for_protocol(Protocol::OpenAiResponses);
+    let has = |key: &str| ext.is_some_and(|ext| ext.contains_key(key));
+    let sampling = &request.sampling;
+    let refused = CODEX_REFUSED_FIELDS.iter().any(|field| has(field))
+        || sampling.temperature.is_some()
+        || sampling.top_p.is_some()
+        || sampling.max_tokens.is_some();
+    let unstored = ext.and_then(|ext| ext.get("store")) == Some(&Value::Bool(false));
+    let instructions = request
+        .system
+        .iter()
+        .filter_map(Part::as_text)
+        .any(|text| !text.trim().is_empty());
+    let reasoning = has("reasoning")
+        || request
+            .reasoning
+            .as_ref()
+            .is_some_and(|r| r.effort.is_some());
+    request.stream
+        && unstored
+        && instructions
+        && !refused
+        && (!reasoning || has("include"))
+        && request.messages.iter().all(|m| m.role != Role::System)
 }
 
 /// A Responses body as the ChatGPT back-end takes it: the fields it refuses left out, a
@@ -307,7 +345,74 @@ fn system_with_identity(system: Option<Value>) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Message, Part, Role};
+    use crate::model::Message;
+
+    /// The property behind Codex requests going to the ChatGPT back-end as they came:
+    /// whenever the decoder says a Responses request may go as it came and
+    /// `shaped_for_chatgpt` says the ChatGPT shaping leaves its encoding alone, the client's
+    /// body (patched) is, in the encoder's words, what the Codex wire would send. Random
+    /// requests, most of them with what Codex CLI always sends.
+    #[test]
+    fn a_codex_request_sent_as_it_came_is_what_the_codex_wire_writes() {
+        use crate::model::ClientBody;
+        use crate::protocol::openai_responses::decode_request_checked;
+        use crate::protocol::openai_responses::request_pass_through_tests::{as_encoded, request};
+        use crate::protocol::round_trip_support::same_json;
+
+        let (mut passed, mut reshaped) = (0, 0);
+        for seed in 0..4000 {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let mut body: Value = serde_json::from_slice(&request(&mut rng)).unwrap();
+            let fields = body.as_object_mut().unwrap();
+            let mostly = |rng: &mut fastrand::Rng| rng.u8(..8) != 0;
+            if mostly(&mut rng) {
+                fields.insert("stream".into(), json!(true));
+            }
+            if mostly(&mut rng) {
+                fields.insert("store".into(), json!(false));
+            }
+            if mostly(&mut rng) {
+                fields.insert("instructions".into(), json!("You are Codex."));
+            }
+            if mostly(&mut rng) {
+                for field in [
+                    "temperature",
+                    "top_p",
+                    "max_output_tokens",
+                    "stream_options",
+                ] {
+                    fields.remove(field);
+                }
+            }
+            if rng.bool() && fields.contains_key("reasoning") {
+                fields.insert("include".into(), json!(["reasoning.encrypted_content"]));
+            }
+            let bytes = bytes::Bytes::from(serde_json::to_vec(&body).unwrap());
+            let Ok((request, _, Some(edits))) = decode_request_checked(&bytes) else {
+                continue;
+            };
+            if !shaped_for_chatgpt(&request) {
+                reshaped += 1;
+                continue;
+            }
+            passed += 1;
+            let client = ClientBody::new(Protocol::OpenAiResponses, bytes, &request, edits);
+            let sent = client
+                .body_for(Protocol::OpenAiResponses, &request, "gpt-5")
+                .unwrap();
+            let sent: Value = serde_json::from_slice(&sent).unwrap();
+            let encoded = CodexWire.encode(&request, "gpt-5").unwrap().to_value();
+            assert_eq!(
+                same_json(as_encoded(sent)),
+                same_json(encoded),
+                "seed {seed}: {body}"
+            );
+        }
+        assert!(
+            passed > 500 && reshaped > 300,
+            "{passed} sent as they came, {reshaped} reshaped"
+        );
+    }
 
     #[test]
     fn codex_bodies_are_streamed_unstored_with_instructions_and_no_refused_fields() {

@@ -13,7 +13,7 @@ pub(crate) mod message_memo;
 pub mod openai_chat;
 pub mod openai_responses;
 #[cfg(test)]
-mod round_trip_support;
+pub(crate) mod round_trip_support;
 pub(crate) mod same_shape;
 pub mod splice;
 pub mod sse;

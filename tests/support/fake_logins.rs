@@ -33,6 +33,8 @@ pub struct Recorded {
     pub path: String,
     pub headers: HeaderMap,
     pub body: Value,
+    /// The body's bytes, as they came (recorded by the ChatGPT back-end).
+    pub raw: Bytes,
 }
 
 #[derive(Default)]
@@ -199,10 +201,15 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
 }
 
 fn record(inner: &Inner, path: &str, headers: &HeaderMap, body: &Value) {
+    record_raw(inner, path, headers, body, Bytes::new());
+}
+
+fn record_raw(inner: &Inner, path: &str, headers: &HeaderMap, body: &Value, raw: Bytes) {
     inner.requests.lock().unwrap().push(Recorded {
         path: path.to_owned(),
         headers: headers.clone(),
         body: body.clone(),
+        raw,
     });
 }
 
@@ -381,8 +388,9 @@ async fn codex_responses(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    record(&inner, "/codex/responses", &headers, &body);
+    let raw = body;
+    let body: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+    record_raw(&inner, "/codex/responses", &headers, &body, raw);
     if let Some(refused) = refuse_token(&inner, &headers, |m| json!({"detail": m})) {
         return refused;
     }

@@ -35,7 +35,7 @@ mod memo;
 mod pass_through;
 mod request_pass_through;
 #[cfg(test)]
-mod request_pass_through_tests;
+pub(crate) mod request_pass_through_tests;
 #[cfg(test)]
 mod round_trip_tests;
 pub mod stream;

@@ -327,7 +327,7 @@ fn optional_members(rng: &mut fastrand::Rng, body: &mut Vec<(String, Value)>) {
 }
 
 /// A random Responses request, as bytes: members in random order, compact or pretty.
-fn request(rng: &mut fastrand::Rng) -> Vec<u8> {
+pub(crate) fn request(rng: &mut fastrand::Rng) -> Vec<u8> {
     let model = json!(pick(rng, &["gpt-5-codex", "alias", "ü/model"]));
     let mut members = vec![("model".to_owned(), model)];
     if let Some(input) = input(rng) {
@@ -352,7 +352,7 @@ fn tools_as_values(
 
 /// `body` in the encoder's words: a message item's `type` named, an assistant's text as
 /// its one `output_text` part.
-fn as_encoded(mut body: Value) -> Value {
+pub(crate) fn as_encoded(mut body: Value) -> Value {
     let items = body.get_mut("input").and_then(Value::as_array_mut);
     for item in items.into_iter().flatten() {
         let Some(fields) = item.as_object_mut() else {
