@@ -215,7 +215,7 @@ fn payload_out(data: &[u8]) -> PayloadOut<'_> {
     let text = text_of(data);
     if let Cow::Borrowed(text) = text {
         // JSON Lines: a payload that spans lines is re-serialised onto one.
-        let one_line = !text.contains(['\n', '\r']);
+        let one_line = !crate::protocol::spans_lines(text);
         if one_line && let Ok(raw) = serde_json::from_str::<&RawValue>(text) {
             return PayloadOut::Raw(raw);
         }

@@ -60,6 +60,11 @@ impl SentAgain {
         blank[blank.len() - 1] = b'"';
     }
 
+    /// The list's text, as the body had it.
+    pub(crate) fn text(&self) -> &str {
+        &self.kept.text
+    }
+
     /// `body` with the list blanked, in a copy.
     pub(crate) fn blanked(&self, body: &[u8]) -> Vec<u8> {
         let mut copy = body.to_vec();

@@ -39,7 +39,7 @@ use crate::protocol::json_out;
 use crate::protocol::message_memo::{MEMO_FROM, MessageMemo};
 use crate::protocol::openai_chat::ChunkError;
 use crate::protocol::openai_chat::decode::parse_json;
-use crate::protocol::tools_memo::ToolsMemo;
+use crate::protocol::tools_memo::{ReadBlanked, SentAgain, ToolsMemo, ToolsReading};
 
 pub(super) const PROTOCOL: Protocol = Protocol::OpenAiResponses;
 
@@ -107,25 +107,57 @@ pub(super) fn decode_with_tools_memo(
     body: &[u8],
     memo: &ToolsMemo,
 ) -> Option<(Request, ClientOptions, Option<Edits>)> {
-    let wire: ResponsesRequest<&RawValue> = crate::protocol::json_from_bytes(body).ok()?;
+    ReadBlanked::retried(|blank| read_with_tools_memo(body, memo, blank))
+}
+
+/// [`decode_with_tools_memo`], with a kept list of tools blanked in a copy of the body (the
+/// same offsets) when `blank` and one is found.
+fn read_with_tools_memo(
+    body: &[u8],
+    memo: &ToolsMemo,
+    blank: bool,
+) -> ReadBlanked<(Request, ClientOptions, Option<Edits>)> {
+    let sent = blank.then(|| memo.sent_again(body)).flatten();
+    let blanked = sent.as_ref().map(|sent| sent.blanked(body));
+    let doc = blanked.as_deref().unwrap_or(body);
+    let Ok(wire) = crate::protocol::json_from_bytes::<ResponsesRequest<&RawValue>>(doc) else {
+        return ReadBlanked::Decoded(None);
+    };
     let round_trips = request_pass_through::fields_round_trip(&wire)
         && request_pass_through::input_round_trips(wire.input.as_ref());
     let edits = if round_trips {
-        request_pass_through::edits(body, &wire)
+        request_pass_through::edits(doc, &wire)
     } else {
         None
     };
-    let echoed = wire.tools.map(echoed_text);
-    // No list of tools round-trips trivially; a list read before says what it did then.
-    let mut tools_round_trip = true;
-    let tools = |text: Option<&RawValue>| {
-        memo.tools(text, &mut tools_round_trip, |list| {
-            let round_trips = request_pass_through::tools_round_trip(&list);
-            Ok((tools_of(list)?, round_trips))
-        })
-    };
-    let (request, options) = request_from_wire(wire, messages_of, tools, echoed).ok()?;
-    Some((request, options, edits.filter(|_| tools_round_trip)))
+    let echoed = echoed_tools(sent.as_ref(), wire.tools);
+    let mut reading = ToolsReading::new(sent);
+    let tools = |text| reading.read(memo, doc, text, decoded_tools);
+    let decoded = request_from_wire(wire, messages_of, tools, echoed);
+    if reading.mismatched {
+        return ReadBlanked::Mismatched;
+    }
+    ReadBlanked::Decoded(
+        decoded
+            .ok()
+            .map(|(request, options)| (request, options, edits.filter(|_| reading.round_trip))),
+    )
+}
+
+/// The tools of a request's list, and whether the encoder writes them again as they came
+/// (for [`ToolsMemo::tools`]).
+pub(super) fn decoded_tools(list: Vec<Value>) -> Result<(Vec<Tool>, bool), Error> {
+    let round_trips = request_pass_through::tools_round_trip(&list);
+    Ok((tools_of(list)?, round_trips))
+}
+
+/// The text the Response object echoes for a request's tools: the kept list's when one was
+/// blanked in the body (`sent`), else the text of the `tools` member.
+pub(super) fn echoed_tools(sent: Option<&SentAgain>, text: Option<&RawValue>) -> Option<Arc<str>> {
+    match sent {
+        Some(sent) => Some(echoed_text(sent.text())),
+        None => text.map(|text| echoed_text(text.get())),
+    }
 }
 
 /// [`decode_request_checked`], every tool decoded from its value.
@@ -149,9 +181,8 @@ pub(super) fn decode_tools_as_values(
 
 /// A list of tools' text as the Response object echoes it: as the client wrote it, unless it
 /// spans lines (an SSE `data:` line cannot), then written again compactly.
-pub(super) fn echoed_text(text: &RawValue) -> Arc<str> {
-    let text = text.get();
-    if !text.contains(['\n', '\r']) {
+fn echoed_text(text: &str) -> Arc<str> {
+    if !crate::protocol::spans_lines(text) {
         return text.into();
     }
     match serde_json::from_str::<Value>(text) {
@@ -1266,6 +1297,9 @@ mod tests {
             serde_json::json!([function]),
             serde_json::json!([function, {"type": "web_search", "filters": {"a": [1, 2]}}]),
             serde_json::json!([{"type": "function", "name": "g", "strict": true}]),
+            // Over the memo's 1 KiB floor: sent again, it is blanked before parsing.
+            serde_json::json!([function, {"type": "function", "name": "read",
+                "description": "Reads a file. ".repeat(80)}]),
             serde_json::json!(5),
             serde_json::json!([{"type": "function"}]),
             serde_json::json!([function, 7]),
@@ -1310,7 +1344,8 @@ mod tests {
                 }
             }
         }
-        assert_eq!((decoded, refused), (10, 6));
+        assert_eq!((decoded, refused), (12, 6));
+        assert!(memo.blanked() >= 2, "{} lists blanked", memo.blanked());
     }
 
     #[test]

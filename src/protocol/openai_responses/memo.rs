@@ -15,13 +15,15 @@ use std::sync::Arc;
 use serde_json::value::RawValue;
 
 use super::decode::{
-    ClientOptions, echoed_text, item_message, merged, messages_of, request_from_wire, tools_of,
+    ClientOptions, decoded_tools, echoed_tools, item_message, merged, messages_of,
+    request_from_wire,
 };
 use super::request_pass_through::{self as pass_through, item_alone_round_trips};
 use super::types::{Content, InputTexts, ResponsesRequest};
 use crate::Error;
 use crate::model::{Edits, Facts, Message, MessageFacts, Request, Shared};
 use crate::protocol::message_memo::{Decoded, MessageMemo};
+use crate::protocol::tools_memo::{ReadBlanked, ToolsReading};
 
 /// A request read through `memo`: the items it has seen at the same place in the
 /// conversation are copied, the others decoded. `None` for a request with anything wrong:
@@ -30,22 +32,34 @@ pub(super) fn decode_with_memo(
     body: &[u8],
     memo: &MessageMemo,
 ) -> Option<(Request, ClientOptions, Option<Edits>)> {
+    ReadBlanked::retried(|blank| read_with_memo(body, memo, blank))
+}
+
+/// [`decode_with_memo`], with a kept list of tools blanked in the memo's document (the same
+/// offsets) when `blank` and one is found.
+fn read_with_memo(
+    body: &[u8],
+    memo: &MessageMemo,
+    blank: bool,
+) -> ReadBlanked<(Request, ClientOptions, Option<Edits>)> {
     let mut read = memo.read(body, item_alone_round_trips, item_message);
-    let wire: ResponsesRequest<&RawValue, InputTexts> =
-        crate::protocol::json_from_bytes(&read.doc).ok()?;
+    let sent = blank.then(|| memo.tools().sent_again(&read.doc)).flatten();
+    if let Some(sent) = &sent {
+        sent.blank_in(read.doc.to_mut());
+    }
+    let Ok(wire) =
+        crate::protocol::json_from_bytes::<ResponsesRequest<&RawValue, InputTexts>>(&read.doc)
+    else {
+        return ReadBlanked::Decoded(None);
+    };
     let edits = read.edits_in_body(if pass_through::fields_round_trip(&wire) {
         pass_through::edits(&read.doc, &wire)
     } else {
         None
     });
-    let echoed = wire.tools.map(echoed_text);
-    let mut tools_round_trip = true;
-    let tools = |text: Option<&RawValue>| {
-        memo.tools().tools(text, &mut tools_round_trip, |list| {
-            let round_trips = pass_through::tools_round_trip(&list);
-            Ok((tools_of(list)?, round_trips))
-        })
-    };
+    let echoed = echoed_tools(sent.as_ref(), wire.tools);
+    let mut reading = ToolsReading::new(sent);
+    let tools = |text| reading.read(memo.tools(), &read.doc, text, decoded_tools);
     let mut memoized: Option<(Vec<Message>, Vec<usize>, Decoded)> = None;
     let input = |input: Option<InputTexts>| match input {
         Some(InputTexts::Items(texts)) => {
@@ -64,10 +78,20 @@ pub(super) fn decode_with_memo(
         Some(InputTexts::Text(text)) => messages_of(Some(Content::Text(text))),
         None => Ok(Vec::new()),
     };
-    let (mut request, options) = request_from_wire(wire, input, tools, echoed).ok()?;
+    let decoded = request_from_wire(wire, input, tools, echoed);
+    if reading.mismatched {
+        return ReadBlanked::Mismatched;
+    }
+    let Ok((mut request, options)) = decoded else {
+        return ReadBlanked::Decoded(None);
+    };
     // Only a list of items goes as it came (the encoder writes a string as an item).
     let items_round_trip = match memoized {
-        Some((items, made_of, decoded)) => {
+        Some((items, made_of, mut decoded)) => {
+            if reading.blanked() {
+                // A list blanked before the items is in the head the conversation keeps.
+                decoded.head_from(body);
+            }
             let round_trip = decoded.all_round_trip() && pass_through::items_stay_apart(&items);
             let items = Shared::new(items);
             let facts = memo.remember(decoded, &items);
@@ -77,8 +101,8 @@ pub(super) fn decode_with_memo(
         }
         None => false,
     };
-    let edits = edits.filter(|_| tools_round_trip && items_round_trip);
-    Some((request, options, edits))
+    let edits = edits.filter(|_| reading.round_trip && items_round_trip);
+    ReadBlanked::Decoded(Some((request, options, edits)))
 }
 
 /// The facts of a request's `messages`, made of items as `made_of` says, from the facts of

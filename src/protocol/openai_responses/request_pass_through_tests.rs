@@ -473,6 +473,7 @@ fn a_request_read_through_the_message_memo_decodes_as_its_input_read_as_values()
 
     let memo = MessageMemo::default();
     let (mut decoded, mut passed, mut refused, mut sent) = (0, 0, 0, 0);
+    let mut with_tools = 0;
     for seed in 0..1500 {
         let mut rng = fastrand::Rng::with_seed(seed);
         let mut members = vec![("model".to_owned(), json!("gpt-5-codex"))];
@@ -498,6 +499,7 @@ fn a_request_read_through_the_message_memo_decodes_as_its_input_read_as_values()
             }
             let body = conversation_body(&members, at, &items, pretty);
             sent += items.len();
+            with_tools += usize::from(members.iter().any(|(name, _)| name == "tools"));
             let text = String::from_utf8_lossy(&body);
             let through_memo = decode_with_memo(&body, &memo);
             match decode_tools_as_values(&body) {
@@ -537,6 +539,17 @@ fn a_request_read_through_the_message_memo_decodes_as_its_input_read_as_values()
         sent,
     };
     assert_memo_worked(&memo, &tally);
+    assert!(
+        memo.tools().decoded() * 3 < with_tools,
+        "{} lists of tools decoded for {with_tools} requests with tools: a conversation's \
+         requests send the same",
+        memo.tools().decoded()
+    );
+    assert!(
+        memo.tools().blanked() * 20 > with_tools,
+        "{} lists of tools blanked before parsing, of {with_tools}",
+        memo.tools().blanked()
+    );
 }
 
 /// A message made of one item keeps the facts found for it in the conversation's last
