@@ -57,6 +57,12 @@ pub trait Wire: Send + Sync + 'static {
         true
     }
 
+    /// A last look at the client's bytes `body` before they go as they came, for what the
+    /// decoded request cannot tell (a member sent as `null` reads as none).
+    fn sends_client_bytes(&self, _body: &[u8]) -> bool {
+        true
+    }
+
     /// The URL of a generation request.
     fn generate_url(&self, base_url: &str, model: &str, stream: bool) -> String;
     /// The URL that lists models.
@@ -496,6 +502,7 @@ impl<W: Wire> HttpBackend<W> {
             .original
             .as_ref()?
             .body_for(protocol, request, model)
+            .filter(|body| self.wire.sends_client_bytes(body))
     }
 
     /// Posts `body` with key `key`, or with `login`'s token; resolves at the response

@@ -15,6 +15,8 @@
 //!   headers Qwen Code sends (its rate limits are stricter for other clients,
 //!   QwenLM/qwen-code#1742).
 
+use std::sync::LazyLock;
+
 use reqwest::header::{AUTHORIZATION, HeaderName};
 use serde_json::{Value, json};
 
@@ -45,6 +47,16 @@ const CODEX_REFUSED_FIELDS: [&str; 7] = [
     "safety_identifier",
     "stream_options",
 ];
+
+/// The quoted names whose presence in a client's body would have the ChatGPT shaping change
+/// it: the refused fields, and `system` (a role it rewrites).
+static CODEX_SHAPED_NAMES: LazyLock<Vec<memchr::memmem::Finder<'static>>> = LazyLock::new(|| {
+    CODEX_REFUSED_FIELDS
+        .iter()
+        .chain(&["system"])
+        .map(|name| memchr::memmem::Finder::new(format!("\"{name}\"").as_bytes()).into_owned())
+        .collect()
+});
 
 fn bearer(token: &str) -> Vec<(HeaderName, String)> {
     vec![(AUTHORIZATION, format!("Bearer {token}"))]
@@ -101,6 +113,15 @@ impl Wire for CodexWire {
     /// they came.
     fn encodes_as_its_protocol(&self, request: &Request) -> bool {
         shaped_for_chatgpt(request)
+    }
+
+    /// No refused field even as `null`, and no `"system"` anywhere (an item's role the
+    /// shaping would make `developer`, on an item the decoder keeps whole): the body is
+    /// searched for the quoted names, and a mention in the structure sends it encoded.
+    fn sends_client_bytes(&self, body: &[u8]) -> bool {
+        !CODEX_SHAPED_NAMES
+            .iter()
+            .any(|name| name.find(body).is_some())
     }
 
     fn generate_url(&self, base_url: &str, model: &str, stream: bool) -> String {
@@ -347,6 +368,27 @@ mod tests {
     use super::*;
     use crate::model::Message;
 
+    /// What the decoded request cannot tell is read from the bytes: a refused field sent as
+    /// `null`, and a `system` role on an item the decoder keeps whole, make the body go
+    /// encoded (and shaped); Codex CLI's own body goes.
+    #[test]
+    fn a_body_naming_what_the_shaping_changes_is_not_sent_as_it_came() {
+        let codex = br#"{"model":"m","instructions":"You are Codex.","input":[{"type":"message","role":"user","content":"say \"system\""}],"store":false,"stream":true}"#;
+        assert!(CodexWire.sends_client_bytes(codex));
+        let shaped: [&[u8]; 3] = [
+            br#"{"model":"m","temperature":null,"store":false,"stream":true}"#,
+            br#"{"model":"m","previous_response_id":null,"store":false,"stream":true}"#,
+            br#"{"model":"m","input":[{"type":"custom_tool_call_output","role":"system"}]}"#,
+        ];
+        for body in shaped {
+            assert!(
+                !CodexWire.sends_client_bytes(body),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
     /// The property behind Codex requests going to the ChatGPT back-end as they came:
     /// whenever the decoder says a Responses request may go as it came and
     /// `shaped_for_chatgpt` says the ChatGPT shaping leaves its encoding alone, the client's
@@ -400,6 +442,11 @@ mod tests {
             let sent = client
                 .body_for(Protocol::OpenAiResponses, &request, "gpt-5")
                 .unwrap();
+            if !CodexWire.sends_client_bytes(&sent) {
+                reshaped += 1;
+                passed -= 1;
+                continue;
+            }
             let sent: Value = serde_json::from_slice(&sent).unwrap();
             let encoded = CodexWire.encode(&request, "gpt-5").unwrap().to_value();
             assert_eq!(

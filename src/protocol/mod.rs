@@ -17,6 +17,7 @@ pub(crate) mod round_trip_support;
 pub(crate) mod same_shape;
 pub mod splice;
 pub mod sse;
+pub(crate) mod strict_value;
 pub(crate) mod tools_memo;
 pub mod tools_out;
 
@@ -148,7 +149,8 @@ pub(crate) fn text_or_list<'de, D: Deserializer<'de>>(
         }
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<TextOrList, A::Error> {
             let mut items = Vec::new();
-            while let Some(item) = seq.next_element::<Value>()? {
+            // A member given twice is refused (see `strict_value`).
+            while let Some(strict_value::StrictValue(item)) = seq.next_element()? {
                 items.push(item);
             }
             Ok(TextOrList::List(items))

@@ -525,3 +525,23 @@ fn a_list_blanked_before_the_messages_stays_out_of_the_conversations_head() {
         memo.left_out()
     );
 }
+
+/// A member given twice in a content block is refused, below the message memo's size and
+/// above it: the block is read as a value, which would keep one copy for the stages (the
+/// prompt redaction among them) while the client's bytes went upstream with both.
+#[test]
+fn a_member_given_twice_in_a_block_is_refused() {
+    let small = r#"{"model":"m","max_tokens":10,"messages":[{"role":"user","content":[{"type":"text","text":"sk-live-1","text":"hi"}]}]}"#;
+    let padding = json!({"role": "user", "content": "x".repeat(40 << 10)});
+    let answer = json!({"role": "assistant", "content": "ok"});
+    let large = small.replace(
+        r#""messages":["#,
+        &format!(r#""messages":[{padding},{answer},"#),
+    );
+    assert!(large.len() >= 32 << 10);
+    for body in [small, large.as_str()] {
+        let err = decode_request_checked(body.as_bytes()).unwrap_err();
+        assert_eq!(err.status(), 422, "{err}");
+        assert!(err.to_string().contains("duplicate field"), "{err}");
+    }
+}

@@ -941,8 +941,10 @@ mod tests {
     fn a_member_given_twice_is_refused_as_serde_refuses_it() {
         // The client's own bytes may go upstream as they came: a member read twice would be
         // checked with one value here and sent with both.
-        let bodies: [&[u8]; 3] = [
+        let bodies: [&[u8]; 4] = [
             br#"{"model":"m","messages":[{"role":"user","content":"A","content":"B"}]}"#,
+            // Inside a content part too, which is read as a value.
+            br#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"sk-live-1","text":"B"}]}]}"#,
             br#"{"model":"m","messages":[{"role":"user","role":"system","content":"A"}]}"#,
             br#"{"model":"m","messages":[{"role":"assistant","tool_calls":[{"id":"a","id":"b","type":"function","function":{"name":"f"}}]}]}"#,
         ];

@@ -23,6 +23,7 @@ use super::types::{Content, InputTexts, ResponsesRequest};
 use crate::Error;
 use crate::model::{Edits, Facts, Message, MessageFacts, Request, Shared};
 use crate::protocol::message_memo::{Decoded, MessageMemo};
+use crate::protocol::strict_value::StrictValue;
 use crate::protocol::tools_memo::{ReadBlanked, ToolsReading};
 
 /// A request read through `memo`: the items it has seen at the same place in the
@@ -42,7 +43,7 @@ fn read_with_memo(
     memo: &MessageMemo,
     blank: bool,
 ) -> ReadBlanked<(Request, ClientOptions, Option<Edits>)> {
-    let mut read = memo.read(body, item_alone_round_trips, item_message);
+    let mut read = memo.read(body, item_round_trips, item_decoded);
     let sent = blank.then(|| memo.tools().sent_again(&read.doc)).flatten();
     if let Some(sent) = &sent {
         sent.blank_in(read.doc.to_mut());
@@ -67,8 +68,8 @@ fn read_with_memo(
                 read.known.take(),
                 &read.doc,
                 &texts,
-                item_alone_round_trips,
-                item_message,
+                item_round_trips,
+                item_decoded,
             )?;
             let (messages, made_of) = merged(&items);
             memoized = Some((items, made_of, decoded));
@@ -103,6 +104,16 @@ fn read_with_memo(
     };
     let edits = edits.filter(|_| reading.round_trip && items_round_trip);
     ReadBlanked::Decoded(Some((request, options, edits)))
+}
+
+/// Whether the encoder writes `item` back as it came, read alone. Items are read refusing
+/// a member given twice, as reading the input as values does (see `strict_value`).
+fn item_round_trips(item: &StrictValue) -> bool {
+    item_alone_round_trips(&item.0)
+}
+
+fn item_decoded(item: StrictValue, index: usize) -> Result<Message, Error> {
+    item_message(item.0, index)
 }
 
 /// The facts of a request's `messages`, made of items as `made_of` says, from the facts of

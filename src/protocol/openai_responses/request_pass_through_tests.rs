@@ -337,13 +337,16 @@ pub(crate) fn request(rng: &mut fastrand::Rng) -> Vec<u8> {
     body_of(rng, members)
 }
 
-/// Both decoding paths, the pass-through's edits beside the request.
-fn through_the_memo(
+/// The request and the pass-through's edits as the front-end decodes them
+/// (`decode_request_checked`: these bodies are below the message memo's size, so their tools
+/// go through the tools memo; the message memo has its own test below).
+fn decoded_checked(
     body: &[u8],
 ) -> Result<(crate::model::Request, Option<crate::model::Edits>), crate::Error> {
     decode_request_checked(body).map(|(request, _, edits)| (request, edits))
 }
 
+/// The same, every tool read from its value.
 fn tools_as_values(
     body: &[u8],
 ) -> Result<(crate::model::Request, Option<crate::model::Edits>), crate::Error> {
@@ -375,7 +378,7 @@ fn a_request_passed_through_is_what_the_encoder_writes() {
     check_request_pass_through_as(
         Protocol::OpenAiResponses,
         request,
-        through_the_memo,
+        decoded_checked,
         encode_request,
         as_encoded,
     );
@@ -396,7 +399,7 @@ fn a_request_whose_tools_are_read_as_values_passes_through_the_same_way() {
 fn stream_false_leaves_the_body_with_its_comma() {
     let body = br#"{"model": "m", "stream": false, "input": [{"type": "message", "role": "user", "content": "hi"}]}"#;
     assert_eq!(
-        sent_as_is(Protocol::OpenAiResponses, body, through_the_memo, "gpt-5"),
+        sent_as_is(Protocol::OpenAiResponses, body, decoded_checked, "gpt-5"),
         r#"{"model": "gpt-5",  "input": [{"type": "message", "role": "user", "content": "hi"}]}"#
     );
 }
@@ -407,7 +410,7 @@ fn stream_false_leaves_the_body_with_its_comma() {
 #[test]
 fn a_codex_request_goes_as_it_came() {
     let body = br#"{"model":"gpt-5-codex","instructions":"You are Codex.","input":[{"type":"message","role":"user","content":[{"type":"input_text","text":"list files"}]},{"type":"reasoning","summary":[{"type":"summary_text","text":"**Listing**"}],"encrypted_content":"gAAA"},{"type":"function_call","name":"shell","arguments":"{\"command\":[\"ls\"]}","call_id":"call_1"},{"type":"function_call_output","call_id":"call_1","output":"a\nb"},{"type":"message","role":"assistant","content":[{"type":"output_text","text":"Two files."}]}],"tools":[{"type":"function","name":"shell","description":"Runs a command","strict":false,"parameters":{"type":"object","properties":{"command":{"type":"array","items":{"type":"string"}}},"required":["command"]}}],"tool_choice":"auto","parallel_tool_calls":false,"reasoning":{"effort":"medium","summary":"auto"},"store":false,"stream":true,"include":["reasoning.encrypted_content"],"prompt_cache_key":"0199"}"#;
-    let sent = sent_as_is(Protocol::OpenAiResponses, body, through_the_memo, "gpt-5");
+    let sent = sent_as_is(Protocol::OpenAiResponses, body, decoded_checked, "gpt-5");
     let expected = String::from_utf8_lossy(body).replace("gpt-5-codex", "gpt-5");
     assert_eq!(sent, expected);
 }
@@ -424,7 +427,7 @@ fn requests_the_encoder_changes_are_encoded() {
         r#"{"model":"m","input":[],"reasoning":{}}"#,
     ];
     for body in encoded {
-        let (_, edits) = through_the_memo(body.as_bytes()).unwrap();
+        let (_, edits) = decoded_checked(body.as_bytes()).unwrap();
         assert!(edits.is_none(), "{body}");
         let (_, edits) = tools_as_values(body.as_bytes()).unwrap();
         assert!(edits.is_none(), "{body}");
@@ -436,7 +439,7 @@ fn requests_the_encoder_changes_are_encoded() {
 #[test]
 fn easy_input_messages_go_as_they_came() {
     let body = br#"{"model":"m","instructions":"Be brief.","input":[{"role":"user","content":"Question?"},{"role":"assistant","content":"Answer."},{"role":"user","content":"And then?"}],"temperature":0.2,"max_output_tokens":512,"user":"u1","store":false,"stream":true}"#;
-    let sent = sent_as_is(Protocol::OpenAiResponses, body, through_the_memo, "m");
+    let sent = sent_as_is(Protocol::OpenAiResponses, body, decoded_checked, "m");
     assert_eq!(sent.as_bytes(), body);
 }
 
@@ -597,4 +600,31 @@ fn a_repeated_items_facts_come_with_it() {
         "a joined message's facts are its own"
     );
     assert_eq!(facts[3].pytest_output.get(), None);
+}
+
+/// A member given twice in an item or a part is refused, below the message memo's size and
+/// above it: read with one copy, the item would be checked by the stages (the prompt
+/// redaction among them) with that copy and sent upstream as it came, with both.
+#[test]
+fn a_member_given_twice_in_an_item_is_refused() {
+    let small = [
+        r#"{"model":"m","input":[{"type":"message","role":"user","content":"sk-live-1","content":"hi"}]}"#,
+        r#"{"model":"m","input":[{"type":"message","role":"user","content":[{"type":"input_text","text":"sk-live-1","text":"hi"}]}]}"#,
+        r#"{"model":"m","input":[{"type":"function_call_output","call_id":"c","output":"a","output":"b"}]}"#,
+    ];
+    let padding = json!({"type": "message", "role": "user", "content": "x".repeat(40 << 10)});
+    for body in small {
+        let err = decode_request_checked(body.as_bytes()).unwrap_err();
+        assert_eq!(err.status(), 422, "{err}");
+        assert!(err.to_string().contains("duplicate field"), "{body}: {err}");
+        // The same above the memo's size: its path refuses too, and the error is the same.
+        let large = body.replace(r#""input":["#, &format!(r#""input":[{padding},"#));
+        assert!(large.len() >= 32 << 10);
+        let err = decode_request_checked(large.as_bytes()).unwrap_err();
+        assert_eq!(err.status(), 422, "{err}");
+        assert!(
+            err.to_string().contains("duplicate field"),
+            "{large:.200}: {err}"
+        );
+    }
 }
