@@ -41,23 +41,26 @@ pub fn sometimes(
 }
 
 /// What a message memo's property test saw: requests decoded (of them, to go as they came)
-/// and refused, and the messages sent.
+/// and refused, the messages sent, and the requests that offered tools.
 pub struct MemoTally {
     pub decoded: usize,
     pub passed: usize,
     pub refused: usize,
     pub sent: usize,
+    pub with_tools: usize,
 }
 
 /// That a message memo's property test tried both ways often (most requests decoded, many
-/// to go as they came, some refused), and that the memo kept conversations and spared the
-/// parser a third of the messages sent.
+/// to go as they came, some refused), and that the memo kept conversations, spared the
+/// parser a third of the messages sent, and decoded a list of tools for under a third of
+/// the requests that offered one (a conversation's requests send the same).
 pub fn assert_memo_worked(memo: &crate::protocol::message_memo::MessageMemo, tally: &MemoTally) {
     let MemoTally {
         decoded,
         passed,
         refused,
         sent,
+        with_tools,
     } = *tally;
     assert!(
         decoded > 3000 && passed > 500 && refused > 300,
@@ -68,6 +71,12 @@ pub fn assert_memo_worked(memo: &crate::protocol::message_memo::MessageMemo, tal
         memo.left_out() * 3 > sent,
         "{} of {sent} messages left out of the bodies before they were parsed",
         memo.left_out()
+    );
+    assert!(
+        memo.tools().decoded() * 3 < with_tools,
+        "{} lists of tools decoded for {with_tools} requests with tools: a conversation's \
+         requests send the same",
+        memo.tools().decoded()
     );
 }
 

@@ -146,6 +146,11 @@ impl ToolsReading {
         self.sent.is_some()
     }
 
+    /// The text of the kept list blanked in the document, as the body had it.
+    pub(crate) fn kept_text(&self) -> Option<&str> {
+        self.sent.as_ref().map(SentAgain::text)
+    }
+
     /// The tools `text` (parsed from `doc`) stands for; `decode` decodes a list not kept.
     pub(crate) fn read(
         &mut self,
@@ -188,6 +193,28 @@ pub(crate) struct ToolsMemo {
 }
 
 impl ToolsMemo {
+    /// Reads a request `body` with `read`, given the document to parse and the reading of its
+    /// tools: the body, or, when `blank` and a kept list is sent in it again, a copy with that
+    /// list blanked (the same offsets). A read whose own `tools` was not where the blanked
+    /// list was is [`ReadBlanked::Mismatched`] (see [`ReadBlanked::retried`]).
+    pub(crate) fn read_blanking<T>(
+        &self,
+        body: &[u8],
+        blank: bool,
+        read: impl FnOnce(&[u8], &mut ToolsReading) -> Option<T>,
+    ) -> ReadBlanked<T> {
+        let sent = blank.then(|| self.sent_again(body)).flatten();
+        let blanked = sent.as_ref().map(|sent| sent.blanked(body));
+        let doc = blanked.as_deref().unwrap_or(body);
+        let mut reading = ToolsReading::new(sent);
+        let read = read(doc, &mut reading);
+        if reading.mismatched {
+            ReadBlanked::Mismatched
+        } else {
+            ReadBlanked::Decoded(read)
+        }
+    }
+
     /// The tools whose JSON list is `text` (none when there is none): those decoded from
     /// the same text before, else what `decode` makes of the list, which also tells
     /// whether the encoder writes each again as it came; `round_trip` is set to that. An

@@ -61,23 +61,21 @@ pub(super) fn decode_with_tools_memo(
     body: &[u8],
     memo: &ToolsMemo,
 ) -> Option<(Request, Option<Edits>)> {
-    ReadBlanked::retried(|blank| read_with_tools_memo(body, memo, blank))
+    ReadBlanked::retried(|blank| {
+        memo.read_blanking(body, blank, |doc, reading| {
+            read_with_tools(doc, memo, reading)
+        })
+    })
 }
 
-/// [`decode_with_tools_memo`], with a kept list of tools blanked in a copy of the body (the
-/// same offsets) when `blank` and one is found (see [`ToolsMemo::sent_again`]).
-fn read_with_tools_memo(
-    body: &[u8],
+/// [`decode_with_tools_memo`] of `doc`, the body or a copy with a kept list blanked in it.
+fn read_with_tools(
+    doc: &[u8],
     memo: &ToolsMemo,
-    blank: bool,
-) -> ReadBlanked<(Request, Option<Edits>)> {
-    let sent = blank.then(|| memo.sent_again(body)).flatten();
-    let blanked = sent.as_ref().map(|sent| sent.blanked(body));
-    let doc = blanked.as_deref().unwrap_or(body);
-    let Ok(wire) = crate::protocol::json_from_bytes::<MessagesRequest<WireMessage, &RawValue>>(doc)
-    else {
-        return ReadBlanked::Decoded(None);
-    };
+    reading: &mut ToolsReading,
+) -> Option<(Request, Option<Edits>)> {
+    let wire =
+        crate::protocol::json_from_bytes::<MessagesRequest<WireMessage, &RawValue>>(doc).ok()?;
     let edits = if pass_through::fields_round_trip(&wire)
         && pass_through::messages_round_trip(&wire.messages)
     {
@@ -85,17 +83,9 @@ fn read_with_tools_memo(
     } else {
         None
     };
-    let mut reading = ToolsReading::new(sent);
     let tools = |text| reading.read(memo, doc, text, decoded_tools);
-    let decoded = request_from_wire(wire, decode_messages, tools);
-    if reading.mismatched {
-        return ReadBlanked::Mismatched;
-    }
-    ReadBlanked::Decoded(
-        decoded
-            .ok()
-            .map(|request| (request, edits.filter(|_| reading.round_trip))),
-    )
+    let request = request_from_wire(wire, decode_messages, tools).ok()?;
+    Some((request, edits.filter(|_| reading.round_trip)))
 }
 
 /// The tools of a request's list, and whether the encoder writes them again as they came

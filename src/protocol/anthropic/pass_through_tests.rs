@@ -365,14 +365,9 @@ fn a_request_read_through_the_message_memo_decodes_as_every_message_decoded() {
         passed,
         refused,
         sent,
+        with_tools,
     };
     assert_memo_worked(&memo, &tally);
-    assert!(
-        memo.tools().decoded() * 3 < with_tools,
-        "{} lists of tools decoded for {with_tools} requests with tools: a conversation's \
-         requests send the same",
-        memo.tools().decoded()
-    );
 }
 
 #[test]

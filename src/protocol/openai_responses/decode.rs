@@ -39,7 +39,7 @@ use crate::protocol::json_out;
 use crate::protocol::message_memo::{MEMO_FROM, MessageMemo};
 use crate::protocol::openai_chat::ChunkError;
 use crate::protocol::openai_chat::decode::parse_json;
-use crate::protocol::tools_memo::{ReadBlanked, SentAgain, ToolsMemo, ToolsReading};
+use crate::protocol::tools_memo::{ReadBlanked, ToolsMemo, ToolsReading};
 
 pub(super) const PROTOCOL: Protocol = Protocol::OpenAiResponses;
 
@@ -107,22 +107,20 @@ pub(super) fn decode_with_tools_memo(
     body: &[u8],
     memo: &ToolsMemo,
 ) -> Option<(Request, ClientOptions, Option<Edits>)> {
-    ReadBlanked::retried(|blank| read_with_tools_memo(body, memo, blank))
+    ReadBlanked::retried(|blank| {
+        memo.read_blanking(body, blank, |doc, reading| {
+            read_with_tools(doc, memo, reading)
+        })
+    })
 }
 
-/// [`decode_with_tools_memo`], with a kept list of tools blanked in a copy of the body (the
-/// same offsets) when `blank` and one is found.
-fn read_with_tools_memo(
-    body: &[u8],
+/// [`decode_with_tools_memo`] of `doc`, the body or a copy with a kept list blanked in it.
+fn read_with_tools(
+    doc: &[u8],
     memo: &ToolsMemo,
-    blank: bool,
-) -> ReadBlanked<(Request, ClientOptions, Option<Edits>)> {
-    let sent = blank.then(|| memo.sent_again(body)).flatten();
-    let blanked = sent.as_ref().map(|sent| sent.blanked(body));
-    let doc = blanked.as_deref().unwrap_or(body);
-    let Ok(wire) = crate::protocol::json_from_bytes::<ResponsesRequest<&RawValue>>(doc) else {
-        return ReadBlanked::Decoded(None);
-    };
+    reading: &mut ToolsReading,
+) -> Option<(Request, ClientOptions, Option<Edits>)> {
+    let wire = crate::protocol::json_from_bytes::<ResponsesRequest<&RawValue>>(doc).ok()?;
     let round_trips = request_pass_through::fields_round_trip(&wire)
         && request_pass_through::input_round_trips(wire.input.as_ref());
     let edits = if round_trips {
@@ -130,18 +128,10 @@ fn read_with_tools_memo(
     } else {
         None
     };
-    let echoed = echoed_tools(sent.as_ref(), wire.tools);
-    let mut reading = ToolsReading::new(sent);
+    let echoed = echoed_tools(reading.kept_text(), wire.tools);
     let tools = |text| reading.read(memo, doc, text, decoded_tools);
-    let decoded = request_from_wire(wire, messages_of, tools, echoed);
-    if reading.mismatched {
-        return ReadBlanked::Mismatched;
-    }
-    ReadBlanked::Decoded(
-        decoded
-            .ok()
-            .map(|(request, options)| (request, options, edits.filter(|_| reading.round_trip))),
-    )
+    let (request, options) = request_from_wire(wire, messages_of, tools, echoed).ok()?;
+    Some((request, options, edits.filter(|_| reading.round_trip)))
 }
 
 /// The tools of a request's list, and whether the encoder writes them again as they came
@@ -152,12 +142,9 @@ pub(super) fn decoded_tools(list: Vec<Value>) -> Result<(Vec<Tool>, bool), Error
 }
 
 /// The text the Response object echoes for a request's tools: the kept list's when one was
-/// blanked in the body (`sent`), else the text of the `tools` member.
-pub(super) fn echoed_tools(sent: Option<&SentAgain>, text: Option<&RawValue>) -> Option<Arc<str>> {
-    match sent {
-        Some(sent) => Some(echoed_text(sent.text())),
-        None => text.map(|text| echoed_text(text.get())),
-    }
+/// blanked in the body (`kept`), else the text of the `tools` member.
+pub(super) fn echoed_tools(kept: Option<&str>, text: Option<&RawValue>) -> Option<Arc<str>> {
+    kept.or(text.map(RawValue::get)).map(echoed_text)
 }
 
 /// [`decode_request_checked`], every tool decoded from its value.

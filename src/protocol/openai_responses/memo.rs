@@ -58,8 +58,8 @@ fn read_with_memo(
     } else {
         None
     });
-    let echoed = echoed_tools(sent.as_ref(), wire.tools);
     let mut reading = ToolsReading::new(sent);
+    let echoed = echoed_tools(reading.kept_text(), wire.tools);
     let tools = |text| reading.read(memo.tools(), &read.doc, text, decoded_tools);
     let mut memoized: Option<(Vec<Message>, Vec<usize>, Decoded)> = None;
     let input = |input: Option<InputTexts>| match input {

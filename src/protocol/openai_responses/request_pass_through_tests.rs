@@ -540,14 +540,9 @@ fn a_request_read_through_the_message_memo_decodes_as_its_input_read_as_values()
         passed,
         refused,
         sent,
+        with_tools,
     };
     assert_memo_worked(&memo, &tally);
-    assert!(
-        memo.tools().decoded() * 3 < with_tools,
-        "{} lists of tools decoded for {with_tools} requests with tools: a conversation's \
-         requests send the same",
-        memo.tools().decoded()
-    );
     assert!(
         memo.tools().blanked() * 20 > with_tools,
         "{} lists of tools blanked before parsing, of {with_tools}",
